@@ -1,0 +1,99 @@
+/**
+ * Thin FFI bindings to the libc calls the file store needs and node:fs lacks:
+ * positional I/O without a seek, fallocate (punch hole / zero range),
+ * lseek(SEEK_DATA/SEEK_HOLE) and fdatasync off the event loop.
+ * Linux x86_64/aarch64 glibc only.
+ * @module
+ */
+
+const SYMBOLS = {
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  fdatasync: { parameters: ["i32"], result: "i32", nonblocking: true },
+  fdatasync_sync: { name: "fdatasync", parameters: ["i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+  strerror: { parameters: ["i32"], result: "pointer" },
+} as const;
+
+export const O_RDWR = 0o2;
+export const O_CREAT = 0o100;
+export const O_EXCL = 0o200;
+export const O_CLOEXEC = 0o2000000;
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
+
+/** errno numbers we map by name (Linux values). */
+const ERRNO_NAMES: Readonly<Record<number, string>> = {
+  1: "EPERM",
+  2: "ENOENT",
+  5: "EIO",
+  6: "ENXIO",
+  9: "EBADF",
+  12: "ENOMEM",
+  13: "EACCES",
+  17: "EEXIST",
+  22: "EINVAL",
+  27: "EFBIG",
+  28: "ENOSPC",
+  30: "EROFS",
+  95: "EOPNOTSUPP",
+  122: "EDQUOT",
+};
+
+type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+let lib: Libc | undefined;
+
+/** The libc symbols, opened on first use. */
+export function libc(): Libc {
+  if (!lib) {
+    lib = Deno.dlopen(libcPath(), SYMBOLS).symbols;
+  }
+  return lib;
+}
+
+function libcPath(): string {
+  for (
+    const p of ["libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6"]
+  ) {
+    try {
+      Deno.dlopen(p, {}).close();
+      return p;
+    } catch {
+      // try the next candidate
+    }
+  }
+  throw new Error("cannot load libc.so.6: the file block store needs glibc on Linux");
+}
+
+/** The calling thread's errno as a number. */
+export function errno(): number {
+  const p = libc().__errno_location();
+  return p ? new Deno.UnsafePointerView(p).getInt32() : 0;
+}
+
+/** A name such as "ENOSPC" for an errno number. */
+export function errnoName(n: number): string {
+  return ERRNO_NAMES[n] ?? `E${n}`;
+}
+
+/** The C library's description of an errno. */
+export function strerror(n: number): string {
+  const p = libc().strerror(n);
+  return p ? Deno.UnsafePointerView.getCString(p) : `errno ${n}`;
+}
+
+/** NUL-terminated UTF-8 for a path argument. */
+export function cString(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(s);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}

@@ -1,0 +1,92 @@
+/**
+ * Resource types of the Ballast API (v1). These are the JSON shapes the API serves
+ * and the typed client returns.
+ * @module
+ */
+
+/** Lifecycle state of a volume. */
+export type VolumeState = "creating" | "ready" | "deleting" | "failed";
+
+/** A block volume, exported over NBD under its name. */
+export interface Volume {
+  /** Unique name; also the NBD export name. */
+  name: string;
+  /** Immutable identity; names may be reused after delete, uuids never. */
+  uuid: string;
+  /** Size in bytes, a multiple of 512. */
+  sizeBytes: number;
+  /** Number of replicas besides the master (0 on a single node). */
+  replicas: number;
+  /** Node holding the master copy. */
+  master: string;
+  /** Group epoch: increases with every change of master (fences stale masters). */
+  epoch: number;
+  state: VolumeState;
+  labels: Record<string, string>;
+  description: string;
+  createdAt: string;
+  updatedAt: string;
+  /** Bytes actually allocated on the master's disk (thin provisioning); absent if unknown. */
+  allocatedBytes?: number;
+  /** Open NBD connections on the master; absent if unknown. */
+  connections?: number;
+}
+
+/** Body of POST /v1/volumes. */
+export interface CreateVolumeRequest {
+  name: string;
+  /** Bytes (number) or a human size string such as "10GiB". */
+  size: number | string;
+  replicas?: number;
+  labels?: Record<string, string>;
+  description?: string;
+}
+
+/** Body of PATCH /v1/volumes/{name}. */
+export interface UpdateVolumeRequest {
+  /** New size (grow only). */
+  size?: number | string;
+  labels?: Record<string, string>;
+  description?: string;
+}
+
+/** Health of a node as seen by the cluster. */
+export type NodeState = "ready" | "unreachable" | "down" | "cordoned";
+
+/** A storage node. */
+export interface NodeInfo {
+  name: string;
+  state: NodeState;
+  /** Why the node is in that state (empty when ready). */
+  reason: string;
+  apiAddress: string;
+  nbdAddress: string;
+  version: string;
+  labels: Record<string, string>;
+  capacityBytes: number;
+  freeBytes: number;
+  volumes: number;
+  startedAt: string;
+  lastSeen: string;
+}
+
+/** GET /v1/health. */
+export interface Health {
+  status: "ok" | "degraded" | "unavailable";
+  node: string;
+  checks: Record<string, { ok: boolean; message: string }>;
+}
+
+/** GET /v1/version. */
+export interface VersionInfo {
+  version: string;
+  deno: string;
+  v8: string;
+  typescript: string;
+  apiVersion: "v1";
+}
+
+/** A list response. */
+export interface List<T> {
+  items: T[];
+}
