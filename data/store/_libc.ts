@@ -16,6 +16,7 @@ const SYMBOLS = {
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   fdatasync: { parameters: ["i32"], result: "i32", nonblocking: true },
   fdatasync_sync: { name: "fdatasync", parameters: ["i32"], result: "i32" },
+  statvfs: { parameters: ["buffer", "buffer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
@@ -48,13 +49,31 @@ const ERRNO_NAMES: Readonly<Record<number, string>> = {
   122: "EDQUOT",
 };
 
-type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+/**
+ * The symbols with number arguments: Deno accepts a number for 64-bit parameters at
+ * run time, while its generated types demand bigint. 64-bit results come back as
+ * bigint; callers convert with Number().
+ */
+export interface Libc {
+  open(path: Uint8Array, flags: number, mode: number): number;
+  close(fd: number): number;
+  pread(fd: number, buf: Uint8Array, count: number, offset: number): number | bigint;
+  pwrite(fd: number, buf: Uint8Array, count: number, offset: number): number | bigint;
+  ftruncate(fd: number, length: number): number;
+  fallocate(fd: number, mode: number, offset: number, length: number): number;
+  lseek(fd: number, offset: number, whence: number): number | bigint;
+  fdatasync(fd: number): Promise<number>;
+  fdatasync_sync(fd: number): number;
+  statvfs(path: Uint8Array, buf: Uint8Array): number;
+  __errno_location(): Deno.PointerValue;
+  strerror(n: number): Deno.PointerValue;
+}
 let lib: Libc | undefined;
 
 /** The libc symbols, opened on first use. */
 export function libc(): Libc {
   if (!lib) {
-    lib = Deno.dlopen(libcPath(), SYMBOLS).symbols;
+    lib = Deno.dlopen(libcPath(), SYMBOLS).symbols as unknown as Libc;
   }
   return lib;
 }
@@ -96,4 +115,17 @@ export function cString(s: string): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(bytes.length + 1);
   out.set(bytes);
   return out;
+}
+
+/** Size and free space of the filesystem holding `path` (statvfs). */
+export function filesystemSpace(path: string): { capacityBytes: number; freeBytes: number } {
+  // struct statvfs (64-bit Linux): f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, ...
+  const buf = new Uint8Array(128);
+  if (libc().statvfs(cString(path), buf) !== 0) return { capacityBytes: 0, freeBytes: 0 };
+  const v = new DataView(buf.buffer);
+  const frsize = Number(v.getBigUint64(8, true));
+  return {
+    capacityBytes: Number(v.getBigUint64(16, true)) * frsize,
+    freeBytes: Number(v.getBigUint64(32, true)) * frsize,
+  };
 }

@@ -1,0 +1,72 @@
+/**
+ * The table of volumes this node exports over NBD, shared by every connection.
+ * @module
+ */
+
+import type { BlockStore } from "./store/block_store.ts";
+import type { ExportCatalog, ExportView } from "./nbd/handshake.ts";
+import { VolumeStats } from "./stats.ts";
+
+/** Something that can be disconnected when its export goes away. */
+export interface Attachment {
+  abort(reason: string): void;
+}
+
+/** A volume being exported: its store, statistics and attached connections. */
+export class LiveExport implements ExportView {
+  readonly stats: VolumeStats;
+  readonly attachments = new Set<Attachment>();
+  readOnly = false;
+
+  constructor(
+    readonly name: string,
+    readonly uuid: string,
+    public description: string,
+    readonly store: BlockStore,
+  ) {
+    this.stats = new VolumeStats(name);
+  }
+
+  get size(): number {
+    return this.store.size;
+  }
+  get canTrim(): boolean {
+    return this.store.canTrim;
+  }
+  get canFastZero(): boolean {
+    return this.store.canFastZero;
+  }
+
+  attach(a: Attachment): void {
+    this.attachments.add(a);
+    this.stats.connections = this.attachments.size;
+  }
+
+  detach(a: Attachment): void {
+    this.attachments.delete(a);
+    this.stats.connections = this.attachments.size;
+  }
+}
+
+export class ExportTable implements ExportCatalog {
+  #exports = new Map<string, LiveExport>();
+
+  add(e: LiveExport): void {
+    this.#exports.set(e.name, e);
+  }
+
+  /** Removes an export; existing connections keep their reference until they close. */
+  remove(name: string): LiveExport | undefined {
+    const e = this.#exports.get(name);
+    this.#exports.delete(name);
+    return e;
+  }
+
+  lookup(name: string): LiveExport | undefined {
+    return this.#exports.get(name);
+  }
+
+  list(): LiveExport[] {
+    return [...this.#exports.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+}

@@ -1,0 +1,15 @@
+/**
+ * The data plane: NBD protocol and server, block stores, exports, statistics.
+ * @module
+ */
+
+export { type DataPlaneOptions, type RunningDataPlane, startDataPlane } from "./local_plane.ts";
+export type { DataPlane, VolumeSpec, VolumeStatus } from "./plane.ts";
+export { LATENCY_BUCKETS, OP_KINDS, type OpKind, VolumeStats } from "./stats.ts";
+export { type BlockStore, BlockStoreError, type Extent } from "./store/block_store.ts";
+export { FileBlockStore } from "./store/file_store.ts";
+export { ExportTable, LiveExport } from "./exports.ts";
+export { NbdServer, type NbdServerOptions } from "./nbd/server.ts";
+export type { ExportCatalog, ExportView, HandshakePolicy } from "./nbd/handshake.ts";
+export type { StartTls } from "./nbd/connection.ts";
+export { tcpTransport, type Transport } from "./nbd/transport.ts";

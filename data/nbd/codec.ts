@@ -1,0 +1,313 @@
+/**
+ * Transmission-phase wire format: pure functions over Uint8Array/DataView.
+ * Nothing here touches a socket; the server passes buffers in and out.
+ *
+ * Offsets are 64-bit on the wire. Volumes are far smaller than 2^53 bytes, so a
+ * request whose offset needs more than 53 bits is out of range by construction;
+ * we keep it as `offsetHi`/`offsetLo` until validated and never lose precision.
+ * @module
+ */
+
+import * as C from "./constants.ts";
+
+/** A decoded request header ("Request message"). Reused across requests: no allocation. */
+export class Request {
+  flags = 0;
+  type = 0;
+  /** The 64-bit handle as two halves, echoed unchanged in replies. */
+  handleHi = 0;
+  handleLo = 0;
+  offsetHi = 0;
+  offsetLo = 0;
+  length = 0;
+
+  /** Offset as a number; only exact when offsetHi < 2^21 (checked by validateRequest). */
+  get offset(): number {
+    return this.offsetHi * 0x100000000 + this.offsetLo;
+  }
+}
+
+/** What the server negotiated for one connection, needed to validate requests. */
+export interface TransmissionContext {
+  size: number;
+  readOnly: boolean;
+  structuredReplies: boolean;
+  /** base:allocation was selected with NBD_OPT_SET_META_CONTEXT for this export. */
+  baseAllocation: boolean;
+  /** Largest READ/WRITE payload we accept (advertised in NBD_INFO_BLOCK_SIZE). */
+  maxPayload: number;
+}
+
+/**
+ * Decodes the 28-byte request header at `off`. Returns false on bad magic
+ * (the connection is then out of sync and must be closed).
+ */
+export function decodeRequest(view: DataView, off: number, req: Request): boolean {
+  if (view.getUint32(off) !== C.NBD_REQUEST_MAGIC) return false;
+  req.flags = view.getUint16(off + 4);
+  req.type = view.getUint16(off + 6);
+  req.handleHi = view.getUint32(off + 8);
+  req.handleLo = view.getUint32(off + 12);
+  req.offsetHi = view.getUint32(off + 16);
+  req.offsetLo = view.getUint32(off + 20);
+  req.length = view.getUint32(off + 24);
+  return true;
+}
+
+/** Encodes a request header (used by tests and the peer client). */
+export function encodeRequest(
+  view: DataView,
+  off: number,
+  r: { flags: number; type: number; handle: bigint; offset: bigint; length: number },
+): number {
+  view.setUint32(off, C.NBD_REQUEST_MAGIC);
+  view.setUint16(off + 4, r.flags);
+  view.setUint16(off + 6, r.type);
+  view.setBigUint64(off + 8, r.handle);
+  view.setBigUint64(off + 16, r.offset);
+  view.setUint32(off + 24, r.length);
+  return off + C.REQUEST_HEADER_SIZE;
+}
+
+/** Command flags each command may carry ("Command flags"). FUA is valid on every command. */
+function allowedFlags(type: number, ctx: TransmissionContext): number {
+  switch (type) {
+    case C.NBD_CMD_READ:
+      return C.NBD_CMD_FLAG_FUA | (ctx.structuredReplies ? C.NBD_CMD_FLAG_DF : 0);
+    case C.NBD_CMD_WRITE_ZEROES:
+      return C.NBD_CMD_FLAG_FUA | C.NBD_CMD_FLAG_NO_HOLE | C.NBD_CMD_FLAG_FAST_ZERO;
+    case C.NBD_CMD_BLOCK_STATUS:
+      return C.NBD_CMD_FLAG_FUA | C.NBD_CMD_FLAG_REQ_ONE;
+    default:
+      return C.NBD_CMD_FLAG_FUA;
+  }
+}
+
+/** Why validateRequest refused a request: an NBD error value plus a message for logs. */
+export interface Rejection {
+  error: number;
+  message: string;
+}
+
+const TWO_POW_21 = 0x200000;
+
+/**
+ * Checks a request against the negotiated context ("Request types", "Error values").
+ * Returns undefined when the request may run. Pure; table-tested at the edges.
+ */
+export function validateRequest(req: Request, ctx: TransmissionContext): Rejection | undefined {
+  const t = req.type;
+  const isWrite = t === C.NBD_CMD_WRITE || t === C.NBD_CMD_TRIM || t === C.NBD_CMD_WRITE_ZEROES;
+  if (
+    t !== C.NBD_CMD_READ && !isWrite && t !== C.NBD_CMD_FLUSH && t !== C.NBD_CMD_CACHE &&
+    t !== C.NBD_CMD_BLOCK_STATUS
+  ) {
+    return { error: C.NBD_EINVAL, message: `unknown command ${t}` };
+  }
+  const bad = req.flags & ~allowedFlags(t, ctx);
+  if (bad !== 0) {
+    return {
+      error: C.NBD_EINVAL,
+      message: `flags 0x${bad.toString(16)} not valid for command ${t}`,
+    };
+  }
+  if (t === C.NBD_CMD_FLUSH) {
+    // "For a flush request, length and offset are reserved, and MUST be set to all-zero."
+    if (req.length !== 0 || req.offsetHi !== 0 || req.offsetLo !== 0) {
+      return { error: C.NBD_EINVAL, message: "flush with nonzero offset or length" };
+    }
+    return undefined;
+  }
+  if (t === C.NBD_CMD_BLOCK_STATUS && !ctx.baseAllocation) {
+    return { error: C.NBD_EINVAL, message: "block status without a negotiated metadata context" };
+  }
+  if (req.length === 0) {
+    return { error: C.NBD_EINVAL, message: "zero-length request" };
+  }
+  if ((t === C.NBD_CMD_READ || t === C.NBD_CMD_WRITE) && req.length > ctx.maxPayload) {
+    return {
+      error: C.NBD_EOVERFLOW,
+      message: `length ${req.length} exceeds the maximum payload ${ctx.maxPayload}`,
+    };
+  }
+  if (isWrite && ctx.readOnly) {
+    return { error: C.NBD_EPERM, message: "write to a read-only export" };
+  }
+  // offset + length must stay within the export ("Error values": ENOSPC for writes
+  // beyond the end, EINVAL for other requests beyond the end).
+  if (req.offsetHi >= TWO_POW_21 || req.offset + req.length > ctx.size) {
+    return {
+      error: isWrite ? C.NBD_ENOSPC : C.NBD_EINVAL,
+      message: `range ${describeOffset(req)}+${req.length} is beyond the export size ${ctx.size}`,
+    };
+  }
+  return undefined;
+}
+
+function describeOffset(req: Request): string {
+  return req.offsetHi >= TWO_POW_21
+    ? String((BigInt(req.offsetHi) << 32n) | BigInt(req.offsetLo))
+    : String(req.offset);
+}
+
+/** Writes a simple reply header ("Simple reply message"). Returns the end offset. */
+export function encodeSimpleReply(
+  view: DataView,
+  off: number,
+  req: Request,
+  error: number,
+): number {
+  view.setUint32(off, C.NBD_SIMPLE_REPLY_MAGIC);
+  view.setUint32(off + 4, error);
+  view.setUint32(off + 8, req.handleHi);
+  view.setUint32(off + 12, req.handleLo);
+  return off + C.SIMPLE_REPLY_HEADER_SIZE;
+}
+
+/** Writes a structured reply chunk header ("Structured reply chunk message"). */
+export function encodeChunkHeader(
+  view: DataView,
+  off: number,
+  req: Request,
+  flags: number,
+  type: number,
+  length: number,
+): number {
+  view.setUint32(off, C.NBD_STRUCTURED_REPLY_MAGIC);
+  view.setUint16(off + 4, flags);
+  view.setUint16(off + 6, type);
+  view.setUint32(off + 8, req.handleHi);
+  view.setUint32(off + 12, req.handleLo);
+  view.setUint32(off + 16, length);
+  return off + C.STRUCTURED_REPLY_HEADER_SIZE;
+}
+
+/**
+ * Header of a final NBD_REPLY_TYPE_OFFSET_DATA chunk; the caller places
+ * `req.length` bytes of data right after the returned offset.
+ */
+export function encodeOffsetDataHeader(view: DataView, off: number, req: Request): number {
+  off = encodeChunkHeader(
+    view,
+    off,
+    req,
+    C.NBD_REPLY_FLAG_DONE,
+    C.NBD_REPLY_TYPE_OFFSET_DATA,
+    8 + req.length,
+  );
+  view.setUint32(off, req.offsetHi);
+  view.setUint32(off + 4, req.offsetLo);
+  return off + 8;
+}
+
+/** Bytes an error reply takes: structured error chunk with message, or a simple reply. */
+export function errorReplySize(structured: boolean, message: Uint8Array): number {
+  return structured
+    ? C.STRUCTURED_REPLY_HEADER_SIZE + 6 + message.length
+    : C.SIMPLE_REPLY_HEADER_SIZE;
+}
+
+/**
+ * Writes an error reply: with structured replies an NBD_REPLY_TYPE_ERROR chunk carrying
+ * a human-readable message ("SHOULD prefer sending errors via a structured reply"),
+ * otherwise a simple reply with the error field set.
+ */
+export function encodeErrorReply(
+  buf: Uint8Array,
+  view: DataView,
+  off: number,
+  req: Request,
+  structured: boolean,
+  error: number,
+  message: Uint8Array,
+): number {
+  if (!structured) return encodeSimpleReply(view, off, req, error);
+  off = encodeChunkHeader(
+    view,
+    off,
+    req,
+    C.NBD_REPLY_FLAG_DONE,
+    C.NBD_REPLY_TYPE_ERROR,
+    6 + message.length,
+  );
+  view.setUint32(off, error);
+  view.setUint16(off + 4, message.length);
+  buf.set(message, off + 6);
+  return off + 6 + message.length;
+}
+
+/** Writes a success reply without payload (simple, or structured NONE chunk with DONE). */
+export function encodeOkReply(
+  view: DataView,
+  off: number,
+  req: Request,
+  structured: boolean,
+): number {
+  return structured
+    ? encodeChunkHeader(view, off, req, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_NONE, 0)
+    : encodeSimpleReply(view, off, req, 0);
+}
+
+/** One base:allocation descriptor. */
+export interface StatusDescriptor {
+  length: number;
+  flags: number;
+}
+
+/** Size of an NBD_REPLY_TYPE_BLOCK_STATUS chunk with `n` descriptors. */
+export function blockStatusSize(n: number): number {
+  return C.STRUCTURED_REPLY_HEADER_SIZE + 4 + 8 * n;
+}
+
+/** Writes a final NBD_REPLY_TYPE_BLOCK_STATUS chunk ("Structured reply types"). */
+export function encodeBlockStatus(
+  view: DataView,
+  off: number,
+  req: Request,
+  contextId: number,
+  descriptors: readonly StatusDescriptor[],
+): number {
+  off = encodeChunkHeader(
+    view,
+    off,
+    req,
+    C.NBD_REPLY_FLAG_DONE,
+    C.NBD_REPLY_TYPE_BLOCK_STATUS,
+    4 + 8 * descriptors.length,
+  );
+  view.setUint32(off, contextId);
+  off += 4;
+  for (const d of descriptors) {
+    view.setUint32(off, d.length);
+    view.setUint32(off + 4, d.flags);
+    off += 8;
+  }
+  return off;
+}
+
+/** Maps a POSIX error name from the block store to an NBD error value (nbdkit's nbd_errno). */
+export function nbdErrno(errno: string | undefined): number {
+  switch (errno) {
+    case "EPERM":
+    case "EROFS":
+    case "EACCES":
+      return C.NBD_EPERM;
+    case "ENOMEM":
+      return C.NBD_ENOMEM;
+    case "EINVAL":
+      return C.NBD_EINVAL;
+    case "ENOSPC":
+    case "EDQUOT":
+    case "EFBIG":
+      return C.NBD_ENOSPC;
+    case "EOVERFLOW":
+      return C.NBD_EOVERFLOW;
+    case "EOPNOTSUPP":
+    case "ENOTSUP":
+      return C.NBD_ENOTSUP;
+    case "ESHUTDOWN":
+      return C.NBD_ESHUTDOWN;
+    default:
+      return C.NBD_EIO;
+  }
+}

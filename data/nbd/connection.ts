@@ -1,0 +1,600 @@
+/**
+ * One NBD connection: the handshake driver around the pure handshake state machine,
+ * then the transmission loop ("Transmission").
+ *
+ * Hot path rules (measured, see docs/BENCHMARKS.md): one reusable input buffer;
+ * every pipelined request in a read is parsed and executed before the next read;
+ * WRITE payloads are written to the store straight from the input buffer; READ data
+ * is read from the store straight into the outgoing batch buffer; the replies of a
+ * batch leave in one write, and the next read does not wait for that write.
+ * Requests execute synchronously in arrival order, so a later request always sees
+ * the effect of an earlier one; only flushes (FLUSH, FUA) complete asynchronously.
+ * @module
+ */
+
+import type { Logger } from "pino";
+import * as C from "./constants.ts";
+import {
+  blockStatusSize,
+  decodeRequest,
+  encodeBlockStatus,
+  encodeErrorReply,
+  encodeOffsetDataHeader,
+  encodeOkReply,
+  encodeSimpleReply,
+  errorReplySize,
+  nbdErrno,
+  Request,
+  type StatusDescriptor,
+  type TransmissionContext,
+  validateRequest,
+} from "./codec.ts";
+import {
+  checkClientFlags,
+  encodeGreeting,
+  handleOption,
+  type HandshakePolicy,
+  initialState,
+} from "./handshake.ts";
+import { type Transport, writeAll } from "./transport.ts";
+import type { ExportTable, LiveExport } from "../exports.ts";
+import {
+  OP_BLOCK_STATUS,
+  OP_CACHE,
+  OP_FLUSH,
+  OP_READ,
+  OP_TRIM,
+  OP_WRITE,
+  OP_WRITE_ZEROES,
+} from "../stats.ts";
+
+/** Upgrades a transport to TLS after NBD_OPT_STARTTLS was acknowledged (the TLS seam). */
+export type StartTls = (t: Transport) => Promise<Transport>;
+
+export interface ConnectionOptions {
+  id: number;
+  exports: ExportTable;
+  policy: HandshakePolicy;
+  logger: Logger;
+  startTls?: StartTls;
+}
+
+const INITIAL_IN = 256 * 1024;
+const INITIAL_OUT = 256 * 1024;
+/** Stop reading new requests while this many reply bytes wait to be sent. */
+const MAX_QUEUED_OUT = 64 * 1024 * 1024;
+/** Most descriptors one BLOCK_STATUS reply carries ("MAY return less descriptors"). */
+const MAX_DESCRIPTORS = 1024;
+/** Batch buffers kept for reuse per connection. */
+const MAX_FREE_BUFFERS = 8;
+const STATUS_HOLE = C.NBD_STATE_HOLE | C.NBD_STATE_ZERO;
+
+const enc = new TextEncoder();
+const MSG_SHUTDOWN = enc.encode("server is shutting down");
+
+class ProtocolError extends Error {
+  override name = "ProtocolError";
+}
+
+export class Connection {
+  readonly id: number;
+  #t: Transport;
+  #log: Logger;
+  #opts: ConnectionOptions;
+
+  // Input: a reusable buffer; unparsed bytes are in [#start, #end).
+  #in: Uint8Array = new Uint8Array(INITIAL_IN);
+  #inView: DataView = new DataView(this.#in.buffer);
+  #start = 0;
+  #end = 0;
+
+  // Output: the batch being built, a pool of free batch buffers, and the send chain.
+  #out: Uint8Array = new Uint8Array(INITIAL_OUT);
+  #outView: DataView = new DataView(this.#out.buffer);
+  #outLen = 0;
+  #freeOut: Uint8Array[] = [];
+  #sending: Promise<void> = Promise.resolve();
+  #queuedOut = 0;
+  #sendError: unknown;
+
+  #req = new Request();
+  #ctx: TransmissionContext | undefined;
+  #export: LiveExport | undefined;
+  #pending = 0;
+  #idle: (() => void) | undefined;
+  #closed = false;
+  #shuttingDown = false;
+  /** performance.now() of the last bytes received; the server's watchdog reads it. */
+  lastActivity = performance.now();
+  /** True while a request or handshake message is partly received. */
+  midMessage = true;
+  inHandshake = true;
+
+  constructor(transport: Transport, opts: ConnectionOptions) {
+    this.id = opts.id;
+    this.#t = transport;
+    this.#opts = opts;
+    this.#log = opts.logger.child({ conn: opts.id, remote: transport.remote });
+  }
+
+  get exportName(): string | undefined {
+    return this.#export?.name;
+  }
+
+  /** Serves the connection until the client leaves or the server shuts it. Never throws. */
+  async run(): Promise<void> {
+    this.#log.debug("connection opened");
+    try {
+      const exp = await this.#handshake();
+      if (exp) {
+        this.inHandshake = false;
+        await this.#transmission(exp);
+      }
+    } catch (err) {
+      if (!this.#closed) {
+        const msg = err instanceof Error ? err.message : String(err);
+        if (err instanceof ProtocolError) {
+          this.#log.warn({ err: msg }, "protocol violation, disconnecting");
+          if (this.#export) this.#export.stats.protocolErrors++;
+        } else if (isDisconnect(err)) {
+          this.#log.debug({ err: msg }, "client went away");
+        } else {
+          this.#log.error({ err: msg }, "connection failed");
+        }
+      }
+    } finally {
+      await this.#finish();
+    }
+  }
+
+  /** Hard disconnect now (volume deleted with force, watchdog). */
+  abort(reason: string): void {
+    if (this.#closed) return;
+    this.#log.warn({ reason }, "disconnecting client");
+    this.#close();
+  }
+
+  /**
+   * Graceful shutdown: requests not yet started get ESHUTDOWN, in-flight ones finish,
+   * queued replies are sent, then the connection closes ("Terminating the transmission phase").
+   */
+  async shutdown(): Promise<void> {
+    this.#shuttingDown = true;
+    if (this.inHandshake) {
+      this.#close();
+      return;
+    }
+    await this.#drain();
+    this.#close();
+  }
+
+  // ---- handshake ("Fixed newstyle negotiation") -------------------------------------
+
+  async #handshake(): Promise<LiveExport | undefined> {
+    await writeAll(this.#t, encodeGreeting());
+    await this.#need(4);
+    const clientFlags = this.#inView.getUint32(this.#start);
+    this.#start += 4;
+    const badFlags = checkClientFlags(clientFlags);
+    if (badFlags) throw new ProtocolError(badFlags);
+    let state = initialState(clientFlags);
+    for (;;) {
+      this.midMessage = false;
+      await this.#need(16);
+      this.midMessage = true;
+      const v = this.#inView;
+      const s = this.#start;
+      if (v.getUint32(s) !== C.IHAVEOPT_HI || v.getUint32(s + 4) !== C.IHAVEOPT_LO) {
+        throw new ProtocolError("bad option magic");
+      }
+      const option = v.getUint32(s + 8);
+      const length = v.getUint32(s + 12);
+      this.#start += 16;
+      if (length > C.MAX_OPTION_LENGTH) {
+        if (option === C.NBD_OPT_EXPORT_NAME) throw new ProtocolError("export name too long");
+        await this.#discard(length);
+        await this.#sendOptionError(option, C.NBD_REP_ERR_TOO_BIG, "option payload too large");
+        continue;
+      }
+      await this.#need(length);
+      const data = this.#in.slice(this.#start, this.#start + length);
+      this.#start += length;
+      if (this.#shuttingDown && option !== C.NBD_OPT_ABORT) {
+        await this.#sendOptionError(option, C.NBD_REP_ERR_SHUTDOWN, "server is shutting down");
+        continue;
+      }
+      const result = handleOption(state, this.#opts.exports, this.#opts.policy, option, data);
+      state = result.state;
+      const action = result.action;
+      if (result.refusal) this.#log.debug({ option, refusal: result.refusal }, "option refused");
+      for (const b of action.out) await writeAll(this.#t, b);
+      switch (action.kind) {
+        case "reply":
+          break;
+        case "close":
+          this.#log.info({ reason: action.reason }, "handshake ended");
+          return undefined;
+        case "starttls":
+          if (!this.#opts.startTls) throw new ProtocolError("STARTTLS acknowledged without TLS");
+          if (this.#start !== this.#end) throw new ProtocolError("data sent before TLS handshake");
+          this.#t = await this.#opts.startTls(this.#t);
+          break;
+        case "transmission": {
+          const exp = this.#opts.exports.lookup(action.export.name);
+          if (!exp) return undefined;
+          this.#ctx = {
+            size: exp.size,
+            readOnly: exp.readOnly,
+            structuredReplies: action.structuredReplies,
+            baseAllocation: action.baseAllocation,
+            maxPayload: C.MAX_BLOCK_SIZE,
+          };
+          this.#export = exp;
+          this.#log = this.#log.child({ volume: exp.name });
+          this.#log.info(
+            { size: exp.size, structured: action.structuredReplies, flags: action.flags },
+            "client attached",
+          );
+          return exp;
+        }
+      }
+    }
+  }
+
+  async #sendOptionError(option: number, type: number, message: string): Promise<void> {
+    const m = enc.encode(message);
+    const b = new Uint8Array(20 + m.length);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, C.REPLY_MAGIC_HI);
+    v.setUint32(4, C.REPLY_MAGIC_LO);
+    v.setUint32(8, option);
+    v.setUint32(12, type);
+    v.setUint32(16, m.length);
+    b.set(m, 20);
+    await writeAll(this.#t, b);
+  }
+
+  // ---- transmission ("Transmission", "Request types") -------------------------------
+
+  async #transmission(exp: LiveExport): Promise<void> {
+    exp.attach(this);
+    const ctx = this.#ctx!;
+    const req = this.#req;
+    for (;;) {
+      // Parse and execute every complete request in the buffer.
+      while (this.#end - this.#start >= C.REQUEST_HEADER_SIZE) {
+        const s = this.#start;
+        if (!decodeRequest(this.#inView, s, req)) {
+          throw new ProtocolError(`bad request magic 0x${this.#inView.getUint32(s).toString(16)}`);
+        }
+        if (req.type === C.NBD_CMD_DISC) {
+          // "The server MUST handle all outstanding requests ... and close the TCP session."
+          this.#log.debug("client sent NBD_CMD_DISC");
+          this.#sendBatch();
+          await this.#drain();
+          return;
+        }
+        if (req.type === C.NBD_CMD_WRITE) {
+          const total = C.REQUEST_HEADER_SIZE + req.length;
+          if (this.#end - s < total) {
+            if (req.length > ctx.maxPayload) {
+              // Too large to buffer: answer now and skip the payload to stay in sync.
+              this.#start += C.REQUEST_HEADER_SIZE;
+              this.#reject(req, C.NBD_EOVERFLOW, `write of ${req.length} bytes exceeds maximum`);
+              this.#sendBatch();
+              await this.#discard(req.length);
+              continue;
+            }
+            this.#reserveInput(total);
+            break; // read more
+          }
+          this.#execute(req, ctx, exp, s + C.REQUEST_HEADER_SIZE);
+          this.#start = s + total;
+        } else {
+          this.#start = s + C.REQUEST_HEADER_SIZE;
+          this.#execute(req, ctx, exp, 0);
+        }
+      }
+      this.#sendBatch();
+      if (this.#sendError) throw this.#sendError;
+      if (this.#queuedOut > MAX_QUEUED_OUT) await this.#sending;
+      this.midMessage = this.#end > this.#start;
+      if (!(await this.#fill())) {
+        if (this.#end > this.#start) {
+          this.#log.warn({ partialBytes: this.#end - this.#start }, "client left mid-request");
+        }
+        return;
+      }
+    }
+  }
+
+  /** Validate -> execute -> reply. `payload` is the WRITE data offset in #in. */
+  #execute(req: Request, ctx: TransmissionContext, exp: LiveExport, payload: number): void {
+    const bad = validateRequest(req, ctx);
+    if (bad) {
+      this.#log.warn(
+        { type: req.type, flags: req.flags, length: req.length, error: bad.error },
+        bad.message,
+      );
+      exp.stats.protocolErrors++;
+      this.#reject(req, bad.error, bad.message);
+      return;
+    }
+    if (this.#shuttingDown) {
+      this.#reject(req, C.NBD_ESHUTDOWN, "server is shutting down", MSG_SHUTDOWN);
+      return;
+    }
+    const t0 = performance.now();
+    const store = exp.store;
+    const stats = exp.stats;
+    const fua = (req.flags & C.NBD_CMD_FLAG_FUA) !== 0;
+    let kind = OP_READ;
+    try {
+      switch (req.type) {
+        case C.NBD_CMD_READ: {
+          const len = req.length;
+          if (ctx.structuredReplies) {
+            const at = this.#reserveOut(C.STRUCTURED_REPLY_HEADER_SIZE + 8 + len);
+            const dataAt = encodeOffsetDataHeader(this.#outView, at, req);
+            store.read(this.#out.subarray(dataAt, dataAt + len), req.offset);
+            this.#outLen = dataAt + len;
+          } else {
+            const at = this.#reserveOut(C.SIMPLE_REPLY_HEADER_SIZE + len);
+            const dataAt = encodeSimpleReply(this.#outView, at, req, 0);
+            store.read(this.#out.subarray(dataAt, dataAt + len), req.offset);
+            this.#outLen = dataAt + len;
+          }
+          stats.record(OP_READ, len, (performance.now() - t0) / 1000, false);
+          return;
+        }
+        case C.NBD_CMD_WRITE:
+          kind = OP_WRITE;
+          store.write(this.#in.subarray(payload, payload + req.length), req.offset);
+          break;
+        case C.NBD_CMD_TRIM:
+          kind = OP_TRIM;
+          store.trim(req.offset, req.length);
+          break;
+        case C.NBD_CMD_WRITE_ZEROES:
+          kind = OP_WRITE_ZEROES;
+          if ((req.flags & C.NBD_CMD_FLAG_FAST_ZERO) && !store.canFastZero) {
+            // FAST_ZERO: "fail quickly with ENOTSUP" rather than write zeroes slowly.
+            this.#reject(req, C.NBD_ENOTSUP, "fast zero not possible on this store");
+            stats.record(kind, 0, 0, true);
+            return;
+          }
+          store.writeZeroes(req.offset, req.length, (req.flags & C.NBD_CMD_FLAG_NO_HOLE) === 0);
+          break;
+        case C.NBD_CMD_FLUSH:
+          this.#flushThenReply(req, exp, OP_FLUSH, 0, t0);
+          return;
+        case C.NBD_CMD_CACHE:
+          kind = OP_CACHE;
+          break; // data is served from the page cache already
+        case C.NBD_CMD_BLOCK_STATUS:
+          kind = OP_BLOCK_STATUS;
+          this.#blockStatus(req, exp);
+          stats.record(kind, req.length, (performance.now() - t0) / 1000, false);
+          return;
+      }
+    } catch (err) {
+      const errno = (err as { errno?: string }).errno;
+      const message = err instanceof Error ? err.message : String(err);
+      this.#log.error({ type: req.type, offset: req.offset, length: req.length, errno }, message);
+      stats.record(kind, 0, (performance.now() - t0) / 1000, true);
+      this.#reject(req, nbdErrno(errno), message);
+      return;
+    }
+    const bytes = req.length;
+    if (fua && (kind === OP_WRITE || kind === OP_TRIM || kind === OP_WRITE_ZEROES)) {
+      // FUA: "MUST NOT send its reply ... until the data is persisted".
+      this.#flushThenReply(req, exp, kind, bytes, t0);
+      return;
+    }
+    const at = this.#reserveOut(C.STRUCTURED_REPLY_HEADER_SIZE);
+    this.#outLen = encodeOkReply(this.#outView, at, req, ctx.structuredReplies);
+    stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
+  }
+
+  /** Replies after fdatasync completes; other requests keep flowing meanwhile. */
+  #flushThenReply(req: Request, exp: LiveExport, kind: number, bytes: number, t0: number): void {
+    const structured = this.#ctx!.structuredReplies;
+    // The reply is encoded now (the Request object is reused) and sent when durable.
+    const ok = new Uint8Array(C.STRUCTURED_REPLY_HEADER_SIZE);
+    const okLen = encodeOkReply(new DataView(ok.buffer), 0, req, structured);
+    const handleHi = req.handleHi;
+    const handleLo = req.handleLo;
+    this.#pending++;
+    exp.store.flush().then(
+      () => {
+        exp.stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
+        this.#enqueue(ok, okLen, false);
+      },
+      (err) => {
+        const message = err instanceof Error ? err.message : String(err);
+        this.#log.error({ errno: (err as { errno?: string }).errno }, message);
+        exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
+        const r = new Request();
+        r.handleHi = handleHi;
+        r.handleLo = handleLo;
+        const m = enc.encode(message.slice(0, 200));
+        const b = new Uint8Array(errorReplySize(structured, m));
+        const n = encodeErrorReply(b, new DataView(b.buffer), 0, r, structured, C.NBD_EIO, m);
+        this.#enqueue(b, n, false);
+      },
+    ).finally(() => {
+      this.#pending--;
+      if (this.#pending === 0) this.#idle?.();
+    });
+  }
+
+  /** base:allocation extents for the range ("Metadata querying"). */
+  #blockStatus(req: Request, exp: LiveExport): void {
+    const extents = exp.store.extents(req.offset, req.length);
+    const one = (req.flags & C.NBD_CMD_FLAG_REQ_ONE) !== 0;
+    const max = one ? 1 : MAX_DESCRIPTORS;
+    const ds: StatusDescriptor[] = [];
+    for (const e of extents) {
+      if (ds.length === max) break;
+      ds.push({ length: e.length, flags: e.hole ? STATUS_HOLE : 0 });
+    }
+    if (ds.length === 0) ds.push({ length: req.length, flags: 0 });
+    const at = this.#reserveOut(blockStatusSize(ds.length));
+    this.#outLen = encodeBlockStatus(this.#outView, at, req, C.BASE_ALLOCATION_ID, ds);
+  }
+
+  /** Error reply for a request that will not run. */
+  #reject(req: Request, error: number, message: string, encoded?: Uint8Array): void {
+    const structured = this.#ctx?.structuredReplies ?? false;
+    const m = encoded ?? enc.encode(message.slice(0, 200));
+    const at = this.#reserveOut(errorReplySize(structured, m));
+    this.#outLen = encodeErrorReply(this.#out, this.#outView, at, req, structured, error, m);
+  }
+
+  // ---- buffers and I/O --------------------------------------------------------------
+
+  /** Ensures `n` more bytes fit in the batch buffer; returns where they go. */
+  #reserveOut(n: number): number {
+    if (this.#outLen + n > this.#out.length) {
+      if (this.#outLen > 0) this.#sendBatch();
+      if (n > this.#out.length) {
+        this.#recycle(this.#out);
+        this.#setOut(this.#takeBuffer(n));
+      }
+    }
+    return this.#outLen;
+  }
+
+  /** A free batch buffer of at least `min` bytes, from the pool when possible. */
+  #takeBuffer(min: number): Uint8Array {
+    const free = this.#freeOut;
+    for (let i = free.length - 1; i >= 0; i--) {
+      if (free[i].length >= min) {
+        const b = free[i];
+        free[i] = free[free.length - 1];
+        free.pop();
+        return b;
+      }
+    }
+    return new Uint8Array(Math.max(min, INITIAL_OUT));
+  }
+
+  #recycle(buf: Uint8Array): void {
+    if (this.#freeOut.length < MAX_FREE_BUFFERS) this.#freeOut.push(buf);
+  }
+
+  #setOut(buf: Uint8Array): void {
+    this.#out = buf;
+    this.#outView = new DataView(buf.buffer);
+    this.#outLen = 0;
+  }
+
+  /** Hands the current batch to the sender and takes a fresh buffer. */
+  #sendBatch(): void {
+    if (this.#outLen === 0) return;
+    const buf = this.#out;
+    const len = this.#outLen;
+    this.#setOut(this.#takeBuffer(INITIAL_OUT));
+    this.#enqueue(buf, len, true);
+  }
+
+  #enqueue(buf: Uint8Array, len: number, recycle: boolean): void {
+    this.#queuedOut += len;
+    this.#sending = this.#sending.then(async () => {
+      if (this.#closed || this.#sendError) return;
+      try {
+        await writeAll(this.#t, buf, len);
+      } catch (err) {
+        this.#sendError = err;
+      } finally {
+        this.#queuedOut -= len;
+        if (recycle) this.#recycle(buf);
+      }
+    });
+  }
+
+  /** Waits for in-flight flushes and queued replies. */
+  async #drain(): Promise<void> {
+    this.#sendBatch();
+    if (this.#pending > 0) {
+      await new Promise<void>((resolve) => (this.#idle = resolve));
+    }
+    await this.#sending;
+  }
+
+  /** Makes room so that `total` bytes from #start fit in the input buffer. */
+  #reserveInput(total: number): void {
+    if (this.#start + total <= this.#in.length) return;
+    const unread = this.#in.subarray(this.#start, this.#end);
+    if (total > this.#in.length) {
+      const bigger = new Uint8Array(Math.max(total, this.#in.length * 2));
+      bigger.set(unread);
+      this.#in = bigger;
+      this.#inView = new DataView(bigger.buffer);
+    } else {
+      this.#in.copyWithin(0, this.#start, this.#end);
+    }
+    this.#end -= this.#start;
+    this.#start = 0;
+  }
+
+  /** Reads more bytes into the input buffer; false at end of stream. */
+  async #fill(): Promise<boolean> {
+    if (this.#start === this.#end) {
+      this.#start = this.#end = 0;
+    } else if (this.#end === this.#in.length) {
+      this.#reserveInput(this.#end - this.#start + C.REQUEST_HEADER_SIZE);
+    }
+    const n = await this.#t.read(this.#in.subarray(this.#end));
+    if (n === null) return false;
+    this.#end += n;
+    this.lastActivity = performance.now();
+    return true;
+  }
+
+  /** Waits until `n` unread bytes are buffered (handshake sizes only). */
+  async #need(n: number): Promise<void> {
+    this.#reserveInput(n);
+    while (this.#end - this.#start < n) {
+      if (!(await this.#fill())) {
+        throw new ProtocolError("client closed the connection mid-message");
+      }
+    }
+  }
+
+  /** Reads and drops `n` bytes (payload of a request we refused). */
+  async #discard(n: number): Promise<void> {
+    let left = n;
+    for (;;) {
+      const have = Math.min(left, this.#end - this.#start);
+      this.#start += have;
+      left -= have;
+      if (left === 0) return;
+      this.#start = this.#end = 0;
+      if (!(await this.#fill())) {
+        throw new ProtocolError("client closed the connection mid-payload");
+      }
+    }
+  }
+
+  #close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#t.close();
+  }
+
+  async #finish(): Promise<void> {
+    if (this.#export) {
+      if (!this.#closed) await this.#drain().catch(() => {});
+      this.#export.detach(this);
+    }
+    this.#close();
+    this.#log.debug("connection closed");
+  }
+}
+
+function isDisconnect(err: unknown): boolean {
+  const name = (err as { name?: string })?.name;
+  return name === "ConnectionReset" || name === "BrokenPipe" || name === "BadResource" ||
+    name === "Interrupted" || name === "NotConnected";
+}

@@ -1,0 +1,112 @@
+/**
+ * The NBD listener: accepts TCP connections, runs a Connection for each, enforces
+ * handshake and mid-request timeouts, and shuts down gracefully.
+ * @module
+ */
+
+import type { Logger } from "pino";
+import type { ExportTable } from "../exports.ts";
+import { Connection, type StartTls } from "./connection.ts";
+import type { HandshakePolicy } from "./handshake.ts";
+import { tcpTransport, type Transport } from "./transport.ts";
+
+export interface NbdServerOptions {
+  exports: ExportTable;
+  logger: Logger;
+  /** Policy per connection (TLS issue: depends on the listener and the client). */
+  policy?: (remote: string) => HandshakePolicy;
+  startTls?: StartTls;
+  /** A client must finish negotiating within this time (default 30 s). */
+  handshakeTimeoutMs?: number;
+  /** A partly received request must complete within this time (default 60 s). */
+  requestTimeoutMs?: number;
+}
+
+const PLAINTEXT: HandshakePolicy = { tlsAvailable: false, tlsRequired: false };
+
+export class NbdServer {
+  #opts: NbdServerOptions;
+  #listener: Deno.TcpListener | undefined;
+  #conns = new Set<Connection>();
+  #nextId = 1;
+  #watchdog: ReturnType<typeof setInterval> | undefined;
+  #accepting: Promise<void> | undefined;
+  #log: Logger;
+
+  constructor(opts: NbdServerOptions) {
+    this.#opts = opts;
+    this.#log = opts.logger;
+  }
+
+  /** Starts listening; returns the bound address. */
+  listen(hostname: string, port: number): Deno.NetAddr {
+    this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
+    const addr = this.#listener.addr;
+    this.#accepting = this.#acceptLoop(this.#listener);
+    const timer = setInterval(() => this.#checkTimeouts(), 1000);
+    Deno.unrefTimer(timer);
+    this.#watchdog = timer;
+    return addr;
+  }
+
+  /** Open connections, including ones still negotiating. */
+  get connections(): number {
+    return this.#conns.size;
+  }
+
+  /** Serves one already-accepted transport (used by the listener and by tests). */
+  serve(transport: Transport): Promise<void> {
+    const conn = new Connection(transport, {
+      id: this.#nextId++,
+      exports: this.#opts.exports,
+      policy: this.#opts.policy?.(transport.remote) ?? PLAINTEXT,
+      logger: this.#log,
+      startTls: this.#opts.startTls,
+    });
+    this.#conns.add(conn);
+    return conn.run().finally(() => this.#conns.delete(conn));
+  }
+
+  async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
+    for (;;) {
+      let c: Deno.TcpConn;
+      try {
+        c = await listener.accept();
+      } catch (err) {
+        if (err instanceof Deno.errors.BadResource) return; // listener closed
+        this.#log.error({ err: (err as Error).message }, "accept failed");
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      this.serve(tcpTransport(c));
+    }
+  }
+
+  #checkTimeouts(): void {
+    const now = performance.now();
+    const hs = this.#opts.handshakeTimeoutMs ?? 30_000;
+    const rq = this.#opts.requestTimeoutMs ?? 60_000;
+    for (const c of this.#conns) {
+      const idle = now - c.lastActivity;
+      if (c.inHandshake && idle > hs) c.abort(`no handshake progress for ${Math.round(idle)} ms`);
+      else if (!c.inHandshake && c.midMessage && idle > rq) {
+        c.abort(`request incomplete for ${Math.round(idle)} ms`);
+      }
+    }
+  }
+
+  /**
+   * Stops accepting, lets in-flight requests finish (new ones get ESHUTDOWN), sends
+   * queued replies and closes every connection.
+   */
+  async close(): Promise<void> {
+    if (this.#watchdog !== undefined) clearInterval(this.#watchdog);
+    try {
+      this.#listener?.close();
+    } catch {
+      // already closed
+    }
+    await this.#accepting;
+    await Promise.all([...this.#conns].map((c) => c.shutdown()));
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * The byte stream under an NBD connection. The protocol code only sees this
+ * interface, so TLS (NBD_OPT_STARTTLS) can slide in underneath.
+ * @module
+ */
+
+export interface Transport {
+  /** Reads into `p`; resolves to the byte count, or null at end of stream. */
+  read(p: Uint8Array): Promise<number | null>;
+  /** Writes some of `p`; resolves to the byte count written. */
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
+  /** "host:port" of the peer, for logs. */
+  readonly remote: string;
+}
+
+/** A plain TCP connection as a Transport. */
+export function tcpTransport(conn: Deno.TcpConn): Transport {
+  conn.setNoDelay(true);
+  const addr = conn.remoteAddr;
+  return {
+    read: (p) => conn.read(p),
+    write: (p) => conn.write(p),
+    close: () => {
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    },
+    remote: addr.hostname.includes(":")
+      ? `[${addr.hostname}]:${addr.port}`
+      : `${addr.hostname}:${addr.port}`,
+  };
+}
+
+/** Writes all of `p[0, len)`. */
+export async function writeAll(t: Transport, p: Uint8Array, len = p.length): Promise<void> {
+  let off = 0;
+  while (off < len) {
+    off += await t.write(off === 0 && len === p.length ? p : p.subarray(off, len));
+  }
+}

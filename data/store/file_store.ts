@@ -1,0 +1,193 @@
+/**
+ * BlockStore on a sparse file, through libc (see _libc.ts): pread/pwrite at an
+ * offset, fallocate to punch holes and zero ranges, SEEK_DATA/SEEK_HOLE for the
+ * allocation map, fdatasync off the event loop for flushes.
+ *
+ * A new volume is an empty file truncated to its size: a 10 TiB volume costs one
+ * inode until written.
+ * @module
+ */
+
+import { type BlockStore, BlockStoreError, type Extent } from "./block_store.ts";
+import {
+  cString,
+  errno,
+  errnoName,
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  FALLOC_FL_ZERO_RANGE,
+  libc,
+  O_CLOEXEC,
+  O_CREAT,
+  O_EXCL,
+  O_RDWR,
+  SEEK_DATA,
+  SEEK_HOLE,
+  strerror,
+} from "./_libc.ts";
+
+const ZERO_CHUNK = 1 << 20;
+let zeroes: Uint8Array | undefined;
+
+function fail(op: string, path: string): never {
+  const n = errno();
+  throw new BlockStoreError(errnoName(n), `${op} ${path}: ${strerror(n)}`);
+}
+
+export class FileBlockStore implements BlockStore {
+  readonly canTrim = true;
+  readonly canExtents = true;
+  readonly canFlush = true;
+  canFastZero = true;
+  #fd: number;
+  #size: number;
+  #closed = false;
+
+  private constructor(readonly path: string, fd: number, size: number) {
+    this.#fd = fd;
+    this.#size = size;
+  }
+
+  /** Creates a new sparse file of `size` bytes; fails with EEXIST if it exists. */
+  static create(path: string, size: number): FileBlockStore {
+    const fd = libc().open(cString(path), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600);
+    if (fd < 0) fail("create", path);
+    if (libc().ftruncate(fd, size) !== 0) {
+      const n = errno();
+      libc().close(fd);
+      try {
+        Deno.removeSync(path);
+      } catch { /* best effort */ }
+      throw new BlockStoreError(errnoName(n), `truncate ${path}: ${strerror(n)}`);
+    }
+    return new FileBlockStore(path, fd, size);
+  }
+
+  /** Opens an existing file; its size is the file's size. */
+  static open(path: string): FileBlockStore {
+    const fd = libc().open(cString(path), O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) fail("open", path);
+    const size = Number(libc().lseek(fd, 0, 2 /* SEEK_END */));
+    if (size < 0) fail("lseek", path);
+    return new FileBlockStore(path, fd, size);
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  read(buf: Uint8Array, offset: number): void {
+    let done = 0;
+    while (done < buf.length) {
+      const part = done === 0 ? buf : buf.subarray(done);
+      const n = Number(libc().pread(this.#fd, part, part.length, offset + done));
+      if (n < 0) fail("read", this.path);
+      if (n === 0) {
+        // Past EOF (cannot happen within size): reads as zeroes.
+        buf.fill(0, done);
+        return;
+      }
+      done += n;
+    }
+  }
+
+  write(buf: Uint8Array, offset: number): void {
+    let done = 0;
+    while (done < buf.length) {
+      const part = done === 0 ? buf : buf.subarray(done);
+      const n = Number(libc().pwrite(this.#fd, part, part.length, offset + done));
+      if (n < 0) fail("write", this.path);
+      done += n;
+    }
+  }
+
+  trim(offset: number, length: number): void {
+    this.#fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length, "trim");
+  }
+
+  writeZeroes(offset: number, length: number, mayDeallocate: boolean): void {
+    if (mayDeallocate) {
+      this.#fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length, "zero");
+      return;
+    }
+    // NO_HOLE: the range must stay allocated. ZERO_RANGE does it without writing data;
+    // where the filesystem lacks it, write zeroes (and stop advertising FAST_ZERO).
+    if (this.canFastZero) {
+      if (
+        libc().fallocate(this.#fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length) === 0
+      ) {
+        return;
+      }
+      const n = errno();
+      if (errnoName(n) !== "EOPNOTSUPP") {
+        throw new BlockStoreError(errnoName(n), `zero ${this.path}: ${strerror(n)}`);
+      }
+      this.canFastZero = false;
+    }
+    zeroes ??= new Uint8Array(ZERO_CHUNK);
+    for (let done = 0; done < length; done += ZERO_CHUNK) {
+      const n = Math.min(ZERO_CHUNK, length - done);
+      this.write(n === ZERO_CHUNK ? zeroes : zeroes.subarray(0, n), offset + done);
+    }
+  }
+
+  #fallocate(mode: number, offset: number, length: number, op: string): void {
+    if (libc().fallocate(this.#fd, mode, offset, length) !== 0) fail(op, this.path);
+  }
+
+  extents(offset: number, length: number): Extent[] {
+    const end = offset + length;
+    const out: Extent[] = [];
+    const push = (start: number, stop: number, hole: boolean) => {
+      if (stop <= start) return;
+      const last = out[out.length - 1];
+      if (last && last.hole === hole && last.offset + last.length === start) {
+        last.length += stop - start;
+      } else {
+        out.push({ offset: start, length: stop - start, hole, zero: hole });
+      }
+    };
+    let pos = offset;
+    while (pos < end) {
+      const data = Number(libc().lseek(this.#fd, pos, SEEK_DATA));
+      if (data < 0) {
+        // ENXIO: no data at or after pos.
+        if (errnoName(errno()) === "ENXIO") {
+          push(pos, end, true);
+          break;
+        }
+        fail("seek", this.path);
+      }
+      if (data > pos) push(pos, Math.min(data, end), true);
+      if (data >= end) break;
+      let hole = Number(libc().lseek(this.#fd, data, SEEK_HOLE));
+      if (hole < 0) hole = this.#size;
+      push(data, Math.min(hole, end), false);
+      pos = hole;
+    }
+    return out;
+  }
+
+  async flush(): Promise<void> {
+    if (this.#closed) return;
+    const rc = await libc().fdatasync(this.#fd);
+    if (rc !== 0) throw new BlockStoreError("EIO", `flush ${this.path}: fdatasync failed`);
+  }
+
+  resize(size: number): void {
+    if (libc().ftruncate(this.#fd, size) !== 0) fail("resize", this.path);
+    this.#size = size;
+  }
+
+  allocatedBytes(): number {
+    const info = Deno.statSync(this.path);
+    return (info.blocks ?? 0) * 512;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    libc().fdatasync_sync(this.#fd);
+    libc().close(this.#fd);
+  }
+}
