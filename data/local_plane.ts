@@ -82,7 +82,7 @@ class LocalDataPlane implements RunningDataPlane {
       return Promise.reject(storeError(err, `create volume "${spec.name}"`));
     }
     this.exports.add(new LiveExport(spec.name, spec.uuid, spec.description, store));
-    this.#log.info({ volume: spec.name, uuid: spec.uuid, size: spec.sizeBytes }, "volume created");
+    this.#log.debug({ volume: spec.name, uuid: spec.uuid, size: spec.sizeBytes }, "volume file created");
     return Promise.resolve();
   }
 

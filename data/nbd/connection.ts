@@ -545,7 +545,7 @@ export class Connection {
     } else if (this.#end === this.#in.length) {
       this.#reserveInput(this.#end - this.#start + C.REQUEST_HEADER_SIZE);
     }
-    const n = await this.#t.read(this.#in.subarray(this.#end));
+    const n = await this.#t.read(this.#end === 0 ? this.#in : this.#in.subarray(this.#end));
     if (n === null) return false;
     this.#end += n;
     this.lastActivity = performance.now();

@@ -84,7 +84,7 @@ export function encodeGreeting(): Uint8Array {
 
 /** Client flags we understand; anything else means we "MUST close the TCP connection". */
 export function checkClientFlags(flags: number): string | undefined {
-  const unknown = flags & ~(C.NBD_FLAG_C_FIXED_NEWSTYLE | C.NBD_FLAG_C_NO_ZEROES);
+  const unknown = (flags & ~(C.NBD_FLAG_C_FIXED_NEWSTYLE | C.NBD_FLAG_C_NO_ZEROES)) >>> 0;
   return unknown ? `unknown client flags 0x${unknown.toString(16)}` : undefined;
 }
 

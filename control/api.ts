@@ -1,0 +1,193 @@
+/**
+ * The HTTP API (v1) as a Hono app, independent of the listener that serves it
+ * (Deno.serve today, node:https once TLS lands). Every error leaves through one
+ * handler as `{error: {code, message, details?}}`; unknown routes get a JSON 404.
+ * Each request gets an id (X-Request-Id in and out) and a child logger.
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { routePath } from "hono/route";
+import { NotFoundError, toBallastError } from "../mod/errors.ts";
+import type { Health, List, NodeInfo, VersionInfo, Volume } from "../mod/types.ts";
+import { VERSION } from "../mod/version.ts";
+import type { DataPlane } from "../data/plane.ts";
+import type { Logger } from "./log.ts";
+import type { NodeRegistry } from "./nodes.ts";
+import type { StateStore } from "./state_store.ts";
+import type { VolumeService } from "./volumes.ts";
+import { OPENAPI_DOCUMENT } from "./openapi.ts";
+import { ApiRequestCounter, PROMETHEUS_CONTENT_TYPE, renderMetrics } from "./_api_metrics.ts";
+import {
+  checkNodeName,
+  checkQuery,
+  parseCreateVolume,
+  parseUpdateVolume,
+  queryBool,
+  readJsonObject,
+} from "./_api_validate.ts";
+import { checkVolumeName } from "./_volume_rules.ts";
+
+export interface ApiDeps {
+  volumes: VolumeService;
+  nodes: NodeRegistry;
+  dataPlane: DataPlane;
+  logger: Logger;
+  nodeName: string;
+  /** When given, /v1/health checks that the store answers. */
+  store?: StateStore;
+}
+
+type Env = { Variables: { log: Logger; requestId: string } };
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const MUTATIONS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+/** Builds the API app. */
+export function createApi(deps: ApiDeps): Hono<Env> {
+  const app = new Hono<Env>();
+  const requests = new ApiRequestCounter();
+
+  app.use("*", async (c, next) => {
+    const started = performance.now();
+    const incoming = c.req.header("x-request-id");
+    const id = incoming && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
+    const log = deps.logger.child({ req: id, method: c.req.method, path: c.req.path });
+    c.set("requestId", id);
+    c.set("log", log);
+    await next();
+    c.res.headers.set("X-Request-Id", id);
+    requests.add(c.req.method, safeRoute(c), c.res.status);
+    const fields = {
+      status: c.res.status,
+      ms: Math.round((performance.now() - started) * 10) / 10,
+    };
+    if (MUTATIONS.has(c.req.method)) log.info(fields, "api request");
+    else log.debug(fields, "api request");
+  });
+
+  app.onError((err, c) => {
+    const e = toBallastError(err);
+    const log = c.get("log") ?? deps.logger;
+    if (e.code === "INTERNAL" || e.code === "UNAVAILABLE") {
+      log.error({ err: String(err), stack: (err as Error)?.stack }, "api request failed");
+    }
+    return c.json(e.toBody(), e.status as 400);
+  });
+
+  app.notFound((c) => {
+    const e = new NotFoundError("route", `${c.req.method} ${c.req.path}`);
+    return c.json(e.toBody(), 404);
+  });
+
+  app.get("/v1/health", async (c) => {
+    checkQuery(c, []);
+    const checks: Health["checks"] = {};
+    if (deps.store) {
+      try {
+        const rev = await deps.store.currentRevision();
+        checks.store = { ok: true, message: `${deps.store.description}, revision ${rev}` };
+      } catch (err) {
+        checks.store = { ok: false, message: String((err as Error).message ?? err) };
+      }
+    }
+    try {
+      const { capacityBytes, freeBytes } = deps.dataPlane.capacity();
+      const ok = freeBytes > 0;
+      checks.dataPlane = {
+        ok,
+        message: ok
+          ? `nbd on ${deps.dataPlane.nbdAddress}; ${freeBytes} of ${capacityBytes} bytes free`
+          : "data disk is full",
+      };
+    } catch (err) {
+      checks.dataPlane = { ok: false, message: String((err as Error).message ?? err) };
+    }
+    const allOk = Object.values(checks).every((x) => x.ok);
+    const body: Health = { status: allOk ? "ok" : "degraded", node: deps.nodeName, checks };
+    return c.json(body, allOk ? 200 : 503);
+  });
+
+  app.get("/v1/version", (c) => {
+    checkQuery(c, []);
+    const body: VersionInfo = {
+      version: VERSION,
+      deno: Deno.version.deno,
+      v8: Deno.version.v8,
+      typescript: Deno.version.typescript,
+      apiVersion: "v1",
+    };
+    return c.json(body);
+  });
+
+  app.get("/v1/openapi.json", (c) => c.json(OPENAPI_DOCUMENT));
+
+  app.get("/v1/nodes", async (c) => {
+    checkQuery(c, []);
+    const body: List<NodeInfo> = { items: await deps.nodes.list() };
+    return c.json(body);
+  });
+
+  app.get("/v1/nodes/:name", async (c) => {
+    checkQuery(c, []);
+    return c.json(await deps.nodes.get(checkNodeName(c.req.param("name"))));
+  });
+
+  app.get("/v1/volumes", async (c) => {
+    checkQuery(c, []);
+    const body: List<Volume> = { items: await deps.volumes.list() };
+    return c.json(body);
+  });
+
+  app.post("/v1/volumes", async (c) => {
+    checkQuery(c, []);
+    const req = parseCreateVolume(await readJsonObject(c));
+    const volume = await deps.volumes.create(req);
+    c.header("Location", `/v1/volumes/${volume.name}`);
+    return c.json(volume, 201);
+  });
+
+  app.get("/v1/volumes/:name", async (c) => {
+    checkQuery(c, []);
+    return c.json(await deps.volumes.get(checkVolumeName(c.req.param("name"))));
+  });
+
+  app.patch("/v1/volumes/:name", async (c) => {
+    checkQuery(c, []);
+    const name = checkVolumeName(c.req.param("name"));
+    const req = parseUpdateVolume(await readJsonObject(c));
+    return c.json(await deps.volumes.update(name, req));
+  });
+
+  app.delete("/v1/volumes/:name", async (c) => {
+    const query = checkQuery(c, ["force"]);
+    const name = checkVolumeName(c.req.param("name"));
+    await deps.volumes.delete(name, { force: queryBool(query, "force") });
+    return c.body(null, 204);
+  });
+
+  app.get("/metrics", async (c) => {
+    checkQuery(c, []);
+    const text = renderMetrics({
+      stats: deps.dataPlane.volumeStats(),
+      volumes: await deps.volumes.list(),
+      nbdConnections: deps.dataPlane.openConnections(),
+      api: requests,
+      rssBytes: Deno.memoryUsage().rss,
+    });
+    return c.body(text, 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE });
+  });
+
+  return app;
+}
+
+/** The matched route pattern, e.g. "/v1/volumes/:name"; "unmatched" when none. */
+function safeRoute(c: Context): string {
+  try {
+    const p = routePath(c, -1);
+    return p && p !== "*" && p !== "/*" ? p : "unmatched";
+  } catch {
+    return "unmatched";
+  }
+}

@@ -1,0 +1,217 @@
+/**
+ * Command specs: one description per command drives both argument parsing
+ * (node:util parseArgs, strict) and its --help text, so the two never disagree.
+ * Usage mistakes become UsageError (exit 2); BallastErrors exit 1.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { BallastError } from "../../mod/errors.ts";
+import { DEFAULT_API_URL } from "../../mod/client.ts";
+import type { Io } from "./_output.ts";
+
+/** A command-line mistake: exit code 2 with the relevant usage hint. */
+export class UsageError extends Error {
+  override name = "UsageError";
+  constructor(message: string, readonly usage: string) {
+    super(message);
+  }
+}
+
+export interface FlagSpec {
+  name: string;
+  short?: string;
+  /** Placeholder of the value; absent for a boolean flag. */
+  value?: string;
+  help: string;
+  default?: string;
+  env?: string;
+  multiple?: boolean;
+}
+
+export interface CommandSpec {
+  /** "volume create" */
+  path: string;
+  /** "NAME --size SIZE [flags]" */
+  args: string;
+  summary: string;
+  flags: FlagSpec[];
+  /** Whether the global --api/-o flags apply. */
+  client: boolean;
+  examples: string[];
+  /** Subcommands, for group commands such as `volume`. */
+  subcommands?: Array<[string, string]>;
+}
+
+export const GLOBAL_FLAGS: FlagSpec[] = [
+  {
+    name: "api",
+    value: "URL",
+    help: "API address of a Ballast node",
+    env: "BALLAST_API",
+    default: DEFAULT_API_URL,
+  },
+  { name: "output", short: "o", value: "FORMAT", help: "table or json", default: "table" },
+];
+const HELP_FLAG: FlagSpec = { name: "help", short: "h", help: "show this help" };
+
+/** Renders the --help text of a command. */
+export function helpText(spec: CommandSpec): string {
+  const lines = [
+    `Usage: ballast ${spec.path}${spec.args ? " " + spec.args : ""}`,
+    "",
+    spec.summary,
+  ];
+  if (spec.subcommands?.length) {
+    lines.push("", "Commands:");
+    const w = Math.max(...spec.subcommands.map(([n]) => n.length));
+    for (const [n, h] of spec.subcommands) lines.push(`  ${n.padEnd(w)}   ${h}`);
+  }
+  const globals = [...(spec.client ? GLOBAL_FLAGS : []), HELP_FLAG];
+  const leftOf = (f: FlagSpec) =>
+    `${f.short ? `-${f.short}, ` : "    "}--${f.name}${f.value ? ` ${f.value}` : ""}`;
+  const w = Math.max(...[...spec.flags, ...globals].map((f) => leftOf(f).length));
+  const flagLines = (flags: FlagSpec[]) => {
+    const left = flags.map(leftOf);
+    return flags.map((f, i) => {
+      const extra = [
+        f.multiple ? "repeatable" : "",
+        f.env ? `env ${f.env}` : "",
+        f.default !== undefined ? `default ${f.default}` : "",
+      ].filter(Boolean).join(", ");
+      return `  ${left[i].padEnd(w)}   ${f.help}${extra ? ` (${extra})` : ""}`;
+    });
+  };
+  if (spec.flags.length) lines.push("", "Flags:", ...flagLines(spec.flags));
+  lines.push("", "Global flags:", ...flagLines(globals));
+  if (spec.examples.length) {
+    lines.push("", spec.examples.length > 1 ? "Examples:" : "Example:");
+    for (const e of spec.examples) lines.push(`  ${e}`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** Parsed arguments of a command. */
+export interface Parsed {
+  values: Record<string, string | string[] | boolean | undefined>;
+  positionals: string[];
+  help: boolean;
+  api: string;
+  output: "table" | "json";
+}
+
+/** Parses `args` per `spec`; throws UsageError on unknown flags or missing values. */
+export function parseCommand(spec: CommandSpec, args: string[], io: Io): Parsed {
+  const options: Record<
+    string,
+    { type: "string" | "boolean"; short?: string; multiple?: boolean }
+  > = {};
+  for (const f of [...spec.flags, ...GLOBAL_FLAGS, HELP_FLAG]) {
+    options[f.name] = {
+      type: f.value ? "string" : "boolean",
+      ...(f.short ? { short: f.short } : {}),
+      ...(f.multiple ? { multiple: true } : {}),
+    };
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError(cleanParseError(err as Error), usageHint(spec));
+  }
+  const values = parsed.values as Parsed["values"];
+  const output = (values.output as string | undefined) ?? "table";
+  if (output !== "table" && output !== "json") {
+    throw new UsageError(
+      `invalid --output "${output}": expected table or json`,
+      usageHint(spec),
+    );
+  }
+  const fromFlag = values.api as string | undefined;
+  const api = fromFlag ?? io.env("BALLAST_API") ?? DEFAULT_API_URL;
+  if (!/^https?:\/\/[^/\s]+/.test(api)) {
+    throw new UsageError(
+      `invalid ${fromFlag !== undefined ? "--api" : "BALLAST_API"} "${api}": ` +
+        "expected a URL such as http://127.0.0.1:5705",
+      usageHint(spec),
+    );
+  }
+  return { values, positionals: parsed.positionals, help: values.help === true, api, output };
+}
+
+/** Requires exactly the named positional arguments. */
+export function requirePositionals(spec: CommandSpec, parsed: Parsed, names: string[]): string[] {
+  const got = parsed.positionals;
+  if (got.length < names.length) {
+    throw new UsageError(`missing argument ${names[got.length]}`, usageHint(spec));
+  }
+  if (got.length > names.length) {
+    throw new UsageError(`unexpected argument "${got[names.length]}"`, usageHint(spec));
+  }
+  return got;
+}
+
+/** The short hint printed after a usage error. */
+export function usageHint(spec: CommandSpec): string {
+  return `usage: ballast ${spec.path}${spec.args ? " " + spec.args : ""}\n` +
+    `Run 'ballast ${spec.path} --help' for details.`;
+}
+
+function cleanParseError(err: Error): string {
+  const m = err.message;
+  const unknown = /Unknown option '([^']+)'/.exec(m);
+  if (unknown) return `unknown flag ${unknown[1]}`;
+  const missing = /Option '([^']+)' argument (missing|is ambiguous)/.exec(m);
+  if (missing) {
+    return `flag ${missing[1].replace(/^-\w, /, "").replace(/ <value>$/, "")} needs a value`;
+  }
+  const noValue = /Option '([^']+)' does not take an argument/.exec(m);
+  if (noValue) return `flag ${noValue[1].replace(/^-\w, /, "")} does not take a value`;
+  return m.split("\n")[0].replace(/\. To specify.*$/, "");
+}
+
+/**
+ * Runs a command body and turns errors into exit codes: 0 ok, 1 error (`error: ...`
+ * on stderr), 2 usage (message and usage hint on stderr).
+ */
+export async function runGuarded(io: Io, body: () => Promise<number | void>): Promise<number> {
+  try {
+    return (await body()) ?? 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`error: ${err.message}\n${err.usage}\n`);
+      return 2;
+    }
+    if (err instanceof BallastError) {
+      io.err(`error: ${err.message}\n`);
+      return 1;
+    }
+    io.err(`error: ${(err as Error)?.message ?? String(err)}\n`);
+    return 1;
+  }
+}
+
+/**
+ * Splits global flags (--api URL, -o FORMAT, --help) given before the command word
+ * from the rest, so `ballast -o json volume list` works like `ballast volume list -o json`.
+ * Returns the command word, the remaining args and the hoisted globals (to append).
+ */
+export function splitCommandWord(
+  args: string[],
+): { word: string | undefined; rest: string[]; globals: string[] } {
+  const globals: string[] = [];
+  let i = 0;
+  while (i < args.length) {
+    const a = args[i];
+    if (a === "--api" || a === "-o" || a === "--output") {
+      globals.push(a, ...(i + 1 < args.length ? [args[i + 1]] : []));
+      i += 2;
+    } else if (/^(--api|--output|-o)=/.test(a) || /^-o(table|json)$/.test(a)) {
+      globals.push(a);
+      i++;
+    } else {
+      break;
+    }
+  }
+  return { word: args[i], rest: args.slice(i + 1), globals };
+}

@@ -1,0 +1,64 @@
+/**
+ * The `ballast` command line: the command table and the top-level help. main.ts
+ * picks the command word and dispatches here.
+ * @module
+ */
+
+import { VERSION } from "../../mod/version.ts";
+import { type CommandSpec, helpText, splitCommandWord, UsageError, usageHint } from "./_command.ts";
+import type { Io } from "./_output.ts";
+import { nodeCommand } from "./node.ts";
+import { serveCommand } from "./serve.ts";
+import { versionCommand } from "./version.ts";
+import { volumeCommand } from "./volume.ts";
+
+export { captureIo, processIo } from "./_output.ts";
+export type { Io } from "./_output.ts";
+export { splitCommandWord };
+
+/** A command: gets its arguments (after the command word) and returns an exit code. */
+export type Command = (args: string[], io: Io) => Promise<number>;
+
+export const COMMANDS: Readonly<Record<string, Command>> = {
+  serve: serveCommand,
+  volume: volumeCommand,
+  node: nodeCommand,
+  version: versionCommand,
+};
+
+export const ROOT_SPEC: CommandSpec = {
+  path: "",
+  args: "COMMAND [flags]",
+  summary: `Ballast ${VERSION}: replicated block storage served over NBD.`,
+  flags: [],
+  client: true,
+  examples: [
+    "ballast serve --data-dir ./data",
+    "ballast volume create db1 --size 10GiB",
+    "nbdinfo nbd://127.0.0.1:10809/db1",
+  ],
+  subcommands: [
+    ["serve", "run a node (API + NBD server)"],
+    ["volume", "create, list, get, resize and delete volumes"],
+    ["node", "list and inspect nodes"],
+    ["version", "print client and server versions"],
+  ],
+};
+
+/** Prints the top-level help (exit 0) or a usage error for a missing/unknown command (exit 2). */
+export function rootUsage(word: string | undefined, io: Io): number {
+  if (word === "-h" || word === "--help" || word === "help") {
+    io.out(helpText(ROOT_SPEC).replace("ballast  COMMAND", "ballast COMMAND"));
+    return 0;
+  }
+  const hint = usageHint(ROOT_SPEC).replace("ballast  ", "ballast ").replace(
+    "'ballast  --help'",
+    "'ballast --help'",
+  );
+  const err = new UsageError(
+    word === undefined ? "missing command" : `unknown command "${word}"`,
+    hint,
+  );
+  io.err(`error: ${err.message}\n${err.usage}\n`);
+  return 2;
+}

@@ -1,0 +1,120 @@
+/**
+ * `ballast node list|get`.
+ * @module
+ */
+
+import { BallastClient } from "../../mod/client.ts";
+import { formatSize } from "../../mod/size.ts";
+import type { NodeInfo } from "../../mod/types.ts";
+import {
+  type CommandSpec,
+  helpText,
+  parseCommand,
+  requirePositionals,
+  runGuarded,
+  splitCommandWord,
+  UsageError,
+  usageHint,
+} from "./_command.ts";
+import { age, fields, json, table } from "./_output.ts";
+import type { Io } from "./_output.ts";
+
+export const NODE_SPECS: Record<string, CommandSpec> = {
+  list: {
+    path: "node list",
+    args: "",
+    summary: "List storage nodes with their state and capacity.",
+    flags: [],
+    client: true,
+    examples: ["ballast node list"],
+  },
+  get: {
+    path: "node get",
+    args: "NAME",
+    summary: "Show one node.",
+    flags: [],
+    client: true,
+    examples: ["ballast node get node1 -o json"],
+  },
+};
+
+export const NODE_GROUP: CommandSpec = {
+  path: "node",
+  args: "COMMAND [flags]",
+  summary: "Inspect storage nodes.",
+  flags: [],
+  client: true,
+  examples: ["ballast node list"],
+  subcommands: [["list", "list nodes"], ["get", "show one node"]],
+};
+
+/** Entry point of `ballast node ...`. */
+export function nodeCommand(args: string[], io: Io): Promise<number> {
+  return runGuarded(io, async () => {
+    const split = splitCommandWord(args);
+    const sub = split.word;
+    const spec = sub === undefined ? undefined : NODE_SPECS[sub];
+    if (!spec) {
+      if (sub === "-h" || sub === "--help" || sub === "help") {
+        io.out(helpText(NODE_GROUP));
+        return 0;
+      }
+      throw new UsageError(
+        sub === undefined ? "missing command" : `unknown command "node ${sub}"`,
+        usageHint(NODE_GROUP),
+      );
+    }
+    const p = parseCommand(spec, [...split.rest, ...split.globals], io);
+    if (p.help) {
+      io.out(helpText(spec));
+      return 0;
+    }
+    const client = new BallastClient(p.api);
+    if (sub === "list") {
+      requirePositionals(spec, p, []);
+      const items = await client.listNodes();
+      io.out(p.output === "json" ? json({ items }) : nodeTable(items));
+      return 0;
+    }
+    const [name] = requirePositionals(spec, p, ["NAME"]);
+    const n = await client.getNode(name);
+    io.out(p.output === "json" ? json(n) : nodeFields(n));
+    return 0;
+  });
+}
+
+/** The `node list` table. */
+export function nodeTable(items: NodeInfo[], now = Date.now()): string {
+  if (items.length === 0) return "No nodes.\n";
+  return table(
+    ["NAME", "STATE", "VOLUMES", "CAPACITY", "FREE", "API", "NBD", "VERSION", "AGE"],
+    items.map((n) => [
+      n.name,
+      n.state,
+      String(n.volumes),
+      formatSize(n.capacityBytes),
+      formatSize(n.freeBytes),
+      n.apiAddress,
+      n.nbdAddress,
+      n.version,
+      age(n.startedAt, now),
+    ]),
+  );
+}
+
+function nodeFields(n: NodeInfo): string {
+  const labels = Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(", ");
+  return fields([
+    ["Name", n.name],
+    ["State", n.state + (n.reason ? ` (${n.reason})` : "")],
+    ["API", n.apiAddress],
+    ["NBD", n.nbdAddress],
+    ["Version", n.version],
+    ["Volumes", String(n.volumes)],
+    ["Capacity", `${formatSize(n.capacityBytes)} (${n.capacityBytes} bytes)`],
+    ["Free", `${formatSize(n.freeBytes)} (${n.freeBytes} bytes)`],
+    ["Labels", labels || "<none>"],
+    ["Started", `${n.startedAt} (${age(n.startedAt)} ago)`],
+    ["Last seen", n.lastSeen],
+  ]);
+}

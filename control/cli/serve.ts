@@ -1,0 +1,104 @@
+/**
+ * `ballast serve`: runs a node until SIGINT/SIGTERM.
+ * @module
+ */
+
+import { resolveConfig, SETTINGS } from "../config.ts";
+import type { ServeFlags } from "../config.ts";
+import { exitOnSignal, serve } from "../serve.ts";
+import { InvalidArgumentError } from "../../mod/errors.ts";
+import {
+  type CommandSpec,
+  helpText,
+  parseCommand,
+  requirePositionals,
+  runGuarded,
+  UsageError,
+  usageHint,
+} from "./_command.ts";
+import type { Io } from "./_output.ts";
+
+const s = SETTINGS;
+export const SERVE_SPEC: CommandSpec = {
+  path: "serve",
+  args: "--data-dir DIR [flags]",
+  summary: "Run a Ballast node: the API, the NBD server and the embedded state store " +
+    "(DIR/state.db). Volumes live under DIR. SIGINT/SIGTERM stop it cleanly.",
+  flags: [
+    { name: s.dataDir.flag, value: "DIR", help: "data directory; required", env: s.dataDir.env },
+    {
+      name: s.apiListen.flag,
+      value: "HOST:PORT",
+      help: "API listen address ([::1]:PORT for IPv6, port 0 = any free port)",
+      env: s.apiListen.env,
+      default: s.apiListen.default,
+    },
+    {
+      name: s.nbdListen.flag,
+      value: "HOST:PORT",
+      help: "NBD listen address",
+      env: s.nbdListen.env,
+      default: s.nbdListen.default,
+    },
+    {
+      name: s.nodeName.flag,
+      value: "NAME",
+      help: "this node's name",
+      env: s.nodeName.env,
+      default: "the host name",
+    },
+    {
+      name: s.logLevel.flag,
+      value: "LEVEL",
+      help: "trace, debug, info, warn, error, fatal or silent",
+      env: s.logLevel.env,
+      default: s.logLevel.default,
+    },
+    {
+      name: s.logFormat.flag,
+      value: "FORMAT",
+      help: "json (one JSON object per line) or pretty",
+      env: s.logFormat.env,
+      default: s.logFormat.default,
+    },
+    {
+      name: s.nodeLeaseTtlSeconds.flag,
+      value: "SECONDS",
+      help: "TTL of the node's liveness lease",
+      env: s.nodeLeaseTtlSeconds.env,
+      default: s.nodeLeaseTtlSeconds.default,
+    },
+  ],
+  client: false,
+  examples: ["ballast serve --data-dir /var/lib/ballast --api-listen 0.0.0.0:5705"],
+};
+
+/** Entry point of `ballast serve`; returns only on a startup error (exit 1) or usage error. */
+export function serveCommand(args: string[], io: Io): Promise<number> {
+  return runGuarded(io, async () => {
+    const p = parseCommand(SERVE_SPEC, args, io);
+    if (p.help) {
+      io.out(helpText(SERVE_SPEC));
+      return 0;
+    }
+    requirePositionals(SERVE_SPEC, p, []);
+    const flags: ServeFlags = {};
+    for (const f of SERVE_SPEC.flags) {
+      const v = p.values[f.name];
+      if (typeof v === "string") flags[f.name as keyof ServeFlags] = v;
+    }
+    const env: Record<string, string | undefined> = {};
+    for (const setting of Object.values(SETTINGS)) env[setting.env] = io.env(setting.env);
+    let config;
+    try {
+      config = resolveConfig(flags, env);
+    } catch (err) {
+      if (err instanceof InvalidArgumentError) {
+        throw new UsageError(err.message, usageHint(SERVE_SPEC));
+      }
+      throw err;
+    }
+    const server = await serve(config);
+    return await exitOnSignal(server);
+  });
+}

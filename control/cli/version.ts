@@ -1,0 +1,67 @@
+/**
+ * `ballast version`: the client's version and, when the node answers, the server's.
+ * @module
+ */
+
+import { BallastClient } from "../../mod/client.ts";
+import { BallastError } from "../../mod/errors.ts";
+import type { VersionInfo } from "../../mod/types.ts";
+import { VERSION } from "../../mod/version.ts";
+import {
+  type CommandSpec,
+  helpText,
+  parseCommand,
+  requirePositionals,
+  runGuarded,
+} from "./_command.ts";
+import { json } from "./_output.ts";
+import type { Io } from "./_output.ts";
+
+export const VERSION_SPEC: CommandSpec = {
+  path: "version",
+  args: "",
+  summary: "Print the client version and the version of the node at --api " +
+    "(the server part is omitted, with a note, when the node cannot be reached).",
+  flags: [],
+  client: true,
+  examples: ["ballast version", "ballast version -o json"],
+};
+
+/** Entry point of `ballast version`. */
+export function versionCommand(args: string[], io: Io): Promise<number> {
+  return runGuarded(io, async () => {
+    const p = parseCommand(VERSION_SPEC, args, io);
+    if (p.help) {
+      io.out(helpText(VERSION_SPEC));
+      return 0;
+    }
+    requirePositionals(VERSION_SPEC, p, []);
+    const client: VersionInfo = {
+      version: VERSION,
+      deno: Deno.version.deno,
+      v8: Deno.version.v8,
+      typescript: Deno.version.typescript,
+      apiVersion: "v1",
+    };
+    let server: VersionInfo | null = null;
+    let note = "";
+    try {
+      server = await new BallastClient(p.api, { timeoutMs: 5_000 }).version();
+    } catch (err) {
+      if (!(err instanceof BallastError)) throw err;
+      note = err.message;
+    }
+    if (p.output === "json") {
+      io.out(json({ client, server }));
+    } else {
+      io.out(`Client: ${client.version} (deno ${client.deno})\n`);
+      if (server) {
+        io.out(
+          `Server: ${server.version} (deno ${server.deno}, api ${server.apiVersion}) at ${p.api}\n`,
+        );
+      }
+    }
+    if (note) io.err(`note: server version unknown: ${note}\n`);
+    return 0;
+  });
+}

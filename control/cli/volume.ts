@@ -1,0 +1,225 @@
+/**
+ * `ballast volume create|list|get|resize|delete`.
+ * @module
+ */
+
+import { BallastClient } from "../../mod/client.ts";
+import { formatSize, parseSize } from "../../mod/size.ts";
+import type { Volume } from "../../mod/types.ts";
+import {
+  type CommandSpec,
+  helpText,
+  parseCommand,
+  requirePositionals,
+  runGuarded,
+  splitCommandWord,
+  UsageError,
+  usageHint,
+} from "./_command.ts";
+import { age, fields, json, table } from "./_output.ts";
+import type { Io } from "./_output.ts";
+
+const SIZE_HELP = "size with a binary unit: 512MiB, 10GiB, 1TiB (multiple of 512 bytes)";
+
+export const VOLUME_SPECS: Record<string, CommandSpec> = {
+  create: {
+    path: "volume create",
+    args: "NAME --size SIZE [flags]",
+    summary: "Create a thin-provisioned volume, exported over NBD with NAME as export name.",
+    flags: [
+      { name: "size", value: "SIZE", help: `${SIZE_HELP}; required` },
+      { name: "description", value: "TEXT", help: "free-form description", default: '""' },
+      { name: "label", value: "KEY=VALUE", help: "a label", multiple: true },
+    ],
+    client: true,
+    examples: ["ballast volume create db1 --size 10GiB --label team=storage"],
+  },
+  list: {
+    path: "volume list",
+    args: "",
+    summary: "List volumes.",
+    flags: [],
+    client: true,
+    examples: ["ballast volume list", "ballast volume list -o json"],
+  },
+  get: {
+    path: "volume get",
+    args: "NAME",
+    summary: "Show one volume.",
+    flags: [],
+    client: true,
+    examples: ["ballast volume get db1"],
+  },
+  resize: {
+    path: "volume resize",
+    args: "NAME --size SIZE",
+    summary: "Grow a volume (shrinking is refused). New NBD connections see the new size.",
+    flags: [{ name: "size", value: "SIZE", help: `new ${SIZE_HELP}; required` }],
+    client: true,
+    examples: ["ballast volume resize db1 --size 20GiB"],
+  },
+  delete: {
+    path: "volume delete",
+    args: "NAME [--force]",
+    summary:
+      "Delete a volume and its data. Refused while NBD clients are connected, unless --force.",
+    flags: [{ name: "force", help: "disconnect connected NBD clients and delete anyway" }],
+    client: true,
+    examples: ["ballast volume delete db1", "ballast volume delete db1 --force"],
+  },
+};
+
+export const VOLUME_GROUP: CommandSpec = {
+  path: "volume",
+  args: "COMMAND [flags]",
+  summary: "Manage volumes (block devices served over NBD).",
+  flags: [],
+  client: true,
+  examples: ["ballast volume create db1 --size 10GiB", "ballast volume list"],
+  subcommands: [
+    ["create", "create a volume"],
+    ["list", "list volumes"],
+    ["get", "show one volume"],
+    ["resize", "grow a volume"],
+    ["delete", "delete a volume"],
+  ],
+};
+
+/** Entry point of `ballast volume ...`. */
+export function volumeCommand(args: string[], io: Io): Promise<number> {
+  return runGuarded(io, async () => {
+    const split = splitCommandWord(args);
+    const sub = split.word;
+    const rest = [...split.rest, ...split.globals];
+    const spec = sub === undefined ? undefined : VOLUME_SPECS[sub];
+    if (!spec) {
+      if (sub === undefined || sub === "-h" || sub === "--help" || sub === "help") {
+        if (sub === undefined) throw new UsageError("missing command", usageHint(VOLUME_GROUP));
+        io.out(helpText(VOLUME_GROUP));
+        return 0;
+      }
+      throw new UsageError(`unknown command "volume ${sub}"`, usageHint(VOLUME_GROUP));
+    }
+    const p = parseCommand(spec, rest, io);
+    if (p.help) {
+      io.out(helpText(spec));
+      return 0;
+    }
+    const client = new BallastClient(p.api);
+    switch (sub) {
+      case "create": {
+        const [name] = requirePositionals(spec, p, ["NAME"]);
+        const size = requireSize(spec, p.values.size);
+        const labels = parseLabels(spec, (p.values.label as string[] | undefined) ?? []);
+        const v = await client.createVolume({
+          name,
+          size,
+          labels,
+          description: (p.values.description as string | undefined) ?? "",
+        });
+        io.out(
+          p.output === "json"
+            ? json(v)
+            : `volume "${v.name}" created (${formatSize(v.sizeBytes)})\n`,
+        );
+        return 0;
+      }
+      case "list": {
+        requirePositionals(spec, p, []);
+        const items = await client.listVolumes();
+        io.out(p.output === "json" ? json({ items }) : volumeTable(items));
+        return 0;
+      }
+      case "get": {
+        const [name] = requirePositionals(spec, p, ["NAME"]);
+        const v = await client.getVolume(name);
+        io.out(p.output === "json" ? json(v) : volumeFields(v));
+        return 0;
+      }
+      case "resize": {
+        const [name] = requirePositionals(spec, p, ["NAME"]);
+        const size = requireSize(spec, p.values.size);
+        const v = await client.resizeVolume(name, size);
+        io.out(
+          p.output === "json"
+            ? json(v)
+            : `volume "${v.name}" resized to ${formatSize(v.sizeBytes)}\n`,
+        );
+        return 0;
+      }
+      default: {
+        const [name] = requirePositionals(spec, p, ["NAME"]);
+        const force = p.values.force === true;
+        await client.deleteVolume(name, { force });
+        io.out(p.output === "json" ? json({ name, deleted: true }) : `volume "${name}" deleted\n`);
+        return 0;
+      }
+    }
+  });
+}
+
+/** Parses --size locally so a typo is a usage error before any request. */
+function requireSize(spec: CommandSpec, value: unknown): number {
+  if (typeof value !== "string") {
+    throw new UsageError("missing flag --size (e.g. --size 10GiB)", usageHint(spec));
+  }
+  try {
+    return parseSize(value);
+  } catch (err) {
+    throw new UsageError(`--size: ${(err as Error).message}`, usageHint(spec));
+  }
+}
+
+function parseLabels(spec: CommandSpec, items: string[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const item of items) {
+    const i = item.indexOf("=");
+    if (i <= 0) {
+      throw new UsageError(`invalid --label "${item}": expected KEY=VALUE`, usageHint(spec));
+    }
+    labels[item.slice(0, i)] = item.slice(i + 1);
+  }
+  return labels;
+}
+
+/** The `volume list` table. */
+export function volumeTable(items: Volume[], now = Date.now()): string {
+  if (items.length === 0) return "No volumes.\n";
+  return table(
+    ["NAME", "SIZE", "ALLOCATED", "STATE", "CONNS", "REPLICAS", "MASTER", "AGE"],
+    items.map((v) => [
+      v.name,
+      formatSize(v.sizeBytes),
+      v.allocatedBytes === undefined ? "-" : formatSize(v.allocatedBytes),
+      v.state,
+      v.connections === undefined ? "-" : String(v.connections),
+      String(v.replicas),
+      v.master,
+      age(v.createdAt, now),
+    ]),
+  );
+}
+
+function volumeFields(v: Volume): string {
+  const labels = Object.entries(v.labels).map(([k, val]) => `${k}=${val}`).join(", ");
+  return fields([
+    ["Name", v.name],
+    ["UUID", v.uuid],
+    ["State", v.state],
+    ["Size", `${formatSize(v.sizeBytes)} (${v.sizeBytes} bytes)`],
+    [
+      "Allocated",
+      v.allocatedBytes === undefined
+        ? "-"
+        : `${formatSize(v.allocatedBytes)} (${v.allocatedBytes} bytes)`,
+    ],
+    ["Connections", v.connections === undefined ? "-" : String(v.connections)],
+    ["Replicas", String(v.replicas)],
+    ["Master", v.master],
+    ["Epoch", String(v.epoch)],
+    ["Labels", labels || "<none>"],
+    ["Description", v.description || "<none>"],
+    ["Created", `${v.createdAt} (${age(v.createdAt)} ago)`],
+    ["Updated", v.updatedAt],
+  ]);
+}

@@ -1,0 +1,181 @@
+/**
+ * Node registry. Each node keeps two keys in the state store:
+ *
+ * - `/ballast/nodes/<name>`: its record (addresses, version, capacity, startedAt,
+ *   lastSeen), written at start and refreshed at most every 30 s, so a node that
+ *   stopped is still listed (as "down");
+ * - `/ballast/nodes/<name>/alive`: attached to a lease (TTL 10 s by default) kept
+ *   alive by this process. While it exists the node is "ready".
+ *
+ * Nothing is written per I/O; list/get merge the live capacity of the local node.
+ * @module
+ */
+
+import { NotFoundError } from "../mod/errors.ts";
+import type { NodeInfo } from "../mod/types.ts";
+import type { DataPlane } from "../data/plane.ts";
+import type { Logger } from "./log.ts";
+import type { StateStore } from "./state_store.ts";
+
+export const NODE_PREFIX = "/ballast/nodes/";
+const ALIVE_SUFFIX = "/alive";
+const DEFAULT_CAPACITY_REFRESH_MS = 30_000;
+
+/** What is stored for a node: NodeInfo without the derived state. */
+type NodeRecord = Omit<NodeInfo, "state" | "reason">;
+
+export interface NodeRegistryOptions {
+  store: StateStore;
+  dataPlane: DataPlane;
+  logger: Logger;
+  nodeName: string;
+  /** "http://HOST:PORT" of this node's API (may also be given to start()). */
+  apiAddress?: string;
+  version: string;
+  labels?: Record<string, string>;
+  /** Liveness lease TTL; default 10 s. Keep-alives go out every TTL/3. */
+  leaseTtlSeconds?: number;
+  /** Minimum interval between record (capacity) writes; default 30 s. */
+  capacityRefreshMs?: number;
+  now?: () => Date;
+}
+
+/** Registers this node and answers node queries. */
+export class NodeRegistry {
+  readonly #o: Required<NodeRegistryOptions>;
+  #lease = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #lastRecordWrite = 0;
+  #startedAt = "";
+  #stopped = true;
+  #beat: Promise<void> = Promise.resolve();
+
+  constructor(options: NodeRegistryOptions) {
+    this.#o = {
+      leaseTtlSeconds: 10,
+      capacityRefreshMs: DEFAULT_CAPACITY_REFRESH_MS,
+      now: () => new Date(),
+      labels: {},
+      apiAddress: "",
+      ...options,
+    };
+  }
+
+  get nodeName(): string {
+    return this.#o.nodeName;
+  }
+
+  /** Writes the node record and the leased liveness key, then keeps the lease alive. */
+  async start(options: { apiAddress?: string } = {}): Promise<void> {
+    if (options.apiAddress !== undefined) this.#o.apiAddress = options.apiAddress;
+    this.#startedAt = this.#o.now().toISOString();
+    this.#stopped = false;
+    await this.#writeRecord();
+    await this.#grantAndMarkAlive();
+    this.#schedule();
+  }
+
+  /** Stops the keep-alives and revokes the lease, so the node shows as down at once. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#beat;
+    if (this.#lease) {
+      await this.#o.store.revokeLease(this.#lease).catch(() => {});
+      this.#lease = 0;
+    }
+  }
+
+  /** Every known node, sorted by name. */
+  async list(): Promise<NodeInfo[]> {
+    const { kvs } = await this.#o.store.list(NODE_PREFIX);
+    const alive = new Set<string>();
+    const records: NodeRecord[] = [];
+    for (const kv of kvs) {
+      const rest = kv.key.slice(NODE_PREFIX.length);
+      if (rest.endsWith(ALIVE_SUFFIX)) alive.add(rest.slice(0, -ALIVE_SUFFIX.length));
+      else if (!rest.includes("/")) records.push(JSON.parse(kv.value) as NodeRecord);
+    }
+    return records.map((r) => this.#toInfo(r, alive.has(r.name)));
+  }
+
+  /** One node. */
+  async get(name: string): Promise<NodeInfo> {
+    const [rec, alive] = await Promise.all([
+      this.#o.store.get(NODE_PREFIX + name),
+      this.#o.store.get(NODE_PREFIX + name + ALIVE_SUFFIX),
+    ]);
+    if (!rec || name.includes("/")) throw new NotFoundError("node", name);
+    return this.#toInfo(JSON.parse(rec.value) as NodeRecord, alive !== undefined);
+  }
+
+  #toInfo(rec: NodeRecord, alive: boolean): NodeInfo {
+    if (rec.name === this.#o.nodeName && !this.#stopped) {
+      return { ...this.#localRecord(), state: "ready", reason: "" };
+    }
+    return alive ? { ...rec, state: "ready", reason: "" } : {
+      ...rec,
+      state: "down",
+      reason: `liveness lease expired; last seen ${rec.lastSeen}`,
+    };
+  }
+
+  #localRecord(): NodeRecord {
+    const { capacityBytes, freeBytes } = this.#o.dataPlane.capacity();
+    return {
+      name: this.#o.nodeName,
+      apiAddress: this.#o.apiAddress,
+      nbdAddress: this.#o.dataPlane.nbdAddress,
+      version: this.#o.version,
+      labels: this.#o.labels,
+      capacityBytes,
+      freeBytes,
+      volumes: this.#o.dataPlane.volumeStats().length,
+      startedAt: this.#startedAt,
+      lastSeen: this.#o.now().toISOString(),
+    };
+  }
+
+  async #writeRecord(): Promise<void> {
+    await this.#o.store.put(NODE_PREFIX + this.#o.nodeName, JSON.stringify(this.#localRecord()));
+    this.#lastRecordWrite = this.#o.now().getTime();
+  }
+
+  async #grantAndMarkAlive(): Promise<void> {
+    this.#lease = await this.#o.store.grantLease(this.#o.leaseTtlSeconds);
+    await this.#o.store.put(
+      NODE_PREFIX + this.#o.nodeName + ALIVE_SUFFIX,
+      JSON.stringify({ lease: this.#lease }),
+      { lease: this.#lease },
+    );
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    const ms = Math.max(200, (this.#o.leaseTtlSeconds * 1000) / 3);
+    const timer = setTimeout(() => {
+      this.#beat = this.#heartbeat().finally(() => this.#schedule());
+    }, ms);
+    Deno.unrefTimer(timer);
+    this.#timer = timer;
+  }
+
+  async #heartbeat(): Promise<void> {
+    const log = this.#o.logger;
+    try {
+      try {
+        await this.#o.store.keepAlive(this.#lease);
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err;
+        log.warn({ lease: this.#lease }, "node lease expired; registering again");
+        await this.#grantAndMarkAlive();
+      }
+      if (this.#o.now().getTime() - this.#lastRecordWrite >= this.#o.capacityRefreshMs) {
+        await this.#writeRecord();
+      }
+    } catch (err) {
+      log.error({ err: String(err) }, "node heartbeat failed");
+    }
+  }
+}

@@ -1,0 +1,316 @@
+/**
+ * The OpenAPI 3.1 document of the Ballast API v1, served at GET /v1/openapi.json.
+ * It is a TypeScript object (not a file read at run time) so a `deno compile`d
+ * binary serves it with no source tree.
+ * @module
+ */
+
+import { VERSION } from "../mod/version.ts";
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: unknown) => ({ "application/json": { schema } });
+const errors = (...codes: number[]) =>
+  Object.fromEntries(
+    codes.map((c) => [String(c), { $ref: `#/components/responses/Error${c}` }]),
+  );
+const nameParam = (what: string) => ({
+  name: "name",
+  in: "path",
+  required: true,
+  description: `${what} name`,
+  schema: { type: "string", pattern: "^[a-z0-9][a-z0-9._-]{0,62}$" },
+});
+const errorResponse = (description: string) => ({ description, content: json(ref("Error")) });
+
+const labels = {
+  type: "object",
+  description: "Up to 64 labels; keys like `team` or `example.com/tier`, values up to 256 chars.",
+  additionalProperties: { type: "string", maxLength: 256 },
+  maxProperties: 64,
+};
+const size = {
+  oneOf: [
+    { type: "integer", minimum: 1048576, maximum: 1125899906842624, multipleOf: 512 },
+    { type: "string", examples: ["10GiB", "512MiB", "1TiB"] },
+  ],
+  description: "Bytes, or a size with a binary unit (KiB, MiB, GiB, TiB). " +
+    "Multiple of 512, from 1 MiB to 1 PiB.",
+};
+
+/** The document. */
+export const OPENAPI_DOCUMENT = {
+  openapi: "3.1.0",
+  info: {
+    title: "Ballast API",
+    version: VERSION,
+    description: "Control API of a Ballast node: volumes (exported over NBD under their " +
+      "name), nodes, health, version and Prometheus metrics. Errors are JSON bodies " +
+      "`{error: {code, message, details?}}` with a stable `code`. Every response carries " +
+      "X-Request-Id (echoed when the request sent one).",
+  },
+  servers: [{ url: "http://127.0.0.1:5705" }],
+  paths: {
+    "/v1/health": {
+      get: {
+        operationId: "health",
+        summary: "Node health",
+        responses: { "200": { description: "Health", content: json(ref("Health")) } },
+      },
+    },
+    "/v1/version": {
+      get: {
+        operationId: "version",
+        summary: "Server version",
+        responses: { "200": { description: "Version", content: json(ref("VersionInfo")) } },
+      },
+    },
+    "/v1/nodes": {
+      get: {
+        operationId: "listNodes",
+        summary: "List nodes",
+        responses: {
+          "200": { description: "Nodes", content: json(listOf("Node")) },
+          ...errors(400),
+        },
+      },
+    },
+    "/v1/nodes/{name}": {
+      get: {
+        operationId: "getNode",
+        summary: "Get a node",
+        parameters: [nameParam("Node")],
+        responses: {
+          "200": { description: "Node", content: json(ref("Node")) },
+          ...errors(400, 404),
+        },
+      },
+    },
+    "/v1/volumes": {
+      get: {
+        operationId: "listVolumes",
+        summary: "List volumes",
+        responses: {
+          "200": { description: "Volumes", content: json(listOf("Volume")) },
+          ...errors(400),
+        },
+      },
+      post: {
+        operationId: "createVolume",
+        summary: "Create a thin-provisioned volume",
+        requestBody: { required: true, content: json(ref("CreateVolumeRequest")) },
+        responses: {
+          "201": { description: "Created (state ready)", content: json(ref("Volume")) },
+          ...errors(400, 409, 412, 507),
+        },
+      },
+    },
+    "/v1/volumes/{name}": {
+      get: {
+        operationId: "getVolume",
+        summary: "Get a volume",
+        parameters: [nameParam("Volume")],
+        responses: {
+          "200": { description: "Volume", content: json(ref("Volume")) },
+          ...errors(400, 404),
+        },
+      },
+      patch: {
+        operationId: "updateVolume",
+        summary: "Grow a volume and/or change its labels (replaced whole) or description",
+        parameters: [nameParam("Volume")],
+        requestBody: { required: true, content: json(ref("UpdateVolumeRequest")) },
+        responses: {
+          "200": { description: "Updated volume", content: json(ref("Volume")) },
+          ...errors(400, 404, 409, 412, 507),
+        },
+      },
+      delete: {
+        operationId: "deleteVolume",
+        summary: "Delete a volume and its data",
+        parameters: [
+          nameParam("Volume"),
+          {
+            name: "force",
+            in: "query",
+            required: false,
+            description: "Disconnect NBD clients instead of refusing (412) while connected.",
+            schema: { type: "boolean", default: false },
+          },
+        ],
+        responses: { "204": { description: "Deleted" }, ...errors(400, 404, 412) },
+      },
+    },
+    "/v1/openapi.json": {
+      get: {
+        operationId: "openapi",
+        summary: "This document",
+        responses: { "200": { description: "OpenAPI 3.1 document" } },
+      },
+    },
+    "/metrics": {
+      get: {
+        operationId: "metrics",
+        summary: "Prometheus metrics (text format 0.0.4)",
+        responses: {
+          "200": {
+            description: "Metrics",
+            content: { "text/plain": { schema: { type: "string" } } },
+          },
+        },
+      },
+    },
+  },
+  components: {
+    responses: {
+      Error400: errorResponse("Invalid argument (code INVALID_ARGUMENT; details.field names it)"),
+      Error404: errorResponse("Not found (NOT_FOUND)"),
+      Error409: errorResponse(
+        "Already exists or lost a concurrent update (ALREADY_EXISTS, CONFLICT)",
+      ),
+      Error412: errorResponse(
+        "Not allowed in the current state (FAILED_PRECONDITION): shrink, clients connected, " +
+          "replicas without cluster mode",
+      ),
+      Error507: errorResponse("Out of disk space (RESOURCE_EXHAUSTED)"),
+    },
+    schemas: {
+      Error: {
+        type: "object",
+        required: ["error"],
+        properties: {
+          error: {
+            type: "object",
+            required: ["code", "message"],
+            properties: {
+              code: {
+                type: "string",
+                enum: [
+                  "INVALID_ARGUMENT",
+                  "NOT_FOUND",
+                  "ALREADY_EXISTS",
+                  "FAILED_PRECONDITION",
+                  "CONFLICT",
+                  "RESOURCE_EXHAUSTED",
+                  "UNAUTHENTICATED",
+                  "PERMISSION_DENIED",
+                  "UNAVAILABLE",
+                  "INTERNAL",
+                ],
+              },
+              message: { type: "string" },
+              details: { type: "object" },
+            },
+          },
+        },
+      },
+      Volume: {
+        type: "object",
+        required: [
+          "name",
+          "uuid",
+          "sizeBytes",
+          "replicas",
+          "master",
+          "epoch",
+          "state",
+          "labels",
+          "description",
+          "createdAt",
+          "updatedAt",
+        ],
+        properties: {
+          name: { type: "string", description: "Also the NBD export name" },
+          uuid: { type: "string", format: "uuid" },
+          sizeBytes: { type: "integer" },
+          replicas: { type: "integer" },
+          master: { type: "string" },
+          epoch: { type: "integer" },
+          state: { type: "string", enum: ["creating", "ready", "deleting", "failed"] },
+          labels,
+          description: { type: "string" },
+          createdAt: { type: "string", format: "date-time" },
+          updatedAt: { type: "string", format: "date-time" },
+          allocatedBytes: { type: "integer", description: "Bytes allocated on disk" },
+          connections: { type: "integer", description: "Open NBD connections" },
+        },
+      },
+      CreateVolumeRequest: {
+        type: "object",
+        additionalProperties: false,
+        required: ["name", "size"],
+        properties: {
+          name: { type: "string", pattern: "^[a-z0-9][a-z0-9._-]{0,62}$" },
+          size,
+          replicas: {
+            type: "integer",
+            minimum: 0,
+            maximum: 8,
+            default: 0,
+            description: "Must be 0 unless the node runs in cluster mode",
+          },
+          labels,
+          description: { type: "string", maxLength: 1024 },
+        },
+      },
+      UpdateVolumeRequest: {
+        type: "object",
+        additionalProperties: false,
+        minProperties: 1,
+        properties: {
+          size: { ...size, description: "New size; grow only. " + size.description },
+          labels,
+          description: { type: "string", maxLength: 1024 },
+        },
+      },
+      Node: {
+        type: "object",
+        properties: {
+          name: { type: "string" },
+          state: { type: "string", enum: ["ready", "unreachable", "down", "cordoned"] },
+          reason: { type: "string" },
+          apiAddress: { type: "string" },
+          nbdAddress: { type: "string" },
+          version: { type: "string" },
+          labels,
+          capacityBytes: { type: "integer" },
+          freeBytes: { type: "integer" },
+          volumes: { type: "integer" },
+          startedAt: { type: "string", format: "date-time" },
+          lastSeen: { type: "string", format: "date-time" },
+        },
+      },
+      Health: {
+        type: "object",
+        properties: {
+          status: { type: "string", enum: ["ok", "degraded", "unavailable"] },
+          node: { type: "string" },
+          checks: {
+            type: "object",
+            additionalProperties: {
+              type: "object",
+              properties: { ok: { type: "boolean" }, message: { type: "string" } },
+            },
+          },
+        },
+      },
+      VersionInfo: {
+        type: "object",
+        properties: {
+          version: { type: "string" },
+          deno: { type: "string" },
+          v8: { type: "string" },
+          typescript: { type: "string" },
+          apiVersion: { type: "string", const: "v1" },
+        },
+      },
+    },
+  },
+} as const;
+
+function listOf(item: string) {
+  return {
+    type: "object",
+    required: ["items"],
+    properties: { items: { type: "array", items: ref(item) } },
+  };
+}

@@ -1,0 +1,172 @@
+/**
+ * `ballast serve`: wires one node together. Lock the data dir, open the embedded
+ * state store, start the data plane (NBD), reconcile volumes, register the node,
+ * then serve the API. Shutdown runs the same steps backwards.
+ * @module
+ */
+
+import { startDataPlane } from "../data/mod.ts";
+import { toBallastError, UnavailableError } from "../mod/errors.ts";
+import { VERSION } from "../mod/version.ts";
+import { createApi } from "./api.ts";
+import { formatHostPort } from "./config.ts";
+import type { ServeConfig } from "./config.ts";
+import { lockDataDir } from "./_data_dir_lock.ts";
+import { createLogger } from "./log.ts";
+import type { Logger } from "./log.ts";
+import { NodeRegistry } from "./nodes.ts";
+import { SqliteStateStore } from "./sqlite_store.ts";
+import { VolumeService } from "./volumes.ts";
+
+/** A running node. */
+export interface Server {
+  /** "http://HOST:PORT" with the real bound port. */
+  readonly apiUrl: string;
+  /** The NBD listen address "HOST:PORT". */
+  readonly nbdAddress: string;
+  readonly logger: Logger;
+  /** Stops the API, the node registration, the data plane (flushing) and the store; releases the lock. */
+  shutdown(): Promise<void>;
+}
+
+/** Starts a node. Everything started is stopped again if a later step fails. */
+export async function serve(
+  config: ServeConfig,
+  options: { logger?: Logger } = {},
+): Promise<Server> {
+  const logger = options.logger ??
+    createLogger({ level: config.logLevel, format: config.logFormat });
+  const log = logger.child({ node: config.nodeName });
+  const undo: Array<() => Promise<void> | void> = [];
+  const unwind = async () => {
+    for (const step of undo.reverse()) {
+      try {
+        await step();
+      } catch (err) {
+        log.error({ err: String(err) }, "shutdown step failed");
+      }
+    }
+    undo.length = 0;
+  };
+
+  try {
+    const lock = lockDataDir(config.dataDir);
+    undo.push(() => lock.release());
+
+    const dbPath = `${config.dataDir.replace(/\/+$/, "")}/state.db`;
+    const store = await SqliteStateStore.open(dbPath);
+    undo.push(() => store.close());
+
+    const dataPlane = await startDataPlane({
+      dataDir: config.dataDir,
+      nbdListen: config.nbdListen,
+      logger,
+      nodeName: config.nodeName,
+    });
+    undo.push(() => dataPlane.close());
+
+    const volumes = new VolumeService({
+      store,
+      dataPlane,
+      logger: log,
+      nodeName: config.nodeName,
+    });
+    const report = await volumes.reconcile();
+    log.info(
+      {
+        opened: report.opened.length,
+        failed: report.failed,
+        finishedDeletes: report.finishedDeletes,
+        removedCreating: report.removedCreating,
+      },
+      "volumes reconciled",
+    );
+
+    const nodes = new NodeRegistry({
+      store,
+      dataPlane,
+      logger: log,
+      nodeName: config.nodeName,
+      version: VERSION,
+      leaseTtlSeconds: config.nodeLeaseTtlSeconds,
+    });
+    const app = createApi({
+      volumes,
+      nodes,
+      dataPlane,
+      logger: log,
+      nodeName: config.nodeName,
+      store,
+    });
+    // The Hono app does not depend on the listener: the TLS issue swaps this for node:https.
+    let server: Deno.HttpServer<Deno.NetAddr>;
+    try {
+      server = Deno.serve({
+        hostname: config.apiListen.host,
+        port: config.apiListen.port,
+        onListen: () => {},
+      }, (req, info) => app.fetch(req, { info }));
+    } catch (err) {
+      throw new UnavailableError(
+        `cannot listen for the API on ${formatHostPort(config.apiListen)} (--api-listen): ${
+          (err as Error).message
+        }`,
+        { cause: err },
+      );
+    }
+    undo.push(() => server.shutdown());
+    const apiUrl = `http://${
+      formatHostPort({ host: config.apiListen.host, port: server.addr.port })
+    }`;
+
+    await nodes.start({ apiAddress: apiUrl });
+    undo.push(() => nodes.stop());
+
+    log.info({ api: apiUrl, nbd: dataPlane.nbdAddress, node: config.nodeName }, "ballast ready");
+    let stopping: Promise<void> | undefined;
+    return {
+      apiUrl,
+      nbdAddress: dataPlane.nbdAddress,
+      logger: log,
+      shutdown() {
+        stopping ??= (async () => {
+          log.info("shutting down: stopping the API, flushing volumes");
+          await unwind();
+          log.info("ballast stopped");
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await unwind();
+    throw toBallastError(err);
+  }
+}
+
+/**
+ * Runs until SIGINT or SIGTERM, then shuts down cleanly and exits 0 (1 if the
+ * shutdown failed). A second signal exits at once with code 130.
+ */
+export function exitOnSignal(server: Server): Promise<never> {
+  return new Promise<never>(() => {
+    let signalled = false;
+    const onSignal = (signal: Deno.Signal) => {
+      if (signalled) {
+        server.logger.warn({ signal }, "second signal: exiting immediately");
+        Deno.exit(130);
+      }
+      signalled = true;
+      server.logger.info({ signal }, "signal received");
+      server.shutdown().then(
+        () => Deno.exit(0),
+        (err) => {
+          server.logger.error({ err: String(err) }, "shutdown failed");
+          Deno.exit(1);
+        },
+      );
+    };
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      Deno.addSignalListener(sig, () => onSignal(sig));
+    }
+  });
+}

@@ -1,0 +1,12 @@
+/**
+ * The public library surface of Ballast: the typed API client, the resource
+ * types, the error types and size helpers.
+ * @module
+ */
+
+export { BallastClient, DEFAULT_API_URL } from "./client.ts";
+export type { BallastClientOptions } from "./client.ts";
+export * from "./errors.ts";
+export * from "./size.ts";
+export type * from "./types.ts";
+export { VERSION } from "./version.ts";

@@ -1,0 +1,78 @@
+import { formatHostPort, parseListen, resolveConfig } from "../../control/config.ts";
+import { InvalidArgumentError } from "../../mod/errors.ts";
+import { assertEquals, assertThrows } from "../_assert.ts";
+
+const host = { hostname: () => "Storage-01.example.com" };
+
+Deno.test("resolveConfig() fills every default", () => {
+  assertEquals(resolveConfig({ "data-dir": "/d" }, {}, {}, host), {
+    dataDir: "/d",
+    apiListen: { host: "127.0.0.1", port: 5705 },
+    nbdListen: { host: "127.0.0.1", port: 10809 },
+    nodeName: "storage-01",
+    logLevel: "info",
+    logFormat: "json",
+    nodeLeaseTtlSeconds: 10,
+  });
+});
+
+Deno.test("resolveConfig() takes flags over env over file", () => {
+  const env = {
+    BALLAST_DATA_DIR: "/env",
+    BALLAST_API_LISTEN: "0.0.0.0:1",
+    BALLAST_NBD_LISTEN: "[::1]:2",
+    BALLAST_LOG_LEVEL: "debug",
+    BALLAST_NODE_NAME: "from-env",
+  };
+  const file = { dataDir: "/file", logFormat: "pretty", nodeLeaseTtlSeconds: 5, logLevel: "warn" };
+  const c = resolveConfig({ "api-listen": "127.0.0.2:3", "node-lease-ttl": "7s" }, env, file, host);
+  assertEquals(c.dataDir, "/env");
+  assertEquals(c.apiListen, { host: "127.0.0.2", port: 3 });
+  assertEquals(c.nbdListen, { host: "::1", port: 2 });
+  assertEquals(c.logLevel, "debug");
+  assertEquals(c.logFormat, "pretty");
+  assertEquals(c.nodeName, "from-env");
+  assertEquals(c.nodeLeaseTtlSeconds, 7);
+  assertEquals(resolveConfig({}, {}, file, host).dataDir, "/file");
+});
+
+const D = { "data-dir": "/d" };
+const BAD: Array<[string, Record<string, string>, Record<string, string>, string, string]> = [
+  ["no data dir", {}, {}, "data-dir", "--data-dir"],
+  ["empty data dir env", {}, { BALLAST_DATA_DIR: "" }, "data-dir", "BALLAST_DATA_DIR"],
+  ["api without port", { ...D, "api-listen": "localhost" }, {}, "api-listen", '"localhost"'],
+  ["api port too big", { ...D, "api-listen": "127.0.0.1:65536" }, {}, "api-listen", "65536"],
+  ["api port not a number", { ...D, "api-listen": "1.2.3.4:http" }, {}, "api-listen", '"http"'],
+  ["bare ipv6", { ...D, "nbd-listen": "::1:10809" }, {}, "nbd-listen", "brackets"],
+  ["env listen", D, { BALLAST_NBD_LISTEN: "x:-1" }, "nbd-listen", "BALLAST_NBD_LISTEN"],
+  ["log level", { ...D, "log-level": "loud" }, {}, "log-level", '--log-level "loud"'],
+  ["log format env", D, { BALLAST_LOG_FORMAT: "xml" }, "log-format", "BALLAST_LOG_FORMAT"],
+  ["ttl zero", { ...D, "node-lease-ttl": "0" }, {}, "node-lease-ttl", '"0"'],
+  ["ttl minutes", { ...D, "node-lease-ttl": "1m" }, {}, "node-lease-ttl", '"1m"'],
+  ["node name", { ...D, "node-name": "Node_1!" }, {}, "node-name", '"Node_1!"'],
+];
+
+Deno.test("resolveConfig() rejects bad values naming the flag and value", () => {
+  for (const [what, flags, env, field, mentions] of BAD) {
+    const err = assertThrows(
+      () => resolveConfig(flags, env, {}, host),
+      InvalidArgumentError,
+      mentions,
+      what,
+    );
+    assertEquals(err.details?.field, field, what);
+  }
+});
+
+Deno.test("parseListen() handles IPv4, [IPv6], host names, :PORT and port 0", () => {
+  assertEquals(parseListen("127.0.0.1:5705"), { host: "127.0.0.1", port: 5705 });
+  assertEquals(parseListen("[::1]:5705"), { host: "::1", port: 5705 });
+  assertEquals(parseListen("[fe80::1%eth0]:1"), { host: "fe80::1%eth0", port: 1 });
+  assertEquals(parseListen("localhost:0"), { host: "localhost", port: 0 });
+  assertEquals(parseListen(":8080"), { host: "0.0.0.0", port: 8080 });
+  assertEquals(formatHostPort({ host: "::1", port: 5 }), "[::1]:5");
+  assertEquals(formatHostPort({ host: "10.0.0.1", port: 5 }), "10.0.0.1:5");
+  for (const bad of ["", "1.2.3.4", "[::1]", "[::1]:", "a b:1", "h:123456", "h:-1"]) {
+    assertThrows(() => parseListen(bad, "--api-listen"), InvalidArgumentError, "--api-listen");
+  }
+});

@@ -1,0 +1,52 @@
+import { InvalidArgumentError } from "../../mod/errors.ts";
+import { formatSize, parseSize } from "../../mod/size.ts";
+import { assertEquals, assertThrows } from "../_assert.ts";
+
+Deno.test("parseSize() accepts bytes and binary units", () => {
+  const cases: Array<[string, number]> = [
+    ["0", 0],
+    ["512", 512],
+    ["1KiB", 1024],
+    ["1k", 1024],
+    ["1KB", 1024],
+    ["10GiB", 10 * 2 ** 30],
+    ["10 GiB", 10 * 2 ** 30],
+    [" 2 mib ", 2 * 2 ** 20],
+    ["1.5TiB", 1.5 * 2 ** 40],
+    ["0.5KiB", 512],
+    ["1PiB", 2 ** 50],
+    ["4096b", 4096],
+    ["7PiB", 7 * 2 ** 50],
+  ];
+  for (const [text, bytes] of cases) assertEquals(parseSize(text), bytes, text);
+});
+
+Deno.test("parseSize() rejects malformed, fractional-byte and unsafe sizes, naming the value", () => {
+  for (
+    const bad of ["", "GiB", "-1GiB", "1e3", "1,5GiB", "10XB", "1 2", "0.1", "1.0001KiB", "8PiB"]
+  ) {
+    assertThrows(() => parseSize(bad), InvalidArgumentError, `"${bad}"`, bad);
+  }
+});
+
+Deno.test("formatSize() picks the largest unit keeping the number >= 1", () => {
+  const cases: Array<[number, string]> = [
+    [0, "0 B"],
+    [1023, "1023 B"],
+    [1024, "1 KiB"],
+    [1536, "1.5 KiB"],
+    [2 ** 20 - 1, "1024 KiB"],
+    [10 * 2 ** 30, "10 GiB"],
+    [1.25 * 2 ** 30, "1.25 GiB"],
+    [12.5 * 2 ** 30, "12.5 GiB"],
+    [2 ** 40, "1 TiB"],
+    [2 ** 50, "1024 TiB"],
+  ];
+  for (const [bytes, text] of cases) assertEquals(formatSize(bytes), text, String(bytes));
+});
+
+Deno.test("formatSize() output parses back to within rounding", () => {
+  for (const bytes of [512, 4096, 3 * 2 ** 20, 10 * 2 ** 30, 7 * 2 ** 40]) {
+    assertEquals(parseSize(formatSize(bytes).replace(" ", "")), bytes);
+  }
+});
