@@ -61,6 +61,10 @@ export interface ConnectionOptions {
 
 const INITIAL_IN = 256 * 1024;
 const INITIAL_OUT = 256 * 1024;
+/** WRITEs at least this large are acknowledged without waiting for the rest of the batch. */
+const EARLY_REPLY_BYTES = 128 * 1024;
+/** Largest input buffer kept for pipelining large WRITEs (a single request may need more). */
+const MAX_IN = 64 * 1024 * 1024;
 /** Stop reading new requests while this many reply bytes wait to be sent. */
 const MAX_QUEUED_OUT = 64 * 1024 * 1024;
 /** Most descriptors one BLOCK_STATUS reply carries ("MAY return less descriptors"). */
@@ -290,6 +294,8 @@ export class Connection {
           }
           this.#execute(req, ctx, exp, s + C.REQUEST_HEADER_SIZE);
           this.#start = s + total;
+          // A large write took a while: acknowledge it now rather than after the batch.
+          if (req.length >= EARLY_REPLY_BYTES) this.#sendBatch();
         } else {
           this.#start = s + C.REQUEST_HEADER_SIZE;
           this.#execute(req, ctx, exp, 0);
@@ -527,7 +533,9 @@ export class Connection {
     if (this.#start + total <= this.#in.length) return;
     const unread = this.#in.subarray(this.#start, this.#end);
     if (total > this.#in.length) {
-      const bigger = new Uint8Array(Math.max(total, this.#in.length * 2));
+      // Room for several such requests, so pipelined large WRITEs are compacted rarely.
+      const size = Math.max(total, Math.min(Math.max(4 * total, 2 * this.#in.length), MAX_IN));
+      const bigger = new Uint8Array(size);
       bigger.set(unread);
       this.#in = bigger;
       this.#inView = new DataView(bigger.buffer);

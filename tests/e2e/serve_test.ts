@@ -285,6 +285,7 @@ e2eTest(
         "--verify=crc32c",
         "--verify_fatal=1",
         "--do_verify=1",
+        "--verify_state_save=0",
         "--output-format=json",
       ], { timeoutMs: 120_000 });
       assertEquals(fio.code, 0, fio.stderr);
