@@ -82,7 +82,10 @@ class LocalDataPlane implements RunningDataPlane {
       return Promise.reject(storeError(err, `create volume "${spec.name}"`));
     }
     this.exports.add(new LiveExport(spec.name, spec.uuid, spec.description, store));
-    this.#log.debug({ volume: spec.name, uuid: spec.uuid, size: spec.sizeBytes }, "volume file created");
+    this.#log.debug(
+      { volume: spec.name, uuid: spec.uuid, size: spec.sizeBytes },
+      "volume file created",
+    );
     return Promise.resolve();
   }
 
@@ -184,7 +187,9 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<RunningDat
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     requestTimeoutMs: opts.requestTimeoutMs,
   });
-  const addr = server.listen(opts.nbdListen.host, opts.nbdListen.port);
+  const addr = await server.listen(opts.nbdListen.host, opts.nbdListen.port, {
+    tls: opts.startTls !== undefined,
+  });
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const plane = new LocalDataPlane(opts, exports, server, `${host}:${addr.port}`);
   log.info({ nbd: plane.nbdAddress }, "NBD listener started");

@@ -48,8 +48,20 @@ import {
   OP_WRITE_ZEROES,
 } from "../stats.ts";
 
-/** Upgrades a transport to TLS after NBD_OPT_STARTTLS was acknowledged (the TLS seam). */
-export type StartTls = (t: Transport) => Promise<Transport>;
+/** The outcome of a successful TLS upgrade: the new transport and who the client is. */
+export interface TlsUpgrade {
+  transport: Transport;
+  /** Authenticated client identity, for logs. */
+  identity: string;
+  /** Exports this client may list and open (from its certificate); all when absent. */
+  allowExport?: (name: string) => boolean;
+}
+
+/**
+ * Upgrades a transport to TLS after NBD_OPT_STARTTLS was acknowledged (the TLS seam).
+ * Rejects (and the connection closes) when the handshake fails or the client is refused.
+ */
+export type StartTls = (t: Transport) => Promise<TlsUpgrade>;
 
 export interface ConnectionOptions {
   id: number;
@@ -85,6 +97,7 @@ export class Connection {
   #t: Transport;
   #log: Logger;
   #opts: ConnectionOptions;
+  #policy: HandshakePolicy;
 
   // Input: a reusable buffer; unparsed bytes are in [#start, #end).
   #in: Uint8Array = new Uint8Array(INITIAL_IN);
@@ -118,6 +131,7 @@ export class Connection {
     this.id = opts.id;
     this.#t = transport;
     this.#opts = opts;
+    this.#policy = opts.policy;
     this.#log = opts.logger.child({ conn: opts.id, remote: transport.remote });
   }
 
@@ -207,7 +221,7 @@ export class Connection {
         await this.#sendOptionError(option, C.NBD_REP_ERR_SHUTDOWN, "server is shutting down");
         continue;
       }
-      const result = handleOption(state, this.#opts.exports, this.#opts.policy, option, data);
+      const result = handleOption(state, this.#opts.exports, this.#policy, option, data);
       state = result.state;
       const action = result.action;
       if (result.refusal) this.#log.debug({ option, refusal: result.refusal }, "option refused");
@@ -221,7 +235,13 @@ export class Connection {
         case "starttls":
           if (!this.#opts.startTls) throw new ProtocolError("STARTTLS acknowledged without TLS");
           if (this.#start !== this.#end) throw new ProtocolError("data sent before TLS handshake");
-          this.#t = await this.#opts.startTls(this.#t);
+          {
+            const up = await this.#opts.startTls(this.#t);
+            this.#t = up.transport;
+            this.#policy = { ...this.#policy, allowExport: up.allowExport };
+            this.#log = this.#log.child({ client: up.identity });
+            this.#log.info("TLS established");
+          }
           break;
         case "transmission": {
           const exp = this.#opts.exports.lookup(action.export.name);

@@ -9,6 +9,8 @@ import type { ExportTable } from "../exports.ts";
 import { Connection, type StartTls } from "./connection.ts";
 import type { HandshakePolicy } from "./handshake.ts";
 import { tcpTransport, type Transport } from "./transport.ts";
+import { createServer, type Server as NodeServer } from "node:net";
+import { NodeSocketTransport } from "./node_transport.ts";
 
 export interface NbdServerOptions {
   exports: ExportTable;
@@ -27,6 +29,7 @@ const PLAINTEXT: HandshakePolicy = { tlsAvailable: false, tlsRequired: false };
 export class NbdServer {
   #opts: NbdServerOptions;
   #listener: Deno.TcpListener | undefined;
+  #nodeServer: NodeServer | undefined;
   #conns = new Set<Connection>();
   #nextId = 1;
   #watchdog: ReturnType<typeof setInterval> | undefined;
@@ -38,11 +41,30 @@ export class NbdServer {
     this.#log = opts.logger;
   }
 
-  /** Starts listening; returns the bound address. */
-  listen(hostname: string, port: number): Deno.NetAddr {
-    this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
-    const addr = this.#listener.addr;
-    this.#accepting = this.#acceptLoop(this.#listener);
+  /**
+   * Starts listening; returns the bound address. Plaintext listeners use Deno.listen
+   * (the fast path); listeners that offer STARTTLS use node:net, because the TLS upgrade
+   * with client certificates needs a node:tls socket (PLATFORM.md, "TLS").
+   */
+  async listen(hostname: string, port: number, options?: { tls?: boolean }): Promise<Deno.NetAddr> {
+    let addr: Deno.NetAddr;
+    if (options?.tls) {
+      const server = createServer({ noDelay: true }, (sock) => {
+        this.serve(new NodeSocketTransport(sock));
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(port, hostname, () => resolve());
+      });
+      server.on("error", (err) => this.#log.error({ err: err.message }, "NBD listener error"));
+      this.#nodeServer = server;
+      const a = server.address() as { address: string; port: number };
+      addr = { transport: "tcp", hostname: a.address, port: a.port };
+    } else {
+      this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
+      addr = this.#listener.addr;
+      this.#accepting = this.#acceptLoop(this.#listener);
+    }
     const timer = setInterval(() => this.#checkTimeouts(), 1000);
     Deno.unrefTimer(timer);
     this.#watchdog = timer;
@@ -106,6 +128,8 @@ export class NbdServer {
     } catch {
       // already closed
     }
+    const ns = this.#nodeServer;
+    if (ns) await new Promise<void>((resolve) => ns.close(() => resolve()));
     await this.#accepting;
     await Promise.all([...this.#conns].map((c) => c.shutdown()));
   }
