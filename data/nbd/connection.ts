@@ -121,10 +121,14 @@ export class Connection {
   #idle: (() => void) | undefined;
   #closed = false;
   #shuttingDown = false;
-  /** performance.now() of the last bytes received; the server's watchdog reads it. */
-  lastActivity = performance.now();
-  /** True while a request or handshake message is partly received. */
-  midMessage = true;
+  /** performance.now() at accept; the handshake must finish within a deadline from here. */
+  readonly openedAt: number = performance.now();
+  /**
+   * performance.now() since when the oldest incomplete request has been waiting for its
+   * remaining bytes, 0 when none is. The server's watchdog closes connections whose
+   * request stays incomplete too long (a stalled or trickling client).
+   */
+  partialSince = 0;
   inHandshake = true;
 
   constructor(transport: Transport, opts: ConnectionOptions) {
@@ -197,9 +201,7 @@ export class Connection {
     if (badFlags) throw new ProtocolError(badFlags);
     let state = initialState(clientFlags);
     for (;;) {
-      this.midMessage = false;
       await this.#need(16);
-      this.midMessage = true;
       const v = this.#inView;
       const s = this.#start;
       if (v.getUint32(s) !== C.IHAVEOPT_HI || v.getUint32(s + 4) !== C.IHAVEOPT_LO) {
@@ -285,8 +287,15 @@ export class Connection {
     const ctx = this.#ctx!;
     const req = this.#req;
     for (;;) {
+      let progressed = false;
       // Parse and execute every complete request in the buffer.
       while (this.#end - this.#start >= C.REQUEST_HEADER_SIZE) {
+        if (this.#queuedOut + this.#outLen > MAX_QUEUED_OUT) {
+          // The client is not reading its replies: stop producing more until it does.
+          this.#sendBatch();
+          await this.#sending;
+          if (this.#sendError) throw this.#sendError;
+        }
         const s = this.#start;
         if (!decodeRequest(this.#inView, s, req)) {
           throw new ProtocolError(`bad request magic 0x${this.#inView.getUint32(s).toString(16)}`);
@@ -307,6 +316,7 @@ export class Connection {
               this.#reject(req, C.NBD_EOVERFLOW, `write of ${req.length} bytes exceeds maximum`);
               this.#sendBatch();
               await this.#discard(req.length);
+              progressed = true;
               continue;
             }
             this.#reserveInput(total);
@@ -314,17 +324,20 @@ export class Connection {
           }
           this.#execute(req, ctx, exp, s + C.REQUEST_HEADER_SIZE);
           this.#start = s + total;
+          progressed = true;
           // A large write took a while: acknowledge it now rather than after the batch.
           if (req.length >= EARLY_REPLY_BYTES) this.#sendBatch();
         } else {
           this.#start = s + C.REQUEST_HEADER_SIZE;
           this.#execute(req, ctx, exp, 0);
+          progressed = true;
         }
       }
+      if (this.#end === this.#start) this.partialSince = 0;
+      else if (progressed || this.partialSince === 0) this.partialSince = performance.now();
       this.#sendBatch();
       if (this.#sendError) throw this.#sendError;
       if (this.#queuedOut > MAX_QUEUED_OUT) await this.#sending;
-      this.midMessage = this.#end > this.#start;
       if (!(await this.#fill())) {
         if (this.#end > this.#start) {
           this.#log.warn({ partialBytes: this.#end - this.#start }, "client left mid-request");
@@ -576,7 +589,6 @@ export class Connection {
     const n = await this.#t.read(this.#end === 0 ? this.#in : this.#in.subarray(this.#end));
     if (n === null) return false;
     this.#end += n;
-    this.lastActivity = performance.now();
     return true;
   }
 
@@ -592,6 +604,7 @@ export class Connection {
 
   /** Reads and drops `n` bytes (payload of a request we refused). */
   async #discard(n: number): Promise<void> {
+    if (this.partialSince === 0) this.partialSince = performance.now();
     let left = n;
     for (;;) {
       const have = Math.min(left, this.#end - this.#start);

@@ -109,10 +109,11 @@ export class NbdServer {
     const hs = this.#opts.handshakeTimeoutMs ?? 30_000;
     const rq = this.#opts.requestTimeoutMs ?? 60_000;
     for (const c of this.#conns) {
-      const idle = now - c.lastActivity;
-      if (c.inHandshake && idle > hs) c.abort(`no handshake progress for ${Math.round(idle)} ms`);
-      else if (!c.inHandshake && c.midMessage && idle > rq) {
-        c.abort(`request incomplete for ${Math.round(idle)} ms`);
+      if (c.inHandshake) {
+        const age = now - c.openedAt;
+        if (age > hs) c.abort(`handshake not finished after ${Math.round(age)} ms`);
+      } else if (c.partialSince > 0 && now - c.partialSince > rq) {
+        c.abort(`request incomplete for ${Math.round(now - c.partialSince)} ms`);
       }
     }
   }

@@ -1,0 +1,226 @@
+/**
+ * FileBlockStore: the block store contract on real sparse files, plus what only a
+ * file can show: allocation on disk (st_blocks), punch-hole and zero-range behaviour,
+ * errno on create/open, and persistence across close/open.
+ * @module
+ */
+
+import { BlockStoreError } from "../../../data/store/block_store.ts";
+import { FileBlockStore } from "../../../data/store/file_store.ts";
+import { assert, assertEquals, assertThrows } from "../../_assert.ts";
+import { defineBlockStoreContract, pattern } from "./block_store_contract.ts";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const TiB = 1024 * 1024 * MiB;
+
+defineBlockStoreContract("FileBlockStore", async (size) => {
+  const dir = await Deno.makeTempDir({ prefix: "ballast-file-store-" });
+  const store = FileBlockStore.create(`${dir}/vol`, size);
+  return {
+    store,
+    cleanup: async () => {
+      store.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+});
+
+/** Runs `fn` with a fresh temporary directory, removed afterwards. */
+async function withDir(fn: (dir: string) => Promise<void> | void): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "ballast-file-store-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Allocated bytes as the filesystem reports them (st_blocks * 512). */
+function statAllocated(path: string): number {
+  const blocks = Deno.statSync(path).blocks;
+  assert(blocks !== null, "st_blocks is not available on this platform");
+  return blocks * 512;
+}
+
+Deno.test("FileBlockStore.create() makes a 4 TiB sparse file that allocates almost nothing", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/big`;
+    const store = FileBlockStore.create(path, 4 * TiB);
+    try {
+      assertEquals(store.size, 4 * TiB);
+      assertEquals(Deno.statSync(path).size, 4 * TiB);
+      assert(store.allocatedBytes() < 64 * KiB, `allocatedBytes() = ${store.allocatedBytes()}`);
+      assert(statAllocated(path) < 64 * KiB, `st_blocks = ${statAllocated(path) / 512}`);
+      assertEquals(store.extents(0, store.size), [
+        { offset: 0, length: 4 * TiB, hole: true, zero: true },
+      ]);
+      // The far end works, and costs one block, not terabytes.
+      store.write(new Uint8Array([1, 2, 3, 4]), 4 * TiB - 4);
+      const b = new Uint8Array(4);
+      store.read(b, 4 * TiB - 4);
+      assertEquals(b, new Uint8Array([1, 2, 3, 4]));
+      await store.flush();
+      assert(store.allocatedBytes() <= 64 * KiB, `allocatedBytes() = ${store.allocatedBytes()}`);
+      assertEquals(Deno.statSync(path).size, 4 * TiB);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("FileBlockStore.allocatedBytes() equals st_blocks * 512", async () => {
+  await withDir(async (dir) => {
+    const store = FileBlockStore.create(`${dir}/v`, 16 * MiB);
+    try {
+      store.write(pattern(1 * MiB, 1), 0);
+      await store.flush();
+      assertEquals(store.allocatedBytes(), statAllocated(`${dir}/v`));
+      assert(store.allocatedBytes() >= 1 * MiB, `allocatedBytes() = ${store.allocatedBytes()}`);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("FileBlockStore.trim() frees the blocks on disk and keeps other data", async () => {
+  await withDir(async (dir) => {
+    const store = FileBlockStore.create(`${dir}/v`, 32 * MiB);
+    try {
+      store.write(pattern(8 * MiB, 2), 4 * MiB);
+      await store.flush();
+      const before = store.allocatedBytes();
+      assert(before >= 8 * MiB, `allocated before trim: ${before}`);
+      store.trim(4 * MiB, 6 * MiB);
+      const after = store.allocatedBytes();
+      assert(before - after >= 6 * MiB, `trim of 6 MiB freed only ${before - after} bytes`);
+      assert(after >= 2 * MiB, `untrimmed 2 MiB must stay allocated, have ${after}`);
+      const tail = new Uint8Array(2 * MiB);
+      store.read(tail, 10 * MiB);
+      assertEquals(tail, pattern(8 * MiB, 2).slice(6 * MiB));
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("FileBlockStore.writeZeroes() punches a hole only when it may deallocate", async () => {
+  await withDir(async (dir) => {
+    const store = FileBlockStore.create(`${dir}/v`, 16 * MiB);
+    try {
+      store.write(pattern(4 * MiB, 3), 0);
+      store.write(pattern(4 * MiB, 4), 8 * MiB);
+      await store.flush();
+      const before = store.allocatedBytes();
+      assert(before >= 8 * MiB, `allocated: ${before}`);
+
+      // NBD_CMD_FLAG_NO_HOLE: zeroes, but the blocks stay allocated.
+      store.writeZeroes(0, 4 * MiB, false);
+      const kept = store.allocatedBytes();
+      assert(kept >= before - 64 * KiB, `NO_HOLE zeroing freed ${before - kept} bytes`);
+
+      // May deallocate: the blocks go.
+      store.writeZeroes(8 * MiB, 4 * MiB, true);
+      const freed = store.allocatedBytes();
+      assert(kept - freed >= 4 * MiB, `zeroing with deallocation freed ${kept - freed} bytes`);
+
+      const b = new Uint8Array(16 * MiB).fill(0xee);
+      store.read(b, 0);
+      assertEquals(b.findIndex((x) => x !== 0), -1);
+      assertEquals(store.extents(8 * MiB, 4 * MiB), [
+        { offset: 8 * MiB, length: 4 * MiB, hole: true, zero: true },
+      ]);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("FileBlockStore.writeZeroes(mayDeallocate=false) allocates a never-written range", async () => {
+  await withDir((dir) => {
+    const store = FileBlockStore.create(`${dir}/v`, 16 * MiB);
+    try {
+      const before = store.allocatedBytes();
+      store.writeZeroes(1 * MiB, 2 * MiB, false);
+      assert(
+        store.allocatedBytes() - before >= 2 * MiB,
+        `NO_HOLE zeroing allocated ${store.allocatedBytes() - before} bytes`,
+      );
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("FileBlockStore.create() over an existing file fails with EEXIST and leaves it alone", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/v`;
+    await Deno.writeFile(path, new Uint8Array([7, 7, 7]));
+    const err = assertThrows(() => FileBlockStore.create(path, 1 * MiB), BlockStoreError);
+    assertEquals(err.errno, "EEXIST");
+    assertEquals(err.name, "BlockStoreError");
+    assert(err.message.includes(path), err.message);
+    assertEquals(await Deno.readFile(path), new Uint8Array([7, 7, 7]));
+  });
+});
+
+Deno.test("FileBlockStore.open() of a missing file fails with ENOENT", async () => {
+  await withDir((dir) => {
+    const err = assertThrows(() => FileBlockStore.open(`${dir}/missing`), BlockStoreError);
+    assertEquals(err.errno, "ENOENT");
+    assert(err.message.includes(`${dir}/missing`), err.message);
+  });
+});
+
+Deno.test("FileBlockStore.create() in a missing directory fails with ENOENT", async () => {
+  await withDir((dir) => {
+    const err = assertThrows(
+      () => FileBlockStore.create(`${dir}/no/such/v`, 4096),
+      BlockStoreError,
+    );
+    assertEquals(err.errno, "ENOENT");
+  });
+});
+
+Deno.test("FileBlockStore data, holes and size survive close and open", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/v`;
+    const data = pattern(300_001, 9);
+    const first = FileBlockStore.create(path, 64 * MiB + 5);
+    first.write(data, 12_345);
+    first.write(new Uint8Array([0xaa]), 64 * MiB + 4);
+    await first.flush();
+    first.close();
+    first.close(); // idempotent
+
+    const second = FileBlockStore.open(path);
+    try {
+      assertEquals(second.size, 64 * MiB + 5);
+      const b = new Uint8Array(data.length);
+      second.read(b, 12_345);
+      assertEquals(b, data);
+      const last = new Uint8Array(1);
+      second.read(last, 64 * MiB + 4);
+      assertEquals(last, new Uint8Array([0xaa]));
+      const map = second.extents(0, second.size);
+      assertEquals(map[0], { offset: 0, length: map[0].length, hole: true, zero: true });
+      assert(map.some((e) => !e.hole && e.offset <= 12_345));
+      assertEquals(map[map.length - 1].offset + map[map.length - 1].length, 64 * MiB + 5);
+    } finally {
+      second.close();
+    }
+  });
+});
+
+Deno.test("FileBlockStore.resize() changes the file size on disk", async () => {
+  await withDir((dir) => {
+    const store = FileBlockStore.create(`${dir}/v`, 1 * MiB);
+    try {
+      store.resize(1 * TiB);
+      assertEquals(Deno.statSync(`${dir}/v`).size, 1 * TiB);
+      assert(store.allocatedBytes() < 64 * KiB);
+    } finally {
+      store.close();
+    }
+  });
+});
