@@ -1,0 +1,78 @@
+/**
+ * The issued-certificate index (issued.jsonl) and revocations (revoked.jsonl) of a PKI
+ * directory. Both are append-only JSON lines; list() joins them.
+ * @module
+ */
+import { join } from "node:path";
+import { BallastError, InvalidArgumentError } from "../mod/errors.ts";
+import { appendLine, parseJsonLines, readOptional } from "./_fs.ts";
+import { normalizeSerial } from "./_keys.ts";
+import { FILES, type IssuedRecord, type RevocationRecord } from "./_layout.ts";
+import { readIdentity } from "./_profile.ts";
+import type { x509 } from "./_x509.ts";
+
+export class Registry {
+  #revoked = new Map<string, RevocationRecord>();
+
+  constructor(readonly dir: string) {}
+
+  /** Re-reads revoked.jsonl. */
+  async load(): Promise<void> {
+    const lines = parseJsonLines<RevocationRecord>(
+      await readOptional(join(this.dir, FILES.revoked)),
+    );
+    this.#revoked.clear();
+    for (const r of lines) this.#revoked.set(normalizeSerial(r.serial), r);
+  }
+
+  /** Appends an issued certificate to the index. */
+  async record(cert: x509.X509Certificate, issuer: x509.X509Certificate): Promise<void> {
+    const id = readIdentity(cert);
+    if (typeof id === "string") throw new BallastError("INTERNAL", id);
+    const rec: IssuedRecord = {
+      serial: normalizeSerial(cert.serialNumber),
+      subject: cert.subject,
+      role: id.role,
+      name: id.name,
+      volumes: id.volumes,
+      notBefore: cert.notBefore.toISOString(),
+      notAfter: cert.notAfter.toISOString(),
+      issuerSerial: normalizeSerial(issuer.serialNumber),
+    };
+    await appendLine(join(this.dir, FILES.issued), JSON.stringify(rec));
+  }
+
+  /** Every certificate issued here, with revokedAt filled in. */
+  async list(): Promise<IssuedRecord[]> {
+    const recs = parseJsonLines<IssuedRecord>(await readOptional(join(this.dir, FILES.issued)));
+    return recs.map((r) => {
+      const rev = this.#revoked.get(r.serial);
+      return rev ? { ...r, revokedAt: rev.revokedAt } : r;
+    });
+  }
+
+  /** Revokes a serial (idempotent: a second call returns the first record). */
+  async revoke(serial: string, now: Date, reason?: string): Promise<RevocationRecord> {
+    const s = normalizeSerial(serial);
+    if (!/^[0-9a-f]{2,40}$/.test(s)) {
+      throw new InvalidArgumentError(`invalid serial ${JSON.stringify(serial)}`, {
+        field: "serial",
+      });
+    }
+    const existing = this.#revoked.get(s);
+    if (existing) return existing;
+    const rec: RevocationRecord = {
+      serial: s,
+      revokedAt: now.toISOString(),
+      ...(reason ? { reason } : {}),
+    };
+    await appendLine(join(this.dir, FILES.revoked), JSON.stringify(rec));
+    this.#revoked.set(s, rec);
+    return rec;
+  }
+
+  /** Revoked serials (normalized hex). */
+  serials(): Set<string> {
+    return new Set(this.#revoked.keys());
+  }
+}

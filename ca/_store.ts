@@ -1,0 +1,430 @@
+/**
+ * The PKI directory of one node (README.md): the CA, the node's own certificates, the
+ * trust bundle, the issued index and revocations. `openPki()` creates what is missing on
+ * first use and loads it afterwards. One process owns a directory at a time.
+ * @module
+ */
+import { join } from "node:path";
+import { FailedPreconditionError, InvalidArgumentError } from "../mod/errors.ts";
+import {
+  checkCaCertificate,
+  createInternalCa,
+  rotateCa,
+  type RotateCaOptions,
+} from "./_ca_files.ts";
+import { KEY_MODE, PUBLIC_MODE, readOptional, writeAtomic } from "./_fs.ts";
+import {
+  createCsr,
+  type CsrPolicy,
+  DEFAULT_LEAF_TTL_SECONDS,
+  issueLeaf,
+  type Issuer,
+  needsRenewal,
+  signCsr,
+} from "./_issue.ts";
+import {
+  certificatesPem,
+  exportPrivateKeyPem,
+  generateKeyPair,
+  importPrivateKeyPem,
+  keyMatches,
+  parseCertificates,
+  publicKeyOf,
+} from "./_keys.ts";
+import {
+  FILES,
+  type IssuedRecord,
+  LOCAL_CERTS,
+  type LocalCert,
+  type OpenPkiOptions,
+  recoverRotation,
+  type RetiredCa,
+  type RevocationRecord,
+  type TlsCredentials,
+  trusted,
+} from "./_layout.ts";
+import { type LeafSpec, normalizeSpec, readIdentity, type Role, ROLE_EKUS } from "./_profile.ts";
+import { verifyPeer, type VerifyPeerOptions, type VerifyResult } from "./_verify.ts";
+import { Registry } from "./_registry.ts";
+import type { x509 } from "./_x509.ts";
+
+/** internal: Ballast's own root; intermediate: an operator's CA key; external: no CA key. */
+export type PkiMode = "internal" | "intermediate" | "external";
+
+interface Local {
+  cert: x509.X509Certificate;
+  certPem: string;
+  key: CryptoKey;
+  keyPem: string;
+}
+
+/** Opens (creating on first use) the PKI directory `dir`. */
+export async function openPki(dir: string, options: OpenPkiOptions): Promise<Pki> {
+  normalizeSpec({ role: "node", name: options.nodeName, ...options });
+  normalizeSpec({ role: "admin", name: options.adminName ?? "admin" });
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  await recoverRotation(dir);
+  const clock = options.clock ?? (() => new Date());
+  if (await readOptional(join(dir, FILES.caCert)) === undefined) {
+    await createInternalCa(dir, { now: clock(), ttlSeconds: options.caTtlSeconds });
+  }
+  const pki = new Pki(dir, options, clock);
+  await pki.reload();
+  for (const which of LOCAL_CERTS) await pki.ensureLocal(which);
+  await pki.writeBundle();
+  return pki;
+}
+
+export type { OpenPkiOptions, TlsCredentials };
+
+export class Pki {
+  #mode: PkiMode = "external";
+  #caCerts: x509.X509Certificate[] = [];
+  #caKey?: CryptoKey;
+  #chain: x509.X509Certificate[] = [];
+  #retired: RetiredCa[] = [];
+  #local = new Map<LocalCert, Local>();
+  #registry: Registry;
+
+  /** Use openPki(). */
+  constructor(
+    readonly dir: string,
+    readonly options: OpenPkiOptions,
+    readonly clock: () => Date,
+  ) {
+    this.#registry = new Registry(dir);
+  }
+
+  #path(file: string): string {
+    return join(this.dir, file);
+  }
+
+  get mode(): PkiMode {
+    return this.#mode;
+  }
+
+  /** The current issuing CA certificate(s) (ca.crt). */
+  get caCertificates(): readonly x509.X509Certificate[] {
+    return this.#caCerts;
+  }
+
+  /** Re-reads the CA, retired CAs and revocations from disk (e.g. after another process wrote). */
+  async reload(): Promise<void> {
+    const caPem = await readOptional(this.#path(FILES.caCert));
+    if (caPem === undefined) throw new FailedPreconditionError(`no ${FILES.caCert} in ${this.dir}`);
+    this.#caCerts = parseCertificates(caPem, FILES.caCert);
+    const chainPem = await readOptional(this.#path(FILES.caChain)) ?? "";
+    this.#chain = chainPem.trim() ? parseCertificates(chainPem, FILES.caChain) : [];
+    const keyPem = await readOptional(this.#path(FILES.caKey));
+    this.#caKey = undefined;
+    this.#mode = "external";
+    if (keyPem !== undefined) {
+      const [cert] = this.#caCerts;
+      checkCaCertificate(cert, FILES.caCert);
+      const key = await importPrivateKeyPem(keyPem, FILES.caKey, cert.publicKey);
+      if (!(await keyMatches(key, cert))) {
+        throw new FailedPreconditionError(`${FILES.caKey} does not match ${FILES.caCert}`);
+      }
+      this.#caKey = key;
+      this.#mode = (await cert.isSelfSigned()) ? "internal" : "intermediate";
+    }
+    const retired = await readOptional(this.#path(FILES.retired));
+    this.#retired = retired ? JSON.parse(retired) as RetiredCa[] : [];
+    await this.#registry.load();
+  }
+
+  /** The signing CA, or an error naming the mode when there is no CA key. */
+  #issuer(): Issuer {
+    if (!this.#caKey) {
+      throw new FailedPreconditionError(
+        "this node has no CA key (external mode): sign certificates with your CA",
+        { mode: this.#mode },
+      );
+    }
+    return { cert: this.#caCerts[0], key: this.#caKey, chain: this.#chain };
+  }
+
+  /** Issuing CAs trusted at `now`: the current ones and retired ones still in overlap. */
+  trustedRoots(now: Date = this.clock()): x509.X509Certificate[] {
+    return trusted(this.#caCerts, [], this.#retired, now, false);
+  }
+
+  /** ca-bundle.crt: every trusted issuing CA and the chain above it, for TLS libraries. */
+  trustBundlePem(now: Date = this.clock()): string {
+    return certificatesPem(trusted(this.#caCerts, this.#chain, this.#retired, now, true));
+  }
+
+  /** Rewrites ca-bundle.crt (after rotation, and to drop roots whose overlap ended). */
+  async writeBundle(): Promise<void> {
+    await writeAtomic(this.#path(FILES.bundle), this.trustBundlePem(), PUBLIC_MODE);
+  }
+
+  #spec(which: LocalCert): LeafSpec {
+    const o = this.options;
+    return which === "node"
+      ? { role: "node", name: o.nodeName, dnsNames: o.dnsNames, ipAddresses: o.ipAddresses }
+      : { role: "admin", name: o.adminName ?? "admin" };
+  }
+
+  /** Why a local certificate must be reissued now, or undefined if it is fine. */
+  async #localProblem(which: LocalCert, cert: x509.X509Certificate): Promise<string | undefined> {
+    const spec = normalizeSpec(this.#spec(which));
+    for (const eku of ROLE_EKUS[spec.role]) {
+      const r = await this.verify(cert.toString("pem"), { requiredEku: eku });
+      if (!r.ok) return r.reason;
+    }
+    const id = readIdentity(cert);
+    if (typeof id === "string") return id;
+    if (id.role !== spec.role || id.name !== spec.name) return "role or name changed";
+    const missing = [
+      ...spec.dnsNames.filter((d) => !id.dnsNames.includes(d)),
+      ...spec.ipAddresses.filter((ip) => !id.ipAddresses.includes(ip)),
+    ];
+    return missing.length ? `names missing: ${missing.join(", ")}` : undefined;
+  }
+
+  /** Loads node.crt/admin.crt, issuing (or requesting, in external mode) what is missing. */
+  async ensureLocal(which: LocalCert): Promise<void> {
+    const certPem = await readOptional(this.#path(FILES.cert(which)));
+    const keyPem = await readOptional(this.#path(FILES.key(which)));
+    if (certPem === undefined || keyPem === undefined) {
+      if (this.#caKey) return void await this.#issueLocal(which, await generateKeyPair());
+      const pending = await readOptional(this.#path(FILES.pendingKey(which)));
+      if (pending === undefined) await this.createCsr(which);
+      return;
+    }
+    const cert = parseCertificates(certPem, FILES.cert(which))[0];
+    let key = await importPrivateKeyPem(keyPem, FILES.key(which), cert.publicKey);
+    if (!(await keyMatches(key, cert))) {
+      // A crash between writing the key and the certificate: reconcile, never guess.
+      const pendingPem = await readOptional(this.#path(FILES.pendingKey(which)));
+      const pending = pendingPem && await importPrivateKeyPem(pendingPem, FILES.pendingKey(which));
+      if (pending && await keyMatches(pending, cert)) {
+        await Deno.rename(this.#path(FILES.pendingKey(which)), this.#path(FILES.key(which)));
+        key = pending;
+      } else if (this.#caKey) {
+        return void await this.#issueLocal(which, {
+          privateKey: key,
+          publicKey: await publicKeyOf(key),
+        });
+      } else {
+        throw new FailedPreconditionError(
+          `${FILES.key(which)} does not match ${FILES.cert(which)}`,
+        );
+      }
+    }
+    this.#local.set(which, { cert, certPem, key, keyPem: await exportPrivateKeyPem(key) });
+    if (this.#caKey && await this.#localProblem(which, cert)) {
+      await this.#issueLocal(which, { privateKey: key, publicKey: await publicKeyOf(key) });
+    }
+  }
+
+  async #issueLocal(which: LocalCert, keys: CryptoKeyPair): Promise<x509.X509Certificate> {
+    const cert = await this.#issueAndRecord(this.#spec(which), keys.publicKey);
+    const keyPem = await exportPrivateKeyPem(keys.privateKey);
+    const certPem = this.#leafPem(cert);
+    await writeAtomic(this.#path(FILES.key(which)), keyPem, KEY_MODE);
+    await writeAtomic(this.#path(FILES.cert(which)), certPem, PUBLIC_MODE);
+    this.#local.set(which, { cert, certPem, key: keys.privateKey, keyPem });
+    return cert;
+  }
+
+  /** The leaf followed by the intermediates a peer needs to reach the operator's root. */
+  #leafPem(cert: x509.X509Certificate): string {
+    const intermediates = this.#mode === "intermediate" ? [this.#caCerts[0], ...this.#chain] : [];
+    return certificatesPem([cert, ...intermediates.filter((c) => c.subject !== c.issuer)]);
+  }
+
+  async #issueAndRecord(spec: LeafSpec, publicKey: CryptoKey | x509.PublicKey, ttl?: number) {
+    const cert = await issueLeaf(this.#issuer(), publicKey, spec, {
+      now: this.clock(),
+      ttlSeconds: ttl ?? this.options.leafTtlSeconds ?? DEFAULT_LEAF_TTL_SECONDS,
+    });
+    await this.#registry.record(cert, this.#caCerts[0]);
+    return cert;
+  }
+
+  /** The node's own certificate and key, or undefined while it awaits import (external). */
+  local(which: LocalCert): { cert: x509.X509Certificate; key: CryptoKey } | undefined {
+    const l = this.#local.get(which);
+    return l && { cert: l.cert, key: l.key };
+  }
+
+  /** PEM key, certificate chain and trust bundle for node:tls. */
+  credentials(which: LocalCert): TlsCredentials {
+    const l = this.#local.get(which);
+    if (!l) {
+      throw new FailedPreconditionError(
+        `${FILES.cert(which)} is not installed yet: sign ${FILES.csr(which)} and import it`,
+      );
+    }
+    return { key: l.keyPem, cert: l.certPem, ca: this.trustBundlePem() };
+  }
+
+  /** Local certificates still waiting for an externally signed certificate. */
+  pending(): LocalCert[] {
+    return LOCAL_CERTS.filter((w) => !this.#local.has(w));
+  }
+
+  /**
+   * Issues a leaf (e.g. for an NBD consumer). Without `publicKey` a new key is generated and
+   * returned as `keyPem` for the caller to hand over; it is not stored here.
+   */
+  async issue(
+    spec: LeafSpec,
+    options: { ttlSeconds?: number; publicKey?: CryptoKey } = {},
+  ): Promise<{ cert: x509.X509Certificate; certPem: string; keyPem?: string }> {
+    normalizeSpec(spec);
+    this.#issuer();
+    const keys = options.publicKey ? undefined : await generateKeyPair();
+    const cert = await this.#issueAndRecord(
+      spec,
+      options.publicKey ?? keys!.publicKey,
+      options.ttlSeconds,
+    );
+    const keyPem = keys && await exportPrivateKeyPem(keys.privateKey);
+    return { cert, certPem: this.#leafPem(cert), ...(keyPem ? { keyPem } : {}) };
+  }
+
+  /** Signs a CSR under `policy` (see signCsr) and records it. */
+  async signCsr(
+    csrPem: string,
+    policy: CsrPolicy,
+    options: { ttlSeconds?: number } = {},
+  ): Promise<{ cert: x509.X509Certificate; certPem: string }> {
+    const cert = await signCsr(this.#issuer(), csrPem, policy, {
+      now: this.clock(),
+      ttlSeconds: options.ttlSeconds ?? this.options.leafTtlSeconds ?? DEFAULT_LEAF_TTL_SECONDS,
+    });
+    await this.#registry.record(cert, this.#caCerts[0]);
+    return { cert, certPem: this.#leafPem(cert) };
+  }
+
+  /** Every certificate issued here, with revokedAt filled in. */
+  list(): Promise<IssuedRecord[]> {
+    return this.#registry.list();
+  }
+
+  /** Revokes a serial (idempotent); verify() refuses it from now on. */
+  revoke(serial: string, reason?: string): Promise<RevocationRecord> {
+    return this.#registry.revoke(serial, this.clock(), reason);
+  }
+
+  /** Revoked serials (normalized hex). */
+  revokedSerials(): Set<string> {
+    return this.#registry.serials();
+  }
+
+  /** verifyPeer against this directory's trusted CAs and revocations. */
+  verify(
+    cert: string | Uint8Array,
+    options: Omit<VerifyPeerOptions, "roots" | "revokedSerials" | "now"> & { now?: Date },
+  ): Promise<VerifyResult> {
+    const now = options.now ?? this.clock();
+    return verifyPeer(cert, {
+      ...options,
+      now,
+      roots: this.trustedRoots(now),
+      revokedSerials: this.#registry.serials(),
+    });
+  }
+
+  /** Reissues node.crt or admin.crt under the current CA, with the same key or a new one. */
+  async renew(which: LocalCert, options: { newKey?: boolean } = {}): Promise<x509.X509Certificate> {
+    this.#issuer();
+    const l = this.#local.get(which);
+    const keys = options.newKey || !l
+      ? await generateKeyPair()
+      : { privateKey: l.key, publicKey: await publicKeyOf(l.key) };
+    return await this.#issueLocal(which, keys);
+  }
+
+  /**
+   * Renews local certificates past `fraction` of their life or no longer valid (revoked,
+   * CA rotated). External mode writes a CSR instead. Returns what was renewed or requested.
+   */
+  async renewDue(fraction = 2 / 3): Promise<LocalCert[]> {
+    const done: LocalCert[] = [];
+    for (const which of LOCAL_CERTS) {
+      const l = this.#local.get(which);
+      if (
+        l && !needsRenewal(l.cert, this.clock(), fraction) &&
+        !(await this.#localProblem(which, l.cert))
+      ) {
+        continue;
+      }
+      if (this.#caKey) await this.renew(which);
+      else if (await readOptional(this.#path(FILES.csr(which))) === undefined) {
+        await this.createCsr(which);
+      } else continue;
+      done.push(which);
+    }
+    await this.writeBundle();
+    return done;
+  }
+
+  /** Writes a new key (pending) and CSR for node/admin; returns the CSR PEM. */
+  async createCsr(which: LocalCert): Promise<string> {
+    const { csrPem, keys } = await createCsr(this.#spec(which));
+    await writeAtomic(
+      this.#path(FILES.pendingKey(which)),
+      await exportPrivateKeyPem(keys.privateKey),
+      KEY_MODE,
+    );
+    await writeAtomic(this.#path(FILES.csr(which)), csrPem + "\n", PUBLIC_MODE);
+    return csrPem;
+  }
+
+  /**
+   * Installs an externally signed node/admin certificate (PEM, optionally followed by its
+   * chain). It must match the pending or current key, carry the right role and verify
+   * against the trusted CAs.
+   */
+  async importSigned(which: LocalCert, certPem: string): Promise<void> {
+    const cert = parseCertificates(certPem, "imported certificate")[0];
+    const pendingPem = await readOptional(this.#path(FILES.pendingKey(which)));
+    const current = this.#local.get(which);
+    const pending = pendingPem === undefined
+      ? undefined
+      : await importPrivateKeyPem(pendingPem, FILES.pendingKey(which));
+    const key = pending && await keyMatches(pending, cert)
+      ? pending
+      : current && await keyMatches(current.key, cert)
+      ? current.key
+      : undefined;
+    if (!key) {
+      throw new InvalidArgumentError(
+        `imported certificate does not match ${FILES.pendingKey(which)} or ${FILES.key(which)}`,
+      );
+    }
+    const role: Role = which === "node" ? "node" : "admin";
+    for (const eku of ROLE_EKUS[role]) {
+      const r = await this.verify(certPem, { requiredEku: eku, allowedRoles: [role] });
+      if (!r.ok) throw new InvalidArgumentError(`imported certificate refused: ${r.reason}`);
+    }
+    const pem = certificatesPem(parseCertificates(certPem, "imported certificate"));
+    await writeAtomic(this.#path(FILES.cert(which)), pem, PUBLIC_MODE);
+    if (key === pending) {
+      await Deno.rename(this.#path(FILES.pendingKey(which)), this.#path(FILES.key(which)));
+    }
+    await Deno.remove(this.#path(FILES.csr(which))).catch(() => {});
+    this.#local.set(which, { cert, certPem: pem, key, keyPem: await exportPrivateKeyPem(key) });
+  }
+
+  /**
+   * Rotates the CA: a new root (or the given BYO/external CA), the old one trusted for
+   * `overlapSeconds` (default: the leaf TTL), node/admin reissued under the new CA.
+   */
+  async rotateCa(options: RotateCaOptions = {}): Promise<void> {
+    await rotateCa(this.dir, this.#mode, {
+      ...options,
+      now: this.clock(),
+      overlapSeconds: options.overlapSeconds ??
+        this.options.leafTtlSeconds ?? DEFAULT_LEAF_TTL_SECONDS,
+      caTtlSeconds: this.options.caTtlSeconds,
+    });
+    await this.reload();
+    if (this.#caKey) { for (const which of LOCAL_CERTS) await this.renew(which); }
+    await this.writeBundle();
+  }
+}
