@@ -1,6 +1,8 @@
 /**
  * The HTTP API (v1) as a Hono app, independent of the listener that serves it
- * (Deno.serve today, node:https once TLS lands). Every error leaves through one
+ * (control/_https.ts: node:https with client certificates, or Deno.serve in plaintext
+ * dev mode). With a Pki every request is authorized from the client certificate's role
+ * (control/_api_auth.ts); the CA endpoints live in _api_ca.ts. Every error leaves through one
  * handler as `{error: {code, message, details?}}`; unknown routes get a JSON 404.
  * Each request gets an id (X-Request-Id in and out) and a child logger.
  * @module
@@ -12,6 +14,7 @@ import { routePath } from "hono/route";
 import { NotFoundError, toBallastError } from "../mod/errors.ts";
 import type { Health, List, NodeInfo, VersionInfo, Volume } from "../mod/types.ts";
 import { VERSION } from "../mod/version.ts";
+import type { Pki } from "../ca/mod.ts";
 import type { DataPlane } from "../data/plane.ts";
 import type { Logger } from "./log.ts";
 import type { NodeRegistry } from "./nodes.ts";
@@ -28,6 +31,8 @@ import {
   readJsonObject,
 } from "./_api_validate.ts";
 import { checkVolumeName } from "./_volume_rules.ts";
+import { type ApiEnv, authMiddleware } from "./_api_auth.ts";
+import { registerCaRoutes } from "./_api_ca.ts";
 
 export interface ApiDeps {
   volumes: VolumeService;
@@ -37,9 +42,21 @@ export interface ApiDeps {
   nodeName: string;
   /** When given, /v1/health checks that the store answers. */
   store?: StateStore;
+  /**
+   * The node's PKI. When given, the API runs with TLS: every request needs a verified client
+   * certificate whose role allows the route, and the CA endpoints are served.
+   */
+  pki?: Pki;
+  /** With a PKI: serve GET /v1/health without a client certificate. */
+  allowAnonymousHealth?: boolean;
+  /**
+   * Called after the node's own certificates or the trust bundle changed (CA rotation,
+   * import): the server reloads its TLS contexts (listener.reload()).
+   */
+  onCredentialsChanged?: () => void | Promise<void>;
 }
 
-type Env = { Variables: { log: Logger; requestId: string } };
+type Env = ApiEnv;
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const MUTATIONS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
@@ -59,13 +76,20 @@ export function createApi(deps: ApiDeps): Hono<Env> {
     await next();
     c.res.headers.set("X-Request-Id", id);
     requests.add(c.req.method, safeRoute(c), c.res.status);
+    const who = c.get("identity");
     const fields = {
       status: c.res.status,
       ms: Math.round((performance.now() - started) * 10) / 10,
+      ...(who ? { client: who.name, role: who.role } : {}),
     };
     if (MUTATIONS.has(c.req.method)) log.info(fields, "api request");
     else log.debug(fields, "api request");
   });
+
+  app.use(
+    "*",
+    authMiddleware({ tls: !!deps.pki, allowAnonymousHealth: deps.allowAnonymousHealth }),
+  );
 
   app.onError((err, c) => {
     const e = toBallastError(err);
@@ -166,6 +190,8 @@ export function createApi(deps: ApiDeps): Hono<Env> {
     await deps.volumes.delete(name, { force: queryBool(query, "force") });
     return c.body(null, 204);
   });
+
+  registerCaRoutes(app, deps);
 
   app.get("/metrics", async (c) => {
     checkQuery(c, []);

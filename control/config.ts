@@ -26,6 +26,18 @@ export interface ServeConfig {
   logFormat: LogFormat;
   /** TTL of the node's liveness lease in the state store. */
   nodeLeaseTtlSeconds: number;
+  /**
+   * TLS with client certificates on the API and NBD listeners (default). Off is only
+   * accepted when every listener is on loopback: the operator's explicit "plaintext
+   * for local attach".
+   */
+  tls: boolean;
+  /** An extra plaintext NBD listener on loopback for local attach while TLS is on. */
+  nbdLocalListen: ListenAddress | undefined;
+  /** Serve GET /v1/health without a client certificate. */
+  apiAnonymousHealth: boolean;
+  /** Lifetime of the certificates the node issues (renewed at 2/3 of it). */
+  certTtlSeconds: number;
 }
 
 /** Flags as parsed from the command line (strings, undefined when not given). */
@@ -37,6 +49,10 @@ export interface ServeFlags {
   "log-level"?: string;
   "log-format"?: string;
   "node-lease-ttl"?: string;
+  tls?: string;
+  "nbd-local-listen"?: string;
+  "api-anonymous-health"?: string;
+  "cert-ttl"?: string;
 }
 
 /** Settings read from a config file; same meaning as the flags. */
@@ -48,6 +64,10 @@ export interface ConfigFile {
   logLevel?: string;
   logFormat?: string;
   nodeLeaseTtlSeconds?: number | string;
+  tls?: string;
+  nbdLocalListen?: string;
+  apiAnonymousHealth?: string;
+  certTtlSeconds?: number | string;
 }
 
 /** The settings: flag name, environment variable, file key, default. */
@@ -59,6 +79,14 @@ export const SETTINGS = {
   logLevel: { flag: "log-level", env: "BALLAST_LOG_LEVEL", default: "info" },
   logFormat: { flag: "log-format", env: "BALLAST_LOG_FORMAT", default: "json" },
   nodeLeaseTtlSeconds: { flag: "node-lease-ttl", env: "BALLAST_NODE_LEASE_TTL", default: "10s" },
+  tls: { flag: "tls", env: "BALLAST_TLS", default: "on" },
+  nbdLocalListen: { flag: "nbd-local-listen", env: "BALLAST_NBD_LOCAL_LISTEN", default: undefined },
+  apiAnonymousHealth: {
+    flag: "api-anonymous-health",
+    env: "BALLAST_API_ANONYMOUS_HEALTH",
+    default: "false",
+  },
+  certTtlSeconds: { flag: "cert-ttl", env: "BALLAST_CERT_TTL", default: "30d" },
 } as const;
 
 const NODE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -131,17 +159,92 @@ export function resolveConfig(
     );
   }
 
-  const apiListen = pick("apiListen");
-  const nbdListen = pick("nbdListen");
+  const apiListenText = pick("apiListen");
+  const nbdListenText = pick("nbdListen");
+  const apiListen = parseListen(
+    apiListenText.value!,
+    apiListenText.source,
+    SETTINGS.apiListen.flag,
+  );
+  const nbdListen = parseListen(
+    nbdListenText.value!,
+    nbdListenText.source,
+    SETTINGS.nbdListen.flag,
+  );
+
+  const tlsText = pick("tls");
+  const tls = parseBool(tlsText.value!, tlsText.source, SETTINGS.tls.flag);
+  if (!tls) {
+    // Plaintext only where nothing crosses a network: every listener on loopback.
+    for (
+      const [addr, src] of [[apiListen, apiListenText.source], [
+        nbdListen,
+        nbdListenText.source,
+      ]] as const
+    ) {
+      if (!isLoopback(addr.host)) {
+        throw new InvalidArgumentError(
+          `--tls off is only allowed when every listener is on loopback (127.0.0.0/8, ::1, localhost); ${src} is ${
+            formatHostPort(addr)
+          }`,
+          { field: SETTINGS.tls.flag },
+        );
+      }
+    }
+  }
+  const localText = pick("nbdLocalListen");
+  let nbdLocalListen: ListenAddress | undefined;
+  if (localText.value !== undefined && localText.value !== "") {
+    nbdLocalListen = parseListen(localText.value, localText.source, SETTINGS.nbdLocalListen.flag);
+    if (!isLoopback(nbdLocalListen.host)) {
+      throw new InvalidArgumentError(
+        `invalid ${localText.source} "${localText.value}": the plaintext local-attach listener must be on loopback (127.0.0.0/8, ::1, localhost)`,
+        { field: SETTINGS.nbdLocalListen.flag },
+      );
+    }
+  }
+  const anon = pick("apiAnonymousHealth");
+  const certTtl = pick("certTtlSeconds");
   return {
     dataDir: dataDir.value,
-    apiListen: parseListen(apiListen.value!, apiListen.source, SETTINGS.apiListen.flag),
-    nbdListen: parseListen(nbdListen.value!, nbdListen.source, SETTINGS.nbdListen.flag),
+    apiListen,
+    nbdListen,
     nodeName: name,
     logLevel: logLevel.value as LogLevel,
     logFormat: logFormat.value as LogFormat,
     nodeLeaseTtlSeconds: ttlSeconds,
+    tls,
+    nbdLocalListen,
+    apiAnonymousHealth: parseBool(anon.value!, anon.source, SETTINGS.apiAnonymousHealth.flag),
+    certTtlSeconds: parseDuration(certTtl.value!, certTtl.source, SETTINGS.certTtlSeconds.flag),
   };
+}
+
+/** Whether a listen host is a loopback address. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+function parseBool(text: string, source: string, field: string): boolean {
+  const t = text.trim().toLowerCase();
+  if (["on", "true", "yes", "1"].includes(t)) return true;
+  if (["off", "false", "no", "0"].includes(t)) return false;
+  throw new InvalidArgumentError(`invalid ${source} "${text}": expected on or off`, { field });
+}
+
+const DURATION_UNITS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** Parses "30d", "12h", "15m", "90s" or plain seconds into seconds. */
+export function parseDuration(text: string, source: string, field: string): number {
+  const m = /^\s*(\d+)\s*([smhd]?)\s*$/.exec(text);
+  const seconds = m ? Number(m[1]) * DURATION_UNITS[m[2] || "s"] : NaN;
+  if (!(seconds >= 1)) {
+    throw new InvalidArgumentError(
+      `invalid ${source} "${text}": expected a duration such as 30d, 12h, 15m or 90s`,
+      { field },
+    );
+  }
+  return seconds;
 }
 
 /**

@@ -37,6 +37,191 @@ const size = {
     "Multiple of 512, from 1 MiB to 1 PiB.",
 };
 
+const adminOp = (operationId: string, summary: string, extra: Record<string, unknown>) => ({
+  operationId,
+  summary,
+  tags: ["ca"],
+  description: "Admin certificates only.",
+  ...extra,
+});
+const duration = {
+  oneOf: [{ type: "integer", minimum: 1 }, { type: "string", examples: ["30d", "12h", "90m"] }],
+  description: "Seconds, or a number with s, m, h or d; at most 3650 days.",
+};
+const pemBody = (field: string, description: string) => ({
+  type: "object",
+  additionalProperties: false,
+  required: [field],
+  properties: {
+    [field]: { type: "string", description },
+    which: { type: "string", enum: ["node", "admin"], default: "node" },
+  },
+});
+
+/** The CA endpoints (control/_api_ca.ts). */
+const CA_PATHS = {
+  "/v1/ca": {
+    get: adminOp("getCa", "CA mode, CA certificates with fingerprints, trust bundle", {
+      responses: {
+        "200": { description: "CA", content: json(ref("CaInfo")) },
+        ...errors(401, 403),
+      },
+    }),
+  },
+  "/v1/ca/certificates": {
+    get: adminOp("listCertificates", "Every issued certificate, revoked ones included", {
+      responses: {
+        "200": { description: "Certificates", content: json(listOf("IssuedCertificate")) },
+        ...errors(401, 403),
+      },
+    }),
+    post: adminOp("signCertificate", "Sign a client-generated CSR (admin or nbd-client)", {
+      description: "Admin certificates only. The client keeps its key: only a PKCS#10 CSR " +
+        "is sent, and its role, CN and volume grants must match the request. Role node is " +
+        "not issuable here (nodes join with a join token).",
+      requestBody: { required: true, content: json(ref("SignCertificateRequest")) },
+      responses: {
+        "201": { description: "Signed", content: json(ref("SignedCertificate")) },
+        ...errors(400, 401, 403, 412),
+      },
+    }),
+  },
+  "/v1/ca/certificates/{serial}/revoke": {
+    post: adminOp("revokeCertificate", "Revoke a certificate (idempotent)", {
+      description: "Admin certificates only. Refused at the next request or handshake on " +
+        "every endpoint.",
+      parameters: [{
+        name: "serial",
+        in: "path",
+        required: true,
+        schema: { type: "string", pattern: "^[0-9A-Fa-f:]{1,64}$" },
+      }],
+      requestBody: {
+        required: false,
+        content: json({
+          type: "object",
+          additionalProperties: false,
+          properties: { reason: { type: "string", maxLength: 256 } },
+        }),
+      },
+      responses: {
+        "200": { description: "Revocation", content: json(ref("Revocation")) },
+        ...errors(400, 401, 403),
+      },
+    }),
+  },
+  "/v1/ca/rotate": {
+    post: adminOp("rotateCa", "New root CA; the old one stays trusted for the overlap", {
+      requestBody: {
+        required: false,
+        content: json({
+          type: "object",
+          additionalProperties: false,
+          properties: { overlap: { ...duration, description: "Default: the leaf lifetime" } },
+        }),
+      },
+      responses: {
+        "200": { description: "The rotated CA", content: json(ref("CaInfo")) },
+        ...errors(400, 401, 403, 412),
+      },
+    }),
+  },
+  "/v1/ca/csr": {
+    post: adminOp("createNodeCsr", "External CA mode: new key on the node, CSR to sign", {
+      responses: {
+        "200": {
+          description: "CSR",
+          content: json({ type: "object", properties: { which: {}, csrPem: { type: "string" } } }),
+        },
+        ...errors(401, 403, 412),
+      },
+    }),
+  },
+  "/v1/ca/import": {
+    post: adminOp("importCertificate", "External CA mode: install a signed certificate", {
+      requestBody: {
+        required: true,
+        content: json(pemBody("certificatePem", "PEM, chain may follow")),
+      },
+      responses: {
+        "200": { description: "CA", content: json(ref("CaInfo")) },
+        ...errors(400, 401, 403, 412),
+      },
+    }),
+  },
+};
+
+const caCert = {
+  type: "object",
+  properties: {
+    subject: { type: "string" },
+    issuer: { type: "string" },
+    serial: { type: "string" },
+    notBefore: { type: "string", format: "date-time" },
+    notAfter: { type: "string", format: "date-time" },
+    sha256Fingerprint: { type: "string", examples: ["AB:CD:..."] },
+  },
+};
+
+const CA_SCHEMAS = {
+  CaInfo: {
+    type: "object",
+    properties: {
+      mode: { type: "string", enum: ["internal", "intermediate", "external"] },
+      certificates: { type: "array", items: caCert, description: "Issuing CA(s)" },
+      trusted: { type: "array", items: caCert, description: "Every CA trusted now" },
+      bundlePem: { type: "string", description: "Trust bundle for clients (ca-bundle.crt)" },
+      pending: { type: "array", items: { type: "string", enum: ["node", "admin"] } },
+    },
+  },
+  IssuedCertificate: {
+    type: "object",
+    properties: {
+      serial: { type: "string" },
+      subject: { type: "string" },
+      role: { type: "string", enum: ["node", "admin", "nbd-client"] },
+      name: { type: "string" },
+      volumes: { type: "array", items: { type: "string" } },
+      notBefore: { type: "string", format: "date-time" },
+      notAfter: { type: "string", format: "date-time" },
+      issuerSerial: { type: "string" },
+      revokedAt: { type: "string", format: "date-time" },
+    },
+  },
+  SignCertificateRequest: {
+    type: "object",
+    additionalProperties: false,
+    required: ["csr", "role", "name"],
+    properties: {
+      csr: { type: "string", description: "PKCS#10 PEM" },
+      role: { type: "string", enum: ["admin", "nbd-client"] },
+      name: { type: "string", pattern: "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$" },
+      volumes: { type: "array", items: { type: "string" }, description: 'nbd-client; "*" = all' },
+      ttl: duration,
+    },
+  },
+  SignedCertificate: {
+    type: "object",
+    properties: {
+      certificatePem: { type: "string" },
+      caBundlePem: { type: "string" },
+      serial: { type: "string" },
+      role: { type: "string" },
+      name: { type: "string" },
+      volumes: { type: "array", items: { type: "string" } },
+      notAfter: { type: "string", format: "date-time" },
+    },
+  },
+  Revocation: {
+    type: "object",
+    properties: {
+      serial: { type: "string" },
+      revokedAt: { type: "string", format: "date-time" },
+      reason: { type: "string" },
+    },
+  },
+};
+
 /** The document. */
 export const OPENAPI_DOCUMENT = {
   openapi: "3.1.0",
@@ -46,9 +231,18 @@ export const OPENAPI_DOCUMENT = {
     description: "Control API of a Ballast node: volumes (exported over NBD under their " +
       "name), nodes, health, version and Prometheus metrics. Errors are JSON bodies " +
       "`{error: {code, message, details?}}` with a stable `code`. Every response carries " +
-      "X-Request-Id (echoed when the request sent one).",
+      "X-Request-Id (echoed when the request sent one). With TLS (the default) every " +
+      "request needs a client certificate from the node's CA (mutual TLS): role admin may " +
+      "call everything, role node only /v1/peer/*, /v1/health and /v1/version, role " +
+      "nbd-client only /v1/health. No or an invalid certificate gives 401 UNAUTHENTICATED " +
+      "with the reason; a role that may not call a route gives 403 PERMISSION_DENIED. " +
+      "GET /v1/health is served without a certificate only when the operator allows it.",
   },
-  servers: [{ url: "http://127.0.0.1:5705" }],
+  servers: [
+    { url: "https://127.0.0.1:5705", description: "TLS with client certificates" },
+    { url: "http://127.0.0.1:5705", description: "plaintext loopback development mode" },
+  ],
+  security: [{ mutualTLS: [] }],
   paths: {
     "/v1/health": {
       get: {
@@ -140,6 +334,7 @@ export const OPENAPI_DOCUMENT = {
         responses: { "204": { description: "Deleted" }, ...errors(400, 404, 412) },
       },
     },
+    ...CA_PATHS,
     "/v1/openapi.json": {
       get: {
         operationId: "openapi",
@@ -161,7 +356,18 @@ export const OPENAPI_DOCUMENT = {
     },
   },
   components: {
+    securitySchemes: {
+      mutualTLS: {
+        type: "mutualTLS",
+        description: "A client certificate issued by the node's CA (ballast ca issue); the " +
+          "role is the URI subjectAltName ballast:role:<admin|node|nbd-client>.",
+      },
+    },
     responses: {
+      Error401: errorResponse(
+        "No or an invalid client certificate (UNAUTHENTICATED; the message says why)",
+      ),
+      Error403: errorResponse("The certificate's role may not call this (PERMISSION_DENIED)"),
       Error400: errorResponse("Invalid argument (code INVALID_ARGUMENT; details.field names it)"),
       Error404: errorResponse("Not found (NOT_FOUND)"),
       Error409: errorResponse(
@@ -293,6 +499,7 @@ export const OPENAPI_DOCUMENT = {
           },
         },
       },
+      ...CA_SCHEMAS,
       VersionInfo: {
         type: "object",
         properties: {

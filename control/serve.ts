@@ -6,10 +6,11 @@
  */
 
 import { startDataPlane } from "../data/mod.ts";
-import { toBallastError, UnavailableError } from "../mod/errors.ts";
+import { toBallastError } from "../mod/errors.ts";
 import { VERSION } from "../mod/version.ts";
 import { createApi } from "./api.ts";
-import { formatHostPort } from "./config.ts";
+import { type ApiListener, listenApi } from "./_https.ts";
+import { setupNodeTls } from "./_node_tls.ts";
 import type { ServeConfig } from "./config.ts";
 import { lockDataDir } from "./_data_dir_lock.ts";
 import { createLogger } from "./log.ts";
@@ -57,11 +58,22 @@ export async function serve(
     const store = await SqliteStateStore.open(dbPath);
     undo.push(() => store.close());
 
+    // TLS on every endpoint unless the operator chose plaintext on loopback (--tls off).
+    const tls = config.tls ? await setupNodeTls(config, log) : undefined;
+    if (!tls) log.warn("TLS is off: plaintext API and NBD on loopback only");
+
     const dataPlane = await startDataPlane({
       dataDir: config.dataDir,
       nbdListen: config.nbdListen,
+      nbdLocalListen: config.nbdLocalListen,
       logger,
       nodeName: config.nodeName,
+      ...(tls
+        ? {
+          policy: () => ({ tlsAvailable: true, tlsRequired: true }),
+          startTls: tls.nbdStartTls,
+        }
+        : {}),
     });
     undo.push(() => dataPlane.close());
 
@@ -90,6 +102,11 @@ export async function serve(
       version: VERSION,
       leaseTtlSeconds: config.nodeLeaseTtlSeconds,
     });
+    const listenerRef: { current?: ApiListener } = {};
+    const reloadTls = () => {
+      tls?.reload();
+      listenerRef.current?.reload();
+    };
     const app = createApi({
       volumes,
       nodes,
@@ -97,32 +114,38 @@ export async function serve(
       logger: log,
       nodeName: config.nodeName,
       store,
+      pki: tls?.pki,
+      allowAnonymousHealth: config.apiAnonymousHealth,
+      onCredentialsChanged: reloadTls,
     });
-    // The Hono app does not depend on the listener: the TLS issue swaps this for node:https.
-    let server: Deno.HttpServer<Deno.NetAddr>;
-    try {
-      server = Deno.serve({
-        hostname: config.apiListen.host,
-        port: config.apiListen.port,
-        onListen: () => {},
-      }, (req, info) => app.fetch(req, { info }));
-    } catch (err) {
-      throw new UnavailableError(
-        `cannot listen for the API on ${formatHostPort(config.apiListen)} (--api-listen): ${
-          (err as Error).message
-        }`,
-        { cause: err },
-      );
+    const listener = await listenApi(app, {
+      host: config.apiListen.host,
+      port: config.apiListen.port,
+      pki: tls?.pki,
+      allowAnonymousHealth: config.apiAnonymousHealth,
+      logger: log,
+    });
+    listenerRef.current = listener;
+    undo.push(() => listener.close());
+    const apiUrl = listener.url;
+    if (tls) {
+      const stop = tls.startRenewal(() => listener.reload());
+      undo.push(stop);
     }
-    undo.push(() => server.shutdown());
-    const apiUrl = `http://${
-      formatHostPort({ host: config.apiListen.host, port: server.addr.port })
-    }`;
 
     await nodes.start({ apiAddress: apiUrl });
     undo.push(() => nodes.stop());
 
-    log.info({ api: apiUrl, nbd: dataPlane.nbdAddress, node: config.nodeName }, "ballast ready");
+    log.info(
+      {
+        api: apiUrl,
+        nbd: dataPlane.nbdAddress,
+        ...(dataPlane.nbdLocalAddress ? { nbdLocal: dataPlane.nbdLocalAddress } : {}),
+        tls: config.tls,
+        node: config.nodeName,
+      },
+      "ballast ready",
+    );
     let stopping: Promise<void> | undefined;
     return {
       apiUrl,

@@ -24,6 +24,11 @@ import { filesystemSpace } from "./store/_libc.ts";
 export interface DataPlaneOptions {
   dataDir: string;
   nbdListen: { host: string; port: number };
+  /**
+   * An extra plaintext listener for local attach (loopback only; the caller checks),
+   * used when the main listener requires TLS.
+   */
+  nbdLocalListen?: { host: string; port: number };
   logger: Logger;
   nodeName: string;
   policy?: (remote: string) => HandshakePolicy;
@@ -50,16 +55,24 @@ function storeError(err: unknown, what: string): Error {
 class LocalDataPlane implements RunningDataPlane {
   readonly exports: ExportTable;
   readonly nbdAddress: string;
+  /** The plaintext local-attach listener's address, when there is one. */
+  readonly nbdLocalAddress: string | undefined;
   #dir: string;
-  #server: NbdServer;
+  #servers: NbdServer[];
   #log: Logger;
 
-  constructor(opts: DataPlaneOptions, exports: ExportTable, server: NbdServer, address: string) {
+  constructor(
+    opts: DataPlaneOptions,
+    exports: ExportTable,
+    servers: NbdServer[],
+    addresses: string[],
+  ) {
     this.exports = exports;
     this.#dir = `${opts.dataDir}/volumes`;
-    this.#server = server;
+    this.#servers = servers;
     this.#log = opts.logger;
-    this.nbdAddress = address;
+    this.nbdAddress = addresses[0];
+    this.nbdLocalAddress = addresses[1];
   }
 
   #path(uuid: string): string {
@@ -154,7 +167,7 @@ class LocalDataPlane implements RunningDataPlane {
   }
 
   openConnections(): number {
-    return this.#server.connections;
+    return this.#servers.reduce((n, s) => n + s.connections, 0);
   }
 
   capacity(): { capacityBytes: number; freeBytes: number } {
@@ -162,7 +175,7 @@ class LocalDataPlane implements RunningDataPlane {
   }
 
   async close(): Promise<void> {
-    await this.#server.close();
+    await Promise.all(this.#servers.map((s) => s.close()));
     for (const e of this.exports.list()) {
       try {
         await e.store.flush();
@@ -179,19 +192,31 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<RunningDat
   await Deno.mkdir(`${opts.dataDir}/volumes`, { recursive: true, mode: 0o700 });
   const log = opts.logger.child({ node: opts.nodeName });
   const exports = new ExportTable();
-  const server = new NbdServer({
+  const common = {
     exports,
     logger: log,
-    policy: opts.policy,
-    startTls: opts.startTls,
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     requestTimeoutMs: opts.requestTimeoutMs,
-  });
-  const addr = await server.listen(opts.nbdListen.host, opts.nbdListen.port, {
-    tls: opts.startTls !== undefined,
-  });
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  const plane = new LocalDataPlane(opts, exports, server, `${host}:${addr.port}`);
-  log.info({ nbd: plane.nbdAddress }, "NBD listener started");
-  return plane;
+  };
+  const servers = [new NbdServer({ ...common, policy: opts.policy, startTls: opts.startTls })];
+  const listens = [{ ...opts.nbdListen, tls: opts.startTls !== undefined }];
+  if (opts.nbdLocalListen) {
+    servers.push(new NbdServer(common)); // plaintext, no STARTTLS
+    listens.push({ ...opts.nbdLocalListen, tls: false });
+  }
+  const addresses: string[] = [];
+  try {
+    for (let i = 0; i < servers.length; i++) {
+      const addr = await servers[i].listen(listens[i].host, listens[i].port, {
+        tls: listens[i].tls,
+      });
+      const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+      addresses.push(`${host}:${addr.port}`);
+      log.info({ nbd: addresses[i], tls: listens[i].tls }, "NBD listener started");
+    }
+  } catch (err) {
+    await Promise.all(servers.map((s) => s.close()));
+    throw err;
+  }
+  return new LocalDataPlane(opts, exports, servers, addresses);
 }

@@ -43,4 +43,6 @@ export interface DataPlane {
   capacity(): { capacityBytes: number; freeBytes: number };
   /** The NBD listen address, "host:port". */
   readonly nbdAddress: string;
+  /** The plaintext local-attach NBD listener, "host:port", if configured. */
+  readonly nbdLocalAddress: string | undefined;
 }

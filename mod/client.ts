@@ -7,6 +7,15 @@
  * ```
  * Every failure is a BallastError: API errors keep their code; a node that cannot
  * be reached gives UnavailableError.
+ *
+ * Over HTTPS the client authenticates with a certificate (mutual TLS):
+ * ```ts
+ * const client = new BallastClient("https://127.0.0.1:5705", {
+ *   caCertPem: await Deno.readTextFile("data/pki/ca-bundle.crt"),
+ *   certPem: await Deno.readTextFile("data/pki/admin.crt"),
+ *   keyPem: await Deno.readTextFile("data/pki/admin.key"),
+ * });
+ * ```
  * @module
  */
 
@@ -32,6 +41,80 @@ export interface BallastClientOptions {
   headers?: Record<string, string>;
   /** fetch implementation (default globalThis.fetch). */
   fetch?: typeof fetch;
+  /** https: PEM CA certificate(s) to trust for the server (default: the system roots). */
+  caCertPem?: string;
+  /** https: PEM client certificate (chain) to authenticate with; needs `keyPem`. */
+  certPem?: string;
+  /** https: PEM private key of `certPem`. */
+  keyPem?: string;
+}
+
+/** One CA certificate as GET /v1/ca describes it. */
+export interface CaCertificateInfo {
+  subject: string;
+  issuer: string;
+  serial: string;
+  notBefore: string;
+  notAfter: string;
+  /** Upper-case hex, colon separated. */
+  sha256Fingerprint: string;
+}
+
+/** GET /v1/ca. */
+export interface CaInfo {
+  /** internal: Ballast's own root; intermediate: an operator's CA key; external: no CA key. */
+  mode: "internal" | "intermediate" | "external";
+  /** The issuing CA certificate(s). */
+  certificates: CaCertificateInfo[];
+  /** Every CA trusted now (includes a rotated-out root during its overlap). */
+  trusted: CaCertificateInfo[];
+  /** The trust bundle clients should use (ca-bundle.crt). */
+  bundlePem: string;
+  /** Local certificates waiting for an externally signed certificate (external mode). */
+  pending: Array<"node" | "admin">;
+}
+
+/** One line of the issued-certificate index. */
+export interface IssuedCertificate {
+  serial: string;
+  subject: string;
+  role: "node" | "admin" | "nbd-client";
+  name: string;
+  volumes: string[];
+  notBefore: string;
+  notAfter: string;
+  issuerSerial: string;
+  revokedAt?: string;
+}
+
+/** POST /v1/ca/certificates. The private key never leaves the client. */
+export interface SignCertificateRequest {
+  /** PKCS#10 PEM made with the ca library's createCsr (role and volumes in its SANs). */
+  csr: string;
+  role: "admin" | "nbd-client";
+  name: string;
+  /** nbd-client: volumes it may open, or ["*"]. Must match the CSR. */
+  volumes?: string[];
+  /** Lifetime: seconds or "30d", "12h" (default: the node's leaf TTL). */
+  ttl?: string | number;
+}
+
+/** The answer to POST /v1/ca/certificates. */
+export interface SignedCertificate {
+  certificatePem: string;
+  caBundlePem: string;
+  serial: string;
+  role: "admin" | "nbd-client" | "node";
+  name: string;
+  volumes: string[];
+  notAfter: string;
+}
+
+/** A revocation record. */
+export interface Revocation {
+  serial: string;
+  revokedAt: string;
+  reason?: string;
 }
 
 /** A typed client of one Ballast node's API. */
@@ -40,6 +123,7 @@ export class BallastClient {
   readonly #timeoutMs: number;
   readonly #headers: Record<string, string>;
   readonly #fetch: typeof fetch;
+  readonly #httpClient?: Deno.HttpClient;
 
   constructor(baseUrl: string = DEFAULT_API_URL, options: BallastClientOptions = {}) {
     let url: URL;
@@ -61,6 +145,16 @@ export class BallastClient {
     this.#timeoutMs = options.timeoutMs ?? 30_000;
     this.#headers = options.headers ?? {};
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    if (url.protocol === "https:") this.#httpClient = tlsClient(options);
+  }
+
+  /** Releases the TLS connection pool (https). The client is unusable afterwards. */
+  close(): void {
+    this.#httpClient?.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   health(): Promise<Health> {
@@ -108,6 +202,42 @@ export class BallastClient {
     await res.body?.cancel();
   }
 
+  /** The CA: mode, CA certificates with fingerprints, trust bundle. */
+  caInfo(): Promise<CaInfo> {
+    return this.#json("GET", "/v1/ca");
+  }
+
+  /** Every certificate the CA issued, revoked ones included (`revokedAt`). */
+  async listCertificates(): Promise<IssuedCertificate[]> {
+    return (await this.#json<List<IssuedCertificate>>("GET", "/v1/ca/certificates")).items;
+  }
+
+  /** Has the CA sign a CSR (the key stays with the caller). */
+  signCertificate(request: SignCertificateRequest): Promise<SignedCertificate> {
+    return this.#json("POST", "/v1/ca/certificates", request);
+  }
+
+  /** Revokes a certificate; refused at the next request or handshake on every endpoint. */
+  revokeCertificate(serial: string, reason?: string): Promise<Revocation> {
+    const path = `/v1/ca/certificates/${encodeURIComponent(serial)}/revoke`;
+    return this.#json("POST", path, reason === undefined ? {} : { reason });
+  }
+
+  /** Rotates the CA; the old root stays trusted for `overlap` ("7d" or seconds). */
+  rotateCa(overlap?: string | number): Promise<CaInfo> {
+    return this.#json("POST", "/v1/ca/rotate", overlap === undefined ? {} : { overlap });
+  }
+
+  /** External CA mode: a new key on the node and the CSR to have signed. */
+  async createNodeCsr(which: "node" | "admin" = "node"): Promise<string> {
+    return (await this.#json<{ csrPem: string }>("POST", "/v1/ca/csr", { which })).csrPem;
+  }
+
+  /** External CA mode: installs a signed certificate for the pending key. */
+  importCertificate(certificatePem: string, which: "node" | "admin" = "node"): Promise<CaInfo> {
+    return this.#json("POST", "/v1/ca/import", { certificatePem, which });
+  }
+
   /** The Prometheus metrics text. */
   async metrics(): Promise<string> {
     const res = await this.#request("GET", "/metrics");
@@ -139,7 +269,8 @@ export class BallastClient {
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(this.#timeoutMs),
-      });
+        ...(this.#httpClient ? { client: this.#httpClient } : {}),
+      } as RequestInit);
     } catch (err) {
       throw unreachable(this.baseUrl, err, this.#timeoutMs);
     }
@@ -163,10 +294,72 @@ export class BallastClient {
   }
 }
 
-/** A clear UnavailableError for a failed connection. */
-function unreachable(baseUrl: string, err: unknown, timeoutMs: number): UnavailableError {
+/** The Deno HTTP client carrying the CA and client certificate for https. */
+function tlsClient(options: BallastClientOptions): Deno.HttpClient | undefined {
+  if (!options.caCertPem && !options.certPem && !options.keyPem) return undefined;
+  if (!!options.certPem !== !!options.keyPem) {
+    throw new BallastError(
+      "INVALID_ARGUMENT",
+      `a client certificate needs both certPem and keyPem (got only ${
+        options.certPem ? "certPem" : "keyPem"
+      })`,
+    );
+  }
+  try {
+    return Deno.createHttpClient({
+      ...(options.caCertPem ? { caCerts: [options.caCertPem] } : {}),
+      ...(options.certPem ? { cert: options.certPem, key: options.keyPem } : {}),
+    });
+  } catch (err) {
+    // The underlying message is dropped: it must never echo key material.
+    throw new BallastError(
+      "INVALID_ARGUMENT",
+      "invalid TLS credentials: expected PEM CA certificate(s), a PEM certificate and its " +
+        `PEM private key (${(err as Error)?.name ?? "error"})`,
+    );
+  }
+}
+
+/** A TLS handshake failure, in words; undefined when `text` is not one. */
+function tlsProblem(
+  text: string,
+): { code: "UNAVAILABLE" | "UNAUTHENTICATED"; why: string } | undefined {
+  const peer = /invalid peer certificate: ([^\n)]+)/.exec(text);
+  if (peer) {
+    return {
+      code: "UNAVAILABLE",
+      why: `server certificate not trusted: ${peer[1].trim()} ` +
+        "(pass the node's ca-bundle.crt with --cacert or BALLAST_CACERT)",
+    };
+  }
+  if (
+    /alert.*(CertificateRequired|BadCertificate|UnknownCA|CertificateRevoked|CertificateExpired|AccessDenied|HandshakeFailure)/i
+      .test(text)
+  ) {
+    return { code: "UNAUTHENTICATED", why: "the server refused the client certificate" };
+  }
+  if (/InvalidContentType|corrupt message|wrong version/i.test(text)) {
+    return {
+      code: "UNAVAILABLE",
+      why: "the server did not answer TLS (is it serving plain HTTP? use an http:// URL)",
+    };
+  }
+  return undefined;
+}
+
+/** A clear UnavailableError for a failed connection (UNAUTHENTICATED for a refused certificate). */
+function unreachable(baseUrl: string, err: unknown, timeoutMs: number): BallastError {
   const e = err as { name?: string; message?: string; cause?: { message?: string } };
   const text = `${e?.message ?? ""} ${e?.cause?.message ?? ""}`;
+  const tls = tlsProblem(text);
+  if (tls?.code === "UNAUTHENTICATED") {
+    return new BallastError("UNAUTHENTICATED", `${baseUrl}: ${tls.why}`, { cause: err });
+  }
+  if (tls) {
+    return new UnavailableError(`cannot reach the Ballast API at ${baseUrl}: ${tls.why}`, {
+      cause: err,
+    });
+  }
   let why = "connection failed";
   if (e?.name === "TimeoutError") why = `no answer within ${timeoutMs / 1000} s`;
   else if (/refused/i.test(text)) why = "connection refused";

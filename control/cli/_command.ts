@@ -5,9 +5,10 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { BallastError } from "../../mod/errors.ts";
 import { DEFAULT_API_URL } from "../../mod/client.ts";
+import { parseArgs } from "node:util";
+import { CREDENTIAL_FLAGS } from "./_credentials.ts";
+import { BallastError } from "../../mod/errors.ts";
 import type { Io } from "./_output.ts";
 
 /** A command-line mistake: exit code 2 with the relevant usage hint. */
@@ -49,9 +50,10 @@ export const GLOBAL_FLAGS: FlagSpec[] = [
     value: "URL",
     help: "API address of a Ballast node",
     env: "BALLAST_API",
-    default: DEFAULT_API_URL,
+    default: "https://127.0.0.1:5705 when credentials are found, else http://127.0.0.1:5705",
   },
   { name: "output", short: "o", value: "FORMAT", help: "table or json", default: "table" },
+  ...CREDENTIAL_FLAGS,
 ];
 const HELP_FLAG: FlagSpec = { name: "help", short: "h", help: "show this help" };
 
@@ -196,6 +198,16 @@ export async function runGuarded(io: Io, body: () => Promise<number | void>): Pr
  * from the rest, so `ballast -o json volume list` works like `ballast volume list -o json`.
  * Returns the command word, the remaining args and the hoisted globals (to append).
  */
+const HOISTED_WITH_VALUE = new Set([
+  "--api",
+  "-o",
+  "--output",
+  "--cacert",
+  "--cert",
+  "--key",
+  "--data-dir",
+]);
+
 export function splitCommandWord(
   args: string[],
 ): { word: string | undefined; rest: string[]; globals: string[] } {
@@ -203,10 +215,13 @@ export function splitCommandWord(
   let i = 0;
   while (i < args.length) {
     const a = args[i];
-    if (a === "--api" || a === "-o" || a === "--output") {
+    if (HOISTED_WITH_VALUE.has(a)) {
       globals.push(a, ...(i + 1 < args.length ? [args[i + 1]] : []));
       i += 2;
-    } else if (/^(--api|--output|-o)=/.test(a) || /^-o(table|json)$/.test(a)) {
+    } else if (
+      /^(--api|--output|-o|--cacert|--cert|--key|--data-dir)=/.test(a) ||
+      /^-o(table|json)$/.test(a)
+    ) {
       globals.push(a);
       i++;
     } else {

@@ -7,6 +7,7 @@
 import { VERSION } from "../../mod/version.ts";
 import { type CommandSpec, helpText, splitCommandWord, UsageError, usageHint } from "./_command.ts";
 import type { Io } from "./_output.ts";
+import { caCommand } from "./ca.ts";
 import { nodeCommand } from "./node.ts";
 import { serveCommand } from "./serve.ts";
 import { versionCommand } from "./version.ts";
@@ -23,6 +24,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   serve: serveCommand,
   volume: volumeCommand,
   node: nodeCommand,
+  ca: caCommand,
   version: versionCommand,
 };
 
@@ -41,6 +43,7 @@ export const ROOT_SPEC: CommandSpec = {
     ["serve", "run a node (API + NBD server)"],
     ["volume", "create, list, get, resize and delete volumes"],
     ["node", "list and inspect nodes"],
+    ["ca", "certificate authority: issue, list, revoke client certificates, rotate"],
     ["version", "print client and server versions"],
   ],
 };

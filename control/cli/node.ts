@@ -3,7 +3,7 @@
  * @module
  */
 
-import { BallastClient } from "../../mod/client.ts";
+import { clientFromFlags } from "./_credentials.ts";
 import { formatSize } from "../../mod/size.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import {
@@ -69,7 +69,7 @@ export function nodeCommand(args: string[], io: Io): Promise<number> {
       io.out(helpText(spec));
       return 0;
     }
-    const client = new BallastClient(p.api);
+    const client = await clientFromFlags(p, io);
     if (sub === "list") {
       requirePositionals(spec, p, []);
       const items = await client.listNodes();

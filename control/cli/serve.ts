@@ -68,9 +68,41 @@ export const SERVE_SPEC: CommandSpec = {
       env: s.nodeLeaseTtlSeconds.env,
       default: s.nodeLeaseTtlSeconds.default,
     },
+    {
+      name: s.tls.flag,
+      value: "on|off",
+      help:
+        "TLS with client certificates on the API and NBD; off only when every listener is on loopback",
+      env: s.tls.env,
+      default: s.tls.default,
+    },
+    {
+      name: s.nbdLocalListen.flag,
+      value: "HOST:PORT",
+      help: "extra plaintext NBD listener for local attach (loopback only)",
+      env: s.nbdLocalListen.env,
+    },
+    {
+      name: s.apiAnonymousHealth.flag,
+      value: "on|off",
+      help: "serve GET /v1/health without a client certificate",
+      env: s.apiAnonymousHealth.env,
+      default: s.apiAnonymousHealth.default,
+    },
+    {
+      name: s.certTtlSeconds.flag,
+      value: "DURATION",
+      help: "lifetime of issued certificates (30d, 12h, 90s); renewed at 2/3",
+      env: s.certTtlSeconds.env,
+      default: s.certTtlSeconds.default,
+    },
   ],
   client: false,
-  examples: ["ballast serve --data-dir /var/lib/ballast --api-listen 0.0.0.0:5705"],
+  examples: [
+    "ballast serve --data-dir /var/lib/ballast --api-listen 0.0.0.0:5705 --nbd-listen 0.0.0.0:10809",
+    "ballast serve --data-dir ./data --nbd-local-listen 127.0.0.1:10810   # plus plaintext local attach",
+    "ballast serve --data-dir ./data --tls off                            # loopback-only development",
+  ],
 };
 
 /** Entry point of `ballast serve`; returns only on a startup error (exit 1) or usage error. */

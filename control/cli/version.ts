@@ -3,7 +3,7 @@
  * @module
  */
 
-import { BallastClient } from "../../mod/client.ts";
+import { clientFromFlags } from "./_credentials.ts";
 import { BallastError } from "../../mod/errors.ts";
 import type { VersionInfo } from "../../mod/types.ts";
 import { VERSION } from "../../mod/version.ts";
@@ -46,7 +46,7 @@ export function versionCommand(args: string[], io: Io): Promise<number> {
     let server: VersionInfo | null = null;
     let note = "";
     try {
-      server = await new BallastClient(p.api, { timeoutMs: 5_000 }).version();
+      server = await (await clientFromFlags(p, io, { timeoutMs: 5_000 })).version();
     } catch (err) {
       if (!(err instanceof BallastError)) throw err;
       note = err.message;

@@ -3,7 +3,7 @@
  * @module
  */
 
-import { BallastClient } from "../../mod/client.ts";
+import { clientFromFlags } from "./_credentials.ts";
 import { formatSize, parseSize } from "../../mod/size.ts";
 import type { Volume } from "../../mod/types.ts";
 import {
@@ -105,7 +105,7 @@ export function volumeCommand(args: string[], io: Io): Promise<number> {
       io.out(helpText(spec));
       return 0;
     }
-    const client = new BallastClient(p.api);
+    const client = await clientFromFlags(p, io);
     switch (sub) {
       case "create": {
         const [name] = requirePositionals(spec, p, ["NAME"]);

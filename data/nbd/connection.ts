@@ -92,6 +92,11 @@ class ProtocolError extends Error {
   override name = "ProtocolError";
 }
 
+/** Thrown by a StartTls hook that refuses the client (bad or missing certificate). */
+export class ClientRefusedError extends Error {
+  override name = "ClientRefusedError";
+}
+
 export class Connection {
   readonly id: number;
   #t: Transport;
@@ -155,7 +160,9 @@ export class Connection {
     } catch (err) {
       if (!this.#closed) {
         const msg = err instanceof Error ? err.message : String(err);
-        if (err instanceof ProtocolError) {
+        if (err instanceof ClientRefusedError) {
+          this.#log.warn({ reason: msg }, "client refused");
+        } else if (err instanceof ProtocolError) {
           this.#log.warn({ err: msg }, "protocol violation, disconnecting");
           if (this.#export) this.#export.stats.protocolErrors++;
         } else if (isDisconnect(err)) {
@@ -226,7 +233,11 @@ export class Connection {
       const result = handleOption(state, this.#opts.exports, this.#policy, option, data);
       state = result.state;
       const action = result.action;
-      if (result.refusal) this.#log.debug({ option, refusal: result.refusal }, "option refused");
+      if (result.refusal) {
+        // A plaintext client at a TLS-only listener is worth an operator's attention.
+        const level = this.#policy.tlsRequired && !state.tls ? "warn" : "debug";
+        this.#log[level]({ option, refusal: result.refusal }, "option refused");
+      }
       for (const b of action.out) await writeAll(this.#t, b);
       switch (action.kind) {
         case "reply":

@@ -9,6 +9,7 @@
 import type { Socket } from "node:net";
 import { type SecureContext, TLSSocket } from "node:tls";
 import type { Transport } from "./transport.ts";
+import { ClientRefusedError } from "./connection.ts";
 
 /** Stop reading from the socket while this much received data waits to be consumed. */
 const HIGH_WATER = 4 * 1024 * 1024;
@@ -129,7 +130,7 @@ export function startTlsServer(
   timeoutMs = 10_000,
 ): Promise<{ transport: NodeSocketTransport; peer: TlsPeer }> {
   if (plain.buffered !== 0) {
-    return Promise.reject(new Error("client sent data before the TLS handshake"));
+    return Promise.reject(new ClientRefusedError("client sent data before the TLS handshake"));
   }
   plain.detach();
   const tls = new TLSSocket(plain.socket, {
@@ -141,7 +142,7 @@ export function startTlsServer(
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       tls.destroy();
-      reject(new Error(`TLS handshake did not complete within ${timeoutMs} ms`));
+      reject(new ClientRefusedError(`TLS handshake did not complete within ${timeoutMs} ms`));
     }, timeoutMs);
     tls.once("secure", () => {
       clearTimeout(timer);
@@ -160,7 +161,7 @@ export function startTlsServer(
     tls.once("error", (e: Error) => {
       clearTimeout(timer);
       tls.destroy();
-      reject(new Error(`TLS handshake failed: ${e.message}`));
+      reject(new ClientRefusedError(`TLS handshake failed: ${e.message}`));
     });
   });
 }

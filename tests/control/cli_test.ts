@@ -10,7 +10,8 @@ const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 async function startServer() {
   const dir = await Deno.makeTempDir({ prefix: "ballast-cli-" });
   const config = resolveConfig(
-    { "data-dir": dir, "api-listen": "127.0.0.1:0", "nbd-listen": "127.0.0.1:0" },
+    // Plaintext on loopback: these tests are about the CLI; tests/e2e/tls_test.ts covers TLS.
+    { "data-dir": dir, "api-listen": "127.0.0.1:0", "nbd-listen": "127.0.0.1:0", tls: "off" },
     {},
     {},
     { hostname: () => "cli-node" },
@@ -170,7 +171,7 @@ Deno.test("cli: volume commands against a real node, tables and -o json", async 
 Deno.test("cli: `ballast serve` as a process: ready line, refuses a second server, SIGTERM exits 0", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ballast-serve-" });
   const args = ["run", "-A", MAIN, "serve", "--data-dir", dir];
-  const ports = ["--api-listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0"];
+  const ports = ["--api-listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--tls", "off"];
   const child = new Deno.Command(Deno.execPath(), {
     args: [...args, ...ports],
     stdout: "null",

@@ -13,7 +13,48 @@ Deno.test("resolveConfig() fills every default", () => {
     logLevel: "info",
     logFormat: "json",
     nodeLeaseTtlSeconds: 10,
+    tls: true,
+    nbdLocalListen: undefined,
+    apiAnonymousHealth: false,
+    certTtlSeconds: 30 * 86400,
   });
+});
+
+Deno.test("resolveConfig() allows --tls off only when every listener is on loopback", () => {
+  const off = { "data-dir": "/d", tls: "off" };
+  assertEquals(resolveConfig(off, {}, {}, host).tls, false);
+  assertEquals(
+    resolveConfig({ ...off, "api-listen": "[::1]:1", "nbd-listen": "localhost:2" }, {}, {}, host)
+      .tls,
+    false,
+  );
+  for (const flag of ["api-listen", "nbd-listen"]) {
+    const e = assertThrows(
+      () => resolveConfig({ ...off, [flag]: "0.0.0.0:1" }, {}, {}, host),
+      InvalidArgumentError,
+    );
+    assertEquals(e.message.includes(`--${flag} is 0.0.0.0:1`), true, e.message);
+  }
+  assertThrows(
+    () => resolveConfig({ "data-dir": "/d", "nbd-local-listen": "10.1.2.3:10810" }, {}, {}, host),
+    InvalidArgumentError,
+    "must be on loopback",
+  );
+  assertEquals(
+    resolveConfig({ "data-dir": "/d", "nbd-local-listen": "127.0.0.1:0" }, {}, {}, host)
+      .nbdLocalListen,
+    { host: "127.0.0.1", port: 0 },
+  );
+  assertThrows(() => resolveConfig({ ...off, tls: "maybe" }, {}, {}, host), InvalidArgumentError);
+  assertEquals(
+    resolveConfig({ "data-dir": "/d", "cert-ttl": "12h" }, {}, {}, host).certTtlSeconds,
+    43200,
+  );
+  assertThrows(
+    () => resolveConfig({ "data-dir": "/d", "cert-ttl": "soon" }, {}, {}, host),
+    InvalidArgumentError,
+    "--cert-ttl",
+  );
 });
 
 Deno.test("resolveConfig() takes flags over env over file", () => {

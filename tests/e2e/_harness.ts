@@ -239,6 +239,8 @@ export interface StartOptions {
   nbdListen?: string;
   /** How long to wait for the ready line; default 30 s. */
   readyTimeoutMs?: number;
+  /** Run with TLS on every endpoint (default off: plaintext on loopback). */
+  tls?: boolean;
   /** Entry script run with `deno run -A`; default main.ts (tests of the harness use a fake). */
   entry?: string;
 }
@@ -339,6 +341,9 @@ async function start(opts: InternalStart): Promise<BallastProcess> {
     opts.nbdListen ?? "127.0.0.1:0",
     "--log-level",
     "debug",
+    // Plaintext on loopback unless the test is about TLS (then the node creates its CA).
+    "--tls",
+    opts.tls ? "on" : "off",
     ...(opts.args ?? []),
   ];
   const { cmd, args } = ballastCommand(serveArgs, opts.entry);

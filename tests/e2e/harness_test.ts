@@ -36,13 +36,13 @@ else {
   let starts = 1;
   try { starts += Number(Deno.readTextFileSync(dataDir + "/starts").trim()); } catch { /* first */ }
   Deno.writeTextFileSync(dataDir + "/starts", String(starts));
+  Deno.addSignalListener("SIGTERM", () => { console.error("graceful stop"); Deno.exit(0); });
   console.log("stdout line");
   console.error(JSON.stringify({ level: 20, msg: "debug noise", starts }));
   console.error(JSON.stringify({
     level: 30, msg: "ballast ready",
     api: "http://127.0.0.1:" + api.addr.port, nbd: "127.0.0.1:" + nbd.addr.port,
   }));
-  Deno.addSignalListener("SIGTERM", () => { console.error("graceful stop"); Deno.exit(0); });
   setInterval(() => {}, 1000);
 }
 `;

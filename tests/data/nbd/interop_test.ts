@@ -396,6 +396,7 @@ interopTest("fio nbd engine: mixed 4k/64k random writes verify with crc32c", ["f
       "--verify=crc32c",
       "--verify_backlog=256",
       "--verify_fatal=1",
+      "--verify_state_save=0",
       "--output-format=json",
     ]);
     assertEquals(r.code, 0, `fio exited ${r.code}\n${r.stdout.slice(-4000)}\n${r.stderr}`);

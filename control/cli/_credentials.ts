@@ -1,0 +1,150 @@
+/**
+ * Where the CLI finds its TLS credentials, like a kubeconfig. For each of the CA bundle, the
+ * client certificate and its key, the first of:
+ *
+ *   1. flags       --cacert FILE  --cert FILE  --key FILE
+ *   2. env         BALLAST_CACERT BALLAST_CERT BALLAST_KEY
+ *   3. a data dir  --data-dir DIR or BALLAST_DATA_DIR: DIR/pki/{ca-bundle.crt,admin.crt,admin.key}
+ *   4. the data dir of `deno task start`: ./.ballast/data/pki/ (used only when it exists)
+ *
+ * The default API URL is https://127.0.0.1:5705 when credentials were found and
+ * http://127.0.0.1:5705 otherwise; --api or BALLAST_API override it. Errors name the file
+ * that is missing or unreadable, never its content.
+ * @module
+ */
+
+import { join } from "node:path";
+import { BallastClient } from "../../mod/client.ts";
+import { BallastError } from "../../mod/errors.ts";
+import type { FlagSpec, Parsed } from "./_command.ts";
+import type { Io } from "./_output.ts";
+
+/** The flags every API command accepts for credentials. */
+export const CREDENTIAL_FLAGS: FlagSpec[] = [
+  {
+    name: "cacert",
+    value: "FILE",
+    help: "CA bundle that signs the node's certificate",
+    env: "BALLAST_CACERT",
+  },
+  { name: "cert", value: "FILE", help: "client certificate (PEM)", env: "BALLAST_CERT" },
+  { name: "key", value: "FILE", help: "client private key (PEM)", env: "BALLAST_KEY" },
+  {
+    name: "data-dir",
+    value: "DIR",
+    help: "use DIR/pki/{ca-bundle.crt,admin.crt,admin.key}",
+    env: "BALLAST_DATA_DIR",
+    default: ".ballast/data when it exists",
+  },
+];
+
+/** The data dir `deno task start` uses (deno.json), relative to the working directory. */
+export const DEFAULT_DATA_DIR = ".ballast/data";
+export const HTTPS_DEFAULT_API = "https://127.0.0.1:5705";
+export const HTTP_DEFAULT_API = "http://127.0.0.1:5705";
+
+/** Resolved credentials: PEM contents plus where each came from (for messages). */
+export interface Credentials {
+  api: string;
+  caCertPem?: string;
+  certPem?: string;
+  keyPem?: string;
+  /** The files read, by kind. */
+  files: { cacert?: string; cert?: string; key?: string };
+}
+
+async function readPem(path: string, what: string, origin: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    const why = err instanceof Deno.errors.NotFound
+      ? "does not exist"
+      : err instanceof Deno.errors.PermissionDenied
+      ? "is not readable (permission denied)"
+      : `cannot be read (${(err as Error).name})`;
+    throw new BallastError("INVALID_ARGUMENT", `${what} file ${path} (${origin}) ${why}`);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Resolves the API URL and credentials from parsed flags and the environment.
+ * `cwd` is where the default data dir is looked for (default: the working directory).
+ */
+export async function resolveCredentials(
+  p: Pick<Parsed, "values" | "api">,
+  io: Io,
+  cwd: string = Deno.cwd(),
+): Promise<Credentials> {
+  const flag = (n: string) => p.values[n] as string | undefined;
+  const explicitDir = flag("data-dir") ?? io.env("BALLAST_DATA_DIR");
+  const dirOrigin = flag("data-dir") !== undefined ? "--data-dir" : "BALLAST_DATA_DIR";
+  const kinds = [
+    ["cacert", "BALLAST_CACERT", "ca-bundle.crt", "CA bundle"],
+    ["cert", "BALLAST_CERT", "admin.crt", "client certificate"],
+    ["key", "BALLAST_KEY", "admin.key", "client key"],
+  ] as const;
+  let dir = explicitDir;
+  let origin = dirOrigin;
+  const given = kinds.some(([n, env]) => flag(n) !== undefined || io.env(env) !== undefined);
+  if (dir === undefined && !given) {
+    const def = join(cwd, DEFAULT_DATA_DIR);
+    if (await exists(join(def, "pki", "ca-bundle.crt"))) {
+      dir = def;
+      origin = "default data dir";
+    }
+  }
+  const out: Credentials = { api: "", files: {} };
+  for (const [n, env, file, what] of kinds) {
+    let path = flag(n);
+    let from = `--${n}`;
+    if (path === undefined && io.env(env) !== undefined) [path, from] = [io.env(env), env];
+    if (path === undefined && dir !== undefined) {
+      // From a data dir, a missing client certificate pair is an error only when the
+      // operator named the dir; the CA bundle is always expected there.
+      path = join(dir, "pki", file);
+      from = origin;
+    }
+    if (path === undefined) continue;
+    const pem = await readPem(path, what, from);
+    out.files[n] = path;
+    if (n === "cacert") out.caCertPem = pem;
+    else if (n === "cert") out.certPem = pem;
+    else out.keyPem = pem;
+  }
+  if (!!out.certPem !== !!out.keyPem) {
+    throw new BallastError(
+      "INVALID_ARGUMENT",
+      out.certPem
+        ? `client certificate ${out.files.cert} given without its key (--key or BALLAST_KEY)`
+        : `client key ${out.files.key} given without its certificate (--cert or BALLAST_CERT)`,
+    );
+  }
+  const explicitApi = (p.values.api as string | undefined) ?? io.env("BALLAST_API");
+  const found = out.caCertPem !== undefined || out.certPem !== undefined;
+  out.api = explicitApi ?? (found ? HTTPS_DEFAULT_API : HTTP_DEFAULT_API);
+  return out;
+}
+
+/** A BallastClient for the resolved URL and credentials (close it when done). */
+export async function clientFromFlags(
+  p: Pick<Parsed, "values" | "api">,
+  io: Io,
+  options: { timeoutMs?: number } = {},
+): Promise<BallastClient> {
+  const c = await resolveCredentials(p, io);
+  return new BallastClient(c.api, {
+    timeoutMs: options.timeoutMs,
+    caCertPem: c.caCertPem,
+    certPem: c.certPem,
+    keyPem: c.keyPem,
+  });
+}

@@ -1,0 +1,399 @@
+/**
+ * `ballast ca show|list|issue|revoke|rotate|csr|import`: the node's CA through the API
+ * (admin certificate required). `ca issue` generates the client's key locally and sends only
+ * a CSR; the key never leaves this machine.
+ * @module
+ */
+
+import { join, resolve } from "node:path";
+import { createCsr, exportPrivateKeyPem, type Role } from "../../ca/mod.ts";
+import type { BallastClient, CaCertificateInfo, CaInfo } from "../../mod/client.ts";
+import { BallastError } from "../../mod/errors.ts";
+import { parseDuration } from "../_api_ca.ts";
+import {
+  type CommandSpec,
+  GLOBAL_FLAGS,
+  helpText,
+  parseCommand,
+  type Parsed,
+  requirePositionals,
+  runGuarded,
+  splitCommandWord,
+  UsageError,
+  usageHint,
+} from "./_command.ts";
+import { clientFromFlags, CREDENTIAL_FLAGS } from "./_credentials.ts";
+import { fields, json, table } from "./_output.ts";
+import type { Io } from "./_output.ts";
+
+/** Credential flags, unless the lead made them global already. */
+const CRED = GLOBAL_FLAGS.some((f) => f.name === "cacert") ? [] : CREDENTIAL_FLAGS;
+
+/** File names qemu's tls-creds-x509 `dir` and libnbd's `tls-certificates` expect. */
+export const CLIENT_FILES = {
+  key: "client-key.pem",
+  cert: "client-cert.pem",
+  ca: "ca-cert.pem",
+} as const;
+
+const spec = (
+  path: string,
+  args: string,
+  summary: string,
+  flags: CommandSpec["flags"],
+  examples: string[],
+): CommandSpec => ({
+  path: `ca ${path}`,
+  args,
+  summary,
+  flags: [...flags, ...CRED],
+  client: true,
+  examples,
+});
+
+export const CA_SPECS: Record<string, CommandSpec> = {
+  show: spec("show", "[--pem]", "Show the CA mode, CA certificates and trust bundle.", [
+    { name: "pem", help: "print only the trust bundle (PEM), e.g. to save as ca-cert.pem" },
+  ], ["ballast ca show", "ballast ca show --pem > ca-bundle.crt"]),
+  list: spec("list", "", "List every certificate the CA issued, revoked ones included.", [], [
+    "ballast ca list",
+  ]),
+  issue: spec(
+    "issue",
+    "NAME --role nbd-client|admin [--volumes a,b|*] [--ttl 30d] --out DIR",
+    "Issue a client certificate. The key is generated here and only a CSR is sent; writes " +
+      `DIR/${CLIENT_FILES.key} (0600), DIR/${CLIENT_FILES.cert} and DIR/${CLIENT_FILES.ca}.`,
+    [
+      { name: "role", value: "ROLE", help: "nbd-client or admin; required" },
+      {
+        name: "volumes",
+        value: "LIST",
+        help: "nbd-client: comma-separated volumes it may open, or * for all",
+      },
+      {
+        name: "ttl",
+        value: "DURATION",
+        help: "lifetime, e.g. 30d, 12h",
+        default: "the node's leaf lifetime",
+      },
+      { name: "out", value: "DIR", help: "directory to write the files to; required" },
+    ],
+    [
+      "ballast ca issue vm1 --role nbd-client --volumes db1 --out ./vm1-tls",
+      "ballast ca issue alice --role admin --ttl 7d --out ./alice",
+    ],
+  ),
+  revoke: spec("revoke", "SERIAL [--reason TEXT]", "Revoke a certificate (see ca list).", [
+    { name: "reason", value: "TEXT", help: "why, recorded with the revocation" },
+  ], ["ballast ca revoke 5f0c2a... --reason 'laptop lost'"]),
+  rotate: spec(
+    "rotate",
+    "[--overlap DURATION]",
+    "Create a new root CA; the old one stays trusted for the overlap. Clients must fetch " +
+      "the new trust bundle (ca show --pem) before the overlap ends.",
+    [{ name: "overlap", value: "DURATION", help: "e.g. 7d", default: "the leaf lifetime" }],
+    ["ballast ca rotate --overlap 7d"],
+  ),
+  csr: spec(
+    "csr",
+    "--out FILE [--which node|admin]",
+    "External CA mode: make the node generate a key and write its CSR to FILE for your CA.",
+    [
+      { name: "out", value: "FILE", help: "where to write the CSR; required" },
+      { name: "which", value: "CERT", help: "node or admin", default: "node" },
+    ],
+    ["ballast ca csr --out node.csr"],
+  ),
+  import: spec(
+    "import",
+    "FILE [--which node|admin]",
+    "External CA mode: install the certificate your CA signed (PEM, chain may follow).",
+    [{ name: "which", value: "CERT", help: "node or admin", default: "node" }],
+    ["ballast ca import node.crt"],
+  ),
+};
+
+export const CA_GROUP: CommandSpec = {
+  path: "ca",
+  args: "COMMAND [flags]",
+  summary: "The node's certificate authority: client certificates, revocation, rotation.",
+  flags: [],
+  client: true,
+  examples: ["ballast ca show", "ballast ca issue vm1 --role nbd-client --volumes db1 --out dir"],
+  subcommands: [
+    ["show", "show the CA and trust bundle"],
+    ["list", "list issued certificates"],
+    ["issue", "issue a client certificate (key generated locally)"],
+    ["revoke", "revoke a certificate"],
+    ["rotate", "rotate the root CA with an overlap"],
+    ["csr", "external CA: write the node's CSR"],
+    ["import", "external CA: install a signed certificate"],
+  ],
+};
+
+/** Entry point of `ballast ca ...`. */
+export function caCommand(args: string[], io: Io): Promise<number> {
+  return runGuarded(io, async () => {
+    const split = splitCommandWord(args);
+    const sub = split.word;
+    const s = sub === undefined ? undefined : CA_SPECS[sub];
+    if (!s) {
+      if (sub === "-h" || sub === "--help" || sub === "help") {
+        io.out(helpText(CA_GROUP));
+        return 0;
+      }
+      throw new UsageError(
+        sub === undefined ? "missing command" : `unknown command "ca ${sub}"`,
+        usageHint(CA_GROUP),
+      );
+    }
+    const p = parseCommand(s, [...split.rest, ...split.globals], io);
+    if (p.help) {
+      io.out(helpText(s));
+      return 0;
+    }
+    const checked = checkArgs(sub!, s, p);
+    const client = await clientFromFlags(p, io);
+    try {
+      return await run(sub!, s, p, checked, client, io);
+    } finally {
+      client.close();
+    }
+  });
+}
+
+interface Checked {
+  positional: string[];
+  role?: Role;
+  volumes?: string[];
+  ttl?: string;
+  overlap?: string;
+  which?: "node" | "admin";
+}
+
+/** Everything that can be checked before talking to the node (usage errors, exit 2). */
+function checkArgs(sub: string, s: CommandSpec, p: Parsed): Checked {
+  const str = (n: string) => p.values[n] as string | undefined;
+  const duration = (n: string) => {
+    const v = str(n);
+    if (v === undefined) return undefined;
+    try {
+      parseDuration(v, `--${n}`);
+    } catch (err) {
+      throw new UsageError((err as Error).message, usageHint(s));
+    }
+    return v;
+  };
+  const which = str("which") ?? "node";
+  if (which !== "node" && which !== "admin") {
+    throw new UsageError(`invalid --which "${which}": expected node or admin`, usageHint(s));
+  }
+  const names = sub === "issue"
+    ? ["NAME"]
+    : sub === "revoke"
+    ? ["SERIAL"]
+    : sub === "import"
+    ? ["FILE"]
+    : [];
+  const out: Checked = { positional: requirePositionals(s, p, names), which };
+  if (sub === "issue") {
+    const role = str("role");
+    if (role !== "nbd-client" && role !== "admin") {
+      throw new UsageError(
+        role === undefined
+          ? "missing flag --role (nbd-client or admin)"
+          : `invalid --role "${role}": expected nbd-client or admin`,
+        usageHint(s),
+      );
+    }
+    out.role = role;
+    const vols = str("volumes");
+    out.volumes = vols === undefined ? [] : vols.split(",").map((v) => v.trim()).filter(Boolean);
+    if (role === "admin" && out.volumes.length) {
+      throw new UsageError("--volumes is only for --role nbd-client", usageHint(s));
+    }
+    if (str("out") === undefined) throw new UsageError("missing flag --out DIR", usageHint(s));
+    out.ttl = duration("ttl");
+  }
+  if (sub === "csr" && str("out") === undefined) {
+    throw new UsageError("missing flag --out FILE", usageHint(s));
+  }
+  if (sub === "rotate") out.overlap = duration("overlap");
+  return out;
+}
+
+async function run(
+  sub: string,
+  s: CommandSpec,
+  p: Parsed,
+  a: Checked,
+  client: BallastClient,
+  io: Io,
+): Promise<number> {
+  const asJson = p.output === "json";
+  switch (sub) {
+    case "show": {
+      const info = await client.caInfo();
+      if (p.values.pem === true) io.out(info.bundlePem);
+      else io.out(asJson ? json(info) : caFields(info));
+      return 0;
+    }
+    case "list": {
+      const items = await client.listCertificates();
+      io.out(asJson ? json({ items }) : certTable(items));
+      return 0;
+    }
+    case "issue":
+      return await issue(s, p, a, client, io);
+    case "revoke": {
+      const rec = await client.revokeCertificate(a.positional[0], p.values.reason as string);
+      io.out(asJson ? json(rec) : `certificate ${rec.serial} revoked at ${rec.revokedAt}\n`);
+      return 0;
+    }
+    case "rotate": {
+      const info = await client.rotateCa(a.overlap);
+      io.out(
+        asJson ? json(info) : `CA rotated; now trusted:\n${caFields(info)}` +
+          "Clients need the new trust bundle: ballast ca show --pem > ca-bundle.crt\n",
+      );
+      return 0;
+    }
+    case "csr": {
+      const out = p.values.out as string;
+      const csr = await client.createNodeCsr(a.which);
+      await writeNew(out, csr.endsWith("\n") ? csr : csr + "\n", 0o644);
+      io.out(
+        asJson ? json({ which: a.which, file: out }) : `wrote ${out}: have your CA sign ` +
+          `it (copying its subjectAltNames), then run: ballast ca import SIGNED.crt\n`,
+      );
+      return 0;
+    }
+    default: {
+      const file = a.positional[0];
+      let pem: string;
+      try {
+        pem = await Deno.readTextFile(file);
+      } catch (err) {
+        throw new BallastError("INVALID_ARGUMENT", `cannot read ${file}: ${(err as Error).name}`);
+      }
+      const info = await client.importCertificate(pem, a.which);
+      io.out(asJson ? json(info) : `imported ${file} as the ${a.which} certificate\n`);
+      return 0;
+    }
+  }
+}
+
+/** Writes a file that must not exist yet, with `mode`. */
+async function writeNew(path: string, text: string, mode: number): Promise<void> {
+  try {
+    await Deno.writeTextFile(path, text, { createNew: true, mode });
+  } catch (err) {
+    if (err instanceof Deno.errors.AlreadyExists) {
+      throw new BallastError("ALREADY_EXISTS", `${path} already exists: remove it or pick --out`);
+    }
+    throw new BallastError("INVALID_ARGUMENT", `cannot write ${path}: ${(err as Error).message}`);
+  }
+  await Deno.chmod(path, mode); // createNew's mode is subject to the umask
+}
+
+async function issue(
+  s: CommandSpec,
+  p: Parsed,
+  a: Checked,
+  client: BallastClient,
+  io: Io,
+): Promise<number> {
+  const [name] = a.positional;
+  const dir = resolve(p.values.out as string);
+  let csr;
+  try {
+    csr = await createCsr({ role: a.role!, name, volumes: a.volumes });
+  } catch (err) {
+    throw new UsageError((err as Error).message, usageHint(s));
+  }
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const paths = {
+    key: join(dir, CLIENT_FILES.key),
+    cert: join(dir, CLIENT_FILES.cert),
+    ca: join(dir, CLIENT_FILES.ca),
+  };
+  for (const f of Object.values(paths)) {
+    const there = await Deno.lstat(f).then(() => true, () => false);
+    if (there) throw new BallastError("ALREADY_EXISTS", `${f} already exists: pick another --out`);
+  }
+  const signed = await client.signCertificate({
+    csr: csr.csrPem,
+    role: a.role as "admin" | "nbd-client",
+    name,
+    ...(a.volumes?.length ? { volumes: a.volumes } : {}),
+    ...(a.ttl ? { ttl: a.ttl } : {}),
+  });
+  await writeNew(paths.key, await exportPrivateKeyPem(csr.keys.privateKey), 0o600);
+  await writeNew(paths.cert, signed.certificatePem, 0o644);
+  await writeNew(paths.ca, signed.caBundlePem, 0o644);
+  if (p.output === "json") {
+    io.out(json({ ...signed, certificatePem: undefined, caBundlePem: undefined, files: paths }));
+    return 0;
+  }
+  io.out(fields([
+    ["Name", signed.name],
+    ["Role", signed.role],
+    ["Volumes", signed.volumes.join(", ") || "<none>"],
+    ["Serial", signed.serial],
+    ["Not after", signed.notAfter],
+    ["Key", `${paths.key} (0600, generated here, never sent)`],
+    ["Certificate", paths.cert],
+    ["CA bundle", paths.ca],
+  ]));
+  if (signed.role === "nbd-client") {
+    const nbd = await nbdAddress(client);
+    const vol = signed.volumes.find((v) => v !== "*") ?? "VOLUME";
+    const [host, port] = [nbd.slice(0, nbd.lastIndexOf(":")), nbd.split(":").pop()];
+    io.out(
+      "\nUse it with libnbd and qemu:\n" +
+        `  nbdinfo 'nbds://${nbd}/${vol}?tls-certificates=${dir}'\n` +
+        `  qemu-io --object tls-creds-x509,id=tls0,dir=${dir},endpoint=client \\\n` +
+        `    --image-opts driver=nbd,host=${host},port=${port},export=${vol},tls-creds=tls0 ` +
+        "-c 'read 0 4k'\n",
+    );
+  } else {
+    io.out(`\nUse it with: ballast --cacert ${paths.ca} --cert ${paths.cert} --key ${paths.key}\n`);
+  }
+  return 0;
+}
+
+/** The node's NBD address for the printed examples (best effort). */
+async function nbdAddress(client: BallastClient): Promise<string> {
+  try {
+    return (await client.listNodes())[0]?.nbdAddress ?? "127.0.0.1:10809";
+  } catch {
+    return "127.0.0.1:10809";
+  }
+}
+
+function caFields(info: CaInfo): string {
+  const line = (c: CaCertificateInfo) =>
+    `${c.subject} (serial ${c.serial}, ${c.notBefore} .. ${c.notAfter})\n    SHA-256 ${c.sha256Fingerprint}`;
+  return fields([
+    ["Mode", info.mode],
+    ["Issuing CA", info.certificates.map(line).join("\n  ")],
+    ["Trusted", info.trusted.map((c) => c.subject).join("; ")],
+    ["Pending", info.pending.join(", ") || "<none>"],
+  ]);
+}
+
+function certTable(items: Awaited<ReturnType<BallastClient["listCertificates"]>>): string {
+  if (items.length === 0) return "No certificates.\n";
+  const now = Date.now();
+  return table(
+    ["SERIAL", "ROLE", "NAME", "VOLUMES", "NOT AFTER", "STATUS"],
+    items.map((c) => [
+      c.serial,
+      c.role,
+      c.name,
+      c.volumes.join(",") || "-",
+      c.notAfter,
+      c.revokedAt ? `revoked ${c.revokedAt}` : Date.parse(c.notAfter) < now ? "expired" : "valid",
+    ]),
+  );
+}

@@ -1,0 +1,353 @@
+/**
+ * TLS end to end: a real `ballast serve` with its internal CA, real clients (nbdinfo,
+ * qemu-io, the ballast CLI) and raw node:tls handshakes. Every refusal must fail closed
+ * and leave the server serving everyone else.
+ */
+
+import { connect as netConnect, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
+import { assert, assertEquals } from "../_assert.ts";
+import { type BallastProcess, cli, e2eTest, run, startBallast } from "./_harness.ts";
+
+/** CLI call authenticated with the node's admin credentials. */
+function admin(b: BallastProcess, args: string[]) {
+  return cli([...args, "--data-dir", b.dataDir], { api: b.api });
+}
+
+async function issue(
+  b: BallastProcess,
+  name: string,
+  extra: string[],
+): Promise<{ dir: string; serial: string }> {
+  const dir = await Deno.makeTempDir({ prefix: `ballast-cert-${name}-` });
+  await Deno.remove(dir);
+  const r = await admin(b, ["ca", "issue", name, "--out", dir, "-o", "json", ...extra]);
+  assertEquals(r.code, 0, r.stderr);
+  return { dir, serial: JSON.parse(r.stdout).serial };
+}
+
+function nbds(b: BallastProcess, volume: string, certDir: string): string {
+  return `nbds://${b.nbdHost}:${b.nbdPort}/${volume}?tls-certificates=${certDir}`;
+}
+
+/** nbdinfo exits 0 on the export with these credentials. */
+async function canOpen(b: BallastProcess, volume: string, certDir: string): Promise<boolean> {
+  return (await run("nbdinfo", ["--size", nbds(b, volume, certDir)])).code === 0;
+}
+
+async function withTlsNode(
+  fn: (b: BallastProcess) => Promise<void>,
+  args: string[] = [],
+): Promise<void> {
+  const b = await startBallast({ tls: true, args });
+  try {
+    assert(b.api.startsWith("https://"), `API should be https: ${b.api}`);
+    for (const v of ["db1", "db2"]) {
+      const r = await admin(b, ["volume", "create", v, "--size", "64MiB"]);
+      assertEquals(r.code, 0, r.stderr);
+    }
+    await fn(b);
+  } finally {
+    await b.stop();
+  }
+}
+
+/** Reads exactly n bytes from a node socket. */
+function readN(sock: Socket, n: number): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    let buf = new Uint8Array(0);
+    const onData = (d: Uint8Array) => {
+      const next = new Uint8Array(buf.length + d.length);
+      next.set(buf);
+      next.set(d, buf.length);
+      buf = next;
+      if (buf.length >= n) {
+        cleanup();
+        if (buf.length > n) sock.unshift(buf.subarray(n));
+        resolve(buf.subarray(0, n));
+      }
+    };
+    const onEnd = () => {
+      cleanup();
+      reject(new Error("connection closed"));
+    };
+    const cleanup = () => {
+      sock.off("data", onData);
+      sock.off("end", onEnd);
+      sock.off("close", onEnd);
+      sock.off("error", onEnd);
+    };
+    sock.on("data", onData);
+    sock.on("end", onEnd);
+    sock.on("close", onEnd);
+    sock.on("error", onEnd);
+  });
+}
+
+function option(opt: number): Uint8Array {
+  const b = new Uint8Array(16);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, 0x49484156);
+  v.setUint32(4, 0x454f5054);
+  v.setUint32(8, opt);
+  return b;
+}
+
+/**
+ * Negotiates to NBD_OPT_STARTTLS over a plain socket and returns it, ready for the TLS
+ * handshake (proto.md "TLS support").
+ */
+async function startTlsSocket(b: BallastProcess): Promise<Socket> {
+  const sock = netConnect(b.nbdPort, b.nbdHost);
+  await new Promise<void>((r, j) => sock.once("connect", r).once("error", j));
+  await readN(sock, 18); // NBDMAGIC, IHAVEOPT, handshake flags
+  sock.write(new Uint8Array([0, 0, 0, 3])); // FIXED_NEWSTYLE | NO_ZEROES
+  sock.write(option(5)); // NBD_OPT_STARTTLS
+  const reply = new DataView((await readN(sock, 20)).buffer);
+  assertEquals(reply.getUint32(12), 1, "STARTTLS should be acknowledged");
+  return sock;
+}
+
+/**
+ * Upgrades to TLS presenting `cert`/`key`, then asks for NBD_OPT_LIST. Resolves "served"
+ * when the server answers, or "closed: ..." when it drops the connection.
+ */
+async function probeTls(
+  b: BallastProcess,
+  creds: { ca: string; cert: string; key: string },
+): Promise<string> {
+  const plain = await startTlsSocket(b);
+  const tls = tlsConnect({
+    socket: plain,
+    ca: creds.ca,
+    cert: creds.cert,
+    key: creds.key,
+    checkServerIdentity: () => undefined,
+  });
+  try {
+    await new Promise<void>((r, j) => tls.once("secureConnect", r).once("error", j));
+    tls.write(option(3)); // NBD_OPT_LIST
+    await readN(tls as unknown as Socket, 20);
+    return "served";
+  } catch (err) {
+    return `closed: ${(err as Error).message}`;
+  } finally {
+    tls.destroy();
+  }
+}
+
+e2eTest(
+  "NBD over TLS: a granted client reads and writes its volume; others are neither listed nor openable",
+  { tools: ["nbdinfo", "qemu-io"] },
+  () =>
+    withTlsNode(async (b) => {
+      const app = await issue(b, "app1", ["--role", "nbd-client", "--volumes", "db1"]);
+      const list = await run("nbdinfo", ["--list", "--json", nbds(b, "", app.dir)]);
+      assertEquals(list.code, 0, list.stderr);
+      const names = JSON.parse(list.stdout).exports.map((e: { "export-name": string }) =>
+        e["export-name"]
+      );
+      assertEquals(names, ["db1"]);
+      const io = await run("qemu-io", [
+        "--object",
+        `tls-creds-x509,id=tls0,dir=${app.dir},endpoint=client`,
+        "--image-opts",
+        `driver=nbd,host=${b.nbdHost},port=${b.nbdPort},export=db1,tls-creds=tls0`,
+        "-c",
+        "write -P 0x42 0 1M",
+        "-c",
+        "read -P 0x42 0 1M",
+      ]);
+      assertEquals(io.code, 0, io.stdout + io.stderr);
+      assert(!io.stdout.includes("Pattern verification failed"), io.stdout);
+      assertEquals(await canOpen(b, "db2", app.dir), false);
+      // The admin certificate may open every volume.
+      const adminDir = await Deno.makeTempDir();
+      await Deno.copyFile(`${b.dataDir}/pki/ca-bundle.crt`, `${adminDir}/ca-cert.pem`);
+      await Deno.copyFile(`${b.dataDir}/pki/admin.crt`, `${adminDir}/client-cert.pem`);
+      await Deno.copyFile(`${b.dataDir}/pki/admin.key`, `${adminDir}/client-key.pem`);
+      assertEquals(await canOpen(b, "db2", adminDir), true);
+      await Deno.remove(adminDir, { recursive: true });
+      await Deno.remove(app.dir, { recursive: true });
+    }),
+);
+
+e2eTest(
+  "plaintext NBD at the TLS listener is refused; the loopback plaintext listener serves local attach",
+  { tools: ["nbdinfo"] },
+  async () => {
+    const b = await startBallast({ tls: true, args: ["--nbd-local-listen", "127.0.0.1:0"] });
+    try {
+      assertEquals((await admin(b, ["volume", "create", "v", "--size", "64MiB"])).code, 0);
+      const plain = await run("nbdinfo", ["--size", `nbd://${b.nbdHost}:${b.nbdPort}/v`]);
+      assert(plain.code !== 0, "plaintext at the TLS listener must fail");
+      assert(b.logs().includes("TLS is required"), "the refusal is logged");
+      const local = /"nbdLocal":"127\.0\.0\.1:(\d+)"/.exec(b.logs());
+      assert(local, "ready line names the local listener");
+      const ok = await run("nbdinfo", ["--size", `nbd://127.0.0.1:${local[1]}/v`]);
+      assertEquals(ok.code, 0, ok.stderr);
+      assertEquals(ok.stdout.trim(), String(64 * 2 ** 20));
+    } finally {
+      await b.stop();
+    }
+  },
+);
+
+e2eTest(
+  "NBD STARTTLS refuses foreign-CA, expired and revoked certificates and keeps serving others",
+  { tools: ["nbdinfo", "openssl"] },
+  () =>
+    withTlsNode(async (b) => {
+      const good = await issue(b, "good", ["--role", "nbd-client", "--volumes", "*"]);
+      const ca = await Deno.readTextFile(`${good.dir}/ca-cert.pem`);
+      const creds = {
+        ca,
+        cert: await Deno.readTextFile(`${good.dir}/client-cert.pem`),
+        key: await Deno.readTextFile(`${good.dir}/client-key.pem`),
+      };
+      assertEquals(await probeTls(b, creds), "served");
+
+      // A self-made CA's client certificate: node:tls completes STARTTLS on the server
+      // side; Ballast must still refuse it (PLATFORM.md, "STARTTLS verification trap").
+      const tmp = await Deno.makeTempDir();
+      const sh = (cmd: string) => run("bash", ["-c", cmd], { cwd: tmp });
+      assertEquals(
+        (await sh(
+          "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes " +
+            "-keyout fca.key -out fca.crt -subj /CN=foreign -days 2 " +
+            "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign && " +
+            "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout c.key " +
+            "-out c.csr -subj /CN=intruder && printf '%s\\n' " +
+            "'extendedKeyUsage=clientAuth' 'subjectAltName=URI:ballast:role:admin' > ext && " +
+            "openssl x509 -req -in c.csr -CA fca.crt -CAkey fca.key -CAcreateserial -days 2 " +
+            "-extfile ext -out c.crt",
+        )).code,
+        0,
+      );
+      const foreign = {
+        ca,
+        cert: await Deno.readTextFile(`${tmp}/c.crt`),
+        key: await Deno.readTextFile(`${tmp}/c.key`),
+      };
+      assert((await probeTls(b, foreign)).startsWith("closed"), "foreign CA must be refused");
+      await Deno.remove(tmp, { recursive: true });
+
+      const short = await issue(b, "short", [
+        "--role",
+        "nbd-client",
+        "--volumes",
+        "db1",
+        "--ttl",
+        "2s",
+      ]);
+      await new Promise((r) => setTimeout(r, 3500));
+      assertEquals(await canOpen(b, "db1", short.dir), false, "expired certificate refused");
+
+      const doomed = await issue(b, "doomed", ["--role", "nbd-client", "--volumes", "db1"]);
+      assertEquals(await canOpen(b, "db1", doomed.dir), true);
+      const rv = await admin(b, ["ca", "revoke", doomed.serial]);
+      assertEquals(rv.code, 0, rv.stderr);
+      assertEquals(await canOpen(b, "db1", doomed.dir), false, "revoked certificate refused");
+
+      const logs = b.logs();
+      for (const why of ["expired", "revoked"]) {
+        assert(
+          new RegExp(`client refused.*${why}|${why}.*client refused`).test(logs),
+          `log: ${why}`,
+        );
+      }
+      // Everyone else is still served.
+      assertEquals(await canOpen(b, "db1", good.dir), true);
+      for (const d of [good.dir, short.dir, doomed.dir]) await Deno.remove(d, { recursive: true });
+    }),
+);
+
+e2eTest(
+  "garbage instead of a ClientHello after STARTTLS closes only that connection",
+  { tools: ["nbdinfo"] },
+  () =>
+    withTlsNode(async (b) => {
+      const good = await issue(b, "good", ["--role", "nbd-client", "--volumes", "db1"]);
+      const sock = await startTlsSocket(b);
+      sock.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20)));
+      // The server may answer with a TLS alert; what matters is that it hangs up.
+      sock.resume();
+      const closed = await new Promise<boolean>((resolve) => {
+        const t = setTimeout(() => resolve(false), 15_000);
+        sock.once("close", () => {
+          clearTimeout(t);
+          resolve(true);
+        });
+      });
+      sock.destroy();
+      assert(closed, "the server must drop a connection that sends garbage for TLS");
+      assertEquals(await canOpen(b, "db1", good.dir), true);
+      await Deno.remove(good.dir, { recursive: true });
+    }),
+);
+
+e2eTest(
+  "the API refuses the CLI without credentials and an NBD-client certificate, with clear errors",
+  {},
+  () =>
+    withTlsNode(async (b) => {
+      const none = await cli(["volume", "list"], { api: b.api, cwd: "/" });
+      assertEquals(none.code, 1);
+      assert(/certificate|TLS|trust/i.test(none.stderr), none.stderr);
+      const app = await issue(b, "app", ["--role", "nbd-client", "--volumes", "db1"]);
+      const asApp = await cli([
+        "volume",
+        "list",
+        "--cacert",
+        `${app.dir}/ca-cert.pem`,
+        "--cert",
+        `${app.dir}/client-cert.pem`,
+        "--key",
+        `${app.dir}/client-key.pem`,
+      ], { api: b.api });
+      assertEquals(asApp.code, 1);
+      assert(/may not|permission|denied/i.test(asApp.stderr), asApp.stderr);
+      await Deno.remove(app.dir, { recursive: true });
+    }),
+);
+
+e2eTest(
+  "certificates renew before expiry and a connected NBD client keeps working across it",
+  { tools: ["nbdinfo", "/usr/bin/python3"] },
+  () =>
+    withTlsNode(async (b) => {
+      // Its own lifetime is explicit: the node's --cert-ttl (9 s) is only the default.
+      const app = await issue(b, "app", [
+        "--role",
+        "nbd-client",
+        "--volumes",
+        "db1",
+        "--ttl",
+        "1h",
+      ]);
+      const before = await Deno.readTextFile(`${b.dataDir}/pki/node.crt`);
+      // One connection held open across the renewal (at 2/3 of a 9 s lifetime).
+      const script = `
+import nbd, sys, time
+h = nbd.NBD()
+h.set_uri_allow_local_file(True)
+h.connect_uri(sys.argv[1])
+h.pwrite(b"x" * 4096, 0)
+time.sleep(9)
+assert h.pread(4096, 0) == b"x" * 4096
+h.flush()
+print("held")
+`;
+      const held = run("/usr/bin/python3", ["-c", script, nbds(b, "db1", app.dir)], {
+        timeoutMs: 60_000,
+      });
+      const r = await held;
+      assertEquals(r.code, 0, r.stdout + r.stderr);
+      assertEquals(r.stdout.trim(), "held");
+      const after = await Deno.readTextFile(`${b.dataDir}/pki/node.crt`);
+      assert(before !== after, "the node certificate was renewed");
+      assert(b.logs().includes("certificates renewed"), "renewal is logged");
+      assertEquals(await canOpen(b, "db1", app.dir), true, "new connections use the new cert");
+      await Deno.remove(app.dir, { recursive: true });
+    }, ["--cert-ttl", "9s"]),
+);
