@@ -15,6 +15,7 @@ import {
 } from "../data/mod.ts";
 import type { ListenAddress, ServeConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
+import { FailedPreconditionError } from "../mod/errors.ts";
 
 export interface NodeTls {
   pki: Pki;
@@ -67,6 +68,16 @@ export async function setupNodeTls(config: ServeConfig, log: Logger): Promise<No
       minVersion: "TLSv1.2",
     });
   };
+  if (pki.mode === "external" && pki.pending().length > 0) {
+    const dir = `${config.dataDir.replace(/\/+$/, "")}/pki`;
+    throw new FailedPreconditionError(
+      `external CA mode: sign ${pki.pending().map((w) => `${dir}/${w}.csr`).join(" and ")} with ` +
+        `your CA (keep the requested subjectAltNames; add basicConstraints CA:FALSE, keyUsage ` +
+        `digitalSignature, extendedKeyUsage serverAuth+clientAuth for node and clientAuth for ` +
+        `admin), then run: ballast ca init --data-dir ${config.dataDir} --import-node node.crt ` +
+        `--import-admin admin.crt --node-name ${config.nodeName}`,
+    );
+  }
   let context = build();
   log.info({ mode: pki.mode, ...names }, "TLS ready: API and NBD require client certificates");
 

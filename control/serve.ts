@@ -142,7 +142,6 @@ export async function serve(
         nbd: dataPlane.nbdAddress,
         ...(dataPlane.nbdLocalAddress ? { nbdLocal: dataPlane.nbdLocalAddress } : {}),
         tls: config.tls,
-        node: config.nodeName,
       },
       "ballast ready",
     );

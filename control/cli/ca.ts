@@ -23,6 +23,7 @@ import {
   usageHint,
 } from "./_command.ts";
 import { clientFromFlags, CREDENTIAL_FLAGS } from "./_credentials.ts";
+import { caInitCommand } from "./ca_init.ts";
 import { fields, json, table } from "./_output.ts";
 import type { Io } from "./_output.ts";
 
@@ -128,6 +129,7 @@ export const CA_GROUP: CommandSpec = {
     ["rotate", "rotate the root CA with an overlap"],
     ["csr", "external CA: write the node's CSR"],
     ["import", "external CA: install a signed certificate"],
+    ["init", "offline: bring your own CA, or install externally signed certs"],
   ],
 };
 
@@ -136,6 +138,7 @@ export function caCommand(args: string[], io: Io): Promise<number> {
   return runGuarded(io, async () => {
     const split = splitCommandWord(args);
     const sub = split.word;
+    if (sub === "init") return await caInitCommand([...split.rest, ...split.globals], io);
     const s = sub === undefined ? undefined : CA_SPECS[sub];
     if (!s) {
       if (sub === "-h" || sub === "--help" || sub === "help") {

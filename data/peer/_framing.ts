@@ -1,0 +1,101 @@
+/**
+ * Peer channel framing, pure: every frame is a u32 big-endian payload length followed by
+ * the payload. A length above the receiver's limit is a protocol error; the caller closes
+ * the connection (there is no way to resynchronise a byte stream after a bad length).
+ * @module
+ */
+
+/** Bytes of the length prefix. */
+export const FRAME_HEADER_BYTES = 4;
+/** Default and largest frame payload accepted: 64 MiB. */
+export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
+
+/** The length prefix for a payload of `length` bytes. */
+export function frameHeader(length: number): Uint8Array {
+  const h = new Uint8Array(FRAME_HEADER_BYTES);
+  new DataView(h.buffer).setUint32(0, length, false);
+  return h;
+}
+
+/** A peer announced a frame longer than the limit. */
+export class FrameTooLargeError extends Error {
+  override name = "FrameTooLargeError";
+  readonly length: number;
+  readonly limit: number;
+
+  constructor(length: number, limit: number) {
+    super(`peer announced a ${length}-byte frame, above the ${limit}-byte limit`);
+    this.length = length;
+    this.limit = limit;
+  }
+}
+
+/**
+ * Turns received chunks into frames. A frame that lies inside one chunk is returned as a
+ * view of that chunk (no copy); a frame split across chunks is assembled into its own
+ * buffer, allocated once its length is known.
+ */
+export class FrameDecoder {
+  readonly limit: number;
+  #header = new Uint8Array(FRAME_HEADER_BYTES);
+  #headerFill = 0;
+  #body: Uint8Array | undefined;
+  #bodyFill = 0;
+
+  constructor(limit: number = MAX_FRAME_BYTES) {
+    if (!Number.isInteger(limit) || limit < 0 || limit > 0xffff_ffff) {
+      throw new RangeError(`frame limit must be an integer in [0, 2^32 - 1], got ${limit}`);
+    }
+    this.limit = limit;
+  }
+
+  /** True while a frame has been started but not completed (EOF now would cut it). */
+  get partial(): boolean {
+    return this.#headerFill > 0 || this.#body !== undefined;
+  }
+
+  /** The frames completed by `chunk`, in order. Throws FrameTooLargeError on a bad length. */
+  push(chunk: Uint8Array): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    let off = 0;
+    while (off < chunk.length) {
+      if (this.#body === undefined) {
+        let length: number;
+        if (this.#headerFill === 0 && chunk.length - off >= FRAME_HEADER_BYTES) {
+          length = readU32(chunk, off);
+          off += FRAME_HEADER_BYTES;
+        } else {
+          const take = Math.min(FRAME_HEADER_BYTES - this.#headerFill, chunk.length - off);
+          this.#header.set(chunk.subarray(off, off + take), this.#headerFill);
+          this.#headerFill += take;
+          off += take;
+          if (this.#headerFill < FRAME_HEADER_BYTES) break;
+          this.#headerFill = 0;
+          length = readU32(this.#header, 0);
+        }
+        if (length > this.limit) throw new FrameTooLargeError(length, this.limit);
+        if (chunk.length - off >= length) {
+          out.push(new Uint8Array(chunk.buffer, chunk.byteOffset + off, length));
+          off += length;
+          continue;
+        }
+        this.#body = new Uint8Array(length);
+        this.#bodyFill = 0;
+      }
+      const body = this.#body;
+      const take = Math.min(body.length - this.#bodyFill, chunk.length - off);
+      body.set(chunk.subarray(off, off + take), this.#bodyFill);
+      this.#bodyFill += take;
+      off += take;
+      if (this.#bodyFill === body.length) {
+        out.push(body);
+        this.#body = undefined;
+      }
+    }
+    return out;
+  }
+}
+
+function readU32(b: Uint8Array, off: number): number {
+  return ((b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]) >>> 0;
+}
