@@ -14,3 +14,11 @@ export type { ExportCatalog, ExportView, HandshakePolicy } from "./nbd/handshake
 export { ClientRefusedError, type StartTls, type TlsUpgrade } from "./nbd/connection.ts";
 export { NodeSocketTransport, startTlsServer, type TlsPeer } from "./nbd/node_transport.ts";
 export { tcpTransport, type Transport } from "./nbd/transport.ts";
+export {
+  connectPeer,
+  listenPeer,
+  nodeVerifier,
+  type PeerConnection,
+  PeerError,
+  type PeerListener,
+} from "./peer/mod.ts";

@@ -134,20 +134,29 @@ export function printTlsTable(jobs: Job[], cells: Cells, kinds: ServerKind[]): v
   );
 }
 
+export interface TlsRow {
+  job: string;
+  unit: Job["unit"];
+  /** By server kind: plaintext and TLS medians, TLS over plaintext. */
+  servers: Record<string, { plain: number; tls: number; tlsOverPlain: number }>;
+  /** Ballast's TLS median over each other kind's TLS median. */
+  ballastTlsOver: Record<string, number>;
+}
+
 /** Per job and server kind: plain and TLS medians and TLS/plain; ballast TLS over the others. */
-export function tlsSummary(jobs: Job[], cells: Cells, kinds: ServerKind[]) {
+export function tlsSummary(jobs: Job[], cells: Cells, kinds: ServerKind[]): TlsRow[] {
   return jobs.map((job) => {
-    const perKind = Object.fromEntries(kinds.map((k) => {
+    const servers: TlsRow["servers"] = {};
+    for (const k of kinds) {
       const plain = med(cells, job, serverName(k, false), "values");
       const tls = med(cells, job, serverName(k, true), "values");
-      return [k, { plain, tls, tlsOverPlain: ratio(tls, plain) }];
-    }));
-    const ballastTlsOver = Object.fromEntries(
-      kinds.filter((k) => k !== "ballast").map((
-        k,
-      ) => [k, ratio(perKind.ballast.tls, perKind[k].tls)]),
-    );
-    return { job: job.id, unit: job.unit, ...perKind, ballastTlsOver };
+      servers[k] = { plain, tls, tlsOverPlain: ratio(tls, plain) };
+    }
+    const ballastTlsOver: Record<string, number> = {};
+    for (const k of kinds) {
+      if (k !== "ballast") ballastTlsOver[k] = ratio(servers.ballast.tls, servers[k].tls);
+    }
+    return { job: job.id, unit: job.unit, servers, ballastTlsOver };
   });
 }
 
@@ -160,13 +169,13 @@ export function printTlsVerdict(jobs: Job[], cells: Cells): void {
   const worse: string[] = [];
   let compared = 0;
   for (const r of rows) {
-    const b = r.ballast.tlsOverPlain;
-    const n = r.nbdkit.tlsOverPlain;
+    const b = r.servers.ballast.tlsOverPlain;
+    const n = r.servers.nbdkit.tlsOverPlain;
     if (!Number.isFinite(b) || !Number.isFinite(n)) continue;
     compared++;
     if (b < n) {
       const title = jobs.find((j) => j.id === r.job)!.title;
-      worse.push(`${title} (ballast keeps ${pct(b)}, nbdkit ${pct(n)})`);
+      worse.push(`${title} (TLS/plain: ballast ${b.toFixed(2)}x, nbdkit ${n.toFixed(2)}x)`);
     }
   }
   console.log(
@@ -175,5 +184,3 @@ export function printTlsVerdict(jobs: Job[], cells: Cells): void {
       (worse.length > 0 ? `; larger in: ${worse.join("; ")}` : ""),
   );
 }
-
-const pct = (r: number) => `${(r * 100).toFixed(0)}%`;

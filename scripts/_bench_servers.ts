@@ -6,7 +6,16 @@
  */
 
 import { MIB } from "./_bench_fio.ts";
-import { freePort, lastLines, type Proc, ROOT, sleep, spawn, waitForPort, waitOrStop } from "./_bench_proc.ts";
+import {
+  freePort,
+  lastLines,
+  type Proc,
+  ROOT,
+  sleep,
+  spawn,
+  waitForPort,
+  waitOrStop,
+} from "./_bench_proc.ts";
 
 export type ServerKind = "ballast" | "nbdkit" | "qemu-nbd";
 export const ALL_SERVERS: readonly ServerKind[] = ["ballast", "nbdkit", "qemu-nbd"];
@@ -143,7 +152,11 @@ async function ballastCli(args: string[]): Promise<void> {
  * with an internal CA in DATA/pki, STARTTLS and a client certificate required on NBD), with
  * one volume created through the API.
  */
-export async function startBallast(dir: string, size: number, tls: boolean): Promise<BallastServer> {
+export async function startBallast(
+  dir: string,
+  size: number,
+  tls: boolean,
+): Promise<BallastServer> {
   try {
     await Deno.stat(MAIN);
   } catch {
@@ -184,7 +197,16 @@ export async function startBallast(dir: string, size: number, tls: boolean): Pro
   // With TLS the CLI takes the admin certificate and CA bundle from DATA/pki.
   const creds = tls ? ["--data-dir", dataDir] : [];
   try {
-    await ballastCli(["volume", "create", EXPORT, "--size", `${size / MIB}MiB`, "--api", api, ...creds]);
+    await ballastCli([
+      "volume",
+      "create",
+      EXPORT,
+      "--size",
+      `${size / MIB}MiB`,
+      "--api",
+      api,
+      ...creds,
+    ]);
   } catch (err) {
     await proc.stop();
     throw err;

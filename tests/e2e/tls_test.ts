@@ -351,3 +351,37 @@ print("held")
       await Deno.remove(app.dir, { recursive: true });
     }, ["--cert-ttl", "9s"]),
 );
+
+e2eTest(
+  "CA rotation: a connected client keeps working, old-root client certificates stay valid in the overlap",
+  { tools: ["nbdinfo", "/usr/bin/python3"] },
+  () =>
+    withTlsNode(async (b) => {
+      const app = await issue(b, "app", ["--role", "nbd-client", "--volumes", "db1"]);
+      const script = `
+import nbd, sys, time
+h = nbd.NBD()
+h.set_uri_allow_local_file(True)
+h.connect_uri(sys.argv[1])
+h.pwrite(b"r" * 4096, 0)
+time.sleep(5)
+assert h.pread(4096, 0) == b"r" * 4096
+h.flush()
+print("held")
+`;
+      const held = run("/usr/bin/python3", ["-c", script, nbds(b, "db1", app.dir)]);
+      await new Promise((r) => setTimeout(r, 1500));
+      const rot = await admin(b, ["ca", "rotate", "--overlap", "1h", "-o", "json"]);
+      assertEquals(rot.code, 0, rot.stderr);
+      const r = await held;
+      assertEquals([r.code, r.stdout.trim()], [0, "held"], r.stderr);
+      // The node now presents a certificate from the new root: with the old bundle the
+      // client cannot verify it, with the new bundle its old-root certificate still works.
+      assertEquals(await canOpen(b, "db1", app.dir), false);
+      await Deno.copyFile(`${b.dataDir}/pki/ca-bundle.crt`, `${app.dir}/ca-cert.pem`);
+      assertEquals(await canOpen(b, "db1", app.dir), true);
+      // The admin credentials were reissued under the new root: the CLI keeps working.
+      assertEquals((await admin(b, ["volume", "list"])).code, 0);
+      await Deno.remove(app.dir, { recursive: true });
+    }),
+);
