@@ -178,6 +178,7 @@ export function printTlsVerdict(jobs: Job[], cells: Cells): void {
       worse.push(`${title} (TLS/plain: ballast ${b.toFixed(2)}x, nbdkit ${n.toFixed(2)}x)`);
     }
   }
+  if (compared === 0) return;
   console.log(
     `\nTLS costs ballast no larger fraction of its throughput than nbdkit in ` +
       `${compared - worse.length} of ${compared} jobs` +

@@ -209,13 +209,18 @@ async function main(): Promise<number> {
       return false;
     }
   };
-  const cleanup = async () => {
-    const restored = restoreCerts();
-    await Promise.all(servers.map((s) => s.proc.stop()));
-    if (!restored) console.error(`bench: keeping ${dir}: it holds the certificate backup`);
-    else if (!opts.keep) await Deno.remove(dir, { recursive: true }).catch(() => {});
-  };
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () =>
+    cleaning ??= (async () => {
+      const restored = restoreCerts();
+      await Promise.all(servers.map((s) => s.proc.stop()));
+      if (!restored) console.error(`bench: keeping ${dir}: it holds the certificate backup`);
+      else if (!opts.keep) await Deno.remove(dir, { recursive: true }).catch(() => {});
+    })();
+  let interrupted = false;
   const onSignal = () => {
+    if (interrupted) return;
+    interrupted = true;
     console.error("\nbench: interrupted, stopping servers");
     cleanup().finally(() => Deno.exit(130));
   };
@@ -248,6 +253,7 @@ async function main(): Promise<number> {
       ]
       : toRun;
     for (const { kind, tls } of startOrder) {
+      if (interrupted) break;
       const name = serverName(kind, tls);
       let s: Server | undefined;
       try {
@@ -298,12 +304,13 @@ async function main(): Promise<number> {
     // Interleave in table order (each kind plain, then TLS), whatever the start order was.
     const order = toRun.map((v) => serverName(v.kind, v.tls));
     servers.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
-    failures += await measure(opts, servers, cells);
+    failures += await measure(opts, servers, cells, () => interrupted);
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
     await cleanup();
   }
+  if (interrupted) return 130;
 
   console.log(
     `\nfio nbd engine, ${opts.runtime} s + ${opts.ramp} s ramp per job, ${opts.sizeMiB} MiB files` +
@@ -331,11 +338,13 @@ async function measure(
   opts: Options,
   servers: Server[],
   cells: Map<string, Cell>,
+  interrupted: () => boolean,
 ): Promise<number> {
   let failures = 0;
   for (let round = 1; round <= opts.rounds; round++) {
     for (const job of opts.jobs) {
       for (const s of servers) {
+        if (interrupted()) return failures;
         const key = `${job.id}|${s.name}`;
         const cell = cells.get(key) ?? { values: [], cpu: [], peakMiB: [], errors: [] };
         cells.set(key, cell);

@@ -19,7 +19,15 @@ function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): voi
 
 /** The process's stdout/stderr and environment. */
 export const processIo: Io = {
-  out: (text) => writeAll(Deno.stdout, text),
+  out: (text) => {
+    try {
+      writeAll(Deno.stdout, text);
+    } catch (err) {
+      // The reader went away (`ballast ca list | head`): stop quietly, like other Unix tools.
+      if (err instanceof Deno.errors.BrokenPipe) Deno.exit(0);
+      throw err;
+    }
+  },
   err: (text) => writeAll(Deno.stderr, text),
   env: (name) => Deno.env.get(name),
 };

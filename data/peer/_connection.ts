@@ -38,6 +38,8 @@ export interface SocketPeerConnectionOptions {
   remote: string;
   /** Largest frame accepted from the peer (default MAX_FRAME_BYTES). */
   maxFrameBytes?: number;
+  /** The first frame is a greeting: refuse it above this size, whatever maxFrameBytes says. */
+  greetingLimit?: number;
   log?: Logger;
 }
 
@@ -64,11 +66,15 @@ export class SocketPeerConnection implements PeerConnection {
     this.remote = options.remote;
     this.#log = options.log;
     this.#decoder = new FrameDecoder(options.maxFrameBytes ?? MAX_FRAME_BYTES);
+    if (options.greetingLimit !== undefined) this.#decoder.limitNext(options.greetingLimit);
     sock.setNoDelay(true);
     sock.on("data", (chunk: Uint8Array) => this.#onData(chunk));
     sock.on("end", () => {
       if (this.#decoder.partial) {
-        this.#fail("protocol", `peer ${this.remote} closed the connection in the middle of a frame`);
+        this.#fail(
+          "protocol",
+          `peer ${this.remote} closed the connection in the middle of a frame`,
+        );
       }
       this.#end();
     });

@@ -41,12 +41,18 @@ export class FrameDecoder {
   #headerFill = 0;
   #body: Uint8Array | undefined;
   #bodyFill = 0;
+  #nextLimit: number | undefined;
 
   constructor(limit: number = MAX_FRAME_BYTES) {
     if (!Number.isInteger(limit) || limit < 0 || limit > 0xffff_ffff) {
       throw new RangeError(`frame limit must be an integer in [0, 2^32 - 1], got ${limit}`);
     }
     this.limit = limit;
+  }
+
+  /** Applies `limit` instead of the usual one to the next frame only (e.g. a greeting). */
+  limitNext(limit: number): void {
+    this.#nextLimit = limit;
   }
 
   /** True while a frame has been started but not completed (EOF now would cut it). */
@@ -73,7 +79,9 @@ export class FrameDecoder {
           this.#headerFill = 0;
           length = readU32(this.#header, 0);
         }
-        if (length > this.limit) throw new FrameTooLargeError(length, this.limit);
+        const limit = this.#nextLimit ?? this.limit;
+        this.#nextLimit = undefined;
+        if (length > limit) throw new FrameTooLargeError(length, limit);
         if (chunk.length - off >= length) {
           out.push(new Uint8Array(chunk.buffer, chunk.byteOffset + off, length));
           off += length;

@@ -17,8 +17,14 @@ import { connect as tlsConnect, createServer, type TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import { type PeerConnection, SocketPeerConnection } from "./_connection.ts";
 import { hostPort, PeerError } from "./_errors.ts";
-import { MAX_FRAME_BYTES } from "./_framing.ts";
-import { decodeGreeting, encodeHello, encodeRefusal, encodeWelcome } from "./_greeting.ts";
+import { frameHeader, MAX_FRAME_BYTES } from "./_framing.ts";
+import {
+  decodeGreeting,
+  encodeHello,
+  encodeRefusal,
+  encodeWelcome,
+  MAX_GREETING_BYTES,
+} from "./_greeting.ts";
 
 /** PEM key, certificate chain and trust bundle, read again on every use (renewal). */
 export type PeerCredentials = () => { key: string; cert: string; ca: string };
@@ -192,6 +198,7 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
         peerNode: verdict.node,
         remote,
         maxFrameBytes: opts.maxFrameBytes,
+        greetingLimit: MAX_GREETING_BYTES,
         log: log.child({ peer: verdict.node, remote }),
       });
       let hello;
@@ -223,7 +230,10 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
       try {
         opts.onConnection(conn);
       } catch (err) {
-        log.error({ remote, peer: verdict.node, err: (err as Error).message }, "onConnection threw");
+        log.error(
+          { remote, peer: verdict.node, err: (err as Error).message },
+          "onConnection threw",
+        );
         conn.close();
       }
     } finally {
@@ -238,7 +248,10 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
   server.on("secureConnection", (sock: TLSSocket) => {
     track(sock);
     admit(sock).catch((err) => {
-      log.warn({ remote: remoteOf(sock), reason: (err as Error).message }, "peer connection failed");
+      log.warn(
+        { remote: remoteOf(sock), reason: (err as Error).message },
+        "peer connection failed",
+      );
       sock.destroy();
     });
   });
@@ -288,10 +301,8 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
 /** Tells a refused peer why (a greeting frame), then closes. */
 function refuse(sock: TLSSocket, reason: string): void {
   const body = encodeRefusal(reason);
-  const frame = new Uint8Array(4 + body.length);
-  new DataView(frame.buffer).setUint32(0, body.length, false);
-  frame.set(body, 4);
-  sock.end(frame);
+  sock.write(frameHeader(body.length));
+  sock.end(body);
   // A peer that never reads its refusal does not keep the socket.
   const t = setTimeout(() => sock.destroy(), 1000);
   Deno.unrefTimer(t);
@@ -350,9 +361,11 @@ export function connectPeer(opts: ConnectPeerOptions): Promise<PeerConnection> {
       reject(err);
     };
     const timer = setTimeout(() => {
-      fail(new PeerError("timeout", `peer ${remote}: no ${phase} within ${timeoutMs} ms`, {
-        remote,
-      }));
+      fail(
+        new PeerError("timeout", `peer ${remote}: no ${phase} within ${timeoutMs} ms`, {
+          remote,
+        }),
+      );
     }, timeoutMs);
     sock.once("connect", () => {
       if (phase === "connect") phase = "TLS handshake";
@@ -360,20 +373,26 @@ export function connectPeer(opts: ConnectPeerOptions): Promise<PeerConnection> {
     sock.on("error", (err: Error & { code?: string }) => {
       const code = err.code ?? "";
       if (phase === "connect" || UNREACHABLE.has(code)) {
-        fail(new PeerError("unreachable", `cannot connect to peer ${remote}: ${err.message}`, {
-          remote,
-          cause: err,
-        }));
+        fail(
+          new PeerError("unreachable", `cannot connect to peer ${remote}: ${err.message}`, {
+            remote,
+            cause: err,
+          }),
+        );
       } else if (phase === "TLS handshake" && /CERT|SELF_SIGNED|UNABLE_TO|ALTNAME/.test(code)) {
-        fail(new PeerError("untrusted", `peer ${remote} is untrusted: ${err.message}`, {
-          remote,
-          cause: err,
-        }));
+        fail(
+          new PeerError("untrusted", `peer ${remote} is untrusted: ${err.message}`, {
+            remote,
+            cause: err,
+          }),
+        );
       } else {
-        fail(new PeerError("refused", `TLS with peer ${remote} failed: ${err.message}`, {
-          remote,
-          cause: err,
-        }));
+        fail(
+          new PeerError("refused", `TLS with peer ${remote} failed: ${err.message}`, {
+            remote,
+            cause: err,
+          }),
+        );
       }
     });
     sock.once("close", () => {
@@ -395,9 +414,11 @@ export function connectPeer(opts: ConnectPeerOptions): Promise<PeerConnection> {
         ? { ok: false, reason: "no server certificate" }
         : await runVerify(opts.verify, der);
       if (!verdict.ok) {
-        return fail(new PeerError("untrusted", `peer ${remote} is untrusted: ${verdict.reason}`, {
-          remote,
-        }));
+        return fail(
+          new PeerError("untrusted", `peer ${remote} is untrusted: ${verdict.reason}`, {
+            remote,
+          }),
+        );
       }
       if (verdict.node !== opts.expectNode) {
         return fail(
@@ -415,6 +436,7 @@ export function connectPeer(opts: ConnectPeerOptions): Promise<PeerConnection> {
         peerNode: verdict.node,
         remote,
         maxFrameBytes: opts.maxFrameBytes,
+        greetingLimit: MAX_GREETING_BYTES,
         log: opts.logger?.child({ peer: verdict.node, remote }),
       });
       let reply: Uint8Array | null;

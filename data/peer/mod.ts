@@ -5,8 +5,8 @@
  */
 
 export {
-  type ConnectPeerOptions,
   connectPeer,
+  type ConnectPeerOptions,
   DEFAULT_PEER_TIMEOUT_MS,
   listenPeer,
   type ListenPeerOptions,

@@ -120,8 +120,7 @@ async function probeTls(
   const tls = tlsConnect({
     socket: plain,
     ca: creds.ca,
-    cert: creds.cert,
-    key: creds.key,
+    ...(creds.cert ? { cert: creds.cert, key: creds.key } : {}),
     checkServerIdentity: () => undefined,
   });
   try {
@@ -194,7 +193,7 @@ e2eTest(
 );
 
 e2eTest(
-  "NBD STARTTLS refuses foreign-CA, expired and revoked certificates and keeps serving others",
+  "NBD STARTTLS refuses no, foreign-CA, v1, wrong-role, expired and revoked certificates and keeps serving",
   { tools: ["nbdinfo", "openssl"] },
   () =>
     withTlsNode(async (b) => {
@@ -230,6 +229,36 @@ e2eTest(
         key: await Deno.readTextFile(`${tmp}/c.key`),
       };
       assert((await probeTls(b, foreign)).startsWith("closed"), "foreign CA must be refused");
+
+      // No certificate at all.
+      assert((await probeTls(b, { ca, cert: "", key: "" })).startsWith("closed"), "no certificate");
+
+      // An X.509 v1 certificate signed by the node's own CA.
+      const pki = `${b.dataDir}/pki`;
+      assertEquals(
+        (await sh(
+          "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout v1.key " +
+            `-out v1.csr -subj /CN=old && openssl x509 -req -in v1.csr -CA ${pki}/ca.crt ` +
+            `-CAkey ${pki}/ca.key -CAcreateserial -CAserial v1.srl -days 2 -out v1.crt && ` +
+            "openssl x509 -in v1.crt -noout -text | grep -q 'Version: 1'",
+        )).code,
+        0,
+        "openssl made a v1 certificate",
+      );
+      const v1 = {
+        ca,
+        cert: await Deno.readTextFile(`${tmp}/v1.crt`),
+        key: await Deno.readTextFile(`${tmp}/v1.key`),
+      };
+      assert((await probeTls(b, v1)).startsWith("closed"), "v1 certificate must be refused");
+
+      // The wrong role: the node's own certificate is valid, but not an NBD client's.
+      const nodeCreds = {
+        ca,
+        cert: await Deno.readTextFile(`${pki}/node.crt`),
+        key: await Deno.readTextFile(`${pki}/node.key`),
+      };
+      assert((await probeTls(b, nodeCreds)).startsWith("closed"), "node role must be refused");
       await Deno.remove(tmp, { recursive: true });
 
       const short = await issue(b, "short", [
@@ -250,7 +279,7 @@ e2eTest(
       assertEquals(await canOpen(b, "db1", doomed.dir), false, "revoked certificate refused");
 
       const logs = b.logs();
-      for (const why of ["expired", "revoked"]) {
+      for (const why of ["expired", "revoked", "v1", "role"]) {
         assert(
           new RegExp(`client refused.*${why}|${why}.*client refused`).test(logs),
           `log: ${why}`,
