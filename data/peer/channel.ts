@@ -11,32 +11,32 @@
  * @module
  */
 
-import { isIP } from "node:net";
 import type { Socket } from "node:net";
-import { connect as tlsConnect, createServer, type TLSSocket } from "node:tls";
+import { createServer, type TLSSocket } from "node:tls";
 import type { Logger } from "pino";
+import {
+  checkCommon,
+  checkTimeout,
+  peerCertificateDer,
+  type PeerCredentials,
+  type PeerVerdict,
+  type PeerVerify,
+  remoteOf,
+  runVerify,
+} from "./_common.ts";
 import { type PeerConnection, SocketPeerConnection } from "./_connection.ts";
 import { hostPort, PeerError } from "./_errors.ts";
-import { frameHeader, MAX_FRAME_BYTES } from "./_framing.ts";
-import {
-  decodeGreeting,
-  encodeHello,
-  encodeRefusal,
-  encodeWelcome,
-  MAX_GREETING_BYTES,
-} from "./_greeting.ts";
+import { frameHeader } from "./_framing.ts";
+import { decodeGreeting, encodeRefusal, encodeWelcome, MAX_GREETING_BYTES } from "./_greeting.ts";
 
-/** PEM key, certificate chain and trust bundle, read again on every use (renewal). */
-export type PeerCredentials = () => { key: string; cert: string; ca: string };
-
-/** The verdict on a peer's certificate: the node it names, or why it is refused. */
-export type PeerVerdict = { ok: true; node: string } | { ok: false; reason: string };
-
-/**
- * Checks a peer's leaf certificate (DER). The listener's must require clientAuth, the
- * client's serverAuth; both must accept only role node (see nodeVerifier).
- */
-export type PeerVerify = (certDer: Uint8Array) => Promise<PeerVerdict>;
+export {
+  DEFAULT_PEER_TIMEOUT_MS,
+  type PeerCredentials,
+  type PeerVerdict,
+  type PeerVerify,
+} from "./_common.ts";
+export { connectPeer, type ConnectPeerOptions } from "./_client.ts";
+export type { PeerConnection };
 
 export interface ListenPeerOptions {
   host: string;
@@ -66,24 +66,6 @@ export interface PeerListener {
   reload(): void;
 }
 
-export interface ConnectPeerOptions {
-  host: string;
-  port: number;
-  /** The node the server's certificate must name. */
-  expectNode: string;
-  credentials: PeerCredentials;
-  /** Run on the server's certificate after the handshake (serverAuth, role node). */
-  verify: PeerVerify;
-  /** Connect, TLS handshake, verification and greeting must finish within this (default 10 s). */
-  timeoutMs?: number;
-  /** Largest frame accepted from the peer (default and maximum 64 MiB). */
-  maxFrameBytes?: number;
-  /** Logs protocol errors on this connection (default: none). */
-  logger?: Logger;
-}
-
-export const DEFAULT_PEER_TIMEOUT_MS = 10_000;
-
 /** The part of ca/'s Pki that nodeVerifier uses (kept structural: data/ does not import ca/). */
 export interface PeerCertificateChecker {
   verify(
@@ -105,49 +87,6 @@ export function nodeVerifier(
     const r = await pki.verify(der, { requiredEku, allowedRoles: ["node"] });
     return r.ok ? { ok: true, node: r.identity.name } : { ok: false, reason: r.reason };
   };
-}
-
-function checkCommon(opts: { host: string; port: number; maxFrameBytes?: number }): void {
-  if (typeof opts.host !== "string" || opts.host === "") {
-    throw new TypeError(`peer host must be a non-empty string, got ${JSON.stringify(opts.host)}`);
-  }
-  if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) {
-    throw new RangeError(`peer port must be an integer in [0, 65535], got ${opts.port}`);
-  }
-  const max = opts.maxFrameBytes;
-  if (max !== undefined && (!Number.isInteger(max) || max < 0 || max > MAX_FRAME_BYTES)) {
-    throw new RangeError(`maxFrameBytes must be an integer in [0, ${MAX_FRAME_BYTES}], got ${max}`);
-  }
-}
-
-function checkTimeout(name: string, ms: number | undefined): number {
-  if (ms === undefined) return DEFAULT_PEER_TIMEOUT_MS;
-  if (!Number.isFinite(ms) || ms <= 0) {
-    throw new RangeError(`${name} must be a positive number of milliseconds, got ${ms}`);
-  }
-  return ms;
-}
-
-function remoteOf(sock: Socket): string {
-  return hostPort(sock.remoteAddress ?? "?", sock.remotePort ?? 0);
-}
-
-/** The peer's leaf certificate in DER, if it sent one. */
-function peerCertificateDer(sock: TLSSocket): Uint8Array | undefined {
-  try {
-    const raw = sock.getPeerCertificate(false)?.raw;
-    return raw && raw.length > 0 ? new Uint8Array(raw) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-async function runVerify(verify: PeerVerify, der: Uint8Array): Promise<PeerVerdict> {
-  try {
-    return await verify(der);
-  } catch (err) {
-    return { ok: false, reason: `certificate check failed: ${(err as Error).message}` };
-  }
 }
 
 /** Starts the peer listener. Rejects with PeerError "unreachable" if it cannot bind. */
@@ -308,179 +247,3 @@ function refuse(sock: TLSSocket, reason: string): void {
   Deno.unrefTimer(t);
   sock.once("close", () => clearTimeout(t));
 }
-
-/** TCP-level failures: nothing answered at that address. */
-const UNREACHABLE = new Set([
-  "ECONNREFUSED",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-  "ETIMEDOUT",
-  "EADDRNOTAVAIL",
-]);
-
-/**
- * Connects to the peer at host:port, presenting this node's certificate. Resolves once the
- * server's certificate verified (trust bundle, then `verify`), names `expectNode`, and the
- * server accepted this node. Rejects with PeerError: "unreachable", "untrusted",
- * "wrong-node", "refused", "timeout" or "protocol".
- *
- * The host name is not matched against the certificate's SANs: the node name is the
- * identity, and a node reached at an address missing from its SANs is still that node.
- */
-export function connectPeer(opts: ConnectPeerOptions): Promise<PeerConnection> {
-  checkCommon(opts);
-  const timeoutMs = checkTimeout("timeoutMs", opts.timeoutMs);
-  if (typeof opts.expectNode !== "string" || opts.expectNode === "") {
-    throw new TypeError(
-      `expectNode must be a non-empty node name, got ${JSON.stringify(opts.expectNode)}`,
-    );
-  }
-  const remote = hostPort(opts.host, opts.port);
-  const creds = opts.credentials();
-  return new Promise<PeerConnection>((resolve, reject) => {
-    let phase: "connect" | "TLS handshake" | "greeting" = "connect";
-    let settled = false;
-    const sock = tlsConnect({
-      host: opts.host,
-      port: opts.port,
-      key: creds.key,
-      cert: creds.cert,
-      ca: creds.ca,
-      minVersion: "TLSv1.2",
-      rejectUnauthorized: true,
-      ...(isIP(opts.host) ? {} : { servername: opts.host }),
-      checkServerIdentity: () => undefined,
-    });
-    const fail = (err: PeerError) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      sock.destroy();
-      reject(err);
-    };
-    const timer = setTimeout(() => {
-      fail(
-        new PeerError("timeout", `peer ${remote}: no ${phase} within ${timeoutMs} ms`, {
-          remote,
-        }),
-      );
-    }, timeoutMs);
-    sock.once("connect", () => {
-      if (phase === "connect") phase = "TLS handshake";
-    });
-    sock.on("error", (err: Error & { code?: string }) => {
-      const code = err.code ?? "";
-      if (phase === "connect" || UNREACHABLE.has(code)) {
-        fail(
-          new PeerError("unreachable", `cannot connect to peer ${remote}: ${err.message}`, {
-            remote,
-            cause: err,
-          }),
-        );
-      } else if (phase === "TLS handshake" && /CERT|SELF_SIGNED|UNABLE_TO|ALTNAME/.test(code)) {
-        fail(
-          new PeerError("untrusted", `peer ${remote} is untrusted: ${err.message}`, {
-            remote,
-            cause: err,
-          }),
-        );
-      } else {
-        fail(
-          new PeerError("refused", `TLS with peer ${remote} failed: ${err.message}`, {
-            remote,
-            cause: err,
-          }),
-        );
-      }
-    });
-    sock.once("close", () => {
-      fail(
-        new PeerError(
-          "refused",
-          `peer ${remote} closed the connection during the ${phase}` +
-            (phase === "connect" ? "" : " (it may not trust this node's certificate)"),
-          { remote },
-        ),
-      );
-    });
-    sock.once("secureConnect", async () => {
-      phase = "greeting";
-      const der = peerCertificateDer(sock);
-      const verdict: PeerVerdict = !sock.authorized
-        ? { ok: false, reason: sock.authorizationError?.toString() ?? "not authorized" }
-        : der === undefined
-        ? { ok: false, reason: "no server certificate" }
-        : await runVerify(opts.verify, der);
-      if (!verdict.ok) {
-        return fail(
-          new PeerError("untrusted", `peer ${remote} is untrusted: ${verdict.reason}`, {
-            remote,
-          }),
-        );
-      }
-      if (verdict.node !== opts.expectNode) {
-        return fail(
-          new PeerError(
-            "wrong-node",
-            `peer ${remote} presented node ${JSON.stringify(verdict.node)}, expected ${
-              JSON.stringify(opts.expectNode)
-            }`,
-            { remote, expected: opts.expectNode, presented: verdict.node },
-          ),
-        );
-      }
-      if (settled) return;
-      const conn = new SocketPeerConnection(sock, {
-        peerNode: verdict.node,
-        remote,
-        maxFrameBytes: opts.maxFrameBytes,
-        greetingLimit: MAX_GREETING_BYTES,
-        log: opts.logger?.child({ peer: verdict.node, remote }),
-      });
-      let reply: Uint8Array | null;
-      try {
-        await conn.send(encodeHello());
-        reply = await conn.receive();
-      } catch (err) {
-        const e = err as PeerError;
-        return fail(
-          e.code === "protocol" ? e : new PeerError(
-            "refused",
-            `peer ${remote} closed the connection before accepting this node: ${e.message}`,
-            { remote, cause: e },
-          ),
-        );
-      }
-      if (reply === null) {
-        return fail(
-          new PeerError(
-            "refused",
-            `peer ${remote} closed the connection before accepting this node ` +
-              "(it may not trust this node's certificate)",
-            { remote },
-          ),
-        );
-      }
-      const g = decodeGreeting(reply);
-      if (g.kind === "refused") {
-        return fail(
-          new PeerError("refused", `peer ${remote} refused this node: ${g.reason}`, { remote }),
-        );
-      }
-      if (g.kind !== "welcome") {
-        const detail = g.kind === "invalid" ? g.detail : `a ${g.kind} greeting`;
-        return fail(
-          new PeerError("protocol", `peer ${remote} answered with ${detail}`, { remote }),
-        );
-      }
-      if (settled) return conn.close();
-      settled = true;
-      clearTimeout(timer);
-      resolve(conn);
-    });
-  });
-}
-
-export type { PeerConnection };

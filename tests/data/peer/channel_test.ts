@@ -4,6 +4,7 @@
  * refusals never disturb the connections already running.
  */
 import * as net from "node:net";
+import * as tls from "node:tls";
 import pino from "pino";
 import {
   createRootCa,
@@ -449,6 +450,44 @@ Deno.test("garbage, plaintext and idle TCP clients are dropped; an established p
   const again = await w.connect(w.b);
   assertEquals((await w.accepted.next()).peerNode, "b", "new peers are still accepted");
   again.close();
+  client.close();
+});
+
+/** A node:tls client with valid credentials that speaks no greeting, or a wrong one. */
+function rawTlsClient(port: number, creds: Creds, first?: Uint8Array): Promise<string> {
+  return new Promise((resolve) => {
+    let said = "";
+    const s = tls.connect({
+      host: "127.0.0.1",
+      port,
+      ...creds,
+      checkServerIdentity: () => undefined,
+    }, () => {
+      if (first) s.write(first);
+    });
+    s.on("data", (d: Uint8Array) => (said += dec.decode(d.subarray(4))));
+    s.on("error", () => {});
+    s.on("close", () => resolve(said));
+  });
+}
+
+Deno.test("an authenticated node that sends a bad greeting, or none, is dropped", async () => {
+  await using w = await world({ handshakeTimeoutMs: 500 });
+  const client = await w.connect(w.b);
+  const server = await w.accepted.next();
+  const fromClient = reader(server);
+
+  const v2 = enc.encode(JSON.stringify({ hello: "ballast-peer/2" }));
+  assertEquals(
+    await rawTlsClient(w.port, w.b, new Uint8Array([...frameHeader(v2.length), ...v2])),
+    JSON.stringify({ refused: 'unsupported protocol "ballast-peer/2"' }),
+  );
+  await logged(w.records, /peer refused: greeting/, /unsupported protocol/);
+  assertEquals(await rawTlsClient(w.port, w.b, frameHeader(MAX_FRAME_BYTES)), "");
+  assertEquals(await rawTlsClient(w.port, w.b), "", "silent: dropped after the timeout");
+  await logged(w.records, /no greeting in time/);
+  assertEquals(w.accepted.size, 0);
+  await roundTrip(client, fromClient, "unaffected");
   client.close();
 });
 
