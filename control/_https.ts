@@ -13,6 +13,7 @@
  * @module
  */
 
+import { listenServer } from "../data/mod.ts";
 import { createServer, type Server as HttpsServer } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
@@ -90,21 +91,15 @@ export async function listenApi(app: FetchApp, opts: ListenApiOptions): Promise<
   });
   server.on("error", (err: Error) => log.error({ err: err.message }, "api listener error"));
 
+  let port: number;
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(opts.port, opts.host, () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
+    port = await listenServer(server, opts.host, opts.port);
   } catch (err) {
     throw new UnavailableError(
       `cannot listen for the API on ${formatHostPort(opts)}: ${(err as Error).message}`,
       { cause: err },
     );
   }
-  const port = (server.address() as { port: number }).port;
   base = `https://${formatHostPort({ host: opts.host, port })}`;
   log.info({ url: base, anonymousHealth: opts.allowAnonymousHealth === true }, "api listening");
 

@@ -22,3 +22,4 @@ export {
   PeerError,
   type PeerListener,
 } from "./peer/mod.ts";
+export { type ListeningServer, listenServer } from "./listen.ts";

@@ -102,6 +102,38 @@ export interface Parsed {
   output: "table" | "json";
 }
 
+/**
+ * Parses a group command (`ballast volume create ...`): picks the subcommand's spec and
+ * parses its flags. Prints the group's or the subcommand's help and returns undefined
+ * for --help; throws UsageError for a missing or unknown subcommand.
+ */
+export function parseGroup(
+  group: CommandSpec,
+  specs: Readonly<Record<string, CommandSpec>>,
+  args: string[],
+  io: Io,
+): { sub: string; spec: CommandSpec; p: Parsed } | undefined {
+  const split = splitCommandWord(args);
+  const sub = split.word;
+  const spec = sub === undefined ? undefined : specs[sub];
+  if (!spec) {
+    if (sub === "-h" || sub === "--help" || sub === "help") {
+      io.out(helpText(group));
+      return undefined;
+    }
+    throw new UsageError(
+      sub === undefined ? "missing command" : `unknown command "${group.path} ${sub}"`,
+      usageHint(group),
+    );
+  }
+  const p = parseCommand(spec, [...split.rest, ...split.globals], io);
+  if (p.help) {
+    io.out(helpText(spec));
+    return undefined;
+  }
+  return { sub: sub!, spec, p };
+}
+
 /** Parses `args` per `spec`; throws UsageError on unknown flags or missing values. */
 export function parseCommand(spec: CommandSpec, args: string[], io: Io): Parsed {
   const options: Record<

@@ -13,9 +13,8 @@ import { parseDuration } from "../_api_ca.ts";
 import {
   type CommandSpec,
   GLOBAL_FLAGS,
-  helpText,
-  parseCommand,
   type Parsed,
+  parseGroup,
   requirePositionals,
   runGuarded,
   splitCommandWord,
@@ -136,29 +135,15 @@ export const CA_GROUP: CommandSpec = {
 /** Entry point of `ballast ca ...`. */
 export function caCommand(args: string[], io: Io): Promise<number> {
   return runGuarded(io, async () => {
-    const split = splitCommandWord(args);
-    const sub = split.word;
-    if (sub === "init") return await caInitCommand([...split.rest, ...split.globals], io);
-    const s = sub === undefined ? undefined : CA_SPECS[sub];
-    if (!s) {
-      if (sub === "-h" || sub === "--help" || sub === "help") {
-        io.out(helpText(CA_GROUP));
-        return 0;
-      }
-      throw new UsageError(
-        sub === undefined ? "missing command" : `unknown command "ca ${sub}"`,
-        usageHint(CA_GROUP),
-      );
-    }
-    const p = parseCommand(s, [...split.rest, ...split.globals], io);
-    if (p.help) {
-      io.out(helpText(s));
-      return 0;
-    }
-    const checked = checkArgs(sub!, s, p);
+    const first = splitCommandWord(args);
+    if (first.word === "init") return await caInitCommand([...first.rest, ...first.globals], io);
+    const parsed = parseGroup(CA_GROUP, CA_SPECS, args, io);
+    if (!parsed) return 0;
+    const { sub, spec: s, p } = parsed;
+    const checked = checkArgs(sub, s, p);
     const client = await clientFromFlags(p, io);
     try {
-      return await run(sub!, s, p, checked, client, io);
+      return await run(sub, s, p, checked, client, io);
     } finally {
       client.close();
     }

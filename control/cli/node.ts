@@ -6,16 +6,7 @@
 import { clientFromFlags } from "./_credentials.ts";
 import { formatSize } from "../../mod/size.ts";
 import type { NodeInfo } from "../../mod/types.ts";
-import {
-  type CommandSpec,
-  helpText,
-  parseCommand,
-  requirePositionals,
-  runGuarded,
-  splitCommandWord,
-  UsageError,
-  usageHint,
-} from "./_command.ts";
+import { type CommandSpec, parseGroup, requirePositionals, runGuarded } from "./_command.ts";
 import { age, fields, json, table } from "./_output.ts";
 import type { Io } from "./_output.ts";
 
@@ -51,24 +42,9 @@ export const NODE_GROUP: CommandSpec = {
 /** Entry point of `ballast node ...`. */
 export function nodeCommand(args: string[], io: Io): Promise<number> {
   return runGuarded(io, async () => {
-    const split = splitCommandWord(args);
-    const sub = split.word;
-    const spec = sub === undefined ? undefined : NODE_SPECS[sub];
-    if (!spec) {
-      if (sub === "-h" || sub === "--help" || sub === "help") {
-        io.out(helpText(NODE_GROUP));
-        return 0;
-      }
-      throw new UsageError(
-        sub === undefined ? "missing command" : `unknown command "node ${sub}"`,
-        usageHint(NODE_GROUP),
-      );
-    }
-    const p = parseCommand(spec, [...split.rest, ...split.globals], io);
-    if (p.help) {
-      io.out(helpText(spec));
-      return 0;
-    }
+    const parsed = parseGroup(NODE_GROUP, NODE_SPECS, args, io);
+    if (!parsed) return 0;
+    const { sub, spec: spec, p } = parsed;
     const client = await clientFromFlags(p, io);
     if (sub === "list") {
       requirePositionals(spec, p, []);

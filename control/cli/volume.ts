@@ -8,11 +8,9 @@ import { formatSize, parseSize } from "../../mod/size.ts";
 import type { Volume } from "../../mod/types.ts";
 import {
   type CommandSpec,
-  helpText,
-  parseCommand,
+  parseGroup,
   requirePositionals,
   runGuarded,
-  splitCommandWord,
   UsageError,
   usageHint,
 } from "./_command.ts";
@@ -88,23 +86,9 @@ export const VOLUME_GROUP: CommandSpec = {
 /** Entry point of `ballast volume ...`. */
 export function volumeCommand(args: string[], io: Io): Promise<number> {
   return runGuarded(io, async () => {
-    const split = splitCommandWord(args);
-    const sub = split.word;
-    const rest = [...split.rest, ...split.globals];
-    const spec = sub === undefined ? undefined : VOLUME_SPECS[sub];
-    if (!spec) {
-      if (sub === undefined || sub === "-h" || sub === "--help" || sub === "help") {
-        if (sub === undefined) throw new UsageError("missing command", usageHint(VOLUME_GROUP));
-        io.out(helpText(VOLUME_GROUP));
-        return 0;
-      }
-      throw new UsageError(`unknown command "volume ${sub}"`, usageHint(VOLUME_GROUP));
-    }
-    const p = parseCommand(spec, rest, io);
-    if (p.help) {
-      io.out(helpText(spec));
-      return 0;
-    }
+    const parsed = parseGroup(VOLUME_GROUP, VOLUME_SPECS, args, io);
+    if (!parsed) return 0;
+    const { sub, spec: spec, p } = parsed;
     const client = await clientFromFlags(p, io);
     switch (sub) {
       case "create": {

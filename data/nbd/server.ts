@@ -11,6 +11,7 @@ import type { HandshakePolicy } from "./handshake.ts";
 import { tcpTransport, type Transport } from "./transport.ts";
 import { createServer, type Server as NodeServer } from "node:net";
 import { NodeSocketTransport } from "./node_transport.ts";
+import { listenServer } from "../listen.ts";
 
 export interface NbdServerOptions {
   exports: ExportTable;
@@ -52,14 +53,10 @@ export class NbdServer {
       const server = createServer({ noDelay: true }, (sock) => {
         this.serve(new NodeSocketTransport(sock));
       });
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(port, hostname, () => resolve());
-      });
+      const bound = await listenServer(server, hostname, port);
       server.on("error", (err) => this.#log.error({ err: err.message }, "NBD listener error"));
       this.#nodeServer = server;
-      const a = server.address() as { address: string; port: number };
-      addr = { transport: "tcp", hostname: a.address, port: a.port };
+      addr = { transport: "tcp", hostname, port: bound };
     } else {
       this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
       addr = this.#listener.addr;

@@ -26,6 +26,7 @@ import {
 } from "./_common.ts";
 import { type PeerConnection, SocketPeerConnection } from "./_connection.ts";
 import { hostPort, PeerError } from "./_errors.ts";
+import { listenServer } from "../listen.ts";
 import { frameHeader } from "./_framing.ts";
 import { decodeGreeting, encodeRefusal, encodeWelcome, MAX_GREETING_BYTES } from "./_greeting.ts";
 
@@ -202,14 +203,9 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
   });
   server.on("error", (err: Error) => log.error({ err: err.message }, "peer listener error"));
 
+  let port: number;
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(opts.port, opts.host, () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
+    port = await listenServer(server, opts.host, opts.port);
   } catch (err) {
     const where = hostPort(opts.host, opts.port);
     throw new PeerError(
@@ -218,7 +214,7 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
       { remote: where, cause: err },
     );
   }
-  const address = hostPort(opts.host, (server.address() as { port: number }).port);
+  const address = hostPort(opts.host, port);
   log.info({ address }, "peer channel listening");
 
   return {
