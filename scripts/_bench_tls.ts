@@ -34,6 +34,30 @@ export interface InstalledCerts {
   restore(): void;
 }
 
+/**
+ * Two benches at once would back up each other's certificates; a lock file (with the owner's
+ * pid, taken over when that process is gone) keeps them apart.
+ */
+function lock(): string {
+  const path = `${Deno.env.get("TMPDIR") || "/tmp"}/ballast-bench-libnbd.lock`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      Deno.writeTextFileSync(path, `${Deno.pid}\n`, { createNew: true });
+      return path;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+      const owner = Number(Deno.readTextFileSync(path).trim());
+      if (owner > 0 && exists(`/proc/${owner}`)) {
+        throw new Error(
+          `another bench (pid ${owner}) has its certificates in libnbd's directory (${path})`,
+        );
+      }
+      Deno.removeSync(path); // stale
+    }
+  }
+  throw new Error(`could not take ${path}`);
+}
+
 function exists(path: string): boolean {
   try {
     Deno.lstatSync(path);
@@ -50,6 +74,7 @@ function exists(path: string): boolean {
  */
 export function installLibnbdCerts(clientDir: string, backupDir: string): InstalledCerts {
   const dir = libnbdCertDir();
+  const lockPath = lock();
   const created: string[] = [];
   for (let d = dir; !exists(d); d = dirname(d)) created.push(d);
   Deno.mkdirSync(backupDir, { recursive: true, mode: 0o700 });
@@ -103,6 +128,7 @@ export function installLibnbdCerts(clientDir: string, backupDir: string): Instal
         }`,
       );
     }
+    Deno.removeSync(lockPath);
   };
   try {
     Deno.mkdirSync(dir, { recursive: true, mode: 0o755 });

@@ -318,7 +318,7 @@ async function main(): Promise<number> {
       `; CPU s = server utime+stime over the job incl. ramp; peak = server VmHWM during the job` +
       (opts.tls
         ? `\nTLS = STARTTLS required with a verified client certificate; ` +
-          `X TLS/plain = X's TLS figure over its plaintext figure; bTLS/nTLS = ballast TLS over nbdkit TLS`
+          `X TLS/plain = X's TLS figure over its plaintext figure; bTLS/nTLS = ballast TLS over nbdkit TLS (q: qemu-nbd)`
         : "") +
       "\n",
   );
@@ -374,6 +374,7 @@ async function measure(
               }`,
           );
         } catch (err) {
+          if (interrupted()) return failures; // fio got the Ctrl-C too
           failures++;
           cell.errors.push((err as Error).message);
           const exited = s.proc.exitStatus();
