@@ -76,7 +76,7 @@ const INITIAL_OUT = 256 * 1024;
 /** WRITEs at least this large are acknowledged without waiting for the rest of the batch. */
 const EARLY_REPLY_BYTES = 128 * 1024;
 /** Largest input buffer kept for pipelining large WRITEs (a single request may need more). */
-const MAX_IN = 64 * 1024 * 1024;
+const MAX_IN = 8 * 1024 * 1024;
 /** Stop reading new requests while this many reply bytes wait to be sent. */
 const MAX_QUEUED_OUT = 64 * 1024 * 1024;
 /** Most descriptors one BLOCK_STATUS reply carries ("MAY return less descriptors"). */
