@@ -37,3 +37,4 @@ export {
   type ServeFlags,
 } from "./config.ts";
 export { exitOnSignal, serve, type Server } from "./serve.ts";
+export { EtcdStateStore } from "./etcd_store.ts";
