@@ -11,7 +11,8 @@ export { FileBlockStore } from "./store/file_store.ts";
 export { ExportTable, LiveExport } from "./exports.ts";
 export { NbdServer, type NbdServerOptions } from "./nbd/server.ts";
 export type { ExportCatalog, ExportView, HandshakePolicy } from "./nbd/handshake.ts";
-export { ClientRefusedError, type StartTls, type TlsUpgrade } from "./nbd/connection.ts";
+export { type StartTls, type TlsUpgrade } from "./nbd/connection.ts";
+export { ClientRefusedError, ProtocolError } from "./nbd/errors.ts";
 export { NodeSocketTransport, startTlsServer, type TlsPeer } from "./nbd/node_transport.ts";
 export { tcpTransport, type Transport } from "./nbd/transport.ts";
 export {

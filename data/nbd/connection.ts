@@ -37,6 +37,9 @@ import {
   initialState,
 } from "./handshake.ts";
 import { type Transport, writeAll } from "./transport.ts";
+import { ClientRefusedError, ProtocolError } from "./errors.ts";
+import { InputBuffer } from "./_input.ts";
+import { ReplyBatcher } from "./_replies.ts";
 import type { ExportTable, LiveExport } from "../exports.ts";
 import {
   OP_BLOCK_STATUS,
@@ -71,31 +74,16 @@ export interface ConnectionOptions {
   startTls?: StartTls;
 }
 
-const INITIAL_IN = 256 * 1024;
-const INITIAL_OUT = 256 * 1024;
 /** WRITEs at least this large are acknowledged without waiting for the rest of the batch. */
 const EARLY_REPLY_BYTES = 128 * 1024;
-/** Largest input buffer kept for pipelining large WRITEs (a single request may need more). */
-const MAX_IN = 8 * 1024 * 1024;
 /** Stop reading new requests while this many reply bytes wait to be sent. */
 const MAX_QUEUED_OUT = 64 * 1024 * 1024;
 /** Most descriptors one BLOCK_STATUS reply carries ("MAY return less descriptors"). */
 const MAX_DESCRIPTORS = 1024;
-/** Batch buffers kept for reuse per connection. */
-const MAX_FREE_BUFFERS = 8;
 const STATUS_HOLE = C.NBD_STATE_HOLE | C.NBD_STATE_ZERO;
 
 const enc = new TextEncoder();
 const MSG_SHUTDOWN = enc.encode("server is shutting down");
-
-class ProtocolError extends Error {
-  override name = "ProtocolError";
-}
-
-/** Thrown by a StartTls hook that refuses the client (bad or missing certificate). */
-export class ClientRefusedError extends Error {
-  override name = "ClientRefusedError";
-}
 
 export class Connection {
   readonly id: number;
@@ -104,20 +92,9 @@ export class Connection {
   #opts: ConnectionOptions;
   #policy: HandshakePolicy;
 
-  // Input: a reusable buffer; unparsed bytes are in [#start, #end).
-  #in: Uint8Array = new Uint8Array(INITIAL_IN);
-  #inView: DataView = new DataView(this.#in.buffer);
-  #start = 0;
-  #end = 0;
-
-  // Output: the batch being built, a pool of free batch buffers, and the send chain.
-  #out: Uint8Array = new Uint8Array(INITIAL_OUT);
-  #outView: DataView = new DataView(this.#out.buffer);
-  #outLen = 0;
-  #freeOut: Uint8Array[] = [];
-  #sending: Promise<void> = Promise.resolve();
-  #queuedOut = 0;
-  #sendError: unknown;
+  // Receive buffer and reply batches (see _input.ts, _replies.ts).
+  #in = new InputBuffer();
+  #out = new ReplyBatcher(() => this.#t, () => this.#closed);
 
   #req = new Request();
   #ctx: TransmissionContext | undefined;
@@ -201,31 +178,31 @@ export class Connection {
 
   async #handshake(): Promise<LiveExport | undefined> {
     await writeAll(this.#t, encodeGreeting());
-    await this.#need(4);
-    const clientFlags = this.#inView.getUint32(this.#start);
-    this.#start += 4;
+    await this.#in.need(this.#t, 4);
+    const clientFlags = this.#in.view.getUint32(this.#in.start);
+    this.#in.start += 4;
     const badFlags = checkClientFlags(clientFlags);
     if (badFlags) throw new ProtocolError(badFlags);
     let state = initialState(clientFlags);
     for (;;) {
-      await this.#need(16);
-      const v = this.#inView;
-      const s = this.#start;
+      await this.#in.need(this.#t, 16);
+      const v = this.#in.view;
+      const s = this.#in.start;
       if (v.getUint32(s) !== C.IHAVEOPT_HI || v.getUint32(s + 4) !== C.IHAVEOPT_LO) {
         throw new ProtocolError("bad option magic");
       }
       const option = v.getUint32(s + 8);
       const length = v.getUint32(s + 12);
-      this.#start += 16;
+      this.#in.start += 16;
       if (length > C.MAX_OPTION_LENGTH) {
         if (option === C.NBD_OPT_EXPORT_NAME) throw new ProtocolError("export name too long");
         await this.#discard(length);
         await this.#sendOptionError(option, C.NBD_REP_ERR_TOO_BIG, "option payload too large");
         continue;
       }
-      await this.#need(length);
-      const data = this.#in.slice(this.#start, this.#start + length);
-      this.#start += length;
+      await this.#in.need(this.#t, length);
+      const data = this.#in.buf.slice(this.#in.start, this.#in.start + length);
+      this.#in.start += length;
       if (this.#shuttingDown && option !== C.NBD_OPT_ABORT) {
         await this.#sendOptionError(option, C.NBD_REP_ERR_SHUTDOWN, "server is shutting down");
         continue;
@@ -247,7 +224,9 @@ export class Connection {
           return undefined;
         case "starttls":
           if (!this.#opts.startTls) throw new ProtocolError("STARTTLS acknowledged without TLS");
-          if (this.#start !== this.#end) throw new ProtocolError("data sent before TLS handshake");
+          if (this.#in.start !== this.#in.end) {
+            throw new ProtocolError("data sent before TLS handshake");
+          }
           {
             const up = await this.#opts.startTls(this.#t);
             this.#t = up.transport;
@@ -300,58 +279,61 @@ export class Connection {
     for (;;) {
       let progressed = false;
       // Parse and execute every complete request in the buffer.
-      while (this.#end - this.#start >= C.REQUEST_HEADER_SIZE) {
-        if (this.#queuedOut + this.#outLen > MAX_QUEUED_OUT) {
+      while (this.#in.end - this.#in.start >= C.REQUEST_HEADER_SIZE) {
+        if (this.#out.queued + this.#out.len > MAX_QUEUED_OUT) {
           // The client is not reading its replies: stop producing more until it does.
-          this.#sendBatch();
-          await this.#sending;
-          if (this.#sendError) throw this.#sendError;
+          this.#out.flush();
+          await this.#out.sending;
+          if (this.#out.error) throw this.#out.error;
         }
-        const s = this.#start;
-        if (!decodeRequest(this.#inView, s, req)) {
-          throw new ProtocolError(`bad request magic 0x${this.#inView.getUint32(s).toString(16)}`);
+        const s = this.#in.start;
+        if (!decodeRequest(this.#in.view, s, req)) {
+          throw new ProtocolError(`bad request magic 0x${this.#in.view.getUint32(s).toString(16)}`);
         }
         if (req.type === C.NBD_CMD_DISC) {
           // "The server MUST handle all outstanding requests ... and close the TCP session."
           this.#log.debug("client sent NBD_CMD_DISC");
-          this.#sendBatch();
+          this.#out.flush();
           await this.#drain();
           return;
         }
         if (req.type === C.NBD_CMD_WRITE) {
           const total = C.REQUEST_HEADER_SIZE + req.length;
-          if (this.#end - s < total) {
+          if (this.#in.end - s < total) {
             if (req.length > ctx.maxPayload) {
               // Too large to buffer: answer now and skip the payload to stay in sync.
-              this.#start += C.REQUEST_HEADER_SIZE;
+              this.#in.start += C.REQUEST_HEADER_SIZE;
               this.#reject(req, C.NBD_EOVERFLOW, `write of ${req.length} bytes exceeds maximum`);
-              this.#sendBatch();
+              this.#out.flush();
               await this.#discard(req.length);
               progressed = true;
               continue;
             }
-            this.#reserveInput(total);
+            this.#in.reserve(total);
             break; // read more
           }
           this.#execute(req, ctx, exp, s + C.REQUEST_HEADER_SIZE);
-          this.#start = s + total;
+          this.#in.start = s + total;
           progressed = true;
           // A large write took a while: acknowledge it now rather than after the batch.
-          if (req.length >= EARLY_REPLY_BYTES) this.#sendBatch();
+          if (req.length >= EARLY_REPLY_BYTES) this.#out.flush();
         } else {
-          this.#start = s + C.REQUEST_HEADER_SIZE;
+          this.#in.start = s + C.REQUEST_HEADER_SIZE;
           this.#execute(req, ctx, exp, 0);
           progressed = true;
         }
       }
-      if (this.#end === this.#start) this.partialSince = 0;
+      if (this.#in.end === this.#in.start) this.partialSince = 0;
       else if (progressed || this.partialSince === 0) this.partialSince = performance.now();
-      this.#sendBatch();
-      if (this.#sendError) throw this.#sendError;
-      if (this.#queuedOut > MAX_QUEUED_OUT) await this.#sending;
-      if (!(await this.#fill())) {
-        if (this.#end > this.#start) {
-          this.#log.warn({ partialBytes: this.#end - this.#start }, "client left mid-request");
+      this.#out.flush();
+      if (this.#out.error) throw this.#out.error;
+      if (this.#out.queued > MAX_QUEUED_OUT) await this.#out.sending;
+      if (!(await this.#in.fill(this.#t))) {
+        if (this.#in.end > this.#in.start) {
+          this.#log.warn(
+            { partialBytes: this.#in.end - this.#in.start },
+            "client left mid-request",
+          );
         }
         return;
       }
@@ -384,22 +366,22 @@ export class Connection {
         case C.NBD_CMD_READ: {
           const len = req.length;
           if (ctx.structuredReplies) {
-            const at = this.#reserveOut(C.STRUCTURED_REPLY_HEADER_SIZE + 8 + len);
-            const dataAt = encodeOffsetDataHeader(this.#outView, at, req);
-            store.read(this.#out.subarray(dataAt, dataAt + len), req.offset);
-            this.#outLen = dataAt + len;
+            const at = this.#out.reserve(C.STRUCTURED_REPLY_HEADER_SIZE + 8 + len);
+            const dataAt = encodeOffsetDataHeader(this.#out.view, at, req);
+            store.read(this.#out.buf.subarray(dataAt, dataAt + len), req.offset);
+            this.#out.len = dataAt + len;
           } else {
-            const at = this.#reserveOut(C.SIMPLE_REPLY_HEADER_SIZE + len);
-            const dataAt = encodeSimpleReply(this.#outView, at, req, 0);
-            store.read(this.#out.subarray(dataAt, dataAt + len), req.offset);
-            this.#outLen = dataAt + len;
+            const at = this.#out.reserve(C.SIMPLE_REPLY_HEADER_SIZE + len);
+            const dataAt = encodeSimpleReply(this.#out.view, at, req, 0);
+            store.read(this.#out.buf.subarray(dataAt, dataAt + len), req.offset);
+            this.#out.len = dataAt + len;
           }
           stats.record(OP_READ, len, (performance.now() - t0) / 1000, false);
           return;
         }
         case C.NBD_CMD_WRITE:
           kind = OP_WRITE;
-          store.write(this.#in.subarray(payload, payload + req.length), req.offset);
+          store.write(this.#in.buf.subarray(payload, payload + req.length), req.offset);
           break;
         case C.NBD_CMD_TRIM:
           kind = OP_TRIM;
@@ -441,8 +423,8 @@ export class Connection {
       this.#flushThenReply(req, exp, kind, bytes, t0);
       return;
     }
-    const at = this.#reserveOut(C.STRUCTURED_REPLY_HEADER_SIZE);
-    this.#outLen = encodeOkReply(this.#outView, at, req, ctx.structuredReplies);
+    const at = this.#out.reserve(C.STRUCTURED_REPLY_HEADER_SIZE);
+    this.#out.len = encodeOkReply(this.#out.view, at, req, ctx.structuredReplies);
     stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
   }
 
@@ -458,7 +440,7 @@ export class Connection {
     exp.store.flush().then(
       () => {
         exp.stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
-        this.#enqueue(ok, okLen, false);
+        this.#out.enqueue(ok, okLen, false);
       },
       (err) => {
         const message = err instanceof Error ? err.message : String(err);
@@ -470,7 +452,7 @@ export class Connection {
         const m = enc.encode(message.slice(0, 200));
         const b = new Uint8Array(errorReplySize(structured, m));
         const n = encodeErrorReply(b, new DataView(b.buffer), 0, r, structured, C.NBD_EIO, m);
-        this.#enqueue(b, n, false);
+        this.#out.enqueue(b, n, false);
       },
     ).finally(() => {
       this.#pending--;
@@ -489,144 +471,33 @@ export class Connection {
       ds.push({ length: e.length, flags: e.hole ? STATUS_HOLE : 0 });
     }
     if (ds.length === 0) ds.push({ length: req.length, flags: 0 });
-    const at = this.#reserveOut(blockStatusSize(ds.length));
-    this.#outLen = encodeBlockStatus(this.#outView, at, req, C.BASE_ALLOCATION_ID, ds);
+    const at = this.#out.reserve(blockStatusSize(ds.length));
+    this.#out.len = encodeBlockStatus(this.#out.view, at, req, C.BASE_ALLOCATION_ID, ds);
   }
 
   /** Error reply for a request that will not run. */
   #reject(req: Request, error: number, message: string, encoded?: Uint8Array): void {
     const structured = this.#ctx?.structuredReplies ?? false;
     const m = encoded ?? enc.encode(message.slice(0, 200));
-    const at = this.#reserveOut(errorReplySize(structured, m));
-    this.#outLen = encodeErrorReply(this.#out, this.#outView, at, req, structured, error, m);
+    const at = this.#out.reserve(errorReplySize(structured, m));
+    this.#out.len = encodeErrorReply(this.#out.buf, this.#out.view, at, req, structured, error, m);
   }
 
-  // ---- buffers and I/O --------------------------------------------------------------
-
-  /** Ensures `n` more bytes fit in the batch buffer; returns where they go. */
-  #reserveOut(n: number): number {
-    if (this.#outLen + n > this.#out.length) {
-      if (this.#outLen > 0) this.#sendBatch();
-      if (n > this.#out.length) {
-        this.#recycle(this.#out);
-        this.#setOut(this.#takeBuffer(n));
-      }
-    }
-    return this.#outLen;
-  }
-
-  /** A free batch buffer of at least `min` bytes, from the pool when possible. */
-  #takeBuffer(min: number): Uint8Array {
-    const free = this.#freeOut;
-    for (let i = free.length - 1; i >= 0; i--) {
-      if (free[i].length >= min) {
-        const b = free[i];
-        free[i] = free[free.length - 1];
-        free.pop();
-        return b;
-      }
-    }
-    return new Uint8Array(Math.max(min, INITIAL_OUT));
-  }
-
-  #recycle(buf: Uint8Array): void {
-    if (this.#freeOut.length < MAX_FREE_BUFFERS) this.#freeOut.push(buf);
-  }
-
-  #setOut(buf: Uint8Array): void {
-    this.#out = buf;
-    this.#outView = new DataView(buf.buffer);
-    this.#outLen = 0;
-  }
-
-  /** Hands the current batch to the sender and takes a fresh buffer. */
-  #sendBatch(): void {
-    if (this.#outLen === 0) return;
-    const buf = this.#out;
-    const len = this.#outLen;
-    this.#setOut(this.#takeBuffer(INITIAL_OUT));
-    this.#enqueue(buf, len, true);
-  }
-
-  #enqueue(buf: Uint8Array, len: number, recycle: boolean): void {
-    this.#queuedOut += len;
-    this.#sending = this.#sending.then(async () => {
-      if (this.#closed || this.#sendError) return;
-      try {
-        await writeAll(this.#t, buf, len);
-      } catch (err) {
-        this.#sendError = err;
-      } finally {
-        this.#queuedOut -= len;
-        if (recycle) this.#recycle(buf);
-      }
-    });
-  }
+  // ---- I/O ------------------------------------------------------------------------
 
   /** Waits for in-flight flushes and queued replies. */
   async #drain(): Promise<void> {
-    this.#sendBatch();
+    this.#out.flush();
     if (this.#pending > 0) {
       await new Promise<void>((resolve) => (this.#idle = resolve));
     }
-    await this.#sending;
+    await this.#out.sending;
   }
 
-  /** Makes room so that `total` bytes from #start fit in the input buffer. */
-  #reserveInput(total: number): void {
-    if (this.#start + total <= this.#in.length) return;
-    const unread = this.#in.subarray(this.#start, this.#end);
-    if (total > this.#in.length) {
-      // Room for several such requests, so pipelined large WRITEs are compacted rarely.
-      const size = Math.max(total, Math.min(Math.max(4 * total, 2 * this.#in.length), MAX_IN));
-      const bigger = new Uint8Array(size);
-      bigger.set(unread);
-      this.#in = bigger;
-      this.#inView = new DataView(bigger.buffer);
-    } else {
-      this.#in.copyWithin(0, this.#start, this.#end);
-    }
-    this.#end -= this.#start;
-    this.#start = 0;
-  }
-
-  /** Reads more bytes into the input buffer; false at end of stream. */
-  async #fill(): Promise<boolean> {
-    if (this.#start === this.#end) {
-      this.#start = this.#end = 0;
-    } else if (this.#end === this.#in.length) {
-      this.#reserveInput(this.#end - this.#start + C.REQUEST_HEADER_SIZE);
-    }
-    const n = await this.#t.read(this.#end === 0 ? this.#in : this.#in.subarray(this.#end));
-    if (n === null) return false;
-    this.#end += n;
-    return true;
-  }
-
-  /** Waits until `n` unread bytes are buffered (handshake sizes only). */
-  async #need(n: number): Promise<void> {
-    this.#reserveInput(n);
-    while (this.#end - this.#start < n) {
-      if (!(await this.#fill())) {
-        throw new ProtocolError("client closed the connection mid-message");
-      }
-    }
-  }
-
-  /** Reads and drops `n` bytes (payload of a request we refused). */
+  /** Reads and drops `n` bytes (payload of a request we refused); counts as a partial request. */
   async #discard(n: number): Promise<void> {
     if (this.partialSince === 0) this.partialSince = performance.now();
-    let left = n;
-    for (;;) {
-      const have = Math.min(left, this.#end - this.#start);
-      this.#start += have;
-      left -= have;
-      if (left === 0) return;
-      this.#start = this.#end = 0;
-      if (!(await this.#fill())) {
-        throw new ProtocolError("client closed the connection mid-payload");
-      }
-    }
+    await this.#in.discard(this.#t, n);
   }
 
   #close(): void {

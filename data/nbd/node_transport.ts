@@ -9,7 +9,7 @@
 import type { Socket } from "node:net";
 import { type SecureContext, TLSSocket } from "node:tls";
 import type { Transport } from "./transport.ts";
-import { ClientRefusedError } from "./connection.ts";
+import { ClientRefusedError } from "./errors.ts";
 
 /** Stop reading from the socket while this much received data waits to be consumed. */
 const HIGH_WATER = 4 * 1024 * 1024;
