@@ -1,22 +1,25 @@
 /**
- * `ballast serve`: wires one node together. Lock the data dir, open the embedded
- * state store, start the data plane (NBD), reconcile volumes, register the node,
- * then serve the API. Shutdown runs the same steps backwards.
+ * `ballast serve`: wires one node together. Lock the data dir, open the state store
+ * (the embedded one, or etcd in cluster mode with `--etcd`), start the data plane
+ * (NBD), reconcile volumes (and in cluster mode watch their records), register the
+ * node, then serve the API. Shutdown runs the same steps backwards.
  * @module
  */
 
 import { startDataPlane } from "../data/mod.ts";
-import { toBallastError } from "../mod/errors.ts";
+import { InvalidArgumentError, toBallastError, UnavailableError } from "../mod/errors.ts";
 import { VERSION } from "../mod/version.ts";
 import { createApi } from "./api.ts";
 import { type ApiListener, listenApi } from "./_https.ts";
 import { setupNodeTls } from "./_node_tls.ts";
-import type { ServeConfig } from "./config.ts";
+import type { EtcdConfig, ServeConfig } from "./config.ts";
+import { EtcdStateStore, type EtcdTls } from "./etcd_store.ts";
 import { lockDataDir } from "./_data_dir_lock.ts";
 import { createLogger } from "./log.ts";
 import type { Logger } from "./log.ts";
 import { NodeRegistry } from "./nodes.ts";
 import { SqliteStateStore } from "./sqlite_store.ts";
+import type { StateStore } from "./state_store.ts";
 import { VolumeService } from "./volumes.ts";
 
 /** A running node. */
@@ -54,9 +57,9 @@ export async function serve(
     const lock = lockDataDir(config.dataDir);
     undo.push(() => lock.release());
 
-    const dbPath = `${config.dataDir.replace(/\/+$/, "")}/state.db`;
-    const store = await SqliteStateStore.open(dbPath);
+    const store = await openStore(config);
     undo.push(() => store.close());
+    log.info({ store: store.description }, "state store open");
 
     // TLS on every endpoint unless the operator chose plaintext on loopback (--tls off).
     const tls = config.tls ? await setupNodeTls(config, log) : undefined;
@@ -82,6 +85,7 @@ export async function serve(
       dataPlane,
       logger: log,
       nodeName: config.nodeName,
+      clusterMode: config.etcd !== undefined,
     });
     const report = await volumes.reconcile();
     log.info(
@@ -93,6 +97,11 @@ export async function serve(
       },
       "volumes reconciled",
     );
+    if (config.etcd) {
+      // Other nodes change records of volumes this node holds (delete, resize).
+      volumes.startWatching();
+      undo.push(() => volumes.stopWatching());
+    }
 
     const nodes = new NodeRegistry({
       store,
@@ -142,6 +151,7 @@ export async function serve(
         nbd: dataPlane.nbdAddress,
         ...(dataPlane.nbdLocalAddress ? { nbdLocal: dataPlane.nbdLocalAddress } : {}),
         tls: config.tls,
+        store: store.description,
       },
       "ballast ready",
     );
@@ -163,6 +173,61 @@ export async function serve(
     await unwind();
     throw toBallastError(err);
   }
+}
+
+/** The embedded store at DIR/state.db, or etcd when `--etcd` is set. */
+async function openStore(config: ServeConfig): Promise<StateStore> {
+  if (!config.etcd) {
+    return SqliteStateStore.open(`${config.dataDir.replace(/\/+$/, "")}/state.db`);
+  }
+  const tls = await readEtcdTls(config.etcd);
+  try {
+    return await EtcdStateStore.connect({
+      endpoints: config.etcd.endpoints,
+      tls,
+      prefix: config.etcd.prefix,
+    });
+  } catch (err) {
+    if (!tls || !(err instanceof UnavailableError)) throw err;
+    // A TLS refusal (unknown CA, missing or foreign client certificate) looks like a
+    // broken connection from here; point at the files.
+    throw new UnavailableError(
+      `${err.message} (with TLS: check that --etcd-cacert signed etcd's certificate and that ` +
+        `etcd accepts the client certificate${
+          tls.certPem ? " in --etcd-cert" : "; none was given (--etcd-cert, --etcd-key)"
+        })`,
+      { cause: err },
+    );
+  }
+}
+
+/** Reads the `--etcd-cacert/-cert/-key` files; errors name the flag and the file. */
+async function readEtcdTls(etcd: EtcdConfig): Promise<EtcdTls | undefined> {
+  if (!etcd.caFile) return undefined;
+  const read = async (file: string, flag: string) => {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(file);
+    } catch (err) {
+      throw new InvalidArgumentError(
+        `cannot read --${flag} "${file}": ${(err as Error).message}`,
+        { field: flag, cause: err },
+      );
+    }
+    if (!text.includes("-----BEGIN ")) {
+      throw new InvalidArgumentError(`--${flag} "${file}" is not a PEM file`, { field: flag });
+    }
+    return text;
+  };
+  return {
+    caPem: await read(etcd.caFile, "etcd-cacert"),
+    ...(etcd.certFile && etcd.keyFile
+      ? {
+        certPem: await read(etcd.certFile, "etcd-cert"),
+        keyPem: await read(etcd.keyFile, "etcd-key"),
+      }
+      : {}),
+  };
 }
 
 /**

@@ -22,8 +22,9 @@ const s = SETTINGS;
 export const SERVE_SPEC: CommandSpec = {
   path: "serve",
   args: "--data-dir DIR [flags]",
-  summary: "Run a Ballast node: the API, the NBD server and the embedded state store " +
-    "(DIR/state.db). Volumes live under DIR. SIGINT/SIGTERM stop it cleanly.",
+  summary: "Run a Ballast node: the API, the NBD server and the state store: the embedded " +
+    "one (DIR/state.db, single node) or, with --etcd, an existing etcd shared by the cluster's " +
+    "nodes. Volumes live under DIR. SIGINT/SIGTERM stop it cleanly.",
   flags: [
     { name: s.dataDir.flag, value: "DIR", help: "data directory; required", env: s.dataDir.env },
     {
@@ -96,12 +97,46 @@ export const SERVE_SPEC: CommandSpec = {
       env: s.certTtlSeconds.env,
       default: s.certTtlSeconds.default,
     },
+    {
+      name: s.etcd.flag,
+      value: "URL[,URL...]",
+      help: "cluster mode: keep state in this etcd (client URLs, all http:// or all https://); " +
+        "without it the embedded single-node store is used",
+      env: s.etcd.env,
+    },
+    {
+      name: s.etcdCacert.flag,
+      value: "FILE",
+      help: "PEM CA of etcd's server certificate; required with https URLs",
+      env: s.etcdCacert.env,
+    },
+    {
+      name: s.etcdCert.flag,
+      value: "FILE",
+      help: "PEM client certificate for etcd (--client-cert-auth); needs --etcd-key",
+      env: s.etcdCert.env,
+    },
+    {
+      name: s.etcdKey.flag,
+      value: "FILE",
+      help: "PEM private key of --etcd-cert",
+      env: s.etcdKey.env,
+    },
+    {
+      name: s.etcdPrefix.flag,
+      value: "PREFIX",
+      help: "key namespace in etcd; every node of one cluster must use the same",
+      env: s.etcdPrefix.env,
+      default: s.etcdPrefix.default,
+    },
   ],
   client: false,
   examples: [
     "ballast serve --data-dir /var/lib/ballast --api-listen 0.0.0.0:5705 --nbd-listen 0.0.0.0:10809",
     "ballast serve --data-dir ./data --nbd-local-listen 127.0.0.1:10810   # plus plaintext local attach",
     "ballast serve --data-dir ./data --tls off                            # loopback-only development",
+    "ballast serve --data-dir ./data --etcd http://127.0.0.1:2379,http://127.0.0.1:22379   # cluster mode",
+    "ballast serve --data-dir ./data --etcd https://10.0.0.5:2379 --etcd-cacert ca.pem --etcd-cert c.pem --etcd-key c.key",
   ],
 };
 

@@ -17,6 +17,7 @@ Deno.test("resolveConfig() fills every default", () => {
     nbdLocalListen: undefined,
     apiAnonymousHealth: false,
     certTtlSeconds: 30 * 86400,
+    etcd: undefined,
   });
 });
 
@@ -91,6 +92,56 @@ const BAD: Array<[string, Record<string, string>, Record<string, string>, string
   ["ttl zero", { ...D, "node-lease-ttl": "0" }, {}, "node-lease-ttl", '"0"'],
   ["ttl minutes", { ...D, "node-lease-ttl": "1m" }, {}, "node-lease-ttl", '"1m"'],
   ["node name", { ...D, "node-name": "Node_1!" }, {}, "node-name", '"Node_1!"'],
+  ["etcd scheme", { ...D, etcd: "unix:///run/etcd" }, {}, "etcd", '"unix:///run/etcd"'],
+  ["etcd no port", { ...D, etcd: "http://127.0.0.1" }, {}, "etcd", "missing port"],
+  ["etcd path", { ...D, etcd: "http://h:2379/v3" }, {}, "etcd", '"http://h:2379/v3"'],
+  ["etcd empty entry", { ...D, etcd: "http://h:1,,http://h:2" }, {}, "etcd", "empty entry"],
+  ["etcd not a url", { ...D, etcd: "127.0.0.1:2379" }, {}, "etcd", '"127.0.0.1:2379"'],
+  [
+    "etcd mixed schemes",
+    { ...D, etcd: "http://a:1,https://b:2" },
+    {},
+    "etcd",
+    "mixes http and https",
+  ],
+  ["etcd env", D, { BALLAST_ETCD: "ftp://h:1" }, "etcd", "BALLAST_ETCD"],
+  ["https without CA", { ...D, etcd: "https://h:2379" }, {}, "etcd-cacert", "--etcd-cacert"],
+  [
+    "cert without key",
+    { ...D, etcd: "https://h:2379", "etcd-cacert": "ca.pem", "etcd-cert": "c.pem" },
+    {},
+    "etcd-key",
+    '--etcd-cert "c.pem" needs --etcd-key',
+  ],
+  [
+    "key without cert",
+    { ...D, etcd: "https://h:2379", "etcd-cacert": "ca.pem" },
+    { BALLAST_ETCD_KEY: "k.pem" },
+    "etcd-cert",
+    'BALLAST_ETCD_KEY "k.pem" needs --etcd-cert',
+  ],
+  [
+    "TLS files with http",
+    { ...D, etcd: "http://h:2379", "etcd-cacert": "ca.pem" },
+    {},
+    "etcd",
+    "only applies to https",
+  ],
+  ["TLS files without --etcd", { ...D, "etcd-cacert": "ca.pem" }, {}, "etcd", "needs --etcd"],
+  [
+    "etcd prefix",
+    { ...D, etcd: "http://h:1", "etcd-prefix": "no-slash" },
+    {},
+    "etcd-prefix",
+    '"no-slash"',
+  ],
+  [
+    "etcd prefix trailing slash",
+    { ...D, etcd: "http://h:1", "etcd-prefix": "/a/" },
+    {},
+    "etcd-prefix",
+    '"/a/"',
+  ],
 ];
 
 Deno.test("resolveConfig() rejects bad values naming the flag and value", () => {
@@ -103,6 +154,49 @@ Deno.test("resolveConfig() rejects bad values naming the flag and value", () => 
     );
     assertEquals(err.details?.field, field, what);
   }
+});
+
+Deno.test("resolveConfig() reads --etcd URLs, TLS files and prefix", () => {
+  const c = resolveConfig(
+    { ...D, etcd: " http://127.0.0.1:2379/, HTTP://[::1]:22379 " },
+    {},
+    {},
+    host,
+  );
+  assertEquals(c.etcd, {
+    endpoints: ["http://127.0.0.1:2379", "http://[::1]:22379"],
+    caFile: undefined,
+    certFile: undefined,
+    keyFile: undefined,
+    prefix: "/ballast-cluster",
+  });
+  const env = {
+    BALLAST_ETCD: "https://10.0.0.5:2379,https://10.0.0.6:2379",
+    BALLAST_ETCD_CACERT: "/etc/ca.pem",
+    BALLAST_ETCD_CERT: "/etc/c.pem",
+    BALLAST_ETCD_KEY: "/etc/c.key",
+    BALLAST_ETCD_PREFIX: "/prod/ballast",
+  };
+  assertEquals(resolveConfig(D, env, {}, host).etcd, {
+    endpoints: ["https://10.0.0.5:2379", "https://10.0.0.6:2379"],
+    caFile: "/etc/ca.pem",
+    certFile: "/etc/c.pem",
+    keyFile: "/etc/c.key",
+    prefix: "/prod/ballast",
+  });
+  // Server-authenticated https without a client certificate is allowed.
+  const caOnly = resolveConfig(
+    { ...D, etcd: "https://h:1", "etcd-cacert": "ca.pem" },
+    {},
+    {},
+    host,
+  );
+  assertEquals([caOnly.etcd?.caFile, caOnly.etcd?.certFile], ["ca.pem", undefined]);
+  assertEquals(resolveConfig(D, { BALLAST_ETCD: "" }, {}, host).etcd, undefined);
+  assertEquals(
+    resolveConfig({ ...D, etcd: "http://h:1", "etcd-prefix": "/" }, {}, {}, host).etcd?.prefix,
+    "",
+  );
 });
 
 Deno.test("parseListen() handles IPv4, [IPv6], host names, :PORT and port 0", () => {

@@ -1,10 +1,13 @@
 import { FakeClock } from "../../control/clock.ts";
+import { EtcdStateStore } from "../../control/etcd_store.ts";
+import { startDataPlane } from "../../data/mod.ts";
+import { ETCD_INSTALLED, type EtcdCluster, startEtcd } from "./_etcd_harness.ts";
 import { silentLogger } from "../../control/log.ts";
 import { NodeRegistry } from "../../control/nodes.ts";
 import { VOLUME_PREFIX, VolumeService } from "../../control/volumes.ts";
-import { ConflictError } from "../../mod/errors.ts";
+import { ConflictError, FailedPreconditionError } from "../../mod/errors.ts";
 import { assert, assertEquals, assertRejects } from "../_assert.ts";
-import { call, NODE, racingStore, startTestNode } from "./_fixtures.ts";
+import { attachNbd, call, NODE, racingStore, startTestNode } from "./_fixtures.ts";
 
 const KEY = VOLUME_PREFIX + "v";
 const otherWriter = (value: string) =>
@@ -151,4 +154,189 @@ Deno.test("VolumeService.create() is put-if-absent across writers: one wins, the
   } finally {
     await node.close();
   }
+});
+
+// ---------------------------------------------------------------------------
+// Cluster mode: two nodes (VolumeService + real data plane each) on one real etcd.
+// ---------------------------------------------------------------------------
+
+interface ClusterNode {
+  name: string;
+  dir: string;
+  store: EtcdStateStore;
+  plane: Awaited<ReturnType<typeof startDataPlane>>;
+  volumes: VolumeService;
+  close(): Promise<void>;
+}
+
+async function startClusterNode(
+  etcd: EtcdCluster,
+  prefix: string,
+  name: string,
+): Promise<ClusterNode> {
+  const dir = await Deno.makeTempDir({ prefix: `ballast-${name}-` });
+  const logger = silentLogger();
+  const store = await EtcdStateStore.connect({ endpoints: etcd.endpoints, prefix });
+  const plane = await startDataPlane({
+    dataDir: dir,
+    nbdListen: { host: "127.0.0.1", port: 0 },
+    logger,
+    nodeName: name,
+  });
+  const volumes = new VolumeService({
+    store,
+    dataPlane: plane,
+    logger,
+    nodeName: name,
+    clusterMode: true,
+  });
+  await volumes.reconcile();
+  volumes.startWatching();
+  return {
+    name,
+    dir,
+    store,
+    plane,
+    volumes,
+    async close() {
+      await volumes.stopWatching();
+      await plane.close();
+      await store.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+async function eventually(what: string, check: () => Promise<boolean>, ms = 5_000) {
+  const deadline = Date.now() + ms;
+  while (!await check()) {
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const fileSize = (path: string) => Deno.stat(path).then((s) => s.size, () => -1);
+
+Deno.test({
+  name: ETCD_INSTALLED
+    ? "VolumeService in cluster mode: records shared on one etcd, delete and resize from another node reach the master"
+    : "VolumeService in cluster mode (skipped: etcd / etcdctl not installed; run scripts/setup.sh)",
+  ignore: !ETCD_INSTALLED,
+  async fn() {
+    const etcd = await startEtcd();
+    const prefix = `/t/${crypto.randomUUID()}`;
+    const a = await startClusterNode(etcd, prefix, "node-a");
+    const b = await startClusterNode(etcd, prefix, "node-b");
+    try {
+      const created = await a.volumes.create({ name: "shared", size: "4MiB" });
+      const fileA = `${a.dir}/volumes/${created.uuid}.vol`;
+      assertEquals(await fileSize(fileA), 4 * 2 ** 20);
+
+      // Visible from B, with no live fields (only the master knows them), no file on B.
+      const fromB = await b.volumes.get("shared");
+      assertEquals([fromB.master, fromB.state, fromB.uuid], ["node-a", "ready", created.uuid]);
+      assertEquals([fromB.allocatedBytes, fromB.connections], [undefined, undefined]);
+      assertEquals((await b.volumes.list()).map((v) => v.name), ["shared"]);
+      assertEquals((await a.volumes.get("shared")).connections, 0, "the master has live fields");
+      assertEquals(b.plane.volumeStatus("shared"), undefined);
+      assertEquals([...Deno.readDirSync(`${b.dir}/volumes`)].length, 0, "no file on B");
+
+      // B restarting its reconcile leaves A's volume alone.
+      const report = await b.volumes.reconcile();
+      assertEquals([report.opened, report.failed], [[], []]);
+
+      // Resize asked of B: the record changes at once, A's watch grows its file.
+      const grown = await b.volumes.resize("shared", "8MiB");
+      assertEquals(grown.sizeBytes, 8 * 2 ** 20);
+      await eventually("A grows its file", async () => await fileSize(fileA) === 8 * 2 ** 20);
+      await assertRejects(() => b.volumes.resize("shared", "2MiB"), Error, "only grow");
+
+      // A volume created on B lives on B.
+      const onB = await b.volumes.create({ name: "mine-b", size: "4MiB" });
+      assertEquals(onB.master, "node-b");
+      assertEquals(await fileSize(`${b.dir}/volumes/${onB.uuid}.vol`), 4 * 2 ** 20);
+
+      // Delete asked of B: A deletes its file, then the record; B's call waits for that.
+      await b.volumes.delete("shared");
+      assertEquals(await fileSize(fileA), -1, "A's file is gone when delete returns");
+      assertEquals(await a.store.get(VOLUME_PREFIX + "shared"), undefined);
+      assertEquals(a.plane.volumeStatus("shared"), undefined);
+      assertEquals((await a.volumes.list()).map((v) => v.name), ["mine-b"]);
+
+      // And the other way round, through A.
+      await a.volumes.delete("mine-b");
+      assertEquals(await fileSize(`${b.dir}/volumes/${onB.uuid}.vol`), -1);
+      assertEquals((await b.volumes.list()).length, 0);
+    } finally {
+      await b.close();
+      await a.close();
+      await etcd.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: ETCD_INSTALLED
+    ? "VolumeService in cluster mode: a master that was down finishes a delete asked meanwhile"
+    : "VolumeService in cluster mode restart (skipped: etcd / etcdctl not installed)",
+  ignore: !ETCD_INSTALLED,
+  async fn() {
+    const etcd = await startEtcd();
+    const prefix = `/t/${crypto.randomUUID()}`;
+    const a = await startClusterNode(etcd, prefix, "node-a");
+    const b = await startClusterNode(etcd, prefix, "node-b");
+    try {
+      const v = await a.volumes.create({ name: "later", size: "4MiB" });
+      await a.volumes.stopWatching(); // A stops following (as if partitioned)
+      const t0 = Date.now();
+      await b.volumes.delete("later"); // accepted; waits a bounded time, then returns
+      assert(Date.now() - t0 < 10_000);
+      assertEquals((await b.volumes.get("later")).state, "deleting");
+      a.volumes.startWatching(); // catches up from a fresh list
+      await eventually(
+        "A finishes the delete",
+        async () => (await a.store.get(VOLUME_PREFIX + "later")) === undefined,
+      );
+      assertEquals(await fileSize(`${a.dir}/volumes/${v.uuid}.vol`), -1);
+    } finally {
+      await b.close();
+      await a.close();
+      await etcd.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: ETCD_INSTALLED
+    ? "VolumeService in cluster mode: a delete from another node is refused while the master has NBD clients, unless forced"
+    : "VolumeService in cluster mode busy delete (skipped: etcd / etcdctl not installed)",
+  ignore: !ETCD_INSTALLED,
+  async fn() {
+    const etcd = await startEtcd();
+    const prefix = `/t/${crypto.randomUUID()}`;
+    const a = await startClusterNode(etcd, prefix, "node-a");
+    const b = await startClusterNode(etcd, prefix, "node-b");
+    let conn: Deno.TcpConn | undefined;
+    try {
+      const v = await a.volumes.create({ name: "busy", size: "4MiB" });
+      conn = await attachNbd(a.plane.nbdAddress, "busy");
+      const err = await assertRejects(() => b.volumes.delete("busy"), FailedPreconditionError);
+      assert(err.message.includes('master node "node-a"'), err.message);
+      assert(err.message.includes("connected"), err.message);
+      const back = await b.volumes.get("busy");
+      assertEquals(back.state, "ready", "the master put the state back");
+      assertEquals("deleteRefused" in back, false, "hand-over fields stay internal");
+      assertEquals(await fileSize(`${a.dir}/volumes/${v.uuid}.vol`), 4 * 2 ** 20);
+
+      await b.volumes.delete("busy", { force: true });
+      assertEquals(await conn.read(new Uint8Array(16)), null, "the client was disconnected");
+      assertEquals(await fileSize(`${a.dir}/volumes/${v.uuid}.vol`), -1);
+      assertEquals(await a.store.get(VOLUME_PREFIX + "busy"), undefined);
+    } finally {
+      conn?.close();
+      await b.close();
+      await a.close();
+      await etcd.stop();
+    }
+  },
 });
