@@ -1,0 +1,208 @@
+/**
+ * The state machine one node runs for one volume group it hosts:
+ * `step(state, event) -> { state, effects }`, in the style of etcd-io/raft's Step.
+ *
+ * Every hosting node runs its own copy (an "actor") against the one shared record
+ * (record.ts). Nothing here does I/O: a driver performs the effects (a read or a
+ * compare-and-swap of the record, a timer, a notice to the local data path) and feeds
+ * the outcomes back as events. Time enters only as "timer-fired".
+ *
+ * Rules:
+ * - at most one request (read or CAS) is outstanding; the actor is otherwise level
+ *   triggered: after every outcome it recomputes plan() from the newest record it
+ *   knows and what it has observed, and CASes that if it differs;
+ * - a lost CAS comes with the fresh record and is simply re-planned from it;
+ * - a lost response (the driver does not know whether the CAS applied) is followed,
+ *   after a retry timer, by a read: the record says what happened;
+ * - records older than the one known are ignored, so epochs never go backwards;
+ * - the actor serves (notice "serve") only at an epoch where a record it has seen
+ *   names it master, and stops as soon as it sees a newer epoch or another master.
+ * @module
+ */
+
+import { type GroupRecord, type LeaseGuard, plan, type Versioned } from "./record.ts";
+
+export const RETRY_TIMER = "retry";
+export const RETRY_MS = 500;
+
+export type Report = { replica: string; inSync: boolean; epoch: number };
+
+export interface ActorState {
+  self: string;
+  /** The newest record this actor has seen. */
+  known: Versioned | undefined;
+  /** The outstanding request, or "retry-wait" while the retry timer runs. */
+  op:
+    | { kind: "read" }
+    | { kind: "cas"; expectedRevision: number; record: GroupRecord; guard: LeaseGuard }
+    | { kind: "retry-wait" }
+    | undefined;
+  /** Nodes whose lease this actor has seen expire, sorted. */
+  leaseDown: string[];
+  /** Epoch at which this node serves as master, if it does. */
+  serving: number | undefined;
+  /** Sync reports of this node's data path not yet reflected in the record. */
+  reports: Report[];
+}
+
+export type GroupEvent =
+  | { type: "lease-expired"; node: string }
+  | { type: "lease-restored"; node: string }
+  | { type: "replica-in-sync"; replica: string; epoch: number }
+  | { type: "replica-out-of-sync"; replica: string; epoch: number }
+  /** The record changed (the driver's watch), independent of any request. */
+  | { type: "record-changed"; current: Versioned }
+  | { type: "read-result"; current: Versioned }
+  | { type: "cas-won"; revision: number }
+  /**
+   * The CAS did not apply: the revision moved or a lease fact of the guard was false.
+   * `leases` are the guarded nodes' lease states read in the same transaction.
+   */
+  | { type: "cas-lost"; current: Versioned; leases: { node: string; up: boolean }[] }
+  /** The outstanding request timed out or failed: it may or may not have applied. */
+  | { type: "response-lost" }
+  | { type: "timer-fired"; name: string };
+
+export type Notice =
+  /** This node is master at `epoch`: serve, fencing writes below it. */
+  | { kind: "serve"; epoch: number }
+  /** Stop serving: the group moved past `epoch` or to another master. */
+  | { kind: "stop-serving"; epoch: number }
+  /** `node` must not serve below `epoch` (replicas refuse its older-epoch writes). */
+  | { kind: "fence"; node: string; epoch: number }
+  /** As master at `epoch`, bring `replica` back in sync. */
+  | { kind: "resync"; replica: string; epoch: number };
+
+export type Effect =
+  | { type: "read" }
+  /** Write `record` if the revision is still `expectedRevision` and the guard holds. */
+  | { type: "cas"; expectedRevision: number; record: GroupRecord; guard: LeaseGuard }
+  | { type: "set-timer"; name: string; ms: number }
+  | { type: "notify"; notice: Notice };
+
+export interface StepResult {
+  state: ActorState;
+  effects: Effect[];
+}
+
+/** A started actor: it knows nothing yet and reads the record. */
+export function initActor(self: string): StepResult {
+  return {
+    state: {
+      self,
+      known: undefined,
+      op: { kind: "read" },
+      leaseDown: [],
+      serving: undefined,
+      reports: [],
+    },
+    effects: [{ type: "read" }],
+  };
+}
+
+/** Applies one event; never mutates `state`. */
+export function step(state: ActorState, event: GroupEvent): StepResult {
+  let s: ActorState = { ...state };
+  const effects: Effect[] = [];
+  switch (event.type) {
+    case "lease-expired":
+      if (!s.leaseDown.includes(event.node)) s.leaseDown = [...s.leaseDown, event.node].sort();
+      break;
+    case "lease-restored":
+      s.leaseDown = s.leaseDown.filter((n) => n !== event.node);
+      break;
+    case "replica-in-sync":
+    case "replica-out-of-sync":
+      if (s.serving === event.epoch && event.replica !== s.self) {
+        s.reports = [
+          ...s.reports.filter((r) => r.replica !== event.replica),
+          { replica: event.replica, inSync: event.type === "replica-in-sync", epoch: event.epoch },
+        ].sort((a, b) => a.replica < b.replica ? -1 : 1);
+      }
+      break;
+    case "record-changed":
+      s = learn(s, event.current, effects);
+      break;
+    case "read-result":
+      if (s.op?.kind !== "read") return { state, effects: [] }; // stale: not asked for
+      s.op = undefined;
+      s = learn(s, event.current, effects);
+      break;
+    case "cas-won": {
+      if (s.op?.kind !== "cas") return { state, effects: [] };
+      const { record } = s.op;
+      s.op = undefined;
+      s = learn(s, { revision: event.revision, record }, effects);
+      break;
+    }
+    case "cas-lost":
+      if (s.op?.kind !== "cas") return { state, effects: [] };
+      s.op = undefined;
+      for (const { node, up } of event.leases) {
+        const others = s.leaseDown.filter((n) => n !== node);
+        s.leaseDown = up ? others : [...others, node].sort();
+      }
+      s = learn(s, event.current, effects);
+      break;
+    case "response-lost":
+      if (s.op === undefined || s.op.kind === "retry-wait") return { state, effects: [] };
+      s.op = { kind: "retry-wait" };
+      effects.push({ type: "set-timer", name: RETRY_TIMER, ms: RETRY_MS });
+      break;
+    case "timer-fired":
+      if (event.name !== RETRY_TIMER || s.op?.kind !== "retry-wait") return { state, effects: [] };
+      s.op = { kind: "read" };
+      effects.push({ type: "read" });
+      break;
+  }
+  return propose(s, effects);
+}
+
+/** If idle, CAS whatever plan() wants changed. */
+function propose(s: ActorState, effects: Effect[]): StepResult {
+  if (s.op !== undefined || s.known === undefined) return { state: s, effects };
+  const next = plan(s.known.record, s);
+  if (next === undefined) return { state: s, effects };
+  const cas = { expectedRevision: s.known.revision, ...next };
+  effects.push({ type: "cas", ...cas });
+  return { state: { ...s, op: { kind: "cas", ...cas } }, effects };
+}
+
+/** Takes in a record (unless older than the known one) and adjusts serving. */
+function learn(s: ActorState, v: Versioned, effects: Effect[]): ActorState {
+  if (s.known !== undefined && v.revision <= s.known.revision) return s;
+  const prev = s.known?.record;
+  const r = v.record;
+  let serving = s.serving;
+  if (serving !== undefined && (r.master !== s.self || r.epoch > serving)) {
+    effects.push({ type: "notify", notice: { kind: "stop-serving", epoch: serving } });
+    serving = undefined;
+  }
+  if (serving === undefined && r.master === s.self && r.members.includes(s.self)) {
+    serving = r.epoch;
+    effects.push({ type: "notify", notice: { kind: "serve", epoch: r.epoch } });
+    if (prev !== undefined && prev.master !== s.self) {
+      effects.push({
+        type: "notify",
+        notice: { kind: "fence", node: prev.master, epoch: r.epoch },
+      });
+    }
+  }
+  if (serving !== undefined) {
+    // Members that need a resync now and did not under the previous record (or master).
+    const lagging = (x: GroupRecord | undefined) =>
+      x === undefined || x.master !== s.self || x.epoch !== serving
+        ? []
+        : x.members.filter((m) => !x.inSync.includes(m) && !x.down.includes(m));
+    const before = lagging(prev);
+    for (const m of lagging(r)) {
+      if (!before.includes(m)) {
+        effects.push({ type: "notify", notice: { kind: "resync", replica: m, epoch: serving } });
+      }
+    }
+  }
+  const reports = s.reports.filter((rep) =>
+    rep.epoch === serving && r.inSync.includes(rep.replica) !== rep.inSync
+  );
+  return { ...s, known: v, serving, reports };
+}

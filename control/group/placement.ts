@@ -1,0 +1,147 @@
+/**
+ * Placement of a volume group: a master and N replicas on distinct nodes.
+ *
+ * Pure: the caller passes the nodes it knows (state and free bytes as last seen) and
+ * gets either a placement with the reasoning behind it or a reason it cannot be done.
+ * Rules, in order:
+ *
+ * 1. only nodes that are "ready" (not cordoned, unreachable or down), carry the
+ *    failure-domain label and have at least `sizeBytes` free are candidates;
+ * 2. every chosen node is in a distinct failure domain (a distinct value of the
+ *    `spreadBy` label; by default every node is its own domain);
+ * 3. within a domain the node with the most free bytes represents it; domains are
+ *    taken by their representative's free bytes, most first; ties go to the smaller
+ *    node name, so the same input always gives the same placement;
+ * 4. the first node chosen (the most free) is the master.
+ * @module
+ */
+
+import { InvalidArgumentError } from "../../mod/errors.ts";
+import type { NodeState } from "../../mod/types.ts";
+import { formatSize } from "../../mod/size.ts";
+
+export interface PlacementRequest {
+  /** Replicas besides the master. */
+  replicas: number;
+  /** Failure-domain label key (e.g. "zone"); default: the node itself. */
+  spreadBy?: string;
+  sizeBytes: number;
+}
+
+export interface PlacementNode {
+  name: string;
+  labels: Record<string, string>;
+  state: NodeState;
+  freeBytes: number;
+}
+
+export type Placement =
+  | { ok: true; master: string; replicas: string[]; reasoning: string[] }
+  | { ok: false; reason: string };
+
+/** Chooses a master and `request.replicas` replicas; see the module doc for the rules. */
+export function place(request: PlacementRequest, nodes: readonly PlacementNode[]): Placement {
+  checkRequest(request);
+  const spreadBy = request.spreadBy;
+  const need = request.replicas + 1;
+  const domainOf = (n: PlacementNode) => spreadBy === undefined ? n.name : n.labels[spreadBy];
+  const domainText = (n: PlacementNode) =>
+    spreadBy === undefined ? n.name : `${spreadBy}=${n.labels[spreadBy]}`;
+
+  const candidates: PlacementNode[] = [];
+  const excluded: string[] = [];
+  for (const n of [...nodes].sort((a, b) => compareNames(a.name, b.name))) {
+    const why = exclusion(n, request.sizeBytes, spreadBy);
+    if (why === undefined) candidates.push(n);
+    else excluded.push(`${n.name} (${why})`);
+  }
+  // Best first: most free bytes, then smaller name.
+  candidates.sort((a, b) => b.freeBytes - a.freeBytes || compareNames(a.name, b.name));
+
+  const domains = new Map<string, PlacementNode[]>();
+  for (const n of candidates) {
+    const key = domainOf(n);
+    domains.set(key, [...(domains.get(key) ?? []), n]);
+  }
+  if (domains.size < need) {
+    const unit = spreadBy === undefined ? "eligible nodes" : `nodes in distinct ${spreadBy} values`;
+    const have = [...domains.entries()]
+      .sort(([a], [b]) => compareNames(a, b))
+      .map(([key, ns]) =>
+        spreadBy === undefined
+          ? key
+          : `${spreadBy}=${key} (${ns.map((n) => n.name).sort(compareNames).join(",")})`
+      );
+    return {
+      ok: false,
+      reason: `need ${need} ${unit}, have ${domains.size}` +
+        (have.length > 0 ? `: ${have.join(", ")}` : "") +
+        (excluded.length > 0 ? `; not eligible: ${excluded.join(", ")}` : ""),
+    };
+  }
+
+  // Map iteration follows insertion order, i.e. each domain's best node, best first.
+  const chosen = [...domains.values()].slice(0, need).map((ns) => ns[0]);
+  const reasoning = [
+    `need ${need} nodes in distinct ${spreadBy ?? "node"} values with ${
+      formatSize(request.sizeBytes)
+    } free; ${domains.size} available`,
+    ...excluded.map((e) => `not eligible: ${e}`),
+    ...chosen.map((n, i) => {
+      const others = domains.get(domainOf(n))!.length - 1;
+      return `${i === 0 ? "master" : "replica"} ${n.name}: ${domainText(n)}, ${
+        formatSize(n.freeBytes)
+      } free` + (others > 0 ? ` (best of ${others + 1} in its domain)` : "");
+    }),
+  ];
+  return {
+    ok: true,
+    master: chosen[0].name,
+    replicas: chosen.slice(1).map((n) => n.name),
+    reasoning,
+  };
+}
+
+/** Readable form of a placement for tests and logs. */
+export function describePlacement(p: Placement): string {
+  if (!p.ok) return `impossible: ${p.reason}`;
+  return [
+    `master ${p.master}, replicas [${p.replicas.join(", ")}]`,
+    ...p.reasoning.map((r) => `  ${r}`),
+  ]
+    .join("\n");
+}
+
+function exclusion(n: PlacementNode, sizeBytes: number, spreadBy?: string): string | undefined {
+  if (n.state !== "ready") return n.state;
+  if (spreadBy !== undefined && n.labels[spreadBy] === undefined) return `no ${spreadBy} label`;
+  if (n.freeBytes < sizeBytes) {
+    return `${formatSize(n.freeBytes)} free < ${formatSize(sizeBytes)}`;
+  }
+  return undefined;
+}
+
+function checkRequest(r: PlacementRequest): void {
+  if (!Number.isSafeInteger(r.replicas) || r.replicas < 0) {
+    throw new InvalidArgumentError(
+      `invalid replicas ${r.replicas}: must be a whole number >= 0`,
+      { field: "replicas" },
+    );
+  }
+  if (!Number.isSafeInteger(r.sizeBytes) || r.sizeBytes <= 0) {
+    throw new InvalidArgumentError(
+      `invalid size ${r.sizeBytes}: must be a whole number of bytes > 0`,
+      { field: "sizeBytes" },
+    );
+  }
+  if (r.spreadBy !== undefined && r.spreadBy.trim() === "") {
+    throw new InvalidArgumentError(`invalid spreadBy "${r.spreadBy}": empty label key`, {
+      field: "spreadBy",
+    });
+  }
+}
+
+/** Code-unit order, independent of locale. */
+function compareNames(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
