@@ -1,0 +1,405 @@
+/**
+ * A model of one volume group on a few nodes, for _explore.ts: the shared record (what
+ * etcd holds), each node's truth (alive, lease, partitioned from etcd), one actor per
+ * hosting node running the real step() (or a broken one), its outstanding request and
+ * retry timer, and what its data path was told to serve. The environment does
+ * everything a driver, etcd and the network may do, in any order.
+ * @module
+ */
+
+import {
+  type ActorState,
+  type Effect,
+  type GroupEvent,
+  initActor,
+  type StepResult,
+} from "../../../control/group/machine.ts";
+import {
+  describeRecord,
+  type GroupRecord,
+  newRecord,
+  phaseOf,
+  type Versioned,
+} from "../../../control/group/record.ts";
+import type { Spec } from "./_explore.ts";
+
+export type StepFn = (s: ActorState, e: GroupEvent) => StepResult;
+
+export interface World {
+  record: Versioned;
+  /** Per member (index into `names`). */
+  alive: boolean[];
+  lease: boolean[];
+  partitioned: boolean[];
+  actors: (ActorState | undefined)[];
+  /** The request the driver has outstanding for each actor. */
+  pending: (Effect | undefined)[];
+  timer: boolean[];
+  /** What each node's data path was told: serve at this epoch. */
+  serving: (number | undefined)[];
+  crashes: number;
+  partitions: number;
+  /** Replicas reported out of sync while alive (a slow replica). */
+  syncLosses: number;
+  /** Replies lost by a node that can reach etcd (a cut-off node loses all). */
+  lostReplies: number;
+  /** Set when a driver would see the machine misbehave. */
+  flaw?: string;
+}
+
+export interface Bounds {
+  replicas: 1 | 2;
+  maxCrashes: number;
+  maxPartitions: number;
+  /** Out-of-sync reports about a replica that is alive (crashed ones are always reported). */
+  maxSyncLosses: number;
+  /** Lost replies to a node that can reach etcd (CAS applied or not). */
+  maxLostReplies: number;
+}
+
+const NAMES = ["n1", "n2", "n3"];
+
+/** The model as a Spec for explore(). */
+export function groupModel(bounds: Bounds, stepFn: StepFn): Spec<World> {
+  const names = NAMES.slice(0, bounds.replicas + 1);
+  const n = names.length;
+  const record: GroupRecord = newRecord("n1", names.slice(1));
+  const init: World = {
+    record: { revision: 1, record },
+    alive: names.map(() => true),
+    lease: names.map(() => true),
+    partitioned: names.map(() => false),
+    actors: names.map((m) => initActor(m).state),
+    pending: names.map(() => ({ type: "read" })),
+    timer: names.map(() => false),
+    serving: names.map(() => undefined),
+    crashes: 0,
+    partitions: 0,
+    syncLosses: 0,
+    lostReplies: 0,
+  };
+
+  // Shallow: actor states and records are never mutated, only replaced.
+  const clone = (w: World): World => ({
+    ...w,
+    alive: [...w.alive],
+    lease: [...w.lease],
+    partitioned: [...w.partitioned],
+    actors: [...w.actors],
+    pending: [...w.pending],
+    timer: [...w.timer],
+    serving: [...w.serving],
+  });
+
+  /** Delivers `event` to actor i and applies its effects as a driver would. */
+  const deliver = (w0: World, i: number, event: GroupEvent): World => {
+    const w = clone(w0);
+    const { state, effects } = stepFn(w.actors[i]!, event);
+    w.actors[i] = state;
+    for (const e of effects) {
+      if (e.type === "read" || e.type === "cas") {
+        if (w.pending[i] !== undefined) w.flaw = `${names[i]} sent a second request`;
+        w.pending[i] = e;
+      } else if (e.type === "set-timer") w.timer[i] = true;
+      else if (e.notice.kind === "serve") w.serving[i] = e.notice.epoch;
+      else if (e.notice.kind === "stop-serving") w.serving[i] = undefined;
+    }
+    return w;
+  };
+  const casApplies = (w: World, c: Extract<Effect, { type: "cas" }>) =>
+    c.expectedRevision === w.record.revision &&
+    c.guard.down.every((m) => !w.lease[names.indexOf(m)]) &&
+    c.guard.up.every((m) => w.lease[names.indexOf(m)]);
+  const write = (w: World, rec: GroupRecord) => {
+    w.record = { revision: w.record.revision + 1, record: rec };
+  };
+
+  const next = (w: World): { label: string; state: World }[] => {
+    const out: { label: string; state: World }[] = [];
+    const push = (label: string, state: World) => out.push({ label, state });
+    for (let i = 0; i < n; i++) {
+      const me = names[i];
+      const actor = w.actors[i];
+      const pend = w.pending[i];
+      // Node truth.
+      if (w.alive[i] && w.crashes < bounds.maxCrashes) {
+        const crash = (x: World) => {
+          x.alive[i] = false;
+          x.lease[i] = false;
+          x.actors[i] = undefined;
+          x.pending[i] = undefined;
+          x.timer[i] = false;
+          x.serving[i] = undefined;
+          x.crashes++;
+          return x;
+        };
+        push(`${me} crashes`, crash(clone(w)));
+        if (pend?.type === "cas" && !w.partitioned[i] && casApplies(w, pend)) {
+          const x = clone(w);
+          write(x, pend.record);
+          push(`${me} crashes after its CAS applied`, crash(x));
+        }
+      }
+      if (!w.alive[i]) {
+        const x = clone(w);
+        const started = initActor(me);
+        x.alive[i] = true;
+        x.lease[i] = !x.partitioned[i];
+        x.actors[i] = started.state;
+        x.pending[i] = started.effects[0];
+        push(`${me} restarts`, x);
+      }
+      if (w.alive[i] && !w.partitioned[i] && w.partitions < bounds.maxPartitions) {
+        const x = clone(w);
+        x.partitioned[i] = true;
+        x.lease[i] = false;
+        x.partitions++;
+        push(`${me} is cut off from etcd`, x);
+      }
+      if (w.partitioned[i]) {
+        const x = clone(w);
+        x.partitioned[i] = false;
+        x.lease[i] = x.alive[i];
+        push(`${me} reaches etcd again`, x);
+      }
+      if (!actor) continue;
+      // Lease notices (a node cut off from etcd still learns about its own lease).
+      for (let j = 0; j < n; j++) {
+        if (w.partitioned[i] && j !== i) continue;
+        const seenDown = actor.leaseDown.includes(names[j]);
+        if (seenDown !== !w.lease[j]) {
+          const type = w.lease[j] ? "lease-restored" : "lease-expired";
+          push(`${me} sees ${type} of ${names[j]}`, deliver(w, i, { type, node: names[j] }));
+        }
+      }
+      // The driver's watch on the record.
+      if (!w.partitioned[i] && actor.known && actor.known.revision < w.record.revision) {
+        push(
+          `${me}'s watch delivers the record`,
+          deliver(w, i, { type: "record-changed", current: w.record }),
+        );
+      }
+      // The outstanding request.
+      const cleared = (lost = false) => {
+        const x = clone(w);
+        x.pending[i] = undefined;
+        if (lost && !w.partitioned[i] && Number.isFinite(bounds.maxLostReplies)) x.lostReplies++;
+        return x;
+      };
+      const mayLose = w.partitioned[i] || w.lostReplies < bounds.maxLostReplies;
+      if (pend?.type === "read") {
+        if (!w.partitioned[i]) {
+          push(`${me} reads`, deliver(cleared(), i, { type: "read-result", current: w.record }));
+        } else {push(
+            `${me}'s read gets no answer`,
+            deliver(cleared(), i, { type: "response-lost" }),
+          );}
+      } else if (pend?.type === "cas") {
+        const match = casApplies(w, pend);
+        const leases = [...pend.guard.down, ...pend.guard.up].map((m) => ({
+          node: m,
+          up: w.lease[names.indexOf(m)],
+        }));
+        if (!w.partitioned[i] && match) {
+          const x = cleared();
+          write(x, pend.record);
+          push(
+            `${me} wins CAS: ${describeRecord(pend.record)}`,
+            deliver(x, i, { type: "cas-won", revision: x.record.revision }),
+          );
+          if (mayLose) {
+            const y = cleared(true);
+            write(y, pend.record);
+            push(`${me}'s CAS applies, reply lost`, deliver(y, i, { type: "response-lost" }));
+          }
+        }
+        if (!w.partitioned[i] && !match) {
+          push(
+            `${me} loses CAS`,
+            deliver(cleared(), i, { type: "cas-lost", current: w.record, leases }),
+          );
+        }
+        if (mayLose && (w.partitioned[i] || match)) {
+          // (Lost after a mismatch behaves like a lost CAS followed by the same read.)
+          push(
+            `${me}'s CAS does not apply, reply lost`,
+            deliver(cleared(true), i, { type: "response-lost" }),
+          );
+        }
+      }
+      if (w.timer[i]) {
+        const x = clone(w);
+        x.timer[i] = false;
+        push(`${me}'s retry timer fires`, deliver(x, i, { type: "timer-fired", name: "retry" }));
+      }
+      // The serving master's data path reports replicas joining or leaving sync.
+      const e = actor.serving;
+      if (e !== undefined && actor.known) {
+        for (let j = 0; j < n; j++) {
+          if (j === i) continue;
+          const r = names[j];
+          const rep = actor.reports.find((x) => x.replica === r);
+          const inSync = rep ? rep.inSync : actor.known.record.inSync.includes(r);
+          if (!inSync && w.alive[j]) {
+            push(
+              `${me} reports ${r} in sync`,
+              deliver(w, i, { type: "replica-in-sync", replica: r, epoch: e }),
+            );
+          }
+          if (inSync && (!w.alive[j] || w.syncLosses < bounds.maxSyncLosses)) {
+            const x = deliver(w, i, { type: "replica-out-of-sync", replica: r, epoch: e });
+            if (w.alive[j]) x.syncLosses++;
+            push(`${me} reports ${r} out of sync`, x);
+          }
+        }
+      }
+    }
+    return out;
+  };
+
+  return {
+    init,
+    next,
+    canon: canonWorld,
+    key: worldKey(),
+    invariant: (w) => stateInvariant(w, names),
+    transition: (a, b) => transitionInvariant(a, b, names),
+    goal: (w) =>
+      w.record.record.phase === "healthy" &&
+      w.serving[names.indexOf(w.record.record.master)] === w.record.record.epoch,
+    describe: (w) => describeWorld(w, names),
+  };
+}
+
+/** Renumbers revisions 1..k keeping their order: the actors only compare them. */
+function canonWorld(w: World): World {
+  const revs = new Set<number>([w.record.revision]);
+  for (const a of w.actors) {
+    if (a?.known) revs.add(a.known.revision);
+    if (a?.op?.kind === "cas") revs.add(a.op.expectedRevision);
+  }
+  for (const p of w.pending) if (p?.type === "cas") revs.add(p.expectedRevision);
+  const sorted = [...revs].sort((a, b) => a - b);
+  if (sorted.every((r, i) => r === i + 1)) return w;
+  const map = new Map(sorted.map((r, i) => [r, i + 1]));
+  const rev = (r: number) => map.get(r)!;
+  return {
+    ...w,
+    record: { ...w.record, revision: rev(w.record.revision) },
+    actors: w.actors.map((a) =>
+      a && {
+        ...a,
+        known: a.known && { ...a.known, revision: rev(a.known.revision) },
+        op: a.op?.kind === "cas" ? { ...a.op, expectedRevision: rev(a.op.expectedRevision) } : a.op,
+      }
+    ),
+    pending: w.pending.map((p) =>
+      p?.type === "cas" ? { ...p, expectedRevision: rev(p.expectedRevision) } : p
+    ),
+  };
+}
+
+/** A compact key of a canonical world: records are numbered once and referred to. */
+export function worldKey(): (w: World) => string {
+  const ids = new Map<string, number>();
+  const byObject = new WeakMap<GroupRecord, number>();
+  const rec = (r: GroupRecord) => {
+    let id = byObject.get(r);
+    if (id === undefined) {
+      const json = JSON.stringify(r);
+      id = ids.get(json);
+      if (id === undefined) ids.set(json, id = ids.size);
+      byObject.set(r, id);
+    }
+    return id;
+  };
+  return (w) => {
+    let k = `${w.record.revision}:${
+      rec(w.record.record)
+    }/${w.crashes}${w.partitions}${w.syncLosses}${w.lostReplies}`;
+    for (let i = 0; i < w.alive.length; i++) {
+      k += `|${+w.alive[i]}${+w.lease[i]}${+w.partitioned[i]}${+w.timer[i]},${w.serving[i]},`;
+      const p = w.pending[i];
+      k += p === undefined
+        ? "-"
+        : p.type === "cas"
+        ? `c${p.expectedRevision}:${rec(p.record)}`
+        : p.type;
+      const a = w.actors[i];
+      if (a === undefined) continue;
+      k += `;${a.known ? `${a.known.revision}:${rec(a.known.record)}` : "-"};${a.op?.kind}`;
+      k += `;${a.leaseDown};${a.serving};`;
+      for (const r of a.reports) k += `${r.replica}${+r.inSync}${r.epoch}`;
+    }
+    return k + (w.flaw ?? "");
+  };
+}
+
+function stateInvariant(w: World, names: string[]): string | undefined {
+  if (w.flaw) return w.flaw;
+  const r = w.record.record;
+  const claims = new Map<number, Set<string>>([[r.epoch, new Set([r.master])]]);
+  const claim = (epoch: number | undefined, who: string) => {
+    if (epoch === undefined) return;
+    claims.set(epoch, (claims.get(epoch) ?? new Set()).add(who));
+  };
+  names.forEach((m, i) => {
+    claim(w.serving[i], m);
+    claim(w.actors[i]?.serving, m);
+  });
+  for (const [epoch, who] of claims) {
+    if (who.size > 1) return `two masters at epoch ${epoch}: ${[...who].join(", ")}`;
+  }
+  if (r.phase !== phaseOf(r)) return `record phase ${r.phase}, should be ${phaseOf(r)}`;
+  if (!r.inSync.includes(r.master)) return `master ${r.master} not in its own in-sync set`;
+  for (let i = 0; i < names.length; i++) {
+    const a = w.actors[i];
+    const p = w.pending[i];
+    const opKind = a?.op?.kind === "retry-wait" ? undefined : a?.op?.kind;
+    if (opKind !== p?.type) return `${names[i]}: actor op ${opKind}, driver has ${p?.type}`;
+    if ((a?.op?.kind === "retry-wait") !== w.timer[i]) return `${names[i]}: timer mismatch`;
+  }
+  return undefined;
+}
+
+function transitionInvariant(from: World, to: World, names: string[]): string | undefined {
+  const a = from.record.record;
+  const b = to.record.record;
+  if (b.epoch < a.epoch) return `record epoch went back from ${a.epoch} to ${b.epoch}`;
+  if (a.master !== b.master) {
+    if (b.epoch <= a.epoch) return `master ${a.master} -> ${b.master} without an epoch bump`;
+    if (!a.inSync.includes(b.master)) {
+      return `${b.master} promoted while not in sync (in-sync [${a.inSync}])`;
+    }
+  } else if (a.epoch !== b.epoch) return `epoch ${a.epoch} -> ${b.epoch} with the same master`;
+  for (let i = 0; i < names.length; i++) {
+    const x = from.actors[i];
+    const y = to.actors[i];
+    if (!x || !y) continue; // crashed or restarted: a new incarnation
+    if (x.known && (!y.known || y.known.record.epoch < x.known.record.epoch)) {
+      return `${names[i]}: known epoch went back`;
+    }
+    const s0 = from.serving[i];
+    const s1 = to.serving[i];
+    if (s0 !== undefined && s1 !== undefined && s1 < s0) {
+      return `${names[i]}: serving epoch went back`;
+    }
+  }
+  return undefined;
+}
+
+function describeWorld(w: World, names: string[]): string {
+  const nodes = names.map((m, i) => {
+    const a = w.actors[i];
+    const flags = [
+      w.alive[i] ? "" : "crashed",
+      w.lease[i] ? "" : "no-lease",
+      w.partitioned[i] ? "cut-off" : "",
+      w.serving[i] !== undefined ? `serving e${w.serving[i]}` : "",
+      a?.op ? a.op.kind : "",
+      a && a.leaseDown.length > 0 ? `sees-down [${a.leaseDown}]` : "",
+    ].filter(Boolean);
+    return `${m}{${flags.join(" ")}}`;
+  });
+  return `record r${w.record.revision} ${describeRecord(w.record.record)} | ${nodes.join(" ")}`;
+}

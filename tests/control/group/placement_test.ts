@@ -1,0 +1,146 @@
+import { assertEquals, assertThrows } from "../../_assert.ts";
+import { InvalidArgumentError } from "../../../mod/errors.ts";
+import { describePlacement, place, type PlacementNode } from "../../../control/group/placement.ts";
+
+const GiB = 1024 ** 3;
+
+function node(
+  name: string,
+  freeGiB: number,
+  labels: Record<string, string> = {},
+  state: PlacementNode["state"] = "ready",
+): PlacementNode {
+  return { name, labels, state, freeBytes: freeGiB * GiB };
+}
+
+const cases: {
+  name: string;
+  replicas: number;
+  spreadBy?: string;
+  sizeGiB?: number;
+  nodes: PlacementNode[];
+  want: string;
+}[] = [
+  {
+    name: "picks the most free nodes, master first",
+    replicas: 2,
+    nodes: [node("n1", 10), node("n2", 30), node("n3", 20), node("n4", 5)],
+    want: "master n2, replicas [n3, n1]",
+  },
+  {
+    name: "breaks ties by name",
+    replicas: 1,
+    nodes: [node("n3", 10), node("n1", 10), node("n2", 10)],
+    want: "master n1, replicas [n2]",
+  },
+  {
+    name: "skips cordoned, unreachable, down and too small nodes",
+    replicas: 1,
+    sizeGiB: 8,
+    nodes: [
+      node("a", 50, {}, "cordoned"),
+      node("b", 50, {}, "unreachable"),
+      node("c", 50, {}, "down"),
+      node("d", 4),
+      node("e", 9),
+      node("f", 8),
+    ],
+    want: "master e, replicas [f]",
+  },
+  {
+    name: "spreads across zones before free capacity",
+    replicas: 2,
+    spreadBy: "zone",
+    nodes: [
+      node("n1", 100, { zone: "a" }),
+      node("n2", 90, { zone: "a" }),
+      node("n3", 10, { zone: "b" }),
+      node("n4", 20, { zone: "c" }),
+    ],
+    want: "master n1, replicas [n4, n3]",
+  },
+  {
+    name: "zero replicas is a master alone",
+    replicas: 0,
+    nodes: [node("n1", 1), node("n2", 2)],
+    want: "master n2, replicas []",
+  },
+  {
+    name: "fails naming the zones it has",
+    replicas: 2,
+    spreadBy: "zone",
+    nodes: [
+      node("n1", 10, { zone: "a" }),
+      node("n2", 10, { zone: "a" }),
+      node("n3", 10, { zone: "b" }),
+    ],
+    want: "impossible: need 3 nodes in distinct zone values, have 2: zone=a (n1,n2), zone=b (n3)",
+  },
+  {
+    name: "fails naming why nodes are not eligible",
+    replicas: 2,
+    spreadBy: "zone",
+    sizeGiB: 2,
+    nodes: [
+      node("n1", 10, { zone: "a" }),
+      node("n2", 10, { zone: "b" }, "cordoned"),
+      node("n3", 1, { zone: "c" }),
+      node("n4", 10),
+    ],
+    want: "impossible: need 3 nodes in distinct zone values, have 1: zone=a (n1); " +
+      "not eligible: n2 (cordoned), n3 (1 GiB free < 2 GiB), n4 (no zone label)",
+  },
+  {
+    name: "fails with no nodes at all",
+    replicas: 1,
+    nodes: [],
+    want: "impossible: need 2 eligible nodes, have 0",
+  },
+];
+
+for (const c of cases) {
+  Deno.test(`place() ${c.name}`, () => {
+    const p = place(
+      { replicas: c.replicas, spreadBy: c.spreadBy, sizeBytes: (c.sizeGiB ?? 1) * GiB },
+      c.nodes,
+    );
+    assertEquals(describePlacement(p).split("\n")[0], c.want);
+  });
+}
+
+Deno.test("place() is deterministic whatever the input order", () => {
+  const nodes = [node("n1", 5), node("n2", 5), node("n3", 7), node("n4", 5)];
+  const want = place({ replicas: 2, sizeBytes: GiB }, nodes);
+  assertEquals(place({ replicas: 2, sizeBytes: GiB }, [...nodes].reverse()), want);
+});
+
+Deno.test("describePlacement() explains the choice", () => {
+  const p = place({ replicas: 1, spreadBy: "zone", sizeBytes: GiB }, [
+    node("n1", 10, { zone: "a" }),
+    node("n2", 20, { zone: "a" }),
+    node("n3", 5, { zone: "b" }),
+    node("n4", 50, { zone: "c" }, "cordoned"),
+  ]);
+  assertEquals(
+    describePlacement(p),
+    [
+      "master n2, replicas [n3]",
+      "  need 2 nodes in distinct zone values with 1 GiB free; 2 available",
+      "  not eligible: n4 (cordoned)",
+      "  master n2: zone=a, 20 GiB free (best of 2 in its domain)",
+      "  replica n3: zone=b, 5 GiB free",
+    ].join("\n"),
+  );
+});
+
+Deno.test("place() rejects bad requests", () => {
+  const nodes = [node("n1", 1)];
+  assertThrows(() => place({ replicas: -1, sizeBytes: 1 }, nodes), InvalidArgumentError, "-1");
+  assertThrows(() => place({ replicas: 1.5, sizeBytes: 1 }, nodes), InvalidArgumentError, "1.5");
+  assertThrows(() => place({ replicas: 1, sizeBytes: 0 }, nodes), InvalidArgumentError, "size 0");
+  assertThrows(
+    () => place({ replicas: 1, sizeBytes: 1, spreadBy: " " }, nodes),
+    InvalidArgumentError,
+    "spreadBy",
+  );
+});
