@@ -19,6 +19,7 @@
  * @module
  */
 
+import type { IssuedRecord } from "../ca/mod.ts";
 import { BallastError, fromErrorBody, UnavailableError } from "./errors.ts";
 import type { ApiErrorBody } from "./errors.ts";
 import type {
@@ -74,18 +75,8 @@ export interface CaInfo {
   pending: Array<"node" | "admin">;
 }
 
-/** One line of the issued-certificate index. */
-export interface IssuedCertificate {
-  serial: string;
-  subject: string;
-  role: "node" | "admin" | "nbd-client";
-  name: string;
-  volumes: string[];
-  notBefore: string;
-  notAfter: string;
-  issuerSerial: string;
-  revokedAt?: string;
-}
+/** One line of the issued-certificate index (the CA library's record, as the API serves it). */
+export type IssuedCertificate = IssuedRecord;
 
 /** POST /v1/ca/certificates. The private key never leaves the client. */
 export interface SignCertificateRequest {

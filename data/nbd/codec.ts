@@ -54,7 +54,7 @@ export function decodeRequest(view: DataView, off: number, req: Request): boolea
   return true;
 }
 
-/** Encodes a request header (used by tests and the peer client). */
+/** Encodes a request header (the client side; used by tests). */
 export function encodeRequest(
   view: DataView,
   off: number,
