@@ -11,6 +11,17 @@ import { FILES, type IssuedRecord, type RevocationRecord } from "./_layout.ts";
 import { readIdentity } from "./_profile.ts";
 import type { x509 } from "./_x509.ts";
 
+/** A serial as stored (normalized lower-case hex), or InvalidArgumentError naming it. */
+export function checkSerial(serial: string): string {
+  const s = normalizeSerial(serial);
+  if (!/^[0-9a-f]{2,40}$/.test(s)) {
+    throw new InvalidArgumentError(`invalid serial ${JSON.stringify(serial)}`, {
+      field: "serial",
+    });
+  }
+  return s;
+}
+
 export class Registry {
   #revoked = new Map<string, RevocationRecord>();
 
@@ -25,8 +36,11 @@ export class Registry {
     for (const r of lines) this.#revoked.set(normalizeSerial(r.serial), r);
   }
 
-  /** Appends an issued certificate to the index. */
-  async record(cert: x509.X509Certificate, issuer: x509.X509Certificate): Promise<void> {
+  /** Appends an issued certificate to the index; returns the line written. */
+  async record(
+    cert: x509.X509Certificate,
+    issuer: x509.X509Certificate,
+  ): Promise<IssuedRecord> {
     const id = readIdentity(cert);
     if (typeof id === "string") throw new BallastError("INTERNAL", id);
     const rec: IssuedRecord = {
@@ -40,6 +54,7 @@ export class Registry {
       issuerSerial: normalizeSerial(issuer.serialNumber),
     };
     await appendLine(join(this.dir, FILES.issued), JSON.stringify(rec));
+    return rec;
   }
 
   /** Every certificate issued here, with revokedAt filled in. */
@@ -53,12 +68,7 @@ export class Registry {
 
   /** Revokes a serial (idempotent: a second call returns the first record). */
   async revoke(serial: string, now: Date, reason?: string): Promise<RevocationRecord> {
-    const s = normalizeSerial(serial);
-    if (!/^[0-9a-f]{2,40}$/.test(s)) {
-      throw new InvalidArgumentError(`invalid serial ${JSON.stringify(serial)}`, {
-        field: "serial",
-      });
-    }
+    const s = checkSerial(serial);
     const existing = this.#revoked.get(s);
     if (existing) return existing;
     const rec: RevocationRecord = {
@@ -69,6 +79,36 @@ export class Registry {
     await appendLine(join(this.dir, FILES.revoked), JSON.stringify(rec));
     this.#revoked.set(s, rec);
     return rec;
+  }
+
+  /**
+   * Adds revocations made elsewhere (another cluster member) to revoked.jsonl, in one
+   * append. Serials already revoked here keep their record. Returns the ones added.
+   */
+  async merge(records: readonly RevocationRecord[]): Promise<RevocationRecord[]> {
+    const added: RevocationRecord[] = [];
+    for (const r of records) {
+      const s = normalizeSerial(r.serial);
+      if (this.#revoked.has(s) || added.some((a) => a.serial === s)) continue;
+      added.push({
+        serial: s,
+        revokedAt: r.revokedAt,
+        ...(r.reason ? { reason: r.reason } : {}),
+      });
+    }
+    if (added.length === 0) return added;
+    // In memory first: verify() refuses them even if the append fails (etcd re-lists them).
+    for (const r of added) this.#revoked.set(r.serial, r);
+    await appendLine(
+      join(this.dir, FILES.revoked),
+      added.map((r) => JSON.stringify(r)).join("\n"),
+    );
+    return added;
+  }
+
+  /** The revocation of a serial, if it is revoked. */
+  revocation(serial: string): RevocationRecord | undefined {
+    return this.#revoked.get(normalizeSerial(serial));
   }
 
   /** Revoked serials (normalized hex). */

@@ -85,6 +85,7 @@ export class Pki {
   #retired: RetiredCa[] = [];
   #local = new Map<LocalCert, Local>();
   #registry: Registry;
+  #onIssued?: (rec: IssuedRecord) => void | Promise<void>;
 
   /** Use openPki(). */
   constructor(
@@ -240,8 +241,20 @@ export class Pki {
       now: this.clock(),
       ttlSeconds: ttl ?? this.options.leafTtlSeconds ?? DEFAULT_LEAF_TTL_SECONDS,
     });
-    await this.#registry.record(cert, this.#caCerts[0]);
+    await this.#recorded(await this.#registry.record(cert, this.#caCerts[0]));
     return cert;
+  }
+
+  async #recorded(rec: IssuedRecord): Promise<void> {
+    await this.#onIssued?.(rec);
+  }
+
+  /**
+   * Calls `listener` after each certificate issued here is recorded in issued.jsonl (a
+   * cluster shares it through etcd). Certificates issued before the call are not replayed.
+   */
+  onIssued(listener: ((rec: IssuedRecord) => void | Promise<void>) | undefined): void {
+    this.#onIssued = listener;
   }
 
   /** The node's own certificate and key, or undefined while it awaits import (external). */
@@ -296,7 +309,7 @@ export class Pki {
       now: this.clock(),
       ttlSeconds: options.ttlSeconds ?? this.options.leafTtlSeconds ?? DEFAULT_LEAF_TTL_SECONDS,
     });
-    await this.#registry.record(cert, this.#caCerts[0]);
+    await this.#recorded(await this.#registry.record(cert, this.#caCerts[0]));
     return { cert, certPem: this.#leafPem(cert) };
   }
 
@@ -308,6 +321,19 @@ export class Pki {
   /** Revokes a serial (idempotent); verify() refuses it from now on. */
   revoke(serial: string, reason?: string): Promise<RevocationRecord> {
     return this.#registry.revoke(serial, this.clock(), reason);
+  }
+
+  /**
+   * Adds revocations made elsewhere (another cluster member) to revoked.jsonl; verify()
+   * refuses them from now on. Returns the ones that were new here.
+   */
+  mergeRevocations(records: readonly RevocationRecord[]): Promise<RevocationRecord[]> {
+    return this.#registry.merge(records);
+  }
+
+  /** The revocation of `serial`, if it is revoked here. */
+  revocation(serial: string): RevocationRecord | undefined {
+    return this.#registry.revocation(serial);
   }
 
   /** Revoked serials (normalized hex). */

@@ -56,3 +56,5 @@ export {
   type RevocationRecord,
 } from "./_layout.ts";
 export { openPki, type OpenPkiOptions, Pki, type PkiMode, type TlsCredentials } from "./_store.ts";
+export { checkSerial } from "./_registry.ts";
+export { KEY_MODE, PUBLIC_MODE, writeAtomic } from "./_fs.ts";

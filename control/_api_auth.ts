@@ -7,6 +7,8 @@
  *
  *   no PKI (plaintext, loopback dev mode)  everything allowed
  *   GET /v1/health with allowAnonymousHealth  allowed without a certificate
+ *   POST /v1/cluster/join                  allowed without a certificate (the join token
+ *                                          authenticates; control/_api_cluster.ts)
  *   no or invalid certificate              401 UNAUTHENTICATED, with the reason
  *   admin                                  everything
  *   node                                   /v1/peer/*, /v1/health, /v1/version
@@ -41,6 +43,9 @@ export type ApiEnv = {
 export const NO_CLIENT_CERTIFICATE = "no client certificate: this API requires mutual TLS " +
   "(ballast CLI: --cert/--key, BALLAST_CERT/BALLAST_KEY, or --data-dir)";
 
+/** The route a joining node calls with its join token, before it has a certificate. */
+export const JOIN_PATH = "/v1/cluster/join";
+
 /** Path prefix of the node-to-node routes (none exist yet; the cluster issue adds them). */
 export const PEER_PREFIX = "/v1/peer/";
 
@@ -62,8 +67,8 @@ export function authorize(
 ): { ok: true; identity?: PeerIdentity } | { ok: false; error: BallastError } {
   if (!options.tls) return { ok: true };
   const identity = env?.identity;
-  const anonymousOk = options.allowAnonymousHealth === true && path === "/v1/health" &&
-    (method === "GET" || method === "HEAD");
+  const anonymousOk = (options.allowAnonymousHealth === true && path === "/v1/health" &&
+    (method === "GET" || method === "HEAD")) || (method === "POST" && path === JOIN_PATH);
   if (!identity) {
     if (anonymousOk) return { ok: true };
     const reason = env?.authFailure ?? NO_CLIENT_CERTIFICATE;

@@ -22,12 +22,20 @@ import type { List } from "../mod/types.ts";
 import type { ApiEnv } from "./_api_auth.ts";
 import { checkQuery, readJsonObject, rejectUnknownFields } from "./_api_validate.ts";
 import { typeName } from "./_volume_rules.ts";
+import type { ClusterCa } from "./_cluster_ca.ts";
 
 /** What the CA routes need from ApiDeps. */
 export interface CaRouteDeps {
   pki?: Pki;
   onCredentialsChanged?: () => void | Promise<void>;
+  /** Cluster mode: list and revoke go through etcd (control/_cluster_revocations.ts). */
+  cluster?: ClusterCa;
 }
+
+/** The refusal of `ca rotate` in cluster mode. */
+export const CLUSTER_ROTATE_MESSAGE = "CA rotation is not yet supported in cluster mode: the " +
+  "CA is kept in etcd and shared by every member, and rotating it on one member would leave " +
+  'the others trusting only the old root (docs/TLS.md, "Not yet")';
 
 /** Roles an admin may issue through the API. */
 export const ISSUABLE_ROLES: readonly Role[] = ["admin", "nbd-client"];
@@ -225,7 +233,11 @@ export function registerCaRoutes(app: Hono<ApiEnv>, deps: CaRouteDeps): void {
 
   app.get("/v1/ca/certificates", async (c) => {
     checkQuery(c, []);
-    const body: List<IssuedCertificate> = { items: await pkiOf().list() };
+    const pki = pkiOf();
+    const shared = deps.cluster?.certificates;
+    const body: List<IssuedCertificate> = {
+      items: shared ? await shared.list() : await pki.list(),
+    };
     return c.json(body);
   });
 
@@ -275,14 +287,31 @@ export function registerCaRoutes(app: Hono<ApiEnv>, deps: CaRouteDeps): void {
         field: "reason",
       });
     }
-    const rec: Revocation = await pki.revoke(serial, body.reason as string | undefined);
-    c.get("log").warn({ revoked: rec.serial, reason: rec.reason }, "certificate revoked");
+    const reason = body.reason as string | undefined;
+    const shared = deps.cluster?.certificates;
+    let rec: Revocation;
+    if (shared) {
+      const r = await shared.revoke(serial, reason);
+      rec = {
+        ...r.record,
+        alreadyRevoked: r.alreadyRevoked,
+        ...(r.sharePending ? { sharePending: true } : {}),
+      };
+    } else {
+      const alreadyRevoked = pki.revocation(serial) !== undefined;
+      rec = { ...await pki.revoke(serial, reason), alreadyRevoked };
+    }
+    c.get("log").warn(
+      { revoked: rec.serial, reason: rec.reason, alreadyRevoked: rec.alreadyRevoked },
+      rec.alreadyRevoked ? "certificate was already revoked" : "certificate revoked",
+    );
     return c.json(rec);
   });
 
   app.post("/v1/ca/rotate", async (c) => {
     checkQuery(c, []);
     const pki = pkiOf();
+    if (deps.cluster) throw new FailedPreconditionError(CLUSTER_ROTATE_MESSAGE);
     const body = await optionalBody(c);
     rejectUnknownFields(body, ["overlap"]);
     const overlapSeconds = body.overlap === undefined

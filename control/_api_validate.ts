@@ -12,6 +12,7 @@ import {
   checkDescription,
   checkLabels,
   checkReplicas,
+  checkSpreadBy,
   checkVolumeName,
   checkVolumeSize,
   typeName,
@@ -55,7 +56,7 @@ export function rejectUnknownFields(body: Record<string, unknown>, allowed: read
   }
 }
 
-const CREATE_FIELDS = ["name", "size", "replicas", "labels", "description"] as const;
+const CREATE_FIELDS = ["name", "size", "replicas", "spreadBy", "labels", "description"] as const;
 const UPDATE_FIELDS = ["size", "labels", "description"] as const;
 
 /** Validates a POST /v1/volumes body. */
@@ -74,6 +75,7 @@ export function parseCreateVolume(body: Record<string, unknown>): CreateVolumeRe
     size: checkVolumeSize(body.size),
   };
   if (body.replicas !== undefined) req.replicas = checkReplicas(body.replicas);
+  if (body.spreadBy !== undefined) req.spreadBy = checkSpreadBy(body.spreadBy);
   if (body.labels !== undefined) req.labels = checkLabels(body.labels);
   if (body.description !== undefined) req.description = checkDescription(body.description);
   return req;
@@ -119,6 +121,25 @@ export function queryBool(query: Record<string, string>, name: string): boolean 
     `invalid query parameter ${name}=${JSON.stringify(v)}: expected true or false`,
     { field: name },
   );
+}
+
+/** Validates a POST /v1/nodes/{name}/cordon body: empty, or `{reason?: string}`. */
+export async function readCordonRequest(c: Context): Promise<{ reason: string }> {
+  const text = await c.req.text();
+  if (text.trim() === "") return { reason: "" };
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (err) {
+    throw new InvalidArgumentError(`request body is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new InvalidArgumentError(`request body must be a JSON object, got ${typeName(body)}`);
+  }
+  const obj = body as Record<string, unknown>;
+  rejectUnknownFields(obj, ["reason"]);
+  if (obj.reason === undefined) return { reason: "" };
+  return { reason: checkDescription(obj.reason, "reason") };
 }
 
 const NODE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;

@@ -81,6 +81,12 @@ export class Namespace {
     return Buffer.concat([this.#prefix, Buffer.from(key, "utf8")]);
   }
 
+  /** Whether a raw etcd key lies inside the namespace. */
+  contains(key: Buffer): boolean {
+    return key.length >= this.#prefix.length &&
+      this.#prefix.equals(key.subarray(0, this.#prefix.length));
+  }
+
   /** key and range_end selecting every key with `prefix` inside the namespace. */
   range(prefix: string): { key: Buffer; range_end: Buffer } {
     const key = this.key(prefix);

@@ -4,13 +4,18 @@
  * One `etcd3` client per endpoint, each with fault handling switched off (the
  * package's default retries every unary call, Put and Txn included, which can apply
  * a write twice). Calls go to one pinned endpoint; when it fails the next one is
- * pinned. Retries happen here, by these rules:
- * - reads and idempotent calls are retried on any transient failure until the
- *   request timeout;
- * - writes are retried only when the request provably never reached etcd's raft log
- *   (no connection could be made, etcd reported no leader or dropped the proposal);
- *   any other failure of a write is reported as UnavailableError saying the outcome
- *   is unknown, and the caller settles it by re-reading (guarded Txns).
+ * pinned. Every request carries etcd's require-leader metadata, so a member cut off
+ * from its cluster answers "no leader" (and ends its watch streams) instead of hanging.
+ *
+ * - reads and idempotent calls (call()) are retried on any transient failure, on the
+ *   next member, until the call's budget is spent; each attempt has its own, shorter
+ *   deadline, so one stopped member cannot eat the whole budget;
+ * - writes make single attempts (attempt()); the store's write path (_etcd_write.ts)
+ *   repeats them only when they provably did not apply, and settles the others.
+ *
+ * The pool tracks outages: once every call has failed for a whole request timeout,
+ * calls get the budget of one attempt, so that a stopped etcd is reported quickly
+ * with a message naming the endpoints and how long they have been failing.
  * @module
  */
 
@@ -25,9 +30,6 @@ export interface EtcdTls {
   certPem?: string;
   keyPem?: string;
 }
-
-/** Whether a failed call may be repeated. */
-export type CallKind = "read" | "write";
 
 /** The `etcd3` client of one endpoint, plus a deadline for this attempt. */
 export interface Attempt {
@@ -55,22 +57,34 @@ export function notApplied(err: unknown): boolean {
     .test(message);
 }
 
+/** Start of every "etcd is unreachable" message; tests and operators match on it. */
+export const UNAVAILABLE_PREFIX = "control plane unavailable";
+
+export interface PoolTimeouts {
+  /** Budget of one call, retries included. */
+  requestTimeoutMs: number;
+  /** Deadline of one attempt. */
+  attemptTimeoutMs: number;
+}
+
 /** No-op fault-handling policy: every call runs exactly once. */
 const NOOP_POLICY = {
   execute: async <T>(fn: (context: { signal: AbortSignal }) => T | Promise<T>) =>
     await fn({ signal: new AbortController().signal }),
 } as unknown as NonNullable<NonNullable<IOptions["faultHandling"]>["global"]>;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class EndpointPool {
   readonly endpoints: readonly string[];
+  readonly timeouts: PoolTimeouts;
   readonly #clients: Etcd3[];
-  readonly #requestTimeoutMs: number;
   #pinned = 0;
   #closed = false;
+  /** Start of the current run of failures (no answer from any member since); 0 when none. */
+  #failingSince = 0;
 
-  constructor(endpoints: string[], tls: EtcdTls | undefined, requestTimeoutMs: number) {
+  constructor(endpoints: string[], tls: EtcdTls | undefined, timeouts: PoolTimeouts) {
     if (!Array.isArray(endpoints) || endpoints.length === 0) {
       throw new InvalidArgumentError("endpoints must list at least one etcd URL", {
         field: "endpoints",
@@ -104,7 +118,7 @@ export class EndpointPool {
       throw new InvalidArgumentError("tls.certPem and tls.keyPem go together", { field: "tls" });
     }
     this.endpoints = endpoints.map((e) => e.replace(/\/$/, ""));
-    this.#requestTimeoutMs = requestTimeoutMs;
+    this.timeouts = timeouts;
     this.#pinned = Math.floor(Math.random() * endpoints.length);
     this.#clients = this.endpoints.map((hosts) => this.#client(hosts, tls));
   }
@@ -144,6 +158,7 @@ export class EndpointPool {
       creds.verifyOptions.checkServerIdentity = (_name: string, cert: PeerCertificate) =>
         checkServerIdentity(host, cert);
     }
+    requireLeader(client);
     return client;
   }
 
@@ -164,50 +179,87 @@ export class EndpointPool {
     }
   }
 
+  /** Whether every call has failed for at least a whole request timeout. */
+  get down(): boolean {
+    return this.#failingSince !== 0 &&
+      Date.now() - this.#failingSince >= this.timeouts.requestTimeoutMs;
+  }
+
+  /** The budget of a call starting now: one attempt while etcd is down. */
+  budget(timeoutMs = this.timeouts.requestTimeoutMs): number {
+    return this.down ? Math.min(timeoutMs, this.timeouts.attemptTimeoutMs) : timeoutMs;
+  }
+
   /**
-   * Runs `fn` on the pinned endpoint, retrying by the rules in the module doc within
-   * `timeoutMs` (default: the request timeout). `settle` may turn a failure into a
-   * result (e.g. "lease already exists" on a repeated grant).
+   * One attempt on the pinned endpoint, ending by `deadline` at the latest. A
+   * transient failure moves the pin to the next endpoint and is rethrown as is.
    */
-  async call<T>(
-    what: string,
-    kind: CallKind,
-    fn: (a: Attempt) => Promise<T>,
-    timeoutMs = this.#requestTimeoutMs,
-  ): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
+  async attempt<T>(fn: (a: Attempt) => Promise<T>, deadline: number, n = 1): Promise<T> {
+    const { client, endpoint } = this.pinned();
+    const attemptDeadline = Math.min(deadline, Date.now() + this.timeouts.attemptTimeoutMs);
+    try {
+      const r = await fn({ client, endpoint, options: { deadline: attemptDeadline }, attempt: n });
+      this.#failingSince = 0;
+      return r;
+    } catch (err) {
+      if (this.#closed) throw this.closedError("call");
+      if (!isTransient(err)) {
+        this.#failingSince = 0; // etcd answered
+        throw err;
+      }
+      this.#failingSince ||= Date.now();
+      this.failed(endpoint);
+      throw err;
+    }
+  }
+
+  /**
+   * Runs `fn` on the pinned endpoint; a transient failure is retried on the next
+   * endpoint until the budget (default: the request timeout; one attempt while etcd
+   * is down) is spent, then reported as UnavailableError. Only for reads and calls
+   * that are safe to repeat.
+   */
+  async call<T>(what: string, fn: (a: Attempt) => Promise<T>, timeoutMs?: number): Promise<T> {
+    const deadline = Date.now() + this.budget(timeoutMs);
     let backoff = 25;
     for (let attempt = 1;; attempt++) {
-      const { client, endpoint } = this.pinned();
-      const attemptDeadline = Math.min(deadline, Date.now() + this.#requestTimeoutMs);
       try {
-        return await fn({ client, endpoint, options: { deadline: attemptDeadline }, attempt });
+        return await this.attempt(fn, deadline, attempt);
       } catch (err) {
-        if (this.#closed) throw this.closedError(what);
-        if (!isTransient(err)) throw err;
-        this.failed(endpoint);
-        const retry = kind === "read" || notApplied(err);
-        if (!retry || Date.now() + backoff >= deadline) {
-          throw this.unavailable(what, err, kind === "write" && !notApplied(err));
-        }
+        if (!isTransient(err) || this.#closed) throw err;
+        if (Date.now() + backoff >= deadline) throw this.unavailable(what, err);
         await sleep(backoff);
         backoff = Math.min(backoff * 2, 500);
       }
     }
   }
 
-  unavailable(what: string, err: unknown, outcomeUnknown = false): UnavailableError {
+  /**
+   * "control plane unavailable: cannot reach etcd at URLS (what, failing for 12 s):
+   * last error" plus what happened to a write: not applied, or unknown.
+   */
+  unavailable(
+    what: string,
+    err: unknown,
+    write?: "not applied" | "outcome unknown",
+  ): UnavailableError {
     const detail = String((err as Error)?.message ?? err).replace(/\s+/g, " ");
+    const secs = this.#failingSince ? Math.round((Date.now() - this.#failingSince) / 1000) : 0;
+    const note = write === "not applied"
+      ? "; the change was not applied"
+      : write === "outcome unknown"
+      ? "; the change may or may not have been applied"
+      : "";
     return new UnavailableError(
-      `etcd unavailable at ${this.endpoints.join(",")} (${what}): ${detail}` +
-        (outcomeUnknown ? "; the write may or may not have been applied" : ""),
+      `${UNAVAILABLE_PREFIX}: cannot reach etcd at ${this.endpoints.join(",")} (${what}` +
+        `${secs >= 1 ? `, failing for ${secs} s` : ""}): ${detail}${note}`,
       { cause: err },
     );
   }
 
   closedError(what: string): UnavailableError {
     return new UnavailableError(
-      `etcd store (${this.endpoints.join(",")}) is closed (${what})`,
+      `${UNAVAILABLE_PREFIX}: the etcd store (${this.endpoints.join(",")}) is closed (${what})`,
     );
   }
 
@@ -220,4 +272,22 @@ export class EndpointPool {
     this.#closed = true;
     for (const c of this.#clients) c.close();
   }
+}
+
+/**
+ * Adds etcd's require-leader metadata ("hasleader") to every request of `client`:
+ * a member without a leader then fails calls at once and cancels watch streams.
+ */
+function requireLeader(client: Etcd3): void {
+  type Meta = { clone(): Meta; set(k: string, v: string): void };
+  const auth = (client as unknown as {
+    pool?: { authenticator?: { getMetadata?: () => Promise<Meta> } };
+  }).pool?.authenticator;
+  if (!auth?.getMetadata) throw new Error("etcd3 internals changed: no authenticator");
+  const get = auth.getMetadata.bind(auth);
+  auth.getMetadata = async () => {
+    const meta = (await get()).clone();
+    meta.set("hasleader", "true");
+    return meta;
+  };
 }

@@ -57,7 +57,7 @@ export const CA_PATHS = {
   "/v1/ca/certificates/{serial}/revoke": {
     post: adminOp("revokeCertificate", "Revoke a certificate (idempotent)", {
       description: "Admin certificates only. Refused at the next request or handshake on " +
-        "every endpoint.",
+        "every endpoint (of every member, in cluster mode).",
       parameters: [{
         name: "serial",
         in: "path",
@@ -186,6 +186,12 @@ export const CA_SCHEMAS = {
       serial: { type: "string" },
       revokedAt: { type: "string", format: "date-time" },
       reason: { type: "string" },
+      alreadyRevoked: { type: "boolean", description: "Revoked before: the first record" },
+      sharePending: {
+        type: "boolean",
+        description: "Cluster mode, etcd unreachable: refused on this node now, by the " +
+          "other members once this node reaches etcd",
+      },
     },
   },
 };

@@ -85,6 +85,19 @@ export function checkReplicas(replicas: unknown, field = "replicas"): number {
   return replicas;
 }
 
+/** Checks a failure-domain label key for `spreadBy` (same syntax as a label key). */
+export function checkSpreadBy(key: unknown, field = "spreadBy"): string {
+  if (typeof key !== "string" || !LABEL_KEY.test(key)) {
+    throw new InvalidArgumentError(
+      `invalid ${field} ${
+        JSON.stringify(key)
+      }: expected a node label key such as "zone" (1-63 characters of letters, digits, ".", "_", "-", "/")`,
+      { field },
+    );
+  }
+  return key;
+}
+
 /** Checks a label map: at most 64 entries, keys like "team" or "example.com/tier", short values. */
 export function checkLabels(labels: unknown, field = "labels"): Record<string, string> {
   if (typeof labels !== "object" || labels === null || Array.isArray(labels)) {

@@ -28,11 +28,16 @@ import {
   parseCreateVolume,
   parseUpdateVolume,
   queryBool,
+  readCordonRequest,
   readJsonObject,
 } from "./_api_validate.ts";
 import { checkVolumeName } from "./_volume_rules.ts";
 import { type ApiEnv, authMiddleware } from "./_api_auth.ts";
 import { registerCaRoutes } from "./_api_ca.ts";
+import { STALE_HEADER } from "../mod/client.ts";
+import { type StaleMark, withStaleTracking } from "./_read_cache.ts";
+import { registerClusterRoutes } from "./_api_cluster.ts";
+import type { ClusterCa } from "./_cluster_ca.ts";
 
 export interface ApiDeps {
   volumes: VolumeService;
@@ -54,6 +59,8 @@ export interface ApiDeps {
    * import): the server reloads its TLS contexts (listener.reload()).
    */
   onCredentialsChanged?: () => void | Promise<void>;
+  /** Cluster mode with TLS: the cluster CA's pin and KEK, for join tokens and joins. */
+  cluster?: ClusterCa;
 }
 
 type Env = ApiEnv;
@@ -73,8 +80,11 @@ export function createApi(deps: ApiDeps): Hono<Env> {
     const log = deps.logger.child({ req: id, method: c.req.method, path: c.req.path });
     c.set("requestId", id);
     c.set("log", log);
-    await next();
+    // Answers served from the read cache while etcd is unreachable say so (_read_cache.ts).
+    const stale: StaleMark = {};
+    await withStaleTracking(stale, next);
     c.res.headers.set("X-Request-Id", id);
+    if (stale.since) c.res.headers.set(STALE_HEADER, stale.since.toISOString());
     requests.add(c.req.method, safeRoute(c), c.res.status);
     const who = c.get("identity");
     const fields = {
@@ -158,6 +168,18 @@ export function createApi(deps: ApiDeps): Hono<Env> {
     return c.json(await deps.nodes.get(checkNodeName(c.req.param("name"))));
   });
 
+  app.post("/v1/nodes/:name/cordon", async (c) => {
+    checkQuery(c, []);
+    const name = checkNodeName(c.req.param("name"));
+    const { reason } = await readCordonRequest(c);
+    return c.json(await deps.nodes.cordon(name, reason));
+  });
+
+  app.post("/v1/nodes/:name/uncordon", async (c) => {
+    checkQuery(c, []);
+    return c.json(await deps.nodes.uncordon(checkNodeName(c.req.param("name"))));
+  });
+
   app.get("/v1/volumes", async (c) => {
     checkQuery(c, []);
     const body: List<Volume> = { items: await deps.volumes.list() };
@@ -192,6 +214,7 @@ export function createApi(deps: ApiDeps): Hono<Env> {
   });
 
   registerCaRoutes(app, deps);
+  registerClusterRoutes(app, deps);
 
   app.get("/metrics", async (c) => {
     checkQuery(c, []);

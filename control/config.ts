@@ -8,6 +8,8 @@
 
 import { InvalidArgumentError } from "../mod/errors.ts";
 import { LOG_LEVELS } from "./log.ts";
+import { parseJoinToken } from "./_join_token.ts";
+import { checkLabels } from "./_volume_rules.ts";
 import type { LogFormat, LogLevel } from "./log.ts";
 
 /** A TCP listen address. */
@@ -40,6 +42,10 @@ export interface ServeConfig {
   certTtlSeconds: number;
   /** Cluster mode: the etcd to keep state in; undefined runs the embedded single-node store. */
   etcd: EtcdConfig | undefined;
+  /** `--join TOKEN`: join the cluster's CA through a member (needs --etcd and TLS). */
+  joinToken?: string;
+  /** Node labels (`--label zone=a,rack=r1`), used by placement (`--spread-by`). */
+  labels: Record<string, string>;
 }
 
 /** Where cluster state lives (`--etcd`). File paths are read by serve(), not here. */
@@ -73,6 +79,8 @@ export interface ServeFlags {
   "etcd-cert"?: string;
   "etcd-key"?: string;
   "etcd-prefix"?: string;
+  join?: string;
+  label?: string;
 }
 
 /** Settings read from a config file; same meaning as the flags. */
@@ -93,6 +101,8 @@ export interface ConfigFile {
   etcdCert?: string;
   etcdKey?: string;
   etcdPrefix?: string;
+  joinToken?: string;
+  labels?: string;
 }
 
 /** The settings: flag name, environment variable, file key, default. */
@@ -117,6 +127,8 @@ export const SETTINGS = {
   etcdCert: { flag: "etcd-cert", env: "BALLAST_ETCD_CERT", default: undefined },
   etcdKey: { flag: "etcd-key", env: "BALLAST_ETCD_KEY", default: undefined },
   etcdPrefix: { flag: "etcd-prefix", env: "BALLAST_ETCD_PREFIX", default: "/ballast-cluster" },
+  joinToken: { flag: "join", env: "BALLAST_JOIN_TOKEN", default: undefined },
+  labels: { flag: "label", env: "BALLAST_LABELS", default: undefined },
 } as const;
 
 const NODE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -235,6 +247,18 @@ export function resolveConfig(
   }
   const anon = pick("apiAnonymousHealth");
   const certTtl = pick("certTtlSeconds");
+  const etcd = resolveEtcd(pick);
+  const join = pick("joinToken");
+  if (join.value !== undefined && join.value !== "") {
+    if (!etcd || !tls) {
+      throw new InvalidArgumentError(
+        `${join.source} needs ${!etcd ? "--etcd (cluster mode)" : "TLS on"}: a join token joins ` +
+          "a cluster's CA",
+        { field: SETTINGS.joinToken.flag },
+      );
+    }
+    parseJoinToken(join.value, join.source);
+  }
   return {
     dataDir: dataDir.value,
     apiListen,
@@ -247,8 +271,37 @@ export function resolveConfig(
     nbdLocalListen,
     apiAnonymousHealth: parseBool(anon.value!, anon.source, SETTINGS.apiAnonymousHealth.flag),
     certTtlSeconds: parseDuration(certTtl.value!, certTtl.source, SETTINGS.certTtlSeconds.flag),
-    etcd: resolveEtcd(pick),
+    etcd,
+    ...(join.value ? { joinToken: join.value } : {}),
+    labels: resolveLabels(pick("labels")),
   };
+}
+
+/** Parses "zone=a,rack=r1" into labels; errors name the source and the bad entry. */
+function resolveLabels(
+  text: { value: string | undefined; source: string },
+): Record<string, string> {
+  const labels: Record<string, string> = {};
+  if (text.value === undefined || text.value.trim() === "") return labels;
+  for (const part of text.value.split(",")) {
+    const item = part.trim();
+    const i = item.indexOf("=");
+    if (i <= 0) {
+      throw new InvalidArgumentError(
+        `invalid ${text.source} "${text.value}": entry "${item}" is not KEY=VALUE (e.g. zone=a,rack=r1)`,
+        { field: SETTINGS.labels.flag },
+      );
+    }
+    labels[item.slice(0, i)] = item.slice(i + 1);
+  }
+  try {
+    return checkLabels(labels, "label");
+  } catch (err) {
+    throw new InvalidArgumentError(`invalid ${text.source}: ${(err as Error).message}`, {
+      field: SETTINGS.labels.flag,
+      cause: err,
+    });
+  }
 }
 
 type Pick = (key: keyof typeof SETTINGS) => { value: string | undefined; source: string };

@@ -3,8 +3,14 @@
  * clients. It passes the same contract suite as the embedded store.
  *
  * What it adds to plain etcd3 usage (see PLATFORM.md, etcd3 pitfalls):
- * - writes are never retried blindly (a Put or Txn is applied at most once); see
- *   _etcd_conn.ts for which failures are retried and how unknown outcomes are reported;
+ * - reads, lease calls and watches fail over to another member within the request
+ *   timeout (_etcd_conn.ts); when every member is unreachable calls reject with
+ *   UnavailableError "control plane unavailable: cannot reach etcd at ...", within
+ *   the request timeout, and within one attempt's deadline once etcd has been down
+ *   for that long;
+ * - writes are never retried blindly (applied at most once): a write whose answer
+ *   was lost is settled by reading the history back (_etcd_write.ts), so a leader
+ *   change does not reach callers as an error;
  * - watches resume by revision after reconnects and report compaction (_etcd_watch.ts);
  * - "watch from now" starts right after the highest revision this client has seen, so
  *   a write issued after watch() returns is always delivered;
@@ -13,7 +19,6 @@
  * @module
  */
 
-import { Buffer } from "node:buffer";
 import { InvalidArgumentError, NotFoundError, UnavailableError } from "../mod/errors.ts";
 import type {
   Compare,
@@ -26,9 +31,11 @@ import type {
   WatchOptions,
 } from "./state_store.ts";
 import { checkCount, checkKey, checkPrefix, checkValue } from "./_sqlite_txn.ts";
+import { writes } from "./_etcd_settle.ts";
 import { Namespace, type PbHeader, type PbKeyValue, type PbResponseOp } from "./_etcd_codec.ts";
 import { EndpointPool, type EtcdTls, isTransient } from "./_etcd_conn.ts";
 import { EtcdWatch } from "./_etcd_watch.ts";
+import { type TxnModel, type WriteContext, writeTxn } from "./_etcd_write.ts";
 
 export type { EtcdTls };
 
@@ -41,8 +48,10 @@ export interface EtcdConnectOptions {
   prefix?: string;
   /** How long connect() waits for a first answer (default 5000). */
   dialTimeoutMs?: number;
-  /** Deadline of one request attempt, and of a call's retries (default 5000). */
+  /** Budget of one call, failover to other members and settling included (default 5000). */
   requestTimeoutMs?: number;
+  /** Deadline of one request attempt (default 2000, at most requestTimeoutMs). */
+  attemptTimeoutMs?: number;
 }
 
 const MAX_TTL_SECONDS = 9_000_000_000;
@@ -60,11 +69,18 @@ export class EtcdStateStore implements StateStore {
   #seen = 0;
   /** Local lease deadlines (ms since epoch): send time of the last acknowledged keepalive + TTL. */
   readonly #leaseDeadlines = new Map<number, number>();
+  readonly #writes: WriteContext;
 
   private constructor(pool: EndpointPool, prefix: string) {
     this.#pool = pool;
     this.#ns = new Namespace(prefix);
     this.description = `etcd (${pool.endpoints.join(",")})`;
+    this.#writes = {
+      pool,
+      ns: this.#ns,
+      observe: (header) => this.#observe(header),
+      seen: () => this.#seen,
+    };
   }
 
   /** Connects and checks that etcd answers; rejects with UnavailableError if it does not. */
@@ -72,14 +88,19 @@ export class EtcdStateStore implements StateStore {
     const prefix = opts.prefix ?? "";
     checkPrefix(prefix, "prefix");
     for (
-      const [field, v] of [["dialTimeoutMs", opts.dialTimeoutMs], [
-        "requestTimeoutMs",
-        opts.requestTimeoutMs,
-      ]] as const
+      const [field, v] of [
+        ["dialTimeoutMs", opts.dialTimeoutMs],
+        ["requestTimeoutMs", opts.requestTimeoutMs],
+        ["attemptTimeoutMs", opts.attemptTimeoutMs],
+      ] as const
     ) {
       if (v !== undefined) checkCount(v, field, 1);
     }
-    const pool = new EndpointPool(opts.endpoints, opts.tls, opts.requestTimeoutMs ?? 5000);
+    const requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
+    const pool = new EndpointPool(opts.endpoints, opts.tls, {
+      requestTimeoutMs,
+      attemptTimeoutMs: Math.min(opts.attemptTimeoutMs ?? 2000, requestTimeoutMs),
+    });
     const store = new EtcdStateStore(pool, prefix);
     try {
       await store.#revisionWithin(opts.dialTimeoutMs ?? 5000);
@@ -97,7 +118,7 @@ export class EtcdStateStore implements StateStore {
   }
 
   #revisionWithin(timeoutMs?: number): Promise<number> {
-    return this.#pool.call("currentRevision", "read", async ({ client, options }) => {
+    return this.#pool.call("currentRevision", async ({ client, options }) => {
       const r = await client.kv.range({ key: this.#ns.key("\0"), count_only: true }, options);
       return this.#observe(r.header as PbHeader);
     }, timeoutMs);
@@ -133,10 +154,23 @@ export class EtcdStateStore implements StateStore {
     }
   }
 
+  #encode(model: TxnModel) {
+    return {
+      compare: model.compares.map((c, i) => this.#ns.compare(c, i)),
+      success: model.success.map((op, i) => this.#ns.op(op, `success[${i}]`)),
+      failure: model.failure.map((op, i) => this.#ns.op(op, `failure[${i}]`)),
+    };
+  }
+
+  /** A write, applied at most once and settled after a lost answer (_etcd_write.ts). */
+  #write(what: string, model: TxnModel): Promise<TxnResult> {
+    return writeTxn(this.#writes, what, model, this.#encode(model));
+  }
+
   get(key: string): Promise<KeyValue | undefined> {
     return this.#run(() => {
       checkKey(key);
-      return this.#pool.call("get", "read", async ({ client, options }) => {
+      return this.#pool.call("get", async ({ client, options }) => {
         const r = await client.kv.range({ key: this.#ns.key(key) }, options);
         this.#observe(r.header as PbHeader);
         const kv = r.kvs[0] as PbKeyValue | undefined;
@@ -148,7 +182,7 @@ export class EtcdStateStore implements StateStore {
   list(prefix: string): Promise<ListResult> {
     return this.#run(() => {
       checkPrefix(prefix);
-      return this.#pool.call("list", "read", async ({ client, options }) => {
+      return this.#pool.call("list", async ({ client, options }) => {
         const r = await client.kv.range(this.#ns.range(prefix), options);
         const revision = this.#observe(r.header as PbHeader);
         return { kvs: (r.kvs as PbKeyValue[]).map((kv) => this.#ns.kv(kv)), revision };
@@ -162,14 +196,9 @@ export class EtcdStateStore implements StateStore {
       checkKey(key);
       checkValue(value);
       if (lease !== undefined) checkCount(lease, "lease");
-      return this.#pool.call("put", "write", async ({ client, options }) => {
-        const r = await client.kv.put({
-          key: this.#ns.key(key),
-          value: Buffer.from(value, "utf8"),
-          lease: String(lease ?? 0),
-        }, options);
-        return { revision: this.#observe(r.header as PbHeader) };
-      });
+      const op = { type: "put" as const, key, value, lease };
+      return this.#write("put", { compares: [], success: [op], failure: [] })
+        .then((r) => ({ revision: r.revision }));
     }, lease);
   }
 
@@ -180,9 +209,10 @@ export class EtcdStateStore implements StateStore {
     return this.#run(() => {
       if (options?.prefix) checkPrefix(key, "key");
       else checkKey(key);
-      return this.#pool.call("delete", "write", async ({ client, options: call }) => {
-        const r = await client.kv.deleteRange(this.#ns.select(key, options?.prefix), call);
-        return { revision: this.#observe(r.header as PbHeader), deleted: Number(r.deleted) };
+      const op = { type: "delete" as const, key, prefix: options?.prefix === true };
+      return this.#write("delete", { compares: [], success: [op], failure: [] }).then((r) => {
+        const res = r.responses[0];
+        return { revision: r.revision, deleted: res?.type === "delete" ? res.deleted : 0 };
       });
     });
   }
@@ -200,16 +230,13 @@ export class EtcdStateStore implements StateStore {
           throw new InvalidArgumentError(`${branch} must be an array`, { field: branch });
         }
       }
-      const req = {
-        compare: compares.map((c, i) => this.#ns.compare(c, i)),
-        success: success.map((op, i) => this.#ns.op(op, `success[${i}]`)),
-        failure: failure.map((op, i) => this.#ns.op(op, `failure[${i}]`)),
-      };
       for (const op of [...success, ...failure]) {
-        if (op.type === "put" && op.lease) lease = op.lease;
+        if (op?.type === "put" && op.lease) lease = op.lease;
       }
-      const writes = [...success, ...failure].some((op) => op.type !== "get");
-      return this.#pool.call("txn", writes ? "write" : "read", async ({ client, options }) => {
+      const model = { compares, success, failure };
+      const req = this.#encode(model); // checks every compare and op
+      if (writes(success) || writes(failure)) return writeTxn(this.#writes, "txn", model, req);
+      return this.#pool.call("txn", async ({ client, options }) => {
         const r = await client.kv.txn(req as never, options);
         const revision = this.#observe(r.header as PbHeader);
         const responses = (r.responses as unknown as PbResponseOp[]).map((o) =>
@@ -260,7 +287,7 @@ export class EtcdStateStore implements StateStore {
         const id = 1 + Math.floor(Math.random() * (Number.MAX_SAFE_INTEGER - 1));
         const sentAt = Date.now();
         try {
-          const ttl = await this.#pool.call("grantLease", "read", async (a) => {
+          const ttl = await this.#pool.call("grantLease", async (a) => {
             try {
               const r = await a.client.leaseClient.leaseGrant(
                 { TTL: String(ttlSeconds), ID: String(id) },
@@ -285,7 +312,7 @@ export class EtcdStateStore implements StateStore {
   keepAlive(lease: number): Promise<number> {
     return this.#run(() => {
       checkCount(lease, "lease", 1);
-      return this.#pool.call("keepAlive", "read", async ({ client, options }) => {
+      return this.#pool.call("keepAlive", async ({ client, options }) => {
         const sentAt = Date.now();
         const stream = await client.leaseClient.leaseKeepAlive(options);
         const ttl = await new Promise<number>((resolve, reject) => {
@@ -324,7 +351,7 @@ export class EtcdStateStore implements StateStore {
   revokeLease(lease: number): Promise<void> {
     return this.#run(() => {
       checkCount(lease, "lease", 1);
-      return this.#pool.call("revokeLease", "read", async (a) => {
+      return this.#pool.call("revokeLease", async (a) => {
         try {
           const r = await a.client.leaseClient.leaseRevoke({ ID: String(lease) }, a.options);
           this.#observe(r.header as PbHeader);
@@ -340,7 +367,7 @@ export class EtcdStateStore implements StateStore {
   compact(revision: number): Promise<void> {
     return this.#run(() => {
       checkCount(revision, "revision", 1);
-      return this.#pool.call("compact", "read", async ({ client, options }) => {
+      return this.#pool.call("compact", async ({ client, options }) => {
         try {
           const r = await client.kv.compact({ revision: String(revision) }, options);
           this.#observe(r.header as PbHeader);

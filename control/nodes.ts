@@ -5,7 +5,9 @@
  *   lastSeen), written at start and refreshed at most every 30 s, so a node that
  *   stopped is still listed (as "down");
  * - `/ballast/nodes/<name>/alive`: attached to a lease (TTL 10 s by default) kept
- *   alive by this process. While it exists the node is "ready".
+ *   alive by this process. While it exists the node is "ready";
+ * - `/ballast/nodes/<name>/cordon`: present while an operator has cordoned the node
+ *   (`ballast node cordon`): it stays up but gets no new placements ("cordoned").
  *
  * Nothing is written per I/O; list/get merge the live capacity of the local node.
  * @module
@@ -18,7 +20,19 @@ import type { Logger } from "./log.ts";
 import type { StateStore } from "./state_store.ts";
 
 export const NODE_PREFIX = "/ballast/nodes/";
-const ALIVE_SUFFIX = "/alive";
+export const ALIVE_SUFFIX = "/alive";
+const CORDON_SUFFIX = "/cordon";
+
+/** The liveness key of a node. */
+export function aliveKey(node: string): string {
+  return NODE_PREFIX + node + ALIVE_SUFFIX;
+}
+
+/** What the cordon key holds. */
+interface Cordon {
+  reason: string;
+  since: string;
+}
 const DEFAULT_CAPACITY_REFRESH_MS = 30_000;
 
 /** What is stored for a node: NodeInfo without the derived state. */
@@ -91,34 +105,78 @@ export class NodeRegistry {
   async list(): Promise<NodeInfo[]> {
     const { kvs } = await this.#o.store.list(NODE_PREFIX);
     const alive = new Set<string>();
+    const cordons = new Map<string, Cordon>();
     const records: NodeRecord[] = [];
     for (const kv of kvs) {
       const rest = kv.key.slice(NODE_PREFIX.length);
       if (rest.endsWith(ALIVE_SUFFIX)) alive.add(rest.slice(0, -ALIVE_SUFFIX.length));
-      else if (!rest.includes("/")) records.push(JSON.parse(kv.value) as NodeRecord);
+      else if (rest.endsWith(CORDON_SUFFIX)) {
+        cordons.set(rest.slice(0, -CORDON_SUFFIX.length), JSON.parse(kv.value) as Cordon);
+      } else if (!rest.includes("/")) records.push(JSON.parse(kv.value) as NodeRecord);
     }
-    return records.map((r) => this.#toInfo(r, alive.has(r.name)));
+    return records.map((r) => this.#toInfo(r, alive.has(r.name), cordons.get(r.name)));
+  }
+
+  /**
+   * Cordons a node: it keeps serving what it holds but gets no new placements. One
+   * write to its own cordon key, guarded by the node record existing.
+   */
+  async cordon(name: string, reason = ""): Promise<NodeInfo> {
+    const cordon: Cordon = { reason, since: this.#o.now().toISOString() };
+    const res = await this.#o.store.txn(
+      [{ key: NODE_PREFIX + name, target: "version", op: ">", value: 0 }],
+      [{ type: "put", key: NODE_PREFIX + name + CORDON_SUFFIX, value: JSON.stringify(cordon) }],
+    );
+    if (!res.succeeded || name.includes("/")) throw new NotFoundError("node", name);
+    this.#o.logger.info({ cordoned: name, reason }, "node cordoned");
+    return await this.get(name);
+  }
+
+  /** Lifts a cordon (no-op if the node is not cordoned). */
+  async uncordon(name: string): Promise<NodeInfo> {
+    const res = await this.#o.store.txn(
+      [{ key: NODE_PREFIX + name, target: "version", op: ">", value: 0 }],
+      [{ type: "delete", key: NODE_PREFIX + name + CORDON_SUFFIX }],
+    );
+    if (!res.succeeded || name.includes("/")) throw new NotFoundError("node", name);
+    this.#o.logger.info({ uncordoned: name }, "node uncordoned");
+    return await this.get(name);
   }
 
   /** One node. */
   async get(name: string): Promise<NodeInfo> {
-    const [rec, alive] = await Promise.all([
+    const [rec, alive, cordon] = await Promise.all([
       this.#o.store.get(NODE_PREFIX + name),
       this.#o.store.get(NODE_PREFIX + name + ALIVE_SUFFIX),
+      this.#o.store.get(NODE_PREFIX + name + CORDON_SUFFIX),
     ]);
     if (!rec || name.includes("/")) throw new NotFoundError("node", name);
-    return this.#toInfo(JSON.parse(rec.value) as NodeRecord, alive !== undefined);
+    return this.#toInfo(
+      JSON.parse(rec.value) as NodeRecord,
+      alive !== undefined,
+      cordon && JSON.parse(cordon.value) as Cordon,
+    );
   }
 
-  #toInfo(rec: NodeRecord, alive: boolean): NodeInfo {
-    if (rec.name === this.#o.nodeName && !this.#stopped) {
-      return { ...this.#localRecord(), state: "ready", reason: "" };
+  #toInfo(rec: NodeRecord, alive: boolean, cordon: Cordon | undefined): NodeInfo {
+    const local = rec.name === this.#o.nodeName && !this.#stopped;
+    if (!alive && !local) {
+      return {
+        ...rec,
+        state: "down",
+        reason: `liveness lease expired; last seen ${rec.lastSeen}` +
+          (cordon ? "; also cordoned" : ""),
+      };
     }
-    return alive ? { ...rec, state: "ready", reason: "" } : {
-      ...rec,
-      state: "down",
-      reason: `liveness lease expired; last seen ${rec.lastSeen}`,
-    };
+    const info = local ? this.#localRecord() : rec;
+    if (cordon) {
+      return {
+        ...info,
+        state: "cordoned",
+        reason: `cordoned since ${cordon.since}` + (cordon.reason ? `: ${cordon.reason}` : ""),
+      };
+    }
+    return { ...info, state: "ready", reason: "" };
   }
 
   #localRecord(): NodeRecord {
@@ -142,13 +200,20 @@ export class NodeRegistry {
     this.#lastRecordWrite = this.#o.now().getTime();
   }
 
+  /**
+   * Grants a lease and attaches the alive key to it. The lease becomes this node's only
+   * once the key is written: if the put fails, the next heartbeat's keep-alive finds no
+   * lease and registers again (a kept-alive lease without the key would leave the node
+   * "down" for good).
+   */
   async #grantAndMarkAlive(): Promise<void> {
-    this.#lease = await this.#o.store.grantLease(this.#o.leaseTtlSeconds);
+    const lease = await this.#o.store.grantLease(this.#o.leaseTtlSeconds);
     await this.#o.store.put(
       NODE_PREFIX + this.#o.nodeName + ALIVE_SUFFIX,
-      JSON.stringify({ lease: this.#lease }),
-      { lease: this.#lease },
+      JSON.stringify({ lease }),
+      { lease },
     );
+    this.#lease = lease;
   }
 
   #schedule(): void {

@@ -9,6 +9,7 @@ import { VERSION } from "../mod/version.ts";
 
 import { errorResponse, errors, json, listOf, nameParam, ref } from "./_openapi_util.ts";
 import { CA_PATHS, CA_SCHEMAS } from "./_openapi_ca.ts";
+import { CLUSTER_PATHS, CLUSTER_SCHEMAS } from "./_openapi_cluster.ts";
 
 const labels = {
   type: "object",
@@ -16,6 +17,7 @@ const labels = {
   additionalProperties: { type: "string", maxLength: 256 },
   maxProperties: 64,
 };
+const strings = { type: "array", items: { type: "string" } };
 const size = {
   oneOf: [
     { type: "integer", minimum: 1048576, maximum: 1125899906842624, multipleOf: 512 },
@@ -82,6 +84,36 @@ export const OPENAPI_DOCUMENT = {
         },
       },
     },
+    "/v1/nodes/{name}/cordon": {
+      post: {
+        operationId: "cordonNode",
+        summary: "Stop new placements on a node (admin); it keeps serving what it holds",
+        parameters: [nameParam("Node")],
+        requestBody: {
+          required: false,
+          content: json({
+            type: "object",
+            additionalProperties: false,
+            properties: { reason: { type: "string", maxLength: 1024 } },
+          }),
+        },
+        responses: {
+          "200": { description: "Node", content: json(ref("Node")) },
+          ...errors(400, 404),
+        },
+      },
+    },
+    "/v1/nodes/{name}/uncordon": {
+      post: {
+        operationId: "uncordonNode",
+        summary: "Let a cordoned node take new placements again (admin)",
+        parameters: [nameParam("Node")],
+        responses: {
+          "200": { description: "Node", content: json(ref("Node")) },
+          ...errors(400, 404),
+        },
+      },
+    },
     "/v1/volumes": {
       get: {
         operationId: "listVolumes",
@@ -138,6 +170,7 @@ export const OPENAPI_DOCUMENT = {
       },
     },
     ...CA_PATHS,
+    ...CLUSTER_PATHS,
     "/v1/openapi.json": {
       get: {
         operationId: "openapi",
@@ -178,7 +211,7 @@ export const OPENAPI_DOCUMENT = {
       ),
       Error412: errorResponse(
         "Not allowed in the current state (FAILED_PRECONDITION): shrink, clients connected, " +
-          "replicas without cluster mode",
+          "replicas without cluster mode, a placement the cluster cannot satisfy (reason given)",
       ),
       Error507: errorResponse("Out of disk space (RESOURCE_EXHAUSTED)"),
     },
@@ -241,6 +274,11 @@ export const OPENAPI_DOCUMENT = {
           updatedAt: { type: "string", format: "date-time" },
           allocatedBytes: { type: "integer", description: "Bytes allocated on disk" },
           connections: { type: "integer", description: "Open NBD connections" },
+          members: { ...strings, description: "Replicated: every node holding a copy" },
+          inSync: { ...strings, description: "Members holding every write acknowledged" },
+          down: { ...strings, description: "Members whose liveness lease expired" },
+          phase: { type: "string", enum: ["healthy", "degraded", "failing-over", "unavailable"] },
+          spreadBy: { type: "string", description: "Failure-domain label of the placement" },
         },
       },
       CreateVolumeRequest: {
@@ -255,7 +293,13 @@ export const OPENAPI_DOCUMENT = {
             minimum: 0,
             maximum: 8,
             default: 0,
-            description: "Must be 0 unless the node runs in cluster mode",
+            description: "Copies besides the master, each on a distinct node (failure domain). " +
+              "Must be 0 unless the node runs in cluster mode",
+          },
+          spreadBy: {
+            type: "string",
+            description: "Node label whose values are the failure domains to spread over " +
+              "(e.g. zone); default: every node is its own domain. Needs replicas > 0",
           },
           labels,
           description: { type: "string", maxLength: 1024 },
@@ -303,6 +347,7 @@ export const OPENAPI_DOCUMENT = {
         },
       },
       ...CA_SCHEMAS,
+      ...CLUSTER_SCHEMAS,
       VersionInfo: {
         type: "object",
         properties: {

@@ -12,8 +12,11 @@ import { VERSION } from "../mod/version.ts";
 import { createApi } from "./api.ts";
 import { type ApiListener, listenApi } from "./_https.ts";
 import { setupNodeTls } from "./_node_tls.ts";
+import { prepareClusterPki } from "./_cluster_ca.ts";
+import { ClusterCertificates } from "./_cluster_revocations.ts";
 import type { EtcdConfig, ServeConfig } from "./config.ts";
 import { EtcdStateStore, type EtcdTls } from "./etcd_store.ts";
+import { ReadCacheStore } from "./_read_cache.ts";
 import { lockDataDir } from "./_data_dir_lock.ts";
 import { createLogger } from "./log.ts";
 import type { Logger } from "./log.ts";
@@ -57,13 +60,31 @@ export async function serve(
     const lock = lockDataDir(config.dataDir);
     undo.push(() => lock.release());
 
-    const store = await openStore(config);
+    const opened = await openStore(config);
+    // Cluster mode: while etcd is unreachable, reads are answered from a cache.
+    const store = config.etcd ? new ReadCacheStore(opened, { logger: log }) : opened;
     undo.push(() => store.close());
     log.info({ store: store.description }, "state store open");
 
     // TLS on every endpoint unless the operator chose plaintext on loopback (--tls off).
+    // Cluster mode: the CA comes from etcd (the first node puts it there; others join).
+    const cluster = config.tls && config.etcd
+      ? await prepareClusterPki(config, store, log)
+      : undefined;
     const tls = config.tls ? await setupNodeTls(config, log) : undefined;
     if (!tls) log.warn("TLS is off: plaintext API and NBD on loopback only");
+    if (cluster && tls) {
+      // Revocations and the issued index are shared through etcd (_cluster_revocations.ts).
+      const certificates = new ClusterCertificates({
+        store,
+        pki: tls.pki,
+        nodeName: config.nodeName,
+        log,
+      });
+      await certificates.start();
+      undo.push(() => certificates.stop());
+      cluster.certificates = certificates;
+    }
 
     const dataPlane = await startDataPlane({
       dataDir: config.dataDir,
@@ -80,12 +101,23 @@ export async function serve(
     });
     undo.push(() => dataPlane.close());
 
+    const nodes = new NodeRegistry({
+      store,
+      dataPlane,
+      logger: log,
+      nodeName: config.nodeName,
+      version: VERSION,
+      leaseTtlSeconds: config.nodeLeaseTtlSeconds,
+      labels: config.labels,
+    });
     const volumes = new VolumeService({
       store,
       dataPlane,
       logger: log,
       nodeName: config.nodeName,
       clusterMode: config.etcd !== undefined,
+      // Placement of replicated volumes (cluster mode) over the registered nodes.
+      listNodes: () => nodes.list(),
     });
     const report = await volumes.reconcile();
     log.info(
@@ -98,19 +130,12 @@ export async function serve(
       "volumes reconciled",
     );
     if (config.etcd) {
-      // Other nodes change records of volumes this node holds (delete, resize).
+      // Other nodes change records of volumes this node holds (delete, resize), and
+      // replicated volumes run their group drivers from these records.
       volumes.startWatching();
       undo.push(() => volumes.stopWatching());
     }
 
-    const nodes = new NodeRegistry({
-      store,
-      dataPlane,
-      logger: log,
-      nodeName: config.nodeName,
-      version: VERSION,
-      leaseTtlSeconds: config.nodeLeaseTtlSeconds,
-    });
     const listenerRef: { current?: ApiListener } = {};
     const reloadTls = () => {
       tls?.reload();
@@ -126,6 +151,7 @@ export async function serve(
       pki: tls?.pki,
       allowAnonymousHealth: config.apiAnonymousHealth,
       onCredentialsChanged: reloadTls,
+      cluster,
     });
     const listener = await listenApi(app, {
       host: config.apiListen.host,

@@ -15,51 +15,61 @@
  * change through its watch on the records (`startWatching()`) and applies it to its
  * local store: "deleting" -> delete the file, then the record; a larger sizeBytes ->
  * grow the file.
+ *
+ * Replicated volumes (cluster mode, replicas > 0) are volume groups: placed across
+ * nodes, their group record inside the volume record, one driver per member
+ * (_volume_groups.ts). The record watch itself is _volume_watch.ts.
  * @module
  */
 
 import {
-  AlreadyExistsError,
-  BallastError,
   ConflictError,
   FailedPreconditionError,
+  InvalidArgumentError,
   NotFoundError,
-  ResourceExhaustedError,
 } from "../mod/errors.ts";
 import type {
   CreateVolumeRequest,
+  NodeInfo,
   UpdateVolumeRequest,
   Volume,
   VolumeState,
 } from "../mod/types.ts";
-import type { DataPlane, VolumeSpec } from "../data/plane.ts";
+import type { DataPlane } from "../data/plane.ts";
 import type { Logger } from "./log.ts";
-import type { KeyValue, StateStore, Watch } from "./state_store.ts";
+import type { StateStore } from "./state_store.ts";
 import {
   checkDescription,
   checkLabels,
   checkReplicas,
+  checkSpreadBy,
   checkVolumeName,
   checkVolumeSize,
   describeSize,
 } from "./_volume_rules.ts";
+import {
+  dataPlaneError,
+  parseRecord,
+  toVolume,
+  VOLUME_PREFIX,
+  type VolumeRecord,
+} from "./_volume_record.ts";
+import { VolumeGroups } from "./_volume_groups.ts";
+import { watchVolumeRecords } from "./_volume_watch.ts";
+import {
+  applyRemoteResize,
+  awaitRemoteDelete,
+  createLocal,
+  deleteData,
+  finishRemoteDelete,
+  type LocalContext,
+  reconcileLocal,
+  type ReconcileReport,
+} from "./_volume_local.ts";
 
-export const VOLUME_PREFIX = "/ballast/volumes/";
+export { type ReconcileReport, VOLUME_PREFIX, type VolumeRecord };
 /** How often an update retries after losing a compare-and-swap race. */
 const CAS_ATTEMPTS = 5;
-/** How long a delete asked of a non-master node waits for the master to finish it. */
-const REMOTE_DELETE_WAIT_MS = 5_000;
-const REMOTE_DELETE_POLL_MS = 100;
-/** Retry delay bounds of the record watch after the store failed. */
-const WATCH_BACKOFF_MS = [100, 5_000] as const;
-
-/** What is stored: a Volume without its live fields, plus the hand-over fields below. */
-export type VolumeRecord = Omit<Volume, "allocatedBytes" | "connections"> & {
-  /** Set with state "deleting" by a non-master node: the master deletes with force. */
-  deleteForce?: boolean;
-  /** Written by the master when it refused a delete asked elsewhere (state back to ready). */
-  deleteRefused?: string;
-};
 
 export interface VolumeServiceOptions {
   store: StateStore;
@@ -68,15 +78,11 @@ export interface VolumeServiceOptions {
   nodeName: string;
   /** Cluster mode: the store is shared with other nodes (etcd); see startWatching(). */
   clusterMode?: boolean;
+  /** Cluster mode: the nodes to place replicated volumes on (NodeRegistry.list). */
+  listNodes?: () => Promise<NodeInfo[]>;
+  /** Cluster mode: how long a create waits for every member's copy; default 10 s. */
+  groupCreateWaitMs?: number;
   now?: () => Date;
-}
-
-/** What `reconcile()` did. */
-export interface ReconcileReport {
-  opened: string[];
-  failed: string[];
-  finishedDeletes: string[];
-  removedCreating: string[];
 }
 
 /** The volume lifecycle. All methods throw BallastError subclasses. */
@@ -93,6 +99,9 @@ export class VolumeService {
   readonly #localSize = new Map<string, number>();
   #watchStop: AbortController | undefined;
   #watchLoop: Promise<void> | undefined;
+  /** Cluster mode: replicated volumes. */
+  readonly #groups: VolumeGroups | undefined;
+  readonly #ctx: LocalContext;
 
   constructor(options: VolumeServiceOptions) {
     this.#store = options.store;
@@ -101,6 +110,25 @@ export class VolumeService {
     this.#node = options.nodeName;
     this.#cluster = options.clusterMode ?? false;
     this.#now = options.now ?? (() => new Date());
+    this.#ctx = {
+      store: this.#store,
+      plane: this.#plane,
+      log: this.#log,
+      node: this.#node,
+      now: this.#now,
+      localSize: this.#localSize,
+    };
+    if (this.#cluster) {
+      this.#groups = new VolumeGroups({
+        store: this.#store,
+        plane: this.#plane,
+        logger: this.#log,
+        nodeName: this.#node,
+        listNodes: options.listNodes ?? (() => Promise.resolve([])),
+        now: this.#now,
+        createWaitMs: options.groupCreateWaitMs,
+      });
+    }
   }
 
   /** Creates a volume and its data file; returns it "ready". */
@@ -110,61 +138,37 @@ export class VolumeService {
     const replicas = checkReplicas(request.replicas ?? 0);
     const labels = checkLabels(request.labels ?? {});
     const description = checkDescription(request.description ?? "");
-    if (replicas > 0) {
+    const spreadBy = request.spreadBy === undefined ? undefined : checkSpreadBy(request.spreadBy);
+    if (replicas > 0 && !this.#groups) {
       throw new FailedPreconditionError(
-        this.#cluster
-          ? `cannot create volume "${name}" with ${replicas} replicas: replication is not ` +
-            `implemented yet; use replicas 0`
-          : `cannot create volume "${name}" with ${replicas} replicas: replicas need cluster mode ` +
-            `(this node runs single-node with the embedded store); use replicas 0`,
+        `cannot create volume "${name}" with ${replicas} replicas: replicas need cluster mode ` +
+          `(this node runs single-node with the embedded store); use replicas 0`,
         { field: "replicas" },
       );
     }
-    // Placement: the volume lives on the node that was asked. Choosing a node across
-    // the cluster (spread, free capacity, cordon) is later work.
+    if (spreadBy !== undefined && replicas === 0) {
+      throw new InvalidArgumentError(
+        `invalid spreadBy "${spreadBy}": spreading needs replicas > 0`,
+        { field: "spreadBy" },
+      );
+    }
     return await this.#locked(name, async () => {
       const now = this.#now().toISOString();
-      const record: VolumeRecord = {
+      const fields = {
         name,
         uuid: crypto.randomUUID(),
         sizeBytes,
         replicas,
-        master: this.#node,
-        epoch: 1,
-        state: "creating",
         labels,
         description,
         createdAt: now,
         updatedAt: now,
       };
-      const key = VOLUME_PREFIX + name;
-      const put = await this.#store.txn(
-        [{ key, target: "version", op: "==", value: 0 }],
-        [{ type: "put", key, value: JSON.stringify(record) }],
-      );
-      if (!put.succeeded) throw new AlreadyExistsError("volume", name);
-      const log = this.#log.child({ volume: name, uuid: record.uuid });
-      try {
-        await this.#plane.createVolume(specOf(record));
-      } catch (err) {
-        log.warn({ err: String(err) }, "data plane could not create volume; removing record");
-        await this.#store.txn(
-          [{ key, target: "modRevision", op: "==", value: put.revision }],
-          [{ type: "delete", key }],
-        );
-        throw dataPlaneError(err, `cannot create volume "${name}"`);
-      }
-      this.#localSize.set(name, sizeBytes);
-      const ready: VolumeRecord = { ...record, state: "ready" };
-      const flip = await this.#store.txn(
-        [{ key, target: "modRevision", op: "==", value: put.revision }],
-        [{ type: "put", key, value: JSON.stringify(ready) }],
-      );
-      if (!flip.succeeded) {
-        throw new ConflictError(`volume "${name}" changed while it was being created`);
-      }
-      log.info({ sizeBytes }, "volume created");
-      return this.#withLive(ready);
+      // Replicated: placed across nodes; unreplicated: on the node that was asked.
+      const rec = replicas > 0
+        ? await this.#groups!.create({ ...fields, ...(spreadBy ? { spreadBy } : {}) })
+        : await createLocal(this.#ctx, fields);
+      return this.#withLive(rec);
     });
   }
 
@@ -205,6 +209,12 @@ export class VolumeService {
         }
         const next: VolumeRecord = { ...rec };
         if (sizeBytes !== undefined && sizeBytes !== rec.sizeBytes) {
+          if (rec.group) {
+            throw new FailedPreconditionError(
+              `cannot resize volume "${name}": resizing a replicated volume is not supported yet`,
+              { field: "size" },
+            );
+          }
           if (sizeBytes < rec.sizeBytes) {
             throw new FailedPreconditionError(
               `cannot shrink volume "${name}" from ${describeSize(rec.sizeBytes)} to ` +
@@ -239,9 +249,27 @@ export class VolumeService {
     return await this.#locked(name, async () => {
       let previous: VolumeState = "ready";
       let master = this.#node;
+      let grouped = false;
       const marked = await this.#casUpdate(name, (rec) => {
         previous = rec.state === "deleting" ? "ready" : rec.state;
         master = rec.master;
+        if (rec.group) {
+          // Every member removes its copy, the master first (_volume_groups.ts).
+          grouped = true;
+          if (rec.state === "creating") {
+            throw new FailedPreconditionError(`volume "${name}" is still being created`);
+          }
+          return {
+            ...rec,
+            state: "deleting",
+            remaining: rec.state === "deleting" && rec.remaining
+              ? rec.remaining
+              : rec.group.members,
+            deleteForce: options.force ?? false,
+            deleteRefused: undefined,
+            updatedAt: this.#now().toISOString(),
+          };
+        }
         const next: VolumeRecord = {
           ...rec,
           state: "deleting",
@@ -251,9 +279,9 @@ export class VolumeService {
         if (rec.master !== this.#node) next.deleteForce = options.force ?? false;
         return next;
       });
-      if (master !== this.#node) return await this.#awaitRemoteDelete(name, marked);
+      if (grouped || master !== this.#node) return await awaitRemoteDelete(this.#ctx, name, marked);
       try {
-        await this.#deleteData(name, options.force ?? false);
+        await deleteData(this.#plane, name, options.force ?? false);
       } catch (err) {
         await this.#casUpdate(name, (rec) => ({ ...rec, state: previous })).catch((e) =>
           this.#log.error({ volume: name, err: String(e) }, "could not restore volume state")
@@ -267,38 +295,6 @@ export class VolumeService {
   }
 
   /**
-   * After marking another node's volume "deleting": waits (a few seconds) for its
-   * master to remove the record, and reports a refusal (clients connected) as
-   * FailedPreconditionError. If the master does not answer in time the record stays
-   * "deleting" and the master finishes it when it next watches or starts.
-   */
-  async #awaitRemoteDelete(name: string, marked: VolumeRecord): Promise<void> {
-    const log = this.#log.child({ volume: name, master: marked.master });
-    const deadline = Date.now() + REMOTE_DELETE_WAIT_MS;
-    while (Date.now() < deadline) {
-      const kv = await this.#store.get(VOLUME_PREFIX + name);
-      if (!kv) {
-        log.info("volume deleted by its master");
-        return;
-      }
-      const rec = parseRecord(kv);
-      if (rec.uuid !== marked.uuid) return; // deleted and created again meanwhile
-      if (rec.state !== "deleting") {
-        throw new FailedPreconditionError(
-          rec.deleteRefused ??
-            `volume "${name}" is ${rec.state} again: its master node "${rec.master}" did not delete it`,
-          { state: rec.state },
-        );
-      }
-      await new Promise((r) => setTimeout(r, REMOTE_DELETE_POLL_MS));
-    }
-    log.warn(
-      { waitedMs: REMOTE_DELETE_WAIT_MS },
-      "master has not finished the delete yet; the volume stays deleting until it does",
-    );
-  }
-
-  /**
    * Cluster mode: follows the volume records from the store (list, then watch from
    * the list revision + 1; a compacted watch re-lists) so this node applies changes
    * that other nodes made to the volumes it is master of. Stop with stopWatching().
@@ -307,55 +303,28 @@ export class VolumeService {
     if (this.#watchLoop) return;
     const stop = new AbortController();
     this.#watchStop = stop;
-    this.#watchLoop = this.#watchRecords(stop.signal);
+    this.#groups?.start();
+    this.#watchLoop = watchVolumeRecords(this.#store, this.#log, {
+      put: async (kv) => {
+        const rec = parseRecord(kv);
+        if (rec.group && this.#groups) {
+          await this.#groups.handle(kv, rec).catch((err) =>
+            this.#log.error({ volume: rec.name, err: String(err) }, "could not apply group change")
+          );
+        } else await this.#applyRemoteChange(rec);
+      },
+      deleted: async (name) => await this.#groups?.deleted(name),
+      listed: async (names) => await this.#groups?.listed(names),
+    }, stop.signal);
   }
 
-  /** Stops the record watch and waits for a change being applied to finish. */
+  /** Stops the record watch and the group drivers; waits for a change being applied. */
   async stopWatching(): Promise<void> {
     this.#watchStop?.abort();
     await this.#watchLoop;
+    await this.#groups?.stop();
     this.#watchLoop = undefined;
     this.#watchStop = undefined;
-  }
-
-  async #watchRecords(stop: AbortSignal): Promise<void> {
-    let backoff: number = WATCH_BACKOFF_MS[0];
-    while (!stop.aborted) {
-      let watch: Watch | undefined;
-      const cancel = () => watch?.cancel();
-      stop.addEventListener("abort", cancel);
-      try {
-        const { kvs, revision } = await this.#store.list(VOLUME_PREFIX);
-        for (const kv of kvs) {
-          if (stop.aborted) return;
-          await this.#applyRemoteChange(parseRecord(kv));
-        }
-        if (stop.aborted) return;
-        watch = this.#store.watch(VOLUME_PREFIX, { startRevision: revision + 1 });
-        for await (const msg of watch) {
-          backoff = WATCH_BACKOFF_MS[0];
-          if (msg.kind === "compacted") {
-            this.#log.info(
-              { compactRevision: msg.compactRevision },
-              "volume watch compacted; listing again",
-            );
-            break;
-          }
-          for (const ev of msg.events) {
-            if (stop.aborted) return;
-            if (ev.type === "put") await this.#applyRemoteChange(parseRecord(ev.kv));
-          }
-        }
-      } catch (err) {
-        if (stop.aborted) return;
-        this.#log.warn({ err: String(err), retryMs: backoff }, "volume watch failed; retrying");
-        await abortableSleep(backoff, stop);
-        backoff = Math.min(backoff * 2, WATCH_BACKOFF_MS[1]);
-      } finally {
-        stop.removeEventListener("abort", cancel);
-        watch?.cancel();
-      }
-    }
   }
 
   /** Applies a record change to this node's local store if this node is its master. */
@@ -371,118 +340,21 @@ export class VolumeService {
       const rec = parseRecord(kv);
       if (rec.master !== this.#node || rec.uuid !== seen.uuid) return;
       const log = this.#log.child({ volume: rec.name, uuid: rec.uuid });
-      if (rec.state === "deleting") await this.#finishRemoteDelete(kv, rec, log);
-      else if (rec.state === "ready") await this.#applyRemoteResize(rec, log);
+      if (rec.state === "deleting") await finishRemoteDelete(this.#ctx, kv, rec, log);
+      else if (rec.state === "ready") await applyRemoteResize(this.#ctx, rec, log);
     }).catch((err) =>
       this.#log.error({ volume: seen.name, err: String(err) }, "could not apply volume change")
     );
   }
 
-  async #finishRemoteDelete(kv: KeyValue, rec: VolumeRecord, log: Logger): Promise<void> {
-    const force = rec.deleteForce ?? false;
-    try {
-      // A volume not exported here (failed to open) may still have a file to remove.
-      const exported = this.#plane.volumeStatus(rec.name) !== undefined ||
-        await this.#plane.openVolume(specOf(rec)).then(() => true, () => false);
-      if (exported) await this.#deleteData(rec.name, force);
-    } catch (err) {
-      const why = err instanceof Error ? err.message : String(err);
-      log.warn({ err: why }, "refused a delete asked by another node");
-      const back: VolumeRecord = {
-        ...rec,
-        state: "ready",
-        deleteForce: undefined,
-        deleteRefused:
-          `cannot delete volume "${rec.name}" on its master node "${this.#node}": ${why}`,
-        updatedAt: this.#now().toISOString(),
-      };
-      await this.#store.txn(
-        [{ key: kv.key, target: "modRevision", op: "==", value: kv.modRevision }],
-        [{ type: "put", key: kv.key, value: JSON.stringify(back) }],
-      );
-      return;
-    }
-    this.#localSize.delete(rec.name);
-    await this.#store.txn(
-      [{ key: kv.key, target: "modRevision", op: "==", value: kv.modRevision }],
-      [{ type: "delete", key: kv.key }],
-    );
-    log.info({ force }, "volume deleted (asked by another node)");
-  }
-
-  async #applyRemoteResize(rec: VolumeRecord, log: Logger): Promise<void> {
-    const local = this.#localSize.get(rec.name);
-    if (local === undefined || local >= rec.sizeBytes) return;
-    await this.#plane.resizeVolume(rec.name, rec.sizeBytes);
-    this.#localSize.set(rec.name, rec.sizeBytes);
-    log.info({ from: local, sizeBytes: rec.sizeBytes }, "volume grown (asked by another node)");
-  }
-
   /**
    * Brings the data plane in line with the records at node start: exports every
-   * ready (or previously failed) volume, finishes interrupted deletes and removes
-   * leftovers of interrupted creates.
+   * ready (or previously failed) unreplicated volume, finishes interrupted deletes and
+   * removes leftovers of interrupted creates. Replicated volumes come up through their
+   * group drivers (startWatching).
    */
-  async reconcile(): Promise<ReconcileReport> {
-    const report: ReconcileReport = {
-      opened: [],
-      failed: [],
-      finishedDeletes: [],
-      removedCreating: [],
-    };
-    const { kvs } = await this.#store.list(VOLUME_PREFIX);
-    for (const kv of kvs) {
-      const rec = parseRecord(kv);
-      const log = this.#log.child({ volume: rec.name, uuid: rec.uuid });
-      if (rec.master !== this.#node) continue;
-      if (rec.state === "deleting" || rec.state === "creating") {
-        try {
-          // Export whatever file a crash left so the data plane can delete it; a
-          // missing file means there is nothing to delete.
-          const exists = await this.#plane.openVolume(specOf(rec)).then(() => true, () => false);
-          if (exists) await this.#deleteData(rec.name, true);
-          await this.#store.txn(
-            [{ key: kv.key, target: "modRevision", op: "==", value: kv.modRevision }],
-            [{ type: "delete", key: kv.key }],
-          );
-          const list = rec.state === "deleting" ? report.finishedDeletes : report.removedCreating;
-          list.push(rec.name);
-          log.info({ state: rec.state }, "finished interrupted operation: volume removed");
-        } catch (err) {
-          log.error({ err: String(err), state: rec.state }, "could not remove volume");
-        }
-        continue;
-      }
-      try {
-        await this.#plane.openVolume(specOf(rec));
-        this.#localSize.set(rec.name, rec.sizeBytes);
-        report.opened.push(rec.name);
-        if (rec.state === "failed") await this.#setState(kv, rec, "ready");
-      } catch (err) {
-        report.failed.push(rec.name);
-        log.error({ err: String(err) }, "cannot open volume; marking it failed");
-        if (rec.state !== "failed") await this.#setState(kv, rec, "failed");
-      }
-    }
-    return report;
-  }
-
-  async #setState(kv: KeyValue, rec: VolumeRecord, state: VolumeState): Promise<void> {
-    const next = { ...rec, state, updatedAt: this.#now().toISOString() };
-    await this.#store.txn(
-      [{ key: kv.key, target: "modRevision", op: "==", value: kv.modRevision }],
-      [{ type: "put", key: kv.key, value: JSON.stringify(next) }],
-    );
-  }
-
-  /** Asks the data plane to delete; a volume it does not know is already gone. */
-  async #deleteData(name: string, force: boolean): Promise<void> {
-    try {
-      await this.#plane.deleteVolume(name, { force });
-    } catch (err) {
-      if (err instanceof NotFoundError) return;
-      throw err;
-    }
+  reconcile(): Promise<ReconcileReport> {
+    return reconcileLocal(this.#ctx);
   }
 
   /**
@@ -512,7 +384,7 @@ export class VolumeService {
   }
 
   #withLive(record: VolumeRecord): Volume {
-    const { deleteForce: _f, deleteRefused: _r, ...rec } = record;
+    const rec = toVolume(record);
     if (rec.master !== this.#node) return rec;
     const live = this.#plane.volumeStatus(rec.name);
     return live
@@ -531,42 +403,4 @@ export class VolumeService {
     });
     return run;
   }
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done);
-  });
-}
-
-/** The data plane's view of a volume record. */
-function specOf(rec: VolumeRecord): VolumeSpec {
-  return {
-    name: rec.name,
-    uuid: rec.uuid,
-    sizeBytes: rec.sizeBytes,
-    description: rec.description,
-  };
-}
-
-function parseRecord(kv: KeyValue): VolumeRecord {
-  return JSON.parse(kv.value) as VolumeRecord;
-}
-
-/** Keeps BallastErrors; turns a full disk into ResourceExhaustedError; wraps the rest. */
-function dataPlaneError(err: unknown, what: string): BallastError {
-  if (err instanceof BallastError) return err;
-  const code = (err as { code?: unknown })?.code;
-  const message = err instanceof Error ? err.message : String(err);
-  if (code === "ENOSPC" || /ENOSPC|no space left/i.test(message)) {
-    return new ResourceExhaustedError(`${what}: no space left on the data disk`, { cause: err });
-  }
-  return new BallastError("INTERNAL", `${what}: ${message}`, { cause: err });
 }

@@ -17,6 +17,13 @@ export class LiveExport implements ExportView {
   readonly stats: VolumeStats;
   readonly attachments = new Set<Attachment>();
   readOnly = false;
+  /**
+   * Set while the first data-changing request must wait for the control plane (see
+   * DataPlane.openVolume): called once, shared by every connection; cleared when it
+   * resolves. A rejection fails the waiting requests with EIO and keeps the gate.
+   */
+  writeGate: (() => Promise<void>) | undefined;
+  #passing: Promise<void> | undefined;
 
   constructor(
     readonly name: string,
@@ -35,6 +42,23 @@ export class LiveExport implements ExportView {
   }
   get canFastZero(): boolean {
     return this.store.canFastZero;
+  }
+
+  /** Resolves once the write gate is open (at once if there is none). */
+  passWriteGate(): Promise<void> {
+    const gate = this.writeGate;
+    if (gate === undefined) return Promise.resolve();
+    this.#passing ??= gate().then(
+      () => {
+        if (this.writeGate === gate) this.writeGate = undefined;
+        this.#passing = undefined;
+      },
+      (err) => {
+        this.#passing = undefined;
+        throw err;
+      },
+    );
+    return this.#passing;
   }
 
   attach(a: Attachment): void {

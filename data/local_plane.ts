@@ -15,8 +15,8 @@ import { ExportTable, LiveExport } from "./exports.ts";
 import { NbdServer } from "./nbd/server.ts";
 import type { HandshakePolicy } from "./nbd/handshake.ts";
 import type { StartTls } from "./nbd/connection.ts";
-import type { DataPlane, VolumeSpec, VolumeStatus } from "./plane.ts";
-import type { VolumeStats } from "./stats.ts";
+import type { DataPlane, OpenOptions, VolumeSpec, VolumeStatus } from "./plane.ts";
+import { OP_TRIM, OP_WRITE, OP_WRITE_ZEROES, type VolumeStats } from "./stats.ts";
 import { BlockStoreError } from "./store/block_store.ts";
 import { FileBlockStore } from "./store/file_store.ts";
 import { filesystemSpace } from "./store/_libc.ts";
@@ -82,7 +82,7 @@ class LocalDataPlane implements RunningDataPlane {
     return `${this.#dir}/${uuid}.vol`;
   }
 
-  createVolume(spec: VolumeSpec): Promise<void> {
+  createVolume(spec: VolumeSpec, options: { export?: boolean } = {}): Promise<void> {
     if (this.exports.lookup(spec.name)) {
       return Promise.reject(
         new FailedPreconditionError(`volume "${spec.name}" is already exported`),
@@ -94,6 +94,11 @@ class LocalDataPlane implements RunningDataPlane {
     } catch (err) {
       return Promise.reject(storeError(err, `create volume "${spec.name}"`));
     }
+    if (options.export === false) {
+      store.close();
+      this.#log.debug({ volume: spec.name, uuid: spec.uuid }, "volume copy created (not exported)");
+      return Promise.resolve();
+    }
     this.exports.add(new LiveExport(spec.name, spec.uuid, spec.description, store));
     this.#log.debug(
       { volume: spec.name, uuid: spec.uuid, size: spec.sizeBytes },
@@ -102,8 +107,12 @@ class LocalDataPlane implements RunningDataPlane {
     return Promise.resolve();
   }
 
-  openVolume(spec: VolumeSpec): Promise<void> {
-    if (this.exports.lookup(spec.name)) return Promise.resolve();
+  openVolume(spec: VolumeSpec, options: OpenOptions = {}): Promise<void> {
+    const open = this.exports.lookup(spec.name);
+    if (open) {
+      open.writeGate = options.writeGate;
+      return Promise.resolve();
+    }
     let store: FileBlockStore;
     try {
       store = FileBlockStore.open(this.#path(spec.uuid));
@@ -119,7 +128,9 @@ class LocalDataPlane implements RunningDataPlane {
       );
       if (store.size < spec.sizeBytes) store.resize(spec.sizeBytes);
     }
-    this.exports.add(new LiveExport(spec.name, spec.uuid, spec.description, store));
+    const e = new LiveExport(spec.name, spec.uuid, spec.description, store);
+    e.writeGate = options.writeGate;
+    this.exports.add(e);
     return Promise.resolve();
   }
 
@@ -134,9 +145,31 @@ class LocalDataPlane implements RunningDataPlane {
     return Promise.resolve();
   }
 
-  async deleteVolume(name: string, options?: { force?: boolean }): Promise<void> {
-    const e = this.exports.lookup(name);
+  async closeVolume(name: string): Promise<void> {
+    const e = this.exports.remove(name);
     if (!e) return;
+    for (const a of [...e.attachments]) a.abort(`volume "${name}" is no longer served here`);
+    await new Promise((r) => setTimeout(r, 0));
+    try {
+      await e.store.flush();
+    } finally {
+      e.store.close();
+    }
+    this.#log.info({ volume: name, uuid: e.uuid }, "volume no longer exported");
+  }
+
+  async deleteVolume(name: string, options?: { force?: boolean; uuid?: string }): Promise<void> {
+    const e = this.exports.lookup(name);
+    if (!e) {
+      if (options?.uuid === undefined) return;
+      try {
+        await Deno.remove(this.#path(options.uuid));
+        this.#log.info({ volume: name, uuid: options.uuid }, "volume copy deleted");
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+      return;
+    }
     if (e.attachments.size > 0 && !options?.force) {
       throw new FailedPreconditionError(
         `volume "${name}" has ${e.attachments.size} NBD client(s) connected; disconnect them or use --force`,
@@ -159,7 +192,12 @@ class LocalDataPlane implements RunningDataPlane {
   volumeStatus(name: string): VolumeStatus | undefined {
     const e = this.exports.lookup(name);
     if (!e) return undefined;
-    return { allocatedBytes: e.store.allocatedBytes(), connections: e.attachments.size };
+    const ops = e.stats.ops;
+    return {
+      allocatedBytes: e.store.allocatedBytes(),
+      connections: e.attachments.size,
+      writes: ops[OP_WRITE] + ops[OP_TRIM] + ops[OP_WRITE_ZEROES],
+    };
   }
 
   volumeStats(): VolumeStats[] {

@@ -19,20 +19,44 @@ export interface VolumeSpec {
 export interface VolumeStatus {
   allocatedBytes: number;
   connections: number;
+  /** Requests that changed data (write, trim, write-zeroes) since the volume was exported here. */
+  writes: number;
+}
+
+export interface OpenOptions {
+  /**
+   * Called before the first data-changing request (WRITE, TRIM, WRITE_ZEROES) is
+   * executed; that request and every later one wait until it resolves, then the gate is
+   * gone. A volume group uses it so that no write is acknowledged while the group record
+   * still says the replicas hold the same data. A rejection fails the request with EIO.
+   */
+  writeGate?: () => Promise<void>;
 }
 
 export interface DataPlane {
-  /** Creates the volume's sparse backing file and exports it. Fails with ResourceExhaustedError on a full disk. */
-  createVolume(spec: VolumeSpec): Promise<void>;
-  /** Exports an existing volume (node start). Fails if its backing file is missing. */
-  openVolume(spec: VolumeSpec): Promise<void>;
+  /**
+   * Creates the volume's sparse backing file and exports it (or, with `export: false`,
+   * only creates the file: a replica's copy). Fails with ResourceExhaustedError on a full disk.
+   */
+  createVolume(spec: VolumeSpec, options?: { export?: boolean }): Promise<void>;
+  /**
+   * Exports an existing volume (node start, or a group master taking over). Fails if its
+   * backing file is missing. On a volume already exported, only replaces the write gate.
+   */
+  openVolume(spec: VolumeSpec, options?: OpenOptions): Promise<void>;
   /** Grows the volume; new NBD connections see the new size. */
   resizeVolume(name: string, sizeBytes: number): Promise<void>;
   /**
-   * Stops exporting the volume and deletes its data. Fails with FailedPreconditionError
-   * while NBD clients are connected unless `force`, which disconnects them first.
+   * Stops exporting the volume (disconnecting its NBD clients) and closes its file,
+   * keeping the data: the node holds a copy it does not serve. No-op if not exported.
    */
-  deleteVolume(name: string, options?: { force?: boolean }): Promise<void>;
+  closeVolume(name: string): Promise<void>;
+  /**
+   * Stops exporting the volume and deletes its data. Fails with FailedPreconditionError
+   * while NBD clients are connected unless `force`, which disconnects them first. With
+   * `uuid`, a volume not exported here still has its file (a replica's copy) removed.
+   */
+  deleteVolume(name: string, options?: { force?: boolean; uuid?: string }): Promise<void>;
   /** Local status, or undefined if the volume is not exported here. */
   volumeStatus(name: string): VolumeStatus | undefined;
   /** Statistics of every exported volume, for /metrics. */

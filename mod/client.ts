@@ -35,6 +35,12 @@ import type {
 /** Default API address of a local node. */
 export const DEFAULT_API_URL = "http://127.0.0.1:5705";
 
+/**
+ * Response header of an answer served from a node's cache because the control plane
+ * (etcd) is unreachable; its value is the ISO time the data was read from etcd.
+ */
+export const STALE_HEADER = "Ballast-Stale";
+
 export interface BallastClientOptions {
   /** Per-request timeout in milliseconds (default 30 s). */
   timeoutMs?: number;
@@ -48,6 +54,11 @@ export interface BallastClientOptions {
   certPem?: string;
   /** https: PEM private key of `certPem`. */
   keyPem?: string;
+  /**
+   * Called when an answer came from the node's cache because the control plane is
+   * unavailable (STALE_HEADER); `since` is when the data was read (ISO time).
+   */
+  onStale?: (since: string, request: string) => void;
 }
 
 /** One CA certificate as GET /v1/ca describes it. */
@@ -106,6 +117,17 @@ export interface Revocation {
   serial: string;
   revokedAt: string;
   reason?: string;
+  /** The serial was revoked already; this is the first revocation. */
+  alreadyRevoked?: boolean;
+  /** Cluster mode, etcd unreachable: refused on this node now, on the others once shared. */
+  sharePending?: boolean;
+}
+
+/** POST /v1/cluster/join-tokens: a single-use join token (shown once, never stored). */
+export interface JoinTokenInfo {
+  token: string;
+  id: string;
+  expiresAt: string;
 }
 
 /** A typed client of one Ballast node's API. */
@@ -115,6 +137,7 @@ export class BallastClient {
   readonly #headers: Record<string, string>;
   readonly #fetch: typeof fetch;
   readonly #httpClient?: Deno.HttpClient;
+  readonly #onStale?: (since: string, request: string) => void;
 
   constructor(baseUrl: string = DEFAULT_API_URL, options: BallastClientOptions = {}) {
     let url: URL;
@@ -136,6 +159,7 @@ export class BallastClient {
     this.#timeoutMs = options.timeoutMs ?? 30_000;
     this.#headers = options.headers ?? {};
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.#onStale = options.onStale;
     if (url.protocol === "https:") this.#httpClient = tlsClient(options);
   }
 
@@ -162,6 +186,17 @@ export class BallastClient {
 
   getNode(name: string): Promise<NodeInfo> {
     return this.#json("GET", `/v1/nodes/${encodeURIComponent(name)}`);
+  }
+
+  /** Stops new placements on a node (admin). */
+  cordonNode(name: string, reason?: string): Promise<NodeInfo> {
+    const path = `/v1/nodes/${encodeURIComponent(name)}/cordon`;
+    return this.#json("POST", path, reason === undefined ? {} : { reason });
+  }
+
+  /** Lets a cordoned node take new placements again (admin). */
+  uncordonNode(name: string): Promise<NodeInfo> {
+    return this.#json("POST", `/v1/nodes/${encodeURIComponent(name)}/uncordon`, {});
   }
 
   async listVolumes(): Promise<Volume[]> {
@@ -229,6 +264,11 @@ export class BallastClient {
     return this.#json("POST", "/v1/ca/import", { certificatePem, which });
   }
 
+  /** Cluster mode: a single-use join token for a new node, expiring after `ttl` (e.g. "1h"). */
+  createJoinToken(ttl?: string | number): Promise<JoinTokenInfo> {
+    return this.#json("POST", "/v1/cluster/join-tokens", ttl === undefined ? {} : { ttl });
+  }
+
   /** The Prometheus metrics text. */
   async metrics(): Promise<string> {
     const res = await this.#request("GET", "/metrics");
@@ -254,8 +294,9 @@ export class BallastClient {
     const headers: Record<string, string> = { accept: "application/json", ...this.#headers };
     if (body !== undefined) headers["content-type"] = "application/json";
     const url = this.baseUrl + path;
+    let res: Response;
     try {
-      return await this.#fetch(url, {
+      res = await this.#fetch(url, {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
@@ -265,6 +306,9 @@ export class BallastClient {
     } catch (err) {
       throw unreachable(this.baseUrl, err, this.#timeoutMs);
     }
+    const stale = res.headers.get(STALE_HEADER);
+    if (stale) this.#onStale?.(stale, `${method} ${path}`);
+    return res;
   }
 
   /** Throws the typed error of a non-2xx response. */

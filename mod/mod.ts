@@ -4,7 +4,7 @@
  * @module
  */
 
-export { BallastClient, DEFAULT_API_URL } from "./client.ts";
+export { BallastClient, DEFAULT_API_URL, STALE_HEADER } from "./client.ts";
 export type { BallastClientOptions } from "./client.ts";
 export * from "./errors.ts";
 export * from "./size.ts";

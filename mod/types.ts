@@ -30,6 +30,16 @@ export interface Volume {
   allocatedBytes?: number;
   /** Open NBD connections on the master; absent if unknown. */
   connections?: number;
+  /** Replicated volumes (replicas > 0): every node holding a copy, master included. */
+  members?: string[];
+  /** Members holding every write acknowledged at `epoch` (always includes the master). */
+  inSync?: string[];
+  /** Members whose liveness lease expired, as recorded in the group. */
+  down?: string[];
+  /** How the group is doing: healthy, degraded, failing-over or unavailable. */
+  phase?: "healthy" | "degraded" | "failing-over" | "unavailable";
+  /** The failure-domain label the group was spread by, if any. */
+  spreadBy?: string;
 }
 
 /** Body of POST /v1/volumes. */
@@ -38,6 +48,8 @@ export interface CreateVolumeRequest {
   /** Bytes (number) or a human size string such as "10GiB". */
   size: number | string;
   replicas?: number;
+  /** Node label whose values are the failure domains to spread over (default: the node). */
+  spreadBy?: string;
   labels?: Record<string, string>;
   description?: string;
 }

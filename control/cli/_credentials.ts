@@ -141,8 +141,14 @@ export async function clientFromFlags(
   options: { timeoutMs?: number } = {},
 ): Promise<BallastClient> {
   const c = await resolveCredentials(p, io);
+  let warned = false;
   return new BallastClient(c.api, {
     timeoutMs: options.timeoutMs,
+    onStale: (since) => {
+      if (warned) return;
+      warned = true;
+      io.err(`warning: control plane unavailable; showing data cached at ${since}\n`);
+    },
     caCertPem: c.caCertPem,
     certPem: c.certPem,
     keyPem: c.keyPem,

@@ -235,7 +235,17 @@ async function run(
       return await issue(s, p, a, client, io);
     case "revoke": {
       const rec = await client.revokeCertificate(a.positional[0], p.values.reason as string);
-      io.out(asJson ? json(rec) : `certificate ${rec.serial} revoked at ${rec.revokedAt}\n`);
+      io.out(
+        asJson
+          ? json(rec)
+          : rec.alreadyRevoked
+          ? `certificate ${rec.serial} was already revoked at ${rec.revokedAt}\n`
+          : `certificate ${rec.serial} revoked at ${rec.revokedAt}\n` +
+            (rec.sharePending
+              ? "etcd is unreachable: refused on this node now, on the other members once " +
+                "this node reaches etcd again\n"
+              : ""),
+      );
       return 0;
     }
     case "rotate": {

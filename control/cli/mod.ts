@@ -8,6 +8,7 @@ import { VERSION } from "../../mod/version.ts";
 import { type CommandSpec, helpText, splitCommandWord, UsageError, usageHint } from "./_command.ts";
 import type { Io } from "./_output.ts";
 import { caCommand } from "./ca.ts";
+import { clusterCommand } from "./cluster.ts";
 import { nodeCommand } from "./node.ts";
 import { serveCommand } from "./serve.ts";
 import { versionCommand } from "./version.ts";
@@ -25,6 +26,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   volume: volumeCommand,
   node: nodeCommand,
   ca: caCommand,
+  cluster: clusterCommand,
   version: versionCommand,
 };
 
@@ -44,6 +46,7 @@ export const ROOT_SPEC: CommandSpec = {
     ["volume", "create, list, get, resize and delete volumes"],
     ["node", "list and inspect nodes"],
     ["ca", "certificate authority: issue, list, revoke client certificates, rotate"],
+    ["cluster", "cluster membership: join tokens for new nodes"],
     ["version", "print client and server versions"],
   ],
 };

@@ -1,5 +1,5 @@
 /**
- * `ballast node list|get`.
+ * `ballast node list|get|cordon|uncordon`.
  * @module
  */
 
@@ -27,16 +27,37 @@ export const NODE_SPECS: Record<string, CommandSpec> = {
     client: true,
     examples: ["ballast node get node1 -o json"],
   },
+  cordon: {
+    path: "node cordon",
+    args: "NAME [--reason TEXT]",
+    summary: "Stop new placements on a node; it keeps serving the volumes it holds.",
+    flags: [{ name: "reason", value: "TEXT", help: "why, shown in node list" }],
+    client: true,
+    examples: ['ballast node cordon node1 --reason "disk replacement"'],
+  },
+  uncordon: {
+    path: "node uncordon",
+    args: "NAME",
+    summary: "Let a cordoned node take new placements again.",
+    flags: [],
+    client: true,
+    examples: ["ballast node uncordon node1"],
+  },
 };
 
 export const NODE_GROUP: CommandSpec = {
   path: "node",
   args: "COMMAND [flags]",
-  summary: "Inspect storage nodes.",
+  summary: "Inspect storage nodes; cordon them for maintenance.",
   flags: [],
   client: true,
   examples: ["ballast node list"],
-  subcommands: [["list", "list nodes"], ["get", "show one node"]],
+  subcommands: [
+    ["list", "list nodes"],
+    ["get", "show one node"],
+    ["cordon", "stop new placements on a node"],
+    ["uncordon", "allow new placements again"],
+  ],
 };
 
 /** Entry point of `ballast node ...`. */
@@ -53,6 +74,14 @@ export function nodeCommand(args: string[], io: Io): Promise<number> {
       return 0;
     }
     const [name] = requirePositionals(spec, p, ["NAME"]);
+    if (sub === "cordon" || sub === "uncordon") {
+      const reason = p.values.reason as string | undefined;
+      const n = sub === "cordon"
+        ? await client.cordonNode(name, reason)
+        : await client.uncordonNode(name);
+      io.out(p.output === "json" ? json(n) : `node "${n.name}" ${sub}ed (state ${n.state})\n`);
+      return 0;
+    }
     const n = await client.getNode(name);
     io.out(p.output === "json" ? json(n) : nodeFields(n));
     return 0;
@@ -63,13 +92,14 @@ export function nodeCommand(args: string[], io: Io): Promise<number> {
 export function nodeTable(items: NodeInfo[], now = Date.now()): string {
   if (items.length === 0) return "No nodes.\n";
   return table(
-    ["NAME", "STATE", "VOLUMES", "CAPACITY", "FREE", "API", "NBD", "VERSION", "AGE"],
+    ["NAME", "STATE", "VOLUMES", "CAPACITY", "FREE", "LABELS", "API", "NBD", "VERSION", "AGE"],
     items.map((n) => [
       n.name,
-      n.state,
+      n.state === "cordoned" && n.reason ? `cordoned (${n.reason})` : n.state,
       String(n.volumes),
       formatSize(n.capacityBytes),
       formatSize(n.freeBytes),
+      Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(",") || "-",
       n.apiAddress,
       n.nbdAddress,
       n.version,

@@ -129,6 +129,19 @@ export const SERVE_SPEC: CommandSpec = {
       env: s.etcdPrefix.env,
       default: s.etcdPrefix.default,
     },
+    {
+      name: s.joinToken.flag,
+      value: "TOKEN",
+      help: "join the cluster with a token from `ballast cluster join-token` (first start " +
+        "of a new node; needs --etcd)",
+      env: s.joinToken.env,
+    },
+    {
+      name: s.labels.flag,
+      value: "KEY=VALUE,...",
+      help: "node labels for placement, e.g. zone=a,rack=r1 (volume create --spread-by zone)",
+      env: s.labels.env,
+    },
   ],
   client: false,
   examples: [
@@ -137,6 +150,7 @@ export const SERVE_SPEC: CommandSpec = {
     "ballast serve --data-dir ./data --tls off                            # loopback-only development",
     "ballast serve --data-dir ./data --etcd http://127.0.0.1:2379,http://127.0.0.1:22379   # cluster mode",
     "ballast serve --data-dir ./data --etcd https://10.0.0.5:2379 --etcd-cacert ca.pem --etcd-cert c.pem --etcd-key c.key",
+    "ballast serve --data-dir ./data2 --etcd http://10.0.0.5:2379 --join ballast1.abc123.<secret>.<ca-pin>   # join",
   ],
 };
 

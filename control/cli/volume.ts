@@ -26,11 +26,26 @@ export const VOLUME_SPECS: Record<string, CommandSpec> = {
     summary: "Create a thin-provisioned volume, exported over NBD with NAME as export name.",
     flags: [
       { name: "size", value: "SIZE", help: `${SIZE_HELP}; required` },
+      {
+        name: "replicas",
+        value: "N",
+        help: "copies besides the master, each on a distinct node (cluster mode)",
+        default: "0",
+      },
+      {
+        name: "spread-by",
+        value: "LABEL",
+        help: "node label whose values are failure domains (e.g. zone); needs --replicas",
+        default: "every node its own domain",
+      },
       { name: "description", value: "TEXT", help: "free-form description", default: '""' },
       { name: "label", value: "KEY=VALUE", help: "a label", multiple: true },
     ],
     client: true,
-    examples: ["ballast volume create db1 --size 10GiB --label team=storage"],
+    examples: [
+      "ballast volume create db1 --size 10GiB --label team=storage",
+      "ballast volume create db2 --size 10GiB --replicas 2 --spread-by zone",
+    ],
   },
   list: {
     path: "volume list",
@@ -95,16 +110,20 @@ export function volumeCommand(args: string[], io: Io): Promise<number> {
         const [name] = requirePositionals(spec, p, ["NAME"]);
         const size = requireSize(spec, p.values.size);
         const labels = parseLabels(spec, (p.values.label as string[] | undefined) ?? []);
+        const replicas = parseReplicas(spec, p.values.replicas);
+        const spreadBy = p.values["spread-by"] as string | undefined;
         const v = await client.createVolume({
           name,
           size,
+          ...(replicas !== undefined ? { replicas } : {}),
+          ...(spreadBy !== undefined ? { spreadBy } : {}),
           labels,
           description: (p.values.description as string | undefined) ?? "",
         });
         io.out(
-          p.output === "json"
-            ? json(v)
-            : `volume "${v.name}" created (${formatSize(v.sizeBytes)})\n`,
+          p.output === "json" ? json(v) : `volume "${v.name}" created (${formatSize(v.sizeBytes)}` +
+            (v.members ? `, master ${v.master}, members ${v.members.join(",")}` : "") +
+            ")\n",
         );
         return 0;
       }
@@ -154,6 +173,15 @@ function requireSize(spec: CommandSpec, value: unknown): number {
   }
 }
 
+function parseReplicas(spec: CommandSpec, value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (typeof value !== "string" || !/^\d+$/.test(value) || !Number.isSafeInteger(n)) {
+    throw new UsageError(`invalid --replicas "${value}": expected a whole number`, usageHint(spec));
+  }
+  return n;
+}
+
 function parseLabels(spec: CommandSpec, items: string[]): Record<string, string> {
   const labels: Record<string, string> = {};
   for (const item of items) {
@@ -170,7 +198,19 @@ function parseLabels(spec: CommandSpec, items: string[]): Record<string, string>
 export function volumeTable(items: Volume[], now = Date.now()): string {
   if (items.length === 0) return "No volumes.\n";
   return table(
-    ["NAME", "SIZE", "ALLOCATED", "STATE", "CONNS", "REPLICAS", "MASTER", "AGE"],
+    [
+      "NAME",
+      "SIZE",
+      "ALLOCATED",
+      "STATE",
+      "CONNS",
+      "REPLICAS",
+      "MASTER",
+      "EPOCH",
+      "IN-SYNC",
+      "PHASE",
+      "AGE",
+    ],
     items.map((v) => [
       v.name,
       formatSize(v.sizeBytes),
@@ -179,6 +219,9 @@ export function volumeTable(items: Volume[], now = Date.now()): string {
       v.connections === undefined ? "-" : String(v.connections),
       String(v.replicas),
       v.master,
+      String(v.epoch),
+      v.inSync ? v.inSync.join(",") : "-",
+      v.phase ?? "-",
       age(v.createdAt, now),
     ]),
   );
@@ -201,6 +244,15 @@ function volumeFields(v: Volume): string {
     ["Replicas", String(v.replicas)],
     ["Master", v.master],
     ["Epoch", String(v.epoch)],
+    ...(v.members
+      ? [
+        ["Phase", v.phase ?? "-"],
+        ["Members", v.members.join(", ")],
+        ["In sync", v.inSync?.join(", ") || "<none>"],
+        ["Down", v.down?.join(", ") || "<none>"],
+        ["Spread by", v.spreadBy ?? "node"],
+      ] as [string, string][]
+      : []),
     ["Labels", labels || "<none>"],
     ["Description", v.description || "<none>"],
     ["Created", `${v.createdAt} (${age(v.createdAt)} ago)`],

@@ -1,9 +1,12 @@
 /**
  * Volume groups: placement of a master and replicas, the group record, and the pure
- * state machine each hosting node runs against that record (a driver applies effects).
+ * state machine each hosting node runs against that record, and the driver that applies
+ * its effects (driver.ts, with the shared lease view of lease_watch.ts).
  * @module
  */
 
 export * from "./placement.ts";
 export * from "./record.ts";
 export * from "./machine.ts";
+export * from "./driver.ts";
+export * from "./lease_watch.ts";

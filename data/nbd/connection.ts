@@ -312,6 +312,11 @@ export class Connection {
             this.#in.reserve(total);
             break; // read more
           }
+          if (exp.writeGate !== undefined && !(await this.#passWriteGate(exp, req))) {
+            this.#in.start = s + total;
+            progressed = true;
+            continue;
+          }
           this.#execute(req, ctx, exp, s + C.REQUEST_HEADER_SIZE);
           this.#in.start = s + total;
           progressed = true;
@@ -319,6 +324,11 @@ export class Connection {
           if (req.length >= EARLY_REPLY_BYTES) this.#out.flush();
         } else {
           this.#in.start = s + C.REQUEST_HEADER_SIZE;
+          const changes = req.type === C.NBD_CMD_TRIM || req.type === C.NBD_CMD_WRITE_ZEROES;
+          if (changes && exp.writeGate !== undefined && !(await this.#passWriteGate(exp, req))) {
+            progressed = true;
+            continue;
+          }
           this.#execute(req, ctx, exp, 0);
           progressed = true;
         }
@@ -337,6 +347,26 @@ export class Connection {
         }
         return;
       }
+    }
+  }
+
+  /**
+   * Waits for the export's write gate (the control plane must record something before
+   * the first write is acknowledged). On failure answers `req` with EIO: the data is
+   * untouched, so the client may retry. Returns whether to execute the request.
+   */
+  async #passWriteGate(exp: LiveExport, req: Request): Promise<boolean> {
+    this.#out.flush();
+    this.partialSince = 0; // waiting on the control plane, not on a slow client
+    try {
+      await exp.passWriteGate();
+      return true;
+    } catch (err) {
+      const message = `write refused: ${err instanceof Error ? err.message : String(err)}`;
+      this.#log.warn({ type: req.type, offset: req.offset, length: req.length }, message);
+      this.#reject(req, C.NBD_EIO, message);
+      exp.stats.record(OP_WRITE, 0, 0, true);
+      return false;
     }
   }
 

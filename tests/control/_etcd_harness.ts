@@ -40,6 +40,12 @@ export interface EtcdCluster {
   restartMember(i: number): Promise<void>;
   /** Index of the current leader (waits for one to be elected). */
   leaderIndex(): Promise<number>;
+  /** SIGSTOPs member i (it keeps its sockets but answers nothing); undo with resumeMember. */
+  pauseMember(i: number): void;
+  /** SIGCONTs member i after pauseMember. */
+  resumeMember(i: number): void;
+  /** Process id of member i while it runs (the etcd process itself), else undefined. */
+  memberPid(i: number): number | undefined;
 }
 
 const running = new Set<Deno.ChildProcess>();
@@ -247,6 +253,16 @@ export async function startEtcd(
       dirs.delete(dir);
     },
     killMember: kill,
+    pauseMember(i) {
+      const child = members[i].child;
+      if (!child) throw new Error(`etcd member ${i} is not running`);
+      Deno.kill(child.pid, "SIGSTOP");
+    },
+    resumeMember(i) {
+      const child = members[i].child;
+      if (child) Deno.kill(child.pid, "SIGCONT");
+    },
+    memberPid: (i) => members[i].child?.pid,
     async restartMember(i) {
       await kill(i);
       spawn(i);

@@ -82,6 +82,10 @@ Deno.test("ca cli: issue writes a 0600 key and a certificate whose role and volu
 
     const rev = await run(t, {}, "ca", "revoke", item.serial, "--reason", "decommissioned");
     assertEquals(rev.code, 0, rev.stderr);
+    assert(rev.stdout.includes(`certificate ${item.serial} revoked at`), rev.stdout);
+    const twice = await run(t, {}, "ca", "revoke", item.serial);
+    assertEquals(twice.code, 0, twice.stderr);
+    assert(twice.stdout.includes("was already revoked"), twice.stdout);
     const after = await run(t, {}, "ca", "list");
     assert(after.stdout.includes("revoked"), after.stdout);
     const refused = await tlsFetch(`${t.url}/v1/health`, { ca: caPem, cert: certPem, key: keyPem });

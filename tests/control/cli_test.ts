@@ -128,9 +128,15 @@ Deno.test("cli: volume commands against a real node, tables and -o json", async 
       "CONNS",
       "REPLICAS",
       "MASTER",
+      "EPOCH",
+      "IN-SYNC",
+      "PHASE",
       "AGE",
     ]);
-    assert(/^db1\s+10 GiB\s+0 B\s+ready\s+0\s+0\s+cli-node\s+\d+s$/.test(lines[1]), lines[1]);
+    assert(
+      /^db1\s+10 GiB\s+0 B\s+ready\s+0\s+0\s+cli-node\s+1\s+-\s+-\s+\d+s$/.test(lines[1]),
+      lines[1],
+    );
     assertEquals(lines[1].indexOf("10 GiB"), lines[0].indexOf("SIZE"), "columns aligned");
     assertEquals(lines[2].indexOf("1 MiB"), lines[0].indexOf("SIZE"), "columns aligned");
 

@@ -18,7 +18,28 @@ Deno.test("resolveConfig() fills every default", () => {
     apiAnonymousHealth: false,
     certTtlSeconds: 30 * 86400,
     etcd: undefined,
+    labels: {},
   });
+});
+
+Deno.test("resolveConfig() parses --label and BALLAST_LABELS; bad entries name the source", () => {
+  assertEquals(
+    resolveConfig({ "data-dir": "/d", label: "zone=a, rack=r1" }, {}, {}, host).labels,
+    { zone: "a", rack: "r1" },
+  );
+  assertEquals(
+    resolveConfig({ "data-dir": "/d" }, { BALLAST_LABELS: "zone=b" }, {}, host).labels,
+    { zone: "b" },
+  );
+  for (
+    const [bad, needle] of [["zone", 'entry "zone"'], ["=a", 'entry "=a"'], ["z one=a", "z one"]]
+  ) {
+    const e = assertThrows(
+      () => resolveConfig({ "data-dir": "/d", label: bad }, {}, {}, host),
+      InvalidArgumentError,
+    );
+    assertEquals(e.message.includes("--label") && e.message.includes(needle), true, e.message);
+  }
 });
 
 Deno.test("resolveConfig() allows --tls off only when every listener is on loopback", () => {

@@ -1,0 +1,98 @@
+/**
+ * `ballast cluster join-token`: a single-use, expiring token for a new node (admin
+ * certificate required). The new node starts with `ballast serve --etcd ... --join TOKEN`;
+ * see docs/TLS.md, "Joining a cluster".
+ * @module
+ */
+
+import { parseDuration } from "../_api_ca.ts";
+import { MAX_TOKEN_TTL_SECONDS } from "../_api_cluster.ts";
+import {
+  type CommandSpec,
+  GLOBAL_FLAGS,
+  parseGroup,
+  requirePositionals,
+  runGuarded,
+  UsageError,
+  usageHint,
+} from "./_command.ts";
+import { clientFromFlags, CREDENTIAL_FLAGS } from "./_credentials.ts";
+import { fields, json } from "./_output.ts";
+import type { Io } from "./_output.ts";
+
+/** Credential flags, unless they are global already. */
+const CRED = GLOBAL_FLAGS.some((f) => f.name === "cacert") ? [] : CREDENTIAL_FLAGS;
+
+export const CLUSTER_SPECS: Record<string, CommandSpec> = {
+  "join-token": {
+    path: "cluster join-token",
+    args: "[--ttl DURATION]",
+    summary: "Make a single-use join token for a new node. It carries the SHA-256 pin of the " +
+      "cluster CA, so the new node checks the cluster before it sends anything. Only a hash " +
+      "of its secret is stored; the token is shown once.",
+    flags: [
+      {
+        name: "ttl",
+        value: "DURATION",
+        help: "how long the token stays valid, e.g. 15m, 1h, 2d (at most 7d)",
+        default: "1h",
+      },
+      ...CRED,
+    ],
+    client: true,
+    examples: [
+      "ballast cluster join-token",
+      "ballast cluster join-token --ttl 15m -o json",
+      "ballast serve --data-dir /var/lib/ballast --etcd http://10.0.0.5:2379 --join TOKEN   # on the new node",
+    ],
+  },
+};
+
+export const CLUSTER_GROUP: CommandSpec = {
+  path: "cluster",
+  args: "COMMAND [flags]",
+  summary: "Cluster membership: tokens for new nodes to join (cluster mode, --etcd).",
+  flags: [],
+  client: true,
+  examples: ["ballast cluster join-token --ttl 1h"],
+  subcommands: [["join-token", "make a single-use, expiring token for a new node"]],
+};
+
+/** Entry point of `ballast cluster ...`. */
+export function clusterCommand(args: string[], io: Io): Promise<number> {
+  return runGuarded(io, async () => {
+    const parsed = parseGroup(CLUSTER_GROUP, CLUSTER_SPECS, args, io);
+    if (!parsed) return 0;
+    const { spec, p } = parsed;
+    requirePositionals(spec, p, []);
+    const ttl = p.values.ttl as string | undefined;
+    if (ttl !== undefined) {
+      let seconds: number;
+      try {
+        seconds = parseDuration(ttl, "--ttl");
+      } catch (err) {
+        throw new UsageError((err as Error).message, usageHint(spec));
+      }
+      if (seconds > MAX_TOKEN_TTL_SECONDS) {
+        throw new UsageError(`invalid --ttl "${ttl}": at most 7d`, usageHint(spec));
+      }
+    }
+    const client = await clientFromFlags(p, io);
+    try {
+      const t = await client.createJoinToken(ttl);
+      if (p.output === "json") {
+        io.out(json(t));
+        return 0;
+      }
+      io.out(fields([["Token", t.token], ["Id", t.id], ["Expires", t.expiresAt]]));
+      io.out(
+        "\nSingle use. On the new node (empty data dir, same --etcd and --etcd-prefix):\n" +
+          `  ballast serve --data-dir DIR --etcd URL --join ${t.token}\n` +
+          "or set BALLAST_JOIN_TOKEN (keeps the token out of the process list).\n",
+      );
+      return 0;
+    } finally {
+      client.close();
+    }
+  });
+}

@@ -1,0 +1,410 @@
+/**
+ * The I/O shell around machine.ts: one GroupDriver per volume group this node hosts.
+ *
+ * It feeds events into `step()` and performs the effects it returns:
+ *
+ * - "read": a get of the group's key;
+ * - "cas": ONE transaction whose compares are the key's modRevision plus the lease
+ *   guard (each guarded-down node's alive key absent, each guarded-up node's present);
+ *   its failure branch reads the key and the guarded alive keys, which come back as
+ *   "cas-lost" with the fresh record and lease facts. A timeout or a store error is
+ *   "response-lost" (the machine re-reads after its retry timer);
+ * - "set-timer": a setTimeout that feeds "timer-fired";
+ * - notices: serve / stop-serving go to the host (the local data path); fence and
+ *   resync are logged (replication is later work).
+ *
+ * Lease facts come from one LeaseWatch per node (a single prefix watch on the nodes'
+ * alive keys, shared by every driver), record changes from the caller's record watch.
+ * Nothing here writes the store unless the group's record needs to change, so an idle
+ * group costs the store nothing.
+ * @module
+ */
+
+import { UnavailableError } from "../../mod/errors.ts";
+import type { Logger } from "../log.ts";
+import { aliveKey } from "../nodes.ts";
+import type { Compare, KeyValue, Op, StateStore } from "../state_store.ts";
+import type { LeaseWatch } from "./lease_watch.ts";
+import {
+  type ActorState,
+  type Effect,
+  type GroupEvent,
+  initActor,
+  type Notice,
+  step,
+} from "./machine.ts";
+import { describeRecord, type GroupRecord, type LeaseGuard } from "./record.ts";
+
+/** How long a read or CAS may take before it counts as lost. */
+const REQUEST_TIMEOUT_MS = 5_000;
+/** How often the serving master checks its local write counter. */
+const WRITE_POLL_MS = 250;
+/** Raw record values kept by revision, so a CAS can rewrite the rest of the value. */
+const RAW_KEEP = 8;
+
+/** What a driver needs from the node hosting the group. */
+export interface GroupHost {
+  /**
+   * Export the volume: this node is master at `epoch`. With `writeGate`, the first
+   * data-changing request must wait for it (see DataPlane.openVolume).
+   */
+  serve(epoch: number, writeGate?: () => Promise<void>): Promise<void>;
+  /** Stop exporting: the group moved past `epoch` or to another master. */
+  stopServing(epoch: number): Promise<void>;
+  /**
+   * Whether the local copy may differ from the replicas' (it accepted a write since it
+   * was exported, or holds data at all). Polled while serving.
+   */
+  written(): boolean;
+}
+
+export interface GroupDriverOptions {
+  store: StateStore;
+  /** The key holding the group record (inside a larger value, see decode/encode). */
+  key: string;
+  self: string;
+  logger: Logger;
+  leases: LeaseWatch;
+  host: GroupHost;
+  /** The group record inside a stored value, or undefined if it holds none. */
+  decode(value: string): GroupRecord | undefined;
+  /** The stored value `value` with its group record replaced by `record`. */
+  encode(value: string, record: GroupRecord): string;
+  requestTimeoutMs?: number;
+  writePollMs?: number;
+}
+
+/** Drives one group's state machine on this node. */
+export class GroupDriver {
+  readonly #o: Required<GroupDriverOptions>;
+  readonly #log: Logger;
+  #state: ActorState;
+  #stopped = false;
+  /** Id of the outstanding request; results of any other (timed out) one are dropped. */
+  #request = 0;
+  readonly #timers = new Set<ReturnType<typeof setTimeout>>();
+  #writePoll: ReturnType<typeof setInterval> | undefined;
+  readonly #raw = new Map<number, string>();
+  #unsubscribe: () => void = () => {};
+  #lastLogged = "";
+  /** First writes waiting for the record to show the replicas out of sync. */
+  #gateWaiters: { epoch: number; resolve: () => void; reject: (err: Error) => void }[] = [];
+  /** Host calls (serve / stop-serving) in order. */
+  #hostChain: Promise<void> = Promise.resolve();
+
+  constructor(options: GroupDriverOptions) {
+    this.#o = {
+      requestTimeoutMs: REQUEST_TIMEOUT_MS,
+      writePollMs: WRITE_POLL_MS,
+      ...options,
+    };
+    this.#log = options.logger;
+    this.#state = initActor(options.self).state;
+  }
+
+  /** The actor state (for tests and status). */
+  get state(): ActorState {
+    return this.#state;
+  }
+
+  /** Starts: the machine reads the record; known-down nodes are fed as expired. */
+  start(): void {
+    const { state, effects } = initActor(this.#o.self);
+    this.#state = state;
+    this.#unsubscribe = this.#o.leases.subscribe((node, up) =>
+      this.feed(up ? { type: "lease-restored", node } : { type: "lease-expired", node })
+    );
+    for (const node of this.#o.leases.down()) this.feed({ type: "lease-expired", node });
+    this.#perform(effects);
+  }
+
+  /**
+   * Stops the driver. With `release`, a serving node stops serving first (the group
+   * is being deleted or this node left it); without, exports stay for the shutdown.
+   */
+  async stop(options: { release?: boolean } = {}): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#unsubscribe();
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers.clear();
+    if (this.#writePoll !== undefined) clearInterval(this.#writePoll);
+    this.#settleGates(new Error("the group driver stopped"));
+    const serving = this.#state.serving;
+    if (options.release && serving !== undefined) {
+      this.#hostChain = this.#hostChain.then(() => this.#o.host.stopServing(serving));
+    }
+    await this.#hostChain.catch(() => {});
+  }
+
+  /** The record key changed (the caller's watch). */
+  recordChanged(kv: KeyValue): void {
+    const record = this.#o.decode(kv.value);
+    if (record === undefined) return;
+    this.#remember(kv.modRevision, kv.value);
+    this.feed({ type: "record-changed", current: { revision: kv.modRevision, record } });
+  }
+
+  /** Feeds one event and performs the resulting effects. */
+  feed(event: GroupEvent): void {
+    if (this.#stopped) return;
+    const before = this.#state;
+    const { state, effects } = step(before, event);
+    this.#state = state;
+    const line = state.known ? describeRecord(state.known.record) : "";
+    if (line !== this.#lastLogged && state.known) {
+      this.#lastLogged = line;
+      const r = state.known.record;
+      this.#log.info(
+        { epoch: r.epoch, master: r.master, inSync: r.inSync, down: r.down, phase: r.phase },
+        `group record: ${line}`,
+      );
+    }
+    if (before.leaseDown.join() !== state.leaseDown.join()) {
+      this.#log.info({ leaseDown: state.leaseDown }, "group: lease view changed");
+    }
+    this.#perform(effects);
+    if (this.#gateWaiters.length > 0) this.#settleGates();
+  }
+
+  /**
+   * Resolves waiting first writes once the record at their epoch names no in-sync
+   * replica; rejects them if this node no longer serves that epoch (or with `err`).
+   */
+  #settleGates(err?: Error): void {
+    const s = this.#state;
+    this.#gateWaiters = this.#gateWaiters.filter((w) => {
+      if (err || s.serving !== w.epoch) {
+        w.reject(err ?? new Error(`this node is no longer master at epoch ${w.epoch}`));
+        return false;
+      }
+      const r = s.known?.record;
+      if (r?.epoch === w.epoch && r.inSync.every((m) => m === this.#o.self)) {
+        w.resolve();
+        return false;
+      }
+      return true;
+    });
+  }
+
+  /**
+   * The write gate of a master whose replicas are recorded in sync: replication does
+   * not exist yet, so before the first write is acknowledged the record must say the
+   * replicas no longer hold the same data (else a stale replica could be promoted and
+   * the write lost). Resolves when a record at `epoch` shows that.
+   */
+  #replicasOutOfSync(epoch: number): Promise<void> {
+    const done = new Promise<void>((resolve, reject) =>
+      this.#gateWaiters.push({ epoch, resolve, reject })
+    );
+    const s = this.#state;
+    const others = s.known?.record.inSync.filter((m) => m !== this.#o.self) ?? [];
+    if (others.length > 0) {
+      this.#log.info({ epoch, replicas: others }, "group: first write waits for the record");
+    }
+    for (const replica of others) this.feed({ type: "replica-out-of-sync", replica, epoch });
+    this.#settleGates();
+    return done;
+  }
+
+  #perform(effects: Effect[]): void {
+    for (const e of effects) {
+      switch (e.type) {
+        case "read":
+          this.#read();
+          break;
+        case "cas":
+          this.#cas(e.expectedRevision, e.record, e.guard);
+          break;
+        case "set-timer": {
+          const t = setTimeout(() => {
+            this.#timers.delete(t);
+            this.feed({ type: "timer-fired", name: e.name });
+          }, e.ms);
+          this.#timers.add(t);
+          break;
+        }
+        case "notify":
+          this.#notify(e.notice);
+          break;
+      }
+    }
+  }
+
+  #notify(n: Notice): void {
+    const log = this.#log.child({ epoch: n.epoch });
+    switch (n.kind) {
+      case "serve":
+        log.info("group: serving as master");
+        this.#hostChain = this.#hostChain.then(() => {
+          const inSync = this.#state.known?.record.inSync ?? [];
+          const gated = inSync.some((m) => m !== this.#o.self);
+          return this.#o.host.serve(
+            n.epoch,
+            gated ? () => this.#replicasOutOfSync(n.epoch) : undefined,
+          );
+        }).catch((err) => log.error({ err: String(err) }, "group: could not export the volume"));
+        this.#startWritePoll(n.epoch);
+        break;
+      case "stop-serving":
+        log.info("group: no longer master; stopping the export");
+        this.#settleGates();
+        if (this.#writePoll !== undefined) clearInterval(this.#writePoll);
+        this.#writePoll = undefined;
+        this.#hostChain = this.#hostChain.then(() => this.#o.host.stopServing(n.epoch)).catch(
+          (err) => log.error({ err: String(err) }, "group: could not stop the export"),
+        );
+        break;
+      case "fence":
+        log.warn({ fenced: n.node }, "group: fence the old master below this epoch");
+        break;
+      case "resync":
+        log.warn({ replica: n.replica }, "group: replica needs a resync (not implemented yet)");
+        break;
+    }
+  }
+
+  /**
+   * Replication does not exist yet, so a replica is in sync only while the master has
+   * never taken a write: at the first one, every replica is reported out of sync.
+   */
+  #startWritePoll(epoch: number): void {
+    if (this.#writePoll !== undefined) clearInterval(this.#writePoll);
+    const check = () => {
+      const s = this.#state;
+      if (s.serving !== epoch || s.known === undefined) return;
+      const others = s.known.record.inSync.filter((m) => m !== this.#o.self);
+      if (others.length === 0 || !this.#o.host.written()) return;
+      const pending = s.reports.filter((r) => !r.inSync).map((r) => r.replica);
+      for (const replica of others) {
+        if (pending.includes(replica)) continue;
+        this.#log.warn({ epoch, replica }, "group: master has written data; replica out of sync");
+        this.feed({ type: "replica-out-of-sync", replica, epoch });
+      }
+    };
+    this.#writePoll = setInterval(check, this.#o.writePollMs);
+    check();
+  }
+
+  #read(): void {
+    const id = ++this.#request;
+    this.#withTimeout(id, async () => {
+      const kv = await this.#o.store.get(this.#o.key);
+      const record = kv && this.#o.decode(kv.value);
+      if (!kv || !record) {
+        this.#log.debug("group: record gone; waiting to be stopped");
+        return undefined;
+      }
+      this.#remember(kv.modRevision, kv.value);
+      return { type: "read-result", current: { revision: kv.modRevision, record } };
+    });
+  }
+
+  #cas(expectedRevision: number, record: GroupRecord, guard: LeaseGuard): void {
+    const id = ++this.#request;
+    const key = this.#o.key;
+    this.#withTimeout(id, async () => {
+      let base = this.#raw.get(expectedRevision);
+      if (base === undefined) {
+        const kv = await this.#o.store.get(key);
+        if (kv?.modRevision === expectedRevision) base = kv.value;
+      }
+      const guarded = [...guard.down, ...guard.up];
+      const compares: Compare[] = [
+        { key, target: "modRevision", op: "==", value: expectedRevision },
+        ...guard.down.map((n): Compare => ({
+          key: aliveKey(n),
+          target: "version",
+          op: "==",
+          value: 0,
+        })),
+        ...guard.up.map((n): Compare => ({
+          key: aliveKey(n),
+          target: "version",
+          op: ">",
+          value: 0,
+        })),
+      ];
+      const value = base === undefined ? undefined : this.#o.encode(base, record);
+      const failure: Op[] = [
+        { type: "get", key },
+        ...guarded.map((n): Op => ({ type: "get", key: aliveKey(n) })),
+      ];
+      // Without the value at the expected revision the CAS cannot apply: compare
+      // something impossible and take the failure branch for a fresh read.
+      const res = await this.#o.store.txn(
+        value === undefined
+          ? [{ key, target: "modRevision", op: "==", value: -1 }, ...compares.slice(1)]
+          : compares,
+        value === undefined ? [] : [{ type: "put", key, value }],
+        failure,
+      );
+      if (res.succeeded) {
+        this.#remember(res.revision, value!);
+        this.#log.info(
+          { epoch: record.epoch, guard, revision: res.revision },
+          `group: CAS won: ${describeRecord(record)}`,
+        );
+        return { type: "cas-won", revision: res.revision };
+      }
+      const got = (i: number) => {
+        const r = res.responses[i];
+        return r?.type === "get" ? r.kvs[0] : undefined;
+      };
+      const kv = got(0);
+      const current = kv && this.#o.decode(kv.value);
+      if (!kv || !current) return undefined;
+      this.#remember(kv.modRevision, kv.value);
+      const leases = guarded.map((node, i) => ({ node, up: got(i + 1) !== undefined }));
+      this.#log.info(
+        { epoch: current.epoch, wanted: describeRecord(record), leases },
+        `group: CAS lost; re-planning from ${describeRecord(current)}`,
+      );
+      return {
+        type: "cas-lost",
+        current: { revision: kv.modRevision, record: current },
+        leases,
+      };
+    });
+  }
+
+  /** Runs a request; feeds its event, or response-lost on a timeout or error. */
+  #withTimeout(id: number, fn: () => Promise<GroupEvent | undefined>): void {
+    let settled = false;
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      if (settled || id !== this.#request) return;
+      settled = true;
+      this.#request++;
+      this.#log.warn({ ms: this.#o.requestTimeoutMs }, "group: store request timed out");
+      this.feed({ type: "response-lost" });
+    }, this.#o.requestTimeoutMs);
+    this.#timers.add(timer);
+    fn().then(
+      (event) => {
+        if (settled || id !== this.#request) return;
+        settled = true;
+        clearTimeout(timer);
+        this.#timers.delete(timer);
+        if (event) this.feed(event);
+      },
+      (err) => {
+        if (settled || id !== this.#request) return;
+        settled = true;
+        clearTimeout(timer);
+        this.#timers.delete(timer);
+        const level = err instanceof UnavailableError ? "warn" : "error";
+        this.#log[level]({ err: String(err) }, "group: store request failed");
+        this.feed({ type: "response-lost" });
+      },
+    );
+  }
+
+  #remember(revision: number, value: string): void {
+    this.#raw.set(revision, value);
+    if (this.#raw.size > RAW_KEEP) {
+      const oldest = Math.min(...this.#raw.keys());
+      this.#raw.delete(oldest);
+    }
+  }
+}

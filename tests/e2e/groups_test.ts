@@ -1,0 +1,329 @@
+/**
+ * End-to-end tests of volume groups: three real `ballast serve --etcd` processes on
+ * one real etcd (loopback, --tls off, 3 s node leases). Placement across nodes and
+ * failure domains, impossible placements that leave nothing behind, cordon, the copy
+ * on every member, delete on every member, and what a kill -9 of the master does to
+ * a never-written group (a replica takes over at epoch 2 and serves NBD) and to a
+ * written one (unavailable, no promotion, back when the master restarts).
+ */
+
+import { assert, assertEquals } from "../_assert.ts";
+import { type EtcdCluster, startEtcd } from "../control/_etcd_harness.ts";
+import { type BallastProcess, cli, e2eTest, run, startBallast } from "./_harness.ts";
+
+const LEASE_TTL_S = 3;
+/** Generous liveness bound for anything that follows a lease expiry. */
+const LIVENESS_MS = 30_000;
+
+interface VolumeJson {
+  name: string;
+  uuid: string;
+  master: string;
+  epoch: number;
+  state: string;
+  members?: string[];
+  inSync?: string[];
+  down?: string[];
+  phase?: string;
+  spreadBy?: string;
+}
+
+interface TestCluster {
+  etcd: EtcdCluster;
+  nodes: Map<string, BallastProcess>;
+  labels: Record<string, string>;
+  start(name: string): Promise<BallastProcess>;
+  stop(): Promise<void>;
+}
+
+async function startGroupCluster(labels: Record<string, string>): Promise<TestCluster> {
+  const etcd = await startEtcd();
+  const nodes = new Map<string, BallastProcess>();
+  const dirs = new Map<string, string>();
+  const c: TestCluster = {
+    etcd,
+    nodes,
+    labels,
+    async start(name: string) {
+      const old = nodes.get(name);
+      const p = await startBallast({
+        ...(old ? { dataDir: old.dataDir } : {}),
+        args: [
+          "--etcd",
+          etcd.endpoints.join(","),
+          "--node-name",
+          name,
+          "--node-lease-ttl",
+          `${LEASE_TTL_S}s`,
+          ...(labels[name] ? ["--label", labels[name]] : []),
+        ],
+      });
+      nodes.set(name, p);
+      if (!dirs.has(name)) dirs.set(name, p.dataDir);
+      return p;
+    },
+    async stop() {
+      for (const p of nodes.values()) await p.stop().catch(() => {});
+      for (const d of dirs.values()) await Deno.remove(d, { recursive: true }).catch(() => {});
+      await etcd.stop();
+    },
+  };
+  try {
+    // Sequential starts: the first run compiles main.ts once for the others.
+    for (const name of Object.keys(labels)) await c.start(name);
+  } catch (err) {
+    await c.stop();
+    throw err;
+  }
+  return c;
+}
+
+async function getVolume(api: string, name: string): Promise<VolumeJson | undefined> {
+  const res = await fetch(`${api}/v1/volumes/${name}`);
+  if (res.status === 404) {
+    await res.body?.cancel();
+    return undefined;
+  }
+  assertEquals(res.status, 200, `GET volume ${name} via ${api}`);
+  return await res.json() as VolumeJson;
+}
+
+async function volumeFiles(p: BallastProcess): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(`${p.dataDir}/volumes`)) names.push(e.name);
+  return names.sort();
+}
+
+async function eventually<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  ms = LIVENESS_MS,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`not within ${ms} ms: ${what}${last ? ` (last error: ${last})` : ""}`);
+}
+
+/** nbdinfo of an export: its size, or undefined if the node does not export it. */
+async function nbdSize(p: BallastProcess, name: string): Promise<number | undefined> {
+  const res = await run("nbdinfo", ["--size", p.nbdUri(name)], { timeoutMs: 20_000 });
+  return res.code === 0 ? Number(res.stdout.trim()) : undefined;
+}
+
+async function createVolume(api: string, args: string[]) {
+  return await cli(["volume", "create", ...args, "-o", "json"], { api });
+}
+
+const tools = ["etcd", "etcdctl", "nbdinfo"];
+
+e2eTest(
+  "volume create --replicas: distinct nodes and zones, a copy on every member, only the master exports; " +
+    "impossible placements and cordoned nodes fail with the reason and leave nothing; delete removes every copy",
+  { tools },
+  async () => {
+    const c = await startGroupCluster({ n1: "zone=a", n2: "zone=b", n3: "zone=b" });
+    try {
+      const n1 = c.nodes.get("n1")!;
+      const all = () => [...c.nodes.values()];
+
+      // Labels reach the node list.
+      const listed = await fetch(`${n1.api}/v1/nodes`).then((r) => r.json());
+      assertEquals(
+        listed.items.map((n: { name: string; labels: Record<string, string> }) =>
+          `${n.name}:${n.labels.zone}`
+        ),
+        ["n1:a", "n2:b", "n3:b"],
+      );
+
+      // replicas 2: master + 2 replicas on the 3 distinct nodes.
+      const created = await createVolume(n1.api, ["g1", "--size", "4MiB", "--replicas", "2"]);
+      assertEquals(created.code, 0, created.stderr);
+      const g1 = JSON.parse(created.stdout) as VolumeJson;
+      assertEquals(g1.members, ["n1", "n2", "n3"]);
+      assertEquals(
+        [g1.state, g1.epoch, g1.phase, g1.inSync],
+        ["ready", 1, "healthy", ["n1", "n2", "n3"]],
+      );
+      for (const p of all()) assertEquals(await volumeFiles(p), [`${g1.uuid}.vol`], p.dataDir);
+      // Only the master exports it.
+      const master = c.nodes.get(g1.master)!;
+      assertEquals(await eventually("master exports g1", () => nbdSize(master, "g1")), 4 << 20);
+      for (const [name, p] of c.nodes) {
+        if (name !== g1.master) assertEquals(await nbdSize(p, "g1"), undefined, `${name} exports`);
+      }
+      // Any node shows the group; the human table has epoch, in-sync and phase.
+      const table = await cli(["volume", "get", "g1"], { api: c.nodes.get("n3")!.api });
+      assertEquals(table.code, 0, table.stderr);
+      for (const needle of ["Phase", "healthy", "In sync", "n1, n2, n3", "Epoch"]) {
+        assert(table.stdout.includes(needle), `${needle} in:\n${table.stdout}`);
+      }
+
+      // spread by zone: one copy in zone a and one in zone b.
+      const z1 = await createVolume(n1.api, [
+        "z1",
+        "--size",
+        "4MiB",
+        "--replicas",
+        "1",
+        "--spread-by",
+        "zone",
+      ]);
+      assertEquals(z1.code, 0, z1.stderr);
+      const z1v = JSON.parse(z1.stdout) as VolumeJson;
+      const zones = z1v.members!.map((m) => c.labels[m]).sort();
+      assertEquals(zones, ["zone=a", "zone=b"]);
+      assertEquals(z1v.spreadBy, "zone");
+
+      const filesBefore = await Promise.all(all().map(volumeFiles));
+      const refused = async (args: string[], needles: string[]) => {
+        const res = await createVolume(n1.api, args);
+        assertEquals(res.code, 1, `${args.join(" ")}: ${res.stdout}${res.stderr}`);
+        for (const n of needles) assert(res.stderr.includes(n), `"${n}" in: ${res.stderr}`);
+        assertEquals(await getVolume(n1.api, args[0]), undefined, "no record left");
+      };
+      await refused(["z2", "--size", "4MiB", "--replicas", "2", "--spread-by", "zone"], [
+        "need 3 nodes in distinct zone values, have 2",
+        "zone=b (n2,n3)",
+      ]);
+      await refused(["big", "--size", "4MiB", "--replicas", "3"], [
+        "need 4 eligible nodes, have 3",
+      ]);
+
+      // Cordon: n3 takes no new placements; node list says so with the reason.
+      const cordon = await cli(["node", "cordon", "n3", "--reason", "disk swap"], {
+        api: n1.api,
+      });
+      assertEquals(cordon.code, 0, cordon.stderr);
+      const nodeList = await cli(["node", "list"], { api: c.nodes.get("n2")!.api });
+      assert(
+        /n3\s+cordoned \(cordoned since .*: disk swap\)/.test(nodeList.stdout),
+        nodeList.stdout,
+      );
+      await refused(["c1", "--size", "4MiB", "--replicas", "2"], ["n3 (cordoned)"]);
+      assertEquals(await Promise.all(all().map(volumeFiles)), filesBefore, "no file left behind");
+      const un = await cli(["node", "uncordon", "n3"], { api: n1.api });
+      assertEquals(un.code, 0, un.stderr);
+      const c1 = await createVolume(n1.api, ["c1", "--size", "4MiB", "--replicas", "2"]);
+      assertEquals(c1.code, 0, c1.stderr);
+
+      // Delete (asked of a replica) removes the copy on every member and the record.
+      const del = await cli(["volume", "delete", "g1"], { api: c.nodes.get("n2")!.api });
+      assertEquals(del.code, 0, del.stderr);
+      await eventually("g1 gone everywhere", async () => {
+        if (await getVolume(n1.api, "g1")) return undefined;
+        for (const p of all()) if ((await volumeFiles(p)).includes(`${g1.uuid}.vol`)) return;
+        return true;
+      });
+    } finally {
+      await c.stop();
+    }
+  },
+);
+
+e2eTest(
+  "kill -9 of a group's master: a never-written group fails over (epoch 2, NBD at the new master); " +
+    "a written one goes unavailable without promotion and comes back when its master restarts",
+  { tools: [...tools, "qemu-io"] },
+  async () => {
+    const c = await startGroupCluster({ n1: "", n2: "", n3: "" });
+    try {
+      const anyApi = (except: string) =>
+        [...c.nodes.entries()].find(([n, p]) => n !== except && !p.exited())![1].api;
+
+      // --- never written: a replica takes over.
+      const a = await createVolume(c.nodes.get("n1")!.api, [
+        "a",
+        "--size",
+        "4MiB",
+        "--replicas",
+        "2",
+      ]);
+      assertEquals(a.code, 0, a.stderr);
+      const av = JSON.parse(a.stdout) as VolumeJson;
+      const oldMaster = av.master;
+      await eventually("a exported", () => nbdSize(c.nodes.get(oldMaster)!, "a"));
+      await c.nodes.get(oldMaster)!.kill("SIGKILL");
+      const after = await eventually("a promoted to epoch 2", async () => {
+        const v = await getVolume(anyApi(oldMaster), "a");
+        return v && v.epoch === 2 ? v : undefined;
+      });
+      assert(after.master !== oldMaster, `new master ${after.master}`);
+      assertEquals(after.down, [oldMaster]);
+      assert(!after.inSync!.includes(oldMaster), "the old master left the in-sync set");
+      assertEquals(after.phase, "degraded");
+      const newMaster = c.nodes.get(after.master)!;
+      assertEquals(await eventually("new master serves a", () => nbdSize(newMaster, "a")), 4 << 20);
+
+      // The old master restarts: back in the group, not serving (epoch 2 is not its).
+      const back = await c.start(oldMaster);
+      await eventually("old master back, not down", async () => {
+        const v = await getVolume(back.api, "a");
+        return v && v.down!.length === 0 ? v : undefined;
+      });
+      assertEquals(await nbdSize(back, "a"), undefined, "old master does not export a");
+      assertEquals((await getVolume(back.api, "a"))!.master, after.master);
+
+      // --- written: replicas fall out of sync at the first write; no promotion.
+      const b = await createVolume(back.api, ["b", "--size", "4MiB", "--replicas", "2"]);
+      assertEquals(b.code, 0, b.stderr);
+      const bv = JSON.parse(b.stdout) as VolumeJson;
+      const bMaster = c.nodes.get(bv.master)!;
+      await eventually("b exported", () => nbdSize(bMaster, "b"));
+      const write = await run("qemu-io", [
+        "-f",
+        "raw",
+        "-c",
+        "write -P 0x5a 0 64k",
+        bMaster.nbdUri("b"),
+      ]);
+      assertEquals(write.code, 0, write.stderr);
+      await eventually("replicas of b out of sync", async () => {
+        const v = await getVolume(bMaster.api, "b");
+        return v && v.inSync!.join() === bv.master ? v : undefined;
+      });
+      await bMaster.kill("SIGKILL");
+      const unavailable = await eventually("b unavailable", async () => {
+        const v = await getVolume(anyApi(bv.master), "b");
+        return v && v.phase === "unavailable" ? v : undefined;
+      });
+      assertEquals([unavailable.epoch, unavailable.master], [1, bv.master]);
+      // Give a (wrong) promotion every chance to happen: another lease period and more.
+      await new Promise((r) => setTimeout(r, (LEASE_TTL_S + 2) * 1000));
+      const still = (await getVolume(anyApi(bv.master), "b"))!;
+      assertEquals([still.epoch, still.master, still.phase], [1, bv.master, "unavailable"]);
+      for (const [name, p] of c.nodes) {
+        if (name !== bv.master) assertEquals(await nbdSize(p, "b"), undefined, `${name} serves b`);
+      }
+
+      // The master restarts: it serves b again with its data; the group is degraded.
+      const bBack = await c.start(bv.master);
+      const healed = await eventually("b master back", async () => {
+        const v = await getVolume(bBack.api, "b");
+        return v && v.down!.length === 0 ? v : undefined;
+      });
+      assertEquals([healed.epoch, healed.master, healed.phase], [1, bv.master, "degraded"]);
+      await eventually("b exported again", () => nbdSize(bBack, "b"));
+      const read = await run("qemu-io", [
+        "-f",
+        "raw",
+        "-r",
+        "-c",
+        "read -P 0x5a 0 64k",
+        bBack.nbdUri("b"),
+      ]);
+      assertEquals(read.code, 0, read.stderr);
+      assert(!read.stdout.includes("Pattern verification failed"), read.stdout);
+    } finally {
+      await c.stop();
+    }
+  },
+);
