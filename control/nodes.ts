@@ -18,6 +18,7 @@ import type { NodeInfo } from "../mod/types.ts";
 import type { DataPlane } from "../data/plane.ts";
 import type { Logger } from "./log.ts";
 import type { StateStore } from "./state_store.ts";
+import type { NodeProbe } from "./_node_probe.ts";
 
 export const NODE_PREFIX = "/ballast/nodes/";
 export const ALIVE_SUFFIX = "/alive";
@@ -47,6 +48,11 @@ export interface NodeRegistryOptions {
   apiAddress?: string;
   version: string;
   labels?: Record<string, string>;
+  /**
+   * Probes other live nodes' APIs on list/get, so a node that holds its lease but
+   * does not answer shows as "unreachable" (_node_probe.ts). None: never probed.
+   */
+  probe?: NodeProbe;
   /** Liveness lease TTL; default 10 s. Keep-alives go out every TTL/3. */
   leaseTtlSeconds?: number;
   /** Minimum interval between record (capacity) writes; default 30 s. */
@@ -56,7 +62,7 @@ export interface NodeRegistryOptions {
 
 /** Registers this node and answers node queries. */
 export class NodeRegistry {
-  readonly #o: Required<NodeRegistryOptions>;
+  readonly #o: Required<Omit<NodeRegistryOptions, "probe">> & { probe?: NodeProbe };
   #lease = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #lastRecordWrite = 0;
@@ -114,7 +120,24 @@ export class NodeRegistry {
         cordons.set(rest.slice(0, -CORDON_SUFFIX.length), JSON.parse(kv.value) as Cordon);
       } else if (!rest.includes("/")) records.push(JSON.parse(kv.value) as NodeRecord);
     }
-    return records.map((r) => this.#toInfo(r, alive.has(r.name), cordons.get(r.name)));
+    const unreachable = await this.#probeAll(records.filter((r) => alive.has(r.name)));
+    return records.map((r) =>
+      this.#toInfo(r, alive.has(r.name), cordons.get(r.name), unreachable.get(r.name))
+    );
+  }
+
+  /** Probes the other live nodes in parallel: name -> why it did not answer. */
+  async #probeAll(records: NodeRecord[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    const probe = this.#o.probe;
+    if (!probe) return out;
+    await Promise.all(
+      records.filter((r) => r.name !== this.#o.nodeName).map(async (r) => {
+        const why = await probe.check(r.apiAddress);
+        if (why !== undefined) out.set(r.name, why);
+      }),
+    );
+    return out;
   }
 
   /**
@@ -151,14 +174,22 @@ export class NodeRegistry {
       this.#o.store.get(NODE_PREFIX + name + CORDON_SUFFIX),
     ]);
     if (!rec || name.includes("/")) throw new NotFoundError("node", name);
+    const record = JSON.parse(rec.value) as NodeRecord;
+    const unreachable = alive ? await this.#probeAll([record]) : new Map<string, string>();
     return this.#toInfo(
-      JSON.parse(rec.value) as NodeRecord,
+      record,
       alive !== undefined,
       cordon && JSON.parse(cordon.value) as Cordon,
+      unreachable.get(record.name),
     );
   }
 
-  #toInfo(rec: NodeRecord, alive: boolean, cordon: Cordon | undefined): NodeInfo {
+  #toInfo(
+    rec: NodeRecord,
+    alive: boolean,
+    cordon: Cordon | undefined,
+    unreachable?: string,
+  ): NodeInfo {
     const local = rec.name === this.#o.nodeName && !this.#stopped;
     if (!alive && !local) {
       return {
@@ -169,6 +200,14 @@ export class NodeRegistry {
       };
     }
     const info = local ? this.#localRecord() : rec;
+    if (unreachable !== undefined) {
+      return {
+        ...info,
+        state: "unreachable",
+        reason: `liveness lease still held, but ${unreachable}; last seen ${rec.lastSeen}` +
+          (cordon ? "; also cordoned" : ""),
+      };
+    }
     if (cordon) {
       return {
         ...info,

@@ -21,6 +21,7 @@ import { lockDataDir } from "./_data_dir_lock.ts";
 import { createLogger } from "./log.ts";
 import type { Logger } from "./log.ts";
 import { NodeRegistry } from "./nodes.ts";
+import { NodeProbe } from "./_node_probe.ts";
 import { SqliteStateStore } from "./sqlite_store.ts";
 import type { StateStore } from "./state_store.ts";
 import { VolumeService } from "./volumes.ts";
@@ -109,6 +110,18 @@ export async function serve(
       version: VERSION,
       leaseTtlSeconds: config.nodeLeaseTtlSeconds,
       labels: config.labels,
+      // Cluster mode: a node holding its lease whose API does not answer is "unreachable".
+      ...(config.etcd
+        ? {
+          probe: new NodeProbe({
+            credentials: () => {
+              if (!tls) return undefined;
+              const c = tls.pki.credentials("node");
+              return { caCertPem: c.ca, certPem: c.cert, keyPem: c.key };
+            },
+          }),
+        }
+        : {}),
     });
     const volumes = new VolumeService({
       store,

@@ -106,6 +106,54 @@ e2eTest(
 );
 
 e2eTest(
+  "serve --etcd: a node that holds its lease but does not answer is unreachable, then ready again",
+  { tools },
+  async () => {
+    const etcd = await startEtcd();
+    let a: BallastProcess | undefined;
+    let b: BallastProcess | undefined;
+    let paused = false;
+    try {
+      // A long lease on A, so it stays "alive" for etcd while it is stopped.
+      a = await startBallast({
+        args: ["--etcd", etcd.endpoints[0], "--node-name", "node-a", "--node-lease-ttl", "60s"],
+      });
+      b = await clusterNode(etcd, "node-b");
+      assertEquals((await nodeStates(b.api))["node-a"], "ready");
+
+      Deno.kill(a.pid, "SIGSTOP");
+      paused = true;
+      const stoppedAt = Date.now();
+      let row: NodeRow | undefined;
+      while (
+        (row = (await nodeList(b.api)).find((n) => n.name === "node-a"))?.state !== "unreachable"
+      ) {
+        assert(Date.now() - stoppedAt < 20_000, `node-a not unreachable: ${JSON.stringify(row)}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const why = row!.reason;
+      // deno-lint-ignore no-console
+      console.log(`node-a unreachable after ${Date.now() - stoppedAt} ms: ${why}`);
+      assert(why.includes("lease still held"), why);
+      assert(why.includes("did not answer"), why);
+
+      Deno.kill(a.pid, "SIGCONT");
+      paused = false;
+      const resumedAt = Date.now();
+      while ((await nodeStates(b.api))["node-a"] !== "ready") {
+        assert(Date.now() - resumedAt < 20_000, "node-a not ready again after SIGCONT");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } finally {
+      if (paused && a) Deno.kill(a.pid, "SIGCONT");
+      await b?.stop();
+      await a?.stop();
+      await etcd.stop();
+    }
+  },
+);
+
+e2eTest(
   "serve --etcd https: client certificates work; a missing or foreign client cert exits 1 naming the endpoint",
   { tools: [...tools, "openssl"] },
   async () => {
