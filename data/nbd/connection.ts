@@ -1,6 +1,6 @@
 /**
- * One NBD connection: the handshake driver around the pure handshake state machine,
- * then the transmission loop ("Transmission").
+ * One NBD connection: the handshake (driven by _negotiate.ts around the pure state
+ * machine in handshake.ts), then the transmission loop ("Transmission").
  *
  * Hot path rules (measured, see docs/BENCHMARKS.md): one reusable input buffer;
  * every pipelined request in a read is parsed and executed before the next read;
@@ -29,14 +29,9 @@ import {
   type TransmissionContext,
   validateRequest,
 } from "./codec.ts";
-import {
-  checkClientFlags,
-  encodeGreeting,
-  handleOption,
-  type HandshakePolicy,
-  initialState,
-} from "./handshake.ts";
-import { type Transport, writeAll } from "./transport.ts";
+import type { HandshakePolicy } from "./handshake.ts";
+import { negotiate, type Session } from "./_negotiate.ts";
+import type { Transport } from "./transport.ts";
 import { ClientRefusedError, ProtocolError } from "./errors.ts";
 import { InputBuffer } from "./_input.ts";
 import { ReplyBatcher } from "./_replies.ts";
@@ -90,7 +85,8 @@ export class Connection {
   #t: Transport;
   #log: Logger;
   #opts: ConnectionOptions;
-  #policy: HandshakePolicy;
+  /** What the handshake driver (_negotiate.ts) reads and replaces (STARTTLS). */
+  #session: Session;
 
   // Receive buffer and reply batches (see _input.ts, _replies.ts).
   #in = new InputBuffer();
@@ -117,8 +113,15 @@ export class Connection {
     this.id = opts.id;
     this.#t = transport;
     this.#opts = opts;
-    this.#policy = opts.policy;
     this.#log = opts.logger.child({ conn: opts.id, remote: transport.remote });
+    this.#session = {
+      transport,
+      log: this.#log,
+      policy: opts.policy,
+      input: this.#in,
+      shuttingDown: () => this.#shuttingDown,
+      discard: (n) => this.#discard(n),
+    };
   }
 
   get exportName(): string | undefined {
@@ -129,10 +132,15 @@ export class Connection {
   async run(): Promise<void> {
     this.#log.debug("connection opened");
     try {
-      const exp = await this.#handshake();
-      if (exp) {
+      const attached = await negotiate(this.#session, this.#opts);
+      this.#t = this.#session.transport;
+      this.#log = this.#session.log;
+      if (attached) {
+        this.#ctx = attached.ctx;
+        this.#export = attached.exp;
+        this.#log = this.#session.log;
         this.inHandshake = false;
-        await this.#transmission(exp);
+        await this.#transmission(attached.exp);
       }
     } catch (err) {
       if (!this.#closed) {
@@ -172,102 +180,6 @@ export class Connection {
     }
     await this.#drain();
     this.#close();
-  }
-
-  // ---- handshake ("Fixed newstyle negotiation") -------------------------------------
-
-  async #handshake(): Promise<LiveExport | undefined> {
-    await writeAll(this.#t, encodeGreeting());
-    await this.#in.need(this.#t, 4);
-    const clientFlags = this.#in.view.getUint32(this.#in.start);
-    this.#in.start += 4;
-    const badFlags = checkClientFlags(clientFlags);
-    if (badFlags) throw new ProtocolError(badFlags);
-    let state = initialState(clientFlags);
-    for (;;) {
-      await this.#in.need(this.#t, 16);
-      const v = this.#in.view;
-      const s = this.#in.start;
-      if (v.getUint32(s) !== C.IHAVEOPT_HI || v.getUint32(s + 4) !== C.IHAVEOPT_LO) {
-        throw new ProtocolError("bad option magic");
-      }
-      const option = v.getUint32(s + 8);
-      const length = v.getUint32(s + 12);
-      this.#in.start += 16;
-      if (length > C.MAX_OPTION_LENGTH) {
-        if (option === C.NBD_OPT_EXPORT_NAME) throw new ProtocolError("export name too long");
-        await this.#discard(length);
-        await this.#sendOptionError(option, C.NBD_REP_ERR_TOO_BIG, "option payload too large");
-        continue;
-      }
-      await this.#in.need(this.#t, length);
-      const data = this.#in.buf.slice(this.#in.start, this.#in.start + length);
-      this.#in.start += length;
-      if (this.#shuttingDown && option !== C.NBD_OPT_ABORT) {
-        await this.#sendOptionError(option, C.NBD_REP_ERR_SHUTDOWN, "server is shutting down");
-        continue;
-      }
-      const result = handleOption(state, this.#opts.exports, this.#policy, option, data);
-      state = result.state;
-      const action = result.action;
-      if (result.refusal) {
-        // A plaintext client at a TLS-only listener is worth an operator's attention.
-        const level = this.#policy.tlsRequired && !state.tls ? "warn" : "debug";
-        this.#log[level]({ option, refusal: result.refusal }, "option refused");
-      }
-      for (const b of action.out) await writeAll(this.#t, b);
-      switch (action.kind) {
-        case "reply":
-          break;
-        case "close":
-          this.#log.info({ reason: action.reason }, "handshake ended");
-          return undefined;
-        case "starttls":
-          if (!this.#opts.startTls) throw new ProtocolError("STARTTLS acknowledged without TLS");
-          if (this.#in.start !== this.#in.end) {
-            throw new ProtocolError("data sent before TLS handshake");
-          }
-          {
-            const up = await this.#opts.startTls(this.#t);
-            this.#t = up.transport;
-            this.#policy = { ...this.#policy, allowExport: up.allowExport };
-            this.#log = this.#log.child({ client: up.identity });
-            this.#log.info("TLS established");
-          }
-          break;
-        case "transmission": {
-          const exp = this.#opts.exports.lookup(action.export.name);
-          if (!exp) return undefined;
-          this.#ctx = {
-            size: exp.size,
-            readOnly: exp.readOnly,
-            structuredReplies: action.structuredReplies,
-            baseAllocation: action.baseAllocation,
-            maxPayload: C.MAX_BLOCK_SIZE,
-          };
-          this.#export = exp;
-          this.#log = this.#log.child({ volume: exp.name });
-          this.#log.info(
-            { size: exp.size, structured: action.structuredReplies, flags: action.flags },
-            "client attached",
-          );
-          return exp;
-        }
-      }
-    }
-  }
-
-  async #sendOptionError(option: number, type: number, message: string): Promise<void> {
-    const m = enc.encode(message);
-    const b = new Uint8Array(20 + m.length);
-    const v = new DataView(b.buffer);
-    v.setUint32(0, C.REPLY_MAGIC_HI);
-    v.setUint32(4, C.REPLY_MAGIC_LO);
-    v.setUint32(8, option);
-    v.setUint32(12, type);
-    v.setUint32(16, m.length);
-    b.set(m, 20);
-    await writeAll(this.#t, b);
   }
 
   // ---- transmission ("Transmission", "Request types") -------------------------------
@@ -527,12 +439,14 @@ export class Connection {
   /** Reads and drops `n` bytes (payload of a request we refused); counts as a partial request. */
   async #discard(n: number): Promise<void> {
     if (this.partialSince === 0) this.partialSince = performance.now();
-    await this.#in.discard(this.#t, n);
+    await this.#in.discard(this.inHandshake ? this.#session.transport : this.#t, n);
   }
 
   #close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // During the handshake STARTTLS may have replaced the transport.
+    if (this.inHandshake) this.#session.transport.close();
     this.#t.close();
   }
 

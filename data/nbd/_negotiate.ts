@@ -1,0 +1,150 @@
+/**
+ * The handshake driver of a connection ("Fixed newstyle negotiation"): reads the
+ * client's flags and options, runs them through the pure state machine in
+ * handshake.ts, writes its replies, upgrades to TLS on NBD_OPT_STARTTLS, and returns
+ * the export the client attached to (NBD_OPT_GO / NBD_OPT_EXPORT_NAME).
+ * @module
+ */
+
+import type { Logger } from "pino";
+import * as C from "./constants.ts";
+import type { TransmissionContext } from "./codec.ts";
+import {
+  checkClientFlags,
+  encodeGreeting,
+  handleOption,
+  type HandshakePolicy,
+  initialState,
+} from "./handshake.ts";
+import { type Transport, writeAll } from "./transport.ts";
+import { ProtocolError } from "./errors.ts";
+import type { InputBuffer } from "./_input.ts";
+import type { ExportTable, LiveExport } from "../exports.ts";
+import type { StartTls } from "./connection.ts";
+
+/** The connection state the handshake reads and replaces. */
+export interface Session {
+  /** Replaced by the TLS transport after STARTTLS. */
+  transport: Transport;
+  /** Gains the client identity (TLS) and the volume name (attach). */
+  log: Logger;
+  /** Narrowed by the client certificate after STARTTLS. */
+  policy: HandshakePolicy;
+  readonly input: InputBuffer;
+  shuttingDown(): boolean;
+  /** Reads and drops `n` bytes (an oversized option), counting as a partial request. */
+  discard(n: number): Promise<void>;
+}
+
+/** Where the handshake ended: the attached export and the transmission parameters. */
+export interface Attached {
+  exp: LiveExport;
+  ctx: TransmissionContext;
+}
+
+const enc = new TextEncoder();
+
+/**
+ * Runs the handshake. Resolves to the attached export, or undefined when the client
+ * ended it (NBD_OPT_ABORT, or an export that vanished). Throws ProtocolError on a
+ * violation, ClientRefusedError from STARTTLS.
+ */
+export async function negotiate(
+  s: Session,
+  opts: { exports: ExportTable; startTls?: StartTls },
+): Promise<Attached | undefined> {
+  const input = s.input;
+  await writeAll(s.transport, encodeGreeting());
+  await input.need(s.transport, 4);
+  const clientFlags = input.view.getUint32(input.start);
+  input.start += 4;
+  const badFlags = checkClientFlags(clientFlags);
+  if (badFlags) throw new ProtocolError(badFlags);
+  let state = initialState(clientFlags);
+  for (;;) {
+    await input.need(s.transport, 16);
+    const v = input.view;
+    const at = input.start;
+    if (v.getUint32(at) !== C.IHAVEOPT_HI || v.getUint32(at + 4) !== C.IHAVEOPT_LO) {
+      throw new ProtocolError("bad option magic");
+    }
+    const option = v.getUint32(at + 8);
+    const length = v.getUint32(at + 12);
+    input.start += 16;
+    if (length > C.MAX_OPTION_LENGTH) {
+      if (option === C.NBD_OPT_EXPORT_NAME) throw new ProtocolError("export name too long");
+      await s.discard(length);
+      await sendOptionError(s.transport, option, C.NBD_REP_ERR_TOO_BIG, "option payload too large");
+      continue;
+    }
+    await input.need(s.transport, length);
+    const data = input.buf.slice(input.start, input.start + length);
+    input.start += length;
+    if (s.shuttingDown() && option !== C.NBD_OPT_ABORT) {
+      await sendOptionError(s.transport, option, C.NBD_REP_ERR_SHUTDOWN, "server is shutting down");
+      continue;
+    }
+    const result = handleOption(state, opts.exports, s.policy, option, data);
+    state = result.state;
+    const action = result.action;
+    if (result.refusal) {
+      // A plaintext client at a TLS-only listener is worth an operator's attention.
+      const level = s.policy.tlsRequired && !state.tls ? "warn" : "debug";
+      s.log[level]({ option, refusal: result.refusal }, "option refused");
+    }
+    for (const b of action.out) await writeAll(s.transport, b);
+    switch (action.kind) {
+      case "reply":
+        break;
+      case "close":
+        s.log.info({ reason: action.reason }, "handshake ended");
+        return undefined;
+      case "starttls": {
+        if (!opts.startTls) throw new ProtocolError("STARTTLS acknowledged without TLS");
+        if (input.start !== input.end) throw new ProtocolError("data sent before TLS handshake");
+        const up = await opts.startTls(s.transport);
+        s.transport = up.transport;
+        s.policy = { ...s.policy, allowExport: up.allowExport };
+        s.log = s.log.child({ client: up.identity });
+        s.log.info("TLS established");
+        break;
+      }
+      case "transmission": {
+        const exp = opts.exports.lookup(action.export.name);
+        if (!exp) return undefined;
+        const ctx: TransmissionContext = {
+          size: exp.size,
+          readOnly: exp.readOnly,
+          structuredReplies: action.structuredReplies,
+          baseAllocation: action.baseAllocation,
+          maxPayload: C.MAX_BLOCK_SIZE,
+        };
+        s.log = s.log.child({ volume: exp.name });
+        s.log.info(
+          { size: exp.size, structured: action.structuredReplies, flags: action.flags },
+          "client attached",
+        );
+        return { exp, ctx };
+      }
+    }
+  }
+}
+
+/** An option error reply ("Option reply types", NBD_REP_ERR_*) with a message. */
+async function sendOptionError(
+  t: Transport,
+  option: number,
+  type: number,
+  message: string,
+): Promise<void> {
+  const m = enc.encode(message);
+  const b = new Uint8Array(20 + m.length);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, C.REPLY_MAGIC_HI);
+  v.setUint32(4, C.REPLY_MAGIC_LO);
+  v.setUint32(8, option);
+  v.setUint32(12, type);
+  v.setUint32(16, m.length);
+  b.set(m, 20);
+  await writeAll(t, b);
+}
