@@ -14,7 +14,8 @@
 
 import { BallastClient } from "../mod/client.ts";
 
-const DEFAULT_TIMEOUT_MS = 1_500;
+/** Above /v1/health's own 1 s bound on its store check, so an etcd outage is not a dead peer. */
+const DEFAULT_TIMEOUT_MS = 2_500;
 const DEFAULT_CACHE_MS = 3_000;
 
 /** PEM material for the probe's https requests; undefined for plaintext (--tls off). */

@@ -15,7 +15,10 @@
  * - ready: each member runs a GroupDriver; only the master exports the volume;
  * - delete: the record goes "deleting" with `remaining` = members; the master deletes
  *   first (it may refuse while NBD clients are connected), then the others; the last
- *   one removes the record.
+ *   one removes the record;
+ * - grow: `sizeBytes` in the record changes by CAS (any node); every member grows its
+ *   copy to the record's size when it sees the record (growCopy), so a member that was
+ *   down grows when it comes back and lists the records. Copies never shrink.
  * @module
  */
 
@@ -26,6 +29,12 @@ import { GroupDriver } from "./group/driver.ts";
 import { LeaseWatch } from "./group/lease_watch.ts";
 import { place } from "./group/placement.ts";
 import { type GroupRecord, newRecord } from "./group/record.ts";
+import {
+  abandonCreate,
+  copyDeleted,
+  markGroupDeleting,
+  staleCreateMs,
+} from "./_volume_group_record.ts";
 import type { Logger } from "./log.ts";
 import type { KeyValue, StateStore } from "./state_store.ts";
 import {
@@ -49,6 +58,8 @@ export interface VolumeGroupsOptions {
   listNodes: () => Promise<NodeInfo[]>;
   now: () => Date;
   createWaitMs?: number;
+  /** How long a member's lease must stay gone before the groups act on it (LeaseWatch). */
+  leaseGraceMs?: number;
 }
 
 /** What create() needs besides placement. */
@@ -65,11 +76,17 @@ export class VolumeGroups {
   readonly #made = new Set<string>();
   /** Newest record seen of each group hosted here (the spec the host exports). */
   readonly #records = new Map<string, VolumeRecord>();
+  /** Size each local copy is known to have at least, so a record event costs no I/O. */
+  readonly #sized = new Map<string, { uuid: string; sizeBytes: number }>();
 
   constructor(options: VolumeGroupsOptions) {
     this.#o = options;
     this.#log = options.logger;
-    this.#leases = new LeaseWatch({ store: options.store, logger: options.logger });
+    this.#leases = new LeaseWatch({
+      store: options.store,
+      logger: options.logger,
+      graceMs: options.leaseGraceMs,
+    });
   }
 
   /** Starts the shared lease watch. */
@@ -175,13 +192,7 @@ export class VolumeGroups {
 
   /** Undoes a failed create; returns the members whose copy was not removed in time. */
   async #abandon(name: string, uuid: string): Promise<string[]> {
-    await this.#cas(name, uuid, (rec) => {
-      if (rec.state !== "creating") return undefined;
-      const created = rec.created ?? [];
-      if (created.length === 0) return "delete";
-      const { created: _c, ...rest } = rec;
-      return { ...rest, state: "deleting", remaining: created, deleteForce: true };
-    });
+    await this.#cas(name, uuid, abandonCreate);
     const deadline = Date.now() + CLEANUP_WAIT_MS;
     while (true) {
       const kv = await this.#o.store.get(VOLUME_PREFIX + name);
@@ -190,6 +201,12 @@ export class VolumeGroups {
       if (Date.now() > deadline) return rec.remaining ?? [];
       await abortableSleep(POLL_MS);
     }
+  }
+
+  /** The record of a delete asked of this node (see markGroupDeleting). */
+  markDeleting(rec: VolumeRecord, force: boolean): VolumeRecord {
+    const staleMs = staleCreateMs(this.#o.createWaitMs ?? CREATE_WAIT_MS);
+    return markGroupDeleting(rec, { force, now: this.#o.now(), staleMs });
   }
 
   /** A group record as listed or changed (from the record watch), one at a time. */
@@ -202,8 +219,34 @@ export class VolumeGroups {
     if (!member) return;
     this.#records.set(rec.name, rec);
     if (rec.state === "creating") await this.#createCopy(rec);
-    else if (rec.state === "ready") this.#driverFor(rec).recordChanged(kv);
-    else if (rec.state === "deleting") await this.#deleteCopy(rec);
+    else if (rec.state === "ready") {
+      await this.growCopy(rec).catch((err) =>
+        this.#log.warn(
+          { volume: rec.name, uuid: rec.uuid, sizeBytes: rec.sizeBytes, err: String(err) },
+          "could not grow the local copy to the record's size; trying again at the next change",
+        )
+      );
+      this.#driverFor(rec).recordChanged(kv);
+    } else if (rec.state === "deleting") await this.#deleteCopy(rec);
+  }
+
+  /**
+   * Grows this node's copy of a group it is a member of to the record's size (never
+   * shrinks): the master's export shows the new size to new NBD connections, a
+   * replica's file grows in place. Known sizes are cached, so only a change costs I/O.
+   */
+  async growCopy(rec: VolumeRecord): Promise<void> {
+    if (!rec.group?.members.includes(this.#o.nodeName)) return;
+    const known = this.#sized.get(rec.name);
+    if (known?.uuid === rec.uuid && known.sizeBytes >= rec.sizeBytes) return;
+    const before = await this.#o.plane.resizeVolume(rec.name, rec.sizeBytes, { uuid: rec.uuid });
+    this.#sized.set(rec.name, { uuid: rec.uuid, sizeBytes: Math.max(before, rec.sizeBytes) });
+    if (before < rec.sizeBytes) {
+      this.#log.info(
+        { volume: rec.name, uuid: rec.uuid, from: before, sizeBytes: rec.sizeBytes },
+        "local copy grown to the record's size",
+      );
+    }
   }
 
   /** A record was deleted: stop its driver (its copy was removed before). */
@@ -211,6 +254,7 @@ export class VolumeGroups {
     const uuid = this.#records.get(name)?.uuid;
     if (uuid) this.#made.delete(uuid);
     this.#records.delete(name);
+    this.#sized.delete(name);
     if (this.#drivers.has(name)) await this.#stopDriver(name);
   }
 
@@ -312,6 +356,9 @@ export class VolumeGroups {
     const remaining = rec.remaining ?? rec.group!.members;
     if (!remaining.includes(self)) {
       if (this.#drivers.has(rec.name)) await this.#stopDriver(rec.name);
+      // Removed already, or made by a create this node had not recorded (a crash
+      // between making the copy and saying so, then the create was undone): remove.
+      await this.#o.plane.deleteVolume(rec.name, { force: true, uuid: rec.uuid });
       return;
     }
     if (self !== master && remaining.includes(master)) return; // wait for the master
@@ -330,11 +377,7 @@ export class VolumeGroups {
     }
     await this.#stopDriver(rec.name);
     await this.#o.plane.deleteVolume(rec.name, { force: true, uuid: rec.uuid });
-    await this.#cas(rec.name, rec.uuid, (cur) => {
-      if (cur.state !== "deleting") return undefined;
-      const left = (cur.remaining ?? cur.group!.members).filter((m) => m !== self);
-      return left.length === 0 ? "delete" : { ...cur, remaining: left };
-    });
+    await this.#cas(rec.name, rec.uuid, (cur) => copyDeleted(cur, self));
     log.info("local copy deleted");
   }
 

@@ -120,7 +120,9 @@ export function createApi(deps: ApiDeps): Hono<Env> {
     const checks: Health["checks"] = {};
     if (deps.store) {
       try {
-        const rev = await deps.store.currentRevision();
+        // Bounded: a health check must answer quickly even while etcd does not (peers
+        // probe it to tell "unreachable" from "ready", _node_probe.ts).
+        const rev = await withDeadline(deps.store.currentRevision(), HEALTH_STORE_MS);
         checks.store = { ok: true, message: `${deps.store.description}, revision ${rev}` };
       } catch (err) {
         checks.store = { ok: false, message: String((err as Error).message ?? err) };
@@ -239,4 +241,16 @@ function safeRoute(c: Context): string {
   } catch {
     return "unmatched";
   }
+}
+
+/** How long /v1/health waits for the store before reporting it failing. */
+const HEALTH_STORE_MS = 1_000;
+
+/** `p`, or a rejection naming the deadline when it takes longer than `ms`. */
+function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }

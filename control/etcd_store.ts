@@ -324,8 +324,10 @@ export class EtcdStateStore implements StateStore {
           stream.on("end", () => reject(new Error("keepalive stream ended")));
           stream.write({ ID: String(lease) });
         }).finally(() => {
+          // Half-close, never cancel: etcd3 takes a cancelled call for a failed host and
+          // drops every connection to it, so each keep-alive would reconnect the watches.
           try {
-            stream.cancel();
+            stream.end();
           } catch { /* closed */ }
         });
         if (ttl <= 0) {

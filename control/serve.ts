@@ -131,6 +131,8 @@ export async function serve(
       clusterMode: config.etcd !== undefined,
       // Placement of replicated volumes (cluster mode) over the registered nodes.
       listNodes: () => nodes.list(),
+      // A live node re-registers within a heartbeat after etcd expired every lease at once.
+      leaseGraceMs: config.nodeLeaseTtlSeconds * 1000,
     });
     const report = await volumes.reconcile();
     log.info(

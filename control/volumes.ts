@@ -14,7 +14,8 @@
  * another node changes the record through compare-and-swap; the master sees the
  * change through its watch on the records (`startWatching()`) and applies it to its
  * local store: "deleting" -> delete the file, then the record; a larger sizeBytes ->
- * grow the file.
+ * grow the file. A replicated volume grows the same way on every member, each
+ * growing its own copy when it sees the record (also after being down).
  *
  * Replicated volumes (cluster mode, replicas > 0) are volume groups: placed across
  * nodes, their group record inside the volume record, one driver per member
@@ -82,6 +83,8 @@ export interface VolumeServiceOptions {
   listNodes?: () => Promise<NodeInfo[]>;
   /** Cluster mode: how long a create waits for every member's copy; default 10 s. */
   groupCreateWaitMs?: number;
+  /** Cluster mode: a member's lease must stay gone this long before groups act on it. */
+  leaseGraceMs?: number;
   now?: () => Date;
 }
 
@@ -127,6 +130,7 @@ export class VolumeService {
         listNodes: options.listNodes ?? (() => Promise.resolve([])),
         now: this.#now,
         createWaitMs: options.groupCreateWaitMs,
+        leaseGraceMs: options.leaseGraceMs,
       });
     }
   }
@@ -209,12 +213,6 @@ export class VolumeService {
         }
         const next: VolumeRecord = { ...rec };
         if (sizeBytes !== undefined && sizeBytes !== rec.sizeBytes) {
-          if (rec.group) {
-            throw new FailedPreconditionError(
-              `cannot resize volume "${name}": resizing a replicated volume is not supported yet`,
-              { field: "size" },
-            );
-          }
           if (sizeBytes < rec.sizeBytes) {
             throw new FailedPreconditionError(
               `cannot shrink volume "${name}" from ${describeSize(rec.sizeBytes)} to ` +
@@ -223,7 +221,8 @@ export class VolumeService {
             );
           }
           // On another node only the record changes; the master's watch grows its file.
-          if (rec.master === this.#node) {
+          // A group's record changes first; each member grows its copy (below, watch).
+          if (rec.master === this.#node && !rec.group) {
             try {
               await this.#plane.resizeVolume(name, sizeBytes);
             } catch (err) {
@@ -237,7 +236,24 @@ export class VolumeService {
         if (description !== undefined) next.description = description;
         next.updatedAt = this.#now().toISOString();
         return next;
-      }).then((rec) => this.#withLive(rec)));
+      }).then(async (rec) => {
+        if (rec.group && sizeBytes !== undefined) await this.#growOwnCopy(rec);
+        return this.#withLive(rec);
+      }));
+  }
+
+  /** After a group's record grew: this node's copy grows now (the others' on their watch). */
+  async #growOwnCopy(rec: VolumeRecord): Promise<void> {
+    try {
+      await this.#groups?.growCopy(rec);
+    } catch (err) {
+      throw dataPlaneError(
+        err,
+        `volume "${rec.name}" was resized to ${describeSize(rec.sizeBytes)}, but node ` +
+          `"${this.#node}" could not grow its copy yet (it tries again at the next change ` +
+          `or restart)`,
+      );
+    }
   }
 
   /**
@@ -256,19 +272,7 @@ export class VolumeService {
         if (rec.group) {
           // Every member removes its copy, the master first (_volume_groups.ts).
           grouped = true;
-          if (rec.state === "creating") {
-            throw new FailedPreconditionError(`volume "${name}" is still being created`);
-          }
-          return {
-            ...rec,
-            state: "deleting",
-            remaining: rec.state === "deleting" && rec.remaining
-              ? rec.remaining
-              : rec.group.members,
-            deleteForce: options.force ?? false,
-            deleteRefused: undefined,
-            updatedAt: this.#now().toISOString(),
-          };
+          return this.#groups!.markDeleting(rec, options.force ?? false);
         }
         const next: VolumeRecord = {
           ...rec,

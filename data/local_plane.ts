@@ -17,7 +17,7 @@ import type { HandshakePolicy } from "./nbd/handshake.ts";
 import type { StartTls } from "./nbd/connection.ts";
 import type { DataPlane, OpenOptions, VolumeSpec, VolumeStatus } from "./plane.ts";
 import { OP_TRIM, OP_WRITE, OP_WRITE_ZEROES, type VolumeStats } from "./stats.ts";
-import { BlockStoreError } from "./store/block_store.ts";
+import { type BlockStore, BlockStoreError } from "./store/block_store.ts";
 import { FileBlockStore } from "./store/file_store.ts";
 import { filesystemSpace } from "./store/_libc.ts";
 
@@ -92,6 +92,11 @@ class LocalDataPlane implements RunningDataPlane {
     try {
       store = FileBlockStore.create(this.#path(spec.uuid), spec.sizeBytes);
     } catch (err) {
+      // A copy of this uuid (uuids are never reused) made before a crash: keep it.
+      if (options.export === false && err instanceof BlockStoreError && err.errno === "EEXIST") {
+        this.#log.info({ volume: spec.name, uuid: spec.uuid }, "volume copy already exists; kept");
+        return this.resizeVolume(spec.name, spec.sizeBytes, { uuid: spec.uuid }).then(() => {});
+      }
       return Promise.reject(storeError(err, `create volume "${spec.name}"`));
     }
     if (options.export === false) {
@@ -134,15 +139,29 @@ class LocalDataPlane implements RunningDataPlane {
     return Promise.resolve();
   }
 
-  resizeVolume(name: string, sizeBytes: number): Promise<void> {
-    const e = this.exports.lookup(name);
-    if (!e) return Promise.reject(new NotFoundError("volume", name));
+  resizeVolume(name: string, sizeBytes: number, options: { uuid?: string } = {}): Promise<number> {
+    const found = this.exports.lookup(name);
+    const e = options.uuid === undefined || found?.uuid === options.uuid ? found : undefined;
+    let store: BlockStore;
     try {
-      e.store.resize(sizeBytes);
+      if (e) store = e.store;
+      else if (options.uuid === undefined) throw new NotFoundError("volume", name);
+      else store = FileBlockStore.open(this.#path(options.uuid)); // a copy not exported
+    } catch (err) {
+      if (err instanceof BlockStoreError && err.errno === "ENOENT") {
+        return Promise.reject(new NotFoundError("volume", name));
+      }
+      return Promise.reject(err instanceof NotFoundError ? err : storeError(err, `open "${name}"`));
+    }
+    const before = store.size;
+    try {
+      if (sizeBytes > before) store.resize(sizeBytes);
     } catch (err) {
       return Promise.reject(storeError(err, `resize volume "${name}"`));
+    } finally {
+      if (!e) store.close();
     }
-    return Promise.resolve();
+    return Promise.resolve(before);
   }
 
   async closeVolume(name: string): Promise<void> {
@@ -159,7 +178,9 @@ class LocalDataPlane implements RunningDataPlane {
   }
 
   async deleteVolume(name: string, options?: { force?: boolean; uuid?: string }): Promise<void> {
-    const e = this.exports.lookup(name);
+    const found = this.exports.lookup(name);
+    // With a uuid, an export of another volume of that name is not this one's copy.
+    const e = options?.uuid === undefined || found?.uuid === options.uuid ? found : undefined;
     if (!e) {
       if (options?.uuid === undefined) return;
       try {

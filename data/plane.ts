@@ -36,7 +36,9 @@ export interface OpenOptions {
 export interface DataPlane {
   /**
    * Creates the volume's sparse backing file and exports it (or, with `export: false`,
-   * only creates the file: a replica's copy). Fails with ResourceExhaustedError on a full disk.
+   * only creates the file: a replica's copy; a copy of this uuid left by an earlier
+   * attempt, say before a crash, is kept and grown to the size). Fails with
+   * ResourceExhaustedError on a full disk.
    */
   createVolume(spec: VolumeSpec, options?: { export?: boolean }): Promise<void>;
   /**
@@ -44,8 +46,12 @@ export interface DataPlane {
    * backing file is missing. On a volume already exported, only replaces the write gate.
    */
   openVolume(spec: VolumeSpec, options?: OpenOptions): Promise<void>;
-  /** Grows the volume; new NBD connections see the new size. */
-  resizeVolume(name: string, sizeBytes: number): Promise<void>;
+  /**
+   * Grows the volume; new NBD connections see the new size. Never shrinks: a size at or
+   * below the current one changes nothing. With `uuid`, a volume not exported here has
+   * its file (a replica's copy) grown instead. Resolves to the size before the call.
+   */
+  resizeVolume(name: string, sizeBytes: number, options?: { uuid?: string }): Promise<number>;
   /**
    * Stops exporting the volume (disconnecting its NBD clients) and closes its file,
    * keeping the data: the node holds a copy it does not serve. No-op if not exported.
@@ -54,7 +60,8 @@ export interface DataPlane {
   /**
    * Stops exporting the volume and deletes its data. Fails with FailedPreconditionError
    * while NBD clients are connected unless `force`, which disconnects them first. With
-   * `uuid`, a volume not exported here still has its file (a replica's copy) removed.
+   * `uuid`, a volume not exported here still has its file (a replica's copy) removed, and
+   * an export of that name with another uuid is left alone.
    */
   deleteVolume(name: string, options?: { force?: boolean; uuid?: string }): Promise<void>;
   /** Local status, or undefined if the volume is not exported here. */

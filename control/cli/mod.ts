@@ -44,7 +44,7 @@ export const ROOT_SPEC: CommandSpec = {
   subcommands: [
     ["serve", "run a node (API + NBD server)"],
     ["volume", "create, list, get, resize and delete volumes"],
-    ["node", "list and inspect nodes"],
+    ["node", "list, inspect, cordon and uncordon nodes"],
     ["ca", "certificate authority: issue, list, revoke client certificates, rotate"],
     ["cluster", "cluster membership: join tokens for new nodes"],
     ["version", "print client and server versions"],

@@ -88,6 +88,13 @@ export function nodeCommand(args: string[], io: Io): Promise<number> {
   });
 }
 
+/** STATE column: the state, and for a cordon the operator's reason (`node get` has the rest). */
+function stateCell(n: NodeInfo): string {
+  if (n.state !== "cordoned") return n.state;
+  const why = n.reason.replace(/^cordoned since [^ ]+?(: |$)/, "");
+  return why ? `cordoned (${why})` : "cordoned";
+}
+
 /** The `node list` table. */
 export function nodeTable(items: NodeInfo[], now = Date.now()): string {
   if (items.length === 0) return "No nodes.\n";
@@ -95,7 +102,7 @@ export function nodeTable(items: NodeInfo[], now = Date.now()): string {
     ["NAME", "STATE", "VOLUMES", "CAPACITY", "FREE", "LABELS", "API", "NBD", "VERSION", "AGE"],
     items.map((n) => [
       n.name,
-      n.state === "cordoned" && n.reason ? `cordoned (${n.reason})` : n.state,
+      stateCell(n),
       String(n.volumes),
       formatSize(n.capacityBytes),
       formatSize(n.freeBytes),

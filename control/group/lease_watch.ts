@@ -22,15 +22,28 @@ export class LeaseWatch {
   /** Nodes with a record. */
   #known = new Set<string>();
   #alive = new Set<string>();
+  /** Nodes reported down to subscribers (lease gone for longer than the grace). */
+  #reportedDown = new Set<string>();
+  /** Grace timers of leases that went away and may come back. */
+  readonly #grace = new Map<string, ReturnType<typeof setTimeout>>();
+  readonly #graceMs: number;
   readonly #subs = new Set<(node: string, up: boolean) => void>();
   #stop: AbortController | undefined;
   #loop: Promise<void> | undefined;
   #ready: Promise<void>;
   #markReady: () => void = () => {};
 
-  constructor(options: { store: StateStore; logger: Logger }) {
+  /**
+   * `graceMs`: how long a lease must stay gone before its node is reported down. When
+   * etcd returns from an outage longer than the lease TTL it expires every lease at
+   * once, before the nodes can renew them; without a grace every group would see its
+   * members die and come back (and an unwritten one could fail over for nothing). Use
+   * about one lease TTL: a live node re-registers within a heartbeat.
+   */
+  constructor(options: { store: StateStore; logger: Logger; graceMs?: number }) {
     this.#store = options.store;
     this.#log = options.logger;
+    this.#graceMs = options.graceMs ?? 0;
     this.#ready = new Promise((r) => this.#markReady = r);
   }
 
@@ -45,14 +58,16 @@ export class LeaseWatch {
 
   async stop(): Promise<void> {
     this.#stop?.abort();
+    for (const t of this.#grace.values()) clearTimeout(t);
+    this.#grace.clear();
     this.#markReady();
     await this.#loop;
     this.#loop = undefined;
   }
 
-  /** Known nodes whose lease is not up, sorted. */
+  /** Known nodes reported down (lease gone past the grace), sorted. */
   down(): string[] {
-    return [...this.#known].filter((n) => !this.#alive.has(n)).sort();
+    return [...this.#reportedDown].sort();
   }
 
   /** Calls `fn(node, up)` on every change; returns the unsubscribe function. */
@@ -65,10 +80,40 @@ export class LeaseWatch {
     const wasKnown = this.#known.has(node);
     const wasUp = this.#alive.has(node);
     this.#known.add(node);
-    if (up) this.#alive.add(node);
-    else this.#alive.delete(node);
-    // A node first seen coming up was never reported down: nothing to tell.
-    if (wasKnown ? wasUp === up : up) return;
+    if (up) {
+      this.#alive.add(node);
+      const timer = this.#grace.get(node);
+      if (timer !== undefined) {
+        clearTimeout(timer);
+        this.#grace.delete(node);
+        this.#log.info({ peer: node }, "node lease back within the grace period");
+      }
+      if (this.#reportedDown.delete(node)) this.#report(node, true);
+      return;
+    }
+    this.#alive.delete(node);
+    if (this.#reportedDown.has(node) || this.#grace.has(node)) return;
+    if (!wasKnown || !wasUp || this.#graceMs <= 0) {
+      // First seen without a lease (down before this node started): no grace to give.
+      this.#reportedDown.add(node);
+      this.#report(node, false);
+      return;
+    }
+    this.#log.info(
+      { peer: node, graceMs: this.#graceMs },
+      "node lease gone; waiting out the grace",
+    );
+    const timer = setTimeout(() => {
+      this.#grace.delete(node);
+      if (this.#alive.has(node) || this.#reportedDown.has(node)) return;
+      this.#reportedDown.add(node);
+      this.#report(node, false);
+    }, this.#graceMs);
+    Deno.unrefTimer(timer);
+    this.#grace.set(node, timer);
+  }
+
+  #report(node: string, up: boolean): void {
     this.#log.info({ peer: node, up }, up ? "node lease up" : "node lease expired");
     for (const fn of this.#subs) fn(node, up);
   }

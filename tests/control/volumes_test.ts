@@ -1,13 +1,12 @@
 import { FakeClock } from "../../control/clock.ts";
-import { EtcdStateStore } from "../../control/etcd_store.ts";
-import { startDataPlane } from "../../data/mod.ts";
-import { ETCD_INSTALLED, type EtcdCluster, startEtcd } from "./_etcd_harness.ts";
+import { ETCD_INSTALLED, startEtcd } from "./_etcd_harness.ts";
 import { silentLogger } from "../../control/log.ts";
 import { NodeRegistry } from "../../control/nodes.ts";
 import { VOLUME_PREFIX, VolumeService } from "../../control/volumes.ts";
 import { ConflictError, FailedPreconditionError } from "../../mod/errors.ts";
 import { assert, assertEquals, assertRejects } from "../_assert.ts";
 import { attachNbd, call, NODE, racingStore, startTestNode } from "./_fixtures.ts";
+import { eventually, fileSize, startClusterNode } from "./_cluster_node.ts";
 
 const KEY = VOLUME_PREFIX + "v";
 const otherWriter = (value: string) =>
@@ -159,63 +158,6 @@ Deno.test("VolumeService.create() is put-if-absent across writers: one wins, the
 // ---------------------------------------------------------------------------
 // Cluster mode: two nodes (VolumeService + real data plane each) on one real etcd.
 // ---------------------------------------------------------------------------
-
-interface ClusterNode {
-  name: string;
-  dir: string;
-  store: EtcdStateStore;
-  plane: Awaited<ReturnType<typeof startDataPlane>>;
-  volumes: VolumeService;
-  close(): Promise<void>;
-}
-
-async function startClusterNode(
-  etcd: EtcdCluster,
-  prefix: string,
-  name: string,
-): Promise<ClusterNode> {
-  const dir = await Deno.makeTempDir({ prefix: `ballast-${name}-` });
-  const logger = silentLogger();
-  const store = await EtcdStateStore.connect({ endpoints: etcd.endpoints, prefix });
-  const plane = await startDataPlane({
-    dataDir: dir,
-    nbdListen: { host: "127.0.0.1", port: 0 },
-    logger,
-    nodeName: name,
-  });
-  const volumes = new VolumeService({
-    store,
-    dataPlane: plane,
-    logger,
-    nodeName: name,
-    clusterMode: true,
-  });
-  await volumes.reconcile();
-  volumes.startWatching();
-  return {
-    name,
-    dir,
-    store,
-    plane,
-    volumes,
-    async close() {
-      await volumes.stopWatching();
-      await plane.close();
-      await store.close();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
-
-async function eventually(what: string, check: () => Promise<boolean>, ms = 5_000) {
-  const deadline = Date.now() + ms;
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-const fileSize = (path: string) => Deno.stat(path).then((s) => s.size, () => -1);
 
 Deno.test({
   name: ETCD_INSTALLED

@@ -8,122 +8,18 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
-import { type EtcdCluster, startEtcd } from "../control/_etcd_harness.ts";
-import { type BallastProcess, cli, e2eTest, run, startBallast } from "./_harness.ts";
-
-const LEASE_TTL_S = 3;
-/** Generous liveness bound for anything that follows a lease expiry. */
-const LIVENESS_MS = 30_000;
-
-interface VolumeJson {
-  name: string;
-  uuid: string;
-  master: string;
-  epoch: number;
-  state: string;
-  members?: string[];
-  inSync?: string[];
-  down?: string[];
-  phase?: string;
-  spreadBy?: string;
-}
-
-interface TestCluster {
-  etcd: EtcdCluster;
-  nodes: Map<string, BallastProcess>;
-  labels: Record<string, string>;
-  start(name: string): Promise<BallastProcess>;
-  stop(): Promise<void>;
-}
-
-async function startGroupCluster(labels: Record<string, string>): Promise<TestCluster> {
-  const etcd = await startEtcd();
-  const nodes = new Map<string, BallastProcess>();
-  const dirs = new Map<string, string>();
-  const c: TestCluster = {
-    etcd,
-    nodes,
-    labels,
-    async start(name: string) {
-      const old = nodes.get(name);
-      const p = await startBallast({
-        ...(old ? { dataDir: old.dataDir } : {}),
-        args: [
-          "--etcd",
-          etcd.endpoints.join(","),
-          "--node-name",
-          name,
-          "--node-lease-ttl",
-          `${LEASE_TTL_S}s`,
-          ...(labels[name] ? ["--label", labels[name]] : []),
-        ],
-      });
-      nodes.set(name, p);
-      if (!dirs.has(name)) dirs.set(name, p.dataDir);
-      return p;
-    },
-    async stop() {
-      for (const p of nodes.values()) await p.stop().catch(() => {});
-      for (const d of dirs.values()) await Deno.remove(d, { recursive: true }).catch(() => {});
-      await etcd.stop();
-    },
-  };
-  try {
-    // Sequential starts: the first run compiles main.ts once for the others.
-    for (const name of Object.keys(labels)) await c.start(name);
-  } catch (err) {
-    await c.stop();
-    throw err;
-  }
-  return c;
-}
-
-async function getVolume(api: string, name: string): Promise<VolumeJson | undefined> {
-  const res = await fetch(`${api}/v1/volumes/${name}`);
-  if (res.status === 404) {
-    await res.body?.cancel();
-    return undefined;
-  }
-  assertEquals(res.status, 200, `GET volume ${name} via ${api}`);
-  return await res.json() as VolumeJson;
-}
-
-async function volumeFiles(p: BallastProcess): Promise<string[]> {
-  const names: string[] = [];
-  for await (const e of Deno.readDir(`${p.dataDir}/volumes`)) names.push(e.name);
-  return names.sort();
-}
-
-async function eventually<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  ms = LIVENESS_MS,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`not within ${ms} ms: ${what}${last ? ` (last error: ${last})` : ""}`);
-}
-
-/** nbdinfo of an export: its size, or undefined if the node does not export it. */
-async function nbdSize(p: BallastProcess, name: string): Promise<number | undefined> {
-  const res = await run("nbdinfo", ["--size", p.nbdUri(name)], { timeoutMs: 20_000 });
-  return res.code === 0 ? Number(res.stdout.trim()) : undefined;
-}
-
-async function createVolume(api: string, args: string[]) {
-  return await cli(["volume", "create", ...args, "-o", "json"], { api });
-}
-
-const tools = ["etcd", "etcdctl", "nbdinfo"];
+import { cli, e2eTest, run } from "./_harness.ts";
+import {
+  createVolume,
+  eventually,
+  getVolume,
+  LEASE_TTL_S,
+  nbdSize,
+  startGroupCluster,
+  tools,
+  volumeFiles,
+  type VolumeJson,
+} from "./_groups.ts";
 
 e2eTest(
   "volume create --replicas: distinct nodes and zones, a copy on every member, only the master exports; " +
@@ -205,7 +101,7 @@ e2eTest(
       assertEquals(cordon.code, 0, cordon.stderr);
       const nodeList = await cli(["node", "list"], { api: c.nodes.get("n2")!.api });
       assert(
-        /n3\s+cordoned \(cordoned since .*: disk swap\)/.test(nodeList.stdout),
+        /n3\s+cordoned \(disk swap\)/.test(nodeList.stdout),
         nodeList.stdout,
       );
       await refused(["c1", "--size", "4MiB", "--replicas", "2"], ["n3 (cordoned)"]);

@@ -1,0 +1,68 @@
+/**
+ * Pure transitions of a replicated volume's record (the hand-over fields of
+ * _volume_record.ts) used by the create and delete paths of _volume_groups.ts and
+ * volumes.ts. Each takes the current record and returns the next one, "delete" (remove
+ * the record), or undefined (no change), so they are tested without a store.
+ * @module
+ */
+
+import { FailedPreconditionError } from "../mod/errors.ts";
+import type { VolumeRecord } from "./_volume_record.ts";
+
+/**
+ * How long after `createdAt` a group still "creating" counts as abandoned (its creator
+ * crashed or lost the store before it flipped the record to ready or undid it): the
+ * creator's wait plus a generous margin for its cleanup and clock skew between nodes.
+ */
+export function staleCreateMs(createWaitMs: number): number {
+  return createWaitMs + 60_000;
+}
+
+/**
+ * A delete of a group: "deleting" with `remaining` = the members whose copy must go
+ * (kept when a delete is already under way). A group still being created is refused,
+ * unless the create is stale (older than `staleMs`): then it is deleted like a ready
+ * one, every member removing whatever copy it made.
+ */
+export function markGroupDeleting(
+  rec: VolumeRecord,
+  opts: { force: boolean; now: Date; staleMs: number },
+): VolumeRecord {
+  if (rec.state === "creating") {
+    const age = opts.now.getTime() - Date.parse(rec.createdAt);
+    if (!(age > opts.staleMs)) {
+      throw new FailedPreconditionError(`volume "${rec.name}" is still being created`, {
+        state: rec.state,
+      });
+    }
+  }
+  const { created: _c, createFailed: _f, ...rest } = rec;
+  const remaining = rec.state === "deleting" && rec.remaining ? rec.remaining : rec.group!.members;
+  return {
+    ...rest,
+    state: "deleting",
+    remaining,
+    deleteForce: opts.force,
+    deleteRefused: undefined,
+    updatedAt: opts.now.toISOString(),
+  };
+}
+
+/** A failed create undone: the members that made a copy remove it; none, the record goes. */
+export function abandonCreate(rec: VolumeRecord): VolumeRecord | "delete" | undefined {
+  if (rec.state !== "creating") return undefined;
+  const created = rec.created ?? [];
+  if (created.length === 0) return "delete";
+  const { created: _c, createFailed: _f, ...rest } = rec;
+  return { ...rest, state: "deleting", remaining: created, deleteForce: true };
+}
+
+/** `member` removed its copy: off `remaining`; the last one removes the record. */
+export function copyDeleted(
+  rec: VolumeRecord,
+  member: string,
+): VolumeRecord | "delete" | undefined {
+  if (rec.state !== "deleting") return undefined;
+  const left = (rec.remaining ?? rec.group!.members).filter((m) => m !== member);
+  return left.length === 0 ? "delete" : { ...rec, remaining: left };
+}
