@@ -44,6 +44,32 @@ function markStale(at: Date): void {
   if (mark && (!mark.since || at < mark.since)) mark.since = at;
 }
 
+/**
+ * Once the store has been found unavailable, a read with a cached answer waits this
+ * long for the store before answering from the cache (the store call goes on and
+ * refreshes the cache, or ends the outage, when it completes). The first read of an
+ * outage waits for the store's own deadline, which is what detects the outage.
+ */
+const DEGRADED_WAIT_MS = 300;
+const LATE = Symbol("late");
+
+/** `p`, or LATE if it has not settled within `ms` (p's later outcome is only observed). */
+function orLate<T>(p: Promise<T>, ms: number): Promise<T | typeof LATE> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<typeof LATE>((resolve) => (timer = setTimeout(resolve, ms, LATE)));
+  return Promise.race([p, late]).then(
+    (v) => {
+      clearTimeout(timer);
+      if (v === LATE) p.catch(() => {});
+      return v;
+    },
+    (err) => {
+      clearTimeout(timer);
+      throw err;
+    },
+  );
+}
+
 interface Cached<T> {
   value: T;
   /** When the store returned it. */
@@ -76,11 +102,17 @@ export class ReadCacheStore implements StateStore {
   }
 
   async get(key: string): Promise<KeyValue | undefined> {
-    try {
-      const kv = await this.#inner.get(key);
+    const fresh = this.#inner.get(key).then((kv) => {
       this.#recovered();
       this.#gets.set(key, { value: kv, at: this.#now() });
       return kv;
+    });
+    try {
+      const hit = this.#degradedSince ? this.#cachedGet(key) : undefined;
+      const kv = hit ? await orLate(fresh, DEGRADED_WAIT_MS) : await fresh;
+      if (kv !== LATE) return kv;
+      markStale(hit!.at);
+      return hit!.value;
     } catch (err) {
       const hit = this.#cachedGet(key);
       if (!(err instanceof UnavailableError) || !hit) throw err;
@@ -91,11 +123,17 @@ export class ReadCacheStore implements StateStore {
   }
 
   async list(prefix: string): Promise<ListResult> {
-    try {
-      const result = await this.#inner.list(prefix);
+    const fresh = this.#inner.list(prefix).then((result) => {
       this.#recovered();
       this.#lists.set(prefix, { value: { ...result, kvs: [...result.kvs] }, at: this.#now() });
       return result;
+    });
+    try {
+      const hit = this.#degradedSince ? this.#cachedList(prefix) : undefined;
+      const result = hit ? await orLate(fresh, DEGRADED_WAIT_MS) : await fresh;
+      if (result !== LATE) return result;
+      markStale(hit!.at);
+      return { ...hit!.value, kvs: [...hit!.value.kvs] };
     } catch (err) {
       const hit = this.#cachedList(prefix);
       if (!(err instanceof UnavailableError) || !hit) throw err;

@@ -9,8 +9,11 @@ import { call, startTestNode } from "./_fixtures.ts";
 import { defineStateStoreContract } from "./state_store_contract.ts";
 
 /** Wraps a real store; while `down`, every call rejects as an unreachable etcd would. */
-function outage(inner: StateStore): { store: StateStore; down: { on: boolean } } {
+function outage(
+  inner: StateStore,
+): { store: StateStore; down: { on: boolean }; hang: { on: boolean } } {
   const down = { on: false };
+  const hang = { on: false };
   const store = new Proxy(inner, {
     get(target, prop, receiver) {
       const v = Reflect.get(target, prop, receiver);
@@ -18,6 +21,7 @@ function outage(inner: StateStore): { store: StateStore; down: { on: boolean } }
         return typeof v === "function" ? v.bind(target) : v;
       }
       return (...args: unknown[]) => {
+        if (hang.on && prop !== "watch") return new Promise(() => {}); // a member that never answers
         if (!down.on) return v.apply(target, args);
         const err = new UnavailableError(
           "control plane unavailable: cannot reach etcd at http://127.0.0.1:1 (test outage)",
@@ -27,18 +31,19 @@ function outage(inner: StateStore): { store: StateStore; down: { on: boolean } }
       };
     },
   });
-  return { store, down };
+  return { store, down, hang };
 }
 
 async function openCached(now = () => new Date()) {
   const dir = await Deno.makeTempDir({ prefix: "ballast-cache-" });
   const sqlite = SqliteStateStore.open(`${dir}/state.db`, { clock: new FakeClock() });
-  const { store, down } = outage(sqlite);
+  const { store, down, hang } = outage(sqlite);
   const cache = new ReadCacheStore(store, { now });
   return {
     cache,
     sqlite,
     down,
+    hang,
     cleanup: async () => {
       await cache.close();
       await Deno.remove(dir, { recursive: true });
@@ -244,4 +249,36 @@ Deno.test("BallastClient calls onStale with the time an answer was cached, and n
   stale = undefined;
   await client.listVolumes();
   assertEquals(calls, ["2030-01-01T00:00:00.000Z GET /v1/volumes"]);
+});
+
+Deno.test("ReadCacheStore: once an outage is known, a read whose store call hangs answers from the cache quickly", async () => {
+  const s = await openCached();
+  try {
+    await s.cache.put("/h/1", "cached");
+    await s.cache.list("/h/");
+    s.down.on = true;
+    const [first, since1] = await tracked(() => s.cache.get("/h/1")); // detects the outage
+    assertEquals(first?.value, "cached");
+    assert(since1 !== undefined);
+    s.down.on = false;
+    s.hang.on = true; // now the store neither answers nor fails
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const guard = new Promise<"hung">((r) => (timer = setTimeout(r, 5_000, "hung")));
+    const [got, since2] = await Promise.race([tracked(() => s.cache.get("/h/1")), guard]) as [
+      { value: string } | undefined,
+      Date | undefined,
+    ];
+    const [listed, since3] = await Promise.race([tracked(() => s.cache.list("/h/")), guard]) as [
+      { kvs: { value: string }[] },
+      Date | undefined,
+    ];
+    clearTimeout(timer);
+    assertEquals([got?.value, since2 !== undefined], ["cached", true]);
+    assertEquals([listed.kvs.map((kv) => kv.value), since3 !== undefined], [["cached"], true]);
+    s.hang.on = false;
+    const [fresh, since4] = await tracked(() => s.cache.get("/h/1"));
+    assertEquals([fresh?.value, since4], ["cached", undefined]);
+  } finally {
+    await s.cleanup();
+  }
 });
