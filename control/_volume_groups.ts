@@ -1,54 +1,46 @@
 /**
- * Replicated volumes in cluster mode: creation across the placed members, the members'
- * side of create and delete, and one GroupDriver per group this node hosts.
+ * Replicated volumes in cluster mode: the members' side of create, grow and delete,
+ * and one GroupDriver per group this node hosts. The creator's side of create is
+ * _volume_group_create.ts; the record changes reach handle() through one serial lane
+ * per volume (_volume_queue.ts), which retries a step that failed.
  *
  * Everything about a group lives in the volume's own record key, so groups never
  * contend with each other:
  *
- * - create: the node asked places the group (place() over the node list), writes the
- *   record "creating" with `created: []`, and waits (10 s) for every member to create
- *   its copy (members see the record through their record watch and CAS themselves
- *   into `created`). All there: the record flips to "ready". A member failed or did
- *   not answer: the record goes "deleting" with `remaining` = the members that made a
- *   copy (or is removed if none did), each removes its copy, and the caller gets an
- *   error naming the node and why;
+ * - create: each member makes its copy when it sees the record "creating" and CASes
+ *   itself into `created` (a failure into `createFailed`);
  * - ready: each member runs a GroupDriver; only the master exports the volume;
- * - delete: the record goes "deleting" with `remaining` = members; the master deletes
- *   first (it may refuse while NBD clients are connected), then the others; the last
- *   one removes the record;
+ * - delete: the record goes "deleting" with `remaining` = the live members (a forced
+ *   delete leaves the down ones out, and live members drop those that go down while it
+ *   runs); the master deletes first (it may refuse while NBD clients are connected),
+ *   then the others; the last one removes the record. A member left out removes its
+ *   copy when it sees the record "deleting" or deleted, or at its next start
+ *   (_volume_orphans.ts);
  * - grow: `sizeBytes` in the record changes by CAS (any node); every member grows its
  *   copy to the record's size when it sees the record (growCopy), so a member that was
  *   down grows when it comes back and lists the records. Copies never shrink.
  * @module
  */
 
-import { AlreadyExistsError, ConflictError, FailedPreconditionError } from "../mod/errors.ts";
+import { FailedPreconditionError } from "../mod/errors.ts";
 import type { NodeInfo } from "../mod/types.ts";
 import type { DataPlane } from "../data/plane.ts";
 import { GroupDriver } from "./group/driver.ts";
 import { LeaseWatch } from "./group/lease_watch.ts";
-import { place } from "./group/placement.ts";
-import { type GroupRecord, newRecord } from "./group/record.ts";
+import type { GroupRecord } from "./group/record.ts";
+import { CREATE_WAIT_MS, createGroup, type GroupCreate } from "./_volume_group_create.ts";
 import {
-  abandonCreate,
   copyDeleted,
+  dropDownMembers,
   markGroupDeleting,
   staleCreateMs,
 } from "./_volume_group_record.ts";
 import type { Logger } from "./log.ts";
+import { aliveKey } from "./nodes.ts";
 import type { KeyValue, StateStore } from "./state_store.ts";
-import {
-  abortableSleep,
-  parseRecord,
-  specOf,
-  VOLUME_PREFIX,
-  type VolumeRecord,
-} from "./_volume_record.ts";
+import { casRecord, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_volume_record.ts";
 
-const CREATE_WAIT_MS = 10_000;
-const CLEANUP_WAIT_MS = 5_000;
-const POLL_MS = 100;
-const CAS_ATTEMPTS = 20;
+export type { GroupCreate };
 
 export interface VolumeGroupsOptions {
   store: StateStore;
@@ -62,22 +54,18 @@ export interface VolumeGroupsOptions {
   leaseGraceMs?: number;
 }
 
-/** What create() needs besides placement. */
-export type GroupCreate = Omit<VolumeRecord, "master" | "epoch" | "state" | "group"> & {
-  spreadBy?: string;
-};
-
 export class VolumeGroups {
   readonly #o: VolumeGroupsOptions;
   readonly #log: Logger;
   readonly #leases: LeaseWatch;
   readonly #drivers = new Map<string, { uuid: string; driver: GroupDriver }>();
-  /** Uuids of copies this process made during a create (watch events can be stale). */
+  /** Uuids whose copy this process made and recorded (watch events can be stale). */
   readonly #made = new Set<string>();
   /** Newest record seen of each group hosted here (the spec the host exports). */
   readonly #records = new Map<string, VolumeRecord>();
   /** Size each local copy is known to have at least, so a record event costs no I/O. */
   readonly #sized = new Map<string, { uuid: string; sizeBytes: number }>();
+  #unsubscribe: () => void = () => {};
 
   constructor(options: VolumeGroupsOptions) {
     this.#o = options;
@@ -89,144 +77,90 @@ export class VolumeGroups {
     });
   }
 
-  /** Starts the shared lease watch. */
-  start(): void {
+  /**
+   * Starts the shared lease watch. `kick(name)` has a group's record applied again:
+   * called for forced deletes under way when a member's lease comes or goes.
+   */
+  start(kick: (name: string) => void = () => {}): void {
+    this.#unsubscribe = this.#leases.subscribe((node) => {
+      for (const r of this.#records.values()) {
+        const left = r.remaining ?? r.group?.members ?? [];
+        if (r.state === "deleting" && r.deleteForce && left.includes(node)) kick(r.name);
+      }
+    });
     this.#leases.start().catch(() => {});
   }
 
   /** Stops every driver (exports stay up for the shutdown) and the lease watch. */
   async stop(): Promise<void> {
+    this.#unsubscribe();
     await Promise.all([...this.#drivers.values()].map((d) => d.driver.stop()));
     this.#drivers.clear();
     await this.#leases.stop();
   }
 
   /** Places and creates a replicated volume; returns the "ready" record. */
-  async create(input: GroupCreate): Promise<VolumeRecord> {
-    const { name, replicas, sizeBytes, spreadBy } = input;
-    const nodes = await this.#o.listNodes();
-    const placed = place(
-      { replicas, sizeBytes, ...(spreadBy ? { spreadBy } : {}) },
-      nodes.map((n) => ({
-        name: n.name,
-        labels: n.labels,
-        state: n.state,
-        freeBytes: n.freeBytes,
-      })),
-    );
-    if (!placed.ok) {
-      throw new FailedPreconditionError(
-        `cannot place volume "${name}" with ${replicas} replica${replicas === 1 ? "" : "s"}: ` +
-          placed.reason,
-        { field: "replicas" },
-      );
-    }
-    const group = newRecord(
-      placed.master,
-      placed.replicas,
-      spreadBy ? { replicas, spreadBy } : { replicas },
-    );
-    const { spreadBy: _s, ...base } = input;
-    const record: VolumeRecord = {
-      ...base,
-      master: group.master,
-      epoch: group.epoch,
-      state: "creating",
-      group,
-      created: [],
-    };
-    const key = VOLUME_PREFIX + name;
-    const put = await this.#o.store.txn(
-      [{ key, target: "version", op: "==", value: 0 }],
-      [{ type: "put", key, value: JSON.stringify(record) }],
-    );
-    if (!put.succeeded) throw new AlreadyExistsError("volume", name);
-    const log = this.#log.child({ volume: name, uuid: record.uuid, epoch: 1 });
-    log.info({ members: group.members, reasoning: placed.reasoning }, "volume group placed");
-
-    const deadline = Date.now() + (this.#o.createWaitMs ?? CREATE_WAIT_MS);
-    let reason: string | undefined;
-    while (reason === undefined) {
-      const kv = await this.#o.store.get(key);
-      const rec = kv && parseRecord(kv);
-      if (!kv || !rec || rec.uuid !== record.uuid || rec.state !== "creating") {
-        throw new ConflictError(`volume "${name}" changed while it was being created`);
-      }
-      if (rec.createFailed) {
-        reason = rec.createFailed;
-        break;
-      }
-      const missing = group.members.filter((m) => !rec.created?.includes(m));
-      if (missing.length === 0) {
-        const { created: _c, ...rest } = rec;
-        const ready: VolumeRecord = { ...rest, state: "ready" };
-        const flip = await this.#o.store.txn(
-          [{ key, target: "modRevision", op: "==", value: kv.modRevision }],
-          [{ type: "put", key, value: JSON.stringify(ready) }],
-        );
-        if (flip.succeeded) {
-          log.info({ members: group.members, master: group.master }, "volume group created");
-          return ready;
-        }
-        continue;
-      }
-      if (Date.now() > deadline) {
-        reason = `node${missing.length > 1 ? "s" : ""} ${missing.join(", ")} did not create ` +
-          `${missing.length > 1 ? "their copies" : "its copy"} within ${
-            (this.#o.createWaitMs ?? CREATE_WAIT_MS) / 1000
-          } s (down or unreachable?)`;
-        break;
-      }
-      await abortableSleep(POLL_MS);
-    }
-    log.warn({ reason }, "volume group creation failed; removing every copy");
-    const left = await this.#abandon(name, record.uuid);
-    throw new FailedPreconditionError(
-      `cannot create volume "${name}": ${reason}` +
-        (left.length === 0
-          ? "; nothing was left behind"
-          : `; copies on ${left.join(", ")} are being removed`),
-      { field: "replicas" },
-    );
+  create(input: GroupCreate): Promise<VolumeRecord> {
+    return createGroup({
+      store: this.#o.store,
+      log: this.#log,
+      listNodes: this.#o.listNodes,
+      createWaitMs: this.#o.createWaitMs,
+    }, input);
   }
 
-  /** Undoes a failed create; returns the members whose copy was not removed in time. */
-  async #abandon(name: string, uuid: string): Promise<string[]> {
-    await this.#cas(name, uuid, abandonCreate);
-    const deadline = Date.now() + CLEANUP_WAIT_MS;
-    while (true) {
-      const kv = await this.#o.store.get(VOLUME_PREFIX + name);
-      const rec = kv && parseRecord(kv);
-      if (!rec || rec.uuid !== uuid) return [];
-      if (Date.now() > deadline) return rec.remaining ?? [];
-      await abortableSleep(POLL_MS);
-    }
-  }
-
-  /** The record of a delete asked of this node (see markGroupDeleting). */
-  markDeleting(rec: VolumeRecord, force: boolean): VolumeRecord {
+  /**
+   * A delete asked of this node (see markGroupDeleting): members whose liveness key is
+   * absent count as down, and the CAS requires them to still be down. Returns the record
+   * marked "deleting", or undefined when it was removed at once (no live member).
+   */
+  async markDeleting(name: string, force: boolean): Promise<VolumeRecord | undefined> {
     const staleMs = staleCreateMs(this.#o.createWaitMs ?? CREATE_WAIT_MS);
-    return markGroupDeleting(rec, { force, now: this.#o.now(), staleMs });
+    const store = this.#o.store;
+    const next = await casRecord(
+      store,
+      name,
+      undefined,
+      (rec, down) => {
+        if (!rec.group) {
+          throw new FailedPreconditionError(`volume "${name}" changed during the delete; retry`);
+        }
+        return markGroupDeleting(rec, { force, now: this.#o.now(), staleMs, down });
+      },
+      {
+        downGuard: async (rec) => {
+          const members = rec.group?.members ?? [];
+          const alive = await Promise.all(members.map((m) => store.get(aliveKey(m))));
+          return members.filter((_, i) => alive[i] === undefined);
+        },
+      },
+    );
+    if (next === "delete") {
+      this.#log.info({ volume: name }, "volume group deleted: every member is down (forced)");
+    }
+    return next === "delete" ? undefined : next;
   }
 
-  /** A group record as listed or changed (from the record watch), one at a time. */
+  /** A group record as listed or changed (from its record lane), one at a time. */
   async handle(kv: KeyValue, rec: VolumeRecord): Promise<void> {
     const g = rec.group!;
     const self = this.#o.nodeName;
-    const running = this.#drivers.get(rec.name);
+    // Another uuid under this name: the record this node knew is gone.
+    const known = this.#records.get(rec.name);
+    if (known && known.uuid !== rec.uuid) await this.deleted(rec.name);
     const member = g.members.includes(self);
-    if (running && (running.uuid !== rec.uuid || !member)) await this.#stopDriver(rec.name);
     if (!member) return;
     this.#records.set(rec.name, rec);
     if (rec.state === "creating") await this.#createCopy(rec);
     else if (rec.state === "ready") {
-      await this.growCopy(rec).catch((err) =>
-        this.#log.warn(
-          { volume: rec.name, uuid: rec.uuid, sizeBytes: rec.sizeBytes, err: String(err) },
-          "could not grow the local copy to the record's size; trying again at the next change",
-        )
-      );
+      const grown = this.growCopy(rec).then(() => undefined, (err: unknown) => err);
       this.#driverFor(rec).recordChanged(kv);
+      const err = await grown;
+      if (err !== undefined) {
+        throw new Error(
+          `could not grow the local copy of "${rec.name}" to ${rec.sizeBytes} bytes: ${err}`,
+        );
+      }
     } else if (rec.state === "deleting") await this.#deleteCopy(rec);
   }
 
@@ -249,20 +183,30 @@ export class VolumeGroups {
     }
   }
 
-  /** A record was deleted: stop its driver (its copy was removed before). */
+  /**
+   * A record is gone: stop its driver and remove this node's copy of it if one is left
+   * (normally removed before; not when this node was left out of a forced delete or a
+   * create was undone before it recorded its copy). A failure is left to the orphan
+   * cleanup at the next start.
+   */
   async deleted(name: string): Promise<void> {
-    const uuid = this.#records.get(name)?.uuid;
-    if (uuid) this.#made.delete(uuid);
+    const rec = this.#records.get(name);
+    if (rec) this.#made.delete(rec.uuid);
     this.#records.delete(name);
     this.#sized.delete(name);
     if (this.#drivers.has(name)) await this.#stopDriver(name);
+    if (!rec) return;
+    await this.#o.plane.deleteVolume(name, { force: true, uuid: rec.uuid }).catch((err) =>
+      this.#log.warn(
+        { volume: name, uuid: rec.uuid, err: String(err) },
+        "could not remove the copy of a deleted volume; the orphan cleanup at the next start will",
+      )
+    );
   }
 
-  /** After a (re-)listing: stop drivers of groups that no longer exist. */
-  async listed(names: Set<string>): Promise<void> {
-    for (const name of [...this.#drivers.keys()]) {
-      if (!names.has(name)) await this.deleted(name);
-    }
+  /** Names of the groups this node hosts (a member of, as last seen). */
+  hosted(): string[] {
+    return [...new Set([...this.#records.keys(), ...this.#drivers.keys()])];
   }
 
   #driverFor(rec: VolumeRecord): GroupDriver {
@@ -320,11 +264,13 @@ export class VolumeGroups {
     this.#log.info({ volume: name }, "group driver stopped");
   }
 
-  /** Member side of create: make the local copy (not exported) and say so in the record. */
+  /**
+   * Member side of create: make the local copy (not exported) and say so in the record.
+   * Throws (and is retried) when the record could not be updated.
+   */
   async #createCopy(rec: VolumeRecord): Promise<void> {
     const self = this.#o.nodeName;
     if (rec.created?.includes(self) || rec.createFailed || this.#made.has(rec.uuid)) return;
-    this.#made.add(rec.uuid);
     const log = this.#log.child({ volume: rec.name, uuid: rec.uuid });
     let failure: string | undefined;
     try {
@@ -333,20 +279,27 @@ export class VolumeGroups {
       failure = `node ${self} could not create its copy: ${(err as Error).message ?? err}`;
       log.warn({ err: String(err) }, "could not create the local copy of a new volume");
     }
-    let kept = false;
-    await this.#cas(rec.name, rec.uuid, (cur) => {
+    let outcome = "abandoned" as "recorded" | "kept" | "abandoned";
+    await casRecord(this.#o.store, rec.name, rec.uuid, (cur) => {
+      outcome = "abandoned";
+      if (cur.state === "ready") outcome = "kept"; // recorded already (a stale event)
       if (cur.state !== "creating") return undefined;
+      outcome = "recorded";
       if (failure !== undefined) {
         return cur.createFailed ? undefined : { ...cur, createFailed: failure };
       }
-      kept = true;
+      if (cur.created?.includes(self)) return undefined;
       return { ...cur, created: [...new Set([...(cur.created ?? []), self])].sort() };
     });
-    if (failure === undefined && !kept) {
-      // The create was abandoned meanwhile and this copy is not on anyone's list.
+    this.#made.add(rec.uuid);
+    if (failure === undefined && outcome === "abandoned") {
+      // The create was undone (or the record removed) meanwhile and this copy is not on
+      // anyone's list; if it still is, the "deleting" record removes it anyway.
       await this.#o.plane.deleteVolume(rec.name, { force: true, uuid: rec.uuid });
       log.info("removed the copy of an abandoned create");
-    } else if (kept) log.info("local copy of a new volume created");
+    } else if (failure === undefined && outcome === "recorded") {
+      log.info("local copy of a new volume created");
+    }
   }
 
   /** Member side of delete: the master first (it may refuse), then the others. */
@@ -354,10 +307,11 @@ export class VolumeGroups {
     const self = this.#o.nodeName;
     const master = rec.group!.master;
     const remaining = rec.remaining ?? rec.group!.members;
+    if (await this.#dropDown(rec)) return; // the changed record comes back through the watch
     if (!remaining.includes(self)) {
       if (this.#drivers.has(rec.name)) await this.#stopDriver(rec.name);
-      // Removed already, or made by a create this node had not recorded (a crash
-      // between making the copy and saying so, then the create was undone): remove.
+      // Removed already, left out while down, or made by a create this node had not
+      // recorded (a crash between making the copy and saying so): remove.
       await this.#o.plane.deleteVolume(rec.name, { force: true, uuid: rec.uuid });
       return;
     }
@@ -368,7 +322,7 @@ export class VolumeGroups {
       const why = `volume "${rec.name}" has ${status.connections} NBD client(s) connected to ` +
         `its master node "${self}"; disconnect them or use --force`;
       log.warn({ connections: status.connections }, "refused a delete: clients connected");
-      await this.#cas(rec.name, rec.uuid, (cur) => {
+      await casRecord(this.#o.store, rec.name, rec.uuid, (cur) => {
         if (cur.state !== "deleting") return undefined;
         const { remaining: _r, deleteForce: _f, ...rest } = cur;
         return { ...rest, state: "ready", deleteRefused: why };
@@ -377,40 +331,30 @@ export class VolumeGroups {
     }
     await this.#stopDriver(rec.name);
     await this.#o.plane.deleteVolume(rec.name, { force: true, uuid: rec.uuid });
-    await this.#cas(rec.name, rec.uuid, (cur) => copyDeleted(cur, self));
+    await casRecord(this.#o.store, rec.name, rec.uuid, (cur) => copyDeleted(cur, self));
     log.info("local copy deleted");
   }
 
   /**
-   * Read-modify-write of one volume record by CAS, retried on conflicts. `change`
-   * returns the next record, "delete", or undefined for no change. Stops quietly when
-   * the record is gone or belongs to another uuid.
+   * A forced delete waiting on members that went down while it ran: takes them off
+   * `remaining` (guarded by their liveness keys being absent). True if it did.
    */
-  async #cas(
-    name: string,
-    uuid: string,
-    change: (rec: VolumeRecord) => VolumeRecord | "delete" | undefined,
-  ): Promise<void> {
-    const key = VOLUME_PREFIX + name;
-    for (let attempt = 1; attempt <= CAS_ATTEMPTS; attempt++) {
-      const kv = await this.#o.store.get(key);
-      if (!kv) return;
-      const rec = parseRecord(kv);
-      if (rec.uuid !== uuid) return;
-      const next = change(rec);
-      if (next === undefined) return;
-      const res = await this.#o.store.txn(
-        [{ key, target: "modRevision", op: "==", value: kv.modRevision }],
-        [
-          next === "delete" ? { type: "delete", key } : {
-            type: "put",
-            key,
-            value: JSON.stringify(next),
-          },
-        ],
-      );
-      if (res.succeeded) return;
-    }
-    throw new ConflictError(`volume "${name}" kept changing (${CAS_ATTEMPTS} attempts)`);
+  async #dropDown(rec: VolumeRecord): Promise<boolean> {
+    const self = this.#o.nodeName;
+    const down = this.#leases.down().filter((n) => n !== self);
+    if (!rec.deleteForce || !(rec.remaining ?? []).some((m) => down.includes(m))) return false;
+    const next = await casRecord(
+      this.#o.store,
+      rec.name,
+      rec.uuid,
+      (cur, guard) => dropDownMembers(cur, guard),
+      { downGuard: (cur) => down.filter((n) => (cur.remaining ?? []).includes(n)) },
+    );
+    if (next === undefined) return false;
+    this.#log.info(
+      { volume: rec.name, uuid: rec.uuid, down, removed: next === "delete" },
+      "forced delete: members that are down left out (they remove their copies when back)",
+    );
+    return true;
   }
 }

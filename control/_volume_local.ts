@@ -85,6 +85,8 @@ export interface ReconcileReport {
   failed: string[];
   finishedDeletes: string[];
   removedCreating: string[];
+  /** Uuids of copies removed because no record names them (_volume_orphans.ts). */
+  movedOrphans: string[];
 }
 
 /**
@@ -123,7 +125,34 @@ export async function awaitRemoteDelete(
   );
 }
 
-export async function finishRemoteDelete(
+/**
+ * Cluster mode: applies a change of an unreplicated volume's record (from the record
+ * watch) if this node is its master: "deleting" deletes the file, then the record; a
+ * larger size grows the file. `locked` serializes it with this process's own
+ * mutations of the volume. Throws on store errors (the caller retries).
+ */
+export async function applyRemoteChange(
+  ctx: LocalContext,
+  seen: VolumeRecord,
+  locked: (fn: () => Promise<void>) => Promise<void>,
+): Promise<void> {
+  if (seen.master !== ctx.node) return;
+  const local = ctx.localSize.get(seen.name);
+  const grow = seen.state === "ready" && local !== undefined && local < seen.sizeBytes;
+  if (seen.state !== "deleting" && !grow) return;
+  await locked(async () => {
+    // Re-read: a mutation from this process may have run in between.
+    const kv = await ctx.store.get(VOLUME_PREFIX + seen.name);
+    if (!kv) return;
+    const rec = parseRecord(kv);
+    if (rec.master !== ctx.node || rec.uuid !== seen.uuid) return;
+    const log = ctx.log.child({ volume: rec.name, uuid: rec.uuid });
+    if (rec.state === "deleting") await finishRemoteDelete(ctx, kv, rec, log);
+    else if (rec.state === "ready") await applyRemoteResize(ctx, rec, log);
+  });
+}
+
+async function finishRemoteDelete(
   ctx: LocalContext,
   kv: KeyValue,
   rec: VolumeRecord,
@@ -159,7 +188,7 @@ export async function finishRemoteDelete(
   log.info({ force }, "volume deleted (asked by another node)");
 }
 
-export async function applyRemoteResize(
+async function applyRemoteResize(
   ctx: LocalContext,
   rec: VolumeRecord,
   log: Logger,
@@ -182,6 +211,7 @@ export async function reconcileLocal(ctx: LocalContext): Promise<ReconcileReport
     failed: [],
     finishedDeletes: [],
     removedCreating: [],
+    movedOrphans: [],
   };
   const { kvs } = await ctx.store.list(VOLUME_PREFIX);
   for (const kv of kvs) {

@@ -4,11 +4,18 @@
  * @module
  */
 
-import { BallastError, ResourceExhaustedError } from "../mod/errors.ts";
+import {
+  BallastError,
+  ConflictError,
+  ResourceExhaustedError,
+  UnavailableError,
+} from "../mod/errors.ts";
 import type { Volume } from "../mod/types.ts";
 import type { VolumeSpec } from "../data/plane.ts";
 import type { GroupRecord } from "./group/record.ts";
-import type { KeyValue } from "./state_store.ts";
+import { aliveKey } from "./nodes.ts";
+import { type StaleMark, withStaleTracking } from "./_read_cache.ts";
+import type { Compare, KeyValue, StateStore } from "./state_store.ts";
 
 export const VOLUME_PREFIX = "/ballast/volumes/";
 
@@ -96,5 +103,66 @@ export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> 
     };
     const timer = setTimeout(done, ms);
     signal?.addEventListener("abort", done);
+  });
+}
+
+/**
+ * A get that never answers from the read cache (_read_cache.ts): what a node does to
+ * its copies must follow the record as it is, not as it was before an outage. Rejects
+ * with UnavailableError when only a cached answer was to be had.
+ */
+export async function freshGet(store: StateStore, key: string): Promise<KeyValue | undefined> {
+  const mark: StaleMark = {};
+  const kv = await withStaleTracking(mark, () => store.get(key));
+  if (mark.since !== undefined) {
+    throw new UnavailableError(
+      `control plane unavailable: only a cached ${key} (read at ${mark.since.toISOString()})`,
+    );
+  }
+  return kv;
+}
+
+/** How often casRecord() retries after losing a race. */
+const CAS_ATTEMPTS = 20;
+
+/**
+ * Read-modify-write of one volume record by compare-and-swap, retried on conflicts.
+ * `change` returns the next record, "delete", or undefined for no change; it gets the
+ * nodes `downGuard` named for this attempt, and the same transaction requires each of
+ * their liveness keys to be absent (a node that came back makes the attempt start over).
+ * Returns what was applied; undefined when nothing changed, the record is gone or
+ * belongs to another uuid (`uuid` undefined: any).
+ */
+export async function casRecord(
+  store: StateStore,
+  name: string,
+  uuid: string | undefined,
+  change: (rec: VolumeRecord, down: string[]) => VolumeRecord | "delete" | undefined,
+  options: { downGuard?: (rec: VolumeRecord) => Promise<string[]> | string[] } = {},
+): Promise<VolumeRecord | "delete" | undefined> {
+  const key = VOLUME_PREFIX + name;
+  for (let attempt = 1; attempt <= CAS_ATTEMPTS; attempt++) {
+    const kv = await freshGet(store, key);
+    if (!kv) return undefined;
+    const rec = parseRecord(kv);
+    if (uuid !== undefined && rec.uuid !== uuid) return undefined;
+    const down = (await options.downGuard?.(rec)) ?? [];
+    const next = change(rec, down);
+    if (next === undefined) return undefined;
+    const compares: Compare[] = [
+      { key, target: "modRevision", op: "==", value: kv.modRevision },
+      ...down.map((n): Compare => ({ key: aliveKey(n), target: "version", op: "==", value: 0 })),
+    ];
+    const res = await store.txn(compares, [
+      next === "delete" ? { type: "delete", key } : {
+        type: "put",
+        key,
+        value: JSON.stringify(next),
+      },
+    ]);
+    if (res.succeeded) return next;
+  }
+  throw new ConflictError(`volume "${name}" kept changing (${CAS_ATTEMPTS} attempts); retry`, {
+    name,
   });
 }

@@ -162,7 +162,8 @@ export const OPENAPI_DOCUMENT = {
             name: "force",
             in: "query",
             required: false,
-            description: "Disconnect NBD clients instead of refusing (412) while connected.",
+            description: "Disconnect NBD clients instead of refusing (412) while connected; " +
+              "for a replicated volume, leave out members that are down instead of refusing.",
             schema: { type: "boolean", default: false },
           },
         ],

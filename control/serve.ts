@@ -24,6 +24,7 @@ import { NodeRegistry } from "./nodes.ts";
 import { NodeProbe } from "./_node_probe.ts";
 import { SqliteStateStore } from "./sqlite_store.ts";
 import type { StateStore } from "./state_store.ts";
+import { orphanMinAgeMs } from "./_volume_orphans.ts";
 import { VolumeService } from "./volumes.ts";
 
 /** A running node. */
@@ -133,6 +134,8 @@ export async function serve(
       listNodes: () => nodes.list(),
       // A live node re-registers within a heartbeat after etcd expired every lease at once.
       leaseGraceMs: config.nodeLeaseTtlSeconds * 1000,
+      // Hidden test knob: how old a copy without a record must be before it is removed.
+      orphanMinAgeMs: orphanMinAgeMs(Deno.env.get("BALLAST_ORPHAN_MIN_AGE_MS")),
     });
     const report = await volumes.reconcile();
     log.info(
@@ -141,6 +144,7 @@ export async function serve(
         failed: report.failed,
         finishedDeletes: report.finishedDeletes,
         removedCreating: report.removedCreating,
+        movedOrphans: report.movedOrphans,
       },
       "volumes reconciled",
     );

@@ -19,7 +19,8 @@
  *
  * Replicated volumes (cluster mode, replicas > 0) are volume groups: placed across
  * nodes, their group record inside the volume record, one driver per member
- * (_volume_groups.ts). The record watch itself is _volume_watch.ts.
+ * (_volume_groups.ts). How the records are followed (one serial, retrying lane per
+ * volume behind the record watch) is _volume_follow.ts.
  * @module
  */
 
@@ -56,13 +57,13 @@ import {
   type VolumeRecord,
 } from "./_volume_record.ts";
 import { VolumeGroups } from "./_volume_groups.ts";
-import { watchVolumeRecords } from "./_volume_watch.ts";
+import { followVolumeRecords } from "./_volume_follow.ts";
+import { ORPHAN_MIN_AGE_MS, removeOrphans } from "./_volume_orphans.ts";
 import {
-  applyRemoteResize,
+  applyRemoteChange,
   awaitRemoteDelete,
   createLocal,
   deleteData,
-  finishRemoteDelete,
   type LocalContext,
   reconcileLocal,
   type ReconcileReport,
@@ -85,6 +86,10 @@ export interface VolumeServiceOptions {
   groupCreateWaitMs?: number;
   /** Cluster mode: a member's lease must stay gone this long before groups act on it. */
   leaseGraceMs?: number;
+  /** reconcile(): a copy without a record is removed once older than this; default 10 min. */
+  orphanMinAgeMs?: number;
+  /** [first, cap] of the retry backoff of a failed record change; default [500, 30000]. */
+  retryBackoffMs?: readonly [number, number];
   now?: () => Date;
 }
 
@@ -100,8 +105,9 @@ export class VolumeService {
   readonly #locks = new Map<string, Promise<unknown>>();
   /** Size of each local store this node has created, opened or grown (master only). */
   readonly #localSize = new Map<string, number>();
-  #watchStop: AbortController | undefined;
-  #watchLoop: Promise<void> | undefined;
+  #follow: { stop(): Promise<void> } | undefined;
+  readonly #orphanMinAgeMs: number;
+  readonly #retryBackoffMs: readonly [number, number] | undefined;
   /** Cluster mode: replicated volumes. */
   readonly #groups: VolumeGroups | undefined;
   readonly #ctx: LocalContext;
@@ -113,6 +119,8 @@ export class VolumeService {
     this.#node = options.nodeName;
     this.#cluster = options.clusterMode ?? false;
     this.#now = options.now ?? (() => new Date());
+    this.#orphanMinAgeMs = options.orphanMinAgeMs ?? ORPHAN_MIN_AGE_MS;
+    this.#retryBackoffMs = options.retryBackoffMs;
     this.#ctx = {
       store: this.#store,
       plane: this.#plane,
@@ -258,34 +266,39 @@ export class VolumeService {
 
   /**
    * Deletes a volume and its data. Refused (FailedPreconditionError) while NBD
-   * clients are connected unless `force`, which disconnects them.
+   * clients are connected unless `force`, which disconnects them. A group with members
+   * down is refused too unless `force`: then it is deleted on the live members, and
+   * the down ones remove their copies when they come back.
    */
   async delete(name: string, options: { force?: boolean } = {}): Promise<void> {
     checkVolumeName(name);
+    const force = options.force ?? false;
     return await this.#locked(name, async () => {
+      const kv = await this.#store.get(VOLUME_PREFIX + name);
+      if (!kv) throw new NotFoundError("volume", name);
+      if (parseRecord(kv).group && this.#groups) {
+        // Every live member removes its copy, the master first (_volume_groups.ts).
+        const marked = await this.#groups.markDeleting(name, force);
+        if (marked) await awaitRemoteDelete(this.#ctx, name, marked);
+        return;
+      }
       let previous: VolumeState = "ready";
       let master = this.#node;
-      let grouped = false;
       const marked = await this.#casUpdate(name, (rec) => {
         previous = rec.state === "deleting" ? "ready" : rec.state;
         master = rec.master;
-        if (rec.group) {
-          // Every member removes its copy, the master first (_volume_groups.ts).
-          grouped = true;
-          return this.#groups!.markDeleting(rec, options.force ?? false);
-        }
         const next: VolumeRecord = {
           ...rec,
           state: "deleting",
           updatedAt: this.#now().toISOString(),
           deleteRefused: undefined,
         };
-        if (rec.master !== this.#node) next.deleteForce = options.force ?? false;
+        if (rec.master !== this.#node) next.deleteForce = force;
         return next;
       });
-      if (grouped || master !== this.#node) return await awaitRemoteDelete(this.#ctx, name, marked);
+      if (master !== this.#node) return await awaitRemoteDelete(this.#ctx, name, marked);
       try {
-        await deleteData(this.#plane, name, options.force ?? false);
+        await deleteData(this.#plane, name, force);
       } catch (err) {
         await this.#casUpdate(name, (rec) => ({ ...rec, state: previous })).catch((e) =>
           this.#log.error({ volume: name, err: String(e) }, "could not restore volume state")
@@ -294,7 +307,7 @@ export class VolumeService {
       }
       this.#localSize.delete(name);
       await this.#store.delete(VOLUME_PREFIX + name);
-      this.#log.info({ volume: name, force: options.force ?? false }, "volume deleted");
+      this.#log.info({ volume: name, force }, "volume deleted");
     });
   }
 
@@ -304,61 +317,42 @@ export class VolumeService {
    * that other nodes made to the volumes it is master of. Stop with stopWatching().
    */
   startWatching(): void {
-    if (this.#watchLoop) return;
-    const stop = new AbortController();
-    this.#watchStop = stop;
-    this.#groups?.start();
-    this.#watchLoop = watchVolumeRecords(this.#store, this.#log, {
-      put: async (kv) => {
-        const rec = parseRecord(kv);
-        if (rec.group && this.#groups) {
-          await this.#groups.handle(kv, rec).catch((err) =>
-            this.#log.error({ volume: rec.name, err: String(err) }, "could not apply group change")
-          );
-        } else await this.#applyRemoteChange(rec);
-      },
-      deleted: async (name) => await this.#groups?.deleted(name),
-      listed: async (names) => await this.#groups?.listed(names),
-    }, stop.signal);
+    if (this.#follow) return;
+    this.#follow = followVolumeRecords({
+      store: this.#store,
+      log: this.#log,
+      groups: this.#groups,
+      unreplicated: (rec) => applyRemoteChange(this.#ctx, rec, (fn) => this.#locked(rec.name, fn)),
+      retryBackoffMs: this.#retryBackoffMs,
+    });
   }
 
-  /** Stops the record watch and the group drivers; waits for a change being applied. */
+  /** Stops the record watch and the group drivers; waits for changes being applied. */
   async stopWatching(): Promise<void> {
-    this.#watchStop?.abort();
-    await this.#watchLoop;
-    await this.#groups?.stop();
-    this.#watchLoop = undefined;
-    this.#watchStop = undefined;
-  }
-
-  /** Applies a record change to this node's local store if this node is its master. */
-  async #applyRemoteChange(seen: VolumeRecord): Promise<void> {
-    if (seen.master !== this.#node) return;
-    const grow = seen.state === "ready" && this.#localSize.has(seen.name) &&
-      this.#localSize.get(seen.name)! < seen.sizeBytes;
-    if (seen.state !== "deleting" && !grow) return;
-    await this.#locked(seen.name, async () => {
-      // Re-read: a mutation from this process may have run in between.
-      const kv = await this.#store.get(VOLUME_PREFIX + seen.name);
-      if (!kv) return;
-      const rec = parseRecord(kv);
-      if (rec.master !== this.#node || rec.uuid !== seen.uuid) return;
-      const log = this.#log.child({ volume: rec.name, uuid: rec.uuid });
-      if (rec.state === "deleting") await finishRemoteDelete(this.#ctx, kv, rec, log);
-      else if (rec.state === "ready") await applyRemoteResize(this.#ctx, rec, log);
-    }).catch((err) =>
-      this.#log.error({ volume: seen.name, err: String(err) }, "could not apply volume change")
-    );
+    const follow = this.#follow;
+    this.#follow = undefined;
+    await follow?.stop();
   }
 
   /**
    * Brings the data plane in line with the records at node start: exports every
-   * ready (or previously failed) unreplicated volume, finishes interrupted deletes and
-   * removes leftovers of interrupted creates. Replicated volumes come up through their
-   * group drivers (startWatching).
+   * ready (or previously failed) unreplicated volume, finishes interrupted deletes,
+   * removes leftovers of interrupted creates, and removes copies whose record is gone
+   * (_volume_orphans.ts). Replicated volumes come up through their group drivers
+   * (startWatching).
    */
-  reconcile(): Promise<ReconcileReport> {
-    return reconcileLocal(this.#ctx);
+  async reconcile(): Promise<ReconcileReport> {
+    const report = await reconcileLocal(this.#ctx);
+    // Only in cluster mode, where forced deletes leave copies on down members behind.
+    if (!this.#cluster) return report;
+    report.movedOrphans = await removeOrphans({
+      ...this.#ctx,
+      minAgeMs: this.#orphanMinAgeMs,
+    }).catch((err) => {
+      this.#log.warn({ err: String(err) }, "orphan cleanup failed; trying at the next start");
+      return [];
+    });
+    return report;
   }
 
   /**

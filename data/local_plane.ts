@@ -15,7 +15,7 @@ import { ExportTable, LiveExport } from "./exports.ts";
 import { NbdServer } from "./nbd/server.ts";
 import type { HandshakePolicy } from "./nbd/handshake.ts";
 import type { StartTls } from "./nbd/connection.ts";
-import type { DataPlane, OpenOptions, VolumeSpec, VolumeStatus } from "./plane.ts";
+import type { CopyInfo, DataPlane, OpenOptions, VolumeSpec, VolumeStatus } from "./plane.ts";
 import { OP_TRIM, OP_WRITE, OP_WRITE_ZEROES, type VolumeStats } from "./stats.ts";
 import { type BlockStore, BlockStoreError } from "./store/block_store.ts";
 import { FileBlockStore } from "./store/file_store.ts";
@@ -208,6 +208,42 @@ class LocalDataPlane implements RunningDataPlane {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
     this.#log.info({ volume: name, uuid: e.uuid }, "volume deleted");
+  }
+
+  async listCopies(): Promise<CopyInfo[]> {
+    const copies: CopyInfo[] = [];
+    for await (const entry of Deno.readDir(this.#dir)) {
+      const m = /^([0-9a-f-]{36})\.vol$/.exec(entry.name);
+      if (!entry.isFile || !m) continue;
+      try {
+        const st = await Deno.stat(`${this.#dir}/${entry.name}`);
+        copies.push({ uuid: m[1], sizeBytes: st.size, mtime: st.mtime ?? new Date(0) });
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+    }
+    return copies.sort((a, b) => a.uuid.localeCompare(b.uuid));
+  }
+
+  async quarantineCopy(uuid: string): Promise<string | undefined> {
+    const path = this.#path(uuid);
+    const exported = this.exports.list().find((e) => e.uuid === uuid);
+    if (exported) {
+      throw new FailedPreconditionError(
+        `volume copy ${uuid} is exported as "${exported.name}"; not moving it`,
+      );
+    }
+    const dir = `${this.#dir}/../orphaned`;
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    const to = `${dir}/${uuid}.vol`;
+    try {
+      // Same filesystem: an atomic rename, no data copied.
+      await Deno.rename(path, to);
+      return "orphaned/" + `${uuid}.vol`;
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return undefined;
+      throw err;
+    }
   }
 
   volumeStatus(name: string): VolumeStatus | undefined {

@@ -15,6 +15,14 @@ export interface VolumeSpec {
   description: string;
 }
 
+/** A volume copy on disk (a file under the data dir), exported or not. */
+export interface CopyInfo {
+  uuid: string;
+  sizeBytes: number;
+  /** Last modification of the file. */
+  mtime: Date;
+}
+
 /** Live local facts about one exported volume. */
 export interface VolumeStatus {
   allocatedBytes: number;
@@ -64,6 +72,18 @@ export interface DataPlane {
    * an export of that name with another uuid is left alone.
    */
   deleteVolume(name: string, options?: { force?: boolean; uuid?: string }): Promise<void>;
+  /**
+   * Every copy on disk (the files under the data dir), for the orphan cleanup at node
+   * start (control/_volume_orphans.ts).
+   */
+  listCopies(): Promise<CopyInfo[]>;
+  /**
+   * Moves the file of a copy that is not exported out of the volumes directory into
+   * DATA/orphaned/ (never deletes it: the operator does, once sure); resolves to its new
+   * path relative to the data dir, or undefined if there was no such file. Refused
+   * (FailedPreconditionError) for a uuid that is exported.
+   */
+  quarantineCopy(uuid: string): Promise<string | undefined>;
   /** Local status, or undefined if the volume is not exported here. */
   volumeStatus(name: string): VolumeStatus | undefined;
   /** Statistics of every exported volume, for /metrics. */

@@ -74,9 +74,13 @@ export const VOLUME_SPECS: Record<string, CommandSpec> = {
   delete: {
     path: "volume delete",
     args: "NAME [--force]",
-    summary:
-      "Delete a volume and its data. Refused while NBD clients are connected, unless --force.",
-    flags: [{ name: "force", help: "disconnect connected NBD clients and delete anyway" }],
+    summary: "Delete a volume and its data. Refused while NBD clients are connected, or (a " +
+      "replicated volume) while members are down, unless --force.",
+    flags: [{
+      name: "force",
+      help: "disconnect connected NBD clients, and leave out members that are down (they " +
+        "remove their copies when they come back); delete anyway",
+    }],
     client: true,
     examples: ["ballast volume delete db1", "ballast volume delete db1 --force"],
   },

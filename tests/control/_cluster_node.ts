@@ -10,6 +10,9 @@ import { silentLogger } from "../../control/log.ts";
 import { VolumeService } from "../../control/volumes.ts";
 import { startDataPlane } from "../../data/mod.ts";
 import type { NodeInfo } from "../../mod/types.ts";
+import type { DataPlane } from "../../data/plane.ts";
+import type { StateStore } from "../../control/state_store.ts";
+import { aliveKey, NODE_PREFIX } from "../../control/nodes.ts";
 import type { EtcdCluster } from "./_etcd_harness.ts";
 
 export interface ClusterNode {
@@ -18,6 +21,8 @@ export interface ClusterNode {
   store: EtcdStateStore;
   plane: Awaited<ReturnType<typeof startDataPlane>>;
   volumes: VolumeService;
+  /** Writes or removes the node's liveness key (a real node's lease), for "down". */
+  setAlive(up: boolean): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -25,7 +30,16 @@ export async function startClusterNode(
   etcd: EtcdCluster,
   prefix: string,
   name: string,
-  options: { listNodes?: () => Promise<NodeInfo[]>; groupCreateWaitMs?: number } = {},
+  options: {
+    listNodes?: () => Promise<NodeInfo[]>;
+    groupCreateWaitMs?: number;
+    /** Wraps the data plane VolumeService sees (to make a step hang or fail). */
+    wrapPlane?: (p: DataPlane) => DataPlane;
+    /** Wraps the store VolumeService sees. */
+    wrapStore?: (s: StateStore) => StateStore;
+    retryBackoffMs?: readonly [number, number];
+    orphanMinAgeMs?: number;
+  } = {},
 ): Promise<ClusterNode> {
   const dir = await Deno.makeTempDir({ prefix: `ballast-${name}-` });
   const logger = silentLogger();
@@ -36,14 +50,18 @@ export async function startClusterNode(
     logger,
     nodeName: name,
   });
+  const { wrapPlane, wrapStore, ...rest } = options;
   const volumes = new VolumeService({
-    store,
-    dataPlane: plane,
+    store: wrapStore ? wrapStore(store) : store,
+    dataPlane: wrapPlane ? wrapPlane(plane) : plane,
     logger,
     nodeName: name,
     clusterMode: true,
-    ...options,
+    ...rest,
   });
+  // What a registered node has: its record and its liveness key (no lease here).
+  await store.put(NODE_PREFIX + name, JSON.stringify({ name }));
+  await store.put(aliveKey(name), "{}");
   await volumes.reconcile();
   volumes.startWatching();
   return {
@@ -52,6 +70,10 @@ export async function startClusterNode(
     store,
     plane,
     volumes,
+    async setAlive(up) {
+      if (up) await store.put(aliveKey(name), "{}");
+      else await store.delete(aliveKey(name));
+    },
     async close() {
       await volumes.stopWatching();
       await plane.close();

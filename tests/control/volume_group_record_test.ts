@@ -1,6 +1,7 @@
 import {
   abandonCreate,
   copyDeleted,
+  dropDownMembers,
   markGroupDeleting,
   staleCreateMs,
 } from "../../control/_volume_group_record.ts";
@@ -33,8 +34,18 @@ function record(over: Partial<VolumeRecord> = {}): VolumeRecord {
 
 const STALE = staleCreateMs(10_000);
 
+/** markGroupDeleting() where the record is expected to stay (not "delete"). */
+function mark(
+  rec: VolumeRecord,
+  opts: Parameters<typeof markGroupDeleting>[1],
+): VolumeRecord {
+  const next = markGroupDeleting(rec, opts);
+  if (next === "delete") throw new Error("expected a record, got delete");
+  return next;
+}
+
 Deno.test("markGroupDeleting() of a ready group: every member must remove its copy", () => {
-  const next = markGroupDeleting(record({ deleteRefused: "clients" }), {
+  const next = mark(record({ deleteRefused: "clients" }), {
     force: true,
     now: at(1_000),
     staleMs: STALE,
@@ -46,7 +57,7 @@ Deno.test("markGroupDeleting() of a ready group: every member must remove its co
 });
 
 Deno.test("markGroupDeleting() of a delete under way keeps the members still to go", () => {
-  const next = markGroupDeleting(record({ state: "deleting", remaining: ["n3"] }), {
+  const next = mark(record({ state: "deleting", remaining: ["n3"] }), {
     force: false,
     now: at(0),
     staleMs: STALE,
@@ -70,7 +81,7 @@ Deno.test("markGroupDeleting() refuses a group being created, up to the stale bo
 });
 
 Deno.test("markGroupDeleting() of a stale create (creator gone): deleted like a ready group", () => {
-  const next = markGroupDeleting(
+  const next = mark(
     record({ state: "creating", created: ["n1"], createFailed: "node n2: boom" }),
     { force: false, now: at(STALE + 1), staleMs: STALE },
   );
@@ -98,4 +109,55 @@ Deno.test("copyDeleted(): the member leaves remaining; the last one removes the 
   assertEquals(next !== "delete" && next?.remaining, ["n2"]);
   assertEquals(copyDeleted(record({ state: "deleting", remaining: ["n2"] }), "n2"), "delete");
   assertEquals(copyDeleted(record(), "n1"), undefined, "not deleting");
+});
+
+Deno.test("markGroupDeleting() with members down: refused without force, naming them and --force", () => {
+  assertThrows(
+    () => markGroupDeleting(record(), { force: false, now: at(0), staleMs: STALE, down: ["n3"] }),
+    FailedPreconditionError,
+    'volume "g" has member down: n3; a down member cannot remove its copy',
+  );
+  assertThrows(
+    () =>
+      markGroupDeleting(record(), { force: false, now: at(0), staleMs: STALE, down: ["n3", "n2"] }),
+    FailedPreconditionError,
+    "Use --force",
+  );
+  // Down nodes that are not (or no longer) to remove a copy do not matter.
+  const next = mark(record({ state: "deleting", remaining: ["n2"] }), {
+    force: false,
+    now: at(0),
+    staleMs: STALE,
+    down: ["n3", "n9"],
+  });
+  assertEquals(next.remaining, ["n2"]);
+});
+
+Deno.test("markGroupDeleting() forced with members down: only the live ones must remove a copy", () => {
+  const next = mark(record(), { force: true, now: at(0), staleMs: STALE, down: ["n1", "n3"] });
+  assertEquals([next.state, next.remaining, next.deleteForce], ["deleting", ["n2"], true]);
+  assertEquals(
+    markGroupDeleting(record(), {
+      force: true,
+      now: at(0),
+      staleMs: STALE,
+      down: ["n1", "n2", "n3"],
+    }),
+    "delete",
+    "no live member: the record goes at once",
+  );
+});
+
+Deno.test("dropDownMembers(): a forced delete drops members gone down; only forced deletes", () => {
+  const forced = record({ state: "deleting", remaining: ["n1", "n3"], deleteForce: true });
+  const next = dropDownMembers(forced, ["n3"]);
+  assertEquals(next !== "delete" && next?.remaining, ["n1"]);
+  assertEquals(dropDownMembers(forced, ["n1", "n3"]), "delete");
+  assertEquals(dropDownMembers(forced, ["n2"]), undefined, "n2 is not on the list");
+  assertEquals(
+    dropDownMembers({ ...forced, deleteForce: false }, ["n3"]),
+    undefined,
+    "not forced: waits for n3",
+  );
+  assertEquals(dropDownMembers(record(), ["n3"]), undefined, "not deleting");
 });

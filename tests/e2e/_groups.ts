@@ -35,7 +35,10 @@ export interface TestCluster {
   stop(): Promise<void>;
 }
 
-export async function startGroupCluster(labels: Record<string, string>): Promise<TestCluster> {
+export async function startGroupCluster(
+  labels: Record<string, string>,
+  options: { env?: Record<string, string> } = {},
+): Promise<TestCluster> {
   const etcd = await startEtcd();
   const nodes = new Map<string, BallastProcess>();
   const dirs = new Map<string, string>();
@@ -47,6 +50,7 @@ export async function startGroupCluster(labels: Record<string, string>): Promise
       const old = nodes.get(name);
       const p = await startBallast({
         ...(old ? { dataDir: old.dataDir } : {}),
+        ...(options.env ? { env: options.env } : {}),
         args: [
           "--etcd",
           etcd.endpoints.join(","),
