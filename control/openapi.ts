@@ -6,6 +6,7 @@
  */
 
 import { VERSION } from "../mod/version.ts";
+import { STALE_HEADER } from "../mod/client.ts";
 
 import { errorResponse, errors, json, listOf, nameParam, ref } from "./_openapi_util.ts";
 import { CA_PATHS, CA_SCHEMAS } from "./_openapi_ca.ts";
@@ -28,6 +29,9 @@ const size = {
 };
 
 /** The document. */
+/** The Ballast-Stale response header on reads that may be answered from the cache. */
+const stale = { [STALE_HEADER]: { $ref: "#/components/headers/BallastStale" } };
+
 export const OPENAPI_DOCUMENT = {
   openapi: "3.1.0",
   info: {
@@ -68,8 +72,8 @@ export const OPENAPI_DOCUMENT = {
         operationId: "listNodes",
         summary: "List nodes",
         responses: {
-          "200": { description: "Nodes", content: json(listOf("Node")) },
-          ...errors(400),
+          "200": { description: "Nodes", content: json(listOf("Node")), headers: stale },
+          ...errors(400, 503),
         },
       },
     },
@@ -79,8 +83,8 @@ export const OPENAPI_DOCUMENT = {
         summary: "Get a node",
         parameters: [nameParam("Node")],
         responses: {
-          "200": { description: "Node", content: json(ref("Node")) },
-          ...errors(400, 404),
+          "200": { description: "Node", content: json(ref("Node")), headers: stale },
+          ...errors(400, 404, 503),
         },
       },
     },
@@ -99,7 +103,7 @@ export const OPENAPI_DOCUMENT = {
         },
         responses: {
           "200": { description: "Node", content: json(ref("Node")) },
-          ...errors(400, 404),
+          ...errors(400, 404, 503),
         },
       },
     },
@@ -110,7 +114,7 @@ export const OPENAPI_DOCUMENT = {
         parameters: [nameParam("Node")],
         responses: {
           "200": { description: "Node", content: json(ref("Node")) },
-          ...errors(400, 404),
+          ...errors(400, 404, 503),
         },
       },
     },
@@ -119,8 +123,8 @@ export const OPENAPI_DOCUMENT = {
         operationId: "listVolumes",
         summary: "List volumes",
         responses: {
-          "200": { description: "Volumes", content: json(listOf("Volume")) },
-          ...errors(400),
+          "200": { description: "Volumes", content: json(listOf("Volume")), headers: stale },
+          ...errors(400, 503),
         },
       },
       post: {
@@ -129,7 +133,7 @@ export const OPENAPI_DOCUMENT = {
         requestBody: { required: true, content: json(ref("CreateVolumeRequest")) },
         responses: {
           "201": { description: "Created (state ready)", content: json(ref("Volume")) },
-          ...errors(400, 409, 412, 507),
+          ...errors(400, 409, 412, 507, 503),
         },
       },
     },
@@ -139,8 +143,8 @@ export const OPENAPI_DOCUMENT = {
         summary: "Get a volume",
         parameters: [nameParam("Volume")],
         responses: {
-          "200": { description: "Volume", content: json(ref("Volume")) },
-          ...errors(400, 404),
+          "200": { description: "Volume", content: json(ref("Volume")), headers: stale },
+          ...errors(400, 404, 503),
         },
       },
       patch: {
@@ -150,7 +154,7 @@ export const OPENAPI_DOCUMENT = {
         requestBody: { required: true, content: json(ref("UpdateVolumeRequest")) },
         responses: {
           "200": { description: "Updated volume", content: json(ref("Volume")) },
-          ...errors(400, 404, 409, 412, 507),
+          ...errors(400, 404, 409, 412, 507, 503),
         },
       },
       delete: {
@@ -167,7 +171,7 @@ export const OPENAPI_DOCUMENT = {
             schema: { type: "boolean", default: false },
           },
         ],
-        responses: { "204": { description: "Deleted" }, ...errors(400, 404, 412) },
+        responses: { "204": { description: "Deleted" }, ...errors(400, 404, 412, 503) },
       },
     },
     ...CA_PATHS,
@@ -215,6 +219,17 @@ export const OPENAPI_DOCUMENT = {
           "replicas without cluster mode, a placement the cluster cannot satisfy (reason given)",
       ),
       Error507: errorResponse("Out of disk space (RESOURCE_EXHAUSTED)"),
+      Error503: errorResponse(
+        "Cluster mode: the control plane (etcd) cannot be reached (UNAVAILABLE, message " +
+          '"control plane unavailable: ..."); changes are refused, retry when it is back',
+      ),
+    },
+    headers: {
+      BallastStale: {
+        description: "Cluster mode: etcd could not be reached, so this answer comes from the " +
+          "node's cache; the value is when that data was read (ISO 8601). Absent on fresh answers.",
+        schema: { type: "string", format: "date-time" },
+      },
     },
     schemas: {
       Error: {

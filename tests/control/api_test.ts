@@ -30,6 +30,39 @@ Deno.test("api: health, version and openapi answer with request ids", async () =
   }
 });
 
+/** The parts of an OpenAPI operation the test reads. */
+type Op = { responses: Record<string, { headers?: Record<string, unknown> }> };
+
+Deno.test("openapi: every $ref resolves; node and volume operations document 503 and reads Ballast-Stale", async () => {
+  const { OPENAPI_DOCUMENT } = await import("../../control/openapi.ts");
+  const doc = JSON.parse(JSON.stringify(OPENAPI_DOCUMENT));
+  const refs: string[] = [];
+  const walk = (v: unknown) => {
+    if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === "object") {
+      for (const [k, x] of Object.entries(v)) k === "$ref" ? refs.push(x as string) : walk(x);
+    }
+  };
+  walk(doc);
+  assert(refs.length > 20, `only ${refs.length} refs`);
+  for (const r of new Set(refs)) {
+    const target = r.replace(/^#\//, "").split("/").reduce(
+      (o: Record<string, unknown> | undefined, part) => o?.[part] as Record<string, unknown>,
+      doc,
+    );
+    assert(target !== undefined, `unresolved $ref ${r}`);
+  }
+  for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, Op>>)) {
+    if (!/^\/v1\/(nodes|volumes)/.test(path)) continue;
+    for (const [method, op] of Object.entries(ops)) {
+      assert(op.responses["503"], `${method.toUpperCase()} ${path} documents no 503`);
+      if (method === "get") {
+        assert(op.responses["200"].headers?.["Ballast-Stale"], `GET ${path}: no Ballast-Stale`);
+      }
+    }
+  }
+});
+
 Deno.test("api: volume lifecycle create, get, list, grow, relabel, delete", async () => {
   const node = await startTestNode();
   try {
