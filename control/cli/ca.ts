@@ -344,8 +344,8 @@ async function issue(
     ["CA bundle", paths.ca],
   ]));
   if (signed.role === "nbd-client") {
-    const nbd = await nbdAddress(client);
     const vol = signed.volumes.find((v) => v !== "*") ?? "VOLUME";
+    const nbd = await nbdAddress(client, vol === "VOLUME" ? undefined : vol);
     const [host, port] = [nbd.slice(0, nbd.lastIndexOf(":")), nbd.split(":").pop()];
     io.out(
       "\nUse it with libnbd and qemu:\n" +
@@ -360,10 +360,17 @@ async function issue(
   return 0;
 }
 
-/** The node's NBD address for the printed examples (best effort). */
-async function nbdAddress(client: BallastClient): Promise<string> {
+/**
+ * The NBD address for the printed examples (best effort): the master of `volume` (in a
+ * cluster only it serves the volume), else the node the CLI talks to, else the default.
+ */
+async function nbdAddress(client: BallastClient, volume?: string): Promise<string> {
   try {
-    return (await client.listNodes())[0]?.nbdAddress ?? "127.0.0.1:10809";
+    const nodes = await client.listNodes();
+    const master = volume ? await client.getVolume(volume).then((v) => v.master, () => "") : "";
+    const info = await client.health().catch(() => undefined);
+    const pick = nodes.find((n) => n.name === master) ?? nodes.find((n) => n.name === info?.node);
+    return pick?.nbdAddress ?? nodes[0]?.nbdAddress ?? "127.0.0.1:10809";
   } catch {
     return "127.0.0.1:10809";
   }
