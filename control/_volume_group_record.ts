@@ -49,7 +49,7 @@ export function markGroupDeleting(
     throw new FailedPreconditionError(
       `volume "${rec.name}" has member${s} down: ${down.join(", ")}; a down member cannot ` +
         `remove its copy, so the delete would wait for ${down.length > 1 ? "them" : "it"}. ` +
-        `Use --force to delete it now (a down member removes its copy when it comes back)`,
+        `Use --force to delete it now (a down member moves its copy to DATA/orphaned/ when it comes back)`,
       { state: rec.state, down },
     );
   }
