@@ -135,6 +135,25 @@ async function probeTls(
   }
 }
 
+/**
+ * One libnbd connection held open for `seconds`: writes 4 KiB of `fill`, sleeps, reads it back
+ * on the same connection and flushes; prints "held" when all of that worked.
+ */
+function holdConnection(uri: string, fill: string, seconds: number) {
+  const script = `
+import nbd, sys, time
+h = nbd.NBD()
+h.set_uri_allow_local_file(True)
+h.connect_uri(sys.argv[1])
+h.pwrite(b"${fill}" * 4096, 0)
+time.sleep(${seconds})
+assert h.pread(4096, 0) == b"${fill}" * 4096
+h.flush()
+print("held")
+`;
+  return run("/usr/bin/python3", ["-c", script, uri], { timeoutMs: 60_000 });
+}
+
 e2eTest(
   "NBD over TLS: a granted client reads and writes its volume; others are neither listed nor openable",
   { tools: ["nbdinfo", "qemu-io"] },
@@ -356,20 +375,7 @@ e2eTest(
       ]);
       const before = await Deno.readTextFile(`${b.dataDir}/pki/node.crt`);
       // One connection held open across the renewal (at 2/3 of a 9 s lifetime).
-      const script = `
-import nbd, sys, time
-h = nbd.NBD()
-h.set_uri_allow_local_file(True)
-h.connect_uri(sys.argv[1])
-h.pwrite(b"x" * 4096, 0)
-time.sleep(9)
-assert h.pread(4096, 0) == b"x" * 4096
-h.flush()
-print("held")
-`;
-      const held = run("/usr/bin/python3", ["-c", script, nbds(b, "db1", app.dir)], {
-        timeoutMs: 60_000,
-      });
+      const held = holdConnection(nbds(b, "db1", app.dir), "x", 9);
       const r = await held;
       assertEquals(r.code, 0, r.stdout + r.stderr);
       assertEquals(r.stdout.trim(), "held");
@@ -387,18 +393,7 @@ e2eTest(
   () =>
     withTlsNode(async (b) => {
       const app = await issue(b, "app", ["--role", "nbd-client", "--volumes", "db1"]);
-      const script = `
-import nbd, sys, time
-h = nbd.NBD()
-h.set_uri_allow_local_file(True)
-h.connect_uri(sys.argv[1])
-h.pwrite(b"r" * 4096, 0)
-time.sleep(5)
-assert h.pread(4096, 0) == b"r" * 4096
-h.flush()
-print("held")
-`;
-      const held = run("/usr/bin/python3", ["-c", script, nbds(b, "db1", app.dir)]);
+      const held = holdConnection(nbds(b, "db1", app.dir), "r", 5);
       await new Promise((r) => setTimeout(r, 1500));
       const rot = await admin(b, ["ca", "rotate", "--overlap", "1h", "-o", "json"]);
       assertEquals(rot.code, 0, rot.stderr);
