@@ -21,13 +21,20 @@ import {
 /** Largest request body accepted. */
 export const MAX_BODY_BYTES = 64 * 1024;
 
-/** Reads the body as a JSON object; malformed JSON or a non-object is INVALID_ARGUMENT. */
-export async function readJsonObject(c: Context): Promise<Record<string, unknown>> {
+/**
+ * Reads the body as a JSON object; malformed JSON or a non-object is INVALID_ARGUMENT.
+ * With `optional`, an empty (or blank) body reads as `{}`.
+ */
+export async function readJsonObject(
+  c: Context,
+  options: { optional?: boolean } = {},
+): Promise<Record<string, unknown>> {
   const text = await c.req.text();
   if (new TextEncoder().encode(text).length > MAX_BODY_BYTES) {
     throw new InvalidArgumentError(`request body is larger than ${MAX_BODY_BYTES} bytes`);
   }
   if (text.trim() === "") {
+    if (options.optional) return {};
     throw new InvalidArgumentError("request body is empty: expected a JSON object");
   }
   let value: unknown;
@@ -125,21 +132,10 @@ export function queryBool(query: Record<string, string>, name: string): boolean 
 
 /** Validates a POST /v1/nodes/{name}/cordon body: empty, or `{reason?: string}`. */
 export async function readCordonRequest(c: Context): Promise<{ reason: string }> {
-  const text = await c.req.text();
-  if (text.trim() === "") return { reason: "" };
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (err) {
-    throw new InvalidArgumentError(`request body is not valid JSON: ${(err as Error).message}`);
-  }
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw new InvalidArgumentError(`request body must be a JSON object, got ${typeName(body)}`);
-  }
-  const obj = body as Record<string, unknown>;
-  rejectUnknownFields(obj, ["reason"]);
-  if (obj.reason === undefined) return { reason: "" };
-  return { reason: checkDescription(obj.reason, "reason") };
+  const body = await readJsonObject(c, { optional: true });
+  rejectUnknownFields(body, ["reason"]);
+  if (body.reason === undefined) return { reason: "" };
+  return { reason: checkDescription(body.reason, "reason") };
 }
 
 const NODE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;

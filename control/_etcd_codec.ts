@@ -175,16 +175,3 @@ export class Namespace {
     }
   }
 }
-
-/** Splits the events of one watch response into one batch per revision, in order. */
-export function batchByRevision(
-  events: WatchEvent[],
-): { revision: number; events: WatchEvent[] }[] {
-  const batches: { revision: number; events: WatchEvent[] }[] = [];
-  for (const e of events) {
-    const last = batches[batches.length - 1];
-    if (last && last.revision === e.kv.modRevision) last.events.push(e);
-    else batches.push({ revision: e.kv.modRevision, events: [e] });
-  }
-  return batches;
-}

@@ -40,10 +40,15 @@ export interface Attempt {
   attempt: number;
 }
 
+/** The message of an error, or the thrown value as text. */
+export function messageOf(err: unknown): string {
+  return String((err as Error)?.message ?? err);
+}
+
 /** A failure that may go away: the member is down, busy or between leaders. */
 export function isTransient(err: unknown): boolean {
   const name = (err as Error)?.constructor?.name ?? "";
-  const message = String((err as Error)?.message ?? err);
+  const message = messageOf(err);
   return /GRPCUnavailable|GRPCDeadlineExceeded|GRPCCancelled|GRPCInternal|GRPCUnknown|GRPCResourceExhast|GRPCAborted/
     .test(name) ||
     /etcdserver: (leader changed|no leader|request timed out|too many requests|server stopped|not capable|raft proposal dropped)|raft proposal dropped|No connection established|ECONNREFUSED|ECONNRESET|Connection dropped|Deadline exceeded|closed/i
@@ -52,7 +57,7 @@ export function isTransient(err: unknown): boolean {
 
 /** A failure that proves the request was not applied (so a write may be repeated). */
 export function notApplied(err: unknown): boolean {
-  const message = String((err as Error)?.message ?? err);
+  const message = messageOf(err);
   return /No connection established|ECONNREFUSED|etcdserver: (no leader|too many requests)|raft proposal dropped/i
     .test(message);
 }
@@ -243,7 +248,7 @@ export class EndpointPool {
     err: unknown,
     write?: "not applied" | "outcome unknown",
   ): UnavailableError {
-    const detail = String((err as Error)?.message ?? err).replace(/\s+/g, " ");
+    const detail = messageOf(err).replace(/\s+/g, " ");
     const secs = this.#failingSince ? Math.round((Date.now() - this.#failingSince) / 1000) : 0;
     const note = write === "not applied"
       ? "; the change was not applied"

@@ -11,8 +11,9 @@
 
 import type { Buffer } from "node:buffer";
 import type { Watch, WatchMessage } from "./state_store.ts";
-import { batchByRevision, type Namespace, type PbEvent, type PbHeader } from "./_etcd_codec.ts";
+import type { Namespace, PbEvent, PbHeader } from "./_etcd_codec.ts";
 import type { EndpointPool } from "./_etcd_conn.ts";
+import { byRevision } from "./_etcd_settle.ts";
 
 interface PbWatchResponse {
   header: PbHeader;
@@ -23,7 +24,8 @@ interface PbWatchResponse {
   events: PbEvent[];
 }
 
-interface WatchStream {
+/** A gRPC watch stream as the `etcd3` raw client hands it out (also used by _etcd_write.ts). */
+export interface WatchStream {
   on(event: "data", fn: (r: PbWatchResponse) => void): unknown;
   on(event: "end", fn: () => void): unknown;
   on(event: "error", fn: (err: Error) => void): unknown;
@@ -52,10 +54,8 @@ export class EtcdWatch implements Watch {
   readonly #onEnd: (w: EtcdWatch) => void;
   #next: number;
   #queue: WatchMessage[] = [];
-  #waiters: { resolve: (r: IteratorResult<WatchMessage>) => void; reject: (e: unknown) => void }[] =
-    [];
+  #waiters: ((r: IteratorResult<WatchMessage>) => void)[] = [];
   #done = false;
-  #error: unknown;
   #stream: WatchStream | undefined;
   #wake: (() => void) | undefined;
   #started = false;
@@ -93,27 +93,13 @@ export class EtcdWatch implements Watch {
     this.#finish();
   }
 
-  /** Ends the watch with an error for the consumer (store closed). */
-  fail(error: unknown): void {
-    if (this.#done) return;
-    this.#error = error;
-    this.#finish();
-  }
-
   [Symbol.asyncIterator](): AsyncIterator<WatchMessage> {
     return {
       next: () => {
         const m = this.#queue.shift();
         if (m) return Promise.resolve({ done: false, value: m });
-        if (this.#done) {
-          if (this.#error !== undefined) {
-            const e = this.#error;
-            this.#error = undefined;
-            return Promise.reject(e);
-          }
-          return Promise.resolve({ done: true, value: undefined });
-        }
-        return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+        if (this.#done) return Promise.resolve({ done: true, value: undefined });
+        return new Promise((resolve) => this.#waiters.push(resolve));
       },
       return: () => {
         this.#finish();
@@ -124,7 +110,7 @@ export class EtcdWatch implements Watch {
 
   #push(m: WatchMessage): void {
     const w = this.#waiters.shift();
-    if (w) w.resolve({ done: false, value: m });
+    if (w) w({ done: false, value: m });
     else this.#queue.push(m);
   }
 
@@ -136,12 +122,7 @@ export class EtcdWatch implements Watch {
     } catch { /* already closed */ }
     this.#stream = undefined;
     this.#wake?.();
-    for (const w of this.#waiters.splice(0)) {
-      if (this.#error !== undefined) {
-        w.reject(this.#error);
-        this.#error = undefined;
-      } else w.resolve({ done: true, value: undefined });
-    }
+    for (const w of this.#waiters.splice(0)) w({ done: true, value: undefined });
     this.#onEnd(this);
   }
 
@@ -195,9 +176,9 @@ export class EtcdWatch implements Watch {
           return;
         }
         const events = (r.events ?? []).map((e) => this.#ctx.ns.event(e));
-        for (const b of batchByRevision(events)) {
-          this.#push({ kind: "events", events: b.events, revision: b.revision });
-          this.#next = b.revision + 1;
+        for (const [revision, batch] of byRevision(events)) {
+          this.#push({ kind: "events", events: batch, revision });
+          this.#next = revision + 1;
           delivered = true;
         }
       });

@@ -30,8 +30,16 @@
 import { Buffer } from "node:buffer";
 import { UnavailableError } from "../mod/errors.ts";
 import type { KeyValue, TxnResult, WatchEvent } from "./state_store.ts";
-import type { Namespace, PbEvent, PbHeader, PbKeyValue, PbResponseOp } from "./_etcd_codec.ts";
-import { type Attempt, type EndpointPool, isTransient, notApplied, sleep } from "./_etcd_conn.ts";
+import type { Namespace, PbHeader, PbKeyValue, PbResponseOp } from "./_etcd_codec.ts";
+import type { WatchStream } from "./_etcd_watch.ts";
+import {
+  type Attempt,
+  type EndpointPool,
+  isTransient,
+  messageOf,
+  notApplied,
+  sleep,
+} from "./_etcd_conn.ts";
 import {
   appliedResult,
   byRevision,
@@ -74,14 +82,7 @@ export async function writeTxn(
   const deadline = Date.now() + pool.budget();
   if (pool.down) await probe(ctx, what, deadline);
   const base = ctx.seen();
-  const send = async ({ client, options }: Attempt): Promise<TxnResult> => {
-    const r = await client.kv.txn(req as never, options);
-    const revision = ctx.observe(r.header as PbHeader);
-    const responses = (r.responses as unknown as PbResponseOp[]).map((o) =>
-      ctx.ns.result(o, revision)
-    );
-    return { succeeded: r.succeeded, revision, responses };
-  };
+  const send = (a: Attempt) => sendTxn(ctx, req, a);
   let unknown = false;
   let backoff = 25;
   for (let n = 1;; n++) {
@@ -117,18 +118,36 @@ export async function writeTxn(
   }
 }
 
-function messageOf(err: unknown): string {
-  return String((err as Error)?.message ?? err);
+/** One attempt of an encoded transaction (a write here, or a read-only txn of the store). */
+export async function sendTxn(
+  ctx: Pick<WriteContext, "ns" | "observe">,
+  req: PbTxnRequest,
+  { client, options }: Attempt,
+): Promise<TxnResult> {
+  const r = await client.kv.txn(req as never, options);
+  const revision = ctx.observe(r.header as PbHeader);
+  const responses = (r.responses as unknown as PbResponseOp[]).map((o) =>
+    ctx.ns.result(o, revision)
+  );
+  return { succeeded: r.succeeded, revision, responses };
+}
+
+/** The current revision, read on a member (retried like any read, within `timeoutMs`). */
+export function readRevision(
+  ctx: Pick<WriteContext, "pool" | "ns" | "observe">,
+  what: string,
+  timeoutMs?: number,
+): Promise<number> {
+  return ctx.pool.call(what, async ({ client, options }) => {
+    const r = await client.kv.range({ key: ctx.ns.key("\0"), count_only: true }, options);
+    return ctx.observe(r.header as PbHeader);
+  }, timeoutMs);
 }
 
 const remaining = (deadline: number) => Math.max(1, deadline - Date.now());
 
-async function revision(ctx: WriteContext, what: string, deadline: number): Promise<number> {
-  return await ctx.pool.call(what, async ({ client, options }) => {
-    const r = await client.kv.range({ key: ctx.ns.key("\0"), count_only: true }, options);
-    return ctx.observe(r.header as PbHeader);
-  }, remaining(deadline));
-}
+const revision = (ctx: WriteContext, what: string, deadline: number) =>
+  readRevision(ctx, what, remaining(deadline));
 
 /** While etcd is down: a quick read first, so a write is only sent to a live etcd. */
 async function probe(ctx: WriteContext, what: string, deadline: number): Promise<void> {
@@ -158,9 +177,9 @@ async function settle(
     throw new Error(`${to - base} revisions since the write was sent; too many to search`);
   }
   const history = byRevision(await readHistory(ctx, base + 1, to, deadline));
+  const keys = [...new Set(model.compares.map((c) => c.key))];
   for (const [ops, succeeded] of [[model.success, true], [model.failure, false]] as const) {
     for (const m of candidates(ops, history)) {
-      const keys = [...new Set(model.compares.map((c) => c.key))];
       const before = await readAt(ctx, keys.map((key) => ({ key })), m - 1, deadline);
       const kvs = new Map(keys.map((key, i) => [key, before[i][0]]));
       if (comparesHold(model.compares, kvs) !== succeeded) continue;
@@ -195,22 +214,6 @@ function readAt(
     })), remaining(deadline));
 }
 
-interface HistoryStream {
-  on(
-    event: "data",
-    fn: (r: {
-      canceled: boolean;
-      cancel_reason: string;
-      compact_revision: string;
-      events: PbEvent[];
-    }) => void,
-  ): unknown;
-  on(event: "end", fn: () => void): unknown;
-  on(event: "error", fn: (err: Error) => void): unknown;
-  write(req: unknown): void;
-  cancel(): void;
-}
-
 /**
  * Every event in this namespace with revision in [from, to]. The watch covers the
  * whole keyspace, because only there is an event at `to` certain to exist (every
@@ -223,7 +226,7 @@ function readHistory(
   deadline: number,
 ): Promise<WatchEvent[]> {
   return ctx.pool.call("settle", async ({ client, options }) => {
-    const stream = (await client.watchClient.watch(options)) as unknown as HistoryStream;
+    const stream = (await client.watchClient.watch(options)) as unknown as WatchStream;
     const events: WatchEvent[] = [];
     return await new Promise<WatchEvent[]>((resolve, reject) => {
       stream.on("data", (r) => {

@@ -12,18 +12,16 @@
  * @module
  */
 
-import { BallastClient } from "../mod/client.ts";
+import { BallastClient, type BallastClientOptions } from "../mod/client.ts";
 
 /** Above /v1/health's own 1 s bound on its store check, so an etcd outage is not a dead peer. */
 const DEFAULT_TIMEOUT_MS = 2_500;
 const DEFAULT_CACHE_MS = 3_000;
 
 /** PEM material for the probe's https requests; undefined for plaintext (--tls off). */
-export interface ProbeCredentials {
-  caCertPem: string;
-  certPem: string;
-  keyPem: string;
-}
+export type ProbeCredentials = Required<
+  Pick<BallastClientOptions, "caCertPem" | "certPem" | "keyPem">
+>;
 
 export interface NodeProbeOptions {
   credentials: () => ProbeCredentials | undefined;

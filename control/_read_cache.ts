@@ -101,46 +101,44 @@ export class ReadCacheStore implements StateStore {
     return this.#inner.description;
   }
 
-  async get(key: string): Promise<KeyValue | undefined> {
+  get(key: string): Promise<KeyValue | undefined> {
     const fresh = this.#inner.get(key).then((kv) => {
       this.#recovered();
       this.#gets.set(key, { value: kv, at: this.#now() });
       return kv;
     });
-    try {
-      const hit = this.#degradedSince ? this.#cachedGet(key) : undefined;
-      const kv = hit ? await orLate(fresh, DEGRADED_WAIT_MS) : await fresh;
-      if (kv !== LATE) return kv;
-      markStale(hit!.at);
-      return hit!.value;
-    } catch (err) {
-      const hit = this.#cachedGet(key);
-      if (!(err instanceof UnavailableError) || !hit) throw err;
-      this.#degraded(err);
-      markStale(hit.at);
-      return hit.value;
-    }
+    return this.#read(fresh, () => this.#cachedGet(key), (kv) => kv);
   }
 
-  async list(prefix: string): Promise<ListResult> {
+  list(prefix: string): Promise<ListResult> {
     const fresh = this.#inner.list(prefix).then((result) => {
       this.#recovered();
       this.#lists.set(prefix, { value: { ...result, kvs: [...result.kvs] }, at: this.#now() });
       return result;
     });
+    return this.#read(fresh, () => this.#cachedList(prefix), (l) => ({ ...l, kvs: [...l.kvs] }));
+  }
+
+  /**
+   * The store's answer `fresh`; from the cache (`cached`, handed out as `copy`) when
+   * the store is unavailable, or, once degraded, when it is late.
+   */
+  async #read<T>(
+    fresh: Promise<T>,
+    cached: () => Cached<T> | undefined,
+    copy: (value: T) => T,
+  ): Promise<T> {
+    let hit = this.#degradedSince ? cached() : undefined;
     try {
-      const hit = this.#degradedSince ? this.#cachedList(prefix) : undefined;
-      const result = hit ? await orLate(fresh, DEGRADED_WAIT_MS) : await fresh;
-      if (result !== LATE) return result;
-      markStale(hit!.at);
-      return { ...hit!.value, kvs: [...hit!.value.kvs] };
+      const value = hit ? await orLate(fresh, DEGRADED_WAIT_MS) : await fresh;
+      if (value !== LATE) return value;
     } catch (err) {
-      const hit = this.#cachedList(prefix);
+      hit = cached();
       if (!(err instanceof UnavailableError) || !hit) throw err;
       this.#degraded(err);
-      markStale(hit.at);
-      return { ...hit.value, kvs: [...hit.value.kvs] };
     }
+    markStale(hit!.at);
+    return copy(hit!.value);
   }
 
   async put(key: string, value: string, options?: { lease?: number }) {

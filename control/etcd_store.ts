@@ -32,10 +32,16 @@ import type {
 } from "./state_store.ts";
 import { checkCount, checkKey, checkPrefix, checkValue } from "./_sqlite_txn.ts";
 import { writes } from "./_etcd_settle.ts";
-import { Namespace, type PbHeader, type PbKeyValue, type PbResponseOp } from "./_etcd_codec.ts";
-import { EndpointPool, type EtcdTls, isTransient } from "./_etcd_conn.ts";
+import { Namespace, type PbHeader, type PbKeyValue } from "./_etcd_codec.ts";
+import { EndpointPool, type EtcdTls, isTransient, messageOf } from "./_etcd_conn.ts";
 import { EtcdWatch } from "./_etcd_watch.ts";
-import { type TxnModel, type WriteContext, writeTxn } from "./_etcd_write.ts";
+import {
+  readRevision,
+  sendTxn,
+  type TxnModel,
+  type WriteContext,
+  writeTxn,
+} from "./_etcd_write.ts";
 
 export type { EtcdTls };
 
@@ -55,10 +61,6 @@ export interface EtcdConnectOptions {
 }
 
 const MAX_TTL_SECONDS = 9_000_000_000;
-
-function messageOf(err: unknown): string {
-  return String((err as Error)?.message ?? err);
-}
 
 export class EtcdStateStore implements StateStore {
   readonly description: string;
@@ -118,10 +120,7 @@ export class EtcdStateStore implements StateStore {
   }
 
   #revisionWithin(timeoutMs?: number): Promise<number> {
-    return this.#pool.call("currentRevision", async ({ client, options }) => {
-      const r = await client.kv.range({ key: this.#ns.key("\0"), count_only: true }, options);
-      return this.#observe(r.header as PbHeader);
-    }, timeoutMs);
+    return readRevision(this.#writes, "currentRevision", timeoutMs);
   }
 
   /** Maps etcd's own errors; transport errors are already UnavailableError. */
@@ -236,14 +235,7 @@ export class EtcdStateStore implements StateStore {
       const model = { compares, success, failure };
       const req = this.#encode(model); // checks every compare and op
       if (writes(success) || writes(failure)) return writeTxn(this.#writes, "txn", model, req);
-      return this.#pool.call("txn", async ({ client, options }) => {
-        const r = await client.kv.txn(req as never, options);
-        const revision = this.#observe(r.header as PbHeader);
-        const responses = (r.responses as unknown as PbResponseOp[]).map((o) =>
-          this.#ns.result(o, revision)
-        );
-        return { succeeded: r.succeeded, revision, responses };
-      });
+      return this.#pool.call("txn", (a) => sendTxn(this.#writes, req, a));
     }, lease);
   }
 

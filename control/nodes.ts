@@ -17,7 +17,7 @@ import { NotFoundError } from "../mod/errors.ts";
 import type { NodeInfo } from "../mod/types.ts";
 import type { DataPlane } from "../data/plane.ts";
 import type { Logger } from "./log.ts";
-import type { StateStore } from "./state_store.ts";
+import type { Op, StateStore } from "./state_store.ts";
 import type { NodeProbe } from "./_node_probe.ts";
 
 export const NODE_PREFIX = "/ballast/nodes/";
@@ -146,31 +146,37 @@ export class NodeRegistry {
    */
   async cordon(name: string, reason = ""): Promise<NodeInfo> {
     const cordon: Cordon = { reason, since: this.#o.now().toISOString() };
-    const res = await this.#o.store.txn(
-      [{ key: NODE_PREFIX + name, target: "version", op: ">", value: 0 }],
-      [{ type: "put", key: NODE_PREFIX + name + CORDON_SUFFIX, value: JSON.stringify(cordon) }],
-    );
-    if (!res.succeeded || name.includes("/")) throw new NotFoundError("node", name);
+    await this.#guardedWrite(name, {
+      type: "put",
+      key: NODE_PREFIX + name + CORDON_SUFFIX,
+      value: JSON.stringify(cordon),
+    });
     this.#o.logger.info({ cordoned: name, reason }, "node cordoned");
     return await this.get(name);
   }
 
   /** Lifts a cordon (no-op if the node is not cordoned). */
   async uncordon(name: string): Promise<NodeInfo> {
-    const res = await this.#o.store.txn(
-      [{ key: NODE_PREFIX + name, target: "version", op: ">", value: 0 }],
-      [{ type: "delete", key: NODE_PREFIX + name + CORDON_SUFFIX }],
-    );
-    if (!res.succeeded || name.includes("/")) throw new NotFoundError("node", name);
+    await this.#guardedWrite(name, { type: "delete", key: NODE_PREFIX + name + CORDON_SUFFIX });
     this.#o.logger.info({ uncordoned: name }, "node uncordoned");
     return await this.get(name);
+  }
+
+  /** Applies `op` if node `name` is registered; NotFoundError otherwise. */
+  async #guardedWrite(name: string, op: Op): Promise<void> {
+    if (name.includes("/")) throw new NotFoundError("node", name);
+    const res = await this.#o.store.txn(
+      [{ key: NODE_PREFIX + name, target: "version", op: ">", value: 0 }],
+      [op],
+    );
+    if (!res.succeeded) throw new NotFoundError("node", name);
   }
 
   /** One node. */
   async get(name: string): Promise<NodeInfo> {
     const [rec, alive, cordon] = await Promise.all([
       this.#o.store.get(NODE_PREFIX + name),
-      this.#o.store.get(NODE_PREFIX + name + ALIVE_SUFFIX),
+      this.#o.store.get(aliveKey(name)),
       this.#o.store.get(NODE_PREFIX + name + CORDON_SUFFIX),
     ]);
     if (!rec || name.includes("/")) throw new NotFoundError("node", name);
@@ -247,11 +253,7 @@ export class NodeRegistry {
    */
   async #grantAndMarkAlive(): Promise<void> {
     const lease = await this.#o.store.grantLease(this.#o.leaseTtlSeconds);
-    await this.#o.store.put(
-      NODE_PREFIX + this.#o.nodeName + ALIVE_SUFFIX,
-      JSON.stringify({ lease }),
-      { lease },
-    );
+    await this.#o.store.put(aliveKey(this.#o.nodeName), JSON.stringify({ lease }), { lease });
     this.#lease = lease;
   }
 

@@ -28,10 +28,10 @@ const size = {
     "Multiple of 512, from 1 MiB to 1 PiB.",
 };
 
-/** The document. */
 /** The Ballast-Stale response header on reads that may be answered from the cache. */
 const stale = { [STALE_HEADER]: { $ref: "#/components/headers/BallastStale" } };
 
+/** The document. */
 export const OPENAPI_DOCUMENT = {
   openapi: "3.1.0",
   info: {
