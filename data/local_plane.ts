@@ -57,6 +57,7 @@ class LocalDataPlane implements RunningDataPlane {
   readonly nbdAddress: string;
   /** The plaintext local-attach listener's address, when there is one. */
   readonly nbdLocalAddress: string | undefined;
+  #dataDir: string;
   #dir: string;
   #servers: NbdServer[];
   #log: Logger;
@@ -68,6 +69,7 @@ class LocalDataPlane implements RunningDataPlane {
     addresses: string[],
   ) {
     this.exports = exports;
+    this.#dataDir = opts.dataDir;
     this.#dir = `${opts.dataDir}/volumes`;
     this.#servers = servers;
     this.#log = opts.logger;
@@ -139,19 +141,36 @@ class LocalDataPlane implements RunningDataPlane {
     return Promise.resolve();
   }
 
+  /** The export of `name` if it is the copy `uuid` (whatever its uuid when none is given). */
+  #exported(name: string, uuid: string | undefined): LiveExport | undefined {
+    const e = this.exports.lookup(name);
+    return uuid === undefined || e?.uuid === uuid ? e : undefined;
+  }
+
+  /** Takes `e` out of the export table and disconnects its clients. */
+  async #unexport(e: LiveExport, reason: string): Promise<void> {
+    this.exports.remove(e.name);
+    for (const a of [...e.attachments]) a.abort(reason);
+    // Give aborted connections a turn to unwind before the file is closed or goes.
+    await new Promise((r) => setTimeout(r, 0));
+  }
+
   resizeVolume(name: string, sizeBytes: number, options: { uuid?: string } = {}): Promise<number> {
-    const found = this.exports.lookup(name);
-    const e = options.uuid === undefined || found?.uuid === options.uuid ? found : undefined;
+    const e = this.#exported(name, options.uuid);
     let store: BlockStore;
-    try {
-      if (e) store = e.store;
-      else if (options.uuid === undefined) throw new NotFoundError("volume", name);
-      else store = FileBlockStore.open(this.#path(options.uuid)); // a copy not exported
-    } catch (err) {
-      if (err instanceof BlockStoreError && err.errno === "ENOENT") {
-        return Promise.reject(new NotFoundError("volume", name));
+    if (e) {
+      store = e.store;
+    } else if (options.uuid === undefined) {
+      return Promise.reject(new NotFoundError("volume", name));
+    } else {
+      try {
+        store = FileBlockStore.open(this.#path(options.uuid)); // a copy not exported
+      } catch (err) {
+        if (err instanceof BlockStoreError && err.errno === "ENOENT") {
+          return Promise.reject(new NotFoundError("volume", name));
+        }
+        return Promise.reject(storeError(err, `open "${name}"`));
       }
-      return Promise.reject(err instanceof NotFoundError ? err : storeError(err, `open "${name}"`));
     }
     const before = store.size;
     try {
@@ -165,10 +184,9 @@ class LocalDataPlane implements RunningDataPlane {
   }
 
   async closeVolume(name: string): Promise<void> {
-    const e = this.exports.remove(name);
+    const e = this.exports.lookup(name);
     if (!e) return;
-    for (const a of [...e.attachments]) a.abort(`volume "${name}" is no longer served here`);
-    await new Promise((r) => setTimeout(r, 0));
+    await this.#unexport(e, `volume "${name}" is no longer served here`);
     try {
       await e.store.flush();
     } finally {
@@ -178,9 +196,8 @@ class LocalDataPlane implements RunningDataPlane {
   }
 
   async deleteVolume(name: string, options?: { force?: boolean; uuid?: string }): Promise<void> {
-    const found = this.exports.lookup(name);
     // With a uuid, an export of another volume of that name is not this one's copy.
-    const e = options?.uuid === undefined || found?.uuid === options.uuid ? found : undefined;
+    const e = this.#exported(name, options?.uuid);
     if (!e) {
       if (options?.uuid === undefined) return;
       try {
@@ -197,10 +214,7 @@ class LocalDataPlane implements RunningDataPlane {
         { connections: e.attachments.size },
       );
     }
-    this.exports.remove(name);
-    for (const a of [...e.attachments]) a.abort(`volume "${name}" deleted`);
-    // Give aborted connections a turn to unwind before the file goes.
-    await new Promise((r) => setTimeout(r, 0));
+    await this.#unexport(e, `volume "${name}" deleted`);
     e.store.close();
     try {
       await Deno.remove(this.#path(e.uuid));
@@ -233,13 +247,13 @@ class LocalDataPlane implements RunningDataPlane {
         `volume copy ${uuid} is exported as "${exported.name}"; not moving it`,
       );
     }
-    const dir = `${this.#dir}/../orphaned`;
+    const dir = `${this.#dataDir}/orphaned`;
     await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
     const to = `${dir}/${uuid}.vol`;
     try {
       // Same filesystem: an atomic rename, no data copied.
       await Deno.rename(path, to);
-      return "orphaned/" + `${uuid}.vol`;
+      return `orphaned/${uuid}.vol`;
     } catch (err) {
       if (err instanceof Deno.errors.NotFound) return undefined;
       throw err;

@@ -19,11 +19,6 @@ export class InputBuffer {
   start = 0;
   end = 0;
 
-  /** Unparsed bytes. */
-  get available(): number {
-    return this.end - this.start;
-  }
-
   /** Makes room so that `total` bytes from `start` fit in the buffer. */
   reserve(total: number): void {
     if (this.start + total <= this.buf.length) return;

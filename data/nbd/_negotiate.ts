@@ -12,6 +12,7 @@ import type { TransmissionContext } from "./codec.ts";
 import {
   checkClientFlags,
   encodeGreeting,
+  encodeOptionReply,
   handleOption,
   type HandshakePolicy,
   initialState,
@@ -131,20 +132,11 @@ export async function negotiate(
 }
 
 /** An option error reply ("Option reply types", NBD_REP_ERR_*) with a message. */
-async function sendOptionError(
+function sendOptionError(
   t: Transport,
   option: number,
   type: number,
   message: string,
 ): Promise<void> {
-  const m = enc.encode(message);
-  const b = new Uint8Array(20 + m.length);
-  const v = new DataView(b.buffer);
-  v.setUint32(0, C.REPLY_MAGIC_HI);
-  v.setUint32(4, C.REPLY_MAGIC_LO);
-  v.setUint32(8, option);
-  v.setUint32(12, type);
-  v.setUint32(16, m.length);
-  b.set(m, 20);
-  await writeAll(t, b);
+  return writeAll(t, encodeOptionReply(option, type, enc.encode(message)));
 }

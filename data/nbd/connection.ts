@@ -85,7 +85,7 @@ export class Connection {
   #t: Transport;
   #log: Logger;
   #opts: ConnectionOptions;
-  /** What the handshake driver (_negotiate.ts) reads and replaces (STARTTLS). */
+  /** What the handshake driver (_negotiate.ts) reads and replaces (STARTTLS): #t, #log. */
   #session: Session;
 
   // Receive buffer and reply batches (see _input.ts, _replies.ts).
@@ -114,9 +114,22 @@ export class Connection {
     this.#t = transport;
     this.#opts = opts;
     this.#log = opts.logger.child({ conn: opts.id, remote: transport.remote });
+    // The handshake's transport and logger are this connection's own (STARTTLS swaps both).
+    const t = { get: () => this.#t, set: (v: Transport) => void (this.#t = v) };
+    const log = { get: () => this.#log, set: (v: Logger) => void (this.#log = v) };
     this.#session = {
-      transport,
-      log: this.#log,
+      get transport() {
+        return t.get();
+      },
+      set transport(v: Transport) {
+        t.set(v);
+      },
+      get log() {
+        return log.get();
+      },
+      set log(v: Logger) {
+        log.set(v);
+      },
       policy: opts.policy,
       input: this.#in,
       shuttingDown: () => this.#shuttingDown,
@@ -133,12 +146,9 @@ export class Connection {
     this.#log.debug("connection opened");
     try {
       const attached = await negotiate(this.#session, this.#opts);
-      this.#t = this.#session.transport;
-      this.#log = this.#session.log;
       if (attached) {
         this.#ctx = attached.ctx;
         this.#export = attached.exp;
-        this.#log = this.#session.log;
         this.inHandshake = false;
         await this.#transmission(attached.exp);
       }
@@ -209,9 +219,11 @@ export class Connection {
           await this.#drain();
           return;
         }
-        if (req.type === C.NBD_CMD_WRITE) {
-          const total = C.REQUEST_HEADER_SIZE + req.length;
-          if (this.#in.end - s < total) {
+        const isWrite = req.type === C.NBD_CMD_WRITE;
+        let next = s + C.REQUEST_HEADER_SIZE;
+        if (isWrite) {
+          next += req.length;
+          if (this.#in.end < next) {
             if (req.length > ctx.maxPayload) {
               // Too large to buffer: answer now and skip the payload to stay in sync.
               this.#in.start += C.REQUEST_HEADER_SIZE;
@@ -221,29 +233,21 @@ export class Connection {
               progressed = true;
               continue;
             }
-            this.#in.reserve(total);
+            this.#in.reserve(next - s);
             break; // read more
           }
-          if (exp.writeGate !== undefined && !(await this.#passWriteGate(exp, req))) {
-            this.#in.start = s + total;
-            progressed = true;
-            continue;
-          }
-          this.#execute(req, ctx, exp, s + C.REQUEST_HEADER_SIZE);
-          this.#in.start = s + total;
-          progressed = true;
-          // A large write took a while: acknowledge it now rather than after the batch.
-          if (req.length >= EARLY_REPLY_BYTES) this.#out.flush();
-        } else {
-          this.#in.start = s + C.REQUEST_HEADER_SIZE;
-          const changes = req.type === C.NBD_CMD_TRIM || req.type === C.NBD_CMD_WRITE_ZEROES;
-          if (changes && exp.writeGate !== undefined && !(await this.#passWriteGate(exp, req))) {
-            progressed = true;
-            continue;
-          }
-          this.#execute(req, ctx, exp, 0);
-          progressed = true;
         }
+        // The WRITE payload stays in place in #in until the next fill.
+        this.#in.start = next;
+        progressed = true;
+        if (
+          exp.writeGate !== undefined &&
+          (isWrite || req.type === C.NBD_CMD_TRIM || req.type === C.NBD_CMD_WRITE_ZEROES) &&
+          !(await this.#passWriteGate(exp, req))
+        ) continue;
+        this.#execute(req, ctx, exp, s + C.REQUEST_HEADER_SIZE);
+        // A large write took a while: acknowledge it now rather than after the batch.
+        if (isWrite && req.length >= EARLY_REPLY_BYTES) this.#out.flush();
       }
       if (this.#in.end === this.#in.start) this.partialSince = 0;
       else if (progressed || this.partialSince === 0) this.partialSince = performance.now();
@@ -277,12 +281,17 @@ export class Connection {
       const message = `write refused: ${err instanceof Error ? err.message : String(err)}`;
       this.#log.warn({ type: req.type, offset: req.offset, length: req.length }, message);
       this.#reject(req, C.NBD_EIO, message);
-      exp.stats.record(OP_WRITE, 0, 0, true);
+      const kind = req.type === C.NBD_CMD_TRIM
+        ? OP_TRIM
+        : req.type === C.NBD_CMD_WRITE_ZEROES
+        ? OP_WRITE_ZEROES
+        : OP_WRITE;
+      exp.stats.record(kind, 0, 0, true);
       return false;
     }
   }
 
-  /** Validate -> execute -> reply. `payload` is the WRITE data offset in #in. */
+  /** Validate -> execute -> reply. `payload` is where a WRITE's data starts in #in. */
   #execute(req: Request, ctx: TransmissionContext, exp: LiveExport, payload: number): void {
     const bad = validateRequest(req, ctx);
     if (bad) {
@@ -439,14 +448,12 @@ export class Connection {
   /** Reads and drops `n` bytes (payload of a request we refused); counts as a partial request. */
   async #discard(n: number): Promise<void> {
     if (this.partialSince === 0) this.partialSince = performance.now();
-    await this.#in.discard(this.inHandshake ? this.#session.transport : this.#t, n);
+    await this.#in.discard(this.#t, n);
   }
 
   #close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    // During the handshake STARTTLS may have replaced the transport.
-    if (this.inHandshake) this.#session.transport.close();
     this.#t.close();
   }
 

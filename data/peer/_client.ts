@@ -10,11 +10,9 @@ import type { Logger } from "pino";
 import {
   checkCommon,
   checkTimeout,
-  peerCertificateDer,
   type PeerCredentials,
-  type PeerVerdict,
   type PeerVerify,
-  runVerify,
+  verifyPeer,
 } from "./_common.ts";
 import { type PeerConnection, SocketPeerConnection } from "./_connection.ts";
 import { hostPort, PeerError } from "./_errors.ts";
@@ -134,12 +132,7 @@ export async function connectPeer(opts: ConnectPeerOptions): Promise<PeerConnect
     });
     sock.once("secureConnect", async () => {
       phase = "greeting";
-      const der = peerCertificateDer(sock);
-      const verdict: PeerVerdict = !sock.authorized
-        ? { ok: false, reason: sock.authorizationError?.toString() ?? "not authorized" }
-        : der === undefined
-        ? { ok: false, reason: "no server certificate" }
-        : await runVerify(opts.verify, der);
+      const verdict = await verifyPeer(sock, opts.verify, "server");
       if (!verdict.ok) {
         return fail(
           new PeerError("untrusted", `peer ${remote} is untrusted: ${verdict.reason}`, {

@@ -49,7 +49,7 @@ export function remoteOf(sock: Socket): string {
 }
 
 /** The peer's leaf certificate in DER, if it sent one. */
-export function peerCertificateDer(sock: TLSSocket): Uint8Array | undefined {
+function peerCertificateDer(sock: TLSSocket): Uint8Array | undefined {
   try {
     const raw = sock.getPeerCertificate(false)?.raw;
     return raw && raw.length > 0 ? new Uint8Array(raw) : undefined;
@@ -58,7 +58,20 @@ export function peerCertificateDer(sock: TLSSocket): Uint8Array | undefined {
   }
 }
 
-export async function runVerify(verify: PeerVerify, der: Uint8Array): Promise<PeerVerdict> {
+/**
+ * The verdict on the other end of a finished TLS handshake, the peer's `side`: node:tls's
+ * chain check, a certificate present, then `verify` (a throwing `verify` refuses).
+ */
+export async function verifyPeer(
+  sock: TLSSocket,
+  verify: PeerVerify,
+  side: "client" | "server",
+): Promise<PeerVerdict> {
+  if (!sock.authorized) {
+    return { ok: false, reason: `TLS: ${sock.authorizationError ?? "not authorized"}` };
+  }
+  const der = peerCertificateDer(sock);
+  if (der === undefined) return { ok: false, reason: `no ${side} certificate` };
   try {
     return await verify(der);
   } catch (err) {

@@ -17,27 +17,16 @@ import type { Logger } from "pino";
 import {
   checkCommon,
   checkTimeout,
-  peerCertificateDer,
   type PeerCredentials,
-  type PeerVerdict,
   type PeerVerify,
   remoteOf,
-  runVerify,
+  verifyPeer,
 } from "./_common.ts";
 import { type PeerConnection, SocketPeerConnection } from "./_connection.ts";
 import { hostPort, PeerError } from "./_errors.ts";
 import { listenServer } from "../listen.ts";
 import { frameHeader } from "./_framing.ts";
 import { decodeGreeting, encodeRefusal, encodeWelcome, MAX_GREETING_BYTES } from "./_greeting.ts";
-
-export {
-  DEFAULT_PEER_TIMEOUT_MS,
-  type PeerCredentials,
-  type PeerVerdict,
-  type PeerVerify,
-} from "./_common.ts";
-export { connectPeer, type ConnectPeerOptions } from "./_client.ts";
-export type { PeerConnection };
 
 export interface ListenPeerOptions {
   host: string;
@@ -123,12 +112,7 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
       sock.destroy();
     }, timeoutMs);
     try {
-      const der = peerCertificateDer(sock);
-      const verdict: PeerVerdict = !sock.authorized
-        ? { ok: false, reason: `TLS: ${sock.authorizationError ?? "not authorized"}` }
-        : der === undefined
-        ? { ok: false, reason: "no client certificate" }
-        : await runVerify(opts.verify, der);
+      const verdict = await verifyPeer(sock, opts.verify, "client");
       if (!verdict.ok) {
         log.warn({ remote, reason: verdict.reason }, "peer refused: certificate");
         refuse(sock, verdict.reason);

@@ -5,18 +5,19 @@
  */
 
 export {
-  connectPeer,
-  type ConnectPeerOptions,
-  DEFAULT_PEER_TIMEOUT_MS,
   listenPeer,
   type ListenPeerOptions,
   nodeVerifier,
   type PeerCertificateChecker,
-  type PeerCredentials,
   type PeerListener,
+} from "./channel.ts";
+export { connectPeer, type ConnectPeerOptions } from "./_client.ts";
+export {
+  DEFAULT_PEER_TIMEOUT_MS,
+  type PeerCredentials,
   type PeerVerdict,
   type PeerVerify,
-} from "./channel.ts";
+} from "./_common.ts";
 export type { PeerConnection } from "./_connection.ts";
 export { PeerError, type PeerErrorCode } from "./_errors.ts";
 export { MAX_FRAME_BYTES } from "./_framing.ts";
