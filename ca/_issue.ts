@@ -203,8 +203,7 @@ export async function signCsr(
       throw denied(`volume ${JSON.stringify(v)} is not grantable`);
     }
   }
-  const spec: LeafSpec = { ...id, volumes: id.volumes };
-  return await issueLeaf(issuer, csr.publicKey, spec, options);
+  return await issueLeaf(issuer, csr.publicKey, id, options);
 }
 
 /**

@@ -100,6 +100,11 @@ export class Pki {
     return join(this.dir, file);
   }
 
+  /** Lifetime of leaves issued here. */
+  get #leafTtlSeconds(): number {
+    return this.options.leafTtlSeconds ?? DEFAULT_LEAF_TTL_SECONDS;
+  }
+
   get mode(): PkiMode {
     return this.#mode;
   }
@@ -239,7 +244,7 @@ export class Pki {
   async #issueAndRecord(spec: LeafSpec, publicKey: CryptoKey | x509.PublicKey, ttl?: number) {
     const cert = await issueLeaf(this.#issuer(), publicKey, spec, {
       now: this.clock(),
-      ttlSeconds: ttl ?? this.options.leafTtlSeconds ?? DEFAULT_LEAF_TTL_SECONDS,
+      ttlSeconds: ttl ?? this.#leafTtlSeconds,
     });
     await this.#recorded(await this.#registry.record(cert, this.#caCerts[0]));
     return cert;
@@ -307,7 +312,7 @@ export class Pki {
   ): Promise<{ cert: x509.X509Certificate; certPem: string }> {
     const cert = await signCsr(this.#issuer(), csrPem, policy, {
       now: this.clock(),
-      ttlSeconds: options.ttlSeconds ?? this.options.leafTtlSeconds ?? DEFAULT_LEAF_TTL_SECONDS,
+      ttlSeconds: options.ttlSeconds ?? this.#leafTtlSeconds,
     });
     await this.#recorded(await this.#registry.record(cert, this.#caCerts[0]));
     return { cert, certPem: this.#leafPem(cert) };
@@ -407,7 +412,8 @@ export class Pki {
    * against the trusted CAs.
    */
   async importSigned(which: LocalCert, certPem: string): Promise<void> {
-    const cert = parseCertificates(certPem, "imported certificate")[0];
+    const certs = parseCertificates(certPem, "imported certificate");
+    const cert = certs[0];
     const pendingPem = await readOptional(this.#path(FILES.pendingKey(which)));
     const current = this.#local.get(which);
     const pending = pendingPem === undefined
@@ -428,7 +434,7 @@ export class Pki {
       const r = await this.verify(certPem, { requiredEku: eku, allowedRoles: [role] });
       if (!r.ok) throw new InvalidArgumentError(`imported certificate refused: ${r.reason}`);
     }
-    const pem = certificatesPem(parseCertificates(certPem, "imported certificate"));
+    const pem = certificatesPem(certs);
     await writeAtomic(this.#path(FILES.cert(which)), pem, PUBLIC_MODE);
     if (key === pending) {
       await Deno.rename(this.#path(FILES.pendingKey(which)), this.#path(FILES.key(which)));
@@ -445,8 +451,7 @@ export class Pki {
     await rotateCa(this.dir, this.#mode, {
       ...options,
       now: this.clock(),
-      overlapSeconds: options.overlapSeconds ??
-        this.options.leafTtlSeconds ?? DEFAULT_LEAF_TTL_SECONDS,
+      overlapSeconds: options.overlapSeconds ?? this.#leafTtlSeconds,
       caTtlSeconds: this.options.caTtlSeconds,
     });
     await this.reload();

@@ -23,6 +23,7 @@ import type { ApiEnv } from "./_api_auth.ts";
 import { checkQuery, readJsonObject, rejectUnknownFields } from "./_api_validate.ts";
 import { typeName } from "./_volume_rules.ts";
 import type { ClusterCa } from "./_cluster_ca.ts";
+import { caPinOf } from "./_join_token.ts";
 
 /** What the CA routes need from ApiDeps. */
 export interface CaRouteDeps {
@@ -78,10 +79,9 @@ export function parseDuration(value: unknown, field: string): number {
   return seconds;
 }
 
-/** Upper-case, colon-separated SHA-256 of a certificate's DER. */
+/** Upper-case, colon-separated SHA-256 of a certificate's DER (the join-token pin, spelled out). */
 async function fingerprint(cert: x509.X509Certificate): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", cert.rawData));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0").toUpperCase()).join(":");
+  return (await caPinOf(cert.rawData)).toUpperCase().match(/../g)!.join(":");
 }
 
 async function describeCa(cert: x509.X509Certificate): Promise<CaCertificateInfo> {
@@ -204,7 +204,7 @@ function checkCsrMatches(req: ReturnType<typeof parseSignRequest>): void {
 }
 
 /** Reads an optional JSON object body (empty body = {}). */
-async function optionalBody(
+export async function optionalBody(
   c: Parameters<typeof readJsonObject>[0],
 ): Promise<Record<string, unknown>> {
   const len = c.req.header("content-length");

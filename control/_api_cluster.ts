@@ -22,7 +22,7 @@ import {
 } from "../mod/errors.ts";
 import type { JoinTokenInfo } from "../mod/client.ts";
 import { type ApiEnv, JOIN_PATH } from "./_api_auth.ts";
-import { parseDuration } from "./_api_ca.ts";
+import { optionalBody, parseDuration } from "./_api_ca.ts";
 import { checkNodeName, checkQuery, readJsonObject, rejectUnknownFields } from "./_api_validate.ts";
 import { type ClusterCa, JOIN_TOKEN_PREFIX } from "./_cluster_ca.ts";
 import { toBase64 } from "./_cluster_crypto.ts";
@@ -67,10 +67,7 @@ export function registerClusterRoutes(app: Hono<ApiEnv>, deps: ClusterRouteDeps)
   app.post("/v1/cluster/join-tokens", async (c) => {
     checkQuery(c, []);
     const { cluster, store } = need();
-    const len = c.req.header("content-length");
-    const body = len === "0" || (!len && !c.req.header("transfer-encoding"))
-      ? {}
-      : await readJsonObject(c);
+    const body = await optionalBody(c);
     rejectUnknownFields(body, ["ttl"]);
     const ttl = body.ttl === undefined ? DEFAULT_TOKEN_TTL_SECONDS : parseDuration(body.ttl, "ttl");
     if (ttl > MAX_TOKEN_TTL_SECONDS) {

@@ -25,6 +25,7 @@ import {
   KEY_MODE,
   parseCertificates,
   PUBLIC_MODE,
+  readOptional,
   writeAtomic,
 } from "../ca/mod.ts";
 import { FailedPreconditionError, UnavailableError } from "../mod/errors.ts";
@@ -40,7 +41,7 @@ import {
 import { joinCluster } from "./_cluster_join.ts";
 import type { ClusterCertificates } from "./_cluster_revocations.ts";
 import { caPinOf, parseJoinToken } from "./_join_token.ts";
-import { certificateNames } from "./_node_tls.ts";
+import { certificateNames, pkiDirOf } from "./_node_tls.ts";
 import type { ServeConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
 import type { StateStore } from "./state_store.ts";
@@ -66,23 +67,10 @@ export interface ClusterCa {
 export const NEEDS_JOIN_MESSAGE = "this cluster already has a CA; run `ballast cluster " +
   "join-token` on a member and start with `--join TOKEN` (env BALLAST_JOIN_TOKEN)";
 
-export function pkiDirOf(dataDir: string): string {
-  return `${dataDir.replace(/\/+$/, "")}/pki`;
-}
-
-async function readText(path: string): Promise<string | undefined> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return undefined;
-    throw err;
-  }
-}
-
 /** The node's KEK, or undefined when it has none (not a member yet). */
 export async function readKek(pkiDir: string): Promise<Uint8Array | undefined> {
   const path = join(pkiDir, KEK_FILE);
-  const text = await readText(path);
+  const text = await readOptional(path);
   return text === undefined ? undefined : decodeKek(text, path);
 }
 
@@ -155,8 +143,8 @@ async function createClusterCa(
   existingKek: Uint8Array | undefined,
   log: Logger,
 ): Promise<{ record: ClusterCaRecord; kek: Uint8Array } | undefined> {
-  const localCert = await readText(join(dir, FILES.caCert));
-  const localKey = await readText(join(dir, FILES.caKey));
+  const localCert = await readOptional(join(dir, FILES.caCert));
+  const localKey = await readOptional(join(dir, FILES.caKey));
   let certPem: string;
   let keyPem: string;
   let chainPem = "";
@@ -169,7 +157,7 @@ async function createClusterCa(
   }
   if (localCert !== undefined && localKey !== undefined) {
     [certPem, keyPem] = [localCert, localKey];
-    chainPem = await readText(join(dir, FILES.caChain)) ?? "";
+    chainPem = await readOptional(join(dir, FILES.caChain)) ?? "";
   } else {
     const { cert, keys } = await createRootCa();
     certPem = cert.toString("pem") + "\n";
@@ -231,14 +219,14 @@ async function installCaFiles(
   }
   const keyPem = await openCaKey(kek, record.key, record.pin);
   const same = async (file: string, text: string) =>
-    (await readText(join(dir, file)))?.trim() === text.trim();
+    (await readOptional(join(dir, file)))?.trim() === text.trim();
   if (
     await same(FILES.caCert, record.certPem) && await same(FILES.caKey, keyPem) &&
     (record.chainPem.trim() === "" || await same(FILES.caChain, record.chainPem))
   ) {
     return;
   }
-  if ((await readText(join(dir, FILES.caCert))) !== undefined) {
+  if ((await readOptional(join(dir, FILES.caCert))) !== undefined) {
     log.warn("the local CA differs from the cluster CA in etcd: installing the cluster's");
   }
   // Key first: ca.crt is what marks the CA as present (ca/_ca_files.ts).

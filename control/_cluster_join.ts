@@ -131,8 +131,7 @@ export async function joinCluster(o: JoinOptions): Promise<Uint8Array> {
   const kek = decodeKek(answer.kek, "the KEK from the member");
   await openCaKey(kek, o.record.key, o.record.pin); // it must open the CA key before we keep it
 
-  await Deno.mkdir(o.pkiDir, { recursive: true, mode: 0o700 });
-  await writeKek(o.pkiDir, kek);
+  await writeKek(o.pkiDir, kek); // creates pkiDir (0700) if needed
   await writeAtomic(
     join(o.pkiDir, FILES.key("node")),
     await exportPrivateKeyPem(csr.keys.privateKey),

@@ -62,10 +62,7 @@ export async function listenApi(app: FetchApp, opts: ListenApiOptions): Promise<
   const pki = opts.pki;
   const log = opts.logger.child({ listener: "api" });
   const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
-  const context = () => {
-    const creds = pki.credentials("node");
-    return { key: creds.key, cert: creds.cert, ca: pki.trustBundlePem() };
-  };
+  const context = () => pki.credentials("node");
   const server: HttpsServer = createServer(
     { ...context(), requestCert: true, rejectUnauthorized: false, minVersion: "TLSv1.2" },
   );

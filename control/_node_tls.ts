@@ -30,6 +30,11 @@ export interface NodeTls {
 const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
 const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
+/** The PKI directory of a data dir: DIR/pki. */
+export function pkiDirOf(dataDir: string): string {
+  return `${dataDir.replace(/\/+$/, "")}/pki`;
+}
+
 /** The names and addresses the node certificate must cover for the given listeners. */
 export function certificateNames(
   nodeName: string,
@@ -53,23 +58,16 @@ export function certificateNames(
 
 export async function setupNodeTls(config: ServeConfig, log: Logger): Promise<NodeTls> {
   const names = certificateNames(config.nodeName, [config.apiListen, config.nbdListen]);
-  const pki = await openPki(`${config.dataDir.replace(/\/+$/, "")}/pki`, {
+  const dir = pkiDirOf(config.dataDir);
+  const pki = await openPki(dir, {
     nodeName: config.nodeName,
     dnsNames: names.dnsNames,
     ipAddresses: names.ipAddresses,
     leafTtlSeconds: config.certTtlSeconds,
   });
-  const build = (): SecureContext => {
-    const c = pki.credentials("node");
-    return createSecureContext({
-      key: c.key,
-      cert: c.cert,
-      ca: pki.trustBundlePem(),
-      minVersion: "TLSv1.2",
-    });
-  };
+  const build = (): SecureContext =>
+    createSecureContext({ ...pki.credentials("node"), minVersion: "TLSv1.2" });
   if (pki.mode === "external" && pki.pending().length > 0) {
-    const dir = `${config.dataDir.replace(/\/+$/, "")}/pki`;
     throw new FailedPreconditionError(
       `external CA mode: sign ${pki.pending().map((w) => `${dir}/${w}.csr`).join(" and ")} with ` +
         `your CA (keep the requested subjectAltNames; add basicConstraints CA:FALSE, keyUsage ` +

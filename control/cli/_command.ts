@@ -225,21 +225,19 @@ export async function runGuarded(io: Io, body: () => Promise<number | void>): Pr
   }
 }
 
+/** Global flags that take a value (--api, -o/--output, the credential flags), as typed. */
+const HOISTED_WITH_VALUE = new Set(
+  GLOBAL_FLAGS.filter((f) => f.value).flatMap((f) => [
+    `--${f.name}`,
+    ...(f.short ? [`-${f.short}`] : []),
+  ]),
+);
+
 /**
- * Splits global flags (--api URL, -o FORMAT, --help) given before the command word
- * from the rest, so `ballast -o json volume list` works like `ballast volume list -o json`.
+ * Splits global flags (--api URL, -o FORMAT, --cacert FILE, ...) given before the command
+ * word from the rest, so `ballast -o json volume list` works like `ballast volume list -o json`.
  * Returns the command word, the remaining args and the hoisted globals (to append).
  */
-const HOISTED_WITH_VALUE = new Set([
-  "--api",
-  "-o",
-  "--output",
-  "--cacert",
-  "--cert",
-  "--key",
-  "--data-dir",
-]);
-
 export function splitCommandWord(
   args: string[],
 ): { word: string | undefined; rest: string[]; globals: string[] } {
@@ -247,13 +245,11 @@ export function splitCommandWord(
   let i = 0;
   while (i < args.length) {
     const a = args[i];
+    const eq = a.indexOf("=");
     if (HOISTED_WITH_VALUE.has(a)) {
       globals.push(a, ...(i + 1 < args.length ? [args[i + 1]] : []));
       i += 2;
-    } else if (
-      /^(--api|--output|-o|--cacert|--cert|--key|--data-dir)=/.test(a) ||
-      /^-o(table|json)$/.test(a)
-    ) {
+    } else if ((eq > 0 && HOISTED_WITH_VALUE.has(a.slice(0, eq))) || /^-o(table|json)$/.test(a)) {
       globals.push(a);
       i++;
     } else {

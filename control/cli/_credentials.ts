@@ -14,7 +14,7 @@
  */
 
 import { join } from "node:path";
-import { BallastClient } from "../../mod/client.ts";
+import { BallastClient, DEFAULT_API_URL } from "../../mod/client.ts";
 import { BallastError } from "../../mod/errors.ts";
 import type { FlagSpec, Parsed } from "./_command.ts";
 import type { Io } from "./_output.ts";
@@ -41,7 +41,6 @@ export const CREDENTIAL_FLAGS: FlagSpec[] = [
 /** The data dir `deno task start` uses (deno.json), relative to the working directory. */
 export const DEFAULT_DATA_DIR = ".ballast/data";
 export const HTTPS_DEFAULT_API = "https://127.0.0.1:5705";
-export const HTTP_DEFAULT_API = "http://127.0.0.1:5705";
 
 /** Resolved credentials: PEM contents plus where each came from (for messages). */
 export interface Credentials {
@@ -130,7 +129,7 @@ export async function resolveCredentials(
   }
   const explicitApi = (p.values.api as string | undefined) ?? io.env("BALLAST_API");
   const found = out.caCertPem !== undefined || out.certPem !== undefined;
-  out.api = explicitApi ?? (found ? HTTPS_DEFAULT_API : HTTP_DEFAULT_API);
+  out.api = explicitApi ?? (found ? HTTPS_DEFAULT_API : DEFAULT_API_URL);
   return out;
 }
 

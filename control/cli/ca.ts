@@ -12,7 +12,6 @@ import { BallastError } from "../../mod/errors.ts";
 import { parseDuration } from "../_api_ca.ts";
 import {
   type CommandSpec,
-  GLOBAL_FLAGS,
   type Parsed,
   parseGroup,
   requirePositionals,
@@ -21,13 +20,10 @@ import {
   UsageError,
   usageHint,
 } from "./_command.ts";
-import { clientFromFlags, CREDENTIAL_FLAGS } from "./_credentials.ts";
+import { clientFromFlags } from "./_credentials.ts";
 import { caInitCommand } from "./ca_init.ts";
 import { fields, json, table } from "./_output.ts";
 import type { Io } from "./_output.ts";
-
-/** Credential flags, unless the lead made them global already. */
-const CRED = GLOBAL_FLAGS.some((f) => f.name === "cacert") ? [] : CREDENTIAL_FLAGS;
 
 /** File names qemu's tls-creds-x509 `dir` and libnbd's `tls-certificates` expect. */
 export const CLIENT_FILES = {
@@ -46,7 +42,7 @@ const spec = (
   path: `ca ${path}`,
   args,
   summary,
-  flags: [...flags, ...CRED],
+  flags,
   client: true,
   examples,
 });
@@ -141,12 +137,8 @@ export function caCommand(args: string[], io: Io): Promise<number> {
     if (!parsed) return 0;
     const { sub, spec: s, p } = parsed;
     const checked = checkArgs(sub, s, p);
-    const client = await clientFromFlags(p, io);
-    try {
-      return await run(sub, s, p, checked, client, io);
-    } finally {
-      client.close();
-    }
+    using client = await clientFromFlags(p, io);
+    return await run(sub, s, p, checked, client, io);
   });
 }
 

@@ -9,19 +9,15 @@ import { parseDuration } from "../_api_ca.ts";
 import { MAX_TOKEN_TTL_SECONDS } from "../_api_cluster.ts";
 import {
   type CommandSpec,
-  GLOBAL_FLAGS,
   parseGroup,
   requirePositionals,
   runGuarded,
   UsageError,
   usageHint,
 } from "./_command.ts";
-import { clientFromFlags, CREDENTIAL_FLAGS } from "./_credentials.ts";
+import { clientFromFlags } from "./_credentials.ts";
 import { fields, json } from "./_output.ts";
 import type { Io } from "./_output.ts";
-
-/** Credential flags, unless they are global already. */
-const CRED = GLOBAL_FLAGS.some((f) => f.name === "cacert") ? [] : CREDENTIAL_FLAGS;
 
 export const CLUSTER_SPECS: Record<string, CommandSpec> = {
   "join-token": {
@@ -37,7 +33,6 @@ export const CLUSTER_SPECS: Record<string, CommandSpec> = {
         help: "how long the token stays valid, e.g. 15m, 1h, 2d (at most 7d)",
         default: "1h",
       },
-      ...CRED,
     ],
     client: true,
     examples: [
@@ -77,22 +72,18 @@ export function clusterCommand(args: string[], io: Io): Promise<number> {
         throw new UsageError(`invalid --ttl "${ttl}": at most 7d`, usageHint(spec));
       }
     }
-    const client = await clientFromFlags(p, io);
-    try {
-      const t = await client.createJoinToken(ttl);
-      if (p.output === "json") {
-        io.out(json(t));
-        return 0;
-      }
-      io.out(fields([["Token", t.token], ["Id", t.id], ["Expires", t.expiresAt]]));
-      io.out(
-        "\nSingle use. On the new node (empty data dir, same --etcd and --etcd-prefix):\n" +
-          `  ballast serve --data-dir DIR --etcd URL --join ${t.token}\n` +
-          "or set BALLAST_JOIN_TOKEN (keeps the token out of the process list).\n",
-      );
+    using client = await clientFromFlags(p, io);
+    const t = await client.createJoinToken(ttl);
+    if (p.output === "json") {
+      io.out(json(t));
       return 0;
-    } finally {
-      client.close();
     }
+    io.out(fields([["Token", t.token], ["Id", t.id], ["Expires", t.expiresAt]]));
+    io.out(
+      "\nSingle use. On the new node (empty data dir, same --etcd and --etcd-prefix):\n" +
+        `  ballast serve --data-dir DIR --etcd URL --join ${t.token}\n` +
+        "or set BALLAST_JOIN_TOKEN (keeps the token out of the process list).\n",
+    );
+    return 0;
   });
 }

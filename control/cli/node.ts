@@ -65,8 +65,8 @@ export function nodeCommand(args: string[], io: Io): Promise<number> {
   return runGuarded(io, async () => {
     const parsed = parseGroup(NODE_GROUP, NODE_SPECS, args, io);
     if (!parsed) return 0;
-    const { sub, spec: spec, p } = parsed;
-    const client = await clientFromFlags(p, io);
+    const { sub, spec, p } = parsed;
+    using client = await clientFromFlags(p, io);
     if (sub === "list") {
       requirePositionals(spec, p, []);
       const items = await client.listNodes();

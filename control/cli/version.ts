@@ -44,9 +44,12 @@ export function versionCommand(args: string[], io: Io): Promise<number> {
       apiVersion: "v1",
     };
     let server: VersionInfo | null = null;
+    let at = p.api;
     let note = "";
     try {
-      server = await (await clientFromFlags(p, io, { timeoutMs: 5_000 })).version();
+      using api = await clientFromFlags(p, io, { timeoutMs: 5_000 });
+      at = api.baseUrl;
+      server = await api.version();
     } catch (err) {
       if (!(err instanceof BallastError)) throw err;
       note = err.message;
@@ -57,7 +60,7 @@ export function versionCommand(args: string[], io: Io): Promise<number> {
       io.out(`Client: ${client.version} (deno ${client.deno})\n`);
       if (server) {
         io.out(
-          `Server: ${server.version} (deno ${server.deno}, api ${server.apiVersion}) at ${p.api}\n`,
+          `Server: ${server.version} (deno ${server.deno}, api ${server.apiVersion}) at ${at}\n`,
         );
       }
     }

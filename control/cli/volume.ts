@@ -107,8 +107,8 @@ export function volumeCommand(args: string[], io: Io): Promise<number> {
   return runGuarded(io, async () => {
     const parsed = parseGroup(VOLUME_GROUP, VOLUME_SPECS, args, io);
     if (!parsed) return 0;
-    const { sub, spec: spec, p } = parsed;
-    const client = await clientFromFlags(p, io);
+    const { sub, spec, p } = parsed;
+    using client = await clientFromFlags(p, io);
     switch (sub) {
       case "create": {
         const [name] = requirePositionals(spec, p, ["NAME"]);
