@@ -25,7 +25,8 @@ import {
 } from "../ca/mod.ts";
 import { UnavailableError } from "../mod/errors.ts";
 import type { Logger } from "./log.ts";
-import type { KeyValue, StateStore, Watch } from "./state_store.ts";
+import type { KeyValue, StateStore } from "./state_store.ts";
+import { followPrefix } from "./_follow_prefix.ts";
 import { abortableSleep } from "./_volume_record.ts";
 
 export const CA_ISSUED_PREFIX = "/ballast/cluster/ca/issued/";
@@ -275,56 +276,36 @@ export class ClusterCertificates {
     if (this.#pending.size) void this.#kick();
   }
 
-  /** List, then watch from the list revision + 1; runs until stop(). */
+  /** List, then watch from the list revision + 1 (_follow_prefix.ts); runs until stop(). */
   async #watch(firstListing: () => void): Promise<void> {
-    const stop = this.#stop.signal;
-    let backoff: number = BACKOFF_MS[0];
-    while (!stop.aborted) {
-      let watch: Watch | undefined;
-      const cancel = () => watch?.cancel();
-      stop.addEventListener("abort", cancel);
-      try {
-        const { kvs, revision } = await this.#store.list(CA_REVOKED_PREFIX);
+    await followPrefix(this.#store, CA_REVOKED_PREFIX, {
+      onList: async (kvs) => {
         await this.#listed(kvs);
         firstListing();
-        if (stop.aborted) return;
-        watch = this.#store.watch(CA_REVOKED_PREFIX, { startRevision: revision + 1 });
-        for await (const msg of watch) {
-          backoff = BACKOFF_MS[0];
-          if (msg.kind === "compacted") {
-            this.#log.info(
-              { compactRevision: msg.compactRevision },
-              "revocation watch compacted; listing again",
-            );
-            break;
-          }
-          const puts = msg.events.filter((e) => e.type === "put").map((e) => e.kv);
-          const { records } = parseRecords<SharedRevocation>(
-            puts,
-            CA_REVOKED_PREFIX,
-            REVOKED_FIELDS,
+      },
+      onEvents: async (events) => {
+        const puts = events.filter((e) => e.type === "put").map((e) => e.kv);
+        const { records } = parseRecords<SharedRevocation>(
+          puts,
+          CA_REVOKED_PREFIX,
+          REVOKED_FIELDS,
+        );
+        const by = new Map(records.map((r) => [r.serial, r.revokedBy]));
+        for (const r of await this.#pki.mergeRevocations(records)) {
+          this.#log.warn(
+            { serial: r.serial, revokedBy: by.get(r.serial) },
+            "certificate revoked by another member: refused from now on",
           );
-          const by = new Map(records.map((r) => [r.serial, r.revokedBy]));
-          for (const r of await this.#pki.mergeRevocations(records)) {
-            this.#log.warn(
-              { serial: r.serial, revokedBy: by.get(r.serial) },
-              "certificate revoked by another member: refused from now on",
-            );
-          }
         }
-        // The watch ended (compacted, or the store closed it): list again, not in a spin.
-        if (!stop.aborted) await abortableSleep(BACKOFF_MS[0], stop);
-      } catch (err) {
-        firstListing();
-        if (stop.aborted) return;
-        this.#log.warn({ err: String(err), retryMs: backoff }, "revocation watch failed; retrying");
-        await abortableSleep(backoff, stop);
-        backoff = Math.min(backoff * 2, BACKOFF_MS[1]);
-      } finally {
-        stop.removeEventListener("abort", cancel);
-        watch?.cancel();
-      }
-    }
+      },
+      onError: () => firstListing(),
+    }, {
+      signal: this.#stop.signal,
+      logger: this.#log,
+      what: "revocation",
+      logCompaction: true,
+      // The watch ended (compacted, or the store closed it): list again, not in a spin.
+    });
     firstListing();
   }
 }

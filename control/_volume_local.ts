@@ -17,6 +17,7 @@ import type { DataPlane } from "../data/plane.ts";
 import type { Logger } from "./log.ts";
 import type { KeyValue, StateStore } from "./state_store.ts";
 import {
+  abortableSleep,
   dataPlaneError,
   parseRecord,
   specOf,
@@ -117,7 +118,7 @@ export async function awaitRemoteDelete(
         { state: rec.state },
       );
     }
-    await new Promise((r) => setTimeout(r, REMOTE_DELETE_POLL_MS));
+    await abortableSleep(REMOTE_DELETE_POLL_MS);
   }
   log.warn(
     { waitedMs: REMOTE_DELETE_WAIT_MS },

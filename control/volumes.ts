@@ -99,12 +99,9 @@ export class VolumeService {
   readonly #plane: DataPlane;
   readonly #log: Logger;
   readonly #node: string;
-  readonly #cluster: boolean;
   readonly #now: () => Date;
   /** Per-volume chains serializing mutations from this process. */
   readonly #locks = new Map<string, Promise<unknown>>();
-  /** Size of each local store this node has created, opened or grown (master only). */
-  readonly #localSize = new Map<string, number>();
   #follow: { stop(): Promise<void> } | undefined;
   readonly #orphanMinAgeMs: number;
   readonly #retryBackoffMs: readonly [number, number] | undefined;
@@ -117,7 +114,6 @@ export class VolumeService {
     this.#plane = options.dataPlane;
     this.#log = options.logger;
     this.#node = options.nodeName;
-    this.#cluster = options.clusterMode ?? false;
     this.#now = options.now ?? (() => new Date());
     this.#orphanMinAgeMs = options.orphanMinAgeMs ?? ORPHAN_MIN_AGE_MS;
     this.#retryBackoffMs = options.retryBackoffMs;
@@ -127,9 +123,9 @@ export class VolumeService {
       log: this.#log,
       node: this.#node,
       now: this.#now,
-      localSize: this.#localSize,
+      localSize: new Map(),
     };
-    if (this.#cluster) {
+    if (options.clusterMode) {
       this.#groups = new VolumeGroups({
         store: this.#store,
         plane: this.#plane,
@@ -236,7 +232,7 @@ export class VolumeService {
             } catch (err) {
               throw dataPlaneError(err, `cannot resize volume "${name}"`);
             }
-            this.#localSize.set(name, sizeBytes);
+            this.#ctx.localSize.set(name, sizeBytes);
           }
           next.sizeBytes = sizeBytes;
         }
@@ -305,7 +301,7 @@ export class VolumeService {
         );
         throw dataPlaneError(err, `cannot delete volume "${name}"`);
       }
-      this.#localSize.delete(name);
+      this.#ctx.localSize.delete(name);
       await this.#store.delete(VOLUME_PREFIX + name);
       this.#log.info({ volume: name, force }, "volume deleted");
     });
@@ -344,7 +340,7 @@ export class VolumeService {
   async reconcile(): Promise<ReconcileReport> {
     const report = await reconcileLocal(this.#ctx);
     // Only in cluster mode, where forced deletes leave copies on down members behind.
-    if (!this.#cluster) return report;
+    if (!this.#groups) return report;
     report.movedOrphans = await removeOrphans({
       ...this.#ctx,
       minAgeMs: this.#orphanMinAgeMs,

@@ -380,19 +380,20 @@ export class GroupDriver {
       this.feed({ type: "response-lost" });
     }, this.#o.requestTimeoutMs);
     this.#timers.add(timer);
+    /** Claims the outcome for this request; false if it timed out or was superseded. */
+    const settle = (): boolean => {
+      if (settled || id !== this.#request) return false;
+      settled = true;
+      clearTimeout(timer);
+      this.#timers.delete(timer);
+      return true;
+    };
     fn().then(
       (event) => {
-        if (settled || id !== this.#request) return;
-        settled = true;
-        clearTimeout(timer);
-        this.#timers.delete(timer);
-        if (event) this.feed(event);
+        if (settle() && event) this.feed(event);
       },
       (err) => {
-        if (settled || id !== this.#request) return;
-        settled = true;
-        clearTimeout(timer);
-        this.#timers.delete(timer);
+        if (!settle()) return;
         const level = err instanceof UnavailableError ? "warn" : "error";
         this.#log[level]({ err: String(err) }, "group: store request failed");
         this.feed({ type: "response-lost" });

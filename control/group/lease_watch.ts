@@ -7,9 +7,8 @@
 
 import type { Logger } from "../log.ts";
 import { ALIVE_SUFFIX, NODE_PREFIX } from "../nodes.ts";
-import type { StateStore, Watch } from "../state_store.ts";
-
-const WATCH_BACKOFF_MS = [100, 5_000] as const;
+import type { StateStore } from "../state_store.ts";
+import { followPrefix } from "../_follow_prefix.ts";
 
 /**
  * Which nodes' liveness leases are up, from one prefix watch on the node keys (list,
@@ -118,50 +117,31 @@ export class LeaseWatch {
     for (const fn of this.#subs) fn(node, up);
   }
 
-  async #run(stop: AbortSignal): Promise<void> {
-    let backoff: number = WATCH_BACKOFF_MS[0];
-    while (!stop.aborted) {
-      let watch: Watch | undefined;
-      const cancel = () => watch?.cancel();
-      stop.addEventListener("abort", cancel);
-      try {
-        const { kvs, revision } = await this.#store.list(NODE_PREFIX);
+  #run(stop: AbortSignal): Promise<void> {
+    const nodeOf = (key: string) => key.slice(NODE_PREFIX.length);
+    return followPrefix(this.#store, NODE_PREFIX, {
+      onList: (kvs) => {
         const known = new Set<string>();
         const alive = new Set<string>();
         for (const kv of kvs) {
-          const rest = kv.key.slice(NODE_PREFIX.length);
+          const rest = nodeOf(kv.key);
           if (rest.endsWith(ALIVE_SUFFIX)) alive.add(rest.slice(0, -ALIVE_SUFFIX.length));
           else if (!rest.includes("/")) known.add(rest);
         }
         for (const n of alive) known.add(n);
         for (const n of known) this.#set(n, alive.has(n));
         this.#markReady();
-        if (stop.aborted) return;
-        watch = this.#store.watch(NODE_PREFIX, { startRevision: revision + 1 });
-        for await (const msg of watch) {
-          backoff = WATCH_BACKOFF_MS[0];
-          if (msg.kind === "compacted") break;
-          for (const ev of msg.events) {
-            const rest = ev.kv.key.slice(NODE_PREFIX.length);
-            if (rest.endsWith(ALIVE_SUFFIX)) {
-              this.#set(rest.slice(0, -ALIVE_SUFFIX.length), ev.type === "put");
-            } else if (!rest.includes("/") && ev.type === "put") {
-              this.#known.add(rest);
-            }
+      },
+      onEvents: (events) => {
+        for (const ev of events) {
+          const rest = nodeOf(ev.kv.key);
+          if (rest.endsWith(ALIVE_SUFFIX)) {
+            this.#set(rest.slice(0, -ALIVE_SUFFIX.length), ev.type === "put");
+          } else if (!rest.includes("/") && ev.type === "put") {
+            this.#known.add(rest);
           }
         }
-      } catch (err) {
-        if (stop.aborted) return;
-        this.#log.warn({ err: String(err), retryMs: backoff }, "lease watch failed; retrying");
-        await new Promise<void>((r) => {
-          const t = setTimeout(r, backoff);
-          stop.addEventListener("abort", () => (clearTimeout(t), r()), { once: true });
-        });
-        backoff = Math.min(backoff * 2, WATCH_BACKOFF_MS[1]);
-      } finally {
-        stop.removeEventListener("abort", cancel);
-        watch?.cancel();
-      }
-    }
+      },
+    }, { signal: stop, logger: this.#log, what: "lease" });
   }
 }

@@ -102,13 +102,5 @@ export function readyNode(name: string): NodeInfo {
   };
 }
 
-export async function eventually(what: string, check: () => Promise<boolean>, ms = 5_000) {
-  const deadline = Date.now() + ms;
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 export const fileSize = (path: string): Promise<number> =>
   Deno.stat(path).then((s) => s.size, () => -1);

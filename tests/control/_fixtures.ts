@@ -110,6 +110,71 @@ export async function call(
   return { status: res.status, headers: res.headers, body: parsed };
 }
 
+/** Polls `check` every `pollMs` until it holds; throws naming `what` after `ms`. */
+export async function eventually(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  ms = 5_000,
+  pollMs = 50,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!await check()) {
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+/** Runs `fn` with an embedded store on a temp dir, then closes it and removes the dir. */
+export async function withSqlite(fn: (store: SqliteStateStore) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "ballast-store-" });
+  const store = SqliteStateStore.open(`${dir}/state.db`);
+  try {
+    await fn(store);
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
+ * Wraps the real store so that, once armed, each of the next `count` transactions whose
+ * compares `match` first runs `before` on the real store (throwing fails the transaction).
+ */
+export function armedTxnStore(): {
+  wrap: (inner: StateStore) => StateStore;
+  arm: (
+    count: number,
+    match: (c: Compare) => boolean,
+    before: (inner: StateStore) => Promise<void>,
+  ) => void;
+} {
+  let armed:
+    | { left: number; match: (c: Compare) => boolean; before: (s: StateStore) => Promise<void> }
+    | undefined;
+  return {
+    arm(count, match, before) {
+      armed = { left: count, match, before };
+    },
+    wrap: (inner) =>
+      new Proxy(inner, {
+        get(target, prop, receiver) {
+          if (prop === "txn") {
+            return async (compares: Compare[], success: Op[], failure?: Op[]) => {
+              const a = armed;
+              if (a && a.left > 0 && compares.some(a.match)) {
+                a.left--;
+                await a.before(target);
+              }
+              return target.txn(compares, success, failure);
+            };
+          }
+          const v = Reflect.get(target, prop, receiver);
+          return typeof v === "function" ? v.bind(target) : v;
+        },
+      }),
+  };
+}
+
 /**
  * Wraps the real store so that, once armed, the next `count` compare-and-swap
  * transactions on `key` lose a race: just before each, `interleave` rewrites the key
@@ -119,31 +184,13 @@ export function racingStore(): {
   wrap: (inner: StateStore) => StateStore;
   arm: (key: string, count: number, interleave: (value: string) => string) => void;
 } {
-  let armed: { key: string; left: number; interleave: (value: string) => string } | undefined;
+  const armed = armedTxnStore();
   return {
-    arm(key, count, interleave) {
-      armed = { key, left: count, interleave };
-    },
-    wrap: (inner) =>
-      new Proxy(inner, {
-        get(target, prop, receiver) {
-          if (prop === "txn") {
-            return async (compares: Compare[], success: Op[], failure?: Op[]) => {
-              const a = armed;
-              if (
-                a && a.left > 0 &&
-                compares.some((c) => c.key === a.key && c.target === "modRevision")
-              ) {
-                a.left--;
-                const kv = await target.get(a.key);
-                if (kv) await target.put(a.key, a.interleave(kv.value));
-              }
-              return target.txn(compares, success, failure);
-            };
-          }
-          const v = Reflect.get(target, prop, receiver);
-          return typeof v === "function" ? v.bind(target) : v;
-        },
+    wrap: armed.wrap,
+    arm: (key, count, interleave) =>
+      armed.arm(count, (c) => c.key === key && c.target === "modRevision", async (store) => {
+        const kv = await store.get(key);
+        if (kv) await store.put(key, interleave(kv.value));
       }),
   };
 }

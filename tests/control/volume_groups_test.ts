@@ -11,17 +11,12 @@ import { newRecord } from "../../control/group/record.ts";
 import { specOf, VOLUME_PREFIX, type VolumeRecord } from "../../control/_volume_record.ts";
 import { FailedPreconditionError, UnavailableError } from "../../mod/errors.ts";
 import type { DataPlane } from "../../data/plane.ts";
-import type { Compare, Op, StateStore } from "../../control/state_store.ts";
+import type { StateStore } from "../../control/state_store.ts";
+import { armedTxnStore, eventually } from "./_fixtures.ts";
 import { assert, assertEquals, assertRejects } from "../_assert.ts";
 import { NODE_PREFIX } from "../../control/nodes.ts";
 import { ETCD_INSTALLED, type EtcdCluster, startEtcd } from "./_etcd_harness.ts";
-import {
-  type ClusterNode,
-  eventually,
-  fileSize,
-  readyNode,
-  startClusterNode,
-} from "./_cluster_node.ts";
+import { type ClusterNode, fileSize, readyNode, startClusterNode } from "./_cluster_node.ts";
 
 const MiB = 2 ** 20;
 
@@ -186,25 +181,15 @@ function planeWith(
 
 /** A store whose next `count` transactions on `key` fail like an etcd outage, once armed. */
 function flakyStore(): { wrap: (s: StateStore) => StateStore; arm(key: string, n: number): void } {
-  let armed: { key: string; left: number } | undefined;
+  const armed = armedTxnStore();
   return {
-    arm: (key, n) => armed = { key, left: n },
-    wrap: (inner) =>
-      new Proxy(inner, {
-        get(target, prop, receiver) {
-          if (prop === "txn") {
-            return (compares: Compare[], success: Op[], failure?: Op[]) => {
-              if (armed && armed.left > 0 && compares.some((c) => c.key === armed!.key)) {
-                armed.left--;
-                return Promise.reject(new UnavailableError("control plane unavailable: test"));
-              }
-              return target.txn(compares, success, failure);
-            };
-          }
-          const v = Reflect.get(target, prop, receiver);
-          return typeof v === "function" ? v.bind(target) : v;
-        },
-      }),
+    wrap: armed.wrap,
+    arm: (key, n) =>
+      armed.arm(
+        n,
+        (c) => c.key === key,
+        () => Promise.reject(new UnavailableError("control plane unavailable: test")),
+      ),
   };
 }
 

@@ -5,8 +5,8 @@ import { NodeRegistry } from "../../control/nodes.ts";
 import { VOLUME_PREFIX, VolumeService } from "../../control/volumes.ts";
 import { ConflictError, FailedPreconditionError } from "../../mod/errors.ts";
 import { assert, assertEquals, assertRejects } from "../_assert.ts";
-import { attachNbd, call, NODE, racingStore, startTestNode } from "./_fixtures.ts";
-import { eventually, fileSize, startClusterNode } from "./_cluster_node.ts";
+import { attachNbd, call, eventually, NODE, racingStore, startTestNode } from "./_fixtures.ts";
+import { fileSize, startClusterNode } from "./_cluster_node.ts";
 
 const KEY = VOLUME_PREFIX + "v";
 const otherWriter = (value: string) =>

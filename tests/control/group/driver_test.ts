@@ -11,7 +11,7 @@ import { LeaseWatch } from "../../../control/group/lease_watch.ts";
 import { type GroupRecord, newRecord } from "../../../control/group/record.ts";
 import { silentLogger } from "../../../control/log.ts";
 import { aliveKey, NODE_PREFIX } from "../../../control/nodes.ts";
-import { SqliteStateStore } from "../../../control/sqlite_store.ts";
+import { eventually as poll, withSqlite } from "../_fixtures.ts";
 import type { StateStore } from "../../../control/state_store.ts";
 import { EtcdStateStore } from "../../../control/etcd_store.ts";
 import { ETCD_INSTALLED, startEtcd } from "../_etcd_harness.ts";
@@ -69,24 +69,8 @@ async function stored(store: StateStore): Promise<{ other: string; group: GroupR
   return JSON.parse((await store.get(KEY))!.value);
 }
 
-async function eventually(what: string, check: () => Promise<boolean> | boolean) {
-  const deadline = Date.now() + LIVENESS_MS;
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`not within ${LIVENESS_MS} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-async function withSqlite(fn: (store: SqliteStateStore) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "ballast-driver-" });
-  const store = SqliteStateStore.open(`${dir}/state.db`);
-  try {
-    await fn(store);
-  } finally {
-    await store.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const eventually = (what: string, check: () => Promise<boolean> | boolean) =>
+  poll(what, check, LIVENESS_MS, 20);
 
 Deno.test("GroupDriver: the master serves; when its lease goes an in-sync replica takes over at epoch 2", async () => {
   await withSqlite(async (store) => {

@@ -8,18 +8,8 @@ import { assertEquals } from "../../_assert.ts";
 import { LeaseWatch } from "../../../control/group/lease_watch.ts";
 import { silentLogger } from "../../../control/log.ts";
 import { aliveKey, NODE_PREFIX } from "../../../control/nodes.ts";
-import { SqliteStateStore } from "../../../control/sqlite_store.ts";
-
-async function withStore(fn: (store: SqliteStateStore) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "ballast-leasewatch-" });
-  const store = SqliteStateStore.open(`${dir}/state.db`);
-  try {
-    await fn(store);
-  } finally {
-    await store.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import type { SqliteStateStore } from "../../../control/sqlite_store.ts";
+import { eventually, withSqlite } from "../_fixtures.ts";
 
 async function register(store: SqliteStateStore, node: string): Promise<number> {
   await store.put(NODE_PREFIX + node, JSON.stringify({ name: node }));
@@ -30,16 +20,8 @@ async function register(store: SqliteStateStore, node: string): Promise<number> 
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until(what: string, check: () => boolean, capMs = 10_000): Promise<void> {
-  const deadline = Date.now() + capMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`not within ${capMs} ms: ${what}`);
-    await sleep(10);
-  }
-}
-
 Deno.test("LeaseWatch: a lease renewed within the grace is never reported; one that stays gone is", async () => {
-  await withStore(async (store) => {
+  await withSqlite(async (store) => {
     await register(store, "n1");
     const lease2 = await register(store, "n2");
     const watch = new LeaseWatch({ store, logger: silentLogger(), graceMs: 600 });
@@ -58,10 +40,10 @@ Deno.test("LeaseWatch: a lease renewed within the grace is never reported; one t
 
       // Now n2 really dies.
       await store.revokeLease(lease2b);
-      await until("n2 reported down", () => seen.length > 0);
+      await eventually("n2 reported down", () => seen.length > 0, 10_000, 10);
       assertEquals([seen, watch.down()], [["n2 down"], ["n2"]]);
       await register(store, "n2");
-      await until("n2 reported up", () => seen.length > 1);
+      await eventually("n2 reported up", () => seen.length > 1, 10_000, 10);
       assertEquals([seen, watch.down()], [["n2 down", "n2 up"], []]);
     } finally {
       await watch.stop();
@@ -70,7 +52,7 @@ Deno.test("LeaseWatch: a lease renewed within the grace is never reported; one t
 });
 
 Deno.test("LeaseWatch: a node already without a lease at start is down at once", async () => {
-  await withStore(async (store) => {
+  await withSqlite(async (store) => {
     await register(store, "n1");
     await store.put(NODE_PREFIX + "n3", JSON.stringify({ name: "n3" }));
     const watch = new LeaseWatch({ store, logger: silentLogger(), graceMs: 60_000 });
