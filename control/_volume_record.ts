@@ -13,7 +13,7 @@ import {
 import type { Volume } from "../mod/types.ts";
 import type { VolumeSpec } from "../data/plane.ts";
 import type { GroupRecord } from "./group/record.ts";
-import { aliveKey } from "./nodes.ts";
+import { livenessCompares } from "./nodes.ts";
 import { type StaleMark, withStaleTracking } from "./_read_cache.ts";
 import type { Compare, KeyValue, StateStore } from "./state_store.ts";
 
@@ -126,8 +126,9 @@ export async function freshGet(store: StateStore, key: string): Promise<KeyValue
 const CAS_ATTEMPTS = 20;
 
 /**
- * Read-modify-write of one volume record by compare-and-swap, retried on conflicts.
- * `change` returns the next record, "delete", or undefined for no change; it gets the
+ * Read-modify-write of one volume record by compare-and-swap, retried on conflicts (every
+ * volume change goes through here). `change` (called again on each attempt) returns the next
+ * record, "delete", or undefined for no change; it gets the
  * nodes `downGuard` named for this attempt, and the same transaction requires each of
  * their liveness keys to be absent (a node that came back makes the attempt start over).
  * Returns what was applied; undefined when nothing changed, the record is gone or
@@ -137,7 +138,10 @@ export async function casRecord(
   store: StateStore,
   name: string,
   uuid: string | undefined,
-  change: (rec: VolumeRecord, down: string[]) => VolumeRecord | "delete" | undefined,
+  change: (
+    rec: VolumeRecord,
+    down: string[],
+  ) => VolumeRecord | "delete" | undefined | Promise<VolumeRecord | "delete" | undefined>,
   options: { downGuard?: (rec: VolumeRecord) => Promise<string[]> | string[] } = {},
 ): Promise<VolumeRecord | "delete" | undefined> {
   const key = VOLUME_PREFIX + name;
@@ -147,11 +151,11 @@ export async function casRecord(
     const rec = parseRecord(kv);
     if (uuid !== undefined && rec.uuid !== uuid) return undefined;
     const down = (await options.downGuard?.(rec)) ?? [];
-    const next = change(rec, down);
+    const next = await change(rec, down);
     if (next === undefined) return undefined;
     const compares: Compare[] = [
       { key, target: "modRevision", op: "==", value: kv.modRevision },
-      ...down.map((n): Compare => ({ key: aliveKey(n), target: "version", op: "==", value: 0 })),
+      ...livenessCompares(down),
     ];
     const res = await store.txn(compares, [
       next === "delete" ? { type: "delete", key } : {

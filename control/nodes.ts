@@ -17,7 +17,7 @@ import { NotFoundError } from "../mod/errors.ts";
 import type { NodeInfo } from "../mod/types.ts";
 import type { DataPlane } from "../data/plane.ts";
 import type { Logger } from "./log.ts";
-import type { Op, StateStore } from "./state_store.ts";
+import type { Compare, Op, StateStore } from "./state_store.ts";
 import type { NodeProbe } from "./_node_probe.ts";
 
 export const NODE_PREFIX = "/ballast/nodes/";
@@ -27,6 +27,18 @@ const CORDON_SUFFIX = "/cordon";
 /** The liveness key of a node. */
 export function aliveKey(node: string): string {
   return NODE_PREFIX + node + ALIVE_SUFFIX;
+}
+
+/**
+ * The lease guard of a group change: compares that hold while every node in `down` has no
+ * liveness key and every node in `up` has one, so a node that came back (or went away)
+ * since the decision makes the transaction fail.
+ */
+export function livenessCompares(down: readonly string[], up: readonly string[] = []): Compare[] {
+  return [
+    ...down.map((n): Compare => ({ key: aliveKey(n), target: "version", op: "==", value: 0 })),
+    ...up.map((n): Compare => ({ key: aliveKey(n), target: "version", op: ">", value: 0 })),
+  ];
 }
 
 /** What the cordon key holds. */

@@ -24,12 +24,7 @@
  * @module
  */
 
-import {
-  ConflictError,
-  FailedPreconditionError,
-  InvalidArgumentError,
-  NotFoundError,
-} from "../mod/errors.ts";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../mod/errors.ts";
 import type {
   CreateVolumeRequest,
   NodeInfo,
@@ -50,6 +45,7 @@ import {
   describeSize,
 } from "./_volume_rules.ts";
 import {
+  casRecord,
   dataPlaneError,
   parseRecord,
   toVolume,
@@ -70,8 +66,6 @@ import {
 } from "./_volume_local.ts";
 
 export { type ReconcileReport, VOLUME_PREFIX, type VolumeRecord };
-/** How often an update retries after losing a compare-and-swap race. */
-const CAS_ATTEMPTS = 5;
 
 export interface VolumeServiceOptions {
   store: StateStore;
@@ -355,26 +349,14 @@ export class VolumeService {
    * Read-modify-write with compare-and-swap on modRevision, retried when another
    * writer got there first. `change` may throw to abort.
    */
+  /** casRecord() of a volume that must exist; `change` never asks to delete. */
   async #casUpdate(
     name: string,
     change: (rec: VolumeRecord) => VolumeRecord | Promise<VolumeRecord>,
   ): Promise<VolumeRecord> {
-    const key = VOLUME_PREFIX + name;
-    for (let attempt = 1; attempt <= CAS_ATTEMPTS; attempt++) {
-      const kv = await this.#store.get(key);
-      if (!kv) throw new NotFoundError("volume", name);
-      const next = await change(parseRecord(kv));
-      const res = await this.#store.txn(
-        [{ key, target: "modRevision", op: "==", value: kv.modRevision }],
-        [{ type: "put", key, value: JSON.stringify(next) }],
-      );
-      if (res.succeeded) return next;
-      this.#log.debug({ volume: name, attempt }, "volume update lost a race; retrying");
-    }
-    throw new ConflictError(
-      `volume "${name}" kept changing during the update (${CAS_ATTEMPTS} attempts); retry`,
-      { name },
-    );
+    const next = await casRecord(this.#store, name, undefined, change);
+    if (next === undefined || next === "delete") throw new NotFoundError("volume", name);
+    return next;
   }
 
   #withLive(record: VolumeRecord): Volume {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): installs what the tests need, runs
 # `deno task test` (extra arguments are passed on, e.g. --filter NAME), keeps
-# the output in a log, and ends with the plain line CI reads:
+# the output in a log (.ballast/test.log, or $BALLAST_TEST_OUTPUT; not
+# BALLAST_TEST_LOG, which is the tests' own server log level), and ends with the plain line CI reads:
 #
 #   N passed, M failed[, K skipped]
 #
@@ -13,7 +14,7 @@ set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
-LOG="${BALLAST_TEST_LOG:-.ballast/test.log}"
+LOG="${BALLAST_TEST_OUTPUT:-.ballast/test.log}"
 mkdir -p "$(dirname "$LOG")"
 
 if ! bash scripts/setup.sh; then

@@ -22,7 +22,7 @@
 
 import { UnavailableError } from "../../mod/errors.ts";
 import type { Logger } from "../log.ts";
-import { aliveKey } from "../nodes.ts";
+import { aliveKey, livenessCompares } from "../nodes.ts";
 import type { Compare, KeyValue, Op, StateStore } from "../state_store.ts";
 import type { LeaseWatch } from "./lease_watch.ts";
 import {
@@ -312,18 +312,7 @@ export class GroupDriver {
       const guarded = [...guard.down, ...guard.up];
       const compares: Compare[] = [
         { key, target: "modRevision", op: "==", value: expectedRevision },
-        ...guard.down.map((n): Compare => ({
-          key: aliveKey(n),
-          target: "version",
-          op: "==",
-          value: 0,
-        })),
-        ...guard.up.map((n): Compare => ({
-          key: aliveKey(n),
-          target: "version",
-          op: ">",
-          value: 0,
-        })),
+        ...livenessCompares(guard.down, guard.up),
       ];
       const value = base === undefined ? undefined : this.#o.encode(base, record);
       const failure: Op[] = [

@@ -240,6 +240,9 @@ export class Connection {
         // The WRITE payload stays in place in #in until the next fill.
         this.#in.start = next;
         progressed = true;
+        // Validate -> (write gate) -> execute -> reply: a request the spec refuses is
+        // answered at once, never held behind the control plane.
+        if (this.#refused(req, ctx, exp)) continue;
         if (
           exp.writeGate !== undefined &&
           (isWrite || req.type === C.NBD_CMD_TRIM || req.type === C.NBD_CMD_WRITE_ZEROES) &&
@@ -291,8 +294,8 @@ export class Connection {
     }
   }
 
-  /** Validate -> execute -> reply. `payload` is where a WRITE's data starts in #in. */
-  #execute(req: Request, ctx: TransmissionContext, exp: LiveExport, payload: number): void {
+  /** Answers `req` with an error if it is invalid or the server is stopping; says whether. */
+  #refused(req: Request, ctx: TransmissionContext, exp: LiveExport): boolean {
     const bad = validateRequest(req, ctx);
     if (bad) {
       this.#log.warn(
@@ -301,12 +304,17 @@ export class Connection {
       );
       exp.stats.protocolErrors++;
       this.#reject(req, bad.error, bad.message);
-      return;
+      return true;
     }
     if (this.#shuttingDown) {
       this.#reject(req, C.NBD_ESHUTDOWN, "server is shutting down", MSG_SHUTDOWN);
-      return;
+      return true;
     }
+    return false;
+  }
+
+  /** Executes a valid request and queues its reply. `payload` is where a WRITE's data starts. */
+  #execute(req: Request, ctx: TransmissionContext, exp: LiveExport, payload: number): void {
     const t0 = performance.now();
     const store = exp.store;
     const stats = exp.stats;

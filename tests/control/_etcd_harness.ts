@@ -7,6 +7,8 @@
  * @module
  */
 
+import { freePort } from "../_ports.ts";
+
 /** Whether the etcd binaries are installed (tests skip honestly when not). */
 export const ETCD_INSTALLED: boolean = ["etcd", "etcdctl"].every(onPath);
 
@@ -62,13 +64,6 @@ globalThis.addEventListener("unload", () => {
     } catch { /* gone */ }
   }
 });
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 async function run(cmd: string, args: string[], cwd?: string): Promise<string> {
   const out = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" })
@@ -160,11 +155,18 @@ export async function startEtcd(
   const scheme = tls ? "https" : "http";
   const members = Array.from({ length: n }, (_, i) => ({
     name: `m${i}`,
-    client: `${scheme}://127.0.0.1:${freePort()}`,
-    peer: `http://127.0.0.1:${freePort()}`,
+    client: "",
+    peer: "",
     child: undefined as Deno.ChildProcess | undefined,
   }));
-  const initialCluster = members.map((m) => `${m.name}=${m.peer}`).join(",");
+  let initialCluster = "";
+  const pickPorts = () => {
+    for (const m of members) {
+      m.client = `${scheme}://127.0.0.1:${freePort()}`;
+      m.peer = `http://127.0.0.1:${freePort()}`;
+    }
+    initialCluster = members.map((m) => `${m.name}=${m.peer}`).join(",");
+  };
   const tlsArgs = tls
     ? [
       "--client-cert-auth",
@@ -213,10 +215,11 @@ export async function startEtcd(
         await ctl(endpoints, ["endpoint", "health", "--command-timeout=2s"]);
         return;
       } catch (err) {
-        if (Date.now() > deadline) {
-          const logs = await Promise.all(
-            members.map((m) => Deno.readTextFile(`${dir}/${m.name}.log`).catch(() => "")),
-          );
+        const logs = await Promise.all(
+          members.map((m) => Deno.readTextFile(`${dir}/${m.name}.log`).catch(() => "")),
+        );
+        // A member that lost its port exits at once: no use waiting out the deadline.
+        if (Date.now() > deadline || logs.some((l) => l.includes("address already in use"))) {
           throw new Error(`etcd did not become healthy: ${err}\n${logs.join("\n")}`);
         }
         await new Promise((r) => setTimeout(r, 100));
@@ -235,12 +238,23 @@ export async function startEtcd(
     running.delete(child);
   };
 
-  for (let i = 0; i < n; i++) spawn(i);
-  try {
-    await waitHealthy(members.map((m) => m.client));
-  } catch (err) {
-    for (let i = 0; i < n; i++) await kill(i);
-    throw err;
+  // A port free when picked can still be taken by another process before etcd binds it: start
+  // again on fresh ports (and fresh member dirs) when a member says so, up to three times.
+  for (let attempt = 1;; attempt++) {
+    pickPorts();
+    for (let i = 0; i < n; i++) spawn(i);
+    try {
+      await waitHealthy(members.map((m) => m.client));
+      break;
+    } catch (err) {
+      for (let i = 0; i < n; i++) await kill(i);
+      if (attempt >= 3 || !/address already in use/.test(String(err))) throw err;
+      for (const m of members) {
+        await Deno.remove(`${dir}/${m.name}`, { recursive: true }).catch(() => {});
+        await Deno.rename(`${dir}/${m.name}.log`, `${dir}/${m.name}.attempt${attempt}.log`)
+          .catch(() => {});
+      }
+    }
   }
 
   return {

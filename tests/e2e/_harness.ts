@@ -213,13 +213,8 @@ export async function run(
   }
 }
 
-/** A free TCP port on 127.0.0.1 (free when asked; another process may take it later). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
+/** A free TCP port on 127.0.0.1 (see tests/_ports.ts). */
+export { freePort } from "../_ports.ts";
 
 // ---------------------------------------------------------------------------
 // The ballast server

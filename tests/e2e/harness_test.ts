@@ -109,10 +109,13 @@ Deno.test("run() kills a command at its timeout and says so", async () => {
   assert.notEqual(r.code, 0);
 });
 
-Deno.test("freePort() returns a port that can be listened on", () => {
-  const port = freePort();
-  assert.ok(port > 0 && port < 65536);
-  const l = Deno.listen({ hostname: "127.0.0.1", port });
+Deno.test("freePort() returns distinct listenable ports below the ephemeral range", () => {
+  const ports = Array.from({ length: 50 }, () => freePort());
+  assert.equal(new Set(ports).size, ports.length, `a port handed out twice: ${ports}`);
+  for (const port of ports) {
+    assert.ok(port >= 20_000 && port < 32_768, `port ${port} outside 20000-32767`);
+  }
+  const l = Deno.listen({ hostname: "127.0.0.1", port: ports[0] });
   l.close();
 });
 

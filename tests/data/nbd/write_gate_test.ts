@@ -108,3 +108,20 @@ Deno.test("write gate: a failing gate answers EIO, leaves the data alone and is 
     assertEquals(await readByte(c, 5n, 0), 0xdd);
   });
 });
+
+Deno.test("write gate: an invalid write is refused at once, without waiting for the gate", async () => {
+  let calls = 0;
+  const never = () => {
+    calls++;
+    return new Promise<void>(() => {});
+  };
+  await withGatedVolume(never, async (_plane, c) => {
+    // Past the end: ENOSPC (proto.md "Request types", NBD_CMD_WRITE), whatever the gate says.
+    await write(c, 1n, SIZE, 0xee);
+    const r = await c.readReply(0, 2_000);
+    assertEquals([r.handle, r.error], [1n, C.NBD_ENOSPC]);
+    await c.request({ type: C.NBD_CMD_TRIM, handle: 2n, offset: SIZE - 4096, length: 8192 });
+    assertEquals((await c.readReply(0, 2_000)).error, C.NBD_ENOSPC);
+    assertEquals(calls, 0, "the gate was consulted for requests the spec refuses");
+  });
+});
