@@ -151,16 +151,73 @@ export async function rotateCa(
   }
   const oldCert = await readOptional(join(dir, FILES.caCert));
   if (oldCert === undefined) throw new FailedPreconditionError("no CA to rotate");
-  const retiredText = await readOptional(join(dir, FILES.retired));
-  const retired = (retiredText ? JSON.parse(retiredText) as RetiredCa[] : [])
-    .filter((r) => new Date(r.trustUntil).getTime() > now.getTime());
+  const retired = await readRetired(dir, now);
   retired.push({
     certPem: oldCert,
     chainPem: await readOptional(join(dir, FILES.caChain)) ?? "",
     retiredAt: now.toISOString(),
     trustUntil: new Date(now.getTime() + overlapSeconds * 1000).toISOString(),
   });
-  await writeAtomic(join(dir, FILES.retired), JSON.stringify(retired, null, 2) + "\n", PUBLIC_MODE);
+  await writeRetired(dir, retired);
+  await replaceCa(dir, next);
+}
+
+/**
+ * Cluster mode: makes `material` (the cluster's current CA, with its key) this directory's CA,
+ * and trusts the CAs the cluster retired until their own `trustUntil`, merged with those this
+ * directory retired itself. The local CA it replaces is not kept unless the cluster retired
+ * it. Returns whether the CA files changed (then reload and reissue the local certificates).
+ */
+export async function adoptCa(
+  dir: string,
+  material: CaMaterial & { keyPem: string },
+  clusterRetired: readonly RetiredCa[],
+  now: Date,
+): Promise<boolean> {
+  await checkMaterial(material, now);
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  await recoverRotation(dir);
+  const byCert = new Map<string, RetiredCa>();
+  for (const r of [...await readRetired(dir, now), ...clusterRetired]) {
+    const key = r.certPem.trim();
+    if (key === material.certPem.trim() || new Date(r.trustUntil) <= now) continue;
+    const seen = byCert.get(key);
+    if (!seen || new Date(r.trustUntil) > new Date(seen.trustUntil)) byCert.set(key, r);
+  }
+  const retired = [...byCert.values()];
+  const retiredText = await readOptional(join(dir, FILES.retired));
+  if (retiredText === undefined ? retired.length > 0 : retiredText !== retiredJson(retired)) {
+    await writeRetired(dir, retired);
+  }
+  const same = async (file: string, text: string | undefined) =>
+    (await readOptional(join(dir, file)) ?? "").trim() === (text ?? "").trim();
+  if (
+    await same(FILES.caCert, material.certPem) && await same(FILES.caKey, material.keyPem) &&
+    await same(FILES.caChain, material.chainPem)
+  ) {
+    return false;
+  }
+  await replaceCa(dir, material);
+  return true;
+}
+
+/** The retired CAs still trusted at `now`. */
+async function readRetired(dir: string, now: Date): Promise<RetiredCa[]> {
+  const text = await readOptional(join(dir, FILES.retired));
+  return (text ? JSON.parse(text) as RetiredCa[] : [])
+    .filter((r) => new Date(r.trustUntil).getTime() > now.getTime());
+}
+
+function retiredJson(retired: readonly RetiredCa[]): string {
+  return JSON.stringify(retired, null, 2) + "\n";
+}
+
+async function writeRetired(dir: string, retired: readonly RetiredCa[]): Promise<void> {
+  await writeAtomic(join(dir, FILES.retired), retiredJson(retired), PUBLIC_MODE);
+}
+
+/** Writes the next CA as *.next files and renames them into place (see recoverRotation). */
+async function replaceCa(dir: string, next: CaMaterial): Promise<void> {
   if (next.keyPem !== undefined) {
     await writeAtomic(join(dir, FILES.caKey + NEXT), next.keyPem.trim() + "\n", KEY_MODE);
   }

@@ -7,6 +7,8 @@
 import { join } from "node:path";
 import { FailedPreconditionError, InvalidArgumentError } from "../mod/errors.ts";
 import {
+  adoptCa,
+  type CaMaterial,
   checkCaCertificate,
   createInternalCa,
   rotateCa,
@@ -101,7 +103,7 @@ export class Pki {
   }
 
   /** Lifetime of leaves issued here. */
-  get #leafTtlSeconds(): number {
+  get leafTtlSeconds(): number {
     return this.options.leafTtlSeconds ?? DEFAULT_LEAF_TTL_SECONDS;
   }
 
@@ -244,7 +246,7 @@ export class Pki {
   async #issueAndRecord(spec: LeafSpec, publicKey: CryptoKey | x509.PublicKey, ttl?: number) {
     const cert = await issueLeaf(this.#issuer(), publicKey, spec, {
       now: this.clock(),
-      ttlSeconds: ttl ?? this.#leafTtlSeconds,
+      ttlSeconds: ttl ?? this.leafTtlSeconds,
     });
     await this.#recorded(await this.#registry.record(cert, this.#caCerts[0]));
     return cert;
@@ -312,7 +314,7 @@ export class Pki {
   ): Promise<{ cert: x509.X509Certificate; certPem: string }> {
     const cert = await signCsr(this.#issuer(), csrPem, policy, {
       now: this.clock(),
-      ttlSeconds: options.ttlSeconds ?? this.#leafTtlSeconds,
+      ttlSeconds: options.ttlSeconds ?? this.leafTtlSeconds,
     });
     await this.#recorded(await this.#registry.record(cert, this.#caCerts[0]));
     return { cert, certPem: this.#leafPem(cert) };
@@ -447,11 +449,38 @@ export class Pki {
    * Rotates the CA: a new root (or the given BYO/external CA), the old one trusted for
    * `overlapSeconds` (default: the leaf TTL), node/admin reissued under the new CA.
    */
+  /**
+   * Cluster mode: takes the cluster's current CA and the CAs it retired (trusted until their
+   * `trustUntil`), and reissues node.crt and admin.crt if they are not from the current CA.
+   * Returns whether anything changed (then the TLS contexts need reloading).
+   */
+  async adoptCa(
+    material: CaMaterial & { keyPem: string },
+    retired: readonly RetiredCa[],
+  ): Promise<boolean> {
+    const before = this.trustBundlePem();
+    let changed = await adoptCa(this.dir, material, retired, this.clock());
+    await this.reload();
+    // Also after a restart, when the files were adopted before openPki(): a local certificate
+    // from a retired root is still trusted, but it moves to the current one now.
+    const ca = this.#caCerts[0];
+    for (const which of LOCAL_CERTS) {
+      const l = this.#local.get(which);
+      const current = l !== undefined &&
+        await l.cert.verify({ publicKey: ca, signatureOnly: true }).catch(() => false);
+      if (current) continue;
+      await this.renew(which);
+      changed = true;
+    }
+    await this.writeBundle();
+    return changed || this.trustBundlePem() !== before;
+  }
+
   async rotateCa(options: RotateCaOptions = {}): Promise<void> {
     await rotateCa(this.dir, this.#mode, {
       ...options,
       now: this.clock(),
-      overlapSeconds: options.overlapSeconds ?? this.#leafTtlSeconds,
+      overlapSeconds: options.overlapSeconds ?? this.leafTtlSeconds,
       caTtlSeconds: this.options.caTtlSeconds,
     });
     await this.reload();

@@ -47,7 +47,7 @@ export {
   type VerifyPeerOptions,
   type VerifyResult,
 } from "./_verify.ts";
-export { type CaMaterial, installCa, type RotateCaOptions } from "./_ca_files.ts";
+export { adoptCa, type CaMaterial, installCa, type RotateCaOptions } from "./_ca_files.ts";
 export {
   FILES,
   type IssuedRecord,

@@ -28,15 +28,12 @@ import { caPinOf } from "./_join_token.ts";
 /** What the CA routes need from ApiDeps. */
 export interface CaRouteDeps {
   pki?: Pki;
+  /** This node (recorded as the rotating member in cluster mode). */
+  nodeName: string;
   onCredentialsChanged?: () => void | Promise<void>;
   /** Cluster mode: list and revoke go through etcd (control/_cluster_revocations.ts). */
   cluster?: ClusterCa;
 }
-
-/** The refusal of `ca rotate` in cluster mode. */
-export const CLUSTER_ROTATE_MESSAGE = "CA rotation is not yet supported in cluster mode: the " +
-  "CA is kept in etcd and shared by every member, and rotating it on one member would leave " +
-  'the others trusting only the old root (docs/TLS.md, "Not yet")';
 
 /** Roles an admin may issue through the API. */
 export const ISSUABLE_ROLES: readonly Role[] = ["admin", "nbd-client"];
@@ -311,15 +308,22 @@ export function registerCaRoutes(app: Hono<ApiEnv>, deps: CaRouteDeps): void {
   app.post("/v1/ca/rotate", async (c) => {
     checkQuery(c, []);
     const pki = pkiOf();
-    if (deps.cluster) throw new FailedPreconditionError(CLUSTER_ROTATE_MESSAGE);
     const body = await optionalBody(c);
     rejectUnknownFields(body, ["overlap"]);
     const overlapSeconds = body.overlap === undefined
-      ? undefined
+      ? pki.leafTtlSeconds
       : parseDuration(body.overlap, "overlap");
-    await pki.rotateCa({ overlapSeconds });
-    c.get("log").warn({ overlapSeconds }, "CA rotated");
-    await changed();
+    if (deps.cluster) {
+      // The cluster CA lives in etcd: rotate it there; every member adopts it.
+      if (!deps.cluster.rotation) {
+        throw new FailedPreconditionError("cluster CA rotation is not running on this node");
+      }
+      await deps.cluster.rotation.rotate({ overlapSeconds, nodeName: deps.nodeName });
+    } else {
+      await pki.rotateCa({ overlapSeconds });
+      c.get("log").warn({ overlapSeconds }, "CA rotated");
+      await changed();
+    }
     return c.json(await caInfo(pki));
   });
 

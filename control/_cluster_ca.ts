@@ -19,12 +19,12 @@
 
 import { join } from "node:path";
 import {
+  adoptCa,
   createRootCa,
   exportPrivateKeyPem,
   FILES,
   KEY_MODE,
   parseCertificates,
-  PUBLIC_MODE,
   readOptional,
   writeAtomic,
 } from "../ca/mod.ts";
@@ -40,6 +40,7 @@ import {
 } from "./_cluster_crypto.ts";
 import { joinCluster } from "./_cluster_join.ts";
 import type { ClusterCertificates } from "./_cluster_revocations.ts";
+import type { ClusterCaFollower } from "./_cluster_ca_rotation.ts";
 import { caPinOf, parseJoinToken } from "./_join_token.ts";
 import { certificateNames, pkiDirOf } from "./_node_tls.ts";
 import type { ServeConfig } from "./config.ts";
@@ -61,6 +62,8 @@ export interface ClusterCa {
   kek: Uint8Array;
   /** The shared issued index and revocations; set by serve once the PKI is open. */
   certificates?: ClusterCertificates;
+  /** CA rotation through etcd; set by serve once the PKI is open. */
+  rotation?: ClusterCaFollower;
 }
 
 /** The message for a node that has no KEK and no token while the cluster has a CA. */
@@ -204,33 +207,37 @@ async function createClusterCa(
   return { record, kek };
 }
 
-/** Writes the cluster CA (certificate, chain, decrypted key) into DIR/pki where it differs. */
+/**
+ * Writes the cluster CA (certificate, chain, decrypted key) into DIR/pki where it differs,
+ * and the CAs the cluster retired (a node that was down during `ca rotate` still trusts the
+ * old root for the rest of the overlap).
+ */
 async function installCaFiles(
   dir: string,
   record: ClusterCaRecord,
   kek: Uint8Array,
   log: Logger,
 ): Promise<void> {
+  const keyPem = await openClusterCaKey(record, kek);
+  const hadCa = (await readOptional(join(dir, FILES.caCert))) !== undefined;
+  const changed = await adoptCa(
+    dir,
+    { certPem: record.certPem, keyPem, chainPem: record.chainPem },
+    record.retired ?? [],
+    new Date(),
+  );
+  if (changed && hadCa) {
+    log.warn("the local CA differs from the cluster CA in etcd: installed the cluster's");
+  }
+}
+
+/** The record's CA key, after checking the certificate against its pin. */
+export async function openClusterCaKey(record: ClusterCaRecord, kek: Uint8Array): Promise<string> {
   const cert = parseCertificates(record.certPem, `etcd ${CLUSTER_CA_KEY}`)[0];
   if (await caPinOf(cert.rawData) !== record.pin) {
     throw new FailedPreconditionError(
       `etcd ${CLUSTER_CA_KEY}: the certificate does not match its recorded pin`,
     );
   }
-  const keyPem = await openCaKey(kek, record.key, record.pin);
-  const same = async (file: string, text: string) =>
-    (await readOptional(join(dir, file)))?.trim() === text.trim();
-  if (
-    await same(FILES.caCert, record.certPem) && await same(FILES.caKey, keyPem) &&
-    (record.chainPem.trim() === "" || await same(FILES.caChain, record.chainPem))
-  ) {
-    return;
-  }
-  if ((await readOptional(join(dir, FILES.caCert))) !== undefined) {
-    log.warn("the local CA differs from the cluster CA in etcd: installing the cluster's");
-  }
-  // Key first: ca.crt is what marks the CA as present (ca/_ca_files.ts).
-  await writeAtomic(join(dir, FILES.caKey), keyPem.trim() + "\n", KEY_MODE);
-  await writeAtomic(join(dir, FILES.caChain), record.chainPem.trim(), PUBLIC_MODE);
-  await writeAtomic(join(dir, FILES.caCert), record.certPem.trim() + "\n", PUBLIC_MODE);
+  return await openCaKey(kek, record.key, record.pin);
 }

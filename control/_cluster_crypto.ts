@@ -10,6 +10,7 @@
  * @module
  */
 
+import type { RetiredCa } from "../ca/mod.ts";
 import { FailedPreconditionError, InvalidArgumentError } from "../mod/errors.ts";
 
 export const KEK_BYTES = 32;
@@ -39,6 +40,11 @@ export interface ClusterCaRecord {
   createdAt: string;
   /** The node that created (or uploaded) it. */
   createdBy: string;
+  /**
+   * CAs rotated out (`ballast ca rotate`), still trusted by every member until their
+   * `trustUntil`; absent before the first rotation.
+   */
+  retired?: RetiredCa[];
 }
 
 export function newKek(): Uint8Array {
@@ -133,5 +139,24 @@ export function parseCaRecord(value: string, key: string): ClusterCaRecord {
   ) {
     throw new FailedPreconditionError(`etcd key ${key} is not a version 1 cluster CA record`);
   }
-  return { ...r, chainPem: typeof r.chainPem === "string" ? r.chainPem : "" };
+  const retired = r.retired ?? [];
+  if (
+    !Array.isArray(retired) ||
+    !retired.every((c) =>
+      typeof c?.certPem === "string" && typeof c.trustUntil === "string" &&
+      !Number.isNaN(Date.parse(c.trustUntil))
+    )
+  ) {
+    throw new FailedPreconditionError(`etcd key ${key}: "retired" is not a list of retired CAs`);
+  }
+  return {
+    ...r,
+    chainPem: typeof r.chainPem === "string" ? r.chainPem : "",
+    retired: retired.map((c) => ({
+      certPem: c.certPem,
+      chainPem: typeof c.chainPem === "string" ? c.chainPem : "",
+      retiredAt: typeof c.retiredAt === "string" ? c.retiredAt : c.trustUntil,
+      trustUntil: c.trustUntil,
+    })),
+  };
 }

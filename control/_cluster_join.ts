@@ -91,6 +91,18 @@ export async function joinCluster(o: JoinOptions): Promise<Uint8Array> {
   const log = o.log.child({ joinToken: o.token.id });
   const caCert = parseCertificates(o.record.certPem, "cluster CA certificate")[0];
   const actualPin = await caPinOf(caCert.rawData);
+  const retiredPins = await Promise.all(
+    (o.record.retired ?? []).map((r) =>
+      caPinOf(parseCertificates(r.certPem, "retired cluster CA")[0].rawData)
+    ),
+  );
+  if (o.record.pin === actualPin && retiredPins.includes(o.token.caPin)) {
+    throw joinRefused(
+      "JOIN_TOKEN_CA_MISMATCH",
+      `the token pins CA sha256 ${o.token.caPin}, which this cluster has rotated out ` +
+        "(`ballast ca rotate`): make a new token with `ballast cluster join-token`; nothing was sent",
+    );
+  }
   if (o.token.caPin !== actualPin || o.record.pin !== actualPin) {
     throw joinRefused(
       "JOIN_TOKEN_CA_MISMATCH",

@@ -79,20 +79,25 @@ export const CA_PATHS = {
     }),
   },
   "/v1/ca/rotate": {
-    post: adminOp("rotateCa", "New root CA; the old one stays trusted for the overlap", {
-      requestBody: {
-        required: false,
-        content: json({
-          type: "object",
-          additionalProperties: false,
-          properties: { overlap: { ...duration, description: "Default: the leaf lifetime" } },
-        }),
+    post: adminOp(
+      "rotateCa",
+      "New root CA; the old one stays trusted for the overlap. Cluster mode: the cluster CA " +
+        "in etcd, adopted by every member; 409 when another rotation won the race",
+      {
+        requestBody: {
+          required: false,
+          content: json({
+            type: "object",
+            additionalProperties: false,
+            properties: { overlap: { ...duration, description: "Default: the leaf lifetime" } },
+          }),
+        },
+        responses: {
+          "200": { description: "The rotated CA", content: json(ref("CaInfo")) },
+          ...errors(400, 401, 403, 409, 412, 503),
+        },
       },
-      responses: {
-        "200": { description: "The rotated CA", content: json(ref("CaInfo")) },
-        ...errors(400, 401, 403, 412),
-      },
-    }),
+    ),
   },
   "/v1/ca/csr": {
     post: adminOp("createNodeCsr", "External CA mode: new key on the node, CSR to sign", {

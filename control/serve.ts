@@ -14,6 +14,7 @@ import { type ApiListener, listenApi } from "./_https.ts";
 import { setupNodeTls } from "./_node_tls.ts";
 import { prepareClusterPki } from "./_cluster_ca.ts";
 import { ClusterCertificates } from "./_cluster_revocations.ts";
+import { ClusterCaFollower } from "./_cluster_ca_rotation.ts";
 import type { EtcdConfig, ServeConfig } from "./config.ts";
 import { EtcdStateStore, type EtcdTls } from "./etcd_store.ts";
 import { ReadCacheStore } from "./_read_cache.ts";
@@ -160,6 +161,19 @@ export async function serve(
       tls?.reload();
       listenerRef.current?.reload();
     };
+    if (cluster && tls) {
+      // `ca rotate` through etcd: every member adopts the cluster's current CA.
+      const rotation = new ClusterCaFollower({
+        store,
+        pki: tls.pki,
+        cluster,
+        log,
+        onChanged: reloadTls,
+      });
+      rotation.start();
+      undo.push(() => rotation.stop());
+      cluster.rotation = rotation;
+    }
     const app = createApi({
       volumes,
       nodes,

@@ -86,7 +86,8 @@ export const CA_SPECS: Record<string, CommandSpec> = {
     "rotate",
     "[--overlap DURATION]",
     "Create a new root CA; the old one stays trusted for the overlap. Clients must fetch " +
-      "the new trust bundle (ca show --pem) before the overlap ends.",
+      "the new trust bundle (ca show --pem) before the overlap ends. In cluster mode the " +
+      "cluster CA rotates in etcd and every member adopts it (docs/TLS.md).",
     [{ name: "overlap", value: "DURATION", help: "e.g. 7d", default: "the leaf lifetime" }],
     ["ballast ca rotate --overlap 7d"],
   ),

@@ -134,6 +134,45 @@ Deno.test("rotateCa(): old-root leaves stay valid until the overlap ends", async
   assertEquals(after.match(/BEGIN CERTIFICATE/g)!.length, 1);
 });
 
+Deno.test("adoptCa(): takes another member's CA and retired roots, reissues, then is a no-op", async () => {
+  await using t = await tempDir();
+  const clock = fakeClock(new Date());
+  // Member 1 rotates; member 2 (its own dir, same first CA) adopts what member 1 holds.
+  const one = await openPki(`${t.dir}/one`, { ...NODE, clock: clock.now });
+  await Deno.mkdir(`${t.dir}/two`);
+  for (const f of [FILES.caCert, FILES.caKey]) {
+    await Deno.copyFile(`${t.dir}/one/${f}`, `${t.dir}/two/${f}`);
+  }
+  const two = await openPki(`${t.dir}/two`, { ...NODE, nodeName: "node-2", clock: clock.now });
+  const client = await one.issue({ role: "nbd-client", name: "c", volumes: ["*"] });
+  const oldRoot = one.caCertificates[0];
+  await one.rotateCa({ overlapSeconds: 7 * DAY });
+  const material = {
+    certPem: await Deno.readTextFile(`${t.dir}/one/${FILES.caCert}`),
+    keyPem: await Deno.readTextFile(`${t.dir}/one/${FILES.caKey}`),
+  };
+  const retired = JSON.parse(await Deno.readTextFile(`${t.dir}/one/${FILES.retired}`));
+
+  assert(await two.adoptCa(material, retired), "the first adoption changes things");
+  const newRoot = two.caCertificates[0];
+  assert(newRoot.equal(one.caCertificates[0]) && !newRoot.equal(oldRoot));
+  assertEquals(two.trustedRoots().length, 2);
+  for (const which of ["node", "admin"] as const) {
+    const cert = two.local(which)!.cert;
+    assert(await cert.verify({ publicKey: newRoot, signatureOnly: true }), `${which} reissued`);
+  }
+  assert((await two.verify(client.certPem, { requiredEku: "clientAuth" })).ok, "overlap");
+  assertEquals(await two.adoptCa(material, retired), false, "adopting again changes nothing");
+
+  // A retired root past its trustUntil is dropped, not merged back in.
+  clock.advance(8 * DAY);
+  await two.adoptCa(material, retired);
+  assertEquals(two.trustedRoots().length, 1);
+  assertEquals(JSON.parse(await Deno.readTextFile(`${t.dir}/two/${FILES.retired}`)), []);
+  const r = await two.verify(client.certPem, { requiredEku: "clientAuth" });
+  assert(!r.ok && r.code === "untrusted", JSON.stringify(r));
+});
+
 Deno.test("an interrupted rotation is finished on the next open", async () => {
   await using t = await tempDir();
   const pki = await openPki(t.dir, NODE);

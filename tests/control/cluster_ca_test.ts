@@ -5,7 +5,12 @@
  */
 
 import { assert, assertEquals, assertRejects, assertThrows } from "../_assert.ts";
-import { BallastError, FailedPreconditionError, InvalidArgumentError } from "../../mod/errors.ts";
+import {
+  BallastError,
+  ConflictError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+} from "../../mod/errors.ts";
 import {
   checkJoinToken,
   formatJoinToken,
@@ -15,10 +20,12 @@ import {
   parseJoinToken,
   sha256Hex,
 } from "../../control/_join_token.ts";
+import { rotateClusterCa } from "../../control/_cluster_ca_rotation.ts";
 import {
   decodeKek,
   newKek,
   openCaKey,
+  parseCaRecord,
   sealCaKey,
   toBase64,
 } from "../../control/_cluster_crypto.ts";
@@ -279,5 +286,37 @@ Deno.test("prepareClusterPki(): --join on a cluster without a CA says so", async
       FailedPreconditionError,
       "no CA in etcd yet",
     );
+  });
+});
+
+Deno.test("rotateClusterCa(): a new sealed root with the old one retired; of two racing, one wins", async () => {
+  await withStore(async (store, root) => {
+    const cluster = await prepareClusterPki(config(`${root}/a`, "a"), store, silentLogger());
+    assert(cluster);
+    const before = (await readClusterCa(store))!;
+    const rotated = await rotateClusterCa(store, cluster, { overlapSeconds: 3600, nodeName: "a" });
+    const stored = (await readClusterCa(store))!;
+    assertEquals(stored.pin, rotated.pin);
+    assert(stored.pin !== before.pin, "a new root");
+    assert(!(await store.get(CLUSTER_CA_KEY))!.value.includes("PRIVATE KEY"), "key sealed");
+    assert((await openCaKey(cluster.kek, stored.key, stored.pin)).includes("PRIVATE KEY"));
+    assertEquals(stored.retired?.map((r) => r.certPem), [before.certPem]);
+    const until = Date.parse(stored.retired![0].trustUntil) - Date.now();
+    assert(until > 3500_000 && until <= 3600_000, `trustUntil in ${until} ms`);
+
+    // Both read the same record: exactly one compare-and-swap applies.
+    const results = await Promise.allSettled([
+      rotateClusterCa(store, cluster, { overlapSeconds: 60, nodeName: "a" }),
+      rotateClusterCa(store, cluster, { overlapSeconds: 60, nodeName: "b" }),
+    ]);
+    assertEquals(results.filter((r) => r.status === "fulfilled").length, 1);
+    const lost = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    assert(lost?.reason instanceof ConflictError, String(lost?.reason));
+    const last = (await readClusterCa(store))!;
+    assertEquals(last.retired?.length, 2, "both earlier roots still in their overlap");
+
+    // A record that is not a list of retired CAs is refused, naming the field.
+    const bad = JSON.stringify({ ...last, retired: [{ certPem: 1 }] });
+    assertThrows(() => parseCaRecord(bad, CLUSTER_CA_KEY), FailedPreconditionError, "retired");
   });
 });
