@@ -45,7 +45,7 @@ import { caPinOf, parseJoinToken } from "./_join_token.ts";
 import { certificateNames, pkiDirOf } from "./_node_tls.ts";
 import type { ServeConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
-import type { StateStore } from "./state_store.ts";
+import type { Compare, StateStore } from "./state_store.ts";
 
 /** Where the CA record lives (under the --etcd-prefix namespace). */
 export const CLUSTER_CA_KEY = "/ballast/cluster/ca";
@@ -87,6 +87,30 @@ export async function writeKek(pkiDir: string, kek: Uint8Array): Promise<void> {
 export async function readClusterCa(store: StateStore): Promise<ClusterCaRecord | undefined> {
   const kv = await store.get(CLUSTER_CA_KEY);
   return kv ? parseCaRecord(kv.value, CLUSTER_CA_KEY) : undefined;
+}
+
+/**
+ * Writes `record` to CLUSTER_CA_KEY if `compare` holds; says whether it was written. An
+ * unknown outcome (etcd unavailable mid-write) is settled by reading back: the sealed key
+ * is unique to this attempt (PLATFORM.md, etcd3 pitfalls).
+ */
+export async function putCaRecord(
+  store: StateStore,
+  compare: Compare,
+  record: ClusterCaRecord,
+): Promise<boolean> {
+  try {
+    const r = await store.txn(
+      [compare],
+      [{ type: "put", key: CLUSTER_CA_KEY, value: JSON.stringify(record) }],
+    );
+    return r.succeeded;
+  } catch (err) {
+    if (!(err instanceof UnavailableError)) throw err;
+    const now = await readClusterCa(store).catch(() => undefined);
+    if (now === undefined) throw err;
+    return now.pin === record.pin && now.key.ciphertext === record.key.ciphertext;
+  }
 }
 
 /**
@@ -178,20 +202,11 @@ async function createClusterCa(
     createdAt: new Date().toISOString(),
     createdBy: nodeName,
   };
-  let stored: boolean;
-  try {
-    const r = await store.txn(
-      [{ key: CLUSTER_CA_KEY, target: "version", op: "==", value: 0 }],
-      [{ type: "put", key: CLUSTER_CA_KEY, value: JSON.stringify(record) }],
-    );
-    stored = r.succeeded;
-  } catch (err) {
-    // An unknown outcome: settle it by reading back (PLATFORM.md, etcd3 pitfalls).
-    if (!(err instanceof UnavailableError)) throw err;
-    const now = await readClusterCa(store).catch(() => undefined);
-    if (now === undefined) throw err;
-    stored = now.pin === pin && now.key.ciphertext === record.key.ciphertext;
-  }
+  const stored = await putCaRecord(
+    store,
+    { key: CLUSTER_CA_KEY, target: "version", op: "==", value: 0 },
+    record,
+  );
   if (!stored) {
     if (!existingKek) await Deno.remove(join(dir, KEK_FILE)).catch(() => {});
     throw new FailedPreconditionError(

@@ -19,8 +19,8 @@
  */
 
 import { createRootCa, exportPrivateKeyPem, type Pki } from "../ca/mod.ts";
-import { ConflictError, FailedPreconditionError, UnavailableError } from "../mod/errors.ts";
-import { CLUSTER_CA_KEY, type ClusterCa, openClusterCaKey, readClusterCa } from "./_cluster_ca.ts";
+import { ConflictError, FailedPreconditionError } from "../mod/errors.ts";
+import { CLUSTER_CA_KEY, type ClusterCa, openClusterCaKey, putCaRecord } from "./_cluster_ca.ts";
 import { type ClusterCaRecord, parseCaRecord, sealCaKey } from "./_cluster_crypto.ts";
 import { followPrefix } from "./_follow_prefix.ts";
 import { caPinOf } from "./_join_token.ts";
@@ -65,20 +65,11 @@ export async function rotateClusterCa(
       },
     ],
   };
-  let stored: boolean;
-  try {
-    const r = await store.txn(
-      [{ key: CLUSTER_CA_KEY, target: "modRevision", op: "==", value: kv.modRevision }],
-      [{ type: "put", key: CLUSTER_CA_KEY, value: JSON.stringify(next) }],
-    );
-    stored = r.succeeded;
-  } catch (err) {
-    // An unknown outcome: settle it by reading back (PLATFORM.md, etcd3 pitfalls).
-    if (!(err instanceof UnavailableError)) throw err;
-    const got = await readClusterCa(store).catch(() => undefined);
-    if (got === undefined) throw err;
-    stored = got.pin === pin;
-  }
+  const stored = await putCaRecord(
+    store,
+    { key: CLUSTER_CA_KEY, target: "modRevision", op: "==", value: kv.modRevision },
+    next,
+  );
   if (!stored) {
     throw new ConflictError(
       "the cluster CA changed while rotating (another rotation at the same time?); " +
