@@ -107,7 +107,7 @@ export async function negotiate(
         s.transport = up.transport;
         s.policy = { ...s.policy, allowExport: up.allowExport };
         s.log = s.log.child({ client: up.identity });
-        s.log.info("TLS established");
+        s.log.info({ readPath: s.transport.readPath }, "TLS established");
         break;
       }
       case "transmission": {

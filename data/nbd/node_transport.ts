@@ -10,33 +10,89 @@ import type { Socket } from "node:net";
 import { type SecureContext, TLSSocket } from "node:tls";
 import type { Transport } from "./transport.ts";
 import { ClientRefusedError } from "./errors.ts";
+import { type DirectReads, directReads } from "./_tls_direct.ts";
 
 /** Stop reading from the socket while this much received data waits to be consumed. */
 const HIGH_WATER = 4 * 1024 * 1024;
 
-/** A Transport over a node:net or node:tls socket. */
+/**
+ * Received bytes copied out of a reused read buffer (direct TLS reads): one growable buffer,
+ * so the steady state allocates nothing.
+ */
+class ByteQueue {
+  #buf = new Uint8Array(256 * 1024);
+  #start = 0;
+  #end = 0;
+
+  get size(): number {
+    return this.#end - this.#start;
+  }
+
+  push(src: Uint8Array): void {
+    if (this.#end + src.length > this.#buf.length) {
+      const size = this.size;
+      if (size + src.length <= this.#buf.length) {
+        this.#buf.copyWithin(0, this.#start, this.#end);
+      } else {
+        const next = new Uint8Array(Math.max(2 * this.#buf.length, size + src.length));
+        next.set(this.#buf.subarray(this.#start, this.#end));
+        this.#buf = next;
+      }
+      this.#start = 0;
+      this.#end = size;
+    }
+    this.#buf.set(src, this.#end);
+    this.#end += src.length;
+  }
+
+  take(p: Uint8Array): number {
+    const n = Math.min(p.length, this.size);
+    p.set(this.#buf.subarray(this.#start, this.#start + n));
+    this.#start += n;
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    return n;
+  }
+}
+
+/**
+ * A Transport over a node:net or node:tls socket. A TLS socket is read directly into reused
+ * buffers where the runtime allows it (_tls_direct.ts), else through 'data' events.
+ */
 export class NodeSocketTransport implements Transport {
   readonly remote: string;
   #sock: Socket;
+  /** 'data' mode: the chunks node delivered (each a fresh buffer). */
   #queue: Uint8Array[] = [];
+  /** Direct mode: copies of what arrived while no read() was waiting. */
+  #bytes: ByteQueue | undefined;
+  #direct: DirectReads | undefined;
+  /** Direct mode: a read() waiting for data, filled straight from the read buffer. */
+  #target: Uint8Array | undefined;
+  #targetFilled = 0;
   #queued = 0;
   #ended = false;
   #error: Error | undefined;
   #waiter: (() => void) | undefined;
 
-  constructor(sock: Socket) {
+  constructor(sock: Socket, options: { directTls?: boolean } = {}) {
     this.#sock = sock;
     const host = sock.remoteAddress ?? "?";
     this.remote = host.includes(":")
       ? `[${host}]:${sock.remotePort}`
       : `${host}:${sock.remotePort}`;
     sock.setNoDelay(true);
-    sock.on("data", (chunk: Uint8Array) => {
-      this.#queue.push(chunk);
-      this.#queued += chunk.length;
-      if (this.#queued > HIGH_WATER) sock.pause();
-      this.#wake();
-    });
+    if (options.directTls) {
+      this.#direct = directReads(sock as TLSSocket, (chunk) => this.#receive(chunk));
+    }
+    if (this.#direct) this.#bytes = new ByteQueue();
+    else {
+      sock.on("data", (chunk: Uint8Array) => {
+        this.#queue.push(chunk);
+        this.#queued += chunk.length;
+        if (this.#queued > HIGH_WATER) sock.pause();
+        this.#wake();
+      });
+    }
     sock.on("end", () => {
       this.#ended = true;
       this.#wake();
@@ -50,6 +106,28 @@ export class NodeSocketTransport implements Transport {
       this.#error ??= err;
       this.#wake();
     });
+  }
+
+  /** "direct" when reads bypass 'data' events (_tls_direct.ts), else "data-events". */
+  get readPath(): string {
+    return this.#direct !== undefined ? "direct" : "data-events";
+  }
+
+  /** Direct mode: `chunk` is a view of a reused buffer, copied before returning. */
+  #receive(chunk: Uint8Array): void {
+    let used = 0;
+    const target = this.#target;
+    if (target !== undefined) {
+      used = Math.min(chunk.length, target.length - this.#targetFilled);
+      target.set(used === chunk.length ? chunk : chunk.subarray(0, used), this.#targetFilled);
+      this.#targetFilled += used;
+    }
+    if (used < chunk.length) {
+      this.#bytes!.push(used === 0 ? chunk : chunk.subarray(used));
+      this.#queued = this.#bytes!.size;
+      if (this.#queued > HIGH_WATER) this.#direct!.pause();
+    }
+    this.#wake();
   }
 
   /** The socket underneath (for STARTTLS and peer certificates). */
@@ -76,6 +154,7 @@ export class NodeSocketTransport implements Transport {
   }
 
   async read(p: Uint8Array): Promise<number | null> {
+    if (this.#bytes) return await this.#readDirect(p, this.#bytes);
     while (this.#queue.length === 0) {
       if (this.#error) throw this.#error;
       if (this.#ended) return null;
@@ -92,6 +171,28 @@ export class NodeSocketTransport implements Transport {
     }
     this.#queued -= n;
     if (this.#queued <= HIGH_WATER && this.#sock.isPaused()) this.#sock.resume();
+    return n;
+  }
+
+  async #readDirect(p: Uint8Array, bytes: ByteQueue): Promise<number | null> {
+    if (p.length === 0) return 0;
+    let n = bytes.take(p);
+    this.#queued = bytes.size;
+    if (this.#queued <= HIGH_WATER / 2) this.#direct!.resume();
+    if (n > 0) return n;
+    // Nothing queued: the next chunk is copied straight into p.
+    this.#target = p;
+    this.#targetFilled = 0;
+    try {
+      while (this.#targetFilled === 0) {
+        if (this.#error) throw this.#error;
+        if (this.#ended) return null;
+        await new Promise<void>((resolve) => (this.#waiter = resolve));
+      }
+      n = this.#targetFilled;
+    } finally {
+      this.#target = undefined;
+    }
     return n;
   }
 
@@ -139,6 +240,8 @@ export function startTlsServer(
     requestCert: true,
     rejectUnauthorized: true,
   });
+  // Now, not at 'secure': with direct reads, data right after the handshake comes to it.
+  const transport = new NodeSocketTransport(tls, { directTls: true });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       tls.destroy();
@@ -150,7 +253,7 @@ export function startTlsServer(
       const raw = cert && "raw" in cert ? (cert.raw as Uint8Array | undefined) : undefined;
       const err = tls.authorizationError;
       resolve({
-        transport: new NodeSocketTransport(tls),
+        transport,
         peer: {
           certificate: raw && raw.length > 0 ? new Uint8Array(raw) : undefined,
           authorized: tls.authorized,

@@ -12,6 +12,8 @@ export interface Transport {
   close(): void;
   /** "host:port" of the peer, for logs. */
   readonly remote: string;
+  /** How reads are done, for logs (node_transport.ts: "direct" or "data-events"). */
+  readonly readPath?: string;
 }
 
 /** A plain TCP connection as a Transport. */

@@ -38,8 +38,9 @@ async function canOpen(b: BallastProcess, volume: string, certDir: string): Prom
 async function withTlsNode(
   fn: (b: BallastProcess) => Promise<void>,
   args: string[] = [],
+  env: Record<string, string> = {},
 ): Promise<void> {
-  const b = await startBallast({ tls: true, args });
+  const b = await startBallast({ tls: true, args, env });
   try {
     assert(b.api.startsWith("https://"), `API should be https: ${b.api}`);
     for (const v of ["db1", "db2"]) {
@@ -178,6 +179,8 @@ e2eTest(
       ]);
       assertEquals(io.code, 0, io.stdout + io.stderr);
       assert(!io.stdout.includes("Pattern verification failed"), io.stdout);
+      // On the Deno this project pins, TLS reads go straight into reused buffers.
+      assert(b.logs().includes('"readPath":"direct"'), "TLS connections use direct reads");
       assertEquals(await canOpen(b, "db2", app.dir), false);
       // The admin certificate may open every volume.
       const adminDir = await Deno.makeTempDir();
@@ -189,6 +192,47 @@ e2eTest(
       await Deno.remove(app.dir, { recursive: true });
     }),
 );
+
+/** 48 MiB of random bytes copied to db1 over TLS by nbdcopy (4 connections) and back. */
+async function copyRoundTrip(b: BallastProcess, certDir: string): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "ballast-tls-copy-" });
+  try {
+    const src = new Uint8Array(48 * 1024 * 1024);
+    for (let i = 0; i < src.length; i += 65_536) {
+      crypto.getRandomValues(src.subarray(i, i + 65_536));
+    }
+    await Deno.writeFile(`${dir}/in.img`, src);
+    const uri = nbds(b, "db1", certDir);
+    for (const args of [[`${dir}/in.img`, uri], [uri, `${dir}/out.img`]]) {
+      const r = await run("nbdcopy", ["--connections=4", "--requests=64", ...args]);
+      assertEquals(r.code, 0, r.stderr);
+    }
+    const out = await Deno.readFile(`${dir}/out.img`);
+    assertEquals(out.length, 64 * 1024 * 1024);
+    const same = out.subarray(0, src.length).every((v, i) => v === src[i]);
+    assert(same, "the bytes read back over TLS differ from those written");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+for (const path of ["direct", "data-events"]) {
+  e2eTest(
+    `NBD over TLS (${path} reads): nbdcopy writes 48 MiB on 4 connections and reads the same bytes back`,
+    { tools: ["nbdcopy"] },
+    () =>
+      withTlsNode(
+        async (b) => {
+          const app = await issue(b, "copy", ["--role", "nbd-client", "--volumes", "db1"]);
+          await copyRoundTrip(b, app.dir);
+          assert(b.logs().includes(`"readPath":"${path}"`), `TLS read path ${path}`);
+          await Deno.remove(app.dir, { recursive: true });
+        },
+        [],
+        path === "direct" ? {} : { BALLAST_TLS_DIRECT_READS: "off" },
+      ),
+  );
+}
 
 e2eTest(
   "plaintext NBD at the TLS listener is refused; the loopback plaintext listener serves local attach",
