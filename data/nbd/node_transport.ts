@@ -69,6 +69,7 @@ export class NodeSocketTransport implements Transport {
   /** Direct mode: a read() waiting for data, filled straight from the read buffer. */
   #target: Uint8Array | undefined;
   #targetFilled = 0;
+  /** 'data' mode: bytes in #queue. */
   #queued = 0;
   #ended = false;
   #error: Error | undefined;
@@ -124,8 +125,7 @@ export class NodeSocketTransport implements Transport {
     }
     if (used < chunk.length) {
       this.#bytes!.push(used === 0 ? chunk : chunk.subarray(used));
-      this.#queued = this.#bytes!.size;
-      if (this.#queued > HIGH_WATER) this.#direct!.pause();
+      if (this.#bytes!.size > HIGH_WATER) this.#direct!.pause();
     }
     this.#wake();
   }
@@ -150,7 +150,7 @@ export class NodeSocketTransport implements Transport {
 
   /** Bytes received but not yet read (must be zero before STARTTLS). */
   get buffered(): number {
-    return this.#queued;
+    return this.#bytes?.size ?? this.#queued;
   }
 
   async read(p: Uint8Array): Promise<number | null> {
@@ -177,8 +177,7 @@ export class NodeSocketTransport implements Transport {
   async #readDirect(p: Uint8Array, bytes: ByteQueue): Promise<number | null> {
     if (p.length === 0) return 0;
     let n = bytes.take(p);
-    this.#queued = bytes.size;
-    if (this.#queued <= HIGH_WATER / 2) this.#direct!.resume();
+    if (bytes.size <= HIGH_WATER / 2) this.#direct!.resume();
     if (n > 0) return n;
     // Nothing queued: the next chunk is copied straight into p.
     this.#target = p;
