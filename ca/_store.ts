@@ -446,10 +446,6 @@ export class Pki {
   }
 
   /**
-   * Rotates the CA: a new root (or the given BYO/external CA), the old one trusted for
-   * `overlapSeconds` (default: the leaf TTL), node/admin reissued under the new CA.
-   */
-  /**
    * Cluster mode: takes the cluster's current CA and the CAs it retired (trusted until their
    * `trustUntil`), and reissues node.crt and admin.crt if they are not from the current CA.
    * Returns whether anything changed (then the TLS contexts need reloading).
@@ -476,6 +472,10 @@ export class Pki {
     return changed || this.trustBundlePem() !== before;
   }
 
+  /**
+   * Rotates the CA: a new root (or the given BYO/external CA), the old one trusted for
+   * `overlapSeconds` (default: the leaf TTL), node/admin reissued under the new CA.
+   */
   async rotateCa(options: RotateCaOptions = {}): Promise<void> {
     await rotateCa(this.dir, this.#mode, {
       ...options,

@@ -346,10 +346,9 @@ export class VolumeService {
   }
 
   /**
-   * Read-modify-write with compare-and-swap on modRevision, retried when another
-   * writer got there first. `change` may throw to abort.
+   * Read-modify-write by compare-and-swap (casRecord: fresh reads, retried when another
+   * writer got there first) of a volume that must exist. `change` may throw to abort.
    */
-  /** casRecord() of a volume that must exist; `change` never asks to delete. */
   async #casUpdate(
     name: string,
     change: (rec: VolumeRecord) => VolumeRecord | Promise<VolumeRecord>,

@@ -1,6 +1,6 @@
 /**
  * Reading a server-side node:tls socket without a fresh buffer per read (Deno 2.9's node:tls
- * internals; docs/BENCHMARKS.md "TLS read path").
+ * internals; docs/BENCHMARKS.md, "Third TLS run: direct TLS reads").
  *
  * On the default path every TCP read lands in a newly allocated 64 KiB buffer, is handed to
  * the TLS layer (a copy), decrypted, and delivered as another new buffer; the buffers are
