@@ -23,4 +23,4 @@ export {
   PeerError,
   type PeerListener,
 } from "./peer/mod.ts";
-export { type ListeningServer, listenServer } from "./listen.ts";
+export { type ListeningServer, listenServer } from "./net/mod.ts";

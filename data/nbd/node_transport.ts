@@ -10,7 +10,7 @@ import type { Socket } from "node:net";
 import { type SecureContext, TLSSocket } from "node:tls";
 import type { Transport } from "./transport.ts";
 import { ClientRefusedError } from "./errors.ts";
-import { type DirectReads, directReads } from "./_tls_direct.ts";
+import { type DirectReads, directReads } from "../net/mod.ts";
 
 /** Stop reading from the socket while this much received data waits to be consumed. */
 const HIGH_WATER = 4 * 1024 * 1024;
@@ -56,7 +56,7 @@ class ByteQueue {
 
 /**
  * A Transport over a node:net or node:tls socket. A TLS socket is read directly into reused
- * buffers where the runtime allows it (_tls_direct.ts), else through 'data' events.
+ * buffers where the runtime allows it (data/net/tls_direct.ts), else through 'data' events.
  */
 export class NodeSocketTransport implements Transport {
   readonly remote: string;
@@ -109,7 +109,7 @@ export class NodeSocketTransport implements Transport {
     });
   }
 
-  /** "direct" when reads bypass 'data' events (_tls_direct.ts), else "data-events". */
+  /** "direct" when reads bypass 'data' events (data/net/tls_direct.ts), else "data-events". */
   get readPath(): string {
     return this.#direct !== undefined ? "direct" : "data-events";
   }

@@ -11,7 +11,7 @@ import type { HandshakePolicy } from "./handshake.ts";
 import { tcpTransport, type Transport } from "./transport.ts";
 import { createServer, type Server as NodeServer } from "node:net";
 import { NodeSocketTransport } from "./node_transport.ts";
-import { listenServer } from "../listen.ts";
+import { listenServer } from "../net/mod.ts";
 
 export interface NbdServerOptions {
   exports: ExportTable;

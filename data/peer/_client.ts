@@ -4,8 +4,8 @@
  * @module
  */
 
-import { isIP } from "node:net";
-import { connect as tlsConnect } from "node:tls";
+import { connect as netConnect, isIP } from "node:net";
+import { createSecureContext } from "node:tls";
 import type { Logger } from "pino";
 import {
   checkCommon,
@@ -64,25 +64,23 @@ export async function connectPeer(opts: ConnectPeerOptions): Promise<PeerConnect
   }
   const remote = hostPort(opts.host, opts.port);
   const creds = opts.credentials();
+  const context = createSecureContext({
+    key: creds.key,
+    cert: creds.cert,
+    ca: creds.ca,
+    minVersion: "TLSv1.2",
+  });
   return await new Promise<PeerConnection>((resolve, reject) => {
     let phase: "connect" | "TLS handshake" | "greeting" = "connect";
     let settled = false;
-    const sock = tlsConnect({
-      host: opts.host,
-      port: opts.port,
-      key: creds.key,
-      cert: creds.cert,
-      ca: creds.ca,
-      minVersion: "TLSv1.2",
-      rejectUnauthorized: true,
-      ...(isIP(opts.host) ? {} : { servername: opts.host }),
-      checkServerIdentity: () => undefined,
-    });
+    let conn: SocketPeerConnection | undefined;
+    const raw = netConnect({ host: opts.host, port: opts.port });
     const fail = (err: PeerError) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      sock.destroy();
+      conn?.close();
+      raw.destroy();
       reject(err);
     };
     const timer = setTimeout(() => {
@@ -92,10 +90,7 @@ export async function connectPeer(opts: ConnectPeerOptions): Promise<PeerConnect
         }),
       );
     }, timeoutMs);
-    sock.once("connect", () => {
-      if (phase === "connect") phase = "TLS handshake";
-    });
-    sock.on("error", (err: Error & { code?: string }) => {
+    const onError = (err: Error & { code?: string }) => {
       const code = err.code ?? "";
       if (phase === "connect" || UNREACHABLE.has(code)) {
         fail(
@@ -104,7 +99,10 @@ export async function connectPeer(opts: ConnectPeerOptions): Promise<PeerConnect
             cause: err,
           }),
         );
-      } else if (phase === "TLS handshake" && /CERT|SELF_SIGNED|UNABLE_TO|ALTNAME/.test(code)) {
+      } else if (
+        phase === "TLS handshake" &&
+        /CERT|SELF_SIGNED|UNABLE_TO|ALTNAME|issuer|certificate/i.test(`${code} ${err.message}`)
+      ) {
         fail(
           new PeerError("untrusted", `peer ${remote} is untrusted: ${err.message}`, {
             remote,
@@ -119,8 +117,8 @@ export async function connectPeer(opts: ConnectPeerOptions): Promise<PeerConnect
           }),
         );
       }
-    });
-    sock.once("close", () => {
+    };
+    const onClose = () => {
       fail(
         new PeerError(
           "refused",
@@ -129,10 +127,38 @@ export async function connectPeer(opts: ConnectPeerOptions): Promise<PeerConnect
           { remote },
         ),
       );
+    };
+    raw.on("error", onError);
+    raw.once("close", onClose);
+    raw.once("connect", () => {
+      if (settled) return;
+      phase = "TLS handshake";
+      try {
+        conn = new SocketPeerConnection(raw, {
+          side: "client",
+          context,
+          servername: isIP(opts.host) ? undefined : opts.host,
+          remote,
+          maxFrameBytes: opts.maxFrameBytes,
+          greetingLimit: MAX_GREETING_BYTES,
+        });
+      } catch (err) {
+        return fail(
+          new PeerError("refused", `TLS with peer ${remote} failed: ${(err as Error).message}`, {
+            remote,
+            cause: err,
+          }),
+        );
+      }
+      const sock = conn.tls;
+      sock.on("error", onError);
+      sock.once("close", onClose);
+      sock.once("secure", () => greet(conn!));
     });
-    sock.once("secureConnect", async () => {
+
+    const greet = async (conn: SocketPeerConnection) => {
       phase = "greeting";
-      const verdict = await verifyPeer(sock, opts.verify, "server");
+      const verdict = await verifyPeer(conn.tls, opts.verify, "server");
       if (!verdict.ok) {
         return fail(
           new PeerError("untrusted", `peer ${remote} is untrusted: ${verdict.reason}`, {
@@ -152,13 +178,7 @@ export async function connectPeer(opts: ConnectPeerOptions): Promise<PeerConnect
         );
       }
       if (settled) return;
-      const conn = new SocketPeerConnection(sock, {
-        peerNode: verdict.node,
-        remote,
-        maxFrameBytes: opts.maxFrameBytes,
-        greetingLimit: MAX_GREETING_BYTES,
-        log: opts.logger?.child({ peer: verdict.node, remote }),
-      });
+      conn.authenticated(verdict.node, opts.logger?.child({ peer: verdict.node, remote }));
       let reply: Uint8Array | null;
       try {
         await conn.send(encodeHello());
@@ -198,7 +218,11 @@ export async function connectPeer(opts: ConnectPeerOptions): Promise<PeerConnect
       if (settled) return conn.close();
       settled = true;
       clearTimeout(timer);
+      raw.off("error", onError);
+      raw.off("close", onClose);
+      conn.tls.off("error", onError);
+      conn.tls.off("close", onClose);
       resolve(conn);
-    });
+    };
   });
 }

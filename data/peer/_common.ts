@@ -6,6 +6,7 @@
 
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
+import { tlsVerifyError } from "../net/mod.ts";
 import { hostPort } from "./_errors.ts";
 import { MAX_FRAME_BYTES } from "./_framing.ts";
 
@@ -60,16 +61,17 @@ function peerCertificateDer(sock: TLSSocket): Uint8Array | undefined {
 
 /**
  * The verdict on the other end of a finished TLS handshake, the peer's `side`: node:tls's
- * chain check, a certificate present, then `verify` (a throwing `verify` refuses).
+ * chain check, a certificate present, then `verify` (a throwing `verify` refuses). node:tls
+ * leaves `authorized` unset on wrapped sockets, so its verdict is read with tlsVerifyError;
+ * `verify` checks the chain again against Ballast's own CAs in any case.
  */
 export async function verifyPeer(
   sock: TLSSocket,
   verify: PeerVerify,
   side: "client" | "server",
 ): Promise<PeerVerdict> {
-  if (!sock.authorized) {
-    return { ok: false, reason: `TLS: ${sock.authorizationError ?? "not authorized"}` };
-  }
+  const chain = tlsVerifyError(sock);
+  if (chain !== undefined) return { ok: false, reason: `TLS: ${chain}` };
   const der = peerCertificateDer(sock);
   if (der === undefined) return { ok: false, reason: `no ${side} certificate` };
   try {

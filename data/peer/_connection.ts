@@ -1,12 +1,26 @@
 /**
- * One established peer connection over a node:tls socket: length-prefixed frames in both
- * directions, read backpressure (the socket pauses while received frames wait), and write
- * backpressure (send() resolves when node is done with the buffer).
+ * One peer connection over a node:tls socket: length-prefixed frames in both directions with
+ * bounded memory at both ends.
+ *
+ * - Receiving: frames wait in a queue for the consumer; above RECEIVE_HIGH_WATER bytes the
+ *   TCP reads stop (direct reads, net/tls_socket.ts), so the kernel's window holds the sender
+ *   back instead of this node buffering what the sender sends. At most RECEIVE_HIGH_WATER
+ *   plus two frames (the one that crossed the mark and one being assembled) are held.
+ * - Sending: send() hands a frame to the socket only while fewer than SEND_HIGH_WATER bytes
+ *   wait there; later frames wait (by reference, not copied) and their promises resolve as
+ *   the socket takes them, so a sender to a peer that does not read sees send() stop
+ *   resolving, and resume when the peer reads.
+ *
+ * The connection is built with the TLS socket, before the handshake, so that nothing the
+ * peer sends is read any other way; it is handed out once the listener or client has
+ * verified the peer's certificate (authenticated()).
  * @module
  */
 
-import type { TLSSocket } from "node:tls";
+import type { Socket } from "node:net";
+import type { SecureContext, TLSSocket } from "node:tls";
 import type { Logger } from "pino";
+import { type TlsReads, wrapTls } from "../net/mod.ts";
 import { PeerError } from "./_errors.ts";
 import { FrameDecoder, frameHeader, FrameTooLargeError, MAX_FRAME_BYTES } from "./_framing.ts";
 
@@ -17,8 +31,10 @@ export interface PeerConnection {
   /** "HOST:PORT" of the other end. */
   readonly remote: string;
   /**
-   * Sends one frame. Resolves once node has written it to the socket and released the
-   * buffer (reuse it only then); rejects with PeerError "closed" once the connection is gone.
+   * Sends one frame. Resolves once the socket has taken it (reuse the buffer only then);
+   * frames are taken in order, and only while few bytes wait in the socket, so the promises
+   * of a sender to a peer that does not read stop resolving. Rejects with PeerError
+   * "closed" once the connection is gone.
    */
   send(frame: Uint8Array): Promise<void>;
   /**
@@ -26,27 +42,47 @@ export interface PeerConnection {
    * close() is called; throws PeerError ("protocol", "closed") when the connection breaks.
    */
   frames(): AsyncIterable<Uint8Array>;
-  /** Closes the connection now; frames still queued are dropped. */
+  /**
+   * Bytes received and waiting for the consumer, and bytes given to send() and not yet
+   * written (waiting for the socket, or in it).
+   */
+  queued(): { received: number; sending: number };
+  /** Closes the connection now; frames still queued either way are dropped. */
   close(): void;
 }
 
 /** Stop reading from the socket while this many received bytes wait to be consumed. */
-const HIGH_WATER = 8 * 1024 * 1024;
+export const RECEIVE_HIGH_WATER = 4 * 1024 * 1024;
+/** Hand no further frame to the socket while this many bytes wait to be written. */
+export const SEND_HIGH_WATER = 4 * 1024 * 1024;
 
 export interface SocketPeerConnectionOptions {
-  peerNode: string;
+  /** "server" for an accepted socket, "client" for one this node connected. */
+  side: "server" | "client";
+  /** The TLS context (certificate, key, trust bundle) for the handshake. */
+  context: SecureContext;
+  /** Client side: the SNI name (omit for an IP address). */
+  servername?: string;
   remote: string;
   /** Largest frame accepted from the peer (default MAX_FRAME_BYTES). */
   maxFrameBytes?: number;
   /** The first frame is a greeting: refuse it above this size, whatever maxFrameBytes says. */
   greetingLimit?: number;
-  log?: Logger;
+}
+
+interface Outgoing {
+  frame: Uint8Array;
+  resolve: () => void;
+  reject: (err: Error) => void;
 }
 
 export class SocketPeerConnection implements PeerConnection {
-  readonly peerNode: string;
   readonly remote: string;
-  #sock: TLSSocket;
+  /** The TLS socket: 'secure' and 'error' during the handshake, then owned by this. */
+  readonly tls: TLSSocket;
+  #peerNode = "";
+  #reads: TlsReads;
+  #paused = false;
   #log: Logger | undefined;
   #decoder: FrameDecoder;
   #queue: Uint8Array[] = [];
@@ -57,19 +93,27 @@ export class SocketPeerConnection implements PeerConnection {
   #error: PeerError | undefined;
   #closedLocally = false;
   #waiter: (() => void) | undefined;
-  #pendingSends = new Set<(err: PeerError) => void>();
+  /** Frames not yet handed to the socket. */
+  #outbox: Outgoing[] = [];
+  /** Frames handed to the socket whose write has not completed. */
+  #writing = new Set<Outgoing>();
   #consumed = false;
 
-  constructor(sock: TLSSocket, options: SocketPeerConnectionOptions) {
-    this.#sock = sock;
-    this.peerNode = options.peerNode;
+  /** Wraps `raw` (connected) in TLS and starts the handshake. */
+  constructor(raw: Socket, options: SocketPeerConnectionOptions) {
     this.remote = options.remote;
-    this.#log = options.log;
     this.#decoder = new FrameDecoder(options.maxFrameBytes ?? MAX_FRAME_BYTES);
     if (options.greetingLimit !== undefined) this.#decoder.limitNext(options.greetingLimit);
-    sock.setNoDelay(true);
-    sock.on("data", (chunk: Uint8Array) => this.#onData(chunk));
-    sock.on("end", () => {
+    raw.setNoDelay(true);
+    const { tls, reads } = wrapTls(raw, {
+      side: options.side,
+      context: options.context,
+      servername: options.servername,
+      sink: (chunk) => this.#onData(chunk),
+    });
+    this.tls = tls;
+    this.#reads = reads;
+    tls.on("end", () => {
       if (this.#decoder.partial) {
         this.#fail(
           "protocol",
@@ -79,31 +123,57 @@ export class SocketPeerConnection implements PeerConnection {
       this.#end();
     });
     // EPIPE/ECONNRESET when the peer leaves with writes queued: remember it, never throw.
-    sock.on("error", (err: Error) => {
+    tls.on("error", (err: Error) => {
       this.#fail("closed", `connection to peer ${this.remote} failed: ${err.message}`, err);
     });
-    sock.on("close", () => {
+    tls.on("close", () => {
       this.#end();
-      const gone = new PeerError("closed", `connection to peer ${this.remote} is closed`, {
-        remote: this.remote,
-      });
-      for (const reject of [...this.#pendingSends]) reject(gone);
+      this.#rejectSends(
+        new PeerError("closed", `connection to peer ${this.remote} is closed`, {
+          remote: this.remote,
+          cause: this.#error,
+        }),
+      );
     });
+    tls.on("drain", () => this.#pump());
+  }
+
+  get peerNode(): string {
+    return this.#peerNode;
+  }
+
+  /** Whether pause/resume stop the TCP reads (see TlsReads.direct). */
+  get directReads(): boolean {
+    return this.#reads.direct;
+  }
+
+  queued(): { received: number; sending: number } {
+    let sending = 0;
+    for (const o of this.#outbox) sending += o.frame.length;
+    for (const o of this.#writing) sending += o.frame.length;
+    return { received: this.#queued, sending };
+  }
+
+  /** Records who the verified peer is, once the caller has checked its certificate. */
+  authenticated(peerNode: string, log?: Logger): void {
+    this.#peerNode = peerNode;
+    this.#log = log;
   }
 
   #onData(chunk: Uint8Array): void {
-    if (this.#ended) return;
+    if (this.#ended || this.#closedLocally) return;
     let frames: Uint8Array[];
     try {
-      frames = this.#decoder.push(chunk);
+      // Direct reads hand out views of a reused buffer: frames must be copied out of them.
+      frames = this.#decoder.push(chunk, this.#reads.direct);
     } catch (err) {
       if (!(err instanceof FrameTooLargeError)) throw err;
       this.#log?.warn(
-        { remote: this.remote, peer: this.peerNode, length: err.length, limit: err.limit },
+        { remote: this.remote, peer: this.#peerNode, length: err.length, limit: err.limit },
         "peer sent an oversized frame; closing the connection",
       );
       this.#fail("protocol", `peer ${this.remote}: ${err.message}`, err);
-      this.#sock.destroy();
+      this.tls.destroy();
       this.#end();
       return;
     }
@@ -111,7 +181,10 @@ export class SocketPeerConnection implements PeerConnection {
       this.#queue.push(f);
       this.#queued += f.length;
     }
-    if (this.#queued > HIGH_WATER) this.#sock.pause();
+    if (this.#queued > RECEIVE_HIGH_WATER && !this.#paused) {
+      this.#paused = true;
+      this.#reads.pause();
+    }
     if (frames.length > 0) this.#wake();
   }
 
@@ -142,7 +215,10 @@ export class SocketPeerConnection implements PeerConnection {
     }
     const f = this.#queue.shift()!;
     this.#queued -= f.length;
-    if (this.#queued <= HIGH_WATER && this.#sock.isPaused() && !this.#ended) this.#sock.resume();
+    if (this.#paused && this.#queued <= RECEIVE_HIGH_WATER / 2 && !this.#ended) {
+      this.#paused = false;
+      this.#reads.resume();
+    }
     return f;
   }
 
@@ -161,15 +237,17 @@ export class SocketPeerConnection implements PeerConnection {
     };
   }
 
+  #closedError(): PeerError {
+    return new PeerError("closed", `connection to peer ${this.remote} is closed`, {
+      remote: this.remote,
+      cause: this.#error,
+    });
+  }
+
   send(frame: Uint8Array): Promise<void> {
-    const sock = this.#sock;
+    const sock = this.tls;
     if (this.#error || this.#closedLocally || sock.destroyed || !sock.writable) {
-      return Promise.reject(
-        new PeerError("closed", `connection to peer ${this.remote} is closed`, {
-          remote: this.remote,
-          cause: this.#error,
-        }),
-      );
+      return Promise.reject(this.#closedError());
     }
     if (frame.length > MAX_FRAME_BYTES) {
       return Promise.reject(
@@ -177,30 +255,49 @@ export class SocketPeerConnection implements PeerConnection {
       );
     }
     return new Promise<void>((resolve, reject) => {
-      const fail = (err: PeerError) => {
-        if (this.#pendingSends.delete(fail)) reject(err);
-      };
-      this.#pendingSends.add(fail);
+      this.#outbox.push({ frame, resolve, reject });
+      this.#pump();
+    });
+  }
+
+  /** Hands waiting frames to the socket while it holds fewer than SEND_HIGH_WATER bytes. */
+  #pump(): void {
+    const sock = this.tls;
+    while (this.#outbox.length > 0 && sock.writableLength < SEND_HIGH_WATER) {
+      if (sock.destroyed || !sock.writable) return;
+      const out = this.#outbox.shift()!;
+      this.#writing.add(out);
       const done = (err?: Error | null) => {
-        if (!this.#pendingSends.delete(fail)) return;
-        if (!err) return resolve();
-        reject(
-          new PeerError("closed", `sending to peer ${this.remote} failed: ${err.message}`, {
-            remote: this.remote,
-            cause: err,
-          }),
-        );
+        if (!this.#writing.delete(out)) return;
+        if (err) {
+          out.reject(
+            new PeerError("closed", `sending to peer ${this.remote} failed: ${err.message}`, {
+              remote: this.remote,
+              cause: err,
+            }),
+          );
+        } else {
+          out.resolve();
+        }
+        this.#pump();
       };
       // Header and payload go out together; node holds `frame` until `done` runs.
-      if (frame.length === 0) {
+      if (out.frame.length === 0) {
         sock.write(frameHeader(0), done);
-        return;
+        continue;
       }
       sock.cork();
-      sock.write(frameHeader(frame.length));
-      sock.write(frame, done);
+      sock.write(frameHeader(out.frame.length));
+      sock.write(out.frame, done);
       sock.uncork();
-    });
+    }
+  }
+
+  #rejectSends(err: PeerError): void {
+    const all = [...this.#outbox, ...this.#writing];
+    this.#outbox = [];
+    this.#writing.clear();
+    for (const o of all) o.reject(err);
   }
 
   close(): void {
@@ -208,7 +305,8 @@ export class SocketPeerConnection implements PeerConnection {
     this.#closedLocally = true;
     this.#queue = [];
     this.#queued = 0;
-    this.#sock.destroy();
+    this.tls.destroy();
     this.#end();
+    this.#rejectSends(this.#closedError());
   }
 }

@@ -32,8 +32,9 @@ export class FrameTooLargeError extends Error {
 
 /**
  * Turns received chunks into frames. A frame that lies inside one chunk is returned as a
- * view of that chunk (no copy); a frame split across chunks is assembled into its own
- * buffer, allocated once its length is known.
+ * view of that chunk (no copy), or as a copy when the chunk is transient (a reused read
+ * buffer); a frame split across chunks is assembled into its own buffer, allocated once its
+ * length is known.
  */
 export class FrameDecoder {
   readonly limit: number;
@@ -60,8 +61,11 @@ export class FrameDecoder {
     return this.#headerFill > 0 || this.#body !== undefined;
   }
 
-  /** The frames completed by `chunk`, in order. Throws FrameTooLargeError on a bad length. */
-  push(chunk: Uint8Array): Uint8Array[] {
+  /**
+   * The frames completed by `chunk`, in order. With `transient`, `chunk` is reused after the
+   * call, so no returned frame is a view of it. Throws FrameTooLargeError on a bad length.
+   */
+  push(chunk: Uint8Array, transient = false): Uint8Array[] {
     const out: Uint8Array[] = [];
     let off = 0;
     while (off < chunk.length) {
@@ -83,7 +87,11 @@ export class FrameDecoder {
         this.#nextLimit = undefined;
         if (length > limit) throw new FrameTooLargeError(length, limit);
         if (chunk.length - off >= length) {
-          out.push(new Uint8Array(chunk.buffer, chunk.byteOffset + off, length));
+          out.push(
+            transient
+              ? chunk.slice(off, off + length)
+              : new Uint8Array(chunk.buffer, chunk.byteOffset + off, length),
+          );
           off += length;
           continue;
         }

@@ -11,8 +11,8 @@
  * @module
  */
 
-import type { Socket } from "node:net";
-import { createServer, type TLSSocket } from "node:tls";
+import { createServer, type Socket } from "node:net";
+import { createSecureContext, type TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import {
   checkCommon,
@@ -24,7 +24,7 @@ import {
 } from "./_common.ts";
 import { type PeerConnection, SocketPeerConnection } from "./_connection.ts";
 import { hostPort, PeerError } from "./_errors.ts";
-import { listenServer } from "../listen.ts";
+import { listenServer, tlsVerifyError } from "../net/mod.ts";
 import { frameHeader } from "./_framing.ts";
 import { decodeGreeting, encodeRefusal, encodeWelcome, MAX_GREETING_BYTES } from "./_greeting.ts";
 
@@ -84,17 +84,15 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
   checkCommon(opts);
   const timeoutMs = checkTimeout("handshakeTimeoutMs", opts.handshakeTimeoutMs);
   const log = opts.logger.child({ listener: "peer" });
-  const context = () => {
+  const build = () => {
     const c = opts.credentials();
-    return { key: c.key, cert: c.cert, ca: c.ca, minVersion: "TLSv1.2" as const };
+    return createSecureContext({ key: c.key, cert: c.cert, ca: c.ca, minVersion: "TLSv1.2" });
   };
-  const server = createServer({
-    ...context(),
-    requestCert: true,
-    rejectUnauthorized: true,
-    handshakeTimeout: timeoutMs,
-  });
-  /** Every accepted TCP socket and every TLS socket past the handshake, to cut on close(). */
+  let context = build();
+  // Plain TCP, with TLS wrapped over each accepted socket: a TLS server socket made by
+  // tls.createServer keeps reading while paused (net/tls_socket.ts).
+  const server = createServer();
+  /** Every accepted TCP socket and every TLS socket over one, to cut on close(). */
   const sockets = new Set<Socket>();
   const track = (s: Socket) => {
     sockets.add(s);
@@ -102,29 +100,43 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
   };
   let closing: Promise<void> | undefined;
 
-  const admit = async (sock: TLSSocket): Promise<void> => {
-    const remote = remoteOf(sock);
-    sock.on("error", () => {}); // before the connection takes the socket over
+  const admit = async (conn: SocketPeerConnection, remote: string): Promise<void> => {
+    const sock = conn.tls;
     let timedOut = false;
+    let secure = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      log.warn({ remote, timeoutMs }, "peer refused: no greeting in time");
+      log.warn(
+        { remote, timeoutMs },
+        secure
+          ? "peer refused: no greeting in time"
+          : "peer TLS handshake failed: no handshake in time",
+      );
       sock.destroy();
     }, timeoutMs);
     try {
+      // Garbage instead of a ClientHello, plaintext, no or a foreign certificate: that socket
+      // is dropped and everyone else keeps being served.
+      const handshake = await new Promise<string | undefined>((resolve) => {
+        sock.once("secure", () => resolve(undefined));
+        sock.once("error", (err: Error) => resolve(err.message));
+        sock.once("close", () => resolve("connection closed during the handshake"));
+      });
+      if (timedOut) return;
+      secure = true;
+      const chain = handshake ?? chainError(sock);
+      if (chain !== undefined) {
+        log.warn({ remote, reason: chain }, "peer TLS handshake failed");
+        conn.close();
+        return;
+      }
       const verdict = await verifyPeer(sock, opts.verify, "client");
       if (!verdict.ok) {
         log.warn({ remote, reason: verdict.reason }, "peer refused: certificate");
         refuse(sock, verdict.reason);
         return;
       }
-      const conn = new SocketPeerConnection(sock, {
-        peerNode: verdict.node,
-        remote,
-        maxFrameBytes: opts.maxFrameBytes,
-        greetingLimit: MAX_GREETING_BYTES,
-        log: log.child({ peer: verdict.node, remote }),
-      });
+      conn.authenticated(verdict.node, log.child({ peer: verdict.node, remote }));
       let hello;
       try {
         hello = await conn.receive();
@@ -154,10 +166,7 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
       try {
         opts.onConnection(conn);
       } catch (err) {
-        log.error(
-          { remote, peer: verdict.node, err: (err as Error).message },
-          "onConnection threw",
-        );
+        log.error({ remote, peer: verdict.node, err }, "onConnection threw");
         conn.close();
       }
     } finally {
@@ -167,25 +176,29 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
 
   server.on("connection", (raw: Socket) => {
     track(raw);
-    raw.on("error", () => {}); // a reset before the TLS socket exists
-  });
-  server.on("secureConnection", (sock: TLSSocket) => {
-    track(sock);
-    admit(sock).catch((err) => {
-      log.warn(
-        { remote: remoteOf(sock), reason: (err as Error).message },
-        "peer connection failed",
-      );
-      sock.destroy();
+    raw.on("error", () => {}); // a reset before the TLS socket takes it over
+    const remote = remoteOf(raw);
+    let conn: SocketPeerConnection;
+    try {
+      conn = new SocketPeerConnection(raw, {
+        side: "server",
+        context,
+        remote,
+        maxFrameBytes: opts.maxFrameBytes,
+        greetingLimit: MAX_GREETING_BYTES,
+      });
+    } catch (err) {
+      log.warn({ remote, reason: (err as Error).message }, "peer TLS handshake failed");
+      raw.destroy();
+      return;
+    }
+    track(conn.tls);
+    admit(conn, remote).catch((err) => {
+      log.warn({ remote, reason: (err as Error).message }, "peer connection failed");
+      conn.close();
     });
   });
-  // Garbage instead of a ClientHello, plaintext, no or a foreign certificate, handshake
-  // timeout: that socket is dropped and everyone else keeps being served.
-  server.on("tlsClientError", (err: Error, sock: TLSSocket) => {
-    log.warn({ remote: remoteOf(sock), reason: err.message }, "peer TLS handshake failed");
-    sock.destroy();
-  });
-  server.on("error", (err: Error) => log.error({ err: err.message }, "peer listener error"));
+  server.on("error", (err: Error) => log.error({ err }, "peer listener error"));
 
   let port: number;
   try {
@@ -204,7 +217,7 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
   return {
     address,
     reload() {
-      server.setSecureContext(context());
+      context = build();
       log.info("peer TLS credentials reloaded");
     },
     close() {
@@ -215,6 +228,12 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
       return closing;
     },
   };
+}
+
+/** node:tls's chain verdict on a finished server handshake, as a refusal reason. */
+function chainError(sock: TLSSocket): string | undefined {
+  const err = tlsVerifyError(sock);
+  return err === undefined ? undefined : `client certificate: ${err}`;
 }
 
 /** Tells a refused peer why (a greeting frame), then closes. */

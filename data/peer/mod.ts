@@ -18,6 +18,6 @@ export {
   type PeerVerdict,
   type PeerVerify,
 } from "./_common.ts";
-export type { PeerConnection } from "./_connection.ts";
+export { type PeerConnection, RECEIVE_HIGH_WATER, SEND_HIGH_WATER } from "./_connection.ts";
 export { PeerError, type PeerErrorCode } from "./_errors.ts";
 export { MAX_FRAME_BYTES } from "./_framing.ts";

@@ -1,0 +1,9 @@
+/**
+ * Sockets under the data plane's TLS endpoints (NBD STARTTLS, the peer channel, the API):
+ * listening as a promise, and node:tls sockets whose reads stop when their reader stops.
+ * @module
+ */
+
+export { type ListeningServer, listenServer } from "./listen.ts";
+export { type DirectReads, directReads } from "./tls_direct.ts";
+export { type TlsReads, tlsVerifyError, wrapTls, type WrapTlsOptions } from "./tls_socket.ts";
