@@ -18,7 +18,7 @@ import {
   type VerifyResult,
 } from "../../ca/mod.ts";
 import { assert, assertEquals } from "../_assert.ts";
-import { DAY, HAVE_OPENSSL, opensslTest, operatorCa, tempDir } from "./_helpers.ts";
+import { DAY, fakeClock, HAVE_OPENSSL, opensslTest, operatorCa, tempDir } from "./_helpers.ts";
 
 interface Server {
   port: number;
@@ -118,7 +118,11 @@ Deno.test("node:tls: the admin certificate is authorized; a foreign-CA certifica
 
 Deno.test("STARTTLS-like server: verifyPeer refuses foreign, expired, revoked and wrong-role certificates", async () => {
   await using t = await tempDir();
-  const pki = await openPki(t.dir, NODE);
+  // verifyPeer reads the Pki's clock: a fake one lets the 1-second certificate below be
+  // live and then expired however long this machine takes between the two handshakes
+  // (on real time, X.509's 1 s resolution left it between 0 and 1 s of life).
+  const clock = fakeClock(new Date());
+  const pki = await openPki(t.dir, { ...NODE, clock: clock.now });
   const server = await serve(pki, false, ["admin", "nbd-client"]);
   const ca = pki.trustBundlePem();
   try {
@@ -134,7 +138,7 @@ Deno.test("STARTTLS-like server: verifyPeer refuses foreign, expired, revoked an
     });
     const live = await connect(server.port, { key: issued.keyPem!, cert: issued.certPem }, ca);
     assertEquals(live.said, "hello nbd-client:vm\n");
-    await new Promise((r) => setTimeout(r, 2100)); // the 1-second TTL runs out (1 s resolution)
+    clock.advance(2); // past the 1-second TTL (1 s resolution)
     const expired = await connect(server.port, { key: issued.keyPem!, cert: issued.certPem }, ca);
     assertEquals(expired.said, "refused: expired\n");
 

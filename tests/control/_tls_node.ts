@@ -20,12 +20,19 @@ export interface TlsNode {
   close(): Promise<void>;
 }
 
-/** Starts a node with a Pki in `<dir>/pki` and the API on https://127.0.0.1:<free port>. */
+/**
+ * Starts a node with a Pki in `<dir>/pki` and the API on https://127.0.0.1:<free port>.
+ * `clock` is the Pki's time source (certificate validity, issuing); default real time.
+ */
 export async function startTlsNode(
-  options: { allowAnonymousHealth?: boolean } = {},
+  options: { allowAnonymousHealth?: boolean; clock?: () => Date } = {},
 ): Promise<TlsNode> {
   const node = await startTestNode();
-  const pki = await openPki(`${node.dir}/pki`, { nodeName: NODE, ipAddresses: ["127.0.0.1"] });
+  const pki = await openPki(`${node.dir}/pki`, {
+    nodeName: NODE,
+    ipAddresses: ["127.0.0.1"],
+    clock: options.clock,
+  });
   const ref: { listener?: ApiListener } = {};
   const app = createApi({
     volumes: node.volumes,

@@ -195,7 +195,9 @@ Deno.test("ClusterCertificates: while the store refuses writes, revoke holds loc
     assert(!(await refused(pa, vm.certPem)), "A cannot know yet");
 
     store.down = false;
-    await until("A refuses once B published", () => refused(pa, vm.certPem), 10_000);
+    // B retries with a backoff that doubles up to 5 s while the store refuses: the next
+    // try may come that long after it answers again (more on a loaded machine).
+    await until("A refuses once B published", () => refused(pa, vm.certPem), 30_000);
     await until(
       "the issued record is published",
       async () => (await inner.get(CA_ISSUED_PREFIX + serial)) !== undefined,

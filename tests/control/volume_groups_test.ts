@@ -45,6 +45,13 @@ async function withTwoNodes(
 
 const copy = (n: ClusterNode, uuid: string) => `${n.dir}/volumes/${uuid}.vol`;
 
+/**
+ * Deadline for what follows retried member steps (they back off from 500 ms, doubling: two
+ * failures already cost 1.5 s) and other waits on both nodes through etcd: generous for a
+ * loaded machine; the tests go on as soon as the condition holds.
+ */
+const RETRIED_MS = 30_000;
+
 /** A group record on node-a (master) and node-b as a creator would have written it. */
 function groupRecord(name: string, over: Partial<VolumeRecord>): VolumeRecord {
   const group = newRecord("node-a", ["node-b"]);
@@ -212,7 +219,7 @@ etcdTest(
         await eventually(
           "node-b grows fast while slow hangs",
           async () => await fileSize(copy(b, fast.uuid)) === 8 * MiB,
-          3_000,
+          RETRIED_MS, // a deadline only: slow hangs until released, however long this takes
         );
         assertEquals(await fileSize(copy(b, slow.uuid)), 4 * MiB, "slow still held");
       } finally {
@@ -252,6 +259,7 @@ etcdTest(
       await eventually(
         "g1 deleted after node-b retried",
         async () => await gone(a, "g1")() && await fileSize(copy(b, g1.uuid)) === -1,
+        RETRIED_MS,
       );
       assert(diskErrors < 0, "node-b's first attempt failed");
 
@@ -261,6 +269,7 @@ etcdTest(
       await eventually(
         "g2 deleted after node-b retried",
         async () => await gone(a, "g2")() && await fileSize(copy(b, g2.uuid)) === -1,
+        RETRIED_MS,
       );
 
       // node-b cannot grow its copy of g3 the first time.
@@ -269,6 +278,7 @@ etcdTest(
       await eventually(
         "node-b grows g3 after a retry",
         async () => await fileSize(copy(b, g3.uuid)) === 8 * MiB,
+        RETRIED_MS,
       );
       assertEquals(growErrors, -1, "node-b's first attempt failed");
     }, { b: { wrapPlane, wrapStore: flaky.wrap } });

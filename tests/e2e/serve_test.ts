@@ -5,6 +5,7 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
+import { waitFor } from "./_cluster.ts";
 import { cli, e2eTest, run, startBallast } from "./_harness.ts";
 
 /**
@@ -64,6 +65,11 @@ print("ok", n)
 
 /** Debian's python3, which has the libnbd bindings (python3-libnbd); pyenv's may not. */
 const PYTHON = "/usr/bin/python3";
+/**
+ * How long the writer may take to get going (python and libnbd start, connect, write):
+ * a deadline only, generous for a loaded machine; the tests move on as soon as it has.
+ */
+const WRITER_START_MS = 60_000;
 
 async function writeScripts(dir: string): Promise<{ writer: string; verify: string }> {
   const writer = `${dir}/writer.py`;
@@ -97,9 +103,10 @@ e2eTest(
         timeoutMs: 120_000,
       });
       // Let it acknowledge a good number of writes, then kill the server mid-stream.
-      for (let i = 0; i < 200 && (await manifestLines(manifest)) < 300; i++) {
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await waitFor("300 durable writes", async () => await manifestLines(manifest) >= 300, {
+        timeoutMs: WRITER_START_MS,
+        everyMs: 50,
+      });
       await b.kill("SIGKILL");
       const w = await writing;
       assert(w.stdout.startsWith("stopped"), `writer should be cut off: ${w.stdout}${w.stderr}`);
@@ -135,10 +142,13 @@ e2eTest(
         0,
       );
       const manifest = `${tmp}/manifest`;
-      const writing = run(PYTHON, [writer, b.nbdUri("t1"), manifest, "100000"]);
-      for (let i = 0; i < 200 && (await manifestLines(manifest)) < 100; i++) {
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      const writing = run(PYTHON, [writer, b.nbdUri("t1"), manifest, "100000"], {
+        timeoutMs: 120_000,
+      });
+      await waitFor("100 durable writes", async () => await manifestLines(manifest) >= 100, {
+        timeoutMs: WRITER_START_MS,
+        everyMs: 50,
+      });
       const dataDir = b.dataDir;
       const exit = await b.stop();
       assertEquals(exit, { code: 0, signal: null, forced: false });
@@ -187,12 +197,11 @@ e2eTest(
         stdout: "null",
         stderr: "piped",
       }).spawn();
-      for (let i = 0; i < 100; i++) {
-        try {
-          if ((await Deno.stat(`${fuseDir}/disk`)).size === 512 * 2 ** 20) break;
-        } catch { /* not yet */ }
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await waitFor(
+        "nbdfuse exposes the disk",
+        async () => (await Deno.stat(`${fuseDir}/disk`)).size === 512 * 2 ** 20,
+        { timeoutMs: 60_000 },
+      );
       loop = (await run("losetup", ["-f", "--show", `${fuseDir}/disk`])).stdout.trim();
       assert(loop.startsWith("/dev/loop"), `losetup gave "${loop}"`);
       assertEquals((await run("mkfs.ext4", ["-q", "-F", loop])).code, 0);

@@ -6,8 +6,16 @@
 
 import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
-import { assert, assertEquals } from "../_assert.ts";
-import { type BallastProcess, cli, e2eTest, run, startBallast } from "./_harness.ts";
+import { assert, assertEquals, fail } from "../_assert.ts";
+import { waitFor } from "./_cluster.ts";
+import {
+  type BallastProcess,
+  cli,
+  e2eTest,
+  run,
+  type RunResult,
+  startBallast,
+} from "./_harness.ts";
 
 /** CLI call authenticated with the node's admin credentials. */
 function admin(b: BallastProcess, args: string[]) {
@@ -137,22 +145,43 @@ async function probeTls(
 }
 
 /**
- * One libnbd connection held open for `seconds`: writes 4 KiB of `fill`, sleeps, reads it back
- * on the same connection and flushes; prints "held" when all of that worked.
+ * One libnbd connection held open until released: writes 4 KiB of `fill`, then waits for
+ * `release()`, reads the data back on the same connection and flushes; `done` prints "held"
+ * when all of that worked. `connected()` resolves once the write went through. Driven by
+ * events, not sleeps, so the connection spans what the test does meanwhile on any machine.
  */
-function holdConnection(uri: string, fill: string, seconds: number) {
+async function holdConnection(uri: string, fill: string) {
+  const dir = await Deno.makeTempDir({ prefix: "ballast-hold-" });
+  const [connectedFile, releaseFile] = [`${dir}/connected`, `${dir}/release`];
   const script = `
-import nbd, sys, time
+import nbd, os, sys, time
 h = nbd.NBD()
 h.set_uri_allow_local_file(True)
 h.connect_uri(sys.argv[1])
 h.pwrite(b"${fill}" * 4096, 0)
-time.sleep(${seconds})
+open(sys.argv[2], "w").close()
+deadline = time.time() + 150
+while not os.path.exists(sys.argv[3]) and time.time() < deadline:
+    time.sleep(0.05)
 assert h.pread(4096, 0) == b"${fill}" * 4096
 h.flush()
 print("held")
 `;
-  return run("/usr/bin/python3", ["-c", script, uri], { timeoutMs: 60_000 });
+  let ended: RunResult | undefined;
+  const done = run("/usr/bin/python3", ["-c", script, uri, connectedFile, releaseFile], {
+    timeoutMs: 180_000,
+    allowTimeout: true,
+  }).then((r) => (ended = r)).finally(() => Deno.remove(dir, { recursive: true }).catch(() => {}));
+  return {
+    done,
+    async connected() {
+      await waitFor("the held connection is up", async () => {
+        return ended !== undefined || await Deno.stat(connectedFile).then(() => true);
+      }, { timeoutMs: 60_000 });
+      if (ended) fail(`the held connection ended early: ${ended.stdout}${ended.stderr}`);
+    },
+    release: () => Deno.writeTextFile(releaseFile, ""),
+  };
 }
 
 e2eTest(
@@ -411,13 +440,10 @@ e2eTest(
       assertEquals(rv.code, 0, rv.stderr);
       assertEquals(await canOpen(b, "db1", doomed.dir), false, "revoked certificate refused");
 
-      // The server logs a refusal as the client gives up: give the last line a moment.
+      // The server logs a refusal as the client gives up: the last line may come later.
       for (const why of ["expired", "revoked", "v1", "role"]) {
         const line = new RegExp(`client refused.*${why}|${why}.*client refused`);
-        for (let i = 0; i < 40 && !line.test(b.logs()); i++) {
-          await new Promise((r) => setTimeout(r, 50));
-        }
-        assert(line.test(b.logs()), `log: ${why}`);
+        await waitFor(`log: ${why}`, () => line.test(b.logs()), { timeoutMs: 30_000, everyMs: 50 });
       }
       // Everyone else is still served.
       assertEquals(await canOpen(b, "db1", good.dir), true);
@@ -488,15 +514,21 @@ e2eTest(
         "--ttl",
         "1h",
       ]);
-      const before = await Deno.readTextFile(`${b.dataDir}/pki/node.crt`);
-      // One connection held open across the renewal (at 2/3 of a 9 s lifetime).
-      const held = holdConnection(nbds(b, "db1", app.dir), "x", 9);
-      const r = await held;
+      // One connection held open across a renewal (at 2/3 of a 9 s lifetime).
+      const held = await holdConnection(nbds(b, "db1", app.dir), "x");
+      await held.connected();
+      const nodeCrt = `${b.dataDir}/pki/node.crt`;
+      const before = await Deno.readTextFile(nodeCrt);
+      await waitFor("the node certificate renewed", async () => {
+        return await Deno.readTextFile(nodeCrt) !== before;
+      }, { timeoutMs: 60_000 });
+      await waitFor("the renewal logged", () => b.logs().includes("certificates renewed"), {
+        timeoutMs: 30_000,
+      });
+      await held.release();
+      const r = await held.done;
       assertEquals(r.code, 0, r.stdout + r.stderr);
       assertEquals(r.stdout.trim(), "held");
-      const after = await Deno.readTextFile(`${b.dataDir}/pki/node.crt`);
-      assert(before !== after, "the node certificate was renewed");
-      assert(b.logs().includes("certificates renewed"), "renewal is logged");
       assertEquals(await canOpen(b, "db1", app.dir), true, "new connections use the new cert");
       await Deno.remove(app.dir, { recursive: true });
     }, ["--cert-ttl", "9s"]),
@@ -508,15 +540,19 @@ e2eTest(
   () =>
     withTlsNode(async (b) => {
       const app = await issue(b, "app", ["--role", "nbd-client", "--volumes", "db1"]);
-      const held = holdConnection(nbds(b, "db1", app.dir), "r", 5);
-      await new Promise((r) => setTimeout(r, 1500));
+      const held = await holdConnection(nbds(b, "db1", app.dir), "r");
+      await held.connected();
       const rot = await admin(b, ["ca", "rotate", "--overlap", "1h", "-o", "json"]);
       assertEquals(rot.code, 0, rot.stderr);
-      const r = await held;
-      assertEquals([r.code, r.stdout.trim()], [0, "held"], r.stderr);
       // The node now presents a certificate from the new root: with the old bundle the
       // client cannot verify it, with the new bundle its old-root certificate still works.
-      assertEquals(await canOpen(b, "db1", app.dir), false);
+      await waitFor("the node presents the new root's certificate", async () => {
+        return !(await canOpen(b, "db1", app.dir));
+      }, { timeoutMs: 30_000 });
+      // The connection made before the rotation has lived across it.
+      await held.release();
+      const r = await held.done;
+      assertEquals([r.code, r.stdout.trim()], [0, "held"], r.stderr);
       await Deno.copyFile(`${b.dataDir}/pki/ca-bundle.crt`, `${app.dir}/ca-cert.pem`);
       assertEquals(await canOpen(b, "db1", app.dir), true);
       // The admin credentials were reissued under the new root: the CLI keeps working.

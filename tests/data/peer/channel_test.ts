@@ -32,6 +32,7 @@ import {
 } from "../../../data/peer/mod.ts";
 import { FrameDecoder, frameHeader, FrameTooLargeError } from "../../../data/peer/_framing.ts";
 import { assert, assertEquals, fail } from "../../_assert.ts";
+import { kernelBufferBytes, untilStalled } from "../../_backpressure.ts";
 
 type Creds = { key: string; cert: string; ca: string };
 
@@ -322,42 +323,6 @@ Deno.test("frames up to 64 MiB pass; send() refuses bigger ones", async () => {
 });
 
 const MiB = 1024 * 1024;
-
-/**
- * The most one TCP connection on this machine can hold in kernel buffers: the sender's
- * largest send buffer plus the receiver's largest receive buffer (autotuning maxima), read
- * from the kernel so that a test of backpressure pushes past whatever they are here.
- */
-async function kernelBufferBytes(): Promise<number> {
-  const max = async (f: string) => Number((await Deno.readTextFile(f)).trim().split(/\s+/)[2]);
-  return await max("/proc/sys/net/ipv4/tcp_wmem") + await max("/proc/sys/net/ipv4/tcp_rmem");
-}
-
-/**
- * Waits until `count()` has not changed for `quietMs` (the sender is held back) or reached
- * `total`; fails after `deadlineMs`. A slow machine can only end the wait early, with fewer
- * sends counted, never make a held-back sender look free.
- */
-async function untilStalled(
-  count: () => number,
-  total: number,
-  quietMs = 1000,
-  deadlineMs = 60_000,
-): Promise<void> {
-  const start = Date.now();
-  let last = -1;
-  let since = Date.now();
-  while (Date.now() - start < deadlineMs) {
-    const n = count();
-    if (n === total) return;
-    if (n !== last) {
-      last = n;
-      since = Date.now();
-    } else if (Date.now() - since >= quietMs) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  fail(`the sender neither finished nor stalled within ${deadlineMs} ms (${count()} of ${total})`);
-}
 
 for (const side of ["client", "server"] as const) {
   Deno.test(`a ${side} that stops reading holds back the sender with bounded buffers; sends resume when it reads`, async () => {
