@@ -3,7 +3,7 @@
  * @module
  */
 
-import type { BlockStore } from "./store/block_store.ts";
+import type { BlockStore } from "./store/mod.ts";
 import type { ExportCatalog, ExportView } from "./nbd/handshake.ts";
 import { VolumeStats } from "./stats.ts";
 

@@ -14,12 +14,10 @@ import {
 import { ExportTable, LiveExport } from "./exports.ts";
 import { NbdServer } from "./nbd/server.ts";
 import type { HandshakePolicy } from "./nbd/handshake.ts";
-import type { StartTls } from "./nbd/connection.ts";
+import type { StartTls } from "./nbd/transport.ts";
 import type { CopyInfo, DataPlane, OpenOptions, VolumeSpec, VolumeStatus } from "./plane.ts";
 import { OP_TRIM, OP_WRITE, OP_WRITE_ZEROES, type VolumeStats } from "./stats.ts";
-import { type BlockStore, BlockStoreError } from "./store/block_store.ts";
-import { FileBlockStore } from "./store/file_store.ts";
-import { filesystemSpace } from "./store/_libc.ts";
+import { type BlockStore, BlockStoreError, FileBlockStore, filesystemSpace } from "./store/mod.ts";
 
 export interface DataPlaneOptions {
   dataDir: string;

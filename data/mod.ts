@@ -6,12 +6,17 @@
 export { type DataPlaneOptions, type RunningDataPlane, startDataPlane } from "./local_plane.ts";
 export type { DataPlane, VolumeSpec, VolumeStatus } from "./plane.ts";
 export { LATENCY_BUCKETS, OP_KINDS, type OpKind, VolumeStats } from "./stats.ts";
-export { type BlockStore, BlockStoreError, type Extent } from "./store/block_store.ts";
-export { FileBlockStore } from "./store/file_store.ts";
+export {
+  type BlockStore,
+  BlockStoreError,
+  type Extent,
+  FileBlockStore,
+  MemoryBlockStore,
+} from "./store/mod.ts";
 export { ExportTable, LiveExport } from "./exports.ts";
 export { NbdServer, type NbdServerOptions } from "./nbd/server.ts";
 export type { ExportCatalog, ExportView, HandshakePolicy } from "./nbd/handshake.ts";
-export { type StartTls, type TlsUpgrade } from "./nbd/connection.ts";
+export type { StartTls, TlsUpgrade } from "./nbd/transport.ts";
 export { ClientRefusedError, ProtocolError } from "./nbd/errors.ts";
 export { NodeSocketTransport, startTlsServer, type TlsPeer } from "./nbd/node_transport.ts";
 export { tcpTransport, type Transport } from "./nbd/transport.ts";

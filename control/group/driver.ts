@@ -91,6 +91,9 @@ export class GroupDriver {
   #gateWaiters: { epoch: number; resolve: () => void; reject: (err: Error) => void }[] = [];
   /** Host calls (serve / stop-serving) in order. */
   #hostChain: Promise<void> = Promise.resolve();
+  /** Events not yet stepped, and whether a batch's effects are being applied. */
+  #inbox: GroupEvent[] = [];
+  #applying = false;
 
   constructor(options: GroupDriverOptions) {
     this.#o = {
@@ -129,7 +132,7 @@ export class GroupDriver {
     for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
     if (this.#writePoll !== undefined) clearInterval(this.#writePoll);
-    this.#settleGates(new Error("the group driver stopped"));
+    this.#settleGates(undefined, new Error("the group driver stopped"));
     const serving = this.#state.serving;
     if (options.release && serving !== undefined) {
       this.#hostChain = this.#hostChain.then(() => this.#o.host.stopServing(serving));
@@ -145,12 +148,39 @@ export class GroupDriver {
     this.feed({ type: "record-changed", current: { revision: kv.modRevision, record } });
   }
 
-  /** Feeds one event and performs the resulting effects. */
+  /**
+   * Feeds one event. Events are stepped in batches and each batch's effects applied as a
+   * whole (etcd-io/raft's Ready/Advance): an event that arrives while effects are being
+   * applied (a notice's callback, a lease change) waits for the next batch, so step() is
+   * never re-entered.
+   */
   feed(event: GroupEvent): void {
     if (this.#stopped) return;
-    const before = this.#state;
-    const { state, effects } = step(before, event);
-    this.#state = state;
+    this.#inbox.push(event);
+    if (this.#applying) return;
+    this.#applying = true;
+    try {
+      while (this.#inbox.length > 0 && !this.#stopped) {
+        const batch = this.#inbox;
+        this.#inbox = [];
+        const before = this.#state;
+        let state = before;
+        const effects: Effect[] = [];
+        for (const e of batch) {
+          const r = step(state, e);
+          state = r.state;
+          effects.push(...r.effects);
+        }
+        this.#state = state;
+        this.#logChanges(before, state);
+        this.#perform(effects);
+      }
+    } finally {
+      this.#applying = false;
+    }
+  }
+
+  #logChanges(before: ActorState, state: ActorState): void {
     const line = state.known ? describeRecord(state.known.record) : "";
     if (line !== this.#lastLogged && state.known) {
       this.#lastLogged = line;
@@ -163,48 +193,32 @@ export class GroupDriver {
     if (before.leaseDown.join() !== state.leaseDown.join()) {
       this.#log.info({ leaseDown: state.leaseDown }, "group: lease view changed");
     }
-    this.#perform(effects);
-    if (this.#gateWaiters.length > 0) this.#settleGates();
   }
 
   /**
-   * Resolves waiting first writes once the record at their epoch names no in-sync
-   * replica; rejects them if this node no longer serves that epoch (or with `err`).
+   * The write gate of a master whose record lists other members in sync: the first
+   * data-changing request waits until the machine releases it (machine.ts, "writes").
    */
-  #settleGates(err?: Error): void {
-    const s = this.#state;
-    this.#gateWaiters = this.#gateWaiters.filter((w) => {
-      if (err || s.serving !== w.epoch) {
-        w.reject(err ?? new Error(`this node is no longer master at epoch ${w.epoch}`));
-        return false;
-      }
-      const r = s.known?.record;
-      if (r?.epoch === w.epoch && r.inSync.every((m) => m === this.#o.self)) {
-        w.resolve();
-        return false;
-      }
-      return true;
-    });
-  }
-
-  /**
-   * The write gate of a master whose replicas are recorded in sync: replication does
-   * not exist yet, so before the first write is acknowledged the record must say the
-   * replicas no longer hold the same data (else a stale replica could be promoted and
-   * the write lost). Resolves when a record at `epoch` shows that.
-   */
-  #replicasOutOfSync(epoch: number): Promise<void> {
+  #writeGate(epoch: number): Promise<void> {
     const done = new Promise<void>((resolve, reject) =>
       this.#gateWaiters.push({ epoch, resolve, reject })
     );
-    const s = this.#state;
-    const others = s.known?.record.inSync.filter((m) => m !== this.#o.self) ?? [];
+    const others = this.#state.known?.record.inSync.filter((m) => m !== this.#o.self) ?? [];
     if (others.length > 0) {
       this.#log.info({ epoch, replicas: others }, "group: first write waits for the record");
     }
-    for (const replica of others) this.feed({ type: "replica-out-of-sync", replica, epoch });
-    this.#settleGates();
+    this.feed({ type: "data-changed", epoch, waiting: true });
     return done;
+  }
+
+  /** Settles the gate waiters of `epoch` (of every epoch when it is undefined). */
+  #settleGates(epoch: number | undefined, err?: Error): void {
+    this.#gateWaiters = this.#gateWaiters.filter((w) => {
+      if (epoch !== undefined && w.epoch !== epoch) return true;
+      if (err) w.reject(err);
+      else w.resolve();
+      return false;
+    });
   }
 
   #perform(effects: Effect[]): void {
@@ -239,20 +253,26 @@ export class GroupDriver {
         this.#hostChain = this.#hostChain.then(() => {
           const inSync = this.#state.known?.record.inSync ?? [];
           const gated = inSync.some((m) => m !== this.#o.self);
-          return this.#o.host.serve(
-            n.epoch,
-            gated ? () => this.#replicasOutOfSync(n.epoch) : undefined,
-          );
-        }).catch((err) => log.error({ err: String(err) }, "group: could not export the volume"));
+          return this.#o.host.serve(n.epoch, gated ? () => this.#writeGate(n.epoch) : undefined);
+        }).catch((err) => log.error({ err }, "group: could not export the volume"));
         this.#startWritePoll(n.epoch);
         break;
       case "stop-serving":
         log.info("group: no longer master; stopping the export");
-        this.#settleGates();
         if (this.#writePoll !== undefined) clearInterval(this.#writePoll);
         this.#writePoll = undefined;
         this.#hostChain = this.#hostChain.then(() => this.#o.host.stopServing(n.epoch)).catch(
-          (err) => log.error({ err: String(err) }, "group: could not stop the export"),
+          (err) => log.error({ err }, "group: could not stop the export"),
+        );
+        break;
+      case "release-writes":
+        log.info("group: the record shows the replicas out of sync; writes may pass");
+        this.#settleGates(n.epoch);
+        break;
+      case "refuse-writes":
+        this.#settleGates(
+          n.epoch,
+          new Error(`this node is no longer master at epoch ${n.epoch}`),
         );
         break;
       case "fence":
@@ -266,21 +286,18 @@ export class GroupDriver {
 
   /**
    * Replication does not exist yet, so a replica is in sync only while the master has
-   * never taken a write: at the first one, every replica is reported out of sync.
+   * never taken a write: the machine is told as soon as the local copy holds data
+   * (machine.ts, "data-changed"), whether or not a request waits at the gate.
    */
   #startWritePoll(epoch: number): void {
     if (this.#writePoll !== undefined) clearInterval(this.#writePoll);
     const check = () => {
       const s = this.#state;
       if (s.serving !== epoch || s.known === undefined) return;
-      const others = s.known.record.inSync.filter((m) => m !== this.#o.self);
-      if (others.length === 0 || !this.#o.host.written()) return;
-      const pending = s.reports.filter((r) => !r.inSync).map((r) => r.replica);
-      for (const replica of others) {
-        if (pending.includes(replica)) continue;
-        this.#log.warn({ epoch, replica }, "group: master has written data; replica out of sync");
-        this.feed({ type: "replica-out-of-sync", replica, epoch });
-      }
+      if (!s.known.record.inSync.some((m) => m !== this.#o.self)) return;
+      if (!this.#o.host.written()) return;
+      this.#log.warn({ epoch }, "group: master has written data; replicas out of sync");
+      this.feed({ type: "data-changed", epoch, waiting: false });
     };
     this.#writePoll = setInterval(check, this.#o.writePollMs);
     check();
@@ -310,31 +327,30 @@ export class GroupDriver {
         if (kv?.modRevision === expectedRevision) base = kv.value;
       }
       const guarded = [...guard.down, ...guard.up];
-      const compares: Compare[] = [
-        { key, target: "modRevision", op: "==", value: expectedRevision },
-        ...livenessCompares(guard.down, guard.up),
-      ];
-      const value = base === undefined ? undefined : this.#o.encode(base, record);
-      const failure: Op[] = [
+      const reads: Op[] = [
         { type: "get", key },
         ...guarded.map((n): Op => ({ type: "get", key: aliveKey(n) })),
       ];
-      // Without the value at the expected revision the CAS cannot apply: compare
-      // something impossible and take the failure branch for a fresh read.
-      const res = await this.#o.store.txn(
-        value === undefined
-          ? [{ key, target: "modRevision", op: "==", value: -1 }, ...compares.slice(1)]
-          : compares,
-        value === undefined ? [] : [{ type: "put", key, value }],
-        failure,
-      );
-      if (res.succeeded) {
-        this.#remember(res.revision, value!);
-        this.#log.info(
-          { epoch: record.epoch, guard, revision: res.revision },
-          `group: CAS won: ${describeRecord(record)}`,
-        );
-        return { type: "cas-won", revision: res.revision };
+      let res;
+      if (base === undefined) {
+        // The value at the expected revision is gone, so the CAS cannot apply: read the
+        // record and the guarded leases in one snapshot and re-plan from them.
+        res = await this.#o.store.txn([], reads, []);
+      } else {
+        const value = this.#o.encode(base, record);
+        const compares: Compare[] = [
+          { key, target: "modRevision", op: "==", value: expectedRevision },
+          ...livenessCompares(guard.down, guard.up),
+        ];
+        res = await this.#o.store.txn(compares, [{ type: "put", key, value }], reads);
+        if (res.succeeded) {
+          this.#remember(res.revision, value);
+          this.#log.info(
+            { epoch: record.epoch, guard, revision: res.revision },
+            `group: CAS won: ${describeRecord(record)}`,
+          );
+          return { type: "cas-won", revision: res.revision };
+        }
       }
       const got = (i: number) => {
         const r = res.responses[i];

@@ -16,7 +16,12 @@
  *   after a retry timer, by a read: the record says what happened;
  * - records older than the one known are ignored, so epochs never go backwards;
  * - the actor serves (notice "serve") only at an epoch where a record it has seen
- *   names it master, and stops as soon as it sees a newer epoch or another master.
+ *   names it master, and stops as soon as it sees a newer epoch or another master;
+ * - writes: data is not replicated yet, so once the master's copy changes ("data-changed")
+ *   every other in-sync member is reported out of sync, and a data-changing request held
+ *   at the write gate is released ("release-writes") only when a record at the serving
+ *   epoch lists no other member in sync (else a stale replica could be promoted and an
+ *   acknowledged write lost); it is refused ("refuse-writes") if serving ends first.
  * @module
  */
 
@@ -43,6 +48,8 @@ export interface ActorState {
   serving: number | undefined;
   /** Sync reports of this node's data path not yet reflected in the record. */
   reports: Report[];
+  /** Epoch at which data-changing requests wait at the write gate, if any do. */
+  holding: number | undefined;
 }
 
 export type GroupEvent =
@@ -50,6 +57,11 @@ export type GroupEvent =
   | { type: "lease-restored"; node: string }
   | { type: "replica-in-sync"; replica: string; epoch: number }
   | { type: "replica-out-of-sync"; replica: string; epoch: number }
+  /**
+   * The serving master's copy changed, or a data-changing request waits at its write
+   * gate (`waiting`): the other in-sync members no longer hold the same data.
+   */
+  | { type: "data-changed"; epoch: number; waiting: boolean }
   /** The record changed (the driver's watch), independent of any request. */
   | { type: "record-changed"; current: Versioned }
   | { type: "read-result"; current: Versioned }
@@ -71,7 +83,11 @@ export type Notice =
   /** `node` must not serve below `epoch` (replicas refuse its older-epoch writes). */
   | { kind: "fence"; node: string; epoch: number }
   /** As master at `epoch`, bring `replica` back in sync. */
-  | { kind: "resync"; replica: string; epoch: number };
+  | { kind: "resync"; replica: string; epoch: number }
+  /** Requests held at the write gate at `epoch` may now run. */
+  | { kind: "release-writes"; epoch: number }
+  /** Requests held at the write gate at `epoch` must fail: this node no longer serves it. */
+  | { kind: "refuse-writes"; epoch: number };
 
 export type Effect =
   | { type: "read" }
@@ -95,6 +111,7 @@ export function initActor(self: string): StepResult {
       leaseDown: [],
       serving: undefined,
       reports: [],
+      holding: undefined,
     },
     effects: [{ type: "read" }],
   };
@@ -120,6 +137,23 @@ export function step(state: ActorState, event: GroupEvent): StepResult {
         ].sort((a, b) => a.replica < b.replica ? -1 : 1);
       }
       break;
+    case "data-changed": {
+      if (s.serving !== event.epoch || s.known === undefined) {
+        // Not (or no longer) master at that epoch: whatever waits must fail.
+        if (event.waiting) {
+          effects.push({ type: "notify", notice: { kind: "refuse-writes", epoch: event.epoch } });
+        }
+        break;
+      }
+      const reported = s.reports.filter((r) => !r.inSync).map((r) => r.replica);
+      const others = s.known.record.inSync.filter((m) => m !== s.self && !reported.includes(m));
+      s.reports = [
+        ...s.reports.filter((r) => !others.includes(r.replica)),
+        ...others.map((replica) => ({ replica, inSync: false, epoch: event.epoch })),
+      ].sort((a, b) => a.replica < b.replica ? -1 : 1);
+      if (event.waiting) s.holding = event.epoch;
+      break;
+    }
     case "record-changed":
       s = learn(s, event.current, effects);
       break;
@@ -158,14 +192,39 @@ export function step(state: ActorState, event: GroupEvent): StepResult {
   return propose(s, effects);
 }
 
-/** If idle, CAS whatever plan() wants changed. */
-function propose(s: ActorState, effects: Effect[]): StepResult {
+/** Settles the write gate, then, if idle, CASes whatever plan() wants changed. */
+function propose(state: ActorState, effects: Effect[]): StepResult {
+  const s = settleWrites(state, effects);
   if (s.op !== undefined || s.known === undefined) return { state: s, effects };
   const next = plan(s.known.record, s);
   if (next === undefined) return { state: s, effects };
   const cas = { expectedRevision: s.known.revision, ...next };
   effects.push({ type: "cas", ...cas });
   return { state: { ...s, op: { kind: "cas", ...cas } }, effects };
+}
+
+/**
+ * Releases held writes once a record at the held epoch lists no other member in sync;
+ * refuses them once this node no longer serves that epoch.
+ *
+ * Only while no request is outstanding: after a lost reply this node's own CAS may have
+ * put a member back in sync without its knowing (the model checker found that). And a
+ * pending report that a member is in sync is dropped on release: that member is about to
+ * miss the released write, which only this node applies.
+ */
+function settleWrites(s: ActorState, effects: Effect[]): ActorState {
+  const epoch = s.holding;
+  if (epoch === undefined) return s;
+  if (s.serving !== epoch) {
+    effects.push({ type: "notify", notice: { kind: "refuse-writes", epoch } });
+    return { ...s, holding: undefined };
+  }
+  const r = s.known?.record;
+  if (s.op === undefined && r?.epoch === epoch && r.inSync.every((m) => m === s.self)) {
+    effects.push({ type: "notify", notice: { kind: "release-writes", epoch } });
+    return { ...s, holding: undefined, reports: s.reports.filter((rep) => !rep.inSync) };
+  }
+  return s;
 }
 
 /** Takes in a record (unless older than the known one) and adjusts serving. */

@@ -21,7 +21,7 @@ import { type Transport, writeAll } from "./transport.ts";
 import { ProtocolError } from "./errors.ts";
 import type { InputBuffer } from "./_input.ts";
 import type { ExportTable, LiveExport } from "../exports.ts";
-import type { StartTls } from "./connection.ts";
+import type { StartTls } from "./transport.ts";
 
 /** The connection state the handshake reads and replaces. */
 export interface Session {

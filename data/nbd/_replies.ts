@@ -1,10 +1,23 @@
 /**
- * A connection's outgoing side: replies are encoded into a batch buffer, and a whole
- * batch leaves in one write while the connection goes on reading. Batch buffers are
- * pooled; writes are chained so they never interleave.
+ * A connection's outgoing side: replies are encoded into a batch buffer (Replies), and a
+ * whole batch leaves in one write while the connection goes on reading (ReplyBatcher).
+ * Batch buffers are pooled; writes are chained so they never interleave.
  * @module
  */
 
+import {
+  blockStatusSize,
+  encodeBlockStatus,
+  encodeErrorReply,
+  encodeOffsetDataHeader,
+  encodeOkReply,
+  encodeSimpleReply,
+  errorReplySize,
+  Request,
+  type StatusDescriptor,
+} from "./codec.ts";
+import { SIMPLE_REPLY_HEADER_SIZE, STRUCTURED_REPLY_HEADER_SIZE } from "./constants.ts";
+import { type Errno, nbdError } from "./errno.ts";
 import { type Transport, writeAll } from "./transport.ts";
 
 export const INITIAL_OUT = 256 * 1024;
@@ -95,5 +108,106 @@ export class ReplyBatcher {
     this.buf = buf;
     this.view = new DataView(buf.buffer);
     this.len = 0;
+  }
+}
+
+const enc = new TextEncoder();
+/** Longest error message sent to a client (the spec's SHOULD for strings is 256 bytes). */
+const MAX_MESSAGE = 200;
+
+/** A request's reply that is sent later (after a flush or a replica's answer). */
+export interface DeferredReply {
+  ok(): void;
+  error(errno: Errno, message: string): void;
+}
+
+/**
+ * The reply step of the transmission loop ("Simple reply message", "Structured reply
+ * chunk message"): encodes each kind of reply into the batch. Error values come only from
+ * nbdError() (errno.ts), knowing the request's flags.
+ */
+export class Replies {
+  /** NBD_OPT_STRUCTURED_REPLY was negotiated (set when transmission starts). */
+  structured = false;
+
+  constructor(readonly batch: ReplyBatcher) {}
+
+  /** A success reply without payload. */
+  ok(req: Request): void {
+    const out = this.batch;
+    const at = out.reserve(STRUCTURED_REPLY_HEADER_SIZE);
+    out.len = encodeOkReply(out.view, at, req, this.structured);
+  }
+
+  /** An error reply for `req`: the NBD error value for `errno` and a message for the client. */
+  error(req: Request, errno: Errno, message: string, encoded?: Uint8Array): void {
+    const m = encoded ?? enc.encode(message.slice(0, MAX_MESSAGE));
+    const out = this.batch;
+    const at = out.reserve(errorReplySize(this.structured, m));
+    out.len = encodeErrorReply(
+      out.buf,
+      out.view,
+      at,
+      req,
+      this.structured,
+      nbdError(errno, req.flags),
+      m,
+    );
+  }
+
+  /** A READ reply: `fill` writes `req.length` bytes of data straight into the batch. */
+  read(req: Request, fill: (into: Uint8Array) => void): void {
+    const out = this.batch;
+    const len = req.length;
+    let dataAt: number;
+    if (this.structured) {
+      const at = out.reserve(STRUCTURED_REPLY_HEADER_SIZE + 8 + len);
+      dataAt = encodeOffsetDataHeader(out.view, at, req);
+    } else {
+      const at = out.reserve(SIMPLE_REPLY_HEADER_SIZE + len);
+      dataAt = encodeSimpleReply(out.view, at, req, 0);
+    }
+    fill(out.buf.subarray(dataAt, dataAt + len));
+    out.len = dataAt + len;
+  }
+
+  /** A BLOCK_STATUS reply for context `contextId`. */
+  blockStatus(req: Request, contextId: number, descriptors: readonly StatusDescriptor[]): void {
+    const out = this.batch;
+    const at = out.reserve(blockStatusSize(descriptors.length));
+    out.len = encodeBlockStatus(out.view, at, req, contextId, descriptors);
+  }
+
+  /**
+   * A reply sent later, in its own write after what is queued by then (the Request object
+   * is reused, so its handle and flags are copied now).
+   */
+  deferred(req: Request): DeferredReply {
+    const r = new Request();
+    r.handleHi = req.handleHi;
+    r.handleLo = req.handleLo;
+    r.flags = req.flags;
+    const structured = this.structured;
+    const out = this.batch;
+    return {
+      ok() {
+        const b = new Uint8Array(STRUCTURED_REPLY_HEADER_SIZE);
+        out.enqueue(b, encodeOkReply(new DataView(b.buffer), 0, r, structured), false);
+      },
+      error(errno: Errno, message: string) {
+        const m = enc.encode(message.slice(0, MAX_MESSAGE));
+        const b = new Uint8Array(errorReplySize(structured, m));
+        const n = encodeErrorReply(
+          b,
+          new DataView(b.buffer),
+          0,
+          r,
+          structured,
+          nbdError(errno, r.flags),
+          m,
+        );
+        out.enqueue(b, n, false);
+      },
+    };
   }
 }

@@ -9,6 +9,7 @@
  */
 
 import * as C from "./constants.ts";
+import type { Errno } from "./errno.ts";
 
 /** A decoded request header ("Request message"). Reused across requests: no allocation. */
 export class Request {
@@ -83,9 +84,12 @@ function allowedFlags(type: number, ctx: TransmissionContext): number {
   }
 }
 
-/** Why validateRequest refused a request: an NBD error value plus a message for logs. */
+/**
+ * Why validateRequest refused a request: a POSIX error name (nbdError() in errno.ts turns it
+ * into the NBD error value, knowing the request's flags) plus a message for logs.
+ */
 export interface Rejection {
-  error: number;
+  errno: Errno;
   message: string;
 }
 
@@ -102,42 +106,42 @@ export function validateRequest(req: Request, ctx: TransmissionContext): Rejecti
     t !== C.NBD_CMD_READ && !isWrite && t !== C.NBD_CMD_FLUSH && t !== C.NBD_CMD_CACHE &&
     t !== C.NBD_CMD_BLOCK_STATUS
   ) {
-    return { error: C.NBD_EINVAL, message: `unknown command ${t}` };
+    return { errno: "EINVAL", message: `unknown command ${t}` };
   }
   const bad = req.flags & ~allowedFlags(t, ctx);
   if (bad !== 0) {
     return {
-      error: C.NBD_EINVAL,
+      errno: "EINVAL",
       message: `flags 0x${bad.toString(16)} not valid for command ${t}`,
     };
   }
   if (t === C.NBD_CMD_FLUSH) {
     // "For a flush request, length and offset are reserved, and MUST be set to all-zero."
     if (req.length !== 0 || req.offsetHi !== 0 || req.offsetLo !== 0) {
-      return { error: C.NBD_EINVAL, message: "flush with nonzero offset or length" };
+      return { errno: "EINVAL", message: "flush with nonzero offset or length" };
     }
     return undefined;
   }
   if (t === C.NBD_CMD_BLOCK_STATUS && !ctx.baseAllocation) {
-    return { error: C.NBD_EINVAL, message: "block status without a negotiated metadata context" };
+    return { errno: "EINVAL", message: "block status without a negotiated metadata context" };
   }
   if (req.length === 0) {
-    return { error: C.NBD_EINVAL, message: "zero-length request" };
+    return { errno: "EINVAL", message: "zero-length request" };
   }
   if ((t === C.NBD_CMD_READ || t === C.NBD_CMD_WRITE) && req.length > ctx.maxPayload) {
     return {
-      error: C.NBD_EOVERFLOW,
+      errno: "EOVERFLOW",
       message: `length ${req.length} exceeds the maximum payload ${ctx.maxPayload}`,
     };
   }
   if (isWrite && ctx.readOnly) {
-    return { error: C.NBD_EPERM, message: "write to a read-only export" };
+    return { errno: "EPERM", message: "write to a read-only export" };
   }
   // offset + length must stay within the export ("Error values": ENOSPC for writes
   // beyond the end, EINVAL for other requests beyond the end).
   if (req.offsetHi >= TWO_POW_21 || req.offset + req.length > ctx.size) {
     return {
-      error: isWrite ? C.NBD_ENOSPC : C.NBD_EINVAL,
+      errno: isWrite ? "ENOSPC" : "EINVAL",
       message: `range ${describeOffset(req)}+${req.length} is beyond the export size ${ctx.size}`,
     };
   }
@@ -283,31 +287,4 @@ export function encodeBlockStatus(
     off += 8;
   }
   return off;
-}
-
-/** Maps a POSIX error name from the block store to an NBD error value (nbdkit's nbd_errno). */
-export function nbdErrno(errno: string | undefined): number {
-  switch (errno) {
-    case "EPERM":
-    case "EROFS":
-    case "EACCES":
-      return C.NBD_EPERM;
-    case "ENOMEM":
-      return C.NBD_ENOMEM;
-    case "EINVAL":
-      return C.NBD_EINVAL;
-    case "ENOSPC":
-    case "EDQUOT":
-    case "EFBIG":
-      return C.NBD_ENOSPC;
-    case "EOVERFLOW":
-      return C.NBD_EOVERFLOW;
-    case "EOPNOTSUPP":
-    case "ENOTSUP":
-      return C.NBD_ENOTSUP;
-    case "ESHUTDOWN":
-      return C.NBD_ESHUTDOWN;
-    default:
-      return C.NBD_EIO;
-  }
 }

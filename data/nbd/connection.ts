@@ -1,6 +1,8 @@
 /**
  * One NBD connection: the handshake (driven by _negotiate.ts around the pure state
- * machine in handshake.ts), then the transmission loop ("Transmission").
+ * machine in handshake.ts), then the transmission loop ("Transmission"), whose steps are
+ * parse -> admit (validate, shutdown, write gate) -> execute (_execute.ts) -> reply
+ * (_replies.ts).
  *
  * Hot path rules (measured, see docs/BENCHMARKS.md): one reusable input buffer;
  * every pipelined request in a read is parsed and executed before the next read;
@@ -14,52 +16,15 @@
 
 import type { Logger } from "pino";
 import * as C from "./constants.ts";
-import {
-  blockStatusSize,
-  decodeRequest,
-  encodeBlockStatus,
-  encodeErrorReply,
-  encodeOffsetDataHeader,
-  encodeOkReply,
-  encodeSimpleReply,
-  errorReplySize,
-  nbdErrno,
-  Request,
-  type StatusDescriptor,
-  type TransmissionContext,
-  validateRequest,
-} from "./codec.ts";
+import { decodeRequest, Request, type TransmissionContext, validateRequest } from "./codec.ts";
 import type { HandshakePolicy } from "./handshake.ts";
 import { negotiate, type Session } from "./_negotiate.ts";
-import type { Transport } from "./transport.ts";
+import type { StartTls, Transport } from "./transport.ts";
 import { ClientRefusedError, ProtocolError } from "./errors.ts";
 import { InputBuffer } from "./_input.ts";
-import { ReplyBatcher } from "./_replies.ts";
+import { Replies, ReplyBatcher } from "./_replies.ts";
+import { execute, type ExecuteContext, isDataChanging, opOf } from "./_execute.ts";
 import type { ExportTable, LiveExport } from "../exports.ts";
-import {
-  OP_BLOCK_STATUS,
-  OP_CACHE,
-  OP_FLUSH,
-  OP_READ,
-  OP_TRIM,
-  OP_WRITE,
-  OP_WRITE_ZEROES,
-} from "../stats.ts";
-
-/** The outcome of a successful TLS upgrade: the new transport and who the client is. */
-export interface TlsUpgrade {
-  transport: Transport;
-  /** Authenticated client identity, for logs. */
-  identity: string;
-  /** Exports this client may list and open (from its certificate); all when absent. */
-  allowExport?: (name: string) => boolean;
-}
-
-/**
- * Upgrades a transport to TLS after NBD_OPT_STARTTLS was acknowledged (the TLS seam).
- * Rejects (and the connection closes) when the handshake fails or the client is refused.
- */
-export type StartTls = (t: Transport) => Promise<TlsUpgrade>;
 
 export interface ConnectionOptions {
   id: number;
@@ -73,12 +38,19 @@ export interface ConnectionOptions {
 const EARLY_REPLY_BYTES = 128 * 1024;
 /** Stop reading new requests while this many reply bytes wait to be sent. */
 const MAX_QUEUED_OUT = 64 * 1024 * 1024;
-/** Most descriptors one BLOCK_STATUS reply carries ("MAY return less descriptors"). */
-const MAX_DESCRIPTORS = 1024;
-const STATUS_HOLE = C.NBD_STATE_HOLE | C.NBD_STATE_ZERO;
 
-const enc = new TextEncoder();
-const MSG_SHUTDOWN = enc.encode("server is shutting down");
+const MSG_SHUTDOWN = new TextEncoder().encode("server is shutting down");
+
+/** What parsing the input buffer found. */
+type Parsed =
+  /** A complete request is in `#req`; a WRITE's payload starts at `payload`. */
+  | { kind: "request"; payload: number }
+  /** Not enough bytes buffered for the next request. */
+  | { kind: "more" }
+  /** A WRITE too large to buffer was answered; its payload must be skipped. */
+  | { kind: "skip"; bytes: number }
+  /** NBD_CMD_DISC. */
+  | { kind: "disc" };
 
 export class Connection {
   readonly id: number;
@@ -91,6 +63,7 @@ export class Connection {
   // Receive buffer and reply batches (see _input.ts, _replies.ts).
   #in = new InputBuffer();
   #out = new ReplyBatcher(() => this.#t, () => this.#closed);
+  #replies = new Replies(this.#out);
 
   #req = new Request();
   #ctx: TransmissionContext | undefined;
@@ -149,8 +122,9 @@ export class Connection {
       if (attached) {
         this.#ctx = attached.ctx;
         this.#export = attached.exp;
+        this.#replies.structured = attached.ctx.structuredReplies;
         this.inHandshake = false;
-        await this.#transmission(attached.exp);
+        await this.#transmission(attached.exp, attached.ctx);
       }
     } catch (err) {
       if (!this.#closed) {
@@ -158,12 +132,12 @@ export class Connection {
         if (err instanceof ClientRefusedError) {
           this.#log.warn({ reason: msg }, "client refused");
         } else if (err instanceof ProtocolError) {
-          this.#log.warn({ err: msg }, "protocol violation, disconnecting");
+          this.#log.warn({ reason: msg }, "protocol violation, disconnecting");
           if (this.#export) this.#export.stats.protocolErrors++;
         } else if (isDisconnect(err)) {
-          this.#log.debug({ err: msg }, "client went away");
+          this.#log.debug({ reason: msg }, "client went away");
         } else {
-          this.#log.error({ err: msg }, "connection failed");
+          this.#log.error({ err }, "connection failed");
         }
       }
     } finally {
@@ -194,63 +168,44 @@ export class Connection {
 
   // ---- transmission ("Transmission", "Request types") -------------------------------
 
-  async #transmission(exp: LiveExport): Promise<void> {
+  async #transmission(exp: LiveExport, ctx: TransmissionContext): Promise<void> {
     exp.attach(this);
-    const ctx = this.#ctx!;
-    const req = this.#req;
+    const run: ExecuteContext = {
+      exp,
+      input: this.#in,
+      replies: this.#replies,
+      log: this.#log,
+      later: (work) => this.#later(work),
+    };
     for (;;) {
       let progressed = false;
       // Parse and execute every complete request in the buffer.
-      while (this.#in.end - this.#in.start >= C.REQUEST_HEADER_SIZE) {
+      for (;;) {
         if (this.#out.queued + this.#out.len > MAX_QUEUED_OUT) {
           // The client is not reading its replies: stop producing more until it does.
           this.#out.flush();
           await this.#out.sending;
           if (this.#out.error) throw this.#out.error;
         }
-        const s = this.#in.start;
-        if (!decodeRequest(this.#in.view, s, req)) {
-          throw new ProtocolError(`bad request magic 0x${this.#in.view.getUint32(s).toString(16)}`);
-        }
-        if (req.type === C.NBD_CMD_DISC) {
+        const parsed = this.#parse(ctx);
+        if (parsed.kind === "more") break;
+        progressed = true;
+        if (parsed.kind === "disc") {
           // "The server MUST handle all outstanding requests ... and close the TCP session."
           this.#log.debug("client sent NBD_CMD_DISC");
-          this.#out.flush();
           await this.#drain();
           return;
         }
-        const isWrite = req.type === C.NBD_CMD_WRITE;
-        let next = s + C.REQUEST_HEADER_SIZE;
-        if (isWrite) {
-          next += req.length;
-          if (this.#in.end < next) {
-            if (req.length > ctx.maxPayload) {
-              // Too large to buffer: answer now and skip the payload to stay in sync.
-              this.#in.start += C.REQUEST_HEADER_SIZE;
-              this.#reject(req, C.NBD_EOVERFLOW, `write of ${req.length} bytes exceeds maximum`);
-              this.#out.flush();
-              await this.#discard(req.length);
-              progressed = true;
-              continue;
-            }
-            this.#in.reserve(next - s);
-            break; // read more
-          }
+        if (parsed.kind === "skip") {
+          this.#out.flush();
+          await this.#discard(parsed.bytes);
+          continue;
         }
-        // The WRITE payload stays in place in #in until the next fill.
-        this.#in.start = next;
-        progressed = true;
-        // Validate -> (write gate) -> execute -> reply: a request the spec refuses is
-        // answered at once, never held behind the control plane.
-        if (this.#refused(req, ctx, exp)) continue;
-        if (
-          exp.writeGate !== undefined &&
-          (isWrite || req.type === C.NBD_CMD_TRIM || req.type === C.NBD_CMD_WRITE_ZEROES) &&
-          !(await this.#passWriteGate(exp, req))
-        ) continue;
-        this.#execute(req, ctx, exp, s + C.REQUEST_HEADER_SIZE);
+        const req = this.#req;
+        if (!(await this.#admit(req, ctx, exp))) continue;
+        execute(req, run, parsed.payload);
         // A large write took a while: acknowledge it now rather than after the batch.
-        if (isWrite && req.length >= EARLY_REPLY_BYTES) this.#out.flush();
+        if (req.type === C.NBD_CMD_WRITE && req.length >= EARLY_REPLY_BYTES) this.#out.flush();
       }
       if (this.#in.end === this.#in.start) this.partialSince = 0;
       else if (progressed || this.partialSince === 0) this.partialSince = performance.now();
@@ -270,6 +225,71 @@ export class Connection {
   }
 
   /**
+   * Parse step: decodes the next request header (and for a WRITE, checks that its payload
+   * is buffered) into `#req`, consuming it from the input. Throws ProtocolError on a bad
+   * magic: the stream is then out of step and the connection must close.
+   */
+  #parse(ctx: TransmissionContext): Parsed {
+    const input = this.#in;
+    const s = input.start;
+    if (input.end - s < C.REQUEST_HEADER_SIZE) return { kind: "more" };
+    const req = this.#req;
+    if (!decodeRequest(input.view, s, req)) {
+      throw new ProtocolError(`bad request magic 0x${input.view.getUint32(s).toString(16)}`);
+    }
+    if (req.type === C.NBD_CMD_DISC) {
+      input.start = s + C.REQUEST_HEADER_SIZE;
+      return { kind: "disc" };
+    }
+    let next = s + C.REQUEST_HEADER_SIZE;
+    if (req.type === C.NBD_CMD_WRITE) {
+      next += req.length;
+      if (input.end < next) {
+        if (req.length > ctx.maxPayload) {
+          // Too large to buffer: answer now and skip the payload to stay in sync.
+          input.start = s + C.REQUEST_HEADER_SIZE;
+          this.#replies.error(
+            req,
+            "EOVERFLOW",
+            `write of ${req.length} bytes exceeds the maximum of ${ctx.maxPayload}`,
+          );
+          return { kind: "skip", bytes: req.length };
+        }
+        input.reserve(next - s);
+        return { kind: "more" };
+      }
+    }
+    // The WRITE payload stays in place in the input buffer until the next fill.
+    input.start = next;
+    return { kind: "request", payload: s + C.REQUEST_HEADER_SIZE };
+  }
+
+  /**
+   * Admit step: validate -> shutdown -> write gate. A request the spec refuses is answered
+   * at once, never held behind the control plane. Returns whether to execute it.
+   */
+  async #admit(req: Request, ctx: TransmissionContext, exp: LiveExport): Promise<boolean> {
+    const bad = validateRequest(req, ctx);
+    if (bad) {
+      this.#log.warn(
+        { type: req.type, flags: req.flags, length: req.length, errno: bad.errno },
+        bad.message,
+      );
+      exp.stats.protocolErrors++;
+      this.#replies.error(req, bad.errno, bad.message);
+      return false;
+    }
+    if (this.#shuttingDown) {
+      this.#replies.error(req, "ESHUTDOWN", "server is shutting down", MSG_SHUTDOWN);
+      return false;
+    }
+    if (exp.writeGate !== undefined && isDataChanging(req.type)) {
+      return await this.#passWriteGate(exp, req);
+    }
+    return true;
+  }
+
+  /**
    * Waits for the export's write gate (the control plane must record something before
    * the first write is acknowledged). On failure answers `req` with EIO: the data is
    * untouched, so the client may retry. Returns whether to execute the request.
@@ -283,163 +303,19 @@ export class Connection {
     } catch (err) {
       const message = `write refused: ${err instanceof Error ? err.message : String(err)}`;
       this.#log.warn({ type: req.type, offset: req.offset, length: req.length }, message);
-      this.#reject(req, C.NBD_EIO, message);
-      const kind = req.type === C.NBD_CMD_TRIM
-        ? OP_TRIM
-        : req.type === C.NBD_CMD_WRITE_ZEROES
-        ? OP_WRITE_ZEROES
-        : OP_WRITE;
-      exp.stats.record(kind, 0, 0, true);
+      this.#replies.error(req, "EIO", message);
+      exp.stats.record(opOf(req.type), 0, 0, true);
       return false;
     }
   }
 
-  /** Answers `req` with an error if it is invalid or the server is stopping; says whether. */
-  #refused(req: Request, ctx: TransmissionContext, exp: LiveExport): boolean {
-    const bad = validateRequest(req, ctx);
-    if (bad) {
-      this.#log.warn(
-        { type: req.type, flags: req.flags, length: req.length, error: bad.error },
-        bad.message,
-      );
-      exp.stats.protocolErrors++;
-      this.#reject(req, bad.error, bad.message);
-      return true;
-    }
-    if (this.#shuttingDown) {
-      this.#reject(req, C.NBD_ESHUTDOWN, "server is shutting down", MSG_SHUTDOWN);
-      return true;
-    }
-    return false;
-  }
-
-  /** Executes a valid request and queues its reply. `payload` is where a WRITE's data starts. */
-  #execute(req: Request, ctx: TransmissionContext, exp: LiveExport, payload: number): void {
-    const t0 = performance.now();
-    const store = exp.store;
-    const stats = exp.stats;
-    const fua = (req.flags & C.NBD_CMD_FLAG_FUA) !== 0;
-    let kind = OP_READ;
-    try {
-      switch (req.type) {
-        case C.NBD_CMD_READ: {
-          const len = req.length;
-          if (ctx.structuredReplies) {
-            const at = this.#out.reserve(C.STRUCTURED_REPLY_HEADER_SIZE + 8 + len);
-            const dataAt = encodeOffsetDataHeader(this.#out.view, at, req);
-            store.read(this.#out.buf.subarray(dataAt, dataAt + len), req.offset);
-            this.#out.len = dataAt + len;
-          } else {
-            const at = this.#out.reserve(C.SIMPLE_REPLY_HEADER_SIZE + len);
-            const dataAt = encodeSimpleReply(this.#out.view, at, req, 0);
-            store.read(this.#out.buf.subarray(dataAt, dataAt + len), req.offset);
-            this.#out.len = dataAt + len;
-          }
-          stats.record(OP_READ, len, (performance.now() - t0) / 1000, false);
-          return;
-        }
-        case C.NBD_CMD_WRITE:
-          kind = OP_WRITE;
-          store.write(this.#in.buf.subarray(payload, payload + req.length), req.offset);
-          break;
-        case C.NBD_CMD_TRIM:
-          kind = OP_TRIM;
-          store.trim(req.offset, req.length);
-          break;
-        case C.NBD_CMD_WRITE_ZEROES:
-          kind = OP_WRITE_ZEROES;
-          if ((req.flags & C.NBD_CMD_FLAG_FAST_ZERO) && !store.canFastZero) {
-            // FAST_ZERO: "fail quickly with ENOTSUP" rather than write zeroes slowly.
-            this.#reject(req, C.NBD_ENOTSUP, "fast zero not possible on this store");
-            stats.record(kind, 0, 0, true);
-            return;
-          }
-          store.writeZeroes(req.offset, req.length, (req.flags & C.NBD_CMD_FLAG_NO_HOLE) === 0);
-          break;
-        case C.NBD_CMD_FLUSH:
-          this.#flushThenReply(req, exp, OP_FLUSH, 0, t0);
-          return;
-        case C.NBD_CMD_CACHE:
-          kind = OP_CACHE;
-          break; // data is served from the page cache already
-        case C.NBD_CMD_BLOCK_STATUS:
-          kind = OP_BLOCK_STATUS;
-          this.#blockStatus(req, exp);
-          stats.record(kind, req.length, (performance.now() - t0) / 1000, false);
-          return;
-      }
-    } catch (err) {
-      const errno = (err as { errno?: string }).errno;
-      const message = err instanceof Error ? err.message : String(err);
-      this.#log.error({ type: req.type, offset: req.offset, length: req.length, errno }, message);
-      stats.record(kind, 0, (performance.now() - t0) / 1000, true);
-      this.#reject(req, nbdErrno(errno), message);
-      return;
-    }
-    const bytes = req.length;
-    if (fua && (kind === OP_WRITE || kind === OP_TRIM || kind === OP_WRITE_ZEROES)) {
-      // FUA: "MUST NOT send its reply ... until the data is persisted".
-      this.#flushThenReply(req, exp, kind, bytes, t0);
-      return;
-    }
-    const at = this.#out.reserve(C.STRUCTURED_REPLY_HEADER_SIZE);
-    this.#out.len = encodeOkReply(this.#out.view, at, req, ctx.structuredReplies);
-    stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
-  }
-
-  /** Replies after fdatasync completes; other requests keep flowing meanwhile. */
-  #flushThenReply(req: Request, exp: LiveExport, kind: number, bytes: number, t0: number): void {
-    const structured = this.#ctx!.structuredReplies;
-    // The reply is encoded now (the Request object is reused) and sent when durable.
-    const ok = new Uint8Array(C.STRUCTURED_REPLY_HEADER_SIZE);
-    const okLen = encodeOkReply(new DataView(ok.buffer), 0, req, structured);
-    const handleHi = req.handleHi;
-    const handleLo = req.handleLo;
+  /** Tracks work whose reply is sent later (flushes): shutdown and DISC wait for it. */
+  #later(work: Promise<void>): void {
     this.#pending++;
-    exp.store.flush().then(
-      () => {
-        exp.stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
-        this.#out.enqueue(ok, okLen, false);
-      },
-      (err) => {
-        const message = err instanceof Error ? err.message : String(err);
-        this.#log.error({ errno: (err as { errno?: string }).errno }, message);
-        exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
-        const r = new Request();
-        r.handleHi = handleHi;
-        r.handleLo = handleLo;
-        const m = enc.encode(message.slice(0, 200));
-        const b = new Uint8Array(errorReplySize(structured, m));
-        const n = encodeErrorReply(b, new DataView(b.buffer), 0, r, structured, C.NBD_EIO, m);
-        this.#out.enqueue(b, n, false);
-      },
-    ).finally(() => {
+    work.finally(() => {
       this.#pending--;
       if (this.#pending === 0) this.#idle?.();
     });
-  }
-
-  /** base:allocation extents for the range ("Metadata querying"). */
-  #blockStatus(req: Request, exp: LiveExport): void {
-    const extents = exp.store.extents(req.offset, req.length);
-    const one = (req.flags & C.NBD_CMD_FLAG_REQ_ONE) !== 0;
-    const max = one ? 1 : MAX_DESCRIPTORS;
-    const ds: StatusDescriptor[] = [];
-    for (const e of extents) {
-      if (ds.length === max) break;
-      ds.push({ length: e.length, flags: e.hole ? STATUS_HOLE : 0 });
-    }
-    if (ds.length === 0) ds.push({ length: req.length, flags: 0 });
-    const at = this.#out.reserve(blockStatusSize(ds.length));
-    this.#out.len = encodeBlockStatus(this.#out.view, at, req, C.BASE_ALLOCATION_ID, ds);
-  }
-
-  /** Error reply for a request that will not run. */
-  #reject(req: Request, error: number, message: string, encoded?: Uint8Array): void {
-    const structured = this.#ctx?.structuredReplies ?? false;
-    const m = encoded ?? enc.encode(message.slice(0, 200));
-    const at = this.#out.reserve(errorReplySize(structured, m));
-    this.#out.len = encodeErrorReply(this.#out.buf, this.#out.view, at, req, structured, error, m);
   }
 
   // ---- I/O ------------------------------------------------------------------------
@@ -450,6 +326,7 @@ export class Connection {
     if (this.#pending > 0) {
       await new Promise<void>((resolve) => (this.#idle = resolve));
     }
+    this.#out.flush();
     await this.#out.sending;
   }
 

@@ -6,9 +6,9 @@
 
 import type { Logger } from "pino";
 import type { ExportTable } from "../exports.ts";
-import { Connection, type StartTls } from "./connection.ts";
+import { Connection } from "./connection.ts";
 import type { HandshakePolicy } from "./handshake.ts";
-import { tcpTransport, type Transport } from "./transport.ts";
+import { type StartTls, tcpTransport, type Transport } from "./transport.ts";
 import { createServer, type Server as NodeServer } from "node:net";
 import { NodeSocketTransport } from "./node_transport.ts";
 import { listenServer } from "../net/mod.ts";

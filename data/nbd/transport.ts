@@ -16,6 +16,21 @@ export interface Transport {
   readonly readPath?: string;
 }
 
+/** The outcome of a successful TLS upgrade: the new transport and who the client is. */
+export interface TlsUpgrade {
+  transport: Transport;
+  /** Authenticated client identity, for logs. */
+  identity: string;
+  /** Exports this client may list and open (from its certificate); all when absent. */
+  allowExport?: (name: string) => boolean;
+}
+
+/**
+ * Upgrades a transport to TLS after NBD_OPT_STARTTLS was acknowledged (the TLS seam).
+ * Rejects (and the connection closes) when the handshake fails or the client is refused.
+ */
+export type StartTls = (t: Transport) => Promise<TlsUpgrade>;
+
 /** A plain TCP connection as a Transport. */
 export function tcpTransport(conn: Deno.TcpConn): Transport {
   conn.setNoDelay(true);

@@ -35,7 +35,8 @@ function fail(op: string, path: string): never {
 }
 
 export class FileBlockStore implements BlockStore {
-  readonly canTrim = true;
+  /** Punching holes works here (false once the file system refused it). */
+  canTrim = true;
   readonly canExtents = true;
   readonly canFlush = true;
   canFastZero = true;
@@ -101,15 +102,16 @@ export class FileBlockStore implements BlockStore {
     }
   }
 
+  /**
+   * TRIM is a hint ("A server MAY discard len bytes ..., but is not required to"): where the
+   * file system cannot punch holes it does nothing, and canTrim turns false.
+   */
   trim(offset: number, length: number): void {
-    this.#fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length, "trim");
+    if (this.canTrim) this.#punch(offset, length, "trim");
   }
 
   writeZeroes(offset: number, length: number, mayDeallocate: boolean): void {
-    if (mayDeallocate) {
-      this.#fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length, "zero");
-      return;
-    }
+    if (mayDeallocate && this.canTrim && this.#punch(offset, length, "zero")) return;
     // NO_HOLE: the range must stay allocated. ZERO_RANGE does it without writing data;
     // where the filesystem lacks it, write zeroes (and stop advertising FAST_ZERO).
     if (this.canFastZero) {
@@ -131,8 +133,15 @@ export class FileBlockStore implements BlockStore {
     }
   }
 
-  #fallocate(mode: number, offset: number, length: number, op: string): void {
-    if (libc().fallocate(this.#fd, mode, offset, length) !== 0) fail(op, this.path);
+  /** Punches a hole; false (and canTrim false from then on) where the file system cannot. */
+  #punch(offset: number, length: number, op: string): boolean {
+    const mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    if (libc().fallocate(this.#fd, mode, offset, length) === 0) return true;
+    if (errnoName(errno()) === "EOPNOTSUPP") {
+      this.canTrim = false;
+      return false;
+    }
+    fail(op, this.path);
   }
 
   extents(offset: number, length: number): Extent[] {

@@ -2,8 +2,11 @@
  * A model of one volume group on a few nodes, for _explore.ts: the shared record (what
  * etcd holds), each node's truth (alive, lease, partitioned from etcd), one actor per
  * hosting node running the real step() (or a broken one), its outstanding request and
- * retry timer, and what its data path was told to serve. The environment does
- * everything a driver, etcd and the network may do, in any order.
+ * retry timer, what its data path was told to serve, and writes: a client write waiting
+ * at the master's write gate, acknowledged when the machine releases it, and which nodes
+ * hold every acknowledged write (only the master that acknowledged it, until it reports
+ * a replica resynced). The environment does everything a driver, etcd and the network
+ * may do, in any order.
  * @module
  */
 
@@ -43,6 +46,12 @@ export interface World {
   syncLosses: number;
   /** Replies lost by a node that can reach etcd (a cut-off node loses all). */
   lostReplies: number;
+  /** A client write waits at this node's write gate. */
+  writeWaiting: boolean[];
+  /** Writes acknowledged so far. */
+  writes: number;
+  /** Nodes holding every acknowledged write (sorted); undefined before the first one. */
+  holders: string[] | undefined;
   /** Set when a driver would see the machine misbehave. */
   flaw?: string;
 }
@@ -55,6 +64,8 @@ export interface Bounds {
   maxSyncLosses: number;
   /** Lost replies to a node that can reach etcd (CAS applied or not). */
   maxLostReplies: number;
+  /** Client writes through the serving master's write gate (default 0). */
+  maxWrites?: number;
 }
 
 const NAMES = ["n1", "n2", "n3"];
@@ -77,6 +88,9 @@ export function groupModel(bounds: Bounds, stepFn: StepFn): Spec<World> {
     partitions: 0,
     syncLosses: 0,
     lostReplies: 0,
+    writeWaiting: names.map(() => false),
+    writes: 0,
+    holders: undefined,
   };
 
   // Shallow: actor states and records are never mutated, only replaced.
@@ -89,6 +103,7 @@ export function groupModel(bounds: Bounds, stepFn: StepFn): Spec<World> {
     pending: [...w.pending],
     timer: [...w.timer],
     serving: [...w.serving],
+    writeWaiting: [...w.writeWaiting],
   });
 
   /** Delivers `event` to actor i and applies its effects as a driver would. */
@@ -103,8 +118,28 @@ export function groupModel(bounds: Bounds, stepFn: StepFn): Spec<World> {
       } else if (e.type === "set-timer") w.timer[i] = true;
       else if (e.notice.kind === "serve") w.serving[i] = e.notice.epoch;
       else if (e.notice.kind === "stop-serving") w.serving[i] = undefined;
+      else if (e.notice.kind === "release-writes") acknowledge(w, i, e.notice.epoch);
+      else if (e.notice.kind === "refuse-writes") w.writeWaiting[i] = false;
     }
     return w;
+  };
+  /** The data path of node i acknowledges its waiting write at `epoch`. */
+  const acknowledge = (w: World, i: number, epoch: number) => {
+    if (!w.writeWaiting[i]) {
+      w.flaw ??= `${names[i]} released writes with none waiting`;
+      return;
+    }
+    w.writeWaiting[i] = false;
+    w.writes++;
+    const r = w.record.record;
+    const others = r.inSync.filter((m) => m !== names[i]);
+    if (r.master !== names[i] || r.epoch !== epoch || others.length > 0) {
+      w.flaw ??= `${names[i]} acknowledged a write at e${epoch} while the record is ` +
+        describeRecord(r);
+    }
+    // Not replicated: the acknowledging node alone holds it (and every earlier write
+    // only if it held those too).
+    w.holders = w.holders === undefined || w.holders.includes(names[i]) ? [names[i]] : [];
   };
   const casApplies = (w: World, c: Extract<Effect, { type: "cas" }>) =>
     c.expectedRevision === w.record.revision &&
@@ -130,6 +165,7 @@ export function groupModel(bounds: Bounds, stepFn: StepFn): Spec<World> {
           x.pending[i] = undefined;
           x.timer[i] = false;
           x.serving[i] = undefined;
+          x.writeWaiting[i] = false;
           x.crashes++;
           return x;
         };
@@ -241,16 +277,27 @@ export function groupModel(bounds: Bounds, stepFn: StepFn): Spec<World> {
           const rep = actor.reports.find((x) => x.replica === r);
           const inSync = rep ? rep.inSync : actor.known.record.inSync.includes(r);
           if (!inSync && w.alive[j]) {
-            push(
-              `${me} reports ${r} in sync`,
-              deliver(w, i, { type: "replica-in-sync", replica: r, epoch: e }),
-            );
+            // A resync brought r up to date: it holds what this master holds.
+            const x = deliver(w, i, { type: "replica-in-sync", replica: r, epoch: e });
+            if (x.holders?.includes(me) && !x.holders.includes(r)) {
+              x.holders = [...x.holders, r].sort();
+            }
+            push(`${me} reports ${r} in sync`, x);
           }
           if (inSync && (!w.alive[j] || w.syncLosses < bounds.maxSyncLosses)) {
             const x = deliver(w, i, { type: "replica-out-of-sync", replica: r, epoch: e });
             if (w.alive[j]) x.syncLosses++;
             push(`${me} reports ${r} out of sync`, x);
           }
+        }
+        // A client write arrives at the write gate.
+        if (!w.writeWaiting[i] && w.writes < (bounds.maxWrites ?? 0)) {
+          const x = clone(w);
+          x.writeWaiting[i] = true;
+          push(
+            `a write waits at ${me}'s gate`,
+            deliver(x, i, { type: "data-changed", epoch: e, waiting: true }),
+          );
         }
       }
     }
@@ -316,9 +363,10 @@ export function worldKey(): (w: World) => string {
   return (w) => {
     let k = `${w.record.revision}:${
       rec(w.record.record)
-    }/${w.crashes}${w.partitions}${w.syncLosses}${w.lostReplies}`;
+    }/${w.crashes}${w.partitions}${w.syncLosses}${w.lostReplies}/${w.writes}${w.holders}`;
     for (let i = 0; i < w.alive.length; i++) {
-      k += `|${+w.alive[i]}${+w.lease[i]}${+w.partitioned[i]}${+w.timer[i]},${w.serving[i]},`;
+      k += `|${+w.alive[i]}${+w.lease[i]}${+w.partitioned[i]}${+w.timer[i]}${+w
+        .writeWaiting[i]},${w.serving[i]},`;
       const p = w.pending[i];
       k += p === undefined
         ? "-"
@@ -328,7 +376,7 @@ export function worldKey(): (w: World) => string {
       const a = w.actors[i];
       if (a === undefined) continue;
       k += `;${a.known ? `${a.known.revision}:${rec(a.known.record)}` : "-"};${a.op?.kind}`;
-      k += `;${a.leaseDown};${a.serving};`;
+      k += `;${a.leaseDown};${a.serving};${a.holding};`;
       for (const r of a.reports) k += `${r.replica}${+r.inSync}${r.epoch}`;
     }
     return k + (w.flaw ?? "");
@@ -371,6 +419,9 @@ function transitionInvariant(from: World, to: World, names: string[]): string | 
     if (!a.inSync.includes(b.master)) {
       return `${b.master} promoted while not in sync (in-sync [${a.inSync}])`;
     }
+    if (to.holders !== undefined && !to.holders.includes(b.master)) {
+      return `${b.master} promoted without an acknowledged write (held by [${to.holders}])`;
+    }
   } else if (a.epoch !== b.epoch) return `epoch ${a.epoch} -> ${b.epoch} with the same master`;
   for (let i = 0; i < names.length; i++) {
     const x = from.actors[i];
@@ -396,10 +447,14 @@ function describeWorld(w: World, names: string[]): string {
       w.lease[i] ? "" : "no-lease",
       w.partitioned[i] ? "cut-off" : "",
       w.serving[i] !== undefined ? `serving e${w.serving[i]}` : "",
+      w.writeWaiting[i] ? "write-waiting" : "",
       a?.op ? a.op.kind : "",
       a && a.leaseDown.length > 0 ? `sees-down [${a.leaseDown}]` : "",
     ].filter(Boolean);
     return `${m}{${flags.join(" ")}}`;
   });
-  return `record r${w.record.revision} ${describeRecord(w.record.record)} | ${nodes.join(" ")}`;
+  const acked = w.writes > 0 ? ` | ${w.writes} acked, held by [${w.holders}]` : "";
+  return `record r${w.record.revision} ${describeRecord(w.record.record)} | ${
+    nodes.join(" ")
+  }${acked}`;
 }

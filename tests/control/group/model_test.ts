@@ -2,10 +2,13 @@
  * Exhaustive exploration of the volume-group state machine (control/group/machine.ts)
  * on a small model (_model.ts): every interleaving of crashes, restarts, cuts from
  * etcd (the lease expires), lease notices, sync reports, CAS races between actors and
- * lost replies (CAS applied or not). Invariants after every step: at most one master
- * per epoch (the record and what every node believes it may serve), epochs never go
- * backwards (record and actors), only an in-sync replica is promoted; liveness: from
- * every reachable state a healthy one (record healthy, its master serving) is reachable.
+ * lost replies (CAS applied or not), and client writes through the master's write gate.
+ * Invariants after every step: at most one master per epoch (the record and what every
+ * node believes it may serve), epochs never go backwards (record and actors), only an
+ * in-sync replica is promoted, a write is acknowledged only by the master at the record's
+ * epoch with no other member in sync, and no node missing an acknowledged write is ever
+ * promoted; liveness: from every reachable state a healthy one (record healthy, its
+ * master serving) is reachable.
  */
 
 import { assert, assertEquals } from "../../_assert.ts";
@@ -73,14 +76,39 @@ Deno.test("group model: master + 2 replicas, 1 cut from etcd, 1 lost reply: inva
   }, 20_000);
 });
 
+Deno.test("group model: master + 1 replica, a write through the gate, 1 crash, 1 cut from etcd, 1 lost reply: no acknowledged write is lost", () => {
+  // Found two real faults: releasing on a record that a lost CAS reply may have made
+  // stale, and a resync report from before the write re-adding the replica after it.
+  holds("master + 1 replica, writes", {
+    replicas: 1,
+    maxCrashes: 1,
+    maxPartitions: 1,
+    maxSyncLosses: 0,
+    maxLostReplies: 1,
+    maxWrites: 1,
+  }, 100_000);
+});
+
+Deno.test("group model: master + 2 replicas, a write through the gate, 1 crash: no acknowledged write is lost", () => {
+  holds("master + 2 replicas, writes", {
+    replicas: 2,
+    maxCrashes: 1,
+    maxPartitions: 0,
+    maxSyncLosses: 0,
+    maxLostReplies: 0,
+    maxWrites: 1,
+  }, 40_000);
+});
+
 /** Runs a broken step() and expects the checker to catch it with a printed trace. */
-function caught(name: string, broken: StepFn, expected: string): void {
+function caught(name: string, broken: StepFn, expected: string, writes = 0): void {
   const o = run(name, {
     replicas: 1,
     maxCrashes: 2,
     maxPartitions: 0,
     maxSyncLosses: 1,
     maxLostReplies: 0,
+    maxWrites: writes,
   }, broken);
   assert(o.violation, `the checker missed the bug in "${name}"`);
   // deno-lint-ignore no-console
@@ -113,4 +141,32 @@ Deno.test("group model: a step() that promotes an out-of-sync replica is caught"
     return step({ ...s, known: { ...k, record: { ...k.record, inSync } } }, e);
   };
   caught("promotes out of sync", lies, "promoted while not in sync");
+});
+
+Deno.test("group model: a step() that releases a write before the record shows the replica out of sync is caught", () => {
+  const eager: StepFn = (s, e) => {
+    const r = step(s, e);
+    if (e.type !== "data-changed" || !e.waiting || r.state.holding === undefined) return r;
+    return {
+      state: { ...r.state, holding: undefined },
+      effects: [...r.effects, {
+        type: "notify",
+        notice: { kind: "release-writes", epoch: e.epoch },
+      }],
+    };
+  };
+  caught("acknowledges early", eager, "acknowledged a write", 1);
+});
+
+Deno.test("group model: a step() that never reports the replica out of sync (and releases anyway) loses a write on failover", () => {
+  // The gate opens as soon as it is asked, and the replica stays in sync in the record.
+  const silent: StepFn = (s, e) => {
+    if (e.type !== "data-changed" || !e.waiting) return step(s, e);
+    if (s.serving !== e.epoch) return step(s, e);
+    return {
+      state: s,
+      effects: [{ type: "notify", notice: { kind: "release-writes", epoch: e.epoch } }],
+    };
+  };
+  caught("never reports", silent, "acknowledged a write", 1);
 });

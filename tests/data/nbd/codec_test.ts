@@ -18,11 +18,11 @@ import {
   encodeRequest,
   encodeSimpleReply,
   errorReplySize,
-  nbdErrno,
   Request,
   type TransmissionContext,
   validateRequest,
 } from "../../../data/nbd/codec.ts";
+import { nbdError } from "../../../data/nbd/errno.ts";
 import { assert, assertEquals } from "../../_assert.ts";
 
 const MiB = 1024 * 1024;
@@ -77,9 +77,10 @@ function req(
   return r;
 }
 
-/** The NBD error validateRequest() picks, or 0 when the request may run. */
+/** The NBD error the client gets for a request validateRequest() refuses, or 0 when it may run. */
 function verdict(r: Request, c: TransmissionContext): number {
-  return validateRequest(r, c)?.error ?? 0;
+  const bad = validateRequest(r, c);
+  return bad === undefined ? 0 : nbdError(bad.errno, r.flags);
 }
 
 function bytes(...parts: (number | number[])[]): Uint8Array {
@@ -223,14 +224,14 @@ Deno.test("validateRequest() accepts each command with each allowed flag and ref
 
 Deno.test("validateRequest() names the offending flag bits in its message", () => {
   const bad = validateRequest(req(C.NBD_CMD_WRITE, 0n, 512, C.NBD_CMD_FLAG_DF | 0x8000), ctx());
-  assertEquals(bad?.error, C.NBD_EINVAL);
+  assertEquals(bad?.errno, "EINVAL");
   assert(bad!.message.includes("0x8004"), bad!.message);
 });
 
 Deno.test("validateRequest() refuses unknown command types with EINVAL", () => {
   for (const type of [8, 9, 0x100, 0x7fff, 0xffff]) {
     const bad = validateRequest(req(type, 0n, 512), ctx());
-    assertEquals(bad?.error, C.NBD_EINVAL, `type ${type}`);
+    assertEquals(bad?.errno, "EINVAL", `type ${type}`);
     assert(bad!.message.includes(String(type)), bad!.message);
   }
 });
@@ -258,16 +259,16 @@ Deno.test("validateRequest() accepts FLUSH only with zero offset and length", ()
 
 // ---- validateRequest: lengths and ranges ("Error values") -----------------------------
 
-Deno.test("validateRequest() caps READ/WRITE at the maximum payload with EOVERFLOW; TRIM and WRITE_ZEROES may be larger", () => {
+Deno.test("validateRequest() caps READ/WRITE at the maximum payload (EINVAL, EOVERFLOW only with DF); TRIM and WRITE_ZEROES may be larger", () => {
   const c = ctx({ size: 1024 * MiB });
   const max = C.MAX_BLOCK_SIZE;
   const table: [number, number, number][] = [
     [C.NBD_CMD_READ, max, 0],
-    [C.NBD_CMD_READ, max + 1, C.NBD_EOVERFLOW],
-    [C.NBD_CMD_READ, 0xffffffff, C.NBD_EOVERFLOW],
+    [C.NBD_CMD_READ, max + 1, C.NBD_EINVAL],
+    [C.NBD_CMD_READ, 0xffffffff, C.NBD_EINVAL],
     [C.NBD_CMD_WRITE, max, 0],
-    [C.NBD_CMD_WRITE, max + 1, C.NBD_EOVERFLOW],
-    [C.NBD_CMD_WRITE, 0xffffffff, C.NBD_EOVERFLOW],
+    [C.NBD_CMD_WRITE, max + 1, C.NBD_EINVAL],
+    [C.NBD_CMD_WRITE, 0xffffffff, C.NBD_EINVAL],
     [C.NBD_CMD_TRIM, max + 1, 0],
     [C.NBD_CMD_TRIM, 512 * MiB, 0],
     [C.NBD_CMD_WRITE_ZEROES, max + 1, 0],
@@ -278,8 +279,11 @@ Deno.test("validateRequest() caps READ/WRITE at the maximum payload with EOVERFL
   for (const [type, length, want] of table) {
     assertEquals(verdict(req(type, 0n, length), c), want, `${NAMES[type]} length ${length}`);
   }
+  // A structured READ with DF ("don't fragment") is told EOVERFLOW.
+  const df = req(C.NBD_CMD_READ, 0n, max + 1, C.NBD_CMD_FLAG_DF);
+  assertEquals(verdict(df, ctx({ size: 1024 * MiB, structuredReplies: true })), C.NBD_EOVERFLOW);
   // The limit is the negotiated one, not a constant.
-  assertEquals(verdict(req(C.NBD_CMD_READ, 0n, 4097), ctx({ maxPayload: 4096 })), C.NBD_EOVERFLOW);
+  assertEquals(verdict(req(C.NBD_CMD_READ, 0n, 4097), ctx({ maxPayload: 4096 })), C.NBD_EINVAL);
   assertEquals(verdict(req(C.NBD_CMD_READ, 0n, 4096), ctx({ maxPayload: 4096 })), 0);
 });
 
@@ -458,30 +462,4 @@ Deno.test("encodeBlockStatus() writes a final BLOCK_STATUS chunk with context id
       [0, 0, 0x20, 0, 0, 0, 0, 0],
     ),
   );
-});
-
-// ---- nbdErrno (nbdkit's nbd_errno) ---------------------------------------------------
-
-Deno.test("nbdErrno() maps POSIX error names to NBD error values, unknown ones to EIO", () => {
-  const table: [string | undefined, number][] = [
-    ["EPERM", 1],
-    ["EROFS", 1],
-    ["EACCES", 1],
-    ["EIO", 5],
-    ["ENOMEM", 12],
-    ["EINVAL", 22],
-    ["ENOSPC", 28],
-    ["EDQUOT", 28],
-    ["EFBIG", 28],
-    ["EOVERFLOW", 75],
-    ["ENOTSUP", 95],
-    ["EOPNOTSUPP", 95],
-    ["ESHUTDOWN", 108],
-    ["EBADF", 5],
-    ["ENOENT", 5],
-    ["enospc", 5],
-    ["", 5],
-    [undefined, 5],
-  ];
-  for (const [name, want] of table) assertEquals(nbdErrno(name), want, String(name));
 });

@@ -1,0 +1,160 @@
+/**
+ * The execute step of the transmission loop ("Request types"): runs one admitted request
+ * against the export's store and hands its reply to the reply step. Reads, writes, trims
+ * and zeroing run synchronously (the store's pread/pwrite hit the page cache); FLUSH and
+ * FUA reply once the store's flush completes, while later requests keep flowing.
+ * @module
+ */
+
+import type { Logger } from "pino";
+import * as C from "./constants.ts";
+import type { Request, StatusDescriptor } from "./codec.ts";
+import { errnoOf } from "./errno.ts";
+import type { InputBuffer } from "./_input.ts";
+import type { Replies } from "./_replies.ts";
+import type { LiveExport } from "../exports.ts";
+import {
+  OP_BLOCK_STATUS,
+  OP_CACHE,
+  OP_FLUSH,
+  OP_READ,
+  OP_TRIM,
+  OP_WRITE,
+  OP_WRITE_ZEROES,
+} from "../stats.ts";
+
+/** Most descriptors one BLOCK_STATUS reply carries ("MAY return less descriptors"). */
+const MAX_DESCRIPTORS = 1024;
+const STATUS_HOLE = C.NBD_STATE_HOLE | C.NBD_STATE_ZERO;
+
+/** What executing a request needs from its connection. */
+export interface ExecuteContext {
+  exp: LiveExport;
+  /** Holds a WRITE's payload, in place. */
+  input: InputBuffer;
+  replies: Replies;
+  log: Logger;
+  /** Registers work whose reply is sent when it settles (shutdown waits for it). */
+  later(work: Promise<void>): void;
+}
+
+/** The statistics kind (stats.ts OP_*) of an NBD command: the one mapping. */
+export function opOf(type: number): number {
+  switch (type) {
+    case C.NBD_CMD_WRITE:
+      return OP_WRITE;
+    case C.NBD_CMD_FLUSH:
+      return OP_FLUSH;
+    case C.NBD_CMD_TRIM:
+      return OP_TRIM;
+    case C.NBD_CMD_WRITE_ZEROES:
+      return OP_WRITE_ZEROES;
+    case C.NBD_CMD_BLOCK_STATUS:
+      return OP_BLOCK_STATUS;
+    case C.NBD_CMD_CACHE:
+      return OP_CACHE;
+    default:
+      return OP_READ;
+  }
+}
+
+/** Commands that change data: they pass the write gate and honour FUA. */
+export function isDataChanging(type: number): boolean {
+  return type === C.NBD_CMD_WRITE || type === C.NBD_CMD_TRIM ||
+    type === C.NBD_CMD_WRITE_ZEROES;
+}
+
+/** Executes a valid request and queues its reply. `payload` is where a WRITE's data starts. */
+export function execute(req: Request, run: ExecuteContext, payload: number): void {
+  const t0 = performance.now();
+  const { exp, replies } = run;
+  const store = exp.store;
+  const kind = opOf(req.type);
+  const seconds = () => (performance.now() - t0) / 1000;
+  try {
+    switch (req.type) {
+      case C.NBD_CMD_READ:
+        replies.read(req, (into) => store.read(into, req.offset));
+        exp.stats.record(kind, req.length, seconds(), false);
+        return;
+      case C.NBD_CMD_WRITE:
+        store.write(run.input.buf.subarray(payload, payload + req.length), req.offset);
+        break;
+      case C.NBD_CMD_TRIM:
+        store.trim(req.offset, req.length);
+        break;
+      case C.NBD_CMD_WRITE_ZEROES:
+        if ((req.flags & C.NBD_CMD_FLAG_FAST_ZERO) && !store.canFastZero) {
+          // FAST_ZERO: "fail quickly" rather than write zeroes slowly (ENOTSUP with the flag).
+          replies.error(req, "ENOTSUP", "fast zero not possible on this store");
+          exp.stats.record(kind, 0, 0, true);
+          return;
+        }
+        store.writeZeroes(req.offset, req.length, (req.flags & C.NBD_CMD_FLAG_NO_HOLE) === 0);
+        break;
+      case C.NBD_CMD_FLUSH:
+        flushThenReply(req, run, kind, 0, t0);
+        return;
+      case C.NBD_CMD_CACHE:
+        break; // data is served from the page cache already
+      case C.NBD_CMD_BLOCK_STATUS:
+        replies.blockStatus(req, C.BASE_ALLOCATION_ID, describeAllocation(req, exp));
+        exp.stats.record(kind, req.length, seconds(), false);
+        return;
+    }
+  } catch (err) {
+    const errno = errnoOf(err);
+    const message = err instanceof Error ? err.message : String(err);
+    run.log.error({ type: req.type, offset: req.offset, length: req.length, errno }, message);
+    exp.stats.record(kind, 0, seconds(), true);
+    replies.error(req, errno, message);
+    return;
+  }
+  if ((req.flags & C.NBD_CMD_FLAG_FUA) !== 0 && isDataChanging(req.type)) {
+    // FUA: "MUST NOT send its reply ... until the data is persisted".
+    flushThenReply(req, run, kind, req.length, t0);
+    return;
+  }
+  replies.ok(req);
+  exp.stats.record(kind, req.length, seconds(), false);
+}
+
+/** Replies after the store's flush completes; other requests keep flowing meanwhile. */
+function flushThenReply(
+  req: Request,
+  run: ExecuteContext,
+  kind: number,
+  bytes: number,
+  t0: number,
+): void {
+  const { exp } = run;
+  const reply = run.replies.deferred(req);
+  run.later(
+    exp.store.flush().then(
+      () => {
+        exp.stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
+        reply.ok();
+      },
+      (err) => {
+        const message = err instanceof Error ? err.message : String(err);
+        const errno = errnoOf(err);
+        run.log.error({ errno }, message);
+        exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
+        reply.error(errno, message);
+      },
+    ),
+  );
+}
+
+/** base:allocation extents for the range ("Metadata querying"). */
+function describeAllocation(req: Request, exp: LiveExport): StatusDescriptor[] {
+  const extents = exp.store.extents(req.offset, req.length);
+  const max = (req.flags & C.NBD_CMD_FLAG_REQ_ONE) !== 0 ? 1 : MAX_DESCRIPTORS;
+  const ds: StatusDescriptor[] = [];
+  for (const e of extents) {
+    if (ds.length === max) break;
+    ds.push({ length: e.length, flags: e.hole ? STATUS_HOLE : 0 });
+  }
+  if (ds.length === 0) ds.push({ length: req.length, flags: 0 });
+  return ds;
+}

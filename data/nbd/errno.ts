@@ -1,0 +1,63 @@
+/**
+ * The one place where a failure becomes an NBD error value ("Error values"), modelled on
+ * nbdkit's nbd_errno(): every refusal and every store failure is described by a POSIX error
+ * name, and nbdError() turns that name into what the client sees, knowing the request's
+ * flags. Pure.
+ *
+ * - `ENOTSUP` is sent only for WRITE_ZEROES with NBD_CMD_FLAG_FAST_ZERO (the client asked
+ *   to be told "not fast"); otherwise an unsupported operation is `EINVAL`.
+ * - `EOVERFLOW` is sent only for a request with NBD_CMD_FLAG_DF; otherwise `EINVAL`.
+ * - `EDQUOT` and `EFBIG` are `ENOSPC` ("SHOULD map the EDQUOT and EFBIG errors to ENOSPC");
+ *   `EROFS` and `EACCES` are `EPERM`; anything unknown is `EIO` (a storage failure the
+ *   client may retry, never mistaken for its own mistake).
+ * @module
+ */
+
+import * as C from "./constants.ts";
+
+/** The POSIX error names the data plane describes failures with. */
+export type Errno =
+  | "EPERM"
+  | "EIO"
+  | "ENOMEM"
+  | "EINVAL"
+  | "ENOSPC"
+  | "EOVERFLOW"
+  | "ENOTSUP"
+  | "ESHUTDOWN"
+  // Any other name a store reports (EDQUOT, EROFS, ...); the literals above keep completion.
+  // deno-lint-ignore ban-types
+  | (string & {});
+
+/** The NBD error value for `errno` on a request carrying command flags `flags`. */
+export function nbdError(errno: Errno | undefined, flags: number): number {
+  switch (errno) {
+    case "EPERM":
+    case "EROFS":
+    case "EACCES":
+      return C.NBD_EPERM;
+    case "ENOMEM":
+      return C.NBD_ENOMEM;
+    case "EINVAL":
+      return C.NBD_EINVAL;
+    case "ENOSPC":
+    case "EDQUOT":
+    case "EFBIG":
+      return C.NBD_ENOSPC;
+    case "EOVERFLOW":
+      return (flags & C.NBD_CMD_FLAG_DF) !== 0 ? C.NBD_EOVERFLOW : C.NBD_EINVAL;
+    case "EOPNOTSUPP":
+    case "ENOTSUP":
+      return (flags & C.NBD_CMD_FLAG_FAST_ZERO) !== 0 ? C.NBD_ENOTSUP : C.NBD_EINVAL;
+    case "ESHUTDOWN":
+      return C.NBD_ESHUTDOWN;
+    default:
+      return C.NBD_EIO;
+  }
+}
+
+/** The POSIX error name a thrown value carries (`errno` of BlockStoreError), else EIO. */
+export function errnoOf(err: unknown): Errno {
+  const errno = (err as { errno?: unknown } | null)?.errno;
+  return typeof errno === "string" && errno !== "" ? errno : "EIO";
+}
