@@ -111,14 +111,18 @@ function errorReply(option: number, type: number, message: string): Uint8Array {
 
 /** Transmission flags for an export ("Transmission flags"): advertise only what is true. */
 export function transmissionFlags(exp: ExportView, structuredReplies: boolean): number {
-  let f = C.NBD_FLAG_HAS_FLAGS | C.NBD_FLAG_SEND_FLUSH | C.NBD_FLAG_SEND_FUA |
-    C.NBD_FLAG_SEND_WRITE_ZEROES | C.NBD_FLAG_SEND_CACHE |
+  let f = C.NBD_FLAG_HAS_FLAGS | C.NBD_FLAG_SEND_FLUSH | C.NBD_FLAG_SEND_CACHE |
     // Every connection to an export shares one file and the page cache; a flush
     // (fdatasync) covers writes acknowledged on all of them.
     C.NBD_FLAG_CAN_MULTI_CONN;
-  if (exp.readOnly) f |= C.NBD_FLAG_READ_ONLY;
-  if (exp.canTrim) f |= C.NBD_FLAG_SEND_TRIM;
-  if (exp.canFastZero) f |= C.NBD_FLAG_SEND_FAST_ZERO;
+  if (exp.readOnly) {
+    // Nothing that writes is offered to a client that may not write (as nbdkit does).
+    f |= C.NBD_FLAG_READ_ONLY;
+  } else {
+    f |= C.NBD_FLAG_SEND_FUA | C.NBD_FLAG_SEND_WRITE_ZEROES;
+    if (exp.canTrim) f |= C.NBD_FLAG_SEND_TRIM;
+    if (exp.canFastZero) f |= C.NBD_FLAG_SEND_FAST_ZERO;
+  }
   if (structuredReplies) f |= C.NBD_FLAG_SEND_DF;
   return f;
 }

@@ -76,12 +76,27 @@ export function requireBallast(): string | undefined {
   }
 }
 
+/** Why a test cannot run for lack of `paths`, or undefined when they all exist. */
+function requirePaths(paths: string[]): string | undefined {
+  const missing = paths.filter((p) => {
+    try {
+      Deno.statSync(p);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  return missing.length > 0 ? `${missing.join(", ")} missing on this machine` : undefined;
+}
+
 /** Options of {@link e2eTest}. */
 export interface E2eTestOptions {
   /** External tools the test runs; the test is ignored, with the reason in its name, when any is missing. */
   tools?: string[];
   /** Whether the test needs the ballast entry point (default true). */
   ballast?: boolean;
+  /** Device or other files the test needs (e.g. /dev/fuse); ignored with the reason if absent. */
+  paths?: string[];
   /** Passed on to Deno.test. */
   sanitizeOps?: boolean;
   /** Passed on to Deno.test. */
@@ -99,6 +114,7 @@ export function e2eTest(
 ): void {
   const reasons = [
     requireTools(opts.tools ?? []),
+    requirePaths(opts.paths ?? []),
     opts.ballast === false ? undefined : requireBallast(),
   ].filter((r): r is string => r !== undefined);
   const ignore = reasons.length > 0;

@@ -496,14 +496,15 @@ Deno.test("INFO sends the same information as GO but stays in negotiation", () =
   assertEquals(replies(info).map((x) => x.option), Array(4).fill(C.NBD_OPT_INFO));
 });
 
-Deno.test("transmission flags advertise SEND_DF only with structured replies and READ_ONLY only for read-only exports", () => {
-  const base = C.NBD_FLAG_HAS_FLAGS | C.NBD_FLAG_SEND_FLUSH | C.NBD_FLAG_SEND_FUA |
-    C.NBD_FLAG_SEND_WRITE_ZEROES | C.NBD_FLAG_SEND_CACHE | C.NBD_FLAG_CAN_MULTI_CONN;
+Deno.test("transmission flags advertise SEND_DF only with structured replies, READ_ONLY only for read-only exports, and nothing that writes to those", () => {
+  const always = C.NBD_FLAG_HAS_FLAGS | C.NBD_FLAG_SEND_FLUSH | C.NBD_FLAG_SEND_CACHE |
+    C.NBD_FLAG_CAN_MULTI_CONN;
+  const base = always | C.NBD_FLAG_SEND_FUA | C.NBD_FLAG_SEND_WRITE_ZEROES;
   const table: [ExportView, boolean, number][] = [
     [DISK, false, base | C.NBD_FLAG_SEND_TRIM | C.NBD_FLAG_SEND_FAST_ZERO],
     [DISK, true, base | C.NBD_FLAG_SEND_TRIM | C.NBD_FLAG_SEND_FAST_ZERO | C.NBD_FLAG_SEND_DF],
-    [RO, false, base | C.NBD_FLAG_READ_ONLY],
-    [RO, true, base | C.NBD_FLAG_READ_ONLY | C.NBD_FLAG_SEND_DF],
+    [RO, false, always | C.NBD_FLAG_READ_ONLY],
+    [RO, true, always | C.NBD_FLAG_READ_ONLY | C.NBD_FLAG_SEND_DF],
     [SECRET, false, base | C.NBD_FLAG_SEND_TRIM],
   ];
   for (const [exp, structured, want] of table) {
