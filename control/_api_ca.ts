@@ -10,6 +10,7 @@
 
 import type { Hono } from "hono";
 import { normalizeSerial, type Pki, readIdentity, type Role, x509 } from "../ca/mod.ts";
+import { parseDuration } from "../mod/duration.ts";
 import { FailedPreconditionError, InvalidArgumentError } from "../mod/errors.ts";
 import type {
   CaCertificateInfo,
@@ -17,11 +18,10 @@ import type {
   IssuedCertificate,
   Revocation,
   SignedCertificate,
-} from "../mod/client.ts";
+} from "../mod/types.ts";
 import type { List } from "../mod/types.ts";
 import type { ApiEnv } from "./_api_auth.ts";
 import { checkQuery, readJsonObject, rejectUnknownFields } from "./_api_validate.ts";
-import { typeName } from "./_volume_rules.ts";
 import type { ClusterCa } from "./_cluster_ca.ts";
 import { caPinOf } from "./_join_token.ts";
 
@@ -37,44 +37,8 @@ export interface CaRouteDeps {
 
 /** Roles an admin may issue through the API. */
 export const ISSUABLE_ROLES: readonly Role[] = ["admin", "nbd-client"];
-const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 };
-/** Longest leaf or overlap accepted (the CA's own notAfter caps leaves anyway). */
-export const MAX_DURATION_SECONDS = 3650 * 86_400;
 const SERIAL = /^[0-9A-Fa-f:]{1,64}$/;
 const MAX_PEM = 32 * 1024;
-
-/**
- * A duration: positive whole seconds, or a string like "90s", "15m", "12h", "30d".
- * `field` names the flag or body field in errors.
- */
-export function parseDuration(value: unknown, field: string): number {
-  let seconds: number;
-  if (typeof value === "number") seconds = value;
-  else if (typeof value === "string") {
-    const m = /^([1-9][0-9]{0,9})([smhd]?)$/.exec(value.trim());
-    if (!m) {
-      throw new InvalidArgumentError(
-        `invalid ${field} ${
-          JSON.stringify(value)
-        }: expected seconds or a duration like 30d, 12h, 15m`,
-        { field },
-      );
-    }
-    seconds = Number(m[1]) * UNITS[m[2] || "s"];
-  } else {
-    throw new InvalidArgumentError(
-      `invalid ${field}: expected seconds or a duration string, got ${typeName(value)}`,
-      { field },
-    );
-  }
-  if (!Number.isInteger(seconds) || seconds <= 0 || seconds > MAX_DURATION_SECONDS) {
-    throw new InvalidArgumentError(
-      `invalid ${field} ${JSON.stringify(value)}: expected 1 second to 3650 days`,
-      { field },
-    );
-  }
-  return seconds;
-}
 
 /** Upper-case, colon-separated SHA-256 of a certificate's DER (the join-token pin, spelled out). */
 async function fingerprint(cert: x509.X509Certificate): Promise<string> {

@@ -20,9 +20,10 @@ import {
   FailedPreconditionError,
   InvalidArgumentError,
 } from "../mod/errors.ts";
-import type { JoinTokenInfo } from "../mod/client.ts";
+import { parseDuration } from "../mod/duration.ts";
+import type { JoinTokenInfo } from "../mod/types.ts";
 import { type ApiEnv, JOIN_PATH } from "./_api_auth.ts";
-import { optionalBody, parseDuration } from "./_api_ca.ts";
+import { optionalBody } from "./_api_ca.ts";
 import { checkNodeName, checkQuery, readJsonObject, rejectUnknownFields } from "./_api_validate.ts";
 import { type ClusterCa, JOIN_TOKEN_PREFIX } from "./_cluster_ca.ts";
 import { toBase64 } from "./_cluster_crypto.ts";

@@ -6,7 +6,7 @@
  */
 
 import type { Context } from "hono";
-import { InvalidArgumentError } from "../mod/errors.ts";
+import { InvalidArgumentError, typeName } from "../mod/errors.ts";
 import type { CreateVolumeRequest, UpdateVolumeRequest } from "../mod/types.ts";
 import {
   checkDescription,
@@ -15,7 +15,6 @@ import {
   checkSpreadBy,
   checkVolumeName,
   checkVolumeSize,
-  typeName,
 } from "./_volume_rules.ts";
 
 /** Largest request body accepted. */

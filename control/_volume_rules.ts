@@ -4,7 +4,7 @@
  * @module
  */
 
-import { InvalidArgumentError } from "../mod/errors.ts";
+import { InvalidArgumentError, typeName } from "../mod/errors.ts";
 import { formatSize, parseSize } from "../mod/size.ts";
 
 /** Volume names are also NBD export names. */
@@ -154,13 +154,6 @@ export function checkDescription(description: unknown, field = "description"): s
     );
   }
   return description;
-}
-
-/** The JSON type name of a value, for error messages. */
-export function typeName(v: unknown): string {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "array";
-  return typeof v;
 }
 
 /** "10 GiB (10737418240 bytes)" for messages. */

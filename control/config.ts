@@ -6,6 +6,7 @@
  * @module
  */
 
+import { parseDuration } from "../mod/duration.ts";
 import { InvalidArgumentError } from "../mod/errors.ts";
 import { LOG_LEVELS } from "./log.ts";
 import { parseJoinToken } from "./_join_token.ts";
@@ -419,21 +420,6 @@ function parseBool(text: string, source: string, field: string): boolean {
   if (["on", "true", "yes", "1"].includes(t)) return true;
   if (["off", "false", "no", "0"].includes(t)) return false;
   throw new InvalidArgumentError(`invalid ${source} "${text}": expected on or off`, { field });
-}
-
-const DURATION_UNITS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86400 };
-
-/** Parses "30d", "12h", "15m", "90s" or plain seconds into seconds. */
-export function parseDuration(text: string, source: string, field: string): number {
-  const m = /^\s*(\d+)\s*([smhd]?)\s*$/.exec(text);
-  const seconds = m ? Number(m[1]) * DURATION_UNITS[m[2] || "s"] : NaN;
-  if (!(seconds >= 1)) {
-    throw new InvalidArgumentError(
-      `invalid ${source} "${text}": expected a duration such as 30d, 12h, 15m or 90s`,
-      { field },
-    );
-  }
-  return seconds;
 }
 
 /**

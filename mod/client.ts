@@ -19,14 +19,20 @@
  * @module
  */
 
-import type { IssuedRecord } from "../ca/mod.ts";
-import { BallastError, fromErrorBody, UnavailableError } from "./errors.ts";
+import { tlsClient, unreachable } from "./_http.ts";
+import { BallastError, fromErrorBody } from "./errors.ts";
 import type { ApiErrorBody } from "./errors.ts";
 import type {
+  CaInfo,
   CreateVolumeRequest,
   Health,
+  IssuedCertificate,
+  JoinTokenInfo,
   List,
   NodeInfo,
+  Revocation,
+  SignCertificateRequest,
+  SignedCertificate,
   UpdateVolumeRequest,
   VersionInfo,
   Volume,
@@ -59,75 +65,6 @@ export interface BallastClientOptions {
    * unavailable (STALE_HEADER); `since` is when the data was read (ISO time).
    */
   onStale?: (since: string, request: string) => void;
-}
-
-/** One CA certificate as GET /v1/ca describes it. */
-export interface CaCertificateInfo {
-  subject: string;
-  issuer: string;
-  serial: string;
-  notBefore: string;
-  notAfter: string;
-  /** Upper-case hex, colon separated. */
-  sha256Fingerprint: string;
-}
-
-/** GET /v1/ca. */
-export interface CaInfo {
-  /** internal: Ballast's own root; intermediate: an operator's CA key; external: no CA key. */
-  mode: "internal" | "intermediate" | "external";
-  /** The issuing CA certificate(s). */
-  certificates: CaCertificateInfo[];
-  /** Every CA trusted now (includes a rotated-out root during its overlap). */
-  trusted: CaCertificateInfo[];
-  /** The trust bundle clients should use (ca-bundle.crt). */
-  bundlePem: string;
-  /** Local certificates waiting for an externally signed certificate (external mode). */
-  pending: Array<"node" | "admin">;
-}
-
-/** One line of the issued-certificate index (the CA library's record, as the API serves it). */
-export type IssuedCertificate = IssuedRecord;
-
-/** POST /v1/ca/certificates. The private key never leaves the client. */
-export interface SignCertificateRequest {
-  /** PKCS#10 PEM made with the ca library's createCsr (role and volumes in its SANs). */
-  csr: string;
-  role: "admin" | "nbd-client";
-  name: string;
-  /** nbd-client: volumes it may open, or ["*"]. Must match the CSR. */
-  volumes?: string[];
-  /** Lifetime: seconds or "30d", "12h" (default: the node's leaf TTL). */
-  ttl?: string | number;
-}
-
-/** The answer to POST /v1/ca/certificates. */
-export interface SignedCertificate {
-  certificatePem: string;
-  caBundlePem: string;
-  serial: string;
-  role: "admin" | "nbd-client" | "node";
-  name: string;
-  volumes: string[];
-  notAfter: string;
-}
-
-/** A revocation record. */
-export interface Revocation {
-  serial: string;
-  revokedAt: string;
-  reason?: string;
-  /** The serial was revoked already; this is the first revocation. */
-  alreadyRevoked?: boolean;
-  /** Cluster mode, etcd unreachable: refused on this node now, on the others once shared. */
-  sharePending?: boolean;
-}
-
-/** POST /v1/cluster/join-tokens: a single-use join token (shown once, never stored). */
-export interface JoinTokenInfo {
-  token: string;
-  id: string;
-  expiresAt: string;
 }
 
 /** A typed client of one Ballast node's API. */
@@ -327,83 +264,4 @@ export class BallastClient {
       `HTTP ${res.status} from ${this.baseUrl}: ${text.slice(0, 200) || res.statusText}`,
     );
   }
-}
-
-/** The Deno HTTP client carrying the CA and client certificate for https. */
-function tlsClient(options: BallastClientOptions): Deno.HttpClient | undefined {
-  if (!options.caCertPem && !options.certPem && !options.keyPem) return undefined;
-  if (!!options.certPem !== !!options.keyPem) {
-    throw new BallastError(
-      "INVALID_ARGUMENT",
-      `a client certificate needs both certPem and keyPem (got only ${
-        options.certPem ? "certPem" : "keyPem"
-      })`,
-    );
-  }
-  try {
-    return Deno.createHttpClient({
-      ...(options.caCertPem ? { caCerts: [options.caCertPem] } : {}),
-      ...(options.certPem ? { cert: options.certPem, key: options.keyPem } : {}),
-    });
-  } catch (err) {
-    // The underlying message is dropped: it must never echo key material.
-    throw new BallastError(
-      "INVALID_ARGUMENT",
-      "invalid TLS credentials: expected PEM CA certificate(s), a PEM certificate and its " +
-        `PEM private key (${(err as Error)?.name ?? "error"})`,
-    );
-  }
-}
-
-/** A TLS handshake failure, in words; undefined when `text` is not one. */
-function tlsProblem(
-  text: string,
-): { code: "UNAVAILABLE" | "UNAUTHENTICATED"; why: string } | undefined {
-  const peer = /invalid peer certificate: ([^\n)]+)/.exec(text);
-  if (peer) {
-    return {
-      code: "UNAVAILABLE",
-      why: `server certificate not trusted: ${peer[1].trim()} ` +
-        "(pass the node's ca-bundle.crt with --cacert or BALLAST_CACERT)",
-    };
-  }
-  if (
-    /alert.*(CertificateRequired|BadCertificate|UnknownCA|CertificateRevoked|CertificateExpired|AccessDenied|HandshakeFailure)/i
-      .test(text)
-  ) {
-    return { code: "UNAUTHENTICATED", why: "the server refused the client certificate" };
-  }
-  if (/InvalidContentType|corrupt message|wrong version/i.test(text)) {
-    return {
-      code: "UNAVAILABLE",
-      why: "the server did not answer TLS (is it serving plain HTTP? use an http:// URL)",
-    };
-  }
-  return undefined;
-}
-
-/** A clear UnavailableError for a failed connection (UNAUTHENTICATED for a refused certificate). */
-function unreachable(baseUrl: string, err: unknown, timeoutMs: number): BallastError {
-  const e = err as { name?: string; message?: string; cause?: { message?: string } };
-  const text = `${e?.message ?? ""} ${e?.cause?.message ?? ""}`;
-  const tls = tlsProblem(text);
-  if (tls?.code === "UNAUTHENTICATED") {
-    return new BallastError("UNAUTHENTICATED", `${baseUrl}: ${tls.why}`, { cause: err });
-  }
-  if (tls) {
-    return new UnavailableError(`cannot reach the Ballast API at ${baseUrl}: ${tls.why}`, {
-      cause: err,
-    });
-  }
-  let why = "connection failed";
-  if (e?.name === "TimeoutError") why = `no answer within ${timeoutMs / 1000} s`;
-  else if (/refused/i.test(text)) why = "connection refused";
-  else if (/dns error|not known|lookup/i.test(text)) why = "host name not found";
-  else if (/reset/i.test(text)) why = "connection reset";
-  else if (e?.cause?.message) why = e.cause.message;
-  else if (e?.message) why = e.message;
-  return new UnavailableError(
-    `cannot reach the Ballast API at ${baseUrl}: ${why}; is \`ballast serve\` running?`,
-    { cause: err },
-  );
 }

@@ -137,11 +137,26 @@ export class UnavailableError extends BallastError {
   }
 }
 
+/**
+ * The message of anything thrown, for error messages and `reason` log fields. Log an
+ * unexpected error itself as `{ err }` instead: pino's err serializer keeps its type,
+ * stack and causes.
+ */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The JSON type name of a value, for error messages ("null", "array", "string", ...). */
+export function typeName(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "array";
+  return typeof v;
+}
+
 /** Wraps anything unexpected so callers always see a BallastError. */
 export function toBallastError(err: unknown): BallastError {
   if (err instanceof BallastError) return err;
-  const message = err instanceof Error ? err.message : String(err);
-  return new BallastError("INTERNAL", message, { cause: err });
+  return new BallastError("INTERNAL", errorMessage(err), { cause: err });
 }
 
 /** Rebuilds a typed error from an API error body (used by the client). */

@@ -4,6 +4,8 @@
  * @module
  */
 
+import type { IssuedRecord } from "../ca/mod.ts";
+
 /** Lifecycle state of a volume. */
 export type VolumeState = "creating" | "ready" | "deleting" | "failed";
 
@@ -101,4 +103,73 @@ export interface VersionInfo {
 /** A list response. */
 export interface List<T> {
   items: T[];
+}
+
+/** One CA certificate as GET /v1/ca describes it. */
+export interface CaCertificateInfo {
+  subject: string;
+  issuer: string;
+  serial: string;
+  notBefore: string;
+  notAfter: string;
+  /** Upper-case hex, colon separated. */
+  sha256Fingerprint: string;
+}
+
+/** GET /v1/ca. */
+export interface CaInfo {
+  /** internal: Ballast's own root; intermediate: an operator's CA key; external: no CA key. */
+  mode: "internal" | "intermediate" | "external";
+  /** The issuing CA certificate(s). */
+  certificates: CaCertificateInfo[];
+  /** Every CA trusted now (includes a rotated-out root during its overlap). */
+  trusted: CaCertificateInfo[];
+  /** The trust bundle clients should use (ca-bundle.crt). */
+  bundlePem: string;
+  /** Local certificates waiting for an externally signed certificate (external mode). */
+  pending: Array<"node" | "admin">;
+}
+
+/** One line of the issued-certificate index (the CA library's record, as the API serves it). */
+export type IssuedCertificate = IssuedRecord;
+
+/** POST /v1/ca/certificates. The private key never leaves the client. */
+export interface SignCertificateRequest {
+  /** PKCS#10 PEM made with the ca library's createCsr (role and volumes in its SANs). */
+  csr: string;
+  role: "admin" | "nbd-client";
+  name: string;
+  /** nbd-client: volumes it may open, or ["*"]. Must match the CSR. */
+  volumes?: string[];
+  /** Lifetime: seconds or "30d", "12h" (default: the node's leaf TTL). */
+  ttl?: string | number;
+}
+
+/** The answer to POST /v1/ca/certificates. */
+export interface SignedCertificate {
+  certificatePem: string;
+  caBundlePem: string;
+  serial: string;
+  role: "admin" | "nbd-client" | "node";
+  name: string;
+  volumes: string[];
+  notAfter: string;
+}
+
+/** A revocation record. */
+export interface Revocation {
+  serial: string;
+  revokedAt: string;
+  reason?: string;
+  /** The serial was revoked already; this is the first revocation. */
+  alreadyRevoked?: boolean;
+  /** Cluster mode, etcd unreachable: refused on this node now, on the others once shared. */
+  sharePending?: boolean;
+}
+
+/** POST /v1/cluster/join-tokens: a single-use join token (shown once, never stored). */
+export interface JoinTokenInfo {
+  token: string;
+  id: string;
+  expiresAt: string;
 }

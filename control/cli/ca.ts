@@ -7,9 +7,10 @@
 
 import { join, resolve } from "node:path";
 import { createCsr, exportPrivateKeyPem, type Role } from "../../ca/mod.ts";
-import type { BallastClient, CaCertificateInfo, CaInfo } from "../../mod/client.ts";
+import type { BallastClient } from "../../mod/client.ts";
+import type { CaCertificateInfo, CaInfo } from "../../mod/types.ts";
 import { BallastError } from "../../mod/errors.ts";
-import { parseDuration } from "../_api_ca.ts";
+import { parseDuration } from "../../mod/duration.ts";
 import {
   type CommandSpec,
   type Parsed,

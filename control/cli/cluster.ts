@@ -5,7 +5,7 @@
  * @module
  */
 
-import { parseDuration } from "../_api_ca.ts";
+import { parseDuration } from "../../mod/duration.ts";
 import { MAX_TOKEN_TTL_SECONDS } from "../_api_cluster.ts";
 import {
   type CommandSpec,

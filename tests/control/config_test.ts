@@ -232,3 +232,21 @@ Deno.test("parseListen() handles IPv4, [IPv6], host names, :PORT and port 0", ()
     assertThrows(() => parseListen(bad, "--api-listen"), InvalidArgumentError, "--api-listen");
   }
 });
+
+Deno.test("resolveConfig() reads --cert-ttl with the one duration rule (at most 3650 days)", () => {
+  assertEquals(
+    resolveConfig({ "data-dir": "/d", "cert-ttl": "3650d" }, {}, {}, host).certTtlSeconds,
+    3650 * 86400,
+  );
+  const e = assertThrows(
+    () => resolveConfig({ "data-dir": "/d", "cert-ttl": "5000d" }, {}, {}, host),
+    InvalidArgumentError,
+  );
+  assertEquals(e.message, 'invalid --cert-ttl "5000d": expected 1 second to 3650 days');
+  assertEquals(e.details, { field: "cert-ttl" });
+  assertThrows(
+    () => resolveConfig({ "data-dir": "/d" }, { BALLAST_CERT_TTL: "5000d" }, {}, host),
+    InvalidArgumentError,
+    "invalid BALLAST_CERT_TTL",
+  );
+});

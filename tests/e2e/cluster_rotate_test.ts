@@ -8,7 +8,7 @@
 
 import { assert, assertEquals } from "../_assert.ts";
 import { startEtcd } from "../control/_etcd_harness.ts";
-import type { CaInfo } from "../../mod/client.ts";
+import type { CaInfo } from "../../mod/types.ts";
 import { type BallastProcess, cli, e2eTest, run } from "./_harness.ts";
 import { admin, apiStatus, canOpen, issue, member } from "./_cluster_tls.ts";
 
