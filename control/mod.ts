@@ -16,25 +16,25 @@ export type {
   WatchEvent,
   WatchMessage,
   WatchOptions,
-} from "./state_store.ts";
-export { createLogger, type LogFormat, type Logger, type LogLevel, silentLogger } from "./log.ts";
-export { type Clock, FakeClock, systemClock } from "./clock.ts";
-export { SqliteStateStore, type SqliteStateStoreOptions } from "./sqlite_store.ts";
+} from "./store/state_store.ts";
+export { createLogger, type LogFormat, type Logger, type LogLevel, silentLogger } from "./common/log.ts";
+export { type Clock, FakeClock, systemClock } from "./common/clock.ts";
+export { SqliteStateStore, type SqliteStateStoreOptions } from "./store/sqlite/sqlite_store.ts";
 export {
   type ReconcileReport,
   VOLUME_PREFIX,
   type VolumeRecord,
   VolumeService,
   type VolumeServiceOptions,
-} from "./volumes.ts";
-export { NODE_PREFIX, NodeRegistry, type NodeRegistryOptions } from "./nodes.ts";
-export { type ApiDeps, createApi } from "./api.ts";
+} from "./volumes/service.ts";
+export { NODE_PREFIX, NodeRegistry, type NodeRegistryOptions } from "./nodes/registry.ts";
+export { type ApiDeps, createApi } from "./api/app.ts";
 export {
   type ListenAddress,
   parseListen,
   resolveConfig,
   type ServeConfig,
   type ServeFlags,
-} from "./config.ts";
-export { exitOnSignal, serve, type Server } from "./serve.ts";
-export { EtcdStateStore } from "./etcd_store.ts";
+} from "./serve/config.ts";
+export { exitOnSignal, serve, type Server } from "./serve/serve.ts";
+export { EtcdStateStore } from "./store/etcd/etcd_store.ts";

@@ -6,7 +6,7 @@
  */
 
 import { parseDuration } from "../../mod/duration.ts";
-import { MAX_TOKEN_TTL_SECONDS } from "../_api_cluster.ts";
+import { MAX_TOKEN_TTL_SECONDS } from "../api/_cluster.ts";
 import {
   type CommandSpec,
   parseGroup,

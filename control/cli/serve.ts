@@ -3,9 +3,9 @@
  * @module
  */
 
-import { resolveConfig, SETTINGS } from "../config.ts";
-import type { ServeFlags } from "../config.ts";
-import { exitOnSignal, serve } from "../serve.ts";
+import { resolveConfig, SETTINGS } from "../serve/config.ts";
+import type { ServeFlags } from "../serve/config.ts";
+import { exitOnSignal, serve } from "../serve/serve.ts";
 import { InvalidArgumentError } from "../../mod/errors.ts";
 import {
   type CommandSpec,

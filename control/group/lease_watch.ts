@@ -5,10 +5,10 @@
  * @module
  */
 
-import type { Logger } from "../log.ts";
-import { ALIVE_SUFFIX, NODE_PREFIX } from "../nodes.ts";
-import type { StateStore } from "../state_store.ts";
-import { followPrefix } from "../_follow_prefix.ts";
+import type { Logger } from "../common/log.ts";
+import { ALIVE_SUFFIX, NODE_PREFIX } from "../nodes/registry.ts";
+import type { StateStore } from "../store/state_store.ts";
+import { followPrefix } from "../store/follow_prefix.ts";
 
 /**
  * Which nodes' liveness leases are up, from one prefix watch on the node keys (list,

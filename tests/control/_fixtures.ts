@@ -6,14 +6,14 @@
  * @module
  */
 
-import { createApi } from "../../control/api.ts";
-import { silentLogger } from "../../control/log.ts";
-import type { Logger } from "../../control/log.ts";
-import { NodeRegistry } from "../../control/nodes.ts";
-import { SqliteStateStore } from "../../control/sqlite_store.ts";
-import type { SqliteStateStoreOptions } from "../../control/sqlite_store.ts";
-import type { Compare, Op, StateStore } from "../../control/state_store.ts";
-import { VolumeService } from "../../control/volumes.ts";
+import { createApi } from "../../control/api/app.ts";
+import { silentLogger } from "../../control/common/log.ts";
+import type { Logger } from "../../control/common/log.ts";
+import { NodeRegistry } from "../../control/nodes/registry.ts";
+import { SqliteStateStore } from "../../control/store/sqlite/sqlite_store.ts";
+import type { SqliteStateStoreOptions } from "../../control/store/sqlite/sqlite_store.ts";
+import type { Compare, Op, StateStore } from "../../control/store/state_store.ts";
+import { VolumeService } from "../../control/volumes/service.ts";
 import { startDataPlane } from "../../data/mod.ts";
 import type { DataPlane, VolumeSpec } from "../../data/plane.ts";
 

@@ -6,8 +6,8 @@
 
 import * as https from "node:https";
 import { openPki, type Pki } from "../../ca/mod.ts";
-import { createApi } from "../../control/api.ts";
-import { type ApiListener, listenApi } from "../../control/_https.ts";
+import { createApi } from "../../control/api/app.ts";
+import { type ApiListener, listenApi } from "../../control/api/listener.ts";
 import { NODE, startTestNode, type TestNode } from "./_fixtures.ts";
 
 export interface TlsNode {

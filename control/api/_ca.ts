@@ -1,0 +1,325 @@
+/**
+ * The CA endpoints under /v1/ca (admin only; control/_api_auth.ts enforces that).
+ *
+ * Clients generate their own keys: POST /v1/ca/certificates signs a CSR and never creates or
+ * returns a private key. Role `node` is not issuable here; joining nodes get theirs through
+ * the cluster's join-token flow. Revocations take effect at the next request or handshake on
+ * every endpoint, because every endpoint verifies through the same Pki.
+ * @module
+ */
+
+import type { Hono } from "hono";
+import { normalizeSerial, type Pki, readIdentity, type Role, x509 } from "../../ca/mod.ts";
+import { parseDuration } from "../../mod/duration.ts";
+import { FailedPreconditionError, InvalidArgumentError } from "../../mod/errors.ts";
+import type {
+  CaCertificateInfo,
+  CaInfo,
+  IssuedCertificate,
+  Revocation,
+  SignedCertificate,
+} from "../../mod/types.ts";
+import type { List } from "../../mod/types.ts";
+import type { ApiEnv } from "./_auth.ts";
+import { checkQuery, readJsonObject, rejectUnknownFields } from "./_validate.ts";
+import type { ClusterCa } from "../cluster/_ca_record.ts";
+import { caPinOf } from "../cluster/join_token.ts";
+
+/** What the CA routes need from ApiDeps. */
+export interface CaRouteDeps {
+  pki?: Pki;
+  /** This node (recorded as the rotating member in cluster mode). */
+  nodeName: string;
+  onCredentialsChanged?: () => void | Promise<void>;
+  /** Cluster mode: list and revoke go through etcd (control/_cluster_revocations.ts). */
+  cluster?: ClusterCa;
+}
+
+/** Roles an admin may issue through the API. */
+export const ISSUABLE_ROLES: readonly Role[] = ["admin", "nbd-client"];
+const SERIAL = /^[0-9A-Fa-f:]{1,64}$/;
+const MAX_PEM = 32 * 1024;
+
+/** Upper-case, colon-separated SHA-256 of a certificate's DER (the join-token pin, spelled out). */
+async function fingerprint(cert: x509.X509Certificate): Promise<string> {
+  return (await caPinOf(cert.rawData)).toUpperCase().match(/../g)!.join(":");
+}
+
+async function describeCa(cert: x509.X509Certificate): Promise<CaCertificateInfo> {
+  return {
+    subject: cert.subject,
+    issuer: cert.issuer,
+    serial: normalizeSerial(cert.serialNumber),
+    notBefore: cert.notBefore.toISOString(),
+    notAfter: cert.notAfter.toISOString(),
+    sha256Fingerprint: await fingerprint(cert),
+  };
+}
+
+/** The body of GET /v1/ca. */
+export async function caInfo(pki: Pki): Promise<CaInfo> {
+  return {
+    mode: pki.mode,
+    certificates: await Promise.all(pki.caCertificates.map(describeCa)),
+    trusted: await Promise.all(pki.trustedRoots().map(describeCa)),
+    bundlePem: pki.trustBundlePem(),
+    pending: pki.pending(),
+  };
+}
+
+function pemField(body: Record<string, unknown>, field: string): string {
+  const v = body[field];
+  if (v === undefined) throw new InvalidArgumentError(`missing field "${field}"`, { field });
+  if (typeof v !== "string" || !v.includes("-----BEGIN ")) {
+    throw new InvalidArgumentError(`field "${field}" must be a PEM string`, { field });
+  }
+  if (v.length > MAX_PEM) {
+    throw new InvalidArgumentError(`field "${field}" is longer than ${MAX_PEM} characters`, {
+      field,
+    });
+  }
+  return v;
+}
+
+function whichField(body: Record<string, unknown>): "node" | "admin" {
+  const v = body.which ?? "node";
+  if (v !== "node" && v !== "admin") {
+    throw new InvalidArgumentError(`invalid which ${JSON.stringify(v)}: expected node or admin`, {
+      field: "which",
+    });
+  }
+  return v;
+}
+
+/** Validates a POST /v1/ca/certificates body; returns the CSR and what to grant. */
+export function parseSignRequest(body: Record<string, unknown>): {
+  csr: string;
+  role: Role;
+  name: string;
+  volumes: string[];
+  ttlSeconds?: number;
+} {
+  rejectUnknownFields(body, ["csr", "role", "name", "volumes", "ttl"]);
+  const csr = pemField(body, "csr");
+  if (body.role === "node") {
+    throw new InvalidArgumentError(
+      "role node is not issuable here: joining nodes request their certificate with a join token",
+      { field: "role" },
+    );
+  }
+  if (!ISSUABLE_ROLES.includes(body.role as Role)) {
+    throw new InvalidArgumentError(
+      `invalid role ${JSON.stringify(body.role)}: expected ${ISSUABLE_ROLES.join(" or ")}`,
+      { field: "role" },
+    );
+  }
+  const role = body.role as Role;
+  if (typeof body.name !== "string" || body.name === "") {
+    throw new InvalidArgumentError('missing or non-string field "name"', { field: "name" });
+  }
+  let volumes: string[] = [];
+  if (body.volumes !== undefined) {
+    if (!Array.isArray(body.volumes) || body.volumes.some((v) => typeof v !== "string")) {
+      throw new InvalidArgumentError('field "volumes" must be an array of volume names or "*"', {
+        field: "volumes",
+      });
+    }
+    volumes = body.volumes as string[];
+    if (role !== "nbd-client" && volumes.length > 0) {
+      throw new InvalidArgumentError(`volume grants are only for role nbd-client, not ${role}`, {
+        field: "volumes",
+      });
+    }
+  }
+  const ttlSeconds = body.ttl === undefined ? undefined : parseDuration(body.ttl, "ttl");
+  return { csr, role, name: body.name, volumes, ttlSeconds };
+}
+
+/** The CSR must ask for exactly the role, name and volumes of the request. */
+function checkCsrMatches(req: ReturnType<typeof parseSignRequest>): void {
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(req.csr);
+  } catch (cause) {
+    throw new InvalidArgumentError('field "csr" is not a PKCS#10 certificate request', {
+      cause,
+      field: "csr",
+    });
+  }
+  const id = readIdentity(csr);
+  if (typeof id === "string") throw new InvalidArgumentError(`CSR: ${id}`, { field: "csr" });
+  const want = [...new Set(req.volumes)].sort().join(",");
+  const got = [...new Set(id.volumes)].sort().join(",");
+  const diff = id.role !== req.role
+    ? `role ${id.role}, request says ${req.role}`
+    : id.name !== req.name
+    ? `name ${JSON.stringify(id.name)}, request says ${JSON.stringify(req.name)}`
+    : want !== got
+    ? `volumes [${got}], request says [${want}]`
+    : undefined;
+  if (diff) {
+    throw new InvalidArgumentError(`the CSR does not match the request: it asks for ${diff}`, {
+      field: "csr",
+    });
+  }
+}
+
+/** Reads an optional JSON object body (empty body = {}). */
+export async function optionalBody(
+  c: Parameters<typeof readJsonObject>[0],
+): Promise<Record<string, unknown>> {
+  const len = c.req.header("content-length");
+  if (len === "0" || (!len && !c.req.header("transfer-encoding"))) return {};
+  return await readJsonObject(c);
+}
+
+/** Mounts the /v1/ca routes on the API app. */
+export function registerCaRoutes(app: Hono<ApiEnv>, deps: CaRouteDeps): void {
+  const pkiOf = (): Pki => {
+    if (!deps.pki) {
+      throw new FailedPreconditionError(
+        "this node runs without TLS (no PKI): the CA endpoints are not available",
+      );
+    }
+    return deps.pki;
+  };
+  const changed = async () => {
+    await deps.onCredentialsChanged?.();
+  };
+
+  app.get("/v1/ca", async (c) => {
+    checkQuery(c, []);
+    return c.json(await caInfo(pkiOf()));
+  });
+
+  app.get("/v1/ca/certificates", async (c) => {
+    checkQuery(c, []);
+    const pki = pkiOf();
+    const shared = deps.cluster?.certificates;
+    const body: List<IssuedCertificate> = {
+      items: shared ? await shared.list() : await pki.list(),
+    };
+    return c.json(body);
+  });
+
+  app.post("/v1/ca/certificates", async (c) => {
+    checkQuery(c, []);
+    const pki = pkiOf();
+    const req = parseSignRequest(await readJsonObject(c));
+    checkCsrMatches(req);
+    const { cert, certPem } = await pki.signCsr(req.csr, {
+      role: req.role,
+      name: req.name,
+      volumes: req.volumes,
+    }, { ttlSeconds: req.ttlSeconds });
+    const id = readIdentity(cert);
+    const serial = normalizeSerial(cert.serialNumber);
+    c.get("log").info(
+      { issued: serial, role: req.role, name: req.name, volumes: req.volumes },
+      "client certificate issued",
+    );
+    const body: SignedCertificate = {
+      certificatePem: certPem,
+      caBundlePem: pki.trustBundlePem(),
+      serial,
+      role: typeof id === "string" ? req.role : id.role,
+      name: req.name,
+      volumes: typeof id === "string" ? req.volumes : id.volumes,
+      notAfter: cert.notAfter.toISOString(),
+    };
+    return c.json(body, 201);
+  });
+
+  app.post("/v1/ca/certificates/:serial/revoke", async (c) => {
+    checkQuery(c, []);
+    const pki = pkiOf();
+    const serial = c.req.param("serial");
+    if (!SERIAL.test(serial)) {
+      throw new InvalidArgumentError(`invalid serial ${JSON.stringify(serial)}: expected hex`, {
+        field: "serial",
+      });
+    }
+    const body = await optionalBody(c);
+    rejectUnknownFields(body, ["reason"]);
+    if (
+      body.reason !== undefined && (typeof body.reason !== "string" || body.reason.length > 256)
+    ) {
+      throw new InvalidArgumentError('field "reason" must be a string of up to 256 characters', {
+        field: "reason",
+      });
+    }
+    const reason = body.reason as string | undefined;
+    const shared = deps.cluster?.certificates;
+    let rec: Revocation;
+    if (shared) {
+      const r = await shared.revoke(serial, reason);
+      rec = {
+        ...r.record,
+        alreadyRevoked: r.alreadyRevoked,
+        ...(r.sharePending ? { sharePending: true } : {}),
+      };
+    } else {
+      const alreadyRevoked = pki.revocation(serial) !== undefined;
+      rec = { ...await pki.revoke(serial, reason), alreadyRevoked };
+    }
+    c.get("log").warn(
+      { revoked: rec.serial, reason: rec.reason, alreadyRevoked: rec.alreadyRevoked },
+      rec.alreadyRevoked ? "certificate was already revoked" : "certificate revoked",
+    );
+    return c.json(rec);
+  });
+
+  app.post("/v1/ca/rotate", async (c) => {
+    checkQuery(c, []);
+    const pki = pkiOf();
+    const body = await optionalBody(c);
+    rejectUnknownFields(body, ["overlap"]);
+    const overlapSeconds = body.overlap === undefined
+      ? pki.leafTtlSeconds
+      : parseDuration(body.overlap, "overlap");
+    if (deps.cluster) {
+      // The cluster CA lives in etcd: rotate it there; every member adopts it.
+      if (!deps.cluster.rotation) {
+        throw new FailedPreconditionError("cluster CA rotation is not running on this node");
+      }
+      await deps.cluster.rotation.rotate({ overlapSeconds, nodeName: deps.nodeName });
+    } else {
+      await pki.rotateCa({ overlapSeconds });
+      c.get("log").warn({ overlapSeconds }, "CA rotated");
+      await changed();
+    }
+    return c.json(await caInfo(pki));
+  });
+
+  app.post("/v1/ca/csr", async (c) => {
+    checkQuery(c, []);
+    const pki = externalOnly(pkiOf());
+    const body = await optionalBody(c);
+    rejectUnknownFields(body, ["which"]);
+    const which = whichField(body);
+    return c.json({ which, csrPem: await pki.createCsr(which) });
+  });
+
+  app.post("/v1/ca/import", async (c) => {
+    checkQuery(c, []);
+    const pki = externalOnly(pkiOf());
+    const body = await readJsonObject(c);
+    rejectUnknownFields(body, ["certificatePem", "which"]);
+    const which = whichField(body);
+    await pki.importSigned(which, pemField(body, "certificatePem"));
+    c.get("log").warn({ which }, "externally signed certificate imported");
+    await changed();
+    return c.json(await caInfo(pki));
+  });
+}
+
+function externalOnly(pki: Pki): Pki {
+  if (pki.mode !== "external") {
+    throw new FailedPreconditionError(
+      `this node signs its own certificates (CA mode ${pki.mode}): CSR and import are for ` +
+        "external mode, where the CA key is not on the node",
+      { mode: pki.mode },
+    );
+  }
+  return pki;
+}

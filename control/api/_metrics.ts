@@ -1,0 +1,145 @@
+/**
+ * Prometheus text exposition (format 0.0.4) of the node's metrics: per-volume I/O
+ * counters and latency histograms from the data plane's VolumeStats, volume sizes,
+ * NBD connections, API request counts and process facts.
+ * @module
+ */
+
+import { LATENCY_BUCKETS, OP_KINDS } from "../../data/stats.ts";
+import type { VolumeStats } from "../../data/stats.ts";
+import type { Volume } from "../../mod/types.ts";
+
+export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+/** Process start, derived once from the monotonic clock. */
+const PROCESS_START_SECONDS = (Date.now() - performance.now()) / 1000;
+
+/** Escapes a label value: backslash, double quote and newline. */
+export function escapeLabelValue(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+/** Formats a sample value the way Prometheus parses it. */
+function num(v: number): string {
+  if (Number.isNaN(v)) return "NaN";
+  if (v === Infinity) return "+Inf";
+  if (v === -Infinity) return "-Inf";
+  return String(v);
+}
+
+function labels(pairs: Record<string, string>): string {
+  const parts = Object.entries(pairs).map(([k, v]) => `${k}="${escapeLabelValue(v)}"`);
+  return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+/** Counts API requests by method, matched route and status. */
+export class ApiRequestCounter {
+  readonly #counts = new Map<
+    string,
+    { method: string; route: string; status: string; n: number }
+  >();
+
+  add(method: string, route: string, status: number): void {
+    const key = `${method} ${route} ${status}`;
+    const entry = this.#counts.get(key);
+    if (entry) entry.n++;
+    else this.#counts.set(key, { method, route, status: String(status), n: 1 });
+  }
+
+  entries(): Array<{ method: string; route: string; status: string; n: number }> {
+    return [...this.#counts.values()];
+  }
+}
+
+/** What a scrape reads. */
+export interface MetricsInput {
+  stats: VolumeStats[];
+  volumes: Volume[];
+  nbdConnections: number;
+  api: ApiRequestCounter;
+  rssBytes: number;
+}
+
+/** Renders every metric family with HELP and TYPE lines. */
+export function renderMetrics(input: MetricsInput): string {
+  const out: string[] = [];
+  const family = (name: string, type: string, help: string) => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+  };
+  const stats = [...input.stats].sort((a, b) => a.volume.localeCompare(b.volume));
+
+  const perOp = (name: string, help: string, arr: (s: VolumeStats) => Float64Array) => {
+    family(name, "counter", help);
+    for (const s of stats) {
+      OP_KINDS.forEach((op, i) => {
+        out.push(`${name}${labels({ volume: s.volume, op })} ${num(arr(s)[i])}`);
+      });
+    }
+  };
+  perOp(
+    "ballast_volume_ops_total",
+    "NBD requests completed, by volume and operation.",
+    (s) => s.ops,
+  );
+  perOp(
+    "ballast_volume_bytes_total",
+    "Bytes transferred or affected by successful NBD requests.",
+    (s) => s.bytes,
+  );
+  perOp("ballast_volume_errors_total", "NBD requests that failed.", (s) => s.errors);
+
+  const h = "ballast_volume_request_duration_seconds";
+  family(h, "histogram", "Service time of NBD requests.");
+  for (const s of stats) {
+    OP_KINDS.forEach((op, i) => {
+      const cum = s.cumulativeBuckets(i);
+      LATENCY_BUCKETS.forEach((le, b) => {
+        out.push(`${h}_bucket${labels({ volume: s.volume, op, le: String(le) })} ${num(cum[b])}`);
+      });
+      const count = cum[cum.length - 1];
+      out.push(`${h}_bucket${labels({ volume: s.volume, op, le: "+Inf" })} ${num(count)}`);
+      out.push(`${h}_sum${labels({ volume: s.volume, op })} ${num(s.latencySum[i])}`);
+      out.push(`${h}_count${labels({ volume: s.volume, op })} ${num(count)}`);
+    });
+  }
+
+  family("ballast_volume_protocol_errors_total", "counter", "Malformed NBD requests seen.");
+  for (const s of stats) {
+    out.push(
+      `ballast_volume_protocol_errors_total${labels({ volume: s.volume })} ${
+        num(s.protocolErrors)
+      }`,
+    );
+  }
+  family("ballast_volume_connections", "gauge", "Open NBD connections per volume.");
+  for (const s of stats) {
+    out.push(`ballast_volume_connections${labels({ volume: s.volume })} ${num(s.connections)}`);
+  }
+  family("ballast_volume_size_bytes", "gauge", "Provisioned size of each volume.");
+  for (const v of input.volumes) {
+    out.push(`ballast_volume_size_bytes${labels({ volume: v.name })} ${num(v.sizeBytes)}`);
+  }
+  family("ballast_volume_allocated_bytes", "gauge", "Bytes allocated on disk for each volume.");
+  for (const v of input.volumes) {
+    if (v.allocatedBytes === undefined) continue;
+    out.push(
+      `ballast_volume_allocated_bytes${labels({ volume: v.name })} ${num(v.allocatedBytes)}`,
+    );
+  }
+  family("ballast_nbd_connections", "gauge", "Open connections on the NBD listener.");
+  out.push(`ballast_nbd_connections ${num(input.nbdConnections)}`);
+
+  family("ballast_api_requests_total", "counter", "API requests by method, route and status.");
+  for (const e of input.api.entries()) {
+    out.push(
+      `ballast_api_requests_total${
+        labels({ method: e.method, route: e.route, status: e.status })
+      } ${num(e.n)}`,
+    );
+  }
+  family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+  out.push(`process_resident_memory_bytes ${num(input.rssBytes)}`);
+  family("process_start_time_seconds", "gauge", "Start time of the process since the epoch.");
+  out.push(`process_start_time_seconds ${num(Math.round(PROCESS_START_SECONDS * 1000) / 1000)}`);
+  return out.join("\n") + "\n";
+}

@@ -1,0 +1,379 @@
+/**
+ * The OpenAPI 3.1 document of the Ballast API v1, served at GET /v1/openapi.json.
+ * It is a TypeScript object (not a file read at run time) so a `deno compile`d
+ * binary serves it with no source tree.
+ * @module
+ */
+
+import { VERSION } from "../../../mod/version.ts";
+import { STALE_HEADER } from "../../../mod/client.ts";
+
+import { errorResponse, errors, json, listOf, nameParam, ref } from "./_util.ts";
+import { CA_PATHS, CA_SCHEMAS } from "./_ca.ts";
+import { CLUSTER_PATHS, CLUSTER_SCHEMAS } from "./_cluster.ts";
+
+const labels = {
+  type: "object",
+  description: "Up to 64 labels; keys like `team` or `example.com/tier`, values up to 256 chars.",
+  additionalProperties: { type: "string", maxLength: 256 },
+  maxProperties: 64,
+};
+const strings = { type: "array", items: { type: "string" } };
+const size = {
+  oneOf: [
+    { type: "integer", minimum: 1048576, maximum: 1125899906842624, multipleOf: 512 },
+    { type: "string", examples: ["10GiB", "512MiB", "1TiB"] },
+  ],
+  description: "Bytes, or a size with a binary unit (KiB, MiB, GiB, TiB). " +
+    "Multiple of 512, from 1 MiB to 1 PiB.",
+};
+
+/** The Ballast-Stale response header on reads that may be answered from the cache. */
+const stale = { [STALE_HEADER]: { $ref: "#/components/headers/BallastStale" } };
+
+/** The document. */
+export const OPENAPI_DOCUMENT = {
+  openapi: "3.1.0",
+  info: {
+    title: "Ballast API",
+    version: VERSION,
+    description: "Control API of a Ballast node: volumes (exported over NBD under their " +
+      "name), nodes, health, version and Prometheus metrics. Errors are JSON bodies " +
+      "`{error: {code, message, details?}}` with a stable `code`. Every response carries " +
+      "X-Request-Id (echoed when the request sent one). With TLS (the default) every " +
+      "request needs a client certificate from the node's CA (mutual TLS): role admin may " +
+      "call everything, role node only /v1/peer/*, /v1/health and /v1/version, role " +
+      "nbd-client only /v1/health. No or an invalid certificate gives 401 UNAUTHENTICATED " +
+      "with the reason; a role that may not call a route gives 403 PERMISSION_DENIED. " +
+      "GET /v1/health is served without a certificate only when the operator allows it.",
+  },
+  servers: [
+    { url: "https://127.0.0.1:5705", description: "TLS with client certificates" },
+    { url: "http://127.0.0.1:5705", description: "plaintext loopback development mode" },
+  ],
+  security: [{ mutualTLS: [] }],
+  paths: {
+    "/v1/health": {
+      get: {
+        operationId: "health",
+        summary: "Node health",
+        responses: { "200": { description: "Health", content: json(ref("Health")) } },
+      },
+    },
+    "/v1/version": {
+      get: {
+        operationId: "version",
+        summary: "Server version",
+        responses: { "200": { description: "Version", content: json(ref("VersionInfo")) } },
+      },
+    },
+    "/v1/nodes": {
+      get: {
+        operationId: "listNodes",
+        summary: "List nodes",
+        responses: {
+          "200": { description: "Nodes", content: json(listOf("Node")), headers: stale },
+          ...errors(400, 503),
+        },
+      },
+    },
+    "/v1/nodes/{name}": {
+      get: {
+        operationId: "getNode",
+        summary: "Get a node",
+        parameters: [nameParam("Node")],
+        responses: {
+          "200": { description: "Node", content: json(ref("Node")), headers: stale },
+          ...errors(400, 404, 503),
+        },
+      },
+    },
+    "/v1/nodes/{name}/cordon": {
+      post: {
+        operationId: "cordonNode",
+        summary: "Stop new placements on a node (admin); it keeps serving what it holds",
+        parameters: [nameParam("Node")],
+        requestBody: {
+          required: false,
+          content: json({
+            type: "object",
+            additionalProperties: false,
+            properties: { reason: { type: "string", maxLength: 1024 } },
+          }),
+        },
+        responses: {
+          "200": { description: "Node", content: json(ref("Node")) },
+          ...errors(400, 404, 503),
+        },
+      },
+    },
+    "/v1/nodes/{name}/uncordon": {
+      post: {
+        operationId: "uncordonNode",
+        summary: "Let a cordoned node take new placements again (admin)",
+        parameters: [nameParam("Node")],
+        responses: {
+          "200": { description: "Node", content: json(ref("Node")) },
+          ...errors(400, 404, 503),
+        },
+      },
+    },
+    "/v1/volumes": {
+      get: {
+        operationId: "listVolumes",
+        summary: "List volumes",
+        responses: {
+          "200": { description: "Volumes", content: json(listOf("Volume")), headers: stale },
+          ...errors(400, 503),
+        },
+      },
+      post: {
+        operationId: "createVolume",
+        summary: "Create a thin-provisioned volume",
+        requestBody: { required: true, content: json(ref("CreateVolumeRequest")) },
+        responses: {
+          "201": { description: "Created (state ready)", content: json(ref("Volume")) },
+          ...errors(400, 409, 412, 507, 503),
+        },
+      },
+    },
+    "/v1/volumes/{name}": {
+      get: {
+        operationId: "getVolume",
+        summary: "Get a volume",
+        parameters: [nameParam("Volume")],
+        responses: {
+          "200": { description: "Volume", content: json(ref("Volume")), headers: stale },
+          ...errors(400, 404, 503),
+        },
+      },
+      patch: {
+        operationId: "updateVolume",
+        summary: "Grow a volume and/or change its labels (replaced whole) or description",
+        parameters: [nameParam("Volume")],
+        requestBody: { required: true, content: json(ref("UpdateVolumeRequest")) },
+        responses: {
+          "200": { description: "Updated volume", content: json(ref("Volume")) },
+          ...errors(400, 404, 409, 412, 507, 503),
+        },
+      },
+      delete: {
+        operationId: "deleteVolume",
+        summary: "Delete a volume and its data",
+        parameters: [
+          nameParam("Volume"),
+          {
+            name: "force",
+            in: "query",
+            required: false,
+            description: "Disconnect NBD clients instead of refusing (412) while connected; " +
+              "for a replicated volume, leave out members that are down instead of refusing.",
+            schema: { type: "boolean", default: false },
+          },
+        ],
+        responses: { "204": { description: "Deleted" }, ...errors(400, 404, 412, 503) },
+      },
+    },
+    ...CA_PATHS,
+    ...CLUSTER_PATHS,
+    "/v1/openapi.json": {
+      get: {
+        operationId: "openapi",
+        summary: "This document",
+        responses: { "200": { description: "OpenAPI 3.1 document" } },
+      },
+    },
+    "/metrics": {
+      get: {
+        operationId: "metrics",
+        summary: "Prometheus metrics (text format 0.0.4)",
+        responses: {
+          "200": {
+            description: "Metrics",
+            content: { "text/plain": { schema: { type: "string" } } },
+          },
+        },
+      },
+    },
+  },
+  components: {
+    securitySchemes: {
+      mutualTLS: {
+        type: "mutualTLS",
+        description: "A client certificate issued by the node's CA (ballast ca issue); the " +
+          "role is the URI subjectAltName ballast:role:<admin|node|nbd-client>.",
+      },
+    },
+    responses: {
+      Error401: errorResponse(
+        "No or an invalid client certificate (UNAUTHENTICATED; the message says why)",
+      ),
+      Error403: errorResponse("The certificate's role may not call this (PERMISSION_DENIED)"),
+      Error400: errorResponse("Invalid argument (code INVALID_ARGUMENT; details.field names it)"),
+      Error404: errorResponse("Not found (NOT_FOUND)"),
+      Error409: errorResponse(
+        "Already exists or lost a concurrent update (ALREADY_EXISTS, CONFLICT)",
+      ),
+      Error412: errorResponse(
+        "Not allowed in the current state (FAILED_PRECONDITION): shrink, clients connected, " +
+          "replicas without cluster mode, a placement the cluster cannot satisfy (reason given)",
+      ),
+      Error507: errorResponse("Out of disk space (RESOURCE_EXHAUSTED)"),
+      Error503: errorResponse(
+        "Cluster mode: the control plane (etcd) cannot be reached (UNAVAILABLE, message " +
+          '"control plane unavailable: ..."); changes are refused, retry when it is back',
+      ),
+    },
+    headers: {
+      BallastStale: {
+        description: "Cluster mode: etcd could not be reached, so this answer comes from the " +
+          "node's cache; the value is when that data was read (ISO 8601). Absent on fresh answers.",
+        schema: { type: "string", format: "date-time" },
+      },
+    },
+    schemas: {
+      Error: {
+        type: "object",
+        required: ["error"],
+        properties: {
+          error: {
+            type: "object",
+            required: ["code", "message"],
+            properties: {
+              code: {
+                type: "string",
+                enum: [
+                  "INVALID_ARGUMENT",
+                  "NOT_FOUND",
+                  "ALREADY_EXISTS",
+                  "FAILED_PRECONDITION",
+                  "CONFLICT",
+                  "RESOURCE_EXHAUSTED",
+                  "UNAUTHENTICATED",
+                  "PERMISSION_DENIED",
+                  "UNAVAILABLE",
+                  "INTERNAL",
+                ],
+              },
+              message: { type: "string" },
+              details: { type: "object" },
+            },
+          },
+        },
+      },
+      Volume: {
+        type: "object",
+        required: [
+          "name",
+          "uuid",
+          "sizeBytes",
+          "replicas",
+          "master",
+          "epoch",
+          "state",
+          "labels",
+          "description",
+          "createdAt",
+          "updatedAt",
+        ],
+        properties: {
+          name: { type: "string", description: "Also the NBD export name" },
+          uuid: { type: "string", format: "uuid" },
+          sizeBytes: { type: "integer" },
+          replicas: { type: "integer" },
+          master: { type: "string" },
+          epoch: { type: "integer" },
+          state: { type: "string", enum: ["creating", "ready", "deleting", "failed"] },
+          labels,
+          description: { type: "string" },
+          createdAt: { type: "string", format: "date-time" },
+          updatedAt: { type: "string", format: "date-time" },
+          allocatedBytes: { type: "integer", description: "Bytes allocated on disk" },
+          connections: { type: "integer", description: "Open NBD connections" },
+          members: { ...strings, description: "Replicated: every node holding a copy" },
+          inSync: { ...strings, description: "Members holding every write acknowledged" },
+          down: { ...strings, description: "Members whose liveness lease expired" },
+          phase: { type: "string", enum: ["healthy", "degraded", "failing-over", "unavailable"] },
+          spreadBy: { type: "string", description: "Failure-domain label of the placement" },
+        },
+      },
+      CreateVolumeRequest: {
+        type: "object",
+        additionalProperties: false,
+        required: ["name", "size"],
+        properties: {
+          name: { type: "string", pattern: "^[a-z0-9][a-z0-9._-]{0,62}$" },
+          size,
+          replicas: {
+            type: "integer",
+            minimum: 0,
+            maximum: 8,
+            default: 0,
+            description: "Copies besides the master, each on a distinct node (failure domain). " +
+              "Must be 0 unless the node runs in cluster mode",
+          },
+          spreadBy: {
+            type: "string",
+            description: "Node label whose values are the failure domains to spread over " +
+              "(e.g. zone); default: every node is its own domain. Needs replicas > 0",
+          },
+          labels,
+          description: { type: "string", maxLength: 1024 },
+        },
+      },
+      UpdateVolumeRequest: {
+        type: "object",
+        additionalProperties: false,
+        minProperties: 1,
+        properties: {
+          size: { ...size, description: "New size; grow only. " + size.description },
+          labels,
+          description: { type: "string", maxLength: 1024 },
+        },
+      },
+      Node: {
+        type: "object",
+        properties: {
+          name: { type: "string" },
+          state: { type: "string", enum: ["ready", "unreachable", "down", "cordoned"] },
+          reason: { type: "string" },
+          apiAddress: { type: "string" },
+          nbdAddress: { type: "string" },
+          version: { type: "string" },
+          labels,
+          capacityBytes: { type: "integer" },
+          freeBytes: { type: "integer" },
+          volumes: { type: "integer" },
+          startedAt: { type: "string", format: "date-time" },
+          lastSeen: { type: "string", format: "date-time" },
+        },
+      },
+      Health: {
+        type: "object",
+        properties: {
+          status: { type: "string", enum: ["ok", "degraded", "unavailable"] },
+          node: { type: "string" },
+          checks: {
+            type: "object",
+            additionalProperties: {
+              type: "object",
+              properties: { ok: { type: "boolean" }, message: { type: "string" } },
+            },
+          },
+        },
+      },
+      ...CA_SCHEMAS,
+      ...CLUSTER_SCHEMAS,
+      VersionInfo: {
+        type: "object",
+        properties: {
+          version: { type: "string" },
+          deno: { type: "string" },
+          v8: { type: "string" },
+          typescript: { type: "string" },
+          apiVersion: { type: "string", const: "v1" },
+        },
+      },
+    },
+  },
+} as const;

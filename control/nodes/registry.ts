@@ -1,0 +1,299 @@
+/**
+ * Node registry. Each node keeps two keys in the state store:
+ *
+ * - `/ballast/nodes/<name>`: its record (addresses, version, capacity, startedAt,
+ *   lastSeen), written at start and refreshed at most every 30 s, so a node that
+ *   stopped is still listed (as "down");
+ * - `/ballast/nodes/<name>/alive`: attached to a lease (TTL 10 s by default) kept
+ *   alive by this process. While it exists the node is "ready";
+ * - `/ballast/nodes/<name>/cordon`: present while an operator has cordoned the node
+ *   (`ballast node cordon`): it stays up but gets no new placements ("cordoned").
+ *
+ * Nothing is written per I/O; list/get merge the live capacity of the local node.
+ * @module
+ */
+
+import { NotFoundError } from "../../mod/errors.ts";
+import type { NodeInfo } from "../../mod/types.ts";
+import type { DataPlane } from "../../data/plane.ts";
+import type { Logger } from "../common/log.ts";
+import type { Compare, Op, StateStore } from "../store/state_store.ts";
+import type { NodeProbe } from "./probe.ts";
+
+export const NODE_PREFIX = "/ballast/nodes/";
+export const ALIVE_SUFFIX = "/alive";
+const CORDON_SUFFIX = "/cordon";
+
+/** The liveness key of a node. */
+export function aliveKey(node: string): string {
+  return NODE_PREFIX + node + ALIVE_SUFFIX;
+}
+
+/**
+ * The lease guard of a group change: compares that hold while every node in `down` has no
+ * liveness key and every node in `up` has one, so a node that came back (or went away)
+ * since the decision makes the transaction fail.
+ */
+export function livenessCompares(down: readonly string[], up: readonly string[] = []): Compare[] {
+  return [
+    ...down.map((n): Compare => ({ key: aliveKey(n), target: "version", op: "==", value: 0 })),
+    ...up.map((n): Compare => ({ key: aliveKey(n), target: "version", op: ">", value: 0 })),
+  ];
+}
+
+/** What the cordon key holds. */
+interface Cordon {
+  reason: string;
+  since: string;
+}
+const DEFAULT_CAPACITY_REFRESH_MS = 30_000;
+
+/** What is stored for a node: NodeInfo without the derived state. */
+type NodeRecord = Omit<NodeInfo, "state" | "reason">;
+
+export interface NodeRegistryOptions {
+  store: StateStore;
+  dataPlane: DataPlane;
+  logger: Logger;
+  nodeName: string;
+  /** "http://HOST:PORT" of this node's API (may also be given to start()). */
+  apiAddress?: string;
+  version: string;
+  labels?: Record<string, string>;
+  /**
+   * Probes other live nodes' APIs on list/get, so a node that holds its lease but
+   * does not answer shows as "unreachable" (_node_probe.ts). None: never probed.
+   */
+  probe?: NodeProbe;
+  /** Liveness lease TTL; default 10 s. Keep-alives go out every TTL/3. */
+  leaseTtlSeconds?: number;
+  /** Minimum interval between record (capacity) writes; default 30 s. */
+  capacityRefreshMs?: number;
+  now?: () => Date;
+}
+
+/** Registers this node and answers node queries. */
+export class NodeRegistry {
+  readonly #o: Required<Omit<NodeRegistryOptions, "probe">> & { probe?: NodeProbe };
+  #lease = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #lastRecordWrite = 0;
+  #startedAt = "";
+  #stopped = true;
+  #beat: Promise<void> = Promise.resolve();
+
+  constructor(options: NodeRegistryOptions) {
+    this.#o = {
+      leaseTtlSeconds: 10,
+      capacityRefreshMs: DEFAULT_CAPACITY_REFRESH_MS,
+      now: () => new Date(),
+      labels: {},
+      apiAddress: "",
+      ...options,
+    };
+  }
+
+  get nodeName(): string {
+    return this.#o.nodeName;
+  }
+
+  /** Writes the node record and the leased liveness key, then keeps the lease alive. */
+  async start(options: { apiAddress?: string } = {}): Promise<void> {
+    if (options.apiAddress !== undefined) this.#o.apiAddress = options.apiAddress;
+    this.#startedAt = this.#o.now().toISOString();
+    this.#stopped = false;
+    await this.#writeRecord();
+    await this.#grantAndMarkAlive();
+    this.#schedule();
+  }
+
+  /** Stops the keep-alives and revokes the lease, so the node shows as down at once. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#beat;
+    if (this.#lease) {
+      await this.#o.store.revokeLease(this.#lease).catch(() => {});
+      this.#lease = 0;
+    }
+  }
+
+  /** Every known node, sorted by name. */
+  async list(): Promise<NodeInfo[]> {
+    const { kvs } = await this.#o.store.list(NODE_PREFIX);
+    const alive = new Set<string>();
+    const cordons = new Map<string, Cordon>();
+    const records: NodeRecord[] = [];
+    for (const kv of kvs) {
+      const rest = kv.key.slice(NODE_PREFIX.length);
+      if (rest.endsWith(ALIVE_SUFFIX)) alive.add(rest.slice(0, -ALIVE_SUFFIX.length));
+      else if (rest.endsWith(CORDON_SUFFIX)) {
+        cordons.set(rest.slice(0, -CORDON_SUFFIX.length), JSON.parse(kv.value) as Cordon);
+      } else if (!rest.includes("/")) records.push(JSON.parse(kv.value) as NodeRecord);
+    }
+    const unreachable = await this.#probeAll(records.filter((r) => alive.has(r.name)));
+    return records.map((r) =>
+      this.#toInfo(r, alive.has(r.name), cordons.get(r.name), unreachable.get(r.name))
+    );
+  }
+
+  /** Probes the other live nodes in parallel: name -> why it did not answer. */
+  async #probeAll(records: NodeRecord[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    const probe = this.#o.probe;
+    if (!probe) return out;
+    await Promise.all(
+      records.filter((r) => r.name !== this.#o.nodeName).map(async (r) => {
+        const why = await probe.check(r.apiAddress);
+        if (why !== undefined) out.set(r.name, why);
+      }),
+    );
+    return out;
+  }
+
+  /**
+   * Cordons a node: it keeps serving what it holds but gets no new placements. One
+   * write to its own cordon key, guarded by the node record existing.
+   */
+  async cordon(name: string, reason = ""): Promise<NodeInfo> {
+    const cordon: Cordon = { reason, since: this.#o.now().toISOString() };
+    await this.#guardedWrite(name, {
+      type: "put",
+      key: NODE_PREFIX + name + CORDON_SUFFIX,
+      value: JSON.stringify(cordon),
+    });
+    this.#o.logger.info({ cordoned: name, reason }, "node cordoned");
+    return await this.get(name);
+  }
+
+  /** Lifts a cordon (no-op if the node is not cordoned). */
+  async uncordon(name: string): Promise<NodeInfo> {
+    await this.#guardedWrite(name, { type: "delete", key: NODE_PREFIX + name + CORDON_SUFFIX });
+    this.#o.logger.info({ uncordoned: name }, "node uncordoned");
+    return await this.get(name);
+  }
+
+  /** Applies `op` if node `name` is registered; NotFoundError otherwise. */
+  async #guardedWrite(name: string, op: Op): Promise<void> {
+    if (name.includes("/")) throw new NotFoundError("node", name);
+    const res = await this.#o.store.txn(
+      [{ key: NODE_PREFIX + name, target: "version", op: ">", value: 0 }],
+      [op],
+    );
+    if (!res.succeeded) throw new NotFoundError("node", name);
+  }
+
+  /** One node. */
+  async get(name: string): Promise<NodeInfo> {
+    const [rec, alive, cordon] = await Promise.all([
+      this.#o.store.get(NODE_PREFIX + name),
+      this.#o.store.get(aliveKey(name)),
+      this.#o.store.get(NODE_PREFIX + name + CORDON_SUFFIX),
+    ]);
+    if (!rec || name.includes("/")) throw new NotFoundError("node", name);
+    const record = JSON.parse(rec.value) as NodeRecord;
+    const unreachable = alive ? await this.#probeAll([record]) : new Map<string, string>();
+    return this.#toInfo(
+      record,
+      alive !== undefined,
+      cordon && JSON.parse(cordon.value) as Cordon,
+      unreachable.get(record.name),
+    );
+  }
+
+  #toInfo(
+    rec: NodeRecord,
+    alive: boolean,
+    cordon: Cordon | undefined,
+    unreachable?: string,
+  ): NodeInfo {
+    const local = rec.name === this.#o.nodeName && !this.#stopped;
+    if (!alive && !local) {
+      return {
+        ...rec,
+        state: "down",
+        reason: `liveness lease expired; last seen ${rec.lastSeen}` +
+          (cordon ? "; also cordoned" : ""),
+      };
+    }
+    const info = local ? this.#localRecord() : rec;
+    if (unreachable !== undefined) {
+      return {
+        ...info,
+        state: "unreachable",
+        reason: `liveness lease still held, but ${unreachable}; last seen ${rec.lastSeen}` +
+          (cordon ? "; also cordoned" : ""),
+      };
+    }
+    if (cordon) {
+      return {
+        ...info,
+        state: "cordoned",
+        reason: `cordoned since ${cordon.since}` + (cordon.reason ? `: ${cordon.reason}` : ""),
+      };
+    }
+    return { ...info, state: "ready", reason: "" };
+  }
+
+  #localRecord(): NodeRecord {
+    const { capacityBytes, freeBytes } = this.#o.dataPlane.capacity();
+    return {
+      name: this.#o.nodeName,
+      apiAddress: this.#o.apiAddress,
+      nbdAddress: this.#o.dataPlane.nbdAddress,
+      version: this.#o.version,
+      labels: this.#o.labels,
+      capacityBytes,
+      freeBytes,
+      volumes: this.#o.dataPlane.volumeStats().length,
+      startedAt: this.#startedAt,
+      lastSeen: this.#o.now().toISOString(),
+    };
+  }
+
+  async #writeRecord(): Promise<void> {
+    await this.#o.store.put(NODE_PREFIX + this.#o.nodeName, JSON.stringify(this.#localRecord()));
+    this.#lastRecordWrite = this.#o.now().getTime();
+  }
+
+  /**
+   * Grants a lease and attaches the alive key to it. The lease becomes this node's only
+   * once the key is written: if the put fails, the next heartbeat's keep-alive finds no
+   * lease and registers again (a kept-alive lease without the key would leave the node
+   * "down" for good).
+   */
+  async #grantAndMarkAlive(): Promise<void> {
+    const lease = await this.#o.store.grantLease(this.#o.leaseTtlSeconds);
+    await this.#o.store.put(aliveKey(this.#o.nodeName), JSON.stringify({ lease }), { lease });
+    this.#lease = lease;
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    const ms = Math.max(200, (this.#o.leaseTtlSeconds * 1000) / 3);
+    const timer = setTimeout(() => {
+      this.#beat = this.#heartbeat().finally(() => this.#schedule());
+    }, ms);
+    Deno.unrefTimer(timer);
+    this.#timer = timer;
+  }
+
+  async #heartbeat(): Promise<void> {
+    const log = this.#o.logger;
+    try {
+      try {
+        await this.#o.store.keepAlive(this.#lease);
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err;
+        log.warn({ lease: this.#lease }, "node lease expired; registering again");
+        await this.#grantAndMarkAlive();
+      }
+      if (this.#o.now().getTime() - this.#lastRecordWrite >= this.#o.capacityRefreshMs) {
+        await this.#writeRecord();
+      }
+    } catch (err) {
+      log.error({ err: String(err) }, "node heartbeat failed");
+    }
+  }
+}

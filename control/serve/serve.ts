@@ -1,0 +1,318 @@
+/**
+ * `ballast serve`: wires one node together. Lock the data dir, open the state store
+ * (the embedded one, or etcd in cluster mode with `--etcd`), start the data plane
+ * (NBD), reconcile volumes (and in cluster mode watch their records), register the
+ * node, then serve the API. Shutdown runs the same steps backwards.
+ * @module
+ */
+
+import { startDataPlane } from "../../data/mod.ts";
+import { InvalidArgumentError, toBallastError, UnavailableError } from "../../mod/errors.ts";
+import { VERSION } from "../../mod/version.ts";
+import { createApi } from "../api/app.ts";
+import { type ApiListener, listenApi } from "../api/listener.ts";
+import { setupNodeTls } from "../tls/node_tls.ts";
+import { prepareClusterPki } from "../cluster/_ca_record.ts";
+import { ClusterCertificates } from "../cluster/revocations.ts";
+import { ClusterCaFollower } from "../cluster/rotation.ts";
+import type { EtcdConfig, ServeConfig } from "./config.ts";
+import { EtcdStateStore, type EtcdTls } from "../store/etcd/etcd_store.ts";
+import { ReadCacheStore } from "../store/read_cache.ts";
+import { lockDataDir } from "./_data_dir_lock.ts";
+import { createLogger } from "../common/log.ts";
+import type { Logger } from "../common/log.ts";
+import { NodeRegistry } from "../nodes/registry.ts";
+import { NodeProbe } from "../nodes/probe.ts";
+import { SqliteStateStore } from "../store/sqlite/sqlite_store.ts";
+import type { StateStore } from "../store/state_store.ts";
+import { orphanMinAgeMs } from "../volumes/_orphans.ts";
+import { VolumeService } from "../volumes/service.ts";
+
+/** A running node. */
+export interface Server {
+  /** "http://HOST:PORT" with the real bound port. */
+  readonly apiUrl: string;
+  /** The NBD listen address "HOST:PORT". */
+  readonly nbdAddress: string;
+  readonly logger: Logger;
+  /** Stops the API, the node registration, the data plane (flushing) and the store; releases the lock. */
+  shutdown(): Promise<void>;
+}
+
+/** Starts a node. Everything started is stopped again if a later step fails. */
+export async function serve(
+  config: ServeConfig,
+  options: { logger?: Logger } = {},
+): Promise<Server> {
+  const logger = options.logger ??
+    createLogger({ level: config.logLevel, format: config.logFormat });
+  const log = logger.child({ node: config.nodeName });
+  const undo: Array<() => Promise<void> | void> = [];
+  const unwind = async () => {
+    for (const step of undo.reverse()) {
+      try {
+        await step();
+      } catch (err) {
+        log.error({ err: String(err) }, "shutdown step failed");
+      }
+    }
+    undo.length = 0;
+  };
+
+  try {
+    const lock = lockDataDir(config.dataDir);
+    undo.push(() => lock.release());
+
+    const opened = await openStore(config);
+    // Cluster mode: while etcd is unreachable, reads are answered from a cache.
+    const store = config.etcd ? new ReadCacheStore(opened, { logger: log }) : opened;
+    undo.push(() => store.close());
+    log.info({ store: store.description }, "state store open");
+
+    // TLS on every endpoint unless the operator chose plaintext on loopback (--tls off).
+    // Cluster mode: the CA comes from etcd (the first node puts it there; others join).
+    const cluster = config.tls && config.etcd
+      ? await prepareClusterPki(config, store, log)
+      : undefined;
+    const tls = config.tls ? await setupNodeTls(config, log) : undefined;
+    if (!tls) log.warn("TLS is off: plaintext API and NBD on loopback only");
+    if (cluster && tls) {
+      // Revocations and the issued index are shared through etcd (_cluster_revocations.ts).
+      const certificates = new ClusterCertificates({
+        store,
+        pki: tls.pki,
+        nodeName: config.nodeName,
+        log,
+      });
+      await certificates.start();
+      undo.push(() => certificates.stop());
+      cluster.certificates = certificates;
+    }
+
+    const dataPlane = await startDataPlane({
+      dataDir: config.dataDir,
+      nbdListen: config.nbdListen,
+      nbdLocalListen: config.nbdLocalListen,
+      logger,
+      nodeName: config.nodeName,
+      ...(tls
+        ? {
+          policy: () => ({ tlsAvailable: true, tlsRequired: true }),
+          startTls: tls.nbdStartTls,
+        }
+        : {}),
+    });
+    undo.push(() => dataPlane.close());
+
+    const nodes = new NodeRegistry({
+      store,
+      dataPlane,
+      logger: log,
+      nodeName: config.nodeName,
+      version: VERSION,
+      leaseTtlSeconds: config.nodeLeaseTtlSeconds,
+      labels: config.labels,
+      // Cluster mode: a node holding its lease whose API does not answer is "unreachable".
+      ...(config.etcd
+        ? {
+          probe: new NodeProbe({
+            credentials: () => {
+              if (!tls) return undefined;
+              const c = tls.pki.credentials("node");
+              return { caCertPem: c.ca, certPem: c.cert, keyPem: c.key };
+            },
+          }),
+        }
+        : {}),
+    });
+    const volumes = new VolumeService({
+      store,
+      dataPlane,
+      logger: log,
+      nodeName: config.nodeName,
+      clusterMode: config.etcd !== undefined,
+      // Placement of replicated volumes (cluster mode) over the registered nodes.
+      listNodes: () => nodes.list(),
+      // A live node re-registers within a heartbeat after etcd expired every lease at once.
+      leaseGraceMs: config.nodeLeaseTtlSeconds * 1000,
+      // Hidden test knob: how old a copy without a record must be before it is removed.
+      orphanMinAgeMs: orphanMinAgeMs(Deno.env.get("BALLAST_ORPHAN_MIN_AGE_MS")),
+    });
+    const report = await volumes.reconcile();
+    log.info(
+      {
+        opened: report.opened.length,
+        failed: report.failed,
+        finishedDeletes: report.finishedDeletes,
+        removedCreating: report.removedCreating,
+        movedOrphans: report.movedOrphans,
+      },
+      "volumes reconciled",
+    );
+    if (config.etcd) {
+      // Other nodes change records of volumes this node holds (delete, resize), and
+      // replicated volumes run their group drivers from these records.
+      volumes.startWatching();
+      undo.push(() => volumes.stopWatching());
+    }
+
+    const listenerRef: { current?: ApiListener } = {};
+    const reloadTls = () => {
+      tls?.reload();
+      listenerRef.current?.reload();
+    };
+    if (cluster && tls) {
+      // `ca rotate` through etcd: every member adopts the cluster's current CA.
+      const rotation = new ClusterCaFollower({
+        store,
+        pki: tls.pki,
+        cluster,
+        log,
+        onChanged: reloadTls,
+      });
+      rotation.start();
+      undo.push(() => rotation.stop());
+      cluster.rotation = rotation;
+    }
+    const app = createApi({
+      volumes,
+      nodes,
+      dataPlane,
+      logger: log,
+      nodeName: config.nodeName,
+      store,
+      pki: tls?.pki,
+      allowAnonymousHealth: config.apiAnonymousHealth,
+      onCredentialsChanged: reloadTls,
+      cluster,
+    });
+    const listener = await listenApi(app, {
+      host: config.apiListen.host,
+      port: config.apiListen.port,
+      pki: tls?.pki,
+      allowAnonymousHealth: config.apiAnonymousHealth,
+      logger: log,
+    });
+    listenerRef.current = listener;
+    undo.push(() => listener.close());
+    const apiUrl = listener.url;
+    if (tls) {
+      const stop = tls.startRenewal(() => listener.reload());
+      undo.push(stop);
+    }
+
+    await nodes.start({ apiAddress: apiUrl });
+    undo.push(() => nodes.stop());
+
+    log.info(
+      {
+        api: apiUrl,
+        nbd: dataPlane.nbdAddress,
+        ...(dataPlane.nbdLocalAddress ? { nbdLocal: dataPlane.nbdLocalAddress } : {}),
+        tls: config.tls,
+        store: store.description,
+      },
+      "ballast ready",
+    );
+    let stopping: Promise<void> | undefined;
+    return {
+      apiUrl,
+      nbdAddress: dataPlane.nbdAddress,
+      logger: log,
+      shutdown() {
+        stopping ??= (async () => {
+          log.info("shutting down: stopping the API, flushing volumes");
+          await unwind();
+          log.info("ballast stopped");
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await unwind();
+    throw toBallastError(err);
+  }
+}
+
+/** The embedded store at DIR/state.db, or etcd when `--etcd` is set. */
+async function openStore(config: ServeConfig): Promise<StateStore> {
+  if (!config.etcd) {
+    return SqliteStateStore.open(`${config.dataDir.replace(/\/+$/, "")}/state.db`);
+  }
+  const tls = await readEtcdTls(config.etcd);
+  try {
+    return await EtcdStateStore.connect({
+      endpoints: config.etcd.endpoints,
+      tls,
+      prefix: config.etcd.prefix,
+    });
+  } catch (err) {
+    if (!tls || !(err instanceof UnavailableError)) throw err;
+    // A TLS refusal (unknown CA, missing or foreign client certificate) looks like a
+    // broken connection from here; point at the files.
+    throw new UnavailableError(
+      `${err.message} (with TLS: check that --etcd-cacert signed etcd's certificate and that ` +
+        `etcd accepts the client certificate${
+          tls.certPem ? " in --etcd-cert" : "; none was given (--etcd-cert, --etcd-key)"
+        })`,
+      { cause: err },
+    );
+  }
+}
+
+/** Reads the `--etcd-cacert/-cert/-key` files; errors name the flag and the file. */
+async function readEtcdTls(etcd: EtcdConfig): Promise<EtcdTls | undefined> {
+  if (!etcd.caFile) return undefined;
+  const read = async (file: string, flag: string) => {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(file);
+    } catch (err) {
+      throw new InvalidArgumentError(
+        `cannot read --${flag} "${file}": ${(err as Error).message}`,
+        { field: flag, cause: err },
+      );
+    }
+    if (!text.includes("-----BEGIN ")) {
+      throw new InvalidArgumentError(`--${flag} "${file}" is not a PEM file`, { field: flag });
+    }
+    return text;
+  };
+  return {
+    caPem: await read(etcd.caFile, "etcd-cacert"),
+    ...(etcd.certFile && etcd.keyFile
+      ? {
+        certPem: await read(etcd.certFile, "etcd-cert"),
+        keyPem: await read(etcd.keyFile, "etcd-key"),
+      }
+      : {}),
+  };
+}
+
+/**
+ * Runs until SIGINT or SIGTERM, then shuts down cleanly and exits 0 (1 if the
+ * shutdown failed). A second signal exits at once with code 130.
+ */
+export function exitOnSignal(server: Server): Promise<never> {
+  return new Promise<never>(() => {
+    let signalled = false;
+    const onSignal = (signal: Deno.Signal) => {
+      if (signalled) {
+        server.logger.warn({ signal }, "second signal: exiting immediately");
+        Deno.exit(130);
+      }
+      signalled = true;
+      server.logger.info({ signal }, "signal received");
+      server.shutdown().then(
+        () => Deno.exit(0),
+        (err) => {
+          server.logger.error({ err: String(err) }, "shutdown failed");
+          Deno.exit(1);
+        },
+      );
+    };
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      Deno.addSignalListener(sig, () => onSignal(sig));
+    }
+  });
+}

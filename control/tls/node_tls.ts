@@ -1,0 +1,136 @@
+/**
+ * TLS for one node: opens the PKI (creating the internal CA on first start), gives the
+ * NBD listener its STARTTLS hook, and renews certificates before they expire, reloading
+ * TLS contexts in place so live connections are not cut.
+ * @module
+ */
+
+import { createSecureContext, type SecureContext } from "node:tls";
+import { mayOpenVolume, openPki, type Pki } from "../../ca/mod.ts";
+import {
+  ClientRefusedError,
+  type NodeSocketTransport,
+  type StartTls,
+  startTlsServer,
+} from "../../data/mod.ts";
+import type { ListenAddress, ServeConfig } from "../serve/config.ts";
+import type { Logger } from "../common/log.ts";
+import { FailedPreconditionError } from "../../mod/errors.ts";
+
+export interface NodeTls {
+  pki: Pki;
+  /** NBD_OPT_STARTTLS: handshake, then the client certificate decides who it is. */
+  nbdStartTls: StartTls;
+  /** Rebuilds the TLS contexts from the PKI (after renewal or CA rotation). */
+  reload(): void;
+  /** Checks for due renewals every `intervalMs`; calls `onRenewed` after any. Returns a stop function. */
+  startRenewal(onRenewed: () => void, intervalMs?: number): () => void;
+}
+
+const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
+const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
+
+/** The PKI directory of a data dir: DIR/pki. */
+export function pkiDirOf(dataDir: string): string {
+  return `${dataDir.replace(/\/+$/, "")}/pki`;
+}
+
+/** The names and addresses the node certificate must cover for the given listeners. */
+export function certificateNames(
+  nodeName: string,
+  listens: ListenAddress[],
+  interfaces: () => string[] = () => Deno.networkInterfaces().map((i) => i.address),
+): { dnsNames: string[]; ipAddresses: string[] } {
+  const dns = new Set<string>([nodeName]);
+  const ips = new Set<string>();
+  for (const { host } of listens) {
+    if (WILDCARDS.has(host)) {
+      for (const a of interfaces()) ips.add(a.replace(/%.*$/, ""));
+      dns.add("localhost");
+    } else if (IPV4.test(host) || host.includes(":")) {
+      ips.add(host);
+    } else {
+      dns.add(host);
+    }
+  }
+  return { dnsNames: [...dns], ipAddresses: [...ips] };
+}
+
+export async function setupNodeTls(config: ServeConfig, log: Logger): Promise<NodeTls> {
+  const names = certificateNames(config.nodeName, [config.apiListen, config.nbdListen]);
+  const dir = pkiDirOf(config.dataDir);
+  const pki = await openPki(dir, {
+    nodeName: config.nodeName,
+    dnsNames: names.dnsNames,
+    ipAddresses: names.ipAddresses,
+    leafTtlSeconds: config.certTtlSeconds,
+  });
+  const build = (): SecureContext =>
+    createSecureContext({ ...pki.credentials("node"), minVersion: "TLSv1.2" });
+  if (pki.mode === "external" && pki.pending().length > 0) {
+    throw new FailedPreconditionError(
+      `external CA mode: sign ${pki.pending().map((w) => `${dir}/${w}.csr`).join(" and ")} with ` +
+        `your CA (keep the requested subjectAltNames; add basicConstraints CA:FALSE, keyUsage ` +
+        `digitalSignature, extendedKeyUsage serverAuth+clientAuth for node and clientAuth for ` +
+        `admin), then run: ballast ca init --data-dir ${config.dataDir} --import-node node.crt ` +
+        `--import-admin admin.crt --node-name ${config.nodeName}`,
+    );
+  }
+  let context = build();
+  log.info({ mode: pki.mode, ...names }, "TLS ready: API and NBD require client certificates");
+
+  const nbdStartTls: StartTls = async (t) => {
+    const { transport, peer } = await startTlsServer(t as NodeSocketTransport, () => context);
+    // node:tls completes server-side STARTTLS even for a foreign-CA certificate:
+    // the PKI's verifyPeer decides (trust, validity, revocation, role, EKU).
+    if (!peer.certificate) {
+      transport.close();
+      throw new ClientRefusedError("no client certificate");
+    }
+    const v = await pki.verify(peer.certificate, {
+      requiredEku: "clientAuth",
+      allowedRoles: ["admin", "nbd-client"],
+    });
+    if (!v.ok) {
+      transport.close();
+      throw new ClientRefusedError(`client certificate refused: ${v.reason}`);
+    }
+    const id = v.identity;
+    return {
+      transport,
+      identity: `${id.role}:${id.name}`,
+      allowExport: id.role === "admin" ? undefined : (name) => mayOpenVolume(id, name),
+    };
+  };
+
+  return {
+    pki,
+    nbdStartTls,
+    reload() {
+      context = build();
+    },
+    startRenewal(onRenewed, intervalMs) {
+      // Check often enough for short test lifetimes, at most once a minute.
+      const every = intervalMs ?? Math.max(1000, Math.min(60_000, config.certTtlSeconds * 100));
+      let busy = false;
+      const timer = setInterval(async () => {
+        if (busy) return;
+        busy = true;
+        try {
+          const renewed = await pki.renewDue();
+          if (renewed.length > 0) {
+            context = build();
+            onRenewed();
+            log.info({ renewed }, "certificates renewed; TLS contexts reloaded");
+          }
+        } catch (err) {
+          log.error({ err: (err as Error).message }, "certificate renewal failed");
+        } finally {
+          busy = false;
+        }
+      }, every);
+      Deno.unrefTimer(timer);
+      return () => clearInterval(timer);
+    },
+  };
+}

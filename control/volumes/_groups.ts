@@ -1,0 +1,360 @@
+/**
+ * Replicated volumes in cluster mode: the members' side of create, grow and delete,
+ * and one GroupDriver per group this node hosts. The creator's side of create is
+ * _volume_group_create.ts; the record changes reach handle() through one serial lane
+ * per volume (_volume_queue.ts), which retries a step that failed.
+ *
+ * Everything about a group lives in the volume's own record key, so groups never
+ * contend with each other:
+ *
+ * - create: each member makes its copy when it sees the record "creating" and CASes
+ *   itself into `created` (a failure into `createFailed`);
+ * - ready: each member runs a GroupDriver; only the master exports the volume;
+ * - delete: the record goes "deleting" with `remaining` = the live members (a forced
+ *   delete leaves the down ones out, and live members drop those that go down while it
+ *   runs); the master deletes first (it may refuse while NBD clients are connected),
+ *   then the others; the last one removes the record. A member left out removes its
+ *   copy when it sees the record "deleting" or deleted, or at its next start
+ *   (_volume_orphans.ts);
+ * - grow: `sizeBytes` in the record changes by CAS (any node); every member grows its
+ *   copy to the record's size when it sees the record (growCopy), so a member that was
+ *   down grows when it comes back and lists the records. Copies never shrink.
+ * @module
+ */
+
+import { FailedPreconditionError } from "../../mod/errors.ts";
+import type { NodeInfo } from "../../mod/types.ts";
+import type { DataPlane } from "../../data/plane.ts";
+import { GroupDriver } from "../group/driver.ts";
+import { LeaseWatch } from "../group/lease_watch.ts";
+import type { GroupRecord } from "../group/record.ts";
+import { CREATE_WAIT_MS, createGroup, type GroupCreate } from "./_group_create.ts";
+import {
+  copyDeleted,
+  dropDownMembers,
+  markGroupDeleting,
+  staleCreateMs,
+} from "./_group_transitions.ts";
+import type { Logger } from "../common/log.ts";
+import { aliveKey } from "../nodes/registry.ts";
+import type { KeyValue, StateStore } from "../store/state_store.ts";
+import { casRecord, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
+
+export type { GroupCreate };
+
+export interface VolumeGroupsOptions {
+  store: StateStore;
+  plane: DataPlane;
+  logger: Logger;
+  nodeName: string;
+  listNodes: () => Promise<NodeInfo[]>;
+  now: () => Date;
+  createWaitMs?: number;
+  /** How long a member's lease must stay gone before the groups act on it (LeaseWatch). */
+  leaseGraceMs?: number;
+}
+
+export class VolumeGroups {
+  readonly #o: VolumeGroupsOptions;
+  readonly #log: Logger;
+  readonly #leases: LeaseWatch;
+  readonly #drivers = new Map<string, { uuid: string; driver: GroupDriver }>();
+  /** Uuids whose copy this process made and recorded (watch events can be stale). */
+  readonly #made = new Set<string>();
+  /** Newest record seen of each group hosted here (the spec the host exports). */
+  readonly #records = new Map<string, VolumeRecord>();
+  /** Size each local copy is known to have at least, so a record event costs no I/O. */
+  readonly #sized = new Map<string, { uuid: string; sizeBytes: number }>();
+  #unsubscribe: () => void = () => {};
+
+  constructor(options: VolumeGroupsOptions) {
+    this.#o = options;
+    this.#log = options.logger;
+    this.#leases = new LeaseWatch({
+      store: options.store,
+      logger: options.logger,
+      graceMs: options.leaseGraceMs,
+    });
+  }
+
+  /**
+   * Starts the shared lease watch. `kick(name)` has a group's record applied again:
+   * called for forced deletes under way when a member's lease comes or goes.
+   */
+  start(kick: (name: string) => void = () => {}): void {
+    this.#unsubscribe = this.#leases.subscribe((node) => {
+      for (const r of this.#records.values()) {
+        const left = r.remaining ?? r.group?.members ?? [];
+        if (r.state === "deleting" && r.deleteForce && left.includes(node)) kick(r.name);
+      }
+    });
+    this.#leases.start().catch(() => {});
+  }
+
+  /** Stops every driver (exports stay up for the shutdown) and the lease watch. */
+  async stop(): Promise<void> {
+    this.#unsubscribe();
+    await Promise.all([...this.#drivers.values()].map((d) => d.driver.stop()));
+    this.#drivers.clear();
+    await this.#leases.stop();
+  }
+
+  /** Places and creates a replicated volume; returns the "ready" record. */
+  create(input: GroupCreate): Promise<VolumeRecord> {
+    return createGroup({
+      store: this.#o.store,
+      log: this.#log,
+      listNodes: this.#o.listNodes,
+      createWaitMs: this.#o.createWaitMs,
+    }, input);
+  }
+
+  /**
+   * A delete asked of this node (see markGroupDeleting): members whose liveness key is
+   * absent count as down, and the CAS requires them to still be down. Returns the record
+   * marked "deleting", or undefined when it was removed at once (no live member).
+   */
+  async markDeleting(name: string, force: boolean): Promise<VolumeRecord | undefined> {
+    const staleMs = staleCreateMs(this.#o.createWaitMs ?? CREATE_WAIT_MS);
+    const store = this.#o.store;
+    const next = await casRecord(
+      store,
+      name,
+      undefined,
+      (rec, down) => {
+        if (!rec.group) {
+          throw new FailedPreconditionError(`volume "${name}" changed during the delete; retry`);
+        }
+        return markGroupDeleting(rec, { force, now: this.#o.now(), staleMs, down });
+      },
+      {
+        downGuard: async (rec) => {
+          const members = rec.group?.members ?? [];
+          const alive = await Promise.all(members.map((m) => store.get(aliveKey(m))));
+          return members.filter((_, i) => alive[i] === undefined);
+        },
+      },
+    );
+    if (next === "delete") {
+      this.#log.info({ volume: name }, "volume group deleted: every member is down (forced)");
+    }
+    return next === "delete" ? undefined : next;
+  }
+
+  /** A group record as listed or changed (from its record lane), one at a time. */
+  async handle(kv: KeyValue, rec: VolumeRecord): Promise<void> {
+    const g = rec.group!;
+    const self = this.#o.nodeName;
+    // Another uuid under this name: the record this node knew is gone.
+    const known = this.#records.get(rec.name);
+    if (known && known.uuid !== rec.uuid) await this.deleted(rec.name);
+    const member = g.members.includes(self);
+    if (!member) return;
+    this.#records.set(rec.name, rec);
+    if (rec.state === "creating") await this.#createCopy(rec);
+    else if (rec.state === "ready") {
+      const grown = this.growCopy(rec).then(() => undefined, (err: unknown) => err);
+      this.#driverFor(rec).recordChanged(kv);
+      const err = await grown;
+      if (err !== undefined) {
+        throw new Error(
+          `could not grow the local copy of "${rec.name}" to ${rec.sizeBytes} bytes: ${err}`,
+        );
+      }
+    } else if (rec.state === "deleting") await this.#deleteCopy(rec);
+  }
+
+  /**
+   * Grows this node's copy of a group it is a member of to the record's size (never
+   * shrinks): the master's export shows the new size to new NBD connections, a
+   * replica's file grows in place. Known sizes are cached, so only a change costs I/O.
+   */
+  async growCopy(rec: VolumeRecord): Promise<void> {
+    if (!rec.group?.members.includes(this.#o.nodeName)) return;
+    const known = this.#sized.get(rec.name);
+    if (known?.uuid === rec.uuid && known.sizeBytes >= rec.sizeBytes) return;
+    const before = await this.#o.plane.resizeVolume(rec.name, rec.sizeBytes, { uuid: rec.uuid });
+    this.#sized.set(rec.name, { uuid: rec.uuid, sizeBytes: Math.max(before, rec.sizeBytes) });
+    if (before < rec.sizeBytes) {
+      this.#log.info(
+        { volume: rec.name, uuid: rec.uuid, from: before, sizeBytes: rec.sizeBytes },
+        "local copy grown to the record's size",
+      );
+    }
+  }
+
+  /**
+   * A record is gone: stop its driver and remove this node's copy of it if one is left
+   * (normally removed before; not when this node was left out of a forced delete or a
+   * create was undone before it recorded its copy). A failure is left to the orphan
+   * cleanup at the next start.
+   */
+  async deleted(name: string): Promise<void> {
+    const rec = this.#records.get(name);
+    if (rec) this.#made.delete(rec.uuid);
+    this.#records.delete(name);
+    this.#sized.delete(name);
+    if (this.#drivers.has(name)) await this.#stopDriver(name);
+    if (!rec) return;
+    await this.#o.plane.deleteVolume(name, { force: true, uuid: rec.uuid }).catch((err) =>
+      this.#log.warn(
+        { volume: name, uuid: rec.uuid, err: String(err) },
+        "could not remove the copy of a deleted volume; the orphan cleanup at the next start will",
+      )
+    );
+  }
+
+  /** Names of the groups this node hosts (a member of, as last seen). */
+  hosted(): string[] {
+    return [...new Set([...this.#records.keys(), ...this.#drivers.keys()])];
+  }
+
+  #driverFor(rec: VolumeRecord): GroupDriver {
+    const running = this.#drivers.get(rec.name);
+    if (running) return running.driver;
+    const name = rec.name;
+    const plane = this.#o.plane;
+    const log = this.#log.child({ volume: name, uuid: rec.uuid });
+    const driver = new GroupDriver({
+      store: this.#o.store,
+      key: VOLUME_PREFIX + name,
+      self: this.#o.nodeName,
+      logger: log,
+      leases: this.#leases,
+      host: {
+        serve: async (epoch, writeGate) => {
+          const current = this.#records.get(name);
+          if (!current) return;
+          await plane.openVolume(specOf(current), { writeGate });
+          log.info({ epoch, nbd: plane.nbdAddress }, "volume exported (group master)");
+        },
+        stopServing: async (epoch) => {
+          await plane.closeVolume(name);
+          log.info({ epoch }, "volume export stopped");
+        },
+        written: () => {
+          const st = plane.volumeStatus(name);
+          return st !== undefined && (st.writes > 0 || st.allocatedBytes > 0);
+        },
+      },
+      decode: (value) => {
+        const r = JSON.parse(value) as VolumeRecord;
+        return r.state === "ready" && r.uuid === rec.uuid ? r.group : undefined;
+      },
+      encode: (value, group: GroupRecord) =>
+        JSON.stringify({
+          ...JSON.parse(value) as VolumeRecord,
+          master: group.master,
+          epoch: group.epoch,
+          group,
+          updatedAt: this.#o.now().toISOString(),
+        }),
+    });
+    this.#drivers.set(name, { uuid: rec.uuid, driver });
+    log.info({ members: rec.group?.members }, "group driver started");
+    driver.start();
+    return driver;
+  }
+
+  async #stopDriver(name: string): Promise<void> {
+    const running = this.#drivers.get(name);
+    if (!running) return;
+    this.#drivers.delete(name);
+    await running.driver.stop({ release: true });
+    this.#log.info({ volume: name }, "group driver stopped");
+  }
+
+  /**
+   * Member side of create: make the local copy (not exported) and say so in the record.
+   * Throws (and is retried) when the record could not be updated.
+   */
+  async #createCopy(rec: VolumeRecord): Promise<void> {
+    const self = this.#o.nodeName;
+    if (rec.created?.includes(self) || rec.createFailed || this.#made.has(rec.uuid)) return;
+    const log = this.#log.child({ volume: rec.name, uuid: rec.uuid });
+    let failure: string | undefined;
+    try {
+      await this.#o.plane.createVolume(specOf(rec), { export: false });
+    } catch (err) {
+      failure = `node ${self} could not create its copy: ${(err as Error).message ?? err}`;
+      log.warn({ err: String(err) }, "could not create the local copy of a new volume");
+    }
+    let outcome = "abandoned" as "recorded" | "kept" | "abandoned";
+    await casRecord(this.#o.store, rec.name, rec.uuid, (cur) => {
+      outcome = "abandoned";
+      if (cur.state === "ready") outcome = "kept"; // recorded already (a stale event)
+      if (cur.state !== "creating") return undefined;
+      outcome = "recorded";
+      if (failure !== undefined) {
+        return cur.createFailed ? undefined : { ...cur, createFailed: failure };
+      }
+      if (cur.created?.includes(self)) return undefined;
+      return { ...cur, created: [...new Set([...(cur.created ?? []), self])].sort() };
+    });
+    this.#made.add(rec.uuid);
+    if (failure === undefined && outcome === "abandoned") {
+      // The create was undone (or the record removed) meanwhile and this copy is not on
+      // anyone's list; if it still is, the "deleting" record removes it anyway.
+      await this.#o.plane.deleteVolume(rec.name, { force: true, uuid: rec.uuid });
+      log.info("removed the copy of an abandoned create");
+    } else if (failure === undefined && outcome === "recorded") {
+      log.info("local copy of a new volume created");
+    }
+  }
+
+  /** Member side of delete: the master first (it may refuse), then the others. */
+  async #deleteCopy(rec: VolumeRecord): Promise<void> {
+    const self = this.#o.nodeName;
+    const master = rec.group!.master;
+    const remaining = rec.remaining ?? rec.group!.members;
+    if (await this.#dropDown(rec)) return; // the changed record comes back through the watch
+    if (!remaining.includes(self)) {
+      if (this.#drivers.has(rec.name)) await this.#stopDriver(rec.name);
+      // Removed already, left out while down, or made by a create this node had not
+      // recorded (a crash between making the copy and saying so): remove.
+      await this.#o.plane.deleteVolume(rec.name, { force: true, uuid: rec.uuid });
+      return;
+    }
+    if (self !== master && remaining.includes(master)) return; // wait for the master
+    const log = this.#log.child({ volume: rec.name, uuid: rec.uuid });
+    const status = this.#o.plane.volumeStatus(rec.name);
+    if (status && status.connections > 0 && !rec.deleteForce) {
+      const why = `volume "${rec.name}" has ${status.connections} NBD client(s) connected to ` +
+        `its master node "${self}"; disconnect them or use --force`;
+      log.warn({ connections: status.connections }, "refused a delete: clients connected");
+      await casRecord(this.#o.store, rec.name, rec.uuid, (cur) => {
+        if (cur.state !== "deleting") return undefined;
+        const { remaining: _r, deleteForce: _f, ...rest } = cur;
+        return { ...rest, state: "ready", deleteRefused: why };
+      });
+      return;
+    }
+    await this.#stopDriver(rec.name);
+    await this.#o.plane.deleteVolume(rec.name, { force: true, uuid: rec.uuid });
+    await casRecord(this.#o.store, rec.name, rec.uuid, (cur) => copyDeleted(cur, self));
+    log.info("local copy deleted");
+  }
+
+  /**
+   * A forced delete waiting on members that went down while it ran: takes them off
+   * `remaining` (guarded by their liveness keys being absent). True if it did.
+   */
+  async #dropDown(rec: VolumeRecord): Promise<boolean> {
+    const self = this.#o.nodeName;
+    const down = this.#leases.down().filter((n) => n !== self);
+    if (!rec.deleteForce || !(rec.remaining ?? []).some((m) => down.includes(m))) return false;
+    const next = await casRecord(
+      this.#o.store,
+      rec.name,
+      rec.uuid,
+      (cur, guard) => dropDownMembers(cur, guard),
+      { downGuard: (cur) => down.filter((n) => (cur.remaining ?? []).includes(n)) },
+    );
+    if (next === undefined) return false;
+    this.#log.info(
+      { volume: rec.name, uuid: rec.uuid, down, removed: next === "delete" },
+      "forced delete: members that are down left out (they remove their copies when back)",
+    );
+    return true;
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * The stored form of a volume (`/ballast/volumes/<name>`) and helpers shared by
+ * VolumeService and its private parts (_volume_watch.ts, _volume_groups.ts).
+ * @module
+ */
+
+import {
+  BallastError,
+  ConflictError,
+  ResourceExhaustedError,
+  UnavailableError,
+} from "../../mod/errors.ts";
+import type { Volume } from "../../mod/types.ts";
+import type { VolumeSpec } from "../../data/plane.ts";
+import type { GroupRecord } from "../group/record.ts";
+import { livenessCompares } from "../nodes/registry.ts";
+import { type StaleMark, withStaleTracking } from "../store/read_cache.ts";
+import type { Compare, KeyValue, StateStore } from "../store/state_store.ts";
+
+export const VOLUME_PREFIX = "/ballast/volumes/";
+
+/** What is stored: a Volume without its live and group fields, plus the hand-over fields below. */
+export type VolumeRecord =
+  & Omit<
+    Volume,
+    "allocatedBytes" | "connections" | "members" | "inSync" | "down" | "phase" | "spreadBy"
+  >
+  & {
+    /** Set with state "deleting" by a non-master node: the master deletes with force. */
+    deleteForce?: boolean;
+    /** Written by the master when it refused a delete asked elsewhere (state back to ready). */
+    deleteRefused?: string;
+    /**
+     * Replicated volumes (cluster mode, replicas > 0): the group record (epoch, master,
+     * members, in-sync members, down members, desired state, phase). `master` and
+     * `epoch` above always mirror it. It changes only by CAS on this key.
+     */
+    group?: GroupRecord;
+    /** While "creating": members that have created their local copy. */
+    created?: string[];
+    /** While "creating": the first member failure, e.g. "node n2: no space left". */
+    createFailed?: string;
+    /** While a group is "deleting": members whose copy has not been removed yet. */
+    remaining?: string[];
+  };
+
+/** The API view of a record (without live fields): hand-over fields dropped, group flattened. */
+export function toVolume(record: VolumeRecord): Volume {
+  const {
+    deleteForce: _f,
+    deleteRefused: _r,
+    group: g,
+    created: _c,
+    createFailed: _cf,
+    remaining: _rm,
+    ...stored
+  } = record;
+  if (!g) return stored;
+  return {
+    ...stored,
+    master: g.master,
+    epoch: g.epoch,
+    members: g.members,
+    inSync: g.inSync,
+    down: g.down,
+    phase: g.phase,
+    ...(g.desired.spreadBy ? { spreadBy: g.desired.spreadBy } : {}),
+  };
+}
+
+export function parseRecord(kv: KeyValue): VolumeRecord {
+  return JSON.parse(kv.value) as VolumeRecord;
+}
+
+/** The data plane's view of a volume record. */
+export function specOf(rec: VolumeRecord): VolumeSpec {
+  return {
+    name: rec.name,
+    uuid: rec.uuid,
+    sizeBytes: rec.sizeBytes,
+    description: rec.description,
+  };
+}
+
+/** Keeps BallastErrors; turns a full disk into ResourceExhaustedError; wraps the rest. */
+export function dataPlaneError(err: unknown, what: string): BallastError {
+  if (err instanceof BallastError) return err;
+  const code = (err as { code?: unknown })?.code;
+  const message = err instanceof Error ? err.message : String(err);
+  if (code === "ENOSPC" || /ENOSPC|no space left/i.test(message)) {
+    return new ResourceExhaustedError(`${what}: no space left on the data disk`, { cause: err });
+  }
+  return new BallastError("INTERNAL", `${what}: ${message}`, { cause: err });
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done);
+  });
+}
+
+/**
+ * A get that never answers from the read cache (_read_cache.ts): what a node does to
+ * its copies must follow the record as it is, not as it was before an outage. Rejects
+ * with UnavailableError when only a cached answer was to be had.
+ */
+export async function freshGet(store: StateStore, key: string): Promise<KeyValue | undefined> {
+  const mark: StaleMark = {};
+  const kv = await withStaleTracking(mark, () => store.get(key));
+  if (mark.since !== undefined) {
+    throw new UnavailableError(
+      `control plane unavailable: only a cached ${key} (read at ${mark.since.toISOString()})`,
+    );
+  }
+  return kv;
+}
+
+/** How often casRecord() retries after losing a race. */
+const CAS_ATTEMPTS = 20;
+
+/**
+ * Read-modify-write of one volume record by compare-and-swap, retried on conflicts (every
+ * volume change goes through here). `change` (called again on each attempt) returns the next
+ * record, "delete", or undefined for no change; it gets the
+ * nodes `downGuard` named for this attempt, and the same transaction requires each of
+ * their liveness keys to be absent (a node that came back makes the attempt start over).
+ * Returns what was applied; undefined when nothing changed, the record is gone or
+ * belongs to another uuid (`uuid` undefined: any).
+ */
+export async function casRecord(
+  store: StateStore,
+  name: string,
+  uuid: string | undefined,
+  change: (
+    rec: VolumeRecord,
+    down: string[],
+  ) => VolumeRecord | "delete" | undefined | Promise<VolumeRecord | "delete" | undefined>,
+  options: { downGuard?: (rec: VolumeRecord) => Promise<string[]> | string[] } = {},
+): Promise<VolumeRecord | "delete" | undefined> {
+  const key = VOLUME_PREFIX + name;
+  for (let attempt = 1; attempt <= CAS_ATTEMPTS; attempt++) {
+    const kv = await freshGet(store, key);
+    if (!kv) return undefined;
+    const rec = parseRecord(kv);
+    if (uuid !== undefined && rec.uuid !== uuid) return undefined;
+    const down = (await options.downGuard?.(rec)) ?? [];
+    const next = await change(rec, down);
+    if (next === undefined) return undefined;
+    const compares: Compare[] = [
+      { key, target: "modRevision", op: "==", value: kv.modRevision },
+      ...livenessCompares(down),
+    ];
+    const res = await store.txn(compares, [
+      next === "delete" ? { type: "delete", key } : {
+        type: "put",
+        key,
+        value: JSON.stringify(next),
+      },
+    ]);
+    if (res.succeeded) return next;
+  }
+  throw new ConflictError(`volume "${name}" kept changing (${CAS_ATTEMPTS} attempts); retry`, {
+    name,
+  });
+}

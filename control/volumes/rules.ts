@@ -1,0 +1,162 @@
+/**
+ * Pure validation rules for volume fields, shared by the API layer and VolumeService.
+ * Each check throws InvalidArgumentError naming the field and the bad value.
+ * @module
+ */
+
+import { InvalidArgumentError, typeName } from "../../mod/errors.ts";
+import { formatSize, parseSize } from "../../mod/size.ts";
+
+/** Volume names are also NBD export names. */
+export const VOLUME_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+export const MIN_VOLUME_SIZE = 2 ** 20;
+export const MAX_VOLUME_SIZE = 2 ** 50;
+export const SECTOR = 512;
+export const MAX_LABELS = 64;
+const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62})$/;
+const MAX_LABEL_VALUE = 256;
+export const MAX_DESCRIPTION = 1024;
+// deno-lint-ignore no-control-regex
+const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
+
+/** Checks a volume name. */
+export function checkVolumeName(name: unknown, field = "name"): string {
+  if (typeof name !== "string" || !VOLUME_NAME.test(name)) {
+    throw new InvalidArgumentError(
+      `invalid volume ${field} ${
+        JSON.stringify(name)
+      }: use 1-63 characters of a-z, 0-9, ".", "_", "-", starting with a letter or digit`,
+      { field },
+    );
+  }
+  return name;
+}
+
+/** Parses and checks a volume size given as bytes or a string such as "10GiB". */
+export function checkVolumeSize(size: unknown, field = "size"): number {
+  let bytes: number;
+  if (typeof size === "number") {
+    bytes = size;
+  } else if (typeof size === "string") {
+    try {
+      bytes = parseSize(size);
+    } catch (err) {
+      throw new InvalidArgumentError(`invalid ${field}: ${(err as Error).message}`, {
+        field,
+        cause: err,
+      });
+    }
+  } else {
+    throw new InvalidArgumentError(
+      `invalid ${field}: expected a number of bytes or a string such as "10GiB", got ${
+        typeName(size)
+      }`,
+      { field },
+    );
+  }
+  if (!Number.isSafeInteger(bytes)) {
+    throw new InvalidArgumentError(`invalid ${field} ${size}: not a whole number of bytes`, {
+      field,
+    });
+  }
+  if (bytes < MIN_VOLUME_SIZE || bytes > MAX_VOLUME_SIZE) {
+    throw new InvalidArgumentError(
+      `invalid ${field} ${JSON.stringify(size)}: must be between 1 MiB and 1 PiB`,
+      { field },
+    );
+  }
+  if (bytes % SECTOR !== 0) {
+    throw new InvalidArgumentError(
+      `invalid ${field} ${JSON.stringify(size)} (${bytes} bytes): must be a multiple of 512 bytes`,
+      { field },
+    );
+  }
+  return bytes;
+}
+
+/** Checks a replica count (a whole number 0-8). */
+export function checkReplicas(replicas: unknown, field = "replicas"): number {
+  if (typeof replicas !== "number" || !Number.isInteger(replicas) || replicas < 0 || replicas > 8) {
+    throw new InvalidArgumentError(
+      `invalid ${field} ${JSON.stringify(replicas)}: expected a whole number from 0 to 8`,
+      { field },
+    );
+  }
+  return replicas;
+}
+
+/** Checks a failure-domain label key for `spreadBy` (same syntax as a label key). */
+export function checkSpreadBy(key: unknown, field = "spreadBy"): string {
+  if (typeof key !== "string" || !LABEL_KEY.test(key)) {
+    throw new InvalidArgumentError(
+      `invalid ${field} ${
+        JSON.stringify(key)
+      }: expected a node label key such as "zone" (1-63 characters of letters, digits, ".", "_", "-", "/")`,
+      { field },
+    );
+  }
+  return key;
+}
+
+/** Checks a label map: at most 64 entries, keys like "team" or "example.com/tier", short values. */
+export function checkLabels(labels: unknown, field = "labels"): Record<string, string> {
+  if (typeof labels !== "object" || labels === null || Array.isArray(labels)) {
+    throw new InvalidArgumentError(
+      `invalid ${field}: expected an object of string values, got ${typeName(labels)}`,
+      { field },
+    );
+  }
+  const entries = Object.entries(labels);
+  if (entries.length > MAX_LABELS) {
+    throw new InvalidArgumentError(`invalid ${field}: at most ${MAX_LABELS} labels`, { field });
+  }
+  const out: Record<string, string> = {};
+  for (const [k, v] of entries) {
+    if (!LABEL_KEY.test(k)) {
+      throw new InvalidArgumentError(
+        `invalid label key ${
+          JSON.stringify(k)
+        }: use 1-63 characters of letters, digits, ".", "_", "-", "/", starting with a letter or digit`,
+        { field: `${field}.${k}` },
+      );
+    }
+    if (typeof v !== "string") {
+      throw new InvalidArgumentError(
+        `invalid label ${JSON.stringify(k)}: value must be a string, got ${typeName(v)}`,
+        { field: `${field}.${k}` },
+      );
+    }
+    if (v.length > MAX_LABEL_VALUE || CONTROL_CHARS.test(v)) {
+      throw new InvalidArgumentError(
+        `invalid label ${
+          JSON.stringify(k)
+        }: value must be at most ${MAX_LABEL_VALUE} characters with no control characters`,
+        { field: `${field}.${k}` },
+      );
+    }
+    out[k] = v;
+  }
+  return out;
+}
+
+/** Checks a description: a string of at most 1024 characters, no control characters but tab. */
+export function checkDescription(description: unknown, field = "description"): string {
+  if (typeof description !== "string") {
+    throw new InvalidArgumentError(
+      `invalid ${field}: expected a string, got ${typeName(description)}`,
+      { field },
+    );
+  }
+  if (description.length > MAX_DESCRIPTION || CONTROL_CHARS.test(description.replace(/\t/g, ""))) {
+    throw new InvalidArgumentError(
+      `invalid ${field}: at most ${MAX_DESCRIPTION} characters, no control characters`,
+      { field },
+    );
+  }
+  return description;
+}
+
+/** "10 GiB (10737418240 bytes)" for messages. */
+export function describeSize(bytes: number): string {
+  return `${formatSize(bytes)} (${bytes} bytes)`;
+}

@@ -1,0 +1,381 @@
+/**
+ * VolumeService: the volume lifecycle over the state store (records, with
+ * compare-and-swap) and the data plane (files and NBD exports).
+ *
+ * Records live as JSON at `/ballast/volumes/<name>`. Create writes the record as
+ * "creating" (put-if-absent), asks the data plane for the file, then flips it to
+ * "ready"; a failure deletes the record so nothing is left half-created. Delete
+ * flips to "deleting", asks the data plane, then removes the record. `reconcile()`
+ * at node start finishes whatever a crash interrupted.
+ *
+ * Cluster mode (several nodes on one etcd): a node only keeps local files for the
+ * volumes whose record names it as `master`. List and get work from any node (live
+ * allocation and connection counts only on the master). A delete or resize asked of
+ * another node changes the record through compare-and-swap; the master sees the
+ * change through its watch on the records (`startWatching()`) and applies it to its
+ * local store: "deleting" -> delete the file, then the record; a larger sizeBytes ->
+ * grow the file. A replicated volume grows the same way on every member, each
+ * growing its own copy when it sees the record (also after being down).
+ *
+ * Replicated volumes (cluster mode, replicas > 0) are volume groups: placed across
+ * nodes, their group record inside the volume record, one driver per member
+ * (_volume_groups.ts). How the records are followed (one serial, retrying lane per
+ * volume behind the record watch) is _volume_follow.ts.
+ * @module
+ */
+
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../../mod/errors.ts";
+import type {
+  CreateVolumeRequest,
+  NodeInfo,
+  UpdateVolumeRequest,
+  Volume,
+  VolumeState,
+} from "../../mod/types.ts";
+import type { DataPlane } from "../../data/plane.ts";
+import type { Logger } from "../common/log.ts";
+import type { StateStore } from "../store/state_store.ts";
+import {
+  checkDescription,
+  checkLabels,
+  checkReplicas,
+  checkSpreadBy,
+  checkVolumeName,
+  checkVolumeSize,
+  describeSize,
+} from "./rules.ts";
+import {
+  casRecord,
+  dataPlaneError,
+  parseRecord,
+  toVolume,
+  VOLUME_PREFIX,
+  type VolumeRecord,
+} from "./_record.ts";
+import { VolumeGroups } from "./_groups.ts";
+import { followVolumeRecords } from "./_follow.ts";
+import { ORPHAN_MIN_AGE_MS, removeOrphans } from "./_orphans.ts";
+import {
+  applyRemoteChange,
+  awaitRemoteDelete,
+  createLocal,
+  deleteData,
+  type LocalContext,
+  reconcileLocal,
+  type ReconcileReport,
+} from "./_local.ts";
+
+export { type ReconcileReport, VOLUME_PREFIX, type VolumeRecord };
+
+export interface VolumeServiceOptions {
+  store: StateStore;
+  dataPlane: DataPlane;
+  logger: Logger;
+  nodeName: string;
+  /** Cluster mode: the store is shared with other nodes (etcd); see startWatching(). */
+  clusterMode?: boolean;
+  /** Cluster mode: the nodes to place replicated volumes on (NodeRegistry.list). */
+  listNodes?: () => Promise<NodeInfo[]>;
+  /** Cluster mode: how long a create waits for every member's copy; default 10 s. */
+  groupCreateWaitMs?: number;
+  /** Cluster mode: a member's lease must stay gone this long before groups act on it. */
+  leaseGraceMs?: number;
+  /** reconcile(): a copy without a record is removed once older than this; default 10 min. */
+  orphanMinAgeMs?: number;
+  /** [first, cap] of the retry backoff of a failed record change; default [500, 30000]. */
+  retryBackoffMs?: readonly [number, number];
+  now?: () => Date;
+}
+
+/** The volume lifecycle. All methods throw BallastError subclasses. */
+export class VolumeService {
+  readonly #store: StateStore;
+  readonly #plane: DataPlane;
+  readonly #log: Logger;
+  readonly #node: string;
+  readonly #now: () => Date;
+  /** Per-volume chains serializing mutations from this process. */
+  readonly #locks = new Map<string, Promise<unknown>>();
+  #follow: { stop(): Promise<void> } | undefined;
+  readonly #orphanMinAgeMs: number;
+  readonly #retryBackoffMs: readonly [number, number] | undefined;
+  /** Cluster mode: replicated volumes. */
+  readonly #groups: VolumeGroups | undefined;
+  readonly #ctx: LocalContext;
+
+  constructor(options: VolumeServiceOptions) {
+    this.#store = options.store;
+    this.#plane = options.dataPlane;
+    this.#log = options.logger;
+    this.#node = options.nodeName;
+    this.#now = options.now ?? (() => new Date());
+    this.#orphanMinAgeMs = options.orphanMinAgeMs ?? ORPHAN_MIN_AGE_MS;
+    this.#retryBackoffMs = options.retryBackoffMs;
+    this.#ctx = {
+      store: this.#store,
+      plane: this.#plane,
+      log: this.#log,
+      node: this.#node,
+      now: this.#now,
+      localSize: new Map(),
+    };
+    if (options.clusterMode) {
+      this.#groups = new VolumeGroups({
+        store: this.#store,
+        plane: this.#plane,
+        logger: this.#log,
+        nodeName: this.#node,
+        listNodes: options.listNodes ?? (() => Promise.resolve([])),
+        now: this.#now,
+        createWaitMs: options.groupCreateWaitMs,
+        leaseGraceMs: options.leaseGraceMs,
+      });
+    }
+  }
+
+  /** Creates a volume and its data file; returns it "ready". */
+  async create(request: CreateVolumeRequest): Promise<Volume> {
+    const name = checkVolumeName(request.name);
+    const sizeBytes = checkVolumeSize(request.size);
+    const replicas = checkReplicas(request.replicas ?? 0);
+    const labels = checkLabels(request.labels ?? {});
+    const description = checkDescription(request.description ?? "");
+    const spreadBy = request.spreadBy === undefined ? undefined : checkSpreadBy(request.spreadBy);
+    if (replicas > 0 && !this.#groups) {
+      throw new FailedPreconditionError(
+        `cannot create volume "${name}" with ${replicas} replicas: replicas need cluster mode ` +
+          `(this node runs single-node with the embedded store); use replicas 0`,
+        { field: "replicas" },
+      );
+    }
+    if (spreadBy !== undefined && replicas === 0) {
+      throw new InvalidArgumentError(
+        `invalid spreadBy "${spreadBy}": spreading needs replicas > 0`,
+        { field: "spreadBy" },
+      );
+    }
+    return await this.#locked(name, async () => {
+      const now = this.#now().toISOString();
+      const fields = {
+        name,
+        uuid: crypto.randomUUID(),
+        sizeBytes,
+        replicas,
+        labels,
+        description,
+        createdAt: now,
+        updatedAt: now,
+      };
+      // Replicated: placed across nodes; unreplicated: on the node that was asked.
+      const rec = replicas > 0
+        ? await this.#groups!.create({ ...fields, ...(spreadBy ? { spreadBy } : {}) })
+        : await createLocal(this.#ctx, fields);
+      return this.#withLive(rec);
+    });
+  }
+
+  /** Every volume, sorted by name, with live allocation and connection counts. */
+  async list(): Promise<Volume[]> {
+    const { kvs } = await this.#store.list(VOLUME_PREFIX);
+    return kvs.map((kv) => this.#withLive(parseRecord(kv)));
+  }
+
+  /** One volume with its live fields. */
+  async get(name: string): Promise<Volume> {
+    checkVolumeName(name);
+    const kv = await this.#store.get(VOLUME_PREFIX + name);
+    if (!kv) throw new NotFoundError("volume", name);
+    return this.#withLive(parseRecord(kv));
+  }
+
+  /** Grows a volume (shrinking is refused). */
+  resize(name: string, size: number | string): Promise<Volume> {
+    return this.update(name, { size });
+  }
+
+  /** Changes size (grow only), labels (replaced as a whole) and/or description. */
+  async update(name: string, request: UpdateVolumeRequest): Promise<Volume> {
+    checkVolumeName(name);
+    const sizeBytes = request.size === undefined ? undefined : checkVolumeSize(request.size);
+    const labels = request.labels === undefined ? undefined : checkLabels(request.labels);
+    const description = request.description === undefined
+      ? undefined
+      : checkDescription(request.description);
+    return await this.#locked(name, () =>
+      this.#casUpdate(name, async (rec) => {
+        if (rec.state !== "ready") {
+          throw new FailedPreconditionError(
+            `volume "${name}" is ${rec.state}; only a ready volume can be changed`,
+            { state: rec.state },
+          );
+        }
+        const next: VolumeRecord = { ...rec };
+        if (sizeBytes !== undefined && sizeBytes !== rec.sizeBytes) {
+          if (sizeBytes < rec.sizeBytes) {
+            throw new FailedPreconditionError(
+              `cannot shrink volume "${name}" from ${describeSize(rec.sizeBytes)} to ` +
+                `${describeSize(sizeBytes)}: volumes can only grow`,
+              { field: "size", sizeBytes: rec.sizeBytes },
+            );
+          }
+          // On another node only the record changes; the master's watch grows its file.
+          // A group's record changes first; each member grows its copy (below, watch).
+          if (rec.master === this.#node && !rec.group) {
+            try {
+              await this.#plane.resizeVolume(name, sizeBytes);
+            } catch (err) {
+              throw dataPlaneError(err, `cannot resize volume "${name}"`);
+            }
+            this.#ctx.localSize.set(name, sizeBytes);
+          }
+          next.sizeBytes = sizeBytes;
+        }
+        if (labels !== undefined) next.labels = labels;
+        if (description !== undefined) next.description = description;
+        next.updatedAt = this.#now().toISOString();
+        return next;
+      }).then(async (rec) => {
+        if (rec.group && sizeBytes !== undefined) await this.#growOwnCopy(rec);
+        return this.#withLive(rec);
+      }));
+  }
+
+  /** After a group's record grew: this node's copy grows now (the others' on their watch). */
+  async #growOwnCopy(rec: VolumeRecord): Promise<void> {
+    try {
+      await this.#groups?.growCopy(rec);
+    } catch (err) {
+      throw dataPlaneError(
+        err,
+        `volume "${rec.name}" was resized to ${describeSize(rec.sizeBytes)}, but node ` +
+          `"${this.#node}" could not grow its copy yet (it tries again at the next change ` +
+          `or restart)`,
+      );
+    }
+  }
+
+  /**
+   * Deletes a volume and its data. Refused (FailedPreconditionError) while NBD
+   * clients are connected unless `force`, which disconnects them. A group with members
+   * down is refused too unless `force`: then it is deleted on the live members, and
+   * the down ones remove their copies when they come back.
+   */
+  async delete(name: string, options: { force?: boolean } = {}): Promise<void> {
+    checkVolumeName(name);
+    const force = options.force ?? false;
+    return await this.#locked(name, async () => {
+      const kv = await this.#store.get(VOLUME_PREFIX + name);
+      if (!kv) throw new NotFoundError("volume", name);
+      if (parseRecord(kv).group && this.#groups) {
+        // Every live member removes its copy, the master first (_volume_groups.ts).
+        const marked = await this.#groups.markDeleting(name, force);
+        if (marked) await awaitRemoteDelete(this.#ctx, name, marked);
+        return;
+      }
+      let previous: VolumeState = "ready";
+      let master = this.#node;
+      const marked = await this.#casUpdate(name, (rec) => {
+        previous = rec.state === "deleting" ? "ready" : rec.state;
+        master = rec.master;
+        const next: VolumeRecord = {
+          ...rec,
+          state: "deleting",
+          updatedAt: this.#now().toISOString(),
+          deleteRefused: undefined,
+        };
+        if (rec.master !== this.#node) next.deleteForce = force;
+        return next;
+      });
+      if (master !== this.#node) return await awaitRemoteDelete(this.#ctx, name, marked);
+      try {
+        await deleteData(this.#plane, name, force);
+      } catch (err) {
+        await this.#casUpdate(name, (rec) => ({ ...rec, state: previous })).catch((e) =>
+          this.#log.error({ volume: name, err: String(e) }, "could not restore volume state")
+        );
+        throw dataPlaneError(err, `cannot delete volume "${name}"`);
+      }
+      this.#ctx.localSize.delete(name);
+      await this.#store.delete(VOLUME_PREFIX + name);
+      this.#log.info({ volume: name, force }, "volume deleted");
+    });
+  }
+
+  /**
+   * Cluster mode: follows the volume records from the store (list, then watch from
+   * the list revision + 1; a compacted watch re-lists) so this node applies changes
+   * that other nodes made to the volumes it is master of. Stop with stopWatching().
+   */
+  startWatching(): void {
+    if (this.#follow) return;
+    this.#follow = followVolumeRecords({
+      store: this.#store,
+      log: this.#log,
+      groups: this.#groups,
+      unreplicated: (rec) => applyRemoteChange(this.#ctx, rec, (fn) => this.#locked(rec.name, fn)),
+      retryBackoffMs: this.#retryBackoffMs,
+    });
+  }
+
+  /** Stops the record watch and the group drivers; waits for changes being applied. */
+  async stopWatching(): Promise<void> {
+    const follow = this.#follow;
+    this.#follow = undefined;
+    await follow?.stop();
+  }
+
+  /**
+   * Brings the data plane in line with the records at node start: exports every
+   * ready (or previously failed) unreplicated volume, finishes interrupted deletes,
+   * removes leftovers of interrupted creates, and removes copies whose record is gone
+   * (_volume_orphans.ts). Replicated volumes come up through their group drivers
+   * (startWatching).
+   */
+  async reconcile(): Promise<ReconcileReport> {
+    const report = await reconcileLocal(this.#ctx);
+    // Only in cluster mode, where forced deletes leave copies on down members behind.
+    if (!this.#groups) return report;
+    report.movedOrphans = await removeOrphans({
+      ...this.#ctx,
+      minAgeMs: this.#orphanMinAgeMs,
+    }).catch((err) => {
+      this.#log.warn({ err: String(err) }, "orphan cleanup failed; trying at the next start");
+      return [];
+    });
+    return report;
+  }
+
+  /**
+   * Read-modify-write by compare-and-swap (casRecord: fresh reads, retried when another
+   * writer got there first) of a volume that must exist. `change` may throw to abort.
+   */
+  async #casUpdate(
+    name: string,
+    change: (rec: VolumeRecord) => VolumeRecord | Promise<VolumeRecord>,
+  ): Promise<VolumeRecord> {
+    const next = await casRecord(this.#store, name, undefined, change);
+    if (next === undefined || next === "delete") throw new NotFoundError("volume", name);
+    return next;
+  }
+
+  #withLive(record: VolumeRecord): Volume {
+    const rec = toVolume(record);
+    if (rec.master !== this.#node) return rec;
+    const live = this.#plane.volumeStatus(rec.name);
+    return live
+      ? { ...rec, allocatedBytes: live.allocatedBytes, connections: live.connections }
+      : rec;
+  }
+
+  /** Runs `fn` after every earlier mutation of the same volume from this process. */
+  #locked<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#locks.get(name) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => {});
+    this.#locks.set(name, tail);
+    tail.then(() => {
+      if (this.#locks.get(name) === tail) this.#locks.delete(name);
+    });
+    return run;
+  }
+}

@@ -1,0 +1,341 @@
+import { assert, assertEquals } from "../../_assert.ts";
+import { escapeLabelValue } from "../../../control/api/_metrics.ts";
+import { attachNbd, call, fullDiskPlane, NODE, startTestNode } from "../_fixtures.ts";
+
+const GiB = 2 ** 30;
+
+Deno.test("api: health, version and openapi answer with request ids", async () => {
+  const node = await startTestNode();
+  try {
+    const health = await call(node.app, "GET", "/v1/health");
+    assertEquals(health.status, 200);
+    assertEquals(health.body.status, "ok");
+    assertEquals(health.body.node, NODE);
+    assertEquals(health.body.checks.store.ok, true);
+    assertEquals(health.body.checks.dataPlane.ok, true);
+    assert(/^[0-9a-f-]{36}$/.test(health.headers.get("x-request-id") ?? ""), "generated id");
+
+    const version = await call(node.app, "GET", "/v1/version", undefined, {
+      "X-Request-Id": "trace-42",
+    });
+    assertEquals(version.headers.get("x-request-id"), "trace-42");
+    assertEquals(version.body.apiVersion, "v1");
+    assertEquals(version.body.deno, Deno.version.deno);
+
+    const doc = await call(node.app, "GET", "/v1/openapi.json");
+    assertEquals(doc.body.openapi, "3.1.0");
+    assert(doc.body.paths["/v1/volumes/{name}"].delete, "documents DELETE /v1/volumes/{name}");
+  } finally {
+    await node.close();
+  }
+});
+
+/** The parts of an OpenAPI operation the test reads. */
+type Op = { responses: Record<string, { headers?: Record<string, unknown> }> };
+
+Deno.test("openapi: every $ref resolves; node and volume operations document 503 and reads Ballast-Stale", async () => {
+  const { OPENAPI_DOCUMENT } = await import("../../../control/api/openapi/document.ts");
+  const doc = JSON.parse(JSON.stringify(OPENAPI_DOCUMENT));
+  const refs: string[] = [];
+  const walk = (v: unknown) => {
+    if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === "object") {
+      for (const [k, x] of Object.entries(v)) k === "$ref" ? refs.push(x as string) : walk(x);
+    }
+  };
+  walk(doc);
+  assert(refs.length > 20, `only ${refs.length} refs`);
+  for (const r of new Set(refs)) {
+    const target = r.replace(/^#\//, "").split("/").reduce(
+      (o: Record<string, unknown> | undefined, part) => o?.[part] as Record<string, unknown>,
+      doc,
+    );
+    assert(target !== undefined, `unresolved $ref ${r}`);
+  }
+  for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, Op>>)) {
+    if (!/^\/v1\/(nodes|volumes)/.test(path)) continue;
+    for (const [method, op] of Object.entries(ops)) {
+      assert(op.responses["503"], `${method.toUpperCase()} ${path} documents no 503`);
+      if (method === "get") {
+        assert(op.responses["200"].headers?.["Ballast-Stale"], `GET ${path}: no Ballast-Stale`);
+      }
+    }
+  }
+});
+
+Deno.test("api: volume lifecycle create, get, list, grow, relabel, delete", async () => {
+  const node = await startTestNode();
+  try {
+    const created = await call(node.app, "POST", "/v1/volumes", {
+      name: "db1",
+      size: "1GiB",
+      labels: { team: "storage" },
+      description: "first",
+    });
+    assertEquals(created.status, 201);
+    assertEquals(created.headers.get("location"), "/v1/volumes/db1");
+    assertEquals(created.body.state, "ready");
+    assertEquals(created.body.sizeBytes, GiB);
+    assertEquals(created.body.master, NODE);
+    assertEquals(created.body.replicas, 0);
+    assertEquals(created.body.allocatedBytes, 0, "thin: nothing allocated yet");
+    assertEquals(created.body.connections, 0);
+
+    const dup = await call(node.app, "POST", "/v1/volumes", { name: "db1", size: 2 ** 20 });
+    assertEquals([dup.status, dup.body.error.code], [409, "ALREADY_EXISTS"]);
+
+    const got = await call(node.app, "GET", "/v1/volumes/db1");
+    assertEquals(got.body.uuid, created.body.uuid);
+    assertEquals(got.body.labels, { team: "storage" });
+
+    const grown = await call(node.app, "PATCH", "/v1/volumes/db1", {
+      size: 2 * GiB,
+      labels: { tier: "gold" },
+    });
+    assertEquals(grown.status, 200);
+    assertEquals(grown.body.sizeBytes, 2 * GiB);
+    assertEquals(grown.body.labels, { tier: "gold" }, "labels are replaced as a whole");
+    assertEquals(grown.body.description, "first");
+
+    const shrink = await call(node.app, "PATCH", "/v1/volumes/db1", { size: "1GiB" });
+    assertEquals([shrink.status, shrink.body.error.code], [412, "FAILED_PRECONDITION"]);
+    assertEquals(shrink.body.error.details.field, "size");
+    assert(shrink.body.error.message.includes("only grow"), shrink.body.error.message);
+
+    await call(node.app, "POST", "/v1/volumes", { name: "a0", size: 2 ** 20 });
+    const list = await call(node.app, "GET", "/v1/volumes");
+    assertEquals(list.body.items.map((v: { name: string }) => v.name), ["a0", "db1"]);
+
+    const del = await call(node.app, "DELETE", "/v1/volumes/db1");
+    assertEquals(del.status, 204);
+    const gone = await call(node.app, "GET", "/v1/volumes/db1");
+    assertEquals([gone.status, gone.body.error.code], [404, "NOT_FOUND"]);
+    assertEquals(gone.body.error.message, 'volume "db1" not found');
+    const again = await call(node.app, "DELETE", "/v1/volumes/db1");
+    assertEquals(again.status, 404);
+  } finally {
+    await node.close();
+  }
+});
+
+const BAD_CREATES: Array<[string, unknown, number, string, string]> = [
+  ["empty object", {}, 400, "INVALID_ARGUMENT", "name"],
+  ["missing size", { name: "v" }, 400, "INVALID_ARGUMENT", "size"],
+  ["uppercase name", { name: "Bad", size: "1GiB" }, 400, "INVALID_ARGUMENT", "name"],
+  ["name with slash", { name: "a/b", size: "1GiB" }, 400, "INVALID_ARGUMENT", "name"],
+  ["name too long", { name: "a".repeat(64), size: "1GiB" }, 400, "INVALID_ARGUMENT", "name"],
+  ["numeric name", { name: 7, size: "1GiB" }, 400, "INVALID_ARGUMENT", "name"],
+  ["size below 1 MiB", { name: "v", size: 2 ** 20 - 512 }, 400, "INVALID_ARGUMENT", "size"],
+  ["size above 1 PiB", { name: "v", size: 2 ** 50 + 512 }, 400, "INVALID_ARGUMENT", "size"],
+  ["size not sector aligned", { name: "v", size: 2 ** 20 + 1 }, 400, "INVALID_ARGUMENT", "size"],
+  ["size fractional", { name: "v", size: 1048576.5 }, 400, "INVALID_ARGUMENT", "size"],
+  ["size unknown unit", { name: "v", size: "10XB" }, 400, "INVALID_ARGUMENT", "size"],
+  ["size boolean", { name: "v", size: true }, 400, "INVALID_ARGUMENT", "size"],
+  [
+    "replicas negative",
+    { name: "v", size: "1GiB", replicas: -1 },
+    400,
+    "INVALID_ARGUMENT",
+    "replicas",
+  ],
+  [
+    "replicas string",
+    { name: "v", size: "1GiB", replicas: "1" },
+    400,
+    "INVALID_ARGUMENT",
+    "replicas",
+  ],
+  [
+    "replicas need cluster",
+    { name: "v", size: "1GiB", replicas: 2 },
+    412,
+    "FAILED_PRECONDITION",
+    "replicas",
+  ],
+  ["labels array", { name: "v", size: "1GiB", labels: [] }, 400, "INVALID_ARGUMENT", "labels"],
+  [
+    "label bad key",
+    { name: "v", size: "1GiB", labels: { "a b": "x" } },
+    400,
+    "INVALID_ARGUMENT",
+    "labels.a b",
+  ],
+  [
+    "label number value",
+    { name: "v", size: "1GiB", labels: { k: 1 } },
+    400,
+    "INVALID_ARGUMENT",
+    "labels.k",
+  ],
+  [
+    "description number",
+    { name: "v", size: "1GiB", description: 5 },
+    400,
+    "INVALID_ARGUMENT",
+    "description",
+  ],
+  ["unknown field", { name: "v", size: "1GiB", sise: 1 }, 400, "INVALID_ARGUMENT", "sise"],
+];
+
+Deno.test("api: every invalid create body returns its code and names the field", async () => {
+  const node = await startTestNode();
+  try {
+    for (const [what, body, status, code, field] of BAD_CREATES) {
+      const res = await call(node.app, "POST", "/v1/volumes", body);
+      assertEquals([res.status, res.body.error.code], [status, code], what);
+      assertEquals(res.body.error.details?.field, field, what);
+    }
+    const cluster = await call(node.app, "POST", "/v1/volumes", {
+      name: "v",
+      size: "1GiB",
+      replicas: 1,
+    });
+    assert(cluster.body.error.message.includes("cluster mode"), cluster.body.error.message);
+    assertEquals((await call(node.app, "GET", "/v1/volumes")).body.items, [], "nothing created");
+  } finally {
+    await node.close();
+  }
+});
+
+Deno.test("api: malformed requests get JSON errors", async () => {
+  const node = await startTestNode();
+  try {
+    const cases: Array<[string, string, string, unknown, number, string | undefined]> = [
+      ["malformed JSON", "POST", "/v1/volumes", "{name:", 400, undefined],
+      ["array body", "POST", "/v1/volumes", "[1]", 400, undefined],
+      ["empty body", "POST", "/v1/volumes", "", 400, undefined],
+      ["bad path name", "GET", "/v1/volumes/Bad_Name", undefined, 400, "name"],
+      ["unknown query", "GET", "/v1/volumes?limit=3", undefined, 400, "limit"],
+      ["bad force", "DELETE", "/v1/volumes/v?force=maybe", undefined, 400, "force"],
+      ["empty patch", "PATCH", "/v1/volumes/v", {}, 400, undefined],
+      ["patch unknown field", "PATCH", "/v1/volumes/v", { name: "w" }, 400, "name"],
+      ["patch bad size", "PATCH", "/v1/volumes/v", { size: "big" }, 400, "size"],
+      ["bad node name", "GET", "/v1/nodes/NODE!", undefined, 400, "name"],
+    ];
+    for (const [what, method, path, body, status, field] of cases) {
+      const res = await call(node.app, method, path, body === "" ? "" : body);
+      assertEquals(res.status, status, what);
+      assertEquals(res.body.error.code, "INVALID_ARGUMENT", what);
+      assertEquals(res.body.error.details?.field, field, what);
+    }
+    const json = await call(node.app, "POST", "/v1/volumes", "{name:");
+    assert(json.body.error.message.includes("not valid JSON"), json.body.error.message);
+
+    const unknown = await call(node.app, "PUT", "/v1/things");
+    assertEquals([unknown.status, unknown.body.error.code], [404, "NOT_FOUND"]);
+    assert(unknown.body.error.message.includes("PUT /v1/things"), unknown.body.error.message);
+  } finally {
+    await node.close();
+  }
+});
+
+Deno.test("api: delete is refused while an NBD client is connected, forced delete disconnects it", async () => {
+  const node = await startTestNode();
+  let conn: Deno.TcpConn | undefined;
+  try {
+    await call(node.app, "POST", "/v1/volumes", { name: "busy", size: "64MiB" });
+    conn = await attachNbd(node.dataPlane.nbdAddress, "busy");
+    const got = await call(node.app, "GET", "/v1/volumes/busy");
+    assertEquals(got.body.connections, 1);
+
+    const refused = await call(node.app, "DELETE", "/v1/volumes/busy");
+    assertEquals([refused.status, refused.body.error.code], [412, "FAILED_PRECONDITION"]);
+    const after = await call(node.app, "GET", "/v1/volumes/busy");
+    assertEquals(after.body.state, "ready", "state restored after a refused delete");
+
+    const forced = await call(node.app, "DELETE", "/v1/volumes/busy?force=true");
+    assertEquals(forced.status, 204);
+    assertEquals(await conn.read(new Uint8Array(16)), null, "the client was disconnected");
+    assertEquals((await call(node.app, "GET", "/v1/volumes/busy")).status, 404);
+  } finally {
+    conn?.close();
+    await node.close();
+  }
+});
+
+Deno.test("api: a full disk on create is RESOURCE_EXHAUSTED and leaves no record", async () => {
+  const node = await startTestNode({ wrapPlane: fullDiskPlane });
+  try {
+    const res = await call(node.app, "POST", "/v1/volumes", { name: "big", size: "1TiB" });
+    assertEquals([res.status, res.body.error.code], [507, "RESOURCE_EXHAUSTED"]);
+    assert(res.body.error.message.includes("no space left"), res.body.error.message);
+    assertEquals(await node.store.get("/ballast/volumes/big"), undefined);
+    assertEquals((await call(node.app, "GET", "/v1/volumes/big")).status, 404);
+  } finally {
+    await node.close();
+  }
+});
+
+Deno.test("api: nodes list the local node as ready with live capacity", async () => {
+  const node = await startTestNode();
+  try {
+    await call(node.app, "POST", "/v1/volumes", { name: "v1", size: "8MiB" });
+    const list = await call(node.app, "GET", "/v1/nodes");
+    assertEquals(list.body.items.length, 1);
+    const n = list.body.items[0];
+    assertEquals([n.name, n.state, n.volumes], [NODE, "ready", 1]);
+    assertEquals(n.nbdAddress, node.dataPlane.nbdAddress);
+    assert(n.capacityBytes > 0 && n.freeBytes > 0 && n.freeBytes <= n.capacityBytes);
+    assertEquals((await call(node.app, "GET", `/v1/nodes/${NODE}`)).body.name, NODE);
+    const missing = await call(node.app, "GET", "/v1/nodes/nope");
+    assertEquals([missing.status, missing.body.error.code], [404, "NOT_FOUND"]);
+  } finally {
+    await node.close();
+  }
+});
+
+Deno.test("api: /metrics renders Prometheus text with per-volume series", async () => {
+  const node = await startTestNode();
+  try {
+    await call(node.app, "POST", "/v1/volumes", { name: 'q"v', size: "8MiB" }); // rejected
+    await call(node.app, "POST", "/v1/volumes", { name: "m1", size: "8MiB" });
+    await call(node.app, "GET", "/v1/volumes/m1");
+    const res = await node.app.request("/metrics");
+    assertEquals(res.headers.get("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+    const text = await res.text();
+    const lines = text.split("\n");
+    for (
+      const family of [
+        "ballast_volume_ops_total",
+        "ballast_volume_bytes_total",
+        "ballast_volume_errors_total",
+        "ballast_volume_request_duration_seconds",
+        "ballast_volume_connections",
+        "ballast_volume_size_bytes",
+        "ballast_volume_allocated_bytes",
+        "ballast_nbd_connections",
+        "ballast_api_requests_total",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+      ]
+    ) {
+      assert(lines.some((l) => l.startsWith(`# HELP ${family} `)), `HELP of ${family}`);
+      assert(lines.some((l) => l.startsWith(`# TYPE ${family} `)), `TYPE of ${family}`);
+    }
+    assert(lines.includes(`ballast_volume_size_bytes{volume="m1"} ${8 * 2 ** 20}`));
+    assert(lines.includes(`ballast_volume_ops_total{volume="m1",op="read"} 0`));
+    assert(
+      lines.includes(
+        `ballast_volume_request_duration_seconds_bucket{volume="m1",op="write",le="+Inf"} 0`,
+      ),
+    );
+    assert(
+      lines.includes(
+        `ballast_api_requests_total{method="GET",route="/v1/volumes/:name",status="200"} 1`,
+      ),
+    );
+    assert(
+      lines.includes(
+        `ballast_api_requests_total{method="POST",route="/v1/volumes",status="400"} 1`,
+      ),
+    );
+    assert(lines.includes("ballast_nbd_connections 0"));
+  } finally {
+    await node.close();
+  }
+});
+
+Deno.test("escapeLabelValue() escapes backslash, quote and newline", () => {
+  assertEquals(escapeLabelValue('a\\b"c\nd'), 'a\\\\b\\"c\\nd');
+  assertEquals(escapeLabelValue("plain"), "plain");
+});

@@ -1,0 +1,254 @@
+/**
+ * The API over HTTPS with client certificates: real handshakes against listenApi, each
+ * refusal failing closed with a clear error while the server keeps serving everyone else.
+ */
+
+import {
+  createRootCa,
+  exportPrivateKeyPem,
+  generateKeyPair,
+  issueLeaf,
+  type Role,
+} from "../../../ca/mod.ts";
+import { BallastClient } from "../../../mod/client.ts";
+import { BallastError, UnavailableError } from "../../../mod/errors.ts";
+import { assert, assertEquals, assertRejects } from "../../_assert.ts";
+import { nodeHttpsGet, startTlsNode, tlsFetch, type TlsNode } from "../_tls_node.ts";
+
+async function withNode(
+  fn: (t: TlsNode) => Promise<void>,
+  options: { allowAnonymousHealth?: boolean; clock?: () => Date } = {},
+): Promise<void> {
+  const t = await startTlsNode(options);
+  try {
+    await fn(t);
+  } finally {
+    await t.close();
+  }
+}
+
+/** A client certificate of `role` from the node's CA (key generated here). */
+async function issued(t: TlsNode, role: Role, name: string, ttlSeconds?: number) {
+  const r = await t.pki.issue(
+    { role, name, ...(role === "nbd-client" ? { volumes: ["db1"] } : {}) },
+    { ttlSeconds },
+  );
+  return { ca: t.admin.ca, cert: r.certPem, key: r.keyPem!, serial: r.cert.serialNumber };
+}
+
+Deno.test("https api: the admin certificate gets 200 over Deno and node:https clients", async () => {
+  await withNode(async (t) => {
+    assert(t.url.startsWith("https://127.0.0.1:"), t.url);
+    const viaDeno = await tlsFetch(`${t.url}/v1/volumes`, t.admin);
+    assertEquals([viaDeno.status, viaDeno.body], [200, { items: [] }]);
+    const viaNode = await nodeHttpsGet(`${t.url}/v1/version`, t.admin);
+    assertEquals([viaNode.status, viaNode.body.apiVersion], [200, "v1"]);
+
+    using client = new BallastClient(t.url, {
+      caCertPem: t.admin.ca,
+      certPem: t.admin.cert,
+      keyPem: t.admin.key,
+    });
+    const v = await client.createVolume({ name: "db1", size: "1MiB" });
+    assertEquals(v.name, "db1");
+    assertEquals((await client.listVolumes()).map((x) => x.name), ["db1"]);
+    assertEquals((await client.caInfo()).mode, "internal");
+  });
+});
+
+Deno.test("https api: no client certificate is 401, health only when anonymous health is on", async () => {
+  await withNode(async (t) => {
+    const ca = { ca: t.admin.ca };
+    const r = await tlsFetch(`${t.url}/v1/volumes`, ca);
+    assertEquals([r.status, r.body.error.code], [401, "UNAUTHENTICATED"]);
+    assert(r.body.error.message.includes("no client certificate"), r.body.error.message);
+    assertEquals((await tlsFetch(`${t.url}/v1/health`, ca)).status, 401);
+    assertEquals((await nodeHttpsGet(`${t.url}/v1/health`, ca)).status, 401);
+    using client = new BallastClient(t.url, { caCertPem: t.admin.ca });
+    await assertRejects(() => client.listVolumes(), BallastError, "no client certificate");
+  });
+  await withNode(async (t) => {
+    const ca = { ca: t.admin.ca };
+    const h = await tlsFetch(`${t.url}/v1/health`, ca);
+    assertEquals([h.status, h.body.status], [200, "ok"]);
+    assertEquals((await tlsFetch(`${t.url}/v1/version`, ca)).status, 401);
+    assertEquals((await tlsFetch(`${t.url}/v1/volumes`, ca)).status, 401);
+  }, { allowAnonymousHealth: true });
+});
+
+Deno.test("https api: a certificate from another CA is 401 naming the untrusted issuer", async () => {
+  await withNode(async (t) => {
+    const other = await createRootCa({ commonName: "Somebody Else" });
+    const keys = await generateKeyPair();
+    const cert = await issueLeaf({ cert: other.cert, key: other.keys.privateKey }, keys.publicKey, {
+      role: "admin",
+      name: "intruder",
+    });
+    const creds = {
+      ca: t.admin.ca,
+      cert: cert.toString("pem"),
+      key: await exportPrivateKeyPem(keys.privateKey),
+    };
+    const r = await tlsFetch(`${t.url}/v1/volumes`, creds);
+    assertEquals([r.status, r.body.error.code], [401, "UNAUTHENTICATED"]);
+    assert(
+      r.body.error.message.includes("not signed by a trusted Ballast CA"),
+      r.body.error.message,
+    );
+    assertEquals((await nodeHttpsGet(`${t.url}/v1/volumes`, creds)).status, 401);
+    assertEquals((await tlsFetch(`${t.url}/v1/volumes`, t.admin)).status, 200, "others served");
+  });
+});
+
+Deno.test("https api: an expired certificate is 401", async () => {
+  // The API checks certificates on the Pki's clock: a fake one lets the 1-second
+  // certificate be valid at first and expired later however slow this machine is (on
+  // real time, X.509's 1 s resolution left it between 0 and 1 s of life).
+  let now = Date.now();
+  await withNode(async (t) => {
+    const c = await issued(t, "admin", "shortlived", 1);
+    assertEquals((await tlsFetch(`${t.url}/v1/volumes`, c)).status, 200, "valid at first");
+    now += 2000; // past the 1 s TTL (1 s resolution in X.509 times)
+    const r = await tlsFetch(`${t.url}/v1/volumes`, c);
+    assertEquals([r.status, r.body.error.code], [401, "UNAUTHENTICATED"]);
+    assert(r.body.error.message.includes("expired"), r.body.error.message);
+  }, { clock: () => new Date(now) });
+});
+
+Deno.test("https api: a certificate revoked through the API is refused on the next connection", async () => {
+  await withNode(async (t) => {
+    const bob = await issued(t, "admin", "bob");
+    assertEquals((await tlsFetch(`${t.url}/v1/volumes`, bob)).status, 200);
+    using admin = new BallastClient(t.url, {
+      caCertPem: t.admin.ca,
+      certPem: t.admin.cert,
+      keyPem: t.admin.key,
+    });
+    const rec = await admin.revokeCertificate(bob.serial, "left the team");
+    assertEquals(rec.reason, "left the team");
+    const r = await tlsFetch(`${t.url}/v1/volumes`, bob); // a new connection
+    assertEquals([r.status, r.body.error.code], [401, "UNAUTHENTICATED"]);
+    assert(r.body.error.message.includes("revoked"), r.body.error.message);
+    const listed = (await admin.listCertificates()).find((c) => c.name === "bob");
+    assert(listed?.revokedAt, "ca list shows the revocation");
+  });
+});
+
+Deno.test("https api: nbd-client and node certificates get 403 on admin routes", async () => {
+  await withNode(async (t) => {
+    const nbd = await issued(t, "nbd-client", "vm1");
+    const r = await tlsFetch(`${t.url}/v1/volumes`, nbd);
+    assertEquals([r.status, r.body.error.code], [403, "PERMISSION_DENIED"]);
+    assert(r.body.error.message.includes("nbd-client"), r.body.error.message);
+    assertEquals((await tlsFetch(`${t.url}/v1/health`, nbd)).status, 200);
+    assertEquals((await tlsFetch(`${t.url}/v1/version`, nbd)).status, 403);
+    assertEquals((await tlsFetch(`${t.url}/v1/ca`, nbd)).status, 403);
+
+    const node = { ...t.pki.credentials("node"), ca: t.admin.ca };
+    const n = await tlsFetch(`${t.url}/v1/volumes`, node);
+    assertEquals([n.status, n.body.error.code], [403, "PERMISSION_DENIED"]);
+    assertEquals((await tlsFetch(`${t.url}/v1/version`, node)).status, 200);
+    assertEquals((await tlsFetch(`${t.url}/v1/health`, node)).status, 200);
+    assertEquals((await tlsFetch(`${t.url}/v1/ca/rotate`, node, "POST", {})).status, 403);
+  });
+});
+
+Deno.test("https api: plaintext HTTP and garbage bytes fail cleanly; the server keeps serving", async () => {
+  await withNode(async (t) => {
+    const port = Number(new URL(t.url).port);
+    await assertRejects(() => fetch(`http://127.0.0.1:${port}/v1/health`));
+    using plain = new BallastClient(`http://127.0.0.1:${port}`);
+    await assertRejects(() => plain.health(), UnavailableError);
+
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(crypto.getRandomValues(new Uint8Array(4096)));
+    const buf = new Uint8Array(1024);
+    // The server answers with at most an alert, then closes.
+    while ((await conn.read(buf).catch(() => null)) !== null) { /* drain */ }
+    conn.close();
+
+    const half = await Deno.connect({ hostname: "127.0.0.1", port });
+    await half.write(new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01])); // truncated hello
+    assertEquals((await tlsFetch(`${t.url}/v1/volumes`, t.admin)).status, 200, "others served");
+    half.close();
+    assertEquals((await nodeHttpsGet(`${t.url}/v1/health`, t.admin)).status, 200);
+  });
+});
+
+Deno.test("https api: clients get clear errors for an untrusted server and bad credentials", async () => {
+  await withNode(async (t) => {
+    const other = await createRootCa({ commonName: "Not The Node CA" });
+    using wrong = new BallastClient(t.url, {
+      caCertPem: other.cert.toString("pem"),
+      certPem: t.admin.cert,
+      keyPem: t.admin.key,
+    });
+    const e = await assertRejects(() => wrong.version(), UnavailableError);
+    assert(e.message.includes("server certificate not trusted"), e.message);
+    const half = () => new BallastClient(t.url, { certPem: t.admin.cert });
+    const err = (() => {
+      try {
+        half();
+      } catch (x) {
+        return x as BallastError;
+      }
+    })();
+    assertEquals(err?.code, "INVALID_ARGUMENT");
+  });
+});
+
+Deno.test("https api: CA rotation reloads the listener in place; old and new admins both work", async () => {
+  await withNode(async (t) => {
+    const before = t.admin;
+    using keepAlive = new BallastClient(t.url, {
+      caCertPem: before.ca,
+      certPem: before.cert,
+      keyPem: before.key,
+    });
+    await keepAlive.listVolumes(); // a live pooled connection across the rotation
+    const info = await keepAlive.rotateCa("1h");
+    assertEquals(info.trusted.length, 2, "old and new roots trusted during the overlap");
+    assert(info.certificates[0].sha256Fingerprint.match(/^([0-9A-F]{2}:){31}[0-9A-F]{2}$/));
+    await keepAlive.listVolumes();
+
+    const fresh = { ...t.pki.credentials("admin"), ca: info.bundlePem };
+    assert(fresh.cert !== before.cert, "admin.crt was reissued under the new root");
+    assertEquals((await tlsFetch(`${t.url}/v1/volumes`, fresh)).status, 200, "new root");
+    const oldCert = { ...before, ca: info.bundlePem };
+    assertEquals((await tlsFetch(`${t.url}/v1/volumes`, oldCert)).status, 200, "overlap");
+    // New handshakes get a node certificate from the new root: trusting only it works.
+    const newRoot = t.pki.caCertificates[0].toString("pem");
+    assertEquals((await tlsFetch(`${t.url}/v1/volumes`, { ...fresh, ca: newRoot })).status, 200);
+  });
+});
+
+Deno.test("https api: an oversized body is refused without reading it all", async () => {
+  await withNode(async (t) => {
+    const big = "x".repeat(2 * 1024 * 1024);
+    const r = await tlsFetch(`${t.url}/v1/volumes`, t.admin, "POST", { name: "a", pad: big });
+    assertEquals(r.status, 413);
+    // Chunked (no content-length): the stream is cut at the cap.
+    const client = Deno.createHttpClient({
+      caCerts: [t.admin.ca],
+      cert: t.admin.cert,
+      key: t.admin.key,
+    });
+    try {
+      const chunk = new TextEncoder().encode("y".repeat(64 * 1024));
+      let sent = 0;
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          if (sent++ < 40) c.enqueue(chunk);
+          else c.close();
+        },
+      });
+      const res = await fetch(`${t.url}/v1/volumes`, { method: "POST", body, client });
+      const err = await res.json();
+      assertEquals([res.status, err.error.code], [400, "INVALID_ARGUMENT"]);
+      assert(err.error.message.includes("larger than"), err.error.message);
+    } finally {
+      client.close();
+    }
+    assertEquals((await tlsFetch(`${t.url}/v1/volumes`, t.admin)).status, 200);
+  });
+});

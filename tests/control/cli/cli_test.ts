@@ -1,0 +1,229 @@
+import { captureIo } from "../../../control/cli/mod.ts";
+import { resolveConfig } from "../../../control/serve/config.ts";
+import { silentLogger } from "../../../control/common/log.ts";
+import { serve } from "../../../control/serve/serve.ts";
+import { main } from "../../../main.ts";
+import { assert, assertEquals } from "../../_assert.ts";
+
+const MAIN = new URL("../../../main.ts", import.meta.url).pathname;
+
+async function startServer() {
+  const dir = await Deno.makeTempDir({ prefix: "ballast-cli-" });
+  const config = resolveConfig(
+    // Plaintext on loopback: these tests are about the CLI; tests/e2e/tls_test.ts covers TLS.
+    { "data-dir": dir, "api-listen": "127.0.0.1:0", "nbd-listen": "127.0.0.1:0", tls: "off" },
+    {},
+    {},
+    { hostname: () => "cli-node" },
+  );
+  const server = await serve(config, { logger: silentLogger() });
+  return {
+    server,
+    dir,
+    async close() {
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** Runs the CLI in-process against `api`. */
+async function run(api: string, ...args: string[]) {
+  const io = captureIo({ BALLAST_API: api });
+  const code = await main(args, io);
+  return { code, stdout: io.stdout, stderr: io.stderr };
+}
+
+/** An API URL where nothing listens: a port just freed. */
+function nowhere(): string {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return `http://127.0.0.1:${port}`;
+}
+const NOWHERE = nowhere();
+
+Deno.test("cli: --help at every level prints usage with flags, env and example, exit 0", async () => {
+  for (
+    const [args, mentions] of [
+      [["--help"], ["Usage: ballast COMMAND", "volume", "BALLAST_API", "Example"]],
+      [["volume", "--help"], ["Usage: ballast volume COMMAND", "resize", "Examples:"]],
+      [["volume", "create", "--help"], ["--size SIZE", "--label KEY=VALUE", "repeatable"]],
+      [["volume", "create", "-h"], ["ballast volume create db1 --size 10GiB"]],
+      [["node", "--help"], ["Usage: ballast node COMMAND"]],
+      [["serve", "--help"], ["--data-dir DIR", "BALLAST_NBD_LISTEN", "default 127.0.0.1:10809"]],
+      [["version", "--help"], ["Usage: ballast version"]],
+    ] as Array<[string[], string[]]>
+  ) {
+    const r = await run(NOWHERE, ...args);
+    assertEquals(r.code, 0, args.join(" "));
+    for (const m of mentions) assert(r.stdout.includes(m), `${args.join(" ")}: missing ${m}`);
+    assertEquals(r.stderr, "");
+  }
+});
+
+Deno.test("cli: usage mistakes exit 2 with a hint", async () => {
+  for (
+    const [args, message, hint] of [
+      [[], "missing command", "ballast --help"],
+      [["frobnicate"], 'unknown command "frobnicate"', "ballast --help"],
+      [["volume"], "missing command", "ballast volume --help"],
+      [["volume", "explode"], 'unknown command "volume explode"', "ballast volume --help"],
+      [["volume", "create"], "missing argument NAME", "ballast volume create --help"],
+      [["volume", "create", "v"], "missing flag --size", "ballast volume create --help"],
+      [["volume", "create", "v", "--size"], "flag --size needs a value", "volume create NAME"],
+      [["volume", "create", "v", "--size", "ten"], "--size: invalid size", "volume create"],
+      [["volume", "create", "v", "--size", "1G", "--label", "x"], 'invalid --label "x"', "create"],
+      [["volume", "list", "--bogus"], "unknown flag --bogus", "ballast volume list --help"],
+      [["volume", "list", "extra"], 'unexpected argument "extra"', "volume list"],
+      [["volume", "get", "v", "-o", "yaml"], 'invalid --output "yaml"', "volume get"],
+      [["volume", "delete", "v", "--force=yes"], "does not take a value", "volume delete"],
+      [["node", "get"], "missing argument NAME", "ballast node get --help"],
+      [["node", "list", "--api", "localhost:5705"], 'invalid --api "localhost:5705"', "node list"],
+      [["serve", "--log-level", "loud", "--data-dir", "/tmp/x"], "--log-level", "ballast serve"],
+    ] as Array<[string[], string, string]>
+  ) {
+    const r = await run(NOWHERE, ...args);
+    assertEquals(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert(r.stderr.startsWith("error: "), r.stderr);
+    assert(r.stderr.includes(message), `${args.join(" ")}: expected "${message}" in ${r.stderr}`);
+    assert(r.stderr.includes(hint), `${args.join(" ")}: expected hint "${hint}" in ${r.stderr}`);
+    assertEquals(r.stdout, "");
+  }
+});
+
+Deno.test("cli: an unreachable node is exit 1 with a clear message; version still prints the client", async () => {
+  const r = await run(NOWHERE, "volume", "list");
+  assertEquals(r.code, 1);
+  assertEquals(
+    r.stderr,
+    `error: cannot reach the Ballast API at ${NOWHERE}: connection refused; is \`ballast serve\` running?\n`,
+  );
+  const v = await run(NOWHERE, "version");
+  assertEquals(v.code, 0);
+  assert(v.stdout.startsWith("Client: "), v.stdout);
+  assert(!v.stdout.includes("Server:"), v.stdout);
+  assert(v.stderr.includes("note: server version unknown"), v.stderr);
+  const j = await run(NOWHERE, "version", "-o", "json");
+  assertEquals(JSON.parse(j.stdout).server, null);
+});
+
+Deno.test("cli: volume commands against a real node, tables and -o json", async () => {
+  const node = await startServer();
+  const api = node.server.apiUrl;
+  try {
+    const created = await run(api, "volume", "create", "db1", "--size", "10GiB", "--label", "a=b");
+    assertEquals([created.code, created.stdout], [0, 'volume "db1" created (10 GiB)\n']);
+    const json = await run(api, "-o", "json", "volume", "create", "db2", "--size", "1MiB");
+    assertEquals(json.code, 0);
+    assertEquals(JSON.parse(json.stdout).sizeBytes, 2 ** 20);
+
+    const table = await run(api, "volume", "list");
+    const lines = table.stdout.trimEnd().split("\n");
+    assertEquals(lines[0].split(/\s+/), [
+      "NAME",
+      "SIZE",
+      "ALLOCATED",
+      "STATE",
+      "CONNS",
+      "REPLICAS",
+      "MASTER",
+      "EPOCH",
+      "IN-SYNC",
+      "PHASE",
+      "AGE",
+    ]);
+    assert(
+      /^db1\s+10 GiB\s+0 B\s+ready\s+0\s+0\s+cli-node\s+1\s+-\s+-\s+\d+s$/.test(lines[1]),
+      lines[1],
+    );
+    assertEquals(lines[1].indexOf("10 GiB"), lines[0].indexOf("SIZE"), "columns aligned");
+    assertEquals(lines[2].indexOf("1 MiB"), lines[0].indexOf("SIZE"), "columns aligned");
+
+    const list = JSON.parse((await run(api, "volume", "list", "-o", "json")).stdout);
+    assertEquals(list.items.map((v: { name: string }) => v.name), ["db1", "db2"]);
+    assertEquals(list.items[0].labels, { a: "b" });
+
+    const get = await run(api, "volume", "get", "db1");
+    assert(get.stdout.includes("Size:         10 GiB (10737418240 bytes)"), get.stdout);
+    const resized = await run(api, "volume", "resize", "db1", "--size", "20GiB");
+    assertEquals(resized.stdout, 'volume "db1" resized to 20 GiB\n');
+    const shrink = await run(api, "volume", "resize", "db1", "--size", "1GiB");
+    assertEquals(shrink.code, 1);
+    assert(shrink.stderr.includes("volumes can only grow"), shrink.stderr);
+
+    const missing = await run(api, "volume", "get", "nope");
+    assertEquals([missing.code, missing.stderr], [1, 'error: volume "nope" not found\n']);
+    const bad = await run(api, "volume", "create", "Bad!", "--size", "1GiB");
+    assertEquals(bad.code, 1);
+    assert(bad.stderr.includes('invalid volume name "Bad!"'), bad.stderr);
+
+    assertEquals((await run(api, "volume", "delete", "db2")).stdout, 'volume "db2" deleted\n');
+    assertEquals((await run(api, "volume", "delete", "db2")).code, 1);
+
+    const nodes = await run(api, "node", "list");
+    assert(/^cli-node\s+ready\s+1\s+/m.test(nodes.stdout), nodes.stdout);
+    const n = JSON.parse((await run(api, "node", "get", "cli-node", "-o", "json")).stdout);
+    assertEquals([n.name, n.apiAddress, n.nbdAddress], ["cli-node", api, node.server.nbdAddress]);
+
+    const version = await run(api, "version");
+    assert(version.stdout.includes(`Server: `) && version.stdout.includes(api), version.stdout);
+    assertEquals(version.stderr, "");
+  } finally {
+    await node.close();
+  }
+});
+
+Deno.test("cli: `ballast serve` as a process: ready line, refuses a second server, SIGTERM exits 0", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ballast-serve-" });
+  const args = ["run", "-A", MAIN, "serve", "--data-dir", dir];
+  const ports = ["--api-listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--tls", "off"];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...args, ...ports],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  let ready: Record<string, string> | undefined;
+  while (!ready) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`serve exited before ready:\n${buffered}`);
+    buffered += value;
+    for (const line of buffered.split("\n")) {
+      if (line.includes('"ballast ready"')) ready = JSON.parse(line);
+    }
+  }
+  try {
+    assert(/^http:\/\/127\.0\.0\.1:\d+$/.test(ready.api), ready.api);
+    assert(/^127\.0\.0\.1:\d+$/.test(ready.nbd), ready.nbd);
+    assertEquals(ready.level, "info");
+
+    const second = await new Deno.Command(Deno.execPath(), {
+      args: [...args, ...ports],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assertEquals(second.code, 1);
+    const err = new TextDecoder().decode(second.stderr);
+    assert(err.includes(`data directory ${dir} is in use by another ballast server`), err);
+
+    const list = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MAIN, "volume", "list", "-o", "json", "--api", ready.api],
+      stdout: "piped",
+    }).output();
+    assertEquals(list.code, 0);
+    assertEquals(JSON.parse(new TextDecoder().decode(list.stdout)), { items: [] });
+  } finally {
+    child.kill("SIGTERM");
+    const drain = (async () => {
+      while (!(await reader.read()).done) { /* drain */ }
+    })();
+    const status = await child.status;
+    await drain;
+    assertEquals(status.code, 0, "clean shutdown exits 0");
+    const leftovers = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assertEquals(leftovers.includes("ballast.lock"), false, "lock released");
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,252 @@
+import { formatHostPort, parseListen, resolveConfig } from "../../../control/serve/config.ts";
+import { InvalidArgumentError } from "../../../mod/errors.ts";
+import { assertEquals, assertThrows } from "../../_assert.ts";
+
+const host = { hostname: () => "Storage-01.example.com" };
+
+Deno.test("resolveConfig() fills every default", () => {
+  assertEquals(resolveConfig({ "data-dir": "/d" }, {}, {}, host), {
+    dataDir: "/d",
+    apiListen: { host: "127.0.0.1", port: 5705 },
+    nbdListen: { host: "127.0.0.1", port: 10809 },
+    nodeName: "storage-01",
+    logLevel: "info",
+    logFormat: "json",
+    nodeLeaseTtlSeconds: 10,
+    tls: true,
+    nbdLocalListen: undefined,
+    apiAnonymousHealth: false,
+    certTtlSeconds: 30 * 86400,
+    etcd: undefined,
+    labels: {},
+  });
+});
+
+Deno.test("resolveConfig() parses --label and BALLAST_LABELS; bad entries name the source", () => {
+  assertEquals(
+    resolveConfig({ "data-dir": "/d", label: "zone=a, rack=r1" }, {}, {}, host).labels,
+    { zone: "a", rack: "r1" },
+  );
+  assertEquals(
+    resolveConfig({ "data-dir": "/d" }, { BALLAST_LABELS: "zone=b" }, {}, host).labels,
+    { zone: "b" },
+  );
+  for (
+    const [bad, needle] of [["zone", 'entry "zone"'], ["=a", 'entry "=a"'], ["z one=a", "z one"]]
+  ) {
+    const e = assertThrows(
+      () => resolveConfig({ "data-dir": "/d", label: bad }, {}, {}, host),
+      InvalidArgumentError,
+    );
+    assertEquals(e.message.includes("--label") && e.message.includes(needle), true, e.message);
+  }
+});
+
+Deno.test("resolveConfig() allows --tls off only when every listener is on loopback", () => {
+  const off = { "data-dir": "/d", tls: "off" };
+  assertEquals(resolveConfig(off, {}, {}, host).tls, false);
+  assertEquals(
+    resolveConfig({ ...off, "api-listen": "[::1]:1", "nbd-listen": "localhost:2" }, {}, {}, host)
+      .tls,
+    false,
+  );
+  for (const flag of ["api-listen", "nbd-listen"]) {
+    const e = assertThrows(
+      () => resolveConfig({ ...off, [flag]: "0.0.0.0:1" }, {}, {}, host),
+      InvalidArgumentError,
+    );
+    assertEquals(e.message.includes(`--${flag} is 0.0.0.0:1`), true, e.message);
+  }
+  assertThrows(
+    () => resolveConfig({ "data-dir": "/d", "nbd-local-listen": "10.1.2.3:10810" }, {}, {}, host),
+    InvalidArgumentError,
+    "must be on loopback",
+  );
+  assertEquals(
+    resolveConfig({ "data-dir": "/d", "nbd-local-listen": "127.0.0.1:0" }, {}, {}, host)
+      .nbdLocalListen,
+    { host: "127.0.0.1", port: 0 },
+  );
+  assertThrows(() => resolveConfig({ ...off, tls: "maybe" }, {}, {}, host), InvalidArgumentError);
+  assertEquals(
+    resolveConfig({ "data-dir": "/d", "cert-ttl": "12h" }, {}, {}, host).certTtlSeconds,
+    43200,
+  );
+  assertThrows(
+    () => resolveConfig({ "data-dir": "/d", "cert-ttl": "soon" }, {}, {}, host),
+    InvalidArgumentError,
+    "--cert-ttl",
+  );
+});
+
+Deno.test("resolveConfig() takes flags over env over file", () => {
+  const env = {
+    BALLAST_DATA_DIR: "/env",
+    BALLAST_API_LISTEN: "0.0.0.0:1",
+    BALLAST_NBD_LISTEN: "[::1]:2",
+    BALLAST_LOG_LEVEL: "debug",
+    BALLAST_NODE_NAME: "from-env",
+  };
+  const file = { dataDir: "/file", logFormat: "pretty", nodeLeaseTtlSeconds: 5, logLevel: "warn" };
+  const c = resolveConfig({ "api-listen": "127.0.0.2:3", "node-lease-ttl": "7s" }, env, file, host);
+  assertEquals(c.dataDir, "/env");
+  assertEquals(c.apiListen, { host: "127.0.0.2", port: 3 });
+  assertEquals(c.nbdListen, { host: "::1", port: 2 });
+  assertEquals(c.logLevel, "debug");
+  assertEquals(c.logFormat, "pretty");
+  assertEquals(c.nodeName, "from-env");
+  assertEquals(c.nodeLeaseTtlSeconds, 7);
+  assertEquals(resolveConfig({}, {}, file, host).dataDir, "/file");
+});
+
+const D = { "data-dir": "/d" };
+const BAD: Array<[string, Record<string, string>, Record<string, string>, string, string]> = [
+  ["no data dir", {}, {}, "data-dir", "--data-dir"],
+  ["empty data dir env", {}, { BALLAST_DATA_DIR: "" }, "data-dir", "BALLAST_DATA_DIR"],
+  ["api without port", { ...D, "api-listen": "localhost" }, {}, "api-listen", '"localhost"'],
+  ["api port too big", { ...D, "api-listen": "127.0.0.1:65536" }, {}, "api-listen", "65536"],
+  ["api port not a number", { ...D, "api-listen": "1.2.3.4:http" }, {}, "api-listen", '"http"'],
+  ["bare ipv6", { ...D, "nbd-listen": "::1:10809" }, {}, "nbd-listen", "brackets"],
+  ["env listen", D, { BALLAST_NBD_LISTEN: "x:-1" }, "nbd-listen", "BALLAST_NBD_LISTEN"],
+  ["log level", { ...D, "log-level": "loud" }, {}, "log-level", '--log-level "loud"'],
+  ["log format env", D, { BALLAST_LOG_FORMAT: "xml" }, "log-format", "BALLAST_LOG_FORMAT"],
+  ["ttl zero", { ...D, "node-lease-ttl": "0" }, {}, "node-lease-ttl", '"0"'],
+  ["ttl minutes", { ...D, "node-lease-ttl": "1m" }, {}, "node-lease-ttl", '"1m"'],
+  ["node name", { ...D, "node-name": "Node_1!" }, {}, "node-name", '"Node_1!"'],
+  ["etcd scheme", { ...D, etcd: "unix:///run/etcd" }, {}, "etcd", '"unix:///run/etcd"'],
+  ["etcd no port", { ...D, etcd: "http://127.0.0.1" }, {}, "etcd", "missing port"],
+  ["etcd path", { ...D, etcd: "http://h:2379/v3" }, {}, "etcd", '"http://h:2379/v3"'],
+  ["etcd empty entry", { ...D, etcd: "http://h:1,,http://h:2" }, {}, "etcd", "empty entry"],
+  ["etcd not a url", { ...D, etcd: "127.0.0.1:2379" }, {}, "etcd", '"127.0.0.1:2379"'],
+  [
+    "etcd mixed schemes",
+    { ...D, etcd: "http://a:1,https://b:2" },
+    {},
+    "etcd",
+    "mixes http and https",
+  ],
+  ["etcd env", D, { BALLAST_ETCD: "ftp://h:1" }, "etcd", "BALLAST_ETCD"],
+  ["https without CA", { ...D, etcd: "https://h:2379" }, {}, "etcd-cacert", "--etcd-cacert"],
+  [
+    "cert without key",
+    { ...D, etcd: "https://h:2379", "etcd-cacert": "ca.pem", "etcd-cert": "c.pem" },
+    {},
+    "etcd-key",
+    '--etcd-cert "c.pem" needs --etcd-key',
+  ],
+  [
+    "key without cert",
+    { ...D, etcd: "https://h:2379", "etcd-cacert": "ca.pem" },
+    { BALLAST_ETCD_KEY: "k.pem" },
+    "etcd-cert",
+    'BALLAST_ETCD_KEY "k.pem" needs --etcd-cert',
+  ],
+  [
+    "TLS files with http",
+    { ...D, etcd: "http://h:2379", "etcd-cacert": "ca.pem" },
+    {},
+    "etcd",
+    "only applies to https",
+  ],
+  ["TLS files without --etcd", { ...D, "etcd-cacert": "ca.pem" }, {}, "etcd", "needs --etcd"],
+  [
+    "etcd prefix",
+    { ...D, etcd: "http://h:1", "etcd-prefix": "no-slash" },
+    {},
+    "etcd-prefix",
+    '"no-slash"',
+  ],
+  [
+    "etcd prefix trailing slash",
+    { ...D, etcd: "http://h:1", "etcd-prefix": "/a/" },
+    {},
+    "etcd-prefix",
+    '"/a/"',
+  ],
+];
+
+Deno.test("resolveConfig() rejects bad values naming the flag and value", () => {
+  for (const [what, flags, env, field, mentions] of BAD) {
+    const err = assertThrows(
+      () => resolveConfig(flags, env, {}, host),
+      InvalidArgumentError,
+      mentions,
+      what,
+    );
+    assertEquals(err.details?.field, field, what);
+  }
+});
+
+Deno.test("resolveConfig() reads --etcd URLs, TLS files and prefix", () => {
+  const c = resolveConfig(
+    { ...D, etcd: " http://127.0.0.1:2379/, HTTP://[::1]:22379 " },
+    {},
+    {},
+    host,
+  );
+  assertEquals(c.etcd, {
+    endpoints: ["http://127.0.0.1:2379", "http://[::1]:22379"],
+    caFile: undefined,
+    certFile: undefined,
+    keyFile: undefined,
+    prefix: "/ballast-cluster",
+  });
+  const env = {
+    BALLAST_ETCD: "https://10.0.0.5:2379,https://10.0.0.6:2379",
+    BALLAST_ETCD_CACERT: "/etc/ca.pem",
+    BALLAST_ETCD_CERT: "/etc/c.pem",
+    BALLAST_ETCD_KEY: "/etc/c.key",
+    BALLAST_ETCD_PREFIX: "/prod/ballast",
+  };
+  assertEquals(resolveConfig(D, env, {}, host).etcd, {
+    endpoints: ["https://10.0.0.5:2379", "https://10.0.0.6:2379"],
+    caFile: "/etc/ca.pem",
+    certFile: "/etc/c.pem",
+    keyFile: "/etc/c.key",
+    prefix: "/prod/ballast",
+  });
+  // Server-authenticated https without a client certificate is allowed.
+  const caOnly = resolveConfig(
+    { ...D, etcd: "https://h:1", "etcd-cacert": "ca.pem" },
+    {},
+    {},
+    host,
+  );
+  assertEquals([caOnly.etcd?.caFile, caOnly.etcd?.certFile], ["ca.pem", undefined]);
+  assertEquals(resolveConfig(D, { BALLAST_ETCD: "" }, {}, host).etcd, undefined);
+  assertEquals(
+    resolveConfig({ ...D, etcd: "http://h:1", "etcd-prefix": "/" }, {}, {}, host).etcd?.prefix,
+    "",
+  );
+});
+
+Deno.test("parseListen() handles IPv4, [IPv6], host names, :PORT and port 0", () => {
+  assertEquals(parseListen("127.0.0.1:5705"), { host: "127.0.0.1", port: 5705 });
+  assertEquals(parseListen("[::1]:5705"), { host: "::1", port: 5705 });
+  assertEquals(parseListen("[fe80::1%eth0]:1"), { host: "fe80::1%eth0", port: 1 });
+  assertEquals(parseListen("localhost:0"), { host: "localhost", port: 0 });
+  assertEquals(parseListen(":8080"), { host: "0.0.0.0", port: 8080 });
+  assertEquals(formatHostPort({ host: "::1", port: 5 }), "[::1]:5");
+  assertEquals(formatHostPort({ host: "10.0.0.1", port: 5 }), "10.0.0.1:5");
+  for (const bad of ["", "1.2.3.4", "[::1]", "[::1]:", "a b:1", "h:123456", "h:-1"]) {
+    assertThrows(() => parseListen(bad, "--api-listen"), InvalidArgumentError, "--api-listen");
+  }
+});
+
+Deno.test("resolveConfig() reads --cert-ttl with the one duration rule (at most 3650 days)", () => {
+  assertEquals(
+    resolveConfig({ "data-dir": "/d", "cert-ttl": "3650d" }, {}, {}, host).certTtlSeconds,
+    3650 * 86400,
+  );
+  const e = assertThrows(
+    () => resolveConfig({ "data-dir": "/d", "cert-ttl": "5000d" }, {}, {}, host),
+    InvalidArgumentError,
+  );
+  assertEquals(e.message, 'invalid --cert-ttl "5000d": expected 1 second to 3650 days');
+  assertEquals(e.details, { field: "cert-ttl" });
+  assertThrows(
+    () => resolveConfig({ "data-dir": "/d" }, { BALLAST_CERT_TTL: "5000d" }, {}, host),
+    InvalidArgumentError,
+    "invalid BALLAST_CERT_TTL",
+  );
+});
