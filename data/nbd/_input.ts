@@ -18,6 +18,18 @@ export class InputBuffer {
   view: DataView = new DataView(this.buf.buffer);
   start = 0;
   end = 0;
+  /** Stream offset of buf[0]: bytes dropped from the front by compaction so far. */
+  #base = 0;
+
+  /** Stream offset of `start`: every byte before it has been consumed. */
+  get position(): number {
+    return this.#base + this.start;
+  }
+
+  /** Bytes received from the stream so far. */
+  get received(): number {
+    return this.#base + this.end;
+  }
 
   /** Makes room so that `total` bytes from `start` fit in the buffer. */
   reserve(total: number): void {
@@ -33,6 +45,7 @@ export class InputBuffer {
     } else {
       this.buf.copyWithin(0, this.start, this.end);
     }
+    this.#base += this.start;
     this.end -= this.start;
     this.start = 0;
   }
@@ -40,6 +53,7 @@ export class InputBuffer {
   /** Reads more bytes from `t`; false at end of stream. */
   async fill(t: Transport): Promise<boolean> {
     if (this.start === this.end) {
+      this.#base += this.start;
       this.start = this.end = 0;
     } else if (this.end === this.buf.length) {
       this.reserve(this.end - this.start + REQUEST_HEADER_SIZE);

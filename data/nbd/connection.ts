@@ -38,13 +38,22 @@ export interface ConnectionOptions {
 const EARLY_REPLY_BYTES = 128 * 1024;
 /** Stop reading new requests while this many reply bytes wait to be sent. */
 const MAX_QUEUED_OUT = 64 * 1024 * 1024;
+/** At shutdown, the longest a connection is kept for requests still arriving. */
+const SHUTDOWN_MAX_MS = 5_000;
+/** At shutdown, a connection with no request for this long (and replies sent) is ended. */
+const SHUTDOWN_QUIET_MS = 500;
+/** After the last reply at shutdown, input is read (and dropped) this long before closing. */
+const SHUTDOWN_LINGER_MS = 1_000;
 
 const MSG_SHUTDOWN = new TextEncoder().encode("server is shutting down");
 
 /** What parsing the input buffer found. */
 type Parsed =
-  /** A complete request is in `#req`; a WRITE's payload starts at `payload`. */
-  | { kind: "request"; payload: number }
+  /**
+   * A complete request is in `#req`; a WRITE's payload starts at `payload`; `at` is the
+   * request's offset in the stream.
+   */
+  | { kind: "request"; payload: number; at: number }
   /** Not enough bytes buffered for the next request. */
   | { kind: "more" }
   /** A WRITE too large to buffer was answered; its payload must be skipped. */
@@ -72,6 +81,17 @@ export class Connection {
   #idle: (() => void) | undefined;
   #closed = false;
   #shuttingDown = false;
+  /** Stream offset from which requests are refused with ESHUTDOWN (set at shutdown). */
+  #cutoff = Infinity;
+  /** Shutdown sent the last reply and ended the sending side: input is dropped unread. */
+  #lingering = false;
+  /** Wakes shutdown() whenever the transmission loop has consumed input or ended. */
+  #progress: (() => void) | undefined;
+  /** performance.now() when the last request was parsed. */
+  #lastRequestAt = 0;
+  /** Settles when run() has finished. */
+  #finished!: () => void;
+  #done: Promise<void> = new Promise((resolve) => (this.#finished = resolve));
   /** performance.now() at accept; the handshake must finish within a deadline from here. */
   readonly openedAt: number = performance.now();
   /**
@@ -142,6 +162,8 @@ export class Connection {
       }
     } finally {
       await this.#finish();
+      this.#finished();
+      this.#progress?.();
     }
   }
 
@@ -153,17 +175,55 @@ export class Connection {
   }
 
   /**
-   * Graceful shutdown: requests not yet started get ESHUTDOWN, in-flight ones finish,
-   * queued replies are sent, then the connection closes ("Terminating the transmission phase").
+   * Graceful shutdown ("Terminating the transmission phase"). Requests received by now run
+   * and are answered; requests that arrive later get ESHUTDOWN ("SHOULD error further
+   * requests") without running. The connection stays open until the client leaves (a
+   * well-behaved one sends NBD_CMD_DISC once its requests are answered) or has sent nothing
+   * for SHUTDOWN_QUIET_MS with every reply out, and at most SHUTDOWN_MAX_MS: requests still
+   * on the wire when shutdown began thus get their ESHUTDOWN instead of a dead connection.
+   * Then the sending side is ended and input is read and dropped until the client leaves or
+   * SHUTDOWN_LINGER_MS pass: closing with unread input would reset the connection and
+   * destroy replies the client has not read yet.
    */
   async shutdown(): Promise<void> {
     this.#shuttingDown = true;
-    if (this.inHandshake) {
+    if (this.inHandshake || this.#closed) {
       this.#close();
       return;
     }
-    await this.#drain();
-    this.#close();
+    const start = performance.now();
+    const cutoff = this.#cutoff = this.#in.received;
+    for (;;) {
+      if (this.#closed) return;
+      const now = performance.now();
+      const idleFor = now - Math.max(this.#lastRequestAt, start);
+      const answered = this.#in.position >= cutoff && this.#pending === 0 &&
+        this.#out.queued + this.#out.len === 0;
+      if (answered && idleFor >= SHUTDOWN_QUIET_MS) break;
+      if (now - start >= SHUTDOWN_MAX_MS) {
+        this.#log.warn(
+          { unansweredBytes: Math.max(0, cutoff - this.#in.position), pending: this.#pending },
+          "shutdown: the client did not finish in time; closing",
+        );
+        break;
+      }
+      const quietLeft = Math.max(20, SHUTDOWN_QUIET_MS - idleFor);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(SHUTDOWN_MAX_MS - (now - start), quietLeft));
+        this.#progress = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.#progress = undefined;
+    }
+    await this.#drain().catch(() => {});
+    if (this.#closed) return;
+    this.#lingering = true;
+    await this.#t.closeWrite();
+    const linger = setTimeout(() => this.#close(), SHUTDOWN_LINGER_MS);
+    await this.#done;
+    clearTimeout(linger);
   }
 
   // ---- transmission ("Transmission", "Request types") -------------------------------
@@ -178,9 +238,16 @@ export class Connection {
       later: (work) => this.#later(work),
     };
     for (;;) {
+      if (this.#lingering) {
+        // Shutting down, replies all sent: drop what the client still sends until it leaves.
+        this.#in.start = this.#in.end;
+        if (!(await this.#in.fill(this.#t))) return;
+        continue;
+      }
       let progressed = false;
       // Parse and execute every complete request in the buffer.
       for (;;) {
+        if (this.#lingering) break;
         if (this.#out.queued + this.#out.len > MAX_QUEUED_OUT) {
           // The client is not reading its replies: stop producing more until it does.
           this.#out.flush();
@@ -202,13 +269,14 @@ export class Connection {
           continue;
         }
         const req = this.#req;
-        if (!(await this.#admit(req, ctx, exp))) continue;
+        if (!(await this.#admit(req, ctx, exp, parsed.at))) continue;
         execute(req, run, parsed.payload);
         // A large write took a while: acknowledge it now rather than after the batch.
         if (req.type === C.NBD_CMD_WRITE && req.length >= EARLY_REPLY_BYTES) this.#out.flush();
       }
       if (this.#in.end === this.#in.start) this.partialSince = 0;
       else if (progressed || this.partialSince === 0) this.partialSince = performance.now();
+      if (progressed) this.#progress?.();
       this.#out.flush();
       if (this.#out.error) throw this.#out.error;
       if (this.#out.queued > MAX_QUEUED_OUT) await this.#out.sending;
@@ -237,6 +305,8 @@ export class Connection {
     if (!decodeRequest(input.view, s, req)) {
       throw new ProtocolError(`bad request magic 0x${input.view.getUint32(s).toString(16)}`);
     }
+    const at = input.position;
+    this.#lastRequestAt = performance.now();
     if (req.type === C.NBD_CMD_DISC) {
       input.start = s + C.REQUEST_HEADER_SIZE;
       return { kind: "disc" };
@@ -261,14 +331,19 @@ export class Connection {
     }
     // The WRITE payload stays in place in the input buffer until the next fill.
     input.start = next;
-    return { kind: "request", payload: s + C.REQUEST_HEADER_SIZE };
+    return { kind: "request", payload: s + C.REQUEST_HEADER_SIZE, at };
   }
 
   /**
    * Admit step: validate -> shutdown -> write gate. A request the spec refuses is answered
    * at once, never held behind the control plane. Returns whether to execute it.
    */
-  async #admit(req: Request, ctx: TransmissionContext, exp: LiveExport): Promise<boolean> {
+  async #admit(
+    req: Request,
+    ctx: TransmissionContext,
+    exp: LiveExport,
+    at: number,
+  ): Promise<boolean> {
     const bad = validateRequest(req, ctx);
     if (bad) {
       this.#log.warn(
@@ -279,7 +354,8 @@ export class Connection {
       this.#replies.error(req, bad.errno, bad.message);
       return false;
     }
-    if (this.#shuttingDown) {
+    if (at >= this.#cutoff) {
+      // Sent after shutdown began: "SHOULD error further requests with ESHUTDOWN".
       this.#replies.error(req, "ESHUTDOWN", "server is shutting down", MSG_SHUTDOWN);
       return false;
     }

@@ -204,6 +204,12 @@ export class NodeSocketTransport implements Transport {
     });
   }
 
+  closeWrite(): Promise<void> {
+    const sock = this.#sock;
+    if (sock.destroyed || sock.writableEnded) return Promise.resolve();
+    return new Promise((resolve) => sock.end(() => resolve()));
+  }
+
   close(): void {
     this.#sock.destroy();
   }

@@ -126,9 +126,13 @@ export class NbdServer {
     } catch {
       // already closed
     }
+    // node's server.close() calls back only once every connection has ended: start it now,
+    // shut the connections down, then wait for it (waiting first would wait for clients to
+    // leave by themselves, while they kept being served).
     const ns = this.#nodeServer;
-    if (ns) await new Promise<void>((resolve) => ns.close(() => resolve()));
+    const nodeClosed = ns && new Promise<void>((resolve) => ns.close(() => resolve()));
     await this.#accepting;
     await Promise.all([...this.#conns].map((c) => c.shutdown()));
+    await nodeClosed;
   }
 }

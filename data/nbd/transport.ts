@@ -9,6 +9,12 @@ export interface Transport {
   read(p: Uint8Array): Promise<number | null>;
   /** Writes some of `p`; resolves to the byte count written. */
   write(p: Uint8Array): Promise<number>;
+  /**
+   * Ends the sending side once what was written has gone (TCP FIN, TLS close_notify),
+   * while reads go on: closing with unread input would reset the connection and destroy
+   * replies the peer has not read yet.
+   */
+  closeWrite(): Promise<void>;
   close(): void;
   /** "host:port" of the peer, for logs. */
   readonly remote: string;
@@ -38,6 +44,13 @@ export function tcpTransport(conn: Deno.TcpConn): Transport {
   return {
     read: (p) => conn.read(p),
     write: (p) => conn.write(p),
+    closeWrite: async () => {
+      try {
+        await conn.closeWrite();
+      } catch {
+        // already closed or reset
+      }
+    },
     close: () => {
       try {
         conn.close();
