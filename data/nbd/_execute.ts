@@ -11,7 +11,7 @@ import * as C from "./constants.ts";
 import type { Request, StatusDescriptor } from "./codec.ts";
 import { errnoOf } from "./errno.ts";
 import type { InputBuffer } from "./_input.ts";
-import type { Replies } from "./_replies.ts";
+import { type Replies, StreamedReadError } from "./_replies.ts";
 import type { LiveExport } from "../exports.ts";
 import {
   OP_BLOCK_STATUS,
@@ -103,20 +103,77 @@ export function execute(req: Request, run: ExecuteContext, payload: number): voi
         return;
     }
   } catch (err) {
-    const errno = errnoOf(err);
-    const message = err instanceof Error ? err.message : String(err);
-    run.log.error({ type: req.type, offset: req.offset, length: req.length, errno }, message);
-    exp.stats.record(kind, 0, seconds(), true);
-    replies.error(req, errno, message);
+    failed(req, run, kind, t0, err);
     return;
   }
+  finishChange(req, run, kind, t0);
+}
+
+/** Answers a request whose store operation failed (the one place for that). */
+function failed(req: Request, run: ExecuteContext, kind: number, t0: number, err: unknown): void {
+  const errno = errnoOf(err);
+  const message = err instanceof Error ? err.message : String(err);
+  run.log.error({ type: req.type, offset: req.offset, length: req.length, errno }, message);
+  run.exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
+  run.replies.error(req, errno, message);
+}
+
+/**
+ * Answers a request whose store operation succeeded: at once, or for FUA on a
+ * data-changing request once the store's flush completes ("MUST NOT send its reply ...
+ * until the data is persisted").
+ */
+function finishChange(req: Request, run: ExecuteContext, kind: number, t0: number): void {
   if ((req.flags & C.NBD_CMD_FLAG_FUA) !== 0 && isDataChanging(req.type)) {
-    // FUA: "MUST NOT send its reply ... until the data is persisted".
     flushThenReply(req, run, kind, req.length, t0);
     return;
   }
-  replies.ok(req);
-  exp.stats.record(kind, req.length, seconds(), false);
+  run.replies.ok(req);
+  run.exp.stats.record(kind, req.length, (performance.now() - t0) / 1000, false);
+}
+
+/**
+ * A WRITE too large to buffer whole (above STREAM_THRESHOLD): `pieces` yields its payload as
+ * it arrives, each piece valid until the next is asked for, and each is written to the
+ * store at once. After a store failure the rest is still read (and dropped) to keep the
+ * stream in step, and the request is answered with the failure.
+ */
+export async function executeStreamedWrite(
+  req: Request,
+  run: ExecuteContext,
+  pieces: AsyncIterable<Uint8Array>,
+): Promise<void> {
+  const t0 = performance.now();
+  let done = 0;
+  let failure: unknown;
+  const offset = req.offset;
+  for await (const piece of pieces) {
+    if (failure === undefined) {
+      try {
+        run.exp.store.write(piece, offset + done);
+      } catch (err) {
+        failure = err;
+      }
+    }
+    done += piece.length;
+  }
+  if (failure !== undefined) failed(req, run, OP_WRITE, t0, failure);
+  else finishChange(req, run, OP_WRITE, t0);
+}
+
+/** A READ too large for one reply batch (above STREAM_THRESHOLD), sent in pieces. */
+export async function executeStreamedRead(req: Request, run: ExecuteContext): Promise<void> {
+  const t0 = performance.now();
+  const store = run.exp.store;
+  try {
+    await run.replies.readStreamed(req, (into, offset) => store.read(into, offset));
+  } catch (err) {
+    if (!(err instanceof StreamedReadError)) throw err; // the connection cannot go on
+    run.log.error({ type: req.type, offset: req.offset, length: req.length }, err.message);
+    run.exp.stats.record(OP_READ, 0, (performance.now() - t0) / 1000, true);
+    return;
+  }
+  run.exp.stats.record(OP_READ, req.length, (performance.now() - t0) / 1000, false);
 }
 
 /** Replies after the store's flush completes; other requests keep flowing meanwhile. */

@@ -118,7 +118,7 @@ export async function negotiate(
           readOnly: exp.readOnly,
           structuredReplies: action.structuredReplies,
           baseAllocation: action.baseAllocation,
-          maxPayload: C.MAX_BLOCK_SIZE,
+          maxPayload: C.MAX_REQUEST_SIZE,
         };
         s.log = s.log.child({ volume: exp.name });
         s.log.info(

@@ -10,14 +10,20 @@ import {
   encodeBlockStatus,
   encodeErrorReply,
   encodeOffsetDataHeader,
+  encodeOffsetDataPiece,
   encodeOkReply,
   encodeSimpleReply,
   errorReplySize,
   Request,
   type StatusDescriptor,
 } from "./codec.ts";
-import { SIMPLE_REPLY_HEADER_SIZE, STRUCTURED_REPLY_HEADER_SIZE } from "./constants.ts";
-import { type Errno, nbdError } from "./errno.ts";
+import {
+  NBD_CMD_FLAG_DF,
+  SIMPLE_REPLY_HEADER_SIZE,
+  STREAM_PIECE,
+  STRUCTURED_REPLY_HEADER_SIZE,
+} from "./constants.ts";
+import { type Errno, errnoOf, nbdError } from "./errno.ts";
 import { type Transport, writeAll } from "./transport.ts";
 
 export const INITIAL_OUT = 256 * 1024;
@@ -111,6 +117,14 @@ export class ReplyBatcher {
   }
 }
 
+/** A streamed READ failed and was answered with an error (the connection goes on). */
+export class StreamedReadError extends Error {
+  override name = "StreamedReadError";
+  constructor(readonly reason: unknown) {
+    super(reason instanceof Error ? reason.message : String(reason), { cause: reason });
+  }
+}
+
 const enc = new TextEncoder();
 /** Longest error message sent to a client (the spec's SHOULD for strings is 256 bytes). */
 const MAX_MESSAGE = 200;
@@ -169,6 +183,61 @@ export class Replies {
     }
     fill(out.buf.subarray(dataAt, dataAt + len));
     out.len = dataAt + len;
+  }
+
+  /**
+   * A READ too large for one batch, sent in pieces of STREAM_PIECE bytes through two buffers
+   * used in turn: a piece is read from the store while the one before is being written, so
+   * two pieces are held whatever the READ's size. With structured replies (and no
+   * DF) every piece is its own OFFSET_DATA chunk and a failure midway still gets an error
+   * chunk ("MUST include an error chunk"); a simple reply (or DF) has promised all the data
+   * once its header left, so a failure midway can only end the connection (rethrown).
+   */
+  async readStreamed(
+    req: Request,
+    read: (into: Uint8Array, offset: number) => void,
+  ): Promise<void> {
+    const out = this.batch;
+    out.flush(); // replies queued before this READ go first
+    const chunked = this.structured && (req.flags & NBD_CMD_FLAG_DF) === 0;
+    const headerBytes = this.structured
+      ? STRUCTURED_REPLY_HEADER_SIZE + 8
+      : SIMPLE_REPLY_HEADER_SIZE;
+    const total = req.length;
+    const offset = req.offset;
+    // Two buffers, used in turn: one is being written while the next piece is read.
+    const spare = [
+      new Uint8Array(headerBytes + STREAM_PIECE),
+      new Uint8Array(headerBytes + STREAM_PIECE),
+    ];
+    let sent = 0;
+    for (let i = 0; sent < total; i++) {
+      const n = Math.min(STREAM_PIECE, total - sent);
+      const withHeader = chunked || sent === 0;
+      const buf = spare[i % 2].subarray(0, (withHeader ? headerBytes : 0) + n);
+      const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      let at = 0;
+      if (chunked) at = encodeOffsetDataPiece(view, 0, req, sent + n === total, offset + sent, n);
+      else if (sent === 0) {
+        at = this.structured
+          ? encodeOffsetDataHeader(view, 0, req)
+          : encodeSimpleReply(view, 0, req, 0);
+      }
+      try {
+        read(buf.subarray(at, at + n), offset + sent);
+      } catch (err) {
+        if (sent > 0 && !chunked) throw err;
+        this.error(req, errnoOf(err), err instanceof Error ? err.message : String(err));
+        out.flush();
+        throw new StreamedReadError(err);
+      }
+      // The previous piece (in the other buffer) goes out while this one was read; it must be
+      // written before this is queued, so that its buffer is free for the next piece.
+      await out.sending;
+      if (out.error) throw out.error;
+      out.enqueue(buf, buf.length, false);
+      sent += n;
+    }
   }
 
   /** A BLOCK_STATUS reply for context `contextId`. */

@@ -35,7 +35,10 @@ export interface TransmissionContext {
   structuredReplies: boolean;
   /** base:allocation was selected with NBD_OPT_SET_META_CONTEXT for this export. */
   baseAllocation: boolean;
-  /** Largest READ/WRITE payload we accept (advertised in NBD_INFO_BLOCK_SIZE). */
+  /**
+   * Largest READ/WRITE payload accepted (constants.ts MAX_REQUEST_SIZE: more than the maximum
+   * advertised in NBD_INFO_BLOCK_SIZE, for clients that do not negotiate block sizes).
+   */
   maxPayload: number;
 }
 
@@ -184,6 +187,31 @@ export function encodeChunkHeader(
   view.setUint32(off + 12, req.handleLo);
   view.setUint32(off + 16, length);
   return off + C.STRUCTURED_REPLY_HEADER_SIZE;
+}
+
+/**
+ * Header of an NBD_REPLY_TYPE_OFFSET_DATA chunk carrying `length` bytes at `offset` (one
+ * piece of a READ sent in several chunks); the data follows the returned offset.
+ */
+export function encodeOffsetDataPiece(
+  view: DataView,
+  off: number,
+  req: Request,
+  last: boolean,
+  offset: number,
+  length: number,
+): number {
+  off = encodeChunkHeader(
+    view,
+    off,
+    req,
+    last ? C.NBD_REPLY_FLAG_DONE : 0,
+    C.NBD_REPLY_TYPE_OFFSET_DATA,
+    8 + length,
+  );
+  view.setUint32(off, Math.floor(offset / 0x100000000));
+  view.setUint32(off + 4, offset >>> 0);
+  return off + 8;
 }
 
 /**

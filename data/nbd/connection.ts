@@ -23,7 +23,14 @@ import type { StartTls, Transport } from "./transport.ts";
 import { ClientRefusedError, ProtocolError } from "./errors.ts";
 import { InputBuffer } from "./_input.ts";
 import { Replies, ReplyBatcher } from "./_replies.ts";
-import { execute, type ExecuteContext, isDataChanging, opOf } from "./_execute.ts";
+import {
+  execute,
+  type ExecuteContext,
+  executeStreamedRead,
+  executeStreamedWrite,
+  isDataChanging,
+  opOf,
+} from "./_execute.ts";
 import type { ExportTable, LiveExport } from "../exports.ts";
 
 export interface ConnectionOptions {
@@ -46,6 +53,8 @@ const SHUTDOWN_QUIET_MS = 500;
 const SHUTDOWN_LINGER_MS = 1_000;
 
 const MSG_SHUTDOWN = new TextEncoder().encode("server is shutting down");
+/** Parsed.payload of a WRITE whose payload is streamed rather than buffered. */
+const STREAMED = -1;
 
 /** What parsing the input buffer found. */
 type Parsed =
@@ -269,8 +278,15 @@ export class Connection {
           continue;
         }
         const req = this.#req;
-        if (!(await this.#admit(req, ctx, exp, parsed.at))) continue;
-        execute(req, run, parsed.payload);
+        const streamed = parsed.payload === STREAMED;
+        if (!(await this.#admit(req, ctx, exp, parsed.at))) {
+          if (streamed) await this.#discard(req.length); // refused: skip its payload
+          continue;
+        }
+        if (streamed) await executeStreamedWrite(req, run, this.#payload(req.length));
+        else if (req.type === C.NBD_CMD_READ && req.length > C.STREAM_THRESHOLD) {
+          await executeStreamedRead(req, run);
+        } else execute(req, run, parsed.payload);
         // A large write took a while: acknowledge it now rather than after the batch.
         if (req.type === C.NBD_CMD_WRITE && req.length >= EARLY_REPLY_BYTES) this.#out.flush();
       }
@@ -313,18 +329,23 @@ export class Connection {
     }
     let next = s + C.REQUEST_HEADER_SIZE;
     if (req.type === C.NBD_CMD_WRITE) {
+      if (req.length > ctx.maxPayload) {
+        // Too large to accept: answer now and skip the payload to stay in sync.
+        input.start = next;
+        this.#replies.error(
+          req,
+          "EOVERFLOW",
+          `write of ${req.length} bytes exceeds the maximum of ${ctx.maxPayload}`,
+        );
+        return { kind: "skip", bytes: req.length };
+      }
+      if (req.length > C.STREAM_THRESHOLD) {
+        // Streamed from the socket to the store in pieces (#payload), never buffered whole.
+        input.start = next;
+        return { kind: "request", payload: STREAMED, at };
+      }
       next += req.length;
       if (input.end < next) {
-        if (req.length > ctx.maxPayload) {
-          // Too large to buffer: answer now and skip the payload to stay in sync.
-          input.start = s + C.REQUEST_HEADER_SIZE;
-          this.#replies.error(
-            req,
-            "EOVERFLOW",
-            `write of ${req.length} bytes exceeds the maximum of ${ctx.maxPayload}`,
-          );
-          return { kind: "skip", bytes: req.length };
-        }
         input.reserve(next - s);
         return { kind: "more" };
       }
@@ -383,6 +404,29 @@ export class Connection {
       exp.stats.record(opOf(req.type), 0, 0, true);
       return false;
     }
+  }
+
+  /**
+   * The payload of a streamed WRITE as it arrives: views of the input buffer, each valid
+   * until the next is asked for. Counts as a partial request for the watchdog meanwhile.
+   */
+  async *#payload(length: number): AsyncGenerator<Uint8Array> {
+    const input = this.#in;
+    let left = length;
+    while (left > 0) {
+      if (input.start === input.end) {
+        this.partialSince ||= performance.now();
+        if (!(await input.fill(this.#t))) {
+          throw new ProtocolError("client left in the middle of a WRITE payload");
+        }
+      }
+      const n = Math.min(input.end - input.start, left);
+      const piece = input.buf.subarray(input.start, input.start + n);
+      input.start += n;
+      left -= n;
+      yield piece;
+    }
+    this.partialSince = 0;
   }
 
   /** Tracks work whose reply is sent later (flushes): shutdown and DISC wait for it. */

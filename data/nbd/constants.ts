@@ -129,5 +129,16 @@ export const MAX_OPTION_LENGTH = 64 * 1024;
 export const MIN_BLOCK_SIZE = 1;
 export const PREFERRED_BLOCK_SIZE = 4096;
 export const MAX_BLOCK_SIZE = 32 * 1024 * 1024;
+/**
+ * Largest READ or WRITE accepted. Above the advertised maximum: clients that do not
+ * negotiate block sizes (NBD_OPT_EXPORT_NAME, as the reference nbd-client does, or GO
+ * without NBD_INFO_BLOCK_SIZE) send up to ~48 MiB in real workloads, as nbdkit and
+ * nbd-server accept ("Block size constraints": the server SHOULD tolerate them).
+ */
+export const MAX_REQUEST_SIZE = 64 * 1024 * 1024;
+/** READs and WRITEs above this are streamed between socket and store in pieces. */
+export const STREAM_THRESHOLD = 8 * 1024 * 1024;
+/** Size of the pieces a streamed READ or WRITE moves at a time. */
+export const STREAM_PIECE = 4 * 1024 * 1024;
 /** Largest WRITE payload we skip over (to stay in sync) before giving up on a connection. */
 export const MAX_DISCARDABLE_PAYLOAD = 0xffffffff;

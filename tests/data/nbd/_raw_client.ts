@@ -38,6 +38,8 @@ export interface Reply {
   error: number;
   /** READ data (simple replies: only when `readLength` was given). */
   data: Uint8Array;
+  /** Structured READ: the offset its first OFFSET_DATA chunk names. */
+  dataOffset?: number;
   /** Message of an NBD_REPLY_TYPE_ERROR chunk. */
   message?: string;
   /** Structured chunk types in arrival order; empty for simple replies. */
@@ -356,6 +358,14 @@ export class RawClient {
       const bv = new DataView(body.buffer);
       reply.chunks.push(type);
       if (type === C.NBD_REPLY_TYPE_OFFSET_DATA) {
+        // Chunks of one READ must follow each other (Ballast sends them in order).
+        const at = Number(bv.getBigUint64(0));
+        if (reply.chunks.length > 1 && at !== reply.dataOffset! + reply.data.length) {
+          throw new Error(
+            `OFFSET_DATA chunk at ${at}, expected ${reply.dataOffset! + reply.data.length}`,
+          );
+        }
+        reply.dataOffset ??= at;
         reply.data = concat(reply.data, body.subarray(8));
       } else if (type === C.NBD_REPLY_TYPE_ERROR || type === C.NBD_REPLY_TYPE_ERROR_OFFSET) {
         reply.error = bv.getUint32(0);

@@ -23,7 +23,9 @@ import {
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const SIZE = 64 * MiB;
+const SIZE = 128 * MiB;
+/** One byte more than the largest READ/WRITE accepted (C.MAX_REQUEST_SIZE, 64 MiB). */
+const TOO_BIG = C.MAX_REQUEST_SIZE + 1;
 const VOL = "vol";
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -429,11 +431,16 @@ Deno.test("hostile: offset 2^64-1 is refused (EINVAL for READ/CACHE, ENOSPC for 
   });
 });
 
-Deno.test("hostile: READ of 64 MiB (over the 32 MiB maximum) gets EINVAL without data, EOVERFLOW with DF", async () => {
+Deno.test("hostile: READ of 64 MiB + 1 (over the 64 MiB limit) gets EINVAL without data, EOVERFLOW with DF", async () => {
   await withPlane(async (plane) => {
     for (const structured of [false, true]) {
       await using(open(plane, structured), async (c) => {
-        const big = requestBytes({ type: C.NBD_CMD_READ, handle: 0x500n, offset: 0, length: SIZE });
+        const big = requestBytes({
+          type: C.NBD_CMD_READ,
+          handle: 0x500n,
+          offset: 0,
+          length: TOO_BIG,
+        });
         await rejectAndContinue(c, big, 0x500n, C.NBD_EINVAL);
         if (structured) {
           // "don't fragment": the one case where EOVERFLOW is the answer.
@@ -442,7 +449,7 @@ Deno.test("hostile: READ of 64 MiB (over the 32 MiB maximum) gets EINVAL without
             flags: C.NBD_CMD_FLAG_DF,
             handle: 0x501n,
             offset: 0,
-            length: SIZE,
+            length: TOO_BIG,
           });
           await rejectAndContinue(c, df, 0x501n, C.NBD_EOVERFLOW);
         }
@@ -455,10 +462,10 @@ Deno.test("hostile: READ of 64 MiB (over the 32 MiB maximum) gets EINVAL without
   });
 });
 
-Deno.test("hostile: WRITE of 40 MiB gets EINVAL, its payload is drained and the connection stays in sync", async () => {
+Deno.test("hostile: WRITE of 64 MiB + 1 gets EINVAL, its payload is drained and the connection stays in sync", async () => {
   await withPlane(async (plane) => {
     await using(open(plane), async (c) => {
-      const length = 40 * MiB;
+      const length = TOO_BIG;
       const header = requestBytes({ type: C.NBD_CMD_WRITE, handle: 0x600n, offset: 0, length });
       await c.send(header);
       // The payload is made of valid-looking requests: parsing it would desync the stream.
@@ -466,7 +473,7 @@ Deno.test("hostile: WRITE of 40 MiB gets EINVAL, its payload is drained and the 
       const fake = requestBytes({ type: C.NBD_CMD_WRITE, handle: 0xbadn, offset: 0, length: 0 });
       for (let i = 0; i + 28 <= length; i += 1 * MiB) payload.set(fake, i);
       for (let off = 0; off < length; off += 4 * MiB) {
-        await c.send(payload.subarray(off, off + 4 * MiB));
+        await c.send(payload.subarray(off, Math.min(off + 4 * MiB, length)));
       }
       const r = await c.readReply();
       assertEquals([r.handle, r.error], [0x600n, C.NBD_EINVAL]);
@@ -478,6 +485,51 @@ Deno.test("hostile: WRITE of 40 MiB gets EINVAL, its payload is drained and the 
       );
       assertEquals(c.buffered, 0, "no stray replies");
       assertEquals(await c.read(0, 4096), new Uint8Array(4096), "oversized WRITE wrote nothing");
+    });
+    await assertServes(plane);
+  });
+});
+
+Deno.test("hostile: READ and WRITE just over the advertised 32 MiB and at the 64 MiB limit are accepted, streamed, and read back whole", async () => {
+  await withPlane(async (plane) => {
+    for (const structured of [false, true]) {
+      await using(open(plane, structured), async (c) => {
+        let whole: Uint8Array = new Uint8Array(0);
+        for (const [length, offset] of [[C.MAX_BLOCK_SIZE + 1, 1], [C.MAX_REQUEST_SIZE, 0]]) {
+          whole = pattern(length, length + (structured ? 1 : 0));
+          assertEquals(await c.write(offset, whole, 0x520n), 0, `WRITE of ${length}`);
+          assertEquals(await c.read(offset, length, 0x521n), whole, `READ of ${length}`);
+        }
+        // A streamed WRITE with FUA is answered only once flushed, like any other.
+        const fua = pattern(C.STREAM_THRESHOLD + 4096, 7);
+        assertEquals(await c.write(5 * MiB, fua, 0x522n, C.NBD_CMD_FLAG_FUA), 0);
+        assertEquals(await c.read(5 * MiB, fua.length, 0x523n), fua);
+        // Requests after the streamed ones are parsed where they start.
+        assertEquals(await c.read(0, 4096, 0x524n), whole.subarray(0, 4096));
+      });
+    }
+    await assertServes(plane);
+  });
+});
+
+Deno.test("hostile: a streamed WRITE refused by validation (past the end) has its payload skipped and the stream stays in step", async () => {
+  await withPlane(async (plane) => {
+    await using(open(plane), async (c) => {
+      const length = C.STREAM_THRESHOLD + 1;
+      const header = requestBytes({
+        type: C.NBD_CMD_WRITE,
+        handle: 0x530n,
+        offset: SIZE - 4096,
+        length,
+      });
+      const payload = new Uint8Array(length);
+      const fake = requestBytes({ type: C.NBD_CMD_WRITE, handle: 0xbadn, offset: 0, length: 0 });
+      for (let i = 0; i + 28 <= length; i += 1 * MiB) payload.set(fake, i);
+      await c.send(concat(header, payload));
+      const r = await c.readReply();
+      assertEquals([r.handle, r.error], [0x530n, C.NBD_ENOSPC]);
+      assertEquals(await c.read(SIZE - 4096, 4096, 0x531n), new Uint8Array(4096));
+      assertEquals(c.buffered, 0, "no stray replies");
     });
     await assertServes(plane);
   });
@@ -525,7 +577,7 @@ Deno.test("hostile: half a request header is closed by the request timeout", asy
 Deno.test("hostile: an oversized WRITE whose payload never arrives is closed by the request timeout", async () => {
   await withPlane(async (plane) => {
     await using(open(plane), async (c) => {
-      await c.send(requestBytes({ type: C.NBD_CMD_WRITE, handle: 0x780n, length: 40 * MiB }));
+      await c.send(requestBytes({ type: C.NBD_CMD_WRITE, handle: 0x780n, length: TOO_BIG }));
       await c.send(new Uint8Array(1000));
       const r = await c.readReply();
       assertEquals([r.handle, r.error], [0x780n, C.NBD_EINVAL]);
