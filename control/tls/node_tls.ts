@@ -83,17 +83,16 @@ export async function setupNodeTls(config: ServeConfig, log: Logger): Promise<No
     const { transport, peer } = await startTlsServer(t as NodeSocketTransport, () => context);
     // node:tls completes server-side STARTTLS even for a foreign-CA certificate:
     // the PKI's verifyPeer decides (trust, validity, revocation, role, EKU).
+    // A refusal keeps the TLS session, so the client is told why (NBD_REP_ERR_POLICY).
     if (!peer.certificate) {
-      transport.close();
-      throw new ClientRefusedError("no client certificate");
+      throw new ClientRefusedError("no client certificate", { transport });
     }
     const v = await pki.verify(peer.certificate, {
       requiredEku: "clientAuth",
       allowedRoles: ["admin", "nbd-client"],
     });
     if (!v.ok) {
-      transport.close();
-      throw new ClientRefusedError(`client certificate refused: ${v.reason}`);
+      throw new ClientRefusedError(`client certificate refused: ${v.reason}`, { transport });
     }
     const id = v.identity;
     return {

@@ -18,7 +18,7 @@ import {
   initialState,
 } from "./handshake.ts";
 import { type Transport, writeAll } from "./transport.ts";
-import { ProtocolError } from "./errors.ts";
+import { ClientRefusedError, ProtocolError } from "./errors.ts";
 import type { InputBuffer } from "./_input.ts";
 import type { ExportTable, LiveExport } from "../exports.ts";
 import type { StartTls } from "./transport.ts";
@@ -44,6 +44,8 @@ export interface Attached {
 }
 
 const enc = new TextEncoder();
+/** Options a refused client may send (each told why) before the connection is closed. */
+const MAX_REFUSED_OPTIONS = 16;
 
 /**
  * Runs the handshake. Resolves to the attached export, or undefined when the client
@@ -62,6 +64,9 @@ export async function negotiate(
   const badFlags = checkClientFlags(clientFlags);
   if (badFlags) throw new ProtocolError(badFlags);
   let state = initialState(clientFlags);
+  /** Why the client's certificate was refused after STARTTLS: every option is told so. */
+  let refused: string | undefined;
+  let refusedOptions = 0;
   for (;;) {
     await input.need(s.transport, 16);
     const v = input.view;
@@ -81,6 +86,19 @@ export async function negotiate(
     await input.need(s.transport, length);
     const data = input.buf.slice(input.start, input.start + length);
     input.start += length;
+    if (refused !== undefined) {
+      // "Where the protocol allows": over the TLS session, each option gets the reason.
+      if (option === C.NBD_OPT_ABORT) {
+        await writeAll(s.transport, encodeOptionReply(option, C.NBD_REP_ACK));
+        return undefined;
+      }
+      if (option === C.NBD_OPT_EXPORT_NAME || ++refusedOptions > MAX_REFUSED_OPTIONS) {
+        s.log.debug({ option }, "refused client: closing");
+        return undefined;
+      }
+      await sendOptionError(s.transport, option, C.NBD_REP_ERR_POLICY, refused);
+      continue;
+    }
     if (s.shuttingDown() && option !== C.NBD_OPT_ABORT) {
       await sendOptionError(s.transport, option, C.NBD_REP_ERR_SHUTDOWN, "server is shutting down");
       continue;
@@ -103,7 +121,16 @@ export async function negotiate(
       case "starttls": {
         if (!opts.startTls) throw new ProtocolError("STARTTLS acknowledged without TLS");
         if (input.start !== input.end) throw new ProtocolError("data sent before TLS handshake");
-        const up = await opts.startTls(s.transport);
+        let up;
+        try {
+          up = await opts.startTls(s.transport);
+        } catch (err) {
+          if (!(err instanceof ClientRefusedError) || err.transport === undefined) throw err;
+          s.transport = err.transport;
+          refused = err.message;
+          s.log.warn({ reason: err.message }, "client refused");
+          continue;
+        }
         s.transport = up.transport;
         s.policy = { ...s.policy, allowExport: up.allowExport };
         s.log = s.log.child({ client: up.identity });

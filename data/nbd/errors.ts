@@ -3,12 +3,24 @@
  * @module
  */
 
+import type { Transport } from "./transport.ts";
+
 /** The client broke the protocol; the connection is out of step and is dropped. */
 export class ProtocolError extends Error {
   override name = "ProtocolError";
 }
 
-/** Thrown by a StartTls hook that refuses the client (bad or missing certificate). */
+/**
+ * Thrown by a StartTls hook that refuses the client (bad or missing certificate). With
+ * `transport`, the TLS session is up and the handshake goes on over it only to tell the
+ * client why: every further option is refused with NBD_REP_ERR_POLICY and this message.
+ */
 export class ClientRefusedError extends Error {
   override name = "ClientRefusedError";
+  readonly transport?: Transport;
+
+  constructor(message: string, options?: { transport?: Transport; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    if (options?.transport) this.transport = options.transport;
+  }
 }
