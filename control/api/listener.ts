@@ -21,8 +21,7 @@ import type { TLSSocket } from "node:tls";
 import type { Pki } from "../../ca/mod.ts";
 import { BallastError, UnavailableError } from "../../mod/errors.ts";
 import type { ApiBindings } from "./_auth.ts";
-import { formatHostPort } from "../serve/config.ts";
-import type { Logger } from "../common/log.ts";
+import { formatHostPort, type Logger } from "../common/mod.ts";
 
 /** What listenApi serves: anything with a fetch handler taking our env (a Hono app). */
 export interface FetchApp {

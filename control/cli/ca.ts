@@ -12,19 +12,18 @@ import type { CaCertificateInfo, CaInfo } from "../../mod/types.ts";
 import { BallastError } from "../../mod/errors.ts";
 import { parseDuration } from "../../mod/duration.ts";
 import {
+  type Command,
   type CommandSpec,
+  groupCommand,
   type Parsed,
-  parseGroup,
   requirePositionals,
-  runGuarded,
   splitCommandWord,
   UsageError,
   usageHint,
 } from "./_command.ts";
 import { clientFromFlags } from "./_credentials.ts";
 import { caInitCommand } from "./ca_init.ts";
-import { fields, json, table } from "./_output.ts";
-import type { Io } from "./_output.ts";
+import { fields, type Io, json, table } from "./_output.ts";
 
 /** File names qemu's tls-creds-x509 `dir` and libnbd's `tls-certificates` expect. */
 export const CLIENT_FILES = {
@@ -130,19 +129,19 @@ export const CA_GROUP: CommandSpec = {
   ],
 };
 
-/** Entry point of `ballast ca ...`. */
-export function caCommand(args: string[], io: Io): Promise<number> {
-  return runGuarded(io, async () => {
-    const first = splitCommandWord(args);
-    if (first.word === "init") return await caInitCommand([...first.rest, ...first.globals], io);
-    const parsed = parseGroup(CA_GROUP, CA_SPECS, args, io);
-    if (!parsed) return 0;
-    const { sub, spec: s, p } = parsed;
-    const checked = checkArgs(sub, s, p);
-    using client = await clientFromFlags(p, io);
-    return await run(sub, s, p, checked, client, io);
-  });
-}
+/** `ballast ca SUBCOMMAND` through the API. */
+const caApiCommand: Command = groupCommand(CA_GROUP, CA_SPECS, async ({ sub, spec: s, p }, io) => {
+  const checked = checkArgs(sub, s, p);
+  using client = await clientFromFlags(p, io);
+  return await run(sub, s, p, checked, client, io);
+});
+
+/** Entry point of `ballast ca ...` (`ca init` works offline, without the API). */
+export const caCommand: Command = (args, io) => {
+  const first = splitCommandWord(args);
+  if (first.word === "init") return caInitCommand([...first.rest, ...first.globals], io);
+  return caApiCommand(args, io);
+};
 
 interface Checked {
   positional: string[];

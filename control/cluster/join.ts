@@ -32,13 +32,18 @@ import {
   InvalidArgumentError,
   UnavailableError,
 } from "../../mod/errors.ts";
-import { JOIN_PATH } from "../api/_auth.ts";
+import type { Logger } from "../common/mod.ts";
+import { NODE_PREFIX } from "../nodes/mod.ts";
+import type { StateStore } from "../store/mod.ts";
 import { writeKek } from "./_ca_record.ts";
 import { type ClusterCaRecord, decodeKek, openCaKey } from "./_crypto.ts";
 import { caPinOf, formatJoinToken, joinRefused, type JoinToken } from "./join_token.ts";
-import type { Logger } from "../common/log.ts";
-import { NODE_PREFIX } from "../nodes/registry.ts";
-import type { StateStore } from "../store/state_store.ts";
+
+/**
+ * The route a joining node calls with its join token, before it has a certificate (the
+ * API serves it without a client certificate; admission.ts decides).
+ */
+export const JOIN_PATH = "/v1/cluster/join";
 
 const JOIN_TIMEOUT_MS = 15_000;
 

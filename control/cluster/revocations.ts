@@ -24,10 +24,8 @@ import {
   type RevocationRecord,
 } from "../../ca/mod.ts";
 import { UnavailableError } from "../../mod/errors.ts";
-import type { Logger } from "../common/log.ts";
-import type { KeyValue, StateStore } from "../store/state_store.ts";
-import { followPrefix } from "../store/follow_prefix.ts";
-import { abortableSleep } from "../volumes/_record.ts";
+import { abortableSleep, type Logger } from "../common/mod.ts";
+import { followPrefix, type KeyValue, type StateStore } from "../store/mod.ts";
 
 export const CA_ISSUED_PREFIX = "/ballast/cluster/ca/issued/";
 export const CA_REVOKED_PREFIX = "/ballast/cluster/ca/revoked/";

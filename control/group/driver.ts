@@ -21,9 +21,9 @@
  */
 
 import { UnavailableError } from "../../mod/errors.ts";
-import type { Logger } from "../common/log.ts";
-import { aliveKey, livenessCompares } from "../nodes/registry.ts";
-import type { Compare, KeyValue, Op, StateStore } from "../store/state_store.ts";
+import type { Logger } from "../common/mod.ts";
+import { aliveKey, livenessCompares } from "../nodes/mod.ts";
+import type { Compare, KeyValue, Op, StateStore } from "../store/mod.ts";
 import type { LeaseWatch } from "./lease_watch.ts";
 import {
   type ActorState,

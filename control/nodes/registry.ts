@@ -16,8 +16,8 @@
 import { NotFoundError } from "../../mod/errors.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
-import type { Logger } from "../common/log.ts";
-import type { Compare, Op, StateStore } from "../store/state_store.ts";
+import type { Logger } from "../common/mod.ts";
+import type { Compare, Op, StateStore } from "../store/mod.ts";
 import type { NodeProbe } from "./probe.ts";
 
 export const NODE_PREFIX = "/ballast/nodes/";

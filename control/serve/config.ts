@@ -8,16 +8,17 @@
 
 import { parseDuration } from "../../mod/duration.ts";
 import { InvalidArgumentError } from "../../mod/errors.ts";
-import { LOG_LEVELS } from "../common/log.ts";
-import { parseJoinToken } from "../cluster/join_token.ts";
-import { checkLabels } from "../volumes/rules.ts";
-import type { LogFormat, LogLevel } from "../common/log.ts";
-
-/** A TCP listen address. */
-export interface ListenAddress {
-  host: string;
-  port: number;
-}
+import {
+  formatHostPort,
+  isLoopback,
+  type ListenAddress,
+  LOG_LEVELS,
+  type LogFormat,
+  type LogLevel,
+  parseListen,
+} from "../common/mod.ts";
+import { parseJoinToken } from "../cluster/mod.ts";
+import { checkLabels } from "../volumes/mod.ts";
 
 /** Everything `ballast serve` needs, fully defaulted. */
 export interface ServeConfig {
@@ -410,51 +411,9 @@ export function parseEtcdUrls(text: string, source = "--etcd"): string[] {
   return endpoints;
 }
 
-/** Whether a listen host is a loopback address. */
-export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
-
 function parseBool(text: string, source: string, field: string): boolean {
   const t = text.trim().toLowerCase();
   if (["on", "true", "yes", "1"].includes(t)) return true;
   if (["off", "false", "no", "0"].includes(t)) return false;
   throw new InvalidArgumentError(`invalid ${source} "${text}": expected on or off`, { field });
-}
-
-/**
- * Parses "HOST:PORT", "[IPv6]:PORT" or ":PORT" (all interfaces). Port 0 picks a free port.
- * @throws InvalidArgumentError naming `what` (the flag) and the value.
- */
-export function parseListen(
-  text: string,
-  what = "address",
-  field = what.replace(/^--/, ""),
-): ListenAddress {
-  const bad = (why: string) =>
-    new InvalidArgumentError(`invalid ${what} "${text}": ${why}`, { field });
-  let host: string;
-  let portText: string;
-  const v6 = /^\[([0-9a-fA-F:.%a-zA-Z]+)\]:(.*)$/.exec(text);
-  if (v6) {
-    host = v6[1];
-    portText = v6[2];
-  } else {
-    const i = text.lastIndexOf(":");
-    if (i < 0) throw bad("expected HOST:PORT, e.g. 127.0.0.1:5705 or [::1]:5705");
-    host = text.slice(0, i);
-    portText = text.slice(i + 1);
-    if (host.includes(":")) throw bad("put IPv6 addresses in brackets, e.g. [::1]:5705");
-    if (host === "") host = "0.0.0.0";
-    if (!/^[A-Za-z0-9.-]+$/.test(host)) throw bad(`bad host "${host}"`);
-  }
-  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
-    throw bad(`bad port "${portText}": expected 0-65535`);
-  }
-  return { host, port: Number(portText) };
-}
-
-/** Formats an address for URLs and logs: "127.0.0.1:5705", "[::1]:5705". */
-export function formatHostPort(addr: ListenAddress): string {
-  return addr.host.includes(":") ? `[${addr.host}]:${addr.port}` : `${addr.host}:${addr.port}`;
 }

@@ -8,9 +8,8 @@
  * @module
  */
 
-import type { Logger } from "../common/log.ts";
+import { abortableSleep, type Logger } from "../common/mod.ts";
 import type { KeyValue, StateStore, Watch, WatchEvent } from "./state_store.ts";
-import { abortableSleep } from "../volumes/_record.ts";
 
 /** [first, cap] of the retry backoff, in ms. */
 export const FOLLOW_BACKOFF_MS = [100, 5_000] as const;

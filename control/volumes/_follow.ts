@@ -6,11 +6,11 @@
  * @module
  */
 
-import type { Logger } from "../common/log.ts";
-import type { KeyValue, StateStore } from "../store/state_store.ts";
+import type { Logger } from "../common/mod.ts";
+import { freshGet, type KeyValue, type StateStore } from "../store/mod.ts";
 import type { VolumeGroups } from "./_groups.ts";
 import { type RecordChange, RecordQueues } from "./_queue.ts";
-import { freshGet, parseRecord, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
+import { parseRecord, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
 import { watchVolumeRecords } from "./_watch.ts";
 
 export interface FollowOptions {

@@ -25,9 +25,7 @@
 import { FailedPreconditionError } from "../../mod/errors.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
-import { GroupDriver } from "../group/driver.ts";
-import { LeaseWatch } from "../group/lease_watch.ts";
-import type { GroupRecord } from "../group/record.ts";
+import { GroupDriver, type GroupRecord, LeaseWatch } from "../group/mod.ts";
 import { CREATE_WAIT_MS, createGroup, type GroupCreate } from "./_group_create.ts";
 import {
   copyDeleted,
@@ -35,9 +33,9 @@ import {
   markGroupDeleting,
   staleCreateMs,
 } from "./_group_transitions.ts";
-import type { Logger } from "../common/log.ts";
-import { aliveKey } from "../nodes/registry.ts";
-import type { KeyValue, StateStore } from "../store/state_store.ts";
+import type { Logger } from "../common/mod.ts";
+import { aliveKey } from "../nodes/mod.ts";
+import type { KeyValue, StateStore } from "../store/mod.ts";
 import { casRecord, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
 
 export type { GroupCreate };

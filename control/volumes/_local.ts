@@ -14,10 +14,9 @@ import {
 } from "../../mod/errors.ts";
 import type { VolumeState } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
-import type { Logger } from "../common/log.ts";
-import type { KeyValue, StateStore } from "../store/state_store.ts";
+import { abortableSleep, type Logger } from "../common/mod.ts";
+import type { KeyValue, StateStore } from "../store/mod.ts";
 import {
-  abortableSleep,
   dataPlaneError,
   parseRecord,
   specOf,

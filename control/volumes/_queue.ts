@@ -12,8 +12,8 @@
  * @module
  */
 
-import type { Logger } from "../common/log.ts";
-import type { KeyValue } from "../store/state_store.ts";
+import type { Logger } from "../common/mod.ts";
+import type { KeyValue } from "../store/mod.ts";
 
 /** What a lane applies: a record as put, or its deletion. */
 export type RecordChange = { type: "put"; kv: KeyValue } | { type: "deleted" };

@@ -6,9 +6,8 @@
  * @module
  */
 
-import type { Logger } from "../common/log.ts";
-import type { KeyValue, StateStore } from "../store/state_store.ts";
-import { followPrefix } from "../store/follow_prefix.ts";
+import type { Logger } from "../common/mod.ts";
+import { followPrefix, type KeyValue, type StateStore } from "../store/mod.ts";
 import { VOLUME_PREFIX } from "./_record.ts";
 
 export interface VolumeWatchHandlers {

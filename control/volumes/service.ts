@@ -33,8 +33,8 @@ import type {
   VolumeState,
 } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
-import type { Logger } from "../common/log.ts";
-import type { StateStore } from "../store/state_store.ts";
+import type { Logger } from "../common/mod.ts";
+import type { StateStore } from "../store/mod.ts";
 import {
   checkDescription,
   checkLabels,

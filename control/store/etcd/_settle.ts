@@ -16,8 +16,15 @@
  * @module
  */
 
-import type { Compare, KeyValue, Op, OpResult, TxnResult, WatchEvent } from "../state_store.ts";
-import { compareHolds } from "../txn_rules.ts";
+import {
+  type Compare,
+  compareHolds,
+  type KeyValue,
+  type Op,
+  type OpResult,
+  type TxnResult,
+  type WatchEvent,
+} from "../mod.ts";
 
 /** A write transaction as the store model states it. */
 export interface TxnModel {

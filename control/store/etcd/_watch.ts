@@ -10,7 +10,7 @@
  */
 
 import type { Buffer } from "node:buffer";
-import type { Watch, WatchMessage } from "../state_store.ts";
+import type { Watch, WatchMessage } from "../mod.ts";
 import type { Namespace, PbEvent, PbHeader } from "./_codec.ts";
 import type { EndpointPool } from "./_conn.ts";
 import { byRevision } from "./_settle.ts";

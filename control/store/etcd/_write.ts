@@ -29,7 +29,7 @@
 
 import { Buffer } from "node:buffer";
 import { UnavailableError } from "../../../mod/errors.ts";
-import type { KeyValue, TxnResult, WatchEvent } from "../state_store.ts";
+import type { KeyValue, TxnResult, WatchEvent } from "../mod.ts";
 import type { Namespace, PbHeader, PbKeyValue, PbResponseOp } from "./_codec.ts";
 import type { WatchStream } from "./_watch.ts";
 import {

@@ -20,28 +20,25 @@
  */
 
 import { InvalidArgumentError, NotFoundError, UnavailableError } from "../../../mod/errors.ts";
-import type {
-  Compare,
-  KeyValue,
-  ListResult,
-  Op,
-  StateStore,
-  TxnResult,
-  Watch,
-  WatchOptions,
-} from "../state_store.ts";
-import { checkCount, checkKey, checkPrefix, checkValue } from "../txn_rules.ts";
+import {
+  checkCount,
+  checkKey,
+  checkPrefix,
+  checkValue,
+  type Compare,
+  type KeyValue,
+  type ListResult,
+  type Op,
+  type StateStore,
+  type TxnResult,
+  type Watch,
+  type WatchOptions,
+} from "../mod.ts";
 import { writes } from "./_settle.ts";
 import { Namespace, type PbHeader, type PbKeyValue } from "./_codec.ts";
 import { EndpointPool, type EtcdTls, isTransient, messageOf } from "./_conn.ts";
 import { EtcdWatch } from "./_watch.ts";
-import {
-  readRevision,
-  sendTxn,
-  type TxnModel,
-  type WriteContext,
-  writeTxn,
-} from "./_write.ts";
+import { readRevision, sendTxn, type TxnModel, type WriteContext, writeTxn } from "./_write.ts";
 
 export type { EtcdTls };
 

@@ -11,7 +11,7 @@ import {
   toBallastError,
   UnavailableError,
 } from "../../../mod/errors.ts";
-import type { KeyValue, WatchEvent } from "../state_store.ts";
+import type { KeyValue, WatchEvent } from "../mod.ts";
 import {
   type HistoryRow,
   type KvRow,

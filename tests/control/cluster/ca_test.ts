@@ -29,16 +29,11 @@ import {
   sealCaKey,
   toBase64,
 } from "../../../control/cluster/_crypto.ts";
-import {
-  CLUSTER_CA_KEY,
-  KEK_FILE,
-  NEEDS_JOIN_MESSAGE,
-  prepareClusterPki,
-  readClusterCa,
-} from "../../../control/cluster/_ca_record.ts";
-import { resolveConfig } from "../../../control/serve/config.ts";
-import { silentLogger } from "../../../control/common/log.ts";
-import { SqliteStateStore } from "../../../control/store/sqlite/sqlite_store.ts";
+import { CLUSTER_CA_KEY, KEK_FILE, readClusterCa } from "../../../control/cluster/_ca_record.ts";
+import { NEEDS_JOIN_MESSAGE, prepareClusterPki } from "../../../control/cluster/bootstrap.ts";
+import { resolveConfig } from "../../../control/serve/mod.ts";
+import { silentLogger } from "../../../control/common/mod.ts";
+import { SqliteStateStore } from "../../../control/store/sqlite/mod.ts";
 
 const PIN = "ab".repeat(32);
 const OTHER_PIN = "cd".repeat(32);

@@ -15,9 +15,9 @@ import {
   joinCertificateLists,
   parseRecords,
 } from "../../../control/cluster/revocations.ts";
-import { silentLogger } from "../../../control/common/log.ts";
-import { SqliteStateStore } from "../../../control/store/sqlite/sqlite_store.ts";
-import type { KeyValue, StateStore } from "../../../control/store/state_store.ts";
+import { silentLogger } from "../../../control/common/mod.ts";
+import { SqliteStateStore } from "../../../control/store/sqlite/mod.ts";
+import type { KeyValue, StateStore } from "../../../control/store/mod.ts";
 
 function issued(serial: string, notBefore: string, revokedAt?: string): IssuedRecord {
   return {

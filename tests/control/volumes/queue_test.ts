@@ -5,9 +5,9 @@
  * succeeds or the record is gone.
  */
 
-import { silentLogger } from "../../../control/common/log.ts";
+import { silentLogger } from "../../../control/common/mod.ts";
 import { type RecordChange, RecordQueues } from "../../../control/volumes/_queue.ts";
-import type { KeyValue } from "../../../control/store/state_store.ts";
+import type { KeyValue } from "../../../control/store/mod.ts";
 import { assertEquals } from "../../_assert.ts";
 
 const kv = (name: string, rev: number): KeyValue => ({

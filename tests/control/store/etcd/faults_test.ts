@@ -6,7 +6,7 @@
  */
 
 import { EtcdStateStore } from "../../../../control/store/etcd/etcd_store.ts";
-import type { Watch, WatchMessage } from "../../../../control/store/state_store.ts";
+import type { Watch, WatchMessage } from "../../../../control/store/mod.ts";
 import { NotFoundError, UnavailableError } from "../../../../mod/errors.ts";
 import { assert, assertEquals } from "../../../_assert.ts";
 import { ETCD_INSTALLED, type EtcdCluster, startEtcd } from "../../_etcd_harness.ts";
