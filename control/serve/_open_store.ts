@@ -8,7 +8,8 @@ import { InvalidArgumentError, UnavailableError } from "../../mod/errors.ts";
 import { EtcdStateStore, type EtcdTls } from "../store/etcd/mod.ts";
 import type { StateStore } from "../store/mod.ts";
 import { SqliteStateStore } from "../store/sqlite/mod.ts";
-import type { EtcdConfig, ServeConfig } from "./config.ts";
+import type { EtcdConfig } from "./_etcd_config.ts";
+import type { ServeConfig } from "./config.ts";
 
 /** The embedded store at DIR/state.db, or etcd when `--etcd` is set. */
 export async function openStore(config: ServeConfig): Promise<StateStore> {

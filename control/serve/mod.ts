@@ -5,13 +5,7 @@
  * @module
  */
 
-export {
-  type ConfigFile,
-  type EtcdConfig,
-  parseEtcdUrls,
-  resolveConfig,
-  type ServeConfig,
-  type ServeFlags,
-  SETTINGS,
-} from "./config.ts";
+export { resolveConfig, type ServeConfig } from "./config.ts";
+export { type ConfigFile, type ServeFlags, SETTINGS } from "./settings.ts";
+export type { EtcdConfig } from "./_etcd_config.ts";
 export { exitOnSignal, serve, type Server } from "./serve.ts";
