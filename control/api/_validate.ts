@@ -7,7 +7,7 @@
  */
 
 import type { Context, MiddlewareHandler } from "hono";
-import { InvalidArgumentError, typeName } from "../../mod/errors.ts";
+import { errorMessage, InvalidArgumentError, typeName } from "../../mod/errors.ts";
 
 /** Largest request body accepted. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -32,7 +32,7 @@ export async function readJsonObject(
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new InvalidArgumentError(`request body is not valid JSON: ${(err as Error).message}`, {
+    throw new InvalidArgumentError(`request body is not valid JSON: ${errorMessage(err)}`, {
       cause: err,
     });
   }

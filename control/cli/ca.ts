@@ -9,7 +9,7 @@ import { join, resolve } from "node:path";
 import { createCsr, exportPrivateKeyPem, type Role } from "../../ca/mod.ts";
 import type { BallastClient } from "../../mod/client.ts";
 import type { CaCertificateInfo, CaInfo } from "../../mod/types.ts";
-import { BallastError } from "../../mod/errors.ts";
+import { BallastError, errorMessage } from "../../mod/errors.ts";
 import { parseDuration } from "../../mod/duration.ts";
 import {
   type Command,
@@ -161,7 +161,7 @@ function checkArgs(sub: string, s: CommandSpec, p: Parsed): Checked {
     try {
       parseDuration(v, `--${n}`);
     } catch (err) {
-      throw new UsageError((err as Error).message, usageHint(s));
+      throw new UsageError(errorMessage(err), usageHint(s));
     }
     return v;
   };
@@ -282,7 +282,7 @@ async function writeNew(path: string, text: string, mode: number): Promise<void>
     if (err instanceof Deno.errors.AlreadyExists) {
       throw new BallastError("ALREADY_EXISTS", `${path} already exists: remove it or pick --out`);
     }
-    throw new BallastError("INVALID_ARGUMENT", `cannot write ${path}: ${(err as Error).message}`);
+    throw new BallastError("INVALID_ARGUMENT", `cannot write ${path}: ${errorMessage(err)}`);
   }
   await Deno.chmod(path, mode); // createNew's mode is subject to the umask
 }
@@ -300,7 +300,7 @@ async function issue(
   try {
     csr = await createCsr({ role: a.role!, name, volumes: a.volumes });
   } catch (err) {
-    throw new UsageError((err as Error).message, usageHint(s));
+    throw new UsageError(errorMessage(err), usageHint(s));
   }
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const paths = {

@@ -12,7 +12,7 @@
 
 import { join } from "node:path";
 import { installCa, openPki } from "../../ca/mod.ts";
-import { BallastError } from "../../mod/errors.ts";
+import { BallastError, errorMessage } from "../../mod/errors.ts";
 import {
   type Command,
   command,
@@ -49,7 +49,7 @@ async function readFile(path: string, flag: string): Promise<string> {
     return await Deno.readTextFile(path);
   } catch (err) {
     throw new UsageError(
-      `cannot read --${flag} ${path}: ${(err as Error).message}`,
+      `cannot read --${flag} ${path}: ${errorMessage(err)}`,
       usageHint(CA_INIT_SPEC),
     );
   }
@@ -95,7 +95,7 @@ export const caInitCommand: Command = command(CA_INIT_SPEC, async (p, io) => {
       } catch (err) {
         throw err instanceof BallastError ? err : new BallastError(
           "INVALID_ARGUMENT",
-          `cannot install ${file} as the ${which} certificate: ${(err as Error).message}`,
+          `cannot install ${file} as the ${which} certificate: ${errorMessage(err)}`,
         );
       }
       io.out(`installed ${file} as ${dir}/${which}.crt\n`);

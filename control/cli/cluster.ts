@@ -5,6 +5,7 @@
  * @module
  */
 
+import { errorMessage } from "../../mod/errors.ts";
 import { parseDuration } from "../../mod/duration.ts";
 import { MAX_TOKEN_TTL_SECONDS } from "../cluster/mod.ts";
 import {
@@ -64,7 +65,7 @@ export const clusterCommand: Command = groupCommand(
       try {
         seconds = parseDuration(ttl, "--ttl");
       } catch (err) {
-        throw new UsageError((err as Error).message, usageHint(spec));
+        throw new UsageError(errorMessage(err), usageHint(spec));
       }
       if (seconds > MAX_TOKEN_TTL_SECONDS) {
         throw new UsageError(`invalid --ttl "${ttl}": at most 7d`, usageHint(spec));

@@ -3,6 +3,7 @@
  * @module
  */
 
+import { errorMessage } from "../../mod/errors.ts";
 import { clientFromFlags } from "./_credentials.ts";
 import { formatSize, parseSize } from "../../mod/size.ts";
 import type { Volume } from "../../mod/types.ts";
@@ -171,7 +172,7 @@ function requireSize(spec: CommandSpec, value: unknown): number {
   try {
     return parseSize(value);
   } catch (err) {
-    throw new UsageError(`--size: ${(err as Error).message}`, usageHint(spec));
+    throw new UsageError(`--size: ${errorMessage(err)}`, usageHint(spec));
   }
 }
 

@@ -28,6 +28,7 @@ import {
 import {
   type ApiErrorBody,
   BallastError,
+  errorMessage,
   fromErrorBody,
   InvalidArgumentError,
   UnavailableError,
@@ -181,8 +182,8 @@ async function postJoin(
           client,
         } as RequestInit);
       } catch (err) {
-        const why = String((err as Error)?.message ?? err).split("\n")[0];
-        log.warn({ member: api, err: why }, "join: member unreachable, trying the next");
+        const why = errorMessage(err).split("\n")[0];
+        log.warn({ member: api, reason: why }, "join: member unreachable, trying the next");
         failures.push(`${api}: ${why}`);
         continue;
       }

@@ -173,7 +173,7 @@ export class ClusterCertificates {
       const local = await this.#pki.revoke(s, reason);
       this.#pending.set(key, JSON.stringify({ ...local, revokedBy: this.#nodeName }));
       this.#log.warn(
-        { serial: s, err: err.message },
+        { serial: s, err },
         "etcd unavailable: certificate revoked on this node only for now; publishing it later",
       );
       void this.#kick();
@@ -209,7 +209,7 @@ export class ClusterCertificates {
       );
     } catch (err) {
       this.#log.warn(
-        { serial: rec.serial, err: String(err) },
+        { serial: rec.serial, err },
         "could not record the issued certificate in etcd; retrying in the background",
       );
       this.#pending.set(key, value);
@@ -236,7 +236,7 @@ export class ClusterCertificates {
         backoff = BACKOFF_MS[0];
       } catch (err) {
         this.#log.warn(
-          { key, pending: this.#pending.size, err: String(err), retryMs: backoff },
+          { key, pending: this.#pending.size, err, retryMs: backoff },
           "could not publish certificate records to etcd; retrying",
         );
         await abortableSleep(backoff, this.#stop.signal);

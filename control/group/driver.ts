@@ -345,7 +345,7 @@ export class GroupDriver {
       (err) => {
         if (!settle()) return;
         const level = err instanceof UnavailableError ? "warn" : "error";
-        this.#log[level]({ err: String(err) }, "group: store request failed");
+        this.#log[level]({ err }, "group: store request failed");
         this.feed({ type: "response-lost" });
       },
     );

@@ -293,7 +293,7 @@ export class NodeRegistry {
         await this.#writeRecord();
       }
     } catch (err) {
-      log.error({ err: String(err) }, "node heartbeat failed");
+      log.error({ err }, "node heartbeat failed");
     }
   }
 }

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { InvalidArgumentError, UnavailableError } from "../../mod/errors.ts";
+import { errorMessage, InvalidArgumentError, UnavailableError } from "../../mod/errors.ts";
 import { EtcdStateStore, type EtcdTls } from "../store/etcd/mod.ts";
 import type { StateStore } from "../store/mod.ts";
 import { SqliteStateStore } from "../store/sqlite/mod.ts";
@@ -46,7 +46,7 @@ async function readEtcdTls(etcd: EtcdConfig): Promise<EtcdTls | undefined> {
       text = await Deno.readTextFile(file);
     } catch (err) {
       throw new InvalidArgumentError(
-        `cannot read --${flag} "${file}": ${(err as Error).message}`,
+        `cannot read --${flag} "${file}": ${errorMessage(err)}`,
         { field: flag, cause: err },
       );
     }

@@ -7,7 +7,7 @@
  */
 
 import { parseDuration } from "../../mod/duration.ts";
-import { InvalidArgumentError } from "../../mod/errors.ts";
+import { errorMessage, InvalidArgumentError } from "../../mod/errors.ts";
 import {
   formatHostPort,
   isLoopback,
@@ -218,7 +218,7 @@ function resolveLabels(
   try {
     return checkLabels(labels, "label");
   } catch (err) {
-    throw new InvalidArgumentError(`invalid ${text.source}: ${(err as Error).message}`, {
+    throw new InvalidArgumentError(`invalid ${text.source}: ${errorMessage(err)}`, {
       field: SETTINGS.labels.flag,
       cause: err,
     });

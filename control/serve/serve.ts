@@ -50,7 +50,7 @@ export async function serve(
       try {
         await step();
       } catch (err) {
-        log.error({ err: String(err) }, "shutdown step failed");
+        log.error({ err }, "shutdown step failed");
       }
     }
     undo.length = 0;
@@ -250,7 +250,7 @@ export function exitOnSignal(server: Server): Promise<never> {
       server.shutdown().then(
         () => Deno.exit(0),
         (err) => {
-          server.logger.error({ err: String(err) }, "shutdown failed");
+          server.logger.error({ err }, "shutdown failed");
           Deno.exit(1);
         },
       );

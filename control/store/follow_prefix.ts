@@ -69,7 +69,7 @@ export async function followPrefix(
     } catch (err) {
       handlers.onError?.(err);
       if (stop.aborted) return;
-      log.warn({ err: String(err), retryMs: backoff }, `${what} watch failed; retrying`);
+      log.warn({ err, retryMs: backoff }, `${what} watch failed; retrying`);
       await abortableSleep(backoff, stop);
       backoff = Math.min(backoff * 2, FOLLOW_BACKOFF_MS[1]);
     } finally {

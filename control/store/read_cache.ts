@@ -265,7 +265,7 @@ export class ReadCacheStore implements StateStore {
   #degraded(err: UnavailableError): void {
     if (this.#degradedSince) return;
     this.#degradedSince = this.#now();
-    this.#log?.warn({ err: err.message }, "state store unavailable; answering reads from cache");
+    this.#log?.warn({ err }, "state store unavailable; answering reads from cache");
   }
 
   #recovered(): void {

@@ -133,7 +133,7 @@ export async function setupNodeTls(config: NodeTlsConfig, log: Logger): Promise<
             log.info({ renewed }, "certificates renewed; TLS contexts reloaded");
           }
         } catch (err) {
-          log.error({ err: (err as Error).message }, "certificate renewal failed");
+          log.error({ err }, "certificate renewal failed");
         } finally {
           busy = false;
         }

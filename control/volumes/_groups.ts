@@ -22,7 +22,7 @@
  * @module
  */
 
-import { FailedPreconditionError } from "../../mod/errors.ts";
+import { errorMessage, FailedPreconditionError } from "../../mod/errors.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import { GroupDriver, type GroupRecord, LeaseWatch } from "../group/mod.ts";
@@ -196,7 +196,7 @@ export class VolumeGroups {
     if (!rec) return;
     await this.#o.plane.deleteVolume(name, { force: true, uuid: rec.uuid }).catch((err) =>
       this.#log.warn(
-        { volume: name, uuid: rec.uuid, err: String(err) },
+        { volume: name, uuid: rec.uuid, err },
         "could not remove the copy of a deleted volume; the orphan cleanup at the next start will",
       )
     );
@@ -274,8 +274,8 @@ export class VolumeGroups {
     try {
       await this.#o.plane.createVolume(specOf(rec), { export: false });
     } catch (err) {
-      failure = `node ${self} could not create its copy: ${(err as Error).message ?? err}`;
-      log.warn({ err: String(err) }, "could not create the local copy of a new volume");
+      failure = `node ${self} could not create its copy: ${errorMessage(err)}`;
+      log.warn({ err }, "could not create the local copy of a new volume");
     }
     let outcome = "abandoned" as "recorded" | "kept" | "abandoned";
     await casRecord(this.#o.store, rec.name, rec.uuid, (cur) => {

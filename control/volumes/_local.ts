@@ -9,6 +9,7 @@
 import {
   AlreadyExistsError,
   ConflictError,
+  errorMessage,
   FailedPreconditionError,
   NotFoundError,
 } from "../../mod/errors.ts";
@@ -59,7 +60,7 @@ export async function createLocal(
   try {
     await ctx.plane.createVolume(specOf(record));
   } catch (err) {
-    log.warn({ err: String(err) }, "data plane could not create volume; removing record");
+    log.warn({ err }, "data plane could not create volume; removing record");
     await ctx.store.txn(
       [{ key, target: "modRevision", op: "==", value: put.revision }],
       [{ type: "delete", key }],
@@ -165,8 +166,8 @@ async function finishRemoteDelete(
       await ctx.plane.openVolume(specOf(rec)).then(() => true, () => false);
     if (exported) await deleteData(ctx.plane, rec.name, force);
   } catch (err) {
-    const why = err instanceof Error ? err.message : String(err);
-    log.warn({ err: why }, "refused a delete asked by another node");
+    const why = errorMessage(err);
+    log.warn({ reason: why }, "refused a delete asked by another node");
     const back: VolumeRecord = {
       ...rec,
       state: "ready",
@@ -233,7 +234,7 @@ export async function reconcileLocal(ctx: LocalContext): Promise<ReconcileReport
         list.push(rec.name);
         log.info({ state: rec.state }, "finished interrupted operation: volume removed");
       } catch (err) {
-        log.error({ err: String(err), state: rec.state }, "could not remove volume");
+        log.error({ err, state: rec.state }, "could not remove volume");
       }
       continue;
     }
@@ -244,7 +245,7 @@ export async function reconcileLocal(ctx: LocalContext): Promise<ReconcileReport
       if (rec.state === "failed") await setState(ctx, kv, rec, "ready");
     } catch (err) {
       report.failed.push(rec.name);
-      log.error({ err: String(err) }, "cannot open volume; marking it failed");
+      log.error({ err }, "cannot open volume; marking it failed");
       if (rec.state !== "failed") await setState(ctx, kv, rec, "failed");
     }
   }

@@ -82,7 +82,7 @@ export async function removeOrphans(ctx: {
         );
       }
     } catch (err) {
-      log.warn({ err: String(err) }, "could not move an orphaned volume copy");
+      log.warn({ err }, "could not move an orphaned volume copy");
     }
   }
   return removed;

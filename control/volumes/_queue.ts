@@ -123,7 +123,7 @@ export class RecordQueues {
     const ms = lane.backoff;
     lane.backoff = Math.min(lane.backoff * 2, this.#backoff[1]);
     this.#o.logger.warn(
-      { volume: name, err: String(err), retryMs: ms },
+      { volume: name, err, retryMs: ms },
       "could not apply a volume record change; retrying from a fresh read",
     );
     if (lane.retry !== undefined) clearTimeout(lane.retry);

@@ -4,7 +4,12 @@
  * @module
  */
 
-import { BallastError, ConflictError, ResourceExhaustedError } from "../../mod/errors.ts";
+import {
+  BallastError,
+  ConflictError,
+  errorMessage,
+  ResourceExhaustedError,
+} from "../../mod/errors.ts";
 import type { Volume } from "../../mod/types.ts";
 import type { VolumeSpec } from "../../data/plane.ts";
 import type { GroupRecord } from "../group/mod.ts";
@@ -80,7 +85,7 @@ export function specOf(rec: VolumeRecord): VolumeSpec {
 export function dataPlaneError(err: unknown, what: string): BallastError {
   if (err instanceof BallastError) return err;
   const code = (err as { code?: unknown })?.code;
-  const message = err instanceof Error ? err.message : String(err);
+  const message = errorMessage(err);
   if (code === "ENOSPC" || /ENOSPC|no space left/i.test(message)) {
     return new ResourceExhaustedError(`${what}: no space left on the data disk`, { cause: err });
   }

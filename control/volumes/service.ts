@@ -291,7 +291,7 @@ export class VolumeService {
         await deleteData(this.#plane, name, force);
       } catch (err) {
         await this.#casUpdate(name, (rec) => ({ ...rec, state: previous })).catch((e) =>
-          this.#log.error({ volume: name, err: String(e) }, "could not restore volume state")
+          this.#log.error({ volume: name, err: e }, "could not restore volume state")
         );
         throw dataPlaneError(err, `cannot delete volume "${name}"`);
       }
@@ -339,7 +339,7 @@ export class VolumeService {
       ...this.#ctx,
       minAgeMs: this.#orphanMinAgeMs,
     }).catch((err) => {
-      this.#log.warn({ err: String(err) }, "orphan cleanup failed; trying at the next start");
+      this.#log.warn({ err }, "orphan cleanup failed; trying at the next start");
       return [];
     });
     return report;
