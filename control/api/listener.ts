@@ -2,7 +2,7 @@
  * The API listener. With a Pki: HTTPS over node:https with client certificates requested
  * (Deno.serve cannot verify client certificates, PLATFORM.md "TLS"), each request's peer
  * certificate checked with `pki.verify()` and the outcome handed to the Hono app in its env
- * (control/_api_auth.ts decides). Without a Pki: plain HTTP over Deno.serve, for loopback
+ * (_auth.ts decides). Without a Pki: plain HTTP over Deno.serve, for loopback
  * development only.
  *
  * The handshake itself does not refuse clients (rejectUnauthorized: false): that lets

@@ -274,7 +274,7 @@ export class ClusterCertificates {
     if (this.#pending.size) void this.#kick();
   }
 
-  /** List, then watch from the list revision + 1 (_follow_prefix.ts); runs until stop(). */
+  /** List, then watch from the list revision + 1 (store/follow_prefix.ts); runs until stop(). */
   async #watch(firstListing: () => void): Promise<void> {
     await followPrefix(this.#store, CA_REVOKED_PREFIX, {
       onList: async (kvs) => {

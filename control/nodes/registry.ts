@@ -62,7 +62,7 @@ export interface NodeRegistryOptions {
   labels?: Record<string, string>;
   /**
    * Probes other live nodes' APIs on list/get, so a node that holds its lease but
-   * does not answer shows as "unreachable" (_node_probe.ts). None: never probed.
+   * does not answer shows as "unreachable" (probe.ts). None: never probed.
    */
   probe?: NodeProbe;
   /** Liveness lease TTL; default 10 s. Keep-alives go out every TTL/3. */

@@ -3,8 +3,8 @@
  * revision + 1; a compacted watch (or one the store ended) lists again, a failed list,
  * watch or handler retries with backoff (100 ms, doubling to 5 s; reset by any watch
  * message), and the signal cancels the watch. Used by the volume record watch
- * (_volume_watch.ts), the lease view (group/lease_watch.ts) and the revocation watch
- * (_cluster_revocations.ts).
+ * (volumes/_watch.ts), the lease view (group/lease_watch.ts) and the revocation watch
+ * (cluster/revocations.ts).
  * @module
  */
 

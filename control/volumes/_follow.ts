@@ -1,7 +1,7 @@
 /**
  * Cluster mode: how a node follows the volume records. One record watch per node
- * (_volume_watch.ts) only dispatches; each change is applied on the volume's own serial
- * lane (_volume_queue.ts), so one volume's slow or failing step never holds up another
+ * (_watch.ts) only dispatches; each change is applied on the volume's own serial
+ * lane (_queue.ts), so one volume's slow or failing step never holds up another
  * volume, and a failed step is retried from a fresh read of its record.
  * @module
  */

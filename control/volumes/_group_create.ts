@@ -1,7 +1,7 @@
 /**
  * The creator's side of a replicated volume (cluster mode): place the group, write its
  * record "creating" with `created: []`, wait (10 s) for every member to make its copy
- * and say so in the record (_volume_groups.ts, through each member's record watch),
+ * and say so in the record (_groups.ts, through each member's record watch),
  * then flip it to "ready". A member failed or did not answer: the record goes
  * "deleting" with `remaining` = the members that made a copy (or is removed if none
  * did), each removes its copy, and the caller gets an error naming the node and why.

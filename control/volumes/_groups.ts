@@ -1,8 +1,8 @@
 /**
  * Replicated volumes in cluster mode: the members' side of create, grow and delete,
  * and one GroupDriver per group this node hosts. The creator's side of create is
- * _volume_group_create.ts; the record changes reach handle() through one serial lane
- * per volume (_volume_queue.ts), which retries a step that failed.
+ * _group_create.ts; the record changes reach handle() through one serial lane
+ * per volume (_queue.ts), which retries a step that failed.
  *
  * Everything about a group lives in the volume's own record key, so groups never
  * contend with each other:
@@ -15,7 +15,7 @@
  *   runs); the master deletes first (it may refuse while NBD clients are connected),
  *   then the others; the last one removes the record. A member left out removes its
  *   copy when it sees the record "deleting" or deleted, or at its next start
- *   (_volume_orphans.ts);
+ *   (_orphans.ts);
  * - grow: `sizeBytes` in the record changes by CAS (any node); every member grows its
  *   copy to the record's size when it sees the record (growCopy), so a member that was
  *   down grows when it comes back and lists the records. Copies never shrink.

@@ -2,7 +2,7 @@
  * Unreplicated volumes held by this node (the volume lives on its master only):
  * creating them, bringing the data plane in line with the records at node start, and applying
  * changes other nodes asked for through the record (delete, grow). Used by
- * VolumeService (volumes.ts).
+ * VolumeService (service.ts).
  * @module
  */
 
@@ -86,7 +86,7 @@ export interface ReconcileReport {
   failed: string[];
   finishedDeletes: string[];
   removedCreating: string[];
-  /** Uuids of copies removed because no record names them (_volume_orphans.ts). */
+  /** Uuids of copies removed because no record names them (_orphans.ts). */
   movedOrphans: string[];
 }
 

@@ -1,7 +1,7 @@
 /**
  * The volume record watch of cluster mode: list `/ballast/volumes/`, then watch from
  * the list revision + 1; a compacted watch re-lists, a failed one retries with
- * backoff (_follow_prefix.ts). One per node, shared by every volume (idle volumes cost
+ * backoff (store/follow_prefix.ts). One per node, shared by every volume (idle volumes cost
  * nothing).
  * @module
  */

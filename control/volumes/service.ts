@@ -19,8 +19,8 @@
  *
  * Replicated volumes (cluster mode, replicas > 0) are volume groups: placed across
  * nodes, their group record inside the volume record, one driver per member
- * (_volume_groups.ts). How the records are followed (one serial, retrying lane per
- * volume behind the record watch) is _volume_follow.ts.
+ * (_groups.ts). How the records are followed (one serial, retrying lane per
+ * volume behind the record watch) is _follow.ts.
  * @module
  */
 
@@ -267,7 +267,7 @@ export class VolumeService {
       const kv = await this.#store.get(VOLUME_PREFIX + name);
       if (!kv) throw new NotFoundError("volume", name);
       if (parseRecord(kv).group && this.#groups) {
-        // Every live member removes its copy, the master first (_volume_groups.ts).
+        // Every live member removes its copy, the master first (_groups.ts).
         const marked = await this.#groups.markDeleting(name, force);
         if (marked) await awaitRemoteDelete(this.#ctx, name, marked);
         return;
@@ -328,7 +328,7 @@ export class VolumeService {
    * Brings the data plane in line with the records at node start: exports every
    * ready (or previously failed) unreplicated volume, finishes interrupted deletes,
    * removes leftovers of interrupted creates, and removes copies whose record is gone
-   * (_volume_orphans.ts). Replicated volumes come up through their group drivers
+   * (_orphans.ts). Replicated volumes come up through their group drivers
    * (startWatching).
    */
   async reconcile(): Promise<ReconcileReport> {

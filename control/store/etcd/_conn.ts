@@ -10,7 +10,7 @@
  * - reads and idempotent calls (call()) are retried on any transient failure, on the
  *   next member, until the call's budget is spent; each attempt has its own, shorter
  *   deadline, so one stopped member cannot eat the whole budget;
- * - writes make single attempts (attempt()); the store's write path (_etcd_write.ts)
+ * - writes make single attempts (attempt()); the store's write path (_write.ts)
  *   repeats them only when they provably did not apply, and settles the others.
  *
  * The pool tracks outages: once every call has failed for a whole request timeout,

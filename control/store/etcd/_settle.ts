@@ -1,6 +1,6 @@
 /**
  * Deciding what became of a write whose answer was lost (private to the etcd store).
- * Pure functions over the store model; _etcd_write.ts does the reading.
+ * Pure functions over the store model; _write.ts does the reading.
  *
  * A write (put, delete or txn) is sent as one etcd transaction. When the connection
  * breaks before the answer arrives (leader killed, deadline), the transaction either

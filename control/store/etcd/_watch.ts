@@ -24,7 +24,7 @@ interface PbWatchResponse {
   events: PbEvent[];
 }
 
-/** A gRPC watch stream as the `etcd3` raw client hands it out (also used by _etcd_write.ts). */
+/** A gRPC watch stream as the `etcd3` raw client hands it out (also used by _write.ts). */
 export interface WatchStream {
   on(event: "data", fn: (r: PbWatchResponse) => void): unknown;
   on(event: "end", fn: () => void): unknown;

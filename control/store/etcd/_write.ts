@@ -5,7 +5,7 @@
  * - A failure that proves the request never reached raft (no connection, no
  *   leader, proposal dropped) is simply repeated on the next member.
  * - Any other transient failure leaves the outcome unknown. The write path then
- *   settles it itself (see _etcd_settle.ts): a linearizable read on the current
+ *   settles it itself (see _settle.ts): a linearizable read on the current
  *   leader gives revision R, the history (base, R] is read through a watch, and a
  *   revision whose events are exactly this transaction's writes, with its compares
  *   evaluated at the revision before picking that branch, means it applied: its

@@ -4,14 +4,14 @@
  *
  * What it adds to plain etcd3 usage (see PLATFORM.md, etcd3 pitfalls):
  * - reads, lease calls and watches fail over to another member within the request
- *   timeout (_etcd_conn.ts); when every member is unreachable calls reject with
+ *   timeout (_conn.ts); when every member is unreachable calls reject with
  *   UnavailableError "control plane unavailable: cannot reach etcd at ...", within
  *   the request timeout, and within one attempt's deadline once etcd has been down
  *   for that long;
  * - writes are never retried blindly (applied at most once): a write whose answer
- *   was lost is settled by reading the history back (_etcd_write.ts), so a leader
+ *   was lost is settled by reading the history back (_write.ts), so a leader
  *   change does not reach callers as an error;
- * - watches resume by revision after reconnects and report compaction (_etcd_watch.ts);
+ * - watches resume by revision after reconnects and report compaction (_watch.ts);
  * - "watch from now" starts right after the highest revision this client has seen, so
  *   a write issued after watch() returns is always delivered;
  * - lease ids are chosen by the client below 2^53 so they survive as JS numbers, and
@@ -158,7 +158,7 @@ export class EtcdStateStore implements StateStore {
     };
   }
 
-  /** A write, applied at most once and settled after a lost answer (_etcd_write.ts). */
+  /** A write, applied at most once and settled after a lost answer (_write.ts). */
   #write(what: string, model: TxnModel): Promise<TxnResult> {
     return writeTxn(this.#writes, what, model, this.#encode(model));
   }

@@ -1,6 +1,6 @@
 /**
- * The pure parts of cluster joining (control/_join_token.ts, control/_cluster_crypto.ts) and
- * the first-node logic of control/_cluster_ca.ts against a real state store (the embedded
+ * The pure parts of cluster joining (control/cluster/join_token.ts, _crypto.ts) and
+ * the first-node logic of control/cluster/bootstrap.ts against a real state store (the embedded
  * one; the etcd runs are in tests/e2e/join_test.ts).
  */
 

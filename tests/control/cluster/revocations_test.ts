@@ -1,5 +1,5 @@
 /**
- * Cluster-wide revocations and issued index (control/_cluster_revocations.ts): the pure
+ * Cluster-wide revocations and issued index (control/cluster/revocations.ts): the pure
  * merge, then two members with real PKI directories under one CA sharing a real state
  * store (the embedded one; the etcd run with real TLS endpoints is
  * tests/e2e/cluster_revoke_test.ts).

@@ -1,5 +1,5 @@
 /**
- * RecordQueues (control/_volume_queue.ts): one serial lane per volume behind the record
+ * RecordQueues (control/volumes/_queue.ts): one serial lane per volume behind the record
  * watch. A stuck volume holds up only its own lane; changes waiting on a lane coalesce
  * to the newest; a failed change is retried from a fresh read with backoff until it
  * succeeds or the record is gone.
