@@ -37,7 +37,7 @@ export const VOLUME_URI_PREFIX = "ballast:volume:";
 /** The grant that allows every volume. */
 export const ALL_VOLUMES = "*";
 
-/** Same rule as volume names (control/_volume_rules.ts), repeated so ca/ stands alone. */
+/** Same rule as volume names (control/volumes/rules.ts), repeated so ca/ stands alone. */
 const VOLUME_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i;
 /** Subject common names: printable, no DN metacharacters. */

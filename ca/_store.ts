@@ -1,11 +1,11 @@
 /**
- * The PKI directory of one node (README.md): the CA, the node's own certificates, the
- * trust bundle, the issued index and revocations. `openPki()` creates what is missing on
+ * The PKI directory of one node (README.md): the CA, the node's own certificates (kept by
+ * _local_certs.ts), the trust bundle, the issued index and revocations. `openPki()` creates what is missing on
  * first use and loads it afterwards. One process owns a directory at a time.
  * @module
  */
 import { join } from "node:path";
-import { FailedPreconditionError, InvalidArgumentError } from "../mod/errors.ts";
+import { FailedPreconditionError } from "../mod/errors.ts";
 import {
   adoptCa,
   type CaMaterial,
@@ -14,14 +14,12 @@ import {
   rotateCa,
   type RotateCaOptions,
 } from "./_ca_files.ts";
-import { KEY_MODE, PUBLIC_MODE, readOptional, writeAtomic } from "./_fs.ts";
+import { PUBLIC_MODE, readOptional, writeAtomic } from "./_fs.ts";
 import {
-  createCsr,
   type CsrPolicy,
   DEFAULT_LEAF_TTL_SECONDS,
   issueLeaf,
   type Issuer,
-  needsRenewal,
   signCsr,
 } from "./_issue.ts";
 import {
@@ -31,7 +29,6 @@ import {
   importPrivateKeyPem,
   keyMatches,
   parseCertificates,
-  publicKeyOf,
 } from "./_keys.ts";
 import {
   FILES,
@@ -45,20 +42,14 @@ import {
   type TlsCredentials,
   trusted,
 } from "./_layout.ts";
-import { type LeafSpec, normalizeSpec, readIdentity, type Role, ROLE_EKUS } from "./_profile.ts";
+import { type LeafSpec, normalizeSpec } from "./_profile.ts";
 import { verifyPeer, type VerifyPeerOptions, type VerifyResult } from "./_verify.ts";
+import { LocalCerts } from "./_local_certs.ts";
 import { Registry } from "./_registry.ts";
 import type { x509 } from "./_x509.ts";
 
 /** internal: Ballast's own root; intermediate: an operator's CA key; external: no CA key. */
 export type PkiMode = "internal" | "intermediate" | "external";
-
-interface Local {
-  cert: x509.X509Certificate;
-  certPem: string;
-  key: CryptoKey;
-  keyPem: string;
-}
 
 /** Opens (creating on first use) the PKI directory `dir`. */
 export async function openPki(dir: string, options: OpenPkiOptions): Promise<Pki> {
@@ -85,7 +76,7 @@ export class Pki {
   #caKey?: CryptoKey;
   #chain: x509.X509Certificate[] = [];
   #retired: RetiredCa[] = [];
-  #local = new Map<LocalCert, Local>();
+  readonly #locals: LocalCerts;
   #registry: Registry;
   #onIssued?: (rec: IssuedRecord) => void | Promise<void>;
 
@@ -96,6 +87,16 @@ export class Pki {
     readonly clock: () => Date,
   ) {
     this.#registry = new Registry(dir);
+    this.#locals = new LocalCerts({
+      dir,
+      clock: () => this.clock(),
+      spec: (which) => this.#spec(which),
+      canIssue: () => this.#caKey !== undefined,
+      requireIssuer: () => void this.#issuer(),
+      issue: (spec, publicKey) => this.#issueAndRecord(spec, publicKey),
+      leafPem: (cert) => this.#leafPem(cert),
+      verify: (cert, options) => this.verify(cert, options),
+    });
   }
 
   #path(file: string): string {
@@ -174,69 +175,6 @@ export class Pki {
       : { role: "admin", name: o.adminName ?? "admin" };
   }
 
-  /** Why a local certificate must be reissued now, or undefined if it is fine. */
-  async #localProblem(which: LocalCert, cert: x509.X509Certificate): Promise<string | undefined> {
-    const spec = normalizeSpec(this.#spec(which));
-    for (const eku of ROLE_EKUS[spec.role]) {
-      const r = await this.verify(cert.toString("pem"), { requiredEku: eku });
-      if (!r.ok) return r.reason;
-    }
-    const id = readIdentity(cert);
-    if (typeof id === "string") return id;
-    if (id.role !== spec.role || id.name !== spec.name) return "role or name changed";
-    const missing = [
-      ...spec.dnsNames.filter((d) => !id.dnsNames.includes(d)),
-      ...spec.ipAddresses.filter((ip) => !id.ipAddresses.includes(ip)),
-    ];
-    return missing.length ? `names missing: ${missing.join(", ")}` : undefined;
-  }
-
-  /** Loads node.crt/admin.crt, issuing (or requesting, in external mode) what is missing. */
-  async ensureLocal(which: LocalCert): Promise<void> {
-    const certPem = await readOptional(this.#path(FILES.cert(which)));
-    const keyPem = await readOptional(this.#path(FILES.key(which)));
-    if (certPem === undefined || keyPem === undefined) {
-      if (this.#caKey) return void await this.#issueLocal(which, await generateKeyPair());
-      const pending = await readOptional(this.#path(FILES.pendingKey(which)));
-      if (pending === undefined) await this.createCsr(which);
-      return;
-    }
-    const cert = parseCertificates(certPem, FILES.cert(which))[0];
-    let key = await importPrivateKeyPem(keyPem, FILES.key(which), cert.publicKey);
-    if (!(await keyMatches(key, cert))) {
-      // A crash between writing the key and the certificate: reconcile, never guess.
-      const pendingPem = await readOptional(this.#path(FILES.pendingKey(which)));
-      const pending = pendingPem && await importPrivateKeyPem(pendingPem, FILES.pendingKey(which));
-      if (pending && await keyMatches(pending, cert)) {
-        await Deno.rename(this.#path(FILES.pendingKey(which)), this.#path(FILES.key(which)));
-        key = pending;
-      } else if (this.#caKey) {
-        return void await this.#issueLocal(which, {
-          privateKey: key,
-          publicKey: await publicKeyOf(key),
-        });
-      } else {
-        throw new FailedPreconditionError(
-          `${FILES.key(which)} does not match ${FILES.cert(which)}`,
-        );
-      }
-    }
-    this.#local.set(which, { cert, certPem, key, keyPem: await exportPrivateKeyPem(key) });
-    if (this.#caKey && await this.#localProblem(which, cert)) {
-      await this.#issueLocal(which, { privateKey: key, publicKey: await publicKeyOf(key) });
-    }
-  }
-
-  async #issueLocal(which: LocalCert, keys: CryptoKeyPair): Promise<x509.X509Certificate> {
-    const cert = await this.#issueAndRecord(this.#spec(which), keys.publicKey);
-    const keyPem = await exportPrivateKeyPem(keys.privateKey);
-    const certPem = this.#leafPem(cert);
-    await writeAtomic(this.#path(FILES.key(which)), keyPem, KEY_MODE);
-    await writeAtomic(this.#path(FILES.cert(which)), certPem, PUBLIC_MODE);
-    this.#local.set(which, { cert, certPem, key: keys.privateKey, keyPem });
-    return cert;
-  }
-
   /** The leaf followed by the intermediates a peer needs to reach the operator's root. */
   #leafPem(cert: x509.X509Certificate): string {
     const intermediates = this.#mode === "intermediate" ? [this.#caCerts[0], ...this.#chain] : [];
@@ -264,15 +202,20 @@ export class Pki {
     this.#onIssued = listener;
   }
 
+  /** Loads node.crt/admin.crt, issuing (or requesting, in external mode) what is missing. */
+  ensureLocal(which: LocalCert): Promise<void> {
+    return this.#locals.ensure(which);
+  }
+
   /** The node's own certificate and key, or undefined while it awaits import (external). */
   local(which: LocalCert): { cert: x509.X509Certificate; key: CryptoKey } | undefined {
-    const l = this.#local.get(which);
+    const l = this.#locals.get(which);
     return l && { cert: l.cert, key: l.key };
   }
 
   /** PEM key, certificate chain and trust bundle for node:tls. */
   credentials(which: LocalCert): TlsCredentials {
-    const l = this.#local.get(which);
+    const l = this.#locals.get(which);
     if (!l) {
       throw new FailedPreconditionError(
         `${FILES.cert(which)} is not installed yet: sign ${FILES.csr(which)} and import it`,
@@ -283,7 +226,7 @@ export class Pki {
 
   /** Local certificates still waiting for an externally signed certificate. */
   pending(): LocalCert[] {
-    return LOCAL_CERTS.filter((w) => !this.#local.has(w));
+    return this.#locals.pending();
   }
 
   /**
@@ -363,13 +306,8 @@ export class Pki {
   }
 
   /** Reissues node.crt or admin.crt under the current CA, with the same key or a new one. */
-  async renew(which: LocalCert, options: { newKey?: boolean } = {}): Promise<x509.X509Certificate> {
-    this.#issuer();
-    const l = this.#local.get(which);
-    const keys = options.newKey || !l
-      ? await generateKeyPair()
-      : { privateKey: l.key, publicKey: await publicKeyOf(l.key) };
-    return await this.#issueLocal(which, keys);
+  renew(which: LocalCert, options: { newKey?: boolean } = {}): Promise<x509.X509Certificate> {
+    return this.#locals.renew(which, options);
   }
 
   /**
@@ -377,35 +315,14 @@ export class Pki {
    * CA rotated). External mode writes a CSR instead. Returns what was renewed or requested.
    */
   async renewDue(fraction = 2 / 3): Promise<LocalCert[]> {
-    const done: LocalCert[] = [];
-    for (const which of LOCAL_CERTS) {
-      const l = this.#local.get(which);
-      if (
-        l && !needsRenewal(l.cert, this.clock(), fraction) &&
-        !(await this.#localProblem(which, l.cert))
-      ) {
-        continue;
-      }
-      if (this.#caKey) await this.renew(which);
-      else if (await readOptional(this.#path(FILES.csr(which))) === undefined) {
-        await this.createCsr(which);
-      } else continue;
-      done.push(which);
-    }
+    const done = await this.#locals.renewDue(fraction);
     await this.writeBundle();
     return done;
   }
 
   /** Writes a new key (pending) and CSR for node/admin; returns the CSR PEM. */
-  async createCsr(which: LocalCert): Promise<string> {
-    const { csrPem, keys } = await createCsr(this.#spec(which));
-    await writeAtomic(
-      this.#path(FILES.pendingKey(which)),
-      await exportPrivateKeyPem(keys.privateKey),
-      KEY_MODE,
-    );
-    await writeAtomic(this.#path(FILES.csr(which)), csrPem + "\n", PUBLIC_MODE);
-    return csrPem;
+  createCsr(which: LocalCert): Promise<string> {
+    return this.#locals.createCsr(which);
   }
 
   /**
@@ -413,36 +330,8 @@ export class Pki {
    * chain). It must match the pending or current key, carry the right role and verify
    * against the trusted CAs.
    */
-  async importSigned(which: LocalCert, certPem: string): Promise<void> {
-    const certs = parseCertificates(certPem, "imported certificate");
-    const cert = certs[0];
-    const pendingPem = await readOptional(this.#path(FILES.pendingKey(which)));
-    const current = this.#local.get(which);
-    const pending = pendingPem === undefined
-      ? undefined
-      : await importPrivateKeyPem(pendingPem, FILES.pendingKey(which));
-    const key = pending && await keyMatches(pending, cert)
-      ? pending
-      : current && await keyMatches(current.key, cert)
-      ? current.key
-      : undefined;
-    if (!key) {
-      throw new InvalidArgumentError(
-        `imported certificate does not match ${FILES.pendingKey(which)} or ${FILES.key(which)}`,
-      );
-    }
-    const role: Role = which === "node" ? "node" : "admin";
-    for (const eku of ROLE_EKUS[role]) {
-      const r = await this.verify(certPem, { requiredEku: eku, allowedRoles: [role] });
-      if (!r.ok) throw new InvalidArgumentError(`imported certificate refused: ${r.reason}`);
-    }
-    const pem = certificatesPem(certs);
-    await writeAtomic(this.#path(FILES.cert(which)), pem, PUBLIC_MODE);
-    if (key === pending) {
-      await Deno.rename(this.#path(FILES.pendingKey(which)), this.#path(FILES.key(which)));
-    }
-    await Deno.remove(this.#path(FILES.csr(which))).catch(() => {});
-    this.#local.set(which, { cert, certPem: pem, key, keyPem: await exportPrivateKeyPem(key) });
+  importSigned(which: LocalCert, certPem: string): Promise<void> {
+    return this.#locals.importSigned(which, certPem);
   }
 
   /**
@@ -461,7 +350,7 @@ export class Pki {
     // from a retired root is still trusted, but it moves to the current one now.
     const ca = this.#caCerts[0];
     for (const which of LOCAL_CERTS) {
-      const l = this.#local.get(which);
+      const l = this.#locals.get(which);
       const current = l !== undefined &&
         await l.cert.verify({ publicKey: ca, signatureOnly: true }).catch(() => false);
       if (current) continue;

@@ -8,6 +8,7 @@
  * operator's root, so other certificates under that root are not Ballast identities.
  * @module
  */
+import { errorMessage } from "../mod/errors.ts";
 import { certificateVersion } from "./_der.ts";
 import { normalizeSerial } from "./_keys.ts";
 import { type Eku, EKU_OID, type Identity, readIdentity, type Role } from "./_profile.ts";
@@ -94,7 +95,7 @@ export async function verifyPeer(
     c = new x509.X509Certificate(der);
     version = certificateVersion(der);
   } catch (err) {
-    return fail("malformed", `certificate does not parse: ${(err as Error).message}`);
+    return fail("malformed", `certificate does not parse: ${errorMessage(err)}`);
   }
   const who = `certificate "${c.subject}" (serial ${normalizeSerial(c.serialNumber)})`;
   if (version !== 3) return fail("v1-certificate", `${who} is X.509 v${version}; v3 is required`);
@@ -103,7 +104,7 @@ export async function verifyPeer(
   try {
     roots = options.roots.map(parse);
   } catch (err) {
-    return fail("untrusted", `a configured trusted CA does not parse: ${(err as Error).message}`);
+    return fail("untrusted", `a configured trusted CA does not parse: ${errorMessage(err)}`);
   }
   const issuer = await findIssuer(c, roots);
   if (!issuer) {

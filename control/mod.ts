@@ -1,6 +1,7 @@
 /**
  * The control plane: state store, volume and node services, the HTTP API, the CLI
- * and the `serve` entry point.
+ * and the `serve` entry point. Each package below has its own mod.ts; this one gathers
+ * what embedders use (docs/ARCHITECTURE.md draws which package may import which).
  * @module
  */
 
@@ -16,25 +17,35 @@ export type {
   WatchEvent,
   WatchMessage,
   WatchOptions,
-} from "./store/state_store.ts";
-export { createLogger, type LogFormat, type Logger, type LogLevel, silentLogger } from "./common/log.ts";
-export { type Clock, FakeClock, systemClock } from "./common/clock.ts";
-export { SqliteStateStore, type SqliteStateStoreOptions } from "./store/sqlite/sqlite_store.ts";
+} from "./store/mod.ts";
+export {
+  type Clock,
+  createLogger,
+  FakeClock,
+  type ListenAddress,
+  type LogFormat,
+  type Logger,
+  type LogLevel,
+  parseListen,
+  silentLogger,
+  systemClock,
+} from "./common/mod.ts";
+export { SqliteStateStore, type SqliteStateStoreOptions } from "./store/sqlite/mod.ts";
+export { EtcdStateStore } from "./store/etcd/mod.ts";
 export {
   type ReconcileReport,
   VOLUME_PREFIX,
   type VolumeRecord,
   VolumeService,
   type VolumeServiceOptions,
-} from "./volumes/service.ts";
-export { NODE_PREFIX, NodeRegistry, type NodeRegistryOptions } from "./nodes/registry.ts";
-export { type ApiDeps, createApi } from "./api/app.ts";
+} from "./volumes/mod.ts";
+export { NODE_PREFIX, NodeRegistry, type NodeRegistryOptions } from "./nodes/mod.ts";
+export { type ApiDeps, createApi } from "./api/mod.ts";
 export {
-  type ListenAddress,
-  parseListen,
+  exitOnSignal,
   resolveConfig,
+  serve,
   type ServeConfig,
   type ServeFlags,
-} from "./serve/config.ts";
-export { exitOnSignal, serve, type Server } from "./serve/serve.ts";
-export { EtcdStateStore } from "./store/etcd/etcd_store.ts";
+  type Server,
+} from "./serve/mod.ts";

@@ -1,7 +1,7 @@
 // deno-lint-ignore-file no-console
 /** Development helper: serve one file-backed volume over NBD without the control plane. */
 import { startDataPlane } from "../data/mod.ts";
-import { createLogger } from "../control/common/log.ts";
+import { createLogger } from "../control/common/mod.ts";
 const [dir, port = "10809", size = String(1 << 30)] = Deno.args;
 const plane = await startDataPlane({
   dataDir: dir,

@@ -1,14 +1,14 @@
 /**
  * Authorization of API requests from the client certificate's role (ca/README.md, "Roles").
  *
- * The listener (control/_https.ts) verifies the peer certificate of every request with the
+ * The listener (listener.ts) verifies the peer certificate of every request with the
  * node's Pki and passes the outcome in the Hono env: `identity` when it verified,
  * `authFailure` (the verify reason) when it did not. This middleware only decides:
  *
  *   no PKI (plaintext, loopback dev mode)  everything allowed
  *   GET /v1/health with allowAnonymousHealth  allowed without a certificate
  *   POST /v1/cluster/join                  allowed without a certificate (the join token
- *                                          authenticates; control/_api_cluster.ts)
+ *                                          authenticates; _cluster.ts)
  *   no or invalid certificate              401 UNAUTHENTICATED, with the reason
  *   admin                                  everything
  *   node                                   /v1/peer/*, /v1/health, /v1/version
@@ -21,7 +21,8 @@
 import type { MiddlewareHandler } from "hono";
 import type { PeerIdentity, Role } from "../../ca/mod.ts";
 import { BallastError } from "../../mod/errors.ts";
-import type { Logger } from "../common/log.ts";
+import { JOIN_PATH } from "../cluster/mod.ts";
+import type { Logger } from "../common/mod.ts";
 
 /** What the listener passes to `app.fetch(request, env)` for each request. */
 export interface ApiBindings {
@@ -42,9 +43,6 @@ export type ApiEnv = {
 /** The message when a client sent no certificate at all. */
 export const NO_CLIENT_CERTIFICATE = "no client certificate: this API requires mutual TLS " +
   "(ballast CLI: --cert/--key, BALLAST_CERT/BALLAST_KEY, or --data-dir)";
-
-/** The route a joining node calls with its join token, before it has a certificate. */
-export const JOIN_PATH = "/v1/cluster/join";
 
 /** Path prefix of the node-to-node routes (none exist yet; the cluster issue adds them). */
 export const PEER_PREFIX = "/v1/peer/";

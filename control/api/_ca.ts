@@ -1,5 +1,5 @@
 /**
- * The CA endpoints under /v1/ca (admin only; control/_api_auth.ts enforces that).
+ * The CA routes under /v1/ca (admin only; _auth.ts enforces that).
  *
  * Clients generate their own keys: POST /v1/ca/certificates signs a CSR and never creates or
  * returns a private key. Role `node` is not issuable here; joining nodes get theirs through
@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Hono } from "hono";
+import { Hono } from "hono";
 import { normalizeSerial, type Pki, readIdentity, type Role, x509 } from "../../ca/mod.ts";
 import { parseDuration } from "../../mod/duration.ts";
 import { FailedPreconditionError, InvalidArgumentError } from "../../mod/errors.ts";
@@ -16,14 +16,13 @@ import type {
   CaCertificateInfo,
   CaInfo,
   IssuedCertificate,
+  List,
   Revocation,
   SignedCertificate,
 } from "../../mod/types.ts";
-import type { List } from "../../mod/types.ts";
+import { caPinOf, type ClusterMember } from "../cluster/mod.ts";
 import type { ApiEnv } from "./_auth.ts";
-import { checkQuery, readJsonObject, rejectUnknownFields } from "./_validate.ts";
-import type { ClusterCa } from "../cluster/_ca_record.ts";
-import { caPinOf } from "../cluster/join_token.ts";
+import { allowQuery, optionalBody, readJsonObject, rejectUnknownFields } from "./_validate.ts";
 
 /** What the CA routes need from ApiDeps. */
 export interface CaRouteDeps {
@@ -31,8 +30,8 @@ export interface CaRouteDeps {
   /** This node (recorded as the rotating member in cluster mode). */
   nodeName: string;
   onCredentialsChanged?: () => void | Promise<void>;
-  /** Cluster mode: list and revoke go through etcd (control/_cluster_revocations.ts). */
-  cluster?: ClusterCa;
+  /** Cluster mode: list, revoke and rotate go through etcd (cluster/). */
+  cluster?: ClusterMember;
 }
 
 /** Roles an admin may issue through the API. */
@@ -164,17 +163,9 @@ function checkCsrMatches(req: ReturnType<typeof parseSignRequest>): void {
   }
 }
 
-/** Reads an optional JSON object body (empty body = {}). */
-export async function optionalBody(
-  c: Parameters<typeof readJsonObject>[0],
-): Promise<Record<string, unknown>> {
-  const len = c.req.header("content-length");
-  if (len === "0" || (!len && !c.req.header("transfer-encoding"))) return {};
-  return await readJsonObject(c);
-}
-
-/** Mounts the /v1/ca routes on the API app. */
-export function registerCaRoutes(app: Hono<ApiEnv>, deps: CaRouteDeps): void {
+/** The /v1/ca sub-app. */
+export function caRoutes(deps: CaRouteDeps): Hono<ApiEnv> {
+  const app = new Hono<ApiEnv>();
   const pkiOf = (): Pki => {
     if (!deps.pki) {
       throw new FailedPreconditionError(
@@ -187,13 +178,11 @@ export function registerCaRoutes(app: Hono<ApiEnv>, deps: CaRouteDeps): void {
     await deps.onCredentialsChanged?.();
   };
 
-  app.get("/v1/ca", async (c) => {
-    checkQuery(c, []);
+  app.get("/", allowQuery(), async (c) => {
     return c.json(await caInfo(pkiOf()));
   });
 
-  app.get("/v1/ca/certificates", async (c) => {
-    checkQuery(c, []);
+  app.get("/certificates", allowQuery(), async (c) => {
     const pki = pkiOf();
     const shared = deps.cluster?.certificates;
     const body: List<IssuedCertificate> = {
@@ -202,8 +191,7 @@ export function registerCaRoutes(app: Hono<ApiEnv>, deps: CaRouteDeps): void {
     return c.json(body);
   });
 
-  app.post("/v1/ca/certificates", async (c) => {
-    checkQuery(c, []);
+  app.post("/certificates", allowQuery(), async (c) => {
     const pki = pkiOf();
     const req = parseSignRequest(await readJsonObject(c));
     checkCsrMatches(req);
@@ -230,8 +218,7 @@ export function registerCaRoutes(app: Hono<ApiEnv>, deps: CaRouteDeps): void {
     return c.json(body, 201);
   });
 
-  app.post("/v1/ca/certificates/:serial/revoke", async (c) => {
-    checkQuery(c, []);
+  app.post("/certificates/:serial/revoke", allowQuery(), async (c) => {
     const pki = pkiOf();
     const serial = c.req.param("serial");
     if (!SERIAL.test(serial)) {
@@ -269,8 +256,7 @@ export function registerCaRoutes(app: Hono<ApiEnv>, deps: CaRouteDeps): void {
     return c.json(rec);
   });
 
-  app.post("/v1/ca/rotate", async (c) => {
-    checkQuery(c, []);
+  app.post("/rotate", allowQuery(), async (c) => {
     const pki = pkiOf();
     const body = await optionalBody(c);
     rejectUnknownFields(body, ["overlap"]);
@@ -279,9 +265,6 @@ export function registerCaRoutes(app: Hono<ApiEnv>, deps: CaRouteDeps): void {
       : parseDuration(body.overlap, "overlap");
     if (deps.cluster) {
       // The cluster CA lives in etcd: rotate it there; every member adopts it.
-      if (!deps.cluster.rotation) {
-        throw new FailedPreconditionError("cluster CA rotation is not running on this node");
-      }
       await deps.cluster.rotation.rotate({ overlapSeconds, nodeName: deps.nodeName });
     } else {
       await pki.rotateCa({ overlapSeconds });
@@ -291,8 +274,7 @@ export function registerCaRoutes(app: Hono<ApiEnv>, deps: CaRouteDeps): void {
     return c.json(await caInfo(pki));
   });
 
-  app.post("/v1/ca/csr", async (c) => {
-    checkQuery(c, []);
+  app.post("/csr", allowQuery(), async (c) => {
     const pki = externalOnly(pkiOf());
     const body = await optionalBody(c);
     rejectUnknownFields(body, ["which"]);
@@ -300,8 +282,7 @@ export function registerCaRoutes(app: Hono<ApiEnv>, deps: CaRouteDeps): void {
     return c.json({ which, csrPem: await pki.createCsr(which) });
   });
 
-  app.post("/v1/ca/import", async (c) => {
-    checkQuery(c, []);
+  app.post("/import", allowQuery(), async (c) => {
     const pki = externalOnly(pkiOf());
     const body = await readJsonObject(c);
     rejectUnknownFields(body, ["certificatePem", "which"]);
@@ -311,6 +292,7 @@ export function registerCaRoutes(app: Hono<ApiEnv>, deps: CaRouteDeps): void {
     await changed();
     return c.json(await caInfo(pki));
   });
+  return app;
 }
 
 function externalOnly(pki: Pki): Pki {

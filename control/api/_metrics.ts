@@ -1,13 +1,17 @@
 /**
- * Prometheus text exposition (format 0.0.4) of the node's metrics: per-volume I/O
- * counters and latency histograms from the data plane's VolumeStats, volume sizes,
+ * GET /metrics: Prometheus text exposition (format 0.0.4) of the node's metrics: per-volume
+ * I/O counters and latency histograms from the data plane's VolumeStats, volume sizes,
  * NBD connections, API request counts and process facts.
  * @module
  */
 
-import { LATENCY_BUCKETS, OP_KINDS } from "../../data/stats.ts";
-import type { VolumeStats } from "../../data/stats.ts";
+import { Hono } from "hono";
+import type { DataPlane } from "../../data/plane.ts";
+import { LATENCY_BUCKETS, OP_KINDS, type VolumeStats } from "../../data/stats.ts";
 import type { Volume } from "../../mod/types.ts";
+import type { VolumeService } from "../volumes/mod.ts";
+import type { ApiEnv } from "./_auth.ts";
+import { allowQuery } from "./_validate.ts";
 
 export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -49,6 +53,28 @@ export class ApiRequestCounter {
   entries(): Array<{ method: string; route: string; status: string; n: number }> {
     return [...this.#counts.values()];
   }
+}
+
+/** What the metrics route needs from ApiDeps. */
+export interface MetricsRouteDeps {
+  dataPlane: DataPlane;
+  volumes: VolumeService;
+}
+
+/** The /metrics sub-app; `api` counts the requests (the app's logging middleware adds them). */
+export function metricsRoutes(deps: MetricsRouteDeps, api: ApiRequestCounter): Hono<ApiEnv> {
+  const app = new Hono<ApiEnv>();
+  app.get("/", allowQuery(), async (c) => {
+    const text = renderMetrics({
+      stats: deps.dataPlane.volumeStats(),
+      volumes: await deps.volumes.list(),
+      nbdConnections: deps.dataPlane.openConnections(),
+      api,
+      rssBytes: Deno.memoryUsage().rss,
+    });
+    return c.body(text, 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE });
+  });
+  return app;
 }
 
 /** What a scrape reads. */

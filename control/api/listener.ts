@@ -2,7 +2,7 @@
  * The API listener. With a Pki: HTTPS over node:https with client certificates requested
  * (Deno.serve cannot verify client certificates, PLATFORM.md "TLS"), each request's peer
  * certificate checked with `pki.verify()` and the outcome handed to the Hono app in its env
- * (control/_api_auth.ts decides). Without a Pki: plain HTTP over Deno.serve, for loopback
+ * (_auth.ts decides). Without a Pki: plain HTTP over Deno.serve, for loopback
  * development only.
  *
  * The handshake itself does not refuse clients (rejectUnauthorized: false): that lets
@@ -19,10 +19,9 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Pki } from "../../ca/mod.ts";
-import { BallastError, UnavailableError } from "../../mod/errors.ts";
+import { BallastError, errorMessage, UnavailableError } from "../../mod/errors.ts";
 import type { ApiBindings } from "./_auth.ts";
-import { formatHostPort } from "../serve/config.ts";
-import type { Logger } from "../common/log.ts";
+import { formatHostPort, type Logger } from "../common/mod.ts";
 
 /** What listenApi serves: anything with a fetch handler taking our env (a Hono app). */
 export interface FetchApp {
@@ -69,7 +68,7 @@ export async function listenApi(app: FetchApp, opts: ListenApiOptions): Promise<
   let base = "";
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
     handle(app, pki, base, maxBody, req, res).catch((err) => {
-      log.error({ err: String(err) }, "api adapter failed");
+      log.error({ err }, "api adapter failed");
       res.destroy();
     });
   });
@@ -86,14 +85,14 @@ export async function listenApi(app: FetchApp, opts: ListenApiOptions): Promise<
     if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
     socket.destroy();
   });
-  server.on("error", (err: Error) => log.error({ err: err.message }, "api listener error"));
+  server.on("error", (err: Error) => log.error({ err }, "api listener error"));
 
   let port: number;
   try {
     port = await listenServer(server, opts.host, opts.port);
   } catch (err) {
     throw new UnavailableError(
-      `cannot listen for the API on ${formatHostPort(opts)}: ${(err as Error).message}`,
+      `cannot listen for the API on ${formatHostPort(opts)}: ${errorMessage(err)}`,
       { cause: err },
     );
   }
@@ -130,7 +129,7 @@ function listenPlain(app: FetchApp, opts: ListenApiOptions): ApiListener {
     );
   } catch (err) {
     throw new UnavailableError(
-      `cannot listen for the API on ${formatHostPort(opts)}: ${(err as Error).message}`,
+      `cannot listen for the API on ${formatHostPort(opts)}: ${errorMessage(err)}`,
       { cause: err },
     );
   }

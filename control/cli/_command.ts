@@ -5,11 +5,17 @@
  * @module
  */
 
-import { DEFAULT_API_URL } from "../../mod/client.ts";
 import { parseArgs } from "node:util";
+import { DEFAULT_API_URL } from "../../mod/client.ts";
+import { BallastError, errorMessage } from "../../mod/errors.ts";
 import { CREDENTIAL_FLAGS } from "./_credentials.ts";
-import { BallastError } from "../../mod/errors.ts";
 import type { Io } from "./_output.ts";
+import type { CommandSpec, FlagSpec, Parsed } from "./_spec.ts";
+
+export type { CommandSpec, FlagSpec, Parsed };
+
+/** A command: gets its arguments (after the command word) and returns an exit code. */
+export type Command = (args: string[], io: Io) => Promise<number>;
 
 /** A command-line mistake: exit code 2 with the relevant usage hint. */
 export class UsageError extends Error {
@@ -17,31 +23,6 @@ export class UsageError extends Error {
   constructor(message: string, readonly usage: string) {
     super(message);
   }
-}
-
-export interface FlagSpec {
-  name: string;
-  short?: string;
-  /** Placeholder of the value; absent for a boolean flag. */
-  value?: string;
-  help: string;
-  default?: string;
-  env?: string;
-  multiple?: boolean;
-}
-
-export interface CommandSpec {
-  /** "volume create" */
-  path: string;
-  /** "NAME --size SIZE [flags]" */
-  args: string;
-  summary: string;
-  flags: FlagSpec[];
-  /** Whether the global --api/-o flags apply. */
-  client: boolean;
-  examples: string[];
-  /** Subcommands, for group commands such as `volume`. */
-  subcommands?: Array<[string, string]>;
 }
 
 export const GLOBAL_FLAGS: FlagSpec[] = [
@@ -91,15 +72,6 @@ export function helpText(spec: CommandSpec): string {
     for (const e of spec.examples) lines.push(`  ${e}`);
   }
   return lines.join("\n") + "\n";
-}
-
-/** Parsed arguments of a command. */
-export interface Parsed {
-  values: Record<string, string | string[] | boolean | undefined>;
-  positionals: string[];
-  help: boolean;
-  api: string;
-  output: "table" | "json";
 }
 
 /**
@@ -220,9 +192,46 @@ export async function runGuarded(io: Io, body: () => Promise<number | void>): Pr
       io.err(`error: ${err.message}\n`);
       return 1;
     }
-    io.err(`error: ${(err as Error)?.message ?? String(err)}\n`);
+    io.err(`error: ${errorMessage(err)}\n`);
     return 1;
   }
+}
+
+/**
+ * The entry point of a command without subcommands (`serve`, `version`, `ca init`): parses
+ * `args` per `spec`, prints --help, and runs `body` under runGuarded's exit codes.
+ */
+export function command(
+  spec: CommandSpec,
+  body: (p: Parsed, io: Io) => Promise<number | void>,
+): Command {
+  return (args, io) =>
+    runGuarded(io, async () => {
+      const p = parseCommand(spec, args, io);
+      if (p.help) {
+        io.out(helpText(spec));
+        return 0;
+      }
+      return await body(p, io);
+    });
+}
+
+/**
+ * The entry point of a group command (`volume`, `node`, `ca`, `cluster`): picks the
+ * subcommand, prints the group's or the subcommand's --help, and runs `body` under
+ * runGuarded's exit codes.
+ */
+export function groupCommand(
+  group: CommandSpec,
+  specs: Readonly<Record<string, CommandSpec>>,
+  body: (cmd: { sub: string; spec: CommandSpec; p: Parsed }, io: Io) => Promise<number | void>,
+): Command {
+  return (args, io) =>
+    runGuarded(io, async () => {
+      const parsed = parseGroup(group, specs, args, io);
+      if (!parsed) return 0;
+      return await body(parsed, io);
+    });
 }
 
 /** Global flags that take a value (--api, -o/--output, the credential flags), as typed. */

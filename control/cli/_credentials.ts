@@ -16,7 +16,7 @@
 import { join } from "node:path";
 import { BallastClient, DEFAULT_API_URL } from "../../mod/client.ts";
 import { BallastError } from "../../mod/errors.ts";
-import type { FlagSpec, Parsed } from "./_command.ts";
+import type { FlagSpec, Parsed } from "./_spec.ts";
 import type { Io } from "./_output.ts";
 
 /** The flags every API command accepts for credentials. */

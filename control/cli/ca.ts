@@ -9,22 +9,21 @@ import { join, resolve } from "node:path";
 import { createCsr, exportPrivateKeyPem, type Role } from "../../ca/mod.ts";
 import type { BallastClient } from "../../mod/client.ts";
 import type { CaCertificateInfo, CaInfo } from "../../mod/types.ts";
-import { BallastError } from "../../mod/errors.ts";
+import { BallastError, errorMessage } from "../../mod/errors.ts";
 import { parseDuration } from "../../mod/duration.ts";
 import {
+  type Command,
   type CommandSpec,
+  groupCommand,
   type Parsed,
-  parseGroup,
   requirePositionals,
-  runGuarded,
   splitCommandWord,
   UsageError,
   usageHint,
 } from "./_command.ts";
 import { clientFromFlags } from "./_credentials.ts";
 import { caInitCommand } from "./ca_init.ts";
-import { fields, json, table } from "./_output.ts";
-import type { Io } from "./_output.ts";
+import { fields, type Io, json, table } from "./_output.ts";
 
 /** File names qemu's tls-creds-x509 `dir` and libnbd's `tls-certificates` expect. */
 export const CLIENT_FILES = {
@@ -130,19 +129,19 @@ export const CA_GROUP: CommandSpec = {
   ],
 };
 
-/** Entry point of `ballast ca ...`. */
-export function caCommand(args: string[], io: Io): Promise<number> {
-  return runGuarded(io, async () => {
-    const first = splitCommandWord(args);
-    if (first.word === "init") return await caInitCommand([...first.rest, ...first.globals], io);
-    const parsed = parseGroup(CA_GROUP, CA_SPECS, args, io);
-    if (!parsed) return 0;
-    const { sub, spec: s, p } = parsed;
-    const checked = checkArgs(sub, s, p);
-    using client = await clientFromFlags(p, io);
-    return await run(sub, s, p, checked, client, io);
-  });
-}
+/** `ballast ca SUBCOMMAND` through the API. */
+const caApiCommand: Command = groupCommand(CA_GROUP, CA_SPECS, async ({ sub, spec: s, p }, io) => {
+  const checked = checkArgs(sub, s, p);
+  using client = await clientFromFlags(p, io);
+  return await run(sub, s, p, checked, client, io);
+});
+
+/** Entry point of `ballast ca ...` (`ca init` works offline, without the API). */
+export const caCommand: Command = (args, io) => {
+  const first = splitCommandWord(args);
+  if (first.word === "init") return caInitCommand([...first.rest, ...first.globals], io);
+  return caApiCommand(args, io);
+};
 
 interface Checked {
   positional: string[];
@@ -162,7 +161,7 @@ function checkArgs(sub: string, s: CommandSpec, p: Parsed): Checked {
     try {
       parseDuration(v, `--${n}`);
     } catch (err) {
-      throw new UsageError((err as Error).message, usageHint(s));
+      throw new UsageError(errorMessage(err), usageHint(s));
     }
     return v;
   };
@@ -283,7 +282,7 @@ async function writeNew(path: string, text: string, mode: number): Promise<void>
     if (err instanceof Deno.errors.AlreadyExists) {
       throw new BallastError("ALREADY_EXISTS", `${path} already exists: remove it or pick --out`);
     }
-    throw new BallastError("INVALID_ARGUMENT", `cannot write ${path}: ${(err as Error).message}`);
+    throw new BallastError("INVALID_ARGUMENT", `cannot write ${path}: ${errorMessage(err)}`);
   }
   await Deno.chmod(path, mode); // createNew's mode is subject to the umask
 }
@@ -301,7 +300,7 @@ async function issue(
   try {
     csr = await createCsr({ role: a.role!, name, volumes: a.volumes });
   } catch (err) {
-    throw new UsageError((err as Error).message, usageHint(s));
+    throw new UsageError(errorMessage(err), usageHint(s));
   }
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const paths = {

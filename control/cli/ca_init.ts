@@ -12,17 +12,15 @@
 
 import { join } from "node:path";
 import { installCa, openPki } from "../../ca/mod.ts";
-import { BallastError } from "../../mod/errors.ts";
+import { BallastError, errorMessage } from "../../mod/errors.ts";
 import {
+  type Command,
+  command,
   type CommandSpec,
-  helpText,
-  parseCommand,
   requirePositionals,
-  runGuarded,
   UsageError,
   usageHint,
 } from "./_command.ts";
-import type { Io } from "./_output.ts";
 
 export const CA_INIT_SPEC: CommandSpec = {
   path: "ca init",
@@ -51,64 +49,57 @@ async function readFile(path: string, flag: string): Promise<string> {
     return await Deno.readTextFile(path);
   } catch (err) {
     throw new UsageError(
-      `cannot read --${flag} ${path}: ${(err as Error).message}`,
+      `cannot read --${flag} ${path}: ${errorMessage(err)}`,
       usageHint(CA_INIT_SPEC),
     );
   }
 }
 
-export function caInitCommand(args: string[], io: Io): Promise<number> {
-  return runGuarded(io, async () => {
-    const p = parseCommand(CA_INIT_SPEC, args, io);
-    if (p.help) {
-      io.out(helpText(CA_INIT_SPEC));
-      return 0;
-    }
-    requirePositionals(CA_INIT_SPEC, p, []);
-    const str = (k: string) => p.values[k] as string | undefined;
-    const dataDir = str("data-dir");
-    if (!dataDir) throw new UsageError("missing --data-dir DIR", usageHint(CA_INIT_SPEC));
-    const dir = join(dataDir, "pki");
-    const caCert = str("ca-cert");
-    const importNode = str("import-node");
-    const importAdmin = str("import-admin");
-    if (!caCert && !importNode && !importAdmin) {
-      throw new UsageError(
-        "nothing to do: give --ca-cert (bring your own CA) or --import-node/--import-admin",
-        usageHint(CA_INIT_SPEC),
-      );
-    }
-    if (caCert) {
-      const keyFile = str("ca-key");
-      const chainFile = str("ca-chain");
-      await installCa(dir, {
-        certPem: await readFile(caCert, "ca-cert"),
-        keyPem: keyFile ? await readFile(keyFile, "ca-key") : undefined,
-        chainPem: chainFile ? await readFile(chainFile, "ca-chain") : undefined,
-      });
-      io.out(
-        keyFile
-          ? `installed your CA in ${dir}: Ballast signs its certificates with it from the first start\n`
-          : `installed external CA ${caCert} in ${dir}: the first \`ballast serve\` writes ` +
-            `${dir}/node.csr (and admin.csr) for your CA to sign\n`,
-      );
-    }
-    if (importNode || importAdmin) {
-      const nodeName = str("node-name") ?? Deno.hostname().toLowerCase().split(".")[0];
-      const pki = await openPki(dir, { nodeName });
-      for (const [which, file] of [["node", importNode], ["admin", importAdmin]] as const) {
-        if (!file) continue;
-        try {
-          await pki.importSigned(which, await readFile(file, `import-${which}`));
-        } catch (err) {
-          throw err instanceof BallastError ? err : new BallastError(
-            "INVALID_ARGUMENT",
-            `cannot install ${file} as the ${which} certificate: ${(err as Error).message}`,
-          );
-        }
-        io.out(`installed ${file} as ${dir}/${which}.crt\n`);
+export const caInitCommand: Command = command(CA_INIT_SPEC, async (p, io) => {
+  requirePositionals(CA_INIT_SPEC, p, []);
+  const str = (k: string) => p.values[k] as string | undefined;
+  const dataDir = str("data-dir");
+  if (!dataDir) throw new UsageError("missing --data-dir DIR", usageHint(CA_INIT_SPEC));
+  const dir = join(dataDir, "pki");
+  const caCert = str("ca-cert");
+  const importNode = str("import-node");
+  const importAdmin = str("import-admin");
+  if (!caCert && !importNode && !importAdmin) {
+    throw new UsageError(
+      "nothing to do: give --ca-cert (bring your own CA) or --import-node/--import-admin",
+      usageHint(CA_INIT_SPEC),
+    );
+  }
+  if (caCert) {
+    const keyFile = str("ca-key");
+    const chainFile = str("ca-chain");
+    await installCa(dir, {
+      certPem: await readFile(caCert, "ca-cert"),
+      keyPem: keyFile ? await readFile(keyFile, "ca-key") : undefined,
+      chainPem: chainFile ? await readFile(chainFile, "ca-chain") : undefined,
+    });
+    io.out(
+      keyFile
+        ? `installed your CA in ${dir}: Ballast signs its certificates with it from the first start\n`
+        : `installed external CA ${caCert} in ${dir}: the first \`ballast serve\` writes ` +
+          `${dir}/node.csr (and admin.csr) for your CA to sign\n`,
+    );
+  }
+  if (importNode || importAdmin) {
+    const nodeName = str("node-name") ?? Deno.hostname().toLowerCase().split(".")[0];
+    const pki = await openPki(dir, { nodeName });
+    for (const [which, file] of [["node", importNode], ["admin", importAdmin]] as const) {
+      if (!file) continue;
+      try {
+        await pki.importSigned(which, await readFile(file, `import-${which}`));
+      } catch (err) {
+        throw err instanceof BallastError ? err : new BallastError(
+          "INVALID_ARGUMENT",
+          `cannot install ${file} as the ${which} certificate: ${errorMessage(err)}`,
+        );
       }
+      io.out(`installed ${file} as ${dir}/${which}.crt\n`);
     }
-    return 0;
-  });
-}
+  }
+  return 0;
+});

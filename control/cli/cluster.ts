@@ -5,19 +5,19 @@
  * @module
  */
 
+import { errorMessage } from "../../mod/errors.ts";
 import { parseDuration } from "../../mod/duration.ts";
-import { MAX_TOKEN_TTL_SECONDS } from "../api/_cluster.ts";
+import { MAX_TOKEN_TTL_SECONDS } from "../cluster/mod.ts";
 import {
+  type Command,
   type CommandSpec,
-  parseGroup,
+  groupCommand,
   requirePositionals,
-  runGuarded,
   UsageError,
   usageHint,
 } from "./_command.ts";
 import { clientFromFlags } from "./_credentials.ts";
 import { fields, json } from "./_output.ts";
-import type { Io } from "./_output.ts";
 
 export const CLUSTER_SPECS: Record<string, CommandSpec> = {
   "join-token": {
@@ -54,11 +54,10 @@ export const CLUSTER_GROUP: CommandSpec = {
 };
 
 /** Entry point of `ballast cluster ...`. */
-export function clusterCommand(args: string[], io: Io): Promise<number> {
-  return runGuarded(io, async () => {
-    const parsed = parseGroup(CLUSTER_GROUP, CLUSTER_SPECS, args, io);
-    if (!parsed) return 0;
-    const { spec, p } = parsed;
+export const clusterCommand: Command = groupCommand(
+  CLUSTER_GROUP,
+  CLUSTER_SPECS,
+  async ({ spec, p }, io) => {
     requirePositionals(spec, p, []);
     const ttl = p.values.ttl as string | undefined;
     if (ttl !== undefined) {
@@ -66,7 +65,7 @@ export function clusterCommand(args: string[], io: Io): Promise<number> {
       try {
         seconds = parseDuration(ttl, "--ttl");
       } catch (err) {
-        throw new UsageError((err as Error).message, usageHint(spec));
+        throw new UsageError(errorMessage(err), usageHint(spec));
       }
       if (seconds > MAX_TOKEN_TTL_SECONDS) {
         throw new UsageError(`invalid --ttl "${ttl}": at most 7d`, usageHint(spec));
@@ -85,5 +84,5 @@ export function clusterCommand(args: string[], io: Io): Promise<number> {
         "or set BALLAST_JOIN_TOKEN (keeps the token out of the process list).\n",
     );
     return 0;
-  });
-}
+  },
+);

@@ -5,7 +5,14 @@
  */
 
 import { VERSION } from "../../mod/version.ts";
-import { type CommandSpec, helpText, splitCommandWord, UsageError, usageHint } from "./_command.ts";
+import {
+  type Command,
+  type CommandSpec,
+  helpText,
+  splitCommandWord,
+  UsageError,
+  usageHint,
+} from "./_command.ts";
 import type { Io } from "./_output.ts";
 import { caCommand } from "./ca.ts";
 import { clusterCommand } from "./cluster.ts";
@@ -16,10 +23,7 @@ import { volumeCommand } from "./volume.ts";
 
 export { captureIo, processIo } from "./_output.ts";
 export type { Io } from "./_output.ts";
-export { splitCommandWord };
-
-/** A command: gets its arguments (after the command word) and returns an exit code. */
-export type Command = (args: string[], io: Io) => Promise<number>;
+export { type Command, splitCommandWord };
 
 export const COMMANDS: Readonly<Record<string, Command>> = {
   serve: serveCommand,

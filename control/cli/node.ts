@@ -6,9 +6,8 @@
 import { clientFromFlags } from "./_credentials.ts";
 import { formatSize } from "../../mod/size.ts";
 import type { NodeInfo } from "../../mod/types.ts";
-import { type CommandSpec, parseGroup, requirePositionals, runGuarded } from "./_command.ts";
+import { type Command, type CommandSpec, groupCommand, requirePositionals } from "./_command.ts";
 import { age, fields, json, table } from "./_output.ts";
-import type { Io } from "./_output.ts";
 
 export const NODE_SPECS: Record<string, CommandSpec> = {
   list: {
@@ -61,11 +60,10 @@ export const NODE_GROUP: CommandSpec = {
 };
 
 /** Entry point of `ballast node ...`. */
-export function nodeCommand(args: string[], io: Io): Promise<number> {
-  return runGuarded(io, async () => {
-    const parsed = parseGroup(NODE_GROUP, NODE_SPECS, args, io);
-    if (!parsed) return 0;
-    const { sub, spec, p } = parsed;
+export const nodeCommand: Command = groupCommand(
+  NODE_GROUP,
+  NODE_SPECS,
+  async ({ sub, spec, p }, io) => {
     using client = await clientFromFlags(p, io);
     if (sub === "list") {
       requirePositionals(spec, p, []);
@@ -85,8 +83,8 @@ export function nodeCommand(args: string[], io: Io): Promise<number> {
     const n = await client.getNode(name);
     io.out(p.output === "json" ? json(n) : nodeFields(n));
     return 0;
-  });
-}
+  },
+);
 
 /** STATE column: the state, and for a cordon the operator's reason (`node get` has the rest). */
 function stateCell(n: NodeInfo): string {

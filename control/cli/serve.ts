@@ -3,20 +3,16 @@
  * @module
  */
 
-import { resolveConfig, SETTINGS } from "../serve/config.ts";
-import type { ServeFlags } from "../serve/config.ts";
-import { exitOnSignal, serve } from "../serve/serve.ts";
+import { exitOnSignal, resolveConfig, serve, type ServeFlags, SETTINGS } from "../serve/mod.ts";
 import { InvalidArgumentError } from "../../mod/errors.ts";
 import {
+  type Command,
+  command,
   type CommandSpec,
-  helpText,
-  parseCommand,
   requirePositionals,
-  runGuarded,
   UsageError,
   usageHint,
 } from "./_command.ts";
-import type { Io } from "./_output.ts";
 
 const s = SETTINGS;
 export const SERVE_SPEC: CommandSpec = {
@@ -155,31 +151,24 @@ export const SERVE_SPEC: CommandSpec = {
 };
 
 /** Entry point of `ballast serve`; returns only on a startup error (exit 1) or usage error. */
-export function serveCommand(args: string[], io: Io): Promise<number> {
-  return runGuarded(io, async () => {
-    const p = parseCommand(SERVE_SPEC, args, io);
-    if (p.help) {
-      io.out(helpText(SERVE_SPEC));
-      return 0;
+export const serveCommand: Command = command(SERVE_SPEC, async (p, io) => {
+  requirePositionals(SERVE_SPEC, p, []);
+  const flags: ServeFlags = {};
+  for (const f of SERVE_SPEC.flags) {
+    const v = p.values[f.name];
+    if (typeof v === "string") flags[f.name as keyof ServeFlags] = v;
+  }
+  const env: Record<string, string | undefined> = {};
+  for (const setting of Object.values(SETTINGS)) env[setting.env] = io.env(setting.env);
+  let config;
+  try {
+    config = resolveConfig(flags, env);
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) {
+      throw new UsageError(err.message, usageHint(SERVE_SPEC));
     }
-    requirePositionals(SERVE_SPEC, p, []);
-    const flags: ServeFlags = {};
-    for (const f of SERVE_SPEC.flags) {
-      const v = p.values[f.name];
-      if (typeof v === "string") flags[f.name as keyof ServeFlags] = v;
-    }
-    const env: Record<string, string | undefined> = {};
-    for (const setting of Object.values(SETTINGS)) env[setting.env] = io.env(setting.env);
-    let config;
-    try {
-      config = resolveConfig(flags, env);
-    } catch (err) {
-      if (err instanceof InvalidArgumentError) {
-        throw new UsageError(err.message, usageHint(SERVE_SPEC));
-      }
-      throw err;
-    }
-    const server = await serve(config);
-    return await exitOnSignal(server);
-  });
-}
+    throw err;
+  }
+  const server = await serve(config);
+  return await exitOnSignal(server);
+});

@@ -3,19 +3,19 @@
  * @module
  */
 
+import { errorMessage } from "../../mod/errors.ts";
 import { clientFromFlags } from "./_credentials.ts";
 import { formatSize, parseSize } from "../../mod/size.ts";
 import type { Volume } from "../../mod/types.ts";
 import {
+  type Command,
   type CommandSpec,
-  parseGroup,
+  groupCommand,
   requirePositionals,
-  runGuarded,
   UsageError,
   usageHint,
 } from "./_command.ts";
 import { age, fields, json, table } from "./_output.ts";
-import type { Io } from "./_output.ts";
 
 const SIZE_HELP = "size with a binary unit: 512MiB, 10GiB, 1TiB (multiple of 512 bytes)";
 
@@ -103,11 +103,10 @@ export const VOLUME_GROUP: CommandSpec = {
 };
 
 /** Entry point of `ballast volume ...`. */
-export function volumeCommand(args: string[], io: Io): Promise<number> {
-  return runGuarded(io, async () => {
-    const parsed = parseGroup(VOLUME_GROUP, VOLUME_SPECS, args, io);
-    if (!parsed) return 0;
-    const { sub, spec, p } = parsed;
+export const volumeCommand: Command = groupCommand(
+  VOLUME_GROUP,
+  VOLUME_SPECS,
+  async ({ sub, spec, p }, io) => {
     using client = await clientFromFlags(p, io);
     switch (sub) {
       case "create": {
@@ -162,8 +161,8 @@ export function volumeCommand(args: string[], io: Io): Promise<number> {
         return 0;
       }
     }
-  });
-}
+  },
+);
 
 /** Parses --size locally so a typo is a usage error before any request. */
 function requireSize(spec: CommandSpec, value: unknown): number {
@@ -173,7 +172,7 @@ function requireSize(spec: CommandSpec, value: unknown): number {
   try {
     return parseSize(value);
   } catch (err) {
-    throw new UsageError(`--size: ${(err as Error).message}`, usageHint(spec));
+    throw new UsageError(`--size: ${errorMessage(err)}`, usageHint(spec));
   }
 }
 

@@ -1,74 +1,32 @@
 /**
- * The cluster CA in etcd (docs/TLS.md, "Joining a cluster"). In cluster mode with TLS,
- * before the node opens its PKI:
- *
- *   no CA in etcd, no --join    first node: create the CA (or take the one already in
- *                               DIR/pki), write a new KEK to DIR/pki/cluster.kek, then store
- *                               the CA with put-if-absent (txn version == 0). A node that
- *                               loses that race stops and tells the operator to join.
- *   CA in etcd, KEK here        a member restarting: load the CA from etcd.
- *   CA in etcd, no KEK, --join  join through a ready member (control/_cluster_join.ts).
- *   CA in etcd, no KEK          exit 1: this cluster already has a CA, join with a token.
- *
- * Then the CA certificate and its decrypted key are written to DIR/pki (ca.crt, ca.key
- * 0600, atomically), where openPki() finds them: every member issues its admin certificate
- * and renews its own certificates like the first node. etcd only ever holds the key sealed
- * (control/_cluster_crypto.ts); the KEK never goes to etcd or the logs.
+ * The cluster CA record in etcd and the KEK file beside the node's PKI: where they live,
+ * reading and writing them, and opening the sealed CA key. The bootstrap (bootstrap.ts),
+ * the joining side (join.ts) and rotation (rotation.ts) build on this layer.
  * @module
  */
 
 import { join } from "node:path";
-import {
-  adoptCa,
-  createRootCa,
-  exportPrivateKeyPem,
-  FILES,
-  KEY_MODE,
-  parseCertificates,
-  readOptional,
-  writeAtomic,
-} from "../../ca/mod.ts";
+import { KEY_MODE, parseCertificates, readOptional, writeAtomic } from "../../ca/mod.ts";
 import { FailedPreconditionError, UnavailableError } from "../../mod/errors.ts";
-import {
-  type ClusterCaRecord,
-  decodeKek,
-  newKek,
-  openCaKey,
-  parseCaRecord,
-  sealCaKey,
-  toBase64,
-} from "./_crypto.ts";
-import { joinCluster } from "./join.ts";
-import type { ClusterCertificates } from "./revocations.ts";
-import type { ClusterCaFollower } from "./rotation.ts";
-import { caPinOf, parseJoinToken } from "./join_token.ts";
-import { certificateNames, pkiDirOf } from "../tls/node_tls.ts";
-import type { ServeConfig } from "../serve/config.ts";
-import type { Logger } from "../common/log.ts";
-import type { Compare, StateStore } from "../store/state_store.ts";
+import type { Compare, StateStore } from "../store/mod.ts";
+import { type ClusterCaRecord, decodeKek, openCaKey, parseCaRecord, toBase64 } from "./_crypto.ts";
+import { caPinOf } from "./join_token.ts";
 
 /** Where the CA record lives (under the --etcd-prefix namespace). */
 export const CLUSTER_CA_KEY = "/ballast/cluster/ca";
-/** Join token records: `<prefix><id>`. */
-export const JOIN_TOKEN_PREFIX = "/ballast/cluster/join-tokens/";
 /** The key-encryption key, base64, in DIR/pki. */
 export const KEK_FILE = "cluster.kek";
 
-/** What a member knows about its cluster's CA (for the join routes). */
-export interface ClusterCa {
-  /** SHA-256 (hex) of the CA certificate's DER, as pinned by join tokens. */
+/**
+ * What a member holds of its cluster's CA: the pin join tokens carry and the KEK that
+ * opens the sealed CA key. `pin` follows rotations (ClusterCaFollower updates it).
+ */
+export interface ClusterKeys {
+  /** SHA-256 (hex) of the current CA certificate's DER, as pinned by join tokens. */
   pin: string;
   /** The key-encryption key, handed to joining nodes over TLS. */
   kek: Uint8Array;
-  /** The shared issued index and revocations; set by serve once the PKI is open. */
-  certificates?: ClusterCertificates;
-  /** CA rotation through etcd; set by serve once the PKI is open. */
-  rotation?: ClusterCaFollower;
 }
-
-/** The message for a node that has no KEK and no token while the cluster has a CA. */
-export const NEEDS_JOIN_MESSAGE = "this cluster already has a CA; run `ballast cluster " +
-  "join-token` on a member and start with `--join TOKEN` (env BALLAST_JOIN_TOKEN)";
 
 /** The node's KEK, or undefined when it has none (not a member yet). */
 export async function readKek(pkiDir: string): Promise<Uint8Array | undefined> {
@@ -110,139 +68,6 @@ export async function putCaRecord(
     const now = await readClusterCa(store).catch(() => undefined);
     if (now === undefined) throw err;
     return now.pin === record.pin && now.key.ciphertext === record.key.ciphertext;
-  }
-}
-
-/**
- * Makes DIR/pki hold the cluster CA before openPki(). Returns undefined when the node runs
- * with an external CA (no CA key: certificates are signed outside Ballast, no joining).
- */
-export async function prepareClusterPki(
-  config: ServeConfig,
-  store: StateStore,
-  log: Logger,
-): Promise<ClusterCa | undefined> {
-  const dir = pkiDirOf(config.dataDir);
-  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  let kek = await readKek(dir);
-  let record = await readClusterCa(store);
-  const token = config.joinToken === undefined
-    ? undefined
-    : parseJoinToken(config.joinToken, "--join");
-  if (!record) {
-    if (token) {
-      throw new FailedPreconditionError(
-        `--join: this cluster has no CA in etcd yet (key ${CLUSTER_CA_KEY} under ` +
-          `--etcd-prefix ${config.etcd?.prefix || "/"}): is --etcd/--etcd-prefix the ` +
-          "cluster's? The first node starts without --join",
-      );
-    }
-    const created = await createClusterCa(dir, store, config.nodeName, kek, log);
-    if (!created) return undefined;
-    [record, kek] = [created.record, created.kek];
-  } else if (!kek) {
-    if (!token) throw new FailedPreconditionError(NEEDS_JOIN_MESSAGE);
-    kek = await joinCluster({
-      pkiDir: dir,
-      store,
-      record,
-      token,
-      nodeName: config.nodeName,
-      names: certificateNames(config.nodeName, [config.apiListen, config.nbdListen]),
-      log,
-    });
-  } else if (token) {
-    log.info("this node is a member already (pki/cluster.kek present): --join is ignored");
-  }
-  await installCaFiles(dir, record, kek, log);
-  return { pin: record.pin, kek };
-}
-
-/**
- * First node: the CA from DIR/pki if there is one with its key, else a new root; sealed
- * under the KEK (new unless given) and stored put-if-absent. The KEK is on disk before the
- * record is in etcd, so a crash never leaves a CA in etcd that no node can decrypt.
- */
-async function createClusterCa(
-  dir: string,
-  store: StateStore,
-  nodeName: string,
-  existingKek: Uint8Array | undefined,
-  log: Logger,
-): Promise<{ record: ClusterCaRecord; kek: Uint8Array } | undefined> {
-  const localCert = await readOptional(join(dir, FILES.caCert));
-  const localKey = await readOptional(join(dir, FILES.caKey));
-  let certPem: string;
-  let keyPem: string;
-  let chainPem = "";
-  if (localCert !== undefined && localKey === undefined) {
-    log.warn(
-      "external CA mode (no CA key on this node): the CA is not stored in etcd and nodes " +
-        "cannot join with tokens; sign each node's certificates with your CA",
-    );
-    return undefined;
-  }
-  if (localCert !== undefined && localKey !== undefined) {
-    [certPem, keyPem] = [localCert, localKey];
-    chainPem = await readOptional(join(dir, FILES.caChain)) ?? "";
-  } else {
-    const { cert, keys } = await createRootCa();
-    certPem = cert.toString("pem") + "\n";
-    keyPem = await exportPrivateKeyPem(keys.privateKey);
-  }
-  const pin = await caPinOf(parseCertificates(certPem, FILES.caCert)[0].rawData);
-  const kek = existingKek ?? newKek();
-  if (!existingKek) await writeKek(dir, kek);
-  const record: ClusterCaRecord = {
-    version: 1,
-    certPem,
-    chainPem,
-    pin,
-    key: await sealCaKey(kek, keyPem, pin),
-    createdAt: new Date().toISOString(),
-    createdBy: nodeName,
-  };
-  const stored = await putCaRecord(
-    store,
-    { key: CLUSTER_CA_KEY, target: "version", op: "==", value: 0 },
-    record,
-  );
-  if (!stored) {
-    if (!existingKek) await Deno.remove(join(dir, KEK_FILE)).catch(() => {});
-    throw new FailedPreconditionError(
-      "another node created this cluster's CA at the same time (etcd key " +
-        `${CLUSTER_CA_KEY}); this node did not become a member: run \`ballast cluster ` +
-        "join-token` on a member and start with `--join TOKEN`",
-    );
-  }
-  log.info(
-    { caSha256: pin, key: CLUSTER_CA_KEY, reused: localCert !== undefined },
-    "cluster CA stored in etcd (private key sealed with AES-256-GCM under the cluster KEK)",
-  );
-  return { record, kek };
-}
-
-/**
- * Writes the cluster CA (certificate, chain, decrypted key) into DIR/pki where it differs,
- * and the CAs the cluster retired (a node that was down during `ca rotate` still trusts the
- * old root for the rest of the overlap).
- */
-async function installCaFiles(
-  dir: string,
-  record: ClusterCaRecord,
-  kek: Uint8Array,
-  log: Logger,
-): Promise<void> {
-  const keyPem = await openClusterCaKey(record, kek);
-  const hadCa = (await readOptional(join(dir, FILES.caCert))) !== undefined;
-  const changed = await adoptCa(
-    dir,
-    { certPem: record.certPem, keyPem, chainPem: record.chainPem },
-    record.retired ?? [],
-    new Date(),
-  );
-  if (changed && hadCa) {
-    log.warn("the local CA differs from the cluster CA in etcd: installed the cluster's");
   }
 }
 

@@ -28,17 +28,23 @@ import {
 import {
   type ApiErrorBody,
   BallastError,
+  errorMessage,
   fromErrorBody,
   InvalidArgumentError,
   UnavailableError,
 } from "../../mod/errors.ts";
-import { JOIN_PATH } from "../api/_auth.ts";
+import type { Logger } from "../common/mod.ts";
+import { NODE_PREFIX } from "../nodes/mod.ts";
+import type { StateStore } from "../store/mod.ts";
 import { writeKek } from "./_ca_record.ts";
 import { type ClusterCaRecord, decodeKek, openCaKey } from "./_crypto.ts";
 import { caPinOf, formatJoinToken, joinRefused, type JoinToken } from "./join_token.ts";
-import type { Logger } from "../common/log.ts";
-import { NODE_PREFIX } from "../nodes/registry.ts";
-import type { StateStore } from "../store/state_store.ts";
+
+/**
+ * The route a joining node calls with its join token, before it has a certificate (the
+ * API serves it without a client certificate; admission.ts decides).
+ */
+export const JOIN_PATH = "/v1/cluster/join";
 
 const JOIN_TIMEOUT_MS = 15_000;
 
@@ -176,8 +182,8 @@ async function postJoin(
           client,
         } as RequestInit);
       } catch (err) {
-        const why = String((err as Error)?.message ?? err).split("\n")[0];
-        log.warn({ member: api, err: why }, "join: member unreachable, trying the next");
+        const why = errorMessage(err).split("\n")[0];
+        log.warn({ member: api, reason: why }, "join: member unreachable, trying the next");
         failures.push(`${api}: ${why}`);
         continue;
       }

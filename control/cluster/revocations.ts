@@ -24,10 +24,8 @@ import {
   type RevocationRecord,
 } from "../../ca/mod.ts";
 import { UnavailableError } from "../../mod/errors.ts";
-import type { Logger } from "../common/log.ts";
-import type { KeyValue, StateStore } from "../store/state_store.ts";
-import { followPrefix } from "../store/follow_prefix.ts";
-import { abortableSleep } from "../volumes/_record.ts";
+import { abortableSleep, type Logger } from "../common/mod.ts";
+import { followPrefix, type KeyValue, type StateStore } from "../store/mod.ts";
 
 export const CA_ISSUED_PREFIX = "/ballast/cluster/ca/issued/";
 export const CA_REVOKED_PREFIX = "/ballast/cluster/ca/revoked/";
@@ -175,7 +173,7 @@ export class ClusterCertificates {
       const local = await this.#pki.revoke(s, reason);
       this.#pending.set(key, JSON.stringify({ ...local, revokedBy: this.#nodeName }));
       this.#log.warn(
-        { serial: s, err: err.message },
+        { serial: s, err },
         "etcd unavailable: certificate revoked on this node only for now; publishing it later",
       );
       void this.#kick();
@@ -211,7 +209,7 @@ export class ClusterCertificates {
       );
     } catch (err) {
       this.#log.warn(
-        { serial: rec.serial, err: String(err) },
+        { serial: rec.serial, err },
         "could not record the issued certificate in etcd; retrying in the background",
       );
       this.#pending.set(key, value);
@@ -238,7 +236,7 @@ export class ClusterCertificates {
         backoff = BACKOFF_MS[0];
       } catch (err) {
         this.#log.warn(
-          { key, pending: this.#pending.size, err: String(err), retryMs: backoff },
+          { key, pending: this.#pending.size, err, retryMs: backoff },
           "could not publish certificate records to etcd; retrying",
         );
         await abortableSleep(backoff, this.#stop.signal);
@@ -276,7 +274,7 @@ export class ClusterCertificates {
     if (this.#pending.size) void this.#kick();
   }
 
-  /** List, then watch from the list revision + 1 (_follow_prefix.ts); runs until stop(). */
+  /** List, then watch from the list revision + 1 (store/follow_prefix.ts); runs until stop(). */
   async #watch(firstListing: () => void): Promise<void> {
     await followPrefix(this.#store, CA_REVOKED_PREFIX, {
       onList: async (kvs) => {

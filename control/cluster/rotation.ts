@@ -1,6 +1,6 @@
 /**
  * CA rotation in cluster mode (docs/TLS.md, "Rotating the CA"). The cluster CA record in
- * etcd (_cluster_ca.ts) is the one source of truth:
+ * etcd (_ca_record.ts) is the one source of truth:
  *
  *   rotateClusterCa()    on the member asked (`ballast ca rotate`): a new root, its key
  *                        sealed under the cluster KEK, and the old CA moved to the record's
@@ -20,18 +20,16 @@
 
 import { createRootCa, exportPrivateKeyPem, type Pki } from "../../ca/mod.ts";
 import { ConflictError, FailedPreconditionError } from "../../mod/errors.ts";
-import { CLUSTER_CA_KEY, type ClusterCa, openClusterCaKey, putCaRecord } from "./_ca_record.ts";
+import type { Logger } from "../common/mod.ts";
+import { followPrefix, freshGet, type KeyValue, type StateStore } from "../store/mod.ts";
+import { CLUSTER_CA_KEY, type ClusterKeys, openClusterCaKey, putCaRecord } from "./_ca_record.ts";
 import { type ClusterCaRecord, parseCaRecord, sealCaKey } from "./_crypto.ts";
-import { followPrefix } from "../store/follow_prefix.ts";
 import { caPinOf } from "./join_token.ts";
-import { freshGet } from "../volumes/_record.ts";
-import type { Logger } from "../common/log.ts";
-import type { KeyValue, StateStore } from "../store/state_store.ts";
 
 /** Rotates the cluster CA in etcd; members adopt it from their watch. Returns the new record. */
 export async function rotateClusterCa(
   store: StateStore,
-  cluster: ClusterCa,
+  cluster: ClusterKeys,
   o: { overlapSeconds: number; nodeName: string; now?: Date },
 ): Promise<ClusterCaRecord> {
   const kv = await freshGet(store, CLUSTER_CA_KEY);
@@ -83,7 +81,7 @@ export async function rotateClusterCa(
 export class ClusterCaFollower {
   readonly #store: StateStore;
   readonly #pki: Pki;
-  readonly #cluster: ClusterCa;
+  readonly #keys: ClusterKeys;
   readonly #log: Logger;
   readonly #onChanged: () => void | Promise<void>;
   readonly #stop = new AbortController();
@@ -94,14 +92,14 @@ export class ClusterCaFollower {
   constructor(o: {
     store: StateStore;
     pki: Pki;
-    cluster: ClusterCa;
+    keys: ClusterKeys;
     log: Logger;
     /** Called after the CA or the trust bundle changed: reload the TLS contexts. */
     onChanged: () => void | Promise<void>;
   }) {
     this.#store = o.store;
     this.#pki = o.pki;
-    this.#cluster = o.cluster;
+    this.#keys = o.keys;
     this.#log = o.log.child({ component: "ca-rotation" });
     this.#onChanged = o.onChanged;
   }
@@ -126,7 +124,7 @@ export class ClusterCaFollower {
 
   /** `ballast ca rotate` on this member: rotate in etcd, then adopt here at once. */
   async rotate(o: { overlapSeconds: number; nodeName: string }): Promise<void> {
-    const record = await rotateClusterCa(this.#store, this.#cluster, o);
+    const record = await rotateClusterCa(this.#store, this.#keys, o);
     this.#log.warn(
       { caSha256: record.pin, overlapSeconds: o.overlapSeconds },
       "cluster CA rotated in etcd; every member adopts it",
@@ -136,12 +134,12 @@ export class ClusterCaFollower {
 
   #adopt(record: ClusterCaRecord): Promise<void> {
     const run = this.#adopting.then(async () => {
-      const keyPem = await openClusterCaKey(record, this.#cluster.kek);
+      const keyPem = await openClusterCaKey(record, this.#keys.kek);
       const changed = await this.#pki.adoptCa(
         { certPem: record.certPem, keyPem, chainPem: record.chainPem },
         record.retired ?? [],
       );
-      this.#cluster.pin = record.pin;
+      this.#keys.pin = record.pin;
       if (!changed) return;
       this.#log.warn(
         { caSha256: record.pin, retired: (record.retired ?? []).length },

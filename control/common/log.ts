@@ -2,6 +2,10 @@
  * Logging: pino JSON lines by default, or a compact human format with
  * `--log-format pretty`. Library code never uses console.*; it receives a pino
  * logger and makes child loggers carrying context (node, volume, conn, req).
+ *
+ * Errors are logged as `{ err }`: pino's err serializer keeps the type, the message with
+ * its causes, the stack and fields such as `code`. An expected, client-caused condition
+ * may be logged as `reason: errorMessage(err)` instead (mod/errors.ts).
  * @module
  */
 
@@ -14,6 +18,14 @@ export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "
 export type LogLevel = typeof LOG_LEVELS[number];
 
 const STANDARD_FIELDS = new Set(["level", "lvl", "time", "pid", "hostname", "msg"]);
+
+/** An error as pino's err serializer wrote it, or undefined for anything else. */
+function serializedError(v: unknown): { message: string; stack?: string } | undefined {
+  if (typeof v !== "object" || v === null) return undefined;
+  const { message, stack } = v as { message?: unknown; stack?: unknown };
+  if (typeof message !== "string") return undefined;
+  return { message, ...(typeof stack === "string" ? { stack } : {}) };
+}
 
 /** A pino destination that rewrites each JSON line as "time LEVEL msg key=value ...". */
 function prettyDestination(write: (line: string) => void): { write(s: string): void } {
@@ -28,11 +40,20 @@ function prettyDestination(write: (line: string) => void): { write(s: string): v
       }
       const time = String(rec.time ?? "").slice(11, 23);
       const level = String(rec.level ?? "").toUpperCase().padEnd(5);
+      const err = serializedError(rec.err);
       const ctx = Object.entries(rec)
         .filter(([k]) => !STANDARD_FIELDS.has(k))
-        .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+        .map(([k, v]) =>
+          k === "err" && err
+            ? `err=${JSON.stringify(err.message)}`
+            : `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`
+        )
         .join(" ");
-      write(`${time} ${level} ${rec.msg ?? ""}${ctx ? " " + ctx : ""}\n`);
+      // The stack (pino's err serializer keeps it) goes below the line, indented.
+      const stack = err?.stack?.split("\n").slice(1).map((l) => `    ${l.trim()}`).join("\n");
+      write(
+        `${time} ${level} ${rec.msg ?? ""}${ctx ? " " + ctx : ""}\n${stack ? stack + "\n" : ""}`,
+      );
     },
   };
 }

@@ -7,8 +7,8 @@
  * - "cas": ONE transaction whose compares are the key's modRevision plus the lease
  *   guard (each guarded-down node's alive key absent, each guarded-up node's present);
  *   its failure branch reads the key and the guarded alive keys, which come back as
- *   "cas-lost" with the fresh record and lease facts. A timeout or a store error is
- *   "response-lost" (the machine re-reads after its retry timer);
+ *   "cas-lost" with the fresh record and lease facts (both in _record_io.ts). A timeout
+ *   or a store error is "response-lost" (the machine re-reads after its retry timer);
  * - "set-timer": a setTimeout that feeds "timer-fired";
  * - notices: serve / stop-serving go to the host (the local data path); fence and
  *   resync are logged (replication is later work).
@@ -21,9 +21,9 @@
  */
 
 import { UnavailableError } from "../../mod/errors.ts";
-import type { Logger } from "../common/log.ts";
-import { aliveKey, livenessCompares } from "../nodes/registry.ts";
-import type { Compare, KeyValue, Op, StateStore } from "../store/state_store.ts";
+import type { Logger } from "../common/mod.ts";
+import type { KeyValue, StateStore } from "../store/mod.ts";
+import { GroupRecordIo } from "./_record_io.ts";
 import type { LeaseWatch } from "./lease_watch.ts";
 import {
   type ActorState,
@@ -39,8 +39,6 @@ import { describeRecord, type GroupRecord, type LeaseGuard } from "./record.ts";
 const REQUEST_TIMEOUT_MS = 5_000;
 /** How often the serving master checks its local write counter. */
 const WRITE_POLL_MS = 250;
-/** Raw record values kept by revision, so a CAS can rewrite the rest of the value. */
-const RAW_KEEP = 8;
 
 /** What a driver needs from the node hosting the group. */
 export interface GroupHost {
@@ -84,7 +82,7 @@ export class GroupDriver {
   #request = 0;
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   #writePoll: ReturnType<typeof setInterval> | undefined;
-  readonly #raw = new Map<number, string>();
+  readonly #records: GroupRecordIo;
   #unsubscribe: () => void = () => {};
   #lastLogged = "";
   /** First writes waiting for the record to show the replicas out of sync. */
@@ -103,6 +101,13 @@ export class GroupDriver {
     };
     this.#log = options.logger;
     this.#state = initActor(options.self).state;
+    this.#records = new GroupRecordIo({
+      store: options.store,
+      key: options.key,
+      decode: options.decode,
+      encode: options.encode,
+      logger: options.logger,
+    });
   }
 
   /** The actor state (for tests and status). */
@@ -144,7 +149,7 @@ export class GroupDriver {
   recordChanged(kv: KeyValue): void {
     const record = this.#o.decode(kv.value);
     if (record === undefined) return;
-    this.#remember(kv.modRevision, kv.value);
+    this.#records.remember(kv.modRevision, kv.value);
     this.feed({ type: "record-changed", current: { revision: kv.modRevision, record } });
   }
 
@@ -305,72 +310,12 @@ export class GroupDriver {
 
   #read(): void {
     const id = ++this.#request;
-    this.#withTimeout(id, async () => {
-      const kv = await this.#o.store.get(this.#o.key);
-      const record = kv && this.#o.decode(kv.value);
-      if (!kv || !record) {
-        this.#log.debug("group: record gone; waiting to be stopped");
-        return undefined;
-      }
-      this.#remember(kv.modRevision, kv.value);
-      return { type: "read-result", current: { revision: kv.modRevision, record } };
-    });
+    this.#withTimeout(id, () => this.#records.read());
   }
 
   #cas(expectedRevision: number, record: GroupRecord, guard: LeaseGuard): void {
     const id = ++this.#request;
-    const key = this.#o.key;
-    this.#withTimeout(id, async () => {
-      let base = this.#raw.get(expectedRevision);
-      if (base === undefined) {
-        const kv = await this.#o.store.get(key);
-        if (kv?.modRevision === expectedRevision) base = kv.value;
-      }
-      const guarded = [...guard.down, ...guard.up];
-      const reads: Op[] = [
-        { type: "get", key },
-        ...guarded.map((n): Op => ({ type: "get", key: aliveKey(n) })),
-      ];
-      let res;
-      if (base === undefined) {
-        // The value at the expected revision is gone, so the CAS cannot apply: read the
-        // record and the guarded leases in one snapshot and re-plan from them.
-        res = await this.#o.store.txn([], reads, []);
-      } else {
-        const value = this.#o.encode(base, record);
-        const compares: Compare[] = [
-          { key, target: "modRevision", op: "==", value: expectedRevision },
-          ...livenessCompares(guard.down, guard.up),
-        ];
-        res = await this.#o.store.txn(compares, [{ type: "put", key, value }], reads);
-        if (res.succeeded) {
-          this.#remember(res.revision, value);
-          this.#log.info(
-            { epoch: record.epoch, guard, revision: res.revision },
-            `group: CAS won: ${describeRecord(record)}`,
-          );
-          return { type: "cas-won", revision: res.revision };
-        }
-      }
-      const got = (i: number) => {
-        const r = res.responses[i];
-        return r?.type === "get" ? r.kvs[0] : undefined;
-      };
-      const kv = got(0);
-      const current = kv && this.#o.decode(kv.value);
-      if (!kv || !current) return undefined;
-      this.#remember(kv.modRevision, kv.value);
-      const leases = guarded.map((node, i) => ({ node, up: got(i + 1) !== undefined }));
-      this.#log.info(
-        { epoch: current.epoch, wanted: describeRecord(record), leases },
-        `group: CAS lost; re-planning from ${describeRecord(current)}`,
-      );
-      return {
-        type: "cas-lost",
-        current: { revision: kv.modRevision, record: current },
-        leases,
-      };
-    });
+    this.#withTimeout(id, () => this.#records.cas(expectedRevision, record, guard));
   }
 
   /** Runs a request; feeds its event, or response-lost on a timeout or error. */
@@ -400,17 +345,9 @@ export class GroupDriver {
       (err) => {
         if (!settle()) return;
         const level = err instanceof UnavailableError ? "warn" : "error";
-        this.#log[level]({ err: String(err) }, "group: store request failed");
+        this.#log[level]({ err }, "group: store request failed");
         this.feed({ type: "response-lost" });
       },
     );
-  }
-
-  #remember(revision: number, value: string): void {
-    this.#raw.set(revision, value);
-    if (this.#raw.size > RAW_KEEP) {
-      const oldest = Math.min(...this.#raw.keys());
-      this.#raw.delete(oldest);
-    }
   }
 }

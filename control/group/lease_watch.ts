@@ -5,10 +5,9 @@
  * @module
  */
 
-import type { Logger } from "../common/log.ts";
-import { ALIVE_SUFFIX, NODE_PREFIX } from "../nodes/registry.ts";
-import type { StateStore } from "../store/state_store.ts";
-import { followPrefix } from "../store/follow_prefix.ts";
+import type { Logger } from "../common/mod.ts";
+import { ALIVE_SUFFIX, NODE_PREFIX } from "../nodes/mod.ts";
+import { followPrefix, type StateStore } from "../store/mod.ts";
 
 /**
  * Which nodes' liveness leases are up, from one prefix watch on the node keys (list,

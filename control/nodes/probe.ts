@@ -12,6 +12,7 @@
  * @module
  */
 
+import { errorMessage } from "../../mod/errors.ts";
 import { BallastClient, type BallastClientOptions } from "../../mod/client.ts";
 
 /** Above /v1/health's own 1 s bound on its store check, so an etcd outage is not a dead peer. */
@@ -73,7 +74,7 @@ export class NodeProbe {
       await client.health();
       return undefined;
     } catch (err) {
-      const why = err instanceof Error ? err.message : String(err);
+      const why = errorMessage(err);
       return `its API at ${apiAddress} did not answer a health check within ` +
         `${this.#o.timeoutMs} ms (${why.split("\n")[0]})`;
     } finally {

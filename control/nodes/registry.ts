@@ -16,8 +16,8 @@
 import { NotFoundError } from "../../mod/errors.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
-import type { Logger } from "../common/log.ts";
-import type { Compare, Op, StateStore } from "../store/state_store.ts";
+import type { Logger } from "../common/mod.ts";
+import type { Compare, Op, StateStore } from "../store/mod.ts";
 import type { NodeProbe } from "./probe.ts";
 
 export const NODE_PREFIX = "/ballast/nodes/";
@@ -62,7 +62,7 @@ export interface NodeRegistryOptions {
   labels?: Record<string, string>;
   /**
    * Probes other live nodes' APIs on list/get, so a node that holds its lease but
-   * does not answer shows as "unreachable" (_node_probe.ts). None: never probed.
+   * does not answer shows as "unreachable" (probe.ts). None: never probed.
    */
   probe?: NodeProbe;
   /** Liveness lease TTL; default 10 s. Keep-alives go out every TTL/3. */
@@ -293,7 +293,7 @@ export class NodeRegistry {
         await this.#writeRecord();
       }
     } catch (err) {
-      log.error({ err: String(err) }, "node heartbeat failed");
+      log.error({ err }, "node heartbeat failed");
     }
   }
 }

@@ -7,17 +7,20 @@
  */
 
 import { parseDuration } from "../../mod/duration.ts";
-import { InvalidArgumentError } from "../../mod/errors.ts";
-import { LOG_LEVELS } from "../common/log.ts";
-import { parseJoinToken } from "../cluster/join_token.ts";
-import { checkLabels } from "../volumes/rules.ts";
-import type { LogFormat, LogLevel } from "../common/log.ts";
-
-/** A TCP listen address. */
-export interface ListenAddress {
-  host: string;
-  port: number;
-}
+import { errorMessage, InvalidArgumentError } from "../../mod/errors.ts";
+import {
+  formatHostPort,
+  isLoopback,
+  type ListenAddress,
+  LOG_LEVELS,
+  type LogFormat,
+  type LogLevel,
+  parseListen,
+} from "../common/mod.ts";
+import { parseJoinToken } from "../cluster/mod.ts";
+import { checkLabels } from "../volumes/mod.ts";
+import { type EtcdConfig, resolveEtcd } from "./_etcd_config.ts";
+import { type ConfigFile, type Pick, type ServeFlags, SETTINGS } from "./settings.ts";
 
 /** Everything `ballast serve` needs, fully defaulted. */
 export interface ServeConfig {
@@ -49,89 +52,6 @@ export interface ServeConfig {
   labels: Record<string, string>;
 }
 
-/** Where cluster state lives (`--etcd`). File paths are read by serve(), not here. */
-export interface EtcdConfig {
-  /** Client URLs, all http:// or all https://, without trailing slash. */
-  endpoints: string[];
-  /** PEM file of the CA that signed etcd's server certificate; required for https. */
-  caFile: string | undefined;
-  /** PEM client certificate and key (etcd --client-cert-auth); both or neither. */
-  certFile: string | undefined;
-  keyFile: string | undefined;
-  /** Key namespace in etcd, so several clusters (or other users) can share one etcd. */
-  prefix: string;
-}
-
-/** Flags as parsed from the command line (strings, undefined when not given). */
-export interface ServeFlags {
-  "data-dir"?: string;
-  "api-listen"?: string;
-  "nbd-listen"?: string;
-  "node-name"?: string;
-  "log-level"?: string;
-  "log-format"?: string;
-  "node-lease-ttl"?: string;
-  tls?: string;
-  "nbd-local-listen"?: string;
-  "api-anonymous-health"?: string;
-  "cert-ttl"?: string;
-  etcd?: string;
-  "etcd-cacert"?: string;
-  "etcd-cert"?: string;
-  "etcd-key"?: string;
-  "etcd-prefix"?: string;
-  join?: string;
-  label?: string;
-}
-
-/** Settings read from a config file; same meaning as the flags. */
-export interface ConfigFile {
-  dataDir?: string;
-  apiListen?: string;
-  nbdListen?: string;
-  nodeName?: string;
-  logLevel?: string;
-  logFormat?: string;
-  nodeLeaseTtlSeconds?: number | string;
-  tls?: string;
-  nbdLocalListen?: string;
-  apiAnonymousHealth?: string;
-  certTtlSeconds?: number | string;
-  etcd?: string;
-  etcdCacert?: string;
-  etcdCert?: string;
-  etcdKey?: string;
-  etcdPrefix?: string;
-  joinToken?: string;
-  labels?: string;
-}
-
-/** The settings: flag name, environment variable, file key, default. */
-export const SETTINGS = {
-  dataDir: { flag: "data-dir", env: "BALLAST_DATA_DIR", default: undefined },
-  apiListen: { flag: "api-listen", env: "BALLAST_API_LISTEN", default: "127.0.0.1:5705" },
-  nbdListen: { flag: "nbd-listen", env: "BALLAST_NBD_LISTEN", default: "127.0.0.1:10809" },
-  nodeName: { flag: "node-name", env: "BALLAST_NODE_NAME", default: "(hostname)" },
-  logLevel: { flag: "log-level", env: "BALLAST_LOG_LEVEL", default: "info" },
-  logFormat: { flag: "log-format", env: "BALLAST_LOG_FORMAT", default: "json" },
-  nodeLeaseTtlSeconds: { flag: "node-lease-ttl", env: "BALLAST_NODE_LEASE_TTL", default: "10s" },
-  tls: { flag: "tls", env: "BALLAST_TLS", default: "on" },
-  nbdLocalListen: { flag: "nbd-local-listen", env: "BALLAST_NBD_LOCAL_LISTEN", default: undefined },
-  apiAnonymousHealth: {
-    flag: "api-anonymous-health",
-    env: "BALLAST_API_ANONYMOUS_HEALTH",
-    default: "false",
-  },
-  certTtlSeconds: { flag: "cert-ttl", env: "BALLAST_CERT_TTL", default: "30d" },
-  etcd: { flag: "etcd", env: "BALLAST_ETCD", default: undefined },
-  etcdCacert: { flag: "etcd-cacert", env: "BALLAST_ETCD_CACERT", default: undefined },
-  etcdCert: { flag: "etcd-cert", env: "BALLAST_ETCD_CERT", default: undefined },
-  etcdKey: { flag: "etcd-key", env: "BALLAST_ETCD_KEY", default: undefined },
-  etcdPrefix: { flag: "etcd-prefix", env: "BALLAST_ETCD_PREFIX", default: "/ballast-cluster" },
-  joinToken: { flag: "join", env: "BALLAST_JOIN_TOKEN", default: undefined },
-  labels: { flag: "label", env: "BALLAST_LABELS", default: undefined },
-} as const;
-
 const NODE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const LOG_FORMATS: readonly LogFormat[] = ["json", "pretty"];
 
@@ -146,7 +66,7 @@ export function resolveConfig(
   file: ConfigFile = {},
   facts: { hostname?: () => string } = {},
 ): ServeConfig {
-  const pick = (key: keyof typeof SETTINGS): { value: string | undefined; source: string } => {
+  const pick: Pick = (key) => {
     const s = SETTINGS[key];
     const fromFlag = flags[s.flag];
     if (fromFlag !== undefined) return { value: fromFlag, source: `--${s.flag}` };
@@ -298,121 +218,11 @@ function resolveLabels(
   try {
     return checkLabels(labels, "label");
   } catch (err) {
-    throw new InvalidArgumentError(`invalid ${text.source}: ${(err as Error).message}`, {
+    throw new InvalidArgumentError(`invalid ${text.source}: ${errorMessage(err)}`, {
       field: SETTINGS.labels.flag,
       cause: err,
     });
   }
-}
-
-type Pick = (key: keyof typeof SETTINGS) => { value: string | undefined; source: string };
-
-/** The `--etcd*` settings; undefined without --etcd (embedded store). */
-function resolveEtcd(pick: Pick): EtcdConfig | undefined {
-  const urls = pick("etcd");
-  const given = (key: "etcdCacert" | "etcdCert" | "etcdKey") => {
-    const p = pick(key);
-    return p.value === undefined || p.value === "" ? undefined : { ...p, value: p.value };
-  };
-  const ca = given("etcdCacert");
-  const cert = given("etcdCert");
-  const key = given("etcdKey");
-  if (urls.value === undefined || urls.value.trim() === "") {
-    const stray = ca ?? cert ?? key;
-    if (stray) {
-      throw new InvalidArgumentError(
-        `${stray.source} "${stray.value}" needs --etcd: the etcd TLS files only apply in cluster mode`,
-        { field: SETTINGS.etcd.flag },
-      );
-    }
-    return undefined;
-  }
-  const endpoints = parseEtcdUrls(urls.value, urls.source);
-  const https = endpoints[0].startsWith("https:");
-  if (https && !ca) {
-    throw new InvalidArgumentError(
-      `${urls.source} "${urls.value}" uses https: pass --etcd-cacert FILE (the CA of etcd's server certificate)`,
-      { field: SETTINGS.etcdCacert.flag },
-    );
-  }
-  if (!https) {
-    const tlsOnly = ca ?? cert ?? key;
-    if (tlsOnly) {
-      throw new InvalidArgumentError(
-        `${tlsOnly.source} "${tlsOnly.value}" only applies to https etcd URLs; ${urls.source} is "${urls.value}"`,
-        { field: SETTINGS.etcd.flag },
-      );
-    }
-  }
-  if ((cert === undefined) !== (key === undefined)) {
-    const [have, missing] = cert ? [cert, SETTINGS.etcdKey.flag] : [key!, SETTINGS.etcdCert.flag];
-    throw new InvalidArgumentError(
-      `${have.source} "${have.value}" needs --${missing} too: the etcd client certificate and key go together`,
-      { field: missing },
-    );
-  }
-  const prefix = pick("etcdPrefix");
-  const p = prefix.value!;
-  if (!/^\/[A-Za-z0-9._/-]*$/.test(p) || p.endsWith("/") && p.length > 1 || p.includes("//")) {
-    throw new InvalidArgumentError(
-      `invalid ${prefix.source} "${p}": expected a key path such as /ballast-cluster ` +
-        `(starts with "/", no trailing "/", characters A-Z a-z 0-9 . _ - /)`,
-      { field: SETTINGS.etcdPrefix.flag },
-    );
-  }
-  return {
-    endpoints,
-    caFile: ca?.value,
-    certFile: cert?.value,
-    keyFile: key?.value,
-    prefix: p === "/" ? "" : p,
-  };
-}
-
-/**
- * Parses comma-separated etcd client URLs: http(s)://HOST:PORT, all the same scheme.
- * @throws InvalidArgumentError naming the source (flag or env) and the bad URL.
- */
-export function parseEtcdUrls(text: string, source = "--etcd"): string[] {
-  const parts = text.split(",").map((u) => u.trim());
-  const endpoints: string[] = [];
-  for (const part of parts) {
-    const bad = (why: string) =>
-      new InvalidArgumentError(`invalid ${source} URL "${part}": ${why}`, {
-        field: SETTINGS.etcd.flag,
-      });
-    if (part === "") throw bad("empty entry in the comma-separated list");
-    let url: URL;
-    try {
-      url = new URL(part);
-    } catch {
-      throw bad("expected http://HOST:PORT or https://HOST:PORT");
-    }
-    if (url.protocol !== "http:" && url.protocol !== "https:") {
-      throw bad(`scheme must be http or https, not ${url.protocol.replace(/:$/, "")}`);
-    }
-    if (
-      url.username || url.password || (url.pathname !== "/" && url.pathname !== "") ||
-      url.search || url.hash
-    ) {
-      throw bad("expected only scheme, host and port (no user, path or query)");
-    }
-    if (!/:\d+\/?$/.test(part)) throw bad("missing port, e.g. http://127.0.0.1:2379");
-    endpoints.push(`${url.protocol}//${part.slice(part.indexOf("//") + 2).replace(/\/$/, "")}`);
-  }
-  const schemes = new Set(endpoints.map((e) => e.slice(0, e.indexOf(":"))));
-  if (schemes.size > 1) {
-    throw new InvalidArgumentError(
-      `invalid ${source} "${text}": mixes http and https URLs; use one scheme for every member`,
-      { field: SETTINGS.etcd.flag },
-    );
-  }
-  return endpoints;
-}
-
-/** Whether a listen host is a loopback address. */
-export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 function parseBool(text: string, source: string, field: string): boolean {
@@ -420,41 +230,4 @@ function parseBool(text: string, source: string, field: string): boolean {
   if (["on", "true", "yes", "1"].includes(t)) return true;
   if (["off", "false", "no", "0"].includes(t)) return false;
   throw new InvalidArgumentError(`invalid ${source} "${text}": expected on or off`, { field });
-}
-
-/**
- * Parses "HOST:PORT", "[IPv6]:PORT" or ":PORT" (all interfaces). Port 0 picks a free port.
- * @throws InvalidArgumentError naming `what` (the flag) and the value.
- */
-export function parseListen(
-  text: string,
-  what = "address",
-  field = what.replace(/^--/, ""),
-): ListenAddress {
-  const bad = (why: string) =>
-    new InvalidArgumentError(`invalid ${what} "${text}": ${why}`, { field });
-  let host: string;
-  let portText: string;
-  const v6 = /^\[([0-9a-fA-F:.%a-zA-Z]+)\]:(.*)$/.exec(text);
-  if (v6) {
-    host = v6[1];
-    portText = v6[2];
-  } else {
-    const i = text.lastIndexOf(":");
-    if (i < 0) throw bad("expected HOST:PORT, e.g. 127.0.0.1:5705 or [::1]:5705");
-    host = text.slice(0, i);
-    portText = text.slice(i + 1);
-    if (host.includes(":")) throw bad("put IPv6 addresses in brackets, e.g. [::1]:5705");
-    if (host === "") host = "0.0.0.0";
-    if (!/^[A-Za-z0-9.-]+$/.test(host)) throw bad(`bad host "${host}"`);
-  }
-  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
-    throw bad(`bad port "${portText}": expected 0-65535`);
-  }
-  return { host, port: Number(portText) };
-}
-
-/** Formats an address for URLs and logs: "127.0.0.1:5705", "[::1]:5705". */
-export function formatHostPort(addr: ListenAddress): string {
-  return addr.host.includes(":") ? `[${addr.host}]:${addr.port}` : `${addr.host}:${addr.port}`;
 }

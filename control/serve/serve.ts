@@ -7,26 +7,23 @@
  */
 
 import { startDataPlane } from "../../data/mod.ts";
-import { InvalidArgumentError, toBallastError, UnavailableError } from "../../mod/errors.ts";
+import { toBallastError } from "../../mod/errors.ts";
 import { VERSION } from "../../mod/version.ts";
-import { createApi } from "../api/app.ts";
-import { type ApiListener, listenApi } from "../api/listener.ts";
-import { setupNodeTls } from "../tls/node_tls.ts";
-import { prepareClusterPki } from "../cluster/_ca_record.ts";
-import { ClusterCertificates } from "../cluster/revocations.ts";
-import { ClusterCaFollower } from "../cluster/rotation.ts";
-import type { EtcdConfig, ServeConfig } from "./config.ts";
-import { EtcdStateStore, type EtcdTls } from "../store/etcd/etcd_store.ts";
-import { ReadCacheStore } from "../store/read_cache.ts";
+import { type ApiListener, createApi, listenApi } from "../api/mod.ts";
+import {
+  ClusterCaFollower,
+  ClusterCertificates,
+  type ClusterMember,
+  prepareClusterPki,
+} from "../cluster/mod.ts";
+import { createLogger, type Logger } from "../common/mod.ts";
+import { NodeProbe, NodeRegistry } from "../nodes/mod.ts";
+import { ReadCacheStore } from "../store/mod.ts";
+import { setupNodeTls } from "../tls/mod.ts";
+import { orphanMinAgeMs, VolumeService } from "../volumes/mod.ts";
+import type { ServeConfig } from "./config.ts";
 import { lockDataDir } from "./_data_dir_lock.ts";
-import { createLogger } from "../common/log.ts";
-import type { Logger } from "../common/log.ts";
-import { NodeRegistry } from "../nodes/registry.ts";
-import { NodeProbe } from "../nodes/probe.ts";
-import { SqliteStateStore } from "../store/sqlite/sqlite_store.ts";
-import type { StateStore } from "../store/state_store.ts";
-import { orphanMinAgeMs } from "../volumes/_orphans.ts";
-import { VolumeService } from "../volumes/service.ts";
+import { openStore } from "./_open_store.ts";
 
 /** A running node. */
 export interface Server {
@@ -53,7 +50,7 @@ export async function serve(
       try {
         await step();
       } catch (err) {
-        log.error({ err: String(err) }, "shutdown step failed");
+        log.error({ err }, "shutdown step failed");
       }
     }
     undo.length = 0;
@@ -71,22 +68,23 @@ export async function serve(
 
     // TLS on every endpoint unless the operator chose plaintext on loopback (--tls off).
     // Cluster mode: the CA comes from etcd (the first node puts it there; others join).
-    const cluster = config.tls && config.etcd
+    const clusterKeys = config.tls && config.etcd
       ? await prepareClusterPki(config, store, log)
       : undefined;
     const tls = config.tls ? await setupNodeTls(config, log) : undefined;
     if (!tls) log.warn("TLS is off: plaintext API and NBD on loopback only");
-    if (cluster && tls) {
-      // Revocations and the issued index are shared through etcd (_cluster_revocations.ts).
-      const certificates = new ClusterCertificates({
+    let certificates: ClusterCertificates | undefined;
+    if (clusterKeys && tls) {
+      // Revocations and the issued index are shared through etcd (cluster/revocations.ts).
+      const shared = new ClusterCertificates({
         store,
         pki: tls.pki,
         nodeName: config.nodeName,
         log,
       });
-      await certificates.start();
-      undo.push(() => certificates.stop());
-      cluster.certificates = certificates;
+      await shared.start();
+      undo.push(() => shared.stop());
+      certificates = shared;
     }
 
     const dataPlane = await startDataPlane({
@@ -161,18 +159,19 @@ export async function serve(
       tls?.reload();
       listenerRef.current?.reload();
     };
-    if (cluster && tls) {
+    let cluster: ClusterMember | undefined;
+    if (clusterKeys && tls && certificates) {
       // `ca rotate` through etcd: every member adopts the cluster's current CA.
       const rotation = new ClusterCaFollower({
         store,
         pki: tls.pki,
-        cluster,
+        keys: clusterKeys,
         log,
         onChanged: reloadTls,
       });
       rotation.start();
       undo.push(() => rotation.stop());
-      cluster.rotation = rotation;
+      cluster = { store, pki: tls.pki, keys: clusterKeys, certificates, rotation };
     }
     const app = createApi({
       volumes,
@@ -234,61 +233,6 @@ export async function serve(
   }
 }
 
-/** The embedded store at DIR/state.db, or etcd when `--etcd` is set. */
-async function openStore(config: ServeConfig): Promise<StateStore> {
-  if (!config.etcd) {
-    return SqliteStateStore.open(`${config.dataDir.replace(/\/+$/, "")}/state.db`);
-  }
-  const tls = await readEtcdTls(config.etcd);
-  try {
-    return await EtcdStateStore.connect({
-      endpoints: config.etcd.endpoints,
-      tls,
-      prefix: config.etcd.prefix,
-    });
-  } catch (err) {
-    if (!tls || !(err instanceof UnavailableError)) throw err;
-    // A TLS refusal (unknown CA, missing or foreign client certificate) looks like a
-    // broken connection from here; point at the files.
-    throw new UnavailableError(
-      `${err.message} (with TLS: check that --etcd-cacert signed etcd's certificate and that ` +
-        `etcd accepts the client certificate${
-          tls.certPem ? " in --etcd-cert" : "; none was given (--etcd-cert, --etcd-key)"
-        })`,
-      { cause: err },
-    );
-  }
-}
-
-/** Reads the `--etcd-cacert/-cert/-key` files; errors name the flag and the file. */
-async function readEtcdTls(etcd: EtcdConfig): Promise<EtcdTls | undefined> {
-  if (!etcd.caFile) return undefined;
-  const read = async (file: string, flag: string) => {
-    let text: string;
-    try {
-      text = await Deno.readTextFile(file);
-    } catch (err) {
-      throw new InvalidArgumentError(
-        `cannot read --${flag} "${file}": ${(err as Error).message}`,
-        { field: flag, cause: err },
-      );
-    }
-    if (!text.includes("-----BEGIN ")) {
-      throw new InvalidArgumentError(`--${flag} "${file}" is not a PEM file`, { field: flag });
-    }
-    return text;
-  };
-  return {
-    caPem: await read(etcd.caFile, "etcd-cacert"),
-    ...(etcd.certFile && etcd.keyFile
-      ? {
-        certPem: await read(etcd.certFile, "etcd-cert"),
-        keyPem: await read(etcd.keyFile, "etcd-key"),
-      }
-      : {}),
-  };
-}
-
 /**
  * Runs until SIGINT or SIGTERM, then shuts down cleanly and exits 0 (1 if the
  * shutdown failed). A second signal exits at once with code 130.
@@ -306,7 +250,7 @@ export function exitOnSignal(server: Server): Promise<never> {
       server.shutdown().then(
         () => Deno.exit(0),
         (err) => {
-          server.logger.error({ err: String(err) }, "shutdown failed");
+          server.logger.error({ err }, "shutdown failed");
           Deno.exit(1);
         },
       );

@@ -3,14 +3,13 @@
  * revision + 1; a compacted watch (or one the store ended) lists again, a failed list,
  * watch or handler retries with backoff (100 ms, doubling to 5 s; reset by any watch
  * message), and the signal cancels the watch. Used by the volume record watch
- * (_volume_watch.ts), the lease view (group/lease_watch.ts) and the revocation watch
- * (_cluster_revocations.ts).
+ * (volumes/_watch.ts), the lease view (group/lease_watch.ts) and the revocation watch
+ * (cluster/revocations.ts).
  * @module
  */
 
-import type { Logger } from "../common/log.ts";
+import { abortableSleep, type Logger } from "../common/mod.ts";
 import type { KeyValue, StateStore, Watch, WatchEvent } from "./state_store.ts";
-import { abortableSleep } from "../volumes/_record.ts";
 
 /** [first, cap] of the retry backoff, in ms. */
 export const FOLLOW_BACKOFF_MS = [100, 5_000] as const;
@@ -70,7 +69,7 @@ export async function followPrefix(
     } catch (err) {
       handlers.onError?.(err);
       if (stop.aborted) return;
-      log.warn({ err: String(err), retryMs: backoff }, `${what} watch failed; retrying`);
+      log.warn({ err, retryMs: backoff }, `${what} watch failed; retrying`);
       await abortableSleep(backoff, stop);
       backoff = Math.min(backoff * 2, FOLLOW_BACKOFF_MS[1]);
     } finally {

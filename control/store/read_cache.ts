@@ -15,7 +15,7 @@
 
 import { AsyncLocalStorage } from "node:async_hooks";
 import { UnavailableError } from "../../mod/errors.ts";
-import type { Logger } from "../common/log.ts";
+import type { Logger } from "../common/mod.ts";
 import type {
   Compare,
   KeyValue,
@@ -37,6 +37,22 @@ const scope = new AsyncLocalStorage<StaleMark>();
 /** Runs `fn` so that cached answers given inside it are recorded in `mark`. */
 export function withStaleTracking<T>(mark: StaleMark, fn: () => T): T {
   return scope.run(mark, fn);
+}
+
+/**
+ * A get that never answers from the read cache (ReadCacheStore): what a node does to
+ * its copies must follow the record as it is, not as it was before an outage. Rejects
+ * with UnavailableError when only a cached answer was to be had.
+ */
+export async function freshGet(store: StateStore, key: string): Promise<KeyValue | undefined> {
+  const mark: StaleMark = {};
+  const kv = await withStaleTracking(mark, () => store.get(key));
+  if (mark.since !== undefined) {
+    throw new UnavailableError(
+      `control plane unavailable: only a cached ${key} (read at ${mark.since.toISOString()})`,
+    );
+  }
+  return kv;
 }
 
 function markStale(at: Date): void {
@@ -249,7 +265,7 @@ export class ReadCacheStore implements StateStore {
   #degraded(err: UnavailableError): void {
     if (this.#degradedSince) return;
     this.#degradedSince = this.#now();
-    this.#log?.warn({ err: err.message }, "state store unavailable; answering reads from cache");
+    this.#log?.warn({ err }, "state store unavailable; answering reads from cache");
   }
 
   #recovered(): void {

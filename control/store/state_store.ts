@@ -2,7 +2,7 @@
  * The state store: an etcd-shaped key-value model that the control plane is written
  * against. Two implementations exist: the embedded one on node:sqlite (single node,
  * no etcd configured) and, in cluster mode, etcd itself. Both pass the same contract
- * suite (tests/control/state_store_contract.ts).
+ * suite (tests/control/store/state_store_contract.ts).
  *
  * The model follows etcd v3: one global revision counter bumped by every write
  * transaction; each key carries createRevision, modRevision and version; writes may

@@ -1,7 +1,8 @@
 /**
- * Argument checks and compare evaluation for the embedded state store (private).
- * The rules follow etcd so that code written against the embedded store also runs
- * against etcd: keys are non-empty, a transaction branch may not put one key twice
+ * Argument checks and compare evaluation of state store transactions, shared by both
+ * implementations (the embedded store evaluates compares with them; the etcd store checks
+ * arguments and settles lost writes with them). The rules follow etcd so that code written
+ * against the embedded store also runs against etcd: keys are non-empty, a transaction branch may not put one key twice
  * or put a key it also deletes, and a value compare on a missing key never holds.
  * @module
  */

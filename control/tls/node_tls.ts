@@ -13,9 +13,18 @@ import {
   type StartTls,
   startTlsServer,
 } from "../../data/mod.ts";
-import type { ListenAddress, ServeConfig } from "../serve/config.ts";
-import type { Logger } from "../common/log.ts";
 import { FailedPreconditionError } from "../../mod/errors.ts";
+import type { ListenAddress, Logger } from "../common/mod.ts";
+
+/** What node TLS reads of the node's configuration (a ServeConfig has all of it). */
+export interface NodeTlsConfig {
+  dataDir: string;
+  nodeName: string;
+  apiListen: ListenAddress;
+  nbdListen: ListenAddress;
+  /** Lifetime of the certificates the node issues (renewed at 2/3 of it). */
+  certTtlSeconds: number;
+}
 
 export interface NodeTls {
   pki: Pki;
@@ -56,7 +65,7 @@ export function certificateNames(
   return { dnsNames: [...dns], ipAddresses: [...ips] };
 }
 
-export async function setupNodeTls(config: ServeConfig, log: Logger): Promise<NodeTls> {
+export async function setupNodeTls(config: NodeTlsConfig, log: Logger): Promise<NodeTls> {
   const names = certificateNames(config.nodeName, [config.apiListen, config.nbdListen]);
   const dir = pkiDirOf(config.dataDir);
   const pki = await openPki(dir, {
@@ -123,7 +132,7 @@ export async function setupNodeTls(config: ServeConfig, log: Logger): Promise<No
             log.info({ renewed }, "certificates renewed; TLS contexts reloaded");
           }
         } catch (err) {
-          log.error({ err: (err as Error).message }, "certificate renewal failed");
+          log.error({ err }, "certificate renewal failed");
         } finally {
           busy = false;
         }

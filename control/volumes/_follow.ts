@@ -1,16 +1,16 @@
 /**
  * Cluster mode: how a node follows the volume records. One record watch per node
- * (_volume_watch.ts) only dispatches; each change is applied on the volume's own serial
- * lane (_volume_queue.ts), so one volume's slow or failing step never holds up another
+ * (_watch.ts) only dispatches; each change is applied on the volume's own serial
+ * lane (_queue.ts), so one volume's slow or failing step never holds up another
  * volume, and a failed step is retried from a fresh read of its record.
  * @module
  */
 
-import type { Logger } from "../common/log.ts";
-import type { KeyValue, StateStore } from "../store/state_store.ts";
+import type { Logger } from "../common/mod.ts";
+import { freshGet, type KeyValue, type StateStore } from "../store/mod.ts";
 import type { VolumeGroups } from "./_groups.ts";
 import { type RecordChange, RecordQueues } from "./_queue.ts";
-import { freshGet, parseRecord, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
+import { parseRecord, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
 import { watchVolumeRecords } from "./_watch.ts";
 
 export interface FollowOptions {

@@ -1,7 +1,7 @@
 /**
  * The creator's side of a replicated volume (cluster mode): place the group, write its
  * record "creating" with `created: []`, wait (10 s) for every member to make its copy
- * and say so in the record (_volume_groups.ts, through each member's record watch),
+ * and say so in the record (_groups.ts, through each member's record watch),
  * then flip it to "ready". A member failed or did not answer: the record goes
  * "deleting" with `remaining` = the members that made a copy (or is removed if none
  * did), each removes its copy, and the caller gets an error naming the node and why.
@@ -10,18 +10,11 @@
 
 import { AlreadyExistsError, ConflictError, FailedPreconditionError } from "../../mod/errors.ts";
 import type { NodeInfo } from "../../mod/types.ts";
-import { place } from "../group/placement.ts";
-import { newRecord } from "../group/record.ts";
+import { newRecord, place } from "../group/mod.ts";
 import { abandonCreate } from "./_group_transitions.ts";
-import type { Logger } from "../common/log.ts";
-import type { StateStore } from "../store/state_store.ts";
-import {
-  abortableSleep,
-  casRecord,
-  parseRecord,
-  VOLUME_PREFIX,
-  type VolumeRecord,
-} from "./_record.ts";
+import { abortableSleep, type Logger } from "../common/mod.ts";
+import type { StateStore } from "../store/mod.ts";
+import { casRecord, parseRecord, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
 
 export const CREATE_WAIT_MS = 10_000;
 const CLEANUP_WAIT_MS = 5_000;

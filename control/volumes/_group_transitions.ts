@@ -1,7 +1,7 @@
 /**
  * Pure transitions of a replicated volume's record (the hand-over fields of
- * _volume_record.ts) used by the create and delete paths of _volume_groups.ts and
- * volumes.ts. Each takes the current record and returns the next one, "delete" (remove
+ * _record.ts) used by the create and delete paths of _groups.ts and
+ * service.ts. Each takes the current record and returns the next one, "delete" (remove
  * the record), or undefined (no change), so they are tested without a store.
  * @module
  */
@@ -27,7 +27,7 @@ export function staleCreateMs(createWaitMs: number): number {
  * `down`: members whose liveness lease is gone. Without `force` they refuse the delete
  * (a down member could never remove its copy, so the delete would never finish); with
  * it they leave `remaining` (they remove their orphaned copy when they come back, see
- * _volume_orphans.ts), and with no live member left the record goes at once ("delete").
+ * _orphans.ts), and with no live member left the record goes at once ("delete").
  */
 export function markGroupDeleting(
   rec: VolumeRecord,

@@ -1,8 +1,8 @@
 /**
  * Replicated volumes in cluster mode: the members' side of create, grow and delete,
  * and one GroupDriver per group this node hosts. The creator's side of create is
- * _volume_group_create.ts; the record changes reach handle() through one serial lane
- * per volume (_volume_queue.ts), which retries a step that failed.
+ * _group_create.ts; the record changes reach handle() through one serial lane
+ * per volume (_queue.ts), which retries a step that failed.
  *
  * Everything about a group lives in the volume's own record key, so groups never
  * contend with each other:
@@ -15,19 +15,17 @@
  *   runs); the master deletes first (it may refuse while NBD clients are connected),
  *   then the others; the last one removes the record. A member left out removes its
  *   copy when it sees the record "deleting" or deleted, or at its next start
- *   (_volume_orphans.ts);
+ *   (_orphans.ts);
  * - grow: `sizeBytes` in the record changes by CAS (any node); every member grows its
  *   copy to the record's size when it sees the record (growCopy), so a member that was
  *   down grows when it comes back and lists the records. Copies never shrink.
  * @module
  */
 
-import { FailedPreconditionError } from "../../mod/errors.ts";
+import { errorMessage, FailedPreconditionError } from "../../mod/errors.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
-import { GroupDriver } from "../group/driver.ts";
-import { LeaseWatch } from "../group/lease_watch.ts";
-import type { GroupRecord } from "../group/record.ts";
+import { GroupDriver, type GroupRecord, LeaseWatch } from "../group/mod.ts";
 import { CREATE_WAIT_MS, createGroup, type GroupCreate } from "./_group_create.ts";
 import {
   copyDeleted,
@@ -35,9 +33,9 @@ import {
   markGroupDeleting,
   staleCreateMs,
 } from "./_group_transitions.ts";
-import type { Logger } from "../common/log.ts";
-import { aliveKey } from "../nodes/registry.ts";
-import type { KeyValue, StateStore } from "../store/state_store.ts";
+import type { Logger } from "../common/mod.ts";
+import { aliveKey } from "../nodes/mod.ts";
+import type { KeyValue, StateStore } from "../store/mod.ts";
 import { casRecord, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
 
 export type { GroupCreate };
@@ -198,7 +196,7 @@ export class VolumeGroups {
     if (!rec) return;
     await this.#o.plane.deleteVolume(name, { force: true, uuid: rec.uuid }).catch((err) =>
       this.#log.warn(
-        { volume: name, uuid: rec.uuid, err: String(err) },
+        { volume: name, uuid: rec.uuid, err },
         "could not remove the copy of a deleted volume; the orphan cleanup at the next start will",
       )
     );
@@ -276,8 +274,8 @@ export class VolumeGroups {
     try {
       await this.#o.plane.createVolume(specOf(rec), { export: false });
     } catch (err) {
-      failure = `node ${self} could not create its copy: ${(err as Error).message ?? err}`;
-      log.warn({ err: String(err) }, "could not create the local copy of a new volume");
+      failure = `node ${self} could not create its copy: ${errorMessage(err)}`;
+      log.warn({ err }, "could not create the local copy of a new volume");
     }
     let outcome = "abandoned" as "recorded" | "kept" | "abandoned";
     await casRecord(this.#o.store, rec.name, rec.uuid, (cur) => {

@@ -2,22 +2,22 @@
  * Unreplicated volumes held by this node (the volume lives on its master only):
  * creating them, bringing the data plane in line with the records at node start, and applying
  * changes other nodes asked for through the record (delete, grow). Used by
- * VolumeService (volumes.ts).
+ * VolumeService (service.ts).
  * @module
  */
 
 import {
   AlreadyExistsError,
   ConflictError,
+  errorMessage,
   FailedPreconditionError,
   NotFoundError,
 } from "../../mod/errors.ts";
 import type { VolumeState } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
-import type { Logger } from "../common/log.ts";
-import type { KeyValue, StateStore } from "../store/state_store.ts";
+import { abortableSleep, type Logger } from "../common/mod.ts";
+import type { KeyValue, StateStore } from "../store/mod.ts";
 import {
-  abortableSleep,
   dataPlaneError,
   parseRecord,
   specOf,
@@ -60,7 +60,7 @@ export async function createLocal(
   try {
     await ctx.plane.createVolume(specOf(record));
   } catch (err) {
-    log.warn({ err: String(err) }, "data plane could not create volume; removing record");
+    log.warn({ err }, "data plane could not create volume; removing record");
     await ctx.store.txn(
       [{ key, target: "modRevision", op: "==", value: put.revision }],
       [{ type: "delete", key }],
@@ -86,7 +86,7 @@ export interface ReconcileReport {
   failed: string[];
   finishedDeletes: string[];
   removedCreating: string[];
-  /** Uuids of copies removed because no record names them (_volume_orphans.ts). */
+  /** Uuids of copies removed because no record names them (_orphans.ts). */
   movedOrphans: string[];
 }
 
@@ -166,8 +166,8 @@ async function finishRemoteDelete(
       await ctx.plane.openVolume(specOf(rec)).then(() => true, () => false);
     if (exported) await deleteData(ctx.plane, rec.name, force);
   } catch (err) {
-    const why = err instanceof Error ? err.message : String(err);
-    log.warn({ err: why }, "refused a delete asked by another node");
+    const why = errorMessage(err);
+    log.warn({ reason: why }, "refused a delete asked by another node");
     const back: VolumeRecord = {
       ...rec,
       state: "ready",
@@ -234,7 +234,7 @@ export async function reconcileLocal(ctx: LocalContext): Promise<ReconcileReport
         list.push(rec.name);
         log.info({ state: rec.state }, "finished interrupted operation: volume removed");
       } catch (err) {
-        log.error({ err: String(err), state: rec.state }, "could not remove volume");
+        log.error({ err, state: rec.state }, "could not remove volume");
       }
       continue;
     }
@@ -245,7 +245,7 @@ export async function reconcileLocal(ctx: LocalContext): Promise<ReconcileReport
       if (rec.state === "failed") await setState(ctx, kv, rec, "ready");
     } catch (err) {
       report.failed.push(rec.name);
-      log.error({ err: String(err) }, "cannot open volume; marking it failed");
+      log.error({ err }, "cannot open volume; marking it failed");
       if (rec.state !== "failed") await setState(ctx, kv, rec, "failed");
     }
   }

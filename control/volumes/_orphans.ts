@@ -20,9 +20,9 @@
  */
 
 import type { DataPlane } from "../../data/plane.ts";
-import type { Logger } from "../common/log.ts";
-import { NODE_PREFIX } from "../nodes/registry.ts";
-import type { StateStore } from "../store/state_store.ts";
+import type { Logger } from "../common/mod.ts";
+import { NODE_PREFIX } from "../nodes/mod.ts";
+import type { StateStore } from "../store/mod.ts";
 import { parseRecord, VOLUME_PREFIX } from "./_record.ts";
 
 /** How old a file without a record must be before it is removed. */
@@ -82,7 +82,7 @@ export async function removeOrphans(ctx: {
         );
       }
     } catch (err) {
-      log.warn({ err: String(err) }, "could not move an orphaned volume copy");
+      log.warn({ err }, "could not move an orphaned volume copy");
     }
   }
   return removed;

@@ -1,6 +1,6 @@
 /**
  * One serial lane per volume for the record changes this node applies (cluster mode),
- * so the shared record watch (_volume_watch.ts) only dispatches and never waits on one
+ * so the shared record watch (_watch.ts) only dispatches and never waits on one
  * volume's file work or etcd writes: a slow or stuck volume holds up its own lane only.
  *
  * - order: a lane applies one change at a time, in the order they arrived;
@@ -12,8 +12,8 @@
  * @module
  */
 
-import type { Logger } from "../common/log.ts";
-import type { KeyValue } from "../store/state_store.ts";
+import type { Logger } from "../common/mod.ts";
+import type { KeyValue } from "../store/mod.ts";
 
 /** What a lane applies: a record as put, or its deletion. */
 export type RecordChange = { type: "put"; kv: KeyValue } | { type: "deleted" };
@@ -123,7 +123,7 @@ export class RecordQueues {
     const ms = lane.backoff;
     lane.backoff = Math.min(lane.backoff * 2, this.#backoff[1]);
     this.#o.logger.warn(
-      { volume: name, err: String(err), retryMs: ms },
+      { volume: name, err, retryMs: ms },
       "could not apply a volume record change; retrying from a fresh read",
     );
     if (lane.retry !== undefined) clearTimeout(lane.retry);

@@ -1,21 +1,20 @@
 /**
  * The stored form of a volume (`/ballast/volumes/<name>`) and helpers shared by
- * VolumeService and its private parts (_volume_watch.ts, _volume_groups.ts).
+ * VolumeService and its private parts (_watch.ts, _groups.ts).
  * @module
  */
 
 import {
   BallastError,
   ConflictError,
+  errorMessage,
   ResourceExhaustedError,
-  UnavailableError,
 } from "../../mod/errors.ts";
 import type { Volume } from "../../mod/types.ts";
 import type { VolumeSpec } from "../../data/plane.ts";
-import type { GroupRecord } from "../group/record.ts";
-import { livenessCompares } from "../nodes/registry.ts";
-import { type StaleMark, withStaleTracking } from "../store/read_cache.ts";
-import type { Compare, KeyValue, StateStore } from "../store/state_store.ts";
+import type { GroupRecord } from "../group/mod.ts";
+import { livenessCompares } from "../nodes/mod.ts";
+import { type Compare, freshGet, type KeyValue, type StateStore } from "../store/mod.ts";
 
 export const VOLUME_PREFIX = "/ballast/volumes/";
 
@@ -86,40 +85,11 @@ export function specOf(rec: VolumeRecord): VolumeSpec {
 export function dataPlaneError(err: unknown, what: string): BallastError {
   if (err instanceof BallastError) return err;
   const code = (err as { code?: unknown })?.code;
-  const message = err instanceof Error ? err.message : String(err);
+  const message = errorMessage(err);
   if (code === "ENOSPC" || /ENOSPC|no space left/i.test(message)) {
     return new ResourceExhaustedError(`${what}: no space left on the data disk`, { cause: err });
   }
   return new BallastError("INTERNAL", `${what}: ${message}`, { cause: err });
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done);
-  });
-}
-
-/**
- * A get that never answers from the read cache (_read_cache.ts): what a node does to
- * its copies must follow the record as it is, not as it was before an outage. Rejects
- * with UnavailableError when only a cached answer was to be had.
- */
-export async function freshGet(store: StateStore, key: string): Promise<KeyValue | undefined> {
-  const mark: StaleMark = {};
-  const kv = await withStaleTracking(mark, () => store.get(key));
-  if (mark.since !== undefined) {
-    throw new UnavailableError(
-      `control plane unavailable: only a cached ${key} (read at ${mark.since.toISOString()})`,
-    );
-  }
-  return kv;
 }
 
 /** How often casRecord() retries after losing a race. */

@@ -1,14 +1,13 @@
 /**
  * The volume record watch of cluster mode: list `/ballast/volumes/`, then watch from
  * the list revision + 1; a compacted watch re-lists, a failed one retries with
- * backoff (_follow_prefix.ts). One per node, shared by every volume (idle volumes cost
+ * backoff (store/follow_prefix.ts). One per node, shared by every volume (idle volumes cost
  * nothing).
  * @module
  */
 
-import type { Logger } from "../common/log.ts";
-import type { KeyValue, StateStore } from "../store/state_store.ts";
-import { followPrefix } from "../store/follow_prefix.ts";
+import type { Logger } from "../common/mod.ts";
+import { followPrefix, type KeyValue, type StateStore } from "../store/mod.ts";
 import { VOLUME_PREFIX } from "./_record.ts";
 
 export interface VolumeWatchHandlers {

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { InvalidArgumentError, typeName } from "../../mod/errors.ts";
+import { errorMessage, InvalidArgumentError, typeName } from "../../mod/errors.ts";
 import { formatSize, parseSize } from "../../mod/size.ts";
 
 /** Volume names are also NBD export names. */
@@ -41,7 +41,7 @@ export function checkVolumeSize(size: unknown, field = "size"): number {
     try {
       bytes = parseSize(size);
     } catch (err) {
-      throw new InvalidArgumentError(`invalid ${field}: ${(err as Error).message}`, {
+      throw new InvalidArgumentError(`invalid ${field}: ${errorMessage(err)}`, {
         field,
         cause: err,
       });

@@ -19,8 +19,8 @@
  *
  * Replicated volumes (cluster mode, replicas > 0) are volume groups: placed across
  * nodes, their group record inside the volume record, one driver per member
- * (_volume_groups.ts). How the records are followed (one serial, retrying lane per
- * volume behind the record watch) is _volume_follow.ts.
+ * (_groups.ts). How the records are followed (one serial, retrying lane per
+ * volume behind the record watch) is _follow.ts.
  * @module
  */
 
@@ -33,8 +33,8 @@ import type {
   VolumeState,
 } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
-import type { Logger } from "../common/log.ts";
-import type { StateStore } from "../store/state_store.ts";
+import type { Logger } from "../common/mod.ts";
+import type { StateStore } from "../store/mod.ts";
 import {
   checkDescription,
   checkLabels,
@@ -267,7 +267,7 @@ export class VolumeService {
       const kv = await this.#store.get(VOLUME_PREFIX + name);
       if (!kv) throw new NotFoundError("volume", name);
       if (parseRecord(kv).group && this.#groups) {
-        // Every live member removes its copy, the master first (_volume_groups.ts).
+        // Every live member removes its copy, the master first (_groups.ts).
         const marked = await this.#groups.markDeleting(name, force);
         if (marked) await awaitRemoteDelete(this.#ctx, name, marked);
         return;
@@ -291,7 +291,7 @@ export class VolumeService {
         await deleteData(this.#plane, name, force);
       } catch (err) {
         await this.#casUpdate(name, (rec) => ({ ...rec, state: previous })).catch((e) =>
-          this.#log.error({ volume: name, err: String(e) }, "could not restore volume state")
+          this.#log.error({ volume: name, err: e }, "could not restore volume state")
         );
         throw dataPlaneError(err, `cannot delete volume "${name}"`);
       }
@@ -328,7 +328,7 @@ export class VolumeService {
    * Brings the data plane in line with the records at node start: exports every
    * ready (or previously failed) unreplicated volume, finishes interrupted deletes,
    * removes leftovers of interrupted creates, and removes copies whose record is gone
-   * (_volume_orphans.ts). Replicated volumes come up through their group drivers
+   * (_orphans.ts). Replicated volumes come up through their group drivers
    * (startWatching).
    */
   async reconcile(): Promise<ReconcileReport> {
@@ -339,7 +339,7 @@ export class VolumeService {
       ...this.#ctx,
       minAgeMs: this.#orphanMinAgeMs,
     }).catch((err) => {
-      this.#log.warn({ err: String(err) }, "orphan cleanup failed; trying at the next start");
+      this.#log.warn({ err }, "orphan cleanup failed; trying at the next start");
       return [];
     });
     return report;

@@ -5,14 +5,14 @@
  * @module
  */
 
-import { EtcdStateStore } from "../../control/store/etcd/etcd_store.ts";
-import { silentLogger } from "../../control/common/log.ts";
-import { VolumeService } from "../../control/volumes/service.ts";
+import { EtcdStateStore } from "../../control/store/etcd/mod.ts";
+import { silentLogger } from "../../control/common/mod.ts";
+import { VolumeService } from "../../control/volumes/mod.ts";
 import { startDataPlane } from "../../data/mod.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
-import type { StateStore } from "../../control/store/state_store.ts";
-import { aliveKey, NODE_PREFIX } from "../../control/nodes/registry.ts";
+import type { StateStore } from "../../control/store/mod.ts";
+import { aliveKey, NODE_PREFIX } from "../../control/nodes/mod.ts";
 import type { EtcdCluster } from "./_etcd_harness.ts";
 
 export interface ClusterNode {

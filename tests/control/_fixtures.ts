@@ -6,14 +6,12 @@
  * @module
  */
 
-import { createApi } from "../../control/api/app.ts";
-import { silentLogger } from "../../control/common/log.ts";
-import type { Logger } from "../../control/common/log.ts";
-import { NodeRegistry } from "../../control/nodes/registry.ts";
-import { SqliteStateStore } from "../../control/store/sqlite/sqlite_store.ts";
-import type { SqliteStateStoreOptions } from "../../control/store/sqlite/sqlite_store.ts";
-import type { Compare, Op, StateStore } from "../../control/store/state_store.ts";
-import { VolumeService } from "../../control/volumes/service.ts";
+import { createApi } from "../../control/api/mod.ts";
+import { type Logger, silentLogger } from "../../control/common/mod.ts";
+import { NodeRegistry } from "../../control/nodes/mod.ts";
+import { SqliteStateStore, type SqliteStateStoreOptions } from "../../control/store/sqlite/mod.ts";
+import type { Compare, Op, StateStore } from "../../control/store/mod.ts";
+import { VolumeService } from "../../control/volumes/mod.ts";
 import { startDataPlane } from "../../data/mod.ts";
 import type { DataPlane, VolumeSpec } from "../../data/plane.ts";
 

@@ -6,8 +6,7 @@
 
 import * as https from "node:https";
 import { openPki, type Pki } from "../../ca/mod.ts";
-import { createApi } from "../../control/api/app.ts";
-import { type ApiListener, listenApi } from "../../control/api/listener.ts";
+import { type ApiListener, createApi, listenApi } from "../../control/api/mod.ts";
 import { NODE, startTestNode, type TestNode } from "./_fixtures.ts";
 
 export interface TlsNode {

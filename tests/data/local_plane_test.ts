@@ -4,7 +4,7 @@
  * and uuid-checked deletes. Real files on a temp dir, real NBD listener.
  */
 
-import { silentLogger } from "../../control/common/log.ts";
+import { silentLogger } from "../../control/common/mod.ts";
 import { startDataPlane } from "../../data/mod.ts";
 import { NotFoundError } from "../../mod/errors.ts";
 import { assertEquals, assertRejects } from "../_assert.ts";

@@ -26,7 +26,7 @@ const pemBody = (field: string, description: string) => ({
   },
 });
 
-/** The CA endpoints (control/_api_ca.ts). */
+/** The CA endpoints (api/_ca.ts). */
 export const CA_PATHS = {
   "/v1/ca": {
     get: adminOp("getCa", "CA mode, CA certificates with fingerprints, trust bundle", {

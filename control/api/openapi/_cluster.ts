@@ -5,7 +5,7 @@
 
 import { errors, json, ref } from "./_util.ts";
 
-/** The cluster endpoints (control/_api_cluster.ts). */
+/** The cluster endpoints (api/_cluster.ts). */
 export const CLUSTER_PATHS = {
   "/v1/cluster/join-tokens": {
     post: {

@@ -8,8 +8,18 @@
 
 import { Buffer } from "node:buffer";
 import { InvalidArgumentError } from "../../../mod/errors.ts";
-import { checkCompare, checkCount, checkKey, checkPrefix, checkValue } from "../txn_rules.ts";
-import type { Compare, KeyValue, Op, OpResult, WatchEvent } from "../state_store.ts";
+import {
+  checkCompare,
+  checkCount,
+  checkKey,
+  checkPrefix,
+  checkValue,
+  type Compare,
+  type KeyValue,
+  type Op,
+  type OpResult,
+  type WatchEvent,
+} from "../mod.ts";
 
 /** etcd's KeyValue as decoded by proto-loader (longs as strings). */
 export interface PbKeyValue {

@@ -10,7 +10,7 @@
  * - reads and idempotent calls (call()) are retried on any transient failure, on the
  *   next member, until the call's budget is spent; each attempt has its own, shorter
  *   deadline, so one stopped member cannot eat the whole budget;
- * - writes make single attempts (attempt()); the store's write path (_etcd_write.ts)
+ * - writes make single attempts (attempt()); the store's write path (_write.ts)
  *   repeats them only when they provably did not apply, and settles the others.
  *
  * The pool tracks outages: once every call has failed for a whole request timeout,
@@ -22,7 +22,7 @@
 import { Buffer } from "node:buffer";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { Etcd3, type IOptions } from "etcd3";
-import { InvalidArgumentError, UnavailableError } from "../../../mod/errors.ts";
+import { errorMessage, InvalidArgumentError, UnavailableError } from "../../../mod/errors.ts";
 
 export interface EtcdTls {
   caPem: string;
@@ -42,7 +42,7 @@ export interface Attempt {
 
 /** The message of an error, or the thrown value as text. */
 export function messageOf(err: unknown): string {
-  return String((err as Error)?.message ?? err);
+  return errorMessage(err);
 }
 
 /** A failure that may go away: the member is down, busy or between leaders. */

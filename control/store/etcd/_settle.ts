@@ -1,6 +1,6 @@
 /**
  * Deciding what became of a write whose answer was lost (private to the etcd store).
- * Pure functions over the store model; _etcd_write.ts does the reading.
+ * Pure functions over the store model; _write.ts does the reading.
  *
  * A write (put, delete or txn) is sent as one etcd transaction. When the connection
  * breaks before the answer arrives (leader killed, deadline), the transaction either
@@ -16,8 +16,15 @@
  * @module
  */
 
-import type { Compare, KeyValue, Op, OpResult, TxnResult, WatchEvent } from "../state_store.ts";
-import { compareHolds } from "../txn_rules.ts";
+import {
+  type Compare,
+  compareHolds,
+  type KeyValue,
+  type Op,
+  type OpResult,
+  type TxnResult,
+  type WatchEvent,
+} from "../mod.ts";
 
 /** A write transaction as the store model states it. */
 export interface TxnModel {

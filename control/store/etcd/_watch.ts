@@ -10,7 +10,7 @@
  */
 
 import type { Buffer } from "node:buffer";
-import type { Watch, WatchMessage } from "../state_store.ts";
+import type { Watch, WatchMessage } from "../mod.ts";
 import type { Namespace, PbEvent, PbHeader } from "./_codec.ts";
 import type { EndpointPool } from "./_conn.ts";
 import { byRevision } from "./_settle.ts";
@@ -24,7 +24,7 @@ interface PbWatchResponse {
   events: PbEvent[];
 }
 
-/** A gRPC watch stream as the `etcd3` raw client hands it out (also used by _etcd_write.ts). */
+/** A gRPC watch stream as the `etcd3` raw client hands it out (also used by _write.ts). */
 export interface WatchStream {
   on(event: "data", fn: (r: PbWatchResponse) => void): unknown;
   on(event: "end", fn: () => void): unknown;

@@ -5,7 +5,7 @@
  * - A failure that proves the request never reached raft (no connection, no
  *   leader, proposal dropped) is simply repeated on the next member.
  * - Any other transient failure leaves the outcome unknown. The write path then
- *   settles it itself (see _etcd_settle.ts): a linearizable read on the current
+ *   settles it itself (see _settle.ts): a linearizable read on the current
  *   leader gives revision R, the history (base, R] is read through a watch, and a
  *   revision whose events are exactly this transaction's writes, with its compares
  *   evaluated at the revision before picking that branch, means it applied: its
@@ -29,7 +29,7 @@
 
 import { Buffer } from "node:buffer";
 import { UnavailableError } from "../../../mod/errors.ts";
-import type { KeyValue, TxnResult, WatchEvent } from "../state_store.ts";
+import type { KeyValue, TxnResult, WatchEvent } from "../mod.ts";
 import type { Namespace, PbHeader, PbKeyValue, PbResponseOp } from "./_codec.ts";
 import type { WatchStream } from "./_watch.ts";
 import {

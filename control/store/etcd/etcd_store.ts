@@ -4,14 +4,14 @@
  *
  * What it adds to plain etcd3 usage (see PLATFORM.md, etcd3 pitfalls):
  * - reads, lease calls and watches fail over to another member within the request
- *   timeout (_etcd_conn.ts); when every member is unreachable calls reject with
+ *   timeout (_conn.ts); when every member is unreachable calls reject with
  *   UnavailableError "control plane unavailable: cannot reach etcd at ...", within
  *   the request timeout, and within one attempt's deadline once etcd has been down
  *   for that long;
  * - writes are never retried blindly (applied at most once): a write whose answer
- *   was lost is settled by reading the history back (_etcd_write.ts), so a leader
+ *   was lost is settled by reading the history back (_write.ts), so a leader
  *   change does not reach callers as an error;
- * - watches resume by revision after reconnects and report compaction (_etcd_watch.ts);
+ * - watches resume by revision after reconnects and report compaction (_watch.ts);
  * - "watch from now" starts right after the highest revision this client has seen, so
  *   a write issued after watch() returns is always delivered;
  * - lease ids are chosen by the client below 2^53 so they survive as JS numbers, and
@@ -20,28 +20,25 @@
  */
 
 import { InvalidArgumentError, NotFoundError, UnavailableError } from "../../../mod/errors.ts";
-import type {
-  Compare,
-  KeyValue,
-  ListResult,
-  Op,
-  StateStore,
-  TxnResult,
-  Watch,
-  WatchOptions,
-} from "../state_store.ts";
-import { checkCount, checkKey, checkPrefix, checkValue } from "../txn_rules.ts";
+import {
+  checkCount,
+  checkKey,
+  checkPrefix,
+  checkValue,
+  type Compare,
+  type KeyValue,
+  type ListResult,
+  type Op,
+  type StateStore,
+  type TxnResult,
+  type Watch,
+  type WatchOptions,
+} from "../mod.ts";
 import { writes } from "./_settle.ts";
 import { Namespace, type PbHeader, type PbKeyValue } from "./_codec.ts";
 import { EndpointPool, type EtcdTls, isTransient, messageOf } from "./_conn.ts";
 import { EtcdWatch } from "./_watch.ts";
-import {
-  readRevision,
-  sendTxn,
-  type TxnModel,
-  type WriteContext,
-  writeTxn,
-} from "./_write.ts";
+import { readRevision, sendTxn, type TxnModel, type WriteContext, writeTxn } from "./_write.ts";
 
 export type { EtcdTls };
 
@@ -161,7 +158,7 @@ export class EtcdStateStore implements StateStore {
     };
   }
 
-  /** A write, applied at most once and settled after a lost answer (_etcd_write.ts). */
+  /** A write, applied at most once and settled after a lost answer (_write.ts). */
   #write(what: string, model: TxnModel): Promise<TxnResult> {
     return writeTxn(this.#writes, what, model, this.#encode(model));
   }

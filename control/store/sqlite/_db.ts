@@ -7,11 +7,12 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import {
   BallastError,
+  errorMessage,
   ResourceExhaustedError,
   toBallastError,
   UnavailableError,
 } from "../../../mod/errors.ts";
-import type { KeyValue, WatchEvent } from "../state_store.ts";
+import type { KeyValue, WatchEvent } from "../mod.ts";
 import {
   type HistoryRow,
   type KvRow,
@@ -24,7 +25,7 @@ import {
 /** Maps anything thrown by sqlite (or already a BallastError) to a BallastError. */
 export function mapError(err: unknown, path: string): BallastError {
   if (err instanceof BallastError) return err;
-  const msg = err instanceof Error ? err.message : String(err);
+  const msg = errorMessage(err);
   if (/database is locked|database table is locked/i.test(msg)) {
     return new UnavailableError(`state database ${path} is locked by another process`, {
       cause: err,

@@ -12,7 +12,7 @@
 
 import type { DatabaseSync } from "node:sqlite";
 import { FailedPreconditionError } from "../../../mod/errors.ts";
-import type { KeyValue, WatchEvent } from "../state_store.ts";
+import type { KeyValue, WatchEvent } from "../mod.ts";
 
 /** Migration i (0-based) takes the schema from version i to version i + 1. Append only. */
 const MIGRATIONS: readonly string[] = [

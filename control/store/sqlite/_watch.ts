@@ -13,7 +13,7 @@
  * @module
  */
 
-import type { Watch, WatchEvent, WatchMessage } from "../state_store.ts";
+import type { Watch, WatchEvent, WatchMessage } from "../mod.ts";
 
 /** Where a catching-up watch reads committed changes from. */
 export interface HistorySource {

@@ -20,7 +20,7 @@ import {
   NotFoundError,
   UnavailableError,
 } from "../../../mod/errors.ts";
-import { type Clock, systemClock } from "../../common/clock.ts";
+import { type Clock, systemClock } from "../../common/mod.ts";
 import {
   atomic,
   mapError,
@@ -38,21 +38,19 @@ import {
   checkOps,
   checkPrefix,
   checkValue,
+  type Compare,
   compareHolds,
-} from "../txn_rules.ts";
+  type KeyValue,
+  type ListResult,
+  type Op,
+  type OpResult,
+  type StateStore,
+  type TxnResult,
+  type Watch,
+  type WatchEvent,
+  type WatchOptions,
+} from "../mod.ts";
 import { WatchHub } from "./_watch.ts";
-import type {
-  Compare,
-  KeyValue,
-  ListResult,
-  Op,
-  OpResult,
-  StateStore,
-  TxnResult,
-  Watch,
-  WatchEvent,
-  WatchOptions,
-} from "../state_store.ts";
 
 export interface SqliteStateStoreOptions {
   /** Time source for lease expiry (default: the system clock). */

@@ -1,7 +1,6 @@
 import { captureIo } from "../../../control/cli/mod.ts";
-import { resolveConfig } from "../../../control/serve/config.ts";
-import { silentLogger } from "../../../control/common/log.ts";
-import { serve } from "../../../control/serve/serve.ts";
+import { resolveConfig, serve } from "../../../control/serve/mod.ts";
+import { silentLogger } from "../../../control/common/mod.ts";
 import { main } from "../../../main.ts";
 import { assert, assertEquals } from "../../_assert.ts";
 

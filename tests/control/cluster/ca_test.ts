@@ -1,6 +1,6 @@
 /**
- * The pure parts of cluster joining (control/_join_token.ts, control/_cluster_crypto.ts) and
- * the first-node logic of control/_cluster_ca.ts against a real state store (the embedded
+ * The pure parts of cluster joining (control/cluster/join_token.ts, _crypto.ts) and
+ * the first-node logic of control/cluster/bootstrap.ts against a real state store (the embedded
  * one; the etcd runs are in tests/e2e/join_test.ts).
  */
 
@@ -29,16 +29,11 @@ import {
   sealCaKey,
   toBase64,
 } from "../../../control/cluster/_crypto.ts";
-import {
-  CLUSTER_CA_KEY,
-  KEK_FILE,
-  NEEDS_JOIN_MESSAGE,
-  prepareClusterPki,
-  readClusterCa,
-} from "../../../control/cluster/_ca_record.ts";
-import { resolveConfig } from "../../../control/serve/config.ts";
-import { silentLogger } from "../../../control/common/log.ts";
-import { SqliteStateStore } from "../../../control/store/sqlite/sqlite_store.ts";
+import { CLUSTER_CA_KEY, KEK_FILE, readClusterCa } from "../../../control/cluster/_ca_record.ts";
+import { NEEDS_JOIN_MESSAGE, prepareClusterPki } from "../../../control/cluster/bootstrap.ts";
+import { resolveConfig } from "../../../control/serve/mod.ts";
+import { silentLogger } from "../../../control/common/mod.ts";
+import { SqliteStateStore } from "../../../control/store/sqlite/mod.ts";
 
 const PIN = "ab".repeat(32);
 const OTHER_PIN = "cd".repeat(32);

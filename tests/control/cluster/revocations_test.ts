@@ -1,5 +1,5 @@
 /**
- * Cluster-wide revocations and issued index (control/_cluster_revocations.ts): the pure
+ * Cluster-wide revocations and issued index (control/cluster/revocations.ts): the pure
  * merge, then two members with real PKI directories under one CA sharing a real state
  * store (the embedded one; the etcd run with real TLS endpoints is
  * tests/e2e/cluster_revoke_test.ts).
@@ -15,9 +15,9 @@ import {
   joinCertificateLists,
   parseRecords,
 } from "../../../control/cluster/revocations.ts";
-import { silentLogger } from "../../../control/common/log.ts";
-import { SqliteStateStore } from "../../../control/store/sqlite/sqlite_store.ts";
-import type { KeyValue, StateStore } from "../../../control/store/state_store.ts";
+import { silentLogger } from "../../../control/common/mod.ts";
+import { SqliteStateStore } from "../../../control/store/sqlite/mod.ts";
+import type { KeyValue, StateStore } from "../../../control/store/mod.ts";
 
 function issued(serial: string, notBefore: string, revokedAt?: string): IssuedRecord {
   return {

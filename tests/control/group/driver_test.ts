@@ -9,11 +9,11 @@ import { assert, assertEquals } from "../../_assert.ts";
 import { GroupDriver, type GroupHost } from "../../../control/group/driver.ts";
 import { LeaseWatch } from "../../../control/group/lease_watch.ts";
 import { type GroupRecord, newRecord } from "../../../control/group/record.ts";
-import { silentLogger } from "../../../control/common/log.ts";
-import { aliveKey, NODE_PREFIX } from "../../../control/nodes/registry.ts";
+import { silentLogger } from "../../../control/common/mod.ts";
+import { aliveKey, NODE_PREFIX } from "../../../control/nodes/mod.ts";
 import { eventually as poll, withSqlite } from "../_fixtures.ts";
-import type { StateStore } from "../../../control/store/state_store.ts";
-import { EtcdStateStore } from "../../../control/store/etcd/etcd_store.ts";
+import type { StateStore } from "../../../control/store/mod.ts";
+import { EtcdStateStore } from "../../../control/store/etcd/mod.ts";
 import { ETCD_INSTALLED, startEtcd } from "../_etcd_harness.ts";
 
 const KEY = "/ballast/volumes/v";

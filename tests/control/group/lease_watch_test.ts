@@ -6,9 +6,9 @@
 
 import { assertEquals } from "../../_assert.ts";
 import { LeaseWatch } from "../../../control/group/lease_watch.ts";
-import { silentLogger } from "../../../control/common/log.ts";
-import { aliveKey, NODE_PREFIX } from "../../../control/nodes/registry.ts";
-import type { SqliteStateStore } from "../../../control/store/sqlite/sqlite_store.ts";
+import { silentLogger } from "../../../control/common/mod.ts";
+import { aliveKey, NODE_PREFIX } from "../../../control/nodes/mod.ts";
+import type { SqliteStateStore } from "../../../control/store/sqlite/mod.ts";
 import { eventually, withSqlite } from "../_fixtures.ts";
 
 async function register(store: SqliteStateStore, node: string): Promise<number> {

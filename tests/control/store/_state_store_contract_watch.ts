@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { FakeClock } from "../../../control/common/clock.ts";
+import type { FakeClock } from "../../../control/common/mod.ts";
 import type { StateStore, WatchEvent, WatchMessage } from "../../../control/store/state_store.ts";
 import { NotFoundError } from "../../../mod/errors.ts";
 import { assert, assertEquals, assertRejects, fail } from "../../_assert.ts";

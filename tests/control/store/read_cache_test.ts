@@ -1,6 +1,10 @@
-import { FakeClock } from "../../../control/common/clock.ts";
-import { ReadCacheStore, type StaleMark, withStaleTracking } from "../../../control/store/read_cache.ts";
-import { SqliteStateStore } from "../../../control/store/sqlite/sqlite_store.ts";
+import { FakeClock } from "../../../control/common/mod.ts";
+import {
+  ReadCacheStore,
+  type StaleMark,
+  withStaleTracking,
+} from "../../../control/store/read_cache.ts";
+import { SqliteStateStore } from "../../../control/store/sqlite/mod.ts";
 import type { StateStore } from "../../../control/store/state_store.ts";
 import { BallastClient, STALE_HEADER } from "../../../mod/client.ts";
 import { NotFoundError, UnavailableError } from "../../../mod/errors.ts";

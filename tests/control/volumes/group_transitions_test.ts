@@ -6,7 +6,7 @@ import {
   staleCreateMs,
 } from "../../../control/volumes/_group_transitions.ts";
 import type { VolumeRecord } from "../../../control/volumes/_record.ts";
-import { newRecord } from "../../../control/group/record.ts";
+import { newRecord } from "../../../control/group/mod.ts";
 import { FailedPreconditionError } from "../../../mod/errors.ts";
 import { assertEquals, assertThrows } from "../../_assert.ts";
 

@@ -7,14 +7,14 @@
  * with a member down, and the orphan cleanup at node start.
  */
 
-import { newRecord } from "../../../control/group/record.ts";
+import { newRecord } from "../../../control/group/mod.ts";
 import { specOf, VOLUME_PREFIX, type VolumeRecord } from "../../../control/volumes/_record.ts";
 import { FailedPreconditionError, UnavailableError } from "../../../mod/errors.ts";
 import type { DataPlane } from "../../../data/plane.ts";
-import type { StateStore } from "../../../control/store/state_store.ts";
+import type { StateStore } from "../../../control/store/mod.ts";
 import { armedTxnStore, eventually } from "../_fixtures.ts";
 import { assert, assertEquals, assertRejects } from "../../_assert.ts";
-import { NODE_PREFIX } from "../../../control/nodes/registry.ts";
+import { NODE_PREFIX } from "../../../control/nodes/mod.ts";
 import { ETCD_INSTALLED, type EtcdCluster, startEtcd } from "../_etcd_harness.ts";
 import { type ClusterNode, fileSize, readyNode, startClusterNode } from "../_cluster_node.ts";
 

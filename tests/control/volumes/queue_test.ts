@@ -1,13 +1,13 @@
 /**
- * RecordQueues (control/_volume_queue.ts): one serial lane per volume behind the record
+ * RecordQueues (control/volumes/_queue.ts): one serial lane per volume behind the record
  * watch. A stuck volume holds up only its own lane; changes waiting on a lane coalesce
  * to the newest; a failed change is retried from a fresh read with backoff until it
  * succeeds or the record is gone.
  */
 
-import { silentLogger } from "../../../control/common/log.ts";
+import { silentLogger } from "../../../control/common/mod.ts";
 import { type RecordChange, RecordQueues } from "../../../control/volumes/_queue.ts";
-import type { KeyValue } from "../../../control/store/state_store.ts";
+import type { KeyValue } from "../../../control/store/mod.ts";
 import { assertEquals } from "../../_assert.ts";
 
 const kv = (name: string, rev: number): KeyValue => ({

@@ -1,7 +1,6 @@
-import { FakeClock } from "../../../control/common/clock.ts";
+import { FakeClock, silentLogger } from "../../../control/common/mod.ts";
 import { ETCD_INSTALLED, startEtcd } from "../_etcd_harness.ts";
-import { silentLogger } from "../../../control/common/log.ts";
-import { NodeRegistry } from "../../../control/nodes/registry.ts";
+import { NodeRegistry } from "../../../control/nodes/mod.ts";
 import { VOLUME_PREFIX, VolumeService } from "../../../control/volumes/service.ts";
 import { ConflictError, FailedPreconditionError } from "../../../mod/errors.ts";
 import { assert, assertEquals, assertRejects } from "../../_assert.ts";

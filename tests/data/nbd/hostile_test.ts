@@ -7,7 +7,7 @@
 
 import * as C from "../../../data/nbd/constants.ts";
 import { type RunningDataPlane, startDataPlane } from "../../../data/local_plane.ts";
-import { createLogger, silentLogger } from "../../../control/common/log.ts";
+import { createLogger, silentLogger } from "../../../control/common/mod.ts";
 import { OP_READ } from "../../../data/stats.ts";
 import { assert, assertEquals } from "../../_assert.ts";
 import { kernelBufferBytes, untilStalled } from "../../_backpressure.ts";

@@ -7,7 +7,7 @@
 
 import { type RunningDataPlane, startDataPlane } from "../../../data/local_plane.ts";
 import { OP_FLUSH, OP_WRITE_ZEROES } from "../../../data/stats.ts";
-import { createLogger, silentLogger } from "../../../control/common/log.ts";
+import { createLogger, silentLogger } from "../../../control/common/mod.ts";
 import { assert, assertEquals } from "../../_assert.ts";
 import { RawClient } from "./_raw_client.ts";
 

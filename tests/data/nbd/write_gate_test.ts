@@ -8,7 +8,7 @@
 
 import * as C from "../../../data/nbd/constants.ts";
 import { type RunningDataPlane, startDataPlane } from "../../../data/local_plane.ts";
-import { silentLogger } from "../../../control/common/log.ts";
+import { silentLogger } from "../../../control/common/mod.ts";
 import { assert, assertEquals } from "../../_assert.ts";
 import { RawClient, TimeoutError } from "./_raw_client.ts";
 

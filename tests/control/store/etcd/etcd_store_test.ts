@@ -1,5 +1,5 @@
 import { EtcdStateStore } from "../../../../control/store/etcd/etcd_store.ts";
-import type { WatchMessage } from "../../../../control/store/state_store.ts";
+import type { WatchMessage } from "../../../../control/store/mod.ts";
 import { InvalidArgumentError, UnavailableError } from "../../../../mod/errors.ts";
 import { assert, assertEquals, assertRejects } from "../../../_assert.ts";
 import { ETCD_INSTALLED, type EtcdCluster, startEtcd } from "../../_etcd_harness.ts";

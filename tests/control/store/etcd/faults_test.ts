@@ -6,7 +6,7 @@
  */
 
 import { EtcdStateStore } from "../../../../control/store/etcd/etcd_store.ts";
-import type { Watch, WatchMessage } from "../../../../control/store/state_store.ts";
+import type { Watch, WatchMessage } from "../../../../control/store/mod.ts";
 import { NotFoundError, UnavailableError } from "../../../../mod/errors.ts";
 import { assert, assertEquals } from "../../../_assert.ts";
 import { ETCD_INSTALLED, type EtcdCluster, startEtcd } from "../../_etcd_harness.ts";
@@ -66,7 +66,7 @@ if (ETCD_INSTALLED) {
     const errors: unknown[] = [];
     // Each write is "count writer-attempt": the store recognizes a write whose answer
     // was lost by its effects, so two writers must not write identical values (see
-    // _etcd_write.ts).
+    // control/store/etcd/_write.ts).
     let attempts = 0;
     const increment = async (store: EtcdStateStore, writer: number) => {
       for (;;) {

@@ -6,7 +6,7 @@ import {
   explains,
   getRevisions,
 } from "../../../../control/store/etcd/_settle.ts";
-import type { KeyValue, Op, WatchEvent } from "../../../../control/store/state_store.ts";
+import type { KeyValue, Op, WatchEvent } from "../../../../control/store/mod.ts";
 import { assertEquals } from "../../../_assert.ts";
 
 const kv = (key: string, value: string, rev: number, lease = 0): KeyValue => ({

@@ -1,6 +1,6 @@
-import { FakeClock } from "../../../../control/common/clock.ts";
+import { FakeClock } from "../../../../control/common/mod.ts";
 import { SqliteStateStore } from "../../../../control/store/sqlite/sqlite_store.ts";
-import type { WatchMessage } from "../../../../control/store/state_store.ts";
+import type { WatchMessage } from "../../../../control/store/mod.ts";
 import {
   FailedPreconditionError,
   InvalidArgumentError,
@@ -60,7 +60,9 @@ Deno.test("SqliteStateStore: an acknowledged write survives kill -9 of the writi
   const { path, remove } = await tempDb();
   const script = await Deno.makeTempFile({ suffix: ".ts" });
   try {
-    const storeUrl = new URL("../../../../control/store/sqlite/sqlite_store.ts", import.meta.url).href;
+    const storeUrl = new URL("../../../../control/store/sqlite/mod.ts", import.meta.url).href;
+    // The repository's import map: the store's package imports resolve through it (npm:).
+    const config = new URL("../../../../deno.json", import.meta.url).pathname;
     await Deno.writeTextFile(
       script,
       `import { SqliteStateStore } from ${JSON.stringify(storeUrl)};
@@ -73,7 +75,7 @@ setInterval(() => store.put("/busy", String(Date.now())), 1);
 `,
     );
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--no-lock", script, path],
+      args: ["run", "-A", "--no-lock", "--config", config, script, path],
       stdout: "piped",
       stderr: "piped",
     }).spawn();

@@ -1,0 +1,16 @@
+/**
+ * Node membership: the registry (each node's record, its leased liveness key and cordon
+ * in the store, and the derived state ready / unreachable / down / cordoned), the liveness
+ * keys other packages guard transactions with, and the probe that tells "unreachable".
+ * @module
+ */
+
+export {
+  ALIVE_SUFFIX,
+  aliveKey,
+  livenessCompares,
+  NODE_PREFIX,
+  NodeRegistry,
+  type NodeRegistryOptions,
+} from "./registry.ts";
+export { NodeProbe, type NodeProbeOptions, type ProbeCredentials } from "./probe.ts";

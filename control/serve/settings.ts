@@ -1,0 +1,79 @@
+/**
+ * The settings of `ballast serve`: each one's flag, environment variable, config file key
+ * and default, and the shapes flags and a config file arrive in. resolveConfig() (config.ts)
+ * reads them in the order flag > environment > file > default.
+ * @module
+ */
+
+/** Flags as parsed from the command line (strings, undefined when not given). */
+export interface ServeFlags {
+  "data-dir"?: string;
+  "api-listen"?: string;
+  "nbd-listen"?: string;
+  "node-name"?: string;
+  "log-level"?: string;
+  "log-format"?: string;
+  "node-lease-ttl"?: string;
+  tls?: string;
+  "nbd-local-listen"?: string;
+  "api-anonymous-health"?: string;
+  "cert-ttl"?: string;
+  etcd?: string;
+  "etcd-cacert"?: string;
+  "etcd-cert"?: string;
+  "etcd-key"?: string;
+  "etcd-prefix"?: string;
+  join?: string;
+  label?: string;
+}
+
+/** Settings read from a config file; same meaning as the flags. */
+export interface ConfigFile {
+  dataDir?: string;
+  apiListen?: string;
+  nbdListen?: string;
+  nodeName?: string;
+  logLevel?: string;
+  logFormat?: string;
+  nodeLeaseTtlSeconds?: number | string;
+  tls?: string;
+  nbdLocalListen?: string;
+  apiAnonymousHealth?: string;
+  certTtlSeconds?: number | string;
+  etcd?: string;
+  etcdCacert?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdPrefix?: string;
+  joinToken?: string;
+  labels?: string;
+}
+
+/** The settings: flag name, environment variable, file key, default. */
+export const SETTINGS = {
+  dataDir: { flag: "data-dir", env: "BALLAST_DATA_DIR", default: undefined },
+  apiListen: { flag: "api-listen", env: "BALLAST_API_LISTEN", default: "127.0.0.1:5705" },
+  nbdListen: { flag: "nbd-listen", env: "BALLAST_NBD_LISTEN", default: "127.0.0.1:10809" },
+  nodeName: { flag: "node-name", env: "BALLAST_NODE_NAME", default: "(hostname)" },
+  logLevel: { flag: "log-level", env: "BALLAST_LOG_LEVEL", default: "info" },
+  logFormat: { flag: "log-format", env: "BALLAST_LOG_FORMAT", default: "json" },
+  nodeLeaseTtlSeconds: { flag: "node-lease-ttl", env: "BALLAST_NODE_LEASE_TTL", default: "10s" },
+  tls: { flag: "tls", env: "BALLAST_TLS", default: "on" },
+  nbdLocalListen: { flag: "nbd-local-listen", env: "BALLAST_NBD_LOCAL_LISTEN", default: undefined },
+  apiAnonymousHealth: {
+    flag: "api-anonymous-health",
+    env: "BALLAST_API_ANONYMOUS_HEALTH",
+    default: "false",
+  },
+  certTtlSeconds: { flag: "cert-ttl", env: "BALLAST_CERT_TTL", default: "30d" },
+  etcd: { flag: "etcd", env: "BALLAST_ETCD", default: undefined },
+  etcdCacert: { flag: "etcd-cacert", env: "BALLAST_ETCD_CACERT", default: undefined },
+  etcdCert: { flag: "etcd-cert", env: "BALLAST_ETCD_CERT", default: undefined },
+  etcdKey: { flag: "etcd-key", env: "BALLAST_ETCD_KEY", default: undefined },
+  etcdPrefix: { flag: "etcd-prefix", env: "BALLAST_ETCD_PREFIX", default: "/ballast-cluster" },
+  joinToken: { flag: "join", env: "BALLAST_JOIN_TOKEN", default: undefined },
+  labels: { flag: "label", env: "BALLAST_LABELS", default: undefined },
+} as const;
+
+/** Looks a setting up in that order: its value and where it came from (for messages). */
+export type Pick = (key: keyof typeof SETTINGS) => { value: string | undefined; source: string };
