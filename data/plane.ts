@@ -74,7 +74,7 @@ export interface DataPlane {
   deleteVolume(name: string, options?: { force?: boolean; uuid?: string }): Promise<void>;
   /**
    * Every copy on disk (the files under the data dir), for the orphan cleanup at node
-   * start (control/_volume_orphans.ts).
+   * start (control/volumes/_orphans.ts).
    */
   listCopies(): Promise<CopyInfo[]>;
   /**

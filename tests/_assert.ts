@@ -2,9 +2,9 @@
  * Small dependency-free assertions for tests (JSR @std/assert cannot be fetched here).
  *
  * Equality is structural: primitives by value (NaN equals NaN), arrays and typed
- * arrays element by element, plain objects by own enumerable keys (a key whose value
- * is undefined counts as absent; null-prototype objects such as node:sqlite rows
- * equal plain objects), class instances also by constructor, Map/Set by content,
+ * arrays element by element, plain objects by own enumerable keys (a key present with the
+ * value undefined differs from an absent key, as in @std/assert; null-prototype objects
+ * such as node:sqlite rows equal plain objects), class instances also by constructor, Map/Set by content,
  * Date by time, RegExp by source and flags, Error by name and message.
  * A failure names the first differing path and shows a line diff.
  * @module
@@ -33,8 +33,8 @@ function isPlain(v: object): boolean {
   return proto === null || proto === Object.prototype;
 }
 
-function definedKeys(v: object): string[] {
-  return Object.keys(v).filter((k) => (v as Record<string, unknown>)[k] !== undefined);
+function ownKeys(v: object): string[] {
+  return Object.keys(v);
 }
 
 /** The first path where `a` and `b` differ, with a reason; undefined if equal. */
@@ -103,8 +103,8 @@ function difference(
     }
     return undefined;
   }
-  const ak = definedKeys(a);
-  const bk = definedKeys(b);
+  const ak = ownKeys(a);
+  const bk = ownKeys(b);
   for (const k of bk) {
     if (!ak.includes(k)) return `${path}.${k}: missing, expected ${inspect((b as never)[k])}`;
   }
