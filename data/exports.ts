@@ -17,12 +17,7 @@ export class LiveExport implements ExportView {
   readonly stats: VolumeStats;
   readonly attachments = new Set<Attachment>();
   readOnly = false;
-  /**
-   * Set while the first data-changing request must wait for the control plane (see
-   * DataPlane.openVolume): called once, shared by every connection; cleared when it
-   * resolves. A rejection fails the waiting requests with EIO and keeps the gate.
-   */
-  writeGate: (() => Promise<void>) | undefined;
+  #gate: (() => Promise<void>) | undefined;
   #passing: Promise<void> | undefined;
 
   constructor(
@@ -30,8 +25,21 @@ export class LiveExport implements ExportView {
     readonly uuid: string,
     public description: string,
     readonly store: BlockStore,
+    stats?: VolumeStats,
   ) {
-    this.stats = new VolumeStats(name);
+    this.stats = stats ?? new VolumeStats(name);
+  }
+
+  /**
+   * Set while the first data-changing request must wait for the control plane (see
+   * DataPlane.openVolume): called once, shared by every connection; cleared when it
+   * resolves. A rejection fails the waiting requests with EIO and keeps the gate.
+   */
+  get writeGate(): (() => Promise<void>) | undefined {
+    return this.#gate;
+  }
+  set writeGate(gate: (() => Promise<void>) | undefined) {
+    this.#gate = gate;
   }
 
   get size(): number {
@@ -63,12 +71,12 @@ export class LiveExport implements ExportView {
 
   attach(a: Attachment): void {
     this.attachments.add(a);
-    this.stats.connections = this.attachments.size;
+    this.stats.setConnections(this.attachments.size);
   }
 
   detach(a: Attachment): void {
     this.attachments.delete(a);
-    this.stats.connections = this.attachments.size;
+    this.stats.setConnections(this.attachments.size);
   }
 }
 

@@ -11,10 +11,12 @@ import {
   NotFoundError,
   ResourceExhaustedError,
 } from "../mod/errors.ts";
-import { ExportTable, LiveExport } from "./exports.ts";
-import { NbdServer } from "./nbd/server.ts";
+import { ExportTable, type LiveExport } from "./exports.ts";
 import type { HandshakePolicy } from "./nbd/handshake.ts";
 import type { StartTls } from "./nbd/transport.ts";
+import type { PoolStatus } from "./pool/pool.ts";
+import type { ClientVerdict, WorkerTls } from "./pool/protocol.ts";
+import { serveOnMainThread, serveOnWorkers, type Serving } from "./serving.ts";
 import type { CopyInfo, DataPlane, OpenOptions, VolumeSpec, VolumeStatus } from "./plane.ts";
 import { OP_TRIM, OP_WRITE, OP_WRITE_ZEROES, type VolumeStats } from "./stats.ts";
 import { type BlockStore, BlockStoreError, FileBlockStore, filesystemSpace } from "./store/mod.ts";
@@ -33,6 +35,16 @@ export interface DataPlaneOptions {
   startTls?: StartTls;
   handshakeTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /**
+   * Serve NBD on a pool of data workers of min..max workers (data/pool/); absent, serve on
+   * the main thread. With TLS, `workerTls` gives the workers the material for STARTTLS.
+   */
+  dataWorkers?: { min: number; max: number };
+  workerTls?: () => WorkerTls;
+  /** The client certificate check for the workers' STARTTLS. */
+  verifyClient?: (der: Uint8Array) => Promise<ClientVerdict>;
+  logLevel?: string;
+  logFormat?: "json" | "pretty";
 }
 
 export interface RunningDataPlane extends DataPlane {
@@ -57,22 +69,31 @@ class LocalDataPlane implements RunningDataPlane {
   readonly nbdLocalAddress: string | undefined;
   #dataDir: string;
   #dir: string;
-  #servers: NbdServer[];
+  #serving: Serving;
   #log: Logger;
 
-  constructor(
-    opts: DataPlaneOptions,
-    exports: ExportTable,
-    servers: NbdServer[],
-    addresses: string[],
-  ) {
+  constructor(opts: DataPlaneOptions, exports: ExportTable, serving: Serving) {
     this.exports = exports;
     this.#dataDir = opts.dataDir;
     this.#dir = `${opts.dataDir}/volumes`;
-    this.#servers = servers;
+    this.#serving = serving;
     this.#log = opts.logger;
-    this.nbdAddress = addresses[0];
-    this.nbdLocalAddress = addresses[1];
+    this.nbdAddress = serving.addresses[0];
+    this.nbdLocalAddress = serving.addresses[1];
+  }
+
+  /** Adds an export for `store` and starts serving it. */
+  #export(spec: VolumeSpec, store: BlockStore): LiveExport {
+    const e = this.#serving.makeExport(
+      spec.name,
+      spec.uuid,
+      spec.description,
+      store,
+      this.#path(spec.uuid),
+    );
+    this.exports.add(e);
+    this.#serving.exported(e);
+    return e;
   }
 
   #path(uuid: string): string {
@@ -104,7 +125,7 @@ class LocalDataPlane implements RunningDataPlane {
       this.#log.debug({ volume: spec.name, uuid: spec.uuid }, "volume copy created (not exported)");
       return Promise.resolve();
     }
-    this.exports.add(new LiveExport(spec.name, spec.uuid, spec.description, store));
+    this.#export(spec, store);
     this.#log.debug(
       { volume: spec.name, uuid: spec.uuid, size: spec.sizeBytes },
       "volume file created",
@@ -133,9 +154,8 @@ class LocalDataPlane implements RunningDataPlane {
       );
       if (store.size < spec.sizeBytes) store.resize(spec.sizeBytes);
     }
-    const e = new LiveExport(spec.name, spec.uuid, spec.description, store);
+    const e = this.#export(spec, store);
     e.writeGate = options.writeGate;
-    this.exports.add(e);
     return Promise.resolve();
   }
 
@@ -149,6 +169,7 @@ class LocalDataPlane implements RunningDataPlane {
   async #unexport(e: LiveExport, reason: string): Promise<void> {
     this.exports.remove(e.name);
     for (const a of [...e.attachments]) a.abort(reason);
+    this.#serving.unexported(e.name, reason);
     // Give aborted connections a turn to unwind before the file is closed or goes.
     await new Promise((r) => setTimeout(r, 0));
   }
@@ -172,7 +193,10 @@ class LocalDataPlane implements RunningDataPlane {
     }
     const before = store.size;
     try {
-      if (sizeBytes > before) store.resize(sizeBytes);
+      if (sizeBytes > before) {
+        store.resize(sizeBytes);
+        if (e) this.#serving.resized(name, sizeBytes);
+      }
     } catch (err) {
       return Promise.reject(storeError(err, `resize volume "${name}"`));
     } finally {
@@ -206,10 +230,11 @@ class LocalDataPlane implements RunningDataPlane {
       }
       return;
     }
-    if (e.attachments.size > 0 && !options?.force) {
+    const connected = e.stats.connections;
+    if (connected > 0 && !options?.force) {
       throw new FailedPreconditionError(
-        `volume "${name}" has ${e.attachments.size} NBD client(s) connected; disconnect them or use --force`,
-        { connections: e.attachments.size },
+        `volume "${name}" has ${connected} NBD client(s) connected; disconnect them or use --force`,
+        { connections: connected },
       );
     }
     await this.#unexport(e, `volume "${name}" deleted`);
@@ -264,7 +289,7 @@ class LocalDataPlane implements RunningDataPlane {
     const ops = e.stats.ops;
     return {
       allocatedBytes: e.store.allocatedBytes(),
-      connections: e.attachments.size,
+      connections: e.stats.connections,
       writes: ops[OP_WRITE] + ops[OP_TRIM] + ops[OP_WRITE_ZEROES],
     };
   }
@@ -274,7 +299,17 @@ class LocalDataPlane implements RunningDataPlane {
   }
 
   openConnections(): number {
-    return this.#servers.reduce((n, s) => n + s.connections, 0);
+    return this.#serving.connections();
+  }
+
+  /** The data worker pool, when NBD is served on one. */
+  workerPool(): PoolStatus | undefined {
+    return this.#serving.pool();
+  }
+
+  /** Hidden debug hook (BALLAST_DEBUG_HOOKS=1): data worker `id` dies of an uncaught error. */
+  crashWorker(id: number): boolean {
+    return this.#serving.crashWorker(id);
   }
 
   capacity(): { capacityBytes: number; freeBytes: number } {
@@ -282,7 +317,7 @@ class LocalDataPlane implements RunningDataPlane {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.#servers.map((s) => s.close()));
+    await this.#serving.close();
     for (const e of this.exports.list()) {
       try {
         await e.store.flush();
@@ -294,7 +329,7 @@ class LocalDataPlane implements RunningDataPlane {
   }
 }
 
-/** Creates the volumes directory, starts the NBD listener and returns the data plane. */
+/** Creates the volumes directory, starts the NBD listeners and returns the data plane. */
 export async function startDataPlane(opts: DataPlaneOptions): Promise<RunningDataPlane> {
   await Deno.mkdir(`${opts.dataDir}/volumes`, { recursive: true, mode: 0o700 });
   const log = opts.logger.child({ node: opts.nodeName });
@@ -302,28 +337,21 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<RunningDat
   const common = {
     exports,
     logger: log,
+    nbdListen: opts.nbdListen,
+    nbdLocalListen: opts.nbdLocalListen,
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     requestTimeoutMs: opts.requestTimeoutMs,
   };
-  const servers = [new NbdServer({ ...common, policy: opts.policy, startTls: opts.startTls })];
-  const listens = [{ ...opts.nbdListen, tls: opts.startTls !== undefined }];
-  if (opts.nbdLocalListen) {
-    servers.push(new NbdServer(common)); // plaintext, no STARTTLS
-    listens.push({ ...opts.nbdLocalListen, tls: false });
-  }
-  const addresses: string[] = [];
-  try {
-    for (let i = 0; i < servers.length; i++) {
-      const addr = await servers[i].listen(listens[i].host, listens[i].port, {
-        tls: listens[i].tls,
-      });
-      const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-      addresses.push(`${host}:${addr.port}`);
-      log.info({ nbd: addresses[i], tls: listens[i].tls }, "NBD listener started");
-    }
-  } catch (err) {
-    await Promise.all(servers.map((s) => s.close()));
-    throw err;
-  }
-  return new LocalDataPlane(opts, exports, servers, addresses);
+  const serving = opts.dataWorkers
+    ? await serveOnWorkers({
+      ...common,
+      nodeName: opts.nodeName,
+      workers: opts.dataWorkers,
+      logLevel: opts.logLevel ?? "info",
+      logFormat: opts.logFormat ?? "json",
+      tls: opts.workerTls,
+      verifyClient: opts.verifyClient,
+    })
+    : await serveOnMainThread({ ...common, policy: opts.policy, startTls: opts.startTls });
+  return new LocalDataPlane(opts, exports, serving);
 }

@@ -17,6 +17,12 @@ export { ExportTable, LiveExport } from "./exports.ts";
 export { NbdServer, type NbdServerOptions } from "./nbd/server.ts";
 export type { ExportCatalog, ExportView, HandshakePolicy } from "./nbd/handshake.ts";
 export type { StartTls, TlsUpgrade } from "./nbd/transport.ts";
+export {
+  mayOpen,
+  type NbdClientCheck,
+  type NbdClientIdentity,
+  nbdStartTls,
+} from "./nbd/client_tls.ts";
 export { ClientRefusedError, ProtocolError } from "./nbd/errors.ts";
 export { NodeSocketTransport, startTlsServer, type TlsPeer } from "./nbd/node_transport.ts";
 export { tcpTransport, type Transport } from "./nbd/transport.ts";
@@ -29,3 +35,5 @@ export {
   type PeerListener,
 } from "./peer/mod.ts";
 export { type ListeningServer, listenServer } from "./net/mod.ts";
+export { usableCores } from "./pool/mod.ts";
+export type { PoolStatus, WorkerTls } from "./pool/mod.ts";

@@ -45,41 +45,123 @@ export const LATENCY_BUCKETS: readonly number[] = [
 ];
 const NB = LATENCY_BUCKETS.length + 1;
 
-/** Counters for one volume. Arrays are indexed by the OP_* constants. */
-export class VolumeStats {
-  readonly ops = new Float64Array(OP_KINDS.length);
-  readonly bytes = new Float64Array(OP_KINDS.length);
-  readonly errors = new Float64Array(OP_KINDS.length);
-  /** Non-cumulative bucket counts: [kind * NB + bucket]; the last bucket of a kind is +Inf. */
-  readonly latencyBuckets = new Float64Array(OP_KINDS.length * NB);
-  readonly latencySum = new Float64Array(OP_KINDS.length);
-  /** Open NBD connections to this volume. */
-  connections = 0;
-  /** Protocol errors (bad requests) seen on connections to this volume. */
-  protocolErrors = 0;
+const KINDS = OP_KINDS.length;
+// Float64 offsets of one slot's fields.
+const OPS = 0;
+const BYTES = OPS + KINDS;
+const ERRORS = BYTES + KINDS;
+const BUCKETS = ERRORS + KINDS;
+const SUM = BUCKETS + KINDS * NB;
+const CONNECTIONS = SUM + KINDS;
+const PROTOCOL_ERRORS = CONNECTIONS + 1;
+/** Float64 values in one slot. */
+const SLOT = PROTOCOL_ERRORS + 1;
 
-  constructor(readonly volume: string) {}
+/**
+ * Counters for one volume, indexed by the OP_* constants. The counters live in one slot per
+ * thread that serves the volume (the main thread and each data worker, data/pool/), all in
+ * one SharedArrayBuffer: each thread writes only its own slot, without atomics, and readers
+ * (metrics, `volume get`) add the slots up. Nothing is copied between threads, and no count
+ * is lost to two threads updating one number.
+ */
+export class VolumeStats {
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
+  readonly slots: number;
+  readonly #all: Float64Array;
+  /** This thread's slot. */
+  readonly #mine: Float64Array;
+
+  /**
+   * Statistics of `volume`. With `shared`, a view of that buffer writing slot `slot`;
+   * otherwise a private buffer with one slot.
+   */
+  constructor(
+    readonly volume: string,
+    shared?: { buffer: SharedArrayBuffer; slot: number },
+  ) {
+    this.buffer = shared?.buffer ?? new ArrayBuffer(SLOT * 8);
+    this.#all = new Float64Array(this.buffer);
+    this.slots = this.#all.length / SLOT;
+    const slot = shared?.slot ?? 0;
+    if (!Number.isInteger(this.slots) || slot < 0 || slot >= this.slots) {
+      throw new RangeError(`stats slot ${slot} outside a buffer of ${this.slots} slots`);
+    }
+    this.#mine = this.#all.subarray(slot * SLOT, (slot + 1) * SLOT);
+  }
+
+  /** A zeroed buffer for `slots` threads to share. */
+  static sharedBuffer(slots: number): SharedArrayBuffer {
+    return new SharedArrayBuffer(slots * SLOT * 8);
+  }
 
   /** Counts one completed request. `seconds` is its service time. */
   record(kind: number, bytes: number, seconds: number, failed: boolean): void {
-    this.ops[kind]++;
-    if (failed) {
-      this.errors[kind]++;
-    } else {
-      this.bytes[kind] += bytes;
-    }
-    this.latencySum[kind] += seconds;
+    const m = this.#mine;
+    m[OPS + kind]++;
+    if (failed) m[ERRORS + kind]++;
+    else m[BYTES + kind] += bytes;
+    m[SUM + kind] += seconds;
     let b = 0;
     while (b < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[b]) b++;
-    this.latencyBuckets[kind * NB + b]++;
+    m[BUCKETS + kind * NB + b]++;
+  }
+
+  /** Counts a malformed request seen on a connection to this volume. */
+  countProtocolError(): void {
+    this.#mine[PROTOCOL_ERRORS]++;
+  }
+
+  /** Sets the number of this thread's open connections to the volume. */
+  setConnections(n: number): void {
+    this.#mine[CONNECTIONS] = n;
+  }
+
+  /** Clears the open connections of `slot` (a thread that is gone). */
+  clearConnections(slot: number): void {
+    if (slot >= 0 && slot < this.slots) this.#all[slot * SLOT + CONNECTIONS] = 0;
+  }
+
+  #sum(at: number, length: number): Float64Array {
+    const out = new Float64Array(length);
+    for (let s = 0; s < this.slots; s++) {
+      const base = s * SLOT + at;
+      for (let i = 0; i < length; i++) out[i] += this.#all[base + i];
+    }
+    return out;
+  }
+
+  /** Requests completed, per kind (all threads). */
+  get ops(): Float64Array {
+    return this.#sum(OPS, KINDS);
+  }
+  /** Bytes of successful requests, per kind. */
+  get bytes(): Float64Array {
+    return this.#sum(BYTES, KINDS);
+  }
+  /** Failed requests, per kind. */
+  get errors(): Float64Array {
+    return this.#sum(ERRORS, KINDS);
+  }
+  /** Sum of service times (seconds), per kind. */
+  get latencySum(): Float64Array {
+    return this.#sum(SUM, KINDS);
+  }
+  /** Open NBD connections to this volume (all threads). */
+  get connections(): number {
+    return this.#sum(CONNECTIONS, 1)[0];
+  }
+  /** Protocol errors (bad requests) seen on connections to this volume. */
+  get protocolErrors(): number {
+    return this.#sum(PROTOCOL_ERRORS, 1)[0];
   }
 
   /** Cumulative bucket counts for one kind (Prometheus `le` semantics), last is +Inf. */
   cumulativeBuckets(kind: number): number[] {
+    const counts = this.#sum(BUCKETS + kind * NB, NB);
     const out: number[] = [];
     let acc = 0;
     for (let b = 0; b < NB; b++) {
-      acc += this.latencyBuckets[kind * NB + b];
+      acc += counts[b];
       out.push(acc);
     }
     return out;

@@ -59,6 +59,15 @@ export const SERVE_SPEC: CommandSpec = {
       default: s.logFormat.default,
     },
     {
+      name: s.dataWorkers.flag,
+      value: "auto|N",
+      help: "serve NBD on a pool of worker threads: auto grows it from 1 to the usable cores " +
+        "as load needs and shrinks it when load falls; N keeps exactly N; 0 or 1 serve on the " +
+        "main thread",
+      env: s.dataWorkers.env,
+      default: s.dataWorkers.default,
+    },
+    {
       name: s.nodeLeaseTtlSeconds.flag,
       value: "SECONDS",
       help: "TTL of the node's liveness lease",

@@ -20,6 +20,7 @@ import {
 import { parseJoinToken } from "../cluster/mod.ts";
 import { checkLabels } from "../volumes/mod.ts";
 import { type EtcdConfig, resolveEtcd } from "./_etcd_config.ts";
+import { usableCores } from "../../data/mod.ts";
 import { type ConfigFile, type Pick, type ServeFlags, SETTINGS } from "./settings.ts";
 
 /** Everything `ballast serve` needs, fully defaulted. */
@@ -50,6 +51,11 @@ export interface ServeConfig {
   joinToken?: string;
   /** Node labels (`--label zone=a,rack=r1`), used by placement (`--spread-by`). */
   labels: Record<string, string>;
+  /**
+   * NBD served by a pool of data workers of `min`..`max` workers (`--data-workers auto`: 1 to
+   * the usable cores; N: exactly N); undefined serves on the main thread (`0` or `1`).
+   */
+  dataWorkers: { min: number; max: number } | undefined;
 }
 
 const NODE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -64,7 +70,7 @@ export function resolveConfig(
   flags: ServeFlags,
   env: Record<string, string | undefined>,
   file: ConfigFile = {},
-  facts: { hostname?: () => string } = {},
+  facts: { hostname?: () => string; cores?: () => number } = {},
 ): ServeConfig {
   const pick: Pick = (key) => {
     const s = SETTINGS[key];
@@ -195,6 +201,7 @@ export function resolveConfig(
     etcd,
     ...(join.value ? { joinToken: join.value } : {}),
     labels: resolveLabels(pick("labels")),
+    dataWorkers: resolveDataWorkers(pick("dataWorkers"), facts.cores ?? usableCores),
   };
 }
 
@@ -230,4 +237,32 @@ function parseBool(text: string, source: string, field: string): boolean {
   if (["on", "true", "yes", "1"].includes(t)) return true;
   if (["off", "false", "no", "0"].includes(t)) return false;
   throw new InvalidArgumentError(`invalid ${source} "${text}": expected on or off`, { field });
+}
+
+/** Most data workers an operator may ask for. */
+const MAX_DATA_WORKERS = 256;
+
+/**
+ * `--data-workers`: "auto" is a pool from 1 to the usable cores (on the main thread when
+ * there is a single core), 0 or 1 the main thread (today's single-threaded path), N >= 2 a
+ * fixed pool of N.
+ */
+function resolveDataWorkers(
+  text: { value: string | undefined; source: string },
+  cores: () => number,
+): { min: number; max: number } | undefined {
+  const v = String(text.value ?? "auto").trim().toLowerCase();
+  if (v === "auto") {
+    const n = cores();
+    return n >= 2 ? { min: 1, max: n } : undefined;
+  }
+  const n = /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 0 && n <= MAX_DATA_WORKERS)) {
+    throw new InvalidArgumentError(
+      `invalid ${text.source} "${text.value}": expected auto or a number of workers from 0 ` +
+        `to ${MAX_DATA_WORKERS} (0 or 1: serve NBD on the main thread)`,
+      { field: SETTINGS.dataWorkers.flag },
+    );
+  }
+  return n >= 2 ? { min: n, max: n } : undefined;
 }

@@ -97,8 +97,17 @@ export async function serve(
         ? {
           policy: () => ({ tlsAvailable: true, tlsRequired: true }),
           startTls: tls.nbdStartTls,
+          workerTls: () => tls.pki.credentials("node"),
+          verifyClient: (der: Uint8Array) =>
+            tls.pki.verify(der, {
+              requiredEku: "clientAuth",
+              allowedRoles: ["admin", "nbd-client"],
+            }),
         }
         : {}),
+      dataWorkers: config.dataWorkers,
+      logLevel: config.logLevel,
+      logFormat: config.logFormat,
     });
     undo.push(() => dataPlane.close());
 

@@ -25,6 +25,7 @@ export interface ServeFlags {
   "etcd-prefix"?: string;
   join?: string;
   label?: string;
+  "data-workers"?: string;
 }
 
 /** Settings read from a config file; same meaning as the flags. */
@@ -47,6 +48,7 @@ export interface ConfigFile {
   etcdPrefix?: string;
   joinToken?: string;
   labels?: string;
+  dataWorkers?: string | number;
 }
 
 /** The settings: flag name, environment variable, file key, default. */
@@ -73,6 +75,7 @@ export const SETTINGS = {
   etcdPrefix: { flag: "etcd-prefix", env: "BALLAST_ETCD_PREFIX", default: "/ballast-cluster" },
   joinToken: { flag: "join", env: "BALLAST_JOIN_TOKEN", default: undefined },
   labels: { flag: "label", env: "BALLAST_LABELS", default: undefined },
+  dataWorkers: { flag: "data-workers", env: "BALLAST_DATA_WORKERS", default: "auto" },
 } as const;
 
 /** Looks a setting up in that order: its value and where it came from (for messages). */

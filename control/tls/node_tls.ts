@@ -6,13 +6,8 @@
  */
 
 import { createSecureContext, type SecureContext } from "node:tls";
-import { mayOpenVolume, openPki, type Pki } from "../../ca/mod.ts";
-import {
-  ClientRefusedError,
-  type NodeSocketTransport,
-  type StartTls,
-  startTlsServer,
-} from "../../data/mod.ts";
+import { openPki, type Pki } from "../../ca/mod.ts";
+import { nbdStartTls as nbdClientStartTls, type StartTls } from "../../data/mod.ts";
 import { FailedPreconditionError } from "../../mod/errors.ts";
 import type { ListenAddress, Logger } from "../common/mod.ts";
 
@@ -88,28 +83,10 @@ export async function setupNodeTls(config: NodeTlsConfig, log: Logger): Promise<
   let context = build();
   log.info({ mode: pki.mode, ...names }, "TLS ready: API and NBD require client certificates");
 
-  const nbdStartTls: StartTls = async (t) => {
-    const { transport, peer } = await startTlsServer(t as NodeSocketTransport, () => context);
-    // node:tls completes server-side STARTTLS even for a foreign-CA certificate:
-    // the PKI's verifyPeer decides (trust, validity, revocation, role, EKU).
-    // A refusal keeps the TLS session, so the client is told why (NBD_REP_ERR_POLICY).
-    if (!peer.certificate) {
-      throw new ClientRefusedError("no client certificate", { transport });
-    }
-    const v = await pki.verify(peer.certificate, {
-      requiredEku: "clientAuth",
-      allowedRoles: ["admin", "nbd-client"],
-    });
-    if (!v.ok) {
-      throw new ClientRefusedError(`client certificate refused: ${v.reason}`, { transport });
-    }
-    const id = v.identity;
-    return {
-      transport,
-      identity: `${id.role}:${id.name}`,
-      allowExport: id.role === "admin" ? undefined : (name) => mayOpenVolume(id, name),
-    };
-  };
+  const nbdStartTls: StartTls = nbdClientStartTls(
+    () => context,
+    (der) => pki.verify(der, { requiredEku: "clientAuth", allowedRoles: ["admin", "nbd-client"] }),
+  );
 
   return {
     pki,

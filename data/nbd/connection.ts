@@ -162,7 +162,7 @@ export class Connection {
           this.#log.warn({ reason: msg }, "client refused");
         } else if (err instanceof ProtocolError) {
           this.#log.warn({ reason: msg }, "protocol violation, disconnecting");
-          if (this.#export) this.#export.stats.protocolErrors++;
+          if (this.#export) this.#export.stats.countProtocolError();
         } else if (isDisconnect(err)) {
           this.#log.debug({ reason: msg }, "client went away");
         } else {
@@ -371,7 +371,7 @@ export class Connection {
         { type: req.type, flags: req.flags, length: req.length, errno: bad.errno },
         bad.message,
       );
-      exp.stats.protocolErrors++;
+      exp.stats.countProtocolError();
       this.#replies.error(req, bad.errno, bad.message);
       return false;
     }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Socket } from "node:net";
+import { type Socket, Socket as NodeSocket } from "node:net";
 import { type SecureContext, TLSSocket } from "node:tls";
 import type { Transport } from "./transport.ts";
 import { ClientRefusedError } from "./errors.ts";
@@ -75,15 +75,26 @@ export class NodeSocketTransport implements Transport {
   #error: Error | undefined;
   #waiter: (() => void) | undefined;
 
-  constructor(sock: Socket, options: { directTls?: boolean } = {}) {
+  constructor(
+    sock: Socket,
+    options: {
+      directTls?: boolean;
+      /** Direct reads the caller set up (see openFdTransport); it feeds `sink`. */
+      direct?: { reads: DirectReads; sink: { receive?: (chunk: Uint8Array) => void } };
+      /** "host:port" of the peer when the socket cannot tell (an inherited descriptor). */
+      remote?: string;
+    } = {},
+  ) {
     this.#sock = sock;
     const host = sock.remoteAddress ?? "?";
-    this.remote = host.includes(":")
-      ? `[${host}]:${sock.remotePort}`
-      : `${host}:${sock.remotePort}`;
+    this.remote = options.remote ??
+      (host.includes(":") ? `[${host}]:${sock.remotePort}` : `${host}:${sock.remotePort}`);
     sock.setNoDelay(true);
     if (options.directTls) {
       this.#direct = directReads(sock as TLSSocket, (chunk) => this.#receive(chunk));
+    } else if (options.direct) {
+      this.#direct = options.direct.reads;
+      options.direct.sink.receive = (chunk) => this.#receive(chunk);
     }
     if (this.#direct) this.#bytes = new ByteQueue();
     else {
@@ -109,7 +120,7 @@ export class NodeSocketTransport implements Transport {
     });
   }
 
-  /** "direct" when reads bypass 'data' events (data/net/tls_direct.ts), else "data-events". */
+  /** "direct" when reads bypass 'data' events (data/net/tls_direct.ts, fd sockets), else "data-events". */
   get readPath(): string {
     return this.#direct !== undefined ? "direct" : "data-events";
   }
@@ -273,3 +284,50 @@ export function startTlsServer(
     });
   });
 }
+
+const FD_READ_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * A Transport over a connected socket this process inherited as a file descriptor (the data
+ * workers' connections, handed over by the main thread's FdListener). With `direct`, reads
+ * land in one reused buffer (node's `onread` option) and pausing stops the reads; use it for
+ * plaintext connections only: a connection that may switch to TLS (STARTTLS) reads through
+ * 'data' events until then, and the TLS layer reads directly afterwards.
+ */
+export function openFdTransport(
+  fd: number,
+  remote: string,
+  options: { direct: boolean },
+): NodeSocketTransport {
+  const base = { fd, readable: true, writable: true } as const;
+  if (!options.direct) {
+    return new NodeSocketTransport(new NodeSocket(base as SocketInit), { remote });
+  }
+  const sink: { receive?: (chunk: Uint8Array) => void } = {};
+  let paused = false;
+  const buffer = new Uint8Array(FD_READ_BUFFER_BYTES);
+  const sock = new NodeSocket({
+    ...base,
+    onread: {
+      buffer,
+      // Returning false stops the reads until resume().
+      callback: (n: number) => {
+        sink.receive?.(buffer.subarray(0, n));
+        return !paused;
+      },
+    },
+  } as SocketInit);
+  const reads: DirectReads = {
+    pause() {
+      paused = true;
+    },
+    resume() {
+      if (!paused) return;
+      paused = false;
+      sock.resume();
+    },
+  };
+  return new NodeSocketTransport(sock, { direct: { reads, sink }, remote });
+}
+
+type SocketInit = ConstructorParameters<typeof NodeSocket>[0];

@@ -62,10 +62,16 @@ export class NbdServer {
       addr = this.#listener.addr;
       this.#accepting = this.#acceptLoop(this.#listener);
     }
+    this.#startWatchdog();
+    return addr;
+  }
+
+  /** The handshake and request deadlines are checked once a second. */
+  #startWatchdog(): void {
+    if (this.#watchdog !== undefined) return;
     const timer = setInterval(() => this.#checkTimeouts(), 1000);
     Deno.unrefTimer(timer);
     this.#watchdog = timer;
-    return addr;
   }
 
   /** Open connections, including ones still negotiating. */
@@ -73,8 +79,9 @@ export class NbdServer {
     return this.#conns.size;
   }
 
-  /** Serves one already-accepted transport (used by the listener and by tests). */
+  /** Serves one already-accepted transport (the listener's, a data worker's, tests'). */
   serve(transport: Transport): Promise<void> {
+    this.#startWatchdog();
     const conn = new Connection(transport, {
       id: this.#nextId++,
       exports: this.#opts.exports,

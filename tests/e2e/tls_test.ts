@@ -213,7 +213,12 @@ e2eTest(
       assertEquals(io.code, 0, io.stdout + io.stderr);
       assert(!io.stdout.includes("Pattern verification failed"), io.stdout);
       // On the Deno this project pins, TLS reads go straight into reused buffers.
-      assert(b.logs().includes('"readPath":"direct"'), "TLS connections use direct reads");
+      // Lines of connections served by data workers reach the log through the main thread.
+      await waitFor("TLS connections use direct reads", () =>
+        b.logs().includes('"readPath":"direct"'), {
+        timeoutMs: 30_000,
+        everyMs: 50,
+      });
       assertEquals(await canOpen(b, "db2", app.dir), false);
       // The admin certificate may open every volume.
       const adminDir = await Deno.makeTempDir();
@@ -258,7 +263,10 @@ for (const path of ["direct", "data-events"]) {
         async (b) => {
           const app = await issue(b, "copy", ["--role", "nbd-client", "--volumes", "db1"]);
           await copyRoundTrip(b, app.dir);
-          assert(b.logs().includes(`"readPath":"${path}"`), `TLS read path ${path}`);
+          await waitFor(`TLS read path ${path}`, () => b.logs().includes(`"readPath":"${path}"`), {
+            timeoutMs: 30_000,
+            everyMs: 50,
+          });
           await Deno.remove(app.dir, { recursive: true });
         },
         [],
@@ -346,7 +354,10 @@ e2eTest(
       assertEquals((await admin(b, ["volume", "create", "v", "--size", "64MiB"])).code, 0);
       const plain = await run("nbdinfo", ["--size", `nbd://${b.nbdHost}:${b.nbdPort}/v`]);
       assert(plain.code !== 0, "plaintext at the TLS listener must fail");
-      assert(b.logs().includes("TLS is required"), "the refusal is logged");
+      await waitFor("the refusal is logged", () => b.logs().includes("TLS is required"), {
+        timeoutMs: 30_000,
+        everyMs: 50,
+      });
       const local = /"nbdLocal":"127\.0\.0\.1:(\d+)"/.exec(b.logs());
       assert(local, "ready line names the local listener");
       const ok = await run("nbdinfo", ["--size", `nbd://127.0.0.1:${local[1]}/v`]);

@@ -1,0 +1,210 @@
+/**
+ * What a data worker runs: the exports it serves (each volume file opened on the worker's
+ * own descriptor, its statistics in the worker's slot of the shared buffer), one NbdServer
+ * per listener kind without listening sockets, and the STARTTLS hook. Connections arrive as
+ * descriptors (openFdTransport). The write gate of a volume is a shared flag word: while it
+ * is set, a data-changing request asks the main thread, which runs the control plane's gate
+ * once for every worker and clears the flag.
+ * @module
+ */
+
+import { createSecureContext, type SecureContext } from "node:tls";
+import type { Logger } from "pino";
+import { ExportTable, LiveExport } from "../exports.ts";
+import { nbdStartTls } from "../nbd/client_tls.ts";
+import type { HandshakePolicy } from "../nbd/handshake.ts";
+import { openFdTransport } from "../nbd/node_transport.ts";
+import { NbdServer } from "../nbd/server.ts";
+import type { StartTls } from "../nbd/transport.ts";
+import { VolumeStats } from "../stats.ts";
+import { FileBlockStore } from "../store/mod.ts";
+import {
+  type ClientVerdict,
+  FLAG_GATED,
+  type FromWorker,
+  type ListenerKind,
+  type ToWorker,
+  type WorkerTls,
+  type WorkerVolume,
+} from "./protocol.ts";
+
+type Init = Extract<ToWorker, { type: "init" }>;
+
+/** A volume as a worker serves it: the gate is the shared flag, passed through the main thread. */
+class WorkerExport extends LiveExport {
+  readonly #flags: Int32Array;
+  readonly #ask: () => Promise<void>;
+
+  constructor(v: WorkerVolume, slot: number, ask: (name: string) => Promise<void>) {
+    super(
+      v.name,
+      v.uuid,
+      v.description,
+      FileBlockStore.open(v.path),
+      new VolumeStats(v.name, { buffer: v.stats, slot }),
+    );
+    this.readOnly = v.readOnly;
+    this.#flags = new Int32Array(v.flags);
+    this.#ask = () => ask(v.name);
+  }
+
+  override get writeGate(): (() => Promise<void>) | undefined {
+    return Atomics.load(this.#flags, FLAG_GATED) !== 0 ? this.#ask : undefined;
+  }
+  override set writeGate(_gate: (() => Promise<void>) | undefined) {
+    // Owned by the main thread (the shared flag); nothing to set here.
+  }
+
+  override passWriteGate(): Promise<void> {
+    return this.writeGate === undefined ? Promise.resolve() : this.#ask();
+  }
+}
+
+export class WorkerPlane {
+  readonly #log: Logger;
+  readonly #post: (m: FromWorker) => void;
+  readonly #slot: number;
+  readonly #exports = new ExportTable();
+  readonly #servers: Record<ListenerKind, NbdServer>;
+  #tls: WorkerTls | undefined;
+  #context: SecureContext | undefined;
+  /** Gate requests waiting for the main thread's answer, per volume. */
+  #gates = new Map<
+    string,
+    { promise: Promise<void>; settle: (ok: boolean, msg?: string) => void }
+  >();
+  #connections = 0;
+
+  constructor(init: Init, log: Logger, post: (m: FromWorker) => void) {
+    this.#log = log;
+    this.#post = post;
+    this.#slot = init.slot;
+    this.#setTls(init.tls);
+    const common = {
+      exports: this.#exports,
+      logger: log,
+      handshakeTimeoutMs: init.handshakeTimeoutMs,
+      requestTimeoutMs: init.requestTimeoutMs,
+    };
+    const nbdPolicy: HandshakePolicy = {
+      tlsAvailable: init.tls !== undefined,
+      tlsRequired: init.tlsRequired,
+    };
+    const startTls: StartTls | undefined = init.tls === undefined
+      ? undefined
+      : nbdStartTls(() => this.#context!, (der) => this.#verify(der));
+    this.#servers = {
+      nbd: new NbdServer({ ...common, policy: () => nbdPolicy, startTls }),
+      local: new NbdServer(common),
+    };
+    for (const v of init.volumes) this.export(v);
+  }
+
+  /** Certificate checks waiting for the main thread's verdict. */
+  #verifying = new Map<number, (v: ClientVerdict) => void>();
+  #nextVerify = 1;
+
+  #setTls(tls: WorkerTls | undefined): void {
+    this.#tls = tls;
+    this.#context = tls === undefined ? undefined : createSecureContext({
+      key: tls.key,
+      cert: tls.cert,
+      ca: tls.ca,
+      minVersion: "TLSv1.2",
+    });
+  }
+
+  /** Asks the main thread (which holds the PKI) to check a client certificate. */
+  #verify(der: Uint8Array): Promise<ClientVerdict> {
+    const id = this.#nextVerify++;
+    return new Promise((resolve) => {
+      this.#verifying.set(id, resolve);
+      this.#post({ type: "verify", id, der });
+    });
+  }
+
+  verdict(id: number, v: ClientVerdict): void {
+    this.#verifying.get(id)?.(v);
+    this.#verifying.delete(id);
+  }
+
+  /** New TLS material (renewal, CA rotation): new handshakes use it. */
+  updateTls(tls: WorkerTls): void {
+    this.#setTls(tls);
+  }
+
+  export(v: WorkerVolume): void {
+    const old = this.#exports.remove(v.name);
+    old?.store.close();
+    this.#exports.add(new WorkerExport(v, this.#slot, (name) => this.#askGate(name)));
+  }
+
+  /** Stops serving `name`: its connections here are cut. */
+  async unexport(name: string, reason: string): Promise<void> {
+    const e = this.#exports.remove(name);
+    if (!e) return;
+    for (const a of [...e.attachments]) a.abort(reason);
+    this.#gates.get(name)?.settle(false, reason);
+    await new Promise((r) => setTimeout(r, 0));
+    try {
+      await e.store.flush();
+    } finally {
+      e.store.close();
+    }
+  }
+
+  resize(name: string, sizeBytes: number): void {
+    const e = this.#exports.lookup(name);
+    if (e && sizeBytes > e.store.size) e.store.resize(sizeBytes);
+  }
+
+  /** Serves one connection handed over as a descriptor. */
+  serve(fd: number, listener: ListenerKind, remote: string): void {
+    // Plaintext listeners read straight into a reused buffer; a TLS one reads through
+    // 'data' events until STARTTLS, then the TLS layer reads directly.
+    const direct = listener === "local" || this.#tls === undefined;
+    const transport = openFdTransport(fd, remote, { direct });
+    this.#count(+1);
+    this.#servers[listener].serve(transport).finally(() => this.#count(-1));
+  }
+
+  #count(d: number): void {
+    this.#connections += d;
+    this.#post({ type: "connections", count: this.#connections });
+  }
+
+  #askGate(name: string): Promise<void> {
+    let g = this.#gates.get(name);
+    if (!g) {
+      let settle!: (ok: boolean, msg?: string) => void;
+      const promise = new Promise<void>((resolve, reject) => {
+        settle = (ok, msg) => {
+          this.#gates.delete(name);
+          if (ok) resolve();
+          else reject(new Error(msg ?? "the write gate failed"));
+        };
+      });
+      g = { promise, settle };
+      this.#gates.set(name, g);
+      this.#post({ type: "gate", name });
+    }
+    return g.promise;
+  }
+
+  gateResult(name: string, ok: boolean, message?: string): void {
+    this.#gates.get(name)?.settle(ok, message);
+  }
+
+  /** Graceful stop: every connection finishes (data/nbd/connection.ts), then stores flush. */
+  async shutdown(): Promise<void> {
+    await Promise.all(Object.values(this.#servers).map((s) => s.close()));
+    for (const e of this.#exports.list()) {
+      try {
+        await e.store.flush();
+        e.store.close();
+      } catch (err) {
+        this.#log.error({ volume: e.name, err }, "flush at shutdown failed");
+      }
+    }
+  }
+}

@@ -1,0 +1,396 @@
+/**
+ * The data worker pool, on the main thread: starts and stops Web Workers (worker.ts), hands
+ * each accepted connection to one of them, measures how busy each is from its thread's CPU
+ * time, grows and shrinks the pool by the rules in sizing.ts (logging every resize with its
+ * reason), and replaces a worker that dies. Volumes, the write gate, TLS material and
+ * shutdown reach the workers as protocol.ts messages.
+ * @module
+ */
+
+import type { Logger } from "pino";
+import { threadCpuSeconds } from "./_cpu.ts";
+import { closeFd } from "../net/fd_listener.ts";
+import {
+  checkFromWorker,
+  type ClientVerdict,
+  type FromWorker,
+  type ListenerKind,
+  POOL_PROTOCOL_VERSION,
+  type ToWorker,
+  type WorkerTls,
+  type WorkerVolume,
+} from "./protocol.ts";
+import {
+  decide,
+  describePool,
+  initialSizing,
+  place,
+  type SizingState,
+  type WorkerSample,
+} from "./sizing.ts";
+
+export interface WorkerPoolOptions {
+  /** Workers kept at least / at most (equal for a fixed size). */
+  min: number;
+  max: number;
+  nodeName: string;
+  logger: Logger;
+  logLevel: string;
+  logFormat: "json" | "pretty";
+  /** Current TLS material for STARTTLS (undefined: the node runs without TLS). */
+  tls(): WorkerTls | undefined;
+  tlsRequired: boolean;
+  handshakeTimeoutMs: number;
+  requestTimeoutMs: number;
+  /** The volumes a new worker must serve. */
+  volumes(): WorkerVolume[];
+  /** Runs volume `name`'s write gate once on behalf of every worker. */
+  passGate(name: string): Promise<void>;
+  /** Checks an NBD client certificate for a worker (the PKI lives on this thread). */
+  verifyClient?(der: Uint8Array): Promise<ClientVerdict>;
+  /** How often the pool measures its workers and decides (default 1 s). */
+  sampleMs?: number;
+  /**
+   * A worker is gone (died or retired): whatever it counted as current in its stats slot
+   * (open connections) must be cleared.
+   */
+  onWorkerGone?(slot: number): void;
+}
+
+type State = "starting" | "active" | "retiring" | "stopping";
+
+interface Slot {
+  id: number;
+  worker: Worker;
+  state: State;
+  tid: number;
+  connections: number;
+  busy: number;
+  cpu: number | undefined;
+  sampledAt: number;
+  ready: Promise<void>;
+  stopped?: () => void;
+}
+
+/** What /metrics and `node get` show of the pool. */
+export interface PoolStatus {
+  size: number;
+  min: number;
+  max: number;
+  workers: { id: number; state: State; connections: number; busy: number }[];
+  resizes: { grow: number; shrink: number };
+  replaced: number;
+}
+
+const WORKER_URL = new URL("./worker.ts", import.meta.url);
+
+export class WorkerPool {
+  readonly #o: WorkerPoolOptions;
+  readonly #log: Logger;
+  readonly #slots = new Map<number, Slot>();
+  #sizing: SizingState;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #closing = false;
+  #resizes = { grow: 0, shrink: 0 };
+  #replaced = 0;
+  /** Connections accepted while no worker was ready yet. */
+  #waiting: { fd: number; listener: ListenerKind; remote: string }[] = [];
+  /** The TLS material the workers have, to resend it when it changes. */
+  #tlsSent = "";
+
+  private constructor(o: WorkerPoolOptions) {
+    this.#o = o;
+    this.#log = o.logger.child({ component: "data-pool" });
+    this.#sizing = initialSizing(o.min, o.max, performance.now());
+    this.#tlsSent = JSON.stringify(o.tls() ?? null);
+  }
+
+  /** Starts `min` workers and resolves once they are ready. */
+  static async start(o: WorkerPoolOptions): Promise<WorkerPool> {
+    const pool = new WorkerPool(o);
+    for (let i = 0; i < o.min; i++) pool.#spawn();
+    await Promise.all([...pool.#slots.values()].map((s) => s.ready));
+    pool.#timer = setInterval(() => pool.#sample(), o.sampleMs ?? 1000);
+    Deno.unrefTimer(pool.#timer);
+    pool.#log.info(
+      { workers: o.min, min: o.min, max: o.max },
+      `data worker pool started with ${o.min} worker${o.min === 1 ? "" : "s"}`,
+    );
+    return pool;
+  }
+
+  /** The lowest free id (ids are the workers' stats slots, 1..max). */
+  #freeId(): number {
+    for (let id = 1; id <= this.#o.max; id++) if (!this.#slots.has(id)) return id;
+    throw new Error("no free worker slot");
+  }
+
+  #spawn(id = this.#freeId()): Slot {
+    const worker = new Worker(WORKER_URL, { type: "module", name: `ballast-data-${id}` });
+    let ready!: () => void;
+    const slot: Slot = {
+      id,
+      worker,
+      state: "starting",
+      tid: 0,
+      connections: 0,
+      busy: 0,
+      cpu: undefined,
+      sampledAt: performance.now(),
+      ready: new Promise<void>((r) => (ready = r)),
+    };
+    this.#slots.set(id, slot);
+    worker.onmessage = (e: MessageEvent) => this.#onMessage(slot, e.data, ready);
+    worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      this.#died(slot, e.message || String(e.error));
+    };
+    worker.onmessageerror = () => this.#died(slot, "a message could not be read");
+    this.#send(slot, {
+      type: "init",
+      version: POOL_PROTOCOL_VERSION,
+      worker: id,
+      slot: id,
+      nodeName: this.#o.nodeName,
+      logLevel: this.#o.logLevel,
+      logFormat: this.#o.logFormat,
+      tls: this.#o.tls(),
+      tlsRequired: this.#o.tlsRequired,
+      handshakeTimeoutMs: this.#o.handshakeTimeoutMs,
+      requestTimeoutMs: this.#o.requestTimeoutMs,
+      volumes: this.#o.volumes(),
+    });
+    return slot;
+  }
+
+  #send(slot: Slot, m: ToWorker): void {
+    try {
+      slot.worker.postMessage(m);
+    } catch (err) {
+      this.#log.error({ worker: slot.id, err }, "could not message a data worker");
+    }
+  }
+
+  #onMessage(slot: Slot, data: unknown, ready: () => void): void {
+    let m: FromWorker;
+    try {
+      m = checkFromWorker(data);
+    } catch (err) {
+      this.#died(slot, (err as Error).message);
+      return;
+    }
+    switch (m.type) {
+      case "ready":
+        slot.tid = m.tid;
+        slot.cpu = m.tid ? threadCpuSeconds(m.tid) : undefined;
+        slot.sampledAt = performance.now();
+        if (slot.state === "starting") slot.state = "active";
+        ready();
+        this.#drainWaiting();
+        break;
+      case "connections":
+        slot.connections = m.count;
+        if (slot.state === "retiring" && m.count === 0) this.#stop(slot);
+        break;
+      case "gate":
+        this.#o.passGate(m.name).then(
+          () => this.#send(slot, { type: "gate-result", name: m.name, ok: true }),
+          (err) =>
+            this.#send(slot, {
+              type: "gate-result",
+              name: m.name,
+              ok: false,
+              message: err instanceof Error ? err.message : String(err),
+            }),
+        );
+        break;
+      case "log":
+        this.#relayLog(m.line);
+        break;
+      case "verify": {
+        const check = this.#o.verifyClient ??
+          (() => Promise.resolve<ClientVerdict>({ ok: false, reason: "no PKI on this node" }));
+        check(m.der).then(
+          (verdict) => this.#send(slot, { type: "verdict", id: m.id, verdict }),
+          (err) =>
+            this.#send(slot, {
+              type: "verdict",
+              id: m.id,
+              verdict: { ok: false, reason: `certificate check failed: ${(err as Error).message}` },
+            }),
+        );
+        break;
+      }
+      case "stopped":
+        slot.stopped?.();
+        break;
+      case "fatal":
+        this.#died(slot, m.message);
+        break;
+    }
+  }
+
+  /** Writes a worker's pino line with the main thread's logger (and its format). */
+  #relayLog(line: string): void {
+    let rec: Record<string, unknown>;
+    try {
+      rec = JSON.parse(line);
+    } catch {
+      return;
+    }
+    const { level, time: _t, pid: _p, hostname: _h, msg, ...fields } = rec;
+    const name = pinoLevelName(Number(level));
+    this.#log[name](fields, String(msg ?? ""));
+  }
+
+  /** A worker ended by an error: its connections are gone; another takes its place. */
+  #died(slot: Slot, why: string): void {
+    if (this.#slots.get(slot.id) !== slot) return;
+    this.#slots.delete(slot.id);
+    try {
+      slot.worker.terminate();
+    } catch { /* already gone */ }
+    slot.stopped?.();
+    this.#o.onWorkerGone?.(slot.id);
+    if (this.#closing) return;
+    this.#replaced++;
+    this.#log.error(
+      { worker: slot.id, reason: why, connections: slot.connections },
+      `data worker ${slot.id} died (${why}); its ${slot.connections} connection(s) were cut; ` +
+        "starting a replacement",
+    );
+    this.#spawn(slot.id);
+  }
+
+  /** Hands an accepted connection to the worker that should take it. */
+  dispatch(fd: number, listener: ListenerKind, remote: string): void {
+    if (this.#closing) {
+      closeFd(fd);
+      return;
+    }
+    const active = [...this.#slots.values()].filter((s) => s.state === "active");
+    const id = place(active.map((s) => ({ id: s.id, busy: s.busy, connections: s.connections })));
+    if (id === undefined) {
+      this.#waiting.push({ fd, listener, remote });
+      return;
+    }
+    const slot = this.#slots.get(id)!;
+    slot.connections++; // counted now, so a burst spreads before the worker reports
+    this.#send(slot, { type: "serve", fd, listener, remote });
+  }
+
+  #drainWaiting(): void {
+    const waiting = this.#waiting;
+    this.#waiting = [];
+    for (const w of waiting) this.dispatch(w.fd, w.listener, w.remote);
+  }
+
+  /** Sends `m` to every worker (volumes, TLS material). */
+  broadcast(m: ToWorker): void {
+    for (const s of this.#slots.values()) this.#send(s, m);
+  }
+
+  #sample(): void {
+    if (this.#closing) return;
+    // Renewal, rotation and revocation change the TLS material: new handshakes must see it.
+    const tls = this.#o.tls();
+    const tlsNow = JSON.stringify(tls ?? null);
+    if (tls && tlsNow !== this.#tlsSent) {
+      this.#tlsSent = tlsNow;
+      this.broadcast({ type: "tls", tls });
+    }
+    const now = performance.now();
+    const samples: WorkerSample[] = [];
+    for (const s of this.#slots.values()) {
+      if (s.state !== "active" || !s.tid) continue;
+      const cpu = threadCpuSeconds(s.tid);
+      if (cpu !== undefined && s.cpu !== undefined) {
+        const wall = (now - s.sampledAt) / 1000;
+        s.busy = wall > 0 ? Math.min(1, Math.max(0, (cpu - s.cpu) / wall)) : 0;
+      }
+      s.cpu = cpu;
+      s.sampledAt = now;
+      samples.push({ id: s.id, busy: s.busy, connections: s.connections });
+    }
+    const { state, action } = decide(this.#sizing, samples, now);
+    this.#sizing = state;
+    if (action.kind === "grow") {
+      this.#resizes.grow++;
+      this.#log.info(
+        { from: samples.length, to: samples.length + 1, reason: action.reason },
+        `data worker pool grows: ${action.reason} (${describePool(samples)})`,
+      );
+      this.#spawn();
+    } else if (action.kind === "shrink") {
+      const slot = this.#slots.get(action.worker);
+      if (!slot) return;
+      this.#resizes.shrink++;
+      this.#log.info(
+        { from: samples.length, to: samples.length - 1, worker: slot.id, reason: action.reason },
+        `data worker pool shrinks: ${action.reason} (${describePool(samples)})`,
+      );
+      slot.state = "retiring";
+      if (slot.connections === 0) this.#stop(slot);
+    }
+  }
+
+  /** Stops one worker gracefully (its connections finish), then terminates it. */
+  #stop(slot: Slot): Promise<void> {
+    if (slot.state === "stopping") return Promise.resolve();
+    slot.state = "stopping";
+    const done = new Promise<void>((resolve) => (slot.stopped = resolve));
+    this.#send(slot, { type: "shutdown" });
+    return done.then(() => {
+      if (this.#slots.get(slot.id) === slot) this.#slots.delete(slot.id);
+      slot.worker.terminate();
+      this.#o.onWorkerGone?.(slot.id);
+    });
+  }
+
+  status(): PoolStatus {
+    const workers = [...this.#slots.values()]
+      .sort((a, b) => a.id - b.id)
+      .map((s) => ({ id: s.id, state: s.state, connections: s.connections, busy: s.busy }));
+    return {
+      size: workers.filter((w) => w.state === "active" || w.state === "starting").length,
+      min: this.#o.min,
+      max: this.#o.max,
+      workers,
+      resizes: { ...this.#resizes },
+      replaced: this.#replaced,
+    };
+  }
+
+  /** Connections the workers serve. */
+  get connections(): number {
+    let n = 0;
+    for (const s of this.#slots.values()) n += s.connections;
+    return n;
+  }
+
+  /** Hidden debug hook: makes worker `id` die of an uncaught error. */
+  crash(id: number): boolean {
+    const slot = this.#slots.get(id);
+    if (!slot) return false;
+    this.#send(slot, { type: "debug-crash", message: `debug hook: worker ${id} crashes` });
+    return true;
+  }
+
+  /** Every worker finishes its connections' in-flight requests, flushes and stops. */
+  async close(): Promise<void> {
+    this.#closing = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    for (const w of this.#waiting) closeFd(w.fd);
+    this.#waiting = [];
+    await Promise.all([...this.#slots.values()].map((s) => this.#stop(s)));
+  }
+}
+
+function pinoLevelName(n: number): "trace" | "debug" | "info" | "warn" | "error" | "fatal" {
+  if (n >= 60) return "fatal";
+  if (n >= 50) return "error";
+  if (n >= 40) return "warn";
+  if (n >= 30) return "info";
+  if (n >= 20) return "debug";
+  return "trace";
+}

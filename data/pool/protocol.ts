@@ -1,0 +1,152 @@
+/**
+ * The messages between the main thread and the data workers (one module, versioned).
+ *
+ * The main thread owns the control plane, the volume files and the listening sockets; each
+ * worker serves whole NBD connections (handshake, TLS, transmission) on sockets whose file
+ * descriptors the main thread hands it. Per-volume state every connection must see at once
+ * lives in shared memory (stats.ts slots, the volume's flag words below); everything else
+ * travels as these messages. A worker that receives a message of another version stops.
+ * @module
+ */
+
+/** Bumped whenever a message changes shape or meaning. */
+export const POOL_PROTOCOL_VERSION = 1;
+
+/** Which listener accepted a connection: it decides the handshake policy. */
+export type ListenerKind =
+  /** The main NBD listener: TLS required (or plaintext when the node runs without TLS). */
+  | "nbd"
+  /** The plaintext local-attach listener (loopback TCP). */
+  | "local";
+
+/**
+ * TLS material for STARTTLS in a worker (PEM), re-sent whenever it changes. Client
+ * certificates are checked by the main thread ("verify"), which holds the PKI: one check,
+ * always current (a revocation applies at the next handshake on every worker).
+ */
+export interface WorkerTls {
+  key: string;
+  cert: string;
+  /** Trust bundle the handshake presents and accepts (every trusted root). */
+  ca: string;
+}
+
+/** The main thread's verdict on an NBD client certificate. */
+export type ClientVerdict =
+  | { ok: true; identity: { role: string; name: string; volumes: string[]; serial: string } }
+  | { ok: false; reason: string };
+
+/** Per-volume shared words (Int32Array over `flags`): indices. */
+export const FLAG_GATED = 0;
+/** Bumped by the main thread to tell workers a gate changed (Atomics.notify on it). */
+export const FLAG_GATE_GENERATION = 1;
+export const FLAG_WORDS = 4;
+
+/** A volume a worker serves: where its file is and its shared memory. */
+export interface WorkerVolume {
+  name: string;
+  uuid: string;
+  description: string;
+  path: string;
+  sizeBytes: number;
+  readOnly: boolean;
+  /** VolumeStats slots (stats.ts), one per thread. */
+  stats: SharedArrayBuffer;
+  /** FLAG_* words. */
+  flags: SharedArrayBuffer;
+}
+
+/** Main thread -> worker. */
+export type ToWorker =
+  | {
+    type: "init";
+    version: number;
+    worker: number;
+    /** This worker's stats slot. */
+    slot: number;
+    nodeName: string;
+    logLevel: string;
+    logFormat: "json" | "pretty";
+    /** TLS material, or undefined when the node runs without TLS. */
+    tls: WorkerTls | undefined;
+    /** The main listener requires TLS (FORCEDTLS). */
+    tlsRequired: boolean;
+    handshakeTimeoutMs: number;
+    requestTimeoutMs: number;
+    volumes: WorkerVolume[];
+  }
+  | { type: "serve"; fd: number; listener: ListenerKind; remote: string }
+  | { type: "export"; volume: WorkerVolume }
+  | { type: "unexport"; name: string; reason: string }
+  | { type: "resize"; name: string; sizeBytes: number }
+  | { type: "tls"; tls: WorkerTls }
+  /** The answer to a "verify" request. */
+  | { type: "verdict"; id: number; verdict: ClientVerdict }
+  /** The answer to a "gate" request: the volume's write gate opened, or failed. */
+  | { type: "gate-result"; name: string; ok: boolean; message?: string }
+  /** Finish in-flight requests on every connection, flush, then report "stopped". */
+  | { type: "shutdown" }
+  /** Hidden debug hook (BALLAST_DEBUG_HOOKS=1): throw an uncaught error, as a bug would. */
+  | { type: "debug-crash"; message: string };
+
+/** Worker -> main thread. */
+export type FromWorker =
+  | { type: "ready"; worker: number; tid: number }
+  /** A data-changing request waits at the volume's write gate. */
+  | { type: "gate"; name: string }
+  /** Check an NBD client certificate (DER) after STARTTLS. */
+  | { type: "verify"; id: number; der: Uint8Array }
+  /** Connections this worker serves, after each change. */
+  | { type: "connections"; count: number }
+  | { type: "stopped" }
+  /** One log line (pino JSON) for the main thread to write with its logger. */
+  | { type: "log"; line: string }
+  /** A message this worker could not act on (version mismatch, bad message). */
+  | { type: "fatal"; message: string };
+
+/** Checks that a message from the main thread is one this worker understands. */
+export function checkToWorker(m: unknown): ToWorker {
+  const t = (m as { type?: unknown } | null)?.type;
+  switch (t) {
+    case "init": {
+      const v = (m as { version?: unknown }).version;
+      if (v !== POOL_PROTOCOL_VERSION) {
+        throw new Error(
+          `data worker speaks protocol ${POOL_PROTOCOL_VERSION}, the main thread ${String(v)}`,
+        );
+      }
+      return m as ToWorker;
+    }
+    case "serve":
+      if (!Number.isInteger((m as { fd?: unknown }).fd)) throw new Error("serve without an fd");
+      return m as ToWorker;
+    case "export":
+    case "unexport":
+    case "resize":
+    case "tls":
+    case "gate-result":
+    case "verdict":
+    case "shutdown":
+    case "debug-crash":
+      return m as ToWorker;
+    default:
+      throw new Error(`unknown message to a data worker: ${JSON.stringify(t)}`);
+  }
+}
+
+/** Checks a message from a worker. */
+export function checkFromWorker(m: unknown): FromWorker {
+  const t = (m as { type?: unknown } | null)?.type;
+  switch (t) {
+    case "ready":
+    case "gate":
+    case "verify":
+    case "connections":
+    case "stopped":
+    case "log":
+    case "fatal":
+      return m as FromWorker;
+    default:
+      throw new Error(`unknown message from a data worker: ${JSON.stringify(t)}`);
+  }
+}

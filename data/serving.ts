@@ -1,0 +1,259 @@
+/**
+ * How the data plane serves NBD: on the main thread (one NbdServer per listener, today's
+ * single-threaded path, `--data-workers 0|1`) or on a pool of data workers (data/pool/: the
+ * main thread accepts with FdListeners and hands each connection to a worker). The data
+ * plane (local_plane.ts) manages volume files the same way in both; it tells the serving
+ * side when a volume starts or stops being served and when it grows.
+ * @module
+ */
+
+import type { Logger } from "pino";
+import { LiveExport } from "./exports.ts";
+import type { ExportTable } from "./exports.ts";
+import type { HandshakePolicy } from "./nbd/handshake.ts";
+import { NbdServer } from "./nbd/server.ts";
+import type { StartTls } from "./nbd/transport.ts";
+import { FdListener } from "./net/fd_listener.ts";
+import { type PoolStatus, WorkerPool } from "./pool/pool.ts";
+import {
+  type ClientVerdict,
+  FLAG_GATED,
+  FLAG_WORDS,
+  type ListenerKind,
+  type WorkerTls,
+  type WorkerVolume,
+} from "./pool/protocol.ts";
+import { VolumeStats } from "./stats.ts";
+import type { BlockStore } from "./store/mod.ts";
+
+export interface ListenAt {
+  host: string;
+  port: number;
+}
+
+export interface Serving {
+  /** "host:port" of the NBD listener and, if any, of the local-attach listener. */
+  readonly addresses: string[];
+  /** An export for a volume, with the statistics and flags this way of serving needs. */
+  makeExport(
+    name: string,
+    uuid: string,
+    description: string,
+    store: BlockStore,
+    path: string,
+  ): LiveExport;
+  /** Volume `e` is now served (added to the export table). */
+  exported(e: LiveExport): void;
+  /** Volume `name` is no longer served: connections to it are cut with `reason`. */
+  unexported(name: string, reason: string): void;
+  /** Volume `name` grew. */
+  resized(name: string, sizeBytes: number): void;
+  /** Open connections, including ones still negotiating. */
+  connections(): number;
+  /** The worker pool, when there is one. */
+  pool(): PoolStatus | undefined;
+  /** Hidden debug hook: worker `id` dies of an uncaught error (false: no such worker). */
+  crashWorker(id: number): boolean;
+  close(): Promise<void>;
+}
+
+function hostPort(host: string, port: number): string {
+  return `${host.includes(":") ? `[${host}]` : host}:${port}`;
+}
+
+// ---------------------------------------------------------------------------------------
+// On the main thread
+
+/** Today's single-threaded path: NbdServers on the main thread share its export table. */
+export async function serveOnMainThread(o: {
+  exports: ExportTable;
+  logger: Logger;
+  nbdListen: ListenAt;
+  nbdLocalListen?: ListenAt;
+  policy?: (remote: string) => HandshakePolicy;
+  startTls?: StartTls;
+  handshakeTimeoutMs?: number;
+  requestTimeoutMs?: number;
+}): Promise<Serving> {
+  const common = {
+    exports: o.exports,
+    logger: o.logger,
+    handshakeTimeoutMs: o.handshakeTimeoutMs,
+    requestTimeoutMs: o.requestTimeoutMs,
+  };
+  const servers = [new NbdServer({ ...common, policy: o.policy, startTls: o.startTls })];
+  const listens = [{ ...o.nbdListen, tls: o.startTls !== undefined }];
+  if (o.nbdLocalListen) {
+    servers.push(new NbdServer(common)); // plaintext, no STARTTLS
+    listens.push({ ...o.nbdLocalListen, tls: false });
+  }
+  const addresses: string[] = [];
+  try {
+    for (let i = 0; i < servers.length; i++) {
+      const addr = await servers[i].listen(listens[i].host, listens[i].port, {
+        tls: listens[i].tls,
+      });
+      addresses.push(hostPort(addr.hostname, addr.port));
+      o.logger.info({ nbd: addresses[i], tls: listens[i].tls }, "NBD listener started");
+    }
+  } catch (err) {
+    await Promise.all(servers.map((s) => s.close()));
+    throw err;
+  }
+  return {
+    addresses,
+    makeExport: (name, uuid, description, store) => new LiveExport(name, uuid, description, store),
+    exported() {},
+    unexported() {},
+    resized() {},
+    connections: () => servers.reduce((n, s) => n + s.connections, 0),
+    pool: () => undefined,
+    crashWorker: () => false,
+    close: async () => {
+      await Promise.all(servers.map((s) => s.close()));
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// On a pool of data workers
+
+/**
+ * A volume served by the pool: its statistics have a slot per thread, and its write gate is
+ * also a shared flag that workers read (set whenever the control plane sets a gate, cleared
+ * when it opens).
+ */
+class PooledExport extends LiveExport {
+  readonly flags = new SharedArrayBuffer(FLAG_WORDS * 4);
+  readonly path: string;
+  readonly #words = new Int32Array(this.flags);
+
+  constructor(
+    name: string,
+    uuid: string,
+    description: string,
+    store: BlockStore,
+    path: string,
+    slots: number,
+  ) {
+    super(
+      name,
+      uuid,
+      description,
+      store,
+      new VolumeStats(name, { buffer: VolumeStats.sharedBuffer(slots), slot: 0 }),
+    );
+    this.path = path;
+  }
+
+  override get writeGate(): (() => Promise<void>) | undefined {
+    return super.writeGate;
+  }
+  override set writeGate(gate: (() => Promise<void>) | undefined) {
+    super.writeGate = gate;
+    Atomics.store(this.#words, FLAG_GATED, gate === undefined ? 0 : 1);
+  }
+
+  toWorker(): WorkerVolume {
+    return {
+      name: this.name,
+      uuid: this.uuid,
+      description: this.description,
+      path: this.path,
+      sizeBytes: this.store.size,
+      readOnly: this.readOnly,
+      stats: this.stats.buffer as SharedArrayBuffer,
+      flags: this.flags,
+    };
+  }
+}
+
+/** The data workers' path: FdListeners here, connections served in the pool. */
+export async function serveOnWorkers(o: {
+  exports: ExportTable;
+  logger: Logger;
+  nodeName: string;
+  nbdListen: ListenAt;
+  nbdLocalListen?: ListenAt;
+  workers: { min: number; max: number };
+  logLevel: string;
+  logFormat: "json" | "pretty";
+  /** TLS material for the workers' STARTTLS (undefined: no TLS). */
+  tls?: () => WorkerTls;
+  /** The client certificate check the workers' STARTTLS asks for. */
+  verifyClient?: (der: Uint8Array) => Promise<ClientVerdict>;
+  handshakeTimeoutMs?: number;
+  requestTimeoutMs?: number;
+}): Promise<Serving> {
+  const slots = o.workers.max + 1; // slot 0: the main thread
+  const pooled = () => o.exports.list() as PooledExport[];
+  const listeners: { l: FdListener; kind: ListenerKind }[] = [];
+  try {
+    listeners.push({ l: FdListener.open(o.nbdListen.host, o.nbdListen.port), kind: "nbd" });
+    if (o.nbdLocalListen) {
+      const at = o.nbdLocalListen;
+      listeners.push({ l: FdListener.open(at.host, at.port), kind: "local" });
+    }
+  } catch (err) {
+    for (const { l } of listeners) l.close();
+    throw err;
+  }
+  let pool: WorkerPool;
+  try {
+    pool = await WorkerPool.start({
+      min: o.workers.min,
+      max: o.workers.max,
+      nodeName: o.nodeName,
+      logger: o.logger,
+      logLevel: o.logLevel,
+      logFormat: o.logFormat,
+      tls: () => o.tls?.(),
+      verifyClient: o.verifyClient,
+      tlsRequired: o.tls !== undefined,
+      handshakeTimeoutMs: o.handshakeTimeoutMs ?? 30_000,
+      requestTimeoutMs: o.requestTimeoutMs ?? 60_000,
+      volumes: () => pooled().map((e) => e.toWorker()),
+      passGate: (name) => {
+        const e = o.exports.lookup(name);
+        return e ? e.passWriteGate() : Promise.reject(new Error(`volume "${name}" is gone`));
+      },
+      onWorkerGone: (slot) => {
+        for (const e of pooled()) e.stats.clearConnections(slot);
+      },
+    });
+  } catch (err) {
+    for (const { l } of listeners) l.close();
+    throw err;
+  }
+  const addresses = listeners.map(({ l, kind }) => {
+    const at = hostPort(l.host, l.port);
+    o.logger.info(
+      { nbd: at, tls: kind === "nbd" && o.tls !== undefined, workers: o.workers },
+      "NBD listener started (connections served by data workers)",
+    );
+    return at;
+  });
+  const accepting = listeners.map(async ({ l, kind }) => {
+    for (;;) {
+      const c = await l.accept();
+      if (c === null) return;
+      pool.dispatch(c.fd, kind, c.remote);
+    }
+  });
+  return {
+    addresses,
+    makeExport: (name, uuid, description, store, path) =>
+      new PooledExport(name, uuid, description, store, path, slots),
+    exported: (e) => pool.broadcast({ type: "export", volume: (e as PooledExport).toWorker() }),
+    unexported: (name, reason) => pool.broadcast({ type: "unexport", name, reason }),
+    resized: (name, sizeBytes) => pool.broadcast({ type: "resize", name, sizeBytes }),
+    connections: () => pool.connections,
+    pool: () => pool.status(),
+    crashWorker: (id) => pool.crash(id),
+    close: async () => {
+      for (const { l } of listeners) l.close();
+      await Promise.all(accepting);
+      await pool.close();
+    },
+  };
+}
