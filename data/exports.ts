@@ -10,6 +10,8 @@ import { VolumeStats } from "./stats.ts";
 /** Something that can be disconnected when its export goes away. */
 export interface Attachment {
   abort(reason: string): void;
+  /** Serial of the client certificate, for a connection made with one. */
+  readonly clientSerial?: string;
 }
 
 /** A volume being exported: its store, statistics and attached connections. */
@@ -100,5 +102,19 @@ export class ExportTable implements ExportCatalog {
 
   list(): LiveExport[] {
     return [...this.#exports.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** Cuts every connection whose client certificate is among `serials`; returns how many. */
+  cutRevoked(serials: ReadonlySet<string>): number {
+    let n = 0;
+    for (const e of this.#exports.values()) {
+      for (const a of [...e.attachments]) {
+        if (a.clientSerial !== undefined && serials.has(a.clientSerial)) {
+          a.abort(`client certificate ${a.clientSerial} was revoked`);
+          n++;
+        }
+      }
+    }
+    return n;
   }
 }

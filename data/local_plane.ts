@@ -16,6 +16,7 @@ import type { HandshakePolicy } from "./nbd/handshake.ts";
 import type { StartTls } from "./nbd/transport.ts";
 import type { PoolStatus } from "./pool/pool.ts";
 import type { ClientVerdict, WorkerTls } from "./pool/protocol.ts";
+import type { SizingTimings } from "./pool/sizing.ts";
 import { serveOnMainThread, serveOnWorkers, type Serving } from "./serving.ts";
 import type { CopyInfo, DataPlane, OpenOptions, VolumeSpec, VolumeStatus } from "./plane.ts";
 import { OP_TRIM, OP_WRITE, OP_WRITE_ZEROES, type VolumeStats } from "./stats.ts";
@@ -39,7 +40,7 @@ export interface DataPlaneOptions {
    * Serve NBD on a pool of data workers of min..max workers (data/pool/); absent, serve on
    * the main thread. With TLS, `workerTls` gives the workers the material for STARTTLS.
    */
-  dataWorkers?: { min: number; max: number };
+  dataWorkers?: { min: number; max: number; timings?: SizingTimings };
   workerTls?: () => WorkerTls;
   /** The client certificate check for the workers' STARTTLS. */
   verifyClient?: (der: Uint8Array) => Promise<ClientVerdict>;
@@ -310,6 +311,14 @@ class LocalDataPlane implements RunningDataPlane {
   /** Hidden debug hook (BALLAST_DEBUG_HOOKS=1): data worker `id` dies of an uncaught error. */
   crashWorker(id: number): boolean {
     return this.#serving.crashWorker(id);
+  }
+
+  tlsChanged(): void {
+    this.#serving.tlsChanged();
+  }
+
+  revoked(serials: string[]): void {
+    this.#serving.revoked(serials);
   }
 
   capacity(): { capacityBytes: number; freeBytes: number } {

@@ -35,5 +35,5 @@ export {
   type PeerListener,
 } from "./peer/mod.ts";
 export { type ListeningServer, listenServer } from "./net/mod.ts";
-export { usableCores } from "./pool/mod.ts";
-export type { PoolStatus, WorkerTls } from "./pool/mod.ts";
+export { DEFAULT_TIMINGS, usableCores } from "./pool/mod.ts";
+export type { PoolStatus, SizingTimings, WorkerTls } from "./pool/mod.ts";

@@ -6,6 +6,7 @@
  */
 
 import type { VolumeStats } from "./stats.ts";
+import type { PoolStatus } from "./pool/pool.ts";
 
 /** What the data plane needs to know about a volume to serve it. */
 export interface VolumeSpec {
@@ -90,6 +91,17 @@ export interface DataPlane {
   volumeStats(): VolumeStats[];
   /** Connections open on the NBD listener, including ones still negotiating. */
   openConnections(): number;
+  /** The data worker pool, when NBD is served on one (data/pool/). */
+  workerPool?(): PoolStatus | undefined;
+  /** Hidden debug hook (BALLAST_DEBUG_HOOKS=1): data worker `id` dies of an uncaught error. */
+  crashWorker?(id: number): boolean;
+  /**
+   * The node's TLS material changed (renewal, CA rotation or import): connections made from
+   * now on, on every thread, must use it.
+   */
+  tlsChanged?(): void;
+  /** Certificates were revoked: live NBD connections made with them are cut. */
+  revoked?(serials: string[]): void;
   /** Disk capacity and free bytes of the data directory. */
   capacity(): { capacityBytes: number; freeBytes: number };
   /** The NBD listen address, "host:port". */

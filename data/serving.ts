@@ -15,6 +15,7 @@ import { NbdServer } from "./nbd/server.ts";
 import type { StartTls } from "./nbd/transport.ts";
 import { FdListener } from "./net/fd_listener.ts";
 import { type PoolStatus, WorkerPool } from "./pool/pool.ts";
+import type { SizingTimings } from "./pool/sizing.ts";
 import {
   type ClientVerdict,
   FLAG_GATED,
@@ -54,6 +55,10 @@ export interface Serving {
   pool(): PoolStatus | undefined;
   /** Hidden debug hook: worker `id` dies of an uncaught error (false: no such worker). */
   crashWorker(id: number): boolean;
+  /** The node's TLS material changed: handshakes from now on use the new one. */
+  tlsChanged(): void;
+  /** Cuts the connections made with these (newly revoked) certificates. */
+  revoked(serials: string[]): void;
   close(): Promise<void>;
 }
 
@@ -109,6 +114,11 @@ export async function serveOnMainThread(o: {
     connections: () => servers.reduce((n, s) => n + s.connections, 0),
     pool: () => undefined,
     crashWorker: () => false,
+    tlsChanged() {}, // the StartTls hook reads the node's context at each handshake
+    revoked: (serials) => {
+      const n = o.exports.cutRevoked(new Set(serials));
+      if (n > 0) o.logger.warn({ connections: n }, "connections of a revoked certificate cut");
+    },
     close: async () => {
       await Promise.all(servers.map((s) => s.close()));
     },
@@ -175,7 +185,7 @@ export async function serveOnWorkers(o: {
   nodeName: string;
   nbdListen: ListenAt;
   nbdLocalListen?: ListenAt;
-  workers: { min: number; max: number };
+  workers: { min: number; max: number; timings?: SizingTimings };
   logLevel: string;
   logFormat: "json" | "pretty";
   /** TLS material for the workers' STARTTLS (undefined: no TLS). */
@@ -203,6 +213,7 @@ export async function serveOnWorkers(o: {
     pool = await WorkerPool.start({
       min: o.workers.min,
       max: o.workers.max,
+      timings: o.workers.timings,
       nodeName: o.nodeName,
       logger: o.logger,
       logLevel: o.logLevel,
@@ -250,6 +261,8 @@ export async function serveOnWorkers(o: {
     connections: () => pool.connections,
     pool: () => pool.status(),
     crashWorker: (id) => pool.crash(id),
+    tlsChanged: () => pool.refreshTls(),
+    revoked: (serials) => pool.broadcast({ type: "revoked", serials }),
     close: async () => {
       for (const { l } of listeners) l.close();
       await Promise.all(accepting);

@@ -80,6 +80,11 @@ export interface NodeInfo {
   capacityBytes: number;
   freeBytes: number;
   volumes: number;
+  /**
+   * The data worker pool serving NBD (size now, and its bounds), when the node runs one; as
+   * of the last record write for other nodes (every 30 s), live for the node asked.
+   */
+  dataWorkers?: { size: number; min: number; max: number };
   startedAt: string;
   lastSeen: string;
 }

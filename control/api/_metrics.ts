@@ -7,6 +7,7 @@
 
 import { Hono } from "hono";
 import type { DataPlane } from "../../data/plane.ts";
+import type { PoolStatus } from "../../data/mod.ts";
 import { LATENCY_BUCKETS, OP_KINDS, type VolumeStats } from "../../data/stats.ts";
 import type { Volume } from "../../mod/types.ts";
 import type { VolumeService } from "../volumes/mod.ts";
@@ -69,6 +70,7 @@ export function metricsRoutes(deps: MetricsRouteDeps, api: ApiRequestCounter): H
       stats: deps.dataPlane.volumeStats(),
       volumes: await deps.volumes.list(),
       nbdConnections: deps.dataPlane.openConnections(),
+      pool: deps.dataPlane.workerPool?.(),
       api,
       rssBytes: Deno.memoryUsage().rss,
     });
@@ -82,6 +84,8 @@ export interface MetricsInput {
   stats: VolumeStats[];
   volumes: Volume[];
   nbdConnections: number;
+  /** The data worker pool, when NBD is served on one. */
+  pool?: PoolStatus;
   api: ApiRequestCounter;
   rssBytes: number;
 }
@@ -154,6 +158,50 @@ export function renderMetrics(input: MetricsInput): string {
   }
   family("ballast_nbd_connections", "gauge", "Open connections on the NBD listener.");
   out.push(`ballast_nbd_connections ${num(input.nbdConnections)}`);
+  const pool = input.pool;
+  if (pool) {
+    family("ballast_data_workers", "gauge", "Data worker threads serving NBD connections.");
+    out.push(`ballast_data_workers ${num(pool.size)}`);
+    family("ballast_data_workers_max", "gauge", "Most data workers the pool may grow to.");
+    out.push(`ballast_data_workers_max ${num(pool.max)}`);
+    family(
+      "ballast_data_worker_connections",
+      "gauge",
+      "NBD connections served by each data worker.",
+    );
+    for (const w of pool.workers) {
+      out.push(
+        `ballast_data_worker_connections${labels({ worker: String(w.id) })} ${num(w.connections)}`,
+      );
+    }
+    family(
+      "ballast_data_worker_busy_ratio",
+      "gauge",
+      "Share of the last second each data worker's thread spent on a CPU.",
+    );
+    for (const w of pool.workers) {
+      out.push(
+        `ballast_data_worker_busy_ratio${labels({ worker: String(w.id) })} ${
+          num(Math.round(w.busy * 1000) / 1000)
+        }`,
+      );
+    }
+    family("ballast_data_pool_resizes_total", "counter", "Data worker pool resizes.");
+    out.push(
+      `ballast_data_pool_resizes_total${labels({ direction: "grow" })} ${num(pool.resizes.grow)}`,
+    );
+    out.push(
+      `ballast_data_pool_resizes_total${labels({ direction: "shrink" })} ${
+        num(pool.resizes.shrink)
+      }`,
+    );
+    family(
+      "ballast_data_workers_replaced_total",
+      "counter",
+      "Data workers that died and were replaced.",
+    );
+    out.push(`ballast_data_workers_replaced_total ${num(pool.replaced)}`);
+  }
 
   family("ballast_api_requests_total", "counter", "API requests by method, route and status.");
   for (const e of input.api.entries()) {

@@ -124,6 +124,12 @@ function nodeFields(n: NodeInfo): string {
     ["Volumes", String(n.volumes)],
     ["Capacity", `${formatSize(n.capacityBytes)} (${n.capacityBytes} bytes)`],
     ["Free", `${formatSize(n.freeBytes)} (${n.freeBytes} bytes)`],
+    [
+      "Data workers",
+      n.dataWorkers
+        ? `${n.dataWorkers.size} (pool of ${n.dataWorkers.min}..${n.dataWorkers.max})`
+        : "none (NBD on the main thread)",
+    ],
     ["Labels", labels || "<none>"],
     ["Started", `${n.startedAt} (${age(n.startedAt)} ago)`],
     ["Last seen", n.lastSeen],

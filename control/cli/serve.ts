@@ -60,10 +60,10 @@ export const SERVE_SPEC: CommandSpec = {
     },
     {
       name: s.dataWorkers.flag,
-      value: "auto|N",
+      value: "auto|N|MIN..MAX",
       help: "serve NBD on a pool of worker threads: auto grows it from 1 to the usable cores " +
-        "as load needs and shrinks it when load falls; N keeps exactly N; 0 or 1 serve on the " +
-        "main thread",
+        "as load needs and shrinks it when load falls; MIN..MAX does so between those bounds; " +
+        "N keeps exactly N; 0 or 1 serve on the main thread",
       env: s.dataWorkers.env,
       default: s.dataWorkers.default,
     },

@@ -238,6 +238,7 @@ export class NodeRegistry {
 
   #localRecord(): NodeRecord {
     const { capacityBytes, freeBytes } = this.#o.dataPlane.capacity();
+    const pool = this.#o.dataPlane.workerPool?.();
     return {
       name: this.#o.nodeName,
       apiAddress: this.#o.apiAddress,
@@ -247,6 +248,7 @@ export class NodeRegistry {
       capacityBytes,
       freeBytes,
       volumes: this.#o.dataPlane.volumeStats().length,
+      ...(pool ? { dataWorkers: { size: pool.size, min: pool.min, max: pool.max } } : {}),
       startedAt: this.#startedAt,
       lastSeen: this.#o.now().toISOString(),
     };

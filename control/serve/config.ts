@@ -245,7 +245,7 @@ const MAX_DATA_WORKERS = 256;
 /**
  * `--data-workers`: "auto" is a pool from 1 to the usable cores (on the main thread when
  * there is a single core), 0 or 1 the main thread (today's single-threaded path), N >= 2 a
- * fixed pool of N.
+ * fixed pool of N, and MIN..MAX a pool between those bounds whatever the cores.
  */
 function resolveDataWorkers(
   text: { value: string | undefined; source: string },
@@ -256,13 +256,19 @@ function resolveDataWorkers(
     const n = cores();
     return n >= 2 ? { min: 1, max: n } : undefined;
   }
-  const n = /^\d+$/.test(v) ? Number(v) : NaN;
-  if (!(n >= 0 && n <= MAX_DATA_WORKERS)) {
-    throw new InvalidArgumentError(
-      `invalid ${text.source} "${text.value}": expected auto or a number of workers from 0 ` +
-        `to ${MAX_DATA_WORKERS} (0 or 1: serve NBD on the main thread)`,
+  const bad = () =>
+    new InvalidArgumentError(
+      `invalid ${text.source} "${text.value}": expected auto, a number of workers from 0 to ` +
+        `${MAX_DATA_WORKERS} (0 or 1: serve NBD on the main thread), or MIN..MAX (1..4)`,
       { field: SETTINGS.dataWorkers.flag },
     );
+  const range = /^(\d+)\.\.(\d+)$/.exec(v);
+  if (range) {
+    const [min, max] = [Number(range[1]), Number(range[2])];
+    if (!(min >= 1 && max >= min && max <= MAX_DATA_WORKERS)) throw bad();
+    return { min, max };
   }
+  const n = /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 0 && n <= MAX_DATA_WORKERS)) throw bad();
   return n >= 2 ? { min: n, max: n } : undefined;
 }

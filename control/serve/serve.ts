@@ -6,7 +6,7 @@
  * @module
  */
 
-import { startDataPlane } from "../../data/mod.ts";
+import { DEFAULT_TIMINGS, type SizingTimings, startDataPlane } from "../../data/mod.ts";
 import { toBallastError } from "../../mod/errors.ts";
 import { VERSION } from "../../mod/version.ts";
 import { type ApiListener, createApi, listenApi } from "../api/mod.ts";
@@ -105,11 +105,23 @@ export async function serve(
             }),
         }
         : {}),
-      dataWorkers: config.dataWorkers,
+      dataWorkers: config.dataWorkers && { ...config.dataWorkers, timings: debugPoolTimings() },
       logLevel: config.logLevel,
       logFormat: config.logFormat,
     });
     undo.push(() => dataPlane.close());
+    if (Deno.env.get("BALLAST_DEBUG_HOOKS") === "1") {
+      // Hidden test hook: SIGUSR2 makes the data worker serving the most connections die of
+      // an uncaught error, as a bug would (tests/e2e/pool_test.ts).
+      const crash = () => {
+        const workers = dataPlane.workerPool?.()?.workers ?? [];
+        const victim = [...workers].sort((a, b) => b.connections - a.connections)[0];
+        log.warn({ worker: victim?.id }, "debug hook: crashing a data worker");
+        if (victim) dataPlane.crashWorker?.(victim.id);
+      };
+      Deno.addSignalListener("SIGUSR2", crash);
+      undo.push(() => Deno.removeSignalListener("SIGUSR2", crash));
+    }
 
     const nodes = new NodeRegistry({
       store,
@@ -167,6 +179,7 @@ export async function serve(
     const reloadTls = () => {
       tls?.reload();
       listenerRef.current?.reload();
+      dataPlane.tlsChanged?.();
     };
     let cluster: ClusterMember | undefined;
     if (clusterKeys && tls && certificates) {
@@ -205,7 +218,24 @@ export async function serve(
     undo.push(() => listener.close());
     const apiUrl = listener.url;
     if (tls) {
-      const stop = tls.startRenewal(() => listener.reload());
+      // A revocation (here, or by another member through the cluster) cuts the live NBD
+      // sessions of that certificate within a second, on every thread.
+      let known = new Set(tls.pki.revokedSerials());
+      const cutRevoked = setInterval(() => {
+        const now = tls.pki.revokedSerials();
+        const fresh = [...now].filter((s) => !known.has(s));
+        known = new Set(now);
+        if (fresh.length > 0) {
+          log.info({ serials: fresh }, "certificates revoked: cutting their live NBD sessions");
+          dataPlane.revoked?.(fresh);
+        }
+      }, 1000);
+      Deno.unrefTimer(cutRevoked);
+      undo.push(() => clearInterval(cutRevoked));
+      const stop = tls.startRenewal(() => {
+        listener.reload();
+        dataPlane.tlsChanged?.();
+      });
       undo.push(stop);
     }
 
@@ -268,4 +298,24 @@ export function exitOnSignal(server: Server): Promise<never> {
       Deno.addSignalListener(sig, () => onSignal(sig));
     }
   });
+}
+
+/**
+ * Hidden test hook: with BALLAST_DEBUG_HOOKS=1, BALLAST_DEBUG_POOL_TIMINGS="grow=1000,
+ * shrink=3000,cooldown=1000" shortens the data pool's sizing waits (data/pool/sizing.ts).
+ */
+function debugPoolTimings(): SizingTimings | undefined {
+  if (Deno.env.get("BALLAST_DEBUG_HOOKS") !== "1") return undefined;
+  const spec = Deno.env.get("BALLAST_DEBUG_POOL_TIMINGS");
+  if (!spec) return undefined;
+  const t: SizingTimings = { ...DEFAULT_TIMINGS };
+  for (const part of spec.split(",")) {
+    const [k, v] = part.split("=");
+    const ms = Number(v);
+    if (!(ms >= 0)) continue;
+    if (k === "grow") t.growAfterMs = ms;
+    if (k === "shrink") t.shrinkAfterMs = ms;
+    if (k === "cooldown") t.cooldownMs = ms;
+  }
+  return t;
 }

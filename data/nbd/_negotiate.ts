@@ -32,6 +32,8 @@ export interface Session {
   /** Narrowed by the client certificate after STARTTLS. */
   policy: HandshakePolicy;
   readonly input: InputBuffer;
+  /** Serial of the client's certificate once STARTTLS verified it. */
+  clientSerial?: string;
   shuttingDown(): boolean;
   /** Reads and drops `n` bytes (an oversized option), counting as a partial request. */
   discard(n: number): Promise<void>;
@@ -133,6 +135,7 @@ export async function negotiate(
         }
         s.transport = up.transport;
         s.policy = { ...s.policy, allowExport: up.allowExport };
+        s.clientSerial = up.serial;
         s.log = s.log.child({ client: up.identity });
         s.log.info({ readPath: s.transport.readPath }, "TLS established");
         break;

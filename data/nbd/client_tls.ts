@@ -18,6 +18,8 @@ export interface NbdClientIdentity {
   name: string;
   /** The volumes it grants ("*" for all), for roles other than admin. */
   volumes: readonly string[];
+  /** The certificate's serial (normalized hex). */
+  serial?: string;
 }
 
 /** Verifies a client certificate (DER) for NBD: role admin or nbd-client, EKU clientAuth. */
@@ -45,6 +47,7 @@ export function nbdStartTls(context: () => SecureContext, check: NbdClientCheck)
       transport,
       identity: `${id.role}:${id.name}`,
       allowExport: id.role === "admin" ? undefined : (name) => mayOpen(id, name),
+      ...(id.serial ? { serial: id.serial } : {}),
     };
   };
 }

@@ -143,6 +143,11 @@ export class Connection {
     return this.#export?.name;
   }
 
+  /** Serial of the client certificate (TLS connections), for cutting revoked ones. */
+  get clientSerial(): string | undefined {
+    return this.#session.clientSerial;
+  }
+
   /** Serves the connection until the client leaves or the server shuts it. Never throws. */
   async run(): Promise<void> {
     this.#log.debug("connection opened");

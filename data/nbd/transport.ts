@@ -29,6 +29,8 @@ export interface TlsUpgrade {
   identity: string;
   /** Exports this client may list and open (from its certificate); all when absent. */
   allowExport?: (name: string) => boolean;
+  /** Serial of the client certificate (normalized hex): revoking it cuts the connection. */
+  serial?: string;
 }
 
 /**

@@ -128,6 +128,12 @@ export class WorkerPlane {
     this.#verifying.delete(id);
   }
 
+  /** Cuts the connections made with a revoked certificate. */
+  revoked(serials: string[]): void {
+    const n = this.#exports.cutRevoked(new Set(serials));
+    if (n > 0) this.#log.warn({ connections: n }, "connections of a revoked certificate cut");
+  }
+
   /** New TLS material (renewal, CA rotation): new handshakes use it. */
   updateTls(tls: WorkerTls): void {
     this.#setTls(tls);

@@ -17,10 +17,12 @@ export {
 } from "./protocol.ts";
 export {
   decide,
+  DEFAULT_TIMINGS,
   describePool,
   initialSizing,
   place,
   type SizingAction,
   type SizingState,
+  type SizingTimings,
   type WorkerSample,
 } from "./sizing.ts";

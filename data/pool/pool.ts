@@ -26,6 +26,7 @@ import {
   initialSizing,
   place,
   type SizingState,
+  type SizingTimings,
   type WorkerSample,
 } from "./sizing.ts";
 
@@ -50,6 +51,8 @@ export interface WorkerPoolOptions {
   verifyClient?(der: Uint8Array): Promise<ClientVerdict>;
   /** How often the pool measures its workers and decides (default 1 s). */
   sampleMs?: number;
+  /** The sizing rules' waits (default sizing.ts DEFAULT_TIMINGS). */
+  timings?: SizingTimings;
   /**
    * A worker is gone (died or retired): whatever it counted as current in its stats slot
    * (open connections) must be cleared.
@@ -101,7 +104,7 @@ export class WorkerPool {
   private constructor(o: WorkerPoolOptions) {
     this.#o = o;
     this.#log = o.logger.child({ component: "data-pool" });
-    this.#sizing = initialSizing(o.min, o.max, performance.now());
+    this.#sizing = initialSizing(o.min, o.max, performance.now(), o.timings);
     this.#tlsSent = JSON.stringify(o.tls() ?? null);
   }
 
@@ -290,15 +293,22 @@ export class WorkerPool {
     for (const s of this.#slots.values()) this.#send(s, m);
   }
 
-  #sample(): void {
-    if (this.#closing) return;
-    // Renewal, rotation and revocation change the TLS material: new handshakes must see it.
+  /**
+   * Sends the workers the current TLS material if it changed (renewal, CA rotation): called
+   * when the node reloads its TLS, and once a second in case a change went unannounced.
+   */
+  refreshTls(): void {
     const tls = this.#o.tls();
     const tlsNow = JSON.stringify(tls ?? null);
     if (tls && tlsNow !== this.#tlsSent) {
       this.#tlsSent = tlsNow;
       this.broadcast({ type: "tls", tls });
     }
+  }
+
+  #sample(): void {
+    if (this.#closing) return;
+    this.refreshTls();
     const now = performance.now();
     const samples: WorkerSample[] = [];
     for (const s of this.#slots.values()) {

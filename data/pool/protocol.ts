@@ -80,6 +80,8 @@ export type ToWorker =
   | { type: "unexport"; name: string; reason: string }
   | { type: "resize"; name: string; sizeBytes: number }
   | { type: "tls"; tls: WorkerTls }
+  /** Certificates revoked since: cut the connections made with them. */
+  | { type: "revoked"; serials: string[] }
   /** The answer to a "verify" request. */
   | { type: "verdict"; id: number; verdict: ClientVerdict }
   /** The answer to a "gate" request: the volume's write gate opened, or failed. */
@@ -124,6 +126,7 @@ export function checkToWorker(m: unknown): ToWorker {
     case "unexport":
     case "resize":
     case "tls":
+    case "revoked":
     case "gate-result":
     case "verdict":
     case "shutdown":

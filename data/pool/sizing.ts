@@ -28,9 +28,23 @@ export interface WorkerSample {
   connections: number;
 }
 
+/** The waits of the rules above; tests shorten them. */
+export interface SizingTimings {
+  growAfterMs: number;
+  shrinkAfterMs: number;
+  cooldownMs: number;
+}
+
+export const DEFAULT_TIMINGS: SizingTimings = {
+  growAfterMs: GROW_AFTER_MS,
+  shrinkAfterMs: SHRINK_AFTER_MS,
+  cooldownMs: COOLDOWN_MS,
+};
+
 export interface SizingState {
   min: number;
   max: number;
+  timings: SizingTimings;
   /** When the busy condition for growing began to hold (ms), if it holds. */
   highSince: number | undefined;
   /** When the idle condition for shrinking began to hold (ms), if it holds. */
@@ -43,11 +57,16 @@ export type SizingAction =
   | { kind: "grow"; reason: string }
   | { kind: "shrink"; worker: number; reason: string };
 
-export function initialSizing(min: number, max: number, now: number): SizingState {
+export function initialSizing(
+  min: number,
+  max: number,
+  now: number,
+  timings: SizingTimings = DEFAULT_TIMINGS,
+): SizingState {
   if (!Number.isInteger(min) || !Number.isInteger(max) || min < 1 || max < min) {
     throw new RangeError(`pool bounds must be integers with 1 <= min <= max, got ${min}..${max}`);
   }
-  return { min, max, highSince: undefined, lowSince: undefined, lastResizeAt: now };
+  return { min, max, timings, highSince: undefined, lowSince: undefined, lastResizeAt: now };
 }
 
 const pct = (x: number) => `${Math.round(x * 100)}%`;
@@ -70,26 +89,27 @@ export function decide(
     highSince: high ? (s.highSince ?? now) : undefined,
     lowSince: low ? (s.lowSince ?? now) : undefined,
   };
-  const cooled = now - s.lastResizeAt >= COOLDOWN_MS;
-  if (high && cooled && now - state.highSince! >= GROW_AFTER_MS) {
+  const t = s.timings;
+  const cooled = now - s.lastResizeAt >= t.cooldownMs;
+  if (high && cooled && now - state.highSince! >= t.growAfterMs) {
     state = { ...state, highSince: undefined, lowSince: undefined, lastResizeAt: now };
     return {
       state,
       action: {
         kind: "grow",
-        reason: `workers ${pct(mean)} busy on average for ${GROW_AFTER_MS / 1000} s ` +
+        reason: `workers ${pct(mean)} busy on average for ${t.growAfterMs / 1000} s ` +
           `(grow at ${pct(GROW_BUSY)}); ${n} -> ${n + 1} of at most ${s.max}`,
       },
     };
   }
-  if (low && cooled && now - state.lowSince! >= SHRINK_AFTER_MS) {
+  if (low && cooled && now - state.lowSince! >= t.shrinkAfterMs) {
     state = { ...state, highSince: undefined, lowSince: undefined, lastResizeAt: now };
     return {
       state,
       action: {
         kind: "shrink",
         worker: idle.id,
-        reason: `pool ${pct(total)} busy in all for ${SHRINK_AFTER_MS / 1000} s, fits in ` +
+        reason: `pool ${pct(total)} busy in all for ${t.shrinkAfterMs / 1000} s, fits in ` +
           `${n - 1} at under ${pct(SHRINK_BUSY)} each; worker ${idle.id} has no connections; ` +
           `${n} -> ${n - 1} of at least ${s.min}`,
       },

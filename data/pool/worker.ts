@@ -48,6 +48,9 @@ self.onmessage = (e: MessageEvent) => {
     case "tls":
       plane!.updateTls(m.tls);
       break;
+    case "revoked":
+      plane!.revoked(m.serials);
+      break;
     case "verdict":
       plane!.verdict(m.id, m.verdict);
       break;

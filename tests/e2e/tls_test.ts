@@ -167,7 +167,8 @@ open(sys.argv[2], "w").close()
 deadline = time.time() + 150
 while not os.path.exists(sys.argv[3]) and time.time() < deadline:
     time.sleep(0.05)
-assert h.pread(4096, 0) == b"${fill}" * 4096
+got = h.pread(4096, 0)
+assert got == b"${fill}" * 4096, got[:16]
 h.flush()
 print("held")
 `;
@@ -591,3 +592,37 @@ e2eTest(
       await Deno.remove(app.dir, { recursive: true });
     }),
 );
+
+for (const workers of ["0", "2"]) {
+  const where = workers === "0" ? "the main thread" : "a data worker";
+  e2eTest(
+    `revoking a certificate cuts its live NBD session within seconds (served by ${where}) and refuses the next`,
+    { tools: ["nbdinfo", "/usr/bin/python3"] },
+    () =>
+      withTlsNode(async (b) => {
+        const app = await issue(b, "laptop", ["--role", "nbd-client", "--volumes", "db1"]);
+        // The other session uses db2: both write and read back offset 0 of their volume.
+        const other = await issue(b, "other", ["--role", "nbd-client", "--volumes", "db2"]);
+        const held = await holdConnection(nbds(b, "db1", app.dir), "l");
+        const kept = await holdConnection(nbds(b, "db2", other.dir), "o");
+        await held.connected();
+        await kept.connected();
+        const rv = await admin(b, ["ca", "revoke", app.serial]);
+        assertEquals(rv.code, 0, rv.stderr);
+        await waitFor(
+          "the revoked certificate's session is cut",
+          () => b.logs().includes("connections of a revoked certificate cut"),
+          { timeoutMs: 30_000, everyMs: 50 },
+        );
+        await held.release();
+        const cut = await held.done;
+        assert(!cut.stdout.includes("held"), `the revoked session went on: ${cut.stdout}`);
+        // The other certificate's session is untouched.
+        await kept.release();
+        const k = await kept.done;
+        assertEquals(k.stdout.trim(), "held", k.stderr);
+        assertEquals(await canOpen(b, "db1", app.dir), false, "and the next handshake is refused");
+        for (const d of [app.dir, other.dir]) await Deno.remove(d, { recursive: true });
+      }, ["--data-workers", workers]),
+  );
+}

@@ -344,6 +344,16 @@ export const OPENAPI_DOCUMENT = {
           capacityBytes: { type: "integer" },
           freeBytes: { type: "integer" },
           volumes: { type: "integer" },
+          dataWorkers: {
+            type: "object",
+            description: "The data worker pool serving NBD, when the node runs one " +
+              "(--data-workers): workers now and the pool's bounds.",
+            properties: {
+              size: { type: "integer" },
+              min: { type: "integer" },
+              max: { type: "integer" },
+            },
+          },
           startedAt: { type: "string", format: "date-time" },
           lastSeen: { type: "string", format: "date-time" },
         },

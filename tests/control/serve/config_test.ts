@@ -2,7 +2,7 @@ import { resolveConfig } from "../../../control/serve/config.ts";
 import { InvalidArgumentError } from "../../../mod/errors.ts";
 import { assertEquals, assertThrows } from "../../_assert.ts";
 
-const host = { hostname: () => "Storage-01.example.com" };
+const host = { hostname: () => "Storage-01.example.com", cores: () => 4 };
 
 Deno.test("resolveConfig() fills every default", () => {
   assertEquals(resolveConfig({ "data-dir": "/d" }, {}, {}, host), {
@@ -19,7 +19,33 @@ Deno.test("resolveConfig() fills every default", () => {
     certTtlSeconds: 30 * 86400,
     etcd: undefined,
     labels: {},
+    dataWorkers: { min: 1, max: 4 },
   });
+});
+
+Deno.test("resolveConfig() reads --data-workers: auto follows the cores, 0 and 1 mean the main thread, N and MIN..MAX", () => {
+  const dw = (v: string | undefined, cores = 4, env: Record<string, string> = {}) =>
+    resolveConfig(
+      { "data-dir": "/d", ...(v === undefined ? {} : { "data-workers": v }) },
+      env,
+      {},
+      {
+        ...host,
+        cores: () => cores,
+      },
+    ).dataWorkers;
+  assertEquals(dw(undefined), { min: 1, max: 4 });
+  assertEquals(dw("auto", 1), undefined, "one core: the main thread");
+  assertEquals(dw("AUTO", 16), { min: 1, max: 16 });
+  assertEquals(dw("0"), undefined);
+  assertEquals(dw("1"), undefined);
+  assertEquals(dw("3", 1), { min: 3, max: 3 }, "an explicit size, whatever the cores");
+  assertEquals(dw("2..6"), { min: 2, max: 6 });
+  assertEquals(dw(undefined, 4, { BALLAST_DATA_WORKERS: "2" }), { min: 2, max: 2 });
+  for (const bad of ["-1", "two", "4..2", "0..3", "257", "1.5"]) {
+    const e = assertThrows(() => dw(bad), InvalidArgumentError, undefined, bad);
+    assertEquals(e.message.includes(`"${bad}"`), true, e.message);
+  }
 });
 
 Deno.test("resolveConfig() parses --label and BALLAST_LABELS; bad entries name the source", () => {

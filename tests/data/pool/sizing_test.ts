@@ -1,0 +1,89 @@
+/**
+ * The pool's sizing rules (data/pool/sizing.ts), pure: when it grows, when it shrinks and
+ * which worker goes, the cooldown, and where a new connection lands.
+ */
+import {
+  COOLDOWN_MS,
+  decide,
+  describePool,
+  GROW_AFTER_MS,
+  initialSizing,
+  place,
+  SHRINK_AFTER_MS,
+  type SizingState,
+  type WorkerSample,
+} from "../../../data/pool/sizing.ts";
+import { assertEquals, assertThrows } from "../../_assert.ts";
+
+const w = (id: number, busy: number, connections: number): WorkerSample => ({
+  id,
+  busy,
+  connections,
+});
+
+/** Feeds the same sample every second from `from` to `to` (ms); returns the actions seen. */
+function run(s: SizingState, workers: WorkerSample[], from: number, to: number) {
+  const actions: { at: number; kind: string; worker?: number }[] = [];
+  for (let t = from; t <= to; t += 1000) {
+    const r = decide(s, workers, t);
+    s = r.state;
+    if (r.action.kind !== "none") {
+      actions.push({
+        at: t,
+        kind: r.action.kind,
+        ...(r.action.kind === "shrink" ? { worker: r.action.worker } : {}),
+      });
+    }
+  }
+  return { state: s, actions };
+}
+
+Deno.test("decide() grows one worker once the mean busy ratio stayed high for GROW_AFTER_MS", () => {
+  const s = initialSizing(1, 4, -COOLDOWN_MS);
+  const busy = [w(1, 0.95, 3)];
+  const r = run(s, busy, 0, GROW_AFTER_MS);
+  assertEquals(r.actions, [{ at: GROW_AFTER_MS, kind: "grow" }]);
+  // Below the threshold nothing happens, however long.
+  assertEquals(run(s, [w(1, 0.5, 3)], 0, 60_000).actions, []);
+  // A dip resets the clock.
+  let st = decide(s, busy, 0).state;
+  st = decide(st, [w(1, 0.1, 3)], 1000).state;
+  assertEquals(decide(st, busy, 2000).action.kind, "none");
+  assertEquals(decide(decide(st, busy, 2000).state, busy, 4000).action.kind, "grow");
+});
+
+Deno.test("decide() never grows past max, and waits COOLDOWN_MS between resizes", () => {
+  const full = initialSizing(1, 2, -COOLDOWN_MS);
+  assertEquals(run(full, [w(1, 1, 1), w(2, 1, 1)], 0, 60_000).actions, []);
+  // Just resized: growing again must wait for the cooldown.
+  const s = initialSizing(1, 8, 0);
+  const r = run(s, [w(1, 1, 1), w(2, 1, 1)], 0, 10_000);
+  assertEquals(r.actions.map((a) => a.at), [COOLDOWN_MS, 2 * COOLDOWN_MS]);
+});
+
+Deno.test("decide() shrinks only an idle worker, only when the rest can carry the load, and not below min", () => {
+  const s = initialSizing(1, 4, -COOLDOWN_MS);
+  // Total 0.4 fits in one worker at under 30%? No (0.4 > 0.3): no shrink.
+  assertEquals(run(s, [w(1, 0.4, 2), w(2, 0, 0)], 0, 60_000).actions, []);
+  // Total 0.2 fits: worker 2 (no connections) goes after SHRINK_AFTER_MS.
+  const r = run(s, [w(1, 0.2, 2), w(2, 0, 0)], 0, SHRINK_AFTER_MS);
+  assertEquals(r.actions, [{ at: SHRINK_AFTER_MS, kind: "shrink", worker: 2 }]);
+  // Every worker holds a connection: none can go, however idle.
+  assertEquals(run(s, [w(1, 0, 1), w(2, 0, 1)], 0, 120_000).actions, []);
+  // At min: never.
+  assertEquals(run(initialSizing(2, 4, 0), [w(1, 0, 0), w(2, 0, 0)], 0, 120_000).actions, []);
+});
+
+Deno.test("place() picks the fewest connections, then the least busy, then the lowest id", () => {
+  assertEquals(place([]), undefined);
+  assertEquals(place([w(1, 0.1, 3), w(2, 0.9, 1)]), 2);
+  assertEquals(place([w(1, 0.5, 1), w(2, 0.2, 1)]), 2);
+  assertEquals(place([w(3, 0.2, 1), w(2, 0.2, 1)]), 2);
+});
+
+Deno.test("initialSizing() refuses bounds that make no pool; describePool() is one line", () => {
+  for (const [min, max] of [[0, 1], [2, 1], [1.5, 2]]) {
+    assertThrows(() => initialSizing(min, max, 0), RangeError);
+  }
+  assertEquals(describePool([w(1, 0.8, 4), w(2, 0, 0)]), "2 workers [1: 80% 4c, 2: 0% 0c]");
+});
