@@ -6,6 +6,7 @@
 import type { BlockStore } from "./store/mod.ts";
 import type { ExportCatalog, ExportView } from "./nbd/handshake.ts";
 import { VolumeStats } from "./stats.ts";
+import type { Replicator } from "./replication/replicator.ts";
 
 /** Something that can be disconnected when its export goes away. */
 export interface Attachment {
@@ -21,6 +22,14 @@ export class LiveExport implements ExportView {
   readOnly = false;
   #gate: (() => Promise<void>) | undefined;
   #passing: Promise<void> | undefined;
+  /** A group master's replication of this volume (data/replication/), when it has replicas. */
+  replicator: Replicator | undefined;
+  /**
+   * Called when replicas failed to apply a request: resolves once the group record shows
+   * them out of sync (only then may the request be acknowledged); rejects when this node
+   * can no longer say so (it lost its mastership or its lease). Set by the data plane.
+   */
+  onReplicasFailed: ((nodes: string[]) => Promise<void>) | undefined;
 
   constructor(
     readonly name: string,
@@ -52,6 +61,14 @@ export class LiveExport implements ExportView {
   }
   get canFastZero(): boolean {
     return this.store.canFastZero;
+  }
+
+  /** See onReplicasFailed; without one, a replica failure fails the request. */
+  replicasFailed(nodes: string[]): Promise<void> {
+    if (!this.onReplicasFailed) {
+      return Promise.reject(new Error(`replicas ${nodes.join(", ")} failed`));
+    }
+    return this.onReplicasFailed(nodes);
   }
 
   /** Resolves once the write gate is open (at once if there is none). */

@@ -19,6 +19,14 @@ import type { ClientVerdict, WorkerTls } from "./pool/protocol.ts";
 import type { SizingTimings } from "./pool/sizing.ts";
 import { serveOnMainThread, serveOnWorkers, type Serving } from "./serving.ts";
 import type { CopyInfo, DataPlane, OpenOptions, VolumeSpec, VolumeStatus } from "./plane.ts";
+import {
+  type ConnectNode,
+  CopyEpochs,
+  MasterReplication,
+  type ReplicaTarget,
+  type ResyncProgress,
+  type ResyncResult,
+} from "./replication/mod.ts";
 import { OP_TRIM, OP_WRITE, OP_WRITE_ZEROES, type VolumeStats } from "./stats.ts";
 import { type BlockStore, BlockStoreError, FileBlockStore, filesystemSpace } from "./store/mod.ts";
 
@@ -44,11 +52,21 @@ export interface DataPlaneOptions {
   workerTls?: () => WorkerTls;
   /** The client certificate check for the workers' STARTTLS. */
   verifyClient?: (der: Uint8Array) => Promise<ClientVerdict>;
+  /**
+   * Replication (cluster mode with TLS): opens a link to a replica node on the main thread,
+   * and checks a replica node's certificate for the workers.
+   */
+  connectNode?: ConnectNode;
+  verifyNode?: (der: Uint8Array) => Promise<ClientVerdict>;
+  /** Most bytes per second a resync sends (0 or absent: no limit). */
+  resyncRateBytesPerSecond?: number;
   logLevel?: string;
   logFormat?: "json" | "pretty";
 }
 
 export interface RunningDataPlane extends DataPlane {
+  /** The newest epoch each local copy has seen (shared with the replica service). */
+  readonly epochs: CopyEpochs;
   /** Stops accepting, finishes in-flight requests, flushes and closes every volume. */
   close(): Promise<void>;
 }
@@ -65,6 +83,8 @@ function storeError(err: unknown, what: string): Error {
 
 class LocalDataPlane implements RunningDataPlane {
   readonly exports: ExportTable;
+  /** The newest epoch each local copy has seen (shared with the replica service). */
+  readonly epochs = new CopyEpochs();
   readonly nbdAddress: string;
   /** The plaintext local-attach listener's address, when there is one. */
   readonly nbdLocalAddress: string | undefined;
@@ -72,6 +92,7 @@ class LocalDataPlane implements RunningDataPlane {
   #dir: string;
   #serving: Serving;
   #log: Logger;
+  #replication: MasterReplication<LiveExport>;
 
   constructor(opts: DataPlaneOptions, exports: ExportTable, serving: Serving) {
     this.exports = exports;
@@ -79,12 +100,19 @@ class LocalDataPlane implements RunningDataPlane {
     this.#dir = `${opts.dataDir}/volumes`;
     this.#serving = serving;
     this.#log = opts.logger;
+    this.#replication = new MasterReplication({
+      exports,
+      apply: (e, epoch, targets) => serving.replication(e, epoch, targets),
+      connectNode: opts.connectNode,
+      resyncRateBytesPerSecond: opts.resyncRateBytesPerSecond,
+      log: this.#log,
+    });
     this.nbdAddress = serving.addresses[0];
     this.nbdLocalAddress = serving.addresses[1];
   }
 
-  /** Adds an export for `store` and starts serving it. */
-  #export(spec: VolumeSpec, store: BlockStore): LiveExport {
+  /** Adds an export for `store` (after `prepare`) and starts serving it. */
+  #export(spec: VolumeSpec, store: BlockStore, prepare?: (e: LiveExport) => void): LiveExport {
     const e = this.#serving.makeExport(
       spec.name,
       spec.uuid,
@@ -92,6 +120,7 @@ class LocalDataPlane implements RunningDataPlane {
       store,
       this.#path(spec.uuid),
     );
+    prepare?.(e);
     this.exports.add(e);
     this.#serving.exported(e);
     return e;
@@ -134,17 +163,22 @@ class LocalDataPlane implements RunningDataPlane {
     return Promise.resolve();
   }
 
-  openVolume(spec: VolumeSpec, options: OpenOptions = {}): Promise<void> {
+  async openVolume(spec: VolumeSpec, options: OpenOptions = {}): Promise<void> {
     const open = this.exports.lookup(spec.name);
+    if (options.replication) {
+      // Fencing: from now on this copy refuses requests of older epochs, as a replica would.
+      await this.epochs.raise(this.#path(spec.uuid), options.replication.epoch);
+    }
     if (open) {
       open.writeGate = options.writeGate;
-      return Promise.resolve();
+      if (options.replication) this.#replication.open(open, options.replication);
+      return;
     }
     let store: FileBlockStore;
     try {
       store = FileBlockStore.open(this.#path(spec.uuid));
     } catch (err) {
-      return Promise.reject(storeError(err, `open volume "${spec.name}"`));
+      throw storeError(err, `open volume "${spec.name}"`);
     }
     if (store.size !== spec.sizeBytes) {
       // A crash between the file resize and the record update: the record is the truth
@@ -155,9 +189,46 @@ class LocalDataPlane implements RunningDataPlane {
       );
       if (store.size < spec.sizeBytes) store.resize(spec.sizeBytes);
     }
-    const e = this.#export(spec, store);
-    e.writeGate = options.writeGate;
-    return Promise.resolve();
+    // Gate and replication are in place before any thread may serve the volume.
+    this.#export(spec, store, (e) => {
+      e.writeGate = options.writeGate;
+      if (options.replication) this.#replication.open(e, options.replication);
+    });
+  }
+
+  fence(uuid: string, epoch: number, members: ReplicaTarget[]): Promise<void> {
+    return this.#replication.fence(uuid, epoch, members);
+  }
+
+  setReplication(name: string, epoch: number, targets: ReplicaTarget[]): void {
+    this.#replication.set(name, epoch, targets);
+  }
+
+  resync(
+    name: string,
+    replica: ReplicaTarget,
+    epoch: number,
+    options: { rateBytesPerSecond?: number } = {},
+  ): Promise<ResyncResult> {
+    return this.#replication.resync(name, replica, epoch, options);
+  }
+
+  resyncStatus(name: string): ResyncProgress[] {
+    return this.#replication.status(name);
+  }
+
+  copyPath(uuid: string): string | undefined {
+    let path: string;
+    try {
+      path = this.#path(uuid);
+    } catch {
+      return undefined;
+    }
+    try {
+      return Deno.statSync(path).isFile ? path : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** The export of `name` if it is the copy `uuid` (whatever its uuid when none is given). */
@@ -169,6 +240,7 @@ class LocalDataPlane implements RunningDataPlane {
   /** Takes `e` out of the export table and disconnects its clients. */
   async #unexport(e: LiveExport, reason: string): Promise<void> {
     this.exports.remove(e.name);
+    this.#replication.forget(e.name);
     for (const a of [...e.attachments]) a.abort(reason);
     this.#serving.unexported(e.name, reason);
     // Give aborted connections a turn to unwind before the file is closed or goes.
@@ -327,6 +399,7 @@ class LocalDataPlane implements RunningDataPlane {
 
   async close(): Promise<void> {
     await this.#serving.close();
+    this.#replication.close();
     for (const e of this.exports.list()) {
       try {
         await e.store.flush();
@@ -360,7 +433,13 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<RunningDat
       logFormat: opts.logFormat ?? "json",
       tls: opts.workerTls,
       verifyClient: opts.verifyClient,
+      verifyNode: opts.verifyNode,
     })
-    : await serveOnMainThread({ ...common, policy: opts.policy, startTls: opts.startTls });
+    : await serveOnMainThread({
+      ...common,
+      policy: opts.policy,
+      startTls: opts.startTls,
+      connectNode: opts.connectNode,
+    });
   return new LocalDataPlane(opts, exports, serving);
 }

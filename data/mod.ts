@@ -34,6 +34,12 @@ export {
   PeerError,
   type PeerListener,
 } from "./peer/mod.ts";
-export { type ListeningServer, listenServer } from "./net/mod.ts";
+export { type ListeningServer, listenServer, splitHostPort } from "./net/mod.ts";
+export {
+  type ConnectNode,
+  CopyEpochs,
+  ReplicaService,
+  type ReplicaTarget,
+} from "./replication/mod.ts";
 export { DEFAULT_TIMINGS, usableCores } from "./pool/mod.ts";
 export type { PoolStatus, SizingTimings, WorkerTls } from "./pool/mod.ts";

@@ -6,6 +6,7 @@
  */
 
 import type { VolumeStats } from "./stats.ts";
+import type { ReplicaTarget, ResyncProgress, ResyncResult } from "./replication/mod.ts";
 import type { PoolStatus } from "./pool/pool.ts";
 
 /** What the data plane needs to know about a volume to serve it. */
@@ -32,6 +33,18 @@ export interface VolumeStatus {
   writes: number;
 }
 
+/** A group master's replication of a volume: the epoch and the members to send to. */
+export interface ReplicationSpec {
+  epoch: number;
+  /** Members to replicate to (in sync, or being resynced), with their peer addresses. */
+  targets: ReplicaTarget[];
+  /**
+   * Replicas failed to apply a request: resolves once the group record shows them out of
+   * sync; rejects when this node can no longer say so. Requests wait for it.
+   */
+  onReplicasFailed: (nodes: string[]) => Promise<void>;
+}
+
 export interface OpenOptions {
   /**
    * Called before the first data-changing request (WRITE, TRIM, WRITE_ZEROES) is
@@ -40,6 +53,12 @@ export interface OpenOptions {
    * still says the replicas hold the same data. A rejection fails the request with EIO.
    */
   writeGate?: () => Promise<void>;
+  /**
+   * Replicate every data-changing request to these members (a group master with replicas).
+   * The local copy records `epoch` before anything is served, so that an older master's
+   * requests are refused here (fencing).
+   */
+  replication?: ReplicationSpec;
 }
 
 export interface DataPlane {
@@ -85,6 +104,23 @@ export interface DataPlane {
    * (FailedPreconditionError) for a uuid that is exported.
    */
   quarantineCopy(uuid: string): Promise<string | undefined>;
+  /**
+   * A new master's fencing: asks `members` (best effort, each bounded) to refuse requests
+   * of epochs older than `epoch` for copy `uuid` from now on.
+   */
+  fence?(uuid: string, epoch: number, members: ReplicaTarget[]): Promise<void>;
+  /** New replication targets of an exported group volume (its record changed). */
+  setReplication?(name: string, epoch: number, targets: ReplicaTarget[]): void;
+  /**
+   * Delta Sync of `replica`'s copy of exported group volume `name` (this node its master at
+   * `epoch`): the member becomes a replication target at once, then only the blocks that
+   * differ are sent (data/replication/resync.ts). Resolves when the copies are equal.
+   */
+  resync?(name: string, replica: ReplicaTarget, epoch: number): Promise<ResyncResult>;
+  /** Resyncs of `name` under way here. */
+  resyncStatus?(name: string): ResyncProgress[];
+  /** The file of this node's copy of volume `uuid`, if it has one (the replica side). */
+  copyPath?(uuid: string): string | undefined;
   /** Local status, or undefined if the volume is not exported here. */
   volumeStatus(name: string): VolumeStatus | undefined;
   /** Statistics of every exported volume, for /metrics. */

@@ -25,6 +25,7 @@ import {
   type WorkerVolume,
 } from "./pool/protocol.ts";
 import { VolumeStats } from "./stats.ts";
+import { type ConnectNode, PeerLinks, type ReplicaTarget, Replicator } from "./replication/mod.ts";
 import type { BlockStore } from "./store/mod.ts";
 
 export interface ListenAt {
@@ -59,6 +60,8 @@ export interface Serving {
   tlsChanged(): void;
   /** Cuts the connections made with these (newly revoked) certificates. */
   revoked(serials: string[]): void;
+  /** Replication targets of exported volume `e` (a group master), on every thread. */
+  replication(e: LiveExport, epoch: number, targets: ReplicaTarget[]): void;
   close(): Promise<void>;
 }
 
@@ -73,6 +76,8 @@ function hostPort(host: string, port: number): string {
 export async function serveOnMainThread(o: {
   exports: ExportTable;
   logger: Logger;
+  /** Opens replication links to replica nodes (TLS on the peer channel). */
+  connectNode?: ConnectNode;
   nbdListen: ListenAt;
   nbdLocalListen?: ListenAt;
   policy?: (remote: string) => HandshakePolicy;
@@ -105,6 +110,7 @@ export async function serveOnMainThread(o: {
     await Promise.all(servers.map((s) => s.close()));
     throw err;
   }
+  let links: PeerLinks | undefined;
   return {
     addresses,
     makeExport: (name, uuid, description, store) => new LiveExport(name, uuid, description, store),
@@ -119,8 +125,21 @@ export async function serveOnMainThread(o: {
       const n = o.exports.cutRevoked(new Set(serials));
       if (n > 0) o.logger.warn({ connections: n }, "connections of a revoked certificate cut");
     },
+    replication: (e, epoch, targets) => {
+      if (!o.connectNode) {
+        o.logger.error(
+          { volume: e.name },
+          "replication asked for, but this node has no peer channel",
+        );
+        return;
+      }
+      links ??= new PeerLinks(o.connectNode, o.logger);
+      e.replicator ??= new Replicator(e.uuid, links, o.logger.child({ volume: e.name }));
+      e.replicator.setTargets(epoch, targets);
+    },
     close: async () => {
       await Promise.all(servers.map((s) => s.close()));
+      links?.closeAll();
     },
   };
 }
@@ -136,6 +155,8 @@ export async function serveOnMainThread(o: {
 class PooledExport extends LiveExport {
   readonly flags = new SharedArrayBuffer(FLAG_WORDS * 4);
   readonly path: string;
+  /** The replication the workers must apply (also for workers started later). */
+  replication: { epoch: number; targets: ReplicaTarget[] } | undefined;
   readonly #words = new Int32Array(this.flags);
 
   constructor(
@@ -174,6 +195,7 @@ class PooledExport extends LiveExport {
       readOnly: this.readOnly,
       stats: this.stats.buffer as SharedArrayBuffer,
       flags: this.flags,
+      ...(this.replication ? { replication: this.replication } : {}),
     };
   }
 }
@@ -192,6 +214,8 @@ export async function serveOnWorkers(o: {
   tls?: () => WorkerTls;
   /** The client certificate check the workers' STARTTLS asks for. */
   verifyClient?: (der: Uint8Array) => Promise<ClientVerdict>;
+  /** The replica nodes' certificate check the workers' replication links ask for. */
+  verifyNode?: (der: Uint8Array) => Promise<ClientVerdict>;
   handshakeTimeoutMs?: number;
   requestTimeoutMs?: number;
 }): Promise<Serving> {
@@ -220,6 +244,11 @@ export async function serveOnWorkers(o: {
       logFormat: o.logFormat,
       tls: () => o.tls?.(),
       verifyClient: o.verifyClient,
+      verifyNode: o.verifyNode,
+      replicasFailed: (name, nodes) => {
+        const e = o.exports.lookup(name);
+        return e ? e.replicasFailed(nodes) : Promise.reject(new Error(`volume "${name}" is gone`));
+      },
       tlsRequired: o.tls !== undefined,
       handshakeTimeoutMs: o.handshakeTimeoutMs ?? 30_000,
       requestTimeoutMs: o.requestTimeoutMs ?? 60_000,
@@ -262,6 +291,10 @@ export async function serveOnWorkers(o: {
     pool: () => pool.status(),
     crashWorker: (id) => pool.crash(id),
     tlsChanged: () => pool.refreshTls(),
+    replication: (e, epoch, targets) => {
+      (e as PooledExport).replication = { epoch, targets };
+      pool.broadcast({ type: "replication", name: e.name, epoch, targets });
+    },
     revoked: (serials) => pool.broadcast({ type: "revoked", serials }),
     close: async () => {
       for (const { l } of listeners) l.close();

@@ -75,6 +75,8 @@ export interface NodeInfo {
   reason: string;
   apiAddress: string;
   nbdAddress: string;
+  /** The peer channel (replication), "host:port"; absent when the node has none. */
+  peerAddress?: string;
   version: string;
   labels: Record<string, string>;
   capacityBytes: number;

@@ -59,6 +59,20 @@ export const SERVE_SPEC: CommandSpec = {
       default: s.logFormat.default,
     },
     {
+      name: s.peerListen.flag,
+      value: "HOST:PORT",
+      help: "peer channel for replication between cluster nodes (mutual TLS); default: the " +
+        "NBD host, port 10811",
+      env: s.peerListen.env,
+    },
+    {
+      name: s.resyncRate.flag,
+      value: "RATE",
+      help: "most bytes per second this node sends to replicas being resynced, e.g. 200MiB/s",
+      env: s.resyncRate.env,
+      default: s.resyncRate.default,
+    },
+    {
       name: s.dataWorkers.flag,
       value: "auto|N|MIN..MAX",
       help: "serve NBD on a pool of worker threads: auto grows it from 1 to the usable cores " +

@@ -39,16 +39,37 @@ import { describeRecord, type GroupRecord, type LeaseGuard } from "./record.ts";
 const REQUEST_TIMEOUT_MS = 5_000;
 /** How often the serving master checks its local write counter. */
 const WRITE_POLL_MS = 250;
+/** A failed resync is tried again after this long, while the replica still lags. */
+const RESYNC_RETRY_MS = 5_000;
+
+/** What the driver gives the host when it serves. */
+export interface ServeHooks {
+  /**
+   * Without replication: the first data-changing request must wait for it (see
+   * DataPlane.openVolume), so that the record shows the replicas out of sync first.
+   */
+  writeGate?: () => Promise<void>;
+  /**
+   * With replication: replicas failed to apply a request; resolves once the record shows
+   * them out of sync (the request may then be acknowledged), rejects if this node stops
+   * serving `epoch` first.
+   */
+  replicasFailed: (nodes: string[]) => Promise<void>;
+}
 
 /** What a driver needs from the node hosting the group. */
 export interface GroupHost {
-  /**
-   * Export the volume: this node is master at `epoch`. With `writeGate`, the first
-   * data-changing request must wait for it (see DataPlane.openVolume).
-   */
-  serve(epoch: number, writeGate?: () => Promise<void>): Promise<void>;
+  /** Whether the host replicates writes to the in-sync members (no first-write gate). */
+  replicates?: boolean;
+  /** Export the volume: this node is master at `epoch`. */
+  serve(epoch: number, hooks: ServeHooks): Promise<void>;
   /** Stop exporting: the group moved past `epoch` or to another master. */
   stopServing(epoch: number): Promise<void>;
+  /**
+   * As master at `epoch`, bring `replica`'s copy up to date (Delta Sync); resolves true when
+   * it holds every write (it is then reported in sync), false when it could not.
+   */
+  resync?(replica: string, epoch: number): Promise<boolean>;
   /**
    * Whether the local copy may differ from the replicas' (it accepted a write since it
    * was exported, or holds data at all). Polled while serving.
@@ -216,6 +237,58 @@ export class GroupDriver {
     return done;
   }
 
+  /** Members being resynced, so a notice seen again does not start a second one. */
+  readonly #resyncing = new Set<string>();
+
+  /**
+   * Runs the host's resync of `replica`; when it succeeds while this node still serves
+   * `epoch`, reports the replica in sync (the record is changed by CAS); when it fails,
+   * tries again after RESYNC_RETRY_MS while the replica still lags and is not down.
+   */
+  #resync(replica: string, epoch: number, log: Logger): void {
+    const host = this.#o.host;
+    if (!host.resync || !host.replicates || this.#resyncing.has(replica)) {
+      if (!host.replicates) log.warn({ replica }, "group: replica out of sync (no replication)");
+      return;
+    }
+    this.#resyncing.add(replica);
+    log.info({ replica }, "group: resync of a replica starts");
+    host.resync(replica, epoch).then((ok) => ok, (err) => {
+      log.warn({ replica, err }, "group: resync failed");
+      return false;
+    }).then((ok) => {
+      this.#resyncing.delete(replica);
+      if (this.#stopped || this.#state.serving !== epoch) return;
+      if (ok) {
+        this.feed({ type: "replica-in-sync", replica, epoch });
+        return;
+      }
+      const t = setTimeout(() => {
+        this.#timers.delete(t);
+        const r = this.#state.known?.record;
+        const lagging = r && r.epoch === epoch && !r.inSync.includes(replica) &&
+          !r.down.includes(replica);
+        if (!this.#stopped && this.#state.serving === epoch && lagging) {
+          this.#resync(replica, epoch, log);
+        }
+      }, RESYNC_RETRY_MS);
+      this.#timers.add(t);
+    });
+  }
+
+  /** Replicas failed (ServeHooks.replicasFailed): hold until the record drops them. */
+  #replicasFailed(epoch: number, nodes: string[]): Promise<void> {
+    const done = new Promise<void>((resolve, reject) =>
+      this.#gateWaiters.push({ epoch, resolve, reject })
+    );
+    this.#log.warn(
+      { epoch, replicas: nodes },
+      "group: replicas failed; writes wait for the record",
+    );
+    this.feed({ type: "replicas-failed", epoch, replicas: nodes });
+    return done;
+  }
+
   /** Settles the gate waiters of `epoch` (of every epoch when it is undefined). */
   #settleGates(epoch: number | undefined, err?: Error): void {
     this.#gateWaiters = this.#gateWaiters.filter((w) => {
@@ -257,10 +330,14 @@ export class GroupDriver {
         log.info("group: serving as master");
         this.#hostChain = this.#hostChain.then(() => {
           const inSync = this.#state.known?.record.inSync ?? [];
-          const gated = inSync.some((m) => m !== this.#o.self);
-          return this.#o.host.serve(n.epoch, gated ? () => this.#writeGate(n.epoch) : undefined);
+          const gated = !this.#o.host.replicates && inSync.some((m) => m !== this.#o.self);
+          return this.#o.host.serve(n.epoch, {
+            ...(gated ? { writeGate: () => this.#writeGate(n.epoch) } : {}),
+            replicasFailed: (nodes) => this.#replicasFailed(n.epoch, nodes),
+          });
         }).catch((err) => log.error({ err }, "group: could not export the volume"));
-        this.#startWritePoll(n.epoch);
+        // Without replication, any data on the master leaves the replicas behind.
+        if (!this.#o.host.replicates) this.#startWritePoll(n.epoch);
         break;
       case "stop-serving":
         log.info("group: no longer master; stopping the export");
@@ -284,7 +361,7 @@ export class GroupDriver {
         log.warn({ fenced: n.node }, "group: fence the old master below this epoch");
         break;
       case "resync":
-        log.warn({ replica: n.replica }, "group: replica needs a resync (not implemented yet)");
+        this.#resync(n.replica, n.epoch, log);
         break;
     }
   }

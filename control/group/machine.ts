@@ -50,6 +50,11 @@ export interface ActorState {
   reports: Report[];
   /** Epoch at which data-changing requests wait at the write gate, if any do. */
   holding: number | undefined;
+  /**
+   * What the held requests wait for: every other member out of sync ("all": data is not
+   * replicated), or these replicas out of sync (they failed to apply a replicated request).
+   */
+  holdFor: "all" | string[];
 }
 
 export type GroupEvent =
@@ -62,6 +67,11 @@ export type GroupEvent =
    * gate (`waiting`): the other in-sync members no longer hold the same data.
    */
   | { type: "data-changed"; epoch: number; waiting: boolean }
+  /**
+   * Replicas failed to apply a replicated request at `epoch`: it (and later ones) may be
+   * acknowledged only once the record shows them out of sync.
+   */
+  | { type: "replicas-failed"; epoch: number; replicas: string[] }
   /** The record changed (the driver's watch), independent of any request. */
   | { type: "record-changed"; current: Versioned }
   | { type: "read-result"; current: Versioned }
@@ -112,6 +122,7 @@ export function initActor(self: string): StepResult {
       serving: undefined,
       reports: [],
       holding: undefined,
+      holdFor: [],
     },
     effects: [{ type: "read" }],
   };
@@ -151,7 +162,25 @@ export function step(state: ActorState, event: GroupEvent): StepResult {
         ...s.reports.filter((r) => !others.includes(r.replica)),
         ...others.map((replica) => ({ replica, inSync: false, epoch: event.epoch })),
       ].sort((a, b) => a.replica < b.replica ? -1 : 1);
-      if (event.waiting) s.holding = event.epoch;
+      if (event.waiting) {
+        s.holding = event.epoch;
+        s.holdFor = "all";
+      }
+      break;
+    }
+    case "replicas-failed": {
+      if (s.serving !== event.epoch || s.known === undefined) {
+        effects.push({ type: "notify", notice: { kind: "refuse-writes", epoch: event.epoch } });
+        break;
+      }
+      const failed = event.replicas.filter((m) => m !== s.self);
+      s.reports = [
+        ...s.reports.filter((r) => !failed.includes(r.replica)),
+        ...failed.filter((m) => s.known!.record.members.includes(m))
+          .map((replica) => ({ replica, inSync: false, epoch: event.epoch })),
+      ].sort((a, b) => a.replica < b.replica ? -1 : 1);
+      s.holding = event.epoch;
+      s.holdFor = s.holdFor === "all" ? "all" : [...new Set([...s.holdFor, ...failed])].sort();
       break;
     }
     case "record-changed":
@@ -217,12 +246,19 @@ function settleWrites(s: ActorState, effects: Effect[]): ActorState {
   if (epoch === undefined) return s;
   if (s.serving !== epoch) {
     effects.push({ type: "notify", notice: { kind: "refuse-writes", epoch } });
-    return { ...s, holding: undefined };
+    return { ...s, holding: undefined, holdFor: [] };
   }
   const r = s.known?.record;
-  if (s.op === undefined && r?.epoch === epoch && r.inSync.every((m) => m === s.self)) {
+  const hold = s.holdFor;
+  const out = (m: string) => !r!.inSync.includes(m);
+  const clear = hold === "all"
+    ? r?.inSync.every((m) => m === s.self)
+    : r !== undefined && hold.every(out);
+  if (s.op === undefined && r?.epoch === epoch && clear) {
     effects.push({ type: "notify", notice: { kind: "release-writes", epoch } });
-    return { ...s, holding: undefined, reports: s.reports.filter((rep) => !rep.inSync) };
+    // A member reported in sync before a write it did not get must not go back in.
+    const stale = (rep: Report) => rep.inSync && (hold === "all" || hold.includes(rep.replica));
+    return { ...s, holding: undefined, holdFor: [], reports: s.reports.filter((x) => !stale(x)) };
   }
   return s;
 }

@@ -60,6 +60,8 @@ export interface NodeRegistryOptions {
   apiAddress?: string;
   version: string;
   labels?: Record<string, string>;
+  /** The node's peer channel address (replication), when it has one. */
+  peerAddress?: string;
   /**
    * Probes other live nodes' APIs on list/get, so a node that holds its lease but
    * does not answer shows as "unreachable" (probe.ts). None: never probed.
@@ -74,7 +76,10 @@ export interface NodeRegistryOptions {
 
 /** Registers this node and answers node queries. */
 export class NodeRegistry {
-  readonly #o: Required<Omit<NodeRegistryOptions, "probe">> & { probe?: NodeProbe };
+  readonly #o: Required<Omit<NodeRegistryOptions, "probe" | "peerAddress">> & {
+    probe?: NodeProbe;
+    peerAddress?: string;
+  };
   #lease = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #lastRecordWrite = 0;
@@ -243,6 +248,7 @@ export class NodeRegistry {
       name: this.#o.nodeName,
       apiAddress: this.#o.apiAddress,
       nbdAddress: this.#o.dataPlane.nbdAddress,
+      ...(this.#o.peerAddress ? { peerAddress: this.#o.peerAddress } : {}),
       version: this.#o.version,
       labels: this.#o.labels,
       capacityBytes,

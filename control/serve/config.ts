@@ -7,6 +7,7 @@
  */
 
 import { parseDuration } from "../../mod/duration.ts";
+import { parseSize } from "../../mod/size.ts";
 import { errorMessage, InvalidArgumentError } from "../../mod/errors.ts";
 import {
   formatHostPort,
@@ -56,6 +57,14 @@ export interface ServeConfig {
    * the usable cores; N: exactly N); undefined serves on the main thread (`0` or `1`).
    */
   dataWorkers: { min: number; max: number } | undefined;
+  /**
+   * The peer channel (replication between the nodes of a cluster, mutual TLS with node
+   * certificates): `--peer-listen`, by default the NBD listener's host on port 10811 (a free
+   * port when the NBD port is 0). Used in cluster mode with TLS only.
+   */
+  peerListen: ListenAddress;
+  /** `--resync-rate`: most bytes per second this node sends resyncing replicas; 0: no limit. */
+  resyncRateBytesPerSecond: number;
 }
 
 const NODE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -202,6 +211,8 @@ export function resolveConfig(
     ...(join.value ? { joinToken: join.value } : {}),
     labels: resolveLabels(pick("labels")),
     dataWorkers: resolveDataWorkers(pick("dataWorkers"), facts.cores ?? usableCores),
+    peerListen: resolvePeerListen(pick("peerListen"), nbdListen),
+    resyncRateBytesPerSecond: resolveRate(pick("resyncRate")),
   };
 }
 
@@ -271,4 +282,31 @@ function resolveDataWorkers(
   const n = /^\d+$/.test(v) ? Number(v) : NaN;
   if (!(n >= 0 && n <= MAX_DATA_WORKERS)) throw bad();
   return n >= 2 ? { min: n, max: n } : undefined;
+}
+
+/** Default port of the peer channel. */
+const PEER_PORT = 10811;
+
+function resolvePeerListen(
+  text: { value: string | undefined; source: string },
+  nbd: ListenAddress,
+): ListenAddress {
+  if (text.value === undefined || text.value === "") {
+    return { host: nbd.host, port: nbd.port === 0 ? 0 : PEER_PORT };
+  }
+  return parseListen(text.value, text.source, SETTINGS.peerListen.flag);
+}
+
+/** "unlimited", "0", or a size per second: "50MiB", "50MiB/s". */
+function resolveRate(text: { value: string | undefined; source: string }): number {
+  const v = (text.value ?? "unlimited").trim();
+  if (v === "" || v === "unlimited" || v === "0") return 0;
+  try {
+    return parseSize(v.replace(/\/s$/, ""));
+  } catch {
+    throw new InvalidArgumentError(
+      `invalid ${text.source} "${v}": expected a size per second such as 100MiB/s, or unlimited`,
+      { field: SETTINGS.resyncRate.flag },
+    );
+  }
 }

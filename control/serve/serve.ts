@@ -6,7 +6,16 @@
  * @module
  */
 
-import { DEFAULT_TIMINGS, type SizingTimings, startDataPlane } from "../../data/mod.ts";
+import {
+  connectPeer,
+  DEFAULT_TIMINGS,
+  listenPeer,
+  nodeVerifier,
+  ReplicaService,
+  type SizingTimings,
+  splitHostPort,
+  startDataPlane,
+} from "../../data/mod.ts";
 import { toBallastError } from "../../mod/errors.ts";
 import { VERSION } from "../../mod/version.ts";
 import { type ApiListener, createApi, listenApi } from "../api/mod.ts";
@@ -93,6 +102,7 @@ export async function serve(
       nbdLocalListen: config.nbdLocalListen,
       logger,
       nodeName: config.nodeName,
+      resyncRateBytesPerSecond: config.resyncRateBytesPerSecond,
       ...(tls
         ? {
           policy: () => ({ tlsAvailable: true, tlsRequired: true }),
@@ -103,6 +113,24 @@ export async function serve(
               requiredEku: "clientAuth",
               allowedRoles: ["admin", "nbd-client"],
             }),
+        }
+        : {}),
+      // Replication between the members of volume groups: cluster mode with TLS.
+      ...(tls && config.etcd
+        ? {
+          connectNode: (node: string, address: string) => {
+            const { host, port } = splitHostPort(address);
+            return connectPeer({
+              host,
+              port,
+              expectNode: node,
+              credentials: () => tls.pki.credentials("node"),
+              verify: nodeVerifier(tls.pki, "serverAuth"),
+              logger: log,
+            });
+          },
+          verifyNode: (der: Uint8Array) =>
+            tls.pki.verify(der, { requiredEku: "serverAuth", allowedRoles: ["node"] }),
         }
         : {}),
       dataWorkers: config.dataWorkers && { ...config.dataWorkers, timings: debugPoolTimings() },
@@ -123,6 +151,29 @@ export async function serve(
       undo.push(() => Deno.removeSignalListener("SIGUSR2", crash));
     }
 
+    // The replica side: masters' requests for this node's copies arrive on the peer channel.
+    let peerAddress: string | undefined;
+    if (tls && config.etcd) {
+      const replicas = new ReplicaService(
+        { pathOf: (uuid) => dataPlane.copyPath?.(uuid) },
+        dataPlane.epochs,
+        log.child({ component: "replica" }),
+      );
+      const peers = await listenPeer({
+        host: config.peerListen.host,
+        port: config.peerListen.port,
+        credentials: () => tls.pki.credentials("node"),
+        verify: nodeVerifier(tls.pki, "clientAuth"),
+        onConnection: (conn) => void replicas.serve(conn),
+        logger: log,
+      });
+      undo.push(async () => {
+        await peers.close();
+        replicas.close();
+      });
+      peerAddress = peers.address;
+    }
+
     const nodes = new NodeRegistry({
       store,
       dataPlane,
@@ -131,6 +182,7 @@ export async function serve(
       version: VERSION,
       leaseTtlSeconds: config.nodeLeaseTtlSeconds,
       labels: config.labels,
+      ...(peerAddress ? { peerAddress } : {}),
       // Cluster mode: a node holding its lease whose API does not answer is "unreachable".
       ...(config.etcd
         ? {
@@ -150,6 +202,7 @@ export async function serve(
       logger: log,
       nodeName: config.nodeName,
       clusterMode: config.etcd !== undefined,
+      replicates: peerAddress !== undefined,
       // Placement of replicated volumes (cluster mode) over the registered nodes.
       listNodes: () => nodes.list(),
       // A live node re-registers within a heartbeat after etcd expired every lease at once.

@@ -26,6 +26,8 @@ export interface ServeFlags {
   join?: string;
   label?: string;
   "data-workers"?: string;
+  "peer-listen"?: string;
+  "resync-rate"?: string;
 }
 
 /** Settings read from a config file; same meaning as the flags. */
@@ -49,6 +51,8 @@ export interface ConfigFile {
   joinToken?: string;
   labels?: string;
   dataWorkers?: string | number;
+  peerListen?: string;
+  resyncRate?: string;
 }
 
 /** The settings: flag name, environment variable, file key, default. */
@@ -76,6 +80,8 @@ export const SETTINGS = {
   joinToken: { flag: "join", env: "BALLAST_JOIN_TOKEN", default: undefined },
   labels: { flag: "label", env: "BALLAST_LABELS", default: undefined },
   dataWorkers: { flag: "data-workers", env: "BALLAST_DATA_WORKERS", default: "auto" },
+  peerListen: { flag: "peer-listen", env: "BALLAST_PEER_LISTEN", default: undefined },
+  resyncRate: { flag: "resync-rate", env: "BALLAST_RESYNC_RATE", default: "unlimited" },
 } as const;
 
 /** Looks a setting up in that order: its value and where it came from (for messages). */

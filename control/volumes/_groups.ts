@@ -50,6 +50,11 @@ export interface VolumeGroupsOptions {
   createWaitMs?: number;
   /** How long a member's lease must stay gone before the groups act on it (LeaseWatch). */
   leaseGraceMs?: number;
+  /**
+   * The data plane replicates writes to the members over the peer channel (cluster mode
+   * with TLS). Without it, a master's first write marks the replicas out of sync.
+   */
+  replicates?: boolean;
 }
 
 export class VolumeGroups {
@@ -152,7 +157,12 @@ export class VolumeGroups {
     if (rec.state === "creating") await this.#createCopy(rec);
     else if (rec.state === "ready") {
       const grown = this.growCopy(rec).then(() => undefined, (err: unknown) => err);
-      this.#driverFor(rec).recordChanged(kv);
+      const driver = this.#driverFor(rec);
+      driver.recordChanged(kv);
+      if (this.#o.replicates && driver.state.serving === g.epoch && g.master === self) {
+        // Members left the in-sync set or came back: the data path follows the record.
+        this.#o.plane.setReplication?.(rec.name, g.epoch, await this.#targets(rec));
+      }
       const err = await grown;
       if (err !== undefined) {
         throw new Error(
@@ -202,6 +212,18 @@ export class VolumeGroups {
     );
   }
 
+  /** Peer addresses of `nodes` (an unknown one gets "", so that sending to it fails). */
+  async #addresses(nodes: string[]): Promise<{ node: string; address: string }[]> {
+    if (nodes.length === 0) return [];
+    const known = new Map((await this.#o.listNodes()).map((n) => [n.name, n.peerAddress ?? ""]));
+    return nodes.map((node) => ({ node, address: known.get(node) ?? "" }));
+  }
+
+  /** The members a master replicates to: those the record lists in sync, but itself. */
+  #targets(rec: VolumeRecord): Promise<{ node: string; address: string }[]> {
+    return this.#addresses((rec.group?.inSync ?? []).filter((m) => m !== this.#o.nodeName));
+  }
+
   /** Names of the groups this node hosts (a member of, as last seen). */
   hosted(): string[] {
     return [...new Set([...this.#records.keys(), ...this.#drivers.keys()])];
@@ -220,11 +242,37 @@ export class VolumeGroups {
       logger: log,
       leases: this.#leases,
       host: {
-        serve: async (epoch, writeGate) => {
+        replicates: this.#o.replicates ?? false,
+        serve: async (epoch, hooks) => {
           const current = this.#records.get(name);
           if (!current) return;
-          await plane.openVolume(specOf(current), { writeGate });
-          log.info({ epoch, nbd: plane.nbdAddress }, "volume exported (group master)");
+          let replication;
+          if (this.#o.replicates) {
+            const others = (current.group?.members ?? []).filter((m) => m !== this.#o.nodeName);
+            // Fencing: members this node can reach refuse the old master's epoch from now.
+            await plane.fence?.(current.uuid, epoch, await this.#addresses(others));
+            replication = {
+              epoch,
+              targets: await this.#targets(current),
+              onReplicasFailed: hooks.replicasFailed,
+            };
+          }
+          await plane.openVolume(specOf(current), { writeGate: hooks.writeGate, replication });
+          const latest = this.#records.get(name);
+          if (replication && latest && latest !== current) {
+            plane.setReplication?.(name, epoch, await this.#targets(latest));
+          }
+          log.info(
+            { epoch, nbd: plane.nbdAddress, replicas: replication?.targets.map((t) => t.node) },
+            "volume exported (group master)",
+          );
+        },
+        resync: async (replica, epoch) => {
+          if (!plane.resync) return false;
+          const [target] = await this.#addresses([replica]);
+          if (!target.address) return false;
+          await plane.resync(name, target, epoch);
+          return true;
         },
         stopServing: async (epoch) => {
           await plane.closeVolume(name);

@@ -80,6 +80,8 @@ export interface VolumeServiceOptions {
   groupCreateWaitMs?: number;
   /** Cluster mode: a member's lease must stay gone this long before groups act on it. */
   leaseGraceMs?: number;
+  /** Replicated volumes replicate their writes (cluster mode with TLS: a peer channel). */
+  replicates?: boolean;
   /** reconcile(): a copy without a record is removed once older than this; default 10 min. */
   orphanMinAgeMs?: number;
   /** [first, cap] of the retry backoff of a failed record change; default [500, 30000]. */
@@ -129,6 +131,7 @@ export class VolumeService {
         now: this.#now,
         createWaitMs: options.groupCreateWaitMs,
         leaseGraceMs: options.leaseGraceMs,
+        replicates: options.replicates,
       });
     }
   }

@@ -12,6 +12,8 @@ import type { Request, StatusDescriptor } from "./codec.ts";
 import { errnoOf } from "./errno.ts";
 import type { InputBuffer } from "./_input.ts";
 import { type Replies, StreamedReadError } from "./_replies.ts";
+import type { ReplicatedOp } from "../replication/replicator.ts";
+import { F_FUA, F_NO_HOLE, T_FLUSH, T_TRIM, T_WRITE, T_ZERO } from "../replication/wire.ts";
 import type { LiveExport } from "../exports.ts";
 import {
   OP_BLOCK_STATUS,
@@ -77,11 +79,32 @@ export function execute(req: Request, run: ExecuteContext, payload: number): voi
         replies.read(req, (into) => store.read(into, req.offset));
         exp.stats.record(kind, req.length, seconds(), false);
         return;
-      case C.NBD_CMD_WRITE:
-        store.write(run.input.buf.subarray(payload, payload + req.length), req.offset);
+      case C.NBD_CMD_WRITE: {
+        const data = run.input.buf.subarray(payload, payload + req.length);
+        store.write(data, req.offset);
+        if (replicating(exp)) {
+          // The payload is only valid until the next read: the replicas get a copy.
+          replicateThenReply(req, run, kind, t0, [{
+            type: T_WRITE,
+            offset: req.offset,
+            data: data.slice(),
+            flags: 0,
+          }]);
+          return;
+        }
         break;
+      }
       case C.NBD_CMD_TRIM:
         store.trim(req.offset, req.length);
+        if (replicating(exp)) {
+          replicateThenReply(req, run, kind, t0, [{
+            type: T_TRIM,
+            offset: req.offset,
+            length: req.length,
+            flags: 0,
+          }]);
+          return;
+        }
         break;
       case C.NBD_CMD_WRITE_ZEROES:
         if ((req.flags & C.NBD_CMD_FLAG_FAST_ZERO) && !store.canFastZero) {
@@ -91,8 +114,21 @@ export function execute(req: Request, run: ExecuteContext, payload: number): voi
           return;
         }
         store.writeZeroes(req.offset, req.length, (req.flags & C.NBD_CMD_FLAG_NO_HOLE) === 0);
+        if (replicating(exp)) {
+          replicateThenReply(req, run, kind, t0, [{
+            type: T_ZERO,
+            offset: req.offset,
+            length: req.length,
+            flags: (req.flags & C.NBD_CMD_FLAG_NO_HOLE) ? F_NO_HOLE : 0,
+          }]);
+          return;
+        }
         break;
       case C.NBD_CMD_FLUSH:
+        if (replicating(exp)) {
+          replicateThenReply(req, run, kind, t0, [{ type: T_FLUSH, flags: 0 }]);
+          return;
+        }
         flushThenReply(req, run, kind, 0, t0);
         return;
       case C.NBD_CMD_CACHE:
@@ -147,10 +183,15 @@ export async function executeStreamedWrite(
   let done = 0;
   let failure: unknown;
   const offset = req.offset;
+  // A replicated volume sends each piece to the replicas as it is written here.
+  const ops: ReplicatedOp[] = [];
   for await (const piece of pieces) {
     if (failure === undefined) {
       try {
         run.exp.store.write(piece, offset + done);
+        if (replicating(run.exp)) {
+          ops.push({ type: T_WRITE, offset: offset + done, data: piece.slice(), flags: 0 });
+        }
       } catch (err) {
         failure = err;
       }
@@ -158,7 +199,69 @@ export async function executeStreamedWrite(
     done += piece.length;
   }
   if (failure !== undefined) failed(req, run, OP_WRITE, t0, failure);
+  else if (ops.length > 0) replicateThenReply(req, run, OP_WRITE, t0, ops);
   else finishChange(req, run, OP_WRITE, t0);
+}
+
+/** Whether requests to this export go to replicas too (a group master with replicas). */
+function replicating(exp: ExecuteContext["exp"]): boolean {
+  return (exp.replicator?.targets.length ?? 0) > 0;
+}
+
+/**
+ * The reply of a request applied here that the replicas must apply too: sent once every
+ * replica answered, and, for FUA and FLUSH, once the local flush completed. A replica that
+ * failed must first be shown out of sync in the group record (exp.replicasFailed: until
+ * then the reply waits); a fenced master (a replica saw a newer epoch) fails the request.
+ */
+function replicateThenReply(
+  req: Request,
+  run: ExecuteContext,
+  kind: number,
+  t0: number,
+  ops: ReplicatedOp[],
+): void {
+  const { exp } = run;
+  const rep = exp.replicator!;
+  const reply = run.replies.deferred(req);
+  const durable = kind === OP_FLUSH ||
+    ((req.flags & C.NBD_CMD_FLAG_FUA) !== 0 && isDataChanging(req.type));
+  const bytes = kind === OP_FLUSH ? 0 : req.length;
+  const done = (async () => {
+    const [results] = await Promise.all([
+      Promise.all(
+        ops.map((op) =>
+          rep.send(durable && op.type !== T_FLUSH ? { ...op, flags: op.flags | F_FUA } : op)
+        ),
+      ),
+      durable ? exp.store.flush() : undefined,
+    ]);
+    const fenced = results.find((r) => r.fenced)?.fenced;
+    if (fenced) throw new FencedError(fenced);
+    const failedReplicas = [...new Set(results.flatMap((r) => r.failed.map((f) => f.node)))];
+    if (failedReplicas.length > 0) await exp.replicasFailed(failedReplicas);
+  })();
+  run.later(done.then(
+    () => {
+      exp.stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
+      reply.ok();
+    },
+    (err) => {
+      const message = err instanceof FencedError
+        ? `this node is no longer the volume's master: ${err.message}`
+        : err instanceof Error
+        ? err.message
+        : String(err);
+      const errno = err instanceof FencedError ? "EIO" : errnoOf(err);
+      run.log.error({ type: req.type, offset: req.offset, length: req.length, errno }, message);
+      exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
+      reply.error(errno, message);
+    },
+  ));
+}
+
+class FencedError extends Error {
+  override name = "FencedError";
 }
 
 /** A READ too large for one reply batch (above STREAM_THRESHOLD), sent in pieces. */

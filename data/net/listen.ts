@@ -26,3 +26,10 @@ export function listenServer(server: ListeningServer, host: string, port: number
     });
   });
 }
+
+/** "host:port" or "[v6]:port" split; throws on anything else. */
+export function splitHostPort(address: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(address) ?? /^([^:]+):(\d+)$/.exec(address);
+  if (!m || Number(m[2]) > 65535) throw new RangeError(`not a host:port address: ${address}`);
+  return { host: m[1], port: Number(m[2]) };
+}

@@ -4,6 +4,6 @@
  * @module
  */
 
-export { type ListeningServer, listenServer } from "./listen.ts";
+export { type ListeningServer, listenServer, splitHostPort } from "./listen.ts";
 export { type DirectReads, directReads } from "./tls_direct.ts";
 export { type TlsReads, tlsVerifyError, wrapTls, type WrapTlsOptions } from "./tls_socket.ts";

@@ -18,6 +18,9 @@ import { NbdServer } from "../nbd/server.ts";
 import type { StartTls } from "../nbd/transport.ts";
 import { VolumeStats } from "../stats.ts";
 import { FileBlockStore } from "../store/mod.ts";
+import { connectPeer } from "../peer/mod.ts";
+import { PeerLinks, type ReplicaTarget, Replicator } from "../replication/mod.ts";
+import { splitHostPort } from "../net/mod.ts";
 import {
   type ClientVerdict,
   FLAG_GATED,
@@ -92,7 +95,7 @@ export class WorkerPlane {
     };
     const startTls: StartTls | undefined = init.tls === undefined
       ? undefined
-      : nbdStartTls(() => this.#context!, (der) => this.#verify(der));
+      : nbdStartTls(() => this.#context!, (der) => this.#verify(der, "nbd-client"));
     this.#servers = {
       nbd: new NbdServer({ ...common, policy: () => nbdPolicy, startTls }),
       local: new NbdServer(common),
@@ -102,6 +105,9 @@ export class WorkerPlane {
 
   /** Certificate checks waiting for the main thread's verdict. */
   #verifying = new Map<number, (v: ClientVerdict) => void>();
+  /** Replica failures waiting for the main thread (the group record). */
+  #failing = new Map<number, (ok: boolean, message?: string) => void>();
+  #peerLinks: PeerLinks | undefined;
   #nextVerify = 1;
 
   #setTls(tls: WorkerTls | undefined): void {
@@ -115,12 +121,62 @@ export class WorkerPlane {
   }
 
   /** Asks the main thread (which holds the PKI) to check a client certificate. */
-  #verify(der: Uint8Array): Promise<ClientVerdict> {
+  #verify(der: Uint8Array, purpose: "nbd-client" | "node"): Promise<ClientVerdict> {
     const id = this.#nextVerify++;
     return new Promise((resolve) => {
       this.#verifying.set(id, resolve);
-      this.#post({ type: "verify", id, der });
+      this.#post({ type: "verify", id, der, purpose });
     });
+  }
+
+  /** This worker's links to replica nodes (opened on first use). */
+  #links(): PeerLinks {
+    this.#peerLinks ??= new PeerLinks(
+      (node, address) => {
+        const tls = this.#tls;
+        if (!tls) throw new Error("replication needs TLS (node certificates)");
+        const { host, port } = splitHostPort(address);
+        return connectPeer({
+          host,
+          port,
+          expectNode: node,
+          credentials: () => ({ key: this.#tls!.key, cert: this.#tls!.cert, ca: this.#tls!.ca }),
+          verify: async (der) => {
+            const v = await this.#verify(der, "node");
+            return v.ok ? { ok: true, node: v.identity.name } : { ok: false, reason: v.reason };
+          },
+          logger: this.#log,
+        });
+      },
+      this.#log,
+    );
+    return this.#peerLinks;
+  }
+
+  /** Replication targets of volume `name` changed (this node is its master). */
+  replication(name: string, epoch: number, targets: ReplicaTarget[]): void {
+    const e = this.#exports.lookup(name);
+    if (!e) return;
+    e.replicator ??= new Replicator(e.uuid, this.#links(), this.#log.child({ volume: name }));
+    e.replicator.setTargets(epoch, targets);
+    e.onReplicasFailed = (nodes) => this.#askMain(name, nodes);
+  }
+
+  /** Asks the main thread to have the record show `nodes` out of sync. */
+  #askMain(name: string, nodes: string[]): Promise<void> {
+    const id = this.#nextVerify++;
+    return new Promise((resolve, reject) => {
+      this.#failing.set(id, (ok, message) => {
+        if (ok) resolve();
+        else reject(new Error(message ?? "the group record could not be updated"));
+      });
+      this.#post({ type: "replicas-failed", id, name, nodes });
+    });
+  }
+
+  replicasFailedResult(id: number, ok: boolean, message?: string): void {
+    this.#failing.get(id)?.(ok, message);
+    this.#failing.delete(id);
   }
 
   verdict(id: number, v: ClientVerdict): void {
@@ -143,6 +199,7 @@ export class WorkerPlane {
     const old = this.#exports.remove(v.name);
     old?.store.close();
     this.#exports.add(new WorkerExport(v, this.#slot, (name) => this.#askGate(name)));
+    if (v.replication) this.replication(v.name, v.replication.epoch, v.replication.targets);
   }
 
   /** Stops serving `name`: its connections here are cut. */
@@ -204,6 +261,7 @@ export class WorkerPlane {
   /** Graceful stop: every connection finishes (data/nbd/connection.ts), then stores flush. */
   async shutdown(): Promise<void> {
     await Promise.all(Object.values(this.#servers).map((s) => s.close()));
+    this.#peerLinks?.closeAll();
     for (const e of this.#exports.list()) {
       try {
         await e.store.flush();

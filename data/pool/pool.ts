@@ -49,6 +49,10 @@ export interface WorkerPoolOptions {
   passGate(name: string): Promise<void>;
   /** Checks an NBD client certificate for a worker (the PKI lives on this thread). */
   verifyClient?(der: Uint8Array): Promise<ClientVerdict>;
+  /** Checks a replica node's server certificate for a worker. */
+  verifyNode?(der: Uint8Array): Promise<ClientVerdict>;
+  /** Replicas of volume `name` failed on a worker: see LiveExport.replicasFailed. */
+  replicasFailed?(name: string, nodes: string[]): Promise<void>;
   /** How often the pool measures its workers and decides (default 1 s). */
   sampleMs?: number;
   /** The sizing rules' waits (default sizing.ts DEFAULT_TIMINGS). */
@@ -210,9 +214,25 @@ export class WorkerPool {
       case "log":
         this.#relayLog(m.line);
         break;
+      case "replicas-failed": {
+        const hold = this.#o.replicasFailed ??
+          (() => Promise.reject(new Error("this node replicates nothing")));
+        hold(m.name, m.nodes).then(
+          () => this.#send(slot, { type: "replicas-failed-result", id: m.id, ok: true }),
+          (err) =>
+            this.#send(slot, {
+              type: "replicas-failed-result",
+              id: m.id,
+              ok: false,
+              message: err instanceof Error ? err.message : String(err),
+            }),
+        );
+        break;
+      }
       case "verify": {
-        const check = this.#o.verifyClient ??
-          (() => Promise.resolve<ClientVerdict>({ ok: false, reason: "no PKI on this node" }));
+        const none = () =>
+          Promise.resolve<ClientVerdict>({ ok: false, reason: "no PKI on this node" });
+        const check = (m.purpose === "node" ? this.#o.verifyNode : this.#o.verifyClient) ?? none;
         check(m.der).then(
           (verdict) => this.#send(slot, { type: "verdict", id: m.id, verdict }),
           (err) =>

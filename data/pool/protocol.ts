@@ -54,6 +54,8 @@ export interface WorkerVolume {
   stats: SharedArrayBuffer;
   /** FLAG_* words. */
   flags: SharedArrayBuffer;
+  /** A group master's replication (epoch and targets), when it has replicas. */
+  replication?: { epoch: number; targets: { node: string; address: string }[] };
 }
 
 /** Main thread -> worker. */
@@ -82,6 +84,15 @@ export type ToWorker =
   | { type: "tls"; tls: WorkerTls }
   /** Certificates revoked since: cut the connections made with them. */
   | { type: "revoked"; serials: string[] }
+  /** A group master's replication targets for volume `name` (empty: none). */
+  | {
+    type: "replication";
+    name: string;
+    epoch: number;
+    targets: { node: string; address: string }[];
+  }
+  /** The answer to "replicas-failed": the record shows them out of sync, or it cannot. */
+  | { type: "replicas-failed-result"; id: number; ok: boolean; message?: string }
   /** The answer to a "verify" request. */
   | { type: "verdict"; id: number; verdict: ClientVerdict }
   /** The answer to a "gate" request: the volume's write gate opened, or failed. */
@@ -96,8 +107,13 @@ export type FromWorker =
   | { type: "ready"; worker: number; tid: number }
   /** A data-changing request waits at the volume's write gate. */
   | { type: "gate"; name: string }
-  /** Check an NBD client certificate (DER) after STARTTLS. */
-  | { type: "verify"; id: number; der: Uint8Array }
+  /**
+   * Check a certificate (DER): an NBD client's after STARTTLS, or a replica node's server
+   * certificate on the peer channel.
+   */
+  | { type: "verify"; id: number; der: Uint8Array; purpose: "nbd-client" | "node" }
+  /** Replicas failed to apply a request to volume `name`: hold until they are out of sync. */
+  | { type: "replicas-failed"; id: number; name: string; nodes: string[] }
   /** Connections this worker serves, after each change. */
   | { type: "connections"; count: number }
   | { type: "stopped" }
@@ -127,6 +143,8 @@ export function checkToWorker(m: unknown): ToWorker {
     case "resize":
     case "tls":
     case "revoked":
+    case "replication":
+    case "replicas-failed-result":
     case "gate-result":
     case "verdict":
     case "shutdown":
@@ -144,6 +162,7 @@ export function checkFromWorker(m: unknown): FromWorker {
     case "ready":
     case "gate":
     case "verify":
+    case "replicas-failed":
     case "connections":
     case "stopped":
     case "log":

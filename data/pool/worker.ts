@@ -51,6 +51,12 @@ self.onmessage = (e: MessageEvent) => {
     case "revoked":
       plane!.revoked(m.serials);
       break;
+    case "replication":
+      plane!.replication(m.name, m.epoch, m.targets);
+      break;
+    case "replicas-failed-result":
+      plane!.replicasFailedResult(m.id, m.ok, m.message);
+      break;
     case "verdict":
       plane!.verdict(m.id, m.verdict);
       break;

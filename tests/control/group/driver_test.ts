@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals } from "../../_assert.ts";
-import { GroupDriver, type GroupHost } from "../../../control/group/driver.ts";
+import { GroupDriver, type GroupHost, type ServeHooks } from "../../../control/group/driver.ts";
 import { LeaseWatch } from "../../../control/group/lease_watch.ts";
 import { type GroupRecord, newRecord } from "../../../control/group/record.ts";
 import { silentLogger } from "../../../control/common/mod.ts";
@@ -24,9 +24,11 @@ class RecordingHost implements GroupHost {
   calls: string[] = [];
   wrote = false;
   gate: (() => Promise<void>) | undefined;
-  serve(epoch: number, writeGate?: () => Promise<void>): Promise<void> {
-    this.calls.push(`serve ${epoch}${writeGate ? " gated" : ""}`);
-    this.gate = writeGate;
+  hooks: ServeHooks | undefined;
+  serve(epoch: number, hooks: ServeHooks): Promise<void> {
+    this.calls.push(`serve ${epoch}${hooks.writeGate ? " gated" : ""}`);
+    this.gate = hooks.writeGate;
+    this.hooks = hooks;
     return Promise.resolve();
   }
   stopServing(epoch: number): Promise<void> {

@@ -20,7 +20,27 @@ Deno.test("resolveConfig() fills every default", () => {
     etcd: undefined,
     labels: {},
     dataWorkers: { min: 1, max: 4 },
+    peerListen: { host: "127.0.0.1", port: 10811 },
+    resyncRateBytesPerSecond: 0,
   });
+});
+
+Deno.test("resolveConfig() reads --peer-listen (default: the NBD host on 10811, or a free port beside a free NBD port) and --resync-rate", () => {
+  const c = (flags: Record<string, string>, env: Record<string, string> = {}) =>
+    resolveConfig({ "data-dir": "/d", ...flags }, env, {}, host);
+  assertEquals(c({ "nbd-listen": "10.0.0.5:10809" }).peerListen, { host: "10.0.0.5", port: 10811 });
+  assertEquals(c({ "nbd-listen": "127.0.0.1:0" }).peerListen, { host: "127.0.0.1", port: 0 });
+  assertEquals(c({ "peer-listen": "127.0.0.1:7000" }).peerListen, {
+    host: "127.0.0.1",
+    port: 7000,
+  });
+  assertEquals(c({ "resync-rate": "100MiB/s" }).resyncRateBytesPerSecond, 100 * 2 ** 20);
+  assertEquals(c({ "resync-rate": "1GiB" }).resyncRateBytesPerSecond, 2 ** 30);
+  assertEquals(c({ "resync-rate": "unlimited" }).resyncRateBytesPerSecond, 0);
+  assertEquals(c({}, { BALLAST_RESYNC_RATE: "10MiB/s" }).resyncRateBytesPerSecond, 10 * 2 ** 20);
+  const err = assertThrows(() => c({ "resync-rate": "fast" }), InvalidArgumentError);
+  assertEquals(err.message.includes("--resync-rate"), true, err.message);
+  assertThrows(() => c({ "peer-listen": "nowhere" }), InvalidArgumentError);
 });
 
 Deno.test("resolveConfig() reads --data-workers: auto follows the cores, 0 and 1 mean the main thread, N and MIN..MAX", () => {

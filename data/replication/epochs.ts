@@ -1,0 +1,47 @@
+/**
+ * The newest epoch each local copy has seen, kept beside the copy (`<copy>.epoch`) and in
+ * memory: a replica refuses requests of older epochs, and a new master records its epoch in
+ * its own copy before it serves, so that the master it replaced cannot use it either. One
+ * instance per node (the main thread), shared by the data plane and the replica service.
+ * @module
+ */
+
+export class CopyEpochs {
+  readonly #known = new Map<string, number>();
+
+  /** The newest epoch of the copy at `path` (read from disk the first time). */
+  async get(path: string): Promise<number> {
+    const known = this.#known.get(path);
+    if (known !== undefined) return known;
+    let e = 0;
+    try {
+      e = Number((await Deno.readTextFile(`${path}.epoch`)).trim()) || 0;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+    // Another call may have raised it meanwhile: keep the larger.
+    const now = Math.max(e, this.#known.get(path) ?? 0);
+    this.#known.set(path, now);
+    return now;
+  }
+
+  /** Records `epoch` durably (written, synced, renamed) if it is newer than the known one. */
+  async raise(path: string, epoch: number): Promise<void> {
+    if (epoch <= await this.get(path)) return;
+    const tmp = `${path}.epoch.tmp`;
+    const f = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
+    try {
+      await f.write(new TextEncoder().encode(`${epoch}\n`));
+      await f.syncData();
+    } finally {
+      f.close();
+    }
+    await Deno.rename(tmp, `${path}.epoch`);
+    this.#known.set(path, Math.max(epoch, this.#known.get(path) ?? 0));
+  }
+
+  /** The copy is gone (deleted): forget it. */
+  forget(path: string): void {
+    this.#known.delete(path);
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * The master's side of the peer channel for replication: one link per replica node and
+ * thread, carrying requests for every volume and matching replies by id. A link that fails
+ * (the connection breaks, or a reply does not come within the timeout) fails every request
+ * on it and is replaced by a new connection at the next request.
+ * @module
+ */
+
+import type { Logger } from "pino";
+import type { PeerConnection } from "../peer/mod.ts";
+import { decodeReply, encodeRequest, type Reply, type Request } from "./wire.ts";
+
+/** How long a replica may take to answer a request before it counts as failed. */
+export const REPLICA_TIMEOUT_MS = 5_000;
+
+/** Why a request to a replica failed without an answer. */
+export class LinkError extends Error {
+  override name = "LinkError";
+}
+
+type NewRequest = Request extends infer R ? R extends { id: number } ? Omit<R, "id"> : never
+  : never;
+
+export class PeerLink {
+  readonly node: string;
+  readonly #conn: PeerConnection;
+  readonly #log: Logger;
+  #next = 1;
+  readonly #pending = new Map<
+    number,
+    {
+      resolve: (r: Reply) => void;
+      reject: (e: Error) => void;
+      timer: ReturnType<typeof setTimeout>;
+    }
+  >();
+  #dead: Error | undefined;
+
+  constructor(conn: PeerConnection, log: Logger) {
+    this.node = conn.peerNode;
+    this.#conn = conn;
+    this.#log = log;
+    this.#read();
+  }
+
+  get alive(): boolean {
+    return this.#dead === undefined;
+  }
+
+  async #read(): Promise<void> {
+    try {
+      for await (const frame of this.#conn.frames()) {
+        let reply: Reply;
+        try {
+          reply = decodeReply(frame);
+        } catch (err) {
+          this.#fail(new LinkError(`replica ${this.node} sent garbage: ${(err as Error).message}`));
+          return;
+        }
+        const p = this.#pending.get(reply.id);
+        if (!p) continue; // timed out already
+        this.#pending.delete(reply.id);
+        clearTimeout(p.timer);
+        p.resolve(reply);
+      }
+      this.#fail(new LinkError(`replica ${this.node} closed the connection`));
+    } catch (err) {
+      this.#fail(
+        new LinkError(`connection to replica ${this.node} failed: ${(err as Error).message}`),
+      );
+    }
+  }
+
+  #fail(err: Error): void {
+    if (this.#dead) return;
+    this.#dead = err;
+    this.#conn.close();
+    for (const p of this.#pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.#pending.clear();
+    this.#log.warn({ replica: this.node, reason: err.message }, "replication link lost");
+  }
+
+  /** Sends a request and resolves with its reply; rejects with LinkError on failure. */
+  request(r: NewRequest, timeoutMs = REPLICA_TIMEOUT_MS): Promise<Reply> {
+    if (this.#dead) return Promise.reject(this.#dead);
+    const id = this.#next++;
+    if (this.#next > 0xffff_ffff) this.#next = 1;
+    const frame = encodeRequest({ ...r, id } as Request);
+    return new Promise<Reply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#fail(new LinkError(`replica ${this.node} did not answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#pending.set(id, { resolve, reject, timer });
+      this.#conn.send(frame).catch((err) =>
+        this.#fail(new LinkError(`sending to replica ${this.node} failed: ${err.message}`))
+      );
+    });
+  }
+
+  close(): void {
+    this.#fail(new LinkError(`link to replica ${this.node} closed`));
+  }
+}
+
+/** Opens a peer connection to `node` at "host:port". */
+export type ConnectNode = (node: string, address: string) => Promise<PeerConnection>;
+
+/** This thread's links, one per replica node, opened on first use and after a failure. */
+export class PeerLinks {
+  readonly #connect: ConnectNode;
+  readonly #log: Logger;
+  readonly #links = new Map<string, PeerLink>();
+  readonly #opening = new Map<string, Promise<PeerLink>>();
+
+  constructor(connect: ConnectNode, log: Logger) {
+    this.#connect = connect;
+    this.#log = log;
+  }
+
+  get(node: string, address: string): Promise<PeerLink> {
+    const link = this.#links.get(node);
+    if (link?.alive) return Promise.resolve(link);
+    let opening = this.#opening.get(node);
+    if (!opening) {
+      opening = this.#connect(node, address).then(
+        (conn) => {
+          const l = new PeerLink(conn, this.#log);
+          this.#links.set(node, l);
+          return l;
+        },
+      ).finally(() => this.#opening.delete(node));
+      this.#opening.set(node, opening);
+    }
+    return opening;
+  }
+
+  closeAll(): void {
+    for (const l of this.#links.values()) l.close();
+    this.#links.clear();
+  }
+}

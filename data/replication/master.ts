@@ -1,0 +1,205 @@
+/**
+ * The master's replication state on the main thread, for every group volume this node
+ * serves as master: the epoch and the members to send to (those the record lists in sync,
+ * and those being resynced), fencing a new epoch, and the resyncs under way.
+ * @module
+ */
+
+import type { Logger } from "pino";
+import { FailedPreconditionError } from "../../mod/errors.ts";
+import type { BlockStore } from "../store/mod.ts";
+import { type ConnectNode, PeerLinks } from "./links.ts";
+import { type ReplicaTarget, Replicator } from "./replicator.ts";
+import { type ResyncProgress, resyncReplica, type ResyncResult } from "./resync.ts";
+import { T_FENCE } from "./wire.ts";
+
+/** What replication needs of an exported volume (a LiveExport). */
+export interface ReplicatedExport {
+  readonly name: string;
+  readonly uuid: string;
+  readonly store: BlockStore;
+  onReplicasFailed: ((nodes: string[]) => Promise<void>) | undefined;
+}
+
+/** How long a new master waits for members to accept its epoch before serving anyway. */
+const FENCE_WAIT_MS = 2000;
+
+export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
+  readonly #exports: { lookup(name: string): E | undefined };
+  /** Sends the composed targets to every thread that serves the volume. */
+  readonly #apply: (e: E, epoch: number, targets: ReplicaTarget[]) => void;
+  readonly #connect: ConnectNode | undefined;
+  readonly #rate: number;
+  readonly #log: Logger;
+  #links: PeerLinks | undefined;
+  /** Targets per exported group volume: in sync, and being resynced. */
+  readonly #targets = new Map<
+    string,
+    { epoch: number; inSync: ReplicaTarget[]; resyncing: ReplicaTarget[] }
+  >();
+  readonly #resyncs = new Map<string, { progress?: ResyncProgress; abort: AbortController }>();
+
+  constructor(o: {
+    exports: { lookup(name: string): E | undefined };
+    apply: (e: E, epoch: number, targets: ReplicaTarget[]) => void;
+    connectNode?: ConnectNode;
+    resyncRateBytesPerSecond?: number;
+    log: Logger;
+  }) {
+    this.#exports = o.exports;
+    this.#apply = o.apply;
+    this.#connect = o.connectNode;
+    this.#rate = o.resyncRateBytesPerSecond ?? 0;
+    this.#log = o.log;
+  }
+
+  /** `e` is served as master at `epoch`, replicating to `targets`. */
+  open(
+    e: E,
+    r: {
+      epoch: number;
+      targets: ReplicaTarget[];
+      onReplicasFailed: (nodes: string[]) => Promise<void>;
+    },
+  ): void {
+    e.onReplicasFailed = r.onReplicasFailed;
+    this.#targets.set(e.name, { epoch: r.epoch, inSync: r.targets, resyncing: [] });
+    this.#compose(e);
+  }
+
+  /**
+   * Sends the composed targets of `e` to every thread: the in-sync members and those being
+   * resynced. A member stays among the resyncing ones until the record lists it in sync,
+   * so that no write is sent to neither.
+   */
+  #compose(e: E): void {
+    const t = this.#targets.get(e.name);
+    if (!t) return;
+    const inSync = new Set(t.inSync.map((x) => x.node));
+    t.resyncing = t.resyncing.filter((x) => !inSync.has(x.node));
+    this.#apply(e, t.epoch, [...t.inSync, ...t.resyncing]);
+  }
+
+  /** The main thread's links (fencing, resync), opened on first use. */
+  #mainLinks(): PeerLinks | undefined {
+    if (!this.#connect) return undefined;
+    this.#links ??= new PeerLinks(this.#connect, this.#log);
+    return this.#links;
+  }
+
+  /**
+   * A new master's fencing: asks `members` to refuse requests of epochs below `epoch` for
+   * copy `uuid`. Bounded: a member that does not answer quickly is down or cut off, and
+   * learns the epoch when it is next asked (it cannot be in the record's in-sync set with
+   * this one).
+   */
+  async fence(uuid: string, epoch: number, members: ReplicaTarget[]): Promise<void> {
+    const links = this.#mainLinks();
+    if (!links || members.length === 0) return;
+    const r = new Replicator(uuid, links, this.#log.child({ uuid }));
+    r.setTargets(epoch, members.filter((m) => m.address !== ""));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const res = await Promise.race([
+      r.send({ type: T_FENCE, flags: 0 }),
+      new Promise<{ failed: { node: string }[] }>((resolve) => {
+        timer = setTimeout(
+          () => resolve({ failed: members.map((m) => ({ node: m.node })) }),
+          FENCE_WAIT_MS,
+        );
+      }),
+    ]);
+    clearTimeout(timer);
+    this.#log.info(
+      {
+        uuid,
+        epoch,
+        fenced: members.map((m) => m.node),
+        unreachable: res.failed.map((f) => f.node),
+      },
+      "members fenced below the new epoch",
+    );
+  }
+
+  /** New targets of an exported group volume (its record changed). */
+  set(name: string, epoch: number, targets: ReplicaTarget[]): void {
+    const e = this.#exports.lookup(name);
+    const t = this.#targets.get(name);
+    if (!e?.onReplicasFailed || !t) return;
+    if (epoch !== t.epoch) t.resyncing = [];
+    t.epoch = epoch;
+    t.inSync = targets;
+    this.#compose(e);
+  }
+
+  /**
+   * Delta Sync of `replica`'s copy of `name` (served here as master at `epoch`): the member
+   * becomes a target at once, then only what differs is sent (resync.ts). Resolves when
+   * the copies are equal; on failure the member is no target any more.
+   */
+  async resync(
+    name: string,
+    replica: ReplicaTarget,
+    epoch: number,
+    options: { rateBytesPerSecond?: number } = {},
+  ): Promise<ResyncResult> {
+    const e = this.#exports.lookup(name);
+    const t = this.#targets.get(name);
+    const links = this.#mainLinks();
+    if (!e || !t || !links || t.epoch !== epoch) {
+      throw new FailedPreconditionError(
+        `volume "${name}" is not replicated from here at epoch ${epoch}`,
+      );
+    }
+    const key = `${name}\u0000${replica.node}`;
+    if (this.#resyncs.has(key)) {
+      throw new FailedPreconditionError(`${replica.node} is already resyncing ${name}`);
+    }
+    // From now on every write reaches the member too.
+    if (!t.resyncing.some((x) => x.node === replica.node)) t.resyncing.push(replica);
+    this.#compose(e);
+    const abort = new AbortController();
+    const entry: { progress?: ResyncProgress; abort: AbortController } = { abort };
+    this.#resyncs.set(key, entry);
+    try {
+      return await resyncReplica({
+        store: e.store,
+        uuid: e.uuid,
+        epoch,
+        replica,
+        links,
+        log: this.#log.child({ volume: name }),
+        rateBytesPerSecond: options.rateBytesPerSecond ?? this.#rate,
+        onProgress: (p) => (entry.progress = p),
+        signal: abort.signal,
+      });
+    } catch (err) {
+      t.resyncing = t.resyncing.filter((x) => x.node !== replica.node);
+      this.#compose(e);
+      throw err;
+    } finally {
+      this.#resyncs.delete(key);
+    }
+  }
+
+  /** Resyncs of `name` under way. */
+  status(name: string): ResyncProgress[] {
+    const out: ResyncProgress[] = [];
+    for (const [key, r] of this.#resyncs) {
+      if (key.split("\u0000")[0] === name && r.progress) out.push(r.progress);
+    }
+    return out;
+  }
+
+  /** `name` is no longer served here: its resyncs stop. */
+  forget(name: string): void {
+    this.#targets.delete(name);
+    for (const [key, r] of this.#resyncs) {
+      if (key.split("\u0000")[0] === name) r.abort.abort();
+    }
+  }
+
+  close(): void {
+    for (const r of this.#resyncs.values()) r.abort.abort();
+    this.#links?.closeAll();
+  }
+}

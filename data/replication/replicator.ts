@@ -1,0 +1,105 @@
+/**
+ * The master's side of one replicated volume on one thread: every WRITE, TRIM, WRITE_ZEROES
+ * and FLUSH that the master applied locally is sent to each replica it currently targets
+ * (the members the group record lists in sync, and a member being resynced), tagged with
+ * the epoch, and the request's reply waits for all of them.
+ *
+ * A replica that fails (no answer within REPLICA_TIMEOUT_MS, a broken connection, an error)
+ * is dropped from this thread's targets at once, so no later request goes to it, and is
+ * reported: the caller must not acknowledge the request until the group record shows that
+ * replica out of sync (LiveExport.replicasFailed). A replica answering STATUS_STALE_EPOCH
+ * means a newer master fenced this one: the request fails.
+ * @module
+ */
+
+import type { Logger } from "pino";
+import { LinkError, type PeerLinks } from "./links.ts";
+import {
+  replyMessage,
+  STATUS_OK,
+  STATUS_STALE_EPOCH,
+  type T_FENCE,
+  type T_FLUSH,
+  type T_TRIM,
+  type T_WRITE,
+  type T_ZERO,
+} from "./wire.ts";
+
+/** A member to send to: its node name and peer address. */
+export interface ReplicaTarget {
+  node: string;
+  address: string;
+}
+
+/** What replicating one request came to. */
+export interface Replicated {
+  /** Replicas that did not apply it (dropped from the targets; to be marked out of sync). */
+  failed: { node: string; reason: string }[];
+  /** A replica has seen a newer epoch: this node is no longer the master. */
+  fenced: string | undefined;
+}
+
+export type ReplicatedOp =
+  | { type: typeof T_WRITE; offset: number; data: Uint8Array; flags: number }
+  | { type: typeof T_TRIM | typeof T_ZERO; offset: number; length: number; flags: number }
+  | { type: typeof T_FLUSH | typeof T_FENCE; flags: number };
+
+export class Replicator {
+  readonly volume: string;
+  readonly #links: PeerLinks;
+  readonly #log: Logger;
+  #epoch = 0;
+  #targets: ReplicaTarget[] = [];
+
+  constructor(volumeUuid: string, links: PeerLinks, log: Logger) {
+    this.volume = volumeUuid;
+    this.#links = links;
+    this.#log = log;
+  }
+
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  get targets(): readonly ReplicaTarget[] {
+    return this.#targets;
+  }
+
+  /** The members to replicate to from now on, at `epoch` (from the group record). */
+  setTargets(epoch: number, targets: ReplicaTarget[]): void {
+    this.#epoch = epoch;
+    this.#targets = [...targets];
+  }
+
+  /** Sends `op` to every target; resolves when each answered or failed. */
+  async send(op: ReplicatedOp): Promise<Replicated> {
+    const targets = this.#targets;
+    const out: Replicated = { failed: [], fenced: undefined };
+    if (targets.length === 0) return out;
+    const epoch = this.#epoch;
+    await Promise.all(targets.map(async (t) => {
+      try {
+        const link = await this.#links.get(t.node, t.address);
+        const reply = await link.request({ ...op, volume: this.volume, epoch } as never);
+        if (reply.status === STATUS_OK) return;
+        const msg = replyMessage(reply);
+        if (reply.status === STATUS_STALE_EPOCH) {
+          out.fenced = `replica ${t.node}: ${msg}`;
+          return;
+        }
+        out.failed.push({ node: t.node, reason: `replica ${t.node} refused: ${msg}` });
+      } catch (err) {
+        const reason = err instanceof LinkError ? err.message : `replica ${t.node}: ${err}`;
+        out.failed.push({ node: t.node, reason });
+      }
+    }));
+    if (out.failed.length > 0) {
+      const gone = new Set(out.failed.map((f) => f.node));
+      this.#targets = this.#targets.filter((t) => !gone.has(t.node));
+      for (const f of out.failed) {
+        this.#log.warn({ replica: f.node, epoch, reason: f.reason }, "replica failed; dropped");
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,246 @@
+/**
+ * Replication messages on the peer channel (data/peer/): pure encode/decode over frames.
+ * The master sends requests about a volume copy, tagged with the group's epoch; the replica
+ * answers each with a reply carrying the request's id. Big-endian throughout.
+ *
+ *     request:  type u8 | flags u8 | reserved u16 | id u32 | volume uuid (16) | epoch u32
+ *               | body (by type)
+ *     reply:    type 0x80 | 0 | 0 | id u32 | status u32 | message or data
+ *
+ * Requests: WRITE (offset u64, data), TRIM and ZERO (offset u64, length u32), FLUSH, FENCE
+ * (the new master's epoch: refuse anything older), HASHES (first region u32, count u32,
+ * region size u32: the replica answers with a 16-byte hash per region), and SIZE (the copy's
+ * size). A replica refuses a request of an epoch older than the newest it has seen with
+ * STATUS_STALE_EPOCH: that is the fencing of an old master.
+ * @module
+ */
+
+export const T_WRITE = 1;
+export const T_TRIM = 2;
+export const T_ZERO = 3;
+export const T_FLUSH = 4;
+export const T_FENCE = 5;
+export const T_HASHES = 6;
+export const T_SIZE = 7;
+export const T_REPLY = 0x80;
+
+/** WRITE/TRIM/ZERO flag: persist before replying (FUA). */
+export const F_FUA = 1;
+/** ZERO flag: the range must stay allocated (NO_HOLE). */
+export const F_NO_HOLE = 2;
+/** WRITE flag: part of a resync (the copy of a region), not a client write. */
+export const F_RESYNC = 4;
+
+export const STATUS_OK = 0;
+/** The request's epoch is older than one the replica has seen: the sender is fenced. */
+export const STATUS_STALE_EPOCH = 1;
+/** The replica holds no copy of that volume. */
+export const STATUS_NO_COPY = 2;
+/** The request is outside the copy (offset + length past its size). */
+export const STATUS_RANGE = 3;
+/** The replica's store failed (I/O error, full disk). */
+export const STATUS_IO = 4;
+/** A request the replica does not understand. */
+export const STATUS_BAD_REQUEST = 5;
+
+export const HEADER_BYTES = 28;
+export const REPLY_HEADER_BYTES = 12;
+/** Bytes of one region hash. */
+export const HASH_BYTES = 16;
+
+export type Request =
+  | {
+    type: typeof T_WRITE;
+    id: number;
+    volume: string;
+    epoch: number;
+    flags: number;
+    offset: number;
+    data: Uint8Array;
+  }
+  | {
+    type: typeof T_TRIM | typeof T_ZERO;
+    id: number;
+    volume: string;
+    epoch: number;
+    flags: number;
+    offset: number;
+    length: number;
+  }
+  | {
+    type: typeof T_FLUSH | typeof T_FENCE | typeof T_SIZE;
+    id: number;
+    volume: string;
+    epoch: number;
+    flags: number;
+  }
+  | {
+    type: typeof T_HASHES;
+    id: number;
+    volume: string;
+    epoch: number;
+    flags: number;
+    first: number;
+    count: number;
+    regionBytes: number;
+  };
+
+export interface Reply {
+  id: number;
+  status: number;
+  /** The message of an error, the hashes of HASHES, the size of SIZE (8 bytes). */
+  body: Uint8Array;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A uuid as 16 bytes. */
+export function uuidBytes(uuid: string): Uint8Array {
+  const hex = uuid.replace(/-/g, "");
+  if (!/^[0-9a-f]{32}$/i.test(hex)) throw new RangeError(`not a uuid: ${uuid}`);
+  return Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16));
+}
+
+function uuidString(b: Uint8Array): string {
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function setU64(v: DataView, at: number, n: number): void {
+  v.setUint32(at, Math.floor(n / 0x1_0000_0000));
+  v.setUint32(at + 4, n >>> 0);
+}
+
+function getU64(v: DataView, at: number): number {
+  return v.getUint32(at) * 0x1_0000_0000 + v.getUint32(at + 4);
+}
+
+function bodyBytes(r: Request): number {
+  switch (r.type) {
+    case T_WRITE:
+      return 8 + r.data.length;
+    case T_TRIM:
+    case T_ZERO:
+      return 12;
+    case T_HASHES:
+      return 12;
+    default:
+      return 0;
+  }
+}
+
+/** The frame of a request (a WRITE's data is copied in once). */
+export function encodeRequest(r: Request): Uint8Array {
+  const b = new Uint8Array(HEADER_BYTES + bodyBytes(r));
+  const v = new DataView(b.buffer);
+  v.setUint8(0, r.type);
+  v.setUint8(1, r.flags);
+  v.setUint32(4, r.id);
+  b.set(uuidBytes(r.volume), 8);
+  v.setUint32(24, r.epoch);
+  const at = HEADER_BYTES;
+  switch (r.type) {
+    case T_WRITE:
+      setU64(v, at, r.offset);
+      b.set(r.data, at + 8);
+      break;
+    case T_TRIM:
+    case T_ZERO:
+      setU64(v, at, r.offset);
+      v.setUint32(at + 8, r.length);
+      break;
+    case T_HASHES:
+      v.setUint32(at, r.first);
+      v.setUint32(at + 4, r.count);
+      v.setUint32(at + 8, r.regionBytes);
+      break;
+  }
+  return b;
+}
+
+/** Decodes a request frame; a WRITE's data is a view of `frame`. Throws on a malformed one. */
+export function decodeRequest(frame: Uint8Array): Request {
+  if (frame.length < HEADER_BYTES) throw new RangeError(`request of ${frame.length} bytes`);
+  const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const type = v.getUint8(0);
+  const head = {
+    id: v.getUint32(4),
+    volume: uuidString(frame.subarray(8, 24)),
+    epoch: v.getUint32(24),
+    flags: v.getUint8(1),
+  };
+  const at = HEADER_BYTES;
+  const need = (n: number) => {
+    if (frame.length !== at + n) {
+      throw new RangeError(`request type ${type} of ${frame.length} bytes, expected ${at + n}`);
+    }
+  };
+  switch (type) {
+    case T_WRITE:
+      if (frame.length < at + 8) throw new RangeError(`WRITE of ${frame.length} bytes`);
+      return { type, ...head, offset: getU64(v, at), data: frame.subarray(at + 8) };
+    case T_TRIM:
+    case T_ZERO:
+      need(12);
+      return { type, ...head, offset: getU64(v, at), length: v.getUint32(at + 8) };
+    case T_FLUSH:
+    case T_FENCE:
+    case T_SIZE:
+      need(0);
+      return { type, ...head };
+    case T_HASHES:
+      need(12);
+      return {
+        type,
+        ...head,
+        first: v.getUint32(at),
+        count: v.getUint32(at + 4),
+        regionBytes: v.getUint32(at + 8),
+      };
+    default:
+      throw new RangeError(`unknown request type ${type}`);
+  }
+}
+
+/** The frame of a reply; `body` is an error message (string) or bytes. */
+export function encodeReply(id: number, status: number, body?: string | Uint8Array): Uint8Array {
+  const data = typeof body === "string"
+    ? enc.encode(body.slice(0, 1000))
+    : body ?? new Uint8Array();
+  const b = new Uint8Array(REPLY_HEADER_BYTES + data.length);
+  const v = new DataView(b.buffer);
+  v.setUint8(0, T_REPLY);
+  v.setUint32(4, id);
+  v.setUint32(8, status);
+  b.set(data, REPLY_HEADER_BYTES);
+  return b;
+}
+
+export function isReply(frame: Uint8Array): boolean {
+  return frame.length >= 1 && frame[0] === T_REPLY;
+}
+
+export function decodeReply(frame: Uint8Array): Reply {
+  if (frame.length < REPLY_HEADER_BYTES || frame[0] !== T_REPLY) {
+    throw new RangeError(`not a reply (${frame.length} bytes, type ${frame[0]})`);
+  }
+  const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  return { id: v.getUint32(4), status: v.getUint32(8), body: frame.subarray(REPLY_HEADER_BYTES) };
+}
+
+/** An error reply's message. */
+export function replyMessage(r: Reply): string {
+  return dec.decode(r.body);
+}
+
+/** A SIZE reply's body. */
+export function encodeSize(size: number): Uint8Array {
+  const b = new Uint8Array(8);
+  setU64(new DataView(b.buffer), 0, size);
+  return b;
+}
+
+export function decodeSize(body: Uint8Array): number {
+  return getU64(new DataView(body.buffer, body.byteOffset, body.byteLength), 0);
+}

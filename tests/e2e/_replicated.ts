@@ -1,0 +1,121 @@
+/**
+ * Shared by the replication e2e tests: a TLS cluster of real `ballast serve --etcd`
+ * processes on one real etcd (node-a makes the cluster CA, the others join with tokens),
+ * with short leases, that can be killed and restarted on their data dirs; client
+ * certificates; and probes of every member's copy of a volume, read from its file.
+ * @module
+ */
+
+import { assert, assertEquals } from "../_assert.ts";
+import { type EtcdCluster, startEtcd } from "../control/_etcd_harness.ts";
+import { admin, issue } from "./_cluster_tls.ts";
+import { type BallastProcess, startBallast } from "./_harness.ts";
+
+export const LEASE_TTL_S = 3;
+
+export interface ReplCluster {
+  etcd: EtcdCluster;
+  nodes: Map<string, BallastProcess>;
+  /** Starts (or restarts on its data dir) node `name`. */
+  start(name: string): Promise<BallastProcess>;
+  /** A client certificate directory for NBD (admin role: every volume). */
+  certDir: string;
+  /** nbds:// URI of `volume` at node `name`. */
+  uri(name: string, volume: string): string;
+  stop(): Promise<void>;
+}
+
+export interface VolumeView {
+  name: string;
+  uuid: string;
+  master: string;
+  epoch: number;
+  inSync?: string[];
+  members?: string[];
+  phase?: string;
+}
+
+export async function startReplCluster(
+  names: string[],
+  options: { env?: Record<string, string>; args?: string[] } = {},
+): Promise<ReplCluster> {
+  const etcd = await startEtcd();
+  const nodes = new Map<string, BallastProcess>();
+  const dirs = new Map<string, string>();
+  const common = (name: string) => [
+    "--etcd",
+    etcd.endpoints.join(","),
+    "--node-name",
+    name,
+    "--node-lease-ttl",
+    `${LEASE_TTL_S}s`,
+    "--peer-listen",
+    "127.0.0.1:0",
+    ...(options.args ?? []),
+  ];
+  const launch = async (name: string, extra: string[] = []) => {
+    const old = nodes.get(name);
+    const dataDir = old?.dataDir ?? dirs.get(name) ??
+      await Deno.makeTempDir({ prefix: `ballast-repl-${name}-` });
+    dirs.set(name, dataDir);
+    const p = await startBallast({
+      tls: true,
+      dataDir,
+      args: [...common(name), ...extra],
+      ...(options.env ? { env: options.env } : {}),
+      readyTimeoutMs: 60_000,
+    });
+    nodes.set(name, p);
+    return p;
+  };
+  const first = await launch(names[0]);
+  for (const name of names.slice(1)) {
+    const t = await admin(first, ["cluster", "join-token", "-o", "json"]);
+    assertEquals(t.code, 0, t.stderr);
+    await launch(name, ["--join", (JSON.parse(t.stdout) as { token: string }).token]);
+  }
+  const cert = await issue(first, "tester", ["--role", "admin"]);
+  return {
+    etcd,
+    nodes,
+    certDir: cert.dir,
+    start: (name) => launch(name),
+    uri(name, volume) {
+      const p = nodes.get(name)!;
+      return `nbds://${p.nbdHost}:${p.nbdPort}/${volume}?tls-certificates=${cert.dir}`;
+    },
+    async stop() {
+      for (const p of nodes.values()) if (!p.exited()) await p.stop().catch(() => {});
+      await etcd.stop();
+      for (const d of dirs.values()) await Deno.remove(d, { recursive: true }).catch(() => {});
+      await Deno.remove(cert.dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** The volume as a member's API shows it. */
+export async function volumeOf(c: ReplCluster, via: string, name: string): Promise<VolumeView> {
+  const r = await admin(c.nodes.get(via)!, ["volume", "get", name, "-o", "json"]);
+  assertEquals(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as VolumeView;
+}
+
+/** SHA-256 of a member's copy of `uuid` (read from its file), hex. */
+export async function copyDigest(p: BallastProcess, uuid: string): Promise<string> {
+  const data = await Deno.readFile(`${p.dataDir}/volumes/${uuid}.vol`);
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
+  return [...d].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Asserts that every listed member's copy of `uuid` holds the same bytes. */
+export async function assertCopiesEqual(
+  c: ReplCluster,
+  uuid: string,
+  members: string[],
+): Promise<void> {
+  const digests = await Promise.all(members.map((m) => copyDigest(c.nodes.get(m)!, uuid)));
+  assert(
+    digests.every((d) => d === digests[0]),
+    `copies differ: ${members.map((m, i) => `${m} ${digests[i].slice(0, 12)}`).join(", ")}`,
+  );
+}
