@@ -7,6 +7,7 @@ import type { BlockStore } from "./store/mod.ts";
 import type { ExportCatalog, ExportView } from "./nbd/handshake.ts";
 import { VolumeStats } from "./stats.ts";
 import type { Replicator } from "./replication/replicator.ts";
+import type { WriteTracker } from "./replication/tracker.ts";
 
 /** Something that can be disconnected when its export goes away. */
 export interface Attachment {
@@ -22,6 +23,11 @@ export class LiveExport implements ExportView {
   readOnly = false;
   #gate: (() => Promise<void>) | undefined;
   #passing: Promise<void> | undefined;
+  /**
+   * This thread's write tracking of the copy (data/replication/tracker.ts): every change
+   * enters the regions it touches first. Absent for stores without a file (tests).
+   */
+  tracker: WriteTracker | undefined;
   /** A group master's replication of this volume (data/replication/), when it has replicas. */
   replicator: Replicator | undefined;
   /**

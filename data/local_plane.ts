@@ -22,7 +22,10 @@ import type { CopyInfo, DataPlane, OpenOptions, VolumeSpec, VolumeStatus } from 
 import {
   type ConnectNode,
   CopyEpochs,
+  CopyHashes,
+  type HashState,
   MasterReplication,
+  ReplicaService,
   type ReplicaTarget,
   type ResyncProgress,
   type ResyncResult,
@@ -67,6 +70,10 @@ export interface DataPlaneOptions {
 export interface RunningDataPlane extends DataPlane {
   /** The newest epoch each local copy has seen (shared with the replica service). */
   readonly epochs: CopyEpochs;
+  /** The hash lists of the local copies. */
+  readonly hashes: CopyHashes;
+  /** The replica side of replication (cluster mode): see LocalDataPlane.replicaService. */
+  replicaService(log: Logger): ReplicaService;
   /** Stops accepting, finishes in-flight requests, flushes and closes every volume. */
   close(): Promise<void>;
 }
@@ -85,6 +92,8 @@ class LocalDataPlane implements RunningDataPlane {
   readonly exports: ExportTable;
   /** The newest epoch each local copy has seen (shared with the replica service). */
   readonly epochs = new CopyEpochs();
+  /** The hash lists of the local copies (shared with the replica service). */
+  readonly hashes: CopyHashes;
   readonly nbdAddress: string;
   /** The plaintext local-attach listener's address, when there is one. */
   readonly nbdLocalAddress: string | undefined;
@@ -93,6 +102,8 @@ class LocalDataPlane implements RunningDataPlane {
   #serving: Serving;
   #log: Logger;
   #replication: MasterReplication<LiveExport>;
+  /** Names of volumes being created (their hash list is being written). */
+  readonly #creating = new Set<string>();
 
   constructor(opts: DataPlaneOptions, exports: ExportTable, serving: Serving) {
     this.exports = exports;
@@ -100,10 +111,12 @@ class LocalDataPlane implements RunningDataPlane {
     this.#dir = `${opts.dataDir}/volumes`;
     this.#serving = serving;
     this.#log = opts.logger;
+    this.hashes = new CopyHashes(opts.logger);
     this.#replication = new MasterReplication({
       exports,
       apply: (e, epoch, targets) => serving.replication(e, epoch, targets),
       connectNode: opts.connectNode,
+      hashesOf: (e) => this.hashes.get(this.#path(e.uuid)),
       resyncRateBytesPerSecond: opts.resyncRateBytesPerSecond,
       log: this.#log,
     });
@@ -111,14 +124,23 @@ class LocalDataPlane implements RunningDataPlane {
     this.nbdLocalAddress = serving.addresses[1];
   }
 
-  /** Adds an export for `store` (after `prepare`) and starts serving it. */
-  #export(spec: VolumeSpec, store: BlockStore, prepare?: (e: LiveExport) => void): LiveExport {
+  /**
+   * Adds an export for `store` (after `prepare`) and starts serving it. `hashes`: the copy's
+   * hash state, acquired for the export (released when it goes).
+   */
+  #export(
+    spec: VolumeSpec,
+    store: BlockStore,
+    hashes: HashState,
+    prepare?: (e: LiveExport) => void,
+  ): LiveExport {
     const e = this.#serving.makeExport(
       spec.name,
       spec.uuid,
       spec.description,
       store,
       this.#path(spec.uuid),
+      hashes,
     );
     prepare?.(e);
     this.exports.add(e);
@@ -133,34 +155,46 @@ class LocalDataPlane implements RunningDataPlane {
     return `${this.#dir}/${uuid}.vol`;
   }
 
-  createVolume(spec: VolumeSpec, options: { export?: boolean } = {}): Promise<void> {
-    if (this.exports.lookup(spec.name)) {
-      return Promise.reject(
-        new FailedPreconditionError(`volume "${spec.name}" is already exported`),
-      );
+  async createVolume(spec: VolumeSpec, options: { export?: boolean } = {}): Promise<void> {
+    if (this.exports.lookup(spec.name) || this.#creating.has(spec.name)) {
+      throw new FailedPreconditionError(`volume "${spec.name}" is already exported`);
     }
+    const path = this.#path(spec.uuid);
     let store: FileBlockStore;
     try {
-      store = FileBlockStore.create(this.#path(spec.uuid), spec.sizeBytes);
+      store = FileBlockStore.create(path, spec.sizeBytes);
     } catch (err) {
       // A copy of this uuid (uuids are never reused) made before a crash: keep it.
       if (options.export === false && err instanceof BlockStoreError && err.errno === "EEXIST") {
         this.#log.info({ volume: spec.name, uuid: spec.uuid }, "volume copy already exists; kept");
-        return this.resizeVolume(spec.name, spec.sizeBytes, { uuid: spec.uuid }).then(() => {});
+        await this.resizeVolume(spec.name, spec.sizeBytes, { uuid: spec.uuid });
+        return;
       }
-      return Promise.reject(storeError(err, `create volume "${spec.name}"`));
+      throw storeError(err, `create volume "${spec.name}"`);
     }
+    this.#creating.add(spec.name);
+    let hashes: HashState;
+    try {
+      // A new copy is all zeros: its hash list starts clean.
+      hashes = await this.hashes.acquire(path, { fresh: true });
+    } catch (err) {
+      this.#creating.delete(spec.name);
+      store.close();
+      await Deno.remove(path).catch(() => {});
+      throw storeError(err, `create the hash list of volume "${spec.name}"`);
+    }
+    this.#creating.delete(spec.name);
     if (options.export === false) {
       store.close();
+      await this.hashes.release(path);
       this.#log.debug({ volume: spec.name, uuid: spec.uuid }, "volume copy created (not exported)");
-      return Promise.resolve();
+      return;
     }
-    this.#export(spec, store);
+    this.#export(spec, store, hashes);
     this.#log.debug(
       { volume: spec.name, uuid: spec.uuid, size: spec.sizeBytes },
       "volume file created",
     );
-    return Promise.resolve();
   }
 
   async openVolume(spec: VolumeSpec, options: OpenOptions = {}): Promise<void> {
@@ -175,10 +209,24 @@ class LocalDataPlane implements RunningDataPlane {
       return;
     }
     let store: FileBlockStore;
+    const path = this.#path(spec.uuid);
     try {
-      store = FileBlockStore.open(this.#path(spec.uuid));
+      store = FileBlockStore.open(path);
     } catch (err) {
       throw storeError(err, `open volume "${spec.name}"`);
+    }
+    let hashes: HashState;
+    try {
+      hashes = await this.hashes.acquire(path);
+    } catch (err) {
+      store.close();
+      throw storeError(err, `open the hash list of volume "${spec.name}"`);
+    }
+    if (this.exports.lookup(spec.name)) {
+      // Opened meanwhile by another call.
+      store.close();
+      await this.hashes.release(path);
+      return this.openVolume(spec, options);
     }
     if (store.size !== spec.sizeBytes) {
       // A crash between the file resize and the record update: the record is the truth
@@ -187,10 +235,13 @@ class LocalDataPlane implements RunningDataPlane {
         { volume: spec.name, file: store.size, record: spec.sizeBytes },
         "size mismatch",
       );
-      if (store.size < spec.sizeBytes) store.resize(spec.sizeBytes);
+      if (store.size < spec.sizeBytes) {
+        await hashes.grow(spec.sizeBytes);
+        store.resize(spec.sizeBytes);
+      }
     }
     // Gate and replication are in place before any thread may serve the volume.
-    this.#export(spec, store, (e) => {
+    this.#export(spec, store, hashes, (e) => {
       e.writeGate = options.writeGate;
       if (options.replication) this.#replication.open(e, options.replication);
     });
@@ -237,6 +288,23 @@ class LocalDataPlane implements RunningDataPlane {
     return uuid === undefined || e?.uuid === uuid ? e : undefined;
   }
 
+  /** Called when a copy is deleted, moved or resized here (the replica service lets go of it). */
+  #copyChanged: ((uuid: string, how: "gone" | "resized") => void) | undefined;
+
+  /**
+   * The replica side of replication on this node: applies masters' requests to the local
+   * copies, sharing this plane's epochs and hash lists; told when a copy goes or grows.
+   */
+  replicaService(log: Logger): ReplicaService {
+    const service = new ReplicaService(
+      { pathOf: (uuid) => this.copyPath(uuid), hashes: this.hashes },
+      this.epochs,
+      log,
+    );
+    this.#copyChanged = (uuid, how) => how === "gone" ? service.forget(uuid) : service.grown(uuid);
+    return service;
+  }
+
   /** Takes `e` out of the export table and disconnects its clients. */
   async #unexport(e: LiveExport, reason: string): Promise<void> {
     this.exports.remove(e.name);
@@ -245,37 +313,51 @@ class LocalDataPlane implements RunningDataPlane {
     this.#serving.unexported(e.name, reason);
     // Give aborted connections a turn to unwind before the file is closed or goes.
     await new Promise((r) => setTimeout(r, 0));
+    await this.hashes.release(this.#path(e.uuid));
   }
 
-  resizeVolume(name: string, sizeBytes: number, options: { uuid?: string } = {}): Promise<number> {
+  async resizeVolume(
+    name: string,
+    sizeBytes: number,
+    options: { uuid?: string } = {},
+  ): Promise<number> {
     const e = this.#exported(name, options.uuid);
     let store: BlockStore;
     if (e) {
       store = e.store;
     } else if (options.uuid === undefined) {
-      return Promise.reject(new NotFoundError("volume", name));
+      throw new NotFoundError("volume", name);
     } else {
       try {
         store = FileBlockStore.open(this.#path(options.uuid)); // a copy not exported
       } catch (err) {
         if (err instanceof BlockStoreError && err.errno === "ENOENT") {
-          return Promise.reject(new NotFoundError("volume", name));
+          throw new NotFoundError("volume", name);
         }
-        return Promise.reject(storeError(err, `open "${name}"`));
+        throw storeError(err, `open "${name}"`);
       }
     }
+    const path = this.#path(e?.uuid ?? options.uuid!);
     const before = store.size;
     try {
       if (sizeBytes > before) {
+        // The hash list and region table first: no thread writes past the old end before.
+        const hashes = await this.hashes.acquire(path);
+        try {
+          await hashes.grow(sizeBytes);
+        } finally {
+          await this.hashes.release(path);
+        }
         store.resize(sizeBytes);
         if (e) this.#serving.resized(name, sizeBytes);
+        this.#copyChanged?.(e?.uuid ?? options.uuid!, "resized");
       }
     } catch (err) {
-      return Promise.reject(storeError(err, `resize volume "${name}"`));
+      throw storeError(err, `resize volume "${name}"`);
     } finally {
       if (!e) store.close();
     }
-    return Promise.resolve(before);
+    return before;
   }
 
   async closeVolume(name: string): Promise<void> {
@@ -295,12 +377,10 @@ class LocalDataPlane implements RunningDataPlane {
     const e = this.#exported(name, options?.uuid);
     if (!e) {
       if (options?.uuid === undefined) return;
-      try {
-        await Deno.remove(this.#path(options.uuid));
-        this.#log.info({ volume: name, uuid: options.uuid }, "volume copy deleted");
-      } catch (err) {
-        if (!(err instanceof Deno.errors.NotFound)) throw err;
-      }
+      const path = this.#path(options.uuid);
+      this.#copyChanged?.(options.uuid, "gone");
+      await this.#removeCopy(path);
+      this.#log.info({ volume: name, uuid: options.uuid }, "volume copy deleted");
       return;
     }
     const connected = e.stats.connections;
@@ -312,12 +392,20 @@ class LocalDataPlane implements RunningDataPlane {
     }
     await this.#unexport(e, `volume "${name}" deleted`);
     e.store.close();
+    this.#copyChanged?.(e.uuid, "gone");
+    await this.#removeCopy(this.#path(e.uuid));
+    this.#log.info({ volume: name, uuid: e.uuid }, "volume deleted");
+  }
+
+  /** Removes a copy and its sidecar files (hash list, activity log, epoch). */
+  async #removeCopy(path: string): Promise<void> {
     try {
-      await Deno.remove(this.#path(e.uuid));
+      await Deno.remove(path);
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
-    this.#log.info({ volume: name, uuid: e.uuid }, "volume deleted");
+    this.epochs.forget(path);
+    await this.hashes.remove(path);
   }
 
   async listCopies(): Promise<CopyInfo[]> {
@@ -346,9 +434,12 @@ class LocalDataPlane implements RunningDataPlane {
     const dir = `${this.#dataDir}/orphaned`;
     await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
     const to = `${dir}/${uuid}.vol`;
+    this.#copyChanged?.(uuid, "gone");
     try {
       // Same filesystem: an atomic rename, no data copied.
       await Deno.rename(path, to);
+      this.epochs.forget(path);
+      await this.hashes.move(path, to);
       return `orphaned/${uuid}.vol`;
     } catch (err) {
       if (err instanceof Deno.errors.NotFound) return undefined;
@@ -408,6 +499,7 @@ class LocalDataPlane implements RunningDataPlane {
         this.#log.error({ volume: e.name, err: (err as Error).message }, "flush on close failed");
       }
     }
+    await this.hashes.closeAll();
   }
 }
 

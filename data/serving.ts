@@ -25,7 +25,13 @@ import {
   type WorkerVolume,
 } from "./pool/protocol.ts";
 import { VolumeStats } from "./stats.ts";
-import { type ConnectNode, PeerLinks, type ReplicaTarget, Replicator } from "./replication/mod.ts";
+import {
+  type ConnectNode,
+  type HashState,
+  PeerLinks,
+  type ReplicaTarget,
+  Replicator,
+} from "./replication/mod.ts";
 import type { BlockStore } from "./store/mod.ts";
 
 export interface ListenAt {
@@ -36,13 +42,17 @@ export interface ListenAt {
 export interface Serving {
   /** "host:port" of the NBD listener and, if any, of the local-attach listener. */
   readonly addresses: string[];
-  /** An export for a volume, with the statistics and flags this way of serving needs. */
+  /**
+   * An export for a volume, with the statistics and flags this way of serving needs, and the
+   * write tracking of its copy (`hashes`, shared by every thread that writes it).
+   */
   makeExport(
     name: string,
     uuid: string,
     description: string,
     store: BlockStore,
     path: string,
+    hashes: HashState | undefined,
   ): LiveExport;
   /** Volume `e` is now served (added to the export table). */
   exported(e: LiveExport): void;
@@ -60,8 +70,11 @@ export interface Serving {
   tlsChanged(): void;
   /** Cuts the connections made with these (newly revoked) certificates. */
   revoked(serials: string[]): void;
-  /** Replication targets of exported volume `e` (a group master), on every thread. */
-  replication(e: LiveExport, epoch: number, targets: ReplicaTarget[]): void;
+  /**
+   * Replication targets of exported volume `e` (a group master), on every thread: resolves
+   * once every thread replicates to them (a request applied after that reaches them).
+   */
+  replication(e: LiveExport, epoch: number, targets: ReplicaTarget[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -113,7 +126,11 @@ export async function serveOnMainThread(o: {
   let links: PeerLinks | undefined;
   return {
     addresses,
-    makeExport: (name, uuid, description, store) => new LiveExport(name, uuid, description, store),
+    makeExport: (name, uuid, description, store, _path, hashes) => {
+      const e = new LiveExport(name, uuid, description, store);
+      e.tracker = hashes?.writer;
+      return e;
+    },
     exported() {},
     unexported() {},
     resized() {},
@@ -131,11 +148,12 @@ export async function serveOnMainThread(o: {
           { volume: e.name },
           "replication asked for, but this node has no peer channel",
         );
-        return;
+        return Promise.resolve();
       }
       links ??= new PeerLinks(o.connectNode, o.logger);
       e.replicator ??= new Replicator(e.uuid, links, o.logger.child({ volume: e.name }));
       e.replicator.setTargets(epoch, targets);
+      return Promise.resolve();
     },
     close: async () => {
       await Promise.all(servers.map((s) => s.close()));
@@ -157,6 +175,8 @@ class PooledExport extends LiveExport {
   readonly path: string;
   /** The replication the workers must apply (also for workers started later). */
   replication: { epoch: number; targets: ReplicaTarget[] } | undefined;
+  /** The copy's region table (write tracking), shared with the workers. */
+  regions: SharedArrayBuffer | undefined;
   readonly #words = new Int32Array(this.flags);
 
   constructor(
@@ -196,6 +216,7 @@ class PooledExport extends LiveExport {
       stats: this.stats.buffer as SharedArrayBuffer,
       flags: this.flags,
       ...(this.replication ? { replication: this.replication } : {}),
+      ...(this.regions ? { regions: this.regions } : {}),
     };
   }
 }
@@ -282,8 +303,12 @@ export async function serveOnWorkers(o: {
   });
   return {
     addresses,
-    makeExport: (name, uuid, description, store, path) =>
-      new PooledExport(name, uuid, description, store, path, slots),
+    makeExport: (name, uuid, description, store, path, hashes) => {
+      const e = new PooledExport(name, uuid, description, store, path, slots);
+      e.tracker = hashes?.writer;
+      e.regions = hashes?.table.buffer;
+      return e;
+    },
     exported: (e) => pool.broadcast({ type: "export", volume: (e as PooledExport).toWorker() }),
     unexported: (name, reason) => pool.broadcast({ type: "unexport", name, reason }),
     resized: (name, sizeBytes) => pool.broadcast({ type: "resize", name, sizeBytes }),
@@ -294,6 +319,7 @@ export async function serveOnWorkers(o: {
     replication: (e, epoch, targets) => {
       (e as PooledExport).replication = { epoch, targets };
       pool.broadcast({ type: "replication", name: e.name, epoch, targets });
+      return pool.sync();
     },
     revoked: (serials) => pool.broadcast({ type: "revoked", serials }),
     close: async () => {

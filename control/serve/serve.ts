@@ -11,7 +11,6 @@ import {
   DEFAULT_TIMINGS,
   listenPeer,
   nodeVerifier,
-  ReplicaService,
   type SizingTimings,
   splitHostPort,
   startDataPlane,
@@ -154,11 +153,7 @@ export async function serve(
     // The replica side: masters' requests for this node's copies arrive on the peer channel.
     let peerAddress: string | undefined;
     if (tls && config.etcd) {
-      const replicas = new ReplicaService(
-        { pathOf: (uuid) => dataPlane.copyPath?.(uuid) },
-        dataPlane.epochs,
-        log.child({ component: "replica" }),
-      );
+      const replicas = dataPlane.replicaService(log.child({ component: "replica" }));
       const peers = await listenPeer({
         host: config.peerListen.host,
         port: config.peerListen.port,

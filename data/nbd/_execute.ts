@@ -9,11 +9,17 @@
 import type { Logger } from "pino";
 import * as C from "./constants.ts";
 import type { Request, StatusDescriptor } from "./codec.ts";
-import { errnoOf } from "./errno.ts";
 import type { InputBuffer } from "./_input.ts";
 import { type Replies, StreamedReadError } from "./_replies.ts";
 import type { ReplicatedOp } from "../replication/replicator.ts";
-import { F_FUA, F_NO_HOLE, T_FLUSH, T_TRIM, T_WRITE, T_ZERO } from "../replication/wire.ts";
+import { F_NO_HOLE, T_FLUSH, T_TRIM, T_WRITE, T_ZERO } from "../replication/wire.ts";
+import {
+  answerFailure,
+  executeChange,
+  flushThenReply,
+  replicateThenReply,
+  replicating,
+} from "./_change.ts";
 import type { LiveExport } from "../exports.ts";
 import {
   OP_BLOCK_STATUS,
@@ -66,8 +72,16 @@ export function isDataChanging(type: number): boolean {
     type === C.NBD_CMD_WRITE_ZEROES;
 }
 
-/** Executes a valid request and queues its reply. `payload` is where a WRITE's data starts. */
-export function execute(req: Request, run: ExecuteContext, payload: number): void {
+/**
+ * Executes a valid request and queues its reply. `payload` is where a WRITE's data starts.
+ * Returns a promise when the request waits before it is applied (see executeChange): the
+ * connection waits for it before it executes the next request.
+ */
+export function execute(
+  req: Request,
+  run: ExecuteContext,
+  payload: number,
+): Promise<void> | undefined {
   const t0 = performance.now();
   const { exp, replies } = run;
   const store = exp.store;
@@ -79,51 +93,49 @@ export function execute(req: Request, run: ExecuteContext, payload: number): voi
         replies.read(req, (into) => store.read(into, req.offset));
         exp.stats.record(kind, req.length, seconds(), false);
         return;
-      case C.NBD_CMD_WRITE: {
-        const data = run.input.buf.subarray(payload, payload + req.length);
-        store.write(data, req.offset);
-        if (replicating(exp)) {
-          // The payload is only valid until the next read: the replicas get a copy.
-          replicateThenReply(req, run, kind, t0, [{
-            type: T_WRITE,
-            offset: req.offset,
-            data: data.slice(),
-            flags: 0,
-          }]);
-          return;
-        }
-        break;
-      }
+      case C.NBD_CMD_WRITE:
+        return executeChange(
+          req,
+          run,
+          kind,
+          t0,
+          run.input.buf.subarray(payload, payload + req.length),
+          (data) => store.write(data!, req.offset),
+          (data) => ({ type: T_WRITE, offset: req.offset, data: data!, flags: 0 }),
+        );
       case C.NBD_CMD_TRIM:
-        store.trim(req.offset, req.length);
-        if (replicating(exp)) {
-          replicateThenReply(req, run, kind, t0, [{
-            type: T_TRIM,
-            offset: req.offset,
-            length: req.length,
-            flags: 0,
-          }]);
-          return;
-        }
-        break;
-      case C.NBD_CMD_WRITE_ZEROES:
+        return executeChange(
+          req,
+          run,
+          kind,
+          t0,
+          undefined,
+          () => store.trim(req.offset, req.length),
+          () => ({ type: T_TRIM, offset: req.offset, length: req.length, flags: 0 }),
+        );
+      case C.NBD_CMD_WRITE_ZEROES: {
         if ((req.flags & C.NBD_CMD_FLAG_FAST_ZERO) && !store.canFastZero) {
           // FAST_ZERO: "fail quickly" rather than write zeroes slowly (ENOTSUP with the flag).
           replies.error(req, "ENOTSUP", "fast zero not possible on this store");
           exp.stats.record(kind, 0, 0, true);
           return;
         }
-        store.writeZeroes(req.offset, req.length, (req.flags & C.NBD_CMD_FLAG_NO_HOLE) === 0);
-        if (replicating(exp)) {
-          replicateThenReply(req, run, kind, t0, [{
+        const noHole = (req.flags & C.NBD_CMD_FLAG_NO_HOLE) !== 0;
+        return executeChange(
+          req,
+          run,
+          kind,
+          t0,
+          undefined,
+          () => store.writeZeroes(req.offset, req.length, !noHole),
+          () => ({
             type: T_ZERO,
             offset: req.offset,
             length: req.length,
-            flags: (req.flags & C.NBD_CMD_FLAG_NO_HOLE) ? F_NO_HOLE : 0,
-          }]);
-          return;
-        }
-        break;
+            flags: noHole ? F_NO_HOLE : 0,
+          }),
+        );
+      }
       case C.NBD_CMD_FLUSH:
         if (replicating(exp)) {
           replicateThenReply(req, run, kind, t0, [{ type: T_FLUSH, flags: 0 }]);
@@ -139,39 +151,18 @@ export function execute(req: Request, run: ExecuteContext, payload: number): voi
         return;
     }
   } catch (err) {
-    failed(req, run, kind, t0, err);
+    answerFailure(req, run, kind, t0, err);
     return;
   }
-  finishChange(req, run, kind, t0);
-}
-
-/** Answers a request whose store operation failed (the one place for that). */
-function failed(req: Request, run: ExecuteContext, kind: number, t0: number, err: unknown): void {
-  const errno = errnoOf(err);
-  const message = err instanceof Error ? err.message : String(err);
-  run.log.error({ type: req.type, offset: req.offset, length: req.length, errno }, message);
-  run.exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
-  run.replies.error(req, errno, message);
-}
-
-/**
- * Answers a request whose store operation succeeded: at once, or for FUA on a
- * data-changing request once the store's flush completes ("MUST NOT send its reply ...
- * until the data is persisted").
- */
-function finishChange(req: Request, run: ExecuteContext, kind: number, t0: number): void {
-  if ((req.flags & C.NBD_CMD_FLAG_FUA) !== 0 && isDataChanging(req.type)) {
-    flushThenReply(req, run, kind, req.length, t0);
-    return;
-  }
-  run.replies.ok(req);
-  run.exp.stats.record(kind, req.length, (performance.now() - t0) / 1000, false);
+  replies.ok(req);
+  exp.stats.record(kind, req.length, seconds(), false);
 }
 
 /**
  * A WRITE too large to buffer whole (above STREAM_THRESHOLD): `pieces` yields its payload as
  * it arrives, each piece valid until the next is asked for, and each is written to the
- * store at once. After a store failure the rest is still read (and dropped) to keep the
+ * store at once (and sent to the replicas of a group master). The regions are entered
+ * before the first piece. After a failure the rest is still read (and dropped) to keep the
  * stream in step, and the request is answered with the failure.
  */
 export async function executeStreamedWrite(
@@ -183,13 +174,22 @@ export async function executeStreamedWrite(
   let done = 0;
   let failure: unknown;
   const offset = req.offset;
-  // A replicated volume sends each piece to the replicas as it is written here.
+  const { exp } = run;
+  try {
+    await exp.tracker?.enter(offset, req.length);
+  } catch (err) {
+    failure = err;
+  }
+  const entered = failure === undefined;
+  const leave = () => {
+    if (entered) exp.tracker?.leave(offset, req.length);
+  };
   const ops: ReplicatedOp[] = [];
   for await (const piece of pieces) {
     if (failure === undefined) {
       try {
-        run.exp.store.write(piece, offset + done);
-        if (replicating(run.exp)) {
+        exp.store.write(piece, offset + done);
+        if (replicating(exp)) {
           ops.push({ type: T_WRITE, offset: offset + done, data: piece.slice(), flags: 0 });
         }
       } catch (err) {
@@ -198,70 +198,18 @@ export async function executeStreamedWrite(
     }
     done += piece.length;
   }
-  if (failure !== undefined) failed(req, run, OP_WRITE, t0, failure);
-  else if (ops.length > 0) replicateThenReply(req, run, OP_WRITE, t0, ops);
-  else finishChange(req, run, OP_WRITE, t0);
-}
-
-/** Whether requests to this export go to replicas too (a group master with replicas). */
-function replicating(exp: ExecuteContext["exp"]): boolean {
-  return (exp.replicator?.targets.length ?? 0) > 0;
-}
-
-/**
- * The reply of a request applied here that the replicas must apply too: sent once every
- * replica answered, and, for FUA and FLUSH, once the local flush completed. A replica that
- * failed must first be shown out of sync in the group record (exp.replicasFailed: until
- * then the reply waits); a fenced master (a replica saw a newer epoch) fails the request.
- */
-function replicateThenReply(
-  req: Request,
-  run: ExecuteContext,
-  kind: number,
-  t0: number,
-  ops: ReplicatedOp[],
-): void {
-  const { exp } = run;
-  const rep = exp.replicator!;
-  const reply = run.replies.deferred(req);
-  const durable = kind === OP_FLUSH ||
-    ((req.flags & C.NBD_CMD_FLAG_FUA) !== 0 && isDataChanging(req.type));
-  const bytes = kind === OP_FLUSH ? 0 : req.length;
-  const done = (async () => {
-    const [results] = await Promise.all([
-      Promise.all(
-        ops.map((op) =>
-          rep.send(durable && op.type !== T_FLUSH ? { ...op, flags: op.flags | F_FUA } : op)
-        ),
-      ),
-      durable ? exp.store.flush() : undefined,
-    ]);
-    const fenced = results.find((r) => r.fenced)?.fenced;
-    if (fenced) throw new FencedError(fenced);
-    const failedReplicas = [...new Set(results.flatMap((r) => r.failed.map((f) => f.node)))];
-    if (failedReplicas.length > 0) await exp.replicasFailed(failedReplicas);
-  })();
-  run.later(done.then(
-    () => {
-      exp.stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
-      reply.ok();
-    },
-    (err) => {
-      const message = err instanceof FencedError
-        ? `this node is no longer the volume's master: ${err.message}`
-        : err instanceof Error
-        ? err.message
-        : String(err);
-      const errno = err instanceof FencedError ? "EIO" : errnoOf(err);
-      run.log.error({ type: req.type, offset: req.offset, length: req.length, errno }, message);
-      exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
-      reply.error(errno, message);
-    },
-  ));
-}
-
-class FencedError extends Error {
-  override name = "FencedError";
+  if (failure !== undefined) {
+    leave();
+    answerFailure(req, run, OP_WRITE, t0, failure);
+  } else if (ops.length > 0) replicateThenReply(req, run, OP_WRITE, t0, ops, undefined, leave);
+  else {
+    leave();
+    if ((req.flags & C.NBD_CMD_FLAG_FUA) !== 0) flushThenReply(req, run, OP_WRITE, req.length, t0);
+    else {
+      run.replies.ok(req);
+      exp.stats.record(OP_WRITE, req.length, (performance.now() - t0) / 1000, false);
+    }
+  }
 }
 
 /** A READ too large for one reply batch (above STREAM_THRESHOLD), sent in pieces. */
@@ -277,33 +225,6 @@ export async function executeStreamedRead(req: Request, run: ExecuteContext): Pr
     return;
   }
   run.exp.stats.record(OP_READ, req.length, (performance.now() - t0) / 1000, false);
-}
-
-/** Replies after the store's flush completes; other requests keep flowing meanwhile. */
-function flushThenReply(
-  req: Request,
-  run: ExecuteContext,
-  kind: number,
-  bytes: number,
-  t0: number,
-): void {
-  const { exp } = run;
-  const reply = run.replies.deferred(req);
-  run.later(
-    exp.store.flush().then(
-      () => {
-        exp.stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
-        reply.ok();
-      },
-      (err) => {
-        const message = err instanceof Error ? err.message : String(err);
-        const errno = errnoOf(err);
-        run.log.error({ errno }, message);
-        exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
-        reply.error(errno, message);
-      },
-    ),
-  );
 }
 
 /** base:allocation extents for the range ("Metadata querying"). */

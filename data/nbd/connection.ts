@@ -291,7 +291,15 @@ export class Connection {
         if (streamed) await executeStreamedWrite(req, run, this.#payload(req.length));
         else if (req.type === C.NBD_CMD_READ && req.length > C.STREAM_THRESHOLD) {
           await executeStreamedRead(req, run);
-        } else execute(req, run, parsed.payload);
+        } else {
+          const waiting = execute(req, run, parsed.payload);
+          if (waiting) {
+            // Entering its regions needs a mark in the activity log, or another thread
+            // is writing there: nothing after it runs before it is applied.
+            this.#out.flush();
+            await waiting;
+          }
+        }
         // A large write took a while: acknowledge it now rather than after the batch.
         if (req.type === C.NBD_CMD_WRITE && req.length >= EARLY_REPLY_BYTES) this.#out.flush();
       }

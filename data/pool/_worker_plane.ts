@@ -19,7 +19,13 @@ import type { StartTls } from "../nbd/transport.ts";
 import { VolumeStats } from "../stats.ts";
 import { FileBlockStore } from "../store/mod.ts";
 import { connectPeer } from "../peer/mod.ts";
-import { PeerLinks, type ReplicaTarget, Replicator } from "../replication/mod.ts";
+import {
+  PeerLinks,
+  RegionTable,
+  type ReplicaTarget,
+  Replicator,
+  WriteTracker,
+} from "../replication/mod.ts";
 import { splitHostPort } from "../net/mod.ts";
 import {
   type ClientVerdict,
@@ -47,6 +53,14 @@ class WorkerExport extends LiveExport {
       new VolumeStats(v.name, { buffer: v.stats, slot }),
     );
     this.readOnly = v.readOnly;
+    if (v.regions) {
+      // Thread numbers: 1 is the main thread, worker slots start at 1.
+      this.tracker = new WriteTracker(
+        new RegionTable({ buffer: v.regions }),
+        slot + 1,
+        `${v.path}.al`,
+      );
+    }
     this.#flags = new Int32Array(v.flags);
     this.#ask = () => ask(v.name);
   }
@@ -198,6 +212,7 @@ export class WorkerPlane {
   export(v: WorkerVolume): void {
     const old = this.#exports.remove(v.name);
     old?.store.close();
+    old?.tracker?.close();
     this.#exports.add(new WorkerExport(v, this.#slot, (name) => this.#askGate(name)));
     if (v.replication) this.replication(v.name, v.replication.epoch, v.replication.targets);
   }
@@ -213,6 +228,7 @@ export class WorkerPlane {
       await e.store.flush();
     } finally {
       e.store.close();
+      e.tracker?.close();
     }
   }
 

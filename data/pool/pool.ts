@@ -77,6 +77,8 @@ interface Slot {
   sampledAt: number;
   ready: Promise<void>;
   stopped?: () => void;
+  /** Outstanding "sync" messages: resolved when answered, or when the worker is gone. */
+  syncs: Map<number, () => void>;
 }
 
 /** What /metrics and `node get` show of the pool. */
@@ -95,6 +97,7 @@ export class WorkerPool {
   readonly #o: WorkerPoolOptions;
   readonly #log: Logger;
   readonly #slots = new Map<number, Slot>();
+  #nextSync = 1;
   #sizing: SizingState;
   #timer: ReturnType<typeof setInterval> | undefined;
   #closing = false;
@@ -145,6 +148,7 @@ export class WorkerPool {
       cpu: undefined,
       sampledAt: performance.now(),
       ready: new Promise<void>((r) => (ready = r)),
+      syncs: new Map(),
     };
     this.#slots.set(id, slot);
     worker.onmessage = (e: MessageEvent) => this.#onMessage(slot, e.data, ready);
@@ -247,6 +251,10 @@ export class WorkerPool {
       case "stopped":
         slot.stopped?.();
         break;
+      case "synced":
+        slot.syncs.get(m.id)?.();
+        slot.syncs.delete(m.id);
+        break;
       case "fatal":
         this.#died(slot, m.message);
         break;
@@ -274,6 +282,8 @@ export class WorkerPool {
       slot.worker.terminate();
     } catch { /* already gone */ }
     slot.stopped?.();
+    for (const done of slot.syncs.values()) done();
+    slot.syncs.clear();
     this.#o.onWorkerGone?.(slot.id);
     if (this.#closing) return;
     this.#replaced++;
@@ -311,6 +321,20 @@ export class WorkerPool {
   /** Sends `m` to every worker (volumes, TLS material). */
   broadcast(m: ToWorker): void {
     for (const s of this.#slots.values()) this.#send(s, m);
+  }
+
+  /**
+   * Resolves once every worker has acted on every message sent to it before (a worker that
+   * dies meanwhile serves nothing any more and counts as done).
+   */
+  sync(): Promise<void> {
+    const id = this.#nextSync++;
+    return Promise.all([...this.#slots.values()].map((s) =>
+      new Promise<void>((resolve) => {
+        s.syncs.set(id, resolve);
+        this.#send(s, { type: "sync", id });
+      })
+    )).then(() => {});
   }
 
   /**
@@ -373,6 +397,8 @@ export class WorkerPool {
     return done.then(() => {
       if (this.#slots.get(slot.id) === slot) this.#slots.delete(slot.id);
       slot.worker.terminate();
+      for (const sync of slot.syncs.values()) sync();
+      slot.syncs.clear();
       this.#o.onWorkerGone?.(slot.id);
     });
   }

@@ -10,7 +10,7 @@
  */
 
 /** Bumped whenever a message changes shape or meaning. */
-export const POOL_PROTOCOL_VERSION = 1;
+export const POOL_PROTOCOL_VERSION = 2;
 
 /** Which listener accepted a connection: it decides the handshake policy. */
 export type ListenerKind =
@@ -56,6 +56,11 @@ export interface WorkerVolume {
   flags: SharedArrayBuffer;
   /** A group master's replication (epoch and targets), when it has replicas. */
   replication?: { epoch: number; targets: { node: string; address: string }[] };
+  /**
+   * The copy's region table (data/replication/regions.ts): every change enters its regions;
+   * the activity log is `<path>.al`.
+   */
+  regions?: SharedArrayBuffer;
 }
 
 /** Main thread -> worker. */
@@ -91,6 +96,8 @@ export type ToWorker =
     epoch: number;
     targets: { node: string; address: string }[];
   }
+  /** Answer "synced" with this id: every message sent before has been acted on. */
+  | { type: "sync"; id: number }
   /** The answer to "replicas-failed": the record shows them out of sync, or it cannot. */
   | { type: "replicas-failed-result"; id: number; ok: boolean; message?: string }
   /** The answer to a "verify" request. */
@@ -117,6 +124,8 @@ export type FromWorker =
   /** Connections this worker serves, after each change. */
   | { type: "connections"; count: number }
   | { type: "stopped" }
+  /** The answer to "sync". */
+  | { type: "synced"; id: number }
   /** One log line (pino JSON) for the main thread to write with its logger. */
   | { type: "log"; line: string }
   /** A message this worker could not act on (version mismatch, bad message). */
@@ -144,6 +153,7 @@ export function checkToWorker(m: unknown): ToWorker {
     case "tls":
     case "revoked":
     case "replication":
+    case "sync":
     case "replicas-failed-result":
     case "gate-result":
     case "verdict":
@@ -165,6 +175,7 @@ export function checkFromWorker(m: unknown): FromWorker {
     case "replicas-failed":
     case "connections":
     case "stopped":
+    case "synced":
     case "log":
     case "fatal":
       return m as FromWorker;

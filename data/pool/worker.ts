@@ -66,6 +66,9 @@ self.onmessage = (e: MessageEvent) => {
     case "shutdown":
       plane!.shutdown().finally(() => post({ type: "stopped" }));
       break;
+    case "sync":
+      post({ type: "synced", id: m.id });
+      break;
     case "debug-crash":
       // A bug's uncaught error, outside any handler: the worker dies of it.
       setTimeout(() => {

@@ -8,6 +8,7 @@
 
 export class CopyEpochs {
   readonly #known = new Map<string, number>();
+  readonly #granted = new Map<string, number>();
 
   /** The newest epoch of the copy at `path` (read from disk the first time). */
   async get(path: string): Promise<number> {
@@ -43,5 +44,20 @@ export class CopyEpochs {
   /** The copy is gone (deleted): forget it. */
   forget(path: string): void {
     this.#known.delete(path);
+    this.#granted.delete(path);
+  }
+
+  /**
+   * This node just answered a master's request for the copy at `path` (a PING or any
+   * other): that master may count on its lease until LEASE_MS after it sent the request
+   * (lease.ts). Kept to know how long to wait before serving the copy at a newer epoch.
+   */
+  granted(path: string): void {
+    this.#granted.set(path, performance.now());
+  }
+
+  /** When this node last answered a master's request for the copy (performance.now()). */
+  lastGranted(path: string): number | undefined {
+    return this.#granted.get(path);
   }
 }

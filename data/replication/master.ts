@@ -7,7 +7,7 @@
 
 import type { Logger } from "pino";
 import { FailedPreconditionError } from "../../mod/errors.ts";
-import type { BlockStore } from "../store/mod.ts";
+import type { HashState } from "./hash_state.ts";
 import { type ConnectNode, PeerLinks } from "./links.ts";
 import { type ReplicaTarget, Replicator } from "./replicator.ts";
 import { type ResyncProgress, resyncReplica, type ResyncResult } from "./resync.ts";
@@ -17,7 +17,6 @@ import { T_FENCE } from "./wire.ts";
 export interface ReplicatedExport {
   readonly name: string;
   readonly uuid: string;
-  readonly store: BlockStore;
   onReplicasFailed: ((nodes: string[]) => Promise<void>) | undefined;
 }
 
@@ -26,9 +25,10 @@ const FENCE_WAIT_MS = 2000;
 
 export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
   readonly #exports: { lookup(name: string): E | undefined };
-  /** Sends the composed targets to every thread that serves the volume. */
-  readonly #apply: (e: E, epoch: number, targets: ReplicaTarget[]) => void;
+  /** Sends the composed targets to every thread that serves the volume (resolves: applied). */
+  readonly #apply: (e: E, epoch: number, targets: ReplicaTarget[]) => Promise<void>;
   readonly #connect: ConnectNode | undefined;
+  readonly #hashesOf: (e: E) => Promise<HashState | undefined>;
   readonly #rate: number;
   readonly #log: Logger;
   #links: PeerLinks | undefined;
@@ -41,11 +41,14 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
 
   constructor(o: {
     exports: { lookup(name: string): E | undefined };
-    apply: (e: E, epoch: number, targets: ReplicaTarget[]) => void;
+    apply: (e: E, epoch: number, targets: ReplicaTarget[]) => Promise<void>;
     connectNode?: ConnectNode;
+    /** The hash state of an exported volume's copy. */
+    hashesOf: (e: E) => Promise<HashState | undefined>;
     resyncRateBytesPerSecond?: number;
     log: Logger;
   }) {
+    this.#hashesOf = o.hashesOf;
     this.#exports = o.exports;
     this.#apply = o.apply;
     this.#connect = o.connectNode;
@@ -72,12 +75,12 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
    * resynced. A member stays among the resyncing ones until the record lists it in sync,
    * so that no write is sent to neither.
    */
-  #compose(e: E): void {
+  #compose(e: E): Promise<void> {
     const t = this.#targets.get(e.name);
-    if (!t) return;
+    if (!t) return Promise.resolve();
     const inSync = new Set(t.inSync.map((x) => x.node));
     t.resyncing = t.resyncing.filter((x) => !inSync.has(x.node));
-    this.#apply(e, t.epoch, [...t.inSync, ...t.resyncing]);
+    return this.#apply(e, t.epoch, [...t.inSync, ...t.resyncing]);
   }
 
   /** The main thread's links (fencing, resync), opened on first use. */
@@ -145,7 +148,8 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     const e = this.#exports.lookup(name);
     const t = this.#targets.get(name);
     const links = this.#mainLinks();
-    if (!e || !t || !links || t.epoch !== epoch) {
+    const hashes = e ? await this.#hashesOf(e) : undefined;
+    if (!e || !t || !links || !hashes || t.epoch !== epoch) {
       throw new FailedPreconditionError(
         `volume "${name}" is not replicated from here at epoch ${epoch}`,
       );
@@ -154,15 +158,15 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     if (this.#resyncs.has(key)) {
       throw new FailedPreconditionError(`${replica.node} is already resyncing ${name}`);
     }
-    // From now on every write reaches the member too.
-    if (!t.resyncing.some((x) => x.node === replica.node)) t.resyncing.push(replica);
-    this.#compose(e);
     const abort = new AbortController();
     const entry: { progress?: ResyncProgress; abort: AbortController } = { abort };
     this.#resyncs.set(key, entry);
     try {
+      // Every write applied after this, on any thread, reaches the member too.
+      if (!t.resyncing.some((x) => x.node === replica.node)) t.resyncing.push(replica);
+      await this.#compose(e);
       return await resyncReplica({
-        store: e.store,
+        hashes,
         uuid: e.uuid,
         epoch,
         replica,

@@ -7,6 +7,10 @@
  */
 
 export { CopyEpochs } from "./epochs.ts";
+export { CopyHashes } from "./copies.ts";
+export { FANOUT, HashState, MAIN_THREAD, nodesAt, treeLevels } from "./hash_state.ts";
+export { REGION_BYTES, RegionTable, type SharedRegions } from "./regions.ts";
+export { WriteTracker } from "./tracker.ts";
 export { differingRegions, hashRegions } from "./hashes.ts";
 export { type ConnectNode, LinkError, PeerLink, PeerLinks, REPLICA_TIMEOUT_MS } from "./links.ts";
 export { MasterReplication, type ReplicatedExport } from "./master.ts";

@@ -14,8 +14,11 @@
 import type { Logger } from "pino";
 import type { PeerConnection } from "../peer/mod.ts";
 import { type BlockStore, BlockStoreError, FileBlockStore } from "../store/mod.ts";
+import type { CopyHashes } from "./copies.ts";
 import type { CopyEpochs } from "./epochs.ts";
+import type { HashState } from "./hash_state.ts";
 import { hashRegions } from "./hashes.ts";
+import { REGION_BYTES } from "./regions.ts";
 import {
   decodeRequest,
   encodeReply,
@@ -32,7 +35,9 @@ import {
   T_FENCE,
   T_FLUSH,
   T_HASHES,
+  T_PING,
   T_SIZE,
+  T_TREE,
   T_TRIM,
   T_WRITE,
   T_ZERO,
@@ -42,16 +47,25 @@ import {
 export interface CopyLocator {
   /** The path of the copy of volume `uuid`, or undefined when this node has none. */
   pathOf(uuid: string): string | undefined;
+  /** The copies' hash lists (shared with the data plane). */
+  hashes: CopyHashes;
 }
 
 const UUID = /^[0-9a-f-]{36}$/;
 /** Copies kept open after use; more are closed, least recently used first. */
 const MAX_OPEN = 64;
 
+/** A copy open here: its store and its hash state (write tracking, hash list). */
+interface OpenCopy {
+  store: BlockStore;
+  hashes: HashState;
+  path: string;
+}
+
 export class ReplicaService {
   readonly #locate: CopyLocator;
   readonly #log: Logger;
-  readonly #open = new Map<string, BlockStore>();
+  readonly #open = new Map<string, Promise<OpenCopy>>();
   readonly #epochs: CopyEpochs;
 
   constructor(locate: CopyLocator, epochs: CopyEpochs, log: Logger) {
@@ -85,6 +99,7 @@ export class ReplicaService {
     try {
       return await this.#apply(r, log);
     } catch (err) {
+      if (err instanceof RangeError) return encodeReply(r.id, STATUS_RANGE, err.message);
       const errno = err instanceof BlockStoreError ? err.errno : "EIO";
       log.error({ volume: r.volume, type: r.type, errno, err }, "replica store failed");
       return encodeReply(r.id, STATUS_IO, `${errno}: ${(err as Error).message}`);
@@ -109,8 +124,14 @@ export class ReplicaService {
       );
     }
     if (r.epoch > newest) await this.#epochs.raise(path, r.epoch);
-    if (r.type === T_FENCE) return encodeReply(r.id, STATUS_OK);
-    const store = this.#store(r.volume, path);
+    if (r.type === T_FENCE || r.type === T_PING) {
+      // Answering a master at its epoch grants it its lease (lease.ts).
+      this.#epochs.granted(path);
+      return encodeReply(r.id, STATUS_OK);
+    }
+    const copy = await this.#copy(r.volume, path);
+    const { store, hashes } = copy;
+    let reply: Uint8Array;
     switch (r.type) {
       case T_WRITE:
       case T_TRIM:
@@ -123,54 +144,103 @@ export class ReplicaService {
             `range ${r.offset}+${length} is past the copy's ${store.size} bytes`,
           );
         }
-        if (r.type === T_WRITE) store.write(r.data, r.offset);
-        else if (r.type === T_TRIM) store.trim(r.offset, r.length);
-        else store.writeZeroes(r.offset, r.length, (r.flags & F_NO_HOLE) === 0);
+        // Marked in the activity log before the copy changes (tracker.ts).
+        await hashes.writer.enter(r.offset, length);
+        try {
+          if (r.type === T_WRITE) store.write(r.data, r.offset);
+          else if (r.type === T_TRIM) store.trim(r.offset, r.length);
+          else store.writeZeroes(r.offset, r.length, (r.flags & F_NO_HOLE) === 0);
+        } finally {
+          hashes.writer.leave(r.offset, length);
+        }
         if (r.flags & F_FUA) await store.flush();
-        return encodeReply(r.id, STATUS_OK);
+        reply = encodeReply(r.id, STATUS_OK);
+        break;
       }
       case T_FLUSH:
         await store.flush();
-        return encodeReply(r.id, STATUS_OK);
+        reply = encodeReply(r.id, STATUS_OK);
+        break;
       case T_SIZE:
-        return encodeReply(r.id, STATUS_OK, encodeSize(store.size));
-      case T_HASHES: {
-        const hashes = await hashRegions(store, r.first, r.count, r.regionBytes);
-        return encodeReply(r.id, STATUS_OK, hashes);
-      }
+        reply = encodeReply(r.id, STATUS_OK, encodeSize(store.size));
+        break;
+      case T_HASHES:
+        reply = encodeReply(
+          r.id,
+          STATUS_OK,
+          r.regionBytes === REGION_BYTES
+            ? await hashes.leaves(r.first, checkCount(r.first, r.count, hashes.regions))
+            : await hashRegions(store, r.first, r.count, r.regionBytes),
+        );
+        break;
+      case T_TREE:
+        reply = encodeReply(r.id, STATUS_OK, await hashes.nodes(r.level, r.first, r.count));
+        break;
+      default:
+        return encodeReply(r.id, STATUS_BAD_REQUEST, `unknown request`);
     }
-    return encodeReply(r.id, STATUS_BAD_REQUEST, `unknown request`);
+    this.#epochs.granted(path);
+    return reply;
   }
 
-  #store(uuid: string, path: string): BlockStore {
-    let s = this.#open.get(uuid);
-    if (s) {
+  #copy(uuid: string, path: string): Promise<OpenCopy> {
+    const known = this.#open.get(uuid);
+    if (known) {
       // Most recently used last.
       this.#open.delete(uuid);
-      this.#open.set(uuid, s);
-      return s;
+      this.#open.set(uuid, known);
+      return known;
     }
-    s = FileBlockStore.open(path);
-    this.#open.set(uuid, s);
+    const opening = (async () => {
+      const store = FileBlockStore.open(path);
+      try {
+        return { store, hashes: await this.#locate.hashes.acquire(path), path };
+      } catch (err) {
+        store.close();
+        throw err;
+      }
+    })();
+    this.#open.set(uuid, opening);
+    opening.catch(() => this.#open.delete(uuid));
     if (this.#open.size > MAX_OPEN) {
-      const [oldest, store] = this.#open.entries().next().value!;
-      this.#open.delete(oldest);
-      store.flush().finally(() => store.close());
+      const [oldest] = this.#open.keys();
+      this.#let(oldest);
     }
-    return s;
+    return opening;
   }
 
-  /** The copy was deleted or resized elsewhere: forget its open descriptor. */
-  forget(uuid: string): void {
-    const s = this.#open.get(uuid);
+  /** Closes copy `uuid` here (its store flushed first) and lets go of its hash state. */
+  #let(uuid: string, flush = true): void {
+    const c = this.#open.get(uuid);
     this.#open.delete(uuid);
-    s?.close();
+    c?.then(async (copy) => {
+      try {
+        if (flush) await copy.store.flush();
+      } finally {
+        copy.store.close();
+        await this.#locate.hashes.release(copy.path);
+      }
+    }).catch(() => {});
+  }
+
+  /** The copy was deleted or moved elsewhere: forget its open descriptor. */
+  forget(uuid: string): void {
+    this.#let(uuid, false);
+  }
+
+  /** The copy grew (the data plane resized it): the open descriptor sees the new size. */
+  grown(uuid: string): void {
+    this.#open.get(uuid)?.then((c) => c.store.resize(Deno.statSync(c.path).size)).catch(() => {});
   }
 
   close(): void {
-    for (const s of this.#open.values()) {
-      s.flush().finally(() => s.close());
-    }
-    this.#open.clear();
+    for (const uuid of [...this.#open.keys()]) this.#let(uuid);
   }
+}
+
+function checkCount(first: number, count: number, regions: number): number {
+  if (first + count > regions) {
+    throw new RangeError(`regions ${first}+${count} of ${regions}`);
+  }
+  return count;
 }

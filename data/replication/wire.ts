@@ -9,8 +9,10 @@
  *
  * Requests: WRITE (offset u64, data), TRIM and ZERO (offset u64, length u32), FLUSH, FENCE
  * (the new master's epoch: refuse anything older), HASHES (first region u32, count u32,
- * region size u32: the replica answers with a 16-byte hash per region), and SIZE (the copy's
- * size). A replica refuses a request of an epoch older than the newest it has seen with
+ * region size u32: the replica hashes its data and answers with a 16-byte hash per region),
+ * TREE (level u32, first node u32, count u32: nodes of the replica's hash tree, level 0 being
+ * its region hashes, see hash_state.ts), SIZE (the copy's size) and PING (the master's lease:
+ * the replica answers OK while the epoch is current, see lease.ts). A replica refuses a request of an epoch older than the newest it has seen with
  * STATUS_STALE_EPOCH: that is the fencing of an old master.
  * @module
  */
@@ -22,6 +24,8 @@ export const T_FLUSH = 4;
 export const T_FENCE = 5;
 export const T_HASHES = 6;
 export const T_SIZE = 7;
+export const T_TREE = 8;
+export const T_PING = 9;
 export const T_REPLY = 0x80;
 
 /** WRITE/TRIM/ZERO flag: persist before replying (FUA). */
@@ -68,7 +72,7 @@ export type Request =
     length: number;
   }
   | {
-    type: typeof T_FLUSH | typeof T_FENCE | typeof T_SIZE;
+    type: typeof T_FLUSH | typeof T_FENCE | typeof T_SIZE | typeof T_PING;
     id: number;
     volume: string;
     epoch: number;
@@ -83,6 +87,16 @@ export type Request =
     first: number;
     count: number;
     regionBytes: number;
+  }
+  | {
+    type: typeof T_TREE;
+    id: number;
+    volume: string;
+    epoch: number;
+    flags: number;
+    level: number;
+    first: number;
+    count: number;
   };
 
 export interface Reply {
@@ -124,6 +138,7 @@ function bodyBytes(r: Request): number {
     case T_ZERO:
       return 12;
     case T_HASHES:
+    case T_TREE:
       return 12;
     default:
       return 0;
@@ -154,6 +169,11 @@ export function encodeRequest(r: Request): Uint8Array {
       v.setUint32(at, r.first);
       v.setUint32(at + 4, r.count);
       v.setUint32(at + 8, r.regionBytes);
+      break;
+    case T_TREE:
+      v.setUint32(at, r.first);
+      v.setUint32(at + 4, r.count);
+      v.setUint32(at + 8, r.level);
       break;
   }
   return b;
@@ -187,6 +207,7 @@ export function decodeRequest(frame: Uint8Array): Request {
     case T_FLUSH:
     case T_FENCE:
     case T_SIZE:
+    case T_PING:
       need(0);
       return { type, ...head };
     case T_HASHES:
@@ -197,6 +218,15 @@ export function decodeRequest(frame: Uint8Array): Request {
         first: v.getUint32(at),
         count: v.getUint32(at + 4),
         regionBytes: v.getUint32(at + 8),
+      };
+    case T_TREE:
+      need(12);
+      return {
+        type,
+        ...head,
+        first: v.getUint32(at),
+        count: v.getUint32(at + 4),
+        level: v.getUint32(at + 8),
       };
     default:
       throw new RangeError(`unknown request type ${type}`);

@@ -1,0 +1,211 @@
+/**
+ * The execute step for requests that change data (WRITE, TRIM, WRITE_ZEROES): enter the
+ * regions the request touches (data/replication/tracker.ts: marks them in the activity log
+ * when they were clean, and waits while another thread writes there or a resync holds one),
+ * apply it to the local copy, send it to the replicas of a group master, and reply once it is
+ * where it must be ("MUST NOT send its reply ... until the data is persisted" for FUA; a
+ * replicated request once every target applied it). The regions are left only then, so a
+ * resync that locks a region never copies it while a write to it is on its way to a replica.
+ *
+ * The common case runs synchronously: regions entered at once, no replicas, no FUA.
+ * @module
+ */
+
+import * as C from "./constants.ts";
+import type { Request } from "./codec.ts";
+import { type Errno, errnoOf } from "./errno.ts";
+import type { DeferredReply } from "./_replies.ts";
+import type { ExecuteContext } from "./_execute.ts";
+import type { ReplicatedOp } from "../replication/replicator.ts";
+import { F_FUA, T_FLUSH } from "../replication/wire.ts";
+import { OP_FLUSH } from "../stats.ts";
+
+/** The local step of a change: applies it to the store (throws on failure). */
+export type Apply = (payload: Uint8Array | undefined) => void;
+/** What the replicas get, built from the (stable) payload. */
+export type ToReplicas = (payload: Uint8Array | undefined) => ReplicatedOp;
+
+/** Whether requests to this export go to replicas too (a group master with replicas). */
+export function replicating(exp: ExecuteContext["exp"]): boolean {
+  return (exp.replicator?.targets.length ?? 0) > 0;
+}
+
+function isFua(req: Request): boolean {
+  return (req.flags & C.NBD_CMD_FLAG_FUA) !== 0;
+}
+
+/**
+ * Executes a data-changing request. `payload`: a WRITE's data, valid only until the
+ * connection reads on (copied when the request has to wait). Returns a promise when the
+ * request had to wait to enter its regions: it resolves once the request is applied locally,
+ * and the connection executes nothing else before (a READ sent after a WRITE of the same
+ * range sees it, as when nothing waits).
+ */
+export function executeChange(
+  req: Request,
+  run: ExecuteContext,
+  kind: number,
+  t0: number,
+  payload: Uint8Array | undefined,
+  apply: Apply,
+  toReplicas: ToReplicas,
+): Promise<void> | undefined {
+  const entering = run.exp.tracker?.enter(req.offset, req.length);
+  if (entering === undefined) {
+    applyEntered(req, run, kind, t0, payload, apply, toReplicas, undefined);
+    return undefined;
+  }
+  const data = payload?.slice();
+  const reply = run.replies.deferred(req);
+  const applied = entering.then(
+    () => applyEntered(req, run, kind, t0, data, apply, toReplicas, reply),
+    (err: unknown) => answerFailure(req, run, kind, t0, err, reply),
+  );
+  run.later(applied);
+  return applied;
+}
+
+/** Regions entered: apply locally, then reply now, after a flush, or after the replicas. */
+function applyEntered(
+  req: Request,
+  run: ExecuteContext,
+  kind: number,
+  t0: number,
+  payload: Uint8Array | undefined,
+  apply: Apply,
+  toReplicas: ToReplicas,
+  deferred: DeferredReply | undefined,
+): void {
+  const leave = () => run.exp.tracker?.leave(req.offset, req.length);
+  try {
+    apply(payload);
+  } catch (err) {
+    leave();
+    answerFailure(req, run, kind, t0, err, deferred);
+    return;
+  }
+  if (replicating(run.exp)) {
+    // The payload is only valid until the next read: the replicas get a copy.
+    const op = toReplicas(deferred ? payload : payload?.slice());
+    replicateThenReply(req, run, kind, t0, [op], deferred, leave);
+    return;
+  }
+  leave();
+  if (isFua(req)) {
+    flushThenReply(req, run, kind, req.length, t0, deferred);
+    return;
+  }
+  (deferred ?? immediate(req, run)).ok();
+  run.exp.stats.record(kind, req.length, (performance.now() - t0) / 1000, false);
+}
+
+function immediate(req: Request, run: ExecuteContext): DeferredReply {
+  return {
+    ok: () => run.replies.ok(req),
+    error: (errno: Errno, message: string) => run.replies.error(req, errno, message),
+  };
+}
+
+/** Answers a request whose store operation failed (the one place for that). */
+export function answerFailure(
+  req: Request,
+  run: ExecuteContext,
+  kind: number,
+  t0: number,
+  err: unknown,
+  deferred?: DeferredReply,
+): void {
+  const errno = errnoOf(err);
+  const message = err instanceof Error ? err.message : String(err);
+  run.log.error({ type: req.type, offset: req.offset, length: req.length, errno }, message);
+  run.exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
+  (deferred ?? immediate(req, run)).error(errno, message);
+}
+
+/**
+ * The reply of a request applied here that the replicas must apply too: sent once every
+ * replica answered, and, for FUA and FLUSH, once the local flush completed. A replica that
+ * failed must first be shown out of sync in the group record (exp.replicasFailed: until
+ * then the reply waits); a fenced master (a replica saw a newer epoch) fails the request.
+ * `done` runs when the replicas are through with it (the regions are left there).
+ */
+export function replicateThenReply(
+  req: Request,
+  run: ExecuteContext,
+  kind: number,
+  t0: number,
+  ops: ReplicatedOp[],
+  deferred?: DeferredReply,
+  done?: () => void,
+): void {
+  const { exp } = run;
+  const rep = exp.replicator!;
+  const reply = deferred ?? run.replies.deferred(req);
+  const durable = kind === OP_FLUSH || isFua(req);
+  const bytes = kind === OP_FLUSH ? 0 : req.length;
+  const sent = Promise.all(
+    ops.map((op) =>
+      rep.send(durable && op.type !== T_FLUSH ? { ...op, flags: op.flags | F_FUA } : op)
+    ),
+  );
+  const work = (async () => {
+    const [results] = await Promise.all([
+      sent.finally(() => done?.()),
+      durable ? exp.store.flush() : undefined,
+    ]);
+    const fenced = results.find((r) => r.fenced)?.fenced;
+    if (fenced) throw new FencedError(fenced);
+    const failedReplicas = [...new Set(results.flatMap((r) => r.failed.map((f) => f.node)))];
+    if (failedReplicas.length > 0) await exp.replicasFailed(failedReplicas);
+  })();
+  run.later(work.then(
+    () => {
+      exp.stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
+      reply.ok();
+    },
+    (err) => {
+      const fenced = err instanceof FencedError;
+      const message = fenced
+        ? `this node is no longer the volume's master: ${err.message}`
+        : err instanceof Error
+        ? err.message
+        : String(err);
+      const errno = fenced ? "EIO" : errnoOf(err);
+      run.log.error({ type: req.type, offset: req.offset, length: req.length, errno }, message);
+      exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
+      reply.error(errno, message);
+    },
+  ));
+}
+
+class FencedError extends Error {
+  override name = "FencedError";
+}
+
+/** Replies after the store's flush completes; other requests keep flowing meanwhile. */
+export function flushThenReply(
+  req: Request,
+  run: ExecuteContext,
+  kind: number,
+  bytes: number,
+  t0: number,
+  deferred?: DeferredReply,
+): void {
+  const { exp } = run;
+  const reply = deferred ?? run.replies.deferred(req);
+  run.later(
+    exp.store.flush().then(
+      () => {
+        exp.stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
+        reply.ok();
+      },
+      (err) => {
+        const message = err instanceof Error ? err.message : String(err);
+        const errno = errnoOf(err);
+        run.log.error({ errno }, message);
+        exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
+        reply.error(errno, message);
+      },
+    ),
+  );
+}
