@@ -8,6 +8,7 @@ import type { ExportCatalog, ExportView } from "./nbd/handshake.ts";
 import { VolumeStats } from "./stats.ts";
 import type { Replicator } from "./replication/replicator.ts";
 import type { WriteTracker } from "./replication/tracker.ts";
+import { LeaseView } from "./replication/lease.ts";
 
 /** Something that can be disconnected when its export goes away. */
 export interface Attachment {
@@ -28,6 +29,11 @@ export class LiveExport implements ExportView {
    * enters the regions it touches first. Absent for stores without a file (tests).
    */
   tracker: WriteTracker | undefined;
+  /**
+   * A group master's read lease (data/replication/lease.ts): requests wait while it has
+   * lapsed and fail once the master was replaced. Always valid for other volumes.
+   */
+  lease: LeaseView = new LeaseView();
   /** A group master's replication of this volume (data/replication/), when it has replicas. */
   replicator: Replicator | undefined;
   /**

@@ -25,6 +25,7 @@ import {
   CopyHashes,
   type HashState,
   MasterReplication,
+  promotionWait,
   ReplicaService,
   type ReplicaTarget,
   type ResyncProgress,
@@ -199,13 +200,32 @@ class LocalDataPlane implements RunningDataPlane {
 
   async openVolume(spec: VolumeSpec, options: OpenOptions = {}): Promise<void> {
     const open = this.exports.lookup(spec.name);
+    let succeeds = false;
     if (options.replication) {
       // Fencing: from now on this copy refuses requests of older epochs, as a replica would.
-      await this.epochs.raise(this.#path(spec.uuid), options.replication.epoch);
+      const path = this.#path(spec.uuid);
+      const previous = await this.epochs.get(path);
+      // A copy that never saw an epoch never answered a master: nobody to wait for.
+      succeeds = previous > 0 && await this.epochs.raise(path, options.replication.epoch);
+      if (!succeeds) await this.epochs.raise(path, options.replication.epoch);
+      else {
+        // The master this node may have answered until now keeps its lease a while: serve
+        // only once it has lapsed (lease.ts).
+        const wait = promotionWait(this.epochs.lastGranted(path));
+        if (wait > 0) {
+          this.#log.info(
+            { volume: spec.name, epoch: options.replication.epoch, waitMs: Math.round(wait) },
+            "waiting for the previous master's lease to lapse before serving",
+          );
+          await new Promise((r) => setTimeout(r, wait));
+        }
+      }
     }
     if (open) {
       open.writeGate = options.writeGate;
-      if (options.replication) this.#replication.open(open, options.replication);
+      if (options.replication) {
+        this.#replication.open(open, options.replication, { reconcile: succeeds });
+      }
       return;
     }
     let store: FileBlockStore;
@@ -243,7 +263,9 @@ class LocalDataPlane implements RunningDataPlane {
     // Gate and replication are in place before any thread may serve the volume.
     this.#export(spec, store, hashes, (e) => {
       e.writeGate = options.writeGate;
-      if (options.replication) this.#replication.open(e, options.replication);
+      if (options.replication) {
+        this.#replication.open(e, options.replication, { reconcile: succeeds });
+      }
     });
   }
 

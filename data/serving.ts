@@ -217,6 +217,7 @@ class PooledExport extends LiveExport {
       flags: this.flags,
       ...(this.replication ? { replication: this.replication } : {}),
       ...(this.regions ? { regions: this.regions } : {}),
+      lease: this.lease.buffer,
     };
   }
 }

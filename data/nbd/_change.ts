@@ -27,7 +27,7 @@ export type ToReplicas = (payload: Uint8Array | undefined) => ReplicatedOp;
 
 /** Whether requests to this export go to replicas too (a group master with replicas). */
 export function replicating(exp: ExecuteContext["exp"]): boolean {
-  return (exp.replicator?.targets.length ?? 0) > 0;
+  return exp.replicator?.active ?? false;
 }
 
 function isFua(req: Request): boolean {
@@ -76,7 +76,10 @@ function applyEntered(
   toReplicas: ToReplicas,
   deferred: DeferredReply | undefined,
 ): void {
-  const leave = () => run.exp.tracker?.leave(req.offset, req.length);
+  // `req` is the connection's and is reused for the next request: keep what is needed later.
+  const { offset, length } = req;
+  const tracker = run.exp.tracker;
+  const leave = () => tracker?.leave(offset, length);
   try {
     apply(payload);
   } catch (err) {
@@ -143,6 +146,8 @@ export function replicateThenReply(
   const reply = deferred ?? run.replies.deferred(req);
   const durable = kind === OP_FLUSH || isFua(req);
   const bytes = kind === OP_FLUSH ? 0 : req.length;
+  // `req` is reused by the connection for the next request: what the log needs, now.
+  const what = { type: req.type, offset: req.offset, length: req.length };
   const sent = Promise.all(
     ops.map((op) =>
       rep.send(durable && op.type !== T_FLUSH ? { ...op, flags: op.flags | F_FUA } : op)
@@ -171,7 +176,7 @@ export function replicateThenReply(
         ? err.message
         : String(err);
       const errno = fenced ? "EIO" : errnoOf(err);
-      run.log.error({ type: req.type, offset: req.offset, length: req.length, errno }, message);
+      run.log.error({ ...what, errno }, message);
       exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
       reply.error(errno, message);
     },

@@ -72,6 +72,47 @@ export function isDataChanging(type: number): boolean {
     type === C.NBD_CMD_WRITE_ZEROES;
 }
 
+/** How long a request waits for a group master to renew a lapsed lease before it fails. */
+const LEASE_WAIT_MS = 15_000;
+
+/** Requests that read or change data: a replaced master must serve none (lease.ts). */
+function needsLease(type: number): boolean {
+  return type === C.NBD_CMD_READ || type === C.NBD_CMD_BLOCK_STATUS || isDataChanging(type);
+}
+
+/**
+ * The lease check before executing an admitted request: true when it may run now; otherwise
+ * a promise that resolves true once the group master renewed its lease, or false when it
+ * cannot (replaced by another member, or no renewal within LEASE_WAIT_MS) after answering
+ * the request with EIO.
+ */
+export function checkLease(req: Request, run: ExecuteContext): true | Promise<boolean> {
+  if (!needsLease(req.type) || run.exp.lease.state() === "ok") return true;
+  return (async () => {
+    const t0 = performance.now();
+    for (;;) {
+      const state = run.exp.lease.state();
+      if (state === "ok") return true;
+      if (state === "fenced" || performance.now() - t0 > LEASE_WAIT_MS) {
+        answerFailure(
+          req,
+          run,
+          opOf(req.type),
+          t0,
+          new Error(
+            state === "fenced"
+              ? "this node is no longer the volume's master: another member was promoted"
+              : `this node could not renew its lease as the volume's master from its members ` +
+                `within ${LEASE_WAIT_MS / 1000} s`,
+          ),
+        );
+        return false;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+}
+
 /**
  * Executes a valid request and queues its reply. `payload` is where a WRITE's data starts.
  * Returns a promise when the request waits before it is applied (see executeChange): the

@@ -24,6 +24,7 @@ import { ClientRefusedError, ProtocolError } from "./errors.ts";
 import { InputBuffer } from "./_input.ts";
 import { Replies, ReplyBatcher } from "./_replies.ts";
 import {
+  checkLease,
   execute,
   type ExecuteContext,
   executeStreamedRead,
@@ -287,6 +288,15 @@ export class Connection {
         if (!(await this.#admit(req, ctx, exp, parsed.at))) {
           if (streamed) await this.#discard(req.length); // refused: skip its payload
           continue;
+        }
+        const leased = checkLease(req, run);
+        if (leased !== true) {
+          // A group master whose lease lapsed: nothing runs until it is renewed.
+          this.#out.flush();
+          if (!(await leased)) {
+            if (streamed) await this.#discard(req.length);
+            continue;
+          }
         }
         if (streamed) await executeStreamedWrite(req, run, this.#payload(req.length));
         else if (req.type === C.NBD_CMD_READ && req.length > C.STREAM_THRESHOLD) {

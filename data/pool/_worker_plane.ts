@@ -20,6 +20,7 @@ import { VolumeStats } from "../stats.ts";
 import { FileBlockStore } from "../store/mod.ts";
 import { connectPeer } from "../peer/mod.ts";
 import {
+  LeaseView,
   PeerLinks,
   RegionTable,
   type ReplicaTarget,
@@ -44,7 +45,12 @@ class WorkerExport extends LiveExport {
   readonly #flags: Int32Array;
   readonly #ask: () => Promise<void>;
 
-  constructor(v: WorkerVolume, slot: number, ask: (name: string) => Promise<void>) {
+  constructor(
+    v: WorkerVolume,
+    slot: number,
+    ask: (name: string) => Promise<void>,
+    clockOffset: number,
+  ) {
     super(
       v.name,
       v.uuid,
@@ -53,6 +59,7 @@ class WorkerExport extends LiveExport {
       new VolumeStats(v.name, { buffer: v.stats, slot }),
     );
     this.readOnly = v.readOnly;
+    this.lease = new LeaseView(v.lease, clockOffset);
     if (v.regions) {
       // Thread numbers: 1 is the main thread, worker slots start at 1.
       this.tracker = new WriteTracker(
@@ -91,6 +98,8 @@ export class WorkerPlane {
     { promise: Promise<void>; settle: (ok: boolean, msg?: string) => void }
   >();
   #connections = 0;
+  /** See setClock(); NaN until the main thread answered. */
+  #clockOffset = NaN;
 
   constructor(init: Init, log: Logger, post: (m: FromWorker) => void) {
     this.#log = log;
@@ -213,7 +222,9 @@ export class WorkerPlane {
     const old = this.#exports.remove(v.name);
     old?.store.close();
     old?.tracker?.close();
-    this.#exports.add(new WorkerExport(v, this.#slot, (name) => this.#askGate(name)));
+    this.#exports.add(
+      new WorkerExport(v, this.#slot, (name) => this.#askGate(name), this.#clockOffset),
+    );
     if (v.replication) this.replication(v.name, v.replication.epoch, v.replication.targets);
   }
 
@@ -235,6 +246,15 @@ export class WorkerPlane {
   resize(name: string, sizeBytes: number): void {
     const e = this.#exports.lookup(name);
     if (e && sizeBytes > e.store.size) e.store.resize(sizeBytes);
+  }
+
+  /**
+   * The main thread's clock is at most this thread's plus `offset` (from a round trip).
+   * Until it is known, a lapsing lease counts as lapsed.
+   */
+  setClock(offset: number): void {
+    this.#clockOffset = offset;
+    for (const e of this.#exports.list()) e.lease.clockOffset = offset;
   }
 
   /** Serves one connection handed over as a descriptor. */

@@ -251,6 +251,9 @@ export class WorkerPool {
       case "stopped":
         slot.stopped?.();
         break;
+      case "clock":
+        this.#send(slot, { type: "clock", sentAt: m.sentAt, mainNow: performance.now() });
+        break;
       case "synced":
         slot.syncs.get(m.id)?.();
         slot.syncs.delete(m.id);

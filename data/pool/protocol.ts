@@ -56,6 +56,8 @@ export interface WorkerVolume {
   flags: SharedArrayBuffer;
   /** A group master's replication (epoch and targets), when it has replicas. */
   replication?: { epoch: number; targets: { node: string; address: string }[] };
+  /** The master's lease (data/replication/lease.ts LeaseView), checked on every request. */
+  lease: SharedArrayBuffer;
   /**
    * The copy's region table (data/replication/regions.ts): every change enters its regions;
    * the activity log is `<path>.al`.
@@ -96,6 +98,11 @@ export type ToWorker =
     epoch: number;
     targets: { node: string; address: string }[];
   }
+  /**
+   * The answer to "clock": the main thread's performance.now() when it got the question,
+   * so the worker can bound the main thread's clock from above (lease checks).
+   */
+  | { type: "clock"; sentAt: number; mainNow: number }
   /** Answer "synced" with this id: every message sent before has been acted on. */
   | { type: "sync"; id: number }
   /** The answer to "replicas-failed": the record shows them out of sync, or it cannot. */
@@ -112,6 +119,8 @@ export type ToWorker =
 /** Worker -> main thread. */
 export type FromWorker =
   | { type: "ready"; worker: number; tid: number }
+  /** Asks the main thread's clock; `sentAt`: this worker's performance.now() on sending. */
+  | { type: "clock"; sentAt: number }
   /** A data-changing request waits at the volume's write gate. */
   | { type: "gate"; name: string }
   /**
@@ -153,6 +162,7 @@ export function checkToWorker(m: unknown): ToWorker {
     case "tls":
     case "revoked":
     case "replication":
+    case "clock":
     case "sync":
     case "replicas-failed-result":
     case "gate-result":
@@ -170,6 +180,7 @@ export function checkFromWorker(m: unknown): FromWorker {
   const t = (m as { type?: unknown } | null)?.type;
   switch (t) {
     case "ready":
+    case "clock":
     case "gate":
     case "verify":
     case "replicas-failed":

@@ -31,8 +31,12 @@ self.onmessage = (e: MessageEvent) => {
       );
       plane = new WorkerPlane(m, log, post);
       post({ type: "ready", worker: m.worker, tid: currentThreadId() });
+      post({ type: "clock", sentAt: performance.now() });
       break;
     }
+    case "clock":
+      plane!.setClock(m.mainNow - m.sentAt);
+      break;
     case "serve":
       plane!.serve(m.fd, m.listener, m.remote);
       break;

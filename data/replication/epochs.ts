@@ -26,9 +26,12 @@ export class CopyEpochs {
     return now;
   }
 
-  /** Records `epoch` durably (written, synced, renamed) if it is newer than the known one. */
-  async raise(path: string, epoch: number): Promise<void> {
-    if (epoch <= await this.get(path)) return;
+  /**
+   * Records `epoch` durably (written, synced, renamed) if it is newer than the known one;
+   * returns whether it was.
+   */
+  async raise(path: string, epoch: number): Promise<boolean> {
+    if (epoch <= await this.get(path)) return false;
     const tmp = `${path}.epoch.tmp`;
     const f = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
     try {
@@ -39,6 +42,7 @@ export class CopyEpochs {
     }
     await Deno.rename(tmp, `${path}.epoch`);
     this.#known.set(path, Math.max(epoch, this.#known.get(path) ?? 0));
+    return true;
   }
 
   /** The copy is gone (deleted): forget it. */

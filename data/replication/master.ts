@@ -8,6 +8,7 @@
 import type { Logger } from "pino";
 import { FailedPreconditionError } from "../../mod/errors.ts";
 import type { HashState } from "./hash_state.ts";
+import { LeaseKeeper, type LeaseView } from "./lease.ts";
 import { type ConnectNode, PeerLinks } from "./links.ts";
 import { type ReplicaTarget, Replicator } from "./replicator.ts";
 import { type ResyncProgress, resyncReplica, type ResyncResult } from "./resync.ts";
@@ -17,6 +18,7 @@ import { T_FENCE } from "./wire.ts";
 export interface ReplicatedExport {
   readonly name: string;
   readonly uuid: string;
+  readonly lease: LeaseView;
   onReplicasFailed: ((nodes: string[]) => Promise<void>) | undefined;
 }
 
@@ -38,6 +40,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     { epoch: number; inSync: ReplicaTarget[]; resyncing: ReplicaTarget[] }
   >();
   readonly #resyncs = new Map<string, { progress?: ResyncProgress; abort: AbortController }>();
+  readonly #leases = new Map<string, LeaseKeeper>();
 
   constructor(o: {
     exports: { lookup(name: string): E | undefined };
@@ -64,10 +67,42 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
       targets: ReplicaTarget[];
       onReplicasFailed: (nodes: string[]) => Promise<void>;
     },
+    /** `reconcile`: this node succeeds an earlier master (compare the members' copies). */
+    options: { reconcile?: boolean } = {},
   ): void {
     e.onReplicasFailed = r.onReplicasFailed;
+    const before = this.#targets.get(e.name);
     this.#targets.set(e.name, { epoch: r.epoch, inSync: r.targets, resyncing: [] });
     this.#compose(e);
+    if (options.reconcile && before?.epoch !== r.epoch) {
+      // After the export is in the table (open() runs just before it is added).
+      setTimeout(() => {
+        for (const m of r.targets) void this.#reconcile(e, m, r.epoch);
+      }, 0);
+    }
+  }
+
+  /**
+   * A master new at `epoch` (promoted, or restarted) compares its copy with each in-sync
+   * member's: the previous master may have died with writes applied on some members and not
+   * others (never acknowledged, but the copies must not stay different). Differing blocks
+   * are copied as in a resync; equal copies cost a root comparison.
+   */
+  async #reconcile(e: E, member: ReplicaTarget, epoch: number): Promise<void> {
+    try {
+      const r = await this.resync(e.name, member, epoch, { reconcile: true });
+      if (r.sentBytes + r.zeroedBytes > 0) {
+        this.#log.warn(
+          { volume: e.name, replica: member.node, epoch, sentBytes: r.sentBytes },
+          "a member held writes the previous master never acknowledged; now equal",
+        );
+      }
+    } catch (err) {
+      this.#log.warn(
+        { volume: e.name, replica: member.node, epoch, err: (err as Error).message },
+        "could not compare a member's copy after the change of master",
+      );
+    }
   }
 
   /**
@@ -80,7 +115,45 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     if (!t) return Promise.resolve();
     const inSync = new Set(t.inSync.map((x) => x.node));
     t.resyncing = t.resyncing.filter((x) => !inSync.has(x.node));
-    return this.#apply(e, t.epoch, [...t.inSync, ...t.resyncing]);
+    const targets = [...t.inSync, ...t.resyncing];
+    // The lease is held from every member that could be promoted: all the targets.
+    let keeper = this.#leases.get(e.name);
+    if (keeper && keeper.view !== e.lease) {
+      keeper.stop();
+      keeper = undefined;
+    }
+    if (!keeper) {
+      keeper = new LeaseKeeper(e.lease, {
+        uuid: e.uuid,
+        links: () => this.#mainLinks(),
+        log: this.#log.child({ volume: e.name }),
+        onFailed: (node) => this.#memberFailed(e, node),
+      });
+      this.#leases.set(e.name, keeper);
+    }
+    keeper.set(t.epoch, targets);
+    return this.#apply(e, t.epoch, targets);
+  }
+
+  /**
+   * A member stopped answering PINGs: reported as a failed write would report it (the
+   * record then shows it out of sync, and the lease no longer counts on it). A resync in
+   * progress to it stops.
+   */
+  #memberFailed(e: E, node: string): void {
+    const t = this.#targets.get(e.name);
+    if (!t) return;
+    const resyncing = t.resyncing.some((x) => x.node === node);
+    if (resyncing) {
+      this.#resyncs.get(`${e.name}\u0000${node}`)?.abort.abort();
+      return;
+    }
+    e.onReplicasFailed?.([node]).catch((err) =>
+      this.#log.warn(
+        { volume: e.name, replica: node, err: (err as Error).message },
+        "could not mark a silent member out of sync (will retry at the next misses)",
+      )
+    );
   }
 
   /** The main thread's links (fencing, resync), opened on first use. */
@@ -143,7 +216,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     name: string,
     replica: ReplicaTarget,
     epoch: number,
-    options: { rateBytesPerSecond?: number } = {},
+    options: { rateBytesPerSecond?: number; reconcile?: boolean } = {},
   ): Promise<ResyncResult> {
     const e = this.#exports.lookup(name);
     const t = this.#targets.get(name);
@@ -163,7 +236,9 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     this.#resyncs.set(key, entry);
     try {
       // Every write applied after this, on any thread, reaches the member too.
-      if (!t.resyncing.some((x) => x.node === replica.node)) t.resyncing.push(replica);
+      if (!options.reconcile && !t.resyncing.some((x) => x.node === replica.node)) {
+        t.resyncing.push(replica);
+      }
       await this.#compose(e);
       return await resyncReplica({
         hashes,
@@ -172,13 +247,16 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
         replica,
         links,
         log: this.#log.child({ volume: name }),
+        purpose: options.reconcile ? "check" : "resync",
         rateBytesPerSecond: options.rateBytesPerSecond ?? this.#rate,
         onProgress: (p) => (entry.progress = p),
         signal: abort.signal,
       });
     } catch (err) {
-      t.resyncing = t.resyncing.filter((x) => x.node !== replica.node);
-      this.#compose(e);
+      if (!options.reconcile) {
+        t.resyncing = t.resyncing.filter((x) => x.node !== replica.node);
+        this.#compose(e);
+      }
       throw err;
     } finally {
       this.#resyncs.delete(key);
@@ -197,12 +275,16 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
   /** `name` is no longer served here: its resyncs stop. */
   forget(name: string): void {
     this.#targets.delete(name);
+    this.#leases.get(name)?.stop();
+    this.#leases.delete(name);
     for (const [key, r] of this.#resyncs) {
       if (key.split("\u0000")[0] === name) r.abort.abort();
     }
   }
 
   close(): void {
+    for (const k of this.#leases.values()) k.stop();
+    this.#leases.clear();
     for (const r of this.#resyncs.values()) r.abort.abort();
     this.#links?.closeAll();
   }

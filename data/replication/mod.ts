@@ -14,6 +14,14 @@ export { WriteTracker } from "./tracker.ts";
 export { differingRegions, hashRegions } from "./hashes.ts";
 export { type ConnectNode, LinkError, PeerLink, PeerLinks, REPLICA_TIMEOUT_MS } from "./links.ts";
 export { MasterReplication, type ReplicatedExport } from "./master.ts";
+export {
+  LEASE_MS,
+  LeaseKeeper,
+  type LeaseState,
+  LeaseView,
+  PING_EVERY_MS,
+  promotionWait,
+} from "./lease.ts";
 export { type CopyLocator, ReplicaService } from "./replica.ts";
 export {
   type ReplicaTarget,

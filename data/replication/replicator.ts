@@ -7,8 +7,12 @@
  * A replica that fails (no answer within REPLICA_TIMEOUT_MS, a broken connection, an error)
  * is dropped from this thread's targets at once, so no later request goes to it, and is
  * reported: the caller must not acknowledge the request until the group record shows that
- * replica out of sync (LiveExport.replicasFailed). A replica answering STATUS_STALE_EPOCH
- * means a newer master fenced this one: the request fails.
+ * replica out of sync (LiveExport.replicasFailed). Every later request is reported with it
+ * too until the record no longer lists it (setTargets): a request that did not reach a member
+ * the record may still call in sync must not be acknowledged before the record says
+ * otherwise, or that member could be promoted without it (found by the model checker,
+ * tests/control/group/). A replica answering STATUS_STALE_EPOCH means a newer master fenced
+ * this one: the request fails.
  * @module
  */
 
@@ -50,6 +54,8 @@ export class Replicator {
   readonly #log: Logger;
   #epoch = 0;
   #targets: ReplicaTarget[] = [];
+  /** Members dropped after a failure that the record may still list (node -> reason). */
+  readonly #dropped = new Map<string, string>();
 
   constructor(volumeUuid: string, links: PeerLinks, log: Logger) {
     this.volume = volumeUuid;
@@ -65,16 +71,31 @@ export class Replicator {
     return this.#targets;
   }
 
-  /** The members to replicate to from now on, at `epoch` (from the group record). */
+  /** Whether requests must go through send(): there are targets, or dropped members pending. */
+  get active(): boolean {
+    return this.#targets.length > 0 || this.#dropped.size > 0;
+  }
+
+  /**
+   * The members to replicate to from now on, at `epoch` (from the group record). A member
+   * dropped after a failure stays dropped while the record still lists it.
+   */
   setTargets(epoch: number, targets: ReplicaTarget[]): void {
+    if (epoch !== this.#epoch) this.#dropped.clear();
     this.#epoch = epoch;
-    this.#targets = [...targets];
+    for (const node of [...this.#dropped.keys()]) {
+      if (!targets.some((t) => t.node === node)) this.#dropped.delete(node);
+    }
+    this.#targets = targets.filter((t) => !this.#dropped.has(t.node));
   }
 
   /** Sends `op` to every target; resolves when each answered or failed. */
   async send(op: ReplicatedOp): Promise<Replicated> {
     const targets = this.#targets;
-    const out: Replicated = { failed: [], fenced: undefined };
+    const out: Replicated = {
+      failed: [...this.#dropped].map(([node, reason]) => ({ node, reason })),
+      fenced: undefined,
+    };
     if (targets.length === 0) return out;
     const epoch = this.#epoch;
     await Promise.all(targets.map(async (t) => {
@@ -93,12 +114,11 @@ export class Replicator {
         out.failed.push({ node: t.node, reason });
       }
     }));
-    if (out.failed.length > 0) {
-      const gone = new Set(out.failed.map((f) => f.node));
-      this.#targets = this.#targets.filter((t) => !gone.has(t.node));
-      for (const f of out.failed) {
-        this.#log.warn({ replica: f.node, epoch, reason: f.reason }, "replica failed; dropped");
-      }
+    for (const f of out.failed) {
+      if (this.#dropped.has(f.node) || epoch !== this.#epoch) continue;
+      this.#dropped.set(f.node, f.reason);
+      this.#targets = this.#targets.filter((t) => t.node !== f.node);
+      this.#log.warn({ replica: f.node, epoch, reason: f.reason }, "replica failed; dropped");
     }
     return out;
   }

@@ -92,26 +92,52 @@ class RateLimit {
  * region table and data) at `epoch`. The caller has made the replica a replication target on
  * every thread before calling. Throws ResyncError when the replica fails or `signal` aborts.
  */
-export async function resyncReplica(o: {
-  hashes: HashState;
-  uuid: string;
-  epoch: number;
-  replica: { node: string; address: string };
-  links: PeerLinks;
-  log: Logger;
-  /** Most bytes per second to send (0 or undefined: no limit). */
-  rateBytesPerSecond?: number;
-  onProgress?: (p: ResyncProgress) => void;
-  signal?: AbortSignal;
-}): Promise<ResyncResult> {
-  const { hashes, uuid, epoch, replica } = o;
-  const size = hashes.sizeBytes;
-  const t0 = performance.now();
-  const rate = new RateLimit(o.rateBytesPerSecond ?? 0);
-  const p: ResyncProgress = {
-    replica: replica.node,
+export async function resyncReplica(o: ResyncOptions): Promise<ResyncResult> {
+  const what = o.purpose === "check" ? "check" : "resync";
+  const p = newProgress(o);
+  const logEvery = setInterval(() => {
+    o.log.info(
+      {
+        replica: o.replica.node,
+        epoch: o.epoch,
+        pass: p.pass,
+        percent: Math.floor(p.comparedBytes / Math.max(1, p.totalBytes) * 100),
+        comparedBytes: p.comparedBytes,
+        sentBytes: p.sentBytes,
+        regionsToCopy: p.regionsToCopy,
+        regionsCopied: p.regionsCopied,
+      },
+      `${what} progress`,
+    );
+  }, PROGRESS_LOG_MS);
+  try {
+    return await runResync(o, p);
+  } catch (err) {
+    o.log.warn(
+      {
+        replica: o.replica.node,
+        epoch: o.epoch,
+        sentBytes: p.sentBytes,
+        zeroedBytes: p.zeroedBytes,
+        hashBytes: p.hashBytes,
+        reason: err instanceof Error ? err.message : String(err),
+      },
+      `${what} stopped`,
+    );
+    throw err;
+  } finally {
+    clearInterval(logEvery);
+  }
+}
+
+/** How often a long resync logs its progress. */
+const PROGRESS_LOG_MS = 2000;
+
+function newProgress(o: ResyncOptions): ResyncProgress {
+  return {
+    replica: o.replica.node,
     comparedBytes: 0,
-    totalBytes: size,
+    totalBytes: o.hashes.sizeBytes,
     sentBytes: 0,
     zeroedBytes: 0,
     hashBytes: 0,
@@ -120,6 +146,31 @@ export async function resyncReplica(o: {
     pass: 0,
     startedAt: Date.now(),
   };
+}
+
+export interface ResyncOptions {
+  hashes: HashState;
+  uuid: string;
+  epoch: number;
+  replica: { node: string; address: string };
+  links: PeerLinks;
+  log: Logger;
+  /**
+   * "resync" (default): the member is out of sync and comes back; "check": an in-sync
+   * member compared by a new master (only what an old master left half-done differs).
+   */
+  purpose?: "resync" | "check";
+  /** Most bytes per second to send (0 or undefined: no limit). */
+  rateBytesPerSecond?: number;
+  onProgress?: (p: ResyncProgress) => void;
+  signal?: AbortSignal;
+}
+
+async function runResync(o: ResyncOptions, p: ResyncProgress): Promise<ResyncResult> {
+  const { hashes, uuid, epoch, replica } = o;
+  const size = hashes.sizeBytes;
+  const t0 = performance.now();
+  const rate = new RateLimit(o.rateBytesPerSecond ?? 0);
   const ask = async (r: Record<string, unknown>) => {
     if (o.signal?.aborted) throw new ResyncError("resync aborted");
     const link = await o.links.get(replica.node, replica.address);
@@ -135,9 +186,12 @@ export async function resyncReplica(o: {
       `replica ${replica.node}'s copy has ${theirSize} bytes, the master's ${size}`,
     );
   }
+  const check = o.purpose === "check";
   o.log.info(
     { replica: replica.node, epoch, sizeBytes: size },
-    "resync started: comparing hash trees",
+    check
+      ? "comparing an in-sync member's copy after the change of master"
+      : "resync started: comparing hash trees",
   );
   const copier = new RegionCopier(hashes, ask, rate, p);
   for (let pass = 1; pass <= MAX_PASSES; pass++) {
@@ -174,7 +228,9 @@ export async function resyncReplica(o: {
           hashBytes: p.hashBytes,
           ms: result.ms,
         },
-        "resync finished: the copy equals the master's",
+        check
+          ? "compared an in-sync member's copy: it equals the master's"
+          : "resync finished: the copy equals the master's",
       );
       return result;
     }

@@ -272,6 +272,8 @@ export interface BallastProcess {
   exited(): boolean;
   /** Sends a signal (default SIGKILL) and waits until the process has exited. Keeps the data dir. */
   kill(signal?: Deno.Signal): Promise<void>;
+  /** Sends a signal and returns at once (SIGSTOP, SIGCONT). */
+  signal(signal: Deno.Signal): void;
   /**
    * SIGTERM, waits for exit (SIGKILL after 15 s, then `forced` is true), and
    * removes the data dir if the harness made it.
@@ -482,6 +484,9 @@ async function start(opts: InternalStart): Promise<BallastProcess> {
     logs: () => logText,
     exited: () => exitStatus !== undefined,
     kill: (signal: Deno.Signal = "SIGKILL") => signalAndWait(signal),
+    signal: (signal: Deno.Signal) => {
+      if (!exitStatus) child.kill(signal);
+    },
     stop: async () => {
       const result = await terminate();
       if (!stopped) {

@@ -9,7 +9,7 @@
 import { assert, assertEquals } from "../_assert.ts";
 import { type EtcdCluster, startEtcd } from "../control/_etcd_harness.ts";
 import { admin, issue } from "./_cluster_tls.ts";
-import { type BallastProcess, startBallast } from "./_harness.ts";
+import { type BallastProcess, run, startBallast } from "./_harness.ts";
 
 export const LEASE_TTL_S = 3;
 
@@ -118,4 +118,45 @@ export async function assertCopiesEqual(
     digests.every((d) => d === digests[0]),
     `copies differ: ${members.map((m, i) => `${m} ${digests[i].slice(0, 12)}`).join(", ")}`,
   );
+}
+
+/**
+ * Waits until `volume` answers NBD on its master (a volume is served a moment after `volume
+ * create` returns) and returns the volume as the API shows it then.
+ */
+export async function untilServed(c: ReplCluster, volume: string): Promise<VolumeView> {
+  let v: VolumeView | undefined;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    v = await volumeOf(c, "node-a", volume);
+    const r = await run("/usr/bin/python3", [
+      "-c",
+      "import sys, nbd\nh = nbd.NBD(); h.set_uri_allow_local_file(True)\n" +
+      "h.connect_uri(sys.argv[1]); print(h.get_size())",
+      c.uri(v.master, volume),
+    ]);
+    if (r.code === 0) return v;
+    if (Date.now() > deadline) throw new Error(`${volume} not served: ${r.stderr}`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
+
+/** nbd:// URI of `volume` on node `p`'s plaintext local-attach listener (from its log). */
+export function localUri(p: BallastProcess, volume: string): string {
+  const line = p.logs().split("\n").find((l) =>
+    l.includes('"msg":"NBD listener started') && l.includes('"tls":false')
+  );
+  if (!line) throw new Error("the node has no local-attach listener (--nbd-local-listen)");
+  return `nbd://${JSON.parse(line).nbd}/${volume}`;
+}
+
+/** Prints each node's last warnings and errors (a failed test's context). */
+export function dumpWarnings(c: ReplCluster, lines = 25): void {
+  for (const [name, p] of c.nodes) {
+    const bad = p.logs().split("\n").filter((l) =>
+      /"lvl":(40|50|60)/.test(l) || /"msg":"(group|resync|compar)/.test(l)
+    ).slice(-lines);
+    // deno-lint-ignore no-console
+    console.log(`--- ${name}: last ${bad.length} warnings/errors ---\n${bad.join("\n")}`);
+  }
 }

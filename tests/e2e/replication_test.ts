@@ -10,7 +10,13 @@ import { assert, assertEquals } from "../_assert.ts";
 import { waitFor } from "./_cluster.ts";
 import { admin } from "./_cluster_tls.ts";
 import { e2eTest, run } from "./_harness.ts";
-import { assertCopiesEqual, type ReplCluster, startReplCluster, volumeOf } from "./_replicated.ts";
+import {
+  assertCopiesEqual,
+  type ReplCluster,
+  startReplCluster,
+  untilServed,
+  volumeOf,
+} from "./_replicated.ts";
 
 const PYTHON = "/usr/bin/python3";
 const NAMES = ["node-a", "node-b", "node-c"];
@@ -44,7 +50,7 @@ e2eTest(
       const a = c.nodes.get("node-a")!;
       const made = await admin(a, ["volume", "create", "r1", "--size", "64MiB", "--replicas", "2"]);
       assertEquals(made.code, 0, made.stderr);
-      const v = await volumeOf(c, "node-a", "r1");
+      const v = await untilServed(c, "r1");
       assertEquals(v.inSync?.length, 3, `all in sync: ${JSON.stringify(v)}`);
       const w = await run(PYTHON, ["-c", WRITE_PY, c.uri(v.master, "r1"), "512", "7"], {
         timeoutMs: 120_000,
@@ -119,7 +125,7 @@ e2eTest(
         "2",
       ]);
       assertEquals(made.code, 0, made.stderr);
-      const v = await volumeOf(c, "node-a", "r2");
+      const v = await untilServed(c, "r2");
       const victim = NAMES.find((n) => n !== v.master)!;
       const tmp = await Deno.makeTempDir({ prefix: "ballast-repl-kill-" });
       const manifest = `${tmp}/manifest`;
@@ -197,7 +203,7 @@ e2eTest(
         "2",
       ]);
       assertEquals(made.code, 0, made.stderr);
-      const v = await volumeOf(c, "node-a", "r3");
+      const v = await untilServed(c, "r3");
       const tmp = await Deno.makeTempDir({ prefix: "ballast-repl-master-" });
       const manifest = `${tmp}/manifest`;
       try {
