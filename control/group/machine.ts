@@ -146,6 +146,12 @@ export function step(state: ActorState, event: GroupEvent): StepResult {
           ...s.reports.filter((r) => r.replica !== event.replica),
           { replica: event.replica, inSync: event.type === "replica-in-sync", epoch: event.epoch },
         ].sort((a, b) => a.replica < b.replica ? -1 : 1);
+        // Resynced after it failed, a replica holds every write this node applied, those
+        // held for it too: they need not wait for the record to show it out of sync, which
+        // may never happen once it is back in (the model checker found that).
+        if (event.type === "replica-in-sync" && s.holdFor !== "all") {
+          s.holdFor = s.holdFor.filter((m) => m !== event.replica);
+        }
       }
       break;
     case "data-changed": {
@@ -181,6 +187,15 @@ export function step(state: ActorState, event: GroupEvent): StepResult {
       ].sort((a, b) => a.replica < b.replica ? -1 : 1);
       s.holding = event.epoch;
       s.holdFor = s.holdFor === "all" ? "all" : [...new Set([...s.holdFor, ...failed])].sort();
+      // A failed member the record already shows lagging (its resync had ended, or was under
+      // way) needs another resync, and no record change will ask for it (the model checker
+      // found that).
+      for (const m of failed.filter((m) => lags(s.known!.record, m))) {
+        effects.push({
+          type: "notify",
+          notice: { kind: "resync", replica: m, epoch: event.epoch },
+        });
+      }
       break;
     }
     case "record-changed":
@@ -288,7 +303,7 @@ function learn(s: ActorState, v: Versioned, effects: Effect[]): ActorState {
     const lagging = (x: GroupRecord | undefined) =>
       x === undefined || x.master !== s.self || x.epoch !== serving
         ? []
-        : x.members.filter((m) => !x.inSync.includes(m) && !x.down.includes(m));
+        : x.members.filter((m) => lags(x, m));
     const before = lagging(prev);
     for (const m of lagging(r)) {
       if (!before.includes(m)) {
@@ -300,4 +315,9 @@ function learn(s: ActorState, v: Versioned, effects: Effect[]): ActorState {
     rep.epoch === serving && r.inSync.includes(rep.replica) !== rep.inSync
   );
   return { ...s, known: v, serving, reports };
+}
+
+/** Whether `m` is a member that `r` shows out of sync and not down (it needs a resync). */
+function lags(r: GroupRecord, m: string): boolean {
+  return r.members.includes(m) && !r.inSync.includes(m) && !r.down.includes(m);
 }

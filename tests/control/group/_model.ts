@@ -2,11 +2,14 @@
  * A model of one volume group on a few nodes, for _explore.ts: the shared record (what
  * etcd holds), each node's truth (alive, lease, partitioned from etcd), one actor per
  * hosting node running the real step() (or a broken one), its outstanding request and
- * retry timer, what its data path was told to serve, and writes: a client write waiting
- * at the master's write gate, acknowledged when the machine releases it, and which nodes
- * hold every acknowledged write (only the master that acknowledged it, until it reports
- * a replica resynced). The environment does everything a driver, etcd and the network
- * may do, in any order.
+ * retry timer, and what its data path was told to serve. The environment does everything
+ * a driver, etcd and the network may do, in any order.
+ *
+ * The data path is a plug-in (DataModel): the write gate of a master that does not
+ * replicate (_gate.ts), or replication with acknowledgements, fencing, lease grants and
+ * resyncs (_replication.ts). It receives the machine's notices as the driver would pass
+ * them on, adds its own steps (client requests, replies, failures, the passing of time)
+ * and its own invariants.
  * @module
  */
 
@@ -15,6 +18,7 @@ import {
   type Effect,
   type GroupEvent,
   initActor,
+  type Notice,
   type StepResult,
 } from "../../../control/group/machine.ts";
 import {
@@ -28,7 +32,7 @@ import type { Spec } from "./_explore.ts";
 
 export type StepFn = (s: ActorState, e: GroupEvent) => StepResult;
 
-export interface World {
+export interface World<D = unknown> {
   record: Versioned;
   /** Per member (index into `names`). */
   alive: boolean[];
@@ -46,13 +50,9 @@ export interface World {
   syncLosses: number;
   /** Replies lost by a node that can reach etcd (a cut-off node loses all). */
   lostReplies: number;
-  /** A client write waits at this node's write gate. */
-  writeWaiting: boolean[];
-  /** Writes acknowledged so far. */
-  writes: number;
-  /** Nodes holding every acknowledged write (sorted); undefined before the first one. */
-  holders: string[] | undefined;
-  /** Set when a driver would see the machine misbehave. */
+  /** The data path's state (DataModel). */
+  data: D;
+  /** Set when a driver or a client would see something wrong. */
   flaw?: string;
 }
 
@@ -60,22 +60,70 @@ export interface Bounds {
   replicas: 1 | 2;
   maxCrashes: number;
   maxPartitions: number;
-  /** Out-of-sync reports about a replica that is alive (crashed ones are always reported). */
+  /** Out-of-sync reports about (or failures of) a replica that is alive. */
   maxSyncLosses: number;
   /** Lost replies to a node that can reach etcd (CAS applied or not). */
   maxLostReplies: number;
-  /** Client writes through the serving master's write gate (default 0). */
+  /** Client writes (default 0). */
   maxWrites?: number;
+}
+
+/** What a data model's steps may use. */
+export interface DataContext<D> {
+  names: string[];
+  bounds: Bounds;
+  /** A copy of `w` (its data cloned too) that the caller may change. */
+  clone(w: World<D>): World<D>;
+  /** A copy of `w` after actor i stepped `event`, its effects applied as a driver would. */
+  deliver(w: World<D>, i: number, event: GroupEvent): World<D>;
+  push(label: string, w: World<D>): void;
+}
+
+/** A data path plugged into the group model. */
+export interface DataModel<D> {
+  init(names: string[]): D;
+  /** A copy of `d` that may be changed (nested objects only ever replaced, not changed). */
+  clone(d: D): D;
+  /** Actor i's step() gave notice `n`; `w` is being built and may be changed. */
+  notify(w: World<D>, i: number, n: Notice, ctx: DataContext<D>): void;
+  /** Actor i stepped an event and its effects were applied (`w` may be changed). */
+  stepped?(w: World<D>, i: number): void;
+  /** Node i crashed (`w` may be changed): what it held in memory is gone. */
+  crash(w: World<D>, i: number): void;
+  /** Data path steps of node i (node i's driver, clients and peers). */
+  next(w: World<D>, i: number, ctx: DataContext<D>): void;
+  key(d: D): string;
+  invariant(w: World<D>, names: string[]): string | undefined;
+  /** Checked before the model's own transition checks. */
+  transition(from: World<D>, to: World<D>, names: string[]): string | undefined;
+  /** Besides a healthy record whose master serves. */
+  goal(w: World<D>, names: string[]): boolean;
+  /** Flags of node i, and a summary for the end of the line. */
+  describeNode(w: World<D>, i: number): string[];
+  summary(w: World<D>, names: string[]): string;
+}
+
+export interface ModelOptions<D> {
+  /** The step() under test (default the real one). */
+  step: StepFn;
+  data: DataModel<D>;
+  /**
+   * Also check the machine's own rules (only an in-sync member is promoted), not only
+   * what clients see. Default true.
+   */
+  ruleChecks?: boolean;
 }
 
 const NAMES = ["n1", "n2", "n3"];
 
 /** The model as a Spec for explore(). */
-export function groupModel(bounds: Bounds, stepFn: StepFn): Spec<World> {
+export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<World<D>> {
+  const { step: stepFn, data } = options;
+  const ruleChecks = options.ruleChecks ?? true;
   const names = NAMES.slice(0, bounds.replicas + 1);
   const n = names.length;
   const record: GroupRecord = newRecord("n1", names.slice(1));
-  const init: World = {
+  const init: World<D> = {
     record: { revision: 1, record },
     alive: names.map(() => true),
     lease: names.map(() => true),
@@ -88,13 +136,11 @@ export function groupModel(bounds: Bounds, stepFn: StepFn): Spec<World> {
     partitions: 0,
     syncLosses: 0,
     lostReplies: 0,
-    writeWaiting: names.map(() => false),
-    writes: 0,
-    holders: undefined,
+    data: data.init(names),
   };
 
   // Shallow: actor states and records are never mutated, only replaced.
-  const clone = (w: World): World => ({
+  const clone = (w: World<D>): World<D> => ({
     ...w,
     alive: [...w.alive],
     lease: [...w.lease],
@@ -103,11 +149,11 @@ export function groupModel(bounds: Bounds, stepFn: StepFn): Spec<World> {
     pending: [...w.pending],
     timer: [...w.timer],
     serving: [...w.serving],
-    writeWaiting: [...w.writeWaiting],
+    data: data.clone(w.data),
   });
 
   /** Delivers `event` to actor i and applies its effects as a driver would. */
-  const deliver = (w0: World, i: number, event: GroupEvent): World => {
+  const deliver = (w0: World<D>, i: number, event: GroupEvent): World<D> => {
     const w = clone(w0);
     const { state, effects } = stepFn(w.actors[i]!, event);
     w.actors[i] = state;
@@ -116,56 +162,48 @@ export function groupModel(bounds: Bounds, stepFn: StepFn): Spec<World> {
         if (w.pending[i] !== undefined) w.flaw = `${names[i]} sent a second request`;
         w.pending[i] = e;
       } else if (e.type === "set-timer") w.timer[i] = true;
-      else if (e.notice.kind === "serve") w.serving[i] = e.notice.epoch;
-      else if (e.notice.kind === "stop-serving") w.serving[i] = undefined;
-      else if (e.notice.kind === "release-writes") acknowledge(w, i, e.notice.epoch);
-      else if (e.notice.kind === "refuse-writes") w.writeWaiting[i] = false;
+      else {
+        if (e.notice.kind === "serve") w.serving[i] = e.notice.epoch;
+        else if (e.notice.kind === "stop-serving") w.serving[i] = undefined;
+        data.notify(w, i, e.notice, ctx);
+      }
     }
+    data.stepped?.(w, i);
     return w;
   };
-  /** The data path of node i acknowledges its waiting write at `epoch`. */
-  const acknowledge = (w: World, i: number, epoch: number) => {
-    if (!w.writeWaiting[i]) {
-      w.flaw ??= `${names[i]} released writes with none waiting`;
-      return;
-    }
-    w.writeWaiting[i] = false;
-    w.writes++;
-    const r = w.record.record;
-    const others = r.inSync.filter((m) => m !== names[i]);
-    if (r.master !== names[i] || r.epoch !== epoch || others.length > 0) {
-      w.flaw ??= `${names[i]} acknowledged a write at e${epoch} while the record is ` +
-        describeRecord(r);
-    }
-    // Not replicated: the acknowledging node alone holds it (and every earlier write
-    // only if it held those too).
-    w.holders = w.holders === undefined || w.holders.includes(names[i]) ? [names[i]] : [];
+  let out: { label: string; state: World<D> }[] = [];
+  const ctx: DataContext<D> = {
+    names,
+    bounds,
+    clone,
+    deliver,
+    push: (label, state) => out.push({ label, state }),
   };
-  const casApplies = (w: World, c: Extract<Effect, { type: "cas" }>) =>
+  const push = ctx.push;
+  const casApplies = (w: World<D>, c: Extract<Effect, { type: "cas" }>) =>
     c.expectedRevision === w.record.revision &&
     c.guard.down.every((m) => !w.lease[names.indexOf(m)]) &&
     c.guard.up.every((m) => w.lease[names.indexOf(m)]);
-  const write = (w: World, rec: GroupRecord) => {
+  const write = (w: World<D>, rec: GroupRecord) => {
     w.record = { revision: w.record.revision + 1, record: rec };
   };
 
-  const next = (w: World): { label: string; state: World }[] => {
-    const out: { label: string; state: World }[] = [];
-    const push = (label: string, state: World) => out.push({ label, state });
+  const next = (w: World<D>): { label: string; state: World<D> }[] => {
+    out = [];
     for (let i = 0; i < n; i++) {
       const me = names[i];
       const actor = w.actors[i];
       const pend = w.pending[i];
       // Node truth.
       if (w.alive[i] && w.crashes < bounds.maxCrashes) {
-        const crash = (x: World) => {
+        const crash = (x: World<D>) => {
           x.alive[i] = false;
           x.lease[i] = false;
           x.actors[i] = undefined;
           x.pending[i] = undefined;
           x.timer[i] = false;
           x.serving[i] = undefined;
-          x.writeWaiting[i] = false;
+          data.crash(x, i);
           x.crashes++;
           return x;
         };
@@ -198,128 +236,103 @@ export function groupModel(bounds: Bounds, stepFn: StepFn): Spec<World> {
         x.lease[i] = x.alive[i];
         push(`${me} reaches etcd again`, x);
       }
-      if (!actor) continue;
-      // Lease notices (a node cut off from etcd still learns about its own lease).
-      for (let j = 0; j < n; j++) {
-        if (w.partitioned[i] && j !== i) continue;
-        const seenDown = actor.leaseDown.includes(names[j]);
-        if (seenDown !== !w.lease[j]) {
-          const type = w.lease[j] ? "lease-restored" : "lease-expired";
-          push(`${me} sees ${type} of ${names[j]}`, deliver(w, i, { type, node: names[j] }));
-        }
-      }
-      // The driver's watch on the record.
-      if (!w.partitioned[i] && actor.known && actor.known.revision < w.record.revision) {
-        push(
-          `${me}'s watch delivers the record`,
-          deliver(w, i, { type: "record-changed", current: w.record }),
-        );
-      }
-      // The outstanding request.
-      const cleared = (lost = false) => {
-        const x = clone(w);
-        x.pending[i] = undefined;
-        if (lost && !w.partitioned[i] && Number.isFinite(bounds.maxLostReplies)) x.lostReplies++;
-        return x;
-      };
-      const mayLose = w.partitioned[i] || w.lostReplies < bounds.maxLostReplies;
-      if (pend?.type === "read") {
-        if (!w.partitioned[i]) {
-          push(`${me} reads`, deliver(cleared(), i, { type: "read-result", current: w.record }));
-        } else {push(
-            `${me}'s read gets no answer`,
-            deliver(cleared(), i, { type: "response-lost" }),
-          );}
-      } else if (pend?.type === "cas") {
-        const match = casApplies(w, pend);
-        const leases = [...pend.guard.down, ...pend.guard.up].map((m) => ({
-          node: m,
-          up: w.lease[names.indexOf(m)],
-        }));
-        if (!w.partitioned[i] && match) {
-          const x = cleared();
-          write(x, pend.record);
-          push(
-            `${me} wins CAS: ${describeRecord(pend.record)}`,
-            deliver(x, i, { type: "cas-won", revision: x.record.revision }),
-          );
-          if (mayLose) {
-            const y = cleared(true);
-            write(y, pend.record);
-            push(`${me}'s CAS applies, reply lost`, deliver(y, i, { type: "response-lost" }));
-          }
-        }
-        if (!w.partitioned[i] && !match) {
-          push(
-            `${me} loses CAS`,
-            deliver(cleared(), i, { type: "cas-lost", current: w.record, leases }),
-          );
-        }
-        if (mayLose && (w.partitioned[i] || match)) {
-          // (Lost after a mismatch behaves like a lost CAS followed by the same read.)
-          push(
-            `${me}'s CAS does not apply, reply lost`,
-            deliver(cleared(true), i, { type: "response-lost" }),
-          );
-        }
-      }
-      if (w.timer[i]) {
-        const x = clone(w);
-        x.timer[i] = false;
-        push(`${me}'s retry timer fires`, deliver(x, i, { type: "timer-fired", name: "retry" }));
-      }
-      // The serving master's data path reports replicas joining or leaving sync.
-      const e = actor.serving;
-      if (e !== undefined && actor.known) {
-        for (let j = 0; j < n; j++) {
-          if (j === i) continue;
-          const r = names[j];
-          const rep = actor.reports.find((x) => x.replica === r);
-          const inSync = rep ? rep.inSync : actor.known.record.inSync.includes(r);
-          if (!inSync && w.alive[j]) {
-            // A resync brought r up to date: it holds what this master holds.
-            const x = deliver(w, i, { type: "replica-in-sync", replica: r, epoch: e });
-            if (x.holders?.includes(me) && !x.holders.includes(r)) {
-              x.holders = [...x.holders, r].sort();
-            }
-            push(`${me} reports ${r} in sync`, x);
-          }
-          if (inSync && (!w.alive[j] || w.syncLosses < bounds.maxSyncLosses)) {
-            const x = deliver(w, i, { type: "replica-out-of-sync", replica: r, epoch: e });
-            if (w.alive[j]) x.syncLosses++;
-            push(`${me} reports ${r} out of sync`, x);
-          }
-        }
-        // A client write arrives at the write gate.
-        if (!w.writeWaiting[i] && w.writes < (bounds.maxWrites ?? 0)) {
-          const x = clone(w);
-          x.writeWaiting[i] = true;
-          push(
-            `a write waits at ${me}'s gate`,
-            deliver(x, i, { type: "data-changed", epoch: e, waiting: true }),
-          );
-        }
-      }
+      if (actor) actorSteps(w, i, actor, pend);
+      data.next(w, i, ctx);
     }
     return out;
+  };
+
+  /** What etcd, the driver's watch and its timers do for actor i. */
+  const actorSteps = (w: World<D>, i: number, actor: ActorState, pend: Effect | undefined) => {
+    const me = names[i];
+    // Lease notices (a node cut off from etcd still learns about its own lease).
+    for (let j = 0; j < n; j++) {
+      if (w.partitioned[i] && j !== i) continue;
+      const seenDown = actor.leaseDown.includes(names[j]);
+      if (seenDown !== !w.lease[j]) {
+        const type = w.lease[j] ? "lease-restored" : "lease-expired";
+        push(`${me} sees ${type} of ${names[j]}`, deliver(w, i, { type, node: names[j] }));
+      }
+    }
+    // The driver's watch on the record.
+    if (!w.partitioned[i] && actor.known && actor.known.revision < w.record.revision) {
+      push(
+        `${me}'s watch delivers the record`,
+        deliver(w, i, { type: "record-changed", current: w.record }),
+      );
+    }
+    // The outstanding request.
+    const cleared = (lost = false) => {
+      const x = clone(w);
+      x.pending[i] = undefined;
+      if (lost && !w.partitioned[i] && Number.isFinite(bounds.maxLostReplies)) x.lostReplies++;
+      return x;
+    };
+    const mayLose = w.partitioned[i] || w.lostReplies < bounds.maxLostReplies;
+    if (pend?.type === "read") {
+      if (!w.partitioned[i]) {
+        push(`${me} reads`, deliver(cleared(), i, { type: "read-result", current: w.record }));
+      } else {
+        push(`${me}'s read gets no answer`, deliver(cleared(), i, { type: "response-lost" }));
+      }
+    } else if (pend?.type === "cas") {
+      const match = casApplies(w, pend);
+      const leases = [...pend.guard.down, ...pend.guard.up].map((m) => ({
+        node: m,
+        up: w.lease[names.indexOf(m)],
+      }));
+      if (!w.partitioned[i] && match) {
+        const x = cleared();
+        write(x, pend.record);
+        push(
+          `${me} wins CAS: ${describeRecord(pend.record)}`,
+          deliver(x, i, { type: "cas-won", revision: x.record.revision }),
+        );
+        if (mayLose) {
+          const y = cleared(true);
+          write(y, pend.record);
+          push(`${me}'s CAS applies, reply lost`, deliver(y, i, { type: "response-lost" }));
+        }
+      }
+      if (!w.partitioned[i] && !match) {
+        push(
+          `${me} loses CAS`,
+          deliver(cleared(), i, { type: "cas-lost", current: w.record, leases }),
+        );
+      }
+      if (mayLose && (w.partitioned[i] || match)) {
+        // (Lost after a mismatch behaves like a lost CAS followed by the same read.)
+        push(
+          `${me}'s CAS does not apply, reply lost`,
+          deliver(cleared(true), i, { type: "response-lost" }),
+        );
+      }
+    }
+    if (w.timer[i]) {
+      const x = clone(w);
+      x.timer[i] = false;
+      push(`${me}'s retry timer fires`, deliver(x, i, { type: "timer-fired", name: "retry" }));
+    }
   };
 
   return {
     init,
     next,
     canon: canonWorld,
-    key: worldKey(),
-    invariant: (w) => stateInvariant(w, names),
-    transition: (a, b) => transitionInvariant(a, b, names),
+    key: worldKey(data),
+    invariant: (w) => stateInvariant(w, names) ?? data.invariant(w, names),
+    transition: (a, b) =>
+      data.transition(a, b, names) ?? transitionInvariant(a, b, names, ruleChecks),
     goal: (w) =>
       w.record.record.phase === "healthy" &&
-      w.serving[names.indexOf(w.record.record.master)] === w.record.record.epoch,
-    describe: (w) => describeWorld(w, names),
+      w.serving[names.indexOf(w.record.record.master)] === w.record.record.epoch &&
+      data.goal(w, names),
+    describe: (w) => describeWorld(w, names, data),
   };
 }
 
 /** Renumbers revisions 1..k keeping their order: the actors only compare them. */
-function canonWorld(w: World): World {
+function canonWorld<D>(w: World<D>): World<D> {
   const revs = new Set<number>([w.record.revision]);
   for (const a of w.actors) {
     if (a?.known) revs.add(a.known.revision);
@@ -347,7 +360,7 @@ function canonWorld(w: World): World {
 }
 
 /** A compact key of a canonical world: records are numbered once and referred to. */
-export function worldKey(): (w: World) => string {
+function worldKey<D>(data: DataModel<D>): (w: World<D>) => string {
   const ids = new Map<string, number>();
   const byObject = new WeakMap<GroupRecord, number>();
   const rec = (r: GroupRecord) => {
@@ -363,10 +376,9 @@ export function worldKey(): (w: World) => string {
   return (w) => {
     let k = `${w.record.revision}:${
       rec(w.record.record)
-    }/${w.crashes}${w.partitions}${w.syncLosses}${w.lostReplies}/${w.writes}${w.holders}`;
+    }/${w.crashes}${w.partitions}${w.syncLosses}${w.lostReplies}/${data.key(w.data)}`;
     for (let i = 0; i < w.alive.length; i++) {
-      k += `|${+w.alive[i]}${+w.lease[i]}${+w.partitioned[i]}${+w.timer[i]}${+w
-        .writeWaiting[i]},${w.serving[i]},`;
+      k += `|${+w.alive[i]}${+w.lease[i]}${+w.partitioned[i]}${+w.timer[i]},${w.serving[i]},`;
       const p = w.pending[i];
       k += p === undefined
         ? "-"
@@ -376,7 +388,7 @@ export function worldKey(): (w: World) => string {
       const a = w.actors[i];
       if (a === undefined) continue;
       k += `;${a.known ? `${a.known.revision}:${rec(a.known.record)}` : "-"};${a.op?.kind}`;
-      k += `;${a.leaseDown};${a.serving};${a.holding};`;
+      k += `;${a.leaseDown};${a.serving};${a.holding};${a.holdFor};`;
       for (const r of a.reports) k += `${r.replica}${+r.inSync}${r.epoch}`;
     }
     return k + (w.flaw ?? "");
@@ -410,17 +422,19 @@ function stateInvariant(w: World, names: string[]): string | undefined {
   return undefined;
 }
 
-function transitionInvariant(from: World, to: World, names: string[]): string | undefined {
+function transitionInvariant(
+  from: World,
+  to: World,
+  names: string[],
+  ruleChecks: boolean,
+): string | undefined {
   const a = from.record.record;
   const b = to.record.record;
   if (b.epoch < a.epoch) return `record epoch went back from ${a.epoch} to ${b.epoch}`;
   if (a.master !== b.master) {
     if (b.epoch <= a.epoch) return `master ${a.master} -> ${b.master} without an epoch bump`;
-    if (!a.inSync.includes(b.master)) {
+    if (ruleChecks && !a.inSync.includes(b.master)) {
       return `${b.master} promoted while not in sync (in-sync [${a.inSync}])`;
-    }
-    if (to.holders !== undefined && !to.holders.includes(b.master)) {
-      return `${b.master} promoted without an acknowledged write (held by [${to.holders}])`;
     }
   } else if (a.epoch !== b.epoch) return `epoch ${a.epoch} -> ${b.epoch} with the same master`;
   for (let i = 0; i < names.length; i++) {
@@ -439,7 +453,7 @@ function transitionInvariant(from: World, to: World, names: string[]): string | 
   return undefined;
 }
 
-function describeWorld(w: World, names: string[]): string {
+function describeWorld<D>(w: World<D>, names: string[], data: DataModel<D>): string {
   const nodes = names.map((m, i) => {
     const a = w.actors[i];
     const flags = [
@@ -447,14 +461,13 @@ function describeWorld(w: World, names: string[]): string {
       w.lease[i] ? "" : "no-lease",
       w.partitioned[i] ? "cut-off" : "",
       w.serving[i] !== undefined ? `serving e${w.serving[i]}` : "",
-      w.writeWaiting[i] ? "write-waiting" : "",
+      ...data.describeNode(w, i),
       a?.op ? a.op.kind : "",
       a && a.leaseDown.length > 0 ? `sees-down [${a.leaseDown}]` : "",
     ].filter(Boolean);
     return `${m}{${flags.join(" ")}}`;
   });
-  const acked = w.writes > 0 ? ` | ${w.writes} acked, held by [${w.holders}]` : "";
-  return `record r${w.record.revision} ${describeRecord(w.record.record)} | ${
-    nodes.join(" ")
-  }${acked}`;
+  return `record r${w.record.revision} ${describeRecord(w.record.record)} | ${nodes.join(" ")}${
+    data.summary(w, names)
+  }`;
 }

@@ -8,7 +8,8 @@
  *
  * Records are written `rev=N epoch=E master=M members=A,B in-sync=A,B [down=A]`.
  * Event types and their keys: lease-expired|lease-restored node=; replica-in-sync|
- * replica-out-of-sync replica= epoch=; data-changed epoch= waiting=yes|no;
+ * replica-out-of-sync replica= epoch=; data-changed epoch= waiting=yes|no; replicas-failed
+ * epoch= replicas=A,B;
  * record-changed|read-result <record>; cas-won rev=; cas-lost <record> leases=N:up,N:down;
  * response-lost; timer-fired name=.
  */
@@ -62,6 +63,8 @@ function event(c: Command): GroupEvent {
       return { type, replica: c.kv.get("replica") ?? "", epoch: num(c, "epoch") };
     case "data-changed":
       return { type, epoch: num(c, "epoch"), waiting: c.kv.get("waiting") === "yes" };
+    case "replicas-failed":
+      return { type, epoch: num(c, "epoch"), replicas: list(c.kv.get("replicas")) };
     case "record-changed":
     case "read-result":
       return { type, current: versioned(c) };
@@ -107,7 +110,8 @@ function describeState(s: ActorState): string {
   const reports = s.reports.map((r) => `${r.replica}:${r.inSync ? "in" : "out"}@e${r.epoch}`);
   return `state known=${known} op=${s.op?.kind ?? "-"} lease-down=[${s.leaseDown}] ` +
     `serving=${s.serving === undefined ? "-" : `e${s.serving}`} reports=[${reports}] ` +
-    `holding=${s.holding === undefined ? "-" : `e${s.holding}`}`;
+    `holding=${s.holding === undefined ? "-" : `e${s.holding}`}` +
+    (Array.isArray(s.holdFor) && s.holdFor.length > 0 ? ` hold-for=[${s.holdFor}]` : "");
 }
 
 function handler(): (c: Command) => string {

@@ -1,23 +1,26 @@
 /**
  * Exhaustive exploration of the volume-group state machine (control/group/machine.ts)
- * on a small model (_model.ts): every interleaving of crashes, restarts, cuts from
- * etcd (the lease expires), lease notices, sync reports, CAS races between actors and
- * lost replies (CAS applied or not), and client writes through the master's write gate.
+ * on a small model (_model.ts) with the data path of a master that does not replicate
+ * (_gate.ts): every interleaving of crashes, restarts, cuts from etcd (the lease expires),
+ * lease notices, sync reports, CAS races between actors and lost replies (CAS applied or
+ * not), and client writes through the master's write gate.
  * Invariants after every step: at most one master per epoch (the record and what every
  * node believes it may serve), epochs never go backwards (record and actors), only an
  * in-sync replica is promoted, a write is acknowledged only by the master at the record's
  * epoch with no other member in sync, and no node missing an acknowledged write is ever
  * promoted; liveness: from every reachable state a healthy one (record healthy, its
- * master serving) is reachable.
+ * master serving) is reachable. The replicated data path is explored in
+ * replication_model_test.ts.
  */
 
 import { assert, assertEquals } from "../../_assert.ts";
 import { step } from "../../../control/group/machine.ts";
 import { explore, type Outcome } from "./_explore.ts";
+import { writeGate } from "./_gate.ts";
 import { type Bounds, groupModel, type StepFn } from "./_model.ts";
 
 function run(name: string, bounds: Bounds, stepFn: StepFn = step): Outcome {
-  const o = explore(groupModel(bounds, stepFn));
+  const o = explore(groupModel(bounds, { step: stepFn, data: writeGate() }));
   // deno-lint-ignore no-console
   console.log(
     `${name}: explored ${o.states} states, ${o.transitions} transitions in ${

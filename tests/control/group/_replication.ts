@@ -1,0 +1,437 @@
+/**
+ * The replicated data path, for _model.ts: every node's copy of ONE region of the volume
+ * (it survives a crash), the serving master's replication state (lost in a crash), client
+ * writes and reads, and lease grants in abstract time. It stands for data/replication/ and
+ * the NBD request path, plus the lease guard, as the protocol has them:
+ *
+ * - a copy is the set of write ids applied to it and the newest epoch it has seen; a
+ *   replica refuses a request of an older epoch (STALE_EPOCH), else applies it and raises
+ *   its epoch to the request's;
+ * - told "serve" at e, a master raises its own copy to e; its targets T start as the known
+ *   record's in-sync members and gain each member it is told to resync;
+ * - a client write is applied by the master, then sent to every target: each applies it,
+ *   refuses it (the write fails: the master was fenced) or fails (crashed, or slow: no
+ *   answer in time), which drops it from T and reports "replicas-failed". A write that does
+ *   not reach a member the master may still see listed in sync (G below, minus T: dropped
+ *   by an earlier write) reports those members too, at its start. A write with a failed
+ *   member is acknowledged only after "release-writes" (the record shows them out of sync,
+ *   or they were resynced since); "refuse-writes", "stop-serving" or a crash fail it. One
+ *   write is in flight per master at a time;
+ * - the lease guard: a master serves a read, starts a write and acknowledges one only while
+ *   it holds a grant from every member of G = the known record's in-sync members, T, and
+ *   members it resynced whose in-sync CAS may have applied unseen (a reply lost, or still
+ *   to be sent: see stepped()), and while no master at an older epoch holds a grant from
+ *   it (it serves only once its own grants to older epochs have lapsed). A member grants
+ *   to epoch e iff its copy's epoch is <= e, raising it to e: this is also how members are
+ *   fenced (the best-effort fence at promotion does no more than a renewal, so it is not a
+ *   separate step; one that fails is a renewal that does not happen);
+ * - time: a master's grants lapse on its own clock at any moment (one step for all of
+ *   them); a grant lapses on the granting member's clock later, which is modelled at the
+ *   worst moment, as soon as no master holds it (its grants only ever hold a member back
+ *   from serving). A restarted member must still wait out its grants, as if they were kept
+ *   on disk or it waited a lease period at start;
+ * - a resync: the member becomes a target at once; the copy makes its copy equal to the
+ *   master's in one step (the per-region lock: no write interleaves), then "replica-in-
+ *   sync" is reported. A member dropped mid-resync is restarted (from scratch) while the
+ *   record shows it lagging: a resync never completes for a member that missed a write
+ *   after it began;
+ * - a read is served by the master from its own copy, at one instant (a real read checks
+ *   the guard, then reads; a write acknowledged in between is concurrent with it);
+ * - a frozen master is a master that takes no steps while the others do (its grants lapse
+ *   all the same): every interleaving contains it.
+ *
+ * Invariants: every acknowledged write is on every member the record lists in sync, and on
+ * every member promoted; no read misses a write acknowledged before it; no write is
+ * acknowledged at an epoch older than one that already acknowledged a write.
+ *
+ * Not modelled: more regions or concurrent writes (so no reordering between them), write
+ * contents and overwrites (a read is stale when the copy lacks an acknowledged write),
+ * FLUSH and durability, the data workers' per-thread targets, a copy raised by a request
+ * whose reply is lost, a replica that applied a write whose reply was lost (holding a write
+ * more never breaks an invariant here), clocks beyond "the master's view lapses first".
+ * @module
+ */
+
+import type { Notice } from "../../../control/group/machine.ts";
+import type { DataContext, DataModel, World } from "./_model.ts";
+
+/** One node's copy of the region. */
+interface Copy {
+  /** Bit k: write k applied. */
+  data: number;
+  /** The newest epoch this copy has seen (fencing). */
+  epoch: number;
+}
+
+interface Write {
+  id: number;
+  /** Targets that have not answered yet. */
+  waiting: string[];
+  /** A target failed: acknowledged only after "release-writes". */
+  failed: boolean;
+  released: boolean;
+}
+
+/** A serving master's replication state. */
+interface MasterPath {
+  epoch: number;
+  /** Members writes are sent to (T). */
+  targets: string[];
+  /** Members whose resync was asked for and has not completed. */
+  resyncing: string[];
+  /** Members this master resynced while its machine had a request unsettled. */
+  resynced: string[];
+  /** Members whose grant this master holds (valid on its clock). */
+  holds: string[];
+  write: Write | undefined;
+}
+
+export interface ReplData {
+  copies: Copy[];
+  paths: (MasterPath | undefined)[];
+  /** Client writes issued so far (the next id). */
+  issued: number;
+  /** Bit k: write k acknowledged. */
+  acked: number;
+  /** The newest epoch at which a write was acknowledged (0: none yet). */
+  ackEpoch: number;
+}
+
+/** Deliberate faults, to show the checker catching them. */
+export interface ReplicationFaults {
+  /** Acknowledge once every target answered, without waiting for the out-of-sync CAS. */
+  ackBeforeCas?: boolean;
+  /** A master acknowledges a write without checking its grants again (only at its start). */
+  ackWithoutGuard?: boolean;
+  /** A master reads from its copy without checking its grants. */
+  readWithoutGuard?: boolean;
+  /** A new master serves without waiting for its grants to older epochs to lapse. */
+  serveBeforeGrantsLapse?: boolean;
+  /**
+   * G leaves out resynced members whose in-sync CAS may have applied unseen: the master
+   * neither needs their grants nor reports them when a write does not reach them.
+   */
+  guardKnownInSyncOnly?: boolean;
+  /**
+   * A write that does not reach a member dropped by an earlier failure is acknowledged
+   * without waiting for the record to show that member out of sync (what the NBD request
+   * path, data/nbd/_execute.ts, does today).
+   */
+  skipDroppedMembers?: boolean;
+}
+
+type W = World<ReplData>;
+type Ctx = DataContext<ReplData>;
+
+const bit = (id: number) => 1 << id;
+const add = (xs: string[], x: string) => xs.includes(x) ? xs : [...xs, x].sort();
+const remove = (xs: string[], x: string) => xs.filter((y) => y !== x);
+const missing = (have: number, acked: number) => {
+  const lacks = acked & ~have;
+  return lacks === 0 ? undefined : `w${Math.log2(lacks & -lacks)}`;
+};
+
+/** The replicated data path, with `faults` if any. */
+export function replication(faults: ReplicationFaults = {}): DataModel<ReplData> {
+  /** The members whose grant master i needs to serve (G, without i). */
+  const guardSet = (w: W, i: number, p: MasterPath, names: string[]): string[] => {
+    const actor = w.actors[i];
+    let g = [...(actor?.known?.record.inSync ?? []), ...p.targets];
+    // A CAS whose reply was lost (or any request not settled yet) may have put a resynced
+    // member in sync without this node knowing; it could then be promoted.
+    if (!faults.guardKnownInSyncOnly) g = [...g, ...p.resynced];
+    return [...new Set(g)].filter((m) => m !== names[i]).sort();
+  };
+  /**
+   * Whether master i may serve: it holds every grant it needs, and no grant it gave to an
+   * older epoch is still held there.
+   */
+  const guard = (w: W, i: number, p: MasterPath, names: string[]): boolean =>
+    (faults.serveBeforeGrantsLapse || !grantedBelow(w, names[i], p.epoch)) &&
+    guardSet(w, i, p, names).every((m) => p.holds.includes(m));
+
+  const setPath = (w: W, i: number, p: MasterPath | undefined) => {
+    w.data.paths[i] = p;
+  };
+  const setCopy = (w: W, j: number, c: Partial<Copy>) => {
+    w.data.copies[j] = { ...w.data.copies[j], ...c };
+  };
+
+  const notify = (w: W, i: number, n: Notice, ctx: Ctx): void => {
+    const p = w.data.paths[i];
+    switch (n.kind) {
+      case "serve": {
+        const me = ctx.names[i];
+        const inSync = w.actors[i]?.known?.record.inSync ?? [];
+        setCopy(w, i, { epoch: Math.max(w.data.copies[i].epoch, n.epoch) });
+        setPath(w, i, {
+          epoch: n.epoch,
+          targets: inSync.filter((m) => m !== me),
+          resyncing: [],
+          resynced: [],
+          holds: [],
+          write: undefined,
+        });
+        break;
+      }
+      case "stop-serving":
+        setPath(w, i, undefined);
+        break;
+      case "release-writes":
+        if (p?.epoch === n.epoch && p.write?.failed) {
+          setPath(w, i, { ...p, write: { ...p.write, released: true } });
+        }
+        break;
+      case "refuse-writes":
+        if (p?.epoch === n.epoch && p.write?.failed) setPath(w, i, { ...p, write: undefined });
+        break;
+      case "resync":
+        if (p?.epoch === n.epoch) {
+          setPath(w, i, {
+            ...p,
+            resyncing: add(p.resyncing, n.replica),
+            targets: add(p.targets, n.replica),
+          });
+        }
+        break;
+      case "fence": // a renewal raises a member's epoch as a fence does (see the module doc)
+        break;
+    }
+  };
+
+  /**
+   * Forgets a resynced member once the machine has no request unsettled and no report
+   * that it is in sync: the record it knows then says whether it is.
+   */
+  const stepped = (w: W, i: number) => {
+    const p = w.data.paths[i];
+    const a = w.actors[i];
+    if (!p || !a || p.resynced.length === 0 || a.op !== undefined) return;
+    const reported = a.reports.filter((r) => r.inSync).map((r) => r.replica);
+    const resynced = p.resynced.filter((m) => reported.includes(m));
+    if (resynced.length < p.resynced.length) setPath(w, i, { ...p, resynced });
+  };
+
+  const next = (w: W, i: number, ctx: Ctx): void => {
+    const { names, bounds, push } = ctx;
+    const p = w.data.paths[i];
+    if (p === undefined) return;
+    const me = names[i];
+    const e = p.epoch;
+    const known = w.actors[i]?.known?.record;
+    const copies = w.data.copies;
+    const guarded = guard(w, i, p, names);
+    const change = (label: string, f: (x: W, q: MasterPath) => MasterPath | undefined) => {
+      const x = ctx.clone(w);
+      setPath(x, i, f(x, p));
+      push(label, x);
+    };
+
+    // A client write: applied here, then sent to every target.
+    if (p.write === undefined && w.data.issued < (bounds.maxWrites ?? 0) && guarded) {
+      const id = w.data.issued;
+      // Members the record may list in sync that this write will not reach (dropped
+      // earlier, the record not yet seen without them): as if they failed it.
+      const dropped = faults.skipDroppedMembers
+        ? []
+        : guardSet(w, i, p, names).filter((m) => !p.targets.includes(m));
+      const x = ctx.clone(w);
+      x.data.issued++;
+      setCopy(x, i, { data: copies[i].data | bit(id) });
+      const failed = dropped.length > 0;
+      setPath(x, i, { ...p, write: { id, waiting: p.targets, failed, released: false } });
+      const label = `client writes w${id} to ${me}`;
+      if (!failed) push(label, x);
+      else {
+        push(
+          `${label} (not reaching [${dropped}])`,
+          ctx.deliver(x, i, { type: "replicas-failed", epoch: e, replicas: dropped }),
+        );
+      }
+    }
+    const wr = p.write;
+    if (wr) {
+      for (const m of wr.waiting) {
+        const j = names.indexOf(m);
+        if (!w.alive[j]) continue;
+        if (copies[j].epoch > e) {
+          change(`${m} refuses w${wr.id} (stale epoch e${e}): it fails`, (_, q) => ({
+            ...q,
+            write: undefined,
+          }));
+        } else {
+          change(`${m} applies w${wr.id} at e${e}`, (x, q) => {
+            setCopy(x, j, { data: copies[j].data | bit(wr.id), epoch: e });
+            return { ...q, write: { ...wr, waiting: remove(wr.waiting, m) } };
+          });
+        }
+      }
+      const mayAck = wr.waiting.length === 0 &&
+        (!wr.failed || wr.released || faults.ackBeforeCas);
+      if (mayAck && (guarded || faults.ackWithoutGuard)) {
+        change(`${me} acknowledges w${wr.id} at e${e}`, (x, q) => {
+          if (e < x.data.ackEpoch) {
+            x.flaw ??= `${me} acknowledged w${wr.id} at e${e} after a write was ` +
+              `acknowledged at e${x.data.ackEpoch}`;
+          }
+          x.data.acked |= bit(wr.id);
+          x.data.ackEpoch = Math.max(x.data.ackEpoch, e);
+          return { ...q, write: undefined };
+        });
+      }
+    }
+    // A target fails (crashed, or slow: no answer in time): dropped and reported.
+    for (const m of p.targets) {
+      const j = names.indexOf(m);
+      if (w.alive[j] && w.syncLosses >= bounds.maxSyncLosses) continue;
+      const x = ctx.clone(w);
+      if (w.alive[j]) x.syncLosses++;
+      const failsWrite = wr?.waiting.includes(m) ?? false;
+      setPath(x, i, {
+        ...p,
+        targets: remove(p.targets, m),
+        write: wr && failsWrite
+          ? { ...wr, waiting: remove(wr.waiting, m), failed: true, released: false }
+          : wr,
+      });
+      push(
+        `${m} fails ${me}${failsWrite ? ` during w${wr!.id}` : ""}`,
+        ctx.deliver(x, i, { type: "replicas-failed", epoch: e, replicas: [m] }),
+      );
+    }
+    // Lease grants: a renewal round, and this master's view of them lapsing.
+    const grantors = guardSet(w, i, p, names).filter((m) => {
+      const j = names.indexOf(m);
+      return w.alive[j] && copies[j].epoch <= e && !p.holds.includes(m);
+    });
+    if (grantors.length > 0) {
+      change(`${me} renews grants from [${grantors}] at e${e}`, (x, q) => {
+        for (const m of grantors) setCopy(x, names.indexOf(m), { epoch: e });
+        return { ...q, holds: [...new Set([...q.holds, ...grantors])].sort() };
+      });
+    }
+    if (p.holds.length > 0) {
+      change(`${me}'s grants lapse on its clock`, (_, q) => ({ ...q, holds: [] }));
+    }
+    // Resyncs: retried after a failure while the record shows the member lagging; a copy
+    // completes in one step.
+    for (const m of p.resyncing) {
+      const j = names.indexOf(m);
+      if (!w.alive[j]) continue;
+      if (!p.targets.includes(m)) {
+        const lagging = known !== undefined && known.epoch === e && !known.inSync.includes(m) &&
+          !known.down.includes(m);
+        if (lagging) {
+          change(`${me} restarts the resync of ${m}`, (_, q) => ({
+            ...q,
+            targets: add(q.targets, m),
+          }));
+        }
+      } else if (copies[j].epoch <= e) {
+        const x = ctx.clone(w);
+        setCopy(x, j, { data: copies[i].data, epoch: e });
+        setPath(x, i, {
+          ...p,
+          resyncing: remove(p.resyncing, m),
+          resynced: add(p.resynced, m),
+        });
+        push(
+          `${me} copies its region to ${m}: resync done`,
+          ctx.deliver(x, i, { type: "replica-in-sync", replica: m, epoch: e }),
+        );
+      }
+    }
+    // A read, served from this node's copy.
+    if (guarded || faults.readWithoutGuard) {
+      const lacks = missing(copies[i].data, w.data.acked);
+      if (lacks) {
+        const x = ctx.clone(w);
+        x.flaw ??= `stale read: ${me} serves a read at e${e} without acknowledged ${lacks}`;
+        push(`${me} serves a read`, x);
+      }
+    }
+  };
+
+  return {
+    init: (names) => ({
+      copies: names.map(() => ({ data: 0, epoch: 1 })),
+      paths: names.map(() => undefined),
+      issued: 0,
+      acked: 0,
+      ackEpoch: 0,
+    }),
+    clone: (d) => ({ ...d, copies: [...d.copies], paths: [...d.paths] }),
+    notify,
+    stepped,
+    crash: (w, i) => setPath(w, i, undefined),
+    next,
+    key,
+    invariant: (w, names) => {
+      for (const m of w.record.record.inSync) {
+        const lacks = missing(w.data.copies[names.indexOf(m)].data, w.data.acked);
+        if (lacks) return `acknowledged ${lacks} missing on ${m}, which the record lists in sync`;
+      }
+      return undefined;
+    },
+    transition: (from, to, names) => {
+      const b = to.record.record;
+      if (from.record.record.master === b.master) return undefined;
+      const lacks = missing(to.data.copies[names.indexOf(b.master)].data, to.data.acked);
+      return lacks ? `${b.master} promoted without acknowledged ${lacks}` : undefined;
+    },
+    goal: (w, names) => {
+      const i = names.indexOf(w.record.record.master);
+      const p = w.data.paths[i];
+      return p !== undefined && p.write === undefined;
+    },
+    describeNode: (w, i) => {
+      const c = w.data.copies[i];
+      const p = w.data.paths[i];
+      const data = `data[${
+        [0, 1, 2, 3].filter((k) => c.data & bit(k)).map((k) => `w${k}`)
+      }]@e${c.epoch}`;
+      const flags = [data];
+      if (p) {
+        flags.push(`T [${p.targets}]`);
+        if (p.holds.length > 0) flags.push(`holds [${p.holds}]`);
+        if (p.resyncing.length > 0) flags.push(`resyncing [${p.resyncing}]`);
+        if (p.resynced.length > 0) flags.push(`resynced [${p.resynced}]`);
+        const wr = p.write;
+        if (wr) {
+          const st = wr.failed ? (wr.released ? " released" : " held") : "";
+          flags.push(`w${wr.id} waits [${wr.waiting}]${st}`);
+        }
+      }
+      return flags;
+    },
+    summary: (w) => {
+      const acked = [0, 1, 2, 3].filter((k) => w.data.acked & bit(k)).map((k) => `w${k}`);
+      return acked.length > 0 ? ` | acked [${acked}] (last at e${w.data.ackEpoch})` : "";
+    },
+  };
+}
+
+/**
+ * Whether `node` still has a grant to an epoch below `epoch` running: a grant lapses on the
+ * granting node's clock only after it lapsed on the master's, so as long as a master at an
+ * older epoch holds it. (Letting it lapse at once after that is the worst case: a node's
+ * own grants only ever hold it back from serving.)
+ */
+function grantedBelow(w: W, node: string, epoch: number): boolean {
+  return w.data.paths.some((q) => q !== undefined && q.epoch < epoch && q.holds.includes(node));
+}
+
+function key(d: ReplData): string {
+  let k = `${d.issued}${d.acked}${d.ackEpoch}`;
+  for (const c of d.copies) k += `|${c.data}.${c.epoch}`;
+  for (const p of d.paths) {
+    if (p === undefined) {
+      k += "|-";
+      continue;
+    }
+    k += `|${p.epoch}:${p.targets}:${p.resyncing}:${p.resynced}:${p.holds}:`;
+    const wr = p.write;
+    if (wr) k += `${wr.id}${wr.waiting}${+wr.failed}${+wr.released}`;
+  }
+  return k;
+}
