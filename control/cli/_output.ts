@@ -9,7 +9,10 @@ export interface Io {
   out(text: string): void;
   err(text: string): void;
   env(name: string): string | undefined;
-  /** stdout's width when it is a terminal (live views redraw in place); else undefined. */
+  /**
+   * stdout's width when it is a terminal (live views redraw in place; 0: width unknown);
+   * undefined when it is not one.
+   */
   terminal?(): { columns: number } | undefined;
   /** Calls `fn` on Ctrl-C (SIGINT) until the returned function is called. */
   onInterrupt?(fn: () => void): () => void;

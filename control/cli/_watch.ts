@@ -88,8 +88,12 @@ export async function watchVolume(o: WatchOptions): Promise<number> {
   }
 }
 
-/** Cuts each line of `frame` to the terminal's width, so redrawing counts lines right. */
-function fit(frame: string, columns: number): string {
+/**
+ * Cuts each line of `frame` to the terminal's width, so redrawing counts lines right (a
+ * terminal that reports no width, say a bare pty, gets the lines whole).
+ */
+export function fit(frame: string, columns: number): string {
+  if (!(columns > 0)) return frame;
   const width = Math.max(20, columns - 1);
   return frame.split("\n").map((l) => l.length > width ? l.slice(0, width) : l).join("\n");
 }

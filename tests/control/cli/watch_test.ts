@@ -19,7 +19,7 @@ import { captureIo } from "../../../control/cli/mod.ts";
 import { silentLogger } from "../../../control/common/mod.ts";
 import { resolveConfig, serve } from "../../../control/serve/mod.ts";
 import { main } from "../../../main.ts";
-import { WATCH_EXIT, watchVolume } from "../../../control/cli/_watch.ts";
+import { fit, WATCH_EXIT, watchVolume } from "../../../control/cli/_watch.ts";
 import { NotFoundError, UnavailableError } from "../../../mod/errors.ts";
 import type { MemberResync, Volume, VolumeMember } from "../../../mod/types.ts";
 import { assert, assertEquals, assertRejects } from "../../_assert.ts";
@@ -246,6 +246,13 @@ Deno.test("watchVolume(): on a terminal each frame replaces the one before", asy
   assert(second !== undefined, "the second frame moves up over the 4 lines of the first");
   assertEquals(second.split("\x1b[").length, 1, "one redraw");
   assert(w.io.stdout.endsWith("n2       replica   in sync   -           -\n"), w.io.stdout);
+});
+
+Deno.test("fit(): lines cut to the terminal's width, whole when it reports none", () => {
+  const frame = `${"x".repeat(30)}\nshort\n`;
+  assertEquals(fit(frame, 26), `${"x".repeat(25)}\nshort\n`);
+  assertEquals(fit(frame, 5), `${"x".repeat(20)}\nshort\n`, "never narrower than 20");
+  assertEquals(fit(frame, 0), frame);
 });
 
 Deno.test("watchVolume() with -o json: one JSON document per change", async () => {
