@@ -298,6 +298,7 @@ export class VolumeGroups {
           return true;
         },
         stopServing: async (epoch) => {
+          this.resyncs.forget(name); // failures of resyncs this node ran as master
           await plane.closeVolume(name);
           log.info({ epoch }, "volume export stopped");
         },

@@ -12,7 +12,7 @@
  */
 
 import { errorMessage } from "../../mod/errors.ts";
-import type { LiveResync, Volume, VolumeLiveStatus } from "../../mod/types.ts";
+import type { LiveResync, Volume, VolumeLiveStatus, VolumeMember } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { VolumeGroups } from "./_groups.ts";
 import { memberStatus } from "./_members.ts";
@@ -25,6 +25,13 @@ export const ROOTS_TIMEOUT_MS = 1_500;
 export interface PeerStatusSource {
   /** Node `node`'s answer to GET /v1/peer/volumes/{name}; throws when it cannot be had. */
   volumeStatus(node: string, name: string): Promise<VolumeLiveStatus>;
+}
+
+/** The members of one group this node serves as master (for /metrics). */
+export interface ServedGroup {
+  volume: string;
+  sizeBytes: number;
+  members: VolumeMember[];
 }
 
 export interface LiveContext {
@@ -158,4 +165,28 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
 
 function withLiveFields(v: Volume, live: VolumeLiveStatus): Volume {
   return { ...v, allocatedBytes: live.allocatedBytes, connections: live.connections };
+}
+
+/**
+ * The members of every group this node serves as master, from memory (the records its watch
+ * keeps, the lease watch, the data plane; no root hashes): what /metrics reports.
+ */
+export async function servedGroups(ctx: LiveContext): Promise<ServedGroup[]> {
+  const out: ServedGroup[] = [];
+  for (const rec of ctx.groups?.served() ?? []) {
+    const live = await localLive(ctx, rec, { roots: false });
+    out.push({
+      volume: rec.name,
+      sizeBytes: rec.sizeBytes,
+      members: memberStatus({
+        group: rec.group!,
+        sizeBytes: rec.sizeBytes,
+        notes: rec.outOfSync,
+        gone: ctx.groups!.leaseGone(),
+        live,
+        now: ctx.now().getTime(),
+      }),
+    });
+  }
+  return out;
 }

@@ -31,7 +31,6 @@ import type {
   UpdateVolumeRequest,
   Volume,
   VolumeLiveStatus,
-  VolumeMember,
   VolumeState,
 } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
@@ -57,8 +56,14 @@ import {
 import { VolumeGroups } from "./_groups.ts";
 import { followVolumeRecords } from "./_follow.ts";
 import { ORPHAN_MIN_AGE_MS, removeOrphans } from "./_orphans.ts";
-import { type LiveContext, localLive, type PeerStatusSource, volumeView } from "./_live.ts";
-import { memberStatus } from "./_members.ts";
+import {
+  type LiveContext,
+  localLive,
+  type PeerStatusSource,
+  type ServedGroup,
+  servedGroups,
+  volumeView,
+} from "./_live.ts";
 import {
   applyRemoteChange,
   awaitRemoteDelete,
@@ -69,14 +74,13 @@ import {
   type ReconcileReport,
 } from "./_local.ts";
 
-export { type PeerStatusSource, type ReconcileReport, VOLUME_PREFIX, type VolumeRecord };
-
-/** The members of one group this node serves as master (for /metrics). */
-export interface ServedGroup {
-  volume: string;
-  sizeBytes: number;
-  members: VolumeMember[];
-}
+export {
+  type PeerStatusSource,
+  type ReconcileReport,
+  type ServedGroup,
+  VOLUME_PREFIX,
+  type VolumeRecord,
+};
 
 export interface VolumeServiceOptions {
   store: StateStore;
@@ -235,24 +239,8 @@ export class VolumeService {
    * The members of every group this node serves as master, from memory (the records its
    * watch keeps, the lease watch, the data plane): what /metrics reports.
    */
-  async servedGroups(): Promise<ServedGroup[]> {
-    const out: ServedGroup[] = [];
-    for (const rec of this.#groups?.served() ?? []) {
-      const live = await localLive(this.#live, rec, { roots: false });
-      out.push({
-        volume: rec.name,
-        sizeBytes: rec.sizeBytes,
-        members: memberStatus({
-          group: rec.group!,
-          sizeBytes: rec.sizeBytes,
-          notes: rec.outOfSync,
-          gone: this.#groups!.leaseGone(),
-          live,
-          now: this.#now().getTime(),
-        }),
-      });
-    }
-    return out;
+  servedGroups(): Promise<ServedGroup[]> {
+    return servedGroups(this.#live);
   }
 
   /** Grows a volume (shrinking is refused). */
