@@ -119,6 +119,11 @@ export interface DataPlane {
   resync?(name: string, replica: ReplicaTarget, epoch: number): Promise<ResyncResult>;
   /** Resyncs of `name` under way here. */
   resyncStatus?(name: string): ResyncProgress[];
+  /**
+   * The root hash (hex) of each member's copy of exported group volume `name` as its master
+   * sees it (undefined when a member could not be asked).
+   */
+  memberRoots?(name: string): Promise<Record<string, string | undefined>>;
   /** The file of this node's copy of volume `uuid`, if it has one (the replica side). */
   copyPath?(uuid: string): string | undefined;
   /** Local status, or undefined if the volume is not exported here. */

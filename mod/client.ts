@@ -36,6 +36,7 @@ import type {
   UpdateVolumeRequest,
   VersionInfo,
   Volume,
+  VolumeLiveStatus,
 } from "./types.ts";
 
 /** Default API address of a local node. */
@@ -142,6 +143,14 @@ export class BallastClient {
 
   getVolume(name: string): Promise<Volume> {
     return this.#json("GET", `/v1/volumes/${encodeURIComponent(name)}`);
+  }
+
+  /**
+   * What this node knows first-hand of volume `name` it serves (node-to-node; roles node and
+   * admin): NOT_FOUND when it does not export it.
+   */
+  peerVolumeStatus(name: string): Promise<VolumeLiveStatus> {
+    return this.#json("GET", `/v1/peer/volumes/${encodeURIComponent(name)}`);
   }
 
   createVolume(request: CreateVolumeRequest): Promise<Volume> {

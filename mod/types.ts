@@ -42,6 +42,104 @@ export interface Volume {
   phase?: "healthy" | "degraded" | "failing-over" | "unavailable";
   /** The failure-domain label the group was spread by, if any. */
   spreadBy?: string;
+  /**
+   * Replicated volumes, in the answer to a get of one volume: each member's role, state,
+   * replication lag, resync progress and root hash, master first.
+   */
+  memberStatus?: VolumeMember[];
+  /**
+   * A get of one volume in cluster mode, or of a replicated one: where the live fields
+   * (allocatedBytes, connections, resync progress, root hashes) came from, the node serving
+   * the volume, as of `observedAt`; `error` says why they are missing.
+   */
+  live?: { node: string; observedAt?: string; error?: string };
+}
+
+/**
+ * State of a member of a replicated volume: in the in-sync set; being brought back by Delta
+ * Sync; out of the in-sync set and not being resynced; its node's liveness lease gone.
+ */
+export type MemberState = "in-sync" | "resyncing" | "out-of-sync" | "down";
+
+/** One member of a replicated volume as `volume get` shows it. */
+export interface VolumeMember {
+  node: string;
+  role: "master" | "replica";
+  state: MemberState;
+  /** Why the member is out of sync or down (the best the cluster knows; docs/CLUSTER.md). */
+  reason?: string;
+  /** When the member left the in-sync set (ISO 8601), when the group change recorded it. */
+  outOfSyncSince?: string;
+  /**
+   * Replication lag in bytes: 0 in sync; while resyncing, the bytes of the volume the
+   * current pass has still to compare; otherwise the volume's size (none is known equal).
+   */
+  lagBytes: number;
+  /** Seconds since the member was last in sync (0 in sync); absent when not recorded. */
+  lagSeconds?: number;
+  /** The resync under way (state "resyncing"). */
+  resync?: MemberResync;
+  /** Root hash (hex) of the member's copy as the master sees it; absent when unknown. */
+  rootHash?: string;
+}
+
+/** A resync (Delta Sync) of one member, as its master reports it. */
+export interface MemberResync {
+  /**
+   * Pass: the first compares the whole volume, later ones catch writes that raced it; 0
+   * until the master has compared its first batch of regions.
+   */
+  pass: number;
+  /** Share of the volume compared in this pass, 0 to 100, rounded down to 0.1. */
+  percent: number;
+  comparedBytes: number;
+  totalBytes: number;
+  /** Bytes of the volume this pass has still to compare. */
+  bytesLeft: number;
+  /** Bytes sent as data so far (every pass); zeroed ranges are counted in zeroedBytes. */
+  sentBytes: number;
+  zeroedBytes: number;
+  /** Bytes of the volume compared per second since the resync started (every pass). */
+  rateBytesPerSecond: number;
+  /** bytesLeft at that rate, whole seconds; absent while the rate is unknown. */
+  etaSeconds?: number;
+  startedAt: string;
+}
+
+/**
+ * GET /v1/peer/volumes/{name}: what the node serving a volume knows of it first-hand
+ * (asked by the other nodes, so that `volume get` works on any node).
+ */
+export interface VolumeLiveStatus {
+  name: string;
+  uuid: string;
+  node: string;
+  /** When this node answered (ISO 8601, its clock). */
+  observedAt: string;
+  allocatedBytes: number;
+  connections: number;
+  /** Group master: resyncs of members under way here. */
+  resyncs: LiveResync[];
+  /** Group master: members whose last resync failed (cleared when one succeeds). */
+  resyncFailures: Array<{ member: string; message: string; at: string }>;
+  /**
+   * Group master, when its data plane offers it: the root hash (hex) of each member's copy,
+   * null for a member that could not be asked.
+   */
+  roots?: Record<string, string | null>;
+}
+
+/** A resync under way on the master (the data plane's progress of it). */
+export interface LiveResync {
+  member: string;
+  startedAt: string;
+  /** 0 until the first batch of regions was compared (no progress reported yet). */
+  pass: number;
+  comparedBytes: number;
+  totalBytes: number;
+  sentBytes: number;
+  zeroedBytes: number;
+  hashBytes: number;
 }
 
 /** Body of POST /v1/volumes. */

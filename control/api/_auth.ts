@@ -44,7 +44,7 @@ export type ApiEnv = {
 export const NO_CLIENT_CERTIFICATE = "no client certificate: this API requires mutual TLS " +
   "(ballast CLI: --cert/--key, BALLAST_CERT/BALLAST_KEY, or --data-dir)";
 
-/** Path prefix of the node-to-node routes (none exist yet; the cluster issue adds them). */
+/** Path prefix of the node-to-node routes (_peer.ts). */
 export const PEER_PREFIX = "/v1/peer/";
 
 /** Routes each non-admin role may call. */

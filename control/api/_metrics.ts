@@ -1,7 +1,8 @@
 /**
  * GET /metrics: Prometheus text exposition (format 0.0.4) of the node's metrics: per-volume
  * I/O counters and latency histograms from the data plane's VolumeStats, volume sizes,
- * NBD connections, API request counts and process facts.
+ * NBD connections, replication (members' states, lag and resyncs of the groups this node
+ * is master of), API request counts and process facts.
  * @module
  */
 
@@ -9,8 +10,8 @@ import { Hono } from "hono";
 import type { DataPlane } from "../../data/plane.ts";
 import type { PoolStatus } from "../../data/mod.ts";
 import { LATENCY_BUCKETS, OP_KINDS, type VolumeStats } from "../../data/stats.ts";
-import type { Volume } from "../../mod/types.ts";
-import type { VolumeService } from "../volumes/mod.ts";
+import type { MemberState, Volume } from "../../mod/types.ts";
+import type { ServedGroup, VolumeService } from "../volumes/mod.ts";
 import type { ApiEnv } from "./_auth.ts";
 import { allowQuery } from "./_validate.ts";
 
@@ -69,6 +70,7 @@ export function metricsRoutes(deps: MetricsRouteDeps, api: ApiRequestCounter): H
     const text = renderMetrics({
       stats: deps.dataPlane.volumeStats(),
       volumes: await deps.volumes.list(),
+      groups: await deps.volumes.servedGroups(),
       nbdConnections: deps.dataPlane.openConnections(),
       pool: deps.dataPlane.workerPool?.(),
       api,
@@ -83,6 +85,8 @@ export function metricsRoutes(deps: MetricsRouteDeps, api: ApiRequestCounter): H
 export interface MetricsInput {
   stats: VolumeStats[];
   volumes: Volume[];
+  /** The groups this node serves as master, with their members. */
+  groups?: ServedGroup[];
   nbdConnections: number;
   /** The data worker pool, when NBD is served on one. */
   pool?: PoolStatus;
@@ -156,6 +160,7 @@ export function renderMetrics(input: MetricsInput): string {
       `ballast_volume_allocated_bytes${labels({ volume: v.name })} ${num(v.allocatedBytes)}`,
     );
   }
+  renderReplication(input.groups ?? [], family, out);
   family("ballast_nbd_connections", "gauge", "Open connections on the NBD listener.");
   out.push(`ballast_nbd_connections ${num(input.nbdConnections)}`);
   const pool = input.pool;
@@ -216,4 +221,77 @@ export function renderMetrics(input: MetricsInput): string {
   family("process_start_time_seconds", "gauge", "Start time of the process since the epoch.");
   out.push(`process_start_time_seconds ${num(Math.round(PROCESS_START_SECONDS * 1000) / 1000)}`);
   return out.join("\n") + "\n";
+}
+
+const MEMBER_STATES: MemberState[] = ["in-sync", "resyncing", "out-of-sync", "down"];
+
+/**
+ * The replication families (docs/CLUSTER.md, "Watching replication"), one series per member
+ * of each group this node is master of: the master reports them, so a volume is counted
+ * once however many nodes are scraped.
+ */
+function renderReplication(
+  groups: ServedGroup[],
+  family: (name: string, type: string, help: string) => void,
+  out: string[],
+): void {
+  /** A gauge with a series per member for which `value` is defined. */
+  const perMember = (
+    name: string,
+    help: string,
+    value: (m: ServedGroup["members"][number]) => number | undefined,
+  ) => {
+    family(name, "gauge", help);
+    for (const g of groups) {
+      for (const m of g.members) {
+        const v = value(m);
+        if (v !== undefined) {
+          out.push(`${name}${labels({ volume: g.volume, member: m.node })} ${v}`);
+        }
+      }
+    }
+  };
+  family(
+    "ballast_replication_member_state",
+    "gauge",
+    "State of each member of a replicated volume, reported by its master: 1 for the " +
+      "member's current state (in-sync, resyncing, out-of-sync, down), 0 for the others.",
+  );
+  for (const g of groups) {
+    for (const m of g.members) {
+      for (const state of MEMBER_STATES) {
+        const l = labels({ volume: g.volume, member: m.node, role: m.role, state });
+        out.push(`ballast_replication_member_state${l} ${m.state === state ? 1 : 0}`);
+      }
+    }
+  }
+  perMember(
+    "ballast_replication_lag_bytes",
+    "Replication lag of each member in bytes, reported by the volume's master. Replication " +
+      "is synchronous: an in-sync member holds every acknowledged write (0); a resyncing " +
+      "member lags by the bytes of the volume its resync has still to compare in the " +
+      "current pass; an out-of-sync or down member by the volume's size (none of it is " +
+      "known to be equal).",
+    (m) => m.lagBytes,
+  );
+  perMember(
+    "ballast_replication_lag_seconds",
+    "Seconds since each member was last in sync (0 while in sync), reported by the " +
+      "volume's master; absent for a member whose leaving the in-sync set was not recorded.",
+    (m) => m.lagSeconds,
+  );
+  perMember(
+    "ballast_resync_sent_bytes",
+    "Bytes sent as data by the resync (Delta Sync) of a member under way, all its passes " +
+      "so far (zeroed ranges not counted); present only while a resync runs, and a new " +
+      "resync starts from 0.",
+    (m) => m.resync?.sentBytes,
+  );
+  perMember(
+    "ballast_resync_remaining_bytes",
+    "Bytes of the volume the resync of a member under way has still to compare in its " +
+      "current pass (a later pass compares the whole volume again, quickly where nothing " +
+      "changed); present only while a resync runs.",
+    (m) => m.resync?.bytesLeft,
+  );
 }

@@ -3,10 +3,10 @@
  * (listener.ts: node:https with client certificates, or Deno.serve in plaintext dev mode).
  * With a Pki every request is authorized from the client certificate's role (_auth.ts).
  * One sub-app per resource: _system.ts (health, version, OpenAPI), _nodes.ts, _volumes.ts,
- * _ca.ts, _cluster.ts, _metrics.ts; every route checks its query string with a middleware
- * (_validate.ts). Every error leaves through one handler as `{error: {code, message,
- * details?}}`; unknown routes get a JSON 404. Each request gets an id (X-Request-Id in and
- * out) and a child logger.
+ * _ca.ts, _cluster.ts, _peer.ts (node-to-node), _metrics.ts; every route checks its query
+ * string with a middleware (_validate.ts). Every error leaves through one handler as
+ * `{error: {code, message, details?}}`; unknown routes get a JSON 404. Each request gets an
+ * id (X-Request-Id in and out) and a child logger.
  * @module
  */
 
@@ -26,6 +26,7 @@ import { caRoutes } from "./_ca.ts";
 import { clusterRoutes } from "./_cluster.ts";
 import { ApiRequestCounter, metricsRoutes } from "./_metrics.ts";
 import { nodeRoutes } from "./_nodes.ts";
+import { peerRoutes } from "./_peer.ts";
 import { systemRoutes } from "./_system.ts";
 import { volumeRoutes } from "./_volumes.ts";
 
@@ -106,6 +107,7 @@ export function createApi(deps: ApiDeps): Hono<ApiEnv> {
   app.route("/v1/volumes", volumeRoutes(deps));
   app.route("/v1/ca", caRoutes(deps));
   app.route("/v1/cluster", clusterRoutes(deps));
+  app.route("/v1/peer", peerRoutes(deps));
   app.route("/metrics", metricsRoutes(deps, requests));
   return app;
 }

@@ -9,6 +9,13 @@ export interface Io {
   out(text: string): void;
   err(text: string): void;
   env(name: string): string | undefined;
+  /**
+   * stdout's width when it is a terminal (live views redraw in place; 0: width unknown);
+   * undefined when it is not one.
+   */
+  terminal?(): { columns: number } | undefined;
+  /** Calls `fn` on Ctrl-C (SIGINT) until the returned function is called. */
+  onInterrupt?(fn: () => void): () => void;
 }
 
 function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): void {
@@ -30,6 +37,18 @@ export const processIo: Io = {
   },
   err: (text) => writeAll(Deno.stderr, text),
   env: (name) => Deno.env.get(name),
+  terminal: () => {
+    if (!Deno.stdout.isTerminal()) return undefined;
+    try {
+      return { columns: Deno.consoleSize().columns };
+    } catch {
+      return { columns: 80 };
+    }
+  },
+  onInterrupt: (fn) => {
+    Deno.addSignalListener("SIGINT", fn);
+    return () => Deno.removeSignalListener("SIGINT", fn);
+  },
 };
 
 /** An Io that records everything (tests). */

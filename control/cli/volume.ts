@@ -4,6 +4,7 @@
  */
 
 import { errorMessage } from "../../mod/errors.ts";
+import { parseDuration } from "../../mod/duration.ts";
 import { clientFromFlags } from "./_credentials.ts";
 import { formatSize, parseSize } from "../../mod/size.ts";
 import type { Volume } from "../../mod/types.ts";
@@ -16,6 +17,8 @@ import {
   usageHint,
 } from "./_command.ts";
 import { age, fields, json, table } from "./_output.ts";
+import { memberTable } from "./_members_view.ts";
+import { watchVolume } from "./_watch.ts";
 
 const SIZE_HELP = "size with a binary unit: 512MiB, 10GiB, 1TiB (multiple of 512 bytes)";
 
@@ -57,11 +60,37 @@ export const VOLUME_SPECS: Record<string, CommandSpec> = {
   },
   get: {
     path: "volume get",
-    args: "NAME",
-    summary: "Show one volume.",
-    flags: [],
+    args: "NAME [--watch [--interval D] [--timeout D]]",
+    summary: "Show one volume; for a replicated one each member's role, state (in sync, " +
+      "resyncing with progress, out of sync and why, down) and root hash. With --watch, " +
+      "follow it until every member is in sync. Exit codes: 0 (with --watch: healthy), " +
+      "1 error, 2 usage, 3 --timeout passed, 130 Ctrl-C.",
+    flags: [
+      {
+        name: "watch",
+        short: "w",
+        help: "poll until every member is in sync, then exit 0: a live progress bar on a " +
+          "terminal, else one line per change (one JSON document per change with -o json)",
+      },
+      {
+        name: "interval",
+        value: "D",
+        help: "with --watch: time between polls, e.g. 5s",
+        default: "1s",
+      },
+      {
+        name: "timeout",
+        value: "D",
+        help: "with --watch: give up with exit code 3 when not healthy after D, e.g. 30m",
+        default: "none",
+      },
+    ],
     client: true,
-    examples: ["ballast volume get db1"],
+    examples: [
+      "ballast volume get db1",
+      "ballast volume get db1 -o json",
+      "ballast volume get db1 --watch --timeout 1h",
+    ],
   },
   resize: {
     path: "volume resize",
@@ -138,6 +167,15 @@ export const volumeCommand: Command = groupCommand(
       }
       case "get": {
         const [name] = requirePositionals(spec, p, ["NAME"]);
+        const watch = parseWatch(spec, p.values);
+        if (watch) {
+          return await watchVolume({
+            fetch: () => client.getVolume(name),
+            io,
+            json: p.output === "json",
+            ...watch,
+          });
+        }
         const v = await client.getVolume(name);
         io.out(p.output === "json" ? json(v) : volumeFields(v));
         return 0;
@@ -174,6 +212,29 @@ function requireSize(spec: CommandSpec, value: unknown): number {
   } catch (err) {
     throw new UsageError(`--size: ${errorMessage(err)}`, usageHint(spec));
   }
+}
+
+/** --watch with its --interval and --timeout (milliseconds), or undefined without --watch. */
+function parseWatch(
+  spec: CommandSpec,
+  values: Record<string, unknown>,
+): { intervalMs: number; timeoutMs?: number } | undefined {
+  const duration = (flag: string) => {
+    const value = values[flag];
+    if (value === undefined) return undefined;
+    if (values.watch !== true) {
+      throw new UsageError(`--${flag} goes with --watch`, usageHint(spec));
+    }
+    try {
+      return parseDuration(value, `--${flag}`) * 1000;
+    } catch (err) {
+      throw new UsageError(errorMessage(err), usageHint(spec));
+    }
+  };
+  const intervalMs = duration("interval");
+  const timeoutMs = duration("timeout");
+  if (values.watch !== true) return undefined;
+  return { intervalMs: intervalMs ?? 1000, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
 }
 
 function parseReplicas(spec: CommandSpec, value: unknown): number | undefined {
@@ -232,6 +293,13 @@ export function volumeTable(items: Volume[], now = Date.now()): string {
 
 function volumeFields(v: Volume): string {
   const labels = Object.entries(v.labels).map(([k, val]) => `${k}=${val}`).join(", ");
+  const live = v.live === undefined ? [] : [[
+    "Live status",
+    v.live.error
+      ? `unavailable: ${v.live.error}`
+      : `from node ${v.live.node} at ${v.live.observedAt}`,
+  ] as [string, string]];
+  const members = v.memberStatus ? `\n${memberTable(v.memberStatus)}` : "";
   return fields([
     ["Name", v.name],
     ["UUID", v.uuid],
@@ -260,5 +328,6 @@ function volumeFields(v: Volume): string {
     ["Description", v.description || "<none>"],
     ["Created", `${v.createdAt} (${age(v.createdAt)} ago)`],
     ["Updated", v.updatedAt],
-  ]);
+    ...live,
+  ]) + members;
 }

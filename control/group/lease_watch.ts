@@ -68,6 +68,14 @@ export class LeaseWatch {
     return [...this.#reportedDown].sort();
   }
 
+  /**
+   * Known nodes whose liveness key is absent right now (grace or not), sorted: what
+   * `node list` shows as down, as this watch last saw it.
+   */
+  gone(): string[] {
+    return [...this.#known].filter((n) => !this.#alive.has(n)).sort();
+  }
+
   /** Calls `fn(node, up)` on every change; returns the unsubscribe function. */
   subscribe(fn: (node: string, up: boolean) => void): () => void {
     this.#subs.add(fn);

@@ -1,7 +1,8 @@
 /**
  * Node membership: the registry (each node's record, its leased liveness key and cordon
  * in the store, and the derived state ready / unreachable / down / cordoned), the liveness
- * keys other packages guard transactions with, and the probe that tells "unreachable".
+ * keys other packages guard transactions with, the probe that tells "unreachable", and
+ * this node's client of the other nodes' node-to-node API (peer_api.ts).
  * @module
  */
 
@@ -14,3 +15,4 @@ export {
   type NodeRegistryOptions,
 } from "./registry.ts";
 export { NodeProbe, type NodeProbeOptions, type ProbeCredentials } from "./probe.ts";
+export { PeerApi, type PeerApiOptions } from "./peer_api.ts";

@@ -189,6 +189,13 @@ export class NodeRegistry {
     if (!res.succeeded) throw new NotFoundError("node", name);
   }
 
+  /** The API address node `name` published in its record, or undefined (one read, no probe). */
+  async apiAddress(name: string): Promise<string | undefined> {
+    if (name.includes("/")) return undefined;
+    const rec = await this.#o.store.get(NODE_PREFIX + name);
+    return rec ? (JSON.parse(rec.value) as NodeRecord).apiAddress || undefined : undefined;
+  }
+
   /** One node. */
   async get(name: string): Promise<NodeInfo> {
     const [rec, alive, cordon] = await Promise.all([

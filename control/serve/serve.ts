@@ -25,7 +25,7 @@ import {
   prepareClusterPki,
 } from "../cluster/mod.ts";
 import { createLogger, type Logger } from "../common/mod.ts";
-import { NodeProbe, NodeRegistry } from "../nodes/mod.ts";
+import { NodeProbe, NodeRegistry, PeerApi } from "../nodes/mod.ts";
 import { ReadCacheStore } from "../store/mod.ts";
 import { setupNodeTls } from "../tls/mod.ts";
 import { orphanMinAgeMs, VolumeService } from "../volumes/mod.ts";
@@ -169,6 +169,12 @@ export async function serve(
       peerAddress = peers.address;
     }
 
+    // Node-to-node API calls (health probes, live volume status) with this node's certificate.
+    const nodeCredentials = () => {
+      if (!tls) return undefined;
+      const c = tls.pki.credentials("node");
+      return { caCertPem: c.ca, certPem: c.cert, keyPem: c.key };
+    };
     const nodes = new NodeRegistry({
       store,
       dataPlane,
@@ -181,13 +187,7 @@ export async function serve(
       // Cluster mode: a node holding its lease whose API does not answer is "unreachable".
       ...(config.etcd
         ? {
-          probe: new NodeProbe({
-            credentials: () => {
-              if (!tls) return undefined;
-              const c = tls.pki.credentials("node");
-              return { caCertPem: c.ca, certPem: c.cert, keyPem: c.key };
-            },
-          }),
+          probe: new NodeProbe({ credentials: nodeCredentials }),
         }
         : {}),
     });
@@ -200,6 +200,15 @@ export async function serve(
       replicates: peerAddress !== undefined,
       // Placement of replicated volumes (cluster mode) over the registered nodes.
       listNodes: () => nodes.list(),
+      // `volume get` on any node: live status from the node serving the volume.
+      ...(config.etcd
+        ? {
+          peers: new PeerApi({
+            credentials: nodeCredentials,
+            apiAddressOf: (node) => nodes.apiAddress(node),
+          }),
+        }
+        : {}),
       // A live node re-registers within a heartbeat after etcd expired every lease at once.
       leaseGraceMs: config.nodeLeaseTtlSeconds * 1000,
       // Hidden test knob: how old a copy without a record must be before it is removed.

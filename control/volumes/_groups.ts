@@ -37,6 +37,8 @@ import type { Logger } from "../common/mod.ts";
 import { aliveKey } from "../nodes/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
 import { casRecord, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
+import { ResyncTracker } from "./_resyncs.ts";
+import { nextSyncNotes } from "./_sync_notes.ts";
 
 export type { GroupCreate };
 
@@ -69,6 +71,8 @@ export class VolumeGroups {
   /** Size each local copy is known to have at least, so a record event costs no I/O. */
   readonly #sized = new Map<string, { uuid: string; sizeBytes: number }>();
   #unsubscribe: () => void = () => {};
+  /** The resyncs this node runs as master (live status, never stored). */
+  readonly resyncs = new ResyncTracker();
 
   constructor(options: VolumeGroupsOptions) {
     this.#o = options;
@@ -202,6 +206,7 @@ export class VolumeGroups {
     if (rec) this.#made.delete(rec.uuid);
     this.#records.delete(name);
     this.#sized.delete(name);
+    this.resyncs.forget(name);
     if (this.#drivers.has(name)) await this.#stopDriver(name);
     if (!rec) return;
     await this.#o.plane.deleteVolume(name, { force: true, uuid: rec.uuid }).catch((err) =>
@@ -222,6 +227,21 @@ export class VolumeGroups {
   /** The members a master replicates to: those the record lists in sync, but itself. */
   #targets(rec: VolumeRecord): Promise<{ node: string; address: string }[]> {
     return this.#addresses((rec.group?.inSync ?? []).filter((m) => m !== this.#o.nodeName));
+  }
+
+  /** Nodes whose liveness lease is gone now, as the shared lease watch last saw it. */
+  leaseGone(): string[] {
+    return this.#leases.gone();
+  }
+
+  /** The newest record of each group this node is master of and exports, by name. */
+  served(): VolumeRecord[] {
+    return [...this.#records.values()]
+      .filter((r) =>
+        r.state === "ready" && r.group?.master === this.#o.nodeName &&
+        this.#o.plane.volumeStatus(r.name) !== undefined
+      )
+      .sort((a, b) => a.name < b.name ? -1 : 1);
   }
 
   /** Names of the groups this node hosts (a member of, as last seen). */
@@ -270,11 +290,15 @@ export class VolumeGroups {
         resync: async (replica, epoch) => {
           if (!plane.resync) return false;
           const [target] = await this.#addresses([replica]);
-          if (!target.address) return false;
-          await plane.resync(name, target, epoch);
+          if (!target.address) {
+            this.resyncs.fail(name, replica, `node ${replica} has no known peer address`);
+            return false;
+          }
+          await this.resyncs.run(name, replica, () => plane.resync!(name, target, epoch));
           return true;
         },
         stopServing: async (epoch) => {
+          this.resyncs.forget(name); // failures of resyncs this node ran as master
           await plane.closeVolume(name);
           log.info({ epoch }, "volume export stopped");
         },
@@ -287,14 +311,27 @@ export class VolumeGroups {
         const r = JSON.parse(value) as VolumeRecord;
         return r.state === "ready" && r.uuid === rec.uuid ? r.group : undefined;
       },
-      encode: (value, group: GroupRecord) =>
-        JSON.stringify({
-          ...JSON.parse(value) as VolumeRecord,
+      encode: (value, group: GroupRecord) => {
+        const prev = JSON.parse(value) as VolumeRecord;
+        const now = this.#o.now();
+        // Why and since when members are out of sync, noted with the change (_sync_notes.ts).
+        const outOfSync = nextSyncNotes(
+          prev.group,
+          group,
+          prev.outOfSync,
+          now,
+          this.#o.replicates ?? false,
+        );
+        const { outOfSync: _old, ...rest } = prev;
+        return JSON.stringify({
+          ...rest,
           master: group.master,
           epoch: group.epoch,
           group,
-          updatedAt: this.#o.now().toISOString(),
-        }),
+          ...(outOfSync ? { outOfSync } : {}),
+          updatedAt: now.toISOString(),
+        });
+      },
     });
     this.#drivers.set(name, { uuid: rec.uuid, driver });
     log.info({ members: rec.group?.members }, "group driver started");

@@ -15,6 +15,7 @@ import type { VolumeSpec } from "../../data/plane.ts";
 import type { GroupRecord } from "../group/mod.ts";
 import { livenessCompares } from "../nodes/mod.ts";
 import { type Compare, freshGet, type KeyValue, type StateStore } from "../store/mod.ts";
+import type { SyncNotes } from "./_sync_notes.ts";
 
 export const VOLUME_PREFIX = "/ballast/volumes/";
 
@@ -22,7 +23,15 @@ export const VOLUME_PREFIX = "/ballast/volumes/";
 export type VolumeRecord =
   & Omit<
     Volume,
-    "allocatedBytes" | "connections" | "members" | "inSync" | "down" | "phase" | "spreadBy"
+    | "allocatedBytes"
+    | "connections"
+    | "members"
+    | "inSync"
+    | "down"
+    | "phase"
+    | "spreadBy"
+    | "memberStatus"
+    | "live"
   >
   & {
     /** Set with state "deleting" by a non-master node: the master deletes with force. */
@@ -41,6 +50,11 @@ export type VolumeRecord =
     createFailed?: string;
     /** While a group is "deleting": members whose copy has not been removed yet. */
     remaining?: string[];
+    /**
+     * Group members out of the in-sync set: since when and why, noted by the change that
+     * took each out (_sync_notes.ts). Absent when every member is in sync.
+     */
+    outOfSync?: SyncNotes;
   };
 
 /** The API view of a record (without live fields): hand-over fields dropped, group flattened. */
@@ -52,6 +66,7 @@ export function toVolume(record: VolumeRecord): Volume {
     created: _c,
     createFailed: _cf,
     remaining: _rm,
+    outOfSync: _o,
     ...stored
   } = record;
   if (!g) return stored;

@@ -6,7 +6,9 @@
  */
 
 export {
+  type PeerStatusSource,
   type ReconcileReport,
+  type ServedGroup,
   VOLUME_PREFIX,
   type VolumeRecord,
   VolumeService,

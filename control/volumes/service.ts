@@ -30,6 +30,7 @@ import type {
   NodeInfo,
   UpdateVolumeRequest,
   Volume,
+  VolumeLiveStatus,
   VolumeState,
 } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
@@ -56,6 +57,14 @@ import { VolumeGroups } from "./_groups.ts";
 import { followVolumeRecords } from "./_follow.ts";
 import { ORPHAN_MIN_AGE_MS, removeOrphans } from "./_orphans.ts";
 import {
+  type LiveContext,
+  localLive,
+  type PeerStatusSource,
+  type ServedGroup,
+  servedGroups,
+  volumeView,
+} from "./_live.ts";
+import {
   applyRemoteChange,
   awaitRemoteDelete,
   createLocal,
@@ -65,7 +74,13 @@ import {
   type ReconcileReport,
 } from "./_local.ts";
 
-export { type ReconcileReport, VOLUME_PREFIX, type VolumeRecord };
+export {
+  type PeerStatusSource,
+  type ReconcileReport,
+  type ServedGroup,
+  VOLUME_PREFIX,
+  type VolumeRecord,
+};
 
 export interface VolumeServiceOptions {
   store: StateStore;
@@ -82,6 +97,12 @@ export interface VolumeServiceOptions {
   leaseGraceMs?: number;
   /** Replicated volumes replicate their writes (cluster mode with TLS: a peer channel). */
   replicates?: boolean;
+  /**
+   * Cluster mode: asks the node serving a volume for its live status (GET
+   * /v1/peer/volumes/{name}), so that get() shows it on any node. None: only the serving
+   * node shows live fields.
+   */
+  peers?: PeerStatusSource;
   /** reconcile(): a copy without a record is removed once older than this; default 10 min. */
   orphanMinAgeMs?: number;
   /** [first, cap] of the retry backoff of a failed record change; default [500, 30000]. */
@@ -104,6 +125,7 @@ export class VolumeService {
   /** Cluster mode: replicated volumes. */
   readonly #groups: VolumeGroups | undefined;
   readonly #ctx: LocalContext;
+  readonly #live: LiveContext;
 
   constructor(options: VolumeServiceOptions) {
     this.#store = options.store;
@@ -134,6 +156,13 @@ export class VolumeService {
         replicates: options.replicates,
       });
     }
+    this.#live = {
+      plane: this.#plane,
+      node: this.#node,
+      groups: this.#groups,
+      peers: options.peers,
+      now: this.#now,
+    };
   }
 
   /** Creates a volume and its data file; returns it "ready". */
@@ -183,12 +212,35 @@ export class VolumeService {
     return kvs.map((kv) => this.#withLive(parseRecord(kv)));
   }
 
-  /** One volume with its live fields. */
+  /**
+   * One volume with its live fields, from the node serving it (asked through `peers` when
+   * that is another node), and for a group each member's state (_live.ts).
+   */
   async get(name: string): Promise<Volume> {
     checkVolumeName(name);
     const kv = await this.#store.get(VOLUME_PREFIX + name);
     if (!kv) throw new NotFoundError("volume", name);
-    return this.#withLive(parseRecord(kv));
+    return await volumeView(this.#live, parseRecord(kv));
+  }
+
+  /**
+   * What this node knows first-hand of volume `name` it exports (the node-to-node route);
+   * NotFoundError when it does not export it.
+   */
+  async liveStatus(name: string): Promise<VolumeLiveStatus> {
+    checkVolumeName(name);
+    const kv = await this.#store.get(VOLUME_PREFIX + name);
+    const live = kv ? await localLive(this.#live, parseRecord(kv), { roots: true }) : undefined;
+    if (!live) throw new NotFoundError("volume export", name);
+    return live;
+  }
+
+  /**
+   * The members of every group this node serves as master, from memory (the records its
+   * watch keeps, the lease watch, the data plane): what /metrics reports.
+   */
+  servedGroups(): Promise<ServedGroup[]> {
+    return servedGroups(this.#live);
   }
 
   /** Grows a volume (shrinking is refused). */

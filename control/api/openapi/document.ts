@@ -11,6 +11,7 @@ import { STALE_HEADER } from "../../../mod/client.ts";
 import { errorResponse, errors, json, listOf, nameParam, ref } from "./_util.ts";
 import { CA_PATHS, CA_SCHEMAS } from "./_ca.ts";
 import { CLUSTER_PATHS, CLUSTER_SCHEMAS } from "./_cluster.ts";
+import { PEER_PATHS, REPLICATION_SCHEMAS, VOLUME_LIVE_PROPERTIES } from "./_replication.ts";
 
 const labels = {
   type: "object",
@@ -176,6 +177,7 @@ export const OPENAPI_DOCUMENT = {
     },
     ...CA_PATHS,
     ...CLUSTER_PATHS,
+    ...PEER_PATHS,
     "/v1/openapi.json": {
       get: {
         operationId: "openapi",
@@ -288,13 +290,20 @@ export const OPENAPI_DOCUMENT = {
           description: { type: "string" },
           createdAt: { type: "string", format: "date-time" },
           updatedAt: { type: "string", format: "date-time" },
-          allocatedBytes: { type: "integer", description: "Bytes allocated on disk" },
-          connections: { type: "integer", description: "Open NBD connections" },
+          allocatedBytes: {
+            type: "integer",
+            description: "Bytes allocated on disk on the node serving it; absent if unknown",
+          },
+          connections: {
+            type: "integer",
+            description: "Open NBD connections on the node serving it; absent if unknown",
+          },
           members: { ...strings, description: "Replicated: every node holding a copy" },
           inSync: { ...strings, description: "Members holding every write acknowledged" },
           down: { ...strings, description: "Members whose liveness lease expired" },
           phase: { type: "string", enum: ["healthy", "degraded", "failing-over", "unavailable"] },
           spreadBy: { type: "string", description: "Failure-domain label of the placement" },
+          ...VOLUME_LIVE_PROPERTIES,
         },
       },
       CreateVolumeRequest: {
@@ -374,6 +383,7 @@ export const OPENAPI_DOCUMENT = {
       },
       ...CA_SCHEMAS,
       ...CLUSTER_SCHEMAS,
+      ...REPLICATION_SCHEMAS,
       VersionInfo: {
         type: "object",
         properties: {

@@ -1,0 +1,192 @@
+/**
+ * Live status of a volume: what only the node serving it knows (allocation, connections, and
+ * for a group master the resyncs under way and the members' root hashes), and the volume as
+ * `volume get` shows it from any node.
+ *
+ * The serving node answers from memory (its data plane and ResyncTracker); another node asks
+ * it through the node-to-node API (GET /v1/peer/volumes/{name}, PeerStatusSource) with a
+ * short timeout. Nothing of it is written to the store: the view is as fresh as the answer,
+ * and when the serving node cannot be asked the volume is shown from its record alone, with
+ * `live.error` saying why.
+ * @module
+ */
+
+import { errorMessage } from "../../mod/errors.ts";
+import type { LiveResync, Volume, VolumeLiveStatus, VolumeMember } from "../../mod/types.ts";
+import type { DataPlane } from "../../data/plane.ts";
+import type { VolumeGroups } from "./_groups.ts";
+import { memberStatus } from "./_members.ts";
+import { toVolume, type VolumeRecord } from "./_record.ts";
+
+/** How long a master's data plane may take to give its members' root hashes. */
+export const ROOTS_TIMEOUT_MS = 1_500;
+
+/** Asks another node what it knows first-hand of a volume it serves. */
+export interface PeerStatusSource {
+  /** Node `node`'s answer to GET /v1/peer/volumes/{name}; throws when it cannot be had. */
+  volumeStatus(node: string, name: string): Promise<VolumeLiveStatus>;
+}
+
+/** The members of one group this node serves as master (for /metrics). */
+export interface ServedGroup {
+  volume: string;
+  sizeBytes: number;
+  members: VolumeMember[];
+}
+
+export interface LiveContext {
+  plane: DataPlane;
+  node: string;
+  groups?: VolumeGroups;
+  peers?: PeerStatusSource;
+  now: () => Date;
+}
+
+/**
+ * This node's first-hand status of the volume of `rec`, or undefined when it does not
+ * export it. With `roots`, a group master asks its data plane for the members' root hashes
+ * (bounded by ROOTS_TIMEOUT_MS; left out when the data plane has none or is too slow).
+ */
+export async function localLive(
+  ctx: LiveContext,
+  rec: VolumeRecord,
+  options: { roots: boolean },
+): Promise<VolumeLiveStatus | undefined> {
+  const status = ctx.plane.volumeStatus(rec.name);
+  if (!status) return undefined;
+  const master = rec.group !== undefined && rec.group.master === ctx.node;
+  const roots = master && options.roots ? await rootsOf(ctx.plane, rec.name) : undefined;
+  const iso = (ms: number) => new Date(ms).toISOString();
+  return {
+    name: rec.name,
+    uuid: rec.uuid,
+    node: ctx.node,
+    observedAt: ctx.now().toISOString(),
+    allocatedBytes: status.allocatedBytes,
+    connections: status.connections,
+    resyncs: master ? resyncsOf(ctx, rec) : [],
+    resyncFailures: master
+      ? (ctx.groups?.resyncs.failures(rec.name) ?? []).map((f) => ({ ...f, at: iso(f.at) }))
+      : [],
+    ...(roots ? { roots } : {}),
+  };
+}
+
+/**
+ * Resyncs under way: the ones the control plane started (ResyncTracker, from their first
+ * moment) with the data plane's progress where it reported some.
+ */
+function resyncsOf(ctx: LiveContext, rec: VolumeRecord): LiveResync[] {
+  const progress = ctx.plane.resyncStatus?.(rec.name) ?? [];
+  const tracked = ctx.groups?.resyncs.running(rec.name) ?? [];
+  const members = [
+    ...new Set([...tracked.map((t) => t.member), ...progress.map((p) => p.replica)]),
+  ];
+  return members.sort().map((member) => {
+    const p = progress.find((x) => x.replica === member);
+    const startedAt = p?.startedAt ?? tracked.find((t) => t.member === member)!.startedAt;
+    return {
+      member,
+      startedAt: new Date(startedAt).toISOString(),
+      pass: p?.pass ?? 0,
+      comparedBytes: p?.comparedBytes ?? 0,
+      totalBytes: p?.totalBytes ?? rec.sizeBytes,
+      sentBytes: p?.sentBytes ?? 0,
+      zeroedBytes: p?.zeroedBytes ?? 0,
+      hashBytes: p?.hashBytes ?? 0,
+    };
+  });
+}
+
+/** The members' root hashes from the data plane, JSON-ready (null: not asked). */
+async function rootsOf(
+  plane: DataPlane,
+  name: string,
+): Promise<Record<string, string | null> | undefined> {
+  if (!plane.memberRoots) return undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<undefined>((r) =>
+    timer = setTimeout(() => r(undefined), ROOTS_TIMEOUT_MS)
+  );
+  try {
+    const got = await Promise.race([plane.memberRoots(name).catch(() => undefined), late]);
+    if (!got) return undefined;
+    return Object.fromEntries(Object.entries(got).map(([m, h]) => [m, h ?? null]));
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The volume of `rec` as `volume get` shows it: its record, the live fields from the node
+ * serving it (this one, or asked through `ctx.peers`), and for a group each member's state.
+ */
+export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<Volume> {
+  const v = toVolume(rec);
+  const gone = ctx.groups?.leaseGone() ?? [];
+  let live: VolumeLiveStatus | undefined;
+  let error: string | undefined;
+  if (rec.master === ctx.node) {
+    live = await localLive(ctx, rec, { roots: true });
+    if (!live) error = `node ${ctx.node} does not export it now`;
+  } else if (gone.includes(rec.master)) {
+    error = `node ${rec.master} is down (its liveness lease is gone)`;
+  } else if (ctx.peers) {
+    try {
+      live = await ctx.peers.volumeStatus(rec.master, rec.name);
+      if (live.uuid !== rec.uuid) {
+        error = `node ${rec.master} serves another volume of that name`;
+        live = undefined;
+      }
+    } catch (err) {
+      error = `node ${rec.master} did not answer: ${errorMessage(err)}`;
+    }
+  } else {
+    error = `node ${rec.master} was not asked (no node-to-node API here)`;
+  }
+  if (!rec.group && !ctx.peers) return live ? withLiveFields(v, live) : v;
+  const out: Volume = live ? withLiveFields(v, live) : { ...v };
+  if (rec.group) {
+    out.memberStatus = memberStatus({
+      group: rec.group,
+      sizeBytes: rec.sizeBytes,
+      notes: rec.outOfSync,
+      gone,
+      live,
+      liveError: error,
+      now: ctx.now().getTime(),
+    });
+  }
+  out.live = live
+    ? { node: live.node, observedAt: live.observedAt }
+    : { node: rec.master, error: error! };
+  return out;
+}
+
+function withLiveFields(v: Volume, live: VolumeLiveStatus): Volume {
+  return { ...v, allocatedBytes: live.allocatedBytes, connections: live.connections };
+}
+
+/**
+ * The members of every group this node serves as master, from memory (the records its watch
+ * keeps, the lease watch, the data plane; no root hashes): what /metrics reports.
+ */
+export async function servedGroups(ctx: LiveContext): Promise<ServedGroup[]> {
+  const out: ServedGroup[] = [];
+  for (const rec of ctx.groups?.served() ?? []) {
+    const live = await localLive(ctx, rec, { roots: false });
+    out.push({
+      volume: rec.name,
+      sizeBytes: rec.sizeBytes,
+      members: memberStatus({
+        group: rec.group!,
+        sizeBytes: rec.sizeBytes,
+        notes: rec.outOfSync,
+        gone: ctx.groups!.leaseGone(),
+        live,
+        now: ctx.now().getTime(),
+      }),
+    });
+  }
+  return out;
+}

@@ -1,0 +1,111 @@
+/**
+ * Each member of a replicated volume as an operator sees it (VolumeMember): its role, its
+ * state, why, its replication lag, the resync under way and its root hash. Pure: it reads
+ * the group record, the notes of why members left the in-sync set (_sync_notes.ts), which
+ * nodes' liveness leases are gone, and what the master knows first-hand (VolumeLiveStatus),
+ * so that every node answers alike and tests need no cluster.
+ *
+ * State, first match wins:
+ *
+ * - down: the node's liveness lease is gone, or the group record lists it down;
+ * - in-sync: the record lists it in sync (the master always is);
+ * - resyncing: the master runs a resync of it;
+ * - out-of-sync: anything else.
+ * @module
+ */
+
+import type { LiveResync, MemberResync, VolumeLiveStatus, VolumeMember } from "../../mod/types.ts";
+import type { GroupRecord } from "../group/mod.ts";
+import type { SyncNotes } from "./_sync_notes.ts";
+
+export interface MemberInputs {
+  group: GroupRecord;
+  sizeBytes: number;
+  notes?: SyncNotes;
+  /** Nodes whose liveness lease is gone now. */
+  gone: readonly string[];
+  /** What the master reported, if it could be asked. */
+  live?: VolumeLiveStatus;
+  /** Why the master could not be asked, if it could not. */
+  liveError?: string;
+  /** Now, ms since the epoch (this node's clock). */
+  now: number;
+}
+
+/** The members, master first, then the replicas by name. */
+export function memberStatus(i: MemberInputs): VolumeMember[] {
+  const g = i.group;
+  const order = [g.master, ...g.members.filter((m) => m !== g.master).sort()];
+  return order.filter((m) => g.members.includes(m)).map((node) => member(i, node));
+}
+
+function member(i: MemberInputs, node: string): VolumeMember {
+  const g = i.group;
+  const role = node === g.master ? "master" : "replica";
+  const note = i.notes?.[node];
+  const inSync = g.inSync.includes(node);
+  const lag = inSync ? { lagSeconds: 0 } : note
+    ? {
+      outOfSyncSince: note.since,
+      lagSeconds: Math.max(0, Math.floor((i.now - Date.parse(note.since)) / 1000)),
+    }
+    : {};
+  const rootHash = i.live?.roots?.[node] ?? undefined;
+  const base = { node, role, ...(rootHash ? { rootHash } : {}) } as const;
+  const notRecorded = "not in the group's in-sync set (no reason recorded)";
+  if (i.gone.includes(node) || g.down.includes(node)) {
+    const why = i.gone.includes(node)
+      ? "the node's liveness lease is gone (stopped, crashed, or cut off from etcd)"
+      : "the group record lists it down (its lease expired); it takes itself off the list " +
+        "once back";
+    const before = inSync ? "" : `; out of sync before: ${note?.reason ?? notRecorded}`;
+    return {
+      ...base,
+      state: "down",
+      reason: why + before,
+      lagBytes: inSync ? 0 : i.sizeBytes,
+      ...lag,
+    };
+  }
+  if (inSync) return { ...base, state: "in-sync", lagBytes: 0, ...lag };
+  const running = i.live?.resyncs.find((r) => r.member === node);
+  if (running && i.live) {
+    const resync = resyncView(running, i.sizeBytes, Date.parse(i.live.observedAt));
+    return { ...base, state: "resyncing", lagBytes: resync.bytesLeft, ...lag, resync };
+  }
+  const failed = i.live?.resyncFailures.find((f) => f.member === node);
+  const reason = [
+    note?.reason ?? notRecorded,
+    ...(failed ? [`the last resync failed at ${failed.at}: ${failed.message}`] : []),
+    ...(i.live ? [] : [`resync progress unknown (${i.liveError ?? "the master was not asked"})`]),
+  ].join("; ");
+  return { ...base, state: "out-of-sync", reason, lagBytes: i.sizeBytes, ...lag };
+}
+
+/**
+ * A resync's progress for operators: percent of the current pass, bytes left, and the rate
+ * and ETA from the volume bytes compared since it started (`at`: when the master answered,
+ * by its own clock like `startedAt`, so clock skew between nodes does not count).
+ */
+export function resyncView(r: LiveResync, sizeBytes: number, at: number): MemberResync {
+  const total = r.totalBytes > 0 ? r.totalBytes : sizeBytes;
+  const compared = Math.min(r.comparedBytes, total);
+  const percent = total > 0 ? Math.floor(compared / total * 1000) / 10 : 0;
+  const bytesLeft = total - compared;
+  const seconds = (at - Date.parse(r.startedAt)) / 1000;
+  const done = Math.max(0, r.pass - 1) * total + compared;
+  const exact = seconds > 0 && done > 0 ? done / seconds : 0;
+  const rate = Math.round(exact);
+  return {
+    pass: r.pass,
+    percent,
+    comparedBytes: compared,
+    totalBytes: total,
+    bytesLeft,
+    sentBytes: r.sentBytes,
+    zeroedBytes: r.zeroedBytes,
+    rateBytesPerSecond: rate,
+    ...(exact > 0 ? { etaSeconds: Math.ceil(bytesLeft / exact) } : {}),
+    startedAt: r.startedAt,
+  };
+}

@@ -1,0 +1,196 @@
+/**
+ * A volume as `volume get` shows it from any node (control/volumes/_live.ts): live fields
+ * and resync progress from the node serving it (this one, or asked through the node-to-node
+ * API), each member's state, and root hashes when the data plane offers them. The data
+ * plane, the groups and the other node are fakes; the real path is in
+ * tests/e2e/replication_view_test.ts.
+ */
+
+import type { DataPlane } from "../../../data/plane.ts";
+import { newRecord } from "../../../control/group/mod.ts";
+import type { VolumeGroups } from "../../../control/volumes/_groups.ts";
+import {
+  type LiveContext,
+  localLive,
+  type PeerStatusSource,
+  volumeView,
+} from "../../../control/volumes/_live.ts";
+import type { VolumeRecord } from "../../../control/volumes/_record.ts";
+import { ResyncTracker } from "../../../control/volumes/_resyncs.ts";
+import { UnavailableError } from "../../../mod/errors.ts";
+import type { VolumeLiveStatus } from "../../../mod/types.ts";
+import { assert, assertEquals } from "../../_assert.ts";
+
+const MiB = 2 ** 20;
+const NOW = new Date("2030-01-01T00:01:00.000Z");
+const STARTED = Date.parse("2030-01-01T00:00:00.000Z");
+
+function record(master: string, over: Partial<VolumeRecord> = {}): VolumeRecord {
+  const group = { ...newRecord(master, ["n1", "n2", "n3"].filter((n) => n !== master)) };
+  return {
+    name: "g",
+    uuid: "uuid-1",
+    sizeBytes: 64 * MiB,
+    replicas: 2,
+    labels: {},
+    description: "",
+    createdAt: NOW.toISOString(),
+    updatedAt: NOW.toISOString(),
+    master,
+    epoch: 1,
+    state: "ready",
+    group: { ...group, inSync: [master, "n3"].sort() },
+    outOfSync: { n2: { since: "2030-01-01T00:00:30.000Z", reason: "a replicated write failed" } },
+    ...over,
+  };
+}
+
+/** A data plane exporting "g" on this node, resyncing n2 halfway through pass 1. */
+function plane(over: Partial<DataPlane> = {}): DataPlane {
+  return {
+    volumeStatus: (name: string) =>
+      name === "g" ? { allocatedBytes: 3 * MiB, connections: 2, writes: 9 } : undefined,
+    resyncStatus: () => [{
+      replica: "n2",
+      comparedBytes: 32 * MiB,
+      totalBytes: 64 * MiB,
+      sentBytes: 5 * MiB,
+      zeroedBytes: 0,
+      hashBytes: 1024,
+      pass: 1,
+      startedAt: STARTED,
+    }],
+    ...over,
+  } as unknown as DataPlane;
+}
+
+function groups(gone: string[] = [], tracker = new ResyncTracker()): VolumeGroups {
+  return { leaseGone: () => gone, resyncs: tracker } as unknown as VolumeGroups;
+}
+
+function ctx(over: Partial<LiveContext> = {}): LiveContext {
+  return { plane: plane(), node: "n1", groups: groups(), now: () => NOW, ...over };
+}
+
+Deno.test("volumeView() on the master: live fields and resync progress from its own data plane", async () => {
+  const v = await volumeView(ctx(), record("n1"));
+  assertEquals([v.allocatedBytes, v.connections], [3 * MiB, 2]);
+  assertEquals(v.live, { node: "n1", observedAt: NOW.toISOString() });
+  const [master, n2, n3] = v.memberStatus!;
+  assertEquals([master.node, master.role, master.state], ["n1", "master", "in-sync"]);
+  assertEquals([n2.state, n2.resync?.percent, n2.lagBytes, n2.lagSeconds], [
+    "resyncing",
+    50,
+    32 * MiB,
+    30,
+  ]);
+  assertEquals(n3.state, "in-sync");
+  assert(v.memberStatus!.every((m) => m.rootHash === undefined), "no memberRoots: no hashes");
+  assert(!("outOfSync" in v), "the stored notes are not part of the API");
+});
+
+Deno.test("volumeView() on another node asks the master through the node-to-node API", async () => {
+  const asked: string[] = [];
+  const master = await localLive(ctx(), record("n1"), { roots: true });
+  const peers: PeerStatusSource = {
+    volumeStatus: (node, name) => {
+      asked.push(`${node}/${name}`);
+      return Promise.resolve({ ...master!, roots: { n1: "aa", n2: "bb", n3: null } });
+    },
+  };
+  const v = await volumeView(ctx({ node: "n3", plane: plane({}), peers }), record("n1"));
+  assertEquals(asked, ["n1/g"]);
+  assertEquals(v.live?.node, "n1");
+  assertEquals([v.allocatedBytes, v.connections], [3 * MiB, 2]);
+  assertEquals(v.memberStatus!.map((m) => [m.state, m.rootHash]), [
+    ["in-sync", "aa"],
+    ["resyncing", "bb"],
+    ["in-sync", undefined],
+  ]);
+});
+
+Deno.test("volumeView(): the master cannot be asked (down, no answer, another copy): the record alone, live.error says why", async () => {
+  const failing: PeerStatusSource = {
+    volumeStatus: () => Promise.reject(new UnavailableError("no answer within 2 s")),
+  };
+  const down = await volumeView(
+    ctx({ node: "n3", groups: groups(["n1"]), peers: failing }),
+    record("n1"),
+  );
+  assertEquals(down.live, { node: "n1", error: "node n1 is down (its liveness lease is gone)" });
+  assertEquals(down.memberStatus!.map((m) => m.state), ["down", "out-of-sync", "in-sync"]);
+  assertEquals(down.allocatedBytes, undefined);
+
+  const silent = await volumeView(ctx({ node: "n3", peers: failing }), record("n1"));
+  assertEquals(silent.live?.error, "node n1 did not answer: no answer within 2 s");
+  const n2 = silent.memberStatus![1];
+  assertEquals(n2.state, "out-of-sync", "no progress known: not shown resyncing");
+  assert(n2.reason!.startsWith("a replicated write failed; resync progress unknown"), n2.reason);
+
+  const other: PeerStatusSource = {
+    volumeStatus: async () => ({
+      ...(await localLive(ctx(), record("n1"), { roots: false }))!,
+      uuid: "x",
+    }),
+  };
+  const renamed = await volumeView(ctx({ node: "n3", peers: other }), record("n1"));
+  assertEquals(renamed.live?.error, "node n1 serves another volume of that name");
+});
+
+Deno.test("volumeView() of an unreplicated volume: no members; single node: no live block at all", async () => {
+  const rec = record("n1", { replicas: 0, group: undefined, outOfSync: undefined });
+  const single = await volumeView(ctx({ groups: undefined }), rec);
+  assertEquals([single.allocatedBytes, single.memberStatus, single.live], [
+    3 * MiB,
+    undefined,
+    undefined,
+  ]);
+  const peers: PeerStatusSource = {
+    volumeStatus: async () => (await localLive(ctx(), rec, { roots: false }))!,
+  };
+  const remote = await volumeView(ctx({ node: "n2", peers }), rec);
+  assertEquals([remote.allocatedBytes, remote.live?.node], [3 * MiB, "n1"]);
+});
+
+Deno.test("localLive(): resyncs from their first moment (tracked, no progress yet) and their failures; a replica reports none", async () => {
+  const tracker = new ResyncTracker(() => STARTED + 5_000);
+  let finish: () => void = () => {};
+  const running = tracker.run("g", "n3", () => new Promise<void>((r) => finish = r));
+  tracker.fail("g", "n2", "replica n2: connection reset");
+  const live = await localLive(ctx({ groups: groups([], tracker) }), record("n1"), { roots: true });
+  assertEquals(live!.resyncs.map((r) => [r.member, r.pass, r.comparedBytes, r.totalBytes]), [
+    ["n2", 1, 32 * MiB, 64 * MiB],
+    ["n3", 0, 0, 64 * MiB],
+  ]);
+  assertEquals(live!.resyncFailures, [{
+    member: "n2",
+    message: "replica n2: connection reset",
+    at: new Date(STARTED + 5_000).toISOString(),
+  }]);
+  finish();
+  await running;
+  const replica = await localLive(ctx({ node: "n2" }), record("n1"), { roots: true });
+  assertEquals([replica!.resyncs, replica!.resyncFailures], [[], []]);
+  assertEquals(await localLive(ctx(), record("n1", { name: "other" }), { roots: true }), undefined);
+});
+
+Deno.test("localLive(): root hashes when the data plane offers them (undefined as null), left out when it is too slow", async () => {
+  const roots = plane({
+    memberRoots: () => Promise.resolve({ n1: "aa", n2: undefined, n3: "cc" }),
+  });
+  const live = await localLive(ctx({ plane: roots }), record("n1"), { roots: true });
+  assertEquals(live!.roots, { n1: "aa", n2: null, n3: "cc" });
+  const json = JSON.parse(JSON.stringify(live)) as VolumeLiveStatus;
+  assertEquals(json.roots, { n1: "aa", n2: null, n3: "cc" });
+  const noRoots = await localLive(ctx({ plane: roots }), record("n1"), { roots: false });
+  assertEquals(noRoots!.roots, undefined);
+
+  const stuck = plane({ memberRoots: () => new Promise(() => {}) });
+  const slow = await localLive(ctx({ plane: stuck }), record("n1"), { roots: true });
+  assertEquals(slow!.roots, undefined);
+  const failing = plane({ memberRoots: () => Promise.reject(new Error("boom")) });
+  assertEquals(
+    (await localLive(ctx({ plane: failing }), record("n1"), { roots: true }))!.roots,
+    undefined,
+  );
+});

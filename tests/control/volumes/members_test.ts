@@ -1,0 +1,230 @@
+/**
+ * The members of a replicated volume as operators see them (control/volumes/_members.ts),
+ * the notes of why and since when members left the in-sync set (_sync_notes.ts), and the
+ * resyncs a master tracks (_resyncs.ts): pure functions and fakes, no cluster.
+ */
+
+import { type GroupRecord, newRecord } from "../../../control/group/mod.ts";
+import { memberStatus, resyncView } from "../../../control/volumes/_members.ts";
+import { ResyncTracker } from "../../../control/volumes/_resyncs.ts";
+import { nextSyncNotes, SYNC_REASONS } from "../../../control/volumes/_sync_notes.ts";
+import type { LiveResync, VolumeLiveStatus } from "../../../mod/types.ts";
+import { assert, assertEquals, assertRejects } from "../../_assert.ts";
+
+const MiB = 2 ** 20;
+const SIZE = 1024 * MiB;
+const T0 = Date.parse("2030-01-01T00:00:00.000Z");
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/** A group of n1 (master), n2, n3 changed by `over`, with its phase left as it was. */
+function group(over: Partial<GroupRecord> = {}): GroupRecord {
+  return { ...newRecord("n1", ["n2", "n3"]), ...over };
+}
+
+function live(over: Partial<VolumeLiveStatus> = {}): VolumeLiveStatus {
+  return {
+    name: "g",
+    uuid: "u",
+    node: "n1",
+    observedAt: iso(T0 + 10_000),
+    allocatedBytes: 0,
+    connections: 0,
+    resyncs: [],
+    resyncFailures: [],
+    ...over,
+  };
+}
+
+function resync(over: Partial<LiveResync> = {}): LiveResync {
+  return {
+    member: "n2",
+    startedAt: iso(T0),
+    pass: 1,
+    comparedBytes: 256 * MiB,
+    totalBytes: SIZE,
+    sentBytes: 40 * MiB,
+    zeroedBytes: 0,
+    hashBytes: 16 * 1024,
+    ...over,
+  };
+}
+
+Deno.test("memberStatus(): a healthy group lists the master first, every member in sync with no lag", () => {
+  const members = memberStatus({ group: group(), sizeBytes: SIZE, gone: [], now: T0 });
+  assertEquals(members, [
+    { node: "n1", role: "master", state: "in-sync", lagBytes: 0, lagSeconds: 0 },
+    { node: "n2", role: "replica", state: "in-sync", lagBytes: 0, lagSeconds: 0 },
+    { node: "n3", role: "replica", state: "in-sync", lagBytes: 0, lagSeconds: 0 },
+  ]);
+});
+
+Deno.test("memberStatus(): down wins (lease gone, or listed down), then in sync, then resyncing, else out of sync", () => {
+  const g = group({ inSync: ["n1"], down: ["n3"] });
+  const notes = {
+    n2: { since: iso(T0), reason: SYNC_REASONS.writeFailed },
+    n3: { since: iso(T0 - 5_000), reason: SYNC_REASONS.down },
+  };
+  const base = { group: g, sizeBytes: SIZE, notes, now: T0 + 60_000 };
+  const [, n2, n3] = memberStatus({ ...base, gone: [], live: live() });
+  assertEquals(n2.state, "out-of-sync");
+  assertEquals(n2.reason, SYNC_REASONS.writeFailed);
+  assertEquals([n2.lagBytes, n2.lagSeconds, n2.outOfSyncSince], [SIZE, 60, iso(T0)]);
+  assertEquals(n3.state, "down");
+  assert(n3.reason!.startsWith("the group record lists it down"), n3.reason);
+  assert(n3.reason!.includes(`out of sync before: ${SYNC_REASONS.down}`), n3.reason);
+  assertEquals(n3.lagSeconds, 65);
+
+  // The lease gone: down at once, even while the record still lists it in sync.
+  const [master, , n3Gone] = memberStatus({
+    group: group(),
+    sizeBytes: SIZE,
+    gone: ["n1", "n3"],
+    now: T0,
+  });
+  assertEquals([master.state, master.role], ["down", "master"]);
+  assert(n3Gone.reason!.startsWith("the node's liveness lease is gone"), n3Gone.reason);
+  assertEquals([n3Gone.lagBytes, n3Gone.lagSeconds], [0, 0], "in sync when it went: no lag");
+
+  // The master resyncs n2: resyncing, lag = what the pass has still to compare.
+  const [, resyncing] = memberStatus({ ...base, gone: [], live: live({ resyncs: [resync()] }) });
+  assertEquals(resyncing.state, "resyncing");
+  assertEquals(resyncing.reason, undefined);
+  assertEquals(resyncing.lagBytes, 768 * MiB);
+  assertEquals(resyncing.resync?.percent, 25);
+});
+
+Deno.test("memberStatus(): an out-of-sync member says why as best it can: no note, a failed resync, no live status", () => {
+  const g = group({ inSync: ["n1", "n3"] });
+  const failure = { member: "n2", message: "replica n2: connection reset", at: iso(T0) };
+  const [, n2] = memberStatus({
+    group: g,
+    sizeBytes: SIZE,
+    gone: [],
+    live: live({ resyncFailures: [failure] }),
+    now: T0,
+  });
+  assertEquals(
+    n2.reason,
+    "not in the group's in-sync set (no reason recorded); the last resync failed at " +
+      `${iso(T0)}: replica n2: connection reset`,
+  );
+  assertEquals(n2.lagSeconds, undefined, "no note: since when is not known");
+  assertEquals(n2.outOfSyncSince, undefined);
+  const [, unknown] = memberStatus({
+    group: g,
+    sizeBytes: SIZE,
+    gone: [],
+    liveError: "node n1 did not answer: no answer within 2 s",
+    now: T0,
+  });
+  assert(
+    unknown.reason!.endsWith(
+      "resync progress unknown (node n1 did not answer: no answer within 2 s)",
+    ),
+    unknown.reason,
+  );
+});
+
+Deno.test("memberStatus(): root hashes from the master, absent when unknown or not offered", () => {
+  const roots = { n1: "aa11", n2: "bb22", n3: null };
+  const m = memberStatus({
+    group: group(),
+    sizeBytes: SIZE,
+    gone: [],
+    live: live({ roots }),
+    now: T0,
+  });
+  assertEquals(m.map((x) => x.rootHash), ["aa11", "bb22", undefined]);
+  const none = memberStatus({ group: group(), sizeBytes: SIZE, gone: [], live: live(), now: T0 });
+  assert(none.every((x) => !("rootHash" in x)), "no roots offered: no field");
+});
+
+Deno.test("resyncView(): percent of the pass, bytes left, rate over every pass so far and ETA, by the master's clock", () => {
+  // 10 s in, a quarter of pass 1 compared: 25.6 MiB/s, 768 MiB left, 30 s to go.
+  const r = resyncView(resync(), SIZE, T0 + 10_000);
+  assertEquals(r, {
+    pass: 1,
+    percent: 25,
+    comparedBytes: 256 * MiB,
+    totalBytes: SIZE,
+    bytesLeft: 768 * MiB,
+    sentBytes: 40 * MiB,
+    zeroedBytes: 0,
+    rateBytesPerSecond: Math.round(256 * MiB / 10),
+    etaSeconds: 30,
+    startedAt: iso(T0),
+  });
+  // Pass 2 counts pass 1's whole volume in the rate.
+  const p2 = resyncView(resync({ pass: 2, comparedBytes: 0 }), SIZE, T0 + 20_000);
+  assertEquals([p2.percent, p2.bytesLeft, p2.rateBytesPerSecond], [0, SIZE, Math.round(SIZE / 20)]);
+  assertEquals(p2.etaSeconds, 20);
+});
+
+Deno.test("resyncView(): the edges: nothing compared yet, no time elapsed, rounding down below 100, an unknown total", () => {
+  const start = resyncView(resync({ pass: 0, comparedBytes: 0, sentBytes: 0 }), SIZE, T0 + 5_000);
+  assertEquals([start.percent, start.rateBytesPerSecond, start.etaSeconds], [0, 0, undefined]);
+  const instant = resyncView(resync(), SIZE, T0);
+  assertEquals([instant.rateBytesPerSecond, instant.etaSeconds], [0, undefined]);
+  const almost = resyncView(resync({ comparedBytes: SIZE - 1 }), SIZE, T0 + 1_000);
+  assertEquals(almost.percent, 99.9, "never 100 before the end");
+  const noTotal = resyncView(resync({ totalBytes: 0, comparedBytes: 0 }), 64 * MiB, T0 + 1);
+  assertEquals([noTotal.totalBytes, noTotal.bytesLeft], [64 * MiB, 64 * MiB]);
+  const over = resyncView(resync({ comparedBytes: 2 * SIZE }), SIZE, T0 + 1_000);
+  assertEquals([over.percent, over.bytesLeft], [100, 0]);
+});
+
+Deno.test("nextSyncNotes(): a member taken out of sync is noted with the time and a reason read off the change", () => {
+  const now = new Date(T0);
+  const healthy = group();
+  // The master drops n2 at the same epoch: a replicated write failed (or, unreplicated, a write).
+  const dropped = group({ inSync: ["n1", "n3"] });
+  assertEquals(nextSyncNotes(healthy, dropped, undefined, now, true), {
+    n2: { since: iso(T0), reason: SYNC_REASONS.writeFailed },
+  });
+  assertEquals(
+    nextSyncNotes(healthy, dropped, undefined, now, false)?.n2.reason,
+    SYNC_REASONS.unreplicated,
+  );
+  // Listed down: its lease expired.
+  const down = group({ inSync: ["n1", "n3"], down: ["n2"] });
+  assertEquals(nextSyncNotes(healthy, down, undefined, now, true)?.n2.reason, SYNC_REASONS.down);
+  // The old master, replaced at a higher epoch.
+  const promoted = group({ epoch: 2, master: "n2", inSync: ["n2", "n3"], down: ["n1"] });
+  assertEquals(nextSyncNotes(healthy, promoted, undefined, now, true), {
+    n1: { since: iso(T0), reason: SYNC_REASONS.replaced(1) },
+  });
+});
+
+Deno.test("nextSyncNotes(): notes are kept while out of sync, dropped back in sync, and not invented", () => {
+  const first = { n2: { since: iso(T0), reason: SYNC_REASONS.writeFailed } };
+  const out = group({ inSync: ["n1", "n3"] });
+  const later = new Date(T0 + 60_000);
+  // Still out (now also down): the first note stays.
+  const stillOut = group({ inSync: ["n1", "n3"], down: ["n2"] });
+  assertEquals(nextSyncNotes(out, stillOut, first, later, true), first);
+  // Back in sync: nothing left to note.
+  assertEquals(nextSyncNotes(out, group(), first, later, true), undefined);
+  // Out of sync before any note was kept (an older record): no reason made up.
+  assertEquals(nextSyncNotes(out, stillOut, undefined, later, true), undefined);
+});
+
+Deno.test("ResyncTracker: under way while running, a failure kept until a later resync succeeds", async () => {
+  let now = T0;
+  const t = new ResyncTracker(() => now);
+  let finish: () => void = () => {};
+  const running = t.run("g", "n2", () => new Promise<void>((r) => finish = r));
+  assertEquals(t.running("g"), [{ member: "n2", startedAt: T0 }]);
+  finish();
+  await running;
+  assertEquals(t.running("g"), []);
+
+  now = T0 + 1_000;
+  await assertRejects(() => t.run("g", "n3", () => Promise.reject(new Error("reset"))));
+  assertEquals(t.failures("g"), [{ member: "n3", message: "reset", at: T0 + 1_000 }]);
+  t.fail("g", "n2", "no peer address");
+  assertEquals(t.failures("g").map((f) => f.member), ["n3", "n2"]);
+  await t.run("g", "n3", () => Promise.resolve());
+  assertEquals(t.failures("g").map((f) => f.member), ["n2"], "n3's resync succeeded since");
+  t.forget("g");
+  assertEquals(t.failures("g"), []);
+});
