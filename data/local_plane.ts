@@ -12,20 +12,16 @@ import {
   ResourceExhaustedError,
 } from "../mod/errors.ts";
 import { ExportTable, type LiveExport } from "./exports.ts";
-import type { HandshakePolicy } from "./nbd/handshake.ts";
-import type { StartTls } from "./nbd/transport.ts";
 import type { PoolStatus } from "./pool/pool.ts";
-import type { ClientVerdict, WorkerTls } from "./pool/protocol.ts";
-import type { SizingTimings } from "./pool/sizing.ts";
 import { serveOnMainThread, serveOnWorkers, type Serving } from "./serving.ts";
-import type { CopyInfo, DataPlane, OpenOptions, VolumeSpec, VolumeStatus } from "./plane.ts";
+import { listCopyFiles, moveAside, takeOver } from "./_copies.ts";
+import type { DataPlaneOptions, RunningDataPlane } from "./options.ts";
+import type { CopyInfo, OpenOptions, VolumeSpec, VolumeStatus } from "./plane.ts";
 import {
-  type ConnectNode,
   CopyEpochs,
   CopyHashes,
   type HashState,
   MasterReplication,
-  promotionWait,
   ReplicaService,
   type ReplicaTarget,
   type ResyncProgress,
@@ -34,50 +30,7 @@ import {
 import { OP_TRIM, OP_WRITE, OP_WRITE_ZEROES, type VolumeStats } from "./stats.ts";
 import { type BlockStore, BlockStoreError, FileBlockStore, filesystemSpace } from "./store/mod.ts";
 
-export interface DataPlaneOptions {
-  dataDir: string;
-  nbdListen: { host: string; port: number };
-  /**
-   * An extra plaintext listener for local attach (loopback only; the caller checks),
-   * used when the main listener requires TLS.
-   */
-  nbdLocalListen?: { host: string; port: number };
-  logger: Logger;
-  nodeName: string;
-  policy?: (remote: string) => HandshakePolicy;
-  startTls?: StartTls;
-  handshakeTimeoutMs?: number;
-  requestTimeoutMs?: number;
-  /**
-   * Serve NBD on a pool of data workers of min..max workers (data/pool/); absent, serve on
-   * the main thread. With TLS, `workerTls` gives the workers the material for STARTTLS.
-   */
-  dataWorkers?: { min: number; max: number; timings?: SizingTimings };
-  workerTls?: () => WorkerTls;
-  /** The client certificate check for the workers' STARTTLS. */
-  verifyClient?: (der: Uint8Array) => Promise<ClientVerdict>;
-  /**
-   * Replication (cluster mode with TLS): opens a link to a replica node on the main thread,
-   * and checks a replica node's certificate for the workers.
-   */
-  connectNode?: ConnectNode;
-  verifyNode?: (der: Uint8Array) => Promise<ClientVerdict>;
-  /** Most bytes per second a resync sends (0 or absent: no limit). */
-  resyncRateBytesPerSecond?: number;
-  logLevel?: string;
-  logFormat?: "json" | "pretty";
-}
-
-export interface RunningDataPlane extends DataPlane {
-  /** The newest epoch each local copy has seen (shared with the replica service). */
-  readonly epochs: CopyEpochs;
-  /** The hash lists of the local copies. */
-  readonly hashes: CopyHashes;
-  /** The replica side of replication (cluster mode): see LocalDataPlane.replicaService. */
-  replicaService(log: Logger): ReplicaService;
-  /** Stops accepting, finishes in-flight requests, flushes and closes every volume. */
-  close(): Promise<void>;
-}
+export type { DataPlaneOptions, RunningDataPlane };
 
 /** Maps store failures to API errors (a full disk is RESOURCE_EXHAUSTED). */
 function storeError(err: unknown, what: string): Error {
@@ -118,6 +71,7 @@ class LocalDataPlane implements RunningDataPlane {
       apply: (e, epoch, targets) => serving.replication(e, epoch, targets),
       connectNode: opts.connectNode,
       hashesOf: (e) => this.hashes.get(this.#path(e.uuid)),
+      self: opts.nodeName,
       resyncRateBytesPerSecond: opts.resyncRateBytesPerSecond,
       log: this.#log,
     });
@@ -200,27 +154,10 @@ class LocalDataPlane implements RunningDataPlane {
 
   async openVolume(spec: VolumeSpec, options: OpenOptions = {}): Promise<void> {
     const open = this.exports.lookup(spec.name);
-    let succeeds = false;
-    if (options.replication) {
-      // Fencing: from now on this copy refuses requests of older epochs, as a replica would.
-      const path = this.#path(spec.uuid);
-      const previous = await this.epochs.get(path);
-      // A copy that never saw an epoch never answered a master: nobody to wait for.
-      succeeds = previous > 0 && await this.epochs.raise(path, options.replication.epoch);
-      if (!succeeds) await this.epochs.raise(path, options.replication.epoch);
-      else {
-        // The master this node may have answered until now keeps its lease a while: serve
-        // only once it has lapsed (lease.ts).
-        const wait = promotionWait(this.epochs.lastGranted(path));
-        if (wait > 0) {
-          this.#log.info(
-            { volume: spec.name, epoch: options.replication.epoch, waitMs: Math.round(wait) },
-            "waiting for the previous master's lease to lapse before serving",
-          );
-          await new Promise((r) => setTimeout(r, wait));
-        }
-      }
-    }
+    // Fencing and the old master's lease (lease.ts) before anything is served.
+    const succeeds = options.replication
+      ? await takeOver(this.epochs, this.#path(spec.uuid), options.replication.epoch, this.#log)
+      : false;
     if (open) {
       open.writeGate = options.writeGate;
       if (options.replication) {
@@ -284,6 +221,10 @@ class LocalDataPlane implements RunningDataPlane {
     options: { rateBytesPerSecond?: number } = {},
   ): Promise<ResyncResult> {
     return this.#replication.resync(name, replica, epoch, options);
+  }
+
+  memberRoots(name: string): Promise<Record<string, string | undefined>> {
+    return this.#replication.roots(name);
   }
 
   resyncStatus(name: string): ResyncProgress[] {
@@ -430,19 +371,8 @@ class LocalDataPlane implements RunningDataPlane {
     await this.hashes.remove(path);
   }
 
-  async listCopies(): Promise<CopyInfo[]> {
-    const copies: CopyInfo[] = [];
-    for await (const entry of Deno.readDir(this.#dir)) {
-      const m = /^([0-9a-f-]{36})\.vol$/.exec(entry.name);
-      if (!entry.isFile || !m) continue;
-      try {
-        const st = await Deno.stat(`${this.#dir}/${entry.name}`);
-        copies.push({ uuid: m[1], sizeBytes: st.size, mtime: st.mtime ?? new Date(0) });
-      } catch (err) {
-        if (!(err instanceof Deno.errors.NotFound)) throw err;
-      }
-    }
-    return copies.sort((a, b) => a.uuid.localeCompare(b.uuid));
+  listCopies(): Promise<CopyInfo[]> {
+    return listCopyFiles(this.#dir);
   }
 
   async quarantineCopy(uuid: string): Promise<string | undefined> {
@@ -453,20 +383,8 @@ class LocalDataPlane implements RunningDataPlane {
         `volume copy ${uuid} is exported as "${exported.name}"; not moving it`,
       );
     }
-    const dir = `${this.#dataDir}/orphaned`;
-    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    const to = `${dir}/${uuid}.vol`;
     this.#copyChanged?.(uuid, "gone");
-    try {
-      // Same filesystem: an atomic rename, no data copied.
-      await Deno.rename(path, to);
-      this.epochs.forget(path);
-      await this.hashes.move(path, to);
-      return `orphaned/${uuid}.vol`;
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return undefined;
-      throw err;
-    }
+    return await moveAside(this.#dataDir, path, uuid, this.epochs, this.hashes);
   }
 
   volumeStatus(name: string): VolumeStatus | undefined {

@@ -41,6 +41,8 @@ const REQUEST_TIMEOUT_MS = 5_000;
 const WRITE_POLL_MS = 250;
 /** A failed resync is tried again after this long, while the replica still lags. */
 const RESYNC_RETRY_MS = 5_000;
+/** How long after a lost CAS the lease facts it brought are checked against the watch. */
+const LEASE_SYNC_MS = 1000;
 
 /** What the driver gives the host when it serves. */
 export interface ServeHooks {
@@ -276,6 +278,28 @@ export class GroupDriver {
     });
   }
 
+  /**
+   * A lost CAS brings lease facts read with it, fresher than the lease watch then; the
+   * watch reports later changes, but not a lease that came back before it ever saw it go
+   * (a node whose lease lapsed and that registered again at once): the machine would keep
+   * that node down for good. A moment later the machine's view is brought in line with the
+   * watch's.
+   */
+  #syncLeasesSoon(): void {
+    const t = setTimeout(() => {
+      this.#timers.delete(t);
+      if (this.#stopped) return;
+      const watched = new Set(this.#o.leases.down());
+      for (const node of this.#state.leaseDown) {
+        if (!watched.has(node)) this.feed({ type: "lease-restored", node });
+      }
+      for (const node of watched) {
+        if (!this.#state.leaseDown.includes(node)) this.feed({ type: "lease-expired", node });
+      }
+    }, LEASE_SYNC_MS);
+    this.#timers.add(t);
+  }
+
   /** Replicas failed (ServeHooks.replicasFailed): hold until the record drops them. */
   #replicasFailed(epoch: number, nodes: string[]): Promise<void> {
     const done = new Promise<void>((resolve, reject) =>
@@ -417,7 +441,9 @@ export class GroupDriver {
     };
     fn().then(
       (event) => {
-        if (settle() && event) this.feed(event);
+        if (!settle() || !event) return;
+        this.feed(event);
+        if (event.type === "cas-lost") this.#syncLeasesSoon();
       },
       (err) => {
         if (!settle()) return;

@@ -14,11 +14,24 @@
 import * as C from "./constants.ts";
 import type { Request } from "./codec.ts";
 import { type Errno, errnoOf } from "./errno.ts";
-import type { DeferredReply } from "./_replies.ts";
-import type { ExecuteContext } from "./_execute.ts";
+import type { DeferredReply, Replies } from "./_replies.ts";
+import type { Logger } from "pino";
+import type { InputBuffer } from "./_input.ts";
+import type { LiveExport } from "../exports.ts";
 import type { ReplicatedOp } from "../replication/replicator.ts";
 import { F_FUA, T_FLUSH } from "../replication/wire.ts";
 import { OP_FLUSH } from "../stats.ts";
+
+/** What executing a request needs from its connection. */
+export interface ExecuteContext {
+  exp: LiveExport;
+  /** Holds a WRITE's payload, in place. */
+  input: InputBuffer;
+  replies: Replies;
+  log: Logger;
+  /** Registers work whose reply is sent when it settles (shutdown waits for it). */
+  later(work: Promise<void>): void;
+}
 
 /** The local step of a change: applies it to the store (throws on failure). */
 export type Apply = (payload: Uint8Array | undefined) => void;

@@ -6,16 +6,15 @@
  * @module
  */
 
-import type { Logger } from "pino";
 import * as C from "./constants.ts";
 import type { Request, StatusDescriptor } from "./codec.ts";
-import type { InputBuffer } from "./_input.ts";
-import { type Replies, StreamedReadError } from "./_replies.ts";
+import { StreamedReadError } from "./_replies.ts";
 import type { ReplicatedOp } from "../replication/replicator.ts";
 import { F_NO_HOLE, T_FLUSH, T_TRIM, T_WRITE, T_ZERO } from "../replication/wire.ts";
 import {
   answerFailure,
   executeChange,
+  type ExecuteContext,
   flushThenReply,
   replicateThenReply,
   replicating,
@@ -35,16 +34,7 @@ import {
 const MAX_DESCRIPTORS = 1024;
 const STATUS_HOLE = C.NBD_STATE_HOLE | C.NBD_STATE_ZERO;
 
-/** What executing a request needs from its connection. */
-export interface ExecuteContext {
-  exp: LiveExport;
-  /** Holds a WRITE's payload, in place. */
-  input: InputBuffer;
-  replies: Replies;
-  log: Logger;
-  /** Registers work whose reply is sent when it settles (shutdown waits for it). */
-  later(work: Promise<void>): void;
-}
+export type { ExecuteContext };
 
 /** The statistics kind (stats.ts OP_*) of an NBD command: the one mapping. */
 export function opOf(type: number): number {

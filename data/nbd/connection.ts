@@ -285,18 +285,9 @@ export class Connection {
         }
         const req = this.#req;
         const streamed = parsed.payload === STREAMED;
-        if (!(await this.#admit(req, ctx, exp, parsed.at))) {
+        if (!(await this.#admit(req, ctx, exp, parsed.at, run))) {
           if (streamed) await this.#discard(req.length); // refused: skip its payload
           continue;
-        }
-        const leased = checkLease(req, run);
-        if (leased !== true) {
-          // A group master whose lease lapsed: nothing runs until it is renewed.
-          this.#out.flush();
-          if (!(await leased)) {
-            if (streamed) await this.#discard(req.length);
-            continue;
-          }
         }
         if (streamed) await executeStreamedWrite(req, run, this.#payload(req.length));
         else if (req.type === C.NBD_CMD_READ && req.length > C.STREAM_THRESHOLD) {
@@ -379,14 +370,16 @@ export class Connection {
   }
 
   /**
-   * Admit step: validate -> shutdown -> write gate. A request the spec refuses is answered
-   * at once, never held behind the control plane. Returns whether to execute it.
+   * Admit step: validate -> shutdown -> write gate -> lease (a group master's, lease.ts). A
+   * request the spec refuses is answered at once, never held behind the control plane.
+   * Returns whether to execute it.
    */
   async #admit(
     req: Request,
     ctx: TransmissionContext,
     exp: LiveExport,
     at: number,
+    run: ExecuteContext,
   ): Promise<boolean> {
     const bad = validateRequest(req, ctx);
     if (bad) {
@@ -404,9 +397,13 @@ export class Connection {
       return false;
     }
     if (exp.writeGate !== undefined && isDataChanging(req.type)) {
-      return await this.#passWriteGate(exp, req);
+      if (!(await this.#passWriteGate(exp, req))) return false;
     }
-    return true;
+    const leased = checkLease(req, run);
+    if (leased === true) return true;
+    // A group master whose lease lapsed: nothing runs until it is renewed.
+    this.#out.flush();
+    return await leased;
   }
 
   /**

@@ -34,17 +34,15 @@ import { hashRegions } from "./hashes.ts";
 import { REGION_BYTES, regionCount, RegionTable } from "./regions.ts";
 import { WriteTracker } from "./tracker.ts";
 import { HASH_BYTES } from "./wire.ts";
-import { createXXHash128, type IHasher } from "hash-wasm";
+import { createFiles, HEADER, header, parseHeader, readFull } from "./_hash_files.ts";
+import { FANOUT, foldRow, nodesAt, treeLevels } from "./tree.ts";
 
-/** Children per node of the comparison tree. */
-export const FANOUT = 64;
-const HEADER = 64;
-const MAGIC = "ballast-hashes\0\0";
-const VERSION = 1;
 /** How often the hash keeper looks for quiet dirty regions. */
 const KEEP_EVERY_MS = 1000;
 /** Regions made clean per round at most (bounds the reading it does beside client I/O). */
 const KEEP_BATCH = 32;
+/** Regions read for hashing between two yields to the event loop. */
+const YIELD_EVERY = 8;
 /** The main thread's number as a writer (workers use 2..). */
 export const MAIN_THREAD = 1;
 
@@ -59,7 +57,7 @@ const SNAP_NOTED = 1;
 /** The kept hash is of the data at the noted change count. */
 const SNAP_HASHED = 2;
 
-let folder: Promise<IHasher> | undefined;
+export { FANOUT, nodesAt, treeLevels };
 
 export class HashState {
   readonly path: string;
@@ -78,6 +76,8 @@ export class HashState {
   #closed = false;
   #growing = false;
   readonly #zero = new Map<number, Uint8Array>();
+  /** One read buffer for all hashing here (each hashRegions() call runs through at once). */
+  readonly #scratch = new Uint8Array(REGION_BYTES);
 
   private constructor(
     path: string,
@@ -189,16 +189,13 @@ export class HashState {
   async leaf(r: number): Promise<Uint8Array> {
     const t = this.table;
     const at = r * HASH_BYTES;
-    if (
-      !t.isDirty(r) || (this.#snap[r] === SNAP_HASHED && t.changes(r) === this.#noted[r] &&
-        t.inFlight(r) === 0)
-    ) {
+    if (this.#known(r)) {
       const h = this.#hashes.subarray(at, at + HASH_BYTES);
       return isZero(h) ? await this.#zeroHash(this.#length(r)) : h.slice();
     }
     const before = t.changes(r);
     const quiet = t.inFlight(r) === 0;
-    const h = await hashRegions(this.#store, r, 1, REGION_BYTES);
+    const h = await hashRegions(this.#store, r, 1, REGION_BYTES, this.#scratch);
     if (quiet && t.inFlight(r) === 0 && t.changes(r) === before && t.isDirty(r)) {
       this.#hashes.set(h, at);
       this.#noted[r] = before;
@@ -207,11 +204,41 @@ export class HashState {
     return h;
   }
 
-  /** The hashes of leaves [first, first + count), concatenated. */
+  /** Whether leaf `r` is known without reading the region (clean, or hashed and unchanged). */
+  #known(r: number): boolean {
+    const t = this.table;
+    return !t.isDirty(r) || (this.#snap[r] === SNAP_HASHED && t.changes(r) === this.#noted[r] &&
+      t.inFlight(r) === 0);
+  }
+
+  /** Regions among [first, first + count) that would have to be read to hash them now. */
+  unknownLeaves(first = 0, count = this.table.count): number {
+    let n = 0;
+    for (let r = first; r < first + count; r++) if (!this.#known(r)) n++;
+    return n;
+  }
+
+  /**
+   * The hashes of leaves [first, first + count), concatenated. Reading regions to hash them
+   * yields to the event loop every few regions: other work on this thread goes on.
+   */
   async leaves(first: number, count: number): Promise<Uint8Array> {
     const out = new Uint8Array(count * HASH_BYTES);
-    for (let i = 0; i < count; i++) out.set(await this.leaf(first + i), i * HASH_BYTES);
+    let read = 0;
+    for (let i = 0; i < count; i++) {
+      if (!this.#known(first + i) && ++read % YIELD_EVERY === 0) {
+        await new Promise((r) => setTimeout(r, 0));
+      }
+      out.set(await this.leaf(first + i), i * HASH_BYTES);
+    }
     return out;
+  }
+
+  /** The root (hex), or undefined when more than `budget` regions would have to be read. */
+  async root(budget = Infinity): Promise<string | undefined> {
+    if (budget !== Infinity && this.unknownLeaves() > budget) return undefined;
+    const r = await this.nodes(this.levels() - 1, 0, 1);
+    return [...r].map((b) => b.toString(16).padStart(2, "0")).join("");
   }
 
   /** Levels of the tree: 0 is the leaves, levels() - 1 the root (a single node). */
@@ -269,7 +296,7 @@ export class HashState {
         if (t.changes(r) !== this.#noted[r]) continue; // a write slipped in before the lock
         if (this.#snap[r] !== SNAP_HASHED) {
           this.#hashes.set(
-            await hashRegions(this.#store, r, 1, REGION_BYTES),
+            await hashRegions(this.#store, r, 1, REGION_BYTES, this.#scratch),
             r * HASH_BYTES,
           );
           this.#snap[r] = SNAP_HASHED;
@@ -375,100 +402,7 @@ export class HashState {
   }
 }
 
-function header(regions: number): Uint8Array {
-  const b = new Uint8Array(HEADER);
-  b.set(new TextEncoder().encode(MAGIC), 0);
-  const v = new DataView(b.buffer);
-  v.setUint32(16, VERSION);
-  v.setUint32(20, REGION_BYTES);
-  v.setUint32(24, 1); // xxh128
-  v.setBigUint64(32, BigInt(regions));
-  return b;
-}
-
-/** The region count a header states, or -1 if it is not a header this code writes. */
-function parseHeader(b: Uint8Array): number {
-  const want = header(0);
-  for (let i = 0; i < 32; i++) if (b[i] !== want[i]) return -1;
-  return Number(new DataView(b.buffer, b.byteOffset).getBigUint64(32));
-}
-
-async function readFull(f: Deno.FsFile, into: Uint8Array): Promise<boolean> {
-  let done = 0;
-  while (done < into.length) {
-    const n = await f.read(into.subarray(done));
-    if (n === null) return false;
-    done += n;
-  }
-  return true;
-}
-
-/**
- * Writes new files for `regions` regions: the activity log (all marked when `dirty`) first,
- * durably, then the hash list (zeros), then the header that makes it valid.
- */
-async function createFiles(path: string, regions: number, dirty: boolean): Promise<void> {
-  {
-    using al = await Deno.open(`${path}.al`, {
-      write: true,
-      create: true,
-      truncate: true,
-      mode: 0o600,
-    });
-    if (dirty) {
-      const ones = new Uint8Array(Math.min(regions, 1 << 20)).fill(1);
-      for (let at = 0; at < regions; at += ones.length) {
-        let done = 0;
-        const piece = ones.subarray(0, Math.min(ones.length, regions - at));
-        while (done < piece.length) done += await al.write(piece.subarray(done));
-      }
-    } else {
-      await al.truncate(regions);
-    }
-    await al.syncData();
-  }
-  using h = await Deno.open(`${path}.hashes`, {
-    write: true,
-    create: true,
-    truncate: true,
-    mode: 0o600,
-  });
-  await h.truncate(HEADER + regions * HASH_BYTES);
-  const head = header(regions);
-  let done = 0;
-  while (done < head.length) done += await h.write(head.subarray(done));
-  await h.syncData();
-}
-
 function isZero(b: Uint8Array): boolean {
   for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
   return true;
-}
-
-/** Levels of a tree over `leaves` leaves. */
-export function treeLevels(leaves: number): number {
-  let levels = 1;
-  for (let w = leaves; w > 1; w = Math.ceil(w / FANOUT)) levels++;
-  return levels;
-}
-
-/** Nodes at `level` of a tree over `leaves` leaves. */
-export function nodesAt(leaves: number, level: number): number {
-  let w = leaves;
-  for (let l = 0; l < level; l++) w = Math.ceil(w / FANOUT);
-  return w;
-}
-
-/** One level up: each node hashes its (up to FANOUT) children's hashes. */
-export async function foldRow(row: Uint8Array): Promise<Uint8Array> {
-  const h = await (folder ??= createXXHash128());
-  const n = row.length / HASH_BYTES;
-  const up = Math.ceil(n / FANOUT);
-  const out = new Uint8Array(up * HASH_BYTES);
-  for (let i = 0; i < up; i++) {
-    h.init();
-    h.update(row.subarray(i * FANOUT * HASH_BYTES, Math.min(n, (i + 1) * FANOUT) * HASH_BYTES));
-    out.set(h.digest("binary"), i * HASH_BYTES);
-  }
-  return out;
 }

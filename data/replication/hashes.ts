@@ -31,13 +31,16 @@ export async function hashRegions(
   first: number,
   count: number,
   regionBytes: number,
+  /** A buffer to read into (reused by callers that hash often), at least min(1 MiB, region). */
+  scratch?: Uint8Array,
 ): Promise<Uint8Array> {
   if (!Number.isInteger(regionBytes) || regionBytes <= 0 || regionBytes > 64 * 1024 * 1024) {
     throw new RangeError(`region size must be 1 byte to 64 MiB, got ${regionBytes}`);
   }
   const h = await theHasher();
   const out = new Uint8Array(count * HASH_BYTES);
-  const buf = new Uint8Array(Math.min(PIECE, regionBytes));
+  const want = Math.min(PIECE, regionBytes);
+  const buf = scratch && scratch.length >= want ? scratch.subarray(0, want) : new Uint8Array(want);
   for (let i = 0; i < count; i++) {
     const start = (first + i) * regionBytes;
     const end = Math.min(start + regionBytes, store.size);

@@ -12,7 +12,11 @@ import { LeaseKeeper, type LeaseView } from "./lease.ts";
 import { type ConnectNode, PeerLinks } from "./links.ts";
 import { type ReplicaTarget, Replicator } from "./replicator.ts";
 import { type ResyncProgress, resyncReplica, type ResyncResult } from "./resync.ts";
-import { T_FENCE } from "./wire.ts";
+import { F_CHEAP, STATUS_OK, T_FENCE, T_TREE } from "./wire.ts";
+import { CHEAP_REGIONS } from "./replica.ts";
+
+/** How long roots() answers from its last look. */
+const ROOTS_CACHE_MS = 5000;
 
 /** What replication needs of an exported volume (a LiveExport). */
 export interface ReplicatedExport {
@@ -41,6 +45,11 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
   >();
   readonly #resyncs = new Map<string, { progress?: ResyncProgress; abort: AbortController }>();
   readonly #leases = new Map<string, LeaseKeeper>();
+  readonly #roots = new Map<
+    string,
+    { at: number; roots: Record<string, string | undefined> }
+  >();
+  readonly #self: string;
 
   constructor(o: {
     exports: { lookup(name: string): E | undefined };
@@ -48,10 +57,13 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     connectNode?: ConnectNode;
     /** The hash state of an exported volume's copy. */
     hashesOf: (e: E) => Promise<HashState | undefined>;
+    /** This node's name (the master's entry in roots()). */
+    self: string;
     resyncRateBytesPerSecond?: number;
     log: Logger;
   }) {
     this.#hashesOf = o.hashesOf;
+    this.#self = o.self;
     this.#exports = o.exports;
     this.#apply = o.apply;
     this.#connect = o.connectNode;
@@ -263,6 +275,45 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     }
   }
 
+  /**
+   * The root hash (hex) of each member's copy of `name` and of this master's, asked cheaply
+   * (a copy with many regions changed lately answers nothing rather than rehash them now).
+   * Kept for ROOTS_CACHE_MS: `volume get` may ask every second.
+   */
+  async roots(name: string): Promise<Record<string, string | undefined>> {
+    const e = this.#exports.lookup(name);
+    const t = this.#targets.get(name);
+    if (!e || !t) return {};
+    const cached = this.#roots.get(name);
+    if (cached && performance.now() - cached.at < ROOTS_CACHE_MS) return cached.roots;
+    const hashes = await this.#hashesOf(e);
+    const out: Record<string, string | undefined> = {};
+    out[this.#self] = await hashes?.root(CHEAP_REGIONS);
+    const links = this.#mainLinks();
+    const levels = hashes?.levels() ?? 1;
+    await Promise.all([...t.inSync, ...t.resyncing].map(async (m) => {
+      try {
+        const link = await links!.get(m.node, m.address);
+        const reply = await link.request({
+          type: T_TREE,
+          flags: F_CHEAP,
+          volume: e.uuid,
+          epoch: t.epoch,
+          level: levels - 1,
+          first: 0,
+          count: 1,
+        }, 1500);
+        out[m.node] = reply.status === STATUS_OK
+          ? [...reply.body].map((b) => b.toString(16).padStart(2, "0")).join("")
+          : undefined;
+      } catch {
+        out[m.node] = undefined;
+      }
+    }));
+    this.#roots.set(name, { at: performance.now(), roots: out });
+    return out;
+  }
+
   /** Resyncs of `name` under way. */
   status(name: string): ResyncProgress[] {
     const out: ResyncProgress[] = [];
@@ -275,6 +326,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
   /** `name` is no longer served here: its resyncs stop. */
   forget(name: string): void {
     this.#targets.delete(name);
+    this.#roots.delete(name);
     this.#leases.get(name)?.stop();
     this.#leases.delete(name);
     for (const [key, r] of this.#resyncs) {

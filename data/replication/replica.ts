@@ -23,10 +23,12 @@ import {
   decodeRequest,
   encodeReply,
   encodeSize,
+  F_CHEAP,
   F_FUA,
   F_NO_HOLE,
   type Request,
   STATUS_BAD_REQUEST,
+  STATUS_BUSY,
   STATUS_IO,
   STATUS_NO_COPY,
   STATUS_OK,
@@ -52,6 +54,8 @@ export interface CopyLocator {
 }
 
 const UUID = /^[0-9a-f-]{36}$/;
+/** Most regions a F_CHEAP question may have to read. */
+export const CHEAP_REGIONS = 64;
 /** Copies kept open after use; more are closed, least recently used first. */
 const MAX_OPEN = 64;
 
@@ -174,6 +178,9 @@ export class ReplicaService {
         );
         break;
       case T_TREE:
+        if ((r.flags & F_CHEAP) !== 0 && hashes.unknownLeaves() > CHEAP_REGIONS) {
+          return encodeReply(r.id, STATUS_BUSY, "many regions changed lately: not hashed now");
+        }
         reply = encodeReply(r.id, STATUS_OK, await hashes.nodes(r.level, r.first, r.count));
         break;
       default:

@@ -34,6 +34,11 @@ export const F_FUA = 1;
 export const F_NO_HOLE = 2;
 /** WRITE flag: part of a resync (the copy of a region), not a client write. */
 export const F_RESYNC = 4;
+/**
+ * TREE flag: answer only if that needs little reading (STATUS_BUSY otherwise): a root asked
+ * for `volume get`, not for a resync.
+ */
+export const F_CHEAP = 8;
 
 export const STATUS_OK = 0;
 /** The request's epoch is older than one the replica has seen: the sender is fenced. */
@@ -46,6 +51,8 @@ export const STATUS_RANGE = 3;
 export const STATUS_IO = 4;
 /** A request the replica does not understand. */
 export const STATUS_BAD_REQUEST = 5;
+/** F_CHEAP asked and the answer would need much reading now. */
+export const STATUS_BUSY = 6;
 
 export const HEADER_BYTES = 28;
 export const REPLY_HEADER_BYTES = 12;

@@ -91,10 +91,19 @@ export async function getVolume(api: string, name: string): Promise<VolumeJson |
   return await res.json() as VolumeJson;
 }
 
+/**
+ * The volume copies (`<uuid>.vol`) in a node's data dir. Their sidecars (hash list, activity
+ * log, epoch) are left out, but one without its copy is a leak and fails here.
+ */
 export async function volumeFiles(p: BallastProcess): Promise<string[]> {
   const names: string[] = [];
   for await (const e of Deno.readDir(`${p.dataDir}/volumes`)) names.push(e.name);
-  return names.sort();
+  const copies = names.filter((n) => n.endsWith(".vol"));
+  for (const n of names) {
+    const base = n.replace(/\.(hashes|al|epoch)$/, "");
+    if (!copies.includes(base)) throw new Error(`${n} is left without its copy in ${p.dataDir}`);
+  }
+  return copies.sort();
 }
 
 export async function eventually<T>(

@@ -71,7 +71,13 @@ e2eTest(
       assert(back.logs().includes("moved orphaned volume copy"), back.logs());
       assert(back.logs().includes(g.uuid), "the log names the file");
       const aside = [...Deno.readDirSync(`${back.dataDir}/orphaned`)].map((e) => e.name);
-      assertEquals(aside, [file], "moved to DATA/orphaned/, not deleted");
+      assert(aside.includes(file), `moved to DATA/orphaned/, not deleted: ${aside}`);
+      assert(
+        aside.every((n) =>
+          n === file || /^\S+\.vol\.(hashes|al|epoch)$/.test(n) && n.startsWith(file)
+        ),
+        `only the copy and its sidecars are moved: ${aside}`,
+      );
     } finally {
       await c.stop();
     }

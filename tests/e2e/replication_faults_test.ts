@@ -282,8 +282,12 @@ e2eTest(
         return (p?.sentBytes ?? 0) >= 8 * MiB;
       }, { timeoutMs: 60_000, everyMs: 20 });
       await c.nodes.get(victim)!.kill("SIGKILL");
-      const cut = await waitForLog(master.logs, "resync stopped");
-      const firstSent = cut.sentBytes as number;
+      // (Earlier attempts, while the replica was still down, stopped before sending.)
+      let firstSent = 0;
+      await waitFor("the resync to stop", () => {
+        firstSent = (logged(master.logs(), "resync stopped", true)?.sentBytes ?? 0) as number;
+        return firstSent > 0;
+      }, { timeoutMs: 30_000, everyMs: 50 });
       assert(firstSent > 0 && firstSent < changed, `first resync sent ${firstSent}`);
       await c.start(victim);
       await waitFor(`${victim} back in sync`, async () => {
@@ -343,13 +347,3 @@ print("bad", len(bad))
       assertEquals(check.stdout.trim(), "bad 0", check.stderr);
     }, { args: ["--resync-rate", "16MiB/s"] }),
 );
-
-/** Waits for a log line with `msg` and returns its fields. */
-async function waitForLog(logs: () => string, msg: string): Promise<Record<string, unknown>> {
-  let found: Record<string, unknown> | undefined;
-  await waitFor(`log "${msg}"`, () => {
-    found = logged(logs(), msg);
-    return found !== undefined;
-  }, { timeoutMs: 30_000, everyMs: 50 });
-  return found!;
-}

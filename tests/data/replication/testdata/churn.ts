@@ -35,6 +35,7 @@ for (let i = 0;; i++) {
   if (i % 25 === 0) await hs.keep();
   if (!started) {
     started = true;
+    // deno-lint-ignore no-console
     console.log("writing");
   }
 }
