@@ -98,6 +98,8 @@ export class WorkerPlane {
     { promise: Promise<void>; settle: (ok: boolean, msg?: string) => void }
   >();
   #connections = 0;
+  /** Connections handed to this worker so far. */
+  #received = 0;
   /** See setClock(); NaN until the main thread answered. */
   #clockOffset = NaN;
 
@@ -269,7 +271,8 @@ export class WorkerPlane {
 
   #count(d: number): void {
     this.#connections += d;
-    this.#post({ type: "connections", count: this.#connections });
+    if (d > 0) this.#received++;
+    this.#post({ type: "connections", count: this.#connections, received: this.#received });
   }
 
   #askGate(name: string): Promise<void> {

@@ -77,6 +77,8 @@ interface Slot {
   sampledAt: number;
   ready: Promise<void>;
   stopped?: () => void;
+  /** Connections handed to this worker so far (see the "connections" message). */
+  handed: number;
   /** Outstanding "sync" messages: resolved when answered, or when the worker is gone. */
   syncs: Map<number, () => void>;
 }
@@ -149,6 +151,7 @@ export class WorkerPool {
       sampledAt: performance.now(),
       ready: new Promise<void>((r) => (ready = r)),
       syncs: new Map(),
+      handed: 0,
     };
     this.#slots.set(id, slot);
     worker.onmessage = (e: MessageEvent) => this.#onMessage(slot, e.data, ready);
@@ -200,7 +203,8 @@ export class WorkerPool {
         this.#drainWaiting();
         break;
       case "connections":
-        slot.connections = m.count;
+        // Connections handed over since this report was sent are not in it yet.
+        slot.connections = m.count + Math.max(0, slot.handed - m.received);
         if (slot.state === "retiring" && m.count === 0) this.#stop(slot);
         break;
       case "gate":
@@ -312,6 +316,7 @@ export class WorkerPool {
     }
     const slot = this.#slots.get(id)!;
     slot.connections++; // counted now, so a burst spreads before the worker reports
+    slot.handed++;
     this.#send(slot, { type: "serve", fd, listener, remote });
   }
 

@@ -131,7 +131,11 @@ export type FromWorker =
   /** Replicas failed to apply a request to volume `name`: hold until they are out of sync. */
   | { type: "replicas-failed"; id: number; name: string; nodes: string[] }
   /** Connections this worker serves, after each change. */
-  | { type: "connections"; count: number }
+  /**
+   * Connections this worker serves, after each change; `received`: how many it was handed so
+   * far (the main thread adds those handed since, which the count cannot show yet).
+   */
+  | { type: "connections"; count: number; received: number }
   | { type: "stopped" }
   /** The answer to "sync". */
   | { type: "synced"; id: number }
