@@ -26,6 +26,7 @@ import {
   type ReplicaTarget,
   type ResyncProgress,
   type ResyncResult,
+  type VerifyReport,
 } from "./replication/mod.ts";
 import { OP_TRIM, OP_WRITE, OP_WRITE_ZEROES, type VolumeStats } from "./stats.ts";
 import { type BlockStore, BlockStoreError, FileBlockStore, filesystemSpace } from "./store/mod.ts";
@@ -221,6 +222,10 @@ class LocalDataPlane implements RunningDataPlane {
     options: { rateBytesPerSecond?: number } = {},
   ): Promise<ResyncResult> {
     return this.#replication.resync(name, replica, epoch, options);
+  }
+
+  verifyVolume(name: string, options: { deep: boolean }): Promise<VerifyReport> {
+    return this.#replication.verify(name, options.deep);
   }
 
   memberRoots(name: string): Promise<Record<string, string | undefined>> {

@@ -6,7 +6,12 @@
  */
 
 import type { VolumeStats } from "./stats.ts";
-import type { ReplicaTarget, ResyncProgress, ResyncResult } from "./replication/mod.ts";
+import type {
+  ReplicaTarget,
+  ResyncProgress,
+  ResyncResult,
+  VerifyReport,
+} from "./replication/mod.ts";
 import type { PoolStatus } from "./pool/pool.ts";
 
 /** What the data plane needs to know about a volume to serve it. */
@@ -124,6 +129,12 @@ export interface DataPlane {
    * sees it (undefined when a member could not be asked).
    */
   memberRoots?(name: string): Promise<Record<string, string | undefined>>;
+  /**
+   * `volume verify`: compares every member's copy of exported volume `name` with this
+   * node's (its master's); `deep` rehashes every region from the data (data/replication/
+   * verify.ts). A volume without replicas checks its own copy for silent corruption.
+   */
+  verifyVolume?(name: string, options: { deep: boolean }): Promise<VerifyReport>;
   /** The file of this node's copy of volume `uuid`, if it has one (the replica side). */
   copyPath?(uuid: string): string | undefined;
   /** Local status, or undefined if the volume is not exported here. */

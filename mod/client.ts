@@ -37,6 +37,7 @@ import type {
   VersionInfo,
   Volume,
   VolumeLiveStatus,
+  VolumeVerifyReport,
 } from "./types.ts";
 
 /** Default API address of a local node. */
@@ -153,6 +154,37 @@ export class BallastClient {
     return this.#json("GET", `/v1/peer/volumes/${encodeURIComponent(name)}`);
   }
 
+  /**
+   * Compares every member's copy of a replicated volume with its master's (POST
+   * /v1/volumes/{name}/verify); `deep` rehashes all the data and may take a while
+   * (`timeoutMs`, default 1 h deep, 2 min otherwise).
+   */
+  verifyVolume(
+    name: string,
+    options: { deep?: boolean; timeoutMs?: number } = {},
+  ): Promise<VolumeVerifyReport> {
+    const q = options.deep ? "?deep=true" : "";
+    return this.#json(
+      "POST",
+      `/v1/volumes/${encodeURIComponent(name)}/verify${q}`,
+      undefined,
+      [],
+      options.timeoutMs ?? (options.deep ? 3_600_000 : 120_000),
+    );
+  }
+
+  /** The node-to-node form of verifyVolume(): answered only by the volume's master. */
+  peerVerifyVolume(name: string, deep: boolean, timeoutMs: number): Promise<VolumeVerifyReport> {
+    const q = deep ? "?deep=true" : "";
+    return this.#json(
+      "POST",
+      `/v1/peer/volumes/${encodeURIComponent(name)}/verify${q}`,
+      undefined,
+      [],
+      timeoutMs,
+    );
+  }
+
   createVolume(request: CreateVolumeRequest): Promise<Volume> {
     return this.#json("POST", "/v1/volumes", request);
   }
@@ -222,8 +254,14 @@ export class BallastClient {
     return await res.text();
   }
 
-  async #json<T>(method: string, path: string, body?: unknown, okStatuses: number[] = []) {
-    const res = await this.#request(method, path, body);
+  async #json<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    okStatuses: number[] = [],
+    timeoutMs = this.#timeoutMs,
+  ) {
+    const res = await this.#request(method, path, body, timeoutMs);
     if (!okStatuses.includes(res.status)) await this.#check(res);
     try {
       return await res.json() as T;
@@ -236,7 +274,12 @@ export class BallastClient {
     }
   }
 
-  async #request(method: string, path: string, body?: unknown): Promise<Response> {
+  async #request(
+    method: string,
+    path: string,
+    body?: unknown,
+    timeoutMs = this.#timeoutMs,
+  ): Promise<Response> {
     const headers: Record<string, string> = { accept: "application/json", ...this.#headers };
     if (body !== undefined) headers["content-type"] = "application/json";
     const url = this.baseUrl + path;
@@ -246,11 +289,11 @@ export class BallastClient {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(this.#timeoutMs),
+        signal: AbortSignal.timeout(timeoutMs),
         ...(this.#httpClient ? { client: this.#httpClient } : {}),
       } as RequestInit);
     } catch (err) {
-      throw unreachable(this.baseUrl, err, this.#timeoutMs);
+      throw unreachable(this.baseUrl, err, timeoutMs);
     }
     const stale = res.headers.get(STALE_HEADER);
     if (stale) this.#onStale?.(stale, `${method} ${path}`);

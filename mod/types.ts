@@ -129,6 +129,40 @@ export interface VolumeLiveStatus {
   roots?: Record<string, string | null>;
 }
 
+/**
+ * POST /v1/volumes/{name}/verify: every member's copy compared with the master's (`deep`:
+ * rehashed from the data, which also finds silent corruption of a member's own copy).
+ */
+export interface VolumeVerifyReport {
+  name: string;
+  /** The master that compared (the node serving the volume). */
+  node: string;
+  epoch?: number;
+  deep: boolean;
+  /** The unit of the region numbers below, and how many regions the volume has. */
+  regionBytes: number;
+  regions: number;
+  members: VolumeMemberVerdict[];
+  /** Whether every member answered and holds the master's data (and, deep, no corruption). */
+  ok: boolean;
+  ms: number;
+}
+
+export interface VolumeMemberVerdict {
+  node: string;
+  role: "master" | "replica";
+  /** Root hash (hex) of the member's hash tree, when it answered. */
+  root?: string;
+  equal?: boolean;
+  /** Regions that differ from the master's (at most 1000 listed; the count is exact). */
+  differing: number[];
+  differingCount: number;
+  /** Deep: clean regions whose persisted hash is not the data's (silent corruption). */
+  corrupt: number[];
+  corruptCount: number;
+  error?: string;
+}
+
 /** A resync under way on the master (the data plane's progress of it). */
 export interface LiveResync {
   member: string;

@@ -1,5 +1,6 @@
 /**
- * The volume routes: GET/POST /v1/volumes, GET/PATCH/DELETE /v1/volumes/{name}
+ * The volume routes: GET/POST /v1/volumes, GET/PATCH/DELETE /v1/volumes/{name}, POST
+ * /v1/volumes/{name}/verify
  * (VolumeService does the work; this checks the request).
  * @module
  */
@@ -48,6 +49,11 @@ export function volumeRoutes(deps: VolumeRouteDeps): Hono<ApiEnv> {
     const name = checkVolumeName(c.req.param("name"));
     const req = parseUpdateVolume(await readJsonObject(c));
     return c.json(await deps.volumes.update(name, req));
+  });
+
+  app.post("/:name/verify", allowQuery("deep"), async (c) => {
+    const name = checkVolumeName(c.req.param("name"));
+    return c.json(await deps.volumes.verify(name, { deep: queryBool(c, "deep") }));
   });
 
   app.delete("/:name", allowQuery("force"), async (c) => {

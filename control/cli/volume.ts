@@ -1,5 +1,5 @@
 /**
- * `ballast volume create|list|get|resize|delete`.
+ * `ballast volume create|list|get|resize|delete|verify`.
  * @module
  */
 
@@ -19,6 +19,7 @@ import {
 import { age, fields, json, table } from "./_output.ts";
 import { memberTable } from "./_members_view.ts";
 import { watchVolume } from "./_watch.ts";
+import { EXIT_DIFFERENT, verifyText } from "./_verify_view.ts";
 
 const SIZE_HELP = "size with a binary unit: 512MiB, 10GiB, 1TiB (multiple of 512 bytes)";
 
@@ -100,6 +101,22 @@ export const VOLUME_SPECS: Record<string, CommandSpec> = {
     client: true,
     examples: ["ballast volume resize db1 --size 20GiB"],
   },
+  verify: {
+    path: "volume verify",
+    args: "NAME [--deep]",
+    summary: "Compare every member's copy of a replicated volume with its master's: the " +
+      "roots of their hash trees, and where they differ, which regions. With --deep, " +
+      "rehash every region of every copy from the data (reads all of it; client writes to " +
+      "a region wait a moment while it is compared), which also finds silent corruption. " +
+      "Exit codes: 0 every copy equal, 1 error, 2 usage, 3 a copy differs, is corrupt or " +
+      "could not be compared.",
+    flags: [{
+      name: "deep",
+      help: "rehash all the data instead of comparing the persisted hash lists",
+    }],
+    client: true,
+    examples: ["ballast volume verify db2", "ballast volume verify db2 --deep -o json"],
+  },
   delete: {
     path: "volume delete",
     args: "NAME [--force]",
@@ -127,6 +144,7 @@ export const VOLUME_GROUP: CommandSpec = {
     ["list", "list volumes"],
     ["get", "show one volume"],
     ["resize", "grow a volume"],
+    ["verify", "compare the copies of a replicated volume"],
     ["delete", "delete a volume"],
   ],
 };
@@ -190,6 +208,12 @@ export const volumeCommand: Command = groupCommand(
             : `volume "${v.name}" resized to ${formatSize(v.sizeBytes)}\n`,
         );
         return 0;
+      }
+      case "verify": {
+        const [name] = requirePositionals(spec, p, ["NAME"]);
+        const report = await client.verifyVolume(name, { deep: p.values.deep === true });
+        io.out(p.output === "json" ? json(report) : verifyText(report));
+        return report.ok ? 0 : EXIT_DIFFERENT;
       }
       default: {
         const [name] = requirePositionals(spec, p, ["NAME"]);

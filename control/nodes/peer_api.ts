@@ -7,7 +7,7 @@
 
 import { UnavailableError } from "../../mod/errors.ts";
 import { BallastClient } from "../../mod/client.ts";
-import type { VolumeLiveStatus } from "../../mod/types.ts";
+import type { VolumeLiveStatus, VolumeVerifyReport } from "../../mod/types.ts";
 import type { ProbeCredentials } from "./probe.ts";
 
 /** Below the probe's 2.5 s, so `volume get` stays quick when the serving node is stuck. */
@@ -37,5 +37,17 @@ export class PeerApi {
       ...(this.#o.credentials() ?? {}),
     });
     return await client.peerVolumeStatus(name);
+  }
+
+  /**
+   * Has node `node` (the volume's master) compare the copies of `name`: no short timeout
+   * here, a deep verification reads every copy whole.
+   */
+  async verifyVolume(node: string, name: string, deep: boolean): Promise<VolumeVerifyReport> {
+    const address = await this.#o.apiAddressOf(node);
+    if (!address) throw new UnavailableError(`node ${node} has not published an API address`);
+    const timeoutMs = deep ? 3_600_000 : 120_000;
+    using client = new BallastClient(address, { timeoutMs, ...(this.#o.credentials() ?? {}) });
+    return await client.peerVerifyVolume(name, deep, timeoutMs);
   }
 }

@@ -12,7 +12,13 @@
  */
 
 import { errorMessage } from "../../mod/errors.ts";
-import type { LiveResync, Volume, VolumeLiveStatus, VolumeMember } from "../../mod/types.ts";
+import type {
+  LiveResync,
+  Volume,
+  VolumeLiveStatus,
+  VolumeMember,
+  VolumeVerifyReport,
+} from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { VolumeGroups } from "./_groups.ts";
 import { memberStatus } from "./_members.ts";
@@ -25,6 +31,8 @@ export const ROOTS_TIMEOUT_MS = 1_500;
 export interface PeerStatusSource {
   /** Node `node`'s answer to GET /v1/peer/volumes/{name}; throws when it cannot be had. */
   volumeStatus(node: string, name: string): Promise<VolumeLiveStatus>;
+  /** Node `node`'s POST /v1/peer/volumes/{name}/verify (its master compares the copies). */
+  verifyVolume?(node: string, name: string, deep: boolean): Promise<VolumeVerifyReport>;
 }
 
 /** The members of one group this node serves as master (for /metrics). */

@@ -32,6 +32,7 @@ import type {
   Volume,
   VolumeLiveStatus,
   VolumeState,
+  VolumeVerifyReport,
 } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { Logger } from "../common/mod.ts";
@@ -233,6 +234,43 @@ export class VolumeService {
     const live = kv ? await localLive(this.#live, parseRecord(kv), { roots: true }) : undefined;
     if (!live) throw new NotFoundError("volume export", name);
     return live;
+  }
+
+  /**
+   * `volume verify`: the master compares every member's copy with its own (data/replication/
+   * verify.ts); asked of the master's node when that is another one. `local`: answer only
+   * for a volume this node serves (the node-to-node route).
+   */
+  async verify(
+    name: string,
+    options: { deep: boolean; local?: boolean },
+  ): Promise<VolumeVerifyReport> {
+    checkVolumeName(name);
+    const kv = await this.#store.get(VOLUME_PREFIX + name);
+    if (!kv) throw new NotFoundError("volume", name);
+    const rec = parseRecord(kv);
+    if (rec.master !== this.#node) {
+      if (options.local) throw new NotFoundError("volume export", name);
+      const peers = this.#live.peers;
+      if (!peers?.verifyVolume) {
+        throw new FailedPreconditionError(
+          `volume "${name}" is served by node ${rec.master}: run verify against that node`,
+        );
+      }
+      return await peers.verifyVolume(rec.master, name, options.deep);
+    }
+    if (!this.#plane.verifyVolume || !this.#plane.volumeStatus(name)) {
+      throw new FailedPreconditionError(`volume "${name}" is not exported on ${this.#node} now`);
+    }
+    const r = await this.#plane.verifyVolume(name, { deep: options.deep });
+    const ok = r.members.every((m) => m.equal === true && m.corruptCount === 0 && !m.error);
+    return {
+      name,
+      node: this.#node,
+      ...(rec.group ? { epoch: rec.group.epoch } : {}),
+      ...r,
+      ok,
+    };
   }
 
   /**

@@ -164,6 +164,28 @@ export class HashState {
     this.#store.read(into, offset);
   }
 
+  /**
+   * Deep verification of regions [first, first + count): each region's hash from its data
+   * (16 bytes each), then a byte per region, 1 where the region is clean and its persisted
+   * hash is not its data's (silent corruption of the data or of the hash list).
+   */
+  async verify(first: number, count: number): Promise<Uint8Array> {
+    if (first < 0 || first + count > this.table.count) {
+      throw new RangeError(`regions ${first}+${count} of ${this.table.count}`);
+    }
+    const out = new Uint8Array(count * (HASH_BYTES + 1));
+    for (let i = 0; i < count; i++) {
+      const r = first + i;
+      if (i > 0 && i % YIELD_EVERY === 0) await new Promise((res) => setTimeout(res, 0));
+      const clean = !this.table.isDirty(r);
+      const stored = clean ? await this.leaf(r) : undefined;
+      const h = await hashRegions(this.#store, r, 1, REGION_BYTES, this.#scratch);
+      out.set(h, i * HASH_BYTES);
+      if (stored && stored.some((b, k) => b !== h[k])) out[count * HASH_BYTES + i] = 1;
+    }
+    return out;
+  }
+
   /** Regions that are dirty now. */
   dirtyRegions(): number {
     let n = 0;

@@ -11,8 +11,9 @@ import type { HashState } from "./hash_state.ts";
 import { LeaseKeeper, type LeaseView } from "./lease.ts";
 import { type ConnectNode, PeerLinks } from "./links.ts";
 import { type ReplicaTarget, Replicator } from "./replicator.ts";
-import { type ResyncProgress, resyncReplica, type ResyncResult } from "./resync.ts";
-import { F_CHEAP, STATUS_OK, T_FENCE, T_TREE } from "./wire.ts";
+import { type Ask, type ResyncProgress, resyncReplica, type ResyncResult } from "./resync.ts";
+import { F_CHEAP, replyMessage, STATUS_OK, T_FENCE, T_TREE } from "./wire.ts";
+import { verifyCopies, type VerifyReport } from "./verify.ts";
 import { CHEAP_REGIONS } from "./replica.ts";
 
 /** How long roots() answers from its last look. */
@@ -312,6 +313,47 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     }));
     this.#roots.set(name, { at: performance.now(), roots: out });
     return out;
+  }
+
+  /**
+   * `volume verify`: compares every member's copy of `name` with this master's (verify.ts).
+   * Members that do not answer are reported with the reason.
+   */
+  async verify(name: string, deep: boolean): Promise<VerifyReport> {
+    const e = this.#exports.lookup(name);
+    const t = this.#targets.get(name);
+    const hashes = e ? await this.#hashesOf(e) : undefined;
+    if (!e || !hashes) {
+      throw new FailedPreconditionError(`volume "${name}" is not served here`);
+    }
+    const links = this.#mainLinks();
+    const asks = new Map<string, Ask>();
+    for (const m of t ? [...t.inSync, ...t.resyncing] : []) {
+      asks.set(m.node, async (r) => {
+        if (!links) throw new Error("no peer channel on this node");
+        const link = await links.get(m.node, m.address);
+        const reply = await link.request({ ...r, volume: e.uuid, epoch: t!.epoch } as never);
+        if (reply.status !== STATUS_OK) throw new Error(replyMessage(reply));
+        return reply.body;
+      });
+    }
+    const report = await verifyCopies(this.#self, hashes, asks, deep);
+    this.#log.info(
+      {
+        volume: name,
+        deep,
+        ms: report.ms,
+        members: report.members.map((m) => ({
+          node: m.node,
+          equal: m.equal,
+          differing: m.differingCount,
+          corrupt: m.corruptCount,
+          error: m.error,
+        })),
+      },
+      "volume verified",
+    );
+    return report;
   }
 
   /** Resyncs of `name` under way. */

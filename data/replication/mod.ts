@@ -30,6 +30,7 @@ export {
   Replicator,
 } from "./replicator.ts";
 export * as wire from "./wire.ts";
+export { MAX_LISTED, type MemberVerdict, type VerifyReport } from "./verify.ts";
 export {
   COARSE,
   FINE,

@@ -24,6 +24,7 @@ import {
   encodeReply,
   encodeSize,
   F_CHEAP,
+  F_DEEP,
   F_FUA,
   F_NO_HOLE,
   type Request,
@@ -172,9 +173,11 @@ export class ReplicaService {
         reply = encodeReply(
           r.id,
           STATUS_OK,
-          r.regionBytes === REGION_BYTES
-            ? await hashes.leaves(r.first, checkCount(r.first, r.count, hashes.regions))
-            : await hashRegions(store, r.first, r.count, r.regionBytes),
+          r.regionBytes !== REGION_BYTES
+            ? await hashRegions(store, r.first, r.count, r.regionBytes)
+            : (r.flags & F_DEEP) !== 0
+            ? await hashes.verify(r.first, checkCount(r.first, r.count, hashes.regions))
+            : await hashes.leaves(r.first, checkCount(r.first, r.count, hashes.regions)),
         );
         break;
       case T_TREE:

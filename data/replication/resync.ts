@@ -238,7 +238,8 @@ async function runResync(o: ResyncOptions, p: ResyncProgress): Promise<ResyncRes
   throw new ResyncError(`replica ${replica.node} still differs after ${MAX_PASSES} passes`);
 }
 
-type Ask = (r: Record<string, unknown>) => Promise<Uint8Array>;
+/** Asks the member a request of the wire format; resolves with the reply's body. */
+export type Ask = (r: Record<string, unknown>) => Promise<Uint8Array>;
 
 function regionLength(size: number, r: number): number {
   return Math.min(REGION_BYTES, size - r * REGION_BYTES);
@@ -248,7 +249,11 @@ function regionLength(size: number, r: number): number {
  * The regions whose hashes differ between the master's copy and the member's, found from
  * the roots down: at each level only the children of differing nodes are compared.
  */
-async function differingLeaves(hashes: HashState, ask: Ask, p: ResyncProgress) {
+export async function differingLeaves(
+  hashes: HashState,
+  ask: Ask,
+  p: { hashBytes: number },
+): Promise<number[]> {
   const leaves = hashes.regions;
   let level = hashes.levels() - 1;
   const theirRoot = await ask({ type: T_TREE, flags: 0, level, first: 0, count: 1 });

@@ -39,6 +39,12 @@ export const F_RESYNC = 4;
  * for `volume get`, not for a resync.
  */
 export const F_CHEAP = 8;
+/**
+ * HASHES flag, with the region size: rehash the regions from the data (`volume verify
+ * --deep`) and answer each region's hash followed by a byte per region, 1 where the region
+ * was clean and its persisted hash differs from its data (silent corruption).
+ */
+export const F_DEEP = 16;
 
 export const STATUS_OK = 0;
 /** The request's epoch is older than one the replica has seen: the sender is fenced. */

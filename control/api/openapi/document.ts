@@ -12,6 +12,7 @@ import { errorResponse, errors, json, listOf, nameParam, ref } from "./_util.ts"
 import { CA_PATHS, CA_SCHEMAS } from "./_ca.ts";
 import { CLUSTER_PATHS, CLUSTER_SCHEMAS } from "./_cluster.ts";
 import { PEER_PATHS, REPLICATION_SCHEMAS, VOLUME_LIVE_PROPERTIES } from "./_replication.ts";
+import { VERIFY_PATHS, VERIFY_SCHEMAS } from "./_verify.ts";
 
 const labels = {
   type: "object",
@@ -178,6 +179,7 @@ export const OPENAPI_DOCUMENT = {
     ...CA_PATHS,
     ...CLUSTER_PATHS,
     ...PEER_PATHS,
+    ...VERIFY_PATHS,
     "/v1/openapi.json": {
       get: {
         operationId: "openapi",
@@ -384,6 +386,7 @@ export const OPENAPI_DOCUMENT = {
       ...CA_SCHEMAS,
       ...CLUSTER_SCHEMAS,
       ...REPLICATION_SCHEMAS,
+      ...VERIFY_SCHEMAS,
       VersionInfo: {
         type: "object",
         properties: {

@@ -1,0 +1,72 @@
+/**
+ * `ballast volume verify`'s output: one row per member (master first) with its root hash and
+ * result, then the regions that differ or are corrupt, by byte range.
+ * @module
+ */
+
+import type { VolumeVerifyReport } from "../../mod/types.ts";
+import { formatSize } from "../../mod/size.ts";
+import { table } from "./_output.ts";
+
+/** Exit code of `volume verify` when a copy differs or a member could not be compared. */
+export const EXIT_DIFFERENT = 3;
+
+/** Regions listed per member in the text output (the JSON has up to 1000). */
+const SHOWN = 20;
+
+function result(m: VolumeVerifyReport["members"][number]): string {
+  if (m.error) return "not compared";
+  const parts: string[] = [];
+  const n = (k: number, what: string) => `${k} ${k === 1 ? "region" : "regions"} ${what}`;
+  if (m.role === "replica") {
+    parts.push(
+      m.equal ? "equal" : n(m.differingCount, m.differingCount === 1 ? "differs" : "differ"),
+    );
+  }
+  if (m.corruptCount > 0) parts.push(n(m.corruptCount, "corrupt"));
+  if (m.role === "master" && parts.length === 0) parts.push("reference");
+  return parts.join(", ");
+}
+
+/** "region 3 (3 MiB..4 MiB)" for each listed region, up to SHOWN, then "and N more". */
+function ranges(list: number[], count: number, unit: number): string {
+  const shown = list.slice(0, SHOWN).map((r) =>
+    `${r} (${formatSize(r * unit)}..${formatSize((r + 1) * unit)})`
+  );
+  const more = count - shown.length;
+  return shown.join(", ") + (more > 0 ? `, and ${more} more` : "");
+}
+
+/** The text form of a report. */
+export function verifyText(r: VolumeVerifyReport): string {
+  const rows = r.members.map((m) => [
+    m.node,
+    m.role,
+    m.root ?? "-",
+    result(m),
+    m.error ?? "-",
+  ]);
+  let out = `Volume "${r.name}": ${r.deep ? "deep" : "quick"} verification by master ${r.node}` +
+    ` of ${r.regions} regions of ${formatSize(r.regionBytes)} in ${
+      (r.ms / 1000).toFixed(1)
+    } s\n\n` + table(["MEMBER", "ROLE", "ROOT HASH", "RESULT", "ERROR"], rows);
+  for (const m of r.members) {
+    if (m.differingCount > 0) {
+      out += `\n${m.node}: regions that differ from the master's: ${
+        ranges(m.differing, m.differingCount, r.regionBytes)
+      }\n`;
+    }
+    if (m.corruptCount > 0) {
+      out += `\n${m.node}: regions whose data is not what their hash says (silent ` +
+        `corruption): ${ranges(m.corrupt, m.corruptCount, r.regionBytes)}\n`;
+    }
+  }
+  out += r.ok
+    ? "\nOK: every member holds the master's data.\n"
+    : `\nNOT OK: ${
+      r.deep
+        ? "resync the members that differ (or replace them)"
+        : "differences found from the hash lists; run with --deep to rehash the data"
+    }.\n`;
+  return out;
+}
