@@ -122,13 +122,17 @@ export async function assertCopiesEqual(
 
 /**
  * Waits until `volume` answers NBD on its master (a volume is served a moment after `volume
- * create` returns) and returns the volume as the API shows it then.
+ * create` returns) and returns the volume as node `via`'s API shows it then.
  */
-export async function untilServed(c: ReplCluster, volume: string): Promise<VolumeView> {
+export async function untilServed(
+  c: ReplCluster,
+  volume: string,
+  via = "node-a",
+): Promise<VolumeView> {
   let v: VolumeView | undefined;
   const deadline = Date.now() + 30_000;
   for (;;) {
-    v = await volumeOf(c, "node-a", volume);
+    v = await volumeOf(c, via, volume);
     const r = await run("/usr/bin/python3", [
       "-c",
       "import sys, nbd\nh = nbd.NBD(); h.set_uri_allow_local_file(True)\n" +

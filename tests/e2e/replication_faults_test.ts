@@ -202,7 +202,8 @@ e2eTest(
           promoted = await volumeOf(c, other, "frozen");
           return promoted.master !== v.master && promoted.epoch > v.epoch;
         }, { timeoutMs: 60_000, everyMs: 250 });
-        await untilServed(c, "frozen"); // the new master serves once the old lease lapsed
+        // The new master serves once the old lease lapsed (asked of a node not frozen).
+        await untilServed(c, "frozen", other);
         await fill(c.uri(promoted!.master, "frozen"), 3, 1, 99 - 3); // block 3 := 99
         old.signal("SIGCONT");
         // The old master's client, on the connection it held all along.
