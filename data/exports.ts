@@ -3,6 +3,7 @@
  * @module
  */
 
+import type { Logger } from "pino";
 import type { BlockStore } from "./store/mod.ts";
 import type { ExportCatalog, ExportView } from "./nbd/handshake.ts";
 import { VolumeStats } from "./stats.ts";
@@ -15,6 +16,34 @@ export interface Attachment {
   abort(reason: string): void;
   /** Serial of the client certificate, for a connection made with one. */
   readonly clientSerial?: string;
+}
+
+/** A request as a forwarding node relays it to the volume's master (data/proxy/). */
+export interface ForwardedRequest {
+  type: number;
+  flags: number;
+  offset: number;
+  length: number;
+  /** A WRITE's payload (a copy: the connection's buffer is reused). */
+  data?: Uint8Array;
+}
+
+/** The master's answer: `error` is the NBD error value (0: success), `data` a READ's. */
+export interface ForwardedReply {
+  error: number;
+  data?: Uint8Array;
+  /** Why, when the forwarding node itself failed the request. */
+  message?: string;
+}
+
+/** Relays one client connection's requests to the volume's current master. */
+export interface RequestForwarder {
+  /**
+   * Sends `req` on; `done` gets the master's reply. Returns a promise when the client must
+   * be held back (too much in flight) until it resolves.
+   */
+  submit(req: ForwardedRequest, done: (r: ForwardedReply) => void): Promise<void> | undefined;
+  close(): void;
 }
 
 /** A volume being exported: its store, statistics and attached connections. */
@@ -42,6 +71,11 @@ export class LiveExport implements ExportView {
    * can no longer say so (it lost its mastership or its lease). Set by the data plane.
    */
   onReplicasFailed: ((nodes: string[]) => Promise<void>) | undefined;
+  /**
+   * A volume served by another node (its master): each connection gets a forwarder that
+   * relays its requests there (data/proxy/), and nothing touches `store`.
+   */
+  forwarder: ((log: Logger) => RequestForwarder) | undefined;
 
   constructor(
     readonly name: string,
@@ -113,6 +147,11 @@ export class LiveExport implements ExportView {
 
 export class ExportTable implements ExportCatalog {
   #exports = new Map<string, LiveExport>();
+  /**
+   * Volumes this node does not serve but forwards (attach anywhere, data/proxy/): asked
+   * when a name is not exported here. Never part of list().
+   */
+  remote: ((name: string) => LiveExport | undefined) | undefined;
 
   add(e: LiveExport): void {
     this.#exports.set(e.name, e);
@@ -125,8 +164,14 @@ export class ExportTable implements ExportCatalog {
     return e;
   }
 
+  /** The export of a volume this node serves itself (never a forwarded one). */
   lookup(name: string): LiveExport | undefined {
     return this.#exports.get(name);
+  }
+
+  /** What a client attaching to `name` gets: the local export, else a forwarded one. */
+  find(name: string): LiveExport | undefined {
+    return this.#exports.get(name) ?? this.remote?.(name);
   }
 
   list(): LiveExport[] {

@@ -28,6 +28,7 @@ import {
   type ResyncResult,
   type VerifyReport,
 } from "./replication/mod.ts";
+import type { DirectoryEntry } from "./proxy/mod.ts";
 import { OP_TRIM, OP_WRITE, OP_WRITE_ZEROES, type VolumeStats } from "./stats.ts";
 import { type BlockStore, BlockStoreError, FileBlockStore, filesystemSpace } from "./store/mod.ts";
 
@@ -429,6 +430,10 @@ class LocalDataPlane implements RunningDataPlane {
     this.#serving.revoked(serials);
   }
 
+  setDirectory(entries: DirectoryEntry[]): void {
+    this.#serving.directory(entries);
+  }
+
   capacity(): { capacityBytes: number; freeBytes: number } {
     return filesystemSpace(this.#dir);
   }
@@ -477,6 +482,8 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<RunningDat
       policy: opts.policy,
       startTls: opts.startTls,
       connectNode: opts.connectNode,
+      upstreamTls: opts.workerTls,
+      verifyNode: opts.verifyNode,
     });
   return new LocalDataPlane(opts, exports, serving);
 }

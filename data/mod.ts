@@ -43,3 +43,11 @@ export {
 } from "./replication/mod.ts";
 export { DEFAULT_TIMINGS, usableCores } from "./pool/mod.ts";
 export type { PoolStatus, SizingTimings, WorkerTls } from "./pool/mod.ts";
+export {
+  Directory,
+  type DirectoryEntry,
+  EIO_GRACE_MS,
+  FAILOVER_MS,
+  Upstream,
+  UpstreamError,
+} from "./proxy/mod.ts";

@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { DirectoryEntry } from "./proxy/mod.ts";
 import type { VolumeStats } from "./stats.ts";
 import type {
   ReplicaTarget,
@@ -154,6 +155,12 @@ export interface DataPlane {
   tlsChanged?(): void;
   /** Certificates were revoked: live NBD connections made with them are cut. */
   revoked?(serials: string[]): void;
+  /**
+   * Where every volume of the cluster is served (its master's NBD address and epoch): a
+   * client attaching here to a volume this node does not serve is forwarded there, and
+   * follows it across failovers (data/proxy/).
+   */
+  setDirectory?(entries: DirectoryEntry[]): void;
   /** Disk capacity and free bytes of the data directory. */
   capacity(): { capacityBytes: number; freeBytes: number };
   /** The NBD listen address, "host:port". */

@@ -33,6 +33,14 @@ import {
   Replicator,
 } from "./replication/mod.ts";
 import type { BlockStore } from "./store/mod.ts";
+import type { PeerVerify } from "./peer/mod.ts";
+import {
+  Directory,
+  type DirectoryEntry,
+  RemoteExports,
+  upstreamConnector,
+  type UpstreamTls,
+} from "./proxy/mod.ts";
 
 export interface ListenAt {
   host: string;
@@ -70,6 +78,8 @@ export interface Serving {
   tlsChanged(): void;
   /** Cuts the connections made with these (newly revoked) certificates. */
   revoked(serials: string[]): void;
+  /** Where the volumes that other nodes serve are: clients of those are forwarded there. */
+  directory(entries: DirectoryEntry[]): void;
   /**
    * Replication targets of exported volume `e` (a group master), on every thread: resolves
    * once every thread replicates to them (a request applied after that reaches them).
@@ -97,7 +107,17 @@ export async function serveOnMainThread(o: {
   startTls?: StartTls;
   handshakeTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /** This node's credentials when it forwards clients to other nodes (undefined: plaintext). */
+  upstreamTls?: () => UpstreamTls;
+  /** Checks a master's certificate when forwarding. */
+  verifyNode?: (der: Uint8Array) => Promise<ClientVerdict>;
 }): Promise<Serving> {
+  const directory = new Directory();
+  const remote = new RemoteExports(
+    directory,
+    upstreamConnector({ tls: () => o.upstreamTls?.(), verify: nodeVerdict(o.verifyNode) }),
+  );
+  o.exports.remote = (name) => remote.lookup(name);
   const common = {
     exports: o.exports,
     logger: o.logger,
@@ -141,6 +161,10 @@ export async function serveOnMainThread(o: {
     revoked: (serials) => {
       const n = o.exports.cutRevoked(new Set(serials));
       if (n > 0) o.logger.warn({ connections: n }, "connections of a revoked certificate cut");
+    },
+    directory: (entries) => {
+      directory.set(entries);
+      remote.update();
     },
     replication: (e, epoch, targets) => {
       if (!o.connectNode) {
@@ -242,6 +266,7 @@ export async function serveOnWorkers(o: {
   requestTimeoutMs?: number;
 }): Promise<Serving> {
   const slots = o.workers.max + 1; // slot 0: the main thread
+  let directory: DirectoryEntry[] = [];
   const pooled = () => o.exports.list() as PooledExport[];
   const listeners: { l: FdListener; kind: ListenerKind }[] = [];
   try {
@@ -275,6 +300,7 @@ export async function serveOnWorkers(o: {
       handshakeTimeoutMs: o.handshakeTimeoutMs ?? 30_000,
       requestTimeoutMs: o.requestTimeoutMs ?? 60_000,
       volumes: () => pooled().map((e) => e.toWorker()),
+      directory: () => directory,
       passGate: (name) => {
         const e = o.exports.lookup(name);
         return e ? e.passWriteGate() : Promise.reject(new Error(`volume "${name}" is gone`));
@@ -323,10 +349,25 @@ export async function serveOnWorkers(o: {
       return pool.sync();
     },
     revoked: (serials) => pool.broadcast({ type: "revoked", serials }),
+    directory: (entries) => {
+      directory = entries;
+      pool.broadcast({ type: "directory", entries });
+    },
     close: async () => {
       for (const { l } of listeners) l.close();
       await Promise.all(accepting);
       await pool.close();
     },
+  };
+}
+
+/** A master's certificate check for forwarding, from the main thread's node check. */
+function nodeVerdict(
+  verify: ((der: Uint8Array) => Promise<ClientVerdict>) | undefined,
+): PeerVerify | undefined {
+  if (!verify) return undefined;
+  return async (der) => {
+    const v = await verify(der);
+    return v.ok ? { ok: true, node: v.identity.name } : { ok: false, reason: v.reason };
   };
 }

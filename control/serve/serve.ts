@@ -28,7 +28,7 @@ import { createLogger, type Logger } from "../common/mod.ts";
 import { NodeProbe, NodeRegistry, PeerApi } from "../nodes/mod.ts";
 import { ReadCacheStore } from "../store/mod.ts";
 import { setupNodeTls } from "../tls/mod.ts";
-import { orphanMinAgeMs, VolumeService } from "../volumes/mod.ts";
+import { feedDirectory, orphanMinAgeMs, VolumeService } from "../volumes/mod.ts";
 import type { ServeConfig } from "./config.ts";
 import { lockDataDir } from "./_data_dir_lock.ts";
 import { openStore } from "./_open_store.ts";
@@ -110,7 +110,8 @@ export async function serve(
           verifyClient: (der: Uint8Array) =>
             tls.pki.verify(der, {
               requiredEku: "clientAuth",
-              allowedRoles: ["admin", "nbd-client"],
+              // node: another node forwarding its clients (attach anywhere).
+              allowedRoles: ["admin", "nbd-client", "node"],
             }),
         }
         : {}),
@@ -230,6 +231,15 @@ export async function serve(
       // replicated volumes run their group drivers from these records.
       volumes.startWatching();
       undo.push(() => volumes.stopWatching());
+      // Attach anywhere: clients of volumes served elsewhere are forwarded to their master.
+      if (dataPlane.setDirectory) {
+        const feed = feedDirectory({
+          store,
+          log: log.child({ component: "directory" }),
+          publish: (entries) => dataPlane.setDirectory!(entries),
+        });
+        undo.push(() => feed.stop());
+      }
     }
 
     const listenerRef: { current?: ApiListener } = {};

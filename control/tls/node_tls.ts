@@ -85,7 +85,8 @@ export async function setupNodeTls(config: NodeTlsConfig, log: Logger): Promise<
 
   const nbdStartTls: StartTls = nbdClientStartTls(
     () => context,
-    (der) => pki.verify(der, { requiredEku: "clientAuth", allowedRoles: ["admin", "nbd-client"] }),
+    (der) =>
+      pki.verify(der, { requiredEku: "clientAuth", allowedRoles: ["admin", "nbd-client", "node"] }),
   );
 
   return {

@@ -17,7 +17,7 @@ import { type Errno, errnoOf } from "./errno.ts";
 import type { DeferredReply, Replies } from "./_replies.ts";
 import type { Logger } from "pino";
 import type { InputBuffer } from "./_input.ts";
-import type { LiveExport } from "../exports.ts";
+import type { LiveExport, RequestForwarder } from "../exports.ts";
 import type { ReplicatedOp } from "../replication/replicator.ts";
 import { F_FUA, T_FLUSH } from "../replication/wire.ts";
 import { OP_FLUSH } from "../stats.ts";
@@ -31,6 +31,8 @@ export interface ExecuteContext {
   log: Logger;
   /** Registers work whose reply is sent when it settles (shutdown waits for it). */
   later(work: Promise<void>): void;
+  /** Set when the export is served by another node: requests go there (_forwarded.ts). */
+  forward?: RequestForwarder;
 }
 
 /** The local step of a change: applies it to the store (throws on failure). */

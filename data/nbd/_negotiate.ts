@@ -34,6 +34,8 @@ export interface Session {
   readonly input: InputBuffer;
   /** Serial of the client's certificate once STARTTLS verified it. */
   clientSerial?: string;
+  /** The client is a node forwarding its own clients: only local exports (no second hop). */
+  fromNode?: string;
   shuttingDown(): boolean;
   /** Reads and drops `n` bytes (an oversized option), counting as a partial request. */
   discard(n: number): Promise<void>;
@@ -59,6 +61,10 @@ export async function negotiate(
   opts: { exports: ExportTable; startTls?: StartTls },
 ): Promise<Attached | undefined> {
   const input = s.input;
+  // Clients may attach to volumes this node forwards (data/proxy/) as well as its own.
+  const table = opts.exports;
+  const find = (name: string) => s.fromNode ? table.lookup(name) : table.find(name);
+  const catalog = { lookup: find, list: () => table.list() };
   await writeAll(s.transport, encodeGreeting());
   await input.need(s.transport, 4);
   const clientFlags = input.view.getUint32(input.start);
@@ -105,7 +111,7 @@ export async function negotiate(
       await sendOptionError(s.transport, option, C.NBD_REP_ERR_SHUTDOWN, "server is shutting down");
       continue;
     }
-    const result = handleOption(state, opts.exports, s.policy, option, data);
+    const result = handleOption(state, catalog, s.policy, option, data);
     state = result.state;
     const action = result.action;
     if (result.refusal) {
@@ -136,12 +142,13 @@ export async function negotiate(
         s.transport = up.transport;
         s.policy = { ...s.policy, allowExport: up.allowExport };
         s.clientSerial = up.serial;
+        s.fromNode = up.fromNode;
         s.log = s.log.child({ client: up.identity });
         s.log.info({ readPath: s.transport.readPath }, "TLS established");
         break;
       }
       case "transmission": {
-        const exp = opts.exports.lookup(action.export.name);
+        const exp = find(action.export.name);
         if (!exp) return undefined;
         const ctx: TransmissionContext = {
           size: exp.size,
@@ -150,7 +157,7 @@ export async function negotiate(
           baseAllocation: action.baseAllocation,
           maxPayload: C.MAX_REQUEST_SIZE,
         };
-        s.log = s.log.child({ volume: exp.name });
+        s.log = s.log.child({ volume: exp.name, ...(exp.forwarder ? { forwarded: true } : {}) });
         s.log.info(
           { size: exp.size, structured: action.structuredReplies, flags: action.flags },
           "client attached",

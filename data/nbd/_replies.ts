@@ -133,6 +133,8 @@ const MAX_MESSAGE = 200;
 export interface DeferredReply {
   ok(): void;
   error(errno: Errno, message: string): void;
+  /** A READ's reply with its data (a forwarded READ: data/nbd/_forwarded.ts). */
+  data?(bytes: Uint8Array): void;
 }
 
 /**
@@ -256,6 +258,9 @@ export class Replies {
     r.handleHi = req.handleHi;
     r.handleLo = req.handleLo;
     r.flags = req.flags;
+    r.offsetHi = req.offsetHi;
+    r.offsetLo = req.offsetLo;
+    r.length = req.length;
     const structured = this.structured;
     const out = this.batch;
     return {
@@ -276,6 +281,17 @@ export class Replies {
           m,
         );
         out.enqueue(b, n, false);
+      },
+      data(bytes: Uint8Array) {
+        const header = structured ? STRUCTURED_REPLY_HEADER_SIZE + 8 : SIMPLE_REPLY_HEADER_SIZE;
+        const b = new Uint8Array(header + bytes.length);
+        const view = new DataView(b.buffer);
+        r.length = bytes.length;
+        const at = structured
+          ? encodeOffsetDataHeader(view, 0, r)
+          : encodeSimpleReply(view, 0, r, 0);
+        b.set(bytes, at);
+        out.enqueue(b, at + bytes.length, false);
       },
     };
   }

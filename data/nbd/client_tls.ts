@@ -29,7 +29,8 @@ export type NbdClientCheck = (
 
 /** Whether `identity` may list and open volume `name`. */
 export function mayOpen(identity: NbdClientIdentity, name: string): boolean {
-  return identity.role === "admin" || identity.volumes.includes("*") ||
+  // A node forwards its own clients (attach anywhere): it may open every volume.
+  return identity.role === "admin" || identity.role === "node" || identity.volumes.includes("*") ||
     identity.volumes.includes(name);
 }
 
@@ -46,7 +47,10 @@ export function nbdStartTls(context: () => SecureContext, check: NbdClientCheck)
     return {
       transport,
       identity: `${id.role}:${id.name}`,
-      allowExport: id.role === "admin" ? undefined : (name) => mayOpen(id, name),
+      allowExport: id.role === "admin" || id.role === "node"
+        ? undefined
+        : (name) => mayOpen(id, name),
+      ...(id.role === "node" ? { fromNode: id.name } : {}),
       ...(id.serial ? { serial: id.serial } : {}),
     };
   };

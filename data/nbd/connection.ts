@@ -32,7 +32,8 @@ import {
   isDataChanging,
   opOf,
 } from "./_execute.ts";
-import type { ExportTable, LiveExport } from "../exports.ts";
+import type { ExportTable, LiveExport, RequestForwarder } from "../exports.ts";
+import { forwardRequest, forwardStreamedWrite } from "./_forwarded.ts";
 
 export interface ConnectionOptions {
   id: number;
@@ -85,6 +86,8 @@ export class Connection {
   #replies = new Replies(this.#out);
 
   #req = new Request();
+  /** Relays requests to the volume's master when another node serves it. */
+  #forward: RequestForwarder | undefined;
   #ctx: TransmissionContext | undefined;
   #export: LiveExport | undefined;
   #pending = 0;
@@ -252,6 +255,7 @@ export class Connection {
       log: this.#log,
       later: (work) => this.#later(work),
     };
+    if (exp.forwarder) this.#forward = run.forward = exp.forwarder(this.#log);
     for (;;) {
       if (this.#lingering) {
         // Shutting down, replies all sent: drop what the client still sends until it leaves.
@@ -289,7 +293,16 @@ export class Connection {
           if (streamed) await this.#discard(req.length); // refused: skip its payload
           continue;
         }
-        if (streamed) await executeStreamedWrite(req, run, this.#payload(req.length));
+        if (run.forward) {
+          // Served by another node: the request goes to its master (_forwarded.ts).
+          const held = streamed
+            ? forwardStreamedWrite(req, run, this.#payload(req.length))
+            : forwardRequest(req, run, payloadOf(req, this.#in, parsed.payload));
+          if (held) {
+            this.#out.flush();
+            await held;
+          }
+        } else if (streamed) await executeStreamedWrite(req, run, this.#payload(req.length));
         else if (req.type === C.NBD_CMD_READ && req.length > C.STREAM_THRESHOLD) {
           await executeStreamedRead(req, run);
         } else {
@@ -487,6 +500,7 @@ export class Connection {
       if (!this.#closed) await this.#drain().catch(() => {});
       this.#export.detach(this);
     }
+    this.#forward?.close();
     this.#close();
     this.#log.debug("connection closed");
   }
@@ -496,4 +510,9 @@ function isDisconnect(err: unknown): boolean {
   const name = (err as { name?: string })?.name;
   return name === "ConnectionReset" || name === "BrokenPipe" || name === "BadResource" ||
     name === "Interrupted" || name === "NotConnected";
+}
+
+/** A buffered WRITE's payload, in place in the input buffer (other requests have none). */
+function payloadOf(req: Request, input: InputBuffer, at: number): Uint8Array | undefined {
+  return req.type === C.NBD_CMD_WRITE ? input.buf.subarray(at, at + req.length) : undefined;
 }

@@ -61,3 +61,25 @@ export function errnoOf(err: unknown): Errno {
   const errno = (err as { errno?: unknown } | null)?.errno;
   return typeof errno === "string" && errno !== "" ? errno : "EIO";
 }
+
+/** The POSIX error name of an NBD error value a server sent (a master, to a forwarder). */
+export function errnoName(value: number): Errno {
+  switch (value) {
+    case C.NBD_EPERM:
+      return "EPERM";
+    case C.NBD_ENOMEM:
+      return "ENOMEM";
+    case C.NBD_EINVAL:
+      return "EINVAL";
+    case C.NBD_ENOSPC:
+      return "ENOSPC";
+    case C.NBD_EOVERFLOW:
+      return "EOVERFLOW";
+    case C.NBD_ENOTSUP:
+      return "ENOTSUP";
+    case C.NBD_ESHUTDOWN:
+      return "ESHUTDOWN";
+    default:
+      return "EIO";
+  }
+}

@@ -31,6 +31,11 @@ export interface TlsUpgrade {
   allowExport?: (name: string) => boolean;
   /** Serial of the client certificate (normalized hex): revoking it cuts the connection. */
   serial?: string;
+  /**
+   * The client is another node forwarding its clients (data/proxy/): it is only given
+   * volumes served here, never forwarded once more.
+   */
+  fromNode?: string;
 }
 
 /**

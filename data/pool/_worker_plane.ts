@@ -28,6 +28,7 @@ import {
   WriteTracker,
 } from "../replication/mod.ts";
 import { splitHostPort } from "../net/mod.ts";
+import { Directory, type DirectoryEntry, RemoteExports, upstreamConnector } from "../proxy/mod.ts";
 import {
   type ClientVerdict,
   FLAG_GATED,
@@ -102,6 +103,9 @@ export class WorkerPlane {
   #received = 0;
   /** See setClock(); NaN until the main thread answered. */
   #clockOffset = NaN;
+  /** Volumes other nodes serve, and the forwarded exports of those clients attached to. */
+  readonly #directory = new Directory();
+  readonly #remote: RemoteExports;
 
   constructor(init: Init, log: Logger, post: (m: FromWorker) => void) {
     this.#log = log;
@@ -126,6 +130,24 @@ export class WorkerPlane {
       local: new NbdServer(common),
     };
     for (const v of init.volumes) this.export(v);
+    this.#remote = new RemoteExports(
+      this.#directory,
+      upstreamConnector({
+        tls: () => this.#tls,
+        verify: async (der) => {
+          const v = await this.#verify(der, "node");
+          return v.ok ? { ok: true, node: v.identity.name } : { ok: false, reason: v.reason };
+        },
+      }),
+    );
+    this.#exports.remote = (name) => this.#remote.lookup(name);
+    this.directory(init.directory);
+  }
+
+  /** The directory of volumes other nodes serve changed. */
+  directory(entries: DirectoryEntry[]): void {
+    this.#directory.set(entries);
+    this.#remote.update();
   }
 
   /** Certificate checks waiting for the main thread's verdict. */

@@ -10,6 +10,7 @@
 import type { Logger } from "pino";
 import { threadCpuSeconds } from "./_cpu.ts";
 import { closeFd } from "../net/fd_listener.ts";
+import type { DirectoryEntry } from "../proxy/mod.ts";
 import {
   checkFromWorker,
   type ClientVerdict,
@@ -45,6 +46,8 @@ export interface WorkerPoolOptions {
   requestTimeoutMs: number;
   /** The volumes a new worker must serve. */
   volumes(): WorkerVolume[];
+  /** The directory of volumes other nodes serve, for a new worker. */
+  directory(): DirectoryEntry[];
   /** Runs volume `name`'s write gate once on behalf of every worker. */
   passGate(name: string): Promise<void>;
   /** Checks an NBD client certificate for a worker (the PKI lives on this thread). */
@@ -173,6 +176,7 @@ export class WorkerPool {
       handshakeTimeoutMs: this.#o.handshakeTimeoutMs,
       requestTimeoutMs: this.#o.requestTimeoutMs,
       volumes: this.#o.volumes(),
+      directory: this.#o.directory(),
     });
     return slot;
   }

@@ -9,8 +9,10 @@
  * @module
  */
 
+import type { DirectoryEntry } from "../proxy/mod.ts";
+
 /** Bumped whenever a message changes shape or meaning. */
-export const POOL_PROTOCOL_VERSION = 2;
+export const POOL_PROTOCOL_VERSION = 3;
 
 /** Which listener accepted a connection: it decides the handshake policy. */
 export type ListenerKind =
@@ -83,12 +85,16 @@ export type ToWorker =
     handshakeTimeoutMs: number;
     requestTimeoutMs: number;
     volumes: WorkerVolume[];
+    /** Where the volumes other nodes serve are (attach anywhere, data/proxy/). */
+    directory: DirectoryEntry[];
   }
   | { type: "serve"; fd: number; listener: ListenerKind; remote: string }
   | { type: "export"; volume: WorkerVolume }
   | { type: "unexport"; name: string; reason: string }
   | { type: "resize"; name: string; sizeBytes: number }
   | { type: "tls"; tls: WorkerTls }
+  /** The whole directory of volumes served by other nodes, after each change. */
+  | { type: "directory"; entries: DirectoryEntry[] }
   /** Certificates revoked since: cut the connections made with them. */
   | { type: "revoked"; serials: string[] }
   /** A group master's replication targets for volume `name` (empty: none). */
@@ -165,6 +171,7 @@ export function checkToWorker(m: unknown): ToWorker {
     case "resize":
     case "tls":
     case "revoked":
+    case "directory":
     case "replication":
     case "clock":
     case "sync":

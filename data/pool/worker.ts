@@ -55,6 +55,9 @@ self.onmessage = (e: MessageEvent) => {
     case "revoked":
       plane!.revoked(m.serials);
       break;
+    case "directory":
+      plane!.directory(m.entries);
+      break;
     case "replication":
       plane!.replication(m.name, m.epoch, m.targets);
       break;

@@ -1,0 +1,89 @@
+/**
+ * The execute step of a connection attached to a volume that another node serves (attach
+ * anywhere, data/proxy/): each request goes to the volume's master through the connection's
+ * forwarder and is answered when the master answered it (the forwarder holds it across a
+ * failover). Validation, shutdown and ordering of replies stay the connection's own.
+ *
+ * BLOCK_STATUS is answered here, describing the range as data ("Metadata querying": a server
+ * may always report allocated data): the master is asked with simple replies only. CACHE is
+ * advisory and answered at once.
+ * @module
+ */
+
+import * as C from "./constants.ts";
+import type { Request } from "./codec.ts";
+import { errnoName } from "./errno.ts";
+import type { ExecuteContext } from "./_change.ts";
+import { opOf } from "./_execute.ts";
+
+/** Flags the master gets: DF only means something with structured replies, not used there. */
+const FORWARDED_FLAGS = C.NBD_CMD_FLAG_FUA | C.NBD_CMD_FLAG_NO_HOLE | C.NBD_CMD_FLAG_FAST_ZERO;
+
+/**
+ * Forwards a valid request; `payload` is a WRITE's data (copied here). Returns a promise when
+ * the client must be held back until the forwarder has room again.
+ */
+export function forwardRequest(
+  req: Request,
+  run: ExecuteContext,
+  payload: Uint8Array | undefined,
+): Promise<void> | undefined {
+  const t0 = performance.now();
+  const { exp, replies } = run;
+  const kind = opOf(req.type);
+  if (req.type === C.NBD_CMD_BLOCK_STATUS) {
+    replies.blockStatus(req, C.BASE_ALLOCATION_ID, [{ length: req.length, flags: 0 }]);
+    exp.stats.record(kind, req.length, 0, false);
+    return undefined;
+  }
+  if (req.type === C.NBD_CMD_CACHE) {
+    replies.ok(req);
+    exp.stats.record(kind, req.length, 0, false);
+    return undefined;
+  }
+  const reply = replies.deferred(req);
+  const what = { type: req.type, offset: req.offset, length: req.length };
+  const isRead = req.type === C.NBD_CMD_READ;
+  const bytes = req.type === C.NBD_CMD_FLUSH ? 0 : req.length;
+  let settle!: () => void;
+  run.later(new Promise<void>((resolve) => (settle = resolve)));
+  return run.forward!.submit(
+    {
+      type: req.type,
+      flags: req.flags & FORWARDED_FLAGS,
+      offset: req.offset,
+      length: req.length,
+      ...(req.type === C.NBD_CMD_WRITE ? { data: payload!.slice() } : {}),
+    },
+    (r) => {
+      const seconds = (performance.now() - t0) / 1000;
+      if (r.error === 0) {
+        if (isRead) reply.data!(r.data!);
+        else reply.ok();
+        exp.stats.record(kind, bytes, seconds, false);
+      } else {
+        const errno = errnoName(r.error);
+        const message = r.message ?? `the volume's master answered ${errno}`;
+        run.log.warn({ ...what, errno }, message);
+        reply.error(errno, message);
+        exp.stats.record(kind, 0, seconds, true);
+      }
+      settle();
+    },
+  );
+}
+
+/** A WRITE too large to buffer arrives in pieces: gathered whole, then forwarded. */
+export async function forwardStreamedWrite(
+  req: Request,
+  run: ExecuteContext,
+  pieces: AsyncIterable<Uint8Array>,
+): Promise<void> {
+  const data = new Uint8Array(req.length);
+  let at = 0;
+  for await (const piece of pieces) {
+    data.set(piece, at);
+    at += piece.length;
+  }
+  await forwardRequest(req, run, data);
+}

@@ -1,0 +1,290 @@
+/**
+ * Forwarding one client connection's requests to its volume's master, and following the
+ * master when it changes (docs/CLUSTER.md, "Attach anywhere").
+ *
+ * Every request is held here until the master answered it. When the connection to the
+ * master ends (the master died, or its node shut down), or the directory names another
+ * master or a newer epoch (a failover, a drain, or a master frozen past its lease), the held
+ * requests are sent again, in the order the client sent them, to whichever master the
+ * directory names, as soon as it can be reached; the client sees only a pause. An EIO or
+ * ESHUTDOWN from the master is held too, for EIO_GRACE_MS and FAILOVER_MS respectively: a
+ * master that was replaced answers its last requests with EIO, and those go to the new
+ * master instead; an EIO that no change of master explains reaches the client.
+ *
+ * Why sending again is safe: a held request was never acknowledged to the client, and the
+ * NBD client cannot depend on the order in which the server processes requests that are in
+ * flight together ("Ordering of messages and writes"); the new master holds every write any
+ * master acknowledged (replication), so running a held WRITE, TRIM or WRITE_ZEROES again
+ * there only does late what the client asked, and a FLUSH run there covers every write
+ * acknowledged before it. If no master can be reached within FAILOVER_MS, held requests fail
+ * with EIO.
+ * @module
+ */
+
+import type { Logger } from "pino";
+import * as C from "../nbd/constants.ts";
+import type { ForwardedReply, ForwardedRequest, RequestForwarder } from "../exports.ts";
+import { type Directory, type DirectoryEntry, sameMaster } from "./directory.ts";
+import { type Upstream, UpstreamError } from "./upstream.ts";
+
+/** How long held requests wait for a master they can be sent to, before EIO. */
+export const FAILOVER_MS = 30_000;
+/** How long an EIO from the master is held in case the master changes. */
+export const EIO_GRACE_MS = 3_000;
+/** Bytes of held requests (payloads and expected data) before the client is held back. */
+const MAX_HELD_BYTES = 64 * 1024 * 1024;
+/** Between attempts to reach a master that did not answer. */
+const RETRY_MS = 200;
+
+/** Connects to the master an entry names (TLS with this node's certificate). */
+export type ConnectUpstream = (entry: DirectoryEntry, signal?: AbortSignal) => Promise<Upstream>;
+
+interface Held {
+  seq: number;
+  req: ForwardedRequest;
+  done: (r: ForwardedReply) => void;
+  /** When the master answered it with an error that may be a failover (held meanwhile). */
+  erredAt?: number;
+  error?: number;
+}
+
+export class Forwarder implements RequestForwarder {
+  readonly #name: string;
+  readonly #dir: Directory;
+  readonly #connect: ConnectUpstream;
+  #log: Logger;
+  #held = new Map<number, Held>();
+  #heldBytes = 0;
+  #seq = 0;
+  #up: Upstream | undefined;
+  /** The entry #up was opened for. */
+  #upEntry: DirectoryEntry | undefined;
+  #connecting = false;
+  /** The connection attempt under way, and the entry it is for. */
+  #attempt: { entry: DirectoryEntry; abort: AbortController } | undefined;
+  /** performance.now() since when no master was reachable (NaN while one is). */
+  #lostAt = NaN;
+  #closed = false;
+  #unwatch: () => void;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #space: (() => void) | undefined;
+  /** For logs: when the current pause began. */
+  #pauseStart = NaN;
+
+  constructor(o: { name: string; directory: Directory; connect: ConnectUpstream; log: Logger }) {
+    this.#name = o.name;
+    this.#dir = o.directory;
+    this.#connect = o.connect;
+    this.#log = o.log;
+    this.#unwatch = this.#dir.watch(o.name, () => this.#check());
+    this.#ensureConnected();
+  }
+
+  submit(req: ForwardedRequest, done: (r: ForwardedReply) => void): Promise<void> | undefined {
+    if (this.#closed) {
+      done({ error: C.NBD_EIO, message: "the connection is closing" });
+      return undefined;
+    }
+    const h: Held = { seq: this.#seq++, req, done };
+    this.#held.set(h.seq, h);
+    this.#heldBytes += req.length;
+    const up = this.#up;
+    if (up && !up.closed) this.#send(up, h);
+    else this.#ensureConnected();
+    if (this.#heldBytes <= MAX_HELD_BYTES) return undefined;
+    return new Promise((resolve) => (this.#space = resolve));
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#unwatch();
+    this.#stopTimer();
+    this.#attempt?.abort.abort();
+    this.#up?.close();
+    this.#up = undefined;
+    for (const h of this.#held.values()) h.done({ error: C.NBD_EIO, message: "closed" });
+    this.#held.clear();
+    this.#space?.();
+  }
+
+  #send(up: Upstream, h: Held): void {
+    h.erredAt = undefined;
+    h.error = undefined;
+    try {
+      up.send(h.req, (r) => this.#answered(up, h, r));
+    } catch {
+      // The connection just ended: onClose reconnects and sends it again.
+    }
+  }
+
+  #answered(up: Upstream, h: Held, r: { error: number; data?: Uint8Array }): void {
+    if (up !== this.#up || !this.#held.has(h.seq)) return; // a connection given up on
+    if (r.error === C.NBD_ESHUTDOWN || r.error === C.NBD_EIO) {
+      // Possibly a master on its way out: hold it while the directory may name another.
+      h.erredAt = performance.now();
+      h.error = r.error;
+      this.#startTimer();
+      this.#check();
+      return;
+    }
+    this.#finish(h, r);
+  }
+
+  #finish(h: Held, r: ForwardedReply): void {
+    if (!this.#held.delete(h.seq)) return;
+    this.#heldBytes -= h.req.length;
+    h.done(r);
+    if (this.#space && this.#heldBytes <= MAX_HELD_BYTES / 2) {
+      const s = this.#space;
+      this.#space = undefined;
+      s();
+    }
+  }
+
+  /**
+   * Runs on every directory change of this volume and on a timer while anything is held
+   * for a failover: switches to a new master, releases errors no failover explains, and
+   * fails everything once no master was reachable for FAILOVER_MS.
+   */
+  #check(): void {
+    if (this.#closed) return;
+    const entry = this.#dir.get(this.#name);
+    if (this.#attempt && !sameMaster(entry, this.#attempt.entry)) this.#attempt.abort.abort();
+    if (this.#up && !sameMaster(entry, this.#upEntry)) {
+      this.#log.info(
+        {
+          from: this.#upEntry && `${this.#upEntry.master}@${this.#upEntry.epoch}`,
+          to: entry && `${entry.master}@${entry.epoch}`,
+          held: this.#held.size,
+        },
+        "forwarding: the volume's master changed; sending held requests there",
+      );
+      this.#drop();
+    }
+    const now = performance.now();
+    for (const h of [...this.#held.values()]) {
+      if (h.erredAt === undefined) continue;
+      const grace = h.error === C.NBD_ESHUTDOWN ? FAILOVER_MS : EIO_GRACE_MS;
+      if (now - h.erredAt >= grace) {
+        this.#finish(h, {
+          error: C.NBD_EIO,
+          message: h.error === C.NBD_ESHUTDOWN
+            ? `the master of "${this.#name}" shut down and no other took over`
+            : `the master of "${this.#name}" failed the request`,
+        });
+      }
+    }
+    if (!this.#up && this.#lostAt === this.#lostAt && now - this.#lostAt >= FAILOVER_MS) {
+      const n = this.#held.size;
+      for (const h of [...this.#held.values()]) {
+        this.#finish(h, {
+          error: C.NBD_EIO,
+          message: `no master of "${this.#name}" reachable for ${FAILOVER_MS / 1000} s`,
+        });
+      }
+      if (n > 0) {
+        this.#log.error(
+          { failed: n, waitedMs: Math.round(now - this.#lostAt) },
+          "forwarding: no master reachable; requests failed with EIO",
+        );
+      }
+      this.#lostAt = now; // the next requests get their own FAILOVER_MS
+    }
+    if (!this.#up) this.#ensureConnected();
+    if (!this.#up || [...this.#held.values()].some((h) => h.erredAt !== undefined)) {
+      this.#startTimer();
+    } else this.#stopTimer();
+  }
+
+  /** Gives up on the current connection: everything held is sent again on the next one. */
+  #drop(): void {
+    this.#up?.close();
+    this.#up = undefined;
+    this.#upEntry = undefined;
+    if (this.#lostAt !== this.#lostAt) this.#lostAt = performance.now();
+    if (this.#pauseStart !== this.#pauseStart) this.#pauseStart = performance.now();
+  }
+
+  #ensureConnected(): void {
+    if (this.#closed || this.#up || this.#connecting) return;
+    this.#connecting = true;
+    if (this.#lostAt !== this.#lostAt) this.#lostAt = performance.now();
+    this.#startTimer();
+    void this.#connectLoop().finally(() => (this.#connecting = false));
+  }
+
+  async #connectLoop(): Promise<void> {
+    let lastError = "";
+    while (!this.#closed) {
+      const entry = this.#dir.get(this.#name);
+      if (entry && !entry.masterDown) {
+        const abort = new AbortController();
+        this.#attempt = { entry, abort };
+        try {
+          const up = await this.#connect(entry, abort.signal);
+          if (this.#closed) return up.close();
+          if (!sameMaster(this.#dir.get(this.#name), entry)) {
+            up.close(); // the master moved on while we connected
+            continue;
+          }
+          this.#attach(up, entry);
+          return;
+        } catch (err) {
+          const msg = err instanceof Error ? err.message : String(err);
+          if (msg !== lastError) {
+            this.#log.warn({ master: entry.master, reason: msg }, "forwarding: master unreachable");
+            lastError = msg;
+          }
+          if (!(err instanceof UpstreamError)) this.#log.debug({ err }, "forwarding: connect");
+        } finally {
+          this.#attempt = undefined;
+        }
+        if (abort.signal.aborted) continue; // another master: try it at once
+      }
+      if (this.#held.size === 0 && this.#up === undefined && this.#lostAt === this.#lostAt) {
+        // Nothing waits: keep trying, but the FAILOVER_MS clock starts with the next request.
+        this.#lostAt = performance.now();
+      }
+      await new Promise((r) => setTimeout(r, RETRY_MS));
+    }
+  }
+
+  #attach(up: Upstream, entry: DirectoryEntry): void {
+    this.#up = up;
+    this.#upEntry = entry;
+    this.#lostAt = NaN;
+    up.onClose((err) => {
+      if (this.#up !== up) return;
+      this.#log.warn({ reason: err.message, held: this.#held.size }, "forwarding: master lost");
+      this.#drop();
+      this.#check();
+    });
+    const held = [...this.#held.values()].sort((a, b) => a.seq - b.seq);
+    if (this.#pauseStart === this.#pauseStart) {
+      this.#log.info(
+        {
+          master: entry.master,
+          epoch: entry.epoch,
+          resent: held.length,
+          pausedMs: Math.round(performance.now() - this.#pauseStart),
+        },
+        "forwarding: master reached again; held requests sent",
+      );
+      this.#pauseStart = NaN;
+    } else this.#log.debug({ master: entry.master, epoch: entry.epoch }, "forwarding to master");
+    for (const h of held) this.#send(up, h);
+    this.#check();
+  }
+
+  #startTimer(): void {
+    if (this.#timer !== undefined || this.#closed) return;
+    this.#timer = setInterval(() => this.#check(), 100);
+  }
+
+  #stopTimer(): void {
+    if (this.#timer === undefined) return;
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}
