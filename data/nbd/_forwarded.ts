@@ -12,6 +12,7 @@
 
 import * as C from "./constants.ts";
 import type { Request } from "./codec.ts";
+import type { InputBuffer } from "./_input.ts";
 import { errnoName } from "./errno.ts";
 import type { ExecuteContext } from "./_change.ts";
 import { opOf } from "./_execute.ts";
@@ -86,4 +87,9 @@ export async function forwardStreamedWrite(
     at += piece.length;
   }
   await forwardRequest(req, run, data);
+}
+
+/** A buffered WRITE's payload, in place in the input buffer (other requests have none). */
+export function payloadOf(req: Request, input: InputBuffer, at: number): Uint8Array | undefined {
+  return req.type === C.NBD_CMD_WRITE ? input.buf.subarray(at, at + req.length) : undefined;
 }

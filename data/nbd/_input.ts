@@ -88,3 +88,17 @@ export class InputBuffer {
     }
   }
 }
+
+/** What parsing the input buffer found. */
+export type Parsed =
+  /**
+   * A complete request is in `#req`; a WRITE's payload starts at `payload`; `at` is the
+   * request's offset in the stream.
+   */
+  | { kind: "request"; payload: number; at: number }
+  /** Not enough bytes buffered for the next request. */
+  | { kind: "more" }
+  /** A WRITE too large to buffer was answered; its payload must be skipped. */
+  | { kind: "skip"; bytes: number }
+  /** NBD_CMD_DISC. */
+  | { kind: "disc" };

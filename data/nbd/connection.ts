@@ -20,8 +20,8 @@ import { decodeRequest, Request, type TransmissionContext, validateRequest } fro
 import type { HandshakePolicy } from "./handshake.ts";
 import { negotiate, type Session } from "./_negotiate.ts";
 import type { StartTls, Transport } from "./transport.ts";
-import { ClientRefusedError, ProtocolError } from "./errors.ts";
-import { InputBuffer } from "./_input.ts";
+import { ClientRefusedError, isDisconnect, ProtocolError } from "./errors.ts";
+import { InputBuffer, type Parsed } from "./_input.ts";
 import { Replies, ReplyBatcher } from "./_replies.ts";
 import {
   checkLease,
@@ -33,7 +33,7 @@ import {
   opOf,
 } from "./_execute.ts";
 import type { ExportTable, LiveExport, RequestForwarder } from "../exports.ts";
-import { forwardRequest, forwardStreamedWrite } from "./_forwarded.ts";
+import { forwardRequest, forwardStreamedWrite, payloadOf } from "./_forwarded.ts";
 
 export interface ConnectionOptions {
   id: number;
@@ -57,20 +57,6 @@ const SHUTDOWN_LINGER_MS = 1_000;
 const MSG_SHUTDOWN = new TextEncoder().encode("server is shutting down");
 /** Parsed.payload of a WRITE whose payload is streamed rather than buffered. */
 const STREAMED = -1;
-
-/** What parsing the input buffer found. */
-type Parsed =
-  /**
-   * A complete request is in `#req`; a WRITE's payload starts at `payload`; `at` is the
-   * request's offset in the stream.
-   */
-  | { kind: "request"; payload: number; at: number }
-  /** Not enough bytes buffered for the next request. */
-  | { kind: "more" }
-  /** A WRITE too large to buffer was answered; its payload must be skipped. */
-  | { kind: "skip"; bytes: number }
-  /** NBD_CMD_DISC. */
-  | { kind: "disc" };
 
 export class Connection {
   readonly id: number;
@@ -504,15 +490,4 @@ export class Connection {
     this.#close();
     this.#log.debug("connection closed");
   }
-}
-
-function isDisconnect(err: unknown): boolean {
-  const name = (err as { name?: string })?.name;
-  return name === "ConnectionReset" || name === "BrokenPipe" || name === "BadResource" ||
-    name === "Interrupted" || name === "NotConnected";
-}
-
-/** A buffered WRITE's payload, in place in the input buffer (other requests have none). */
-function payloadOf(req: Request, input: InputBuffer, at: number): Uint8Array | undefined {
-  return req.type === C.NBD_CMD_WRITE ? input.buf.subarray(at, at + req.length) : undefined;
 }

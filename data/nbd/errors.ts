@@ -24,3 +24,10 @@ export class ClientRefusedError extends Error {
     if (options?.transport) this.transport = options.transport;
   }
 }
+
+/** Whether `err` only says that the other end went away. */
+export function isDisconnect(err: unknown): boolean {
+  const name = (err as { name?: string })?.name;
+  return name === "ConnectionReset" || name === "BrokenPipe" || name === "BadResource" ||
+    name === "Interrupted" || name === "NotConnected";
+}

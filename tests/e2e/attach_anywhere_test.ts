@@ -155,6 +155,7 @@ e2eTest(
       const check = await run(PYTHON, ["-c", CHECK_PY, c.uri(master, "fo"), manifest]);
       assertEquals(check.code, 0, check.stderr);
       assertEquals(JSON.parse(check.stdout), [], "acknowledged writes missing on the new master");
+      // deno-lint-ignore no-console
       console.log(
         `attach anywhere: ${out.writes} blocks, pauses ${JSON.stringify(out.pauses)} ms, ` +
           `rounds ${JSON.stringify(rounds)}`,
