@@ -10,6 +10,12 @@ import { ALIVE_SUFFIX, NODE_PREFIX } from "../nodes/mod.ts";
 import { followPrefix, type StateStore } from "../store/mod.ts";
 
 /**
+ * After another node's lease went, how long to wait for this node's own to go as well (an
+ * etcd outage expires every lease at once) before reporting that node down without a grace.
+ */
+export const SETTLE_MS = 500;
+
+/**
  * Which nodes' liveness leases are up, from one prefix watch on the node keys (list,
  * then watch from the list revision + 1; a compacted or failed watch re-lists and
  * reports the differences). Shared by every GroupDriver of a node.
@@ -25,6 +31,9 @@ export class LeaseWatch {
   /** Grace timers of leases that went away and may come back. */
   readonly #grace = new Map<string, ReturnType<typeof setTimeout>>();
   readonly #graceMs: number;
+  readonly #self: string | undefined;
+  /** performance.now() when this node's own lease was last seen gone. */
+  #selfGoneAt = -Infinity;
   readonly #subs = new Set<(node: string, up: boolean) => void>();
   #stop: AbortController | undefined;
   #loop: Promise<void> | undefined;
@@ -37,11 +46,19 @@ export class LeaseWatch {
    * once, before the nodes can renew them; without a grace every group would see its
    * members die and come back (and an unwritten one could fail over for nothing). Use
    * about one lease TTL: a live node re-registers within a heartbeat.
+   *
+   * `self`: this node. An outage expires this node's own lease too; so when another node's
+   * lease goes while this node's own has held (present, and not gone within the grace),
+   * that node stopped renewing by itself and is reported down after SETTLE_MS, without the
+   * grace (failover is then bounded by the lease TTL, not twice it).
    */
-  constructor(options: { store: StateStore; logger: Logger; graceMs?: number }) {
+  constructor(
+    options: { store: StateStore; logger: Logger; graceMs?: number; self?: string },
+  ) {
     this.#store = options.store;
     this.#log = options.logger;
     this.#graceMs = options.graceMs ?? 0;
+    this.#self = options.self;
     this.#ready = new Promise((r) => this.#markReady = r);
   }
 
@@ -98,6 +115,7 @@ export class LeaseWatch {
       return;
     }
     this.#alive.delete(node);
+    if (node === this.#self) this.#selfGoneAt = performance.now();
     if (this.#reportedDown.has(node) || this.#grace.has(node)) return;
     if (!wasKnown || !wasUp || this.#graceMs <= 0) {
       // First seen without a lease (down before this node started): no grace to give.
@@ -117,6 +135,25 @@ export class LeaseWatch {
     }, this.#graceMs);
     Deno.unrefTimer(timer);
     this.#grace.set(node, timer);
+    if (this.#self === undefined || node === this.#self) return;
+    const settle = setTimeout(() => {
+      if (this.#grace.get(node) !== timer || !this.#selfSteady()) return;
+      clearTimeout(timer);
+      this.#grace.delete(node);
+      this.#log.info(
+        { peer: node },
+        "node lease gone while this node's own lease held: no grace (not an etcd outage)",
+      );
+      this.#reportedDown.add(node);
+      this.#report(node, false);
+    }, Math.min(SETTLE_MS, this.#graceMs));
+    Deno.unrefTimer(settle);
+  }
+
+  /** This node's own lease is up and was not gone within the grace (no outage under way). */
+  #selfSteady(): boolean {
+    return this.#self !== undefined && this.#alive.has(this.#self) &&
+      performance.now() - this.#selfGoneAt > this.#graceMs + SETTLE_MS;
   }
 
   #report(node: string, up: boolean): void {

@@ -81,6 +81,7 @@ export class VolumeGroups {
       store: options.store,
       logger: options.logger,
       graceMs: options.leaseGraceMs,
+      self: options.nodeName,
     });
   }
 
