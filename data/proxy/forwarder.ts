@@ -71,7 +71,19 @@ export class Forwarder implements RequestForwarder {
   /** For logs: when the current pause began. */
   #pauseStart = NaN;
 
-  constructor(o: { name: string; directory: Directory; connect: ConnectUpstream; log: Logger }) {
+  readonly #failoverMs: number;
+
+  constructor(
+    o: {
+      name: string;
+      directory: Directory;
+      connect: ConnectUpstream;
+      log: Logger;
+      /** Default FAILOVER_MS. */
+      failoverMs?: number;
+    },
+  ) {
+    this.#failoverMs = o.failoverMs ?? FAILOVER_MS;
     this.#name = o.name;
     this.#dir = o.directory;
     this.#connect = o.connect;
@@ -145,7 +157,7 @@ export class Forwarder implements RequestForwarder {
   /**
    * Runs on every directory change of this volume and on a timer while anything is held
    * for a failover: switches to a new master, releases errors no failover explains, and
-   * fails everything once no master was reachable for FAILOVER_MS.
+   * fails everything once no master was reachable for the failover bound (FAILOVER_MS).
    */
   #check(): void {
     if (this.#closed) return;
@@ -165,7 +177,7 @@ export class Forwarder implements RequestForwarder {
     const now = performance.now();
     for (const h of [...this.#held.values()]) {
       if (h.erredAt === undefined) continue;
-      const grace = h.error === C.NBD_ESHUTDOWN ? FAILOVER_MS : EIO_GRACE_MS;
+      const grace = h.error === C.NBD_ESHUTDOWN ? this.#failoverMs : EIO_GRACE_MS;
       if (now - h.erredAt >= grace) {
         this.#finish(h, {
           error: C.NBD_EIO,
@@ -175,12 +187,12 @@ export class Forwarder implements RequestForwarder {
         });
       }
     }
-    if (!this.#up && this.#lostAt === this.#lostAt && now - this.#lostAt >= FAILOVER_MS) {
+    if (!this.#up && this.#lostAt === this.#lostAt && now - this.#lostAt >= this.#failoverMs) {
       const n = this.#held.size;
       for (const h of [...this.#held.values()]) {
         this.#finish(h, {
           error: C.NBD_EIO,
-          message: `no master of "${this.#name}" reachable for ${FAILOVER_MS / 1000} s`,
+          message: `no master of "${this.#name}" reachable for ${this.#failoverMs / 1000} s`,
         });
       }
       if (n > 0) {
@@ -189,7 +201,7 @@ export class Forwarder implements RequestForwarder {
           "forwarding: no master reachable; requests failed with EIO",
         );
       }
-      this.#lostAt = now; // the next requests get their own FAILOVER_MS
+      this.#lostAt = now; // the next requests get their own bound
     }
     if (!this.#up) this.#ensureConnected();
     if (!this.#up || [...this.#held.values()].some((h) => h.erredAt !== undefined)) {
@@ -243,7 +255,7 @@ export class Forwarder implements RequestForwarder {
         if (abort.signal.aborted) continue; // another master: try it at once
       }
       if (this.#held.size === 0 && this.#up === undefined && this.#lostAt === this.#lostAt) {
-        // Nothing waits: keep trying, but the FAILOVER_MS clock starts with the next request.
+        // Nothing waits: keep trying, but the failover clock starts with the next request.
         this.#lostAt = performance.now();
       }
       await new Promise((r) => setTimeout(r, RETRY_MS));

@@ -1,0 +1,220 @@
+/**
+ * Forwarding (data/proxy/) against real in-process data planes on loopback: two "masters"
+ * serving the same volume from their own files, and a front plane that holds no copy and
+ * forwards. A real libnbd client attached to the front reads and writes the master's copy;
+ * a Forwarder holds requests while no master can be reached and sends them to the master the
+ * directory names next; with nobody to take over, held requests fail with EIO within the
+ * failover bound.
+ */
+
+import * as C from "../../../data/nbd/constants.ts";
+import { type RunningDataPlane, startDataPlane } from "../../../data/local_plane.ts";
+import { createLogger, silentLogger } from "../../../control/common/mod.ts";
+import {
+  Directory,
+  type DirectoryEntry,
+  Forwarder,
+  Upstream,
+  upstreamConnector,
+} from "../../../data/proxy/mod.ts";
+import type { ForwardedReply } from "../../../data/exports.ts";
+import { assert, assertEquals } from "../../_assert.ts";
+
+const MiB = 1024 * 1024;
+const VOL = "fwd";
+const UUID = crypto.randomUUID();
+
+function testLogger() {
+  const level = Deno.env.get("BALLAST_TEST_LOG");
+  return level ? createLogger({ level: level as "debug" }) : silentLogger();
+}
+
+interface Plane {
+  plane: RunningDataPlane;
+  dir: string;
+}
+
+async function startPlane(name: string, withVolume: boolean): Promise<Plane> {
+  const dir = await Deno.makeTempDir({ prefix: `ballast-fwd-${name}-` });
+  const plane = await startDataPlane({
+    dataDir: dir,
+    nbdListen: { host: "127.0.0.1", port: 0 },
+    logger: testLogger(),
+    nodeName: name,
+  });
+  if (withVolume) {
+    await plane.createVolume({ name: VOL, uuid: UUID, sizeBytes: 16 * MiB, description: "" });
+  }
+  return { plane, dir };
+}
+
+async function stopPlane(p: Plane): Promise<void> {
+  await p.plane.close().catch(() => {});
+  await Deno.remove(p.dir, { recursive: true }).catch(() => {});
+}
+
+function entry(master: string, address: string, epoch: number): DirectoryEntry {
+  return { name: VOL, uuid: UUID, sizeBytes: 16 * MiB, master, address, epoch, masterDown: false };
+}
+
+/** The bytes at `offset` of a plane's copy, read from its file. */
+async function copyBytes(p: Plane, offset: number, length: number): Promise<Uint8Array> {
+  const f = await Deno.open(`${p.dir}/volumes/${UUID}.vol`);
+  try {
+    await f.seek(offset, Deno.SeekMode.Start);
+    const b = new Uint8Array(length);
+    let at = 0;
+    while (at < length) at += (await f.read(b.subarray(at))) ?? length;
+    return b;
+  } finally {
+    f.close();
+  }
+}
+
+/** A port nothing listens on (bound, then closed). */
+function deadAddress(): string {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return `127.0.0.1:${port}`;
+}
+
+/** `p`, or a failure naming `what` if it does not settle within `ms`. */
+async function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function submit(f: Forwarder, type: number, offset: number, data?: Uint8Array) {
+  return new Promise<ForwardedReply>((resolve) => {
+    const length = data?.length ?? (type === C.NBD_CMD_FLUSH ? 0 : 4096);
+    f.submit({ type, flags: 0, offset, length, ...(data ? { data } : {}) }, resolve);
+  });
+}
+
+Deno.test("attach anywhere: a real NBD client attached to a node without a copy reads and writes the master's copy through it", async () => {
+  const master = await startPlane("m", true);
+  const front = await startPlane("f", false);
+  try {
+    front.plane.setDirectory!([entry("m", master.plane.nbdAddress, 1)]);
+    const [host, port] = front.plane.nbdAddress.split(":");
+    const py = `
+import sys, nbd
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+assert h.get_size() == 16 * 1024 * 1024, h.get_size()
+h.pwrite(b"\\x5a" * 65536, 1048576, nbd.CMD_FLAG_FUA)
+h.zero(4096, 2097152)
+h.flush()
+assert h.pread(65536, 1048576) == b"\\x5a" * 65536
+try:
+    h.pread(4096, 16 * 1024 * 1024)
+    print("no error")
+except nbd.Error as e:
+    print("EINVAL" if e.errnum == 22 else e.string)
+`;
+    const out = await new Deno.Command("/usr/bin/python3", {
+      args: ["-c", py, `nbd://${host}:${port}/${VOL}`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+    assertEquals(text, "EINVAL", "an out-of-range READ is refused by the front itself");
+    assertEquals(await copyBytes(master, MiB, 65536), new Uint8Array(65536).fill(0x5a));
+    assertEquals((await copyBytes(master, 2 * MiB, 4096)).some((b) => b !== 0), false);
+  } finally {
+    await stopPlane(front);
+    await stopPlane(master);
+  }
+});
+
+Deno.test("Forwarder: requests held while no master can be reached go to the master the directory names next, in order", async () => {
+  const a = await startPlane("a", true);
+  const b = await startPlane("b", true);
+  const dir = new Directory();
+  dir.set([entry("a", a.plane.nbdAddress, 1)]);
+  const f = new Forwarder({
+    name: VOL,
+    directory: dir,
+    connect: upstreamConnector({ tls: () => undefined }),
+    log: testLogger(),
+  });
+  try {
+    const first = await submit(f, C.NBD_CMD_WRITE, 0, new Uint8Array(4096).fill(1));
+    assertEquals(first.error, 0);
+    assertEquals((await copyBytes(a, 0, 4096))[0], 1, "the first write reached master a");
+    // Master a is gone and the directory names a node nobody answers at: requests are held.
+    dir.set([entry("a", deadAddress(), 2)]);
+    let answered = 0;
+    const held = [
+      submit(f, C.NBD_CMD_WRITE, 8192, new Uint8Array(4096).fill(2)),
+      submit(f, C.NBD_CMD_WRITE, 8192, new Uint8Array(4096).fill(3)), // same block, later
+      submit(f, C.NBD_CMD_FLUSH, 0),
+    ].map((p) => p.then((r) => (answered++, r)));
+    await new Promise((r) => setTimeout(r, 1_000));
+    assertEquals(answered, 0, "nothing answered while no master can be reached");
+    // A new master (b, epoch 3): the held requests go there, in the order they were sent.
+    dir.set([entry("b", b.plane.nbdAddress, 3)]);
+    const replies = await within(30_000, Promise.all(held), "the held requests' replies");
+    assertEquals(replies.map((r) => r.error), [0, 0, 0]);
+    assertEquals((await copyBytes(b, 8192, 4096))[0], 3, "the later write of the block wins");
+    assertEquals((await copyBytes(a, 8192, 4096))[0], 0, "nothing held went to master a");
+    const read = await submit(f, C.NBD_CMD_READ, 8192);
+    assertEquals([read.error, read.data?.[0]], [0, 3]);
+  } finally {
+    f.close();
+    await stopPlane(a);
+    await stopPlane(b);
+  }
+});
+
+Deno.test("Forwarder: with no master to send them to, held requests fail with EIO within the failover bound, and a closed forwarder fails the rest", async () => {
+  const dir = new Directory();
+  dir.set([entry("gone", deadAddress(), 1)]);
+  const f = new Forwarder({
+    name: VOL,
+    directory: dir,
+    connect: upstreamConnector({ tls: () => undefined }),
+    log: testLogger(),
+    failoverMs: 1_500,
+  });
+  try {
+    const t0 = performance.now();
+    const r = await within(30_000, submit(f, C.NBD_CMD_WRITE, 0, new Uint8Array(4096)), "EIO");
+    assertEquals(r.error, C.NBD_EIO);
+    assert(/reachable/.test(r.message ?? ""), r.message);
+    assert(performance.now() - t0 >= 1_500, "not before the bound");
+    const late = submit(f, C.NBD_CMD_READ, 0);
+    f.close();
+    assertEquals((await late).error, C.NBD_EIO);
+  } finally {
+    f.close();
+  }
+});
+
+Deno.test("Upstream: negotiates with a Ballast data plane and refuses an export it does not serve", async () => {
+  const m = await startPlane("m", true);
+  try {
+    const [host, port] = m.plane.nbdAddress.split(":");
+    const up = await Upstream.connect({ host, port: Number(port), exportName: VOL });
+    assertEquals(up.size, 16 * MiB);
+    assert((up.transmissionFlags & C.NBD_FLAG_SEND_FLUSH) !== 0);
+    up.close();
+    let refused = "";
+    try {
+      (await Upstream.connect({ host, port: Number(port), exportName: "nope" })).close();
+    } catch (err) {
+      refused = (err as Error).message;
+    }
+    assert(/refused export "nope"/.test(refused), refused);
+  } finally {
+    await stopPlane(m);
+  }
+});
