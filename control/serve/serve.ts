@@ -27,7 +27,7 @@ import {
 import { createLogger, type Logger } from "../common/mod.ts";
 import { NodeProbe, NodeRegistry, PeerApi } from "../nodes/mod.ts";
 import { ReadCacheStore } from "../store/mod.ts";
-import { setupNodeTls } from "../tls/mod.ts";
+import { nbdRoles, setupNodeTls } from "../tls/mod.ts";
 import { feedDirectory, orphanMinAgeMs, VolumeService } from "../volumes/mod.ts";
 import type { ServeConfig } from "./config.ts";
 import { lockDataDir } from "./_data_dir_lock.ts";
@@ -110,8 +110,8 @@ export async function serve(
           verifyClient: (der: Uint8Array) =>
             tls.pki.verify(der, {
               requiredEku: "clientAuth",
-              // node: another node forwarding its clients (attach anywhere).
-              allowedRoles: ["admin", "nbd-client", "node"],
+              // node (cluster mode): another node forwarding its clients (attach anywhere).
+              allowedRoles: nbdRoles(config),
             }),
         }
         : {}),

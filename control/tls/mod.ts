@@ -7,6 +7,7 @@
 
 export {
   certificateNames,
+  nbdRoles,
   type NodeTls,
   type NodeTlsConfig,
   pkiDirOf,

@@ -6,7 +6,7 @@
  */
 
 import { createSecureContext, type SecureContext } from "node:tls";
-import { openPki, type Pki } from "../../ca/mod.ts";
+import { openPki, type Pki, type Role } from "../../ca/mod.ts";
 import { nbdStartTls as nbdClientStartTls, type StartTls } from "../../data/mod.ts";
 import { FailedPreconditionError } from "../../mod/errors.ts";
 import type { ListenAddress, Logger } from "../common/mod.ts";
@@ -19,6 +19,8 @@ export interface NodeTlsConfig {
   nbdListen: ListenAddress;
   /** Lifetime of the certificates the node issues (renewed at 2/3 of it). */
   certTtlSeconds: number;
+  /** Cluster mode (etcd endpoints): other nodes may open volumes over NBD (nbdRoles). */
+  etcd?: unknown;
 }
 
 export interface NodeTls {
@@ -85,8 +87,7 @@ export async function setupNodeTls(config: NodeTlsConfig, log: Logger): Promise<
 
   const nbdStartTls: StartTls = nbdClientStartTls(
     () => context,
-    (der) =>
-      pki.verify(der, { requiredEku: "clientAuth", allowedRoles: ["admin", "nbd-client", "node"] }),
+    (der) => pki.verify(der, { requiredEku: "clientAuth", allowedRoles: nbdRoles(config) }),
   );
 
   return {
@@ -119,4 +120,13 @@ export async function setupNodeTls(config: NodeTlsConfig, log: Logger): Promise<
       return () => clearInterval(timer);
     },
   };
+}
+
+/**
+ * Who may open volumes over NBD: admins and NBD clients, and in cluster mode other nodes too,
+ * which forward their own clients to a volume's master (attach anywhere, data/proxy/). A
+ * single node has nobody to forward for: its node certificate opens nothing.
+ */
+export function nbdRoles(config: { etcd?: unknown }): Role[] {
+  return config.etcd ? ["admin", "nbd-client", "node"] : ["admin", "nbd-client"];
 }

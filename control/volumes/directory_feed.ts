@@ -38,6 +38,7 @@ export function feedDirectory(o: {
         address,
         epoch: r.group?.epoch ?? r.epoch,
         masterDown: r.group?.down.includes(master) ?? false,
+        ...(r.group?.phase === "unavailable" ? { unavailable: true } : {}),
       });
     }
     entries.sort((a, b) => a.name.localeCompare(b.name));

@@ -19,6 +19,11 @@ export interface DirectoryEntry {
   epoch: number;
   /** The master's liveness lease expired: a failover is due (or no member can take over). */
   masterDown: boolean;
+  /**
+   * The master is down and no in-sync member can take over (the group's phase
+   * "unavailable"): new clients are refused until the master comes back.
+   */
+  unavailable?: boolean;
 }
 
 /** Whether two entries send a forwarder to the same place. */
@@ -38,7 +43,11 @@ export class Directory {
     for (const [name, ls] of this.#listeners) {
       const a = old.get(name);
       const b = this.#entries.get(name);
-      if (a === b || (a && b && sameMaster(a, b) && a.masterDown === b.masterDown)) continue;
+      if (
+        a === b ||
+        (a && b && sameMaster(a, b) && a.masterDown === b.masterDown &&
+          a.unavailable === b.unavailable)
+      ) continue;
       for (const l of ls) l();
     }
   }

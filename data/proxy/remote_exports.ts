@@ -63,7 +63,8 @@ export class RemoteExports {
   /** The export a client attaching to `name` gets, if the directory knows the volume. */
   lookup(name: string): LiveExport | undefined {
     const entry = this.#dir.get(name);
-    if (!entry) return undefined;
+    // Nobody can serve it now (its master is down, no member in sync): nothing to attach to.
+    if (!entry || entry.unavailable) return undefined;
     let e = this.#exports.get(name);
     if (e && e.uuid !== entry.uuid) {
       this.#cut(e, "the volume was deleted and created again");

@@ -131,6 +131,32 @@ export async function nbdSize(p: BallastProcess, name: string): Promise<number |
   return res.code === 0 ? Number(res.stdout.trim()) : undefined;
 }
 
+/**
+ * How node `p` serves volume `name` to an NBD client: "local" from its own copy, "forwarded"
+ * to the volume's master (attach anywhere), or undefined when nbdinfo cannot attach. Read off
+ * the "client attached" log line of nbdinfo's connection.
+ */
+export async function servedAs(
+  p: BallastProcess,
+  name: string,
+): Promise<"local" | "forwarded" | undefined> {
+  const attached = () =>
+    p.logs().split("\n").filter((l) =>
+      l.includes('"client attached"') && l.includes(`"volume":"${name}"`)
+    );
+  const before = attached().length;
+  if ((await nbdSize(p, name)) === undefined) return undefined;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const lines = attached();
+    if (lines.length > before) {
+      return lines.at(-1)!.includes('"forwarded":true') ? "forwarded" : "local";
+    }
+    if (Date.now() > deadline) throw new Error(`no "client attached" log line for ${name}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export async function createVolume(api: string, args: string[]) {
   return await cli(["volume", "create", ...args, "-o", "json"], { api });
 }

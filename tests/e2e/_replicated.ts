@@ -37,14 +37,20 @@ export interface VolumeView {
 
 export async function startReplCluster(
   names: string[],
-  options: { env?: Record<string, string>; args?: string[] } = {},
+  options: {
+    env?: Record<string, string>;
+    args?: string[];
+    /** The etcd endpoints node `name` is given (default: etcd's own), e.g. through a proxy. */
+    etcdVia?: (name: string, endpoints: string[]) => string[];
+  } = {},
 ): Promise<ReplCluster> {
   const etcd = await startEtcd();
+  const via = options.etcdVia ?? ((_name: string, endpoints: string[]) => endpoints);
   const nodes = new Map<string, BallastProcess>();
   const dirs = new Map<string, string>();
   const common = (name: string) => [
     "--etcd",
-    etcd.endpoints.join(","),
+    via(name, etcd.endpoints).join(","),
     "--node-name",
     name,
     "--node-lease-ttl",

@@ -15,6 +15,7 @@ import {
   getVolume,
   LEASE_TTL_S,
   nbdSize,
+  servedAs,
   startGroupCluster,
   tools,
   volumeFiles,
@@ -22,7 +23,7 @@ import {
 } from "./_groups.ts";
 
 e2eTest(
-  "volume create --replicas: distinct nodes and zones, a copy on every member, only the master exports; " +
+  "volume create --replicas: distinct nodes and zones, a copy on every member, only the master serves its copy (the others forward to it); " +
     "impossible placements and cordoned nodes fail with the reason and leave nothing; delete removes every copy",
   { tools },
   async () => {
@@ -50,11 +51,15 @@ e2eTest(
         ["ready", 1, "healthy", ["n1", "n2", "n3"]],
       );
       for (const p of all()) assertEquals(await volumeFiles(p), [`${g1.uuid}.vol`], p.dataDir);
-      // Only the master exports it.
+      // Only the master serves it from its copy; the other members forward to it.
       const master = c.nodes.get(g1.master)!;
       assertEquals(await eventually("master exports g1", () => nbdSize(master, "g1")), 4 << 20);
+      assertEquals(await servedAs(master, "g1"), "local");
       for (const [name, p] of c.nodes) {
-        if (name !== g1.master) assertEquals(await nbdSize(p, "g1"), undefined, `${name} exports`);
+        if (name !== g1.master) {
+          // Attach anywhere: another node forwards to the master, never serves its own copy.
+          assertEquals(await servedAs(p, "g1"), "forwarded", `${name} serves its copy`);
+        }
       }
       // Any node shows the group; the human table has epoch, in-sync and phase.
       const table = await cli(["volume", "get", "g1"], { api: c.nodes.get("n3")!.api });
@@ -165,7 +170,7 @@ e2eTest(
         const v = await getVolume(back.api, "a");
         return v && v.down!.length === 0 ? v : undefined;
       });
-      assertEquals(await nbdSize(back, "a"), undefined, "old master does not export a");
+      assertEquals(await servedAs(back, "a"), "forwarded", "old master does not serve its copy");
       assertEquals((await getVolume(back.api, "a"))!.master, after.master);
 
       // --- written: replicas fall out of sync at the first write; no promotion.
