@@ -60,6 +60,7 @@ import {
 } from "./_bench_servers.ts";
 import { type InstalledCerts, installLibnbdCerts, libnbdCertDir } from "./_bench_tls.ts";
 import { type Options, parseOptions } from "./_bench_options.ts";
+import { runPoolBench } from "./_bench_pool.ts";
 
 // ---------------------------------------------------------------------------
 // Main
@@ -74,6 +75,7 @@ function variants(opts: Options): { kind: ServerKind; tls: boolean }[] {
 
 async function main(): Promise<number> {
   const opts = parseOptions();
+  if (opts.dataWorkers) return await runPoolBench(opts);
   const needed = ["fio", ...opts.servers.filter((s) => s !== "ballast")];
   const missing: string[] = [];
   for (const t of needed) if (!await haveTool(t)) missing.push(t);
