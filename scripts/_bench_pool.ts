@@ -101,7 +101,7 @@ async function poolBench(run: BenchRun, opts: Options): Promise<number> {
       "127.0.0.1:0",
     ], { logFile: `${run.dir}/ballast-w${w}.log` });
     run.defer(() => b.proc.stop());
-    const client = await adminClient(b.api, dataDir);
+    const client = adminClient(b.api, dataDir);
     run.defer(() => client.close());
     for (const name of names) await client.createVolume({ name, size: volumeBytes });
     console.error(`bench: ballast --data-workers ${w} ready (pid ${b.proc.child.pid}, ${b.api})`);

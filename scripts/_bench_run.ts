@@ -57,12 +57,12 @@ export class BenchRun {
 }
 
 /** An API client with the admin credentials of the TLS node whose data dir is `dataDir`. */
-export async function adminClient(api: string, dataDir: string): Promise<BallastClient> {
+export function adminClient(api: string, dataDir: string): BallastClient {
   const pki = `${dataDir}/pki`;
   return new BallastClient(api, {
-    caCertPem: await Deno.readTextFile(`${pki}/ca-bundle.crt`),
-    certPem: await Deno.readTextFile(`${pki}/admin.crt`),
-    keyPem: await Deno.readTextFile(`${pki}/admin.key`),
+    caCertPem: Deno.readTextFileSync(`${pki}/ca-bundle.crt`),
+    certPem: Deno.readTextFileSync(`${pki}/admin.crt`),
+    keyPem: Deno.readTextFileSync(`${pki}/admin.key`),
     timeoutMs: 15_000,
   });
 }

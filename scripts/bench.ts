@@ -61,6 +61,7 @@ import {
 import { type InstalledCerts, installLibnbdCerts, libnbdCertDir } from "./_bench_tls.ts";
 import { type Options, parseOptions } from "./_bench_options.ts";
 import { runPoolBench } from "./_bench_pool.ts";
+import { runReplBench } from "./_bench_repl.ts";
 
 // ---------------------------------------------------------------------------
 // Main
@@ -76,6 +77,7 @@ function variants(opts: Options): { kind: ServerKind; tls: boolean }[] {
 async function main(): Promise<number> {
   const opts = parseOptions();
   if (opts.dataWorkers) return await runPoolBench(opts);
+  if (opts.replicas) return await runReplBench(opts);
   const needed = ["fio", ...opts.servers.filter((s) => s !== "ballast")];
   const missing: string[] = [];
   for (const t of needed) if (!await haveTool(t)) missing.push(t);
