@@ -44,6 +44,9 @@ Replication (issue 12): --replicas LIST
   --size SIZE      Delta Sync volume size (default 4GiB)
   --change-pct P   share of the Delta Sync volume changed while its replica is down (default 1)
   --no-delta       skip Delta Sync and the latency runs
+  --baseline REF   also a single-node Ballast (--tls off, a volume that is no group) of this
+                   tree and of git commit REF (extracted with git archive), e.g. the last commit
+                   before hash lists, to measure what they cost a volume without replicas
   --resync-rate R  passed to every node (default unlimited)`;
 
 function libnbdDirText(): string {
@@ -76,6 +79,7 @@ export interface Options {
   changePct: number;
   delta: boolean;
   resyncRate?: string;
+  baseline?: string;
 }
 
 export function parseOptions(): Options {
@@ -101,6 +105,7 @@ export function parseOptions(): Options {
       "change-pct": { type: "string", default: "1" },
       "no-delta": { type: "boolean", default: false },
       "resync-rate": { type: "string" },
+      baseline: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -200,5 +205,6 @@ export function parseOptions(): Options {
     changePct,
     delta: !values["no-delta"],
     resyncRate: values["resync-rate"],
+    baseline: values.baseline,
   };
 }

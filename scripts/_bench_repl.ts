@@ -16,6 +16,8 @@ import { fmtValue, median } from "./_bench_report.ts";
 import { BenchCluster } from "./_bench_cluster.ts";
 import { runDelta } from "./_bench_delta.ts";
 import { BenchRun } from "./_bench_run.ts";
+import { launchBallast, ROOT_DIR } from "./_bench_servers.ts";
+import { BallastClient } from "../mod/mod.ts";
 
 interface ReplTarget {
   name: string;
@@ -76,6 +78,7 @@ async function replBench(run: BenchRun, opts: Options): Promise<number> {
       `bench: volume r${r}: master ${v.master}, members ${v.members?.join(",") ?? "-"}`,
     );
   }
+  if (opts.baseline) targets.push(...await singleNodes(run, opts.baseline, sizeBytes));
   if (opts.servers.includes("nbdkit")) {
     const file = `${run.dir}/nbdkit.img`;
     using f = await Deno.open(file, { create: true, write: true });
@@ -169,6 +172,41 @@ async function replBench(run: BenchRun, opts: Options): Promise<number> {
   return failures > 0 ? 1 : 0;
 }
 
+/**
+ * Single-node Ballasts (--tls off, embedded store: a volume that is no group) of this tree
+ * and of commit `ref` (git archive into the run's directory), one volume each.
+ */
+async function singleNodes(run: BenchRun, ref: string, sizeBytes: number): Promise<ReplTarget[]> {
+  const slug = (x: string) => x.replace(/[^\w.-]/g, "_");
+  const tree = `${run.dir}/tree-${slug(ref)}`;
+  await Deno.mkdir(tree);
+  const archive = await new Deno.Command("sh", {
+    args: ["-c", 'git -C "$1" archive "$2" | tar -x -C "$3"', "sh", ROOT_DIR, ref, tree],
+    stderr: "piped",
+  }).output();
+  if (!archive.success) {
+    throw new Error(`git archive ${ref}: ${new TextDecoder().decode(archive.stderr)}`);
+  }
+  const out: ReplTarget[] = [];
+  const variants: [string, string | undefined][] = [
+    ["single-node", undefined],
+    [`single-node@${ref}`, tree],
+  ];
+  for (const [name, from] of variants) {
+    const b = await launchBallast(name, `${run.dir}/${slug(name)}`, ["--tls", "off"], {
+      tree: from,
+      logFile: `${run.dir}/${slug(name)}.log`,
+    });
+    run.defer(() => b.proc.stop());
+    const client = new BallastClient(b.api);
+    await client.createVolume({ name: "single", size: sizeBytes });
+    client.close();
+    out.push({ name, uri: `nbd://${b.nbd}/single`, pids: () => [b.proc.child.pid] });
+    console.error(`bench: ${name} ready (pid ${b.proc.child.pid})`);
+  }
+  return out;
+}
+
 function printRows(header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]) =>
@@ -258,6 +296,17 @@ function printThroughput(
     }
   }
   const w4 = opts.jobs.find((j) => j.id === "randwrite-4k");
+  if (opts.baseline) {
+    const then = `single-node@${opts.baseline}`;
+    for (const job of opts.jobs) {
+      goals.push(
+        `hash lists on a volume without replicas, ${job.title}: single-node / ${then} ` +
+          `${fr(r(v(job, "single-node"), v(job, then)))}` +
+          (job.id === "randwrite-4k" ? " (goal >= 0.95x)" : "") +
+          `; ${base} (cluster) / single-node ${fr(r(v(job, base), v(job, "single-node")))}`,
+      );
+    }
+  }
   if (nbdkit && w4) {
     goals.push(
       `hash tracking: Ballast has no switch to turn it off (every copy keeps its hash list); ` +

@@ -129,6 +129,8 @@ export interface BallastServer extends Server {
 }
 
 const MAIN = `${ROOT}main.ts`;
+/** The repository root, without the trailing slash. */
+export const ROOT_DIR = ROOT.replace(/\/$/, "");
 
 /** Runs the Ballast CLI (`deno run -A main.ts ARGS`); throws with its stderr on failure. */
 export async function ballastCli(args: string[]): Promise<string> {
@@ -165,12 +167,14 @@ export async function launchBallast(
   name: string,
   dataDir: string,
   args: string[],
-  options: { logFile?: string; readyTimeoutMs?: number } = {},
+  options: { logFile?: string; readyTimeoutMs?: number; tree?: string } = {},
 ): Promise<LaunchedBallast> {
+  // `tree`: another source tree of Ballast (e.g. an older commit), run with its own deno.json.
+  const main = options.tree ? `${options.tree}/main.ts` : MAIN;
   try {
-    await Deno.stat(MAIN);
+    await Deno.stat(main);
   } catch {
-    throw new Error(`${MAIN} does not exist (run with --servers nbdkit,qemu-nbd to skip ballast)`);
+    throw new Error(`${main} does not exist (run with --servers nbdkit,qemu-nbd to skip ballast)`);
   }
   await Deno.mkdir(dataDir, { recursive: true });
   const proc = spawn(
@@ -179,7 +183,8 @@ export async function launchBallast(
     [
       "run",
       "-A",
-      MAIN,
+      ...(options.tree ? ["--config", `${options.tree}/deno.json`] : []),
+      main,
       "serve",
       "--data-dir",
       dataDir,
