@@ -63,6 +63,7 @@ export async function runDelta(
 ): Promise<{ failures: number; report?: DeltaReport }> {
   const size = opts.deltaSizeBytes;
   console.error(`bench: Delta Sync on a ${size / MIB} MiB volume with 1 replica`);
+  let report: DeltaReport | undefined;
   try {
     const v = await cluster.createVolume("delta", size, 1);
     const replica = v.members!.find((m) => m !== v.master)!;
@@ -74,13 +75,7 @@ export async function runDelta(
       `bench: delta: master ${v.master}, replica ${replica}; written once at ` +
         `${fillMiBps.toFixed(0)} MiB/s (replicated)`,
     );
-    const report: DeltaReport = {
-      sizeBytes: size,
-      master: v.master,
-      replica,
-      fillMiBps,
-      resyncs: [],
-    };
+    report = { sizeBytes: size, master: v.master, replica, fillMiBps, resyncs: [] };
     const changed = Math.max(4096, Math.round(size * opts.changePct / 100 / 4096) * 4096);
     const changedSeq = Math.max(MIB, Math.round(changed / MIB) * MIB);
     const seqOffset = Math.floor((size - changedSeq) * 0.37 / MIB) * MIB;
@@ -133,7 +128,8 @@ export async function runDelta(
     return { failures: 0, report };
   } catch (err) {
     console.error(`bench: Delta Sync FAILED: ${(err as Error).message}`);
-    return { failures: 1 };
+    if (report) printDelta(report, opts); // what was measured before
+    return { failures: 1, report };
   }
 }
 
@@ -183,17 +179,17 @@ async function resync(
   const t1 = performance.now();
   await cluster.start(replica);
   let inSync = false;
-  const watching = during
-    ? (async () => {
-      await until("resync started", 120_000, async () =>
-        (await logSince(master.logFile, logOffset)).some((l) =>
-          l.msg?.startsWith("resync started") && l.replica === replica
-        ));
-      await during(() =>
-        inSync
-      );
-    })()
-    : Promise.resolve();
+  let duringError: unknown;
+  const started = () =>
+    logSince(master.logFile, logOffset).then((lines) =>
+      lines.some((l) => l.msg?.startsWith("resync started") && l.replica === replica)
+    );
+  const watch = async () => {
+    if (!during) return;
+    await until("resync started", 120_000, started);
+    await during(() => inSync);
+  };
+  const watching = watch().catch((err) => duringError = err);
   await until(`${replica} in sync again`, 1_800_000, async () => {
     const cur = await cluster.client(v.master).getVolume(v.name);
     return (cur.inSync ?? []).includes(replica);
@@ -201,6 +197,7 @@ async function resync(
   inSync = true;
   const restartToInSyncMs = performance.now() - t1;
   await watching;
+  if (duringError) throw duringError;
   const done = (await logSince(master.logFile, logOffset)).filter((l) =>
     l.msg?.startsWith("resync finished") && l.replica === replica
   ).pop();
