@@ -175,3 +175,72 @@ export async function precondition(uri: string, sizeMiB: number): Promise<void> 
     "--output-format=json",
   ], 600_000);
 }
+
+/** One fio job section: a connection to `uri` working on [offsetBytes, +sizeBytes). */
+export interface Target {
+  uri: string;
+  offsetBytes: number;
+  sizeBytes: number;
+}
+
+/**
+ * `conns` connections spread over the volumes at `uris` (connection i on volume i mod n).
+ * Random jobs cover the whole volume on every connection; sequential ones split it between
+ * the connections that share it (1 MiB aligned), so that no two stream over the same bytes.
+ */
+export function spread(job: Job, conns: number, uris: string[], volumeBytes: number): Target[] {
+  const sequential = job.rw === "read" || job.rw === "write";
+  return Array.from({ length: conns }, (_, i) => {
+    const v = i % uris.length;
+    const sharing = Math.floor(conns / uris.length) + (v < conns % uris.length ? 1 : 0);
+    const k = Math.floor(i / uris.length);
+    if (!sequential || sharing === 1) {
+      return { uri: uris[v], offsetBytes: 0, sizeBytes: volumeBytes };
+    }
+    const part = Math.floor(volumeBytes / sharing / MIB) * MIB;
+    return { uri: uris[v], offsetBytes: k * part, sizeBytes: part };
+  });
+}
+
+/**
+ * Runs `job` (its numjobs ignored) with one fio job section per target, reported as one
+ * group; `extra` are more global fio options. The value is the group's IOPS or MiB/s.
+ */
+export async function runTargets(
+  job: Job,
+  targets: Target[],
+  opts: { runtime: number; ramp: number },
+  extra: string[] = [],
+): Promise<FioResult> {
+  const args = [
+    "--ioengine=nbd",
+    `--rw=${job.rw}`,
+    `--bs=${job.bs}`,
+    `--iodepth=${job.iodepth}`,
+    "--group_reporting",
+    "--time_based",
+    `--runtime=${opts.runtime}`,
+    `--ramp_time=${opts.ramp}`,
+    "--output-format=json",
+    ...extra,
+    ...targets.flatMap((t, i) => [
+      `--name=${job.id}-${i}`,
+      `--uri=${t.uri}`,
+      `--offset=${t.offsetBytes}`,
+      `--size=${t.sizeBytes}`,
+    ]),
+  ];
+  const { json } = await fio(args, (opts.runtime + opts.ramp + 60) * 1000);
+  const j = (json.jobs as Record<string, Record<string, number>>[])[0];
+  if (j.error) throw new Error(`fio job error ${j.error}`);
+  const side = job.rw.includes("read") ? j.read : j.write;
+  const value = job.unit === "IOPS" ? Number(side.iops) : Number(side.bw_bytes) / MIB;
+  return { value, raw: j };
+}
+
+/** The 99th percentile of completion latency in ms of one side (read or write) of a fio job. */
+export function clatP99Ms(side: unknown): number {
+  const p = (side as { clat_ns?: { percentile?: Record<string, number> } })?.clat_ns?.percentile;
+  const v = p?.["99.000000"];
+  return typeof v === "number" ? v / 1e6 : NaN;
+}

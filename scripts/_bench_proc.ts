@@ -18,11 +18,17 @@ export interface Proc {
   stop(): Promise<void>;
 }
 
+/**
+ * Starts `cmd args` with its output captured: the last 64 KiB in memory (`logs()`), and
+ * everything appended to `logFile` when given (for lines that must not be missed, e.g. a
+ * node's "resync finished").
+ */
 export function spawn(
   name: string,
   cmd: string,
   args: string[],
   env: Record<string, string> = {},
+  logFile?: string,
 ): Proc {
   const child = new Deno.Command(cmd, {
     args,
@@ -33,12 +39,17 @@ export function spawn(
     env: { NO_COLOR: "1", ...env },
   }).spawn();
   let text = "";
+  const file = logFile
+    ? Deno.openSync(logFile, { write: true, create: true, append: true })
+    : undefined;
   const pump = async (s: ReadableStream<Uint8Array>) => {
-    for await (const chunk of s.pipeThrough(new TextDecoderStream())) {
-      text = (text + chunk).slice(-64 * 1024);
+    const decoder = new TextDecoder();
+    for await (const chunk of s) {
+      for (let off = 0; file && off < chunk.length;) off += file.writeSync(chunk.subarray(off));
+      text = (text + decoder.decode(chunk, { stream: true })).slice(-64 * 1024);
     }
   };
-  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]).finally(() => file?.close());
   let status: Deno.CommandStatus | undefined;
   const done = child.status.then(async (s) => {
     status = s;

@@ -129,9 +129,11 @@ export interface BallastServer extends Server {
 }
 
 const MAIN = `${ROOT}main.ts`;
+/** The repository root, without the trailing slash. */
+export const ROOT_DIR = ROOT.replace(/\/$/, "");
 
 /** Runs the Ballast CLI (`deno run -A main.ts ARGS`); throws with its stderr on failure. */
-async function ballastCli(args: string[]): Promise<void> {
+export async function ballastCli(args: string[]): Promise<string> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, ...args],
     cwd: ROOT,
@@ -145,6 +147,74 @@ async function ballastCli(args: string[]): Promise<void> {
       }`,
     );
   }
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** A `ballast serve` that logged "ballast ready": its API URL and NBD addresses. */
+export interface LaunchedBallast {
+  proc: Proc;
+  api: string;
+  nbd: string;
+  /** The plaintext local-attach listener (--nbd-local-listen), when it has one. */
+  nbdLocal?: string;
+}
+
+/**
+ * `ballast serve --data-dir DATADIR --api-listen/--nbd-listen 127.0.0.1:0 ARGS`; waits for
+ * "ballast ready" (stops the process and throws with its last log lines when it does not come).
+ */
+export async function launchBallast(
+  name: string,
+  dataDir: string,
+  args: string[],
+  options: { logFile?: string; readyTimeoutMs?: number; tree?: string } = {},
+): Promise<LaunchedBallast> {
+  // `tree`: another source tree of Ballast (e.g. an older commit), run with its own deno.json.
+  const main = options.tree ? `${options.tree}/main.ts` : MAIN;
+  try {
+    await Deno.stat(main);
+  } catch {
+    throw new Error(`${main} does not exist (run with --servers nbdkit,qemu-nbd to skip ballast)`);
+  }
+  await Deno.mkdir(dataDir, { recursive: true });
+  const proc = spawn(
+    name,
+    Deno.execPath(),
+    [
+      "run",
+      "-A",
+      ...(options.tree ? ["--config", `${options.tree}/deno.json`] : []),
+      main,
+      "serve",
+      "--data-dir",
+      dataDir,
+      "--api-listen",
+      "127.0.0.1:0",
+      "--nbd-listen",
+      "127.0.0.1:0",
+      "--log-level",
+      "info",
+      ...args,
+    ],
+    {},
+    options.logFile,
+  );
+  const timeoutMs = options.readyTimeoutMs ?? 30_000;
+  let ready: Omit<LaunchedBallast, "proc"> | undefined;
+  await waitOrStop(proc, async () => {
+    const deadline = Date.now() + timeoutMs;
+    while (!ready) {
+      ready = findReady(proc.logs());
+      if (ready) break;
+      const st = proc.exitStatus();
+      if (st) throw new Error(`${name} exited (code ${st.code}) before logging "ballast ready"`);
+      if (Date.now() > deadline) {
+        throw new Error(`${name} did not log "ballast ready" within ${timeoutMs / 1000} s`);
+      }
+      await sleep(100);
+    }
+  });
+  return { proc, ...ready! };
 }
 
 /**
@@ -157,43 +227,9 @@ export async function startBallast(
   size: number,
   tls: boolean,
 ): Promise<BallastServer> {
-  try {
-    await Deno.stat(MAIN);
-  } catch {
-    throw new Error(`${MAIN} does not exist (run with --servers nbdkit,qemu-nbd to skip ballast)`);
-  }
   const name = serverName("ballast", tls);
   const dataDir = `${dir}/${name.replace("+", "-")}`;
-  await Deno.mkdir(dataDir, { recursive: true });
-  const proc = spawn(name, Deno.execPath(), [
-    "run",
-    "-A",
-    MAIN,
-    "serve",
-    "--data-dir",
-    dataDir,
-    "--api-listen",
-    "127.0.0.1:0",
-    "--nbd-listen",
-    "127.0.0.1:0",
-    "--tls",
-    tls ? "on" : "off",
-    "--log-level",
-    "info",
-  ]);
-  let ready: { api: string; nbd: string } | undefined;
-  await waitOrStop(proc, async () => {
-    const deadline = Date.now() + 30_000;
-    while (!ready) {
-      ready = findReady(proc.logs());
-      if (ready) break;
-      const st = proc.exitStatus();
-      if (st) throw new Error(`${name} exited (code ${st.code}) before logging "ballast ready"`);
-      if (Date.now() > deadline) throw new Error(`${name} did not log "ballast ready" within 30 s`);
-      await sleep(100);
-    }
-  });
-  const api = ready!.api;
+  const { proc, api, nbd } = await launchBallast(name, dataDir, ["--tls", tls ? "on" : "off"]);
   // With TLS the CLI takes the admin certificate and CA bundle from DATA/pki.
   const creds = tls ? ["--data-dir", dataDir] : [];
   try {
@@ -219,16 +255,22 @@ export async function startBallast(
     api,
     dataDir,
     file: `${dataDir}/volumes/*.vol`,
-    uri: `${tls ? "nbds" : "nbd"}://${ready!.nbd}/${EXPORT}`,
+    uri: `${tls ? "nbds" : "nbd"}://${nbd}/${EXPORT}`,
   };
 }
 
-function findReady(text: string): { api: string; nbd: string } | undefined {
+function findReady(text: string): Omit<LaunchedBallast, "proc"> | undefined {
   for (const line of text.split("\n")) {
     if (!line.includes("ballast ready")) continue;
     try {
       const r = JSON.parse(line);
-      if (typeof r.api === "string" && typeof r.nbd === "string") return { api: r.api, nbd: r.nbd };
+      if (typeof r.api === "string" && typeof r.nbd === "string") {
+        return {
+          api: r.api,
+          nbd: r.nbd,
+          ...(typeof r.nbdLocal === "string" ? { nbdLocal: r.nbdLocal } : {}),
+        };
+      }
     } catch { /* not JSON */ }
   }
   return undefined;
@@ -239,7 +281,10 @@ function findReady(text: string): { api: string; nbd: string } | undefined {
  * into DIR/client-pki, and copies that Ballast's CA bundle, node certificate and node key into
  * DIR/server-pki for nbdkit and qemu-nbd, so every server presents a certificate of one CA.
  */
-export async function issueBenchCerts(b: BallastServer, dir: string): Promise<TlsMaterial> {
+export async function issueBenchCerts(
+  b: { api: string; dataDir: string },
+  dir: string,
+): Promise<TlsMaterial> {
   const clientDir = `${dir}/client-pki`;
   const serverDir = `${dir}/server-pki`;
   await ballastCli([

@@ -26,6 +26,15 @@
  * before the jobs, so reads hit real data. With --rounds N each figure is the
  * median of N. Only compare figures from one run: the machine sets the ceiling
  * (fio itself uses most of a core on 4k QD32).
+ *
+ * Two more modes (`--help` lists their options):
+ *
+ *   deno task bench --data-workers 1,2,auto [--conns 1,4,8] [--volumes 4]   (issue 11)
+ *       scripts/_bench_pool.ts: one Ballast per data worker pool setting, plaintext and TLS,
+ *       against nbdkit file; connections spread over several volumes.
+ *   deno task bench --replicas 0,1,2 [--size 4GiB] [--baseline REF]         (issue 12)
+ *       scripts/_bench_repl.ts and _bench_delta.ts: a local cluster (scripts/_bench_cluster.ts),
+ *       one volume per replica count, then Delta Sync and client latency during a resync.
  * @module
  */
 
@@ -60,6 +69,8 @@ import {
 } from "./_bench_servers.ts";
 import { type InstalledCerts, installLibnbdCerts, libnbdCertDir } from "./_bench_tls.ts";
 import { type Options, parseOptions } from "./_bench_options.ts";
+import { runPoolBench } from "./_bench_pool.ts";
+import { runReplBench } from "./_bench_repl.ts";
 
 // ---------------------------------------------------------------------------
 // Main
@@ -74,6 +85,8 @@ function variants(opts: Options): { kind: ServerKind; tls: boolean }[] {
 
 async function main(): Promise<number> {
   const opts = parseOptions();
+  if (opts.dataWorkers) return await runPoolBench(opts);
+  if (opts.replicas) return await runReplBench(opts);
   const needed = ["fio", ...opts.servers.filter((s) => s !== "ballast")];
   const missing: string[] = [];
   for (const t of needed) if (!await haveTool(t)) missing.push(t);

@@ -1,0 +1,204 @@
+// deno-lint-ignore-file no-console
+/**
+ * The tables of `deno task bench --data-workers ...` (scripts/_bench_pool.ts): throughput of
+ * each --data-workers value plaintext and TLS with its ratio to the first value and to
+ * nbdkit file; server CPU per million 4k requests or
+ * per GiB; the pool's size; RSS; and issue 11's targets checked.
+ * @module
+ */
+
+import type { Job } from "./_bench_fio.ts";
+import type { Options } from "./_bench_options.ts";
+import { fmtValue, median } from "./_bench_report.ts";
+
+export interface PoolCell {
+  values: number[];
+  cpuPer: number[];
+  peakMiB: number[];
+  workers: string[];
+  errors: string[];
+}
+
+/** Per Ballast: its largest pool and RSS after the jobs, then after idling until it shrank. */
+export interface RssReport {
+  workers: string;
+  maxPool: number;
+  rssMiB: number;
+  idleRssMiB: number;
+  idlePool: number;
+  idleSeconds: number;
+}
+
+export interface PoolRow {
+  job: Job;
+  conns: number;
+}
+
+type Cells = Map<string, PoolCell>;
+
+function med(cells: Cells, row: PoolRow, server: string, k: "values" | "cpuPer"): number {
+  const c = cells.get(`${row.job.id}|${row.conns}|${server}`);
+  return c ? median(c[k]) : NaN;
+}
+
+function ratio(a: number, b: number): number {
+  return Number.isFinite(a) && Number.isFinite(b) && b > 0 ? a / b : NaN;
+}
+
+function fr(r: number): string {
+  return Number.isFinite(r) ? `${r.toFixed(2)}x` : "-";
+}
+
+function printRows(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) =>
+    r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
+  console.log(line(header));
+  console.log(widths.map((w) => "-".repeat(w)).join("  "));
+  for (const r of rows) console.log(line(r));
+}
+
+export function printPool(
+  opts: Options,
+  rows: PoolRow[],
+  cells: Cells,
+  servers: string[],
+  rss: RssReport[],
+): void {
+  const ws = opts.dataWorkers!;
+  const base = ws[0];
+  const nbdkit = servers.includes("nbdkit");
+  const v = (r: PoolRow, s: string) => med(cells, r, s, "values");
+  const text = (r: PoolRow, s: string) => {
+    const c = cells.get(`${r.job.id}|${r.conns}|${s}`);
+    if (c && c.values.length === 0 && c.errors.length > 0) return "FAILED";
+    return fmtValue(v(r, s), r.job.unit);
+  };
+  console.log(
+    `\nfio nbd engine, ${opts.runtime} s + ${opts.ramp} s ramp per job` +
+      (opts.rounds > 1 ? `, median of ${opts.rounds} rounds` : "") +
+      `; connections spread over ${opts.volumes} volumes of ${opts.sizeMiB} MiB; ` +
+      `w=N: ballast --data-workers N (plaintext: the local listener; TLS: STARTTLS + client ` +
+      `certificate); ratios to w=${base}${
+        nbdkit ? " and to nbdkit file (dir=)" : ""
+      }; pool size: ` +
+      `workers before->after each job (/metrics)\n`,
+  );
+  const others = ws.slice(1);
+  for (const t of ["", " TLS"]) {
+    console.log(t ? "\nTLS (STARTTLS, client certificate verified)" : "plaintext");
+    printRows(
+      [
+        "job",
+        "conns",
+        ...ws.map((w) => `w=${w}${t}`),
+        ...others.map((w) => `${w}/${base}`),
+        ...(nbdkit ? [`nbdkit${t}`, ...ws.map((w) => `${w}/nbdkit`)] : []),
+        "pool size",
+      ],
+      rows.map((r) => [
+        r.job.title,
+        String(r.conns),
+        ...ws.map((w) => text(r, `w=${w}${t}`)),
+        ...others.map((w) => fr(ratio(v(r, `w=${w}${t}`), v(r, `w=${base}${t}`)))),
+        ...(nbdkit
+          ? [
+            text(r, `nbdkit${t}`),
+            ...ws.map((w) => fr(ratio(v(r, `w=${w}${t}`), v(r, `nbdkit${t}`)))),
+          ]
+          : []),
+        others.map((w) =>
+          `${w}: ${
+            [...new Set(cells.get(`${r.job.id}|${r.conns}|w=${w}${t}`)?.workers ?? [])].join(",") ||
+            "-"
+          }`
+        ).join(" "),
+      ]),
+    );
+  }
+
+  console.log(
+    `\nserver CPU seconds per million requests (4k jobs) or per GiB (1 MiB jobs), after the ramp; ` +
+      `peak RSS MiB of each ballast over its plaintext and TLS jobs`,
+  );
+  printRows(
+    ["job", "conns", "unit", ...servers, ...ws.map((w) => `peak MiB w=${w}`)],
+    rows.map((r) => [
+      r.job.title,
+      String(r.conns),
+      r.job.unit === "IOPS" ? "s/M req" : "s/GiB",
+      ...servers.map((s) => {
+        const x = med(cells, r, s, "cpuPer");
+        return Number.isFinite(x) ? x.toFixed(2) : "-";
+      }),
+      ...ws.map((w) => {
+        const peaks = [w, `${w} TLS`].flatMap((s) =>
+          cells.get(`${r.job.id}|${r.conns}|w=${s}`)?.peakMiB ?? []
+        );
+        return peaks.length > 0 ? Math.max(...peaks).toFixed(0) : "-";
+      }),
+    ]),
+  );
+
+  console.log("");
+  for (const x of rss) {
+    const peaks = [...cells.entries()].filter(([k]) =>
+      k.endsWith(`|w=${x.workers}`) || k.endsWith(`|w=${x.workers} TLS`)
+    ).flatMap(([, c]) => c.peakMiB);
+    console.log(
+      `w=${x.workers}: peak RSS ${peaks.length ? Math.max(...peaks).toFixed(0) : "-"} MiB ` +
+        `over the jobs (${pool(x.maxPool)} at most), RSS ${x.rssMiB.toFixed(0)} MiB after the ` +
+        `jobs; after ${x.idleSeconds} s idle: ${pool(x.idlePool)}, RSS ${
+          x.idleRssMiB.toFixed(0)
+        } MiB`,
+    );
+  }
+  verdicts(opts, rows, v);
+}
+
+function pool(n: number): string {
+  return Number.isFinite(n) && n > 0 ? `${n} worker(s)` : "main thread";
+}
+
+/** Issue 11's targets, for every --data-workers value against the first, met or not. */
+function verdicts(opts: Options, rows: PoolRow[], v: (r: PoolRow, s: string) => number): void {
+  const ws = opts.dataWorkers!;
+  const base = ws[0];
+  for (const w of ws.slice(1)) {
+    const lines: string[] = [];
+    const slower: string[] = [];
+    for (const r of rows) {
+      for (const t of ["", " TLS"]) {
+        const x = ratio(v(r, `w=${w}${t}`), v(r, `w=${base}${t}`));
+        if (Number.isFinite(x) && x < 0.95) {
+          slower.push(`${r.job.title} x${r.conns}${t} ${x.toFixed(2)}x`);
+        }
+      }
+    }
+    lines.push(
+      `no job more than 5% slower than w=${base}: ${
+        slower.length === 0 ? "met" : `NOT met (${slower.join("; ")})`
+      }`,
+    );
+    const four = rows.filter((r) => r.conns === 4);
+    const tls1m = four.filter((r) => r.job.bs === "1M").map((r) => {
+      const x = ratio(v(r, `w=${w} TLS`), v(r, `w=${base} TLS`));
+      return `${r.job.title} ${fr(x)}${x >= 1.3 ? "" : " (NOT met)"}`;
+    });
+    if (tls1m.length > 0) lines.push(`TLS 1 MiB x4 >= 1.3x w=${base}: ${tls1m.join("; ")}`);
+    const vsN = four.flatMap((r) =>
+      ["", " TLS"].map((t) => {
+        const x = ratio(v(r, `w=${w}${t}`), v(r, `nbdkit${t}`));
+        const goal = r.job.bs === "4k" ? 1.2 : 1.0;
+        return Number.isFinite(x)
+          ? `${r.job.title}${t} ${fr(x)}${x >= goal ? "" : ` (NOT met, goal ${goal}x)`}`
+          : "";
+      }).filter(Boolean)
+    );
+    if (vsN.length > 0) {
+      lines.push(`x4 against nbdkit (4k >= 1.2x, 1 MiB >= 1.0x): ${vsN.join("; ")}`);
+    }
+    console.log(`\nissue 11 targets, w=${w} against w=${base}:`);
+    for (const l of lines) console.log(`- ${l}`);
+  }
+}

@@ -1,0 +1,45 @@
+/** The bench's pure helpers: how connections are spread over volumes, metric parsing. */
+import { assertEquals } from "../_assert.ts";
+import { JOBS, MIB, spread } from "../../scripts/_bench_fio.ts";
+import { metricValue } from "../../scripts/_bench_run.ts";
+
+const job = (id: string) => JOBS.find((j) => j.id === id)!;
+const uris = ["u0", "u1", "u2", "u3"];
+
+Deno.test("spread() puts connection i on volume i mod n, random jobs on the whole volume", () => {
+  const t = spread(job("randwrite-4k"), 8, uris, 256 * MIB);
+  assertEquals(t.map((x) => x.uri), [...uris, ...uris]);
+  assertEquals(t.every((x) => x.offsetBytes === 0 && x.sizeBytes === 256 * MIB), true);
+});
+
+Deno.test("spread() splits a volume between the sequential streams that share it", () => {
+  const t = spread(job("seqwrite-1m"), 8, uris, 256 * MIB);
+  assertEquals(t.filter((x) => x.uri === "u1").map((x) => [x.offsetBytes, x.sizeBytes]), [
+    [0, 128 * MIB],
+    [128 * MIB, 128 * MIB],
+  ]);
+});
+
+Deno.test("spread() with fewer connections than volumes uses the first volumes whole", () => {
+  const table: [number, string[]][] = [[1, ["u0"]], [3, ["u0", "u1", "u2"]]];
+  for (const [conns, expected] of table) {
+    const t = spread(job("seqread-1m"), conns, uris, 64 * MIB);
+    assertEquals(t.map((x) => x.uri), expected);
+    assertEquals(t.every((x) => x.offsetBytes === 0 && x.sizeBytes === 64 * MIB), true);
+  }
+});
+
+Deno.test("spread() keeps uneven shares 1 MiB aligned and inside the volume", () => {
+  const t = spread(job("seqwrite-1m"), 3, ["u0"], 100 * MIB);
+  assertEquals(t.map((x) => [x.offsetBytes / MIB, x.sizeBytes / MIB]), [[0, 33], [33, 33], [
+    66,
+    33,
+  ]]);
+});
+
+Deno.test("metricValue() reads an unlabelled series and gives NaN when it is absent", () => {
+  const text =
+    "# HELP ballast_data_workers x\nballast_data_workers 2\nballast_data_workers_max 2\n";
+  assertEquals(metricValue(text, "ballast_data_workers"), 2);
+  assertEquals(metricValue(text, "ballast_data_workers_min"), NaN);
+});
