@@ -174,7 +174,10 @@ export class Upstream {
     const remote = `${o.host.includes(":") ? `[${o.host}]` : o.host}:${o.port}`;
     const timeoutMs = o.timeoutMs ?? 5_000;
     const input = new ByteQueue();
-    const raw: Socket = netConnect({ host: o.host, port: o.port, noDelay: true });
+    const raw: Socket = netConnect({ host: o.host, port: o.port });
+    // Requests are small writes answered by large replies: Nagle's algorithm would hold each
+    // one back until the master's delayed ACK (tens of ms).
+    raw.setNoDelay(true);
     let sock: Socket | TLSSocket = raw;
     let phase = "connect";
     let broke!: (err: Error) => void;
