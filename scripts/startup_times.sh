@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start-up times of the one-file program (docs/BENCHMARKS.md "One-file program"): `ballast
 # version` (no server) with a fresh unpack directory, then with the unpacked one, then from
-# source. Usage: bash scripts/startup_times.sh [FILE]  (default dist/ballast, built first).
+# source. Usage: bash scripts/startup_times.sh [FILE]  (default dist/ballast: `deno task compile` first).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Each line: kind of start and milliseconds.
