@@ -88,6 +88,9 @@ if [ ! -f "$dir/.unpacked" ]; then
   trap - EXIT INT TERM
 fi
 
+[ -x "$dir/deno" ] && [ -f "$dir/app/${ENTRY}" ] ||
+  die ${EXIT_DAMAGED} "$dir is incomplete (files were removed from it): remove the directory and start again"
+
 DENO_DIR="$dir/deno_dir" DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 \\
   exec "$dir/deno" run ${run} --config "$dir/app/deno.json" "$dir/app/${ENTRY}" "$@"
 `;

@@ -97,6 +97,8 @@ export interface E2eTestOptions {
   ballast?: boolean;
   /** Device or other files the test needs (e.g. /dev/fuse); ignored with the reason if absent. */
   paths?: string[];
+  /** A reason this test cannot run here (found by the caller); the test is ignored with it. */
+  skip?: string;
   /** Passed on to Deno.test. */
   sanitizeOps?: boolean;
   /** Passed on to Deno.test. */
@@ -113,6 +115,7 @@ export function e2eTest(
   fn: (t: Deno.TestContext) => Promise<void> | void,
 ): void {
   const reasons = [
+    opts.skip,
     requireTools(opts.tools ?? []),
     requirePaths(opts.paths ?? []),
     opts.ballast === false ? undefined : requireBallast(),

@@ -42,6 +42,35 @@ async function netnsUnavailable(): Promise<string | undefined> {
 }
 const NETNS_SKIP = await netnsUnavailable();
 
+/**
+ * The kind of program the tests get, known before building: BALLAST_BIN's (an sh script is
+ * the self-extracting kind), else what `deno task compile` will make (deno-compile only with
+ * a local denort base, scripts/compile.ts).
+ */
+async function expectedKind(): Promise<string> {
+  const bin = Deno.env.get("BALLAST_BIN");
+  if (bin) {
+    const head = new Uint8Array(2);
+    using f = await Deno.open(bin);
+    await f.read(head);
+    return new TextDecoder().decode(head) === "#!" ? "self-extracting" : "deno-compile";
+  }
+  if (Deno.env.get("DENORT_BIN")) return "deno-compile";
+  const info = await new Deno.Command(Deno.execPath(), { args: ["info", "--json"] }).output();
+  const denoDir = JSON.parse(new TextDecoder().decode(info.stdout)).denoDir;
+  const zip = `${denoDir}/dl/release/v${Deno.version.deno}/denort-${Deno.build.target}.zip`;
+  try {
+    Deno.statSync(zip);
+    return "deno-compile";
+  } catch {
+    return "self-extracting";
+  }
+}
+const KIND = await expectedKind();
+const SFX_SKIP = KIND === "self-extracting"
+  ? undefined
+  : `the program is the ${KIND} kind, not self-extracting`;
+
 let built: Promise<{ bin: string; kind: string }> | undefined;
 let buildDir: string | undefined;
 globalThis.addEventListener("unload", () => {
@@ -65,11 +94,7 @@ function program(): Promise<{ bin: string; kind: string }> {
       const secs = ((performance.now() - started) / 1000).toFixed(1);
       console.log(`built ${bin} in ${secs} s: ${r.stdout.trim()}`);
     }
-    const head = new Uint8Array(2);
-    using f = await Deno.open(bin);
-    await f.read(head);
-    const kind = new TextDecoder().decode(head) === "#!" ? "self-extracting" : "deno-compile";
-    return { bin, kind };
+    return { bin, kind: KIND };
   })();
   return built;
 }
@@ -89,12 +114,9 @@ async function entries(dir: string): Promise<string[]> {
 }
 
 e2eTest(
-  NETNS_SKIP
-    ? `the one-file program serves NBD in a loopback-only network namespace [skipped: ${NETNS_SKIP}]`
-    : "the one-file program serves NBD in a loopback-only network namespace",
-  { tools: ["ip", "nbdinfo", "qemu-io"], ballast: NETNS_SKIP === undefined },
+  "the one-file program serves NBD in a loopback-only network namespace",
+  { tools: ["ip", "nbdinfo", "qemu-io"], skip: NETNS_SKIP },
   async () => {
-    if (NETNS_SKIP) return;
     const { bin, kind } = await program();
     const w = await emptyWorld();
     const ns = await run("ip", ["netns", "add", NS]);
@@ -191,31 +213,35 @@ async function runBin(bin: string, args: string[], env: Record<string, string>, 
   return await run(bin, args, { clearEnv: true, env: { PATH, ...env }, cwd, timeoutMs: 120_000 });
 }
 
-e2eTest("self-extracting: two first starts at once unpack one copy", {}, async () => {
-  const { bin, kind } = await program();
-  if (kind !== "self-extracting") return console.log(`not self-extracting (${kind}): skipped`);
-  const cache = await Deno.makeTempDir({ prefix: "ballast-onefile-cache-" });
-  try {
-    const env = { BALLAST_CACHE_DIR: cache };
-    const both = await Promise.all([
-      runBin(bin, ["version", "-o", "json", "--api", "http://127.0.0.1:1"], env),
-      runBin(bin, ["version", "-o", "json", "--api", "http://127.0.0.1:1"], env),
-    ]);
-    for (const r of both) {
-      assertEquals(r.code, 0, r.stderr);
-      assertEquals(JSON.parse(r.stdout).client.build, "self-extracting");
+e2eTest(
+  "self-extracting: two first starts at once unpack one copy",
+  { skip: SFX_SKIP },
+  async () => {
+    const { bin } = await program();
+    const cache = await Deno.makeTempDir({ prefix: "ballast-onefile-cache-" });
+    try {
+      const env = { BALLAST_CACHE_DIR: cache };
+      const both = await Promise.all([
+        runBin(bin, ["version", "-o", "json", "--api", "http://127.0.0.1:1"], env),
+        runBin(bin, ["version", "-o", "json", "--api", "http://127.0.0.1:1"], env),
+      ]);
+      for (const r of both) {
+        assertEquals(r.code, 0, r.stderr);
+        assertEquals(JSON.parse(r.stdout).client.build, "self-extracting");
+      }
+      const names = await entries(cache);
+      assertEquals(names.length, 1, `one unpacked copy and no temporary leftovers: ${names}`);
+      assertMatch(names[0], /^\d+\.\d+\.\d+-[0-9a-f]{16}$/);
+    } finally {
+      await Deno.remove(cache, { recursive: true });
     }
-    const names = await entries(cache);
-    assertEquals(names.length, 1, `one unpacked copy and no temporary leftovers: ${names}`);
-    assertMatch(names[0], /^\d+\.\d+\.\d+-[0-9a-f]{16}$/);
-  } finally {
-    await Deno.remove(cache, { recursive: true });
-  }
-});
+  },
+);
 
-e2eTest("self-extracting: a cache directory that cannot be made is a clear error", {}, async () => {
-  const { bin, kind } = await program();
-  if (kind !== "self-extracting") return console.log(`not self-extracting (${kind}): skipped`);
+e2eTest("self-extracting: a cache directory that cannot be made is a clear error", {
+  skip: SFX_SKIP,
+}, async () => {
+  const { bin } = await program();
   const dir = await Deno.makeTempDir({ prefix: "ballast-onefile-ro-" });
   try {
     await Deno.writeTextFile(`${dir}/file`, "not a directory");
@@ -231,9 +257,10 @@ e2eTest("self-extracting: a cache directory that cannot be made is a clear error
   }
 });
 
-e2eTest("self-extracting: a damaged file is refused before it runs", {}, async () => {
-  const { bin, kind } = await program();
-  if (kind !== "self-extracting") return console.log(`not self-extracting (${kind}): skipped`);
+e2eTest("self-extracting: a damaged file or unpacked copy is refused before it runs", {
+  skip: SFX_SKIP,
+}, async () => {
+  const { bin } = await program();
   const dir = await Deno.makeTempDir({ prefix: "ballast-onefile-damaged-" });
   try {
     const copy = `${dir}/ballast`;
@@ -252,6 +279,15 @@ e2eTest("self-extracting: a damaged file is refused before it runs", {}, async (
     assertEquals(r.code, 65, r.stderr);
     assertStringIncludes(r.stderr, "is damaged");
     assertEquals(await entries(`${dir}/cache`), [], "nothing left unpacked");
+
+    // An unpacked copy that lost files is named, not run.
+    const good = await runBin(bin, ["version"], { BALLAST_CACHE_DIR: `${dir}/cache` });
+    assertEquals(good.code, 0, good.stderr);
+    const [unpacked] = await entries(`${dir}/cache`);
+    await Deno.remove(`${dir}/cache/${unpacked}/deno`);
+    const broken = await runBin(bin, ["version"], { BALLAST_CACHE_DIR: `${dir}/cache` });
+    assertEquals(broken.code, 65, broken.stderr);
+    assertStringIncludes(broken.stderr, `${dir}/cache/${unpacked} is incomplete`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
