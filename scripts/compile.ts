@@ -20,7 +20,7 @@ import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import type { BuildKind } from "../mod/build.ts";
 import { VERSION } from "../mod/version.ts";
-import { ENTRY, RUN_FLAGS, stage, WORKER_ENTRIES } from "./_compile_stage.ts";
+import { ENTRY, RUN_FLAGS, type Stage, stage, WORKER_ENTRIES } from "./_compile_stage.ts";
 import { packSelfExtracting } from "./_compile_sfx.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
@@ -99,20 +99,34 @@ function noBase(looked: string[]): never {
   );
 }
 
-async function denoCompile(app: string, out: string): Promise<void> {
+/**
+ * `deno compile` of the staged source, with the stage's Deno directory (the npm packages are
+ * there, so nothing is fetched); a base found as the release zip is copied in beside them.
+ */
+async function denoCompile(st: Stage, base: string, out: string): Promise<void> {
+  if (!base.startsWith("DENORT_BIN=")) {
+    const dl = `${st.denoDir}/dl/release/v${Deno.version.deno}`;
+    await Deno.mkdir(dl, { recursive: true });
+    await Deno.copyFile(base, `${dl}/${base.slice(base.lastIndexOf("/") + 1)}`);
+  }
   const args = [
     "compile",
     ...RUN_FLAGS,
     "--frozen",
     "--config",
-    `${app}/deno.json`,
+    `${st.app}/deno.json`,
     "--output",
     out,
-    ...WORKER_ENTRIES.flatMap((f) => ["--include", `${app}/${f}`]),
-    `${app}/${ENTRY}`,
+    ...WORKER_ENTRIES.flatMap((f) => ["--include", `${st.app}/${f}`]),
+    `${st.app}/${ENTRY}`,
   ];
   console.error(`compile: deno ${args.join(" ")}`);
-  const status = await new Deno.Command(DENO, { args, cwd: app, stdin: "null" }).spawn().status;
+  const status = await new Deno.Command(DENO, {
+    args,
+    cwd: st.app,
+    env: { DENO_DIR: st.denoDir, DENO_NO_UPDATE_CHECK: "1" },
+    stdin: "null",
+  }).spawn().status;
   if (!status.success) fail(`deno compile failed (exit ${status.code})`);
 }
 
@@ -164,10 +178,12 @@ async function main(): Promise<void> {
   const started = performance.now();
 
   let kind: BuildKind = "self-extracting";
+  let base = "";
   if (want !== "self-extracting") {
     const denort = await findDenort();
     if (denort.found) {
       kind = "deno-compile";
+      base = denort.found;
       console.error(`compile: using runtime base ${denort.found}`);
     } else if (want === "deno-compile") {
       noBase(denort.looked);
@@ -184,7 +200,7 @@ async function main(): Promise<void> {
   try {
     const st = await stage(ROOT, stageDir, kind);
     if (kind === "deno-compile") {
-      await denoCompile(st.app, out);
+      await denoCompile(st, base, out);
     } else {
       const { digest } = await packSelfExtracting(st, VERSION, out);
       console.error(`compile: payload sha256 ${digest}`);
