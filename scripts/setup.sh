@@ -12,7 +12,7 @@ set -euo pipefail
 DENO_VERSION="2.9.6"
 DEB_PACKAGES=(
   libnbd-bin python3-libnbd qemu-utils fio nbdkit nbd-client
-  etcd-server etcd-client fuse3 e2fsprogs iproute2 util-linux prometheus
+  etcd-server etcd-client fuse3 e2fsprogs iproute2 util-linux prometheus zsh
 )
 
 SUDO=()

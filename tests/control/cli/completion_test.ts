@@ -62,14 +62,26 @@ try {
 }
 Deno.test({
   name: haveZsh
-    ? "zsh loads the completion script"
-    : "zsh loads the completion script [skipped: zsh not installed]",
+    ? "zsh loads the completion script and completes with it"
+    : "zsh loads the completion script [skipped: zsh not installed; scripts/setup.sh installs it]",
   ignore: !haveZsh,
   fn: async () => {
-    const out = await new Deno.Command("zsh", {
-      args: ["-f", "-c", `autoload -U compinit && compinit -u; ${zshCompletion()}`],
-      stdin: "null",
-    }).output();
+    // bashcompinit registers the function; called as zsh calls it (sh emulation, 0-based
+    // arrays), it offers the volume subcommands (zsh filters by the typed prefix itself).
+    const script = `autoload -U compinit && compinit -u
+${zshCompletion()}
+print -r -- "\${_comps[ballast]}"
+() {
+  emulate -L sh; setopt kshglob noshglob braceexpand
+  COMP_WORDS=(ballast volume cr); COMP_CWORD=2; _ballast; print -r -- "\${COMPREPLY[@]}"
+}
+`;
+    const out = await new Deno.Command("zsh", { args: ["-f", "-c", script], stdin: "null" })
+      .output();
+    const stdout = new TextDecoder().decode(out.stdout);
     assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+    const [registered, offered] = stdout.trim().split("\n");
+    assert(registered.includes("-F _ballast"), `compdef: ${stdout}`);
+    assert(offered.split(" ").includes("create"), `offered: ${stdout}`);
   },
 });
