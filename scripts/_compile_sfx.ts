@@ -56,6 +56,7 @@ elif [ -n "\${XDG_CACHE_HOME:-}" ]; then base=$XDG_CACHE_HOME/ballast
 elif [ -n "\${HOME:-}" ]; then base=$HOME/.cache/ballast
 else die ${EXIT_CANT_CREATE} "neither BALLAST_CACHE_DIR, XDG_CACHE_HOME nor HOME is set: set BALLAST_CACHE_DIR to a writable directory to unpack into"
 fi
+case $base in /*) ;; *) base=$(pwd)/$base ;; esac
 dir=$base/$version-$(printf %s "$digest" | cut -c1-16)
 
 if [ ! -f "$dir/.unpacked" ]; then
