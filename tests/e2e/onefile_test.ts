@@ -192,6 +192,12 @@ e2eTest(
       assert(!/Pattern verification failed/.test(read.stdout + read.stderr), read.stdout);
       assertStringIncludes(read.stdout, "read 3145728/3145728 bytes");
 
+      // The NBD connections were served by the data worker pool (Workers load from the file).
+      assert(
+        /"component":"data-pool".*"msg":"client attached"/.test(b.logs()),
+        "a data worker served the NBD clients",
+      );
+
       // Nothing went to the given DENO_DIR or the working directory; the unpacked copy is in HOME.
       assertEquals(await entries(w.denoDir), []);
       assertEquals(await entries(w.cwd), []);
