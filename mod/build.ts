@@ -19,4 +19,5 @@ export interface BuildInfo {
 }
 
 /** This copy's build. */
+// scripts/compile.ts replaces this line (keep it on one line).
 export const BUILD: BuildInfo = { kind: "source", commit: null, builtAt: null };

@@ -112,7 +112,8 @@ export async function stage(root: string, dir: string, kind: BuildKind): Promise
   await Deno.mkdir(app, { recursive: true });
   for (const s of SOURCES) cpSync(`${root}/${s}`, `${app}/${s}`, { recursive: true });
   const st: Stage = { dir, app, denoDir, commit: await gitCommit(root), builtAt: buildTime() };
-  await Deno.writeTextFile(`${app}/mod/build.ts`, buildModule(kind, st));
+  const buildTs = `${app}/mod/build.ts`;
+  await Deno.writeTextFile(buildTs, buildModule(await Deno.readTextFile(buildTs), kind, st));
 
   const missing = await seedNpm(root, denoDir);
   if (missing > 0) {
@@ -135,24 +136,17 @@ export async function stage(root: string, dir: string, kind: BuildKind): Promise
   return st;
 }
 
-/** mod/build.ts as the build bakes it. */
-function buildModule(kind: BuildKind, st: Stage): string {
+/** The line of mod/build.ts that says what the build is; the build replaces it. */
+const BUILD_LINE = /^export const BUILD: BuildInfo = .*;$/m;
+
+/** mod/build.ts (`source`, the checkout's) with the build's facts baked in. */
+function buildModule(source: string, kind: BuildKind, st: Stage): string {
+  if (!BUILD_LINE.test(source)) {
+    throw new Error(`mod/build.ts has no line matching ${BUILD_LINE}: cannot bake the build in`);
+  }
   const info = { kind, commit: st.commit, builtAt: st.builtAt };
-  return [
-    "/**",
-    " * How this copy of Ballast was built: written by scripts/compile.ts at build time.",
-    " * @module",
-    " */",
-    "",
-    'export type BuildKind = "source" | "deno-compile" | "self-extracting";',
-    "",
-    "export interface BuildInfo {",
-    "  kind: BuildKind;",
-    "  commit: string | null;",
-    "  builtAt: string | null;",
-    "}",
-    "",
-    `export const BUILD: BuildInfo = ${JSON.stringify(info)};`,
-    "",
-  ].join("\n");
+  return source.replace(
+    BUILD_LINE,
+    `export const BUILD: BuildInfo = ${JSON.stringify(info)}; // baked by scripts/compile.ts`,
+  );
 }
