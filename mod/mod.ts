@@ -11,3 +11,4 @@ export * from "./errors.ts";
 export * from "./size.ts";
 export type * from "./types.ts";
 export { VERSION } from "./version.ts";
+export { BUILD, type BuildInfo, type BuildKind } from "./build.ts";

@@ -233,6 +233,12 @@ export interface Health {
 /** GET /v1/version. */
 export interface VersionInfo {
   version: string;
+  /** Git commit of the build ("-dirty": uncommitted changes); null when unknown. */
+  commit: string | null;
+  /** When the program was built (ISO 8601); null for a source checkout. */
+  builtAt: string | null;
+  /** source (deno run main.ts), deno-compile or self-extracting (README "Building one file"). */
+  build: "source" | "deno-compile" | "self-extracting";
   deno: string;
   v8: string;
   typescript: string;

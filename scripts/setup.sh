@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Ballast's tests, benchmarks and compile step need on a fresh
 # machine that has only Node/npm: Deno 2.9.6 (from npm) and the Debian
-# packages for real NBD clients, etcd and filesystems.
+# packages for real NBD clients, etcd, filesystems, Prometheus (promtool) and zsh.
 #
 # Idempotent and quiet: it does nothing and prints nothing when everything is
 # already there; it prints one line per thing it installs, and the captured
@@ -12,7 +12,7 @@ set -euo pipefail
 DENO_VERSION="2.9.6"
 DEB_PACKAGES=(
   libnbd-bin python3-libnbd qemu-utils fio nbdkit nbd-client
-  etcd-server etcd-client fuse3 e2fsprogs iproute2 util-linux
+  etcd-server etcd-client fuse3 e2fsprogs iproute2 util-linux prometheus zsh
 )
 
 SUDO=()

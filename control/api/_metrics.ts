@@ -2,7 +2,8 @@
  * GET /metrics: Prometheus text exposition (format 0.0.4) of the node's metrics: per-volume
  * I/O counters and latency histograms from the data plane's VolumeStats, volume sizes,
  * NBD connections, replication (members' states, lag and resyncs of the groups this node
- * is master of), API request counts and process facts.
+ * is master of), API request counts, the build, data disk and certificate expiry
+ * (_metrics_node.ts) and process facts.
  * @module
  */
 
@@ -12,7 +13,10 @@ import type { PoolStatus } from "../../data/mod.ts";
 import { LATENCY_BUCKETS, OP_KINDS, type VolumeStats } from "../../data/stats.ts";
 import type { MemberState, Volume } from "../../mod/types.ts";
 import type { ServedGroup, VolumeService } from "../volumes/mod.ts";
+import type { Pki } from "../../ca/mod.ts";
+import { versionInfo } from "../common/mod.ts";
 import type { ApiEnv } from "./_auth.ts";
+import { certificateExpiries, type NodeMetricsInput, renderNodeMetrics } from "./_metrics_node.ts";
 import { allowQuery } from "./_validate.ts";
 
 export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -61,6 +65,8 @@ export class ApiRequestCounter {
 export interface MetricsRouteDeps {
   dataPlane: DataPlane;
   volumes: VolumeService;
+  /** The node's PKI (TLS on): its certificates' expiry is exported. */
+  pki?: Pki;
 }
 
 /** The /metrics sub-app; `api` counts the requests (the app's logging middleware adds them). */
@@ -75,14 +81,26 @@ export function metricsRoutes(deps: MetricsRouteDeps, api: ApiRequestCounter): H
       pool: deps.dataPlane.workerPool?.(),
       api,
       rssBytes: Deno.memoryUsage().rss,
+      build: versionInfo(),
+      disk: capacity(deps.dataPlane),
+      certificates: deps.pki ? await certificateExpiries(deps.pki) : undefined,
     });
     return c.body(text, 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE });
   });
   return app;
 }
 
-/** What a scrape reads. */
-export interface MetricsInput {
+/** The data disk's capacity, or undefined when it cannot be read now. */
+function capacity(plane: DataPlane): NodeMetricsInput["disk"] {
+  try {
+    return plane.capacity();
+  } catch {
+    return undefined;
+  }
+}
+
+/** What a scrape reads (the node-level parts are optional). */
+export interface MetricsInput extends NodeMetricsInput {
   stats: VolumeStats[];
   volumes: Volume[];
   /** The groups this node serves as master, with their members. */
@@ -216,6 +234,7 @@ export function renderMetrics(input: MetricsInput): string {
       } ${num(e.n)}`,
     );
   }
+  renderNodeMetrics(input, family, labels, out);
   family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
   out.push(`process_resident_memory_bytes ${num(input.rssBytes)}`);
   family("process_start_time_seconds", "gauge", "Start time of the process since the epoch.");

@@ -7,7 +7,7 @@
 import { Hono } from "hono";
 import { errorMessage } from "../../mod/errors.ts";
 import type { Health, VersionInfo } from "../../mod/types.ts";
-import { VERSION } from "../../mod/version.ts";
+import { versionInfo } from "../common/mod.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { StateStore } from "../store/mod.ts";
 import type { ApiEnv } from "./_auth.ts";
@@ -59,13 +59,7 @@ export function systemRoutes(deps: SystemRouteDeps): Hono<ApiEnv> {
   });
 
   app.get("/version", allowQuery(), (c) => {
-    const body: VersionInfo = {
-      version: VERSION,
-      deno: Deno.version.deno,
-      v8: Deno.version.v8,
-      typescript: Deno.version.typescript,
-      apiVersion: "v1",
-    };
+    const body: VersionInfo = versionInfo();
     return c.json(body);
   });
 

@@ -16,8 +16,10 @@ import {
 import type { Io } from "./_output.ts";
 import { caCommand } from "./ca.ts";
 import { clusterCommand } from "./cluster.ts";
+import { completionCommand } from "./completion.ts";
 import { nodeCommand } from "./node.ts";
 import { serveCommand } from "./serve.ts";
+import { systemdUnitCommand } from "./systemd_unit.ts";
 import { versionCommand } from "./version.ts";
 import { volumeCommand } from "./volume.ts";
 
@@ -32,6 +34,8 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   ca: caCommand,
   cluster: clusterCommand,
   version: versionCommand,
+  "systemd-unit": systemdUnitCommand,
+  completion: completionCommand,
 };
 
 export const ROOT_SPEC: CommandSpec = {
@@ -51,7 +55,9 @@ export const ROOT_SPEC: CommandSpec = {
     ["node", "list, inspect, cordon and uncordon nodes"],
     ["ca", "certificate authority: issue, list, revoke client certificates, rotate"],
     ["cluster", "cluster membership: join tokens for new nodes"],
-    ["version", "print client and server versions"],
+    ["version", "print client and server versions, commits, build times and kinds of build"],
+    ["systemd-unit", "print a systemd unit running `ballast serve` (docs/OPERATIONS.md)"],
+    ["completion", "print a bash or zsh completion script"],
   ],
 };
 

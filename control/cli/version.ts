@@ -6,14 +6,15 @@
 import { clientFromFlags } from "./_credentials.ts";
 import { BallastError } from "../../mod/errors.ts";
 import type { VersionInfo } from "../../mod/types.ts";
-import { VERSION } from "../../mod/version.ts";
+import { versionInfo } from "../common/mod.ts";
 import { type Command, command, type CommandSpec, requirePositionals } from "./_command.ts";
 import { json } from "./_output.ts";
 
 export const VERSION_SPEC: CommandSpec = {
   path: "version",
   args: "",
-  summary: "Print the client version and the version of the node at --api " +
+  summary: "Print the client's version, git commit, build time, Deno version and kind of " +
+    "build (source, deno-compile or self-extracting), and the same of the node at --api " +
     "(the server part is omitted, with a note, when the node cannot be reached).",
   flags: [],
   client: true,
@@ -23,13 +24,7 @@ export const VERSION_SPEC: CommandSpec = {
 /** Entry point of `ballast version`. */
 export const versionCommand: Command = command(VERSION_SPEC, async (p, io) => {
   requirePositionals(VERSION_SPEC, p, []);
-  const client: VersionInfo = {
-    version: VERSION,
-    deno: Deno.version.deno,
-    v8: Deno.version.v8,
-    typescript: Deno.version.typescript,
-    apiVersion: "v1",
-  };
+  const client: VersionInfo = versionInfo();
   let server: VersionInfo | null = null;
   let at = p.api;
   let note = "";
@@ -44,13 +39,20 @@ export const versionCommand: Command = command(VERSION_SPEC, async (p, io) => {
   if (p.output === "json") {
     io.out(json({ client, server }));
   } else {
-    io.out(`Client: ${client.version} (deno ${client.deno})\n`);
-    if (server) {
-      io.out(
-        `Server: ${server.version} (deno ${server.deno}, api ${server.apiVersion}) at ${at}\n`,
-      );
-    }
+    io.out(`Client: ${describe(client)}\n`);
+    if (server) io.out(`Server: ${describe(server)}, api ${server.apiVersion} at ${at}\n`);
   }
   if (note) io.err(`note: server version unknown: ${note}\n`);
   return 0;
 });
+
+/** "0.1.0 (self-extracting, commit 1a2b3c4d5e6f, built 2026-12-05T02:00:00Z, deno 2.9.6)" */
+function describe(v: VersionInfo): string {
+  const parts = [
+    v.build ?? "unknown build",
+    v.commit ? `commit ${v.commit.slice(0, 12)}${v.commit.endsWith("-dirty") ? "-dirty" : ""}` : "",
+    v.builtAt ? `built ${v.builtAt}` : "",
+    `deno ${v.deno}`,
+  ].filter(Boolean);
+  return `${v.version} (${parts.join(", ")})`;
+}

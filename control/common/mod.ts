@@ -1,6 +1,6 @@
 /**
  * What every control-plane package shares and nothing else: logging, the clock, listen
- * addresses and abortable sleeps. It imports no other control package.
+ * addresses, abortable sleeps and this process's version report. It imports no other control package.
  * @module
  */
 
@@ -15,3 +15,4 @@ export {
   silentLogger,
 } from "./log.ts";
 export { abortableSleep } from "./sleep.ts";
+export { versionInfo } from "./version_info.ts";

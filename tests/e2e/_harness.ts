@@ -97,6 +97,8 @@ export interface E2eTestOptions {
   ballast?: boolean;
   /** Device or other files the test needs (e.g. /dev/fuse); ignored with the reason if absent. */
   paths?: string[];
+  /** A reason this test cannot run here (found by the caller); the test is ignored with it. */
+  skip?: string;
   /** Passed on to Deno.test. */
   sanitizeOps?: boolean;
   /** Passed on to Deno.test. */
@@ -113,6 +115,7 @@ export function e2eTest(
   fn: (t: Deno.TestContext) => Promise<void> | void,
 ): void {
   const reasons = [
+    opts.skip,
     requireTools(opts.tools ?? []),
     requirePaths(opts.paths ?? []),
     opts.ballast === false ? undefined : requireBallast(),
@@ -139,6 +142,8 @@ export interface RunOptions {
   allowTimeout?: boolean;
   /** Extra environment variables (added to this process's environment). */
   env?: Record<string, string>;
+  /** Start from an empty environment (only `env`), not this process's. */
+  clearEnv?: boolean;
   /** Working directory; default the repository root. */
   cwd?: string;
   /** Data written to the command's standard input (closed afterwards); default no stdin. */
@@ -171,6 +176,7 @@ export async function run(
     child = new Deno.Command(cmd, {
       args: [...args],
       cwd: opts.cwd ?? REPO_ROOT,
+      clearEnv: opts.clearEnv,
       env: opts.env,
       stdin: opts.stdin === undefined ? "null" : "piped",
       stdout: "piped",
@@ -254,6 +260,14 @@ export interface StartOptions {
   tls?: boolean;
   /** Entry script run with `deno run -A`; default main.ts (tests of the harness use a fake). */
   entry?: string;
+  /** The ballast program to run (a built file); default BALLAST_BIN, else `deno run main.ts`. */
+  bin?: string;
+  /** A command line to run ballast under, e.g. `["ip", "netns", "exec", NS]`. */
+  wrap?: string[];
+  /** Working directory; default the repository root. */
+  cwd?: string;
+  /** Start from an empty environment (only `env` and NO_COLOR), not this process's. */
+  clearEnv?: boolean;
 }
 
 /** A running `ballast serve`. */
@@ -291,11 +305,24 @@ interface InternalStart extends StartOptions {
   ownsDataDir?: boolean;
 }
 
-/** The command line that starts ballast with `args` (main.ts under deno, or BALLAST_BIN). */
-function ballastCommand(args: string[], entry?: string): { cmd: string; args: string[] } {
+/** BALLAST_BIN, made absolute (tests run commands from other directories). */
+function envBin(): string | undefined {
   const bin = Deno.env.get("BALLAST_BIN");
-  if (bin && entry === undefined) return { cmd: bin, args };
-  return { cmd: Deno.execPath(), args: ["run", "-A", entry ?? MAIN_TS, ...args] };
+  return bin && !bin.startsWith("/") ? `${Deno.cwd()}/${bin}` : bin || undefined;
+}
+
+/**
+ * The command line that starts ballast with `args`: `bin` (default BALLAST_BIN) or main.ts
+ * under deno, after the `wrap` command line when given.
+ */
+function ballastCommand(
+  args: string[],
+  o: { entry?: string; bin?: string; wrap?: string[] } = {},
+): { cmd: string; args: string[] } {
+  const bin = o.bin ?? (o.entry === undefined ? envBin() : undefined);
+  const line = bin ? [bin, ...args] : [Deno.execPath(), "run", "-A", o.entry ?? MAIN_TS, ...args];
+  const full = [...(o.wrap ?? []), ...line];
+  return { cmd: full[0], args: full.slice(1) };
 }
 
 /** Splits "host:port" or "[v6]:port". */
@@ -359,10 +386,11 @@ async function start(opts: InternalStart): Promise<BallastProcess> {
     opts.tls ? "on" : "off",
     ...(opts.args ?? []),
   ];
-  const { cmd, args } = ballastCommand(serveArgs, opts.entry);
+  const { cmd, args } = ballastCommand(serveArgs, opts);
   const child = new Deno.Command(cmd, {
     args,
-    cwd: REPO_ROOT,
+    cwd: opts.cwd ?? REPO_ROOT,
+    clearEnv: opts.clearEnv,
     env: { NO_COLOR: "1", ...opts.env },
     stdin: "null",
     stdout: "piped",
@@ -518,10 +546,14 @@ async function start(opts: InternalStart): Promise<BallastProcess> {
 // The ballast CLI
 // ---------------------------------------------------------------------------
 
-/** Options of {@link cli}: those of {@link run} plus the API URL. */
+/** Options of {@link cli}: those of {@link run} plus the API URL and the program. */
 export interface CliOptions extends RunOptions {
   /** Appended as `--api URL` unless the arguments already have --api. */
   api?: string;
+  /** The ballast program to run (a built file); default BALLAST_BIN, else `deno run main.ts`. */
+  bin?: string;
+  /** A command line to run ballast under, e.g. `["ip", "netns", "exec", NS]`. */
+  wrap?: string[];
 }
 
 /**
@@ -532,6 +564,6 @@ export async function cli(args: string[], opts: CliOptions = {}): Promise<RunRes
   const full = opts.api !== undefined && !args.some((a) => a === "--api" || a.startsWith("--api="))
     ? [...args, "--api", opts.api]
     : args;
-  const { cmd, args: cmdArgs } = ballastCommand(full);
+  const { cmd, args: cmdArgs } = ballastCommand(full, opts);
   return await run(cmd, cmdArgs, { ...opts, env: { NO_COLOR: "1", ...opts.env } });
 }

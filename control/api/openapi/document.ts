@@ -391,6 +391,16 @@ export const OPENAPI_DOCUMENT = {
         type: "object",
         properties: {
           version: { type: "string" },
+          commit: {
+            type: ["string", "null"],
+            description: 'Git commit of the build ("-dirty" suffix: uncommitted changes)',
+          },
+          builtAt: { type: ["string", "null"], format: "date-time" },
+          build: {
+            type: "string",
+            enum: ["source", "deno-compile", "self-extracting"],
+            description: 'How the program was built (README, "Building one file")',
+          },
           deno: { type: "string" },
           v8: { type: "string" },
           typescript: { type: "string" },

@@ -21,6 +21,13 @@ Deno.test("api: health, version and openapi answer with request ids", async () =
     assertEquals(version.headers.get("x-request-id"), "trace-42");
     assertEquals(version.body.apiVersion, "v1");
     assertEquals(version.body.deno, Deno.version.deno);
+    // Run from the checkout: a source build, its commit read from git (when git is here).
+    assertEquals(version.body.build, "source");
+    assertEquals(version.body.builtAt, null);
+    assert(
+      version.body.commit === null || /^[0-9a-f]{40}(-dirty)?$/.test(version.body.commit),
+      `commit: ${version.body.commit}`,
+    );
 
     const doc = await call(node.app, "GET", "/v1/openapi.json");
     assertEquals(doc.body.openapi, "3.1.0");
