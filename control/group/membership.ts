@@ -45,6 +45,8 @@ export interface MembershipChange {
   added: string[];
   /** Members that leave: surplus, or replaced. */
   removed: string[];
+  /** Those of `removed` that were absent too long and are replaced. */
+  replaced: string[];
   /** One line per decision, for logs and tests. */
   reasoning: string[];
 }
@@ -133,7 +135,13 @@ export function planMembership(i: MembershipInput): MembershipPlan {
   const base = { epoch: r.epoch, master: r.master, members, inSync, down, desired: r.desired };
   const record: GroupRecord = { ...base, phase: phaseOf(base) };
   return {
-    change: { record, added, removed: leaving.sort(compareNames), reasoning },
+    change: {
+      record,
+      added,
+      removed: leaving.sort(compareNames),
+      replaced: [...dropped].sort(compareNames),
+      reasoning,
+    },
     ...(blocked ? { blocked } : {}),
   };
 }
