@@ -66,7 +66,7 @@ export class MembershipKeeper {
   /** Volume -> member -> since when (ms) this node has seen it absent. */
   readonly #absent = new Map<string, Map<string, number>>();
   /** Volume -> the change it cannot make, and since when. */
-  readonly #blocked = new Map<string, { reason: string; since: number }>();
+  readonly #blocked = new Map<string, { key: string; reason: string; since: number }>();
   readonly #busy = new Set<string>();
   #timer: ReturnType<typeof setInterval> | undefined;
 
@@ -154,11 +154,17 @@ export class MembershipKeeper {
     });
     const log = this.#o.logger.child({ volume: rec.name, uuid: rec.uuid, epoch: g.epoch });
     if (plan.blocked) {
+      // Logged once per reason: the same one with a longer absence is not news.
+      const key = plan.blocked.replace(/absent for \d+ s/g, "absent");
       const before = this.#blocked.get(rec.name);
-      if (before?.reason !== plan.blocked) {
+      if (before?.key !== key) {
         log.warn({ reason: plan.blocked }, "group: a membership change cannot be made now");
-        this.#blocked.set(rec.name, { reason: plan.blocked, since: now });
       }
+      this.#blocked.set(rec.name, {
+        key,
+        reason: plan.blocked,
+        since: before?.key === key ? before.since : now,
+      });
     } else this.#blocked.delete(rec.name);
     if (plan.change) await this.#apply(rec, plan.change, log);
   }
