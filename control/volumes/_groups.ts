@@ -190,9 +190,10 @@ export class VolumeGroups {
     this.#records.set(rec.name, rec);
     if (rec.state === "creating") await this.#createCopy(rec);
     else if (rec.state === "ready") {
-      // A member that joined (out of sync) makes its copy before anything else asks for it.
-      if (g.master !== self && !g.inSync.includes(self)) await this.#ensureCopy(rec);
-      const grown = this.growCopy(rec).then(() => undefined, (err: unknown) => err);
+      // A member that joined (out of sync) makes its copy first; the driver is fed anyway.
+      const joined = g.master !== self && !g.inSync.includes(self);
+      const grown = (joined ? this.#ensureCopy(rec) : Promise.resolve())
+        .then(() => this.growCopy(rec)).then(() => undefined, (err: unknown) => err);
       const driver = this.#driverFor(rec);
       driver.recordChanged(kv);
       if (this.#o.replicates && driver.state.serving === g.epoch && g.master === self) {
@@ -203,7 +204,7 @@ export class VolumeGroups {
       const err = await grown;
       if (err !== undefined) {
         throw new Error(
-          `could not grow the local copy of "${rec.name}" to ${rec.sizeBytes} bytes: ${err}`,
+          `could not make or grow the local copy of "${rec.name}" (${rec.sizeBytes} bytes): ${err}`,
         );
       }
     } else if (rec.state === "deleting") await this.#deleteCopy(rec);
@@ -377,7 +378,7 @@ export class VolumeGroups {
 
   /** This node joined group `rec` out of sync: it makes its copy (_member_copies.ts). */
   async #ensureCopy(rec: VolumeRecord): Promise<void> {
-    if (this.#made.has(rec.uuid)) return;
+    if (this.#made.has(rec.uuid) || holdsCopy(this.#o.plane, rec.uuid)) return;
     await makeJoinedCopy(this.#o.plane, this.#log, rec);
     this.#made.add(rec.uuid);
     this.#sized.set(rec.name, { uuid: rec.uuid, sizeBytes: rec.sizeBytes });

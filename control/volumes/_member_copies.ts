@@ -22,24 +22,21 @@ export function holdsCopy(plane: DataPlane, uuid: string): boolean {
 }
 
 /**
- * This node joined group `rec` out of sync (a replacement, or a raised replica count): makes
- * its copy, sparse and empty; one left from an earlier membership is kept (the resync compares
- * it like any other). Only for a member out of sync, so a lost copy is never recreated under
- * a member the record calls in sync.
+ * This node joined group `rec` out of sync (a replacement, or a raised replica count) and holds
+ * no copy: makes it, sparse and empty (a copy left from an earlier membership is kept by the
+ * caller: the resync compares it like any other). Only for a member out of sync, so a lost copy
+ * is never recreated under a member the record calls in sync.
  */
 export async function makeJoinedCopy(
   plane: DataPlane,
   log: Logger,
   rec: VolumeRecord,
 ): Promise<void> {
-  const fresh = !holdsCopy(plane, rec.uuid);
   await plane.createVolume(specOf(rec), { export: false });
-  if (fresh) {
-    log.info(
-      { volume: rec.name, uuid: rec.uuid, sizeBytes: rec.sizeBytes },
-      "joined a volume group: local copy created (empty; the master seeds it)",
-    );
-  }
+  log.info(
+    { volume: rec.name, uuid: rec.uuid, sizeBytes: rec.sizeBytes },
+    "joined a volume group: local copy created (empty; the master seeds it)",
+  );
 }
 
 /** Deletes this node's copy of group `rec`, which no longer lists it, and its sidecars. */
