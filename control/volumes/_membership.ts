@@ -69,6 +69,8 @@ export class MembershipKeeper {
   readonly #blocked = new Map<string, { key: string; reason: string; since: number }>();
   readonly #busy = new Set<string>();
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** The last node listing, shared by the checks of one interval (one list per tick). */
+  #nodes: { at: number; list: Promise<NodeInfo[]> } | undefined;
 
   constructor(options: MembershipOptions) {
     this.#o = options;
@@ -124,7 +126,7 @@ export class MembershipKeeper {
     const lagging = replicas.filter((m) => !g.inSync.includes(m) && !resyncing.includes(m));
     const wantsNodes = replicas.length !== g.desired.replicas || lagging.length > 0 ||
       replicas.some((m) => leaseDown.includes(m) || g.down.includes(m));
-    const nodes = wantsNodes ? await this.#o.listNodes() : [];
+    const nodes = wantsNodes ? await this.#listNodes(now) : [];
     const stateOf = new Map(nodes.map((n) => [n.name, n.state]));
     const absentNow = replicas.filter((m) =>
       leaseDown.includes(m) || g.down.includes(m) ||
@@ -167,6 +169,19 @@ export class MembershipKeeper {
       });
     } else this.#blocked.delete(rec.name);
     if (plan.change) await this.#apply(rec, plan.change, log);
+  }
+
+  /** The nodes, listed at most once per check interval (a failed listing is not kept). */
+  #listNodes(now: number): Promise<NodeInfo[]> {
+    const fresh = this.#nodes && now - this.#nodes.at < membershipCheckMs(this.#replaceAfterMs);
+    if (!fresh) {
+      const list = this.#o.listNodes();
+      this.#nodes = { at: now, list };
+      list.catch(() => {
+        if (this.#nodes?.list === list) this.#nodes = undefined;
+      });
+    }
+    return this.#nodes!.list;
   }
 
   /**
