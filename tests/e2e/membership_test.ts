@@ -2,9 +2,10 @@
  * Membership changes end to end (issue 12, "A new member ..."): real TLS nodes on a real etcd.
  * Raising the replica count places a new member that is seeded by Delta Sync (holes are not
  * sent) and ends byte-identical and in sync; lowering it removes a member, whose copy and
- * sidecar files are deleted; a replica's node killed with -9 is replaced after
- * --replace-after by a node chosen by placement (not while that node is cordoned: then
- * `volume get` says why), and seeded; a replaced node that comes back deletes its copy.
+ * sidecar files are deleted; a replica's node killed with -9 while a client writes is replaced
+ * after --replace-after by a node chosen by placement (not while that node is cordoned: then
+ * `volume get` says why) and seeded while the writes go on; a replaced node that comes back
+ * deletes its copy.
  */
 
 import { assert, assertEquals } from "../_assert.ts";
@@ -32,6 +33,29 @@ for i in range(n):
     h.pwrite(bytes([1 + (seed + i) % 250]) * 65536, i * 65536)
 h.flush()
 print("ok")
+`;
+
+/**
+ * Until STOP exists, writes random 4-64 KiB blocks in the first MIB MiB (which WRITE_PY filled
+ * with seed 7), keeping a shadow; then FLUSH and reads it all back: "ok WRITES", or "mismatch".
+ */
+const LOOP_PY = `
+import os, random, sys, time, nbd
+h = nbd.NBD(); h.set_uri_allow_local_file(True); h.connect_uri(sys.argv[1])
+stop, size = sys.argv[2], int(sys.argv[3]) << 20
+shadow = bytearray(b"".join(bytes([1 + (7 + i) % 250]) * 65536 for i in range(size // 65536)))
+rng = random.Random(3)
+n = 0
+while not os.path.exists(stop):
+    length = rng.randrange(1, 17) * 4096
+    off = rng.randrange(0, (size - length) // 4096 + 1) * 4096
+    buf = rng.randbytes(length)
+    h.pwrite(buf, off)
+    shadow[off:off + length] = buf
+    n += 1
+    time.sleep(0.005)
+h.flush()
+print("ok", n if h.pread(size, 0) == bytes(shadow) else "mismatch")
 `;
 
 async function withCluster(
@@ -143,7 +167,7 @@ e2eTest(
 );
 
 e2eTest(
-  "kill -9 of a replica's node with --replace-after 3s: not replaced while the only spare is cordoned (volume get says why), then replaced on it and seeded; the old node deletes its copy when back",
+  "kill -9 of a replica's node under writes with --replace-after 3s: not replaced while the only spare is cordoned (volume get says why), then replaced on it and seeded while writes go on, copies identical; the old node deletes its copy when back",
   { tools: [PYTHON, "etcd"] },
   () =>
     withCluster(
@@ -169,6 +193,12 @@ e2eTest(
         const cordon = await admin(c.nodes.get(v.master)!, ["node", "cordon", spare]);
         assertEquals(cordon.code, 0, cordon.stderr);
 
+        // A client writes all along: the kill, the blocked replacement and the seeding.
+        const tmp = await Deno.makeTempDir({ prefix: "ballast-members-" });
+        const stop = `${tmp}/stop`;
+        const writer = run(PYTHON, ["-c", LOOP_PY, c.uri(v.master, "m2"), stop, "4"], {
+          timeoutMs: 240_000,
+        });
         const killedAt = Date.now();
         await c.nodes.get(victim)!.kill("SIGKILL");
         // Nowhere to go: nothing changes, and the master says why.
@@ -194,16 +224,23 @@ e2eTest(
           return now.members?.includes(spare) === true && !now.members.includes(victim) &&
             now.inSync?.length === 3;
         }, { timeoutMs: 90_000, everyMs: 250, since: uncordonedAt });
+        await Deno.writeTextFile(stop, "");
+        const w = await writer;
+        await Deno.remove(tmp, { recursive: true });
+        assert(/^ok \d+$/.test(w.stdout.trim()), `the writer: ${w.stdout}${w.stderr}`);
         const members = (await volumeOf(c, v.master, "m2")).members!;
+        assertEquals((await volumeOf(c, v.master, "m2")).inSync?.length, 3);
         await assertCopiesEqual(c, v.uuid, members);
         const fin = resyncFinished(c.nodes.get(v.master)!, spare);
         // deno-lint-ignore no-console
         console.log(
           `[membership] ${victim} killed; replacement shown blocked ${blockedIn} ms later ` +
             `(--replace-after 3s, lease TTL 3 s + grace); ${spare} uncordoned, then member ` +
-            `and in sync ${replacedIn} ms later; seed sent ${fin?.sentBytes} bytes for 4 MiB`,
+            `and in sync ${replacedIn} ms later; seed sent ${fin?.sentBytes} bytes for 4 MiB ` +
+            `written (${w.stdout.trim().split(" ")[1]} client writes meanwhile)`,
         );
-        assert(fin && fin.sentBytes <= 4 * MiB, `sent ${fin?.sentBytes}`);
+        // The 4 MiB the client writes in, again at most for blocks written during the seeding.
+        assert(fin && fin.sentBytes <= 8 * MiB, `sent ${fin?.sentBytes}`);
 
         // The replaced node comes back: no longer a member, it deletes its copy.
         const back = await c.start(victim);
