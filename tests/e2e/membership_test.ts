@@ -5,7 +5,7 @@
  * sidecar files are deleted; a replica's node killed with -9 while a client writes is replaced
  * after --replace-after by a node chosen by placement (not while that node is cordoned: then
  * `volume get` says why) and seeded while the writes go on; a replaced node that comes back
- * deletes its copy.
+ * deletes its copy; a dead master is replaced by failover, then as a replica.
  */
 
 import { assert, assertEquals } from "../_assert.ts";
@@ -250,4 +250,57 @@ e2eTest(
         assert(back.logs().includes("left the volume group"), "the node says why");
       },
     ),
+);
+
+/** Reads `n` 64 KiB blocks from offset 0 and checks WRITE_PY's pattern (seed 7); prints "ok". */
+const CHECK_PY = `
+import sys, nbd
+h = nbd.NBD(); h.set_uri_allow_local_file(True); h.connect_uri(sys.argv[1])
+n = int(sys.argv[2])
+bad = [i for i in range(n) if h.pread(65536, i * 65536) != bytes([1 + (7 + i) % 250]) * 65536]
+print("ok" if not bad else "bad %d" % len(bad))
+`;
+
+e2eTest(
+  "kill -9 of the master with --replace-after 3s: a replica takes over, then replaces the dead master as a replica on a spare node and seeds it; the data written before is on both copies",
+  { tools: [PYTHON, "etcd"] },
+  () =>
+    withCluster(["node-a", "node-b", "node-c"], ["--replace-after", "3s"], async (c) => {
+      const names = ["node-a", "node-b", "node-c"];
+      const made = await admin(c.nodes.get("node-a")!, [
+        "volume",
+        "create",
+        "m3",
+        "--size",
+        "64MiB",
+        "--replicas",
+        "1",
+      ]);
+      assertEquals(made.code, 0, made.stderr);
+      const v = await untilServed(c, "m3");
+      await write(c, v.master, "m3", 64);
+      const heir = v.members!.find((n) => n !== v.master)!;
+      const spare = names.find((n) => !v.members!.includes(n))!;
+      const killedAt = Date.now();
+      await c.nodes.get(v.master)!.kill("SIGKILL");
+      const took = await waitFor(
+        `${heir} master, ${spare} replacing ${v.master}, in sync`,
+        async () => {
+          const now = await volumeOf(c, heir, "m3");
+          return now.master === heir && now.epoch === v.epoch + 1 &&
+            now.members?.join() === [heir, spare].sort().join() && now.inSync?.length === 2;
+        },
+        { timeoutMs: 90_000, everyMs: 250, since: killedAt },
+      );
+      await assertCopiesEqual(c, v.uuid, [heir, spare]);
+      const r = await run(PYTHON, ["-c", CHECK_PY, c.uri(heir, "m3"), "64"], {
+        timeoutMs: 60_000,
+      });
+      assertEquals(r.stdout.trim(), "ok", r.stderr);
+      // deno-lint-ignore no-console
+      console.log(
+        `[membership] master ${v.master} killed; ${heir} serves at epoch ${v.epoch + 1} and ` +
+          `${spare} replaced ${v.master}, in sync ${took} ms after the kill`,
+      );
+    }),
 );
