@@ -130,7 +130,6 @@ e2eTest(
       const raised = JSON.parse(up.stdout) as { replicas: number; members: string[] };
       assertEquals(raised.replicas, 2);
       assertEquals(raised.members, ["node-a", "node-b", "node-c"]);
-      const since = Date.now();
       const seeded = await waitFor("the new member in sync", async () => {
         const now = await volumeOf(c, "node-b", "m1");
         return now.inSync?.length === 3;
@@ -140,7 +139,7 @@ e2eTest(
       assert(fin, "the master logs the end of the seeding");
       // deno-lint-ignore no-console
       console.log(
-        `[membership] seeded ${spare} in ${seeded} ms (since ${since}): sent ${fin.sentBytes} ` +
+        `[membership] seeded ${spare} in ${seeded} ms: sent ${fin.sentBytes} ` +
           `bytes, zeroed ${fin.zeroedBytes}, for 8 MiB of data in a 64 MiB volume`,
       );
       assert(fin.sentBytes > 0 && fin.sentBytes <= 8 * MiB, `sent ${fin.sentBytes}`);
