@@ -53,6 +53,11 @@ export interface Volume {
    * the volume, as of `observedAt`; `error` says why they are missing.
    */
   live?: { node: string; observedAt?: string; error?: string };
+  /**
+   * Replicated volumes, from the master: a membership change it wants but cannot make now
+   * (a member to replace or a replica to add, and no eligible node), why, and since when.
+   */
+  membershipBlocked?: { reason: string; since: string };
 }
 
 /**
@@ -127,6 +132,8 @@ export interface VolumeLiveStatus {
    * null for a member that could not be asked.
    */
   roots?: Record<string, string | null>;
+  /** Group master: a membership change it cannot make now, and why (Volume.membershipBlocked). */
+  membershipBlocked?: { reason: string; since: string };
 }
 
 /**
@@ -192,6 +199,11 @@ export interface CreateVolumeRequest {
 export interface UpdateVolumeRequest {
   /** New size (grow only). */
   size?: number | string;
+  /**
+   * Replicated volumes: the new number of copies besides the master (0 to 8); the master adds
+   * members (placed like a create, seeded by Delta Sync) or removes them.
+   */
+  replicas?: number;
   labels?: Record<string, string>;
   description?: string;
 }

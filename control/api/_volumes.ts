@@ -66,7 +66,7 @@ export function volumeRoutes(deps: VolumeRouteDeps): Hono<ApiEnv> {
 }
 
 const CREATE_FIELDS = ["name", "size", "replicas", "spreadBy", "labels", "description"] as const;
-const UPDATE_FIELDS = ["size", "labels", "description"] as const;
+const UPDATE_FIELDS = ["size", "replicas", "labels", "description"] as const;
 
 /** Validates a POST /v1/volumes body. */
 export function parseCreateVolume(body: Record<string, unknown>): CreateVolumeRequest {
@@ -95,6 +95,7 @@ export function parseUpdateVolume(body: Record<string, unknown>): UpdateVolumeRe
   rejectUnknownFields(body, UPDATE_FIELDS);
   const req: UpdateVolumeRequest = {};
   if (body.size !== undefined) req.size = checkVolumeSize(body.size);
+  if (body.replicas !== undefined) req.replicas = checkReplicas(body.replicas);
   if (body.labels !== undefined) req.labels = checkLabels(body.labels);
   if (body.description !== undefined) req.description = checkDescription(body.description);
   if (Object.keys(req).length === 0) {

@@ -107,7 +107,11 @@ export function watchLine(v: Volume, now: number): string {
     return `${m.node} ${m.role} ${what}`;
   });
   const live = v.live?.error ? [`live status unavailable: ${v.live.error}`] : [];
-  const parts = [...members, ...live];
+  // Without the growing "absent for N s", so that a blocked change prints once.
+  const blocked = v.membershipBlocked
+    ? [`membership blocked: ${v.membershipBlocked.reason.replace(/absent for \d+ s/g, "absent")}`]
+    : [];
+  const parts = [...members, ...live, ...blocked];
   return `${new Date(now).toISOString()} ${heading(v)}: ${parts.join("; ") || NO_REPLICAS}`;
 }
 
@@ -116,5 +120,8 @@ export function watchFrame(v: Volume, now: number): string {
   const time = new Date(now).toISOString().slice(11, 19);
   const live = v.live?.error ? `live status unavailable: ${v.live.error}\n` : "";
   const members = v.memberStatus ? memberTable(v.memberStatus) : `${NO_REPLICAS}\n`;
-  return `${heading(v)}   ${time} UTC\n${live}${members}`;
+  const blocked = v.membershipBlocked
+    ? `membership blocked since ${v.membershipBlocked.since}: ${v.membershipBlocked.reason}\n`
+    : "";
+  return `${heading(v)}   ${time} UTC\n${live}${blocked}${members}`;
 }

@@ -73,6 +73,14 @@ export const SERVE_SPEC: CommandSpec = {
       default: s.resyncRate.default,
     },
     {
+      name: s.replaceAfter.flag,
+      value: "DURATION",
+      help: "cluster mode: a volume-group member whose node stays down (or out of sync and " +
+        "unreachable) this long is replaced on another node chosen by placement, e.g. 10m",
+      env: s.replaceAfter.env,
+      default: s.replaceAfter.default,
+    },
+    {
       name: s.dataWorkers.flag,
       value: "auto|N|MIN..MAX",
       help: "serve NBD on a pool of worker threads: auto grows it from 1 to the usable cores " +

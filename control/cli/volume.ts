@@ -1,5 +1,5 @@
 /**
- * `ballast volume create|list|get|resize|delete|verify`.
+ * `ballast volume create|list|get|update|resize|delete|verify`.
  * @module
  */
 
@@ -93,6 +93,26 @@ export const VOLUME_SPECS: Record<string, CommandSpec> = {
       "ballast volume get db1 --watch --timeout 1h",
     ],
   },
+  update: {
+    path: "volume update",
+    args: "NAME [--replicas N] [--size SIZE] [--description TEXT]",
+    summary: "Change a volume. --replicas N changes the number of copies besides the master " +
+      "of a replicated volume: raising places new members by the create rules (refused with " +
+      "the reason when the cluster cannot) and seeds them by Delta Sync (follow with `volume " +
+      "get NAME --watch`); lowering removes members, down and out-of-sync ones first, never " +
+      "the master, and each removed node deletes its copy.",
+    flags: [
+      { name: "replicas", value: "N", help: "copies besides the master, 0 to 8" },
+      { name: "size", value: "SIZE", help: `new ${SIZE_HELP} (grow only)` },
+      { name: "description", value: "TEXT", help: "new description" },
+    ],
+    client: true,
+    examples: [
+      "ballast volume update db2 --replicas 2",
+      "ballast volume update db2 --replicas 2 && ballast volume get db2 --watch",
+      "ballast volume update db2 --replicas 1 -o json",
+    ],
+  },
   resize: {
     path: "volume resize",
     args: "NAME --size SIZE",
@@ -143,6 +163,7 @@ export const VOLUME_GROUP: CommandSpec = {
     ["create", "create a volume"],
     ["list", "list volumes"],
     ["get", "show one volume"],
+    ["update", "change replicas, size or description"],
     ["resize", "grow a volume"],
     ["verify", "compare the copies of a replicated volume"],
     ["delete", "delete a volume"],
@@ -209,6 +230,25 @@ export const volumeCommand: Command = groupCommand(
         );
         return 0;
       }
+      case "update": {
+        const [name] = requirePositionals(spec, p, ["NAME"]);
+        const replicas = parseReplicas(spec, p.values.replicas);
+        const size = p.values.size === undefined ? undefined : requireSize(spec, p.values.size);
+        const description = p.values.description as string | undefined;
+        if (replicas === undefined && size === undefined && description === undefined) {
+          throw new UsageError(
+            "nothing to change: give --replicas, --size or --description",
+            usageHint(spec),
+          );
+        }
+        const v = await client.updateVolume(name, {
+          ...(replicas !== undefined ? { replicas } : {}),
+          ...(size !== undefined ? { size } : {}),
+          ...(description !== undefined ? { description } : {}),
+        });
+        io.out(p.output === "json" ? json(v) : updateText(v, replicas));
+        return 0;
+      }
       case "verify": {
         const [name] = requirePositionals(spec, p, ["NAME"]);
         const report = await client.verifyVolume(name, { deep: p.values.deep === true });
@@ -225,6 +265,24 @@ export const volumeCommand: Command = groupCommand(
     }
   },
 );
+
+/** What `volume update` prints: the new count and what the members are doing. */
+function updateText(v: Volume, replicas: number | undefined): string {
+  let line = `volume "${v.name}" updated`;
+  if (replicas !== undefined && v.members) {
+    const want = replicas + 1;
+    const seeding = v.members.filter((m) => !v.inSync?.includes(m));
+    line += `: replicas ${v.replicas}, members ${v.members.join(",")}`;
+    if (v.members.length !== want) {
+      line += ` (the master is changing the members: ${want} wanted)`;
+    }
+    if (seeding.length > 0) {
+      line += `; not in sync yet: ${seeding.join(",")} (follow with ` +
+        `\`ballast volume get ${v.name} --watch\`)`;
+    }
+  }
+  return line + "\n";
+}
 
 /** Parses --size locally so a typo is a usage error before any request. */
 function requireSize(spec: CommandSpec, value: unknown): number {
@@ -347,6 +405,12 @@ function volumeFields(v: Volume): string {
         ["Down", v.down?.join(", ") || "<none>"],
         ["Spread by", v.spreadBy ?? "node"],
       ] as [string, string][]
+      : []),
+    ...(v.membershipBlocked
+      ? [[
+        "Membership",
+        `blocked since ${v.membershipBlocked.since}: ${v.membershipBlocked.reason}`,
+      ] as [string, string]]
       : []),
     ["Labels", labels || "<none>"],
     ["Description", v.description || "<none>"],

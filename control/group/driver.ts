@@ -268,8 +268,8 @@ export class GroupDriver {
       const t = setTimeout(() => {
         this.#timers.delete(t);
         const r = this.#state.known?.record;
-        const lagging = r && r.epoch === epoch && !r.inSync.includes(replica) &&
-          !r.down.includes(replica);
+        const lagging = r && r.epoch === epoch && r.members.includes(replica) &&
+          !r.inSync.includes(replica) && !r.down.includes(replica);
         if (!this.#stopped && this.#state.serving === epoch && lagging) {
           this.#resync(replica, epoch, log);
         }

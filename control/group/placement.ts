@@ -102,6 +102,82 @@ export function place(request: PlacementRequest, nodes: readonly PlacementNode[]
   };
 }
 
+/** What placeAdditional() chose: up to `count` nodes, and why not more when fewer. */
+export interface AdditionalPlacement {
+  nodes: string[];
+  reasoning: string[];
+  /** Set when fewer than `count` nodes could be chosen: what was missing. */
+  short?: string;
+}
+
+/**
+ * Chooses up to `request.replicas` more nodes for a group that keeps the members `keep`
+ * (a replacement, or a raised replica count), by the same rules as place(): ready nodes
+ * with the label and the space, each in a failure domain that no kept member (nor another
+ * chosen node) is in, best first. Nodes in `keep` or `exclude` are never chosen.
+ */
+export function placeAdditional(
+  request: PlacementRequest,
+  nodes: readonly PlacementNode[],
+  keep: readonly string[],
+  exclude: readonly string[] = [],
+): AdditionalPlacement {
+  checkRequest(request);
+  const { spreadBy, replicas: count } = request;
+  const domainOf = (n: PlacementNode) => spreadBy === undefined ? n.name : n.labels[spreadBy];
+  const taken = new Set<string>();
+  for (const m of keep) {
+    const n = nodes.find((x) => x.name === m);
+    taken.add(n ? domainOf(n) ?? m : m);
+  }
+  const excluded: string[] = [];
+  const candidates: PlacementNode[] = [];
+  for (const n of [...nodes].sort((a, b) => compareNames(a.name, b.name))) {
+    if (keep.includes(n.name) || exclude.includes(n.name)) continue;
+    const why = exclusion(n, request.sizeBytes, spreadBy) ??
+      (taken.has(domainOf(n))
+        ? (spreadBy === undefined
+          ? "a member already"
+          : `${spreadBy}=${domainOf(n)} holds a member already`)
+        : undefined);
+    if (why === undefined) candidates.push(n);
+    else excluded.push(`${n.name} (${why})`);
+  }
+  candidates.sort((a, b) => b.freeBytes - a.freeBytes || compareNames(a.name, b.name));
+  const chosen: PlacementNode[] = [];
+  for (const n of candidates) {
+    if (chosen.length === count) break;
+    if (chosen.some((c) => domainOf(c) === domainOf(n))) {
+      excluded.push(`${n.name} (${spreadBy}=${domainOf(n)} chosen already)`);
+      continue;
+    }
+    chosen.push(n);
+  }
+  const unit = (n: number) =>
+    spreadBy === undefined
+      ? `eligible node${n === 1 ? "" : "s"}`
+      : `node${n === 1 ? "" : "s"} in a new ${spreadBy} value`;
+  const reasoning = [
+    `need ${count} more ${unit(count)} with ${formatSize(request.sizeBytes)} free besides ${
+      keep.join(", ") || "nothing"
+    }`,
+    ...excluded.map((e) => `not eligible: ${e}`),
+    ...chosen.map((n) =>
+      `new member ${n.name}: ${spreadBy === undefined ? n.name : `${spreadBy}=${domainOf(n)}`}, ${
+        formatSize(n.freeBytes)
+      } free`
+    ),
+  ];
+  if (chosen.length === count) return { nodes: chosen.map((n) => n.name), reasoning };
+  return {
+    nodes: chosen.map((n) => n.name),
+    reasoning,
+    short: `need ${count} more ${unit(count)}, found ${chosen.length}` +
+      (chosen.length > 0 ? ` (${chosen.map((n) => n.name).join(", ")})` : "") +
+      (excluded.length > 0 ? `; not eligible: ${excluded.join(", ")}` : ""),
+  };
+}
+
 /** Readable form of a placement for tests and logs. */
 export function describePlacement(p: Placement): string {
   if (!p.ok) return `impossible: ${p.reason}`;

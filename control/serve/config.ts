@@ -65,6 +65,11 @@ export interface ServeConfig {
   peerListen: ListenAddress;
   /** `--resync-rate`: most bytes per second this node sends resyncing replicas; 0: no limit. */
   resyncRateBytesPerSecond: number;
+  /**
+   * `--replace-after`: a group member absent (down, or out of sync and unreachable) this long
+   * is replaced by its master on another node (cluster mode).
+   */
+  replaceAfterSeconds: number;
 }
 
 const NODE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -213,6 +218,7 @@ export function resolveConfig(
     dataWorkers: resolveDataWorkers(pick("dataWorkers"), facts.cores ?? usableCores),
     peerListen: resolvePeerListen(pick("peerListen"), nbdListen),
     resyncRateBytesPerSecond: resolveRate(pick("resyncRate")),
+    replaceAfterSeconds: resolveReplaceAfter(pick("replaceAfter")),
   };
 }
 
@@ -309,4 +315,9 @@ function resolveRate(text: { value: string | undefined; source: string }): numbe
       { field: SETTINGS.resyncRate.flag },
     );
   }
+}
+
+/** `--replace-after`: a duration from 1 s ("90s", "5m", "2h"). */
+function resolveReplaceAfter(text: { value: string | undefined; source: string }): number {
+  return parseDuration(text.value ?? "5m", text.source, SETTINGS.replaceAfter.flag);
 }

@@ -199,6 +199,7 @@ export async function serve(
       nodeName: config.nodeName,
       clusterMode: config.etcd !== undefined,
       replicates: peerAddress !== undefined,
+      replaceAfterMs: config.replaceAfterSeconds * 1000,
       // Placement of replicated volumes (cluster mode) over the registered nodes.
       listNodes: () => nodes.list(),
       // `volume get` on any node: live status from the node serving the volume.

@@ -28,6 +28,7 @@ export interface ServeFlags {
   "data-workers"?: string;
   "peer-listen"?: string;
   "resync-rate"?: string;
+  "replace-after"?: string;
 }
 
 /** Settings read from a config file; same meaning as the flags. */
@@ -53,6 +54,7 @@ export interface ConfigFile {
   dataWorkers?: string | number;
   peerListen?: string;
   resyncRate?: string;
+  replaceAfter?: string;
 }
 
 /** The settings: flag name, environment variable, file key, default. */
@@ -82,6 +84,7 @@ export const SETTINGS = {
   dataWorkers: { flag: "data-workers", env: "BALLAST_DATA_WORKERS", default: "auto" },
   peerListen: { flag: "peer-listen", env: "BALLAST_PEER_LISTEN", default: undefined },
   resyncRate: { flag: "resync-rate", env: "BALLAST_RESYNC_RATE", default: "unlimited" },
+  replaceAfter: { flag: "replace-after", env: "BALLAST_REPLACE_AFTER", default: "5m" },
 } as const;
 
 /** Looks a setting up in that order: its value and where it came from (for messages). */

@@ -38,6 +38,8 @@ import { aliveKey } from "../nodes/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
 import { casRecord, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
 import { ResyncTracker } from "./_resyncs.ts";
+import { MembershipKeeper } from "./_membership.ts";
+import { deleteLeftCopy, holdsCopy, makeJoinedCopy, newCopyRetry } from "./_member_copies.ts";
 import { nextSyncNotes } from "./_sync_notes.ts";
 
 export type { GroupCreate };
@@ -57,6 +59,8 @@ export interface VolumeGroupsOptions {
    * with TLS). Without it, a master's first write marks the replicas out of sync.
    */
   replicates?: boolean;
+  /** How long a member may stay absent before its master replaces it; default 5 min. */
+  replaceAfterMs?: number;
 }
 
 export class VolumeGroups {
@@ -64,7 +68,7 @@ export class VolumeGroups {
   readonly #log: Logger;
   readonly #leases: LeaseWatch;
   readonly #drivers = new Map<string, { uuid: string; driver: GroupDriver }>();
-  /** Uuids whose copy this process made and recorded (watch events can be stale). */
+  /** Uuids whose copy this process made (at a create, or on joining; events can be stale). */
   readonly #made = new Set<string>();
   /** Newest record seen of each group hosted here (the spec the host exports). */
   readonly #records = new Map<string, VolumeRecord>();
@@ -73,6 +77,8 @@ export class VolumeGroups {
   #unsubscribe: () => void = () => {};
   /** The resyncs this node runs as master (live status, never stored). */
   readonly resyncs = new ResyncTracker();
+  /** Replacements and replica-count changes of the groups this node is master of. */
+  readonly members: MembershipKeeper;
 
   constructor(options: VolumeGroupsOptions) {
     this.#o = options;
@@ -82,6 +88,11 @@ export class VolumeGroups {
       logger: options.logger,
       graceMs: options.leaseGraceMs,
       self: options.nodeName,
+    });
+    this.members = new MembershipKeeper({
+      ...options,
+      leaseDown: () => this.#leases.down(),
+      resyncing: (volume) => this.resyncs.running(volume).map((r) => r.member),
     });
   }
 
@@ -97,11 +108,27 @@ export class VolumeGroups {
       }
     });
     this.#leases.start().catch(() => {});
+    this.members.start(() => this.served().forEach((rec) => this.#checkMembers(rec)));
+  }
+
+  /**
+   * Has the membership keeper look at group `rec` when this node serves it as master at its
+   * record's epoch (never awaited: it may list the nodes, and the record lane goes on).
+   */
+  #checkMembers(rec: VolumeRecord): void {
+    const g = rec.group;
+    const running = this.#drivers.get(rec.name);
+    if (!g || !running || running.uuid !== rec.uuid) return;
+    if (g.master !== this.#o.nodeName || running.driver.state.serving !== g.epoch) return;
+    this.members.check(rec).catch((err) =>
+      this.#log.warn({ volume: rec.name, err }, "group: membership check failed")
+    );
   }
 
   /** Stops every driver (exports stay up for the shutdown) and the lease watch. */
   async stop(): Promise<void> {
     this.#unsubscribe();
+    this.members.stop();
     await Promise.all([...this.#drivers.values()].map((d) => d.driver.stop()));
     this.#drivers.clear();
     await this.#leases.stop();
@@ -157,21 +184,28 @@ export class VolumeGroups {
     const known = this.#records.get(rec.name);
     if (known && known.uuid !== rec.uuid) await this.deleted(rec.name);
     const member = g.members.includes(self);
-    if (!member) return;
+    if (!member) {
+      if (rec.state === "ready") await this.#leftGroup(rec);
+      return;
+    }
     this.#records.set(rec.name, rec);
     if (rec.state === "creating") await this.#createCopy(rec);
     else if (rec.state === "ready") {
-      const grown = this.growCopy(rec).then(() => undefined, (err: unknown) => err);
+      // A member that joined (out of sync) makes its copy first; the driver is fed anyway.
+      const joined = g.master !== self && !g.inSync.includes(self);
+      const grown = (joined ? this.#ensureCopy(rec) : Promise.resolve())
+        .then(() => this.growCopy(rec)).then(() => undefined, (err: unknown) => err);
       const driver = this.#driverFor(rec);
       driver.recordChanged(kv);
       if (this.#o.replicates && driver.state.serving === g.epoch && g.master === self) {
         // Members left the in-sync set or came back: the data path follows the record.
         this.#o.plane.setReplication?.(rec.name, g.epoch, await this.#targets(rec));
       }
+      this.#checkMembers(rec);
       const err = await grown;
       if (err !== undefined) {
         throw new Error(
-          `could not grow the local copy of "${rec.name}" to ${rec.sizeBytes} bytes: ${err}`,
+          `could not make or grow the local copy of "${rec.name}" (${rec.sizeBytes} bytes): ${err}`,
         );
       }
     } else if (rec.state === "deleting") await this.#deleteCopy(rec);
@@ -208,6 +242,7 @@ export class VolumeGroups {
     this.#records.delete(name);
     this.#sized.delete(name);
     this.resyncs.forget(name);
+    this.members.forget(name);
     if (this.#drivers.has(name)) await this.#stopDriver(name);
     if (!rec) return;
     await this.#o.plane.deleteVolume(name, { force: true, uuid: rec.uuid }).catch((err) =>
@@ -295,11 +330,13 @@ export class VolumeGroups {
             this.resyncs.fail(name, replica, `node ${replica} has no known peer address`);
             return false;
           }
-          await this.resyncs.run(name, replica, () => plane.resync!(name, target, epoch));
+          const run = () => newCopyRetry(() => plane.resync!(name, target, epoch));
+          await this.resyncs.run(name, replica, run);
           return true;
         },
         stopServing: async (epoch) => {
           this.resyncs.forget(name); // failures of resyncs this node ran as master
+          this.members.forget(name);
           await plane.closeVolume(name);
           log.info({ epoch }, "volume export stopped");
         },
@@ -338,6 +375,25 @@ export class VolumeGroups {
     log.info({ members: rec.group?.members }, "group driver started");
     driver.start();
     return driver;
+  }
+
+  /** This node joined group `rec` out of sync: it makes its copy (_member_copies.ts). */
+  async #ensureCopy(rec: VolumeRecord): Promise<void> {
+    if (this.#made.has(rec.uuid) || holdsCopy(this.#o.plane, rec.uuid)) return;
+    await makeJoinedCopy(this.#o.plane, this.#log, rec);
+    this.#made.add(rec.uuid);
+    this.#sized.set(rec.name, { uuid: rec.uuid, sizeBytes: rec.sizeBytes });
+  }
+
+  /** Group `rec` no longer lists this node: stop its driver, delete the copy if any. */
+  async #leftGroup(rec: VolumeRecord): Promise<void> {
+    const known = this.#records.get(rec.name)?.uuid === rec.uuid;
+    if (!known && !this.#drivers.has(rec.name) && !holdsCopy(this.#o.plane, rec.uuid)) return;
+    if (this.#drivers.get(rec.name)?.uuid === rec.uuid) await this.#stopDriver(rec.name);
+    this.#records.delete(rec.name);
+    this.#sized.delete(rec.name);
+    this.#made.delete(rec.uuid);
+    await deleteLeftCopy(this.#o.plane, this.#log, rec);
   }
 
   async #stopDriver(name: string): Promise<void> {

@@ -65,6 +65,7 @@ export async function localLive(
   const master = rec.group !== undefined && rec.group.master === ctx.node;
   const roots = master && options.roots ? await rootsOf(ctx.plane, rec.name) : undefined;
   const iso = (ms: number) => new Date(ms).toISOString();
+  const blocked = master ? ctx.groups?.members.blocked(rec.name) : undefined;
   return {
     name: rec.name,
     uuid: rec.uuid,
@@ -77,6 +78,7 @@ export async function localLive(
       ? (ctx.groups?.resyncs.failures(rec.name) ?? []).map((f) => ({ ...f, at: iso(f.at) }))
       : [],
     ...(roots ? { roots } : {}),
+    ...(blocked ? { membershipBlocked: blocked } : {}),
   };
 }
 
@@ -172,7 +174,12 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
 }
 
 function withLiveFields(v: Volume, live: VolumeLiveStatus): Volume {
-  return { ...v, allocatedBytes: live.allocatedBytes, connections: live.connections };
+  return {
+    ...v,
+    allocatedBytes: live.allocatedBytes,
+    connections: live.connections,
+    ...(live.membershipBlocked ? { membershipBlocked: live.membershipBlocked } : {}),
+  };
 }
 
 /**

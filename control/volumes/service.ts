@@ -56,6 +56,7 @@ import {
 } from "./_record.ts";
 import { VolumeGroups } from "./_groups.ts";
 import { followVolumeRecords } from "./_follow.ts";
+import { awaitMembers, withReplicas } from "./_replica_count.ts";
 import { ORPHAN_MIN_AGE_MS, removeOrphans } from "./_orphans.ts";
 import {
   type LiveContext,
@@ -98,6 +99,8 @@ export interface VolumeServiceOptions {
   leaseGraceMs?: number;
   /** Replicated volumes replicate their writes (cluster mode with TLS: a peer channel). */
   replicates?: boolean;
+  /** Cluster mode: a member absent this long is replaced by its master; default 5 min. */
+  replaceAfterMs?: number;
   /**
    * Cluster mode: asks the node serving a volume for its live status (GET
    * /v1/peer/volumes/{name}), so that get() shows it on any node. None: only the serving
@@ -127,6 +130,7 @@ export class VolumeService {
   readonly #groups: VolumeGroups | undefined;
   readonly #ctx: LocalContext;
   readonly #live: LiveContext;
+  readonly #listNodes: (() => Promise<NodeInfo[]>) | undefined;
 
   constructor(options: VolumeServiceOptions) {
     this.#store = options.store;
@@ -136,6 +140,7 @@ export class VolumeService {
     this.#now = options.now ?? (() => new Date());
     this.#orphanMinAgeMs = options.orphanMinAgeMs ?? ORPHAN_MIN_AGE_MS;
     this.#retryBackoffMs = options.retryBackoffMs;
+    this.#listNodes = options.listNodes;
     this.#ctx = {
       store: this.#store,
       plane: this.#plane,
@@ -155,6 +160,7 @@ export class VolumeService {
         createWaitMs: options.groupCreateWaitMs,
         leaseGraceMs: options.leaseGraceMs,
         replicates: options.replicates,
+        replaceAfterMs: options.replaceAfterMs,
       });
     }
     this.#live = {
@@ -286,9 +292,13 @@ export class VolumeService {
     return this.update(name, { size });
   }
 
-  /** Changes size (grow only), labels (replaced as a whole) and/or description. */
+  /**
+   * Changes size (grow only), the replica count of a replicated volume (its master adds or
+   * removes members: _replica_count.ts), labels (replaced as a whole) and/or description.
+   */
   async update(name: string, request: UpdateVolumeRequest): Promise<Volume> {
     checkVolumeName(name);
+    const replicas = request.replicas === undefined ? undefined : checkReplicas(request.replicas);
     const sizeBytes = request.size === undefined ? undefined : checkVolumeSize(request.size);
     const labels = request.labels === undefined ? undefined : checkLabels(request.labels);
     const description = request.description === undefined
@@ -325,10 +335,19 @@ export class VolumeService {
         }
         if (labels !== undefined) next.labels = labels;
         if (description !== undefined) next.description = description;
+        if (replicas !== undefined && replicas !== rec.replicas) {
+          // A raise is checked against the nodes now; the master places the new members.
+          const raise = rec.group !== undefined && replicas > rec.group.members.length - 1;
+          const nodes = raise ? await this.#listNodes?.() : undefined;
+          Object.assign(next, withReplicas(next, replicas, nodes));
+        }
         next.updatedAt = this.#now().toISOString();
         return next;
       }).then(async (rec) => {
         if (rec.group && sizeBytes !== undefined) await this.#growOwnCopy(rec);
+        if (rec.group && replicas !== undefined) {
+          rec = await awaitMembers(this.#store, rec, replicas);
+        }
         return this.#withLive(rec);
       }));
   }

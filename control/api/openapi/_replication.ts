@@ -5,6 +5,7 @@
  * @module
  */
 
+import { MEMBERSHIP_BLOCKED } from "./_membership.ts";
 import { errors, json, nameParam, ref } from "./_util.ts";
 
 const bytes = { type: "integer", minimum: 0 };
@@ -148,6 +149,7 @@ export const REPLICATION_SCHEMAS = {
         description: "Root hash (hex) of each member's copy; null: it could not be asked. " +
           "Absent when the data plane does not offer root hashes",
       },
+      membershipBlocked: MEMBERSHIP_BLOCKED,
     },
   },
   LiveResync: {

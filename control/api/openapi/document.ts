@@ -13,6 +13,7 @@ import { CA_PATHS, CA_SCHEMAS } from "./_ca.ts";
 import { CLUSTER_PATHS, CLUSTER_SCHEMAS } from "./_cluster.ts";
 import { PEER_PATHS, REPLICATION_SCHEMAS, VOLUME_LIVE_PROPERTIES } from "./_replication.ts";
 import { VERIFY_PATHS, VERIFY_SCHEMAS } from "./_verify.ts";
+import { UPDATE_REPLICAS, VOLUME_MEMBERSHIP_PROPERTIES } from "./_membership.ts";
 
 const labels = {
   type: "object",
@@ -151,7 +152,8 @@ export const OPENAPI_DOCUMENT = {
       },
       patch: {
         operationId: "updateVolume",
-        summary: "Grow a volume and/or change its labels (replaced whole) or description",
+        summary: "Grow a volume, change its replica count, and/or change its labels " +
+          "(replaced whole) or description",
         parameters: [nameParam("Volume")],
         requestBody: { required: true, content: json(ref("UpdateVolumeRequest")) },
         responses: {
@@ -306,6 +308,7 @@ export const OPENAPI_DOCUMENT = {
           phase: { type: "string", enum: ["healthy", "degraded", "failing-over", "unavailable"] },
           spreadBy: { type: "string", description: "Failure-domain label of the placement" },
           ...VOLUME_LIVE_PROPERTIES,
+          ...VOLUME_MEMBERSHIP_PROPERTIES,
         },
       },
       CreateVolumeRequest: {
@@ -338,6 +341,7 @@ export const OPENAPI_DOCUMENT = {
         minProperties: 1,
         properties: {
           size: { ...size, description: "New size; grow only. " + size.description },
+          replicas: UPDATE_REPLICAS,
           labels,
           description: { type: "string", maxLength: 1024 },
         },

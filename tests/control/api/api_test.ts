@@ -109,6 +109,14 @@ Deno.test("api: volume lifecycle create, get, list, grow, relabel, delete", asyn
     assertEquals(shrink.body.error.details.field, "size");
     assert(shrink.body.error.message.includes("only grow"), shrink.body.error.message);
 
+    // A volume created without replicas is no volume group: its count cannot change.
+    const more = await call(node.app, "PATCH", "/v1/volumes/db1", { replicas: 1 });
+    assertEquals([more.status, more.body.error.code], [412, "FAILED_PRECONDITION"]);
+    assertEquals(more.body.error.details.field, "replicas");
+    assert(more.body.error.message.includes("not a volume group"), more.body.error.message);
+    const same = await call(node.app, "PATCH", "/v1/volumes/db1", { replicas: 0 });
+    assertEquals([same.status, same.body.replicas], [200, 0]);
+
     await call(node.app, "POST", "/v1/volumes", { name: "a0", size: 2 ** 20 });
     const list = await call(node.app, "GET", "/v1/volumes");
     assertEquals(list.body.items.map((v: { name: string }) => v.name), ["a0", "db1"]);
@@ -217,6 +225,8 @@ Deno.test("api: malformed requests get JSON errors", async () => {
       ["empty patch", "PATCH", "/v1/volumes/v", {}, 400, undefined],
       ["patch unknown field", "PATCH", "/v1/volumes/v", { name: "w" }, 400, "name"],
       ["patch bad size", "PATCH", "/v1/volumes/v", { size: "big" }, 400, "size"],
+      ["patch bad replicas", "PATCH", "/v1/volumes/v", { replicas: 9 }, 400, "replicas"],
+      ["patch replicas not a number", "PATCH", "/v1/volumes/v", { replicas: "2" }, 400, "replicas"],
       ["bad node name", "GET", "/v1/nodes/NODE!", undefined, 400, "name"],
     ];
     for (const [what, method, path, body, status, field] of cases) {

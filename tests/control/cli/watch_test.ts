@@ -188,6 +188,31 @@ Deno.test("watchLine() and watchFrame(): one line per update, or a frame with th
   assert(watchFrame(single, T0).endsWith("UTC\nno replicas: nothing to bring in sync\n"));
 });
 
+Deno.test("watchLine() and watchFrame() show a membership change the master cannot make; the line stays the same while the absence grows", () => {
+  const blocked = (s: number) =>
+    volume([master, outOfSync], {
+      membershipBlocked: {
+        reason: `cannot replace n3 (absent for ${s} s, more than 300 s): need 1 more eligible ` +
+          "node, found 0; not eligible: n4 (cordoned)",
+        since: "2030-01-01T11:55:00.000Z",
+      },
+    });
+  const line = watchLine(blocked(301), T0);
+  assert(
+    line.endsWith(
+      "; membership blocked: cannot replace n3 (absent, more than 300 s): need 1 more " +
+        "eligible node, found 0; not eligible: n4 (cordoned)",
+    ),
+    line,
+  );
+  assertEquals(watchLine(blocked(302), T0), line);
+  assert(
+    watchFrame(blocked(301), T0).includes(
+      "\nmembership blocked since 2030-01-01T11:55:00.000Z: cannot replace n3 (absent for 301 s",
+    ),
+  );
+});
+
 /** A watch over `script` (one volume, or an error, per poll); the clock moves 1 s a poll. */
 function scripted(script: Array<Volume | Error>, over: { tty?: boolean } = {}) {
   let now = T0;

@@ -50,6 +50,8 @@ export interface World<D = unknown> {
   syncLosses: number;
   /** Replies lost by a node that can reach etcd (a cut-off node loses all). */
   lostReplies: number;
+  /** Record changes made by the environment (membership changes, _membership_env.ts). */
+  envChanges: number;
   /** The data path's state (DataModel). */
   data: D;
   /** Set when a driver or a client would see something wrong. */
@@ -66,6 +68,10 @@ export interface Bounds {
   maxLostReplies: number;
   /** Client writes (default 0). */
   maxWrites?: number;
+  /** Nodes that are not members at the start (default 0): room for new members. */
+  spares?: number;
+  /** Record changes the environment may make (membership changes; default 0). */
+  maxEnvChanges?: number;
 }
 
 /** What a data model's steps may use. */
@@ -112,17 +118,27 @@ export interface ModelOptions<D> {
    * what clients see. Default true.
    */
   ruleChecks?: boolean;
+  /** Record changes the environment makes (membership changes), if any. */
+  environment?: Environment<D>;
 }
 
-const NAMES = ["n1", "n2", "n3"];
+/** What an environment's steps may use: they write the record as an atomic CAS would. */
+export interface EnvContext<D> extends DataContext<D> {
+  write(w: World<D>, record: GroupRecord): void;
+}
+
+/** Changes of the record made outside the group machine (any node, any time). */
+export type Environment<D> = (w: World<D>, ctx: EnvContext<D>) => void;
+
+const NAMES = ["n1", "n2", "n3", "n4"];
 
 /** The model as a Spec for explore(). */
 export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<World<D>> {
   const { step: stepFn, data } = options;
   const ruleChecks = options.ruleChecks ?? true;
-  const names = NAMES.slice(0, bounds.replicas + 1);
+  const names = NAMES.slice(0, bounds.replicas + 1 + (bounds.spares ?? 0));
   const n = names.length;
-  const record: GroupRecord = newRecord("n1", names.slice(1));
+  const record: GroupRecord = newRecord("n1", names.slice(1, bounds.replicas + 1));
   const init: World<D> = {
     record: { revision: 1, record },
     alive: names.map(() => true),
@@ -136,6 +152,7 @@ export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<Wo
     partitions: 0,
     syncLosses: 0,
     lostReplies: 0,
+    envChanges: 0,
     data: data.init(names),
   };
 
@@ -239,6 +256,7 @@ export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<Wo
       if (actor) actorSteps(w, i, actor, pend);
       data.next(w, i, ctx);
     }
+    options.environment?.(w, { ...ctx, write });
     return out;
   };
 
@@ -376,7 +394,9 @@ function worldKey<D>(data: DataModel<D>): (w: World<D>) => string {
   return (w) => {
     let k = `${w.record.revision}:${
       rec(w.record.record)
-    }/${w.crashes}${w.partitions}${w.syncLosses}${w.lostReplies}/${data.key(w.data)}`;
+    }/${w.crashes}${w.partitions}${w.syncLosses}${w.lostReplies}${w.envChanges}/${
+      data.key(w.data)
+    }`;
     for (let i = 0; i < w.alive.length; i++) {
       k += `|${+w.alive[i]}${+w.lease[i]}${+w.partitioned[i]}${+w.timer[i]},${w.serving[i]},`;
       const p = w.pending[i];

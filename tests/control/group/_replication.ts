@@ -204,8 +204,24 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
    * that it is in sync: the record it knows then says whether it is.
    */
   const stepped = (w: W, i: number) => {
-    const p = w.data.paths[i];
+    let p = w.data.paths[i];
     const a = w.actors[i];
+    // A member that left the group (membership change) is no longer replicated to, as the
+    // master's data path follows the record (setReplication); its resync stops.
+    const members = a?.known?.record.members;
+    const gone = (m: string) => members !== undefined && !members.includes(m);
+    if (p && [...p.targets, ...p.resyncing, ...p.resynced].some(gone)) {
+      const keep = (xs: string[]) => xs.filter((m) => !gone(m));
+      p = {
+        ...p,
+        targets: keep(p.targets),
+        resyncing: keep(p.resyncing),
+        resynced: keep(p.resynced),
+      };
+      const wr = p.write;
+      if (wr && wr.waiting.some(gone)) p = { ...p, write: { ...wr, waiting: keep(wr.waiting) } };
+      setPath(w, i, p);
+    }
     if (!p || !a || p.resynced.length === 0 || a.op !== undefined) return;
     const reported = a.reports.filter((r) => r.inSync).map((r) => r.replica);
     const resynced = p.resynced.filter((m) => reported.includes(m));

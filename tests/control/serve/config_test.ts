@@ -22,7 +22,19 @@ Deno.test("resolveConfig() fills every default", () => {
     dataWorkers: { min: 1, max: 4 },
     peerListen: { host: "127.0.0.1", port: 10811 },
     resyncRateBytesPerSecond: 0,
+    replaceAfterSeconds: 300,
   });
+});
+
+Deno.test("resolveConfig() reads --replace-after as a duration (default 5m) and names a bad one", () => {
+  const c = (flags: Record<string, string>, env: Record<string, string> = {}) =>
+    resolveConfig({ "data-dir": "/d", ...flags }, env, {}, host).replaceAfterSeconds;
+  assertEquals(c({ "replace-after": "3s" }), 3);
+  assertEquals(c({ "replace-after": "10m" }), 600);
+  assertEquals(c({}, { BALLAST_REPLACE_AFTER: "1h" }), 3600);
+  const err = assertThrows(() => c({ "replace-after": "soon" }), InvalidArgumentError);
+  assertEquals(err.message.includes('--replace-after "soon"'), true, err.message);
+  assertThrows(() => c({ "replace-after": "0s" }), InvalidArgumentError);
 });
 
 Deno.test("resolveConfig() reads --peer-listen (default: the NBD host on 10811, or a free port beside a free NBD port) and --resync-rate", () => {

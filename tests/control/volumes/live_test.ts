@@ -64,8 +64,16 @@ function plane(over: Partial<DataPlane> = {}): DataPlane {
   } as unknown as DataPlane;
 }
 
-function groups(gone: string[] = [], tracker = new ResyncTracker()): VolumeGroups {
-  return { leaseGone: () => gone, resyncs: tracker } as unknown as VolumeGroups;
+function groups(
+  gone: string[] = [],
+  tracker = new ResyncTracker(),
+  blocked?: { reason: string; since: string },
+): VolumeGroups {
+  return {
+    leaseGone: () => gone,
+    resyncs: tracker,
+    members: { blocked: () => blocked },
+  } as unknown as VolumeGroups;
 }
 
 function ctx(over: Partial<LiveContext> = {}): LiveContext {
@@ -193,4 +201,19 @@ Deno.test("localLive(): root hashes when the data plane offers them (undefined a
     (await localLive(ctx({ plane: failing }), record("n1"), { roots: true }))!.roots,
     undefined,
   );
+});
+
+Deno.test("volumeView(): a membership change the master cannot make is shown with its reason", async () => {
+  const blocked = {
+    reason: "cannot replace n3 (absent for 301 s, more than 300 s): need 1 more eligible " +
+      "node, found 0; not eligible: n4 (cordoned)",
+    since: "2026-12-05T01:00:00.000Z",
+  };
+  const v = await volumeView(
+    ctx({ groups: groups([], new ResyncTracker(), blocked) }),
+    record("n1"),
+  );
+  assertEquals(v.membershipBlocked, blocked);
+  const none = await volumeView(ctx(), record("n1"));
+  assertEquals(none.membershipBlocked, undefined);
 });

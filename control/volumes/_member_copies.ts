@@ -1,0 +1,69 @@
+/**
+ * The copies of members that join or leave a volume group after its creation (the record
+ * changes by _membership.ts): a member that joins makes an empty, sparse copy for its master
+ * to seed by Delta Sync (holes stay holes: only blocks that differ from its zeros are sent),
+ * and a member that left deletes its copy with the sidecar files (hash list, activity log,
+ * epoch). Used by _groups.ts from each node's record watch.
+ * @module
+ */
+
+import { errorMessage } from "../../mod/errors.ts";
+import type { DataPlane } from "../../data/plane.ts";
+import type { Logger } from "../common/mod.ts";
+import { specOf, type VolumeRecord } from "./_record.ts";
+
+/** How long a resync waits for a new member to make its copy (it does on its record watch). */
+const NEW_COPY_WAIT_MS = 15_000;
+const NEW_COPY_POLL_MS = 250;
+
+/** Whether this node holds a copy of volume `uuid` on disk. */
+export function holdsCopy(plane: DataPlane, uuid: string): boolean {
+  return plane.copyPath?.(uuid) !== undefined;
+}
+
+/**
+ * This node joined group `rec` out of sync (a replacement, or a raised replica count) and holds
+ * no copy: makes it, sparse and empty (a copy left from an earlier membership is kept by the
+ * caller: the resync compares it like any other). Only for a member out of sync, so a lost copy
+ * is never recreated under a member the record calls in sync.
+ */
+export async function makeJoinedCopy(
+  plane: DataPlane,
+  log: Logger,
+  rec: VolumeRecord,
+): Promise<void> {
+  await plane.createVolume(specOf(rec), { export: false });
+  log.info(
+    { volume: rec.name, uuid: rec.uuid, sizeBytes: rec.sizeBytes },
+    "joined a volume group: local copy created (empty; the master seeds it)",
+  );
+}
+
+/** Deletes this node's copy of group `rec`, which no longer lists it, and its sidecars. */
+export async function deleteLeftCopy(
+  plane: DataPlane,
+  log: Logger,
+  rec: VolumeRecord,
+): Promise<void> {
+  await plane.deleteVolume(rec.name, { force: true, uuid: rec.uuid });
+  log.info(
+    { volume: rec.name, uuid: rec.uuid, members: rec.group?.members },
+    "left the volume group (no longer a member): local copy deleted",
+  );
+}
+
+/**
+ * Runs a resync, again while the member answers that it has no copy yet (a member that just
+ * joined makes it when its record watch delivers the change, maybe after the master's did).
+ */
+export async function newCopyRetry<T>(fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + NEW_COPY_WAIT_MS;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!errorMessage(err).includes("no copy of volume") || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, NEW_COPY_POLL_MS));
+    }
+  }
+}
