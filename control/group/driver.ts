@@ -23,7 +23,7 @@
 import { UnavailableError } from "../../mod/errors.ts";
 import type { Logger } from "../common/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
-import { GroupRecordIo } from "./_record_io.ts";
+import { type Encoded, GroupRecordIo } from "./_record_io.ts";
 import type { LeaseWatch } from "./lease_watch.ts";
 import {
   type ActorState,
@@ -79,6 +79,8 @@ export interface GroupHost {
   written(): boolean;
 }
 
+export type { Encoded };
+
 export interface GroupDriverOptions {
   store: StateStore;
   /** The key holding the group record (inside a larger value, see decode/encode). */
@@ -89,8 +91,11 @@ export interface GroupDriverOptions {
   host: GroupHost;
   /** The group record inside a stored value, or undefined if it holds none. */
   decode(value: string): GroupRecord | undefined;
-  /** The stored value `value` with its group record replaced by `record`. */
-  encode(value: string, record: GroupRecord): string;
+  /**
+   * The stored value `value` with its group record replaced by `record` (and operations
+   * to apply in the same transaction, if any).
+   */
+  encode(value: string, record: GroupRecord): Encoded;
   requestTimeoutMs?: number;
   writePollMs?: number;
 }
@@ -370,6 +375,12 @@ export class GroupDriver {
         this.#hostChain = this.#hostChain.then(() => this.#o.host.stopServing(n.epoch)).catch(
           (err) => log.error({ err }, "group: could not stop the export"),
         );
+        if (n.handover) {
+          // A planned handover waits for the export to be closed (machine.ts). A close that
+          // failed is confirmed too: the new master fences this epoch all the same.
+          log.info("group: handing over; closing the export first");
+          this.#hostChain = this.#hostChain.then(() => this.feed({ type: "serving-stopped" }));
+        }
         break;
       case "release-writes":
         log.info("group: the record shows the replicas out of sync; writes may pass");

@@ -39,6 +39,7 @@ import type { KeyValue, StateStore } from "../store/mod.ts";
 import { casRecord, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
 import { ResyncTracker } from "./_resyncs.ts";
 import { nextSyncNotes } from "./_sync_notes.ts";
+import { withHistory } from "./_history.ts";
 
 export type { GroupCreate };
 
@@ -323,14 +324,17 @@ export class VolumeGroups {
           this.#o.replicates ?? false,
         );
         const { outOfSync: _old, ...rest } = prev;
-        return JSON.stringify({
+        const next: VolumeRecord = {
           ...rest,
           master: group.master,
           epoch: group.epoch,
           group,
           ...(outOfSync ? { outOfSync } : {}),
           updatedAt: now.toISOString(),
-        });
+        };
+        // What the change did, as events written in the same transaction (_history.ts).
+        const { record, ops } = withHistory(prev, next, now);
+        return { value: JSON.stringify(record), ops };
       },
     });
     this.#drivers.set(name, { uuid: rec.uuid, driver });
