@@ -27,17 +27,22 @@ function volumeLine(v: DrainVolume): string {
   }
 }
 
-/** One progress line of a drain, as it comes (human output). */
-export function drainProgressText(p: DrainProgress, options: { dryRun: boolean }): string {
+/** One progress line of a drain, as it comes (human output); `first`: the first volume. */
+export function drainProgressText(
+  p: DrainProgress,
+  options: { dryRun: boolean; first?: boolean },
+): string {
   if (p.type === "plan") {
     const n = p.volumes.length;
     if (n === 0) return `node "${p.node}" masters no volume\n`;
     const head = `node "${p.node}" masters ${n} volume${n === 1 ? "" : "s"}` +
       (options.dryRun ? " (dry run: nothing is changed)" : "") + ":\n";
-    return head + p.volumes.map(volumeLine).join("\n") + "\n" +
-      (options.dryRun ? "" : "\ndraining, one volume at a time:\n");
+    return head + p.volumes.map(volumeLine).join("\n") + "\n";
   }
-  if (p.type === "volume") return volumeLine(p.volume) + "\n";
+  if (p.type === "volume") {
+    return (options.first ? "\ndraining, one volume at a time:\n" : "") +
+      volumeLine(p.volume) + "\n";
+  }
   return "";
 }
 

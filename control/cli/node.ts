@@ -100,11 +100,14 @@ export const nodeCommand: Command = groupCommand(
     const [name] = requirePositionals(spec, p, ["NAME"]);
     if (sub === "drain") {
       const dryRun = p.values["dry-run"] === true;
+      let first = true;
       const report = await client.drainNode(name, {
         force: p.values.force === true,
         dryRun,
         onProgress: (line) => {
-          if (p.output !== "json") io.out(drainProgressText(line, { dryRun }));
+          if (p.output === "json") return;
+          io.out(drainProgressText(line, { dryRun, first }));
+          if (line.type === "volume") first = false;
         },
       });
       const { text, code } = drainSummary(report);
