@@ -4,6 +4,7 @@
  * @module
  */
 
+import { STALE_HEADER } from "../../../mod/client.ts";
 import { errors, json, listOf, nameParam, ref } from "./_util.ts";
 
 export const DRAIN_PATHS = {
@@ -59,7 +60,12 @@ export const DRAIN_PATHS = {
         "themselves; a volume without replicas has none.",
       parameters: [nameParam("Volume")],
       responses: {
-        "200": { description: "The events", content: json(listOf("VolumeEvent")) },
+        "200": {
+          description: "The events (from the node's cache while etcd is unavailable: see " +
+            "the Ballast-Stale header)",
+          headers: { [STALE_HEADER]: { $ref: "#/components/headers/BallastStale" } },
+          content: json(listOf("VolumeEvent")),
+        },
         ...errors(400, 401, 403, 404, 503),
       },
     },
