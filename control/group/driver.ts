@@ -57,6 +57,11 @@ export interface ServeHooks {
    * serving `epoch` first.
    */
   replicasFailed: (nodes: string[]) => Promise<void>;
+  /**
+   * A planned handover made this node master: the previous master closed its export before
+   * handing over, so there is no read lease of it to wait out.
+   */
+  handedOver?: boolean;
 }
 
 /** What a driver needs from the node hosting the group. */
@@ -362,6 +367,7 @@ export class GroupDriver {
           const gated = !this.#o.host.replicates && inSync.some((m) => m !== this.#o.self);
           return this.#o.host.serve(n.epoch, {
             ...(gated ? { writeGate: () => this.#writeGate(n.epoch) } : {}),
+            ...(n.handedOver ? { handedOver: true } : {}),
             replicasFailed: (nodes) => this.#replicasFailed(n.epoch, nodes),
           });
         }).catch((err) => log.error({ err }, "group: could not export the volume"));
@@ -372,15 +378,15 @@ export class GroupDriver {
         log.info("group: no longer master; stopping the export");
         if (this.#writePoll !== undefined) clearInterval(this.#writePoll);
         this.#writePoll = undefined;
-        this.#hostChain = this.#hostChain.then(() => this.#o.host.stopServing(n.epoch)).catch(
-          (err) => log.error({ err }, "group: could not stop the export"),
-        );
-        if (n.handover) {
-          // A planned handover waits for the export to be closed (machine.ts). A close that
-          // failed is confirmed too: the new master fences this epoch all the same.
-          log.info("group: handing over; closing the export first");
-          this.#hostChain = this.#hostChain.then(() => this.feed({ type: "serving-stopped" }));
-        }
+        if (n.handover) log.info("group: handing over; closing the export first");
+        this.#hostChain = this.#hostChain.then(async () => {
+          await this.#o.host.stopServing(n.epoch);
+          // A planned handover waits for the export to be closed on every thread
+          // (machine.ts): the new master then serves without waiting out a read lease. A
+          // close that failed is not confirmed: the handover does not happen (the drain
+          // withdraws it).
+          if (n.handover) this.feed({ type: "serving-stopped" });
+        }).catch((err) => log.error({ err }, "group: could not stop the export"));
         break;
       case "release-writes":
         log.info("group: the record shows the replicas out of sync; writes may pass");

@@ -93,8 +93,12 @@ export type GroupEvent =
   | { type: "serving-stopped" };
 
 export type Notice =
-  /** This node is master at `epoch`: serve, fencing writes below it. */
-  | { kind: "serve"; epoch: number }
+  /**
+   * This node is master at `epoch`: serve, fencing writes below it. `handedOver`: the
+   * previous master handed the group over to this node (a planned handover), having closed
+   * its export first, so there is no read lease of it to wait out.
+   */
+  | { kind: "serve"; epoch: number; handedOver?: true }
   /**
    * Stop serving: the group moved past `epoch` or to another master, or (`handover`) it is
    * to be handed over: the driver feeds "serving-stopped" once the export is closed.
@@ -317,7 +321,15 @@ function learn(s: ActorState, v: Versioned, effects: Effect[]): ActorState {
     serving === undefined && r.master === s.self && r.members.includes(s.self) && !handingOver
   ) {
     serving = r.epoch;
-    effects.push({ type: "notify", notice: { kind: "serve", epoch: r.epoch } });
+    // Handed over (not promoted): only a handover changes the master and keeps the old one
+    // in sync (record.ts, plan()); the old master CASed it once its export was closed.
+    const handedOver = prev !== undefined && prev.handover?.to === s.self &&
+      prev.master !== s.self && r.epoch === prev.epoch + 1 && r.inSync.includes(prev.master) &&
+      !r.down.includes(prev.master);
+    effects.push({
+      type: "notify",
+      notice: { kind: "serve", epoch: r.epoch, ...(handedOver ? { handedOver: true } : {}) },
+    });
     if (prev !== undefined && prev.master !== s.self) {
       effects.push({
         type: "notify",

@@ -276,6 +276,7 @@ export class VolumeGroups {
               epoch,
               targets: await this.#targets(current),
               onReplicasFailed: hooks.replicasFailed,
+              ...(hooks.handedOver ? { handedOver: true } : {}),
             };
           }
           await plane.openVolume(specOf(current), { writeGate: hooks.writeGate, replication });

@@ -113,6 +113,7 @@ e2eTest(
       }, { timeoutMs: 30_000 });
 
       // With --force: r1 moves, u1 stays; progress and summary on stdout.
+      const drainStart = Date.now();
       const drained = await admin(a, ["node", "drain", old, "--force"]);
       const drainedAt = Date.now();
       assertEquals(drained.code, 0, drained.stdout + drained.stderr);
@@ -129,8 +130,21 @@ e2eTest(
       // The data is intact on the new master, and writes go on there (reaching the drained
       // node, an in-sync replica now).
       await untilServed(c, "r1");
+      // A planned handover: the new master did not wait out the old master's read lease, and
+      // the volume was unavailable from the old master's close to the new master's export.
+      const logAt = (logs: string, msg: RegExp) => {
+        const l = logs.split("\n").find((x) => msg.test(x));
+        return l ? Date.parse(JSON.parse(l).time) : NaN;
+      };
+      const newLogs = c.nodes.get(after.master)!.logs();
+      assert(!/lease to lapse/.test(newLogs), "the new master waited out a read lease");
+      const closed = logAt(oldNode.logs(), /handing over; closing the export first/);
+      const exported = logAt(newLogs, /"epoch":2,.*"msg":"volume exported \(group master\)"/);
       // deno-lint-ignore no-console
-      console.log(`drain done to new master serving: ${Date.now() - drainedAt} ms`);
+      console.log(
+        `handover: volume unavailable for ${exported - closed} ms (old master's close to the ` +
+          `new master's export); drain returned ${drainedAt - drainStart} ms after it started`,
+      );
       const check = await run(PYTHON, ["-c", CHECK_PY, c.uri(after.master, "r1"), "128", "11"]);
       assertEquals(check.stdout.trim(), "bad 0", check.stderr);
       const w2 = await run(PYTHON, ["-c", WRITE_PY, c.uri(after.master, "r1"), "64", "5"], {

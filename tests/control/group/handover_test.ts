@@ -77,6 +77,31 @@ Deno.test("step(): the new master serves the handed-over epoch and fences the ol
   ]);
 });
 
+Deno.test("step(): a member that saw the handover asked serves handed over (no lease to wait out); after a failover it does not", () => {
+  const asked = withHandover(newRecord("n1", ["n2", "n3"]), { to: "n2", reason: "drain" });
+  const { state } = run(initActor("n2").state, {
+    type: "read-result",
+    current: { revision: 6, record: asked },
+  });
+  const handed = withHandover({ ...asked, epoch: 2, master: "n2" }, undefined);
+  const r = run(state, { type: "record-changed", current: { revision: 7, record: handed } });
+  assertEquals(r.effects[0], {
+    type: "notify",
+    notice: { kind: "serve", epoch: 2, handedOver: true },
+  });
+  // The old master went down instead: n2 promotes itself, and waits out its lease.
+  const p = run(state, { type: "lease-expired", node: "n1" });
+  const cas = p.effects.find((e) => e.type === "cas");
+  if (cas?.type !== "cas") throw new Error("expected a promotion CAS");
+  assertEquals([cas.record.master, cas.record.inSync, cas.record.handover], [
+    "n2",
+    ["n2", "n3"],
+    undefined,
+  ]);
+  const won = run(p.state, { type: "cas-won", revision: 7 });
+  assertEquals(won.effects[0], { type: "notify", notice: { kind: "serve", epoch: 2 } });
+});
+
 Deno.test("step(): a master does not serve again while the record asks for a handover (restart)", () => {
   const asked = withHandover(newRecord("n1", ["n2"]), { to: "n2", reason: "drain" });
   const r = run(initActor("n1").state, {

@@ -130,6 +130,15 @@ Deno.test("replicated group model: master + 2 replicas, a drain's handover, a wr
 });
 
 /** Runs a broken variant and expects the checker to catch it; prints the trace. */
+function caughtHandover(): void {
+  caught(
+    "handover confirmed before the export closed",
+    { maxHandovers: 1, maxSyncLosses: 1 },
+    { faults: { confirmBeforeClosed: true } },
+    "stale read",
+  );
+}
+
 function caught(name: string, bounds: Partial<Bounds>, v: Variant, expected: string): void {
   const o = run(name, bounds, v);
   if (!o.violation) {
@@ -213,4 +222,8 @@ Deno.test("replicated group model: forgetting a resynced member whose in-sync CA
     { faults: { guardKnownInSyncOnly: true } },
     "which the record lists in sync",
   );
+});
+
+Deno.test("replicated group model: a handover confirmed before the old master's export is closed is caught (stale read: the new master does not wait out its lease)", () => {
+  caughtHandover();
 });
