@@ -44,19 +44,48 @@ bad = [i for i in range(n) if h.pread(65536, i * 65536) != bytes([(seed + i) % 2
 print("bad", len(bad))
 `;
 
-/** Connects, touches a file, then reads every 100 ms until the connection fails (or 90 s). */
-const HELD_PY = `
-import os, sys, time, nbd
+/**
+ * Connects, touches a file, then writes 64 KiB blocks round a ring of 64 blocks from block
+ * 256 until the connection fails (or 90 s), appending "offset seq" for each acknowledged
+ * write to a manifest; prints how it ended. Each block holds its sequence number.
+ */
+const WRITER_PY = `
+import sys, time, nbd
 h = nbd.NBD(); h.set_uri_allow_local_file(True); h.connect_uri(sys.argv[1])
-open(sys.argv[2], "w").close()
-t0 = time.time()
+out = open(sys.argv[2], "w", buffering=1)
+open(sys.argv[3], "w").close()
+t0, i = time.time(), 0
 try:
     while time.time() - t0 < 90:
-        h.pread(4096, 0)
-        time.sleep(0.1)
-    print("still connected")
+        off = (256 + i % 64) * 65536
+        h.pwrite((("%08d" % i) * 8192).encode(), off, nbd.CMD_FLAG_FUA if i % 8 == 0 else 0)
+        out.write("%d %d\\n" % (off, i))
+        i += 1
+    print("still connected", i)
 except nbd.Error as e:
-    print("disconnected", str(e).replace("\\n", " "))
+    print("disconnected", i, str(e).replace("\\n", " "))
+`;
+
+/**
+ * Checks the last write per offset of a WRITER_PY manifest; prints "bad N of M" and what the
+ * bad blocks hold. Write argv[3] (the one in flight when the connection failed, never
+ * acknowledged) may or may not have landed: either content passes at its offset.
+ */
+const VERIFY_PY = `
+import sys, nbd
+h = nbd.NBD(); h.set_uri_allow_local_file(True); h.connect_uri(sys.argv[1])
+last = {}
+for line in open(sys.argv[2]):
+    off, i = line.split()
+    last[int(off)] = int(i)
+failed = int(sys.argv[3])
+block = lambda i: (("%08d" % i) * 8192).encode()
+bad = []
+for o, i in last.items():
+    got = h.pread(65536, o)
+    if got != block(i) and not (o == (256 + failed % 64) * 65536 and got == block(failed)):
+        bad.append("%d:%s" % (o // 65536, got[:8].decode(errors="replace")))
+print("bad", len(bad), "of", len(last), *bad)
 `;
 
 interface Report {
@@ -99,11 +128,14 @@ e2eTest(
       const state = await admin(a, ["node", "get", old, "-o", "json"]);
       assertEquals(JSON.parse(state.stdout).state, "ready");
 
-      // A client attached to the old master's node.
+      // A client writing through the old master's node while it is drained.
       const marker = await Deno.makeTempFile();
       await Deno.remove(marker);
-      const held = run(PYTHON, ["-c", HELD_PY, c.uri(old, "r1"), marker], { timeoutMs: 120_000 });
-      await waitFor("the held client connected", async () => {
+      const manifest = await Deno.makeTempFile();
+      const held = run(PYTHON, ["-c", WRITER_PY, c.uri(old, "r1"), manifest, marker], {
+        timeoutMs: 120_000,
+      });
+      await waitFor("the writer connected", async () => {
         try {
           await Deno.stat(marker);
           return true;
@@ -125,7 +157,7 @@ e2eTest(
       assertEquals(after.epoch, v.epoch + 1);
       assertEquals(after.inSync?.length, 3, `all still in sync: ${JSON.stringify(after)}`);
       const gone = await held;
-      assert(gone.stdout.startsWith("disconnected"), `held client: ${gone.stdout} ${gone.stderr}`);
+      assert(gone.stdout.startsWith("disconnected"), `writer: ${gone.stdout} ${gone.stderr}`);
 
       // The data is intact on the new master, and writes go on there (reaching the drained
       // node, an in-sync replica now).
@@ -147,6 +179,17 @@ e2eTest(
       );
       const check = await run(PYTHON, ["-c", CHECK_PY, c.uri(after.master, "r1"), "128", "11"]);
       assertEquals(check.stdout.trim(), "bad 0", check.stderr);
+      // Every write acknowledged by the old master before it closed is on the new one.
+      const inFlight = gone.stdout.split(" ")[1];
+      const acked = await run(PYTHON, [
+        "-c",
+        VERIFY_PY,
+        c.uri(after.master, "r1"),
+        manifest,
+        inFlight,
+      ]);
+      assert(/^bad 0 of [1-9]/.test(acked.stdout.trim()), `${acked.stdout} ${acked.stderr}`);
+      await Deno.remove(manifest);
       const w2 = await run(PYTHON, ["-c", WRITE_PY, c.uri(after.master, "r1"), "64", "5"], {
         timeoutMs: 120_000,
       });
