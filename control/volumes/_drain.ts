@@ -42,6 +42,8 @@ export interface DrainContext {
 export interface DrainOptions {
   force?: boolean;
   dryRun?: boolean;
+  /** How long each handover may take (default HANDOVER_WAIT_MS; tests shorten it). */
+  handoverWaitMs?: number;
 }
 
 /** The volumes `node` masters, each planned (pure). */
@@ -120,7 +122,12 @@ export async function* drainNode(
   for (const v of plan) {
     const outcome: DrainVolume = v.status === "refused"
       ? { ...v, status: "skipped" }
-      : await handOver(ctx, node, v.volume, log);
+      : await handOver(
+        { ...ctx, handoverWaitMs: options.handoverWaitMs ?? ctx.handoverWaitMs },
+        node,
+        v.volume,
+        log,
+      );
     done.push(outcome);
     yield { type: "volume", volume: outcome };
   }
