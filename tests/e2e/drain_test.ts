@@ -240,6 +240,28 @@ e2eTest(
       assertEquals(human.code, 3);
       assert(human.stdout.includes(`drain of node "${after.master}" refused`), human.stdout);
       assert(!human.stdout.includes("draining"), human.stdout);
+
+      // The replicas come back and are resynced; then the master dies and one is promoted:
+      // the events tell all of it.
+      for (const n of others) await c.start(n);
+      await waitFor("both replicas back in sync", async () => {
+        return (await volumeOf(c, after.master, "r1")).inSync?.length === 3;
+      }, { timeoutMs: 120_000 });
+      await c.nodes.get(after.master)!.kill("SIGKILL");
+      await waitFor("a replica promoted", async () => {
+        const x = await volumeOf(c, others[0], "r1");
+        return x.epoch === v.epoch + 2 && x.master !== after.master;
+      }, { timeoutMs: 60_000 });
+      const late = await admin(c.nodes.get(others[0])!, ["volume", "events", "r1", "-o", "json"]);
+      const seen = (JSON.parse(late.stdout).items as { type: string; node?: string }[])
+        .map((e) => `${e.type} ${e.node ?? ""}`.trim());
+      for (const n of others) {
+        for (const t of ["down", "up", "in-sync"]) {
+          assert(seen.includes(`${t} ${n}`), `no "${t} ${n}" in ${seen.join(", ")}`);
+        }
+      }
+      assert(seen.some((e) => e.startsWith("promoted ")), seen.join(", "));
+      assert(seen.includes(`down ${after.master}`), seen.join(", "));
     } catch (err) {
       dumpWarnings(c);
       throw err;
