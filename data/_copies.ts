@@ -62,12 +62,15 @@ export async function takeOver(
   path: string,
   epoch: number,
   log: Logger,
+  options: { handedOver?: boolean } = {},
 ): Promise<boolean> {
   // A copy that never saw an epoch never answered a master: nobody to wait for.
   const previous = await epochs.get(path);
   const raised = await epochs.raise(path, epoch);
   if (previous === 0 || !raised) return false;
-  const wait = promotionWait(epochs.lastGranted(path));
+  // A planned handover: the previous master closed its export before handing over, and the
+  // masters before it were waited out when it took over; nobody counts on an answer.
+  const wait = options.handedOver ? 0 : promotionWait(epochs.lastGranted(path));
   if (wait > 0) {
     log.info(
       { copy: path, epoch, waitMs: Math.round(wait) },

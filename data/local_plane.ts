@@ -158,7 +158,9 @@ class LocalDataPlane implements RunningDataPlane {
     const open = this.exports.lookup(spec.name);
     // Fencing and the old master's lease (lease.ts) before anything is served.
     const succeeds = options.replication
-      ? await takeOver(this.epochs, this.#path(spec.uuid), options.replication.epoch, this.#log)
+      ? await takeOver(this.epochs, this.#path(spec.uuid), options.replication.epoch, this.#log, {
+        handedOver: options.replication.handedOver === true,
+      })
       : false;
     if (open) {
       open.writeGate = options.writeGate;
@@ -279,7 +281,7 @@ class LocalDataPlane implements RunningDataPlane {
     this.exports.remove(e.name);
     this.#replication.forget(e.name);
     for (const a of [...e.attachments]) a.abort(reason);
-    this.#serving.unexported(e.name, reason);
+    await this.#serving.unexported(e.name, reason);
     // Give aborted connections a turn to unwind before the file is closed or goes.
     await new Promise((r) => setTimeout(r, 0));
     await this.hashes.release(this.#path(e.uuid));

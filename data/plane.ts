@@ -49,6 +49,12 @@ export interface ReplicationSpec {
    * sync; rejects when this node can no longer say so. Requests wait for it.
    */
   onReplicasFailed: (nodes: string[]) => Promise<void>;
+  /**
+   * A planned handover: the previous master closed its export on every thread before it
+   * handed the group to this node (closeVolume resolved), so there is no read lease of it to
+   * wait out (lease.ts, promotionWait).
+   */
+  handedOver?: boolean;
 }
 
 export interface OpenOptions {
@@ -89,6 +95,7 @@ export interface DataPlane {
   /**
    * Stops exporting the volume (disconnecting its NBD clients) and closes its file,
    * keeping the data: the node holds a copy it does not serve. No-op if not exported.
+   * Once it resolves, no thread of this process serves the volume any more.
    */
   closeVolume(name: string): Promise<void>;
   /**

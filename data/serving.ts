@@ -64,8 +64,11 @@ export interface Serving {
   ): LiveExport;
   /** Volume `e` is now served (added to the export table). */
   exported(e: LiveExport): void;
-  /** Volume `name` is no longer served: connections to it are cut with `reason`. */
-  unexported(name: string, reason: string): void;
+  /**
+   * Volume `name` is no longer served: connections to it are cut with `reason`. Resolves
+   * once every thread has dropped it.
+   */
+  unexported(name: string, reason: string): Promise<void> | void;
   /** Volume `name` grew. */
   resized(name: string, sizeBytes: number): void;
   /** Open connections, including ones still negotiating. */
@@ -337,7 +340,10 @@ export async function serveOnWorkers(o: {
       return e;
     },
     exported: (e) => pool.broadcast({ type: "export", volume: (e as PooledExport).toWorker() }),
-    unexported: (name, reason) => pool.broadcast({ type: "unexport", name, reason }),
+    unexported: (name, reason) => {
+      pool.broadcast({ type: "unexport", name, reason });
+      return pool.sync(); // a worker drops the export as it reads the message
+    },
     resized: (name, sizeBytes) => pool.broadcast({ type: "resize", name, sizeBytes }),
     connections: () => pool.connections,
     pool: () => pool.status(),

@@ -25,6 +25,8 @@ import type { ApiErrorBody } from "./errors.ts";
 import type {
   CaInfo,
   CreateVolumeRequest,
+  DrainProgress,
+  DrainReport,
   Health,
   IssuedCertificate,
   JoinTokenInfo,
@@ -36,6 +38,7 @@ import type {
   UpdateVolumeRequest,
   VersionInfo,
   Volume,
+  VolumeEvent,
   VolumeLiveStatus,
   VolumeVerifyReport,
 } from "./types.ts";
@@ -138,12 +141,67 @@ export class BallastClient {
     return this.#json("POST", `/v1/nodes/${encodeURIComponent(name)}/uncordon`, {});
   }
 
+  /**
+   * POST /v1/nodes/{name}/drain: cordons the node and moves every master off it (or, with
+   * `dryRun`, plans only). `onProgress` gets each line of the stream as it comes (the plan,
+   * each volume); resolves with the summary. Default timeout 1 hour.
+   */
+  async drainNode(
+    name: string,
+    options: {
+      force?: boolean;
+      dryRun?: boolean;
+      onProgress?: (p: DrainProgress) => void;
+      timeoutMs?: number;
+    } = {},
+  ): Promise<DrainReport> {
+    const path = `/v1/nodes/${encodeURIComponent(name)}/drain`;
+    const body = {
+      ...(options.force ? { force: true } : {}),
+      ...(options.dryRun ? { dryRun: true } : {}),
+    };
+    const res = await this.#request("POST", path, body, options.timeoutMs ?? 3_600_000);
+    await this.#check(res);
+    let report: DrainReport | undefined;
+    const lines = res.body!.pipeThrough(new TextDecoderStream());
+    let rest = "";
+    for await (const chunk of lines) {
+      rest += chunk;
+      let nl;
+      while ((nl = rest.indexOf("\n")) >= 0) {
+        const text = rest.slice(0, nl).trim();
+        rest = rest.slice(nl + 1);
+        if (text === "") continue;
+        const line = JSON.parse(text) as DrainProgress | { type: "error"; message: string };
+        if (line.type === "error") {
+          throw new BallastError("INTERNAL", `drain of node "${name}" stopped: ${line.message}`);
+        }
+        if (line.type === "summary") report = line.report;
+        else options.onProgress?.(line);
+      }
+    }
+    if (!report) {
+      throw new BallastError(
+        "UNAVAILABLE",
+        `drain of node "${name}": the stream ended before its summary (the node serving the ` +
+          "request stopped?); see `ballast node get` and `ballast volume list`",
+      );
+    }
+    return report;
+  }
+
   async listVolumes(): Promise<Volume[]> {
     return (await this.#json<List<Volume>>("GET", "/v1/volumes")).items;
   }
 
   getVolume(name: string): Promise<Volume> {
     return this.#json("GET", `/v1/volumes/${encodeURIComponent(name)}`);
+  }
+
+  /** GET /v1/volumes/{name}/events: the group's recent history, oldest first. */
+  async volumeEvents(name: string): Promise<VolumeEvent[]> {
+    const path = `/v1/volumes/${encodeURIComponent(name)}/events`;
+    return (await this.#json<List<VolumeEvent>>("GET", path)).items;
   }
 
   /**

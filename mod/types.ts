@@ -330,3 +330,72 @@ export interface JoinTokenInfo {
   id: string;
   expiresAt: string;
 }
+
+/** What happened to a replicated volume's group (`ballast volume events`). */
+export type VolumeEventType =
+  | "created"
+  | "handover-requested"
+  | "handover-abandoned"
+  | "handover"
+  | "promoted"
+  | "down"
+  | "up"
+  | "out-of-sync"
+  | "resync-started"
+  | "in-sync"
+  | "deleting";
+
+/**
+ * One entry of a replicated volume's recent history (GET /v1/volumes/{name}/events),
+ * written with the group change it describes.
+ */
+export interface VolumeEvent {
+  /** Increases by one per event of this volume. */
+  seq: number;
+  /** When the change was written (ISO 8601, the writing node's clock). */
+  at: string;
+  type: VolumeEventType;
+  /** The group's epoch and master after the change. */
+  epoch: number;
+  master: string;
+  /** The member the event is about, if one. */
+  node?: string;
+  /** The event in words, with its reason. */
+  message: string;
+}
+
+/** What a drain did (or would do, or refused to do) with one volume the node masters. */
+export interface DrainVolume {
+  volume: string;
+  /** moved: handed to `to`; refused: would be left without an in-sync copy (nothing done
+   * without --force); skipped: left where it is (--force); failed: the handover did not
+   * complete; planned: what a dry run would do. */
+  status: "planned" | "moved" | "refused" | "skipped" | "failed";
+  from: string;
+  to?: string;
+  /** The epoch at which `to` became master. */
+  epoch?: number;
+  reason?: string;
+  /** How long the handover took, from the request to the record naming `to`. */
+  ms?: number;
+}
+
+/** The outcome of POST /v1/nodes/{name}/drain (the last line of its stream). */
+export interface DrainReport {
+  node: string;
+  dryRun: boolean;
+  force: boolean;
+  /** drained: the node masters nothing that could move; refused: nothing was done (see the
+   * refused volumes); incomplete: some handovers failed. */
+  result: "drained" | "refused" | "incomplete";
+  /** Whether the node is cordoned now. */
+  cordoned: boolean;
+  volumes: DrainVolume[];
+  ms: number;
+}
+
+/** One line of POST /v1/nodes/{name}/drain's application/x-ndjson stream. */
+export type DrainProgress =
+  | { type: "plan"; node: string; volumes: DrainVolume[] }
+  | { type: "volume"; volume: DrainVolume }
+  | { type: "summary"; report: DrainReport };

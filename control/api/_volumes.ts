@@ -1,13 +1,19 @@
 /**
  * The volume routes: GET/POST /v1/volumes, GET/PATCH/DELETE /v1/volumes/{name}, POST
- * /v1/volumes/{name}/verify
+ * /v1/volumes/{name}/verify, GET /v1/volumes/{name}/events
  * (VolumeService does the work; this checks the request).
  * @module
  */
 
 import { Hono } from "hono";
 import { InvalidArgumentError } from "../../mod/errors.ts";
-import type { CreateVolumeRequest, List, UpdateVolumeRequest, Volume } from "../../mod/types.ts";
+import type {
+  CreateVolumeRequest,
+  List,
+  UpdateVolumeRequest,
+  Volume,
+  VolumeEvent,
+} from "../../mod/types.ts";
 import {
   checkDescription,
   checkLabels,
@@ -49,6 +55,12 @@ export function volumeRoutes(deps: VolumeRouteDeps): Hono<ApiEnv> {
     const name = checkVolumeName(c.req.param("name"));
     const req = parseUpdateVolume(await readJsonObject(c));
     return c.json(await deps.volumes.update(name, req));
+  });
+
+  app.get("/:name/events", allowQuery(), async (c) => {
+    const name = checkVolumeName(c.req.param("name"));
+    const body: List<VolumeEvent> = { items: await deps.volumes.events(name) };
+    return c.json(body);
   });
 
   app.post("/:name/verify", allowQuery("deep"), async (c) => {

@@ -1,5 +1,5 @@
 /**
- * `ballast node list|get|cordon|uncordon`.
+ * `ballast node list|get|cordon|uncordon|drain`.
  * @module
  */
 
@@ -8,6 +8,7 @@ import { formatSize } from "../../mod/size.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import { type Command, type CommandSpec, groupCommand, requirePositionals } from "./_command.ts";
 import { age, fields, json, table } from "./_output.ts";
+import { drainProgressText, drainSummary } from "./_drain_view.ts";
 
 export const NODE_SPECS: Record<string, CommandSpec> = {
   list: {
@@ -34,10 +35,34 @@ export const NODE_SPECS: Record<string, CommandSpec> = {
     client: true,
     examples: ['ballast node cordon node1 --reason "disk replacement"'],
   },
+  drain: {
+    path: "node drain",
+    args: "NAME [--force] [--dry-run]",
+    summary: "Cordon a node and move every master off it, one volume at a time: each " +
+      "replicated volume it masters is handed to an in-sync replica on another node at a new " +
+      "epoch (the old master closes its export first; NBD clients attached to this node are " +
+      "disconnected). Refused, with the reason per volume and nothing changed, when a volume " +
+      "would be left without an in-sync copy (no replicas, replicas out of sync or down), " +
+      "unless --force (those volumes stay here). The node keeps its copies as in-sync " +
+      "replicas. Exit codes: 0 drained, 1 error, 2 usage, 3 refused or not every master moved.",
+    flags: [
+      {
+        name: "force",
+        help: "drain even though some volumes cannot move; they stay mastered here",
+      },
+      { name: "dry-run", help: "print the plan and what would be refused; change nothing" },
+    ],
+    client: true,
+    examples: [
+      "ballast node drain node1 --dry-run",
+      "ballast node drain node1",
+      "ballast node drain node1 --force -o json",
+    ],
+  },
   uncordon: {
     path: "node uncordon",
     args: "NAME",
-    summary: "Let a cordoned node take new placements again.",
+    summary: "Let a cordoned (or drained) node take new placements again.",
     flags: [],
     client: true,
     examples: ["ballast node uncordon node1"],
@@ -47,7 +72,7 @@ export const NODE_SPECS: Record<string, CommandSpec> = {
 export const NODE_GROUP: CommandSpec = {
   path: "node",
   args: "COMMAND [flags]",
-  summary: "Inspect storage nodes; cordon them for maintenance.",
+  summary: "Inspect storage nodes; cordon or drain them for maintenance.",
   flags: [],
   client: true,
   examples: ["ballast node list"],
@@ -55,6 +80,7 @@ export const NODE_GROUP: CommandSpec = {
     ["list", "list nodes"],
     ["get", "show one node"],
     ["cordon", "stop new placements on a node"],
+    ["drain", "cordon a node and move every master off it"],
     ["uncordon", "allow new placements again"],
   ],
 };
@@ -72,6 +98,22 @@ export const nodeCommand: Command = groupCommand(
       return 0;
     }
     const [name] = requirePositionals(spec, p, ["NAME"]);
+    if (sub === "drain") {
+      const dryRun = p.values["dry-run"] === true;
+      let first = true;
+      const report = await client.drainNode(name, {
+        force: p.values.force === true,
+        dryRun,
+        onProgress: (line) => {
+          if (p.output === "json") return;
+          io.out(drainProgressText(line, { dryRun, first }));
+          if (line.type === "volume") first = false;
+        },
+      });
+      const { text, code } = drainSummary(report);
+      io.out(p.output === "json" ? json(report) : text);
+      return code;
+    }
     if (sub === "cordon" || sub === "uncordon") {
       const reason = p.values.reason as string | undefined;
       const n = sub === "cordon"

@@ -1,5 +1,5 @@
 /**
- * `ballast volume create|list|get|update|resize|delete|verify`.
+ * `ballast volume create|list|get|update|resize|delete|verify|events`.
  * @module
  */
 
@@ -20,6 +20,7 @@ import { age, fields, json, table } from "./_output.ts";
 import { memberTable } from "./_members_view.ts";
 import { watchVolume } from "./_watch.ts";
 import { EXIT_DIFFERENT, verifyText } from "./_verify_view.ts";
+import { eventsTable } from "./_drain_view.ts";
 
 const SIZE_HELP = "size with a binary unit: 512MiB, 10GiB, 1TiB (multiple of 512 bytes)";
 
@@ -137,6 +138,17 @@ export const VOLUME_SPECS: Record<string, CommandSpec> = {
     client: true,
     examples: ["ballast volume verify db2", "ballast volume verify db2 --deep -o json"],
   },
+  events: {
+    path: "volume events",
+    args: "NAME",
+    summary: "Show the recent history of a replicated volume's group, oldest first (the " +
+      "last 100): creation, epochs and masters (promotions, drain handovers), members going " +
+      "down and up, leaving and rejoining the in-sync set with the reason, resyncs started " +
+      "and finished.",
+    flags: [],
+    client: true,
+    examples: ["ballast volume events db2", "ballast volume events db2 -o json"],
+  },
   delete: {
     path: "volume delete",
     args: "NAME [--force]",
@@ -166,6 +178,7 @@ export const VOLUME_GROUP: CommandSpec = {
     ["update", "change replicas, size or description"],
     ["resize", "grow a volume"],
     ["verify", "compare the copies of a replicated volume"],
+    ["events", "show a replicated volume's recent history"],
     ["delete", "delete a volume"],
   ],
 };
@@ -254,6 +267,12 @@ export const volumeCommand: Command = groupCommand(
         const report = await client.verifyVolume(name, { deep: p.values.deep === true });
         io.out(p.output === "json" ? json(report) : verifyText(report));
         return report.ok ? 0 : EXIT_DIFFERENT;
+      }
+      case "events": {
+        const [name] = requirePositionals(spec, p, ["NAME"]);
+        const items = await client.volumeEvents(name);
+        io.out(p.output === "json" ? json({ items }) : eventsTable(items));
+        return 0;
       }
       default: {
         const [name] = requirePositionals(spec, p, ["NAME"]);

@@ -17,6 +17,12 @@ import type { Compare, Op, StateStore } from "../store/mod.ts";
 import type { GroupEvent } from "./machine.ts";
 import { describeRecord, type GroupRecord, type LeaseGuard } from "./record.ts";
 
+/**
+ * The stored value with a new group record, and (optionally) more operations to apply in
+ * the same transaction as its write (e.g. the volume's history, kept under other keys).
+ */
+export type Encoded = string | { value: string; ops: Op[] };
+
 /** Raw record values kept by revision, so a CAS can rewrite the rest of the value. */
 const RAW_KEEP = 8;
 
@@ -25,7 +31,7 @@ export interface GroupRecordIoOptions {
   /** The key holding the group record. */
   key: string;
   decode(value: string): GroupRecord | undefined;
-  encode(value: string, record: GroupRecord): string;
+  encode(value: string, record: GroupRecord): Encoded;
   logger: Logger;
 }
 
@@ -34,7 +40,7 @@ export class GroupRecordIo {
   readonly #store: StateStore;
   readonly #key: string;
   readonly #decode: (value: string) => GroupRecord | undefined;
-  readonly #encode: (value: string, record: GroupRecord) => string;
+  readonly #encode: (value: string, record: GroupRecord) => Encoded;
   readonly #log: Logger;
   readonly #raw = new Map<number, string>();
 
@@ -81,12 +87,14 @@ export class GroupRecordIo {
       // record and the guarded leases in one snapshot and re-plan from them.
       res = await this.#store.txn([], reads, []);
     } else {
-      const value = this.#encode(base, record);
+      const encoded = this.#encode(base, record);
+      const value = typeof encoded === "string" ? encoded : encoded.value;
+      const more = typeof encoded === "string" ? [] : encoded.ops;
       const compares: Compare[] = [
         { key, target: "modRevision", op: "==", value: expectedRevision },
         ...livenessCompares(guard.down, guard.up),
       ];
-      res = await this.#store.txn(compares, [{ type: "put", key, value }], reads);
+      res = await this.#store.txn(compares, [{ type: "put", key, value }, ...more], reads);
       if (res.succeeded) {
         this.remember(res.revision, value);
         this.#log.info(

@@ -23,7 +23,7 @@
 import { UnavailableError } from "../../mod/errors.ts";
 import type { Logger } from "../common/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
-import { GroupRecordIo } from "./_record_io.ts";
+import { type Encoded, GroupRecordIo } from "./_record_io.ts";
 import type { LeaseWatch } from "./lease_watch.ts";
 import {
   type ActorState,
@@ -57,6 +57,11 @@ export interface ServeHooks {
    * serving `epoch` first.
    */
   replicasFailed: (nodes: string[]) => Promise<void>;
+  /**
+   * A planned handover made this node master: the previous master closed its export before
+   * handing over, so there is no read lease of it to wait out.
+   */
+  handedOver?: boolean;
 }
 
 /** What a driver needs from the node hosting the group. */
@@ -79,6 +84,8 @@ export interface GroupHost {
   written(): boolean;
 }
 
+export type { Encoded };
+
 export interface GroupDriverOptions {
   store: StateStore;
   /** The key holding the group record (inside a larger value, see decode/encode). */
@@ -89,8 +96,11 @@ export interface GroupDriverOptions {
   host: GroupHost;
   /** The group record inside a stored value, or undefined if it holds none. */
   decode(value: string): GroupRecord | undefined;
-  /** The stored value `value` with its group record replaced by `record`. */
-  encode(value: string, record: GroupRecord): string;
+  /**
+   * The stored value `value` with its group record replaced by `record` (and operations
+   * to apply in the same transaction, if any).
+   */
+  encode(value: string, record: GroupRecord): Encoded;
   requestTimeoutMs?: number;
   writePollMs?: number;
 }
@@ -357,6 +367,7 @@ export class GroupDriver {
           const gated = !this.#o.host.replicates && inSync.some((m) => m !== this.#o.self);
           return this.#o.host.serve(n.epoch, {
             ...(gated ? { writeGate: () => this.#writeGate(n.epoch) } : {}),
+            ...(n.handedOver ? { handedOver: true } : {}),
             replicasFailed: (nodes) => this.#replicasFailed(n.epoch, nodes),
           });
         }).catch((err) => log.error({ err }, "group: could not export the volume"));
@@ -367,9 +378,15 @@ export class GroupDriver {
         log.info("group: no longer master; stopping the export");
         if (this.#writePoll !== undefined) clearInterval(this.#writePoll);
         this.#writePoll = undefined;
-        this.#hostChain = this.#hostChain.then(() => this.#o.host.stopServing(n.epoch)).catch(
-          (err) => log.error({ err }, "group: could not stop the export"),
-        );
+        if (n.handover) log.info("group: handing over; closing the export first");
+        this.#hostChain = this.#hostChain.then(async () => {
+          await this.#o.host.stopServing(n.epoch);
+          // A planned handover waits for the export to be closed on every thread
+          // (machine.ts): the new master then serves without waiting out a read lease. A
+          // close that failed is not confirmed: the handover does not happen (the drain
+          // withdraws it).
+          if (n.handover) this.feed({ type: "serving-stopped" });
+        }).catch((err) => log.error({ err }, "group: could not stop the export"));
         break;
       case "release-writes":
         log.info("group: the record shows the replicas out of sync; writes may pass");

@@ -15,6 +15,9 @@
  * - a lost response (the driver does not know whether the CAS applied) is followed,
  *   after a retry timer, by a read: the record says what happened;
  * - records older than the one known are ignored, so epochs never go backwards;
+ * - a planned handover (record.ts, `handover`): the master closes its export, and once the
+ *   driver confirms it closed ("serving-stopped") hands the group over by CAS at the next
+ *   epoch; it does not serve again while the record asks for a handover;
  * - the actor serves (notice "serve") only at an epoch where a record it has seen
  *   names it master, and stops as soon as it sees a newer epoch or another master;
  * - writes: data is not replicated yet, so once the master's copy changes ("data-changed")
@@ -55,6 +58,8 @@ export interface ActorState {
    * replicated), or these replicas out of sync (they failed to apply a replicated request).
    */
   holdFor: "all" | string[];
+  /** Exports closed for a handover whose closing the driver has not confirmed yet. */
+  stopping: number;
 }
 
 export type GroupEvent =
@@ -83,13 +88,22 @@ export type GroupEvent =
   | { type: "cas-lost"; current: Versioned; leases: { node: string; up: boolean }[] }
   /** The outstanding request timed out or failed: it may or may not have applied. */
   | { type: "response-lost" }
-  | { type: "timer-fired"; name: string };
+  | { type: "timer-fired"; name: string }
+  /** A stop-serving notice marked `handover` was carried out: the export is closed. */
+  | { type: "serving-stopped" };
 
 export type Notice =
-  /** This node is master at `epoch`: serve, fencing writes below it. */
-  | { kind: "serve"; epoch: number }
-  /** Stop serving: the group moved past `epoch` or to another master. */
-  | { kind: "stop-serving"; epoch: number }
+  /**
+   * This node is master at `epoch`: serve, fencing writes below it. `handedOver`: the
+   * previous master handed the group over to this node (a planned handover), having closed
+   * its export first, so there is no read lease of it to wait out.
+   */
+  | { kind: "serve"; epoch: number; handedOver?: true }
+  /**
+   * Stop serving: the group moved past `epoch` or to another master, or (`handover`) it is
+   * to be handed over: the driver feeds "serving-stopped" once the export is closed.
+   */
+  | { kind: "stop-serving"; epoch: number; handover?: true }
   /** `node` must not serve below `epoch` (replicas refuse its older-epoch writes). */
   | { kind: "fence"; node: string; epoch: number }
   /** As master at `epoch`, bring `replica` back in sync. */
@@ -123,6 +137,7 @@ export function initActor(self: string): StepResult {
       reports: [],
       holding: undefined,
       holdFor: [],
+      stopping: 0,
     },
     effects: [{ type: "read" }],
   };
@@ -227,6 +242,10 @@ export function step(state: ActorState, event: GroupEvent): StepResult {
       s.op = { kind: "retry-wait" };
       effects.push({ type: "set-timer", name: RETRY_TIMER, ms: RETRY_MS });
       break;
+    case "serving-stopped":
+      if (s.stopping === 0) return { state, effects: [] };
+      s.stopping--;
+      break;
     case "timer-fired":
       if (event.name !== RETRY_TIMER || s.op?.kind !== "retry-wait") return { state, effects: [] };
       s.op = { kind: "read" };
@@ -284,13 +303,33 @@ function learn(s: ActorState, v: Versioned, effects: Effect[]): ActorState {
   const prev = s.known?.record;
   const r = v.record;
   let serving = s.serving;
+  let stopping = s.stopping;
   if (serving !== undefined && (r.master !== s.self || r.epoch > serving)) {
     effects.push({ type: "notify", notice: { kind: "stop-serving", epoch: serving } });
     serving = undefined;
+  } else if (serving !== undefined && r.handover !== undefined) {
+    // A planned handover: close the export first; the driver confirms ("serving-stopped").
+    effects.push({
+      type: "notify",
+      notice: { kind: "stop-serving", epoch: serving, handover: true },
+    });
+    serving = undefined;
+    stopping++;
   }
-  if (serving === undefined && r.master === s.self && r.members.includes(s.self)) {
+  const handingOver = r.handover !== undefined;
+  if (
+    serving === undefined && r.master === s.self && r.members.includes(s.self) && !handingOver
+  ) {
     serving = r.epoch;
-    effects.push({ type: "notify", notice: { kind: "serve", epoch: r.epoch } });
+    // Handed over (not promoted): only a handover changes the master and keeps the old one
+    // in sync (record.ts, plan()); the old master CASed it once its export was closed.
+    const handedOver = prev !== undefined && prev.handover?.to === s.self &&
+      prev.master !== s.self && r.epoch === prev.epoch + 1 && r.inSync.includes(prev.master) &&
+      !r.down.includes(prev.master);
+    effects.push({
+      type: "notify",
+      notice: { kind: "serve", epoch: r.epoch, ...(handedOver ? { handedOver: true } : {}) },
+    });
     if (prev !== undefined && prev.master !== s.self) {
       effects.push({
         type: "notify",
@@ -314,7 +353,7 @@ function learn(s: ActorState, v: Versioned, effects: Effect[]): ActorState {
   const reports = s.reports.filter((rep) =>
     rep.epoch === serving && r.inSync.includes(rep.replica) !== rep.inSync
   );
-  return { ...s, known: v, serving, reports };
+  return { ...s, known: v, serving, reports, stopping };
 }
 
 /** Whether `m` is a member that `r` shows out of sync and not down (it needs a resync). */

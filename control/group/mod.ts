@@ -12,3 +12,4 @@ export * from "./record.ts";
 export * from "./machine.ts";
 export * from "./driver.ts";
 export * from "./lease_watch.ts";
+export * from "./handover.ts";

@@ -25,8 +25,22 @@ export interface GroupRecord {
   /** Members whose liveness lease expired, as recorded by some member that saw it. */
   down: string[];
   desired: { replicas: number; spreadBy?: string };
+  /**
+   * A planned change of master asked for (`ballast node drain`, handover.ts): the master
+   * stops serving its epoch, then hands the group to `to` at the next epoch. Absent
+   * otherwise.
+   */
+  handover?: Handover;
   /** Always phaseOf(this); stored so readers need not recompute it. */
   phase: Phase;
+}
+
+/** A planned change of master: see GroupRecord.handover and handover.ts. */
+export interface Handover {
+  /** The in-sync member to become master. */
+  to: string;
+  /** Why, e.g. "drain of node n1" (shown in the volume's events). */
+  reason: string;
 }
 
 /** A record together with the revision it was read at (the CAS token). */
@@ -68,6 +82,11 @@ export interface Observations {
   serving: number | undefined;
   /** Sync reports from this node's data path (only used while it serves). */
   reports: readonly { replica: string; inSync: boolean; epoch: number }[];
+  /**
+   * Exports this node is still closing for a handover (handover.ts): the handover is
+   * proposed only once none is. Default 0.
+   */
+  stopping?: number;
 }
 
 /**
@@ -96,6 +115,7 @@ export interface Proposal {
  *   and the old master leaves the in-sync set (it must resync when it returns).
  *   Guarded by the old master's lease being absent.
  * - The serving master applies its data path's sync reports for the current epoch.
+ * - A master asked to hand over (handover.ts) does so once it no longer serves.
  */
 export function plan(r: GroupRecord, o: Observations): Proposal | undefined {
   const { self } = o;
@@ -111,11 +131,23 @@ export function plan(r: GroupRecord, o: Observations): Proposal | undefined {
   down = down.sort();
 
   let { epoch, master, inSync } = r;
+  let handover = r.handover;
+  const guardUp = [self];
   if (down.includes(master) && master !== self && inSync.includes(self)) {
     if (!guardDown.includes(master)) guardDown.push(master);
     epoch = r.epoch + 1;
     inSync = inSync.filter((m) => m !== master);
     master = self;
+    handover = undefined; // a failover ends any planned one
+  } else if (handover !== undefined && master === self) {
+    const step = handOver(r, handover, down, o);
+    if (step === "abandon") handover = undefined;
+    else if (step === "hand-over") {
+      epoch = r.epoch + 1;
+      master = handover.to;
+      guardUp.push(handover.to);
+      handover = undefined;
+    }
   } else if (master === self && o.serving === r.epoch) {
     for (const rep of o.reports) {
       if (rep.epoch !== r.epoch || rep.replica === self || !r.members.includes(rep.replica)) {
@@ -126,9 +158,34 @@ export function plan(r: GroupRecord, o: Observations): Proposal | undefined {
         : inSync.filter((m) => m !== rep.replica);
     }
   }
-  const next = withPhase({ ...r, epoch, master, inSync, down });
+  const next = withPhase({ ...r, epoch, master, inSync, down, handover });
   if (sameRecord(next, r)) return undefined;
-  return { record: next, guard: { down: guardDown.sort(), up: [self] } };
+  return { record: next, guard: { down: guardDown.sort(), up: guardUp.sort() } };
+}
+
+/**
+ * What a master asked to hand over to `h.to` does: "abandon" when `to` can no longer take
+ * over (not an in-sync member, or down); "wait" while its own export is still open or
+ * closing (the old epoch must serve nothing once the new one may); else "hand-over": the
+ * next epoch with `to` as master. The old master stays in sync: it stopped serving with
+ * every acknowledged write, and the new master reconciles any write it had applied but
+ * not acknowledged.
+ */
+function handOver(
+  r: GroupRecord,
+  h: Handover,
+  down: readonly string[],
+  o: Observations,
+): "abandon" | "wait" | "hand-over" {
+  const to = h.to;
+  if (to === o.self || !r.inSync.includes(to) || down.includes(to)) return "abandon";
+  if (o.serving !== undefined || (o.stopping ?? 0) > 0) return "wait";
+  return "hand-over";
+}
+
+/** `r` asking for the handover `h` (undefined: asking for none). */
+export function withHandover(r: GroupRecord, h: Handover | undefined): GroupRecord {
+  return withPhase({ ...r, handover: h });
 }
 
 /** Whether two records are equal field by field. */
@@ -139,12 +196,13 @@ export function sameRecord(a: GroupRecord, b: GroupRecord): boolean {
 /** One line, e.g. "e2 master n2 in-sync [n2,n3] down [n1] failing-over". */
 export function describeRecord(r: GroupRecord): string {
   return `e${r.epoch} master ${r.master} in-sync [${r.inSync}]` +
-    (r.down.length > 0 ? ` down [${r.down}]` : "") + ` ${r.phase}`;
+    (r.down.length > 0 ? ` down [${r.down}]` : "") +
+    (r.handover ? ` handover-to ${r.handover.to}` : "") + ` ${r.phase}`;
 }
 
 function withPhase(r: Omit<GroupRecord, "phase">): GroupRecord {
   // Fixed key order, so that equal records serialize equally.
-  const { epoch, master, members, inSync, down, desired } = r;
-  const base = { epoch, master, members, inSync, down, desired };
+  const { epoch, master, members, inSync, down, desired, handover } = r;
+  const base = { epoch, master, members, inSync, down, desired, ...(handover ? { handover } : {}) };
   return { ...base, phase: phaseOf(base) };
 }

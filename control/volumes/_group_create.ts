@@ -15,6 +15,7 @@ import { abandonCreate } from "./_group_transitions.ts";
 import { abortableSleep, type Logger } from "../common/mod.ts";
 import type { StateStore } from "../store/mod.ts";
 import { casRecord, parseRecord, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
+import { withHistory } from "./_history.ts";
 
 export const CREATE_WAIT_MS = 10_000;
 const CLEANUP_WAIT_MS = 5_000;
@@ -94,10 +95,11 @@ export async function createGroup(
     const missing = group.members.filter((m) => !rec.created?.includes(m));
     if (missing.length === 0) {
       const { created: _c, ...rest } = rec;
-      const ready: VolumeRecord = { ...rest, state: "ready" };
+      const flipped = withHistory(rec, { ...rest, state: "ready" }, new Date());
+      const ready = flipped.record as VolumeRecord;
       const flip = await ctx.store.txn(
         [{ key, target: "modRevision", op: "==", value: kv.modRevision }],
-        [{ type: "put", key, value: JSON.stringify(ready) }],
+        [{ type: "put", key, value: JSON.stringify(ready) }, ...flipped.ops],
       );
       if (flip.succeeded) {
         log.info({ members: group.members, master: group.master }, "volume group created");

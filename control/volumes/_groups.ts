@@ -41,6 +41,7 @@ import { ResyncTracker } from "./_resyncs.ts";
 import { MembershipKeeper } from "./_membership.ts";
 import { deleteLeftCopy, holdsCopy, makeJoinedCopy, newCopyRetry } from "./_member_copies.ts";
 import { nextSyncNotes } from "./_sync_notes.ts";
+import { withHistory } from "./_history.ts";
 
 export type { GroupCreate };
 
@@ -311,6 +312,7 @@ export class VolumeGroups {
               epoch,
               targets: await this.#targets(current),
               onReplicasFailed: hooks.replicasFailed,
+              ...(hooks.handedOver ? { handedOver: true } : {}),
             };
           }
           await plane.openVolume(specOf(current), { writeGate: hooks.writeGate, replication });
@@ -361,14 +363,17 @@ export class VolumeGroups {
           this.#o.replicates ?? false,
         );
         const { outOfSync: _old, ...rest } = prev;
-        return JSON.stringify({
+        const next: VolumeRecord = {
           ...rest,
           master: group.master,
           epoch: group.epoch,
           group,
           ...(outOfSync ? { outOfSync } : {}),
           updatedAt: now.toISOString(),
-        });
+        };
+        // What the change did, as events written in the same transaction (_history.ts).
+        const { record, ops } = withHistory(prev, next, now);
+        return { value: JSON.stringify(record), ops };
       },
     });
     this.#drivers.set(name, { uuid: rec.uuid, driver });

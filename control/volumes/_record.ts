@@ -16,6 +16,7 @@ import type { GroupRecord } from "../group/mod.ts";
 import { livenessCompares } from "../nodes/mod.ts";
 import { type Compare, freshGet, type KeyValue, type StateStore } from "../store/mod.ts";
 import type { SyncNotes } from "./_sync_notes.ts";
+import { withHistory } from "./_history.ts";
 
 export const VOLUME_PREFIX = "/ballast/volumes/";
 
@@ -55,6 +56,8 @@ export type VolumeRecord =
      * took each out (_sync_notes.ts). Absent when every member is in sync.
      */
     outOfSync?: SyncNotes;
+    /** Replicated volumes: events written so far (_history.ts keeps the last ones). */
+    eventSeq?: number;
   };
 
 /** The API view of a record (without live fields): hand-over fields dropped, group flattened. */
@@ -67,6 +70,7 @@ export function toVolume(record: VolumeRecord): Volume {
     createFailed: _cf,
     remaining: _rm,
     outOfSync: _o,
+    eventSeq: _e,
     ...stored
   } = record;
   if (!g) return stored;
@@ -136,8 +140,10 @@ export async function casRecord(
     const rec = parseRecord(kv);
     if (uuid !== undefined && rec.uuid !== uuid) return undefined;
     const down = (await options.downGuard?.(rec)) ?? [];
-    const next = await change(rec, down);
-    if (next === undefined) return undefined;
+    const changed = await change(rec, down);
+    if (changed === undefined) return undefined;
+    // The group's events go in the same transaction (_history.ts).
+    const { record: next, ops } = withHistory(rec, changed, new Date());
     const compares: Compare[] = [
       { key, target: "modRevision", op: "==", value: kv.modRevision },
       ...livenessCompares(down),
@@ -148,6 +154,7 @@ export async function casRecord(
         key,
         value: JSON.stringify(next),
       },
+      ...ops,
     ]);
     if (res.succeeded) return next;
   }

@@ -6,6 +6,8 @@
  */
 
 export {
+  type DrainNodes,
+  type DrainOptions,
   type PeerStatusSource,
   type ReconcileReport,
   type ServedGroup,

@@ -27,9 +27,11 @@
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../../mod/errors.ts";
 import type {
   CreateVolumeRequest,
+  DrainProgress,
   NodeInfo,
   UpdateVolumeRequest,
   Volume,
+  VolumeEvent,
   VolumeLiveStatus,
   VolumeState,
   VolumeVerifyReport,
@@ -57,6 +59,8 @@ import {
 import { VolumeGroups } from "./_groups.ts";
 import { followVolumeRecords } from "./_follow.ts";
 import { awaitMembers, withReplicas } from "./_replica_count.ts";
+import { drainNode, type DrainNodes, type DrainOptions } from "./_drain.ts";
+import { eventsPrefix, parseEvents } from "./_history.ts";
 import { ORPHAN_MIN_AGE_MS, removeOrphans } from "./_orphans.ts";
 import {
   type LiveContext,
@@ -77,6 +81,8 @@ import {
 } from "./_local.ts";
 
 export {
+  type DrainNodes,
+  type DrainOptions,
   type PeerStatusSource,
   type ReconcileReport,
   type ServedGroup,
@@ -228,6 +234,26 @@ export class VolumeService {
     const kv = await this.#store.get(VOLUME_PREFIX + name);
     if (!kv) throw new NotFoundError("volume", name);
     return await volumeView(this.#live, parseRecord(kv));
+  }
+
+  /** The recent history of replicated volume `name`, oldest first (_history.ts). */
+  async events(name: string): Promise<VolumeEvent[]> {
+    checkVolumeName(name);
+    const [kv, listed] = await Promise.all([
+      this.#store.get(VOLUME_PREFIX + name),
+      this.#store.list(eventsPrefix(name)),
+    ]);
+    if (!kv) throw new NotFoundError("volume", name);
+    return parseEvents(listed.kvs, name, parseRecord(kv).uuid);
+  }
+
+  /** `node drain`: moves every master off `node` (_drain.ts); yields its progress. */
+  drain(
+    node: string,
+    nodes: DrainNodes,
+    options: DrainOptions = {},
+  ): AsyncGenerator<DrainProgress> {
+    return drainNode({ store: this.#store, nodes, log: this.#log }, node, options);
   }
 
   /**

@@ -14,6 +14,7 @@ import { CLUSTER_PATHS, CLUSTER_SCHEMAS } from "./_cluster.ts";
 import { PEER_PATHS, REPLICATION_SCHEMAS, VOLUME_LIVE_PROPERTIES } from "./_replication.ts";
 import { VERIFY_PATHS, VERIFY_SCHEMAS } from "./_verify.ts";
 import { UPDATE_REPLICAS, VOLUME_MEMBERSHIP_PROPERTIES } from "./_membership.ts";
+import { DRAIN_PATHS, DRAIN_SCHEMAS } from "./_drain.ts";
 
 const labels = {
   type: "object",
@@ -182,6 +183,7 @@ export const OPENAPI_DOCUMENT = {
     ...CLUSTER_PATHS,
     ...PEER_PATHS,
     ...VERIFY_PATHS,
+    ...DRAIN_PATHS,
     "/v1/openapi.json": {
       get: {
         operationId: "openapi",
@@ -391,6 +393,7 @@ export const OPENAPI_DOCUMENT = {
       ...CLUSTER_SCHEMAS,
       ...REPLICATION_SCHEMAS,
       ...VERIFY_SCHEMAS,
+      ...DRAIN_SCHEMAS,
       VersionInfo: {
         type: "object",
         properties: {

@@ -27,6 +27,7 @@ import {
   newRecord,
   phaseOf,
   type Versioned,
+  withHandover,
 } from "../../../control/group/record.ts";
 import type { Spec } from "./_explore.ts";
 
@@ -52,6 +53,8 @@ export interface World<D = unknown> {
   lostReplies: number;
   /** Record changes made by the environment (membership changes, _membership_env.ts). */
   envChanges: number;
+  /** Handovers asked for so far. */
+  handovers: number;
   /** The data path's state (DataModel). */
   data: D;
   /** Set when a driver or a client would see something wrong. */
@@ -72,6 +75,8 @@ export interface Bounds {
   spares?: number;
   /** Record changes the environment may make (membership changes; default 0). */
   maxEnvChanges?: number;
+  /** Handovers an operator asks for (`node drain`), default 0. */
+  maxHandovers?: number;
 }
 
 /** What a data model's steps may use. */
@@ -153,6 +158,7 @@ export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<Wo
     syncLosses: 0,
     lostReplies: 0,
     envChanges: 0,
+    handovers: 0,
     data: data.init(names),
   };
 
@@ -257,7 +263,31 @@ export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<Wo
       data.next(w, i, ctx);
     }
     options.environment?.(w, { ...ctx, write });
+    drainerSteps(w);
     return out;
+  };
+
+  /**
+   * An operator's drain (control/volumes/drain.ts) asks the master to hand over to an
+   * in-sync member that is up, in one CAS; and may give up on a handover still pending
+   * (its wait timed out), in another.
+   */
+  const drainerSteps = (w: World<D>) => {
+    const r = w.record.record;
+    if (r.handover !== undefined) {
+      const x = clone(w);
+      write(x, withHandover(r, undefined));
+      push(`the drain gives up the handover to ${r.handover.to}`, x);
+      return;
+    }
+    if (w.handovers >= (bounds.maxHandovers ?? 0)) return;
+    for (const to of r.inSync) {
+      if (to === r.master || r.down.includes(to) || !w.lease[names.indexOf(to)]) continue;
+      const x = clone(w);
+      x.handovers++;
+      write(x, withHandover(r, { to, reason: "drain" }));
+      push(`the drain asks ${r.master} to hand over to ${to}`, x);
+    }
   };
 
   /** What etcd, the driver's watch and its timers do for actor i. */
@@ -325,6 +355,9 @@ export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<Wo
           deliver(cleared(true), i, { type: "response-lost" }),
         );
       }
+    }
+    if (actor.stopping > 0) {
+      push(`${me}'s export is closed`, deliver(clone(w), i, { type: "serving-stopped" }));
     }
     if (w.timer[i]) {
       const x = clone(w);
@@ -394,7 +427,7 @@ function worldKey<D>(data: DataModel<D>): (w: World<D>) => string {
   return (w) => {
     let k = `${w.record.revision}:${
       rec(w.record.record)
-    }/${w.crashes}${w.partitions}${w.syncLosses}${w.lostReplies}${w.envChanges}/${
+    }/${w.crashes}${w.partitions}${w.syncLosses}${w.lostReplies}${w.envChanges}${w.handovers}/${
       data.key(w.data)
     }`;
     for (let i = 0; i < w.alive.length; i++) {
@@ -408,7 +441,7 @@ function worldKey<D>(data: DataModel<D>): (w: World<D>) => string {
       const a = w.actors[i];
       if (a === undefined) continue;
       k += `;${a.known ? `${a.known.revision}:${rec(a.known.record)}` : "-"};${a.op?.kind}`;
-      k += `;${a.leaseDown};${a.serving};${a.holding};${a.holdFor};`;
+      k += `;${a.leaseDown};${a.serving};${a.holding};${a.holdFor};${a.stopping};`;
       for (const r of a.reports) k += `${r.replica}${+r.inSync}${r.epoch}`;
     }
     return k + (w.flaw ?? "");
@@ -483,6 +516,7 @@ function describeWorld<D>(w: World<D>, names: string[], data: DataModel<D>): str
       w.serving[i] !== undefined ? `serving e${w.serving[i]}` : "",
       ...data.describeNode(w, i),
       a?.op ? a.op.kind : "",
+      a && a.stopping > 0 ? `closing export` : "",
       a && a.leaseDown.length > 0 ? `sees-down [${a.leaseDown}]` : "",
     ].filter(Boolean);
     return `${m}{${flags.join(" ")}}`;

@@ -38,7 +38,10 @@
  * - a read is served by the master from its own copy, at one instant (a real read checks
  *   the guard, then reads; a write acknowledged in between is concurrent with it);
  * - a frozen master is a master that takes no steps while the others do (its grants lapse
- *   all the same): every interleaving contains it.
+ *   all the same): every interleaving contains it;
+ * - a planned handover (a drain): the old master's path ends at its "stop-serving" (its
+ *   export closed on every thread before the machine hands over), and the member handed over
+ *   to serves without waiting out grants to older epochs (told "serve" with handedOver).
  *
  * Invariants: every acknowledged write is on every member the record lists in sync, and on
  * every member promoted; no read misses a write acknowledged before it; no write is
@@ -84,6 +87,8 @@ interface MasterPath {
   /** Members whose grant this master holds (valid on its clock). */
   holds: string[];
   write: Write | undefined;
+  /** Handed over to (not promoted): serves without waiting out older grants. */
+  planned: boolean;
 }
 
 export interface ReplData {
@@ -118,6 +123,11 @@ export interface ReplicationFaults {
    * path, data/nbd/_execute.ts, does today).
    */
   skipDroppedMembers?: boolean;
+  /**
+   * A master handing over confirms its export closed while it still serves (its threads
+   * have not dropped it): the new master, handed over to, does not wait out its grants.
+   */
+  confirmBeforeClosed?: boolean;
 }
 
 type W = World<ReplData>;
@@ -147,7 +157,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
    * older epoch is still held there.
    */
   const guard = (w: W, i: number, p: MasterPath, names: string[]): boolean =>
-    (faults.serveBeforeGrantsLapse || !grantedBelow(w, names[i], p.epoch)) &&
+    (faults.serveBeforeGrantsLapse || p.planned || !grantedBelow(w, names[i], p.epoch)) &&
     guardSet(w, i, p, names).every((m) => p.holds.includes(m));
 
   const setPath = (w: W, i: number, p: MasterPath | undefined) => {
@@ -171,11 +181,13 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
           resynced: [],
           holds: [],
           write: undefined,
+          planned: n.handedOver === true,
         });
         break;
       }
       case "stop-serving":
-        setPath(w, i, undefined);
+        // (The fault: a handing-over master's path goes on serving its epoch.)
+        if (!(n.handover && faults.confirmBeforeClosed)) setPath(w, i, undefined);
         break;
       case "release-writes":
         if (p?.epoch === n.epoch && p.write?.failed) {
@@ -445,7 +457,7 @@ function key(d: ReplData): string {
       k += "|-";
       continue;
     }
-    k += `|${p.epoch}:${p.targets}:${p.resyncing}:${p.resynced}:${p.holds}:`;
+    k += `|${p.epoch}:${p.targets}:${p.resyncing}:${p.resynced}:${p.holds}:${+p.planned}:`;
     const wr = p.write;
     if (wr) k += `${wr.id}${wr.waiting}${+wr.failed}${+wr.released}`;
   }

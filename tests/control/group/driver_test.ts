@@ -8,7 +8,7 @@
 import { assert, assertEquals } from "../../_assert.ts";
 import { GroupDriver, type GroupHost, type ServeHooks } from "../../../control/group/driver.ts";
 import { LeaseWatch } from "../../../control/group/lease_watch.ts";
-import { type GroupRecord, newRecord } from "../../../control/group/record.ts";
+import { type GroupRecord, newRecord, withHandover } from "../../../control/group/record.ts";
 import { silentLogger } from "../../../control/common/mod.ts";
 import { aliveKey, NODE_PREFIX } from "../../../control/nodes/mod.ts";
 import { eventually as poll, withSqlite } from "../_fixtures.ts";
@@ -292,6 +292,60 @@ Deno.test("GroupDriver: the first write waits until the record says the replicas
       assertEquals((await stored(store)).group.epoch, 1);
     } finally {
       await d1.stop();
+      await watch.stop();
+    }
+  });
+});
+
+/** A host whose stopServing resolves only when the test releases it. */
+class SlowStopHost extends RecordingHost {
+  release: () => void = () => {};
+  override stopServing(epoch: number): Promise<void> {
+    this.calls.push(`stop ${epoch}`);
+    return new Promise((resolve) => (this.release = resolve));
+  }
+}
+
+Deno.test("GroupDriver: a handover asked in the record closes the master's export first, then hands over at epoch 2; the new master serves handed over", async () => {
+  await withSqlite(async (store) => {
+    await seed(store, ["n1", "n2"]);
+    const watch = new LeaseWatch({ store, logger: silentLogger() });
+    await watch.start();
+    const h1 = new SlowStopHost();
+    const h2 = new RecordingHost();
+    const d1 = driver(store, "n1", watch, h1);
+    const d2 = driver(store, "n2", watch, h2);
+    d1.start();
+    d2.start();
+    const deliver = async () => {
+      const kv = (await store.get(KEY))!;
+      d1.recordChanged(kv);
+      d2.recordChanged(kv);
+    };
+    try {
+      await eventually("n1 serves", () => h1.calls.length === 1);
+      await eventually("n2 read the record", () => d2.state.known !== undefined);
+      // The drain's CAS (control/volumes/_drain.ts does it through casRecord).
+      const v = await stored(store);
+      const asked = withHandover(v.group, { to: "n2", reason: "drain of node n1" });
+      await store.put(KEY, JSON.stringify({ ...v, group: asked }));
+      await deliver();
+      await eventually("n1 closes its export", () => h1.calls.includes("stop 1"));
+      // While the export is closing nothing is written: the machine waits for it.
+      assertEquals([d1.state.stopping, d1.state.op], [1, undefined]);
+      assertEquals((await stored(store)).group.epoch, 1);
+      h1.release();
+      await eventually("handed over", async () => (await stored(store)).group.epoch === 2);
+      const { group } = await stored(store);
+      assertEquals([group.master, group.inSync, group.handover], ["n2", ["n1", "n2"], undefined]);
+      await deliver();
+      await eventually("n2 serves", () => h2.calls.length === 1);
+      assertEquals(h2.calls, ["serve 2 gated"]); // (no replication here: n1 is in sync)
+      assertEquals(h2.hooks?.handedOver, true);
+      assertEquals(h1.calls, ["serve 1 gated", "stop 1"], "n1 does not serve again");
+    } finally {
+      await d1.stop();
+      await d2.stop();
       await watch.stop();
     }
   });

@@ -103,6 +103,29 @@ Deno.test("group model: master + 2 replicas, a write through the gate, 1 crash: 
   }, 40_000);
 });
 
+Deno.test("group model: master + 1 replica, a drain's handover, a write through the gate, 1 crash, 1 lost reply: invariants and liveness hold", () => {
+  holds("master + 1 replica, handover", {
+    replicas: 1,
+    maxCrashes: 1,
+    maxPartitions: 0,
+    maxSyncLosses: 0,
+    maxLostReplies: 1,
+    maxWrites: 1,
+    maxHandovers: 1,
+  }, 10_000);
+});
+
+Deno.test("group model: master + 2 replicas, a drain's handover, 1 crash: invariants and liveness hold", () => {
+  holds("master + 2 replicas, handover", {
+    replicas: 2,
+    maxCrashes: 1,
+    maxPartitions: 0,
+    maxSyncLosses: 0,
+    maxLostReplies: 0,
+    maxHandovers: 1,
+  }, 10_000);
+});
+
 /** Runs a broken step() and expects the checker to catch it with a printed trace. */
 function caught(name: string, broken: StepFn, expected: string, writes = 0): void {
   const o = run(name, {

@@ -1,0 +1,53 @@
+/**
+ * The drain's side of a planned handover (`ballast node drain`), pure: which in-sync member
+ * a group's master can hand over to, or why none can. The master's side is in record.ts
+ * (plan(): close the export, then hand over at the next epoch) and machine.ts.
+ * @module
+ */
+
+import type { GroupRecord } from "./record.ts";
+
+/** A node as the drain sees it (NodeInfo's name and derived state). */
+export interface HandoverNode {
+  name: string;
+  state: "ready" | "cordoned" | "unreachable" | "down";
+}
+
+/** Where a group mastered by `from` can go, or why it cannot (an in-sync copy would be lost). */
+export type HandoverChoice = { to: string } | { refused: string };
+
+/**
+ * The member `from` should hand `r` over to: an in-sync member that is up, a ready node
+ * first (cordoned ones only when no ready one is left), the one sorted first among equals.
+ * `notes` says why members are out of sync (the volume record's outOfSync), for the refusal.
+ */
+export function handoverTarget(
+  r: GroupRecord,
+  from: string,
+  nodes: readonly HandoverNode[],
+  notes: Record<string, { reason: string }> = {},
+): HandoverChoice {
+  const state = new Map(nodes.map((n) => [n.name, n.state]));
+  const others = r.members.filter((m) => m !== from);
+  if (others.length === 0) {
+    return { refused: `it has no replica: its only copy is on ${from}` };
+  }
+  const usable = (m: string, ok: string[]) =>
+    r.inSync.includes(m) && !r.down.includes(m) && ok.includes(state.get(m) ?? "down");
+  const to = others.find((m) => usable(m, ["ready"])) ??
+    others.find((m) => usable(m, ["cordoned"]));
+  if (to !== undefined) return { to };
+  const why = others.map((m) => {
+    const st = state.get(m) ?? "unknown";
+    if (r.down.includes(m) || st === "down") return `${m} is down`;
+    if (!r.inSync.includes(m)) {
+      const note = notes[m]?.reason;
+      return `${m} is out of sync` + (note ? ` (${note})` : "");
+    }
+    return `${m} is ${st}`;
+  });
+  return {
+    refused: `no in-sync replica could take over: ${why.join("; ")}; moving the master would ` +
+      `leave no in-sync copy`,
+  };
+}

@@ -1,0 +1,190 @@
+/**
+ * A replicated volume's recent history (`ballast volume events`): what each change of its
+ * record did to the group, in words, kept as one small key per event beside the record.
+ *
+ * The events are read off the record before and after a change (pure: historyOf), and
+ * written in the SAME transaction as that change (withHistory): no etcd request beyond the
+ * group's own compare-and-swaps, which happen only on membership changes, never per I/O.
+ * Keys are `/ballast/volume-events/<name>/<uuid>/<seq>`, seq counted in the volume record
+ * (`eventSeq`), so a write needs no read: it puts the new events and deletes the ones that
+ * fall out of the last EVENTS_KEEP. The record's watchers never see them (another prefix),
+ * and a record that grows with every event would be sent to every node on every change.
+ * @module
+ */
+
+import type { VolumeEvent } from "../../mod/types.ts";
+import type { GroupRecord } from "../group/mod.ts";
+import type { Op } from "../store/mod.ts";
+
+/** What the history reads of a volume record (_record.ts's VolumeRecord). */
+export interface HistoryRecord {
+  name: string;
+  uuid: string;
+  state: string;
+  group?: GroupRecord;
+  outOfSync?: Record<string, { reason: string }>;
+  eventSeq?: number;
+}
+
+export const EVENTS_PREFIX = "/ballast/volume-events/";
+/** Events kept per volume. */
+export const EVENTS_KEEP = 100;
+
+/** The prefix of a volume's events (every uuid under that name). */
+export function eventsPrefix(name: string): string {
+  return `${EVENTS_PREFIX}${name}/`;
+}
+
+/** The key of event `seq` of copy `uuid` of volume `name`. */
+export function eventKey(name: string, uuid: string, seq: number): string {
+  return `${eventsPrefix(name)}${uuid}/${String(seq).padStart(12, "0")}`;
+}
+
+type Draft = Omit<VolumeEvent, "seq" | "at" | "epoch" | "master">;
+
+/** What the change from `prev` to `next` did to the group, in order (no group: nothing). */
+export function historyOf(prev: HistoryRecord | undefined, next: HistoryRecord): Draft[] {
+  const g = next.group;
+  if (!g) return [];
+  const p = prev?.uuid === next.uuid ? prev.group : undefined;
+  const out: Draft[] = [];
+  const ready = next.state === "ready";
+  const wasReady = prev?.uuid === next.uuid && prev.state === "ready";
+  if (ready && !wasReady) {
+    const replicas = g.members.filter((m) => m !== g.master);
+    out.push({
+      type: "created",
+      message: `created with master ${g.master}` +
+        (replicas.length > 0 ? ` and replicas ${replicas.join(", ")}` : ""),
+    });
+  }
+  if (next.state === "deleting" && prev?.state !== "deleting") {
+    out.push({ type: "deleting", message: "delete started" });
+  }
+  if (!p || !wasReady && !ready) return out;
+  const h0 = p.handover;
+  const h1 = g.handover;
+  if (h1 && (!h0 || h0.to !== h1.to)) {
+    out.push({
+      type: "handover-requested",
+      node: h1.to,
+      message: `handover of the master from ${g.master} to ${h1.to} asked (${h1.reason}); ` +
+        `${g.master} closes its export first`,
+    });
+  }
+  if (p.epoch !== g.epoch || p.master !== g.master) {
+    if (h0 && h0.to === g.master) {
+      out.push({
+        type: "handover",
+        node: g.master,
+        message: `${p.master} handed over to ${g.master} at epoch ${g.epoch} (${h0.reason})`,
+      });
+    } else {
+      const why = p.down.includes(p.master) || g.down.includes(p.master)
+        ? `master ${p.master}'s liveness lease expired`
+        : `master ${p.master} was replaced`;
+      out.push({
+        type: "promoted",
+        node: g.master,
+        message: `${g.master} promoted to master at epoch ${g.epoch}: ${why}`,
+      });
+    }
+  } else if (h0 && !h1) {
+    const why = !g.inSync.includes(h0.to)
+      ? `${h0.to} is no longer in sync`
+      : g.down.includes(h0.to)
+      ? `${h0.to} is down`
+      : "cancelled by the drain (it did not complete in time)";
+    out.push({
+      type: "handover-abandoned",
+      node: h0.to,
+      message: `handover to ${h0.to} given up: ${why}; ${g.master} serves again`,
+    });
+  }
+  for (const m of g.down.filter((m) => !p.down.includes(m))) {
+    out.push({ type: "down", node: m, message: `${m} down: its node's liveness lease expired` });
+  }
+  for (const m of p.inSync.filter((m) => !g.inSync.includes(m) && g.members.includes(m))) {
+    const reason = next.outOfSync?.[m]?.reason;
+    out.push({
+      type: "out-of-sync",
+      node: m,
+      message: `${m} left the in-sync set` + (reason ? `: ${reason}` : ""),
+    });
+  }
+  for (const m of p.down.filter((m) => !g.down.includes(m))) {
+    out.push({ type: "up", node: m, message: `${m} is up again` });
+  }
+  const lagsBefore = (m: string) => p.master === g.master && p.epoch === g.epoch && lags(p, m);
+  for (const m of g.members.filter((m) => lags(g, m) && !lagsBefore(m))) {
+    out.push({
+      type: "resync-started",
+      node: m,
+      message: `master ${g.master} resyncs ${m} (Delta Sync: only differing blocks are sent)`,
+    });
+  }
+  for (const m of g.inSync.filter((m) => !p.inSync.includes(m))) {
+    out.push({ type: "in-sync", node: m, message: `${m} back in sync: its resync finished` });
+  }
+  return out;
+}
+
+/** Whether member `m` is out of sync and not down: its master resyncs it. */
+function lags(g: GroupRecord, m: string): boolean {
+  return g.members.includes(m) && !g.inSync.includes(m) && !g.down.includes(m);
+}
+
+/**
+ * `next` (replacing `prev`, at `at`) with its event counter advanced, and the operations to
+ * put in the same transaction: the new events, the old ones out of the window, and, when
+ * the record goes ("delete"), every event of the volume.
+ */
+export function withHistory<R extends HistoryRecord>(
+  prev: R | undefined,
+  next: R | "delete",
+  at: Date,
+): { record: R | "delete"; ops: Op[] } {
+  if (next === "delete") {
+    const name = prev?.name;
+    return {
+      record: next,
+      ops: name ? [{ type: "delete", key: eventsPrefix(name), prefix: true }] : [],
+    };
+  }
+  const drafts = historyOf(prev, next);
+  if (drafts.length === 0) return { record: next, ops: [] };
+  const first = (prev?.uuid === next.uuid ? prev.eventSeq : undefined) ?? 0;
+  const g = next.group!;
+  const ops: Op[] = [];
+  drafts.forEach((d, i) => {
+    const seq = first + i + 1;
+    const event: VolumeEvent = {
+      seq,
+      at: at.toISOString(),
+      ...d,
+      epoch: g.epoch,
+      master: g.master,
+    };
+    ops.push({
+      type: "put",
+      key: eventKey(next.name, next.uuid, seq),
+      value: JSON.stringify(event),
+    });
+    if (seq > EVENTS_KEEP) {
+      ops.push({ type: "delete", key: eventKey(next.name, next.uuid, seq - EVENTS_KEEP) });
+    }
+  });
+  return { record: { ...next, eventSeq: first + drafts.length }, ops };
+}
+
+/** The events of copy `uuid` among listed event keys, oldest first. */
+export function parseEvents(
+  kvs: { key: string; value: string }[],
+  name: string,
+  uuid: string,
+): VolumeEvent[] {
+  const prefix = `${eventsPrefix(name)}${uuid}/`;
+  return kvs.filter((kv) => kv.key.startsWith(prefix))
+    .map((kv) => JSON.parse(kv.value) as VolumeEvent)
+    .sort((a, b) => a.seq - b.seq);
+}

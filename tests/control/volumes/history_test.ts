@@ -1,0 +1,98 @@
+/**
+ * A replicated volume's history (control/volumes/_history.ts): events read off a record
+ * change, and the operations written with it (bounded window, removed with the record).
+ */
+
+import { assertEquals } from "../../_assert.ts";
+import {
+  eventKey,
+  EVENTS_KEEP,
+  eventsPrefix,
+  historyOf,
+  type HistoryRecord,
+  parseEvents,
+  withHistory,
+} from "../../../control/volumes/_history.ts";
+import { type GroupRecord, newRecord, withHandover } from "../../../control/group/mod.ts";
+
+function rec(group: GroupRecord, extra: Partial<HistoryRecord> = {}): HistoryRecord {
+  return { name: "v", uuid: "u1", state: "ready", group, ...extra };
+}
+
+const base = newRecord("n1", ["n2", "n3"]);
+
+Deno.test("historyOf(): creation, a drain's handover asked and done", () => {
+  const creating = rec(base, { state: "creating" });
+  assertEquals(historyOf(creating, rec(base)).map((e) => e.message), [
+    "created with master n1 and replicas n2, n3",
+  ]);
+  const asked = withHandover(base, { to: "n2", reason: "drain of node n1" });
+  assertEquals(historyOf(rec(base), rec(asked)), [{
+    type: "handover-requested",
+    node: "n2",
+    message: "handover of the master from n1 to n2 asked (drain of node n1); n1 closes its " +
+      "export first",
+  }]);
+  const done = withHandover({ ...base, epoch: 2, master: "n2" }, undefined);
+  assertEquals(historyOf(rec(asked), rec(done)).map((e) => [e.type, e.message]), [
+    ["handover", "n1 handed over to n2 at epoch 2 (drain of node n1)"],
+  ]);
+  const gaveUp = withHandover({ ...base, inSync: ["n1", "n3"] }, undefined);
+  assertEquals(historyOf(rec(asked), rec(gaveUp)).map((e) => e.type), [
+    "handover-abandoned",
+    "out-of-sync",
+    "resync-started",
+  ]);
+});
+
+Deno.test("historyOf(): a failover, a member down, out of sync with its reason, back and resynced", () => {
+  const failed: GroupRecord = {
+    ...base,
+    epoch: 2,
+    master: "n2",
+    inSync: ["n2", "n3"],
+    down: ["n1"],
+    phase: "degraded",
+  };
+  const events = historyOf(
+    rec(base),
+    rec(failed, { outOfSync: { n1: { reason: "it was master until epoch 1" } } }),
+  );
+  assertEquals(events.map((e) => e.message), [
+    "n2 promoted to master at epoch 2: master n1's liveness lease expired",
+    "n1 down: its node's liveness lease expired",
+    "n1 left the in-sync set: it was master until epoch 1",
+  ]);
+  const back = { ...failed, down: [] };
+  assertEquals(historyOf(rec(failed), rec(back)).map((e) => [e.type, e.node]), [
+    ["up", "n1"],
+    ["resync-started", "n1"],
+  ]);
+  const synced = { ...back, inSync: ["n1", "n2", "n3"], phase: "healthy" as const };
+  assertEquals(historyOf(rec(back), rec(synced)).map((e) => e.message), [
+    "n1 back in sync: its resync finished",
+  ]);
+  // No group change, no event; a volume without a group has none.
+  assertEquals(historyOf(rec(synced), rec(synced)), []);
+  assertEquals(historyOf(undefined, { name: "x", uuid: "u", state: "ready" }), []);
+});
+
+Deno.test("withHistory(): numbers events, keeps the last EVENTS_KEEP, removes them with the record", () => {
+  const at = new Date("2026-12-05T03:00:00Z");
+  const asked = withHandover(base, { to: "n2", reason: "drain" });
+  const first = withHistory(rec(base, { eventSeq: EVENTS_KEEP }), rec(asked), at);
+  assertEquals((first.record as HistoryRecord).eventSeq, EVENTS_KEEP + 1);
+  assertEquals(first.ops.map((o) => [o.type, o.key]), [
+    ["put", eventKey("v", "u1", EVENTS_KEEP + 1)],
+    ["delete", eventKey("v", "u1", 1)],
+  ]);
+  const put = first.ops[0];
+  const kvs = put.type === "put" ? [{ key: put.key, value: put.value }] : [];
+  const [e] = parseEvents(kvs, "v", "u1");
+  assertEquals([e.seq, e.at, e.epoch, e.master], [EVENTS_KEEP + 1, at.toISOString(), 1, "n1"]);
+  assertEquals(parseEvents(kvs, "v", "another-uuid"), []);
+  assertEquals(withHistory(rec(base), rec(base), at).ops, []);
+  assertEquals(withHistory(rec(base), "delete", at).ops, [
+    { type: "delete", key: eventsPrefix("v"), prefix: true },
+  ]);
+});
