@@ -15,7 +15,7 @@ import { abandonCreate } from "./_group_transitions.ts";
 import { abortableSleep, type Logger } from "../common/mod.ts";
 import type { StateStore } from "../store/mod.ts";
 import { casRecord, parseRecord, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
-import { withHistory } from "./_history.ts";
+import { withHistory } from "../events/mod.ts";
 
 export const CREATE_WAIT_MS = 10_000;
 const CLEANUP_WAIT_MS = 5_000;

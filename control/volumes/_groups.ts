@@ -27,21 +27,22 @@ import type { NodeInfo } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import { GroupDriver, type GroupRecord, LeaseWatch } from "../group/mod.ts";
 import { CREATE_WAIT_MS, createGroup, type GroupCreate } from "./_group_create.ts";
-import {
-  copyDeleted,
-  dropDownMembers,
-  markGroupDeleting,
-  staleCreateMs,
-} from "./_group_transitions.ts";
+import { copyDeleted, markGroupDeleting, staleCreateMs } from "./_group_transitions.ts";
 import type { Logger } from "../common/mod.ts";
 import { aliveKey } from "../nodes/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
 import { casRecord, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
 import { ResyncTracker } from "./_resyncs.ts";
 import { MembershipKeeper } from "./_membership.ts";
-import { deleteLeftCopy, holdsCopy, makeJoinedCopy, newCopyRetry } from "./_member_copies.ts";
+import {
+  deleteLeftCopy,
+  holdsCopy,
+  leaveOutDown,
+  makeJoinedCopy,
+  newCopyRetry,
+} from "./_member_copies.ts";
 import { nextSyncNotes } from "./_sync_notes.ts";
-import { withHistory } from "./_history.ts";
+import { withHistory } from "../events/mod.ts";
 
 export type { GroupCreate };
 
@@ -371,7 +372,7 @@ export class VolumeGroups {
           ...(outOfSync ? { outOfSync } : {}),
           updatedAt: now.toISOString(),
         };
-        // What the change did, as events written in the same transaction (_history.ts).
+        // What the change did, as events written in the same transaction (control/events/).
         const { record, ops } = withHistory(prev, next, now);
         return { value: JSON.stringify(record), ops };
       },
@@ -480,26 +481,9 @@ export class VolumeGroups {
     log.info("local copy deleted");
   }
 
-  /**
-   * A forced delete waiting on members that went down while it ran: takes them off
-   * `remaining` (guarded by their liveness keys being absent). True if it did.
-   */
-  async #dropDown(rec: VolumeRecord): Promise<boolean> {
-    const self = this.#o.nodeName;
-    const down = this.#leases.down().filter((n) => n !== self);
-    if (!rec.deleteForce || !(rec.remaining ?? []).some((m) => down.includes(m))) return false;
-    const next = await casRecord(
-      this.#o.store,
-      rec.name,
-      rec.uuid,
-      (cur, guard) => dropDownMembers(cur, guard),
-      { downGuard: (cur) => down.filter((n) => (cur.remaining ?? []).includes(n)) },
-    );
-    if (next === undefined) return false;
-    this.#log.info(
-      { volume: rec.name, uuid: rec.uuid, down, removed: next === "delete" },
-      "forced delete: members that are down left out (they remove their copies when back)",
-    );
-    return true;
+  /** A forced delete waiting on members that went down meanwhile leaves them out. */
+  #dropDown(rec: VolumeRecord): Promise<boolean> {
+    const down = this.#leases.down().filter((n) => n !== this.#o.nodeName);
+    return leaveOutDown(this.#o.store, rec, down, this.#log);
   }
 }

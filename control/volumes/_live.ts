@@ -11,7 +11,7 @@
  * @module
  */
 
-import { errorMessage } from "../../mod/errors.ts";
+import { errorMessage, FailedPreconditionError, NotFoundError } from "../../mod/errors.ts";
 import type {
   LiveResync,
   Volume,
@@ -204,4 +204,37 @@ export async function servedGroups(ctx: LiveContext): Promise<ServedGroup[]> {
     });
   }
   return out;
+}
+
+/**
+ * `volume verify` of the volume of `rec`: this node's data plane compares the copies when it
+ * is the master; otherwise the master is asked (unless `local`: a peer's request).
+ */
+export async function verifyVolume(
+  ctx: LiveContext,
+  rec: VolumeRecord,
+  options: { deep: boolean; local?: boolean },
+): Promise<VolumeVerifyReport> {
+  const name = rec.name;
+  if (rec.master !== ctx.node) {
+    if (options.local) throw new NotFoundError("volume export", name);
+    if (!ctx.peers?.verifyVolume) {
+      throw new FailedPreconditionError(
+        `volume "${name}" is served by node ${rec.master}: run verify against that node`,
+      );
+    }
+    return await ctx.peers.verifyVolume(rec.master, name, options.deep);
+  }
+  if (!ctx.plane.verifyVolume || !ctx.plane.volumeStatus(name)) {
+    throw new FailedPreconditionError(`volume "${name}" is not exported on ${ctx.node} now`);
+  }
+  const r = await ctx.plane.verifyVolume(name, { deep: options.deep });
+  const ok = r.members.every((m) => m.equal === true && m.corruptCount === 0 && !m.error);
+  return {
+    name,
+    node: ctx.node,
+    ...(rec.group ? { epoch: rec.group.epoch } : {}),
+    ...r,
+    ok,
+  };
 }

@@ -10,7 +10,9 @@
 import { errorMessage } from "../../mod/errors.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { Logger } from "../common/mod.ts";
-import { specOf, type VolumeRecord } from "./_record.ts";
+import type { StateStore } from "../store/mod.ts";
+import { casRecord, specOf, type VolumeRecord } from "./_record.ts";
+import { dropDownMembers } from "./_group_transitions.ts";
 
 /** How long a resync waits for a new member to make its copy (it does on its record watch). */
 const NEW_COPY_WAIT_MS = 15_000;
@@ -66,4 +68,31 @@ export async function newCopyRetry<T>(fn: () => Promise<T>): Promise<T> {
       await new Promise((r) => setTimeout(r, NEW_COPY_POLL_MS));
     }
   }
+}
+
+/**
+ * A forced delete waiting on members that went down while it ran (`down`: the nodes whose
+ * lease is gone): takes them off `remaining`, guarded by their liveness keys being absent.
+ * True if it did.
+ */
+export async function leaveOutDown(
+  store: StateStore,
+  rec: VolumeRecord,
+  down: string[],
+  log: Logger,
+): Promise<boolean> {
+  if (!rec.deleteForce || !(rec.remaining ?? []).some((m) => down.includes(m))) return false;
+  const next = await casRecord(
+    store,
+    rec.name,
+    rec.uuid,
+    (cur, guard) => dropDownMembers(cur, guard),
+    { downGuard: (cur) => down.filter((n) => (cur.remaining ?? []).includes(n)) },
+  );
+  if (next === undefined) return false;
+  log.info(
+    { volume: rec.name, uuid: rec.uuid, down, removed: next === "delete" },
+    "forced delete: members that are down left out (they remove their copies when back)",
+  );
+  return true;
 }

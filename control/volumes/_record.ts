@@ -16,7 +16,7 @@ import type { GroupRecord } from "../group/mod.ts";
 import { livenessCompares } from "../nodes/mod.ts";
 import { type Compare, freshGet, type KeyValue, type StateStore } from "../store/mod.ts";
 import type { SyncNotes } from "./_sync_notes.ts";
-import { withHistory } from "./_history.ts";
+import { withHistory } from "../events/mod.ts";
 
 export const VOLUME_PREFIX = "/ballast/volumes/";
 
@@ -56,7 +56,7 @@ export type VolumeRecord =
      * took each out (_sync_notes.ts). Absent when every member is in sync.
      */
     outOfSync?: SyncNotes;
-    /** Replicated volumes: events written so far (_history.ts keeps the last ones). */
+    /** Replicated volumes: events written so far (control/events/ keeps the last ones). */
     eventSeq?: number;
   };
 
@@ -142,7 +142,7 @@ export async function casRecord(
     const down = (await options.downGuard?.(rec)) ?? [];
     const changed = await change(rec, down);
     if (changed === undefined) return undefined;
-    // The group's events go in the same transaction (_history.ts).
+    // The group's events go in the same transaction (control/events/).
     const { record: next, ops } = withHistory(rec, changed, new Date());
     const compares: Compare[] = [
       { key, target: "modRevision", op: "==", value: kv.modRevision },

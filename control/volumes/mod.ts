@@ -32,4 +32,3 @@ export {
   VOLUME_NAME,
 } from "./rules.ts";
 export { ORPHAN_MIN_AGE_MS, orphanMinAgeMs } from "./_orphans.ts";
-export { feedDirectory } from "./directory_feed.ts";

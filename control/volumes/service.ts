@@ -60,7 +60,7 @@ import { VolumeGroups } from "./_groups.ts";
 import { followVolumeRecords } from "./_follow.ts";
 import { awaitMembers, withReplicas } from "./_replica_count.ts";
 import { drainNode, type DrainNodes, type DrainOptions } from "./_drain.ts";
-import { eventsPrefix, parseEvents } from "./_history.ts";
+import { eventsPrefix, parseEvents } from "../events/mod.ts";
 import { ORPHAN_MIN_AGE_MS, removeOrphans } from "./_orphans.ts";
 import {
   type LiveContext,
@@ -68,6 +68,7 @@ import {
   type PeerStatusSource,
   type ServedGroup,
   servedGroups,
+  verifyVolume,
   volumeView,
 } from "./_live.ts";
 import {
@@ -236,7 +237,7 @@ export class VolumeService {
     return await volumeView(this.#live, parseRecord(kv));
   }
 
-  /** The recent history of replicated volume `name`, oldest first (_history.ts). */
+  /** The recent history of replicated volume `name`, oldest first (control/events/). */
   async events(name: string): Promise<VolumeEvent[]> {
     checkVolumeName(name);
     const [kv, listed] = await Promise.all([
@@ -280,29 +281,7 @@ export class VolumeService {
     checkVolumeName(name);
     const kv = await this.#store.get(VOLUME_PREFIX + name);
     if (!kv) throw new NotFoundError("volume", name);
-    const rec = parseRecord(kv);
-    if (rec.master !== this.#node) {
-      if (options.local) throw new NotFoundError("volume export", name);
-      const peers = this.#live.peers;
-      if (!peers?.verifyVolume) {
-        throw new FailedPreconditionError(
-          `volume "${name}" is served by node ${rec.master}: run verify against that node`,
-        );
-      }
-      return await peers.verifyVolume(rec.master, name, options.deep);
-    }
-    if (!this.#plane.verifyVolume || !this.#plane.volumeStatus(name)) {
-      throw new FailedPreconditionError(`volume "${name}" is not exported on ${this.#node} now`);
-    }
-    const r = await this.#plane.verifyVolume(name, { deep: options.deep });
-    const ok = r.members.every((m) => m.equal === true && m.corruptCount === 0 && !m.error);
-    return {
-      name,
-      node: this.#node,
-      ...(rec.group ? { epoch: rec.group.epoch } : {}),
-      ...r,
-      ok,
-    };
+    return await verifyVolume(this.#live, parseRecord(kv), options);
   }
 
   /**

@@ -11,7 +11,7 @@ import type { Logger } from "../common/mod.ts";
 import type { DirectoryEntry } from "../../data/mod.ts";
 import { NODE_PREFIX } from "../nodes/mod.ts";
 import { followPrefix, type KeyValue, type StateStore, type WatchEvent } from "../store/mod.ts";
-import { parseRecord, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
+import { VOLUME_PREFIX, type VolumeRecord } from "../volumes/mod.ts";
 
 /** Starts following; stop() ends it. */
 export function feedDirectory(o: {
@@ -49,7 +49,7 @@ export function feedDirectory(o: {
   };
   const putVolume = (kv: KeyValue) => {
     try {
-      volumes.set(kv.key.slice(VOLUME_PREFIX.length), parseRecord(kv));
+      volumes.set(kv.key.slice(VOLUME_PREFIX.length), JSON.parse(kv.value) as VolumeRecord);
     } catch (err) {
       o.log.warn({ key: kv.key, err }, "directory: unreadable volume record");
     }

@@ -1,5 +1,5 @@
 /**
- * A replicated volume's history (control/volumes/_history.ts): events read off a record
+ * A replicated volume's history (control/events/history.ts): events read off a record
  * change, and the operations written with it (bounded window, removed with the record).
  */
 
@@ -12,7 +12,7 @@ import {
   type HistoryRecord,
   parseEvents,
   withHistory,
-} from "../../../control/volumes/_history.ts";
+} from "../../../control/events/mod.ts";
 import { type GroupRecord, newRecord, withHandover } from "../../../control/group/mod.ts";
 
 function rec(group: GroupRecord, extra: Partial<HistoryRecord> = {}): HistoryRecord {

@@ -1,0 +1,17 @@
+/**
+ * Volume history: the events a replicated volume's group changes leave behind (epochs,
+ * masters, members leaving and rejoining the in-sync set, resyncs, handovers), one small key
+ * each, written in the same transaction as the change (`ballast volume events`).
+ * @module
+ */
+
+export {
+  eventKey,
+  EVENTS_KEEP,
+  EVENTS_PREFIX,
+  eventsPrefix,
+  historyOf,
+  type HistoryRecord,
+  parseEvents,
+  withHistory,
+} from "./history.ts";
