@@ -79,9 +79,14 @@ export const CA_SPECS: Record<string, CommandSpec> = {
       "ballast ca issue alice --role admin --ttl 7d --out ./alice",
     ],
   ),
-  revoke: spec("revoke", "SERIAL [--reason TEXT]", "Revoke a certificate (see ca list).", [
-    { name: "reason", value: "TEXT", help: "why, recorded with the revocation" },
-  ], ["ballast ca revoke 5f0c2a... --reason 'laptop lost'"]),
+  revoke: spec(
+    "revoke",
+    "SERIAL [--reason TEXT]",
+    "Revoke a certificate (see ca list). SERIAL is the full serial or an unambiguous prefix " +
+      "of one; an unknown serial is refused (exit 1) and the full serial revoked is printed.",
+    [{ name: "reason", value: "TEXT", help: "why, recorded with the revocation" }],
+    ["ballast ca revoke 5f0c2a9e --reason 'laptop lost'"],
+  ),
   rotate: spec(
     "rotate",
     "[--overlap DURATION]",

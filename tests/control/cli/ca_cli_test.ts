@@ -2,6 +2,7 @@
  * `ballast ca ...` against a real HTTPS node, and the CLI's credential discovery.
  */
 
+import { normalizeSerial } from "../../../ca/mod.ts";
 import { captureIo } from "../../../control/cli/mod.ts";
 import { resolveCredentials } from "../../../control/cli/_credentials.ts";
 import { main } from "../../../main.ts";
@@ -92,6 +93,43 @@ Deno.test("ca cli: issue writes a 0600 key and a certificate whose role and volu
     assertEquals(refused.status, 401, "revoked: even health is refused");
   } finally {
     await Deno.remove(out, { recursive: true });
+    await t.close();
+  }
+});
+
+Deno.test("ca cli: revoke refuses unknown serials and ambiguous prefixes, expands a prefix", async () => {
+  const t = await startTlsNode();
+  try {
+    // Enough certificates that two share a first hex digit (pigeonhole over 16 digits).
+    const serials: string[] = (await t.pki.list()).map((r) => r.serial);
+    for (let i = 0; i < 17; i++) {
+      const { cert } = await t.pki.issue({ role: "nbd-client", name: `vm${i}`, volumes: ["db1"] });
+      serials.push(normalizeSerial(cert.serialNumber));
+    }
+    const unknown = await run(t, {}, "ca", "revoke", "deadbeef");
+    assertEquals(unknown.code, 1, unknown.stdout);
+    assert(unknown.stderr.includes('"deadbeef"'), unknown.stderr);
+    assert(!unknown.stdout.includes("revoked"), unknown.stdout);
+    assert(unknown.stderr.includes("ballast ca list"), unknown.stderr);
+
+    const digit = [..."0123456789abcdef"].find((d) =>
+      serials.filter((s) => s.startsWith(d)).length > 1
+    )!;
+    const ambiguous = await run(t, {}, "ca", "revoke", digit);
+    assertEquals(ambiguous.code, 1, ambiguous.stderr);
+    assert(ambiguous.stderr.includes("ambiguous"), ambiguous.stderr);
+    for (const s of serials.filter((s) => s.startsWith(digit))) {
+      assert(ambiguous.stderr.includes(s), `${s} not named: ${ambiguous.stderr}`);
+    }
+    assertEquals(t.pki.revokedSerials().size, 0, "nothing revoked by refused requests");
+
+    const target = serials.at(-1)!;
+    const prefix = target.slice(0, 8).toUpperCase();
+    const rev = await run(t, {}, "ca", "revoke", prefix);
+    assertEquals(rev.code, 0, rev.stderr);
+    assert(rev.stdout.includes(`certificate ${target} revoked at`), rev.stdout);
+    assertEquals([...t.pki.revokedSerials()], [target]);
+  } finally {
     await t.close();
   }
 });
