@@ -138,6 +138,8 @@ const BAD_CREATES: Array<[string, unknown, number, string, string]> = [
   ["size fractional", { name: "v", size: 1048576.5 }, 400, "INVALID_ARGUMENT", "size"],
   ["size unknown unit", { name: "v", size: "10XB" }, 400, "INVALID_ARGUMENT", "size"],
   ["size boolean", { name: "v", size: true }, 400, "INVALID_ARGUMENT", "size"],
+  ["size SI, not sector aligned", { name: "v", size: "1.5G" }, 400, "INVALID_ARGUMENT", "size"],
+  ["size lower-case SI unit", { name: "v", size: "1g" }, 400, "INVALID_ARGUMENT", "size"],
   [
     "replicas negative",
     { name: "v", size: "1GiB", replicas: -1 },

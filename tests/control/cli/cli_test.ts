@@ -71,7 +71,9 @@ Deno.test("cli: usage mistakes exit 2 with a hint", async () => {
       [["volume", "create"], "missing argument NAME", "ballast volume create --help"],
       [["volume", "create", "v"], "missing flag --size", "ballast volume create --help"],
       [["volume", "create", "v", "--size"], "flag --size needs a value", "volume create NAME"],
-      [["volume", "create", "v", "--size", "ten"], "--size: invalid size", "volume create"],
+      [["volume", "create", "v", "--size", "ten"], 'invalid --size "ten"', "volume create"],
+      [["volume", "create", "v", "--size", "1g"], "G or GB for 10^9 bytes", "volume create"],
+      [["volume", "create", "v", "--size", "1.5G"], "e.g. 1499999744 or 1500000256", "create"],
       [["volume", "create", "v", "--size", "1G", "--label", "x"], 'invalid --label "x"', "create"],
       [["volume", "list", "--bogus"], "unknown flag --bogus", "ballast volume list --help"],
       [["volume", "list", "extra"], 'unexpected argument "extra"', "volume list"],
@@ -116,6 +118,9 @@ Deno.test("cli: volume commands against a real node, tables and -o json", async 
     const json = await run(api, "-o", "json", "volume", "create", "db2", "--size", "1MiB");
     assertEquals(json.code, 0);
     assertEquals(JSON.parse(json.stdout).sizeBytes, 2 ** 20);
+    const si = await run(api, "-o", "json", "volume", "create", "si1", "--size", "2G");
+    assertEquals([si.code, JSON.parse(si.stdout).sizeBytes], [0, 2 * 10 ** 9], "SI: 2G = 2x10^9");
+    assertEquals((await run(api, "volume", "delete", "si1")).code, 0);
 
     const table = await run(api, "volume", "list");
     const lines = table.stdout.trimEnd().split("\n");
