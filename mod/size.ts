@@ -15,6 +15,7 @@
 import { InvalidArgumentError } from "./errors.ts";
 
 const UNITS: ReadonlyArray<readonly [string, number]> = [
+  ["PiB", 2 ** 50],
   ["TiB", 2 ** 40],
   ["GiB", 2 ** 30],
   ["MiB", 2 ** 20],
@@ -66,10 +67,14 @@ function unknownUnit(what: string, text: string, unit: string): InvalidArgumentE
 
 /**
  * Parses a size such as "10GiB" or "1G" into bytes (see the module doc for the units);
- * `what` names it in errors ("--size").
+ * `what` names it in errors ("--size"); a size above `max` is refused as too large.
  * @throws InvalidArgumentError naming the bad value.
  */
-export function parseSize(text: string, what = "size"): number {
+export function parseSize(
+  text: string,
+  what = "size",
+  max: number = Number.MAX_SAFE_INTEGER,
+): number {
   if (/^\s*-/.test(text)) {
     throw new InvalidArgumentError(`invalid ${what} "${text}": a size cannot be negative`);
   }
@@ -89,10 +94,9 @@ export function parseSize(text: string, what = "size"): number {
     throw new InvalidArgumentError(`invalid ${what} "${text}": not a whole number of bytes`);
   }
   const bytes = scaled / scale;
-  if (bytes > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw new InvalidArgumentError(
-      `invalid ${what} "${text}": too large (${bytes} bytes; at most ${Number.MAX_SAFE_INTEGER})`,
-    );
+  if (bytes > BigInt(max)) {
+    const most = max % 1024 === 0 ? formatSize(max) : `${max} bytes`;
+    throw new InvalidArgumentError(`invalid ${what} "${text}": too large, the most is ${most}`);
   }
   return Number(bytes);
 }

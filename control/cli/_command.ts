@@ -121,7 +121,12 @@ export function parseCommand(spec: CommandSpec, args: string[], io: Io): Parsed 
   }
   let parsed;
   try {
-    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({
+      args: joinNegativeValues(args, options),
+      options,
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (err) {
     throw new UsageError(cleanParseError(err as Error), usageHint(spec));
   }
@@ -143,6 +148,32 @@ export function parseCommand(spec: CommandSpec, args: string[], io: Io): Parsed 
     );
   }
   return { values, positionals: parsed.positionals, help: values.help === true, api, output };
+}
+
+/**
+ * `--size -1GiB` as `--size=-1GiB`: parseArgs takes a value that starts with "-" for a
+ * flag, so the flag's own check can say what is wrong with it ("cannot be negative")
+ * instead of "needs a value".
+ */
+function joinNegativeValues(
+  args: string[],
+  options: Record<string, { type: "string" | "boolean" }>,
+): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = /^--([^=]+)$/.exec(args[i])?.[1];
+    const next = args[i + 1];
+    if (
+      name !== undefined && options[name]?.type === "string" && next !== undefined &&
+      /^-[\d.]/.test(next)
+    ) {
+      out.push(`${args[i]}=${next}`);
+      i++;
+    } else {
+      out.push(args[i]);
+    }
+  }
+  return out;
 }
 
 /** Requires exactly the named positional arguments. */

@@ -39,7 +39,7 @@ export function checkVolumeSize(size: unknown, field = "size"): number {
     bytes = size;
   } else if (typeof size === "string") {
     try {
-      bytes = parseSize(size, field);
+      bytes = parseSize(size, field, MAX_VOLUME_SIZE);
     } catch (err) {
       throw new InvalidArgumentError(errorMessage(err), { field, cause: err });
     }

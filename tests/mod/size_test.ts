@@ -45,6 +45,21 @@ Deno.test("parseSize() rejects malformed, fractional-byte and unsafe sizes, nami
   }
 });
 
+Deno.test("parseSize() says a size is negative or too large instead of malformed", () => {
+  assertThrows(
+    () => parseSize("-1GiB"),
+    InvalidArgumentError,
+    '"-1GiB": a size cannot be negative',
+  );
+  assertThrows(() => parseSize("99999TiB"), InvalidArgumentError, '"99999TiB": too large');
+  assertThrows(
+    () => parseSize("2PiB", "--size", 2 ** 50),
+    InvalidArgumentError,
+    "the most is 1 PiB",
+  );
+  assertEquals(parseSize("1PiB", "--size", 2 ** 50), 2 ** 50);
+});
+
 Deno.test("parseSize() refuses lower-case SI units as ambiguous, saying what to write", () => {
   for (
     const [bad, hint] of [["1g", "G or GB"], ["1gb", "Gi or GiB"], ["1m", "M or MB"], [
@@ -69,7 +84,8 @@ Deno.test("formatSize() picks the largest unit keeping the number >= 1", () => {
     [1.25 * 2 ** 30, "1.25 GiB"],
     [12.5 * 2 ** 30, "12.5 GiB"],
     [2 ** 40, "1 TiB"],
-    [2 ** 50, "1024 TiB"],
+    [2 ** 50, "1 PiB"],
+    [2 ** 52, "4 PiB"],
   ];
   for (const [bytes, text] of cases) assertEquals(formatSize(bytes), text, String(bytes));
 });

@@ -275,6 +275,31 @@ Deno.test("api: a full disk on create is RESOURCE_EXHAUSTED and leaves no record
   }
 });
 
+/** The file system type of `dir` as stat -f names it ("ext2/ext3" for ext4, "xfs", "tmpfs"). */
+async function fsType(dir: string): Promise<string> {
+  const out = await new Deno.Command("stat", { args: ["-f", "-c", "%T", dir] }).output();
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+Deno.test("api: a size past the file system's largest file is FAILED_PRECONDITION naming it, not a full disk", async () => {
+  const node = await startTestNode();
+  try {
+    const fs = await fsType(node.dir);
+    if (!fs.startsWith("ext")) return; // only ext4 stops at 16 TiB; XFS and tmpfs allow 1 PiB
+    const res = await call(node.app, "POST", "/v1/volumes", { name: "huge", size: "16TiB" });
+    assertEquals([res.status, res.body.error.code], [412, "FAILED_PRECONDITION"], fs);
+    const msg: string = res.body.error.message;
+    assert(msg.includes("16 TiB is larger than the largest file"), msg);
+    assertEquals(await node.store.get("/ballast/volumes/huge"), undefined);
+    await call(node.app, "POST", "/v1/volumes", { name: "small", size: "1TiB" });
+    const grow = await call(node.app, "PATCH", "/v1/volumes/small", { size: "20TiB" });
+    assertEquals([grow.status, grow.body.error.code], [412, "FAILED_PRECONDITION"]);
+    assert(grow.body.error.message.includes("20 TiB is larger"), grow.body.error.message);
+  } finally {
+    await node.close();
+  }
+});
+
 Deno.test("api: nodes list the local node as ready with live capacity", async () => {
   const node = await startTestNode();
   try {

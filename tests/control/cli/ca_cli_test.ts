@@ -6,6 +6,8 @@ import { normalizeSerial } from "../../../ca/mod.ts";
 import { captureIo } from "../../../control/cli/mod.ts";
 import { resolveCredentials } from "../../../control/cli/_credentials.ts";
 import { main } from "../../../main.ts";
+import { BallastClient } from "../../../mod/client.ts";
+import { BallastError } from "../../../mod/errors.ts";
 import { assert, assertEquals, assertRejects } from "../../_assert.ts";
 import { startTlsNode, tlsFetch, type TlsNode } from "../_tls_node.ts";
 
@@ -232,6 +234,35 @@ Deno.test("ca cli: without credentials the TLS API says why; a missing file is n
       badDir.stderr,
     );
   } finally {
+    await t.close();
+  }
+});
+
+Deno.test("ca cli: with no credentials found, plain HTTP to the TLS API says so and where the CLI looked", async () => {
+  const t = await startTlsNode();
+  const cwd = await Deno.makeTempDir({ prefix: "ballast-nocred-" });
+  try {
+    const creds = await resolveCredentials({ values: {}, api: "" }, captureIo({}), cwd);
+    assertEquals(creds.api, "http://127.0.0.1:5705");
+    for (const m of ["BALLAST_CACERT", "--data-dir", `${cwd}/.ballast/data/pki/ca-bundle.crt`]) {
+      assert(creds.notFound?.includes(m), `${m}: ${creds.notFound}`);
+    }
+    // What the CLI builds from them, pointed at the TLS node's port over plain HTTP.
+    using client = new BallastClient(t.url.replace("https:", "http:"), {
+      unreachableHint: creds.notFound,
+    });
+    const err = await assertRejects(() => client.health(), BallastError);
+    assert(err.message.includes("speaks HTTPS, not plain HTTP"), err.message);
+    assert(err.message.includes("no credentials found: looked for"), err.message);
+    assert(!err.message.includes("invalid HTTP version"), err.message);
+    const explicit = await resolveCredentials(
+      { values: { api: "http://127.0.0.1:1" }, api: "" },
+      captureIo({}),
+      cwd,
+    );
+    assertEquals(explicit.notFound, undefined, "an explicit plain URL needs no credentials");
+  } finally {
+    await Deno.remove(cwd, { recursive: true });
     await t.close();
   }
 });
