@@ -1,7 +1,9 @@
 /**
  * Command specs: one description per command drives both argument parsing
  * (node:util parseArgs, strict) and its --help text, so the two never disagree.
- * Usage mistakes become UsageError (exit 2); BallastErrors exit 1.
+ * Exit codes, one rule whoever finds the mistake: 2 when the command as typed is invalid (a
+ * UsageError the CLI finds, or INVALID_ARGUMENT from the CLI's own checks or the server's),
+ * 1 when a valid request failed (not found, exists, unavailable, refused, ...).
  * @module
  */
 
@@ -207,9 +209,15 @@ function cleanParseError(err: Error): string {
   return m.split("\n")[0].replace(/\. To specify.*$/, "");
 }
 
+/** Exit code of a valid request that failed. */
+export const EXIT_FAILED = 1;
+/** Exit code of an invalid command line or request, found by the CLI or by the server. */
+export const EXIT_INVALID = 2;
+
 /**
- * Runs a command body and turns errors into exit codes: 0 ok, 1 error (`error: ...`
- * on stderr), 2 usage (message and usage hint on stderr).
+ * Runs a command body and turns errors into exit codes: 0 ok, EXIT_FAILED (`error: ...` on
+ * stderr), EXIT_INVALID for a UsageError (message and usage hint on stderr) or any
+ * INVALID_ARGUMENT, whether the CLI or the server found it.
  */
 export async function runGuarded(io: Io, body: () => Promise<number | void>): Promise<number> {
   try {
@@ -217,14 +225,14 @@ export async function runGuarded(io: Io, body: () => Promise<number | void>): Pr
   } catch (err) {
     if (err instanceof UsageError) {
       io.err(`error: ${err.message}\n${err.usage}\n`);
-      return 2;
+      return EXIT_INVALID;
     }
     if (err instanceof BallastError) {
       io.err(`error: ${err.message}\n`);
-      return 1;
+      return err.code === "INVALID_ARGUMENT" ? EXIT_INVALID : EXIT_FAILED;
     }
     io.err(`error: ${errorMessage(err)}\n`);
-    return 1;
+    return EXIT_FAILED;
   }
 }
 

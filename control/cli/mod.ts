@@ -41,7 +41,9 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
 export const ROOT_SPEC: CommandSpec = {
   path: "",
   args: "COMMAND [flags]",
-  summary: `Ballast ${VERSION}: replicated block storage served over NBD.`,
+  summary: `Ballast ${VERSION}: replicated block storage served over NBD.\n\n` +
+    "Exit codes: 0 success; 2 the command as typed is invalid (a usage mistake or an " +
+    "INVALID_ARGUMENT, whether the CLI or the server finds it); 1 a valid request failed.",
   flags: [],
   client: true,
   examples: [

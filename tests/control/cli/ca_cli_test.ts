@@ -118,7 +118,7 @@ Deno.test("ca cli: revoke refuses unknown serials and ambiguous prefixes, expand
       serials.filter((s) => s.startsWith(d)).length > 1
     )!;
     const ambiguous = await run(t, {}, "ca", "revoke", digit);
-    assertEquals(ambiguous.code, 1, ambiguous.stderr);
+    assertEquals(ambiguous.code, 2, `an invalid request: ${ambiguous.stderr}`);
     assert(ambiguous.stderr.includes("ambiguous"), ambiguous.stderr);
     for (const s of serials.filter((s) => s.startsWith(digit))) {
       assert(ambiguous.stderr.includes(s), `${s} not named: ${ambiguous.stderr}`);
@@ -209,7 +209,7 @@ Deno.test("ca cli: without credentials the TLS API says why; a missing file is n
       "ca",
       "show",
     );
-    assertEquals(none.code, 1);
+    assertEquals(none.code, 2, "a bad credential path is an invalid argument");
     assert(
       none.stderr.includes("/nonexistent/ca.crt (BALLAST_CACERT) does not exist"),
       none.stderr,
@@ -228,7 +228,7 @@ Deno.test("ca cli: without credentials the TLS API says why; a missing file is n
       "--data-dir",
       "/nope",
     );
-    assertEquals(badDir.code, 1);
+    assertEquals(badDir.code, 2);
     assert(
       badDir.stderr.includes("/nope/pki/ca-bundle.crt (--data-dir) does not exist"),
       badDir.stderr,

@@ -45,7 +45,7 @@ const NOWHERE = nowhere();
 Deno.test("cli: --help at every level prints usage with flags, env and example, exit 0", async () => {
   for (
     const [args, mentions] of [
-      [["--help"], ["Usage: ballast COMMAND", "volume", "BALLAST_API", "Example"]],
+      [["--help"], ["Usage: ballast COMMAND", "volume", "BALLAST_API", "Example", "Exit codes: 0"]],
       [["volume", "--help"], ["Usage: ballast volume COMMAND", "resize", "Examples:"]],
       [["volume", "create", "--help"], ["--size SIZE", "--label KEY=VALUE", "repeatable"]],
       [["volume", "create", "-h"], ["ballast volume create db1 --size 10GiB"]],
@@ -161,9 +161,13 @@ Deno.test("cli: volume commands against a real node, tables and -o json", async 
 
     const missing = await run(api, "volume", "get", "nope");
     assertEquals([missing.code, missing.stderr], [1, 'error: volume "nope" not found\n']);
+    // One exit-code rule: an invalid request is 2 whether the server or the CLI finds it.
     const bad = await run(api, "volume", "create", "Bad!", "--size", "1GiB");
-    assertEquals(bad.code, 1);
+    assertEquals(bad.code, 2, "the server found it");
     assert(bad.stderr.includes('invalid volume name "Bad!"'), bad.stderr);
+    const zero = await run(api, "volume", "create", "z", "--size", "0");
+    assertEquals(zero.code, 2, "the CLI found it");
+    assert(zero.stderr.includes("between 1 MiB and 1 PiB"), zero.stderr);
 
     assertEquals((await run(api, "volume", "delete", "db2")).stdout, 'volume "db2" deleted\n');
     assertEquals((await run(api, "volume", "delete", "db2")).code, 1);
