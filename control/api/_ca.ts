@@ -143,6 +143,13 @@ export function parseSignRequest(body: Record<string, unknown>): {
       });
     }
   }
+  if (role === "nbd-client" && volumes.length === 0) {
+    throw new InvalidArgumentError(
+      'role nbd-client needs "volumes": the volumes the certificate may open, or ["*"] for ' +
+        "all; a certificate without grants would open none",
+      { field: "volumes" },
+    );
+  }
   const ttlSeconds = body.ttl === undefined ? undefined : parseDuration(body.ttl, "ttl");
   return { csr, role, name: body.name, volumes, ttlSeconds };
 }

@@ -124,7 +124,7 @@ export function parseCommand(spec: CommandSpec, args: string[], io: Io): Parsed 
   let parsed;
   try {
     parsed = parseArgs({
-      args: joinNegativeValues(args, options),
+      args: normalizeArgs(args, options),
       options,
       allowPositionals: true,
       strict: true,
@@ -153,16 +153,28 @@ export function parseCommand(spec: CommandSpec, args: string[], io: Io): Parsed 
 }
 
 /**
- * `--size -1GiB` as `--size=-1GiB`: parseArgs takes a value that starts with "-" for a
- * flag, so the flag's own check can say what is wrong with it ("cannot be negative")
- * instead of "needs a value".
+ * Two spellings parseArgs gets wrong, before it sees them: `-o=json` (parseArgs would read
+ * the value "=json") becomes `-o json`, and `--size -1GiB` becomes `--size=-1GiB` (parseArgs
+ * would say "needs a value"), so the flag's own check can say what is wrong with it.
  */
-function joinNegativeValues(
+function normalizeArgs(
   args: string[],
-  options: Record<string, { type: "string" | "boolean" }>,
+  options: Record<string, { type: "string" | "boolean"; short?: string }>,
 ): string[] {
+  const shortWithValue = new Set(
+    Object.values(options).filter((o) => o.type === "string" && o.short).map((o) => o.short),
+  );
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    const short = /^-([A-Za-z])=(.*)$/s.exec(args[i]);
+    if (short && shortWithValue.has(short[1])) {
+      out.push(`-${short[1]}`, short[2]);
+      continue;
+    }
     const name = /^--([^=]+)$/.exec(args[i])?.[1];
     const next = args[i + 1];
     if (

@@ -64,7 +64,7 @@ export const CA_SPECS: Record<string, CommandSpec> = {
       {
         name: "volumes",
         value: "LIST",
-        help: "nbd-client: comma-separated volumes it may open, or * for all",
+        help: "nbd-client (required): comma-separated volumes it may open, or '*' for all",
       },
       {
         name: "ttl",
@@ -197,6 +197,13 @@ function checkArgs(sub: string, s: CommandSpec, p: Parsed): Checked {
     out.volumes = vols === undefined ? [] : vols.split(",").map((v) => v.trim()).filter(Boolean);
     if (role === "admin" && out.volumes.length) {
       throw new UsageError("--volumes is only for --role nbd-client", usageHint(s));
+    }
+    if (role === "nbd-client" && out.volumes.length === 0) {
+      throw new UsageError(
+        "--role nbd-client needs --volumes: the volumes the certificate may open " +
+          "(e.g. --volumes db1,db2), or --volumes '*' for all; without it it would open none",
+        usageHint(s),
+      );
     }
     if (str("out") === undefined) throw new UsageError("missing flag --out DIR", usageHint(s));
     out.ttl = duration("ttl");

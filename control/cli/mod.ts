@@ -63,6 +63,18 @@ export const ROOT_SPEC: CommandSpec = {
   ],
 };
 
+/**
+ * `ballast help [COMMAND [SUBCOMMAND]]`: the same as `ballast COMMAND [SUBCOMMAND] --help`;
+ * bare `ballast help` prints the top-level help, an unknown COMMAND is a usage error.
+ */
+export function helpCommand(args: string[], io: Io): Promise<number> {
+  const [word, ...rest] = args;
+  if (word !== undefined && Object.hasOwn(COMMANDS, word)) {
+    return COMMANDS[word]([...rest, "--help"], io);
+  }
+  return Promise.resolve(rootUsage(word ?? "help", io));
+}
+
 /** Prints the top-level help (exit 0) or a usage error for a missing/unknown command (exit 2). */
 export function rootUsage(word: string | undefined, io: Io): number {
   if (word === "-h" || word === "--help" || word === "help") {

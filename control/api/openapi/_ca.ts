@@ -172,7 +172,11 @@ export const CA_SCHEMAS = {
       csr: { type: "string", description: "PKCS#10 PEM" },
       role: { type: "string", enum: ["admin", "nbd-client"] },
       name: { type: "string", pattern: "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$" },
-      volumes: { type: "array", items: { type: "string" }, description: 'nbd-client; "*" = all' },
+      volumes: {
+        type: "array",
+        items: { type: "string" },
+        description: 'nbd-client: required, at least one volume or "*" for all (400 without)',
+      },
       ttl: duration,
     },
   },

@@ -2,7 +2,7 @@
  * `ballast ca ...` against a real HTTPS node, and the CLI's credential discovery.
  */
 
-import { normalizeSerial } from "../../../ca/mod.ts";
+import { createCsr, normalizeSerial } from "../../../ca/mod.ts";
 import { captureIo } from "../../../control/cli/mod.ts";
 import { resolveCredentials } from "../../../control/cli/_credentials.ts";
 import { main } from "../../../main.ts";
@@ -70,6 +70,8 @@ Deno.test("ca cli: issue writes a 0600 key and a certificate whose role and volu
       "vm1",
       "--role",
       "nbd-client",
+      "--volumes",
+      "db1",
       "--out",
       `${out}/vm1`,
     );
@@ -99,7 +101,7 @@ Deno.test("ca cli: issue writes a 0600 key and a certificate whose role and volu
   }
 });
 
-Deno.test("ca cli: revoke refuses unknown serials and ambiguous prefixes, expands a prefix", async () => {
+Deno.test("ca cli: revoke refuses unknown serials and ambiguous prefixes, expands a prefix; nbd-client needs volumes", async () => {
   const t = await startTlsNode();
   try {
     // Enough certificates that two share a first hex digit (pigeonhole over 16 digits).
@@ -124,6 +126,28 @@ Deno.test("ca cli: revoke refuses unknown serials and ambiguous prefixes, expand
       assert(ambiguous.stderr.includes(s), `${s} not named: ${ambiguous.stderr}`);
     }
     assertEquals(t.pki.revokedSerials().size, 0, "nothing revoked by refused requests");
+
+    const noGrant = await run(
+      t,
+      {},
+      "ca",
+      "issue",
+      "x",
+      "--role",
+      "nbd-client",
+      "--out",
+      "/nonexistent",
+    );
+    assert(noGrant.stderr.includes("--role nbd-client needs --volumes"), noGrant.stderr);
+    // The API refuses it too, for clients other than this CLI.
+    const bare = await createCsr({ role: "nbd-client", name: "x", volumes: [] });
+    const api = await tlsFetch(`${t.url}/v1/ca/certificates`, t.admin, "POST", {
+      csr: bare.csrPem,
+      role: "nbd-client",
+      name: "x",
+    });
+    assertEquals([api.status, api.body.error.details.field], [400, "volumes"]);
+    assert(!(await t.pki.list()).some((c) => c.name === "x"), "nothing issued");
 
     const target = serials.at(-1)!;
     const prefix = target.slice(0, 8).toUpperCase();
@@ -177,6 +201,8 @@ Deno.test("ca cli: show, rotate and admin issue; usage errors exit 2", async () 
         ["ca", "issue", "x", "--role", "node", "--out", out],
         ["ca", "issue", "x", "--role", "admin", "--volumes", "a", "--out", out],
         ["ca", "issue", "x", "--role", "admin"],
+        ["ca", "issue", "x", "--role", "nbd-client", "--out", out],
+        ["ca", "issue", "x", "--role", "nbd-client", "--volumes", ",", "--out", out],
         ["ca", "rotate", "--overlap", "soon"],
         ["ca", "revoke"],
         ["ca", "frobnicate"],

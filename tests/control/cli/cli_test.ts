@@ -52,6 +52,10 @@ Deno.test("cli: --help at every level prints usage with flags, env and example, 
       [["node", "--help"], ["Usage: ballast node COMMAND"]],
       [["serve", "--help"], ["--data-dir DIR", "BALLAST_NBD_LISTEN", "default 127.0.0.1:10809"]],
       [["version", "--help"], ["Usage: ballast version"]],
+      [["help"], ["Usage: ballast COMMAND"]],
+      [["help", "volume"], ["Usage: ballast volume COMMAND", "resize"]],
+      [["help", "volume", "create"], ["Usage: ballast volume create NAME", "--size SIZE"]],
+      [["help", "ca", "issue"], ["Usage: ballast ca issue", "--volumes LIST"]],
     ] as Array<[string[], string[]]>
   ) {
     const r = await run(NOWHERE, ...args);
@@ -81,6 +85,8 @@ Deno.test("cli: usage mistakes exit 2 with a hint", async () => {
       [["volume", "list", "--bogus"], "unknown flag --bogus", "ballast volume list --help"],
       [["volume", "list", "extra"], 'unexpected argument "extra"', "volume list"],
       [["volume", "get", "v", "-o", "yaml"], 'invalid --output "yaml"', "volume get"],
+      [["volume", "get", "v", "-o=yaml"], 'invalid --output "yaml"', "volume get"],
+      [["help", "frobnicate"], 'unknown command "frobnicate"', "ballast --help"],
       [["volume", "delete", "v", "--force=yes"], "does not take a value", "volume delete"],
       [["node", "get"], "missing argument NAME", "ballast node get --help"],
       [["node", "list", "--api", "localhost:5705"], 'invalid --api "localhost:5705"', "node list"],
@@ -148,6 +154,11 @@ Deno.test("cli: volume commands against a real node, tables and -o json", async 
     assertEquals(lines[2].indexOf("1 MiB"), lines[0].indexOf("SIZE"), "columns aligned");
 
     const list = JSON.parse((await run(api, "volume", "list", "-o", "json")).stdout);
+    for (const args of [["volume", "list", "-o=json"], ["-o=json", "volume", "list"]]) {
+      const eq = await run(api, ...args);
+      assertEquals(eq.code, 0, `${args.join(" ")}: ${eq.stderr}`);
+      assertEquals(JSON.parse(eq.stdout), list, args.join(" "));
+    }
     assertEquals(list.items.map((v: { name: string }) => v.name), ["db1", "db2"]);
     assertEquals(list.items[0].labels, { a: "b" });
 
