@@ -4,11 +4,19 @@
  * @module
  */
 
-import { COMMANDS, type Io, processIo, rootUsage, splitCommandWord } from "./control/cli/mod.ts";
+import {
+  COMMANDS,
+  helpCommand,
+  type Io,
+  processIo,
+  rootUsage,
+  splitCommandWord,
+} from "./control/cli/mod.ts";
 
 /** Runs the CLI and returns its exit code. */
 export function main(args: string[], io: Io = processIo): Promise<number> {
   const { word, rest, globals } = splitCommandWord(args);
+  if (word === "help") return helpCommand([...rest, ...globals], io);
   const command = word === undefined
     ? undefined
     : Object.hasOwn(COMMANDS, word)

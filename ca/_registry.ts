@@ -22,6 +22,42 @@ export function checkSerial(serial: string): string {
   return s;
 }
 
+/**
+ * The one known serial that `input` names: the serial itself, or an unambiguous prefix of
+ * one (hex, case and colons ignored). An unknown serial is NOT_FOUND, an ambiguous prefix
+ * INVALID_ARGUMENT naming the candidates. With `allowUnknown` (a CA this node does not
+ * run signed the certificate) a full serial that matches nothing is returned as written.
+ */
+export function resolveSerial(
+  input: string,
+  known: Iterable<string>,
+  options: { allowUnknown?: boolean } = {},
+): string {
+  const exact = checkSerial(input);
+  const serials = new Set([...known].map(normalizeSerial));
+  if (serials.has(exact)) return exact;
+  const hex = input.toLowerCase().replace(/[^0-9a-f]/g, "");
+  const prefixes = new Set([hex, hex.replace(/^(00)+/, "")].filter(Boolean));
+  const candidates = [...serials].filter((s) => [...prefixes].some((p) => s.startsWith(p)))
+    .sort();
+  if (candidates.length === 1) return candidates[0];
+  if (candidates.length > 1) {
+    const shown = candidates.slice(0, 10).join(", ") + (candidates.length > 10 ? ", ..." : "");
+    throw new InvalidArgumentError(
+      `serial prefix ${JSON.stringify(input)} is ambiguous: it matches ${candidates.length} ` +
+        `certificates (${shown}); give more digits`,
+      { field: "serial" },
+    );
+  }
+  if (options.allowUnknown) return exact;
+  throw new BallastError(
+    "NOT_FOUND",
+    `no certificate with serial ${JSON.stringify(input)} (or a serial starting with it) ` +
+      "was issued by this CA; see ballast ca list",
+    { details: { kind: "certificate", name: input } },
+  );
+}
+
 export class Registry {
   #revoked = new Map<string, RevocationRecord>();
 

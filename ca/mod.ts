@@ -56,5 +56,5 @@ export {
   type RevocationRecord,
 } from "./_layout.ts";
 export { openPki, type OpenPkiOptions, Pki, type PkiMode, type TlsCredentials } from "./_store.ts";
-export { checkSerial } from "./_registry.ts";
+export { checkSerial, resolveSerial } from "./_registry.ts";
 export { KEY_MODE, PUBLIC_MODE, readOptional, writeAtomic } from "./_fs.ts";

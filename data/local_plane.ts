@@ -5,12 +5,8 @@
  */
 
 import type { Logger } from "pino";
-import {
-  FailedPreconditionError,
-  InvalidArgumentError,
-  NotFoundError,
-  ResourceExhaustedError,
-} from "../mod/errors.ts";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../mod/errors.ts";
+import { storeError } from "./_store_error.ts";
 import { ExportTable, type LiveExport } from "./exports.ts";
 import type { PoolStatus } from "./pool/pool.ts";
 import { serveOnMainThread, serveOnWorkers, type Serving } from "./serving.ts";
@@ -33,16 +29,6 @@ import { OP_TRIM, OP_WRITE, OP_WRITE_ZEROES, type VolumeStats } from "./stats.ts
 import { type BlockStore, BlockStoreError, FileBlockStore, filesystemSpace } from "./store/mod.ts";
 
 export type { DataPlaneOptions, RunningDataPlane };
-
-/** Maps store failures to API errors (a full disk is RESOURCE_EXHAUSTED). */
-function storeError(err: unknown, what: string): Error {
-  if (err instanceof BlockStoreError) {
-    if (err.errno === "ENOSPC" || err.errno === "EDQUOT" || err.errno === "EFBIG") {
-      return new ResourceExhaustedError(`${what}: no space left on the data disk`, { cause: err });
-    }
-  }
-  return err instanceof Error ? err : new Error(String(err));
-}
 
 class LocalDataPlane implements RunningDataPlane {
   readonly exports: ExportTable;
@@ -127,7 +113,7 @@ class LocalDataPlane implements RunningDataPlane {
         await this.resizeVolume(spec.name, spec.sizeBytes, { uuid: spec.uuid });
         return;
       }
-      throw storeError(err, `create volume "${spec.name}"`);
+      throw storeError(err, `create volume "${spec.name}"`, spec.sizeBytes);
     }
     this.#creating.add(spec.name);
     let hashes: HashState;
@@ -324,7 +310,7 @@ class LocalDataPlane implements RunningDataPlane {
         this.#copyChanged?.(e?.uuid ?? options.uuid!, "resized");
       }
     } catch (err) {
-      throw storeError(err, `resize volume "${name}"`);
+      throw storeError(err, `resize volume "${name}"`, sizeBytes);
     } finally {
       if (!e) store.close();
     }

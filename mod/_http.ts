@@ -57,6 +57,13 @@ function tlsProblem(
   ) {
     return { code: "UNAUTHENTICATED", why: "the server refused the client certificate" };
   }
+  if (/invalid HTTP version/i.test(text)) {
+    return {
+      code: "UNAVAILABLE",
+      why: "the server speaks HTTPS, not plain HTTP (use an https:// URL and the node's " +
+        "credentials)",
+    };
+  }
   if (/InvalidContentType|corrupt message|wrong version/i.test(text)) {
     return {
       code: "UNAVAILABLE",
@@ -67,15 +74,21 @@ function tlsProblem(
 }
 
 /** A clear UnavailableError for a failed connection (UNAUTHENTICATED for a refused certificate). */
-export function unreachable(baseUrl: string, err: unknown, timeoutMs: number): BallastError {
+export function unreachable(
+  baseUrl: string,
+  err: unknown,
+  timeoutMs: number,
+  hint?: string,
+): BallastError {
   const e = err as { name?: string; message?: string; cause?: { message?: string } };
   const text = `${e?.message ?? ""} ${e?.cause?.message ?? ""}`;
   const tls = tlsProblem(text);
   if (tls?.code === "UNAUTHENTICATED") {
     return new BallastError("UNAUTHENTICATED", `${baseUrl}: ${tls.why}`, { cause: err });
   }
+  const more = hint ? `; ${hint}` : "";
   if (tls) {
-    return new UnavailableError(`cannot reach the Ballast API at ${baseUrl}: ${tls.why}`, {
+    return new UnavailableError(`cannot reach the Ballast API at ${baseUrl}: ${tls.why}${more}`, {
       cause: err,
     });
   }
@@ -87,7 +100,7 @@ export function unreachable(baseUrl: string, err: unknown, timeoutMs: number): B
   else if (e?.cause?.message) why = e.cause.message;
   else if (e?.message) why = e.message;
   return new UnavailableError(
-    `cannot reach the Ballast API at ${baseUrl}: ${why}; is \`ballast serve\` running?`,
+    `cannot reach the Ballast API at ${baseUrl}: ${why}; is \`ballast serve\` running?${more}`,
     { cause: err },
   );
 }

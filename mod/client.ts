@@ -70,6 +70,11 @@ export interface BallastClientOptions {
    * unavailable (STALE_HEADER); `since` is when the data was read (ISO time).
    */
   onStale?: (since: string, request: string) => void;
+  /**
+   * Appended to "cannot reach the Ballast API" errors, e.g. where the caller looked for
+   * credentials it did not find.
+   */
+  unreachableHint?: string;
 }
 
 /** A typed client of one Ballast node's API. */
@@ -80,6 +85,7 @@ export class BallastClient {
   readonly #fetch: typeof fetch;
   readonly #httpClient?: Deno.HttpClient;
   readonly #onStale?: (since: string, request: string) => void;
+  readonly #unreachableHint?: string;
 
   constructor(baseUrl: string = DEFAULT_API_URL, options: BallastClientOptions = {}) {
     let url: URL;
@@ -102,6 +108,7 @@ export class BallastClient {
     this.#headers = options.headers ?? {};
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.#onStale = options.onStale;
+    this.#unreachableHint = options.unreachableHint;
     if (url.protocol === "https:") this.#httpClient = tlsClient(options);
   }
 
@@ -351,7 +358,7 @@ export class BallastClient {
         ...(this.#httpClient ? { client: this.#httpClient } : {}),
       } as RequestInit);
     } catch (err) {
-      throw unreachable(this.baseUrl, err, timeoutMs);
+      throw unreachable(this.baseUrl, err, timeoutMs, this.#unreachableHint);
     }
     const stale = res.headers.get(STALE_HEADER);
     if (stale) this.#onStale?.(stale, `${method} ${path}`);

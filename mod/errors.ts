@@ -48,20 +48,26 @@ export class BallastError extends Error {
   override name = "BallastError";
   readonly code: ErrorCode;
   readonly details?: Record<string, unknown>;
+  readonly #status?: number;
 
+  /**
+   * `options.status` refines the code's HTTP status where HTTP has a more precise one
+   * (INVALID_ARGUMENT as 405, 413 or 415); the code stays what clients match on.
+   */
   constructor(
     code: ErrorCode,
     message: string,
-    options?: { cause?: unknown; details?: Record<string, unknown> },
+    options?: { cause?: unknown; details?: Record<string, unknown>; status?: number },
   ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.details = options?.details;
+    this.#status = options?.status;
   }
 
   /** HTTP status for this error. */
   get status(): number {
-    return HTTP_STATUS[this.code];
+    return this.#status ?? HTTP_STATUS[this.code];
   }
 
   /** The API error body for this error. */

@@ -9,9 +9,22 @@
  */
 
 import { Hono } from "hono";
-import { normalizeSerial, type Pki, readIdentity, type Role, x509 } from "../../ca/mod.ts";
+import {
+  type IssuedRecord,
+  normalizeSerial,
+  type Pki,
+  readIdentity,
+  resolveSerial,
+  type Role,
+  x509,
+} from "../../ca/mod.ts";
 import { parseDuration } from "../../mod/duration.ts";
-import { FailedPreconditionError, InvalidArgumentError } from "../../mod/errors.ts";
+import {
+  BallastError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  UnavailableError,
+} from "../../mod/errors.ts";
 import type {
   CaCertificateInfo,
   CaInfo,
@@ -130,6 +143,13 @@ export function parseSignRequest(body: Record<string, unknown>): {
       });
     }
   }
+  if (role === "nbd-client" && volumes.length === 0) {
+    throw new InvalidArgumentError(
+      'role nbd-client needs "volumes": the volumes the certificate may open, or ["*"] for ' +
+        "all; a certificate without grants would open none",
+      { field: "volumes" },
+    );
+  }
   const ttlSeconds = body.ttl === undefined ? undefined : parseDuration(body.ttl, "ttl");
   return { csr, role, name: body.name, volumes, ttlSeconds };
 }
@@ -220,7 +240,7 @@ export function caRoutes(deps: CaRouteDeps): Hono<ApiEnv> {
 
   app.post("/certificates/:serial/revoke", allowQuery(), async (c) => {
     const pki = pkiOf();
-    const serial = c.req.param("serial");
+    let serial = c.req.param("serial");
     if (!SERIAL.test(serial)) {
       throw new InvalidArgumentError(`invalid serial ${JSON.stringify(serial)}: expected hex`, {
         field: "serial",
@@ -237,6 +257,7 @@ export function caRoutes(deps: CaRouteDeps): Hono<ApiEnv> {
     }
     const reason = body.reason as string | undefined;
     const shared = deps.cluster?.certificates;
+    serial = await resolveKnownSerial(pki, shared, serial);
     let rec: Revocation;
     if (shared) {
       const r = await shared.revoke(serial, reason);
@@ -293,6 +314,45 @@ export function caRoutes(deps: CaRouteDeps): Hono<ApiEnv> {
     return c.json(await caInfo(pki));
   });
   return app;
+}
+
+/**
+ * The full serial `input` names among the certificates this CA issued (the cluster's, in
+ * cluster mode), revoked ones and the node's own included; see resolveSerial. In external
+ * mode the operator's CA signs client certificates the node never sees, so a full serial
+ * that matches nothing is revoked as given.
+ */
+async function resolveKnownSerial(
+  pki: Pki,
+  shared: ClusterMember["certificates"] | undefined,
+  input: string,
+): Promise<string> {
+  const own = [
+    ...pki.revokedSerials(),
+    ...(["node", "admin"] as const).flatMap((w) => pki.local(w)?.cert.serialNumber ?? []),
+  ];
+  const options = { allowUnknown: pki.mode === "external" };
+  if (!shared) {
+    return resolveSerial(input, [...own, ...(await pki.list()).map((r) => r.serial)], options);
+  }
+  let issued: IssuedRecord[];
+  try {
+    issued = await shared.list();
+  } catch (err) {
+    if (!(err instanceof UnavailableError)) throw err;
+    const local = [...own, ...(await pki.list()).map((r) => r.serial)];
+    try {
+      return resolveSerial(input, local, options);
+    } catch (notHere) {
+      if (!(notHere instanceof BallastError) || notHere.code !== "NOT_FOUND") throw notHere;
+      throw new UnavailableError(
+        `cannot look up serial ${JSON.stringify(input)}: etcd is unavailable and this node ` +
+          "did not issue it; retry when etcd answers",
+        { cause: err },
+      );
+    }
+  }
+  return resolveSerial(input, [...own, ...issued.map((r) => r.serial)], options);
 }
 
 function externalOnly(pki: Pki): Pki {

@@ -7,27 +7,52 @@
  */
 
 import type { Context, MiddlewareHandler } from "hono";
-import { errorMessage, InvalidArgumentError, typeName } from "../../mod/errors.ts";
+import { BallastError, errorMessage, InvalidArgumentError, typeName } from "../../mod/errors.ts";
+import { duplicateKey } from "./_json_keys.ts";
 
-/** Largest request body accepted. */
+/** Largest request body accepted, on every listener: larger ones get 413. */
 export const MAX_BODY_BYTES = 64 * 1024;
 
+/** The 413 answer to a body past MAX_BODY_BYTES (or the listener's own limit). */
+export function bodyTooLarge(limit: number = MAX_BODY_BYTES): BallastError {
+  return new BallastError("INVALID_ARGUMENT", `request body is larger than ${limit} bytes`, {
+    status: 413,
+  });
+}
+
+/** A body must say it is JSON; anything else is 415 (curl -d sends form encoding). */
+function checkContentType(c: Context): void {
+  const type = c.req.header("content-type");
+  const media = type?.split(";")[0].trim().toLowerCase();
+  if (media !== "application/json") {
+    throw new BallastError(
+      "INVALID_ARGUMENT",
+      `request body has Content-Type ${
+        type === undefined ? "(none)" : JSON.stringify(type)
+      }: send application/json`,
+      { status: 415, details: { field: "content-type" } },
+    );
+  }
+}
+
 /**
- * Reads the body as a JSON object; malformed JSON or a non-object is INVALID_ARGUMENT.
- * With `optional`, an empty (or blank) body reads as `{}`.
+ * Reads the body as a JSON object (Content-Type application/json, at most MAX_BODY_BYTES);
+ * malformed JSON, a key given twice or a non-object is INVALID_ARGUMENT. With `optional`,
+ * an empty (or blank) body reads as `{}`.
  */
 export async function readJsonObject(
   c: Context,
   options: { optional?: boolean } = {},
 ): Promise<Record<string, unknown>> {
+  const declared = Number(c.req.header("content-length") ?? 0);
+  if (declared > MAX_BODY_BYTES) throw bodyTooLarge();
   const text = await c.req.text();
-  if (new TextEncoder().encode(text).length > MAX_BODY_BYTES) {
-    throw new InvalidArgumentError(`request body is larger than ${MAX_BODY_BYTES} bytes`);
-  }
+  if (new TextEncoder().encode(text).length > MAX_BODY_BYTES) throw bodyTooLarge();
   if (text.trim() === "") {
     if (options.optional) return {};
     throw new InvalidArgumentError("request body is empty: expected a JSON object");
   }
+  checkContentType(c);
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -38,6 +63,15 @@ export async function readJsonObject(
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new InvalidArgumentError(`request body must be a JSON object, got ${typeName(value)}`);
+  }
+  const dup = duplicateKey(text);
+  if (dup) {
+    throw new InvalidArgumentError(
+      `request body has the key ${JSON.stringify(dup.key)} twice${
+        dup.path ? ` in ${dup.path}` : ""
+      }: give each field once`,
+      { field: dup.path ? `${dup.path}.${dup.key}` : dup.key },
+    );
   }
   return value as Record<string, unknown>;
 }

@@ -5,7 +5,9 @@
  * One sub-app per resource: _system.ts (health, version, OpenAPI), _nodes.ts, _volumes.ts,
  * _ca.ts, _cluster.ts, _peer.ts (node-to-node), _metrics.ts; every route checks its query
  * string with a middleware (_validate.ts). Every error leaves through one handler as
- * `{error: {code, message, details?}}`; unknown routes get a JSON 404. Each request gets an
+ * `{error: {code, message, details?}}`; unknown routes get a JSON 404, a known route with
+ * another method 405 with Allow (_methods.ts). JSON bodies must be application/json, at most
+ * 64 KiB (413), each key once (_validate.ts). Each request gets an
  * id (X-Request-Id in and out) and a child logger.
  * @module
  */
@@ -24,6 +26,7 @@ import type { VolumeService } from "../volumes/mod.ts";
 import { type ApiEnv, authMiddleware } from "./_auth.ts";
 import { caRoutes } from "./_ca.ts";
 import { clusterRoutes } from "./_cluster.ts";
+import { allowedMethods, methodNotAllowed } from "./_methods.ts";
 import { ApiRequestCounter, metricsRoutes } from "./_metrics.ts";
 import { nodeRoutes } from "./_nodes.ts";
 import { peerRoutes } from "./_peer.ts";
@@ -97,7 +100,10 @@ export function createApi(deps: ApiDeps): Hono<ApiEnv> {
     return c.json(e.toBody(), e.status as 400);
   });
 
+  const methodsFor = allowedMethods(app);
   app.notFound((c) => {
+    const allowed = methodsFor(c.req.path);
+    if (allowed.length > 0) return methodNotAllowed(c, allowed);
     const e = new NotFoundError("route", `${c.req.method} ${c.req.path}`);
     return c.json(e.toBody(), 404);
   });

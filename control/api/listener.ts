@@ -21,6 +21,7 @@ import type { TLSSocket } from "node:tls";
 import type { Pki } from "../../ca/mod.ts";
 import { BallastError, errorMessage, UnavailableError } from "../../mod/errors.ts";
 import type { ApiBindings } from "./_auth.ts";
+import { bodyTooLarge, MAX_BODY_BYTES } from "./_validate.ts";
 import { formatHostPort, type Logger } from "../common/mod.ts";
 
 /** What listenApi serves: anything with a fetch handler taking our env (a Hono app). */
@@ -37,7 +38,7 @@ export interface ListenApiOptions {
   /** Informational here (the app enforces it); logged at start. */
   allowAnonymousHealth?: boolean;
   logger: Logger;
-  /** Largest request body accepted (default 1 MiB). */
+  /** Largest request body accepted (default MAX_BODY_BYTES, 64 KiB); larger ones get 413. */
   maxBodyBytes?: number;
 }
 
@@ -51,7 +52,6 @@ export interface ApiListener {
   reload(): void;
 }
 
-const DEFAULT_MAX_BODY = 1024 * 1024;
 /** In-flight requests get this long after close() before their connections are cut. */
 const CLOSE_GRACE_MS = 5_000;
 
@@ -60,7 +60,7 @@ export async function listenApi(app: FetchApp, opts: ListenApiOptions): Promise<
   if (!opts.pki) return listenPlain(app, opts);
   const pki = opts.pki;
   const log = opts.logger.child({ listener: "api" });
-  const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
+  const maxBody = opts.maxBodyBytes ?? MAX_BODY_BYTES;
   const context = () => pki.credentials("node");
   const server: HttpsServer = createServer(
     { ...context(), requestCert: true, rejectUnauthorized: false, minVersion: "TLSv1.2" },
@@ -185,7 +185,7 @@ async function handle(
     const declared = Number(req.headers["content-length"] ?? 0);
     if (declared > maxBody) {
       req.resume();
-      return sendJson(res, 413, tooLarge(maxBody).toBody(), true);
+      return sendJson(res, 413, bodyTooLarge(maxBody).toBody(), true);
     }
     const headers = new Headers();
     for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
@@ -240,15 +240,11 @@ async function handle(
   }
 }
 
-function tooLarge(maxBody: number): BallastError {
-  return new BallastError("INVALID_ARGUMENT", `request body is larger than ${maxBody} bytes`);
-}
-
-/** Bytes of an oversized body drained (so the client reads our 400) before we cut it off. */
+/** Bytes of an oversized body drained (so the client reads our 413) before we cut it off. */
 const MAX_DRAIN = 16 * 1024 * 1024;
 
 /**
- * The request body as a stream that fails (400) once it passes `maxBody` bytes. The rest is
+ * The request body as a stream that fails (413) once it passes `maxBody` bytes. The rest is
  * drained and dropped, up to MAX_DRAIN, so the client can read the error (closing early
  * makes HTTP clients still sending report a reset instead) and the connection stays usable.
  */
@@ -268,7 +264,7 @@ function bodyStream(
         }
         if (total > maxBody) {
           over = true;
-          controller.error(tooLarge(maxBody));
+          controller.error(bodyTooLarge(maxBody));
           req.resume();
           return;
         }

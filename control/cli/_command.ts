@@ -1,7 +1,9 @@
 /**
  * Command specs: one description per command drives both argument parsing
  * (node:util parseArgs, strict) and its --help text, so the two never disagree.
- * Usage mistakes become UsageError (exit 2); BallastErrors exit 1.
+ * Exit codes, one rule whoever finds the mistake: 2 when the command as typed is invalid (a
+ * UsageError the CLI finds, or INVALID_ARGUMENT from the CLI's own checks or the server's),
+ * 1 when a valid request failed (not found, exists, unavailable, refused, ...).
  * @module
  */
 
@@ -121,7 +123,12 @@ export function parseCommand(spec: CommandSpec, args: string[], io: Io): Parsed 
   }
   let parsed;
   try {
-    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({
+      args: normalizeArgs(args, options),
+      options,
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (err) {
     throw new UsageError(cleanParseError(err as Error), usageHint(spec));
   }
@@ -143,6 +150,44 @@ export function parseCommand(spec: CommandSpec, args: string[], io: Io): Parsed 
     );
   }
   return { values, positionals: parsed.positionals, help: values.help === true, api, output };
+}
+
+/**
+ * Two spellings parseArgs gets wrong, before it sees them: `-o=json` (parseArgs would read
+ * the value "=json") becomes `-o json`, and `--size -1GiB` becomes `--size=-1GiB` (parseArgs
+ * would say "needs a value"), so the flag's own check can say what is wrong with it.
+ */
+function normalizeArgs(
+  args: string[],
+  options: Record<string, { type: "string" | "boolean"; short?: string }>,
+): string[] {
+  const shortWithValue = new Set(
+    Object.values(options).filter((o) => o.type === "string" && o.short).map((o) => o.short),
+  );
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    const short = /^-([A-Za-z])=(.*)$/s.exec(args[i]);
+    if (short && shortWithValue.has(short[1])) {
+      out.push(`-${short[1]}`, short[2]);
+      continue;
+    }
+    const name = /^--([^=]+)$/.exec(args[i])?.[1];
+    const next = args[i + 1];
+    if (
+      name !== undefined && options[name]?.type === "string" && next !== undefined &&
+      /^-[\d.]/.test(next)
+    ) {
+      out.push(`${args[i]}=${next}`);
+      i++;
+    } else {
+      out.push(args[i]);
+    }
+  }
+  return out;
 }
 
 /** Requires exactly the named positional arguments. */
@@ -176,9 +221,15 @@ function cleanParseError(err: Error): string {
   return m.split("\n")[0].replace(/\. To specify.*$/, "");
 }
 
+/** Exit code of a valid request that failed. */
+export const EXIT_FAILED = 1;
+/** Exit code of an invalid command line or request, found by the CLI or by the server. */
+export const EXIT_INVALID = 2;
+
 /**
- * Runs a command body and turns errors into exit codes: 0 ok, 1 error (`error: ...`
- * on stderr), 2 usage (message and usage hint on stderr).
+ * Runs a command body and turns errors into exit codes: 0 ok, EXIT_FAILED (`error: ...` on
+ * stderr), EXIT_INVALID for a UsageError (message and usage hint on stderr) or any
+ * INVALID_ARGUMENT, whether the CLI or the server found it.
  */
 export async function runGuarded(io: Io, body: () => Promise<number | void>): Promise<number> {
   try {
@@ -186,14 +237,14 @@ export async function runGuarded(io: Io, body: () => Promise<number | void>): Pr
   } catch (err) {
     if (err instanceof UsageError) {
       io.err(`error: ${err.message}\n${err.usage}\n`);
-      return 2;
+      return EXIT_INVALID;
     }
     if (err instanceof BallastError) {
       io.err(`error: ${err.message}\n`);
-      return 1;
+      return err.code === "INVALID_ARGUMENT" ? EXIT_INVALID : EXIT_FAILED;
     }
     io.err(`error: ${errorMessage(err)}\n`);
-    return 1;
+    return EXIT_FAILED;
   }
 }
 

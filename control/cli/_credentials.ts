@@ -50,6 +50,8 @@ export interface Credentials {
   keyPem?: string;
   /** The files read, by kind. */
   files: { cacert?: string; cert?: string; key?: string };
+  /** Set when no credentials were found and the URL is the default: where the CLI looked. */
+  notFound?: string;
 }
 
 async function readPem(path: string, what: string, origin: string): Promise<string> {
@@ -130,6 +132,12 @@ export async function resolveCredentials(
   const explicitApi = (p.values.api as string | undefined) ?? io.env("BALLAST_API");
   const found = out.caCertPem !== undefined || out.certPem !== undefined;
   out.api = explicitApi ?? (found ? HTTPS_DEFAULT_API : DEFAULT_API_URL);
+  if (!found && explicitApi === undefined) {
+    out.notFound = "no credentials found: looked for --cacert/--cert/--key, " +
+      "BALLAST_CACERT/BALLAST_CERT/BALLAST_KEY, --data-dir or BALLAST_DATA_DIR (none set) and " +
+      `${join(cwd, DEFAULT_DATA_DIR, "pki", "ca-bundle.crt")} (missing); on the node, pass ` +
+      "--data-dir DIR (its pki/ holds the admin credentials)";
+  }
   return out;
 }
 
@@ -151,5 +159,6 @@ export async function clientFromFlags(
     caCertPem: c.caCertPem,
     certPem: c.certPem,
     keyPem: c.keyPem,
+    ...(c.notFound ? { unreachableHint: c.notFound } : {}),
   });
 }

@@ -64,7 +64,7 @@ export const CA_SPECS: Record<string, CommandSpec> = {
       {
         name: "volumes",
         value: "LIST",
-        help: "nbd-client: comma-separated volumes it may open, or * for all",
+        help: "nbd-client (required): comma-separated volumes it may open, or '*' for all",
       },
       {
         name: "ttl",
@@ -79,9 +79,14 @@ export const CA_SPECS: Record<string, CommandSpec> = {
       "ballast ca issue alice --role admin --ttl 7d --out ./alice",
     ],
   ),
-  revoke: spec("revoke", "SERIAL [--reason TEXT]", "Revoke a certificate (see ca list).", [
-    { name: "reason", value: "TEXT", help: "why, recorded with the revocation" },
-  ], ["ballast ca revoke 5f0c2a... --reason 'laptop lost'"]),
+  revoke: spec(
+    "revoke",
+    "SERIAL [--reason TEXT]",
+    "Revoke a certificate (see ca list). SERIAL is the full serial or an unambiguous prefix " +
+      "of one; an unknown serial is refused (exit 1) and the full serial revoked is printed.",
+    [{ name: "reason", value: "TEXT", help: "why, recorded with the revocation" }],
+    ["ballast ca revoke 5f0c2a9e --reason 'laptop lost'"],
+  ),
   rotate: spec(
     "rotate",
     "[--overlap DURATION]",
@@ -192,6 +197,13 @@ function checkArgs(sub: string, s: CommandSpec, p: Parsed): Checked {
     out.volumes = vols === undefined ? [] : vols.split(",").map((v) => v.trim()).filter(Boolean);
     if (role === "admin" && out.volumes.length) {
       throw new UsageError("--volumes is only for --role nbd-client", usageHint(s));
+    }
+    if (role === "nbd-client" && out.volumes.length === 0) {
+      throw new UsageError(
+        "--role nbd-client needs --volumes: the volumes the certificate may open " +
+          "(e.g. --volumes db1,db2), or --volumes '*' for all; without it it would open none",
+        usageHint(s),
+      );
     }
     if (str("out") === undefined) throw new UsageError("missing flag --out DIR", usageHint(s));
     out.ttl = duration("ttl");

@@ -41,7 +41,9 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
 export const ROOT_SPEC: CommandSpec = {
   path: "",
   args: "COMMAND [flags]",
-  summary: `Ballast ${VERSION}: replicated block storage served over NBD.`,
+  summary: `Ballast ${VERSION}: replicated block storage served over NBD.\n\n` +
+    "Exit codes: 0 success; 2 the command as typed is invalid (a usage mistake or an " +
+    "INVALID_ARGUMENT, whether the CLI or the server finds it); 1 a valid request failed.",
   flags: [],
   client: true,
   examples: [
@@ -60,6 +62,18 @@ export const ROOT_SPEC: CommandSpec = {
     ["completion", "print a bash or zsh completion script"],
   ],
 };
+
+/**
+ * `ballast help [COMMAND [SUBCOMMAND]]`: the same as `ballast COMMAND [SUBCOMMAND] --help`;
+ * bare `ballast help` prints the top-level help, an unknown COMMAND is a usage error.
+ */
+export function helpCommand(args: string[], io: Io): Promise<number> {
+  const [word, ...rest] = args;
+  if (word !== undefined && Object.hasOwn(COMMANDS, word)) {
+    return COMMANDS[word]([...rest, "--help"], io);
+  }
+  return Promise.resolve(rootUsage(word ?? "help", io));
+}
 
 /** Prints the top-level help (exit 0) or a usage error for a missing/unknown command (exit 2). */
 export function rootUsage(word: string | undefined, io: Io): number {

@@ -6,7 +6,8 @@
 import { errorMessage } from "../../mod/errors.ts";
 import { parseDuration } from "../../mod/duration.ts";
 import { clientFromFlags } from "./_credentials.ts";
-import { formatSize, parseSize } from "../../mod/size.ts";
+import { formatSize } from "../../mod/size.ts";
+import { checkVolumeSize } from "../volumes/mod.ts";
 import type { Volume } from "../../mod/types.ts";
 import {
   type Command,
@@ -22,7 +23,8 @@ import { watchVolume } from "./_watch.ts";
 import { EXIT_DIFFERENT, verifyText } from "./_verify_view.ts";
 import { eventsTable } from "./_drain_view.ts";
 
-const SIZE_HELP = "size with a binary unit: 512MiB, 10GiB, 1TiB (multiple of 512 bytes)";
+const SIZE_HELP = "size, a multiple of 512 bytes: 10GiB or 10Gi = 10 x 2^30 bytes, 10G or 10GB " +
+  "= 10 x 10^9 (kubectl's units: KiB MiB GiB TiB any case; k M G T P exactly so)";
 
 export const VOLUME_SPECS: Record<string, CommandSpec> = {
   create: {
@@ -309,9 +311,9 @@ function requireSize(spec: CommandSpec, value: unknown): number {
     throw new UsageError("missing flag --size (e.g. --size 10GiB)", usageHint(spec));
   }
   try {
-    return parseSize(value);
+    return checkVolumeSize(value, "--size");
   } catch (err) {
-    throw new UsageError(`--size: ${errorMessage(err)}`, usageHint(spec));
+    throw new UsageError(errorMessage(err), usageHint(spec));
   }
 }
 

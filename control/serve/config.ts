@@ -308,11 +308,12 @@ function resolveRate(text: { value: string | undefined; source: string }): numbe
   const v = (text.value ?? "unlimited").trim();
   if (v === "" || v === "unlimited" || v === "0") return 0;
   try {
-    return parseSize(v.replace(/\/s$/, ""));
-  } catch {
+    return parseSize(v.replace(/\/s$/, ""), text.source);
+  } catch (err) {
     throw new InvalidArgumentError(
-      `invalid ${text.source} "${v}": expected a size per second such as 100MiB/s, or unlimited`,
-      { field: SETTINGS.resyncRate.flag },
+      `invalid ${text.source} "${v}": expected a size per second such as 100MiB/s (2^20 ` +
+        `bytes) or 100M/s (10^6), or unlimited (${errorMessage(err)})`,
+      { field: SETTINGS.resyncRate.flag, cause: err },
     );
   }
 }

@@ -39,12 +39,9 @@ export function checkVolumeSize(size: unknown, field = "size"): number {
     bytes = size;
   } else if (typeof size === "string") {
     try {
-      bytes = parseSize(size);
+      bytes = parseSize(size, field, MAX_VOLUME_SIZE);
     } catch (err) {
-      throw new InvalidArgumentError(`invalid ${field}: ${errorMessage(err)}`, {
-        field,
-        cause: err,
-      });
+      throw new InvalidArgumentError(errorMessage(err), { field, cause: err });
     }
   } else {
     throw new InvalidArgumentError(
@@ -66,8 +63,10 @@ export function checkVolumeSize(size: unknown, field = "size"): number {
     );
   }
   if (bytes % SECTOR !== 0) {
+    const below = bytes - bytes % SECTOR;
     throw new InvalidArgumentError(
-      `invalid ${field} ${JSON.stringify(size)} (${bytes} bytes): must be a multiple of 512 bytes`,
+      `invalid ${field} ${JSON.stringify(size)} (${bytes} bytes): must be a multiple of 512 ` +
+        `bytes, e.g. ${below} or ${below + SECTOR}`,
       { field },
     );
   }

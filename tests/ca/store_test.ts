@@ -1,6 +1,6 @@
-import { FILES, openPki, readIdentity, x509 } from "../../ca/mod.ts";
-import { FailedPreconditionError, InvalidArgumentError } from "../../mod/errors.ts";
-import { assert, assertEquals, assertRejects } from "../_assert.ts";
+import { FILES, openPki, readIdentity, resolveSerial, x509 } from "../../ca/mod.ts";
+import { BallastError, FailedPreconditionError, InvalidArgumentError } from "../../mod/errors.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../_assert.ts";
 import { DAY, fakeClock, tempDir } from "./_helpers.ts";
 
 const NODE = { nodeName: "node-1", ipAddresses: ["127.0.0.1", "::1"], dnsNames: ["localhost"] };
@@ -222,4 +222,18 @@ Deno.test("openPki() checks its options before touching the disk", async () => {
   );
   await assertRejects(() => Deno.stat(`${t.dir}/x`), Deno.errors.NotFound);
   void x509;
+});
+
+Deno.test("resolveSerial() takes a serial or an unambiguous prefix, refuses unknown and ambiguous ones", () => {
+  const known = ["b4e05f05aa01", "b4e0ff11", "0c1d", "00ab12"];
+  assertEquals(resolveSerial("B4:E0:5F:05:AA:01", known), "b4e05f05aa01", "full, colons, case");
+  assertEquals(resolveSerial("b4e05f", known), "b4e05f05aa01", "unambiguous prefix");
+  assertEquals(resolveSerial("0c1", known), "0c1d", "odd-length prefix as ca list shows it");
+  assertEquals(resolveSerial("00ab", known), "ab12", "leading zero bytes ignored");
+  assertThrows(() => resolveSerial("b4e0", known), InvalidArgumentError, "b4e05f05aa01, b4e0ff11");
+  const err = assertThrows(() => resolveSerial("deadbeef", known), BallastError);
+  assertEquals(err.code, "NOT_FOUND");
+  assert(err.message.includes('"deadbeef"'), err.message);
+  assertEquals(resolveSerial("deadbeef", known, { allowUnknown: true }), "deadbeef");
+  assertThrows(() => resolveSerial("xyz", known), InvalidArgumentError, "invalid serial");
 });

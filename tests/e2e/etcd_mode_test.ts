@@ -250,7 +250,7 @@ e2eTest(
         "--etcd-cacert",
         `${dir}/nope.pem`,
       ]);
-      assertEquals(missing.code, 1, missing.stderr);
+      assertEquals(missing.code, 2, `an invalid argument: ${missing.stderr}`);
       assert(missing.stderr.includes(`--etcd-cacert "${dir}/nope.pem"`), missing.stderr);
     } finally {
       await node?.stop();

@@ -57,7 +57,10 @@ export const CA_PATHS = {
   "/v1/ca/certificates/{serial}/revoke": {
     post: adminOp("revokeCertificate", "Revoke a certificate (idempotent)", {
       description: "Admin certificates only. Refused at the next request or handshake on " +
-        "every endpoint (of every member, in cluster mode).",
+        "every endpoint (of every member, in cluster mode). SERIAL is a serial this CA " +
+        "issued or an unambiguous prefix of one (400 naming the candidates otherwise); an " +
+        "unknown serial is 404 (external CA mode revokes a full unknown serial as given). " +
+        "The response names the full serial.",
       parameters: [{
         name: "serial",
         in: "path",
@@ -74,7 +77,7 @@ export const CA_PATHS = {
       },
       responses: {
         "200": { description: "Revocation", content: json(ref("Revocation")) },
-        ...errors(400, 401, 403),
+        ...errors(400, 401, 403, 404),
       },
     }),
   },
@@ -169,7 +172,11 @@ export const CA_SCHEMAS = {
       csr: { type: "string", description: "PKCS#10 PEM" },
       role: { type: "string", enum: ["admin", "nbd-client"] },
       name: { type: "string", pattern: "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$" },
-      volumes: { type: "array", items: { type: "string" }, description: 'nbd-client; "*" = all' },
+      volumes: {
+        type: "array",
+        items: { type: "string" },
+        description: 'nbd-client: required, at least one volume or "*" for all (400 without)',
+      },
       ttl: duration,
     },
   },

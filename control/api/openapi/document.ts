@@ -26,10 +26,11 @@ const strings = { type: "array", items: { type: "string" } };
 const size = {
   oneOf: [
     { type: "integer", minimum: 1048576, maximum: 1125899906842624, multipleOf: 512 },
-    { type: "string", examples: ["10GiB", "512MiB", "1TiB"] },
+    { type: "string", examples: ["10GiB", "512MiB", "1TiB", "10G"] },
   ],
-  description: "Bytes, or a size with a binary unit (KiB, MiB, GiB, TiB). " +
-    "Multiple of 512, from 1 MiB to 1 PiB.",
+  description: "Bytes, or a size with kubectl's units: binary KiB MiB GiB TiB PiB (also Ki Mi " +
+    "Gi Ti Pi, any case) are powers of 1024; SI k M G T P (also kB MB GB TB PB, exactly that " +
+    "case) are powers of 1000, so 10G is 10^10 bytes. Multiple of 512, from 1 MiB to 1 PiB.",
 };
 
 /** The Ballast-Stale response header on reads that may be answered from the cache. */

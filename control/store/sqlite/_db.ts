@@ -45,18 +45,42 @@ export function mapError(err: unknown, path: string): BallastError {
 export function openDatabase(path: string, busyTimeoutMs: number): DatabaseSync {
   let db: DatabaseSync | undefined;
   try {
+    if (path !== ":memory:") keepPrivate(path);
     db = new DatabaseSync(path);
     db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
     if (path !== ":memory:") db.exec("PRAGMA locking_mode = EXCLUSIVE");
     db.exec("PRAGMA journal_mode = WAL");
     db.exec("PRAGMA synchronous = FULL");
     migrate(db, path);
+    if (path !== ":memory:") keepPrivate(path);
     return db;
   } catch (err) {
     try {
       db?.close();
     } catch { /* already failing */ }
     throw mapError(err, path);
+  }
+}
+
+/** Mode of the database and its side files: the service user's only (cluster state, leases). */
+export const DB_FILE_MODE = 0o600;
+
+/**
+ * Creates the database file 0600 if it is missing (SQLite gives its WAL, SHM and journal
+ * files the database's mode) and sets 0600 on those that exist, fixing older 0644 ones.
+ */
+function keepPrivate(path: string): void {
+  try {
+    Deno.openSync(path, { createNew: true, write: true, mode: DB_FILE_MODE }).close();
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+  }
+  for (const f of [path, `${path}-wal`, `${path}-shm`, `${path}-journal`]) {
+    try {
+      if ((Deno.statSync(f).mode! & 0o777) !== DB_FILE_MODE) Deno.chmodSync(f, DB_FILE_MODE);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
   }
 }
 

@@ -146,6 +146,8 @@ const BAD_CREATES: Array<[string, unknown, number, string, string]> = [
   ["size fractional", { name: "v", size: 1048576.5 }, 400, "INVALID_ARGUMENT", "size"],
   ["size unknown unit", { name: "v", size: "10XB" }, 400, "INVALID_ARGUMENT", "size"],
   ["size boolean", { name: "v", size: true }, 400, "INVALID_ARGUMENT", "size"],
+  ["size SI, not sector aligned", { name: "v", size: "1.5G" }, 400, "INVALID_ARGUMENT", "size"],
+  ["size lower-case SI unit", { name: "v", size: "1g" }, 400, "INVALID_ARGUMENT", "size"],
   [
     "replicas negative",
     { name: "v", size: "1GiB", replicas: -1 },
@@ -246,6 +248,72 @@ Deno.test("api: malformed requests get JSON errors", async () => {
   }
 });
 
+Deno.test("api: JSON bodies need application/json (415), one 413 limit, each key once, 405 with Allow", async () => {
+  const node = await startTestNode();
+  try {
+    const body = JSON.stringify({ name: "ct", size: "1MiB" });
+    for (const type of [undefined, "application/x-www-form-urlencoded", "text/plain"]) {
+      const res = await node.app.request("/v1/volumes", {
+        method: "POST",
+        body,
+        headers: type ? { "content-type": type } : {},
+      });
+      const err = await res.json();
+      assertEquals([res.status, err.error.code], [415, "INVALID_ARGUMENT"], String(type));
+      assert(err.error.message.includes("application/json"), err.error.message);
+    }
+    assertEquals((await call(node.app, "GET", "/v1/volumes/ct")).status, 404, "nothing created");
+    const charset = await node.app.request("/v1/volumes", {
+      method: "POST",
+      body,
+      headers: { "content-type": "Application/JSON; charset=utf-8" },
+    });
+    assertEquals(charset.status, 201, "parameters and case are fine");
+
+    const big = await call(node.app, "POST", "/v1/volumes", {
+      name: "big",
+      size: "1MiB",
+      description: "x".repeat(70 * 1024),
+    });
+    assertEquals([big.status, big.body.error.code], [413, "INVALID_ARGUMENT"]);
+
+    const dup = await call(
+      node.app,
+      "POST",
+      "/v1/volumes",
+      '{"name":"d1","size":"1MiB","size":"1TiB"}',
+    );
+    assertEquals([dup.status, dup.body.error.details?.field], [400, "size"]);
+    assert(dup.body.error.message.includes('"size" twice'), dup.body.error.message);
+    const nested = await call(
+      node.app,
+      "POST",
+      "/v1/volumes",
+      '{"name":"d2","size":"1MiB","labels":{"a":"1","b":{"x":1},"a":"2"}}',
+    );
+    assertEquals([nested.status, nested.body.error.details?.field], [400, "labels.a"]);
+    assertEquals((await call(node.app, "GET", "/v1/volumes/d1")).status, 404);
+    const escaped = await call(
+      node.app,
+      "PATCH",
+      "/v1/volumes/ct",
+      '{"labels":{"k":"v"},"label\u0073":{}}',
+    );
+    assertEquals(escaped.body.error.details?.field, "labels", "keys compared decoded");
+
+    const put = await call(node.app, "PUT", "/v1/volumes/ct", { size: "2MiB" });
+    assertEquals([put.status, put.body.error.code], [405, "INVALID_ARGUMENT"]);
+    assertEquals(put.headers.get("allow"), "GET, HEAD, PATCH, DELETE");
+    assert(put.body.error.message.includes("PUT"), put.body.error.message);
+    const delList = await call(node.app, "DELETE", "/v1/volumes");
+    assertEquals([delList.status, delList.headers.get("allow")], [405, "GET, HEAD, POST"]);
+    const none = await call(node.app, "PUT", "/v1/nothing/here");
+    assertEquals(none.status, 404, "an unknown path stays 404");
+  } finally {
+    await node.close();
+  }
+});
+
 Deno.test("api: delete is refused while an NBD client is connected, forced delete disconnects it", async () => {
   const node = await startTestNode();
   let conn: Deno.TcpConn | undefined;
@@ -278,6 +346,31 @@ Deno.test("api: a full disk on create is RESOURCE_EXHAUSTED and leaves no record
     assert(res.body.error.message.includes("no space left"), res.body.error.message);
     assertEquals(await node.store.get("/ballast/volumes/big"), undefined);
     assertEquals((await call(node.app, "GET", "/v1/volumes/big")).status, 404);
+  } finally {
+    await node.close();
+  }
+});
+
+/** The file system type of `dir` as stat -f names it ("ext2/ext3" for ext4, "xfs", "tmpfs"). */
+async function fsType(dir: string): Promise<string> {
+  const out = await new Deno.Command("stat", { args: ["-f", "-c", "%T", dir] }).output();
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+Deno.test("api: a size past the file system's largest file is FAILED_PRECONDITION naming it, not a full disk", async () => {
+  const node = await startTestNode();
+  try {
+    const fs = await fsType(node.dir);
+    if (!fs.startsWith("ext")) return; // only ext4 stops at 16 TiB; XFS and tmpfs allow 1 PiB
+    const res = await call(node.app, "POST", "/v1/volumes", { name: "huge", size: "16TiB" });
+    assertEquals([res.status, res.body.error.code], [412, "FAILED_PRECONDITION"], fs);
+    const msg: string = res.body.error.message;
+    assert(msg.includes("16 TiB is larger than the largest file"), msg);
+    assertEquals(await node.store.get("/ballast/volumes/huge"), undefined);
+    await call(node.app, "POST", "/v1/volumes", { name: "small", size: "1TiB" });
+    const grow = await call(node.app, "PATCH", "/v1/volumes/small", { size: "20TiB" });
+    assertEquals([grow.status, grow.body.error.code], [412, "FAILED_PRECONDITION"]);
+    assert(grow.body.error.message.includes("20 TiB is larger"), grow.body.error.message);
   } finally {
     await node.close();
   }

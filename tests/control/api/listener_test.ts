@@ -222,11 +222,15 @@ Deno.test("https api: CA rotation reloads the listener in place; old and new adm
   });
 });
 
-Deno.test("https api: an oversized body is refused without reading it all", async () => {
+Deno.test("https api: one body limit, 64 KiB, answers 413 declared or streamed, without reading it all", async () => {
   await withNode(async (t) => {
     const big = "x".repeat(2 * 1024 * 1024);
     const r = await tlsFetch(`${t.url}/v1/volumes`, t.admin, "POST", { name: "a", pad: big });
     assertEquals(r.status, 413);
+    const medium = "x".repeat(100 * 1024); // over the JSON limit, under the old listener one
+    const m = await tlsFetch(`${t.url}/v1/volumes`, t.admin, "POST", { name: "a", pad: medium });
+    assertEquals([m.status, m.body.error.code], [413, "INVALID_ARGUMENT"]);
+    assert(m.body.error.message.includes("larger than 65536 bytes"), m.body.error.message);
     // Chunked (no content-length): the stream is cut at the cap.
     const client = Deno.createHttpClient({
       caCerts: [t.admin.ca],
@@ -242,9 +246,14 @@ Deno.test("https api: an oversized body is refused without reading it all", asyn
           else c.close();
         },
       });
-      const res = await fetch(`${t.url}/v1/volumes`, { method: "POST", body, client });
+      const res = await fetch(`${t.url}/v1/volumes`, {
+        method: "POST",
+        body,
+        client,
+        headers: { "content-type": "application/json" },
+      });
       const err = await res.json();
-      assertEquals([res.status, err.error.code], [400, "INVALID_ARGUMENT"]);
+      assertEquals([res.status, err.error.code], [413, "INVALID_ARGUMENT"]);
       assert(err.error.message.includes("larger than"), err.error.message);
     } finally {
       client.close();

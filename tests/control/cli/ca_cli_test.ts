@@ -2,9 +2,12 @@
  * `ballast ca ...` against a real HTTPS node, and the CLI's credential discovery.
  */
 
+import { createCsr, normalizeSerial } from "../../../ca/mod.ts";
 import { captureIo } from "../../../control/cli/mod.ts";
 import { resolveCredentials } from "../../../control/cli/_credentials.ts";
 import { main } from "../../../main.ts";
+import { BallastClient } from "../../../mod/client.ts";
+import { BallastError } from "../../../mod/errors.ts";
 import { assert, assertEquals, assertRejects } from "../../_assert.ts";
 import { startTlsNode, tlsFetch, type TlsNode } from "../_tls_node.ts";
 
@@ -67,6 +70,8 @@ Deno.test("ca cli: issue writes a 0600 key and a certificate whose role and volu
       "vm1",
       "--role",
       "nbd-client",
+      "--volumes",
+      "db1",
       "--out",
       `${out}/vm1`,
     );
@@ -92,6 +97,65 @@ Deno.test("ca cli: issue writes a 0600 key and a certificate whose role and volu
     assertEquals(refused.status, 401, "revoked: even health is refused");
   } finally {
     await Deno.remove(out, { recursive: true });
+    await t.close();
+  }
+});
+
+Deno.test("ca cli: revoke refuses unknown serials and ambiguous prefixes, expands a prefix; nbd-client needs volumes", async () => {
+  const t = await startTlsNode();
+  try {
+    // Enough certificates that two share a first hex digit (pigeonhole over 16 digits).
+    const serials: string[] = (await t.pki.list()).map((r) => r.serial);
+    for (let i = 0; i < 17; i++) {
+      const { cert } = await t.pki.issue({ role: "nbd-client", name: `vm${i}`, volumes: ["db1"] });
+      serials.push(normalizeSerial(cert.serialNumber));
+    }
+    const unknown = await run(t, {}, "ca", "revoke", "deadbeef");
+    assertEquals(unknown.code, 1, unknown.stdout);
+    assert(unknown.stderr.includes('"deadbeef"'), unknown.stderr);
+    assert(!unknown.stdout.includes("revoked"), unknown.stdout);
+    assert(unknown.stderr.includes("ballast ca list"), unknown.stderr);
+
+    const digit = [..."0123456789abcdef"].find((d) =>
+      serials.filter((s) => s.startsWith(d)).length > 1
+    )!;
+    const ambiguous = await run(t, {}, "ca", "revoke", digit);
+    assertEquals(ambiguous.code, 2, `an invalid request: ${ambiguous.stderr}`);
+    assert(ambiguous.stderr.includes("ambiguous"), ambiguous.stderr);
+    for (const s of serials.filter((s) => s.startsWith(digit))) {
+      assert(ambiguous.stderr.includes(s), `${s} not named: ${ambiguous.stderr}`);
+    }
+    assertEquals(t.pki.revokedSerials().size, 0, "nothing revoked by refused requests");
+
+    const noGrant = await run(
+      t,
+      {},
+      "ca",
+      "issue",
+      "x",
+      "--role",
+      "nbd-client",
+      "--out",
+      "/nonexistent",
+    );
+    assert(noGrant.stderr.includes("--role nbd-client needs --volumes"), noGrant.stderr);
+    // The API refuses it too, for clients other than this CLI.
+    const bare = await createCsr({ role: "nbd-client", name: "x", volumes: [] });
+    const api = await tlsFetch(`${t.url}/v1/ca/certificates`, t.admin, "POST", {
+      csr: bare.csrPem,
+      role: "nbd-client",
+      name: "x",
+    });
+    assertEquals([api.status, api.body.error.details.field], [400, "volumes"]);
+    assert(!(await t.pki.list()).some((c) => c.name === "x"), "nothing issued");
+
+    const target = serials.at(-1)!;
+    const prefix = target.slice(0, 8).toUpperCase();
+    const rev = await run(t, {}, "ca", "revoke", prefix);
+    assertEquals(rev.code, 0, rev.stderr);
+    assert(rev.stdout.includes(`certificate ${target} revoked at`), rev.stdout);
+    assertEquals([...t.pki.revokedSerials()], [target]);
+  } finally {
     await t.close();
   }
 });
@@ -137,6 +201,8 @@ Deno.test("ca cli: show, rotate and admin issue; usage errors exit 2", async () 
         ["ca", "issue", "x", "--role", "node", "--out", out],
         ["ca", "issue", "x", "--role", "admin", "--volumes", "a", "--out", out],
         ["ca", "issue", "x", "--role", "admin"],
+        ["ca", "issue", "x", "--role", "nbd-client", "--out", out],
+        ["ca", "issue", "x", "--role", "nbd-client", "--volumes", ",", "--out", out],
         ["ca", "rotate", "--overlap", "soon"],
         ["ca", "revoke"],
         ["ca", "frobnicate"],
@@ -169,7 +235,7 @@ Deno.test("ca cli: without credentials the TLS API says why; a missing file is n
       "ca",
       "show",
     );
-    assertEquals(none.code, 1);
+    assertEquals(none.code, 2, "a bad credential path is an invalid argument");
     assert(
       none.stderr.includes("/nonexistent/ca.crt (BALLAST_CACERT) does not exist"),
       none.stderr,
@@ -188,12 +254,41 @@ Deno.test("ca cli: without credentials the TLS API says why; a missing file is n
       "--data-dir",
       "/nope",
     );
-    assertEquals(badDir.code, 1);
+    assertEquals(badDir.code, 2);
     assert(
       badDir.stderr.includes("/nope/pki/ca-bundle.crt (--data-dir) does not exist"),
       badDir.stderr,
     );
   } finally {
+    await t.close();
+  }
+});
+
+Deno.test("ca cli: with no credentials found, plain HTTP to the TLS API says so and where the CLI looked", async () => {
+  const t = await startTlsNode();
+  const cwd = await Deno.makeTempDir({ prefix: "ballast-nocred-" });
+  try {
+    const creds = await resolveCredentials({ values: {}, api: "" }, captureIo({}), cwd);
+    assertEquals(creds.api, "http://127.0.0.1:5705");
+    for (const m of ["BALLAST_CACERT", "--data-dir", `${cwd}/.ballast/data/pki/ca-bundle.crt`]) {
+      assert(creds.notFound?.includes(m), `${m}: ${creds.notFound}`);
+    }
+    // What the CLI builds from them, pointed at the TLS node's port over plain HTTP.
+    using client = new BallastClient(t.url.replace("https:", "http:"), {
+      unreachableHint: creds.notFound,
+    });
+    const err = await assertRejects(() => client.health(), BallastError);
+    assert(err.message.includes("speaks HTTPS, not plain HTTP"), err.message);
+    assert(err.message.includes("no credentials found: looked for"), err.message);
+    assert(!err.message.includes("invalid HTTP version"), err.message);
+    const explicit = await resolveCredentials(
+      { values: { api: "http://127.0.0.1:1" }, api: "" },
+      captureIo({}),
+      cwd,
+    );
+    assertEquals(explicit.notFound, undefined, "an explicit plain URL needs no credentials");
+  } finally {
+    await Deno.remove(cwd, { recursive: true });
     await t.close();
   }
 });

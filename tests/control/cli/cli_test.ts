@@ -45,13 +45,17 @@ const NOWHERE = nowhere();
 Deno.test("cli: --help at every level prints usage with flags, env and example, exit 0", async () => {
   for (
     const [args, mentions] of [
-      [["--help"], ["Usage: ballast COMMAND", "volume", "BALLAST_API", "Example"]],
+      [["--help"], ["Usage: ballast COMMAND", "volume", "BALLAST_API", "Example", "Exit codes: 0"]],
       [["volume", "--help"], ["Usage: ballast volume COMMAND", "resize", "Examples:"]],
       [["volume", "create", "--help"], ["--size SIZE", "--label KEY=VALUE", "repeatable"]],
       [["volume", "create", "-h"], ["ballast volume create db1 --size 10GiB"]],
       [["node", "--help"], ["Usage: ballast node COMMAND"]],
       [["serve", "--help"], ["--data-dir DIR", "BALLAST_NBD_LISTEN", "default 127.0.0.1:10809"]],
       [["version", "--help"], ["Usage: ballast version"]],
+      [["help"], ["Usage: ballast COMMAND"]],
+      [["help", "volume"], ["Usage: ballast volume COMMAND", "resize"]],
+      [["help", "volume", "create"], ["Usage: ballast volume create NAME", "--size SIZE"]],
+      [["help", "ca", "issue"], ["Usage: ballast ca issue", "--volumes LIST"]],
     ] as Array<[string[], string[]]>
   ) {
     const r = await run(NOWHERE, ...args);
@@ -71,11 +75,18 @@ Deno.test("cli: usage mistakes exit 2 with a hint", async () => {
       [["volume", "create"], "missing argument NAME", "ballast volume create --help"],
       [["volume", "create", "v"], "missing flag --size", "ballast volume create --help"],
       [["volume", "create", "v", "--size"], "flag --size needs a value", "volume create NAME"],
-      [["volume", "create", "v", "--size", "ten"], "--size: invalid size", "volume create"],
+      [["volume", "create", "v", "--size", "ten"], 'invalid --size "ten"', "volume create"],
+      [["volume", "create", "v", "--size", "1g"], "G or GB for 10^9 bytes", "volume create"],
+      [["volume", "create", "v", "--size", "-1GiB"], "a size cannot be negative", "create"],
+      [["volume", "resize", "v", "--size", "-5"], "a size cannot be negative", "resize"],
+      [["volume", "create", "v", "--size", "99999TiB"], "too large, the most is 1 PiB", "create"],
+      [["volume", "create", "v", "--size", "1.5G"], "e.g. 1499999744 or 1500000256", "create"],
       [["volume", "create", "v", "--size", "1G", "--label", "x"], 'invalid --label "x"', "create"],
       [["volume", "list", "--bogus"], "unknown flag --bogus", "ballast volume list --help"],
       [["volume", "list", "extra"], 'unexpected argument "extra"', "volume list"],
       [["volume", "get", "v", "-o", "yaml"], 'invalid --output "yaml"', "volume get"],
+      [["volume", "get", "v", "-o=yaml"], 'invalid --output "yaml"', "volume get"],
+      [["help", "frobnicate"], 'unknown command "frobnicate"', "ballast --help"],
       [["volume", "delete", "v", "--force=yes"], "does not take a value", "volume delete"],
       [["node", "get"], "missing argument NAME", "ballast node get --help"],
       [["node", "list", "--api", "localhost:5705"], 'invalid --api "localhost:5705"', "node list"],
@@ -116,6 +127,9 @@ Deno.test("cli: volume commands against a real node, tables and -o json", async 
     const json = await run(api, "-o", "json", "volume", "create", "db2", "--size", "1MiB");
     assertEquals(json.code, 0);
     assertEquals(JSON.parse(json.stdout).sizeBytes, 2 ** 20);
+    const si = await run(api, "-o", "json", "volume", "create", "si1", "--size", "2G");
+    assertEquals([si.code, JSON.parse(si.stdout).sizeBytes], [0, 2 * 10 ** 9], "SI: 2G = 2x10^9");
+    assertEquals((await run(api, "volume", "delete", "si1")).code, 0);
 
     const table = await run(api, "volume", "list");
     const lines = table.stdout.trimEnd().split("\n");
@@ -140,6 +154,11 @@ Deno.test("cli: volume commands against a real node, tables and -o json", async 
     assertEquals(lines[2].indexOf("1 MiB"), lines[0].indexOf("SIZE"), "columns aligned");
 
     const list = JSON.parse((await run(api, "volume", "list", "-o", "json")).stdout);
+    for (const args of [["volume", "list", "-o=json"], ["-o=json", "volume", "list"]]) {
+      const eq = await run(api, ...args);
+      assertEquals(eq.code, 0, `${args.join(" ")}: ${eq.stderr}`);
+      assertEquals(JSON.parse(eq.stdout), list, args.join(" "));
+    }
     assertEquals(list.items.map((v: { name: string }) => v.name), ["db1", "db2"]);
     assertEquals(list.items[0].labels, { a: "b" });
 
@@ -153,9 +172,13 @@ Deno.test("cli: volume commands against a real node, tables and -o json", async 
 
     const missing = await run(api, "volume", "get", "nope");
     assertEquals([missing.code, missing.stderr], [1, 'error: volume "nope" not found\n']);
+    // One exit-code rule: an invalid request is 2 whether the server or the CLI finds it.
     const bad = await run(api, "volume", "create", "Bad!", "--size", "1GiB");
-    assertEquals(bad.code, 1);
+    assertEquals(bad.code, 2, "the server found it");
     assert(bad.stderr.includes('invalid volume name "Bad!"'), bad.stderr);
+    const zero = await run(api, "volume", "create", "z", "--size", "0");
+    assertEquals(zero.code, 2, "the CLI found it");
+    assert(zero.stderr.includes("between 1 MiB and 1 PiB"), zero.stderr);
 
     assertEquals((await run(api, "volume", "delete", "db2")).stdout, 'volume "db2" deleted\n');
     assertEquals((await run(api, "volume", "delete", "db2")).code, 1);

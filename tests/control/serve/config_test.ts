@@ -1,6 +1,6 @@
 import { resolveConfig } from "../../../control/serve/config.ts";
 import { InvalidArgumentError } from "../../../mod/errors.ts";
-import { assertEquals, assertThrows } from "../../_assert.ts";
+import { assert, assertEquals, assertThrows } from "../../_assert.ts";
 
 const host = { hostname: () => "Storage-01.example.com", cores: () => 4 };
 
@@ -49,6 +49,9 @@ Deno.test("resolveConfig() reads --peer-listen (default: the NBD host on 10811, 
   assertEquals(c({ "resync-rate": "100MiB/s" }).resyncRateBytesPerSecond, 100 * 2 ** 20);
   assertEquals(c({ "resync-rate": "1GiB" }).resyncRateBytesPerSecond, 2 ** 30);
   assertEquals(c({ "resync-rate": "unlimited" }).resyncRateBytesPerSecond, 0);
+  assertEquals(c({ "resync-rate": "50M/s" }).resyncRateBytesPerSecond, 50 * 10 ** 6, "SI");
+  const lower = assertThrows(() => c({ "resync-rate": "50mb/s" }), InvalidArgumentError);
+  assert(lower.message.includes("M or MB for 10^6"), lower.message);
   assertEquals(c({}, { BALLAST_RESYNC_RATE: "10MiB/s" }).resyncRateBytesPerSecond, 10 * 2 ** 20);
   const err = assertThrows(() => c({ "resync-rate": "fast" }), InvalidArgumentError);
   assertEquals(err.message.includes("--resync-rate"), true, err.message);

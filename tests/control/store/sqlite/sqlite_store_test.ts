@@ -293,3 +293,35 @@ Deno.test("SqliteStateStore: a database from a newer schema version is refused",
     await remove();
   }
 });
+
+Deno.test("SqliteStateStore: state.db and its WAL are 0600, and older 0644 files are fixed at open", async () => {
+  const { path, remove } = await tempDb();
+  const modes = async () => {
+    const out: Record<string, number> = {};
+    for (const f of [path, `${path}-wal`, `${path}-shm`]) {
+      const st = await Deno.stat(f).catch(() => undefined);
+      if (st) out[f.slice(path.length) || "db"] = st.mode! & 0o777;
+    }
+    return out;
+  };
+  try {
+    let store = SqliteStateStore.open(path);
+    await store.put("/a", "1");
+    const fresh = await modes();
+    assert("-wal" in fresh, `a WAL file while open: ${JSON.stringify(fresh)}`);
+    for (const [f, m] of Object.entries(fresh)) assertEquals(m.toString(8), "600", f);
+    await store.put("/b", "2");
+    // A database left by an older version (0644), WAL still there as after kill -9.
+    for (const f of [path, `${path}-wal`]) await Deno.chmod(f, 0o644);
+    await store.close();
+    await Deno.writeFile(`${path}-wal`, new Uint8Array(0), { create: true, mode: 0o644 });
+    await Deno.chmod(`${path}-wal`, 0o644);
+    await Deno.chmod(path, 0o644);
+    store = SqliteStateStore.open(path);
+    await store.put("/c", "3");
+    for (const [f, m] of Object.entries(await modes())) assertEquals(m.toString(8), "600", f);
+    await store.close();
+  } finally {
+    await remove();
+  }
+});
