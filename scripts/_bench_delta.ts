@@ -6,7 +6,8 @@
  * by sequential 1 MiB writes, and a full seed (the replica's copy replaced by an empty file of
  * the same size and its hash list removed, so every region differs); the node started again
  * and timed until the master lists it in sync. Bytes compared, sent, zeroed and hash bytes
- * come from the master's "resync finished" log line. Client latency (fio clat p99) of a
+ * come from the master's "resync finished" and "resync stopped" log lines (every attempt
+ * since the restart, summed). Client latency (fio clat p99) of a
  * rate-limited 4k random read/write load is measured with every member in sync and during a
  * second full seed.
  * @module
@@ -27,7 +28,11 @@ interface Resync {
   sentBytes: number;
   zeroedBytes: number;
   hashBytes: number;
+  /** Passes of the attempt that finished. */
   passes: number;
+  /** Resyncs that got as far as comparing ("resync started"); all of them are summed. */
+  attempts: number;
+  /** The finished attempt's time; from the first attempt's start when there were several. */
   resyncMs: number;
   /** From starting the node to the master listing it in sync (node start included). */
   restartToInSyncMs: number;
@@ -198,20 +203,26 @@ async function resync(
   const restartToInSyncMs = performance.now() - t1;
   await watching;
   if (duringError) throw duringError;
-  const done = (await logSince(master.logFile, logOffset)).filter((l) =>
-    l.msg?.startsWith("resync finished") && l.replica === replica
-  ).pop();
-  if (!done) throw new Error(`${v.master} logged no "resync finished" for ${replica}`);
-  const n = (k: string) => Number(done[k] ?? NaN);
+  // Every attempt since the restart counts: one can copy much and then stop (a client write
+  // to the member failed, the in-sync CAS failed), and the next finds little left to copy.
+  const lines = (await logSince(master.logFile, logOffset)).filter((l) => l.replica === replica);
+  const is = (l: LogLine, prefix: string) => l.msg?.startsWith(prefix) ?? false;
+  const last = lines.filter((l) => is(l, "resync finished")).pop();
+  if (!last) throw new Error(`${v.master} logged no "resync finished" for ${replica}`);
+  const ends = lines.filter((l) => is(l, "resync finished") || is(l, "resync stopped"));
+  const sum = (k: string) => ends.reduce((n, l) => n + (Number(l[k]) || 0), 0);
+  const starts = lines.filter((l) => is(l, "resync started"));
+  const span = Date.parse(String(last.time)) - Date.parse(String(starts[0]?.time));
   return {
     change,
     changedBytes,
-    comparedBytes: n("comparedBytes"),
-    sentBytes: n("sentBytes"),
-    zeroedBytes: n("zeroedBytes"),
-    hashBytes: n("hashBytes"),
-    passes: n("passes"),
-    resyncMs: n("ms"),
+    comparedBytes: sum("comparedBytes"),
+    sentBytes: sum("sentBytes"),
+    zeroedBytes: sum("zeroedBytes"),
+    hashBytes: sum("hashBytes"),
+    passes: Number(last.passes),
+    attempts: starts.length,
+    resyncMs: starts.length > 1 && Number.isFinite(span) ? span : Number(last.ms),
     restartToInSyncMs,
     detectMs,
   };
@@ -276,7 +287,8 @@ function printDelta(d: DeltaReport, opts: Options): void {
         d.fillMiBps.toFixed(0)
       } MiB/s replicated); ` +
       `each row: replica's node SIGKILLed, the change made through the master, node started ` +
-      `again; figures from the master's "resync finished" log line${
+      `again; figures from the master's "resync finished"/"resync stopped" log lines, every ` +
+      `attempt since the restart summed${
         opts.resyncRate ? `; --resync-rate ${opts.resyncRate}` : ""
       }\n`,
   );
@@ -289,7 +301,7 @@ function printDelta(d: DeltaReport, opts: Options): void {
     mib(r.hashBytes),
     `${(r.sentBytes / r.changedBytes).toFixed(2)}x`,
     `${(100 * r.hashBytes / d.sizeBytes).toFixed(2)}%`,
-    String(r.passes),
+    `${r.attempts}/${r.passes}`,
     (r.resyncMs / 1000).toFixed(1),
     (r.restartToInSyncMs / 1000).toFixed(1),
     (r.sentBytes / MIB / (r.resyncMs / 1000)).toFixed(0),
@@ -304,7 +316,7 @@ function printDelta(d: DeltaReport, opts: Options): void {
     "hash MiB",
     "sent/changed",
     "hash/volume",
-    "passes",
+    "attempts/passes",
     "resync s",
     "start->in sync s",
     "sent MiB/s",
