@@ -1,0 +1,408 @@
+// deno-lint-ignore-file no-console
+/**
+ * `deno task scale`: how a failover storm costs grow with the cluster, simulated on one
+ * machine. Starts one real etcd and N small TLS nodes (`--data-workers 1`, a capped V8 heap,
+ * lease TTL 3 s) on loopback, creates V replicated volumes through the API, waits until every
+ * one is served by its master, measures etcd at rest, then `kill -9`s the node that masters
+ * closest to V/N of them and measures the storm:
+ *
+ * - per group the victim mastered: kill -> the new master's CAS of the group record, and
+ *   kill -> the new master exporting the volume (from the nodes' logs, so that measuring costs
+ *   etcd nothing); p50, p90 and the last one; and for groups where the victim was a replica,
+ *   kill -> its `down` entry written;
+ * - etcd's gRPC requests by method, mvcc puts/txns, raft proposals, watch events and bytes
+ *   sent, at rest and during the storm (etcd's own /metrics, sampled every second);
+ * - every node's resident memory (VmRSS) after start, at rest and after the storm.
+ *
+ *   deno task scale [--nodes 20] [--volumes 2000] [--size 16MiB] [--replicas 2]
+ *                   [--dir DIR] [--json FILE] [--keep]
+ *
+ * Everything runs in a fresh directory under --dir (default the system temp dir), removed at
+ * the end, on error and on Ctrl-C (--keep keeps it, with every process's log). All processes
+ * started are killed on exit.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type BallastClient, parseSize, type Volume } from "../mod/mod.ts";
+import {
+  adminClient,
+  kill9,
+  killAll,
+  type Node,
+  pool,
+  rssMiB,
+  startEtcd,
+  startNode,
+} from "./_scale_cluster.ts";
+import { peakOf, type Sample, scrape, windowOf } from "./_scale_etcd.ts";
+import { ClusterLog } from "./_scale_logs.ts";
+import {
+  type FailoverFigures,
+  type MemoryRow,
+  printEtcd,
+  printFailover,
+  printMemory,
+  spread,
+} from "./_scale_report.ts";
+
+const USAGE = `Usage: deno task scale [flags]
+
+Starts one etcd and N Ballast nodes on loopback, creates V replicated volumes, kills -9 the
+node that masters about V/N of them and reports the failover times, etcd's request rates at
+rest and during the storm, and every node's memory.
+
+Flags:
+  --nodes N             Ballast nodes (default 20)
+  --volumes V           replicated volumes (default 2000)
+  --size SIZE           size of each volume (default 16MiB; files are sparse)
+  --replicas R          replicas besides the master (default 2)
+  --lease-ttl SECONDS   node lease TTL (default 3)
+  --heap-mib MIB        V8 old-space cap of each node, 0 = V8's default (default 160)
+  --concurrency C       volume creates in flight (default 8)
+  --rest SECONDS        idle window measured before the kill (default 30)
+  --timeout SECONDS     longest wait for the storm to end (default 180)
+  --dir DIR             parent of the run directory (default the system temp dir)
+  --json FILE           also write every figure to FILE
+  --keep                keep the run directory (data dirs and logs)
+  -h, --help            show this help
+`;
+
+interface Options {
+  nodes: number;
+  volumes: number;
+  sizeBytes: number;
+  replicas: number;
+  leaseTtlS: number;
+  heapMiB: number;
+  concurrency: number;
+  restS: number;
+  timeoutS: number;
+  dir?: string;
+  json?: string;
+  keep: boolean;
+}
+
+function parseOptions(args: string[]): Options {
+  const { values } = parseArgs({
+    args,
+    options: {
+      nodes: { type: "string", default: "20" },
+      volumes: { type: "string", default: "2000" },
+      size: { type: "string", default: "16MiB" },
+      replicas: { type: "string", default: "2" },
+      "lease-ttl": { type: "string", default: "3" },
+      "heap-mib": { type: "string", default: "160" },
+      concurrency: { type: "string", default: "8" },
+      rest: { type: "string", default: "30" },
+      timeout: { type: "string", default: "180" },
+      dir: { type: "string" },
+      json: { type: "string" },
+      keep: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  const num = (name: string, text: string, min: number) => {
+    const v = Number(text);
+    if (!Number.isInteger(v) || v < min) {
+      throw new Error(`--${name} needs a whole number of at least ${min}, got "${text}"`);
+    }
+    return v;
+  };
+  const o: Options = {
+    nodes: num("nodes", values.nodes, 2),
+    volumes: num("volumes", values.volumes, 1),
+    sizeBytes: parseSize(values.size),
+    replicas: num("replicas", values.replicas, 1),
+    leaseTtlS: num("lease-ttl", values["lease-ttl"], 2),
+    heapMiB: num("heap-mib", values["heap-mib"], 0),
+    concurrency: num("concurrency", values.concurrency, 1),
+    restS: num("rest", values.rest, 1),
+    timeoutS: num("timeout", values.timeout, 10),
+    dir: values.dir,
+    json: values.json,
+    keep: values.keep,
+  };
+  if (o.replicas >= o.nodes) {
+    throw new Error(`--replicas ${o.replicas} needs more than ${o.replicas} nodes`);
+  }
+  return o;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const log = (msg: string) => console.error(`scale: ${msg}`);
+const loadavg = () => Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+const nodeName = (i: number) => `n${String(i + 1).padStart(2, "0")}`;
+const volName = (i: number) => `s${String(i + 1).padStart(5, "0")}`;
+
+/** Starts the first node, then the others with join tokens, a few at a time. */
+async function startNodes(dir: string, o: Options, etcdUrl: string): Promise<Node[]> {
+  const nodeOpts = { etcdUrl, leaseTtlS: o.leaseTtlS, heapMiB: o.heapMiB };
+  const first = await startNode(dir, nodeName(0), nodeOpts);
+  const admin = await adminClient(first, first.dataDir);
+  try {
+    const rest = Array.from({ length: o.nodes - 1 }, (_, i) => nodeName(i + 1));
+    const others = await pool(rest, 4, async (name) => {
+      const { token } = await admin.createJoinToken("1h");
+      const node = await startNode(dir, name, nodeOpts, token);
+      log(`${name} ready (pid ${node.proc.pid})`);
+      return node;
+    });
+    for (;;) {
+      const ready = (await admin.listNodes()).filter((n) => n.state === "ready").length;
+      if (ready === o.nodes) break;
+      await sleep(500);
+    }
+    return [first, ...others];
+  } finally {
+    admin.close();
+  }
+}
+
+/** Creates the volumes through every node's API in turn; retries a failed create twice. */
+async function createVolumes(clients: BallastClient[], o: Options): Promise<Map<string, Volume>> {
+  const names = Array.from({ length: o.volumes }, (_, i) => volName(i));
+  const made = new Map<string, Volume>();
+  const started = Date.now();
+  await pool(names, o.concurrency, async (name, i) => {
+    for (let attempt = 1;; attempt++) {
+      try {
+        const client = clients[(i + attempt - 1) % clients.length];
+        const v = await client.createVolume({ name, size: o.sizeBytes, replicas: o.replicas });
+        made.set(name, v);
+        break;
+      } catch (err) {
+        if (attempt >= 3) throw err;
+        log(`create ${name} failed (${(err as Error).message}); again`);
+        await sleep(1000);
+      }
+    }
+    if (made.size % 100 === 0) {
+      log(`${made.size}/${o.volumes} volumes created (${((Date.now() - started) / 1000) | 0} s)`);
+    }
+  });
+  return made;
+}
+
+/** Polls the logs until `done()` or `timeoutMs`; returns whether it was done. */
+async function until(
+  logs: ClusterLog,
+  done: () => boolean,
+  timeoutMs: number,
+  every?: () => Promise<void>,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    await logs.poll();
+    if (done()) return true;
+    if (Date.now() > deadline) return false;
+    await (every ? Promise.all([every(), sleep(1000)]) : sleep(250));
+  }
+}
+
+async function main(o: Options): Promise<number> {
+  const dir = await Deno.makeTempDir({ dir: o.dir, prefix: "ballast-scale-" });
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () =>
+    cleaning ??= (async () => {
+      await killAll();
+      if (o.keep) log(`kept ${dir}`);
+      else await Deno.remove(dir, { recursive: true }).catch(() => {});
+    })();
+  const onSignal = () => {
+    log("interrupted; stopping every process");
+    cleanup().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    return await simulate(o, dir);
+  } finally {
+    await cleanup();
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}
+
+async function simulate(o: Options, dir: string): Promise<number> {
+  const startedAt = new Date().toISOString();
+  const loadBefore = loadavg();
+  log(`${o.nodes} nodes, ${o.volumes} volumes x ${o.replicas + 1} copies in ${dir}`);
+  const etcd = await startEtcd(dir);
+  const t0 = Date.now();
+  const nodes = await startNodes(dir, o, etcd.url);
+  const startS = (Date.now() - t0) / 1000;
+  log(`${o.nodes} nodes ready in ${startS.toFixed(1)} s`);
+  await sleep(3000);
+  const startRss = nodes.map((n) => rssMiB(n.proc.pid));
+  const clients = await Promise.all(nodes.map((n) => adminClient(n, nodes[0].dataDir)));
+  const logs = new ClusterLog(nodes);
+  try {
+    const t1 = Date.now();
+    const made = await createVolumes(clients, o);
+    const createS = (Date.now() - t1) / 1000;
+    log(`${made.size} volumes created in ${createS.toFixed(1)} s; waiting until all are served`);
+    const unserved = () => [...made.values()].filter((v) => !logs.firstExport(v.name, 1, v.master));
+    if (!await until(logs, () => unserved().length === 0, 300_000)) {
+      throw new Error(`not served after 5 min: ${unserved().map((v) => v.name).slice(0, 20)}`);
+    }
+    const servedS = (Date.now() - t1) / 1000;
+    await sleep(5000);
+
+    // The cluster at rest: who masters what, etcd's idle rates, memory.
+    const before = await clients[0].listVolumes();
+    const masters = new Map<string, Volume[]>();
+    const copies = new Map<string, number>();
+    for (const v of before) {
+      masters.set(v.master, [...masters.get(v.master) ?? [], v]);
+      for (const m of v.members ?? []) copies.set(m, (copies.get(m) ?? 0) + 1);
+    }
+    const target = o.volumes / o.nodes;
+    const victim = nodes.slice(1).reduce((best, n) =>
+      Math.abs((masters.get(n.name)?.length ?? 0) - target) <
+          Math.abs((masters.get(best.name)?.length ?? 0) - target)
+        ? n
+        : best
+    );
+    const victimGroups = masters.get(victim.name) ?? [];
+    const replicaGroups = before.filter((v) =>
+      v.master !== victim.name && (v.members ?? []).includes(victim.name)
+    );
+    log(`at rest for ${o.restS} s (load ${loadavg()})`);
+    const restA = await scrape(etcd.url);
+    await sleep(o.restS * 500);
+    const restRss = nodes.map((n) => rssMiB(n.proc.pid));
+    const etcdRestRss = rssMiB(etcd.proc.pid);
+    await sleep(o.restS * 500);
+    const restB = await scrape(etcd.url);
+    const rest = windowOf(restA, restB);
+
+    // The storm.
+    log(
+      `kill -9 ${victim.name}: master of ${victimGroups.length} groups, ` +
+        `replica in ${replicaGroups.length}`,
+    );
+    await logs.poll();
+    const samples: Sample[] = [await scrape(etcd.url)];
+    const killedAt = Date.now();
+    await kill9(victim.proc);
+    const failedOver = (v: Volume) => logs.firstExport(v.name, v.epoch + 1);
+    const newMasterCas = (v: Volume) =>
+      logs.firstCas(v.name, killedAt, (c) => c.master !== victim.name && c.epoch > v.epoch);
+    const downCas = (v: Volume) =>
+      logs.firstCas(v.name, killedAt, (c) => c.down.includes(victim.name));
+    const stormDone = () =>
+      victimGroups.every(failedOver) && replicaGroups.every((v) => downCas(v) !== undefined);
+    const ended = await until(logs, stormDone, o.timeoutS * 1000, async () => {
+      samples.push(await scrape(etcd.url));
+    });
+    await sleep(2000);
+    samples.push(await scrape(etcd.url));
+    await logs.poll();
+    const storm = windowOf(samples[0], samples[samples.length - 1]);
+    const afterRss = nodes.map((n) => rssMiB(n.proc.pid));
+    const etcdAfterRss = rssMiB(etcd.proc.pid);
+
+    // Cross-check with the API: every group the victim mastered has a new master.
+    const api = clients.find((_, i) => nodes[i] !== victim)!;
+    const after = new Map((await api.listVolumes()).map((v) => [v.name, v]));
+    const missing = victimGroups.filter((v) => {
+      const now = after.get(v.name);
+      return !now || now.master === victim.name || now.epoch <= v.epoch || !failedOver(v);
+    }).map((v) => v.name);
+
+    const servedMs = victimGroups.flatMap((v) => {
+      const e = failedOver(v);
+      return e ? [e.at - killedAt] : [];
+    });
+    const last = victimGroups.reduce<{ name: string; ms: number }>((acc, v) => {
+      const e = failedOver(v);
+      return e && e.at - killedAt > acc.ms ? { name: v.name, ms: e.at - killedAt } : acc;
+    }, { name: "-", ms: -1 });
+    const boundMs = (o.leaseTtlS + 2) * 1000;
+    const failover: FailoverFigures = {
+      groups: victimGroups.length,
+      detectMs: (logs.leaseExpired.get(victim.name) ?? NaN) - killedAt,
+      cas: spread(victimGroups.flatMap((v) => {
+        const c = newMasterCas(v);
+        return c ? [c.at - killedAt] : [];
+      })),
+      served: spread(servedMs),
+      lastVolume: last.name,
+      boundMs,
+      withinBound: servedMs.filter((ms) => ms <= boundMs).length,
+      replicaGroups: replicaGroups.length,
+      replicaDown: spread(replicaGroups.flatMap((v) => {
+        const c = downCas(v);
+        return c ? [c.at - killedAt] : [];
+      })),
+      missing,
+    };
+    const memory: MemoryRow[] = nodes.map((n, i) => ({
+      node: n.name + (n === victim ? " (killed)" : ""),
+      copies: copies.get(n.name) ?? 0,
+      masters: masters.get(n.name)?.length ?? 0,
+      startMiB: startRss[i],
+      restMiB: restRss[i],
+      afterMiB: afterRss[i],
+    }));
+    const peak = peakOf(samples);
+    const loadAfter = loadavg();
+
+    console.log(
+      `\nBallast scale simulation, ${startedAt}: ${o.nodes} nodes, ${o.volumes} volumes ` +
+        `(${o.replicas} replicas, ${o.sizeBytes / 1048576} MiB), lease TTL ${o.leaseTtlS} s, ` +
+        `load average ${loadBefore} before, ${loadAfter} after`,
+    );
+    console.log(
+      `nodes started in ${startS.toFixed(1)} s; volumes created in ${createS.toFixed(1)} s ` +
+        `(${(o.volumes / createS).toFixed(1)}/s), all served after ${servedS.toFixed(1)} s`,
+    );
+    printFailover(failover);
+    printEtcd(rest, storm, peak);
+    printMemory(memory, etcdRestRss);
+    if (!ended) console.log(`\nthe storm did not end within ${o.timeoutS} s`);
+
+    if (o.json) {
+      const report = {
+        startedAt,
+        command: `deno task scale ${Deno.args.join(" ")}`.trim(),
+        options: o,
+        loadavg: { before: loadBefore, after: loadAfter },
+        nodesStartS: startS,
+        createS,
+        servedS,
+        victim: victim.name,
+        failover,
+        etcd: { rest, storm, peak, rssMiB: { rest: etcdRestRss, after: etcdAfterRss } },
+        memory,
+      };
+      await Deno.writeTextFile(o.json, JSON.stringify(report, null, 2) + "\n");
+      log(`wrote ${o.json}`);
+    }
+    return ended && missing.length === 0 ? 0 : 1;
+  } finally {
+    for (const c of clients) c.close();
+  }
+}
+
+if (import.meta.main) {
+  let options: Options;
+  try {
+    options = parseOptions(Deno.args);
+  } catch (err) {
+    console.error(`scale: ${(err as Error).message}\n\n${USAGE}`);
+    Deno.exit(2);
+  }
+  try {
+    Deno.exit(await main(options));
+  } catch (err) {
+    console.error(`scale: ${(err as Error).stack ?? err}`);
+    Deno.exit(1);
+  }
+}
