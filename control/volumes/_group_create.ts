@@ -29,7 +29,15 @@ export interface GroupCreateContext {
   store: StateStore;
   log: Logger;
   listNodes: () => Promise<NodeInfo[]>;
+  /** Copies and masters each node holds, from the volume records (placement spreads by them). */
+  load?: () => ReadonlyMap<string, NodeLoad>;
   createWaitMs?: number;
+}
+
+/** What a node holds, as the volume records say. */
+export interface NodeLoad {
+  copies: number;
+  masters: number;
 }
 
 /** Places and creates a replicated volume; returns the "ready" record. */
@@ -40,6 +48,7 @@ export async function createGroup(
   const { name, replicas, sizeBytes, spreadBy } = input;
   const waitMs = ctx.createWaitMs ?? CREATE_WAIT_MS;
   const nodes = await ctx.listNodes();
+  const load = ctx.load?.() ?? new Map<string, NodeLoad>();
   const placed = place(
     { replicas, sizeBytes, ...(spreadBy ? { spreadBy } : {}) },
     nodes.map((n) => ({
@@ -47,6 +56,8 @@ export async function createGroup(
       labels: n.labels,
       state: n.state,
       freeBytes: n.freeBytes,
+      copies: load.get(n.name)?.copies ?? 0,
+      masters: load.get(n.name)?.masters ?? 0,
     })),
   );
   if (!placed.ok) {

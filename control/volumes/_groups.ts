@@ -26,7 +26,7 @@ import { errorMessage, FailedPreconditionError } from "../../mod/errors.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import { GroupDriver, type GroupRecord, LeaseWatch } from "../group/mod.ts";
-import { CREATE_WAIT_MS, createGroup, type GroupCreate } from "./_group_create.ts";
+import { CREATE_WAIT_MS, createGroup, type GroupCreate, type NodeLoad } from "./_group_create.ts";
 import {
   copyDeleted,
   dropDownMembers,
@@ -68,6 +68,8 @@ export class VolumeGroups {
   readonly #made = new Set<string>();
   /** Newest record seen of each group hosted here (the spec the host exports). */
   readonly #records = new Map<string, VolumeRecord>();
+  /** Members and master of every group in the cluster, as last seen (for placement). */
+  readonly #placed = new Map<string, { members: readonly string[]; master: string }>();
   /** Size each local copy is known to have at least, so a record event costs no I/O. */
   readonly #sized = new Map<string, { uuid: string; sizeBytes: number }>();
   #unsubscribe: () => void = () => {};
@@ -113,8 +115,24 @@ export class VolumeGroups {
       store: this.#o.store,
       log: this.#log,
       listNodes: this.#o.listNodes,
+      load: () => this.#load(),
       createWaitMs: this.#o.createWaitMs,
     }, input);
+  }
+
+  /** Copies and masters per node over every group record seen. */
+  #load(): Map<string, NodeLoad> {
+    const load = new Map<string, NodeLoad>();
+    const of = (node: string) => {
+      let l = load.get(node);
+      if (!l) load.set(node, l = { copies: 0, masters: 0 });
+      return l;
+    };
+    for (const g of this.#placed.values()) {
+      for (const m of g.members) of(m).copies++;
+      of(g.master).masters++;
+    }
+    return load;
   }
 
   /**
@@ -156,6 +174,7 @@ export class VolumeGroups {
     // Another uuid under this name: the record this node knew is gone.
     const known = this.#records.get(rec.name);
     if (known && known.uuid !== rec.uuid) await this.deleted(rec.name);
+    this.#placed.set(rec.name, { members: g.members, master: g.master });
     const member = g.members.includes(self);
     if (!member) return;
     this.#records.set(rec.name, rec);
@@ -205,6 +224,7 @@ export class VolumeGroups {
   async deleted(name: string): Promise<void> {
     const rec = this.#records.get(name);
     if (rec) this.#made.delete(rec.uuid);
+    this.#placed.delete(name);
     this.#records.delete(name);
     this.#sized.delete(name);
     this.resyncs.forget(name);
