@@ -256,6 +256,18 @@ export function rssMiB(pid: number): number {
   }
 }
 
+/** CPU seconds `pid` has used (utime + stime in /proc/PID/stat, 100 ticks a second); NaN once gone. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
 /** Runs `fn` over `items` with at most `limit` calls in flight; results in input order. */
 export async function pool<T, R>(
   items: readonly T[],

@@ -33,6 +33,8 @@ export class ClusterLog {
   readonly casWon = new Map<string, CasWon[]>();
   /** peer -> the first time any node logged its lease expired. */
   readonly leaseExpired = new Map<string, number>();
+  /** Every "node lease expired" line: who saw which peer go, when. */
+  readonly expiries: { node: string; peer: string; at: number }[] = [];
 
   constructor(nodes: Node[]) {
     this.#nodes = nodes;
@@ -66,6 +68,7 @@ export class ClusterLog {
       push(this.casWon, volume, { node, epoch, master, down, at });
     } else if (msg === "node lease expired") {
       const peer = String(rec.peer ?? "");
+      this.expiries.push({ node, peer, at });
       if (!this.leaseExpired.has(peer) || this.leaseExpired.get(peer)! > at) {
         this.leaseExpired.set(peer, at);
       }

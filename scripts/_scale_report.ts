@@ -135,12 +135,21 @@ export interface MemoryRow {
   startMiB: number;
   restMiB: number;
   afterMiB: number;
+  /** Share of one core used over the rest window and over the storm window. */
+  restCpuPct: number;
+  stormCpuPct: number;
 }
 
-export function printMemory(rows: MemoryRow[], etcdMiB: number): void {
-  console.log("\nResident memory (VmRSS, MiB): after start (no volumes), at rest, after the storm");
+export function printMemory(
+  rows: MemoryRow[],
+  etcd: { restMiB: number; restCpuPct: number; stormCpuPct: number },
+): void {
+  console.log(
+    "\nEach node: resident memory (VmRSS, MiB) after start (no volumes), at rest and after the " +
+      "storm;\nCPU (% of one core) over the rest window and over the storm window",
+  );
   table(
-    ["node", "copies", "masters", "start", "rest", "after"],
+    ["node", "copies", "masters", "RSS start", "rest", "after", "CPU rest", "storm"],
     rows.map((r) => [
       r.node,
       String(r.copies),
@@ -148,6 +157,8 @@ export function printMemory(rows: MemoryRow[], etcdMiB: number): void {
       f(r.startMiB),
       f(r.restMiB),
       f(r.afterMiB),
+      f(r.restCpuPct),
+      f(r.stormCpuPct),
     ]),
   );
   const live = rows.filter((r) => Number.isFinite(r.afterMiB));
@@ -155,6 +166,10 @@ export function printMemory(rows: MemoryRow[], etcdMiB: number): void {
   console.log(
     `total ${f(sum("restMiB"), 0)} MiB at rest (mean ${f(sum("restMiB") / rows.length)}, ` +
       `max ${f(Math.max(...rows.map((r) => r.restMiB)))}); ` +
-      `after the storm max ${f(Math.max(...live.map((r) => r.afterMiB)))}; etcd ${f(etcdMiB)} MiB`,
+      `after the storm max ${f(Math.max(...live.map((r) => r.afterMiB)))}; CPU at rest ` +
+      `${f(sum("restCpuPct"))}% in all, in the storm ${f(sum("stormCpuPct"))}%; etcd ` +
+      `${f(etcd.restMiB)} MiB, CPU ${f(etcd.restCpuPct)}% at rest, ${
+        f(etcd.stormCpuPct)
+      }% in the storm`,
   );
 }

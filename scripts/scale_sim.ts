@@ -12,12 +12,14 @@
  *   kill -> its `down` entry written;
  * - etcd's gRPC requests by method, mvcc puts/txns, raft proposals, watch events and bytes
  *   sent, at rest and during the storm (etcd's own /metrics, sampled every second);
- * - every node's resident memory (VmRSS) after start, at rest and after the storm.
+ * - every node's resident memory (VmRSS) after start, at rest and after the storm, and that of
+ *   an observer: one more node, cordoned before the first volume, that holds no copy but
+ *   follows every volume record like the others (what the records alone cost a node).
  *
  *   deno task scale [--nodes 20] [--volumes 2000] [--size 16MiB] [--replicas 2]
- *                   [--dir DIR] [--json FILE] [--keep]
+ *                   [--dir DIR] [--json FILE] [--keep] [--no-observer]
  *
- * Everything runs in a fresh directory under --dir (default the system temp dir), removed at
+ * Everything runs in a fresh directory under --dir (default /dev/shm), removed at
  * the end, on error and on Ctrl-C (--keep keeps it, with every process's log). All processes
  * started are killed on exit.
  * @module
@@ -27,6 +29,7 @@ import { parseArgs } from "node:util";
 import { type BallastClient, parseSize, type Volume } from "../mod/mod.ts";
 import {
   adminClient,
+  cpuSeconds,
   kill9,
   killAll,
   type Node,
@@ -58,11 +61,14 @@ Flags:
   --size SIZE           size of each volume (default 16MiB; files are sparse)
   --replicas R          replicas besides the master (default 2)
   --lease-ttl SECONDS   node lease TTL (default 3)
-  --heap-mib MIB        V8 old-space cap of each node, 0 = V8's default (default 160)
+  --heap-mib MIB        V8 old-space cap of each node, 0 = V8's default (default 384)
+  --no-observer         do not add the observer: a cordoned node that holds no copy, so
+                        its memory is what following every volume record costs
   --concurrency C       volume creates in flight (default 8)
   --rest SECONDS        idle window measured before the kill (default 30)
   --timeout SECONDS     longest wait for the storm to end (default 180)
-  --dir DIR             parent of the run directory (default the system temp dir)
+  --dir DIR             parent of the run directory (default /dev/shm, a tmpfs, so that
+                        other processes' disk writes do not stall etcd's fsyncs)
   --json FILE           also write every figure to FILE
   --keep                keep the run directory (data dirs and logs)
   -h, --help            show this help
@@ -81,6 +87,7 @@ interface Options {
   dir?: string;
   json?: string;
   keep: boolean;
+  observer: boolean;
 }
 
 function parseOptions(args: string[]): Options {
@@ -92,7 +99,8 @@ function parseOptions(args: string[]): Options {
       size: { type: "string", default: "16MiB" },
       replicas: { type: "string", default: "2" },
       "lease-ttl": { type: "string", default: "3" },
-      "heap-mib": { type: "string", default: "160" },
+      "heap-mib": { type: "string", default: "384" },
+      "no-observer": { type: "boolean", default: false },
       concurrency: { type: "string", default: "8" },
       rest: { type: "string", default: "30" },
       timeout: { type: "string", default: "180" },
@@ -127,6 +135,7 @@ function parseOptions(args: string[]): Options {
     dir: values.dir,
     json: values.json,
     keep: values.keep,
+    observer: !values["no-observer"],
   };
   if (o.replicas >= o.nodes) {
     throw new Error(`--replicas ${o.replicas} needs more than ${o.replicas} nodes`);
@@ -137,22 +146,41 @@ function parseOptions(args: string[]): Options {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (msg: string) => console.error(`scale: ${msg}`);
 const loadavg = () => Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+/** /dev/shm when there is one (RAM: etcd's fsyncs wait for nobody), else the temp dir. */
+function defaultDir(): string | undefined {
+  try {
+    return Deno.statSync("/dev/shm").isDirectory ? "/dev/shm" : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Per process, the CPU used between two readings as % of one core. */
+const pct = (a: number[], b: number[], ms: number) => a.map((v, i) => (b[i] - v) / ms * 1e5);
 const nodeName = (i: number) => `n${String(i + 1).padStart(2, "0")}`;
 const volName = (i: number) => `s${String(i + 1).padStart(5, "0")}`;
 
-/** Starts the first node, then the others with join tokens, a few at a time. */
+/** The observer's name: a node cordoned before any volume exists, so it holds no copy. */
+const OBSERVER = "obs";
+
+/**
+ * Starts the first node, then the others with join tokens, a few at a time, then the
+ * observer (cordoned) when asked for; waits until every one is ready.
+ */
 async function startNodes(dir: string, o: Options, etcdUrl: string): Promise<Node[]> {
   const nodeOpts = { etcdUrl, leaseTtlS: o.leaseTtlS, heapMiB: o.heapMiB };
   const first = await startNode(dir, nodeName(0), nodeOpts);
   const admin = await adminClient(first, first.dataDir);
   try {
     const rest = Array.from({ length: o.nodes - 1 }, (_, i) => nodeName(i + 1));
+    if (o.observer) rest.push(OBSERVER);
     const others = await pool(rest, 4, async (name) => {
       const { token } = await admin.createJoinToken("1h");
       const node = await startNode(dir, name, nodeOpts, token);
       log(`${name} ready (pid ${node.proc.pid})`);
       return node;
     });
+    if (o.observer) await admin.cordonNode(OBSERVER, "scale_sim observer: holds no copy");
     for (;;) {
       const ready = (await admin.listNodes()).filter((n) => n.state === "ready").length;
       if (ready === o.nodes) break;
@@ -206,7 +234,7 @@ async function until(
 }
 
 async function main(o: Options): Promise<number> {
-  const dir = await Deno.makeTempDir({ dir: o.dir, prefix: "ballast-scale-" });
+  const dir = await Deno.makeTempDir({ dir: o.dir ?? defaultDir(), prefix: "ballast-scale-" });
   let cleaning: Promise<void> | undefined;
   const cleanup = () =>
     cleaning ??= (async () => {
@@ -232,12 +260,15 @@ async function main(o: Options): Promise<number> {
 async function simulate(o: Options, dir: string): Promise<number> {
   const startedAt = new Date().toISOString();
   const loadBefore = loadavg();
-  log(`${o.nodes} nodes, ${o.volumes} volumes x ${o.replicas + 1} copies in ${dir}`);
+  log(
+    `${o.nodes} nodes${o.observer ? " and a cordoned observer" : ""}, ` +
+      `${o.volumes} volumes x ${o.replicas + 1} copies in ${dir}`,
+  );
   const etcd = await startEtcd(dir);
   const t0 = Date.now();
   const nodes = await startNodes(dir, o, etcd.url);
   const startS = (Date.now() - t0) / 1000;
-  log(`${o.nodes} nodes ready in ${startS.toFixed(1)} s`);
+  log(`${nodes.length} nodes ready in ${startS.toFixed(1)} s`);
   await sleep(3000);
   const startRss = nodes.map((n) => rssMiB(n.proc.pid));
   const clients = await Promise.all(nodes.map((n) => adminClient(n, nodes[0].dataDir)));
@@ -263,7 +294,7 @@ async function simulate(o: Options, dir: string): Promise<number> {
       for (const m of v.members ?? []) copies.set(m, (copies.get(m) ?? 0) + 1);
     }
     const target = o.volumes / o.nodes;
-    const victim = nodes.slice(1).reduce((best, n) =>
+    const victim = nodes.slice(1).filter((n) => n.name !== OBSERVER).reduce((best, n) =>
       Math.abs((masters.get(n.name)?.length ?? 0) - target) <
           Math.abs((masters.get(best.name)?.length ?? 0) - target)
         ? n
@@ -274,12 +305,16 @@ async function simulate(o: Options, dir: string): Promise<number> {
       v.master !== victim.name && (v.members ?? []).includes(victim.name)
     );
     log(`at rest for ${o.restS} s (load ${loadavg()})`);
+    const pids = [...nodes.map((n) => n.proc.pid), etcd.proc.pid];
+    const cpu = () => pids.map(cpuSeconds);
     const restA = await scrape(etcd.url);
+    const restCpuA = cpu();
     await sleep(o.restS * 500);
     const restRss = nodes.map((n) => rssMiB(n.proc.pid));
     const etcdRestRss = rssMiB(etcd.proc.pid);
     await sleep(o.restS * 500);
     const restB = await scrape(etcd.url);
+    const restCpu = pct(restCpuA, cpu(), restB.at - restA.at);
     const rest = windowOf(restA, restB);
 
     // The storm.
@@ -289,6 +324,7 @@ async function simulate(o: Options, dir: string): Promise<number> {
     );
     await logs.poll();
     const samples: Sample[] = [await scrape(etcd.url)];
+    const stormCpuA = cpu();
     const killedAt = Date.now();
     await kill9(victim.proc);
     const failedOver = (v: Volume) => logs.firstExport(v.name, v.epoch + 1);
@@ -305,6 +341,7 @@ async function simulate(o: Options, dir: string): Promise<number> {
     samples.push(await scrape(etcd.url));
     await logs.poll();
     const storm = windowOf(samples[0], samples[samples.length - 1]);
+    const stormCpu = pct(stormCpuA, cpu(), samples[samples.length - 1].at - samples[0].at);
     const afterRss = nodes.map((n) => rssMiB(n.proc.pid));
     const etcdAfterRss = rssMiB(etcd.proc.pid);
 
@@ -350,8 +387,24 @@ async function simulate(o: Options, dir: string): Promise<number> {
       startMiB: startRss[i],
       restMiB: restRss[i],
       afterMiB: afterRss[i],
+      restCpuPct: restCpu[i],
+      stormCpuPct: stormCpu[i],
     }));
+    const etcdUse = {
+      restMiB: etcdRestRss,
+      afterMiB: etcdAfterRss,
+      restCpuPct: restCpu[nodes.length],
+      stormCpuPct: stormCpu[nodes.length],
+    };
     const peak = peakOf(samples);
+    // Leases of live nodes seen expiring: the machine starved a node past its TTL.
+    const flaps = (from: number, to: number) =>
+      new Set(
+        logs.expiries.filter((e) => e.peer !== victim.name && e.at >= from && e.at < to)
+          .map((e) => e.peer),
+      ).size;
+    const flapped = { beforeKill: flaps(0, killedAt), storm: flaps(killedAt, Infinity) };
+    const promotedBefore = before.filter((v) => v.epoch > 1).length;
     const loadAfter = loadavg();
 
     console.log(
@@ -365,7 +418,12 @@ async function simulate(o: Options, dir: string): Promise<number> {
     );
     printFailover(failover);
     printEtcd(rest, storm, peak);
-    printMemory(memory, etcdRestRss);
+    printMemory(memory, etcdUse);
+    console.log(
+      `\nlive nodes whose lease some node saw expire: ${flapped.beforeKill} before the kill, ` +
+        `${flapped.storm} during the storm; ${promotedBefore} groups had changed master before ` +
+        `the kill`,
+    );
     if (!ended) console.log(`\nthe storm did not end within ${o.timeoutS} s`);
 
     if (o.json) {
@@ -378,8 +436,10 @@ async function simulate(o: Options, dir: string): Promise<number> {
         createS,
         servedS,
         victim: victim.name,
+        flapped,
+        promotedBefore,
         failover,
-        etcd: { rest, storm, peak, rssMiB: { rest: etcdRestRss, after: etcdAfterRss } },
+        etcd: { rest, storm, peak, ...etcdUse },
         memory,
       };
       await Deno.writeTextFile(o.json, JSON.stringify(report, null, 2) + "\n");
