@@ -25,8 +25,8 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { type BallastClient, parseSize, type Volume } from "../mod/mod.ts";
+import type { BallastClient, Volume } from "../mod/mod.ts";
+import { defaultDir, type Options, parseOptions, USAGE } from "./_scale_options.ts";
 import {
   adminClient,
   cpuSeconds,
@@ -49,112 +49,9 @@ import {
   spread,
 } from "./_scale_report.ts";
 
-const USAGE = `Usage: deno task scale [flags]
-
-Starts one etcd and N Ballast nodes on loopback, creates V replicated volumes, kills -9 the
-node that masters about V/N of them and reports the failover times, etcd's request rates at
-rest and during the storm, and every node's memory.
-
-Flags:
-  --nodes N             Ballast nodes (default 20)
-  --volumes V           replicated volumes (default 2000)
-  --size SIZE           size of each volume (default 16MiB; files are sparse)
-  --replicas R          replicas besides the master (default 2)
-  --lease-ttl SECONDS   node lease TTL (default 3)
-  --heap-mib MIB        V8 old-space cap of each node, 0 = V8's default (default 384)
-  --no-observer         do not add the observer: a cordoned node that holds no copy, so
-                        its memory is what following every volume record costs
-  --concurrency C       volume creates in flight (default 8)
-  --rest SECONDS        idle window measured before the kill (default 30)
-  --timeout SECONDS     longest wait for the storm to end (default 180)
-  --dir DIR             parent of the run directory (default /dev/shm, a tmpfs, so that
-                        other processes' disk writes do not stall etcd's fsyncs)
-  --json FILE           also write every figure to FILE
-  --keep                keep the run directory (data dirs and logs)
-  -h, --help            show this help
-`;
-
-interface Options {
-  nodes: number;
-  volumes: number;
-  sizeBytes: number;
-  replicas: number;
-  leaseTtlS: number;
-  heapMiB: number;
-  concurrency: number;
-  restS: number;
-  timeoutS: number;
-  dir?: string;
-  json?: string;
-  keep: boolean;
-  observer: boolean;
-}
-
-function parseOptions(args: string[]): Options {
-  const { values } = parseArgs({
-    args,
-    options: {
-      nodes: { type: "string", default: "20" },
-      volumes: { type: "string", default: "2000" },
-      size: { type: "string", default: "16MiB" },
-      replicas: { type: "string", default: "2" },
-      "lease-ttl": { type: "string", default: "3" },
-      "heap-mib": { type: "string", default: "384" },
-      "no-observer": { type: "boolean", default: false },
-      concurrency: { type: "string", default: "8" },
-      rest: { type: "string", default: "30" },
-      timeout: { type: "string", default: "180" },
-      dir: { type: "string" },
-      json: { type: "string" },
-      keep: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
-    strict: true,
-  });
-  if (values.help) {
-    console.log(USAGE);
-    Deno.exit(0);
-  }
-  const num = (name: string, text: string, min: number) => {
-    const v = Number(text);
-    if (!Number.isInteger(v) || v < min) {
-      throw new Error(`--${name} needs a whole number of at least ${min}, got "${text}"`);
-    }
-    return v;
-  };
-  const o: Options = {
-    nodes: num("nodes", values.nodes, 2),
-    volumes: num("volumes", values.volumes, 1),
-    sizeBytes: parseSize(values.size),
-    replicas: num("replicas", values.replicas, 1),
-    leaseTtlS: num("lease-ttl", values["lease-ttl"], 2),
-    heapMiB: num("heap-mib", values["heap-mib"], 0),
-    concurrency: num("concurrency", values.concurrency, 1),
-    restS: num("rest", values.rest, 1),
-    timeoutS: num("timeout", values.timeout, 10),
-    dir: values.dir,
-    json: values.json,
-    keep: values.keep,
-    observer: !values["no-observer"],
-  };
-  if (o.replicas >= o.nodes) {
-    throw new Error(`--replicas ${o.replicas} needs more than ${o.replicas} nodes`);
-  }
-  return o;
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (msg: string) => console.error(`scale: ${msg}`);
 const loadavg = () => Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
-/** /dev/shm when there is one (RAM: etcd's fsyncs wait for nobody), else the temp dir. */
-function defaultDir(): string | undefined {
-  try {
-    return Deno.statSync("/dev/shm").isDirectory ? "/dev/shm" : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Per process, the CPU used between two readings as % of one core. */
 const pct = (a: number[], b: number[], ms: number) => a.map((v, i) => (b[i] - v) / ms * 1e5);
 const nodeName = (i: number) => `n${String(i + 1).padStart(2, "0")}`;
@@ -405,6 +302,17 @@ async function simulate(o: Options, dir: string): Promise<number> {
       ).size;
     const flapped = { beforeKill: flaps(0, killedAt), storm: flaps(killedAt, Infinity) };
     const promotedBefore = before.filter((v) => v.epoch > 1).length;
+    // What one group touched by the failure cost etcd (the victim's groups and those it was
+    // a replica in), and how many watch events one write fanned out to.
+    const touched = victimGroups.length + replicaGroups.length;
+    const perGroup = {
+      requests: storm.requests / touched,
+      txns: (storm.byMethod["KV.Txn"] ?? 0) / touched,
+      ranges: (storm.byMethod["KV.Range"] ?? 0) / touched,
+      puts: (storm.counters.puts ?? 0) / touched,
+      watchEventsPerPut: (storm.counters.watchEvents ?? 0) / (storm.counters.puts || 1),
+      sentKiBPerPut: (storm.counters.sentBytes ?? 0) / 1024 / (storm.counters.puts || 1),
+    };
     const loadAfter = loadavg();
 
     console.log(
@@ -418,6 +326,12 @@ async function simulate(o: Options, dir: string): Promise<number> {
     );
     printFailover(failover);
     printEtcd(rest, storm, peak);
+    console.log(
+      `per group touched (${touched}): ${perGroup.requests.toFixed(1)} requests ` +
+        `(${perGroup.txns.toFixed(1)} Txn, ${perGroup.ranges.toFixed(1)} Range), ` +
+        `${perGroup.puts.toFixed(2)} puts; per put ${perGroup.watchEventsPerPut.toFixed(1)} ` +
+        `watch events, ${perGroup.sentKiBPerPut.toFixed(1)} KiB sent`,
+    );
     printMemory(memory, etcdUse);
     console.log(
       `\nlive nodes whose lease some node saw expire: ${flapped.beforeKill} before the kill, ` +
@@ -439,7 +353,7 @@ async function simulate(o: Options, dir: string): Promise<number> {
         flapped,
         promotedBefore,
         failover,
-        etcd: { rest, storm, peak, ...etcdUse },
+        etcd: { rest, storm, peak, perGroup, ...etcdUse },
         memory,
       };
       await Deno.writeTextFile(o.json, JSON.stringify(report, null, 2) + "\n");
