@@ -246,8 +246,16 @@ async function simulate(o: Options, dir: string): Promise<number> {
       logs.firstCas(v.name, killedAt, (c) => c.master !== victim.name && c.epoch > v.epoch);
     const downCas = (v: Volume) =>
       logs.firstCas(v.name, killedAt, (c) => c.down.includes(victim.name));
-    const stormDone = () =>
-      victimGroups.every(failedOver) && replicaGroups.every((v) => downCas(v) !== undefined);
+    // Done when every group the victim mastered is served again and every group it was a
+    // replica in names it down; the latter is waited for at most 10 s more (a group whose
+    // master changed before the kill may never write it), so that the window stays the storm.
+    let allServedAt = 0;
+    const stormDone = () => {
+      if (!victimGroups.every(failedOver)) return false;
+      allServedAt ||= Date.now();
+      return replicaGroups.every((v) => downCas(v) !== undefined) ||
+        Date.now() - allServedAt > 10_000;
+    };
     const ended = await until(logs, stormDone, o.timeoutS * 1000, async () => {
       samples.push(await scrape(etcd.url));
     });
