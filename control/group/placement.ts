@@ -9,10 +9,17 @@
  *    failure-domain label and have at least `sizeBytes` free are candidates;
  * 2. every chosen node is in a distinct failure domain (a distinct value of the
  *    `spreadBy` label; by default every node is its own domain);
- * 3. within a domain the node with the most free bytes represents it; domains are
- *    taken by their representative's free bytes, most first; ties go to the smaller
- *    node name, so the same input always gives the same placement;
- * 4. the first node chosen (the most free) is the master.
+ * 3. within a domain the node holding the fewest copies of groups represents it (then
+ *    the one with the most free bytes); domains are taken by their representative in
+ *    the same order; ties go to the smaller node name, so the same input always gives
+ *    the same placement;
+ * 4. the chosen node that masters the fewest groups is the master (ties: the first chosen).
+ *
+ * Copies and masters come from the volume records, which the creator follows live; free
+ * bytes only from the node records, written every 30 s, and thin volumes do not lower
+ * them. Ordering by free bytes alone put every volume created within those 30 s on the
+ * same nodes (and on one machine, where all nodes share a disk, on whichever node last
+ * saw the disk a little emptier).
  * @module
  */
 
@@ -33,6 +40,10 @@ export interface PlacementNode {
   labels: Record<string, string>;
   state: NodeState;
   freeBytes: number;
+  /** Copies of volume groups the node holds, as the volume records say (default 0). */
+  copies?: number;
+  /** Groups the node is the master of, as the volume records say (default 0). */
+  masters?: number;
 }
 
 export type Placement =
@@ -55,8 +66,10 @@ export function place(request: PlacementRequest, nodes: readonly PlacementNode[]
     if (why === undefined) candidates.push(n);
     else excluded.push(`${n.name} (${why})`);
   }
-  // Best first: most free bytes, then smaller name.
-  candidates.sort((a, b) => b.freeBytes - a.freeBytes || compareNames(a.name, b.name));
+  // Best first: fewest copies, then most free bytes, then smaller name.
+  candidates.sort((a, b) =>
+    (a.copies ?? 0) - (b.copies ?? 0) || b.freeBytes - a.freeBytes || compareNames(a.name, b.name)
+  );
 
   const domains = new Map<string, PlacementNode[]>();
   for (const n of candidates) {
@@ -81,7 +94,9 @@ export function place(request: PlacementRequest, nodes: readonly PlacementNode[]
   }
 
   // Map iteration follows insertion order, i.e. each domain's best node, best first.
-  const chosen = [...domains.values()].slice(0, need).map((ns) => ns[0]);
+  const best = [...domains.values()].slice(0, need).map((ns) => ns[0]);
+  const master = best.reduce((m, n) => (n.masters ?? 0) < (m.masters ?? 0) ? n : m);
+  const chosen = [master, ...best.filter((n) => n !== master)];
   const reasoning = [
     `need ${need} nodes in distinct ${spreadBy ?? "node"} values with ${
       formatSize(request.sizeBytes)
@@ -91,7 +106,7 @@ export function place(request: PlacementRequest, nodes: readonly PlacementNode[]
       const others = domains.get(domainOf(n))!.length - 1;
       return `${i === 0 ? "master" : "replica"} ${n.name}: ${domainText(n)}, ${
         formatSize(n.freeBytes)
-      } free` + (others > 0 ? ` (best of ${others + 1} in its domain)` : "");
+      } free` + loadText(n) + (others > 0 ? ` (best of ${others + 1} in its domain)` : "");
     }),
   ];
   return {
@@ -186,6 +201,11 @@ export function describePlacement(p: Placement): string {
     ...p.reasoning.map((r) => `  ${r}`),
   ]
     .join("\n");
+}
+
+function loadText(n: PlacementNode): string {
+  if (n.copies === undefined && n.masters === undefined) return "";
+  return `, ${n.copies ?? 0} copies, master of ${n.masters ?? 0}`;
 }
 
 function exclusion(n: PlacementNode, sizeBytes: number, spreadBy?: string): string | undefined {

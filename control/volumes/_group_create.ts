@@ -30,7 +30,32 @@ export interface GroupCreateContext {
   store: StateStore;
   log: Logger;
   listNodes: () => Promise<NodeInfo[]>;
+  /** Copies and masters each node holds, from the volume records (placement spreads by them). */
+  load?: () => ReadonlyMap<string, NodeLoad>;
   createWaitMs?: number;
+}
+
+/** What a node holds, as the volume records say. */
+export interface NodeLoad {
+  copies: number;
+  masters: number;
+}
+
+/** Copies and masters per node over the groups given (members and master of each). */
+export function nodeLoad(
+  groups: Iterable<{ members: readonly string[]; master: string }>,
+): Map<string, NodeLoad> {
+  const load = new Map<string, NodeLoad>();
+  const of = (node: string) => {
+    let l = load.get(node);
+    if (!l) load.set(node, l = { copies: 0, masters: 0 });
+    return l;
+  };
+  for (const g of groups) {
+    for (const m of g.members) of(m).copies++;
+    of(g.master).masters++;
+  }
+  return load;
 }
 
 /** Places and creates a replicated volume; returns the "ready" record. */
@@ -41,6 +66,7 @@ export async function createGroup(
   const { name, replicas, sizeBytes, spreadBy } = input;
   const waitMs = ctx.createWaitMs ?? CREATE_WAIT_MS;
   const nodes = await ctx.listNodes();
+  const load = ctx.load?.() ?? new Map<string, NodeLoad>();
   const placed = place(
     { replicas, sizeBytes, ...(spreadBy ? { spreadBy } : {}) },
     nodes.map((n) => ({
@@ -48,6 +74,8 @@ export async function createGroup(
       labels: n.labels,
       state: n.state,
       freeBytes: n.freeBytes,
+      copies: load.get(n.name)?.copies ?? 0,
+      masters: load.get(n.name)?.masters ?? 0,
     })),
   );
   if (!placed.ok) {

@@ -26,7 +26,7 @@ import { errorMessage, FailedPreconditionError } from "../../mod/errors.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import { GroupDriver, type GroupRecord, LeaseWatch } from "../group/mod.ts";
-import { CREATE_WAIT_MS, createGroup, type GroupCreate } from "./_group_create.ts";
+import { CREATE_WAIT_MS, createGroup, type GroupCreate, nodeLoad } from "./_group_create.ts";
 import { copyDeleted, markGroupDeleting, staleCreateMs } from "./_group_transitions.ts";
 import type { Logger } from "../common/mod.ts";
 import { aliveKey } from "../nodes/mod.ts";
@@ -74,6 +74,8 @@ export class VolumeGroups {
   readonly #made = new Set<string>();
   /** Newest record seen of each group hosted here (the spec the host exports). */
   readonly #records = new Map<string, VolumeRecord>();
+  /** Members and master of every group in the cluster, as last seen (for placement). */
+  readonly #placed = new Map<string, { members: readonly string[]; master: string }>();
   /** Size each local copy is known to have at least, so a record event costs no I/O. */
   readonly #sized = new Map<string, { uuid: string; sizeBytes: number }>();
   #unsubscribe: () => void = () => {};
@@ -142,6 +144,7 @@ export class VolumeGroups {
       store: this.#o.store,
       log: this.#log,
       listNodes: this.#o.listNodes,
+      load: () => nodeLoad(this.#placed.values()),
       createWaitMs: this.#o.createWaitMs,
     }, input);
   }
@@ -185,6 +188,7 @@ export class VolumeGroups {
     // Another uuid under this name: the record this node knew is gone.
     const known = this.#records.get(rec.name);
     if (known && known.uuid !== rec.uuid) await this.deleted(rec.name);
+    this.#placed.set(rec.name, { members: g.members, master: g.master });
     const member = g.members.includes(self);
     if (!member) {
       if (rec.state === "ready") await this.#leftGroup(rec);
@@ -241,6 +245,7 @@ export class VolumeGroups {
   async deleted(name: string): Promise<void> {
     const rec = this.#records.get(name);
     if (rec) this.#made.delete(rec.uuid);
+    this.#placed.delete(name);
     this.#records.delete(name);
     this.#sized.delete(name);
     this.resyncs.forget(name);

@@ -144,3 +144,51 @@ Deno.test("place() rejects bad requests", () => {
     "spreadBy",
   );
 });
+
+/** A node holding `copies` copies of groups, `masters` of them as master. */
+function loaded(name: string, freeGiB: number, copies: number, masters: number): PlacementNode {
+  return { ...node(name, freeGiB), copies, masters };
+}
+
+Deno.test("place() prefers the nodes holding the fewest copies over free bytes", () => {
+  const p = place({ replicas: 1, sizeBytes: GiB }, [
+    loaded("n1", 90, 7, 3),
+    loaded("n2", 10, 2, 1),
+    loaded("n3", 20, 2, 1),
+    loaded("n4", 80, 5, 0),
+  ]);
+  assertEquals(describePlacement(p).split("\n")[0], "master n3, replicas [n2]");
+});
+
+Deno.test("place() makes the chosen node that masters the fewest groups the master", () => {
+  const p = place({ replicas: 2, sizeBytes: GiB }, [
+    loaded("n1", 10, 4, 3),
+    loaded("n2", 10, 4, 0),
+    loaded("n3", 10, 4, 1),
+    loaded("n4", 10, 9, 0),
+  ]);
+  assertEquals(
+    describePlacement(p),
+    [
+      "master n2, replicas [n1, n3]",
+      "  need 3 nodes in distinct node values with 1 GiB free; 4 available",
+      "  master n2: n2, 10 GiB free, 4 copies, master of 0",
+      "  replica n1: n1, 10 GiB free, 4 copies, master of 3",
+      "  replica n3: n3, 10 GiB free, 4 copies, master of 1",
+    ].join("\n"),
+  );
+});
+
+Deno.test("place() spreads a run of creates evenly when the counts follow each placement", () => {
+  const nodes = Array.from({ length: 10 }, (_, i) => loaded(`n${i}`, 100 - i, 0, 0));
+  for (let v = 0; v < 100; v++) {
+    const p = place({ replicas: 2, sizeBytes: GiB }, nodes);
+    if (!p.ok) throw new Error(p.reason);
+    for (const n of nodes) {
+      if (n.name === p.master) n.masters!++;
+      if (n.name === p.master || p.replicas.includes(n.name)) n.copies!++;
+    }
+  }
+  assertEquals(nodes.map((n) => n.copies), Array(10).fill(30));
+  assertEquals(nodes.map((n) => n.masters), Array(10).fill(10));
+});

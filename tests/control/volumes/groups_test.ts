@@ -248,8 +248,12 @@ etcdTest(
     const wrapPlane = (p: DataPlane) =>
       planeWith("resizeVolume", "g3", failGrow)(planeWith("deleteVolume", "g1", failDelete)(p));
     await withTwoNodes(async (a, b) => {
+      // Placement makes the node mastering fewer groups the master: a group mastered by
+      // node-b after each keeps node-a the master of g1 and g2.
       const g1 = await a.volumes.create({ name: "g1", size: "4MiB", replicas: 1 });
+      await a.volumes.create({ name: "b1", size: "4MiB", replicas: 1 });
       const g2 = await a.volumes.create({ name: "g2", size: "4MiB", replicas: 1 });
+      await a.volumes.create({ name: "b2", size: "4MiB", replicas: 1 });
       const g3 = await a.volumes.create({ name: "g3", size: "4MiB", replicas: 1 });
       assertEquals([g1.master, g2.master], ["node-a", "node-a"]);
 
