@@ -13,6 +13,7 @@ import {
   eventually,
   getVolume,
   nbdSize,
+  servedAs,
   startGroupCluster,
   tools,
   type VolumeJson,
@@ -111,7 +112,8 @@ e2eTest(
         return n === 12 * MiB ? n : undefined;
       });
       assertEquals((await getVolume(back.api, "g"))!.sizeBytes, 12 * MiB);
-      assertEquals(await nbdSize(back, "g"), undefined, `${r2} does not export g`);
+      // Attach anywhere: a member that is not the master forwards, never serves its copy.
+      assertEquals(await servedAs(back, "g"), "forwarded", `${r2} does not serve its copy of g`);
       assertEquals(await sizes(), [12 * MiB, 12 * MiB, 12 * MiB]);
       // The data written before both resizes is still there.
       const read = await run("qemu-io", [
