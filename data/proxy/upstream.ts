@@ -68,7 +68,10 @@ export interface UpstreamReply {
   data?: Uint8Array;
 }
 
-/** Bytes received and not consumed yet, taken in exact amounts as they arrive. */
+/**
+ * Bytes received and not consumed yet, taken in exact amounts as they arrive. Pushed chunks
+ * belong to the queue (never reused by the caller), so what take() returns may be kept.
+ */
 class ByteQueue {
   #chunks: Uint8Array[] = [];
   #size = 0;
@@ -188,7 +191,8 @@ export class Upstream {
       input.fail(err);
       broke(err);
     };
-    raw.on("data", (c: Uint8Array) => input.push(new Uint8Array(c)));
+    // node:net hands a fresh Buffer per read: the queue may keep it as it is.
+    raw.on("data", (c: Uint8Array) => input.push(new Uint8Array(c.buffer, c.byteOffset, c.length)));
     raw.on(
       "error",
       (err: Error) =>
@@ -364,7 +368,7 @@ export class Upstream {
         this.#pending.delete(handle);
         if (p.read && error === 0) {
           const data = await this.#in.need(p.length);
-          p.done({ error, data: data.slice() });
+          p.done({ error, data }); // the queue's chunks are never reused: no copy
         } else p.done({ error });
       }
     } catch (err) {
