@@ -10,7 +10,8 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
-import { waitFor } from "./_cluster.ts";
+import { PYTHON, waitFor } from "./_cluster.ts";
+import { badBlocks, fillBlocks } from "./_blocks.ts";
 import { admin } from "./_cluster_tls.ts";
 import { e2eTest, run } from "./_harness.ts";
 import {
@@ -21,28 +22,7 @@ import {
   volumeOf,
 } from "./_replicated.ts";
 
-const PYTHON = "/usr/bin/python3";
 const NAMES = ["node-a", "node-b", "node-c"];
-
-/** Writes `n` 64 KiB blocks of seeded bytes, then FLUSH; prints "ok". */
-const WRITE_PY = `
-import sys, nbd
-h = nbd.NBD(); h.set_uri_allow_local_file(True); h.connect_uri(sys.argv[1])
-n, seed = int(sys.argv[2]), int(sys.argv[3])
-for i in range(n):
-    h.pwrite(bytes([(seed + i) % 251]) * 65536, i * 65536, 0)
-h.flush()
-print("ok")
-`;
-
-/** Checks the blocks WRITE_PY wrote; prints "bad N". */
-const CHECK_PY = `
-import sys, nbd
-h = nbd.NBD(); h.set_uri_allow_local_file(True); h.connect_uri(sys.argv[1])
-n, seed = int(sys.argv[2]), int(sys.argv[3])
-bad = [i for i in range(n) if h.pread(65536, i * 65536) != bytes([(seed + i) % 251]) * 65536]
-print("bad", len(bad))
-`;
 
 /**
  * Connects, touches a file, then writes 64 KiB blocks round a ring of 64 blocks from block
@@ -109,10 +89,7 @@ e2eTest(
       // An unreplicated volume on the same node: it cannot move.
       const u = await admin(oldNode, ["volume", "create", "u1", "--size", "8MiB"]);
       assertEquals(u.code, 0, u.stderr);
-      const w = await run(PYTHON, ["-c", WRITE_PY, c.uri(old, "r1"), "128", "11"], {
-        timeoutMs: 120_000,
-      });
-      assertEquals(w.stdout.trim(), "ok", w.stderr);
+      await fillBlocks(c.uri(old, "r1"), 128, 11);
 
       // Refused without --force: the reason per volume, exit 3, nothing changed.
       const refused = await admin(a, ["node", "drain", old, "-o", "json"]);
@@ -177,8 +154,7 @@ e2eTest(
         `handover: volume unavailable for ${exported - closed} ms (old master's close to the ` +
           `new master's export); drain returned ${drainedAt - drainStart} ms after it started`,
       );
-      const check = await run(PYTHON, ["-c", CHECK_PY, c.uri(after.master, "r1"), "128", "11"]);
-      assertEquals(check.stdout.trim(), "bad 0", check.stderr);
+      assertEquals(await badBlocks(c.uri(after.master, "r1"), 128, 11), 0);
       // Every write acknowledged by the old master before it closed is on the new one.
       const inFlight = gone.stdout.split(" ")[1];
       const acked = await run(PYTHON, [
@@ -190,10 +166,7 @@ e2eTest(
       ]);
       assert(/^bad 0 of [1-9]/.test(acked.stdout.trim()), `${acked.stdout} ${acked.stderr}`);
       await Deno.remove(manifest);
-      const w2 = await run(PYTHON, ["-c", WRITE_PY, c.uri(after.master, "r1"), "64", "5"], {
-        timeoutMs: 120_000,
-      });
-      assertEquals(w2.stdout.trim(), "ok", w2.stderr);
+      await fillBlocks(c.uri(after.master, "r1"), 64, 5);
       await assertCopiesEqual(c, v.uuid, NAMES);
 
       // The drained node masters no replicated volume, and is cordoned.

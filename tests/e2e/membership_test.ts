@@ -9,7 +9,8 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
-import { waitFor } from "./_cluster.ts";
+import { PYTHON, waitFor } from "./_cluster.ts";
+import { badBlocks, fillBlocks } from "./_blocks.ts";
 import { admin } from "./_cluster_tls.ts";
 import { type BallastProcess, e2eTest, run } from "./_harness.ts";
 import {
@@ -21,22 +22,10 @@ import {
   volumeOf,
 } from "./_replicated.ts";
 
-const PYTHON = "/usr/bin/python3";
 const MiB = 1024 * 1024;
 
-/** Writes `n` 64 KiB blocks (seeded, never zero) from offset 0, then FLUSH; prints "ok". */
-const WRITE_PY = `
-import sys, nbd
-h = nbd.NBD(); h.set_uri_allow_local_file(True); h.connect_uri(sys.argv[1])
-n, seed = int(sys.argv[2]), int(sys.argv[3])
-for i in range(n):
-    h.pwrite(bytes([1 + (seed + i) % 250]) * 65536, i * 65536)
-h.flush()
-print("ok")
-`;
-
 /**
- * Until STOP exists, writes random 4-64 KiB blocks in the first MIB MiB (which WRITE_PY filled
+ * Until STOP exists, writes random 4-64 KiB blocks in the first MIB MiB (which fillBlocks filled
  * with seed 7), keeping a shadow; then FLUSH and reads it all back: "ok WRITES", or "mismatch".
  */
 const LOOP_PY = `
@@ -74,11 +63,8 @@ async function withCluster(
   }
 }
 
-async function write(c: ReplCluster, master: string, volume: string, blocks: number) {
-  const w = await run(PYTHON, ["-c", WRITE_PY, c.uri(master, volume), String(blocks), "7"], {
-    timeoutMs: 120_000,
-  });
-  assertEquals(w.stdout.trim(), "ok", w.stderr);
+function write(c: ReplCluster, master: string, volume: string, blocks: number) {
+  return fillBlocks(c.uri(master, volume), blocks, 7);
 }
 
 /** The copy of `uuid` and its sidecar files present in node `p`'s data dir. */
@@ -251,15 +237,6 @@ e2eTest(
     ),
 );
 
-/** Reads `n` 64 KiB blocks from offset 0 and checks WRITE_PY's pattern (seed 7); prints "ok". */
-const CHECK_PY = `
-import sys, nbd
-h = nbd.NBD(); h.set_uri_allow_local_file(True); h.connect_uri(sys.argv[1])
-n = int(sys.argv[2])
-bad = [i for i in range(n) if h.pread(65536, i * 65536) != bytes([1 + (7 + i) % 250]) * 65536]
-print("ok" if not bad else "bad %d" % len(bad))
-`;
-
 e2eTest(
   "kill -9 of the master with --replace-after 3s: a replica takes over, then replaces the dead master as a replica on a spare node and seeds it; the data written before is on both copies",
   { tools: [PYTHON, "etcd"] },
@@ -292,10 +269,7 @@ e2eTest(
         { timeoutMs: 90_000, everyMs: 250, since: killedAt },
       );
       await assertCopiesEqual(c, v.uuid, [heir, spare]);
-      const r = await run(PYTHON, ["-c", CHECK_PY, c.uri(heir, "m3"), "64"], {
-        timeoutMs: 60_000,
-      });
-      assertEquals(r.stdout.trim(), "ok", r.stderr);
+      assertEquals(await badBlocks(c.uri(heir, "m3"), 64, 7), 0);
       // deno-lint-ignore no-console
       console.log(
         `[membership] master ${v.master} killed; ${heir} serves at epoch ${v.epoch + 1} and ` +

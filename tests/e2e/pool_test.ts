@@ -6,10 +6,8 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
-import { waitFor } from "./_cluster.ts";
+import { PYTHON, waitFor } from "./_cluster.ts";
 import { type BallastProcess, cli, e2eTest, run, startBallast } from "./_harness.ts";
-
-const PYTHON = "/usr/bin/python3";
 
 /**
  * Writes 4 KiB blocks with FUA to its own region (argv 3) until told to stop (a file),

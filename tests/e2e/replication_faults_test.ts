@@ -8,7 +8,7 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
-import { waitFor } from "./_cluster.ts";
+import { PYTHON, waitFor } from "./_cluster.ts";
 import { admin } from "./_cluster_tls.ts";
 import { e2eTest, run } from "./_harness.ts";
 import {
@@ -22,7 +22,6 @@ import {
   type VolumeView,
 } from "./_replicated.ts";
 
-const PYTHON = "/usr/bin/python3";
 const NAMES = ["node-a", "node-b", "node-c"];
 const MiB = 2 ** 20;
 

@@ -7,7 +7,8 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
-import { waitFor } from "./_cluster.ts";
+import { PYTHON, waitFor } from "./_cluster.ts";
+import { fillBlocks } from "./_blocks.ts";
 import { admin } from "./_cluster_tls.ts";
 import { e2eTest, run } from "./_harness.ts";
 import {
@@ -18,20 +19,7 @@ import {
   volumeOf,
 } from "./_replicated.ts";
 
-const PYTHON = "/usr/bin/python3";
 const NAMES = ["node-a", "node-b", "node-c"];
-
-/** Writes `n` 64 KiB blocks (seeded), FUA on every 4th, then FLUSH; prints "ok". */
-const WRITE_PY = `
-import sys, nbd
-h = nbd.NBD(); h.set_uri_allow_local_file(True); h.connect_uri(sys.argv[1])
-n, seed = int(sys.argv[2]), int(sys.argv[3])
-for i in range(n):
-    data = bytes([(seed + i) % 251]) * 65536
-    h.pwrite(data, i * 65536, nbd.CMD_FLAG_FUA if i % 4 == 0 else 0)
-h.flush()
-print("ok")
-`;
 
 async function withCluster(fn: (c: ReplCluster) => Promise<void>): Promise<void> {
   const c = await startReplCluster(NAMES);
@@ -52,10 +40,7 @@ e2eTest(
       assertEquals(made.code, 0, made.stderr);
       const v = await untilServed(c, "r1");
       assertEquals(v.inSync?.length, 3, `all in sync: ${JSON.stringify(v)}`);
-      const w = await run(PYTHON, ["-c", WRITE_PY, c.uri(v.master, "r1"), "512", "7"], {
-        timeoutMs: 120_000,
-      });
-      assertEquals(w.stdout.trim(), "ok", w.stderr);
+      await fillBlocks(c.uri(v.master, "r1"), 512, 7, 4);
       const after = await volumeOf(c, "node-a", "r1");
       assertEquals(after.inSync?.length, 3, `still all in sync: ${JSON.stringify(after)}`);
       assertEquals(after.epoch, v.epoch);

@@ -10,12 +10,11 @@
 import { BallastClient } from "../../mod/client.ts";
 import type { Volume, VolumeMember } from "../../mod/types.ts";
 import { assert, assertEquals } from "../_assert.ts";
-import { waitFor } from "./_cluster.ts";
+import { PYTHON, waitFor } from "./_cluster.ts";
 import { admin } from "./_cluster_tls.ts";
 import { type BallastProcess, e2eTest, MAIN_TS, REPO_ROOT, run } from "./_harness.ts";
 import { assertCopiesEqual, startReplCluster } from "./_replicated.ts";
 
-const PYTHON = "/usr/bin/python3";
 const NAMES = ["node-a", "node-b", "node-c"];
 const GiB = 2 ** 30;
 

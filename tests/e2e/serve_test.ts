@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
-import { waitFor } from "./_cluster.ts";
+import { PYTHON, waitFor } from "./_cluster.ts";
 import { cli, e2eTest, run, startBallast } from "./_harness.ts";
 
 /**
@@ -64,7 +64,6 @@ print("ok", n)
 `;
 
 /** Debian's python3, which has the libnbd bindings (python3-libnbd); pyenv's may not. */
-const PYTHON = "/usr/bin/python3";
 /**
  * How long the writer may take to get going (python and libnbd start, connect, write):
  * a deadline only, generous for a loaded machine; the tests move on as soon as it has.

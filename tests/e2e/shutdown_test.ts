@@ -7,11 +7,9 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
-import { waitFor } from "./_cluster.ts";
+import { PYTHON, waitFor } from "./_cluster.ts";
 import { admin, issue } from "./_cluster_tls.ts";
 import { type BallastProcess, cli, e2eTest, run, startBallast } from "./_harness.ts";
-
-const PYTHON = "/usr/bin/python3";
 
 /**
  * Keeps 16 writes (64 KiB, FUA) in flight, each to its own slot, stamped with its sequence
