@@ -26,6 +26,8 @@ export interface ForwardedRequest {
   length: number;
   /** A WRITE's payload (a copy: the connection's buffer is reused). */
   data?: Uint8Array;
+  /** Where a READ's data is to go (the client's reply buffer), `length` bytes. */
+  into?: Uint8Array;
 }
 
 /** The master's answer: `error` is the NBD error value (0: success), `data` a READ's. */

@@ -17,17 +17,22 @@ import { errnoName } from "./errno.ts";
 import type { ExecuteContext } from "./_change.ts";
 import { opOf } from "./_execute.ts";
 
+/** READs at least this large get a reply buffer of their own, filled as their data arrives. */
+const OWN_READ_BYTES = 128 * 1024;
+
 /** Flags the master gets: DF only means something with structured replies, not used there. */
 const FORWARDED_FLAGS = C.NBD_CMD_FLAG_FUA | C.NBD_CMD_FLAG_NO_HOLE | C.NBD_CMD_FLAG_FAST_ZERO;
 
 /**
- * Forwards a valid request; `payload` is a WRITE's data (copied here). Returns a promise when
- * the client must be held back until the forwarder has room again.
+ * Forwards a valid request; `payload` is a WRITE's data (copied here unless `owned`: the
+ * forwarder holds it until the master answered). Returns a promise when the client must be
+ * held back until the forwarder has room again.
  */
 export function forwardRequest(
   req: Request,
   run: ExecuteContext,
   payload: Uint8Array | undefined,
+  owned = false,
 ): Promise<void> | undefined {
   const t0 = performance.now();
   const { exp, replies } = run;
@@ -45,6 +50,9 @@ export function forwardRequest(
   const reply = replies.deferred(req);
   const what = { type: req.type, offset: req.offset, length: req.length };
   const isRead = req.type === C.NBD_CMD_READ;
+  // A large READ's data goes from the master's connection straight into the client's reply
+  // (a buffer of its own); a small one is copied into the reply batch when it arrives.
+  const readReply = isRead && req.length >= OWN_READ_BYTES ? reply.readReply!() : undefined;
   const bytes = req.type === C.NBD_CMD_FLUSH ? 0 : req.length;
   let settle!: () => void;
   run.later(new Promise<void>((resolve) => (settle = resolve)));
@@ -54,12 +62,14 @@ export function forwardRequest(
       flags: req.flags & FORWARDED_FLAGS,
       offset: req.offset,
       length: req.length,
-      ...(req.type === C.NBD_CMD_WRITE ? { data: payload!.slice() } : {}),
+      ...(req.type === C.NBD_CMD_WRITE ? { data: owned ? payload : payload!.slice() } : {}),
+      ...(readReply ? { into: readReply.data } : {}),
     },
     (r) => {
       const seconds = (performance.now() - t0) / 1000;
       if (r.error === 0) {
-        if (isRead) reply.data!(r.data!);
+        if (readReply) readReply.send();
+        else if (isRead) reply.data!(r.data!);
         else reply.ok();
         exp.stats.record(kind, bytes, seconds, false);
       } else {
@@ -86,7 +96,7 @@ export async function forwardStreamedWrite(
     data.set(piece, at);
     at += piece.length;
   }
-  await forwardRequest(req, run, data);
+  await forwardRequest(req, run, data, true);
 }
 
 /** A buffered WRITE's payload, in place in the input buffer (other requests have none). */

@@ -41,6 +41,8 @@ export class ReplyBatcher {
   error: unknown;
   #free: Uint8Array[] = [];
   #sending: Promise<void> = Promise.resolve();
+  /** A flush is queued for the end of this task (flushSoon). */
+  #soon = false;
   #transport: () => Transport;
   #stopped: () => boolean;
 
@@ -74,6 +76,32 @@ export class ReplyBatcher {
     const len = this.len;
     this.#use(this.#take(INITIAL_OUT));
     this.enqueue(buf, len, true);
+  }
+
+  /**
+   * Flushes once the current task is over: replies encoded from asynchronous completions
+   * (a replica's or a master's answer) that arrive together leave in one write.
+   */
+  flushSoon(): void {
+    if (this.#soon) return;
+    this.#soon = true;
+    queueMicrotask(() => {
+      this.#soon = false;
+      this.flush();
+    });
+  }
+
+  /**
+   * A buffer of at least `min` bytes that the caller fills and hands back through
+   * enqueue(buf, len, true) (or release()), from the pool when possible.
+   */
+  take(min: number): Uint8Array {
+    return this.#take(min);
+  }
+
+  /** Returns a buffer from take() that was not sent. */
+  release(buf: Uint8Array): void {
+    this.#recycle(buf);
   }
 
   /** Queues `buf[0, len)` for sending after everything queued before it. */
@@ -133,7 +161,13 @@ const MAX_MESSAGE = 200;
 export interface DeferredReply {
   ok(): void;
   error(errno: Errno, message: string): void;
-  /** A READ's reply with its data (a forwarded READ: data/nbd/_forwarded.ts). */
+  /**
+   * A READ's reply whose data arrives later (a forwarded READ: data/nbd/_forwarded.ts): the
+   * data goes into `data` (the reply buffer itself, after its header), then send() sends it;
+   * the buffer is not to be touched after send() or error().
+   */
+  readReply?(): { data: Uint8Array; send(): void };
+  /** A READ's reply with `bytes` (copied into the batch at once). */
   data?(bytes: Uint8Array): void;
 }
 
@@ -261,37 +295,45 @@ export class Replies {
     r.offsetHi = req.offsetHi;
     r.offsetLo = req.offsetLo;
     r.length = req.length;
-    const structured = this.structured;
     const out = this.batch;
+    let readBuf: Uint8Array | undefined;
+    // Replies are encoded into the batch and flushed at the end of the task, so that the
+    // replies to requests answered together (a batch of a master's or replica's answers)
+    // leave in one write. Replies may go in any order ("Ordering of messages and writes").
     return {
-      ok() {
-        const b = new Uint8Array(STRUCTURED_REPLY_HEADER_SIZE);
-        out.enqueue(b, encodeOkReply(new DataView(b.buffer), 0, r, structured), false);
+      ok: () => {
+        if (readBuf) out.release(readBuf);
+        this.ok(r);
+        out.flushSoon();
       },
-      error(errno: Errno, message: string) {
-        const m = enc.encode(message.slice(0, MAX_MESSAGE));
-        const b = new Uint8Array(errorReplySize(structured, m));
-        const n = encodeErrorReply(
-          b,
-          new DataView(b.buffer),
-          0,
-          r,
-          structured,
-          nbdError(errno, r.flags),
-          m,
-        );
-        out.enqueue(b, n, false);
+      error: (errno: Errno, message: string) => {
+        if (readBuf) out.release(readBuf);
+        readBuf = undefined;
+        this.error(r, errno, message);
+        out.flushSoon();
       },
-      data(bytes: Uint8Array) {
-        const header = structured ? STRUCTURED_REPLY_HEADER_SIZE + 8 : SIMPLE_REPLY_HEADER_SIZE;
-        const b = new Uint8Array(header + bytes.length);
-        const view = new DataView(b.buffer);
+      data: (bytes: Uint8Array) => {
         r.length = bytes.length;
-        const at = structured
+        this.read(r, (into) => into.set(bytes));
+        out.flushSoon();
+      },
+      readReply: () => {
+        const header = this.structured
+          ? STRUCTURED_REPLY_HEADER_SIZE + 8
+          : SIMPLE_REPLY_HEADER_SIZE;
+        const buf = readBuf ??= out.take(header + r.length);
+        const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+        const at = this.structured
           ? encodeOffsetDataHeader(view, 0, r)
           : encodeSimpleReply(view, 0, r, 0);
-        b.set(bytes, at);
-        out.enqueue(b, at + bytes.length, false);
+        return {
+          data: buf.subarray(at, at + r.length),
+          send: () => {
+            readBuf = undefined;
+            out.flush(); // what was encoded before goes first
+            out.enqueue(buf, at + r.length, true);
+          },
+        };
       },
     };
   }

@@ -9,6 +9,12 @@
  * Replies are matched to requests by handle; the client keeps the length of each READ it sent
  * to know how much data follows. Anything the server sends that breaks the protocol closes
  * the connection (UpstreamError "protocol").
+ *
+ * The hot path copies each byte once on the way in and allocates nothing per reply: replies
+ * are parsed from each decrypted chunk as it arrives (a view of a reused buffer), and a READ's
+ * data is copied from there straight into the buffer the caller gave (the client's reply). On
+ * the way out, the requests sent during one task leave in one write, except that a large
+ * WRITE payload is written as it is, without a copy.
  * @module
  */
 
@@ -58,11 +64,19 @@ export interface UpstreamRequest {
   flags: number;
   offset: number;
   length: number;
-  /** A WRITE's payload. */
+  /** A WRITE's payload (not to change until answered: it may be written as it is). */
   data?: Uint8Array;
+  /**
+   * Where a READ's data goes (`length` bytes). When absent, the reply hands a view of the
+   * received bytes where they arrived whole (else a new buffer): copy what you keep.
+   */
+  into?: Uint8Array;
 }
 
-/** A reply: `error` is the NBD error value (0: success); `data` a successful READ's bytes. */
+/**
+ * A reply: `error` is the NBD error value (0: success); `data` a successful READ's bytes: the
+ * request's `into`, or else a view of the receive buffer, valid only during the callback.
+ */
 export interface UpstreamReply {
   error: number;
   data?: Uint8Array;
@@ -134,6 +148,20 @@ class ByteQueue {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/** WRITE payloads at least this large are written on their own rather than copied into a batch. */
+const OWN_WRITE_BYTES = 64 * 1024;
+/** "Simple reply message": magic, error, handle. */
+const REPLY_HEADER = 16;
+/** "Request message": magic, flags, type, handle, offset, length. */
+const REQUEST_HEADER = 28;
+
+interface Pending {
+  length: number;
+  read: boolean;
+  into: Uint8Array | undefined;
+  done: (r: UpstreamReply) => void;
+}
+
 /** An option request ("Option haggling"): IHAVEOPT, option, length, data. */
 function encodeOption(option: number, data: Uint8Array = new Uint8Array(0)): Uint8Array {
   const b = new Uint8Array(16 + data.length);
@@ -153,23 +181,32 @@ export class Upstream {
   readonly remote: string;
   #write: (b: Uint8Array) => void;
   #destroy: () => void;
-  #in: ByteQueue;
-  #pending = new Map<bigint, { length: number; read: boolean; done: (r: UpstreamReply) => void }>();
+  #pending = new Map<bigint, Pending>();
   #nextHandle = 1n;
   #closed: UpstreamError | undefined;
   #onClose: ((err: UpstreamError) => void) | undefined;
+  /** The reply header being received, and how much of it has arrived. */
+  readonly #header = new Uint8Array(REPLY_HEADER);
+  readonly #headerView = new DataView(this.#header.buffer);
+  #headerHave = 0;
+  /** The READ whose data is arriving, and how much of it has. */
+  #reading: { data: Uint8Array; done: (r: UpstreamReply) => void } | undefined;
+  /** A READ without `into` whose data comes next (lent from the chunk if it is all there). */
+  #direct: { length: number; done: (r: UpstreamReply) => void } | undefined;
+  #got = 0;
+  /** Requests encoded during this task, written together at its end. */
+  #out: Uint8Array[] = [];
+  #outBytes = 0;
 
   private constructor(
-    io: { write: (b: Uint8Array) => void; destroy: () => void; input: ByteQueue },
+    io: { write: (b: Uint8Array) => void; destroy: () => void },
     info: { size: number; flags: number; remote: string },
   ) {
     this.#write = io.write;
     this.#destroy = io.destroy;
-    this.#in = io.input;
     this.size = info.size;
     this.transmissionFlags = info.flags;
     this.remote = info.remote;
-    void this.#readLoop();
   }
 
   /** Connects and negotiates; rejects with UpstreamError. */
@@ -191,8 +228,13 @@ export class Upstream {
       input.fail(err);
       broke(err);
     };
-    // node:net hands a fresh Buffer per read: the queue may keep it as it is.
-    raw.on("data", (c: Uint8Array) => input.push(new Uint8Array(c.buffer, c.byteOffset, c.length)));
+    // Incoming bytes go to the negotiation's queue, then to the reply parser. node:net hands a
+    // fresh Buffer per read: the queue may keep it as it is.
+    let deliver = (chunk: Uint8Array, fresh: boolean) => input.push(fresh ? chunk : chunk.slice());
+    raw.on(
+      "data",
+      (c: Uint8Array) => deliver(new Uint8Array(c.buffer, c.byteOffset, c.length), true),
+    );
     raw.on(
       "error",
       (err: Error) =>
@@ -242,8 +284,8 @@ export class Upstream {
           side: "client",
           context: createSecureContext({ ...o.tls, minVersion: "TLSv1.2" }),
           servername: isIP(o.host) ? undefined : o.host,
-          // Direct reads hand views of a reused buffer: keep a copy.
-          sink: (chunk) => input.push(chunk.slice()),
+          // Direct reads hand views of a reused buffer, valid during the call only.
+          sink: (chunk) => deliver(chunk, false),
         });
         tls.on("error", (err: Error) => fail("refused", `${phase}: ${err.message}`, err));
         tls.on("close", () => fail("closed", `connection closed during ${phase}`));
@@ -286,11 +328,13 @@ export class Upstream {
       s.removeAllListeners("close");
       s.removeAllListeners("error");
       const up: Upstream = new Upstream(
-        { write: (b) => s.write(b), destroy: () => s.destroy(), input },
+        { write: (b) => s.write(b), destroy: () => s.destroy() },
         { size, flags, remote },
       );
       s.on("error", (err: Error) => up.#fail(`connection failed: ${err.message}`));
       s.on("close", () => up.#fail("connection closed"));
+      if (input.size > 0) up.#received(input.take(input.size));
+      deliver = (chunk) => up.#received(chunk);
       return up;
     } catch (err) {
       clearTimeout(timer);
@@ -321,9 +365,14 @@ export class Upstream {
   /** Sends a request ("Request message"); `done` gets its reply. */
   send(req: UpstreamRequest, done: (r: UpstreamReply) => void): void {
     if (this.#closed) throw this.#closed;
+    const read = req.type === C.NBD_CMD_READ;
+    if (read && req.into && req.into.length !== req.length) {
+      throw new RangeError(`READ of ${req.length} bytes into a buffer of ${req.into.length}`);
+    }
     const handle = this.#nextHandle++;
-    const payload = req.type === C.NBD_CMD_WRITE ? (req.data?.length ?? 0) : 0;
-    const b = new Uint8Array(28 + payload);
+    const payload = req.type === C.NBD_CMD_WRITE ? req.data : undefined;
+    const own = payload !== undefined && payload.length >= OWN_WRITE_BYTES;
+    const b = new Uint8Array(REQUEST_HEADER + (payload && !own ? payload.length : 0));
     const v = new DataView(b.buffer);
     v.setUint32(0, C.NBD_REQUEST_MAGIC);
     v.setUint16(4, req.flags);
@@ -331,55 +380,127 @@ export class Upstream {
     v.setBigUint64(8, handle);
     v.setBigUint64(16, BigInt(req.offset));
     v.setUint32(24, req.length);
-    if (payload > 0) b.set(req.data!, 28);
-    this.#pending.set(handle, {
-      length: req.length,
-      read: req.type === C.NBD_CMD_READ,
-      done,
-    });
-    this.#write(b);
+    if (payload && !own) b.set(payload, REQUEST_HEADER);
+    this.#pending.set(handle, { length: req.length, read, into: req.into, done });
+    this.#queue(b);
+    if (own) {
+      // The batch so far (ending with this request's header), then the payload as it is.
+      this.#flushOut();
+      this.#write(payload);
+    }
   }
 
   /** Ends the connection; requests in flight get no reply (the caller still holds them). */
   close(): void {
     if (!this.#closed) this.#closed = new UpstreamError("closed", "closed by this node");
     this.#pending.clear();
+    this.#reading = undefined;
+    this.#direct = undefined;
+    this.#out = [];
     this.#destroy();
   }
 
-  async #readLoop(): Promise<void> {
+  #queue(b: Uint8Array): void {
+    if (this.#out.length === 0) queueMicrotask(() => this.#flushOut());
+    this.#out.push(b);
+    this.#outBytes += b.length;
+  }
+
+  #flushOut(): void {
+    const parts = this.#out;
+    if (parts.length === 0 || this.#closed) return;
+    this.#out = [];
+    let all = parts[0];
+    if (parts.length > 1) {
+      all = new Uint8Array(this.#outBytes);
+      let at = 0;
+      for (const p of parts) {
+        all.set(p, at);
+        at += p.length;
+      }
+    }
+    this.#outBytes = 0;
+    this.#write(all);
+  }
+
+  /**
+   * Bytes from the master, parsed as they come: `chunk` may be a view of a reused buffer,
+   * so nothing of it is kept. A READ's data is copied into its buffer.
+   */
+  #received(chunk: Uint8Array): void {
     try {
-      for (;;) {
-        const h = await this.#in.need(16);
-        const v = new DataView(h.buffer, h.byteOffset, 16);
-        if (v.getUint32(0) !== C.NBD_SIMPLE_REPLY_MAGIC) {
-          throw new UpstreamError(
-            "protocol",
-            `bad reply magic 0x${v.getUint32(0).toString(16)} from ${this.remote}`,
-          );
+      let i = 0;
+      const n = chunk.length;
+      while (i < n && !this.#closed) {
+        const cur = this.#reading;
+        if (cur === undefined && this.#direct && n - i >= this.#direct.length) {
+          // A READ without a buffer of its own whose data is all here: lent as it is.
+          const d = this.#direct;
+          this.#direct = undefined;
+          d.done({ error: 0, data: chunk.subarray(i, i + d.length) });
+          i += d.length;
+          continue;
         }
-        const error = v.getUint32(4);
-        const handle = v.getBigUint64(8);
-        const p = this.#pending.get(handle);
-        if (!p) {
-          if (this.#closed) return;
-          throw new UpstreamError("protocol", `reply for unknown handle ${handle}`);
+        if (this.#direct) {
+          const d = this.#direct;
+          this.#direct = undefined;
+          this.#reading = { data: new Uint8Array(d.length), done: d.done };
+          this.#got = 0;
+          continue;
         }
-        this.#pending.delete(handle);
-        if (p.read && error === 0) {
-          const data = await this.#in.need(p.length);
-          p.done({ error, data }); // the queue's chunks are never reused: no copy
-        } else p.done({ error });
+        if (cur) {
+          const k = Math.min(n - i, cur.data.length - this.#got);
+          cur.data.set(chunk.subarray(i, i + k), this.#got);
+          this.#got += k;
+          i += k;
+          if (this.#got === cur.data.length) {
+            this.#reading = undefined;
+            cur.done({ error: 0, data: cur.data });
+          }
+          continue;
+        }
+        const k = Math.min(n - i, REPLY_HEADER - this.#headerHave);
+        this.#header.set(chunk.subarray(i, i + k), this.#headerHave);
+        this.#headerHave += k;
+        i += k;
+        if (this.#headerHave < REPLY_HEADER) return;
+        this.#headerHave = 0;
+        this.#reply();
       }
     } catch (err) {
       this.#fail(err instanceof Error ? err.message : String(err));
     }
   }
 
+  /** A whole reply header has arrived: answer its request, or start receiving its data. */
+  #reply(): void {
+    const v = this.#headerView;
+    if (v.getUint32(0) !== C.NBD_SIMPLE_REPLY_MAGIC) {
+      throw new UpstreamError(
+        "protocol",
+        `bad reply magic 0x${v.getUint32(0).toString(16)} from ${this.remote}`,
+      );
+    }
+    const error = v.getUint32(4);
+    const handle = v.getBigUint64(8);
+    const p = this.#pending.get(handle);
+    if (!p) throw new UpstreamError("protocol", `reply for unknown handle ${handle}`);
+    this.#pending.delete(handle);
+    if (p.read && error === 0 && p.length > 0) {
+      if (p.into) {
+        this.#reading = { data: p.into, done: p.done };
+        this.#got = 0;
+      } else this.#direct = { length: p.length, done: p.done };
+    } else if (p.read && error === 0) p.done({ error, data: new Uint8Array(0) });
+    else p.done({ error });
+  }
+
   #fail(message: string): void {
     if (this.#closed) return;
     this.#closed = new UpstreamError("closed", `master ${this.remote}: ${message}`);
-    this.#in.fail(this.#closed);
+    this.#reading = undefined;
+    this.#direct = undefined;
+    this.#out = [];
     this.#destroy();
     this.#onClose?.(this.#closed);
   }

@@ -218,3 +218,52 @@ Deno.test("Upstream: negotiates with a Ballast data plane and refuses an export 
     await stopPlane(m);
   }
 });
+
+Deno.test("Upstream: pipelined WRITEs and READs of every size get their own bytes back, with or without a buffer of their own", async () => {
+  const m = await startPlane("m", true);
+  try {
+    const [host, port] = m.plane.nbdAddress.split(":");
+    const up = await Upstream.connect({ host, port: Number(port), exportName: VOL });
+    // Sizes around the batching and chunk boundaries: small requests share writes and reads,
+    // large ones span many socket reads.
+    const sizes = [1, 512, 4096, 65535, 65536, 65537, 300_000, MiB, 3 * MiB];
+    const pattern = (n: number, seed: number) =>
+      Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) % 251);
+    const call = (req: Parameters<Upstream["send"]>[0]) =>
+      new Promise<{ error: number; data?: Uint8Array }>((resolve) =>
+        up.send(req, (r) => resolve({ error: r.error, data: r.data?.slice() }))
+      );
+    let offset = 0;
+    const placed = sizes.map((n, seed) => {
+      const at = offset;
+      offset += n + 4096;
+      return { at, data: pattern(n, seed) };
+    });
+    const writes = placed.map((p) =>
+      call({ type: C.NBD_CMD_WRITE, flags: 0, offset: p.at, length: p.data.length, data: p.data })
+    );
+    assertEquals((await Promise.all(writes)).map((r) => r.error), sizes.map(() => 0));
+    // Every READ twice in one pipeline: once into a buffer of its own, once lent.
+    const reads = placed.flatMap((p) => {
+      const into = new Uint8Array(p.data.length);
+      const req = { type: C.NBD_CMD_READ, flags: 0, offset: p.at, length: p.data.length };
+      return [
+        call({ ...req, into }).then((r) => ({ r, got: into, want: p.data })),
+        call(req).then((r) => ({ r, got: r.data!, want: p.data })),
+      ];
+    });
+    for (const { r, got, want } of await Promise.all(reads)) {
+      assertEquals(r.error, 0);
+      assertEquals(got.length, want.length);
+      assert(got.every((b, i) => b === want[i]), `a READ of ${want.length} bytes got other bytes`);
+    }
+    // An error reply carries no data, and the connection goes on.
+    const bad = await call({ type: C.NBD_CMD_READ, flags: 0, offset: 16 * MiB, length: 4096 });
+    assertEquals(bad.error, C.NBD_EINVAL);
+    const again = await call({ type: C.NBD_CMD_READ, flags: 0, offset: 0, length: 1 });
+    assertEquals([again.error, again.data?.[0]], [0, placed[0].data[0]]);
+    up.close();
+  } finally {
+    await stopPlane(m);
+  }
+});
