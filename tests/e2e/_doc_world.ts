@@ -74,7 +74,7 @@ export async function runScript(
 /** A node started by a documentation snippet. */
 export interface DocNode {
   logs(): string;
-  /** SIGTERM to the snippet's first process, then SIGKILL to what is left of its group. */
+  /** Ctrl-C, as a terminal sends it (SIGINT to the group); SIGKILL to what is left after 20 s. */
   stop(): Promise<void>;
 }
 
@@ -108,9 +108,8 @@ export async function startDocNode(
     while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   };
   const stop = async () => {
-    // SIGTERM to the snippet's process alone: `deno task` passes it on to the node (a signal
-    // to the whole group would reach the node twice: "second signal: exiting immediately").
-    if (!exited) Deno.kill(child.pid, "SIGTERM");
+    // A terminal's Ctrl-C: SIGINT to every process of the group (`deno task` and the node).
+    if (!exited) Deno.kill(-child.pid, "SIGINT");
     await until(() => exited, 20_000);
     try {
       Deno.kill(-child.pid, "SIGKILL"); // whatever is left of the group (nothing when all went well)
