@@ -72,11 +72,16 @@ export const CA_SPECS: Record<string, CommandSpec> = {
         help: "lifetime, e.g. 30d, 12h",
         default: "the node's leaf lifetime",
       },
-      { name: "out", value: "DIR", help: "directory to write the files to; required" },
+      {
+        name: "out",
+        value: "DIR",
+        help:
+          "directory to write the files to, the private key among them (keep it out of source trees); required",
+      },
     ],
     [
-      "ballast ca issue vm1 --role nbd-client --volumes db1 --out ./vm1-tls",
-      "ballast ca issue alice --role admin --ttl 7d --out ./alice",
+      "ballast ca issue vm1 --role nbd-client --volumes db1 --out ~/vm1-tls",
+      "ballast ca issue alice --role admin --ttl 7d --out ~/alice-admin",
     ],
   ),
   revoke: spec(
@@ -121,7 +126,10 @@ export const CA_GROUP: CommandSpec = {
   summary: "The node's certificate authority: client certificates, revocation, rotation.",
   flags: [],
   client: true,
-  examples: ["ballast ca show", "ballast ca issue vm1 --role nbd-client --volumes db1 --out dir"],
+  examples: [
+    "ballast ca show",
+    "ballast ca issue vm1 --role nbd-client --volumes db1 --out ~/vm1-tls",
+  ],
   subcommands: [
     ["show", "show the CA and trust bundle"],
     ["list", "list issued certificates"],

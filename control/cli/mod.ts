@@ -47,9 +47,11 @@ export const ROOT_SPEC: CommandSpec = {
   flags: [],
   client: true,
   examples: [
-    "ballast serve --data-dir ./data",
-    "ballast volume create db1 --size 10GiB",
-    "nbdinfo nbd://127.0.0.1:10809/db1",
+    "ballast serve --data-dir ./data --nbd-local-listen 127.0.0.1:10810   # in one terminal",
+    "ballast volume create db1 --size 10GiB --data-dir ./data   # admin credentials from ./data/pki",
+    "nbdinfo nbd://127.0.0.1:10810/db1                          # plaintext local attach",
+    "ballast ca issue vm1 --role nbd-client --volumes db1 --out ~/vm1-tls --data-dir ./data",
+    'nbdinfo "nbds://127.0.0.1:10809/db1?tls-certificates=$HOME/vm1-tls"   # TLS (port 10809)',
   ],
   subcommands: [
     ["serve", "run a node (API + NBD server)"],

@@ -8,4 +8,11 @@
 export { resolveConfig, type ServeConfig } from "./config.ts";
 export { type ConfigFile, type ServeFlags, SETTINGS } from "./settings.ts";
 export type { EtcdConfig } from "./_etcd_config.ts";
-export { exitOnSignal, serve, type Server } from "./serve.ts";
+export { serve, type Server } from "./serve.ts";
+export {
+  exitOnSignal,
+  type FirstSignal,
+  SAME_SIGNAL_MS,
+  type SignalAction,
+  signalAction,
+} from "./signals.ts";

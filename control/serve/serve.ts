@@ -342,34 +342,6 @@ export async function serve(
 }
 
 /**
- * Runs until SIGINT or SIGTERM, then shuts down cleanly and exits 0 (1 if the
- * shutdown failed). A second signal exits at once with code 130.
- */
-export function exitOnSignal(server: Server): Promise<never> {
-  return new Promise<never>(() => {
-    let signalled = false;
-    const onSignal = (signal: Deno.Signal) => {
-      if (signalled) {
-        server.logger.warn({ signal }, "second signal: exiting immediately");
-        Deno.exit(130);
-      }
-      signalled = true;
-      server.logger.info({ signal }, "signal received");
-      server.shutdown().then(
-        () => Deno.exit(0),
-        (err) => {
-          server.logger.error({ err }, "shutdown failed");
-          Deno.exit(1);
-        },
-      );
-    };
-    for (const sig of ["SIGINT", "SIGTERM"] as const) {
-      Deno.addSignalListener(sig, () => onSignal(sig));
-    }
-  });
-}
-
-/**
  * Hidden test hook: with BALLAST_DEBUG_HOOKS=1, BALLAST_DEBUG_POOL_TIMINGS="grow=1000,
  * shrink=3000,cooldown=1000" shortens the data pool's sizing waits (data/pool/sizing.ts).
  */

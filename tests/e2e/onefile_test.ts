@@ -12,6 +12,7 @@
 
 import { assert, assertEquals } from "../_assert.ts";
 import { cli, e2eTest, REPO_ROOT, run, startBallast } from "./_harness.ts";
+import { netnsUnavailable } from "./_netns.ts";
 
 function assertStringIncludes(s: string, part: string): void {
   assert(s.includes(part), `expected ${JSON.stringify(part)} in:\n${s}`);
@@ -23,24 +24,7 @@ function assertMatch(s: string, re: RegExp): void {
 const NS = `ballast-onefile-${Deno.pid}`;
 const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/** Why network namespaces cannot be made here (not root, no `ip`), or undefined. */
-async function netnsUnavailable(): Promise<string | undefined> {
-  const probe = `${NS}-probe`;
-  try {
-    const add = await new Deno.Command("ip", { args: ["netns", "add", probe], stderr: "piped" })
-      .output();
-    if (!add.success) {
-      return `cannot create a network namespace (ip netns add: ${
-        new TextDecoder().decode(add.stderr).trim()
-      })`;
-    }
-    await new Deno.Command("ip", { args: ["netns", "delete", probe] }).output();
-    return undefined;
-  } catch (err) {
-    return `cannot create a network namespace (${(err as Error).message})`;
-  }
-}
-const NETNS_SKIP = await netnsUnavailable();
+const NETNS_SKIP = await netnsUnavailable(NS);
 
 /**
  * The kind of program the tests get, known before building: BALLAST_BIN's (an sh script is
