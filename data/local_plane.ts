@@ -10,7 +10,7 @@ import { storeError } from "./_store_error.ts";
 import { ExportTable, type LiveExport } from "./exports.ts";
 import type { PoolStatus } from "./pool/pool.ts";
 import { serveOnMainThread, serveOnWorkers, type Serving } from "./serving.ts";
-import { listCopyFiles, moveAside, takeOver } from "./_copies.ts";
+import { listCopyFiles, moveAside, orphanedUsage, takeOver } from "./_copies.ts";
 import type { DataPlaneOptions, RunningDataPlane } from "./options.ts";
 import type { CopyInfo, OpenOptions, VolumeSpec, VolumeStatus } from "./plane.ts";
 import {
@@ -424,6 +424,10 @@ class LocalDataPlane implements RunningDataPlane {
 
   capacity(): { capacityBytes: number; freeBytes: number } {
     return filesystemSpace(this.#dir);
+  }
+
+  orphaned(): { copies: number; bytes: number } {
+    return orphanedUsage(this.#dataDir);
   }
 
   async close(): Promise<void> {
