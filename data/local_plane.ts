@@ -337,7 +337,7 @@ class LocalDataPlane implements RunningDataPlane {
       const path = this.#path(options.uuid);
       this.#copyChanged?.(options.uuid, "gone");
       await this.#removeCopy(path);
-      this.#log.info({ volume: name, uuid: options.uuid }, "volume copy deleted");
+      this.#log.debug({ volume: name, uuid: options.uuid }, "volume copy file removed");
       return;
     }
     const connected = e.stats.connections;
@@ -351,7 +351,8 @@ class LocalDataPlane implements RunningDataPlane {
     e.store.close();
     this.#copyChanged?.(e.uuid, "gone");
     await this.#removeCopy(this.#path(e.uuid));
-    this.#log.info({ volume: name, uuid: e.uuid }, "volume deleted");
+    // The control plane says "volume deleted" once the record is gone too (one line at info).
+    this.#log.debug({ volume: name, uuid: e.uuid }, "volume file removed");
   }
 
   /** Removes a copy and its sidecar files (hash list, activity log, epoch). */
@@ -477,5 +478,5 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<RunningDat
       upstreamTls: opts.workerTls,
       verifyNode: opts.verifyNode,
     });
-  return new LocalDataPlane(opts, exports, serving);
+  return new LocalDataPlane({ ...opts, logger: log }, exports, serving);
 }
