@@ -26,6 +26,31 @@ export async function listCopyFiles(dir: string): Promise<CopyInfo[]> {
 }
 
 /**
+ * The copies in `<data-dir>/orphaned/` and the bytes every file there takes on disk
+ * (allocated blocks: copies are sparse; sidecar files included). Nothing there: zeros.
+ */
+export function orphanedUsage(dataDir: string): { copies: number; bytes: number } {
+  const dir = `${dataDir}/orphaned`;
+  let copies = 0;
+  let bytes = 0;
+  try {
+    for (const entry of Deno.readDirSync(dir)) {
+      if (!entry.isFile) continue;
+      try {
+        const st = Deno.statSync(`${dir}/${entry.name}`);
+        bytes += (st.blocks ?? Math.ceil(st.size / 512)) * 512;
+        if (entry.name.endsWith(".vol")) copies++;
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  return { copies, bytes };
+}
+
+/**
  * Moves the copy at `path` and its sidecar files to `<data-dir>/orphaned/` (an atomic rename
  * on the same file system); returns where, relative to the data dir, or undefined if it is gone.
  */

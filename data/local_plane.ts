@@ -10,7 +10,7 @@ import { storeError } from "./_store_error.ts";
 import { ExportTable, type LiveExport } from "./exports.ts";
 import type { PoolStatus } from "./pool/pool.ts";
 import { serveOnMainThread, serveOnWorkers, type Serving } from "./serving.ts";
-import { listCopyFiles, moveAside, takeOver } from "./_copies.ts";
+import { listCopyFiles, moveAside, orphanedUsage, takeOver } from "./_copies.ts";
 import type { DataPlaneOptions, RunningDataPlane } from "./options.ts";
 import type { CopyInfo, OpenOptions, VolumeSpec, VolumeStatus } from "./plane.ts";
 import {
@@ -337,7 +337,7 @@ class LocalDataPlane implements RunningDataPlane {
       const path = this.#path(options.uuid);
       this.#copyChanged?.(options.uuid, "gone");
       await this.#removeCopy(path);
-      this.#log.info({ volume: name, uuid: options.uuid }, "volume copy deleted");
+      this.#log.debug({ volume: name, uuid: options.uuid }, "volume copy file removed");
       return;
     }
     const connected = e.stats.connections;
@@ -351,7 +351,8 @@ class LocalDataPlane implements RunningDataPlane {
     e.store.close();
     this.#copyChanged?.(e.uuid, "gone");
     await this.#removeCopy(this.#path(e.uuid));
-    this.#log.info({ volume: name, uuid: e.uuid }, "volume deleted");
+    // The control plane says "volume deleted" once the record is gone too (one line at info).
+    this.#log.debug({ volume: name, uuid: e.uuid }, "volume file removed");
   }
 
   /** Removes a copy and its sidecar files (hash list, activity log, epoch). */
@@ -426,6 +427,10 @@ class LocalDataPlane implements RunningDataPlane {
     return filesystemSpace(this.#dir);
   }
 
+  orphaned(): { copies: number; bytes: number } {
+    return orphanedUsage(this.#dataDir);
+  }
+
   async close(): Promise<void> {
     await this.#serving.close();
     this.#replication.close();
@@ -473,5 +478,5 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<RunningDat
       upstreamTls: opts.workerTls,
       verifyNode: opts.verifyNode,
     });
-  return new LocalDataPlane(opts, exports, serving);
+  return new LocalDataPlane({ ...opts, logger: log }, exports, serving);
 }

@@ -170,6 +170,11 @@ export interface DataPlane {
   setDirectory?(entries: DirectoryEntry[]): void;
   /** Disk capacity and free bytes of the data directory. */
   capacity(): { capacityBytes: number; freeBytes: number };
+  /**
+   * Copies in DATA/orphaned/ (moved there by the orphan cleanup, control/volumes/_orphans.ts)
+   * and the bytes they take on disk, sidecars included.
+   */
+  orphaned?(): { copies: number; bytes: number };
   /** The NBD listen address, "host:port". */
   readonly nbdAddress: string;
   /** The plaintext local-attach NBD listener, "host:port", if configured. */

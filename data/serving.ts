@@ -127,10 +127,12 @@ export async function serveOnMainThread(o: {
     handshakeTimeoutMs: o.handshakeTimeoutMs,
     requestTimeoutMs: o.requestTimeoutMs,
   };
-  const servers = [new NbdServer({ ...common, policy: o.policy, startTls: o.startTls })];
+  const servers = [
+    new NbdServer({ ...common, listener: "nbd", policy: o.policy, startTls: o.startTls }),
+  ];
   const listens = [{ ...o.nbdListen, tls: o.startTls !== undefined }];
   if (o.nbdLocalListen) {
-    servers.push(new NbdServer(common)); // plaintext, no STARTTLS
+    servers.push(new NbdServer({ ...common, listener: "local" })); // plaintext, no STARTTLS
     listens.push({ ...o.nbdLocalListen, tls: false });
   }
   const addresses: string[] = [];
@@ -140,7 +142,10 @@ export async function serveOnMainThread(o: {
         tls: listens[i].tls,
       });
       addresses.push(hostPort(addr.hostname, addr.port));
-      o.logger.info({ nbd: addresses[i], tls: listens[i].tls }, "NBD listener started");
+      o.logger.info(
+        { listener: i === 0 ? "nbd" : "local", nbd: addresses[i], tls: listens[i].tls },
+        "NBD listener started",
+      );
     }
   } catch (err) {
     await Promise.all(servers.map((s) => s.close()));
@@ -319,7 +324,7 @@ export async function serveOnWorkers(o: {
   const addresses = listeners.map(({ l, kind }) => {
     const at = hostPort(l.host, l.port);
     o.logger.info(
-      { nbd: at, tls: kind === "nbd" && o.tls !== undefined, workers: o.workers },
+      { listener: kind, nbd: at, tls: kind === "nbd" && o.tls !== undefined, workers: o.workers },
       "NBD listener started (connections served by data workers)",
     );
     return at;

@@ -40,6 +40,11 @@ export interface Volume {
   down?: string[];
   /** How the group is doing: healthy, degraded, failing-over or unavailable. */
   phase?: "healthy" | "degraded" | "failing-over" | "unavailable";
+  /**
+   * A get of one replicated volume whose phase is not healthy: why, in a line (which member
+   * is out of sync or down and why; whether an in-sync member is up to take over).
+   */
+  phaseReason?: string;
   /** The failure-domain label the group was spread by, if any. */
   spreadBy?: string;
   /**
@@ -225,7 +230,21 @@ export interface NodeInfo {
   labels: Record<string, string>;
   capacityBytes: number;
   freeBytes: number;
+  /**
+   * Volumes the node exports over NBD now (the ones it masters and serves): live for the node
+   * asked, as of its last record write (every 30 s) for the others.
+   */
   volumes: number;
+  /** Volumes whose master is this node, from the volume records (the API fills it in). */
+  masters?: number;
+  /** Copies of volumes this node holds (master or replica), from the volume records. */
+  copies?: number;
+  /**
+   * Copies in the node's DATA/orphaned/ (no volume record has their uuid) and the bytes they
+   * take on disk; delete them once sure (docs/CLUSTER.md, "Orphaned copies"). Live for the
+   * node asked, as of its last record write for the others.
+   */
+  orphaned?: { copies: number; bytes: number };
   /**
    * The data worker pool serving NBD (size now, and its bounds), when the node runs one; as
    * of the last record write for other nodes (every 30 s), live for the node asked.

@@ -2,8 +2,8 @@
  * GET /metrics: Prometheus text exposition (format 0.0.4) of the node's metrics: per-volume
  * I/O counters and latency histograms from the data plane's VolumeStats, volume sizes,
  * NBD connections, replication (members' states, lag and resyncs of the groups this node
- * is master of), API request counts, the build, data disk and certificate expiry
- * (_metrics_node.ts) and process facts.
+ * is master of), groups' phases and nodes' states (_metrics_cluster.ts), API request counts,
+ * the build, data disk and certificate expiry (_metrics_node.ts) and process facts.
  * @module
  */
 
@@ -17,6 +17,8 @@ import type { Pki } from "../../ca/mod.ts";
 import { versionInfo } from "../common/mod.ts";
 import type { ApiEnv } from "./_auth.ts";
 import { certificateExpiries, type NodeMetricsInput, renderNodeMetrics } from "./_metrics_node.ts";
+import { type ClusterMetricsInput, renderClusterMetrics } from "./_metrics_cluster.ts";
+import type { NodeRegistry } from "../nodes/mod.ts";
 import { allowQuery } from "./_validate.ts";
 
 export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -67,6 +69,8 @@ export interface MetricsRouteDeps {
   volumes: VolumeService;
   /** The node's PKI (TLS on): its certificates' expiry is exported. */
   pki?: Pki;
+  /** The nodes as this node sees them (ballast_node_state). */
+  nodes?: NodeRegistry;
 }
 
 /** The /metrics sub-app; `api` counts the requests (the app's logging middleware adds them). */
@@ -84,6 +88,8 @@ export function metricsRoutes(deps: MetricsRouteDeps, api: ApiRequestCounter): H
       build: versionInfo(),
       disk: capacity(deps.dataPlane),
       certificates: deps.pki ? await certificateExpiries(deps.pki) : undefined,
+      nodes: await deps.nodes?.list().catch(() => undefined),
+      orphaned: orphaned(deps.dataPlane),
     });
     return c.body(text, 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE });
   });
@@ -99,8 +105,17 @@ function capacity(plane: DataPlane): NodeMetricsInput["disk"] {
   }
 }
 
+/** The orphaned copies on the data disk, or undefined when they cannot be counted now. */
+function orphaned(plane: DataPlane): ClusterMetricsInput["orphaned"] {
+  try {
+    return plane.orphaned?.();
+  } catch {
+    return undefined;
+  }
+}
+
 /** What a scrape reads (the node-level parts are optional). */
-export interface MetricsInput extends NodeMetricsInput {
+export interface MetricsInput extends NodeMetricsInput, ClusterMetricsInput {
   stats: VolumeStats[];
   volumes: Volume[];
   /** The groups this node serves as master, with their members. */
@@ -179,6 +194,7 @@ export function renderMetrics(input: MetricsInput): string {
     );
   }
   renderReplication(input.groups ?? [], family, out);
+  renderClusterMetrics(input, family, labels, out);
   family("ballast_nbd_connections", "gauge", "Open connections on the NBD listener.");
   out.push(`ballast_nbd_connections ${num(input.nbdConnections)}`);
   const pool = input.pool;

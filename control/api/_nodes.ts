@@ -6,10 +6,15 @@
  */
 
 import { type Context, Hono } from "hono";
-import type { List, NodeInfo } from "../../mod/types.ts";
+import type { List, NodeInfo, Volume } from "../../mod/types.ts";
 import { InvalidArgumentError } from "../../mod/errors.ts";
 import type { NodeRegistry } from "../nodes/mod.ts";
-import { checkDescription, type DrainOptions, type VolumeService } from "../volumes/mod.ts";
+import {
+  checkDescription,
+  type DrainOptions,
+  nodeLoad,
+  type VolumeService,
+} from "../volumes/mod.ts";
 import type { ApiEnv } from "./_auth.ts";
 import { allowQuery, checkNodeName, readJsonObject, rejectUnknownFields } from "./_validate.ts";
 
@@ -24,12 +29,17 @@ export function nodeRoutes(deps: NodeRouteDeps): Hono<ApiEnv> {
   const app = new Hono<ApiEnv>();
 
   app.get("/", allowQuery(), async (c) => {
-    const body: List<NodeInfo> = { items: await deps.nodes.list() };
+    const [nodes, volumes] = await Promise.all([deps.nodes.list(), deps.volumes.list()]);
+    const body: List<NodeInfo> = { items: withHoldings(nodes, volumes) };
     return c.json(body);
   });
 
   app.get("/:name", allowQuery(), async (c) => {
-    return c.json(await deps.nodes.get(checkNodeName(c.req.param("name"))));
+    const [node, volumes] = await Promise.all([
+      deps.nodes.get(checkNodeName(c.req.param("name"))),
+      deps.volumes.list(),
+    ]);
+    return c.json(withHoldings([node], volumes)[0]);
   });
 
   app.post("/:name/cordon", allowQuery(), async (c) => {
@@ -77,6 +87,21 @@ export function nodeRoutes(deps: NodeRouteDeps): Hono<ApiEnv> {
   });
 
   return app;
+}
+
+/**
+ * The nodes with the volumes each masters and the copies each holds, counted from the volume
+ * records (a volume without replicas is one copy, on its master).
+ */
+function withHoldings(nodes: NodeInfo[], volumes: Volume[]): NodeInfo[] {
+  const load = nodeLoad(
+    volumes.map((v) => ({ members: v.members ?? [v.master], master: v.master })),
+  );
+  return nodes.map((n) => ({
+    ...n,
+    masters: load.get(n.name)?.masters ?? 0,
+    copies: load.get(n.name)?.copies ?? 0,
+  }));
 }
 
 /** Validates a POST /v1/nodes/{name}/drain body: empty, or `{force?, dryRun?}` booleans. */

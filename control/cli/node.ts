@@ -14,7 +14,7 @@ export const NODE_SPECS: Record<string, CommandSpec> = {
   list: {
     path: "node list",
     args: "",
-    summary: "List storage nodes with their state and capacity.",
+    summary: "List storage nodes with their state, masters and copies held, and capacity.",
     flags: [],
     client: true,
     examples: ["ballast node list"],
@@ -22,7 +22,7 @@ export const NODE_SPECS: Record<string, CommandSpec> = {
   get: {
     path: "node get",
     args: "NAME",
-    summary: "Show one node.",
+    summary: "Show one node, with its orphaned copies (DATA/orphaned/) and their size.",
     flags: [],
     client: true,
     examples: ["ballast node get node1 -o json"],
@@ -139,11 +139,24 @@ function stateCell(n: NodeInfo): string {
 export function nodeTable(items: NodeInfo[], now = Date.now()): string {
   if (items.length === 0) return "No nodes.\n";
   return table(
-    ["NAME", "STATE", "VOLUMES", "CAPACITY", "FREE", "LABELS", "API", "NBD", "VERSION", "AGE"],
+    [
+      "NAME",
+      "STATE",
+      "MASTERS",
+      "COPIES",
+      "CAPACITY",
+      "FREE",
+      "LABELS",
+      "API",
+      "NBD",
+      "VERSION",
+      "AGE",
+    ],
     items.map((n) => [
       n.name,
       stateCell(n),
-      String(n.volumes),
+      String(n.masters ?? n.volumes),
+      n.copies === undefined ? "-" : String(n.copies),
       formatSize(n.capacityBytes),
       formatSize(n.freeBytes),
       Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(",") || "-",
@@ -163,7 +176,17 @@ function nodeFields(n: NodeInfo): string {
     ["API", n.apiAddress],
     ["NBD", n.nbdAddress],
     ["Version", n.version],
-    ["Volumes", String(n.volumes)],
+    ["Masters", String(n.masters ?? n.volumes)],
+    ["Copies", n.copies === undefined ? "-" : String(n.copies)],
+    ["Exported", `${n.volumes} (volumes served over NBD here)`],
+    [
+      "Orphaned",
+      n.orphaned
+        ? `${n.orphaned.copies} cop${n.orphaned.copies === 1 ? "y" : "ies"}, ` +
+          `${formatSize(n.orphaned.bytes)} on disk` +
+          (n.orphaned.copies > 0 ? " in DATA/orphaned/ (delete once sure)" : "")
+        : "-",
+    ],
     ["Capacity", `${formatSize(n.capacityBytes)} (${n.capacityBytes} bytes)`],
     ["Free", `${formatSize(n.freeBytes)} (${n.freeBytes} bytes)`],
     [

@@ -420,7 +420,7 @@ function volumeFields(v: Volume): string {
     ["Epoch", String(v.epoch)],
     ...(v.members
       ? [
-        ["Phase", v.phase ?? "-"],
+        ["Phase", (v.phase ?? "-") + (v.phaseReason ? ` (${v.phaseReason})` : "")],
         ["Members", v.members.join(", ")],
         ["In sync", v.inSync?.join(", ") || "<none>"],
         ["Down", v.down?.join(", ") || "<none>"],

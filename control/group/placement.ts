@@ -5,8 +5,11 @@
  * gets either a placement with the reasoning behind it or a reason it cannot be done.
  * Rules, in order:
  *
- * 1. only nodes that are "ready" (not cordoned, unreachable or down), carry the
- *    failure-domain label and have at least `sizeBytes` free are candidates;
+ * 1. only nodes that are "ready" (not cordoned, unreachable or down) and carry the
+ *    failure-domain label are candidates. Free space is not a condition: every volume is
+ *    thin (a sparse file; nothing is reserved), replicated or not, so a group is placed
+ *    where a volume without replicas would be created (docs/CLUSTER.md, "Thin
+ *    provisioning"); free bytes only order the candidates (rule 3);
  * 2. every chosen node is in a distinct failure domain (a distinct value of the
  *    `spreadBy` label; by default every node is its own domain);
  * 3. within a domain the node holding the fewest copies of groups represents it (then
@@ -20,6 +23,9 @@
  * them. Ordering by free bytes alone put every volume created within those 30 s on the
  * same nodes (and on one machine, where all nodes share a disk, on whichever node last
  * saw the disk a little emptier).
+ *
+ * `sizeBytes` is checked (a whole number > 0) and shown in the reasoning, never compared with
+ * free bytes.
  * @module
  */
 
@@ -62,7 +68,7 @@ export function place(request: PlacementRequest, nodes: readonly PlacementNode[]
   const candidates: PlacementNode[] = [];
   const excluded: string[] = [];
   for (const n of [...nodes].sort((a, b) => compareNames(a.name, b.name))) {
-    const why = exclusion(n, request.sizeBytes, spreadBy);
+    const why = exclusion(n, spreadBy);
     if (why === undefined) candidates.push(n);
     else excluded.push(`${n.name} (${why})`);
   }
@@ -98,9 +104,9 @@ export function place(request: PlacementRequest, nodes: readonly PlacementNode[]
   const master = best.reduce((m, n) => (n.masters ?? 0) < (m.masters ?? 0) ? n : m);
   const chosen = [master, ...best.filter((n) => n !== master)];
   const reasoning = [
-    `need ${need} nodes in distinct ${spreadBy ?? "node"} values with ${
+    `need ${need} nodes in distinct ${spreadBy ?? "node"} values for ${
       formatSize(request.sizeBytes)
-    } free; ${domains.size} available`,
+    } (thin); ${domains.size} available`,
     ...excluded.map((e) => `not eligible: ${e}`),
     ...chosen.map((n, i) => {
       const others = domains.get(domainOf(n))!.length - 1;
@@ -128,7 +134,7 @@ export interface AdditionalPlacement {
 /**
  * Chooses up to `request.replicas` more nodes for a group that keeps the members `keep`
  * (a replacement, or a raised replica count), by the same rules as place(): ready nodes
- * with the label and the space, each in a failure domain that no kept member (nor another
+ * with the label (free space orders them, it is no condition), each in a failure domain that no kept member (nor another
  * chosen node) is in, best first. Nodes in `keep` or `exclude` are never chosen.
  */
 export function placeAdditional(
@@ -149,7 +155,7 @@ export function placeAdditional(
   const candidates: PlacementNode[] = [];
   for (const n of [...nodes].sort((a, b) => compareNames(a.name, b.name))) {
     if (keep.includes(n.name) || exclude.includes(n.name)) continue;
-    const why = exclusion(n, request.sizeBytes, spreadBy) ??
+    const why = exclusion(n, spreadBy) ??
       (taken.has(domainOf(n))
         ? (spreadBy === undefined
           ? "a member already"
@@ -173,7 +179,7 @@ export function placeAdditional(
       ? `eligible node${n === 1 ? "" : "s"}`
       : `node${n === 1 ? "" : "s"} in a new ${spreadBy} value`;
   const reasoning = [
-    `need ${count} more ${unit(count)} with ${formatSize(request.sizeBytes)} free besides ${
+    `need ${count} more ${unit(count)} for ${formatSize(request.sizeBytes)} (thin) besides ${
       keep.join(", ") || "nothing"
     }`,
     ...excluded.map((e) => `not eligible: ${e}`),
@@ -208,12 +214,10 @@ function loadText(n: PlacementNode): string {
   return `, ${n.copies ?? 0} copies, master of ${n.masters ?? 0}`;
 }
 
-function exclusion(n: PlacementNode, sizeBytes: number, spreadBy?: string): string | undefined {
+/** Why a node is no candidate (undefined: it is one). Free space is never a reason: thin. */
+function exclusion(n: PlacementNode, spreadBy?: string): string | undefined {
   if (n.state !== "ready") return n.state;
   if (spreadBy !== undefined && n.labels[spreadBy] === undefined) return `no ${spreadBy} label`;
-  if (n.freeBytes < sizeBytes) {
-    return `${formatSize(n.freeBytes)} free < ${formatSize(sizeBytes)}`;
-  }
   return undefined;
 }
 

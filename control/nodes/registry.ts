@@ -251,6 +251,12 @@ export class NodeRegistry {
   #localRecord(): NodeRecord {
     const { capacityBytes, freeBytes } = this.#o.dataPlane.capacity();
     const pool = this.#o.dataPlane.workerPool?.();
+    let orphaned: NodeInfo["orphaned"];
+    try {
+      orphaned = this.#o.dataPlane.orphaned?.();
+    } catch {
+      orphaned = undefined; // unreadable now: left out rather than failing the record
+    }
     return {
       name: this.#o.nodeName,
       apiAddress: this.#o.apiAddress,
@@ -261,6 +267,7 @@ export class NodeRegistry {
       capacityBytes,
       freeBytes,
       volumes: this.#o.dataPlane.volumeStats().length,
+      ...(orphaned ? { orphaned } : {}),
       ...(pool ? { dataWorkers: { size: pool.size, min: pool.min, max: pool.max } } : {}),
       startedAt: this.#startedAt,
       lastSeen: this.#o.now().toISOString(),

@@ -1,17 +1,18 @@
 /**
  * Cluster mode: how a node follows the volume records. One record watch per node
- * (_watch.ts) only dispatches; each change is applied on the volume's own serial
+ * (watchVolumeRecords() below: list `/ballast/volumes/`, then watch from the list revision
+ * + 1; a compacted watch re-lists, a failed one retries with backoff, store/follow_prefix.ts;
+ * idle volumes cost nothing) only dispatches; each change is applied on the volume's own serial
  * lane (_queue.ts), so one volume's slow or failing step never holds up another
  * volume, and a failed step is retried from a fresh read of its record.
  * @module
  */
 
 import type { Logger } from "../common/mod.ts";
-import { freshGet, type KeyValue, type StateStore } from "../store/mod.ts";
+import { followPrefix, freshGet, type KeyValue, type StateStore } from "../store/mod.ts";
 import type { VolumeGroups } from "./_groups.ts";
 import { type RecordChange, RecordQueues } from "./_queue.ts";
 import { parseRecord, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
-import { watchVolumeRecords } from "./_watch.ts";
 
 export interface FollowOptions {
   store: StateStore;
@@ -61,4 +62,39 @@ export function followVolumeRecords(o: FollowOptions): { stop(): Promise<void> }
       await o.groups?.stop();
     },
   };
+}
+
+export interface VolumeWatchHandlers {
+  /** A record as listed or as put; called one at a time, in revision order. */
+  put(kv: KeyValue): Promise<void>;
+  /** A record was deleted. */
+  deleted(name: string): Promise<void>;
+  /** After each (re-)listing: every name that exists (deletes a compaction hid are gone). */
+  listed?(names: Set<string>): Promise<void>;
+}
+
+/** Runs until `stop` aborts. */
+export function watchVolumeRecords(
+  store: StateStore,
+  log: Logger,
+  handlers: VolumeWatchHandlers,
+  stop: AbortSignal,
+): Promise<void> {
+  const nameOf = (kv: KeyValue) => kv.key.slice(VOLUME_PREFIX.length);
+  return followPrefix(store, VOLUME_PREFIX, {
+    async onList(kvs) {
+      for (const kv of kvs) {
+        if (stop.aborted) return;
+        await handlers.put(kv);
+      }
+      await handlers.listed?.(new Set(kvs.map(nameOf)));
+    },
+    async onEvents(events) {
+      for (const ev of events) {
+        if (stop.aborted) return;
+        if (ev.type === "put") await handlers.put(ev.kv);
+        else await handlers.deleted(nameOf(ev.kv));
+      }
+    },
+  }, { signal: stop, logger: log, what: "volume", logCompaction: true });
 }

@@ -26,8 +26,8 @@ export function staleCreateMs(createWaitMs: number): number {
  *
  * `down`: members whose liveness lease is gone. Without `force` they refuse the delete
  * (a down member could never remove its copy, so the delete would never finish); with
- * it they leave `remaining` (they remove their orphaned copy when they come back, see
- * _orphans.ts), and with no live member left the record goes at once ("delete").
+ * it they leave `remaining` for `leftOut` (see leftOutOf(): they remove their copy when they
+ * come back), and with no live member left the record goes at once ("delete").
  */
 export function markGroupDeleting(
   rec: VolumeRecord,
@@ -49,7 +49,7 @@ export function markGroupDeleting(
     throw new FailedPreconditionError(
       `volume "${rec.name}" has member${s} down: ${down.join(", ")}; a down member cannot ` +
         `remove its copy, so the delete would wait for ${down.length > 1 ? "them" : "it"}. ` +
-        `Use --force to delete it now (a down member moves its copy to DATA/orphaned/ when it comes back)`,
+        `Use --force to delete it now (a down member removes its copy when it comes back)`,
       { state: rec.state, down },
     );
   }

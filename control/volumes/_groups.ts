@@ -35,7 +35,9 @@ import { casRecord, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.t
 import { ResyncTracker } from "./_resyncs.ts";
 import { MembershipKeeper } from "./_membership.ts";
 import {
+  deleteGoneCopy,
   deleteLeftCopy,
+  deleteLeftOutCopy,
   holdsCopy,
   leaveOutDown,
   makeJoinedCopy,
@@ -252,12 +254,7 @@ export class VolumeGroups {
     this.members.forget(name);
     if (this.#drivers.has(name)) await this.#stopDriver(name);
     if (!rec) return;
-    await this.#o.plane.deleteVolume(name, { force: true, uuid: rec.uuid }).catch((err) =>
-      this.#log.warn(
-        { volume: name, uuid: rec.uuid, err },
-        "could not remove the copy of a deleted volume; the orphan cleanup at the next start will",
-      )
-    );
+    await deleteGoneCopy(this.#o, rec);
   }
 
   /** Peer addresses of `nodes` (an unknown one gets "", so that sending to it fails). */
@@ -463,7 +460,7 @@ export class VolumeGroups {
       if (this.#drivers.has(rec.name)) await this.#stopDriver(rec.name);
       // Removed already, left out while down, or made by a create this node had not
       // recorded (a crash between making the copy and saying so): remove.
-      await this.#o.plane.deleteVolume(rec.name, { force: true, uuid: rec.uuid });
+      await deleteLeftOutCopy(this.#o, rec);
       return;
     }
     if (self !== master && remaining.includes(master)) return; // wait for the master

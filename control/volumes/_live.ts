@@ -21,7 +21,7 @@ import type {
 } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { VolumeGroups } from "./_groups.ts";
-import { memberStatus } from "./_members.ts";
+import { memberStatus, phaseReason } from "./_members.ts";
 import { toVolume, type VolumeRecord } from "./_record.ts";
 
 /** How long a master's data plane may take to give its members' root hashes. */
@@ -166,6 +166,8 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
       liveError: error,
       now: ctx.now().getTime(),
     });
+    const why = phaseReason(rec.group, out.memberStatus);
+    if (why) out.phaseReason = why;
   }
   out.live = live
     ? { node: live.node, observedAt: live.observedAt }

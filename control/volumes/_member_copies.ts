@@ -13,6 +13,7 @@ import type { Logger } from "../common/mod.ts";
 import type { StateStore } from "../store/mod.ts";
 import { casRecord, specOf, type VolumeRecord } from "./_record.ts";
 import { dropDownMembers } from "./_group_transitions.ts";
+import { clearTombstone } from "./_tombstones.ts";
 
 /** How long a resync waits for a new member to make its copy (it does on its record watch). */
 const NEW_COPY_WAIT_MS = 15_000;
@@ -51,6 +52,57 @@ export async function deleteLeftCopy(
   log.info(
     { volume: rec.name, uuid: rec.uuid, members: rec.group?.members },
     "left the volume group (no longer a member): local copy deleted",
+  );
+}
+
+/** What the deletes below need of the node. */
+interface CopyContext {
+  store: StateStore;
+  plane: DataPlane;
+  logger: Logger;
+  nodeName: string;
+}
+
+/**
+ * The record of group `rec` is gone: removes this node's copy if one is left (not when the
+ * node was left out of a forced delete while down, or a create was undone before it recorded
+ * its copy) and takes the node off the volume's tombstone (_tombstones.ts). A failure is left
+ * to the orphan cleanup at the next start.
+ */
+export async function deleteGoneCopy(ctx: CopyContext, rec: VolumeRecord): Promise<void> {
+  try {
+    await ctx.plane.deleteVolume(rec.name, { force: true, uuid: rec.uuid });
+  } catch (err) {
+    ctx.logger.warn(
+      { volume: rec.name, uuid: rec.uuid, err },
+      "could not remove the copy of a deleted volume; the orphan cleanup at the next start will",
+    );
+    return;
+  }
+  await clearTombstone(ctx.store, rec.uuid, ctx.nodeName, ctx.logger);
+}
+
+/**
+ * Group `rec` is being deleted and `remaining` does not list this node (removed already, left
+ * out while down, or a copy made by a create it had not recorded): removes the copy, and when
+ * the record lists the node left out, takes it off (no tombstone need name it then).
+ */
+export async function deleteLeftOutCopy(ctx: CopyContext, rec: VolumeRecord): Promise<void> {
+  const self = ctx.nodeName;
+  await ctx.plane.deleteVolume(rec.name, { force: true, uuid: rec.uuid });
+  if (!rec.leftOut?.includes(self)) return;
+  await casRecord(
+    ctx.store,
+    rec.name,
+    rec.uuid,
+    (cur) =>
+      cur.leftOut?.includes(self)
+        ? { ...cur, leftOut: cur.leftOut.filter((m) => m !== self) }
+        : undefined,
+  );
+  ctx.logger.info(
+    { volume: rec.name, uuid: rec.uuid },
+    "removed the copy of a volume deleted (--force) while this node was down",
   );
 }
 

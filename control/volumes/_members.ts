@@ -109,3 +109,37 @@ export function resyncView(r: LiveResync, sizeBytes: number, at: number): Member
     startedAt: r.startedAt,
   };
 }
+
+/**
+ * Why a group is not healthy, in a line (Volume.phaseReason); undefined when healthy. Read off
+ * the record's phase and the member states above, so `volume get` on any node says the same:
+ *
+ * - degraded: each member not in sync, with its state and why;
+ * - failing-over: the master is down and which in-sync members may take over;
+ * - unavailable: the master is down and no in-sync member is up.
+ */
+export function phaseReason(g: GroupRecord, members: VolumeMember[]): string | undefined {
+  const master = members.find((m) => m.node === g.master);
+  const masterDown = `master ${g.master} is down` +
+    (master?.state === "down" && master.reason ? ` (${master.reason})` : "");
+  if (g.phase === "unavailable") {
+    const others = members.filter((m) => m.node !== g.master && m.state !== "in-sync");
+    const lagging = others.length === 0
+      ? ""
+      : `; not in sync: ${others.map((m) => `${m.node} (${m.state})`).join(", ")}`;
+    return `no in-sync member is up: ${masterDown}${lagging}; nobody serves the volume until ` +
+      `${g.master} is back`;
+  }
+  if (g.phase === "failing-over") {
+    const up = g.inSync.filter((m) => m !== g.master && !g.down.includes(m));
+    return `${masterDown}; in-sync ${up.join(", ")} takes over`;
+  }
+  if (g.phase !== "degraded") return undefined;
+  const parts = members.filter((m) => m.state !== "in-sync").map((m) => {
+    const what = m.state === "resyncing" && m.resync
+      ? `resyncing (${m.resync.percent.toFixed(1)}% of the current pass compared)`
+      : `${m.state === "out-of-sync" ? "out of sync" : m.state}${m.reason ? `: ${m.reason}` : ""}`;
+    return `${m.role} ${m.node} ${what}`;
+  });
+  return parts.length > 0 ? parts.join("; ") : "a member is out of sync or down";
+}

@@ -1,13 +1,20 @@
 /**
- * Orphan cleanup at node start (cluster mode): a copy on disk (DATA/volumes/<uuid>.vol)
- * whose uuid is in no volume record is left over from a volume deleted while this node
- * was down (a forced delete of a group leaves down members out) or from an undone
- * create. Uuids are never reused, so such a file can never belong to a volume again; it
- * is moved out of the way to DATA/orphaned/ with a warning, never deleted: if the
- * records were lost instead (etcd restored from an old backup), the data is still there.
+ * Orphan cleanup at node start (cluster mode). A copy on disk (DATA/volumes/<uuid>.vol)
+ * whose uuid is in no volume record is either:
+ *
+ * - the copy of a group deleted by force while this node was down: a tombstone names this
+ *   node for its uuid (_tombstones.ts). The operator deleted the volume, so the copy is
+ *   removed at once (as the other members removed theirs), and the node takes itself off
+ *   the tombstone;
+ * - anything else (an undone create, a record lost): uuids are never reused, so it can never
+ *   belong to a volume again; it is moved out of the way to DATA/orphaned/ with a warning,
+ *   never deleted: if the records were lost (etcd restored from an old backup), the data is
+ *   still there. `node get` and /metrics show what DATA/orphaned/ holds.
  *
  * Safety:
- * - the records are listed BEFORE the directory is read, and a record is always written
+ * - a tombstone is written only when the record of its uuid is removed, so a tombstoned copy
+ *   is never one being created;
+ * - otherwise the records are listed BEFORE the directory is read, and a record is always written
  *   before its files are made: a file whose record appeared after the listing is newer
  *   than the listing, and a file is only removed when it is older than a margin
  *   (default 10 minutes; `BALLAST_ORPHAN_MIN_AGE_MS` in the environment changes it, for
@@ -24,6 +31,7 @@ import type { Logger } from "../common/mod.ts";
 import { NODE_PREFIX } from "../nodes/mod.ts";
 import type { StateStore } from "../store/mod.ts";
 import { parseRecord, VOLUME_PREFIX } from "./_record.ts";
+import { clearTombstone, tombstonesOf } from "./_tombstones.ts";
 
 /** How old a file without a record must be before it is removed. */
 export const ORPHAN_MIN_AGE_MS = 10 * 60_000;
@@ -40,7 +48,35 @@ export function orphanMinAgeMs(env: string | undefined): number {
   return ms;
 }
 
-/** Removes orphaned copies; returns the uuids removed. */
+/**
+ * Removes this node's copy of volume `name` (uuid `uuid`), deleted by force while the node was
+ * down, and takes the node off its tombstone. Returns whether the copy went.
+ */
+async function removeDeletedCopy(
+  ctx: { store: StateStore; plane: DataPlane; log: Logger; node: string },
+  name: string,
+  uuid: string,
+  sizeBytes: number,
+  log: Logger,
+): Promise<boolean> {
+  try {
+    await ctx.plane.deleteVolume(name, { force: true, uuid });
+  } catch (err) {
+    log.warn({ volume: name, err }, "could not remove the copy of a volume deleted while down");
+    return false;
+  }
+  log.info(
+    { volume: name, sizeBytes },
+    "removed the copy of a volume deleted (--force) while this node was down",
+  );
+  await clearTombstone(ctx.store, uuid, ctx.node, ctx.log);
+  return true;
+}
+
+/**
+ * Removes the copies of volumes deleted while this node was down and moves other orphaned
+ * copies to DATA/orphaned/; returns the uuids of both.
+ */
 export async function removeOrphans(ctx: {
   store: StateStore;
   plane: DataPlane;
@@ -51,8 +87,15 @@ export async function removeOrphans(ctx: {
 }): Promise<string[]> {
   const { kvs } = await ctx.store.list(VOLUME_PREFIX);
   const known = new Set(kvs.map((kv) => parseRecord(kv).uuid));
+  const deleted = await tombstonesOf(ctx.store, ctx.node);
   const copies = await ctx.plane.listCopies();
   const candidates = copies.filter((c) => !known.has(c.uuid));
+  // Tombstones whose copy is gone already (removed before the record went): just clear them.
+  for (const uuid of deleted.keys()) {
+    if (!candidates.some((c) => c.uuid === uuid)) {
+      await clearTombstone(ctx.store, uuid, ctx.node, ctx.log);
+    }
+  }
   if (candidates.length === 0) return [];
   if (!await ctx.store.get(NODE_PREFIX + ctx.node)) {
     ctx.log.warn(
@@ -67,6 +110,11 @@ export async function removeOrphans(ctx: {
   for (const c of candidates) {
     const ageMs = now - c.mtime.getTime();
     const log = ctx.log.child({ uuid: c.uuid, file: `volumes/${c.uuid}.vol` });
+    const tomb = deleted.get(c.uuid);
+    if (tomb) {
+      if (await removeDeletedCopy(ctx, tomb.name, c.uuid, c.sizeBytes, log)) removed.push(c.uuid);
+      continue;
+    }
     if (ageMs < ctx.minAgeMs) {
       log.info({ ageMs, minAgeMs: ctx.minAgeMs }, "volume copy without a record kept: too new");
       continue;

@@ -1,6 +1,6 @@
 /**
  * One serial lane per volume for the record changes this node applies (cluster mode),
- * so the shared record watch (_watch.ts) only dispatches and never waits on one
+ * so the shared record watch (_follow.ts) only dispatches and never waits on one
  * volume's file work or etcd writes: a slow or stuck volume holds up its own lane only.
  *
  * - order: a lane applies one change at a time, in the order they arrived;

@@ -1,6 +1,6 @@
 /**
  * The stored form of a volume (`/ballast/volumes/<name>`) and helpers shared by
- * VolumeService and its private parts (_watch.ts, _groups.ts).
+ * VolumeService and its private parts (_follow.ts, _groups.ts).
  * @module
  */
 
@@ -14,7 +14,8 @@ import type { Volume } from "../../mod/types.ts";
 import type { VolumeSpec } from "../../data/plane.ts";
 import type { GroupRecord } from "../group/mod.ts";
 import { livenessCompares } from "../nodes/mod.ts";
-import { type Compare, freshGet, type KeyValue, type StateStore } from "../store/mod.ts";
+import { type Compare, freshGet, type KeyValue, type Op, type StateStore } from "../store/mod.ts";
+import { leftOutOf, type Tombstone, TOMBSTONE_PREFIX } from "./_tombstones.ts";
 import type { SyncNotes } from "./_sync_notes.ts";
 import { withHistory } from "../events/mod.ts";
 
@@ -52,6 +53,11 @@ export type VolumeRecord =
     /** While a group is "deleting": members whose copy has not been removed yet. */
     remaining?: string[];
     /**
+     * While a group is "deleting" by force: members left out while down, which remove their
+     * copy when back (a tombstone keeps the list once the record is gone; _group_transitions.ts).
+     */
+    leftOut?: string[];
+    /**
      * Group members out of the in-sync set: since when and why, noted by the change that
      * took each out (_sync_notes.ts). Absent when every member is in sync.
      */
@@ -69,6 +75,7 @@ export function toVolume(record: VolumeRecord): Volume {
     created: _c,
     createFailed: _cf,
     remaining: _rm,
+    leftOut: _lo,
     outOfSync: _o,
     eventSeq: _e,
     ...stored
@@ -111,6 +118,12 @@ export function dataPlaneError(err: unknown, what: string): BallastError {
   return new BallastError("INTERNAL", `${what}: ${message}`, { cause: err });
 }
 
+/** `rec` with `leftOut` set (or dropped when empty). */
+function withLeftOut(rec: VolumeRecord, leftOut: string[]): VolumeRecord {
+  const { leftOut: _l, ...rest } = rec;
+  return leftOut.length > 0 ? { ...rest, leftOut } : rest;
+}
+
 /** How often casRecord() retries after losing a race. */
 const CAS_ATTEMPTS = 20;
 
@@ -140,10 +153,23 @@ export async function casRecord(
     const rec = parseRecord(kv);
     if (uuid !== undefined && rec.uuid !== uuid) return undefined;
     const down = (await options.downGuard?.(rec)) ?? [];
-    const changed = await change(rec, down);
-    if (changed === undefined) return undefined;
+    const asked = await change(rec, down);
+    if (asked === undefined) return undefined;
+    // Members a forced delete leaves out: kept in the record, then in a tombstone.
+    const leftOut = rec.group ? leftOutOf(rec, asked, down) : [];
+    const changed = asked === "delete" ? asked : withLeftOut(asked, leftOut);
+    const now = new Date();
+    const tombstone: Tombstone = {
+      name,
+      uuid: rec.uuid,
+      members: leftOut,
+      deletedAt: now.toISOString(),
+    };
+    const buried: Op[] = asked === "delete" && leftOut.length > 0
+      ? [{ type: "put", key: TOMBSTONE_PREFIX + rec.uuid, value: JSON.stringify(tombstone) }]
+      : [];
     // The group's events go in the same transaction (control/events/).
-    const { record: next, ops } = withHistory(rec, changed, new Date());
+    const { record: next, ops } = withHistory(rec, changed, now);
     const compares: Compare[] = [
       { key, target: "modRevision", op: "==", value: kv.modRevision },
       ...livenessCompares(down),
@@ -155,6 +181,7 @@ export async function casRecord(
         value: JSON.stringify(next),
       },
       ...ops,
+      ...buried,
     ]);
     if (res.succeeded) return next;
   }

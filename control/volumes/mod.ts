@@ -31,4 +31,5 @@ export {
   SECTOR,
   VOLUME_NAME,
 } from "./rules.ts";
+export { type NodeLoad, nodeLoad } from "./_group_create.ts";
 export { ORPHAN_MIN_AGE_MS, orphanMinAgeMs } from "./_orphans.ts";

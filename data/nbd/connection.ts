@@ -79,6 +79,7 @@ export class Connection {
   #pending = 0;
   #idle: (() => void) | undefined;
   #closed = false;
+  #ended: string | undefined; // why it ended, for the line that says so (#finish)
   #shuttingDown = false;
   /** Stream offset from which requests are refused with ESHUTDOWN (set at shutdown). */
   #cutoff = Infinity;
@@ -153,6 +154,7 @@ export class Connection {
     } catch (err) {
       if (!this.#closed) {
         const msg = err instanceof Error ? err.message : String(err);
+        this.#ended ??= msg;
         if (err instanceof ClientRefusedError) {
           this.#log.warn({ reason: msg }, "client refused");
         } else if (err instanceof ProtocolError) {
@@ -174,6 +176,7 @@ export class Connection {
   /** Hard disconnect now (volume deleted with force, watchdog). */
   abort(reason: string): void {
     if (this.#closed) return;
+    this.#ended ??= reason;
     this.#log.warn({ reason }, "disconnecting client");
     this.#close();
   }
@@ -264,7 +267,7 @@ export class Connection {
         progressed = true;
         if (parsed.kind === "disc") {
           // "The server MUST handle all outstanding requests ... and close the TCP session."
-          this.#log.debug("client sent NBD_CMD_DISC");
+          this.#ended ??= "client sent NBD_CMD_DISC";
           await this.#drain();
           return;
         }
@@ -488,6 +491,9 @@ export class Connection {
     }
     this.#forward?.close();
     this.#close();
-    this.#log.debug("connection closed");
+    const reason = this.#ended ?? (this.#shuttingDown ? "server shutdown" : "client closed it");
+    const seconds = Math.round(performance.now() - this.openedAt) / 1000;
+    if (this.#export) this.#log.info({ reason, seconds }, "client disconnected");
+    else this.#log.debug({ reason, seconds }, "connection closed");
   }
 }

@@ -13,9 +13,23 @@ import { createServer, type Server as NodeServer } from "node:net";
 import { NodeSocketTransport } from "./node_transport.ts";
 import { listenServer } from "../net/mod.ts";
 
+/**
+ * Connection ids: one sequence per thread, shared by every listener of the thread, so an id
+ * names one connection in the log however many listeners there are. With data workers the
+ * main thread numbers the connections it hands over (data/pool/pool.ts) and passes the id.
+ */
+let lastConnectionId = 0;
+
+/** The next connection id of this thread. */
+export function nextConnectionId(): number {
+  return ++lastConnectionId;
+}
+
 export interface NbdServerOptions {
   exports: ExportTable;
   logger: Logger;
+  /** The listener's name in every line of its connections (`listener`: nbd, local). */
+  listener?: string;
   /** Policy per connection (TLS issue: depends on the listener and the client). */
   policy?: (remote: string) => HandshakePolicy;
   startTls?: StartTls;
@@ -32,14 +46,13 @@ export class NbdServer {
   #listener: Deno.TcpListener | undefined;
   #nodeServer: NodeServer | undefined;
   #conns = new Set<Connection>();
-  #nextId = 1;
   #watchdog: ReturnType<typeof setInterval> | undefined;
   #accepting: Promise<void> | undefined;
   #log: Logger;
 
   constructor(opts: NbdServerOptions) {
     this.#opts = opts;
-    this.#log = opts.logger;
+    this.#log = opts.listener ? opts.logger.child({ listener: opts.listener }) : opts.logger;
   }
 
   /**
@@ -79,11 +92,14 @@ export class NbdServer {
     return this.#conns.size;
   }
 
-  /** Serves one already-accepted transport (the listener's, a data worker's, tests'). */
-  serve(transport: Transport): Promise<void> {
+  /**
+   * Serves one already-accepted transport (the listener's, a data worker's, tests'); `id` is
+   * the connection's id when its acceptor numbered it (default: this thread's next).
+   */
+  serve(transport: Transport, id = nextConnectionId()): Promise<void> {
     this.#startWatchdog();
     const conn = new Connection(transport, {
-      id: this.#nextId++,
+      id,
       exports: this.#opts.exports,
       policy: this.#opts.policy?.(transport.remote) ?? PLAINTEXT,
       logger: this.#log,

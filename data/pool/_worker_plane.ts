@@ -126,8 +126,8 @@ export class WorkerPlane {
       ? undefined
       : nbdStartTls(() => this.#context!, (der) => this.#verify(der, "nbd-client"));
     this.#servers = {
-      nbd: new NbdServer({ ...common, policy: () => nbdPolicy, startTls }),
-      local: new NbdServer(common),
+      nbd: new NbdServer({ ...common, listener: "nbd", policy: () => nbdPolicy, startTls }),
+      local: new NbdServer({ ...common, listener: "local" }),
     };
     for (const v of init.volumes) this.export(v);
     this.#remote = new RemoteExports(
@@ -281,14 +281,14 @@ export class WorkerPlane {
     for (const e of this.#exports.list()) e.lease.clockOffset = offset;
   }
 
-  /** Serves one connection handed over as a descriptor. */
-  serve(fd: number, listener: ListenerKind, remote: string): void {
+  /** Serves connection `conn` (numbered by the main thread), handed over as a descriptor. */
+  serve(fd: number, listener: ListenerKind, remote: string, conn: number): void {
     // Plaintext listeners read straight into a reused buffer; a TLS one reads through
     // 'data' events until STARTTLS, then the TLS layer reads directly.
     const direct = listener === "local" || this.#tls === undefined;
     const transport = openFdTransport(fd, remote, { direct });
     this.#count(+1);
-    this.#servers[listener].serve(transport).finally(() => this.#count(-1));
+    this.#servers[listener].serve(transport, conn).finally(() => this.#count(-1));
   }
 
   #count(d: number): void {

@@ -10,6 +10,7 @@
 import type { Logger } from "pino";
 import { threadCpuSeconds } from "./_cpu.ts";
 import { closeFd } from "../net/fd_listener.ts";
+import { nextConnectionId } from "../nbd/server.ts";
 import type { DirectoryEntry } from "../proxy/mod.ts";
 import {
   checkFromWorker,
@@ -109,7 +110,7 @@ export class WorkerPool {
   #resizes = { grow: 0, shrink: 0 };
   #replaced = 0;
   /** Connections accepted while no worker was ready yet. */
-  #waiting: { fd: number; listener: ListenerKind; remote: string }[] = [];
+  #waiting: { fd: number; listener: ListenerKind; remote: string; conn: number }[] = [];
   /** The TLS material the workers have, to resend it when it changes. */
   #tlsSent = "";
 
@@ -306,8 +307,11 @@ export class WorkerPool {
     this.#spawn(slot.id);
   }
 
-  /** Hands an accepted connection to the worker that should take it. */
-  dispatch(fd: number, listener: ListenerKind, remote: string): void {
+  /**
+   * Hands an accepted connection to the worker that should take it, numbered here (`conn`)
+   * so that ids stay unique across workers and listeners (data/nbd/server.ts).
+   */
+  dispatch(fd: number, listener: ListenerKind, remote: string, conn = nextConnectionId()): void {
     if (this.#closing) {
       closeFd(fd);
       return;
@@ -315,19 +319,19 @@ export class WorkerPool {
     const active = [...this.#slots.values()].filter((s) => s.state === "active");
     const id = place(active.map((s) => ({ id: s.id, busy: s.busy, connections: s.connections })));
     if (id === undefined) {
-      this.#waiting.push({ fd, listener, remote });
+      this.#waiting.push({ fd, listener, remote, conn });
       return;
     }
     const slot = this.#slots.get(id)!;
     slot.connections++; // counted now, so a burst spreads before the worker reports
     slot.handed++;
-    this.#send(slot, { type: "serve", fd, listener, remote });
+    this.#send(slot, { type: "serve", fd, listener, remote, conn });
   }
 
   #drainWaiting(): void {
     const waiting = this.#waiting;
     this.#waiting = [];
-    for (const w of waiting) this.dispatch(w.fd, w.listener, w.remote);
+    for (const w of waiting) this.dispatch(w.fd, w.listener, w.remote, w.conn);
   }
 
   /** Sends `m` to every worker (volumes, TLS material). */

@@ -12,7 +12,7 @@
 import type { DirectoryEntry } from "../proxy/mod.ts";
 
 /** Bumped whenever a message changes shape or meaning. */
-export const POOL_PROTOCOL_VERSION = 3;
+export const POOL_PROTOCOL_VERSION = 4;
 
 /** Which listener accepted a connection: it decides the handshake policy. */
 export type ListenerKind =
@@ -88,7 +88,8 @@ export type ToWorker =
     /** Where the volumes other nodes serve are (attach anywhere, data/proxy/). */
     directory: DirectoryEntry[];
   }
-  | { type: "serve"; fd: number; listener: ListenerKind; remote: string }
+  /** `conn`: the connection's id, numbered by the main thread across every worker. */
+  | { type: "serve"; fd: number; listener: ListenerKind; remote: string; conn: number }
   | { type: "export"; volume: WorkerVolume }
   | { type: "unexport"; name: string; reason: string }
   | { type: "resize"; name: string; sizeBytes: number }
@@ -165,6 +166,9 @@ export function checkToWorker(m: unknown): ToWorker {
     }
     case "serve":
       if (!Number.isInteger((m as { fd?: unknown }).fd)) throw new Error("serve without an fd");
+      if (!Number.isInteger((m as { conn?: unknown }).conn)) {
+        throw new Error("serve without a connection id");
+      }
       return m as ToWorker;
     case "export":
     case "unexport":

@@ -38,7 +38,7 @@ self.onmessage = (e: MessageEvent) => {
       plane!.setClock(m.mainNow - m.sentAt);
       break;
     case "serve":
-      plane!.serve(m.fd, m.listener, m.remote);
+      plane!.serve(m.fd, m.listener, m.remote, m.conn);
       break;
     case "export":
       plane!.export(m.volume);

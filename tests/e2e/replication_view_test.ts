@@ -138,6 +138,28 @@ e2eTest(
       assert(away!.outOfSyncSince && away!.lagSeconds !== undefined, JSON.stringify(away));
       const fromMaster = memberOf(await getJson(c.nodes.get(master)!, "rv"), victim);
       assertEquals([fromMaster.state, fromMaster.role], ["down", "replica"]);
+      // The phase says why (issue 10 item 14), on any node; every node's /metrics has the
+      // group's phase and counts and the nodes' states; node list counts masters and copies.
+      const degraded = await viaOther();
+      assertEquals(degraded.phase, "degraded");
+      assert(degraded.phaseReason?.startsWith(`replica ${victim} down: `), degraded.phaseReason);
+      const seen = await metrics(c.nodes.get(other)!);
+      for (
+        const want of [
+          'ballast_volume_phase{volume="rv",phase="degraded"} 1',
+          'ballast_volume_phase{volume="rv",phase="healthy"} 0',
+          'ballast_volume_in_sync_members{volume="rv"} 2',
+          'ballast_volume_desired_copies{volume="rv"} 3',
+          `ballast_volume_epoch{volume="rv"} ${degraded.epoch}`,
+          `ballast_node_state{node="${victim}",state="down"} 1`,
+          `ballast_node_state{node="${other}",state="ready"} 1`,
+        ]
+      ) assert(seen.includes(want), `${want} in the /metrics of ${other}`);
+      const listed = await admin(c.nodes.get(other)!, ["node", "list", "-o", "json"]);
+      assertEquals(listed.code, 0, listed.stderr);
+      const held = (JSON.parse(listed.stdout).items as Array<Record<string, unknown>>)
+        .map((n) => [n.name, n.masters, n.copies]);
+      assertEquals(held, NAMES.map((n) => [n, n === master ? 1 : 0, 1]));
 
       const m = c.nodes.get(master)!;
       const series = (lines: string[], family: string, extra = "") =>

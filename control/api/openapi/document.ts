@@ -309,6 +309,10 @@ export const OPENAPI_DOCUMENT = {
           inSync: { ...strings, description: "Members holding every write acknowledged" },
           down: { ...strings, description: "Members whose liveness lease expired" },
           phase: { type: "string", enum: ["healthy", "degraded", "failing-over", "unavailable"] },
+          phaseReason: {
+            type: "string",
+            description: "Get of one replicated volume that is not healthy: why, in a line",
+          },
           spreadBy: { type: "string", description: "Failure-domain label of the placement" },
           ...VOLUME_LIVE_PROPERTIES,
           ...VOLUME_MEMBERSHIP_PROPERTIES,
@@ -361,7 +365,14 @@ export const OPENAPI_DOCUMENT = {
           labels,
           capacityBytes: { type: "integer" },
           freeBytes: { type: "integer" },
-          volumes: { type: "integer" },
+          volumes: { type: "integer", description: "Volumes the node exports over NBD now" },
+          masters: { type: "integer", description: "Volumes mastered here (volume records)" },
+          copies: { type: "integer", description: "Copies held here, master or replica" },
+          orphaned: {
+            type: "object",
+            description: "Copies in the node's DATA/orphaned/ and the bytes they take on disk",
+            properties: { copies: { type: "integer" }, bytes: { type: "integer" } },
+          },
           dataWorkers: {
             type: "object",
             description: "The data worker pool serving NBD, when the node runs one " +

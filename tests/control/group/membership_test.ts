@@ -73,11 +73,11 @@ const cases: { name: string; input: MembershipInput; want: string }[] = [
         node("n2", 40),
         node("n3", 30, {}, "down"),
         node("n4", 20, {}, "cordoned"),
-        node("n5", 0.5),
+        node("n5", 0.5, {}, "unreachable"),
       ],
     }),
     want: "blocked: cannot replace n3 (absent for 600 s, more than 300 s): need 1 more " +
-      "eligible node, found 0; not eligible: n4 (cordoned), n5 (512 MiB free < 1 GiB)",
+      "eligible node, found 0; not eligible: n4 (cordoned), n5 (unreachable)",
   },
   {
     name: "the master never replaces itself (failover does), and only the master decides",

@@ -77,8 +77,8 @@ const cases: {
     want: "impossible: need 3 nodes in distinct zone values, have 2: zone=a (n1,n2), zone=b (n3)",
   },
   {
-    name: "fails naming why nodes are not eligible",
-    replicas: 2,
+    name: "fails naming why nodes are not eligible (free space is none of them: thin)",
+    replicas: 3,
     spreadBy: "zone",
     sizeGiB: 2,
     nodes: [
@@ -87,8 +87,15 @@ const cases: {
       node("n3", 1, { zone: "c" }),
       node("n4", 10),
     ],
-    want: "impossible: need 3 nodes in distinct zone values, have 1: zone=a (n1); " +
-      "not eligible: n2 (cordoned), n3 (1 GiB free < 2 GiB), n4 (no zone label)",
+    want: "impossible: need 4 nodes in distinct zone values, have 2: zone=a (n1), zone=c (n3); " +
+      "not eligible: n2 (cordoned), n4 (no zone label)",
+  },
+  {
+    name: "places on nodes with less free than the volume's size: every volume is thin",
+    replicas: 1,
+    sizeGiB: 100,
+    nodes: [node("n1", 1), node("n2", 0)],
+    want: "master n1, replicas [n2]",
   },
   {
     name: "fails with no nodes at all",
@@ -125,7 +132,7 @@ Deno.test("describePlacement() explains the choice", () => {
     describePlacement(p),
     [
       "master n2, replicas [n3]",
-      "  need 2 nodes in distinct zone values with 1 GiB free; 2 available",
+      "  need 2 nodes in distinct zone values for 1 GiB (thin); 2 available",
       "  not eligible: n4 (cordoned)",
       "  master n2: zone=a, 20 GiB free (best of 2 in its domain)",
       "  replica n3: zone=b, 5 GiB free",
@@ -171,7 +178,7 @@ Deno.test("place() makes the chosen node that masters the fewest groups the mast
     describePlacement(p),
     [
       "master n2, replicas [n1, n3]",
-      "  need 3 nodes in distinct node values with 1 GiB free; 4 available",
+      "  need 3 nodes in distinct node values for 1 GiB (thin); 4 available",
       "  master n2: n2, 10 GiB free, 4 copies, master of 0",
       "  replica n1: n1, 10 GiB free, 4 copies, master of 3",
       "  replica n3: n3, 10 GiB free, 4 copies, master of 1",

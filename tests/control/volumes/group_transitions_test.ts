@@ -6,6 +6,7 @@ import {
   staleCreateMs,
 } from "../../../control/volumes/_group_transitions.ts";
 import type { VolumeRecord } from "../../../control/volumes/_record.ts";
+import { leftOutOf } from "../../../control/volumes/_tombstones.ts";
 import { newRecord } from "../../../control/group/mod.ts";
 import { FailedPreconditionError } from "../../../mod/errors.ts";
 import { assertEquals, assertThrows } from "../../_assert.ts";
@@ -160,4 +161,25 @@ Deno.test("dropDownMembers(): a forced delete drops members gone down; only forc
     "not forced: waits for n3",
   );
   assertEquals(dropDownMembers(record(), ["n3"]), undefined, "not deleting");
+});
+
+Deno.test("leftOutOf(): members a forced delete leaves out while down, carried until the record goes", () => {
+  const group = { members: ["n1", "n2", "n3"] };
+  const ready = { state: "ready", group };
+  const deleting = { state: "deleting", group, remaining: ["n1", "n2"] };
+  // markGroupDeleting with n3 down: n3 left out.
+  assertEquals(leftOutOf(ready, deleting, ["n3"]), ["n3"]);
+  // Every member down: the record goes at once, all left out (the tombstone names them).
+  assertEquals(leftOutOf(ready, "delete", ["n1", "n2", "n3"]), ["n1", "n2", "n3"]);
+  // The live members remove their copies (no liveness guard): n3 stays left out.
+  const noted = { ...deleting, leftOut: ["n3"] };
+  assertEquals(leftOutOf(noted, { ...noted, remaining: ["n1"] }, []), ["n3"]);
+  assertEquals(leftOutOf({ ...noted, remaining: ["n1"] }, "delete", []), ["n3"]);
+  // A member going down during the delete joins them (dropDownMembers).
+  assertEquals(leftOutOf(noted, { ...noted, remaining: ["n1"] }, ["n2"]), ["n2", "n3"]);
+  // n3 back before the record went took itself off: nobody left out.
+  assertEquals(leftOutOf(noted, { ...noted, leftOut: [] }, []), []);
+  // An ordinary delete (nobody down) leaves nobody out.
+  assertEquals(leftOutOf(ready, { ...deleting, remaining: group.members }, []), []);
+  assertEquals(leftOutOf({ ...deleting, remaining: ["n1"] }, "delete", []), []);
 });
