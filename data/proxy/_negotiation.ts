@@ -1,0 +1,114 @@
+/**
+ * The pieces of the forwarding client's option haggling ("Option haggling"): its errors, a
+ * queue of received bytes taken in exact amounts, and option requests and replies.
+ * @module
+ */
+
+import * as C from "../nbd/constants.ts";
+
+export type UpstreamErrorCode = "unreachable" | "refused" | "protocol" | "closed" | "timeout";
+
+export class UpstreamError extends Error {
+  override name = "UpstreamError";
+  constructor(readonly code: UpstreamErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/**
+ * Bytes received and not consumed yet, taken in exact amounts as they arrive. Pushed chunks
+ * belong to the queue (never reused by the caller), so what take() returns may be kept.
+ */
+export class ByteQueue {
+  #chunks: Uint8Array[] = [];
+  #size = 0;
+  #want: { n: number; resolve: (b: Uint8Array) => void; reject: (e: Error) => void } | undefined;
+  #error: Error | undefined;
+
+  get size(): number {
+    return this.#size;
+  }
+
+  push(chunk: Uint8Array): void {
+    this.#chunks.push(chunk);
+    this.#size += chunk.length;
+    const w = this.#want;
+    if (w && this.#size >= w.n) {
+      this.#want = undefined;
+      w.resolve(this.take(w.n));
+    }
+  }
+
+  fail(err: Error): void {
+    this.#error ??= err;
+    const w = this.#want;
+    this.#want = undefined;
+    w?.reject(this.#error);
+  }
+
+  /** Exactly `n` bytes, which must be buffered. */
+  take(n: number): Uint8Array {
+    const first = this.#chunks[0];
+    if (first && first.length >= n) {
+      const out = first.subarray(0, n);
+      if (first.length === n) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(n);
+      this.#size -= n;
+      return out;
+    }
+    const out = new Uint8Array(n);
+    let at = 0;
+    while (at < n) {
+      const c = this.#chunks[0];
+      const k = Math.min(c.length, n - at);
+      out.set(c.subarray(0, k), at);
+      at += k;
+      if (k === c.length) this.#chunks.shift();
+      else this.#chunks[0] = c.subarray(k);
+    }
+    this.#size -= n;
+    return out;
+  }
+
+  /** Resolves to exactly `n` bytes once they have arrived. */
+  need(n: number): Promise<Uint8Array> {
+    if (this.#size >= n) return Promise.resolve(this.take(n));
+    if (this.#error) return Promise.reject(this.#error);
+    return new Promise((resolve, reject) => (this.#want = { n, resolve, reject }));
+  }
+}
+
+const dec = new TextDecoder();
+
+/** An option request ("Option haggling"): IHAVEOPT, option, length, data. */
+export function encodeOption(option: number, data: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const b = new Uint8Array(16 + data.length);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, C.IHAVEOPT_HI);
+  v.setUint32(4, C.IHAVEOPT_LO);
+  v.setUint32(8, option);
+  v.setUint32(12, data.length);
+  b.set(data, 16);
+  return b;
+}
+
+/** One option reply ("Option reply"): its type, data, and the text of an error reply. */
+export async function readOptionReply(
+  input: ByteQueue,
+  option: number,
+  remote: string,
+): Promise<{ type: number; data: Uint8Array; message: string }> {
+  const h = await input.need(20);
+  const v = new DataView(h.slice().buffer);
+  if (v.getUint32(0) !== C.REPLY_MAGIC_HI || v.getUint32(4) !== C.REPLY_MAGIC_LO) {
+    throw new UpstreamError("protocol", `bad option reply magic from ${remote}`);
+  }
+  if (v.getUint32(8) !== option) {
+    throw new UpstreamError("protocol", `option reply for ${v.getUint32(8)}, not ${option}`);
+  }
+  const type = v.getUint32(12);
+  const length = v.getUint32(16);
+  if (length > 64 * 1024) throw new UpstreamError("protocol", "option reply too long");
+  const data = length > 0 ? (await input.need(length)).slice() : new Uint8Array(0);
+  return { type, data, message: type >= 0x80000000 ? dec.decode(data) : "" };
+}
