@@ -8,11 +8,13 @@
  *   volume is degraded (not unavailable) and served, and a group it is a replica of counts it
  *   again;
  * - etcd stopped (every member SIGSTOPped) during a group's first write, past the lease TTL:
- *   the write held at the gate completes once etcd is back, and nobody stays down.
+ *   the write held at the gate completes once etcd is back, and nobody stays down;
+ * - etcd stopped past the lease TTL (item 12): while the nodes register again, no node list
+ *   shows a running node other than ready, and a node killed during the outage shows down.
  */
 
 import { assertEquals } from "../_assert.ts";
-import { e2eTest } from "./_harness.ts";
+import { e2eTest, run } from "./_harness.ts";
 import { nbdPy, nodeRows, PYTHON, report } from "./_cluster.ts";
 import {
   createVolume,
@@ -145,5 +147,77 @@ e2eTest(
       await everyNodeReady(c, "node-b");
       const check = await nbdPy(["check", p.nbdUri("fw"), "9", "1"], 60_000);
       assertEquals(check.code, 0, check.stdout + check.stderr);
+    }),
+);
+
+/** Nodes holding a liveness key in etcd right now (etcdctl). */
+async function aliveInEtcd(c: TestCluster): Promise<string[]> {
+  const res = await run("etcdctl", [
+    "--endpoints",
+    c.etcd.endpoints.join(","),
+    "get",
+    "--prefix",
+    "--keys-only",
+    "/ballast-cluster/ballast/nodes/",
+  ]);
+  if (res.code !== 0) throw new Error(`etcdctl: ${res.stderr}`);
+  return res.stdout.split("\n").filter((k) => k.endsWith("/alive")).map((k) =>
+    k.split("/").at(-2)!
+  );
+}
+
+e2eTest(
+  "lease: after etcd was away past the lease TTL, node list never shows the running nodes down while they register again; a node killed meanwhile is down",
+  { tools: [...tools, PYTHON] },
+  () =>
+    withCluster(async (c) => {
+      const T = "etcd-blip";
+      const [a, b] = ["node-a", "node-b"].map((n) => c.nodes.get(n)!);
+      await everyNodeReady(c, "node-b");
+      c.etcd.pauseMember(0);
+      await new Promise((r) => setTimeout(r, 2 * LEASE_TTL_S * 1000));
+      await c.nodes.get("node-c")!.kill("SIGKILL");
+      await new Promise((r) => setTimeout(r, LEASE_TTL_S * 1000));
+      c.etcd.resumeMember(0);
+      const resumedAt = Date.now();
+      // Every answer      // Every answer, through node-a and node-b, until both hold leases again, node-c shows
+      // down through both, and each was asked a few times.
+      const wrong: string[] = [];
+      let polls = 0;
+      let registeredMs = NaN;
+      for (;;) {
+        const views = await Promise.all([a, b].map((p) => nodeRows(p.api).catch(() => undefined)));
+        const alive = await aliveInEtcd(c);
+        for (const [i, rows] of views.entries()) {
+          if (!rows) continue;
+          polls++;
+          for (const n of ["node-a", "node-b"]) {
+            if (rows[n]?.state === "ready") continue;
+            const via = NAMES[i];
+            wrong.push(
+              `+${Date.now() - resumedAt} ms via ${via}: ${n} ${rows[n]?.state} (${
+                rows[n]?.reason
+              })`,
+            );
+          }
+        }
+        if (isNaN(registeredMs) && alive.includes("node-a") && alive.includes("node-b")) {
+          registeredMs = Date.now() - resumedAt;
+        }
+        const cDown = views.every((rows) => rows?.["node-c"]?.state === "down");
+        if (!isNaN(registeredMs) && cDown && polls >= 10) break;
+        if (Date.now() - resumedAt > BACK_MS) {
+          throw new Error(
+            `not within ${BACK_MS} ms: registered again, node-c down: ${JSON.stringify(views)}`,
+          );
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      report(
+        T,
+        `${polls} node lists; node-a and node-b registered again ${registeredMs} ms after etcd ` +
+          `came back; node-c down through both after ${Date.now() - resumedAt} ms`,
+      );
+      assertEquals(wrong, [], "a running node was shown other than ready");
     }),
 );
