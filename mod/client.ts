@@ -52,6 +52,14 @@ export const DEFAULT_API_URL = "http://127.0.0.1:5705";
  */
 export const STALE_HEADER = "Ballast-Stale";
 
+/** Sent with STALE_HEADER: how many whole seconds ago that was, by the node's clock. */
+export const AGE_HEADER = "Age";
+
+/** Whole seconds from `since` to `now`, never negative. */
+export function ageSeconds(since: Date, now: Date): number {
+  return Math.max(0, Math.floor((now.getTime() - since.getTime()) / 1000));
+}
+
 export interface BallastClientOptions {
   /** Per-request timeout in milliseconds (default 30 s). */
   timeoutMs?: number;
@@ -67,9 +75,10 @@ export interface BallastClientOptions {
   keyPem?: string;
   /**
    * Called when an answer came from the node's cache because the control plane is
-   * unavailable (STALE_HEADER); `since` is when the data was read (ISO time).
+   * unavailable (STALE_HEADER); `since` is the ISO time as of which the data is known
+   * current, `ageSeconds` how long ago that was by the node's clock (AGE_HEADER).
    */
-  onStale?: (since: string, request: string) => void;
+  onStale?: (since: string, request: string, ageSeconds?: number) => void;
   /**
    * Appended to "cannot reach the Ballast API" errors, e.g. where the caller looked for
    * credentials it did not find.
@@ -84,7 +93,7 @@ export class BallastClient {
   readonly #headers: Record<string, string>;
   readonly #fetch: typeof fetch;
   readonly #httpClient?: Deno.HttpClient;
-  readonly #onStale?: (since: string, request: string) => void;
+  readonly #onStale?: (since: string, request: string, ageSeconds?: number) => void;
   readonly #unreachableHint?: string;
 
   constructor(baseUrl: string = DEFAULT_API_URL, options: BallastClientOptions = {}) {
@@ -361,7 +370,11 @@ export class BallastClient {
       throw unreachable(this.baseUrl, err, timeoutMs, this.#unreachableHint);
     }
     const stale = res.headers.get(STALE_HEADER);
-    if (stale) this.#onStale?.(stale, `${method} ${path}`);
+    const age = res.headers.get(AGE_HEADER);
+    if (stale) {
+      const seconds = age !== null && /^\d+$/.test(age) ? Number(age) : undefined;
+      this.#onStale?.(stale, `${method} ${path}`, seconds);
+    }
     return res;
   }
 

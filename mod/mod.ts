@@ -4,7 +4,7 @@
  * @module
  */
 
-export { BallastClient, DEFAULT_API_URL, STALE_HEADER } from "./client.ts";
+export { AGE_HEADER, ageSeconds, BallastClient, DEFAULT_API_URL, STALE_HEADER } from "./client.ts";
 export type { BallastClientOptions } from "./client.ts";
 export * from "./duration.ts";
 export * from "./errors.ts";

@@ -16,7 +16,7 @@ import { type Context, Hono } from "hono";
 import { routePath } from "hono/route";
 import type { Pki } from "../../ca/mod.ts";
 import type { DataPlane } from "../../data/plane.ts";
-import { STALE_HEADER } from "../../mod/client.ts";
+import { AGE_HEADER, ageSeconds, STALE_HEADER } from "../../mod/client.ts";
 import { NotFoundError, toBallastError } from "../../mod/errors.ts";
 import type { ClusterMember } from "../cluster/mod.ts";
 import type { Logger } from "../common/mod.ts";
@@ -76,7 +76,11 @@ export function createApi(deps: ApiDeps): Hono<ApiEnv> {
     const stale: StaleMark = {};
     await withStaleTracking(stale, next);
     c.res.headers.set("X-Request-Id", id);
-    if (stale.since) c.res.headers.set(STALE_HEADER, stale.since.toISOString());
+    if (stale.since) {
+      // As of when the answer is known current, and how many seconds ago that was (RFC 9111).
+      c.res.headers.set(STALE_HEADER, stale.since.toISOString());
+      c.res.headers.set(AGE_HEADER, String(ageSeconds(stale.since, new Date())));
+    }
     requests.add(c.req.method, safeRoute(c), c.res.status);
     const who = c.get("identity");
     const fields = {

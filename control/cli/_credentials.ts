@@ -14,7 +14,7 @@
  */
 
 import { join } from "node:path";
-import { BallastClient, DEFAULT_API_URL } from "../../mod/client.ts";
+import { ageSeconds, BallastClient, DEFAULT_API_URL } from "../../mod/client.ts";
 import { BallastError } from "../../mod/errors.ts";
 import type { FlagSpec, Parsed } from "./_spec.ts";
 import type { Io } from "./_output.ts";
@@ -151,10 +151,13 @@ export async function clientFromFlags(
   let warned = false;
   return new BallastClient(c.api, {
     timeoutMs: options.timeoutMs,
-    onStale: (since) => {
+    onStale: (since, _request, age) => {
       if (warned) return;
       warned = true;
-      io.err(`warning: control plane unavailable; showing data cached at ${since}\n`);
+      const ago = age ?? ageSeconds(new Date(since), new Date());
+      io.err(
+        `warning: etcd unreachable; showing state as of ${ago} s ago (${since}), cached by the node\n`,
+      );
     },
     caCertPem: c.caCertPem,
     certPem: c.certPem,

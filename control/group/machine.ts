@@ -156,6 +156,12 @@ export function step(state: ActorState, event: GroupEvent): StepResult {
       break;
     case "replica-in-sync":
     case "replica-out-of-sync":
+      // While a write waits at the gate of a master that does not replicate, no replica can
+      // be in sync with it: such a report would cancel the out-of-sync one the write waits
+      // for, and the write would wait for good (the model checker found that).
+      if (event.type === "replica-in-sync" && s.holding === event.epoch && s.holdFor === "all") {
+        break;
+      }
       if (s.serving === event.epoch && event.replica !== s.self) {
         s.reports = [
           ...s.reports.filter((r) => r.replica !== event.replica),
@@ -350,9 +356,20 @@ function learn(s: ActorState, v: Versioned, effects: Effect[]): ActorState {
       }
     }
   }
-  const reports = s.reports.filter((rep) =>
+  let reports = s.reports.filter((rep) =>
     rep.epoch === serving && r.inSync.includes(rep.replica) !== rep.inSync
   );
+  if (serving !== undefined && s.holding === serving && s.holdFor === "all") {
+    // A write waits until no other member is in sync; one that this record puts in sync
+    // (a CAS of this node whose reply was lost, say) must be reported out of sync too, or
+    // the write waits for good (the model checker found that).
+    const missing = r.inSync.filter((m) => m !== s.self && !reports.some((x) => x.replica === m));
+    reports = [
+      ...reports,
+      ...missing.map((replica) => ({ replica, inSync: false, epoch: serving })),
+    ]
+      .sort((a, b) => a.replica < b.replica ? -1 : 1);
+  }
   return { ...s, known: v, serving, reports, stopping };
 }
 

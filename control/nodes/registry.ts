@@ -10,6 +10,11 @@
  *   (`ballast node cordon`): it stays up but gets no new placements ("cordoned").
  *
  * Nothing is written per I/O; list/get merge the live capacity of the local node.
+ *
+ * An etcd outage longer than the lease TTL expires every lease at once, this node's too;
+ * each node registers again at its next keep-alive. For two TTLs after this node's own lease
+ * lapsed, a node without a liveness key is probed before it is called down: one whose API
+ * answers is re-registering, not down (an etcd blip must not page anyone).
  * @module
  */
 
@@ -47,6 +52,8 @@ interface Cordon {
   since: string;
 }
 const DEFAULT_CAPACITY_REFRESH_MS = 30_000;
+/** A keep-alive that failed (etcd unreachable) is tried again this soon. */
+const HEARTBEAT_RETRY_MS = 1_000;
 
 /** What is stored for a node: NodeInfo without the derived state. */
 type NodeRecord = Omit<NodeInfo, "state" | "reason">;
@@ -86,6 +93,9 @@ export class NodeRegistry {
   #startedAt = "";
   #stopped = true;
   #beat: Promise<void> = Promise.resolve();
+  #beating = false;
+  /** When this node's own lease was last found gone (ms since the epoch). */
+  #selfLapsedAt = -Infinity;
 
   constructor(options: NodeRegistryOptions) {
     this.#o = {
@@ -137,10 +147,27 @@ export class NodeRegistry {
         cordons.set(rest.slice(0, -CORDON_SUFFIX.length), JSON.parse(kv.value) as Cordon);
       } else if (!rest.includes("/")) records.push(JSON.parse(kv.value) as NodeRecord);
     }
-    const unreachable = await this.#probeAll(records.filter((r) => alive.has(r.name)));
+    if (!alive.has(this.#o.nodeName) && !this.#stopped) this.#ownLeaseGone();
+    const blip = this.#afterOwnLapse();
+    const probed = records.filter((r) => alive.has(r.name) || blip);
+    const unreachable = await this.#probeAll(probed);
     return records.map((r) =>
-      this.#toInfo(r, alive.has(r.name), cordons.get(r.name), unreachable.get(r.name))
+      this.#toInfo(r, alive.has(r.name), cordons.get(r.name), unreachable.get(r.name), blip)
     );
+  }
+
+  /** This node's own lease is gone (etcd expired it): register again now, not at the next beat. */
+  #ownLeaseGone(): void {
+    this.#selfLapsedAt = this.#o.now().getTime();
+    if (this.#beating || this.#stopped) return;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#schedule(0);
+  }
+
+  /** Within two lease TTLs of this node's own lease lapsing (an etcd outage, most likely). */
+  #afterOwnLapse(): boolean {
+    const ms = this.#o.now().getTime() - this.#selfLapsedAt;
+    return ms < 2 * this.#o.leaseTtlSeconds * 1000;
   }
 
   /** Probes the other live nodes in parallel: name -> why it did not answer. */
@@ -205,22 +232,39 @@ export class NodeRegistry {
     ]);
     if (!rec || name.includes("/")) throw new NotFoundError("node", name);
     const record = JSON.parse(rec.value) as NodeRecord;
-    const unreachable = alive ? await this.#probeAll([record]) : new Map<string, string>();
+    const blip = this.#afterOwnLapse();
+    const unreachable = alive || blip ? await this.#probeAll([record]) : new Map<string, string>();
     return this.#toInfo(
       record,
       alive !== undefined,
       cordon && JSON.parse(cordon.value) as Cordon,
       unreachable.get(record.name),
+      blip,
     );
   }
 
+  /**
+   * The node's state. `unreachable`: why its API did not answer a probe (undefined: it
+   * answered, or was not probed). `blip`: this node's own lease lapsed lately, so a node
+   * without a liveness key whose API answered is registering again, not down.
+   */
   #toInfo(
     rec: NodeRecord,
     alive: boolean,
     cordon: Cordon | undefined,
     unreachable?: string,
+    blip = false,
   ): NodeInfo {
     const local = rec.name === this.#o.nodeName && !this.#stopped;
+    if (!alive && !local && blip && unreachable === undefined && this.#o.probe) {
+      return {
+        ...rec,
+        state: cordon ? "cordoned" : "ready",
+        reason: "liveness lease lapsed in an etcd outage (this node's too) and is being " +
+          `renewed; its API answered; last seen ${rec.lastSeen}` +
+          (cordon ? `; cordoned since ${cordon.since}` : ""),
+      };
+    }
     if (!alive && !local) {
       return {
         ...rec,
@@ -291,31 +335,45 @@ export class NodeRegistry {
     this.#lease = lease;
   }
 
-  #schedule(): void {
+  /** Schedules the next heartbeat: after `ms`, by default a third of the TTL. */
+  #schedule(ms = this.#period()): void {
     if (this.#stopped) return;
-    const ms = Math.max(200, (this.#o.leaseTtlSeconds * 1000) / 3);
     const timer = setTimeout(() => {
-      this.#beat = this.#heartbeat().finally(() => this.#schedule());
+      this.#timer = undefined;
+      this.#beating = true;
+      this.#beat = this.#heartbeat().then((ok) => {
+        this.#beating = false;
+        this.#schedule(ok ? undefined : Math.min(HEARTBEAT_RETRY_MS, this.#period()));
+      });
     }, ms);
     Deno.unrefTimer(timer);
     this.#timer = timer;
   }
 
-  async #heartbeat(): Promise<void> {
+  /** Keep-alives go out every third of the TTL. */
+  #period(): number {
+    return Math.max(200, (this.#o.leaseTtlSeconds * 1000) / 3);
+  }
+
+  /** One keep-alive (registering again if the lease is gone); false if it failed. */
+  async #heartbeat(): Promise<boolean> {
     const log = this.#o.logger;
     try {
       try {
         await this.#o.store.keepAlive(this.#lease);
       } catch (err) {
         if (!(err instanceof NotFoundError)) throw err;
+        this.#selfLapsedAt = this.#o.now().getTime();
         log.warn({ lease: this.#lease }, "node lease expired; registering again");
         await this.#grantAndMarkAlive();
       }
       if (this.#o.now().getTime() - this.#lastRecordWrite >= this.#o.capacityRefreshMs) {
         await this.#writeRecord();
       }
+      return true;
     } catch (err) {
       log.error({ err }, "node heartbeat failed");
+      return false;
     }
   }
 }

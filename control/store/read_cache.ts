@@ -9,7 +9,10 @@
  * passed through: during an outage they fail with the store's UnavailableError.
  *
  * Writes that succeed through the wrapper are applied to the cached entries, so a
- * stale answer never hides a change this node made before the outage.
+ * stale answer never hides a change this node made before the outage. So are the events of
+ * every watch made through the wrapper (the volume records, the nodes' keys, ...): a cached
+ * entry under a watched prefix follows every change the watch saw, and an answer from it is
+ * as old as the moment etcd was last heard from, not as old as the read that filled it.
  * @module
  */
 
@@ -24,6 +27,7 @@ import type {
   StateStore,
   TxnResult,
   Watch,
+  WatchEvent,
   WatchOptions,
 } from "./state_store.ts";
 
@@ -92,6 +96,12 @@ interface Cached<T> {
   at: Date;
 }
 
+/** A watch made through the wrapper: entries under `prefix` read since `since` follow it. */
+interface Follow {
+  prefix: string;
+  since: Date;
+}
+
 export interface ReadCacheOptions {
   logger?: Logger;
   now?: () => Date;
@@ -106,6 +116,10 @@ export class ReadCacheStore implements StateStore {
   readonly #lists = new Map<string, Cached<ListResult>>();
   /** Set while answers come from the cache (for one log line per outage). */
   #degradedSince: Date | undefined;
+  /** Watches whose events are applied to the cache, while they run. */
+  readonly #follows = new Set<Follow>();
+  /** When the store last answered anything (a read, a write, a watch message). */
+  #heardAt: Date | undefined;
 
   constructor(inner: StateStore, options: ReadCacheOptions = {}) {
     this.#inner = inner;
@@ -123,7 +137,7 @@ export class ReadCacheStore implements StateStore {
       this.#gets.set(key, { value: kv, at: this.#now() });
       return kv;
     });
-    return this.#read(fresh, () => this.#cachedGet(key), (kv) => kv);
+    return this.#read(fresh, () => this.#cachedGet(key), (kv) => kv, key);
   }
 
   list(prefix: string): Promise<ListResult> {
@@ -132,7 +146,8 @@ export class ReadCacheStore implements StateStore {
       this.#lists.set(prefix, { value: { ...result, kvs: [...result.kvs] }, at: this.#now() });
       return result;
     });
-    return this.#read(fresh, () => this.#cachedList(prefix), (l) => ({ ...l, kvs: [...l.kvs] }));
+    const copy = (l: ListResult) => ({ ...l, kvs: [...l.kvs] });
+    return this.#read(fresh, () => this.#cachedList(prefix), copy, prefix);
   }
 
   /**
@@ -143,6 +158,7 @@ export class ReadCacheStore implements StateStore {
     fresh: Promise<T>,
     cached: () => Cached<T> | undefined,
     copy: (value: T) => T,
+    key: string,
   ): Promise<T> {
     let hit = this.#degradedSince ? cached() : undefined;
     try {
@@ -153,8 +169,18 @@ export class ReadCacheStore implements StateStore {
       if (!(err instanceof UnavailableError) || !hit) throw err;
       this.#degraded(err);
     }
-    markStale(hit!.at);
+    markStale(this.#asOf(hit!.at, key));
     return copy(hit!.value);
+  }
+
+  /**
+   * How current a cached entry for `key` (a key or a prefix) read at `at` is: as of when the
+   * store was last heard from if a watch that ran since before `at` covers it (its events
+   * kept the entry current), else as of `at`.
+   */
+  #asOf(at: Date, key: string): Date {
+    const followed = [...this.#follows].some((f) => key.startsWith(f.prefix) && f.since <= at);
+    return followed && this.#heardAt !== undefined && this.#heardAt > at ? this.#heardAt : at;
   }
 
   async put(key: string, value: string, options?: { lease?: number }) {
@@ -175,16 +201,77 @@ export class ReadCacheStore implements StateStore {
     return r;
   }
 
+  /**
+   * The store's watch, whose events are also applied to the cache. A watch from the revision
+   * after a cached list of the same prefix covers the entries read since that list; one from
+   * now, those read from now on. A compacted watch covers nothing more.
+   */
   watch(prefix: string, options?: WatchOptions): Watch {
-    return this.#inner.watch(prefix, options);
+    const inner = this.#inner.watch(prefix, options);
+    const listed = this.#lists.get(prefix);
+    const start = options?.startRevision;
+    const since = start !== undefined && listed?.value.revision === start - 1
+      ? listed.at
+      : this.#now();
+    const follow: Follow = { prefix, since };
+    const follows = this.#follows;
+    const heard = (events: readonly WatchEvent[]) => this.#heard(events);
+    return {
+      cancel() {
+        follows.delete(follow);
+        inner.cancel();
+      },
+      async *[Symbol.asyncIterator]() {
+        follows.add(follow);
+        try {
+          for await (const msg of inner) {
+            if (msg.kind === "events") heard(msg.events);
+            else follows.delete(follow);
+            yield msg;
+          }
+        } finally {
+          follows.delete(follow);
+        }
+      },
+    };
+  }
+
+  /** A watch message came: the store is reachable; its events update the cached entries. */
+  #heard(events: readonly WatchEvent[]): void {
+    this.#heardAt = this.#now();
+    for (const ev of events) {
+      this.#follow(ev.kv.key, ev.type === "put" ? ev.kv : undefined, ev.kv.modRevision);
+    }
+  }
+
+  /**
+   * Puts `kv` (undefined: deletes `key`), changed at `revision`, into every cached entry that
+   * holds the key or covers it, unless the entry already holds a newer version. A watch
+   * delivers every change of a key in order, so an entry that a write of this node made newer
+   * meanwhile is brought in line by the events that follow.
+   */
+  #follow(key: string, kv: KeyValue | undefined, revision: number): void {
+    const entry = this.#gets.get(key);
+    if (entry && (entry.value?.modRevision ?? 0) < revision) entry.value = kv;
+    for (const [prefix, l] of this.#lists) {
+      if (!key.startsWith(prefix)) continue;
+      const kvs = l.value.kvs;
+      const i = kvs.findIndex((x) => x.key >= key);
+      const has = i >= 0 && kvs[i].key === key;
+      if (has && kvs[i].modRevision >= revision) continue;
+      if (has) kvs.splice(i, 1, ...(kv ? [kv] : []));
+      else if (kv) kvs.splice(i < 0 ? kvs.length : i, 0, kv);
+    }
   }
 
   grantLease(ttlSeconds: number): Promise<number> {
     return this.#inner.grantLease(ttlSeconds);
   }
 
-  keepAlive(lease: number): Promise<number> {
-    return this.#inner.keepAlive(lease);
+  async keepAlive(lease: number): Promise<number> {
+    const ttl = await this.#inner.keepAlive(lease);
+    this.#heardAt = this.#now();
+    return ttl;
   }
 
   async revokeLease(lease: number): Promise<void> {
@@ -229,6 +316,7 @@ export class ReadCacheStore implements StateStore {
 
   /** Applies successful writes to the cached entries. */
   #apply(ops: Op[], revision: number): void {
+    this.#heardAt = this.#now();
     for (const op of ops) {
       if (op.type === "get") continue;
       if (op.type === "delete") {
@@ -269,6 +357,7 @@ export class ReadCacheStore implements StateStore {
   }
 
   #recovered(): void {
+    this.#heardAt = this.#now();
     if (!this.#degradedSince) return;
     const ms = this.#now().getTime() - this.#degradedSince.getTime();
     this.#degradedSince = undefined;

@@ -38,7 +38,7 @@ const DOWN_MARGIN_MS = 5_000;
 const OUTAGE_MS = 30_000;
 /** During the outage every API call answers well before the CLI's 30 s timeout. */
 const ANSWER_WITHIN_MS = 10_000;
-/** The CLI's warning that it shows cached data, e.g. "warning: ...; showing data cached at T". */
+/** The CLI's warning that it shows cached data, e.g. "warning: etcd unreachable; showing state as of 8 s ago (T), cached by the node". */
 const STALE_WARNING = /warning:.*(stale|cached)/i;
 const MiB = 1 << 20;
 const tools = ["etcd", "etcdctl", "nbdinfo", PYTHON];

@@ -236,7 +236,9 @@ export const OPENAPI_DOCUMENT = {
     headers: {
       BallastStale: {
         description: "Cluster mode: etcd could not be reached, so this answer comes from the " +
-          "node's cache; the value is when that data was read (ISO 8601). Absent on fresh answers.",
+          "node's cache (kept current by the node's watches); the value is the time as of which " +
+          "the data is known current (ISO 8601), and the Age header says how many seconds ago " +
+          "that was. Absent on fresh answers.",
         schema: { type: "string", format: "date-time" },
       },
     },

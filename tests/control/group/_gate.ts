@@ -46,7 +46,8 @@ export function writeGate(): DataModel<GateData> {
       }
       return undefined;
     },
-    goal: () => true,
+    // A write held at the gate is acknowledged or refused in the end (issue 10).
+    goal: (w) => !w.data.writeWaiting.some(Boolean),
     describeNode: (w, i) => [w.data.writeWaiting[i] ? "write-waiting" : ""],
     summary: (w) =>
       w.data.writes > 0 ? ` | ${w.data.writes} acked, held by [${w.data.holders}]` : "",

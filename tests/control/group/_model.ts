@@ -30,6 +30,7 @@ import {
   withHandover,
 } from "../../../control/group/record.ts";
 import type { Spec } from "./_explore.ts";
+import { registrySteps, watchSeesDown, watchSteps } from "./_leases.ts";
 
 export type StepFn = (s: ActorState, e: GroupEvent) => StepResult;
 
@@ -55,6 +56,12 @@ export interface World<D = unknown> {
   envChanges: number;
   /** Handovers asked for so far. */
   handovers: number;
+  /** Per node: the nodes its lease watch reports down, one bit each (`leaseWatch` only). */
+  watched: number[];
+  /** Per node: its driver's lease sync is due (after a lost CAS; `leaseWatch` only). */
+  syncDue: boolean[];
+  /** Leases lapsed while their node was connected (`leaseWatch` only). */
+  lapses: number;
   /** The data path's state (DataModel). */
   data: D;
   /** Set when a driver or a client would see something wrong. */
@@ -77,6 +84,14 @@ export interface Bounds {
   maxEnvChanges?: number;
   /** Handovers an operator asks for (`node drain`), default 0. */
   maxHandovers?: number;
+  /**
+   * Lease notices as the driver gets them (_leases.ts): one edge-triggered watch per node,
+   * lease facts of lost CASes, the driver's lease sync, and leases that come back only when
+   * their node registers again. Default false: every actor learns each lease change.
+   */
+  leaseWatch?: boolean;
+  /** Leases that lapse while their node is connected (`leaseWatch` only), default 0. */
+  maxLapses?: number;
 }
 
 /** What a data model's steps may use. */
@@ -125,6 +140,11 @@ export interface ModelOptions<D> {
   ruleChecks?: boolean;
   /** Record changes the environment makes (membership changes), if any. */
   environment?: Environment<D>;
+  /**
+   * With `leaseWatch`: the driver brings the machine's lease view in line with its watch
+   * after a lost CAS (driver.ts). Default true; false is a broken driver.
+   */
+  leaseSync?: boolean;
 }
 
 /** What an environment's steps may use: they write the record as an atomic CAS would. */
@@ -141,6 +161,7 @@ const NAMES = ["n1", "n2", "n3", "n4"];
 export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<World<D>> {
   const { step: stepFn, data } = options;
   const ruleChecks = options.ruleChecks ?? true;
+  const leaseSync = options.leaseSync ?? true;
   const names = NAMES.slice(0, bounds.replicas + 1 + (bounds.spares ?? 0));
   const n = names.length;
   const record: GroupRecord = newRecord("n1", names.slice(1, bounds.replicas + 1));
@@ -159,6 +180,9 @@ export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<Wo
     lostReplies: 0,
     envChanges: 0,
     handovers: 0,
+    watched: names.map(() => 0),
+    syncDue: names.map(() => false),
+    lapses: 0,
     data: data.init(names),
   };
 
@@ -172,6 +196,8 @@ export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<Wo
     pending: [...w.pending],
     timer: [...w.timer],
     serving: [...w.serving],
+    watched: [...w.watched],
+    syncDue: [...w.syncDue],
     data: data.clone(w.data),
   });
 
@@ -192,6 +218,7 @@ export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<Wo
       }
     }
     data.stepped?.(w, i);
+    if (event.type === "cas-lost" && bounds.leaseWatch && leaseSync) w.syncDue[i] = true;
     return w;
   };
   let out: { label: string; state: World<D> }[] = [];
@@ -226,6 +253,8 @@ export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<Wo
           x.pending[i] = undefined;
           x.timer[i] = false;
           x.serving[i] = undefined;
+          x.watched[i] = 0;
+          x.syncDue[i] = false;
           data.crash(x, i);
           x.crashes++;
           return x;
@@ -256,9 +285,11 @@ export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<Wo
       if (w.partitioned[i]) {
         const x = clone(w);
         x.partitioned[i] = false;
-        x.lease[i] = x.alive[i];
+        // With leaseWatch, the node registers again in a step of its own (_leases.ts).
+        x.lease[i] = x.alive[i] && !bounds.leaseWatch;
         push(`${me} reaches etcd again`, x);
       }
+      if (bounds.leaseWatch) registrySteps(w, i, ctx);
       if (actor) actorSteps(w, i, actor, pend);
       data.next(w, i, ctx);
     }
@@ -294,12 +325,15 @@ export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<Wo
   const actorSteps = (w: World<D>, i: number, actor: ActorState, pend: Effect | undefined) => {
     const me = names[i];
     // Lease notices (a node cut off from etcd still learns about its own lease).
-    for (let j = 0; j < n; j++) {
-      if (w.partitioned[i] && j !== i) continue;
-      const seenDown = actor.leaseDown.includes(names[j]);
-      if (seenDown !== !w.lease[j]) {
-        const type = w.lease[j] ? "lease-restored" : "lease-expired";
-        push(`${me} sees ${type} of ${names[j]}`, deliver(w, i, { type, node: names[j] }));
+    if (bounds.leaseWatch) watchSteps(w, i, actor, ctx);
+    else {
+      for (let j = 0; j < n; j++) {
+        if (w.partitioned[i] && j !== i) continue;
+        const seenDown = actor.leaseDown.includes(names[j]);
+        if (seenDown !== !w.lease[j]) {
+          const type = w.lease[j] ? "lease-restored" : "lease-expired";
+          push(`${me} sees ${type} of ${names[j]}`, deliver(w, i, { type, node: names[j] }));
+        }
       }
     }
     // The driver's watch on the record.
@@ -427,11 +461,12 @@ function worldKey<D>(data: DataModel<D>): (w: World<D>) => string {
   return (w) => {
     let k = `${w.record.revision}:${
       rec(w.record.record)
-    }/${w.crashes}${w.partitions}${w.syncLosses}${w.lostReplies}${w.envChanges}${w.handovers}/${
+    }/${w.crashes}${w.partitions}${w.syncLosses}${w.lostReplies}${w.envChanges}${w.handovers}${w.lapses}/${
       data.key(w.data)
     }`;
     for (let i = 0; i < w.alive.length; i++) {
       k += `|${+w.alive[i]}${+w.lease[i]}${+w.partitioned[i]}${+w.timer[i]},${w.serving[i]},`;
+      k += `${w.watched[i]}${+w.syncDue[i]},`;
       const p = w.pending[i];
       k += p === undefined
         ? "-"
@@ -518,6 +553,8 @@ function describeWorld<D>(w: World<D>, names: string[], data: DataModel<D>): str
       a?.op ? a.op.kind : "",
       a && a.stopping > 0 ? `closing export` : "",
       a && a.leaseDown.length > 0 ? `sees-down [${a.leaseDown}]` : "",
+      w.watched[i] ? `watch-down [${names.filter((_, j) => watchSeesDown(w, i, j))}]` : "",
+      w.syncDue[i] ? "lease-sync-due" : "",
     ].filter(Boolean);
     return `${m}{${flags.join(" ")}}`;
   });

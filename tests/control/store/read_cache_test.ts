@@ -6,7 +6,7 @@ import {
 } from "../../../control/store/read_cache.ts";
 import { SqliteStateStore } from "../../../control/store/sqlite/mod.ts";
 import type { StateStore } from "../../../control/store/state_store.ts";
-import { BallastClient, STALE_HEADER } from "../../../mod/client.ts";
+import { AGE_HEADER, BallastClient, STALE_HEADER } from "../../../mod/client.ts";
 import { NotFoundError, UnavailableError } from "../../../mod/errors.ts";
 import { assert, assertEquals, assertRejects } from "../../_assert.ts";
 import { call, startTestNode } from "../_fixtures.ts";
@@ -183,6 +183,54 @@ Deno.test("ReadCacheStore: writes made before the outage show in cached answers 
   }
 });
 
+Deno.test("ReadCacheStore: a watch through it keeps cached entries under its prefix current, and their answers are as old as the last word from the store", async () => {
+  let now = new Date("2030-01-01T00:00:00Z");
+  const s = await openCached(() => now);
+  try {
+    await s.sqlite.put("/v/a", "1");
+    await s.sqlite.put("/v/b", "2");
+    await s.sqlite.put("/n/x", "old");
+    await s.cache.get("/v/a");
+    await s.cache.get("/n/x");
+    // As followPrefix does: list, then watch from the list revision + 1.
+    const listed = await s.cache.list("/v/");
+    const watch = s.cache.watch("/v/", { startRevision: listed.revision + 1 });
+    const seen: string[] = [];
+    const reader = (async () => {
+      for await (const msg of watch) {
+        if (msg.kind === "events") seen.push(...msg.events.map((e) => `${e.type} ${e.kv.key}`));
+      }
+    })();
+
+    // Changes made elsewhere (another node), seen only by the watch.
+    now = new Date("2030-01-01T00:01:00Z");
+    await s.sqlite.put("/v/a", "changed");
+    await s.sqlite.delete("/v/b");
+    await s.sqlite.put("/v/c", "new");
+    await s.sqlite.put("/n/x", "unwatched change");
+    for (let i = 0; i < 200 && seen.length < 3; i++) await new Promise((r) => setTimeout(r, 5));
+    assertEquals(seen, ["put /v/a", "delete /v/b", "put /v/c"]);
+    const heard = now;
+
+    now = new Date("2030-01-01T00:03:00Z");
+    s.down.on = true;
+    const [list, since] = await tracked(() => s.cache.list("/v/"));
+    assertEquals(list.kvs.map((kv) => `${kv.key}=${kv.value}`), ["/v/a=changed", "/v/c=new"]);
+    assertEquals(since, heard, "as of the last word from the store, not the list's read");
+    const [a, sinceA] = await tracked(() => s.cache.get("/v/a"));
+    assertEquals([a?.value, sinceA], ["changed", heard]);
+    assertEquals(await s.cache.get("/v/b"), undefined);
+    assertEquals((await s.cache.get("/v/c"))?.value, "new", "never read, answered from the list");
+    // Nothing watches /n/: the cached answer is as old as its read, and says so.
+    const [x, sinceX] = await tracked(() => s.cache.get("/n/x"));
+    assertEquals([x?.value, sinceX], ["old", new Date("2030-01-01T00:00:00Z")]);
+    watch.cancel();
+    await reader;
+  } finally {
+    await s.cleanup();
+  }
+});
+
 Deno.test("ReadCacheStore behind the API: stale reads carry Ballast-Stale, changes get 503 UNAVAILABLE, health is degraded, all recover", async () => {
   let down: { on: boolean } | undefined;
   const node = await startTestNode({
@@ -207,6 +255,9 @@ Deno.test("ReadCacheStore behind the API: stale reads carry Ballast-Stale, chang
     assertEquals(list.body.items.map((v: { name: string }) => v.name), ["v1"]);
     const since = Date.parse(list.headers.get(STALE_HEADER) ?? "");
     assert(since <= cachedAt && since > cachedAt - 60_000, `stale since ${since}`);
+    const age = list.headers.get(AGE_HEADER);
+    assert(age !== null && /^\d+$/.test(age), `Age header: ${age}`);
+    assert(Number(age) <= (Date.now() - since) / 1000, `Age ${age} for ${since}`);
     const one = await call(node.app, "GET", "/v1/volumes/v1");
     assertEquals([one.status, one.body.name, !!one.headers.get(STALE_HEADER)], [200, "v1", true]);
     assertEquals((await call(node.app, "GET", "/v1/nodes")).status, 200);
@@ -244,15 +295,15 @@ Deno.test("BallastClient calls onStale with the time an answer was cached, and n
     fetch: () =>
       Promise.resolve(
         new Response(JSON.stringify({ items: [] }), {
-          headers: stale ? { [STALE_HEADER]: stale } : {},
+          headers: stale ? { [STALE_HEADER]: stale, [AGE_HEADER]: "12" } : {},
         }),
       ),
-    onStale: (since, request) => calls.push(`${since} ${request}`),
+    onStale: (since, request, age) => calls.push(`${since} ${request} ${age}`),
   });
   assertEquals(await client.listVolumes(), []);
   stale = undefined;
   await client.listVolumes();
-  assertEquals(calls, ["2030-01-01T00:00:00.000Z GET /v1/volumes"]);
+  assertEquals(calls, ["2030-01-01T00:00:00.000Z GET /v1/volumes 12"]);
 });
 
 Deno.test("ReadCacheStore: once an outage is known, a read whose store call hangs answers from the cache quickly", async () => {
