@@ -39,6 +39,8 @@ class LocalDataPlane implements RunningDataPlane {
   readonly nbdAddress: string;
   /** The plaintext local-attach listener's address, when there is one. */
   readonly nbdLocalAddress: string | undefined;
+  /** The Unix socket for local attach, when there is one. */
+  readonly nbdUnixPath: string | undefined;
   #dataDir: string;
   #dir: string;
   #serving: Serving;
@@ -63,8 +65,9 @@ class LocalDataPlane implements RunningDataPlane {
       resyncRateBytesPerSecond: opts.resyncRateBytesPerSecond,
       log: this.#log,
     });
-    this.nbdAddress = serving.addresses[0];
-    this.nbdLocalAddress = serving.addresses[1];
+    this.nbdAddress = serving.addresses.nbd;
+    this.nbdLocalAddress = serving.addresses.local;
+    this.nbdUnixPath = serving.addresses.unix;
   }
 
   /**
@@ -451,6 +454,7 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<RunningDat
     logger: log,
     nbdListen: opts.nbdListen,
     nbdLocalListen: opts.nbdLocalListen,
+    nbdUnix: opts.nbdUnix,
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     requestTimeoutMs: opts.requestTimeoutMs,
   };

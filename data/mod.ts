@@ -34,7 +34,14 @@ export {
   PeerError,
   type PeerListener,
 } from "./peer/mod.ts";
-export { type ListeningServer, listenServer, splitHostPort } from "./net/mod.ts";
+export {
+  type ListeningServer,
+  listenServer,
+  MAX_UNIX_PATH_BYTES,
+  splitHostPort,
+  UnixSocketError,
+} from "./net/mod.ts";
+export type { NbdAddresses, UnixListenAt } from "./serving.ts";
 export {
   type ConnectNode,
   CopyEpochs,

@@ -13,7 +13,8 @@ import type { ExportTable } from "./exports.ts";
 import type { HandshakePolicy } from "./nbd/handshake.ts";
 import { NbdServer } from "./nbd/server.ts";
 import type { StartTls } from "./nbd/transport.ts";
-import { FdListener } from "./net/fd_listener.ts";
+import { FdListener, groupId, UnixSocketError } from "./net/fd_listener.ts";
+import { openFdTransport } from "./nbd/node_transport.ts";
 import { type PoolStatus, WorkerPool } from "./pool/pool.ts";
 import type { SizingTimings } from "./pool/sizing.ts";
 import {
@@ -47,9 +48,27 @@ export interface ListenAt {
   port: number;
 }
 
+/** A Unix-socket NBD listener for local attach: its file decides who may connect. */
+export interface UnixListenAt {
+  path: string;
+  /** File mode of the socket, e.g. 0o660. */
+  mode: number;
+  /** Group of the socket file (name or id); absent: the process's group. */
+  group?: string;
+}
+
+/** Where a node listens for NBD clients. */
+export interface NbdAddresses {
+  /** "host:port" of the main listener (TLS unless the node runs without it). */
+  nbd: string;
+  /** "host:port" of the plaintext loopback listener, when there is one. */
+  local?: string;
+  /** The Unix socket's path, when there is one. */
+  unix?: string;
+}
+
 export interface Serving {
-  /** "host:port" of the NBD listener and, if any, of the local-attach listener. */
-  readonly addresses: string[];
+  readonly addresses: NbdAddresses;
   /**
    * An export for a volume, with the statistics and flags this way of serving needs, and the
    * write tracking of its copy (`hashes`, shared by every thread that writes it).
@@ -106,6 +125,7 @@ export async function serveOnMainThread(o: {
   connectNode?: ConnectNode;
   nbdListen: ListenAt;
   nbdLocalListen?: ListenAt;
+  nbdUnix?: UnixListenAt;
   policy?: (remote: string) => HandshakePolicy;
   startTls?: StartTls;
   handshakeTimeoutMs?: number;
@@ -129,23 +149,40 @@ export async function serveOnMainThread(o: {
   };
   const servers = [new NbdServer({ ...common, policy: o.policy, startTls: o.startTls })];
   const listens = [{ ...o.nbdListen, tls: o.startTls !== undefined }];
-  if (o.nbdLocalListen) {
-    servers.push(new NbdServer(common)); // plaintext, no STARTTLS
+  // Local attach (loopback TCP, the Unix socket): plaintext, no STARTTLS.
+  const local = o.nbdLocalListen || o.nbdUnix ? new NbdServer(common) : undefined;
+  if (local && o.nbdLocalListen) {
+    servers.push(local);
     listens.push({ ...o.nbdLocalListen, tls: false });
   }
-  const addresses: string[] = [];
+  const found: string[] = [];
+  let unix: FdListener | undefined;
   try {
     for (let i = 0; i < servers.length; i++) {
       const addr = await servers[i].listen(listens[i].host, listens[i].port, {
         tls: listens[i].tls,
       });
-      addresses.push(hostPort(addr.hostname, addr.port));
-      o.logger.info({ nbd: addresses[i], tls: listens[i].tls }, "NBD listener started");
+      found.push(hostPort(addr.hostname, addr.port));
+      o.logger.info({ nbd: found[i], tls: listens[i].tls }, "NBD listener started");
     }
+    if (o.nbdUnix) unix = openUnixListener(o.nbdUnix, o.logger);
   } catch (err) {
     await Promise.all(servers.map((s) => s.close()));
     throw err;
   }
+  const unixAccepting = unix && local && (async () => {
+    for (;;) {
+      const c = await unix.accept();
+      if (c === null) return;
+      local.serve(openFdTransport(c.fd, c.remote, { direct: true }));
+    }
+  })();
+  const addresses: NbdAddresses = {
+    nbd: found[0],
+    ...(found[1] ? { local: found[1] } : {}),
+    ...(unix ? { unix: unix.path } : {}),
+  };
+  if (local && !o.nbdLocalListen) servers.push(local);
   let links: PeerLinks | undefined;
   return {
     addresses,
@@ -183,6 +220,8 @@ export async function serveOnMainThread(o: {
       return Promise.resolve();
     },
     close: async () => {
+      unix?.close();
+      await unixAccepting;
       await Promise.all(servers.map((s) => s.close()));
       links?.closeAll();
     },
@@ -256,6 +295,7 @@ export async function serveOnWorkers(o: {
   nodeName: string;
   nbdListen: ListenAt;
   nbdLocalListen?: ListenAt;
+  nbdUnix?: UnixListenAt;
   workers: { min: number; max: number; timings?: SizingTimings };
   logLevel: string;
   logFormat: "json" | "pretty";
@@ -278,6 +318,7 @@ export async function serveOnWorkers(o: {
       const at = o.nbdLocalListen;
       listeners.push({ l: FdListener.open(at.host, at.port), kind: "local" });
     }
+    if (o.nbdUnix) listeners.push({ l: openUnixListener(o.nbdUnix, o.logger), kind: "local" });
   } catch (err) {
     for (const { l } of listeners) l.close();
     throw err;
@@ -316,7 +357,8 @@ export async function serveOnWorkers(o: {
     for (const { l } of listeners) l.close();
     throw err;
   }
-  const addresses = listeners.map(({ l, kind }) => {
+  const found = listeners.map(({ l, kind }) => {
+    if (l.path !== undefined) return l.path;
     const at = hostPort(l.host, l.port);
     o.logger.info(
       { nbd: at, tls: kind === "nbd" && o.tls !== undefined, workers: o.workers },
@@ -324,6 +366,11 @@ export async function serveOnWorkers(o: {
     );
     return at;
   });
+  const addresses: NbdAddresses = {
+    nbd: found[0],
+    ...(o.nbdLocalListen ? { local: found[1] } : {}),
+    ...(o.nbdUnix ? { unix: found[found.length - 1] } : {}),
+  };
   const accepting = listeners.map(async ({ l, kind }) => {
     for (;;) {
       const c = await l.accept();
@@ -365,6 +412,23 @@ export async function serveOnWorkers(o: {
       await pool.close();
     },
   };
+}
+
+/** Opens the Unix-socket listener with its mode and group, and says so. */
+function openUnixListener(at: UnixListenAt, log: Logger): FdListener {
+  let gid: number | undefined;
+  try {
+    gid = at.group === undefined ? undefined : groupId(at.group);
+  } catch (err) {
+    throw new UnixSocketError(at.path, `--nbd-unix-group: ${(err as Error).message}`);
+  }
+  const l = FdListener.openUnix(at.path, { mode: at.mode, gid });
+  const info = Deno.lstatSync(at.path);
+  log.info(
+    { nbdUnix: at.path, mode: `0${(info.mode! & 0o777).toString(8)}`, gid: info.gid },
+    "NBD Unix-socket listener started (plaintext local attach; the file's mode and group decide who may connect)",
+  );
+  return l;
 }
 
 /** A master's certificate check for forwarding, from the main thread's node check. */

@@ -49,7 +49,7 @@ export const ROOT_SPEC: CommandSpec = {
   examples: [
     "ballast serve --data-dir ./data",
     "ballast volume create db1 --size 10GiB",
-    "nbdinfo nbd://127.0.0.1:10809/db1",
+    "nbdinfo 'nbd+unix:///db1?socket=./data/nbd.sock'   # local attach",
   ],
   subcommands: [
     ["serve", "run a node (API + NBD server)"],
