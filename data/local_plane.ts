@@ -41,6 +41,8 @@ class LocalDataPlane implements RunningDataPlane {
   readonly nbdLocalAddress: string | undefined;
   /** The Unix socket for local attach, when there is one. */
   readonly nbdUnixPath: string | undefined;
+  /** The read-only Unix socket, when there is one. */
+  readonly nbdUnixRoPath: string | undefined;
   #dataDir: string;
   #dir: string;
   #serving: Serving;
@@ -68,6 +70,7 @@ class LocalDataPlane implements RunningDataPlane {
     this.nbdAddress = serving.addresses.nbd;
     this.nbdLocalAddress = serving.addresses.local;
     this.nbdUnixPath = serving.addresses.unix;
+    this.nbdUnixRoPath = serving.addresses.unixRo;
   }
 
   /**
@@ -455,6 +458,7 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<RunningDat
     nbdListen: opts.nbdListen,
     nbdLocalListen: opts.nbdLocalListen,
     nbdUnix: opts.nbdUnix,
+    nbdUnixRo: opts.nbdUnixRo,
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     requestTimeoutMs: opts.requestTimeoutMs,
   };

@@ -176,4 +176,6 @@ export interface DataPlane {
   readonly nbdLocalAddress: string | undefined;
   /** The Unix socket for local attach (plaintext NBD), if configured. */
   readonly nbdUnixPath?: string | undefined;
+  /** The read-only Unix socket for local attach, if configured. */
+  readonly nbdUnixRoPath?: string | undefined;
 }

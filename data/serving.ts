@@ -13,8 +13,9 @@ import type { ExportTable } from "./exports.ts";
 import type { HandshakePolicy } from "./nbd/handshake.ts";
 import { NbdServer } from "./nbd/server.ts";
 import type { StartTls } from "./nbd/transport.ts";
-import { FdListener, groupId, UnixSocketError } from "./net/fd_listener.ts";
-import { openFdTransport } from "./nbd/node_transport.ts";
+import { FdListener } from "./net/fd_listener.ts";
+import { openUnixListener, serveUnix, type UnixListenAt } from "./_local_attach.ts";
+import { READ_ONLY_PLAINTEXT } from "./nbd/server.ts";
 import { type PoolStatus, WorkerPool } from "./pool/pool.ts";
 import type { SizingTimings } from "./pool/sizing.ts";
 import {
@@ -48,15 +49,6 @@ export interface ListenAt {
   port: number;
 }
 
-/** A Unix-socket NBD listener for local attach: its file decides who may connect. */
-export interface UnixListenAt {
-  path: string;
-  /** File mode of the socket, e.g. 0o660. */
-  mode: number;
-  /** Group of the socket file (name or id); absent: the process's group. */
-  group?: string;
-}
-
 /** Where a node listens for NBD clients. */
 export interface NbdAddresses {
   /** "host:port" of the main listener (TLS unless the node runs without it). */
@@ -65,6 +57,8 @@ export interface NbdAddresses {
   local?: string;
   /** The Unix socket's path, when there is one. */
   unix?: string;
+  /** The read-only Unix socket's path, when there is one. */
+  unixRo?: string;
 }
 
 export interface Serving {
@@ -126,6 +120,7 @@ export async function serveOnMainThread(o: {
   nbdListen: ListenAt;
   nbdLocalListen?: ListenAt;
   nbdUnix?: UnixListenAt;
+  nbdUnixRo?: UnixListenAt;
   policy?: (remote: string) => HandshakePolicy;
   startTls?: StartTls;
   handshakeTimeoutMs?: number;
@@ -149,40 +144,35 @@ export async function serveOnMainThread(o: {
   };
   const servers = [new NbdServer({ ...common, policy: o.policy, startTls: o.startTls })];
   const listens = [{ ...o.nbdListen, tls: o.startTls !== undefined }];
-  // Local attach (loopback TCP, the Unix socket): plaintext, no STARTTLS.
-  const local = o.nbdLocalListen || o.nbdUnix ? new NbdServer(common) : undefined;
-  if (local && o.nbdLocalListen) {
-    servers.push(local);
-    listens.push({ ...o.nbdLocalListen, tls: false });
-  }
+  // Local attach (loopback TCP, the Unix sockets): plaintext, no STARTTLS.
+  const local = new NbdServer(common);
+  const localRo = new NbdServer({ ...common, policy: () => READ_ONLY_PLAINTEXT });
+  if (o.nbdLocalListen) listens.push({ ...o.nbdLocalListen, tls: false });
   const found: string[] = [];
-  let unix: FdListener | undefined;
+  const unix: { close(): Promise<void> }[] = [];
   try {
-    for (let i = 0; i < servers.length; i++) {
-      const addr = await servers[i].listen(listens[i].host, listens[i].port, {
+    for (let i = 0; i < listens.length; i++) {
+      const server = i === 0 ? servers[0] : local;
+      const addr = await server.listen(listens[i].host, listens[i].port, {
         tls: listens[i].tls,
       });
       found.push(hostPort(addr.hostname, addr.port));
       o.logger.info({ nbd: found[i], tls: listens[i].tls }, "NBD listener started");
     }
-    if (o.nbdUnix) unix = openUnixListener(o.nbdUnix, o.logger);
+    if (o.nbdUnix) unix.push(serveUnix(openUnixListener(o.nbdUnix, false, o.logger), local));
+    if (o.nbdUnixRo) unix.push(serveUnix(openUnixListener(o.nbdUnixRo, true, o.logger), localRo));
   } catch (err) {
-    await Promise.all(servers.map((s) => s.close()));
+    await Promise.all([...unix.map((u) => u.close()), ...servers.map((s) => s.close())]);
+    await local.close();
     throw err;
   }
-  const unixAccepting = unix && local && (async () => {
-    for (;;) {
-      const c = await unix.accept();
-      if (c === null) return;
-      local.serve(openFdTransport(c.fd, c.remote, { direct: true }));
-    }
-  })();
+  servers.push(local, localRo);
   const addresses: NbdAddresses = {
     nbd: found[0],
     ...(found[1] ? { local: found[1] } : {}),
-    ...(unix ? { unix: unix.path } : {}),
+    ...(o.nbdUnix ? { unix: o.nbdUnix.path } : {}),
+    ...(o.nbdUnixRo ? { unixRo: o.nbdUnixRo.path } : {}),
   };
-  if (local && !o.nbdLocalListen) servers.push(local);
   let links: PeerLinks | undefined;
   return {
     addresses,
@@ -220,8 +210,7 @@ export async function serveOnMainThread(o: {
       return Promise.resolve();
     },
     close: async () => {
-      unix?.close();
-      await unixAccepting;
+      await Promise.all(unix.map((u) => u.close()));
       await Promise.all(servers.map((s) => s.close()));
       links?.closeAll();
     },
@@ -296,6 +285,7 @@ export async function serveOnWorkers(o: {
   nbdListen: ListenAt;
   nbdLocalListen?: ListenAt;
   nbdUnix?: UnixListenAt;
+  nbdUnixRo?: UnixListenAt;
   workers: { min: number; max: number; timings?: SizingTimings };
   logLevel: string;
   logFormat: "json" | "pretty";
@@ -318,7 +308,12 @@ export async function serveOnWorkers(o: {
       const at = o.nbdLocalListen;
       listeners.push({ l: FdListener.open(at.host, at.port), kind: "local" });
     }
-    if (o.nbdUnix) listeners.push({ l: openUnixListener(o.nbdUnix, o.logger), kind: "local" });
+    if (o.nbdUnix) {
+      listeners.push({ l: openUnixListener(o.nbdUnix, false, o.logger), kind: "local" });
+    }
+    if (o.nbdUnixRo) {
+      listeners.push({ l: openUnixListener(o.nbdUnixRo, true, o.logger), kind: "local-ro" });
+    }
   } catch (err) {
     for (const { l } of listeners) l.close();
     throw err;
@@ -369,7 +364,8 @@ export async function serveOnWorkers(o: {
   const addresses: NbdAddresses = {
     nbd: found[0],
     ...(o.nbdLocalListen ? { local: found[1] } : {}),
-    ...(o.nbdUnix ? { unix: found[found.length - 1] } : {}),
+    ...(o.nbdUnix ? { unix: o.nbdUnix.path } : {}),
+    ...(o.nbdUnixRo ? { unixRo: o.nbdUnixRo.path } : {}),
   };
   const accepting = listeners.map(async ({ l, kind }) => {
     for (;;) {
@@ -412,23 +408,6 @@ export async function serveOnWorkers(o: {
       await pool.close();
     },
   };
-}
-
-/** Opens the Unix-socket listener with its mode and group, and says so. */
-function openUnixListener(at: UnixListenAt, log: Logger): FdListener {
-  let gid: number | undefined;
-  try {
-    gid = at.group === undefined ? undefined : groupId(at.group);
-  } catch (err) {
-    throw new UnixSocketError(at.path, `--nbd-unix-group: ${(err as Error).message}`);
-  }
-  const l = FdListener.openUnix(at.path, { mode: at.mode, gid });
-  const info = Deno.lstatSync(at.path);
-  log.info(
-    { nbdUnix: at.path, mode: `0${(info.mode! & 0o777).toString(8)}`, gid: info.gid },
-    "NBD Unix-socket listener started (plaintext local attach; the file's mode and group decide who may connect)",
-  );
-  return l;
 }
 
 /** A master's certificate check for forwarding, from the main thread's node check. */

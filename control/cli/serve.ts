@@ -114,9 +114,17 @@ export const SERVE_SPEC: CommandSpec = {
       default: s.nbdUnix.default,
     },
     {
+      name: s.nbdUnixRo.flag,
+      value: "PATH",
+      help: "a second Unix socket (same mode and group) that serves every volume read-only " +
+        "(NBD_FLAG_READ_ONLY; writes fail with EPERM), e.g. for backups",
+      env: s.nbdUnixRo.env,
+    },
+    {
       name: s.nbdUnixMode.flag,
       value: "MODE",
-      help: "file mode of the --nbd-unix socket (octal; connecting needs write permission)",
+      help: "file mode of the --nbd-unix (and --nbd-unix-ro) socket (octal; connecting needs " +
+        "write permission)",
       env: s.nbdUnixMode.env,
       default: s.nbdUnixMode.default,
     },

@@ -51,6 +51,8 @@ export interface ServeConfig {
    * the socket file's mode and group decide who may connect. Undefined: `--nbd-unix off`.
    */
   nbdUnix: UnixListenAt | undefined;
+  /** `--nbd-unix-ro PATH`: a second socket (same mode and group) serving every volume read-only. */
+  nbdUnixRo: UnixListenAt | undefined;
   /** Serve GET /v1/health without a client certificate. */
   apiAnonymousHealth: boolean;
   /** Lifetime of the certificates the node issues (renewed at 2/3 of it). */
@@ -195,7 +197,7 @@ export function resolveConfig(
       );
     }
   }
-  const nbdUnix = resolveNbdUnix(pick, dataDir.value);
+  const { nbdUnix, nbdUnixRo } = resolveNbdUnix(pick, dataDir.value);
   const anon = pick("apiAnonymousHealth");
   const certTtl = pick("certTtlSeconds");
   const etcd = resolveEtcd(pick);
@@ -221,6 +223,7 @@ export function resolveConfig(
     tls,
     nbdLocalListen,
     nbdUnix,
+    nbdUnixRo,
     apiAnonymousHealth: parseBool(anon.value!, anon.source, SETTINGS.apiAnonymousHealth.flag),
     certTtlSeconds: parseDuration(certTtl.value!, certTtl.source, SETTINGS.certTtlSeconds.flag),
     etcd,
@@ -234,23 +237,14 @@ export function resolveConfig(
 }
 
 /**
- * The Unix-socket listener: `--nbd-unix PATH|off` (default DATA_DIR/nbd.sock), its file mode
- * (`--nbd-unix-mode`, octal, default 0660) and group (`--nbd-unix-group NAME|GID`).
+ * The Unix-socket listeners: `--nbd-unix PATH|off` (default DATA_DIR/nbd.sock) and
+ * `--nbd-unix-ro PATH` (none by default), their file mode (`--nbd-unix-mode`, octal, default
+ * 0660) and group (`--nbd-unix-group NAME|GID`).
  */
-function resolveNbdUnix(pick: Pick, dataDir: string): UnixListenAt | undefined {
-  const at = pick("nbdUnix");
-  const text = at.value?.trim() ?? "";
-  if (text === "off" || text === "") return undefined;
-  const path = resolve(text === SETTINGS.nbdUnix.default ? join(dataDir, "nbd.sock") : text);
-  const bytes = new TextEncoder().encode(path).length;
-  if (bytes > MAX_UNIX_PATH_BYTES) {
-    throw new InvalidArgumentError(
-      `invalid ${at.source}: the Unix socket path ${path} is ${bytes} bytes, more than the ` +
-        `${MAX_UNIX_PATH_BYTES} a socket address holds; pass --nbd-unix with a shorter path ` +
-        "(e.g. /run/ballast/nbd.sock) or --nbd-unix off",
-      { field: SETTINGS.nbdUnix.flag },
-    );
-  }
+function resolveNbdUnix(
+  pick: Pick,
+  dataDir: string,
+): { nbdUnix?: UnixListenAt; nbdUnixRo?: UnixListenAt } {
   const modeText = pick("nbdUnixMode");
   const m = /^0?([0-7]{3})$/.exec(modeText.value!.trim());
   if (!m) {
@@ -267,7 +261,33 @@ function resolveNbdUnix(pick: Pick, dataDir: string): UnixListenAt | undefined {
       { field: SETTINGS.nbdUnixGroup.flag },
     );
   }
-  return { path, mode: parseInt(m[1], 8), ...(group ? { group } : {}) };
+  const access = { mode: parseInt(m[1], 8), ...(group ? { group } : {}) };
+  const at = (key: "nbdUnix" | "nbdUnixRo"): UnixListenAt | undefined => {
+    const text = pick(key);
+    const value = text.value?.trim() ?? "";
+    if (value === "off" || value === "") return undefined;
+    const path = resolve(value === SETTINGS.nbdUnix.default ? join(dataDir, "nbd.sock") : value);
+    const bytes = new TextEncoder().encode(path).length;
+    if (bytes > MAX_UNIX_PATH_BYTES) {
+      throw new InvalidArgumentError(
+        `invalid ${text.source}: the Unix socket path ${path} is ${bytes} bytes, more than the ` +
+          `${MAX_UNIX_PATH_BYTES} a socket address holds; pass --${SETTINGS[key].flag} with a ` +
+          `shorter path (e.g. /run/ballast/nbd.sock) or --${SETTINGS[key].flag} off`,
+        { field: SETTINGS[key].flag },
+      );
+    }
+    return { path, ...access };
+  };
+  const nbdUnix = at("nbdUnix");
+  const nbdUnixRo = at("nbdUnixRo");
+  if (nbdUnix && nbdUnixRo && nbdUnix.path === nbdUnixRo.path) {
+    throw new InvalidArgumentError(
+      `--${SETTINGS.nbdUnixRo.flag} ${nbdUnixRo.path} is the --${SETTINGS.nbdUnix.flag} socket: ` +
+        "the read-only socket needs a path of its own",
+      { field: SETTINGS.nbdUnixRo.flag },
+    );
+  }
+  return { ...(nbdUnix ? { nbdUnix } : {}), ...(nbdUnixRo ? { nbdUnixRo } : {}) };
 }
 
 /** Parses "zone=a,rack=r1" into labels; errors name the source and the bad entry. */

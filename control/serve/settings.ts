@@ -19,6 +19,7 @@ export interface ServeFlags {
   "nbd-unix"?: string;
   "nbd-unix-mode"?: string;
   "nbd-unix-group"?: string;
+  "nbd-unix-ro"?: string;
   "api-anonymous-health"?: string;
   "cert-ttl"?: string;
   etcd?: string;
@@ -48,6 +49,7 @@ export interface ConfigFile {
   nbdUnix?: string;
   nbdUnixMode?: string;
   nbdUnixGroup?: string;
+  nbdUnixRo?: string;
   apiAnonymousHealth?: string;
   certTtlSeconds?: number | string;
   etcd?: string;
@@ -77,6 +79,7 @@ export const SETTINGS = {
   nbdUnix: { flag: "nbd-unix", env: "BALLAST_NBD_UNIX", default: "DATA_DIR/nbd.sock" },
   nbdUnixMode: { flag: "nbd-unix-mode", env: "BALLAST_NBD_UNIX_MODE", default: "0660" },
   nbdUnixGroup: { flag: "nbd-unix-group", env: "BALLAST_NBD_UNIX_GROUP", default: undefined },
+  nbdUnixRo: { flag: "nbd-unix-ro", env: "BALLAST_NBD_UNIX_RO", default: undefined },
   apiAnonymousHealth: {
     flag: "api-anonymous-health",
     env: "BALLAST_API_ANONYMOUS_HEALTH",

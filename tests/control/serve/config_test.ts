@@ -16,6 +16,7 @@ Deno.test("resolveConfig() fills every default", () => {
     tls: true,
     nbdLocalListen: undefined,
     nbdUnix: { path: "/d/nbd.sock", mode: 0o660 },
+    nbdUnixRo: undefined,
     apiAnonymousHealth: false,
     certTtlSeconds: 30 * 86400,
     etcd: undefined,
@@ -47,6 +48,18 @@ Deno.test("resolveConfig() reads --nbd-unix (default DATA_DIR/nbd.sock, off), it
     assert(err.message.includes(`--nbd-unix-mode "${mode}"`), err.message);
   }
   assertThrows(() => c({ "nbd-unix-group": "a b" }), InvalidArgumentError, "group name or id");
+  const ro = resolveConfig(
+    { "data-dir": "/d", "nbd-unix-ro": "/run/b/ro.sock", "nbd-unix-group": "backup" },
+    {},
+    {},
+    host,
+  );
+  assertEquals(ro.nbdUnixRo, { path: "/run/b/ro.sock", mode: 0o660, group: "backup" });
+  assertThrows(
+    () => c({ "nbd-unix-ro": "/d/nbd.sock" }),
+    InvalidArgumentError,
+    "needs a path of its own",
+  );
   // sun_path holds 108 bytes: a longer path could never be bound.
   assertEquals(c({ "nbd-unix": `/${"s".repeat(106)}` })?.path.length, 107);
   const err = assertThrows(
