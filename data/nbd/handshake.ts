@@ -270,8 +270,8 @@ export function handleOption(
       const exp = visible(name);
       if (!exp || "refused" in exp) {
         // "If the chosen export does not exist or requirements for the chosen export are not
-        // met (e.g., the client did not initiate TLS for an export where the server requires
-        // it), the server MUST terminate the session."
+        // met (e.g., the client did not negotiate TLS for an export where the server requires
+        // it), the server should close the connection." (NBD_OPT_EXPORT_NAME, "Option types")
         const reason = exp ? exp.refused : `unknown export "${name}"`;
         return { state, action: { kind: "close", out: [], reason } };
       }
