@@ -6,6 +6,7 @@
  * @module
  */
 
+import { dirname } from "node:path";
 import type { Logger } from "pino";
 import { FdListener, groupId, UnixSocketError } from "./net/fd_listener.ts";
 import { openFdTransport } from "./nbd/node_transport.ts";
@@ -41,6 +42,16 @@ export function openUnixListener(at: UnixListenAt, readOnly: boolean, log: Logge
       readOnly ? ", read-only" : ""
     }; the file's mode and group decide who may connect)`,
   );
+  const dir = dirname(at.path);
+  const dirMode = Deno.statSync(dir).mode! & 0o777;
+  if (at.group !== undefined && (dirMode & 0o011) === 0) {
+    // Connecting needs search permission on every directory above the socket.
+    log.warn(
+      { nbdUnix: at.path, dir, dirMode: `0${dirMode.toString(8)}` },
+      `members of group ${at.group} cannot reach the socket: its directory lets only its ` +
+        "owner in; put the socket in a directory the group may enter (e.g. /run/ballast, 0750)",
+    );
+  }
   return l;
 }
 

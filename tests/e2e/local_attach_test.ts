@@ -100,10 +100,10 @@ function nobodySkip(): string | undefined {
   return requireTools(["setpriv"]);
 }
 
-/** A node whose socket sits in a directory everyone may enter: only its own mode and group decide. */
-async function socketNode(extra: string[]) {
+/** A node whose socket sits in a directory of mode `dirMode` (0755: only the socket's own mode and group decide). */
+async function socketNode(extra: string[], dirMode = 0o755) {
   const dir = await Deno.makeTempDir({ prefix: "ballast-sock-" });
-  await Deno.chmod(dir, 0o755);
+  await Deno.chmod(dir, dirMode);
   const socket = `${dir}/nbd.sock`;
   const b = await startBallast({ args: ["--nbd-unix", socket, ...extra] });
   assertEquals((await cli(["volume", "create", "v", "--size", "1MiB"], { api: b.api })).code, 0);
@@ -128,13 +128,17 @@ e2eTest(
       "0640",
       "--nbd-unix-group",
       "65534",
-    ]);
+    ], 0o700);
     const info = await Deno.lstat(n.socket);
     assertEquals((info.mode! & 0o777).toString(8), "640");
     assertEquals(info.gid, 65534);
     const owner = await run("nbdinfo", ["--size", unixUri("v", n.socket)]);
     assertEquals(owner.code, 0, owner.stderr);
     assertEquals(owner.stdout.trim(), String(2 ** 20));
+    assert(
+      n.b.logs().includes("members of group 65534 cannot reach the socket"),
+      "a group that cannot enter the socket's directory is warned about",
+    );
   },
 );
 
@@ -160,5 +164,6 @@ e2eTest(
     assert(outsider.code !== 0, "a user outside the group is refused");
     assert(/permission denied/i.test(outsider.stderr), outsider.stderr);
     assert(n.b.logs().includes('"remote":"unix:uid=65534'), "the log names the peer's uid");
+    assert(!n.b.logs().includes("cannot reach the socket"), "no warning: the group can get in");
   },
 );
