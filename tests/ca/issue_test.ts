@@ -1,5 +1,6 @@
 import {
   createRootCa,
+  generateKeyPair,
   issueLeaf,
   type Issuer,
   readIdentity,
@@ -142,6 +143,25 @@ Deno.test("grants: NAME:ro is read-only, a uuid binds the incarnation; both roun
     InvalidArgumentError,
     "invalid volume uuid",
   );
+});
+
+Deno.test("readIdentity() fails closed on a grant URI it cannot read (an unknown part)", async () => {
+  const keys = await generateKeyPair();
+  for (const uri of ["ballast:volume:db;rw", "ballast:volume:db;uuid=nope"]) {
+    const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: "CN=c, O=Ballast",
+      keys,
+      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+      extensions: [
+        new x509.SubjectAlternativeNameExtension([
+          { type: "url", value: `${ROLE_URI_PREFIX}nbd-client` },
+          { type: "url", value: uri },
+        ]),
+      ],
+    });
+    const id = readIdentity(csr);
+    assert(typeof id === "string" && id.includes("unknown part"), String(id));
+  }
 });
 
 Deno.test("issueLeaf() rejects bad specs before doing any work", async () => {
