@@ -139,6 +139,11 @@ e2eTest(
           env: { LIBNBD_DEBUG: "1" },
         });
       assertEquals((await info(old.dir)).code, 0, "the certificate opens the volume it names");
+      const listed = await admin(b, ["ca", "list", "-o", "json"]);
+      const items = JSON.parse(listed.stdout).items as { name: string; grants?: unknown }[];
+      assertEquals(items.find((i) => i.name === "vm1")?.grants, [
+        { volume: "db1", readOnly: false, uuid: first },
+      ], "ca list shows the binding");
 
       assertEquals((await admin(b, ["volume", "delete", "db1"])).code, 0);
       const second = await create();

@@ -158,10 +158,20 @@ export const CA_SCHEMAS = {
       role: { type: "string", enum: ["node", "admin", "nbd-client"] },
       name: { type: "string" },
       volumes: { type: "array", items: { type: "string" } },
+      grants: { type: "array", items: ref("Grant") },
       notBefore: { type: "string", format: "date-time" },
       notAfter: { type: "string", format: "date-time" },
       issuerSerial: { type: "string" },
       revokedAt: { type: "string", format: "date-time" },
+    },
+  },
+  Grant: {
+    type: "object",
+    required: ["volume", "readOnly"],
+    properties: {
+      volume: { type: "string", description: 'a volume name, or "*" for all' },
+      readOnly: { type: "boolean" },
+      uuid: { type: "string", description: "the volume bound to; absent: by name" },
     },
   },
   SignCertificateRequest: {
@@ -195,18 +205,7 @@ export const CA_SCHEMAS = {
       role: { type: "string" },
       name: { type: "string" },
       volumes: { type: "array", items: { type: "string" } },
-      grants: {
-        type: "array",
-        items: {
-          type: "object",
-          required: ["volume", "readOnly"],
-          properties: {
-            volume: { type: "string" },
-            readOnly: { type: "boolean" },
-            uuid: { type: "string", description: "the volume bound to; absent: by name" },
-          },
-        },
-      },
+      grants: { type: "array", items: ref("Grant") },
       notAfter: { type: "string", format: "date-time" },
     },
   },
