@@ -9,6 +9,7 @@ import { generateKeyPair, randomSerial, signingAlgorithm } from "./_keys.ts";
 import {
   ALL_VOLUMES,
   EKU_OID,
+  grantText,
   type LeafSpec,
   leafSubject,
   normalizeSpec,
@@ -149,8 +150,16 @@ export interface CsrPolicy {
   dnsNames?: readonly string[];
   /** IP addresses the CSR may request, or "any". */
   ipAddresses?: readonly string[] | "any";
-  /** nbd-client: volumes that may be granted (`*` allows any). Default: none. */
+  /**
+   * nbd-client: grant texts that may be granted (`*` allows any; `db1` allows `db1` and
+   * `db1:ro`; `db1:ro` only `db1:ro`). Default: none.
+   */
   volumes?: readonly string[];
+  /**
+   * nbd-client: binds the granted volumes to their incarnation: volume name -> the uuid the
+   * certificate's grant then carries. Grants of names not listed are bound by name.
+   */
+  bind?: Readonly<Record<string, string>>;
 }
 
 function denied(message: string): BallastError {
@@ -198,12 +207,17 @@ export async function signCsr(
     }
   }
   const grantable = policy.volumes ?? [];
-  for (const v of id.volumes) {
-    if (!grantable.includes(ALL_VOLUMES) && !grantable.includes(v)) {
-      throw denied(`volume ${JSON.stringify(v)} is not grantable`);
-    }
+  for (const g of id.grants) {
+    const ok = grantable.includes(ALL_VOLUMES) || grantable.includes(g.volume) ||
+      (g.readOnly && grantable.includes(grantText(g)));
+    if (!ok) throw denied(`volume ${JSON.stringify(grantText(g))} is not grantable`);
   }
-  return await issueLeaf(issuer, csr.publicKey, id, options);
+  // A request names volumes; the incarnation bound to is the signer's to say, never the CSR's.
+  const grants = id.grants.map(({ volume, readOnly }) => {
+    const uuid = policy.bind?.[volume];
+    return uuid === undefined ? { volume, readOnly } : { volume, readOnly, uuid };
+  });
+  return await issueLeaf(issuer, csr.publicKey, { ...id, grants }, options);
 }
 
 /**

@@ -4,7 +4,7 @@
  */
 import { join } from "node:path";
 import { parseCertificates } from "./_keys.ts";
-import type { Role } from "./_profile.ts";
+import type { Grant, Role } from "./_profile.ts";
 import type { x509 } from "./_x509.ts";
 
 /** The two certificates a node keeps for itself. */
@@ -35,7 +35,10 @@ export interface IssuedRecord {
   subject: string;
   role: Role;
   name: string;
+  /** The grants as texts (`db1`, `db1:ro`). */
   volumes: string[];
+  /** The grants with the uuids they are bound to, when any is bound. */
+  grants?: Grant[];
   notBefore: string;
   notAfter: string;
   /** Serial of the CA certificate that signed it. */

@@ -4,7 +4,9 @@
  *
  * Role and grants are URI subjectAltNames (see README.md, "Volume grants"):
  *   ballast:role:<node|admin|nbd-client>   exactly one per Ballast leaf
- *   ballast:volume:<volume name>            one per granted volume; `ballast:volume:*` = all
+ *   ballast:volume:<volume name>[;ro][;uuid=<uuid>]
+ *                                           one per granted volume; `ballast:volume:*` = all;
+ *                                           `;ro` read only; `;uuid=` only that incarnation
  * @module
  */
 import { isIP } from "node:net";
@@ -37,6 +39,23 @@ export const VOLUME_URI_PREFIX = "ballast:volume:";
 /** The grant that allows every volume. */
 export const ALL_VOLUMES = "*";
 
+/** A grant's text (CLI, API) ends with this to make it read-only: `db1:ro`, `*:ro`. */
+export const READ_ONLY_SUFFIX = ":ro";
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** What a certificate lets its holder do with a volume (docs/TLS.md, "Volume grants"). */
+export interface Grant {
+  /** The volume's name, or `*` for every volume. */
+  volume: string;
+  /** The holder may read but not change the volume. */
+  readOnly: boolean;
+  /**
+   * The uuid of the volume that had this name when the certificate was issued: only that
+   * volume opens, not one created later under the same name. Absent: bound by name.
+   */
+  uuid?: string;
+}
+
 /** Same rule as volume names (control/volumes/rules.ts), repeated so ca/ stands alone. */
 const VOLUME_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i;
@@ -52,15 +71,31 @@ export interface LeafSpec {
   dnsNames?: readonly string[];
   /** IP subjectAltNames: the addresses a node listens on. */
   ipAddresses?: readonly string[];
-  /** nbd-client only: volumes it may open; `["*"]` for all. */
+  /**
+   * nbd-client only: grant texts, `NAME` or `NAME:ro` (read-only); `["*"]` for all. Ignored
+   * when `grants` is given.
+   */
   volumes?: readonly string[];
+  /** nbd-client only: the grants, with the volumes' uuids where bound. */
+  grants?: readonly Grant[];
+}
+
+/** A spec after normalizeSpec(): names canonical, grants parsed and sorted. */
+export interface NormalSpec {
+  role: Role;
+  name: string;
+  dnsNames: string[];
+  ipAddresses: string[];
+  grants: Grant[];
 }
 
 /** The identity read from a verified certificate. */
 export interface Identity {
   role: Role;
   name: string;
+  /** The grants as texts (`db1`, `db1:ro`, `*`), without the uuids they are bound to. */
   volumes: string[];
+  grants: Grant[];
   dnsNames: string[];
   ipAddresses: string[];
 }
@@ -82,7 +117,7 @@ export function canonicalIp(ip: string): string {
 }
 
 /** Checks a spec and returns it with defaults applied and names canonical. */
-export function normalizeSpec(spec: LeafSpec): Required<LeafSpec> {
+export function normalizeSpec(spec: LeafSpec): NormalSpec {
   if (!isRole(spec.role)) {
     throw new InvalidArgumentError(
       `invalid role ${JSON.stringify(spec.role)}: expected one of ${ROLES.join(", ")}`,
@@ -117,15 +152,8 @@ export function normalizeSpec(spec: LeafSpec): Required<LeafSpec> {
     }
     ips.add(c);
   }
-  const volumes = [...new Set(spec.volumes ?? [])];
-  for (const v of volumes) {
-    if (v !== ALL_VOLUMES && !VOLUME_NAME.test(v)) {
-      throw new InvalidArgumentError(`invalid volume grant ${JSON.stringify(v)}`, {
-        field: "volumes",
-      });
-    }
-  }
-  if (volumes.length > 0 && spec.role !== "nbd-client") {
+  const grants = normalizeGrants(spec.grants ?? (spec.volumes ?? []).map(parseGrant));
+  if (grants.length > 0 && spec.role !== "nbd-client") {
     throw new InvalidArgumentError(`volume grants are only for role nbd-client, not ${spec.role}`, {
       field: "volumes",
     });
@@ -135,13 +163,75 @@ export function normalizeSpec(spec: LeafSpec): Required<LeafSpec> {
       field: "dnsNames",
     });
   }
-  return {
-    role: spec.role,
-    name: spec.name,
-    dnsNames: [...dns],
-    ipAddresses: [...ips],
-    volumes: volumes.includes(ALL_VOLUMES) ? [ALL_VOLUMES] : volumes.sort(),
-  };
+  return { role: spec.role, name: spec.name, dnsNames: [...dns], ipAddresses: [...ips], grants };
+}
+
+/** Reads a grant's text: `NAME`, `NAME:ro`, `*` or `*:ro`. */
+export function parseGrant(text: string): Grant {
+  const readOnly = text.endsWith(READ_ONLY_SUFFIX);
+  const volume = readOnly ? text.slice(0, -READ_ONLY_SUFFIX.length) : text;
+  if (volume !== ALL_VOLUMES && !VOLUME_NAME.test(volume)) {
+    throw new InvalidArgumentError(
+      `invalid volume grant ${JSON.stringify(text)}: expected a volume name or '*', ` +
+        `optionally followed by ${READ_ONLY_SUFFIX} (read-only)`,
+      { field: "volumes" },
+    );
+  }
+  return { volume, readOnly };
+}
+
+/** The text of a grant (without its uuid): `db1`, `db1:ro`. */
+export function grantText(g: Grant): string {
+  return g.readOnly ? g.volume + READ_ONLY_SUFFIX : g.volume;
+}
+
+/**
+ * Checks grants and puts them in a stable order; one grant per volume name. A read-write `*`
+ * bound by name covers everything else, so it stands alone.
+ */
+function normalizeGrants(grants: readonly Grant[]): Grant[] {
+  const byVolume = new Map<string, Grant>();
+  for (const g of grants) {
+    parseGrant(g.volume);
+    if (g.uuid !== undefined && (g.volume === ALL_VOLUMES || !UUID.test(g.uuid))) {
+      throw new InvalidArgumentError(`invalid volume uuid ${JSON.stringify(g.uuid)}`, {
+        field: "volumes",
+      });
+    }
+    const seen = byVolume.get(g.volume);
+    if (seen && (seen.readOnly !== g.readOnly || seen.uuid !== g.uuid)) {
+      throw new InvalidArgumentError(
+        `volume ${JSON.stringify(g.volume)} is granted twice, differently: grant it once`,
+        { field: "volumes" },
+      );
+    }
+    byVolume.set(g.volume, {
+      volume: g.volume,
+      readOnly: g.readOnly === true,
+      ...(g.uuid ? { uuid: g.uuid } : {}),
+    });
+  }
+  const all = byVolume.get(ALL_VOLUMES);
+  if (all && !all.readOnly) return [all];
+  return [...byVolume.values()].sort((a, b) => a.volume < b.volume ? -1 : 1);
+}
+
+/** A grant as a subjectAltName URI. */
+function grantUri(g: Grant): string {
+  return VOLUME_URI_PREFIX + g.volume + (g.readOnly ? ";ro" : "") +
+    (g.uuid ? `;uuid=${g.uuid}` : "");
+}
+
+/** A grant from its URI (after the prefix), or a reason it cannot be read (fail closed). */
+function readGrantUri(text: string): Grant | string {
+  const [volume, ...params] = text.split(";");
+  const g: Grant = { volume, readOnly: false };
+  for (const p of params) {
+    if (p === "ro") g.readOnly = true;
+    else if (p.startsWith("uuid=") && UUID.test(p.slice(5))) g.uuid = p.slice(5);
+    else return `volume grant ${JSON.stringify(text)} has an unknown part ${JSON.stringify(p)}`;
+  }
+  return g;
 }
 
 /** The subject DN of a leaf. */
@@ -150,12 +240,12 @@ export function leafSubject(spec: LeafSpec): string {
 }
 
 /** The subjectAltName entries that encode a (normalized) spec. */
-export function specAltNames(spec: Required<LeafSpec>): x509.JsonGeneralNames {
+export function specAltNames(spec: NormalSpec): x509.JsonGeneralNames {
   return [
     ...spec.dnsNames.map((value) => ({ type: "dns" as const, value })),
     ...spec.ipAddresses.map((value) => ({ type: "ip" as const, value })),
     { type: "url" as const, value: ROLE_URI_PREFIX + spec.role },
-    ...spec.volumes.map((v) => ({ type: "url" as const, value: VOLUME_URI_PREFIX + v })),
+    ...spec.grants.map((g) => ({ type: "url" as const, value: grantUri(g) })),
   ];
 }
 
@@ -189,17 +279,19 @@ export function readIdentity(
   if (!isRole(role)) return `unknown Ballast role ${JSON.stringify(role)}`;
   const cn = source.subjectName.getField("CN");
   if (cn.length !== 1) return "subject must have exactly one CN";
+  const grants: Grant[] = [];
+  for (const n of names) {
+    if (n.type !== "url" || !n.value.startsWith(VOLUME_URI_PREFIX)) continue;
+    const g = readGrantUri(n.value.slice(VOLUME_URI_PREFIX.length));
+    if (typeof g === "string") return g;
+    grants.push(g);
+  }
   return {
     role,
     name: cn[0],
-    volumes: names.filter((n) => n.type === "url" && n.value.startsWith(VOLUME_URI_PREFIX))
-      .map((n) => n.value.slice(VOLUME_URI_PREFIX.length)),
+    volumes: grants.map(grantText),
+    grants,
     dnsNames: names.filter((n) => n.type === "dns").map((n) => n.value),
     ipAddresses: names.filter((n) => n.type === "ip").map((n) => canonicalIp(n.value)),
   };
-}
-
-/** Whether an identity may open a volume (`*` grants all). */
-export function mayOpenVolume(identity: Pick<Identity, "volumes">, volume: string): boolean {
-  return identity.volumes.includes(ALL_VOLUMES) || identity.volumes.includes(volume);
 }

@@ -85,6 +85,7 @@ export class Registry {
       role: id.role,
       name: id.name,
       volumes: id.volumes,
+      ...(id.grants.some((g) => g.uuid) ? { grants: id.grants } : {}),
       notBefore: cert.notBefore.toISOString(),
       notAfter: cert.notAfter.toISOString(),
       issuerSerial: normalizeSerial(issuer.serialNumber),

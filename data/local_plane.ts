@@ -39,6 +39,10 @@ class LocalDataPlane implements RunningDataPlane {
   readonly nbdAddress: string;
   /** The plaintext local-attach listener's address, when there is one. */
   readonly nbdLocalAddress: string | undefined;
+  /** The Unix socket for local attach, when there is one. */
+  readonly nbdUnixPath: string | undefined;
+  /** The read-only Unix socket, when there is one. */
+  readonly nbdUnixRoPath: string | undefined;
   #dataDir: string;
   #dir: string;
   #serving: Serving;
@@ -63,8 +67,10 @@ class LocalDataPlane implements RunningDataPlane {
       resyncRateBytesPerSecond: opts.resyncRateBytesPerSecond,
       log: this.#log,
     });
-    this.nbdAddress = serving.addresses[0];
-    this.nbdLocalAddress = serving.addresses[1];
+    this.nbdAddress = serving.addresses.nbd;
+    this.nbdLocalAddress = serving.addresses.local;
+    this.nbdUnixPath = serving.addresses.unix;
+    this.nbdUnixRoPath = serving.addresses.unixRo;
   }
 
   /**
@@ -456,6 +462,8 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<RunningDat
     logger: log,
     nbdListen: opts.nbdListen,
     nbdLocalListen: opts.nbdLocalListen,
+    nbdUnix: opts.nbdUnix,
+    nbdUnixRo: opts.nbdUnixRo,
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     requestTimeoutMs: opts.requestTimeoutMs,
   };

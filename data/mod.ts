@@ -15,13 +15,15 @@ export {
 } from "./store/mod.ts";
 export { ExportTable, LiveExport } from "./exports.ts";
 export { NbdServer, type NbdServerOptions } from "./nbd/server.ts";
-export type { ExportCatalog, ExportView, HandshakePolicy } from "./nbd/handshake.ts";
+export type { ExportAccess, ExportCatalog, ExportView, HandshakePolicy } from "./nbd/handshake.ts";
 export type { StartTls, TlsUpgrade } from "./nbd/transport.ts";
 export {
-  mayOpen,
+  clientAccess,
+  grantAccess,
   type NbdClientCheck,
   type NbdClientIdentity,
   nbdStartTls,
+  type VolumeGrant,
 } from "./nbd/client_tls.ts";
 export { ClientRefusedError, ProtocolError } from "./nbd/errors.ts";
 export { NodeSocketTransport, startTlsServer, type TlsPeer } from "./nbd/node_transport.ts";
@@ -34,7 +36,15 @@ export {
   PeerError,
   type PeerListener,
 } from "./peer/mod.ts";
-export { type ListeningServer, listenServer, splitHostPort } from "./net/mod.ts";
+export {
+  type ListeningServer,
+  listenServer,
+  MAX_UNIX_PATH_BYTES,
+  splitHostPort,
+  UnixSocketError,
+} from "./net/mod.ts";
+export type { NbdAddresses } from "./serving.ts";
+export type { UnixListenAt } from "./_local_attach.ts";
 export {
   type ConnectNode,
   CopyEpochs,

@@ -10,6 +10,7 @@ import type { StartTls } from "./nbd/transport.ts";
 import type { ClientVerdict, WorkerTls } from "./pool/protocol.ts";
 import type { SizingTimings } from "./pool/sizing.ts";
 import type { DataPlane } from "./plane.ts";
+import type { UnixListenAt } from "./_local_attach.ts";
 import type { ConnectNode, CopyEpochs, CopyHashes, ReplicaService } from "./replication/mod.ts";
 
 export interface DataPlaneOptions {
@@ -20,6 +21,13 @@ export interface DataPlaneOptions {
    * used when the main listener requires TLS.
    */
   nbdLocalListen?: { host: string; port: number };
+  /**
+   * A Unix-socket NBD listener for local attach (plaintext, like nbdLocalListen): its file's
+   * mode and group decide who may connect.
+   */
+  nbdUnix?: UnixListenAt;
+  /** A read-only Unix socket: the same, but every export is served read-only. */
+  nbdUnixRo?: UnixListenAt;
   logger: Logger;
   nodeName: string;
   policy?: (remote: string) => HandshakePolicy;

@@ -179,4 +179,8 @@ export interface DataPlane {
   readonly nbdAddress: string;
   /** The plaintext local-attach NBD listener, "host:port", if configured. */
   readonly nbdLocalAddress: string | undefined;
+  /** The Unix socket for local attach (plaintext NBD), if configured. */
+  readonly nbdUnixPath?: string | undefined;
+  /** The read-only Unix socket for local attach, if configured. */
+  readonly nbdUnixRoPath?: string | undefined;
 }

@@ -14,6 +14,8 @@ import type { HandshakePolicy } from "./nbd/handshake.ts";
 import { NbdServer } from "./nbd/server.ts";
 import type { StartTls } from "./nbd/transport.ts";
 import { FdListener } from "./net/fd_listener.ts";
+import { openUnixListener, serveUnix, type UnixListenAt } from "./_local_attach.ts";
+import { READ_ONLY_PLAINTEXT } from "./nbd/server.ts";
 import { type PoolStatus, WorkerPool } from "./pool/pool.ts";
 import type { SizingTimings } from "./pool/sizing.ts";
 import {
@@ -47,9 +49,20 @@ export interface ListenAt {
   port: number;
 }
 
+/** Where a node listens for NBD clients. */
+export interface NbdAddresses {
+  /** "host:port" of the main listener (TLS unless the node runs without it). */
+  nbd: string;
+  /** "host:port" of the plaintext loopback listener, when there is one. */
+  local?: string;
+  /** The Unix socket's path, when there is one. */
+  unix?: string;
+  /** The read-only Unix socket's path, when there is one. */
+  unixRo?: string;
+}
+
 export interface Serving {
-  /** "host:port" of the NBD listener and, if any, of the local-attach listener. */
-  readonly addresses: string[];
+  readonly addresses: NbdAddresses;
   /**
    * An export for a volume, with the statistics and flags this way of serving needs, and the
    * write tracking of its copy (`hashes`, shared by every thread that writes it).
@@ -106,6 +119,8 @@ export async function serveOnMainThread(o: {
   connectNode?: ConnectNode;
   nbdListen: ListenAt;
   nbdLocalListen?: ListenAt;
+  nbdUnix?: UnixListenAt;
+  nbdUnixRo?: UnixListenAt;
   policy?: (remote: string) => HandshakePolicy;
   startTls?: StartTls;
   handshakeTimeoutMs?: number;
@@ -131,26 +146,42 @@ export async function serveOnMainThread(o: {
     new NbdServer({ ...common, listener: "nbd", policy: o.policy, startTls: o.startTls }),
   ];
   const listens = [{ ...o.nbdListen, tls: o.startTls !== undefined }];
-  if (o.nbdLocalListen) {
-    servers.push(new NbdServer({ ...common, listener: "local" })); // plaintext, no STARTTLS
-    listens.push({ ...o.nbdLocalListen, tls: false });
-  }
-  const addresses: string[] = [];
+  // Local attach (loopback TCP, the Unix sockets): plaintext, no STARTTLS.
+  const local = new NbdServer({ ...common, listener: "local" });
+  const localRo = new NbdServer({
+    ...common,
+    listener: "local-ro",
+    policy: () => READ_ONLY_PLAINTEXT,
+  });
+  if (o.nbdLocalListen) listens.push({ ...o.nbdLocalListen, tls: false });
+  const found: string[] = [];
+  const unix: { close(): Promise<void> }[] = [];
   try {
-    for (let i = 0; i < servers.length; i++) {
-      const addr = await servers[i].listen(listens[i].host, listens[i].port, {
+    for (let i = 0; i < listens.length; i++) {
+      const server = i === 0 ? servers[0] : local;
+      const addr = await server.listen(listens[i].host, listens[i].port, {
         tls: listens[i].tls,
       });
-      addresses.push(hostPort(addr.hostname, addr.port));
+      found.push(hostPort(addr.hostname, addr.port));
       o.logger.info(
-        { listener: i === 0 ? "nbd" : "local", nbd: addresses[i], tls: listens[i].tls },
+        { listener: i === 0 ? "nbd" : "local", nbd: found[i], tls: listens[i].tls },
         "NBD listener started",
       );
     }
+    if (o.nbdUnix) unix.push(serveUnix(openUnixListener(o.nbdUnix, false, o.logger), local));
+    if (o.nbdUnixRo) unix.push(serveUnix(openUnixListener(o.nbdUnixRo, true, o.logger), localRo));
   } catch (err) {
-    await Promise.all(servers.map((s) => s.close()));
+    await Promise.all([...unix.map((u) => u.close()), ...servers.map((s) => s.close())]);
+    await local.close();
     throw err;
   }
+  servers.push(local, localRo);
+  const addresses: NbdAddresses = {
+    nbd: found[0],
+    ...(found[1] ? { local: found[1] } : {}),
+    ...(o.nbdUnix ? { unix: o.nbdUnix.path } : {}),
+    ...(o.nbdUnixRo ? { unixRo: o.nbdUnixRo.path } : {}),
+  };
   let links: PeerLinks | undefined;
   return {
     addresses,
@@ -188,6 +219,7 @@ export async function serveOnMainThread(o: {
       return Promise.resolve();
     },
     close: async () => {
+      await Promise.all(unix.map((u) => u.close()));
       await Promise.all(servers.map((s) => s.close()));
       links?.closeAll();
     },
@@ -261,6 +293,8 @@ export async function serveOnWorkers(o: {
   nodeName: string;
   nbdListen: ListenAt;
   nbdLocalListen?: ListenAt;
+  nbdUnix?: UnixListenAt;
+  nbdUnixRo?: UnixListenAt;
   workers: { min: number; max: number; timings?: SizingTimings };
   logLevel: string;
   logFormat: "json" | "pretty";
@@ -282,6 +316,12 @@ export async function serveOnWorkers(o: {
     if (o.nbdLocalListen) {
       const at = o.nbdLocalListen;
       listeners.push({ l: FdListener.open(at.host, at.port), kind: "local" });
+    }
+    if (o.nbdUnix) {
+      listeners.push({ l: openUnixListener(o.nbdUnix, false, o.logger), kind: "local" });
+    }
+    if (o.nbdUnixRo) {
+      listeners.push({ l: openUnixListener(o.nbdUnixRo, true, o.logger), kind: "local-ro" });
     }
   } catch (err) {
     for (const { l } of listeners) l.close();
@@ -321,7 +361,8 @@ export async function serveOnWorkers(o: {
     for (const { l } of listeners) l.close();
     throw err;
   }
-  const addresses = listeners.map(({ l, kind }) => {
+  const found = listeners.map(({ l, kind }) => {
+    if (l.path !== undefined) return l.path;
     const at = hostPort(l.host, l.port);
     o.logger.info(
       { listener: kind, nbd: at, tls: kind === "nbd" && o.tls !== undefined, workers: o.workers },
@@ -329,6 +370,12 @@ export async function serveOnWorkers(o: {
     );
     return at;
   });
+  const addresses: NbdAddresses = {
+    nbd: found[0],
+    ...(o.nbdLocalListen ? { local: found[1] } : {}),
+    ...(o.nbdUnix ? { unix: o.nbdUnix.path } : {}),
+    ...(o.nbdUnixRo ? { unixRo: o.nbdUnixRo.path } : {}),
+  };
   const accepting = listeners.map(async ({ l, kind }) => {
     for (;;) {
       const c = await l.accept();

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { IssuedRecord } from "../ca/mod.ts";
+import type { Grant, IssuedRecord } from "../ca/mod.ts";
 
 /** Lifecycle state of a volume. */
 export type VolumeState = "creating" | "ready" | "deleting" | "failed";
@@ -315,10 +315,19 @@ export interface SignCertificateRequest {
   csr: string;
   role: "admin" | "nbd-client";
   name: string;
-  /** nbd-client: volumes it may open, or ["*"]. Must match the CSR. */
+  /**
+   * nbd-client: volumes it may open, or ["*"]; `NAME:ro` (or `*:ro`) may only read. Must
+   * match the CSR.
+   */
   volumes?: string[];
   /** Lifetime: seconds or "30d", "12h" (default: the node's leaf TTL). */
   ttl?: string | number;
+  /**
+   * Bind every grant by name: it opens whatever volume has the name, also one created after
+   * the granted one was deleted. Default false: grants of volumes that exist are bound to
+   * them (their uuids).
+   */
+  anyIncarnation?: boolean;
 }
 
 /** The answer to POST /v1/ca/certificates. */
@@ -329,6 +338,8 @@ export interface SignedCertificate {
   role: "admin" | "nbd-client" | "node";
   name: string;
   volumes: string[];
+  /** The grants as written in the certificate, with the uuids of the volumes bound to. */
+  grants: Grant[];
   notAfter: string;
 }
 

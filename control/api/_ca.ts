@@ -10,8 +10,10 @@
 
 import { Hono } from "hono";
 import {
+  ALL_VOLUMES,
   type IssuedRecord,
   normalizeSerial,
+  parseGrant,
   type Pki,
   readIdentity,
   resolveSerial,
@@ -45,6 +47,8 @@ export interface CaRouteDeps {
   onCredentialsChanged?: () => void | Promise<void>;
   /** Cluster mode: list, revoke and rotate go through etcd (cluster/). */
   cluster?: ClusterMember;
+  /** The volumes, to bind a certificate's grants to the volumes existing at issue time. */
+  volumes?: { get(name: string): Promise<{ uuid: string }> };
 }
 
 /** Roles an admin may issue through the API. */
@@ -110,8 +114,9 @@ export function parseSignRequest(body: Record<string, unknown>): {
   name: string;
   volumes: string[];
   ttlSeconds?: number;
+  anyIncarnation: boolean;
 } {
-  rejectUnknownFields(body, ["csr", "role", "name", "volumes", "ttl"]);
+  rejectUnknownFields(body, ["csr", "role", "name", "volumes", "ttl", "anyIncarnation"]);
   const csr = pemField(body, "csr");
   if (body.role === "node") {
     throw new InvalidArgumentError(
@@ -137,6 +142,7 @@ export function parseSignRequest(body: Record<string, unknown>): {
       });
     }
     volumes = body.volumes as string[];
+    for (const v of volumes) parseGrant(v);
     if (role !== "nbd-client" && volumes.length > 0) {
       throw new InvalidArgumentError(`volume grants are only for role nbd-client, not ${role}`, {
         field: "volumes",
@@ -151,7 +157,36 @@ export function parseSignRequest(body: Record<string, unknown>): {
     );
   }
   const ttlSeconds = body.ttl === undefined ? undefined : parseDuration(body.ttl, "ttl");
-  return { csr, role, name: body.name, volumes, ttlSeconds };
+  const any = body.anyIncarnation ?? false;
+  if (typeof any !== "boolean") {
+    throw new InvalidArgumentError('field "anyIncarnation" must be true or false', {
+      field: "anyIncarnation",
+    });
+  }
+  return { csr, role, name: body.name, volumes, ttlSeconds, anyIncarnation: any };
+}
+
+/**
+ * Which granted volumes exist now, with their uuids: their grants are bound to them, so a
+ * volume deleted and created again under the name is not opened (docs/TLS.md, "Volume
+ * grants"). Names that do not exist yet, `*`, and every grant with `anyIncarnation`, are
+ * bound by name.
+ */
+async function bindings(
+  req: ReturnType<typeof parseSignRequest>,
+  volumes: CaRouteDeps["volumes"],
+): Promise<Record<string, string>> {
+  const bind: Record<string, string> = {};
+  if (req.anyIncarnation || !volumes) return bind;
+  for (const { volume } of req.volumes.map(parseGrant)) {
+    if (volume === ALL_VOLUMES) continue;
+    try {
+      bind[volume] = (await volumes.get(volume)).uuid;
+    } catch (err) {
+      if (!(err instanceof BallastError) || err.code !== "NOT_FOUND") throw err;
+    }
+  }
+  return bind;
 }
 
 /** The CSR must ask for exactly the role, name and volumes of the request. */
@@ -215,15 +250,17 @@ export function caRoutes(deps: CaRouteDeps): Hono<ApiEnv> {
     const pki = pkiOf();
     const req = parseSignRequest(await readJsonObject(c));
     checkCsrMatches(req);
+    const bind = await bindings(req, deps.volumes);
     const { cert, certPem } = await pki.signCsr(req.csr, {
       role: req.role,
       name: req.name,
       volumes: req.volumes,
+      bind,
     }, { ttlSeconds: req.ttlSeconds });
     const id = readIdentity(cert);
     const serial = normalizeSerial(cert.serialNumber);
     c.get("log").info(
-      { issued: serial, role: req.role, name: req.name, volumes: req.volumes },
+      { issued: serial, role: req.role, name: req.name, volumes: req.volumes, boundTo: bind },
       "client certificate issued",
     );
     const body: SignedCertificate = {
@@ -233,6 +270,7 @@ export function caRoutes(deps: CaRouteDeps): Hono<ApiEnv> {
       role: typeof id === "string" ? req.role : id.role,
       name: req.name,
       volumes: typeof id === "string" ? req.volumes : id.volumes,
+      grants: typeof id === "string" ? [] : id.grants,
       notAfter: cert.notAfter.toISOString(),
     };
     return c.json(body, 201);

@@ -6,7 +6,7 @@
  */
 
 import { join, resolve } from "node:path";
-import { createCsr, exportPrivateKeyPem, type Role } from "../../ca/mod.ts";
+import { createCsr, exportPrivateKeyPem, type Grant, type Role } from "../../ca/mod.ts";
 import type { BallastClient } from "../../mod/client.ts";
 import type { CaCertificateInfo, CaInfo } from "../../mod/types.ts";
 import { BallastError, errorMessage } from "../../mod/errors.ts";
@@ -56,15 +56,23 @@ export const CA_SPECS: Record<string, CommandSpec> = {
   ]),
   issue: spec(
     "issue",
-    "NAME --role nbd-client|admin [--volumes a,b|*] [--ttl 30d] --out DIR",
+    "NAME --role nbd-client|admin [--volumes a,b:ro|*] [--any-incarnation] [--ttl 30d] --out DIR",
     "Issue a client certificate. The key is generated here and only a CSR is sent; writes " +
-      `DIR/${CLIENT_FILES.key} (0600), DIR/${CLIENT_FILES.cert} and DIR/${CLIENT_FILES.ca}.`,
+      `DIR/${CLIENT_FILES.key} (0600), DIR/${CLIENT_FILES.cert} and DIR/${CLIENT_FILES.ca}. ` +
+      "A grant of a volume that exists is bound to that volume: if it is deleted and a " +
+      "volume of the same name created, the certificate does not open the new one.",
     [
       { name: "role", value: "ROLE", help: "nbd-client or admin; required" },
       {
         name: "volumes",
         value: "LIST",
-        help: "nbd-client (required): comma-separated volumes it may open, or '*' for all",
+        help: "nbd-client (required): comma-separated volumes it may open, or '*' for all; " +
+          "NAME:ro (or *:ro) may read but not write",
+      },
+      {
+        name: "any-incarnation",
+        help: "bind the grants by name only: they also open a volume created later under a " +
+          "granted name",
       },
       {
         name: "ttl",
@@ -81,6 +89,7 @@ export const CA_SPECS: Record<string, CommandSpec> = {
     ],
     [
       "ballast ca issue vm1 --role nbd-client --volumes db1 --out ~/vm1-tls",
+      "ballast ca issue backup --role nbd-client --volumes 'db1:ro,db2:ro' --out ~/backup-tls",
       "ballast ca issue alice --role admin --ttl 7d --out ~/alice-admin",
     ],
   ),
@@ -203,8 +212,11 @@ function checkArgs(sub: string, s: CommandSpec, p: Parsed): Checked {
     out.role = role;
     const vols = str("volumes");
     out.volumes = vols === undefined ? [] : vols.split(",").map((v) => v.trim()).filter(Boolean);
-    if (role === "admin" && out.volumes.length) {
-      throw new UsageError("--volumes is only for --role nbd-client", usageHint(s));
+    if (role === "admin" && (out.volumes.length || p.values["any-incarnation"] === true)) {
+      throw new UsageError(
+        "--volumes and --any-incarnation are only for --role nbd-client",
+        usageHint(s),
+      );
     }
     if (role === "nbd-client" && out.volumes.length === 0) {
       throw new UsageError(
@@ -338,6 +350,7 @@ async function issue(
     name,
     ...(a.volumes?.length ? { volumes: a.volumes } : {}),
     ...(a.ttl ? { ttl: a.ttl } : {}),
+    ...(p.values["any-incarnation"] === true ? { anyIncarnation: true } : {}),
   });
   await writeNew(paths.key, await exportPrivateKeyPem(csr.keys.privateKey), 0o600);
   await writeNew(paths.cert, signed.certificatePem, 0o644);
@@ -349,7 +362,7 @@ async function issue(
   io.out(fields([
     ["Name", signed.name],
     ["Role", signed.role],
-    ["Volumes", signed.volumes.join(", ") || "<none>"],
+    ["Volumes", signed.grants.map(describeGrant).join(", ") || "<none>"],
     ["Serial", signed.serial],
     ["Not after", signed.notAfter],
     ["Key", `${paths.key} (0600, generated here, never sent)`],
@@ -357,7 +370,7 @@ async function issue(
     ["CA bundle", paths.ca],
   ]));
   if (signed.role === "nbd-client") {
-    const vol = signed.volumes.find((v) => v !== "*") ?? "VOLUME";
+    const vol = signed.grants.find((g) => g.volume !== "*")?.volume ?? "VOLUME";
     const nbd = await nbdAddress(client, vol === "VOLUME" ? undefined : vol);
     const [host, port] = [nbd.slice(0, nbd.lastIndexOf(":")), nbd.split(":").pop()];
     io.out(
@@ -371,6 +384,15 @@ async function issue(
     io.out(`\nUse it with: ballast --cacert ${paths.ca} --cert ${paths.cert} --key ${paths.key}\n`);
   }
   return 0;
+}
+
+/** A grant for people: `db1 (read-only, this volume only: uuid ...)`. */
+function describeGrant(g: Grant): string {
+  const notes = [
+    ...(g.readOnly ? ["read-only"] : []),
+    ...(g.uuid ? [`this volume only: uuid ${g.uuid}`] : g.volume === "*" ? [] : ["by name"]),
+  ];
+  return notes.length ? `${g.volume} (${notes.join(", ")})` : g.volume;
 }
 
 /**

@@ -47,9 +47,9 @@ export const ROOT_SPEC: CommandSpec = {
   flags: [],
   client: true,
   examples: [
-    "ballast serve --data-dir ./data --nbd-local-listen 127.0.0.1:10810   # in one terminal",
+    "ballast serve --data-dir ./data                             # in one terminal",
     "ballast volume create db1 --size 10GiB --data-dir ./data   # admin credentials from ./data/pki",
-    "nbdinfo nbd://127.0.0.1:10810/db1                          # plaintext local attach",
+    "nbdinfo 'nbd+unix:///db1?socket=./data/nbd.sock'           # local attach (Unix socket)",
     "ballast ca issue vm1 --role nbd-client --volumes db1 --out ~/vm1-tls --data-dir ./data",
     'nbdinfo "nbds://127.0.0.1:10809/db1?tls-certificates=$HOME/vm1-tls"   # TLS (port 10809)',
   ],

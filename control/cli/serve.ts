@@ -105,9 +105,43 @@ export const SERVE_SPEC: CommandSpec = {
       default: s.tls.default,
     },
     {
+      name: s.nbdUnix.flag,
+      value: "PATH|off",
+      help: "Unix socket for local attach (plaintext NBD, the same volumes as --nbd-listen): " +
+        "clients use nbd+unix:///VOLUME?socket=PATH; the socket file's mode and group decide " +
+        "who may connect; off: none",
+      env: s.nbdUnix.env,
+      default: s.nbdUnix.default,
+    },
+    {
+      name: s.nbdUnixRo.flag,
+      value: "PATH",
+      help: "a second Unix socket (same mode and group) that serves every volume read-only " +
+        "(NBD_FLAG_READ_ONLY; writes fail with EPERM), e.g. for backups",
+      env: s.nbdUnixRo.env,
+    },
+    {
+      name: s.nbdUnixMode.flag,
+      value: "MODE",
+      help: "file mode of the --nbd-unix (and --nbd-unix-ro) socket (octal; connecting needs " +
+        "write permission)",
+      env: s.nbdUnixMode.env,
+      default: s.nbdUnixMode.default,
+    },
+    {
+      name: s.nbdUnixGroup.flag,
+      value: "GROUP",
+      help: "group (name or id) of the --nbd-unix socket file; its members may connect with " +
+        "mode 0660 (the socket's directory must let them in)",
+      env: s.nbdUnixGroup.env,
+      default: "the node's group",
+    },
+    {
       name: s.nbdLocalListen.flag,
       value: "HOST:PORT",
-      help: "extra plaintext NBD listener for local attach (loopback only)",
+      help: "extra plaintext NBD listener on loopback TCP (explicit opt-in; WARNING: any user " +
+        "or process of the host can open and change any volume through it without a " +
+        "certificate: prefer --nbd-unix)",
       env: s.nbdLocalListen.env,
     },
     {
@@ -173,7 +207,8 @@ export const SERVE_SPEC: CommandSpec = {
   client: false,
   examples: [
     "ballast serve --data-dir /var/lib/ballast --api-listen 0.0.0.0:5705 --nbd-listen 0.0.0.0:10809",
-    "ballast serve --data-dir ./data --nbd-local-listen 127.0.0.1:10810   # plus plaintext local attach",
+    "ballast serve --data-dir ./data   # local attach: nbdinfo 'nbd+unix:///db1?socket=./data/nbd.sock'",
+    "ballast serve --data-dir /var/lib/ballast --nbd-unix /run/ballast/nbd.sock --nbd-unix-group disk",
     "ballast serve --data-dir ./data --tls off                            # loopback-only development",
     "ballast serve --data-dir ./data --etcd http://127.0.0.1:2379,http://127.0.0.1:22379   # cluster mode",
     "ballast serve --data-dir ./data --etcd https://10.0.0.5:2379 --etcd-cacert ca.pem --etcd-cert c.pem --etcd-key c.key",

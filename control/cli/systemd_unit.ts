@@ -91,8 +91,13 @@ StateDirectory=${state}
 StateDirectoryMode=0700
 CacheDirectory=ballast
 CacheDirectoryMode=0700
+# Local attach: systemd creates /run/ballast (mode 0750, group ${o.user}) for the Unix socket;
+# members of group ${o.user} may open volumes through it: nbd+unix:///VOL?socket=/run/ballast/nbd.sock
+RuntimeDirectory=ballast
+RuntimeDirectoryMode=0750
 Environment=BALLAST_DATA_DIR=${o.dataDir}
 Environment=BALLAST_CACHE_DIR=/var/cache/ballast
+Environment=BALLAST_NBD_UNIX=/run/ballast/nbd.sock
 Environment=BALLAST_LOG_FORMAT=json
 # Listen addresses, --etcd, labels... as BALLAST_* variables (ballast serve --help).
 EnvironmentFile=-/etc/ballast/ballast.env

@@ -21,7 +21,8 @@ import {
 import { parseJoinToken } from "../cluster/mod.ts";
 import { checkLabels } from "../volumes/mod.ts";
 import { type EtcdConfig, resolveEtcd } from "./_etcd_config.ts";
-import { usableCores } from "../../data/mod.ts";
+import { MAX_UNIX_PATH_BYTES, type UnixListenAt, usableCores } from "../../data/mod.ts";
+import { join, resolve } from "node:path";
 import { type ConfigFile, type Pick, type ServeFlags, SETTINGS } from "./settings.ts";
 
 /** Everything `ballast serve` needs, fully defaulted. */
@@ -40,8 +41,18 @@ export interface ServeConfig {
    * for local attach".
    */
   tls: boolean;
-  /** An extra plaintext NBD listener on loopback for local attach while TLS is on. */
+  /**
+   * An extra plaintext NBD listener on loopback for local attach while TLS is on: an explicit
+   * opt-in, since any user of the host may connect to it.
+   */
   nbdLocalListen: ListenAddress | undefined;
+  /**
+   * Local attach over a Unix socket (plaintext NBD; default DATA_DIR/nbd.sock, mode 0660):
+   * the socket file's mode and group decide who may connect. Undefined: `--nbd-unix off`.
+   */
+  nbdUnix: UnixListenAt | undefined;
+  /** `--nbd-unix-ro PATH`: a second socket (same mode and group) serving every volume read-only. */
+  nbdUnixRo: UnixListenAt | undefined;
   /** Serve GET /v1/health without a client certificate. */
   apiAnonymousHealth: boolean;
   /** Lifetime of the certificates the node issues (renewed at 2/3 of it). */
@@ -186,6 +197,7 @@ export function resolveConfig(
       );
     }
   }
+  const { nbdUnix, nbdUnixRo } = resolveNbdUnix(pick, dataDir.value);
   const anon = pick("apiAnonymousHealth");
   const certTtl = pick("certTtlSeconds");
   const etcd = resolveEtcd(pick);
@@ -210,6 +222,8 @@ export function resolveConfig(
     nodeLeaseTtlSeconds: ttlSeconds,
     tls,
     nbdLocalListen,
+    nbdUnix,
+    nbdUnixRo,
     apiAnonymousHealth: parseBool(anon.value!, anon.source, SETTINGS.apiAnonymousHealth.flag),
     certTtlSeconds: parseDuration(certTtl.value!, certTtl.source, SETTINGS.certTtlSeconds.flag),
     etcd,
@@ -220,6 +234,60 @@ export function resolveConfig(
     resyncRateBytesPerSecond: resolveRate(pick("resyncRate")),
     replaceAfterSeconds: resolveReplaceAfter(pick("replaceAfter")),
   };
+}
+
+/**
+ * The Unix-socket listeners: `--nbd-unix PATH|off` (default DATA_DIR/nbd.sock) and
+ * `--nbd-unix-ro PATH` (none by default), their file mode (`--nbd-unix-mode`, octal, default
+ * 0660) and group (`--nbd-unix-group NAME|GID`).
+ */
+function resolveNbdUnix(
+  pick: Pick,
+  dataDir: string,
+): { nbdUnix?: UnixListenAt; nbdUnixRo?: UnixListenAt } {
+  const modeText = pick("nbdUnixMode");
+  const m = /^0?([0-7]{3})$/.exec(modeText.value!.trim());
+  if (!m) {
+    throw new InvalidArgumentError(
+      `invalid ${modeText.source} "${modeText.value}": expected an octal file mode such as 0660 ` +
+        "(owner and group may connect) or 0600 (owner only)",
+      { field: SETTINGS.nbdUnixMode.flag },
+    );
+  }
+  const group = pick("nbdUnixGroup").value?.trim();
+  if (group !== undefined && group !== "" && !/^[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?$/.test(group)) {
+    throw new InvalidArgumentError(
+      `invalid --${SETTINGS.nbdUnixGroup.flag} "${group}": expected a group name or id`,
+      { field: SETTINGS.nbdUnixGroup.flag },
+    );
+  }
+  const access = { mode: parseInt(m[1], 8), ...(group ? { group } : {}) };
+  const at = (key: "nbdUnix" | "nbdUnixRo"): UnixListenAt | undefined => {
+    const text = pick(key);
+    const value = text.value?.trim() ?? "";
+    if (value === "off" || value === "") return undefined;
+    const path = resolve(value === SETTINGS.nbdUnix.default ? join(dataDir, "nbd.sock") : value);
+    const bytes = new TextEncoder().encode(path).length;
+    if (bytes > MAX_UNIX_PATH_BYTES) {
+      throw new InvalidArgumentError(
+        `invalid ${text.source}: the Unix socket path ${path} is ${bytes} bytes, more than the ` +
+          `${MAX_UNIX_PATH_BYTES} a socket address holds; pass --${SETTINGS[key].flag} with a ` +
+          `shorter path (e.g. /run/ballast/nbd.sock) or --${SETTINGS[key].flag} off`,
+        { field: SETTINGS[key].flag },
+      );
+    }
+    return { path, ...access };
+  };
+  const nbdUnix = at("nbdUnix");
+  const nbdUnixRo = at("nbdUnixRo");
+  if (nbdUnix && nbdUnixRo && nbdUnix.path === nbdUnixRo.path) {
+    throw new InvalidArgumentError(
+      `--${SETTINGS.nbdUnixRo.flag} ${nbdUnixRo.path} is the --${SETTINGS.nbdUnix.flag} socket: ` +
+        "the read-only socket needs a path of its own",
+      { field: SETTINGS.nbdUnixRo.flag },
+    );
+  }
+  return { ...(nbdUnix ? { nbdUnix } : {}), ...(nbdUnixRo ? { nbdUnixRo } : {}) };
 }
 
 /** Parses "zone=a,rack=r1" into labels; errors name the source and the bad entry. */

@@ -16,6 +16,10 @@ export interface ServeFlags {
   "node-lease-ttl"?: string;
   tls?: string;
   "nbd-local-listen"?: string;
+  "nbd-unix"?: string;
+  "nbd-unix-mode"?: string;
+  "nbd-unix-group"?: string;
+  "nbd-unix-ro"?: string;
   "api-anonymous-health"?: string;
   "cert-ttl"?: string;
   etcd?: string;
@@ -42,6 +46,10 @@ export interface ConfigFile {
   nodeLeaseTtlSeconds?: number | string;
   tls?: string;
   nbdLocalListen?: string;
+  nbdUnix?: string;
+  nbdUnixMode?: string;
+  nbdUnixGroup?: string;
+  nbdUnixRo?: string;
   apiAnonymousHealth?: string;
   certTtlSeconds?: number | string;
   etcd?: string;
@@ -68,6 +76,10 @@ export const SETTINGS = {
   nodeLeaseTtlSeconds: { flag: "node-lease-ttl", env: "BALLAST_NODE_LEASE_TTL", default: "10s" },
   tls: { flag: "tls", env: "BALLAST_TLS", default: "on" },
   nbdLocalListen: { flag: "nbd-local-listen", env: "BALLAST_NBD_LOCAL_LISTEN", default: undefined },
+  nbdUnix: { flag: "nbd-unix", env: "BALLAST_NBD_UNIX", default: "DATA_DIR/nbd.sock" },
+  nbdUnixMode: { flag: "nbd-unix-mode", env: "BALLAST_NBD_UNIX_MODE", default: "0660" },
+  nbdUnixGroup: { flag: "nbd-unix-group", env: "BALLAST_NBD_UNIX_GROUP", default: undefined },
+  nbdUnixRo: { flag: "nbd-unix-ro", env: "BALLAST_NBD_UNIX_RO", default: undefined },
   apiAnonymousHealth: {
     flag: "api-anonymous-health",
     env: "BALLAST_API_ANONYMOUS_HEALTH",

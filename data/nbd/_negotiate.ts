@@ -116,7 +116,7 @@ export async function negotiate(
     const action = result.action;
     if (result.refusal) {
       // A plaintext client at a TLS-only listener is worth an operator's attention.
-      const level = s.policy.tlsRequired && !state.tls ? "warn" : "debug";
+      const level = result.notice || (s.policy.tlsRequired && !state.tls) ? "warn" : "debug";
       s.log[level]({ option, refusal: result.refusal }, "option refused");
     }
     for (const b of action.out) await writeAll(s.transport, b);
@@ -140,7 +140,7 @@ export async function negotiate(
           continue;
         }
         s.transport = up.transport;
-        s.policy = { ...s.policy, allowExport: up.allowExport };
+        s.policy = { ...s.policy, access: up.access };
         s.clientSerial = up.serial;
         s.fromNode = up.fromNode;
         s.log = s.log.child({ client: up.identity });
@@ -152,14 +152,21 @@ export async function negotiate(
         if (!exp) return undefined;
         const ctx: TransmissionContext = {
           size: exp.size,
-          readOnly: exp.readOnly,
+          // The client's access may be read-only where the export is not: every write is
+          // refused with EPERM, whatever the client does with the flags.
+          readOnly: exp.readOnly || action.export.readOnly,
           structuredReplies: action.structuredReplies,
           baseAllocation: action.baseAllocation,
           maxPayload: C.MAX_REQUEST_SIZE,
         };
         s.log = s.log.child({ volume: exp.name, ...(exp.forwarder ? { forwarded: true } : {}) });
         s.log.info(
-          { size: exp.size, structured: action.structuredReplies, flags: action.flags },
+          {
+            size: exp.size,
+            structured: action.structuredReplies,
+            flags: action.flags,
+            ...(ctx.readOnly ? { readOnly: true } : {}),
+          },
           "client attached",
         );
         return { exp, ctx };

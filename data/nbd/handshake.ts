@@ -11,6 +11,8 @@ import * as C from "./constants.ts";
 /** An export as the handshake sees it. */
 export interface ExportView {
   name: string;
+  /** The volume's identity (a deleted and re-created volume has another). */
+  uuid?: string;
   description: string;
   size: number;
   readOnly: boolean;
@@ -18,7 +20,14 @@ export interface ExportView {
   canFastZero: boolean;
 }
 
-/** Where the handshake looks exports up. `allowed` lets TLS restrict what a client sees. */
+/**
+ * What a client may do with an export: open it (read-only or not), or not at all. A refusal
+ * with a `reason` is told to the client (NBD_REP_ERR_POLICY); one without hides the export
+ * as if it did not exist.
+ */
+export type ExportAccess = { ok: true; readOnly: boolean } | { ok: false; reason?: string };
+
+/** Where the handshake looks exports up. */
 export interface ExportCatalog {
   lookup(name: string): ExportView | undefined;
   list(): ExportView[];
@@ -29,8 +38,11 @@ export interface HandshakePolicy {
   tlsAvailable: boolean;
   /** FORCEDTLS: refuse every option but STARTTLS/ABORT until TLS is up. */
   tlsRequired: boolean;
-  /** Optional per-client filter of export names (TLS client certificates). */
-  allowExport?: (name: string) => boolean;
+  /**
+   * What this client may do with each export (TLS client certificates' grants, read-only
+   * listeners); absent: open every export as it is.
+   */
+  access?: (exp: ExportView) => ExportAccess;
 }
 
 export interface HandshakeState {
@@ -70,6 +82,8 @@ export interface HandshakeResult {
   action: HandshakeAction;
   /** Set when the option was refused, for the connection's log line. */
   refusal?: string;
+  /** The refusal is worth an operator's attention (a client's access was refused). */
+  notice?: boolean;
 }
 
 /** Handshake greeting: NBDMAGIC, IHAVEOPT, handshake flags ("Newstyle negotiation"). */
@@ -172,9 +186,9 @@ export function handleOption(
     action: { kind: "reply", out: [errorReply(option, type, message)] },
     refusal: message,
   });
-  const visible = (name: string): ExportView | undefined => {
+  const visible = (name: string): Visible => {
     const e = catalog.lookup(name);
-    return e && (!policy.allowExport || policy.allowExport(e.name)) ? e : undefined;
+    return e ? asAllowed(e, policy) : undefined;
   };
 
   // FORCEDTLS ("TLS support"): only STARTTLS and ABORT before TLS is up.
@@ -206,7 +220,7 @@ export function handleOption(
       if (data.length !== 0) return refuse(C.NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
       const out: Uint8Array[] = [];
       for (const e of catalog.list()) {
-        if (policy.allowExport && !policy.allowExport(e.name)) continue;
+        if (policy.access && !policy.access(e).ok) continue;
         const name = enc.encode(e.name);
         const desc = enc.encode(e.description);
         const b = new Uint8Array(4 + name.length + desc.length);
@@ -254,9 +268,12 @@ export function handleOption(
         return { state, action: { kind: "close", out: [], reason: "export name is not UTF-8" } };
       }
       const exp = visible(name);
-      if (!exp) {
-        // "If the chosen export does not exist ... the server MUST terminate the session."
-        return { state, action: { kind: "close", out: [], reason: `unknown export "${name}"` } };
+      if (!exp || "refused" in exp) {
+        // "If the chosen export does not exist or requirements for the chosen export are not
+        // met (e.g., the client did not negotiate TLS for an export where the server requires
+        // it), the server should close the connection." (NBD_OPT_EXPORT_NAME, "Option types")
+        const reason = exp ? exp.refused : `unknown export "${name}"`;
+        return { state, action: { kind: "close", out: [], reason } };
       }
       const flags = transmissionFlags(exp, state.structuredReplies);
       return {
@@ -282,13 +299,40 @@ export function handleOption(
 }
 
 type Refuse = (type: number, message: string) => HandshakeResult;
+/** An export the client may open (as it may), one it is told it may not, or none. */
+type Visible = ExportView | { refused: string } | undefined;
+
+/**
+ * `e` as `policy` lets this client see it: read-only when its access is ("Transmission
+ * flags": NBD_FLAG_READ_ONLY), refused with the reason when there is one.
+ */
+function asAllowed(e: ExportView, policy: HandshakePolicy): Visible {
+  const a = policy.access?.(e) ?? { ok: true, readOnly: false };
+  if (!a.ok) return a.reason === undefined ? undefined : { refused: a.reason };
+  if (!a.readOnly || e.readOnly) return e;
+  return {
+    name: e.name,
+    uuid: e.uuid,
+    description: e.description,
+    size: e.size,
+    readOnly: true,
+    canTrim: e.canTrim,
+    canFastZero: e.canFastZero,
+  };
+}
+
+/** The refusal for an export that is not there or may not be opened ("Option reply types"). */
+function refuseExport(refuse: Refuse, name: string, v: Visible): HandshakeResult {
+  if (v === undefined) return refuse(C.NBD_REP_ERR_UNKNOWN, `unknown export "${name}"`);
+  return { ...refuse(C.NBD_REP_ERR_POLICY, (v as { refused: string }).refused), notice: true };
+}
 
 /** NBD_OPT_INFO / NBD_OPT_GO (INFO extension): name, requested infos, then ACK. */
 function infoOrGo(
   state: HandshakeState,
   option: number,
   data: Uint8Array,
-  visible: (name: string) => ExportView | undefined,
+  visible: (name: string) => Visible,
   refuse: Refuse,
 ): HandshakeResult {
   const name = readString(data, 0);
@@ -301,7 +345,7 @@ function infoOrGo(
     return refuse(C.NBD_REP_ERR_INVALID, "NBD_OPT_INFO/GO information request count mismatch");
   }
   const exp = visible(name.s);
-  if (!exp) return refuse(C.NBD_REP_ERR_UNKNOWN, `unknown export "${name.s}"`);
+  if (!exp || "refused" in exp) return refuseExport(refuse, name.s, exp);
   const requested = new Set<number>();
   for (let i = 0; i < n; i++) requested.add(view.getUint16(name.end + 2 + 2 * i));
 
@@ -348,7 +392,7 @@ function metaContext(
   state: HandshakeState,
   option: number,
   data: Uint8Array,
-  visible: (name: string) => ExportView | undefined,
+  visible: (name: string) => Visible,
   refuse: Refuse,
 ): HandshakeResult {
   if (!state.structuredReplies) {
@@ -368,7 +412,8 @@ function metaContext(
     off = q.end;
   }
   if (off !== data.length) return refuse(C.NBD_REP_ERR_INVALID, "trailing bytes after queries");
-  if (!visible(name.s)) return refuse(C.NBD_REP_ERR_UNKNOWN, `unknown export "${name.s}"`);
+  const exp = visible(name.s);
+  if (!exp || "refused" in exp) return refuseExport(refuse, name.s, exp);
 
   const listing = option === C.NBD_OPT_LIST_META_CONTEXT;
   // LIST with no queries lists everything; "base:" lists the whole namespace.

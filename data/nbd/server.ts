@@ -40,6 +40,11 @@ export interface NbdServerOptions {
 }
 
 const PLAINTEXT: HandshakePolicy = { tlsAvailable: false, tlsRequired: false };
+/** A plaintext listener whose clients may read every export but change none. */
+export const READ_ONLY_PLAINTEXT: HandshakePolicy = {
+  ...PLAINTEXT,
+  access: () => ({ ok: true, readOnly: true }),
+};
 
 export class NbdServer {
   #opts: NbdServerOptions;

@@ -4,6 +4,8 @@
  * @module
  */
 
+import type { ExportAccess } from "./handshake.ts";
+
 export interface Transport {
   /** Reads into `p`; resolves to the byte count, or null at end of stream. */
   read(p: Uint8Array): Promise<number | null>;
@@ -27,8 +29,8 @@ export interface TlsUpgrade {
   transport: Transport;
   /** Authenticated client identity, for logs. */
   identity: string;
-  /** Exports this client may list and open (from its certificate); all when absent. */
-  allowExport?: (name: string) => boolean;
+  /** What this client may do with an export (its certificate's grants); all when absent. */
+  access?: (exp: { name: string; uuid?: string }) => ExportAccess;
   /** Serial of the client certificate (normalized hex): revoking it cuts the connection. */
   serial?: string;
   /**

@@ -1,6 +1,6 @@
 /**
- * A TCP listener made with libc through FFI, whose accepted connections are plain file
- * descriptors. Deno cannot move a socket between threads, but a file descriptor is the
+ * A TCP or Unix-socket listener made with libc through FFI, whose accepted connections are
+ * plain file descriptors. Deno cannot move a socket between threads, but a file descriptor is the
  * process's: the main thread accepts, picks a data worker, and the worker opens the
  * descriptor as a node:net socket (`new net.Socket({ fd })`). That lets the pool place each
  * connection where it wants, rather than the kernel's hash of SO_REUSEPORT listeners.
@@ -22,16 +22,27 @@ const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  getgrnam: { parameters: ["buffer"], result: "pointer" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
 
+const AF_UNIX = 1;
 const AF_INET = 2;
 const AF_INET6 = 10;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
+const SOCK_NONBLOCK = 0o4000;
+const SO_PEERCRED = 17;
+const EAGAIN = 11;
+const EINPROGRESS = 115;
+const ECONNREFUSED = 111;
+/** sun_path holds 108 bytes, the terminating NUL included (unix(7)). */
+export const MAX_UNIX_PATH_BYTES = 107;
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const IPPROTO_IPV6 = 41;
@@ -45,10 +56,12 @@ function libc() {
   return lib.symbols;
 }
 
-function lastError(): string {
-  const c = libc();
-  const n = new Deno.UnsafePointerView(c.__errno_location()!).getInt32();
-  const msg = c.strerror(n);
+function errno(): number {
+  return new Deno.UnsafePointerView(libc().__errno_location()!).getInt32();
+}
+
+function lastError(n = errno()): string {
+  const msg = libc().strerror(n);
   return msg ? new Deno.UnsafePointerView(msg).getCString() : `errno ${n}`;
 }
 
@@ -117,22 +130,44 @@ export function decodeSockaddr(b: Uint8Array): { host: string; port: number } {
   return { host: "?", port };
 }
 
-/** One accepted connection: its descriptor and the peer's "host:port". */
+/** One accepted connection: its descriptor and the peer ("host:port", or a Unix peer's ids). */
 export interface AcceptedFd {
   fd: number;
   remote: string;
+}
+
+/** Who may connect to a Unix-socket listener: the socket file's mode and group. */
+export interface UnixSocketAccess {
+  /** File mode of the socket (connecting needs write permission), e.g. 0o660. */
+  mode: number;
+  /** Group of the socket file; undefined keeps the process's group. */
+  gid?: number;
+}
+
+/** A Unix-socket listener could not be set up at `path`; `reason` says why. */
+export class UnixSocketError extends Error {
+  override name = "UnixSocketError";
+  readonly path: string;
+  constructor(path: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.path = path;
+  }
 }
 
 export class FdListener {
   readonly fd: number;
   readonly host: string;
   readonly port: number;
+  /** The socket file of a Unix-socket listener (removed on close). */
+  readonly path: string | undefined;
+  #ino: number | null = null;
   #closed = false;
 
-  private constructor(fd: number, host: string, port: number) {
+  private constructor(fd: number, host: string, port: number, path?: string) {
     this.fd = fd;
     this.host = host;
     this.port = port;
+    this.path = path;
   }
 
   /**
@@ -161,17 +196,52 @@ export class FdListener {
     return new FdListener(fd, host, decodeSockaddr(bound).port);
   }
 
+  /**
+   * Listens on the Unix socket `path` whose file gets `access` (mode, group) before the
+   * first client can connect. A socket file left behind by a process that is gone is
+   * replaced; one that a live process listens on, or a file that is not a socket, is not.
+   * Throws UnixSocketError naming the path and why.
+   */
+  static openUnix(path: string, access: UnixSocketAccess): FdListener {
+    const sa = encodeUnixSockaddr(path);
+    removeStaleSocket(path, sa);
+    const c = libc();
+    const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw new UnixSocketError(path, `cannot create a Unix socket: ${lastError()}`);
+    const l = new FdListener(fd, path, 0, path);
+    try {
+      if (c.bind(fd, sa, sa.length) !== 0) {
+        throw new UnixSocketError(path, `cannot bind ${path}: ${lastError()}`);
+      }
+      l.#ino = Deno.lstatSync(path).ino;
+      // Mode and group first, listen() after: nobody connects under the umask's mode.
+      Deno.chmodSync(path, access.mode);
+      if (access.gid !== undefined) Deno.chownSync(path, null, access.gid);
+      if (c.listen(fd, BACKLOG) !== 0) {
+        throw new UnixSocketError(path, `cannot listen on ${path}: ${lastError()}`);
+      }
+    } catch (err) {
+      l.close();
+      if (err instanceof UnixSocketError) throw err;
+      throw new UnixSocketError(path, `cannot set up ${path}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    return l;
+  }
+
   /** The next connection, or null once closed. Transient failures (EMFILE) are retried. */
   async accept(): Promise<AcceptedFd | null> {
     for (;;) {
       if (this.#closed) return null;
-      const addr = new Uint8Array(28);
+      const addr = new Uint8Array(112);
       const len = new Uint32Array([addr.length]);
       const fd = await libc().accept4(this.fd, addr, new Uint8Array(len.buffer), SOCK_CLOEXEC);
       if (this.#closed) {
         if (fd >= 0) libc().close(fd);
         return null;
       }
+      if (fd >= 0 && this.path !== undefined) return { fd, remote: unixPeer(fd) };
       if (fd >= 0) {
         const { host, port } = decodeSockaddr(addr);
         return { fd, remote: host.includes(":") ? `[${host}]:${port}` : `${host}:${port}` };
@@ -181,13 +251,91 @@ export class FdListener {
     }
   }
 
-  /** Stops listening; a pending accept() resolves to null. */
+  /** Stops listening; a pending accept() resolves to null. A Unix socket's file goes. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     libc().shutdown(this.fd, SHUT_RDWR);
     libc().close(this.fd);
+    if (this.path === undefined || this.#ino === null) return;
+    try {
+      // Only our own file: another process may have replaced it since.
+      if (Deno.lstatSync(this.path).ino === this.#ino) Deno.removeSync(this.path);
+    } catch {
+      // already gone
+    }
   }
+}
+
+/** The sockaddr_un of `path`; throws UnixSocketError when it does not fit. */
+function encodeUnixSockaddr(path: string): Uint8Array {
+  const bytes = new TextEncoder().encode(path);
+  if (bytes.length === 0 || bytes.length > MAX_UNIX_PATH_BYTES || bytes.includes(0)) {
+    throw new UnixSocketError(
+      path,
+      `Unix socket path ${JSON.stringify(path)} is ${bytes.length} bytes: it must be 1 to ` +
+        `${MAX_UNIX_PATH_BYTES} bytes without NUL (unix(7)); pick a shorter path`,
+    );
+  }
+  const b = new Uint8Array(2 + bytes.length + 1);
+  new DataView(b.buffer).setUint16(0, AF_UNIX, true);
+  b.set(bytes, 2);
+  return b;
+}
+
+/**
+ * Removes the socket file at `path` if nothing listens on it (a process that died left it);
+ * refuses a live one and anything that is not a socket.
+ */
+function removeStaleSocket(path: string, sa: Uint8Array): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.lstatSync(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return;
+    throw new UnixSocketError(path, `cannot check ${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  if (!info.isSocket) {
+    throw new UnixSocketError(path, `${path} exists and is not a socket: not replacing it`);
+  }
+  const c = libc();
+  const probe = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (probe < 0) throw new UnixSocketError(path, `cannot create a Unix socket: ${lastError()}`);
+  const r = c.connect(probe, sa, sa.length);
+  const e = r === 0 ? 0 : errno();
+  c.close(probe);
+  if (r === 0 || e === EAGAIN || e === EINPROGRESS) {
+    throw new UnixSocketError(
+      path,
+      `another process listens on ${path} (another ballast serve?): stop it or pick another path`,
+    );
+  }
+  if (e !== ECONNREFUSED) {
+    throw new UnixSocketError(path, `cannot check ${path}: ${lastError(e)}`);
+  }
+  Deno.removeSync(path); // stale: nobody listens
+}
+
+/** "unix:uid=U,pid=P" of a connected Unix socket's peer (SO_PEERCRED), for logs. */
+function unixPeer(fd: number): string {
+  const cred = new Uint8Array(12);
+  const len = new Uint32Array([cred.length]);
+  if (libc().getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, new Uint8Array(len.buffer)) !== 0) {
+    return "unix";
+  }
+  const v = new DataView(cred.buffer);
+  return `unix:uid=${v.getUint32(4, true)},pid=${v.getInt32(0, true)}`;
+}
+
+/** The id of group `name` (a name the system knows, or a number); throws when unknown. */
+export function groupId(name: string): number {
+  if (/^\d+$/.test(name)) return Number(name);
+  const gr = libc().getgrnam(new TextEncoder().encode(name + "\0"));
+  if (gr === null) throw new RangeError(`unknown group ${JSON.stringify(name)}`);
+  // struct group { char *gr_name; char *gr_passwd; gid_t gr_gid; ... } (glibc, 64-bit).
+  return new Deno.UnsafePointerView(gr).getUint32(16);
 }
 
 /** Closes a descriptor this process owns (an accepted one nobody took). */

@@ -14,7 +14,7 @@ import { ExportTable, LiveExport } from "../exports.ts";
 import { nbdStartTls } from "../nbd/client_tls.ts";
 import type { HandshakePolicy } from "../nbd/handshake.ts";
 import { openFdTransport } from "../nbd/node_transport.ts";
-import { NbdServer } from "../nbd/server.ts";
+import { NbdServer, READ_ONLY_PLAINTEXT } from "../nbd/server.ts";
 import type { StartTls } from "../nbd/transport.ts";
 import { VolumeStats } from "../stats.ts";
 import { FileBlockStore } from "../store/mod.ts";
@@ -128,6 +128,11 @@ export class WorkerPlane {
     this.#servers = {
       nbd: new NbdServer({ ...common, listener: "nbd", policy: () => nbdPolicy, startTls }),
       local: new NbdServer({ ...common, listener: "local" }),
+      "local-ro": new NbdServer({
+        ...common,
+        listener: "local-ro",
+        policy: () => READ_ONLY_PLAINTEXT,
+      }),
     };
     for (const v of init.volumes) this.export(v);
     this.#remote = new RemoteExports(
@@ -285,7 +290,7 @@ export class WorkerPlane {
   serve(fd: number, listener: ListenerKind, remote: string, conn: number): void {
     // Plaintext listeners read straight into a reused buffer; a TLS one reads through
     // 'data' events until STARTTLS, then the TLS layer reads directly.
-    const direct = listener === "local" || this.#tls === undefined;
+    const direct = listener !== "nbd" || this.#tls === undefined;
     const transport = openFdTransport(fd, remote, { direct });
     this.#count(+1);
     this.#servers[listener].serve(transport, conn).finally(() => this.#count(-1));

@@ -10,6 +10,7 @@
  */
 
 import type { DirectoryEntry } from "../proxy/mod.ts";
+import type { NbdClientIdentity } from "../nbd/client_tls.ts";
 
 /** Bumped whenever a message changes shape or meaning. */
 export const POOL_PROTOCOL_VERSION = 4;
@@ -18,8 +19,10 @@ export const POOL_PROTOCOL_VERSION = 4;
 export type ListenerKind =
   /** The main NBD listener: TLS required (or plaintext when the node runs without TLS). */
   | "nbd"
-  /** The plaintext local-attach listener (loopback TCP). */
-  | "local";
+  /** A plaintext local-attach listener (loopback TCP, the Unix socket). */
+  | "local"
+  /** The read-only Unix socket: plaintext, every export read-only. */
+  | "local-ro";
 
 /**
  * TLS material for STARTTLS in a worker (PEM), re-sent whenever it changes. Client
@@ -35,7 +38,7 @@ export interface WorkerTls {
 
 /** The main thread's verdict on an NBD client certificate. */
 export type ClientVerdict =
-  | { ok: true; identity: { role: string; name: string; volumes: string[]; serial: string } }
+  | { ok: true; identity: NbdClientIdentity & { serial: string } }
   | { ok: false; reason: string };
 
 /** Per-volume shared words (Int32Array over `flags`): indices. */

@@ -38,6 +38,7 @@ Deno.test("CSR round trip: a joining node's request is signed and matches its ke
     role: "node",
     name: "node-2",
     volumes: [],
+    grants: [],
     dnsNames: ["node-2"],
     ipAddresses: ["10.0.0.2"],
   });
@@ -71,6 +72,40 @@ Deno.test("signCsr() refuses requests outside the policy", async () => {
   // Allowed versions of the same requests go through.
   await signCsr(ca, node, { role: "node", ipAddresses: ["10.0.0.3"] });
   await signCsr(ca, nbd, { role: "nbd-client", volumes: ["*"] });
+});
+
+Deno.test("signCsr() grants read-only where the policy allows, binds the uuids it is given, never the CSR's", async () => {
+  const ca = await newCa();
+  const uuid = "0f1e2d3c-4b5a-4968-8776-655443322110";
+  const ro =
+    (await createCsr({ role: "nbd-client", name: "c", volumes: ["db:ro", "logs"] })).csrPem;
+  const cert = await signCsr(ca, ro, {
+    role: "nbd-client",
+    volumes: ["db", "logs"],
+    bind: { db: uuid },
+  });
+  const id = readIdentity(cert);
+  assert(typeof id !== "string");
+  assertEquals(id.grants, [
+    { volume: "db", readOnly: true, uuid },
+    { volume: "logs", readOnly: false },
+  ]);
+  // A policy that allows db read-only refuses db read-write.
+  const rw = (await createCsr({ role: "nbd-client", name: "c", volumes: ["db"] })).csrPem;
+  await assertRejects(
+    () => signCsr(ca, rw, { role: "nbd-client", volumes: ["db:ro"] }),
+    BallastError,
+    'volume "db" is not grantable',
+  );
+  await signCsr(ca, ro, { role: "nbd-client", volumes: ["db:ro", "logs"] });
+  // A CSR naming a uuid of its own gets the signer's binding (here: none).
+  const pinned = (await createCsr({
+    role: "nbd-client",
+    name: "c",
+    grants: [{ volume: "db", readOnly: false, uuid }],
+  })).csrPem;
+  const unbound = readIdentity(await signCsr(ca, pinned, { role: "nbd-client", volumes: ["db"] }));
+  assertEquals((unbound as { grants: unknown }).grants, [{ volume: "db", readOnly: false }]);
 });
 
 Deno.test("signCsr() rejects garbage and a CSR whose signature does not verify", async () => {

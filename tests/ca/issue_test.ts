@@ -1,5 +1,6 @@
 import {
   createRootCa,
+  generateKeyPair,
   issueLeaf,
   type Issuer,
   readIdentity,
@@ -58,6 +59,7 @@ Deno.test("issueLeaf() writes role EKUs, SANs, AKI, CA:false and a 30-day defaul
     role: "node",
     name: "node-1",
     volumes: [],
+    grants: [],
     dnsNames: ["node-1.example", "node-1"],
     ipAddresses: ["127.0.0.1", "::1"],
   });
@@ -85,6 +87,81 @@ Deno.test("admin and nbd-client leaves are clientAuth only; volumes are URI SANs
   assertEquals(uris, [`${ROLE_URI_PREFIX}nbd-client`, "ballast:volume:db", "ballast:volume:logs"]);
   const { cert: all } = await leafFor(ca, { role: "nbd-client", name: "x", volumes: ["a", "*"] });
   assertEquals((readIdentity(all) as { volumes: string[] }).volumes, ["*"]);
+});
+
+Deno.test("grants: NAME:ro is read-only, a uuid binds the incarnation; both round-trip through the certificate", async () => {
+  const ca = await newCa();
+  const uuid = "0f1e2d3c-4b5a-4968-8776-655443322110";
+  const { cert } = await leafFor(ca, {
+    role: "nbd-client",
+    name: "backup",
+    grants: [
+      { volume: "logs", readOnly: false },
+      { volume: "db", readOnly: true, uuid },
+      { volume: "*", readOnly: true },
+    ],
+  });
+  const uris = cert.getExtension(x509.SubjectAlternativeNameExtension)!.names.toJSON()
+    .map((n) => n.value);
+  assertEquals(uris, [
+    `${ROLE_URI_PREFIX}nbd-client`,
+    "ballast:volume:*;ro",
+    `ballast:volume:db;ro;uuid=${uuid}`,
+    "ballast:volume:logs",
+  ]);
+  const id = readIdentity(cert);
+  assert(typeof id !== "string");
+  assertEquals(id.volumes, ["*:ro", "db:ro", "logs"]);
+  assertEquals(id.grants, [
+    { volume: "*", readOnly: true },
+    { volume: "db", readOnly: true, uuid },
+    { volume: "logs", readOnly: false },
+  ]);
+  // The text form: a read-write "*" covers everything; a name granted twice differently is refused.
+  const texts = await leafFor(ca, { role: "nbd-client", name: "t", volumes: ["db:ro", "*:ro"] });
+  assertEquals((readIdentity(texts.cert) as { volumes: string[] }).volumes, ["*:ro", "db:ro"]);
+  for (
+    const [volumes, why] of [
+      [["db", "db:ro"], "granted twice"],
+      [["db:rw"], "invalid volume grant"],
+      [[":ro"], "invalid volume grant"],
+    ] as const
+  ) {
+    await assertRejects(
+      () => leafFor(ca, { role: "nbd-client", name: "t", volumes }),
+      InvalidArgumentError,
+      why,
+    );
+  }
+  await assertRejects(
+    () =>
+      leafFor(ca, {
+        role: "nbd-client",
+        name: "t",
+        grants: [{ volume: "db", readOnly: false, uuid: "x" }],
+      }),
+    InvalidArgumentError,
+    "invalid volume uuid",
+  );
+});
+
+Deno.test("readIdentity() fails closed on a grant URI it cannot read (an unknown part)", async () => {
+  const keys = await generateKeyPair();
+  for (const uri of ["ballast:volume:db;rw", "ballast:volume:db;uuid=nope"]) {
+    const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: "CN=c, O=Ballast",
+      keys,
+      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+      extensions: [
+        new x509.SubjectAlternativeNameExtension([
+          { type: "url", value: `${ROLE_URI_PREFIX}nbd-client` },
+          { type: "url", value: uri },
+        ]),
+      ],
+    });
+    const id = readIdentity(csr);
+    assert(typeof id === "string" && id.includes("unknown part"), String(id));
+  }
 });
 
 Deno.test("issueLeaf() rejects bad specs before doing any work", async () => {

@@ -26,6 +26,7 @@ Deno.test("openPki() creates the CA, node and admin certificates with 0600 keys"
     role: "node",
     name: "node-1",
     volumes: [],
+    grants: [],
     dnsNames: ["localhost", "node-1"],
     ipAddresses: ["127.0.0.1", "::1"],
   });

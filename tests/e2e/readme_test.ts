@@ -92,7 +92,7 @@ const EXPECT: Expect[] = [
 ];
 
 /** The quick start's fixed addresses: free in a fresh namespace, checked on the host otherwise. */
-const QUICKSTART_PORTS = [5705, 10809, 10810];
+const QUICKSTART_PORTS = [5705, 10809];
 const NS = `ballast-readme-${Deno.pid}`;
 const NETNS_SKIP = await netnsUnavailable(NS);
 const PORTS_SKIP = NETNS_SKIP === undefined ? undefined : portsTaken(QUICKSTART_PORTS);

@@ -158,10 +158,20 @@ export const CA_SCHEMAS = {
       role: { type: "string", enum: ["node", "admin", "nbd-client"] },
       name: { type: "string" },
       volumes: { type: "array", items: { type: "string" } },
+      grants: { type: "array", items: ref("Grant") },
       notBefore: { type: "string", format: "date-time" },
       notAfter: { type: "string", format: "date-time" },
       issuerSerial: { type: "string" },
       revokedAt: { type: "string", format: "date-time" },
+    },
+  },
+  Grant: {
+    type: "object",
+    required: ["volume", "readOnly"],
+    properties: {
+      volume: { type: "string", description: 'a volume name, or "*" for all' },
+      readOnly: { type: "boolean" },
+      uuid: { type: "string", description: "the volume bound to; absent: by name" },
     },
   },
   SignCertificateRequest: {
@@ -175,9 +185,15 @@ export const CA_SCHEMAS = {
       volumes: {
         type: "array",
         items: { type: "string" },
-        description: 'nbd-client: required, at least one volume or "*" for all (400 without)',
+        description: 'nbd-client: required, at least one volume or "*" for all (400 without); ' +
+          '"NAME:ro" (or "*:ro") may read but not write',
       },
       ttl: duration,
+      anyIncarnation: {
+        type: "boolean",
+        description: "bind every grant by name (default false: a grant of an existing volume " +
+          "is bound to it, and does not open a volume created later under the same name)",
+      },
     },
   },
   SignedCertificate: {
@@ -189,6 +205,7 @@ export const CA_SCHEMAS = {
       role: { type: "string" },
       name: { type: "string" },
       volumes: { type: "array", items: { type: "string" } },
+      grants: { type: "array", items: ref("Grant") },
       notAfter: { type: "string", format: "date-time" },
     },
   },

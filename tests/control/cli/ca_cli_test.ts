@@ -148,6 +148,51 @@ Deno.test("ca cli: revoke refuses unknown serials and ambiguous prefixes, expand
     });
     assertEquals([api.status, api.body.error.details.field], [400, "volumes"]);
     assert(!(await t.pki.list()).some((c) => c.name === "x"), "nothing issued");
+    // Grant texts are NAME or NAME:ro; anyIncarnation is a boolean.
+    const one = await createCsr({ role: "nbd-client", name: "x", volumes: ["db1"] });
+    for (
+      const [extra, field] of [
+        [{ volumes: ["db1:rw"] }, "volumes"],
+        [{ volumes: ["db1"], anyIncarnation: "yes" }, "anyIncarnation"],
+      ] as const
+    ) {
+      const bad = await tlsFetch(`${t.url}/v1/ca/certificates`, t.admin, "POST", {
+        csr: one.csrPem,
+        role: "nbd-client",
+        name: "x",
+        ...extra,
+      });
+      assertEquals([bad.status, bad.body.error.details.field], [400, field]);
+    }
+    const rw = await run(
+      t,
+      {},
+      "ca",
+      "issue",
+      "x",
+      "--role",
+      "nbd-client",
+      "--volumes",
+      "db1:rw",
+      "--out",
+      "/nonexistent",
+    );
+    assertEquals(rw.code, 2, rw.stderr);
+    assert(rw.stderr.includes('invalid volume grant "db1:rw"'), rw.stderr);
+    const adminAny = await run(
+      t,
+      {},
+      "ca",
+      "issue",
+      "x",
+      "--role",
+      "admin",
+      "--any-incarnation",
+      "--out",
+      "/nonexistent",
+    );
+    assertEquals(adminAny.code, 2, adminAny.stderr);
+    assert(!(await t.pki.list()).some((c) => c.name === "x"), "nothing issued");
 
     const target = serials.at(-1)!;
     const prefix = target.slice(0, 8).toUpperCase();

@@ -15,6 +15,8 @@ Deno.test("resolveConfig() fills every default", () => {
     nodeLeaseTtlSeconds: 10,
     tls: true,
     nbdLocalListen: undefined,
+    nbdUnix: { path: "/d/nbd.sock", mode: 0o660 },
+    nbdUnixRo: undefined,
     apiAnonymousHealth: false,
     certTtlSeconds: 30 * 86400,
     etcd: undefined,
@@ -24,6 +26,50 @@ Deno.test("resolveConfig() fills every default", () => {
     resyncRateBytesPerSecond: 0,
     replaceAfterSeconds: 300,
   });
+});
+
+Deno.test("resolveConfig() reads --nbd-unix (default DATA_DIR/nbd.sock, off), its mode and group", () => {
+  const c = (flags: Record<string, string>, env: Record<string, string> = {}) =>
+    resolveConfig({ "data-dir": "/d", ...flags }, env, {}, host).nbdUnix;
+  assertEquals(c({ "nbd-unix": "off" }), undefined);
+  assertEquals(c({}, { BALLAST_NBD_UNIX: "off" }), undefined);
+  assertEquals(c({ "nbd-unix": "/run/ballast/nbd.sock", "nbd-unix-mode": "600" }), {
+    path: "/run/ballast/nbd.sock",
+    mode: 0o600,
+  });
+  assertEquals(c({ "nbd-unix-group": "disk" }, { BALLAST_NBD_UNIX_MODE: "0660" }), {
+    path: "/d/nbd.sock",
+    mode: 0o660,
+    group: "disk",
+  });
+  assertEquals(c({ "nbd-unix": "rel.sock" })?.path, `${Deno.cwd()}/rel.sock`);
+  for (const mode of ["660x", "8", "01777", "rw-rw----"]) {
+    const err = assertThrows(() => c({ "nbd-unix-mode": mode }), InvalidArgumentError);
+    assert(err.message.includes(`--nbd-unix-mode "${mode}"`), err.message);
+  }
+  assertThrows(() => c({ "nbd-unix-group": "a b" }), InvalidArgumentError, "group name or id");
+  const ro = resolveConfig(
+    { "data-dir": "/d", "nbd-unix-ro": "/run/b/ro.sock", "nbd-unix-group": "backup" },
+    {},
+    {},
+    host,
+  );
+  assertEquals(ro.nbdUnixRo, { path: "/run/b/ro.sock", mode: 0o660, group: "backup" });
+  assertThrows(
+    () => c({ "nbd-unix-ro": "/d/nbd.sock" }),
+    InvalidArgumentError,
+    "needs a path of its own",
+  );
+  // sun_path holds 108 bytes: a longer path could never be bound.
+  assertEquals(c({ "nbd-unix": `/${"s".repeat(106)}` })?.path.length, 107);
+  const err = assertThrows(
+    () => c({ "nbd-unix": `/${"s".repeat(107)}` }),
+    InvalidArgumentError,
+    "is 108 bytes, more than the 107",
+  );
+  assert(err.message.includes("--nbd-unix off"), err.message);
+  const long = () => resolveConfig({ "data-dir": `/${"d".repeat(98)}` }, {}, {}, host);
+  assertThrows(long, InvalidArgumentError, "invalid default of --nbd-unix");
 });
 
 Deno.test("resolveConfig() reads --replace-after as a duration (default 5m) and names a bad one", () => {

@@ -545,11 +545,11 @@ Deno.test("EXPORT_NAME for an unknown export or a non-UTF-8 name closes without 
 
 // ---- policy and unsupported options ---------------------------------------------------
 
-Deno.test("allowExport hides exports from LIST, GO, INFO, EXPORT_NAME and metadata contexts", () => {
+Deno.test("access without a reason hides exports from LIST, GO, INFO, EXPORT_NAME and metadata contexts", () => {
   const policy: HandshakePolicy = {
     tlsAvailable: false,
     tlsRequired: false,
-    allowExport: (name) => name !== "secret",
+    access: (e) => e.name !== "secret" ? { ok: true, readOnly: false } : { ok: false },
   };
   const list = one(C.NBD_OPT_LIST, NONE, policy);
   assertEquals(
@@ -569,6 +569,60 @@ Deno.test("allowExport hides exports from LIST, GO, INFO, EXPORT_NAME and metada
   assertEquals(state.metaContextExport, undefined);
   // The allowed export still works under the same policy.
   assertEquals(transmission(one(C.NBD_OPT_GO, goPayload("disk"), policy)).export.name, "disk");
+});
+
+Deno.test("read-only access: GO and EXPORT_NAME advertise READ_ONLY and nothing that writes", () => {
+  const policy: HandshakePolicy = {
+    tlsAvailable: false,
+    tlsRequired: false,
+    access: () => ({ ok: true, readOnly: true }),
+  };
+  const plain = transmission(one(C.NBD_OPT_GO, goPayload("disk")));
+  assertEquals(plain.flags & C.NBD_FLAG_READ_ONLY, 0, "the export itself is writable");
+  assert((plain.flags & C.NBD_FLAG_SEND_TRIM) !== 0);
+  for (
+    const r of [
+      one(C.NBD_OPT_GO, goPayload("disk"), policy),
+      one(C.NBD_OPT_EXPORT_NAME, enc.encode("disk"), policy),
+    ]
+  ) {
+    const t = transmission(r);
+    assertEquals(t.export.name, "disk");
+    assert(t.export.readOnly, "the client's view is read-only");
+    assert((t.flags & C.NBD_FLAG_READ_ONLY) !== 0, "NBD_FLAG_READ_ONLY");
+    const writes = C.NBD_FLAG_SEND_TRIM | C.NBD_FLAG_SEND_WRITE_ZEROES | C.NBD_FLAG_SEND_FUA |
+      C.NBD_FLAG_SEND_FAST_ZERO;
+    assertEquals(t.flags & writes, 0);
+  }
+});
+
+Deno.test("access refused with a reason: GO, INFO and metadata contexts get ERR_POLICY with it; EXPORT_NAME closes; LIST omits", () => {
+  const why = 'grant for "disk" is bound to a deleted volume';
+  const policy: HandshakePolicy = {
+    tlsAvailable: false,
+    tlsRequired: false,
+    access: (e) => e.name === "disk" ? { ok: false, reason: why } : { ok: true, readOnly: false },
+  };
+  for (const option of [C.NBD_OPT_GO, C.NBD_OPT_INFO]) {
+    const r = one(option, goPayload("disk"), policy);
+    assertEquals(replies(r).map((x) => [x.type, dec.decode(x.data)]), [[
+      C.NBD_REP_ERR_POLICY,
+      why,
+    ]]);
+    assertEquals(r.refusal, why);
+  }
+  const { results } = run([
+    STRUCTURED,
+    [C.NBD_OPT_SET_META_CONTEXT, metaPayload("disk", [C.BASE_ALLOCATION])],
+  ], policy);
+  assertEquals(types(results[1]), [C.NBD_REP_ERR_POLICY]);
+  const closed = one(C.NBD_OPT_EXPORT_NAME, enc.encode("disk"), policy).action;
+  assertEquals(closed.kind === "close" && closed.reason, why);
+  const list = one(C.NBD_OPT_LIST, NONE, policy);
+  const listed = replies(list).filter((x) => x.type === C.NBD_REP_SERVER).map((x) =>
+    dec.decode(x.data.subarray(4, 4 + new DataView(x.data.buffer).getUint32(0)))
+  );
+  assert(!listed.includes("disk") && listed.length > 0, listed.join());
 });
 
 Deno.test("unknown options (0xdead, EXTENDED_HEADERS, withdrawn PEEK_EXPORT) are ERR_UNSUP and change nothing", () => {

@@ -199,7 +199,12 @@ function handler(): (c: Command) => string {
       policy = {
         tlsAvailable: p !== "plain",
         tlsRequired: p === "tls-required",
-        ...(allow ? { allowExport: (n: string) => allow.includes(n) } : {}),
+        ...(allow
+          ? {
+            access: (e: ExportView) =>
+              allow.includes(e.name) ? { ok: true, readOnly: false } : { ok: false },
+          }
+          : {}),
       };
       const flags = list(c, "flags").reduce(
         (f, x) =>

@@ -8,6 +8,8 @@ import {
   decodeSockaddr,
   encodeSockaddr,
   FdListener,
+  groupId,
+  UnixSocketError,
 } from "../../../data/net/fd_listener.ts";
 import { assert, assertEquals, assertThrows } from "../../_assert.ts";
 
@@ -72,4 +74,59 @@ Deno.test("FdListener: close() ends a pending accept() with null; a taken port i
   assertEquals(await c.read(new Uint8Array(1)), null, "the client sees the connection end");
   c.close();
   b.close();
+});
+
+Deno.test("FdListener.openUnix() applies mode and group, names its peer, and removes its file on close", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/nbd.sock`;
+  const gid = groupId("65534");
+  const l = FdListener.openUnix(path, { mode: 0o640, gid });
+  try {
+    const info = Deno.lstatSync(path);
+    assert(info.isSocket, "a socket file");
+    assertEquals(info.mode! & 0o777, 0o640);
+    assertEquals(info.gid, gid);
+    const client = await Deno.connect({ transport: "unix", path });
+    const accepted = await l.accept();
+    assertEquals(accepted?.remote, `unix:uid=${Deno.uid()},pid=${Deno.pid}`);
+    closeFd(accepted!.fd);
+    client.close();
+  } finally {
+    l.close();
+  }
+  assertThrows(() => Deno.lstatSync(path), Deno.errors.NotFound);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("FdListener.openUnix() replaces a stale socket, refuses a live one, a non-socket and a long path", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/nbd.sock`;
+  // A socket file whose process is gone (python exits without unlinking it).
+  const py = `import socket; s = socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(path)})`;
+  assertEquals((await new Deno.Command("python3", { args: ["-c", py] }).output()).code, 0);
+  assert(Deno.lstatSync(path).isSocket, "the stale socket is there");
+  const l = FdListener.openUnix(path, { mode: 0o600 });
+  try {
+    const err = assertThrows(() => FdListener.openUnix(path, { mode: 0o600 }), UnixSocketError);
+    assert(err.message.includes(`another process listens on ${path}`), err.message);
+    assertEquals(err.path, path);
+    const probe = await l.accept(); // the live check's connection
+    if (probe) closeFd(probe.fd);
+  } finally {
+    l.close();
+  }
+  Deno.writeTextFileSync(path, "data");
+  assertThrows(
+    () => FdListener.openUnix(path, { mode: 0o600 }),
+    UnixSocketError,
+    "exists and is not a socket",
+  );
+  assertEquals(Deno.readTextFileSync(path), "data", "a file that is not a socket is kept");
+  assertThrows(
+    () => FdListener.openUnix(`${dir}/${"x".repeat(120)}`, { mode: 0o600 }),
+    UnixSocketError,
+    "must be 1 to 107 bytes",
+  );
+  assertThrows(() => groupId("no-such-group-here"), RangeError, "unknown group");
+  await Deno.remove(dir, { recursive: true });
 });
