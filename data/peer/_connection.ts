@@ -9,7 +9,11 @@
  * - Sending: send() hands a frame to the socket only while fewer than SEND_HIGH_WATER bytes
  *   wait there; later frames wait (by reference, not copied) and their promises resolve as
  *   the socket takes them, so a sender to a peer that does not read sees send() stop
- *   resolving, and resume when the peer reads.
+ *   resolving, and resume when the peer reads. Frames sent in one turn of the event loop
+ *   (up to the next microtask checkpoint) leave in one socket write: one TLS write and one
+ *   system call for a batch of replies or of pipelined requests, not one per frame.
+ * - Reading: batches() hands the consumer every frame received so far at once, so a consumer
+ *   that can handle frames synchronously pays one wake-up per read, not per frame.
  *
  * The connection is built with the TLS socket, before the handshake, so that nothing the
  * peer sends is read any other way; it is handed out once the listener or client has
@@ -42,6 +46,11 @@ export interface PeerConnection {
    * close() is called; throws PeerError ("protocol", "closed") when the connection breaks.
    */
   frames(): AsyncIterable<Uint8Array>;
+  /**
+   * The received frames in order, every frame waiting at once (never an empty batch); one
+   * consumer only, instead of frames(). Ends and throws as frames() does.
+   */
+  batches(): AsyncIterable<Uint8Array[]>;
   /**
    * Bytes received and waiting for the consumer, and bytes given to send() and not yet
    * written (waiting for the socket, or in it).
@@ -98,6 +107,10 @@ export class SocketPeerConnection implements PeerConnection {
   /** Frames handed to the socket whose write has not completed. */
   #writing = new Set<Outgoing>();
   #consumed = false;
+  /** Bytes of the last batch handed out, still held by the consumer (receiveBatch). */
+  #lent = 0;
+  /** The socket is corked until the current microtask checkpoint (see #pump). */
+  #corked = false;
 
   /** Wraps `raw` (connected) in TLS and starts the handshake. */
   constructor(raw: Socket, options: SocketPeerConnectionOptions) {
@@ -207,31 +220,67 @@ export class SocketPeerConnection implements PeerConnection {
 
   /** The next frame, or null after a clean end. One caller at a time. */
   async receive(): Promise<Uint8Array | null> {
+    await this.#waitForFrames();
+    if (this.#queue.length === 0) return null;
+    const f = this.#queue.shift()!;
+    this.#taken(f.length);
+    return f;
+  }
+
+  /**
+   * Every frame waiting (at least one), or null after a clean end. One caller at a time. The
+   * batch's bytes count as received until the next call (the consumer holds them meanwhile),
+   * so the bound on memory is the same as with one frame at a time.
+   */
+  async receiveBatch(): Promise<Uint8Array[] | null> {
+    this.#taken(this.#lent);
+    this.#lent = 0;
+    await this.#waitForFrames();
+    if (this.#queue.length === 0) return null;
+    const batch = this.#queue;
+    this.#queue = [];
+    this.#lent = this.#queued;
+    return batch;
+  }
+
+  /** Resolves once a frame waits or the connection ended cleanly; throws if it broke. */
+  async #waitForFrames(): Promise<void> {
     if (this.#waiter) throw new Error("receive() is already waiting for a frame");
     while (this.#queue.length === 0) {
       if (this.#error) throw this.#error;
-      if (this.#ended) return null;
+      if (this.#ended) return;
       await new Promise<void>((resolve) => (this.#waiter = resolve));
     }
-    const f = this.#queue.shift()!;
-    this.#queued -= f.length;
+  }
+
+  /** `bytes` were taken by the consumer: read on once half the high-water mark is free. */
+  #taken(bytes: number): void {
+    this.#queued -= bytes;
     if (this.#paused && this.#queued <= RECEIVE_HIGH_WATER / 2 && !this.#ended) {
       this.#paused = false;
       this.#reads.resume();
     }
-    return f;
   }
 
   frames(): AsyncIterable<Uint8Array> {
+    const batches = this.batches();
+    return {
+      async *[Symbol.asyncIterator]() {
+        for await (const batch of batches) yield* batch;
+      },
+    };
+  }
+
+  batches(): AsyncIterable<Uint8Array[]> {
     if (this.#consumed) throw new Error("frames() of a peer connection may be read only once");
     this.#consumed = true;
-    const receive = () => this.receive();
+    const receive = () => this.receiveBatch();
     return {
       async *[Symbol.asyncIterator]() {
         while (true) {
-          const f = await receive();
-          if (f === null) return;
-          yield f;
+          const batch = await receive();
+          if (batch === null) return;
+          yield batch;
         }
       },
     };
@@ -260,7 +309,11 @@ export class SocketPeerConnection implements PeerConnection {
     });
   }
 
-  /** Hands waiting frames to the socket while it holds fewer than SEND_HIGH_WATER bytes. */
+  /**
+   * Hands waiting frames to the socket while it holds fewer than SEND_HIGH_WATER bytes. The
+   * socket stays corked until the next microtask checkpoint, so that every frame sent in this
+   * turn (a batch of replies, the requests of one pipelined read) leaves in one write.
+   */
   #pump(): void {
     const sock = this.tls;
     while (this.#outbox.length > 0 && sock.writableLength < SEND_HIGH_WATER) {
@@ -281,15 +334,21 @@ export class SocketPeerConnection implements PeerConnection {
         }
         this.#pump();
       };
+      if (!this.#corked) {
+        this.#corked = true;
+        sock.cork();
+        queueMicrotask(() => {
+          this.#corked = false;
+          sock.uncork();
+        });
+      }
       // Header and payload go out together; node holds `frame` until `done` runs.
       if (out.frame.length === 0) {
         sock.write(frameHeader(0), done);
         continue;
       }
-      sock.cork();
       sock.write(frameHeader(out.frame.length));
       sock.write(out.frame, done);
-      sock.uncork();
     }
   }
 
@@ -305,6 +364,7 @@ export class SocketPeerConnection implements PeerConnection {
     this.#closedLocally = true;
     this.#queue = [];
     this.#queued = 0;
+    this.#lent = 0;
     this.tls.destroy();
     this.#end();
     this.#rejectSends(this.#closedError());

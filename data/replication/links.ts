@@ -21,19 +21,28 @@ export class LinkError extends Error {
 type NewRequest = Request extends infer R ? R extends { id: number } ? Omit<R, "id"> : never
   : never;
 
+/** A request waiting for its reply. */
+interface Pending {
+  resolve: (r: Reply) => void;
+  reject: (e: Error) => void;
+  /** performance.now() by which the reply must have come. */
+  deadline: number;
+  timeoutMs: number;
+}
+
 export class PeerLink {
   readonly node: string;
   readonly #conn: PeerConnection;
   readonly #log: Logger;
   #next = 1;
-  readonly #pending = new Map<
-    number,
-    {
-      resolve: (r: Reply) => void;
-      reject: (e: Error) => void;
-      timer: ReturnType<typeof setTimeout>;
-    }
-  >();
+  /** Waiting requests by id, oldest first. */
+  readonly #pending = new Map<number, Pending>();
+  /**
+   * One timer for all waiting requests (not one per request, which costs more than the rest
+   * of sending a request): it fires at the earliest deadline it knows of and looks again.
+   */
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timerAt = Infinity;
   #dead: Error | undefined;
 
   constructor(conn: PeerConnection, log: Logger) {
@@ -49,19 +58,23 @@ export class PeerLink {
 
   async #read(): Promise<void> {
     try {
-      for await (const frame of this.#conn.frames()) {
-        let reply: Reply;
-        try {
-          reply = decodeReply(frame);
-        } catch (err) {
-          this.#fail(new LinkError(`replica ${this.node} sent garbage: ${(err as Error).message}`));
-          return;
+      for await (const batch of this.#conn.batches()) {
+        for (const frame of batch) {
+          let reply: Reply;
+          try {
+            reply = decodeReply(frame);
+          } catch (err) {
+            this.#fail(
+              new LinkError(`replica ${this.node} sent garbage: ${(err as Error).message}`),
+            );
+            return;
+          }
+          const p = this.#pending.get(reply.id);
+          if (!p) continue; // timed out already
+          this.#pending.delete(reply.id);
+          p.resolve(reply);
         }
-        const p = this.#pending.get(reply.id);
-        if (!p) continue; // timed out already
-        this.#pending.delete(reply.id);
-        clearTimeout(p.timer);
-        p.resolve(reply);
+        if (this.#pending.size === 0) this.#disarm();
       }
       this.#fail(new LinkError(`replica ${this.node} closed the connection`));
     } catch (err) {
@@ -74,13 +87,43 @@ export class PeerLink {
   #fail(err: Error): void {
     if (this.#dead) return;
     this.#dead = err;
+    this.#disarm();
     this.#conn.close();
-    for (const p of this.#pending.values()) {
-      clearTimeout(p.timer);
-      p.reject(err);
-    }
+    for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
     this.#log.warn({ replica: this.node, reason: err.message }, "replication link lost");
+  }
+
+  #disarm(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+  }
+
+  /** Arms the timer for `deadline` unless it fires earlier already. */
+  #arm(deadline: number): void {
+    if (deadline >= this.#timerAt) return;
+    clearTimeout(this.#timer);
+    this.#timerAt = deadline;
+    this.#timer = setTimeout(() => this.#expire(), Math.max(0, deadline - performance.now()));
+  }
+
+  /** The timer fired: a request past its deadline fails the link; else wait for the next. */
+  #expire(): void {
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    for (const p of this.#pending.values()) {
+      if (p.deadline <= now) {
+        this.#fail(
+          new LinkError(`replica ${this.node} did not answer within ${p.timeoutMs} ms`),
+        );
+        return;
+      }
+      next = Math.min(next, p.deadline);
+    }
+    if (next < Infinity) this.#arm(next);
   }
 
   /** Sends a request and resolves with its reply; rejects with LinkError on failure. */
@@ -90,10 +133,9 @@ export class PeerLink {
     if (this.#next > 0xffff_ffff) this.#next = 1;
     const frame = encodeRequest({ ...r, id } as Request);
     return new Promise<Reply>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#fail(new LinkError(`replica ${this.node} did not answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#pending.set(id, { resolve, reject, timer });
+      const deadline = performance.now() + timeoutMs;
+      this.#pending.set(id, { resolve, reject, deadline, timeoutMs });
+      this.#arm(deadline);
       this.#conn.send(frame).catch((err) =>
         this.#fail(new LinkError(`sending to replica ${this.node} failed: ${err.message}`))
       );
