@@ -67,6 +67,21 @@ export class ReplyBatcher {
     return this.len;
   }
 
+  #flushing = false;
+
+  /**
+   * Flushes at the end of this turn (the next microtask checkpoint): replies that complete
+   * together (the answers of one batch from a replica) leave in one write.
+   */
+  flushSoon(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    queueMicrotask(() => {
+      this.#flushing = false;
+      this.flush();
+    });
+  }
+
   /** Hands the current batch to the sender and starts a fresh one. */
   flush(): void {
     if (this.len === 0) return;
@@ -250,8 +265,9 @@ export class Replies {
   }
 
   /**
-   * A reply sent later, in its own write after what is queued by then (the Request object
-   * is reused, so its handle and flags are copied now).
+   * A reply sent later: encoded into the batch when it completes, and written with it at the
+   * end of that turn at the latest (the Request object is reused, so its handle and flags
+   * are copied now).
    */
   deferred(req: Request): DeferredReply {
     const r = new Request();
@@ -264,23 +280,13 @@ export class Replies {
     const structured = this.structured;
     const out = this.batch;
     return {
-      ok() {
-        const b = new Uint8Array(STRUCTURED_REPLY_HEADER_SIZE);
-        out.enqueue(b, encodeOkReply(new DataView(b.buffer), 0, r, structured), false);
+      ok: () => {
+        this.ok(r);
+        out.flushSoon();
       },
-      error(errno: Errno, message: string) {
-        const m = enc.encode(message.slice(0, MAX_MESSAGE));
-        const b = new Uint8Array(errorReplySize(structured, m));
-        const n = encodeErrorReply(
-          b,
-          new DataView(b.buffer),
-          0,
-          r,
-          structured,
-          nbdError(errno, r.flags),
-          m,
-        );
-        out.enqueue(b, n, false);
+      error: (errno: Errno, message: string) => {
+        this.error(r, errno, message);
+        out.flushSoon();
       },
       data(bytes: Uint8Array) {
         const header = structured ? STRUCTURED_REPLY_HEADER_SIZE + 8 : SIMPLE_REPLY_HEADER_SIZE;

@@ -26,7 +26,14 @@ import type { SecureContext, TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import { type TlsReads, wrapTls } from "../net/mod.ts";
 import { PeerError } from "./_errors.ts";
-import { FrameDecoder, frameHeader, FrameTooLargeError, MAX_FRAME_BYTES } from "./_framing.ts";
+import {
+  FRAME_HEADER_BYTES,
+  FrameDecoder,
+  frameHeader,
+  FrameTooLargeError,
+  MAX_FRAME_BYTES,
+  writeFrameHeader,
+} from "./_framing.ts";
 
 /** An authenticated connection to another node. */
 export interface PeerConnection {
@@ -64,6 +71,8 @@ export interface PeerConnection {
 export const RECEIVE_HIGH_WATER = 4 * 1024 * 1024;
 /** Hand no further frame to the socket while this many bytes wait to be written. */
 export const SEND_HIGH_WATER = 4 * 1024 * 1024;
+/** Frames gathered in one turn up to this many bytes are copied into one buffer to be sent. */
+const COALESCE_BYTES = 256 * 1024;
 
 export interface SocketPeerConnectionOptions {
   /** "server" for an accepted socket, "client" for one this node connected. */
@@ -109,8 +118,9 @@ export class SocketPeerConnection implements PeerConnection {
   #consumed = false;
   /** Bytes of the last batch handed out, still held by the consumer (receiveBatch). */
   #lent = 0;
-  /** The socket is corked until the current microtask checkpoint (see #pump). */
-  #corked = false;
+  /** Frames handed over in this turn, written together at its end (#flush), and their bytes. */
+  #gathered: Outgoing[] = [];
+  #gatheredBytes = 0;
 
   /** Wraps `raw` (connected) in TLS and starts the handshake. */
   constructor(raw: Socket, options: SocketPeerConnectionOptions) {
@@ -310,45 +320,76 @@ export class SocketPeerConnection implements PeerConnection {
   }
 
   /**
-   * Hands waiting frames to the socket while it holds fewer than SEND_HIGH_WATER bytes. The
-   * socket stays corked until the next microtask checkpoint, so that every frame sent in this
-   * turn (a batch of replies, the requests of one pipelined read) leaves in one write.
+   * Hands waiting frames to the socket while it holds fewer than SEND_HIGH_WATER bytes:
+   * gathered during this turn and written at its end (the next microtask checkpoint) by
+   * #flush, so that every frame sent in one turn (a batch of replies, the requests of one
+   * pipelined read) leaves in one socket write.
    */
   #pump(): void {
     const sock = this.tls;
-    while (this.#outbox.length > 0 && sock.writableLength < SEND_HIGH_WATER) {
+    while (this.#outbox.length > 0 && sock.writableLength + this.#gatheredBytes < SEND_HIGH_WATER) {
       if (sock.destroyed || !sock.writable) return;
       const out = this.#outbox.shift()!;
       this.#writing.add(out);
-      const done = (err?: Error | null) => {
-        if (!this.#writing.delete(out)) return;
-        if (err) {
-          out.reject(
-            new PeerError("closed", `sending to peer ${this.remote} failed: ${err.message}`, {
-              remote: this.remote,
-              cause: err,
-            }),
-          );
-        } else {
-          out.resolve();
-        }
-        this.#pump();
-      };
-      if (!this.#corked) {
-        this.#corked = true;
-        sock.cork();
-        queueMicrotask(() => {
-          this.#corked = false;
-          sock.uncork();
-        });
+      this.#gathered.push(out);
+      this.#gatheredBytes += FRAME_HEADER_BYTES + out.frame.length;
+      if (this.#gathered.length === 1) queueMicrotask(() => this.#flush());
+    }
+  }
+
+  /**
+   * Writes the gathered frames: copied into one buffer when they are small together (one
+   * write instead of two per frame), else header and frame by reference, corked.
+   */
+  #flush(): void {
+    const batch = this.#gathered;
+    const bytes = this.#gatheredBytes;
+    this.#gathered = [];
+    this.#gatheredBytes = 0;
+    const sock = this.tls;
+    if (batch.length === 0 || sock.destroyed || !sock.writable) return; // 'close' rejects them
+    // Node calls write callbacks in order: the last one's means every frame was written.
+    const done = (err?: Error | null) => {
+      for (const out of batch) this.#settle(out, err);
+      this.#pump();
+    };
+    if (bytes <= COALESCE_BYTES) {
+      const buf = new Uint8Array(bytes);
+      let at = 0;
+      for (const { frame } of batch) {
+        writeFrameHeader(buf, at, frame.length);
+        buf.set(frame, at + FRAME_HEADER_BYTES);
+        at += FRAME_HEADER_BYTES + frame.length;
       }
-      // Header and payload go out together; node holds `frame` until `done` runs.
-      if (out.frame.length === 0) {
-        sock.write(frameHeader(0), done);
-        continue;
+      sock.write(buf, done);
+      return;
+    }
+    sock.cork();
+    for (let i = 0; i < batch.length; i++) {
+      const { frame } = batch[i];
+      const last = i === batch.length - 1 ? done : undefined;
+      // Node holds `frame` until its write completes.
+      if (frame.length === 0) sock.write(frameHeader(0), last);
+      else {
+        sock.write(frameHeader(frame.length));
+        sock.write(frame, last);
       }
-      sock.write(frameHeader(out.frame.length));
-      sock.write(out.frame, done);
+    }
+    sock.uncork();
+  }
+
+  /** A frame handed to the socket was written (or failed): its send() settles. */
+  #settle(out: Outgoing, err?: Error | null): void {
+    if (!this.#writing.delete(out)) return;
+    if (err) {
+      out.reject(
+        new PeerError("closed", `sending to peer ${this.remote} failed: ${err.message}`, {
+          remote: this.remote,
+          cause: err,
+        }),
+      );
+    } else {
+      out.resolve();
     }
   }
 

@@ -13,8 +13,16 @@ export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 /** The length prefix for a payload of `length` bytes. */
 export function frameHeader(length: number): Uint8Array {
   const h = new Uint8Array(FRAME_HEADER_BYTES);
-  new DataView(h.buffer).setUint32(0, length, false);
+  writeFrameHeader(h, 0, length);
   return h;
+}
+
+/** Writes the length prefix for a payload of `length` bytes into `buf` at `at`. */
+export function writeFrameHeader(buf: Uint8Array, at: number, length: number): void {
+  buf[at] = length >>> 24;
+  buf[at + 1] = (length >>> 16) & 0xff;
+  buf[at + 2] = (length >>> 8) & 0xff;
+  buf[at + 3] = length & 0xff;
 }
 
 /** A peer announced a frame longer than the limit. */

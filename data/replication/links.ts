@@ -162,6 +162,12 @@ export class PeerLinks {
     this.#log = log;
   }
 
+  /** The open link to `node`, if there is one alive (no waiting). */
+  live(node: string): PeerLink | undefined {
+    const link = this.#links.get(node);
+    return link?.alive ? link : undefined;
+  }
+
   get(node: string, address: string): Promise<PeerLink> {
     const link = this.#links.get(node);
     if (link?.alive) return Promise.resolve(link);
