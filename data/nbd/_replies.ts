@@ -29,6 +29,8 @@ import { type Transport, writeAll } from "./transport.ts";
 export const INITIAL_OUT = 256 * 1024;
 /** Batch buffers kept for reuse per connection. */
 const MAX_FREE_BUFFERS = 8;
+/** Batches up to this size are copied out when flushed (see flush()). */
+const SMALL_FLUSH = 16 * 1024;
 
 export class ReplyBatcher {
   /** The batch being built: `len` bytes of `buf` are encoded replies. */
@@ -82,9 +84,20 @@ export class ReplyBatcher {
     });
   }
 
-  /** Hands the current batch to the sender and starts a fresh one. */
+  /**
+   * Hands the current batch to the sender and starts a fresh one. A small batch (a few
+   * replies without data) is copied out and its buffer kept: many small flushes in flight (the
+   * replies of replicated or forwarded requests, one flush per turn) would otherwise each hold
+   * a batch buffer, empty the pool and allocate (and zero) a fresh 256 KiB buffer each.
+   */
   flush(): void {
     if (this.len === 0) return;
+    if (this.len <= SMALL_FLUSH) {
+      const len = this.len;
+      this.len = 0;
+      this.enqueue(this.buf.slice(0, len), len, false);
+      return;
+    }
     const buf = this.buf;
     const len = this.len;
     this.#use(this.#take(INITIAL_OUT));

@@ -24,7 +24,7 @@
 import type { Socket } from "node:net";
 import type { SecureContext, TLSSocket } from "node:tls";
 import type { Logger } from "pino";
-import { type TlsReads, wrapTls } from "../net/mod.ts";
+import { COALESCE_BYTES, type TlsReads, TurnBatch, wrapTls } from "../net/mod.ts";
 import { PeerError } from "./_errors.ts";
 import {
   FRAME_HEADER_BYTES,
@@ -42,12 +42,13 @@ export interface PeerConnection {
   /** "HOST:PORT" of the other end. */
   readonly remote: string;
   /**
-   * Sends one frame. Resolves once the socket has taken it (reuse the buffer only then);
-   * frames are taken in order, and only while few bytes wait in the socket, so the promises
-   * of a sender to a peer that does not read stop resolving. Rejects with PeerError
+   * Sends one frame: `frame`, followed by `payload` when given (a large payload is written
+   * by reference, not copied). Resolves once the socket has taken it (reuse the buffers only
+   * then); frames are taken in order, and only while few bytes wait in the socket, so the
+   * promises of a sender to a peer that does not read stop resolving. Rejects with PeerError
    * "closed" once the connection is gone.
    */
-  send(frame: Uint8Array): Promise<void>;
+  send(frame: Uint8Array, payload?: Uint8Array): Promise<void>;
   /**
    * The received frames, in order; one consumer only. Ends when the peer closes cleanly or
    * close() is called; throws PeerError ("protocol", "closed") when the connection breaks.
@@ -63,6 +64,11 @@ export interface PeerConnection {
    * written (waiting for the socket, or in it).
    */
   queued(): { received: number; sending: number };
+  /**
+   * The consumer is done with `frame`, received from this connection: its buffer may hold a
+   * later frame. Optional; call it only when nothing refers to the frame any more.
+   */
+  recycle(frame: Uint8Array): void;
   /** Closes the connection now; frames still queued either way are dropped. */
   close(): void;
 }
@@ -71,8 +77,6 @@ export interface PeerConnection {
 export const RECEIVE_HIGH_WATER = 4 * 1024 * 1024;
 /** Hand no further frame to the socket while this many bytes wait to be written. */
 export const SEND_HIGH_WATER = 4 * 1024 * 1024;
-/** Frames gathered in one turn up to this many bytes are copied into one buffer to be sent. */
-const COALESCE_BYTES = 256 * 1024;
 
 export interface SocketPeerConnectionOptions {
   /** "server" for an accepted socket, "client" for one this node connected. */
@@ -90,6 +94,10 @@ export interface SocketPeerConnectionOptions {
 
 interface Outgoing {
   frame: Uint8Array;
+  /** Sent after `frame`, as part of the same frame. */
+  payload: Uint8Array | undefined;
+  /** Bytes of the frame (frame and payload). */
+  length: number;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -118,9 +126,8 @@ export class SocketPeerConnection implements PeerConnection {
   #consumed = false;
   /** Bytes of the last batch handed out, still held by the consumer (receiveBatch). */
   #lent = 0;
-  /** Frames handed over in this turn, written together at its end (#flush), and their bytes. */
-  #gathered: Outgoing[] = [];
-  #gatheredBytes = 0;
+  /** Frames handed over in this turn, written together at its end (#flush). */
+  #turn = new TurnBatch<Outgoing>((batch, bytes) => this.#flush(batch, bytes));
 
   /** Wraps `raw` (connected) in TLS and starts the handshake. */
   constructor(raw: Socket, options: SocketPeerConnectionOptions) {
@@ -172,8 +179,8 @@ export class SocketPeerConnection implements PeerConnection {
 
   queued(): { received: number; sending: number } {
     let sending = 0;
-    for (const o of this.#outbox) sending += o.frame.length;
-    for (const o of this.#writing) sending += o.frame.length;
+    for (const o of this.#outbox) sending += o.length;
+    for (const o of this.#writing) sending += o.length;
     return { received: this.#queued, sending };
   }
 
@@ -272,6 +279,10 @@ export class SocketPeerConnection implements PeerConnection {
     }
   }
 
+  recycle(frame: Uint8Array): void {
+    this.#decoder.recycle(frame);
+  }
+
   frames(): AsyncIterable<Uint8Array> {
     const batches = this.batches();
     return {
@@ -303,18 +314,19 @@ export class SocketPeerConnection implements PeerConnection {
     });
   }
 
-  send(frame: Uint8Array): Promise<void> {
+  send(frame: Uint8Array, payload?: Uint8Array): Promise<void> {
     const sock = this.tls;
     if (this.#error || this.#closedLocally || sock.destroyed || !sock.writable) {
       return Promise.reject(this.#closedError());
     }
-    if (frame.length > MAX_FRAME_BYTES) {
+    const length = frame.length + (payload?.length ?? 0);
+    if (length > MAX_FRAME_BYTES) {
       return Promise.reject(
-        new RangeError(`frame of ${frame.length} bytes is above the ${MAX_FRAME_BYTES}-byte limit`),
+        new RangeError(`frame of ${length} bytes is above the ${MAX_FRAME_BYTES}-byte limit`),
       );
     }
     return new Promise<void>((resolve, reject) => {
-      this.#outbox.push({ frame, resolve, reject });
+      this.#outbox.push({ frame, payload, length, resolve, reject });
       this.#pump();
     });
   }
@@ -327,13 +339,11 @@ export class SocketPeerConnection implements PeerConnection {
    */
   #pump(): void {
     const sock = this.tls;
-    while (this.#outbox.length > 0 && sock.writableLength + this.#gatheredBytes < SEND_HIGH_WATER) {
+    while (this.#outbox.length > 0 && sock.writableLength + this.#turn.bytes < SEND_HIGH_WATER) {
       if (sock.destroyed || !sock.writable) return;
       const out = this.#outbox.shift()!;
       this.#writing.add(out);
-      this.#gathered.push(out);
-      this.#gatheredBytes += FRAME_HEADER_BYTES + out.frame.length;
-      if (this.#gathered.length === 1) queueMicrotask(() => this.#flush());
+      this.#turn.add(out, FRAME_HEADER_BYTES + out.length);
     }
   }
 
@@ -341,13 +351,9 @@ export class SocketPeerConnection implements PeerConnection {
    * Writes the gathered frames: copied into one buffer when they are small together (one
    * write instead of two per frame), else header and frame by reference, corked.
    */
-  #flush(): void {
-    const batch = this.#gathered;
-    const bytes = this.#gatheredBytes;
-    this.#gathered = [];
-    this.#gatheredBytes = 0;
+  #flush(batch: Outgoing[], bytes: number): void {
     const sock = this.tls;
-    if (batch.length === 0 || sock.destroyed || !sock.writable) return; // 'close' rejects them
+    if (sock.destroyed || !sock.writable) return; // 'close' rejects them
     // Node calls write callbacks in order: the last one's means every frame was written.
     const done = (err?: Error | null) => {
       for (const out of batch) this.#settle(out, err);
@@ -356,23 +362,22 @@ export class SocketPeerConnection implements PeerConnection {
     if (bytes <= COALESCE_BYTES) {
       const buf = new Uint8Array(bytes);
       let at = 0;
-      for (const { frame } of batch) {
-        writeFrameHeader(buf, at, frame.length);
+      for (const { frame, payload, length } of batch) {
+        writeFrameHeader(buf, at, length);
         buf.set(frame, at + FRAME_HEADER_BYTES);
-        at += FRAME_HEADER_BYTES + frame.length;
+        if (payload) buf.set(payload, at + FRAME_HEADER_BYTES + frame.length);
+        at += FRAME_HEADER_BYTES + length;
       }
       sock.write(buf, done);
       return;
     }
     sock.cork();
     for (let i = 0; i < batch.length; i++) {
-      const { frame } = batch[i];
-      const last = i === batch.length - 1 ? done : undefined;
-      // Node holds `frame` until its write completes.
-      if (frame.length === 0) sock.write(frameHeader(0), last);
-      else {
-        sock.write(frameHeader(frame.length));
-        sock.write(frame, last);
+      const { frame, payload, length } = batch[i];
+      const parts = [frameHeader(length), frame, payload].filter((p) => p && p.length > 0);
+      // Node holds each part until its write completes.
+      for (let k = 0; k < parts.length; k++) {
+        sock.write(parts[k]!, i === batch.length - 1 && k === parts.length - 1 ? done : undefined);
       }
     }
     sock.uncork();

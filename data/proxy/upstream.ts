@@ -15,7 +15,7 @@
 import { connect as netConnect, isIP, type Socket } from "node:net";
 import { createSecureContext, type TLSSocket } from "node:tls";
 import * as C from "../nbd/constants.ts";
-import { splitHostPort, tlsVerifyError, wrapTls } from "../net/mod.ts";
+import { COALESCE_BYTES, splitHostPort, tlsVerifyError, TurnBatch, wrapTls } from "../net/mod.ts";
 import type { PeerVerify } from "../peer/mod.ts";
 
 /** PEM key, certificate and trust bundle of this node (role node). */
@@ -152,6 +152,8 @@ export class Upstream {
   readonly transmissionFlags: number;
   readonly remote: string;
   #write: (b: Uint8Array) => void;
+  /** Requests of this turn, written together at its end (#flush). */
+  #turn = new TurnBatch<Uint8Array>((all, bytes) => this.#flush(all, bytes));
   #destroy: () => void;
   #in: ByteQueue;
   #pending = new Map<bigint, { length: number; read: boolean; done: (r: UpstreamReply) => void }>();
@@ -337,7 +339,26 @@ export class Upstream {
       read: req.type === C.NBD_CMD_READ,
       done,
     });
-    this.#write(b);
+    this.#turn.add(b, b.length);
+  }
+
+  /**
+   * Writes the requests sent in this turn (the forwarded requests of one client read): small
+   * ones copied into one buffer, so they cost one TLS write and one system call, not one each.
+   */
+  #flush(all: Uint8Array[], bytes: number): void {
+    if (this.#closed) return;
+    if (all.length === 1 || bytes > COALESCE_BYTES) {
+      for (const b of all) this.#write(b);
+      return;
+    }
+    const buf = new Uint8Array(bytes);
+    let at = 0;
+    for (const b of all) {
+      buf.set(b, at);
+      at += b.length;
+    }
+    this.#write(buf);
   }
 
   /** Ends the connection; requests in flight get no reply (the caller still holds them). */

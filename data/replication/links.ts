@@ -8,10 +8,19 @@
 
 import type { Logger } from "pino";
 import type { PeerConnection } from "../peer/mod.ts";
-import { decodeReply, encodeRequest, type Reply, type Request } from "./wire.ts";
+import {
+  decodeReply,
+  encodeRequest,
+  encodeWriteHead,
+  type Reply,
+  type Request,
+  T_WRITE,
+} from "./wire.ts";
 
 /** How long a replica may take to answer a request before it counts as failed. */
 export const REPLICA_TIMEOUT_MS = 5_000;
+/** WRITEs with this much data or more are sent without copying the data into the frame. */
+const WRITE_BY_REFERENCE = 64 * 1024;
 
 /** Why a request to a replica failed without an answer. */
 export class LinkError extends Error {
@@ -131,12 +140,15 @@ export class PeerLink {
     if (this.#dead) return Promise.reject(this.#dead);
     const id = this.#next++;
     if (this.#next > 0xffff_ffff) this.#next = 1;
-    const frame = encodeRequest({ ...r, id } as Request);
+    const req = { ...r, id } as Request;
+    // A large WRITE's data goes by reference after its head: it is the caller's own copy.
+    const large = req.type === T_WRITE && req.data.length >= WRITE_BY_REFERENCE;
+    const frame = large ? encodeWriteHead(req) : encodeRequest(req);
     return new Promise<Reply>((resolve, reject) => {
       const deadline = performance.now() + timeoutMs;
       this.#pending.set(id, { resolve, reject, deadline, timeoutMs });
       this.#arm(deadline);
-      this.#conn.send(frame).catch((err) =>
+      this.#conn.send(frame, large ? req.data : undefined).catch((err) =>
         this.#fail(new LinkError(`sending to replica ${this.node} failed: ${err.message}`))
       );
     });

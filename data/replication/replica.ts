@@ -100,6 +100,7 @@ export class ReplicaService {
         for (const frame of batch) {
           const handled = this.handle(frame, log);
           const reply = handled instanceof Uint8Array ? handled : await handled;
+          conn.recycle(frame); // applied: nothing refers to a WRITE's data any more
           const sending = conn.send(reply);
           unsent++;
           sending.then(sent, sent);

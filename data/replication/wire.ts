@@ -187,13 +187,7 @@ function bodyBytes(r: Request): number {
 
 /** The frame of a request (a WRITE's data is copied in once). */
 export function encodeRequest(r: Request): Uint8Array {
-  const b = new Uint8Array(HEADER_BYTES + bodyBytes(r));
-  const v = new DataView(b.buffer);
-  v.setUint8(0, r.type);
-  v.setUint8(1, r.flags);
-  v.setUint32(4, r.id);
-  b.set(cachedUuidBytes(r.volume), 8);
-  v.setUint32(24, r.epoch);
+  const { b, v } = encodeHeader(r, HEADER_BYTES + bodyBytes(r));
   const at = HEADER_BYTES;
   switch (r.type) {
     case T_WRITE:
@@ -217,6 +211,28 @@ export function encodeRequest(r: Request): Uint8Array {
       break;
   }
   return b;
+}
+
+/**
+ * A WRITE's frame without its data: the frame is these bytes followed by `r.data` (sent by
+ * reference, so a large WRITE is not copied into a frame of its own).
+ */
+export function encodeWriteHead(r: Request & { type: typeof T_WRITE }): Uint8Array {
+  const { b, v } = encodeHeader(r, HEADER_BYTES + 8);
+  setU64(v, HEADER_BYTES, r.offset);
+  return b;
+}
+
+/** A frame of `bytes` bytes with the request header of `r` filled in. */
+function encodeHeader(r: Request, bytes: number): { b: Uint8Array; v: DataView } {
+  const b = new Uint8Array(bytes);
+  const v = new DataView(b.buffer);
+  v.setUint8(0, r.type);
+  v.setUint8(1, r.flags);
+  v.setUint32(4, r.id);
+  b.set(cachedUuidBytes(r.volume), 8);
+  v.setUint32(24, r.epoch);
+  return { b, v };
 }
 
 /** Decodes a request frame; a WRITE's data is a view of `frame`. Throws on a malformed one. */
