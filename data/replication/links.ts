@@ -48,7 +48,9 @@ export class PeerLink {
   readonly #pending = new Map<number, Pending>();
   /**
    * One timer for all waiting requests (not one per request, which costs more than the rest
-   * of sending a request): it fires at the earliest deadline it knows of and looks again.
+   * of sending a request): it fires at the earliest deadline it knows of and looks again; it
+   * is not cleared when the requests are answered (arming it again per batch was 1-3% of a
+   * master's CPU in a profile), only when the link fails.
    */
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
@@ -83,7 +85,6 @@ export class PeerLink {
           this.#pending.delete(reply.id);
           p.resolve(reply);
         }
-        if (this.#pending.size === 0) this.#disarm();
       }
       this.#fail(new LinkError(`replica ${this.node} closed the connection`));
     } catch (err) {
@@ -115,6 +116,9 @@ export class PeerLink {
     clearTimeout(this.#timer);
     this.#timerAt = deadline;
     this.#timer = setTimeout(() => this.#expire(), Math.max(0, deadline - performance.now()));
+    // Left armed when the requests are answered (it then finds none and stops), so it must
+    // not keep the process alive.
+    Deno.unrefTimer(this.#timer);
   }
 
   /** The timer fired: a request past its deadline fails the link; else wait for the next. */
