@@ -29,6 +29,8 @@ import { type Transport, writeAll } from "./transport.ts";
 export const INITIAL_OUT = 256 * 1024;
 /** Batch buffers kept for reuse per connection. */
 const MAX_FREE_BUFFERS = 8;
+/** Batches up to this size are copied out when flushed (see flush()). */
+const SMALL_FLUSH = 16 * 1024;
 
 export class ReplyBatcher {
   /** The batch being built: `len` bytes of `buf` are encoded replies. */
@@ -41,8 +43,6 @@ export class ReplyBatcher {
   error: unknown;
   #free: Uint8Array[] = [];
   #sending: Promise<void> = Promise.resolve();
-  /** A flush is queued for the end of this task (flushSoon). */
-  #soon = false;
   #transport: () => Transport;
   #stopped: () => boolean;
 
@@ -69,26 +69,39 @@ export class ReplyBatcher {
     return this.len;
   }
 
-  /** Hands the current batch to the sender and starts a fresh one. */
+  #flushing = false;
+
+  /**
+   * Flushes at the end of this turn (the next microtask checkpoint): replies that complete
+   * together (the answers of one batch from a replica) leave in one write.
+   */
+  flushSoon(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    queueMicrotask(() => {
+      this.#flushing = false;
+      this.flush();
+    });
+  }
+
+  /**
+   * Hands the current batch to the sender and starts a fresh one. A small batch (a few
+   * replies without data) is copied out and its buffer kept: many small flushes in flight (the
+   * replies of replicated or forwarded requests, one flush per turn) would otherwise each hold
+   * a batch buffer, empty the pool and allocate (and zero) a fresh 256 KiB buffer each.
+   */
   flush(): void {
     if (this.len === 0) return;
+    if (this.len <= SMALL_FLUSH) {
+      const len = this.len;
+      this.len = 0;
+      this.enqueue(this.buf.slice(0, len), len, false);
+      return;
+    }
     const buf = this.buf;
     const len = this.len;
     this.#use(this.#take(INITIAL_OUT));
     this.enqueue(buf, len, true);
-  }
-
-  /**
-   * Flushes once the current task is over: replies encoded from asynchronous completions
-   * (a replica's or a master's answer) that arrive together leave in one write.
-   */
-  flushSoon(): void {
-    if (this.#soon) return;
-    this.#soon = true;
-    queueMicrotask(() => {
-      this.#soon = false;
-      this.flush();
-    });
   }
 
   /**
@@ -284,8 +297,9 @@ export class Replies {
   }
 
   /**
-   * A reply sent later, in its own write after what is queued by then (the Request object
-   * is reused, so its handle and flags are copied now).
+   * A reply sent later: encoded into the batch when it completes, and written with it at the
+   * end of that turn at the latest (the Request object is reused, so its handle and flags
+   * are copied now).
    */
   deferred(req: Request): DeferredReply {
     const r = new Request();

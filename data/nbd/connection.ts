@@ -278,7 +278,8 @@ export class Connection {
         }
         const req = this.#req;
         const streamed = parsed.payload === STREAMED;
-        if (!(await this.#admit(req, ctx, exp, parsed.at, run))) {
+        const admitted = this.#admit(req, ctx, exp, parsed.at, run);
+        if (!(admitted instanceof Promise ? await admitted : admitted)) {
           if (streamed) await this.#discard(req.length); // refused: skip its payload
           continue;
         }
@@ -374,15 +375,16 @@ export class Connection {
   /**
    * Admit step: validate -> shutdown -> write gate -> lease (a group master's, lease.ts). A
    * request the spec refuses is answered at once, never held behind the control plane.
-   * Returns whether to execute it.
+   * Returns whether to execute it: at once in the common case (no await per request, so the
+   * requests of one read run in one turn and their sends to replicas leave together).
    */
-  async #admit(
+  #admit(
     req: Request,
     ctx: TransmissionContext,
     exp: LiveExport,
     at: number,
     run: ExecuteContext,
-  ): Promise<boolean> {
+  ): boolean | Promise<boolean> {
     const bad = validateRequest(req, ctx);
     if (bad) {
       this.#log.warn(
@@ -399,13 +401,16 @@ export class Connection {
       return false;
     }
     if (exp.writeGate !== undefined && isDataChanging(req.type)) {
-      if (!(await this.#passWriteGate(exp, req))) return false;
+      return this.#passWriteGate(exp, req).then((passed) => passed && this.#leased(req, run));
     }
+    return this.#leased(req, run);
+  }
+
+  /** The lease check: a group master whose lease lapsed runs nothing until it is renewed. */
+  #leased(req: Request, run: ExecuteContext): boolean | Promise<boolean> {
     const leased = checkLease(req, run);
-    if (leased === true) return true;
-    // A group master whose lease lapsed: nothing runs until it is renewed.
-    this.#out.flush();
-    return await leased;
+    if (leased !== true) this.#out.flush();
+    return leased;
   }
 
   /**

@@ -1,7 +1,8 @@
 /**
  * Sockets under the data plane's TLS endpoints (NBD STARTTLS, the peer channel, the API):
- * listening as a promise, and node:tls sockets whose reads stop when their reader stops;
- * the libc listeners (TCP and Unix sockets) whose connections are handed to data workers.
+ * listening as a promise, node:tls sockets whose reads stop when their reader stops, gathering
+ * a turn's writes into one, and the libc listeners (TCP and Unix sockets) whose connections are
+ * handed to data workers.
  * @module
  */
 
@@ -9,3 +10,4 @@ export { type ListeningServer, listenServer, splitHostPort } from "./listen.ts";
 export { type DirectReads, directReads } from "./tls_direct.ts";
 export { MAX_UNIX_PATH_BYTES, UnixSocketError } from "./fd_listener.ts";
 export { type TlsReads, tlsVerifyError, wrapTls, type WrapTlsOptions } from "./tls_socket.ts";
+export { COALESCE_BYTES, TurnBatch } from "./turn_batch.ts";

@@ -9,7 +9,11 @@
  * - Sending: send() hands a frame to the socket only while fewer than SEND_HIGH_WATER bytes
  *   wait there; later frames wait (by reference, not copied) and their promises resolve as
  *   the socket takes them, so a sender to a peer that does not read sees send() stop
- *   resolving, and resume when the peer reads.
+ *   resolving, and resume when the peer reads. Frames sent in one turn of the event loop
+ *   (up to the next microtask checkpoint) leave in one socket write: one TLS write and one
+ *   system call for a batch of replies or of pipelined requests, not one per frame.
+ * - Reading: batches() hands the consumer every frame received so far at once, so a consumer
+ *   that can handle frames synchronously pays one wake-up per read, not per frame.
  *
  * The connection is built with the TLS socket, before the handshake, so that nothing the
  * peer sends is read any other way; it is handed out once the listener or client has
@@ -20,9 +24,16 @@
 import type { Socket } from "node:net";
 import type { SecureContext, TLSSocket } from "node:tls";
 import type { Logger } from "pino";
-import { type TlsReads, wrapTls } from "../net/mod.ts";
+import { COALESCE_BYTES, type TlsReads, TurnBatch, wrapTls } from "../net/mod.ts";
 import { PeerError } from "./_errors.ts";
-import { FrameDecoder, frameHeader, FrameTooLargeError, MAX_FRAME_BYTES } from "./_framing.ts";
+import {
+  FRAME_HEADER_BYTES,
+  FrameDecoder,
+  frameHeader,
+  FrameTooLargeError,
+  MAX_FRAME_BYTES,
+  writeFrameHeader,
+} from "./_framing.ts";
 
 /** An authenticated connection to another node. */
 export interface PeerConnection {
@@ -31,22 +42,33 @@ export interface PeerConnection {
   /** "HOST:PORT" of the other end. */
   readonly remote: string;
   /**
-   * Sends one frame. Resolves once the socket has taken it (reuse the buffer only then);
-   * frames are taken in order, and only while few bytes wait in the socket, so the promises
-   * of a sender to a peer that does not read stop resolving. Rejects with PeerError
+   * Sends one frame: `frame`, followed by `payload` when given (a large payload is written
+   * by reference, not copied). Resolves once the socket has taken it (reuse the buffers only
+   * then); frames are taken in order, and only while few bytes wait in the socket, so the
+   * promises of a sender to a peer that does not read stop resolving. Rejects with PeerError
    * "closed" once the connection is gone.
    */
-  send(frame: Uint8Array): Promise<void>;
+  send(frame: Uint8Array, payload?: Uint8Array): Promise<void>;
   /**
    * The received frames, in order; one consumer only. Ends when the peer closes cleanly or
    * close() is called; throws PeerError ("protocol", "closed") when the connection breaks.
    */
   frames(): AsyncIterable<Uint8Array>;
   /**
+   * The received frames in order, every frame waiting at once (never an empty batch); one
+   * consumer only, instead of frames(). Ends and throws as frames() does.
+   */
+  batches(): AsyncIterable<Uint8Array[]>;
+  /**
    * Bytes received and waiting for the consumer, and bytes given to send() and not yet
    * written (waiting for the socket, or in it).
    */
   queued(): { received: number; sending: number };
+  /**
+   * The consumer is done with `frame`, received from this connection: its buffer may hold a
+   * later frame. Optional; call it only when nothing refers to the frame any more.
+   */
+  recycle(frame: Uint8Array): void;
   /** Closes the connection now; frames still queued either way are dropped. */
   close(): void;
 }
@@ -72,6 +94,10 @@ export interface SocketPeerConnectionOptions {
 
 interface Outgoing {
   frame: Uint8Array;
+  /** Sent after `frame`, as part of the same frame. */
+  payload: Uint8Array | undefined;
+  /** Bytes of the frame (frame and payload). */
+  length: number;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -98,6 +124,10 @@ export class SocketPeerConnection implements PeerConnection {
   /** Frames handed to the socket whose write has not completed. */
   #writing = new Set<Outgoing>();
   #consumed = false;
+  /** Bytes of the last batch handed out, still held by the consumer (receiveBatch). */
+  #lent = 0;
+  /** Frames handed over in this turn, written together at its end (#flush). */
+  #turn = new TurnBatch<Outgoing>((batch, bytes) => this.#flush(batch, bytes));
 
   /** Wraps `raw` (connected) in TLS and starts the handshake. */
   constructor(raw: Socket, options: SocketPeerConnectionOptions) {
@@ -149,8 +179,8 @@ export class SocketPeerConnection implements PeerConnection {
 
   queued(): { received: number; sending: number } {
     let sending = 0;
-    for (const o of this.#outbox) sending += o.frame.length;
-    for (const o of this.#writing) sending += o.frame.length;
+    for (const o of this.#outbox) sending += o.length;
+    for (const o of this.#writing) sending += o.length;
     return { received: this.#queued, sending };
   }
 
@@ -207,31 +237,71 @@ export class SocketPeerConnection implements PeerConnection {
 
   /** The next frame, or null after a clean end. One caller at a time. */
   async receive(): Promise<Uint8Array | null> {
+    await this.#waitForFrames();
+    if (this.#queue.length === 0) return null;
+    const f = this.#queue.shift()!;
+    this.#taken(f.length);
+    return f;
+  }
+
+  /**
+   * Every frame waiting (at least one), or null after a clean end. One caller at a time. The
+   * batch's bytes count as received until the next call (the consumer holds them meanwhile),
+   * so the bound on memory is the same as with one frame at a time.
+   */
+  async receiveBatch(): Promise<Uint8Array[] | null> {
+    this.#taken(this.#lent);
+    this.#lent = 0;
+    await this.#waitForFrames();
+    if (this.#queue.length === 0) return null;
+    const batch = this.#queue;
+    this.#queue = [];
+    this.#lent = this.#queued;
+    return batch;
+  }
+
+  /** Resolves once a frame waits or the connection ended cleanly; throws if it broke. */
+  async #waitForFrames(): Promise<void> {
     if (this.#waiter) throw new Error("receive() is already waiting for a frame");
     while (this.#queue.length === 0) {
       if (this.#error) throw this.#error;
-      if (this.#ended) return null;
+      if (this.#ended) return;
       await new Promise<void>((resolve) => (this.#waiter = resolve));
     }
-    const f = this.#queue.shift()!;
-    this.#queued -= f.length;
+  }
+
+  /** `bytes` were taken by the consumer: read on once half the high-water mark is free. */
+  #taken(bytes: number): void {
+    this.#queued -= bytes;
     if (this.#paused && this.#queued <= RECEIVE_HIGH_WATER / 2 && !this.#ended) {
       this.#paused = false;
       this.#reads.resume();
     }
-    return f;
+  }
+
+  recycle(frame: Uint8Array): void {
+    this.#decoder.recycle(frame);
   }
 
   frames(): AsyncIterable<Uint8Array> {
+    const batches = this.batches();
+    return {
+      async *[Symbol.asyncIterator]() {
+        for await (const batch of batches) yield* batch;
+      },
+    };
+  }
+
+  batches(): AsyncIterable<Uint8Array[]> {
     if (this.#consumed) throw new Error("frames() of a peer connection may be read only once");
     this.#consumed = true;
-    const receive = () => this.receive();
+    const receive = () => this.receiveBatch();
     return {
       async *[Symbol.asyncIterator]() {
         while (true) {
-          const f = await receive();
-          if (f === null) return;
-          yield f;
+          const batch = await receive();
+          if (batch === null) return;
+          yield batch;
         }
       },
     };
@@ -244,52 +314,87 @@ export class SocketPeerConnection implements PeerConnection {
     });
   }
 
-  send(frame: Uint8Array): Promise<void> {
+  send(frame: Uint8Array, payload?: Uint8Array): Promise<void> {
     const sock = this.tls;
     if (this.#error || this.#closedLocally || sock.destroyed || !sock.writable) {
       return Promise.reject(this.#closedError());
     }
-    if (frame.length > MAX_FRAME_BYTES) {
+    const length = frame.length + (payload?.length ?? 0);
+    if (length > MAX_FRAME_BYTES) {
       return Promise.reject(
-        new RangeError(`frame of ${frame.length} bytes is above the ${MAX_FRAME_BYTES}-byte limit`),
+        new RangeError(`frame of ${length} bytes is above the ${MAX_FRAME_BYTES}-byte limit`),
       );
     }
     return new Promise<void>((resolve, reject) => {
-      this.#outbox.push({ frame, resolve, reject });
+      this.#outbox.push({ frame, payload, length, resolve, reject });
       this.#pump();
     });
   }
 
-  /** Hands waiting frames to the socket while it holds fewer than SEND_HIGH_WATER bytes. */
+  /**
+   * Hands waiting frames to the socket while it holds fewer than SEND_HIGH_WATER bytes:
+   * gathered during this turn and written at its end (the next microtask checkpoint) by
+   * #flush, so that every frame sent in one turn (a batch of replies, the requests of one
+   * pipelined read) leaves in one socket write.
+   */
   #pump(): void {
     const sock = this.tls;
-    while (this.#outbox.length > 0 && sock.writableLength < SEND_HIGH_WATER) {
+    while (this.#outbox.length > 0 && sock.writableLength + this.#turn.bytes < SEND_HIGH_WATER) {
       if (sock.destroyed || !sock.writable) return;
       const out = this.#outbox.shift()!;
       this.#writing.add(out);
-      const done = (err?: Error | null) => {
-        if (!this.#writing.delete(out)) return;
-        if (err) {
-          out.reject(
-            new PeerError("closed", `sending to peer ${this.remote} failed: ${err.message}`, {
-              remote: this.remote,
-              cause: err,
-            }),
-          );
-        } else {
-          out.resolve();
-        }
-        this.#pump();
-      };
-      // Header and payload go out together; node holds `frame` until `done` runs.
-      if (out.frame.length === 0) {
-        sock.write(frameHeader(0), done);
-        continue;
+      this.#turn.add(out, FRAME_HEADER_BYTES + out.length);
+    }
+  }
+
+  /**
+   * Writes the gathered frames: copied into one buffer when they are small together (one
+   * write instead of two per frame), else header and frame by reference, corked.
+   */
+  #flush(batch: Outgoing[], bytes: number): void {
+    const sock = this.tls;
+    if (sock.destroyed || !sock.writable) return; // 'close' rejects them
+    // Node calls write callbacks in order: the last one's means every frame was written.
+    const done = (err?: Error | null) => {
+      for (const out of batch) this.#settle(out, err);
+      this.#pump();
+    };
+    if (bytes <= COALESCE_BYTES) {
+      const buf = new Uint8Array(bytes);
+      let at = 0;
+      for (const { frame, payload, length } of batch) {
+        writeFrameHeader(buf, at, length);
+        buf.set(frame, at + FRAME_HEADER_BYTES);
+        if (payload) buf.set(payload, at + FRAME_HEADER_BYTES + frame.length);
+        at += FRAME_HEADER_BYTES + length;
       }
-      sock.cork();
-      sock.write(frameHeader(out.frame.length));
-      sock.write(out.frame, done);
-      sock.uncork();
+      sock.write(buf, done);
+      return;
+    }
+    sock.cork();
+    for (let i = 0; i < batch.length; i++) {
+      const { frame, payload, length } = batch[i];
+      const parts = [frameHeader(length), frame, payload].filter((p) => p && p.length > 0);
+      // Node holds each part until its write completes.
+      for (let k = 0; k < parts.length; k++) {
+        sock.write(parts[k]!, i === batch.length - 1 && k === parts.length - 1 ? done : undefined);
+      }
+    }
+    sock.uncork();
+  }
+
+  /** A frame handed to the socket was written (or failed): its send() settles. */
+  #settle(out: Outgoing, err?: Error | null): void {
+    if (!this.#writing.delete(out)) return;
+    if (err) {
+      out.reject(
+        new PeerError("closed", `sending to peer ${this.remote} failed: ${err.message}`, {
+          remote: this.remote,
+          cause: err,
+        }),
+      );
+    } else {
+      out.resolve();
     }
   }
 
@@ -305,6 +410,7 @@ export class SocketPeerConnection implements PeerConnection {
     this.#closedLocally = true;
     this.#queue = [];
     this.#queued = 0;
+    this.#lent = 0;
     this.tls.destroy();
     this.#end();
     this.#rejectSends(this.#closedError());

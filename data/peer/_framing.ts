@@ -13,8 +13,16 @@ export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 /** The length prefix for a payload of `length` bytes. */
 export function frameHeader(length: number): Uint8Array {
   const h = new Uint8Array(FRAME_HEADER_BYTES);
-  new DataView(h.buffer).setUint32(0, length, false);
+  writeFrameHeader(h, 0, length);
   return h;
+}
+
+/** Writes the length prefix for a payload of `length` bytes into `buf` at `at`. */
+export function writeFrameHeader(buf: Uint8Array, at: number, length: number): void {
+  buf[at] = length >>> 24;
+  buf[at + 1] = (length >>> 16) & 0xff;
+  buf[at + 2] = (length >>> 8) & 0xff;
+  buf[at + 3] = length & 0xff;
 }
 
 /** A peer announced a frame longer than the limit. */
@@ -38,6 +46,10 @@ export class FrameTooLargeError extends Error {
  */
 export class FrameDecoder {
   readonly limit: number;
+  /** Buffers of large frames handed back (recycle()), reused for the next ones. */
+  #spare: Uint8Array[] = [];
+  /** The buffers of large frames handed out and not given back. */
+  #issued = new WeakSet<ArrayBufferLike>();
   #header = new Uint8Array(FRAME_HEADER_BYTES);
   #headerFill = 0;
   #body: Uint8Array | undefined;
@@ -59,6 +71,26 @@ export class FrameDecoder {
   /** True while a frame has been started but not completed (EOF now would cut it). */
   get partial(): boolean {
     return this.#headerFill > 0 || this.#body !== undefined;
+  }
+
+  /**
+   * The consumer is done with `frame` (a frame push() returned, not used any more): a large
+   * frame's buffer may hold a later frame (no allocation, no page faults, no garbage per
+   * frame). Anything else is ignored.
+   */
+  recycle(frame: Uint8Array): void {
+    const buffer = frame.buffer;
+    if (!this.#issued.has(buffer) || this.#spare.length >= SPARE_BUFFERS) return;
+    this.#issued.delete(buffer);
+    this.#spare.push(new Uint8Array(buffer));
+  }
+
+  #allocate(length: number): Uint8Array {
+    if (length < RECYCLE_MIN_BYTES) return new Uint8Array(length);
+    const i = this.#spare.findIndex((b) => b.length >= length);
+    const buf = i >= 0 ? this.#spare.splice(i, 1)[0] : new Uint8Array(length);
+    this.#issued.add(buf.buffer);
+    return buf.subarray(0, length);
   }
 
   /**
@@ -95,7 +127,7 @@ export class FrameDecoder {
           off += length;
           continue;
         }
-        this.#body = new Uint8Array(length);
+        this.#body = this.#allocate(length);
         this.#bodyFill = 0;
       }
       const body = this.#body;
@@ -111,6 +143,11 @@ export class FrameDecoder {
     return out;
   }
 }
+
+/** Frames at least this large are assembled in buffers that recycle() lets be reused. */
+export const RECYCLE_MIN_BYTES = 64 * 1024;
+/** Spare buffers kept at most. */
+const SPARE_BUFFERS = 4;
 
 function readU32(b: Uint8Array, off: number): number {
   return ((b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]) >>> 0;

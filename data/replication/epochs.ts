@@ -26,6 +26,11 @@ export class CopyEpochs {
     return now;
   }
 
+  /** The newest epoch of the copy at `path` if it was read already (no disk access). */
+  known(path: string): number | undefined {
+    return this.#known.get(path);
+  }
+
   /**
    * Records `epoch` durably (written, synced, renamed) if it is newer than the known one;
    * returns whether it was.

@@ -13,9 +13,9 @@
  *
  * A region is either clean (its persisted hash describes its data) or dirty (marked in the
  * activity log before it was first changed). The hash keeper below makes dirty regions clean
- * again once they have been quiet for a while: it locks the region (no write in flight, none
- * may enter), hashes it, makes the copy's data durable, persists the hash, then clears the
- * mark. A crash at any point leaves the region marked (rehashed later from the data) or clean
+ * again once they have been quiet for a while (QUIET_LOOKS rounds): it locks the region (no
+ * write in flight, none may enter), hashes it, makes the copy's data durable, persists the
+ * hash, then clears the mark. A crash at any point leaves the region marked (rehashed later from the data) or clean
  * with the hash of data that is on disk: the list never claims a region equal when the data
  * differs. After an unclean stop only marked regions are rehashed, not the whole copy.
  *
@@ -23,8 +23,8 @@
  * (not persisted) while the region does not change, so a member that is written to during a
  * resync is not rehashed whole on every question.
  *
- * Memory: 4 + 4 bytes of region table, 16 of hash and 5 of bookkeeping per MiB of copy, about
- * 29 MiB per TiB.
+ * Memory: 4 + 4 bytes of region table, 16 of hash and 6 of bookkeeping per MiB of copy, about
+ * 30 MiB per TiB.
  * @module
  */
 
@@ -41,6 +41,13 @@ import { FANOUT, foldRow, nodesAt, treeLevels } from "./tree.ts";
 const KEEP_EVERY_MS = 1000;
 /** Regions made clean per round at most (bounds the reading it does beside client I/O). */
 const KEEP_BATCH = 32;
+/**
+ * Looks in a row that must find a dirty region unchanged before it is made clean (5 s). One
+ * look was not enough: under random writes a region quiet for a second is common, and making
+ * it clean costs a flush of the copy, and the next write to it a durable mark that holds the
+ * writer back (docs/BENCHMARKS.md, "CPU profiles").
+ */
+const QUIET_LOOKS = 5;
 /** Regions read for hashing between two yields to the event loop. */
 const YIELD_EVERY = 8;
 /** The main thread's number as a writer (workers use 2..). */
@@ -69,6 +76,8 @@ export class HashState {
   #hashes: Uint8Array;
   #noted: Int32Array;
   #snap: Uint8Array;
+  /** Looks in a row that found the region unchanged (up to QUIET_LOOKS). */
+  #quiet: Uint8Array;
   #hashFile: Deno.FsFile;
   #alFile: Deno.FsFile;
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -95,6 +104,7 @@ export class HashState {
     this.#hashes = hashes;
     this.#noted = new Int32Array(table.count);
     this.#snap = new Uint8Array(table.count);
+    this.#quiet = new Uint8Array(table.count);
     this.#log = log;
     this.writer = new WriteTracker(table, MAIN_THREAD, `${path}.al`);
   }
@@ -294,8 +304,9 @@ export class HashState {
   }
 
   /**
-   * One round of the hash keeper: regions dirty and quiet since the last round (no write
-   * entered, none in flight) are locked, hashed, and made clean durably. Returns how many.
+   * One round of the hash keeper: regions dirty and quiet for the last QUIET_LOOKS rounds (no
+   * write entered, none in flight) are locked, hashed, and made clean durably. Returns how
+   * many.
    */
   async keep(): Promise<number> {
     const t = this.table;
@@ -303,10 +314,13 @@ export class HashState {
     for (let r = 0; r < t.count && ready.length < KEEP_BATCH; r++) {
       if (!t.isDirty(r) || t.isLocked(r) || t.inFlight(r) > 0) continue;
       const c = t.changes(r);
-      if (this.#snap[r] !== SNAP_NONE && this.#noted[r] === c) ready.push(r);
-      else {
+      if (this.#snap[r] !== SNAP_NONE && this.#noted[r] === c) {
+        if (this.#quiet[r] < QUIET_LOOKS) this.#quiet[r]++;
+        if (this.#quiet[r] >= QUIET_LOOKS) ready.push(r);
+      } else {
         this.#noted[r] = c;
         this.#snap[r] = SNAP_NOTED;
+        this.#quiet[r] = 0;
       }
     }
     if (ready.length === 0) return 0;
@@ -357,8 +371,9 @@ export class HashState {
     while (this.#keeping) await this.#keeping;
     let n = 0;
     for (;;) {
-      // Two looks: the first notes the change counts, the second finds them unchanged.
-      const k = await this.keep() + await this.keep();
+      // The first look notes the change counts, the next QUIET_LOOKS find them unchanged.
+      let k = 0;
+      for (let look = 0; look <= QUIET_LOOKS; look++) k += await this.keep();
       n += k;
       if (k === 0 && this.dirtyRegions() === 0) return n;
       if (k === 0) await new Promise((r) => setTimeout(r, 10));
@@ -403,6 +418,9 @@ export class HashState {
     const snap = new Uint8Array(n);
     snap.set(this.#snap);
     this.#snap = snap;
+    const quiet = new Uint8Array(n);
+    quiet.set(this.#quiet);
+    this.#quiet = quiet;
     await this.#alFile.truncate(n);
     await this.#hashFile.truncate(HEADER + n * HASH_BYTES);
     await this.#writeAt(this.#hashFile, 0, header(n));

@@ -89,37 +89,45 @@ export class Replicator {
     this.#targets = targets.filter((t) => !this.#dropped.has(t.node));
   }
 
-  /** Sends `op` to every target; resolves when each answered or failed. */
-  async send(op: ReplicatedOp): Promise<Replicated> {
+  /**
+   * Sends `op` to every target; resolves when each answered or failed. The request leaves
+   * at once (in this turn) on a link that is open already.
+   */
+  send(op: ReplicatedOp): Promise<Replicated> {
     const targets = this.#targets;
     const out: Replicated = {
       failed: [...this.#dropped].map(([node, reason]) => ({ node, reason })),
       fenced: undefined,
     };
-    if (targets.length === 0) return out;
+    if (targets.length === 0) return Promise.resolve(out);
     const epoch = this.#epoch;
-    await Promise.all(targets.map(async (t) => {
-      try {
-        const link = await this.#links.get(t.node, t.address);
-        const reply = await link.request({ ...op, volume: this.volume, epoch } as never);
-        if (reply.status === STATUS_OK) return;
-        const msg = replyMessage(reply);
-        if (reply.status === STATUS_STALE_EPOCH) {
-          out.fenced = `replica ${t.node}: ${msg}`;
-          return;
-        }
-        out.failed.push({ node: t.node, reason: `replica ${t.node} refused: ${msg}` });
-      } catch (err) {
-        const reason = err instanceof LinkError ? err.message : `replica ${t.node}: ${err}`;
-        out.failed.push({ node: t.node, reason });
+    const asks = targets.map((t) => this.#ask(t, op, epoch, out));
+    return (asks.length === 1 ? asks[0] : Promise.all(asks)).then(() => {
+      for (const f of out.failed) {
+        if (this.#dropped.has(f.node) || epoch !== this.#epoch) continue;
+        this.#dropped.set(f.node, f.reason);
+        this.#targets = this.#targets.filter((t) => t.node !== f.node);
+        this.#log.warn({ replica: f.node, epoch, reason: f.reason }, "replica failed; dropped");
       }
-    }));
-    for (const f of out.failed) {
-      if (this.#dropped.has(f.node) || epoch !== this.#epoch) continue;
-      this.#dropped.set(f.node, f.reason);
-      this.#targets = this.#targets.filter((t) => t.node !== f.node);
-      this.#log.warn({ replica: f.node, epoch, reason: f.reason }, "replica failed; dropped");
-    }
-    return out;
+      return out;
+    });
+  }
+
+  /** Sends `op` to one target; its verdict goes into `out`. */
+  #ask(t: ReplicaTarget, op: ReplicatedOp, epoch: number, out: Replicated): Promise<void> {
+    const r = { ...op, volume: this.volume, epoch } as never;
+    const link = this.#links.live(t.node);
+    const reply = link
+      ? link.request(r)
+      : this.#links.get(t.node, t.address).then((l) => l.request(r));
+    return reply.then((reply) => {
+      if (reply.status === STATUS_OK) return;
+      const msg = replyMessage(reply);
+      if (reply.status === STATUS_STALE_EPOCH) out.fenced = `replica ${t.node}: ${msg}`;
+      else out.failed.push({ node: t.node, reason: `replica ${t.node} refused: ${msg}` });
+    }, (err) => {
+      const reason = err instanceof LinkError ? err.message : `replica ${t.node}: ${err}`;
+      out.failed.push({ node: t.node, reason });
+    });
   }
 }

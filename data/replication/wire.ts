@@ -129,9 +129,36 @@ export function uuidBytes(uuid: string): Uint8Array {
   return Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16));
 }
 
+/**
+ * Every request names its volume: the last few conversions are kept both ways, so that a
+ * stream of requests for the same volumes does not convert (and allocate) on every one.
+ */
+const UUID_CACHE = 64;
+const bytesOf = new Map<string, Uint8Array>();
+const lastDecoded = { bytes: new Uint8Array(16), uuid: "" };
+
+function cachedUuidBytes(uuid: string): Uint8Array {
+  let b = bytesOf.get(uuid);
+  if (b === undefined) {
+    b = uuidBytes(uuid);
+    if (bytesOf.size >= UUID_CACHE) bytesOf.clear();
+    bytesOf.set(uuid, b);
+  }
+  return b;
+}
+
 function uuidString(b: Uint8Array): string {
+  const last = lastDecoded.bytes;
+  let same = lastDecoded.uuid !== "";
+  for (let i = 0; same && i < 16; i++) same = b[i] === last[i];
+  if (same) return lastDecoded.uuid;
   const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  const uuid = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${
+    h.slice(20)
+  }`;
+  last.set(b);
+  lastDecoded.uuid = uuid;
+  return uuid;
 }
 
 function setU64(v: DataView, at: number, n: number): void {
@@ -160,13 +187,7 @@ function bodyBytes(r: Request): number {
 
 /** The frame of a request (a WRITE's data is copied in once). */
 export function encodeRequest(r: Request): Uint8Array {
-  const b = new Uint8Array(HEADER_BYTES + bodyBytes(r));
-  const v = new DataView(b.buffer);
-  v.setUint8(0, r.type);
-  v.setUint8(1, r.flags);
-  v.setUint32(4, r.id);
-  b.set(uuidBytes(r.volume), 8);
-  v.setUint32(24, r.epoch);
+  const { b, v } = encodeHeader(r, HEADER_BYTES + bodyBytes(r));
   const at = HEADER_BYTES;
   switch (r.type) {
     case T_WRITE:
@@ -190,6 +211,28 @@ export function encodeRequest(r: Request): Uint8Array {
       break;
   }
   return b;
+}
+
+/**
+ * A WRITE's frame without its data: the frame is these bytes followed by `r.data` (sent by
+ * reference, so a large WRITE is not copied into a frame of its own).
+ */
+export function encodeWriteHead(r: Request & { type: typeof T_WRITE }): Uint8Array {
+  const { b, v } = encodeHeader(r, HEADER_BYTES + 8);
+  setU64(v, HEADER_BYTES, r.offset);
+  return b;
+}
+
+/** A frame of `bytes` bytes with the request header of `r` filled in. */
+function encodeHeader(r: Request, bytes: number): { b: Uint8Array; v: DataView } {
+  const b = new Uint8Array(bytes);
+  const v = new DataView(b.buffer);
+  v.setUint8(0, r.type);
+  v.setUint8(1, r.flags);
+  v.setUint32(4, r.id);
+  b.set(cachedUuidBytes(r.volume), 8);
+  v.setUint32(24, r.epoch);
+  return { b, v };
 }
 
 /** Decodes a request frame; a WRITE's data is a view of `frame`. Throws on a malformed one. */

@@ -27,6 +27,16 @@ import {
 } from "./_libc.ts";
 
 const ZERO_CHUNK = 1 << 20;
+/**
+ * The largest piece one pwrite() writes. Since Linux 6.16, ext4 keeps a file's page cache in
+ * folios as large as the write that created them (a 1 MiB write makes a 1 MiB folio), and a
+ * later 4 KiB write into a folio walks every buffer head of it (ext4_block_write_begin): on
+ * this machine's 6.18 kernel a 4 KiB pwrite costs 3 us in 4 KiB folios, 5 us in 64 KiB
+ * ones and 12-14 us in 1 MiB ones, and 25-75 us under load (docs/BENCHMARKS.md, "CPU
+ * profiles"). Writing 1 MiB as 64 KiB pieces costs the same CPU as one pwrite, so large
+ * writes go in 64 KiB pieces and random 4 KiB writes after them stay cheap.
+ */
+const WRITE_PIECE = 64 * 1024;
 let zeroes: Uint8Array | undefined;
 
 function fail(op: string, path: string): never {
@@ -92,10 +102,12 @@ export class FileBlockStore implements BlockStore {
     }
   }
 
+  /** Writes in pieces of at most WRITE_PIECE bytes (see there). */
   write(buf: Uint8Array, offset: number): void {
     let done = 0;
     while (done < buf.length) {
-      const part = done === 0 ? buf : buf.subarray(done);
+      const end = Math.min(buf.length, done + WRITE_PIECE);
+      const part = done === 0 && end === buf.length ? buf : buf.subarray(done, end);
       const n = Number(libc().pwrite(this.#fd, part, part.length, offset + done));
       if (n < 0) fail("write", this.path);
       done += n;

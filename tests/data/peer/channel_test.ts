@@ -236,6 +236,34 @@ Deno.test("FrameDecoder reassembles frames split anywhere and returns whole ones
   assert(d.partial, "a header without its payload is partial");
 });
 
+Deno.test("FrameDecoder reuses a recycled large frame's buffer, and only a recycled one", () => {
+  const big = (fill: number, n = 100_000) => new Uint8Array(n).fill(fill);
+  const wire = (f: Uint8Array) => new Uint8Array([...frameHeader(f.length), ...f]);
+  const d = new FrameDecoder();
+  // Split across chunks, so each frame is assembled in a buffer of the decoder's.
+  const feed = (f: Uint8Array) => {
+    const w = wire(f);
+    return [...d.push(w.subarray(0, 10)), ...d.push(w.subarray(10))];
+  };
+  const [a] = feed(big(1));
+  assertEquals(a, big(1));
+  const [b] = feed(big(2));
+  assert(b.buffer !== a.buffer, "a frame still in use is not overwritten");
+  d.recycle(a);
+  d.recycle(a); // twice: ignored
+  const [c] = feed(big(3, 90_000));
+  assert(c.buffer === a.buffer, "the recycled buffer holds the next large frame");
+  assertEquals(c, big(3, 90_000));
+  assertEquals(b, big(2), "the frame not recycled is intact");
+  const [e] = feed(big(4));
+  assert(e.buffer !== a.buffer && e.buffer !== b.buffer, "each buffer is handed out once");
+  const [small] = feed(big(5, 1000));
+  d.recycle(small);
+  const [small2] = feed(big(6, 1000));
+  assert(small2.buffer !== small.buffer, "small frames are not pooled");
+  assertEquals(small, big(5, 1000));
+});
+
 Deno.test("FrameDecoder rejects an announced length above the limit", () => {
   for (
     const [limit, header] of [
@@ -294,6 +322,17 @@ Deno.test("nodes a and b exchange frames both ways and each sees the other's nod
   assertEquals((await fromClient.inbox.next()).length, 0);
   assertEquals(await fromClient.inbox.next(), big);
   for (let i = 0; i < 100; i++) assertEquals(dec.decode(await fromClient.inbox.next()), `#${i}`);
+  // A frame given as head and payload arrives as one, small (copied with the other frames of
+  // its turn) or large (the payload written by reference).
+  const head = enc.encode("head:");
+  await Promise.all([
+    client.send(head, enc.encode("small")),
+    client.send(head, big),
+    client.send(enc.encode("after")),
+  ]);
+  assertEquals(dec.decode(await fromClient.inbox.next()), "head:small");
+  assertEquals(await fromClient.inbox.next(), new Uint8Array([...head, ...big]));
+  assertEquals(dec.decode(await fromClient.inbox.next()), "after");
 
   client.close();
   assertEquals(await fromClient.done, "end", "a clean close ends the other side's frames()");

@@ -135,6 +135,7 @@ export function defineBlockStoreContract(name: string, open: OpenBlockStore): vo
       [4093, 5000], // crosses two block boundaries
       [65535, 2],
       [100_001, 65_537],
+      [200_003, 300_001], // several of FileBlockStore's 64 KiB pwrite pieces, unaligned
       [s.size - 3, 3], // ends exactly at the size
       [s.size - 1, 1],
       [4096 * 7, 4096], // aligned, for contrast
