@@ -87,6 +87,33 @@ export class InputBuffer {
       }
     }
   }
+
+  /**
+   * The next `length` bytes as they arrive (a streamed WRITE's payload): views of the buffer,
+   * each valid until the next is asked for. `waiting(true)` when it must wait for the client,
+   * `waiting(false)` once all has arrived.
+   */
+  async *pieces(
+    t: Transport,
+    length: number,
+    waiting: (yes: boolean) => void,
+  ): AsyncGenerator<Uint8Array> {
+    let left = length;
+    while (left > 0) {
+      if (this.start === this.end) {
+        waiting(true);
+        if (!(await this.fill(t))) {
+          throw new ProtocolError("client left in the middle of a WRITE payload");
+        }
+      }
+      const n = Math.min(this.end - this.start, left);
+      const piece = this.buf.subarray(this.start, this.start + n);
+      this.start += n;
+      left -= n;
+      yield piece;
+    }
+    waiting(false);
+  }
 }
 
 /** What parsing the input buffer found. */

@@ -433,27 +433,11 @@ export class Connection {
     }
   }
 
-  /**
-   * The payload of a streamed WRITE as it arrives: views of the input buffer, each valid
-   * until the next is asked for. Counts as a partial request for the watchdog meanwhile.
-   */
-  async *#payload(length: number): AsyncGenerator<Uint8Array> {
-    const input = this.#in;
-    let left = length;
-    while (left > 0) {
-      if (input.start === input.end) {
-        this.partialSince ||= performance.now();
-        if (!(await input.fill(this.#t))) {
-          throw new ProtocolError("client left in the middle of a WRITE payload");
-        }
-      }
-      const n = Math.min(input.end - input.start, left);
-      const piece = input.buf.subarray(input.start, input.start + n);
-      input.start += n;
-      left -= n;
-      yield piece;
-    }
-    this.partialSince = 0;
+  /** A streamed WRITE's payload; counts as a partial request for the watchdog meanwhile. */
+  #payload(length: number): AsyncGenerator<Uint8Array> {
+    return this.#in.pieces(this.#t, length, (waiting) => {
+      this.partialSince = waiting ? this.partialSince || performance.now() : 0;
+    });
   }
 
   /** Tracks work whose reply is sent later (flushes): shutdown and DISC wait for it. */
