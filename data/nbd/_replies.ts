@@ -316,7 +316,6 @@ export class Replies {
     // leave in one write. Replies may go in any order ("Ordering of messages and writes").
     return {
       ok: () => {
-        if (readBuf) out.release(readBuf);
         this.ok(r);
         out.flushSoon();
       },
@@ -344,7 +343,7 @@ export class Replies {
           data: buf.subarray(at, at + r.length),
           send: () => {
             readBuf = undefined;
-            out.flush(); // what was encoded before goes first
+            // On its own, after what is queued; replies may go in any order.
             out.enqueue(buf, at + r.length, true);
           },
         };
