@@ -18,6 +18,7 @@
 // deno-lint-ignore-file no-console
 
 import { parseArgs } from "node:util";
+import { wholeNumber } from "./_flags.ts";
 import { startCluster } from "../tests/e2e/mod.ts";
 
 const LEASE_TTL_S = 10;
@@ -60,13 +61,7 @@ function parseOptions(args: string[]): Options {
     console.log(USAGE);
     Deno.exit(0);
   }
-  const num = (name: string, text: string, min: number) => {
-    const v = Number(text);
-    if (!Number.isInteger(v) || v < min) {
-      throw new Error(`--${name} needs a whole number of at least ${min}, got "${text}"`);
-    }
-    return v;
-  };
+  const num = wholeNumber;
   return {
     windowS: num("window", values.window, 1),
     settleS: num("settle", values.settle, 0),

@@ -5,6 +5,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { wholeNumber } from "../_flags.ts";
 import { parseSize } from "../../mod/mod.ts";
 
 export const USAGE = `Usage: deno task scale [flags]
@@ -73,13 +74,7 @@ export function parseOptions(args: string[]): Options {
     console.log(USAGE);
     Deno.exit(0);
   }
-  const num = (name: string, text: string, min: number) => {
-    const v = Number(text);
-    if (!Number.isInteger(v) || v < min) {
-      throw new Error(`--${name} needs a whole number of at least ${min}, got "${text}"`);
-    }
-    return v;
-  };
+  const num = wholeNumber;
   const o: Options = {
     nodes: num("nodes", values.nodes, 2),
     volumes: num("volumes", values.volumes, 1),
