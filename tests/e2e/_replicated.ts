@@ -170,3 +170,44 @@ export function dumpWarnings(c: ReplCluster, lines = 25): void {
     console.log(`--- ${name}: last ${bad.length} warnings/errors ---\n${bad.join("\n")}`);
   }
 }
+
+/**
+ * Runs `fn` on a fresh cluster of `names`; on failure prints the nodes' last warnings; always
+ * stops it, resuming any node a test left frozen (SIGSTOP) first.
+ */
+export async function withReplCluster(
+  names: string[],
+  fn: (c: ReplCluster) => Promise<void>,
+  options: { args?: string[] } = {},
+): Promise<void> {
+  const c = await startReplCluster(names, options);
+  try {
+    await fn(c);
+  } catch (err) {
+    dumpWarnings(c);
+    throw err;
+  } finally {
+    for (const p of c.nodes.values()) p.signal("SIGCONT");
+    await c.stop();
+  }
+}
+
+/** Creates volume `name` through node-a with `replicas` replicas; waits until it is served. */
+export async function createServed(
+  c: ReplCluster,
+  name: string,
+  size: string,
+  replicas: number,
+): Promise<VolumeView> {
+  const made = await admin(c.nodes.get("node-a")!, [
+    "volume",
+    "create",
+    name,
+    "--size",
+    size,
+    "--replicas",
+    String(replicas),
+  ]);
+  assertEquals(made.code, 0, made.stderr);
+  return await untilServed(c, name);
+}

@@ -15,11 +15,10 @@ import { admin } from "./_cluster_tls.ts";
 import { type BallastProcess, e2eTest, run } from "./_harness.ts";
 import {
   assertCopiesEqual,
-  dumpWarnings,
+  createServed,
   type ReplCluster,
-  startReplCluster,
-  untilServed,
   volumeOf,
+  withReplCluster,
 } from "./_replicated.ts";
 
 const MiB = 1024 * 1024;
@@ -47,22 +46,6 @@ h.flush()
 print("ok", n if h.pread(size, 0) == bytes(shadow) else "mismatch")
 `;
 
-async function withCluster(
-  names: string[],
-  args: string[],
-  fn: (c: ReplCluster) => Promise<void>,
-): Promise<void> {
-  const c = await startReplCluster(names, { args });
-  try {
-    await fn(c);
-  } catch (err) {
-    dumpWarnings(c);
-    throw err;
-  } finally {
-    await c.stop();
-  }
-}
-
 function write(c: ReplCluster, master: string, volume: string, blocks: number) {
   return fillBlocks(c.uri(master, volume), blocks, 7);
 }
@@ -88,11 +71,9 @@ e2eTest(
   "volume update --replicas: raising 1 -> 2 seeds the new member by Delta Sync (holes not sent) to a byte-identical in-sync copy; lowering 2 -> 1 removes a member and its files; bad counts are refused",
   { tools: [PYTHON, "etcd"] },
   () =>
-    withCluster(["node-a", "node-b", "node-c"], [], async (c) => {
+    withReplCluster(["node-a", "node-b", "node-c"], async (c) => {
       const a = c.nodes.get("node-a")!;
-      const made = await admin(a, ["volume", "create", "m1", "--size", "64MiB", "--replicas", "1"]);
-      assertEquals(made.code, 0, made.stderr);
-      const v = await untilServed(c, "m1");
+      const v = await createServed(c, "m1", "64MiB", 1);
       assertEquals(v.members?.length, 2, JSON.stringify(v));
       // 8 MiB of data before the change; the other 56 MiB are holes.
       await write(c, v.master, "m1", 128);
@@ -155,23 +136,11 @@ e2eTest(
   "kill -9 of a replica's node under writes with --replace-after 3s: not replaced while the only spare is cordoned (volume get says why), then replaced on it and seeded while writes go on, copies identical; the old node deletes its copy when back",
   { tools: [PYTHON, "etcd"] },
   () =>
-    withCluster(
+    withReplCluster(
       ["node-a", "node-b", "node-c", "node-d"],
-      ["--replace-after", "3s"],
       async (c) => {
         const names = ["node-a", "node-b", "node-c", "node-d"];
-        const a = c.nodes.get("node-a")!;
-        const made = await admin(a, [
-          "volume",
-          "create",
-          "m2",
-          "--size",
-          "64MiB",
-          "--replicas",
-          "2",
-        ]);
-        assertEquals(made.code, 0, made.stderr);
-        const v = await untilServed(c, "m2");
+        const v = await createServed(c, "m2", "64MiB", 2);
         await write(c, v.master, "m2", 64);
         const spare = names.find((n) => !v.members!.includes(n))!;
         const victim = v.members!.find((n) => n !== v.master)!;
@@ -234,6 +203,7 @@ e2eTest(
         }, { timeoutMs: 30_000, everyMs: 200 });
         assert(back.logs().includes("left the volume group"), "the node says why");
       },
+      { args: ["--replace-after", "3s"] },
     ),
 );
 
@@ -241,19 +211,9 @@ e2eTest(
   "kill -9 of the master with --replace-after 3s: a replica takes over, then replaces the dead master as a replica on a spare node and seeds it; the data written before is on both copies",
   { tools: [PYTHON, "etcd"] },
   () =>
-    withCluster(["node-a", "node-b", "node-c"], ["--replace-after", "3s"], async (c) => {
+    withReplCluster(["node-a", "node-b", "node-c"], async (c) => {
       const names = ["node-a", "node-b", "node-c"];
-      const made = await admin(c.nodes.get("node-a")!, [
-        "volume",
-        "create",
-        "m3",
-        "--size",
-        "64MiB",
-        "--replicas",
-        "1",
-      ]);
-      assertEquals(made.code, 0, made.stderr);
-      const v = await untilServed(c, "m3");
+      const v = await createServed(c, "m3", "64MiB", 1);
       await write(c, v.master, "m3", 64);
       const heir = v.members!.find((n) => n !== v.master)!;
       const spare = names.find((n) => !v.members!.includes(n))!;
@@ -275,5 +235,5 @@ e2eTest(
         `[membership] master ${v.master} killed; ${heir} serves at epoch ${v.epoch + 1} and ` +
           `${spare} replaced ${v.master}, in sync ${took} ms after the kill`,
       );
-    }),
+    }, { args: ["--replace-after", "3s"] }),
 );

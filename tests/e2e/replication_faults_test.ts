@@ -9,51 +9,24 @@
 
 import { assert, assertEquals } from "../_assert.ts";
 import { PYTHON, waitFor } from "./_cluster.ts";
-import { admin } from "./_cluster_tls.ts";
 import { e2eTest, run } from "./_harness.ts";
 import {
   assertCopiesEqual,
-  dumpWarnings,
+  createServed,
   localUri,
   type ReplCluster,
-  startReplCluster,
   untilServed,
   volumeOf,
   type VolumeView,
+  withReplCluster,
 } from "./_replicated.ts";
 
 const NAMES = ["node-a", "node-b", "node-c"];
 const MiB = 2 ** 20;
 
-async function withCluster(
-  fn: (c: ReplCluster) => Promise<void>,
-  options: { args?: string[] } = {},
-): Promise<void> {
-  const c = await startReplCluster(NAMES, options);
-  try {
-    await fn(c);
-  } catch (err) {
-    dumpWarnings(c);
-    throw err;
-  } finally {
-    for (const p of c.nodes.values()) p.signal("SIGCONT");
-    await c.stop();
-  }
-}
-
-async function create(c: ReplCluster, name: string, size: string): Promise<VolumeView> {
-  const made = await admin(c.nodes.get("node-a")!, [
-    "volume",
-    "create",
-    name,
-    "--size",
-    size,
-    "--replicas",
-    "2",
-  ]);
-  assertEquals(made.code, 0, made.stderr);
-  return await untilServed(c, name);
-}
+const withCluster = (fn: (c: ReplCluster) => Promise<void>, options?: { args?: string[] }) =>
+  withReplCluster(NAMES, fn, options);
+const create = (c: ReplCluster, name: string, size: string) => createServed(c, name, size, 2);
 
 /** Writes `count` 64 KiB blocks from block `first`, each filled with `fill`; prints "ok". */
 const FILL_PY = `

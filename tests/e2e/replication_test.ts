@@ -9,36 +9,25 @@
 import { assert, assertEquals } from "../_assert.ts";
 import { PYTHON, waitFor } from "./_cluster.ts";
 import { fillBlocks } from "./_blocks.ts";
-import { admin } from "./_cluster_tls.ts";
 import { e2eTest, run } from "./_harness.ts";
 import {
   assertCopiesEqual,
+  createServed,
   type ReplCluster,
-  startReplCluster,
-  untilServed,
   volumeOf,
+  withReplCluster,
 } from "./_replicated.ts";
 
 const NAMES = ["node-a", "node-b", "node-c"];
 
-async function withCluster(fn: (c: ReplCluster) => Promise<void>): Promise<void> {
-  const c = await startReplCluster(NAMES);
-  try {
-    await fn(c);
-  } finally {
-    await c.stop();
-  }
-}
+const withCluster = (fn: (c: ReplCluster) => Promise<void>) => withReplCluster(NAMES, fn);
 
 e2eTest(
   "a volume with 2 replicas: every write a client saw acknowledged is on all three copies, byte for byte",
   { tools: [PYTHON, "etcd"] },
   () =>
     withCluster(async (c) => {
-      const a = c.nodes.get("node-a")!;
-      const made = await admin(a, ["volume", "create", "r1", "--size", "64MiB", "--replicas", "2"]);
-      assertEquals(made.code, 0, made.stderr);
-      const v = await untilServed(c, "r1");
+      const v = await createServed(c, "r1", "64MiB", 2);
       assertEquals(v.inSync?.length, 3, `all in sync: ${JSON.stringify(v)}`);
       await fillBlocks(c.uri(v.master, "r1"), 512, 7, 4);
       const after = await volumeOf(c, "node-a", "r1");
@@ -99,18 +88,7 @@ e2eTest(
   { tools: [PYTHON, "etcd"] },
   () =>
     withCluster(async (c) => {
-      const a = c.nodes.get("node-a")!;
-      const made = await admin(a, [
-        "volume",
-        "create",
-        "r2",
-        "--size",
-        "256MiB",
-        "--replicas",
-        "2",
-      ]);
-      assertEquals(made.code, 0, made.stderr);
-      const v = await untilServed(c, "r2");
+      const v = await createServed(c, "r2", "256MiB", 2);
       const victim = NAMES.find((n) => n !== v.master)!;
       const tmp = await Deno.makeTempDir({ prefix: "ballast-repl-kill-" });
       const manifest = `${tmp}/manifest`;
@@ -177,18 +155,7 @@ e2eTest(
   { tools: [PYTHON, "etcd"] },
   () =>
     withCluster(async (c) => {
-      const a = c.nodes.get("node-a")!;
-      const made = await admin(a, [
-        "volume",
-        "create",
-        "r3",
-        "--size",
-        "128MiB",
-        "--replicas",
-        "2",
-      ]);
-      assertEquals(made.code, 0, made.stderr);
-      const v = await untilServed(c, "r3");
+      const v = await createServed(c, "r3", "128MiB", 2);
       const tmp = await Deno.makeTempDir({ prefix: "ballast-repl-master-" });
       const manifest = `${tmp}/manifest`;
       try {
