@@ -10,7 +10,7 @@ import { type Socket, Socket as NodeSocket } from "node:net";
 import { type SecureContext, TLSSocket } from "node:tls";
 import type { Transport } from "./transport.ts";
 import { ClientRefusedError } from "./errors.ts";
-import { type DirectReads, directReads } from "../net/mod.ts";
+import { adoptTcpFd, type DirectReads, directReads } from "../net/mod.ts";
 
 /** Stop reading from the socket while this much received data waits to be consumed. */
 const HIGH_WATER = 4 * 1024 * 1024;
@@ -290,15 +290,19 @@ const FD_READ_BUFFER_BYTES = 64 * 1024;
 /**
  * A Transport over a connected socket this process inherited as a file descriptor (the data
  * workers' connections, handed over by the main thread's FdListener). With `direct`, reads
- * land in one reused buffer (node's `onread` option) and pausing stops the reads; use it for
- * plaintext connections only: a connection that may switch to TLS (STARTTLS) reads through
- * 'data' events until then, and the TLS layer reads directly afterwards.
+ * need no 'data' events: a TCP socket (`tcp`) is adopted as a stream read straight into the
+ * caller's buffer where the runtime allows it (data/net/fd_stream.ts), else (and for a Unix
+ * socket) reads land in one reused buffer (node's `onread` option) and pausing stops them. Use
+ * `direct` for plaintext connections only: a connection that may switch to TLS (STARTTLS)
+ * reads through 'data' events until then, and the TLS layer reads directly afterwards.
  */
 export function openFdTransport(
   fd: number,
   remote: string,
-  options: { direct: boolean },
-): NodeSocketTransport {
+  options: { direct: boolean; tcp?: boolean },
+): Transport {
+  const stream = options.direct && options.tcp ? adoptTcpFd(fd) : undefined;
+  if (stream) return { ...stream, remote, readPath: "fd-stream" };
   const base = { fd, readable: true, writable: true } as const;
   if (!options.direct) {
     return new NodeSocketTransport(new NodeSocket(base as SocketInit), { remote });

@@ -319,6 +319,11 @@ function removeStaleSocket(path: string, sa: Uint8Array): void {
 }
 
 /** "unix:uid=U,pid=P" of a connected Unix socket's peer (SO_PEERCRED), for logs. */
+/** Whether `remote`, as accept() gives it, names a Unix-socket peer (else a TCP one). */
+export function isUnixPeer(remote: string): boolean {
+  return remote.startsWith("unix");
+}
+
 function unixPeer(fd: number): string {
   const cred = new Uint8Array(12);
   const len = new Uint32Array([cred.length]);

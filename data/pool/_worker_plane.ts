@@ -27,7 +27,7 @@ import {
   Replicator,
   WriteTracker,
 } from "../replication/mod.ts";
-import { splitHostPort } from "../net/mod.ts";
+import { closeFd, isUnixPeer, splitHostPort } from "../net/mod.ts";
 import { Directory, type DirectoryEntry, RemoteExports, upstreamConnector } from "../proxy/mod.ts";
 import {
   type ClientVerdict,
@@ -288,10 +288,18 @@ export class WorkerPlane {
 
   /** Serves connection `conn` (numbered by the main thread), handed over as a descriptor. */
   serve(fd: number, listener: ListenerKind, remote: string, conn: number): void {
-    // Plaintext listeners read straight into a reused buffer; a TLS one reads through
-    // 'data' events until STARTTLS, then the TLS layer reads directly.
+    // Plaintext listeners read straight into the connection's buffer; a TLS one reads
+    // through 'data' events until STARTTLS, then the TLS layer reads directly.
     const direct = listener !== "nbd" || this.#tls === undefined;
-    const transport = openFdTransport(fd, remote, { direct });
+    let transport;
+    try {
+      transport = openFdTransport(fd, remote, { direct, tcp: !isUnixPeer(remote) });
+    } catch (err) {
+      // The runtime refused the descriptor: only this connection is lost, not the worker.
+      this.#log.error({ conn, remote, err: (err as Error).message }, "cannot open connection");
+      closeFd(fd);
+      return;
+    }
     this.#count(+1);
     this.#servers[listener].serve(transport, conn).finally(() => this.#count(-1));
   }
