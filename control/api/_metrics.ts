@@ -216,7 +216,7 @@ export function renderMetrics(input: MetricsInput): string {
     family(
       "ballast_data_worker_busy_ratio",
       "gauge",
-      "Share of the last second each data worker's thread spent on a CPU.",
+      "Share of the last second each data worker's thread worked, of the time it had a CPU (run / (wall - run-queue wait)).",
     );
     for (const w of pool.workers) {
       out.push(

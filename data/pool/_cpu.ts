@@ -1,8 +1,10 @@
 /**
- * How busy a thread is: its CPU time from /proc/self/task/TID/stat (utime + stime), sampled
- * by the main thread for every data worker. It counts everything the thread does, TLS and
- * syscalls included, where timing the request loop would miss the TLS layer. A worker learns
- * its own thread id with gettid (through FFI) and reports it once.
+ * How busy a thread is, from what the kernel accounts for it: the time it ran and the time it
+ * was ready to run but waited for a core (/proc/self/task/TID/schedstat; where that file is
+ * missing, utime + stime from .../stat and no wait). Sampled by the main thread for every
+ * data worker; it counts everything the thread does, TLS and syscalls included, where timing
+ * the request loop would miss the TLS layer. A worker learns its own thread id with gettid
+ * (through FFI) and reports it once. sizing.ts turns two readings into a busy ratio.
  * @module
  */
 
@@ -23,6 +25,31 @@ export function currentThreadId(): number {
   } catch {
     return 0;
   }
+}
+
+/** Seconds a thread ran and waited on a run queue, since it started. */
+export interface ThreadTimes {
+  run: number;
+  wait: number;
+}
+
+/** Thread `tid` of this process's times, or undefined if it is gone. */
+export function threadTimes(tid: number): ThreadTimes | undefined {
+  try {
+    const t = parseSchedstat(Deno.readTextFileSync(`/proc/self/task/${tid}/schedstat`));
+    if (t !== undefined) return t;
+  } catch {
+    // no schedstat (a kernel without CONFIG_SCHED_INFO), or the thread is gone
+  }
+  const cpu = threadCpuSeconds(tid);
+  return cpu === undefined ? undefined : { run: cpu, wait: 0 };
+}
+
+/** A schedstat line: nanoseconds on a CPU, nanoseconds waiting on a run queue, time slices. */
+export function parseSchedstat(text: string): ThreadTimes | undefined {
+  const [run, wait] = text.trim().split(/\s+/).map(Number);
+  if (!Number.isFinite(run) || !Number.isFinite(wait)) return undefined;
+  return { run: run / 1e9, wait: wait / 1e9 };
 }
 
 /** CPU seconds thread `tid` of this process has used, or undefined if it is gone. */

@@ -16,6 +16,7 @@ export {
   type WorkerVolume,
 } from "./protocol.ts";
 export {
+  busyRatio,
   decide,
   DEFAULT_TIMINGS,
   describePool,

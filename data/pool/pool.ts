@@ -1,14 +1,14 @@
 /**
  * The data worker pool, on the main thread: starts and stops Web Workers (worker.ts), hands
- * each accepted connection to one of them, measures how busy each is from its thread's CPU
- * time, grows and shrinks the pool by the rules in sizing.ts (logging every resize with its
+ * each accepted connection to one of them, measures how busy each is from its thread's run
+ * and run-queue times, grows and shrinks the pool by the rules in sizing.ts (logging every resize with its
  * reason), and replaces a worker that dies. Volumes, the write gate, TLS material and
  * shutdown reach the workers as protocol.ts messages.
  * @module
  */
 
 import type { Logger } from "pino";
-import { threadCpuSeconds } from "./_cpu.ts";
+import { type ThreadTimes, threadTimes } from "./_cpu.ts";
 import { closeFd } from "../net/fd_listener.ts";
 import { nextConnectionId } from "../nbd/server.ts";
 import type { DirectoryEntry } from "../proxy/mod.ts";
@@ -23,6 +23,7 @@ import {
   type WorkerVolume,
 } from "./protocol.ts";
 import {
+  busyRatio,
   decide,
   describePool,
   initialSizing,
@@ -77,7 +78,7 @@ interface Slot {
   tid: number;
   connections: number;
   busy: number;
-  cpu: number | undefined;
+  times: ThreadTimes | undefined;
   sampledAt: number;
   ready: Promise<void>;
   stopped?: () => void;
@@ -151,7 +152,7 @@ export class WorkerPool {
       tid: 0,
       connections: 0,
       busy: 0,
-      cpu: undefined,
+      times: undefined,
       sampledAt: performance.now(),
       ready: new Promise<void>((r) => (ready = r)),
       syncs: new Map(),
@@ -201,7 +202,7 @@ export class WorkerPool {
     switch (m.type) {
       case "ready":
         slot.tid = m.tid;
-        slot.cpu = m.tid ? threadCpuSeconds(m.tid) : undefined;
+        slot.times = m.tid ? threadTimes(m.tid) : undefined;
         slot.sampledAt = performance.now();
         if (slot.state === "starting") slot.state = "active";
         ready();
@@ -373,12 +374,12 @@ export class WorkerPool {
     const samples: WorkerSample[] = [];
     for (const s of this.#slots.values()) {
       if (s.state !== "active" || !s.tid) continue;
-      const cpu = threadCpuSeconds(s.tid);
-      if (cpu !== undefined && s.cpu !== undefined) {
+      const times = threadTimes(s.tid);
+      if (times !== undefined && s.times !== undefined) {
         const wall = (now - s.sampledAt) / 1000;
-        s.busy = wall > 0 ? Math.min(1, Math.max(0, (cpu - s.cpu) / wall)) : 0;
+        s.busy = busyRatio(times.run - s.times.run, times.wait - s.times.wait, wall);
       }
-      s.cpu = cpu;
+      s.times = times;
       s.sampledAt = now;
       samples.push({ id: s.id, busy: s.busy, connections: s.connections });
     }

@@ -1,8 +1,16 @@
 /**
  * How many data workers to run, and which one takes a new connection: pure functions over
- * what the pool measures once a second (each worker's busy ratio, from its thread's CPU
- * time, and its connection count). The pool applies the decisions and logs their reasons.
+ * what the pool measures once a second (each worker's busy ratio, from its thread's run and
+ * run-queue times, and its connection count). The pool applies the decisions and logs their
+ * reasons.
  *
+ * - A worker's busy ratio is the share of the time it had a core in which it worked rather
+ *   than waited for requests: run / (wall - run-queue wait) (busyRatio()). On an idle machine
+ *   that is its CPU share. On a machine where other processes keep the cores busy, a worker
+ *   that always has work but gets only part of a core still counts as fully busy (it is the
+ *   bottleneck of its clients; one more worker adds a thread, which the kernel gives its own
+ *   share), while a worker that mostly waits for requests stays low however long its
+ *   wake-ups wait for a core (another worker would not shorten that wait).
  * - Grow by one when the workers' mean busy ratio has stayed at or above GROW_BUSY for
  *   GROW_AFTER_MS, up to the maximum.
  * - Shrink by one when the pool as a whole would stay below SHRINK_BUSY per worker with one
@@ -23,7 +31,7 @@ export const COOLDOWN_MS = 5_000;
 /** One worker as measured. */
 export interface WorkerSample {
   id: number;
-  /** Share of the last interval its thread spent on the CPU, 0..1. */
+  /** Its busy ratio over the last interval (busyRatio()), 0..1. */
   busy: number;
   connections: number;
 }
@@ -67,6 +75,21 @@ export function initialSizing(
     throw new RangeError(`pool bounds must be integers with 1 <= min <= max, got ${min}..${max}`);
   }
   return { min, max, timings, highSince: undefined, lowSince: undefined, lastResizeAt: now };
+}
+
+/**
+ * A thread's busy ratio over an interval of `wall` seconds in which it ran `run` seconds and
+ * waited `wait` seconds for a core: of the time it was not waiting for a core, the share it
+ * worked. A thread that waited the whole interval had work all along: 1.
+ */
+export function busyRatio(run: number, wait: number, wall: number): number {
+  if (!(wall > 0)) return 0;
+  const r = Math.max(0, run);
+  const w = Math.max(0, wait);
+  const sleep = Math.max(0, wall - r - w);
+  // Under a millisecond neither ran nor slept: it waited for a core all along.
+  if (r + sleep < 0.001) return w > 0 ? 1 : 0;
+  return Math.min(1, r / (r + sleep));
 }
 
 const pct = (x: number) => `${Math.round(x * 100)}%`;

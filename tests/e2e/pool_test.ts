@@ -205,11 +205,13 @@ e2eTest(
           "--ioengine=nbd",
           `--uri=${b.nbdUri("v")}`,
           // 1 MiB writes keep a worker's thread busy (copies, pwrite); 4k I/O on two cores
-          // leaves most of the CPU to fio itself.
+          // leaves most of the CPU to fio itself. Four client processes against the one
+          // worker: whatever share of the cores each gets on a loaded machine, the worker
+          // always has requests waiting, which is what "busy" means (sizing.ts busyRatio()).
           "--rw=write",
           "--bs=1m",
           "--iodepth=8",
-          "--numjobs=2",
+          "--numjobs=4",
           "--time_based",
           "--runtime=60",
           "--size=256m",

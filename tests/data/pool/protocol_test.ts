@@ -3,7 +3,9 @@ import {
   countCpuList,
   currentThreadId,
   parseCpuSeconds,
+  parseSchedstat,
   threadCpuSeconds,
+  threadTimes,
 } from "../../../data/pool/_cpu.ts";
 import {
   checkFromWorker,
@@ -32,11 +34,19 @@ Deno.test("parseCpuSeconds() reads utime + stime even when the thread name has s
   assertEquals(parseCpuSeconds("garbage"), undefined);
 });
 
+Deno.test("parseSchedstat() reads run and run-queue nanoseconds as seconds", () => {
+  assertEquals(parseSchedstat("1500000000 250000000 42\n"), { run: 1.5, wait: 0.25 });
+  assertEquals(parseSchedstat(""), undefined);
+  assertEquals(parseSchedstat("x y z"), undefined);
+});
+
 Deno.test("this thread's id and CPU time can be read; countCpuList() counts ranges", () => {
   const tid = currentThreadId();
   assert(tid > 0, "gettid through FFI");
   const cpu = threadCpuSeconds(tid);
   assert(cpu !== undefined && cpu >= 0, `cpu ${cpu}`);
+  const times = threadTimes(tid);
+  assert(times !== undefined && times.run > 0 && times.wait >= 0, JSON.stringify(times));
   assertEquals(countCpuList("0-3,8,10-11"), 7);
   assertEquals(countCpuList("0"), 1);
 });

@@ -3,6 +3,7 @@
  * which worker goes, the cooldown, and where a new connection lands.
  */
 import {
+  busyRatio,
   COOLDOWN_MS,
   decide,
   describePool,
@@ -86,4 +87,22 @@ Deno.test("initialSizing() refuses bounds that make no pool; describePool() is o
     assertThrows(() => initialSizing(min, max, 0), RangeError);
   }
   assertEquals(describePool([w(1, 0.8, 4), w(2, 0, 0)]), "2 workers [1: 80% 4c, 2: 0% 0c]");
+});
+
+Deno.test("busyRatio() is the share of the time a thread had a core in which it worked", () => {
+  const table: [string, number, number, number, number][] = [
+    // [case, run s, run-queue wait s, wall s, busy]
+    ["idle machine, one core's worth of work", 1, 0, 1, 1],
+    ["idle machine, 40% busy", 0.4, 0, 1, 0.4],
+    ["starved: always had work, ran 25% of the time", 0.25, 0.75, 1, 1],
+    ["starved: light load whose wake-ups wait long", 0.05, 0.45, 1, 0.091],
+    ["waited on a run queue the whole interval", 0, 1, 1, 1],
+    ["did nothing", 0, 0, 1, 0],
+    ["accounting a little past the wall clock", 1.02, 0, 1, 1],
+    ["no interval", 0.5, 0, 0, 0],
+    ["negative differences (a replaced thread) count as none", -1, -1, 1, 0],
+  ];
+  for (const [what, run, wait, wall, busy] of table) {
+    assertEquals(Math.round(busyRatio(run, wait, wall) * 1000) / 1000, busy, what);
+  }
 });
