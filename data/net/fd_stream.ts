@@ -6,8 +6,8 @@
  * Opened as a node:net socket instead (`new net.Socket({ fd })`), every read goes through a
  * 64 KiB buffer and is copied out of it, one callback per 64 KiB: measured on loopback, a
  * 1 MiB writer reached 1.7 GB/s that way against 3.3-4.8 GB/s here, and a data worker spent
- * about 1.6-1.8x the CPU of the main thread per GiB of 1 MiB writes (docs/BENCHMARKS.md,
- * "Data worker pool: the one-connection gap").
+ * about 1.5-1.7x the CPU of the main thread per GiB of 1 MiB writes (docs/BENCHMARKS.md,
+ * "The one-connection gap").
  *
  * Deno 2.9 has no public way to make a TcpConn from a descriptor, but its node:net TCP handle
  * can adopt one (`open(fd)`) and hand its stream over as a resource (`takeStream()`), which
