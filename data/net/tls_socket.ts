@@ -58,6 +58,7 @@ export function wrapTls(raw: Socket, options: WrapTlsOptions): { tls: TLSSocket;
     throw new Error("this Deno's node:tls cannot start a client handshake on a connected socket");
   }
   if (!server && options.servername) (tls as Internal).setServername?.(options.servername);
+  boundVectoredWrites(tls);
   const direct = directReads(tls, options.sink);
   let reads: TlsReads;
   if (direct) {
@@ -69,6 +70,38 @@ export function wrapTls(raw: Socket, options: WrapTlsOptions): { tls: TLSSocket;
   // A server socket starts its handshake on the next tick by itself; a client one does not.
   if (!server) (tls as Internal)._start();
   return { tls, reads };
+}
+
+/** Queued chunks none of which is larger than this still go to the TLS layer in one write. */
+const VECTORED_MAX_CHUNK = 64 * 1024;
+
+/**
+ * Makes `tls` hand the chunks that queue up in its Writable (corked writes, or writes made
+ * while an earlier one is in progress) to the TLS layer one at a time when one of them is
+ * large. Deno 2.9.6's node:tls handles a vectored write with a large chunk at a cost that
+ * grows about with the square of the chunk's size: a corked 4-byte + 32-byte + 1 MiB write
+ * cost 6.2-9.6 ms of CPU against 0.5-0.7 ms for the same bytes written one by one
+ * (docs/BENCHMARKS.md, "TLS writes"), the time in memmove and brk inside the runtime. Small
+ * chunks keep the vectored write (32 corked 4 KiB chunks: 4.3 us each, against 12.5 us one
+ * by one, when each becomes a TLS write of its own).
+ */
+function boundVectoredWrites(tls: TLSSocket): void {
+  const t = tls as Internal;
+  const vectored = t._writev;
+  if (typeof vectored !== "function" || typeof t._write !== "function") return;
+  type Queued = { chunk: Uint8Array; encoding: string };
+  t._writev = function (this: Internal, chunks: Queued[], cb: (err?: Error | null) => void) {
+    if (chunks.every((c) => c.chunk.length <= VECTORED_MAX_CHUNK)) {
+      return vectored.call(this, chunks, cb);
+    }
+    let i = 0;
+    const next = (err?: Error | null) => {
+      if (err || i === chunks.length) return cb(err);
+      const { chunk, encoding } = chunks[i++];
+      this._write(chunk, encoding, next);
+    };
+    next();
+  };
 }
 
 /**

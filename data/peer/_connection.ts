@@ -29,7 +29,6 @@ import { PeerError } from "./_errors.ts";
 import {
   FRAME_HEADER_BYTES,
   FrameDecoder,
-  frameHeader,
   FrameTooLargeError,
   MAX_FRAME_BYTES,
   writeFrameHeader,
@@ -77,6 +76,10 @@ export interface PeerConnection {
 export const RECEIVE_HIGH_WATER = 4 * 1024 * 1024;
 /** Hand no further frame to the socket while this many bytes wait to be written. */
 export const SEND_HIGH_WATER = 4 * 1024 * 1024;
+/** Frames and payloads this large are written by reference rather than copied. */
+const BY_REFERENCE_BYTES = 64 * 1024;
+/** Send buffers kept for reuse at most (COALESCE_BYTES each). */
+const SPARE_SEND_BUFFERS = 4;
 
 export interface SocketPeerConnectionOptions {
   /** "server" for an accepted socket, "client" for one this node connected. */
@@ -127,7 +130,9 @@ export class SocketPeerConnection implements PeerConnection {
   /** Bytes of the last batch handed out, still held by the consumer (receiveBatch). */
   #lent = 0;
   /** Frames handed over in this turn, written together at its end (#flush). */
-  #turn = new TurnBatch<Outgoing>((batch, bytes) => this.#flush(batch, bytes));
+  #turn = new TurnBatch<Outgoing>((batch) => this.#flush(batch));
+  /** Send buffers whose writes completed (#flush). */
+  #spareSendBuffers: Uint8Array[] = [];
 
   /** Wraps `raw` (connected) in TLS and starts the handshake. */
   constructor(raw: Socket, options: SocketPeerConnectionOptions) {
@@ -348,39 +353,69 @@ export class SocketPeerConnection implements PeerConnection {
   }
 
   /**
-   * Writes the gathered frames: copied into one buffer when they are small together (one
-   * write instead of two per frame), else header and frame by reference, corked.
+   * Writes the gathered frames: headers, frames and small payloads are copied into pooled
+   * buffers of COALESCE_BYTES (one write for a batch of small frames), and a part of
+   * BY_REFERENCE_BYTES or more is written by reference, without a copy. Each write is a plain
+   * one (no cork: Deno's vectored TLS write is slow, see net/tls_socket.ts), and no buffer is
+   * allocated per write (a fresh ArrayBuffer costs Deno microseconds).
    */
-  #flush(batch: Outgoing[], bytes: number): void {
+  #flush(batch: Outgoing[]): void {
     const sock = this.tls;
     if (sock.destroyed || !sock.writable) return; // 'close' rejects them
-    // Node calls write callbacks in order: the last one's means every frame was written.
-    const done = (err?: Error | null) => {
-      for (const out of batch) this.#settle(out, err);
+    let writes = 0;
+    let failure: Error | null | undefined;
+    let gathered = false;
+    const settle = () => {
+      for (const out of batch) this.#settle(out, failure);
       this.#pump();
     };
-    if (bytes <= COALESCE_BYTES) {
-      const buf = new Uint8Array(bytes);
-      let at = 0;
-      for (const { frame, payload, length } of batch) {
-        writeFrameHeader(buf, at, length);
-        buf.set(frame, at + FRAME_HEADER_BYTES);
-        if (payload) buf.set(payload, at + FRAME_HEADER_BYTES + frame.length);
-        at += FRAME_HEADER_BYTES + length;
+    // Every frame is written once the last write completed (node completes them in order).
+    const written = (err?: Error | null) => {
+      failure ??= err;
+      if (--writes === 0 && gathered) settle();
+    };
+    let buf: Uint8Array | undefined;
+    let at = 0;
+    const ship = () => {
+      if (buf === undefined) return;
+      const whole = buf;
+      buf = undefined;
+      writes++;
+      sock.write(whole.subarray(0, at), (err?: Error | null) => {
+        if (this.#spareSendBuffers.length < SPARE_SEND_BUFFERS) {
+          this.#spareSendBuffers.push(whole);
+        }
+        written(err);
+      });
+    };
+    /** The send buffer, with room for `n` more bytes (n <= COALESCE_BYTES). */
+    const room = (n: number): Uint8Array => {
+      if (buf !== undefined && at + n > buf.length) ship();
+      if (buf === undefined) {
+        buf = this.#spareSendBuffers.pop() ?? new Uint8Array(COALESCE_BYTES);
+        at = 0;
       }
-      sock.write(buf, done);
-      return;
-    }
-    sock.cork();
-    for (let i = 0; i < batch.length; i++) {
-      const { frame, payload, length } = batch[i];
-      const parts = [frameHeader(length), frame, payload].filter((p) => p && p.length > 0);
-      // Node holds each part until its write completes.
-      for (let k = 0; k < parts.length; k++) {
-        sock.write(parts[k]!, i === batch.length - 1 && k === parts.length - 1 ? done : undefined);
+      return buf;
+    };
+    const put = (part: Uint8Array) => {
+      if (part.length >= BY_REFERENCE_BYTES) {
+        ship();
+        writes++;
+        sock.write(part, written); // node holds it until its write completes
+        return;
       }
+      room(part.length).set(part, at);
+      at += part.length;
+    };
+    for (const { frame, payload, length } of batch) {
+      writeFrameHeader(room(FRAME_HEADER_BYTES), at, length);
+      at += FRAME_HEADER_BYTES;
+      put(frame);
+      if (payload) put(payload);
     }
-    sock.uncork();
+    ship();
+    gathered = true;
+    if (writes === 0) settle();
   }
 
   /** A frame handed to the socket was written (or failed): its send() settles. */

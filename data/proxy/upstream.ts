@@ -86,6 +86,12 @@ const enc = new TextEncoder();
 
 /** WRITE payloads at least this large are written on their own rather than copied into a batch. */
 const OWN_WRITE_BYTES = 64 * 1024;
+/**
+ * Requests are encoded into reused buffers of this size (a fresh ArrayBuffer per write costs
+ * Deno microseconds: docs/BENCHMARKS.md, "TLS writes"); at most SPARE_OUT are kept.
+ */
+const OUT_BYTES = 256 * 1024;
+const SPARE_OUT = 4;
 /** "Simple reply message": magic, error, handle. */
 const REPLY_HEADER = 16;
 /** "Request message": magic, flags, type, handle, offset, length. */
@@ -103,7 +109,7 @@ export class Upstream {
   readonly size: number;
   readonly transmissionFlags: number;
   readonly remote: string;
-  #write: (b: Uint8Array) => void;
+  #write: (b: Uint8Array, written?: () => void) => void;
   #destroy: () => void;
   #pending = new Map<bigint, Pending>();
   #nextHandle = 1n;
@@ -118,12 +124,15 @@ export class Upstream {
   /** A READ without `into` whose data comes next (lent from the chunk if it is all there). */
   #direct: { length: number; done: (r: UpstreamReply) => void } | undefined;
   #got = 0;
-  /** Requests encoded during this task, written together at its end. */
-  #out: Uint8Array[] = [];
-  #outBytes = 0;
+  /** Requests encoded during this task, written together at its end: #out[0, #outLen). */
+  #out: Uint8Array | undefined;
+  #outView: DataView | undefined;
+  #outLen = 0;
+  /** Request buffers whose writes completed. */
+  #spareOut: Uint8Array[] = [];
 
   private constructor(
-    io: { write: (b: Uint8Array) => void; destroy: () => void },
+    io: { write: (b: Uint8Array, written?: () => void) => void; destroy: () => void },
     info: { size: number; flags: number; remote: string },
   ) {
     this.#write = io.write;
@@ -252,7 +261,7 @@ export class Upstream {
       s.removeAllListeners("close");
       s.removeAllListeners("error");
       const up: Upstream = new Upstream(
-        { write: (b) => s.write(b), destroy: () => s.destroy() },
+        { write: (b, written) => s.write(b, written), destroy: () => s.destroy() },
         { size, flags, remote },
       );
       s.on("error", (err: Error) => up.#fail(`connection failed: ${err.message}`));
@@ -296,17 +305,16 @@ export class Upstream {
     const handle = this.#nextHandle++;
     const payload = req.type === C.NBD_CMD_WRITE ? req.data : undefined;
     const own = payload !== undefined && payload.length >= OWN_WRITE_BYTES;
-    const b = new Uint8Array(REQUEST_HEADER + (payload && !own ? payload.length : 0));
-    const v = new DataView(b.buffer);
-    v.setUint32(0, C.NBD_REQUEST_MAGIC);
-    v.setUint16(4, req.flags);
-    v.setUint16(6, req.type);
-    v.setBigUint64(8, handle);
-    v.setBigUint64(16, BigInt(req.offset));
-    v.setUint32(24, req.length);
-    if (payload && !own) b.set(payload, REQUEST_HEADER);
+    const at = this.#room(REQUEST_HEADER + (payload && !own ? payload.length : 0));
+    const v = this.#outView!;
+    v.setUint32(at, C.NBD_REQUEST_MAGIC);
+    v.setUint16(at + 4, req.flags);
+    v.setUint16(at + 6, req.type);
+    v.setBigUint64(at + 8, handle);
+    v.setBigUint64(at + 16, BigInt(req.offset));
+    v.setUint32(at + 24, req.length);
+    if (payload && !own) this.#out!.set(payload, at + REQUEST_HEADER);
     this.#pending.set(handle, { length: req.length, read, into: req.into, done });
-    this.#queue(b);
     if (own) {
       // The batch so far (ending with this request's header), then the payload as it is.
       this.#flushOut();
@@ -320,31 +328,36 @@ export class Upstream {
     this.#pending.clear();
     this.#reading = undefined;
     this.#direct = undefined;
-    this.#out = [];
+    this.#out = undefined;
     this.#destroy();
   }
 
-  #queue(b: Uint8Array): void {
-    if (this.#out.length === 0) queueMicrotask(() => this.#flushOut());
-    this.#out.push(b);
-    this.#outBytes += b.length;
+  /**
+   * Reserves `bytes` (at most OUT_BYTES) in the requests of this task, written at its end;
+   * returns where they start in #out.
+   */
+  #room(bytes: number): number {
+    if (this.#out !== undefined && this.#outLen + bytes > this.#out.length) this.#flushOut();
+    if (this.#out === undefined) {
+      const buf = this.#spareOut.pop() ?? new Uint8Array(OUT_BYTES);
+      this.#out = buf;
+      this.#outView = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      this.#outLen = 0;
+      queueMicrotask(() => this.#flushOut());
+    }
+    const at = this.#outLen;
+    this.#outLen += bytes;
+    return at;
   }
 
   #flushOut(): void {
-    const parts = this.#out;
-    if (parts.length === 0 || this.#closed) return;
-    this.#out = [];
-    let all = parts[0];
-    if (parts.length > 1) {
-      all = new Uint8Array(this.#outBytes);
-      let at = 0;
-      for (const p of parts) {
-        all.set(p, at);
-        at += p.length;
-      }
-    }
-    this.#outBytes = 0;
-    this.#write(all);
+    const buf = this.#out;
+    if (buf === undefined || this.#closed) return;
+    this.#out = undefined;
+    // node holds the buffer until its write completes; then it may take later requests.
+    this.#write(buf.subarray(0, this.#outLen), () => {
+      if (this.#spareOut.length < SPARE_OUT) this.#spareOut.push(buf);
+    });
   }
 
   /**
@@ -424,7 +437,7 @@ export class Upstream {
     this.#closed = new UpstreamError("closed", `master ${this.remote}: ${message}`);
     this.#reading = undefined;
     this.#direct = undefined;
-    this.#out = [];
+    this.#out = undefined;
     this.#destroy();
     this.#onClose?.(this.#closed);
   }

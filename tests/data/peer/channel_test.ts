@@ -341,6 +341,35 @@ Deno.test("nodes a and b exchange frames both ways and each sees the other's nod
   assertEquals(w.records, [], "nothing to warn about");
 });
 
+Deno.test("frames of mixed sizes over many turns arrive whole and in order (send buffers reused, large payloads queued)", async () => {
+  await using w = await world();
+  const client = await w.connect(w.b);
+  const server = await w.accepted.next();
+  const fromClient = reader(server);
+  // Frame k: a 4-byte index head, then a payload of a size that cycles through small, just
+  // under and over the by-reference size, and 1 MiB, filled with a pattern of k.
+  const sizes = [0, 1, 4093, 20_000, 65_535, 65_536, 300_000, 1024 * 1024];
+  const frame = (k: number) => {
+    const head = new Uint8Array(4);
+    new DataView(head.buffer).setUint32(0, k);
+    const payload = new Uint8Array(sizes[k % sizes.length]).map((_, i) => (i + k) % 253);
+    return { head, payload };
+  };
+  let k = 0;
+  for (let turn = 0; turn < 12; turn++) {
+    const sent = Array.from({ length: 10 + turn }, () => frame(k++));
+    await Promise.all(sent.map((f) => client.send(f.head, f.payload)));
+  }
+  for (let i = 0; i < k; i++) {
+    const got = await fromClient.inbox.next();
+    const want = frame(i);
+    assertEquals(got.length, 4 + want.payload.length, `frame ${i}`);
+    assertEquals(new DataView(got.buffer, got.byteOffset).getUint32(0), i);
+    assertEquals(got.subarray(4), want.payload, `payload of frame ${i}`);
+  }
+  client.close();
+});
+
 Deno.test("frames up to 64 MiB pass; send() refuses bigger ones", async () => {
   await using w = await world();
   const client = await w.connect(w.b);
