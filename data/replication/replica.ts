@@ -100,6 +100,18 @@ export class ReplicaService {
     try {
       for await (const batch of conn.batches()) {
         for (const frame of batch) {
+          if (frame[0] === T_FENCE) {
+            // A new master's FENCE of one copy need not wait for those of other copies (a
+            // master taking over many groups at once sends dozens, and each raises an epoch
+            // on disk). The next request of the same copy still finds the new epoch, or
+            // raises it too (CopyEpochs.raise() orders raises of one copy).
+            unsent++;
+            Promise.resolve(this.handle(frame, log)).then((reply) => {
+              conn.recycle(frame);
+              conn.send(reply).then(sent, sent);
+            });
+            continue;
+          }
           const handled = this.handle(frame, log);
           const reply = handled instanceof Uint8Array ? handled : await handled;
           conn.recycle(frame); // applied: nothing refers to a WRITE's data any more
