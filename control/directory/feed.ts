@@ -2,8 +2,15 @@
  * Cluster mode: the data plane's directory of where each volume is served (attach anywhere,
  * data/proxy/). Follows the volume records (master, epoch, and whether the master is down)
  * and the node records (each node's NBD address), and hands the data plane the whole
- * directory after every change that moves an entry. One watch of each prefix per node; the
+ * directory after a change that moves an entry. One watch of each prefix per node; the
  * records it reads are the ones failover already writes, so it adds no etcd writes.
+ *
+ * A record event costs only its own volume's entry: the entry is recomputed and compared
+ * with the one held (most record changes, members going in and out of sync, history, do not
+ * move it). Rebuilding and comparing the whole directory on every event, as this did, was
+ * the largest CPU cost of a failover storm on every node, the observer's too (2,000 volumes,
+ * tens of thousands of events, docs/BENCHMARKS.md). Changes are handed over at once, and
+ * then at most every PUBLISH_EVERY_MS (the last change of a burst always goes out).
  * @module
  */
 
@@ -13,6 +20,36 @@ import { NODE_PREFIX } from "../nodes/mod.ts";
 import { followPrefix, type KeyValue, type StateStore, type WatchEvent } from "../store/mod.ts";
 import { VOLUME_PREFIX, type VolumeRecord } from "../volumes/mod.ts";
 
+/** Least time between two directories handed to the data plane (the first goes at once). */
+export const PUBLISH_EVERY_MS = 50;
+
+/** What the directory needs of a volume record: its entry without the master's address. */
+export type Placed = Omit<DirectoryEntry, "address">;
+
+/** The part of a volume record the directory uses; undefined when it is not served. */
+export function placedOf(name: string, r: VolumeRecord): Placed | undefined {
+  if (r.state === "creating" || r.state === "deleting") return undefined;
+  const master = r.group?.master ?? r.master;
+  if (!master) return undefined;
+  return {
+    name,
+    uuid: r.uuid,
+    sizeBytes: r.sizeBytes,
+    master,
+    epoch: r.group?.epoch ?? r.epoch,
+    masterDown: r.group?.down.includes(master) ?? false,
+    ...(r.group?.phase === "unavailable" ? { unavailable: true } : {}),
+  };
+}
+
+/** Whether two entries are the same in every field. */
+export function sameEntry(a: DirectoryEntry | undefined, b: DirectoryEntry | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return a.name === b.name && a.uuid === b.uuid && a.sizeBytes === b.sizeBytes &&
+    a.master === b.master && a.address === b.address && a.epoch === b.epoch &&
+    a.masterDown === b.masterDown && a.unavailable === b.unavailable;
+}
+
 /** Starts following; stop() ends it. */
 export function feedDirectory(o: {
   store: StateStore;
@@ -20,39 +57,62 @@ export function feedDirectory(o: {
   publish: (entries: DirectoryEntry[]) => void;
 }): { stop(): Promise<void> } {
   const stop = new AbortController();
-  const volumes = new Map<string, VolumeRecord>();
+  /** Each served volume's entry without its address, by name. */
+  const placed = new Map<string, Placed>();
+  /** Each node's NBD address, by node name. */
   const addresses = new Map<string, string>();
-  let last = "";
-  const publish = () => {
-    const entries: DirectoryEntry[] = [];
-    for (const [name, r] of volumes) {
-      if (r.state === "creating" || r.state === "deleting") continue;
-      const master = r.group?.master ?? r.master;
-      const address = addresses.get(master);
-      if (!master || !address) continue;
-      entries.push({
-        name,
-        uuid: r.uuid,
-        sizeBytes: r.sizeBytes,
-        master,
-        address,
-        epoch: r.group?.epoch ?? r.epoch,
-        masterDown: r.group?.down.includes(master) ?? false,
-        ...(r.group?.phase === "unavailable" ? { unavailable: true } : {}),
-      });
-    }
-    entries.sort((a, b) => a.name.localeCompare(b.name));
-    const text = JSON.stringify(entries);
-    if (text === last) return;
-    last = text;
-    o.publish(entries);
+  /** The directory as last computed, by volume name. */
+  const entries = new Map<string, DirectoryEntry>();
+  /** Whether entries changed since the last publish (the first listing is always handed over). */
+  let changed = true;
+  /** While a listing is taken in: refreshAll() follows it once. */
+  let listing = false;
+  let lastAt = -Infinity;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+
+  const publishNow = () => {
+    timer = undefined;
+    if (!changed) return;
+    changed = false;
+    lastAt = performance.now();
+    o.publish([...entries.values()].sort((a, b) => a.name < b.name ? -1 : 1));
   };
+  const schedule = () => {
+    if (!changed || timer !== undefined || stop.signal.aborted) return;
+    timer = setTimeout(publishNow, Math.max(0, lastAt + PUBLISH_EVERY_MS - performance.now()));
+  };
+  /** Recomputes `name`'s entry from what is known; notes whether it changed. */
+  const refresh = (name: string) => {
+    const p = placed.get(name);
+    const address = p && addresses.get(p.master);
+    const next = p && address ? { ...p, address } : undefined;
+    if (sameEntry(entries.get(name), next)) return;
+    if (next) entries.set(name, next);
+    else entries.delete(name);
+    changed = true;
+  };
+  const refreshAll = () => {
+    for (const name of entries.keys()) if (!placed.has(name)) refresh(name);
+    for (const name of placed.keys()) refresh(name);
+  };
+
   const putVolume = (kv: KeyValue) => {
+    const name = kv.key.slice(VOLUME_PREFIX.length);
+    let p: Placed | undefined;
     try {
-      volumes.set(kv.key.slice(VOLUME_PREFIX.length), JSON.parse(kv.value) as VolumeRecord);
+      p = placedOf(name, JSON.parse(kv.value) as VolumeRecord);
     } catch (err) {
       o.log.warn({ key: kv.key, err }, "directory: unreadable volume record");
+      return;
     }
+    if (p) placed.set(name, p);
+    else placed.delete(name);
+    refresh(name);
+  };
+  const deleteVolume = (kv: KeyValue) => {
+    const name = kv.key.slice(VOLUME_PREFIX.length);
+    placed.delete(name);
+    refresh(name);
   };
   /** Node records only: `/ballast/nodes/<name>`, not its alive or cordon keys. */
   const nodeName = (kv: KeyValue) => {
@@ -64,41 +124,49 @@ export function feedDirectory(o: {
     if (name === undefined) return;
     try {
       const address = (JSON.parse(kv.value) as { nbdAddress?: string }).nbdAddress;
-      if (address) addresses.set(name, address);
+      if (address && address !== addresses.get(name)) {
+        addresses.set(name, address);
+        if (!listing) refreshAll();
+      }
     } catch (err) {
       o.log.warn({ key: kv.key, err }, "directory: unreadable node record");
     }
+  };
+  const deleteNode = (kv: KeyValue) => {
+    const name = nodeName(kv);
+    if (name !== undefined && addresses.delete(name)) refreshAll();
   };
   const follow = (
     prefix: string,
     map: Map<string, unknown>,
     put: (kv: KeyValue) => void,
-    keyOf: (kv: KeyValue) => string | undefined,
+    del: (kv: KeyValue) => void,
   ) =>
     followPrefix(o.store, prefix, {
       onList(kvs: readonly KeyValue[]) {
         map.clear();
+        listing = true;
         for (const kv of kvs) put(kv);
-        publish();
+        listing = false;
+        refreshAll();
+        schedule();
       },
       onEvents(events: readonly WatchEvent[]) {
         for (const ev of events) {
           if (ev.type === "put") put(ev.kv);
-          else {
-            const k = keyOf(ev.kv);
-            if (k !== undefined) map.delete(k);
-          }
+          else del(ev.kv);
         }
-        publish();
+        schedule();
       },
     }, { signal: stop.signal, logger: o.log, what: "directory" });
   const loops = [
-    follow(VOLUME_PREFIX, volumes, putVolume, (kv) => kv.key.slice(VOLUME_PREFIX.length)),
-    follow(NODE_PREFIX, addresses, putNode, nodeName),
+    follow(VOLUME_PREFIX, placed, putVolume, deleteVolume),
+    follow(NODE_PREFIX, addresses, putNode, deleteNode),
   ];
   return {
     async stop() {
       stop.abort();
+      clearTimeout(timer);
       await Promise.all(loops);
     },
   };

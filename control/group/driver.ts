@@ -31,6 +31,7 @@ import {
   type GroupEvent,
   initActor,
   type Notice,
+  RETRY_TIMER,
   step,
 } from "./machine.ts";
 import { describeRecord, type GroupRecord, type LeaseGuard } from "./record.ts";
@@ -43,6 +44,19 @@ const WRITE_POLL_MS = 250;
 const RESYNC_RETRY_MS = 5_000;
 /** How long after a lost CAS the lease facts it brought are checked against the watch. */
 const LEASE_SYNC_MS = 1000;
+/** Longest wait before the read that follows lost responses (the retry timer's backoff). */
+const RETRY_CAP_MS = 8_000;
+
+/**
+ * The retry timer's delay after `losses` lost responses in a row: the machine's `ms`, doubled
+ * per loss up to RETRY_CAP_MS, times a random 0.5-1.5. When etcd is slow every group of a
+ * node loses its response at once; without backoff and jitter they all read again at once,
+ * 500 ms later, and again (most of a failover storm's reads, docs/BENCHMARKS.md).
+ */
+export function retryDelay(ms: number, losses: number, random = Math.random()): number {
+  const backoff = Math.min(RETRY_CAP_MS, ms * 2 ** Math.max(0, losses - 1));
+  return Math.round(backoff * (0.5 + random));
+}
 
 /** What the driver gives the host when it serves. */
 export interface ServeHooks {
@@ -125,6 +139,8 @@ export class GroupDriver {
   /** Events not yet stepped, and whether a batch's effects are being applied. */
   #inbox: GroupEvent[] = [];
   #applying = false;
+  /** Store requests lost in a row (timed out or failed), for the retry backoff. */
+  #losses = 0;
 
   constructor(options: GroupDriverOptions) {
     this.#o = {
@@ -343,10 +359,11 @@ export class GroupDriver {
           this.#cas(e.expectedRevision, e.record, e.guard);
           break;
         case "set-timer": {
+          const ms = e.name === RETRY_TIMER ? retryDelay(e.ms, this.#losses) : e.ms;
           const t = setTimeout(() => {
             this.#timers.delete(t);
             this.feed({ type: "timer-fired", name: e.name });
-          }, e.ms);
+          }, ms);
           this.#timers.add(t);
           break;
         }
@@ -444,6 +461,7 @@ export class GroupDriver {
       if (settled || id !== this.#request) return;
       settled = true;
       this.#request++;
+      this.#losses++;
       this.#log.warn({ ms: this.#o.requestTimeoutMs }, "group: store request timed out");
       this.feed({ type: "response-lost" });
     }, this.#o.requestTimeoutMs);
@@ -458,12 +476,15 @@ export class GroupDriver {
     };
     fn().then(
       (event) => {
-        if (!settle() || !event) return;
+        if (!settle()) return;
+        this.#losses = 0;
+        if (!event) return;
         this.feed(event);
         if (event.type === "cas-lost") this.#syncLeasesSoon();
       },
       (err) => {
         if (!settle()) return;
+        this.#losses++;
         const level = err instanceof UnavailableError ? "warn" : "error";
         this.#log[level]({ err }, "group: store request failed");
         this.feed({ type: "response-lost" });

@@ -25,6 +25,8 @@ export class LeaseWatch {
   readonly #log: Logger;
   /** Nodes with a record. */
   #known = new Set<string>();
+  /** Each node's peer address, from its record as the watch last saw it. */
+  readonly #peers = new Map<string, string>();
   #alive = new Set<string>();
   /** Nodes reported down to subscribers (lease gone for longer than the grace). */
   #reportedDown = new Set<string>();
@@ -91,6 +93,28 @@ export class LeaseWatch {
    */
   gone(): string[] {
     return [...this.#known].filter((n) => !this.#alive.has(n)).sort();
+  }
+
+  /**
+   * The peer address `node`'s record gives, as this watch last saw it (no store request);
+   * undefined when its record is unknown or names none. A node that restarted on another
+   * address is seen within a watch event; until then a connection to the old one fails, as
+   * to a node that is down.
+   */
+  peerAddress(node: string): string | undefined {
+    return this.#peers.get(node);
+  }
+
+  /** Notes the peer address of a node record's value. */
+  #noteRecord(node: string, value: string): void {
+    let address: unknown;
+    try {
+      address = (JSON.parse(value) as { peerAddress?: unknown }).peerAddress;
+    } catch {
+      address = undefined; // not a node record: no address
+    }
+    if (typeof address === "string" && address !== "") this.#peers.set(node, address);
+    else this.#peers.delete(node);
   }
 
   /** Calls `fn(node, up)` on every change; returns the unsubscribe function. */
@@ -170,7 +194,10 @@ export class LeaseWatch {
         for (const kv of kvs) {
           const rest = nodeOf(kv.key);
           if (rest.endsWith(ALIVE_SUFFIX)) alive.add(rest.slice(0, -ALIVE_SUFFIX.length));
-          else if (!rest.includes("/")) known.add(rest);
+          else if (!rest.includes("/")) {
+            known.add(rest);
+            this.#noteRecord(rest, kv.value);
+          }
         }
         for (const n of alive) known.add(n);
         for (const n of known) this.#set(n, alive.has(n));
@@ -183,7 +210,8 @@ export class LeaseWatch {
             this.#set(rest.slice(0, -ALIVE_SUFFIX.length), ev.type === "put");
           } else if (!rest.includes("/") && ev.type === "put") {
             this.#known.add(rest);
-          }
+            this.#noteRecord(rest, ev.kv.value);
+          } else if (!rest.includes("/")) this.#peers.delete(rest);
         }
       },
     }, { signal: stop, logger: this.#log, what: "lease" });

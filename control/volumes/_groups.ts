@@ -257,9 +257,14 @@ export class VolumeGroups {
     await deleteGoneCopy(this.#o, rec);
   }
 
-  /** Peer addresses of `nodes` (an unknown one gets "", so that sending to it fails). */
+  /**
+   * Peer addresses of `nodes` (an unknown one gets "", so that sending to it fails), from the
+   * node records the lease watch follows: a failover storm asks this per group and record
+   * change, and a node listing each time was most of its etcd reads. Listed if one is unknown.
+   */
   async #addresses(nodes: string[]): Promise<{ node: string; address: string }[]> {
-    if (nodes.length === 0) return [];
+    const watched = nodes.map((node) => ({ node, address: this.#leases.peerAddress(node) ?? "" }));
+    if (watched.every((t) => t.address !== "")) return watched;
     const known = new Map((await this.#o.listNodes()).map((n) => [n.name, n.peerAddress ?? ""]));
     return nodes.map((node) => ({ node, address: known.get(node) ?? "" }));
   }

@@ -9,6 +9,8 @@
 export class CopyEpochs {
   readonly #known = new Map<string, number>();
   readonly #granted = new Map<string, number>();
+  /** The raise under way of each copy, if any. */
+  readonly #raising = new Map<string, Promise<boolean>>();
 
   /** The newest epoch of the copy at `path` (read from disk the first time). */
   async get(path: string): Promise<number> {
@@ -33,9 +35,22 @@ export class CopyEpochs {
 
   /**
    * Records `epoch` durably (written, synced, renamed) if it is newer than the known one;
-   * returns whether it was.
+   * returns whether it was. Raises of one copy run one after the other (they share a
+   * temporary file); raises of different copies run at once.
    */
-  async raise(path: string, epoch: number): Promise<boolean> {
+  raise(path: string, epoch: number): Promise<boolean> {
+    const before = this.#raising.get(path);
+    const run = (before ?? Promise.resolve(false)).catch(() => false)
+      .then(() => this.#raise(path, epoch));
+    this.#raising.set(path, run);
+    const forget = () => {
+      if (this.#raising.get(path) === run) this.#raising.delete(path);
+    };
+    run.then(forget, forget);
+    return run;
+  }
+
+  async #raise(path: string, epoch: number): Promise<boolean> {
     if (epoch <= await this.get(path)) return false;
     const tmp = `${path}.epoch.tmp`;
     const f = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });

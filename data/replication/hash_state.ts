@@ -85,8 +85,6 @@ export class HashState {
   #closed = false;
   #growing = false;
   readonly #zero = new Map<number, Uint8Array>();
-  /** One read buffer for all hashing here (each hashRegions() call runs through at once). */
-  readonly #scratch = new Uint8Array(REGION_BYTES);
 
   private constructor(
     path: string,
@@ -189,7 +187,7 @@ export class HashState {
       if (i > 0 && i % YIELD_EVERY === 0) await new Promise((res) => setTimeout(res, 0));
       const clean = !this.table.isDirty(r);
       const stored = clean ? await this.leaf(r) : undefined;
-      const h = await hashRegions(this.#store, r, 1, REGION_BYTES, this.#scratch);
+      const h = await hashRegions(this.#store, r, 1, REGION_BYTES);
       out.set(h, i * HASH_BYTES);
       if (stored && stored.some((b, k) => b !== h[k])) out[count * HASH_BYTES + i] = 1;
     }
@@ -227,7 +225,7 @@ export class HashState {
     }
     const before = t.changes(r);
     const quiet = t.inFlight(r) === 0;
-    const h = await hashRegions(this.#store, r, 1, REGION_BYTES, this.#scratch);
+    const h = await hashRegions(this.#store, r, 1, REGION_BYTES);
     if (quiet && t.inFlight(r) === 0 && t.changes(r) === before && t.isDirty(r)) {
       this.#hashes.set(h, at);
       this.#noted[r] = before;
@@ -332,7 +330,7 @@ export class HashState {
         if (t.changes(r) !== this.#noted[r]) continue; // a write slipped in before the lock
         if (this.#snap[r] !== SNAP_HASHED) {
           this.#hashes.set(
-            await hashRegions(this.#store, r, 1, REGION_BYTES, this.#scratch),
+            await hashRegions(this.#store, r, 1, REGION_BYTES),
             r * HASH_BYTES,
           );
           this.#snap[r] = SNAP_HASHED;

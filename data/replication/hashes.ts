@@ -20,6 +20,14 @@ function theHasher(): Promise<IHasher> {
 
 /** Largest read while hashing: regions are hashed in pieces of this. */
 const PIECE = 1024 * 1024;
+/**
+ * The one read buffer of this thread for hashing (allocated at the first use, not per copy:
+ * 1 MiB per copy was about 0.5 MiB of RSS per copy, docs/BENCHMARKS.md). Sharing it is safe
+ * for the reason sharing the hasher is: after its first await, a hashRegions() call runs
+ * through without yielding (reads and hashing are synchronous), so two calls never use it at
+ * once.
+ */
+let scratch: Uint8Array | undefined;
 
 /**
  * The hashes of regions [first, first + count) of `regionBytes` each, concatenated (16 bytes
@@ -31,8 +39,6 @@ export async function hashRegions(
   first: number,
   count: number,
   regionBytes: number,
-  /** A buffer to read into (reused by callers that hash often), at least min(1 MiB, region). */
-  scratch?: Uint8Array,
 ): Promise<Uint8Array> {
   if (!Number.isInteger(regionBytes) || regionBytes <= 0 || regionBytes > 64 * 1024 * 1024) {
     throw new RangeError(`region size must be 1 byte to 64 MiB, got ${regionBytes}`);
@@ -40,7 +46,8 @@ export async function hashRegions(
   const h = await theHasher();
   const out = new Uint8Array(count * HASH_BYTES);
   const want = Math.min(PIECE, regionBytes);
-  const buf = scratch && scratch.length >= want ? scratch.subarray(0, want) : new Uint8Array(want);
+  scratch ??= new Uint8Array(PIECE);
+  const buf = scratch.subarray(0, want);
   for (let i = 0; i < count; i++) {
     const start = (first + i) * regionBytes;
     const end = Math.min(start + regionBytes, store.size);

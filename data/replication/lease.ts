@@ -5,6 +5,16 @@
  * answered it within the lease: it PINGs each once a second; a member answers while the
  * master's epoch is still the newest it has seen, and notes when it did (CopyEpochs.granted).
  *
+ * The PINGs of every volume a node masters go out together: once a second, one PINGS request
+ * per member node (wire.ts) carrying (volume, epoch) for each of its volumes, answered with a
+ * status per volume, so the cost grows with the member nodes, not with the groups (2,000
+ * groups made ~4,000 round trips a second, see docs/BENCHMARKS.md). Batching changes none of
+ * the reasoning below: each volume's answer is judged as its own PING's was, on its own
+ * epoch, with the time the PINGS was SENT; a STATUS_STALE_EPOCH fences that volume only, and
+ * a PINGS left unanswered counts as a miss of that member for each volume in it. A member
+ * node of an older version, which answers PINGS with STATUS_BAD_REQUEST, is PINGed a volume
+ * at a time as before (it is still asked, so its groups keep their lease during an upgrade).
+ *
  *   - The master counts on an answer for MASTER_SHARE of LEASE_MS after it SENT the request
  *     (the member answered later than that).
  *   - A member promoted to master raises its copy's epoch (from then on it refuses the old
@@ -24,17 +34,26 @@
  */
 
 import type { Logger } from "pino";
-import type { PeerLinks } from "./links.ts";
+import type { PeerLink, PeerLinks } from "./links.ts";
 import type { ReplicaTarget } from "./replicator.ts";
-import { replyMessage, STATUS_OK, STATUS_STALE_EPOCH, T_PING } from "./wire.ts";
+import {
+  decodePingStatuses,
+  pingsRequest,
+  type Reply,
+  replyMessage,
+  STATUS_BAD_REQUEST,
+  STATUS_OK,
+  STATUS_STALE_EPOCH,
+  T_PING,
+} from "./wire.ts";
 
 /** How long a member's answer lets the master serve, measured from the answer. */
 export const LEASE_MS = 4000;
 /** The part of LEASE_MS the master counts on, measured from sending. */
 const MASTER_SHARE = 0.9;
-/** How often the master PINGs each member. */
+/** How often the master PINGs each member node (for all its volumes at once). */
 export const PING_EVERY_MS = 1000;
-/** A PING not answered within this is no renewal (the lease lapses on its own). */
+/** A PING(S) not answered within this is no renewal (the lease lapses on its own). */
 const PING_TIMEOUT_MS = 2000;
 /**
  * PINGs in a row a member may leave unanswered before it is reported failed (to be marked
@@ -95,11 +114,11 @@ export function promotionWait(lastGranted: number | undefined): number {
   return Math.max(0, since + LEASE_MS - performance.now());
 }
 
-/** The master's side for one volume (main thread): PINGs the members, updates the view. */
+/** The master's side for one volume (main thread): its members' answers, the view. */
 export class LeaseKeeper {
   readonly view: LeaseView;
-  readonly #uuid: string;
-  readonly #links: () => PeerLinks | undefined;
+  readonly uuid: string;
+  readonly #pinger: LeasePinger;
   readonly #log: Logger;
   #epoch = 0;
   #members: ReplicaTarget[] = [];
@@ -108,15 +127,12 @@ export class LeaseKeeper {
   /** PINGs missed in a row per member. */
   readonly #misses = new Map<string, number>();
   readonly #onFailed: ((node: string, reason: string) => void) | undefined;
-  /** Members with a PING outstanding (one at a time each). */
-  readonly #pinging = new Set<string>();
-  #timer: ReturnType<typeof setInterval> | undefined;
 
   constructor(
     view: LeaseView,
     o: {
       uuid: string;
-      links: () => PeerLinks | undefined;
+      pinger: LeasePinger;
       log: Logger;
       /** A member missed MISSES_TO_FAIL PINGs in a row (and again every so many). */
       onFailed?: (node: string, reason: string) => void;
@@ -124,9 +140,18 @@ export class LeaseKeeper {
   ) {
     this.view = view;
     this.#onFailed = o.onFailed;
-    this.#uuid = o.uuid;
-    this.#links = o.links;
+    this.uuid = o.uuid;
+    this.#pinger = o.pinger;
     this.#log = o.log;
+  }
+
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /** The members to PING (those with an address). */
+  get members(): readonly ReplicaTarget[] {
+    return this.#members;
   }
 
   /** The members to hold the lease from at `epoch` (a new epoch clears a fence). */
@@ -147,13 +172,12 @@ export class LeaseKeeper {
     }
     this.#publish();
     if (members.length === 0) {
-      clearInterval(this.#timer);
-      this.#timer = undefined;
+      this.#pinger.remove(this);
       return;
     }
-    this.#timer ??= setInterval(() => this.#pingAll(), PING_EVERY_MS);
+    this.#pinger.add(this);
     // A member new to the set is asked at once (requests wait for its answer).
-    for (const m of members) if (!before.has(m.node)) void this.#ping(m);
+    for (const m of members) if (!before.has(m.node)) this.#pinger.soon(m.node);
   }
 
   #publish(): void {
@@ -169,65 +193,197 @@ export class LeaseKeeper {
     this.view.set(until);
   }
 
-  #pingAll(): void {
-    for (const m of this.#members) void this.#ping(m);
-  }
-
-  async #ping(m: ReplicaTarget): Promise<void> {
-    const links = this.#links();
-    if (!links || m.address === "" || this.#pinging.has(m.node)) return;
-    this.#pinging.add(m.node);
-    try {
-      await this.#pingOnce(links, m);
-    } finally {
-      this.#pinging.delete(m.node);
+  /** Member `node` answered the PING of `epoch` SENT at `sent` with `status`. */
+  answered(node: string, epoch: number, sent: number, status: number, reason: string): void {
+    if (epoch !== this.#epoch) return;
+    this.#misses.delete(node);
+    if (status === STATUS_OK) {
+      const prev = this.#answered.get(node) ?? -Infinity;
+      if (sent > prev && this.#members.some((x) => x.node === node)) {
+        this.#answered.set(node, sent);
+        this.#publish();
+      }
+    } else if (status === STATUS_STALE_EPOCH) {
+      if (this.view.state() !== "fenced") {
+        this.#log.error(
+          { uuid: this.uuid, epoch, replica: node, reason },
+          "this master was replaced (a member has seen a newer epoch): serving nothing more",
+        );
+      }
+      this.view.fence(true);
     }
   }
 
-  async #pingOnce(links: PeerLinks, m: ReplicaTarget): Promise<void> {
-    const epoch = this.#epoch;
-    const sent = performance.now();
-    try {
-      const link = await links.get(m.node, m.address);
-      const reply = await link.request(
-        { type: T_PING, flags: 0, volume: this.#uuid, epoch },
-        PING_TIMEOUT_MS,
+  /** Member `node` did not answer the PING of `epoch`: no renewal; after a few, reported. */
+  missed(node: string, epoch: number, reason: string): void {
+    if (epoch !== this.#epoch || !this.#members.some((x) => x.node === node)) return;
+    const misses = (this.#misses.get(node) ?? 0) + 1;
+    this.#misses.set(node, misses);
+    if (misses % MISSES_TO_FAIL === 0) {
+      this.#log.warn(
+        { uuid: this.uuid, epoch, replica: node, reason },
+        "member does not answer the lease PINGs; reporting it failed",
       );
-      if (epoch !== this.#epoch) return;
-      this.#misses.delete(m.node);
-      if (reply.status === STATUS_OK) {
-        const prev = this.#answered.get(m.node) ?? -Infinity;
-        if (sent > prev && this.#members.some((x) => x.node === m.node)) {
-          this.#answered.set(m.node, sent);
-          this.#publish();
-        }
-      } else if (reply.status === STATUS_STALE_EPOCH) {
-        if (this.view.state() !== "fenced") {
-          this.#log.error(
-            { uuid: this.#uuid, epoch, replica: m.node, reason: replyMessage(reply) },
-            "this master was replaced (a member has seen a newer epoch): serving nothing more",
-          );
-        }
-        this.view.fence(true);
-      }
-    } catch (err) {
-      // No answer: no renewal, and after a few misses the member is reported.
-      if (epoch !== this.#epoch || !this.#members.some((x) => x.node === m.node)) return;
-      const misses = (this.#misses.get(m.node) ?? 0) + 1;
-      this.#misses.set(m.node, misses);
-      if (misses % MISSES_TO_FAIL === 0) {
-        const reason = err instanceof Error ? err.message : String(err);
-        this.#log.warn(
-          { uuid: this.#uuid, epoch, replica: m.node, reason },
-          "member does not answer the lease PINGs; reporting it failed",
-        );
-        this.#onFailed?.(m.node, reason);
-      }
+      this.#onFailed?.(node, reason);
     }
   }
 
   stop(): void {
+    this.#pinger.remove(this);
+  }
+}
+
+/** One volume's PING in a PINGS, as sent. */
+interface Sent {
+  keeper: LeaseKeeper;
+  epoch: number;
+}
+
+/**
+ * What to PING now: per member node, its address and the volumes whose lease it holds (pure).
+ * A member without an address is not asked (sending to it would fail anyway).
+ */
+export function pingPlan(
+  keepers: Iterable<{ members: readonly ReplicaTarget[] }>,
+): Map<string, { address: string; keepers: number[] }> {
+  const plan = new Map<string, { address: string; keepers: number[] }>();
+  let i = 0;
+  for (const k of keepers) {
+    for (const m of k.members) {
+      if (m.address === "") continue;
+      let p = plan.get(m.node);
+      if (!p) plan.set(m.node, p = { address: m.address, keepers: [] });
+      p.keepers.push(i);
+    }
+    i++;
+  }
+  return plan;
+}
+
+/**
+ * The PINGs of every volume this thread masters: once every PING_EVERY_MS, one PINGS per
+ * member node (one outstanding at a time per node); a node new to some volume is asked at
+ * once. See the module doc.
+ */
+export class LeasePinger {
+  readonly #links: () => PeerLinks | undefined;
+  readonly #log: Logger;
+  readonly #keepers = new Set<LeaseKeeper>();
+  /** Nodes with a PINGS outstanding. */
+  readonly #busy = new Set<string>();
+  /** Nodes to ask as soon as possible (a new member), after any outstanding PINGS. */
+  readonly #due = new Set<string>();
+  /** Links to nodes that do not know PINGS (an older version): PINGed a volume at a time. */
+  readonly #single = new WeakSet<PeerLink>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #soon: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(links: () => PeerLinks | undefined, log: Logger) {
+    this.#links = links;
+    this.#log = log;
+  }
+
+  add(k: LeaseKeeper): void {
+    this.#keepers.add(k);
+    this.#timer ??= setInterval(() => this.#round(), PING_EVERY_MS);
+  }
+
+  remove(k: LeaseKeeper): void {
+    this.#keepers.delete(k);
+    if (this.#keepers.size > 0) return;
     clearInterval(this.#timer);
     this.#timer = undefined;
+  }
+
+  /** Asks `node` as soon as possible (the volumes that became masters together go as one). */
+  soon(node: string): void {
+    this.#due.add(node);
+    this.#soon ??= setTimeout(() => {
+      this.#soon = undefined;
+      this.#round(this.#due);
+    }, 0);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    clearTimeout(this.#soon);
+    this.#timer = this.#soon = undefined;
+    this.#keepers.clear();
+  }
+
+  /** Sends a PINGS to every member node (to those of `only`), unless one is outstanding. */
+  #round(only?: Set<string>): void {
+    const links = this.#links();
+    if (!links) return;
+    const keepers = [...this.#keepers];
+    for (const [node, p] of pingPlan(keepers)) {
+      if (only && !only.has(node)) continue;
+      if (this.#busy.has(node)) {
+        this.#due.add(node);
+        continue;
+      }
+      this.#due.delete(node);
+      const sent = p.keepers.map((i) => ({ keeper: keepers[i], epoch: keepers[i].epoch }));
+      this.#busy.add(node);
+      this.#ping(links, node, p.address, sent).finally(() => {
+        this.#busy.delete(node);
+        if (this.#due.has(node)) this.soon(node);
+      });
+    }
+  }
+
+  async #ping(links: PeerLinks, node: string, address: string, sent: Sent[]): Promise<void> {
+    const at = performance.now();
+    let link: PeerLink;
+    let reply: Reply;
+    try {
+      link = await links.get(node, address);
+      if (this.#single.has(link)) return await this.#pingEach(link, node, sent);
+      const req = pingsRequest(sent.map((s) => ({ volume: s.keeper.uuid, epoch: s.epoch })));
+      reply = await link.request(req, PING_TIMEOUT_MS);
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      for (const s of sent) s.keeper.missed(node, s.epoch, reason);
+      return;
+    }
+    if (reply.status === STATUS_BAD_REQUEST) {
+      this.#log.info(
+        { replica: node, reason: replyMessage(reply) },
+        "member node does not know PINGS (an older version): PINGing a volume at a time",
+      );
+      this.#single.add(link);
+      return await this.#pingEach(link, node, sent);
+    }
+    let statuses: number[];
+    try {
+      statuses = reply.status === STATUS_OK
+        ? decodePingStatuses(reply.body, sent.length)
+        : sent.map(() => reply.status);
+    } catch (err) {
+      for (const s of sent) s.keeper.missed(node, s.epoch, (err as Error).message);
+      return;
+    }
+    sent.forEach((s, i) => {
+      const reason = reply.status !== STATUS_OK
+        ? replyMessage(reply)
+        : `epoch ${s.epoch} refused: the member has seen a newer one`;
+      s.keeper.answered(node, s.epoch, at, statuses[i], reason);
+    });
+  }
+
+  /** The PINGs of `sent`, one request per volume (a node of an older version). */
+  async #pingEach(link: PeerLink, node: string, sent: Sent[]): Promise<void> {
+    await Promise.all(sent.map(async ({ keeper, epoch }) => {
+      const at = performance.now();
+      try {
+        const reply = await link.request(
+          { type: T_PING, flags: 0, volume: keeper.uuid, epoch },
+          PING_TIMEOUT_MS,
+        );
+        keeper.answered(node, epoch, at, reply.status, replyMessage(reply));
+      } catch (err) {
+        keeper.missed(node, epoch, err instanceof Error ? err.message : String(err));
+      }
+    }));
   }
 }

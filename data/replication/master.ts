@@ -8,7 +8,7 @@
 import type { Logger } from "pino";
 import { FailedPreconditionError } from "../../mod/errors.ts";
 import type { HashState } from "./hash_state.ts";
-import { LeaseKeeper, type LeaseView } from "./lease.ts";
+import { LeaseKeeper, LeasePinger, type LeaseView } from "./lease.ts";
 import { type ConnectNode, PeerLinks } from "./links.ts";
 import { type ReplicaTarget, Replicator } from "./replicator.ts";
 import { type Ask, type ResyncProgress, resyncReplica, type ResyncResult } from "./resync.ts";
@@ -46,6 +46,8 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
   >();
   readonly #resyncs = new Map<string, { progress?: ResyncProgress; abort: AbortController }>();
   readonly #leases = new Map<string, LeaseKeeper>();
+  /** The lease PINGs of every volume served here, one PINGS per member node (lease.ts). */
+  readonly #pinger: LeasePinger;
   readonly #roots = new Map<
     string,
     { at: number; roots: Record<string, string | undefined> }
@@ -70,6 +72,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     this.#connect = o.connectNode;
     this.#rate = o.resyncRateBytesPerSecond ?? 0;
     this.#log = o.log;
+    this.#pinger = new LeasePinger(() => this.#mainLinks(), o.log);
   }
 
   /** `e` is served as master at `epoch`, replicating to `targets`. */
@@ -138,7 +141,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     if (!keeper) {
       keeper = new LeaseKeeper(e.lease, {
         uuid: e.uuid,
-        links: () => this.#mainLinks(),
+        pinger: this.#pinger,
         log: this.#log.child({ volume: e.name }),
         onFailed: (node) => this.#memberFailed(e, node),
       });
@@ -379,6 +382,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
   close(): void {
     for (const k of this.#leases.values()) k.stop();
     this.#leases.clear();
+    this.#pinger.stop();
     for (const r of this.#resyncs.values()) r.abort.abort();
     this.#links?.closeAll();
   }

@@ -21,6 +21,7 @@ import { hashRegions } from "./hashes.ts";
 import { REGION_BYTES } from "./regions.ts";
 import {
   decodeRequest,
+  encodePingStatuses,
   encodeReply,
   encodeSize,
   F_CHEAP,
@@ -39,6 +40,7 @@ import {
   T_FLUSH,
   T_HASHES,
   T_PING,
+  T_PINGS,
   T_SIZE,
   T_TREE,
   T_TRIM,
@@ -98,6 +100,18 @@ export class ReplicaService {
     try {
       for await (const batch of conn.batches()) {
         for (const frame of batch) {
+          if (frame[0] === T_FENCE) {
+            // A new master's FENCE of one copy need not wait for those of other copies (a
+            // master taking over many groups at once sends dozens, and each raises an epoch
+            // on disk). The next request of the same copy still finds the new epoch, or
+            // raises it too (CopyEpochs.raise() orders raises of one copy).
+            unsent++;
+            Promise.resolve(this.handle(frame, log)).then((reply) => {
+              conn.recycle(frame);
+              conn.send(reply).then(sent, sent);
+            });
+            continue;
+          }
           const handled = this.handle(frame, log);
           const reply = handled instanceof Uint8Array ? handled : await handled;
           conn.recycle(frame); // applied: nothing refers to a WRITE's data any more
@@ -167,10 +181,18 @@ export class ReplicaService {
     return entering === undefined ? change() : entering.then(change);
   }
 
-  async #apply(r: Request, log: Logger): Promise<Uint8Array> {
+  /**
+   * The epoch check every request of a copy passes: the copy's path, or the reply refusing
+   * it (no copy here; an epoch older than the newest seen). A newer epoch is recorded first.
+   */
+  async #admit(
+    r: { id: number; volume: string; epoch: number },
+    log: Logger,
+  ): Promise<{ path: string } | { refused: Uint8Array; status: number }> {
     const path = UUID.test(r.volume) ? this.#locate.pathOf(r.volume) : undefined;
     if (path === undefined) {
-      return encodeReply(r.id, STATUS_NO_COPY, `no copy of volume ${r.volume} on this node`);
+      const message = `no copy of volume ${r.volume} on this node`;
+      return { refused: encodeReply(r.id, STATUS_NO_COPY, message), status: STATUS_NO_COPY };
     }
     const newest = await this.#epochs.get(path);
     if (r.epoch < newest) {
@@ -178,13 +200,41 @@ export class ReplicaService {
         { volume: r.volume, epoch: r.epoch, newest },
         "refused a request from an old epoch (fenced master)",
       );
-      return encodeReply(
-        r.id,
-        STATUS_STALE_EPOCH,
-        `epoch ${r.epoch} is older than ${newest}: this master was replaced`,
-      );
+      const message = `epoch ${r.epoch} is older than ${newest}: this master was replaced`;
+      return {
+        refused: encodeReply(r.id, STATUS_STALE_EPOCH, message),
+        status: STATUS_STALE_EPOCH,
+      };
     }
     if (r.epoch > newest) await this.#epochs.raise(path, r.epoch);
+    return { path };
+  }
+
+  /**
+   * PINGS: each entry is answered as its own PING would be (the same epoch check, the same
+   * grant), one status byte each. An entry whose check fails (its disk, say) is STATUS_IO,
+   * without failing the others.
+   */
+  async #pings(r: Request & { type: typeof T_PINGS }, log: Logger): Promise<Uint8Array> {
+    const statuses = await Promise.all(r.entries.map(async (e) => {
+      try {
+        const admitted = await this.#admit({ id: r.id, ...e }, log);
+        if ("refused" in admitted) return admitted.status;
+        this.#epochs.granted(admitted.path);
+        return STATUS_OK;
+      } catch (err) {
+        log.error({ volume: e.volume, err }, "replica could not answer a lease PING");
+        return STATUS_IO;
+      }
+    }));
+    return encodeReply(r.id, STATUS_OK, encodePingStatuses(statuses));
+  }
+
+  async #apply(r: Request, log: Logger): Promise<Uint8Array> {
+    if (r.type === T_PINGS) return await this.#pings(r, log);
+    const admitted = await this.#admit(r, log);
+    if ("refused" in admitted) return admitted.refused;
+    const { path } = admitted;
     if (r.type === T_FENCE || r.type === T_PING) {
       // Answering a master at its epoch grants it its lease (lease.ts).
       this.#epochs.granted(path);

@@ -12,8 +12,16 @@
  * region size u32: the replica hashes its data and answers with a 16-byte hash per region),
  * TREE (level u32, first node u32, count u32: nodes of the replica's hash tree, level 0 being
  * its region hashes, see hash_state.ts), SIZE (the copy's size) and PING (the master's lease:
- * the replica answers OK while the epoch is current, see lease.ts). A replica refuses a request of an epoch older than the newest it has seen with
- * STATUS_STALE_EPOCH: that is the fencing of an old master.
+ * the replica answers OK while the epoch is current, see lease.ts). A replica refuses a request
+ * of an epoch older than the newest it has seen with STATUS_STALE_EPOCH: that is the fencing
+ * of an old master.
+ *
+ * PINGS (since the batched read lease) carries the PINGs of many volumes to one replica node
+ * in one frame: its header's volume is all zeroes and its epoch 0, its body a count u32 and
+ * that many (volume uuid (16) | epoch u32); the reply is OK with one status byte per entry,
+ * in order, each what a PING of that volume at that epoch would have got. A node of an
+ * older version answers PINGS with STATUS_BAD_REQUEST ("unknown request type"): the master
+ * then PINGs that node one volume at a time, as before (lease.ts).
  * @module
  */
 
@@ -26,6 +34,7 @@ export const T_HASHES = 6;
 export const T_SIZE = 7;
 export const T_TREE = 8;
 export const T_PING = 9;
+export const T_PINGS = 10;
 export const T_REPLY = 0x80;
 
 /** WRITE/TRIM/ZERO flag: persist before replying (FUA). */
@@ -61,6 +70,10 @@ export const STATUS_BAD_REQUEST = 5;
 export const STATUS_BUSY = 6;
 
 export const HEADER_BYTES = 28;
+/** Bytes of one PINGS entry: volume uuid and epoch. */
+const PING_ENTRY_BYTES = 20;
+/** The volume a PINGS header names: none. */
+const NO_VOLUME = "00000000-0000-0000-0000-000000000000";
 export const REPLY_HEADER_BYTES = 12;
 /** Bytes of one region hash. */
 export const HASH_BYTES = 16;
@@ -110,7 +123,22 @@ export type Request =
     level: number;
     first: number;
     count: number;
+  }
+  | {
+    type: typeof T_PINGS;
+    id: number;
+    volume: string;
+    epoch: number;
+    flags: number;
+    /** The volumes PINGed, each at its group's epoch. */
+    entries: PingEntry[];
   };
+
+/** One volume of a PINGS request. */
+export interface PingEntry {
+  volume: string;
+  epoch: number;
+}
 
 export interface Reply {
   id: number;
@@ -152,13 +180,16 @@ function uuidString(b: Uint8Array): string {
   let same = lastDecoded.uuid !== "";
   for (let i = 0; same && i < 16; i++) same = b[i] === last[i];
   if (same) return lastDecoded.uuid;
-  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-  const uuid = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${
-    h.slice(20)
-  }`;
+  const uuid = uuidText(b);
   last.set(b);
   lastDecoded.uuid = uuid;
   return uuid;
+}
+
+/** 16 bytes as a uuid's text. */
+function uuidText(b: Uint8Array): string {
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 function setU64(v: DataView, at: number, n: number): void {
@@ -180,6 +211,8 @@ function bodyBytes(r: Request): number {
     case T_HASHES:
     case T_TREE:
       return 12;
+    case T_PINGS:
+      return 4 + r.entries.length * PING_ENTRY_BYTES;
     default:
       return 0;
   }
@@ -208,6 +241,14 @@ export function encodeRequest(r: Request): Uint8Array {
       v.setUint32(at, r.first);
       v.setUint32(at + 4, r.count);
       v.setUint32(at + 8, r.level);
+      break;
+    case T_PINGS:
+      v.setUint32(at, r.entries.length);
+      r.entries.forEach((e, i) => {
+        const o = at + 4 + i * PING_ENTRY_BYTES;
+        b.set(uuidBytes(e.volume), o);
+        v.setUint32(o + 16, e.epoch);
+      });
       break;
   }
   return b;
@@ -284,6 +325,16 @@ export function decodeRequest(frame: Uint8Array): Request {
         count: v.getUint32(at + 4),
         level: v.getUint32(at + 8),
       };
+    case T_PINGS: {
+      if (frame.length < at + 4) throw new RangeError(`PINGS of ${frame.length} bytes`);
+      const n = v.getUint32(at);
+      need(4 + n * PING_ENTRY_BYTES);
+      const entries: PingEntry[] = [];
+      for (let i = 0, o = at + 4; i < n; i++, o += PING_ENTRY_BYTES) {
+        entries.push({ volume: uuidText(frame.subarray(o, o + 16)), epoch: v.getUint32(o + 16) });
+      }
+      return { type, ...head, entries };
+    }
     default:
       throw new RangeError(`unknown request type ${type}`);
   }
@@ -318,6 +369,24 @@ export function decodeReply(frame: Uint8Array): Reply {
 /** An error reply's message. */
 export function replyMessage(r: Reply): string {
   return dec.decode(r.body);
+}
+
+/** The PINGS request of `entries` (id 0: PeerLink.request() numbers it). */
+export function pingsRequest(entries: PingEntry[]): Omit<Request & { type: typeof T_PINGS }, "id"> {
+  return { type: T_PINGS, flags: 0, volume: NO_VOLUME, epoch: 0, entries };
+}
+
+/** A PINGS reply's body: one status byte per entry, in order. */
+export function encodePingStatuses(statuses: number[]): Uint8Array {
+  return Uint8Array.from(statuses);
+}
+
+/** The statuses of a PINGS reply to `count` entries; throws when the body does not fit. */
+export function decodePingStatuses(body: Uint8Array, count: number): number[] {
+  if (body.length !== count) {
+    throw new RangeError(`PINGS reply of ${body.length} statuses for ${count} volumes`);
+  }
+  return [...body];
 }
 
 /** A SIZE reply's body. */

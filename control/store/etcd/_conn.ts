@@ -21,7 +21,7 @@
 
 import { Buffer } from "node:buffer";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
-import { Etcd3, type IOptions } from "etcd3";
+import { Etcd3, GRPCDeadlineExceededError, type IOptions, RecoverableError } from "etcd3";
 import { errorMessage, InvalidArgumentError, UnavailableError } from "../../../mod/errors.ts";
 
 export interface EtcdTls {
@@ -164,6 +164,7 @@ export class EndpointPool {
         checkServerIdentity(host, cert);
     }
     requireLeader(client);
+    keepChannelsOnSlowCalls(client);
     return client;
   }
 
@@ -294,5 +295,52 @@ function requireLeader(client: Etcd3): void {
     const meta = (await get()).clone();
     meta.set("hasleader", "true");
     return meta;
+  };
+}
+
+/**
+ * While etcd answers, a call that missed its deadline was slow, not lost: the client keeps its
+ * channels. etcd3 takes any DEADLINE_EXCEEDED for a failed host and closes every channel to it,
+ * which ends this node's watches (re-listed from scratch) and fails its other calls, the lease
+ * keep-alive included ("Channel closed before call started"). In a failover storm one slow
+ * transaction among hundreds did that again and again on every node, until their leases lapsed
+ * (docs/BENCHMARKS.md). So a deadline within SLOW_NOT_DEAD_MS of an answer does not reset
+ * the channels; with no answer for that long (a stopped member), it does, as before. Other
+ * failures (UNAVAILABLE: the connection broke) reset them as before.
+ */
+const SLOW_NOT_DEAD_MS = 5_000;
+
+function keepChannelsOnSlowCalls(client: Etcd3): void {
+  type Fn = (a: unknown) => Promise<unknown>;
+  const pool = (client as unknown as { pool?: Record<string, unknown> }).pool;
+  const withConnection = pool?.withConnection as
+    | ((service: string, fn: Fn, ...rest: unknown[]) => Promise<unknown>)
+    | undefined;
+  const markFailed = pool?.markFailed as ((resource: unknown, err: unknown) => void) | undefined;
+  if (!pool || !withConnection || !markFailed) {
+    throw new Error("etcd3 internals changed: no pool.withConnection/markFailed");
+  }
+  let answeredAt = 0;
+  const slow = (err: unknown) =>
+    Date.now() - answeredAt < SLOW_NOT_DEAD_MS &&
+    (err instanceof GRPCDeadlineExceededError || (err as { code?: number })?.code === 4);
+  pool.withConnection = (service: string, fn: Fn, ...rest: unknown[]) =>
+    withConnection.call(pool, service, async (a: unknown) => {
+      try {
+        const r = await fn(a);
+        // A unary answer; a stream (watch, keep-alive) opened is no answer yet.
+        if (typeof (r as { on?: unknown } | undefined)?.on !== "function") answeredAt = Date.now();
+        return r;
+      } catch (err) {
+        // Not "recoverable" for etcd3's pool (no channel reset); still transient here.
+        if (slow(err) && err instanceof Error) {
+          delete (err as { [RecoverableError]?: true })[RecoverableError];
+        }
+        throw err;
+      }
+    }, ...rest);
+  // Streams (watches, keep-alives) report their errors here.
+  pool.markFailed = (resource: unknown, err: unknown) => {
+    if (!slow(err)) markFailed.call(pool, resource, err);
   };
 }

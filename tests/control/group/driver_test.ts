@@ -6,7 +6,12 @@
  */
 
 import { assert, assertEquals } from "../../_assert.ts";
-import { GroupDriver, type GroupHost, type ServeHooks } from "../../../control/group/driver.ts";
+import {
+  GroupDriver,
+  type GroupHost,
+  retryDelay,
+  type ServeHooks,
+} from "../../../control/group/driver.ts";
 import { LeaseWatch } from "../../../control/group/lease_watch.ts";
 import { type GroupRecord, newRecord, withHandover } from "../../../control/group/record.ts";
 import { silentLogger } from "../../../control/common/mod.ts";
@@ -349,4 +354,13 @@ Deno.test("GroupDriver: a handover asked in the record closes the master's expor
       await watch.stop();
     }
   });
+});
+
+Deno.test("retryDelay(): doubles per lost response up to a cap, spread by a random 0.5-1.5", () => {
+  assertEquals(retryDelay(500, 1, 0.5), 500);
+  assertEquals(retryDelay(500, 3, 0.5), 2000);
+  assertEquals(retryDelay(500, 30, 0.5), 8000, "capped");
+  assertEquals(retryDelay(500, 1, 0), 250);
+  assertEquals(retryDelay(500, 1, 0.999), 750);
+  assertEquals(retryDelay(500, 0, 0.5), 500, "no loss counted yet: the machine's delay");
 });

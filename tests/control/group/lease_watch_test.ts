@@ -115,3 +115,28 @@ Deno.test("LeaseWatch with self: a peer's lease gone while this node's own holds
     }
   });
 });
+
+Deno.test("LeaseWatch: each node's peer address follows its record, without a store read", async () => {
+  await withSqlite(async (store) => {
+    await store.put(NODE_PREFIX + "n1", JSON.stringify({ name: "n1", peerAddress: "h:1" }));
+    await store.put(NODE_PREFIX + "n2", JSON.stringify({ name: "n2" }));
+    const watch = new LeaseWatch({ store, logger: silentLogger() });
+    await watch.start();
+    try {
+      assertEquals(watch.peerAddress("n1"), "h:1", "from the listing");
+      assertEquals(watch.peerAddress("n2"), undefined, "a record without one");
+      assertEquals(watch.peerAddress("n9"), undefined, "no record");
+      // n1 restarted on another port; n2 got a peer listener.
+      await store.put(NODE_PREFIX + "n1", JSON.stringify({ name: "n1", peerAddress: "h:2" }));
+      await store.put(NODE_PREFIX + "n2", JSON.stringify({ name: "n2", peerAddress: "h:3" }));
+      await eventually(
+        "the new addresses",
+        () => watch.peerAddress("n1") === "h:2" && watch.peerAddress("n2") === "h:3",
+      );
+      await store.delete(NODE_PREFIX + "n1");
+      await eventually("n1's address gone", () => watch.peerAddress("n1") === undefined);
+    } finally {
+      await watch.stop();
+    }
+  });
+});

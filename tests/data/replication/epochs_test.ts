@@ -1,0 +1,27 @@
+/**
+ * CopyEpochs (data/replication/epochs.ts): raises of one copy at once (a new master's FENCE
+ * and a request of the same copy, handled side by side) all succeed and leave the newest
+ * epoch on disk; raises of different copies do not wait for each other.
+ */
+
+import { assertEquals } from "../../_assert.ts";
+import { CopyEpochs } from "../../../data/replication/mod.ts";
+
+Deno.test("CopyEpochs: concurrent raises of one copy keep the newest epoch, on disk too", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const epochs = new CopyEpochs();
+    const path = `${dir}/c`;
+    const raised = await Promise.all([3, 5, 4, 5, 2].map((e) => epochs.raise(path, e)));
+    assertEquals(raised.filter((r) => r).length >= 2, true, "3 and then 5 at least were new");
+    assertEquals(await epochs.get(path), 5);
+    assertEquals((await Deno.readTextFile(`${path}.epoch`)).trim(), "5");
+    assertEquals(await new CopyEpochs().get(path), 5, "read back from disk by a new instance");
+    const others = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => epochs.raise(`${dir}/o${i}`, 7)),
+    );
+    assertEquals(others.every((r) => r), true);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
