@@ -18,7 +18,7 @@
 // deno-lint-ignore-file no-console
 
 import { parseArgs } from "node:util";
-import { wholeNumber } from "./_flags.ts";
+import { wholeNumber } from "./flags.ts";
 import { startCluster } from "../tests/e2e/mod.ts";
 
 const LEASE_TTL_S = 10;

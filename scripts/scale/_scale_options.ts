@@ -5,7 +5,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { wholeNumber } from "../_flags.ts";
+import { wholeNumber } from "../flags.ts";
 import { parseSize } from "../../mod/mod.ts";
 
 export const USAGE = `Usage: deno task scale [flags]
