@@ -59,6 +59,32 @@ export function joinedReason(change: MembershipChange): string {
   return `new member (${why}): its copy is being seeded by Delta Sync`;
 }
 
+/**
+ * Whether a check of a group must list the nodes (pure): only when a change may be due. A
+ * listing probes every live node's API (an https request, a TLS handshake on both sides,
+ * nodes/probe.ts), and right after a node dies every master of a group it was in checks at
+ * once: listing then made each node probe every other one in the middle of the failovers
+ * (docs/BENCHMARKS.md). So a member already known absent (lease gone, or down in the record)
+ * lists nothing until it has been absent for `replaceAfterMs`; a wrong replica count, or a
+ * lagging member whose absence only the listing can tell (unreachable), lists as before.
+ * Without a listing planMembership() would decide nothing either: nothing is due.
+ */
+export function needsNodeList(o: {
+  replicas: readonly string[];
+  desired: number;
+  lagging: readonly string[];
+  /** Replicas absent without a listing: lease gone, or down in the record. */
+  knownAbsent: readonly string[];
+  /** Since when this master has seen members absent (ms), as kept so far. */
+  absentSince: ReadonlyMap<string, number> | undefined;
+  now: number;
+  replaceAfterMs: number;
+}): boolean {
+  if (o.replicas.length !== o.desired) return true;
+  if (o.lagging.some((m) => !o.knownAbsent.includes(m))) return true;
+  return o.knownAbsent.some((m) => o.now - (o.absentSince?.get(m) ?? o.now) >= o.replaceAfterMs);
+}
+
 export class MembershipKeeper {
   readonly #o: MembershipOptions;
   readonly #now: () => number;
@@ -124,8 +150,15 @@ export class MembershipKeeper {
     const leaseDown = this.#o.leaseDown();
     const resyncing = this.#o.resyncing(rec.name);
     const lagging = replicas.filter((m) => !g.inSync.includes(m) && !resyncing.includes(m));
-    const wantsNodes = replicas.length !== g.desired.replicas || lagging.length > 0 ||
-      replicas.some((m) => leaseDown.includes(m) || g.down.includes(m));
+    const wantsNodes = needsNodeList({
+      replicas,
+      desired: g.desired.replicas,
+      lagging,
+      knownAbsent: replicas.filter((m) => leaseDown.includes(m) || g.down.includes(m)),
+      absentSince: this.#absent.get(rec.name),
+      now,
+      replaceAfterMs: this.#replaceAfterMs,
+    });
     const nodes = wantsNodes ? await this.#listNodes(now) : [];
     const stateOf = new Map(nodes.map((n) => [n.name, n.state]));
     const absentNow = replicas.filter((m) =>

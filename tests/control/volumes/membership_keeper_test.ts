@@ -9,7 +9,7 @@ import { silentLogger } from "../../../control/common/mod.ts";
 import { newRecord } from "../../../control/group/record.ts";
 import { aliveKey } from "../../../control/nodes/mod.ts";
 import type { StateStore } from "../../../control/store/mod.ts";
-import { MembershipKeeper } from "../../../control/volumes/_membership.ts";
+import { MembershipKeeper, needsNodeList } from "../../../control/volumes/_membership.ts";
 import { parseRecord, VOLUME_PREFIX, type VolumeRecord } from "../../../control/volumes/_record.ts";
 import type { NodeInfo } from "../../../mod/types.ts";
 import { withSqlite } from "../_fixtures.ts";
@@ -119,5 +119,60 @@ Deno.test("MembershipKeeper follows a lowered count (the out-of-sync replica goe
     const after = await current(store);
     assertEquals(after.group?.members, ["n1", "n3"]);
     assertEquals(after.replicas, 1);
+  });
+});
+
+Deno.test("needsNodeList: a member known absent lists nothing until it is due; a wrong count or a lagging member lists", () => {
+  const base = {
+    replicas: ["n2", "n3"],
+    desired: 2,
+    lagging: [] as string[],
+    knownAbsent: [] as string[],
+    absentSince: undefined as Map<string, number> | undefined,
+    now: 100_000,
+    replaceAfterMs: 60_000,
+  };
+  assertEquals(needsNodeList(base), false, "all present");
+  const down = { ...base, lagging: ["n2"], knownAbsent: ["n2"] };
+  assertEquals(needsNodeList(down), false, "first seen absent now");
+  assertEquals(needsNodeList({ ...down, absentSince: new Map([["n2", 50_000]]) }), false);
+  assertEquals(needsNodeList({ ...down, absentSince: new Map([["n2", 40_000]]) }), true, "due");
+  assertEquals(needsNodeList({ ...down, replaceAfterMs: 0 }), true, "replace at once");
+  assertEquals(needsNodeList({ ...base, lagging: ["n3"] }), true, "unreachable? ask the list");
+  assertEquals(needsNodeList({ ...base, desired: 3 }), true, "a replica to add");
+  assertEquals(needsNodeList({ ...base, desired: 1 }), true, "a replica to remove");
+});
+
+Deno.test("MembershipKeeper lists the nodes for a member down only once its replacement is due", async () => {
+  await withSqlite(async (store) => {
+    const rec = await seed(store, ["n1", "n3", "n4"]);
+    const down = {
+      ...rec,
+      group: { ...rec.group!, inSync: ["n1", "n3"], down: ["n2"], phase: "degraded" as const },
+    };
+    await store.put(KEY, JSON.stringify(down));
+    let listings = 0;
+    let now = 1_000_000;
+    const k = new MembershipKeeper({
+      store,
+      logger: silentLogger(),
+      nodeName: "n1",
+      listNodes: () => {
+        listings++;
+        return Promise.resolve([node("n1"), node("n2", "down"), node("n3"), node("n4")]);
+      },
+      replaceAfterMs: 60_000,
+      leaseDown: () => ["n2"],
+      resyncing: () => [],
+      clock: () => now,
+    });
+    await k.check(down);
+    now += 30_000;
+    await k.check(down);
+    assertEquals(listings, 0);
+    now += 30_000;
+    await k.check(down);
+    assertEquals(listings, 1);
+    assertEquals((await current(store)).group?.members, ["n1", "n3", "n4"]);
   });
 });
