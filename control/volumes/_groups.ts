@@ -270,8 +270,9 @@ export class VolumeGroups {
   }
 
   /** The members a master replicates to: those the record lists in sync, but itself. */
-  #targets(rec: VolumeRecord): Promise<{ node: string; address: string }[]> {
-    return this.#addresses((rec.group?.inSync ?? []).filter((m) => m !== this.#o.nodeName));
+  #targets(rec: VolumeRecord | GroupRecord): Promise<{ node: string; address: string }[]> {
+    const inSync = "inSync" in rec ? rec.inSync : rec.group?.inSync ?? [];
+    return this.#addresses(inSync.filter((m) => m !== this.#o.nodeName));
   }
 
   /** Nodes whose liveness lease is gone now, as the shared lease watch last saw it. */
@@ -316,9 +317,12 @@ export class VolumeGroups {
             const others = (current.group?.members ?? []).filter((m) => m !== this.#o.nodeName);
             // Fencing: members this node can reach refuse the old master's epoch from now.
             await plane.fence?.(current.uuid, epoch, await this.#addresses(others));
+            // The record won by CAS is not back through the watch yet: `current` lists the dead
+            // master in sync, and the lease would wait for it until the lane caught up.
+            const won = driver.state.known?.record;
             replication = {
               epoch,
-              targets: await this.#targets(current),
+              targets: await this.#targets(won?.epoch === epoch ? won : current),
               onReplicasFailed: hooks.replicasFailed,
               ...(hooks.handedOver ? { handedOver: true } : {}),
             };
