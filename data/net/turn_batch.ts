@@ -39,3 +39,26 @@ export class TurnBatch<T> {
     if (items.length > 0) this.#flush(items, bytes);
   }
 }
+
+/**
+ * Reused send buffers of COALESCE_BYTES: a fresh ArrayBuffer per write costs Deno
+ * microseconds on this kind of machine (docs/BENCHMARKS.md, "TLS writes"). `take()` one to
+ * gather a turn's bytes in, `give()` it back once the socket's write of it completed.
+ */
+export class SendBuffers {
+  readonly #spare: Uint8Array[] = [];
+  readonly #keep: number;
+
+  /** Keeps at most `keep` spare buffers. */
+  constructor(keep = 4) {
+    this.#keep = keep;
+  }
+
+  take(): Uint8Array {
+    return this.#spare.pop() ?? new Uint8Array(COALESCE_BYTES);
+  }
+
+  give(buf: Uint8Array): void {
+    if (this.#spare.length < this.#keep) this.#spare.push(buf);
+  }
+}

@@ -24,7 +24,7 @@
 import type { Socket } from "node:net";
 import type { SecureContext, TLSSocket } from "node:tls";
 import type { Logger } from "pino";
-import { COALESCE_BYTES, type TlsReads, TurnBatch, wrapTls } from "../net/mod.ts";
+import { SendBuffers, type TlsReads, TurnBatch, wrapTls } from "../net/mod.ts";
 import { PeerError } from "./_errors.ts";
 import {
   FRAME_HEADER_BYTES,
@@ -78,8 +78,6 @@ export const RECEIVE_HIGH_WATER = 4 * 1024 * 1024;
 export const SEND_HIGH_WATER = 4 * 1024 * 1024;
 /** Frames and payloads this large are written by reference rather than copied. */
 const BY_REFERENCE_BYTES = 64 * 1024;
-/** Send buffers kept for reuse at most (COALESCE_BYTES each). */
-const SPARE_SEND_BUFFERS = 4;
 
 export interface SocketPeerConnectionOptions {
   /** "server" for an accepted socket, "client" for one this node connected. */
@@ -132,7 +130,7 @@ export class SocketPeerConnection implements PeerConnection {
   /** Frames handed over in this turn, written together at its end (#flush). */
   #turn = new TurnBatch<Outgoing>((batch) => this.#flush(batch));
   /** Send buffers whose writes completed (#flush). */
-  #spareSendBuffers: Uint8Array[] = [];
+  readonly #sendBuffers = new SendBuffers();
 
   /** Wraps `raw` (connected) in TLS and starts the handshake. */
   constructor(raw: Socket, options: SocketPeerConnectionOptions) {
@@ -382,9 +380,7 @@ export class SocketPeerConnection implements PeerConnection {
       buf = undefined;
       writes++;
       sock.write(whole.subarray(0, at), (err?: Error | null) => {
-        if (this.#spareSendBuffers.length < SPARE_SEND_BUFFERS) {
-          this.#spareSendBuffers.push(whole);
-        }
+        this.#sendBuffers.give(whole);
         written(err);
       });
     };
@@ -392,7 +388,7 @@ export class SocketPeerConnection implements PeerConnection {
     const room = (n: number): Uint8Array => {
       if (buf !== undefined && at + n > buf.length) ship();
       if (buf === undefined) {
-        buf = this.#spareSendBuffers.pop() ?? new Uint8Array(COALESCE_BYTES);
+        buf = this.#sendBuffers.take();
         at = 0;
       }
       return buf;

@@ -21,7 +21,7 @@
 import { connect as netConnect, isIP, type Socket } from "node:net";
 import { createSecureContext, type TLSSocket } from "node:tls";
 import * as C from "../nbd/constants.ts";
-import { splitHostPort, tlsVerifyError, wrapTls } from "../net/mod.ts";
+import { SendBuffers, splitHostPort, tlsVerifyError, wrapTls } from "../net/mod.ts";
 import type { PeerVerify } from "../peer/mod.ts";
 import {
   ByteQueue,
@@ -86,12 +86,6 @@ const enc = new TextEncoder();
 
 /** WRITE payloads at least this large are written on their own rather than copied into a batch. */
 const OWN_WRITE_BYTES = 64 * 1024;
-/**
- * Requests are encoded into reused buffers of this size (a fresh ArrayBuffer per write costs
- * Deno microseconds: docs/BENCHMARKS.md, "TLS writes"); at most SPARE_OUT are kept.
- */
-const OUT_BYTES = 256 * 1024;
-const SPARE_OUT = 4;
 /** "Simple reply message": magic, error, handle. */
 const REPLY_HEADER = 16;
 /** "Request message": magic, flags, type, handle, offset, length. */
@@ -129,7 +123,7 @@ export class Upstream {
   #outView: DataView | undefined;
   #outLen = 0;
   /** Request buffers whose writes completed. */
-  #spareOut: Uint8Array[] = [];
+  readonly #sendBuffers = new SendBuffers();
 
   private constructor(
     io: { write: (b: Uint8Array, written?: () => void) => void; destroy: () => void },
@@ -333,13 +327,13 @@ export class Upstream {
   }
 
   /**
-   * Reserves `bytes` (at most OUT_BYTES) in the requests of this task, written at its end;
+   * Reserves `bytes` (at most COALESCE_BYTES) in the requests of this task, written at its end;
    * returns where they start in #out.
    */
   #room(bytes: number): number {
     if (this.#out !== undefined && this.#outLen + bytes > this.#out.length) this.#flushOut();
     if (this.#out === undefined) {
-      const buf = this.#spareOut.pop() ?? new Uint8Array(OUT_BYTES);
+      const buf = this.#sendBuffers.take();
       this.#out = buf;
       this.#outView = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
       this.#outLen = 0;
@@ -356,7 +350,7 @@ export class Upstream {
     this.#out = undefined;
     // node holds the buffer until its write completes; then it may take later requests.
     this.#write(buf.subarray(0, this.#outLen), () => {
-      if (this.#spareOut.length < SPARE_OUT) this.#spareOut.push(buf);
+      this.#sendBuffers.give(buf);
     });
   }
 
