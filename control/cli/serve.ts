@@ -81,6 +81,15 @@ export const SERVE_SPEC: CommandSpec = {
       default: s.replaceAfter.default,
     },
     {
+      name: s.crashDetection.flag,
+      value: "on|off",
+      help: "cluster mode: when a node's replication connection ends and its listeners refuse " +
+        "connections (its process died), revoke its liveness lease so its volumes fail over " +
+        "at once instead of after the lease TTL",
+      env: s.crashDetection.env,
+      default: s.crashDetection.default,
+    },
+    {
       name: s.dataWorkers.flag,
       value: "auto|N|MIN..MAX",
       help: "serve NBD on a pool of worker threads: auto grows it from 1 to the usable cores " +

@@ -81,6 +81,11 @@ export interface ServeConfig {
    * is replaced by its master on another node (cluster mode).
    */
   replaceAfterSeconds: number;
+  /**
+   * `--crash-detection`: when a peer connection from a node ends and its listeners refuse
+   * connections, revoke its liveness lease at once (control/nodes/crash_watch.ts).
+   */
+  crashDetection: boolean;
 }
 
 const NODE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -202,6 +207,7 @@ export function resolveConfig(
   const certTtl = pick("certTtlSeconds");
   const etcd = resolveEtcd(pick);
   const join = pick("joinToken");
+  const crash = pick("crashDetection");
   if (join.value !== undefined && join.value !== "") {
     if (!etcd || !tls) {
       throw new InvalidArgumentError(
@@ -233,6 +239,7 @@ export function resolveConfig(
     peerListen: resolvePeerListen(pick("peerListen"), nbdListen),
     resyncRateBytesPerSecond: resolveRate(pick("resyncRate")),
     replaceAfterSeconds: resolveReplaceAfter(pick("replaceAfter")),
+    crashDetection: parseBool(crash.value!, crash.source, SETTINGS.crashDetection.flag),
   };
 }
 

@@ -25,7 +25,7 @@ import {
   prepareClusterPki,
 } from "../cluster/mod.ts";
 import { createLogger, type Logger } from "../common/mod.ts";
-import { NodeProbe, NodeRegistry, PeerApi } from "../nodes/mod.ts";
+import { CrashWatch, NodeProbe, NodeRegistry, PeerApi } from "../nodes/mod.ts";
 import { ReadCacheStore } from "../store/mod.ts";
 import { nbdRoles, setupNodeTls } from "../tls/mod.ts";
 import { orphanMinAgeMs, VolumeService } from "../volumes/mod.ts";
@@ -158,15 +158,19 @@ export async function serve(
     let peerAddress: string | undefined;
     if (tls && config.etcd) {
       const replicas = dataPlane.replicaService(log.child({ component: "replica" }));
+      // A master's connection ending may mean its process died: check, and end its lease now.
+      const crashes = config.crashDetection ? new CrashWatch({ store, logger: log }) : undefined;
       const peers = await listenPeer({
         host: config.peerListen.host,
         port: config.peerListen.port,
         credentials: () => tls.pki.credentials("node"),
         verify: nodeVerifier(tls.pki, "clientAuth"),
-        onConnection: (conn) => void replicas.serve(conn),
+        onConnection: (conn) =>
+          void replicas.serve(conn).finally(() => crashes?.connectionLost(conn.peerNode)),
         logger: log,
       });
       undo.push(async () => {
+        crashes?.stop(); // this node's own connections end now
         await peers.close();
         replicas.close();
       });

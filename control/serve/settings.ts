@@ -33,6 +33,7 @@ export interface ServeFlags {
   "peer-listen"?: string;
   "resync-rate"?: string;
   "replace-after"?: string;
+  "crash-detection"?: string;
 }
 
 /** Settings read from a config file; same meaning as the flags. */
@@ -63,6 +64,7 @@ export interface ConfigFile {
   peerListen?: string;
   resyncRate?: string;
   replaceAfter?: string;
+  crashDetection?: string;
 }
 
 /** The settings: flag name, environment variable, file key, default. */
@@ -97,6 +99,7 @@ export const SETTINGS = {
   peerListen: { flag: "peer-listen", env: "BALLAST_PEER_LISTEN", default: undefined },
   resyncRate: { flag: "resync-rate", env: "BALLAST_RESYNC_RATE", default: "unlimited" },
   replaceAfter: { flag: "replace-after", env: "BALLAST_REPLACE_AFTER", default: "5m" },
+  crashDetection: { flag: "crash-detection", env: "BALLAST_CRASH_DETECTION", default: "on" },
 } as const;
 
 /** Looks a setting up in that order: its value and where it came from (for messages). */

@@ -168,6 +168,8 @@ export interface NodeOptions {
   leaseTtlS: number;
   /** V8 old-generation cap in MiB (0: V8's default). */
   heapMiB: number;
+  /** `serve --crash-detection`. */
+  crashDetection: boolean;
 }
 
 export interface Node {
@@ -216,6 +218,8 @@ export async function startNode(
     "info",
     "--tls",
     "on",
+    "--crash-detection",
+    o.crashDetection ? "on" : "off",
     ...(joinToken ? ["--join", joinToken] : []),
   ]);
   const tail = new LogTail(proc.logFile);

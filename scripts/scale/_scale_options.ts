@@ -23,6 +23,9 @@ Flags:
   --heap-mib MIB        V8 old-space cap of each node, 0 = V8's default (default 384)
   --no-observer         do not add the observer: a cordoned node that holds no copy, so
                         its memory is what following every volume record costs
+  --crash-detection on|off
+                        the nodes' --crash-detection (default on): off leaves the victim's
+                        death to its lease TTL, as a dead host or a frozen process
   --concurrency C       volume creates in flight (default 8)
   --rest SECONDS        idle window measured before the kill (default 30)
   --timeout SECONDS     longest wait for the storm to end (default 180)
@@ -47,6 +50,7 @@ export interface Options {
   json?: string;
   keep: boolean;
   observer: boolean;
+  crashDetection: boolean;
 }
 
 export function parseOptions(args: string[]): Options {
@@ -60,6 +64,7 @@ export function parseOptions(args: string[]): Options {
       "lease-ttl": { type: "string", default: "3" },
       "heap-mib": { type: "string", default: "384" },
       "no-observer": { type: "boolean", default: false },
+      "crash-detection": { type: "string", default: "on" },
       concurrency: { type: "string", default: "8" },
       rest: { type: "string", default: "30" },
       timeout: { type: "string", default: "180" },
@@ -89,7 +94,11 @@ export function parseOptions(args: string[]): Options {
     json: values.json,
     keep: values.keep,
     observer: !values["no-observer"],
+    crashDetection: values["crash-detection"] === "on",
   };
+  if (!["on", "off"].includes(values["crash-detection"])) {
+    throw new Error(`--crash-detection takes on or off, not ${values["crash-detection"]}`);
+  }
   if (o.replicas >= o.nodes) {
     throw new Error(`--replicas ${o.replicas} needs more than ${o.replicas} nodes`);
   }

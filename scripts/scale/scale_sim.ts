@@ -65,7 +65,12 @@ const OBSERVER = "obs";
  * observer (cordoned) when asked for; waits until every one is ready.
  */
 async function startNodes(dir: string, o: Options, etcdUrl: string): Promise<Node[]> {
-  const nodeOpts = { etcdUrl, leaseTtlS: o.leaseTtlS, heapMiB: o.heapMiB };
+  const nodeOpts = {
+    etcdUrl,
+    leaseTtlS: o.leaseTtlS,
+    heapMiB: o.heapMiB,
+    crashDetection: o.crashDetection,
+  };
   const first = await startNode(dir, nodeName(0), nodeOpts);
   const admin = await adminClient(first, first.dataDir);
   try {

@@ -25,7 +25,18 @@ Deno.test("resolveConfig() fills every default", () => {
     peerListen: { host: "127.0.0.1", port: 10811 },
     resyncRateBytesPerSecond: 0,
     replaceAfterSeconds: 300,
+    crashDetection: true,
   });
+});
+
+Deno.test("resolveConfig() reads --crash-detection (default on) and names a bad value", () => {
+  const c = (flags: Record<string, string>, env: Record<string, string> = {}) =>
+    resolveConfig({ "data-dir": "/d", ...flags }, env, {}, host).crashDetection;
+  assertEquals(c({}), true);
+  assertEquals(c({ "crash-detection": "off" }), false);
+  assertEquals(c({}, { BALLAST_CRASH_DETECTION: "off" }), false);
+  const err = assertThrows(() => c({ "crash-detection": "sometimes" }), InvalidArgumentError);
+  assert(err.message.includes("--crash-detection"), err.message);
 });
 
 Deno.test("resolveConfig() reads --nbd-unix (default DATA_DIR/nbd.sock, off), its mode and group", () => {
