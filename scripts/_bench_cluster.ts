@@ -27,6 +27,8 @@ export interface ClusterOptions {
   nodes?: number;
   leaseTtl?: string;
   resyncRate?: string;
+  /** `serve --crash-detection` (default: the node's default, on). */
+  crashDetection?: "on" | "off";
 }
 
 async function startEtcd(run: BenchRun): Promise<string> {
@@ -113,6 +115,7 @@ export class BenchCluster {
       "--nbd-local-listen",
       "127.0.0.1:0",
       ...(this.#opts.resyncRate ? ["--resync-rate", this.#opts.resyncRate] : []),
+      ...(this.#opts.crashDetection ? ["--crash-detection", this.#opts.crashDetection] : []),
       ...extra,
     ], { logFile, readyTimeoutMs: 60_000 });
     if (!b.nbdLocal) throw new Error(`${name} logged no local-attach listener`);

@@ -4,7 +4,8 @@
  * attached through another node pauses when a volume's master dies.
  *
  *   deno task bench:anywhere [--runtime 10] [--ramp 2] [--rounds 1] [--size-mib 1024]
- *                            [--failovers 5] [--no-forward] [--json FILE] [--dir DIR] [--keep]
+ *                            [--failovers 5] [--lease-ttl 3] [--crash-detection on|off]
+ *                            [--no-forward] [--json FILE] [--dir DIR] [--keep]
  *
  * Forwarding: a local cluster (one etcd, three TLS nodes on loopback, scripts/_bench_cluster.ts),
  * one volume without replicas; the same fio jobs (4k random read and write QD32, 1 MiB
@@ -12,7 +13,8 @@
  * and of another node, which forwards every request to the master over NBD with TLS. Prints
  * each figure and the ratio forwarded/direct. All nodes share the machine's cores.
  *
- * Failover pause: four nodes with a 3 s lease TTL, a volume with 2 replicas, a libnbd client
+ * Failover pause: four nodes with a 3 s lease TTL (--lease-ttl), crash detection on
+ * (--crash-detection), a volume with 2 replicas, a libnbd client
  * writing 4 KiB blocks (4 in flight) through the node that holds no copy; the master is killed
  * with SIGKILL, the client's longest gap between two completed writes is the pause; the
  * killed node is started again and caught up before the next round. Prints each pause and
@@ -33,6 +35,10 @@ const USAGE = `usage: deno task bench:anywhere [options]
   --rounds N       repeat every fio job N times and report the median (default 1)
   --size-mib N     size of the forwarded volume in MiB (default 1024)
   --failovers N    master kills to measure the pause over (default 5; 0: skip)
+  --lease-ttl S    the failover nodes' --node-lease-ttl in seconds (default 3)
+  --crash-detection on|off
+                   the failover nodes' --crash-detection (default on); off leaves each
+                   death to the lease TTL, as a dead host would
   --no-forward     skip the forwarding throughput jobs
   --json FILE      also write the results as JSON
   --dir DIR        parent of the temp directory (default: system temp dir)
@@ -71,6 +77,8 @@ interface Options {
   rounds: number;
   sizeMiB: number;
   failovers: number;
+  leaseTtlS: number;
+  crashDetection: "on" | "off";
   forward: boolean;
   json?: string;
   dir?: string;
@@ -86,6 +94,8 @@ function parse(): Options {
       rounds: { type: "string", default: "1" },
       "size-mib": { type: "string", default: "1024" },
       failovers: { type: "string", default: "5" },
+      "lease-ttl": { type: "string", default: "3" },
+      "crash-detection": { type: "string", default: "on" },
       "no-forward": { type: "boolean", default: false },
       json: { type: "string" },
       dir: { type: "string" },
@@ -106,12 +116,19 @@ function parse(): Options {
     }
     return n;
   };
+  const onOff = (v: string): "on" | "off" => {
+    if (v === "on" || v === "off") return v;
+    console.error(`bench:anywhere: --crash-detection takes on or off, got "${v}"`);
+    Deno.exit(2);
+  };
   return {
     runtime: num("runtime", values.runtime, 1),
     ramp: num("ramp", values.ramp, 0),
     rounds: num("rounds", values.rounds, 1),
     sizeMiB: num("size-mib", values["size-mib"], 16),
     failovers: num("failovers", values.failovers, 0),
+    leaseTtlS: num("lease-ttl", values["lease-ttl"], 1),
+    crashDetection: onOff(values["crash-detection"]),
     forward: !values["no-forward"],
     json: values.json,
     dir: values.dir,
@@ -162,7 +179,11 @@ async function forwarding(run: BenchRun, o: Options) {
 }
 
 async function failovers(run: BenchRun, o: Options) {
-  const cluster = await BenchCluster.start(run, { nodes: 4, leaseTtl: "3s" });
+  const cluster = await BenchCluster.start(run, {
+    nodes: 4,
+    leaseTtl: `${o.leaseTtlS}s`,
+    crashDetection: o.crashDetection,
+  });
   const v = await cluster.createVolume("fo", 64 * 2 ** 20, 2);
   const front = [...cluster.nodes.keys()].find((n) => !v.members?.includes(n))!;
   const stop = `${run.dir}/pause-stop`;
@@ -222,7 +243,8 @@ async function failovers(run: BenchRun, o: Options) {
   }
   const sorted = [...pauses].sort((a, b) => a - b);
   console.log(
-    `\nFailover pause (kill -9 of the master to the next completed write, 3 s lease TTL): ` +
+    `\nFailover pause (kill -9 of the master to the next completed write, ${o.leaseTtlS} s ` +
+      `lease TTL, crash detection ${o.crashDetection}): ` +
       `${pauses.join(", ")} ms; p50 ${median(sorted)} ms, max ${sorted.at(-1)} ms`,
   );
   return pauses;
