@@ -119,7 +119,8 @@ export function printPool(
             ...ws.map((w) => fr(ratio(v(r, `w=${w}${t}`), v(r, `nbdkit${t}`)))),
           ]
           : []),
-        others.map((w) =>
+        // The pool sizes of the values compared with the first; a single value's own.
+        (others.length > 0 ? others : ws).map((w) =>
           `${w}: ${
             [...new Set(cells.get(`${r.job.id}|${r.conns}|w=${w}${t}`)?.workers ?? [])].join(",") ||
             "-"
