@@ -30,8 +30,11 @@ Worker pool (issue 11): --data-workers LIST
                    (local listener) and TLS, against nbdkit file (dir=) plain and TLS; every
                    job runs with each --conns count spread over --volumes volumes; prints the
                    ratios to the first value (e.g. auto/1); installs the client certificate
-                   like --tls. --jobs takes the 1-connection ids; --size-mib is per volume
-                   (default 256)
+                   like --tls (always runs TLS; --tls adds nothing). --jobs takes the
+                   1-connection ids; --size-mib is per volume (default 256). With --rounds N
+                   even rounds run the servers in reverse order and every round's ratio is
+                   printed. Afterwards auto and MIN..MAX pools are watched (up to 120 s) until
+                   they shrink back: largest pool, resizes, shrink time and idle RSS
   --conns LIST     NBD connections per job (default 1,4,8)
   --volumes N      volumes (exports) per server the connections are spread over (default 4)
 

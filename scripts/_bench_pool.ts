@@ -6,7 +6,11 @@
  * plaintext and TLS. Every job runs with each --conns count of NBD connections spread over the
  * volumes, interleaved over all servers, so the pool's value shows where it can: several
  * connections. All Ballasts share the first one's CA (`ballast ca init` with its key), so one
- * client certificate in libnbd's default directory opens every TLS server.
+ * client certificate in libnbd's default directory opens every TLS server. With --rounds N the
+ * even rounds run the servers in reverse order, and the report shows every round's ratio. After
+ * the jobs, pools that can shrink (auto, MIN..MAX) are watched until they are back at their
+ * minimum (with a deadline) for the idle RSS; the resize lines of each Ballast's log give the
+ * largest pool and how long the last shrink took after that Ballast's last job.
  * @module
  */
 
@@ -174,15 +178,21 @@ async function poolBench(run: BenchRun, opts: Options): Promise<number> {
   );
 
   const cells = new Map<string, PoolCell>();
+  /** By --data-workers value: when that Ballast's last job ended (ms since the epoch). */
+  const lastJobEnd = new Map<string, number>();
   let failures = 0;
   for (let round = 1; round <= opts.rounds; round++) {
+    // Odd rounds run the servers in table order, even rounds in reverse (w=1 first, then w=2
+    // first, ...), so a drift within a job's slot or an after-effect of the server before does
+    // not always favour the same one.
+    const order = round % 2 === 1 ? servers : [...servers].reverse();
     for (const job of opts.jobs) {
       for (const conns of opts.conns) {
-        for (const s of servers) {
+        for (const s of order) {
           if (run.interrupted) return 130;
           const key = `${job.id}|${conns}|${s.name}`;
           const cell = cells.get(key) ??
-            { values: [], cpuPer: [], peakMiB: [], workers: [], errors: [] };
+            { values: [], rounds: [], cpuPer: [], peakMiB: [], workers: [], errors: [] };
           cells.set(key, cell);
           const tag = `[${round}/${opts.rounds}] ${job.title.padEnd(18)} x${
             String(conns).padEnd(2)
@@ -190,6 +200,7 @@ async function poolBench(run: BenchRun, opts: Options): Promise<number> {
           try {
             const m = await measureOne(job, conns, s, volumeBytes, opts);
             cell.values.push(m.value);
+            cell.rounds.push(round);
             cell.cpuPer.push(m.cpuPer);
             cell.peakMiB.push(m.peakMiB);
             if (m.workers) cell.workers.push(m.workers);
@@ -204,11 +215,12 @@ async function poolBench(run: BenchRun, opts: Options): Promise<number> {
             cell.errors.push((err as Error).message);
             console.error(`${tag} FAILED: ${(err as Error).message}`);
           }
+          if (s.workers !== undefined) lastJobEnd.set(s.workers, Date.now());
         }
       }
     }
   }
-  const rss = await idleRss(ballasts);
+  const rss = await idleRss(ballasts, lastJobEnd, run.dir);
   const rows: PoolRow[] = opts.jobs.flatMap((job) => opts.conns.map((conns) => ({ job, conns })));
   printPool(opts, rows, cells, servers.map((s) => s.name), rss);
   if (opts.json) {
@@ -268,7 +280,8 @@ async function measureOne(
     value,
     cpuPer: cpu / work,
     peakMiB,
-    workers: before === undefined
+    // NaN: the main thread (no pool in /metrics).
+    workers: before === undefined || Number.isNaN(before)
       ? undefined
       : before === after
       ? `${before}`
@@ -285,27 +298,87 @@ async function poolSize(client: BallastClient, workers?: string): Promise<number
   return n;
 }
 
-async function idleRss(ballasts: PoolBallast[]): Promise<RssReport[]> {
-  console.error("bench: idling until every pool has shrunk (at most 90 s) for the idle RSS...");
+/** A resize line of a Ballast's log ("data worker pool grows|shrinks: ..."). */
+interface Resize {
+  at: number;
+  from: number;
+  to: number;
+  reason: string;
+}
+
+/** The pool's size at start and every resize in a Ballast's JSON log, oldest first. */
+async function resizeLog(logFile: string): Promise<{ started?: number; resizes: Resize[] }> {
+  let started: number | undefined;
+  const resizes: Resize[] = [];
+  for (const line of (await Deno.readTextFile(logFile).catch(() => "")).split("\n")) {
+    if (!line.includes("data worker pool")) continue;
+    try {
+      const r = JSON.parse(line);
+      if (typeof r.msg !== "string") continue;
+      if (r.msg.startsWith("data worker pool started")) started = r.workers;
+      else if (/^data worker pool (grows|shrinks)/.test(r.msg)) {
+        resizes.push({ at: Date.parse(r.time), from: r.from, to: r.to, reason: r.reason });
+      }
+    } catch { /* not JSON */ }
+  }
+  return { started, resizes };
+}
+
+const SHRINK_DEADLINE_MS = 120_000;
+const SETTLE_MS = 5_000;
+
+/**
+ * Per Ballast after the jobs: its RSS, then (pools that can shrink) waiting until /metrics
+ * shows the pool at its minimum, with a deadline, and SETTLE_MS more for the retired workers'
+ * threads to end, its idle RSS; the largest pool and the shrink time (last job to last shrink
+ * line) come from the resize lines of its log.
+ */
+async function idleRss(
+  ballasts: PoolBallast[],
+  lastJobEnd: Map<string, number>,
+  dir: string,
+): Promise<RssReport[]> {
+  console.error(
+    `bench: idling until every pool has shrunk (at most ${SHRINK_DEADLINE_MS / 1000} s) ` +
+      `for the idle RSS...`,
+  );
   return await Promise.all(ballasts.map(async (b) => {
     const pid = b.proc.child.pid;
-    const maxPool = Math.max(largest.get(b.workers) ?? 0, await poolSize(b.client));
     const rssMiB = vmRssMiB(pid);
     const t0 = performance.now();
     // Only auto and MIN..MAX pools shrink; a fixed one (or the main thread) stays as it is.
     const min = b.workers === "auto" ? 1 : Number(/^(\d+)\.\./.exec(b.workers)?.[1] ?? NaN);
-    let pool = await poolSize(b.client);
-    while (pool > min && performance.now() - t0 < 90_000) {
-      await new Promise((r) => setTimeout(r, 2_000));
-      pool = await poolSize(b.client);
+    let pool = await poolSize(b.client, b.workers);
+    while (pool > min && performance.now() - t0 < SHRINK_DEADLINE_MS) {
+      await new Promise((r) => setTimeout(r, 1_000));
+      pool = await poolSize(b.client, b.workers);
+    }
+    const idleSeconds = Math.round((performance.now() - t0) / 1000);
+    if (pool <= min) await new Promise((r) => setTimeout(r, SETTLE_MS));
+    const log = await resizeLog(`${dir}/ballast-w${b.workers}.log`);
+    const end = lastJobEnd.get(b.workers) ?? Date.now();
+    const shrinks = log.resizes.filter((r) => r.at >= end && r.to < r.from);
+    for (const r of log.resizes) {
+      console.error(
+        `bench: w=${b.workers} ${new Date(r.at).toISOString().slice(11, 19)} ` +
+          `${r.from}->${r.to}: ${r.reason}`,
+      );
     }
     return {
       workers: b.workers,
-      maxPool,
+      maxPool: Math.max(
+        largest.get(b.workers) ?? 0,
+        log.started ?? 0,
+        ...log.resizes.map((r) => r.to),
+      ),
       rssMiB,
       idleRssMiB: vmRssMiB(pid),
-      idlePool: pool,
-      idleSeconds: Math.round((performance.now() - t0) / 1000),
+      idlePool: await poolSize(b.client),
+      idleSeconds,
+      settleSeconds: pool <= min ? SETTLE_MS / 1000 : 0,
+      grows: log.resizes.filter((r) => r.to > r.from).length,
+      shrinks: log.resizes.filter((r) => r.to < r.from).length,
+      shrinkSeconds: shrinks.length > 0 ? (shrinks.at(-1)!.at - end) / 1000 : undefined,
     };
   }));
 }

@@ -13,6 +13,8 @@ import { fmtValue, median } from "./_bench_report.ts";
 
 export interface PoolCell {
   values: number[];
+  /** The round of each value (a failed job leaves its round out). */
+  rounds: number[];
   cpuPer: number[];
   peakMiB: number[];
   workers: string[];
@@ -22,11 +24,21 @@ export interface PoolCell {
 /** Per Ballast: its largest pool and RSS after the jobs, then after idling until it shrank. */
 export interface RssReport {
   workers: string;
+  /** The largest pool seen: /metrics before and after every job, and the log's resize lines. */
   maxPool: number;
+  /** VmRSS right after the last job of the run. */
   rssMiB: number;
+  /** VmRSS once the pool was at its minimum (or the deadline passed), settleSeconds later. */
   idleRssMiB: number;
   idlePool: number;
+  /** Seconds from the end of the run's jobs until /metrics showed the pool at its minimum. */
   idleSeconds: number;
+  settleSeconds: number;
+  /** Resize lines in the log over the whole run. */
+  grows: number;
+  shrinks: number;
+  /** From this Ballast's own last job to its last shrink line; undefined: no shrink after it. */
+  shrinkSeconds?: number;
 }
 
 export interface PoolRow {
@@ -107,7 +119,8 @@ export function printPool(
             ...ws.map((w) => fr(ratio(v(r, `w=${w}${t}`), v(r, `nbdkit${t}`)))),
           ]
           : []),
-        others.map((w) =>
+        // The pool sizes of the values compared with the first; a single value's own.
+        (others.length > 0 ? others : ws).map((w) =>
           `${w}: ${
             [...new Set(cells.get(`${r.job.id}|${r.conns}|w=${w}${t}`)?.workers ?? [])].join(",") ||
             "-"
@@ -140,20 +153,70 @@ export function printPool(
     ]),
   );
 
+  if (opts.rounds > 1) printRounds(opts, rows, cells);
   console.log("");
   for (const x of rss) {
     const peaks = [...cells.entries()].filter(([k]) =>
       k.endsWith(`|w=${x.workers}`) || k.endsWith(`|w=${x.workers} TLS`)
     ).flatMap(([, c]) => c.peakMiB);
+    const shrink = x.shrinkSeconds === undefined
+      ? "no shrink after its last job"
+      : `its last shrink ${x.shrinkSeconds.toFixed(1)} s after its last job`;
     console.log(
       `w=${x.workers}: peak RSS ${peaks.length ? Math.max(...peaks).toFixed(0) : "-"} MiB ` +
         `over the jobs (${pool(x.maxPool)} at most), RSS ${x.rssMiB.toFixed(0)} MiB after the ` +
-        `jobs; after ${x.idleSeconds} s idle: ${pool(x.idlePool)}, RSS ${
+        `jobs; ${pool(x.idlePool)} ${x.idleSeconds} s after the run's jobs ended, idle RSS ${
           x.idleRssMiB.toFixed(0)
-        } MiB`,
+        } MiB ${x.settleSeconds} s later; resizes in its log: ${x.grows} grow(s), ` +
+        `${x.shrinks} shrink(s), ${shrink}`,
     );
   }
   verdicts(opts, rows, v);
+}
+
+/** Every round's figures and ratio to the first --data-workers value, and the ratios' spread. */
+function printRounds(opts: Options, rows: PoolRow[], cells: Cells): void {
+  const ws = opts.dataWorkers!;
+  const base = ws[0];
+  console.log(
+    `\nper round (odd rounds ran the servers in table order, even rounds in reverse): ` +
+      `each value, then the ratio to w=${base} of the same round; med = median of the ` +
+      `per-round ratios, range = their lowest and highest`,
+  );
+  for (const w of ws.slice(1)) {
+    const out: string[][] = [];
+    for (const r of rows) {
+      for (const t of ["", " TLS"]) {
+        const a = cells.get(`${r.job.id}|${r.conns}|w=${base}${t}`);
+        const b = cells.get(`${r.job.id}|${r.conns}|w=${w}${t}`);
+        if (!a || !b) continue;
+        const ratios: number[] = [];
+        const each = Array.from({ length: opts.rounds }, (_, i) => {
+          const x = a.values[a.rounds.indexOf(i + 1)];
+          const y = b.values[b.rounds.indexOf(i + 1)];
+          const q = ratio(y, x);
+          if (Number.isFinite(q)) ratios.push(q);
+          const f = (n: number | undefined) => n === undefined ? "-" : fmtValue(n, r.job.unit);
+          return `${f(x)}/${f(y)} ${fr(q)}`;
+        });
+        out.push([
+          `${r.job.title} x${r.conns}${t}`,
+          ...each,
+          fr(median(ratios)),
+          ratios.length ? `${fr(Math.min(...ratios))}-${fr(Math.max(...ratios))}` : "-",
+        ]);
+      }
+    }
+    printRows(
+      [
+        `w=${base}/w=${w}, ${w}/${base}`,
+        ...Array.from({ length: opts.rounds }, (_, i) => `round ${i + 1}`),
+        "med",
+        "range",
+      ],
+      out,
+    );
+  }
 }
 
 function pool(n: number): string {
