@@ -100,7 +100,12 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
   };
   let closing: Promise<void> | undefined;
 
-  const admit = async (conn: SocketPeerConnection, remote: string): Promise<void> => {
+  /** `bytesRead`: how many bytes the peer sent (none: it left before its ClientHello). */
+  const admit = async (
+    conn: SocketPeerConnection,
+    remote: string,
+    bytesRead: () => number,
+  ): Promise<void> => {
     const sock = conn.tls;
     let timedOut = false;
     let secure = false;
@@ -125,6 +130,13 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
       if (timedOut) return;
       secure = true;
       const chain = handshake ?? chainError(sock);
+      if (chain !== undefined && bytesRead() === 0) {
+        // Connected and left without a byte: another node's crash check (control/nodes/
+        // crash_watch.ts) or a port probe, not a failed handshake.
+        log.debug({ remote }, "peer connection closed before its TLS handshake began");
+        conn.close();
+        return;
+      }
       if (chain !== undefined) {
         log.warn({ remote, reason: chain }, "peer TLS handshake failed");
         conn.close();
@@ -193,7 +205,7 @@ export async function listenPeer(opts: ListenPeerOptions): Promise<PeerListener>
       return;
     }
     track(conn.tls);
-    admit(conn, remote).catch((err) => {
+    admit(conn, remote, () => raw.bytesRead).catch((err) => {
       log.warn({ remote, reason: (err as Error).message }, "peer connection failed");
       conn.close();
     });
