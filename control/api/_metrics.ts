@@ -71,6 +71,8 @@ export interface MetricsRouteDeps {
   pki?: Pki;
   /** The nodes as this node sees them (ballast_node_state). */
   nodes?: NodeRegistry;
+  /** Crash detection's checks (ballast_crash_checks_total). */
+  crashChecks?: () => NodeMetricsInput["crashChecks"];
 }
 
 /** The /metrics sub-app; `api` counts the requests (the app's logging middleware adds them). */
@@ -90,6 +92,7 @@ export function metricsRoutes(deps: MetricsRouteDeps, api: ApiRequestCounter): H
       certificates: deps.pki ? await certificateExpiries(deps.pki) : undefined,
       nodes: await deps.nodes?.list().catch(() => undefined),
       orphaned: orphaned(deps.dataPlane),
+      crashChecks: deps.crashChecks?.(),
     });
     return c.body(text, 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE });
   });

@@ -24,6 +24,8 @@ export interface NodeMetricsInput {
   build?: VersionInfo;
   disk?: { capacityBytes: number; freeBytes: number };
   certificates?: CertificateExpiry[];
+  /** Crash checks this node made (cluster mode with crash detection), by outcome. */
+  crashChecks?: Record<"revoked" | "alive" | "skipped", number>;
 }
 
 /**
@@ -88,6 +90,18 @@ export function renderNodeMetrics(
       "Bytes of the data directory's filesystem still free for volumes.",
     );
     out.push(`ballast_data_free_bytes ${input.disk.freeBytes}`);
+  }
+  if (input.crashChecks) {
+    family(
+      "ballast_crash_checks_total",
+      "counter",
+      "Checks of nodes whose replication connection to this node ended (--crash-detection): " +
+        "outcome=revoked (its listeners refused connections: its lease was revoked), alive " +
+        "(a listener accepted or did not answer), skipped (no lease, changed, or etcd failed).",
+    );
+    for (const [outcome, n] of Object.entries(input.crashChecks)) {
+      out.push(`ballast_crash_checks_total${labels({ outcome })} ${n}`);
+    }
   }
   if (input.certificates) {
     family(

@@ -55,6 +55,8 @@ export interface ApiDeps {
   onCredentialsChanged?: () => void | Promise<void>;
   /** Cluster mode with TLS: the member's share of the cluster CA, for joins and rotation. */
   cluster?: ClusterMember;
+  /** Crash detection's checks by outcome, for /metrics (cluster mode with replication). */
+  crashChecks?: () => Record<"revoked" | "alive" | "skipped", number>;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;

@@ -73,6 +73,7 @@ export class CrashWatch {
   readonly #gapMs: number;
   /** Nodes being checked now: many connections from one node end together. */
   readonly #checking = new Map<string, Promise<CrashCheck>>();
+  readonly #outcomes: Record<CrashCheck["outcome"], number> = { revoked: 0, alive: 0, skipped: 0 };
   #stopped = false;
 
   constructor(options: CrashWatchOptions) {
@@ -91,7 +92,11 @@ export class CrashWatch {
     let running = this.#checking.get(node);
     if (!running) {
       running = this.#check(node)
-        .catch((err): CrashCheck => {
+        .then((check) => {
+          this.#outcomes[check.outcome]++;
+          return check;
+        }, (err): CrashCheck => {
+          this.#outcomes.skipped++;
           const reason = `the check failed: ${errorMessage(err)}`;
           this.#log.warn({ peer: node, reason }, "crash check of a node failed; its lease decides");
           return { outcome: "skipped", reason };
@@ -100,6 +105,11 @@ export class CrashWatch {
       this.#checking.set(node, running);
     }
     return running;
+  }
+
+  /** Checks finished since start, by outcome (the /metrics counter). */
+  counts(): Record<CrashCheck["outcome"], number> {
+    return { ...this.#outcomes };
   }
 
   /** No further checks (this node is stopping: its own connections end now). */

@@ -8,6 +8,7 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
+import { BallastClient } from "../../mod/mod.ts";
 import { e2eTest } from "./_harness.ts";
 import { PYTHON, waitFor } from "./_cluster.ts";
 import { admin } from "./_cluster_tls.ts";
@@ -49,6 +50,17 @@ e2eTest(
       );
       assert(line, "the replica logged the revocation");
       assertEquals(JSON.parse(line).peer, v.master);
+      const pki = `${c.nodes.get(replica)!.dataDir}/pki`;
+      using client = new BallastClient(c.nodes.get(replica)!.api, {
+        caCertPem: await Deno.readTextFile(`${pki}/ca-bundle.crt`),
+        certPem: await Deno.readTextFile(`${pki}/admin.crt`),
+        keyPem: await Deno.readTextFile(`${pki}/admin.key`),
+      });
+      const metrics = (await client.metrics()).split("\n");
+      assert(
+        metrics.includes('ballast_crash_checks_total{outcome="revoked"} 1'),
+        metrics.filter((l) => l.startsWith("ballast_crash")).join("\n"),
+      );
       // deno-lint-ignore no-console
       console.log(
         `[crash detection] served again ${tookMs} ms after kill -9 (lease TTL ${TTL_S} s)`,

@@ -33,7 +33,7 @@ Deno.test("certificateExpiries(): CA, node and admin, and per client the newest 
   assert(!got.some((e) => e.certificate === "client" && e.role === "node"), "no node records");
 });
 
-Deno.test("renderNodeMetrics(): build, disk and certificate families, empty labels left out", () => {
+Deno.test("renderNodeMetrics(): build, disk, crash check and certificate families, empty labels left out", () => {
   const out: string[] = [];
   const family = (name: string, type: string, help: string) =>
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -43,6 +43,7 @@ Deno.test("renderNodeMetrics(): build, disk and certificate families, empty labe
     {
       build: { ...versionInfo(), commit: "abc", build: "self-extracting", version: "9.9.9" },
       disk: { capacityBytes: 1000, freeBytes: 250 },
+      crashChecks: { revoked: 2, alive: 5, skipped: 1 },
       certificates: [
         { certificate: "node", name: "", role: "", notAfter: 123 },
         { certificate: "client", name: "vm1", role: "nbd-client", notAfter: 456 },
@@ -57,8 +58,11 @@ Deno.test("renderNodeMetrics(): build, disk and certificate families, empty labe
     `ballast_build_info{version="9.9.9",commit="abc",build="self-extracting",deno="${Deno.version.deno}"} 1`,
     "ballast_data_capacity_bytes 1000",
     "ballast_data_free_bytes 250",
+    'ballast_crash_checks_total{outcome="revoked"} 2',
+    'ballast_crash_checks_total{outcome="alive"} 5',
+    'ballast_crash_checks_total{outcome="skipped"} 1',
     'ballast_certificate_expiry_timestamp_seconds{certificate="node"} 123',
     'ballast_certificate_expiry_timestamp_seconds{certificate="client",name="vm1",role="nbd-client"} 456',
   ]);
-  assertEquals(out.filter((l) => l.startsWith("# TYPE")).length, 4);
+  assertEquals(out.filter((l) => l.startsWith("# TYPE")).length, 5);
 });

@@ -147,6 +147,7 @@ Deno.test("CrashWatch checks a node once while many of its connections end toget
     // Gone already: a later loss reads no lease and dials nothing.
     assertEquals((await watch.connectionLost("n2")).outcome, "skipped");
     assertEquals(dials, 4);
+    assertEquals(watch.counts(), { revoked: 1, alive: 0, skipped: 1 }, "one per check, not call");
     watch.stop();
     assertEquals((await watch.connectionLost("n3")).outcome, "skipped");
   });
