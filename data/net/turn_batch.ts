@@ -75,7 +75,7 @@ const MIN_PAYLOAD_BUFFER = 4 * 1024;
  *
  * Buffers come in powers of two from 4 KiB; take(n) hands a view of the first n bytes of one,
  * give() takes the view back. At most `maxBytes` of spare buffers are kept in all, none larger
- * than a quarter of that.
+ * than a quarter of that (larger requests get a buffer of their own size, never kept).
  */
 export class PayloadPool {
   readonly #spare = new Map<number, ArrayBuffer[]>();
@@ -93,6 +93,8 @@ export class PayloadPool {
 
   /** A buffer of `length` bytes (not zeroed: it may hold an earlier payload). */
   take(length: number): Uint8Array {
+    // Too large to be kept: exactly what is asked for, not the next power of two.
+    if (length > this.#maxBytes / 4) return new Uint8Array(length);
     const size = classOf(length);
     const buf = this.#spare.get(size)?.pop();
     if (buf === undefined) return new Uint8Array(new ArrayBuffer(size), 0, length);

@@ -33,8 +33,10 @@ Deno.test("PayloadPool: keeps at most its bound, and ignores buffers it did not 
   const taken = Array.from({ length: 20 }, () => pool.take(4096));
   for (const t of taken) pool.give(t);
   assertEquals(pool.spareBytes, 64 * 1024);
-  // Larger than a quarter of the bound: not kept.
-  pool.give(pool.take(32 * 1024));
+  // Larger than a quarter of the bound: exactly the size asked for, and not kept.
+  const large = pool.take(20 * 1024);
+  assertEquals(large.buffer.byteLength, 20 * 1024);
+  pool.give(large);
   assertEquals(pool.spareBytes, 64 * 1024);
   const fresh = new PayloadPool(64 * 1024);
   fresh.give(new Uint8Array(new ArrayBuffer(8192), 4096, 4096)); // a view inside another buffer
