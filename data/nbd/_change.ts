@@ -31,6 +31,12 @@ export interface ExecuteContext {
   log: Logger;
   /** Registers work whose reply is sent when it settles (shutdown waits for it). */
   later(work: Promise<void>): void;
+  /**
+   * The same without a promise: a request whose reply is sent later is counted from begin()
+   * until its end() (one each; forwarded requests, _forwarded.ts).
+   */
+  begin(): void;
+  end(): void;
   /** Set when the export is served by another node: requests go there (_forwarded.ts). */
   forward?: RequestForwarder;
 }

@@ -16,6 +16,7 @@ import type { InputBuffer } from "./_input.ts";
 import { errnoName } from "./errno.ts";
 import type { ExecuteContext } from "./_change.ts";
 import { opOf } from "./_execute.ts";
+import { PayloadPool } from "../net/mod.ts";
 
 /** READs at least this large get a reply buffer of their own, filled as their data arrives. */
 const OWN_READ_BYTES = 128 * 1024;
@@ -24,15 +25,24 @@ const OWN_READ_BYTES = 128 * 1024;
 const FORWARDED_FLAGS = C.NBD_CMD_FLAG_FUA | C.NBD_CMD_FLAG_NO_HOLE | C.NBD_CMD_FLAG_FAST_ZERO;
 
 /**
- * Forwards a valid request; `payload` is a WRITE's data (copied here unless `owned`: the
- * forwarder holds it until the master answered). Returns a promise when the client must be
- * held back until the forwarder has room again.
+ * WRITE payloads are copied into buffers of this thread's pool and held there until the
+ * master answered (the forwarder may send them again after a failover); a fresh buffer per
+ * request cost more than the rest of a large WRITE's forwarding (docs/BENCHMARKS.md,
+ * "Forwarding CPU per request").
+ */
+const payloads = new PayloadPool();
+
+/**
+ * Forwards a valid request; `payload` is a WRITE's data, copied here into a pooled buffer
+ * unless `pooled` (it is one already, from forwardStreamedWrite): the forwarder holds it
+ * until the master answered, then it goes back to the pool. Returns a promise when the client
+ * must be held back until the forwarder has room again.
  */
 export function forwardRequest(
   req: Request,
   run: ExecuteContext,
   payload: Uint8Array | undefined,
-  owned = false,
+  pooled = false,
 ): Promise<void> | undefined {
   const t0 = performance.now();
   const { exp, replies } = run;
@@ -48,25 +58,34 @@ export function forwardRequest(
     return undefined;
   }
   const reply = replies.deferred(req);
-  const what = { type: req.type, offset: req.offset, length: req.length };
   const isRead = req.type === C.NBD_CMD_READ;
   // A large READ's data goes from the master's connection straight into the client's reply
   // (a buffer of its own); a small one is copied into the reply batch when it arrives.
   const readReply = isRead && req.length >= OWN_READ_BYTES ? reply.readReply!() : undefined;
   const bytes = req.type === C.NBD_CMD_FLUSH ? 0 : req.length;
-  let settle!: () => void;
-  run.later(new Promise<void>((resolve) => (settle = resolve)));
+  let data: Uint8Array | undefined;
+  if (req.type === C.NBD_CMD_WRITE) {
+    if (pooled) data = payload;
+    else {
+      data = payloads.take(req.length);
+      data.set(payload!);
+    }
+  }
+  const type = req.type;
+  const offset = req.offset;
+  run.begin();
   return run.forward!.submit(
     {
-      type: req.type,
+      type,
       flags: req.flags & FORWARDED_FLAGS,
-      offset: req.offset,
+      offset,
       length: req.length,
-      ...(req.type === C.NBD_CMD_WRITE ? { data: owned ? payload : payload!.slice() } : {}),
-      ...(readReply ? { into: readReply.data } : {}),
+      data,
+      into: readReply?.data,
     },
     (r) => {
       const seconds = (performance.now() - t0) / 1000;
+      if (data !== undefined) payloads.give(data);
       if (r.error === 0) {
         if (readReply) readReply.send();
         else if (isRead) reply.data!(r.data!);
@@ -75,11 +94,11 @@ export function forwardRequest(
       } else {
         const errno = errnoName(r.error);
         const message = r.message ?? `the volume's master answered ${errno}`;
-        run.log.warn({ ...what, errno }, message);
+        run.log.warn({ type, offset, length: bytes, errno }, message);
         reply.error(errno, message);
         exp.stats.record(kind, 0, seconds, true);
       }
-      settle();
+      run.end();
     },
   );
 }
@@ -90,11 +109,16 @@ export async function forwardStreamedWrite(
   run: ExecuteContext,
   pieces: AsyncIterable<Uint8Array>,
 ): Promise<void> {
-  const data = new Uint8Array(req.length);
+  const data = payloads.take(req.length);
   let at = 0;
-  for await (const piece of pieces) {
-    data.set(piece, at);
-    at += piece.length;
+  try {
+    for await (const piece of pieces) {
+      data.set(piece, at);
+      at += piece.length;
+    }
+  } catch (err) {
+    payloads.give(data);
+    throw err;
   }
   await forwardRequest(req, run, data, true);
 }

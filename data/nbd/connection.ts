@@ -243,6 +243,8 @@ export class Connection {
       replies: this.#replies,
       log: this.#log,
       later: (work) => this.#later(work),
+      begin: () => this.#pending++,
+      end: () => this.#settled(),
     };
     if (exp.forwarder) this.#forward = run.forward = exp.forwarder(this.#log);
     for (;;) {
@@ -443,10 +445,12 @@ export class Connection {
   /** Tracks work whose reply is sent later (flushes): shutdown and DISC wait for it. */
   #later(work: Promise<void>): void {
     this.#pending++;
-    work.finally(() => {
-      this.#pending--;
-      if (this.#pending === 0) this.#idle?.();
-    });
+    work.finally(() => this.#settled());
+  }
+
+  #settled(): void {
+    this.#pending--;
+    if (this.#pending === 0) this.#idle?.();
   }
 
   // ---- I/O ------------------------------------------------------------------------

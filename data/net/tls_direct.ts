@@ -30,6 +30,7 @@ export interface DirectReads {
   resume(): void;
 }
 
+/** Default size of each of the two read buffers. */
 const READ_BUFFER_BYTES = 64 * 1024;
 
 // deno-lint-ignore no-explicit-any
@@ -60,11 +61,13 @@ const DISABLED = (() => {
  * Switches `tls` (a server TLSSocket just constructed over a connected net.Socket, before
  * its handshake starts on the next tick) to direct reads: `sink` gets every decrypted chunk
  * as a view of a reused buffer, valid only during the call (copy what you keep). Returns
- * undefined, changing nothing, when the internals are not there.
+ * undefined, changing nothing, when the internals are not there. `bufferBytes`: the size of
+ * each of the two buffers, the most one socket read takes (default 64 KiB).
  */
 export function directReads(
   tls: TLSSocket,
   sink: (chunk: Uint8Array) => void,
+  bufferBytes = READ_BUFFER_BYTES,
 ): DirectReads | undefined {
   const t = tls as Internal;
   const wrap = t._handle;
@@ -83,7 +86,7 @@ export function directReads(
   const state = STATE;
 
   // Plaintext: the TLS layer writes into `clear` and calls back with the count.
-  const clear = new Uint8Array(READ_BUFFER_BYTES);
+  const clear = new Uint8Array(bufferBytes);
   t[kBuffer] = clear;
   t[kBufferCb] = (n: number) => {
     sink(clear.subarray(0, n));
@@ -92,7 +95,7 @@ export function directReads(
 
   // Ciphertext: the TCP handle reads into `sealed`; receive() copies it before returning.
   // The TLS socket's start (next tick) restarts the TCP reads, which picks this onread up.
-  const sealed = new Uint8Array(READ_BUFFER_BYTES);
+  const sealed = new Uint8Array(bufferBytes);
   tcp.useUserBuffer(sealed);
   let stopped = false;
   let ended = false;

@@ -35,6 +35,8 @@ export interface WrapTlsOptions {
   servername?: string;
   /** Gets every decrypted chunk (see TlsReads.direct for its lifetime). */
   sink: (chunk: Uint8Array) => void;
+  /** Direct reads: the most one socket read takes, and the plaintext buffer (default 64 KiB). */
+  readBufferBytes?: number;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -59,7 +61,7 @@ export function wrapTls(raw: Socket, options: WrapTlsOptions): { tls: TLSSocket;
   }
   if (!server && options.servername) (tls as Internal).setServername?.(options.servername);
   boundVectoredWrites(tls);
-  const direct = directReads(tls, options.sink);
+  const direct = directReads(tls, options.sink, options.readBufferBytes);
   let reads: TlsReads;
   if (direct) {
     reads = { direct: true, pause: () => direct.pause(), resume: () => direct.resume() };

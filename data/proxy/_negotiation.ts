@@ -1,10 +1,14 @@
 /**
  * The pieces of the forwarding client's option haggling ("Option haggling"): its errors, a
- * queue of received bytes taken in exact amounts, and option requests and replies.
+ * queue of received bytes taken in exact amounts, option requests and replies, and the check
+ * of the master's certificate after STARTTLS.
  * @module
  */
 
+import type { TLSSocket } from "node:tls";
 import * as C from "../nbd/constants.ts";
+import { tlsVerifyError } from "../net/mod.ts";
+import type { PeerVerify } from "../peer/mod.ts";
 
 export type UpstreamErrorCode = "unreachable" | "refused" | "protocol" | "closed" | "timeout";
 
@@ -111,4 +115,33 @@ export async function readOptionReply(
   if (length > 64 * 1024) throw new UpstreamError("protocol", "option reply too long");
   const data = length > 0 ? (await input.need(length)).slice() : new Uint8Array(0);
   return { type, data, message: type >= 0x80000000 ? dec.decode(data) : "" };
+}
+
+/** The master's certificate: trusted by the node's bundle, and naming the expected node. */
+export async function checkServer(
+  tls: TLSSocket,
+  o: { verify?: PeerVerify; expectNode?: string },
+  remote: string,
+): Promise<void> {
+  const chain = tlsVerifyError(tls);
+  if (chain !== undefined) {
+    throw new UpstreamError("refused", `master ${remote} is untrusted: TLS: ${chain}`);
+  }
+  if (!o.verify) return;
+  let der: Uint8Array | undefined;
+  try {
+    const raw = tls.getPeerCertificate(false)?.raw;
+    der = raw && raw.length > 0 ? new Uint8Array(raw) : undefined;
+  } catch {
+    der = undefined;
+  }
+  if (!der) throw new UpstreamError("refused", `master ${remote} sent no certificate`);
+  const v = await o.verify(der);
+  if (!v.ok) throw new UpstreamError("refused", `master ${remote} is untrusted: ${v.reason}`);
+  if (o.expectNode !== undefined && v.node !== o.expectNode) {
+    throw new UpstreamError(
+      "refused",
+      `master ${remote} presented node "${v.node}", expected "${o.expectNode}"`,
+    );
+  }
 }

@@ -21,10 +21,11 @@
 import { connect as netConnect, isIP, type Socket } from "node:net";
 import { createSecureContext, type TLSSocket } from "node:tls";
 import * as C from "../nbd/constants.ts";
-import { SendBuffers, splitHostPort, tlsVerifyError, wrapTls } from "../net/mod.ts";
+import { SendBuffers, splitHostPort, wrapTls } from "../net/mod.ts";
 import type { PeerVerify } from "../peer/mod.ts";
 import {
   ByteQueue,
+  checkServer,
   encodeOption,
   readOptionReply,
   UpstreamError,
@@ -86,10 +87,18 @@ const enc = new TextEncoder();
 
 /** WRITE payloads at least this large are written on their own rather than copied into a batch. */
 const OWN_WRITE_BYTES = 64 * 1024;
+/**
+ * The most one read of the master's socket takes: a forwarded 1 MiB READ then costs 4 reads
+ * and 4 decrypt callbacks rather than 16 (docs/BENCHMARKS.md, "Forwarding CPU per request").
+ */
+const READ_BUFFER_BYTES = 256 * 1024;
 /** "Simple reply message": magic, error, handle. */
 const REPLY_HEADER = 16;
 /** "Request message": magic, flags, type, handle, offset, length. */
 const REQUEST_HEADER = 28;
+const TWO_POW_32 = 0x100000000;
+/** The reply of every successful request without data (callers only read it). */
+const OK: UpstreamReply = Object.freeze({ error: 0 });
 
 interface Pending {
   length: number;
@@ -105,8 +114,9 @@ export class Upstream {
   readonly remote: string;
   #write: (b: Uint8Array, written?: () => void) => void;
   #destroy: () => void;
-  #pending = new Map<bigint, Pending>();
-  #nextHandle = 1n;
+  /** By handle: a plain number (below 2^53), sent as two 32-bit halves (no BigInt). */
+  #pending = new Map<number, Pending>();
+  #nextHandle = 1;
   #closed: UpstreamError | undefined;
   #onClose: ((err: UpstreamError) => void) | undefined;
   /** The reply header being received, and how much of it has arrived. */
@@ -213,6 +223,7 @@ export class Upstream {
           servername: isIP(o.host) ? undefined : o.host,
           // Direct reads hand views of a reused buffer, valid during the call only.
           sink: (chunk) => deliver(chunk, false),
+          readBufferBytes: READ_BUFFER_BYTES,
         });
         tls.on("error", (err: Error) => fail("refused", `${phase}: ${err.message}`, err));
         tls.on("close", () => fail("closed", `connection closed during ${phase}`));
@@ -304,8 +315,10 @@ export class Upstream {
     v.setUint32(at, C.NBD_REQUEST_MAGIC);
     v.setUint16(at + 4, req.flags);
     v.setUint16(at + 6, req.type);
-    v.setBigUint64(at + 8, handle);
-    v.setBigUint64(at + 16, BigInt(req.offset));
+    v.setUint32(at + 8, Math.floor(handle / TWO_POW_32));
+    v.setUint32(at + 12, handle >>> 0);
+    v.setUint32(at + 16, Math.floor(req.offset / TWO_POW_32));
+    v.setUint32(at + 20, req.offset >>> 0);
     v.setUint32(at + 24, req.length);
     if (payload && !own) this.#out!.set(payload, at + REQUEST_HEADER);
     this.#pending.set(handle, { length: req.length, read, into: req.into, done });
@@ -413,7 +426,7 @@ export class Upstream {
       );
     }
     const error = v.getUint32(4);
-    const handle = v.getBigUint64(8);
+    const handle = v.getUint32(8) * TWO_POW_32 + v.getUint32(12);
     const p = this.#pending.get(handle);
     if (!p) throw new UpstreamError("protocol", `reply for unknown handle ${handle}`);
     this.#pending.delete(handle);
@@ -423,7 +436,7 @@ export class Upstream {
         this.#got = 0;
       } else this.#direct = { length: p.length, done: p.done };
     } else if (p.read && error === 0) p.done({ error, data: new Uint8Array(0) });
-    else p.done({ error });
+    else p.done(error === 0 ? OK : { error });
   }
 
   #fail(message: string): void {
@@ -434,31 +447,6 @@ export class Upstream {
     this.#out = undefined;
     this.#destroy();
     this.#onClose?.(this.#closed);
-  }
-}
-
-/** The master's certificate: trusted by the node's bundle, and naming the expected node. */
-async function checkServer(tls: TLSSocket, o: UpstreamOptions, remote: string): Promise<void> {
-  const chain = tlsVerifyError(tls);
-  if (chain !== undefined) {
-    throw new UpstreamError("refused", `master ${remote} is untrusted: TLS: ${chain}`);
-  }
-  if (!o.verify) return;
-  let der: Uint8Array | undefined;
-  try {
-    const raw = tls.getPeerCertificate(false)?.raw;
-    der = raw && raw.length > 0 ? new Uint8Array(raw) : undefined;
-  } catch {
-    der = undefined;
-  }
-  if (!der) throw new UpstreamError("refused", `master ${remote} sent no certificate`);
-  const v = await o.verify(der);
-  if (!v.ok) throw new UpstreamError("refused", `master ${remote} is untrusted: ${v.reason}`);
-  if (o.expectNode !== undefined && v.node !== o.expectNode) {
-    throw new UpstreamError(
-      "refused",
-      `master ${remote} presented node "${v.node}", expected "${o.expectNode}"`,
-    );
   }
 }
 

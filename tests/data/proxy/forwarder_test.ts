@@ -107,12 +107,26 @@ Deno.test("attach anywhere: a real NBD client attached to a node without a copy 
     const [host, port] = front.plane.nbdAddress.split(":");
     const py = `
 import sys, nbd
+MiB = 1024 * 1024
 h = nbd.NBD(); h.connect_uri(sys.argv[1])
 assert h.get_size() == 16 * 1024 * 1024, h.get_size()
 h.pwrite(b"\\x5a" * 65536, 1048576, nbd.CMD_FLAG_FUA)
 h.zero(4096, 2097152)
 h.flush()
 assert h.pread(65536, 1048576) == b"\\x5a" * 65536
+# Pipelined WRITEs of several sizes with their own bytes (the forwarding node holds each
+# payload in a pooled buffer until the master answered), then one of 9 MiB (gathered in pieces).
+writes = [(4096 * i, 4096, i + 1) for i in range(64)]
+writes += [(4 * MiB + MiB * i, MiB, 0x80 + i) for i in range(12)]
+for rnd in range(2):
+    for off, n, v in writes:
+        h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray([(v + rnd) % 256]) * n), off)
+    while h.aio_in_flight() > 0:
+        h.poll(-1)
+for off, n, v in writes:
+    assert h.pread(n, off) == bytes([(v + 1) % 256]) * n, (off, n)
+h.pwrite(b"\\xc3" * (9 * MiB), 4 * MiB)
+assert h.pread(9 * MiB, 4 * MiB) == b"\\xc3" * (9 * MiB)
 try:
     h.pread(4096, 16 * 1024 * 1024)
     print("no error")
