@@ -34,7 +34,7 @@ export class LeaseWatch {
   readonly #grace = new Map<string, ReturnType<typeof setTimeout>>();
   readonly #graceMs: number;
   readonly #self: string | undefined;
-  /** performance.now() when this node's own lease was last seen gone. */
+  /** performance.now() when this node's own lease was last seen lapse (go after being up). */
   #selfGoneAt = -Infinity;
   readonly #subs = new Set<(node: string, up: boolean) => void>();
   #stop: AbortController | undefined;
@@ -139,7 +139,10 @@ export class LeaseWatch {
       return;
     }
     this.#alive.delete(node);
-    if (node === this.#self) this.#selfGoneAt = performance.now();
+    // Only a lapse of this node's own lease hints at an etcd outage; not being registered yet
+    // (the first listing of a node that is starting) does not, or every death within one
+    // grace of a node's start would wait out the grace.
+    if (node === this.#self && wasUp) this.#selfGoneAt = performance.now();
     if (this.#reportedDown.has(node) || this.#grace.has(node)) return;
     if (!wasKnown || !wasUp || this.#graceMs <= 0) {
       // First seen without a lease (down before this node started): no grace to give.

@@ -116,6 +116,33 @@ Deno.test("LeaseWatch with self: a peer's lease gone while this node's own holds
   });
 });
 
+Deno.test("LeaseWatch with self: a node that starts before registering its own lease reports a peer's death without the grace", async () => {
+  await withSqlite(async (store) => {
+    // n1 has a record from an earlier run but no liveness key yet: the watch starts first.
+    await store.put(NODE_PREFIX + "n1", JSON.stringify({ name: "n1" }));
+    const lease2 = await register(store, "n2");
+    const watch = new LeaseWatch({
+      store,
+      logger: silentLogger(),
+      graceMs: 120_000,
+      self: "n1",
+    });
+    const seen: string[] = [];
+    watch.subscribe((node, up) => seen.push(`${node} ${up ? "up" : "down"}`));
+    await watch.start();
+    try {
+      await register(store, "n1");
+      await eventually("n1 registered", () => seen.includes("n1 up"), 30_000, 10);
+      // Not being registered yet was no lapse of n1's lease: n2's death is no outage.
+      await store.revokeLease(lease2);
+      await eventually("n2 reported down", () => seen.includes("n2 down"), 60_000, 10);
+      assertEquals(watch.down(), ["n2"]);
+    } finally {
+      await watch.stop();
+    }
+  });
+});
+
 Deno.test("LeaseWatch: each node's peer address follows its record, without a store read", async () => {
   await withSqlite(async (store) => {
     await store.put(NODE_PREFIX + "n1", JSON.stringify({ name: "n1", peerAddress: "h:1" }));
