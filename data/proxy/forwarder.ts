@@ -29,8 +29,14 @@ import { type Upstream, UpstreamError } from "./upstream.ts";
 
 /** How long held requests wait for a master they can be sent to, before EIO. */
 export const FAILOVER_MS = 30_000;
-/** How long an EIO from the master is held in case the master changes. */
-export const EIO_GRACE_MS = 3_000;
+/**
+ * How long an EIO from the master is held in case the master changes. A fenced master answers
+ * its last requests with EIO right after the new master's compare-and-swap; this node learns
+ * of that swap through its etcd watch, which a loaded machine can deliver seconds late (3 s
+ * was not always enough on two cores busy with the test suite). An EIO no failover explains
+ * reaches the client this much later.
+ */
+export const EIO_GRACE_MS = 10_000;
 /** Bytes of held requests (payloads and expected data) before the client is held back. */
 const MAX_HELD_BYTES = 64 * 1024 * 1024;
 /** Between attempts to reach a master that did not answer. */

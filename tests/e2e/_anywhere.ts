@@ -99,6 +99,8 @@ export function startWriter(c: ReplCluster, front: string, volume: string, dir: 
   const writer = run(PYTHON, ["-c", WRITER_PY, c.uri(front, volume), progressFile, stop], {
     timeoutMs: 600_000,
   });
+  let ended: Awaited<typeof writer> | undefined;
+  writer.then((r) => (ended = r));
   const progress = async () => {
     try {
       return Number(await Deno.readTextFile(progressFile)) || 0;
@@ -110,7 +112,11 @@ export function startWriter(c: ReplCluster, front: string, volume: string, dir: 
     progress,
     async advance(n, what) {
       const at = await progress();
-      await waitFor(what, async () => (await progress()) >= at + n, { timeoutMs: 60_000 });
+      await waitFor(what, async () => {
+        // A writer that stopped (an error reached the client) will not advance: say why.
+        if (ended) throw new Error(`the writer ended (exit ${ended.code}): ${ended.stderr}`);
+        return (await progress()) >= at + n;
+      }, { timeoutMs: 60_000 });
     },
     async finish(c, volume) {
       await Deno.writeTextFile(stop, "");
