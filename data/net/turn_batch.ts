@@ -40,38 +40,16 @@ export class TurnBatch<T> {
   }
 }
 
-/**
- * Reused send buffers of COALESCE_BYTES: a fresh ArrayBuffer per write costs Deno
- * microseconds on this kind of machine (docs/BENCHMARKS.md, "TLS writes"). `take()` one to
- * gather a turn's bytes in, `give()` it back once the socket's write of it completed.
- */
-export class SendBuffers {
-  readonly #spare: Uint8Array[] = [];
-  readonly #keep: number;
-
-  /** Keeps at most `keep` spare buffers. */
-  constructor(keep = 4) {
-    this.#keep = keep;
-  }
-
-  take(): Uint8Array {
-    return this.#spare.pop() ?? new Uint8Array(COALESCE_BYTES);
-  }
-
-  give(buf: Uint8Array): void {
-    if (this.#spare.length < this.#keep) this.#spare.push(buf);
-  }
-}
-
 /** The smallest buffer a PayloadPool hands out. */
 const MIN_PAYLOAD_BUFFER = 4 * 1024;
 
 /**
- * Reused buffers for payloads held across an asynchronous step (a forwarded WRITE's data,
- * held until the master answered it). A fresh 1 MiB ArrayBuffer per request costs Deno
- * about 0.6 ms here (page faults on new memory, then the collector), against 0.03 ms to copy
- * into a reused one (docs/BENCHMARKS.md, "Forwarding CPU per request"); a fresh 4 KiB one
- * about 1.4 us.
+ * Reused buffers: payloads held across an asynchronous step (a forwarded WRITE's data, held
+ * until the master answered it), and send buffers that gather a turn's bytes (sendBuffers():
+ * take COALESCE_BYTES, give it back once the socket's write of it completed). A fresh 1 MiB
+ * ArrayBuffer per request costs Deno about 0.6 ms here (page faults on new memory, then the
+ * collector), against 0.03 ms to copy into a reused one (docs/BENCHMARKS.md, "Forwarding CPU
+ * per request"); a fresh 4 KiB one about 1.4 us.
  *
  * Buffers come in powers of two from 4 KiB; take(n) hands a view of the first n bytes of one,
  * give() takes the view back. At most `maxBytes` of spare buffers are kept in all, none larger
@@ -113,6 +91,11 @@ export class PayloadPool {
     list.push(buf);
     this.#bytes += size;
   }
+}
+
+/** A pool of send buffers for one connection: at most `keep` spare COALESCE_BYTES buffers. */
+export function sendBuffers(keep = 4): PayloadPool {
+  return new PayloadPool(keep * COALESCE_BYTES);
 }
 
 /** The buffer size that holds `length` bytes: the next power of two, at least 4 KiB. */

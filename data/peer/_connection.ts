@@ -24,7 +24,7 @@
 import type { Socket } from "node:net";
 import type { SecureContext, TLSSocket } from "node:tls";
 import type { Logger } from "pino";
-import { SendBuffers, type TlsReads, TurnBatch, wrapTls } from "../net/mod.ts";
+import { COALESCE_BYTES, sendBuffers, type TlsReads, TurnBatch, wrapTls } from "../net/mod.ts";
 import { PeerError } from "./_errors.ts";
 import {
   FRAME_HEADER_BYTES,
@@ -130,7 +130,7 @@ export class SocketPeerConnection implements PeerConnection {
   /** Frames handed over in this turn, written together at its end (#flush). */
   #turn = new TurnBatch<Outgoing>((batch) => this.#flush(batch));
   /** Send buffers whose writes completed (#flush). */
-  readonly #sendBuffers = new SendBuffers();
+  readonly #sendBuffers = sendBuffers();
 
   /** Wraps `raw` (connected) in TLS and starts the handshake. */
   constructor(raw: Socket, options: SocketPeerConnectionOptions) {
@@ -388,7 +388,7 @@ export class SocketPeerConnection implements PeerConnection {
     const room = (n: number): Uint8Array => {
       if (buf !== undefined && at + n > buf.length) ship();
       if (buf === undefined) {
-        buf = this.#sendBuffers.take();
+        buf = this.#sendBuffers.take(COALESCE_BYTES);
         at = 0;
       }
       return buf;

@@ -21,7 +21,7 @@
 import { connect as netConnect, isIP, type Socket } from "node:net";
 import { createSecureContext, type TLSSocket } from "node:tls";
 import * as C from "../nbd/constants.ts";
-import { SendBuffers, splitHostPort, wrapTls } from "../net/mod.ts";
+import { COALESCE_BYTES, sendBuffers, splitHostPort, wrapTls } from "../net/mod.ts";
 import type { PeerVerify } from "../peer/mod.ts";
 import {
   ByteQueue,
@@ -133,7 +133,7 @@ export class Upstream {
   #outView: DataView | undefined;
   #outLen = 0;
   /** Request buffers whose writes completed. */
-  readonly #sendBuffers = new SendBuffers();
+  readonly #sendBuffers = sendBuffers();
 
   private constructor(
     io: { write: (b: Uint8Array, written?: () => void) => void; destroy: () => void },
@@ -346,7 +346,7 @@ export class Upstream {
   #room(bytes: number): number {
     if (this.#out !== undefined && this.#outLen + bytes > this.#out.length) this.#flushOut();
     if (this.#out === undefined) {
-      const buf = this.#sendBuffers.take();
+      const buf = this.#sendBuffers.take(COALESCE_BYTES);
       this.#out = buf;
       this.#outView = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
       this.#outLen = 0;

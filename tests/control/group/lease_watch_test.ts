@@ -78,20 +78,23 @@ Deno.test("LeaseWatch: a node already without a lease at start is down at once",
   });
 });
 
+/**
+ * A watch from n1's point of view, with a grace far longer than any wait in these tests (a
+ * report within one skipped the grace), and the reports it makes, in order.
+ */
+function watchAsN1(store: SqliteStateStore): { watch: LeaseWatch; seen: string[] } {
+  const watch = new LeaseWatch({ store, logger: silentLogger(), graceMs: 120_000, self: "n1" });
+  const seen: string[] = [];
+  watch.subscribe((node, up) => seen.push(`${node} ${up ? "up" : "down"}`));
+  return { watch, seen };
+}
+
 Deno.test("LeaseWatch with self: a peer's lease gone while this node's own holds is reported without the grace; in an outage that took this node's lease too, the grace applies", async () => {
   await withSqlite(async (store) => {
     const lease1 = await register(store, "n1");
     const lease2 = await register(store, "n2");
     await register(store, "n3");
-    // A grace far longer than the wait below: a report within the wait skipped the grace.
-    const watch = new LeaseWatch({
-      store,
-      logger: silentLogger(),
-      graceMs: 120_000,
-      self: "n1",
-    });
-    const seen: string[] = [];
-    watch.subscribe((node, up) => seen.push(`${node} ${up ? "up" : "down"}`));
+    const { watch, seen } = watchAsN1(store);
     await watch.start();
     try {
       // n2 dies alone: n1's own lease held, so this is not an outage.
@@ -121,14 +124,7 @@ Deno.test("LeaseWatch with self: a node that starts before registering its own l
     // n1 has a record from an earlier run but no liveness key yet: the watch starts first.
     await store.put(NODE_PREFIX + "n1", JSON.stringify({ name: "n1" }));
     const lease2 = await register(store, "n2");
-    const watch = new LeaseWatch({
-      store,
-      logger: silentLogger(),
-      graceMs: 120_000,
-      self: "n1",
-    });
-    const seen: string[] = [];
-    watch.subscribe((node, up) => seen.push(`${node} ${up ? "up" : "down"}`));
+    const { watch, seen } = watchAsN1(store);
     await watch.start();
     try {
       await register(store, "n1");
