@@ -9,6 +9,7 @@ import type { HandshakePolicy } from "./nbd/handshake.ts";
 import type { StartTls } from "./nbd/transport.ts";
 import type { ClientVerdict, WorkerTls } from "./pool/protocol.ts";
 import type { SizingTimings } from "./pool/sizing.ts";
+import type { ExportTable } from "./exports.ts";
 import type { DataPlane } from "./plane.ts";
 import type { UnixListenAt } from "./_local_attach.ts";
 import type { ConnectNode, CopyEpochs, CopyHashes, ReplicaService } from "./replication/mod.ts";
@@ -55,6 +56,8 @@ export interface DataPlaneOptions {
 }
 
 export interface RunningDataPlane extends DataPlane {
+  /** The volumes exported now, shared with every thread that serves them. */
+  readonly exports: ExportTable;
   /** The newest epoch each local copy has seen (shared with the replica service). */
   readonly epochs: CopyEpochs;
   /** The hash lists of the local copies. */

@@ -25,6 +25,7 @@ import type { Logger } from "../common/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
 import { type Encoded, GroupRecordIo } from "./_record_io.ts";
 import type { LeaseWatch } from "./lease_watch.ts";
+import { type GroupHost, NotMasterError } from "./host.ts";
 import {
   type ActorState,
   type Effect,
@@ -56,46 +57,6 @@ const RETRY_CAP_MS = 8_000;
 export function retryDelay(ms: number, losses: number, random = Math.random()): number {
   const backoff = Math.min(RETRY_CAP_MS, ms * 2 ** Math.max(0, losses - 1));
   return Math.round(backoff * (0.5 + random));
-}
-
-/** What the driver gives the host when it serves. */
-export interface ServeHooks {
-  /**
-   * Without replication: the first data-changing request must wait for it (see
-   * DataPlane.openVolume), so that the record shows the replicas out of sync first.
-   */
-  writeGate?: () => Promise<void>;
-  /**
-   * With replication: replicas failed to apply a request; resolves once the record shows
-   * them out of sync (the request may then be acknowledged), rejects if this node stops
-   * serving `epoch` first.
-   */
-  replicasFailed: (nodes: string[]) => Promise<void>;
-  /**
-   * A planned handover made this node master: the previous master closed its export before
-   * handing over, so there is no read lease of it to wait out.
-   */
-  handedOver?: boolean;
-}
-
-/** What a driver needs from the node hosting the group. */
-export interface GroupHost {
-  /** Whether the host replicates writes to the in-sync members (no first-write gate). */
-  replicates?: boolean;
-  /** Export the volume: this node is master at `epoch`. */
-  serve(epoch: number, hooks: ServeHooks): Promise<void>;
-  /** Stop exporting: the group moved past `epoch` or to another master. */
-  stopServing(epoch: number): Promise<void>;
-  /**
-   * As master at `epoch`, bring `replica`'s copy up to date (Delta Sync); resolves true when
-   * it holds every write (it is then reported in sync), false when it could not.
-   */
-  resync?(replica: string, epoch: number): Promise<boolean>;
-  /**
-   * Whether the local copy may differ from the replicas' (it accepted a write since it
-   * was exported, or holds data at all). Polled while serving.
-   */
-  written(): boolean;
 }
 
 export type { Encoded };
@@ -186,7 +147,7 @@ export class GroupDriver {
     for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
     if (this.#writePoll !== undefined) clearInterval(this.#writePoll);
-    this.#settleGates(undefined, new Error("the group driver stopped"));
+    this.#settleGates(undefined, new NotMasterError("the group driver stopped"));
     const serving = this.#state.serving;
     if (options.release && serving !== undefined) {
       this.#hostChain = this.#hostChain.then(() => this.#o.host.stopServing(serving));
@@ -412,7 +373,7 @@ export class GroupDriver {
       case "refuse-writes":
         this.#settleGates(
           n.epoch,
-          new Error(`this node is no longer master at epoch ${n.epoch}`),
+          new NotMasterError(`this node is no longer master at epoch ${n.epoch}`),
         );
         break;
       case "fence":

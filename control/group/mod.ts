@@ -11,5 +11,6 @@ export * from "./membership.ts";
 export * from "./record.ts";
 export * from "./machine.ts";
 export * from "./driver.ts";
+export * from "./host.ts";
 export * from "./lease_watch.ts";
 export * from "./handover.ts";

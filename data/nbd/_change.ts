@@ -13,7 +13,7 @@
 
 import * as C from "./constants.ts";
 import type { Request } from "./codec.ts";
-import { type Errno, errnoOf } from "./errno.ts";
+import { type Errno, errnoOf, notMaster } from "./errno.ts";
 import type { DeferredReply, Replies } from "./_replies.ts";
 import type { Logger } from "pino";
 import type { InputBuffer } from "./_input.ts";
@@ -150,7 +150,8 @@ export function answerFailure(
  * The reply of a request applied here that the replicas must apply too: sent once every
  * replica answered, and, for FUA and FLUSH, once the local flush completed. A replica that
  * failed must first be shown out of sync in the group record (exp.replicasFailed: until
- * then the reply waits); a fenced master (a replica saw a newer epoch) fails the request.
+ * then the reply waits); a fenced master (a replica saw a newer epoch) fails the request
+ * with ESHUTDOWN (errno.ts notMaster).
  * `done` runs when the replicas are through with it (the regions are left there).
  */
 export function replicateThenReply(
@@ -180,7 +181,7 @@ export function replicateThenReply(
       durable ? exp.store.flush() : undefined,
     ]);
     const fenced = results.find((r) => r.fenced)?.fenced;
-    if (fenced) throw new FencedError(fenced);
+    if (fenced) throw notMaster(`this node is no longer the volume's master: ${fenced}`);
     const failedReplicas = [...new Set(results.flatMap((r) => r.failed.map((f) => f.node)))];
     if (failedReplicas.length > 0) await exp.replicasFailed(failedReplicas);
   })();
@@ -190,22 +191,13 @@ export function replicateThenReply(
       reply.ok();
     },
     (err) => {
-      const fenced = err instanceof FencedError;
-      const message = fenced
-        ? `this node is no longer the volume's master: ${err.message}`
-        : err instanceof Error
-        ? err.message
-        : String(err);
-      const errno = fenced ? "EIO" : errnoOf(err);
+      const message = err instanceof Error ? err.message : String(err);
+      const errno = errnoOf(err);
       run.log.error({ ...what, errno }, message);
       exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
       reply.error(errno, message);
     },
   ));
-}
-
-class FencedError extends Error {
-  override name = "FencedError";
 }
 
 /** Replies after the store's flush completes; other requests keep flowing meanwhile. */

@@ -9,6 +9,7 @@
 import * as C from "./constants.ts";
 import type { Request, StatusDescriptor } from "./codec.ts";
 import { StreamedReadError } from "./_replies.ts";
+import { notMaster } from "./errno.ts";
 import type { ReplicatedOp } from "../replication/replicator.ts";
 import { F_NO_HOLE, T_FLUSH, T_TRIM, T_WRITE, T_ZERO } from "../replication/wire.ts";
 import {
@@ -73,8 +74,8 @@ function needsLease(type: number): boolean {
 /**
  * The lease check before executing an admitted request: true when it may run now; otherwise
  * a promise that resolves true once the group master renewed its lease, or false when it
- * cannot (replaced by another member, or no renewal within LEASE_WAIT_MS) after answering
- * the request with EIO.
+ * cannot after answering the request: ESHUTDOWN when another member replaced this one
+ * (errno.ts notMaster), EIO when no renewal came within LEASE_WAIT_MS.
  */
 export function checkLease(req: Request, run: ExecuteContext): true | Promise<boolean> {
   if (!needsLease(req.type) || run.exp.lease.state() === "ok") return true;
@@ -89,12 +90,12 @@ export function checkLease(req: Request, run: ExecuteContext): true | Promise<bo
           run,
           opOf(req.type),
           t0,
-          new Error(
-            state === "fenced"
-              ? "this node is no longer the volume's master: another member was promoted"
-              : `this node could not renew its lease as the volume's master from its members ` +
+          state === "fenced"
+            ? notMaster("this node is no longer the volume's master: another member was promoted")
+            : new Error(
+              `this node could not renew its lease as the volume's master from its members ` +
                 `within ${LEASE_WAIT_MS / 1000} s`,
-          ),
+            ),
         );
         return false;
       }

@@ -22,6 +22,7 @@ import { negotiate, type Session } from "./_negotiate.ts";
 import type { StartTls, Transport } from "./transport.ts";
 import { ClientRefusedError, isDisconnect, ProtocolError } from "./errors.ts";
 import { InputBuffer, type Parsed } from "./_input.ts";
+import { errnoOf } from "./errno.ts";
 import { Replies, ReplyBatcher } from "./_replies.ts";
 import {
   checkLease,
@@ -417,7 +418,8 @@ export class Connection {
 
   /**
    * Waits for the export's write gate (the control plane must record something before
-   * the first write is acknowledged). On failure answers `req` with EIO: the data is
+   * the first write is acknowledged). On failure answers `req` with the failure's errno (EIO,
+   * or ESHUTDOWN when this node is no longer master: errno.ts notMaster): the data is
    * untouched, so the client may retry. Returns whether to execute the request.
    */
   async #passWriteGate(exp: LiveExport, req: Request): Promise<boolean> {
@@ -429,7 +431,7 @@ export class Connection {
     } catch (err) {
       const message = `write refused: ${err instanceof Error ? err.message : String(err)}`;
       this.#log.warn({ type: req.type, offset: req.offset, length: req.length }, message);
-      this.#replies.error(req, "EIO", message);
+      this.#replies.error(req, errnoOf(err), message);
       exp.stats.record(opOf(req.type), 0, 0, true);
       return false;
     }

@@ -56,6 +56,26 @@ export function nbdError(errno: Errno | undefined, flags: number): number {
   }
 }
 
+/** A failure described by its POSIX error name (what errnoOf reads). */
+export class ErrnoError extends Error {
+  override name = "ErrnoError";
+  constructor(readonly errno: Errno, message: string) {
+    super(message);
+  }
+}
+
+/**
+ * The failure of a request that this node may no longer serve as the volume's master: another
+ * member was promoted (a replica saw a newer epoch, the group record names another master) or
+ * the group driver stopped. `ESHUTDOWN`, not `EIO`: for this volume the server is going away
+ * ("Error values": "the server is in the process of being shut down"), nothing failed on the
+ * media, and a forwarding node (data/proxy/forwarder.ts) holds such a request until the group
+ * names the next master and sends it there, rather than failing it.
+ */
+export function notMaster(message: string): ErrnoError {
+  return new ErrnoError("ESHUTDOWN", message);
+}
+
 /** The POSIX error name a thrown value carries (`errno` of BlockStoreError), else EIO. */
 export function errnoOf(err: unknown): Errno {
   const errno = (err as { errno?: unknown } | null)?.errno;

@@ -12,6 +12,7 @@ import { createSecureContext, type SecureContext } from "node:tls";
 import type { Logger } from "pino";
 import { ExportTable, LiveExport } from "../exports.ts";
 import { nbdStartTls } from "../nbd/client_tls.ts";
+import { ErrnoError } from "../nbd/errno.ts";
 import type { HandshakePolicy } from "../nbd/handshake.ts";
 import { openFdTransport } from "../nbd/node_transport.ts";
 import { NbdServer, READ_ONLY_PLAINTEXT } from "../nbd/server.ts";
@@ -96,7 +97,7 @@ export class WorkerPlane {
   /** Gate requests waiting for the main thread's answer, per volume. */
   #gates = new Map<
     string,
-    { promise: Promise<void>; settle: (ok: boolean, msg?: string) => void }
+    { promise: Promise<void>; settle: (ok: boolean, msg?: string, errno?: string) => void }
   >();
   #connections = 0;
   /** Connections handed to this worker so far. */
@@ -158,7 +159,7 @@ export class WorkerPlane {
   /** Certificate checks waiting for the main thread's verdict. */
   #verifying = new Map<number, (v: ClientVerdict) => void>();
   /** Replica failures waiting for the main thread (the group record). */
-  #failing = new Map<number, (ok: boolean, message?: string) => void>();
+  #failing = new Map<number, (ok: boolean, message?: string, errno?: string) => void>();
   #peerLinks: PeerLinks | undefined;
   #nextVerify = 1;
 
@@ -218,16 +219,18 @@ export class WorkerPlane {
   #askMain(name: string, nodes: string[]): Promise<void> {
     const id = this.#nextVerify++;
     return new Promise((resolve, reject) => {
-      this.#failing.set(id, (ok, message) => {
+      this.#failing.set(id, (ok, message, errno) => {
         if (ok) resolve();
-        else reject(new Error(message ?? "the group record could not be updated"));
+        else {reject(
+            new ErrnoError(errno ?? "EIO", message ?? "the group record could not be updated"),
+          );}
       });
       this.#post({ type: "replicas-failed", id, name, nodes });
     });
   }
 
-  replicasFailedResult(id: number, ok: boolean, message?: string): void {
-    this.#failing.get(id)?.(ok, message);
+  replicasFailedResult(id: number, ok: boolean, message?: string, errno?: string): void {
+    this.#failing.get(id)?.(ok, message, errno);
     this.#failing.delete(id);
   }
 
@@ -313,12 +316,12 @@ export class WorkerPlane {
   #askGate(name: string): Promise<void> {
     let g = this.#gates.get(name);
     if (!g) {
-      let settle!: (ok: boolean, msg?: string) => void;
+      let settle!: (ok: boolean, msg?: string, errno?: string) => void;
       const promise = new Promise<void>((resolve, reject) => {
-        settle = (ok, msg) => {
+        settle = (ok, msg, errno) => {
           this.#gates.delete(name);
           if (ok) resolve();
-          else reject(new Error(msg ?? "the write gate failed"));
+          else reject(new ErrnoError(errno ?? "EIO", msg ?? "the write gate failed"));
         };
       });
       g = { promise, settle };
@@ -328,8 +331,8 @@ export class WorkerPlane {
     return g.promise;
   }
 
-  gateResult(name: string, ok: boolean, message?: string): void {
-    this.#gates.get(name)?.settle(ok, message);
+  gateResult(name: string, ok: boolean, message?: string, errno?: string): void {
+    this.#gates.get(name)?.settle(ok, message, errno);
   }
 
   /** Graceful stop: every connection finishes (data/nbd/connection.ts), then stores flush. */

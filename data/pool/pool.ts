@@ -11,6 +11,7 @@ import type { Logger } from "pino";
 import { type ThreadTimes, threadTimes } from "./_cpu.ts";
 import { closeFd } from "../net/fd_listener.ts";
 import { nextConnectionId } from "../nbd/server.ts";
+import { errnoOf } from "../nbd/errno.ts";
 import type { DirectoryEntry } from "../proxy/mod.ts";
 import {
   checkFromWorker,
@@ -216,13 +217,7 @@ export class WorkerPool {
       case "gate":
         this.#o.passGate(m.name).then(
           () => this.#send(slot, { type: "gate-result", name: m.name, ok: true }),
-          (err) =>
-            this.#send(slot, {
-              type: "gate-result",
-              name: m.name,
-              ok: false,
-              message: err instanceof Error ? err.message : String(err),
-            }),
+          (err) => this.#send(slot, { type: "gate-result", name: m.name, ...failure(err) }),
         );
         break;
       case "log":
@@ -233,13 +228,7 @@ export class WorkerPool {
           (() => Promise.reject(new Error("this node replicates nothing")));
         hold(m.name, m.nodes).then(
           () => this.#send(slot, { type: "replicas-failed-result", id: m.id, ok: true }),
-          (err) =>
-            this.#send(slot, {
-              type: "replicas-failed-result",
-              id: m.id,
-              ok: false,
-              message: err instanceof Error ? err.message : String(err),
-            }),
+          (err) => this.#send(slot, { type: "replicas-failed-result", id: m.id, ...failure(err) }),
         );
         break;
       }
@@ -466,4 +455,13 @@ function pinoLevelName(n: number): "trace" | "debug" | "info" | "warn" | "error"
   if (n >= 30) return "info";
   if (n >= 20) return "debug";
   return "trace";
+}
+
+/** A failed answer to a worker's question, keeping what the client is to be told. */
+function failure(err: unknown): { ok: false; message: string; errno: string } {
+  return {
+    ok: false,
+    message: err instanceof Error ? err.message : String(err),
+    errno: errnoOf(err),
+  };
 }

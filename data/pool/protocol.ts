@@ -13,7 +13,7 @@ import type { DirectoryEntry } from "../proxy/mod.ts";
 import type { NbdClientIdentity } from "../nbd/client_tls.ts";
 
 /** Bumped whenever a message changes shape or meaning. */
-export const POOL_PROTOCOL_VERSION = 4;
+export const POOL_PROTOCOL_VERSION = 5;
 
 /** Which listener accepted a connection: it decides the handshake policy. */
 export type ListenerKind =
@@ -115,12 +115,15 @@ export type ToWorker =
   | { type: "clock"; sentAt: number; mainNow: number }
   /** Answer "synced" with this id: every message sent before has been acted on. */
   | { type: "sync"; id: number }
-  /** The answer to "replicas-failed": the record shows them out of sync, or it cannot. */
-  | { type: "replicas-failed-result"; id: number; ok: boolean; message?: string }
+  /**
+   * The answer to "replicas-failed": the record shows them out of sync, or it cannot (`errno`:
+   * what the client is told, ESHUTDOWN when this node is no longer master; nbd/errno.ts).
+   */
+  | { type: "replicas-failed-result"; id: number; ok: boolean; message?: string; errno?: string }
   /** The answer to a "verify" request. */
   | { type: "verdict"; id: number; verdict: ClientVerdict }
-  /** The answer to a "gate" request: the volume's write gate opened, or failed. */
-  | { type: "gate-result"; name: string; ok: boolean; message?: string }
+  /** The answer to a "gate" request: the volume's write gate opened, or failed (as above). */
+  | { type: "gate-result"; name: string; ok: boolean; message?: string; errno?: string }
   /** Finish in-flight requests on every connection, flush, then report "stopped". */
   | { type: "shutdown" }
   /** Hidden debug hook (BALLAST_DEBUG_HOOKS=1): throw an uncaught error, as a bug would. */

@@ -62,13 +62,13 @@ self.onmessage = (e: MessageEvent) => {
       plane!.replication(m.name, m.epoch, m.targets);
       break;
     case "replicas-failed-result":
-      plane!.replicasFailedResult(m.id, m.ok, m.message);
+      plane!.replicasFailedResult(m.id, m.ok, m.message, m.errno);
       break;
     case "verdict":
       plane!.verdict(m.id, m.verdict);
       break;
     case "gate-result":
-      plane!.gateResult(m.name, m.ok, m.message);
+      plane!.gateResult(m.name, m.ok, m.message, m.errno);
       break;
     case "shutdown":
       plane!.shutdown().finally(() => post({ type: "stopped" }));

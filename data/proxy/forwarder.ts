@@ -6,10 +6,11 @@
  * master ends (the master died, or its node shut down), or the directory names another
  * master or a newer epoch (a failover, a drain, or a master frozen past its lease), the held
  * requests are sent again, in the order the client sent them, to whichever master the
- * directory names, as soon as it can be reached; the client sees only a pause. An EIO or
- * ESHUTDOWN from the master is held too, for EIO_GRACE_MS and FAILOVER_MS respectively: a
- * master that was replaced answers its last requests with EIO, and those go to the new
- * master instead; an EIO that no change of master explains reaches the client.
+ * directory names, as soon as it can be reached; the client sees only a pause. An ESHUTDOWN
+ * from the master is held too, for up to FAILOVER_MS: a master that another member replaced
+ * answers its last requests with it (data/nbd/errno.ts notMaster), as does a node shutting
+ * down, and those requests go to the next master instead. An EIO is held for EIO_GRACE_MS
+ * only, in case a change of master explains it after all; otherwise it reaches the client.
  *
  * Why sending again is safe: a held request was never acknowledged to the client, and the
  * NBD client cannot depend on the order in which the server processes requests that are in
@@ -30,11 +31,11 @@ import { type Upstream, UpstreamError } from "./upstream.ts";
 /** How long held requests wait for a master they can be sent to, before EIO. */
 export const FAILOVER_MS = 30_000;
 /**
- * How long an EIO from the master is held in case the master changes. A fenced master answers
- * its last requests with EIO right after the new master's compare-and-swap; this node learns
- * of that swap through its etcd watch, which a loaded machine can deliver seconds late (3 s
- * was not always enough on two cores busy with the test suite). An EIO no failover explains
- * reaches the client this much later.
+ * How long an EIO from the master is held in case the master changes. A replaced master
+ * answers ESHUTDOWN (held up to FAILOVER_MS), so this is a safety net for an EIO that a
+ * failover causes some other way; this node learns of a new master through its etcd watch,
+ * which a loaded machine can deliver seconds late. An EIO no failover explains reaches the
+ * client this much later.
  */
 export const EIO_GRACE_MS = 10_000;
 /** Bytes of held requests (payloads and expected data) before the client is held back. */
@@ -78,6 +79,7 @@ export class Forwarder implements RequestForwarder {
   #pauseStart = NaN;
 
   readonly #failoverMs: number;
+  readonly #eioGraceMs: number;
 
   constructor(
     o: {
@@ -87,9 +89,12 @@ export class Forwarder implements RequestForwarder {
       log: Logger;
       /** Default FAILOVER_MS. */
       failoverMs?: number;
+      /** Default EIO_GRACE_MS. */
+      eioGraceMs?: number;
     },
   ) {
     this.#failoverMs = o.failoverMs ?? FAILOVER_MS;
+    this.#eioGraceMs = o.eioGraceMs ?? EIO_GRACE_MS;
     this.#name = o.name;
     this.#dir = o.directory;
     this.#connect = o.connect;
@@ -183,7 +188,7 @@ export class Forwarder implements RequestForwarder {
     const now = performance.now();
     for (const h of [...this.#held.values()]) {
       if (h.erredAt === undefined) continue;
-      const grace = h.error === C.NBD_ESHUTDOWN ? this.#failoverMs : EIO_GRACE_MS;
+      const grace = h.error === C.NBD_ESHUTDOWN ? this.#failoverMs : this.#eioGraceMs;
       if (now - h.erredAt >= grace) {
         this.#finish(h, {
           error: C.NBD_EIO,

@@ -86,7 +86,8 @@ e2eTest(
 
 /**
  * Holds one NBD connection and obeys stdin: "read N" prints the first byte of 64 KiB block
- * N (or "error ..."), "write N B" writes block N filled with byte B ("ok" or "error ...").
+ * N (or "error ERRNO message"), "write N B" writes block N filled with byte B ("ok" or "error
+ * ERRNO message"); ERRNO is the error's name, "-" when libnbd gave none.
  */
 const HOLD_PY = `
 import sys, nbd
@@ -101,7 +102,7 @@ for line in sys.stdin:
             h.pwrite(bytes([int(cmd[2])]) * 65536, int(cmd[1]) * 65536, nbd.CMD_FLAG_FUA)
             print("ok", flush=True)
     except Exception as e:
-        print("error", str(e).replace("\\n", " "), flush=True)
+        print("error", getattr(e, "errno", None) or "-", str(e).replace("\\n", " "), flush=True)
 `;
 
 /** A held NBD connection driven line by line. */
@@ -182,8 +183,14 @@ e2eTest(
         const read = await client.ask("read 3");
         assert(read !== "byte 17", `a stale read from the replaced master: ${read}`);
         assert(read.startsWith("error") || read === "closed", `unexpected: ${read}`);
+        // A replaced master that answers says so: ESHUTDOWN, never EIO (docs/CLUSTER.md, "What a
+        // replaced master answers"); it may also have closed the connection first.
+        const replaced = (answer: string) =>
+          answer === "closed" || (answer.startsWith("error ") && answer.split(" ")[1] !== "EIO");
+        assert(replaced(read), `the replaced master's answer to a read: ${read}`);
         const wrote = await client.ask("write 5 33");
         assert(wrote !== "ok", `the replaced master acknowledged a write: ${wrote}`);
+        assert(replaced(wrote), `the replaced master's answer to a write: ${wrote}`);
         // The new master has the new data and not the refused write.
         const fresh = await hold(c.uri(promoted!.master, "frozen"));
         try {

@@ -6,12 +6,8 @@
  */
 
 import { assert, assertEquals } from "../../_assert.ts";
-import {
-  GroupDriver,
-  type GroupHost,
-  retryDelay,
-  type ServeHooks,
-} from "../../../control/group/driver.ts";
+import { GroupDriver, retryDelay } from "../../../control/group/driver.ts";
+import type { GroupHost, ServeHooks } from "../../../control/group/host.ts";
 import { LeaseWatch } from "../../../control/group/lease_watch.ts";
 import { type GroupRecord, newRecord, withHandover } from "../../../control/group/record.ts";
 import { silentLogger } from "../../../control/common/mod.ts";

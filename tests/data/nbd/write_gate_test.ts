@@ -1,14 +1,16 @@
 /**
  * The export write gate (DataPlane.openVolume's `writeGate`) on a real in-process
  * data plane over loopback: the first data-changing request waits for the gate,
- * reads do not, a failing gate answers EIO without touching the data, and once the
- * gate has opened it is never consulted again.
+ * reads do not, a failing gate answers EIO without touching the data (ESHUTDOWN when the
+ * node is no longer the volume's master, on the main thread and on a data worker alike), and
+ * once the gate has opened it is never consulted again.
  * @module
  */
 
 import * as C from "../../../data/nbd/constants.ts";
 import { type RunningDataPlane, startDataPlane } from "../../../data/local_plane.ts";
 import { silentLogger } from "../../../control/common/mod.ts";
+import { NotMasterError } from "../../../control/group/mod.ts";
 import { assert, assertEquals } from "../../_assert.ts";
 import { RawClient, TimeoutError } from "./_raw_client.ts";
 
@@ -18,6 +20,7 @@ const SPEC = { name: "gated", uuid: crypto.randomUUID(), sizeBytes: SIZE, descri
 async function withGatedVolume(
   gate: () => Promise<void>,
   fn: (plane: RunningDataPlane, client: RawClient) => Promise<void>,
+  options: { onWorker?: boolean } = {},
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "ballast-gate-" });
   const plane = await startDataPlane({
@@ -25,6 +28,7 @@ async function withGatedVolume(
     nbdListen: { host: "127.0.0.1", port: 0 },
     logger: silentLogger(),
     nodeName: "gate",
+    ...(options.onWorker ? { dataWorkers: { min: 1, max: 1 } } : {}),
   });
   let client: RawClient | undefined;
   try {
@@ -108,6 +112,23 @@ Deno.test("write gate: a failing gate answers EIO, leaves the data alone and is 
     assertEquals(await readByte(c, 5n, 0), 0xdd);
   });
 });
+
+for (const onWorker of [false, true]) {
+  Deno.test(`write gate: a node that is no longer master answers ESHUTDOWN, not EIO (${onWorker ? "data worker" : "main thread"})`, async () => {
+    let calls = 0;
+    const gate = () => {
+      calls++;
+      return Promise.reject(new NotMasterError("this node is no longer master at epoch 3"));
+    };
+    await withGatedVolume(gate, async (_plane, c) => {
+      await write(c, 1n, 0, 0xcc);
+      const r = await c.readReply();
+      assertEquals([r.handle, r.error], [1n, C.NBD_ESHUTDOWN]);
+      assertEquals(calls, 1);
+      assertEquals(await readByte(c, 2n, 0), 0, "the refused write changed nothing");
+    }, { onWorker });
+  });
+}
 
 Deno.test("write gate: an invalid write is refused at once, without waiting for the gate", async () => {
   let calls = 0;

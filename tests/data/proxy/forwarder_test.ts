@@ -99,6 +99,34 @@ function submit(f: Forwarder, type: number, offset: number, data?: Uint8Array) {
   });
 }
 
+/**
+ * Planes a and b, each holding a copy of the volume, and a Forwarder for it whose directory
+ * names a (epoch 1); everything is stopped after `fn`.
+ */
+async function withTwoMasters(
+  fn: (a: Plane, b: Plane, dir: Directory, f: Forwarder) => Promise<void>,
+  options: { eioGraceMs?: number } = {},
+): Promise<void> {
+  const a = await startPlane("a", true);
+  const b = await startPlane("b", true);
+  const dir = new Directory();
+  dir.set([entry("a", a.plane.nbdAddress, 1)]);
+  const f = new Forwarder({
+    name: VOL,
+    directory: dir,
+    connect: upstreamConnector({ tls: () => undefined }),
+    log: testLogger(),
+    ...options,
+  });
+  try {
+    await fn(a, b, dir, f);
+  } finally {
+    f.close();
+    await stopPlane(a);
+    await stopPlane(b);
+  }
+}
+
 Deno.test("attach anywhere: a real NBD client attached to a node without a copy reads and writes the master's copy through it", async () => {
   const master = await startPlane("m", true);
   const front = await startPlane("f", false);
@@ -149,18 +177,8 @@ except nbd.Error as e:
   }
 });
 
-Deno.test("Forwarder: requests held while no master can be reached go to the master the directory names next, in order", async () => {
-  const a = await startPlane("a", true);
-  const b = await startPlane("b", true);
-  const dir = new Directory();
-  dir.set([entry("a", a.plane.nbdAddress, 1)]);
-  const f = new Forwarder({
-    name: VOL,
-    directory: dir,
-    connect: upstreamConnector({ tls: () => undefined }),
-    log: testLogger(),
-  });
-  try {
+Deno.test("Forwarder: requests held while no master can be reached go to the master the directory names next, in order", () =>
+  withTwoMasters(async (a, b, dir, f) => {
     const first = await submit(f, C.NBD_CMD_WRITE, 0, new Uint8Array(4096).fill(1));
     assertEquals(first.error, 0);
     assertEquals((await copyBytes(a, 0, 4096))[0], 1, "the first write reached master a");
@@ -182,12 +200,26 @@ Deno.test("Forwarder: requests held while no master can be reached go to the mas
     assertEquals((await copyBytes(a, 8192, 4096))[0], 0, "nothing held went to master a");
     const read = await submit(f, C.NBD_CMD_READ, 8192);
     assertEquals([read.error, read.data?.[0]], [0, 3]);
-  } finally {
-    f.close();
-    await stopPlane(a);
-    await stopPlane(b);
-  }
-});
+  }));
+
+Deno.test("Forwarder: a replaced master's ESHUTDOWN is held and the request goes to the next master, unlike an EIO", () =>
+  withTwoMasters(async (a, b, dir, f) => {
+    assertEquals((await submit(f, C.NBD_CMD_WRITE, 0, new Uint8Array(4096).fill(1))).error, 0);
+    // Master a learns that another member was promoted (its lease is fenced): it answers
+    // ESHUTDOWN, and this node has not yet heard of the new master.
+    a.plane.exports.lookup(VOL)!.lease.fence(true);
+    let answered: ForwardedReply | undefined;
+    const write = submit(f, C.NBD_CMD_WRITE, 4096, new Uint8Array(4096).fill(2)).then((r) =>
+      answered = r
+    );
+    await new Promise((r) => setTimeout(r, 1_000));
+    assertEquals(answered, undefined, "held, not failed, while the directory names a");
+    dir.set([entry("b", b.plane.nbdAddress, 2)]);
+    const r = await within(30_000, write, "the held write's reply");
+    assertEquals(r.error, 0, r.message);
+    assertEquals((await copyBytes(b, 4096, 4096))[0], 2, "the write reached the new master");
+    assertEquals((await copyBytes(a, 4096, 4096))[0], 0, "the replaced master changed nothing");
+  }, { eioGraceMs: 200 })); // an EIO would reach the client after 0.2 s
 
 Deno.test("Forwarder: with no master to send them to, held requests fail with EIO within the failover bound, and a closed forwarder fails the rest", async () => {
   const dir = new Directory();
