@@ -73,6 +73,31 @@ export function encodeRequest(
   return off + C.REQUEST_HEADER_SIZE;
 }
 
+/**
+ * Encodes a request header like encodeRequest, from plain numbers (below 2^53) instead of
+ * BigInts: the forwarding client's path, once per request.
+ */
+export function putRequestHeader(
+  view: DataView,
+  off: number,
+  flags: number,
+  type: number,
+  handle: number,
+  offset: number,
+  length: number,
+): void {
+  view.setUint32(off, C.NBD_REQUEST_MAGIC);
+  view.setUint16(off + 4, flags);
+  view.setUint16(off + 6, type);
+  view.setUint32(off + 8, Math.floor(handle / TWO_POW_32));
+  view.setUint32(off + 12, handle >>> 0);
+  view.setUint32(off + 16, Math.floor(offset / TWO_POW_32));
+  view.setUint32(off + 20, offset >>> 0);
+  view.setUint32(off + 24, length);
+}
+
+const TWO_POW_32 = 0x100000000;
+
 /** Command flags each command may carry ("Command flags"). FUA is valid on every command. */
 function allowedFlags(type: number, ctx: TransmissionContext): number {
   switch (type) {

@@ -9,8 +9,11 @@
  * directory names, as soon as it can be reached; the client sees only a pause. An ESHUTDOWN
  * from the master is held too, for up to FAILOVER_MS: a master that another member replaced
  * answers its last requests with it (data/nbd/errno.ts notMaster), as does a node shutting
- * down, and those requests go to the next master instead. An EIO is held for EIO_GRACE_MS
- * only, in case a change of master explains it after all; otherwise it reaches the client.
+ * down. This node then disconnects from that master softly (NBD_CMD_DISC, as a client must on
+ * ESHUTDOWN), connects to it again no sooner than RETRY_MS later unless the directory names
+ * another, and sends what it holds to whichever master answers. An EIO is held for
+ * EIO_GRACE_MS only, in case a change of master explains it after all; otherwise it reaches
+ * the client.
  *
  * Why sending again is safe: a held request was never acknowledged to the client, and the
  * NBD client cannot depend on the order in which the server processes requests that are in
@@ -53,6 +56,8 @@ interface Held {
   /** When the master answered it with an error that may be a failover (held meanwhile). */
   erredAt?: number;
   error?: number;
+  /** The master that answered so: sent there again, the hold's bound keeps counting. */
+  erredOn?: DirectoryEntry;
 }
 
 export class Forwarder implements RequestForwarder {
@@ -77,6 +82,10 @@ export class Forwarder implements RequestForwarder {
   #space: (() => void) | undefined;
   /** For logs: when the current pause began. */
   #pauseStart = NaN;
+  /** Ends the connection loop's wait between attempts early. */
+  #wake: (() => void) | undefined;
+  /** The master that last answered ESHUTDOWN, and when: not reconnected to for RETRY_MS. */
+  #shutdownBy: { entry: DirectoryEntry; at: number } | undefined;
 
   readonly #failoverMs: number;
   readonly #eioGraceMs: number;
@@ -99,7 +108,10 @@ export class Forwarder implements RequestForwarder {
     this.#dir = o.directory;
     this.#connect = o.connect;
     this.#log = o.log;
-    this.#unwatch = this.#dir.watch(o.name, () => this.#check());
+    this.#unwatch = this.#dir.watch(o.name, () => {
+      this.#wake?.(); // a connection loop waiting between attempts tries the new entry now
+      this.#check();
+    });
     this.#ensureConnected();
   }
 
@@ -122,6 +134,7 @@ export class Forwarder implements RequestForwarder {
     if (this.#closed) return;
     this.#closed = true;
     this.#unwatch();
+    this.#wake?.();
     this.#stopTimer();
     this.#attempt?.abort.abort();
     this.#up?.close();
@@ -132,8 +145,11 @@ export class Forwarder implements RequestForwarder {
   }
 
   #send(up: Upstream, h: Held): void {
-    h.erredAt = undefined;
-    h.error = undefined;
+    if (!sameMaster(h.erredOn, this.#upEntry)) {
+      h.erredAt = undefined;
+      h.error = undefined;
+      h.erredOn = undefined;
+    }
     try {
       up.send(h.req, (r) => this.#answered(up, h, r));
     } catch {
@@ -145,8 +161,21 @@ export class Forwarder implements RequestForwarder {
     if (up !== this.#up || !this.#held.has(h.seq)) return; // a connection given up on
     if (r.error === C.NBD_ESHUTDOWN || r.error === C.NBD_EIO) {
       // Possibly a master on its way out: hold it while the directory may name another.
-      h.erredAt = performance.now();
+      if (h.erredAt === undefined) {
+        h.erredAt = performance.now();
+        h.erredOn = this.#upEntry;
+      }
       h.error = r.error;
+      if (r.error === C.NBD_ESHUTDOWN) {
+        // "If the client receives an NBD_ESHUTDOWN error it MUST initiate a soft disconnect"
+        // ("Terminating the transmission phase"): everything held goes to the next connection.
+        this.#log.info(
+          { master: this.#upEntry?.master, held: this.#held.size },
+          "forwarding: the master is shutting down this export; holding requests for the next",
+        );
+        this.#shutdownBy = this.#upEntry && { entry: this.#upEntry, at: performance.now() };
+        this.#drop();
+      }
       this.#startTimer();
       this.#check();
       return;
@@ -241,7 +270,10 @@ export class Forwarder implements RequestForwarder {
     let lastError = "";
     while (!this.#closed) {
       const entry = this.#dir.get(this.#name);
-      if (entry && !entry.masterDown) {
+      const by = this.#shutdownBy;
+      const refused = by !== undefined && sameMaster(entry, by.entry) &&
+        performance.now() - by.at < RETRY_MS;
+      if (entry && !entry.masterDown && !refused) {
         const abort = new AbortController();
         this.#attempt = { entry, abort };
         try {
@@ -269,7 +301,11 @@ export class Forwarder implements RequestForwarder {
         // Nothing waits: keep trying, but the failover clock starts with the next request.
         this.#lostAt = performance.now();
       }
-      await new Promise((r) => setTimeout(r, RETRY_MS));
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, RETRY_MS);
+        this.#wake = () => (clearTimeout(t), resolve());
+      });
+      this.#wake = undefined;
     }
   }
 

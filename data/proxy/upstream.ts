@@ -20,6 +20,7 @@
 
 import { connect as netConnect, isIP, type Socket } from "node:net";
 import { createSecureContext, type TLSSocket } from "node:tls";
+import { putRequestHeader } from "../nbd/codec.ts";
 import * as C from "../nbd/constants.ts";
 import { COALESCE_BYTES, sendBuffers, splitHostPort, wrapTls } from "../net/mod.ts";
 import type { PeerVerify } from "../peer/mod.ts";
@@ -96,6 +97,8 @@ const READ_BUFFER_BYTES = 256 * 1024;
 const REPLY_HEADER = 16;
 /** "Request message": magic, flags, type, handle, offset, length. */
 const REQUEST_HEADER = 28;
+/** How long a soft disconnect (close()) waits for the master to close before destroying. */
+const DISCONNECT_MS = 2_000;
 const TWO_POW_32 = 0x100000000;
 /** The reply of every successful request without data (callers only read it). */
 const OK: UpstreamReply = Object.freeze({ error: 0 });
@@ -113,6 +116,7 @@ export class Upstream {
   readonly transmissionFlags: number;
   readonly remote: string;
   #write: (b: Uint8Array, written?: () => void) => void;
+  #end: () => void;
   #destroy: () => void;
   /** By handle: a plain number (below 2^53), sent as two 32-bit halves (no BigInt). */
   #pending = new Map<number, Pending>();
@@ -136,10 +140,15 @@ export class Upstream {
   readonly #sendBuffers = sendBuffers();
 
   private constructor(
-    io: { write: (b: Uint8Array, written?: () => void) => void; destroy: () => void },
+    io: {
+      write: (b: Uint8Array, written?: () => void) => void;
+      end: () => void;
+      destroy: () => void;
+    },
     info: { size: number; flags: number; remote: string },
   ) {
     this.#write = io.write;
+    this.#end = io.end;
     this.#destroy = io.destroy;
     this.size = info.size;
     this.transmissionFlags = info.flags;
@@ -266,7 +275,11 @@ export class Upstream {
       s.removeAllListeners("close");
       s.removeAllListeners("error");
       const up: Upstream = new Upstream(
-        { write: (b, written) => s.write(b, written), destroy: () => s.destroy() },
+        {
+          write: (b, written) => s.write(b, written),
+          end: () => s.end(),
+          destroy: () => s.destroy(),
+        },
         { size, flags, remote },
       );
       s.on("error", (err: Error) => up.#fail(`connection failed: ${err.message}`));
@@ -311,15 +324,7 @@ export class Upstream {
     const payload = req.type === C.NBD_CMD_WRITE ? req.data : undefined;
     const own = payload !== undefined && payload.length >= OWN_WRITE_BYTES;
     const at = this.#room(REQUEST_HEADER + (payload && !own ? payload.length : 0));
-    const v = this.#outView!;
-    v.setUint32(at, C.NBD_REQUEST_MAGIC);
-    v.setUint16(at + 4, req.flags);
-    v.setUint16(at + 6, req.type);
-    v.setUint32(at + 8, Math.floor(handle / TWO_POW_32));
-    v.setUint32(at + 12, handle >>> 0);
-    v.setUint32(at + 16, Math.floor(req.offset / TWO_POW_32));
-    v.setUint32(at + 20, req.offset >>> 0);
-    v.setUint32(at + 24, req.length);
+    putRequestHeader(this.#outView!, at, req.flags, req.type, handle, req.offset, req.length);
     if (payload && !own) this.#out!.set(payload, at + REQUEST_HEADER);
     this.#pending.set(handle, { length: req.length, read, into: req.into, done });
     if (own) {
@@ -329,14 +334,26 @@ export class Upstream {
     }
   }
 
-  /** Ends the connection; requests in flight get no reply (the caller still holds them). */
+  /**
+   * Ends the connection; requests in flight get no reply (the caller still holds them). An
+   * open connection ends with a soft disconnect ("Terminating the transmission phase"):
+   * NBD_CMD_DISC, then this side's end of the stream; the master closes once it is through
+   * with what it received, and the socket is destroyed after DISCONNECT_MS in any case.
+   */
   close(): void {
-    if (!this.#closed) this.#closed = new UpstreamError("closed", "closed by this node");
+    const open = !this.#closed;
+    if (open) this.#closed = new UpstreamError("closed", "closed by this node");
     this.#pending.clear();
     this.#reading = undefined;
     this.#direct = undefined;
     this.#out = undefined;
-    this.#destroy();
+    if (!open) return this.#destroy();
+    const disc = new Uint8Array(REQUEST_HEADER);
+    putRequestHeader(new DataView(disc.buffer), 0, 0, C.NBD_CMD_DISC, this.#nextHandle++, 0, 0);
+    this.#write(disc);
+    this.#end();
+    const timer = setTimeout(() => this.#destroy(), DISCONNECT_MS);
+    Deno.unrefTimer(timer);
   }
 
   /**

@@ -7,6 +7,7 @@
  * failover bound.
  */
 
+import pino from "pino";
 import * as C from "../../../data/nbd/constants.ts";
 import { type RunningDataPlane, startDataPlane } from "../../../data/local_plane.ts";
 import { createLogger, silentLogger } from "../../../control/common/mod.ts";
@@ -34,12 +35,16 @@ interface Plane {
   dir: string;
 }
 
-async function startPlane(name: string, withVolume: boolean): Promise<Plane> {
+async function startPlane(
+  name: string,
+  withVolume: boolean,
+  logger = testLogger(),
+): Promise<Plane> {
   const dir = await Deno.makeTempDir({ prefix: `ballast-fwd-${name}-` });
   const plane = await startDataPlane({
     dataDir: dir,
     nbdListen: { host: "127.0.0.1", port: 0 },
-    logger: testLogger(),
+    logger,
     nodeName: name,
   });
   if (withVolume) {
@@ -99,15 +104,34 @@ function submit(f: Forwarder, type: number, offset: number, data?: Uint8Array) {
   });
 }
 
+/** A logger whose JSON lines go to `lines`. */
+function capture(lines: string[]) {
+  return pino({ level: "info" }, { write: (l: string) => lines.push(l) });
+}
+
+/** Why the clients of a plane logging to `lines` disconnected, once one did (10 s bound). */
+async function disconnectReasons(lines: string[]): Promise<string[]> {
+  const reasons = () =>
+    lines.map((l) => JSON.parse(l)).filter((l) => l.msg === "client disconnected").map((l) =>
+      l.reason as string
+    );
+  const deadline = Date.now() + 10_000;
+  while (reasons().length === 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return reasons();
+}
+
 /**
  * Planes a and b, each holding a copy of the volume, and a Forwarder for it whose directory
  * names a (epoch 1); everything is stopped after `fn`.
  */
 async function withTwoMasters(
   fn: (a: Plane, b: Plane, dir: Directory, f: Forwarder) => Promise<void>,
-  options: { eioGraceMs?: number } = {},
+  options: { eioGraceMs?: number; aLog?: string[] } = {},
 ): Promise<void> {
-  const a = await startPlane("a", true);
+  const { aLog, ...forwarderOptions } = options;
+  const a = await startPlane("a", true, aLog && capture(aLog));
   const b = await startPlane("b", true);
   const dir = new Directory();
   dir.set([entry("a", a.plane.nbdAddress, 1)]);
@@ -116,7 +140,7 @@ async function withTwoMasters(
     directory: dir,
     connect: upstreamConnector({ tls: () => undefined }),
     log: testLogger(),
-    ...options,
+    ...forwarderOptions,
   });
   try {
     await fn(a, b, dir, f);
@@ -202,7 +226,8 @@ Deno.test("Forwarder: requests held while no master can be reached go to the mas
     assertEquals([read.error, read.data?.[0]], [0, 3]);
   }));
 
-Deno.test("Forwarder: a replaced master's ESHUTDOWN is held and the request goes to the next master, unlike an EIO", () =>
+const aLog: string[] = [];
+Deno.test("Forwarder: a replaced master's ESHUTDOWN is held and the request goes to the next master, unlike an EIO; it disconnects from that master softly", () =>
   withTwoMasters(async (a, b, dir, f) => {
     assertEquals((await submit(f, C.NBD_CMD_WRITE, 0, new Uint8Array(4096).fill(1))).error, 0);
     // Master a learns that another member was promoted (its lease is fenced): it answers
@@ -214,12 +239,14 @@ Deno.test("Forwarder: a replaced master's ESHUTDOWN is held and the request goes
     );
     await new Promise((r) => setTimeout(r, 1_000));
     assertEquals(answered, undefined, "held, not failed, while the directory names a");
+    // "If the client receives an NBD_ESHUTDOWN error it MUST initiate a soft disconnect."
+    assertEquals((await disconnectReasons(aLog))[0], "client sent NBD_CMD_DISC");
     dir.set([entry("b", b.plane.nbdAddress, 2)]);
     const r = await within(30_000, write, "the held write's reply");
     assertEquals(r.error, 0, r.message);
     assertEquals((await copyBytes(b, 4096, 4096))[0], 2, "the write reached the new master");
     assertEquals((await copyBytes(a, 4096, 4096))[0], 0, "the replaced master changed nothing");
-  }, { eioGraceMs: 200 })); // an EIO would reach the client after 0.2 s
+  }, { eioGraceMs: 200, aLog })); // an EIO would reach the client after 0.2 s
 
 Deno.test("Forwarder: with no master to send them to, held requests fail with EIO within the failover bound, and a closed forwarder fails the rest", async () => {
   const dir = new Directory();
@@ -260,6 +287,23 @@ Deno.test("Upstream: negotiates with a Ballast data plane and refuses an export 
       refused = (err as Error).message;
     }
     assert(/refused export "nope"/.test(refused), refused);
+  } finally {
+    await stopPlane(m);
+  }
+});
+
+Deno.test("Upstream: close() ends with a soft disconnect (NBD_CMD_DISC), as the protocol asks of a client", async () => {
+  const lines: string[] = [];
+  const m = await startPlane("m", true, capture(lines));
+  try {
+    const [host, port] = m.plane.nbdAddress.split(":");
+    const up = await Upstream.connect({ host, port: Number(port), exportName: VOL });
+    const flushed = new Promise<number>((r) =>
+      up.send({ type: C.NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 }, (reply) => r(reply.error))
+    );
+    assertEquals(await flushed, 0);
+    up.close();
+    assertEquals(await disconnectReasons(lines), ["client sent NBD_CMD_DISC"]);
   } finally {
     await stopPlane(m);
   }
