@@ -76,32 +76,52 @@ export async function moveAside(
 }
 
 /**
- * This node serves the copy at `path` as master at `epoch` from now on. The copy records the
- * epoch first (from then on it refuses older masters, as a replica would). If it had seen an
- * earlier epoch, this node succeeds another master, which may still count on answers this node
- * gave it: the serving waits until that master's lease has lapsed (lease.ts). Returns whether
- * it succeeds an earlier master (then the members' copies are compared, see master.ts).
+ * This node's takeovers of copies as a group's master at a new epoch, in two steps. claim()
+ * records the epoch in the copy first (from then on this node's replica service refuses older
+ * masters, as any replica would), before the other members are fenced; complete(), before
+ * the volume is served, waits until the previous master's read lease has lapsed, counted from
+ * the last answer this node gave any master for the copy (lease.ts). Claiming first means
+ * this node grants the old master nothing more while the members are asked, which would
+ * lengthen that wait.
  */
-export async function takeOver(
-  epochs: CopyEpochs,
-  path: string,
-  epoch: number,
-  log: Logger,
-  options: { handedOver?: boolean } = {},
-): Promise<boolean> {
-  // A copy that never saw an epoch never answered a master: nobody to wait for.
-  const previous = await epochs.get(path);
-  const raised = await epochs.raise(path, epoch);
-  if (previous === 0 || !raised) return false;
-  // A planned handover: the previous master closed its export before handing over, and the
-  // masters before it were waited out when it took over; nobody counts on an answer.
-  const wait = options.handedOver ? 0 : promotionWait(epochs.lastGranted(path));
-  if (wait > 0) {
-    log.info(
-      { copy: path, epoch, waitMs: Math.round(wait) },
-      "waiting for the previous master's lease to lapse before serving",
-    );
-    await new Promise((r) => setTimeout(r, wait));
+export class Takeovers {
+  readonly #epochs: CopyEpochs;
+  readonly #log: Logger;
+  /** Copies claimed and not completed yet: the epoch, and whether it succeeds a master. */
+  readonly #claims = new Map<string, { epoch: number; succeeds: boolean }>();
+
+  constructor(epochs: CopyEpochs, log: Logger) {
+    this.#epochs = epochs;
+    this.#log = log;
   }
-  return true;
+
+  /** Claims the copy at `path` for `epoch`. */
+  async claim(path: string, epoch: number): Promise<void> {
+    // A copy that never saw an epoch never answered a master: nobody to wait for.
+    const previous = await this.#epochs.get(path);
+    const raised = await this.#epochs.raise(path, epoch);
+    this.#claims.set(path, { epoch, succeeds: previous !== 0 && raised });
+  }
+
+  /**
+   * Completes the takeover of the copy at `path` (claiming it now if it was not), waiting out
+   * the previous master's lease; returns whether this node succeeds another master (then the
+   * members' copies are compared, see replication/master.ts). A planned handover waits for
+   * nothing: the previous master closed its export before handing over, and the masters
+   * before it were waited out when it took over.
+   */
+  async complete(path: string, r: { epoch: number; handedOver?: boolean }): Promise<boolean> {
+    if (this.#claims.get(path)?.epoch !== r.epoch) await this.claim(path, r.epoch);
+    const { succeeds } = this.#claims.get(path)!;
+    this.#claims.delete(path);
+    const wait = succeeds && !r.handedOver ? promotionWait(this.#epochs.lastGranted(path)) : 0;
+    if (wait > 0) {
+      this.#log.info(
+        { copy: path, epoch: r.epoch, waitMs: Math.round(wait) },
+        "waiting for the previous master's lease to lapse before serving",
+      );
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+    return succeeds;
+  }
 }

@@ -10,7 +10,7 @@ import { storeError } from "./_store_error.ts";
 import { ExportTable, type LiveExport } from "./exports.ts";
 import type { PoolStatus } from "./pool/pool.ts";
 import { serveOnMainThread, serveOnWorkers, type Serving } from "./serving.ts";
-import { listCopyFiles, moveAside, orphanedUsage, takeOver } from "./_copies.ts";
+import { listCopyFiles, moveAside, orphanedUsage, Takeovers } from "./_copies.ts";
 import type { DataPlaneOptions, RunningDataPlane } from "./options.ts";
 import type { CopyInfo, OpenOptions, VolumeSpec, VolumeStatus } from "./plane.ts";
 import {
@@ -50,6 +50,7 @@ class LocalDataPlane implements RunningDataPlane {
   #replication: MasterReplication<LiveExport>;
   /** Names of volumes being created (their hash list is being written). */
   readonly #creating = new Set<string>();
+  readonly #takeovers: Takeovers;
 
   constructor(opts: DataPlaneOptions, exports: ExportTable, serving: Serving) {
     this.exports = exports;
@@ -58,6 +59,7 @@ class LocalDataPlane implements RunningDataPlane {
     this.#serving = serving;
     this.#log = opts.logger;
     this.hashes = new CopyHashes(opts.logger);
+    this.#takeovers = new Takeovers(this.epochs, opts.logger);
     this.#replication = new MasterReplication({
       exports,
       apply: (e, epoch, targets) => serving.replication(e, epoch, targets),
@@ -150,9 +152,7 @@ class LocalDataPlane implements RunningDataPlane {
     const open = this.exports.lookup(spec.name);
     // Fencing and the old master's lease (lease.ts) before anything is served.
     const succeeds = options.replication
-      ? await takeOver(this.epochs, this.#path(spec.uuid), options.replication.epoch, this.#log, {
-        handedOver: options.replication.handedOver === true,
-      })
+      ? await this.#takeovers.complete(this.#path(spec.uuid), options.replication)
       : false;
     if (open) {
       open.writeGate = options.writeGate;
@@ -202,7 +202,13 @@ class LocalDataPlane implements RunningDataPlane {
     });
   }
 
-  fence(uuid: string, epoch: number, members: ReplicaTarget[]): Promise<void> {
+  /**
+   * A new master's fencing, its own copy first: from then on this node refuses the old
+   * master's requests too, so it grants that master no lease while the members are asked
+   * (each answer it gave would lengthen the wait of waitOutPreviousMaster).
+   */
+  async fence(uuid: string, epoch: number, members: ReplicaTarget[]): Promise<void> {
+    await this.#takeovers.claim(this.#path(uuid), epoch);
     return this.#replication.fence(uuid, epoch, members);
   }
 
