@@ -21,42 +21,63 @@ async function readExactly(r: { read(p: Uint8Array): Promise<number | null> }, n
   return buf;
 }
 
+/** Whether this process has descriptor `fd` open (Linux: /proc/self/fd). */
+function isOpen(fd: number): boolean {
+  try {
+    Deno.lstatSync(`/proc/self/fd/${fd}`);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
+
 Deno.test({
   name: "adoptTcpFd() reads and writes, ends the sending side, and frees the descriptor number",
   ignore: !fdStreamsAvailable,
   fn: async () => {
     const l = FdListener.open("127.0.0.1", 0);
     try {
-      // Twice: the second connection gets the number the first one's descriptor had, which
-      // the runtime must accept again once the first stream is closed.
+      // Until an accepted connection gets a number an adopted, closed one had (the kernel hands
+      // out the lowest free number): the runtime must adopt such a number again. The next
+      // client connects before the stream is closed, so that it does not take that number.
       const numbers: number[] = [];
-      for (let round = 0; round < 2; round++) {
-        const client = await Deno.connect({ hostname: "127.0.0.1", port: l.port });
+      let client = await Deno.connect({ hostname: "127.0.0.1", port: l.port });
+      for (let round = 0; round < 6; round++) {
         const accepted = (await l.accept())!;
+        const reused = numbers.includes(accepted.fd);
         numbers.push(accepted.fd);
         const s = adoptTcpFd(accepted.fd);
         assert(s !== undefined, `descriptor ${accepted.fd} adopted in round ${round}`);
         // 3 MiB each way: more than one read's worth, so partial reads are exercised.
         const big = new Uint8Array(3 << 20).map((_, i) => i % 251);
-        const sending = client.write(big).then(async (n) => {
+        const c = client;
+        const sending = c.write(big).then(async (n) => {
           let off = n;
-          while (off < big.length) off += await client.write(big.subarray(off));
+          while (off < big.length) off += await c.write(big.subarray(off));
         });
         assertEquals(await readExactly(s, big.length), big);
         await sending;
         const back = s.write(enc.encode("pong"));
-        assertEquals(dec.decode(await readExactly(client, 4)), "pong");
+        assertEquals(dec.decode(await readExactly(c, 4)), "pong");
         assertEquals(await back, 4);
         await s.closeWrite();
-        assertEquals(await client.read(new Uint8Array(1)), null, "FIN after closeWrite()");
-        await client.write(enc.encode("late"));
+        assertEquals(await c.read(new Uint8Array(1)), null, "FIN after closeWrite()");
+        await c.write(enc.encode("late"));
         assertEquals(dec.decode(await readExactly(s, 4)), "late", "reads go on after FIN");
-        client.close();
+        c.close();
         assertEquals(await s.read(new Uint8Array(8)), null, "end of stream");
+        if (!reused) client = await Deno.connect({ hostname: "127.0.0.1", port: l.port });
         s.close();
         s.close(); // twice is harmless
+        // Closed at once: nothing of this test opens a descriptor before the next accept.
+        assert(!isOpen(accepted.fd), `descriptor ${accepted.fd} is still open after close()`);
+        if (reused) break;
       }
-      assertEquals(numbers[0], numbers[1], "the second connection reused the number");
+      assert(
+        numbers.some((n, i) => numbers.indexOf(n) < i),
+        `no accepted connection got a number again in ${numbers.length} rounds: ${numbers}`,
+      );
     } finally {
       l.close();
     }
