@@ -135,8 +135,8 @@ export class FileBlockStore implements BlockStore {
   /**
    * Writes in pieces of at most WRITE_PIECE bytes (see there), or in one pwrite() where the
    * range is in the page cache already (no new folio can come of it): sixteen pwrite() calls
-   * per MiB cost 0.08-0.1 s per GiB more CPU than one (docs/BENCHMARKS.md, "Where the
-   * 4-connection write CPU went").
+   * per MiB cost about 0.07 s of CPU per GiB (15%) more than one (docs/BENCHMARKS.md, "Where
+   * the 4-connection write CPU went").
    */
   write(buf: Uint8Array, offset: number): void {
     const piece = buf.length > WRITE_PIECE && allCached(this.#fd, offset, buf.length)
