@@ -56,11 +56,13 @@ function isFua(req: Request): boolean {
 }
 
 /**
- * Executes a data-changing request. `payload`: a WRITE's data, valid only until the
- * connection reads on (copied when the request has to wait). Returns a promise when the
- * request had to wait to enter its regions: it resolves once the request is applied locally,
- * and the connection executes nothing else before (a READ sent after a WRITE of the same
- * range sees it, as when nothing waits).
+ * Executes a data-changing request. `payload`: a WRITE's data, a view of the connection's
+ * input buffer, valid only until the connection reads on. Returns a promise when the request
+ * had to wait to enter its regions: it resolves once the request is applied locally, and the
+ * connection neither reads nor executes anything else before (a READ sent after a WRITE of
+ * the same range sees it, as when nothing waits), so the payload stays valid meanwhile and is
+ * not copied. Copying it cost a fresh 1 MiB buffer (zeroed, page faults, GC) per 1 MiB WRITE
+ * into a clean region (docs/BENCHMARKS.md, "Where the 4-connection write CPU went").
  */
 export function executeChange(
   req: Request,
@@ -76,10 +78,9 @@ export function executeChange(
     applyEntered(req, run, kind, t0, payload, apply, toReplicas, undefined);
     return undefined;
   }
-  const data = payload?.slice();
   const reply = run.replies.deferred(req);
   const applied = entering.then(
-    () => applyEntered(req, run, kind, t0, data, apply, toReplicas, reply),
+    () => applyEntered(req, run, kind, t0, payload, apply, toReplicas, reply),
     (err: unknown) => answerFailure(req, run, kind, t0, err, reply),
   );
   run.later(applied);
@@ -110,7 +111,7 @@ function applyEntered(
   }
   if (replicating(run.exp)) {
     // The payload is only valid until the next read: the replicas get a copy.
-    const op = toReplicas(deferred ? payload : payload?.slice());
+    const op = toReplicas(payload?.slice());
     replicateThenReply(req, run, kind, t0, [op], deferred, leave);
     return;
   }

@@ -302,7 +302,8 @@ export class Connection {
           const waiting = execute(req, run, parsed.payload);
           if (waiting) {
             // Entering its regions needs a mark in the activity log, or another thread
-            // is writing there: nothing after it runs before it is applied.
+            // is writing there: nothing after it runs before it is applied, and nothing is
+            // read meanwhile (its payload is used in place in the input buffer, _change.ts).
             this.#out.flush();
             await waiting;
           }

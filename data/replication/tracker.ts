@@ -17,6 +17,18 @@
 import { REGION_BYTES, regionSpan, type RegionTable } from "./regions.ts";
 
 const ONE = new Uint8Array([1]);
+/**
+ * Regions marked ahead of a sequential writer. Each region a write enters clean waits for an
+ * fdatasync of the activity log, and a sequential stream of 1 MiB writes enters a new region
+ * with every request: the first pass over a clean volume ran at one fdatasync per MiB per
+ * connection (140-200 MiB/s over 4 connections, docs/BENCHMARKS.md, "Where the 4-connection
+ * write CPU went"). A write that continues one of the last writes on this thread starts the
+ * marks of the next regions without waiting for them, so the stream finds them durable when
+ * it arrives. A region marked ahead that is never written costs one rehash by the keeper.
+ */
+export const MARK_AHEAD = 8;
+/** Ends of this thread's latest writes: a write starting at one of them is sequential. */
+const RECENT_ENDS = 4;
 
 /** The activity log of a copy as one thread writes it: marks made durable in groups. */
 export class MarkLog {
@@ -69,6 +81,9 @@ export class WriteTracker {
   readonly #log: MarkLog;
   /** Marks this thread is making, by region (another write of the same region waits on it). */
   readonly #marking = new Map<number, Promise<void>>();
+  /** Ends of the latest writes entered on this thread (RECENT_ENDS of them, a ring). */
+  readonly #ends = new Array<number>(RECENT_ENDS).fill(-1);
+  #nextEnd = 0;
 
   /** `me`: this thread's number (1..MAX_THREAD), `alPath`: the copy's activity log. */
   constructor(table: RegionTable, me: number, alPath: string) {
@@ -87,6 +102,7 @@ export class WriteTracker {
   enter(offset: number, length: number): Promise<void> | undefined {
     if (length <= 0) return undefined;
     const [first, last] = regionSpan(offset, length);
+    if (this.#continues(offset, offset + length)) this.#markAhead(last);
     let r = first;
     while (r <= last && this.table.tryEnter(r, this.#me)) r++;
     if (r <= last) return this.#enterSlowly(first, last, r);
@@ -114,6 +130,32 @@ export class WriteTracker {
     } catch (err) {
       for (let k = first; k <= last; k++) this.table.leave(k);
       throw err;
+    }
+  }
+
+  /** Whether a write at `offset` continues a recent one; notes where this one ends. */
+  #continues(offset: number, end: number): boolean {
+    const ends = this.#ends;
+    const i = ends.indexOf(offset);
+    // The stream's entry moves on with it: several interleaved streams keep one each.
+    if (i >= 0) ends[i] = end;
+    else {
+      ends[this.#nextEnd] = end;
+      this.#nextEnd = (this.#nextEnd + 1) % RECENT_ENDS;
+    }
+    return i >= 0;
+  }
+
+  /**
+   * Starts the marks of the MARK_AHEAD regions after `last` that are clean and not locked (a
+   * locked region is the hash keeper's or a resync's: marks and clears never race for a byte).
+   * Nobody waits for them here; a write that enters such a region waits for its mark.
+   */
+  #markAhead(last: number): void {
+    const end = Math.min(this.table.count - 1, last + MARK_AHEAD);
+    for (let k = last + 1; k <= end; k++) {
+      if (this.table.isDirty(k) || this.table.isLocked(k) || this.#marking.has(k)) continue;
+      this.#mark(k).catch(() => {}); // on failure, the write that enters k marks it again
     }
   }
 

@@ -17,6 +17,12 @@ const SYMBOLS = {
   fdatasync: { parameters: ["i32"], result: "i32", nonblocking: true },
   fdatasync_sync: { name: "fdatasync", parameters: ["i32"], result: "i32" },
   statvfs: { parameters: ["buffer", "buffer"], result: "i32" },
+  // syscall(2) for cachestat(2) (Linux 6.5+), which glibc does not wrap.
+  cachestat: {
+    name: "syscall",
+    parameters: ["i64", "i32", "buffer", "buffer", "u32"],
+    result: "i64",
+  },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
@@ -30,6 +36,8 @@ export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 export const SEEK_DATA = 3;
 export const SEEK_HOLE = 4;
+/** cachestat's number, the same on x86_64 and aarch64. */
+export const SYS_CACHESTAT = 451;
 
 /** errno numbers we map by name (Linux values). */
 const ERRNO_NAMES: Readonly<Record<number, string>> = {
@@ -65,6 +73,13 @@ export interface Libc {
   fdatasync(fd: number): Promise<number>;
   fdatasync_sync(fd: number): number;
   statvfs(path: Uint8Array, buf: Uint8Array): number;
+  cachestat(
+    nr: number,
+    fd: number,
+    range: Uint8Array,
+    stat: Uint8Array,
+    flags: number,
+  ): number | bigint;
   __errno_location(): Deno.PointerValue;
   strerror(n: number): Deno.PointerValue;
 }

@@ -11,6 +11,7 @@ import { assert, assertEquals } from "../../_assert.ts";
 import { HashState, nodesAt, treeLevels } from "../../../data/replication/hash_state.ts";
 import { hashRegions } from "../../../data/replication/hashes.ts";
 import { REGION_BYTES } from "../../../data/replication/regions.ts";
+import { MARK_AHEAD } from "../../../data/replication/tracker.ts";
 import { FileBlockStore } from "../../../data/store/mod.ts";
 
 async function withCopy(
@@ -79,6 +80,48 @@ Deno.test("a change marks its region durably before it is made; the keeper clean
       );
     } finally {
       await again.close();
+    }
+  });
+});
+
+Deno.test("a sequential writer has the next regions marked ahead, durably, without entering them", async () => {
+  const n = MARK_AHEAD + 6;
+  await withCopy(n * REGION_BYTES, async (path) => {
+    const hs = await HashState.open(path, silentLogger(), { fresh: true });
+    const w = hs.writer;
+    const write = async (offset: number, length: number) => {
+      await w.enter(offset, length);
+      w.leave(offset, length);
+    };
+    const dirty = () => Array.from({ length: n }, (_, r) => hs.table.isDirty(r) ? 1 : 0);
+    const until = async (want: number[]) => {
+      const deadline = Date.now() + 10_000;
+      while (dirty().join() !== want.join()) {
+        assert(Date.now() < deadline, `dirty regions ${dirty()} never became ${want}`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    };
+    try {
+      await write(0, REGION_BYTES);
+      assertEquals(dirty(), [1, ...new Array(n - 1).fill(0)], "a first write marks only itself");
+      assert(await hs.table.lock(4), "the keeper's lock");
+      await write(REGION_BYTES, REGION_BYTES); // continues the first
+      const ahead = [
+        1,
+        1,
+        ...Array.from({ length: n - 2 }, (_, i) => i + 2 <= MARK_AHEAD + 1 ? 1 : 0),
+      ];
+      ahead[4] = 0; // locked: skipped
+      await until(ahead);
+      assertEquals([...await Deno.readFile(`${path}.al`)], ahead, "the marks are on disk");
+      for (let r = 0; r < n; r++) assertEquals(hs.table.inFlight(r), 0, `region ${r} not entered`);
+      hs.table.unlock(4);
+      await write(4 * REGION_BYTES + 4096, 4096); // starts no stream: marks only region 4
+      ahead[4] = 1;
+      await until(ahead);
+      assertEquals(await hs.keepAll(), MARK_AHEAD + 2, "the keeper cleans them all again");
+    } finally {
+      await hs.close();
     }
   });
 });

@@ -224,3 +224,64 @@ Deno.test("FileBlockStore.resize() changes the file size on disk", async () => {
     }
   });
 });
+
+/**
+ * Writes 1 MiB three times (into a new file, over the same range, then half over it and half
+ * past it) in a child process under strace; the sizes of its pwrite() calls, in order.
+ */
+async function pwriteSizes(dir: string): Promise<number[]> {
+  const script = `${dir}/pieces.ts`;
+  const store = new URL("../../../data/store/file_store.ts", import.meta.url).href;
+  await Deno.writeTextFile(
+    script,
+    `import { FileBlockStore } from "${store}";
+const s = FileBlockStore.create("${dir}/vol", 4 << 20);
+const data = (v: number) => new Uint8Array(1 << 20).fill(v);
+s.write(data(1), 0);
+s.write(data(2), 0);
+s.write(data(3), 512 << 10);
+const back = new Uint8Array(3 << 19);
+s.read(back, 0);
+const want = (i: number) => (i < 1 << 19 ? 2 : 3);
+if (!back.every((b, i) => b === want(i))) throw new Error("read back differs");
+s.close();
+`,
+  );
+  const out = `${dir}/strace.txt`;
+  const run = await new Deno.Command("strace", {
+    args: ["-f", "-qq", "-y", "-e", "trace=pwrite64", "-e", "signal=none", "-o", out]
+      .concat([Deno.execPath(), "run", "-A", script]),
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert(run.success, new TextDecoder().decode(run.stderr));
+  // The volume's calls only (-y names each descriptor's file): deno writes caches too.
+  const calls = /pwrite64\(\d+<[^>]*\/vol>, .*, (\d+), \d+\) = /g;
+  return [...(await Deno.readTextFile(out)).matchAll(calls)].map((m) => Number(m[1]));
+}
+
+const HAVE_STRACE = (() => {
+  try {
+    return new Deno.Command("strace", { args: ["-V"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+if (!HAVE_STRACE) {
+  // deno-lint-ignore no-console
+  console.warn("file_store_test: skipping the pwrite() sizes test: strace is not installed");
+}
+
+Deno.test({
+  name: "large writes: in 64 KiB pieces into pages not cached, in one pwrite() over cached ones",
+  ignore: !HAVE_STRACE,
+  fn: async () => {
+    await withDir(async (dir) => {
+      const pieces = new Array(16).fill(64 * KiB);
+      // New file: pieces (no large folio for later 4 KiB writes to walk). Cached: one call.
+      // Half cached: pieces again.
+      assertEquals(await pwriteSizes(dir), [...pieces, MiB, ...pieces]);
+    });
+  },
+});
