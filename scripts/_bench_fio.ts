@@ -88,12 +88,27 @@ export function setClockTicks(ticks: number): void {
   if (ticks > 0) clockTicks = ticks;
 }
 
-/** utime + stime of a process (all its threads) in seconds. */
-export function cpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+/** utime + stime of a process (all its threads), or of its thread `tid`, in seconds. */
+export function cpuSeconds(pid: number, tid?: number): number {
+  const stat = Deno.readTextFileSync(
+    tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`,
+  );
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
   return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+}
+
+/** utime + stime in seconds of each thread of a process, by thread id (threads that ended are missing). */
+export function threadCpuSeconds(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const e of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      out.set(Number(e.name), cpuSeconds(pid, Number(e.name)));
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
 }
 
 /** Resets VmHWM to the current RSS; false when the kernel refuses. */

@@ -25,6 +25,7 @@ import {
   runTargets,
   setClockTicks,
   spread,
+  threadCpuSeconds,
 } from "./_bench_fio.ts";
 import type { Options } from "./_bench_options.ts";
 import { type PoolCell, type PoolRow, printPool, type RssReport } from "./_bench_pool_report.ts";
@@ -192,7 +193,15 @@ async function poolBench(run: BenchRun, opts: Options): Promise<number> {
           if (run.interrupted) return 130;
           const key = `${job.id}|${conns}|${s.name}`;
           const cell = cells.get(key) ??
-            { values: [], rounds: [], cpuPer: [], peakMiB: [], workers: [], errors: [] };
+            {
+              values: [],
+              rounds: [],
+              cpuPer: [],
+              topThreadPer: [],
+              peakMiB: [],
+              workers: [],
+              errors: [],
+            };
           cells.set(key, cell);
           const tag = `[${round}/${opts.rounds}] ${job.title.padEnd(18)} x${
             String(conns).padEnd(2)
@@ -202,11 +211,13 @@ async function poolBench(run: BenchRun, opts: Options): Promise<number> {
             cell.values.push(m.value);
             cell.rounds.push(round);
             cell.cpuPer.push(m.cpuPer);
+            cell.topThreadPer.push(m.topThreadPer);
             cell.peakMiB.push(m.peakMiB);
             if (m.workers) cell.workers.push(m.workers);
             console.error(
               `${tag} ${m.value.toFixed(job.unit === "IOPS" ? 0 : 0).padStart(7)} ${job.unit}  ` +
-                `cpu ${m.cpuPer.toFixed(2)} s/${job.unit === "IOPS" ? "M req" : "GiB"}  ` +
+                `cpu ${m.cpuPer.toFixed(2)} s/${job.unit === "IOPS" ? "M req" : "GiB"} ` +
+                `(busiest thread ${m.topThreadPer.toFixed(2)})  ` +
                 `peak ${m.peakMiB.toFixed(0)} MiB${m.workers ? `  workers ${m.workers}` : ""}`,
             );
           } catch (err) {
@@ -246,6 +257,8 @@ interface Measured {
   value: number;
   /** Server CPU s per million requests (4k) or per GiB (1 MiB), over the job after its ramp. */
   cpuPer: number;
+  /** The same for the server's busiest thread alone (the one serving a single connection). */
+  topThreadPer: number;
   peakMiB: number;
   /** Ballast: the pool's size before and after the job ("1", "1->2"). */
   workers?: string;
@@ -263,9 +276,12 @@ async function measureOne(
   const pid = s.proc.child.pid;
   const before = s.client ? await poolSize(s.client, s.workers) : undefined;
   resetPeakRss(pid);
-  const cpu0 = cpuSeconds(pid);
-  let cpuAtRamp = cpu0;
-  const timer = setTimeout(() => cpuAtRamp = cpuSeconds(pid), opts.ramp * 1000);
+  let cpuAtRamp = cpuSeconds(pid);
+  let threadsAtRamp = threadCpuSeconds(pid);
+  const timer = setTimeout(() => {
+    cpuAtRamp = cpuSeconds(pid);
+    threadsAtRamp = threadCpuSeconds(pid);
+  }, opts.ramp * 1000);
   let value: number;
   try {
     value = (await runTargets(job, spread(job, conns, s.uris, volumeBytes), opts)).value;
@@ -273,12 +289,14 @@ async function measureOne(
     clearTimeout(timer);
   }
   const cpu = cpuSeconds(pid) - cpuAtRamp;
+  const top = busiestThread(threadsAtRamp, threadCpuSeconds(pid));
   const peakMiB = peakRssMiB(pid);
   const after = s.client ? await poolSize(s.client, s.workers) : undefined;
   const work = job.unit === "IOPS" ? value * opts.runtime / 1e6 : value * opts.runtime / 1024;
   return {
     value,
     cpuPer: cpu / work,
+    topThreadPer: top / work,
     peakMiB,
     // NaN: the main thread (no pool in /metrics).
     workers: before === undefined || Number.isNaN(before)
@@ -287,6 +305,13 @@ async function measureOne(
       ? `${before}`
       : `${before}->${after}`,
   };
+}
+
+/** CPU seconds of the thread that used the most between two readings of threadCpuSeconds(). */
+function busiestThread(before: Map<number, number>, after: Map<number, number>): number {
+  let top = 0;
+  for (const [tid, secs] of after) top = Math.max(top, secs - (before.get(tid) ?? 0));
+  return top;
 }
 
 /** The largest pool size seen, by --data-workers value. */

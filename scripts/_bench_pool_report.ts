@@ -16,6 +16,8 @@ export interface PoolCell {
   /** The round of each value (a failed job leaves its round out). */
   rounds: number[];
   cpuPer: number[];
+  /** The same for the server's busiest thread alone. */
+  topThreadPer: number[];
   peakMiB: number[];
   workers: string[];
   errors: string[];
@@ -48,7 +50,12 @@ export interface PoolRow {
 
 type Cells = Map<string, PoolCell>;
 
-function med(cells: Cells, row: PoolRow, server: string, k: "values" | "cpuPer"): number {
+function med(
+  cells: Cells,
+  row: PoolRow,
+  server: string,
+  k: "values" | "cpuPer" | "topThreadPer",
+): number {
   const c = cells.get(`${row.job.id}|${row.conns}|${server}`);
   return c ? median(c[k]) : NaN;
 }
@@ -131,8 +138,9 @@ export function printPool(
   }
 
   console.log(
-    `\nserver CPU seconds per million requests (4k jobs) or per GiB (1 MiB jobs), after the ramp; ` +
-      `peak RSS MiB of each ballast over its plaintext and TLS jobs`,
+    `\nserver CPU seconds per million requests (4k jobs) or per GiB (1 MiB jobs), after the ramp ` +
+      `(in brackets: its busiest thread alone); peak RSS MiB of each ballast over its plaintext ` +
+      `and TLS jobs`,
   );
   printRows(
     ["job", "conns", "unit", ...servers, ...ws.map((w) => `peak MiB w=${w}`)],
@@ -142,7 +150,9 @@ export function printPool(
       r.job.unit === "IOPS" ? "s/M req" : "s/GiB",
       ...servers.map((s) => {
         const x = med(cells, r, s, "cpuPer");
-        return Number.isFinite(x) ? x.toFixed(2) : "-";
+        const t = med(cells, r, s, "topThreadPer");
+        if (!Number.isFinite(x)) return "-";
+        return Number.isFinite(t) ? `${x.toFixed(2)} (${t.toFixed(2)})` : x.toFixed(2);
       }),
       ...ws.map((w) => {
         const peaks = [w, `${w} TLS`].flatMap((s) =>

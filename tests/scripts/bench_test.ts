@@ -1,6 +1,6 @@
 /** The bench's pure helpers: how connections are spread over volumes, metric parsing. */
 import { assertEquals } from "../_assert.ts";
-import { JOBS, MIB, spread } from "../../scripts/_bench_fio.ts";
+import { cpuSeconds, JOBS, MIB, spread, threadCpuSeconds } from "../../scripts/_bench_fio.ts";
 import { metricValue } from "../../scripts/_bench_run.ts";
 
 const job = (id: string) => JOBS.find((j) => j.id === id)!;
@@ -42,4 +42,18 @@ Deno.test("metricValue() reads an unlabelled series and gives NaN when it is abs
     "# HELP ballast_data_workers x\nballast_data_workers 2\nballast_data_workers_max 2\n";
   assertEquals(metricValue(text, "ballast_data_workers"), 2);
   assertEquals(metricValue(text, "ballast_data_workers_min"), NaN);
+});
+
+Deno.test("threadCpuSeconds() reads every thread of a process, within the process's total", () => {
+  // Burn some CPU on this (the main) thread, whose id is the process id.
+  const until = performance.now() + 50;
+  while (performance.now() < until) Math.sqrt(Math.random());
+  const threads = threadCpuSeconds(Deno.pid);
+  const total = cpuSeconds(Deno.pid);
+  assertEquals(threads.get(Deno.pid)! > 0, true);
+  assertEquals([...threads.values()].every((s) => s >= 0), true);
+  // Threads that ended are in the total only; one clock tick of slack per thread, as the
+  // total is read after the threads.
+  const sum = [...threads.values()].reduce((a, b) => a + b, 0);
+  assertEquals(sum <= total + threads.size * 0.01, true);
 });
