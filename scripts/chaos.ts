@@ -45,7 +45,7 @@ import { wholeNumber } from "./flags.ts";
  *   python3 -c CHECKER_PY URI STOP_FILE BLOCKS QUEUE_DEPTH SEED
  */
 
-const CHECKER_PY = `
+export const CHECKER_PY = `
 import sys, os, time, json, random, struct
 import nbd
 
@@ -404,4 +404,4 @@ async function main(): Promise<number> {
   return ok ? 0 : 1;
 }
 
-Deno.exit(await main());
+if (import.meta.main) Deno.exit(await main());
