@@ -7,6 +7,7 @@
 
 import type { Pki } from "../../ca/mod.ts";
 import type { VersionInfo } from "../../mod/types.ts";
+import type { CrashCounts } from "../nodes/mod.ts";
 
 /** One certificate's expiry: certificate = ca | node | admin | client. */
 export interface CertificateExpiry {
@@ -25,7 +26,7 @@ export interface NodeMetricsInput {
   disk?: { capacityBytes: number; freeBytes: number };
   certificates?: CertificateExpiry[];
   /** Crash checks this node made (cluster mode with crash detection), by outcome. */
-  crashChecks?: Record<"revoked" | "alive" | "skipped", number>;
+  crashChecks?: CrashCounts;
 }
 
 /**

@@ -20,7 +20,7 @@ import { AGE_HEADER, ageSeconds, STALE_HEADER } from "../../mod/client.ts";
 import { NotFoundError, toBallastError } from "../../mod/errors.ts";
 import type { ClusterMember } from "../cluster/mod.ts";
 import type { Logger } from "../common/mod.ts";
-import type { NodeRegistry } from "../nodes/mod.ts";
+import type { CrashCounts, NodeRegistry } from "../nodes/mod.ts";
 import { type StaleMark, type StateStore, withStaleTracking } from "../store/mod.ts";
 import type { VolumeService } from "../volumes/mod.ts";
 import { type ApiEnv, authMiddleware } from "./_auth.ts";
@@ -56,7 +56,7 @@ export interface ApiDeps {
   /** Cluster mode with TLS: the member's share of the cluster CA, for joins and rotation. */
   cluster?: ClusterMember;
   /** Crash detection's checks by outcome, for /metrics (cluster mode with replication). */
-  crashChecks?: () => Record<"revoked" | "alive" | "skipped", number>;
+  crashChecks?: () => CrashCounts;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;

@@ -56,6 +56,9 @@ export type CrashCheck =
   | { outcome: "alive"; reason: string }
   | { outcome: "skipped"; reason: string };
 
+/** Finished checks by outcome (ballast_crash_checks_total). */
+export type CrashCounts = Record<CrashCheck["outcome"], number>;
+
 export interface CrashWatchOptions {
   store: StateStore;
   logger: Logger;
@@ -73,7 +76,7 @@ export class CrashWatch {
   readonly #gapMs: number;
   /** Nodes being checked now: many connections from one node end together. */
   readonly #checking = new Map<string, Promise<CrashCheck>>();
-  readonly #outcomes: Record<CrashCheck["outcome"], number> = { revoked: 0, alive: 0, skipped: 0 };
+  readonly #outcomes: CrashCounts = { revoked: 0, alive: 0, skipped: 0 };
   #stopped = false;
 
   constructor(options: CrashWatchOptions) {
@@ -108,7 +111,7 @@ export class CrashWatch {
   }
 
   /** Checks finished since start, by outcome (the /metrics counter). */
-  counts(): Record<CrashCheck["outcome"], number> {
+  counts(): CrashCounts {
     return { ...this.#outcomes };
   }
 

@@ -17,6 +17,7 @@ export {
 } from "./registry.ts";
 export {
   type CrashCheck,
+  type CrashCounts,
   CrashWatch,
   type CrashWatchOptions,
   type Dial,

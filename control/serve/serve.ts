@@ -156,11 +156,12 @@ export async function serve(
 
     // The replica side: masters' requests for this node's copies arrive on the peer channel.
     let peerAddress: string | undefined;
-    let crashes: CrashWatch | undefined;
+    // A master's connection ending may mean its process died: check, and end its lease now.
+    const crashes = tls && config.etcd && config.crashDetection
+      ? new CrashWatch({ store, logger: log })
+      : undefined;
     if (tls && config.etcd) {
       const replicas = dataPlane.replicaService(log.child({ component: "replica" }));
-      // A master's connection ending may mean its process died: check, and end its lease now.
-      if (config.crashDetection) crashes = new CrashWatch({ store, logger: log });
       const peers = await listenPeer({
         host: config.peerListen.host,
         port: config.peerListen.port,
@@ -271,7 +272,6 @@ export async function serve(
       undo.push(() => rotation.stop());
       cluster = { store, pki: tls.pki, keys: clusterKeys, certificates, rotation };
     }
-    const crashWatch = crashes;
     const app = createApi({
       volumes,
       nodes,
@@ -283,7 +283,7 @@ export async function serve(
       allowAnonymousHealth: config.apiAnonymousHealth,
       onCredentialsChanged: reloadTls,
       cluster,
-      ...(crashWatch ? { crashChecks: () => crashWatch.counts() } : {}),
+      ...(crashes ? { crashChecks: () => crashes.counts() } : {}),
     });
     const listener = await listenApi(app, {
       host: config.apiListen.host,
