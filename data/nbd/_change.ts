@@ -18,7 +18,7 @@ import type { DeferredReply, Replies } from "./_replies.ts";
 import type { Logger } from "pino";
 import type { InputBuffer } from "./_input.ts";
 import type { LiveExport, RequestForwarder } from "../exports.ts";
-import type { ReplicatedOp } from "../replication/replicator.ts";
+import type { Replicated, ReplicatedOp } from "../replication/replicator.ts";
 import { F_FUA, T_FLUSH } from "../replication/wire.ts";
 import { OP_FLUSH } from "../stats.ts";
 
@@ -110,9 +110,8 @@ function applyEntered(
     return;
   }
   if (replicating(run.exp)) {
-    // The payload is only valid until the next read: the replicas get a copy.
-    const op = toReplicas(payload?.slice());
-    replicateThenReply(req, run, kind, t0, [op], deferred, leave);
+    // The payload is only valid until the next read: Replicator.send copies what it keeps.
+    replicateThenReply(req, run, kind, t0, [toReplicas(payload)], deferred, leave, true);
     return;
   }
   leave();
@@ -154,6 +153,7 @@ export function answerFailure(
  * then the reply waits); a fenced master (a replica saw a newer epoch) fails the request
  * with ESHUTDOWN (errno.ts notMaster).
  * `done` runs when the replicas are through with it (the regions are left there).
+ * `borrowed`: the WRITE data of `ops` is valid only during this call (Replicator.send).
  */
 export function replicateThenReply(
   req: Request,
@@ -163,6 +163,7 @@ export function replicateThenReply(
   ops: ReplicatedOp[],
   deferred?: DeferredReply,
   done?: () => void,
+  borrowed = false,
 ): void {
   const { exp } = run;
   const rep = exp.replicator!;
@@ -170,35 +171,67 @@ export function replicateThenReply(
   const durable = kind === OP_FLUSH || isFua(req);
   const bytes = kind === OP_FLUSH ? 0 : req.length;
   // `req` is reused by the connection for the next request: what the log needs, now.
-  const what = { type: req.type, offset: req.offset, length: req.length };
-  const sent = Promise.all(
-    ops.map((op) =>
-      rep.send(durable && op.type !== T_FLUSH ? { ...op, flags: op.flags | F_FUA } : op)
-    ),
-  );
+  const { type, offset, length } = req;
+  const ok = () => {
+    exp.stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
+    reply.ok();
+  };
+  const failed = (err: unknown) => {
+    const message = err instanceof Error ? err.message : String(err);
+    const errno = errnoOf(err);
+    run.log.error({ type, offset, length, errno }, message);
+    exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
+    reply.error(errno, message);
+  };
+  const send = (op: ReplicatedOp) =>
+    rep.send(durable && op.type !== T_FLUSH ? { ...op, flags: op.flags | F_FUA } : op, borrowed);
+  if (ops.length === 1 && !durable) {
+    // The common case (a WRITE, TRIM or ZERO without FUA) with as few promises as it takes:
+    // a replicated 4 KiB write made about fifteen before.
+    run.begin();
+    send(ops[0]).then((result) => {
+      try {
+        done?.();
+        const after = afterReplicas(exp, [result]);
+        if (after === undefined) ok();
+        else run.later(after.then(ok, failed));
+      } catch (err) {
+        failed(err);
+      } finally {
+        run.end();
+      }
+    });
+    return;
+  }
   const work = (async () => {
     const [results] = await Promise.all([
-      sent.finally(() => done?.()),
+      Promise.all(ops.map(send)).finally(() => done?.()),
       durable ? exp.store.flush() : undefined,
     ]);
-    const fenced = results.find((r) => r.fenced)?.fenced;
-    if (fenced) throw notMaster(`this node is no longer the volume's master: ${fenced}`);
-    const failedReplicas = [...new Set(results.flatMap((r) => r.failed.map((f) => f.node)))];
-    if (failedReplicas.length > 0) await exp.replicasFailed(failedReplicas);
+    await afterReplicas(exp, results);
   })();
-  run.later(work.then(
-    () => {
-      exp.stats.record(kind, bytes, (performance.now() - t0) / 1000, false);
-      reply.ok();
-    },
-    (err) => {
-      const message = err instanceof Error ? err.message : String(err);
-      const errno = errnoOf(err);
-      run.log.error({ ...what, errno }, message);
-      exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
-      reply.error(errno, message);
-    },
-  ));
+  run.later(work.then(ok, failed));
+}
+
+/**
+ * What must happen before a replicated request may be answered: nothing (undefined) when
+ * every replica applied it; else a promise that resolves once the replicas that failed are
+ * out of sync in the group record, or rejects (ESHUTDOWN) when a replica fenced this master.
+ */
+function afterReplicas(exp: LiveExport, results: Replicated[]): Promise<void> | undefined {
+  let fenced: string | undefined;
+  let failed: string[] | undefined;
+  for (const r of results) {
+    fenced ??= r.fenced;
+    for (const f of r.failed) {
+      failed ??= [];
+      if (!failed.includes(f.node)) failed.push(f.node);
+    }
+  }
+  if (fenced) {
+    return Promise.reject(notMaster(`this node is no longer the volume's master: ${fenced}`));
+  }
+  return failed === undefined ? undefined : exp.replicasFailed(failed);
 }
 
 /** Replies after the store's flush completes; other requests keep flowing meanwhile. */

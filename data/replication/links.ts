@@ -7,6 +7,7 @@
  */
 
 import type { Logger } from "pino";
+import { PayloadPool } from "../net/mod.ts";
 import type { PeerConnection } from "../peer/mod.ts";
 import {
   decodeReply,
@@ -20,7 +21,7 @@ import {
 /** How long a replica may take to answer a request before it counts as failed. */
 export const REPLICA_TIMEOUT_MS = 5_000;
 /** WRITEs with this much data or more are sent without copying the data into the frame. */
-const WRITE_BY_REFERENCE = 64 * 1024;
+export const WRITE_BY_REFERENCE = 64 * 1024;
 
 /** Why a request to a replica failed without an answer. */
 export class LinkError extends Error {
@@ -139,9 +140,21 @@ export class PeerLink {
     if (next < Infinity) this.#arm(next);
   }
 
-  /** Sends a request and resolves with its reply; rejects with LinkError on failure. */
-  request(r: NewRequest, timeoutMs = REPLICA_TIMEOUT_MS): Promise<Reply> {
-    if (this.#dead) return Promise.reject(this.#dead);
+  /**
+   * Sends a request and resolves with its reply; rejects with LinkError on failure. A small
+   * WRITE's data is copied into the frame here; a large one is sent by reference, and
+   * `taken` (when given) is called once, with true when the socket has written the frame
+   * (its buffers may be reused then), false when it will not (never reuse them then).
+   */
+  request(
+    r: NewRequest,
+    timeoutMs = REPLICA_TIMEOUT_MS,
+    taken?: (ok: boolean) => void,
+  ): Promise<Reply> {
+    if (this.#dead) {
+      taken?.(false);
+      return Promise.reject(this.#dead);
+    }
     const id = this.#next++;
     if (this.#next > 0xffff_ffff) this.#next = 1;
     const req = { ...r, id } as Request;
@@ -152,8 +165,12 @@ export class PeerLink {
       const deadline = performance.now() + timeoutMs;
       this.#pending.set(id, { resolve, reject, deadline, timeoutMs });
       this.#arm(deadline);
-      this.#conn.send(frame, large ? req.data : undefined).catch((err) =>
-        this.#fail(new LinkError(`sending to replica ${this.node} failed: ${err.message}`))
+      this.#conn.send(frame, large ? req.data : undefined).then(
+        taken && (() => taken(true)),
+        (err) => {
+          taken?.(false);
+          this.#fail(new LinkError(`sending to replica ${this.node} failed: ${err.message}`));
+        },
       );
     });
   }
@@ -172,6 +189,8 @@ export class PeerLinks {
   readonly #log: Logger;
   readonly #links = new Map<string, PeerLink>();
   readonly #opening = new Map<string, Promise<PeerLink>>();
+  /** Buffers for the large WRITEs this thread sends by reference (Replicator.send). */
+  readonly payloads = new PayloadPool();
 
   constructor(connect: ConnectNode, log: Logger) {
     this.#connect = connect;

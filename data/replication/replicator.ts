@@ -17,7 +17,7 @@
  */
 
 import type { Logger } from "pino";
-import { LinkError, type PeerLinks } from "./links.ts";
+import { LinkError, type PeerLinks, WRITE_BY_REFERENCE } from "./links.ts";
 import {
   replyMessage,
   STATUS_OK,
@@ -25,7 +25,7 @@ import {
   type T_FENCE,
   type T_FLUSH,
   type T_TRIM,
-  type T_WRITE,
+  T_WRITE,
   type T_ZERO,
 } from "./wire.ts";
 
@@ -92,34 +92,80 @@ export class Replicator {
   /**
    * Sends `op` to every target; resolves when each answered or failed. The request leaves
    * at once (in this turn) on a link that is open already.
+   *
+   * `borrowed`: a WRITE's data is the caller's only until send() returns (the connection's
+   * input buffer, which the next read overwrites). send() then copies what it keeps: a small
+   * WRITE is copied into its frame on an open link (no copy of its own), a large one once
+   * into a pooled buffer that all targets send by reference and that is reused once every
+   * socket has written it. A fresh buffer per request cost the master a zeroed allocation,
+   * a copy and collector work (docs/BENCHMARKS.md, "Replicated writes without a fresh
+   * buffer"). Without `borrowed` the data is the caller's own copy and is sent as it is.
    */
-  send(op: ReplicatedOp): Promise<Replicated> {
+  send(op: ReplicatedOp, borrowed = false): Promise<Replicated> {
     const targets = this.#targets;
     const out: Replicated = {
-      failed: [...this.#dropped].map(([node, reason]) => ({ node, reason })),
+      failed: this.#dropped.size === 0
+        ? []
+        : [...this.#dropped].map(([node, reason]) => ({ node, reason })),
       fenced: undefined,
     };
     if (targets.length === 0) return Promise.resolve(out);
     const epoch = this.#epoch;
-    const asks = targets.map((t) => this.#ask(t, op, epoch, out));
-    return (asks.length === 1 ? asks[0] : Promise.all(asks)).then(() => {
-      for (const f of out.failed) {
-        if (this.#dropped.has(f.node) || epoch !== this.#epoch) continue;
-        this.#dropped.set(f.node, f.reason);
-        this.#targets = this.#targets.filter((t) => t.node !== f.node);
-        this.#log.warn({ replica: f.node, epoch, reason: f.reason }, "replica failed; dropped");
+    let taken: ((ok: boolean) => void) | undefined;
+    if (borrowed && op.type === T_WRITE) {
+      if (op.data.length >= WRITE_BY_REFERENCE) {
+        const copy = this.#links.payloads.take(op.data.length);
+        copy.set(op.data);
+        op = { ...op, data: copy };
+        let left = targets.length;
+        let reusable = true;
+        taken = (ok) => {
+          reusable &&= ok; // a socket that failed may still hold it: never reused then
+          if (--left === 0 && reusable) this.#links.payloads.give(copy);
+        };
+      } else if (targets.some((t) => this.#links.live(t.node) === undefined)) {
+        op = { ...op, data: op.data.slice() }; // a link still opening encodes it later
       }
-      return out;
-    });
+    }
+    if (targets.length === 1) {
+      return this.#ask(targets[0], op, epoch, out, taken).then(() => this.#drop(out, epoch));
+    }
+    const asks = targets.map((t) => this.#ask(t, op, epoch, out, taken));
+    return Promise.all(asks).then(() => this.#drop(out, epoch));
   }
 
-  /** Sends `op` to one target; its verdict goes into `out`. */
-  #ask(t: ReplicaTarget, op: ReplicatedOp, epoch: number, out: Replicated): Promise<void> {
+  /** Drops the targets that failed `out` at `epoch`; returns `out`. */
+  #drop(out: Replicated, epoch: number): Replicated {
+    for (const f of out.failed) {
+      if (this.#dropped.has(f.node) || epoch !== this.#epoch) continue;
+      this.#dropped.set(f.node, f.reason);
+      this.#targets = this.#targets.filter((t) => t.node !== f.node);
+      this.#log.warn({ replica: f.node, epoch, reason: f.reason }, "replica failed; dropped");
+    }
+    return out;
+  }
+
+  /**
+   * Sends `op` to one target; its verdict goes into `out`. `taken` (when given) is called
+   * once, when the target's socket has written the request or will not.
+   */
+  #ask(
+    t: ReplicaTarget,
+    op: ReplicatedOp,
+    epoch: number,
+    out: Replicated,
+    taken?: (ok: boolean) => void,
+  ): Promise<void> {
     const r = { ...op, volume: this.volume, epoch } as never;
     const link = this.#links.live(t.node);
-    const reply = link
-      ? link.request(r)
-      : this.#links.get(t.node, t.address).then((l) => l.request(r));
+    const reply = link ? link.request(r, undefined, taken) : this.#links.get(t.node, t.address)
+      .then(
+        (l) => l.request(r, undefined, taken),
+        (err) => {
+          taken?.(false);
+          throw err;
+        },
+      );
     return reply.then((reply) => {
       if (reply.status === STATUS_OK) return;
       const msg = replyMessage(reply);
