@@ -98,8 +98,8 @@ export class Replicator {
    * WRITE is copied into its frame on an open link (no copy of its own), a large one once
    * into a pooled buffer that all targets send by reference and that is reused once every
    * socket has written it. A fresh buffer per request cost the master a zeroed allocation,
-   * a copy and collector work (docs/BENCHMARKS.md, "Replicated writes without a fresh
-   * buffer"). Without `borrowed` the data is the caller's own copy and is sent as it is.
+   * a copy and collector work (docs/BENCHMARKS.md, "Run 6: replicated writes without a
+   * fresh buffer"). Without `borrowed` the data is the caller's own copy and is sent as it is.
    */
   send(op: ReplicatedOp, borrowed = false): Promise<Replicated> {
     const targets = this.#targets;
