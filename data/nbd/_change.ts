@@ -200,6 +200,11 @@ export function replicateThenReply(
       } finally {
         run.end();
       }
+    }, (err) => {
+      // Replicator.send() does not reject; should that change, the request still ends.
+      done?.();
+      failed(err);
+      run.end();
     });
     return;
   }
