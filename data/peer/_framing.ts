@@ -43,6 +43,13 @@ export class FrameTooLargeError extends Error {
  * view of that chunk (no copy), or as a copy when the chunk is transient (a reused read
  * buffer); a frame split across chunks is assembled into its own buffer, allocated once its
  * length is known.
+ *
+ * Copies of frames from transient chunks go into slabs: one buffer of SLAB_BYTES holds many
+ * frames, one after the other, and is filled again once every frame taken from it was given
+ * back (recycle()). A fresh buffer per 4 KiB frame cost a replica an allocation, its zeroing
+ * and collector work per replicated write (docs/BENCHMARKS.md, "Run 7: slabs for the
+ * replica's frames"). Frames never given back keep their slab alive until they are collected,
+ * and the decoder moves on to a new slab.
  */
 export class FrameDecoder {
   readonly limit: number;
@@ -55,6 +62,15 @@ export class FrameDecoder {
   #body: Uint8Array | undefined;
   #bodyFill = 0;
   #nextLimit: number | undefined;
+  /** The slab small frames are copied into, and where its free part starts. */
+  #slab: Uint8Array | undefined;
+  #slabAt = 0;
+  /** Frames taken from each slab and not given back yet. */
+  readonly #slabUsers = new WeakMap<ArrayBufferLike, number>();
+  /** Those frames themselves: one given back twice counts once. */
+  readonly #slabFrames = new WeakSet<Uint8Array>();
+  /** A slab whose frames all came back while it was not the current one. */
+  #spareSlab: Uint8Array | undefined;
 
   constructor(limit: number = MAX_FRAME_BYTES) {
     if (!Number.isInteger(limit) || limit < 0 || limit > 0xffff_ffff) {
@@ -80,9 +96,38 @@ export class FrameDecoder {
    */
   recycle(frame: Uint8Array): void {
     const buffer = frame.buffer;
+    const users = this.#slabUsers.get(buffer);
+    if (users !== undefined) {
+      if (!this.#slabFrames.delete(frame)) return;
+      this.#slabUsers.set(buffer, users - 1);
+      if (users > 1) return;
+      if (buffer === this.#slab?.buffer) this.#slabAt = 0; // empty again: fill from the start
+      else this.#spareSlab = new Uint8Array(buffer);
+      return;
+    }
     if (!this.#issued.has(buffer) || this.#spare.length >= SPARE_BUFFERS) return;
     this.#issued.delete(buffer);
     this.#spare.push(new Uint8Array(buffer));
+  }
+
+  /** A copy of `part` (a frame inside a transient chunk), in the slab when it is small. */
+  #copy(part: Uint8Array): Uint8Array {
+    // Tiny arrays live on V8's own heap (no allocation of their own); large ones recycle.
+    if (part.length <= ON_HEAP_BYTES || part.length > SLAB_FRAME_BYTES) return part.slice();
+    let slab = this.#slab;
+    if (slab === undefined || this.#slabAt + part.length > slab.length) {
+      slab = this.#spareSlab ?? new Uint8Array(SLAB_BYTES);
+      this.#spareSlab = undefined;
+      this.#slab = slab;
+      this.#slabAt = 0;
+      this.#slabUsers.set(slab.buffer, 0);
+    }
+    const frame = slab.subarray(this.#slabAt, this.#slabAt + part.length);
+    frame.set(part);
+    this.#slabAt += part.length;
+    this.#slabUsers.set(slab.buffer, this.#slabUsers.get(slab.buffer)! + 1);
+    this.#slabFrames.add(frame);
+    return frame;
   }
 
   #allocate(length: number): Uint8Array {
@@ -121,7 +166,7 @@ export class FrameDecoder {
         if (chunk.length - off >= length) {
           out.push(
             transient
-              ? chunk.slice(off, off + length)
+              ? this.#copy(chunk.subarray(off, off + length))
               : new Uint8Array(chunk.buffer, chunk.byteOffset + off, length),
           );
           off += length;
@@ -148,6 +193,12 @@ export class FrameDecoder {
 export const RECYCLE_MIN_BYTES = 64 * 1024;
 /** Spare buffers kept at most. */
 const SPARE_BUFFERS = 4;
+/** Size of a slab that copies of small frames share. */
+const SLAB_BYTES = 256 * 1024;
+/** Frames larger than this get a copy of their own rather than a place in a slab. */
+const SLAB_FRAME_BYTES = 32 * 1024;
+/** Frames up to this size are copied on their own: V8 keeps them on its heap, cheaply. */
+const ON_HEAP_BYTES = 64;
 
 function readU32(b: Uint8Array, off: number): number {
   return ((b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]) >>> 0;
