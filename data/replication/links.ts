@@ -13,6 +13,7 @@ import {
   decodeReply,
   encodeRequest,
   encodeWriteHead,
+  HEADER_BYTES,
   type Reply,
   type Request,
   T_WRITE,
@@ -57,10 +58,14 @@ export class PeerLink {
   #timerAt = Infinity;
   #dead: Error | undefined;
 
-  constructor(conn: PeerConnection, log: Logger) {
+  /** Buffers for the frames of small WRITEs, given back once the socket wrote them. */
+  readonly #frames: PayloadPool;
+
+  constructor(conn: PeerConnection, log: Logger, frames = new PayloadPool()) {
     this.node = conn.peerNode;
     this.#conn = conn;
     this.#log = log;
+    this.#frames = frames;
     this.#read();
   }
 
@@ -158,15 +163,25 @@ export class PeerLink {
     const id = this.#next++;
     if (this.#next > 0xffff_ffff) this.#next = 1;
     const req = { ...r, id } as Request;
-    // A large WRITE's data goes by reference after its head: it is the caller's own copy.
+    // A large WRITE's data goes by reference after its head: it is the caller's own copy. A
+    // small one is copied into a pooled frame: a fresh buffer per 4 KiB WRITE cost the
+    // master an allocation and collector work per request (docs/BENCHMARKS.md, "Run 7").
     const large = req.type === T_WRITE && req.data.length >= WRITE_BY_REFERENCE;
-    const frame = large ? encodeWriteHead(req) : encodeRequest(req);
+    const pooled = req.type === T_WRITE && !large;
+    const frame = large
+      ? encodeWriteHead(req)
+      : pooled
+      ? encodeRequest(req, this.#frames.take(HEADER_BYTES + 8 + req.data.length))
+      : encodeRequest(req);
     return new Promise<Reply>((resolve, reject) => {
       const deadline = performance.now() + timeoutMs;
       this.#pending.set(id, { resolve, reject, deadline, timeoutMs });
       this.#arm(deadline);
       this.#conn.send(frame, large ? req.data : undefined).then(
-        taken && (() => taken(true)),
+        () => {
+          if (pooled) this.#frames.give(frame);
+          taken?.(true);
+        },
         (err) => {
           taken?.(false);
           this.#fail(new LinkError(`sending to replica ${this.node} failed: ${err.message}`));
@@ -191,6 +206,8 @@ export class PeerLinks {
   readonly #opening = new Map<string, Promise<PeerLink>>();
   /** Buffers for the large WRITEs this thread sends by reference (Replicator.send). */
   readonly payloads = new PayloadPool();
+  /** Buffers for the frames of the small WRITEs this thread sends (PeerLink.request). */
+  readonly frames = new PayloadPool(4 * 1024 * 1024);
 
   constructor(connect: ConnectNode, log: Logger) {
     this.#connect = connect;
@@ -210,7 +227,7 @@ export class PeerLinks {
     if (!opening) {
       opening = this.#connect(node, address).then(
         (conn) => {
-          const l = new PeerLink(conn, this.#log);
+          const l = new PeerLink(conn, this.#log, this.frames);
           this.#links.set(node, l);
           return l;
         },

@@ -218,9 +218,12 @@ function bodyBytes(r: Request): number {
   }
 }
 
-/** The frame of a request (a WRITE's data is copied in once). */
-export function encodeRequest(r: Request): Uint8Array {
-  const { b, v } = encodeHeader(r, HEADER_BYTES + bodyBytes(r));
+/**
+ * The frame of a request (a WRITE's data is copied in once), in a new buffer or at the start
+ * of `into`.
+ */
+export function encodeRequest(r: Request, into?: Uint8Array): Uint8Array {
+  const { b, v } = encodeHeader(r, HEADER_BYTES + bodyBytes(r), into);
   const at = HEADER_BYTES;
   switch (r.type) {
     case T_WRITE:
@@ -264,10 +267,20 @@ export function encodeWriteHead(r: Request & { type: typeof T_WRITE }): Uint8Arr
   return b;
 }
 
-/** A frame of `bytes` bytes with the request header of `r` filled in. */
-function encodeHeader(r: Request, bytes: number): { b: Uint8Array; v: DataView } {
-  const b = new Uint8Array(bytes);
-  const v = new DataView(b.buffer);
+/**
+ * A frame of `bytes` bytes with the request header of `r` filled in: a new buffer, or the
+ * first `bytes` of `into` (which must be that large).
+ */
+function encodeHeader(
+  r: Request,
+  bytes: number,
+  into?: Uint8Array,
+): { b: Uint8Array; v: DataView } {
+  if (into !== undefined && into.length < bytes) {
+    throw new RangeError(`a ${bytes}-byte frame does not fit ${into.length} bytes`);
+  }
+  const b = into === undefined ? new Uint8Array(bytes) : into.subarray(0, bytes);
+  const v = new DataView(b.buffer, b.byteOffset, bytes);
   v.setUint8(0, r.type);
   v.setUint8(1, r.flags);
   v.setUint32(4, r.id);

@@ -2,7 +2,8 @@
  * The master's Replicator with a WRITE whose data is borrowed (the NBD connection's input
  * buffer, overwritten by the next read): every replica gets the bytes as they were when
  * send() was called, on an open link, on a link still opening, and for a large WRITE sent by
- * reference from a pooled buffer that is reused once the socket wrote it. Real peer channel:
+ * reference from a pooled buffer that is reused once the socket wrote it, and for many small
+ * WRITEs in flight at once, each in a pooled frame of its own. Real peer channel:
  * TLS on 127.0.0.1 with a real PKI; the replica end decodes each frame and answers OK.
  */
 import pino from "pino";
@@ -119,4 +120,18 @@ Deno.test("a borrowed large WRITE goes from a pooled copy, reused only after the
     assertEquals(byOffset.get((2 + i) * MIB), pattern(MIB, seed), `WRITE ${seed}`);
   }
   assertEquals(w.links.payloads.spareBytes, 3 * MIB, "every copy was given back once written");
+});
+
+Deno.test("small WRITEs in flight at once each keep their own pooled frame until written", async () => {
+  await using w = await world();
+  await sendBorrowed(w.rep, 0, pattern(4096, 7)); // open the link
+  assert(w.links.frames.spareBytes > 0, "the first WRITE's frame went back to the pool");
+  const datas = Array.from({ length: 64 }, (_, i) => pattern(4096, 100 + i));
+  await Promise.all(datas.map((d, i) => sendBorrowed(w.rep, (1 + i) * 4096, d)));
+  const byOffset = new Map(w.received.map((r) => [r.offset, r.data]));
+  datas.forEach((_, i) => {
+    assertEquals(byOffset.get((1 + i) * 4096), pattern(4096, 100 + i), `WRITE ${i}`);
+  });
+  assertEquals(w.links.frames.spareBytes % 8192, 0, "8 KiB frames, all given back");
+  assert(w.links.frames.spareBytes >= 8192 * 2, "several frames were in flight at once");
 });
