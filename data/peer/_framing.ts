@@ -47,9 +47,8 @@ export class FrameTooLargeError extends Error {
  * Copies of frames from transient chunks go into slabs: one buffer of SLAB_BYTES holds many
  * frames, one after the other, and is filled again once every frame taken from it was given
  * back (recycle()). A fresh buffer per 4 KiB frame cost a replica an allocation, its zeroing
- * and collector work per replicated write (docs/BENCHMARKS.md, "Run 7: slabs for the
- * replica's frames"). Frames never given back keep their slab alive until they are collected,
- * and the decoder moves on to a new slab.
+ * and collector work per replicated write (docs/BENCHMARKS.md, "Run 7"). Frames never given
+ * back keep their slab alive until they are collected, and the decoder moves on to a new slab.
  */
 export class FrameDecoder {
   readonly limit: number;
