@@ -13,8 +13,11 @@ import {
   type LiveContext,
   localLive,
   type PeerStatusSource,
+  uncompared,
+  verifyVolume,
   volumeView,
 } from "../../../control/volumes/_live.ts";
+import { verifyText } from "../../../control/cli/_verify_view.ts";
 import type { VolumeRecord } from "../../../control/volumes/_record.ts";
 import { ResyncTracker } from "../../../control/volumes/_resyncs.ts";
 import { UnavailableError } from "../../../mod/errors.ts";
@@ -216,4 +219,42 @@ Deno.test("volumeView(): a membership change the master cannot make is shown wit
   assertEquals(v.membershipBlocked, blocked);
   const none = await volumeView(ctx(), record("n1"));
   assertEquals(none.membershipBlocked, undefined);
+});
+
+Deno.test("verifyVolume(): a member down or out of sync that the master did not compare is listed with why, and verify says NOT OK", async () => {
+  const rec = record("n1");
+  const down = record("n1", { group: { ...rec.group!, down: ["n2"], phase: "degraded" } });
+  const equal = { differing: [], differingCount: 0, corrupt: [], corruptCount: 0, equal: true };
+  // The master's data plane compares the members it replicates to: n1 and n3.
+  const compared = plane({
+    verifyVolume: () =>
+      Promise.resolve({
+        deep: false,
+        regionBytes: MiB,
+        regions: 64,
+        ms: 5,
+        members: [
+          { node: "n1", role: "master" as const, root: "aa", ...equal },
+          { node: "n3", role: "replica" as const, root: "aa", ...equal },
+        ],
+      }),
+  });
+  const r = await verifyVolume(ctx({ plane: compared }), down, { deep: false });
+  assertEquals(r.ok, false);
+  assertEquals(r.members.map((m) => [m.node, m.error]), [
+    ["n1", undefined],
+    ["n3", undefined],
+    ["n2", "not compared: the member is down (a replicated write failed)"],
+  ]);
+  const text = verifyText(r);
+  assert(/n2 +replica +- +not compared +not compared: the member is down/.test(text), text);
+  assert(text.endsWith("NOT OK: n2 not compared (ERROR above).\n"), text);
+  // Out of sync but up (no resync under way): listed the same way.
+  assertEquals(
+    uncompared(rec, ["n1", "n3"])[0].error,
+    "not compared: the member is out of sync (a replicated write failed)",
+  );
+  // Every member compared, or no group: nothing added.
+  assertEquals(uncompared(rec, ["n1", "n2", "n3"]), []);
+  assertEquals(uncompared(record("n1", { group: undefined }), ["n1"]), []);
 });
