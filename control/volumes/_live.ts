@@ -22,7 +22,7 @@ import type {
 } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { VolumeGroups } from "./_groups.ts";
-import { memberStatus, phaseReason } from "./_members.ts";
+import { memberStatus, phaseReason, seenGroup } from "./_members.ts";
 import { toVolume, type VolumeRecord } from "./_record.ts";
 
 /** How long a master's data plane may take to give its members' root hashes. */
@@ -167,13 +167,20 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
       liveError: error,
       now: ctx.now().getTime(),
     });
-    const why = phaseReason(rec.group, out.memberStatus);
+    Object.assign(out, seenPhase(out, rec, gone));
+    const why = phaseReason(seenGroup(rec.group, gone), out.memberStatus);
     if (why) out.phaseReason = why;
   }
   out.live = live
     ? { node: live.node, observedAt: live.observedAt }
     : { node: rec.master, error: error! };
   return out;
+}
+
+/** `v` (of `rec`) with its phase and down members as this node sees the leases (seenGroup). */
+export function seenPhase(v: Volume, rec: VolumeRecord, gone: readonly string[]): Volume {
+  const seen = rec.group && seenGroup(rec.group, gone);
+  return seen && seen !== rec.group ? { ...v, down: seen.down, phase: seen.phase } : v;
 }
 
 function withLiveFields(v: Volume, live: VolumeLiveStatus): Volume {

@@ -148,6 +148,24 @@ Deno.test("volumeView(): the master cannot be asked (down, no answer, another co
   assertEquals(renamed.live?.error, "node n1 serves another volume of that name");
 });
 
+Deno.test("volumeView(): members whose lease is gone count as down and the phase follows, though no live member wrote the record", async () => {
+  // Master n1 and replica n2, both in sync, died together: the record still says healthy.
+  const g = { ...record("n1").group!, members: ["n1", "n2"], inSync: ["n1", "n2"] };
+  const both = record("n1", { group: { ...g, phase: "healthy" as const }, outOfSync: {} });
+  const dead = await volumeView(ctx({ node: "n3", groups: groups(["n1", "n2"]) }), both);
+  assertEquals([dead.phase, dead.down], ["unavailable", ["n1", "n2"]]);
+  assert(
+    dead.phaseReason!.startsWith("no in-sync member is up: master n1 is down"),
+    dead.phaseReason,
+  );
+  // Only the master's lease gone, an in-sync replica up: failing over, as the docs say.
+  const master = await volumeView(ctx({ node: "n3", groups: groups(["n1"]) }), both);
+  assertEquals([master.phase, master.down], ["failing-over", ["n1"]]);
+  // Nothing gone: the record's own phase.
+  const alive = await volumeView(ctx({ node: "n3", peers: undefined }), both);
+  assertEquals([alive.phase, alive.down], ["healthy", []]);
+});
+
 Deno.test("volumeView() of an unreplicated volume: no members; single node: no live block at all", async () => {
   const rec = record("n1", { replicas: 0, group: undefined, outOfSync: undefined });
   const single = await volumeView(ctx({ groups: undefined }), rec);
