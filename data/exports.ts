@@ -151,9 +151,11 @@ export class ExportTable implements ExportCatalog {
   #exports = new Map<string, LiveExport>();
   /**
    * Volumes this node does not serve but forwards (attach anywhere, data/proxy/): asked
-   * when a name is not exported here. Never part of list().
+   * when a name is not exported here. Never part of list(); listed() names them.
    */
   remote: ((name: string) => LiveExport | undefined) | undefined;
+  /** The names of the volumes `remote` can give (the directory's), for NBD_OPT_LIST. */
+  remoteNames: (() => string[]) | undefined;
 
   add(e: LiveExport): void {
     this.#exports.set(e.name, e);
@@ -178,6 +180,16 @@ export class ExportTable implements ExportCatalog {
 
   list(): LiveExport[] {
     return [...this.#exports.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /**
+   * What a client's NBD_OPT_LIST shows: every volume it can attach to here, the local
+   * exports and the forwarded ones (attach anywhere), by name.
+   */
+  listed(): LiveExport[] {
+    const remote = (this.remoteNames?.() ?? []).filter((n) => !this.#exports.has(n))
+      .map((n) => this.remote?.(n)).filter((e): e is LiveExport => e !== undefined);
+    return [...this.#exports.values(), ...remote].sort((a, b) => a.name.localeCompare(b.name));
   }
 
   /** Cuts every connection whose client certificate is among `serials`; returns how many. */

@@ -136,6 +136,7 @@ export async function serveOnMainThread(o: {
     upstreamConnector({ tls: () => o.upstreamTls?.(), verify: nodeVerdict(o.verifyNode) }),
   );
   o.exports.remote = (name) => remote.lookup(name);
+  o.exports.remoteNames = () => remote.names();
   const common = {
     exports: o.exports,
     logger: o.logger,

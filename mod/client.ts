@@ -371,7 +371,8 @@ export class BallastClient {
     }
     const stale = res.headers.get(STALE_HEADER);
     const age = res.headers.get(AGE_HEADER);
-    if (stale) {
+    // Only an answer shows state; a refusal may carry the mark of a cached read it made.
+    if (stale && res.ok) {
       const seconds = age !== null && /^\d+$/.test(age) ? Number(age) : undefined;
       this.#onStale?.(stale, `${method} ${path}`, seconds);
     }

@@ -373,6 +373,8 @@ export type VolumeEventType =
   | "out-of-sync"
   | "resync-started"
   | "in-sync"
+  | "member-added"
+  | "member-removed"
   | "deleting";
 
 /**

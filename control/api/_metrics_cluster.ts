@@ -36,7 +36,8 @@ export function renderClusterMetrics(
   family(
     "ballast_volume_phase",
     "gauge",
-    "Phase of each replicated volume as its record says (every node reports every group): " +
+    "Phase of each replicated volume as its record says, members whose lease is gone " +
+      "counted down (every node reports every group): " +
       "1 for the current phase (healthy, degraded, failing-over, unavailable), 0 for the others.",
   );
   for (const v of groups) {

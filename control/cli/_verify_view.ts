@@ -61,12 +61,15 @@ export function verifyText(r: VolumeVerifyReport): string {
         `corruption): ${ranges(m.corrupt, m.corruptCount, r.regionBytes)}\n`;
     }
   }
-  out += r.ok
-    ? "\nOK: every member holds the master's data.\n"
-    : `\nNOT OK: ${
-      r.deep
-        ? "resync the members that differ (or replace them)"
-        : "differences found from the hash lists; run with --deep to rehash the data"
-    }.\n`;
+  const away = r.members.filter((m) => m.error).map((m) => m.node);
+  const differs = r.members.some((m) => !m.error && (m.equal === false || m.corruptCount > 0));
+  const advice = r.deep
+    ? "resync the members that differ (or replace them)"
+    : "differences found from the hash lists; run with --deep to rehash the data";
+  const why = [
+    ...(away.length > 0 ? [`${away.join(", ")} not compared (ERROR above)`] : []),
+    ...(differs || away.length === 0 ? [advice] : []),
+  ];
+  out += r.ok ? "\nOK: every member holds the master's data.\n" : `\nNOT OK: ${why.join("; ")}.\n`;
   return out;
 }

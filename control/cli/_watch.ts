@@ -67,7 +67,7 @@ export async function watchVolume(o: WatchOptions): Promise<number> {
         } else {
           const line = o.json ? JSON.stringify(v) : watchLine(v, now());
           // A change is what counts, not the clock: compare without the timestamp.
-          const key = o.json ? line : line.slice(line.indexOf(" "));
+          const key = o.json ? jsonChangeKey(v) : line.slice(line.indexOf(" "));
           if (key !== last) o.io.out(line + "\n");
           last = key;
         }
@@ -86,6 +86,14 @@ export async function watchVolume(o: WatchOptions): Promise<number> {
   } finally {
     off();
   }
+}
+
+/** Fields of a volume that move with the clock alone: left out when looking for a change. */
+const CLOCK_FIELDS = new Set(["observedAt", "lagSeconds"]);
+
+/** What a JSON watch compares between readings: the volume without its clock-driven fields. */
+export function jsonChangeKey(v: Volume): string {
+  return JSON.stringify(v, (k, x) => CLOCK_FIELDS.has(k) ? undefined : x);
 }
 
 /**

@@ -168,17 +168,20 @@ export function nodeTable(items: NodeInfo[], now = Date.now()): string {
   );
 }
 
-function nodeFields(n: NodeInfo): string {
+/** `node get`'s text. What a node reports of itself is stale once it is down: said so. */
+export function nodeFields(n: NodeInfo): string {
   const labels = Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(", ");
+  const stale = n.state === "down" ? ` (as last reported, ${n.lastSeen})` : "";
   return fields([
     ["Name", n.name],
     ["State", n.state + (n.reason ? ` (${n.reason})` : "")],
     ["API", n.apiAddress],
     ["NBD", n.nbdAddress],
+    ["Peer", n.peerAddress ?? "-"],
     ["Version", n.version],
     ["Masters", String(n.masters ?? n.volumes)],
     ["Copies", n.copies === undefined ? "-" : String(n.copies)],
-    ["Exported", `${n.volumes} (volumes served over NBD here)`],
+    ["Exported", `${n.volumes} (volumes served over NBD here)${stale}`],
     [
       "Orphaned",
       n.orphaned
@@ -188,12 +191,12 @@ function nodeFields(n: NodeInfo): string {
         : "-",
     ],
     ["Capacity", `${formatSize(n.capacityBytes)} (${n.capacityBytes} bytes)`],
-    ["Free", `${formatSize(n.freeBytes)} (${n.freeBytes} bytes)`],
+    ["Free", `${formatSize(n.freeBytes)} (${n.freeBytes} bytes)${stale}`],
     [
       "Data workers",
-      n.dataWorkers
+      (n.dataWorkers
         ? `${n.dataWorkers.size} (pool of ${n.dataWorkers.min}..${n.dataWorkers.max})`
-        : "none (NBD on the main thread)",
+        : "none (NBD on the main thread)") + stale,
     ],
     ["Labels", labels || "<none>"],
     ["Started", `${n.startedAt} (${age(n.startedAt)} ago)`],

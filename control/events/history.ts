@@ -27,6 +27,8 @@ export interface HistoryRecord {
 }
 
 export const EVENTS_PREFIX = "/ballast/volume-events/";
+/** How the reason noted for a member that joins starts (volumes/_membership.ts). */
+export const NEW_MEMBER = "new member";
 /** Events kept per volume. */
 export const EVENTS_KEEP = 100;
 
@@ -101,6 +103,27 @@ export function historyOf(prev: HistoryRecord | undefined, next: HistoryRecord):
       message: `handover to ${h0.to} given up: ${why}; ${g.master} serves again`,
     });
   }
+  // Membership changes (`volume update --replicas`, replacement): written by the master.
+  const added = g.members.filter((m) => !p.members.includes(m));
+  const removed = p.members.filter((m) => !g.members.includes(m));
+  for (const m of removed) {
+    const why = added.length > 0
+      ? `replaced by ${added.join(", ")}`
+      : `replicas lowered to ${g.desired.replicas}`;
+    out.push({
+      type: "member-removed",
+      node: m,
+      message: `${m} removed from the group (${why}); its copy is deleted`,
+    });
+  }
+  for (const m of added) {
+    const reason = next.outOfSync?.[m]?.reason;
+    out.push({
+      type: "member-added",
+      node: m,
+      message: `${m} added` + (reason ? `: ${reason}` : ""),
+    });
+  }
   for (const m of g.down.filter((m) => !p.down.includes(m))) {
     out.push({ type: "down", node: m, message: `${m} down: its node's liveness lease expired` });
   }
@@ -112,7 +135,7 @@ export function historyOf(prev: HistoryRecord | undefined, next: HistoryRecord):
       message: `${m} left the in-sync set` + (reason ? `: ${reason}` : ""),
     });
   }
-  for (const m of p.down.filter((m) => !g.down.includes(m))) {
+  for (const m of p.down.filter((m) => !g.down.includes(m) && g.members.includes(m))) {
     out.push({ type: "up", node: m, message: `${m} is up again` });
   }
   const lagsBefore = (m: string) => p.master === g.master && p.epoch === g.epoch && lags(p, m);
@@ -124,7 +147,9 @@ export function historyOf(prev: HistoryRecord | undefined, next: HistoryRecord):
     });
   }
   for (const m of g.inSync.filter((m) => !p.inSync.includes(m))) {
-    out.push({ type: "in-sync", node: m, message: `${m} back in sync: its resync finished` });
+    const seeded = prev?.outOfSync?.[m]?.reason.startsWith(NEW_MEMBER) ?? false;
+    const how = seeded ? "in sync: its copy is seeded" : "back in sync: its resync finished";
+    out.push({ type: "in-sync", node: m, message: `${m} ${how}` });
   }
   return out;
 }

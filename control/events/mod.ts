@@ -12,6 +12,7 @@ export {
   eventsPrefix,
   historyOf,
   type HistoryRecord,
+  NEW_MEMBER,
   parseEvents,
   withHistory,
 } from "./history.ts";

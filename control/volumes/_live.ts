@@ -17,11 +17,12 @@ import type {
   Volume,
   VolumeLiveStatus,
   VolumeMember,
+  VolumeMemberVerdict,
   VolumeVerifyReport,
 } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { VolumeGroups } from "./_groups.ts";
-import { memberStatus, phaseReason } from "./_members.ts";
+import { memberStatus, phaseReason, seenGroup } from "./_members.ts";
 import { toVolume, type VolumeRecord } from "./_record.ts";
 
 /** How long a master's data plane may take to give its members' root hashes. */
@@ -166,13 +167,20 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
       liveError: error,
       now: ctx.now().getTime(),
     });
-    const why = phaseReason(rec.group, out.memberStatus);
+    Object.assign(out, seenPhase(out, rec, gone));
+    const why = phaseReason(seenGroup(rec.group, gone), out.memberStatus);
     if (why) out.phaseReason = why;
   }
   out.live = live
     ? { node: live.node, observedAt: live.observedAt }
     : { node: rec.master, error: error! };
   return out;
+}
+
+/** `v` (of `rec`) with its phase and down members as this node sees the leases (seenGroup). */
+export function seenPhase(v: Volume, rec: VolumeRecord, gone: readonly string[]): Volume {
+  const seen = rec.group && seenGroup(rec.group, gone);
+  return seen && seen !== rec.group ? { ...v, down: seen.down, phase: seen.phase } : v;
 }
 
 function withLiveFields(v: Volume, live: VolumeLiveStatus): Volume {
@@ -231,12 +239,37 @@ export async function verifyVolume(
     throw new FailedPreconditionError(`volume "${name}" is not exported on ${ctx.node} now`);
   }
   const r = await ctx.plane.verifyVolume(name, { deep: options.deep });
-  const ok = r.members.every((m) => m.equal === true && m.corruptCount === 0 && !m.error);
+  const members = [...r.members, ...uncompared(rec, r.members.map((m) => m.node))];
+  const ok = members.every((m) => m.equal === true && m.corruptCount === 0 && !m.error);
   return {
     name,
     node: ctx.node,
     ...(rec.group ? { epoch: rec.group.epoch } : {}),
     ...r,
+    members,
     ok,
   };
+}
+
+/**
+ * The members of `rec`'s group that the master did not compare (`compared`: those it did):
+ * a member down, or out of sync and not being resynced, is listed with why, so that a
+ * verification with a member away is never reported as every copy equal (pure).
+ */
+export function uncompared(rec: VolumeRecord, compared: string[]): VolumeMemberVerdict[] {
+  const g = rec.group;
+  if (!g) return [];
+  return g.members.filter((m) => !compared.includes(m)).map((m) => {
+    const note = rec.outOfSync?.[m]?.reason;
+    const state = g.down.includes(m) ? "down" : "out of sync";
+    return {
+      node: m,
+      role: m === g.master ? "master" : "replica",
+      differing: [],
+      differingCount: 0,
+      corrupt: [],
+      corruptCount: 0,
+      error: `not compared: the member is ${state}` + (note ? ` (${note})` : ""),
+    };
+  });
 }

@@ -15,7 +15,7 @@
  */
 
 import type { LiveResync, MemberResync, VolumeLiveStatus, VolumeMember } from "../../mod/types.ts";
-import type { GroupRecord } from "../group/mod.ts";
+import { type GroupRecord, phaseOf } from "../group/mod.ts";
 import type { SyncNotes } from "./_sync_notes.ts";
 
 export interface MemberInputs {
@@ -142,4 +142,18 @@ export function phaseReason(g: GroupRecord, members: VolumeMember[]): string | u
     return `${m.role} ${m.node} ${what}`;
   });
   return parts.length > 0 ? parts.join("; ") : "a member is out of sync or down";
+}
+
+/**
+ * Group `g` as this node sees it now (pure): members whose liveness lease it sees gone
+ * (`gone`) count as down, and the phase follows (phaseOf). Only a live member writes the
+ * record, so when the master and every member that could take over are dead the record keeps
+ * the last phase written (`degraded`, or `healthy` when they died together): `volume get`
+ * and `volume list` show this instead, e.g. `unavailable`.
+ */
+export function seenGroup(g: GroupRecord, gone: readonly string[]): GroupRecord {
+  const more = g.members.filter((m) => gone.includes(m) && !g.down.includes(m));
+  if (more.length === 0) return g;
+  const down = [...g.down, ...more];
+  return { ...g, down, phase: phaseOf({ ...g, down }) };
 }

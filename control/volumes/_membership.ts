@@ -24,6 +24,7 @@
 import type { NodeInfo } from "../../mod/types.ts";
 import { type MembershipChange, planMembership, sameRecord } from "../group/mod.ts";
 import type { Logger } from "../common/mod.ts";
+import { NEW_MEMBER, withHistory } from "../events/mod.ts";
 import { livenessCompares } from "../nodes/mod.ts";
 import type { StateStore } from "../store/mod.ts";
 import { parseRecord, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
@@ -56,7 +57,7 @@ export function joinedReason(change: MembershipChange): string {
   const why = change.replaced.length > 0
     ? `replacing ${change.replaced.join(", ")}, absent too long`
     : `replicas raised to ${change.record.desired.replicas}`;
-  return `new member (${why}): its copy is being seeded by Delta Sync`;
+  return `${NEW_MEMBER} (${why}): its copy is being seeded by Delta Sync`;
 }
 
 /**
@@ -243,12 +244,14 @@ export class MembershipKeeper {
       ...(Object.keys(notes).length > 0 ? { outOfSync: notes } : {}),
       updatedAt: now,
     };
+    // What the change did, as events written in the same transaction (control/events/).
+    const { record, ops } = withHistory(cur, next, new Date(now));
     const res = await this.#o.store.txn(
       [
         { key, target: "modRevision", op: "==", value: kv.modRevision },
         ...livenessCompares([], [this.#o.nodeName, ...change.added]),
       ],
-      [{ type: "put", key, value: JSON.stringify(next) }],
+      [{ type: "put", key, value: JSON.stringify(record) }, ...ops],
     );
     if (!res.succeeded) {
       log.info({ added: change.added, removed: change.removed }, "group: membership CAS lost");

@@ -66,6 +66,7 @@ import {
   type LiveContext,
   localLive,
   type PeerStatusSource,
+  seenPhase,
   type ServedGroup,
   servedGroups,
   verifyVolume,
@@ -476,7 +477,7 @@ export class VolumeService {
   }
 
   #withLive(record: VolumeRecord): Volume {
-    const rec = toVolume(record);
+    const rec = seenPhase(toVolume(record), record, this.#live.groups?.leaseGone() ?? []);
     if (rec.master !== this.#node) return rec;
     const live = this.#plane.volumeStatus(rec.name);
     return live

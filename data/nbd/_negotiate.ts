@@ -64,7 +64,8 @@ export async function negotiate(
   // Clients may attach to volumes this node forwards (data/proxy/) as well as its own.
   const table = opts.exports;
   const find = (name: string) => s.fromNode ? table.lookup(name) : table.find(name);
-  const catalog = { lookup: find, list: () => table.list() };
+  // A node forwarding its clients sees only the local exports; a client, every volume here.
+  const catalog = { lookup: find, list: () => s.fromNode ? table.list() : table.listed() };
   await writeAll(s.transport, encodeGreeting());
   await input.need(s.transport, 4);
   const clientFlags = input.view.getUint32(input.start);

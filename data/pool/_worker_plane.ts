@@ -147,6 +147,7 @@ export class WorkerPlane {
       }),
     );
     this.#exports.remote = (name) => this.#remote.lookup(name);
+    this.#exports.remoteNames = () => this.#remote.names();
     this.directory(init.directory);
   }
 

@@ -80,6 +80,11 @@ export class RemoteExports {
     return e;
   }
 
+  /** The volumes a client can attach to through this node now (lookup() gives them). */
+  names(): string[] {
+    return this.#dir.list().filter((e) => !e.unavailable).map((e) => e.name);
+  }
+
   /** After a directory change: cut the connections of volumes that are gone. */
   update(): void {
     for (const [name, e] of this.#exports) {

@@ -175,8 +175,8 @@ e2eTest(
 );
 
 e2eTest(
-  "a read-only client attached through a node that forwards to the master is served read-only there",
-  { tools: [PYTHON, "etcd"] },
+  "a read-only client attached through a node that forwards to the master is served read-only there, and the node lists the volume (NBD_OPT_LIST)",
+  { tools: [PYTHON, "etcd", "nbdinfo"] },
   async () => {
     const c = await startReplCluster(["node-a", "node-b"]);
     try {
@@ -209,6 +209,16 @@ h = nbd.NBD(); h.set_uri_allow_local_file(True); h.connect_uri(sys.argv[1]); h.p
       }
       assertReadOnly(p, "forwarded read-only client");
       assert(front.logs().includes('"forwarded":true'), "the front forwarded the client");
+      // NBD_OPT_LIST on the front names the volume it forwards, as the master does.
+      const listed = await run("nbdinfo", [
+        "--list",
+        "--json",
+        tlsUri(front.nbdHost, front.nbdPort, "", ro.dir),
+      ]);
+      assertEquals(listed.code, 0, listed.stderr);
+      const names = (JSON.parse(listed.stdout) as { exports: { "export-name": string }[] })
+        .exports.map((e) => e["export-name"]);
+      assertEquals(names, ["fv"]);
       await Deno.remove(ro.dir, { recursive: true });
     } finally {
       await c.stop();

@@ -9,6 +9,7 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
+import type { VolumeEvent } from "../../mod/types.ts";
 import { PYTHON, waitFor } from "./_cluster.ts";
 import { badBlocks, fillBlocks } from "./_blocks.ts";
 import { admin } from "./_cluster_tls.ts";
@@ -129,6 +130,14 @@ e2eTest(
       }, { timeoutMs: 30_000, everyMs: 200 });
       assertEquals(after.inSync?.length, 2);
       await assertCopiesEqual(c, v.uuid, after.members!);
+
+      // Both changes are in the group's history (written with the membership CAS).
+      const ev = await admin(a, ["volume", "events", "m1", "-o", "json"]);
+      assertEquals(ev.code, 0, ev.stderr);
+      const items = (JSON.parse(ev.stdout) as { items: VolumeEvent[] }).items;
+      const changes = items.filter((e) => e.type.startsWith("member-"))
+        .map((e) => [e.type, e.node]);
+      assertEquals(changes, [["member-added", spare], ["member-removed", gone]]);
     }),
 );
 

@@ -148,6 +148,8 @@ export const DRAIN_SCHEMAS = {
           "out-of-sync",
           "resync-started",
           "in-sync",
+          "member-added",
+          "member-removed",
           "deleting",
         ],
       },

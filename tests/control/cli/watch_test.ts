@@ -287,6 +287,30 @@ Deno.test("watchVolume() with -o json: one JSON document per change", async () =
   assertEquals(docs.map((d) => d.memberStatus![1].state), ["resyncing", "in-sync"]);
 });
 
+Deno.test("watchVolume() with -o json: readings that differ only by the clock (observedAt, lagSeconds) are one document", async () => {
+  const down: VolumeMember = {
+    node: "n2",
+    role: "replica",
+    state: "down",
+    lagBytes: MiB,
+    lagSeconds: 60,
+  };
+  const at = (t: string, lag: number) => ({
+    ...volume([master, { ...down, lagSeconds: lag }]),
+    live: { node: "n1", observedAt: t },
+  });
+  const w = scripted([
+    at("2026-12-05T00:00:01.000Z", 60),
+    at("2026-12-05T00:00:02.000Z", 61),
+    at("2026-12-05T00:00:03.000Z", 62),
+    volume([master, inSync("n2")]),
+  ]);
+  assertEquals(await watchVolume({ ...w.options, json: true }), WATCH_EXIT.healthy);
+  const docs = w.io.stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as Volume);
+  assertEquals(docs.map((d) => d.memberStatus![1].state), ["down", "in-sync"]);
+  assertEquals(docs[0].memberStatus![1].lagSeconds, 60, "the document is printed whole");
+});
+
 Deno.test("watchVolume(): exit 3 after --timeout, 130 on Ctrl-C, the control plane away only warns, other errors end it", async () => {
   const stuck = volume([master, outOfSync]);
   const t = scripted([stuck]);

@@ -77,6 +77,44 @@ Deno.test("historyOf(): a failover, a member down, out of sync with its reason, 
   assertEquals(historyOf(undefined, { name: "x", uuid: "u", state: "ready" }), []);
 });
 
+Deno.test("historyOf(): members added and removed by a replica count change or a replacement", () => {
+  // Lowered to 1 while n3 was down: n3 leaves, and is not reported "up again".
+  const down: GroupRecord = { ...base, inSync: ["n1", "n2"], down: ["n3"], phase: "degraded" };
+  const lowered: GroupRecord = {
+    ...base,
+    members: ["n1", "n2"],
+    inSync: ["n1", "n2"],
+    desired: { replicas: 1 },
+    phase: "healthy",
+  };
+  assertEquals(historyOf(rec(down), rec(lowered)).map((e) => [e.type, e.node, e.message]), [
+    [
+      "member-removed",
+      "n3",
+      "n3 removed from the group (replicas lowered to 1); its copy is deleted",
+    ],
+  ]);
+  // Raised again: n4 joins out of sync, is seeded, then is in sync.
+  const reason = "new member (replicas raised to 2): its copy is being seeded by Delta Sync";
+  const raised: GroupRecord = { ...lowered, members: ["n1", "n2", "n4"], desired: { replicas: 2 } };
+  const joined = rec(raised, { outOfSync: { n4: { reason } } });
+  assertEquals(historyOf(rec(lowered), joined).map((e) => [e.type, e.node, e.message]), [
+    ["member-added", "n4", `n4 added: ${reason}`],
+    ["resync-started", "n4", "master n1 resyncs n4 (Delta Sync: only differing blocks are sent)"],
+  ]);
+  const seeded = rec({ ...raised, inSync: ["n1", "n2", "n4"] });
+  assertEquals(historyOf(joined, seeded).map((e) => e.message), [
+    "n4 in sync: its copy is seeded",
+  ]);
+  // A replacement: n3, absent too long, gives way to n4 in one change.
+  const replaced: GroupRecord = { ...down, members: ["n1", "n2", "n4"], down: [] };
+  assertEquals(historyOf(rec(down), rec(replaced)).map((e) => [e.type, e.message]), [
+    ["member-removed", "n3 removed from the group (replaced by n4); its copy is deleted"],
+    ["member-added", "n4 added"],
+    ["resync-started", "master n1 resyncs n4 (Delta Sync: only differing blocks are sent)"],
+  ]);
+});
+
 Deno.test("withHistory(): numbers events, keeps the last EVENTS_KEEP, removes them with the record", () => {
   const at = new Date("2026-12-05T03:00:00Z");
   const asked = withHandover(base, { to: "n2", reason: "drain" });

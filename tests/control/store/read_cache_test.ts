@@ -7,7 +7,7 @@ import {
 import { SqliteStateStore } from "../../../control/store/sqlite/mod.ts";
 import type { StateStore } from "../../../control/store/state_store.ts";
 import { AGE_HEADER, BallastClient, STALE_HEADER } from "../../../mod/client.ts";
-import { NotFoundError, UnavailableError } from "../../../mod/errors.ts";
+import { BallastError, NotFoundError, UnavailableError } from "../../../mod/errors.ts";
 import { assert, assertEquals, assertRejects } from "../../_assert.ts";
 import { call, startTestNode } from "../_fixtures.ts";
 import { defineStateStoreContract } from "./state_store_contract.ts";
@@ -304,6 +304,25 @@ Deno.test("BallastClient calls onStale with the time an answer was cached, and n
   stale = undefined;
   await client.listVolumes();
   assertEquals(calls, ["2030-01-01T00:00:00.000Z GET /v1/volumes 12"]);
+});
+
+Deno.test("BallastClient does not call onStale for an error answer (a create refused while etcd is away)", async () => {
+  const calls: string[] = [];
+  const client = new BallastClient("http://127.0.0.1:1", {
+    fetch: () =>
+      Promise.resolve(
+        new Response(
+          JSON.stringify({ error: { code: "UNAVAILABLE", message: "control plane unavailable" } }),
+          {
+            status: 503,
+            headers: { [STALE_HEADER]: "2030-01-01T00:00:00.000Z", [AGE_HEADER]: "12" },
+          },
+        ),
+      ),
+    onStale: (since) => calls.push(since),
+  });
+  await assertRejects(() => client.createVolume({ name: "v", size: 2 ** 26 }), BallastError);
+  assertEquals(calls, []);
 });
 
 Deno.test("ReadCacheStore: once an outage is known, a read whose store call hangs answers from the cache quickly", async () => {

@@ -13,8 +13,11 @@ import {
   type LiveContext,
   localLive,
   type PeerStatusSource,
+  uncompared,
+  verifyVolume,
   volumeView,
 } from "../../../control/volumes/_live.ts";
+import { verifyText } from "../../../control/cli/_verify_view.ts";
 import type { VolumeRecord } from "../../../control/volumes/_record.ts";
 import { ResyncTracker } from "../../../control/volumes/_resyncs.ts";
 import { UnavailableError } from "../../../mod/errors.ts";
@@ -145,6 +148,24 @@ Deno.test("volumeView(): the master cannot be asked (down, no answer, another co
   assertEquals(renamed.live?.error, "node n1 serves another volume of that name");
 });
 
+Deno.test("volumeView(): members whose lease is gone count as down and the phase follows, though no live member wrote the record", async () => {
+  // Master n1 and replica n2, both in sync, died together: the record still says healthy.
+  const g = { ...record("n1").group!, members: ["n1", "n2"], inSync: ["n1", "n2"] };
+  const both = record("n1", { group: { ...g, phase: "healthy" as const }, outOfSync: {} });
+  const dead = await volumeView(ctx({ node: "n3", groups: groups(["n1", "n2"]) }), both);
+  assertEquals([dead.phase, dead.down], ["unavailable", ["n1", "n2"]]);
+  assert(
+    dead.phaseReason!.startsWith("no in-sync member is up: master n1 is down"),
+    dead.phaseReason,
+  );
+  // Only the master's lease gone, an in-sync replica up: failing over, as the docs say.
+  const master = await volumeView(ctx({ node: "n3", groups: groups(["n1"]) }), both);
+  assertEquals([master.phase, master.down], ["failing-over", ["n1"]]);
+  // Nothing gone: the record's own phase.
+  const alive = await volumeView(ctx({ node: "n3", peers: undefined }), both);
+  assertEquals([alive.phase, alive.down], ["healthy", []]);
+});
+
 Deno.test("volumeView() of an unreplicated volume: no members; single node: no live block at all", async () => {
   const rec = record("n1", { replicas: 0, group: undefined, outOfSync: undefined });
   const single = await volumeView(ctx({ groups: undefined }), rec);
@@ -216,4 +237,42 @@ Deno.test("volumeView(): a membership change the master cannot make is shown wit
   assertEquals(v.membershipBlocked, blocked);
   const none = await volumeView(ctx(), record("n1"));
   assertEquals(none.membershipBlocked, undefined);
+});
+
+Deno.test("verifyVolume(): a member down or out of sync that the master did not compare is listed with why, and verify says NOT OK", async () => {
+  const rec = record("n1");
+  const down = record("n1", { group: { ...rec.group!, down: ["n2"], phase: "degraded" } });
+  const equal = { differing: [], differingCount: 0, corrupt: [], corruptCount: 0, equal: true };
+  // The master's data plane compares the members it replicates to: n1 and n3.
+  const compared = plane({
+    verifyVolume: () =>
+      Promise.resolve({
+        deep: false,
+        regionBytes: MiB,
+        regions: 64,
+        ms: 5,
+        members: [
+          { node: "n1", role: "master" as const, root: "aa", ...equal },
+          { node: "n3", role: "replica" as const, root: "aa", ...equal },
+        ],
+      }),
+  });
+  const r = await verifyVolume(ctx({ plane: compared }), down, { deep: false });
+  assertEquals(r.ok, false);
+  assertEquals(r.members.map((m) => [m.node, m.error]), [
+    ["n1", undefined],
+    ["n3", undefined],
+    ["n2", "not compared: the member is down (a replicated write failed)"],
+  ]);
+  const text = verifyText(r);
+  assert(/n2 +replica +- +not compared +not compared: the member is down/.test(text), text);
+  assert(text.endsWith("NOT OK: n2 not compared (ERROR above).\n"), text);
+  // Out of sync but up (no resync under way): listed the same way.
+  assertEquals(
+    uncompared(rec, ["n1", "n3"])[0].error,
+    "not compared: the member is out of sync (a replicated write failed)",
+  );
+  // Every member compared, or no group: nothing added.
+  assertEquals(uncompared(rec, ["n1", "n2", "n3"]), []);
+  assertEquals(uncompared(record("n1", { group: undefined }), ["n1"]), []);
 });
