@@ -10,6 +10,11 @@ import { age, table } from "./_output.ts";
 /** Exit code of a drain that was refused or did not move every master it should have. */
 export const EXIT_NOT_DRAINED = 3;
 
+/** "1 volume", "2 volumes". */
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
 function volumeLine(v: DrainVolume): string {
   switch (v.status) {
     case "planned":
@@ -35,7 +40,7 @@ export function drainProgressText(
   if (p.type === "plan") {
     const n = p.volumes.length;
     if (n === 0) return `node "${p.node}" masters no volume\n`;
-    const head = `node "${p.node}" masters ${n} volume${n === 1 ? "" : "s"}` +
+    const head = `node "${p.node}" masters ${plural(n, "volume")}` +
       (options.dryRun ? " (dry run: nothing is changed)" : "") + ":\n";
     return head + p.volumes.map(volumeLine).join("\n") + "\n";
   }
@@ -55,17 +60,18 @@ export function drainSummary(r: DrainReport): { text: string; code: number } {
     return {
       text: refused === 0
         ? `\ndry run: node "${r.node}" can be drained\n`
-        : `\ndry run: ${refused} volume${refused === 1 ? "" : "s"} would be left without an ` +
+        : `\ndry run: ${plural(refused, "volume")} would be left without an ` +
           `in-sync copy; the drain would be refused without --force\n`,
       code: refused === 0 || r.force ? 0 : EXIT_NOT_DRAINED,
     };
   }
   if (r.result === "refused") {
     return {
-      text: `\ndrain of node "${r.node}" refused: ${count("refused")} volume(s) would be left ` +
-        "without an in-sync copy (above). Nothing was changed. Bring their replicas in sync " +
-        "(`ballast volume get NAME`), or use --force to move the others and leave these " +
-        "here.\n",
+      text: `\ndrain of node "${r.node}" refused: ${plural(count("refused"), "volume")} would be ` +
+        "left without an in-sync copy (reasons above). Nothing was changed. Bring their " +
+        "replicas in sync (`ballast volume get NAME`) or give a volume without one a replica " +
+        "(`ballast volume update NAME --replicas 1`), or use --force to move the others and " +
+        "leave these here.\n",
       code: EXIT_NOT_DRAINED,
     };
   }

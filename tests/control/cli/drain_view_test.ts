@@ -31,7 +31,12 @@ Deno.test("drainSummary(): exit 0 drained, 3 refused or incomplete, dry runs by 
   const refused = { volume: "u1", from: "n1", status: "refused" as const, reason: "no" };
   assertEquals(drainSummary(report({ volumes: [moved] })).code, 0);
   assert(drainSummary(report({ volumes: [moved] })).text.includes('node "n1" drained in 1.5 s'));
-  assertEquals(drainSummary(report({ result: "refused", volumes: [refused] })).code, 3);
+  const refusal = drainSummary(report({ result: "refused", volumes: [refused] }));
+  assertEquals(refusal.code, 3);
+  assert(refusal.text.includes("refused: 1 volume would be left"), refusal.text);
+  assert(refusal.text.includes("volume update NAME --replicas 1"), "advice for no replicas");
+  const two = drainSummary(report({ result: "refused", volumes: [refused, refused] })).text;
+  assert(two.includes("refused: 2 volumes would be left"), two);
   const failed = { ...moved, status: "failed" as const, reason: "late" };
   const inc = drainSummary(report({ result: "incomplete", volumes: [failed] }));
   assertEquals(inc.code, EXIT_NOT_DRAINED);
