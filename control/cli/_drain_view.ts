@@ -18,7 +18,7 @@ function plural(n: number, noun: string): string {
 function volumeLine(v: DrainVolume): string {
   switch (v.status) {
     case "planned":
-      return `  ${v.volume}: master ${v.from} -> ${v.to}`;
+      return `  ${v.volume}: master ${v.from} -> ${v.to}` + (v.reason ? ` (${v.reason})` : "");
     case "moved":
       return `  ${v.volume}: moved to ${v.to} (epoch ${v.epoch}` +
         (v.ms !== undefined ? `, ${(v.ms / 1000).toFixed(1)} s` : "") +

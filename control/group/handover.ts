@@ -13,8 +13,11 @@ export interface HandoverNode {
   state: "ready" | "cordoned" | "unreachable" | "down";
 }
 
-/** Where a group mastered by `from` can go, or why it cannot (an in-sync copy would be lost). */
-export type HandoverChoice = { to: string } | { refused: string };
+/**
+ * Where a group mastered by `from` can go (`cordoned`: only a cordoned member could take it),
+ * or why it cannot (an in-sync copy would be lost).
+ */
+export type HandoverChoice = { to: string; cordoned?: true } | { refused: string };
 
 /**
  * The member `from` should hand `r` over to: an in-sync member that is up, a ready node
@@ -34,9 +37,10 @@ export function handoverTarget(
   }
   const usable = (m: string, ok: string[]) =>
     r.inSync.includes(m) && !r.down.includes(m) && ok.includes(state.get(m) ?? "down");
-  const to = others.find((m) => usable(m, ["ready"])) ??
-    others.find((m) => usable(m, ["cordoned"]));
-  if (to !== undefined) return { to };
+  const ready = others.find((m) => usable(m, ["ready"]));
+  if (ready !== undefined) return { to: ready };
+  const cordoned = others.find((m) => usable(m, ["cordoned"]));
+  if (cordoned !== undefined) return { to: cordoned, cordoned: true };
   const why = others.map((m) => {
     const st = state.get(m) ?? "unknown";
     if (r.down.includes(m) || st === "down") return `${m} is down`;

@@ -73,7 +73,14 @@ export function planDrain(
     const choice = handoverTarget(g, node, nodes, rec.outOfSync);
     out.push(
       "to" in choice
-        ? { ...base, status: "planned", to: choice.to }
+        ? {
+          ...base,
+          status: "planned",
+          to: choice.to,
+          ...(choice.cordoned
+            ? { reason: `${choice.to} is cordoned too: no ready in-sync member is left` }
+            : {}),
+        }
         : { ...base, status: "refused", reason: choice.refused },
     );
   }
