@@ -72,6 +72,13 @@ export interface PeerConnection {
   close(): void;
 }
 
+/**
+ * Direct reads take up to this much per socket read (and decrypt into a buffer of that size):
+ * a replica receiving 1 MiB WRITEs made 16 reads and event-loop turns per MiB with the default
+ * 64 KiB (docs/BENCHMARKS.md, "Run 8"). Two such buffers per connection; a node has one peer
+ * connection per other node and thread.
+ */
+const READ_BUFFER_BYTES = 256 * 1024;
 /** Stop reading from the socket while this many received bytes wait to be consumed. */
 export const RECEIVE_HIGH_WATER = 4 * 1024 * 1024;
 /** Hand no further frame to the socket while this many bytes wait to be written. */
@@ -143,6 +150,7 @@ export class SocketPeerConnection implements PeerConnection {
       context: options.context,
       servername: options.servername,
       sink: (chunk) => this.#onData(chunk),
+      readBufferBytes: READ_BUFFER_BYTES,
     });
     this.tls = tls;
     this.#reads = reads;
