@@ -192,9 +192,8 @@ export function replicateThenReply(
     send(ops[0]).then((result) => {
       try {
         done?.();
-        const after = afterReplicas(exp, [result]);
-        if (after === undefined) ok();
-        else run.later(after.then(ok, failed));
+        if (result.fenced === undefined && result.failed.length === 0) ok();
+        else run.later(afterReplicas(exp, [result])!.then(ok, failed));
       } catch (err) {
         failed(err);
       } finally {

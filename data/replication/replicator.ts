@@ -17,7 +17,7 @@
  */
 
 import type { Logger } from "pino";
-import { LinkError, type PeerLinks, WRITE_BY_REFERENCE } from "./links.ts";
+import { LinkError, type PeerLink, type PeerLinks, WRITE_BY_REFERENCE } from "./links.ts";
 import {
   replyMessage,
   STATUS_OK,
@@ -127,10 +127,12 @@ export class Replicator {
         op = { ...op, data: op.data.slice() }; // a link still opening encodes it later
       }
     }
+    // One request object for every target (PeerLink.request adds its own id).
+    const r = { ...op, volume: this.volume, epoch } as never;
     if (targets.length === 1) {
-      return this.#ask(targets[0], op, epoch, out, taken).then(() => this.#drop(out, epoch));
+      return this.#ask(targets[0], r, out, taken).then(() => this.#drop(out, epoch));
     }
-    const asks = targets.map((t) => this.#ask(t, op, epoch, out, taken));
+    const asks = targets.map((t) => this.#ask(t, r, out, taken));
     return Promise.all(asks).then(() => this.#drop(out, epoch));
   }
 
@@ -146,17 +148,15 @@ export class Replicator {
   }
 
   /**
-   * Sends `op` to one target; its verdict goes into `out`. `taken` (when given) is called
+   * Sends request `r` to one target; its verdict goes into `out`. `taken` (when given) is called
    * once, when the target's socket has written the request or will not.
    */
   #ask(
     t: ReplicaTarget,
-    op: ReplicatedOp,
-    epoch: number,
+    r: Parameters<PeerLink["request"]>[0],
     out: Replicated,
     taken?: (ok: boolean) => void,
   ): Promise<void> {
-    const r = { ...op, volume: this.volume, epoch } as never;
     const link = this.#links.live(t.node);
     const reply = link ? link.request(r, undefined, taken) : this.#links.get(t.node, t.address)
       .then(
