@@ -175,6 +175,10 @@ e2eTest(
         create.stderr.includes("control plane unavailable"),
         `volume create says "control plane unavailable": "${create.stderr.trim()}"`,
       );
+      x.check(
+        !/\d+ [A-Z_]+:|LB pick/.test(create.stderr),
+        `the refusal names the cause, not gRPC's internals: "${create.stderr.trim()}"`,
+      );
       const size = await timed(
         "a new NBD connection (nbdinfo) to node-a",
         () => nbdSize(a.nbdUri("grow")).catch((e) => String(e)),

@@ -23,6 +23,7 @@ import { Buffer } from "node:buffer";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { Etcd3, GRPCDeadlineExceededError, type IOptions, RecoverableError } from "etcd3";
 import { errorMessage, InvalidArgumentError, UnavailableError } from "../../../mod/errors.ts";
+import { etcdCause } from "./_cause.ts";
 
 export interface EtcdTls {
   caPem: string;
@@ -249,7 +250,7 @@ export class EndpointPool {
     err: unknown,
     write?: "not applied" | "outcome unknown",
   ): UnavailableError {
-    const detail = messageOf(err).replace(/\s+/g, " ");
+    const detail = etcdCause(messageOf(err));
     const secs = this.#failingSince ? Math.round((Date.now() - this.#failingSince) / 1000) : 0;
     const note = write === "not applied"
       ? "; the change was not applied"

@@ -32,14 +32,7 @@ import { UnavailableError } from "../../../mod/errors.ts";
 import type { KeyValue, TxnResult, WatchEvent } from "../mod.ts";
 import type { Namespace, PbHeader, PbKeyValue, PbResponseOp } from "./_codec.ts";
 import type { WatchStream } from "./_watch.ts";
-import {
-  type Attempt,
-  type EndpointPool,
-  isTransient,
-  messageOf,
-  notApplied,
-  sleep,
-} from "./_conn.ts";
+import { type Attempt, type EndpointPool, isTransient, notApplied, sleep } from "./_conn.ts";
 import {
   appliedResult,
   byRevision,
@@ -94,11 +87,7 @@ export async function writeTxn(
       if (!notApplied(err)) {
         unknown = true;
         const settled = await settle(ctx, model, base, undefined, deadline).catch((e) => {
-          throw pool.unavailable(
-            what,
-            `${messageOf(err)}; settling failed: ${messageOf(e)}`,
-            "outcome unknown",
-          );
+          throw pool.unavailable(what, e, "outcome unknown");
         });
         if (settled) return settled;
       }

@@ -1,0 +1,35 @@
+import { etcdCause } from "../../../../control/store/etcd/_cause.ts";
+import { assertEquals } from "../../../_assert.ts";
+
+// Messages as the etcd3 package passes them through from gRPC (seen on this machine).
+const CASES: [string, string][] = [
+  [
+    "14 UNAVAILABLE: No connection established. Last error: connect ECONNREFUSED " +
+    "127.0.0.1:23790 (2026-12-05T18:02:11.405Z)",
+    "connection refused at 127.0.0.1:23790 (etcd not running?)",
+  ],
+  [
+    "4 DEADLINE_EXCEEDED: Deadline exceeded after 0.030s,Waiting for LB pick",
+    "no answer in time (etcd stopped, frozen or cut off?)",
+  ],
+  [
+    "14 UNAVAILABLE: etcdserver: no leader",
+    "etcd has no leader (a quorum of members is down or cut off)",
+  ],
+  ["14 UNAVAILABLE: Connection dropped", "connection reset"],
+  [
+    "14 UNAVAILABLE: No connection established. Last error: getaddrinfo ENOTFOUND etcd-x",
+    "host name not resolved",
+  ],
+  [
+    "14 UNAVAILABLE: No connection established. Last error: self-signed certificate in " +
+    "certificate chain (2026-12-05T18:02:11.405Z)",
+    "TLS failed: No connection established. Last error: self-signed certificate in certificate chain",
+  ],
+  ["13 INTERNAL: something   new\nhappened", "something new happened"],
+  ["", "unknown error"],
+];
+
+Deno.test("etcdCause() names the cause of a failed etcd call without gRPC's status codes", () => {
+  for (const [message, expected] of CASES) assertEquals(etcdCause(message), expected, message);
+});
