@@ -57,3 +57,17 @@ Deno.test("threadCpuSeconds() reads every thread of a process, within the proces
   const sum = [...threads.values()].reduce((a, b) => a + b, 0);
   assertEquals(sum <= total + threads.size * 0.01, true);
 });
+
+Deno.test("bench:tracking runs on a small copy and prints both figures; bad input exits 2", async () => {
+  const script = new URL("../../scripts/micro/tracking.ts", import.meta.url).pathname;
+  const run = (args: string[]) =>
+    new Deno.Command(Deno.execPath(), { args: ["run", "-A", script, ...args] }).output();
+  const ok = await run(["--size-mib", "8", "--writes", "5000", "--rounds", "1"]);
+  const out = new TextDecoder().decode(ok.stdout);
+  assertEquals(ok.code, 0, new TextDecoder().decode(ok.stderr));
+  assertEquals(/tracking \(enter \+ leave\) +\d+ ns per write/.test(out), true, out);
+  assertEquals(/pwrite of the same block +\d+ ns per write/.test(out), true, out);
+  const bad = await run(["--writes", "0"]);
+  assertEquals(bad.code, 2);
+  assertEquals(new TextDecoder().decode(bad.stderr).includes("--writes must be"), true);
+});

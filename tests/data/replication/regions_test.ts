@@ -71,6 +71,25 @@ Deno.test("RegionTable: dirty flags and counts survive in-flight changes and gro
   assertThrows(() => t.grow(2 ** 60), RangeError, "reopen the volume");
 });
 
+Deno.test("RegionTable: a table attached before the buffer grew reaches the new regions", () => {
+  const owner = RegionTable.create(2 * REGION_BYTES);
+  const other = new RegionTable({ buffer: owner.buffer }); // as a worker thread attaches
+  assert(other.tryEnter(1, 2));
+  other.leave(1);
+  assertThrows(() => other.tryEnter(5, 2), RangeError, "region 5 of 2");
+  owner.grow(8 * REGION_BYTES);
+  owner.setDirty(7, true);
+  assertEquals(other.count, 8);
+  assert(other.isDirty(7), "the owner's flag on a new region is seen");
+  assert(other.tryEnter(7, 2), "a new region can be entered");
+  assertEquals(owner.inFlight(7), 1);
+  assertEquals(owner.changes(7), 1);
+  other.leave(7);
+  assertEquals(owner.inFlight(7), 0);
+  assertThrows(() => other.isDirty(8), RangeError, "region 8 of 8");
+  assertThrows(() => other.isDirty(-1), RangeError);
+});
+
 Deno.test("RegionTable: a write on a real worker thread holds the main thread's lock back until it leaves", async () => {
   const t = RegionTable.create(REGION_BYTES);
   const url = new URL("../../../data/replication/regions.ts", import.meta.url).href;
