@@ -394,6 +394,11 @@ export interface VolumeEvent {
   node?: string;
   /** The event in words, with its reason. */
   message: string;
+  /**
+   * Seen by the node that answered but not written yet (seq 0, `at` = when it answered): no
+   * live member could record it, e.g. every member of the group is down.
+   */
+  pending?: boolean;
 }
 
 /** What a drain did (or would do, or refused to do) with one volume the node masters. */

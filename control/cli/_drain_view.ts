@@ -99,7 +99,7 @@ export function eventsTable(items: VolumeEvent[], now = Date.now()): string {
       e.at.replace(/\.\d+Z$/, "Z"),
       String(e.epoch),
       e.master,
-      e.type,
+      e.pending ? `${e.type} (pending)` : e.type,
       e.message,
     ]),
   );

@@ -213,3 +213,24 @@ export function parseEvents(
     .map((kv) => JSON.parse(kv.value) as VolumeEvent)
     .sort((a, b) => a.seq - b.seq);
 }
+
+/**
+ * What this node sees happen to group `rec` that no member has written yet. Only a live
+ * member writes the record, so while the master and every member able to take over are dead
+ * nothing is written, and the events would appear only once one returns, stamped then. `seen`
+ * is the group as this node sees the leases (volumes/_members.ts seenGroup: members whose
+ * liveness lease is gone count as down). The events are marked `pending`, with seq 0 and
+ * `at` = `now`, and are written for real by the first member that can.
+ */
+export function pendingEvents(rec: HistoryRecord, seen: GroupRecord, now: Date): VolumeEvent[] {
+  if (!rec.group || seen === rec.group) return [];
+  return historyOf(rec, { ...rec, group: seen }).map((d) => ({
+    seq: 0,
+    at: now.toISOString(),
+    ...d,
+    message: `${d.message} (seen by this node; not recorded yet: a live member records it)`,
+    epoch: seen.epoch,
+    master: seen.master,
+    pending: true,
+  }));
+}

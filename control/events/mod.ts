@@ -14,5 +14,6 @@ export {
   type HistoryRecord,
   NEW_MEMBER,
   parseEvents,
+  pendingEvents,
   withHistory,
 } from "./history.ts";

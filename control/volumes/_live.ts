@@ -15,11 +15,14 @@ import { errorMessage, FailedPreconditionError, NotFoundError } from "../../mod/
 import type {
   LiveResync,
   Volume,
+  VolumeEvent,
   VolumeLiveStatus,
   VolumeMember,
   VolumeMemberVerdict,
   VolumeVerifyReport,
 } from "../../mod/types.ts";
+import { parseEvents, pendingEvents } from "../events/mod.ts";
+import type { KeyValue } from "../store/mod.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { VolumeGroups } from "./_groups.ts";
 import { memberStatus, phaseReason, seenGroup } from "./_members.ts";
@@ -175,6 +178,17 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
     ? { node: live.node, observedAt: live.observedAt }
     : { node: rec.master, error: error! };
   return out;
+}
+
+/**
+ * The events of `rec` (their keys as listed from the store), oldest first, followed by the
+ * ones this node sees that no member could write yet (control/events/ pendingEvents).
+ */
+export function eventsView(ctx: LiveContext, rec: VolumeRecord, kvs: KeyValue[]): VolumeEvent[] {
+  const written = parseEvents(kvs, rec.name, rec.uuid);
+  if (!rec.group || rec.state !== "ready") return written;
+  const seen = seenGroup(rec.group, ctx.groups?.leaseGone() ?? []);
+  return [...written, ...pendingEvents(rec, seen, ctx.now())];
 }
 
 /** `v` (of `rec`) with its phase and down members as this node sees the leases (seenGroup). */

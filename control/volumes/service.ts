@@ -60,9 +60,10 @@ import { VolumeGroups } from "./_groups.ts";
 import { followVolumeRecords } from "./_follow.ts";
 import { awaitMembers, withReplicas } from "./_replica_count.ts";
 import { drainNode, type DrainNodes, type DrainOptions } from "./_drain.ts";
-import { eventsPrefix, parseEvents } from "../events/mod.ts";
+import { eventsPrefix } from "../events/mod.ts";
 import { ORPHAN_MIN_AGE_MS, removeOrphans } from "./_orphans.ts";
 import {
+  eventsView,
   type LiveContext,
   localLive,
   type PeerStatusSource,
@@ -246,7 +247,7 @@ export class VolumeService {
       this.#store.list(eventsPrefix(name)),
     ]);
     if (!kv) throw new NotFoundError("volume", name);
-    return parseEvents(listed.kvs, name, parseRecord(kv).uuid);
+    return eventsView(this.#live, parseRecord(kv), listed.kvs);
   }
 
   /** `node drain`: moves every master off `node` (_drain.ts); yields its progress. */

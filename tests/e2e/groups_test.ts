@@ -8,6 +8,7 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
+import type { VolumeEvent } from "../../mod/types.ts";
 import { cli, e2eTest, run } from "./_harness.ts";
 import {
   createVolume,
@@ -212,6 +213,11 @@ e2eTest(
         return v && v.phase === "unavailable" ? v : undefined;
       });
       assertEquals([unavailable.epoch, unavailable.master], [1, bv.master]);
+      // Its replicas are alive: they record the master's death (written, not pending).
+      const ev = await cli(["volume", "events", "b", "-o", "json"], { api: anyApi(bv.master) });
+      assertEquals(ev.code, 0, ev.stderr);
+      const downs = (JSON.parse(ev.stdout).items as VolumeEvent[]).filter((e) => e.type === "down");
+      assertEquals(downs.map((e) => [e.node, e.pending ?? false]), [[bv.master, false]]);
       // Give a (wrong) promotion every chance to happen: another lease period and more.
       await new Promise((r) => setTimeout(r, (LEASE_TTL_S + 2) * 1000));
       const still = (await getVolume(anyApi(bv.master), "b"))!;
@@ -238,6 +244,31 @@ e2eTest(
       ]);
       assertEquals(read.code, 0, read.stderr);
       assert(!read.stdout.includes("Pattern verification failed"), read.stdout);
+
+      // --- both members of a group die: nobody can write its record; the third node shows
+      // their deaths as pending events (written once a member returns).
+      const d = await createVolume(bBack.api, ["d", "--size", "4MiB", "--replicas", "1"]);
+      assertEquals(d.code, 0, d.stderr);
+      const dv = JSON.parse(d.stdout) as VolumeJson;
+      const members = dv.members!;
+      const third = [...c.nodes.keys()].find((n) => !members.includes(n))!;
+      await eventually("d in sync on both", async () => {
+        const v = await getVolume(c.nodes.get(third)!.api, "d");
+        return v && v.inSync!.length === 2 ? v : undefined;
+      });
+      await Promise.all(members.map((m) => c.nodes.get(m)!.kill("SIGKILL")));
+      const pending = await eventually("d's deaths pending in its events", async () => {
+        const ev = await cli(["volume", "events", "d", "-o", "json"], {
+          api: c.nodes.get(third)!.api,
+        });
+        const items = ev.code === 0 ? JSON.parse(ev.stdout).items as VolumeEvent[] : [];
+        const seen = items.filter((e) => e.pending);
+        return seen.length === 2 ? seen : undefined;
+      });
+      assertEquals(pending.map((e) => [e.type, e.seq]).sort(), [["down", 0], ["down", 0]]);
+      assertEquals(pending.map((e) => e.node).sort(), [...members].sort());
+      const table = await cli(["volume", "events", "d"], { api: c.nodes.get(third)!.api });
+      assert(table.stdout.includes("down (pending)"), table.stdout);
     } finally {
       await c.stop();
     }

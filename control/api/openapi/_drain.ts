@@ -133,7 +133,7 @@ export const DRAIN_SCHEMAS = {
     type: "object",
     required: ["seq", "at", "type", "epoch", "master", "message"],
     properties: {
-      seq: { type: "integer", minimum: 1 },
+      seq: { type: "integer", minimum: 0, description: "0: a pending event" },
       at: { type: "string", format: "date-time" },
       type: {
         type: "string",
@@ -157,6 +157,11 @@ export const DRAIN_SCHEMAS = {
       master: { type: "string", description: "After the change" },
       node: { type: "string", description: "The member the event is about" },
       message: { type: "string" },
+      pending: {
+        type: "boolean",
+        description: "Seen by the answering node, not written yet (seq 0, `at` = now): no " +
+          "live member could record it, e.g. every member of the group is down",
+      },
     },
   },
 };

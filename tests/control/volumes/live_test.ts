@@ -10,6 +10,7 @@ import type { DataPlane } from "../../../data/plane.ts";
 import { newRecord } from "../../../control/group/mod.ts";
 import type { VolumeGroups } from "../../../control/volumes/_groups.ts";
 import {
+  eventsView,
   type LiveContext,
   localLive,
   type PeerStatusSource,
@@ -18,6 +19,8 @@ import {
   volumeView,
 } from "../../../control/volumes/_live.ts";
 import { verifyText } from "../../../control/cli/_verify_view.ts";
+import { eventsTable } from "../../../control/cli/_drain_view.ts";
+import { eventsPrefix } from "../../../control/events/mod.ts";
 import type { VolumeRecord } from "../../../control/volumes/_record.ts";
 import { ResyncTracker } from "../../../control/volumes/_resyncs.ts";
 import { UnavailableError } from "../../../mod/errors.ts";
@@ -164,6 +167,40 @@ Deno.test("volumeView(): members whose lease is gone count as down and the phase
   // Nothing gone: the record's own phase.
   const alive = await volumeView(ctx({ node: "n3", peers: undefined }), both);
   assertEquals([alive.phase, alive.down], ["healthy", []]);
+});
+
+Deno.test("eventsView(): what no live member could write yet follows the written events, marked pending", () => {
+  const g = { ...record("n1").group!, members: ["n1", "n2"], inSync: ["n1", "n2"] };
+  const both = record("n1", { group: { ...g, phase: "healthy" as const }, outOfSync: {} });
+  const written = {
+    key: `${eventsPrefix(both.name)}${both.uuid}/000000000001`,
+    value: JSON.stringify({
+      seq: 1,
+      at: "2030-01-01T00:00:00.000Z",
+      type: "created",
+      epoch: 1,
+      master: "n1",
+      message: "created with master n1 and replicas n2",
+    }),
+  };
+  const kvs = [{ ...written, createRevision: 2, modRevision: 2, version: 1, lease: 0 }];
+  // Both members died together: nobody writes the record; this node sees both leases gone.
+  const dead = eventsView(ctx({ node: "n3", groups: groups(["n1", "n2"]) }), both, kvs);
+  assertEquals(dead.map((e) => [e.seq, e.type, e.node, e.pending ?? false]), [
+    [1, "created", undefined, false],
+    [0, "down", "n1", true],
+    [0, "down", "n2", true],
+  ]);
+  assertEquals(dead[1].at, NOW.toISOString());
+  assert(dead[1].message.includes("not recorded yet"), dead[1].message);
+  assert(eventsTable(dead, NOW.getTime()).includes("down (pending)"));
+  // Nothing gone, or the record already says so: only what was written.
+  assertEquals(eventsView(ctx({ node: "n3", groups: groups([]) }), both, kvs).length, 1);
+  const recorded = record("n1", { group: { ...g, down: ["n1", "n2"] }, outOfSync: {} });
+  assertEquals(
+    eventsView(ctx({ node: "n3", groups: groups(["n1", "n2"]) }), recorded, kvs).length,
+    1,
+  );
 });
 
 Deno.test("volumeView() of an unreplicated volume: no members; single node: no live block at all", async () => {
