@@ -129,6 +129,18 @@ export function peakRssMiB(pid: number): number {
 export interface FioResult {
   value: number;
   raw: unknown;
+  /**
+   * CPU seconds fio itself used after its ramp, every job section together (its nbd engine
+   * and libnbd, with TLS gnutls): fio's usr_cpu + sys_cpu (percent of each job's run time,
+   * summed over the group) times the group's job_runtime. NaN when fio did not report them.
+   */
+  clientCpuSeconds: number;
+}
+
+/** fio's own CPU seconds after the ramp, from a group's JSON (FioResult.clientCpuSeconds). */
+export function fioCpuSeconds(group: Record<string, unknown>): number {
+  const [usr, sys, ms] = [group.usr_cpu, group.sys_cpu, group.job_runtime].map(Number);
+  return (usr + sys) / 100 * ms / 1000;
 }
 
 export async function fio(
@@ -175,7 +187,7 @@ export async function runJob(job: Job, uri: string, opts: FioOptions): Promise<F
   if (j.error) throw new Error(`fio job error ${j.error}`);
   const side = job.rw.includes("read") ? j.read : j.write;
   const value = job.unit === "IOPS" ? Number(side.iops) : Number(side.bw_bytes) / MIB;
-  return { value, raw: j };
+  return { value, raw: j, clientCpuSeconds: fioCpuSeconds(j) };
 }
 
 export async function precondition(uri: string, sizeMiB: number): Promise<void> {
@@ -250,7 +262,7 @@ export async function runTargets(
   if (j.error) throw new Error(`fio job error ${j.error}`);
   const side = job.rw.includes("read") ? j.read : j.write;
   const value = job.unit === "IOPS" ? Number(side.iops) : Number(side.bw_bytes) / MIB;
-  return { value, raw: j };
+  return { value, raw: j, clientCpuSeconds: fioCpuSeconds(j) };
 }
 
 /** The 99th percentile of completion latency in ms of one side (read or write) of a fio job. */

@@ -34,7 +34,9 @@ Worker pool (issue 11): --data-workers LIST
                    1-connection ids; --size-mib is per volume (default 256). With --rounds N
                    even rounds run the servers in reverse order and every round's ratio is
                    printed. Afterwards auto and MIN..MAX pools are watched (up to 120 s) until
-                   they shrink back: largest pool, resizes, shrink time and idle RSS
+                   they shrink back: largest pool, resizes, shrink time and idle RSS. Also
+                   prints fio's own CPU per unit and the ceiling of each pool on this
+                   machine's cores (cores / (server + fio CPU per unit)) against the first value
   --conns LIST     NBD connections per job (default 1,4,8)
   --volumes N      volumes (exports) per server the connections are spread over (default 4)
 

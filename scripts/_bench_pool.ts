@@ -197,6 +197,7 @@ async function poolBench(run: BenchRun, opts: Options): Promise<number> {
               values: [],
               rounds: [],
               cpuPer: [],
+              clientCpuPer: [],
               topThreadPer: [],
               peakMiB: [],
               workers: [],
@@ -211,13 +212,16 @@ async function poolBench(run: BenchRun, opts: Options): Promise<number> {
             cell.values.push(m.value);
             cell.rounds.push(round);
             cell.cpuPer.push(m.cpuPer);
+            cell.clientCpuPer.push(m.clientCpuPer);
             cell.topThreadPer.push(m.topThreadPer);
             cell.peakMiB.push(m.peakMiB);
             if (m.workers) cell.workers.push(m.workers);
             console.error(
               `${tag} ${m.value.toFixed(job.unit === "IOPS" ? 0 : 0).padStart(7)} ${job.unit}  ` +
                 `cpu ${m.cpuPer.toFixed(2)} s/${job.unit === "IOPS" ? "M req" : "GiB"} ` +
-                `(busiest thread ${m.topThreadPer.toFixed(2)})  ` +
+                `(busiest thread ${m.topThreadPer.toFixed(2)}, fio ${
+                  m.clientCpuPer.toFixed(2)
+                })  ` +
                 `peak ${m.peakMiB.toFixed(0)} MiB${m.workers ? `  workers ${m.workers}` : ""}`,
             );
           } catch (err) {
@@ -257,6 +261,8 @@ interface Measured {
   value: number;
   /** Server CPU s per million requests (4k) or per GiB (1 MiB), over the job after its ramp. */
   cpuPer: number;
+  /** The same for fio (the client) on the same cores. */
+  clientCpuPer: number;
   /** The same for the server's busiest thread alone (the one serving a single connection). */
   topThreadPer: number;
   peakMiB: number;
@@ -283,8 +289,10 @@ async function measureOne(
     threadsAtRamp = threadCpuSeconds(pid);
   }, opts.ramp * 1000);
   let value: number;
+  let clientCpu: number;
   try {
-    value = (await runTargets(job, spread(job, conns, s.uris, volumeBytes), opts)).value;
+    const r = await runTargets(job, spread(job, conns, s.uris, volumeBytes), opts);
+    [value, clientCpu] = [r.value, r.clientCpuSeconds];
   } finally {
     clearTimeout(timer);
   }
@@ -296,6 +304,7 @@ async function measureOne(
   return {
     value,
     cpuPer: cpu / work,
+    clientCpuPer: clientCpu / work,
     topThreadPer: top / work,
     peakMiB,
     // NaN: the main thread (no pool in /metrics).

@@ -16,6 +16,8 @@ export interface PoolCell {
   /** The round of each value (a failed job leaves its round out). */
   rounds: number[];
   cpuPer: number[];
+  /** The same for fio, the client, on the same cores. */
+  clientCpuPer: number[];
   /** The same for the server's busiest thread alone. */
   topThreadPer: number[];
   peakMiB: number[];
@@ -54,7 +56,7 @@ function med(
   cells: Cells,
   row: PoolRow,
   server: string,
-  k: "values" | "cpuPer" | "topThreadPer",
+  k: "values" | "cpuPer" | "clientCpuPer" | "topThreadPer",
 ): number {
   const c = cells.get(`${row.job.id}|${row.conns}|${server}`);
   return c ? median(c[k]) : NaN;
@@ -163,6 +165,7 @@ export function printPool(
     ]),
   );
 
+  printCeiling(rows, cells, servers, ws);
   if (opts.rounds > 1) printRounds(opts, rows, cells);
   console.log("");
   for (const x of rss) {
@@ -181,7 +184,7 @@ export function printPool(
         `${x.shrinks} shrink(s), ${shrink}`,
     );
   }
-  verdicts(opts, rows, v);
+  verdicts(opts, rows, v, cells);
 }
 
 /** Every round's figures and ratio to the first --data-workers value, and the ratios' spread. */
@@ -234,7 +237,12 @@ function pool(n: number): string {
 }
 
 /** Issue 11's targets, for every --data-workers value against the first, met or not. */
-function verdicts(opts: Options, rows: PoolRow[], v: (r: PoolRow, s: string) => number): void {
+function verdicts(
+  opts: Options,
+  rows: PoolRow[],
+  v: (r: PoolRow, s: string) => number,
+  cells: Cells,
+): void {
   const ws = opts.dataWorkers!;
   const base = ws[0];
   for (const w of ws.slice(1)) {
@@ -256,7 +264,8 @@ function verdicts(opts: Options, rows: PoolRow[], v: (r: PoolRow, s: string) => 
     const four = rows.filter((r) => r.conns === 4);
     const tls1m = four.filter((r) => r.job.bs === "1M").map((r) => {
       const x = ratio(v(r, `w=${w} TLS`), v(r, `w=${base} TLS`));
-      return `${r.job.title} ${fr(x)}${x >= 1.3 ? "" : " (NOT met)"}`;
+      const most = ceiling(cells, r, `w=${w} TLS`, `w=${base} TLS`);
+      return `${r.job.title} ${fr(x)}${x >= 1.3 ? "" : " (NOT met)"} (ceiling here ${fr(most)})`;
     });
     if (tls1m.length > 0) lines.push(`TLS 1 MiB x4 >= 1.3x w=${base}: ${tls1m.join("; ")}`);
     const vsN = four.flatMap((r) =>
@@ -274,4 +283,40 @@ function verdicts(opts: Options, rows: PoolRow[], v: (r: PoolRow, s: string) => 
     console.log(`\nissue 11 targets, w=${w} against w=${base}:`);
     for (const l of lines) console.log(`- ${l}`);
   }
+}
+
+/**
+ * fio's own CPU per unit, and what the cores could give at best: fio and the server share
+ * them, so a job can move at most CORES / (server + fio CPU per unit) with every core busy
+ * (the ceiling), shown as a ratio to the first --data-workers value's measured figure. A
+ * target above that ratio cannot be reached on this machine whatever the server does.
+ */
+function printCeiling(rows: PoolRow[], cells: Cells, servers: string[], ws: string[]): void {
+  const cores = navigator.hardwareConcurrency;
+  console.log(
+    `
+fio's own CPU per unit (s/M req or s/GiB, after the ramp), and the ceiling on ${cores} ` +
+      `cores: ${cores} / (server + fio CPU per unit), as a ratio to w=${ws[0]}'s measured value`,
+  );
+  // A single thread cannot use every core: the ceiling is for the other values only.
+  const pool = servers.filter((s) => s.startsWith("w=") && !s.startsWith(`w=${ws[0]}`));
+  printRows(
+    ["job", "conns", ...servers.map((s) => `fio ${s}`), ...pool.map((s) => `ceiling ${s}`)],
+    rows.map((r) => [
+      r.job.title,
+      String(r.conns),
+      ...servers.map((s) => {
+        const f = med(cells, r, s, "clientCpuPer");
+        return Number.isFinite(f) ? f.toFixed(2) : "-";
+      }),
+      ...pool.map((s) => fr(ceiling(cells, r, s, s.replace(/^w=[^ ]+/, `w=${ws[0]}`)))),
+    ]),
+  );
+}
+
+/** `server`'s ceiling on this machine's cores (printCeiling) over `base`'s measured value. */
+function ceiling(cells: Cells, r: PoolRow, server: string, base: string): number {
+  const per = med(cells, r, server, "cpuPer") + med(cells, r, server, "clientCpuPer");
+  const scale = r.job.unit === "IOPS" ? 1e6 : 1024;
+  return ratio(navigator.hardwareConcurrency / per * scale, med(cells, r, base, "values"));
 }

@@ -1,6 +1,13 @@
 /** The bench's pure helpers: how connections are spread over volumes, metric parsing. */
 import { assertEquals } from "../_assert.ts";
-import { cpuSeconds, JOBS, MIB, spread, threadCpuSeconds } from "../../scripts/_bench_fio.ts";
+import {
+  cpuSeconds,
+  fioCpuSeconds,
+  JOBS,
+  MIB,
+  spread,
+  threadCpuSeconds,
+} from "../../scripts/_bench_fio.ts";
 import { metricValue } from "../../scripts/_bench_run.ts";
 
 const job = (id: string) => JOBS.find((j) => j.id === id)!;
@@ -70,4 +77,11 @@ Deno.test("bench:tracking runs on a small copy and prints both figures; bad inpu
   const bad = await run(["--writes", "0"]);
   assertEquals(bad.code, 2);
   assertEquals(new TextDecoder().decode(bad.stderr).includes("--writes must be"), true);
+});
+
+Deno.test("fioCpuSeconds(): fio's usr + sys percent of the group's summed job run time", () => {
+  // Two job sections of 4 s each (job_runtime 8061 ms), 3.2% user and 57.4% system.
+  const secs = fioCpuSeconds({ usr_cpu: 3.237812, sys_cpu: 57.387421, job_runtime: 8061 });
+  assertEquals(Math.round(secs * 1000), 4887);
+  assertEquals(Number.isNaN(fioCpuSeconds({ usr_cpu: 1 })), true);
 });
