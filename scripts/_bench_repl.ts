@@ -30,6 +30,8 @@ interface ReplTarget {
 interface ReplCell {
   values: number[];
   cpuPer: number[];
+  /** fio's own CPU per unit (FioResult.clientCpuSeconds). */
+  clientCpuPer: number[];
   errors: string[];
 }
 
@@ -115,7 +117,7 @@ async function replBench(run: BenchRun, opts: Options): Promise<number> {
       for (const t of targets) {
         if (run.interrupted) return 130;
         const key = `${job.id}|${t.name}`;
-        const cell = cells.get(key) ?? { values: [], cpuPer: [], errors: [] };
+        const cell = cells.get(key) ?? { values: [], cpuPer: [], clientCpuPer: [], errors: [] };
         cells.set(key, cell);
         const tag = `[${round}/${opts.rounds}] ${job.title.padEnd(18)} ${t.name.padEnd(11)}`;
         try {
@@ -130,10 +132,13 @@ async function replBench(run: BenchRun, opts: Options): Promise<number> {
             : r.value * opts.runtime / 1024;
           cell.values.push(r.value);
           cell.cpuPer.push(used / work);
+          cell.clientCpuPer.push(r.clientCpuSeconds / work);
           console.error(
             `${tag} ${fmtValue(r.value, job.unit).padStart(7)} ${job.unit}  CPU ${
               (used / work).toFixed(2)
-            } s/${job.unit === "IOPS" ? "M req" : "GiB"}`,
+            } s/${job.unit === "IOPS" ? "M req" : "GiB"} (fio ${
+              (r.clientCpuSeconds / work).toFixed(2)
+            })`,
           );
         } catch (err) {
           if (run.interrupted) return 130;
@@ -226,6 +231,11 @@ function printThroughput(
   const base = `replicas=${counts[0]}`;
   const names = targets.map((t) => t.name);
   const v = (job: Job, name: string) => median(cells.get(`${job.id}|${name}`)?.values ?? []);
+  /** The nodes' and fio's CPU per unit together. */
+  const allCpu = (job: Job, name: string) => {
+    const c = cells.get(`${job.id}|${name}`);
+    return median(c?.cpuPer ?? []) + median(c?.clientCpuPer ?? []);
+  };
   const r = (
     a: number,
     b: number,
@@ -238,7 +248,9 @@ function printThroughput(
       `${opts.ramp} s ramp per job, ${opts.sizeMiB} MiB volumes` +
       (opts.rounds > 1 ? `, median of ${opts.rounds} rounds` : "") +
       `; ratios to ${base}; CPU = all three nodes (or nbdkit), s per million requests (4k) or ` +
-      `per GiB (1 MiB), after the ramp; masters: ` +
+      `per GiB (1 MiB), after the ramp, then fio's own; CPU-bound = the ratio the CPU per ` +
+      `unit predicts when fio and the nodes keep every core busy, (CPU + fio) of ${base} over ` +
+      `that of the other count; masters: ` +
       targets.filter((t) => t.master).map((t) => `${t.name} ${t.master}`).join(", ") + "\n",
   );
   const summary: Record<string, Record<string, number>> = {};
@@ -249,11 +261,16 @@ function printThroughput(
       ...others.map((o) => `${o.slice(9)}/${counts[0]}`),
       ...(nbdkit ? [`${counts[0]}/nbdkit`] : []),
       `CPU (${names.map((n) => n.replace("replicas=", "r")).join(" / ")})`,
+      `fio CPU`,
+      ...others.map((o) => `CPU-bound ${o.slice(9)}/${counts[0]}`),
     ],
     opts.jobs.map((job) => {
       const row: Record<string, number> = {};
       for (const n of names) row[n] = v(job, n);
-      for (const o of others) row[`${o}/${base}`] = r(v(job, o), v(job, base));
+      for (const o of others) {
+        row[`${o}/${base}`] = r(v(job, o), v(job, base));
+        row[`cpu-bound ${o}/${base}`] = r(allCpu(job, base), allCpu(job, o));
+      }
       if (nbdkit) row[`${base}/nbdkit`] = r(v(job, base), v(job, "nbdkit"));
       summary[job.id] = row;
       return [
@@ -270,6 +287,11 @@ function printThroughput(
           const x = median(cells.get(`${job.id}|${n}`)?.cpuPer ?? []);
           return Number.isFinite(x) ? x.toFixed(2) : "-";
         }).join(" / "),
+        names.map((n) => {
+          const x = median(cells.get(`${job.id}|${n}`)?.clientCpuPer ?? []);
+          return Number.isFinite(x) ? x.toFixed(2) : "-";
+        }).join(" / "),
+        ...others.map((o) => fr(r(allCpu(job, base), allCpu(job, o)))),
       ];
     }),
   );
