@@ -136,6 +136,14 @@ function parse(): Options {
   };
 }
 
+/** One forwarding job's figures: values by path, and CPU per unit (nodes + fio) by path. */
+interface ForwardRow {
+  direct: number[];
+  forwarded: number[];
+  cpu: { direct?: number[]; forwarded?: number[] };
+  unit: Job["unit"];
+}
+
 async function forwarding(run: BenchRun, o: Options) {
   const cluster = await BenchCluster.start(run, {});
   const v = await cluster.createVolume("fwd", o.sizeMiB * 2 ** 20, 0);
@@ -144,35 +152,50 @@ async function forwarding(run: BenchRun, o: Options) {
   const forwarded = `nbd://${cluster.nodes.get(front)!.nbdLocal}/fwd`;
   console.error(`bench: volume fwd on ${v.master}; forwarded through ${front}`);
   await precondition(direct, o.sizeMiB);
-  const rows: Record<string, { direct: number[]; forwarded: number[]; unit: Job["unit"] }> = {};
+  const rows: Record<string, ForwardRow> = {};
   for (let round = 1; round <= o.rounds; round++) {
     for (const id of FORWARD_JOBS) {
       const job = JOBS.find((j) => j.id === id)!;
-      const row = rows[id] ??= { direct: [], forwarded: [], unit: job.unit };
+      const row = rows[id] ??= { direct: [], forwarded: [], cpu: {}, unit: job.unit };
       for (const [via, uri] of [["direct", direct], ["forwarded", forwarded]] as const) {
         if (run.interrupted) return rows;
-        const cpu0 = cluster.pids().reduce((s, p) => s + cpuSeconds(p), 0);
-        const r = await runJob(job, uri, o);
-        const cpu = cluster.pids().reduce((s, p) => s + cpuSeconds(p), 0) - cpu0;
+        const nodesCpu = () => cluster.pids().reduce((s, p) => s + cpuSeconds(p), 0);
+        let atRamp = nodesCpu();
+        const timer = setTimeout(() => atRamp = nodesCpu(), o.ramp * 1000);
+        const r = await runJob(job, uri, o).finally(() => clearTimeout(timer));
+        const work = r.value * o.runtime / (job.unit === "IOPS" ? 1e6 : 1024);
+        const nodes = (nodesCpu() - atRamp) / work;
+        const fio = r.clientCpuSeconds / work;
         row[via].push(r.value);
+        (row.cpu[via] ??= []).push(nodes + fio);
         console.error(
           `[${round}/${o.rounds}] ${job.title.padEnd(18)} ${via.padEnd(9)} ` +
-            `${fmtValue(r.value, job.unit).padStart(7)} ${job.unit}  nodes' CPU ${
-              cpu.toFixed(1)
-            } s`,
+            `${fmtValue(r.value, job.unit).padStart(7)} ${job.unit}  CPU per ` +
+            `${job.unit === "IOPS" ? "M req" : "GiB"}: nodes ${nodes.toFixed(2)} s, fio ` +
+            `${fio.toFixed(2)} s`,
         );
       }
     }
   }
-  console.log(`\nAttach anywhere: through the master's node vs through another node`);
-  console.log(`${"job".padEnd(20)}${"direct".padStart(12)}${"forwarded".padStart(12)}  ratio`);
+  console.log(
+    `\nAttach anywhere: through the master's node vs through another node. CPU: the nodes' and ` +
+      `fio's together after the ramp, s per million requests (4k) or per GiB (1 MiB); CPU-bound: ` +
+      `the ratio that CPU predicts when fio and the nodes keep every core busy (direct over ` +
+      `forwarded)`,
+  );
+  console.log(
+    `${"job".padEnd(20)}${"direct".padStart(12)}${"forwarded".padStart(12)}  ratio` +
+      `${"CPU direct".padStart(12)}${"forwarded".padStart(11)}  CPU-bound`,
+  );
   for (const [id, row] of Object.entries(rows)) {
     const d = median(row.direct);
     const f = median(row.forwarded);
+    const [cd, cf] = [median(row.cpu.direct ?? []), median(row.cpu.forwarded ?? [])];
     console.log(
       `${JOBS.find((j) => j.id === id)!.title.padEnd(20)}${fmtValue(d, row.unit).padStart(12)}${
         fmtValue(f, row.unit).padStart(12)
-      }  ${(f / d).toFixed(2)}x`,
+      }  ${(f / d).toFixed(2)}x${cd.toFixed(2).padStart(12)}${cf.toFixed(2).padStart(11)}  ` +
+        `${(cd / cf).toFixed(2)}x`,
     );
   }
   return rows;
