@@ -21,7 +21,8 @@
  * or unlocks notifies.
  *
  * The buffer is a growable SharedArrayBuffer: a copy that grows keeps its table, and every
- * thread's length-tracking view sees the new regions (zero: clean, nothing in flight).
+ * thread reaches the new regions (zero: clean, nothing in flight) through a view it makes
+ * again the first time it asks for one past its old view.
  * @module
  */
 
