@@ -13,6 +13,7 @@
  * @module
  */
 
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { ageSeconds, BallastClient, DEFAULT_API_URL } from "../../mod/client.ts";
 import { BallastError } from "../../mod/errors.ts";
@@ -141,6 +142,39 @@ export async function resolveCredentials(
   return out;
 }
 
+/**
+ * Checks that the files hold what their flags promise: the CA bundle and the client certificate
+ * parse as PEM certificates, the key as a private key, and the key belongs to the certificate.
+ * Messages name the files and never their content.
+ */
+export function checkCredentials(
+  c: Pick<Credentials, "caCertPem" | "certPem" | "keyPem" | "files">,
+) {
+  const bad = (message: string) => new BallastError("INVALID_ARGUMENT", message);
+  const cert = (pem: string, what: string, file?: string) => {
+    try {
+      return new X509Certificate(pem);
+    } catch {
+      throw bad(`${what} ${file} is not a PEM certificate (BEGIN CERTIFICATE)`);
+    }
+  };
+  if (c.caCertPem !== undefined) cert(c.caCertPem, "CA bundle", c.files.cacert);
+  if (c.certPem === undefined || c.keyPem === undefined) return;
+  const leaf = cert(c.certPem, "client certificate", c.files.cert);
+  let key;
+  try {
+    key = createPrivateKey(c.keyPem);
+  } catch {
+    throw bad(`client key ${c.files.key} is not an unencrypted PEM private key`);
+  }
+  if (!leaf.checkPrivateKey(key)) {
+    throw bad(
+      `client key ${c.files.key} does not belong to the client certificate ${c.files.cert} ` +
+        `(${leaf.subject.replaceAll("\n", ", ")}): pass the key issued with it`,
+    );
+  }
+}
+
 /** A BallastClient for the resolved URL and credentials (close it when done). */
 export async function clientFromFlags(
   p: Pick<Parsed, "values" | "api">,
@@ -148,6 +182,7 @@ export async function clientFromFlags(
   options: { timeoutMs?: number } = {},
 ): Promise<BallastClient> {
   const c = await resolveCredentials(p, io);
+  checkCredentials(c);
   let warned = false;
   return new BallastClient(c.api, {
     timeoutMs: options.timeoutMs,
