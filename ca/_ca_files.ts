@@ -146,7 +146,13 @@ export async function rotateCa(
     next = { certPem: cert.toString("pem"), keyPem: await exportPrivateKeyPem(keys.privateKey) };
   } else {
     throw new FailedPreconditionError(
-      `in ${mode} mode the new CA comes from the operator: pass certPem (and keyPem)`,
+      `this node's CA is yours (mode ${mode}), so Ballast does not make a new one: sign a new ` +
+        (mode === "intermediate"
+          ? "intermediate under your root and rotate to it with `ballast ca rotate --ca-cert " +
+            "NEW.crt --ca-key NEW.key [--ca-chain ROOT.crt]`"
+          : "CA certificate and rotate to it with `ballast ca rotate --ca-cert NEW.crt`") +
+        " (API: certPem, keyPem, chainPem)",
+      { mode },
     );
   }
   const oldCert = await readOptional(join(dir, FILES.caCert));

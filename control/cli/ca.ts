@@ -103,12 +103,25 @@ export const CA_SPECS: Record<string, CommandSpec> = {
   ),
   rotate: spec(
     "rotate",
-    "[--overlap DURATION]",
+    "[--overlap DURATION] [--ca-cert FILE [--ca-key FILE] [--ca-chain FILE]]",
     "Create a new root CA; the old one stays trusted for the overlap. Clients must fetch " +
       "the new trust bundle (ca show --pem) before the overlap ends. In cluster mode the " +
-      "cluster CA rotates in etcd and every member adopts it (docs/TLS.md).",
-    [{ name: "overlap", value: "DURATION", help: "e.g. 7d", default: "the leaf lifetime" }],
-    ["ballast ca rotate --overlap 7d"],
+      "cluster CA rotates in etcd and every member adopts it (docs/TLS.md). A node on your " +
+      "own CA (ca init) rotates to the new CA you give with --ca-cert (single node only).",
+    [
+      { name: "overlap", value: "DURATION", help: "e.g. 7d", default: "the leaf lifetime" },
+      { name: "ca-cert", value: "FILE", help: "your new CA certificate (PEM)" },
+      {
+        name: "ca-key",
+        value: "FILE",
+        help: "its private key (PKCS#8 PEM); omit in external mode",
+      },
+      { name: "ca-chain", value: "FILE", help: "certificates above --ca-cert, nearest first" },
+    ],
+    [
+      "ballast ca rotate --overlap 7d",
+      "ballast ca rotate --overlap 7d --ca-cert int2.crt --ca-key int2.key --ca-chain root.crt",
+    ],
   ),
   csr: spec(
     "csr",
@@ -231,7 +244,12 @@ function checkArgs(sub: string, s: CommandSpec, p: Parsed): Checked {
   if (sub === "csr" && str("out") === undefined) {
     throw new UsageError("missing flag --out FILE", usageHint(s));
   }
-  if (sub === "rotate") out.overlap = duration("overlap");
+  if (sub === "rotate") {
+    out.overlap = duration("overlap");
+    if (str("ca-cert") === undefined && (str("ca-key") ?? str("ca-chain")) !== undefined) {
+      throw new UsageError("--ca-key and --ca-chain need --ca-cert", usageHint(s));
+    }
+  }
   return out;
 }
 
@@ -274,7 +292,14 @@ async function run(
       return 0;
     }
     case "rotate": {
-      const info = await client.rotateCa(a.overlap);
+      const file = (n: string) => p.values[n] === undefined ? undefined : readArg(p.values[n]);
+      const certPem = await file("ca-cert");
+      const ca = certPem === undefined ? undefined : {
+        certPem,
+        keyPem: await file("ca-key"),
+        chainPem: await file("ca-chain"),
+      };
+      const info = await client.rotateCa(a.overlap, ca);
       io.out(
         asJson ? json(info) : `CA rotated; now trusted:\n${caFields(info)}` +
           "Clients need the new trust bundle: ballast ca show --pem > ca-bundle.crt\n",
@@ -293,16 +318,20 @@ async function run(
     }
     default: {
       const file = a.positional[0];
-      let pem: string;
-      try {
-        pem = await Deno.readTextFile(file);
-      } catch (err) {
-        throw new BallastError("INVALID_ARGUMENT", `cannot read ${file}: ${(err as Error).name}`);
-      }
+      const pem = await readArg(file);
       const info = await client.importCertificate(pem, a.which);
       io.out(asJson ? json(info) : `imported ${file} as the ${a.which} certificate\n`);
       return 0;
     }
+  }
+}
+
+/** The text of a file named on the command line (INVALID_ARGUMENT when unreadable). */
+async function readArg(file: unknown): Promise<string> {
+  try {
+    return await Deno.readTextFile(String(file));
+  } catch (err) {
+    throw new BallastError("INVALID_ARGUMENT", `cannot read ${file}: ${(err as Error).name}`);
   }
 }
 
