@@ -5,7 +5,8 @@
  *   1. flags       --cacert FILE  --cert FILE  --key FILE
  *   2. env         BALLAST_CACERT BALLAST_CERT BALLAST_KEY
  *   3. a data dir  --data-dir DIR or BALLAST_DATA_DIR: DIR/pki/{ca-bundle.crt,admin.crt,admin.key}
- *   4. the data dir of `deno task start`: ./.ballast/data/pki/ (used only when it exists)
+ *   4. the data dir of `deno task start`: ./.ballast/data/pki/ (used only when it exists; its
+ *      admin certificate and key only when neither --cert nor --key, nor their env, is given)
  *
  * The default API URL is https://127.0.0.1:5705 when credentials were found and
  * http://127.0.0.1:5705 otherwise; --api or BALLAST_API override it. Errors name the file
@@ -96,8 +97,12 @@ export async function resolveCredentials(
   ] as const;
   let dir = explicitDir;
   let origin = dirOrigin;
-  const given = kinds.some(([n, env]) => flag(n) !== undefined || io.env(env) !== undefined);
-  if (dir === undefined && !given) {
+  // A client certificate or key given by flag or env is never paired with the default dir's
+  // admin files; the default dir's CA bundle (public) still serves when none is given.
+  const pairGiven = kinds.some(([n, env]) =>
+    n !== "cacert" && (flag(n) !== undefined || io.env(env) !== undefined)
+  );
+  if (dir === undefined) {
     const def = join(cwd, DEFAULT_DATA_DIR);
     if (await exists(join(def, "pki", "ca-bundle.crt"))) {
       dir = def;
@@ -109,7 +114,8 @@ export async function resolveCredentials(
     let path = flag(n);
     let from = `--${n}`;
     if (path === undefined && io.env(env) !== undefined) [path, from] = [io.env(env), env];
-    if (path === undefined && dir !== undefined) {
+    const skipDefault = explicitDir === undefined && n !== "cacert" && pairGiven;
+    if (path === undefined && dir !== undefined && !skipDefault) {
       // From a data dir, a missing client certificate pair is an error only when the
       // operator named the dir; the CA bundle is always expected there.
       path = join(dir, "pki", file);
