@@ -23,6 +23,7 @@ import {
 } from "./_command.ts";
 import { clientFromFlags } from "./_credentials.ts";
 import { caInitCommand } from "./ca_init.ts";
+import { certTable } from "./_cert_view.ts";
 import { fields, type Io, json, table } from "./_output.ts";
 
 /** File names qemu's tls-creds-x509 `dir` and libnbd's `tls-certificates` expect. */
@@ -51,9 +52,15 @@ export const CA_SPECS: Record<string, CommandSpec> = {
   show: spec("show", "[--pem]", "Show the CA mode, CA certificates and trust bundle.", [
     { name: "pem", help: "print only the trust bundle (PEM), e.g. to save as ca-cert.pem" },
   ], ["ballast ca show", "ballast ca show --pem > ca-bundle.crt"]),
-  list: spec("list", "", "List every certificate the CA issued, revoked ones included.", [], [
-    "ballast ca list",
-  ]),
+  list: spec(
+    "list",
+    "",
+    "List every certificate the CA issued, revoked ones included, with its status: valid, " +
+      "expired, revoked, or CA no longer trusted (rotated out, overlap over); a grant bound to " +
+      "a deleted volume shows as NAME (deleted).",
+    [],
+    ["ballast ca list", "ballast ca list -o json"],
+  ),
   issue: spec(
     "issue",
     "NAME --role nbd-client|admin [--volumes a,b:ro|*] [--any-incarnation] [--ttl 30d] --out DIR",
@@ -271,7 +278,19 @@ async function run(
     }
     case "list": {
       const items = await client.listCertificates();
-      io.out(asJson ? json({ items }) : certTable(items));
+      if (asJson) {
+        io.out(json({ items }));
+        return 0;
+      }
+      const [info, volumes] = await Promise.all([
+        client.caInfo(),
+        client.listVolumes().catch(() => undefined), // the table then shows grants as issued
+      ]);
+      io.out(certTable(items, {
+        trustedCaSerials: info.trusted.map((c) => c.serial),
+        volumeUuids: volumes && new Map(volumes.map((v) => [v.name, v.uuid])),
+        now: new Date(),
+      }));
       return 0;
     }
     case "issue":
@@ -449,20 +468,4 @@ function caFields(info: CaInfo): string {
     ["Trusted", info.trusted.map((c) => c.subject).join("; ")],
     ["Pending", info.pending.join(", ") || "<none>"],
   ]);
-}
-
-function certTable(items: Awaited<ReturnType<BallastClient["listCertificates"]>>): string {
-  if (items.length === 0) return "No certificates.\n";
-  const now = Date.now();
-  return table(
-    ["SERIAL", "ROLE", "NAME", "VOLUMES", "NOT AFTER", "STATUS"],
-    items.map((c) => [
-      c.serial,
-      c.role,
-      c.name,
-      c.volumes.join(",") || "-",
-      c.notAfter,
-      c.revokedAt ? `revoked ${c.revokedAt}` : Date.parse(c.notAfter) < now ? "expired" : "valid",
-    ]),
-  );
 }
