@@ -251,6 +251,12 @@ function checkArgs(sub: string, s: CommandSpec, p: Parsed): Checked {
   if (sub === "csr" && str("out") === undefined) {
     throw new UsageError("missing flag --out FILE", usageHint(s));
   }
+  if (sub === "show" && p.values.pem === true && p.output === "json") {
+    throw new UsageError(
+      "--pem prints the bundle as PEM, -o json as JSON (its bundlePem): choose one",
+      usageHint(s),
+    );
+  }
   if (sub === "rotate") {
     out.overlap = duration("overlap");
     if (str("ca-cert") === undefined && (str("ca-key") ?? str("ca-chain")) !== undefined) {

@@ -97,6 +97,12 @@ Deno.test("cli: usage mistakes exit 2 with a hint", async () => {
       [["node", "get"], "missing argument NAME", "ballast node get --help"],
       [["node", "list", "--api", "localhost:5705"], 'invalid --api "localhost:5705"', "node list"],
       [["serve", "--log-level", "loud", "--data-dir", "/tmp/x"], "--log-level", "ballast serve"],
+      // Commands that talk to no node take no client flags, rather than ignoring them.
+      [["systemd-unit", "-o", "json"], "unknown flag -o", "ballast systemd-unit --help"],
+      [["completion", "bash", "--api", "https://x:1"], "unknown flag --api", "completion"],
+      [["serve", "--data-dir", "/tmp/x", "--cacert", "f"], "unknown flag --cacert", "serve"],
+      [["-o", "json", "ca", "init", "--data-dir", "/tmp/x"], "unknown flag -o", "ca init"],
+      [["ca", "show", "--pem", "-o", "json"], "choose one", "ballast ca show --help"],
     ] as Array<[string[], string, string]>
   ) {
     const r = await run(NOWHERE, ...args);
