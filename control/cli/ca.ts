@@ -24,7 +24,7 @@ import {
 import { clientFromFlags } from "./_credentials.ts";
 import { caInitCommand } from "./ca_init.ts";
 import { certTable } from "./_cert_view.ts";
-import { fields, type Io, json, table } from "./_output.ts";
+import { fields, type Io, json } from "./_output.ts";
 
 /** File names qemu's tls-creds-x509 `dir` and libnbd's `tls-certificates` expect. */
 export const CLIENT_FILES = {
