@@ -146,11 +146,12 @@ export async function rotateCa(
     next = { certPem: cert.toString("pem"), keyPem: await exportPrivateKeyPem(keys.privateKey) };
   } else {
     throw new FailedPreconditionError(
-      `this node's CA is yours (mode ${mode}), so Ballast does not make a new one: sign a new ` +
+      `this node's CA is yours (mode ${mode}), so Ballast does not make a new one: ` +
         (mode === "intermediate"
-          ? "intermediate under your root and rotate to it with `ballast ca rotate --ca-cert " +
-            "NEW.crt --ca-key NEW.key [--ca-chain ROOT.crt]`"
-          : "CA certificate and rotate to it with `ballast ca rotate --ca-cert NEW.crt`") +
+          ? "sign a new intermediate under your root and rotate to it with `ballast ca rotate " +
+            "--ca-cert NEW.crt --ca-key NEW.key [--ca-chain ROOT.crt]`"
+          : "rotate to your new CA with `ballast ca rotate --ca-cert NEW.crt`, then have it " +
+            "sign the node's and admin's certificates (ca csr, ca import)") +
         " (API: certPem, keyPem, chainPem)",
       { mode },
     );
