@@ -45,7 +45,14 @@ const NOWHERE = nowhere();
 Deno.test("cli: --help at every level prints usage with flags, env and example, exit 0", async () => {
   for (
     const [args, mentions] of [
-      [["--help"], ["Usage: ballast COMMAND", "volume", "BALLAST_API", "Example", "Exit codes: 0"]],
+      [["--help"], [
+        "Usage: ballast COMMAND",
+        "volume",
+        "BALLAST_API",
+        "Example",
+        "Exit codes: 0",
+        "3 a check that ran and said no",
+      ]],
       [["volume", "--help"], ["Usage: ballast volume COMMAND", "resize", "Examples:"]],
       [["volume", "create", "--help"], [
         "--size SIZE",
