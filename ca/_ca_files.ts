@@ -146,7 +146,14 @@ export async function rotateCa(
     next = { certPem: cert.toString("pem"), keyPem: await exportPrivateKeyPem(keys.privateKey) };
   } else {
     throw new FailedPreconditionError(
-      `in ${mode} mode the new CA comes from the operator: pass certPem (and keyPem)`,
+      `this node's CA is yours (mode ${mode}), so Ballast does not make a new one: ` +
+        (mode === "intermediate"
+          ? "sign a new intermediate under your root and rotate to it with `ballast ca rotate " +
+            "--ca-cert NEW.crt --ca-key NEW.key [--ca-chain ROOT.crt]`"
+          : "rotate to your new CA with `ballast ca rotate --ca-cert NEW.crt`, then have it " +
+            "sign the node's and admin's certificates (ca csr, ca import)") +
+        " (API: certPem, keyPem, chainPem)",
+      { mode },
     );
   }
   const oldCert = await readOptional(join(dir, FILES.caCert));

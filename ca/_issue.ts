@@ -229,9 +229,12 @@ export function needsRenewal(
   now: Date = new Date(),
   fraction = 2 / 3,
 ): boolean {
-  const start = cert.notBefore.getTime();
+  // The lifetime counts from when the certificate was issued: notBefore is set BACKDATE_SECONDS
+  // earlier for clock skew, which would otherwise make a short-lived certificate (--cert-ttl 30s)
+  // due at once, and renewed at every check.
   const end = cert.notAfter.getTime();
-  return now.getTime() >= start + (end - start) * fraction;
+  const issued = Math.min(cert.notBefore.getTime() + BACKDATE_SECONDS * 1000, end);
+  return now.getTime() >= issued + (end - issued) * fraction;
 }
 
 /**

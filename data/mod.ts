@@ -44,6 +44,7 @@ export {
   UnixSocketError,
 } from "./net/mod.ts";
 export type { NbdAddresses } from "./serving.ts";
+export { ListenError, listenFailure } from "./serving.ts";
 export type { UnixListenAt } from "./_local_attach.ts";
 export {
   type ConnectNode,

@@ -108,6 +108,38 @@ function hostPort(host: string, port: number): string {
   return `${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
 
+/** An NBD listener that could not open: which one, where, and why in words. */
+export class ListenError extends Error {
+  override name = "ListenError";
+  constructor(readonly listener: string, readonly address: string, why: string, cause: unknown) {
+    super(`cannot listen for ${listener} on ${address}: ${why}`, { cause });
+  }
+}
+
+/** `err` from opening the `listener` at `at`, as a ListenError that names both. */
+export function listenFailure(listener: string, at: ListenAt, err: unknown): ListenError {
+  const text = (err as Error)?.message ?? String(err);
+  const why = /in use/i.test(text)
+    ? "address already in use (another process listens there)"
+    : /EACCES|permission denied/i.test(text)
+    ? "permission denied (ports below 1024 need privileges)"
+    : /EADDRNOTAVAIL|cannot assign requested address/i.test(text)
+    ? "no such address on this host"
+    : text;
+  return new ListenError(listener, hostPort(at.host, at.port), why, err);
+}
+
+/** Opens an FdListener, failing with a ListenError. */
+function openTcp(listener: string, at: ListenAt): FdListener {
+  try {
+    return FdListener.open(at.host, at.port);
+  } catch (err) {
+    throw listenFailure(listener, at, err);
+  }
+}
+
+const LISTENER_NAMES = { nbd: "NBD", local: "plaintext local-attach NBD" } as const;
+
 // ---------------------------------------------------------------------------------------
 // On the main thread
 
@@ -162,6 +194,8 @@ export async function serveOnMainThread(o: {
       const server = i === 0 ? servers[0] : local;
       const addr = await server.listen(listens[i].host, listens[i].port, {
         tls: listens[i].tls,
+      }).catch((err) => {
+        throw listenFailure(i === 0 ? LISTENER_NAMES.nbd : LISTENER_NAMES.local, listens[i], err);
       });
       found.push(hostPort(addr.hostname, addr.port));
       o.logger.info(
@@ -313,10 +347,9 @@ export async function serveOnWorkers(o: {
   const pooled = () => o.exports.list() as PooledExport[];
   const listeners: { l: FdListener; kind: ListenerKind }[] = [];
   try {
-    listeners.push({ l: FdListener.open(o.nbdListen.host, o.nbdListen.port), kind: "nbd" });
+    listeners.push({ l: openTcp(LISTENER_NAMES.nbd, o.nbdListen), kind: "nbd" });
     if (o.nbdLocalListen) {
-      const at = o.nbdLocalListen;
-      listeners.push({ l: FdListener.open(at.host, at.port), kind: "local" });
+      listeners.push({ l: openTcp(LISTENER_NAMES.local, o.nbdLocalListen), kind: "local" });
     }
     if (o.nbdUnix) {
       listeners.push({ l: openUnixListener(o.nbdUnix, false, o.logger), kind: "local" });

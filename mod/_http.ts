@@ -43,12 +43,30 @@ export function tlsClient(options: TlsFiles): Deno.HttpClient | undefined {
 function tlsProblem(
   text: string,
 ): { code: "UNAVAILABLE" | "UNAUTHENTICATED"; why: string } | undefined {
-  const peer = /invalid peer certificate: ([^\n)]+)/.exec(text);
-  if (peer) {
+  const name = /certificate not valid for name "([^"]*)"; certificate is only valid for ([^\n]*)/
+    .exec(text);
+  if (name) {
+    const names = [...name[2].matchAll(/(?:DnsName\("([^"]*)"\)|IpAddress\(([^)]*)\))/g)]
+      .map((m) => m[1] ?? m[2]);
     return {
       code: "UNAVAILABLE",
-      why: `server certificate not trusted: ${peer[1].trim()} ` +
-        "(pass the node's ca-bundle.crt with --cacert or BALLAST_CACERT)",
+      why: `the node's certificate is not valid for "${name[1]}"; it names ` +
+        `${names.length ? names.join(", ") : "other hosts"}: use one of those in --api ` +
+        "or BALLAST_API",
+    };
+  }
+  const peer = /invalid peer certificate: ([^\n]+)/.exec(text);
+  if (peer) {
+    const what = peer[1].trim();
+    const expired = /^certificate expired:.*not valid after (\d+)/.exec(what);
+    return {
+      code: "UNAVAILABLE",
+      why: expired
+        ? "the node's certificate expired at " +
+          `${new Date(Number(expired[1]) * 1000).toISOString()} (a running node renews its own ` +
+          "at two thirds of their life: check that it runs, its clock and its log)"
+        : `server certificate not trusted: ${what} ` +
+          "(pass the node's ca-bundle.crt with --cacert or BALLAST_CACERT)",
     };
   }
   if (

@@ -301,9 +301,19 @@ export class BallastClient {
     return this.#json("POST", path, reason === undefined ? {} : { reason });
   }
 
-  /** Rotates the CA; the old root stays trusted for `overlap` ("7d" or seconds). */
-  rotateCa(overlap?: string | number): Promise<CaInfo> {
-    return this.#json("POST", "/v1/ca/rotate", overlap === undefined ? {} : { overlap });
+  /**
+   * Rotates the CA; the old one stays trusted for `overlap` ("7d" or seconds). Without `ca` the
+   * node makes a new root; with it (bring your own) the node moves to the operator's new CA:
+   * its certificate, its key (not in external mode) and the certificates above it.
+   */
+  rotateCa(
+    overlap?: string | number,
+    ca?: { certPem: string; keyPem?: string; chainPem?: string },
+  ): Promise<CaInfo> {
+    return this.#json("POST", "/v1/ca/rotate", {
+      ...(overlap === undefined ? {} : { overlap }),
+      ...ca,
+    });
   }
 
   /** External CA mode: a new key on the node and the CSR to have signed. */

@@ -318,15 +318,32 @@ export function caRoutes(deps: CaRouteDeps): Hono<ApiEnv> {
   app.post("/rotate", allowQuery(), async (c) => {
     const pki = pkiOf();
     const body = await optionalBody(c);
-    rejectUnknownFields(body, ["overlap"]);
+    rejectUnknownFields(body, ["overlap", "certPem", "keyPem", "chainPem"]);
     const overlapSeconds = body.overlap === undefined
       ? pki.leafTtlSeconds
       : parseDuration(body.overlap, "overlap");
+    // The operator's new CA (bring your own): certificate, key unless external, chain.
+    const material = Object.fromEntries(
+      (["certPem", "keyPem", "chainPem"] as const)
+        .filter((f) => body[f] !== undefined)
+        .map((f) => [f, pemField(body, f)]),
+    );
+    if (material.certPem === undefined && Object.keys(material).length > 0) {
+      throw new InvalidArgumentError('missing field "certPem": the new CA certificate', {
+        field: "certPem",
+      });
+    }
     if (deps.cluster) {
+      if (material.certPem !== undefined) {
+        throw new FailedPreconditionError(
+          "a cluster rotates only a CA that Ballast made itself; rotating your own CA in " +
+            "cluster mode is not supported yet (docs/TLS.md)",
+        );
+      }
       // The cluster CA lives in etcd: rotate it there; every member adopts it.
       await deps.cluster.rotation.rotate({ overlapSeconds, nodeName: deps.nodeName });
     } else {
-      await pki.rotateCa({ overlapSeconds });
+      await pki.rotateCa({ overlapSeconds, ...material });
       c.get("log").warn({ overlapSeconds }, "CA rotated");
       await changed();
     }

@@ -13,13 +13,13 @@
  * @module
  */
 
-import { listenServer } from "../../data/mod.ts";
+import { listenFailure, listenServer } from "../../data/mod.ts";
 import { createServer, type Server as HttpsServer } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Pki } from "../../ca/mod.ts";
-import { BallastError, errorMessage, UnavailableError } from "../../mod/errors.ts";
+import { BallastError, UnavailableError } from "../../mod/errors.ts";
 import type { ApiBindings } from "./_auth.ts";
 import { bodyTooLarge, MAX_BODY_BYTES } from "./_validate.ts";
 import { formatHostPort, type Logger } from "../common/mod.ts";
@@ -91,10 +91,7 @@ export async function listenApi(app: FetchApp, opts: ListenApiOptions): Promise<
   try {
     port = await listenServer(server, opts.host, opts.port);
   } catch (err) {
-    throw new UnavailableError(
-      `cannot listen for the API on ${formatHostPort(opts)}: ${errorMessage(err)}`,
-      { cause: err },
-    );
+    throw new UnavailableError(listenFailure("the API", opts, err).message, { cause: err });
   }
   base = `https://${formatHostPort({ host: opts.host, port })}`;
   log.info({ url: base, anonymousHealth: opts.allowAnonymousHealth === true }, "api listening");
@@ -128,10 +125,7 @@ function listenPlain(app: FetchApp, opts: ListenApiOptions): ApiListener {
       (req, info) => app.fetch(req, { info }),
     );
   } catch (err) {
-    throw new UnavailableError(
-      `cannot listen for the API on ${formatHostPort(opts)}: ${errorMessage(err)}`,
-      { cause: err },
-    );
+    throw new UnavailableError(listenFailure("the API", opts, err).message, { cause: err });
   }
   const url = `http://${formatHostPort({ host: opts.host, port: server.addr.port })}`;
   opts.logger.child({ listener: "api" }).warn(

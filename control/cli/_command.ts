@@ -114,7 +114,9 @@ export function parseCommand(spec: CommandSpec, args: string[], io: Io): Parsed 
     string,
     { type: "string" | "boolean"; short?: string; multiple?: boolean }
   > = {};
-  for (const f of [...spec.flags, ...GLOBAL_FLAGS, HELP_FLAG]) {
+  // A command that talks to no node takes none of the client flags (--api, -o, credentials):
+  // `systemd-unit -o json` or `ca init --cacert F` would otherwise be silently ignored.
+  for (const f of [...spec.flags, ...(spec.client === false ? [] : GLOBAL_FLAGS), HELP_FLAG]) {
     options[f.name] = {
       type: f.value ? "string" : "boolean",
       ...(f.short ? { short: f.short } : {}),

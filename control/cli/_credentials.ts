@@ -5,7 +5,8 @@
  *   1. flags       --cacert FILE  --cert FILE  --key FILE
  *   2. env         BALLAST_CACERT BALLAST_CERT BALLAST_KEY
  *   3. a data dir  --data-dir DIR or BALLAST_DATA_DIR: DIR/pki/{ca-bundle.crt,admin.crt,admin.key}
- *   4. the data dir of `deno task start`: ./.ballast/data/pki/ (used only when it exists)
+ *   4. the data dir of `deno task start`: ./.ballast/data/pki/ (used only when it exists; its
+ *      admin certificate and key only when neither --cert nor --key, nor their env, is given)
  *
  * The default API URL is https://127.0.0.1:5705 when credentials were found and
  * http://127.0.0.1:5705 otherwise; --api or BALLAST_API override it. Errors name the file
@@ -13,6 +14,7 @@
  * @module
  */
 
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { ageSeconds, BallastClient, DEFAULT_API_URL } from "../../mod/client.ts";
 import { BallastError } from "../../mod/errors.ts";
@@ -95,8 +97,12 @@ export async function resolveCredentials(
   ] as const;
   let dir = explicitDir;
   let origin = dirOrigin;
-  const given = kinds.some(([n, env]) => flag(n) !== undefined || io.env(env) !== undefined);
-  if (dir === undefined && !given) {
+  // A client certificate or key given by flag or env is never paired with the default dir's
+  // admin files; the default dir's CA bundle (public) still serves when none is given.
+  const pairGiven = kinds.some(([n, env]) =>
+    n !== "cacert" && (flag(n) !== undefined || io.env(env) !== undefined)
+  );
+  if (dir === undefined) {
     const def = join(cwd, DEFAULT_DATA_DIR);
     if (await exists(join(def, "pki", "ca-bundle.crt"))) {
       dir = def;
@@ -108,7 +114,8 @@ export async function resolveCredentials(
     let path = flag(n);
     let from = `--${n}`;
     if (path === undefined && io.env(env) !== undefined) [path, from] = [io.env(env), env];
-    if (path === undefined && dir !== undefined) {
+    const skipDefault = explicitDir === undefined && n !== "cacert" && pairGiven;
+    if (path === undefined && dir !== undefined && !skipDefault) {
       // From a data dir, a missing client certificate pair is an error only when the
       // operator named the dir; the CA bundle is always expected there.
       path = join(dir, "pki", file);
@@ -141,6 +148,39 @@ export async function resolveCredentials(
   return out;
 }
 
+/**
+ * Checks that the files hold what their flags promise: the CA bundle and the client certificate
+ * parse as PEM certificates, the key as a private key, and the key belongs to the certificate.
+ * Messages name the files and never their content.
+ */
+export function checkCredentials(
+  c: Pick<Credentials, "caCertPem" | "certPem" | "keyPem" | "files">,
+) {
+  const bad = (message: string) => new BallastError("INVALID_ARGUMENT", message);
+  const cert = (pem: string, what: string, file?: string) => {
+    try {
+      return new X509Certificate(pem);
+    } catch {
+      throw bad(`${what} ${file} is not a PEM certificate (BEGIN CERTIFICATE)`);
+    }
+  };
+  if (c.caCertPem !== undefined) cert(c.caCertPem, "CA bundle", c.files.cacert);
+  if (c.certPem === undefined || c.keyPem === undefined) return;
+  const leaf = cert(c.certPem, "client certificate", c.files.cert);
+  let key;
+  try {
+    key = createPrivateKey(c.keyPem);
+  } catch {
+    throw bad(`client key ${c.files.key} is not an unencrypted PEM private key`);
+  }
+  if (!leaf.checkPrivateKey(key)) {
+    throw bad(
+      `client key ${c.files.key} does not belong to the client certificate ${c.files.cert} ` +
+        `(${leaf.subject.replaceAll("\n", ", ")}): pass the key issued with it`,
+    );
+  }
+}
+
 /** A BallastClient for the resolved URL and credentials (close it when done). */
 export async function clientFromFlags(
   p: Pick<Parsed, "values" | "api">,
@@ -148,6 +188,7 @@ export async function clientFromFlags(
   options: { timeoutMs?: number } = {},
 ): Promise<BallastClient> {
   const c = await resolveCredentials(p, io);
+  checkCredentials(c);
   let warned = false;
   return new BallastClient(c.api, {
     timeoutMs: options.timeoutMs,

@@ -23,7 +23,8 @@ import {
 } from "./_command.ts";
 import { clientFromFlags } from "./_credentials.ts";
 import { caInitCommand } from "./ca_init.ts";
-import { fields, type Io, json, table } from "./_output.ts";
+import { certTable } from "./_cert_view.ts";
+import { fields, type Io, json } from "./_output.ts";
 
 /** File names qemu's tls-creds-x509 `dir` and libnbd's `tls-certificates` expect. */
 export const CLIENT_FILES = {
@@ -51,9 +52,15 @@ export const CA_SPECS: Record<string, CommandSpec> = {
   show: spec("show", "[--pem]", "Show the CA mode, CA certificates and trust bundle.", [
     { name: "pem", help: "print only the trust bundle (PEM), e.g. to save as ca-cert.pem" },
   ], ["ballast ca show", "ballast ca show --pem > ca-bundle.crt"]),
-  list: spec("list", "", "List every certificate the CA issued, revoked ones included.", [], [
-    "ballast ca list",
-  ]),
+  list: spec(
+    "list",
+    "",
+    "List every certificate the CA issued, revoked ones included, with its status: valid, " +
+      "expired, revoked, or CA no longer trusted (rotated out, overlap over); a grant bound to " +
+      "a deleted volume shows as NAME (deleted).",
+    [],
+    ["ballast ca list", "ballast ca list -o json"],
+  ),
   issue: spec(
     "issue",
     "NAME --role nbd-client|admin [--volumes a,b:ro|*] [--any-incarnation] [--ttl 30d] --out DIR",
@@ -103,12 +110,25 @@ export const CA_SPECS: Record<string, CommandSpec> = {
   ),
   rotate: spec(
     "rotate",
-    "[--overlap DURATION]",
+    "[--overlap DURATION] [--ca-cert FILE [--ca-key FILE] [--ca-chain FILE]]",
     "Create a new root CA; the old one stays trusted for the overlap. Clients must fetch " +
       "the new trust bundle (ca show --pem) before the overlap ends. In cluster mode the " +
-      "cluster CA rotates in etcd and every member adopts it (docs/TLS.md).",
-    [{ name: "overlap", value: "DURATION", help: "e.g. 7d", default: "the leaf lifetime" }],
-    ["ballast ca rotate --overlap 7d"],
+      "cluster CA rotates in etcd and every member adopts it (docs/TLS.md). A node on your " +
+      "own CA (ca init) rotates to the new CA you give with --ca-cert (single node only).",
+    [
+      { name: "overlap", value: "DURATION", help: "e.g. 7d", default: "the leaf lifetime" },
+      { name: "ca-cert", value: "FILE", help: "your new CA certificate (PEM)" },
+      {
+        name: "ca-key",
+        value: "FILE",
+        help: "its private key (PKCS#8 PEM); omit in external mode",
+      },
+      { name: "ca-chain", value: "FILE", help: "certificates above --ca-cert, nearest first" },
+    ],
+    [
+      "ballast ca rotate --overlap 7d",
+      "ballast ca rotate --overlap 7d --ca-cert int2.crt --ca-key int2.key --ca-chain root.crt",
+    ],
   ),
   csr: spec(
     "csr",
@@ -231,7 +251,18 @@ function checkArgs(sub: string, s: CommandSpec, p: Parsed): Checked {
   if (sub === "csr" && str("out") === undefined) {
     throw new UsageError("missing flag --out FILE", usageHint(s));
   }
-  if (sub === "rotate") out.overlap = duration("overlap");
+  if (sub === "show" && p.values.pem === true && p.output === "json") {
+    throw new UsageError(
+      "--pem prints the bundle as PEM, -o json as JSON (its bundlePem): choose one",
+      usageHint(s),
+    );
+  }
+  if (sub === "rotate") {
+    out.overlap = duration("overlap");
+    if (str("ca-cert") === undefined && (str("ca-key") ?? str("ca-chain")) !== undefined) {
+      throw new UsageError("--ca-key and --ca-chain need --ca-cert", usageHint(s));
+    }
+  }
   return out;
 }
 
@@ -253,7 +284,19 @@ async function run(
     }
     case "list": {
       const items = await client.listCertificates();
-      io.out(asJson ? json({ items }) : certTable(items));
+      if (asJson) {
+        io.out(json({ items }));
+        return 0;
+      }
+      const [info, volumes] = await Promise.all([
+        client.caInfo(),
+        client.listVolumes().catch(() => undefined), // the table then shows grants as issued
+      ]);
+      io.out(certTable(items, {
+        trustedCaSerials: info.trusted.map((c) => c.serial),
+        volumeUuids: volumes && new Map(volumes.map((v) => [v.name, v.uuid])),
+        now: new Date(),
+      }));
       return 0;
     }
     case "issue":
@@ -274,7 +317,14 @@ async function run(
       return 0;
     }
     case "rotate": {
-      const info = await client.rotateCa(a.overlap);
+      const file = (n: string) => p.values[n] === undefined ? undefined : readArg(p.values[n]);
+      const certPem = await file("ca-cert");
+      const ca = certPem === undefined ? undefined : {
+        certPem,
+        keyPem: await file("ca-key"),
+        chainPem: await file("ca-chain"),
+      };
+      const info = await client.rotateCa(a.overlap, ca);
       io.out(
         asJson ? json(info) : `CA rotated; now trusted:\n${caFields(info)}` +
           "Clients need the new trust bundle: ballast ca show --pem > ca-bundle.crt\n",
@@ -293,16 +343,20 @@ async function run(
     }
     default: {
       const file = a.positional[0];
-      let pem: string;
-      try {
-        pem = await Deno.readTextFile(file);
-      } catch (err) {
-        throw new BallastError("INVALID_ARGUMENT", `cannot read ${file}: ${(err as Error).name}`);
-      }
+      const pem = await readArg(file);
       const info = await client.importCertificate(pem, a.which);
       io.out(asJson ? json(info) : `imported ${file} as the ${a.which} certificate\n`);
       return 0;
     }
+  }
+}
+
+/** The text of a file named on the command line (INVALID_ARGUMENT when unreadable). */
+async function readArg(file: unknown): Promise<string> {
+  try {
+    return await Deno.readTextFile(String(file));
+  } catch (err) {
+    throw new BallastError("INVALID_ARGUMENT", `cannot read ${file}: ${(err as Error).name}`);
   }
 }
 
@@ -420,20 +474,4 @@ function caFields(info: CaInfo): string {
     ["Trusted", info.trusted.map((c) => c.subject).join("; ")],
     ["Pending", info.pending.join(", ") || "<none>"],
   ]);
-}
-
-function certTable(items: Awaited<ReturnType<BallastClient["listCertificates"]>>): string {
-  if (items.length === 0) return "No certificates.\n";
-  const now = Date.now();
-  return table(
-    ["SERIAL", "ROLE", "NAME", "VOLUMES", "NOT AFTER", "STATUS"],
-    items.map((c) => [
-      c.serial,
-      c.role,
-      c.name,
-      c.volumes.join(",") || "-",
-      c.notAfter,
-      c.revokedAt ? `revoked ${c.revokedAt}` : Date.parse(c.notAfter) < now ? "expired" : "valid",
-    ]),
-  );
 }

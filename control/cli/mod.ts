@@ -43,7 +43,9 @@ export const ROOT_SPEC: CommandSpec = {
   args: "COMMAND [flags]",
   summary: `Ballast ${VERSION}: replicated block storage served over NBD.\n\n` +
     "Exit codes: 0 success; 2 the command as typed is invalid (a usage mistake or an " +
-    "INVALID_ARGUMENT, whether the CLI or the server finds it); 1 a valid request failed.",
+    "INVALID_ARGUMENT, whether the CLI or the server finds it); 1 a valid request failed; " +
+    "3 a check that ran and said no (volume verify: a copy differs; node drain: refused or not " +
+    "every master moved; volume get --watch: --timeout passed); 130 interrupted (Ctrl-C).",
   flags: [],
   client: true,
   examples: [

@@ -23,7 +23,8 @@ import { watchVolume } from "./_watch.ts";
 import { EXIT_DIFFERENT, verifyText } from "./_verify_view.ts";
 import { eventsTable } from "./_drain_view.ts";
 
-const SIZE_HELP = "size, a multiple of 512 bytes: 10GiB or 10Gi = 10 x 2^30 bytes, 10G or 10GB " +
+const SIZE_HELP =
+  "size, a multiple of 512 bytes from 1 MiB to 1 PiB: 10GiB or 10Gi = 10 x 2^30 bytes, 10G or 10GB " +
   "= 10 x 10^9 (kubectl's units: KiB MiB GiB TiB any case; k M G T P exactly so)";
 
 export const VOLUME_SPECS: Record<string, CommandSpec> = {

@@ -37,8 +37,9 @@ export async function rotateClusterCa(
   const current = parseCaRecord(kv.value, CLUSTER_CA_KEY);
   if (current.chainPem.trim() !== "") {
     throw new FailedPreconditionError(
-      "the cluster CA is an operator-supplied intermediate: rotate it under your own root " +
-        "and install it with `ballast ca init` (docs/TLS.md)",
+      "the cluster CA is an operator-supplied intermediate, which Ballast does not replace " +
+        "with a CA of its own; rotating it in cluster mode is not supported yet (docs/TLS.md, " +
+        '"Not yet")',
     );
   }
   const now = o.now ?? new Date();

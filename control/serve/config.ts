@@ -357,12 +357,38 @@ function resolveDataWorkers(
   const range = /^(\d+)\.\.(\d+)$/.exec(v);
   if (range) {
     const [min, max] = [Number(range[1]), Number(range[2])];
-    if (!(min >= 1 && max >= min && max <= MAX_DATA_WORKERS)) throw bad();
+    const why = min < 1
+      ? "a pool has at least 1 worker (0 alone serves NBD on the main thread)"
+      : max < min
+      ? `MIN ${min} is above MAX ${max}`
+      : max > MAX_DATA_WORKERS
+      ? `at most ${MAX_DATA_WORKERS} workers`
+      : undefined;
+    if (why) {
+      throw new InvalidArgumentError(`invalid ${text.source} "${text.value}": ${why}`, {
+        field: SETTINGS.dataWorkers.flag,
+      });
+    }
     return { min, max };
   }
   const n = /^\d+$/.test(v) ? Number(v) : NaN;
   if (!(n >= 0 && n <= MAX_DATA_WORKERS)) throw bad();
   return n >= 2 ? { min: n, max: n } : undefined;
+}
+
+/**
+ * A warning for a pool that may grow past the usable cores: every worker is a thread with its
+ * own JavaScript heap (memory and start-up time), and threads beyond the cores serve no faster.
+ */
+export function dataWorkersWarning(
+  pool: { min: number; max: number } | undefined,
+  cores: number,
+): string | undefined {
+  if (!pool || pool.max <= cores) return undefined;
+  return `--data-workers allows ${pool.max} workers on ${cores} usable core${
+    cores === 1 ? "" : "s"
+  }: each worker is a thread with its own heap (memory, start-up time) and workers beyond the ` +
+    "cores serve no faster; auto sizes the pool to the cores";
 }
 
 /** Default port of the peer channel. */

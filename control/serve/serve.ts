@@ -14,6 +14,7 @@ import {
   type SizingTimings,
   splitHostPort,
   startDataPlane,
+  usableCores,
 } from "../../data/mod.ts";
 import { toBallastError } from "../../mod/errors.ts";
 import { VERSION } from "../../mod/version.ts";
@@ -30,7 +31,7 @@ import { ReadCacheStore } from "../store/mod.ts";
 import { nbdRoles, setupNodeTls } from "../tls/mod.ts";
 import { orphanMinAgeMs, VolumeService } from "../volumes/mod.ts";
 import { feedDirectory } from "../directory/mod.ts";
-import type { ServeConfig } from "./config.ts";
+import { dataWorkersWarning, type ServeConfig } from "./config.ts";
 import { lockDataDir } from "./_data_dir_lock.ts";
 import { openStore } from "./_open_store.ts";
 
@@ -82,6 +83,8 @@ export async function serve(
       : undefined;
     const tls = config.tls ? await setupNodeTls(config, log) : undefined;
     if (!tls) log.warn("TLS is off: plaintext API and NBD on loopback only");
+    const poolWarning = dataWorkersWarning(config.dataWorkers, usableCores());
+    if (poolWarning) log.warn({ dataWorkers: config.dataWorkers }, poolWarning);
     let certificates: ClusterCertificates | undefined;
     if (clusterKeys && tls) {
       // Revocations and the issued index are shared through etcd (cluster/revocations.ts).

@@ -21,7 +21,13 @@ const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
 
 /** Checks a volume name. */
 export function checkVolumeName(name: unknown, field = "name"): string {
-  if (typeof name !== "string" || !VOLUME_NAME.test(name)) {
+  if (typeof name !== "string") {
+    throw new InvalidArgumentError(
+      `invalid volume ${field}: expected a string, got ${typeName(name)}`,
+      { field },
+    );
+  }
+  if (!VOLUME_NAME.test(name)) {
     throw new InvalidArgumentError(
       `invalid volume ${field} ${
         JSON.stringify(name)
@@ -51,7 +57,7 @@ export function checkVolumeSize(size: unknown, field = "size"): number {
       { field },
     );
   }
-  if (!Number.isSafeInteger(bytes)) {
+  if (!Number.isInteger(bytes)) {
     throw new InvalidArgumentError(`invalid ${field} ${size}: not a whole number of bytes`, {
       field,
     });

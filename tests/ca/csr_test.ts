@@ -138,6 +138,17 @@ Deno.test("needsRenewal() turns true after two thirds of the lifetime", async ()
   assertEquals(needsRenewal(cert, at(10), 0.25), true);
 });
 
+Deno.test("needsRenewal() counts a short lifetime from issue, not from the backdated notBefore", async () => {
+  const ca = await newCa();
+  const start = new Date("2026-01-01T00:00:00Z");
+  const keys = await createCsr({ role: "admin", name: "a" });
+  const cert = await signCsr(ca, keys.csrPem, { role: "admin" }, { now: start, ttlSeconds: 30 });
+  const at = (seconds: number) => new Date(start.getTime() + seconds * 1000);
+  assertEquals(needsRenewal(cert, at(3)), false, "a fresh 30 s certificate is not due yet");
+  assertEquals(needsRenewal(cert, at(19)), false);
+  assertEquals(needsRenewal(cert, at(20.5)), true);
+});
+
 Deno.test("renewLeaf() keeps identity, and uses the old key or a new one", async () => {
   const ca = await newCa();
   const { csrPem, keys } = await createCsr({ role: "nbd-client", name: "c", volumes: ["db"] });

@@ -24,9 +24,15 @@ export interface TlsNode {
  * `clock` is the Pki's time source (certificate validity, issuing); default real time.
  */
 export async function startTlsNode(
-  options: { allowAnonymousHealth?: boolean; clock?: () => Date } = {},
+  options: {
+    allowAnonymousHealth?: boolean;
+    clock?: () => Date;
+    /** Runs on the empty `<dir>/pki` before the Pki opens (e.g. installCa: your own CA). */
+    beforeOpen?: (pkiDir: string) => Promise<void>;
+  } = {},
 ): Promise<TlsNode> {
   const node = await startTestNode();
+  await options.beforeOpen?.(`${node.dir}/pki`);
   const pki = await openPki(`${node.dir}/pki`, {
     nodeName: NODE,
     ipAddresses: ["127.0.0.1"],

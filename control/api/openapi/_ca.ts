@@ -85,14 +85,22 @@ export const CA_PATHS = {
     post: adminOp(
       "rotateCa",
       "New root CA; the old one stays trusted for the overlap. Cluster mode: the cluster CA " +
-        "in etcd, adopted by every member; 409 when another rotation won the race",
+        "in etcd, adopted by every member; 409 when another rotation won the race. A single " +
+        "node on the operator's CA (intermediate or external mode) moves to the CA given in " +
+        "certPem (keyPem unless external, chainPem: the certificates above it); without it " +
+        "412",
       {
         requestBody: {
           required: false,
           content: json({
             type: "object",
             additionalProperties: false,
-            properties: { overlap: { ...duration, description: "Default: the leaf lifetime" } },
+            properties: {
+              overlap: { ...duration, description: "Default: the leaf lifetime" },
+              certPem: { type: "string", description: "The operator's new CA certificate (PEM)" },
+              keyPem: { type: "string", description: "Its private key (PKCS#8 PEM)" },
+              chainPem: { type: "string", description: "Certificates above it, nearest first" },
+            },
           }),
         },
         responses: {

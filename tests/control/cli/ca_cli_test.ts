@@ -374,6 +374,20 @@ Deno.test("credentials: flags beat env beat data dir; the default dir switches t
       Error,
       "without its key",
     );
+    // A certificate and key of one's own still find the default dir's CA bundle, and are
+    // never paired with its admin files.
+    await Deno.writeTextFile(`${cwd}/flag.key`, "flag key");
+    const own = await resolveCredentials(
+      { values: { cert: `${cwd}/flag.crt`, key: `${cwd}/flag.key` }, api: "" },
+      io(),
+      cwd,
+    );
+    assertEquals([own.api, own.caCertPem, own.certPem, own.keyPem], [
+      "https://127.0.0.1:5705",
+      "default ca-bundle.crt",
+      "flag cert",
+      "flag key",
+    ]);
   } finally {
     await Deno.remove(cwd, { recursive: true });
   }

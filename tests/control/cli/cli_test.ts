@@ -45,9 +45,22 @@ const NOWHERE = nowhere();
 Deno.test("cli: --help at every level prints usage with flags, env and example, exit 0", async () => {
   for (
     const [args, mentions] of [
-      [["--help"], ["Usage: ballast COMMAND", "volume", "BALLAST_API", "Example", "Exit codes: 0"]],
+      [["--help"], [
+        "Usage: ballast COMMAND",
+        "volume",
+        "BALLAST_API",
+        "Example",
+        "Exit codes: 0",
+        "3 a check that ran and said no",
+      ]],
       [["volume", "--help"], ["Usage: ballast volume COMMAND", "resize", "Examples:"]],
-      [["volume", "create", "--help"], ["--size SIZE", "--label KEY=VALUE", "repeatable"]],
+      [["volume", "create", "--help"], [
+        "--size SIZE",
+        "from 1 MiB to 1 PiB",
+        "--label KEY=VALUE",
+        "repeatable",
+      ]],
+      [["ca", "rotate", "--help"], ["--ca-cert FILE", "--ca-key FILE", "--ca-chain FILE"]],
       [["volume", "create", "-h"], ["ballast volume create db1 --size 10GiB"]],
       [["node", "--help"], ["Usage: ballast node COMMAND"]],
       [["serve", "--help"], ["--data-dir DIR", "BALLAST_NBD_LISTEN", "default 127.0.0.1:10809"]],
@@ -91,6 +104,12 @@ Deno.test("cli: usage mistakes exit 2 with a hint", async () => {
       [["node", "get"], "missing argument NAME", "ballast node get --help"],
       [["node", "list", "--api", "localhost:5705"], 'invalid --api "localhost:5705"', "node list"],
       [["serve", "--log-level", "loud", "--data-dir", "/tmp/x"], "--log-level", "ballast serve"],
+      // Commands that talk to no node take no client flags, rather than ignoring them.
+      [["systemd-unit", "-o", "json"], "unknown flag -o", "ballast systemd-unit --help"],
+      [["completion", "bash", "--api", "https://x:1"], "unknown flag --api", "completion"],
+      [["serve", "--data-dir", "/tmp/x", "--cacert", "f"], "unknown flag --cacert", "serve"],
+      [["-o", "json", "ca", "init", "--data-dir", "/tmp/x"], "unknown flag -o", "ca init"],
+      [["ca", "show", "--pem", "-o", "json"], "choose one", "ballast ca show --help"],
     ] as Array<[string[], string, string]>
   ) {
     const r = await run(NOWHERE, ...args);

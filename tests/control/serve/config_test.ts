@@ -1,4 +1,4 @@
-import { resolveConfig } from "../../../control/serve/config.ts";
+import { dataWorkersWarning, resolveConfig } from "../../../control/serve/config.ts";
 import { InvalidArgumentError } from "../../../mod/errors.ts";
 import { assert, assertEquals, assertThrows } from "../../_assert.ts";
 
@@ -134,10 +134,33 @@ Deno.test("resolveConfig() reads --data-workers: auto follows the cores, 0 and 1
   assertEquals(dw("3", 1), { min: 3, max: 3 }, "an explicit size, whatever the cores");
   assertEquals(dw("2..6"), { min: 2, max: 6 });
   assertEquals(dw(undefined, 4, { BALLAST_DATA_WORKERS: "2" }), { min: 2, max: 2 });
-  for (const bad of ["-1", "two", "4..2", "0..3", "257", "1.5"]) {
+  for (const bad of ["-1", "two", "4..2", "0..3", "257", "1.5", "1..300"]) {
     const e = assertThrows(() => dw(bad), InvalidArgumentError, undefined, bad);
     assertEquals(e.message.includes(`"${bad}"`), true, e.message);
   }
+  for (
+    const [bad, why] of [
+      ["4..2", "MIN 4 is above MAX 2"],
+      ["0..3", "a pool has at least 1 worker"],
+      ["1..300", "at most 256 workers"],
+    ]
+  ) {
+    const e = assertThrows(() => dw(bad), InvalidArgumentError);
+    assertEquals(e.message.includes(why), true, e.message);
+  }
+});
+
+Deno.test("dataWorkersWarning() warns only when the pool may grow past the usable cores", () => {
+  assertEquals(dataWorkersWarning(undefined, 2), undefined);
+  assertEquals(dataWorkersWarning({ min: 1, max: 2 }, 2), undefined);
+  assertEquals(dataWorkersWarning({ min: 2, max: 2 }, 4), undefined);
+  assertEquals(
+    dataWorkersWarning({ min: 100, max: 100 }, 2),
+    "--data-workers allows 100 workers on 2 usable cores: each worker is a thread with its own " +
+      "heap (memory, start-up time) and workers beyond the cores serve no faster; auto sizes the " +
+      "pool to the cores",
+  );
+  assertEquals(dataWorkersWarning({ min: 1, max: 3 }, 1)?.includes("on 1 usable core:"), true);
 });
 
 Deno.test("resolveConfig() parses --label and BALLAST_LABELS; bad entries name the source", () => {
