@@ -85,14 +85,14 @@ export async function listenApi(app: FetchApp, opts: ListenApiOptions): Promise<
     if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
     socket.destroy();
   });
-  server.on("error", (err: Error) => log.error({ err }, "api listener error"));
-
   let port: number;
   try {
     port = await listenServer(server, opts.host, opts.port);
   } catch (err) {
     throw new UnavailableError(listenFailure("the API", opts, err).message, { cause: err });
   }
+  // Only once listening: a failure to listen is the error above, said once, not logged too.
+  server.on("error", (err: Error) => log.error({ err }, "api listener error"));
   base = `https://${formatHostPort({ host: opts.host, port })}`;
   log.info({ url: base, anonymousHealth: opts.allowAnonymousHealth === true }, "api listening");
 

@@ -10,6 +10,8 @@ import {
   issueLeaf,
   type Role,
 } from "../../../ca/mod.ts";
+import pino from "pino";
+import { listenApi } from "../../../control/api/mod.ts";
 import { BallastClient } from "../../../mod/client.ts";
 import { BallastError, UnavailableError } from "../../../mod/errors.ts";
 import { assert, assertEquals, assertRejects } from "../../_assert.ts";
@@ -259,5 +261,21 @@ Deno.test("https api: one body limit, 64 KiB, answers 413 declared or streamed, 
       client.close();
     }
     assertEquals((await tlsFetch(`${t.url}/v1/volumes`, t.admin)).status, 200);
+  });
+});
+
+Deno.test("https api: a port in use is one clear error, not also an error logged with its stack", async () => {
+  await withNode(async (t) => {
+    const lines: string[] = [];
+    const logger = pino({ level: "info" }, { write: (s: string) => void lines.push(s) });
+    const port = Number(new URL(t.url).port);
+    const err = await assertRejects(
+      () =>
+        listenApi({ fetch: () => new Response() }, { host: "127.0.0.1", port, pki: t.pki, logger }),
+      UnavailableError,
+    );
+    assert(err.message.includes(`127.0.0.1:${port}: address already in use`), err.message);
+    const errors = lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50);
+    assertEquals(errors, [], "nothing logged at error level for the refused listen");
   });
 });
