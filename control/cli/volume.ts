@@ -238,10 +238,13 @@ export const volumeCommand: Command = groupCommand(
       case "resize": {
         const [name] = requirePositionals(spec, p, ["NAME"]);
         const size = requireSize(spec, p.values.size);
+        const before = (await client.getVolume(name)).sizeBytes;
         const v = await client.resizeVolume(name, size);
         io.out(
           p.output === "json"
             ? json(v)
+            : v.sizeBytes === before
+            ? `volume "${v.name}" is already ${formatSize(v.sizeBytes)}: nothing changed\n`
             : `volume "${v.name}" resized to ${formatSize(v.sizeBytes)}\n`,
         );
         return 0;

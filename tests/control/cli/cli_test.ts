@@ -185,6 +185,11 @@ Deno.test("cli: volume commands against a real node, tables and -o json", async 
     assert(get.stdout.includes("Size:         10 GiB (10737418240 bytes)"), get.stdout);
     const resized = await run(api, "volume", "resize", "db1", "--size", "20GiB");
     assertEquals(resized.stdout, 'volume "db1" resized to 20 GiB\n');
+    const same = await run(api, "volume", "resize", "db1", "--size", "20GiB");
+    assertEquals([same.code, same.stdout], [
+      0,
+      'volume "db1" is already 20 GiB: nothing changed\n',
+    ]);
     const shrink = await run(api, "volume", "resize", "db1", "--size", "1GiB");
     assertEquals(shrink.code, 1);
     assert(shrink.stderr.includes("volumes can only grow"), shrink.stderr);
