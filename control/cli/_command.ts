@@ -92,7 +92,9 @@ export function parseGroup(
   const spec = sub === undefined ? undefined : specs[sub];
   if (!spec) {
     if (sub === "-h" || sub === "--help" || sub === "help") {
-      io.out(helpText(group));
+      // `ballast volume help create` is `ballast volume create --help`, as `help volume create`.
+      const named = sub === "help" ? specs[split.rest[0] ?? ""] : undefined;
+      io.out(helpText(named ?? group));
       return undefined;
     }
     throw new UsageError(

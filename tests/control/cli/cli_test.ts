@@ -69,6 +69,8 @@ Deno.test("cli: --help at every level prints usage with flags, env and example, 
       [["help", "volume"], ["Usage: ballast volume COMMAND", "resize"]],
       [["help", "volume", "create"], ["Usage: ballast volume create NAME", "--size SIZE"]],
       [["help", "ca", "issue"], ["Usage: ballast ca issue", "--volumes LIST"]],
+      [["volume", "help", "create"], ["Usage: ballast volume create NAME", "--size SIZE"]],
+      [["volume", "help"], ["Usage: ballast volume COMMAND", "resize"]],
     ] as Array<[string[], string[]]>
   ) {
     const r = await run(NOWHERE, ...args);
