@@ -385,7 +385,7 @@ export function dataWorkersWarning(
   cores: number,
 ): string | undefined {
   if (!pool || pool.max <= cores) return undefined;
-  return `--data-workers allows ${pool.max} workers on ${cores} usable core${
+  return `the data worker pool (--data-workers, BALLAST_DATA_WORKERS) allows ${pool.max} workers on ${cores} usable core${
     cores === 1 ? "" : "s"
   }: each worker is a thread with its own heap (memory, start-up time) and workers beyond the ` +
     "cores serve no faster; auto sizes the pool to the cores";

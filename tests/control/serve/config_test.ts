@@ -156,7 +156,7 @@ Deno.test("dataWorkersWarning() warns only when the pool may grow past the usabl
   assertEquals(dataWorkersWarning({ min: 2, max: 2 }, 4), undefined);
   assertEquals(
     dataWorkersWarning({ min: 100, max: 100 }, 2),
-    "--data-workers allows 100 workers on 2 usable cores: each worker is a thread with its own " +
+    "the data worker pool (--data-workers, BALLAST_DATA_WORKERS) allows 100 workers on 2 usable cores: each worker is a thread with its own " +
       "heap (memory, start-up time) and workers beyond the cores serve no faster; auto sizes the " +
       "pool to the cores",
   );
