@@ -37,9 +37,29 @@ export function grantsText(c: IssuedCertificate, volumeUuids?: ReadonlyMap<strin
   }).join(",") || "-";
 }
 
+/**
+ * Serials of node and admin certificates that the node renewed since (a later certificate of
+ * the same role and name, not revoked): still valid until they expire, but no longer in use.
+ */
+export function renewedSerials(items: readonly IssuedCertificate[]): Set<string> {
+  const latest = new Map<string, IssuedCertificate>();
+  const key = (c: IssuedCertificate) => `${c.role}\0${c.name}`;
+  const renewable = items.filter((c) => (c.role === "node" || c.role === "admin") && !c.revokedAt);
+  for (const c of renewable) {
+    const l = latest.get(key(c));
+    if (!l || Date.parse(c.notBefore) > Date.parse(l.notBefore)) latest.set(key(c), c);
+  }
+  return new Set(renewable.filter((c) => latest.get(key(c)) !== c).map((c) => c.serial));
+}
+
 /** The `ca list` table. */
 export function certTable(items: readonly IssuedCertificate[], ctx: CertContext): string {
   if (items.length === 0) return "No certificates.\n";
+  const renewed = renewedSerials(items);
+  const status = (c: IssuedCertificate) => {
+    const s = certStatus(c, ctx);
+    return s === "valid" && renewed.has(c.serial) ? "valid (renewed since)" : s;
+  };
   return table(
     ["SERIAL", "ROLE", "NAME", "VOLUMES", "NOT AFTER", "STATUS"],
     items.map((c) => [
@@ -48,7 +68,7 @@ export function certTable(items: readonly IssuedCertificate[], ctx: CertContext)
       c.name,
       grantsText(c, ctx.volumeUuids),
       c.notAfter,
-      certStatus(c, ctx),
+      status(c),
     ]),
   );
 }

@@ -54,3 +54,31 @@ Deno.test("certTable() shows each certificate's grants and status", () => {
   assert(lines[2].endsWith("CA no longer trusted"), lines[2]);
   assertEquals(certTable([], ctx), "No certificates.\n");
 });
+
+Deno.test("certTable(): node and admin certificates renewed since read 'valid (renewed since)'", () => {
+  const node = (serial: string, notBefore: string, over: Partial<IssuedCertificate> = {}) =>
+    cert({ serial, role: "node", name: "vm", volumes: [], grants: undefined, notBefore, ...over });
+  const items = [
+    node("n1", "2026-05-01T00:00:00Z"),
+    node("n2", "2026-05-10T00:00:00Z"),
+    node("n3", "2026-05-20T00:00:00Z", { revokedAt: "2026-05-21T00:00:00Z" }),
+    node("m1", "2026-05-02T00:00:00Z", { name: "other" }),
+    cert({ serial: "c1" }),
+    cert({ serial: "c2", notBefore: "2026-05-15T00:00:00Z" }),
+  ];
+  const status = Object.fromEntries(
+    certTable(items, ctx).trimEnd().split("\n").slice(1).map((l) => {
+      const cols = l.split(/\s{2,}/);
+      return [cols[0], cols.at(-1)];
+    }),
+  );
+  // n3, the newest, was revoked: n2 is the one in use. Clients' certificates are not renewed.
+  assertEquals(status, {
+    n1: "valid (renewed since)",
+    n2: "valid",
+    n3: "revoked 2026-05-21T00:00:00Z",
+    m1: "valid",
+    c1: "valid",
+    c2: "valid",
+  });
+});
