@@ -173,6 +173,11 @@ export interface VolumeMemberVerdict {
   corrupt: number[];
   corruptCount: number;
   error?: string;
+  /**
+   * Deep: the copy differed, so the master took the member out of sync; its resync copies the
+   * differing blocks (not done while the master's own copy is corrupt).
+   */
+  resyncing?: boolean;
 }
 
 /** A resync under way on the master (the data plane's progress of it). */

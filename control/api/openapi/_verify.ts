@@ -87,6 +87,11 @@ export const VERIFY_SCHEMAS = {
       },
       corruptCount: { type: "integer" },
       error: { type: "string", description: "Why the member could not be compared" },
+      resyncing: {
+        type: "boolean",
+        description: "Deep: the copy differed, so the master took the member out of sync; " +
+          "its resync copies the differing blocks (not while the master's copy is corrupt)",
+      },
     },
   },
 };
