@@ -111,6 +111,10 @@ export interface MemberResync {
   zeroedBytes: number;
   /** Bytes of the volume compared per second since the resync started (every pass). */
   rateBytesPerSecond: number;
+  /** Bytes sent (data and zeroed ranges) per second since the resync started. */
+  sendRateBytesPerSecond: number;
+  /** The master's `serve --resync-rate` that caps the sending; absent: unlimited. */
+  rateLimitBytesPerSecond?: number;
   /** bytesLeft at that rate, whole seconds; absent while the rate is unknown. */
   etaSeconds?: number;
   startedAt: string;
@@ -191,6 +195,8 @@ export interface LiveResync {
   sentBytes: number;
   zeroedBytes: number;
   hashBytes: number;
+  /** The master's `serve --resync-rate` (bytes per second); absent: unlimited. */
+  rateLimitBytesPerSecond?: number;
 }
 
 /** Body of POST /v1/volumes. */

@@ -93,6 +93,7 @@ function resyncsOf(ctx: LiveContext, rec: VolumeRecord): LiveResync[] {
   const members = [
     ...new Set([...tracked.map((t) => t.member), ...progress.map((p) => p.replica)]),
   ];
+  const limit = ctx.plane.resyncRateBytesPerSecond ?? 0;
   return members.sort().map((member) => {
     const p = progress.find((x) => x.replica === member);
     const startedAt = p?.startedAt ?? tracked.find((t) => t.member === member)!.startedAt;
@@ -105,6 +106,7 @@ function resyncsOf(ctx: LiveContext, rec: VolumeRecord): LiveResync[] {
       sentBytes: p?.sentBytes ?? 0,
       zeroedBytes: p?.zeroedBytes ?? 0,
       hashBytes: p?.hashBytes ?? 0,
+      ...(limit > 0 ? { rateLimitBytesPerSecond: limit } : {}),
     };
   });
 }

@@ -96,6 +96,7 @@ export function resyncView(r: LiveResync, sizeBytes: number, at: number): Member
   const done = Math.max(0, r.pass - 1) * total + compared;
   const exact = seconds > 0 && done > 0 ? done / seconds : 0;
   const rate = Math.round(exact);
+  const sent = r.sentBytes + r.zeroedBytes;
   return {
     pass: r.pass,
     percent,
@@ -105,6 +106,8 @@ export function resyncView(r: LiveResync, sizeBytes: number, at: number): Member
     sentBytes: r.sentBytes,
     zeroedBytes: r.zeroedBytes,
     rateBytesPerSecond: rate,
+    sendRateBytesPerSecond: seconds > 0 ? Math.round(sent / seconds) : 0,
+    ...(r.rateLimitBytesPerSecond ? { rateLimitBytesPerSecond: r.rateLimitBytesPerSecond } : {}),
     ...(exact > 0 ? { etaSeconds: Math.ceil(bytesLeft / exact) } : {}),
     startedAt: r.startedAt,
   };

@@ -92,6 +92,7 @@ export const REPLICATION_SCHEMAS = {
       "sentBytes",
       "zeroedBytes",
       "rateBytesPerSecond",
+      "sendRateBytesPerSecond",
       "startedAt",
     ],
     properties: {
@@ -110,6 +111,14 @@ export const REPLICATION_SCHEMAS = {
       rateBytesPerSecond: {
         ...bytes,
         description: "Volume bytes compared per second since the resync started",
+      },
+      sendRateBytesPerSecond: {
+        ...bytes,
+        description: "Bytes sent (data and zeroed ranges) per second since the resync started",
+      },
+      rateLimitBytesPerSecond: {
+        ...bytes,
+        description: "The master's serve --resync-rate, which caps the sending; absent: unlimited",
       },
       etaSeconds: { ...bytes, description: "bytesLeft at that rate; absent while unknown" },
       startedAt: time,
@@ -173,6 +182,7 @@ export const REPLICATION_SCHEMAS = {
       sentBytes: bytes,
       zeroedBytes: bytes,
       hashBytes: bytes,
+      rateLimitBytesPerSecond: bytes,
     },
   },
 };

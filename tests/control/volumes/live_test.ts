@@ -181,7 +181,7 @@ Deno.test("volumeView() of an unreplicated volume: no members; single node: no l
   assertEquals([remote.allocatedBytes, remote.live?.node], [3 * MiB, "n1"]);
 });
 
-Deno.test("localLive(): resyncs from their first moment (tracked, no progress yet) and their failures; a replica reports none", async () => {
+Deno.test("localLive(): resyncs from their first moment (tracked, no progress yet) with the --resync-rate, and their failures; a replica reports none", async () => {
   const tracker = new ResyncTracker(() => STARTED + 5_000);
   let finish: () => void = () => {};
   const running = tracker.run("g", "n3", () => new Promise<void>((r) => finish = r));
@@ -196,6 +196,13 @@ Deno.test("localLive(): resyncs from their first moment (tracked, no progress ye
     message: "replica n2: connection reset",
     at: new Date(STARTED + 5_000).toISOString(),
   }]);
+  assertEquals(live!.resyncs.map((r) => r.rateLimitBytesPerSecond), [undefined, undefined]);
+  const capped = await localLive(
+    ctx({ groups: groups([], tracker), plane: plane({ resyncRateBytesPerSecond: 8 * MiB }) }),
+    record("n1"),
+    { roots: true },
+  );
+  assertEquals(capped!.resyncs.map((r) => r.rateLimitBytesPerSecond), [8 * MiB, 8 * MiB]);
   finish();
   await running;
   const replica = await localLive(ctx({ node: "n2" }), record("n1"), { roots: true });

@@ -151,9 +151,17 @@ Deno.test("resyncView(): percent of the pass, bytes left, rate over every pass s
     sentBytes: 40 * MiB,
     zeroedBytes: 0,
     rateBytesPerSecond: Math.round(256 * MiB / 10),
+    sendRateBytesPerSecond: 4 * MiB,
     etaSeconds: 30,
     startedAt: iso(T0),
   });
+  // The master's --resync-rate goes along; the send rate counts zeroed ranges too.
+  const capped = resyncView(
+    resync({ zeroedBytes: 10 * MiB, rateLimitBytesPerSecond: 8 * MiB }),
+    SIZE,
+    T0 + 10_000,
+  );
+  assertEquals([capped.sendRateBytesPerSecond, capped.rateLimitBytesPerSecond], [5 * MiB, 8 * MiB]);
   // Pass 2 counts pass 1's whole volume in the rate.
   const p2 = resyncView(resync({ pass: 2, comparedBytes: 0 }), SIZE, T0 + 20_000);
   assertEquals([p2.percent, p2.bytesLeft, p2.rateBytesPerSecond], [0, SIZE, Math.round(SIZE / 20)]);
