@@ -118,6 +118,8 @@ export interface MemberResync {
   /** bytesLeft at that rate, whole seconds; absent while the rate is unknown. */
   etaSeconds?: number;
   startedAt: string;
+  /** It finished (the copies are equal) and the master is marking the member in sync. */
+  finishedAt?: string;
 }
 
 /**
@@ -197,6 +199,8 @@ export interface LiveResync {
   hashBytes: number;
   /** The master's `serve --resync-rate` (bytes per second); absent: unlimited. */
   rateLimitBytesPerSecond?: number;
+  /** Set when it finished and the master is marking the member in sync. */
+  finishedAt?: string;
 }
 
 /** Body of POST /v1/volumes. */

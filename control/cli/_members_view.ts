@@ -57,6 +57,10 @@ export function resyncDetail(r: MemberResync, bar = true): string {
   const limit = r.rateLimitBytesPerSecond
     ? ` (limit ${formatRate(r.rateLimitBytesPerSecond)})`
     : "";
+  if (r.finishedAt) {
+    return `${formatPercent(100)}${bar ? ` ${progressBar(100)}` : ""} done, sent ` +
+      `${formatSize(r.sentBytes)}; being marked in sync`;
+  }
   return [
     `${formatPercent(r.percent)}${bar ? ` ${progressBar(r.percent)}` : ""}`,
     `${formatSize(r.bytesLeft)} left,`,

@@ -85,9 +85,34 @@ export async function localLive(
 
 /**
  * Resyncs under way: the ones the control plane started (ResyncTracker, from their first
- * moment) with the data plane's progress where it reported some.
+ * moment) with the data plane's progress where it reported some; and those that finished
+ * while the record does not list their member in sync yet (the master's compare-and-swap is
+ * on its way), with `finishedAt`, so that the member does not look out of sync meanwhile.
  */
 function resyncsOf(ctx: LiveContext, rec: VolumeRecord): LiveResync[] {
+  const running = runningResyncs(ctx, rec);
+  const inSync = rec.group?.inSync ?? [];
+  const done = (ctx.groups?.resyncs.finished(rec.name) ?? []).filter((f) =>
+    !inSync.includes(f.member) && !running.some((r) => r.member === f.member) &&
+    f.at >= Date.parse(rec.outOfSync?.[f.member]?.since ?? "1970-01-01T00:00:00Z")
+  ).map((f): LiveResync => {
+    const r = f.result as Partial<Record<string, number>> | undefined;
+    return {
+      member: f.member,
+      startedAt: new Date(f.startedAt).toISOString(),
+      finishedAt: new Date(f.at).toISOString(),
+      pass: r?.passes ?? 1,
+      comparedBytes: rec.sizeBytes,
+      totalBytes: rec.sizeBytes,
+      sentBytes: r?.sentBytes ?? 0,
+      zeroedBytes: r?.zeroedBytes ?? 0,
+      hashBytes: r?.hashBytes ?? 0,
+    };
+  });
+  return [...running, ...done].sort((a, b) => a.member < b.member ? -1 : 1);
+}
+
+function runningResyncs(ctx: LiveContext, rec: VolumeRecord): LiveResync[] {
   const progress = ctx.plane.resyncStatus?.(rec.name) ?? [];
   const tracked = ctx.groups?.resyncs.running(rec.name) ?? [];
   const members = [

@@ -70,7 +70,8 @@ function member(i: MemberInputs, node: string): VolumeMember {
   if (inSync) return { ...base, state: "in-sync", lagBytes: 0, ...lag };
   const running = i.live?.resyncs.find((r) => r.member === node);
   if (running && i.live) {
-    const resync = resyncView(running, i.sizeBytes, Date.parse(i.live.observedAt));
+    const at = Date.parse(running.finishedAt ?? i.live.observedAt);
+    const resync = resyncView(running, i.sizeBytes, at);
     return { ...base, state: "resyncing", lagBytes: resync.bytesLeft, ...lag, resync };
   }
   const failed = i.live?.resyncFailures.find((f) => f.member === node);
@@ -110,6 +111,7 @@ export function resyncView(r: LiveResync, sizeBytes: number, at: number): Member
     ...(r.rateLimitBytesPerSecond ? { rateLimitBytesPerSecond: r.rateLimitBytesPerSecond } : {}),
     ...(exact > 0 ? { etaSeconds: Math.ceil(bytesLeft / exact) } : {}),
     startedAt: r.startedAt,
+    ...(r.finishedAt ? { finishedAt: r.finishedAt } : {}),
   };
 }
 
@@ -140,7 +142,9 @@ export function phaseReason(g: GroupRecord, members: VolumeMember[]): string | u
   if (g.phase !== "degraded") return undefined;
   const parts = members.filter((m) => m.state !== "in-sync").map((m) => {
     const what = m.state === "resyncing" && m.resync
-      ? `resyncing (${m.resync.percent.toFixed(1)}% of the current pass compared)`
+      ? m.resync.finishedAt
+        ? "resync finished, being marked in sync"
+        : `resyncing (${m.resync.percent.toFixed(1)}% of the current pass compared)`
       : `${m.state === "out-of-sync" ? "out of sync" : m.state}${m.reason ? `: ${m.reason}` : ""}`;
     return `${m.role} ${m.node} ${what}`;
   });

@@ -122,6 +122,10 @@ export const REPLICATION_SCHEMAS = {
       },
       etaSeconds: { ...bytes, description: "bytesLeft at that rate; absent while unknown" },
       startedAt: time,
+      finishedAt: {
+        ...time,
+        description: "Set when it finished and the master is marking the member in sync",
+      },
     },
   },
   VolumeLiveStatus: {
@@ -183,6 +187,7 @@ export const REPLICATION_SCHEMAS = {
       zeroedBytes: bytes,
       hashBytes: bytes,
       rateLimitBytesPerSecond: bytes,
+      finishedAt: time,
     },
   },
 };

@@ -170,6 +170,14 @@ Deno.test("memberTable(): role, state in words, the root hash cut to 16 digits (
     "45.2% [#########-----------] 561 MiB left, 20 MiB/s, ETA 29s, sent 12 MiB at 5 MiB/s " +
       "(limit 8 MiB/s)",
   );
+  // Finished, while the master's compare-and-swap puts it in sync: not "out of sync".
+  assertEquals(
+    memberDetail({
+      ...resyncing,
+      resync: resync({ percent: 100, bytesLeft: 0, finishedAt: new Date(T0).toISOString() }),
+    }),
+    "100.0% [####################] done, sent 12 MiB; being marked in sync",
+  );
 });
 
 Deno.test("watchLine() and watchFrame(): one line per update, or a frame with the table; the live status's trouble is said", () => {

@@ -205,6 +205,26 @@ Deno.test("localLive(): resyncs from their first moment (tracked, no progress ye
   assertEquals(capped!.resyncs.map((r) => r.rateLimitBytesPerSecond), [8 * MiB, 8 * MiB]);
   finish();
   await running;
+  // n3's resync finished; the record does not list it in sync yet: shown finished, not lost.
+  const base = record("n1");
+  const lagging = record("n1", {
+    group: { ...base.group!, inSync: ["n1"] },
+    outOfSync: { n3: { since: new Date(STARTED).toISOString(), reason: "write failed" } },
+  });
+  const done = await localLive(ctx({ groups: groups([], tracker) }), lagging, { roots: true });
+  assertEquals(done!.resyncs.map((r) => [r.member, r.finishedAt, r.comparedBytes]), [
+    ["n2", undefined, 32 * MiB],
+    ["n3", new Date(STARTED + 5_000).toISOString(), 64 * MiB],
+  ]);
+  const listed = { ...base, group: { ...base.group!, inSync: ["n1", "n2", "n3"] } };
+  const afterCas = await localLive(ctx({ groups: groups([], tracker) }), listed, { roots: true });
+  assertEquals(afterCas!.resyncs.map((r) => r.member), ["n2"], "in sync: nothing to add");
+  const leftAgain = record("n1", {
+    group: { ...base.group!, inSync: ["n1"] },
+    outOfSync: { n3: { since: new Date(STARTED + 6_000).toISOString(), reason: "write failed" } },
+  });
+  const later = await localLive(ctx({ groups: groups([], tracker) }), leftAgain, { roots: true });
+  assertEquals(later!.resyncs.map((r) => r.member), ["n2"], "out of sync again since");
   const replica = await localLive(ctx({ node: "n2" }), record("n1"), { roots: true });
   assertEquals([replica!.resyncs, replica!.resyncFailures], [[], []]);
   assertEquals(await localLive(ctx(), record("n1", { name: "other" }), { roots: true }), undefined);
