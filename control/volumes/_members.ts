@@ -52,6 +52,9 @@ function member(i: MemberInputs, node: string): VolumeMember {
     : {};
   const rootHash = i.live?.roots?.[node] ?? undefined;
   const base = { node, role, ...(rootHash ? { rootHash } : {}) } as const;
+  // The master asks the members it replicates to and keeps the answers a few seconds, so
+  // a member that has just left shows the root from before: equal, though it is behind.
+  const { rootHash: _stale, ...unrooted } = base;
   const notRecorded = "not in the group's in-sync set (no reason recorded)";
   if (i.gone.includes(node) || g.down.includes(node)) {
     const why = i.gone.includes(node)
@@ -60,7 +63,7 @@ function member(i: MemberInputs, node: string): VolumeMember {
         "once back";
     const before = inSync ? "" : `; out of sync before: ${note?.reason ?? notRecorded}`;
     return {
-      ...base,
+      ...unrooted,
       state: "down",
       reason: why + before,
       lagBytes: inSync ? 0 : i.sizeBytes,
@@ -80,7 +83,7 @@ function member(i: MemberInputs, node: string): VolumeMember {
     ...(failed ? [`the last resync failed at ${failed.at}: ${failed.message}`] : []),
     ...(i.live ? [] : [`resync progress unknown (${i.liveError ?? "the master was not asked"})`]),
   ].join("; ");
-  return { ...base, state: "out-of-sync", reason, lagBytes: i.sizeBytes, ...lag };
+  return { ...unrooted, state: "out-of-sync", reason, lagBytes: i.sizeBytes, ...lag };
 }
 
 /**

@@ -137,6 +137,19 @@ Deno.test("memberStatus(): root hashes from the master, absent when unknown or n
   assertEquals(m.map((x) => x.rootHash), ["aa11", "bb22", undefined]);
   const none = memberStatus({ group: group(), sizeBytes: SIZE, gone: [], live: live(), now: T0 });
   assert(none.every((x) => !("rootHash" in x)), "no roots offered: no field");
+  // A root the master kept from before a member left is not shown: it would look equal.
+  const left = memberStatus({
+    group: group({ inSync: ["n1"], phase: "degraded" }),
+    sizeBytes: SIZE,
+    gone: ["n3"],
+    live: live({ roots: { n1: "aa11", n2: "aa11", n3: "aa11" } }),
+    now: T0,
+  });
+  assertEquals(left.map((x) => [x.node, x.state, x.rootHash]), [
+    ["n1", "in-sync", "aa11"],
+    ["n2", "out-of-sync", undefined],
+    ["n3", "down", undefined],
+  ]);
 });
 
 Deno.test("resyncView(): percent of the pass, bytes left, rate over every pass so far and ETA, by the master's clock", () => {
