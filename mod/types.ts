@@ -180,8 +180,9 @@ export interface VolumeMemberVerdict {
   corruptCount: number;
   error?: string;
   /**
-   * Deep: the copy differed, so the master took the member out of sync; its resync copies the
-   * differing blocks (not done while the master's own copy is corrupt).
+   * A resync of the member is under way, so its differences are what the resync has still
+   * to copy: it was out of sync already, or (deep) its copy differed and the master took it
+   * out of sync for that (not while the master's own copy is corrupt).
    */
   resyncing?: boolean;
 }

@@ -266,7 +266,14 @@ export async function verifyVolume(
     throw new FailedPreconditionError(`volume "${name}" is not exported on ${ctx.node} now`);
   }
   const r = await ctx.plane.verifyVolume(name, { deep: options.deep });
-  const members = [...r.members, ...uncompared(rec, r.members.map((m) => m.node))];
+  // A replica compared though the record does not list it in sync is being resynced: its
+  // differences are what its resync has still to copy.
+  const lagging = (m: VolumeMemberVerdict) =>
+    m.role === "replica" && rec.group !== undefined && !rec.group.inSync.includes(m.node);
+  const members = [
+    ...r.members.map((m) => lagging(m) ? { ...m, resyncing: true } : m),
+    ...uncompared(rec, r.members.map((m) => m.node)),
+  ];
   const ok = members.every((m) => m.equal === true && m.corruptCount === 0 && !m.error);
   return {
     name,

@@ -89,8 +89,9 @@ export const VERIFY_SCHEMAS = {
       error: { type: "string", description: "Why the member could not be compared" },
       resyncing: {
         type: "boolean",
-        description: "Deep: the copy differed, so the master took the member out of sync; " +
-          "its resync copies the differing blocks (not while the master's copy is corrupt)",
+        description: "A resync of the member is under way (its differences are what it has " +
+          "still to copy): it was out of sync, or (deep) its copy differed and the master " +
+          "took it out of sync for that (not while the master's copy is corrupt)",
       },
     },
   },

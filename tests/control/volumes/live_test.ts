@@ -266,7 +266,7 @@ Deno.test("volumeView(): a membership change the master cannot make is shown wit
   assertEquals(none.membershipBlocked, undefined);
 });
 
-Deno.test("verifyVolume(): a member down or out of sync that the master did not compare is listed with why, and verify says NOT OK", async () => {
+Deno.test("verifyVolume(): a member down or out of sync that the master did not compare is listed with why, and verify says NOT OK; one compared while out of sync is marked resyncing", async () => {
   const rec = record("n1");
   const down = record("n1", { group: { ...rec.group!, down: ["n2"], phase: "degraded" } });
   const equal = { differing: [], differingCount: 0, corrupt: [], corruptCount: 0, equal: true };
@@ -299,6 +299,14 @@ Deno.test("verifyVolume(): a member down or out of sync that the master did not 
     uncompared(rec, ["n1", "n3"])[0].error,
     "not compared: the member is out of sync (a replicated write failed)",
   );
+  // n3 compared though the record lists it out of sync: it is being resynced, and says so.
+  const lagging = record("n1", { group: { ...rec.group!, inSync: ["n1"] } });
+  const during = await verifyVolume(ctx({ plane: compared }), lagging, { deep: false });
+  assertEquals(during.members.map((m) => [m.node, m.resyncing]), [
+    ["n1", undefined],
+    ["n3", true],
+    ["n2", undefined],
+  ]);
   // Every member compared, or no group: nothing added.
   assertEquals(uncompared(rec, ["n1", "n2", "n3"]), []);
   assertEquals(uncompared(record("n1", { group: undefined }), ["n1"]), []);

@@ -67,14 +67,29 @@ Deno.test("verifyText(): says which members the master resyncs, or to move a cor
     verdict("n1", "master"),
     verdict("n3", "replica", { ...differs, resyncing: true }),
   ]));
-  assert(/n3 +replica +bb +1 region differs, resync started +-/.test(resynced), resynced);
+  assert(/n3 +replica +bb +1 region differs, resyncing +-/.test(resynced), resynced);
   assert(
     resynced.endsWith(
-      "NOT OK: the master took n3 out of sync: its resync copies the differing blocks; follow " +
-        "it with `ballast volume get v1 --watch`, then verify --deep again.\n",
+      "NOT OK: n3 is being resynced: the resync copies the differing blocks; follow it with " +
+        "`ballast volume get v1 --watch`, then verify --deep again.\n",
     ),
     resynced,
   );
+  // A quick verification during a resync: the differences are the resync's, not a mystery.
+  const quick = verifyText({
+    ...volume([verdict("n1", "master"), verdict("n3", "replica", { ...differs, resyncing: true })]),
+    deep: false,
+  });
+  assert(quick.endsWith("then verify again.\n"), quick);
+  const unexplained = verifyText({
+    ...volume([
+      verdict("n1", "master"),
+      verdict("n2", "replica", differs),
+      verdict("n3", "replica", { ...differs, resyncing: true }),
+    ]),
+    deep: false,
+  });
+  assert(unexplained.endsWith("run with --deep to rehash the data.\n"), unexplained);
   const corruptMaster = verifyText(volume([
     verdict("n1", "master", { corrupt: [5], corruptCount: 1 }),
     verdict("n3", "replica", differs),
