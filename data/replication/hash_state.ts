@@ -468,7 +468,7 @@ export class HashState {
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#timer);
-    while (this.#keeping) await this.#keeping;
+    while (this.#keeping || this.#paused) await (this.#keeping ?? this.#paused);
     this.writer.close();
     for (const f of [this.#hashFile, this.#alFile]) {
       try {
