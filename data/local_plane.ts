@@ -37,6 +37,7 @@ class LocalDataPlane implements RunningDataPlane {
   /** The hash lists of the local copies (shared with the replica service). */
   readonly hashes: CopyHashes;
   readonly nbdAddress: string;
+  readonly resyncRateBytesPerSecond: number;
   /** The plaintext local-attach listener's address, when there is one. */
   readonly nbdLocalAddress: string | undefined;
   /** The Unix socket for local attach, when there is one. */
@@ -70,6 +71,7 @@ class LocalDataPlane implements RunningDataPlane {
       log: this.#log,
     });
     this.nbdAddress = serving.addresses.nbd;
+    this.resyncRateBytesPerSecond = opts.resyncRateBytesPerSecond ?? 0;
     this.nbdLocalAddress = serving.addresses.local;
     this.nbdUnixPath = serving.addresses.unix;
     this.nbdUnixRoPath = serving.addresses.unixRo;

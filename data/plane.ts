@@ -132,6 +132,8 @@ export interface DataPlane {
   resync?(name: string, replica: ReplicaTarget, epoch: number): Promise<ResyncResult>;
   /** Resyncs of `name` under way here. */
   resyncStatus?(name: string): ResyncProgress[];
+  /** `serve --resync-rate`: most bytes per second this node sends to resyncs; 0 unlimited. */
+  readonly resyncRateBytesPerSecond?: number;
   /**
    * The root hash (hex) of each member's copy of exported group volume `name` as its master
    * sees it (undefined when a member could not be asked).

@@ -111,9 +111,15 @@ export interface MemberResync {
   zeroedBytes: number;
   /** Bytes of the volume compared per second since the resync started (every pass). */
   rateBytesPerSecond: number;
+  /** Bytes sent (data and zeroed ranges) per second since the resync started. */
+  sendRateBytesPerSecond: number;
+  /** The master's `serve --resync-rate` that caps the sending; absent: unlimited. */
+  rateLimitBytesPerSecond?: number;
   /** bytesLeft at that rate, whole seconds; absent while the rate is unknown. */
   etaSeconds?: number;
   startedAt: string;
+  /** It finished (the copies are equal) and the master is marking the member in sync. */
+  finishedAt?: string;
 }
 
 /**
@@ -173,6 +179,12 @@ export interface VolumeMemberVerdict {
   corrupt: number[];
   corruptCount: number;
   error?: string;
+  /**
+   * A resync of the member is under way, so its differences are what the resync has still
+   * to copy: it was out of sync already, or (deep) its copy differed and the master took it
+   * out of sync for that (not while the master's own copy is corrupt).
+   */
+  resyncing?: boolean;
 }
 
 /** A resync under way on the master (the data plane's progress of it). */
@@ -186,6 +198,10 @@ export interface LiveResync {
   sentBytes: number;
   zeroedBytes: number;
   hashBytes: number;
+  /** The master's `serve --resync-rate` (bytes per second); absent: unlimited. */
+  rateLimitBytesPerSecond?: number;
+  /** Set when it finished and the master is marking the member in sync. */
+  finishedAt?: string;
 }
 
 /** Body of POST /v1/volumes. */

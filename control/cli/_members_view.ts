@@ -48,14 +48,26 @@ export function formatPercent(percent: number): string {
   return `${percent.toFixed(1)}%`;
 }
 
-/** "45.2% [#########-----------] 140 MiB left, 20 MiB/s, ETA 7s, sent 12 MiB". */
+/**
+ * "45.2% [#########-----------] 140 MiB left, 20 MiB/s, ETA 7s, sent 12 MiB at 1.2 MiB/s
+ * (limit 8 MiB/s)": the rate before the ETA is the volume compared per second, the one after
+ * "sent" what crossed the network, which `serve --resync-rate` caps.
+ */
 export function resyncDetail(r: MemberResync, bar = true): string {
+  const limit = r.rateLimitBytesPerSecond
+    ? ` (limit ${formatRate(r.rateLimitBytesPerSecond)})`
+    : "";
+  if (r.finishedAt) {
+    return `${formatPercent(100)}${bar ? ` ${progressBar(100)}` : ""} done, sent ` +
+      `${formatSize(r.sentBytes)}; being marked in sync`;
+  }
   return [
     `${formatPercent(r.percent)}${bar ? ` ${progressBar(r.percent)}` : ""}`,
     `${formatSize(r.bytesLeft)} left,`,
     `${formatRate(r.rateBytesPerSecond)},`,
     `ETA ${r.etaSeconds === undefined ? "-" : formatDuration(r.etaSeconds)},`,
-    `sent ${formatSize(r.sentBytes)}`,
+    `sent ${formatSize(r.sentBytes)}` +
+    (r.sendRateBytesPerSecond > 0 ? ` at ${formatRate(r.sendRateBytesPerSecond)}` : "") + limit,
     ...(r.pass > 1 ? [`(pass ${r.pass})`] : []),
   ].join(" ");
 }

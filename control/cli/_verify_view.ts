@@ -24,6 +24,7 @@ function result(m: VolumeVerifyReport["members"][number]): string {
     );
   }
   if (m.corruptCount > 0) parts.push(n(m.corruptCount, "corrupt"));
+  if (m.resyncing) parts.push("resyncing");
   if (m.role === "master" && parts.length === 0) parts.push("reference");
   return parts.join(", ");
 }
@@ -63,13 +64,31 @@ export function verifyText(r: VolumeVerifyReport): string {
   }
   const away = r.members.filter((m) => m.error).map((m) => m.node);
   const differs = r.members.some((m) => !m.error && (m.equal === false || m.corruptCount > 0));
-  const advice = r.deep
-    ? "resync the members that differ (or replace them)"
-    : "differences found from the hash lists; run with --deep to rehash the data";
   const why = [
     ...(away.length > 0 ? [`${away.join(", ")} not compared (ERROR above)`] : []),
-    ...(differs || away.length === 0 ? [advice] : []),
+    ...(differs || away.length === 0 ? [advice(r)] : []),
   ];
   out += r.ok ? "\nOK: every member holds the master's data.\n" : `\nNOT OK: ${why.join("; ")}.\n`;
   return out;
+}
+
+/** What to do about the differences of report `r` (what the master did already, deep). */
+function advice(r: VolumeVerifyReport): string {
+  const master = r.members.find((m) => m.role === "master");
+  if (r.deep && master && master.corruptCount > 0) {
+    return `the master's own copy is corrupt, so nothing was resynced (that would copy it): ` +
+      `move the master to an in-sync replica with \`ballast node drain ${master.node}\`, then ` +
+      `verify --deep again`;
+  }
+  const resyncing = r.members.filter((m) => m.resyncing).map((m) => m.node);
+  const unexplained = r.members.some((m) =>
+    m.role === "replica" && !m.error && !m.resyncing && (m.equal === false || m.corruptCount > 0)
+  );
+  if (resyncing.length > 0 && !unexplained) {
+    return `${resyncing.join(", ")} ${resyncing.length === 1 ? "is" : "are"} being resynced: ` +
+      `the resync copies the differing blocks; follow it with \`ballast volume get ${r.name} ` +
+      `--watch\`, then verify${r.deep ? " --deep" : ""} again`;
+  }
+  if (!r.deep) return "differences found from the hash lists; run with --deep to rehash the data";
+  return "resync the members that differ (or replace them)";
 }

@@ -68,7 +68,8 @@ export const SERVE_SPEC: CommandSpec = {
     {
       name: s.resyncRate.flag,
       value: "RATE",
-      help: "most bytes per second this node sends to replicas being resynced, e.g. 200MiB/s",
+      help: "most bytes per second this node sends to replicas being resynced, with a unit: " +
+        "200MiB/s (2^20 bytes) or 200M/s (10^6); unlimited or 0: no limit",
       env: s.resyncRate.env,
       default: s.resyncRate.default,
     },

@@ -131,7 +131,9 @@ export const VOLUME_SPECS: Record<string, CommandSpec> = {
     summary: "Compare every member's copy of a replicated volume with its master's: the " +
       "roots of their hash trees, and where they differ, which regions. With --deep, " +
       "rehash every region of every copy from the data (reads all of it; client writes to " +
-      "a region wait a moment while it is compared), which also finds silent corruption. " +
+      "a region wait a moment while it is compared), which also finds silent corruption " +
+      "and repairs a replica found different: the master takes it out of sync and its " +
+      "resync copies the differing blocks (not while the master's own copy is corrupt). " +
       "Exit codes: 0 every copy equal, 1 error, 2 usage, 3 a copy differs, is corrupt or " +
       "could not be compared.",
     flags: [{

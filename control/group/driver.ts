@@ -230,9 +230,12 @@ export class GroupDriver {
   readonly #resyncing = new Set<string>();
 
   /**
-   * Runs the host's resync of `replica`; when it succeeds while this node still serves
-   * `epoch`, reports the replica in sync (the record is changed by CAS); when it fails,
-   * tries again after RESYNC_RETRY_MS while the replica still lags and is not down.
+   * Runs the host's resync of `replica` once the export asked before it is done (a new
+   * master's export waits out the old master's read lease first; a resync started sooner
+   * failed with "not replicated from here", shown to operators as the last resync's error);
+   * when it succeeds while this node still serves `epoch`, reports the replica in sync (the
+   * record is changed by CAS); when it fails, tries again after RESYNC_RETRY_MS while the
+   * replica still lags and is not down.
    */
   #resync(replica: string, epoch: number, log: Logger): void {
     const host = this.#o.host;
@@ -242,7 +245,10 @@ export class GroupDriver {
     }
     this.#resyncing.add(replica);
     log.info({ replica }, "group: resync of a replica starts");
-    host.resync(replica, epoch).then((ok) => ok, (err) => {
+    const exported = this.#hostChain; // never rejects (each step has its catch)
+    exported.then(() =>
+      this.#stopped || this.#state.serving !== epoch ? false : host.resync!(replica, epoch)
+    ).then((ok) => ok, (err) => {
       log.warn({ replica, err }, "group: resync failed");
       return false;
     }).then((ok) => {

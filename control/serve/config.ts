@@ -404,18 +404,28 @@ function resolvePeerListen(
   return parseListen(text.value, text.source, SETTINGS.peerListen.flag);
 }
 
-/** "unlimited", "0", or a size per second: "50MiB", "50MiB/s". */
+/**
+ * "unlimited", "0", or a size per second with a unit: "50MiB", "50MiB/s", "50M/s". A bare
+ * number is refused: "10" would be 10 bytes a second, which no one means.
+ */
 function resolveRate(text: { value: string | undefined; source: string }): number {
   const v = (text.value ?? "unlimited").trim();
   if (v === "" || v === "unlimited" || v === "0") return 0;
-  try {
-    return parseSize(v.replace(/\/s$/, ""), text.source);
-  } catch (err) {
-    throw new InvalidArgumentError(
-      `invalid ${text.source} "${v}": expected a size per second such as 100MiB/s (2^20 ` +
-        `bytes) or 100M/s (10^6), or unlimited (${errorMessage(err)})`,
-      { field: SETTINGS.resyncRate.flag, cause: err },
+  const refuse = (why: string, cause?: unknown) =>
+    new InvalidArgumentError(
+      `invalid ${text.source} "${v}": ${why}; expected a size per second such as 100MiB/s ` +
+        `(2^20 bytes) or 100M/s (10^6), or unlimited (or 0) for no limit`,
+      { field: SETTINGS.resyncRate.flag, ...(cause ? { cause } : {}) },
     );
+  const size = v.replace(/\/s$/, "");
+  if (/^\d+(\.\d+)?$/.test(size)) {
+    throw refuse(`a rate needs a unit (${size} would be ${size} bytes a second)`);
+  }
+  try {
+    return parseSize(size, text.source);
+  } catch (err) {
+    // parseSize's message starts with the same `invalid FLAG "VALUE": `: keep only the why.
+    throw refuse(errorMessage(err).replace(`invalid ${text.source} "${size}": `, ""), err);
   }
 }
 

@@ -88,14 +88,40 @@ export async function localLive(
 
 /**
  * Resyncs under way: the ones the control plane started (ResyncTracker, from their first
- * moment) with the data plane's progress where it reported some.
+ * moment) with the data plane's progress where it reported some; and those that finished
+ * while the record does not list their member in sync yet (the master's compare-and-swap is
+ * on its way), with `finishedAt`, so that the member does not look out of sync meanwhile.
  */
 function resyncsOf(ctx: LiveContext, rec: VolumeRecord): LiveResync[] {
+  const running = runningResyncs(ctx, rec);
+  const inSync = rec.group?.inSync ?? [];
+  const done = (ctx.groups?.resyncs.finished(rec.name) ?? []).filter((f) =>
+    !inSync.includes(f.member) && !running.some((r) => r.member === f.member) &&
+    f.at >= Date.parse(rec.outOfSync?.[f.member]?.since ?? "1970-01-01T00:00:00Z")
+  ).map((f): LiveResync => {
+    const r = f.result as Partial<Record<string, number>> | undefined;
+    return {
+      member: f.member,
+      startedAt: new Date(f.startedAt).toISOString(),
+      finishedAt: new Date(f.at).toISOString(),
+      pass: r?.passes ?? 1,
+      comparedBytes: rec.sizeBytes,
+      totalBytes: rec.sizeBytes,
+      sentBytes: r?.sentBytes ?? 0,
+      zeroedBytes: r?.zeroedBytes ?? 0,
+      hashBytes: r?.hashBytes ?? 0,
+    };
+  });
+  return [...running, ...done].sort((a, b) => a.member < b.member ? -1 : 1);
+}
+
+function runningResyncs(ctx: LiveContext, rec: VolumeRecord): LiveResync[] {
   const progress = ctx.plane.resyncStatus?.(rec.name) ?? [];
   const tracked = ctx.groups?.resyncs.running(rec.name) ?? [];
   const members = [
     ...new Set([...tracked.map((t) => t.member), ...progress.map((p) => p.replica)]),
   ];
+  const limit = ctx.plane.resyncRateBytesPerSecond ?? 0;
   return members.sort().map((member) => {
     const p = progress.find((x) => x.replica === member);
     const startedAt = p?.startedAt ?? tracked.find((t) => t.member === member)!.startedAt;
@@ -108,6 +134,7 @@ function resyncsOf(ctx: LiveContext, rec: VolumeRecord): LiveResync[] {
       sentBytes: p?.sentBytes ?? 0,
       zeroedBytes: p?.zeroedBytes ?? 0,
       hashBytes: p?.hashBytes ?? 0,
+      ...(limit > 0 ? { rateLimitBytesPerSecond: limit } : {}),
     };
   });
 }
@@ -253,7 +280,14 @@ export async function verifyVolume(
     throw new FailedPreconditionError(`volume "${name}" is not exported on ${ctx.node} now`);
   }
   const r = await ctx.plane.verifyVolume(name, { deep: options.deep });
-  const members = [...r.members, ...uncompared(rec, r.members.map((m) => m.node))];
+  // A replica compared though the record does not list it in sync is being resynced: its
+  // differences are what its resync has still to copy.
+  const lagging = (m: VolumeMemberVerdict) =>
+    m.role === "replica" && rec.group !== undefined && !rec.group.inSync.includes(m.node);
+  const members = [
+    ...r.members.map((m) => lagging(m) ? { ...m, resyncing: true } : m),
+    ...uncompared(rec, r.members.map((m) => m.node)),
+  ];
   const ok = members.every((m) => m.equal === true && m.corruptCount === 0 && !m.error);
   return {
     name,

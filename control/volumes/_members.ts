@@ -52,6 +52,9 @@ function member(i: MemberInputs, node: string): VolumeMember {
     : {};
   const rootHash = i.live?.roots?.[node] ?? undefined;
   const base = { node, role, ...(rootHash ? { rootHash } : {}) } as const;
+  // The master asks the members it replicates to and keeps the answers a few seconds, so
+  // a member that has just left shows the root from before: equal, though it is behind.
+  const { rootHash: _stale, ...unrooted } = base;
   const notRecorded = "not in the group's in-sync set (no reason recorded)";
   if (i.gone.includes(node) || g.down.includes(node)) {
     const why = i.gone.includes(node)
@@ -60,7 +63,7 @@ function member(i: MemberInputs, node: string): VolumeMember {
         "once back";
     const before = inSync ? "" : `; out of sync before: ${note?.reason ?? notRecorded}`;
     return {
-      ...base,
+      ...unrooted,
       state: "down",
       reason: why + before,
       lagBytes: inSync ? 0 : i.sizeBytes,
@@ -70,7 +73,8 @@ function member(i: MemberInputs, node: string): VolumeMember {
   if (inSync) return { ...base, state: "in-sync", lagBytes: 0, ...lag };
   const running = i.live?.resyncs.find((r) => r.member === node);
   if (running && i.live) {
-    const resync = resyncView(running, i.sizeBytes, Date.parse(i.live.observedAt));
+    const at = Date.parse(running.finishedAt ?? i.live.observedAt);
+    const resync = resyncView(running, i.sizeBytes, at);
     return { ...base, state: "resyncing", lagBytes: resync.bytesLeft, ...lag, resync };
   }
   const failed = i.live?.resyncFailures.find((f) => f.member === node);
@@ -79,7 +83,7 @@ function member(i: MemberInputs, node: string): VolumeMember {
     ...(failed ? [`the last resync failed at ${failed.at}: ${failed.message}`] : []),
     ...(i.live ? [] : [`resync progress unknown (${i.liveError ?? "the master was not asked"})`]),
   ].join("; ");
-  return { ...base, state: "out-of-sync", reason, lagBytes: i.sizeBytes, ...lag };
+  return { ...unrooted, state: "out-of-sync", reason, lagBytes: i.sizeBytes, ...lag };
 }
 
 /**
@@ -96,6 +100,7 @@ export function resyncView(r: LiveResync, sizeBytes: number, at: number): Member
   const done = Math.max(0, r.pass - 1) * total + compared;
   const exact = seconds > 0 && done > 0 ? done / seconds : 0;
   const rate = Math.round(exact);
+  const sent = r.sentBytes + r.zeroedBytes;
   return {
     pass: r.pass,
     percent,
@@ -105,8 +110,11 @@ export function resyncView(r: LiveResync, sizeBytes: number, at: number): Member
     sentBytes: r.sentBytes,
     zeroedBytes: r.zeroedBytes,
     rateBytesPerSecond: rate,
+    sendRateBytesPerSecond: seconds > 0 ? Math.round(sent / seconds) : 0,
+    ...(r.rateLimitBytesPerSecond ? { rateLimitBytesPerSecond: r.rateLimitBytesPerSecond } : {}),
     ...(exact > 0 ? { etaSeconds: Math.ceil(bytesLeft / exact) } : {}),
     startedAt: r.startedAt,
+    ...(r.finishedAt ? { finishedAt: r.finishedAt } : {}),
   };
 }
 
@@ -137,7 +145,9 @@ export function phaseReason(g: GroupRecord, members: VolumeMember[]): string | u
   if (g.phase !== "degraded") return undefined;
   const parts = members.filter((m) => m.state !== "in-sync").map((m) => {
     const what = m.state === "resyncing" && m.resync
-      ? `resyncing (${m.resync.percent.toFixed(1)}% of the current pass compared)`
+      ? m.resync.finishedAt
+        ? "resync finished, being marked in sync"
+        : `resyncing (${m.resync.percent.toFixed(1)}% of the current pass compared)`
       : `${m.state === "out-of-sync" ? "out of sync" : m.state}${m.reason ? `: ${m.reason}` : ""}`;
     return `${m.role} ${m.node} ${what}`;
   });

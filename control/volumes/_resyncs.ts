@@ -11,9 +11,18 @@ import { errorMessage } from "../../mod/errors.ts";
 /** Member -> value, per volume. */
 type PerMember<T> = Map<string, Map<string, T>>;
 
+/** A resync that succeeded: when, and what it returned (the data plane's ResyncResult). */
+export interface FinishedResync {
+  member: string;
+  startedAt: number;
+  at: number;
+  result: unknown;
+}
+
 export class ResyncTracker {
   readonly #running: PerMember<number> = new Map();
   readonly #failed: PerMember<{ message: string; at: number }> = new Map();
+  readonly #finished: PerMember<Omit<FinishedResync, "member">> = new Map();
   readonly #now: () => number;
 
   constructor(now: () => number = Date.now) {
@@ -25,10 +34,13 @@ export class ResyncTracker {
    * (thrown) is kept until a later resync of that member succeeds.
    */
   async run<T>(volume: string, member: string, fn: () => Promise<T>): Promise<T> {
-    put(this.#running, volume, member, this.#now());
+    const startedAt = this.#now();
+    put(this.#running, volume, member, startedAt);
+    drop(this.#finished, volume, member);
     try {
       const result = await fn();
       drop(this.#failed, volume, member);
+      put(this.#finished, volume, member, { startedAt, at: this.#now(), result });
       return result;
     } catch (err) {
       this.fail(volume, member, errorMessage(err));
@@ -41,6 +53,16 @@ export class ResyncTracker {
   /** A resync of `member` could not even start (say, no peer address). */
   fail(volume: string, member: string, message: string): void {
     put(this.#failed, volume, member, { message, at: this.#now() });
+    drop(this.#finished, volume, member);
+  }
+
+  /**
+   * The last successful resync of each member of `volume` (kept until its next resync or a
+   * failure): between its end and the record listing the member in sync, `volume get` shows
+   * it finished rather than out of sync (control/volumes/_live.ts).
+   */
+  finished(volume: string): FinishedResync[] {
+    return [...(this.#finished.get(volume) ?? [])].map(([member, f]) => ({ member, ...f }));
   }
 
   /** Resyncs of `volume` under way: member and start (ms since the epoch). */
@@ -59,6 +81,7 @@ export class ResyncTracker {
   /** `volume` is gone or no longer served here. */
   forget(volume: string): void {
     this.#failed.delete(volume);
+    this.#finished.delete(volume);
   }
 }
 

@@ -83,7 +83,8 @@ export class HashState {
   #timer: ReturnType<typeof setInterval> | undefined;
   #keeping: Promise<void> | undefined;
   #closed = false;
-  #growing = false;
+  /** Set while grow() or #markDirty() runs: the hash keeper waits. */
+  #paused: Promise<void> | undefined;
   readonly #zero = new Map<number, Uint8Array>();
 
   private constructor(
@@ -177,11 +178,16 @@ export class HashState {
    * (16 bytes each), then a byte per region, 1 where the region is clean and its persisted
    * hash is not its data's (silent corruption of the data or of the hash list).
    */
-  async verify(first: number, count: number): Promise<Uint8Array> {
+  async verify(
+    first: number,
+    count: number,
+    options: { markCorrupt?: boolean } = {},
+  ): Promise<Uint8Array> {
     if (first < 0 || first + count > this.table.count) {
       throw new RangeError(`regions ${first}+${count} of ${this.table.count}`);
     }
     const out = new Uint8Array(count * (HASH_BYTES + 1));
+    const corrupt: number[] = [];
     for (let i = 0; i < count; i++) {
       const r = first + i;
       if (i > 0 && i % YIELD_EVERY === 0) await new Promise((res) => setTimeout(res, 0));
@@ -189,9 +195,48 @@ export class HashState {
       const stored = clean ? await this.leaf(r) : undefined;
       const h = await hashRegions(this.#store, r, 1, REGION_BYTES);
       out.set(h, i * HASH_BYTES);
-      if (stored && stored.some((b, k) => b !== h[k])) out[count * HASH_BYTES + i] = 1;
+      if (stored && stored.some((b, k) => b !== h[k])) {
+        out[count * HASH_BYTES + i] = 1;
+        corrupt.push(r);
+      }
     }
+    if (options.markCorrupt && corrupt.length > 0) await this.#markDirty(corrupt);
     return out;
+  }
+
+  /**
+   * Marks clean regions dirty (durably, as a write would) so that their hashes are taken from
+   * the data again: a replica's regions that a deep verification found corrupt. Its hash list
+   * then tells the truth, the tree differs from the master's, and the next resync of this copy
+   * copies the differing blocks (`volume verify` alone had no way to make a resync see them).
+   */
+  async #markDirty(regions: number[]): Promise<void> {
+    await this.#exclusive(async () => {
+      const todo = regions.filter((r) => r < this.table.count && !this.table.isDirty(r));
+      if (todo.length === 0) return;
+      for (const r of todo) await this.#writeAt(this.#alFile, r, new Uint8Array([1]));
+      await this.#alFile.syncData();
+      for (const r of todo) this.table.setDirty(r, true);
+      this.#log.warn(
+        { copy: this.path, regions: todo.slice(0, 16), count: todo.length },
+        "regions whose data is not what their persisted hash says (silent corruption) " +
+          "marked for rehashing: the next resync of this copy copies them from the master",
+      );
+    });
+  }
+
+  /** Runs `fn` with the hash keeper stopped (it writes the same files). */
+  async #exclusive(fn: () => Promise<void>): Promise<void> {
+    while (this.#paused) await this.#paused;
+    let done!: () => void;
+    this.#paused = new Promise((r) => done = r);
+    try {
+      while (this.#keeping) await this.#keeping;
+      await fn();
+    } finally {
+      this.#paused = undefined;
+      done();
+    }
   }
 
   /** Regions that are dirty now. */
@@ -295,7 +340,7 @@ export class HashState {
 
   /** Wakes the hash keeper unless it is at work. */
   #keepSoon(): void {
-    if (this.#keeping || this.#closed || this.#growing) return;
+    if (this.#keeping || this.#closed || this.#paused) return;
     this.#keeping = this.keep().then(() => {}, (err) => {
       this.#log.error({ copy: this.path, err }, "could not persist region hashes; will retry");
     }).finally(() => this.#keeping = undefined);
@@ -383,14 +428,8 @@ export class HashState {
    * New regions are zeros: clean. The old last region, if it was partial, is marked dirty
    * first (its hash covered fewer bytes).
    */
-  async grow(sizeBytes: number): Promise<void> {
-    this.#growing = true;
-    try {
-      while (this.#keeping) await this.#keeping;
-      await this.#grow(sizeBytes);
-    } finally {
-      this.#growing = false;
-    }
+  grow(sizeBytes: number): Promise<void> {
+    return this.#exclusive(() => this.#grow(sizeBytes));
   }
 
   async #grow(sizeBytes: number): Promise<void> {
@@ -429,7 +468,7 @@ export class HashState {
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#timer);
-    while (this.#keeping) await this.#keeping;
+    while (this.#keeping || this.#paused) await (this.#keeping ?? this.#paused);
     this.writer.close();
     for (const f of [this.#hashFile, this.#alFile]) {
       try {

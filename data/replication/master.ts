@@ -13,7 +13,7 @@ import { type ConnectNode, PeerLinks } from "./links.ts";
 import { type ReplicaTarget, Replicator } from "./replicator.ts";
 import { type Ask, type ResyncProgress, resyncReplica, type ResyncResult } from "./resync.ts";
 import { F_CHEAP, replyMessage, STATUS_OK, T_FENCE, T_TREE } from "./wire.ts";
-import { verifyCopies, type VerifyReport } from "./verify.ts";
+import { resyncAfterVerify, verifyCopies, type VerifyReport } from "./verify.ts";
 import { CHEAP_REGIONS } from "./replica.ts";
 
 /** How long roots() answers from its last look. */
@@ -341,6 +341,15 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
       });
     }
     const report = await verifyCopies(this.#self, hashes, asks, deep);
+    for (const node of resyncAfterVerify(report, t?.inSync.map((m) => m.node) ?? [])) {
+      this.#log.warn(
+        { volume: name, replica: node },
+        "deep verification: the member's copy differs from the master's; taking it out of " +
+          "sync so that a resync copies the differing blocks",
+      );
+      report.members.find((m) => m.node === node)!.resyncing = true;
+      this.#memberFailed(e, node);
+    }
     this.#log.info(
       {
         volume: name,

@@ -280,7 +280,9 @@ export class ReplicaService {
           r.regionBytes !== REGION_BYTES
             ? await hashRegions(store, r.first, r.count, r.regionBytes)
             : (r.flags & F_DEEP) !== 0
-            ? await hashes.verify(r.first, checkCount(r.first, r.count, hashes.regions))
+            ? await hashes.verify(r.first, checkCount(r.first, r.count, hashes.regions), {
+              markCorrupt: true, // so that a resync repairs them (hash_state.ts)
+            })
             : await hashes.leaves(r.first, checkCount(r.first, r.count, hashes.regions)),
         );
         break;

@@ -35,6 +35,8 @@ export interface MemberVerdict {
   corruptCount: number;
   /** Why the member could not be compared. */
   error?: string;
+  /** Deep: it differed, so the master took it out of sync to resync it (resyncAfterVerify). */
+  resyncing?: boolean;
 }
 
 export interface VerifyReport {
@@ -163,4 +165,18 @@ function tally(
       note(m.corrupt, first + i);
     }
   }
+}
+
+/**
+ * The in-sync replicas (`inSync`) that a deep verification found different from the master:
+ * the master takes them out of sync, and their resync copies the differing blocks (the
+ * member marked its corrupt regions for rehashing, so the hash trees show them). None when
+ * the master's own copy is corrupt: a resync would copy its bad data over good copies.
+ */
+export function resyncAfterVerify(report: VerifyReport, inSync: readonly string[]): string[] {
+  const master = report.members.find((m) => m.role === "master");
+  if (!report.deep || !master || master.corruptCount > 0) return [];
+  return report.members.filter((m) =>
+    m.role === "replica" && !m.error && m.equal === false && inSync.includes(m.node)
+  ).map((m) => m.node);
 }

@@ -92,6 +92,7 @@ export const REPLICATION_SCHEMAS = {
       "sentBytes",
       "zeroedBytes",
       "rateBytesPerSecond",
+      "sendRateBytesPerSecond",
       "startedAt",
     ],
     properties: {
@@ -111,8 +112,20 @@ export const REPLICATION_SCHEMAS = {
         ...bytes,
         description: "Volume bytes compared per second since the resync started",
       },
+      sendRateBytesPerSecond: {
+        ...bytes,
+        description: "Bytes sent (data and zeroed ranges) per second since the resync started",
+      },
+      rateLimitBytesPerSecond: {
+        ...bytes,
+        description: "The master's serve --resync-rate, which caps the sending; absent: unlimited",
+      },
       etaSeconds: { ...bytes, description: "bytesLeft at that rate; absent while unknown" },
       startedAt: time,
+      finishedAt: {
+        ...time,
+        description: "Set when it finished and the master is marking the member in sync",
+      },
     },
   },
   VolumeLiveStatus: {
@@ -173,6 +186,8 @@ export const REPLICATION_SCHEMAS = {
       sentBytes: bytes,
       zeroedBytes: bytes,
       hashBytes: bytes,
+      rateLimitBytesPerSecond: bytes,
+      finishedAt: time,
     },
   },
 };

@@ -87,6 +87,12 @@ export const VERIFY_SCHEMAS = {
       },
       corruptCount: { type: "integer" },
       error: { type: "string", description: "Why the member could not be compared" },
+      resyncing: {
+        type: "boolean",
+        description: "A resync of the member is under way (its differences are what it has " +
+          "still to copy): it was out of sync, or (deep) its copy differed and the master " +
+          "took it out of sync for that (not while the master's copy is corrupt)",
+      },
     },
   },
 };

@@ -87,6 +87,7 @@ Deno.test("renderMetrics(): replication families with HELP and TYPE, one series 
           sentBytes: 96 * MiB,
           zeroedBytes: 0,
           rateBytesPerSecond: 20 * MiB,
+          sendRateBytesPerSecond: 4 * MiB,
           etaSeconds: 30,
           startedAt: "2030-01-01T00:00:00.000Z",
         },

@@ -78,6 +78,7 @@ function resync(over: Partial<MemberResync> = {}): MemberResync {
     sentBytes: 12 * MiB,
     zeroedBytes: 0,
     rateBytesPerSecond: 20 * MiB,
+    sendRateBytesPerSecond: 0,
     etaSeconds: 29,
     startedAt: new Date(T0).toISOString(),
     ...over,
@@ -159,6 +160,23 @@ Deno.test("memberTable(): role, state in words, the root hash cut to 16 digits (
       resync: resync({ pass: 2, rateBytesPerSecond: 0, etaSeconds: undefined }),
     }),
     "45.2% [#########-----------] 561 MiB left, -, ETA -, sent 12 MiB (pass 2)",
+  );
+  // What crossed the network and the master's --resync-rate, beside the compare rate.
+  assertEquals(
+    memberDetail({
+      ...resyncing,
+      resync: resync({ sendRateBytesPerSecond: 5 * MiB, rateLimitBytesPerSecond: 8 * MiB }),
+    }),
+    "45.2% [#########-----------] 561 MiB left, 20 MiB/s, ETA 29s, sent 12 MiB at 5 MiB/s " +
+      "(limit 8 MiB/s)",
+  );
+  // Finished, while the master's compare-and-swap puts it in sync: not "out of sync".
+  assertEquals(
+    memberDetail({
+      ...resyncing,
+      resync: resync({ percent: 100, bytesLeft: 0, finishedAt: new Date(T0).toISOString() }),
+    }),
+    "100.0% [####################] done, sent 12 MiB; being marked in sync",
   );
 });
 

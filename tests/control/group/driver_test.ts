@@ -360,3 +360,42 @@ Deno.test("retryDelay(): doubles per lost response up to a cap, spread by a rand
   assertEquals(retryDelay(500, 1, 0.999), 750);
   assertEquals(retryDelay(500, 0, 0.5), 500, "no loss counted yet: the machine's delay");
 });
+
+Deno.test("GroupDriver: a lagging replica's resync starts only once the master's export is done", async () => {
+  await withSqlite(async (store) => {
+    await seed(store, ["n1", "n2", "n3"]);
+    const r = await stored(store);
+    const lagging = { ...r.group, inSync: ["n1", "n3"], phase: "degraded" as const };
+    await store.put(KEY, JSON.stringify({ ...r, group: lagging }));
+    const watch = new LeaseWatch({ store, logger: silentLogger() });
+    await watch.start();
+    let exported = false;
+    let finishServe: () => void = () => {};
+    const host = new (class extends RecordingHost {
+      replicates = true;
+      override serve(epoch: number, hooks: ServeHooks): Promise<void> {
+        void super.serve(epoch, hooks);
+        return new Promise<void>((res) => finishServe = res).then(() => {
+          exported = true;
+        });
+      }
+      resync(replica: string, epoch: number): Promise<boolean> {
+        this.calls.push(`resync ${replica} ${epoch} ${exported ? "after" : "before"} the export`);
+        return Promise.resolve(false);
+      }
+    })();
+    const d = driver(store, "n1", watch, host);
+    d.start();
+    try {
+      await eventually("n1 serves", () => host.calls.includes("serve 1"));
+      finishServe();
+      await eventually("n2 resynced", () => host.calls.some((c) => c.startsWith("resync n2")));
+      assertEquals(host.calls.filter((c) => c.startsWith("resync")), [
+        "resync n2 1 after the export",
+      ]);
+    } finally {
+      await d.stop();
+      await watch.stop();
+    }
+  });
+});

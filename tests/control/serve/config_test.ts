@@ -112,6 +112,21 @@ Deno.test("resolveConfig() reads --peer-listen (default: the NBD host on 10811, 
   assertEquals(c({}, { BALLAST_RESYNC_RATE: "10MiB/s" }).resyncRateBytesPerSecond, 10 * 2 ** 20);
   const err = assertThrows(() => c({ "resync-rate": "fast" }), InvalidArgumentError);
   assertEquals(err.message.includes("--resync-rate"), true, err.message);
+  // The value and why, once; a bare number is refused (it would be bytes a second).
+  const unit = assertThrows(() => c({ "resync-rate": "10XB" }), InvalidArgumentError);
+  assert(unit.message.startsWith('invalid --resync-rate "10XB": unknown unit "XB"'), unit.message);
+  assertEquals(unit.message.split("--resync-rate").length, 2, unit.message);
+  const bare = assertThrows(() => c({ "resync-rate": "10" }), InvalidArgumentError);
+  assert(
+    bare.message.startsWith(
+      'invalid --resync-rate "10": a rate needs a unit (10 would be 10 ' +
+        "bytes a second)",
+    ),
+    bare.message,
+  );
+  const negative = assertThrows(() => c({ "resync-rate": "-5MiB/s" }), InvalidArgumentError);
+  assert(negative.message.includes("cannot be negative"), negative.message);
+  assertEquals(c({ "resync-rate": "0" }).resyncRateBytesPerSecond, 0, "0: no limit");
   assertThrows(() => c({ "peer-listen": "nowhere" }), InvalidArgumentError);
 });
 

@@ -218,7 +218,7 @@ Deno.test("volumeView() of an unreplicated volume: no members; single node: no l
   assertEquals([remote.allocatedBytes, remote.live?.node], [3 * MiB, "n1"]);
 });
 
-Deno.test("localLive(): resyncs from their first moment (tracked, no progress yet) and their failures; a replica reports none", async () => {
+Deno.test("localLive(): resyncs from their first moment (tracked, no progress yet) with the --resync-rate, and their failures; a replica reports none", async () => {
   const tracker = new ResyncTracker(() => STARTED + 5_000);
   let finish: () => void = () => {};
   const running = tracker.run("g", "n3", () => new Promise<void>((r) => finish = r));
@@ -233,8 +233,35 @@ Deno.test("localLive(): resyncs from their first moment (tracked, no progress ye
     message: "replica n2: connection reset",
     at: new Date(STARTED + 5_000).toISOString(),
   }]);
+  assertEquals(live!.resyncs.map((r) => r.rateLimitBytesPerSecond), [undefined, undefined]);
+  const capped = await localLive(
+    ctx({ groups: groups([], tracker), plane: plane({ resyncRateBytesPerSecond: 8 * MiB }) }),
+    record("n1"),
+    { roots: true },
+  );
+  assertEquals(capped!.resyncs.map((r) => r.rateLimitBytesPerSecond), [8 * MiB, 8 * MiB]);
   finish();
   await running;
+  // n3's resync finished; the record does not list it in sync yet: shown finished, not lost.
+  const base = record("n1");
+  const lagging = record("n1", {
+    group: { ...base.group!, inSync: ["n1"] },
+    outOfSync: { n3: { since: new Date(STARTED).toISOString(), reason: "write failed" } },
+  });
+  const done = await localLive(ctx({ groups: groups([], tracker) }), lagging, { roots: true });
+  assertEquals(done!.resyncs.map((r) => [r.member, r.finishedAt, r.comparedBytes]), [
+    ["n2", undefined, 32 * MiB],
+    ["n3", new Date(STARTED + 5_000).toISOString(), 64 * MiB],
+  ]);
+  const listed = { ...base, group: { ...base.group!, inSync: ["n1", "n2", "n3"] } };
+  const afterCas = await localLive(ctx({ groups: groups([], tracker) }), listed, { roots: true });
+  assertEquals(afterCas!.resyncs.map((r) => r.member), ["n2"], "in sync: nothing to add");
+  const leftAgain = record("n1", {
+    group: { ...base.group!, inSync: ["n1"] },
+    outOfSync: { n3: { since: new Date(STARTED + 6_000).toISOString(), reason: "write failed" } },
+  });
+  const later = await localLive(ctx({ groups: groups([], tracker) }), leftAgain, { roots: true });
+  assertEquals(later!.resyncs.map((r) => r.member), ["n2"], "out of sync again since");
   const replica = await localLive(ctx({ node: "n2" }), record("n1"), { roots: true });
   assertEquals([replica!.resyncs, replica!.resyncFailures], [[], []]);
   assertEquals(await localLive(ctx(), record("n1", { name: "other" }), { roots: true }), undefined);
@@ -276,7 +303,7 @@ Deno.test("volumeView(): a membership change the master cannot make is shown wit
   assertEquals(none.membershipBlocked, undefined);
 });
 
-Deno.test("verifyVolume(): a member down or out of sync that the master did not compare is listed with why, and verify says NOT OK", async () => {
+Deno.test("verifyVolume(): a member down or out of sync that the master did not compare is listed with why, and verify says NOT OK; one compared while out of sync is marked resyncing", async () => {
   const rec = record("n1");
   const down = record("n1", { group: { ...rec.group!, down: ["n2"], phase: "degraded" } });
   const equal = { differing: [], differingCount: 0, corrupt: [], corruptCount: 0, equal: true };
@@ -309,6 +336,14 @@ Deno.test("verifyVolume(): a member down or out of sync that the master did not 
     uncompared(rec, ["n1", "n3"])[0].error,
     "not compared: the member is out of sync (a replicated write failed)",
   );
+  // n3 compared though the record lists it out of sync: it is being resynced, and says so.
+  const lagging = record("n1", { group: { ...rec.group!, inSync: ["n1"] } });
+  const during = await verifyVolume(ctx({ plane: compared }), lagging, { deep: false });
+  assertEquals(during.members.map((m) => [m.node, m.resyncing]), [
+    ["n1", undefined],
+    ["n3", true],
+    ["n2", undefined],
+  ]);
   // Every member compared, or no group: nothing added.
   assertEquals(uncompared(rec, ["n1", "n2", "n3"]), []);
   assertEquals(uncompared(record("n1", { group: undefined }), ["n1"]), []);

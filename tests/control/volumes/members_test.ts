@@ -5,7 +5,7 @@
  */
 
 import { type GroupRecord, newRecord } from "../../../control/group/mod.ts";
-import { memberStatus, resyncView } from "../../../control/volumes/_members.ts";
+import { memberStatus, phaseReason, resyncView } from "../../../control/volumes/_members.ts";
 import { ResyncTracker } from "../../../control/volumes/_resyncs.ts";
 import { nextSyncNotes, SYNC_REASONS } from "../../../control/volumes/_sync_notes.ts";
 import type { LiveResync, VolumeLiveStatus } from "../../../mod/types.ts";
@@ -137,6 +137,19 @@ Deno.test("memberStatus(): root hashes from the master, absent when unknown or n
   assertEquals(m.map((x) => x.rootHash), ["aa11", "bb22", undefined]);
   const none = memberStatus({ group: group(), sizeBytes: SIZE, gone: [], live: live(), now: T0 });
   assert(none.every((x) => !("rootHash" in x)), "no roots offered: no field");
+  // A root the master kept from before a member left is not shown: it would look equal.
+  const left = memberStatus({
+    group: group({ inSync: ["n1"], phase: "degraded" }),
+    sizeBytes: SIZE,
+    gone: ["n3"],
+    live: live({ roots: { n1: "aa11", n2: "aa11", n3: "aa11" } }),
+    now: T0,
+  });
+  assertEquals(left.map((x) => [x.node, x.state, x.rootHash]), [
+    ["n1", "in-sync", "aa11"],
+    ["n2", "out-of-sync", undefined],
+    ["n3", "down", undefined],
+  ]);
 });
 
 Deno.test("resyncView(): percent of the pass, bytes left, rate over every pass so far and ETA, by the master's clock", () => {
@@ -151,9 +164,17 @@ Deno.test("resyncView(): percent of the pass, bytes left, rate over every pass s
     sentBytes: 40 * MiB,
     zeroedBytes: 0,
     rateBytesPerSecond: Math.round(256 * MiB / 10),
+    sendRateBytesPerSecond: 4 * MiB,
     etaSeconds: 30,
     startedAt: iso(T0),
   });
+  // The master's --resync-rate goes along; the send rate counts zeroed ranges too.
+  const capped = resyncView(
+    resync({ zeroedBytes: 10 * MiB, rateLimitBytesPerSecond: 8 * MiB }),
+    SIZE,
+    T0 + 10_000,
+  );
+  assertEquals([capped.sendRateBytesPerSecond, capped.rateLimitBytesPerSecond], [5 * MiB, 8 * MiB]);
   // Pass 2 counts pass 1's whole volume in the rate.
   const p2 = resyncView(resync({ pass: 2, comparedBytes: 0 }), SIZE, T0 + 20_000);
   assertEquals([p2.percent, p2.bytesLeft, p2.rateBytesPerSecond], [0, SIZE, Math.round(SIZE / 20)]);
@@ -227,4 +248,44 @@ Deno.test("ResyncTracker: under way while running, a failure kept until a later 
   assertEquals(t.failures("g").map((f) => f.member), ["n2"], "n3's resync succeeded since");
   t.forget("g");
   assertEquals(t.failures("g"), []);
+});
+
+Deno.test("ResyncTracker: a finished resync is kept with its result until the member's next resync or a failure", async () => {
+  let now = T0;
+  const t = new ResyncTracker(() => now);
+  const result = { passes: 2, sentBytes: 5 * MiB };
+  now = T0 + 1_000;
+  await t.run("g", "n2", () => {
+    now = T0 + 9_000;
+    return Promise.resolve(result);
+  });
+  assertEquals(t.finished("g"), [{ member: "n2", startedAt: T0 + 1_000, at: T0 + 9_000, result }]);
+  let finish: () => void = () => {};
+  const again = t.run("g", "n2", () => new Promise<void>((r) => finish = r));
+  assertEquals(t.finished("g"), [], "a new resync of the member replaces it");
+  finish();
+  await again;
+  t.fail("g", "n2", "no peer address");
+  assertEquals(t.finished("g"), []);
+});
+
+Deno.test("memberStatus(): a resync that finished before the record lists its member in sync shows it done, rated up to its end; the phase says it is being marked in sync", () => {
+  const g = group({ inSync: ["n1", "n3"], phase: "degraded" });
+  const finished = resync({
+    comparedBytes: SIZE,
+    finishedAt: iso(T0 + 8_000),
+    pass: 2,
+  });
+  const members = memberStatus({
+    group: g,
+    sizeBytes: SIZE,
+    gone: [],
+    live: live({ resyncs: [finished] }),
+    now: T0 + 10_000,
+  });
+  const n2 = members.find((m) => m.node === "n2")!;
+  assertEquals([n2.state, n2.resync?.percent, n2.resync?.bytesLeft], ["resyncing", 100, 0]);
+  assertEquals(n2.resync?.finishedAt, iso(T0 + 8_000));
+  assertEquals(n2.resync?.sendRateBytesPerSecond, 5 * MiB, "40 MiB over the 8 s it ran");
+  assertEquals(phaseReason(g, members), "replica n2 resync finished, being marked in sync");
 });

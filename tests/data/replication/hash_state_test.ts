@@ -253,3 +253,35 @@ Deno.test("SIGKILL at random moments while writing: no clean region's hash ever 
     console.log(`checked ${checkedClean} clean regions, ${cleanWritten} of them written`);
   });
 });
+
+Deno.test("verify() finds a clean region whose data changed under it; with markCorrupt the region is marked durably and rehashed from its data", async () => {
+  await withCopy(4 * REGION_BYTES, async (path, store) => {
+    const hs = await HashState.open(path, silentLogger(), { fresh: true });
+    try {
+      const stale = hex(await hs.leaf(1));
+      store.write(new Uint8Array(512).fill(0x5a), REGION_BYTES + 1536); // behind its back
+      const actual = hex(await hashRegions(store, 1, 1, REGION_BYTES));
+      const corruptFlags = async (markCorrupt: boolean) => {
+        const out = await hs.verify(0, 4, { markCorrupt });
+        return [...out.subarray(4 * 16)];
+      };
+      assertEquals(await corruptFlags(false), [0, 1, 0, 0]);
+      assertEquals(hex(await hs.leaf(1)), stale, "a plain verify only reports");
+      assertEquals(hs.dirtyRegions(), 0);
+      assertEquals(await corruptFlags(true), [0, 1, 0, 0]);
+      assertEquals([...await Deno.readFile(`${path}.al`)], [0, 1, 0, 0], "marked on disk");
+      assertEquals(hex(await hs.leaf(1)), actual, "the hash now comes from the data");
+      await hs.keepAll();
+      assertEquals(await corruptFlags(true), [0, 0, 0, 0], "clean again, with the true hash");
+    } finally {
+      await hs.close();
+    }
+    const again = await HashState.open(path, silentLogger());
+    try {
+      assertEquals(again.dirtyRegions(), 0);
+      assertEquals(hex(await again.leaf(1)), hex(await hashRegions(store, 1, 1, REGION_BYTES)));
+    } finally {
+      await again.close();
+    }
+  });
+});
