@@ -12,6 +12,9 @@ import type { WriteTracker } from "./replication/tracker.ts";
 import { LeaseView } from "./replication/lease.ts";
 
 /** Something that can be disconnected when its export goes away. */
+
+/** Why each failed replica failed, by node, in words ("replica n4 refused: ENOSPC ..."). */
+export type ReplicaReasons = Record<string, string>;
 export interface Attachment {
   abort(reason: string): void;
   /** Serial of the client certificate, for a connection made with one. */
@@ -71,8 +74,9 @@ export class LiveExport implements ExportView {
    * Called when replicas failed to apply a request: resolves once the group record shows
    * them out of sync (only then may the request be acknowledged); rejects when this node
    * can no longer say so (it lost its mastership or its lease). Set by the data plane.
+   * `reasons`: why each failed, in words (shown as the member's out-of-sync reason).
    */
-  onReplicasFailed: ((nodes: string[]) => Promise<void>) | undefined;
+  onReplicasFailed: ((nodes: string[], reasons?: ReplicaReasons) => Promise<void>) | undefined;
   /**
    * A volume served by another node (its master): each connection gets a forwarder that
    * relays its requests there (data/proxy/), and nothing touches `store`.
@@ -112,11 +116,11 @@ export class LiveExport implements ExportView {
   }
 
   /** See onReplicasFailed; without one, a replica failure fails the request. */
-  replicasFailed(nodes: string[]): Promise<void> {
+  replicasFailed(nodes: string[], reasons?: ReplicaReasons): Promise<void> {
     if (!this.onReplicasFailed) {
       return Promise.reject(new Error(`replicas ${nodes.join(", ")} failed`));
     }
-    return this.onReplicasFailed(nodes);
+    return this.onReplicasFailed(nodes, reasons);
   }
 
   /** Resolves once the write gate is open (at once if there is none). */

@@ -13,7 +13,7 @@ export {
   FileBlockStore,
   MemoryBlockStore,
 } from "./store/mod.ts";
-export { ExportTable, LiveExport } from "./exports.ts";
+export { ExportTable, LiveExport, type ReplicaReasons } from "./exports.ts";
 export { NbdServer, type NbdServerOptions } from "./nbd/server.ts";
 export type { ExportAccess, ExportCatalog, ExportView, HandshakePolicy } from "./nbd/handshake.ts";
 export type { StartTls, TlsUpgrade } from "./nbd/transport.ts";

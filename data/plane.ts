@@ -7,6 +7,7 @@
 
 import type { DirectoryEntry } from "./proxy/mod.ts";
 import type { VolumeStats } from "./stats.ts";
+import type { ReplicaReasons } from "./exports.ts";
 import type {
   ReplicaTarget,
   ResyncProgress,
@@ -48,7 +49,7 @@ export interface ReplicationSpec {
    * Replicas failed to apply a request: resolves once the group record shows them out of
    * sync; rejects when this node can no longer say so. Requests wait for it.
    */
-  onReplicasFailed: (nodes: string[]) => Promise<void>;
+  onReplicasFailed: (nodes: string[], reasons?: ReplicaReasons) => Promise<void>;
   /**
    * A planned handover: the previous master closed its export on every thread before it
    * handed the group to this node (closeVolume resolved), so there is no read lease of it to

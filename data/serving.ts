@@ -374,9 +374,11 @@ export async function serveOnWorkers(o: {
       tls: () => o.tls?.(),
       verifyClient: o.verifyClient,
       verifyNode: o.verifyNode,
-      replicasFailed: (name, nodes) => {
+      replicasFailed: (name, nodes, reasons) => {
         const e = o.exports.lookup(name);
-        return e ? e.replicasFailed(nodes) : Promise.reject(new Error(`volume "${name}" is gone`));
+        return e
+          ? e.replicasFailed(nodes, reasons)
+          : Promise.reject(new Error(`volume "${name}" is gone`));
       },
       tlsRequired: o.tls !== undefined,
       handshakeTimeoutMs: o.handshakeTimeoutMs ?? 30_000,

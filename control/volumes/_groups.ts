@@ -31,7 +31,7 @@ import { copyDeleted, markGroupDeleting, staleCreateMs } from "./_group_transiti
 import type { Logger } from "../common/mod.ts";
 import { aliveKey } from "../nodes/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
-import { casRecord, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
+import { casRecord, groupChange, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
 import { ResyncTracker } from "./_resyncs.ts";
 import { MembershipKeeper } from "./_membership.ts";
 import {
@@ -43,8 +43,7 @@ import {
   makeJoinedCopy,
   newCopyRetry,
 } from "./_member_copies.ts";
-import { nextSyncNotes } from "./_sync_notes.ts";
-import { withHistory } from "../events/mod.ts";
+import { FailureReasons } from "./_sync_notes.ts";
 
 export type { GroupCreate };
 
@@ -83,12 +82,15 @@ export class VolumeGroups {
   #unsubscribe: () => void = () => {};
   /** The resyncs this node runs as master (live status, never stored). */
   readonly resyncs = new ResyncTracker();
+  /** Why the replicas of groups served here failed, noted when they leave the in-sync set. */
+  readonly failures: FailureReasons;
   /** Replacements and replica-count changes of the groups this node is master of. */
   readonly members: MembershipKeeper;
 
   constructor(options: VolumeGroupsOptions) {
     this.#o = options;
     this.#log = options.logger;
+    this.failures = new FailureReasons(() => options.now().getTime());
     this.#leases = new LeaseWatch({
       store: options.store,
       logger: options.logger,
@@ -323,7 +325,7 @@ export class VolumeGroups {
             replication = {
               epoch,
               targets: await this.#targets(won?.epoch === epoch ? won : current),
-              onReplicasFailed: hooks.replicasFailed,
+              onReplicasFailed: this.failures.hook(name, hooks.replicasFailed),
               ...(hooks.handedOver ? { handedOver: true } : {}),
             };
           }
@@ -363,30 +365,11 @@ export class VolumeGroups {
         const r = JSON.parse(value) as VolumeRecord;
         return r.state === "ready" && r.uuid === rec.uuid ? r.group : undefined;
       },
-      encode: (value, group: GroupRecord) => {
-        const prev = JSON.parse(value) as VolumeRecord;
-        const now = this.#o.now();
-        // Why and since when members are out of sync, noted with the change (_sync_notes.ts).
-        const outOfSync = nextSyncNotes(
-          prev.group,
-          group,
-          prev.outOfSync,
-          now,
-          this.#o.replicates ?? false,
-        );
-        const { outOfSync: _old, ...rest } = prev;
-        const next: VolumeRecord = {
-          ...rest,
-          master: group.master,
-          epoch: group.epoch,
-          group,
-          ...(outOfSync ? { outOfSync } : {}),
-          updatedAt: now.toISOString(),
-        };
-        // What the change did, as events written in the same transaction (control/events/).
-        const { record, ops } = withHistory(prev, next, now);
-        return { value: JSON.stringify(record), ops };
-      },
+      encode: (value, group: GroupRecord) =>
+        groupChange(JSON.parse(value), group, this.#o.now(), {
+          replicates: this.#o.replicates ?? false,
+          causes: this.failures.causes(name),
+        }),
     });
     this.#drivers.set(name, { uuid: rec.uuid, driver });
     log.info({ members: rec.group?.members }, "group driver started");

@@ -16,7 +16,7 @@ import type { GroupRecord } from "../group/mod.ts";
 import { livenessCompares } from "../nodes/mod.ts";
 import { type Compare, freshGet, type KeyValue, type Op, type StateStore } from "../store/mod.ts";
 import { leftOutOf, type Tombstone, TOMBSTONE_PREFIX } from "./_tombstones.ts";
-import type { SyncNotes } from "./_sync_notes.ts";
+import { nextSyncNotes, type SyncNotes } from "./_sync_notes.ts";
 import { withHistory } from "../events/mod.ts";
 
 export const VOLUME_PREFIX = "/ballast/volumes/";
@@ -188,4 +188,30 @@ export async function casRecord(
   throw new ConflictError(`volume "${name}" kept changing (${CAS_ATTEMPTS} attempts); retry`, {
     name,
   });
+}
+
+/**
+ * The record after the group driver's change of `prev` to `group` (at `now`): why and since
+ * when members are out of sync (_sync_notes.ts; `causes`: what the data plane said of each
+ * replica that failed), and the events the change makes, written in the same transaction
+ * (control/events/).
+ */
+export function groupChange(
+  prev: VolumeRecord,
+  group: GroupRecord,
+  now: Date,
+  o: { replicates: boolean; causes?: ReadonlyMap<string, string> },
+): { value: string; ops: Op[] } {
+  const outOfSync = nextSyncNotes(prev.group, group, prev.outOfSync, now, o.replicates, o.causes);
+  const { outOfSync: _old, ...rest } = prev;
+  const next: VolumeRecord = {
+    ...rest,
+    master: group.master,
+    epoch: group.epoch,
+    group,
+    ...(outOfSync ? { outOfSync } : {}),
+    updatedAt: now.toISOString(),
+  };
+  const { record, ops } = withHistory(prev, next, now);
+  return { value: JSON.stringify(record), ops };
 }

@@ -11,9 +11,10 @@
  * - it was the master and another member took over at a higher epoch: it was replaced
  *   while down and may lack writes acknowledged since;
  * - it is (or was) recorded down: its liveness lease expired;
- * - otherwise the master took it out at the same epoch: a replicated write to it failed
- *   (connection lost, refused, or no answer in time), or, without replication, the master
- *   took a write it never got.
+ * - otherwise the master took it out at the same epoch: a replicated write or its lease
+ *   PINGs failed, with the data plane's words when the master noted them (FailureReasons:
+ *   "replica n4 refused: ENOSPC ...", "did not answer within 5000 ms"), or, without
+ *   replication, the master took a write it never got.
  * @module
  */
 
@@ -30,6 +31,7 @@ export const SYNC_REASONS = {
   down: "its node's liveness lease expired",
   writeFailed: "a replicated write to it failed (connection lost, refused by the member, or " +
     "no answer in time)",
+  failed: (cause: string) => `replication to it failed: ${cause}`,
   unreplicated: "the master took a write it did not get (replication is off: cluster mode " +
     "without TLS)",
 } as const;
@@ -45,6 +47,7 @@ export function nextSyncNotes(
   notes: SyncNotes | undefined,
   now: Date,
   replicates: boolean,
+  causes?: ReadonlyMap<string, string>,
 ): SyncNotes | undefined {
   const out: SyncNotes = {};
   for (const m of next.members) {
@@ -55,13 +58,69 @@ export function nextSyncNotes(
       continue;
     }
     if (prev === undefined || !prev.inSync.includes(m)) continue; // out before: reason unknown
-    out[m] = { since: now.toISOString(), reason: reasonOf(m, prev, next, replicates) };
+    out[m] = {
+      since: now.toISOString(),
+      reason: reasonOf(m, prev, next, replicates, causes?.get(m)),
+    };
   }
   return Object.keys(out).length > 0 ? out : undefined;
 }
 
-function reasonOf(m: string, prev: GroupRecord, next: GroupRecord, replicates: boolean): string {
+function reasonOf(
+  m: string,
+  prev: GroupRecord,
+  next: GroupRecord,
+  replicates: boolean,
+  cause: string | undefined,
+): string {
   if (prev.master === m && next.master !== m) return SYNC_REASONS.replaced(prev.epoch);
   if (next.down.includes(m) || prev.down.includes(m)) return SYNC_REASONS.down;
-  return replicates ? SYNC_REASONS.writeFailed : SYNC_REASONS.unreplicated;
+  if (!replicates) return SYNC_REASONS.unreplicated;
+  return cause ? SYNC_REASONS.failed(cause) : SYNC_REASONS.writeFailed;
+}
+
+/** How long a noted failure may wait for the change that takes its member out of sync. */
+const CAUSE_TTL_MS = 60_000;
+
+/**
+ * What the data plane said of each replica that failed, per volume served here, kept until the
+ * group change that takes the member out of sync reads it (at most CAUSE_TTL_MS: a failure
+ * reported while the member was already out of sync is never read).
+ */
+export class FailureReasons {
+  readonly #noted = new Map<string, Map<string, { cause: string; at: number }>>();
+  readonly #now: () => number;
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  /** Wraps the hook that reports failed replicas of `volume` so that it notes why first. */
+  hook<R>(
+    volume: string,
+    report: (nodes: string[]) => R,
+  ): (nodes: string[], reasons?: Record<string, string>) => R {
+    return (nodes, reasons) => {
+      for (const [node, cause] of Object.entries(reasons ?? {})) this.note(volume, node, cause);
+      return report(nodes);
+    };
+  }
+
+  note(volume: string, node: string, cause: string): void {
+    let m = this.#noted.get(volume);
+    if (!m) this.#noted.set(volume, m = new Map());
+    m.set(node, { cause, at: this.#now() });
+  }
+
+  /** The recent causes of `volume`'s members (node -> words); old ones are dropped. */
+  causes(volume: string): ReadonlyMap<string, string> {
+    const m = this.#noted.get(volume);
+    const out = new Map<string, string>();
+    for (const [node, n] of m ?? []) {
+      if (this.#now() - n.at > CAUSE_TTL_MS) m!.delete(node);
+      else out.set(node, n.cause);
+    }
+    if (m?.size === 0) this.#noted.delete(volume);
+    return out;
+  }
 }

@@ -225,17 +225,19 @@ export function replicateThenReply(
 function afterReplicas(exp: LiveExport, results: Replicated[]): Promise<void> | undefined {
   let fenced: string | undefined;
   let failed: string[] | undefined;
+  const reasons: Record<string, string> = {};
   for (const r of results) {
     fenced ??= r.fenced;
     for (const f of r.failed) {
       failed ??= [];
       if (!failed.includes(f.node)) failed.push(f.node);
+      reasons[f.node] ??= f.reason;
     }
   }
   if (fenced) {
     return Promise.reject(notMaster(`this node is no longer the volume's master: ${fenced}`));
   }
-  return failed === undefined ? undefined : exp.replicasFailed(failed);
+  return failed === undefined ? undefined : exp.replicasFailed(failed, reasons);
 }
 
 /** Replies after the store's flush completes; other requests keep flowing meanwhile. */

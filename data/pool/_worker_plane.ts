@@ -10,7 +10,7 @@
 
 import { createSecureContext, type SecureContext } from "node:tls";
 import type { Logger } from "pino";
-import { ExportTable, LiveExport } from "../exports.ts";
+import { ExportTable, LiveExport, type ReplicaReasons } from "../exports.ts";
 import { nbdStartTls } from "../nbd/client_tls.ts";
 import { ErrnoError } from "../nbd/errno.ts";
 import type { HandshakePolicy } from "../nbd/handshake.ts";
@@ -213,11 +213,11 @@ export class WorkerPlane {
     if (!e) return;
     e.replicator ??= new Replicator(e.uuid, this.#links(), this.#log.child({ volume: name }));
     e.replicator.setTargets(epoch, targets);
-    e.onReplicasFailed = (nodes) => this.#askMain(name, nodes);
+    e.onReplicasFailed = (nodes, reasons) => this.#askMain(name, nodes, reasons);
   }
 
   /** Asks the main thread to have the record show `nodes` out of sync. */
-  #askMain(name: string, nodes: string[]): Promise<void> {
+  #askMain(name: string, nodes: string[], reasons?: ReplicaReasons): Promise<void> {
     const id = this.#nextVerify++;
     return new Promise((resolve, reject) => {
       this.#failing.set(id, (ok, message, errno) => {
@@ -226,7 +226,7 @@ export class WorkerPlane {
             new ErrnoError(errno ?? "EIO", message ?? "the group record could not be updated"),
           );}
       });
-      this.#post({ type: "replicas-failed", id, name, nodes });
+      this.#post({ type: "replicas-failed", id, name, nodes, ...(reasons ? { reasons } : {}) });
     });
   }
 

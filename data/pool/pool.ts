@@ -58,7 +58,7 @@ export interface WorkerPoolOptions {
   /** Checks a replica node's server certificate for a worker. */
   verifyNode?(der: Uint8Array): Promise<ClientVerdict>;
   /** Replicas of volume `name` failed on a worker: see LiveExport.replicasFailed. */
-  replicasFailed?(name: string, nodes: string[]): Promise<void>;
+  replicasFailed?(name: string, nodes: string[], reasons?: Record<string, string>): Promise<void>;
   /** How often the pool measures its workers and decides (default 1 s). */
   sampleMs?: number;
   /** The sizing rules' waits (default sizing.ts DEFAULT_TIMINGS). */
@@ -226,7 +226,7 @@ export class WorkerPool {
       case "replicas-failed": {
         const hold = this.#o.replicasFailed ??
           (() => Promise.reject(new Error("this node replicates nothing")));
-        hold(m.name, m.nodes).then(
+        hold(m.name, m.nodes, m.reasons).then(
           () => this.#send(slot, { type: "replicas-failed-result", id: m.id, ok: true }),
           (err) => this.#send(slot, { type: "replicas-failed-result", id: m.id, ...failure(err) }),
         );

@@ -13,7 +13,7 @@ import type { DirectoryEntry } from "../proxy/mod.ts";
 import type { NbdClientIdentity } from "../nbd/client_tls.ts";
 
 /** Bumped whenever a message changes shape or meaning. */
-export const POOL_PROTOCOL_VERSION = 5;
+export const POOL_PROTOCOL_VERSION = 6;
 
 /** Which listener accepted a connection: it decides the handshake policy. */
 export type ListenerKind =
@@ -142,7 +142,14 @@ export type FromWorker =
    */
   | { type: "verify"; id: number; der: Uint8Array; purpose: "nbd-client" | "node" }
   /** Replicas failed to apply a request to volume `name`: hold until they are out of sync. */
-  | { type: "replicas-failed"; id: number; name: string; nodes: string[] }
+  | {
+    type: "replicas-failed";
+    id: number;
+    name: string;
+    nodes: string[];
+    /** Why each failed, by node (LiveExport.onReplicasFailed). */
+    reasons?: Record<string, string>;
+  }
   /** Connections this worker serves, after each change. */
   /**
    * Connections this worker serves, after each change; `received`: how many it was handed so

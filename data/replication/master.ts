@@ -24,7 +24,9 @@ export interface ReplicatedExport {
   readonly name: string;
   readonly uuid: string;
   readonly lease: LeaseView;
-  onReplicasFailed: ((nodes: string[]) => Promise<void>) | undefined;
+  onReplicasFailed:
+    | ((nodes: string[], reasons?: Record<string, string>) => Promise<void>)
+    | undefined;
 }
 
 /** How long a new master waits for members to accept its epoch before serving anyway. */
@@ -81,7 +83,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     r: {
       epoch: number;
       targets: ReplicaTarget[];
-      onReplicasFailed: (nodes: string[]) => Promise<void>;
+      onReplicasFailed: (nodes: string[], reasons?: Record<string, string>) => Promise<void>;
     },
     /** `reconcile`: this node succeeds an earlier master (compare the members' copies). */
     options: { reconcile?: boolean } = {},
@@ -143,7 +145,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
         uuid: e.uuid,
         pinger: this.#pinger,
         log: this.#log.child({ volume: e.name }),
-        onFailed: (node) => this.#memberFailed(e, node),
+        onFailed: (node, reason) => this.#memberFailed(e, node, reason),
       });
       this.#leases.set(e.name, keeper);
     }
@@ -156,7 +158,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
    * record then shows it out of sync, and the lease no longer counts on it). A resync in
    * progress to it stops.
    */
-  #memberFailed(e: E, node: string): void {
+  #memberFailed(e: E, node: string, reason: string): void {
     const t = this.#targets.get(e.name);
     if (!t) return;
     const resyncing = t.resyncing.some((x) => x.node === node);
@@ -164,7 +166,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
       this.#resyncs.get(`${e.name}\u0000${node}`)?.abort.abort();
       return;
     }
-    e.onReplicasFailed?.([node]).catch((err) =>
+    e.onReplicasFailed?.([node], { [node]: reason }).catch((err) =>
       this.#log.warn(
         { volume: e.name, replica: node, err: (err as Error).message },
         "could not mark a silent member out of sync (will retry at the next misses)",
@@ -348,7 +350,11 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
           "sync so that a resync copies the differing blocks",
       );
       report.members.find((m) => m.node === node)!.resyncing = true;
-      this.#memberFailed(e, node);
+      this.#memberFailed(
+        e,
+        node,
+        "volume verify --deep found its copy different from the master's (resynced to repair it)",
+      );
     }
     this.#log.info(
       {

@@ -7,7 +7,11 @@
 import { type GroupRecord, newRecord } from "../../../control/group/mod.ts";
 import { memberStatus, phaseReason, resyncView } from "../../../control/volumes/_members.ts";
 import { ResyncTracker } from "../../../control/volumes/_resyncs.ts";
-import { nextSyncNotes, SYNC_REASONS } from "../../../control/volumes/_sync_notes.ts";
+import {
+  FailureReasons,
+  nextSyncNotes,
+  SYNC_REASONS,
+} from "../../../control/volumes/_sync_notes.ts";
 import type { LiveResync, VolumeLiveStatus } from "../../../mod/types.ts";
 import { assert, assertEquals, assertRejects } from "../../_assert.ts";
 
@@ -227,6 +231,39 @@ Deno.test("nextSyncNotes(): notes are kept while out of sync, dropped back in sy
   assertEquals(nextSyncNotes(out, group(), first, later, true), undefined);
   // Out of sync before any note was kept (an older record): no reason made up.
   assertEquals(nextSyncNotes(out, stillOut, undefined, later, true), undefined);
+});
+
+Deno.test("nextSyncNotes() with the data plane's causes, and FailureReasons keeping them briefly", async () => {
+  let now = T0;
+  const reasons = new FailureReasons(() => now);
+  const reported: string[][] = [];
+  const hook = reasons.hook("v", (nodes) => {
+    reported.push(nodes);
+    return Promise.resolve();
+  });
+  // The data plane reports n2 with its words; the record change then notes them.
+  await hook(["n2"], { n2: "replica n2 refused: ENOSPC: write: No space left on device" });
+  assertEquals(reported, [["n2"]]);
+  const dropped = group({ inSync: ["n1", "n3"] });
+  const note = nextSyncNotes(group(), dropped, undefined, new Date(T0), true, reasons.causes("v"));
+  assertEquals(
+    note?.n2.reason,
+    "replication to it failed: replica n2 refused: ENOSPC: write: No space left on device",
+  );
+  // A member recorded down still reads as down, whatever was said of it.
+  const down = group({ inSync: ["n1", "n3"], down: ["n2"] });
+  assertEquals(
+    nextSyncNotes(group(), down, undefined, new Date(T0), true, reasons.causes("v"))?.n2.reason,
+    SYNC_REASONS.down,
+  );
+  // Other volumes have none; a cause older than a minute is dropped.
+  assertEquals(reasons.causes("w").size, 0);
+  now = T0 + 61_000;
+  assertEquals(reasons.causes("v").size, 0);
+  assertEquals(
+    nextSyncNotes(group(), dropped, undefined, new Date(now), true, reasons.causes("v"))?.n2.reason,
+    SYNC_REASONS.writeFailed,
+  );
 });
 
 Deno.test("ResyncTracker: under way while running, a failure kept until a later resync succeeds", async () => {
