@@ -19,7 +19,7 @@ import type { Logger } from "pino";
 import type { InputBuffer } from "./_input.ts";
 import type { LiveExport, RequestForwarder } from "../exports.ts";
 import type { Replicated, ReplicatedOp } from "../replication/replicator.ts";
-import { F_FUA, T_FLUSH } from "../replication/wire.ts";
+import { F_FUA, T_FLUSH, T_WRITE } from "../replication/wire.ts";
 import { OP_FLUSH } from "../stats.ts";
 
 /** What executing a request needs from its connection. */
@@ -105,8 +105,11 @@ function applyEntered(
   try {
     apply(payload);
   } catch (err) {
-    leave();
-    answerFailure(req, run, kind, t0, err, deferred);
+    if (replicating(run.exp)) repairThenFail(req, run, kind, t0, err, deferred, leave);
+    else {
+      leave();
+      answerFailure(req, run, kind, t0, err, deferred);
+    }
     return;
   }
   if (replicating(run.exp)) {
@@ -139,11 +142,73 @@ export function answerFailure(
   err: unknown,
   deferred?: DeferredReply,
 ): void {
+  const at = { type: req.type, offset: req.offset, length: req.length };
+  failWith(at, run, kind, t0, err, deferred ?? immediate(req, run));
+}
+
+/** answerFailure for the request at `at` (kept apart from the connection's reused Request). */
+function failWith(
+  at: { type: number; offset: number; length: number },
+  run: ExecuteContext,
+  kind: number,
+  t0: number,
+  err: unknown,
+  reply: DeferredReply,
+): void {
   const errno = errnoOf(err);
   const message = err instanceof Error ? err.message : String(err);
-  run.log.error({ type: req.type, offset: req.offset, length: req.length, errno }, message);
+  run.log.error({ ...at, errno }, message);
   run.exp.stats.record(kind, 0, (performance.now() - t0) / 1000, true);
-  (deferred ?? immediate(req, run)).error(errno, message);
+  reply.error(errno, message);
+}
+
+/** The largest WRITE a repair (repairThenFail) sends to the replicas at once. */
+const REPAIR_PIECE = 1024 * 1024;
+
+/**
+ * A change that failed here may still have changed part of its range (a write goes to the
+ * file in 64 KiB pieces, and a full disk stops it midway: ENOSPC) and reached no replica. So
+ * that the copies listed in sync stay equal, the replicas get what this copy now holds in that
+ * range (read back, sent as WRITEs), then the request fails with the store's error: once they
+ * applied it, or were shown out of sync (a replica that cannot take it either). When even
+ * the read back fails, the request fails at once. `leave` runs when the replicas are through.
+ */
+export function repairThenFail(
+  req: Request,
+  run: ExecuteContext,
+  kind: number,
+  t0: number,
+  err: unknown,
+  deferred: DeferredReply | undefined,
+  leave: () => void,
+): void {
+  const { exp } = run;
+  const reply = deferred ?? run.replies.deferred(req);
+  // The connection reuses `req` for its next request: what is needed later, now.
+  const asked = { type: req.type, offset: req.offset, length: req.length };
+  const fail = () => {
+    leave();
+    failWith(asked, run, kind, t0, err, reply);
+  };
+  const ops: ReplicatedOp[] = [];
+  try {
+    for (let at = 0; at < asked.length; at += REPAIR_PIECE) {
+      const data = new Uint8Array(Math.min(REPAIR_PIECE, asked.length - at));
+      exp.store.read(data, asked.offset + at);
+      ops.push({ type: T_WRITE, offset: asked.offset + at, data, flags: 0 });
+    }
+  } catch {
+    fail();
+    return;
+  }
+  run.log.warn(
+    { type: asked.type, offset: asked.offset, length: asked.length },
+    "a change failed here after it may have changed part of its range: sending the replicas " +
+      "what this copy holds there, so that the copies stay equal",
+  );
+  const repaired = Promise.all(ops.map((op) => exp.replicator!.send(op)))
+    .then((results) => afterReplicas(exp, results));
+  run.later(repaired.then(fail, fail));
 }
 
 /**

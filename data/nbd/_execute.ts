@@ -17,6 +17,7 @@ import {
   executeChange,
   type ExecuteContext,
   flushThenReply,
+  repairThenFail,
   replicateThenReply,
   replicating,
 } from "./_change.ts";
@@ -231,8 +232,13 @@ export async function executeStreamedWrite(
     done += piece.length;
   }
   if (failure !== undefined) {
-    leave();
-    answerFailure(req, run, OP_WRITE, t0, failure);
+    // Pieces written before the failure reached no replica: repairThenFail sends them.
+    if (entered && replicating(exp)) {
+      repairThenFail(req, run, OP_WRITE, t0, failure, undefined, leave);
+    } else {
+      leave();
+      answerFailure(req, run, OP_WRITE, t0, failure);
+    }
   } else if (ops.length > 0) replicateThenReply(req, run, OP_WRITE, t0, ops, undefined, leave);
   else {
     leave();

@@ -42,12 +42,14 @@ export async function startReplCluster(
     args?: string[];
     /** The etcd endpoints node `name` is given (default: etcd's own), e.g. through a proxy. */
     etcdVia?: (name: string, endpoints: string[]) => string[];
+    /** Data directories of some nodes (default: a new temp dir each), e.g. on a small tmpfs. */
+    dataDirs?: Record<string, string>;
   } = {},
 ): Promise<ReplCluster> {
   const etcd = await startEtcd();
   const via = options.etcdVia ?? ((_name: string, endpoints: string[]) => endpoints);
   const nodes = new Map<string, BallastProcess>();
-  const dirs = new Map<string, string>();
+  const dirs = new Map<string, string>(Object.entries(options.dataDirs ?? {}));
   const common = (name: string) => [
     "--etcd",
     via(name, etcd.endpoints).join(","),
