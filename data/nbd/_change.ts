@@ -164,6 +164,8 @@ function failWith(
 
 /** The largest WRITE a repair (repairThenFail) sends to the replicas at once. */
 const REPAIR_PIECE = 1024 * 1024;
+/** The most a repair reads back and sends: the largest WRITE a client may send. */
+const REPAIR_MAX = C.MAX_REQUEST_SIZE;
 
 /**
  * A change that failed here may still have changed part of its range (a write goes to the
@@ -190,6 +192,17 @@ export function repairThenFail(
     leave();
     failWith(asked, run, kind, t0, err, reply);
   };
+  if (asked.length > REPAIR_MAX) {
+    // Too large to hold (a WRITE_ZEROES over gigabytes): the replicas leave the in-sync set
+    // instead, and their resync copies what differs.
+    const nodes = exp.replicator!.targets.map((t) => t.node);
+    if (nodes.length === 0) return fail();
+    const why = `a change of ${asked.length} bytes at ${asked.offset} failed on the master ` +
+      `after it may have changed part of its range`;
+    const out = exp.replicasFailed(nodes, Object.fromEntries(nodes.map((n) => [n, why])));
+    run.later(out.then(fail, fail));
+    return;
+  }
   const ops: ReplicatedOp[] = [];
   try {
     for (let at = 0; at < asked.length; at += REPAIR_PIECE) {
