@@ -303,13 +303,13 @@ export function replicateThenReply(
 function afterReplicas(exp: LiveExport, results: Replicated[]): Promise<void> | undefined {
   let fenced: string | undefined;
   let failed: string[] | undefined;
-  const reasons: Record<string, string> = {};
+  let reasons: Record<string, string> | undefined; // only when one failed: no object per request
   for (const r of results) {
     fenced ??= r.fenced;
     for (const f of r.failed) {
       failed ??= [];
       if (!failed.includes(f.node)) failed.push(f.node);
-      reasons[f.node] ??= f.reason;
+      (reasons ??= {})[f.node] ??= f.reason;
     }
   }
   if (fenced) {
