@@ -190,6 +190,24 @@ export async function runJob(job: Job, uri: string, opts: FioOptions): Promise<F
   return { value, raw: j, clientCpuSeconds: fioCpuSeconds(j) };
 }
 
+/**
+ * runJob, and the CPU per unit of work after the ramp (per million requests for IOPS jobs, per
+ * GiB otherwise) of the processes `pids` (the servers) and of fio itself.
+ */
+export async function runJobWithCpu(
+  job: Job,
+  uri: string,
+  opts: FioOptions,
+  pids: number[],
+): Promise<FioResult & { serverCpuPer: number; clientCpuPer: number }> {
+  const cpu = () => pids.reduce((s, p) => s + cpuSeconds(p), 0);
+  let atRamp = cpu();
+  const timer = setTimeout(() => atRamp = cpu(), opts.ramp * 1000);
+  const r = await runJob(job, uri, opts).finally(() => clearTimeout(timer));
+  const work = r.value * opts.runtime / (job.unit === "IOPS" ? 1e6 : 1024);
+  return { ...r, serverCpuPer: (cpu() - atRamp) / work, clientCpuPer: r.clientCpuSeconds / work };
+}
+
 export async function precondition(uri: string, sizeMiB: number): Promise<void> {
   await fio([
     "--name=precondition",

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { cpuSeconds, type Job, MIB, precondition, runJob, setClockTicks } from "./_bench_fio.ts";
+import { type Job, MIB, precondition, runJobWithCpu, setClockTicks } from "./_bench_fio.ts";
 import type { Options } from "./_bench_options.ts";
 import { freePort, haveTool, spawn, toolVersion, waitForPort } from "./_bench_proc.ts";
 import { fmtValue, median } from "./_bench_report.ts";
@@ -121,24 +121,14 @@ async function replBench(run: BenchRun, opts: Options): Promise<number> {
         cells.set(key, cell);
         const tag = `[${round}/${opts.rounds}] ${job.title.padEnd(18)} ${t.name.padEnd(11)}`;
         try {
-          const pids = t.pids();
-          const cpu = () => pids.reduce((s, p) => s + cpuSeconds(p), 0);
-          let atRamp = cpu();
-          const timer = setTimeout(() => atRamp = cpu(), opts.ramp * 1000);
-          const r = await runJob(job, t.uri, opts).finally(() => clearTimeout(timer));
-          const used = cpu() - atRamp;
-          const work = job.unit === "IOPS"
-            ? r.value * opts.runtime / 1e6
-            : r.value * opts.runtime / 1024;
+          const r = await runJobWithCpu(job, t.uri, opts, t.pids());
           cell.values.push(r.value);
-          cell.cpuPer.push(used / work);
-          cell.clientCpuPer.push(r.clientCpuSeconds / work);
+          cell.cpuPer.push(r.serverCpuPer);
+          cell.clientCpuPer.push(r.clientCpuPer);
           console.error(
             `${tag} ${fmtValue(r.value, job.unit).padStart(7)} ${job.unit}  CPU ${
-              (used / work).toFixed(2)
-            } s/${job.unit === "IOPS" ? "M req" : "GiB"} (fio ${
-              (r.clientCpuSeconds / work).toFixed(2)
-            })`,
+              r.serverCpuPer.toFixed(2)
+            } s/${job.unit === "IOPS" ? "M req" : "GiB"} (fio ${r.clientCpuPer.toFixed(2)})`,
           );
         } catch (err) {
           if (run.interrupted) return 130;

@@ -23,7 +23,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { cpuSeconds, type Job, JOBS, precondition, runJob, setClockTicks } from "./_bench_fio.ts";
+import { type Job, JOBS, precondition, runJobWithCpu, setClockTicks } from "./_bench_fio.ts";
 import { haveTool, toolVersion } from "./_bench_proc.ts";
 import { fmtValue, median } from "./_bench_report.ts";
 import { BenchCluster, until } from "./_bench_cluster.ts";
@@ -159,13 +159,8 @@ async function forwarding(run: BenchRun, o: Options) {
       const row = rows[id] ??= { direct: [], forwarded: [], cpu: {}, unit: job.unit };
       for (const [via, uri] of [["direct", direct], ["forwarded", forwarded]] as const) {
         if (run.interrupted) return rows;
-        const nodesCpu = () => cluster.pids().reduce((s, p) => s + cpuSeconds(p), 0);
-        let atRamp = nodesCpu();
-        const timer = setTimeout(() => atRamp = nodesCpu(), o.ramp * 1000);
-        const r = await runJob(job, uri, o).finally(() => clearTimeout(timer));
-        const work = r.value * o.runtime / (job.unit === "IOPS" ? 1e6 : 1024);
-        const nodes = (nodesCpu() - atRamp) / work;
-        const fio = r.clientCpuSeconds / work;
+        const r = await runJobWithCpu(job, uri, o, cluster.pids());
+        const [nodes, fio] = [r.serverCpuPer, r.clientCpuPer];
         row[via].push(r.value);
         (row.cpu[via] ??= []).push(nodes + fio);
         console.error(
