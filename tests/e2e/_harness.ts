@@ -282,6 +282,12 @@ export interface BallastProcess {
   nbdUri(name: string): string;
   /** Everything the process wrote to stdout and stderr so far. */
   logs(): string;
+  /**
+   * Whether the logs include `text` within `timeoutMs` (default 15 s). A line logged after the
+   * effect a test saw still travels through a pipe, so a test waits for it rather than reading
+   * `logs()` at once.
+   */
+  logged(text: string | RegExp, timeoutMs?: number): Promise<boolean>;
   /** Whether the process has exited. */
   exited(): boolean;
   /** Sends a signal (default SIGKILL) and waits until the process has exited. Keeps the data dir. */
@@ -510,6 +516,12 @@ async function start(opts: InternalStart): Promise<BallastProcess> {
     pid: child.pid,
     nbdUri: (name: string) => `nbd://${nbd.host}:${nbd.port}/${encodeURIComponent(name)}`,
     logs: () => logText,
+    logged: async (text: string | RegExp, timeoutMs = 15_000) => {
+      const seen = () => typeof text === "string" ? logText.includes(text) : text.test(logText);
+      const deadline = Date.now() + timeoutMs;
+      while (!seen() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      return seen();
+    },
     exited: () => exitStatus !== undefined,
     kill: (signal: Deno.Signal = "SIGKILL") => signalAndWait(signal),
     signal: (signal: Deno.Signal) => {

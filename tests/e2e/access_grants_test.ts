@@ -83,7 +83,7 @@ e2eTest(
       const ro = await issue(b, "backup", ["--role", "nbd-client", "--volumes", "v:ro"]);
       assertReadOnly(await probe(tlsUri(b.nbdHost, b.nbdPort, "v", ro.dir)), "v:ro certificate");
       assertReadOnly(await probe(`nbd+unix:///v?socket=${roSocket}`), "read-only socket");
-      assert(b.logs().includes('"readOnly":true'), "the attach is logged as read-only");
+      assert(await b.logged('"readOnly":true'), "the attach is logged as read-only");
 
       // The same volume through a read-write grant: the writes go through.
       const rw = await issue(b, "vm", ["--role", "nbd-client", "--volumes", "v"]);
@@ -208,7 +208,7 @@ h = nbd.NBD(); h.set_uri_allow_local_file(True); h.connect_uri(sys.argv[1]); h.p
         await new Promise((res) => setTimeout(res, 200));
       }
       assertReadOnly(p, "forwarded read-only client");
-      assert(front.logs().includes('"forwarded":true'), "the front forwarded the client");
+      assert(await front.logged('"forwarded":true'), "the front forwarded the client");
       // NBD_OPT_LIST on the front names the volume it forwards, as the master does.
       const listed = await run("nbdinfo", [
         "--list",

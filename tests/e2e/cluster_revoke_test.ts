@@ -72,7 +72,7 @@ e2eTest(
         timeoutMs: 30_000,
         everyMs: 50,
       });
-      assert(a.logs().includes("certificate revoked by another member"), "A logs the merge");
+      assert(await a.logged("certificate revoked by another member"), "A logs the merge");
       const viaB = await apiStatus(b.api, ops.dir);
       assert(typeof viaB === "string" && viaB.includes("revoked"), `B's API: ${viaB}`);
 

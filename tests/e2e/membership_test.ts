@@ -60,8 +60,9 @@ async function copyFiles(p: BallastProcess, uuid: string): Promise<string[]> {
   return out.sort();
 }
 
-/** The master's "resync finished" log line for `replica`, parsed. */
-function resyncFinished(master: BallastProcess, replica: string) {
+/** The master's "resync finished" log line for `replica`, parsed (waits for it a while). */
+async function resyncFinished(master: BallastProcess, replica: string) {
+  await master.logged(new RegExp(`"replica":"${replica}".*resync finished`));
   const line = master.logs().split("\n").findLast((l) =>
     l.includes("resync finished") && l.includes(`"replica":"${replica}"`)
   );
@@ -103,7 +104,7 @@ e2eTest(
         return now.inSync?.length === 3;
       }, { timeoutMs: 90_000, everyMs: 200 });
       await assertCopiesEqual(c, v.uuid, ["node-a", "node-b", "node-c"]);
-      const fin = resyncFinished(c.nodes.get(v.master)!, spare);
+      const fin = await resyncFinished(c.nodes.get(v.master)!, spare);
       assert(fin, "the master logs the end of the seeding");
       // deno-lint-ignore no-console
       console.log(
@@ -194,7 +195,7 @@ e2eTest(
         const members = (await volumeOf(c, v.master, "m2")).members!;
         assertEquals((await volumeOf(c, v.master, "m2")).inSync?.length, 3);
         await assertCopiesEqual(c, v.uuid, members);
-        const fin = resyncFinished(c.nodes.get(v.master)!, spare);
+        const fin = await resyncFinished(c.nodes.get(v.master)!, spare);
         // deno-lint-ignore no-console
         console.log(
           `[membership] ${victim} killed; replacement shown blocked ${blockedIn} ms later ` +
@@ -210,7 +211,7 @@ e2eTest(
         await waitFor(`${victim} deletes the copy it no longer needs`, async () => {
           return (await copyFiles(back, v.uuid)).length === 0;
         }, { timeoutMs: 30_000, everyMs: 200 });
-        assert(back.logs().includes("left the volume group"), "the node says why");
+        assert(await back.logged("left the volume group"), "the node says why");
       },
       { args: ["--replace-after", "3s"] },
     ),
