@@ -164,7 +164,7 @@ e2eTest(
       assertEquals(ok.code, 0, ok.stderr);
       assertEquals(ok.stdout.trim().split("\n").at(-1), String(2 ** 20));
       assert(
-        /"level":"warn".*"option refused"/.test(b.logs()),
+        await b.logged(/"level":"warn".*"option refused"/),
         "the refusal is logged as a warning",
       );
     } finally {

@@ -45,6 +45,7 @@ e2eTest(
         .items;
       const dead = rows.find((r) => r.name === v.master);
       assertEquals(dead?.state, "down", JSON.stringify(rows));
+      await c.nodes.get(replica)!.logged("revoking its liveness lease");
       const line = c.nodes.get(replica)!.logs().split("\n").find((l) =>
         l.includes("revoking its liveness lease")
       );

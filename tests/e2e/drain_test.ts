@@ -145,10 +145,12 @@ e2eTest(
         const l = logs.split("\n").find((x) => msg.test(x));
         return l ? Date.parse(JSON.parse(l).time) : NaN;
       };
+      const exportedLine = /"epoch":2,.*"msg":"volume exported \(group master\)"/;
+      assert(await c.nodes.get(after.master)!.logged(exportedLine), "the new master exported");
       const newLogs = c.nodes.get(after.master)!.logs();
       assert(!/lease to lapse/.test(newLogs), "the new master waited out a read lease");
       const closed = logAt(oldNode.logs(), /handing over; closing the export first/);
-      const exported = logAt(newLogs, /"epoch":2,.*"msg":"volume exported \(group master\)"/);
+      const exported = logAt(newLogs, exportedLine);
       // deno-lint-ignore no-console
       console.log(
         `handover: volume unavailable for ${exported - closed} ms (old master's close to the ` +

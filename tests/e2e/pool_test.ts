@@ -120,7 +120,7 @@ e2eTest(
         ["done", "done", "stopped", "stopped"],
         `only the dead worker's two clients lose their connection: ${outcomes}`,
       );
-      assert(/data worker \d died/.test(b.logs()), "the death is logged with its reason");
+      assert(await b.logged(/data worker \d died/), "the death is logged with its reason");
       assertEquals((await metric(b, "ballast_data_workers")).get(""), 2, "back to 2 workers");
 
       // Every write acknowledged with FUA, on either worker, is there after a restart.

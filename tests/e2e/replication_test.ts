@@ -131,6 +131,7 @@ e2eTest(
         // Only what changed was sent: the distinct blocks written since the kill (64 KiB
         // each), at most twice over (a block written again during the resync is sent again).
         const master = c.nodes.get(v.master)!;
+        await master.logged("resync finished");
         const line = master.logs().split("\n").find((l) => l.includes("resync finished"));
         assert(line, "the master logs the end of the resync");
         const sent = JSON.parse(line).sentBytes as number;
