@@ -78,6 +78,12 @@ export interface Bounds {
   maxLostReplies: number;
   /** Client writes (default 0). */
   maxWrites?: number;
+  /** Of those, writes that fail on the master midway, ENOSPC (default 0; _replication.ts). */
+  maxFailedWrites?: number;
+  /** Silent corruptions of a copy (default 0; _verify.ts). */
+  maxCorruptions?: number;
+  /** `volume verify --deep` runs (default 0; _verify.ts). */
+  maxVerifies?: number;
   /** Nodes that are not members at the start (default 0): room for new members. */
   spares?: number;
   /** Record changes the environment may make (membership changes; default 0). */

@@ -57,13 +57,19 @@
 
 import type { Notice } from "../../../control/group/machine.ts";
 import type { DataContext, DataModel, World } from "./_model.ts";
+import { corruptionStep, resyncCopy, verifyStep, verifyTransition } from "./_verify.ts";
 
 /** One node's copy of the region. */
-interface Copy {
-  /** Bit k: write k applied. */
+export interface Copy {
+  /** Bit k: write k applied (for a write that failed here: its partial change). */
   data: number;
   /** The newest epoch this copy has seen (fencing). */
   epoch: number;
+  /**
+   * Silent corruption (_verify.ts): 0 none, 1 its hash list still describes the old
+   * content, 2 marked for rehashing by a deep verification (its hash list shows it).
+   */
+  bad: 0 | 1 | 2;
 }
 
 interface Write {
@@ -73,10 +79,15 @@ interface Write {
   /** A target failed: acknowledged only after "release-writes". */
   failed: boolean;
   released: boolean;
+  /**
+   * It failed on the master midway (ENOSPC): what goes to the targets is the master's
+   * read back of the range (repairThenFail), and its end is the error reply, not an ack.
+   */
+  repair: boolean;
 }
 
 /** A serving master's replication state. */
-interface MasterPath {
+export interface MasterPath {
   epoch: number;
   /** Members writes are sent to (T). */
   targets: string[];
@@ -100,6 +111,17 @@ export interface ReplData {
   acked: number;
   /** The newest epoch at which a write was acknowledged (0: none yet). */
   ackEpoch: number;
+  /** Writes that failed on the master midway so far. */
+  failedWrites: number;
+  /** Per write id: the epoch at which its error was answered (absent: none). */
+  errored: number[];
+  /** Silent corruptions and deep verifications so far (_verify.ts). */
+  corruptions: number;
+  verifies: number;
+  /** Bit j: node j was found different by a deep verification, not repaired since. */
+  found: number;
+  /** The epoch of the verification that found them. */
+  foundEpoch: number;
 }
 
 /** Deliberate faults, to show the checker catching them. */
@@ -128,6 +150,17 @@ export interface ReplicationFaults {
    * have not dropped it): the new master, handed over to, does not wait out its grants.
    */
   confirmBeforeClosed?: boolean;
+  /**
+   * A write that fails on the master midway is answered with its error at once, without
+   * sending the replicas what the master's copy now holds (no repairThenFail).
+   */
+  errorWithoutRepair?: boolean;
+  /** The error of a failed write is answered before the record shows a failed member out. */
+  errorBeforeCas?: boolean;
+  /** A deep verification does not mark corrupt regions for rehashing (_verify.ts). */
+  verifyMarksNothing?: boolean;
+  /** A deep verification resyncs differing members even when the master's copy is corrupt. */
+  verifyRepairsFromCorruptMaster?: boolean;
 }
 
 type W = World<ReplData>;
@@ -166,6 +199,11 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
   const setCopy = (w: W, j: number, c: Partial<Copy>) => {
     w.data.copies[j] = { ...w.data.copies[j], ...c };
   };
+  /** The client gets the error of write `id`, which failed on the master at `epoch`. */
+  const answerError = (w: W, id: number, epoch: number) => {
+    w.data.errored = [...w.data.errored];
+    w.data.errored[id] = epoch;
+  };
 
   const notify = (w: W, i: number, n: Notice, ctx: Ctx): void => {
     const p = w.data.paths[i];
@@ -195,7 +233,10 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
         }
         break;
       case "refuse-writes":
-        if (p?.epoch === n.epoch && p.write?.failed) setPath(w, i, { ...p, write: undefined });
+        if (p?.epoch === n.epoch && p.write?.failed) {
+          if (p.write.repair) answerError(w, p.write.id, p.epoch);
+          setPath(w, i, { ...p, write: undefined });
+        }
         break;
       case "resync":
         if (p?.epoch === n.epoch) {
@@ -242,6 +283,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
 
   const next = (w: W, i: number, ctx: Ctx): void => {
     const { names, bounds, push } = ctx;
+    corruptionStep(w, i, ctx);
     const p = w.data.paths[i];
     if (p === undefined) return;
     const me = names[i];
@@ -263,40 +305,59 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
       const dropped = faults.skipDroppedMembers
         ? []
         : guardSet(w, i, p, names).filter((m) => !p.targets.includes(m));
-      const x = ctx.clone(w);
-      x.data.issued++;
-      setCopy(x, i, { data: copies[i].data | bit(id) });
-      const failed = dropped.length > 0;
-      setPath(x, i, { ...p, write: { id, waiting: p.targets, failed, released: false } });
-      const label = `client writes w${id} to ${me}`;
-      if (!failed) push(label, x);
-      else {
-        push(
-          `${label} (not reaching [${dropped}])`,
-          ctx.deliver(x, i, { type: "replicas-failed", epoch: e, replicas: dropped }),
-        );
-      }
+      const start = (repair: boolean) => {
+        const x = ctx.clone(w);
+        x.data.issued++;
+        setCopy(x, i, { data: copies[i].data | bit(id) });
+        const label = `client writes w${id} to ${me}` +
+          (repair ? ": it fails there midway (ENOSPC), part of it applied" : "");
+        if (repair) x.data.failedWrites++;
+        if (repair && faults.errorWithoutRepair) {
+          answerError(x, id, e);
+          return push(`${label}; ${me} answers the error`, x);
+        }
+        const failed = dropped.length > 0;
+        const write = { id, waiting: p.targets, failed, released: false, repair };
+        setPath(x, i, { ...p, write });
+        if (!failed) push(label, x);
+        else {
+          push(
+            `${label} (not reaching [${dropped}])`,
+            ctx.deliver(x, i, { type: "replicas-failed", epoch: e, replicas: dropped }),
+          );
+        }
+      };
+      start(false);
+      if (w.data.failedWrites < (bounds.maxFailedWrites ?? 0)) start(true);
     }
     const wr = p.write;
     if (wr) {
+      const what = wr.repair ? `the repair of w${wr.id}` : `w${wr.id}`;
       for (const m of wr.waiting) {
         const j = names.indexOf(m);
         if (!w.alive[j]) continue;
         if (copies[j].epoch > e) {
-          change(`${m} refuses w${wr.id} (stale epoch e${e}): it fails`, (_, q) => ({
-            ...q,
-            write: undefined,
-          }));
+          change(`${m} refuses ${what} (stale epoch e${e}): it fails`, (x, q) => {
+            if (wr.repair) answerError(x, wr.id, e);
+            return { ...q, write: undefined };
+          });
         } else {
-          change(`${m} applies w${wr.id} at e${e}`, (x, q) => {
+          // A repair carries what the master's copy holds in the range: its partial change.
+          change(`${m} applies ${what} at e${e}`, (x, q) => {
             setCopy(x, j, { data: copies[j].data | bit(wr.id), epoch: e });
             return { ...q, write: { ...wr, waiting: remove(wr.waiting, m) } };
           });
         }
       }
       const mayAck = wr.waiting.length === 0 &&
-        (!wr.failed || wr.released || faults.ackBeforeCas);
-      if (mayAck && (guarded || faults.ackWithoutGuard)) {
+        (!wr.failed || wr.released || faults.ackBeforeCas || (wr.repair && faults.errorBeforeCas));
+      if (mayAck && wr.repair) {
+        // The error reply: no lease check on this path (repairThenFail's fail()).
+        change(`${me} answers w${wr.id}'s error to the client`, (x, q) => {
+          answerError(x, wr.id, e);
+          return { ...q, write: undefined };
+        });
+      } else if (mayAck && (guarded || faults.ackWithoutGuard)) {
         change(`${me} acknowledges w${wr.id} at e${e}`, (x, q) => {
           if (e < x.data.ackEpoch) {
             x.flaw ??= `${me} acknowledged w${wr.id} at e${e} after a write was ` +
@@ -357,7 +418,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
         }
       } else if (copies[j].epoch <= e) {
         const x = ctx.clone(w);
-        setCopy(x, j, { data: copies[i].data, epoch: e });
+        resyncCopy(w, x, i, j, e, names[i]);
         setPath(x, i, {
           ...p,
           resyncing: remove(p.resyncing, m),
@@ -369,6 +430,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
         );
       }
     }
+    verifyStep(w, i, p, ctx, faults);
     // A read, served from this node's copy.
     if (guarded || faults.readWithoutGuard) {
       const lacks = missing(copies[i].data, w.data.acked);
@@ -382,11 +444,17 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
 
   return {
     init: (names) => ({
-      copies: names.map(() => ({ data: 0, epoch: 1 })),
+      copies: names.map(() => ({ data: 0, epoch: 1, bad: 0 })),
       paths: names.map(() => undefined),
       issued: 0,
       acked: 0,
       ackEpoch: 0,
+      failedWrites: 0,
+      errored: [],
+      corruptions: 0,
+      verifies: 0,
+      found: 0,
+      foundEpoch: 0,
     }),
     clone: (d) => ({ ...d, copies: [...d.copies], paths: [...d.paths] }),
     notify,
@@ -399,10 +467,12 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
         const lacks = missing(w.data.copies[names.indexOf(m)].data, w.data.acked);
         if (lacks) return `acknowledged ${lacks} missing on ${m}, which the record lists in sync`;
       }
-      return undefined;
+      return copiesDiffer(w, names);
     },
     transition: (from, to, names) => {
       const b = to.record.record;
+      const bad = verifyTransition(from, to, names);
+      if (bad) return bad;
       if (from.record.record.master === b.master) return undefined;
       const lacks = missing(to.data.copies[names.indexOf(b.master)].data, to.data.acked);
       return lacks ? `${b.master} promoted without acknowledged ${lacks}` : undefined;
@@ -419,6 +489,8 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
         [0, 1, 2, 3].filter((k) => c.data & bit(k)).map((k) => `w${k}`)
       }]@e${c.epoch}`;
       const flags = [data];
+      if (c.bad !== 0) flags.push(c.bad === 1 ? "corrupt(unseen)" : "corrupt(marked)");
+      if (w.data.found & (1 << i)) flags.push("found-different");
       if (p) {
         flags.push(`T [${p.targets}]`);
         if (p.holds.length > 0) flags.push(`holds [${p.holds}]`);
@@ -427,14 +499,16 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
         const wr = p.write;
         if (wr) {
           const st = wr.failed ? (wr.released ? " released" : " held") : "";
-          flags.push(`w${wr.id} waits [${wr.waiting}]${st}`);
+          flags.push(`${wr.repair ? "repair of " : ""}w${wr.id} waits [${wr.waiting}]${st}`);
         }
       }
       return flags;
     },
     summary: (w) => {
       const acked = [0, 1, 2, 3].filter((k) => w.data.acked & bit(k)).map((k) => `w${k}`);
-      return acked.length > 0 ? ` | acked [${acked}] (last at e${w.data.ackEpoch})` : "";
+      const errs = w.data.errored.flatMap((e, k) => e === undefined ? [] : [`w${k}@e${e}`]);
+      return (acked.length > 0 ? ` | acked [${acked}] (last at e${w.data.ackEpoch})` : "") +
+        (errs.length > 0 ? ` | error answered [${errs}]` : "");
     },
   };
 }
@@ -449,9 +523,30 @@ function grantedBelow(w: W, node: string, epoch: number): boolean {
   return w.data.paths.some((q) => q !== undefined && q.epoch < epoch && q.holds.includes(node));
 }
 
+/**
+ * A write whose error was answered at the record's epoch: the copies the record lists in
+ * sync hold the same there (what the master's copy holds). A later epoch's master compares
+ * the copies itself (master.ts #reconcile, not modelled), so older errors are not checked.
+ */
+function copiesDiffer(w: W, names: string[]): string | undefined {
+  const r = w.record.record;
+  const ref = w.data.copies[names.indexOf(r.master)].data;
+  for (let id = 0; id < w.data.errored.length; id++) {
+    if (w.data.errored[id] !== r.epoch) continue;
+    for (const m of r.inSync) {
+      if ((w.data.copies[names.indexOf(m)].data ^ ref) & bit(id)) {
+        return `copies listed in sync differ after w${id}'s error was answered: ${r.master} ` +
+          `${ref & bit(id) ? "holds" : "lacks"} its partial change, ${m} does not`;
+      }
+    }
+  }
+  return undefined;
+}
+
 function key(d: ReplData): string {
-  let k = `${d.issued}${d.acked}${d.ackEpoch}`;
-  for (const c of d.copies) k += `|${c.data}.${c.epoch}`;
+  let k = `${d.issued}${d.acked}${d.ackEpoch}/${d.failedWrites}${d.errored}/` +
+    `${d.corruptions}${d.verifies}${d.found}.${d.foundEpoch}`;
+  for (const c of d.copies) k += `|${c.data}.${c.epoch}.${c.bad}`;
   for (const p of d.paths) {
     if (p === undefined) {
       k += "|-";
@@ -459,7 +554,7 @@ function key(d: ReplData): string {
     }
     k += `|${p.epoch}:${p.targets}:${p.resyncing}:${p.resynced}:${p.holds}:${+p.planned}:`;
     const wr = p.write;
-    if (wr) k += `${wr.id}${wr.waiting}${+wr.failed}${+wr.released}`;
+    if (wr) k += `${wr.id}${wr.waiting}${+wr.failed}${+wr.released}${+wr.repair}`;
   }
   return k;
 }
