@@ -122,6 +122,8 @@ export interface DataModel<D> {
   stepped?(w: World<D>, i: number): void;
   /** Node i crashed (`w` may be changed): what it held in memory is gone. */
   crash(w: World<D>, i: number): void;
+  /** Whether node i's export, closing for a handover, still has requests to answer. */
+  closing?(w: World<D>, i: number): boolean;
   /** Data path steps of node i (node i's driver, clients and peers). */
   next(w: World<D>, i: number, ctx: DataContext<D>): void;
   key(d: D): string;
@@ -396,7 +398,7 @@ export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<Wo
         );
       }
     }
-    if (actor.stopping > 0) {
+    if (actor.stopping > 0 && !data.closing?.(w, i)) {
       push(`${me}'s export is closed`, deliver(clone(w), i, { type: "serving-stopped" }));
     }
     if (w.timer[i]) {

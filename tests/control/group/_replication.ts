@@ -100,6 +100,11 @@ export interface MasterPath {
   write: Write | undefined;
   /** Handed over to (not promoted): serves without waiting out older grants. */
   planned: boolean;
+  /**
+   * Its export closes for a handover and waits for the repair of a failed write in flight
+   * (a graceful close answers every request it received): nothing else is served.
+   */
+  closing: boolean;
 }
 
 export interface ReplData {
@@ -196,6 +201,8 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
   const setPath = (w: W, i: number, p: MasterPath | undefined) => {
     w.data.paths[i] = p;
   };
+  /** `p` once its write in flight is over: a closing export is then closed. */
+  const settled = (p: MasterPath) => p.closing ? undefined : { ...p, write: undefined };
   const setCopy = (w: W, j: number, c: Partial<Copy>) => {
     w.data.copies[j] = { ...w.data.copies[j], ...c };
   };
@@ -220,12 +227,17 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
           holds: [],
           write: undefined,
           planned: n.handedOver === true,
+          closing: false,
         });
         break;
       }
       case "stop-serving":
         // (The fault: a handing-over master's path goes on serving its epoch.)
-        if (!(n.handover && faults.confirmBeforeClosed)) setPath(w, i, undefined);
+        if (n.handover && faults.confirmBeforeClosed) break;
+        // A handover's close waits for a repair in flight; otherwise the epoch moves on and
+        // what the old path still does is not followed (see the module doc).
+        if (n.handover && p?.write?.repair) setPath(w, i, { ...p, closing: true });
+        else setPath(w, i, undefined);
         break;
       case "release-writes":
         if (p?.epoch === n.epoch && p.write?.failed) {
@@ -235,7 +247,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
       case "refuse-writes":
         if (p?.epoch === n.epoch && p.write?.failed) {
           if (p.write.repair) answerError(w, p.write.id, p.epoch);
-          setPath(w, i, { ...p, write: undefined });
+          setPath(w, i, settled(p));
         }
         break;
       case "resync":
@@ -291,6 +303,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
     const known = w.actors[i]?.known?.record;
     const copies = w.data.copies;
     const guarded = guard(w, i, p, names);
+    const open = !p.closing;
     const change = (label: string, f: (x: W, q: MasterPath) => MasterPath | undefined) => {
       const x = ctx.clone(w);
       setPath(x, i, f(x, p));
@@ -298,7 +311,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
     };
 
     // A client write: applied here, then sent to every target.
-    if (p.write === undefined && w.data.issued < (bounds.maxWrites ?? 0) && guarded) {
+    if (open && p.write === undefined && w.data.issued < (bounds.maxWrites ?? 0) && guarded) {
       const id = w.data.issued;
       // Members the record may list in sync that this write will not reach (dropped
       // earlier, the record not yet seen without them): as if they failed it.
@@ -339,7 +352,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
         if (copies[j].epoch > e) {
           change(`${m} refuses ${what} (stale epoch e${e}): it fails`, (x, q) => {
             if (wr.repair) answerError(x, wr.id, e);
-            return { ...q, write: undefined };
+            return settled(q);
           });
         } else {
           // A repair carries what the master's copy holds in the range: its partial change.
@@ -355,7 +368,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
         // The error reply: no lease check on this path (repairThenFail's fail()).
         change(`${me} answers w${wr.id}'s error to the client`, (x, q) => {
           answerError(x, wr.id, e);
-          return { ...q, write: undefined };
+          return settled(q);
         });
       } else if (mayAck && (guarded || faults.ackWithoutGuard)) {
         change(`${me} acknowledges w${wr.id} at e${e}`, (x, q) => {
@@ -370,7 +383,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
       }
     }
     // A target fails (crashed, or slow: no answer in time): dropped and reported.
-    for (const m of p.targets) {
+    for (const m of open ? p.targets : wr?.waiting ?? []) {
       const j = names.indexOf(m);
       if (w.alive[j] && w.syncLosses >= bounds.maxSyncLosses) continue;
       const x = ctx.clone(w);
@@ -393,7 +406,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
       const j = names.indexOf(m);
       return w.alive[j] && copies[j].epoch <= e && !p.holds.includes(m);
     });
-    if (grantors.length > 0) {
+    if (open && grantors.length > 0) {
       change(`${me} renews grants from [${grantors}] at e${e}`, (x, q) => {
         for (const m of grantors) setCopy(x, names.indexOf(m), { epoch: e });
         return { ...q, holds: [...new Set([...q.holds, ...grantors])].sort() };
@@ -402,6 +415,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
     if (p.holds.length > 0) {
       change(`${me}'s grants lapse on its clock`, (_, q) => ({ ...q, holds: [] }));
     }
+    if (!open) return;
     // Resyncs: retried after a failure while the record shows the member lagging; a copy
     // completes in one step.
     for (const m of p.resyncing) {
@@ -460,6 +474,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
     notify,
     stepped,
     crash: (w, i) => setPath(w, i, undefined),
+    closing: (w, i) => w.data.paths[i]?.closing === true,
     next,
     key,
     invariant: (w, names) => {
@@ -492,6 +507,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
       if (c.bad !== 0) flags.push(c.bad === 1 ? "corrupt(unseen)" : "corrupt(marked)");
       if (w.data.found & (1 << i)) flags.push("found-different");
       if (p) {
+        if (p.closing) flags.push("export closing");
         flags.push(`T [${p.targets}]`);
         if (p.holds.length > 0) flags.push(`holds [${p.holds}]`);
         if (p.resyncing.length > 0) flags.push(`resyncing [${p.resyncing}]`);
@@ -552,7 +568,8 @@ function key(d: ReplData): string {
       k += "|-";
       continue;
     }
-    k += `|${p.epoch}:${p.targets}:${p.resyncing}:${p.resynced}:${p.holds}:${+p.planned}:`;
+    k += `|${p.epoch}:${p.targets}:${p.resyncing}:${p.resynced}:${p.holds}:${+p.planned}` +
+      `${+p.closing}:`;
     const wr = p.write;
     if (wr) k += `${wr.id}${wr.waiting}${+wr.failed}${+wr.released}${+wr.repair}`;
   }

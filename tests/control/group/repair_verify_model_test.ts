@@ -54,6 +54,33 @@ Deno.test("failed-write repair model: master + 2 replicas, a write that may fail
   holds("repair 3 nodes: cut", { ...FAILS, replicas: 2, maxPartitions: 1 }, 60_000);
 });
 
+Deno.test("failed-write repair model: master + 2 replicas, a drain's handover while a write may fail midway (the export's close waits for the repair), a lost etcd reply: invariants and liveness hold", () => {
+  holds("repair 3 nodes: handover, lost reply", {
+    ...FAILS,
+    replicas: 2,
+    maxHandovers: 1,
+    maxLostReplies: 1,
+  }, 10_000);
+});
+
+Deno.test("failed-write repair model: master + 1 replica, a drain's handover while a write may fail midway, a cut from etcd: invariants and liveness hold", () => {
+  holds("repair: handover, cut", { ...FAILS, maxHandovers: 1, maxPartitions: 1 }, 10_000);
+});
+
+Deno.test("failed-write repair model (a gap the model found): a drain's handover while a replica misses the repair answers the error with copies listed in sync that differ", () => {
+  // The master stops serving for the handover, so the replica's failure is refused
+  // (refuse-writes) instead of taken to the record, and the close answers the error while
+  // the record still lists the replica in sync; it then hands over to that replica, keeping
+  // itself in sync. The new master's comparison of the copies (master.ts #reconcile, not
+  // modelled) makes them equal afterwards. When this is fixed, make it a holds() test.
+  caught(
+    "handover during a repair, slow replica",
+    { ...FAILS, maxHandovers: 1, maxSyncLosses: 1 },
+    {},
+    "copies listed in sync differ after w0's error was answered",
+  );
+});
+
 Deno.test("failed-write repair model: answering a failed write's error without the repair is caught (in-sync copies differ)", () => {
   caught(
     "error without the repair",
