@@ -17,6 +17,11 @@
  *   member is acknowledged only after "release-writes" (the record shows them out of sync,
  *   or they were resynced since); "refuse-writes", "stop-serving" or a crash fail it. One
  *   write is in flight per master at a time;
+ * - a write may fail on the master midway (ENOSPC; maxFailedWrites): part of it is applied
+ *   there, and the targets get what the master's copy now holds in the range (data/nbd/
+ *   _change.ts repairThenFail: read back, sent as WRITEs) as they would get a write, the
+ *   same failures and out-of-sync CAS included; its end is the error reply instead of an
+ *   acknowledgement, also when the write is refused (no lease check on that path);
  * - the lease guard: a master serves a read, starts a write and acknowledges one only while
  *   it holds a grant from every member of G = the known record's in-sync members, T, and
  *   members it resynced whose in-sync CAS may have applied unseen (a reply lost, or still
@@ -41,17 +46,26 @@
  *   all the same): every interleaving contains it;
  * - a planned handover (a drain): the old master's path ends at its "stop-serving" (its
  *   export closed on every thread before the machine hands over), and the member handed over
- *   to serves without waiting out grants to older epochs (told "serve" with handedOver).
+ *   to serves without waiting out grants to older epochs (told "serve" with handedOver). A
+ *   repair in flight keeps the closing export open until its error is answered (a graceful
+ *   close answers what it received), and the export is confirmed closed only then;
+ * - silent corruption and `volume verify --deep`: _verify.ts.
  *
  * Invariants: every acknowledged write is on every member the record lists in sync, and on
  * every member promoted; no read misses a write acknowledged before it; no write is
- * acknowledged at an epoch older than one that already acknowledged a write.
+ * acknowledged at an epoch older than one that already acknowledged a write; once a failed
+ * write's error is answered, the members the record lists in sync at that epoch hold the
+ * same in its range (a later master compares the copies itself: master.ts #reconcile, not
+ * modelled); _verify.ts's.
  *
  * Not modelled: more regions or concurrent writes (so no reordering between them), write
  * contents and overwrites (a read is stale when the copy lacks an acknowledged write),
  * FLUSH and durability, the data workers' per-thread targets, a copy raised by a request
  * whose reply is lost, a replica that applied a write whose reply was lost (holding a write
- * more never breaks an invariant here), clocks beyond "the master's view lapses first".
+ * more never breaks an invariant here), clocks beyond "the master's view lapses first", a
+ * failed write whose read back fails too (repairThenFail then answers at once), a write in
+ * flight when a non-handover stop-serving ends the old path (the epoch has moved on), the
+ * new master's comparison of the copies after a change of master (#reconcile).
  * @module
  */
 

@@ -15,8 +15,9 @@
  *   dropped from the targets), so the record shows it out of sync and its resync starts;
  * - a resync copies the region only when the hash lists differ (resync.ts).
  *
- * Invariants: a member the verification found different comes back in sync only with its
- * copy repaired (not corrupt); the repair never copies a region the master knows corrupt.
+ * Invariants: a member the verification found different comes back in sync (at that epoch)
+ * only with its copy repaired (not corrupt); the repair never copies a region the master
+ * knows corrupt.
  * At most one corruption and one verification per run (the bounds): either happens at any
  * moment.
  * @module
@@ -108,9 +109,13 @@ export function resyncCopy(w: W, x: W, i: number, j: number, epoch: number, name
   x.data.copies[j] = { data: from.data, epoch, bad: from.bad === 0 ? 0 : 2 };
 }
 
-/** A member the verification found different, back in sync with its copy still corrupt. */
+/**
+ * A member the verification found different, back in sync with its copy still corrupt (at
+ * the verification's epoch: a later master's resyncs compare with its own copy, whatever
+ * it holds).
+ */
 export function verifyTransition(from: W, to: W, names: string[]): string | undefined {
-  if (to.data.found === 0) return undefined;
+  if (to.data.found === 0 || to.record.record.epoch !== to.data.foundEpoch) return undefined;
   const before = from.record.record.inSync;
   for (const m of to.record.record.inSync) {
     const j = names.indexOf(m);
