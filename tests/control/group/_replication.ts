@@ -180,6 +180,13 @@ export interface ReplicationFaults {
   verifyMarksNothing?: boolean;
   /** A deep verification resyncs differing members even when the master's copy is corrupt. */
   verifyRepairsFromCorruptMaster?: boolean;
+  /** A resync reports the member in sync without copying anything to it. */
+  resyncWithoutCopy?: boolean;
+  /**
+   * Not a fault: a stricter check. A member a deep verification compared while it was being
+   * resynced, its copy corrupt, must not come back in sync corrupt either (_verify.ts).
+   */
+  holdResyncingToo?: boolean;
 }
 
 type W = World<ReplData>;
@@ -446,7 +453,8 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
         }
       } else if (copies[j].epoch <= e) {
         const x = ctx.clone(w);
-        resyncCopy(w, x, i, j, e, names[i]);
+        if (faults.resyncWithoutCopy) setCopy(x, j, { epoch: e });
+        else resyncCopy(w, x, i, j, e, names[i]);
         setPath(x, i, {
           ...p,
           resyncing: remove(p.resyncing, m),

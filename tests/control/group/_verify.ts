@@ -57,8 +57,9 @@ export function verifyStep(
   const e = p.epoch;
   const copies = w.data.copies;
   const inSync = w.actors[i]?.known?.record.inSync ?? [];
-  // Members asked: the in-sync ones and those being resynced that answer at this epoch.
-  const asked = [...new Set([...inSync, ...p.resyncing])].sort().filter((m) => {
+  // Members asked: the in-sync ones and those being resynced (master.ts keeps a member
+  // among them until the record lists it in sync) that answer at this epoch.
+  const asked = [...new Set([...inSync, ...p.resyncing, ...p.resynced])].sort().filter((m) => {
     const j = names.indexOf(m);
     return m !== me && w.alive[j] && copies[j].epoch <= e;
   });
@@ -74,6 +75,14 @@ export function verifyStep(
     ? []
     : asked.filter((m) => inSync.includes(m) && !sameContent(copies[names.indexOf(m)], copies[i]));
   let y = x;
+  if (faults.holdResyncingToo) {
+    // (A stricter check: a member compared while resynced, corrupt, is held to it too.)
+    for (const m of asked.filter((m) => !inSync.includes(m) && copies[i].bad === 0)) {
+      if (copies[names.indexOf(m)].bad === 0) continue;
+      y.data.found |= 1 << names.indexOf(m);
+      y.data.foundEpoch = e;
+    }
+  }
   for (const m of differing) {
     y.data.found |= 1 << names.indexOf(m);
     y.data.foundEpoch = e;

@@ -13,8 +13,11 @@
  *   replica comes back in sync only repaired; the repair never copies a corruption of the
  *   master's.
  *
- * Both hold with every fault of the other tests (crashes, cuts from etcd, slow replicas,
- * lost etcd replies) within the bounds below, and each broken variant is caught.
+ * Both hold with the faults of the other tests (crashes, cuts from etcd, slow replicas,
+ * lost etcd replies, a drain's handover) within the bounds below, but one: a drain's
+ * handover while a replica misses the repair, and a verification between a member's resync
+ * and its in-sync CAS (two gaps in the product, pinned below). Each broken variant is
+ * caught.
  */
 
 import { caught, holds } from "./_replication_runs.ts";
@@ -138,5 +141,28 @@ Deno.test("deep verification model: a verification that resyncs the replicas fro
     VERIFIES,
     { faults: { verifyRepairsFromCorruptMaster: true } },
     "repair copies n1's corrupt region",
+  );
+});
+
+Deno.test("deep verification model: a resync after the verification that reports the replica in sync without copying is caught", () => {
+  caught(
+    "in sync again without the resync's copy",
+    VERIFIES,
+    { faults: { resyncWithoutCopy: true } },
+    "back in sync with the copy the deep verification found different, not repaired",
+  );
+});
+
+Deno.test("deep verification model (a gap the model found): a member corrupted after its resync copied, verified before its in-sync CAS, comes back in sync corrupt", () => {
+  // The verification compares it (master.ts keeps it among the members being resynced until
+  // the record lists it in sync) and marks its corruption, but takes out only in-sync
+  // members; its resync has copied already, so the CAS lists it in sync with a corruption
+  // the verification reported. A second `verify --deep` takes it out. When this is fixed,
+  // make it a holds() test.
+  caught(
+    "a resynced member verified before its in-sync CAS",
+    { ...VERIFIES, maxSyncLosses: 1 },
+    { faults: { holdResyncingToo: true } },
+    "back in sync with the copy the deep verification found different, not repaired",
   );
 });
