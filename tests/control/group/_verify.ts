@@ -7,7 +7,8 @@
  *   content, so a resync, which compares hash lists, does not see it (bad 1);
  * - a deep verification by the serving master, with no write in flight (it locks the
  *   region; writes in flight finish on every member first): every copy it compares (the
- *   master's, the alive in-sync members' and those being resynced that accept its epoch)
+ *   master's, the alive in-sync members' and those being resynced, until the record lists
+ *   them in sync, that accept its epoch)
  *   rehashes the region and marks a corruption for rehashing (bad 2: its hash list now
  *   describes its content). Unless the master's own copy is corrupt (resyncAfterVerify: a
  *   resync would copy its bad data over good copies), each in-sync member whose copy
@@ -17,13 +18,13 @@
  *
  * Invariants: a member the verification found different comes back in sync (at that epoch)
  * only with its copy repaired (not corrupt); the repair never copies a region the master
- * knows corrupt.
- * At most one corruption and one verification per run (the bounds): either happens at any
- * moment.
+ * knows corrupt (holdResyncingToo, stricter: nor a member compared while resynced; the
+ * product does not hold that, see repair_verify_model_test.ts). At most one corruption and
+ * one verification per run (the bounds): either happens at any moment.
  * @module
  */
 
-import type { Copy, MasterPath, ReplData, ReplicationFaults } from "./_replication.ts";
+import type { Copy, MasterPath, ReplData, ReplicationFaults } from "./_repl_state.ts";
 import type { DataContext, World } from "./_model.ts";
 
 type W = World<ReplData>;
