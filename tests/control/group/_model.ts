@@ -78,6 +78,12 @@ export interface Bounds {
   maxLostReplies: number;
   /** Client writes (default 0). */
   maxWrites?: number;
+  /** Of those, writes that fail on the master midway, ENOSPC (default 0; _replication.ts). */
+  maxFailedWrites?: number;
+  /** Silent corruptions of a copy (default 0; _verify.ts). */
+  maxCorruptions?: number;
+  /** `volume verify --deep` runs (default 0; _verify.ts). */
+  maxVerifies?: number;
   /** Nodes that are not members at the start (default 0): room for new members. */
   spares?: number;
   /** Record changes the environment may make (membership changes; default 0). */
@@ -116,6 +122,8 @@ export interface DataModel<D> {
   stepped?(w: World<D>, i: number): void;
   /** Node i crashed (`w` may be changed): what it held in memory is gone. */
   crash(w: World<D>, i: number): void;
+  /** Whether node i's export, closing for a handover, still has requests to answer. */
+  closing?(w: World<D>, i: number): boolean;
   /** Data path steps of node i (node i's driver, clients and peers). */
   next(w: World<D>, i: number, ctx: DataContext<D>): void;
   key(d: D): string;
@@ -390,7 +398,7 @@ export function groupModel<D>(bounds: Bounds, options: ModelOptions<D>): Spec<Wo
         );
       }
     }
-    if (actor.stopping > 0) {
+    if (actor.stopping > 0 && !data.closing?.(w, i)) {
       push(`${me}'s export is closed`, deliver(clone(w), i, { type: "serving-stopped" }));
     }
     if (w.timer[i]) {

@@ -17,6 +17,11 @@
  *   member is acknowledged only after "release-writes" (the record shows them out of sync,
  *   or they were resynced since); "refuse-writes", "stop-serving" or a crash fail it. One
  *   write is in flight per master at a time;
+ * - a write may fail on the master midway (ENOSPC; maxFailedWrites): part of it is applied
+ *   there, and the targets get what the master's copy now holds in the range (data/nbd/
+ *   _change.ts repairThenFail: read back, sent as WRITEs) as they would get a write, the
+ *   same failures and out-of-sync CAS included; its end is the error reply instead of an
+ *   acknowledgement, also when the write is refused (no lease check on that path);
  * - the lease guard: a master serves a read, starts a write and acknowledges one only while
  *   it holds a grant from every member of G = the known record's in-sync members, T, and
  *   members it resynced whose in-sync CAS may have applied unseen (a reply lost, or still
@@ -41,99 +46,49 @@
  *   all the same): every interleaving contains it;
  * - a planned handover (a drain): the old master's path ends at its "stop-serving" (its
  *   export closed on every thread before the machine hands over), and the member handed over
- *   to serves without waiting out grants to older epochs (told "serve" with handedOver).
+ *   to serves without waiting out grants to older epochs (told "serve" with handedOver). A
+ *   repair in flight keeps the closing export open until its error is answered (a graceful
+ *   close answers what it received), and the export is confirmed closed only then;
+ * - silent corruption and `volume verify --deep`: _verify.ts.
  *
  * Invariants: every acknowledged write is on every member the record lists in sync, and on
  * every member promoted; no read misses a write acknowledged before it; no write is
- * acknowledged at an epoch older than one that already acknowledged a write.
+ * acknowledged at an epoch older than one that already acknowledged a write; once a failed
+ * write's error is answered, the members the record lists in sync at that epoch hold the
+ * same in its range (a later master compares the copies itself: master.ts #reconcile, not
+ * modelled); _verify.ts's.
  *
  * Not modelled: more regions or concurrent writes (so no reordering between them), write
  * contents and overwrites (a read is stale when the copy lacks an acknowledged write),
  * FLUSH and durability, the data workers' per-thread targets, a copy raised by a request
  * whose reply is lost, a replica that applied a write whose reply was lost (holding a write
- * more never breaks an invariant here), clocks beyond "the master's view lapses first".
+ * more never breaks an invariant here), clocks beyond "the master's view lapses first", a
+ * failed write whose read back fails too (repairThenFail then answers at once), a write in
+ * flight when a non-handover stop-serving ends the old path (the epoch has moved on), the
+ * new master's comparison of the copies after a change of master (#reconcile).
  * @module
  */
 
 import type { Notice } from "../../../control/group/machine.ts";
 import type { DataContext, DataModel, World } from "./_model.ts";
+import {
+  bit,
+  copiesDiffer,
+  type Copy,
+  describeNode,
+  key,
+  type MasterPath,
+  type ReplData,
+  type ReplicationFaults,
+  summary,
+} from "./_repl_state.ts";
+import { corruptionStep, resyncCopy, verifyStep, verifyTransition } from "./_verify.ts";
 
-/** One node's copy of the region. */
-interface Copy {
-  /** Bit k: write k applied. */
-  data: number;
-  /** The newest epoch this copy has seen (fencing). */
-  epoch: number;
-}
-
-interface Write {
-  id: number;
-  /** Targets that have not answered yet. */
-  waiting: string[];
-  /** A target failed: acknowledged only after "release-writes". */
-  failed: boolean;
-  released: boolean;
-}
-
-/** A serving master's replication state. */
-interface MasterPath {
-  epoch: number;
-  /** Members writes are sent to (T). */
-  targets: string[];
-  /** Members whose resync was asked for and has not completed. */
-  resyncing: string[];
-  /** Members this master resynced while its machine had a request unsettled. */
-  resynced: string[];
-  /** Members whose grant this master holds (valid on its clock). */
-  holds: string[];
-  write: Write | undefined;
-  /** Handed over to (not promoted): serves without waiting out older grants. */
-  planned: boolean;
-}
-
-export interface ReplData {
-  copies: Copy[];
-  paths: (MasterPath | undefined)[];
-  /** Client writes issued so far (the next id). */
-  issued: number;
-  /** Bit k: write k acknowledged. */
-  acked: number;
-  /** The newest epoch at which a write was acknowledged (0: none yet). */
-  ackEpoch: number;
-}
-
-/** Deliberate faults, to show the checker catching them. */
-export interface ReplicationFaults {
-  /** Acknowledge once every target answered, without waiting for the out-of-sync CAS. */
-  ackBeforeCas?: boolean;
-  /** A master acknowledges a write without checking its grants again (only at its start). */
-  ackWithoutGuard?: boolean;
-  /** A master reads from its copy without checking its grants. */
-  readWithoutGuard?: boolean;
-  /** A new master serves without waiting for its grants to older epochs to lapse. */
-  serveBeforeGrantsLapse?: boolean;
-  /**
-   * G leaves out resynced members whose in-sync CAS may have applied unseen: the master
-   * neither needs their grants nor reports them when a write does not reach them.
-   */
-  guardKnownInSyncOnly?: boolean;
-  /**
-   * A write that does not reach a member dropped by an earlier failure is acknowledged
-   * without waiting for the record to show that member out of sync (what the NBD request
-   * path, data/nbd/_execute.ts, does today).
-   */
-  skipDroppedMembers?: boolean;
-  /**
-   * A master handing over confirms its export closed while it still serves (its threads
-   * have not dropped it): the new master, handed over to, does not wait out its grants.
-   */
-  confirmBeforeClosed?: boolean;
-}
+export type { ReplicationFaults } from "./_repl_state.ts";
 
 type W = World<ReplData>;
 type Ctx = DataContext<ReplData>;
 
-const bit = (id: number) => 1 << id;
 const add = (xs: string[], x: string) => xs.includes(x) ? xs : [...xs, x].sort();
 const remove = (xs: string[], x: string) => xs.filter((y) => y !== x);
 const missing = (have: number, acked: number) => {
@@ -163,8 +118,15 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
   const setPath = (w: W, i: number, p: MasterPath | undefined) => {
     w.data.paths[i] = p;
   };
+  /** `p` once its write in flight is over: a closing export is then closed. */
+  const settled = (p: MasterPath) => p.closing ? undefined : { ...p, write: undefined };
   const setCopy = (w: W, j: number, c: Partial<Copy>) => {
     w.data.copies[j] = { ...w.data.copies[j], ...c };
+  };
+  /** The client gets the error of write `id`, which failed on the master at `epoch`. */
+  const answerError = (w: W, id: number, epoch: number) => {
+    w.data.errored = [...w.data.errored];
+    w.data.errored[id] = epoch;
   };
 
   const notify = (w: W, i: number, n: Notice, ctx: Ctx): void => {
@@ -182,12 +144,17 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
           holds: [],
           write: undefined,
           planned: n.handedOver === true,
+          closing: false,
         });
         break;
       }
       case "stop-serving":
         // (The fault: a handing-over master's path goes on serving its epoch.)
-        if (!(n.handover && faults.confirmBeforeClosed)) setPath(w, i, undefined);
+        if (n.handover && faults.confirmBeforeClosed) break;
+        // A handover's close waits for a repair in flight; otherwise the epoch moves on and
+        // what the old path still does is not followed (see the module doc).
+        if (n.handover && p?.write?.repair) setPath(w, i, { ...p, closing: true });
+        else setPath(w, i, undefined);
         break;
       case "release-writes":
         if (p?.epoch === n.epoch && p.write?.failed) {
@@ -195,7 +162,10 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
         }
         break;
       case "refuse-writes":
-        if (p?.epoch === n.epoch && p.write?.failed) setPath(w, i, { ...p, write: undefined });
+        if (p?.epoch === n.epoch && p.write?.failed) {
+          if (p.write.repair) answerError(w, p.write.id, p.epoch);
+          setPath(w, i, settled(p));
+        }
         break;
       case "resync":
         if (p?.epoch === n.epoch) {
@@ -242,6 +212,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
 
   const next = (w: W, i: number, ctx: Ctx): void => {
     const { names, bounds, push } = ctx;
+    corruptionStep(w, i, ctx);
     const p = w.data.paths[i];
     if (p === undefined) return;
     const me = names[i];
@@ -249,6 +220,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
     const known = w.actors[i]?.known?.record;
     const copies = w.data.copies;
     const guarded = guard(w, i, p, names);
+    const open = !p.closing;
     const change = (label: string, f: (x: W, q: MasterPath) => MasterPath | undefined) => {
       const x = ctx.clone(w);
       setPath(x, i, f(x, p));
@@ -256,47 +228,66 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
     };
 
     // A client write: applied here, then sent to every target.
-    if (p.write === undefined && w.data.issued < (bounds.maxWrites ?? 0) && guarded) {
+    if (open && p.write === undefined && w.data.issued < (bounds.maxWrites ?? 0) && guarded) {
       const id = w.data.issued;
       // Members the record may list in sync that this write will not reach (dropped
       // earlier, the record not yet seen without them): as if they failed it.
       const dropped = faults.skipDroppedMembers
         ? []
         : guardSet(w, i, p, names).filter((m) => !p.targets.includes(m));
-      const x = ctx.clone(w);
-      x.data.issued++;
-      setCopy(x, i, { data: copies[i].data | bit(id) });
-      const failed = dropped.length > 0;
-      setPath(x, i, { ...p, write: { id, waiting: p.targets, failed, released: false } });
-      const label = `client writes w${id} to ${me}`;
-      if (!failed) push(label, x);
-      else {
-        push(
-          `${label} (not reaching [${dropped}])`,
-          ctx.deliver(x, i, { type: "replicas-failed", epoch: e, replicas: dropped }),
-        );
-      }
+      const start = (repair: boolean) => {
+        const x = ctx.clone(w);
+        x.data.issued++;
+        setCopy(x, i, { data: copies[i].data | bit(id) });
+        const label = `client writes w${id} to ${me}` +
+          (repair ? ": it fails there midway (ENOSPC), part of it applied" : "");
+        if (repair) x.data.failedWrites++;
+        if (repair && faults.errorWithoutRepair) {
+          answerError(x, id, e);
+          return push(`${label}; ${me} answers the error`, x);
+        }
+        const failed = dropped.length > 0;
+        const write = { id, waiting: p.targets, failed, released: false, repair };
+        setPath(x, i, { ...p, write });
+        if (!failed) push(label, x);
+        else {
+          push(
+            `${label} (not reaching [${dropped}])`,
+            ctx.deliver(x, i, { type: "replicas-failed", epoch: e, replicas: dropped }),
+          );
+        }
+      };
+      start(false);
+      if (w.data.failedWrites < (bounds.maxFailedWrites ?? 0)) start(true);
     }
     const wr = p.write;
     if (wr) {
+      const what = wr.repair ? `the repair of w${wr.id}` : `w${wr.id}`;
       for (const m of wr.waiting) {
         const j = names.indexOf(m);
         if (!w.alive[j]) continue;
         if (copies[j].epoch > e) {
-          change(`${m} refuses w${wr.id} (stale epoch e${e}): it fails`, (_, q) => ({
-            ...q,
-            write: undefined,
-          }));
+          change(`${m} refuses ${what} (stale epoch e${e}): it fails`, (x, q) => {
+            if (wr.repair) answerError(x, wr.id, e);
+            return settled(q);
+          });
         } else {
-          change(`${m} applies w${wr.id} at e${e}`, (x, q) => {
+          // A repair carries what the master's copy holds in the range: its partial change.
+          change(`${m} applies ${what} at e${e}`, (x, q) => {
             setCopy(x, j, { data: copies[j].data | bit(wr.id), epoch: e });
             return { ...q, write: { ...wr, waiting: remove(wr.waiting, m) } };
           });
         }
       }
       const mayAck = wr.waiting.length === 0 &&
-        (!wr.failed || wr.released || faults.ackBeforeCas);
-      if (mayAck && (guarded || faults.ackWithoutGuard)) {
+        (!wr.failed || wr.released || faults.ackBeforeCas || (wr.repair && faults.errorBeforeCas));
+      if (mayAck && wr.repair) {
+        // The error reply: no lease check on this path (repairThenFail's fail()).
+        change(`${me} answers w${wr.id}'s error to the client`, (x, q) => {
+          answerError(x, wr.id, e);
+          return settled(q);
+        });
+      } else if (mayAck && (guarded || faults.ackWithoutGuard)) {
         change(`${me} acknowledges w${wr.id} at e${e}`, (x, q) => {
           if (e < x.data.ackEpoch) {
             x.flaw ??= `${me} acknowledged w${wr.id} at e${e} after a write was ` +
@@ -309,7 +300,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
       }
     }
     // A target fails (crashed, or slow: no answer in time): dropped and reported.
-    for (const m of p.targets) {
+    for (const m of open ? p.targets : wr?.waiting ?? []) {
       const j = names.indexOf(m);
       if (w.alive[j] && w.syncLosses >= bounds.maxSyncLosses) continue;
       const x = ctx.clone(w);
@@ -332,7 +323,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
       const j = names.indexOf(m);
       return w.alive[j] && copies[j].epoch <= e && !p.holds.includes(m);
     });
-    if (grantors.length > 0) {
+    if (open && grantors.length > 0) {
       change(`${me} renews grants from [${grantors}] at e${e}`, (x, q) => {
         for (const m of grantors) setCopy(x, names.indexOf(m), { epoch: e });
         return { ...q, holds: [...new Set([...q.holds, ...grantors])].sort() };
@@ -341,6 +332,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
     if (p.holds.length > 0) {
       change(`${me}'s grants lapse on its clock`, (_, q) => ({ ...q, holds: [] }));
     }
+    if (!open) return;
     // Resyncs: retried after a failure while the record shows the member lagging; a copy
     // completes in one step.
     for (const m of p.resyncing) {
@@ -357,7 +349,8 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
         }
       } else if (copies[j].epoch <= e) {
         const x = ctx.clone(w);
-        setCopy(x, j, { data: copies[i].data, epoch: e });
+        if (faults.resyncWithoutCopy) setCopy(x, j, { epoch: e });
+        else resyncCopy(w, x, i, j, e, names[i]);
         setPath(x, i, {
           ...p,
           resyncing: remove(p.resyncing, m),
@@ -369,6 +362,7 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
         );
       }
     }
+    verifyStep(w, i, p, ctx, faults);
     // A read, served from this node's copy.
     if (guarded || faults.readWithoutGuard) {
       const lacks = missing(copies[i].data, w.data.acked);
@@ -382,16 +376,23 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
 
   return {
     init: (names) => ({
-      copies: names.map(() => ({ data: 0, epoch: 1 })),
+      copies: names.map(() => ({ data: 0, epoch: 1, bad: 0 })),
       paths: names.map(() => undefined),
       issued: 0,
       acked: 0,
       ackEpoch: 0,
+      failedWrites: 0,
+      errored: [],
+      corruptions: 0,
+      verifies: 0,
+      found: 0,
+      foundEpoch: 0,
     }),
     clone: (d) => ({ ...d, copies: [...d.copies], paths: [...d.paths] }),
     notify,
     stepped,
     crash: (w, i) => setPath(w, i, undefined),
+    closing: (w, i) => w.data.paths[i]?.closing === true,
     next,
     key,
     invariant: (w, names) => {
@@ -399,10 +400,12 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
         const lacks = missing(w.data.copies[names.indexOf(m)].data, w.data.acked);
         if (lacks) return `acknowledged ${lacks} missing on ${m}, which the record lists in sync`;
       }
-      return undefined;
+      return copiesDiffer(w, names);
     },
     transition: (from, to, names) => {
       const b = to.record.record;
+      const bad = verifyTransition(from, to, names);
+      if (bad) return bad;
       if (from.record.record.master === b.master) return undefined;
       const lacks = missing(to.data.copies[names.indexOf(b.master)].data, to.data.acked);
       return lacks ? `${b.master} promoted without acknowledged ${lacks}` : undefined;
@@ -412,30 +415,8 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
       const p = w.data.paths[i];
       return p !== undefined && p.write === undefined;
     },
-    describeNode: (w, i) => {
-      const c = w.data.copies[i];
-      const p = w.data.paths[i];
-      const data = `data[${
-        [0, 1, 2, 3].filter((k) => c.data & bit(k)).map((k) => `w${k}`)
-      }]@e${c.epoch}`;
-      const flags = [data];
-      if (p) {
-        flags.push(`T [${p.targets}]`);
-        if (p.holds.length > 0) flags.push(`holds [${p.holds}]`);
-        if (p.resyncing.length > 0) flags.push(`resyncing [${p.resyncing}]`);
-        if (p.resynced.length > 0) flags.push(`resynced [${p.resynced}]`);
-        const wr = p.write;
-        if (wr) {
-          const st = wr.failed ? (wr.released ? " released" : " held") : "";
-          flags.push(`w${wr.id} waits [${wr.waiting}]${st}`);
-        }
-      }
-      return flags;
-    },
-    summary: (w) => {
-      const acked = [0, 1, 2, 3].filter((k) => w.data.acked & bit(k)).map((k) => `w${k}`);
-      return acked.length > 0 ? ` | acked [${acked}] (last at e${w.data.ackEpoch})` : "";
-    },
+    describeNode,
+    summary,
   };
 }
 
@@ -447,19 +428,4 @@ export function replication(faults: ReplicationFaults = {}): DataModel<ReplData>
  */
 function grantedBelow(w: W, node: string, epoch: number): boolean {
   return w.data.paths.some((q) => q !== undefined && q.epoch < epoch && q.holds.includes(node));
-}
-
-function key(d: ReplData): string {
-  let k = `${d.issued}${d.acked}${d.ackEpoch}`;
-  for (const c of d.copies) k += `|${c.data}.${c.epoch}`;
-  for (const p of d.paths) {
-    if (p === undefined) {
-      k += "|-";
-      continue;
-    }
-    k += `|${p.epoch}:${p.targets}:${p.resyncing}:${p.resynced}:${p.holds}:${+p.planned}:`;
-    const wr = p.write;
-    if (wr) k += `${wr.id}${wr.waiting}${+wr.failed}${+wr.released}`;
-  }
-  return k;
 }

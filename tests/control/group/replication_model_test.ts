@@ -22,50 +22,9 @@ import { assert } from "../../_assert.ts";
 import { step } from "../../../control/group/machine.ts";
 import { planMembership } from "../../../control/group/membership.ts";
 import { phaseOf } from "../../../control/group/record.ts";
-import { explore, type Outcome } from "./_explore.ts";
-import { type Bounds, groupModel, type StepFn } from "./_model.ts";
-import { replication, type ReplicationFaults } from "./_replication.ts";
-import { membershipEnv, type MembershipEnvOptions } from "./_membership_env.ts";
-
-interface Variant {
-  step?: StepFn;
-  faults?: ReplicationFaults;
-  ruleChecks?: boolean;
-  /** Membership changes by the master and the operator (_membership_env.ts). */
-  members?: MembershipEnvOptions;
-}
-
-const NONE: Bounds = {
-  replicas: 1,
-  maxCrashes: 0,
-  maxPartitions: 0,
-  maxSyncLosses: 0,
-  maxLostReplies: 0,
-  maxWrites: 1,
-};
-
-function run(name: string, bounds: Partial<Bounds>, v: Variant = {}): Outcome {
-  const o = explore(groupModel({ ...NONE, ...bounds }, {
-    step: v.step ?? step,
-    data: replication(v.faults),
-    ruleChecks: v.ruleChecks,
-    ...(v.members ? { environment: membershipEnv(v.members) } : {}),
-  }));
-  // deno-lint-ignore no-console
-  console.log(
-    `${name}: explored ${o.states} states, ${o.transitions} transitions in ${
-      (o.ms / 1000).toFixed(1)
-    } s`,
-  );
-  return o;
-}
-
-function holds(name: string, bounds: Partial<Bounds>, minStates: number, v: Variant = {}): void {
-  const o = run(name, bounds, v);
-  if (o.violation) assert(false, `${o.violation.message}\n${o.violation.trace.join("\n")}`);
-  if (o.stuck) assert(false, `cannot become healthy again:\n${o.stuck.trace.join("\n")}`);
-  assert(o.states >= minStates, `explored only ${o.states} states, expected >= ${minStates}`);
-}
+import type { StepFn } from "./_model.ts";
+import type { MembershipEnvOptions } from "./_membership_env.ts";
+import { caught, holds, run } from "./_replication_runs.ts";
 
 // Each of these (but the 3-node cut) also gets stuck, a write held for ever, with either
 // machine fault below put back: a held replica resynced and put back in sync before the
@@ -135,7 +94,6 @@ Deno.test("replicated group model: master + 2 replicas, a drain's handover, a wr
   }, 5_000);
 });
 
-/** Runs a broken variant and expects the checker to catch it; prints the trace. */
 function caughtHandover(): void {
   caught(
     "handover confirmed before the export closed",
@@ -143,19 +101,6 @@ function caughtHandover(): void {
     { faults: { confirmBeforeClosed: true } },
     "stale read",
   );
-}
-
-function caught(name: string, bounds: Partial<Bounds>, v: Variant, expected: string): void {
-  const o = run(name, bounds, v);
-  if (!o.violation) {
-    const stuck = o.stuck ? `\n(stuck instead:\n${o.stuck.trace.join("\n")})` : "";
-    assert(false, `the checker missed the fault "${name}"${stuck}`);
-  }
-  const trace = `${o.violation.message}\n${o.violation.trace.join("\n")}`;
-  // deno-lint-ignore no-console
-  console.log(`counterexample: ${trace}`);
-  assert(o.violation.message.includes(expected), `unexpected violation: ${trace}`);
-  assert(o.violation.trace[0].startsWith("initial state"), trace);
 }
 
 Deno.test("replicated group model: acknowledging a write before the out-of-sync CAS is caught", () => {
