@@ -13,7 +13,12 @@ import { type ConnectNode, PeerLinks } from "./links.ts";
 import { type ReplicaTarget, Replicator } from "./replicator.ts";
 import { type Ask, type ResyncProgress, resyncReplica, type ResyncResult } from "./resync.ts";
 import { F_CHEAP, replyMessage, STATUS_OK, T_FENCE, T_TREE } from "./wire.ts";
-import { resyncAfterVerify, verifyCopies, type VerifyReport } from "./verify.ts";
+import {
+  resyncAfterVerify,
+  resyncAgainAfterVerify,
+  verifyCopies,
+  type VerifyReport,
+} from "./verify.ts";
 import { CHEAP_REGIONS } from "./replica.ts";
 
 /** How long roots() answers from its last look. */
@@ -343,7 +348,10 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
       });
     }
     const report = await verifyCopies(this.#self, hashes, asks, deep);
-    for (const node of resyncAfterVerify(report, t?.inSync.map((m) => m.node) ?? [])) {
+    const inSync = t?.inSync.map((m) => m.node) ?? [];
+    const resyncing = (t?.resyncing ?? []).map((m) => m.node).filter((n) => !inSync.includes(n));
+    for (const node of resyncAgainAfterVerify(report, resyncing)) this.#resyncAgain(e, node);
+    for (const node of resyncAfterVerify(report, inSync)) {
       this.#log.warn(
         { volume: name, replica: node },
         "deep verification: the member's copy differs from the master's; taking it out of " +
@@ -372,6 +380,33 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
       "volume verified",
     );
     return report;
+  }
+
+  /**
+   * A deep verification found (and marked) a corruption in the copy of `node`, which is
+   * being resynced: a resync under way stops (the driver starts it again, and the new one
+   * sees the marked regions differ); one that has finished, its in-sync CAS pending, is
+   * reported failed, so the record does not take the member in with the corruption.
+   */
+  #resyncAgain(e: E, node: string): void {
+    const running = this.#resyncs.get(`${e.name}\u0000${node}`);
+    this.#log.warn(
+      { volume: e.name, replica: node, running: running !== undefined },
+      "deep verification: a corruption in the copy of a member being resynced; its resync " +
+        "starts again so that it copies the corrupt blocks",
+    );
+    if (running) {
+      running.abort.abort();
+      return;
+    }
+    const why = "volume verify --deep found a corruption in its copy after its resync " +
+      "(resynced again to repair it)";
+    e.onReplicasFailed?.([node], { [node]: why }).catch((err) =>
+      this.#log.warn(
+        { volume: e.name, replica: node, err: (err as Error).message },
+        "could not take a resynced member with a corruption out of sync",
+      )
+    );
   }
 
   /** Resyncs of `name` under way. */

@@ -174,9 +174,31 @@ function tally(
  * the master's own copy is corrupt: a resync would copy its bad data over good copies.
  */
 export function resyncAfterVerify(report: VerifyReport, inSync: readonly string[]): string[] {
-  const master = report.members.find((m) => m.role === "master");
-  if (!report.deep || !master || master.corruptCount > 0) return [];
+  if (!repairsFromMaster(report)) return [];
   return report.members.filter((m) =>
     m.role === "replica" && !m.error && m.equal === false && inSync.includes(m.node)
   ).map((m) => m.node);
+}
+
+/**
+ * The members being resynced (`resyncing`, not in sync) in whose copy a deep verification
+ * found a corruption (and marked it for rehashing): their resync may have compared that
+ * region already, or finished with its in-sync CAS still pending, and would then not copy
+ * it, so the master starts it again (the group model checker found that gap). None when
+ * the master's own copy is corrupt.
+ */
+export function resyncAgainAfterVerify(
+  report: VerifyReport,
+  resyncing: readonly string[],
+): string[] {
+  if (!repairsFromMaster(report)) return [];
+  return report.members.filter((m) =>
+    m.role === "replica" && !m.error && m.corruptCount > 0 && resyncing.includes(m.node)
+  ).map((m) => m.node);
+}
+
+/** Whether a resync may repair the members after `report`: deep, the master's copy sound. */
+function repairsFromMaster(report: VerifyReport): boolean {
+  const master = report.members.find((m) => m.role === "master");
+  return report.deep && master !== undefined && master.corruptCount === 0;
 }

@@ -12,9 +12,9 @@ import { waitFor } from "./_cluster.ts";
 import { e2eTest, run } from "./_harness.ts";
 import {
   assertCopiesEqual,
+  createServed,
   type ReplCluster,
   startReplCluster,
-  untilServed,
   volumeOf,
   type VolumeView,
 } from "./_replicated.ts";
@@ -83,17 +83,7 @@ async function withSmallDisks(
     }
     const c = await startReplCluster(NAMES, { dataDirs: dirs });
     try {
-      const made = await admin(c.nodes.get("node-a")!, [
-        "volume",
-        "create",
-        "full",
-        "--size",
-        size,
-        "--replicas",
-        "1",
-      ]);
-      assertEquals(made.code, 0, made.stderr);
-      await fn(c, await untilServed(c, "full"));
+      await fn(c, await createServed(c, "full", size, 1));
     } finally {
       await c.stop();
     }

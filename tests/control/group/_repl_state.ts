@@ -117,6 +117,11 @@ export interface ReplicationFaults {
   /** A resync reports the member in sync without copying anything to it. */
   resyncWithoutCopy?: boolean;
   /**
+   * A deep verification takes out only in-sync members: a member resynced whose in-sync CAS
+   * is pending, found corrupt, is left to that CAS (the product before the model found it).
+   */
+  verifyLeavesResynced?: boolean;
+  /**
    * Not a fault: a stricter check. A member a deep verification compared while it was being
    * resynced, its copy corrupt, must not come back in sync corrupt either (_verify.ts).
    */

@@ -12,14 +12,15 @@
  *   rehashes the region and marks a corruption for rehashing (bad 2: its hash list now
  *   describes its content). Unless the master's own copy is corrupt (resyncAfterVerify: a
  *   resync would copy its bad data over good copies), each in-sync member whose copy
- *   differs is reported as a failed member is (#memberFailed: "replicas-failed", not
- *   dropped from the targets), so the record shows it out of sync and its resync starts;
+ *   differs, and each member resynced whose in-sync CAS is pending that holds a corruption,
+ *   is reported as a failed member is (#memberFailed: "replicas-failed", not dropped from
+ *   the targets), so the record shows it out of sync and its resync starts (again);
  * - a resync copies the region only when the hash lists differ (resync.ts).
  *
  * Invariants: a member the verification found different comes back in sync (at that epoch)
  * only with its copy repaired (not corrupt); the repair never copies a region the master
- * knows corrupt (holdResyncingToo, stricter: nor a member compared while resynced; the
- * product does not hold that, see repair_verify_model_test.ts). At most one corruption and
+ * knows corrupt (holdResyncingToo, stricter: nor a member compared while resynced). At most
+ * one corruption and
  * one verification per run (the bounds): either happens at any moment.
  * @module
  */
@@ -72,9 +73,16 @@ export function verifyStep(
     }
   }
   const masterCorrupt = copies[i].bad !== 0 && !faults.verifyRepairsFromCorruptMaster;
+  // The in-sync members that differ, and the members resynced whose in-sync CAS is pending
+  // that hold a corruption: their resync copied already and will not copy again
+  // (resyncAgainAfterVerify; the model found that gap).
+  const resyncedCorrupt = (m: string) =>
+    !faults.verifyLeavesResynced && p.resynced.includes(m) && copies[names.indexOf(m)].bad !== 0;
   const differing = masterCorrupt
     ? []
-    : asked.filter((m) => inSync.includes(m) && !sameContent(copies[names.indexOf(m)], copies[i]));
+    : asked.filter((m) =>
+      inSync.includes(m) ? !sameContent(copies[names.indexOf(m)], copies[i]) : resyncedCorrupt(m)
+    );
   let y = x;
   if (faults.holdResyncingToo) {
     // (A stricter check: a member compared while resynced, corrupt, is held to it too.)
@@ -122,14 +130,20 @@ export function resyncCopy(w: W, x: W, i: number, j: number, epoch: number, name
 /**
  * A member the verification found different, back in sync with its copy still corrupt (at
  * the verification's epoch: a later master's resyncs compare with its own copy, whatever
- * it holds).
+ * it holds). Allowed only through an in-sync CAS the master had sent before the
+ * verification reported the member (no request can be called back): its machine then holds
+ * the report that takes the member out again, and writes wait until the record shows that,
+ * as for an in-sync member found different.
  */
 export function verifyTransition(from: W, to: W, names: string[]): string | undefined {
   if (to.data.found === 0 || to.record.record.epoch !== to.data.foundEpoch) return undefined;
   const before = from.record.record.inSync;
+  const master = to.actors[names.indexOf(to.record.record.master)];
+  const takenOut = (m: string) =>
+    master?.reports.some((r) => r.replica === m && !r.inSync && r.epoch === to.data.foundEpoch);
   for (const m of to.record.record.inSync) {
     const j = names.indexOf(m);
-    if (before.includes(m) || (to.data.found & (1 << j)) === 0) continue;
+    if (before.includes(m) || (to.data.found & (1 << j)) === 0 || takenOut(m)) continue;
     if (to.data.copies[j].bad !== 0) {
       return `${m} back in sync with the copy the deep verification found different, not repaired`;
     }

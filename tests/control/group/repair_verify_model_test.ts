@@ -15,9 +15,9 @@
  *
  * Both hold with the faults of the other tests (crashes, cuts from etcd, slow replicas,
  * lost etcd replies, a drain's handover) within the bounds below, but one: a drain's
- * handover while a replica misses the repair, and a verification between a member's resync
- * and its in-sync CAS (two gaps in the product, pinned below). Each broken variant is
- * caught.
+ * handover while a replica misses the repair (a gap in the product, pinned below). A
+ * verification between a member's resync and its in-sync CAS was a second gap, fixed
+ * (master.ts verify(), verify.ts resyncAgainAfterVerify). Each broken variant is caught.
  */
 
 import { caught, holds } from "./_replication_runs.ts";
@@ -153,16 +153,25 @@ Deno.test("deep verification model: a resync after the verification that reports
   );
 });
 
-Deno.test("deep verification model (a gap the model found): a member corrupted after its resync copied, verified before its in-sync CAS, comes back in sync corrupt", () => {
+Deno.test("deep verification model: a member corrupted after its resync copied, verified before its in-sync CAS, is taken out again and repaired (a gap the model found, fixed)", () => {
   // The verification compares it (master.ts keeps it among the members being resynced until
-  // the record lists it in sync) and marks its corruption, but takes out only in-sync
-  // members; its resync has copied already, so the CAS lists it in sync with a corruption
-  // the verification reported. A second `verify --deep` takes it out. When this is fixed,
-  // make it a holds() test.
+  // the record lists it in sync) and marks its corruption; its resync has copied already, so
+  // it is reported failed like an in-sync member that differs, and resynced again.
+  holds(
+    "verify: a resynced member before its in-sync CAS",
+    { ...VERIFIES, maxSyncLosses: 1 },
+    2_000,
+    {
+      faults: { holdResyncingToo: true },
+    },
+  );
+});
+
+Deno.test("deep verification model: a verification that takes out only in-sync members is caught (a member resynced, its in-sync CAS pending, comes back in sync corrupt)", () => {
   caught(
     "a resynced member verified before its in-sync CAS",
     { ...VERIFIES, maxSyncLosses: 1 },
-    { faults: { holdResyncingToo: true } },
+    { faults: { holdResyncingToo: true, verifyLeavesResynced: true } },
     "back in sync with the copy the deep verification found different, not repaired",
   );
 });

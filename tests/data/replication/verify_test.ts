@@ -8,6 +8,7 @@ import { assert, assertEquals } from "../../_assert.ts";
 import {
   type MemberVerdict,
   resyncAfterVerify,
+  resyncAgainAfterVerify,
   type VerifyReport,
 } from "../../../data/replication/verify.ts";
 import { verifyText } from "../../../control/cli/_verify_view.ts";
@@ -54,6 +55,25 @@ Deno.test("resyncAfterVerify(): an in-sync replica found different by --deep is 
     ...members.slice(1),
   ];
   assertEquals(resyncAfterVerify(report(true, badMaster), inSync), []);
+});
+
+Deno.test("resyncAgainAfterVerify(): a member being resynced with a corruption found by --deep is resynced again; not one that merely differs, not after a quick verify, not from a corrupt master", () => {
+  const members = [
+    verdict("n1", "master"),
+    verdict("n2", "replica", { ...differs, corrupt: [5], corruptCount: 1 }), // resynced, CAS pending
+    verdict("n3", "replica", differs), // its resync copies the difference anyway
+    verdict("n4", "replica", { ...differs, corrupt: [5], corruptCount: 1 }), // in sync: the other rule
+    verdict("n5", "replica", { equal: undefined, error: "no answer" }),
+  ];
+  const resyncing = ["n2", "n3", "n5"];
+  assertEquals(resyncAgainAfterVerify(report(true, members), resyncing), ["n2"]);
+  assertEquals(resyncAfterVerify(report(true, members), ["n1", "n4"]), ["n4"]);
+  assertEquals(resyncAgainAfterVerify(report(false, members), resyncing), [], "quick");
+  const badMaster = [
+    verdict("n1", "master", { corrupt: [5], corruptCount: 1 }),
+    ...members.slice(1),
+  ];
+  assertEquals(resyncAgainAfterVerify(report(true, badMaster), resyncing), []);
 });
 
 Deno.test("verifyText(): says which members the master resyncs, or to move a corrupt master away first", () => {
