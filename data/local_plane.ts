@@ -222,7 +222,7 @@ class LocalDataPlane implements RunningDataPlane {
     name: string,
     replica: ReplicaTarget,
     epoch: number,
-    options: { rateBytesPerSecond?: number } = {},
+    options: { rateBytesPerSecond?: number; onStarted?: () => void } = {},
   ): Promise<ResyncResult> {
     return this.#replication.resync(name, replica, epoch, options);
   }

@@ -388,6 +388,7 @@ export type VolumeEventType =
   | "up"
   | "out-of-sync"
   | "resync-started"
+  | "resync-interrupted"
   | "in-sync"
   | "member-added"
   | "member-removed"

@@ -6,6 +6,7 @@
  */
 
 export {
+  type EventDraft,
   eventKey,
   EVENTS_KEEP,
   EVENTS_PREFIX,
@@ -15,5 +16,8 @@ export {
   NEW_MEMBER,
   parseEvents,
   pendingEvents,
+  resyncInterrupted,
+  type ResyncReach,
+  resyncStarted,
   withHistory,
 } from "./history.ts";

@@ -32,7 +32,7 @@ import type { Logger } from "../common/mod.ts";
 import { aliveKey } from "../nodes/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
 import { casRecord, groupChange, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
-import { ResyncTracker } from "./_resyncs.ts";
+import { ResyncTracker, runResync } from "./_resyncs.ts";
 import { MembershipKeeper } from "./_membership.ts";
 import {
   deleteGoneCopy,
@@ -80,6 +80,7 @@ export class VolumeGroups {
   /** Size each local copy is known to have at least, so a record event costs no I/O. */
   readonly #sized = new Map<string, { uuid: string; sizeBytes: number }>();
   #unsubscribe: () => void = () => {};
+  #stopping = false;
   /** The resyncs this node runs as master (live status, never stored). */
   readonly resyncs = new ResyncTracker();
   /** Why the replicas of groups served here failed, noted when they leave the in-sync set. */
@@ -135,6 +136,7 @@ export class VolumeGroups {
 
   /** Stops every driver (exports stay up for the shutdown) and the lease watch. */
   async stop(): Promise<void> {
+    this.#stopping = true;
     this.#unsubscribe();
     this.members.stop();
     await Promise.all([...this.#drivers.values()].map((d) => d.driver.stop()));
@@ -346,8 +348,23 @@ export class VolumeGroups {
             this.resyncs.fail(name, replica, `node ${replica} has no known peer address`);
             return false;
           }
-          const run = () => newCopyRetry(() => plane.resync!(name, target, epoch));
-          await this.resyncs.run(name, replica, run);
+          await runResync({
+            volume: name,
+            self: this.#o.nodeName,
+            member: replica,
+            epoch,
+            tracker: this.resyncs,
+            log,
+            resync: (onStarted) =>
+              newCopyRetry(() => plane.resync!(name, target, epoch, { onStarted })),
+            store: this.#o.store,
+            uuid: rec.uuid,
+            now: () => ({
+              group: driver.state.known?.record,
+              gone: this.#leases.gone(),
+              stopping: this.#stopping,
+            }),
+          });
           return true;
         },
         stopServing: async (epoch) => {

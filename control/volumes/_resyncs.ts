@@ -3,10 +3,25 @@
  * under way (from the moment the data plane's resync is called, before it reports any
  * progress) and the last failure of each member's resync. In memory only: it is live
  * status, asked for by `volume get` and /metrics, never written to the store.
+ *
+ * Two moments of a resync are written to the volume's history by the master
+ * (runResync): its start, once the member answered (a member that has just died is never
+ * announced: the attempt fails before, is logged "resync could not start" and retried), and
+ * its interruption after that start, with why and how far it got.
  * @module
  */
 
 import { errorMessage } from "../../mod/errors.ts";
+import type { Logger } from "../common/mod.ts";
+import {
+  type EventDraft,
+  resyncInterrupted,
+  type ResyncReach,
+  resyncStarted,
+} from "../events/mod.ts";
+import type { GroupRecord } from "../group/mod.ts";
+import type { StateStore } from "../store/mod.ts";
+import { appendEvents } from "./_record.ts";
 
 /** Member -> value, per volume. */
 type PerMember<T> = Map<string, Map<string, T>>;
@@ -96,4 +111,98 @@ function drop<T>(map: PerMember<T>, volume: string, member: string): void {
   if (!m) return;
   m.delete(member);
   if (m.size === 0) map.delete(volume);
+}
+
+/** What the master knows when a started resync of `member` at `epoch` stops early. */
+export interface Interruption {
+  self: string;
+  member: string;
+  epoch: number;
+  /** The group as this node last saw it (undefined: the record is gone). */
+  group: GroupRecord | undefined;
+  /** Nodes whose liveness lease is gone now. */
+  gone: readonly string[];
+  /** This node is shutting down. */
+  stopping: boolean;
+  /** The data plane's words. */
+  error: string;
+}
+
+/** Why a started resync stopped, in words (pure): the first that applies. */
+export function interruptionReason(i: Interruption): string {
+  const g = i.group;
+  if (i.stopping) return `this node (${i.self}, the master) is stopping`;
+  if (!g || !g.members.includes(i.member)) return "the member was removed from the group";
+  if (g.master !== i.self || g.epoch !== i.epoch) {
+    return `the master changed (now ${g.master} at epoch ${g.epoch})`;
+  }
+  if (i.gone.includes(i.member) || g.down.includes(i.member)) {
+    return `the member's node is down (liveness lease gone): ${i.error}`;
+  }
+  return `the member failed: ${i.error}`;
+}
+
+/** What runResync needs of the node. */
+export interface ResyncRun {
+  volume: string;
+  /** The copy resynced (its record's uuid). */
+  uuid: string;
+  store: StateStore;
+  self: string;
+  member: string;
+  epoch: number;
+  tracker: ResyncTracker;
+  log: Logger;
+  /** The data plane's resync; calls `onStarted` once the member answered. */
+  resync(onStarted: () => void): Promise<unknown>;
+  /** The group, the gone leases and whether this node stops, when it is interrupted. */
+  now(): Omit<Interruption, "self" | "member" | "epoch" | "error">;
+}
+
+/**
+ * Runs (tracked) the resync of `r.member`, writing its start once the member answered and,
+ * if it then stops before the end, an interruption event with why and how far it got (also
+ * logged). A failure to write an event is logged, never the resync's failure.
+ */
+export async function runResync(r: ResyncRun): Promise<void> {
+  let started: Promise<void> | undefined;
+  const write = (e: EventDraft) =>
+    appendEvents(r.store, r.volume, r.uuid, [e]).catch((err) =>
+      r.log.warn({ replica: r.member, err, event: e.type }, "could not record a resync event")
+    );
+  try {
+    await r.tracker.run(r.volume, r.member, () =>
+      r.resync(() => {
+        started ??= write(resyncStarted(r.self, r.member));
+      }));
+    await started; // the start is written before the caller records the member in sync
+  } catch (err) {
+    if (started) {
+      await started;
+      const reason = interruptionReason({
+        self: r.self,
+        member: r.member,
+        epoch: r.epoch,
+        error: errorMessage(err),
+        ...r.now(),
+      });
+      const reach = reachOf(err);
+      r.log.warn({ replica: r.member, epoch: r.epoch, reason, ...reach }, "resync interrupted");
+      await write(resyncInterrupted(r.self, r.member, reason, reach));
+    }
+    throw err;
+  }
+}
+
+/** The progress a data plane's ResyncError carries, if any. */
+function reachOf(err: unknown): ResyncReach | undefined {
+  const p = (err as { progress?: Partial<ResyncReach> })?.progress;
+  if (!p || typeof p.comparedBytes !== "number") return undefined;
+  return {
+    pass: p.pass ?? 0,
+    comparedBytes: p.comparedBytes,
+    totalBytes: p.totalBytes ?? 0,
+    sentBytes: p.sentBytes ?? 0,
+    zeroedBytes: p.zeroedBytes ?? 0,
+  };
 }

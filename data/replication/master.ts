@@ -11,7 +11,13 @@ import type { HashState } from "./hash_state.ts";
 import { LeaseKeeper, LeasePinger, type LeaseView } from "./lease.ts";
 import { type ConnectNode, PeerLinks } from "./links.ts";
 import { type ReplicaTarget, Replicator } from "./replicator.ts";
-import { type Ask, type ResyncProgress, resyncReplica, type ResyncResult } from "./resync.ts";
+import {
+  type Ask,
+  ResyncError,
+  type ResyncProgress,
+  resyncReplica,
+  type ResyncResult,
+} from "./resync.ts";
 import { F_CHEAP, replyMessage, STATUS_OK, T_FENCE, T_TREE } from "./wire.ts";
 import { resyncAfterVerify, verifyCopies, type VerifyReport } from "./verify.ts";
 import { CHEAP_REGIONS } from "./replica.ts";
@@ -163,7 +169,9 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     if (!t) return;
     const resyncing = t.resyncing.some((x) => x.node === node);
     if (resyncing) {
-      this.#resyncs.get(`${e.name}\u0000${node}`)?.abort.abort();
+      this.#resyncs.get(`${e.name}\u0000${node}`)?.abort.abort(
+        new ResyncError(`replica ${node} stopped answering: ${reason}`),
+      );
       return;
     }
     e.onReplicasFailed?.([node], { [node]: reason }).catch((err) =>
@@ -234,7 +242,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     name: string,
     replica: ReplicaTarget,
     epoch: number,
-    options: { rateBytesPerSecond?: number; reconcile?: boolean } = {},
+    options: { rateBytesPerSecond?: number; reconcile?: boolean; onStarted?: () => void } = {},
   ): Promise<ResyncResult> {
     const e = this.#exports.lookup(name);
     const t = this.#targets.get(name);
@@ -268,6 +276,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
         purpose: options.reconcile ? "check" : "resync",
         rateBytesPerSecond: options.rateBytesPerSecond ?? this.#rate,
         onProgress: (p) => (entry.progress = p),
+        ...(options.onStarted ? { onStarted: options.onStarted } : {}),
         signal: abort.signal,
       });
     } catch (err) {
@@ -390,7 +399,9 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     this.#leases.get(name)?.stop();
     this.#leases.delete(name);
     for (const [key, r] of this.#resyncs) {
-      if (key.split("\u0000")[0] === name) r.abort.abort();
+      if (key.split("\u0000")[0] === name) {
+        r.abort.abort(new ResyncError(`volume "${name}" is no longer served here`));
+      }
     }
   }
 
@@ -398,7 +409,9 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     for (const k of this.#leases.values()) k.stop();
     this.#leases.clear();
     this.#pinger.stop();
-    for (const r of this.#resyncs.values()) r.abort.abort();
+    for (const r of this.#resyncs.values()) {
+      r.abort.abort(new ResyncError("the data plane is stopping"));
+    }
     this.#links?.closeAll();
   }
 }

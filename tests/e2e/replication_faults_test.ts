@@ -10,6 +10,8 @@
 import { assert, assertEquals } from "../_assert.ts";
 import { PYTHON, waitFor } from "./_cluster.ts";
 import { e2eTest, run } from "./_harness.ts";
+import { admin } from "./_cluster_tls.ts";
+import type { VolumeEvent } from "../../mod/types.ts";
 import {
   assertCopiesEqual,
   createServed,
@@ -44,6 +46,13 @@ async function fill(uri: string, first: number, count: number, seed: number): Pr
     timeoutMs: 120_000,
   });
   assertEquals(r.stdout.trim(), "ok", r.stderr);
+}
+
+/** The volume's events as node `via` lists them (`volume events -o json`). */
+async function events(c: ReplCluster, via: string, volume: string): Promise<VolumeEvent[]> {
+  const r = await admin(c.nodes.get(via)!, ["volume", "events", volume, "-o", "json"]);
+  assertEquals(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout).items as VolumeEvent[];
 }
 
 /** The JSON fields of the first (or with `last`, the last) log line with `msg`. */
@@ -254,6 +263,10 @@ e2eTest(
         const now = await volumeOf(c, v.master, "cut1");
         return !now.inSync?.includes(victim);
       }, { timeoutMs: 30_000, everyMs: 250 });
+      // The master tried the dead replica, which did not answer: no resync is announced.
+      assert(await master.logged('"msg":"resync could not start'), "no failed start logged");
+      const early = await events(c, v.master, "cut1");
+      assertEquals(early.filter((e) => e.type.startsWith("resync")), [], JSON.stringify(early));
       const changed = 64 * MiB;
       await fill(c.uri(v.master, "cut1"), 0, changed / 65536, 5);
       await c.start(victim);
@@ -269,6 +282,23 @@ e2eTest(
         return firstSent > 0;
       }, { timeoutMs: 30_000, everyMs: 50 });
       assert(firstSent > 0 && firstSent < changed, `first resync sent ${firstSent}`);
+      // The interruption is logged and recorded with why and how far it got.
+      let interrupted = "";
+      assert(await master.logged('"msg":"resync interrupted'), "no interruption logged");
+      await waitFor("the interruption in the events", async () => {
+        const cut = (await events(c, v.master, "cut1")).filter((e) => e.node === victim);
+        const types = cut.map((e) => e.type);
+        const last = cut.at(-1);
+        if (last?.type !== "resync-interrupted") return false;
+        assertEquals(types.filter((t) => t.startsWith("resync")), [
+          "resync-started",
+          "resync-interrupted",
+        ]);
+        assert(/: the member( failed|'s node is down)/.test(last.message), last.message);
+        assert(/it had compared \S+ \S+ of 128 MiB \(pass 1\) and sent /.test(last.message));
+        interrupted = last.message;
+        return true;
+      }, { timeoutMs: 15_000, everyMs: 250 });
       await c.start(victim);
       await waitFor(`${victim} back in sync`, async () => {
         const now = await volumeOf(c, v.master, "cut1");
@@ -278,6 +308,8 @@ e2eTest(
       const secondSent = done.sentBytes as number;
       // deno-lint-ignore no-console
       console.log(`[resync cut] sent ${firstSent} + ${secondSent} bytes for ${changed} changed`);
+      // deno-lint-ignore no-console
+      console.log(`[resync cut] event: ${interrupted}`);
       assert(
         firstSent + secondSent <= changed + 4 * MiB,
         `sent ${firstSent} + ${secondSent} for ${changed}: the second resync sent again`,

@@ -6,7 +6,11 @@
 
 import { type GroupRecord, newRecord } from "../../../control/group/mod.ts";
 import { memberStatus, phaseReason, resyncView } from "../../../control/volumes/_members.ts";
-import { ResyncTracker } from "../../../control/volumes/_resyncs.ts";
+import { interruptionReason, ResyncTracker, runResync } from "../../../control/volumes/_resyncs.ts";
+import { VOLUME_PREFIX } from "../../../control/volumes/_record.ts";
+import { eventsPrefix, parseEvents } from "../../../control/events/mod.ts";
+import { createLogger } from "../../../control/common/mod.ts";
+import { withSqlite } from "../_fixtures.ts";
 import {
   FailureReasons,
   nextSyncNotes,
@@ -325,4 +329,87 @@ Deno.test("memberStatus(): a resync that finished before the record lists its me
   assertEquals(n2.resync?.finishedAt, iso(T0 + 8_000));
   assertEquals(n2.resync?.sendRateBytesPerSecond, 5 * MiB, "40 MiB over the 8 s it ran");
   assertEquals(phaseReason(g, members), "replica n2 resync finished, being marked in sync");
+});
+
+Deno.test("interruptionReason(): stopping, removed, master changed, member down, else its failure", () => {
+  const base = {
+    self: "n1",
+    member: "n2",
+    epoch: 1,
+    group: group(),
+    gone: [] as string[],
+    stopping: false,
+    error: "replica n2 closed the connection",
+  };
+  const table: [Partial<typeof base> & { group?: GroupRecord | undefined }, string][] = [
+    [{ stopping: true }, "this node (n1, the master) is stopping"],
+    [{ group: undefined }, "the member was removed from the group"],
+    [{ group: group({ members: ["n1", "n3"] }) }, "the member was removed from the group"],
+    [{ group: group({ master: "n3", epoch: 2 }) }, "the master changed (now n3 at epoch 2)"],
+    [{ gone: ["n2"] }, "the member's node is down (liveness lease gone): " + base.error],
+    [
+      { group: group({ down: ["n2"] }) },
+      "the member's node is down (liveness lease gone): " +
+      base.error,
+    ],
+    [{}, "the member failed: replica n2 closed the connection"],
+  ];
+  for (const [over, want] of table) {
+    assertEquals(interruptionReason({ ...base, ...over }), want, JSON.stringify(over));
+  }
+});
+
+Deno.test("runResync(): the start is written once the member answered, an interruption after it with how far it got, a member that never answered leaves no event", async () => {
+  await withSqlite(async (store) => {
+    const rec = { name: "g", uuid: "u", state: "ready", sizeBytes: SIZE, group: group() };
+    await store.put(VOLUME_PREFIX + "g", JSON.stringify(rec));
+    const events = async () =>
+      parseEvents((await store.list(eventsPrefix("g"))).kvs, "g", "u").map((e) => e.message);
+    const tracker = new ResyncTracker();
+    const run = (resync: (onStarted: () => void) => Promise<unknown>) =>
+      runResync({
+        volume: "g",
+        uuid: "u",
+        store,
+        self: "n1",
+        member: "n2",
+        epoch: 1,
+        tracker,
+        log: createLogger({ level: "silent" }),
+        resync,
+        now: () => ({ group: group(), gone: [], stopping: false }),
+      });
+    // Refused at once: nothing announced.
+    await assertRejects(() => run(() => Promise.reject(new Error("connection refused"))));
+    assertEquals(await events(), []);
+    // Answered, then cut: started, then interrupted with its progress.
+    const progress = {
+      pass: 1,
+      comparedBytes: 256 * MiB,
+      totalBytes: SIZE,
+      sentBytes: 16 * MiB,
+      zeroedBytes: 0,
+    };
+    await assertRejects(() =>
+      run((started) => {
+        started();
+        return Promise.reject(Object.assign(new Error("replica n2 closed the connection"), {
+          progress,
+        }));
+      })
+    );
+    assertEquals(await events(), [
+      "master n1 resyncs n2: it answered, the copies are being compared (Delta Sync: only " +
+      "differing blocks are sent)",
+      "master n1's resync of n2 interrupted: the member failed: replica n2 closed the " +
+      "connection; it had compared 256 MiB of 1 GiB (pass 1) and sent 16 MiB",
+    ]);
+    // Answered and finished: its start is written before runResync returns.
+    await run((started) => {
+      started();
+      return Promise.resolve();
+    });
+    assertEquals((await events()).length, 3);
+    assertEquals(tracker.failures("g"), []);
+  });
 });
