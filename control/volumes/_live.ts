@@ -134,6 +134,13 @@ function runningResyncs(ctx: LiveContext, rec: VolumeRecord): LiveResync[] {
       sentBytes: p?.sentBytes ?? 0,
       zeroedBytes: p?.zeroedBytes ?? 0,
       hashBytes: p?.hashBytes ?? 0,
+      ...(p?.copyingSince !== undefined
+        ? {
+          regionsToCopy: p.regionsToCopy,
+          regionsCopied: p.regionsCopied,
+          copyingSince: new Date(p.copyingSince).toISOString(),
+        }
+        : {}),
       ...(limit > 0 ? { rateLimitBytesPerSecond: limit } : {}),
     };
   });

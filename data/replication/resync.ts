@@ -61,6 +61,8 @@ export interface ResyncProgress {
   /** Regions found to differ in this pass, and how many of them are done. */
   regionsToCopy: number;
   regionsCopied: number;
+  /** When this pass knew its differing regions and began copying them (ms since the epoch). */
+  copyingSince?: number;
   pass: number;
   startedAt: number;
 }
@@ -233,6 +235,7 @@ async function runResync(
     p.regionsCopied = 0;
     const regions = await differingLeaves(hashes, ask, p);
     p.regionsToCopy = regions.length;
+    p.copyingSince = Date.now();
     p.comparedBytes = size - regions.reduce((n, r) => n + regionLength(size, r), 0);
     o.onProgress?.({ ...p });
     let copied = 0;

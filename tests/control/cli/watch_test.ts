@@ -159,7 +159,18 @@ Deno.test("memberTable(): role, state in words, the root hash cut to 16 digits (
       ...resyncing,
       resync: resync({ pass: 2, rateBytesPerSecond: 0, etaSeconds: undefined }),
     }),
-    "45.2% [#########-----------] 561 MiB left, -, ETA -, sent 12 MiB (pass 2)",
+    "45.2% [#########-----------] 561 MiB left, -, ETA estimating, sent 12 MiB (pass 2)",
+  );
+  // The differing regions the pass has still to copy, which the ETA is based on.
+  assertEquals(
+    memberDetail({ ...resyncing, resync: resync({ regionsToCopy: 150, regionsCopied: 20 }) }),
+    "45.2% [#########-----------] 561 MiB left (130 of 150 differing regions), 20 MiB/s, " +
+      "ETA 29s, sent 12 MiB",
+  );
+  assertEquals(
+    memberDetail({ ...resyncing, resync: resync({ regionsToCopy: 1, regionsCopied: 0 }) }),
+    "45.2% [#########-----------] 561 MiB left (1 of 1 differing region), 20 MiB/s, ETA 29s, " +
+      "sent 12 MiB",
   );
   // What crossed the network and the master's --resync-rate, beside the compare rate.
   assertEquals(

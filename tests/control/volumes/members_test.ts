@@ -5,7 +5,14 @@
  */
 
 import { type GroupRecord, newRecord } from "../../../control/group/mod.ts";
-import { memberStatus, phaseReason, resyncView } from "../../../control/volumes/_members.ts";
+import {
+  ETA_MIN_REGIONS,
+  ETA_MIN_SECONDS,
+  memberStatus,
+  phaseReason,
+  resyncEta,
+  resyncView,
+} from "../../../control/volumes/_members.ts";
 import { interruptionReason, ResyncTracker, runResync } from "../../../control/volumes/_resyncs.ts";
 import { VOLUME_PREFIX } from "../../../control/volumes/_record.ts";
 import { eventsPrefix, parseEvents } from "../../../control/events/mod.ts";
@@ -412,4 +419,52 @@ Deno.test("runResync(): the start is written once the member answered, an interr
     assertEquals((await events()).length, 3);
     assertEquals(tracker.failures("g"), []);
   });
+});
+
+Deno.test("resyncEta(): regions left at the rate regions were copied since copying began, not bytes compared", () => {
+  // Scattered 4 KiB changes: the tree compare found 3/4 of the volume equal at once (768 MiB
+  // compared in the first second), then 256 differing regions copy at 8 regions/s.
+  const copying = (copied: number) =>
+    resync({
+      pass: 1,
+      comparedBytes: 768 * MiB + copied * MiB,
+      regionsToCopy: 256,
+      regionsCopied: copied,
+      copyingSince: iso(T0 + 1_000),
+    });
+  const at = (seconds: number) => T0 + 1_000 + seconds * 1000;
+  // 10 s of copying, 80 regions copied: 176 left at 8/s = 22 s. The bytes compared per second
+  // since the start (848 MiB in 11 s: 77 MiB/s, 176 MiB left) would have said 3 s.
+  assertEquals(resyncEta(copying(80), at(10)), 22);
+  assertEquals(resyncView(copying(80), SIZE, at(10)).etaSeconds, 22);
+  assertEquals(
+    resyncView(copying(80), SIZE, at(10)).rateBytesPerSecond,
+    Math.round(848 * MiB / 11),
+  );
+  // The rate holds: the ETA counts down with the regions.
+  assertEquals(resyncEta(copying(240), at(30)), 2);
+  // Every region of the pass copied: the pass is about to end.
+  assertEquals(resyncEta(copying(256), at(32)), 0);
+});
+
+Deno.test("resyncEta(): estimating until the pass has copied a few regions for a few seconds", () => {
+  const r = (over: Partial<LiveResync>) =>
+    resync({ regionsToCopy: 1000, regionsCopied: 0, copyingSince: iso(T0), ...over });
+  const s = (x: number) => T0 + x * 1000;
+  // Before the first comparison: nothing to go by.
+  assertEquals(resyncEta(resync({ pass: 0, comparedBytes: 0 }), s(5)), undefined);
+  // Copying, but too few regions, or too short a time.
+  assertEquals(resyncEta(r({ regionsCopied: ETA_MIN_REGIONS - 1 }), s(10)), undefined);
+  assertEquals(resyncEta(r({ regionsCopied: 500 }), s(ETA_MIN_SECONDS) - 1), undefined);
+  assertEquals(resyncEta(r({ regionsCopied: ETA_MIN_REGIONS }), s(ETA_MIN_SECONDS)), 248);
+  // A pass with few regions waits for a quarter of them.
+  const few = (copied: number) => r({ regionsToCopy: 3, regionsCopied: copied });
+  assertEquals(resyncEta(few(0), s(10)), undefined);
+  assertEquals(resyncEta(few(1), s(10)), 20);
+  // Finished: 0, shown as done.
+  assertEquals(resyncView(resync({ finishedAt: iso(s(3)) }), SIZE, s(3)).etaSeconds, 0);
+  // A master of an older version reports no regions: bytes left at the bytes compared per
+  // second, after the same wait.
+  assertEquals(resyncEta(resync(), T0 + 1_000), undefined);
+  assertEquals(resyncEta(resync(), T0 + 10_000), 30);
 });
