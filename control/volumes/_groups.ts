@@ -32,7 +32,7 @@ import type { Logger } from "../common/mod.ts";
 import { aliveKey } from "../nodes/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
 import { casRecord, groupChange, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
-import { ResyncTracker, runResync } from "./_resyncs.ts";
+import { resyncHost, ResyncTracker } from "./_resyncs.ts";
 import { MembershipKeeper } from "./_membership.ts";
 import {
   deleteGoneCopy,
@@ -41,7 +41,6 @@ import {
   holdsCopy,
   leaveOutDown,
   makeJoinedCopy,
-  newCopyRetry,
 } from "./_member_copies.ts";
 import { FailureReasons } from "./_sync_notes.ts";
 
@@ -305,7 +304,7 @@ export class VolumeGroups {
     const name = rec.name;
     const plane = this.#o.plane;
     const log = this.#log.child({ volume: name, uuid: rec.uuid });
-    const driver = new GroupDriver({
+    const driver: GroupDriver = new GroupDriver({
       store: this.#o.store,
       key: VOLUME_PREFIX + name,
       self: this.#o.nodeName,
@@ -341,32 +340,21 @@ export class VolumeGroups {
             "volume exported (group master)",
           );
         },
-        resync: async (replica, epoch) => {
-          if (!plane.resync) return false;
-          const [target] = await this.#addresses([replica]);
-          if (!target.address) {
-            this.resyncs.fail(name, replica, `node ${replica} has no known peer address`);
-            return false;
-          }
-          await runResync({
-            volume: name,
-            self: this.#o.nodeName,
-            member: replica,
-            epoch,
-            tracker: this.resyncs,
-            log,
-            resync: (onStarted) =>
-              newCopyRetry(() => plane.resync!(name, target, epoch, { onStarted })),
-            store: this.#o.store,
-            uuid: rec.uuid,
-            now: () => ({
-              group: driver.state.known?.record,
-              gone: this.#leases.gone(),
-              stopping: this.#stopping,
-            }),
-          });
-          return true;
-        },
+        resync: resyncHost({
+          volume: name,
+          uuid: rec.uuid,
+          self: this.#o.nodeName,
+          store: this.#o.store,
+          tracker: this.resyncs,
+          log,
+          plane,
+          address: async (node) => (await this.#addresses([node]))[0].address,
+          now: () => ({
+            group: driver.state.known?.record,
+            gone: this.#leases.gone(),
+            stopping: this.#stopping,
+          }),
+        }),
         stopServing: async (epoch) => {
           this.resyncs.forget(name); // failures of resyncs this node ran as master
           this.members.forget(name);

@@ -22,6 +22,8 @@ import {
 import type { GroupRecord } from "../group/mod.ts";
 import type { StateStore } from "../store/mod.ts";
 import { appendEvents } from "./_record.ts";
+import { newCopyRetry } from "./_member_copies.ts";
+import type { DataPlane } from "../../data/plane.ts";
 
 /** Member -> value, per volume. */
 type PerMember<T> = Map<string, Map<string, T>>;
@@ -204,5 +206,39 @@ function reachOf(err: unknown): ResyncReach | undefined {
     totalBytes: p.totalBytes ?? 0,
     sentBytes: p.sentBytes ?? 0,
     zeroedBytes: p.zeroedBytes ?? 0,
+  };
+}
+
+/** What resyncHost needs besides what runResync does. */
+export interface ResyncHostOptions extends Omit<ResyncRun, "member" | "epoch" | "resync"> {
+  plane: Pick<DataPlane, "resync">;
+  /** A node's peer address ("" when unknown). */
+  address(node: string): Promise<string>;
+}
+
+/**
+ * The group driver's resync of a member (GroupHost.resync): false when it cannot run here (no
+ * replication, or no known peer address, kept as the member's last failure); throws when
+ * it failed; true when the copies are equal.
+ */
+export function resyncHost(
+  o: ResyncHostOptions,
+): (member: string, epoch: number) => Promise<boolean> {
+  return async (member, epoch) => {
+    const resync = o.plane.resync?.bind(o.plane);
+    if (!resync) return false;
+    const address = await o.address(member);
+    if (!address) {
+      o.tracker.fail(o.volume, member, `node ${member} has no known peer address`);
+      return false;
+    }
+    await runResync({
+      ...o,
+      member,
+      epoch,
+      resync: (onStarted) =>
+        newCopyRetry(() => resync(o.volume, { node: member, address }, epoch, { onStarted })),
+    });
+    return true;
   };
 }
