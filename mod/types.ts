@@ -287,6 +287,12 @@ export interface NodeInfo {
   dataWorkers?: { size: number; min: number; max: number };
   startedAt: string;
   lastSeen: string;
+  /**
+   * Set by a clean stop (SIGTERM/SIGINT) just before the node revokes its liveness lease, and
+   * cleared when it starts again: a node `down` with it stopped, one without lost its lease
+   * (crashed, frozen, cut off from etcd).
+   */
+  stoppedAt?: string;
 }
 
 /** GET /v1/health. */

@@ -52,8 +52,26 @@ export function eventKey(name: string, uuid: string, seq: number): string {
 export type EventDraft = Omit<VolumeEvent, "seq" | "at" | "epoch" | "master">;
 type Draft = EventDraft;
 
+/**
+ * What the writer knows of the nodes beyond the records: those whose liveness lease went
+ * because they stopped cleanly (the node wrote its stopping mark, then revoked its lease), so
+ * that a member "down" or a master replaced says "stopped" rather than "lease expired".
+ */
+export interface NodeFacts {
+  stopped?: readonly string[];
+}
+
+/** Why node `m` is gone, in words: stopped cleanly, or its lease expired. */
+export function goneWhy(m: string, facts: NodeFacts | undefined): string {
+  return facts?.stopped?.includes(m) ? "stopped (lease revoked)" : "liveness lease expired";
+}
+
 /** What the change from `prev` to `next` did to the group, in order (no group: nothing). */
-export function historyOf(prev: HistoryRecord | undefined, next: HistoryRecord): Draft[] {
+export function historyOf(
+  prev: HistoryRecord | undefined,
+  next: HistoryRecord,
+  facts?: NodeFacts,
+): Draft[] {
   const g = next.group;
   if (!g) return [];
   const p = prev?.uuid === next.uuid ? prev.group : undefined;
@@ -91,7 +109,9 @@ export function historyOf(prev: HistoryRecord | undefined, next: HistoryRecord):
       });
     } else {
       const why = p.down.includes(p.master) || g.down.includes(p.master)
-        ? `master ${p.master}'s liveness lease expired`
+        ? facts?.stopped?.includes(p.master)
+          ? `master ${p.master} stopped (lease revoked)`
+          : `master ${p.master}'s liveness lease expired`
         : `master ${p.master} was replaced`;
       out.push({
         type: "promoted",
@@ -133,7 +153,10 @@ export function historyOf(prev: HistoryRecord | undefined, next: HistoryRecord):
     });
   }
   for (const m of g.down.filter((m) => !p.down.includes(m))) {
-    out.push({ type: "down", node: m, message: `${m} down: its node's liveness lease expired` });
+    const why = facts?.stopped?.includes(m)
+      ? "its node stopped (lease revoked)"
+      : "its node's liveness lease expired";
+    out.push({ type: "down", node: m, message: `${m} down: ${why}` });
   }
   for (const m of p.inSync.filter((m) => !g.inSync.includes(m) && g.members.includes(m))) {
     const reason = next.outOfSync?.[m]?.reason;
@@ -206,7 +229,7 @@ export function withHistory<R extends HistoryRecord>(
   prev: R | undefined,
   next: R | "delete",
   at: Date,
-  extra: readonly EventDraft[] = [],
+  o: { extra?: readonly EventDraft[]; facts?: NodeFacts } = {},
 ): { record: R | "delete"; ops: Op[] } {
   if (next === "delete") {
     const name = prev?.name;
@@ -215,7 +238,7 @@ export function withHistory<R extends HistoryRecord>(
       ops: name ? [{ type: "delete", key: eventsPrefix(name), prefix: true }] : [],
     };
   }
-  const drafts = [...historyOf(prev, next), ...(next.group ? extra : [])];
+  const drafts = [...historyOf(prev, next, o.facts), ...(next.group ? o.extra ?? [] : [])];
   if (drafts.length === 0) return { record: next, ops: [] };
   const first = (prev?.uuid === next.uuid ? prev.eventSeq : undefined) ?? 0;
   const g = next.group!;
@@ -261,9 +284,14 @@ export function parseEvents(
  * liveness lease is gone count as down). The events are marked `pending`, with seq 0 and
  * `at` = `now`, and are written for real by the first member that can.
  */
-export function pendingEvents(rec: HistoryRecord, seen: GroupRecord, now: Date): VolumeEvent[] {
+export function pendingEvents(
+  rec: HistoryRecord,
+  seen: GroupRecord,
+  now: Date,
+  facts?: NodeFacts,
+): VolumeEvent[] {
   if (!rec.group || seen === rec.group) return [];
-  return historyOf(rec, { ...rec, group: seen }).map((d) => ({
+  return historyOf(rec, { ...rec, group: seen }, facts).map((d) => ({
     seq: 0,
     at: now.toISOString(),
     ...d,

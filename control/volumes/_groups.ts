@@ -283,6 +283,11 @@ export class VolumeGroups {
     return this.#leases.gone();
   }
 
+  /** Of those, the nodes that stopped cleanly (their stopping mark seen). */
+  leaseStopped(): string[] {
+    return this.#leases.stopped();
+  }
+
   /** The newest record of each group this node is master of and exports, by name. */
   served(): VolumeRecord[] {
     return [...this.#records.values()]
@@ -374,6 +379,7 @@ export class VolumeGroups {
         groupChange(JSON.parse(value), group, this.#o.now(), {
           replicates: this.#o.replicates ?? false,
           causes: this.failures.causes(name),
+          facts: { stopped: this.#leases.stopped() },
         }),
     });
     this.#drivers.set(name, { uuid: rec.uuid, driver });

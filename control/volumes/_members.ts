@@ -24,6 +24,8 @@ export interface MemberInputs {
   notes?: SyncNotes;
   /** Nodes whose liveness lease is gone now. */
   gone: readonly string[];
+  /** Of those, the nodes that stopped cleanly (their stopping mark seen). */
+  stopped?: readonly string[];
   /** What the master reported, if it could be asked. */
   live?: VolumeLiveStatus;
   /** Why the master could not be asked, if it could not. */
@@ -57,7 +59,10 @@ function member(i: MemberInputs, node: string): VolumeMember {
   const { rootHash: _stale, ...unrooted } = base;
   const notRecorded = "not in the group's in-sync set (no reason recorded)";
   if (i.gone.includes(node) || g.down.includes(node)) {
-    const why = i.gone.includes(node)
+    const stopped = i.stopped?.includes(node) ?? false;
+    const why = stopped
+      ? "the node stopped (its lease revoked at its clean stop)"
+      : i.gone.includes(node)
       ? "the node's liveness lease is gone (stopped, crashed, or cut off from etcd)"
       : "the group record lists it down (its lease expired); it takes itself off the list " +
         "once back";

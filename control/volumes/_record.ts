@@ -17,7 +17,7 @@ import { livenessCompares } from "../nodes/mod.ts";
 import { type Compare, freshGet, type KeyValue, type Op, type StateStore } from "../store/mod.ts";
 import { leftOutOf, type Tombstone, TOMBSTONE_PREFIX } from "./_tombstones.ts";
 import { nextSyncNotes, type SyncNotes } from "./_sync_notes.ts";
-import { type EventDraft, withHistory } from "../events/mod.ts";
+import { type EventDraft, type NodeFacts, withHistory } from "../events/mod.ts";
 
 export const VOLUME_PREFIX = "/ballast/volumes/";
 
@@ -173,7 +173,7 @@ export async function casRecord(
       ? [{ type: "put", key: TOMBSTONE_PREFIX + rec.uuid, value: JSON.stringify(tombstone) }]
       : [];
     // The group's events go in the same transaction (control/events/).
-    const { record: next, ops } = withHistory(rec, changed, now, options.events);
+    const { record: next, ops } = withHistory(rec, changed, now, { extra: options.events });
     const compares: Compare[] = [
       { key, target: "modRevision", op: "==", value: kv.modRevision },
       ...livenessCompares(down),
@@ -204,9 +204,9 @@ export function groupChange(
   prev: VolumeRecord,
   group: GroupRecord,
   now: Date,
-  o: { replicates: boolean; causes?: ReadonlyMap<string, string> },
+  o: { replicates: boolean; causes?: ReadonlyMap<string, string>; facts?: NodeFacts },
 ): { value: string; ops: Op[] } {
-  const outOfSync = nextSyncNotes(prev.group, group, prev.outOfSync, now, o.replicates, o.causes);
+  const outOfSync = nextSyncNotes(prev.group, group, prev.outOfSync, now, o);
   const { outOfSync: _old, ...rest } = prev;
   const next: VolumeRecord = {
     ...rest,
@@ -216,7 +216,7 @@ export function groupChange(
     ...(outOfSync ? { outOfSync } : {}),
     updatedAt: now.toISOString(),
   };
-  const { record, ops } = withHistory(prev, next, now);
+  const { record, ops } = withHistory(prev, next, now, { facts: o.facts });
   return { value: JSON.stringify(record), ops };
 }
 

@@ -145,7 +145,7 @@ Deno.test("historyOf(): a member leaving the in-sync set is not announced resync
 Deno.test("withHistory(): events the writer adds follow those the change implies, numbered on", () => {
   const at = new Date("2026-12-05T03:00:00Z");
   const started = resyncStarted("n1", "n2");
-  const plain = withHistory(rec(base, { eventSeq: 7 }), rec(base), at, [started]);
+  const plain = withHistory(rec(base, { eventSeq: 7 }), rec(base), at, { extra: [started] });
   assertEquals((plain.record as HistoryRecord).eventSeq, 8);
   const put = plain.ops[0];
   const [e] = parseEvents(
@@ -160,7 +160,9 @@ Deno.test("withHistory(): events the writer adds follow those the change implies
       "differing blocks are sent)",
   );
   // No group, no history: extra events are not written either.
-  const none = withHistory(undefined, { name: "x", uuid: "u", state: "ready" }, at, [started]);
+  const none = withHistory(undefined, { name: "x", uuid: "u", state: "ready" }, at, {
+    extra: [started],
+  });
   assertEquals(none.ops, []);
 });
 
@@ -190,5 +192,33 @@ Deno.test("resyncInterrupted(): says why and how far the resync got", () => {
   assertEquals(
     resyncInterrupted("n1", "n2", "x", undefined).message,
     "master n1's resync of n2 interrupted: x",
+  );
+});
+
+Deno.test("historyOf(): a member or master whose node stopped cleanly is said stopped, not expired", () => {
+  const facts = { stopped: ["n1", "n3"] };
+  const failed: GroupRecord = {
+    ...base,
+    epoch: 2,
+    master: "n2",
+    inSync: ["n2"],
+    down: ["n1", "n3"],
+    phase: "degraded",
+  };
+  assertEquals(historyOf(rec(base), rec(failed), facts).map((e) => e.message), [
+    "n2 promoted to master at epoch 2: master n1 stopped (lease revoked)",
+    "n1 down: its node stopped (lease revoked)",
+    "n3 down: its node stopped (lease revoked)",
+    "n1 left the in-sync set",
+    "n3 left the in-sync set",
+  ]);
+  // Only the nodes named: another one's lease expired.
+  assertEquals(
+    historyOf(rec(base), rec(failed), { stopped: ["n3"] }).slice(0, 3).map((e) => e.message),
+    [
+      "n2 promoted to master at epoch 2: master n1's liveness lease expired",
+      "n1 down: its node's liveness lease expired",
+      "n3 down: its node stopped (lease revoked)",
+    ],
   );
 });

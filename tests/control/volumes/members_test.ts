@@ -99,6 +99,18 @@ Deno.test("memberStatus(): down wins (lease gone, or listed down), then in sync,
   assertEquals([master.state, master.role], ["down", "master"]);
   assert(n3Gone.reason!.startsWith("the node's liveness lease is gone"), n3Gone.reason);
   assertEquals([n3Gone.lagBytes, n3Gone.lagSeconds], [0, 0], "in sync when it went: no lag");
+  // Its node stopped cleanly (the stopping mark seen): said so.
+  const [, , n3Stopped] = memberStatus({
+    group: group(),
+    sizeBytes: SIZE,
+    gone: ["n3"],
+    stopped: ["n3"],
+    now: T0,
+  });
+  assertEquals(
+    [n3Stopped.state, n3Stopped.reason],
+    ["down", "the node stopped (its lease revoked at its clean stop)"],
+  );
 
   // The master resyncs n2: resyncing, lag = what the pass has still to compare.
   const [, resyncing] = memberStatus({ ...base, gone: [], live: live({ resyncs: [resync()] }) });
@@ -214,19 +226,28 @@ Deno.test("nextSyncNotes(): a member taken out of sync is noted with the time an
   const healthy = group();
   // The master drops n2 at the same epoch: a replicated write failed (or, unreplicated, a write).
   const dropped = group({ inSync: ["n1", "n3"] });
-  assertEquals(nextSyncNotes(healthy, dropped, undefined, now, true), {
+  assertEquals(nextSyncNotes(healthy, dropped, undefined, now, { replicates: true }), {
     n2: { since: iso(T0), reason: SYNC_REASONS.writeFailed },
   });
   assertEquals(
-    nextSyncNotes(healthy, dropped, undefined, now, false)?.n2.reason,
+    nextSyncNotes(healthy, dropped, undefined, now, { replicates: false })?.n2.reason,
     SYNC_REASONS.unreplicated,
   );
   // Listed down: its lease expired.
   const down = group({ inSync: ["n1", "n3"], down: ["n2"] });
-  assertEquals(nextSyncNotes(healthy, down, undefined, now, true)?.n2.reason, SYNC_REASONS.down);
+  assertEquals(
+    nextSyncNotes(healthy, down, undefined, now, { replicates: true })?.n2.reason,
+    SYNC_REASONS.down,
+  );
+  // Down because its node stopped cleanly (its stopping mark seen): said so.
+  const facts = { stopped: ["n2"] };
+  assertEquals(
+    nextSyncNotes(healthy, down, undefined, now, { replicates: true, facts })?.n2.reason,
+    "its node stopped (lease revoked)",
+  );
   // The old master, replaced at a higher epoch.
   const promoted = group({ epoch: 2, master: "n2", inSync: ["n2", "n3"], down: ["n1"] });
-  assertEquals(nextSyncNotes(healthy, promoted, undefined, now, true), {
+  assertEquals(nextSyncNotes(healthy, promoted, undefined, now, { replicates: true }), {
     n1: { since: iso(T0), reason: SYNC_REASONS.replaced(1) },
   });
 });
@@ -237,11 +258,11 @@ Deno.test("nextSyncNotes(): notes are kept while out of sync, dropped back in sy
   const later = new Date(T0 + 60_000);
   // Still out (now also down): the first note stays.
   const stillOut = group({ inSync: ["n1", "n3"], down: ["n2"] });
-  assertEquals(nextSyncNotes(out, stillOut, first, later, true), first);
+  assertEquals(nextSyncNotes(out, stillOut, first, later, { replicates: true }), first);
   // Back in sync: nothing left to note.
-  assertEquals(nextSyncNotes(out, group(), first, later, true), undefined);
+  assertEquals(nextSyncNotes(out, group(), first, later, { replicates: true }), undefined);
   // Out of sync before any note was kept (an older record): no reason made up.
-  assertEquals(nextSyncNotes(out, stillOut, undefined, later, true), undefined);
+  assertEquals(nextSyncNotes(out, stillOut, undefined, later, { replicates: true }), undefined);
 });
 
 Deno.test("nextSyncNotes() with the data plane's causes, and FailureReasons keeping them briefly", async () => {
@@ -256,7 +277,10 @@ Deno.test("nextSyncNotes() with the data plane's causes, and FailureReasons keep
   await hook(["n2"], { n2: "replica n2 refused: ENOSPC: write: No space left on device" });
   assertEquals(reported, [["n2"]]);
   const dropped = group({ inSync: ["n1", "n3"] });
-  const note = nextSyncNotes(group(), dropped, undefined, new Date(T0), true, reasons.causes("v"));
+  const note = nextSyncNotes(group(), dropped, undefined, new Date(T0), {
+    replicates: true,
+    causes: reasons.causes("v"),
+  });
   assertEquals(
     note?.n2.reason,
     "replication to it failed: replica n2 refused: ENOSPC: write: No space left on device",
@@ -264,7 +288,10 @@ Deno.test("nextSyncNotes() with the data plane's causes, and FailureReasons keep
   // A member recorded down still reads as down, whatever was said of it.
   const down = group({ inSync: ["n1", "n3"], down: ["n2"] });
   assertEquals(
-    nextSyncNotes(group(), down, undefined, new Date(T0), true, reasons.causes("v"))?.n2.reason,
+    nextSyncNotes(group(), down, undefined, new Date(T0), {
+      replicates: true,
+      causes: reasons.causes("v"),
+    })?.n2.reason,
     SYNC_REASONS.down,
   );
   // Other volumes have none; a cause older than a minute is dropped.
@@ -272,7 +299,10 @@ Deno.test("nextSyncNotes() with the data plane's causes, and FailureReasons keep
   now = T0 + 61_000;
   assertEquals(reasons.causes("v").size, 0);
   assertEquals(
-    nextSyncNotes(group(), dropped, undefined, new Date(now), true, reasons.causes("v"))?.n2.reason,
+    nextSyncNotes(group(), dropped, undefined, new Date(now), {
+      replicates: true,
+      causes: reasons.causes("v"),
+    })?.n2.reason,
     SYNC_REASONS.writeFailed,
   );
 });
