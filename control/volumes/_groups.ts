@@ -358,6 +358,7 @@ export class VolumeGroups {
             group: driver.state.known?.record,
             gone: this.#leases.gone(),
             stopping: this.#stopping,
+            serving: driver.state.serving,
           }),
         }),
         stopServing: async (epoch) => {

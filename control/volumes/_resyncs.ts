@@ -126,6 +126,8 @@ export interface Interruption {
   gone: readonly string[];
   /** This node is shutting down. */
   stopping: boolean;
+  /** The epoch this node serves the volume at now (undefined: it does not serve it). */
+  serving: number | undefined;
   /** The data plane's words. */
   error: string;
 }
@@ -138,6 +140,10 @@ export function interruptionReason(i: Interruption): string {
   if (g.master !== i.self || g.epoch !== i.epoch) {
     return `the master changed (now ${g.master} at epoch ${g.epoch})`;
   }
+  if (g.handover) {
+    return `the master hands over to ${g.handover.to} (${g.handover.reason}) and closed its export`;
+  }
+  if (i.serving !== i.epoch) return `this node stopped serving the volume: ${i.error}`;
   if (i.gone.includes(i.member) || g.down.includes(i.member)) {
     return `the member's node is down (liveness lease gone): ${i.error}`;
   }

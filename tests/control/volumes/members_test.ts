@@ -376,6 +376,7 @@ Deno.test("interruptionReason(): stopping, removed, master changed, member down,
     group: group(),
     gone: [] as string[],
     stopping: false,
+    serving: 1 as number | undefined,
     error: "replica n2 closed the connection",
   };
   const table: [Partial<typeof base> & { group?: GroupRecord | undefined }, string][] = [
@@ -383,6 +384,14 @@ Deno.test("interruptionReason(): stopping, removed, master changed, member down,
     [{ group: undefined }, "the member was removed from the group"],
     [{ group: group({ members: ["n1", "n3"] }) }, "the member was removed from the group"],
     [{ group: group({ master: "n3", epoch: 2 }) }, "the master changed (now n3 at epoch 2)"],
+    [
+      { group: group({ handover: { to: "n3", reason: "drain of node n1" } }), serving: undefined },
+      "the master hands over to n3 (drain of node n1) and closed its export",
+    ],
+    [
+      { serving: undefined, error: 'volume "g" is no longer served here' },
+      'this node stopped serving the volume: volume "g" is no longer served here',
+    ],
     [{ gone: ["n2"] }, "the member's node is down (liveness lease gone): " + base.error],
     [
       { group: group({ down: ["n2"] }) },
@@ -414,7 +423,7 @@ Deno.test("runResync(): the start is written once the member answered, an interr
         tracker,
         log: createLogger({ level: "silent" }),
         resync,
-        now: () => ({ group: group(), gone: [], stopping: false }),
+        now: () => ({ group: group(), gone: [], stopping: false, serving: 1 }),
       });
     // Refused at once: nothing announced.
     await assertRejects(() => run(() => Promise.reject(new Error("connection refused"))));
