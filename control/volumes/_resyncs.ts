@@ -163,7 +163,7 @@ export interface ResyncRun {
   log: Logger;
   /** The data plane's resync; calls `onStarted` once the member answered. */
   resync(onStarted: () => void): Promise<unknown>;
-  /** The group, the gone leases and whether this node stops, when it is interrupted. */
+  /** The group, the gone leases, whether this node stops and what it serves, when it stops. */
   now(): Omit<Interruption, "self" | "member" | "epoch" | "error">;
 }
 
