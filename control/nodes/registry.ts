@@ -276,7 +276,7 @@ export class NodeRegistry {
         ...rec,
         state: "down",
         reason: (rec.stoppedAt
-          ? `node stopped (lease revoked at its clean stop, ${rec.stoppedAt})`
+          ? `node stopped: lease revoked at its clean stop at ${rec.stoppedAt}`
           : `liveness lease expired; last seen ${rec.lastSeen}`) +
           (cordon ? "; also cordoned" : ""),
       };

@@ -99,7 +99,7 @@ e2eTest(
       assert(info.stoppedAt !== undefined, got.stdout);
       assertEquals(
         info.reason,
-        `node stopped (lease revoked at its clean stop, ${info.stoppedAt})`,
+        `node stopped: lease revoked at its clean stop at ${info.stoppedAt}`,
       );
     }, { args: ["--node-lease-ttl", `${TTL_S}s`] }),
 );
