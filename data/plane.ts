@@ -138,6 +138,8 @@ export interface DataPlane {
     epoch: number,
     options?: { onStarted?: () => void },
   ): Promise<ResyncResult>;
+  /** Stops every resync under way here (each fails with `reason`): the node is stopping. */
+  stopResyncs?(reason: string): void;
   /** Resyncs of `name` under way here. */
   resyncStatus?(name: string): ResyncProgress[];
   /** `serve --resync-rate`: most bytes per second this node sends to resyncs; 0 unlimited. */

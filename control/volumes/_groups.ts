@@ -136,6 +136,9 @@ export class VolumeGroups {
   /** Stops every driver (exports stay up for the shutdown) and the lease watch. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    // Resyncs this node runs as master stop now, while their interruption can be recorded.
+    this.#o.plane.stopResyncs?.(`node ${this.#o.nodeName} is stopping`);
+    await this.resyncs.settled();
     this.#unsubscribe();
     this.members.stop();
     await Promise.all([...this.#drivers.values()].map((d) => d.driver.stop()));

@@ -40,6 +40,8 @@ export class ResyncTracker {
   readonly #running: PerMember<number> = new Map();
   readonly #failed: PerMember<{ message: string; at: number }> = new Map();
   readonly #finished: PerMember<Omit<FinishedResync, "member">> = new Map();
+  /** Resyncs run through runResync, until their events are written. */
+  readonly #inflight = new Set<Promise<unknown>>();
   readonly #now: () => number;
 
   constructor(now: () => number = Date.now) {
@@ -93,6 +95,27 @@ export class ResyncTracker {
   /** The last failure of each member of `volume` whose resync has not succeeded since. */
   failures(volume: string): Array<{ member: string; message: string; at: number }> {
     return [...(this.#failed.get(volume) ?? [])].map(([member, f]) => ({ member, ...f }));
+  }
+
+  /** Counts `p` (a runResync) as under way until it settles (see settled()). */
+  track<T>(p: Promise<T>): Promise<T> {
+    this.#inflight.add(p);
+    const done = () => this.#inflight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  /**
+   * Resolves once every tracked resync settled, or after `ms` (by default how long a stopping
+   * node waits for its resyncs to record their interruption).
+   */
+  async settled(ms = 3_000): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#inflight]),
+      new Promise((r) => timer = setTimeout(r, ms)),
+    ]);
+    clearTimeout(timer);
   }
 
   /** `volume` is gone or no longer served here. */
@@ -172,7 +195,11 @@ export interface ResyncRun {
  * if it then stops before the end, an interruption event with why and how far it got (also
  * logged). A failure to write an event is logged, never the resync's failure.
  */
-export async function runResync(r: ResyncRun): Promise<void> {
+export function runResync(r: ResyncRun): Promise<void> {
+  return r.tracker.track(resyncWithEvents(r));
+}
+
+async function resyncWithEvents(r: ResyncRun): Promise<void> {
   let started: Promise<void> | undefined;
   const write = (e: EventDraft) =>
     appendEvents(r.store, r.volume, r.uuid, [e]).catch((err) =>

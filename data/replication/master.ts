@@ -405,13 +405,16 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     }
   }
 
+  /** Stops every resync under way here, saying why (the node is stopping, say). */
+  stopResyncs(reason: string): void {
+    for (const r of this.#resyncs.values()) r.abort.abort(new ResyncError(reason));
+  }
+
   close(): void {
     for (const k of this.#leases.values()) k.stop();
     this.#leases.clear();
     this.#pinger.stop();
-    for (const r of this.#resyncs.values()) {
-      r.abort.abort(new ResyncError("the data plane is stopping"));
-    }
+    this.stopResyncs("the data plane is stopping");
     this.#links?.closeAll();
   }
 }

@@ -62,6 +62,26 @@ function logged(logs: string, msg: string, last = false): Record<string, unknown
   return line ? JSON.parse(line) : undefined;
 }
 
+/** Kills a replica of volume `v` (SIGKILL); waits until its master took it out of sync. */
+async function killReplica(c: ReplCluster, v: VolumeView): Promise<string> {
+  const lagging = NAMES.find((n) => n !== v.master)!;
+  await c.nodes.get(lagging)!.kill("SIGKILL");
+  await waitFor(`${lagging} out of sync`, async () => {
+    const now = await volumeOf(c, v.master, v.name);
+    return !now.inSync?.includes(lagging);
+  }, { timeoutMs: 30_000, everyMs: 250 });
+  return lagging;
+}
+
+/** Starts `lagging` again; waits until its master's resync of it has sent 8 MiB. */
+async function restartIntoResync(c: ReplCluster, v: VolumeView, lagging: string): Promise<void> {
+  await c.start(lagging);
+  await waitFor("the resync to get going", () => {
+    const p = logged(c.nodes.get(v.master)!.logs(), "resync progress", true);
+    return ((p?.sentBytes ?? 0) as number) >= 8 * MiB;
+  }, { timeoutMs: 60_000, everyMs: 20 });
+}
+
 e2eTest(
   "fio with crc32c verification through the master of a volume with 2 replicas; every copy ends byte-identical",
   { tools: ["fio", "etcd"] },
@@ -256,24 +276,15 @@ e2eTest(
   () =>
     withCluster(async (c) => {
       const v = await create(c, "cut1", "128MiB");
-      const victim = NAMES.find((n) => n !== v.master)!;
       const master = c.nodes.get(v.master)!;
-      await c.nodes.get(victim)!.kill("SIGKILL");
-      await waitFor(`${victim} out of sync`, async () => {
-        const now = await volumeOf(c, v.master, "cut1");
-        return !now.inSync?.includes(victim);
-      }, { timeoutMs: 30_000, everyMs: 250 });
+      const victim = await killReplica(c, v);
       // The master tried the dead replica, which did not answer: no resync is announced.
       assert(await master.logged('"msg":"resync could not start'), "no failed start logged");
       const early = await events(c, v.master, "cut1");
       assertEquals(early.filter((e) => e.type.startsWith("resync")), [], JSON.stringify(early));
       const changed = 64 * MiB;
       await fill(c.uri(v.master, "cut1"), 0, changed / 65536, 5);
-      await c.start(victim);
-      await waitFor("the resync to get going", () => {
-        const p = logged(master.logs(), "resync progress", true) as { sentBytes?: number };
-        return (p?.sentBytes ?? 0) >= 8 * MiB;
-      }, { timeoutMs: 60_000, everyMs: 20 });
+      await restartIntoResync(c, v, victim);
       await c.nodes.get(victim)!.kill("SIGKILL");
       // (Earlier attempts, while the replica was still down, stopped before sending.)
       let firstSent = 0;
@@ -324,19 +335,10 @@ e2eTest(
   () =>
     withCluster(async (c) => {
       const v = await create(c, "cut2", "96MiB");
-      const lagging = NAMES.find((n) => n !== v.master)!;
       const master = c.nodes.get(v.master)!;
-      await c.nodes.get(lagging)!.kill("SIGKILL");
-      await waitFor(`${lagging} out of sync`, async () => {
-        const now = await volumeOf(c, v.master, "cut2");
-        return !now.inSync?.includes(lagging);
-      }, { timeoutMs: 30_000, everyMs: 250 });
+      const lagging = await killReplica(c, v);
       await fill(c.uri(v.master, "cut2"), 0, 1024, 9); // 64 MiB acknowledged
-      await c.start(lagging);
-      await waitFor("the resync to get going", () => {
-        const p = logged(master.logs(), "resync progress", true) as { sentBytes?: number };
-        return (p?.sentBytes ?? 0) >= 8 * MiB;
-      }, { timeoutMs: 60_000, everyMs: 20 });
+      await restartIntoResync(c, v, lagging);
       await master.kill("SIGKILL");
       const left = NAMES.filter((n) => n !== v.master);
       await waitFor("a new master with both others in sync", async () => {
@@ -357,5 +359,39 @@ print("bad", len(bad))
         c.uri((await volumeOf(c, left[0], "cut2")).master, "cut2"),
       ]);
       assertEquals(check.stdout.trim(), "bad 0", check.stderr);
+    }, { args: ["--resync-rate", "16MiB/s"] }),
+);
+
+e2eTest(
+  "SIGTERM of the master in the middle of a resync: it records the interruption (it is stopping, how far it got) before it goes, and the promotion says it stopped",
+  { tools: [PYTHON, "etcd"] },
+  () =>
+    withCluster(async (c) => {
+      const v = await create(c, "cut3", "96MiB");
+      const master = c.nodes.get(v.master)!;
+      const lagging = await killReplica(c, v);
+      await fill(c.uri(v.master, "cut3"), 0, 1024, 3); // 64 MiB for the resync to copy
+      await restartIntoResync(c, v, lagging);
+      await master.stop();
+      const left = NAMES.filter((n) => n !== v.master);
+      let seen: VolumeEvent[] = [];
+      await waitFor("the interruption and the promotion recorded", async () => {
+        seen = await events(c, left[0], "cut3");
+        return seen.some((e) => e.type === "promoted") &&
+          seen.some((e) => e.type === "resync-interrupted");
+      }, { timeoutMs: 30_000, everyMs: 250 });
+      const cut = seen.find((e) => e.type === "resync-interrupted")!;
+      assert(
+        cut.message.startsWith(
+          `master ${v.master}'s resync of ${lagging} interrupted: this node (${v.master}, the ` +
+            `master) is stopping; it had compared `,
+        ),
+        cut.message,
+      );
+      const promoted = seen.find((e) => e.type === "promoted")!;
+      assert(
+        promoted.message.endsWith(`master ${v.master} stopped (lease revoked)`),
+        promoted.message,
+      );
     }, { args: ["--resync-rate", "16MiB/s"] }),
 );
