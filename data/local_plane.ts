@@ -21,7 +21,6 @@ import {
   ReplicaService,
   type ReplicaTarget,
   type ResyncProgress,
-  type ResyncResult,
   type VerifyReport,
 } from "./replication/mod.ts";
 import type { DirectoryEntry } from "./proxy/mod.ts";
@@ -29,6 +28,9 @@ import { OP_TRIM, OP_WRITE, OP_WRITE_ZEROES, type VolumeStats } from "./stats.ts
 import { type BlockStore, BlockStoreError, FileBlockStore, filesystemSpace } from "./store/mod.ts";
 
 export type { DataPlaneOptions, RunningDataPlane };
+
+/** What a resync asked of this plane may be told. */
+type ResyncCall = { rateBytesPerSecond?: number; onStarted?: () => void };
 
 class LocalDataPlane implements RunningDataPlane {
   readonly exports: ExportTable;
@@ -218,13 +220,12 @@ class LocalDataPlane implements RunningDataPlane {
     this.#replication.set(name, epoch, targets);
   }
 
-  resync(
-    name: string,
-    replica: ReplicaTarget,
-    epoch: number,
-    options: { rateBytesPerSecond?: number } = {},
-  ): Promise<ResyncResult> {
+  resync(name: string, replica: ReplicaTarget, epoch: number, options: ResyncCall = {}) {
     return this.#replication.resync(name, replica, epoch, options);
+  }
+
+  stopResyncs(reason: string): void {
+    this.#replication.stopResyncs(reason);
   }
 
   verifyVolume(name: string, options: { deep: boolean }): Promise<VerifyReport> {

@@ -129,8 +129,17 @@ export interface DataPlane {
    * Delta Sync of `replica`'s copy of exported group volume `name` (this node its master at
    * `epoch`): the member becomes a replication target at once, then only the blocks that
    * differ are sent (data/replication/resync.ts). Resolves when the copies are equal.
+   * `onStarted` is called once the member answered and the compare begins. A failure after
+   * that is a ResyncError whose `progress` says how far it got.
    */
-  resync?(name: string, replica: ReplicaTarget, epoch: number): Promise<ResyncResult>;
+  resync?(
+    name: string,
+    replica: ReplicaTarget,
+    epoch: number,
+    options?: { onStarted?: () => void },
+  ): Promise<ResyncResult>;
+  /** Stops every resync under way here (each fails with `reason`): the node is stopping. */
+  stopResyncs?(reason: string): void;
   /** Resyncs of `name` under way here. */
   resyncStatus?(name: string): ResyncProgress[];
   /** `serve --resync-rate`: most bytes per second this node sends to resyncs; 0 unlimited. */

@@ -2,7 +2,9 @@
  * Durations, one set of rules for every flag, environment variable, config file value and
  * API field that takes one (`--cert-ttl`, `ca issue --ttl`, `ca rotate --overlap`,
  * `cluster join-token --ttl`, the API's `ttl` and `overlap`): whole seconds, or a whole
- * number with a unit: "90s", "15m", "12h", "30d".
+ * number with a unit: "90s", "15m", "12h", "30d". Client-side waits (`volume get --watch
+ * --interval/--timeout`) take the same units plus fractions and milliseconds (parseDurationMs):
+ * "500ms", "1.5s", "2s", "1m".
  * @module
  */
 
@@ -40,12 +42,7 @@ export function parseDuration(
       );
     }
     seconds = Number(m[1]) * UNITS[m[2] || "s"];
-  } else {
-    throw new InvalidArgumentError(
-      `invalid ${what}: expected seconds or a duration string, got ${typeName(value)}`,
-      { field },
-    );
-  }
+  } else throw notADuration(value, what, field);
   if (!Number.isInteger(seconds) || seconds <= 0 || seconds > MAX_DURATION_SECONDS) {
     throw new InvalidArgumentError(
       `invalid ${what} ${JSON.stringify(value)}: expected 1 second to 3650 days`,
@@ -53,4 +50,61 @@ export function parseDuration(
     );
   }
   return seconds;
+}
+
+const MS_UNITS: Readonly<Record<string, number>> = { ms: 1, ...scaled(UNITS, 1000) };
+
+function scaled(u: Readonly<Record<string, number>>, by: number): Record<string, number> {
+  return Object.fromEntries(Object.entries(u).map(([k, v]) => [k, v * by]));
+}
+
+/**
+ * Parses a duration into whole milliseconds, from `minMs` (default 1) to 3650 days: a number of
+ * seconds, or a string of a number (fractions allowed) with an optional unit ms, s, m, h or d
+ * ("500ms", "1.5s", "2s", "1m", "2" = 2 s; blanks around the number and the unit are ignored).
+ * Zero, negative values and anything else are refused.
+ * @throws InvalidArgumentError naming `what` and the value.
+ */
+export function parseDurationMs(
+  value: unknown,
+  what: string,
+  options: { field?: string; minMs?: number } = {},
+): number {
+  const field = options.field ?? what.replace(/^--/, "");
+  const minMs = options.minMs ?? 1;
+  const shown = JSON.stringify(value);
+  let ms: number;
+  if (typeof value === "number") ms = value * 1000;
+  else if (typeof value === "string") {
+    const m = /^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|[smhd]?)\s*$/.exec(value);
+    if (!m) {
+      const negative = /^\s*-/.test(value);
+      throw new InvalidArgumentError(
+        `invalid ${what} ${shown}: ` +
+          (negative
+            ? "a duration cannot be negative"
+            : "expected a duration such as 500ms, 1.5s, 2s or 1m (a bare number is seconds)"),
+        { field },
+      );
+    }
+    ms = Number(m[1]) * MS_UNITS[m[2] || "s"];
+  } else throw notADuration(value, what, field);
+  ms = Math.round(ms);
+  if (!Number.isFinite(ms) || ms < minMs || ms > MAX_DURATION_SECONDS * 1000) {
+    const least = minMs >= 1000 && minMs % 1000 === 0 ? `${minMs / 1000} s` : `${minMs} ms`;
+    throw new InvalidArgumentError(
+      `invalid ${what} ${shown}: expected ${least} to 3650 days` +
+        (ms <= 0 ? ` (got ${ms < 0 ? "a negative duration" : "zero"})` : ""),
+      { field },
+    );
+  }
+  return ms;
+}
+
+/** A value of a type no duration has (neither number nor string). */
+function notADuration(value: unknown, what: string, field: string): InvalidArgumentError {
+  return new InvalidArgumentError(
+    `invalid ${what}: expected seconds or a duration string, got ${typeName(value)}`,
+    { field },
+  );
 }

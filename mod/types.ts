@@ -115,7 +115,18 @@ export interface MemberResync {
   sendRateBytesPerSecond: number;
   /** The master's `serve --resync-rate` that caps the sending; absent: unlimited. */
   rateLimitBytesPerSecond?: number;
-  /** bytesLeft at that rate, whole seconds; absent while the rate is unknown. */
+  /**
+   * Regions (1 MiB) the current pass found different and has copied (absent from masters of
+   * older versions).
+   */
+  regionsToCopy?: number;
+  regionsCopied?: number;
+  /**
+   * Seconds until the current pass ends, whole: the regions it has still to copy at the rate
+   * it has copied regions so far (a region's cost, not its bytes, sets the pace: scattered
+   * 4 KiB changes cost a round trip per region). Absent while estimating: until the pass has
+   * copied a few regions for a few seconds (resyncEta()).
+   */
   etaSeconds?: number;
   startedAt: string;
   /** It finished (the copies are equal) and the master is marking the member in sync. */
@@ -198,6 +209,14 @@ export interface LiveResync {
   sentBytes: number;
   zeroedBytes: number;
   hashBytes: number;
+  /**
+   * Regions (1 MiB) this pass found different and how many of them it has copied, and since
+   * when it copies them (ISO 8601, the master's clock); absent before the first comparison
+   * (and from masters of older versions).
+   */
+  regionsToCopy?: number;
+  regionsCopied?: number;
+  copyingSince?: string;
   /** The master's `serve --resync-rate` (bytes per second); absent: unlimited. */
   rateLimitBytesPerSecond?: number;
   /** Set when it finished and the master is marking the member in sync. */
@@ -268,6 +287,12 @@ export interface NodeInfo {
   dataWorkers?: { size: number; min: number; max: number };
   startedAt: string;
   lastSeen: string;
+  /**
+   * Set by a clean stop (SIGTERM/SIGINT) just before the node revokes its liveness lease, and
+   * cleared when it starts again: a node `down` with it stopped, one without lost its lease
+   * (crashed, frozen, cut off from etcd).
+   */
+  stoppedAt?: string;
 }
 
 /** GET /v1/health. */
@@ -388,6 +413,7 @@ export type VolumeEventType =
   | "up"
   | "out-of-sync"
   | "resync-started"
+  | "resync-interrupted"
   | "in-sync"
   | "member-added"
   | "member-removed"

@@ -49,9 +49,11 @@ export function formatPercent(percent: number): string {
 }
 
 /**
- * "45.2% [#########-----------] 140 MiB left, 20 MiB/s, ETA 7s, sent 12 MiB at 1.2 MiB/s
- * (limit 8 MiB/s)": the rate before the ETA is the volume compared per second, the one after
- * "sent" what crossed the network, which `serve --resync-rate` caps.
+ * "45.2% [#########-----------] 140 MiB left (130 of 150 differing regions), 20 MiB/s, ETA 7s,
+ * sent 12 MiB at 1.2 MiB/s (limit 8 MiB/s)": the rate before the ETA is the volume compared per
+ * second, the ETA the differing regions left at the rate they were copied ("estimating" until
+ * there is enough to go by), the rate after "sent" what crossed the network, which `serve
+ * --resync-rate` caps.
  */
 export function resyncDetail(r: MemberResync, bar = true): string {
   const limit = r.rateLimitBytesPerSecond
@@ -63,13 +65,20 @@ export function resyncDetail(r: MemberResync, bar = true): string {
   }
   return [
     `${formatPercent(r.percent)}${bar ? ` ${progressBar(r.percent)}` : ""}`,
-    `${formatSize(r.bytesLeft)} left,`,
+    `${formatSize(r.bytesLeft)} left${regionsLeft(r)},`,
     `${formatRate(r.rateBytesPerSecond)},`,
-    `ETA ${r.etaSeconds === undefined ? "-" : formatDuration(r.etaSeconds)},`,
+    `ETA ${r.etaSeconds === undefined ? "estimating" : formatDuration(r.etaSeconds)},`,
     `sent ${formatSize(r.sentBytes)}` +
     (r.sendRateBytesPerSecond > 0 ? ` at ${formatRate(r.sendRateBytesPerSecond)}` : "") + limit,
     ...(r.pass > 1 ? [`(pass ${r.pass})`] : []),
   ].join(" ");
+}
+
+/** " (130 of 150 differing regions)": the regions the pass has still to copy, when known. */
+function regionsLeft(r: MemberResync): string {
+  if (r.regionsToCopy === undefined) return "";
+  const left = r.regionsToCopy - (r.regionsCopied ?? 0);
+  return ` (${left} of ${r.regionsToCopy} differing region${r.regionsToCopy === 1 ? "" : "s"})`;
 }
 
 /** The DETAIL cell of a member: progress, or how long and why it is out of sync or down. */

@@ -75,7 +75,7 @@ export async function watchVolume(o: WatchOptions): Promise<number> {
       }
       if (o.timeoutMs !== undefined && now() - started >= o.timeoutMs) {
         o.io.err(
-          `error: volume not healthy within ${Math.round(o.timeoutMs / 1000)} s ` +
+          `error: volume not healthy within ${waitText(o.timeoutMs)} ` +
             `(every member in sync); giving up\n`,
         );
         return WATCH_EXIT.timeout;
@@ -86,6 +86,11 @@ export async function watchVolume(o: WatchOptions): Promise<number> {
   } finally {
     off();
   }
+}
+
+/** A wait as given in ms, in words: "500 ms", "1.5 s", "90 s". */
+export function waitText(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${Math.round(ms / 100) / 10} s`;
 }
 
 /** Fields of a volume that move with the clock alone: left out when looking for a change. */

@@ -4,7 +4,7 @@
  */
 
 import { errorMessage } from "../../mod/errors.ts";
-import { parseDuration } from "../../mod/duration.ts";
+import { parseDurationMs } from "../../mod/duration.ts";
 import { clientFromFlags } from "./_credentials.ts";
 import { formatSize } from "../../mod/size.ts";
 import { checkVolumeSize } from "../volumes/mod.ts";
@@ -80,13 +80,14 @@ export const VOLUME_SPECS: Record<string, CommandSpec> = {
       {
         name: "interval",
         value: "D",
-        help: "with --watch: time between polls, e.g. 5s",
+        help: "with --watch: time between polls, e.g. 500ms, 1.5s, 5s or 1m (at least 100ms)",
         default: "1s",
       },
       {
         name: "timeout",
         value: "D",
-        help: "with --watch: give up with exit code 3 when not healthy after D, e.g. 30m",
+        help: "with --watch: give up with exit code 3 when not healthy after D, e.g. 90s, " +
+          "1.5m or 30m",
         default: "none",
       },
     ],
@@ -95,6 +96,7 @@ export const VOLUME_SPECS: Record<string, CommandSpec> = {
       "ballast volume get db1",
       "ballast volume get db1 -o json",
       "ballast volume get db1 --watch --timeout 1h",
+      "ballast volume get db1 --watch --interval 500ms",
     ],
   },
   update: {
@@ -335,7 +337,8 @@ function parseWatch(
       throw new UsageError(`--${flag} goes with --watch`, usageHint(spec));
     }
     try {
-      return parseDuration(value, `--${flag}`) * 1000;
+      // A poll asks the master for live status: not more often than every 100 ms.
+      return parseDurationMs(value, `--${flag}`, { minMs: flag === "interval" ? 100 : 1 });
     } catch (err) {
       throw new UsageError(errorMessage(err), usageHint(spec));
     }

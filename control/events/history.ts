@@ -9,9 +9,15 @@
  * (`eventSeq`), so a write needs no read: it puts the new events and deletes the ones that
  * fall out of the last EVENTS_KEEP. The record's watchers never see them (another prefix),
  * and a record that grows with every event would be sent to every node on every change.
+ *
+ * Two events no record field shows are written by the master on its own (a compare-and-swap
+ * that only advances `eventSeq`, once per resync, never per step): a resync's start, once its
+ * member answered (resyncStarted), and its interruption with how far it got
+ * (resyncInterrupted).
  * @module
  */
 
+import { formatSize } from "../../mod/size.ts";
 import type { VolumeEvent } from "../../mod/types.ts";
 import type { GroupRecord } from "../group/mod.ts";
 import type { Op } from "../store/mod.ts";
@@ -42,10 +48,30 @@ export function eventKey(name: string, uuid: string, seq: number): string {
   return `${eventsPrefix(name)}${uuid}/${String(seq).padStart(12, "0")}`;
 }
 
-type Draft = Omit<VolumeEvent, "seq" | "at" | "epoch" | "master">;
+/** An event before it is numbered and stamped. */
+export type EventDraft = Omit<VolumeEvent, "seq" | "at" | "epoch" | "master">;
+type Draft = EventDraft;
+
+/**
+ * What the writer knows of the nodes beyond the records: those whose liveness lease went
+ * because they stopped cleanly (the node wrote its stopping mark, then revoked its lease), so
+ * that a member "down" or a master replaced says "stopped" rather than "lease expired".
+ */
+export interface NodeFacts {
+  stopped?: readonly string[];
+}
+
+/** Why node `m` is gone, in words: stopped cleanly, or its lease expired. */
+export function goneWhy(m: string, facts: NodeFacts | undefined): string {
+  return facts?.stopped?.includes(m) ? "stopped (lease revoked)" : "liveness lease expired";
+}
 
 /** What the change from `prev` to `next` did to the group, in order (no group: nothing). */
-export function historyOf(prev: HistoryRecord | undefined, next: HistoryRecord): Draft[] {
+export function historyOf(
+  prev: HistoryRecord | undefined,
+  next: HistoryRecord,
+  facts?: NodeFacts,
+): Draft[] {
   const g = next.group;
   if (!g) return [];
   const p = prev?.uuid === next.uuid ? prev.group : undefined;
@@ -83,7 +109,9 @@ export function historyOf(prev: HistoryRecord | undefined, next: HistoryRecord):
       });
     } else {
       const why = p.down.includes(p.master) || g.down.includes(p.master)
-        ? `master ${p.master}'s liveness lease expired`
+        ? facts?.stopped?.includes(p.master)
+          ? `master ${p.master} stopped (lease revoked)`
+          : `master ${p.master}'s liveness lease expired`
         : `master ${p.master} was replaced`;
       out.push({
         type: "promoted",
@@ -125,7 +153,10 @@ export function historyOf(prev: HistoryRecord | undefined, next: HistoryRecord):
     });
   }
   for (const m of g.down.filter((m) => !p.down.includes(m))) {
-    out.push({ type: "down", node: m, message: `${m} down: its node's liveness lease expired` });
+    const why = facts?.stopped?.includes(m)
+      ? "its node stopped (lease revoked)"
+      : "its node's liveness lease expired";
+    out.push({ type: "down", node: m, message: `${m} down: ${why}` });
   }
   for (const m of p.inSync.filter((m) => !g.inSync.includes(m) && g.members.includes(m))) {
     const reason = next.outOfSync?.[m]?.reason;
@@ -138,14 +169,6 @@ export function historyOf(prev: HistoryRecord | undefined, next: HistoryRecord):
   for (const m of p.down.filter((m) => !g.down.includes(m) && g.members.includes(m))) {
     out.push({ type: "up", node: m, message: `${m} is up again` });
   }
-  const lagsBefore = (m: string) => p.master === g.master && p.epoch === g.epoch && lags(p, m);
-  for (const m of g.members.filter((m) => lags(g, m) && !lagsBefore(m))) {
-    out.push({
-      type: "resync-started",
-      node: m,
-      message: `master ${g.master} resyncs ${m} (Delta Sync: only differing blocks are sent)`,
-    });
-  }
   for (const m of g.inSync.filter((m) => !p.inSync.includes(m))) {
     const seeded = prev?.outOfSync?.[m]?.reason.startsWith(NEW_MEMBER) ?? false;
     const how = seeded ? "in sync: its copy is seeded" : "back in sync: its resync finished";
@@ -154,20 +177,59 @@ export function historyOf(prev: HistoryRecord | undefined, next: HistoryRecord):
   return out;
 }
 
-/** Whether member `m` is out of sync and not down: its master resyncs it. */
-function lags(g: GroupRecord, m: string): boolean {
-  return g.members.includes(m) && !g.inSync.includes(m) && !g.down.includes(m);
+/**
+ * The event a master writes when the member of a resync answered and the compare begins (not
+ * when it is asked to: a member that has just died would be announced for nothing).
+ */
+export function resyncStarted(master: string, member: string): EventDraft {
+  return {
+    type: "resync-started",
+    node: member,
+    message: `master ${master} resyncs ${member}: it answered, the copies are being compared ` +
+      `(Delta Sync: only differing blocks are sent)`,
+  };
+}
+
+/** How far a resync got (the data plane's progress, in bytes of the volume). */
+export interface ResyncReach {
+  pass: number;
+  comparedBytes: number;
+  totalBytes: number;
+  sentBytes: number;
+  zeroedBytes: number;
+}
+
+/** The event a master writes when a resync that had started stops before its end, and why. */
+export function resyncInterrupted(
+  master: string,
+  member: string,
+  reason: string,
+  reach: ResyncReach | undefined,
+): EventDraft {
+  const got = reach
+    ? `; it had compared ${formatSize(reach.comparedBytes)} of ` +
+      `${formatSize(reach.totalBytes)} (pass ${reach.pass}) and sent ` +
+      `${formatSize(reach.sentBytes)}` +
+      (reach.zeroedBytes > 0 ? ` (and zeroed ${formatSize(reach.zeroedBytes)})` : "")
+    : "";
+  return {
+    type: "resync-interrupted",
+    node: member,
+    message: `master ${master}'s resync of ${member} interrupted: ${reason}${got}`,
+  };
 }
 
 /**
  * `next` (replacing `prev`, at `at`) with its event counter advanced, and the operations to
- * put in the same transaction: the new events, the old ones out of the window, and, when
- * the record goes ("delete"), every event of the volume.
+ * put in the same transaction: the new events (those the change implies, then `extra`: what
+ * the writer saw happen that no record field shows, such as a resync's start), the old ones
+ * out of the window, and, when the record goes ("delete"), every event of the volume.
  */
 export function withHistory<R extends HistoryRecord>(
   prev: R | undefined,
   next: R | "delete",
   at: Date,
+  o: { extra?: readonly EventDraft[]; facts?: NodeFacts } = {},
 ): { record: R | "delete"; ops: Op[] } {
   if (next === "delete") {
     const name = prev?.name;
@@ -176,7 +238,7 @@ export function withHistory<R extends HistoryRecord>(
       ops: name ? [{ type: "delete", key: eventsPrefix(name), prefix: true }] : [],
     };
   }
-  const drafts = historyOf(prev, next);
+  const drafts = [...historyOf(prev, next, o.facts), ...(next.group ? o.extra ?? [] : [])];
   if (drafts.length === 0) return { record: next, ops: [] };
   const first = (prev?.uuid === next.uuid ? prev.eventSeq : undefined) ?? 0;
   const g = next.group!;
@@ -222,9 +284,14 @@ export function parseEvents(
  * liveness lease is gone count as down). The events are marked `pending`, with seq 0 and
  * `at` = `now`, and are written for real by the first member that can.
  */
-export function pendingEvents(rec: HistoryRecord, seen: GroupRecord, now: Date): VolumeEvent[] {
+export function pendingEvents(
+  rec: HistoryRecord,
+  seen: GroupRecord,
+  now: Date,
+  facts?: NodeFacts,
+): VolumeEvent[] {
   if (!rec.group || seen === rec.group) return [];
-  return historyOf(rec, { ...rec, group: seen }).map((d) => ({
+  return historyOf(rec, { ...rec, group: seen }, facts).map((d) => ({
     seq: 0,
     at: now.toISOString(),
     ...d,

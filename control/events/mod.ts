@@ -6,14 +6,20 @@
  */
 
 export {
+  type EventDraft,
   eventKey,
   EVENTS_KEEP,
   EVENTS_PREFIX,
   eventsPrefix,
+  goneWhy,
   historyOf,
   type HistoryRecord,
   NEW_MEMBER,
+  type NodeFacts,
   parseEvents,
   pendingEvents,
+  resyncInterrupted,
+  type ResyncReach,
+  resyncStarted,
   withHistory,
 } from "./history.ts";

@@ -10,8 +10,8 @@
  *   "cas-lost" with the fresh record and lease facts (both in _record_io.ts). A timeout
  *   or a store error is "response-lost" (the machine re-reads after its retry timer);
  * - "set-timer": a setTimeout that feeds "timer-fired";
- * - notices: serve / stop-serving go to the host (the local data path); fence and
- *   resync are logged (replication is later work).
+ * - notices: serve / stop-serving go to the host (the local data path), and so does resync
+ *   (not toward a member whose liveness lease is gone); fence is logged.
  *
  * Lease facts come from one LeaseWatch per node (a single prefix watch on the nodes'
  * alive keys, shared by every driver), record changes from the caller's record watch.
@@ -243,8 +243,17 @@ export class GroupDriver {
       if (!host.replicates) log.warn({ replica }, "group: replica out of sync (no replication)");
       return;
     }
+    if (this.#state.leaseDown.includes(replica)) {
+      // Its lease is gone: not asked (the record will list it down, and a member back up is
+      // resynced then); looked at again later, in case the lease returns first.
+      log.debug({ replica }, "group: no resync of a replica whose liveness lease is gone");
+      this.#resyncLater(replica, epoch, log);
+      return;
+    }
     this.#resyncing.add(replica);
-    log.info({ replica }, "group: resync of a replica starts");
+    // It starts once the member answers (the data plane logs "resync started"); a member
+    // that has just died fails at once ("resync could not start") and is asked again.
+    log.info({ replica }, "group: resync of a replica asked");
     const exported = this.#hostChain; // never rejects (each step has its catch)
     exported.then(() =>
       this.#stopped || this.#state.serving !== epoch ? false : host.resync!(replica, epoch)
@@ -254,21 +263,23 @@ export class GroupDriver {
     }).then((ok) => {
       this.#resyncing.delete(replica);
       if (this.#stopped || this.#state.serving !== epoch) return;
-      if (ok) {
-        this.feed({ type: "replica-in-sync", replica, epoch });
-        return;
-      }
-      const t = setTimeout(() => {
-        this.#timers.delete(t);
-        const r = this.#state.known?.record;
-        const lagging = r && r.epoch === epoch && r.members.includes(replica) &&
-          !r.inSync.includes(replica) && !r.down.includes(replica);
-        if (!this.#stopped && this.#state.serving === epoch && lagging) {
-          this.#resync(replica, epoch, log);
-        }
-      }, RESYNC_RETRY_MS);
-      this.#timers.add(t);
+      if (ok) this.feed({ type: "replica-in-sync", replica, epoch });
+      else this.#resyncLater(replica, epoch, log);
     });
+  }
+
+  /** Asks for the resync of `replica` again after RESYNC_RETRY_MS if it still lags then. */
+  #resyncLater(replica: string, epoch: number, log: Logger): void {
+    const t = setTimeout(() => {
+      this.#timers.delete(t);
+      const r = this.#state.known?.record;
+      const lagging = r && r.epoch === epoch && r.members.includes(replica) &&
+        !r.inSync.includes(replica) && !r.down.includes(replica);
+      if (!this.#stopped && this.#state.serving === epoch && lagging) {
+        this.#resync(replica, epoch, log);
+      }
+    }, RESYNC_RETRY_MS);
+    this.#timers.add(t);
   }
 
   /**

@@ -27,6 +27,8 @@ export class LeaseWatch {
   #known = new Set<string>();
   /** Each node's peer address, from its record as the watch last saw it. */
   readonly #peers = new Map<string, string>();
+  /** Nodes whose record carries the stopping mark (`stoppedAt`: a clean stop). */
+  readonly #stopping = new Set<string>();
   #alive = new Set<string>();
   /** Nodes reported down to subscribers (lease gone for longer than the grace). */
   #reportedDown = new Set<string>();
@@ -105,16 +107,27 @@ export class LeaseWatch {
     return this.#peers.get(node);
   }
 
-  /** Notes the peer address of a node record's value. */
+  /**
+   * Known nodes whose liveness key is absent after a clean stop (their record has the
+   * stopping mark the node writes before revoking its lease), sorted.
+   */
+  stopped(): string[] {
+    return this.gone().filter((n) => this.#stopping.has(n));
+  }
+
+  /** Notes the peer address and the stopping mark of a node record's value. */
   #noteRecord(node: string, value: string): void {
-    let address: unknown;
+    let rec: { peerAddress?: unknown; stoppedAt?: unknown } = {};
     try {
-      address = (JSON.parse(value) as { peerAddress?: unknown }).peerAddress;
+      rec = JSON.parse(value) ?? {};
     } catch {
-      address = undefined; // not a node record: no address
+      rec = {}; // not a node record: no address
     }
+    const address = rec.peerAddress;
     if (typeof address === "string" && address !== "") this.#peers.set(node, address);
     else this.#peers.delete(node);
+    if (typeof rec.stoppedAt === "string") this.#stopping.add(node);
+    else this.#stopping.delete(node);
   }
 
   /** Calls `fn(node, up)` on every change; returns the unsubscribe function. */

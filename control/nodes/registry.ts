@@ -3,7 +3,8 @@
  *
  * - `/ballast/nodes/<name>`: its record (addresses, version, capacity, startedAt,
  *   lastSeen), written at start and refreshed at most every 30 s, so a node that
- *   stopped is still listed (as "down");
+ *   stopped is still listed (as "down"); a clean stop writes it once more with `stoppedAt`
+ *   before revoking the lease, so "stopped" and "lease expired" can be told apart;
  * - `/ballast/nodes/<name>/alive`: attached to a lease (TTL 10 s by default) kept
  *   alive by this process. While it exists the node is "ready";
  * - `/ballast/nodes/<name>/cordon`: present while an operator has cordoned the node
@@ -122,13 +123,18 @@ export class NodeRegistry {
     this.#schedule();
   }
 
-  /** Stops the keep-alives and revokes the lease, so the node shows as down at once. */
+  /**
+   * Stops the keep-alives and revokes the lease, so the node shows as down at once. First its
+   * record gets `stoppedAt` (the stopping mark): the lease's end reads "node stopped" rather
+   * than "lease expired" on every node (a record that could not be written leaves the latter).
+   */
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     await this.#beat;
     if (this.#lease) {
+      await this.#markStopping();
       await this.#o.store.revokeLease(this.#lease).catch(() => {});
       this.#lease = 0;
     }
@@ -269,7 +275,9 @@ export class NodeRegistry {
       return {
         ...rec,
         state: "down",
-        reason: `liveness lease expired; last seen ${rec.lastSeen}` +
+        reason: (rec.stoppedAt
+          ? `node stopped: lease revoked at its clean stop at ${rec.stoppedAt}`
+          : `liveness lease expired; last seen ${rec.lastSeen}`) +
           (cordon ? "; also cordoned" : ""),
       };
     }
@@ -316,6 +324,16 @@ export class NodeRegistry {
       startedAt: this.#startedAt,
       lastSeen: this.#o.now().toISOString(),
     };
+  }
+
+  /** The record with `stoppedAt` (best effort: without it, the stop reads as an expiry). */
+  async #markStopping(): Promise<void> {
+    try {
+      const stopping = { ...this.#localRecord(), stoppedAt: this.#o.now().toISOString() };
+      await this.#o.store.put(NODE_PREFIX + this.#o.nodeName, JSON.stringify(stopping));
+    } catch {
+      // the store or the data plane is gone already: nothing to mark
+    }
   }
 
   async #writeRecord(): Promise<void> {

@@ -32,7 +32,7 @@ import type { Logger } from "../common/mod.ts";
 import { aliveKey } from "../nodes/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
 import { casRecord, groupChange, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
-import { ResyncTracker } from "./_resyncs.ts";
+import { resyncHost, ResyncTracker } from "./_resyncs.ts";
 import { MembershipKeeper } from "./_membership.ts";
 import {
   deleteGoneCopy,
@@ -41,7 +41,6 @@ import {
   holdsCopy,
   leaveOutDown,
   makeJoinedCopy,
-  newCopyRetry,
 } from "./_member_copies.ts";
 import { FailureReasons } from "./_sync_notes.ts";
 
@@ -80,6 +79,7 @@ export class VolumeGroups {
   /** Size each local copy is known to have at least, so a record event costs no I/O. */
   readonly #sized = new Map<string, { uuid: string; sizeBytes: number }>();
   #unsubscribe: () => void = () => {};
+  #stopping = false;
   /** The resyncs this node runs as master (live status, never stored). */
   readonly resyncs = new ResyncTracker();
   /** Why the replicas of groups served here failed, noted when they leave the in-sync set. */
@@ -135,6 +135,10 @@ export class VolumeGroups {
 
   /** Stops every driver (exports stay up for the shutdown) and the lease watch. */
   async stop(): Promise<void> {
+    this.#stopping = true;
+    // Resyncs this node runs as master stop now, while their interruption can be recorded.
+    this.#o.plane.stopResyncs?.(`node ${this.#o.nodeName} is stopping`);
+    await this.resyncs.settled();
     this.#unsubscribe();
     this.members.stop();
     await Promise.all([...this.#drivers.values()].map((d) => d.driver.stop()));
@@ -282,6 +286,11 @@ export class VolumeGroups {
     return this.#leases.gone();
   }
 
+  /** Of those, the nodes that stopped cleanly (their stopping mark seen). */
+  leaseStopped(): string[] {
+    return this.#leases.stopped();
+  }
+
   /** The newest record of each group this node is master of and exports, by name. */
   served(): VolumeRecord[] {
     return [...this.#records.values()]
@@ -303,7 +312,7 @@ export class VolumeGroups {
     const name = rec.name;
     const plane = this.#o.plane;
     const log = this.#log.child({ volume: name, uuid: rec.uuid });
-    const driver = new GroupDriver({
+    const driver: GroupDriver = new GroupDriver({
       store: this.#o.store,
       key: VOLUME_PREFIX + name,
       self: this.#o.nodeName,
@@ -339,17 +348,22 @@ export class VolumeGroups {
             "volume exported (group master)",
           );
         },
-        resync: async (replica, epoch) => {
-          if (!plane.resync) return false;
-          const [target] = await this.#addresses([replica]);
-          if (!target.address) {
-            this.resyncs.fail(name, replica, `node ${replica} has no known peer address`);
-            return false;
-          }
-          const run = () => newCopyRetry(() => plane.resync!(name, target, epoch));
-          await this.resyncs.run(name, replica, run);
-          return true;
-        },
+        resync: resyncHost({
+          volume: name,
+          uuid: rec.uuid,
+          self: this.#o.nodeName,
+          store: this.#o.store,
+          tracker: this.resyncs,
+          log,
+          plane,
+          address: async (node) => (await this.#addresses([node]))[0].address,
+          now: () => ({
+            group: driver.state.known?.record,
+            gone: this.#leases.gone(),
+            stopping: this.#stopping,
+            serving: driver.state.serving,
+          }),
+        }),
         stopServing: async (epoch) => {
           this.resyncs.forget(name); // failures of resyncs this node ran as master
           this.members.forget(name);
@@ -369,6 +383,7 @@ export class VolumeGroups {
         groupChange(JSON.parse(value), group, this.#o.now(), {
           replicates: this.#o.replicates ?? false,
           causes: this.failures.causes(name),
+          facts: { stopped: this.#leases.stopped() },
         }),
     });
     this.#drivers.set(name, { uuid: rec.uuid, driver });

@@ -134,6 +134,13 @@ function runningResyncs(ctx: LiveContext, rec: VolumeRecord): LiveResync[] {
       sentBytes: p?.sentBytes ?? 0,
       zeroedBytes: p?.zeroedBytes ?? 0,
       hashBytes: p?.hashBytes ?? 0,
+      ...(p?.copyingSince !== undefined
+        ? {
+          regionsToCopy: p.regionsToCopy,
+          regionsCopied: p.regionsCopied,
+          copyingSince: new Date(p.copyingSince).toISOString(),
+        }
+        : {}),
       ...(limit > 0 ? { rateLimitBytesPerSecond: limit } : {}),
     };
   });
@@ -193,6 +200,7 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
       sizeBytes: rec.sizeBytes,
       notes: rec.outOfSync,
       gone,
+      stopped: ctx.groups?.leaseStopped() ?? [],
       live,
       liveError: error,
       now: ctx.now().getTime(),
@@ -215,7 +223,8 @@ export function eventsView(ctx: LiveContext, rec: VolumeRecord, kvs: KeyValue[])
   const written = parseEvents(kvs, rec.name, rec.uuid);
   if (!rec.group || rec.state !== "ready") return written;
   const seen = seenGroup(rec.group, ctx.groups?.leaseGone() ?? []);
-  return [...written, ...pendingEvents(rec, seen, ctx.now())];
+  const facts = { stopped: ctx.groups?.leaseStopped() ?? [] };
+  return [...written, ...pendingEvents(rec, seen, ctx.now(), facts)];
 }
 
 /** `v` (of `rec`) with its phase and down members as this node sees the leases (seenGroup). */
@@ -249,6 +258,7 @@ export async function servedGroups(ctx: LiveContext): Promise<ServedGroup[]> {
         sizeBytes: rec.sizeBytes,
         notes: rec.outOfSync,
         gone: ctx.groups!.leaseGone(),
+        stopped: ctx.groups!.leaseStopped(),
         live,
         now: ctx.now().getTime(),
       }),

@@ -17,7 +17,7 @@ import { livenessCompares } from "../nodes/mod.ts";
 import { type Compare, freshGet, type KeyValue, type Op, type StateStore } from "../store/mod.ts";
 import { leftOutOf, type Tombstone, TOMBSTONE_PREFIX } from "./_tombstones.ts";
 import { nextSyncNotes, type SyncNotes } from "./_sync_notes.ts";
-import { withHistory } from "../events/mod.ts";
+import { type EventDraft, type NodeFacts, withHistory } from "../events/mod.ts";
 
 export const VOLUME_PREFIX = "/ballast/volumes/";
 
@@ -144,7 +144,11 @@ export async function casRecord(
     rec: VolumeRecord,
     down: string[],
   ) => VolumeRecord | "delete" | undefined | Promise<VolumeRecord | "delete" | undefined>,
-  options: { downGuard?: (rec: VolumeRecord) => Promise<string[]> | string[] } = {},
+  options: {
+    downGuard?: (rec: VolumeRecord) => Promise<string[]> | string[];
+    /** Events to write with the change beyond those it implies (control/events/). */
+    events?: readonly EventDraft[];
+  } = {},
 ): Promise<VolumeRecord | "delete" | undefined> {
   const key = VOLUME_PREFIX + name;
   for (let attempt = 1; attempt <= CAS_ATTEMPTS; attempt++) {
@@ -169,7 +173,7 @@ export async function casRecord(
       ? [{ type: "put", key: TOMBSTONE_PREFIX + rec.uuid, value: JSON.stringify(tombstone) }]
       : [];
     // The group's events go in the same transaction (control/events/).
-    const { record: next, ops } = withHistory(rec, changed, now);
+    const { record: next, ops } = withHistory(rec, changed, now, { extra: options.events });
     const compares: Compare[] = [
       { key, target: "modRevision", op: "==", value: kv.modRevision },
       ...livenessCompares(down),
@@ -200,9 +204,9 @@ export function groupChange(
   prev: VolumeRecord,
   group: GroupRecord,
   now: Date,
-  o: { replicates: boolean; causes?: ReadonlyMap<string, string> },
+  o: { replicates: boolean; causes?: ReadonlyMap<string, string>; facts?: NodeFacts },
 ): { value: string; ops: Op[] } {
-  const outOfSync = nextSyncNotes(prev.group, group, prev.outOfSync, now, o.replicates, o.causes);
+  const outOfSync = nextSyncNotes(prev.group, group, prev.outOfSync, now, o);
   const { outOfSync: _old, ...rest } = prev;
   const next: VolumeRecord = {
     ...rest,
@@ -212,6 +216,26 @@ export function groupChange(
     ...(outOfSync ? { outOfSync } : {}),
     updatedAt: now.toISOString(),
   };
-  const { record, ops } = withHistory(prev, next, now);
+  const { record, ops } = withHistory(prev, next, now, { facts: o.facts });
   return { value: JSON.stringify(record), ops };
+}
+
+/**
+ * Writes `events` into the history of replicated volume `name` (copy `uuid`) on their own: a
+ * compare-and-swap that only advances the record's event counter. Nothing when the record is
+ * gone, of another copy, or not a ready group.
+ */
+export async function appendEvents(
+  store: StateStore,
+  name: string,
+  uuid: string,
+  events: readonly EventDraft[],
+): Promise<void> {
+  await casRecord(
+    store,
+    name,
+    uuid,
+    (rec) => rec.group && rec.state === "ready" ? rec : undefined,
+    { events },
+  );
 }

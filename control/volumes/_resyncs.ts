@@ -3,10 +3,27 @@
  * under way (from the moment the data plane's resync is called, before it reports any
  * progress) and the last failure of each member's resync. In memory only: it is live
  * status, asked for by `volume get` and /metrics, never written to the store.
+ *
+ * Two moments of a resync are written to the volume's history by the master
+ * (runResync): its start, once the member answered (a member that has just died is never
+ * announced: the attempt fails before, is logged "resync could not start" and retried), and
+ * its interruption after that start, with why and how far it got.
  * @module
  */
 
 import { errorMessage } from "../../mod/errors.ts";
+import type { Logger } from "../common/mod.ts";
+import {
+  type EventDraft,
+  resyncInterrupted,
+  type ResyncReach,
+  resyncStarted,
+} from "../events/mod.ts";
+import type { GroupRecord } from "../group/mod.ts";
+import type { StateStore } from "../store/mod.ts";
+import { appendEvents } from "./_record.ts";
+import { newCopyRetry } from "./_member_copies.ts";
+import type { DataPlane } from "../../data/plane.ts";
 
 /** Member -> value, per volume. */
 type PerMember<T> = Map<string, Map<string, T>>;
@@ -23,6 +40,8 @@ export class ResyncTracker {
   readonly #running: PerMember<number> = new Map();
   readonly #failed: PerMember<{ message: string; at: number }> = new Map();
   readonly #finished: PerMember<Omit<FinishedResync, "member">> = new Map();
+  /** Resyncs run through runResync, until their events are written. */
+  readonly #inflight = new Set<Promise<unknown>>();
   readonly #now: () => number;
 
   constructor(now: () => number = Date.now) {
@@ -78,6 +97,27 @@ export class ResyncTracker {
     return [...(this.#failed.get(volume) ?? [])].map(([member, f]) => ({ member, ...f }));
   }
 
+  /** Counts `p` (a runResync) as under way until it settles (see settled()). */
+  track<T>(p: Promise<T>): Promise<T> {
+    this.#inflight.add(p);
+    const done = () => this.#inflight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  /**
+   * Resolves once every tracked resync settled, or after `ms` (by default how long a stopping
+   * node waits for its resyncs to record their interruption).
+   */
+  async settled(ms = 3_000): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#inflight]),
+      new Promise((r) => timer = setTimeout(r, ms)),
+    ]);
+    clearTimeout(timer);
+  }
+
   /** `volume` is gone or no longer served here. */
   forget(volume: string): void {
     this.#failed.delete(volume);
@@ -96,4 +136,142 @@ function drop<T>(map: PerMember<T>, volume: string, member: string): void {
   if (!m) return;
   m.delete(member);
   if (m.size === 0) map.delete(volume);
+}
+
+/** What the master knows when a started resync of `member` at `epoch` stops early. */
+export interface Interruption {
+  self: string;
+  member: string;
+  epoch: number;
+  /** The group as this node last saw it (undefined: the record is gone). */
+  group: GroupRecord | undefined;
+  /** Nodes whose liveness lease is gone now. */
+  gone: readonly string[];
+  /** This node is shutting down. */
+  stopping: boolean;
+  /** The epoch this node serves the volume at now (undefined: it does not serve it). */
+  serving: number | undefined;
+  /** The data plane's words. */
+  error: string;
+}
+
+/** Why a started resync stopped, in words (pure): the first that applies. */
+export function interruptionReason(i: Interruption): string {
+  const g = i.group;
+  if (i.stopping) return `this node (${i.self}, the master) is stopping`;
+  if (!g || !g.members.includes(i.member)) return "the member was removed from the group";
+  if (g.master !== i.self || g.epoch !== i.epoch) {
+    return `the master changed (now ${g.master} at epoch ${g.epoch})`;
+  }
+  if (g.handover) {
+    return `the master hands over to ${g.handover.to} (${g.handover.reason}) and closed its export`;
+  }
+  if (i.serving !== i.epoch) return `this node stopped serving the volume: ${i.error}`;
+  if (i.gone.includes(i.member) || g.down.includes(i.member)) {
+    return `the member's node is down (liveness lease gone): ${i.error}`;
+  }
+  return `the member failed: ${i.error}`;
+}
+
+/** What runResync needs of the node. */
+export interface ResyncRun {
+  volume: string;
+  /** The copy resynced (its record's uuid). */
+  uuid: string;
+  store: StateStore;
+  self: string;
+  member: string;
+  epoch: number;
+  tracker: ResyncTracker;
+  log: Logger;
+  /** The data plane's resync; calls `onStarted` once the member answered. */
+  resync(onStarted: () => void): Promise<unknown>;
+  /** The group, the gone leases, whether this node stops and what it serves, when it stops. */
+  now(): Omit<Interruption, "self" | "member" | "epoch" | "error">;
+}
+
+/**
+ * Runs (tracked) the resync of `r.member`, writing its start once the member answered and,
+ * if it then stops before the end, an interruption event with why and how far it got (also
+ * logged). A failure to write an event is logged, never the resync's failure.
+ */
+export function runResync(r: ResyncRun): Promise<void> {
+  return r.tracker.track(resyncWithEvents(r));
+}
+
+async function resyncWithEvents(r: ResyncRun): Promise<void> {
+  let started: Promise<void> | undefined;
+  const write = (e: EventDraft) =>
+    appendEvents(r.store, r.volume, r.uuid, [e]).catch((err) =>
+      r.log.warn({ replica: r.member, err, event: e.type }, "could not record a resync event")
+    );
+  try {
+    await r.tracker.run(r.volume, r.member, () =>
+      r.resync(() => {
+        started ??= write(resyncStarted(r.self, r.member));
+      }));
+    await started; // the start is written before the caller records the member in sync
+  } catch (err) {
+    if (started) {
+      await started;
+      const reason = interruptionReason({
+        self: r.self,
+        member: r.member,
+        epoch: r.epoch,
+        error: errorMessage(err),
+        ...r.now(),
+      });
+      const reach = reachOf(err);
+      r.log.warn({ replica: r.member, epoch: r.epoch, reason, ...reach }, "resync interrupted");
+      await write(resyncInterrupted(r.self, r.member, reason, reach));
+    }
+    throw err;
+  }
+}
+
+/** The progress a data plane's ResyncError carries, if any. */
+function reachOf(err: unknown): ResyncReach | undefined {
+  const p = (err as { progress?: Partial<ResyncReach> })?.progress;
+  if (!p || typeof p.comparedBytes !== "number") return undefined;
+  return {
+    pass: p.pass ?? 0,
+    comparedBytes: p.comparedBytes,
+    totalBytes: p.totalBytes ?? 0,
+    sentBytes: p.sentBytes ?? 0,
+    zeroedBytes: p.zeroedBytes ?? 0,
+  };
+}
+
+/** What resyncHost needs besides what runResync does. */
+export interface ResyncHostOptions extends Omit<ResyncRun, "member" | "epoch" | "resync"> {
+  plane: Pick<DataPlane, "resync">;
+  /** A node's peer address ("" when unknown). */
+  address(node: string): Promise<string>;
+}
+
+/**
+ * The group driver's resync of a member (GroupHost.resync): false when it cannot run here (no
+ * replication, or no known peer address, kept as the member's last failure); throws when
+ * it failed; true when the copies are equal.
+ */
+export function resyncHost(
+  o: ResyncHostOptions,
+): (member: string, epoch: number) => Promise<boolean> {
+  return async (member, epoch) => {
+    const resync = o.plane.resync?.bind(o.plane);
+    if (!resync) return false;
+    const address = await o.address(member);
+    if (!address) {
+      o.tracker.fail(o.volume, member, `node ${member} has no known peer address`);
+      return false;
+    }
+    await runResync({
+      ...o,
+      member,
+      epoch,
+      resync: (onStarted) =>
+        newCopyRetry(() => resync(o.volume, { node: member, address }, epoch, { onStarted })),
+    });
+    return true;
+  };
 }

@@ -10,7 +10,8 @@
  *
  * - it was the master and another member took over at a higher epoch: it was replaced
  *   while down and may lack writes acknowledged since;
- * - it is (or was) recorded down: its liveness lease expired;
+ * - it is (or was) recorded down: its liveness lease expired, or its node stopped cleanly
+ *   (it wrote its stopping mark before revoking its lease: NodeFacts);
  * - otherwise the master took it out at the same epoch: a replicated write or its lease
  *   PINGs failed, with the data plane's words when the master noted them (FailureReasons:
  *   "replica n4 refused: ENOSPC ...", "did not answer within 5000 ms"), or, without
@@ -18,6 +19,7 @@
  * @module
  */
 
+import type { NodeFacts } from "../events/mod.ts";
 import type { GroupRecord } from "../group/mod.ts";
 
 /** Member -> when it left the in-sync set (ISO 8601) and why. */
@@ -29,6 +31,7 @@ export const SYNC_REASONS = {
     `it was master until epoch ${epoch} and was replaced while down; it may lack writes ` +
     `acknowledged since`,
   down: "its node's liveness lease expired",
+  stopped: "its node stopped (lease revoked)",
   writeFailed: "a replicated write to it failed (connection lost, refused by the member, or " +
     "no answer in time)",
   failed: (cause: string) => `replication to it failed: ${cause}`,
@@ -46,8 +49,7 @@ export function nextSyncNotes(
   next: GroupRecord,
   notes: SyncNotes | undefined,
   now: Date,
-  replicates: boolean,
-  causes?: ReadonlyMap<string, string>,
+  o: { replicates: boolean; causes?: ReadonlyMap<string, string>; facts?: NodeFacts },
 ): SyncNotes | undefined {
   const out: SyncNotes = {};
   for (const m of next.members) {
@@ -60,7 +62,7 @@ export function nextSyncNotes(
     if (prev === undefined || !prev.inSync.includes(m)) continue; // out before: reason unknown
     out[m] = {
       since: now.toISOString(),
-      reason: reasonOf(m, prev, next, replicates, causes?.get(m)),
+      reason: reasonOf(m, prev, next, o),
     };
   }
   return Object.keys(out).length > 0 ? out : undefined;
@@ -70,12 +72,14 @@ function reasonOf(
   m: string,
   prev: GroupRecord,
   next: GroupRecord,
-  replicates: boolean,
-  cause: string | undefined,
+  o: { replicates: boolean; causes?: ReadonlyMap<string, string>; facts?: NodeFacts },
 ): string {
   if (prev.master === m && next.master !== m) return SYNC_REASONS.replaced(prev.epoch);
-  if (next.down.includes(m) || prev.down.includes(m)) return SYNC_REASONS.down;
-  if (!replicates) return SYNC_REASONS.unreplicated;
+  if (next.down.includes(m) || prev.down.includes(m)) {
+    return o.facts?.stopped?.includes(m) ? SYNC_REASONS.stopped : SYNC_REASONS.down;
+  }
+  if (!o.replicates) return SYNC_REASONS.unreplicated;
+  const cause = o.causes?.get(m);
   return cause ? SYNC_REASONS.failed(cause) : SYNC_REASONS.writeFailed;
 }
 

@@ -11,7 +11,13 @@ import type { HashState } from "./hash_state.ts";
 import { LeaseKeeper, LeasePinger, type LeaseView } from "./lease.ts";
 import { type ConnectNode, PeerLinks } from "./links.ts";
 import { type ReplicaTarget, Replicator } from "./replicator.ts";
-import { type Ask, type ResyncProgress, resyncReplica, type ResyncResult } from "./resync.ts";
+import {
+  type Ask,
+  ResyncError,
+  type ResyncProgress,
+  resyncReplica,
+  type ResyncResult,
+} from "./resync.ts";
 import { F_CHEAP, replyMessage, STATUS_OK, T_FENCE, T_TREE } from "./wire.ts";
 import {
   resyncAfterVerify,
@@ -168,7 +174,9 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     if (!t) return;
     const resyncing = t.resyncing.some((x) => x.node === node);
     if (resyncing) {
-      this.#resyncs.get(`${e.name}\u0000${node}`)?.abort.abort();
+      this.#resyncs.get(`${e.name}\u0000${node}`)?.abort.abort(
+        new ResyncError(`replica ${node} stopped answering: ${reason}`),
+      );
       return;
     }
     e.onReplicasFailed?.([node], { [node]: reason }).catch((err) =>
@@ -239,7 +247,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     name: string,
     replica: ReplicaTarget,
     epoch: number,
-    options: { rateBytesPerSecond?: number; reconcile?: boolean } = {},
+    options: { rateBytesPerSecond?: number; reconcile?: boolean; onStarted?: () => void } = {},
   ): Promise<ResyncResult> {
     const e = this.#exports.lookup(name);
     const t = this.#targets.get(name);
@@ -273,6 +281,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
         purpose: options.reconcile ? "check" : "resync",
         rateBytesPerSecond: options.rateBytesPerSecond ?? this.#rate,
         onProgress: (p) => (entry.progress = p),
+        ...(options.onStarted ? { onStarted: options.onStarted } : {}),
         signal: abort.signal,
       });
     } catch (err) {
@@ -425,15 +434,22 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     this.#leases.get(name)?.stop();
     this.#leases.delete(name);
     for (const [key, r] of this.#resyncs) {
-      if (key.split("\u0000")[0] === name) r.abort.abort();
+      if (key.split("\u0000")[0] === name) {
+        r.abort.abort(new ResyncError(`volume "${name}" is no longer served here`));
+      }
     }
+  }
+
+  /** Stops every resync under way here, saying why (the node is stopping, say). */
+  stopResyncs(reason: string): void {
+    for (const r of this.#resyncs.values()) r.abort.abort(new ResyncError(reason));
   }
 
   close(): void {
     for (const k of this.#leases.values()) k.stop();
     this.#leases.clear();
     this.#pinger.stop();
-    for (const r of this.#resyncs.values()) r.abort.abort();
+    this.stopResyncs("the data plane is stopping");
     this.#links?.closeAll();
   }
 }

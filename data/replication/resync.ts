@@ -61,6 +61,8 @@ export interface ResyncProgress {
   /** Regions found to differ in this pass, and how many of them are done. */
   regionsToCopy: number;
   regionsCopied: number;
+  /** When this pass knew its differing regions and began copying them (ms since the epoch). */
+  copyingSince?: number;
   pass: number;
   startedAt: number;
 }
@@ -72,6 +74,19 @@ export interface ResyncResult extends ResyncProgress {
 
 export class ResyncError extends Error {
   override name = "ResyncError";
+  /** How far the resync got, when it stopped after the member answered (else undefined). */
+  readonly progress?: ResyncProgress;
+
+  constructor(message: string, options: { cause?: unknown; progress?: ResyncProgress } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    if (options.progress) this.progress = options.progress;
+  }
+}
+
+/** Why `signal` was aborted, in words (its reason's message, or "resync aborted"). */
+function abortMessage(signal: AbortSignal): string {
+  const r = signal.reason as unknown;
+  return r instanceof Error && r.name !== "AbortError" ? r.message : "resync aborted";
 }
 
 /** Pauses so that at most `bytesPerSecond` are sent (0: no limit). */
@@ -110,21 +125,32 @@ export async function resyncReplica(o: ResyncOptions): Promise<ResyncResult> {
       `${what} progress`,
     );
   }, PROGRESS_LOG_MS);
+  const started = { yes: false };
   try {
-    return await runResync(o, p);
+    return await runResync(o, p, started);
   } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    if (!started.yes) {
+      // The member never answered: nothing was compared or sent (a member that just died, or
+      // whose node is not back yet). The caller retries while it lags.
+      o.log.warn({ replica: o.replica.node, epoch: o.epoch, reason }, `${what} could not start`);
+      throw err;
+    }
     o.log.warn(
       {
         replica: o.replica.node,
         epoch: o.epoch,
+        pass: p.pass,
+        comparedBytes: p.comparedBytes,
+        totalBytes: p.totalBytes,
         sentBytes: p.sentBytes,
         zeroedBytes: p.zeroedBytes,
         hashBytes: p.hashBytes,
-        reason: err instanceof Error ? err.message : String(err),
+        reason,
       },
       `${what} stopped`,
     );
-    throw err;
+    throw new ResyncError(reason, { cause: err, progress: { ...p } });
   } finally {
     clearInterval(logEvery);
   }
@@ -163,16 +189,23 @@ export interface ResyncOptions {
   /** Most bytes per second to send (0 or undefined: no limit). */
   rateBytesPerSecond?: number;
   onProgress?: (p: ResyncProgress) => void;
+  /** Called once the member answered (its copy's size matches): the compare begins. */
+  onStarted?: () => void;
+  /** Aborting stops the resync; the signal's reason (an Error) says why. */
   signal?: AbortSignal;
 }
 
-async function runResync(o: ResyncOptions, p: ResyncProgress): Promise<ResyncResult> {
+async function runResync(
+  o: ResyncOptions,
+  p: ResyncProgress,
+  started: { yes: boolean },
+): Promise<ResyncResult> {
   const { hashes, uuid, epoch, replica } = o;
   const size = hashes.sizeBytes;
   const t0 = performance.now();
   const rate = new RateLimit(o.rateBytesPerSecond ?? 0);
   const ask = async (r: Record<string, unknown>) => {
-    if (o.signal?.aborted) throw new ResyncError("resync aborted");
+    if (o.signal?.aborted) throw new ResyncError(abortMessage(o.signal));
     const link = await o.links.get(replica.node, replica.address);
     const reply = await link.request({ ...r, volume: uuid, epoch } as never);
     if (reply.status !== STATUS_OK) {
@@ -187,6 +220,8 @@ async function runResync(o: ResyncOptions, p: ResyncProgress): Promise<ResyncRes
     );
   }
   const check = o.purpose === "check";
+  started.yes = true;
+  o.onStarted?.();
   o.log.info(
     { replica: replica.node, epoch, sizeBytes: size },
     check
@@ -200,11 +235,12 @@ async function runResync(o: ResyncOptions, p: ResyncProgress): Promise<ResyncRes
     p.regionsCopied = 0;
     const regions = await differingLeaves(hashes, ask, p);
     p.regionsToCopy = regions.length;
+    p.copyingSince = Date.now();
     p.comparedBytes = size - regions.reduce((n, r) => n + regionLength(size, r), 0);
     o.onProgress?.({ ...p });
     let copied = 0;
     for (const r of regions) {
-      if (o.signal?.aborted) throw new ResyncError("resync aborted");
+      if (o.signal?.aborted) throw new ResyncError(abortMessage(o.signal));
       await hashes.table.lockWaiting(r);
       try {
         copied += await copier.copy(r);

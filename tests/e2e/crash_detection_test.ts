@@ -8,7 +8,7 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
-import { BallastClient } from "../../mod/mod.ts";
+import { BallastClient, type NodeInfo, type VolumeEvent } from "../../mod/mod.ts";
 import { e2eTest } from "./_harness.ts";
 import { PYTHON, waitFor } from "./_cluster.ts";
 import { admin } from "./_cluster_tls.ts";
@@ -65,6 +65,42 @@ e2eTest(
       // deno-lint-ignore no-console
       console.log(
         `[crash detection] served again ${tookMs} ms after kill -9 (lease TTL ${TTL_S} s)`,
+      );
+
+      // A clean stop is told from a lost lease: the killed master left no stopping mark, a
+      // member stopped with SIGTERM did (node get, and the group's down event).
+      const killed = await admin(c.nodes.get(replica)!, ["node", "get", v.master, "-o", "json"]);
+      const killedReason = (JSON.parse(killed.stdout) as NodeInfo).reason;
+      assert(killedReason.startsWith("liveness lease expired; last seen "), killedReason);
+      const made = await admin(c.nodes.get(replica)!, [
+        "volume",
+        "create",
+        "cd2",
+        "--size",
+        "4MiB",
+        "--replicas",
+        "1",
+      ]);
+      assertEquals(made.code, 0, made.stderr);
+      const v2 = await untilServed(c, "cd2", replica);
+      const stopped = v2.members!.find((m) => m !== v2.master)!;
+      await c.nodes.get(stopped)!.stop();
+      let down: VolumeEvent | undefined;
+      await waitFor(`${stopped} recorded down`, async () => {
+        const ev = await admin(c.nodes.get(v2.master)!, ["volume", "events", "cd2", "-o", "json"]);
+        down = (JSON.parse(ev.stdout).items as VolumeEvent[]).find((e) =>
+          e.type === "down" && e.node === stopped && !e.pending
+        );
+        return down !== undefined;
+      }, { timeoutMs: DEADLINE_MS, everyMs: 200 });
+      assertEquals(down!.message, `${stopped} down: its node stopped (lease revoked)`);
+      const got = await admin(c.nodes.get(v2.master)!, ["node", "get", stopped, "-o", "json"]);
+      const info = JSON.parse(got.stdout) as NodeInfo;
+      assertEquals(info.state, "down");
+      assert(info.stoppedAt !== undefined, got.stdout);
+      assertEquals(
+        info.reason,
+        `node stopped: lease revoked at its clean stop at ${info.stoppedAt}`,
       );
     }, { args: ["--node-lease-ttl", `${TTL_S}s`] }),
 );

@@ -231,7 +231,7 @@ e2eTest(
       const seen = (JSON.parse(late.stdout).items as { type: string; node?: string }[])
         .map((e) => `${e.type} ${e.node ?? ""}`.trim());
       for (const n of others) {
-        for (const t of ["down", "up", "in-sync"]) {
+        for (const t of ["down", "up", "resync-started", "in-sync"]) {
           assert(seen.includes(`${t} ${n}`), `no "${t} ${n}" in ${seen.join(", ")}`);
         }
       }

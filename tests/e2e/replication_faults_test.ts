@@ -10,6 +10,8 @@
 import { assert, assertEquals } from "../_assert.ts";
 import { PYTHON, waitFor } from "./_cluster.ts";
 import { e2eTest, run } from "./_harness.ts";
+import { admin } from "./_cluster_tls.ts";
+import type { VolumeEvent } from "../../mod/types.ts";
 import {
   assertCopiesEqual,
   createServed,
@@ -46,11 +48,38 @@ async function fill(uri: string, first: number, count: number, seed: number): Pr
   assertEquals(r.stdout.trim(), "ok", r.stderr);
 }
 
+/** The volume's events as node `via` lists them (`volume events -o json`). */
+async function events(c: ReplCluster, via: string, volume: string): Promise<VolumeEvent[]> {
+  const r = await admin(c.nodes.get(via)!, ["volume", "events", volume, "-o", "json"]);
+  assertEquals(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout).items as VolumeEvent[];
+}
+
 /** The JSON fields of the first (or with `last`, the last) log line with `msg`. */
 function logged(logs: string, msg: string, last = false): Record<string, unknown> | undefined {
   const lines = logs.split("\n").filter((l) => l.includes(`"msg":"${msg}`));
   const line = last ? lines.at(-1) : lines[0];
   return line ? JSON.parse(line) : undefined;
+}
+
+/** Kills a replica of volume `v` (SIGKILL); waits until its master took it out of sync. */
+async function killReplica(c: ReplCluster, v: VolumeView): Promise<string> {
+  const lagging = NAMES.find((n) => n !== v.master)!;
+  await c.nodes.get(lagging)!.kill("SIGKILL");
+  await waitFor(`${lagging} out of sync`, async () => {
+    const now = await volumeOf(c, v.master, v.name);
+    return !now.inSync?.includes(lagging);
+  }, { timeoutMs: 30_000, everyMs: 250 });
+  return lagging;
+}
+
+/** Starts `lagging` again; waits until its master's resync of it has sent 8 MiB. */
+async function restartIntoResync(c: ReplCluster, v: VolumeView, lagging: string): Promise<void> {
+  await c.start(lagging);
+  await waitFor("the resync to get going", () => {
+    const p = logged(c.nodes.get(v.master)!.logs(), "resync progress", true);
+    return ((p?.sentBytes ?? 0) as number) >= 8 * MiB;
+  }, { timeoutMs: 60_000, everyMs: 20 });
 }
 
 e2eTest(
@@ -247,20 +276,15 @@ e2eTest(
   () =>
     withCluster(async (c) => {
       const v = await create(c, "cut1", "128MiB");
-      const victim = NAMES.find((n) => n !== v.master)!;
       const master = c.nodes.get(v.master)!;
-      await c.nodes.get(victim)!.kill("SIGKILL");
-      await waitFor(`${victim} out of sync`, async () => {
-        const now = await volumeOf(c, v.master, "cut1");
-        return !now.inSync?.includes(victim);
-      }, { timeoutMs: 30_000, everyMs: 250 });
+      const victim = await killReplica(c, v);
+      // The master tried the dead replica, which did not answer: no resync is announced.
+      assert(await master.logged('"msg":"resync could not start'), "no failed start logged");
+      const early = await events(c, v.master, "cut1");
+      assertEquals(early.filter((e) => e.type.startsWith("resync")), [], JSON.stringify(early));
       const changed = 64 * MiB;
       await fill(c.uri(v.master, "cut1"), 0, changed / 65536, 5);
-      await c.start(victim);
-      await waitFor("the resync to get going", () => {
-        const p = logged(master.logs(), "resync progress", true) as { sentBytes?: number };
-        return (p?.sentBytes ?? 0) >= 8 * MiB;
-      }, { timeoutMs: 60_000, everyMs: 20 });
+      await restartIntoResync(c, v, victim);
       await c.nodes.get(victim)!.kill("SIGKILL");
       // (Earlier attempts, while the replica was still down, stopped before sending.)
       let firstSent = 0;
@@ -269,6 +293,23 @@ e2eTest(
         return firstSent > 0;
       }, { timeoutMs: 30_000, everyMs: 50 });
       assert(firstSent > 0 && firstSent < changed, `first resync sent ${firstSent}`);
+      // The interruption is logged and recorded with why and how far it got.
+      let interrupted = "";
+      assert(await master.logged('"msg":"resync interrupted'), "no interruption logged");
+      await waitFor("the interruption in the events", async () => {
+        const cut = (await events(c, v.master, "cut1")).filter((e) => e.node === victim);
+        const types = cut.map((e) => e.type);
+        const last = cut.at(-1);
+        if (last?.type !== "resync-interrupted") return false;
+        assertEquals(types.filter((t) => t.startsWith("resync")), [
+          "resync-started",
+          "resync-interrupted",
+        ]);
+        assert(/: the member( failed|'s node is down)/.test(last.message), last.message);
+        assert(/it had compared \S+ \S+ of 128 MiB \(pass 1\) and sent /.test(last.message));
+        interrupted = last.message;
+        return true;
+      }, { timeoutMs: 15_000, everyMs: 250 });
       await c.start(victim);
       await waitFor(`${victim} back in sync`, async () => {
         const now = await volumeOf(c, v.master, "cut1");
@@ -278,6 +319,8 @@ e2eTest(
       const secondSent = done.sentBytes as number;
       // deno-lint-ignore no-console
       console.log(`[resync cut] sent ${firstSent} + ${secondSent} bytes for ${changed} changed`);
+      // deno-lint-ignore no-console
+      console.log(`[resync cut] event: ${interrupted}`);
       assert(
         firstSent + secondSent <= changed + 4 * MiB,
         `sent ${firstSent} + ${secondSent} for ${changed}: the second resync sent again`,
@@ -292,19 +335,10 @@ e2eTest(
   () =>
     withCluster(async (c) => {
       const v = await create(c, "cut2", "96MiB");
-      const lagging = NAMES.find((n) => n !== v.master)!;
       const master = c.nodes.get(v.master)!;
-      await c.nodes.get(lagging)!.kill("SIGKILL");
-      await waitFor(`${lagging} out of sync`, async () => {
-        const now = await volumeOf(c, v.master, "cut2");
-        return !now.inSync?.includes(lagging);
-      }, { timeoutMs: 30_000, everyMs: 250 });
+      const lagging = await killReplica(c, v);
       await fill(c.uri(v.master, "cut2"), 0, 1024, 9); // 64 MiB acknowledged
-      await c.start(lagging);
-      await waitFor("the resync to get going", () => {
-        const p = logged(master.logs(), "resync progress", true) as { sentBytes?: number };
-        return (p?.sentBytes ?? 0) >= 8 * MiB;
-      }, { timeoutMs: 60_000, everyMs: 20 });
+      await restartIntoResync(c, v, lagging);
       await master.kill("SIGKILL");
       const left = NAMES.filter((n) => n !== v.master);
       await waitFor("a new master with both others in sync", async () => {
@@ -325,5 +359,39 @@ print("bad", len(bad))
         c.uri((await volumeOf(c, left[0], "cut2")).master, "cut2"),
       ]);
       assertEquals(check.stdout.trim(), "bad 0", check.stderr);
+    }, { args: ["--resync-rate", "16MiB/s"] }),
+);
+
+e2eTest(
+  "SIGTERM of the master in the middle of a resync: it records the interruption (it is stopping, how far it got) before it goes, and the promotion says it stopped",
+  { tools: [PYTHON, "etcd"] },
+  () =>
+    withCluster(async (c) => {
+      const v = await create(c, "cut3", "96MiB");
+      const master = c.nodes.get(v.master)!;
+      const lagging = await killReplica(c, v);
+      await fill(c.uri(v.master, "cut3"), 0, 1024, 3); // 64 MiB for the resync to copy
+      await restartIntoResync(c, v, lagging);
+      await master.stop();
+      const left = NAMES.filter((n) => n !== v.master);
+      let seen: VolumeEvent[] = [];
+      await waitFor("the interruption and the promotion recorded", async () => {
+        seen = await events(c, left[0], "cut3");
+        return seen.some((e) => e.type === "promoted") &&
+          seen.some((e) => e.type === "resync-interrupted");
+      }, { timeoutMs: 30_000, everyMs: 250 });
+      const cut = seen.find((e) => e.type === "resync-interrupted")!;
+      assert(
+        cut.message.startsWith(
+          `master ${v.master}'s resync of ${lagging} interrupted: this node (${v.master}, the ` +
+            `master) is stopping; it had compared `,
+        ),
+        cut.message,
+      );
+      const promoted = seen.find((e) => e.type === "promoted")!;
+      assert(
+        promoted.message.endsWith(`master ${v.master} stopped (lease revoked)`),
+        promoted.message,
+      );
     }, { args: ["--resync-rate", "16MiB/s"] }),
 );

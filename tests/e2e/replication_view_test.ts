@@ -220,13 +220,21 @@ e2eTest(
       await waitFor(`${victim} resyncing, partly done`, async () => {
         during = memberOf(await viaOther(), victim);
         const p = during.resync?.percent ?? 0;
-        return during.state === "resyncing" && p > 0 && p < 100;
+        // The ETA comes once a few differing regions were copied (estimating before).
+        return during.state === "resyncing" && p > 0 && p < 100 &&
+          during.resync?.etaSeconds !== undefined;
       }, { timeoutMs: 120_000, everyMs: 200 });
       const r = during!.resync!;
       assert(r.bytesLeft > 0 && r.bytesLeft === r.totalBytes - r.comparedBytes, JSON.stringify(r));
       assertEquals(during!.lagBytes, r.bytesLeft);
       assert(
         r.sentBytes > 0 && r.rateBytesPerSecond > 0 && r.etaSeconds !== undefined,
+        JSON.stringify(r),
+      );
+      // 256 MiB written in 64 KiB pieces: the regions it touched are what the pass copies.
+      assert(
+        (r.regionsCopied ?? 0) >= 1 && (r.regionsToCopy ?? 0) > r.regionsCopied! &&
+          r.regionsToCopy! <= 256,
         JSON.stringify(r),
       );
       let resyncing: string[] = [];
@@ -244,6 +252,8 @@ e2eTest(
       assertEquals(watched.code, 0, `${watched.stdout}\n${watched.stderr}`);
       const lines = watched.stdout.trimEnd().split("\n");
       assert(lines.some((l) => l.includes(`${victim} replica resyncing `)), watched.stdout);
+      // deno-lint-ignore no-console
+      console.log(`[watch]\n${lines.filter((l) => l.includes(" resyncing ")).join("\n")}`);
       assert(lines.at(-1)!.includes("rv healthy ("), lines.at(-1));
       assert(!watched.stdout.includes("\x1b["), "a pipe gets lines, not redraws");
 

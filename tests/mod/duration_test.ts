@@ -1,4 +1,4 @@
-import { MAX_DURATION_SECONDS, parseDuration } from "../../mod/duration.ts";
+import { MAX_DURATION_SECONDS, parseDuration, parseDurationMs } from "../../mod/duration.ts";
 import { InvalidArgumentError } from "../../mod/errors.ts";
 import { assertEquals, assertThrows } from "../_assert.ts";
 
@@ -38,4 +38,68 @@ Deno.test("parseDuration() names the field it was given", () => {
   assertEquals(e.details, { field: "ttl" });
   const f = assertThrows(() => parseDuration(true, "overlap"), InvalidArgumentError);
   assertEquals(f.message, "invalid overlap: expected seconds or a duration string, got boolean");
+});
+
+Deno.test("parseDurationMs() reads fractions and ms, s, m, h, d units; a bare number is seconds", () => {
+  const cases: Array<[unknown, number]> = [
+    ["500ms", 500],
+    ["1.5s", 1500],
+    ["2s", 2000],
+    ["2", 2000],
+    [" 0.25 s ", 250],
+    [".5s", 500],
+    ["1m", 60_000],
+    ["1.5m", 90_000],
+    ["2h", 7_200_000],
+    ["1d", 86_400_000],
+    [1.5, 1500],
+    ["3650d", MAX_DURATION_SECONDS * 1000],
+  ];
+  for (const [value, ms] of cases) {
+    assertEquals(parseDurationMs(value, "--interval"), ms, JSON.stringify(value));
+  }
+});
+
+Deno.test("parseDurationMs() refuses zero, negatives, garbage, too little and too much, saying which", () => {
+  const cases: Array<[unknown, string]> = [
+    ["0", 'invalid --interval "0": expected 100 ms to 3650 days (got zero)'],
+    ["0ms", 'invalid --interval "0ms": expected 100 ms to 3650 days (got zero)'],
+    [0, "invalid --interval 0: expected 100 ms to 3650 days (got zero)"],
+    [-1, "invalid --interval -1: expected 100 ms to 3650 days (got a negative duration)"],
+    ["-1s", 'invalid --interval "-1s": a duration cannot be negative'],
+    [
+      "soon",
+      'invalid --interval "soon": expected a duration such as 500ms, 1.5s, 2s or 1m ' +
+      "(a bare number is seconds)",
+    ],
+    [
+      "1w",
+      'invalid --interval "1w": expected a duration such as 500ms, 1.5s, 2s or 1m ' +
+      "(a bare number is seconds)",
+    ],
+    [
+      "",
+      'invalid --interval "": expected a duration such as 500ms, 1.5s, 2s or 1m ' +
+      "(a bare number is seconds)",
+    ],
+    [
+      "1.5.2s",
+      'invalid --interval "1.5.2s": expected a duration such as 500ms, 1.5s, 2s or 1m ' +
+      "(a bare number is seconds)",
+    ],
+    ["50ms", 'invalid --interval "50ms": expected 100 ms to 3650 days'],
+    ["3651d", 'invalid --interval "3651d": expected 100 ms to 3650 days'],
+    [true, "invalid --interval: expected seconds or a duration string, got boolean"],
+  ];
+  for (const [value, message] of cases) {
+    const e = assertThrows(
+      () => parseDurationMs(value, "--interval", { minMs: 100 }),
+      InvalidArgumentError,
+    );
+    assertEquals(e.message, message);
+    assertEquals(e.details, { field: "interval" });
+  }
+  // Without a minimum, 1 ms is the least; a fraction of it rounds to zero and is refused.
+  assertEquals(parseDurationMs("1ms", "--timeout"), 1);
+  assertThrows(() => parseDurationMs("0.4ms", "--timeout"), InvalidArgumentError);
 });

@@ -147,6 +147,7 @@ export const DRAIN_SCHEMAS = {
           "up",
           "out-of-sync",
           "resync-started",
+          "resync-interrupted",
           "in-sync",
           "member-added",
           "member-removed",

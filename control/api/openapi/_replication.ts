@@ -120,7 +120,17 @@ export const REPLICATION_SCHEMAS = {
         ...bytes,
         description: "The master's serve --resync-rate, which caps the sending; absent: unlimited",
       },
-      etaSeconds: { ...bytes, description: "bytesLeft at that rate; absent while unknown" },
+      regionsToCopy: {
+        ...bytes,
+        description: "Regions (1 MiB) this pass found different; absent from older masters",
+      },
+      regionsCopied: { ...bytes, description: "Of regionsToCopy, copied so far" },
+      etaSeconds: {
+        ...bytes,
+        description: "Until this pass ends: the regions left at the rate regions were copied " +
+          "since the pass began copying (older masters: bytesLeft at the compare rate); absent " +
+          "while estimating (too few regions copied or too short a time)",
+      },
       startedAt: time,
       finishedAt: {
         ...time,
@@ -186,6 +196,9 @@ export const REPLICATION_SCHEMAS = {
       sentBytes: bytes,
       zeroedBytes: bytes,
       hashBytes: bytes,
+      regionsToCopy: bytes,
+      regionsCopied: bytes,
+      copyingSince: { ...time, description: "When this pass began copying its regions" },
       rateLimitBytesPerSecond: bytes,
       finishedAt: time,
     },

@@ -387,6 +387,12 @@ export const OPENAPI_DOCUMENT = {
           },
           startedAt: { type: "string", format: "date-time" },
           lastSeen: { type: "string", format: "date-time" },
+          stoppedAt: {
+            type: "string",
+            format: "date-time",
+            description: "Set by the node's clean stop before it revoked its lease (a down " +
+              "node with it stopped; without it, lost its lease); cleared when it starts",
+          },
         },
       },
       Health: {

@@ -159,7 +159,18 @@ Deno.test("memberTable(): role, state in words, the root hash cut to 16 digits (
       ...resyncing,
       resync: resync({ pass: 2, rateBytesPerSecond: 0, etaSeconds: undefined }),
     }),
-    "45.2% [#########-----------] 561 MiB left, -, ETA -, sent 12 MiB (pass 2)",
+    "45.2% [#########-----------] 561 MiB left, -, ETA estimating, sent 12 MiB (pass 2)",
+  );
+  // The differing regions the pass has still to copy, which the ETA is based on.
+  assertEquals(
+    memberDetail({ ...resyncing, resync: resync({ regionsToCopy: 150, regionsCopied: 20 }) }),
+    "45.2% [#########-----------] 561 MiB left (130 of 150 differing regions), 20 MiB/s, " +
+      "ETA 29s, sent 12 MiB",
+  );
+  assertEquals(
+    memberDetail({ ...resyncing, resync: resync({ regionsToCopy: 1, regionsCopied: 0 }) }),
+    "45.2% [#########-----------] 561 MiB left (1 of 1 differing region), 20 MiB/s, ETA 29s, " +
+      "sent 12 MiB",
   );
   // What crossed the network and the master's --resync-rate, beside the compare rate.
   assertEquals(
@@ -397,6 +408,23 @@ Deno.test("cli: volume get --watch of a volume without replicas exits 0 at once;
     const bad = await cli("volume", "get", "w1", "--watch", "--timeout", "soon");
     assertEquals(bad.code, 2);
     assert(bad.err.includes('invalid --timeout "soon"'), bad.err);
+    // Durations below a second and with fractions; zero, negatives and garbage are usage errors.
+    for (const interval of ["500ms", "1.5s", "2s", "1m"]) {
+      const r = await cli("volume", "get", "w1", "--watch", "--interval", interval);
+      assertEquals([r.code, r.err], [0, ""], interval);
+    }
+    for (
+      const [interval, why] of [
+        ["0", "expected 100 ms to 3650 days (got zero)"],
+        ["-1s", "a duration cannot be negative"],
+        ["fast", "expected a duration such as 500ms"],
+        ["10ms", "expected 100 ms to 3650 days"],
+      ]
+    ) {
+      const r = await cli("volume", "get", "w1", "--watch", "--interval", interval);
+      assertEquals(r.code, 2, interval);
+      assert(r.err.startsWith(`error: invalid --interval "${interval}": ${why}`), r.err);
+    }
     const missing = await cli("volume", "get", "nope", "--watch");
     assertEquals(missing.code, 1);
     assert(missing.err.includes("not found"), missing.err);

@@ -11,6 +11,8 @@ import {
   historyOf,
   type HistoryRecord,
   parseEvents,
+  resyncInterrupted,
+  resyncStarted,
   withHistory,
 } from "../../../control/events/mod.ts";
 import { type GroupRecord, newRecord, withHandover } from "../../../control/group/mod.ts";
@@ -41,7 +43,6 @@ Deno.test("historyOf(): creation, a drain's handover asked and done", () => {
   assertEquals(historyOf(rec(asked), rec(gaveUp)).map((e) => e.type), [
     "handover-abandoned",
     "out-of-sync",
-    "resync-started",
   ]);
 });
 
@@ -66,7 +67,6 @@ Deno.test("historyOf(): a failover, a member down, out of sync with its reason, 
   const back = { ...failed, down: [] };
   assertEquals(historyOf(rec(failed), rec(back)).map((e) => [e.type, e.node]), [
     ["up", "n1"],
-    ["resync-started", "n1"],
   ]);
   const synced = { ...back, inSync: ["n1", "n2", "n3"], phase: "healthy" as const };
   assertEquals(historyOf(rec(back), rec(synced)).map((e) => e.message), [
@@ -100,7 +100,6 @@ Deno.test("historyOf(): members added and removed by a replica count change or a
   const joined = rec(raised, { outOfSync: { n4: { reason } } });
   assertEquals(historyOf(rec(lowered), joined).map((e) => [e.type, e.node, e.message]), [
     ["member-added", "n4", `n4 added: ${reason}`],
-    ["resync-started", "n4", "master n1 resyncs n4 (Delta Sync: only differing blocks are sent)"],
   ]);
   const seeded = rec({ ...raised, inSync: ["n1", "n2", "n4"] });
   assertEquals(historyOf(joined, seeded).map((e) => e.message), [
@@ -111,7 +110,6 @@ Deno.test("historyOf(): members added and removed by a replica count change or a
   assertEquals(historyOf(rec(down), rec(replaced)).map((e) => [e.type, e.message]), [
     ["member-removed", "n3 removed from the group (replaced by n4); its copy is deleted"],
     ["member-added", "n4 added"],
-    ["resync-started", "master n1 resyncs n4 (Delta Sync: only differing blocks are sent)"],
   ]);
 });
 
@@ -133,4 +131,94 @@ Deno.test("withHistory(): numbers events, keeps the last EVENTS_KEEP, removes th
   assertEquals(withHistory(rec(base), "delete", at).ops, [
     { type: "delete", key: eventsPrefix("v"), prefix: true },
   ]);
+});
+
+Deno.test("historyOf(): a member leaving the in-sync set is not announced resynced (the master writes that once it answers)", () => {
+  const out = { ...base, inSync: ["n1", "n3"], phase: "degraded" as const };
+  const reason = "replication to it failed: replica n2 closed the connection";
+  const events = historyOf(rec(base), rec(out, { outOfSync: { n2: { reason } } }));
+  assertEquals(events.map((e) => [e.type, e.message]), [
+    ["out-of-sync", `n2 left the in-sync set: ${reason}`],
+  ]);
+});
+
+Deno.test("withHistory(): events the writer adds follow those the change implies, numbered on", () => {
+  const at = new Date("2026-12-05T03:00:00Z");
+  const started = resyncStarted("n1", "n2");
+  const plain = withHistory(rec(base, { eventSeq: 7 }), rec(base), at, { extra: [started] });
+  assertEquals((plain.record as HistoryRecord).eventSeq, 8);
+  const put = plain.ops[0];
+  const [e] = parseEvents(
+    put.type === "put" ? [{ key: put.key, value: put.value }] : [],
+    "v",
+    "u1",
+  );
+  assertEquals([e.seq, e.type, e.node, e.epoch, e.master], [8, "resync-started", "n2", 1, "n1"]);
+  assertEquals(
+    e.message,
+    "master n1 resyncs n2: it answered, the copies are being compared (Delta Sync: only " +
+      "differing blocks are sent)",
+  );
+  // No group, no history: extra events are not written either.
+  const none = withHistory(undefined, { name: "x", uuid: "u", state: "ready" }, at, {
+    extra: [started],
+  });
+  assertEquals(none.ops, []);
+});
+
+Deno.test("resyncInterrupted(): says why and how far the resync got", () => {
+  const MiB = 2 ** 20;
+  const reach = {
+    pass: 1,
+    comparedBytes: 24 * MiB,
+    totalBytes: 128 * MiB,
+    sentBytes: 8 * MiB,
+    zeroedBytes: 0,
+  };
+  assertEquals(
+    resyncInterrupted("n1", "n2", "the member failed: replica n2 closed the connection", reach),
+    {
+      type: "resync-interrupted",
+      node: "n2",
+      message: "master n1's resync of n2 interrupted: the member failed: replica n2 closed the " +
+        "connection; it had compared 24 MiB of 128 MiB (pass 1) and sent 8 MiB",
+    },
+  );
+  assertEquals(
+    resyncInterrupted("n1", "n2", "x", { ...reach, zeroedBytes: 2 * MiB }).message,
+    "master n1's resync of n2 interrupted: x; it had compared 24 MiB of 128 MiB (pass 1) and " +
+      "sent 8 MiB (and zeroed 2 MiB)",
+  );
+  assertEquals(
+    resyncInterrupted("n1", "n2", "x", undefined).message,
+    "master n1's resync of n2 interrupted: x",
+  );
+});
+
+Deno.test("historyOf(): a member or master whose node stopped cleanly is said stopped, not expired", () => {
+  const facts = { stopped: ["n1", "n3"] };
+  const failed: GroupRecord = {
+    ...base,
+    epoch: 2,
+    master: "n2",
+    inSync: ["n2"],
+    down: ["n1", "n3"],
+    phase: "degraded",
+  };
+  assertEquals(historyOf(rec(base), rec(failed), facts).map((e) => e.message), [
+    "n2 promoted to master at epoch 2: master n1 stopped (lease revoked)",
+    "n1 down: its node stopped (lease revoked)",
+    "n3 down: its node stopped (lease revoked)",
+    "n1 left the in-sync set",
+    "n3 left the in-sync set",
+  ]);
+  // Only the nodes named: another one's lease expired.
+  assertEquals(
+    historyOf(rec(base), rec(failed), { stopped: ["n3"] }).slice(0, 3).map((e) => e.message),
+    [
+      "n2 promoted to master at epoch 2: master n1's liveness lease expired",
+      "n1 down: its node's liveness lease expired",
+      "n3 down: its node stopped (lease revoked)",
+    ],
+  );
 });

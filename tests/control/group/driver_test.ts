@@ -399,3 +399,35 @@ Deno.test("GroupDriver: a lagging replica's resync starts only once the master's
     }
   });
 });
+
+Deno.test("GroupDriver: a lagging replica whose liveness lease is gone is not asked to resync (the record then lists it down)", async () => {
+  await withSqlite(async (store) => {
+    const leases = await seed(store, ["n1", "n2", "n3"]);
+    const r = await stored(store);
+    const lagging = { ...r.group, inSync: ["n1", "n3"], phase: "degraded" as const };
+    await store.put(KEY, JSON.stringify({ ...r, group: lagging }));
+    await store.revokeLease(leases.n2); // n2 died: its lease is gone
+    const watch = new LeaseWatch({ store, logger: silentLogger() });
+    await watch.start();
+    const host = new (class extends RecordingHost {
+      replicates = true;
+      resync(replica: string, epoch: number): Promise<boolean> {
+        this.calls.push(`resync ${replica} ${epoch}`);
+        return Promise.resolve(false);
+      }
+    })();
+    const d = driver(store, "n1", watch, host);
+    d.start();
+    try {
+      await eventually("n1 serves", () => host.calls.includes("serve 1"));
+      await eventually(
+        "n2 listed down",
+        async () => (await stored(store)).group.down.includes("n2"),
+      );
+      assertEquals(host.calls.filter((c) => c.startsWith("resync")), []);
+    } finally {
+      await d.stop();
+      await watch.stop();
+    }
+  });
+});

@@ -77,6 +77,7 @@ function groups(
 ): VolumeGroups {
   return {
     leaseGone: () => gone,
+    leaseStopped: () => [],
     resyncs: tracker,
     members: { blocked: () => blocked },
   } as unknown as VolumeGroups;

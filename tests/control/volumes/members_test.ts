@@ -5,8 +5,19 @@
  */
 
 import { type GroupRecord, newRecord } from "../../../control/group/mod.ts";
-import { memberStatus, phaseReason, resyncView } from "../../../control/volumes/_members.ts";
-import { ResyncTracker } from "../../../control/volumes/_resyncs.ts";
+import {
+  ETA_MIN_REGIONS,
+  ETA_MIN_SECONDS,
+  memberStatus,
+  phaseReason,
+  resyncEta,
+  resyncView,
+} from "../../../control/volumes/_members.ts";
+import { interruptionReason, ResyncTracker, runResync } from "../../../control/volumes/_resyncs.ts";
+import { VOLUME_PREFIX } from "../../../control/volumes/_record.ts";
+import { eventsPrefix, parseEvents } from "../../../control/events/mod.ts";
+import { createLogger } from "../../../control/common/mod.ts";
+import { withSqlite } from "../_fixtures.ts";
 import {
   FailureReasons,
   nextSyncNotes,
@@ -88,6 +99,18 @@ Deno.test("memberStatus(): down wins (lease gone, or listed down), then in sync,
   assertEquals([master.state, master.role], ["down", "master"]);
   assert(n3Gone.reason!.startsWith("the node's liveness lease is gone"), n3Gone.reason);
   assertEquals([n3Gone.lagBytes, n3Gone.lagSeconds], [0, 0], "in sync when it went: no lag");
+  // Its node stopped cleanly (the stopping mark seen): said so.
+  const [, , n3Stopped] = memberStatus({
+    group: group(),
+    sizeBytes: SIZE,
+    gone: ["n3"],
+    stopped: ["n3"],
+    now: T0,
+  });
+  assertEquals(
+    [n3Stopped.state, n3Stopped.reason],
+    ["down", "the node stopped (its lease revoked at its clean stop)"],
+  );
 
   // The master resyncs n2: resyncing, lag = what the pass has still to compare.
   const [, resyncing] = memberStatus({ ...base, gone: [], live: live({ resyncs: [resync()] }) });
@@ -203,19 +226,28 @@ Deno.test("nextSyncNotes(): a member taken out of sync is noted with the time an
   const healthy = group();
   // The master drops n2 at the same epoch: a replicated write failed (or, unreplicated, a write).
   const dropped = group({ inSync: ["n1", "n3"] });
-  assertEquals(nextSyncNotes(healthy, dropped, undefined, now, true), {
+  assertEquals(nextSyncNotes(healthy, dropped, undefined, now, { replicates: true }), {
     n2: { since: iso(T0), reason: SYNC_REASONS.writeFailed },
   });
   assertEquals(
-    nextSyncNotes(healthy, dropped, undefined, now, false)?.n2.reason,
+    nextSyncNotes(healthy, dropped, undefined, now, { replicates: false })?.n2.reason,
     SYNC_REASONS.unreplicated,
   );
   // Listed down: its lease expired.
   const down = group({ inSync: ["n1", "n3"], down: ["n2"] });
-  assertEquals(nextSyncNotes(healthy, down, undefined, now, true)?.n2.reason, SYNC_REASONS.down);
+  assertEquals(
+    nextSyncNotes(healthy, down, undefined, now, { replicates: true })?.n2.reason,
+    SYNC_REASONS.down,
+  );
+  // Down because its node stopped cleanly (its stopping mark seen): said so.
+  const facts = { stopped: ["n2"] };
+  assertEquals(
+    nextSyncNotes(healthy, down, undefined, now, { replicates: true, facts })?.n2.reason,
+    "its node stopped (lease revoked)",
+  );
   // The old master, replaced at a higher epoch.
   const promoted = group({ epoch: 2, master: "n2", inSync: ["n2", "n3"], down: ["n1"] });
-  assertEquals(nextSyncNotes(healthy, promoted, undefined, now, true), {
+  assertEquals(nextSyncNotes(healthy, promoted, undefined, now, { replicates: true }), {
     n1: { since: iso(T0), reason: SYNC_REASONS.replaced(1) },
   });
 });
@@ -226,11 +258,11 @@ Deno.test("nextSyncNotes(): notes are kept while out of sync, dropped back in sy
   const later = new Date(T0 + 60_000);
   // Still out (now also down): the first note stays.
   const stillOut = group({ inSync: ["n1", "n3"], down: ["n2"] });
-  assertEquals(nextSyncNotes(out, stillOut, first, later, true), first);
+  assertEquals(nextSyncNotes(out, stillOut, first, later, { replicates: true }), first);
   // Back in sync: nothing left to note.
-  assertEquals(nextSyncNotes(out, group(), first, later, true), undefined);
+  assertEquals(nextSyncNotes(out, group(), first, later, { replicates: true }), undefined);
   // Out of sync before any note was kept (an older record): no reason made up.
-  assertEquals(nextSyncNotes(out, stillOut, undefined, later, true), undefined);
+  assertEquals(nextSyncNotes(out, stillOut, undefined, later, { replicates: true }), undefined);
 });
 
 Deno.test("nextSyncNotes() with the data plane's causes, and FailureReasons keeping them briefly", async () => {
@@ -245,7 +277,10 @@ Deno.test("nextSyncNotes() with the data plane's causes, and FailureReasons keep
   await hook(["n2"], { n2: "replica n2 refused: ENOSPC: write: No space left on device" });
   assertEquals(reported, [["n2"]]);
   const dropped = group({ inSync: ["n1", "n3"] });
-  const note = nextSyncNotes(group(), dropped, undefined, new Date(T0), true, reasons.causes("v"));
+  const note = nextSyncNotes(group(), dropped, undefined, new Date(T0), {
+    replicates: true,
+    causes: reasons.causes("v"),
+  });
   assertEquals(
     note?.n2.reason,
     "replication to it failed: replica n2 refused: ENOSPC: write: No space left on device",
@@ -253,7 +288,10 @@ Deno.test("nextSyncNotes() with the data plane's causes, and FailureReasons keep
   // A member recorded down still reads as down, whatever was said of it.
   const down = group({ inSync: ["n1", "n3"], down: ["n2"] });
   assertEquals(
-    nextSyncNotes(group(), down, undefined, new Date(T0), true, reasons.causes("v"))?.n2.reason,
+    nextSyncNotes(group(), down, undefined, new Date(T0), {
+      replicates: true,
+      causes: reasons.causes("v"),
+    })?.n2.reason,
     SYNC_REASONS.down,
   );
   // Other volumes have none; a cause older than a minute is dropped.
@@ -261,7 +299,10 @@ Deno.test("nextSyncNotes() with the data plane's causes, and FailureReasons keep
   now = T0 + 61_000;
   assertEquals(reasons.causes("v").size, 0);
   assertEquals(
-    nextSyncNotes(group(), dropped, undefined, new Date(now), true, reasons.causes("v"))?.n2.reason,
+    nextSyncNotes(group(), dropped, undefined, new Date(now), {
+      replicates: true,
+      causes: reasons.causes("v"),
+    })?.n2.reason,
     SYNC_REASONS.writeFailed,
   );
 });
@@ -325,4 +366,144 @@ Deno.test("memberStatus(): a resync that finished before the record lists its me
   assertEquals(n2.resync?.finishedAt, iso(T0 + 8_000));
   assertEquals(n2.resync?.sendRateBytesPerSecond, 5 * MiB, "40 MiB over the 8 s it ran");
   assertEquals(phaseReason(g, members), "replica n2 resync finished, being marked in sync");
+});
+
+Deno.test("interruptionReason(): stopping, removed, master changed, member down, else its failure", () => {
+  const base = {
+    self: "n1",
+    member: "n2",
+    epoch: 1,
+    group: group(),
+    gone: [] as string[],
+    stopping: false,
+    serving: 1 as number | undefined,
+    error: "replica n2 closed the connection",
+  };
+  const table: [Partial<typeof base> & { group?: GroupRecord | undefined }, string][] = [
+    [{ stopping: true }, "this node (n1, the master) is stopping"],
+    [{ group: undefined }, "the member was removed from the group"],
+    [{ group: group({ members: ["n1", "n3"] }) }, "the member was removed from the group"],
+    [{ group: group({ master: "n3", epoch: 2 }) }, "the master changed (now n3 at epoch 2)"],
+    [
+      { group: group({ handover: { to: "n3", reason: "drain of node n1" } }), serving: undefined },
+      "the master hands over to n3 (drain of node n1) and closed its export",
+    ],
+    [
+      { serving: undefined, error: 'volume "g" is no longer served here' },
+      'this node stopped serving the volume: volume "g" is no longer served here',
+    ],
+    [{ gone: ["n2"] }, "the member's node is down (liveness lease gone): " + base.error],
+    [
+      { group: group({ down: ["n2"] }) },
+      "the member's node is down (liveness lease gone): " +
+      base.error,
+    ],
+    [{}, "the member failed: replica n2 closed the connection"],
+  ];
+  for (const [over, want] of table) {
+    assertEquals(interruptionReason({ ...base, ...over }), want, JSON.stringify(over));
+  }
+});
+
+Deno.test("runResync(): the start is written once the member answered, an interruption after it with how far it got, a member that never answered leaves no event", async () => {
+  await withSqlite(async (store) => {
+    const rec = { name: "g", uuid: "u", state: "ready", sizeBytes: SIZE, group: group() };
+    await store.put(VOLUME_PREFIX + "g", JSON.stringify(rec));
+    const events = async () =>
+      parseEvents((await store.list(eventsPrefix("g"))).kvs, "g", "u").map((e) => e.message);
+    const tracker = new ResyncTracker();
+    const run = (resync: (onStarted: () => void) => Promise<unknown>) =>
+      runResync({
+        volume: "g",
+        uuid: "u",
+        store,
+        self: "n1",
+        member: "n2",
+        epoch: 1,
+        tracker,
+        log: createLogger({ level: "silent" }),
+        resync,
+        now: () => ({ group: group(), gone: [], stopping: false, serving: 1 }),
+      });
+    // Refused at once: nothing announced.
+    await assertRejects(() => run(() => Promise.reject(new Error("connection refused"))));
+    assertEquals(await events(), []);
+    // Answered, then cut: started, then interrupted with its progress.
+    const progress = {
+      pass: 1,
+      comparedBytes: 256 * MiB,
+      totalBytes: SIZE,
+      sentBytes: 16 * MiB,
+      zeroedBytes: 0,
+    };
+    await assertRejects(() =>
+      run((started) => {
+        started();
+        return Promise.reject(Object.assign(new Error("replica n2 closed the connection"), {
+          progress,
+        }));
+      })
+    );
+    assertEquals(await events(), [
+      "master n1 resyncs n2: it answered, the copies are being compared (Delta Sync: only " +
+      "differing blocks are sent)",
+      "master n1's resync of n2 interrupted: the member failed: replica n2 closed the " +
+      "connection; it had compared 256 MiB of 1 GiB (pass 1) and sent 16 MiB",
+    ]);
+    // Answered and finished: its start is written before runResync returns.
+    await run((started) => {
+      started();
+      return Promise.resolve();
+    });
+    assertEquals((await events()).length, 3);
+    assertEquals(tracker.failures("g"), []);
+  });
+});
+
+Deno.test("resyncEta(): regions left at the rate regions were copied since copying began, not bytes compared", () => {
+  // Scattered 4 KiB changes: the tree compare found 3/4 of the volume equal at once (768 MiB
+  // compared in the first second), then 256 differing regions copy at 8 regions/s.
+  const copying = (copied: number) =>
+    resync({
+      pass: 1,
+      comparedBytes: 768 * MiB + copied * MiB,
+      regionsToCopy: 256,
+      regionsCopied: copied,
+      copyingSince: iso(T0 + 1_000),
+    });
+  const at = (seconds: number) => T0 + 1_000 + seconds * 1000;
+  // 10 s of copying, 80 regions copied: 176 left at 8/s = 22 s. The bytes compared per second
+  // since the start (848 MiB in 11 s: 77 MiB/s, 176 MiB left) would have said 3 s.
+  assertEquals(resyncEta(copying(80), at(10)), 22);
+  assertEquals(resyncView(copying(80), SIZE, at(10)).etaSeconds, 22);
+  assertEquals(
+    resyncView(copying(80), SIZE, at(10)).rateBytesPerSecond,
+    Math.round(848 * MiB / 11),
+  );
+  // The rate holds: the ETA counts down with the regions.
+  assertEquals(resyncEta(copying(240), at(30)), 2);
+  // Every region of the pass copied: the pass is about to end.
+  assertEquals(resyncEta(copying(256), at(32)), 0);
+});
+
+Deno.test("resyncEta(): estimating until the pass has copied a few regions for a few seconds", () => {
+  const r = (over: Partial<LiveResync>) =>
+    resync({ regionsToCopy: 1000, regionsCopied: 0, copyingSince: iso(T0), ...over });
+  const s = (x: number) => T0 + x * 1000;
+  // Before the first comparison: nothing to go by.
+  assertEquals(resyncEta(resync({ pass: 0, comparedBytes: 0 }), s(5)), undefined);
+  // Copying, but too few regions, or too short a time.
+  assertEquals(resyncEta(r({ regionsCopied: ETA_MIN_REGIONS - 1 }), s(10)), undefined);
+  assertEquals(resyncEta(r({ regionsCopied: 500 }), s(ETA_MIN_SECONDS) - 1), undefined);
+  assertEquals(resyncEta(r({ regionsCopied: ETA_MIN_REGIONS }), s(ETA_MIN_SECONDS)), 248);
+  // A pass with few regions waits for a quarter of them.
+  const few = (copied: number) => r({ regionsToCopy: 3, regionsCopied: copied });
+  assertEquals(resyncEta(few(0), s(10)), undefined);
+  assertEquals(resyncEta(few(1), s(10)), 20);
+  // Finished: 0, shown as done.
+  assertEquals(resyncView(resync({ finishedAt: iso(s(3)) }), SIZE, s(3)).etaSeconds, 0);
+  // A master of an older version reports no regions: bytes left at the bytes compared per
+  // second, after the same wait.
+  assertEquals(resyncEta(resync(), T0 + 1_000), undefined);
+  assertEquals(resyncEta(resync(), T0 + 10_000), 30);
 });
