@@ -405,7 +405,11 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
         "starts again so that it copies the corrupt blocks",
     );
     if (running) {
-      running.abort.abort();
+      running.abort.abort(
+        new ResyncError(
+          "volume verify --deep found a corruption in the member's copy: the resync starts again",
+        ),
+      );
       return;
     }
     const why = "volume verify --deep found a corruption in its copy after its resync " +
