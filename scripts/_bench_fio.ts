@@ -111,6 +111,68 @@ export function threadCpuSeconds(pid: number): Map<number, number> {
   return out;
 }
 
+/** A thread's time on a CPU and waiting for one (runnable, on the run queue), in ns. */
+interface Sched {
+  pid: number;
+  comm: string;
+  runNs: number;
+  waitNs: number;
+}
+
+/** /proc/PID/task/TID/schedstat of every thread of `pids`, by "pid/tid". */
+function schedstats(pids: number[]): Map<string, Sched> {
+  const out = new Map<string, Sched>();
+  for (const pid of pids) {
+    let tasks: Deno.DirEntry[] = [];
+    try {
+      tasks = [...Deno.readDirSync(`/proc/${pid}/task`)];
+    } catch {
+      continue; // the process ended
+    }
+    for (const e of tasks) {
+      try {
+        const dir = `/proc/${pid}/task/${e.name}`;
+        const [run, wait] = Deno.readTextFileSync(`${dir}/schedstat`).split(" ").map(Number);
+        const comm = Deno.readTextFileSync(`${dir}/comm`).trim();
+        out.set(`${pid}/${e.name}`, { pid, comm, runNs: run, waitNs: wait });
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * A server thread busy during a job: percent of the interval it ran, and percent it was
+ * runnable but waiting for a CPU (two cores shared by fio and every node: a thread on a
+ * request's path that waits delays every request behind it).
+ */
+export interface ThreadLoad {
+  pid: number;
+  thread: string;
+  runPct: number;
+  waitPct: number;
+}
+
+/** The threads of `before`/`after` that ran at least 10% of `seconds`, busiest first. */
+function busyThreads(
+  before: Map<string, Sched>,
+  after: Map<string, Sched>,
+  seconds: number,
+): ThreadLoad[] {
+  const out: ThreadLoad[] = [];
+  for (const [key, b] of after) {
+    const a = before.get(key);
+    if (!a) continue;
+    const runPct = (b.runNs - a.runNs) / 1e7 / seconds;
+    if (runPct < 10) continue;
+    const waitPct = (b.waitNs - a.waitNs) / 1e7 / seconds;
+    out.push({ pid: b.pid, thread: b.comm, runPct, waitPct });
+  }
+  return out.sort((x, y) => y.runPct - x.runPct);
+}
+
 /** Resets VmHWM to the current RSS; false when the kernel refuses. */
 export function resetPeakRss(pid: number): boolean {
   try {
@@ -199,13 +261,27 @@ export async function runJobWithCpu(
   uri: string,
   opts: FioOptions,
   pids: number[],
-): Promise<FioResult & { serverCpuPer: number; clientCpuPer: number }> {
+): Promise<
+  FioResult & { serverCpuPer: number; clientCpuPer: number; threads: ThreadLoad[] }
+> {
   const cpu = () => pids.reduce((s, p) => s + cpuSeconds(p), 0);
   let atRamp = cpu();
-  const timer = setTimeout(() => atRamp = cpu(), opts.ramp * 1000);
+  let schedAtRamp = schedstats(pids);
+  let rampAt = performance.now();
+  const timer = setTimeout(() => {
+    atRamp = cpu();
+    schedAtRamp = schedstats(pids);
+    rampAt = performance.now();
+  }, opts.ramp * 1000);
   const r = await runJob(job, uri, opts).finally(() => clearTimeout(timer));
+  const threads = busyThreads(schedAtRamp, schedstats(pids), (performance.now() - rampAt) / 1000);
   const work = r.value * opts.runtime / (job.unit === "IOPS" ? 1e6 : 1024);
-  return { ...r, serverCpuPer: (cpu() - atRamp) / work, clientCpuPer: r.clientCpuSeconds / work };
+  return {
+    ...r,
+    serverCpuPer: (cpu() - atRamp) / work,
+    clientCpuPer: r.clientCpuSeconds / work,
+    threads,
+  };
 }
 
 export async function precondition(uri: string, sizeMiB: number): Promise<void> {

@@ -163,11 +163,17 @@ async function forwarding(run: BenchRun, o: Options) {
         const [nodes, fio] = [r.serverCpuPer, r.clientCpuPer];
         row[via].push(r.value);
         (row.cpu[via] ??= []).push(nodes + fio);
+        const nodeOf = (pid: number) =>
+          [...cluster.nodes].find(([, n]) => n.proc.child.pid === pid)?.[0] ?? String(pid);
+        const busy = r.threads.slice(0, 3).map((t) =>
+          `${nodeOf(t.pid)} ${t.thread} ran ${t.runPct.toFixed(0)}% waited ${t.waitPct.toFixed(0)}%`
+        );
         console.error(
           `[${round}/${o.rounds}] ${job.title.padEnd(18)} ${via.padEnd(9)} ` +
             `${fmtValue(r.value, job.unit).padStart(7)} ${job.unit}  CPU per ` +
             `${job.unit === "IOPS" ? "M req" : "GiB"}: nodes ${nodes.toFixed(2)} s, fio ` +
-            `${fio.toFixed(2)} s`,
+            `${fio.toFixed(2)} s; busiest threads (of the run, and waiting for a CPU): ` +
+            busy.join(", "),
         );
       }
     }
