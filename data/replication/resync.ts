@@ -150,7 +150,8 @@ export async function resyncReplica(o: ResyncOptions): Promise<ResyncResult> {
       },
       `${what} stopped`,
     );
-    throw new ResyncError(reason, { cause: err, progress: { ...p } });
+    // Not with `cause`: its message is this one, and the log would print it twice.
+    throw new ResyncError(reason, { progress: { ...p } });
   } finally {
     clearInterval(logEvery);
   }
