@@ -7,14 +7,13 @@ import type { Logger } from "pino";
 import type { BlockStore } from "./store/mod.ts";
 import type { ExportCatalog, ExportView } from "./nbd/handshake.ts";
 import { VolumeStats } from "./stats.ts";
-import type { Replicator } from "./replication/replicator.ts";
+import type { ReplicaReasons, Replicator } from "./replication/replicator.ts";
 import type { WriteTracker } from "./replication/tracker.ts";
 import { LeaseView } from "./replication/lease.ts";
 
-/** Something that can be disconnected when its export goes away. */
+export type { ReplicaReasons };
 
-/** Why each failed replica failed, by node, in words ("replica n4 refused: ENOSPC ..."). */
-export type ReplicaReasons = Record<string, string>;
+/** Something that can be disconnected when its export goes away. */
 export interface Attachment {
   abort(reason: string): void;
   /** Serial of the client certificate, for a connection made with one. */

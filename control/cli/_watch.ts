@@ -89,7 +89,7 @@ export async function watchVolume(o: WatchOptions): Promise<number> {
 }
 
 /** A wait as given in ms, in words: "500 ms", "1.5 s", "90 s". */
-export function waitText(ms: number): string {
+function waitText(ms: number): string {
   return ms < 1000 ? `${ms} ms` : `${Math.round(ms / 100) / 10} s`;
 }
 

@@ -61,9 +61,12 @@ export interface NodeFacts {
   stopped?: readonly string[];
 }
 
-/** Why node `m` is gone, in words: stopped cleanly, or its lease expired. */
-export function goneWhy(m: string, facts: NodeFacts | undefined): string {
-  return facts?.stopped?.includes(m) ? "stopped (lease revoked)" : "liveness lease expired";
+/**
+ * Why `whose` (a node, "master n2", "its node") is gone, in words: it stopped cleanly
+ * (`stopped`: its stopping mark was seen), or its liveness lease expired.
+ */
+export function goneWhy(whose: string, stopped: boolean): string {
+  return stopped ? `${whose} stopped (lease revoked)` : `${whose}'s liveness lease expired`;
 }
 
 /** What the change from `prev` to `next` did to the group, in order (no group: nothing). */
@@ -109,9 +112,7 @@ export function historyOf(
       });
     } else {
       const why = p.down.includes(p.master) || g.down.includes(p.master)
-        ? facts?.stopped?.includes(p.master)
-          ? `master ${p.master} stopped (lease revoked)`
-          : `master ${p.master}'s liveness lease expired`
+        ? goneWhy(`master ${p.master}`, facts?.stopped?.includes(p.master) ?? false)
         : `master ${p.master} was replaced`;
       out.push({
         type: "promoted",
@@ -153,9 +154,7 @@ export function historyOf(
     });
   }
   for (const m of g.down.filter((m) => !p.down.includes(m))) {
-    const why = facts?.stopped?.includes(m)
-      ? "its node stopped (lease revoked)"
-      : "its node's liveness lease expired";
+    const why = goneWhy("its node", facts?.stopped?.includes(m) ?? false);
     out.push({ type: "down", node: m, message: `${m} down: ${why}` });
   }
   for (const m of p.inSync.filter((m) => !g.inSync.includes(m) && g.members.includes(m))) {

@@ -98,11 +98,9 @@ function member(i: MemberInputs, node: string): VolumeMember {
  */
 export function resyncView(r: LiveResync, sizeBytes: number, at: number): MemberResync {
   const total = r.totalBytes > 0 ? r.totalBytes : sizeBytes;
-  const compared = Math.min(r.comparedBytes, total);
+  const { compared, done, seconds } = compareWork(r, total, at);
   const percent = total > 0 ? Math.floor(compared / total * 1000) / 10 : 0;
   const bytesLeft = total - compared;
-  const seconds = (at - Date.parse(r.startedAt)) / 1000;
-  const done = Math.max(0, r.pass - 1) * total + compared;
   const rate = seconds > 0 && done > 0 ? Math.round(done / seconds) : 0;
   const sent = r.sentBytes + r.zeroedBytes;
   const eta = r.finishedAt ? 0 : resyncEta(r, at);
@@ -126,6 +124,20 @@ export function resyncView(r: LiveResync, sizeBytes: number, at: number): Member
   };
 }
 
+/**
+ * The bytes resync `r` (of a volume of `total` bytes) has compared in its current pass, in all
+ * its passes together (`done`), and the seconds since it started, as the master saw it at `at`.
+ */
+function compareWork(
+  r: LiveResync,
+  total: number,
+  at: number,
+): { compared: number; done: number; seconds: number } {
+  const compared = Math.min(r.comparedBytes, total);
+  const done = Math.max(0, r.pass - 1) * total + compared;
+  return { compared, done, seconds: (at - Date.parse(r.startedAt)) / 1000 };
+}
+
 /** An ETA waits until the pass has copied this many regions (or a quarter of them, if fewer)... */
 export const ETA_MIN_REGIONS = 8;
 /** ...and has been copying for this long (seconds). */
@@ -145,12 +157,9 @@ export const ETA_MIN_SECONDS = 2;
  */
 export function resyncEta(r: LiveResync, at: number): number | undefined {
   if (r.regionsToCopy === undefined || r.copyingSince === undefined) {
-    const seconds = (at - Date.parse(r.startedAt)) / 1000;
-    const total = r.totalBytes;
-    const compared = Math.min(r.comparedBytes, total);
-    const done = Math.max(0, r.pass - 1) * total + compared;
+    const { compared, done, seconds } = compareWork(r, r.totalBytes, at);
     if (seconds < ETA_MIN_SECONDS || done <= 0) return undefined;
-    return Math.ceil((total - compared) / (done / seconds));
+    return Math.ceil((r.totalBytes - compared) / (done / seconds));
   }
   const copied = r.regionsCopied ?? 0;
   const left = r.regionsToCopy - copied;

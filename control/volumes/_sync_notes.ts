@@ -19,7 +19,7 @@
  * @module
  */
 
-import type { NodeFacts } from "../events/mod.ts";
+import { goneWhy, type NodeFacts } from "../events/mod.ts";
 import type { GroupRecord } from "../group/mod.ts";
 
 /** Member -> when it left the in-sync set (ISO 8601) and why. */
@@ -30,8 +30,8 @@ export const SYNC_REASONS = {
   replaced: (epoch: number) =>
     `it was master until epoch ${epoch} and was replaced while down; it may lack writes ` +
     `acknowledged since`,
-  down: "its node's liveness lease expired",
-  stopped: "its node stopped (lease revoked)",
+  down: goneWhy("its node", false),
+  stopped: goneWhy("its node", true),
   writeFailed: "a replicated write to it failed (connection lost, refused by the member, or " +
     "no answer in time)",
   failed: (cause: string) => `replication to it failed: ${cause}`,

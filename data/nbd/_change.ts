@@ -18,7 +18,7 @@ import type { DeferredReply, Replies } from "./_replies.ts";
 import type { Logger } from "pino";
 import type { InputBuffer } from "./_input.ts";
 import type { LiveExport, RequestForwarder } from "../exports.ts";
-import type { Replicated, ReplicatedOp } from "../replication/replicator.ts";
+import type { ReplicaReasons, Replicated, ReplicatedOp } from "../replication/replicator.ts";
 import { F_FUA, T_FLUSH, T_WRITE } from "../replication/wire.ts";
 import { OP_FLUSH } from "../stats.ts";
 
@@ -303,7 +303,7 @@ export function replicateThenReply(
 function afterReplicas(exp: LiveExport, results: Replicated[]): Promise<void> | undefined {
   let fenced: string | undefined;
   let failed: string[] | undefined;
-  let reasons: Record<string, string> | undefined; // only when one failed: no object per request
+  let reasons: ReplicaReasons | undefined; // only when one failed: no object per request
   for (const r of results) {
     fenced ??= r.fenced;
     for (const f of r.failed) {

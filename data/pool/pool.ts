@@ -13,6 +13,7 @@ import { closeFd } from "../net/fd_listener.ts";
 import { nextConnectionId } from "../nbd/server.ts";
 import { errnoOf } from "../nbd/errno.ts";
 import type { DirectoryEntry } from "../proxy/mod.ts";
+import type { ReplicaReasons } from "../replication/mod.ts";
 import {
   checkFromWorker,
   type ClientVerdict,
@@ -58,7 +59,7 @@ export interface WorkerPoolOptions {
   /** Checks a replica node's server certificate for a worker. */
   verifyNode?(der: Uint8Array): Promise<ClientVerdict>;
   /** Replicas of volume `name` failed on a worker: see LiveExport.replicasFailed. */
-  replicasFailed?(name: string, nodes: string[], reasons?: Record<string, string>): Promise<void>;
+  replicasFailed?(name: string, nodes: string[], reasons?: ReplicaReasons): Promise<void>;
   /** How often the pool measures its workers and decides (default 1 s). */
   sampleMs?: number;
   /** The sizing rules' waits (default sizing.ts DEFAULT_TIMINGS). */

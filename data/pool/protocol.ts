@@ -11,6 +11,7 @@
 
 import type { DirectoryEntry } from "../proxy/mod.ts";
 import type { NbdClientIdentity } from "../nbd/client_tls.ts";
+import type { ReplicaReasons } from "../replication/mod.ts";
 
 /** Bumped whenever a message changes shape or meaning. */
 export const POOL_PROTOCOL_VERSION = 6;
@@ -148,7 +149,7 @@ export type FromWorker =
     name: string;
     nodes: string[];
     /** Why each failed, by node (LiveExport.onReplicasFailed). */
-    reasons?: Record<string, string>;
+    reasons?: ReplicaReasons;
   }
   /** Connections this worker serves, after each change. */
   /**

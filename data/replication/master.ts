@@ -10,7 +10,7 @@ import { FailedPreconditionError } from "../../mod/errors.ts";
 import type { HashState } from "./hash_state.ts";
 import { LeaseKeeper, LeasePinger, type LeaseView } from "./lease.ts";
 import { type ConnectNode, PeerLinks } from "./links.ts";
-import { type ReplicaTarget, Replicator } from "./replicator.ts";
+import { type ReplicaReasons, type ReplicaTarget, Replicator } from "./replicator.ts";
 import {
   type Ask,
   ResyncError,
@@ -35,9 +35,7 @@ export interface ReplicatedExport {
   readonly name: string;
   readonly uuid: string;
   readonly lease: LeaseView;
-  onReplicasFailed:
-    | ((nodes: string[], reasons?: Record<string, string>) => Promise<void>)
-    | undefined;
+  onReplicasFailed: ((nodes: string[], reasons?: ReplicaReasons) => Promise<void>) | undefined;
 }
 
 /** How long a new master waits for members to accept its epoch before serving anyway. */
@@ -94,7 +92,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     r: {
       epoch: number;
       targets: ReplicaTarget[];
-      onReplicasFailed: (nodes: string[], reasons?: Record<string, string>) => Promise<void>;
+      onReplicasFailed: (nodes: string[], reasons?: ReplicaReasons) => Promise<void>;
     },
     /** `reconcile`: this node succeeds an earlier master (compare the members' copies). */
     options: { reconcile?: boolean } = {},
@@ -179,11 +177,18 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
       );
       return;
     }
-    e.onReplicasFailed?.([node], { [node]: reason }).catch((err) =>
-      this.#log.warn(
-        { volume: e.name, replica: node, err: (err as Error).message },
-        "could not mark a silent member out of sync (will retry at the next misses)",
-      )
+    this.#reportFailed(
+      e,
+      node,
+      reason,
+      "could not mark a silent member out of sync (will retry at the next misses)",
+    );
+  }
+
+  /** Has the record show `node` out of sync, saying `why`; a failure to is logged (`what`). */
+  #reportFailed(e: E, node: string, why: string, what: string): void {
+    e.onReplicasFailed?.([node], { [node]: why }).catch((err) =>
+      this.#log.warn({ volume: e.name, replica: node, err: (err as Error).message }, what)
     );
   }
 
@@ -412,13 +417,12 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
       );
       return;
     }
-    const why = "volume verify --deep found a corruption in its copy after its resync " +
-      "(resynced again to repair it)";
-    e.onReplicasFailed?.([node], { [node]: why }).catch((err) =>
-      this.#log.warn(
-        { volume: e.name, replica: node, err: (err as Error).message },
-        "could not take a resynced member with a corruption out of sync",
-      )
+    this.#reportFailed(
+      e,
+      node,
+      "volume verify --deep found a corruption in its copy after its resync (resynced again " +
+        "to repair it)",
+      "could not take a resynced member with a corruption out of sync",
     );
   }
 

@@ -24,6 +24,7 @@ export {
 } from "./lease.ts";
 export { type CopyLocator, ReplicaService } from "./replica.ts";
 export {
+  type ReplicaReasons,
   type ReplicaTarget,
   type Replicated,
   type ReplicatedOp,
