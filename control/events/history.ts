@@ -10,10 +10,13 @@
  * fall out of the last EVENTS_KEEP. The record's watchers never see them (another prefix),
  * and a record that grows with every event would be sent to every node on every change.
  *
- * Two events no record field shows are written by the master on its own (a compare-and-swap
+ * Two events no group field shows are written by the master on its own (a compare-and-swap
  * that only advances `eventSeq`, once per resync, never per step): a resync's start, once its
  * member answered (resyncStarted), and its interruption with how far it got
- * (resyncInterrupted).
+ * (resyncInterrupted). The record keeps the resyncs started and not yet ended (`resyncs`), so
+ * that one whose master dies (kill -9: it can say nothing) is closed by the change that
+ * replaces that master, with an interruption event of its own: every resync-started ends in
+ * the history, back in sync or interrupted.
  * @module
  */
 
@@ -30,6 +33,14 @@ export interface HistoryRecord {
   group?: GroupRecord;
   outOfSync?: Record<string, { reason: string }>;
   eventSeq?: number;
+  /** The resyncs started and not ended yet, by member (kept by withHistory). */
+  resyncs?: Record<string, OpenResync>;
+}
+
+/** A resync whose start is recorded and whose end is not: by which master, at which epoch. */
+export interface OpenResync {
+  master: string;
+  epoch: number;
 }
 
 export const EVENTS_PREFIX = "/ballast/volume-events/";
@@ -132,6 +143,7 @@ export function historyOf(
       message: `handover to ${h0.to} given up: ${why}; ${g.master} serves again`,
     });
   }
+  out.push(...orphanedResyncs(prev!, g));
   // Membership changes (`volume update --replicas`, replacement): written by the master.
   const added = g.members.filter((m) => !p.members.includes(m));
   const removed = p.members.filter((m) => !g.members.includes(m));
@@ -174,6 +186,50 @@ export function historyOf(
     out.push({ type: "in-sync", node: m, message: `${m} ${how}` });
   }
   return out;
+}
+
+/**
+ * The resyncs `prev` lists as running whose master no longer serves at their epoch in `g`:
+ * that master did not record their end (it died, froze, or lost the group before it could),
+ * so the change that replaced it does. A resync whose member left the group needs no event of
+ * its own (member-removed says it).
+ */
+function orphanedResyncs(prev: HistoryRecord, g: GroupRecord): Draft[] {
+  return Object.entries(prev.resyncs ?? {})
+    .filter(([m, o]) => (o.master !== g.master || o.epoch !== g.epoch) && g.members.includes(m))
+    .map(([m, o]) => ({
+      type: "resync-interrupted",
+      node: m,
+      message: `master ${o.master}'s resync of ${m} interrupted: the master changed (now ` +
+        `${g.master} at epoch ${g.epoch}) before ${o.master} recorded its end; how far it got ` +
+        `is not known (the next resync compares again, copying only what differs)`,
+    }));
+}
+
+/**
+ * The resyncs running after the change from `prev` to `next` (with `extra` drafts written by
+ * the master): those of `prev` still at `next`'s master and epoch whose member is neither
+ * gone nor in sync, plus those `extra` starts, minus those it interrupts.
+ */
+function openResyncs(
+  prev: HistoryRecord | undefined,
+  next: HistoryRecord,
+  extra: readonly EventDraft[],
+): Record<string, OpenResync> | undefined {
+  const g = next.group;
+  if (!g) return undefined;
+  const open: Record<string, OpenResync> = {};
+  for (const [m, o] of Object.entries(prev?.uuid === next.uuid ? prev.resyncs ?? {} : {})) {
+    const ended = o.master !== g.master || o.epoch !== g.epoch || !g.members.includes(m) ||
+      g.inSync.includes(m);
+    if (!ended) open[m] = o;
+  }
+  for (const d of extra) {
+    if (d.node === undefined) continue;
+    if (d.type === "resync-started") open[d.node] = { master: g.master, epoch: g.epoch };
+    if (d.type === "resync-interrupted") delete open[d.node];
+  }
+  return Object.keys(open).length > 0 ? open : undefined;
 }
 
 /**
@@ -237,10 +293,14 @@ export function withHistory<R extends HistoryRecord>(
       ops: name ? [{ type: "delete", key: eventsPrefix(name), prefix: true }] : [],
     };
   }
-  const drafts = [...historyOf(prev, next, o.facts), ...(next.group ? o.extra ?? [] : [])];
-  if (drafts.length === 0) return { record: next, ops: [] };
-  const first = (prev?.uuid === next.uuid ? prev.eventSeq : undefined) ?? 0;
-  const g = next.group!;
+  const extra = next.group ? o.extra ?? [] : [];
+  const drafts = [...historyOf(prev, next, o.facts), ...extra];
+  const { resyncs: _was, ...rest } = next;
+  const resyncs = openResyncs(prev, next, extra);
+  const record = { ...rest, ...(resyncs ? { resyncs } : {}) } as R;
+  if (drafts.length === 0) return { record, ops: [] };
+  const first = (prev?.uuid === record.uuid ? prev.eventSeq : undefined) ?? 0;
+  const g = record.group!;
   const ops: Op[] = [];
   drafts.forEach((d, i) => {
     const seq = first + i + 1;
@@ -253,14 +313,14 @@ export function withHistory<R extends HistoryRecord>(
     };
     ops.push({
       type: "put",
-      key: eventKey(next.name, next.uuid, seq),
+      key: eventKey(record.name, record.uuid, seq),
       value: JSON.stringify(event),
     });
     if (seq > EVENTS_KEEP) {
-      ops.push({ type: "delete", key: eventKey(next.name, next.uuid, seq - EVENTS_KEEP) });
+      ops.push({ type: "delete", key: eventKey(record.name, record.uuid, seq - EVENTS_KEEP) });
     }
   });
-  return { record: { ...next, eventSeq: first + drafts.length }, ops };
+  return { record: { ...record, eventSeq: first + drafts.length }, ops };
 }
 
 /** The events of copy `uuid` among listed event keys, oldest first. */

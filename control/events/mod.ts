@@ -16,6 +16,7 @@ export {
   type HistoryRecord,
   NEW_MEMBER,
   type NodeFacts,
+  type OpenResync,
   parseEvents,
   pendingEvents,
   resyncInterrupted,

@@ -17,7 +17,7 @@ import { livenessCompares } from "../nodes/mod.ts";
 import { type Compare, freshGet, type KeyValue, type Op, type StateStore } from "../store/mod.ts";
 import { leftOutOf, type Tombstone, TOMBSTONE_PREFIX } from "./_tombstones.ts";
 import { nextSyncNotes, type SyncNotes } from "./_sync_notes.ts";
-import { type EventDraft, type NodeFacts, withHistory } from "../events/mod.ts";
+import { type EventDraft, type NodeFacts, type OpenResync, withHistory } from "../events/mod.ts";
 
 export const VOLUME_PREFIX = "/ballast/volumes/";
 
@@ -64,6 +64,8 @@ export type VolumeRecord =
     outOfSync?: SyncNotes;
     /** Replicated volumes: events written so far (control/events/ keeps the last ones). */
     eventSeq?: number;
+    /** Replicated volumes: resyncs whose start is recorded and whose end is not (events/). */
+    resyncs?: Record<string, OpenResync>;
   };
 
 /** The API view of a record (without live fields): hand-over fields dropped, group flattened. */
@@ -78,6 +80,7 @@ export function toVolume(record: VolumeRecord): Volume {
     leftOut: _lo,
     outOfSync: _o,
     eventSeq: _e,
+    resyncs: _rs,
     ...stored
   } = record;
   if (!g) return stored;
@@ -222,20 +225,29 @@ export function groupChange(
 
 /**
  * Writes `events` into the history of replicated volume `name` (copy `uuid`) on their own: a
- * compare-and-swap that only advances the record's event counter. Nothing when the record is
- * gone, of another copy, or not a ready group.
+ * compare-and-swap that only advances the record's event counter (and the running resyncs it
+ * keeps). Nothing when the record is gone, of another copy, or not a ready group, or, with
+ * `by`, when the group is no longer at that master and epoch (a master writing of its own
+ * resyncs: once it was replaced, the change that replaced it recorded their end). True when
+ * written.
  */
 export async function appendEvents(
   store: StateStore,
   name: string,
   uuid: string,
   events: readonly EventDraft[],
-): Promise<void> {
-  await casRecord(
+  by?: { master: string; epoch: number },
+): Promise<boolean> {
+  const written = await casRecord(
     store,
     name,
     uuid,
-    (rec) => rec.group && rec.state === "ready" ? rec : undefined,
+    (rec) =>
+      rec.group && rec.state === "ready" &&
+        (!by || rec.group.master === by.master && rec.group.epoch === by.epoch)
+        ? rec
+        : undefined,
     { events },
   );
+  return written !== undefined;
 }

@@ -201,9 +201,21 @@ export function runResync(r: ResyncRun): Promise<void> {
 
 async function resyncWithEvents(r: ResyncRun): Promise<void> {
   let started: Promise<void> | undefined;
+  // Only while this node is the master at the resync's epoch: once it was replaced, the
+  // change that replaced it recorded the resync's end (events/history.ts).
+  const by = { master: r.self, epoch: r.epoch };
   const write = (e: EventDraft) =>
-    appendEvents(r.store, r.volume, r.uuid, [e]).catch((err) =>
-      r.log.warn({ replica: r.member, err, event: e.type }, "could not record a resync event")
+    appendEvents(r.store, r.volume, r.uuid, [e], by).then(
+      (written) => {
+        if (!written) {
+          r.log.debug(
+            { replica: r.member, event: e.type },
+            "resync event not recorded: master replaced",
+          );
+        }
+      },
+      (err) =>
+        r.log.warn({ replica: r.member, err, event: e.type }, "could not record a resync event"),
     );
   try {
     await r.tracker.run(r.volume, r.member, () =>

@@ -330,7 +330,7 @@ e2eTest(
 );
 
 e2eTest(
-  "SIGKILL of the master in the middle of a resync: an in-sync replica is promoted, resyncs the member itself, and every acknowledged write is on both",
+  "SIGKILL of the master in the middle of a resync: an in-sync replica is promoted, resyncs the member itself, and every acknowledged write is on both; the history closes the dead master's resync",
   { tools: [PYTHON, "etcd"] },
   () =>
     withCluster(async (c) => {
@@ -339,14 +339,41 @@ e2eTest(
       const lagging = await killReplica(c, v);
       await fill(c.uri(v.master, "cut2"), 0, 1024, 9); // 64 MiB acknowledged
       await restartIntoResync(c, v, lagging);
+      await waitFor("the resync's start recorded", async () =>
+        (await events(c, v.master, "cut2")).some((e) =>
+          e.type === "resync-started" && e.node === lagging
+        ), { timeoutMs: 15_000, everyMs: 100 });
       await master.kill("SIGKILL");
-      const left = NAMES.filter((n) => n !== v.master);
+      const left = NAMES.filter((n) =>
+        n !== v.master
+      );
       await waitFor("a new master with both others in sync", async () => {
         const now = await volumeOf(c, left[0], "cut2");
         return now.master !== v.master && now.inSync?.length === 2 &&
-          left.every((n) => now.inSync!.includes(n));
+          left.every((n) =>
+            now.inSync!.includes(n)
+          );
       }, { timeoutMs: 90_000, everyMs: 250 });
       await assertCopiesEqual(c, v.uuid, left);
+      // The dead master could not say its resync stopped: the promotion did, and every resync
+      // started in the history ended (interrupted, or its member back in sync).
+      const seen = await events(c, left[0], "cut2");
+      const promoted = seen.find((e) => e.type === "promoted")!;
+      const cut = seen.find((e) => e.type === "resync-interrupted" && e.node === lagging);
+      assertEquals(cut?.seq, promoted.seq + 1, JSON.stringify(seen, null, 1));
+      assertEquals(
+        cut!.message,
+        `master ${v.master}'s resync of ${lagging} interrupted: the master changed (now ` +
+          `${promoted.master} at epoch ${promoted.epoch}) before ${v.master} recorded its end; ` +
+          `how far it got is not known (the next resync compares again, copying only what differs)`,
+      );
+      seen.filter((e) => e.type === "resync-started").forEach((start) => {
+        const end = seen.find((e) =>
+          e.seq > start.seq && e.node === start.node &&
+          (e.type === "resync-interrupted" || e.type === "in-sync")
+        );
+        assert(end, `resync-started #${start.seq} never ended: ${JSON.stringify(seen, null, 1)}`);
+      });
       // What the client saw acknowledged is there.
       const check = await run(PYTHON, [
         "-c",

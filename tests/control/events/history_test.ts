@@ -166,6 +166,66 @@ Deno.test("withHistory(): events the writer adds follow those the change implies
   assertEquals(none.ops, []);
 });
 
+Deno.test("withHistory(): a resync started is kept open until it ends; a replaced master's is closed with an event", () => {
+  const at = new Date("2026-12-06T02:00:00Z");
+  // n2 is out of sync; its master n1 starts its resync.
+  const lagging: GroupRecord = { ...base, inSync: ["n1", "n3"], phase: "degraded" };
+  const write = (
+    prev: HistoryRecord,
+    next: HistoryRecord,
+    extra: ReturnType<typeof resyncStarted>[] = [],
+  ) => withHistory(prev, next, at, { extra }).record as HistoryRecord;
+  const started = write(rec(lagging), rec(lagging), [resyncStarted("n1", "n2")]);
+  assertEquals(started.resyncs, { n2: { master: "n1", epoch: 1 } });
+  // A change that leaves it running keeps it (an unrelated write, here n3 down and up).
+  const n3Down = { ...lagging, down: ["n3"] };
+  assertEquals(write(started, rec(n3Down)).resyncs, { n2: { master: "n1", epoch: 1 } });
+  // Its end: the member back in sync (the in-sync CAS), or the master's interruption event.
+  assertEquals(write(started, rec(base)).resyncs, undefined);
+  const stopped = write(started, rec(lagging), [resyncInterrupted("n1", "n2", "x", undefined)]);
+  assertEquals(stopped.resyncs, undefined);
+
+  // The master dies mid-resync (kill -9: it says nothing): the change promoting n3 ends it.
+  const promoted: GroupRecord = {
+    ...lagging,
+    epoch: 2,
+    master: "n3",
+    inSync: ["n3"],
+    down: ["n1"],
+    phase: "degraded",
+  };
+  const failover = withHistory(started, rec(promoted), at);
+  assertEquals((failover.record as HistoryRecord).resyncs, undefined);
+  const events = parseEvents(
+    failover.ops.flatMap((op) => op.type === "put" ? [{ key: op.key, value: op.value }] : []),
+    "v",
+    "u1",
+  );
+  assertEquals(events.map((e) => [e.type, e.node]), [
+    ["promoted", "n3"],
+    ["resync-interrupted", "n2"],
+    ["down", "n1"],
+    ["out-of-sync", "n1"],
+  ]);
+  assertEquals(
+    events[1].message,
+    "master n1's resync of n2 interrupted: the master changed (now n3 at epoch 2) before n1 " +
+      "recorded its end; how far it got is not known (the next resync compares again, copying " +
+      "only what differs)",
+  );
+  // No such event for a resync that ended, or whose member left the group with the change.
+  assertEquals(historyOf(stopped, rec(promoted)).map((e) => e.type), [
+    "promoted",
+    "down",
+    "out-of-sync",
+  ]);
+  const removed = { ...promoted, members: ["n1", "n3"], desired: { replicas: 1 } };
+  assertEquals(
+    historyOf(started, rec(removed)).filter((e) => e.type === "resync-interrupted"),
+    [],
+  );
+});
+
 Deno.test("resyncInterrupted(): says why and how far the resync got", () => {
   const MiB = 2 ** 20;
   const reach = {
