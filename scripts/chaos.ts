@@ -27,6 +27,7 @@ import { median } from "./_bench_report.ts";
 import { BenchCluster, until } from "./_bench_cluster.ts";
 import { BenchRun } from "./_bench_run.ts";
 import { wholeNumber } from "./flags.ts";
+import { unendedResyncs } from "../control/events/mod.ts";
 
 /**
  * The checking client: a python3-libnbd program that writes and reads 4 KiB blocks through one
@@ -355,11 +356,21 @@ async function chaos(run: BenchRun, o: Options): Promise<Round[]> {
       `the copies differ: ${bad.map((m) => `${m.node} (${m.differingCount} regions)`).join(", ")}`,
     );
   }
+  // Every resync the history says started, it also says ended (docs/CLUSTER.md, "Volume events").
+  const unended = unendedResyncs(await c.client(front).volumeEvents(VOLUME));
+  if (unended.length > 0) {
+    throw new Error(
+      `the history leaves resyncs without an end: ${
+        unended.map((e) => `#${e.seq} ${e.message}`).join("; ")
+      }`,
+    );
+  }
   const d = ck.done!;
   console.log(
     `\nchaos: ${rounds.length} faults (seed ${o.seed}); the client wrote ${d.writes} blocks and ` +
       `read ${d.reads}, every read as acknowledged; ${d.verified} blocks read back at the end; ` +
-      `no client error; deep verify: the ${report.members.length} copies are equal`,
+      `no client error; deep verify: the ${report.members.length} copies are equal; every resync ` +
+      `started in the history ended`,
   );
   for (const f of o.faults) {
     const of = rounds.filter((r) => r.fault === f);

@@ -233,6 +233,21 @@ function openResyncs(
 }
 
 /**
+ * The `resync-started` events of `events` (oldest first) that no later event of the same member
+ * ends (`in-sync` or `resync-interrupted`): none once the group is healthy (the history's
+ * promise, checked by the e2e tests and `deno task chaos`).
+ */
+export function unendedResyncs(events: readonly VolumeEvent[]): VolumeEvent[] {
+  return events.filter((start) =>
+    start.type === "resync-started" &&
+    !events.some((e) =>
+      e.seq > start.seq && e.node === start.node &&
+      (e.type === "in-sync" || e.type === "resync-interrupted")
+    )
+  );
+}
+
+/**
  * The event a master writes when the member of a resync answered and the compare begins (not
  * when it is asked to: a member that has just died would be announced for nothing).
  */

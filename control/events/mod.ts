@@ -22,5 +22,6 @@ export {
   resyncInterrupted,
   type ResyncReach,
   resyncStarted,
+  unendedResyncs,
   withHistory,
 } from "./history.ts";

@@ -6,7 +6,7 @@
  * the new one: what the upgrade exercises is the stop and the return), uncordoned, and waited
  * for until every copy is in sync again. The client sees no error, only pauses; every write it
  * saw acknowledged is there; the three copies end byte-identical; the history shows a handover
- * (not a failover) each time the master's node was upgraded.
+ * (not a failover) each time the master's node was upgraded, and an end for every resync.
  */
 
 import { assert, assertEquals } from "../_assert.ts";
@@ -15,12 +15,8 @@ import { admin } from "./_cluster_tls.ts";
 import { e2eTest } from "./_harness.ts";
 import { assertCopiesEqual, startReplCluster, volumeOf } from "./_replicated.ts";
 import { allInSync, createWithFront, NAMES, PYTHON, startWriter } from "./_anywhere.ts";
-
-interface Event {
-  type: string;
-  node?: string;
-  message: string;
-}
+import { unendedResyncs } from "../../control/events/mod.ts";
+import type { VolumeEvent } from "../../mod/types.ts";
 
 e2eTest(
   "rolling upgrade as documented: each member drained, stopped, started again, uncordoned, resynced in turn; the client through another node sees no error and loses nothing",
@@ -70,10 +66,13 @@ e2eTest(
       // Masters moved by handover only: no failover happened during the upgrade.
       const ev = await admin(via, ["volume", "events", "ru", "-o", "json"]);
       assertEquals(ev.code, 0, ev.stderr);
-      const events = (JSON.parse(ev.stdout) as { items: Event[] }).items;
+      const events = (JSON.parse(ev.stdout) as { items: VolumeEvent[] }).items;
       const types = events.map((e) => e.type);
       assert(!types.includes("promoted"), `a failover during the upgrade: ${ev.stdout}`);
       assert(types.includes("handover"), `no handover recorded: ${ev.stdout}`);
+      // Each return was resynced, and the history says where each resync ended.
+      assert(types.includes("resync-started"), ev.stdout);
+      assertEquals(unendedResyncs(events), [], ev.stdout);
       // Generous bound (noisy machine); a handover pauses the client for well under a second.
       const worst = Math.max(0, ...pauses);
       assert(worst < 30_000, `the client paused ${worst} ms`);

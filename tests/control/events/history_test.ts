@@ -13,9 +13,11 @@ import {
   parseEvents,
   resyncInterrupted,
   resyncStarted,
+  unendedResyncs,
   withHistory,
 } from "../../../control/events/mod.ts";
 import { type GroupRecord, newRecord, withHandover } from "../../../control/group/mod.ts";
+import type { VolumeEvent } from "../../../mod/types.ts";
 
 function rec(group: GroupRecord, extra: Partial<HistoryRecord> = {}): HistoryRecord {
   return { name: "v", uuid: "u1", state: "ready", group, ...extra };
@@ -224,6 +226,31 @@ Deno.test("withHistory(): a resync started is kept open until it ends; a replace
     historyOf(started, rec(removed)).filter((e) => e.type === "resync-interrupted"),
     [],
   );
+});
+
+Deno.test("unendedResyncs(): a resync start without a later end of the same member", () => {
+  const e = (seq: number, type: string, node: string) =>
+    ({
+      seq,
+      at: "2026-12-06T02:00:00Z",
+      type,
+      node,
+      message: `${type} ${node}`,
+      epoch: 1,
+      master: "n1",
+    }) as VolumeEvent;
+  const history = [
+    e(1, "resync-started", "n2"),
+    e(2, "resync-interrupted", "n2"),
+    e(3, "resync-started", "n3"),
+    e(4, "resync-started", "n2"),
+    e(5, "in-sync", "n3"),
+    e(6, "in-sync", "n3"),
+  ];
+  assertEquals(unendedResyncs(history).map((x) => x.seq), [4]);
+  assertEquals(unendedResyncs([...history, e(7, "in-sync", "n2")]), []);
+  // An end before the start does not count.
+  assertEquals(unendedResyncs([e(1, "in-sync", "n2"), e(2, "resync-started", "n2")]).length, 1);
 });
 
 Deno.test("resyncInterrupted(): says why and how far the resync got", () => {
