@@ -29,7 +29,7 @@
  */
 
 import type { Logger } from "pino";
-import { type BlockStore, FileBlockStore } from "../store/mod.ts";
+import { type BlockStore, FileBlockStore, readBulk } from "../store/mod.ts";
 import { hashRegions } from "./hashes.ts";
 import { REGION_BYTES, regionCount, RegionTable } from "./regions.ts";
 import { WriteTracker } from "./tracker.ts";
@@ -168,9 +168,9 @@ export class HashState {
     return this.#store.size;
   }
 
-  /** Reads the copy (a resync copying a locked region). */
+  /** Reads the copy (a resync copying a locked region), as the store's own bulk read. */
   read(into: Uint8Array, offset: number): void {
-    this.#store.read(into, offset);
+    readBulk(this.#store, into, offset);
   }
 
   /**

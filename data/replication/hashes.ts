@@ -7,7 +7,7 @@
  */
 
 import { createXXHash128, type IHasher } from "hash-wasm";
-import type { BlockStore } from "../store/mod.ts";
+import { type BlockStore, readBulk } from "../store/mod.ts";
 import { HASH_BYTES } from "./wire.ts";
 
 let hasher: Promise<IHasher> | undefined;
@@ -35,7 +35,7 @@ let scratch: Uint8Array | undefined;
  * a region wholly past the end hashes as empty.
  */
 export async function hashRegions(
-  store: Pick<BlockStore, "size" | "read">,
+  store: Pick<BlockStore, "size" | "read" | "readBulk">,
   first: number,
   count: number,
   regionBytes: number,
@@ -55,7 +55,7 @@ export async function hashRegions(
     for (let at = start; at < end; at += buf.length) {
       const n = Math.min(buf.length, end - at);
       const piece = n === buf.length ? buf : buf.subarray(0, n);
-      store.read(piece, at);
+      readBulk(store, piece, at);
       h.update(piece);
     }
     out.set(h.digest("binary"), i * HASH_BYTES);

@@ -15,6 +15,7 @@ const SYMBOLS = {
   fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   fdatasync: { parameters: ["i32"], result: "i32", nonblocking: true },
+  posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
   fdatasync_sync: { name: "fdatasync", parameters: ["i32"], result: "i32" },
   statvfs: { parameters: ["buffer", "buffer"], result: "i32" },
   // syscall(2) for cachestat(2) (Linux 6.5+), which glibc does not wrap.
@@ -27,6 +28,7 @@ const SYMBOLS = {
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
 
+export const O_RDONLY = 0;
 export const O_RDWR = 0o2;
 export const O_CREAT = 0o100;
 export const O_EXCL = 0o200;
@@ -34,6 +36,8 @@ export const O_CLOEXEC = 0o2000000;
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const FALLOC_FL_ZERO_RANGE = 0x10;
+/** posix_fadvise(2): no readahead on this open file (reads fill the cache in 4 KiB folios). */
+export const POSIX_FADV_RANDOM = 1;
 export const SEEK_DATA = 3;
 export const SEEK_HOLE = 4;
 /** cachestat's number, the same on x86_64 and aarch64. */
@@ -71,6 +75,8 @@ export interface Libc {
   fallocate(fd: number, mode: number, offset: number, length: number): number;
   lseek(fd: number, offset: number, whence: number): number | bigint;
   fdatasync(fd: number): Promise<number>;
+  /** Returns the error number itself (0 on success), not -1 and errno. */
+  posix_fadvise(fd: number, offset: number, length: number, advice: number): number;
   fdatasync_sync(fd: number): number;
   statvfs(path: Uint8Array, buf: Uint8Array): number;
   cachestat(

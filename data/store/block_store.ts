@@ -42,6 +42,12 @@ export interface BlockStore {
 
   /** Reads `buf.length` bytes at `offset` into `buf`. Caller has bounds-checked. */
   read(buf: Uint8Array, offset: number): void;
+  /**
+   * As read(), for the store's own reads of whole regions (hashing, resync, verify), which
+   * must not leave the cache in a shape that makes client I/O dearer (file_store.ts).
+   * Optional: readBulk() below falls back to read().
+   */
+  readBulk?(buf: Uint8Array, offset: number): void;
   /** Writes `buf` at `offset`. Caller has bounds-checked. */
   write(buf: Uint8Array, offset: number): void;
   /** Deallocates a range; it then reads as zeroes. */
@@ -60,4 +66,14 @@ export interface BlockStore {
   /** Bytes allocated on disk. */
   allocatedBytes(): number;
   close(): void;
+}
+
+/** `store.readBulk()` where the store has it, else `store.read()`. */
+export function readBulk(
+  store: Pick<BlockStore, "read" | "readBulk">,
+  buf: Uint8Array,
+  offset: number,
+): void {
+  if (store.readBulk) store.readBulk(buf, offset);
+  else store.read(buf, offset);
 }

@@ -20,7 +20,9 @@ import {
   O_CLOEXEC,
   O_CREAT,
   O_EXCL,
+  O_RDONLY,
   O_RDWR,
+  POSIX_FADV_RANDOM,
   SEEK_DATA,
   SEEK_HOLE,
   strerror,
@@ -81,6 +83,8 @@ export class FileBlockStore implements BlockStore {
   readonly canFlush = true;
   canFastZero = true;
   #fd: number;
+  /** readBulk()'s open file: -1 until first used; #fd itself where no second one was made. */
+  #bulkFd = -1;
   #size: number;
   #closed = false;
 
@@ -118,10 +122,42 @@ export class FileBlockStore implements BlockStore {
   }
 
   read(buf: Uint8Array, offset: number): void {
+    this.#pread(this.#fd, buf, offset);
+  }
+
+  /**
+   * The store's own reads of whole regions (hashing, resync, verify): through a second open
+   * file of the same inode advised POSIX_FADV_RANDOM, so that data read from the disk enters
+   * the page cache in 4 KiB folios instead of readahead's large ones. A 4 KiB client write
+   * into a range that readahead brought in costs 15 us of CPU here instead of 2 (ext4 walks
+   * every block of the folio, see WRITE_PIECE): `volume verify --deep`, or a master reading
+   * its copy to seed a new member, made every later small write of the volume several times
+   * dearer (docs/BENCHMARKS.md, "Cold reads and the folios they leave"). Client reads keep
+   * the kernel's readahead: a sequential reader at 4 KiB per request would lose it (20x
+   * slower from the disk here).
+   */
+  readBulk(buf: Uint8Array, offset: number): void {
+    if (this.#bulkFd < 0) this.#bulkFd = this.#openBulk();
+    this.#pread(this.#bulkFd, buf, offset);
+  }
+
+  /** The second open file for readBulk(); this store's own where that cannot be made. */
+  #openBulk(): number {
+    // The same inode as #fd whatever became of the path since (renamed, replaced).
+    const fd = libc().open(cString(`/proc/self/fd/${this.#fd}`), O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) return this.#fd;
+    if (libc().posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM) !== 0) {
+      libc().close(fd);
+      return this.#fd;
+    }
+    return fd;
+  }
+
+  #pread(fd: number, buf: Uint8Array, offset: number): void {
     let done = 0;
     while (done < buf.length) {
       const part = done === 0 ? buf : buf.subarray(done);
-      const n = Number(libc().pread(this.#fd, part, part.length, offset + done));
+      const n = Number(libc().pread(fd, part, part.length, offset + done));
       if (n < 0) fail("read", this.path);
       if (n === 0) {
         // Past EOF (cannot happen within size): reads as zeroes.
@@ -247,6 +283,7 @@ export class FileBlockStore implements BlockStore {
     if (this.#closed) return;
     this.#closed = true;
     libc().fdatasync_sync(this.#fd);
+    if (this.#bulkFd >= 0 && this.#bulkFd !== this.#fd) libc().close(this.#bulkFd);
     libc().close(this.#fd);
   }
 }

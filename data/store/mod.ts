@@ -4,7 +4,7 @@
  * @module
  */
 
-export { type BlockStore, BlockStoreError, type Extent } from "./block_store.ts";
+export { type BlockStore, BlockStoreError, type Extent, readBulk } from "./block_store.ts";
 export { FileBlockStore } from "./file_store.ts";
 export { MEMORY_PAGE_BYTES, MemoryBlockStore } from "./memory_store.ts";
 export { filesystemSpace } from "./_libc.ts";

@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { BlockStore, Extent } from "../../../data/store/block_store.ts";
+import { type BlockStore, type Extent, readBulk } from "../../../data/store/block_store.ts";
 import { assert, assertEquals } from "../../_assert.ts";
 
 export interface OpenedBlockStore {
@@ -324,6 +324,29 @@ export function defineBlockStoreContract(name: string, open: OpenBlockStore): vo
     s.resize(1 * MiB);
     assertEquals(readAt(s, 0, 50_000), head.slice(0, 50_000));
     assertZero(s, 50_000, 1 * MiB - 50_000, "area cut off by the shrink, then regrown");
+  });
+
+  test("readBulk() reads what read() does, before and after writes and a resize", 1 * MiB, (s) => {
+    const bulk = (offset: number, length: number) => {
+      const b = new Uint8Array(length);
+      readBulk(s, b, offset);
+      return b;
+    };
+    const plain = (offset: number, length: number) => {
+      const b = new Uint8Array(length);
+      s.read(b, offset);
+      return b;
+    };
+    assertEquals(bulk(0, s.size), new Uint8Array(s.size), "never written: zeroes");
+    s.write(pattern(300_001, 4), 70_003);
+    assertEquals(bulk(65_536, 400_000), plain(65_536, 400_000));
+    // A write after a bulk read is seen by the next bulk read (one page cache).
+    s.write(pattern(4096, 5), 69_632);
+    assertEquals(bulk(69_632, 4096), pattern(4096, 5));
+    s.resize(2 * MiB);
+    s.write(pattern(1000, 6), 2 * MiB - 1000);
+    assertEquals(bulk(MiB, MiB), plain(MiB, MiB));
+    assertEquals(bulk(2 * MiB - 1000, 1000), pattern(1000, 6));
   });
 
   test("flush() resolves on a fresh store and after writes", 1 * MiB, async (s) => {

@@ -212,6 +212,29 @@ Deno.test("FileBlockStore data, holes and size survive close and open", async ()
   });
 });
 
+Deno.test("FileBlockStore.readBulk() reads the store's own inode through a second open file, closed with the store", async () => {
+  await withDir((dir) => {
+    const openFiles = () => [...Deno.readDirSync("/proc/self/fd")].length;
+    const store = FileBlockStore.create(`${dir}/v`, 4 * MiB);
+    const before = openFiles();
+    const data = pattern(2 * MiB, 3);
+    store.write(data, MiB);
+    const b = new Uint8Array(2 * MiB);
+    store.readBulk(b, MiB);
+    assertEquals(b, data);
+    assertEquals(openFiles(), before + 1, "one more open file, made on first use");
+    store.readBulk(b, 0);
+    assertEquals(openFiles(), before + 1, "and only one");
+    // The path renamed and another file put in its place: still this store's data.
+    Deno.renameSync(`${dir}/v`, `${dir}/old`);
+    Deno.writeFileSync(`${dir}/v`, new Uint8Array(4 * MiB).fill(0xee));
+    store.readBulk(b, MiB);
+    assertEquals(b, data);
+    store.close();
+    assertEquals(openFiles(), before - 1, "both closed");
+  });
+});
+
 Deno.test("FileBlockStore.resize() changes the file size on disk", async () => {
   await withDir((dir) => {
     const store = FileBlockStore.create(`${dir}/v`, 1 * MiB);
