@@ -209,6 +209,8 @@ async function runResync(
     if (o.signal?.aborted) throw new ResyncError(abortMessage(o.signal));
     const link = await o.links.get(replica.node, replica.address);
     const reply = await link.request({ ...r, volume: uuid, epoch } as never);
+    // Checked again on the answer: the copy may have been closed meanwhile (a handover).
+    if (o.signal?.aborted) throw new ResyncError(abortMessage(o.signal));
     if (reply.status !== STATUS_OK) {
       throw new ResyncError(`replica ${replica.node}: ${replyMessage(reply)}`);
     }

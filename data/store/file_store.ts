@@ -122,6 +122,7 @@ export class FileBlockStore implements BlockStore {
   }
 
   read(buf: Uint8Array, offset: number): void {
+    this.#live("read");
     this.#pread(this.#fd, buf, offset);
   }
 
@@ -137,6 +138,7 @@ export class FileBlockStore implements BlockStore {
    * slower from the disk here).
    */
   readBulk(buf: Uint8Array, offset: number): void {
+    this.#live("read");
     if (this.#bulkFd < 0) this.#bulkFd = this.#openBulk();
     this.#pread(this.#bulkFd, buf, offset);
   }
@@ -175,6 +177,7 @@ export class FileBlockStore implements BlockStore {
    * the 4-connection write CPU went").
    */
   write(buf: Uint8Array, offset: number): void {
+    this.#live("write");
     const piece = buf.length > WRITE_PIECE && allCached(this.#fd, offset, buf.length)
       ? buf.length
       : WRITE_PIECE;
@@ -193,10 +196,12 @@ export class FileBlockStore implements BlockStore {
    * file system cannot punch holes it does nothing, and canTrim turns false.
    */
   trim(offset: number, length: number): void {
+    this.#live("trim");
     if (this.canTrim) this.#punch(offset, length, "trim");
   }
 
   writeZeroes(offset: number, length: number, mayDeallocate: boolean): void {
+    this.#live("zero");
     if (mayDeallocate && this.canTrim && this.#punch(offset, length, "zero")) return;
     // NO_HOLE: the range must stay allocated. ZERO_RANGE does it without writing data;
     // where the filesystem lacks it, write zeroes (and stop advertising FAST_ZERO).
@@ -231,6 +236,7 @@ export class FileBlockStore implements BlockStore {
   }
 
   extents(offset: number, length: number): Extent[] {
+    this.#live("seek");
     const end = offset + length;
     const out: Extent[] = [];
     const push = (start: number, stop: number, hole: boolean) => {
@@ -270,6 +276,7 @@ export class FileBlockStore implements BlockStore {
   }
 
   resize(size: number): void {
+    this.#live("resize");
     if (libc().ftruncate(this.#fd, size) !== 0) fail("resize", this.path);
     this.#size = size;
   }
@@ -284,6 +291,15 @@ export class FileBlockStore implements BlockStore {
     this.#closed = true;
     libc().fdatasync_sync(this.#fd);
     if (this.#bulkFd >= 0 && this.#bulkFd !== this.#fd) libc().close(this.#bulkFd);
+    this.#bulkFd = -1;
     libc().close(this.#fd);
+  }
+
+  /**
+   * Refuses use after close(): the descriptor's number may belong to another open file by
+   * then (another volume's), which a read or write through it would reach without an error.
+   */
+  #live(op: string): void {
+    if (this.#closed) throw new BlockStoreError("EBADF", `${op} ${this.path}: the store is closed`);
   }
 }

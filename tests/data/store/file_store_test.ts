@@ -235,6 +235,39 @@ Deno.test("FileBlockStore.readBulk() reads the store's own inode through a secon
   });
 });
 
+Deno.test("FileBlockStore refuses use after close with EBADF, even when its descriptor's number went to another file", async () => {
+  await withDir((dir) => {
+    const a = FileBlockStore.create(`${dir}/a`, MiB);
+    a.write(pattern(4096, 1), 0);
+    a.close();
+    // The lowest free number: most likely a's, now another volume's file.
+    const b = FileBlockStore.create(`${dir}/b`, MiB);
+    try {
+      b.write(new Uint8Array(4096).fill(0xbb), 0);
+      const buf = new Uint8Array(4096);
+      for (
+        const [what, use] of [
+          ["read", () => a.read(buf, 0)],
+          ["readBulk", () => a.readBulk(buf, 0)],
+          ["write", () => a.write(buf, 0)],
+          ["trim", () => a.trim(0, 4096)],
+          ["writeZeroes", () => a.writeZeroes(0, 4096, false)],
+          ["extents", () => a.extents(0, MiB)],
+          ["resize", () => a.resize(2 * MiB)],
+        ] as const
+      ) {
+        const err = assertThrows(use, BlockStoreError, undefined, what);
+        assertEquals((err as BlockStoreError).errno, "EBADF", what);
+      }
+      const check = new Uint8Array(4096);
+      b.read(check, 0);
+      assertEquals(check, new Uint8Array(4096).fill(0xbb), "b untouched");
+    } finally {
+      b.close();
+    }
+  });
+});
+
 Deno.test("FileBlockStore.resize() changes the file size on disk", async () => {
   await withDir((dir) => {
     const store = FileBlockStore.create(`${dir}/v`, 1 * MiB);
