@@ -191,12 +191,18 @@ export function historyOf(
 /**
  * The resyncs `prev` lists as running whose master no longer serves at their epoch in `g`:
  * that master did not record their end (it died, froze, or lost the group before it could),
- * so the change that replaced it does. A resync whose member left the group needs no event of
- * its own (member-removed says it).
+ * so the change that replaced it does. Only entries of `prev`'s own master and epoch (a
+ * node of an older version may have carried an older one over); none for a member that left
+ * the group (member-removed ends it) or is in sync.
  */
 function orphanedResyncs(prev: HistoryRecord, g: GroupRecord): Draft[] {
+  const p = prev.group!;
   return Object.entries(prev.resyncs ?? {})
-    .filter(([m, o]) => (o.master !== g.master || o.epoch !== g.epoch) && g.members.includes(m))
+    .filter(([m, o]) =>
+      o.master === p.master && o.epoch === p.epoch &&
+      (o.master !== g.master || o.epoch !== g.epoch) &&
+      g.members.includes(m) && !g.inSync.includes(m)
+    )
     .map(([m, o]) => ({
       type: "resync-interrupted",
       node: m,
@@ -207,44 +213,72 @@ function orphanedResyncs(prev: HistoryRecord, g: GroupRecord): Draft[] {
 }
 
 /**
- * The resyncs running after the change from `prev` to `next` (with `extra` drafts written by
- * the master): those of `prev` still at `next`'s master and epoch whose member is neither
- * gone nor in sync, plus those `extra` starts, minus those it interrupts.
+ * The master's own resync events (`extra`) as they go into the change from `prev` to `next`,
+ * and the resyncs running after it. Running: those of `prev` still at `next`'s master and
+ * epoch whose member is neither gone nor in sync, plus the starts, minus the interruptions. A
+ * start for a member that left the group or is in sync is not written; a start for a member
+ * whose earlier resync has no recorded end (its master restarted at the same epoch, or the
+ * write of that end was lost) is preceded by that one's interruption.
  */
-function openResyncs(
+function resyncDrafts(
   prev: HistoryRecord | undefined,
   next: HistoryRecord,
   extra: readonly EventDraft[],
-): Record<string, OpenResync> | undefined {
+): { drafts: Draft[]; open: Record<string, OpenResync> | undefined } {
   const g = next.group;
-  if (!g) return undefined;
+  if (!g) return { drafts: [], open: undefined };
   const open: Record<string, OpenResync> = {};
   for (const [m, o] of Object.entries(prev?.uuid === next.uuid ? prev.resyncs ?? {} : {})) {
     const ended = o.master !== g.master || o.epoch !== g.epoch || !g.members.includes(m) ||
       g.inSync.includes(m);
     if (!ended) open[m] = o;
   }
+  const drafts: Draft[] = [];
   for (const d of extra) {
-    if (d.node === undefined) continue;
-    if (d.type === "resync-started") open[d.node] = { master: g.master, epoch: g.epoch };
-    if (d.type === "resync-interrupted") delete open[d.node];
+    const m = d.node;
+    if (m !== undefined && d.type === "resync-started") {
+      if (!g.members.includes(m) || g.inSync.includes(m)) continue;
+      const before = open[m];
+      if (before) {
+        drafts.push({
+          type: "resync-interrupted",
+          node: m,
+          message: `master ${before.master}'s resync of ${m} interrupted: a new resync of it ` +
+            `started before its end was recorded (its master restarted, or the record of its ` +
+            `end was lost); how far it got is not known`,
+        });
+      }
+      open[m] = { master: g.master, epoch: g.epoch };
+    }
+    if (m !== undefined && d.type === "resync-interrupted") delete open[m];
+    drafts.push(d);
   }
-  return Object.keys(open).length > 0 ? open : undefined;
+  return { drafts, open: Object.keys(open).length > 0 ? open : undefined };
 }
 
+/** What ends a resync in the history: its member back in sync, its interruption, its removal. */
+const RESYNC_ENDS = new Set(["in-sync", "resync-interrupted", "member-removed"]);
+
 /**
- * The `resync-started` events of `events` (oldest first) that no later event of the same member
- * ends (`in-sync` or `resync-interrupted`): none once the group is healthy (the history's
- * promise, checked by the e2e tests and `deno task chaos`).
+ * The `resync-started` events of `events` that are not followed by an end of their own (an
+ * `in-sync`, `resync-interrupted` or `member-removed` of the same member before its next
+ * start): none once the group is healthy (the history's promise, checked by the e2e tests and
+ * `deno task chaos`).
  */
 export function unendedResyncs(events: readonly VolumeEvent[]): VolumeEvent[] {
-  return events.filter((start) =>
-    start.type === "resync-started" &&
-    !events.some((e) =>
-      e.seq > start.seq && e.node === start.node &&
-      (e.type === "in-sync" || e.type === "resync-interrupted")
-    )
-  );
+  const unended: VolumeEvent[] = [];
+  const open = new Map<string, VolumeEvent>();
+  for (const e of [...events].sort((a, b) => a.seq - b.seq)) {
+    if (e.node === undefined) continue;
+    if (e.type === "resync-started") {
+      const before = open.get(e.node);
+      if (before) unended.push(before);
+      open.set(e.node, e);
+    } else if (RESYNC_ENDS.has(e.type)) {
+      open.delete(e.node);
+    }
+  }
+  return [...unended, ...open.values()].sort((a, b) => a.seq - b.seq);
 }
 
 /**
@@ -308,10 +342,9 @@ export function withHistory<R extends HistoryRecord>(
       ops: name ? [{ type: "delete", key: eventsPrefix(name), prefix: true }] : [],
     };
   }
-  const extra = next.group ? o.extra ?? [] : [];
+  const { drafts: extra, open: resyncs } = resyncDrafts(prev, next, o.extra ?? []);
   const drafts = [...historyOf(prev, next, o.facts), ...extra];
   const { resyncs: _was, ...rest } = next;
-  const resyncs = openResyncs(prev, next, extra);
   const record = { ...rest, ...(resyncs ? { resyncs } : {}) } as R;
   if (drafts.length === 0) return { record, ops: [] };
   const first = (prev?.uuid === record.uuid ? prev.eventSeq : undefined) ?? 0;

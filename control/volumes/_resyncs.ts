@@ -210,7 +210,7 @@ async function resyncWithEvents(r: ResyncRun): Promise<void> {
         if (!written) {
           r.log.debug(
             { replica: r.member, event: e.type },
-            "resync event not recorded: master replaced",
+            "resync event not recorded: the record no longer names this master at this epoch, or the volume changed",
           );
         }
       },

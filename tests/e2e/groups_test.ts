@@ -213,10 +213,15 @@ e2eTest(
         return v && v.phase === "unavailable" ? v : undefined;
       });
       assertEquals([unavailable.epoch, unavailable.master], [1, bv.master]);
-      // Its replicas are alive: they record the master's death (written, not pending).
-      const ev = await cli(["volume", "events", "b", "-o", "json"], { api: anyApi(bv.master) });
-      assertEquals(ev.code, 0, ev.stderr);
-      const downs = (JSON.parse(ev.stdout).items as VolumeEvent[]).filter((e) => e.type === "down");
+      // Its replicas are alive: they record the master's death (written, not pending). The
+      // phase above may come from this node's view of the leases a moment before a replica
+      // wrote it (they wait out a short grace first): wait for the record.
+      const downs = await eventually("the replicas to record the master down", async () => {
+        const ev = await cli(["volume", "events", "b", "-o", "json"], { api: anyApi(bv.master) });
+        assertEquals(ev.code, 0, ev.stderr);
+        const d = (JSON.parse(ev.stdout).items as VolumeEvent[]).filter((e) => e.type === "down");
+        return d.length > 0 && d.every((e) => !e.pending) ? d : undefined;
+      });
       assertEquals(downs.map((e) => [e.node, e.pending ?? false]), [[bv.master, false]]);
       // Give a (wrong) promotion every chance to happen: another lease period and more.
       await new Promise((r) => setTimeout(r, (LEASE_TTL_S + 2) * 1000));

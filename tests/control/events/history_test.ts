@@ -147,7 +147,10 @@ Deno.test("historyOf(): a member leaving the in-sync set is not announced resync
 Deno.test("withHistory(): events the writer adds follow those the change implies, numbered on", () => {
   const at = new Date("2026-12-05T03:00:00Z");
   const started = resyncStarted("n1", "n2");
-  const plain = withHistory(rec(base, { eventSeq: 7 }), rec(base), at, { extra: [started] });
+  const lagging: GroupRecord = { ...base, inSync: ["n1", "n3"], phase: "degraded" };
+  const plain = withHistory(rec(lagging, { eventSeq: 7 }), rec(lagging), at, {
+    extra: [started],
+  });
   assertEquals((plain.record as HistoryRecord).eventSeq, 8);
   const put = plain.ops[0];
   const [e] = parseEvents(
@@ -251,6 +254,53 @@ Deno.test("unendedResyncs(): a resync start without a later end of the same memb
   assertEquals(unendedResyncs([...history, e(7, "in-sync", "n2")]), []);
   // An end before the start does not count.
   assertEquals(unendedResyncs([e(1, "in-sync", "n2"), e(2, "resync-started", "n2")]).length, 1);
+  // Each start needs an end of its own: a later start's end does not close an earlier one.
+  assertEquals(
+    unendedResyncs([
+      e(1, "resync-started", "n2"),
+      e(2, "resync-started", "n2"),
+      e(3, "in-sync", "n2"),
+    ]).map((x) => x.seq),
+    [1],
+  );
+  // A member removed ends its resync.
+  assertEquals(unendedResyncs([e(1, "resync-started", "n2"), e(2, "member-removed", "n2")]), []);
+});
+
+Deno.test("withHistory(): no start for a member out of the group or in sync; a start over one without an end interrupts it first; a stale entry is not reported", () => {
+  const at = new Date("2026-12-06T02:00:00Z");
+  const lagging: GroupRecord = { ...base, inSync: ["n1", "n3"], phase: "degraded" };
+  const types = (r: ReturnType<typeof withHistory>) =>
+    parseEvents(
+      r.ops.flatMap((op) => op.type === "put" ? [{ key: op.key, value: op.value }] : []),
+      "v",
+      "u1",
+    ).map((x) => [x.type, x.node, x.message.slice(0, 40)]);
+  // n3 is in sync, n4 no member: neither start is written, nor kept.
+  for (const who of ["n3", "n4"]) {
+    const r = withHistory(rec(lagging), rec(lagging), at, { extra: [resyncStarted("n1", who)] });
+    assertEquals(r.ops, []);
+    assertEquals((r.record as HistoryRecord).resyncs, undefined);
+  }
+  // n1 restarted at the same epoch and resyncs n2 again: the first start's end comes first.
+  const open = rec(lagging, { resyncs: { n2: { master: "n1", epoch: 1 } } });
+  const again = withHistory(open, rec(lagging), at, { extra: [resyncStarted("n1", "n2")] });
+  assertEquals(types(again), [
+    ["resync-interrupted", "n2", "master n1's resync of n2 interrupted: a "],
+    ["resync-started", "n2", "master n1 resyncs n2: it answered, the c"],
+  ]);
+  assertEquals((again.record as HistoryRecord).resyncs, { n2: { master: "n1", epoch: 1 } });
+  // An entry that was not the record's own master's (an older node carried it over): dropped
+  // without an event; so is one whose member is in sync after the promotion.
+  const promoted: GroupRecord = { ...lagging, epoch: 3, master: "n3", down: ["n1"] };
+  const stale = rec({ ...lagging, epoch: 2, master: "n3" }, {
+    resyncs: { n2: { master: "n1", epoch: 1 } },
+  });
+  const moved = withHistory(stale, rec(promoted), at);
+  assertEquals(types(moved).filter(([t]) => t === "resync-interrupted"), []);
+  assertEquals((moved.record as HistoryRecord).resyncs, undefined);
+  const healed = withHistory(open, rec({ ...promoted, inSync: ["n2", "n3"] }), at);
+  assertEquals(types(healed).filter(([t]) => t === "resync-interrupted"), []);
 });
 
 Deno.test("resyncInterrupted(): says why and how far the resync got", () => {
