@@ -52,7 +52,10 @@ Replication (issue 12): --replicas LIST
   --baseline REF   also a single-node Ballast (--tls off, a volume that is no group) of this
                    tree and of git commit REF (extracted with git archive), e.g. the last commit
                    before hash lists, to measure what they cost a volume without replicas
-  --resync-rate R  passed to every node (default unlimited)`;
+  --resync-rate R  passed to every node (default unlimited)
+  --cold-verify    also a second volume of the first replicated count whose copies are dropped
+                   from the page cache and read back by \`volume verify --deep\` before each of
+                   its jobs (a cold verify's effect on the writes that follow)`;
 
 function libnbdDirText(): string {
   try {
@@ -85,6 +88,7 @@ export interface Options {
   delta: boolean;
   resyncRate?: string;
   baseline?: string;
+  coldVerify: boolean;
 }
 
 export function parseOptions(): Options {
@@ -111,6 +115,7 @@ export function parseOptions(): Options {
       "no-delta": { type: "boolean", default: false },
       "resync-rate": { type: "string" },
       baseline: { type: "string" },
+      "cold-verify": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -211,5 +216,6 @@ export function parseOptions(): Options {
     delta: !values["no-delta"],
     resyncRate: values["resync-rate"],
     baseline: values.baseline,
+    coldVerify: values["cold-verify"],
   };
 }

@@ -25,6 +25,10 @@ interface ReplTarget {
   /** Processes whose CPU time counts: every node, or nbdkit. */
   pids: () => number[];
   master?: string;
+  /** The cluster's volume (deleted before Delta Sync). */
+  volume?: string;
+  /** Run before each of its jobs (the cold verify). */
+  prepare?: () => Promise<void>;
 }
 
 interface ReplCell {
@@ -75,10 +79,15 @@ async function replBench(run: BenchRun, opts: Options): Promise<number> {
       uri: cluster.localUri(v),
       pids: () => cluster.pids(),
       master: v.master,
+      volume: `r${r}`,
     });
     console.error(
       `bench: volume r${r}: master ${v.master}, members ${v.members?.join(",") ?? "-"}`,
     );
+  }
+  const replicated = counts.find((r) => r > 0);
+  if (opts.coldVerify && replicated !== undefined) {
+    targets.push(await coldVerified(cluster, replicated, sizeBytes));
   }
   if (opts.baseline) targets.push(...await singleNodes(run, opts.baseline, sizeBytes));
   if (opts.servers.includes("nbdkit")) {
@@ -121,6 +130,7 @@ async function replBench(run: BenchRun, opts: Options): Promise<number> {
         cells.set(key, cell);
         const tag = `[${round}/${opts.rounds}] ${job.title.padEnd(18)} ${t.name.padEnd(11)}`;
         try {
+          await t.prepare?.();
           const r = await runJobWithCpu(job, t.uri, opts, t.pids());
           cell.values.push(r.value);
           cell.cpuPer.push(r.serverCpuPer);
@@ -140,7 +150,9 @@ async function replBench(run: BenchRun, opts: Options): Promise<number> {
     }
   }
   const summary = printThroughput(opts, targets, cells);
-  for (const r of counts) await cluster.client().deleteVolume(`r${r}`, { force: true });
+  for (const t of targets) {
+    if (t.volume) await cluster.client().deleteVolume(t.volume, { force: true });
+  }
   let delta: unknown;
   if (opts.delta && !run.interrupted) {
     const d = await runDelta(run, cluster, opts);
@@ -165,6 +177,50 @@ async function replBench(run: BenchRun, opts: Options): Promise<number> {
     );
   }
   return failures > 0 ? 1 : 0;
+}
+
+/**
+ * A volume of `replicas` replicas whose every job runs after its copies were dropped from the
+ * page cache (made durable, then POSIX_FADV_DONTNEED, by python3) and read back by `volume
+ * verify --deep`: the store's own reads must not leave the cache in a shape that makes the
+ * writes after them dearer (docs/BENCHMARKS.md, "Cold reads and the folios they leave").
+ */
+async function coldVerified(
+  cluster: BenchCluster,
+  replicas: number,
+  sizeBytes: number,
+): Promise<ReplTarget> {
+  const name = `r${replicas}cold`;
+  const v = await cluster.createVolume(name, sizeBytes, replicas);
+  const copies = (v.members ?? []).map((m) =>
+    `${cluster.nodes.get(m)!.dataDir}/volumes/${v.uuid}.vol`
+  );
+  console.error(`bench: volume ${name}: master ${v.master}, members ${v.members?.join(",")}`);
+  return {
+    name: `replicas=${replicas} cold`,
+    uri: cluster.localUri(v),
+    pids: () => cluster.pids(),
+    master: v.master,
+    volume: name,
+    prepare: async () => {
+      const drop = await new Deno.Command("python3", {
+        args: [
+          "-c",
+          "import os,sys\nfor p in sys.argv[1:]:\n fd=os.open(p, os.O_RDONLY); os.fdatasync(fd); " +
+          "os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)",
+          ...copies,
+        ],
+        stderr: "piped",
+      }).output();
+      if (!drop.success) {
+        throw new Error(
+          `dropping ${name} from the cache: ${new TextDecoder().decode(drop.stderr)}`,
+        );
+      }
+      const report = await cluster.client().verifyVolume(name, { deep: true });
+      if (!report.ok) throw new Error(`verify --deep of ${name} found the copies different`);
+    },
+  };
 }
 
 /**
@@ -308,6 +364,16 @@ function printThroughput(
     }
   }
   const w4 = opts.jobs.find((j) => j.id === "randwrite-4k");
+  for (const cold of names.filter((n) => n.endsWith(" cold"))) {
+    const warm = cold.slice(0, -" cold".length);
+    for (const job of opts.jobs) {
+      goals.push(
+        `after a cold verify --deep, ${job.title}: ${cold} / ${warm} ` +
+          `${fr(r(v(job, cold), v(job, warm)))} (the store's own reads should cost the writes ` +
+          `after them nothing: about 1x)`,
+      );
+    }
+  }
   if (opts.baseline) {
     const then = `single-node@${opts.baseline}`;
     for (const job of opts.jobs) {
