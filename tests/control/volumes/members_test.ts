@@ -407,7 +407,9 @@ Deno.test("interruptionReason(): stopping, removed, master changed, member down,
 
 Deno.test("runResync(): the start is written once the member answered, an interruption after it with how far it got, a member that never answered leaves no event", async () => {
   await withSqlite(async (store) => {
-    const rec = { name: "g", uuid: "u", state: "ready", sizeBytes: SIZE, group: group() };
+    // n2 is out of sync (a start is written only for such a member).
+    const lagging = group({ inSync: ["n1", "n3"], phase: "degraded" });
+    const rec = { name: "g", uuid: "u", state: "ready", sizeBytes: SIZE, group: lagging };
     await store.put(VOLUME_PREFIX + "g", JSON.stringify(rec));
     const events = async () =>
       parseEvents((await store.list(eventsPrefix("g"))).kvs, "g", "u").map((e) => e.message);
@@ -423,7 +425,7 @@ Deno.test("runResync(): the start is written once the member answered, an interr
         tracker,
         log: createLogger({ level: "silent" }),
         resync,
-        now: () => ({ group: group(), gone: [], stopping: false, serving: 1 }),
+        now: () => ({ group: lagging, gone: [], stopping: false, serving: 1 }),
       });
     // Refused at once: nothing announced.
     await assertRejects(() => run(() => Promise.reject(new Error("connection refused"))));
