@@ -22,6 +22,7 @@ import {
   replicating,
 } from "./_change.ts";
 import type { LiveExport } from "../exports.ts";
+import { readBulk } from "../store/mod.ts";
 import {
   OP_BLOCK_STATUS,
   OP_CACHE,
@@ -31,6 +32,15 @@ import {
   OP_WRITE,
   OP_WRITE_ZEROES,
 } from "../stats.ts";
+
+/**
+ * Client reads this large go through the store's bulk reads (BlockStore.readBulk: no kernel
+ * readahead, so data that comes from the disk is cached in 4 KiB folios and the small writes
+ * that follow into it stay cheap; docs/BENCHMARKS.md, "Cold reads and the folios they leave").
+ * A reader asking for this much at a time brings in its own pages; smaller reads keep the
+ * kernel's readahead, which a sequential reader of small blocks needs (20x slower without it).
+ */
+const BULK_READ_BYTES = 64 * 1024;
 
 /** Most descriptors one BLOCK_STATUS reply carries ("MAY return less descriptors"). */
 const MAX_DESCRIPTORS = 1024;
@@ -123,7 +133,10 @@ export function execute(
   try {
     switch (req.type) {
       case C.NBD_CMD_READ:
-        replies.read(req, (into) => store.read(into, req.offset));
+        replies.read(req, (into) => {
+          if (req.length >= BULK_READ_BYTES) readBulk(store, into, req.offset);
+          else store.read(into, req.offset);
+        });
         exp.stats.record(kind, req.length, seconds(), false);
         return;
       case C.NBD_CMD_WRITE:
@@ -255,7 +268,7 @@ export async function executeStreamedRead(req: Request, run: ExecuteContext): Pr
   const t0 = performance.now();
   const store = run.exp.store;
   try {
-    await run.replies.readStreamed(req, (into, offset) => store.read(into, offset));
+    await run.replies.readStreamed(req, (into, offset) => readBulk(store, into, offset));
   } catch (err) {
     if (!(err instanceof StreamedReadError)) throw err; // the connection cannot go on
     run.log.error({ type: req.type, offset: req.offset, length: req.length }, err.message);

@@ -38,6 +38,8 @@ export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 /** posix_fadvise(2): no readahead on this open file (reads fill the cache in 4 KiB folios). */
 export const POSIX_FADV_RANDOM = 1;
+/** posix_fadvise(2): start reading this range into the cache now (without waiting for it). */
+export const POSIX_FADV_WILLNEED = 3;
 export const SEEK_DATA = 3;
 export const SEEK_HOLE = 4;
 /** cachestat's number, the same on x86_64 and aarch64. */

@@ -23,6 +23,7 @@ import {
   O_RDONLY,
   O_RDWR,
   POSIX_FADV_RANDOM,
+  POSIX_FADV_WILLNEED,
   SEEK_DATA,
   SEEK_HOLE,
   strerror,
@@ -40,6 +41,12 @@ const ZERO_CHUNK = 1 << 20;
  * writes go in 64 KiB pieces and random 4 KiB writes after them stay cheap.
  */
 const WRITE_PIECE = 64 * 1024;
+/**
+ * How far ahead of a sequential reader readBulk() asks the kernel to read (its own readahead:
+ * the file it reads through has none; as far as the kernel's own reaches here, read_ahead_kb
+ * 8192). Asked for again when the reader is within half of it.
+ */
+const BULK_AHEAD = 8 * 1024 * 1024;
 let zeroes: Uint8Array | undefined;
 
 // cachestat(2)'s argument (struct cachestat_range: off, len) and result (struct cachestat:
@@ -85,6 +92,9 @@ export class FileBlockStore implements BlockStore {
   #fd: number;
   /** readBulk()'s open file: -1 until first used; #fd itself where no second one was made. */
   #bulkFd = -1;
+  /** Where a sequential reader's next readBulk() starts, and how far ahead it was asked for. */
+  #bulkNext = -1;
+  #bulkAhead = 0;
   #size: number;
   #closed = false;
 
@@ -127,19 +137,34 @@ export class FileBlockStore implements BlockStore {
   }
 
   /**
-   * The store's own reads of whole regions (hashing, resync, verify): through a second open
-   * file of the same inode advised POSIX_FADV_RANDOM, so that data read from the disk enters
-   * the page cache in 4 KiB folios instead of readahead's large ones. A 4 KiB client write
-   * into a range that readahead brought in costs 15 us of CPU here instead of 2 (ext4 walks
-   * every block of the folio, see WRITE_PIECE): `volume verify --deep`, or a master reading
-   * its copy to seed a new member, made every later small write of the volume several times
-   * dearer (docs/BENCHMARKS.md, "Cold reads and the folios they leave"). Client reads keep
-   * the kernel's readahead: a sequential reader at 4 KiB per request would lose it (20x
-   * slower from the disk here).
+   * Reads of whole regions (hashing, resync, verify, and client reads of 64 KiB or more):
+   * through a second open file of the same inode advised POSIX_FADV_RANDOM, so that data read
+   * from the disk enters the page cache in 4 KiB folios instead of readahead's large ones. A
+   * 4 KiB write into a range that readahead brought in costs 15-20 us of CPU here instead of 2
+   * (ext4 walks every block of the folio, see WRITE_PIECE): `volume verify --deep`, a master
+   * seeding a new member, or a client reading a cold volume through, made every later small
+   * write there several times dearer (docs/BENCHMARKS.md, "Cold reads and the folios they
+   * leave"). The readahead a sequential reader needs is done here instead: the next BULK_AHEAD
+   * bytes are asked for with POSIX_FADV_WILLNEED, which fills the cache in 4 KiB folios too.
    */
   readBulk(buf: Uint8Array, offset: number): void {
     this.#live("read");
     if (this.#bulkFd < 0) this.#bulkFd = this.#openBulk();
+    const end = offset + buf.length;
+    if (offset !== this.#bulkNext) {
+      this.#bulkAhead = 0; // not the stream read so far: no readahead until it is one
+    } else if (end + BULK_AHEAD / 2 > this.#bulkAhead) {
+      const from = Math.max(this.#bulkAhead, end);
+      const to = Math.min(this.#size, end + BULK_AHEAD);
+      // Not for a range that is cached already (a reader of cached data, the common case: the
+      // advice would walk it page by page for nothing). Advice: where it fails, the reads
+      // still read, only without readahead.
+      if (to > from && !allCached(this.#fd, from, to - from)) {
+        libc().posix_fadvise(this.#bulkFd, from, to - from, POSIX_FADV_WILLNEED);
+      }
+      this.#bulkAhead = to;
+    }
+    this.#bulkNext = end;
     this.#pread(this.#bulkFd, buf, offset);
   }
 

@@ -347,6 +347,13 @@ export function defineBlockStoreContract(name: string, open: OpenBlockStore): vo
     s.write(pattern(1000, 6), 2 * MiB - 1000);
     assertEquals(bulk(MiB, MiB), plain(MiB, MiB));
     assertEquals(bulk(2 * MiB - 1000, 1000), pattern(1000, 6));
+    // A sequential reader to the last byte (the file store reads ahead of one), then a jump.
+    s.write(pattern(2 * MiB, 7), 0);
+    for (let at = 0; at < 2 * MiB; at += 96 * 1024) {
+      const n = Math.min(96 * 1024, 2 * MiB - at);
+      assertEquals(bulk(at, n), pattern(2 * MiB, 7).subarray(at, at + n), `at ${at}`);
+    }
+    assertEquals(bulk(4096, 65536), pattern(2 * MiB, 7).subarray(4096, 4096 + 65536));
   });
 
   test("flush() resolves on a fresh store and after writes", 1 * MiB, async (s) => {
