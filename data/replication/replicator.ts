@@ -35,10 +35,10 @@ export interface ReplicaTarget {
   address: string;
 }
 
-/** What replicating one request came to. */
 /** Why each failed replica failed, by node, in words ("replica n4 refused: ENOSPC ..."). */
 export type ReplicaReasons = Record<string, string>;
 
+/** What replicating one request came to. */
 export interface Replicated {
   /** Replicas that did not apply it (dropped from the targets; to be marked out of sync). */
   failed: { node: string; reason: string }[];
