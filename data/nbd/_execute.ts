@@ -33,15 +33,6 @@ import {
   OP_WRITE_ZEROES,
 } from "../stats.ts";
 
-/**
- * Client reads this large go through the store's bulk reads (BlockStore.readBulk: no kernel
- * readahead, so data that comes from the disk is cached in 4 KiB folios and the small writes
- * that follow into it stay cheap; docs/BENCHMARKS.md, "Cold reads and the folios they leave").
- * A reader asking for this much at a time brings in its own pages; smaller reads keep the
- * kernel's readahead, which a sequential reader of small blocks needs (20x slower without it).
- */
-const BULK_READ_BYTES = 64 * 1024;
-
 /** Most descriptors one BLOCK_STATUS reply carries ("MAY return less descriptors"). */
 const MAX_DESCRIPTORS = 1024;
 const STATUS_HOLE = C.NBD_STATE_HOLE | C.NBD_STATE_ZERO;
@@ -133,10 +124,11 @@ export function execute(
   try {
     switch (req.type) {
       case C.NBD_CMD_READ:
-        replies.read(req, (into) => {
-          if (req.length >= BULK_READ_BYTES) readBulk(store, into, req.offset);
-          else store.read(into, req.offset);
-        });
+        // Through the store's bulk reads, whatever their size: no kernel readahead, so data
+        // that comes from the disk is cached in 4 KiB folios and the small writes that follow
+        // into it stay cheap (file_store.ts; docs/BENCHMARKS.md, "Cold reads and the folios
+        // they leave"). The store reads ahead for sequential readers itself.
+        replies.read(req, (into) => readBulk(store, into, req.offset));
         exp.stats.record(kind, req.length, seconds(), false);
         return;
       case C.NBD_CMD_WRITE:

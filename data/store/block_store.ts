@@ -43,8 +43,9 @@ export interface BlockStore {
   /** Reads `buf.length` bytes at `offset` into `buf`. Caller has bounds-checked. */
   read(buf: Uint8Array, offset: number): void;
   /**
-   * As read(), for the store's own reads of whole regions (hashing, resync, verify), which
-   * must not leave the cache in a shape that makes client I/O dearer (file_store.ts).
+   * As read(), for the store's own reads of whole regions (hashing, resync, verify) and
+   * clients' reads, which must not leave the cache in a shape that makes later writes dearer
+   * (file_store.ts).
    * Optional: readBulk() below falls back to read().
    */
   readBulk?(buf: Uint8Array, offset: number): void;

@@ -9,6 +9,7 @@
  */
 
 import { type BlockStore, BlockStoreError, type Extent } from "./block_store.ts";
+import { ReadaheadStreams } from "./_readahead.ts";
 import {
   cString,
   errno,
@@ -42,10 +43,11 @@ const ZERO_CHUNK = 1 << 20;
  */
 const WRITE_PIECE = 64 * 1024;
 /**
- * How far ahead of a sequential reader readBulk() asks the kernel to read (its own readahead:
- * the file it reads through has none; as far as the kernel's own reaches here, read_ahead_kb
- * 8192). Asked for again when the reader is within half of it.
+ * readBulk()'s readahead windows (_readahead.ts): a sequential reader's first is 4 times its
+ * read, at least BULK_FIRST; they double up to BULK_AHEAD (as far as the kernel's own reaches
+ * here: read_ahead_kb 8192).
  */
+const BULK_FIRST = 128 * 1024;
 const BULK_AHEAD = 8 * 1024 * 1024;
 let zeroes: Uint8Array | undefined;
 
@@ -92,9 +94,8 @@ export class FileBlockStore implements BlockStore {
   #fd: number;
   /** readBulk()'s open file: -1 until first used; #fd itself where no second one was made. */
   #bulkFd = -1;
-  /** Where a sequential reader's next readBulk() starts, and how far ahead it was asked for. */
-  #bulkNext = -1;
-  #bulkAhead = 0;
+  /** The sequential readers of readBulk(), and how far ahead each was asked for. */
+  #streams = new ReadaheadStreams(BULK_FIRST, BULK_AHEAD);
   #size: number;
   #closed = false;
 
@@ -137,34 +138,26 @@ export class FileBlockStore implements BlockStore {
   }
 
   /**
-   * Reads of whole regions (hashing, resync, verify, and client reads of 64 KiB or more):
-   * through a second open file of the same inode advised POSIX_FADV_RANDOM, so that data read
+   * Reads of whole regions (hashing, resync, verify) and clients' reads: through a second open file of the same inode advised POSIX_FADV_RANDOM, so that data read
    * from the disk enters the page cache in 4 KiB folios instead of readahead's large ones. A
    * 4 KiB write into a range that readahead brought in costs 15-20 us of CPU here instead of 2
    * (ext4 walks every block of the folio, see WRITE_PIECE): `volume verify --deep`, a master
    * seeding a new member, or a client reading a cold volume through, made every later small
    * write there several times dearer (docs/BENCHMARKS.md, "Cold reads and the folios they
-   * leave"). The readahead a sequential reader needs is done here instead: the next BULK_AHEAD
-   * bytes are asked for with POSIX_FADV_WILLNEED, which fills the cache in 4 KiB folios too.
+   * leave"). The readahead a sequential reader needs is done here instead (_readahead.ts: a
+   * few streams at once, windows growing to BULK_AHEAD), asked for with POSIX_FADV_WILLNEED,
+   * which fills the cache in 4 KiB folios too.
    */
   readBulk(buf: Uint8Array, offset: number): void {
     this.#live("read");
     if (this.#bulkFd < 0) this.#bulkFd = this.#openBulk();
-    const end = offset + buf.length;
-    if (offset !== this.#bulkNext) {
-      this.#bulkAhead = 0; // not the stream read so far: no readahead until it is one
-    } else if (end + BULK_AHEAD / 2 > this.#bulkAhead) {
-      const from = Math.max(this.#bulkAhead, end);
-      const to = Math.min(this.#size, end + BULK_AHEAD);
-      // Not for a range that is cached already (a reader of cached data, the common case: the
-      // advice would walk it page by page for nothing). Advice: where it fails, the reads
-      // still read, only without readahead.
-      if (to > from && !allCached(this.#fd, from, to - from)) {
-        libc().posix_fadvise(this.#bulkFd, from, to - from, POSIX_FADV_WILLNEED);
-      }
-      this.#bulkAhead = to;
+    const ra = this.#streams;
+    // Not for a range that is cached already (a reader of cached data, the common case: the
+    // advice would walk it page by page for nothing). Advice: where it fails, the reads still
+    // read, only without readahead.
+    if (ra.read(offset, buf.length, this.#size) && !allCached(this.#fd, ra.from, ra.to - ra.from)) {
+      libc().posix_fadvise(this.#bulkFd, ra.from, ra.to - ra.from, POSIX_FADV_WILLNEED);
     }
-    this.#bulkNext = end;
     this.#pread(this.#bulkFd, buf, offset);
   }
 

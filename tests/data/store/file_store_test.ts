@@ -341,3 +341,55 @@ Deno.test({
     });
   },
 });
+
+/** Bytes of `path` in the page cache (util-linux fincore). */
+async function resident(path: string): Promise<number> {
+  const out = await new Deno.Command("fincore", {
+    args: ["--bytes", "--noheadings", "--output", "RES", path],
+    stdout: "piped",
+  }).output();
+  return Number(new TextDecoder().decode(out.stdout).trim());
+}
+
+/** Drops the clean pages of `path` from the page cache (GNU dd: nocache with no count). */
+async function dropCache(path: string): Promise<void> {
+  await new Deno.Command("dd", { args: [`if=${path}`, "iflag=nocache", "count=0"], stderr: "null" })
+    .output();
+}
+
+Deno.test("FileBlockStore.readBulk() reads ahead for a sequential reader only, interleaved or not", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/v`;
+    const store = FileBlockStore.create(path, 64 * MiB);
+    try {
+      store.write(pattern(64 * MiB, 9), 0);
+      await store.flush();
+      await dropCache(path);
+      if (await resident(path) !== 0) {
+        // deno-lint-ignore no-console
+        console.warn(`file_store_test: skipped: the page cache of ${path} cannot be dropped here`);
+        return;
+      }
+      const b = new Uint8Array(4 * KiB);
+      // A one-off read brings in its own page only: the file it reads through has no kernel
+      // readahead (a regression to the store's own file would read 128 KiB or more here).
+      store.readBulk(b, 40 * MiB);
+      assertEquals(await resident(path), 4 * KiB, "a one-off 4 KiB read");
+      assertEquals(b, pattern(64 * MiB, 9).subarray(40 * MiB, 40 * MiB + 4 * KiB));
+      // Two readers, interleaved: each one's second read asks for what follows it.
+      for (const at of [0, 4 * KiB]) {
+        store.readBulk(b, at);
+        store.readBulk(b, 20 * MiB + at);
+      }
+      const want = 2 * (8 * KiB + 128 * KiB) + 4 * KiB;
+      const deadline = Date.now() + 20_000;
+      let got = 0;
+      while ((got = await resident(path)) < want && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assertEquals(got, want, "both readers' next 128 KiB, read ahead (and nothing more)");
+    } finally {
+      store.close();
+    }
+  });
+});
