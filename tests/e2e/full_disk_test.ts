@@ -2,8 +2,9 @@
  * A change that fails on a full master disk (ENOSPC) after changing part of its range there
  * (data/nbd/_change.ts repairThenFail): the replicas get what the master's copy holds in that
  * range, so the copies listed in sync stay equal; a range too large to read back takes the
- * replicas out of sync instead, and their resync makes the copies equal. Each node's data
- * directory is its own small tmpfs (needs root to mount).
+ * replicas out of sync instead, and their resync makes the copies equal. A full replica
+ * leaves the in-sync set (the client's write succeeds on the master) and catches up once it
+ * has room. Each node's data directory is its own small tmpfs (needs root to mount).
  */
 
 import { assert, assertEquals } from "../_assert.ts";
@@ -173,5 +174,44 @@ e2eTest(
       await assertCopiesEqual(c, v.uuid, v.members!);
       const r = await run(PYTHON, ["-c", READ_PY, c.uri(v.master, "full")]);
       assertEquals(r.stdout.trim(), "00", `the master's first bytes were zeroed: ${r.stderr}`);
+    }),
+);
+
+e2eTest(
+  "a full disk on the replica: the client's writes succeed on the master, the replica leaves the in-sync set saying ENOSPC; with room again its resync makes the copies equal",
+  { tools: ["etcd", "mount", "umount", "df", "fallocate", PYTHON], skip: SKIP },
+  () =>
+    withSmallDisks("32MiB", async (c, v) => {
+      const master = c.nodes.get(v.master)!;
+      const replica = v.members!.find((n) => n !== v.master)!;
+      const filler = await leaveTwoMiB(c.nodes.get(replica)!.dataDir);
+      const w = await run(PYTHON, ["-c", WRITE_PY, c.uri(v.master, "full")]);
+      assertEquals(
+        w.stdout.trim(),
+        "ok",
+        `the write succeeds on the master: ${w.stdout}${w.stderr}`,
+      );
+      const view = await volumeOf(c, v.master, "full");
+      assertEquals(view.inSync, [v.master], "the replica left the in-sync set before the reply");
+      const events = await admin(master, ["volume", "events", "full", "-o", "json"]);
+      assertEquals(events.code, 0, events.stderr);
+      const items = (JSON.parse(events.stdout) as { items: VolumeEvent[] }).items;
+      const left = items.find((e) => e.node === replica && e.message.includes("ENOSPC"));
+      assert(left, `an event says ${replica} left for ENOSPC: ${events.stdout}`);
+      const get = await admin(master, ["volume", "get", "full"]);
+      assert(
+        get.stdout.split("\n").some((l) => l.includes(replica) && l.includes("ENOSPC")),
+        `volume get shows why ${replica} is out of sync:\n${get.stdout}`,
+      );
+      // The master goes on serving: another write, and what was written reads back.
+      const again = await run(PYTHON, ["-c", WRITE_PY, c.uri(v.master, "full")]);
+      assertEquals(again.stdout.trim(), "ok", again.stderr);
+      const r = await run(PYTHON, ["-c", READ_PY, c.uri(v.master, "full")]);
+      assertEquals(r.stdout.trim(), "5a", r.stderr);
+      await Deno.remove(filler);
+      await waitFor(`${replica} back in sync`, async () => {
+        return (await volumeOf(c, v.master, "full")).inSync?.length === 2;
+      }, { timeoutMs: 90_000, everyMs: 500 });
+      await assertCopiesEqual(c, v.uuid, v.members!);
     }),
 );
