@@ -40,9 +40,9 @@ export const SERVE_SPEC: CommandSpec = {
     {
       name: s.nodeName.flag,
       value: "NAME",
-      help: "this node's name",
+      help: "this node's name, kept in DATA_DIR/node-name from its first start",
       env: s.nodeName.env,
-      default: "the host name",
+      default: "the recorded name, else the host name",
     },
     {
       name: s.logLevel.flag,
@@ -245,6 +245,5 @@ export const serveCommand: Command = command(SERVE_SPEC, async (p, io) => {
     }
     throw err;
   }
-  const server = await serve(config);
-  return await exitOnSignal(server);
+  return await exitOnSignal(serve(config));
 });

@@ -36,33 +36,54 @@ export function signalAction(
 /**
  * Runs until SIGINT or SIGTERM, then shuts down cleanly and exits 0 (1 if the shutdown
  * failed). A second signal exits at once with code 130, except a copy of the first (above).
+ * The listeners are in place before the node starts, so that a signal sent right after its
+ * ready line (a supervisor's stop) finds them: serve() logs that line and resolves in one
+ * go, and its result is taken (a microtask) before any signal is handled (a task). A signal
+ * that arrives while the node starts exits at once, as without listeners: nothing is served
+ * yet. Rejects with the startup's error when it fails.
  */
-export function exitOnSignal(server: Server): Promise<never> {
-  return new Promise<never>(() => {
+export function exitOnSignal(starting: Promise<Server>): Promise<never> {
+  return new Promise<never>((_, reject) => {
+    let server: Server | undefined;
     let first: FirstSignal | undefined;
-    const onSignal = (signal: Deno.Signal) => {
-      const now = Date.now();
-      const action = signalAction(first, signal, now);
-      if (action === "ignore-copy") {
-        server.logger.debug({ signal }, "the same signal again at once (a copy): ignored");
-        return;
-      }
-      if (action === "exit-now") {
-        server.logger.warn({ signal }, "second signal: exiting immediately");
-        Deno.exit(130);
-      }
-      first = { signal, atMs: now };
-      server.logger.info({ signal }, "signal received");
-      server.shutdown().then(
+    const shutdown = (s: Server, signal: Deno.Signal) => {
+      s.logger.info({ signal }, "signal received");
+      s.shutdown().then(
         () => Deno.exit(0),
         (err) => {
-          server.logger.error({ err }, "shutdown failed");
+          s.logger.error({ err }, "shutdown failed");
           Deno.exit(1);
         },
       );
     };
-    for (const sig of ["SIGINT", "SIGTERM"] as const) {
-      Deno.addSignalListener(sig, () => onSignal(sig));
-    }
+    const onSignal = (signal: Deno.Signal) => {
+      const now = Date.now();
+      const action = signalAction(first, signal, now);
+      if (action === "ignore-copy") {
+        server?.logger.debug({ signal }, "the same signal again at once (a copy): ignored");
+        return;
+      }
+      if (action === "exit-now") {
+        server?.logger.warn({ signal }, "second signal: exiting immediately");
+        Deno.exit(130);
+      }
+      if (server === undefined) Deno.exit(signal === "SIGINT" ? 130 : 143); // still starting
+      first = { signal, atMs: now };
+      shutdown(server, signal);
+    };
+    const listeners = (["SIGINT", "SIGTERM"] as const).map((sig) => {
+      const listener = () => onSignal(sig);
+      Deno.addSignalListener(sig, listener);
+      return [sig, listener] as const;
+    });
+    starting.then(
+      (s) => {
+        server = s;
+      },
+      (err) => {
+        for (const [sig, listener] of listeners) Deno.removeSignalListener(sig, listener);
+        reject(err);
+      },
+    );
   });
 }
