@@ -19,11 +19,11 @@
  * @module
  */
 
-import { NotFoundError } from "../../mod/errors.ts";
+import { FailedPreconditionError, NotFoundError } from "../../mod/errors.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { Logger } from "../common/mod.ts";
-import type { Compare, Op, StateStore } from "../store/mod.ts";
+import type { Compare, KeyValue, Op, StateStore } from "../store/mod.ts";
 import type { NodeProbe } from "./probe.ts";
 
 export const NODE_PREFIX = "/ballast/nodes/";
@@ -64,6 +64,12 @@ export interface NodeRegistryOptions {
   dataPlane: DataPlane;
   logger: Logger;
   nodeName: string;
+  /**
+   * The id of this node's data directory (control/serve/_node_identity.ts), put in its
+   * liveness key: a live key of the same name with another id is another running node, and
+   * this one refuses to register. None: not checked (an older node's key has none either).
+   */
+  instance?: string;
   /** "http://HOST:PORT" of this node's API (may also be given to start()). */
   apiAddress?: string;
   version: string;
@@ -84,9 +90,10 @@ export interface NodeRegistryOptions {
 
 /** Registers this node and answers node queries. */
 export class NodeRegistry {
-  readonly #o: Required<Omit<NodeRegistryOptions, "probe" | "peerAddress">> & {
+  readonly #o: Required<Omit<NodeRegistryOptions, "probe" | "peerAddress" | "instance">> & {
     probe?: NodeProbe;
     peerAddress?: string;
+    instance?: string;
   };
   #lease = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -117,6 +124,8 @@ export class NodeRegistry {
   async start(options: { apiAddress?: string } = {}): Promise<void> {
     if (options.apiAddress !== undefined) this.#o.apiAddress = options.apiAddress;
     this.#startedAt = this.#o.now().toISOString();
+    // Before anything is written: another running node of this name keeps its record.
+    await this.#refuseIfHeld();
     this.#stopped = false;
     await this.#writeRecord();
     await this.#grantAndMarkAlive();
@@ -348,9 +357,68 @@ export class NodeRegistry {
    * "down" for good).
    */
   async #grantAndMarkAlive(): Promise<void> {
-    const lease = await this.#o.store.grantLease(this.#o.leaseTtlSeconds);
-    await this.#o.store.put(aliveKey(this.#o.nodeName), JSON.stringify({ lease }), { lease });
+    const { store, nodeName, instance } = this.#o;
+    const lease = await store.grantLease(this.#o.leaseTtlSeconds);
+    const value = JSON.stringify(instance === undefined ? { lease } : { lease, instance });
+    if (instance === undefined) {
+      await store.put(aliveKey(nodeName), value, { lease });
+      this.#lease = lease;
+      return;
+    }
+    // Only over no key, or a key of this node's own (an earlier run of its data directory):
+    // compared with the key as read, so that a node of the same name that registered meanwhile
+    // is not overwritten.
+    try {
+      for (let attempt = 0;; attempt++) {
+        const current = await this.#refuseIfHeld();
+        const put = await store.txn(
+          [{
+            key: aliveKey(nodeName),
+            target: "modRevision",
+            op: "==",
+            value: current?.modRevision ?? 0,
+          }],
+          [{ type: "put", key: aliveKey(nodeName), value, lease }],
+        );
+        if (put.succeeded) break;
+        if (attempt >= 5) throw new Error(`the liveness key of ${nodeName} keeps changing`);
+      }
+    } catch (err) {
+      await store.revokeLease(lease).catch(() => {});
+      throw err;
+    }
     this.#lease = lease;
+  }
+
+  /**
+   * Throws when this node's name is held by another running node: a live liveness key with
+   * another data directory's id. Returns the key as read (undefined: none).
+   */
+  async #refuseIfHeld(): Promise<KeyValue | undefined> {
+    const { store, nodeName, instance } = this.#o;
+    if (instance === undefined) return undefined;
+    const current = await store.get(aliveKey(nodeName));
+    let holder: unknown;
+    try {
+      holder = current && (JSON.parse(current.value) as { instance?: unknown }).instance;
+    } catch {
+      holder = undefined; // not this version's: taken over as before
+    }
+    if (typeof holder !== "string" || holder === instance) return current;
+    let where = "";
+    try {
+      const record = await store.get(NODE_PREFIX + nodeName);
+      const rec = record && (JSON.parse(record.value) as Partial<NodeRecord>);
+      if (rec?.apiAddress) where = ` (its API: ${rec.apiAddress}; started ${rec.startedAt})`;
+    } catch {
+      // the record says nothing more
+    }
+    throw new FailedPreconditionError(
+      `node name "${nodeName}" is in use by another running node${where}: its liveness lease ` +
+        `is held from another data directory (id ${holder}). Each node needs a name of its own ` +
+        `(--node-name); if that node is this one's old machine, stop it first.`,
+      { node: nodeName, holder },
+    );
   }
 
   /** Schedules the next heartbeat: after `ms`, by default a third of the TTL. */

@@ -8,7 +8,7 @@
 
 import { parseDuration } from "../../mod/duration.ts";
 import { parseSize } from "../../mod/size.ts";
-import { errorMessage, InvalidArgumentError } from "../../mod/errors.ts";
+import { errorMessage, FailedPreconditionError, InvalidArgumentError } from "../../mod/errors.ts";
 import {
   formatHostPort,
   isLoopback,
@@ -21,6 +21,7 @@ import {
 import { parseJoinToken } from "../cluster/mod.ts";
 import { checkLabels } from "../volumes/mod.ts";
 import { type EtcdConfig, resolveEtcd } from "./_etcd_config.ts";
+import { conflictMessage, recordedNodeName } from "./_node_identity.ts";
 import { MAX_UNIX_PATH_BYTES, type UnixListenAt, usableCores } from "../../data/mod.ts";
 import { join, resolve } from "node:path";
 import { type ConfigFile, type Pick, type ServeFlags, SETTINGS } from "./settings.ts";
@@ -92,15 +93,21 @@ const NODE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const LOG_FORMATS: readonly LogFormat[] = ["json", "pretty"];
 
 /**
- * Resolves the node configuration. Pure apart from the hostname, which is only
- * looked up (via `facts.hostname`, default `Deno.hostname()`) when no node name is set.
+ * Resolves the node configuration. Pure apart from the data directory's recorded node name
+ * (`facts.recordedNodeName`) and the hostname, which is only looked up (via `facts.hostname`,
+ * default `Deno.hostname()`) when no node name is set or recorded.
  * @throws InvalidArgumentError naming the flag and value.
+ * @throws FailedPreconditionError when the data directory belongs to another node.
  */
 export function resolveConfig(
   flags: ServeFlags,
   env: Record<string, string | undefined>,
   file: ConfigFile = {},
-  facts: { hostname?: () => string; cores?: () => number } = {},
+  facts: {
+    hostname?: () => string;
+    cores?: () => number;
+    recordedNodeName?: typeof recordedNodeName;
+  } = {},
 ): ServeConfig {
   const pick: Pick = (key) => {
     const s = SETTINGS[key];
@@ -123,8 +130,16 @@ export function resolveConfig(
 
   const nodeName = pick("nodeName");
   let name = nodeName.value ?? "";
+  // A data directory keeps the name it was first started with (_node_identity.ts): without a
+  // name set, that one; a name set that differs is refused.
+  const recorded = (facts.recordedNodeName ?? recordedNodeName)(dataDir.value);
   if (name === SETTINGS.nodeName.default) {
-    name = (facts.hostname ?? Deno.hostname)().toLowerCase().split(".")[0];
+    name = recorded?.name ?? (facts.hostname ?? Deno.hostname)().toLowerCase().split(".")[0];
+  } else if (recorded !== undefined && recorded.name !== name) {
+    throw new FailedPreconditionError(
+      conflictMessage(dataDir.value, recorded, name, nodeName.source),
+      { field: SETTINGS.nodeName.flag, recorded: recorded.name, requested: name },
+    );
   }
   if (!NODE_NAME.test(name)) {
     throw new InvalidArgumentError(

@@ -33,6 +33,7 @@ import { orphanMinAgeMs, VolumeService } from "../volumes/mod.ts";
 import { feedDirectory } from "../directory/mod.ts";
 import { dataWorkersWarning, type ServeConfig } from "./config.ts";
 import { lockDataDir } from "./_data_dir_lock.ts";
+import { claimNodeName, recordNodeName } from "./_node_identity.ts";
 import { openStore } from "./_open_store.ts";
 
 /** A running node. */
@@ -69,6 +70,7 @@ export async function serve(
   try {
     const lock = lockDataDir(config.dataDir);
     undo.push(() => lock.release());
+    const instance = claimNodeName(config.dataDir, config.nodeName);
 
     const opened = await openStore(config);
     // Cluster mode: while etcd is unreachable, reads are answered from a cache.
@@ -193,6 +195,7 @@ export async function serve(
       dataPlane,
       logger: log,
       nodeName: config.nodeName,
+      instance,
       version: VERSION,
       leaseTtlSeconds: config.nodeLeaseTtlSeconds,
       labels: config.labels,
@@ -322,6 +325,7 @@ export async function serve(
 
     await nodes.start({ apiAddress: apiUrl });
     undo.push(() => nodes.stop());
+    recordNodeName(config.dataDir, config.nodeName);
 
     log.info(
       {

@@ -259,3 +259,45 @@ e2eTest(
     }
   },
 );
+
+e2eTest(
+  "serve --etcd: a second node under a name that is running is refused and changes nothing; the same data directory started again after kill -9 goes on",
+  { tools },
+  async () => {
+    const etcd = await startEtcd();
+    let a: BallastProcess | undefined;
+    try {
+      a = await clusterNode(etcd, "node-a");
+      // Another data directory, the same name (a copied environment file).
+      const err = await clusterNode(etcd, "node-a").then(
+        (dup) => dup.stop().then(() => "it started"),
+        (e: Error) => e.message,
+      );
+      assert(err.includes("exited (code 1) before logging"), err);
+      assert(
+        err.includes(
+          `node name \\"node-a\\" is in use by another running node (its API: ${a.api}`,
+        ) ||
+          err.includes(`node name "node-a" is in use by another running node (its API: ${a.api}`),
+        err,
+      );
+      const rows = await nodeList(a.api);
+      assertEquals(rows.map((n) => `${n.name}:${n.state}`), ["node-a:ready"]);
+      const node = await (await fetch(`${a.api}/v1/nodes/node-a`)).json() as { apiAddress: string };
+      assertEquals(node.apiAddress, a.api, "the running node's record is untouched");
+      // kill -9, then the same directory at once: its old lease is still live, and its own.
+      const dataDir = a.dataDir;
+      await a.kill();
+      a = await startBallast({
+        dataDir,
+        args: ["--etcd", etcd.endpoints.join(","), "--node-lease-ttl", `${LEASE_TTL_S}s`],
+      });
+      assert(a.logs().includes('"node":"node-a"'), "restarted as node-a, its recorded name");
+      assertEquals((await nodeList(a.api)).map((n) => `${n.name}:${n.state}`), ["node-a:ready"]);
+    } finally {
+      await a?.stop();
+      await Deno.remove(a?.dataDir ?? "/nonexistent", { recursive: true }).catch(() => {});
+      await etcd.stop();
+    }
+  },
+);

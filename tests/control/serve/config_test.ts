@@ -1,5 +1,5 @@
 import { dataWorkersWarning, resolveConfig } from "../../../control/serve/config.ts";
-import { InvalidArgumentError } from "../../../mod/errors.ts";
+import { FailedPreconditionError, InvalidArgumentError } from "../../../mod/errors.ts";
 import { assert, assertEquals, assertThrows } from "../../_assert.ts";
 
 const host = { hostname: () => "Storage-01.example.com", cores: () => 4 };
@@ -392,4 +392,31 @@ Deno.test("resolveConfig() reads --cert-ttl with the one duration rule (at most 
     InvalidArgumentError,
     "invalid BALLAST_CERT_TTL",
   );
+});
+
+Deno.test("resolveConfig() keeps the node name the data directory records: used without a name, a different one refused", () => {
+  const recorded = () => ({ name: "node-a", where: "/d/node-name" });
+  const facts = { ...host, recordedNodeName: recorded };
+  // The host was renamed: the node keeps its name.
+  assertEquals(resolveConfig({ "data-dir": "/d" }, {}, {}, facts).nodeName, "node-a");
+  assertEquals(
+    resolveConfig({ "data-dir": "/d", "node-name": "node-a" }, {}, {}, facts).nodeName,
+    "node-a",
+  );
+  for (
+    const [flags, env, source] of [
+      [{ "data-dir": "/d", "node-name": "node-z" }, {}, "--node-name"],
+      [{ "data-dir": "/d" }, { BALLAST_NODE_NAME: "node-z" }, "BALLAST_NODE_NAME"],
+    ] as const
+  ) {
+    const err = assertThrows(() => resolveConfig(flags, env, {}, facts), FailedPreconditionError);
+    assert(
+      err.message.includes(`/d belongs to node "node-a" (/d/node-name), not "node-z" (${source})`),
+      err.message,
+    );
+    assert(err.message.includes("--node-name node-a"), err.message);
+  }
+  // A new directory: the host name, as before.
+  const none = { ...host, recordedNodeName: () => undefined };
+  assertEquals(resolveConfig({ "data-dir": "/d" }, {}, {}, none).nodeName, "storage-01");
 });
