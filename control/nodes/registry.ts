@@ -416,7 +416,8 @@ export class NodeRegistry {
     throw new FailedPreconditionError(
       `node name "${nodeName}" is in use by another running node${where}: its liveness lease ` +
         `is held from another data directory (id ${holder}). Each node needs a name of its own ` +
-        `(--node-name); if that node is this one's old machine, stop it first.`,
+        `(--node-name); if that node is this one's old machine, stop it first. A node that is ` +
+        `not running any more holds its lease until it expires (--node-lease-ttl).`,
       { node: nodeName, holder },
     );
   }
