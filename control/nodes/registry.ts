@@ -19,12 +19,13 @@
  * @module
  */
 
-import { FailedPreconditionError, NotFoundError } from "../../mod/errors.ts";
+import { NotFoundError } from "../../mod/errors.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { Logger } from "../common/mod.ts";
 import type { Compare, KeyValue, Op, StateStore } from "../store/mod.ts";
 import type { NodeProbe } from "./probe.ts";
+import { checkNameHolder } from "./_name_holder.ts";
 
 export const NODE_PREFIX = "/ballast/nodes/";
 export const ALIVE_SUFFIX = "/alive";
@@ -391,35 +392,18 @@ export class NodeRegistry {
   }
 
   /**
-   * Throws when this node's name is held by another running node: a live liveness key with
-   * another data directory's id. Returns the key as read (undefined: none).
+   * Throws when this node's name is held by another running node; waits for a holder that is
+   * not running (_name_holder.ts). Returns the liveness key as read (undefined: none).
    */
-  async #refuseIfHeld(): Promise<KeyValue | undefined> {
-    const { store, nodeName, instance } = this.#o;
-    if (instance === undefined) return undefined;
-    const current = await store.get(aliveKey(nodeName));
-    let holder: unknown;
-    try {
-      holder = current && (JSON.parse(current.value) as { instance?: unknown }).instance;
-    } catch {
-      holder = undefined; // not this version's: taken over as before
-    }
-    if (typeof holder !== "string" || holder === instance) return current;
-    let where = "";
-    try {
-      const record = await store.get(NODE_PREFIX + nodeName);
-      const rec = record && (JSON.parse(record.value) as Partial<NodeRecord>);
-      if (rec?.apiAddress) where = ` (its API: ${rec.apiAddress}; started ${rec.startedAt})`;
-    } catch {
-      // the record says nothing more
-    }
-    throw new FailedPreconditionError(
-      `node name "${nodeName}" is in use by another running node${where}: its liveness lease ` +
-        `is held from another data directory (id ${holder}). Each node needs a name of its own ` +
-        `(--node-name); if that node is this one's old machine, stop it first. A node that is ` +
-        `not running any more holds its lease until it expires (--node-lease-ttl).`,
-      { node: nodeName, holder },
-    );
+  #refuseIfHeld(): Promise<KeyValue | undefined> {
+    const o = this.#o;
+    if (o.instance === undefined) return Promise.resolve(undefined);
+    return checkNameHolder({
+      ...o,
+      instance: o.instance,
+      aliveKey: aliveKey(o.nodeName),
+      recordKey: NODE_PREFIX + o.nodeName,
+    });
   }
 
   /** Schedules the next heartbeat: after `ms`, by default a third of the TTL. */

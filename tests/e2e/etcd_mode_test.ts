@@ -261,7 +261,7 @@ e2eTest(
 );
 
 e2eTest(
-  "serve --etcd: a second node under a name that is running is refused and changes nothing; the same data directory started again after kill -9 goes on",
+  "serve --etcd: a second node under a name that is running is refused and changes nothing; the same data directory started again after kill -9 goes on, an empty one once the old lease expired",
   { tools },
   async () => {
     const etcd = await startEtcd();
@@ -293,6 +293,36 @@ e2eTest(
         args: ["--etcd", etcd.endpoints.join(","), "--node-lease-ttl", `${LEASE_TTL_S}s`],
       });
       assert(a.logs().includes('"node":"node-a"'), "restarted as node-a, its recorded name");
+      assertEquals((await nodeList(a.api)).map((n) => `${n.name}:${n.state}`), ["node-a:ready"]);
+      // kill -9, then an empty data directory under the same name (a replaced disk): the old
+      // process's API does not answer, so the new one waits for the old lease, then starts.
+      await a.kill();
+      await Deno.remove(dataDir, { recursive: true });
+      a = await clusterNode(etcd, "node-a");
+      assert(
+        await a.logged("waiting for its liveness lease to expire"),
+        `it waited for the old lease:\n${a.logs()}`,
+      );
+      assertEquals((await nodeList(a.api)).map((n) => `${n.name}:${n.state}`), ["node-a:ready"]);
+      // The same again on the same API address: this process holds it, so the old one is gone.
+      const apiListen = a.api.replace(/^https?:\/\//, "");
+      await a.kill();
+      await Deno.remove(a.dataDir, { recursive: true });
+      a = await startBallast({
+        apiListen,
+        args: [
+          "--etcd",
+          etcd.endpoints.join(","),
+          "--node-name",
+          "node-a",
+          "--node-lease-ttl",
+          `${LEASE_TTL_S}s`,
+        ],
+      });
+      assert(
+        await a.logged("this node's own API address"),
+        `it knew the old process was gone:\n${a.logs()}`,
+      );
       assertEquals((await nodeList(a.api)).map((n) => `${n.name}:${n.state}`), ["node-a:ready"]);
     } finally {
       await a?.stop();
