@@ -208,6 +208,15 @@ export const SERVE_SPEC: CommandSpec = {
       env: s.joinToken.env,
     },
     {
+      name: s.newCluster.flag,
+      value: "on|off",
+      help: "let a node that was a cluster member found the cluster again where etcd has none " +
+        "(its etcd lost and rebuilt); without it that is refused as a wrong --etcd or " +
+        "--etcd-prefix",
+      env: s.newCluster.env,
+      default: s.newCluster.default,
+    },
+    {
       name: s.labels.flag,
       value: "KEY=VALUE,...",
       help: "node labels for placement, e.g. zone=a,rack=r1 (volume create --spread-by zone)",

@@ -52,8 +52,12 @@ export interface ClusterNodeConfig {
   nbdListen: ListenAddress;
   /** `--join TOKEN`. */
   joinToken?: string;
-  /** `--etcd-prefix`, named in errors. */
-  etcd?: { prefix: string };
+  /** `--etcd-prefix` and the endpoints, named in errors. */
+  etcd?: { prefix: string; endpoints?: string[] };
+  /** `--new-cluster`: a former member may found a cluster where etcd has none. */
+  newCluster?: boolean;
+  /** This data directory started a node before (it records its node name once started). */
+  startedBefore?: boolean;
 }
 
 /** The message for a node that has no KEK and no token while the cluster has a CA. */
@@ -82,6 +86,18 @@ export async function prepareClusterPki(
         `--join: this cluster has no CA in etcd yet (key ${CLUSTER_CA_KEY} under ` +
           `--etcd-prefix ${config.etcd?.prefix || "/"}): is --etcd/--etcd-prefix the ` +
           "cluster's? The first node starts without --join",
+      );
+    }
+    if (kek && config.startedBefore && !config.newCluster) {
+      // A member (its KEK, and it ran before) that finds no cluster: most likely the wrong
+      // etcd or prefix. Founding one there would make every copy here an orphan of it.
+      throw new FailedPreconditionError(
+        `this node is a member of a cluster (${join(dir, KEK_FILE)}), but etcd ` +
+          `(${config.etcd?.endpoints?.join(",") ?? "--etcd"}) has no cluster under --etcd-prefix ` +
+          `${config.etcd?.prefix || "/"}: is --etcd/--etcd-prefix the cluster's? Started ` +
+          `here, it would found another cluster, and every volume copy on this node would be ` +
+          `moved aside as an orphan of it. If the cluster's etcd was lost and this node is to ` +
+          `found it again with its CA, start it once with --new-cluster on`,
       );
     }
     const created = await createClusterCa(dir, store, config.nodeName, kek, log);

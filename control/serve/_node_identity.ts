@@ -75,6 +75,11 @@ export function claimNodeName(dataDir: string, name: string): string {
   return id;
 }
 
+/** Whether a node has started from `dataDir` before (it records its name once started). */
+export function hasStarted(dataDir: string): boolean {
+  return readTrimmed(`${dataDir.replace(/\/+$/, "")}/${NODE_NAME_FILE}`) !== undefined;
+}
+
 /**
  * Records `name` as the node `dataDir` belongs to, unless it names one already. After the node
  * started: a first start that failed (its name refused by the cluster, say) binds nothing.

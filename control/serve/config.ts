@@ -62,6 +62,11 @@ export interface ServeConfig {
   etcd: EtcdConfig | undefined;
   /** `--join TOKEN`: join the cluster's CA through a member (needs --etcd and TLS). */
   joinToken?: string;
+  /**
+   * `--new-cluster on`: a node that was a cluster member may found a cluster where etcd has
+   * none (an etcd lost and rebuilt); without it that is refused (control/cluster/bootstrap.ts).
+   */
+  newCluster?: boolean;
   /** Node labels (`--label zone=a,rack=r1`), used by placement (`--spread-by`). */
   labels: Record<string, string>;
   /**
@@ -233,6 +238,19 @@ export function resolveConfig(
     }
     parseJoinToken(join.value, join.source);
   }
+  const newClusterSetting = pick("newCluster");
+  const newCluster = parseBool(
+    newClusterSetting.value!,
+    newClusterSetting.source,
+    SETTINGS.newCluster.flag,
+  );
+  if (newCluster && (!etcd || !tls)) {
+    throw new InvalidArgumentError(
+      `${newClusterSetting.source} needs ${!etcd ? "--etcd (cluster mode)" : "TLS on"}: it ` +
+        "founds a cluster's CA in etcd",
+      { field: SETTINGS.newCluster.flag },
+    );
+  }
   return {
     dataDir: dataDir.value,
     apiListen,
@@ -249,6 +267,7 @@ export function resolveConfig(
     certTtlSeconds: parseDuration(certTtl.value!, certTtl.source, SETTINGS.certTtlSeconds.flag),
     etcd,
     ...(join.value ? { joinToken: join.value } : {}),
+    ...(newCluster ? { newCluster } : {}),
     labels: resolveLabels(pick("labels")),
     dataWorkers: resolveDataWorkers(pick("dataWorkers"), facts.cores ?? usableCores),
     peerListen: resolvePeerListen(pick("peerListen"), nbdListen),

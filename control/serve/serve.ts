@@ -33,7 +33,7 @@ import { orphanMinAgeMs, VolumeService } from "../volumes/mod.ts";
 import { feedDirectory } from "../directory/mod.ts";
 import { dataWorkersWarning, type ServeConfig } from "./config.ts";
 import { lockDataDir } from "./_data_dir_lock.ts";
-import { claimNodeName, recordNodeName } from "./_node_identity.ts";
+import { claimNodeName, hasStarted, recordNodeName } from "./_node_identity.ts";
 import { openStore } from "./_open_store.ts";
 
 /** A running node. */
@@ -70,6 +70,7 @@ export async function serve(
   try {
     const lock = lockDataDir(config.dataDir);
     undo.push(() => lock.release());
+    const startedBefore = hasStarted(config.dataDir);
     const instance = claimNodeName(config.dataDir, config.nodeName);
 
     const opened = await openStore(config);
@@ -81,7 +82,7 @@ export async function serve(
     // TLS on every endpoint unless the operator chose plaintext on loopback (--tls off).
     // Cluster mode: the CA comes from etcd (the first node puts it there; others join).
     const clusterKeys = config.tls && config.etcd
-      ? await prepareClusterPki(config, store, log)
+      ? await prepareClusterPki({ ...config, startedBefore }, store, log)
       : undefined;
     const tls = config.tls ? await setupNodeTls(config, log) : undefined;
     if (!tls) log.warn("TLS is off: plaintext API and NBD on loopback only");

@@ -28,6 +28,7 @@ export interface ServeFlags {
   "etcd-key"?: string;
   "etcd-prefix"?: string;
   join?: string;
+  "new-cluster"?: string;
   label?: string;
   "data-workers"?: string;
   "peer-listen"?: string;
@@ -59,6 +60,7 @@ export interface ConfigFile {
   etcdKey?: string;
   etcdPrefix?: string;
   joinToken?: string;
+  newCluster?: string;
   labels?: string;
   dataWorkers?: string | number;
   peerListen?: string;
@@ -94,6 +96,7 @@ export const SETTINGS = {
   etcdKey: { flag: "etcd-key", env: "BALLAST_ETCD_KEY", default: undefined },
   etcdPrefix: { flag: "etcd-prefix", env: "BALLAST_ETCD_PREFIX", default: "/ballast-cluster" },
   joinToken: { flag: "join", env: "BALLAST_JOIN_TOKEN", default: undefined },
+  newCluster: { flag: "new-cluster", env: "BALLAST_NEW_CLUSTER", default: "off" },
   labels: { flag: "label", env: "BALLAST_LABELS", default: undefined },
   dataWorkers: { flag: "data-workers", env: "BALLAST_DATA_WORKERS", default: "auto" },
   peerListen: { flag: "peer-listen", env: "BALLAST_PEER_LISTEN", default: undefined },

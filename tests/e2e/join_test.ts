@@ -52,9 +52,17 @@ async function joinToken(b: BallastProcess, ttl?: string): Promise<string> {
   return out.token;
 }
 
-/** `ballast serve` that must exit 1 before it is ready; returns its stderr. */
-async function refusedServe(etcd: EtcdCluster, name: string, extra: string[]): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "ballast-e2e-join-" });
+/**
+ * `ballast serve` that must exit 1 before it is ready; returns its stderr. On a new data
+ * directory (removed afterwards) unless `existing` names one, which is kept.
+ */
+async function refusedServe(
+  etcd: EtcdCluster,
+  name: string,
+  extra: string[],
+  existing?: string,
+): Promise<string> {
+  const dir = existing ?? await Deno.makeTempDir({ prefix: "ballast-e2e-join-" });
   try {
     const r = await cli([
       "serve",
@@ -74,10 +82,10 @@ async function refusedServe(etcd: EtcdCluster, name: string, extra: string[]): P
     } catch {
       kek = false;
     }
-    assert(!kek, `${name}: a refused node keeps no KEK`);
+    assert(existing !== undefined || !kek, `${name}: a refused node keeps no KEK`);
     return r.stderr;
   } finally {
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    if (existing === undefined) await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }
 
@@ -234,6 +242,46 @@ e2eTest(
       assertEquals(await nodeNames(b.api, a), ["node-a:ready", "node-b:ready"]);
     } finally {
       for (const n of nodes.reverse()) await n.stop().catch(() => {});
+      await etcd.stop();
+    }
+  },
+);
+
+e2eTest(
+  "join: a member started against an etcd prefix with no cluster is refused (a wrong --etcd-prefix) and writes nothing there; --new-cluster on founds the cluster there again",
+  { tools },
+  async () => {
+    const etcd = await startEtcd();
+    let n1: BallastProcess | undefined;
+    let dir = "";
+    try {
+      n1 = await member(etcd, "n1");
+      dir = n1.dataDir;
+      await n1.kill("SIGTERM");
+      const other = ["--etcd-prefix", "/other"];
+      const refused = await refusedServe(etcd, "n1", other, dir);
+      assert(refused.includes("has no cluster under --etcd-prefix /other"), refused);
+      assert(refused.includes("--new-cluster on"), refused);
+      const keys = await run("etcdctl", [
+        `--endpoints=${etcd.endpoints.join(",")}`,
+        "get",
+        "--prefix",
+        "/other",
+        "--keys-only",
+      ]);
+      assertEquals(keys.stdout.trim(), "", "nothing written under the wrong prefix");
+      // Told to, it founds the cluster there with its own CA; its first prefix still works.
+      n1 = await startBallast({
+        tls: true,
+        dataDir: dir,
+        args: clusterArgs(etcd, "n1", [...other, "--new-cluster", "on"]),
+      });
+      assert(await n1.logged("cluster CA stored in etcd"), n1.logs());
+      await n1.kill("SIGTERM");
+      n1 = await startBallast({ tls: true, dataDir: dir, args: clusterArgs(etcd, "n1") });
+    } finally {
+      await n1?.stop();
+      if (dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
       await etcd.stop();
     }
   },

@@ -420,3 +420,20 @@ Deno.test("resolveConfig() keeps the node name the data directory records: used 
   const none = { ...host, recordedNodeName: () => undefined };
   assertEquals(resolveConfig({ "data-dir": "/d" }, {}, {}, none).nodeName, "storage-01");
 });
+
+Deno.test("resolveConfig() reads --new-cluster (default off; needs --etcd and TLS)", () => {
+  const base = { "data-dir": "/d", "node-name": "n1" };
+  const etcd = { ...base, etcd: "http://127.0.0.1:2379" };
+  assertEquals(resolveConfig(etcd, {}, {}, host).newCluster, undefined);
+  assertEquals(resolveConfig({ ...etcd, "new-cluster": "on" }, {}, {}, host).newCluster, true);
+  assertEquals(resolveConfig(etcd, { BALLAST_NEW_CLUSTER: "on" }, {}, host).newCluster, true);
+  const err = assertThrows(
+    () => resolveConfig({ ...base, "new-cluster": "on" }, {}, {}, host),
+    InvalidArgumentError,
+  );
+  assert(err.message.includes("--new-cluster needs --etcd"), err.message);
+  assertThrows(
+    () => resolveConfig({ ...etcd, "new-cluster": "maybe" }, {}, {}, host),
+    InvalidArgumentError,
+  );
+});
