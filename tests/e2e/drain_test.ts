@@ -168,6 +168,7 @@ e2eTest(
       ]);
       assert(/^bad 0 of [1-9]/.test(acked.stdout.trim()), `${acked.stdout} ${acked.stderr}`);
       await Deno.remove(manifest);
+      await Deno.remove(marker);
       await fillBlocks(c.uri(after.master, "r1"), 64, 5);
       await assertCopiesEqual(c, v.uuid, NAMES);
 

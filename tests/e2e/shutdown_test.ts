@@ -125,6 +125,7 @@ for (const tls of [false, true]) {
       const tmp = await Deno.makeTempDir({ prefix: "ballast-shutdown-" });
       const b = await startBallast({ tls, dataDir: `${tmp}/data` });
       let b2: BallastProcess | undefined;
+      let certDir: string | undefined;
       try {
         // 4096 slots: the writer cannot run out before the shutdown refuses it.
         const create = ["volume", "create", "v", "--size", "256MiB"];
@@ -133,6 +134,7 @@ for (const tls of [false, true]) {
         let uriOf = (x: BallastProcess) => x.nbdUri("v");
         if (tls) {
           const cert = await issue(b, "writer", ["--role", "nbd-client", "--volumes", "v"]);
+          certDir = cert.dir;
           uriOf = (x) => `nbds://${x.nbdHost}:${x.nbdPort}/v?tls-certificates=${cert.dir}`;
         }
         const { exit, stopMs, result } = await writeThroughShutdown(b, uriOf(b), tmp);
@@ -157,6 +159,7 @@ for (const tls of [false, true]) {
       } finally {
         await b2?.stop();
         await Deno.remove(tmp, { recursive: true });
+        if (certDir) await Deno.remove(certDir, { recursive: true });
       }
     },
   );
@@ -217,6 +220,7 @@ except nbd.Error as e:
       }
     } finally {
       await Deno.remove(tmp, { recursive: true });
+      await Deno.remove(cert.dir, { recursive: true });
     }
   },
 );
