@@ -87,9 +87,17 @@ async function serveOnce(dir: string, extra: string[]): Promise<{ code: number; 
   const decoder = new TextDecoder();
   const stdout = new Response(child.stdout).text();
   try {
+    let stopped = false;
     for await (const chunk of child.stderr) {
       log += decoder.decode(chunk, { stream: true });
-      if (log.includes('"msg":"ballast ready"')) child.kill("SIGTERM");
+      if (!stopped && log.includes('"msg":"ballast ready"')) {
+        stopped = true; // once: the process may have exited by the next chunk
+        try {
+          child.kill("SIGTERM");
+        } catch {
+          // it exited already: its status tells
+        }
+      }
     }
     const { code } = await child.status;
     return { code, out: log + (await stdout) };
