@@ -126,10 +126,10 @@ export class NodeRegistry {
     if (options.apiAddress !== undefined) this.#o.apiAddress = options.apiAddress;
     this.#startedAt = this.#o.now().toISOString();
     // Before anything is written: another running node of this name keeps its record.
-    await this.#refuseIfHeld();
+    const held = { kv: await this.#refuseIfHeld() };
     this.#stopped = false;
     await this.#writeRecord();
-    await this.#grantAndMarkAlive();
+    await this.#grantAndMarkAlive(held);
     this.#schedule();
   }
 
@@ -355,9 +355,9 @@ export class NodeRegistry {
    * Grants a lease and attaches the alive key to it. The lease becomes this node's only
    * once the key is written: if the put fails, the next heartbeat's keep-alive finds no
    * lease and registers again (a kept-alive lease without the key would leave the node
-   * "down" for good).
+   * "down" for good). `read`: the liveness key as #refuseIfHeld() just read it (start()).
    */
-  async #grantAndMarkAlive(): Promise<void> {
+  async #grantAndMarkAlive(read?: { kv: KeyValue | undefined }): Promise<void> {
     const { store, nodeName, instance } = this.#o;
     const lease = await store.grantLease(this.#o.leaseTtlSeconds);
     const value = JSON.stringify(instance === undefined ? { lease } : { lease, instance });
@@ -371,7 +371,7 @@ export class NodeRegistry {
     // is not overwritten.
     try {
       for (let attempt = 0;; attempt++) {
-        const current = await this.#refuseIfHeld();
+        const current = attempt === 0 && read ? read.kv : await this.#refuseIfHeld();
         const put = await store.txn(
           [{
             key: aliveKey(nodeName),

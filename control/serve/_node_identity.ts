@@ -21,7 +21,8 @@
  * @module
  */
 
-import { parseCertificates, readIdentity } from "../../ca/mod.ts";
+import { join } from "node:path";
+import { parseCertificates, PUBLIC_MODE, readIdentity, writeAtomic } from "../../ca/mod.ts";
 import { FailedPreconditionError } from "../../mod/errors.ts";
 
 export const NODE_NAME_FILE = "node-name";
@@ -29,11 +30,10 @@ export const NODE_ID_FILE = "node-id";
 
 /** The name `dataDir` belongs to and where that was read, or undefined for a new directory. */
 export function recordedNodeName(dataDir: string): { name: string; where: string } | undefined {
-  const dir = dataDir.replace(/\/+$/, "");
-  const file = `${dir}/${NODE_NAME_FILE}`;
+  const file = join(dataDir, NODE_NAME_FILE);
   const name = readTrimmed(file);
   if (name !== undefined) return { name, where: file };
-  const cert = `${dir}/pki/node.crt`;
+  const cert = join(dataDir, "pki", "node.crt");
   let pem: string;
   try {
     pem = Deno.readTextFileSync(cert);
@@ -57,36 +57,35 @@ export function recordedNodeName(dataDir: string): { name: string; where: string
  * id (made on first use). Call with the directory's lock held; recordNodeName() once the node
  * has started under that name.
  */
-export function claimNodeName(dataDir: string, name: string): string {
+export async function claimNodeName(dataDir: string, name: string): Promise<string> {
   const recorded = recordedNodeName(dataDir);
   if (recorded !== undefined && recorded.name !== name) {
-    throw new FailedPreconditionError(conflictMessage(dataDir, recorded, name, "--node-name"), {
-      recorded: recorded.name,
-      requested: name,
-    });
+    throw new FailedPreconditionError(
+      conflictMessage(dataDir, recorded, name, "the name this server was started with"),
+      { recorded: recorded.name, requested: name },
+    );
   }
-  const dir = dataDir.replace(/\/+$/, "");
-  const idFile = `${dir}/${NODE_ID_FILE}`;
+  const idFile = join(dataDir, NODE_ID_FILE);
   let id = readTrimmed(idFile);
   if (id === undefined) {
     id = crypto.randomUUID();
-    writeAtomic(idFile, id);
+    await writeAtomic(idFile, `${id}\n`, PUBLIC_MODE);
   }
   return id;
 }
 
 /** Whether a node has started from `dataDir` before (it records its name once started). */
 export function hasStarted(dataDir: string): boolean {
-  return readTrimmed(`${dataDir.replace(/\/+$/, "")}/${NODE_NAME_FILE}`) !== undefined;
+  return readTrimmed(join(dataDir, NODE_NAME_FILE)) !== undefined;
 }
 
 /**
  * Records `name` as the node `dataDir` belongs to, unless it names one already. After the node
  * started: a first start that failed (its name refused by the cluster, say) binds nothing.
  */
-export function recordNodeName(dataDir: string, name: string): void {
-  const file = `${dataDir.replace(/\/+$/, "")}/${NODE_NAME_FILE}`;
-  if (readTrimmed(file) === undefined) writeAtomic(file, name);
+export async function recordNodeName(dataDir: string, name: string): Promise<void> {
+  const file = join(dataDir, NODE_NAME_FILE);
+  if (readTrimmed(file) === undefined) await writeAtomic(file, `${name}\n`, PUBLIC_MODE);
 }
 
 /** A file's content without surrounding white space; undefined when missing or empty. */
@@ -98,12 +97,6 @@ function readTrimmed(path: string): string | undefined {
     if (err instanceof Deno.errors.NotFound) return undefined;
     throw err;
   }
-}
-
-function writeAtomic(path: string, line: string): void {
-  const tmp = `${path}.tmp`;
-  Deno.writeTextFileSync(tmp, `${line}\n`, { mode: 0o644 });
-  Deno.renameSync(tmp, path);
 }
 
 /** Why `dataDir` cannot run as `requested` (asked for by `source`). */

@@ -71,7 +71,7 @@ export async function serve(
     const lock = lockDataDir(config.dataDir);
     undo.push(() => lock.release());
     const startedBefore = hasStarted(config.dataDir);
-    const instance = claimNodeName(config.dataDir, config.nodeName);
+    const instance = await claimNodeName(config.dataDir, config.nodeName);
 
     const opened = await openStore(config);
     // Cluster mode: while etcd is unreachable, reads are answered from a cache.
@@ -326,7 +326,7 @@ export async function serve(
 
     await nodes.start({ apiAddress: apiUrl });
     undo.push(() => nodes.stop());
-    recordNodeName(config.dataDir, config.nodeName);
+    await recordNodeName(config.dataDir, config.nodeName);
 
     log.info(
       {

@@ -57,17 +57,17 @@ export function exitOnSignal(starting: Promise<Server>): Promise<never> {
       );
     };
     const onSignal = (signal: Deno.Signal) => {
+      if (server === undefined) Deno.exit(signal === "SIGINT" ? 130 : 143); // still starting
       const now = Date.now();
       const action = signalAction(first, signal, now);
       if (action === "ignore-copy") {
-        server?.logger.debug({ signal }, "the same signal again at once (a copy): ignored");
+        server.logger.debug({ signal }, "the same signal again at once (a copy): ignored");
         return;
       }
       if (action === "exit-now") {
-        server?.logger.warn({ signal }, "second signal: exiting immediately");
+        server.logger.warn({ signal }, "second signal: exiting immediately");
         Deno.exit(130);
       }
-      if (server === undefined) Deno.exit(signal === "SIGINT" ? 130 : 143); // still starting
       first = { signal, atMs: now };
       shutdown(server, signal);
     };

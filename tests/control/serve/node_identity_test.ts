@@ -14,7 +14,7 @@ import {
 } from "../../../control/serve/_node_identity.ts";
 import { openPki } from "../../../ca/mod.ts";
 import { FailedPreconditionError } from "../../../mod/errors.ts";
-import { assert, assertEquals, assertThrows } from "../../_assert.ts";
+import { assert, assertEquals, assertRejects } from "../../_assert.ts";
 
 async function withDir(fn: (dir: string) => Promise<void> | void): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "ballast-node-name-" });
@@ -26,17 +26,21 @@ async function withDir(fn: (dir: string) => Promise<void> | void): Promise<void>
 }
 
 Deno.test("a data directory's name: recorded once, kept, another refused; its id made once", async () => {
-  await withDir((dir) => {
+  await withDir(async (dir) => {
     assertEquals(recordedNodeName(dir), undefined, "a new directory names no node");
-    const id = claimNodeName(dir, "node-a");
+    const id = await claimNodeName(dir, "node-a");
     assertEquals(recordedNodeName(dir), undefined, "not bound before the node started");
-    assertEquals(claimNodeName(dir, "node-z"), id, "so another name may still start; same id");
-    recordNodeName(dir, "node-a");
-    recordNodeName(dir, "node-b");
+    assertEquals(
+      await claimNodeName(dir, "node-z"),
+      id,
+      "so another name may still start; same id",
+    );
+    await recordNodeName(dir, "node-a");
+    await recordNodeName(dir, "node-b");
     assertEquals(Deno.readTextFileSync(`${dir}/${NODE_NAME_FILE}`), "node-a\n", "the first kept");
     assertEquals(recordedNodeName(dir), { name: "node-a", where: `${dir}/${NODE_NAME_FILE}` });
-    assertEquals(claimNodeName(dir, "node-a"), id);
-    const err = assertThrows(() => claimNodeName(dir, "node-z"), FailedPreconditionError);
+    assertEquals(await claimNodeName(dir, "node-a"), id);
+    const err = await assertRejects(() => claimNodeName(dir, "node-z"), FailedPreconditionError);
     assert(err.message.includes(`belongs to node "node-a"`), err.message);
     assertEquals(Deno.readTextFileSync(`${dir}/${NODE_NAME_FILE}`), "node-a\n", "unchanged");
   });
@@ -46,9 +50,9 @@ Deno.test("a data directory from before the record names its node by its node ce
   await withDir(async (dir) => {
     await openPki(`${dir}/pki`, { nodeName: "node-b", dnsNames: ["node-b"], ipAddresses: [] });
     assertEquals(recordedNodeName(dir), { name: "node-b", where: `${dir}/pki/node.crt` });
-    assertThrows(() => claimNodeName(dir, "node-z"), FailedPreconditionError);
-    claimNodeName(dir, "node-b");
-    recordNodeName(dir, "node-b");
+    await assertRejects(() => claimNodeName(dir, "node-z"), FailedPreconditionError);
+    await claimNodeName(dir, "node-b");
+    await recordNodeName(dir, "node-b");
     assertEquals(Deno.readTextFileSync(`${dir}/${NODE_NAME_FILE}`), "node-b\n", "now recorded");
   });
 });
