@@ -43,7 +43,9 @@ function chaos(
   let killed = -1;
   const done = (async () => {
     for (const [at, step] of steps) {
-      await until(`${at} acknowledged increments`, () => acked() >= at, 60_000);
+      await until(`${at} acknowledged increments`, () => acked() >= at, 60_000).catch((err) => {
+        throw new Error(`${err.message} (${acked()} after: ${log.join(", ")})`);
+      });
       if (step === "kill leader") {
         killed = await etcd.leaderIndex();
         await etcd.killMember(killed);
@@ -51,6 +53,8 @@ function chaos(
       log.push(`${step} ${killed} at ${acked()}`);
     }
   })();
+  // Handled here so that a failed step fails the test awaiting `done`, not the module.
+  done.catch(() => {});
   return { done, log };
 }
 
@@ -86,7 +90,9 @@ if (ETCD_INSTALLED) {
       [140, "restart"],
     ]);
     let stop = false;
-    steps.done.finally(() => setTimeout(() => stop = true, 1000));
+    // The writers run on for a second after the last step, or stop at once if a step
+    // failed; that failure is then reported by `await steps.done` below, in this test.
+    steps.done.then(() => setTimeout(() => stop = true, 1000), () => stop = true);
     const stopAt = Date.now() + 120_000;
     try {
       await Promise.all(writers.map(async (store, writer) => {
@@ -101,8 +107,8 @@ if (ETCD_INSTALLED) {
           slowest = Math.max(slowest, Date.now() - started);
         }
       }));
-      await steps.done;
       assertEquals(errors.map(String), [], `after ${steps.log.join(", ")}`);
+      await steps.done;
       assertEquals(parseInt((await writers[0].get(key))?.value ?? ""), acked);
       assert(slowest < 15_000, `slowest increment took ${slowest} ms`);
       // deno-lint-ignore no-console
