@@ -70,6 +70,14 @@ export interface PeerConnection {
   recycle(frame: Uint8Array): void;
   /** Closes the connection now; frames still queued either way are dropped. */
   close(): void;
+  /**
+   * Closes the connection now with a TCP reset: what this node's kernel had not yet sent
+   * is discarded with it. After close() the kernel goes on delivering what it holds, for as
+   * long as it retries (minutes across a partition); after abort() nothing sent on this
+   * connection can reach the peer any more. A replication link that failed is aborted so
+   * that its frames cannot reach a replica after those of the link that replaces it.
+   */
+  abort(): void;
 }
 
 /**
@@ -119,6 +127,8 @@ export class SocketPeerConnection implements PeerConnection {
   #paused = false;
   #log: Logger | undefined;
   #decoder: FrameDecoder;
+  /** The TCP socket under the TLS one (abort() resets it). */
+  readonly #raw: Socket;
   #queue: Uint8Array[] = [];
   #queued = 0;
   /** No more frames will arrive. */
@@ -142,6 +152,7 @@ export class SocketPeerConnection implements PeerConnection {
   /** Wraps `raw` (connected) in TLS and starts the handshake. */
   constructor(raw: Socket, options: SocketPeerConnectionOptions) {
     this.remote = options.remote;
+    this.#raw = raw;
     this.#decoder = new FrameDecoder(options.maxFrameBytes ?? MAX_FRAME_BYTES);
     if (options.greetingLimit !== undefined) this.#decoder.limitNext(options.greetingLimit);
     raw.setNoDelay(true);
@@ -453,5 +464,15 @@ export class SocketPeerConnection implements PeerConnection {
     this.tls.destroy();
     this.#end();
     this.#rejectSends(this.#closedError());
+  }
+
+  abort(): void {
+    if (!this.#closedLocally) {
+      try {
+        // SO_LINGER 0 and close: the kernel drops the unsent bytes and sends RST.
+        this.#raw.resetAndDestroy();
+      } catch { /* not connected any more: nothing is left to send */ }
+    }
+    this.close();
   }
 }

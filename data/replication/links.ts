@@ -104,7 +104,11 @@ export class PeerLink {
     if (this.#dead) return;
     this.#dead = err;
     this.#disarm();
-    this.#conn.close();
+    // Reset, not closed: frames of this link that the kernel has not delivered yet are
+    // dropped. A closed socket would go on sending them (across a partition, for minutes),
+    // and a WRITE arriving after a resync on a newer link had made that region equal would
+    // silently undo a newer write on a copy the record calls in sync.
+    this.#conn.abort();
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
     this.#log.warn({ replica: this.node, reason: err.message }, "replication link lost");

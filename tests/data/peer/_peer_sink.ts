@@ -7,7 +7,7 @@
  *
  * Prints {"connected":true} once the connection is up, reads nothing until a line "read"
  * arrives on stdin, then reads every frame and prints {"received":BYTES,"frames":N} when the
- * sender closes.
+ * sender closes (with "error" added when the connection broke instead).
  */
 import pino from "pino";
 import { openPki } from "../../../ca/mod.ts";
@@ -55,9 +55,14 @@ while (!input.includes("read\n")) {
 }
 let received = 0;
 let frames = 0;
-for await (const f of conn.frames()) {
-  received += f.length;
-  frames++;
+try {
+  for await (const f of conn.frames()) {
+    received += f.length;
+    frames++;
+  }
+} catch (err) {
+  say({ received, frames, error: (err as Error).message });
+  Deno.exit(0);
 }
 say({ received, frames });
 Deno.exit(0);
