@@ -14,7 +14,14 @@ import type { NbdClientIdentity } from "../nbd/client_tls.ts";
 import type { ReplicaReasons } from "../replication/mod.ts";
 
 /** Bumped whenever a message changes shape or meaning. */
-export const POOL_PROTOCOL_VERSION = 6;
+export const POOL_PROTOCOL_VERSION = 7;
+
+/** A replication target: a member's node, peer address and session (7: the session). */
+export interface WorkerTarget {
+  node: string;
+  address: string;
+  session?: number;
+}
 
 /** Which listener accepted a connection: it decides the handshake policy. */
 export type ListenerKind =
@@ -61,7 +68,7 @@ export interface WorkerVolume {
   /** FLAG_* words. */
   flags: SharedArrayBuffer;
   /** A group master's replication (epoch and targets), when it has replicas. */
-  replication?: { epoch: number; targets: { node: string; address: string }[] };
+  replication?: { epoch: number; targets: WorkerTarget[] };
   /** The master's lease (data/replication/lease.ts LeaseView), checked on every request. */
   lease: SharedArrayBuffer;
   /**
@@ -107,7 +114,7 @@ export type ToWorker =
     type: "replication";
     name: string;
     epoch: number;
-    targets: { node: string; address: string }[];
+    targets: WorkerTarget[];
   }
   /**
    * The answer to "clock": the main thread's performance.now() when it got the question,

@@ -18,6 +18,7 @@ import {
   resyncReplica,
   type ResyncResult,
 } from "./resync.ts";
+import { MemberSessions } from "./sessions.ts";
 import { F_CHEAP, replyMessage, STATUS_OK, T_FENCE, T_TREE } from "./wire.ts";
 import {
   resyncAfterVerify,
@@ -56,6 +57,8 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     { epoch: number; inSync: ReplicaTarget[]; resyncing: ReplicaTarget[] }
   >();
   readonly #resyncs = new Map<string, { progress?: ResyncProgress; abort: AbortController }>();
+  /** Each member's session of each volume since its last resync (sessions.ts). */
+  readonly #sessions: MemberSessions;
   readonly #leases = new Map<string, LeaseKeeper>();
   /** The lease PINGs of every volume served here, one PINGS per member node (lease.ts). */
   readonly #pinger: LeasePinger;
@@ -84,6 +87,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     this.#rate = o.resyncRateBytesPerSecond ?? 0;
     this.#log = o.log;
     this.#pinger = new LeasePinger(() => this.#mainLinks(), o.log);
+    this.#sessions = new MemberSessions(o.log);
   }
 
   /** `e` is served as master at `epoch`, replicating to `targets`. */
@@ -99,6 +103,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
   ): void {
     e.onReplicasFailed = r.onReplicasFailed;
     const before = this.#targets.get(e.name);
+    if (before?.epoch !== r.epoch) this.#sessions.clear(e.name);
     this.#targets.set(e.name, { epoch: r.epoch, inSync: r.targets, resyncing: [] });
     this.#compose(e);
     if (options.reconcile && before?.epoch !== r.epoch) {
@@ -142,7 +147,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     if (!t) return Promise.resolve();
     const inSync = new Set(t.inSync.map((x) => x.node));
     t.resyncing = t.resyncing.filter((x) => !inSync.has(x.node));
-    const targets = [...t.inSync, ...t.resyncing];
+    const targets = [...t.inSync, ...t.resyncing].map((x) => this.#sessions.tagged(e.name, x));
     // The lease is held from every member that could be promoted: all the targets.
     let keeper = this.#leases.get(e.name);
     if (keeper && keeper.view !== e.lease) {
@@ -237,7 +242,10 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     const e = this.#exports.lookup(name);
     const t = this.#targets.get(name);
     if (!e?.onReplicasFailed || !t) return;
-    if (epoch !== t.epoch) t.resyncing = [];
+    if (epoch !== t.epoch) {
+      t.resyncing = [];
+      this.#sessions.clear(name);
+    }
     t.epoch = epoch;
     t.inSync = targets;
     this.#compose(e);
@@ -271,8 +279,23 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     const entry: { progress?: ResyncProgress; abort: AbortController } = { abort };
     this.#resyncs.set(key, entry);
     try {
-      // Every write applied after this, on any thread, reaches the member too.
-      if (!options.reconcile && !t.resyncing.some((x) => x.node === replica.node)) {
+      // Every write applied after this, on any thread, reaches the member too. A member that
+      // is no target yet starts a new session first, so that nothing sent to it before,
+      // on a link given up since, can land after the resync compared its region.
+      const target = [...t.inSync, ...t.resyncing].some((x) => x.node === replica.node);
+      if (!options.reconcile && !target) {
+        await this.#sessions.start(links, e, replica, epoch).catch((err) => {
+          // As when the member does not answer the resync's first question (resync.ts).
+          const reason = err instanceof Error ? err.message : String(err);
+          this.#log.child({ volume: name }).warn(
+            { replica: replica.node, epoch, reason },
+            "resync could not start",
+          );
+          throw err;
+        });
+        if (t.epoch !== epoch) {
+          throw new ResyncError(`the master's epoch moved on from ${epoch} to ${t.epoch}`);
+        }
         t.resyncing.push(replica);
       }
       await this.#compose(e);
@@ -280,7 +303,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
         hashes,
         uuid: e.uuid,
         epoch,
-        replica,
+        replica: this.#sessions.tagged(name, replica),
         links,
         log: this.#log.child({ volume: name }),
         purpose: options.reconcile ? "check" : "resync",

@@ -23,12 +23,15 @@ import {
   decodeRequest,
   encodePingStatuses,
   encodeReply,
+  encodeSession,
   encodeSize,
   F_CHEAP,
   F_DEEP,
   F_FUA,
   F_NO_HOLE,
+  nextSession,
   type Request,
+  sessionOlder,
   STATUS_BAD_REQUEST,
   STATUS_BUSY,
   STATUS_IO,
@@ -36,11 +39,13 @@ import {
   STATUS_OK,
   STATUS_RANGE,
   STATUS_STALE_EPOCH,
+  STATUS_STALE_SESSION,
   T_FENCE,
   T_FLUSH,
   T_HASHES,
   T_PING,
   T_PINGS,
+  T_SESSION,
   T_SIZE,
   T_TREE,
   T_TRIM,
@@ -78,6 +83,12 @@ export class ReplicaService {
   /** The copies of #open whose opening finished (the fast path's lookup). */
   readonly #ready = new Map<string, OpenCopy>();
   readonly #epochs: CopyEpochs;
+  /**
+   * The session of each copy (by volume uuid) at the epoch that issued it (wire.ts,
+   * "Sessions"); none until a master asks for one. Kept in memory only: a restart of this
+   * node ends every connection that could hold a frame of an older session.
+   */
+  readonly #sessions = new Map<string, { epoch: number; session: number; refused: number }>();
 
   constructor(locate: CopyLocator, epochs: CopyEpochs, log: Logger) {
     this.#locate = locate;
@@ -171,6 +182,9 @@ export class ReplicaService {
     const entering = hashes.writer.enter(r.offset, length);
     const change = () => {
       try {
+        // Checked with the change, not before the wait: a SESSION may come in meanwhile.
+        const stale = this.#sessions.size > 0 ? this.#stale(r) : undefined;
+        if (stale !== undefined) return stale;
         applyChange(r, store);
       } finally {
         hashes.writer.leave(r.offset, length);
@@ -240,6 +254,7 @@ export class ReplicaService {
       this.#epochs.granted(path);
       return encodeReply(r.id, STATUS_OK);
     }
+    if (r.type === T_SESSION) return this.#newSession(r, log);
     const copy = await this.#copy(r.volume, path);
     const { store, hashes } = copy;
     let reply: Uint8Array;
@@ -258,6 +273,8 @@ export class ReplicaService {
         // Marked in the activity log before the copy changes (tracker.ts).
         await hashes.writer.enter(r.offset, length);
         try {
+          const stale = this.#stale(r, log);
+          if (stale !== undefined) return stale;
           applyChange(r, store);
         } finally {
           hashes.writer.leave(r.offset, length);
@@ -297,6 +314,55 @@ export class ReplicaService {
     }
     this.#epochs.granted(path);
     return reply;
+  }
+
+  /**
+   * SESSION: a master about to resync this copy starts a new session of it; every WRITE,
+   * TRIM and ZERO of an older one is refused from now on (#stale).
+   */
+  #newSession(r: Request, log: Logger): Uint8Array {
+    const was = this.#sessions.get(r.volume);
+    const session = was === undefined || r.epoch > was.epoch ? 1 : nextSession(was.session);
+    this.#sessions.set(r.volume, { epoch: r.epoch, session, refused: 0 });
+    log.info(
+      { volume: r.volume, epoch: r.epoch, session },
+      "new replication session: changes sent before it are refused",
+    );
+    return encodeReply(r.id, STATUS_OK, encodeSession(session));
+  }
+
+  /**
+   * The refusal of change `r` when it belongs to an older session of its copy than the
+   * newest at its epoch: a frame of a link its master gave up (wire.ts, "Sessions"), or of
+   * an epoch older than the session's. Undefined: apply it. A newer epoch forgets the old
+   * epoch's session.
+   */
+  #stale(r: Request, log?: Logger): Uint8Array | undefined {
+    const s = this.#sessions.get(r.volume);
+    if (s === undefined) return undefined;
+    if (r.epoch < s.epoch) {
+      // It passed the epoch check while a newer master's session began (it waited for its
+      // region meanwhile): fenced as that check would have.
+      const message = `epoch ${r.epoch} is older than ${s.epoch}: this master was replaced`;
+      return encodeReply(r.id, STATUS_STALE_EPOCH, message);
+    }
+    if (r.epoch > s.epoch) {
+      this.#sessions.delete(r.volume);
+      return undefined;
+    }
+    const session = r.session ?? 0;
+    if (!sessionOlder(session, s.session)) return undefined;
+    if (s.refused++ % 1000 === 0) {
+      (log ?? this.#log).warn(
+        { volume: r.volume, epoch: r.epoch, session, current: s.session, refused: s.refused },
+        "refused a change of an older replication session (a link its master gave up)",
+      );
+    }
+    return encodeReply(
+      r.id,
+      STATUS_STALE_SESSION,
+      `session ${session} of epoch ${r.epoch} is older than ${s.session}: a link given up`,
+    );
   }
 
   #copy(uuid: string, path: string): Promise<OpenCopy> {
@@ -351,6 +417,7 @@ export class ReplicaService {
 
   /** The copy was deleted or moved elsewhere: forget its open descriptor. */
   forget(uuid: string): void {
+    this.#sessions.delete(uuid);
     this.#let(uuid, false);
   }
 

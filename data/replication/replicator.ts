@@ -33,6 +33,11 @@ import {
 export interface ReplicaTarget {
   node: string;
   address: string;
+  /**
+   * The member's session of the copy (wire.ts, "Sessions"), given since it was last
+   * resynced; every change sent to it carries it. Absent or 0: none.
+   */
+  session?: number;
 }
 
 /** Why each failed replica failed, by node, in words ("replica n4 refused: ENOSPC ..."). */
@@ -160,6 +165,7 @@ export class Replicator {
     out: Replicated,
     taken?: (ok: boolean) => void,
   ): Promise<void> {
+    if (t.session) r = { ...r, session: t.session };
     const link = this.#links.live(t.node);
     const reply = link ? link.request(r, undefined, taken) : this.#links.get(t.node, t.address)
       .then(
@@ -172,6 +178,8 @@ export class Replicator {
     return reply.then((reply) => {
       if (reply.status === STATUS_OK) return;
       const msg = replyMessage(reply);
+      // STATUS_STALE_SESSION here means a new session began without this thread being
+      // told (it never should): the member missed this change, so it is failed.
       if (reply.status === STATUS_STALE_EPOCH) out.fenced = `replica ${t.node}: ${msg}`;
       else out.failed.push({ node: t.node, reason: `replica ${t.node} refused: ${msg}` });
     }, (err) => {

@@ -26,6 +26,7 @@ import type { Logger } from "pino";
 import { FANOUT, type HashState, nodesAt } from "./hash_state.ts";
 import { differingRegions, hashRegions } from "./hashes.ts";
 import type { PeerLinks } from "./links.ts";
+import type { ReplicaTarget } from "./replicator.ts";
 import { REGION_BYTES } from "./regions.ts";
 import {
   decodeSize,
@@ -179,7 +180,7 @@ export interface ResyncOptions {
   hashes: HashState;
   uuid: string;
   epoch: number;
-  replica: { node: string; address: string };
+  replica: ReplicaTarget;
   links: PeerLinks;
   log: Logger;
   /**
@@ -208,7 +209,8 @@ async function runResync(
   const ask = async (r: Record<string, unknown>) => {
     if (o.signal?.aborted) throw new ResyncError(abortMessage(o.signal));
     const link = await o.links.get(replica.node, replica.address);
-    const reply = await link.request({ ...r, volume: uuid, epoch } as never);
+    const session = replica.session ?? 0; // its copies go in the member's new session
+    const reply = await link.request({ ...r, volume: uuid, epoch, session } as never);
     // Checked again on the answer: the copy may have been closed meanwhile (a handover).
     if (o.signal?.aborted) throw new ResyncError(abortMessage(o.signal));
     if (reply.status !== STATUS_OK) {

@@ -3,7 +3,7 @@
  * The master sends requests about a volume copy, tagged with the group's epoch; the replica
  * answers each with a reply carrying the request's id. Big-endian throughout.
  *
- *     request:  type u8 | flags u8 | reserved u16 | id u32 | volume uuid (16) | epoch u32
+ *     request:  type u8 | flags u8 | session u16 | id u32 | volume uuid (16) | epoch u32
  *               | body (by type)
  *     reply:    type 0x80 | 0 | 0 | id u32 | status u32 | message or data
  *
@@ -22,6 +22,15 @@
  * in order, each what a PING of that volume at that epoch would have got. A node of an
  * older version answers PINGS with STATUS_BAD_REQUEST ("unknown request type"): the master
  * then PINGs that node one volume at a time, as before (lease.ts).
+ *
+ * Sessions (the header's u16, once reserved and zero) fence the frames of a link the master
+ * gave up: before a member is resynced the master asks it for a new session of the copy
+ * (SESSION, answered with the u16), and tags every WRITE, TRIM and ZERO to that member with
+ * it from then on. The member refuses those of an older session of the same epoch
+ * (STATUS_STALE_SESSION): frames still in its socket from before, which must not land after
+ * the resync made a region equal. 0 is "no session" (older than any; what a master of an
+ * older version sends, and what a copy has that was never resynced at its epoch). A node of
+ * an older version answers SESSION with STATUS_BAD_REQUEST and is sent 0, as before.
  * @module
  */
 
@@ -35,6 +44,7 @@ export const T_SIZE = 7;
 export const T_TREE = 8;
 export const T_PING = 9;
 export const T_PINGS = 10;
+export const T_SESSION = 11;
 export const T_REPLY = 0x80;
 
 /** WRITE/TRIM/ZERO flag: persist before replying (FUA). */
@@ -68,6 +78,8 @@ export const STATUS_IO = 4;
 export const STATUS_BAD_REQUEST = 5;
 /** F_CHEAP asked and the answer would need much reading now. */
 export const STATUS_BUSY = 6;
+/** A WRITE, TRIM or ZERO of a session older than the copy's (a frame of a link given up). */
+export const STATUS_STALE_SESSION = 7;
 
 export const HEADER_BYTES = 28;
 /** Bytes of one PINGS entry: volume uuid and epoch. */
@@ -78,7 +90,29 @@ export const REPLY_HEADER_BYTES = 12;
 /** Bytes of one region hash. */
 export const HASH_BYTES = 16;
 
-export type Request =
+/** Sessions run 1..MAX_SESSION and wrap around; 0 is none. */
+export const MAX_SESSION = 0xffff;
+
+/** The session after `s`. */
+export function nextSession(s: number): number {
+  return s >= MAX_SESSION ? 1 : s + 1;
+}
+
+/**
+ * Whether session `a` is older than `b`: 0 is older than any other; otherwise by serial
+ * number arithmetic (RFC 1982), so a wrap from MAX_SESSION to 1 still counts as newer.
+ */
+export function sessionOlder(a: number, b: number): boolean {
+  if (a === b || b === 0) return false;
+  if (a === 0) return true;
+  const d = (b - a + MAX_SESSION) % MAX_SESSION;
+  return d > 0 && d < MAX_SESSION / 2;
+}
+
+/** Every request's session (0: none). */
+export type Request = RequestBody & { session?: number };
+
+type RequestBody =
   | {
     type: typeof T_WRITE;
     id: number;
@@ -98,7 +132,7 @@ export type Request =
     length: number;
   }
   | {
-    type: typeof T_FLUSH | typeof T_FENCE | typeof T_SIZE | typeof T_PING;
+    type: typeof T_FLUSH | typeof T_FENCE | typeof T_SIZE | typeof T_PING | typeof T_SESSION;
     id: number;
     volume: string;
     epoch: number;
@@ -283,6 +317,7 @@ function encodeHeader(
   const v = new DataView(b.buffer, b.byteOffset, bytes);
   v.setUint8(0, r.type);
   v.setUint8(1, r.flags);
+  v.setUint16(2, r.session ?? 0); // always written: `into` may be a reused frame
   v.setUint32(4, r.id);
   b.set(cachedUuidBytes(r.volume), 8);
   v.setUint32(24, r.epoch);
@@ -299,6 +334,7 @@ export function decodeRequest(frame: Uint8Array): Request {
     volume: uuidString(frame.subarray(8, 24)),
     epoch: v.getUint32(24),
     flags: v.getUint8(1),
+    session: v.getUint16(2),
   };
   const at = HEADER_BYTES;
   const need = (n: number) => {
@@ -318,6 +354,7 @@ export function decodeRequest(frame: Uint8Array): Request {
     case T_FENCE:
     case T_SIZE:
     case T_PING:
+    case T_SESSION:
       need(0);
       return { type, ...head };
     case T_HASHES:
@@ -411,4 +448,14 @@ export function encodeSize(size: number): Uint8Array {
 
 export function decodeSize(body: Uint8Array): number {
   return getU64(new DataView(body.buffer, body.byteOffset, body.byteLength), 0);
+}
+
+/** A SESSION reply's body: the copy's new session. */
+export function encodeSession(session: number): Uint8Array {
+  return Uint8Array.of(session >>> 8, session & 0xff);
+}
+
+export function decodeSession(body: Uint8Array): number {
+  if (body.length !== 2) throw new RangeError(`SESSION reply of ${body.length} bytes`);
+  return (body[0] << 8) | body[1];
 }

@@ -143,6 +143,17 @@ e2eTest(
         assert(sent <= 2 * changed, `sent ${sent} bytes for ${changed} changed`);
         assert(sent < 64 * 1024 * 1024, `sent ${sent} bytes: more than the ring ever touched`);
         assert(back.logs().includes("ballast ready"));
+        // The resync began a new replication session of the copy first (fencing what an
+        // earlier link of the master might still deliver), and writes went on in it.
+        const session = back.logs().split("\n").find((l) =>
+          l.includes('"msg":"new replication session')
+        );
+        assert(session, "the returning member was given a new session before its resync");
+        assertEquals(JSON.parse(session).session, 1);
+        assert(
+          !back.logs().includes("older replication session"),
+          "a change of the session refused",
+        );
       } finally {
         await Deno.writeTextFile(stop, "").catch(() => {});
         await writer.catch(() => {});

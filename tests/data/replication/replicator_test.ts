@@ -3,7 +3,8 @@
  * buffer, overwritten by the next read): every replica gets the bytes as they were when
  * send() was called, on an open link, on a link still opening, and for a large WRITE sent by
  * reference from a pooled buffer that is reused once the socket wrote it, and for many small
- * WRITEs in flight at once, each in a pooled frame of its own. Real peer channel:
+ * WRITEs in flight at once, each in a pooled frame of its own; each carrying the target's
+ * session. Real peer channel:
  * TLS on 127.0.0.1 with a real PKI; the replica end decodes each frame and answers OK.
  */
 import pino from "pino";
@@ -24,6 +25,7 @@ const log = pino({ level: "silent" });
 interface Received {
   offset: number;
   data: Uint8Array;
+  session: number;
 }
 
 /** A replica end ("a") that keeps a copy of every WRITE it receives; a master ("b") to it. */
@@ -37,7 +39,9 @@ async function world() {
   const serve = async (conn: PeerConnection) => {
     for await (const frame of conn.frames()) {
       const r = decodeRequest(frame);
-      if (r.type === T_WRITE) received.push({ offset: r.offset, data: r.data.slice() });
+      if (r.type === T_WRITE) {
+        received.push({ offset: r.offset, data: r.data.slice(), session: r.session ?? 0 });
+      }
       await conn.send(encodeReply(r.id, STATUS_OK));
     }
   };
@@ -134,4 +138,21 @@ Deno.test("small WRITEs in flight at once each keep their own pooled frame until
   });
   assertEquals(w.links.frames.spareBytes % 8192, 0, "8 KiB frames, all given back");
   assert(w.links.frames.spareBytes >= 8192 * 2, "several frames were in flight at once");
+});
+
+Deno.test("a target's changes carry the session it was given, small and large, on a link opening and open; none without", async () => {
+  await using w = await world();
+  const address = w.rep.targets[0].address;
+  w.rep.setTargets(1, [{ node: "a", address, session: 7 }]);
+  await sendBorrowed(w.rep, 0, pattern(4096, 1)); // the link opens
+  await sendBorrowed(w.rep, 4096, pattern(4096, 2));
+  await sendBorrowed(w.rep, 1024 * 1024, pattern(1024 * 1024, 3)); // by reference
+  w.rep.setTargets(1, [{ node: "a", address }]);
+  await sendBorrowed(w.rep, 8192, pattern(4096, 4));
+  assertEquals(w.received.map((r) => [r.offset, r.session]), [
+    [0, 7],
+    [4096, 7],
+    [1024 * 1024, 7],
+    [8192, 0],
+  ]);
 });
