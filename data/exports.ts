@@ -10,6 +10,8 @@ import { VolumeStats } from "./stats.ts";
 import type { ReplicaReasons, Replicator } from "./replication/replicator.ts";
 import type { WriteTracker } from "./replication/tracker.ts";
 import { LeaseView } from "./replication/lease.ts";
+import { ForwarderFences } from "./forwarder_fences.ts";
+export type { ForwarderFence } from "./forwarder_fences.ts";
 
 export type { ReplicaReasons };
 
@@ -67,6 +69,8 @@ export class LiveExport implements ExportView {
    * lapsed and fail once the master was replaced. Always valid for other volumes.
    */
   lease: LeaseView = new LeaseView();
+  /** The forwarding nodes' connections to this volume, fenced by generation (shared). */
+  forwarders: ForwarderFences = new ForwarderFences();
   /** A group master's replication of this volume (data/replication/), when it has replicas. */
   replicator: Replicator | undefined;
   /**

@@ -317,6 +317,7 @@ class PooledExport extends LiveExport {
       ...(this.replication ? { replication: this.replication } : {}),
       ...(this.regions ? { regions: this.regions } : {}),
       lease: this.lease.buffer,
+      forwarders: this.forwarders.buffer,
     };
   }
 }

@@ -39,6 +39,8 @@ export interface ExecuteContext {
   end(): void;
   /** Set when the export is served by another node: requests go there (_forwarded.ts). */
   forward?: RequestForwarder;
+  /** A forwarding node's connection replaced by a newer one of it: run no more changes. */
+  fenced?: () => boolean;
 }
 
 /** The local step of a change: applies it to the store (throws on failure). */
@@ -47,6 +49,10 @@ export type Apply = (payload: Uint8Array | undefined) => void;
 export type ToReplicas = (payload: Uint8Array | undefined) => ReplicatedOp;
 
 /** Whether requests to this export go to replicas too (a group master with replicas). */
+/** Why a change of a forwarding connection replaced by a newer one of its forwarder is refused. */
+export const REPLACED_CONNECTION =
+  "this connection of a forwarding node was replaced by a newer one: its requests run there";
+
 export function replicating(exp: ExecuteContext["exp"]): boolean {
   return exp.replicator?.active ?? false;
 }
@@ -102,6 +108,12 @@ function applyEntered(
   const { offset, length } = req;
   const tracker = run.exp.tracker;
   const leave = () => tracker?.leave(offset, length);
+  if (run.fenced?.()) {
+    // Checked with the change itself, after every wait (data/forwarder_fences.ts).
+    leave();
+    answerFailure(req, run, kind, t0, notMaster(REPLACED_CONNECTION), deferred);
+    return;
+  }
   try {
     apply(payload);
   } catch (err) {

@@ -18,6 +18,7 @@ import {
   type ExecuteContext,
   flushThenReply,
   repairThenFail,
+  REPLACED_CONNECTION,
   replicateThenReply,
   replicating,
 } from "./_change.ts";
@@ -226,6 +227,7 @@ export async function executeStreamedWrite(
   for await (const piece of pieces) {
     if (failure === undefined) {
       try {
+        if (run.fenced?.()) throw notMaster(REPLACED_CONNECTION);
         exp.store.write(piece, offset + done);
         if (replicating(exp)) {
           ops.push({ type: T_WRITE, offset: offset + done, data: piece.slice(), flags: 0 });

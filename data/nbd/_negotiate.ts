@@ -21,6 +21,7 @@ import { type Transport, writeAll } from "./transport.ts";
 import { ClientRefusedError, ProtocolError } from "./errors.ts";
 import type { InputBuffer } from "./_input.ts";
 import type { ExportTable, LiveExport } from "../exports.ts";
+import type { ForwarderFence } from "../forwarder_fences.ts";
 import type { StartTls } from "./transport.ts";
 
 /** The connection state the handshake reads and replaces. */
@@ -45,6 +46,8 @@ export interface Session {
 export interface Attached {
   exp: LiveExport;
   ctx: TransmissionContext;
+  /** A forwarding node's connection: fenced once the forwarder connected again (release it). */
+  fence?: ForwarderFence;
 }
 
 const enc = new TextEncoder();
@@ -141,7 +144,7 @@ export async function negotiate(
           continue;
         }
         s.transport = up.transport;
-        s.policy = { ...s.policy, access: up.access };
+        s.policy = { ...s.policy, access: up.access, forwarders: up.fromNode !== undefined };
         s.clientSerial = up.serial;
         s.fromNode = up.fromNode;
         s.log = s.log.child({ client: up.identity });
@@ -159,6 +162,7 @@ export async function negotiate(
           structuredReplies: action.structuredReplies,
           baseAllocation: action.baseAllocation,
           maxPayload: C.MAX_REQUEST_SIZE,
+          ...(action.forwarder ? { forwarder: action.forwarder } : {}),
         };
         s.log = s.log.child({ volume: exp.name, ...(exp.forwarder ? { forwarded: true } : {}) });
         s.log.info(
@@ -167,10 +171,15 @@ export async function negotiate(
             structured: action.structuredReplies,
             flags: action.flags,
             ...(ctx.readOnly ? { readOnly: true } : {}),
+            ...(ctx.forwarder ? { forwarderGeneration: ctx.forwarder.gen } : {}),
           },
           "client attached",
         );
-        return { exp, ctx };
+        const fence = ctx.forwarder && exp.forwarders.register(ctx.forwarder.id, ctx.forwarder.gen);
+        if (ctx.forwarder && !fence) {
+          s.log.warn("forwarder table full: this connection is not fenced");
+        }
+        return { exp, ctx, ...(fence ? { fence } : {}) };
       }
     }
   }

@@ -40,6 +40,8 @@ export interface TransmissionContext {
    * advertised in NBD_INFO_BLOCK_SIZE, for clients that do not negotiate block sizes).
    */
   maxPayload: number;
+  /** A forwarding node's client: its forwarder and this connection's generation (handshake.ts). */
+  forwarder?: { id: [number, number]; gen: number };
 }
 
 /**

@@ -33,7 +33,7 @@ import {
   isDataChanging,
   opOf,
 } from "./_execute.ts";
-import type { ExportTable, LiveExport, RequestForwarder } from "../exports.ts";
+import type { ExportTable, ForwarderFence, LiveExport, RequestForwarder } from "../exports.ts";
 import { forwardRequest, forwardStreamedWrite, payloadOf } from "./_forwarded.ts";
 
 export interface ConnectionOptions {
@@ -77,6 +77,7 @@ export class Connection {
   #forward: RequestForwarder | undefined;
   #ctx: TransmissionContext | undefined;
   #export: LiveExport | undefined;
+  #fence: ForwarderFence | undefined;
   #pending = 0;
   #idle: (() => void) | undefined;
   #closed = false;
@@ -148,6 +149,7 @@ export class Connection {
       if (attached) {
         this.#ctx = attached.ctx;
         this.#export = attached.exp;
+        this.#fence = attached.fence;
         this.#replies.structured = attached.ctx.structuredReplies;
         this.inHandshake = false;
         await this.#transmission(attached.exp, attached.ctx);
@@ -246,6 +248,7 @@ export class Connection {
       later: (work) => this.#later(work),
       begin: () => this.#pending++,
       end: () => this.#settled(),
+      fenced: this.#fence?.fenced,
     };
     if (exp.forwarder) this.#forward = run.forward = exp.forwarder(this.#log);
     for (;;) {
@@ -486,6 +489,7 @@ export class Connection {
       this.#export.detach(this);
     }
     this.#forward?.close();
+    this.#fence?.release();
     this.#close();
     const reason = this.#ended ?? (this.#shuttingDown ? "server shutdown" : "client closed it");
     const seconds = Math.round(performance.now() - this.openedAt) / 1000;

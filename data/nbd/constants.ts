@@ -48,6 +48,13 @@ export const NBD_OPT_LIST_META_CONTEXT = 9;
 export const NBD_OPT_SET_META_CONTEXT = 10;
 /** Extended headers (64-bit lengths); not supported, answered with NBD_REP_ERR_UNSUP. */
 export const NBD_OPT_EXTENDED_HEADERS = 11;
+/**
+ * Ballast's own option, between its nodes only: a node forwarding a client's requests names
+ * the forwarder (8-byte random id) and the generation of this connection (u32), so that this
+ * server fences the forwarder's older connections (data/forwarder_fences.ts). Any other NBD
+ * server answers NBD_REP_ERR_UNSUP, as "Option types" requires for an unknown option.
+ */
+export const NBD_OPT_BALLAST_FORWARDER = 0x42414c46; // "BALF
 
 // Option reply types ("Option reply types"); errors have bit 31 set.
 export const NBD_REP_ACK = 1;

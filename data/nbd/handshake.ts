@@ -43,6 +43,14 @@ export interface HandshakePolicy {
    * listeners); absent: open every export as it is.
    */
   access?: (exp: ExportView) => ExportAccess;
+  /** The client may name itself a forwarding node (NBD_OPT_BALLAST_FORWARDER): a node's certificate. */
+  forwarders?: boolean;
+}
+
+/** A forwarding node's client, as it named itself: its forwarder id and connection generation. */
+export interface ForwarderName {
+  id: [number, number];
+  gen: number;
 }
 
 export interface HandshakeState {
@@ -52,6 +60,7 @@ export interface HandshakeState {
   structuredReplies: boolean;
   /** Export for which base:allocation was selected, or undefined. */
   metaContextExport: string | undefined;
+  forwarder?: ForwarderName;
 }
 
 export function initialState(clientFlags: number): HandshakeState {
@@ -75,6 +84,7 @@ export type HandshakeAction =
     flags: number;
     structuredReplies: boolean;
     baseAllocation: boolean;
+    forwarder?: ForwarderName;
   };
 
 export interface HandshakeResult {
@@ -285,6 +295,7 @@ export function handleOption(
           flags,
           structuredReplies: state.structuredReplies,
           baseAllocation: state.metaContextExport === exp.name,
+          ...(state.forwarder ? { forwarder: state.forwarder } : {}),
         },
       };
     }
@@ -292,6 +303,21 @@ export function handleOption(
     case C.NBD_OPT_INFO:
     case C.NBD_OPT_GO:
       return infoOrGo(state, option, data, visible, refuse);
+
+    case C.NBD_OPT_BALLAST_FORWARDER: {
+      if (!policy.forwarders) {
+        return refuse(C.NBD_REP_ERR_POLICY, "only a node's certificate may name a forwarder");
+      }
+      const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
+      const id: [number, number] = data.length === 12 ? [v.getUint32(0), v.getUint32(4)] : [0, 0];
+      if (id[0] === 0 && id[1] === 0) {
+        return refuse(C.NBD_REP_ERR_INVALID, "a forwarder is named by 12 bytes: id (not 0), gen");
+      }
+      return {
+        state: { ...state, forwarder: { id, gen: v.getUint32(8) } },
+        action: { kind: "reply", out: [encodeOptionReply(option, C.NBD_REP_ACK)] },
+      };
+    }
 
     default:
       return refuse(C.NBD_REP_ERR_UNSUP, `option ${option} is not supported`);
@@ -380,6 +406,7 @@ function infoOrGo(
       flags,
       structuredReplies: state.structuredReplies,
       baseAllocation: state.metaContextExport === exp.name,
+      ...(state.forwarder ? { forwarder: state.forwarder } : {}),
     },
   };
 }

@@ -11,6 +11,7 @@
 import { createSecureContext, type SecureContext } from "node:tls";
 import type { Logger } from "pino";
 import { ExportTable, LiveExport, type ReplicaReasons } from "../exports.ts";
+import { ForwarderFences } from "../forwarder_fences.ts";
 import { nbdStartTls } from "../nbd/client_tls.ts";
 import { ErrnoError } from "../nbd/errno.ts";
 import type { HandshakePolicy } from "../nbd/handshake.ts";
@@ -62,6 +63,7 @@ class WorkerExport extends LiveExport {
     );
     this.readOnly = v.readOnly;
     this.lease = new LeaseView(v.lease, clockOffset);
+    this.forwarders = new ForwarderFences(v.forwarders);
     if (v.regions) {
       // Thread numbers: 1 is the main thread, worker slots start at 1.
       this.tracker = new WriteTracker(

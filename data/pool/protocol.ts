@@ -14,9 +14,9 @@ import type { NbdClientIdentity } from "../nbd/client_tls.ts";
 import type { ReplicaReasons } from "../replication/mod.ts";
 
 /** Bumped whenever a message changes shape or meaning. */
-export const POOL_PROTOCOL_VERSION = 7;
+export const POOL_PROTOCOL_VERSION = 8;
 
-/** A replication target: a member's node, peer address and session (7: the session). */
+/** A replication target: a member's node, peer address and session (since 7). */
 export interface WorkerTarget {
   node: string;
   address: string;
@@ -71,6 +71,8 @@ export interface WorkerVolume {
   replication?: { epoch: number; targets: WorkerTarget[] };
   /** The master's lease (data/replication/lease.ts LeaseView), checked on every request. */
   lease: SharedArrayBuffer;
+  /** The volume's forwarder fences (data/forwarder_fences.ts). */
+  forwarders: SharedArrayBuffer;
   /**
    * The copy's region table (data/replication/regions.ts): every change enters its regions;
    * the activity log is `<path>.al`.

@@ -20,8 +20,11 @@
  * flight together ("Ordering of messages and writes"); the new master holds every write any
  * master acknowledged (replication), so running a held WRITE, TRIM or WRITE_ZEROES again
  * there only does late what the client asked, and a FLUSH run there covers every write
- * acknowledged before it. If no master can be reached within FAILOVER_MS, held requests fail
- * with EIO.
+ * acknowledged before it. Sent again to the same master on a new connection, a request must
+ * not also run late from the old one: every connection names this forwarder and a generation
+ * one higher than the last (NBD_OPT_BALLAST_FORWARDER), and the master refuses the changes of
+ * older generations (data/forwarder_fences.ts). If no master can be reached within
+ * FAILOVER_MS, held requests fail with EIO.
  * @module
  */
 
@@ -30,6 +33,7 @@ import * as C from "../nbd/constants.ts";
 import type { ForwardedReply, ForwardedRequest, RequestForwarder } from "../exports.ts";
 import { type Directory, type DirectoryEntry, sameMaster } from "./directory.ts";
 import { type Upstream, UpstreamError } from "./upstream.ts";
+import type { ForwarderName } from "./_negotiation.ts";
 
 /** How long held requests wait for a master they can be sent to, before EIO. */
 export const FAILOVER_MS = 30_000;
@@ -47,7 +51,11 @@ const MAX_HELD_BYTES = 64 * 1024 * 1024;
 const RETRY_MS = 200;
 
 /** Connects to the master an entry names (TLS with this node's certificate). */
-export type ConnectUpstream = (entry: DirectoryEntry, signal?: AbortSignal) => Promise<Upstream>;
+export type ConnectUpstream = (
+  entry: DirectoryEntry,
+  signal?: AbortSignal,
+  forwarder?: ForwarderName,
+) => Promise<Upstream>;
 
 interface Held {
   seq: number;
@@ -78,6 +86,9 @@ export class Forwarder implements RequestForwarder {
   #lostAt = NaN;
   #closed = false;
   #unwatch: () => void;
+  /** This forwarder's id and its connections' generation, as named to masters. */
+  readonly #id = forwarderId();
+  #gen = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
   #space: (() => void) | undefined;
   /** For logs: when the current pause began. */
@@ -277,7 +288,9 @@ export class Forwarder implements RequestForwarder {
         const abort = new AbortController();
         this.#attempt = { entry, abort };
         try {
-          const up = await this.#connect(entry, abort.signal);
+          // Each connection a generation higher: the master then refuses changes that the
+          // connections before it still hold (data/forwarder_fences.ts).
+          const up = await this.#connect(entry, abort.signal, { id: this.#id, gen: ++this.#gen });
           if (this.#closed) return up.close();
           if (!sameMaster(this.#dir.get(this.#name), entry)) {
             up.close(); // the master moved on while we connected
@@ -346,4 +359,10 @@ export class Forwarder implements RequestForwarder {
     clearInterval(this.#timer);
     this.#timer = undefined;
   }
+}
+
+/** A random forwarder id: two u32, not both 0. */
+function forwarderId(): [number, number] {
+  const id = crypto.getRandomValues(new Uint32Array(2));
+  return id[0] === 0 && id[1] === 0 ? forwarderId() : [id[0], id[1]];
 }

@@ -8,9 +8,9 @@
 export { Directory, type DirectoryEntry, sameMaster } from "./directory.ts";
 export { type ConnectUpstream, EIO_GRACE_MS, FAILOVER_MS, Forwarder } from "./forwarder.ts";
 export { RemoteExports } from "./remote_exports.ts";
+export { upstreamConnector } from "./connector.ts";
 export {
   Upstream,
-  upstreamConnector,
   UpstreamError,
   type UpstreamOptions,
   type UpstreamReply,

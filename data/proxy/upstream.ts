@@ -22,12 +22,14 @@ import { connect as netConnect, isIP, type Socket } from "node:net";
 import { createSecureContext, type TLSSocket } from "node:tls";
 import { putRequestHeader } from "../nbd/codec.ts";
 import * as C from "../nbd/constants.ts";
-import { COALESCE_BYTES, sendBuffers, splitHostPort, wrapTls } from "../net/mod.ts";
+import { COALESCE_BYTES, sendBuffers, wrapTls } from "../net/mod.ts";
 import type { PeerVerify } from "../peer/mod.ts";
 import {
   ByteQueue,
   checkServer,
   encodeOption,
+  type ForwarderName,
+  nameForwarder,
   readOptionReply,
   UpstreamError,
   type UpstreamErrorCode,
@@ -58,6 +60,8 @@ export interface UpstreamOptions {
   timeoutMs?: number;
   /** Gives up connecting (the forwarder learnt of another master meanwhile). */
   signal?: AbortSignal;
+  /** Names this connection's forwarder to the master (_negotiation.ts nameForwarder). */
+  forwarder?: ForwarderName;
 }
 
 /** One request as sent upstream. */
@@ -240,6 +244,7 @@ export class Upstream {
         await checkServer(tls, o, remote);
         sock = tls;
       }
+      if (o.forwarder) await nameForwarder(sock, input, remote, o.forwarder);
       phase = "NBD_OPT_GO";
       const name = enc.encode(o.exportName);
       const go = new Uint8Array(4 + name.length + 2);
@@ -465,31 +470,4 @@ export class Upstream {
     this.#destroy();
     this.#onClose?.(this.#closed);
   }
-}
-
-/**
- * How a node reaches the masters it forwards to: STARTTLS with its own certificate (`tls()`
- * undefined: plaintext), the master's certificate checked by `verify` and required to name
- * the master the directory entry names.
- */
-export function upstreamConnector(o: {
-  tls: () => UpstreamTls | undefined;
-  verify?: PeerVerify;
-  timeoutMs?: number;
-}): (
-  entry: { name: string; master: string; address: string },
-  signal?: AbortSignal,
-) => Promise<Upstream> {
-  return (entry, signal) => {
-    const { host, port } = splitHostPort(entry.address);
-    const tls = o.tls();
-    return Upstream.connect({
-      host,
-      port,
-      exportName: entry.name,
-      ...(tls ? { tls, verify: o.verify, expectNode: entry.master } : {}),
-      timeoutMs: o.timeoutMs,
-      signal,
-    });
-  };
 }

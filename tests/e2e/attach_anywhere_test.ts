@@ -31,6 +31,10 @@ e2eTest(
         const promoted = (await newMaster(c, front, "fo", killed)).master;
         // The client goes on, through the same connection.
         await w.advance(300, "the writer to go on after the failover");
+        // The front node's forwarder named itself to the new master with a generation past
+        // its first connection's (data/forwarder_fences.ts).
+        const gens = [...c.nodes.get(promoted)!.logs().matchAll(/"forwarderGeneration":(\d+)/g)];
+        assert(gens.some((g) => Number(g[1]) >= 2), `generations seen: ${gens.map((g) => g[1])}`);
         rounds.push({ killed, promoted, tookMs: Date.now() - t0 });
         // The killed node comes back (as a replica) and catches up before the next round.
         await c.start(killed);

@@ -1,0 +1,101 @@
+/**
+ * Fences between the connections of one forwarding node's client (data/proxy/forwarder.ts),
+ * shared by every thread that serves the volume.
+ *
+ * A node forwarding a client's requests to this master names itself at negotiation with a
+ * random forwarder id and a generation that grows with each connection it makes for that
+ * client (handshake.ts, NBD_OPT_BALLAST_FORWARDER). When its connection breaks it sends what
+ * it holds again on a new one; requests of the broken connection that this node had received
+ * but not yet run must then not run after the new connection's (a WRITE run that late could
+ * overwrite a newer write of the same client). So each connection registers its generation
+ * here, and a change is run only while no newer generation of its forwarder has registered
+ * (checked by the change itself, data/nbd/_change.ts).
+ *
+ * Layout (Int32 words): a lock word, then per slot: id (two words, 0 0 for a free slot),
+ * the newest generation, and the number of connections registered under it. A slot is freed
+ * when its last connection ends; a full table registers nothing more (those connections are
+ * not fenced, as before this existed), which 64 slots make unlikely: one per client connection
+ * attached to this volume through another node.
+ * @module
+ */
+
+const SLOTS = 64;
+const SLOT_WORDS = 4;
+const LOCK = 0;
+const ID_HI = 0;
+const ID_LO = 1;
+const GEN = 2;
+const REFS = 3;
+
+/** A connection's registration: whether a newer one replaced it, and its end. */
+export interface ForwarderFence {
+  /** A newer connection of the same forwarder registered: run no more changes. */
+  fenced(): boolean;
+  /** The connection ended (once); a request of it still running is fenced from then on. */
+  release(): void;
+}
+
+export class ForwarderFences {
+  readonly buffer: SharedArrayBuffer;
+  readonly #w: Int32Array;
+
+  constructor(buffer?: SharedArrayBuffer) {
+    this.buffer = buffer ?? new SharedArrayBuffer((1 + SLOTS * SLOT_WORDS) * 4);
+    this.#w = new Int32Array(this.buffer);
+  }
+
+  /**
+   * Registers generation `gen` of forwarder `id` (two u32, not both 0). Undefined when the
+   * table is full.
+   */
+  register(id: readonly [number, number], gen: number): ForwarderFence | undefined {
+    const w = this.#w;
+    const [hi, lo] = [id[0] | 0, id[1] | 0];
+    const at = this.#locked(() => {
+      let free = -1;
+      for (let s = 0; s < SLOTS; s++) {
+        const b = 1 + s * SLOT_WORDS;
+        if (w[b + REFS] === 0) {
+          if (free < 0) free = b;
+        } else if (w[b + ID_HI] === hi && w[b + ID_LO] === lo) {
+          w[b + REFS]++;
+          if (gen > (w[b + GEN] >>> 0)) Atomics.store(w, b + GEN, gen | 0);
+          return b;
+        }
+      }
+      if (free < 0) return -1;
+      w[free + ID_HI] = hi;
+      w[free + ID_LO] = lo;
+      w[free + REFS] = 1;
+      Atomics.store(w, free + GEN, gen | 0);
+      return free;
+    });
+    if (at < 0) return undefined;
+    let released = false;
+    return {
+      // Also fenced once the slot is no longer this forwarder's: the connection was released
+      // (it ended) and a request of it that still runs has no one to answer to.
+      fenced: () =>
+        Atomics.load(w, at + ID_HI) !== hi || Atomics.load(w, at + ID_LO) !== lo ||
+        (Atomics.load(w, at + GEN) >>> 0) > gen,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#locked(() => {
+          if (--w[at + REFS] === 0) w[at + ID_HI] = w[at + ID_LO] = w[at + GEN] = 0;
+        });
+      },
+    };
+  }
+
+  /** Runs `f` holding the table's lock (a spin: every holder is brief and never waits). */
+  #locked<T>(f: () => T): T {
+    const w = this.#w;
+    while (Atomics.compareExchange(w, LOCK, 0, 1) !== 0) { /* another thread is in */ }
+    try {
+      return f();
+    } finally {
+      Atomics.store(w, LOCK, 0);
+    }
+  }
+}
