@@ -26,6 +26,8 @@ const ID_HI = 0;
 const ID_LO = 1;
 const GEN = 2;
 const REFS = 3;
+/** How long a lock holder may take before it counts as a thread that died inside. */
+const STEAL_MS = 100;
 
 /** A connection's registration: whether a newer one replaced it, and its end. */
 export interface ForwarderFence {
@@ -88,10 +90,20 @@ export class ForwarderFences {
     };
   }
 
-  /** Runs `f` holding the table's lock (a spin: every holder is brief and never waits). */
+  /**
+   * Runs `f` holding the table's lock: a spin, as every holder is brief (a few array reads and
+   * writes) and never waits. A holder that does not let go within STEAL_MS is taken to be a
+   * thread that was terminated inside (the pool replaced it), and the lock is taken over.
+   */
   #locked<T>(f: () => T): T {
     const w = this.#w;
-    while (Atomics.compareExchange(w, LOCK, 0, 1) !== 0) { /* another thread is in */ }
+    let since = 0;
+    for (let spins = 0; Atomics.compareExchange(w, LOCK, 0, 1) !== 0; spins++) {
+      if ((spins & 0x3ff) !== 0) continue;
+      const now = performance.now();
+      if (since === 0) since = now;
+      else if (now - since > STEAL_MS) break;
+    }
     try {
       return f();
     } finally {

@@ -108,3 +108,12 @@ Deno.test("NBD_OPT_BALLAST_FORWARDER: with a node's certificate the forwarder go
     assertEquals(replyType(r.action.out), C.NBD_REP_ERR_INVALID);
   }
 });
+
+Deno.test("fences: a lock left held by a thread that was terminated inside is taken over", () => {
+  const t = new ForwarderFences();
+  new Int32Array(t.buffer)[0] = 1; // what a worker terminated in the middle would leave
+  const f = t.register(A, 1);
+  assert(f !== undefined && !f.fenced());
+  f.release();
+  assertEquals(new Int32Array(t.buffer)[0], 0, "and let go after");
+});
