@@ -48,11 +48,11 @@ export type Apply = (payload: Uint8Array | undefined) => void;
 /** What the replicas get, built from the (stable) payload. */
 export type ToReplicas = (payload: Uint8Array | undefined) => ReplicatedOp;
 
-/** Whether requests to this export go to replicas too (a group master with replicas). */
 /** Why a change of a forwarding connection replaced by a newer one of its forwarder is refused. */
 export const REPLACED_CONNECTION =
   "this connection of a forwarding node was replaced by a newer one: its requests run there";
 
+/** Whether requests to this export go to replicas too (a group master with replicas). */
 export function replicating(exp: ExecuteContext["exp"]): boolean {
   return exp.replicator?.active ?? false;
 }

@@ -9,6 +9,9 @@ import type { TLSSocket } from "node:tls";
 import * as C from "../nbd/constants.ts";
 import { tlsVerifyError } from "../net/mod.ts";
 import type { PeerVerify } from "../peer/mod.ts";
+import type { ForwarderName } from "../nbd/handshake.ts";
+
+export type { ForwarderName };
 
 export type UpstreamErrorCode = "unreachable" | "refused" | "protocol" | "closed" | "timeout";
 
@@ -115,12 +118,6 @@ export async function readOptionReply(
   if (length > 64 * 1024) throw new UpstreamError("protocol", "option reply too long");
   const data = length > 0 ? (await input.need(length)).slice() : new Uint8Array(0);
   return { type, data, message: type >= 0x80000000 ? dec.decode(data) : "" };
-}
-
-/** A forwarder as it names itself to a master: random id (two u32) and connection generation. */
-export interface ForwarderName {
-  id: [number, number];
-  gen: number;
 }
 
 /**
