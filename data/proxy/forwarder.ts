@@ -49,6 +49,16 @@ export const EIO_GRACE_MS = 10_000;
 const MAX_HELD_BYTES = 64 * 1024 * 1024;
 /** Between attempts to reach a master that did not answer. */
 const RETRY_MS = 200;
+/**
+ * How long the oldest request sent on a connection may go unanswered before the connection is
+ * given up and its requests are sent again on a new one (to the same master if the directory
+ * still names it). A connection that stays open while nothing comes back (a partition that
+ * drops packets rather than refusing them) would otherwise hold the client until TCP gives up,
+ * about 15 minutes. Longer than any wait a live master makes a request take (a lapsed lease is
+ * waited for up to 15 s, a silent replica 5 s and then the record). The old connection's
+ * requests cannot run after the new one's (data/forwarder_fences.ts).
+ */
+export const STALL_MS = 30_000;
 
 /** Connects to the master an entry names (TLS with this node's certificate). */
 export type ConnectUpstream = (
@@ -66,6 +76,8 @@ interface Held {
   error?: number;
   /** The master that answered so: sent there again, the hold's bound keeps counting. */
   erredOn?: DirectoryEntry;
+  /** When it was sent on the current connection. */
+  sentAt?: number;
 }
 
 export class Forwarder implements RequestForwarder {
@@ -100,6 +112,9 @@ export class Forwarder implements RequestForwarder {
 
   readonly #failoverMs: number;
   readonly #eioGraceMs: number;
+  readonly #stallMs: number;
+  /** Looks for a connection that stopped answering (STALL_MS). */
+  readonly #stallTimer: ReturnType<typeof setInterval>;
 
   constructor(
     o: {
@@ -111,10 +126,15 @@ export class Forwarder implements RequestForwarder {
       failoverMs?: number;
       /** Default EIO_GRACE_MS. */
       eioGraceMs?: number;
+      /** Default STALL_MS. */
+      stallMs?: number;
     },
   ) {
     this.#failoverMs = o.failoverMs ?? FAILOVER_MS;
     this.#eioGraceMs = o.eioGraceMs ?? EIO_GRACE_MS;
+    this.#stallMs = o.stallMs ?? STALL_MS;
+    this.#stallTimer = setInterval(() => this.#stalled(), Math.min(1000, this.#stallMs / 4));
+    Deno.unrefTimer(this.#stallTimer);
     this.#name = o.name;
     this.#dir = o.directory;
     this.#connect = o.connect;
@@ -147,6 +167,7 @@ export class Forwarder implements RequestForwarder {
     this.#unwatch();
     this.#wake?.();
     this.#stopTimer();
+    clearInterval(this.#stallTimer);
     this.#attempt?.abort.abort();
     this.#up?.close();
     this.#up = undefined;
@@ -161,6 +182,7 @@ export class Forwarder implements RequestForwarder {
       h.error = undefined;
       h.erredOn = undefined;
     }
+    h.sentAt = performance.now();
     try {
       up.send(h.req, (r) => this.#answered(up, h, r));
     } catch {
@@ -192,6 +214,28 @@ export class Forwarder implements RequestForwarder {
       return;
     }
     this.#finish(h, r);
+  }
+
+  /** The oldest request sent on the connection waited STALL_MS: gives the connection up. */
+  #stalled(): void {
+    const up = this.#up;
+    if (!up || this.#closed) return;
+    const now = performance.now();
+    for (const h of this.#held.values()) {
+      if (h.sentAt === undefined || h.erredAt !== undefined) continue;
+      if (now - h.sentAt < this.#stallMs) return; // held in order: the first sent is first
+      this.#log.warn(
+        {
+          master: this.#upEntry?.master,
+          waitedMs: Math.round(now - h.sentAt),
+          held: this.#held.size,
+        },
+        "forwarding: the master did not answer; connecting again",
+      );
+      this.#drop();
+      this.#check();
+      return;
+    }
   }
 
   #finish(h: Held, r: ForwardedReply): void {

@@ -20,6 +20,7 @@ import {
 } from "../../../data/proxy/mod.ts";
 import type { ForwardedReply } from "../../../data/exports.ts";
 import { assert, assertEquals } from "../../_assert.ts";
+import { frozenRelay } from "./_frozen_relay.ts";
 
 const MiB = 1024 * 1024;
 const VOL = "fwd";
@@ -269,6 +270,39 @@ Deno.test("Forwarder: with no master to send them to, held requests fail with EI
     assertEquals((await late).error, C.NBD_EIO);
   } finally {
     f.close();
+  }
+});
+
+Deno.test("Forwarder: a master that stops answering on an open connection is given up after the stall bound; unreachable, the request fails with EIO within the failover bound, and once it answers again requests go through", async () => {
+  const a = await startPlane("a", true);
+  const relay = frozenRelay(a.plane.nbdAddress);
+  const dir = new Directory();
+  dir.set([entry("a", relay.address, 1)]);
+  const lines: string[] = [];
+  const f = new Forwarder({
+    name: VOL,
+    directory: dir,
+    connect: upstreamConnector({ tls: () => undefined, timeoutMs: 500 }),
+    log: capture(lines),
+    stallMs: 1_000,
+    failoverMs: 1_500,
+  });
+  try {
+    const block = new Uint8Array(4096).fill(5);
+    assertEquals((await within(10_000, submit(f, C.NBD_CMD_WRITE, 0, block), "a write")).error, 0);
+    relay.freeze();
+    // Without the stall bound this waits for TCP to give up on the connection (minutes).
+    const r = await within(30_000, submit(f, C.NBD_CMD_WRITE, 4096, block), "EIO");
+    assertEquals(r.error, C.NBD_EIO);
+    assert(lines.some((l) => l.includes("the master did not answer")), "the stall is logged");
+    relay.thaw();
+    const again = await within(30_000, submit(f, C.NBD_CMD_WRITE, 8192, block), "a write");
+    assertEquals(again.error, 0);
+    assertEquals(await copyBytes(a, 8192, 4096), block);
+  } finally {
+    f.close();
+    relay.close();
+    await stopPlane(a);
   }
 });
 
