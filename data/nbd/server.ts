@@ -69,6 +69,7 @@ export class NbdServer {
     let addr: Deno.NetAddr;
     if (options?.tls) {
       const server = createServer({ noDelay: true }, (sock) => {
+        sock.setKeepAlive(true, 60_000); // a vanished client is found out (fd_listener.ts)
         this.serve(new NodeSocketTransport(sock));
       });
       const bound = await listenServer(server, hostname, port);

@@ -49,6 +49,9 @@ export type StartTls = (t: Transport) => Promise<TlsUpgrade>;
 /** A plain TCP connection as a Transport. */
 export function tcpTransport(conn: Deno.TcpConn): Transport {
   conn.setNoDelay(true);
+  // A vanished client is found out (the system's timings: Deno sets no others; the data
+  // workers' listeners probe after a minute, net/fd_listener.ts).
+  conn.setKeepAlive(true);
   const addr = conn.remoteAddr;
   return {
     read: (p) => conn.read(p),

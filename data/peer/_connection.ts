@@ -156,6 +156,10 @@ export class SocketPeerConnection implements PeerConnection {
     this.#decoder = new FrameDecoder(options.maxFrameBytes ?? MAX_FRAME_BYTES);
     if (options.greetingLimit !== undefined) this.#decoder.limitNext(options.greetingLimit);
     raw.setNoDelay(true);
+    // A peer whose host vanished without a FIN or a reset is found out after about 12
+    // minutes of silence (probes after 60 s, then the system's 9 every 75 s), and the
+    // connection with its buffers goes; a live, idle one answers the probes.
+    raw.setKeepAlive(true, 60_000);
     const { tls, reads } = wrapTls(raw, {
       side: options.side,
       context: options.context,

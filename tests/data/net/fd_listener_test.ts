@@ -130,3 +130,24 @@ Deno.test("FdListener.openUnix() replaces a stale socket, refuses a live one, a 
   assertThrows(() => groupId("no-such-group-here"), RangeError, "unknown group");
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("FdListener: accepted TCP connections have keepalive armed (a client that vanished without a FIN is found out), not after 2 hours but about a minute of silence", async () => {
+  const l = FdListener.open("127.0.0.1", 0);
+  const client = await Deno.connect({ hostname: "127.0.0.1", port: l.port });
+  const accepted = (await l.accept())!;
+  try {
+    const inode = /socket:\[(\d+)\]/.exec(Deno.readLinkSync(`/proc/self/fd/${accepted.fd}`))![1];
+    const line = (await Deno.readTextFile("/proc/net/tcp")).split("\n")
+      .map((x) => x.trim().split(/\s+/)).find((f) => f[9] === inode);
+    assert(line, "the accepted socket is in /proc/net/tcp");
+    // "tr:tm->when": timer 2 is the keepalive timer, when in jiffies (USER_HZ 100).
+    const [timer, when] = line[5].split(":");
+    assertEquals(timer, "02", `timers of the accepted socket: ${line[5]}`);
+    const seconds = parseInt(when, 16) / 100;
+    assert(seconds > 0 && seconds <= 60, `first probe in ${seconds} s`);
+  } finally {
+    client.close();
+    closeFd(accepted.fd);
+    l.close();
+  }
+});
