@@ -123,22 +123,22 @@ export async function readOptionReply(
 /**
  * NBD_OPT_BALLAST_FORWARDER: names the forwarder and this connection's generation, so that
  * the master fences its older connections (data/forwarder_fences.ts). A master of an older
- * version answers NBD_REP_ERR_UNSUP: carried on without (returns false).
+ * version answers NBD_REP_ERR_UNSUP, a plaintext (`--tls off`) one NBD_REP_ERR_POLICY: either
+ * way the connection goes on without the fence, as before.
  */
 export async function nameForwarder(
   out: { write(b: Uint8Array): unknown },
   input: ByteQueue,
   remote: string,
   f: ForwarderName,
-): Promise<boolean> {
+): Promise<void> {
   const b = new Uint8Array(12);
   const v = new DataView(b.buffer);
   v.setUint32(0, f.id[0]);
   v.setUint32(4, f.id[1]);
   v.setUint32(8, f.gen);
   out.write(encodeOption(C.NBD_OPT_BALLAST_FORWARDER, b));
-  const r = await readOptionReply(input, C.NBD_OPT_BALLAST_FORWARDER, remote);
-  return r.type === C.NBD_REP_ACK;
+  await readOptionReply(input, C.NBD_OPT_BALLAST_FORWARDER, remote);
 }
 
 /** The master's certificate: trusted by the node's bundle, and naming the expected node. */

@@ -154,11 +154,13 @@ export class PeerLink {
    * WRITE's data is copied into the frame here; a large one is sent by reference, and
    * `taken` (when given) is called once, with true when the socket has written the frame
    * (its buffers may be reused then), false when it will not (never reuse them then).
+   * `session`: the target's replication session (wire.ts), when not given in `r`.
    */
   request(
     r: NewRequest,
     timeoutMs = REPLICA_TIMEOUT_MS,
     taken?: (ok: boolean) => void,
+    session = r.session ?? 0,
   ): Promise<Reply> {
     if (this.#dead) {
       taken?.(false);
@@ -166,7 +168,7 @@ export class PeerLink {
     }
     const id = this.#next++;
     if (this.#next > 0xffff_ffff) this.#next = 1;
-    const req = { ...r, id } as Request;
+    const req = { ...r, id, session } as Request;
     // A large WRITE's data goes by reference after its head: it is the caller's own copy. A
     // small one is copied into a pooled frame: a fresh buffer per 4 KiB WRITE cost the
     // master an allocation and collector work per request (docs/BENCHMARKS.md, "Run 7").

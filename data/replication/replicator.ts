@@ -165,11 +165,12 @@ export class Replicator {
     out: Replicated,
     taken?: (ok: boolean) => void,
   ): Promise<void> {
-    if (t.session) r = { ...r, session: t.session };
+    // The target's session goes into the copy PeerLink.request makes anyway.
+    const s = t.session ?? 0;
     const link = this.#links.live(t.node);
-    const reply = link ? link.request(r, undefined, taken) : this.#links.get(t.node, t.address)
+    const reply = link ? link.request(r, undefined, taken, s) : this.#links.get(t.node, t.address)
       .then(
-        (l) => l.request(r, undefined, taken),
+        (l) => l.request(r, undefined, taken, s),
         (err) => {
           taken?.(false);
           throw err;
