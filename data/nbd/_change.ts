@@ -181,7 +181,7 @@ const REPAIR_MAX = C.MAX_REQUEST_SIZE;
 
 /**
  * A change that failed here may still have changed part of its range (a write goes to the
- * file in 64 KiB pieces, and a full disk stops it midway: ENOSPC) and reached no replica. So
+ * file in 16 KiB pieces, and a full disk stops it midway: ENOSPC) and reached no replica. So
  * that the copies listed in sync stay equal, the replicas get what this copy now holds in that
  * range (read back, sent as WRITEs), then the request fails with the store's error: once they
  * applied it, or were shown out of sync (a replica that cannot take it either). When even

@@ -36,12 +36,15 @@ const ZERO_CHUNK = 1 << 20;
  * The largest piece one pwrite() writes. Since Linux 6.16, ext4 keeps a file's page cache in
  * folios as large as the write that created them (a 1 MiB write makes a 1 MiB folio), and a
  * later 4 KiB write into a folio walks every buffer head of it (ext4_block_write_begin): on
- * this machine's 6.18 kernel a 4 KiB pwrite costs 3 us in 4 KiB folios, 5 us in 64 KiB
- * ones and 12-14 us in 1 MiB ones, and 25-75 us under load (docs/BENCHMARKS.md, "CPU
- * profiles"). Writing 1 MiB as 64 KiB pieces costs the same CPU as one pwrite, so large
- * writes go in 64 KiB pieces and random 4 KiB writes after them stay cheap.
+ * this machine's 6.18 kernel a 4 KiB pwrite costs 1.7 us in 4 KiB folios, 2.0 us in 16 KiB
+ * ones, 2.4 us in 64 KiB ones and 7.8 us in 1 MiB ones, alone; under load, with the walk's
+ * cache misses, the difference grows (docs/BENCHMARKS.md, "CPU profiles" and "Folio size").
+ * Smaller folios cost large reads and writes more (a MiB in 4 KiB pieces costs 2.5 times
+ * the CPU of 64 KiB ones), so large writes go in 16 KiB pieces: random 4 KiB writes into
+ * what they left cost a quarter less than into 64 KiB folios, 1 MiB sequential I/O about a
+ * tenth more.
  */
-const WRITE_PIECE = 64 * 1024;
+const WRITE_PIECE = 16 * 1024;
 /**
  * readBulk()'s readahead windows (_readahead.ts): a sequential reader's first is 4 times its
  * read, at least BULK_FIRST; they double up to BULK_AHEAD (as far as the kernel's own reaches

@@ -231,7 +231,7 @@ e2eTest(
         r.sentBytes > 0 && r.rateBytesPerSecond > 0 && r.etaSeconds !== undefined,
         JSON.stringify(r),
       );
-      // 256 MiB written in 64 KiB pieces: the regions it touched are what the pass copies.
+      // 256 MiB written (1 MiB regions): the regions it touched are what the pass copies.
       assert(
         (r.regionsCopied ?? 0) >= 1 && (r.regionsToCopy ?? 0) > r.regionsCopied! &&
           r.regionsToCopy! <= 256,

@@ -342,11 +342,11 @@ if (!HAVE_STRACE) {
 }
 
 Deno.test({
-  name: "large writes: in 64 KiB pieces into pages not cached, in one pwrite() over cached ones",
+  name: "large writes: in 16 KiB pieces into pages not cached, in one pwrite() over cached ones",
   ignore: !HAVE_STRACE,
   fn: async () => {
     await withDir(async (dir) => {
-      const pieces = new Array(16).fill(64 * KiB);
+      const pieces = new Array(64).fill(16 * KiB);
       // New file: pieces (no large folio for later 4 KiB writes to walk). Cached: one call.
       // Half cached: pieces again.
       assertEquals(await pwriteSizes(dir), [...pieces, MiB, ...pieces]);
