@@ -9,7 +9,11 @@
  * but not yet run must then not run after the new connection's (a WRITE run that late could
  * overwrite a newer write of the same client). So each connection registers its generation
  * here, and a change is run only while no newer generation of its forwarder has registered
- * (checked by the change itself, data/nbd/_change.ts).
+ * (checked by the change itself, data/nbd/_change.ts). The check is made after the change's
+ * region wait (data/replication/regions.ts): a change that passed it is in its regions, and
+ * no change of another thread enters them until it is applied and replicated, so the newer
+ * connection's writes cannot run in between (tests/control/group/late_frames_model_test.ts,
+ * which also shows a check before the wait, or without it, would not do).
  *
  * Layout (Int32 words): a lock word, then per slot: id (two words, 0 0 for a free slot),
  * the newest generation, and the number of connections registered under it. A slot is freed
