@@ -17,13 +17,16 @@
  *
  * Layout (Int32 words): a lock word, then per slot: id (two words, 0 0 for a free slot),
  * the newest generation, and the number of connections registered under it. A slot is freed
- * when its last connection ends; a full table registers nothing more (those connections are
- * not fenced, as before this existed), which 64 slots make unlikely: one per client connection
- * attached to this volume through another node.
+ * when its last connection ends. The table starts with FIRST_SLOTS slots (1 KiB) and doubles
+ * in place when full (a growable SharedArrayBuffer: every thread's view covers the new slots
+ * once it looks for them), up to MAX_SLOTS forwarders at once: one per client connection
+ * attached to this volume through another node. Past that a connection registers nothing
+ * (it is not fenced, as before this existed; the connection logs a warning).
  * @module
  */
 
-const SLOTS = 64;
+const FIRST_SLOTS = 64;
+const MAX_SLOTS = 4096;
 const SLOT_WORDS = 4;
 const LOCK = 0;
 const ID_HI = 0;
@@ -43,11 +46,26 @@ export interface ForwarderFence {
 
 export class ForwarderFences {
   readonly buffer: SharedArrayBuffer;
-  readonly #w: Int32Array;
+  #w: Int32Array;
 
   constructor(buffer?: SharedArrayBuffer) {
-    this.buffer = buffer ?? new SharedArrayBuffer((1 + SLOTS * SLOT_WORDS) * 4);
-    this.#w = new Int32Array(this.buffer);
+    this.buffer = buffer ??
+      new SharedArrayBuffer(bytesFor(FIRST_SLOTS), { maxByteLength: bytesFor(MAX_SLOTS) });
+    this.#w = wordsOf(this.buffer);
+  }
+
+  /** Slots in the table now (it only grows). */
+  get slots(): number {
+    return (this.buffer.byteLength / 4 - 1) / SLOT_WORDS;
+  }
+
+  /**
+   * Every word of the table as it is now: a fixed-length view, made again after another
+   * thread grew the table (holding the lock).
+   */
+  #words(): Int32Array {
+    if (this.#w.length * 4 !== this.buffer.byteLength) this.#w = wordsOf(this.buffer);
+    return this.#w;
   }
 
   /**
@@ -55,11 +73,13 @@ export class ForwarderFences {
    * table is full.
    */
   register(id: readonly [number, number], gen: number): ForwarderFence | undefined {
-    const w = this.#w;
     const [hi, lo] = [id[0] | 0, id[1] | 0];
+    let w = this.#w;
     const at = this.#locked(() => {
+      w = this.#words();
+      const slots = this.slots;
       let free = -1;
-      for (let s = 0; s < SLOTS; s++) {
+      for (let s = 0; s < slots; s++) {
         const b = 1 + s * SLOT_WORDS;
         if (w[b + REFS] === 0) {
           if (free < 0) free = b;
@@ -69,7 +89,12 @@ export class ForwarderFences {
           return b;
         }
       }
-      if (free < 0) return -1;
+      if (free < 0) {
+        if (slots >= MAX_SLOTS) return -1;
+        this.buffer.grow(bytesFor(Math.min(MAX_SLOTS, 2 * slots)));
+        w = this.#words();
+        free = 1 + slots * SLOT_WORDS;
+      }
       w[free + ID_HI] = hi;
       w[free + ID_LO] = lo;
       w[free + REFS] = 1;
@@ -114,4 +139,12 @@ export class ForwarderFences {
       Atomics.store(w, LOCK, 0);
     }
   }
+}
+
+function bytesFor(slots: number): number {
+  return (1 + slots * SLOT_WORDS) * 4;
+}
+
+function wordsOf(buffer: SharedArrayBuffer): Int32Array {
+  return new Int32Array(buffer, 0, buffer.byteLength / 4);
 }

@@ -39,14 +39,25 @@ Deno.test("fences: a newer generation of a forwarder, on any thread, fences its 
   b1.release();
 });
 
-Deno.test("fences: a full table registers nothing more (such connections are not fenced), and frees slots as connections end", () => {
-  const t = new ForwarderFences();
-  const held = Array.from({ length: 64 }, (_, i) => t.register([i + 1, 7], 1)!);
+Deno.test("fences: the table grows in place as forwarders register (every thread's view follows), up to 4096; a full table registers nothing more, and frees slots as connections end", () => {
+  const t1 = new ForwarderFences();
+  const t2 = new ForwarderFences(t1.buffer); // another thread's view, made before the growth
+  assertEquals(t1.slots, 64);
+  const held = Array.from({ length: 100 }, (_, i) => t1.register([i + 1, 7], 1)!);
   assert(held.every((f) => f !== undefined));
-  assertEquals(t.register([999, 7], 1), undefined);
-  assert(t.register([5, 7], 2) !== undefined, "a forwarder already in the table still is");
+  assertEquals([t1.slots, t2.slots], [128, 128]);
+  // A forwarder registered in a slot past the other thread's first view: found there, and
+  // fenced by a newer generation registered there (not given a second slot).
+  const old = held[90];
+  const newer = t2.register([91, 7], 2)!;
+  assert(old.fenced() && !newer.fenced(), "the newer connection fences the one in a grown slot");
+  assert(!held[89].fenced() && !held[91].fenced(), "others unaffected");
+  for (let i = 100; i < 4096; i++) assert(t2.register([i + 1, 7], 1) !== undefined, `slot ${i}`);
+  assertEquals(t1.slots, 4096);
+  assertEquals(t1.register([99_999, 7], 1), undefined, "full");
+  assert(t1.register([5, 7], 2) !== undefined, "a forwarder already in the table still is");
   held[10].release();
-  assert(t.register([999, 7], 1) !== undefined, "a freed slot is used");
+  assert(t2.register([99_999, 7], 1) !== undefined, "a freed slot is used");
 });
 
 const DISK: ExportView = {
