@@ -87,8 +87,11 @@ export async function moveAside(
 export class Takeovers {
   readonly #epochs: CopyEpochs;
   readonly #log: Logger;
-  /** Copies claimed and not completed yet: the epoch, and whether it succeeds a master. */
-  readonly #claims = new Map<string, { epoch: number; succeeds: boolean }>();
+  /**
+   * Copies claimed and not completed yet: the epoch, whether it succeeds a master, and
+   * whether the copy had that epoch already (this node serves it again at an epoch it served).
+   */
+  readonly #claims = new Map<string, { epoch: number; succeeds: boolean; resumed: boolean }>();
 
   constructor(epochs: CopyEpochs, log: Logger) {
     this.#epochs = epochs;
@@ -100,19 +103,29 @@ export class Takeovers {
     // A copy that never saw an epoch never answered a master: nobody to wait for.
     const previous = await this.#epochs.get(path);
     const raised = await this.#epochs.raise(path, epoch);
-    this.#claims.set(path, { epoch, succeeds: previous !== 0 && raised });
+    this.#claims.set(path, {
+      epoch,
+      succeeds: previous !== 0 && raised,
+      resumed: previous !== 0 && previous === epoch,
+    });
   }
 
   /**
    * Completes the takeover of the copy at `path` (claiming it now if it was not), waiting out
    * the previous master's lease; returns whether this node succeeds another master (then the
-   * members' copies are compared, see replication/master.ts). A planned handover waits for
-   * nothing: the previous master closed its export before handing over, and the masters
-   * before it were waited out when it took over.
+   * members' copies are compared, see replication/master.ts) and whether it serves the copy
+   * again at an epoch it had (then it starts new replication sessions: sessions.ts resume).
+   * A planned handover waits for nothing: the previous master closed its export before
+   * handing over, and the masters before it were waited out when it took over. Without `r`
+   * (a volume without replication) there is nothing to take over.
    */
-  async complete(path: string, r: { epoch: number; handedOver?: boolean }): Promise<boolean> {
+  async complete(
+    path: string,
+    r: { epoch: number; handedOver?: boolean } | undefined,
+  ): Promise<{ succeeds: boolean; resumed: boolean }> {
+    if (!r) return { succeeds: false, resumed: false };
     if (this.#claims.get(path)?.epoch !== r.epoch) await this.claim(path, r.epoch);
-    const { succeeds } = this.#claims.get(path)!;
+    const { succeeds, resumed } = this.#claims.get(path)!;
     this.#claims.delete(path);
     const wait = succeeds && !r.handedOver ? promotionWait(this.#epochs.lastGranted(path)) : 0;
     if (wait > 0) {
@@ -122,6 +135,6 @@ export class Takeovers {
       );
       await new Promise((resolve) => setTimeout(resolve, wait));
     }
-    return succeeds;
+    return { succeeds, resumed };
   }
 }

@@ -155,9 +155,10 @@ class LocalDataPlane implements RunningDataPlane {
   async openVolume(spec: VolumeSpec, options: OpenOptions = {}): Promise<void> {
     const open = this.exports.lookup(spec.name);
     // Fencing and the old master's lease (lease.ts) before anything is served.
-    const succeeds = options.replication
-      ? await this.#takeovers.complete(this.#path(spec.uuid), options.replication)
-      : false;
+    const r = options.replication;
+    const { succeeds, resumed } = await this.#takeovers.complete(this.#path(spec.uuid), r);
+    // Served again at an epoch it served before: new sessions first (replication/sessions.ts).
+    if (r && resumed && !open) await this.#replication.resume(spec, r.epoch, r.targets);
     if (open) {
       open.writeGate = options.writeGate;
       if (options.replication) {

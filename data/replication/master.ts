@@ -103,7 +103,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
   ): void {
     e.onReplicasFailed = r.onReplicasFailed;
     const before = this.#targets.get(e.name);
-    if (before?.epoch !== r.epoch) this.#sessions.clear(e.name);
+    this.#sessions.keepEpoch(e.name, r.epoch); // those resume() began, or an earlier open's
     this.#targets.set(e.name, { epoch: r.epoch, inSync: r.targets, resyncing: [] });
     this.#compose(e);
     if (options.reconcile && before?.epoch !== r.epoch) {
@@ -195,6 +195,12 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     e.onReplicasFailed?.([node], { [node]: why }).catch((err) =>
       this.#log.warn({ volume: e.name, replica: node, err: (err as Error).message }, what)
     );
+  }
+
+  /** `v` is served here again at an epoch it served before: new sessions (sessions.ts). */
+  resume(v: { name: string; uuid: string }, epoch: number, members: ReplicaTarget[]) {
+    const links = this.#mainLinks();
+    return links ? this.#sessions.resume(links, v, epoch, members) : Promise.resolve();
   }
 
   /** The main thread's links (fencing, resync), opened on first use. */

@@ -15,9 +15,12 @@ import type { ReplicaTarget } from "./replicator.ts";
 import { ResyncError } from "./resync.ts";
 import { decodeSession, replyMessage, STATUS_BAD_REQUEST, STATUS_OK, T_SESSION } from "./wire.ts";
 
+/** How long resume() waits for the members' new sessions before serving. */
+const RESUME_MS = 2000;
+
 export class MemberSessions {
-  /** Session by volume name and member node, at the volume's current epoch. */
-  readonly #byVolume = new Map<string, Map<string, number>>();
+  /** Per volume name: the epoch its sessions belong to, and the session of each member. */
+  readonly #byVolume = new Map<string, { epoch: number; members: Map<string, number> }>();
   readonly #log: Logger;
 
   constructor(log: Logger) {
@@ -29,10 +32,58 @@ export class MemberSessions {
     this.#byVolume.delete(volume);
   }
 
+  /** Forgets the sessions of `volume` unless they belong to `epoch`. */
+  keepEpoch(volume: string, epoch: number): void {
+    if (this.#byVolume.get(volume)?.epoch !== epoch) this.#byVolume.delete(volume);
+  }
+
   /** `member` with its session of `volume`, when it was given one. */
   tagged(volume: string, member: ReplicaTarget): ReplicaTarget {
-    const session = this.#byVolume.get(volume)?.get(member.node);
+    const session = this.#byVolume.get(volume)?.members.get(member.node);
     return session ? { ...member, session } : member;
+  }
+
+  /**
+   * This node serves `v` again at an epoch at which it served it before: its process
+   * restarted while its lease held, so no member took over. Changes its previous process sent
+   * may still be on their way to the members at this same epoch (in a socket, behind a slow
+   * fdatasync, in a connection its kernel still retransmits after the process died), and
+   * epoch fencing does not refuse them: they must not land after this process's newer writes.
+   * So before it serves, every member is asked for a new session, in parallel and for at most
+   * RESUME_MS in all; their older changes are refused from then on. A member that has not
+   * answered by then gets untagged changes: one that started the session after all refuses
+   * them and is resynced (a cost, not a loss); one that is down is taken out of sync as ever.
+   */
+  async resume(
+    links: PeerLinks,
+    v: { name: string; uuid: string },
+    epoch: number,
+    members: ReplicaTarget[],
+  ): Promise<void> {
+    this.keepEpoch(v.name, epoch);
+    if (members.length === 0) return;
+    const failed: Record<string, string> = {};
+    const asked = members.map((m) =>
+      this.start(links, v, m, epoch).catch((err) => {
+        failed[m.node] = err instanceof Error ? err.message : String(err);
+      })
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), RESUME_MS));
+    const outcome = await Promise.race([Promise.all(asked), late]);
+    clearTimeout(timer);
+    const started = members.filter((m) => this.tagged(v.name, m).session !== undefined);
+    this.#log.info(
+      {
+        volume: v.name,
+        epoch,
+        members: started.map((m) => m.node),
+        ...(Object.keys(failed).length > 0 ? { failed } : {}),
+        ...(outcome === "late" ? { unanswered: RESUME_MS } : {}),
+      },
+      "serving again at the same epoch: new replication sessions, so the changes of this " +
+        "node's previous process are refused",
+    );
   }
 
   /**
@@ -48,8 +99,9 @@ export class MemberSessions {
   ): Promise<void> {
     const link = await links.get(member.node, member.address);
     const reply = await link.request({ type: T_SESSION, flags: 0, volume: v.uuid, epoch });
-    let sessions = this.#byVolume.get(v.name);
-    if (!sessions) this.#byVolume.set(v.name, sessions = new Map());
+    let entry = this.#byVolume.get(v.name);
+    if (entry?.epoch !== epoch) this.#byVolume.set(v.name, entry = { epoch, members: new Map() });
+    const sessions = entry.members;
     if (reply.status === STATUS_BAD_REQUEST) {
       sessions.delete(member.node);
       this.#log.info(
