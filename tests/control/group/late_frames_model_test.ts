@@ -97,6 +97,7 @@ interface SessionState {
   p: "" | "sent" | "replied" | "failed" | "ready";
   acked: number;
   failures: number;
+  restarts: number;
 }
 
 interface SessionOptions {
@@ -106,6 +107,10 @@ interface SessionOptions {
   sessions: boolean;
   /** The session begins when the resync ends, not before the member is a target. */
   sessionAtEnd?: boolean;
+  /** Master process restarts at the same epoch (its lease held: no member took over). */
+  restarts?: number;
+  /** A restarted master starts a new session with an in-sync replica before it serves. */
+  resume?: boolean;
 }
 
 function sessionModel(o: SessionOptions): Spec<SessionState> {
@@ -123,11 +128,17 @@ function sessionModel(o: SessionOptions): Spec<SessionState> {
     p: "",
     acked: 0,
     failures: 0,
+    restarts: 0,
   };
   const newSession = (s: SessionState) => {
     if (!o.sessions) return;
     s.rs++; // the replica's answer to SESSION, on the new link
     s.ms = s.rs;
+  };
+  const giveUp = (t: SessionState) => {
+    t.link = 0;
+    t.resync = 0;
+    if (t.p === "sent") t.p = t.inSync ? "failed" : "ready";
   };
   const next = (s: SessionState) => {
     const out: { label: string; state: SessionState }[] = [];
@@ -157,7 +168,11 @@ function sessionModel(o: SessionOptions): Spec<SessionState> {
         `replica takes w${w} (session ${session}) from link ${i + 1}${late ? ", given up" : ""}`,
         (t) => {
           t.links[i].shift();
-          if (o.sessions && session < t.rs) return; // STATUS_STALE_SESSION, nothing applied
+          if (o.sessions && session < t.rs) {
+            // STATUS_STALE_SESSION, nothing applied; on the current link: a failed member.
+            if (!late) giveUp(t);
+            return;
+          }
           t.r = w;
           if (!late && t.pending === w && t.p === "sent") t.p = "replied";
         },
@@ -165,10 +180,24 @@ function sessionModel(o: SessionOptions): Spec<SessionState> {
     });
     if (s.link > 0 && s.failures < o.failures) {
       go(`the master gives link ${s.link} up (no answer in time)`, (t) => {
-        t.link = 0;
         t.failures++;
+        giveUp(t);
+      });
+    }
+    if (s.restarts < (o.restarts ?? 0)) {
+      go("the master's process dies and restarts at the same epoch", (t) => {
+        t.restarts++;
+        // Its links die with it (their frames stay on their way), so do its sessions and
+        // the write in flight (never acknowledged; the client may send it again as a new one).
+        t.pending = 0;
+        t.p = "";
+        t.ms = 0;
         t.resync = 0;
-        if (t.p === "sent") t.p = t.inSync ? "failed" : "ready";
+        t.link = 0;
+        if (!t.inSync) return; // resynced later, with a session
+        t.links.push([]);
+        t.link = t.links.length;
+        if (o.resume) newSession(t);
       });
     }
     if (s.link === 0 && s.inSync) {
@@ -219,6 +248,22 @@ function sessionModel(o: SessionOptions): Spec<SessionState> {
 
 Deno.test("late frames model, replication sessions: a link given up, its frames applied late, resyncs: invariant and liveness hold", () => {
   mustHold("sessions", sessionModel({ writes: 4, failures: 3, sessions: true }), 2_000);
+});
+
+Deno.test("late frames model, replication sessions: master processes restarted at the same epoch start new sessions before serving: invariant and liveness hold", () => {
+  mustHold(
+    "sessions, restarts",
+    sessionModel({ writes: 3, failures: 2, sessions: true, restarts: 2, resume: true }),
+    2_000,
+  );
+});
+
+Deno.test("late frames model, replication sessions: a master restarted at the same epoch without new sessions lets its previous process's frame undo a newer write", () => {
+  mustCatch(
+    "restart without new sessions",
+    sessionModel({ writes: 3, failures: 0, sessions: true, restarts: 1, resume: false }),
+    "from link 1, given up",
+  );
 });
 
 Deno.test("late frames model, replication sessions: without them a given-up link's frame undoes a newer write on a copy listed in sync", () => {
