@@ -28,6 +28,7 @@ export class BenchRun {
   }
 
   static async start(opts: { dir?: string; keep: boolean }): Promise<BenchRun> {
+    if (opts.dir) await Deno.mkdir(opts.dir, { recursive: true }); // --dir made if missing
     const dir = await Deno.makeTempDir({ prefix: "ballast-bench-", dir: opts.dir });
     return new BenchRun(dir, opts.keep);
   }
