@@ -162,7 +162,7 @@ class LocalDataPlane implements RunningDataPlane {
     if (open) {
       open.writeGate = options.writeGate;
       if (options.replication) {
-        this.#replication.open(open, options.replication, { reconcile: succeeds });
+        this.#replication.open(open, options.replication, { reconcile: succeeds || resumed });
       }
       return;
     }
@@ -202,7 +202,7 @@ class LocalDataPlane implements RunningDataPlane {
     this.#export(spec, store, hashes, (e) => {
       e.writeGate = options.writeGate;
       if (options.replication) {
-        this.#replication.open(e, options.replication, { reconcile: succeeds });
+        this.#replication.open(e, options.replication, { reconcile: succeeds || resumed });
       }
     });
   }

@@ -98,7 +98,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
       targets: ReplicaTarget[];
       onReplicasFailed: (nodes: string[], reasons?: ReplicaReasons) => Promise<void>;
     },
-    /** `reconcile`: this node succeeds an earlier master (compare the members' copies). */
+    /** `reconcile`: this node succeeds an earlier master, or its own earlier process (compare the copies). */
     options: { reconcile?: boolean } = {},
   ): void {
     e.onReplicasFailed = r.onReplicasFailed;
