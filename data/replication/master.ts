@@ -467,6 +467,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
   /** `name` is no longer served here: its resyncs stop. */
   forget(name: string): void {
     this.#targets.delete(name);
+    this.#sessions.clear(name);
     this.#roots.delete(name);
     this.#leases.get(name)?.stop();
     this.#leases.delete(name);
