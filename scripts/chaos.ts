@@ -6,8 +6,8 @@
  * lost or overtaken, no read is stale, the client never sees an error while an in-sync member
  * is left, and every member ends with the same data.
  *
- *   deno task chaos [--rounds 10] [--seed N] [--lease-ttl 5]
- *                   [--faults kill-master,stop-master,kill-replica,stop-replica]
+ *   deno task chaos [--rounds 10] [--seed N] [--lease-ttl 5] [--crash-detection on|off]
+ *                   [--faults kill-master,stop-master,kill-replica,stop-replica,bounce-master]
  *                   [--json FILE] [--dir DIR] [--keep]
  *
  * The cluster is scripts/_bench_cluster.ts (one etcd, four TLS nodes on loopback); the volume
@@ -15,7 +15,11 @@
  * all three members are in sync, lets the client run for 2 s, and then applies one fault to
  * the member it picks: `kill-master` (SIGKILL, then started again), `stop-master` (SIGSTOP
  * until another member is master, then SIGCONT), `kill-replica` (SIGKILL, 2 s of writes
- * without it, started again), `stop-replica` (SIGSTOP for the lease TTL plus 2 s). The client
+ * without it, started again), `stop-replica` (SIGSTOP for the lease TTL plus 2 s),
+ * `bounce-master` (SIGKILL and started again at once: with crash detection off and a lease
+ * longer than a start, it comes back as master at the same epoch, the path of docs/CLUSTER.md
+ * "A master process restarted at the same epoch"; otherwise a member may take over first,
+ * and either must hold; it is not in the default list). The client
  * is CHECKER_PY below. Exit status: 0 when every check held, 1 when one did not
  * (the run's directory, with every node's log, is then kept), 2 for bad arguments.
  * @module
@@ -127,14 +131,25 @@ const USAGE = `usage: deno task chaos [options]
   --rounds N       faults to inject, one per round (default 10)
   --seed N         seed of the fault and block choices (default: random, printed)
   --lease-ttl S    the nodes' --node-lease-ttl in seconds (default 5)
-  --faults LIST    comma-separated, chosen from at random each round (default all):
-                   kill-master, stop-master, kill-replica, stop-replica
+  --crash-detection on|off
+                   the nodes' --crash-detection (default on)
+  --faults LIST    comma-separated, chosen from at random each round (default: the first four):
+                   kill-master, stop-master, kill-replica, stop-replica, bounce-master
+                   (SIGKILL and started again at once: with --crash-detection off it comes
+                   back at the same epoch)
   --json FILE      also write the results as JSON
   --dir DIR        parent of the run's directory (default: system temp dir)
   --keep           keep the run's directory (kept anyway when a check fails)`;
 
-const FAULTS = ["kill-master", "stop-master", "kill-replica", "stop-replica"] as const;
+const FAULTS = [
+  "kill-master",
+  "stop-master",
+  "kill-replica",
+  "stop-replica",
+  "bounce-master",
+] as const;
 type Fault = typeof FAULTS[number];
+const DEFAULT_FAULTS: Fault[] = ["kill-master", "stop-master", "kill-replica", "stop-replica"];
 const VOLUME = "chaos";
 /** Blocks of 4 KiB the client uses (16 MiB of the 64 MiB volume: blocks are rewritten often). */
 const BLOCKS = 4096;
@@ -146,6 +161,7 @@ interface Options {
   rounds: number;
   seed: number;
   leaseTtlS: number;
+  crashDetection: "on" | "off";
   faults: Fault[];
   json?: string;
   dir?: string;
@@ -155,10 +171,14 @@ interface Options {
 interface Round {
   fault: Fault;
   node: string;
+  /** When the fault began (Unix ms). */
+  at: number;
   /** From the fault to the client's next completed request, when it paused (ms). */
   pauseMs: number;
   /** From the fault to all three members in sync again (ms). */
   healedMs: number;
+  /** The same master at the same epoch after the fault. */
+  sameEpoch: boolean;
 }
 
 function parse(): Options | undefined {
@@ -169,7 +189,8 @@ function parse(): Options | undefined {
         rounds: { type: "string", default: "10" },
         seed: { type: "string" },
         "lease-ttl": { type: "string", default: "5" },
-        faults: { type: "string", default: FAULTS.join(",") },
+        "crash-detection": { type: "string", default: "on" },
+        faults: { type: "string", default: DEFAULT_FAULTS.join(",") },
         json: { type: "string" },
         dir: { type: "string" },
         keep: { type: "boolean", default: false },
@@ -182,6 +203,10 @@ function parse(): Options | undefined {
     }
     const faults = values.faults.split(",").map((f) => f.trim()).filter((f) => f !== "");
     const unknown = faults.filter((f) => !(FAULTS as readonly string[]).includes(f));
+    const crash = values["crash-detection"];
+    if (crash !== "on" && crash !== "off") {
+      throw new Error(`--crash-detection: "on" or "off", not "${crash}"`);
+    }
     if (unknown.length > 0 || faults.length === 0) {
       throw new Error(`--faults: unknown ${unknown.join(", ") || "(none given)"}`);
     }
@@ -191,6 +216,7 @@ function parse(): Options | undefined {
         ? Math.floor(Math.random() * 2 ** 31)
         : wholeNumber("seed", values.seed, 0),
       leaseTtlS: wholeNumber("lease-ttl", values["lease-ttl"], 2),
+      crashDetection: crash,
       faults: faults as Fault[],
       json: values.json,
       dir: values.dir,
@@ -293,6 +319,10 @@ async function inject(c: BenchCluster, ck: Checker, fault: Fault, node: string, 
         proc().kill("SIGCONT");
       }
       break;
+    case "bounce-master":
+      await c.kill(node);
+      await c.start(node);
+      break;
     case "kill-replica":
       await c.kill(node);
       await sleep(2_000);
@@ -321,7 +351,11 @@ async function inSync(c: BenchCluster, ck: Checker, front: string, what: string)
 
 async function chaos(run: BenchRun, o: Options): Promise<Round[]> {
   const random = seeded(o.seed);
-  const c = await BenchCluster.start(run, { nodes: 4, leaseTtl: `${o.leaseTtlS}s` });
+  const c = await BenchCluster.start(run, {
+    nodes: 4,
+    leaseTtl: `${o.leaseTtlS}s`,
+    crashDetection: o.crashDetection,
+  });
   const v = await c.createVolume(VOLUME, 64 * 2 ** 20, 2);
   const front = [...c.nodes.keys()].find((n) => !v.members?.includes(n))!;
   const uri = `nbd://${c.nodes.get(front)!.nbdLocal}/${VOLUME}`;
@@ -342,13 +376,22 @@ async function chaos(run: BenchRun, o: Options): Promise<Round[]> {
       console.error(`chaos: round ${i}/${o.rounds}: ${fault} ${node}`);
       await inject(c, ck, fault, node, o);
       await inSync(c, ck, front, `all three members in sync after round ${i} (${fault} ${node})`);
-      const r = { fault, node, pauseMs: ck.pauseAt(at), healedMs: Date.now() - at };
+      const after = await c.client(front).getVolume(VOLUME);
+      const sameEpoch = after.master === now.master && after.epoch === now.epoch;
+      const r = { fault, node, at, pauseMs: 0, healedMs: Date.now() - at, sameEpoch };
       rounds.push(r);
-      console.error(`chaos: round ${i}: client paused ${r.pauseMs} ms; healed in ${r.healedMs} ms`);
+      console.error(
+        `chaos: round ${i}: healed in ${r.healedMs} ms` +
+          (fault.endsWith("master") ? `; ${sameEpoch ? "same" : "new"} epoch ${after.epoch}` : ""),
+      );
     }
   } finally {
     await ck.finish();
   }
+  // The client reports a pause when it ends, which may be after its round healed (a master
+  // back in sync before the forwarding node's connection to it is): measured now.
+  for (const r of rounds) r.pauseMs = ck.pauseAt(r.at);
+  rounds.forEach((r, i) => console.error(`chaos: round ${i + 1}: client paused ${r.pauseMs} ms`));
   const report = await c.client(front).verifyVolume(VOLUME, { deep: true });
   const bad = report.members.filter((m) => !m.equal || m.corrupt.length > 0);
   if (!report.ok) {
@@ -378,7 +421,10 @@ async function chaos(run: BenchRun, o: Options): Promise<Round[]> {
     const p = of.map((r) => r.pauseMs).sort((a, b) => a - b);
     console.log(
       `  ${f.padEnd(13)} x${of.length}: client pause p50 ${median(p)} ms, max ${p.at(-1)} ms; ` +
-        `healed p50 ${median(of.map((r) => r.healedMs))} ms`,
+        `healed p50 ${median(of.map((r) => r.healedMs))} ms` +
+        (f.endsWith("master")
+          ? `; at the same epoch after ${of.filter((r) => r.sameEpoch).length}`
+          : ""),
     );
   }
   return rounds;
