@@ -100,12 +100,16 @@ export class Takeovers {
 
   /** Claims the copy at `path` for `epoch`. */
   async claim(path: string, epoch: number): Promise<void> {
-    // A copy that never saw an epoch never answered a master: nobody to wait for.
+    // A copy that never saw an epoch never answered a master: nobody to wait for. One that
+    // had this epoch was claimed at it before, by this node: if the takeover was completed
+    // (served), this is a restart of its master; if not, the process died between claiming
+    // and serving, and the older master's lease may not have lapsed yet.
     const previous = await this.#epochs.get(path);
     const raised = await this.#epochs.raise(path, epoch);
+    const unfinished = previous === epoch && await this.#epochs.served(path) !== epoch;
     this.#claims.set(path, {
       epoch,
-      succeeds: previous !== 0 && raised,
+      succeeds: previous !== 0 && (raised || unfinished),
       resumed: previous !== 0 && previous === epoch,
     });
   }
@@ -135,6 +139,7 @@ export class Takeovers {
       );
       await new Promise((resolve) => setTimeout(resolve, wait));
     }
+    await this.#epochs.markServed(path, r.epoch);
     return { succeeds, resumed };
   }
 }

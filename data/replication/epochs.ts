@@ -8,6 +8,8 @@
 
 export class CopyEpochs {
   readonly #known = new Map<string, number>();
+  /** The epoch each copy was last served at as master (`<copy>.served`), once read. */
+  readonly #served = new Map<string, number>();
   readonly #granted = new Map<string, number>();
   /** The raise under way of each copy, if any. */
   readonly #raising = new Map<string, Promise<boolean>>();
@@ -52,22 +54,40 @@ export class CopyEpochs {
 
   async #raise(path: string, epoch: number): Promise<boolean> {
     if (epoch <= await this.get(path)) return false;
-    const tmp = `${path}.epoch.tmp`;
-    const f = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
-    try {
-      await f.write(new TextEncoder().encode(`${epoch}\n`));
-      await f.syncData();
-    } finally {
-      f.close();
-    }
-    await Deno.rename(tmp, `${path}.epoch`);
+    await writeDurably(`${path}.epoch`, epoch);
     this.#known.set(path, Math.max(epoch, this.#known.get(path) ?? 0));
     return true;
+  }
+
+  /**
+   * The epoch at which this node last completed a takeover of the copy as master (the older
+   * masters' leases waited out), 0 if none is recorded: a copy whose epoch is newer was
+   * claimed and never served at it (the process died in between).
+   */
+  async served(path: string): Promise<number> {
+    const known = this.#served.get(path);
+    if (known !== undefined) return known;
+    let e = 0;
+    try {
+      e = Number((await Deno.readTextFile(`${path}.served`)).trim()) || 0;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+    this.#served.set(path, e);
+    return e;
+  }
+
+  /** Records durably that this node completed its takeover of the copy at `epoch`. */
+  async markServed(path: string, epoch: number): Promise<void> {
+    if (await this.served(path) === epoch) return;
+    await writeDurably(`${path}.served`, epoch);
+    this.#served.set(path, epoch);
   }
 
   /** The copy is gone (deleted): forget it. */
   forget(path: string): void {
     this.#known.delete(path);
+    this.#served.delete(path);
     this.#granted.delete(path);
   }
 
@@ -84,4 +104,17 @@ export class CopyEpochs {
   lastGranted(path: string): number | undefined {
     return this.#granted.get(path);
   }
+}
+
+/** Writes `epoch` to `file` durably: a synced temporary file renamed over it. */
+async function writeDurably(file: string, epoch: number): Promise<void> {
+  const tmp = `${file}.tmp`;
+  const f = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
+  try {
+    await f.write(new TextEncoder().encode(`${epoch}\n`));
+    await f.syncData();
+  } finally {
+    f.close();
+  }
+  await Deno.rename(tmp, file);
 }

@@ -55,7 +55,7 @@ export const MAIN_THREAD = 1;
 
 /** The sidecar files of the copy at `path`. */
 export function sidecars(path: string): string[] {
-  return [`${path}.hashes`, `${path}.al`, `${path}.epoch`];
+  return [`${path}.hashes`, `${path}.al`, `${path}.epoch`, `${path}.served`];
 }
 
 const SNAP_NONE = 0;

@@ -8,7 +8,8 @@
  */
 
 import { silentLogger } from "../../control/common/mod.ts";
-import { startDataPlane } from "../../data/mod.ts";
+import { CopyEpochs, startDataPlane } from "../../data/mod.ts";
+import { Takeovers } from "../../data/_copies.ts";
 import {
   decodePingStatuses,
   decodeReply,
@@ -55,6 +56,49 @@ Deno.test("a new master claims its own copy before fencing the members: the old 
     assertEquals(plane.exports.lookup("t")?.uuid, spec.uuid, "exported");
   } finally {
     await plane.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a copy claimed at an epoch and never served there is a takeover again after a restart (the old lease waited out, the copies compared); one served there is a restart of its master", async () => {
+  const log = silentLogger();
+  const dir = await Deno.makeTempDir({ prefix: "ballast-takeover-" });
+  const path = `${dir}/c.vol`;
+  try {
+    await Deno.writeFile(path, new Uint8Array(0));
+    // Each CopyEpochs and Takeovers below stands for one process of the node.
+    const process = () => {
+      const epochs = new CopyEpochs();
+      return { epochs, takeovers: new Takeovers(epochs, log) };
+    };
+    // A replica at epoch 1 (it answered that master), promoted at 2: a takeover; it serves.
+    let p = process();
+    await p.epochs.raise(path, 1);
+    assertEquals(await p.takeovers.complete(path, { epoch: 2 }), {
+      succeeds: true,
+      resumed: false,
+    });
+    assertEquals(await p.epochs.served(path), 2);
+    assertEquals((await Deno.readTextFile(`${path}.served`)).trim(), "2", "recorded on disk");
+    // Restarted, still master at 2: it served at 2, nobody to wait for.
+    p = process();
+    assertEquals(await p.takeovers.complete(path, { epoch: 2 }), {
+      succeeds: false,
+      resumed: true,
+    });
+    // Promoted at 3: it claims the copy (fencing) and dies before serving.
+    p = process();
+    await p.takeovers.claim(path, 3);
+    assertEquals(await p.epochs.served(path), 2);
+    // Restarted, the record names it master at 3: the takeover was never completed, so the
+    // master of epoch 2 may still hold a read lease: waited out, as any takeover.
+    p = process();
+    assertEquals(await p.takeovers.complete(path, { epoch: 3 }), {
+      succeeds: true,
+      resumed: true,
+    });
+    assertEquals(await p.epochs.served(path), 3);
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
