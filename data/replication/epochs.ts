@@ -18,12 +18,7 @@ export class CopyEpochs {
   async get(path: string): Promise<number> {
     const known = this.#known.get(path);
     if (known !== undefined) return known;
-    let e = 0;
-    try {
-      e = Number((await Deno.readTextFile(`${path}.epoch`)).trim()) || 0;
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    }
+    const e = await readEpoch(`${path}.epoch`);
     // Another call may have raised it meanwhile: keep the larger.
     const now = Math.max(e, this.#known.get(path) ?? 0);
     this.#known.set(path, now);
@@ -67,12 +62,7 @@ export class CopyEpochs {
   async served(path: string): Promise<number> {
     const known = this.#served.get(path);
     if (known !== undefined) return known;
-    let e = 0;
-    try {
-      e = Number((await Deno.readTextFile(`${path}.served`)).trim()) || 0;
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    }
+    const e = await readEpoch(`${path}.served`);
     this.#served.set(path, e);
     return e;
   }
@@ -103,6 +93,16 @@ export class CopyEpochs {
   /** When this node last answered a master's request for the copy (performance.now()). */
   lastGranted(path: string): number | undefined {
     return this.#granted.get(path);
+  }
+}
+
+/** The epoch in `file`, 0 when there is none. */
+async function readEpoch(file: string): Promise<number> {
+  try {
+    return Number((await Deno.readTextFile(file)).trim()) || 0;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return 0;
+    throw err;
   }
 }
 
