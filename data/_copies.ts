@@ -139,7 +139,14 @@ export class Takeovers {
       );
       await new Promise((resolve) => setTimeout(resolve, wait));
     }
-    await this.#epochs.markServed(path, r.epoch);
+    // Lost, it costs the next restart at this epoch a lease wait (the safe side): a full disk
+    // must not keep a master from serving what it served before.
+    await this.#epochs.markServed(path, r.epoch).catch((err) =>
+      this.#log.warn(
+        { copy: path, epoch: r.epoch, err: (err as Error).message },
+        "could not record the epoch served; a restart at it will wait out the lease again",
+      )
+    );
     return { succeeds, resumed };
   }
 }

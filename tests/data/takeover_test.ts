@@ -98,6 +98,17 @@ Deno.test("a copy claimed at an epoch and never served there is a takeover again
       resumed: true,
     });
     assertEquals(await p.epochs.served(path), 3);
+    // The record cannot be written (here its temporary file's name is taken by a directory;
+    // a full disk alike): the master serves all the same, and waits at its next restart.
+    await Deno.mkdir(`${path}.served.tmp`);
+    p = process();
+    assertEquals(await p.takeovers.complete(path, { epoch: 4 }), {
+      succeeds: true,
+      resumed: false,
+    });
+    assertEquals(await p.epochs.served(path), 3, "not recorded");
+    p = process();
+    assertEquals((await p.takeovers.complete(path, { epoch: 4 })).succeeds, true, "waits again");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
