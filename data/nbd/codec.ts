@@ -10,6 +10,7 @@
 
 import * as C from "./constants.ts";
 import type { Errno } from "./errno.ts";
+import type { ForwarderName } from "./handshake.ts";
 
 /** A decoded request header ("Request message"). Reused across requests: no allocation. */
 export class Request {
@@ -40,8 +41,8 @@ export interface TransmissionContext {
    * advertised in NBD_INFO_BLOCK_SIZE, for clients that do not negotiate block sizes).
    */
   maxPayload: number;
-  /** A forwarding node's client: its forwarder and this connection's generation (handshake.ts). */
-  forwarder?: { id: [number, number]; gen: number };
+  /** A forwarding node's client: its forwarder and this connection's generation. */
+  forwarder?: ForwarderName;
 }
 
 /**

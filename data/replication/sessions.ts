@@ -5,7 +5,9 @@
  * sessions: frames of a link the master gave up that were still on their way (in its
  * socket, behind a slow FLUSH, or in a process frozen and resumed) and would otherwise land
  * after the resync had made their region equal, undoing a newer write on a copy the record
- * then calls in sync.
+ * then calls in sync. A master process that serves a volume again at the epoch it served it
+ * at does the same with every in-sync member first (resume()): its previous process's
+ * changes are of that epoch too.
  * @module
  */
 

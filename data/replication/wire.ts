@@ -24,7 +24,8 @@
  * then PINGs that node one volume at a time, as before (lease.ts).
  *
  * Sessions (the header's u16, once reserved and zero) fence the frames of a link the master
- * gave up: before a member is resynced the master asks it for a new session of the copy
+ * gave up: before a member is resynced, and before a master serves again at the epoch it
+ * served at (its process restarted), the master asks it for a new session of the copy
  * (SESSION, answered with the u16), and tags every WRITE, TRIM and ZERO to that member with
  * it from then on. The member refuses those of an older session of the same epoch
  * (STATUS_STALE_SESSION): frames still in its socket from before, which must not land after
