@@ -70,6 +70,14 @@ export async function serve(
   try {
     const lock = lockDataDir(config.dataDir);
     undo.push(() => lock.release());
+    if (lock.openMode !== undefined) {
+      const mode = `0${lock.openMode.toString(8)}`;
+      log.warn(
+        { dataDir: config.dataDir, mode },
+        `data directory is mode ${mode}: users other than its owner may enter it (and reach ` +
+          `a local-attach socket inside it); chmod 0700 ${config.dataDir} unless that is meant`,
+      );
+    }
     const startedBefore = hasStarted(config.dataDir);
     const instance = await claimNodeName(config.dataDir, config.nodeName);
 

@@ -25,9 +25,16 @@ export class ClientRefusedError extends Error {
   }
 }
 
-/** Whether `err` only says that the other end went away. */
+/** Node's error codes (node:net sockets, the Unix-socket listeners) for the same. */
+const DISCONNECT_CODES = new Set(["EPIPE", "ECONNRESET", "ECONNABORTED", "ENOTCONN"]);
+
+/**
+ * Whether `err` only says that the other end went away: Deno's error classes, or a node:net
+ * socket's error code (a client that leaves during the handshake or with replies queued).
+ */
 export function isDisconnect(err: unknown): boolean {
-  const name = (err as { name?: string })?.name;
+  const { name, code } = (err ?? {}) as { name?: string; code?: unknown };
   return name === "ConnectionReset" || name === "BrokenPipe" || name === "BadResource" ||
-    name === "Interrupted" || name === "NotConnected";
+    name === "Interrupted" || name === "NotConnected" ||
+    (typeof code === "string" && DISCONNECT_CODES.has(code));
 }

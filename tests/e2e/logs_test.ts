@@ -95,6 +95,62 @@ e2eTest(
   },
 );
 
+/**
+ * A raw NBD client on a Unix socket (python3): fixed newstyle, NBD_OPT_EXPORT_NAME, then
+ * eight 32 MiB READs in one go (doc/proto.md "Transmission phase"); once the first reply
+ * bytes arrive it closes the socket without reading the rest, so the server's writes of the
+ * remaining 256 MiB (far more than any socket buffer) fail with EPIPE.
+ */
+const LEAVE_MID_REPLY = `
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+def take(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c: raise SystemExit("server closed")
+        b += c
+    return b
+take(18)
+s.sendall(struct.pack(">I", 3))
+name = sys.argv[2].encode()
+s.sendall(b"IHAVEOPT" + struct.pack(">II", 1, len(name)) + name)
+take(10)
+s.sendall(b"".join(struct.pack(">IHHQQI", 0x25609513, 0, 0, i, 0, 32 << 20) for i in range(8)))
+take(1 << 20)
+s.close()
+print("left")
+`;
+
+e2eTest(
+  "node log: a client that leaves in the middle of a reply on the Unix socket is a disconnect, not an error",
+  { tools: ["python3", "nbdinfo"] },
+  async () => {
+    const node = await startBallast({
+      args: ["--node-name", "logs-n2", "--data-workers", "2"],
+    });
+    try {
+      const made = await cli(["volume", "create", "lv", "--size", "64MiB"], { api: node.api });
+      assertEquals(made.code, 0, made.stderr);
+      const sock = `${node.dataDir}/nbd.sock`;
+      const r = await run("python3", ["-c", LEAVE_MID_REPLY, sock, "lv"]);
+      assertEquals([r.code, r.stdout.trim()], [0, "left"], r.stderr);
+      assert(await node.logged("client disconnected"), node.logs());
+      const ended = jsonLines(node.logs()).filter((l) => l.msg === "client disconnected");
+      assertEquals(ended.length, 1, JSON.stringify(ended));
+      assertEquals([ended[0].level, ended[0].volume], ["info", "lv"], JSON.stringify(ended[0]));
+      const errors = jsonLines(node.logs()).filter((l) => l.level === "error");
+      assertEquals(errors, [], "a client leaving is not an error");
+      // The server goes on serving: the same client, well-behaved, gets the data.
+      const again = await run("nbdinfo", ["--size", `nbd+unix:///lv?socket=${sock}`]);
+      assertEquals([again.code, again.stdout.trim()], [0, String(64 * 2 ** 20)], again.stderr);
+    } finally {
+      await node.stop();
+    }
+  },
+);
+
 e2eTest(
   "starting from a source checkout prints no npm build-script warning, even where deno has not warned before",
   { ballast: false },
