@@ -85,7 +85,8 @@ function tlsProblem(
   if (/InvalidContentType|corrupt message|wrong version/i.test(text)) {
     return {
       code: "UNAVAILABLE",
-      why: "the server did not answer TLS (is it serving plain HTTP? use an http:// URL)",
+      why: "the server did not answer TLS: a plain HTTP API (use an http:// URL), or not " +
+        "the API at all (an NBD port? the API listens on --api-listen, 5705 by default)",
     };
   }
   return undefined;

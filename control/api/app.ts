@@ -90,7 +90,9 @@ export function createApi(deps: ApiDeps): Hono<ApiEnv> {
       ms: Math.round((performance.now() - started) * 10) / 10,
       ...(who ? { client: who.name, role: who.role } : {}),
     };
-    if (MUTATIONS.has(c.req.method)) log.info(fields, "api request");
+    // Changes and every refused or failed request at info; reads that succeed (monitoring
+    // polls them) at debug.
+    if (MUTATIONS.has(c.req.method) || c.res.status >= 400) log.info(fields, "api request");
     else log.debug(fields, "api request");
   });
 

@@ -69,9 +69,8 @@ export function drainSummary(r: DrainReport): { text: string; code: number } {
     return {
       text: `\ndrain of node "${r.node}" refused: ${plural(count("refused"), "volume")} would be ` +
         "left without an in-sync copy (reasons above). Nothing was changed. Bring their " +
-        "replicas in sync (`ballast volume get NAME`) or give a volume without one a replica " +
-        "(`ballast volume update NAME --replicas 1`), or use --force to move the others and " +
-        "leave these here.\n",
+        "replicas in sync (`ballast volume get NAME`) or give them one as the reason says, " +
+        "or use --force to move the others and leave these here.\n",
       code: EXIT_NOT_DRAINED,
     };
   }

@@ -22,6 +22,7 @@ import { memberTable } from "./_members_view.ts";
 import { watchVolume } from "./_watch.ts";
 import { EXIT_DIFFERENT, verifyText } from "./_verify_view.ts";
 import { eventsTable } from "./_drain_view.ts";
+import { parseLabels, relabelled } from "./_labels.ts";
 
 const SIZE_HELP =
   "size, a multiple of 512 bytes from 1 MiB to 1 PiB: 10GiB or 10Gi = 10 x 2^30 bytes, 10G or 10GB " +
@@ -47,11 +48,16 @@ export const VOLUME_SPECS: Record<string, CommandSpec> = {
         default: "every node its own domain",
       },
       { name: "description", value: "TEXT", help: "free-form description", default: '""' },
-      { name: "label", value: "KEY=VALUE", help: "a label", multiple: true },
+      {
+        name: "label",
+        value: "KEY=VALUE[,...]",
+        help: "labels, comma-separated or repeated (a value cannot hold a comma here)",
+        multiple: true,
+      },
     ],
     client: true,
     examples: [
-      "ballast volume create db1 --size 10GiB --label team=storage",
+      "ballast volume create db1 --size 10GiB --label team=storage,tier=gold",
       "ballast volume create db2 --size 10GiB --replicas 2 --spread-by zone",
     ],
   },
@@ -101,7 +107,8 @@ export const VOLUME_SPECS: Record<string, CommandSpec> = {
   },
   update: {
     path: "volume update",
-    args: "NAME [--replicas N] [--size SIZE] [--description TEXT]",
+    args: "NAME [--replicas N] [--size SIZE] [--description TEXT] [--label K=V] " +
+      "[--remove-label K]",
     summary: "Change a volume. --replicas N changes the number of copies besides the master " +
       "of a replicated volume: raising places new members by the create rules (refused with " +
       "the reason when the cluster cannot) and seeds them by Delta Sync (follow with `volume " +
@@ -111,10 +118,18 @@ export const VOLUME_SPECS: Record<string, CommandSpec> = {
       { name: "replicas", value: "N", help: "copies besides the master, 0 to 8" },
       { name: "size", value: "SIZE", help: `new ${SIZE_HELP} (grow only)` },
       { name: "description", value: "TEXT", help: "new description" },
+      {
+        name: "label",
+        value: "KEY=VALUE[,...]",
+        help: "set labels (the others are kept), comma-separated or repeated",
+        multiple: true,
+      },
+      { name: "remove-label", value: "KEY[,...]", help: "remove labels", multiple: true },
     ],
     client: true,
     examples: [
       "ballast volume update db2 --replicas 2",
+      "ballast volume update db1 --label tier=gold --remove-label team",
       "ballast volume update db2 --replicas 2 && ballast volume get db2 --watch",
       "ballast volume update db2 --replicas 1 -o json",
     ],
@@ -258,18 +273,29 @@ export const volumeCommand: Command = groupCommand(
         const replicas = parseReplicas(spec, p.values.replicas);
         const size = p.values.size === undefined ? undefined : requireSize(spec, p.values.size);
         const description = p.values.description as string | undefined;
-        if (replicas === undefined && size === undefined && description === undefined) {
+        const set = parseLabels(spec, (p.values.label as string[] | undefined) ?? []);
+        const remove = ((p.values["remove-label"] as string[] | undefined) ?? [])
+          .flatMap((k) => k.split(",")).filter((k) => k !== "");
+        const relabel = Object.keys(set).length > 0 || remove.length > 0;
+        if (
+          replicas === undefined && size === undefined && description === undefined && !relabel
+        ) {
           throw new UsageError(
-            "nothing to change: give --replicas, --size or --description",
+            "nothing to change: give --replicas, --size, --description, --label or " +
+              "--remove-label",
             usageHint(spec),
           );
         }
+        const before = await client.getVolume(name);
+        // The API replaces labels as a whole: this volume's, changed as asked.
+        const labels = relabel ? relabelled(spec, before.labels, set, remove) : undefined;
         const v = await client.updateVolume(name, {
           ...(replicas !== undefined ? { replicas } : {}),
           ...(size !== undefined ? { size } : {}),
           ...(description !== undefined ? { description } : {}),
+          ...(labels !== undefined ? { labels } : {}),
         });
-        io.out(p.output === "json" ? json(v) : updateText(v, replicas));
+        io.out(p.output === "json" ? json(v) : updateText(v, replicas, before));
         return 0;
       }
       case "verify": {
@@ -296,8 +322,12 @@ export const volumeCommand: Command = groupCommand(
 );
 
 /** What `volume update` prints: the new count and what the members are doing. */
-function updateText(v: Volume, replicas: number | undefined): string {
-  let line = `volume "${v.name}" updated`;
+function updateText(v: Volume, replicas: number | undefined, before: Volume): string {
+  const same = (a: Volume) =>
+    JSON.stringify([a.sizeBytes, a.replicas, a.description, Object.entries(a.labels).sort()]);
+  let line = same(v) === same(before)
+    ? `volume "${v.name}": nothing changed (it was so already)`
+    : `volume "${v.name}" updated`;
   if (replicas !== undefined && v.members) {
     const want = replicas + 1;
     const seeding = v.members.filter((m) => !v.inSync?.includes(m));
@@ -356,18 +386,6 @@ function parseReplicas(spec: CommandSpec, value: unknown): number | undefined {
     throw new UsageError(`invalid --replicas "${value}": expected a whole number`, usageHint(spec));
   }
   return n;
-}
-
-function parseLabels(spec: CommandSpec, items: string[]): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const item of items) {
-    const i = item.indexOf("=");
-    if (i <= 0) {
-      throw new UsageError(`invalid --label "${item}": expected KEY=VALUE`, usageHint(spec));
-    }
-    labels[item.slice(0, i)] = item.slice(i + 1);
-  }
-  return labels;
 }
 
 /** The `volume list` table. */

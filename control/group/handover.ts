@@ -33,7 +33,10 @@ export function handoverTarget(
   const state = new Map(nodes.map((n) => [n.name, n.state]));
   const others = r.members.filter((m) => m !== from);
   if (others.length === 0) {
-    return { refused: `it has no replica: its only copy is on ${from}` };
+    return {
+      refused: `it has no replica: its only copy is on ${from} (\`ballast volume update NAME ` +
+        "--replicas 1` adds one)",
+    };
   }
   const usable = (m: string, ok: string[]) =>
     r.inSync.includes(m) && !r.down.includes(m) && ok.includes(state.get(m) ?? "down");

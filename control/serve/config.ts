@@ -362,7 +362,10 @@ function parseBool(text: string, source: string, field: string): boolean {
   const t = text.trim().toLowerCase();
   if (["on", "true", "yes", "1"].includes(t)) return true;
   if (["off", "false", "no", "0"].includes(t)) return false;
-  throw new InvalidArgumentError(`invalid ${source} "${text}": expected on or off`, { field });
+  throw new InvalidArgumentError(
+    `invalid ${source} "${text}": expected on or off (or true/false, yes/no, 1/0)`,
+    { field },
+  );
 }
 
 /** Most data workers an operator may ask for. */

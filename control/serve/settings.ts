@@ -87,7 +87,7 @@ export const SETTINGS = {
   apiAnonymousHealth: {
     flag: "api-anonymous-health",
     env: "BALLAST_API_ANONYMOUS_HEALTH",
-    default: "false",
+    default: "off",
   },
   certTtlSeconds: { flag: "cert-ttl", env: "BALLAST_CERT_TTL", default: "30d" },
   etcd: { flag: "etcd", env: "BALLAST_ETCD", default: undefined },

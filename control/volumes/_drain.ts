@@ -62,7 +62,8 @@ export function planDrain(
       out.push({
         ...base,
         status: "refused",
-        reason: `it has no replicas: its only copy is on ${node}`,
+        reason: `it is not replicated: its only copy is on ${node} (to move it, copy its data ` +
+          "to a volume created with --replicas)",
       });
       continue;
     }

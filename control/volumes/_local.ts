@@ -13,7 +13,7 @@ import {
   FailedPreconditionError,
   NotFoundError,
 } from "../../mod/errors.ts";
-import type { VolumeState } from "../../mod/types.ts";
+import type { NodeInfo, VolumeState } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import { abortableSleep, type Logger } from "../common/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
@@ -38,6 +38,25 @@ export interface LocalContext {
   now: () => Date;
   /** Size of each local store this node has created, opened or grown (master only). */
   localSize: Map<string, number>;
+}
+
+/**
+ * An unreplicated volume is placed on the node asked: a cordoned one takes none, as it takes
+ * no member of a group (cordon means no new placements). `listNodes`: the registry's.
+ */
+export async function refuseIfCordoned(
+  listNodes: (() => Promise<NodeInfo[]>) | undefined,
+  node: string,
+  name: string,
+): Promise<void> {
+  const self = (await listNodes?.())?.find((n) => n.name === node);
+  if (self?.state !== "cordoned") return;
+  throw new FailedPreconditionError(
+    `cannot create volume "${name}" on node "${node}": the node is cordoned (${self.reason}) ` +
+      `and takes no new volumes; create it through another node's API, or ` +
+      `\`ballast node uncordon ${node}\``,
+    { node, state: "cordoned" },
+  );
 }
 
 /**

@@ -81,6 +81,7 @@ import {
   type LocalContext,
   reconcileLocal,
   type ReconcileReport,
+  refuseIfCordoned,
 } from "./_local.ts";
 
 export {
@@ -197,11 +198,10 @@ export class VolumeService {
       );
     }
     if (spreadBy !== undefined && replicas === 0) {
-      throw new InvalidArgumentError(
-        `invalid spreadBy "${spreadBy}": spreading needs replicas > 0`,
-        { field: "spreadBy" },
-      );
+      const msg = `invalid spreadBy "${spreadBy}": spreading needs replicas > 0`;
+      throw new InvalidArgumentError(msg, { field: "spreadBy" });
     }
+    if (replicas === 0) await refuseIfCordoned(this.#listNodes, this.#node, name);
     return await this.#locked(name, async () => {
       const now = this.#now().toISOString();
       const fields = {

@@ -39,9 +39,11 @@ export async function startTestNode(options: {
   wrapPlane?: (p: DataPlane) => DataPlane;
   leaseTtlSeconds?: number;
   reconcile?: boolean;
+  /** Where the node logs (default: nowhere). */
+  logger?: Logger;
 } = {}): Promise<TestNode> {
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "ballast-api-" });
-  const logger = silentLogger();
+  const logger = options.logger ?? silentLogger();
   const store = SqliteStateStore.open(`${dir}/state.db`, options.storeOptions);
   const dataPlane = await startDataPlane({
     dataDir: dir,
@@ -51,9 +53,7 @@ export async function startTestNode(options: {
   });
   const s = options.wrapStore ? options.wrapStore(store) : store;
   const p = options.wrapPlane ? options.wrapPlane(dataPlane) : dataPlane;
-  const volumes = new VolumeService({ store: s, dataPlane: p, logger, nodeName: NODE });
-  if (options.reconcile) await volumes.reconcile();
-  const nodes = new NodeRegistry({
+  const nodes: NodeRegistry = new NodeRegistry({
     store: s,
     dataPlane: p,
     logger,
@@ -63,6 +63,15 @@ export async function startTestNode(options: {
     leaseTtlSeconds: options.leaseTtlSeconds ?? 10,
   });
   await nodes.start();
+  // As serve wires them: the registry's nodes (cordons) for placement.
+  const volumes = new VolumeService({
+    store: s,
+    dataPlane: p,
+    logger,
+    nodeName: NODE,
+    listNodes: () => nodes.list(),
+  });
+  if (options.reconcile) await volumes.reconcile();
   const app = createApi({ volumes, nodes, dataPlane: p, logger, nodeName: NODE, store: s });
   return {
     dir,

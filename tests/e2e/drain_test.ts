@@ -99,7 +99,7 @@ e2eTest(
       assertEquals(rr.cordoned, false);
       const u1 = rr.volumes.find((x) => x.volume === "u1");
       assertEquals(u1?.status, "refused");
-      assert(u1?.reason?.includes("no replicas"), JSON.stringify(u1));
+      assert(u1?.reason?.includes("it is not replicated"), JSON.stringify(u1));
       assertEquals(rr.volumes.find((x) => x.volume === "r1")?.status, "planned");
       assertEquals((await volumeOf(c, "node-a", "r1")).master, old);
       const state = await admin(a, ["node", "get", old, "-o", "json"]);

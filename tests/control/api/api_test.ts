@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "../../_assert.ts";
 import { escapeLabelValue } from "../../../control/api/_metrics.ts";
 import { attachNbd, call, fullDiskPlane, NODE, startTestNode } from "../_fixtures.ts";
+import pino from "pino";
 
 const GiB = 2 ** 30;
 
@@ -448,4 +449,28 @@ Deno.test("api: /metrics renders Prometheus text with per-volume series", async 
 Deno.test("escapeLabelValue() escapes backslash, quote and newline", () => {
   assertEquals(escapeLabelValue('a\\b"c\nd'), 'a\\\\b\\"c\\nd');
   assertEquals(escapeLabelValue("plain"), "plain");
+});
+
+Deno.test("api: the request's log line carries its id; changes and refusals at info, reads that succeed at debug", async () => {
+  const lines: { level: number; req?: string; status?: number; method?: string }[] = [];
+  const logger = pino({ level: "info" }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+  const node = await startTestNode({ logger });
+  try {
+    const ask = (method: string, path: string, id: string, body?: unknown) =>
+      node.app.request(path, {
+        method,
+        headers: { "x-request-id": id, "content-type": "application/json" },
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      });
+    const made = await ask("POST", "/v1/volumes", "req-create", { name: "v1", size: "8MiB" });
+    assertEquals([made.status, made.headers.get("x-request-id")], [201, "req-create"]);
+    assertEquals((await ask("GET", "/v1/volumes/v1", "req-read")).status, 200);
+    assertEquals((await ask("GET", "/v1/volumes/nope", "req-missing")).status, 404);
+    const of = (id: string) => lines.filter((l) => l.req === id);
+    assertEquals(of("req-create").map((l) => [l.level, l.status]), [[30, 201]]);
+    assertEquals(of("req-read"), [], "a read that succeeds is at debug");
+    assertEquals(of("req-missing").map((l) => [l.level, l.status, l.method]), [[30, 404, "GET"]]);
+  } finally {
+    await node.close();
+  }
 });

@@ -23,7 +23,7 @@ Deno.test("api: drain streams the plan and a refusal for a volume with no replic
     assertEquals(lines.map((l) => l.type), ["plan", "summary"]);
     assertEquals(lines[0].volumes[0].volume, "solo");
     assertEquals(lines[0].volumes[0].status, "refused");
-    assert(lines[0].volumes[0].reason.includes("no replicas"), lines[0].volumes[0].reason);
+    assert(lines[0].volumes[0].reason.includes("it is not replicated"), lines[0].volumes[0].reason);
     assertEquals(lines[1].report.result, "refused");
     assertEquals(lines[1].report.cordoned, false);
     assertEquals((await call(node.app, "GET", `/v1/nodes/${NODE}`)).body.state, "ready");
@@ -55,6 +55,26 @@ Deno.test("api: drain of an unknown node is 404, a bad body 400; events of a vol
     const ev = await call(node.app, "GET", "/v1/volumes/solo/events");
     assertEquals([ev.status, ev.body.items], [200, []]);
     assertEquals((await call(node.app, "GET", "/v1/volumes/none/events")).status, 404);
+  } finally {
+    await node.close();
+  }
+});
+
+Deno.test("api: a cordoned node creates no unreplicated volume (it would be placed there), and does again once uncordoned", async () => {
+  const node = await startTestNode();
+  try {
+    const cordoned = await call(node.app, "POST", `/v1/nodes/${NODE}/cordon`, { reason: "disk" });
+    assertEquals(cordoned.status, 200);
+    const refused = await call(node.app, "POST", "/v1/volumes", { name: "u1", size: "8MiB" });
+    assertEquals(refused.status, 412);
+    const msg = String(refused.body.error.message);
+    assert(msg.includes(`the node is cordoned (cordoned since`), msg);
+    assert(msg.includes(": disk) and takes no new volumes"), msg);
+    assert(msg.includes(`ballast node uncordon ${NODE}`), msg);
+    assertEquals((await call(node.app, "GET", "/v1/volumes/u1")).status, 404, "nothing made");
+    assertEquals((await call(node.app, "POST", `/v1/nodes/${NODE}/uncordon`, {})).status, 200);
+    const made = await call(node.app, "POST", "/v1/volumes", { name: "u1", size: "8MiB" });
+    assertEquals(made.status, 201);
   } finally {
     await node.close();
   }

@@ -97,6 +97,17 @@ Deno.test("cli: usage mistakes exit 2 with a hint", async () => {
       [["volume", "create", "v", "--size", "99999TiB"], "too large, the most is 1 PiB", "create"],
       [["volume", "create", "v", "--size", "1.5G"], "e.g. 1499999744 or 1500000256", "create"],
       [["volume", "create", "v", "--size", "1G", "--label", "x"], 'invalid --label "x"', "create"],
+      [
+        ["volume", "create", "v", "--size", "1G", "--label", "a=b,x"],
+        'invalid --label "x"',
+        "create",
+      ],
+      [
+        ["volume", "create", "v", "--size", "1G", "--label", "a=b", "--label", "a=c"],
+        "--label a is given twice",
+        "volume create",
+      ],
+      [["volume", "update", "v"], "--label or --remove-label", "ballast volume update --help"],
       [["volume", "list", "--bogus"], "unknown flag --bogus", "ballast volume list --help"],
       [["volume", "list", "extra"], 'unexpected argument "extra"', "volume list"],
       [["volume", "get", "v", "-o", "yaml"], 'invalid --output "yaml"', "volume get"],
@@ -143,7 +154,16 @@ Deno.test("cli: volume commands against a real node, tables and -o json", async 
   const node = await startServer();
   const api = node.server.apiUrl;
   try {
-    const created = await run(api, "volume", "create", "db1", "--size", "10GiB", "--label", "a=b");
+    const created = await run(
+      api,
+      "volume",
+      "create",
+      "db1",
+      "--size",
+      "10GiB",
+      "--label",
+      "a=b,c=d",
+    );
     assertEquals([created.code, created.stdout], [0, 'volume "db1" created (10 GiB)\n']);
     const json = await run(api, "-o", "json", "volume", "create", "db2", "--size", "1MiB");
     assertEquals(json.code, 0);
@@ -181,7 +201,25 @@ Deno.test("cli: volume commands against a real node, tables and -o json", async 
       assertEquals(JSON.parse(eq.stdout), list, args.join(" "));
     }
     assertEquals(list.items.map((v: { name: string }) => v.name), ["db1", "db2"]);
-    assertEquals(list.items[0].labels, { a: "b" });
+    assertEquals(list.items[0].labels, { a: "b", c: "d" });
+    const relabel = await run(
+      api,
+      "volume",
+      "update",
+      "db1",
+      "--label",
+      "e=f",
+      "--remove-label",
+      "a",
+    );
+    assertEquals([relabel.code, relabel.stdout], [0, 'volume "db1" updated\n'], relabel.stderr);
+    const labels = JSON.parse((await run(api, "volume", "get", "db1", "-o", "json")).stdout).labels;
+    assertEquals(labels, { c: "d", e: "f" });
+    const again = await run(api, "volume", "update", "db1", "--label", "e=f");
+    assertEquals(again.stdout, 'volume "db1": nothing changed (it was so already)\n');
+    const both = await run(api, "volume", "update", "db1", "--label", "e=g", "--remove-label", "e");
+    assertEquals(both.code, 2);
+    assert(both.stderr.includes("label e is both set (--label) and removed"), both.stderr);
 
     const get = await run(api, "volume", "get", "db1");
     assert(get.stdout.includes("Size:         10 GiB (10737418240 bytes)"), get.stdout);

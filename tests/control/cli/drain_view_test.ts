@@ -34,7 +34,8 @@ Deno.test("drainSummary(): exit 0 drained, 3 refused or incomplete, dry runs by 
   const refusal = drainSummary(report({ result: "refused", volumes: [refused] }));
   assertEquals(refusal.code, 3);
   assert(refusal.text.includes("refused: 1 volume would be left"), refusal.text);
-  assert(refusal.text.includes("volume update NAME --replicas 1"), "advice for no replicas");
+  assert(refusal.text.includes("give them one as the reason says"), refusal.text);
+  assert(!refusal.text.includes("--replicas 1"), "no advice that fails for unreplicated volumes");
   const two = drainSummary(report({ result: "refused", volumes: [refused, refused] })).text;
   assert(two.includes("refused: 2 volumes would be left"), two);
   const failed = { ...moved, status: "failed" as const, reason: "late" };
@@ -112,7 +113,11 @@ Deno.test("planDrain(): each volume the node masters, with its target or why it 
       "sync (x); moving the master would leave no in-sync copy",
     ],
     ["r1", "planned", "n3"], // a ready node before a cordoned one
-    ["u1", "refused", "it has no replicas: its only copy is on n1"],
+    [
+      "u1",
+      "refused",
+      "it is not replicated: its only copy is on n1 (to move it, copy its data to a volume created with --replicas)",
+    ],
   ]);
   assertEquals(handoverTarget(g, "n1", [node("n2", "cordoned")]), { to: "n2", cordoned: true });
   // Only a cordoned member left: the plan says so.
