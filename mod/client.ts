@@ -272,12 +272,21 @@ export class BallastClient {
     return this.updateVolume(name, { size });
   }
 
-  /** Deletes a volume; `force` disconnects its NBD clients first. */
-  async deleteVolume(name: string, options: { force?: boolean } = {}): Promise<void> {
+  /**
+   * Deletes a volume; `force` disconnects its NBD clients first. Resolves to undefined once
+   * it is gone, or to what it still waits for when the delete was accepted but a member
+   * has not removed its copy yet (HTTP 202; it finishes on its own).
+   */
+  async deleteVolume(
+    name: string,
+    options: { force?: boolean } = {},
+  ): Promise<{ pending: string } | undefined> {
     const q = options.force ? "?force=true" : "";
     const res = await this.#request("DELETE", `/v1/volumes/${encodeURIComponent(name)}${q}`);
     await this.#check(res);
+    if (res.status === 202) return { pending: String((await res.json()).pending) };
     await res.body?.cancel();
+    return undefined;
   }
 
   /** The CA: mode, CA certificates with fingerprints, trust bundle. */

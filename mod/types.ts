@@ -417,7 +417,8 @@ export type VolumeEventType =
   | "in-sync"
   | "member-added"
   | "member-removed"
-  | "deleting";
+  | "deleting"
+  | "delete-refused";
 
 /**
  * One entry of a replicated volume's recent history (GET /v1/volumes/{name}/events),

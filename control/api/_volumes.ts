@@ -70,7 +70,9 @@ export function volumeRoutes(deps: VolumeRouteDeps): Hono<ApiEnv> {
 
   app.delete("/:name", allowQuery("force"), async (c) => {
     const name = checkVolumeName(c.req.param("name"));
-    await deps.volumes.delete(name, { force: queryBool(c, "force") });
+    const outcome = await deps.volumes.delete(name, { force: queryBool(c, "force") });
+    // Accepted, not finished: a member must still remove its copy (a down one when back).
+    if (outcome) return c.json({ name, state: "deleting", pending: outcome.pending }, 202);
     return c.body(null, 204);
   });
 

@@ -175,7 +175,10 @@ export const VOLUME_SPECS: Record<string, CommandSpec> = {
     path: "volume delete",
     args: "NAME [--force]",
     summary: "Delete a volume and its data. Refused while NBD clients are connected, or (a " +
-      "replicated volume) while members are down, unless --force.",
+      "replicated volume) while members are down, unless --force. Exit codes: 0 deleted, " +
+      "1 error (refused: nothing changed), 2 usage, 3 accepted but not finished (a member " +
+      "that went down meanwhile removes its copy when it comes back; the volume stays " +
+      "deleting until then).",
     flags: [{
       name: "force",
       help: "disconnect connected NBD clients, and leave out members that are down (they " +
@@ -313,7 +316,16 @@ export const volumeCommand: Command = groupCommand(
       default: {
         const [name] = requirePositionals(spec, p, ["NAME"]);
         const force = p.values.force === true;
-        await client.deleteVolume(name, { force });
+        const pending = (await client.deleteVolume(name, { force }))?.pending;
+        if (pending !== undefined) {
+          io.out(
+            p.output === "json"
+              ? json({ name, deleted: false, pending })
+              : `volume "${name}" is being deleted, not finished: ${pending}; it finishes on ` +
+                `its own (\`ballast volume get ${name}\`)\n`,
+          );
+          return EXIT_DIFFERENT;
+        }
         io.out(p.output === "json" ? json({ name, deleted: true }) : `volume "${name}" deleted\n`);
         return 0;
       }

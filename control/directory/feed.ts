@@ -26,9 +26,15 @@ export const PUBLISH_EVERY_MS = 50;
 /** What the directory needs of a volume record: its entry without the master's address. */
 export type Placed = Omit<DirectoryEntry, "address">;
 
-/** The part of a volume record the directory uses; undefined when it is not served. */
+/**
+ * The part of a volume record the directory uses; undefined when it is not served. A
+ * volume being deleted without --force is still served: its master refuses the delete while
+ * clients are attached, forwarded ones included, and those must not be cut meanwhile.
+ */
 export function placedOf(name: string, r: VolumeRecord): Placed | undefined {
-  if (r.state === "creating" || r.state === "deleting") return undefined;
+  if (r.state === "creating" || (r.state === "deleting" && r.deleteForce !== false)) {
+    return undefined;
+  }
   const master = r.group?.master ?? r.master;
   if (!master) return undefined;
   return {

@@ -33,6 +33,8 @@ export interface HistoryRecord {
   group?: GroupRecord;
   outOfSync?: Record<string, { reason: string }>;
   eventSeq?: number;
+  /** Why the master refused the last delete (the record went back to ready). */
+  deleteRefused?: string;
   /** The resyncs started and not ended yet, by member (kept by withHistory). */
   resyncs?: Record<string, OpenResync>;
 }
@@ -92,7 +94,12 @@ export function historyOf(
   const out: Draft[] = [];
   const ready = next.state === "ready";
   const wasReady = prev?.uuid === next.uuid && prev.state === "ready";
-  if (ready && !wasReady) {
+  if (ready && prev?.uuid === next.uuid && prev.state === "deleting") {
+    out.push({
+      type: "delete-refused",
+      message: `delete refused: ${next.deleteRefused ?? "the master did not delete it"}`,
+    });
+  } else if (ready && !wasReady) {
     const replicas = g.members.filter((m) => m !== g.master);
     out.push({
       type: "created",

@@ -110,26 +110,72 @@ export interface ReconcileReport {
 }
 
 /**
+ * Deletes unreplicated volume `name` (existing): the record "deleting" (with `force`, which
+ * also tells the directory whether forwarded clients stay), then the file and the record
+ * when this node is its master, else what its master does (awaitRemoteDelete). A refusal
+ * (clients connected) puts the record back as it was. `casUpdate`: the service's.
+ */
+export async function deleteUnreplicated(
+  ctx: LocalContext,
+  name: string,
+  force: boolean,
+  casUpdate: (change: (rec: VolumeRecord) => VolumeRecord) => Promise<VolumeRecord>,
+): Promise<DeleteOutcome> {
+  let previous: VolumeState = "ready";
+  let master = ctx.node;
+  const marked = await casUpdate((rec) => {
+    previous = rec.state === "deleting" ? "ready" : rec.state;
+    master = rec.master;
+    const at = ctx.now().toISOString();
+    return {
+      ...rec,
+      state: "deleting",
+      updatedAt: at,
+      deleteRefused: undefined,
+      deleteForce: force,
+    };
+  });
+  if (master !== ctx.node) return await awaitRemoteDelete(ctx, name, marked);
+  try {
+    await deleteData(ctx.plane, name, force);
+  } catch (err) {
+    await casUpdate((rec) => ({ ...rec, state: previous, deleteForce: undefined })).catch((e) =>
+      ctx.log.error({ volume: name, err: e }, "could not restore volume state")
+    );
+    throw dataPlaneError(err, `cannot delete volume "${name}"`);
+  }
+  ctx.localSize.delete(name);
+  await ctx.store.delete(VOLUME_PREFIX + name);
+  ctx.log.info({ volume: name, force }, "volume deleted");
+  return undefined;
+}
+
+/** A delete accepted but not finished (a member must still remove its copy), or undefined. */
+export type DeleteOutcome = { pending: string } | undefined;
+
+/**
  * After marking another node's volume "deleting": waits (a few seconds) for its
  * master to remove the record, and reports a refusal (clients connected) as
  * FailedPreconditionError. If the master does not answer in time the record stays
- * "deleting" and the master finishes it when it next watches or starts.
+ * "deleting" and the master finishes it when it next watches or starts: then what the
+ * delete waits for, in words ({pending}); undefined once the volume is gone.
  */
 export async function awaitRemoteDelete(
   ctx: LocalContext,
   name: string,
   marked: VolumeRecord,
-): Promise<void> {
+): Promise<DeleteOutcome> {
   const log = ctx.log.child({ volume: name, master: marked.master });
   const deadline = Date.now() + REMOTE_DELETE_WAIT_MS;
+  let last = marked;
   while (Date.now() < deadline) {
     const kv = await ctx.store.get(VOLUME_PREFIX + name);
     if (!kv) {
       log.info("volume deleted by its master");
-      return;
+      return undefined;
     }
     const rec = parseRecord(kv);
-    if (rec.uuid !== marked.uuid) return; // deleted and created again meanwhile
+    if (rec.uuid !== marked.uuid) return undefined; // deleted and created again meanwhile
     if (rec.state !== "deleting") {
       throw new FailedPreconditionError(
         rec.deleteRefused ??
@@ -137,12 +183,15 @@ export async function awaitRemoteDelete(
         { state: rec.state },
       );
     }
+    last = rec;
     await abortableSleep(REMOTE_DELETE_POLL_MS);
   }
-  log.warn(
-    { waitedMs: REMOTE_DELETE_WAIT_MS },
-    "master has not finished the delete yet; the volume stays deleting until it does",
-  );
+  const left = last.group ? (last.remaining ?? last.group.members) : [last.master];
+  const pending = `waiting for ${left.length > 1 ? "nodes" : "node"} ${left.join(", ")} to ` +
+    `remove ${left.length > 1 ? "their copies" : "its copy"} (a node that is down does so ` +
+    `when it comes back)`;
+  log.warn({ waitedMs: REMOTE_DELETE_WAIT_MS, remaining: left }, `delete not finished: ${pending}`);
+  return { pending };
 }
 
 /**

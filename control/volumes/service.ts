@@ -33,7 +33,6 @@ import type {
   Volume,
   VolumeEvent,
   VolumeLiveStatus,
-  VolumeState,
   VolumeVerifyReport,
 } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
@@ -77,7 +76,8 @@ import {
   applyRemoteChange,
   awaitRemoteDelete,
   createLocal,
-  deleteData,
+  type DeleteOutcome,
+  deleteUnreplicated,
   type LocalContext,
   reconcileLocal,
   type ReconcileReport,
@@ -379,7 +379,7 @@ export class VolumeService {
    * down is refused too unless `force`: then it is deleted on the live members, and
    * the down ones remove their copies when they come back.
    */
-  async delete(name: string, options: { force?: boolean } = {}): Promise<void> {
+  async delete(name: string, options: { force?: boolean } = {}): Promise<DeleteOutcome> {
     checkVolumeName(name);
     const force = options.force ?? false;
     return await this.#locked(name, async () => {
@@ -388,35 +388,10 @@ export class VolumeService {
       if (parseRecord(kv).group && this.#groups) {
         // Every live member removes its copy, the master first (_groups.ts).
         const marked = await this.#groups.markDeleting(name, force);
-        if (marked) await awaitRemoteDelete(this.#ctx, name, marked);
-        return;
+        return marked ? await awaitRemoteDelete(this.#ctx, name, marked) : undefined;
       }
-      let previous: VolumeState = "ready";
-      let master = this.#node;
-      const marked = await this.#casUpdate(name, (rec) => {
-        previous = rec.state === "deleting" ? "ready" : rec.state;
-        master = rec.master;
-        const next: VolumeRecord = {
-          ...rec,
-          state: "deleting",
-          updatedAt: this.#now().toISOString(),
-          deleteRefused: undefined,
-        };
-        if (rec.master !== this.#node) next.deleteForce = force;
-        return next;
-      });
-      if (master !== this.#node) return await awaitRemoteDelete(this.#ctx, name, marked);
-      try {
-        await deleteData(this.#plane, name, force);
-      } catch (err) {
-        await this.#casUpdate(name, (rec) => ({ ...rec, state: previous })).catch((e) =>
-          this.#log.error({ volume: name, err: e }, "could not restore volume state")
-        );
-        throw dataPlaneError(err, `cannot delete volume "${name}"`);
-      }
-      this.#ctx.localSize.delete(name);
-      await this.#store.delete(VOLUME_PREFIX + name);
-      this.#log.info({ volume: name, force }, "volume deleted");
+      const casUpdate = (fn: (rec: VolumeRecord) => VolumeRecord) => this.#casUpdate(name, fn);
+      return await deleteUnreplicated(this.#ctx, name, force, casUpdate);
     });
   }
 

@@ -4,10 +4,12 @@
  * holds no copy of it (_anywhere.ts). The master is killed with SIGKILL (twice, the killed
  * node coming back as a replica in between): the client sees no error and only a pause, and
  * every write it saw acknowledged is there afterwards, read back through the same connection
- * and through the new master directly.
+ * and through the new master directly. A delete refused because the client is attached cuts
+ * nothing meanwhile and is recorded as refused.
  */
 
-import { assert } from "../_assert.ts";
+import { assert, assertEquals } from "../_assert.ts";
+import { admin } from "./_cluster_tls.ts";
 import { e2eTest } from "./_harness.ts";
 import { startReplCluster, volumeOf } from "./_replicated.ts";
 import { allInSync, createWithFront, NAMES, newMaster, PYTHON, startWriter } from "./_anywhere.ts";
@@ -40,7 +42,20 @@ e2eTest(
         await c.start(killed);
         await allInSync(c, front, "fo");
       }
+      // A delete refused (the client is attached, forwarded) changes nothing: the forwarding
+      // node does not cut its client meanwhile, and the history says it was refused.
+      const frontNode = c.nodes.get(front)!;
+      const refused = await admin(frontNode, ["volume", "delete", "fo"]);
+      assertEquals(refused.code, 1, refused.stdout + refused.stderr);
+      assert(refused.stderr.includes("NBD client(s) connected"), refused.stderr);
+      await w.advance(300, "the writer to go on after the refused delete");
+      const events = await admin(frontNode, ["volume", "events", "fo", "-o", "json"]);
+      const types = (JSON.parse(events.stdout).items as { type: string }[]).map((e) => e.type);
+      assertEquals(types.filter((t) => t === "created").length, 1, types.join(","));
+      assert(types.includes("delete-refused"), types.join(","));
       const pauses = await w.finish(c, "fo");
+      const gone = await admin(frontNode, ["volume", "delete", "fo"]);
+      assertEquals([gone.code, gone.stdout], [0, 'volume "fo" deleted\n'], gone.stderr);
       // Generous bound (noisy machine); docs/BENCHMARKS.md has the measured figures.
       const worst = Math.max(0, ...pauses);
       assert(worst < 30_000, `the client paused ${worst} ms`);

@@ -152,6 +152,7 @@ export const DRAIN_SCHEMAS = {
           "member-added",
           "member-removed",
           "deleting",
+          "delete-refused",
         ],
       },
       epoch: { type: "integer", description: "After the change" },

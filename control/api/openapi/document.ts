@@ -177,7 +177,27 @@ export const OPENAPI_DOCUMENT = {
             schema: { type: "boolean", default: false },
           },
         ],
-        responses: { "204": { description: "Deleted" }, ...errors(400, 404, 412, 503) },
+        responses: {
+          "204": { description: "Deleted" },
+          "202": {
+            description: "Accepted, not finished: a member has not removed its copy yet (one " +
+              "that is down does so when it comes back); the volume stays `deleting` until then",
+            content: {
+              "application/json": {
+                schema: {
+                  type: "object",
+                  required: ["name", "state", "pending"],
+                  properties: {
+                    name: { type: "string" },
+                    state: { type: "string", enum: ["deleting"] },
+                    pending: { type: "string", description: "what the delete waits for" },
+                  },
+                },
+              },
+            },
+          },
+          ...errors(400, 404, 412, 503),
+        },
       },
     },
     ...CA_PATHS,

@@ -46,6 +46,12 @@ Deno.test("placedOf(): served records only; the master's lease gone shows as mas
     placedOf("v", record("n1", 2, { state: "creating" } as Partial<VolumeRecord>)),
     undefined,
   );
+  // Being deleted: served while the delete may still be refused (not forced), not after.
+  const deleting = (deleteForce?: boolean) =>
+    placedOf("v", record("n1", 2, { state: "deleting", deleteForce } as Partial<VolumeRecord>));
+  assertEquals(deleting(false)?.master, "n1");
+  assertEquals(deleting(true), undefined);
+  assertEquals(deleting(undefined), undefined, "a record of an older version: as forced");
   const down = record("n1", 2);
   down.group!.down = ["n1"];
   assertEquals(placedOf("v", down)?.masterDown, true);

@@ -48,6 +48,16 @@ Deno.test("historyOf(): creation, a drain's handover asked and done", () => {
   ]);
 });
 
+Deno.test("historyOf(): a delete started, then refused by the master: not a second creation", () => {
+  const deleting = rec(base, { state: "deleting" });
+  assertEquals(historyOf(rec(base), deleting).map((e) => e.type), ["deleting"]);
+  const why = 'volume "v" has 1 NBD client(s) connected to its master node "n1"; disconnect them';
+  assertEquals(historyOf(deleting, rec(base, { deleteRefused: why })), [{
+    type: "delete-refused",
+    message: `delete refused: ${why}`,
+  }]);
+});
+
 Deno.test("historyOf(): a failover, a member down, out of sync with its reason, back and resynced", () => {
   const failed: GroupRecord = {
     ...base,

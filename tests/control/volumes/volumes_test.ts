@@ -243,6 +243,11 @@ Deno.test({
       const deleted = await Promise.race([b.volumes.delete("later"), stuck]);
       clearTimeout(guard);
       assert(deleted !== "stuck", "delete() still waits for the absent master after 30 s");
+      // Not finished, and said so (the API answers 202, the CLI exits 3): what it waits for.
+      assertEquals(deleted, {
+        pending: "waiting for node node-a to remove its copy (a node that is down does so " +
+          "when it comes back)",
+      });
       assertEquals((await b.volumes.get("later")).state, "deleting");
       a.volumes.startWatching(); // catches up from a fresh list
       await eventually(
