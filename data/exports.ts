@@ -163,6 +163,8 @@ export class ExportTable implements ExportCatalog {
   remote: ((name: string) => LiveExport | undefined) | undefined;
   /** The names of the volumes `remote` can give (the directory's), for NBD_OPT_LIST. */
   remoteNames: (() => string[]) | undefined;
+  /** Why a volume the directory knows cannot be attached now (ExportCatalog.absent). */
+  remoteAbsent: ((name: string) => { uuid: string; reason: string } | undefined) | undefined;
 
   add(e: LiveExport): void {
     this.#exports.set(e.name, e);
@@ -178,6 +180,11 @@ export class ExportTable implements ExportCatalog {
   /** The export of a volume this node serves itself (never a forwarded one). */
   lookup(name: string): LiveExport | undefined {
     return this.#exports.get(name);
+  }
+
+  /** Why volume `name`, which find() does not give, cannot be attached now, if it exists. */
+  absent(name: string): { uuid: string; reason: string } | undefined {
+    return this.#exports.has(name) ? undefined : this.remoteAbsent?.(name);
   }
 
   /** What a client attaching to `name` gets: the local export, else a forwarded one. */

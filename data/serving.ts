@@ -169,6 +169,7 @@ export async function serveOnMainThread(o: {
   );
   o.exports.remote = (name) => remote.lookup(name);
   o.exports.remoteNames = () => remote.names();
+  o.exports.remoteAbsent = (name) => remote.absent(name);
   const common = {
     exports: o.exports,
     logger: o.logger,

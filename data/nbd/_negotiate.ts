@@ -68,7 +68,11 @@ export async function negotiate(
   const table = opts.exports;
   const find = (name: string) => s.fromNode ? table.lookup(name) : table.find(name);
   // A node forwarding its clients sees only the local exports; a client, every volume here.
-  const catalog = { lookup: find, list: () => s.fromNode ? table.list() : table.listed() };
+  const catalog = {
+    lookup: find,
+    list: () => s.fromNode ? table.list() : table.listed(),
+    absent: (name: string) => s.fromNode ? undefined : table.absent(name),
+  };
   await writeAll(s.transport, encodeGreeting());
   await input.need(s.transport, 4);
   const clientFlags = input.view.getUint32(input.start);

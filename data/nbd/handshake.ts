@@ -31,6 +31,11 @@ export type ExportAccess = { ok: true; readOnly: boolean } | { ok: false; reason
 export interface ExportCatalog {
   lookup(name: string): ExportView | undefined;
   list(): ExportView[];
+  /**
+   * Why a volume that lookup() does not give cannot be attached now (it exists, nobody can
+   * serve it), with its uuid for the access check; undefined: there is no such volume.
+   */
+  absent?(name: string): { uuid: string; reason: string } | undefined;
 }
 
 export interface HandshakePolicy {
@@ -42,7 +47,7 @@ export interface HandshakePolicy {
    * What this client may do with each export (TLS client certificates' grants, read-only
    * listeners); absent: open every export as it is.
    */
-  access?: (exp: ExportView) => ExportAccess;
+  access?: (exp: { name: string; uuid?: string }) => ExportAccess;
   /** The client may name itself a forwarding node (NBD_OPT_BALLAST_FORWARDER): a node's certificate. */
   forwarders?: boolean;
 }
@@ -198,7 +203,11 @@ export function handleOption(
   });
   const visible = (name: string): Visible => {
     const e = catalog.lookup(name);
-    return e ? asAllowed(e, policy) : undefined;
+    if (e) return asAllowed(e, policy);
+    // Said only to a client that may open the volume; to others it is unknown.
+    const gone = catalog.absent?.(name);
+    if (!gone || (policy.access && !policy.access({ name, uuid: gone.uuid }).ok)) return undefined;
+    return { unavailable: gone.reason };
   };
 
   // FORCEDTLS ("TLS support"): only STARTTLS and ABORT before TLS is up.
@@ -278,11 +287,15 @@ export function handleOption(
         return { state, action: { kind: "close", out: [], reason: "export name is not UTF-8" } };
       }
       const exp = visible(name);
-      if (!exp || "refused" in exp) {
+      if (!exp || "refused" in exp || "unavailable" in exp) {
         // "If the chosen export does not exist or requirements for the chosen export are not
         // met (e.g., the client did not negotiate TLS for an export where the server requires
         // it), the server should close the connection." (NBD_OPT_EXPORT_NAME, "Option types")
-        const reason = exp ? exp.refused : `unknown export "${name}"`;
+        const reason = !exp
+          ? `unknown export "${name}"`
+          : "refused" in exp
+          ? exp.refused
+          : exp.unavailable;
         return { state, action: { kind: "close", out: [], reason } };
       }
       const flags = transmissionFlags(exp, state.structuredReplies);
@@ -326,7 +339,7 @@ export function handleOption(
 
 type Refuse = (type: number, message: string) => HandshakeResult;
 /** An export the client may open (as it may), one it is told it may not, or none. */
-type Visible = ExportView | { refused: string } | undefined;
+type Visible = ExportView | { refused: string } | { unavailable: string } | undefined;
 
 /**
  * `e` as `policy` lets this client see it: read-only when its access is ("Transmission
@@ -350,6 +363,8 @@ function asAllowed(e: ExportView, policy: HandshakePolicy): Visible {
 /** The refusal for an export that is not there or may not be opened ("Option reply types"). */
 function refuseExport(refuse: Refuse, name: string, v: Visible): HandshakeResult {
   if (v === undefined) return refuse(C.NBD_REP_ERR_UNKNOWN, `unknown export "${name}"`);
+  // NBD_REP_ERR_UNKNOWN: "The requested export is not available" ("Option reply types").
+  if ("unavailable" in v) return refuse(C.NBD_REP_ERR_UNKNOWN, v.unavailable);
   return { ...refuse(C.NBD_REP_ERR_POLICY, (v as { refused: string }).refused), notice: true };
 }
 
@@ -371,7 +386,7 @@ function infoOrGo(
     return refuse(C.NBD_REP_ERR_INVALID, "NBD_OPT_INFO/GO information request count mismatch");
   }
   const exp = visible(name.s);
-  if (!exp || "refused" in exp) return refuseExport(refuse, name.s, exp);
+  if (!exp || "refused" in exp || "unavailable" in exp) return refuseExport(refuse, name.s, exp);
   const requested = new Set<number>();
   for (let i = 0; i < n; i++) requested.add(view.getUint16(name.end + 2 + 2 * i));
 
@@ -440,7 +455,7 @@ function metaContext(
   }
   if (off !== data.length) return refuse(C.NBD_REP_ERR_INVALID, "trailing bytes after queries");
   const exp = visible(name.s);
-  if (!exp || "refused" in exp) return refuseExport(refuse, name.s, exp);
+  if (!exp || "refused" in exp || "unavailable" in exp) return refuseExport(refuse, name.s, exp);
 
   const listing = option === C.NBD_OPT_LIST_META_CONTEXT;
   // LIST with no queries lists everything; "base:" lists the whole namespace.

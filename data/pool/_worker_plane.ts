@@ -150,6 +150,7 @@ export class WorkerPlane {
     );
     this.#exports.remote = (name) => this.#remote.lookup(name);
     this.#exports.remoteNames = () => this.#remote.names();
+    this.#exports.remoteAbsent = (name) => this.#remote.absent(name);
     this.directory(init.directory);
   }
 

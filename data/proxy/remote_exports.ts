@@ -80,6 +80,20 @@ export class RemoteExports {
     return e;
   }
 
+  /**
+   * Why a volume the directory knows cannot be attached now: its group has no member that
+   * can serve it. Undefined for a volume it can serve, or does not know.
+   */
+  absent(name: string): { uuid: string; reason: string } | undefined {
+    const entry = this.#dir.get(name);
+    if (!entry?.unavailable) return undefined;
+    return {
+      uuid: entry.uuid,
+      reason: `volume "${name}" is unavailable: no member of its group that holds every ` +
+        `acknowledged write is up (\`ballast volume get ${name}\`)`,
+    };
+  }
+
   /** The volumes a client can attach to through this node now (lookup() gives them). */
   names(): string[] {
     return this.#dir.list().filter((e) => !e.unavailable).map((e) => e.name);

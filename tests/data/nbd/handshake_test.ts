@@ -658,3 +658,34 @@ Deno.test("a full negotiation: LIST, STRUCTURED_REPLY, SET_META_CONTEXT, INFO, G
     metaContextExport: "disk",
   });
 });
+
+Deno.test("a volume that exists but that nobody can serve now: GO, INFO and EXPORT_NAME say so, to a client that may open it", () => {
+  const why = 'volume "gone" is unavailable: no member is up';
+  const cat: ExportCatalog = {
+    ...catalog(),
+    absent: (name) => name === "gone" ? { uuid: "u-gone", reason: why } : undefined,
+  };
+  for (const option of [C.NBD_OPT_GO, C.NBD_OPT_INFO]) {
+    const r = run([[option, goPayload("gone")]], PLAIN, cat).results[0];
+    assertEquals(replies(r).map((x) => [x.type, dec.decode(x.data)]), [
+      [C.NBD_REP_ERR_UNKNOWN, why],
+    ]);
+  }
+  const named = run([[C.NBD_OPT_EXPORT_NAME, enc.encode("gone")]], PLAIN, cat).results[0];
+  assertEquals(named.action, { kind: "close", out: [], reason: why });
+  // A name nobody knows is unknown as before.
+  const none = run([[C.NBD_OPT_GO, goPayload("none")]], PLAIN, cat).results[0];
+  assertEquals(dec.decode(replies(none)[0].data), 'unknown export "none"');
+  // A client that may not open the volume learns nothing about it.
+  const seen: { name: string; uuid?: string }[] = [];
+  const policy: HandshakePolicy = {
+    ...PLAIN,
+    access: (e) => {
+      seen.push({ name: e.name, uuid: e.uuid });
+      return e.name === "gone" ? { ok: false } : { ok: true, readOnly: false };
+    },
+  };
+  const hidden = run([[C.NBD_OPT_GO, goPayload("gone")]], policy, cat).results[0];
+  assertEquals(dec.decode(replies(hidden)[0].data), 'unknown export "gone"');
+  assertEquals(seen, [{ name: "gone", uuid: "u-gone" }]);
+});

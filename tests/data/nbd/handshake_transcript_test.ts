@@ -201,7 +201,7 @@ function handler(): (c: Command) => string {
         tlsRequired: p === "tls-required",
         ...(allow
           ? {
-            access: (e: ExportView) =>
+            access: (e: { name: string }) =>
               allow.includes(e.name) ? { ok: true, readOnly: false } : { ok: false },
           }
           : {}),

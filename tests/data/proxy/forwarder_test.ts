@@ -15,6 +15,7 @@ import {
   Directory,
   type DirectoryEntry,
   Forwarder,
+  RemoteExports,
   Upstream,
   upstreamConnector,
 } from "../../../data/proxy/mod.ts";
@@ -390,4 +391,20 @@ Deno.test("Upstream: pipelined WRITEs and READs of every size get their own byte
   } finally {
     await stopPlane(m);
   }
+});
+
+Deno.test("RemoteExports: a volume nobody can serve now is not attachable, and absent() says why", () => {
+  const dir = new Directory();
+  const remote = new RemoteExports(dir, upstreamConnector({ tls: () => undefined }));
+  dir.set([entry("a", "127.0.0.1:1", 1)]);
+  assertEquals(remote.absent(VOL), undefined, "servable");
+  assert(remote.lookup(VOL) !== undefined);
+  dir.set([{ ...entry("a", "127.0.0.1:1", 1), unavailable: true }]);
+  assertEquals(remote.lookup(VOL), undefined);
+  assertEquals(remote.names(), []);
+  const gone = remote.absent(VOL);
+  assertEquals(gone?.uuid, UUID);
+  assert(gone?.reason.startsWith(`volume "${VOL}" is unavailable: no member`), gone?.reason);
+  assertEquals(remote.absent("other"), undefined, "unknown");
+  remote.update();
 });
