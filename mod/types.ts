@@ -38,11 +38,15 @@ export interface Volume {
   inSync?: string[];
   /** Members whose liveness lease expired, as recorded in the group. */
   down?: string[];
-  /** How the group is doing: healthy, degraded, failing-over or unavailable. */
+  /**
+   * How the group is doing: healthy, degraded, failing-over or unavailable. A volume without
+   * replicas has none, but `unavailable` while its node is down (cluster mode).
+   */
   phase?: "healthy" | "degraded" | "failing-over" | "unavailable";
   /**
    * A get of one replicated volume whose phase is not healthy: why, in a line (which member
-   * is out of sync or down and why; whether an in-sync member is up to take over).
+   * is out of sync or down and why; whether an in-sync member is up to take over). Also for
+   * a volume without replicas whose node is down (listed too).
    */
   phaseReason?: string;
   /** The failure-domain label the group was spread by, if any. */

@@ -128,9 +128,13 @@ export const nodeCommand: Command = groupCommand(
   },
 );
 
-/** STATE column: the state, and for a cordon the operator's reason (`node get` has the rest). */
+/**
+ * STATE column: the state and, in brackets, why (docs/CLUSTER.md, "States"): for a cordon
+ * the operator's reason, for a node down or unreachable the facts (`node get` has them too).
+ */
 function stateCell(n: NodeInfo): string {
-  if (n.state !== "cordoned") return n.state;
+  if (n.state === "ready" || !n.reason) return n.state;
+  if (n.state !== "cordoned") return `${n.state} (${n.reason})`;
   const why = n.reason.replace(/^cordoned since [^ ]+?(: |$)/, "");
   return why ? `cordoned (${why})` : "cordoned";
 }

@@ -192,8 +192,8 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
   } else {
     error = `node ${rec.master} was not asked (no node-to-node API here)`;
   }
-  if (!rec.group && !ctx.peers) return live ? withLiveFields(v, live) : v;
-  const out: Volume = live ? withLiveFields(v, live) : { ...v };
+  if (!rec.group && !ctx.peers) return seenPhase(live ? withLiveFields(v, live) : v, rec, gone);
+  const out: Volume = seenPhase(live ? withLiveFields(v, live) : { ...v }, rec, gone);
   if (rec.group) {
     out.memberStatus = memberStatus({
       group: rec.group,
@@ -229,6 +229,11 @@ export function eventsView(ctx: LiveContext, rec: VolumeRecord, kvs: KeyValue[])
 
 /** `v` (of `rec`) with its phase and down members as this node sees the leases (seenGroup). */
 export function seenPhase(v: Volume, rec: VolumeRecord, gone: readonly string[]): Volume {
+  if (!rec.group && rec.master && gone.includes(rec.master)) {
+    const why = `its node ${rec.master} is down (liveness lease gone): a volume without ` +
+      `replicas has no other copy; it is served again when the node is back`;
+    return { ...v, phase: "unavailable", phaseReason: why };
+  }
   const seen = rec.group && seenGroup(rec.group, gone);
   return seen && seen !== rec.group ? { ...v, down: seen.down, phase: seen.phase } : v;
 }

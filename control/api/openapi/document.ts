@@ -330,10 +330,16 @@ export const OPENAPI_DOCUMENT = {
           members: { ...strings, description: "Replicated: every node holding a copy" },
           inSync: { ...strings, description: "Members holding every write acknowledged" },
           down: { ...strings, description: "Members whose liveness lease expired" },
-          phase: { type: "string", enum: ["healthy", "degraded", "failing-over", "unavailable"] },
+          phase: {
+            type: "string",
+            enum: ["healthy", "degraded", "failing-over", "unavailable"],
+            description: "Replicated: how the group is doing; without replicas only " +
+              "`unavailable`, while its node is down",
+          },
           phaseReason: {
             type: "string",
-            description: "Get of one replicated volume that is not healthy: why, in a line",
+            description: "Get of one replicated volume that is not healthy: why, in a line; " +
+              "also a volume without replicas whose node is down",
           },
           spreadBy: { type: "string", description: "Failure-domain label of the placement" },
           ...VOLUME_LIVE_PROPERTIES,

@@ -5,7 +5,7 @@
 
 import { assert, assertEquals } from "../../_assert.ts";
 import type { NodeInfo } from "../../../mod/types.ts";
-import { nodeFields } from "../../../control/cli/node.ts";
+import { nodeFields, nodeTable } from "../../../control/cli/node.ts";
 
 const node: NodeInfo = {
   name: "n2",
@@ -44,4 +44,18 @@ Deno.test("nodeFields(): a node that is down: what it reported of itself is mark
   assertEquals(row(t, "Free"), `512 GiB (${2 ** 39} bytes)${stale}`);
   assertEquals(row(t, "Data workers"), `1 (pool of 1..2)${stale}`);
   assert(row(t, "State")!.startsWith("down (liveness lease expired)"), t);
+});
+
+Deno.test("nodeTable(): STATE says why a node is not ready, in brackets", () => {
+  const state = (n: NodeInfo) => {
+    const [head, line] = nodeTable([n], Date.parse(n.lastSeen)).split("\n");
+    return line.slice(head.indexOf("STATE"), head.indexOf("MASTERS")).trim();
+  };
+  assertEquals(state(node), "ready");
+  const expired = "liveness lease expired; last seen 2026-12-05T17:40:20.291Z";
+  assertEquals(state({ ...node, state: "down", reason: expired }), `down (${expired})`);
+  const hung = "liveness lease still held, but its API did not answer";
+  assertEquals(state({ ...node, state: "unreachable", reason: hung }), `unreachable (${hung})`);
+  const cordon = "cordoned since 2026-12-05T17:41:00.000Z: disk swap";
+  assertEquals(state({ ...node, state: "cordoned", reason: cordon }), "cordoned (disk swap)");
 });

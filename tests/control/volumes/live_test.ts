@@ -14,6 +14,7 @@ import {
   type LiveContext,
   localLive,
   type PeerStatusSource,
+  seenPhase,
   uncompared,
   verifyVolume,
   volumeView,
@@ -168,6 +169,24 @@ Deno.test("volumeView(): members whose lease is gone count as down and the phase
   // Nothing gone: the record's own phase.
   const alive = await volumeView(ctx({ node: "n3", peers: undefined }), both);
   assertEquals([alive.phase, alive.down], ["healthy", []]);
+});
+
+Deno.test("a volume without replicas whose node is down: unavailable, with why (get and list)", async () => {
+  const { group: _g, outOfSync: _o, ...plain } = record("n1", { replicas: 0 });
+  const down = await volumeView(
+    ctx({ node: "n3", groups: groups(["n1"]), peers: undefined }),
+    plain,
+  );
+  assertEquals(down.phase, "unavailable");
+  assert(
+    down.phaseReason!.startsWith("its node n1 is down (liveness lease gone)"),
+    down.phaseReason,
+  );
+  const up = await volumeView(ctx({ node: "n3", groups: groups([]), peers: undefined }), plain);
+  assertEquals([up.phase, up.phaseReason], [undefined, undefined]);
+  const listed = seenPhase({ ...down, phase: undefined, phaseReason: undefined }, plain, ["n1"]);
+  assertEquals(listed.phase, "unavailable");
+  assertEquals(seenPhase(up, plain, ["n2"]).phase, undefined, "another node down");
 });
 
 Deno.test("eventsView(): what no live member could write yet follows the written events, marked pending", () => {
