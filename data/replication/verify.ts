@@ -2,7 +2,8 @@
  * `ballast volume verify`: the master compares every member's copy of a group volume with its
  * own. Quick (default): the roots of the hash trees (hash_state.ts; regions changed lately are
  * rehashed from the data, the others come from the persisted hash lists), and for a member
- * whose root differs, the regions that differ (from the roots down, as a resync would).
+ * whose root differs, the regions that differ (from the roots down, as a resync would), each
+ * compared again locked so that writes on their way are not reported (recheck()).
  * Deep: every region of every copy is rehashed from its data, in batches locked on the master
  * (client writes to them wait a moment; those in flight finish on every member first, so a
  * write on its way is never reported as a difference), and each member also reports the
@@ -17,6 +18,8 @@ import { F_DEEP, HASH_BYTES, T_HASHES, T_TREE } from "./wire.ts";
 
 /** Regions compared per locked batch in a deep verification. */
 const DEEP_BATCH = 16;
+/** A quick verification compares again at most this many differing regions (recheck()). */
+const RECHECK_MAX = 256;
 /** Regions listed per member at most (the count is always given). */
 export const MAX_LISTED = 1000;
 
@@ -79,10 +82,10 @@ export async function verifyCopies(
         m.root = hex(root);
         m.equal = m.root === master.root;
         if (!m.equal) {
-          const regions = await differingLeaves(hashes, ask, { hashBytes: 0 });
+          const found = await differingLeaves(hashes, ask, { hashBytes: 0 });
+          const regions = await recheck(hashes, ask, found);
           m.differingCount = regions.length;
           m.differing = regions.slice(0, MAX_LISTED);
-          // Differences can be writes that were on their way: a deep verification locks.
           m.equal = regions.length === 0;
         }
       } catch (err) {
@@ -138,6 +141,36 @@ export async function verifyCopies(
     members: [master, ...members],
     ms: Math.round(performance.now() - t0),
   };
+}
+
+/**
+ * The regions of `found` (differing in the trees as read) that still differ when compared
+ * again one at a time, locked as a deep verification locks them (client writes to the region
+ * wait a moment; those in flight finish on every member first): a region written while the
+ * trees were read differs for that moment only, and a quick verification of a busy volume
+ * must not report it. Past RECHECK_MAX regions the difference is no such moment: `found` as
+ * it is.
+ */
+async function recheck(hashes: HashState, ask: Ask, found: number[]): Promise<number[]> {
+  if (found.length > RECHECK_MAX) return found;
+  const still: number[] = [];
+  for (const r of found) {
+    await hashes.table.lockWaiting(r);
+    try {
+      const ours = await hashes.leaves(r, 1);
+      const theirs = await ask({
+        type: T_HASHES,
+        flags: 0,
+        first: r,
+        count: 1,
+        regionBytes: REGION_BYTES,
+      });
+      if (theirs.length !== ours.length || theirs.some((b, i) => b !== ours[i])) still.push(r);
+    } finally {
+      hashes.table.unlock(r);
+    }
+  }
+  return still;
 }
 
 /** Adds one batch of a deep verification (`theirs` against `ours`) to `m`. */

@@ -9,8 +9,14 @@ import {
   type MemberVerdict,
   resyncAfterVerify,
   resyncAgainAfterVerify,
+  verifyCopies,
   type VerifyReport,
 } from "../../../data/replication/verify.ts";
+import { HashState } from "../../../data/replication/hash_state.ts";
+import { REGION_BYTES } from "../../../data/replication/regions.ts";
+import { T_HASHES, T_TREE } from "../../../data/replication/wire.ts";
+import { FileBlockStore } from "../../../data/store/mod.ts";
+import { silentLogger } from "../../../control/common/mod.ts";
 import { verifyText } from "../../../control/cli/_verify_view.ts";
 
 const MiB = 2 ** 20;
@@ -121,4 +127,59 @@ Deno.test("verifyText(): says which members the master resyncs, or to move a cor
     ),
     corruptMaster,
   );
+});
+
+Deno.test("a quick verification does not report a write on its way (the region is compared again once it has landed everywhere); a real difference stays", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ballast-verify-" });
+  const size = 64 * REGION_BYTES; // several tree levels
+  const open = async (name: string) => {
+    const path = `${dir}/${name}.vol`;
+    const store = FileBlockStore.create(path, size);
+    return { store, hashes: await HashState.open(path, silentLogger(), { fresh: true }) };
+  };
+  const a = await open("master");
+  const b = await open("replica");
+  try {
+    let leafLevel: () => void = () => {};
+    const readLeaves = new Promise<void>((r) => (leafLevel = r));
+    // The replica's answers, as replica.ts gives them (T_TREE, T_HASHES without F_DEEP).
+    const ask = (r: Record<string, unknown>): Promise<Uint8Array> => {
+      const { first, count } = r as { first: number; count: number };
+      if (r.type === T_TREE) {
+        if (r.level === 0) leafLevel();
+        return b.hashes.nodes(r.level as number, first, count);
+      }
+      assertEquals(r.type, T_HASHES);
+      return b.hashes.leaves(first, count);
+    };
+    // A write on its way: applied on the master, in flight (its region entered) until the
+    // replica has applied it too.
+    const off = 5 * REGION_BYTES + 4096;
+    const data = new Uint8Array(4096).fill(7);
+    await a.hashes.writer.enter(off, data.length);
+    a.store.write(data, off);
+    const verifying = verifyCopies("m", a.hashes, new Map([["r", ask]]), false);
+    await readLeaves; // the trees were read while the copies differed
+    await b.hashes.writer.enter(off, data.length);
+    b.store.write(data, off);
+    b.hashes.writer.leave(off, data.length);
+    a.hashes.writer.leave(off, data.length);
+    const report = await verifying;
+    const r = report.members.find((m) => m.node === "r")!;
+    assertEquals([r.equal, r.differingCount, r.differing], [true, 0, []]);
+
+    // A difference that stays (the replica missed a write) is reported.
+    await a.hashes.writer.enter(off, data.length);
+    a.store.write(new Uint8Array(4096).fill(9), off);
+    a.hashes.writer.leave(off, data.length);
+    const again = await verifyCopies("m", a.hashes, new Map([["r", ask]]), false);
+    const r2 = again.members.find((m) => m.node === "r")!;
+    assertEquals([r2.equal, r2.differingCount, r2.differing], [false, 1, [5]]);
+  } finally {
+    for (const c of [a, b]) {
+      await c.hashes.close();
+      c.store.close();
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
 });
