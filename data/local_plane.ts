@@ -152,7 +152,7 @@ class LocalDataPlane implements RunningDataPlane {
     );
   }
 
-  async openVolume(spec: VolumeSpec, options: OpenOptions = {}): Promise<void> {
+  async openVolume(spec: VolumeSpec, options: OpenOptions = {}): Promise<{ resumed: boolean }> {
     const open = this.exports.lookup(spec.name);
     // Fencing and the old master's lease (lease.ts) before anything is served.
     const r = options.replication;
@@ -164,7 +164,7 @@ class LocalDataPlane implements RunningDataPlane {
       if (options.replication) {
         this.#replication.open(open, options.replication, { reconcile: succeeds || resumed });
       }
-      return;
+      return { resumed: false };
     }
     let store: FileBlockStore;
     const path = this.#path(spec.uuid);
@@ -180,8 +180,7 @@ class LocalDataPlane implements RunningDataPlane {
       store.close();
       throw storeError(err, `open the hash list of volume "${spec.name}"`);
     }
-    if (this.exports.lookup(spec.name)) {
-      // Opened meanwhile by another call.
+    if (this.exports.lookup(spec.name)) { // opened meanwhile by another call
       store.close();
       await this.hashes.release(path);
       return this.openVolume(spec, options);
@@ -205,6 +204,7 @@ class LocalDataPlane implements RunningDataPlane {
         this.#replication.open(e, options.replication, { reconcile: succeeds || resumed });
       }
     });
+    return { resumed };
   }
 
   /**

@@ -85,8 +85,10 @@ export interface DataPlane {
   /**
    * Exports an existing volume (node start, or a group master taking over). Fails if its
    * backing file is missing. On a volume already exported, only replaces the write gate.
+   * `resumed`: a group master exported the copy afresh at an epoch it had served before (its
+   * node restarted and nobody took over meanwhile).
    */
-  openVolume(spec: VolumeSpec, options?: OpenOptions): Promise<void>;
+  openVolume(spec: VolumeSpec, options?: OpenOptions): Promise<{ resumed: boolean } | void>;
   /**
    * Grows the volume; new NBD connections see the new size. Never shrinks: a size at or
    * below the current one changes nothing. With `uuid`, a volume not exported here has

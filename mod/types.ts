@@ -422,7 +422,8 @@ export type VolumeEventType =
   | "member-added"
   | "member-removed"
   | "deleting"
-  | "delete-refused";
+  | "delete-refused"
+  | "resumed";
 
 /**
  * One entry of a replicated volume's recent history (GET /v1/volumes/{name}/events),

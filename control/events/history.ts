@@ -301,6 +301,20 @@ export function resyncStarted(master: string, member: string): EventDraft {
   };
 }
 
+/**
+ * The event a master writes when it serves again at the epoch it served before: its node
+ * restarted (a crash, or a stop) and no other member took over meanwhile, so the pause
+ * left no other change in the record.
+ */
+export function masterResumed(master: string, epoch: number): EventDraft {
+  return {
+    type: "resumed",
+    node: master,
+    message: `master ${master} serves again at epoch ${epoch} after its node restarted (no ` +
+      `other in-sync member took over meanwhile)`,
+  };
+}
+
 /** How far a resync got (the data plane's progress, in bytes of the volume). */
 export interface ResyncReach {
   pass: number;

@@ -14,6 +14,7 @@ export {
   goneWhy,
   historyOf,
   type HistoryRecord,
+  masterResumed,
   NEW_MEMBER,
   type NodeFacts,
   type OpenResync,

@@ -32,7 +32,7 @@ import type { Logger } from "../common/mod.ts";
 import { aliveKey } from "../nodes/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
 import { casRecord, groupChange, specOf, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
-import { resyncHost, ResyncTracker } from "./_resyncs.ts";
+import { noteResumed, resyncHost, ResyncTracker } from "./_resyncs.ts";
 import { MembershipKeeper } from "./_membership.ts";
 import {
   deleteGoneCopy,
@@ -338,7 +338,9 @@ export class VolumeGroups {
               ...(hooks.handedOver ? { handedOver: true } : {}),
             };
           }
-          await plane.openVolume(specOf(current), { writeGate: hooks.writeGate, replication });
+          const options = { writeGate: hooks.writeGate, replication };
+          const opened = await plane.openVolume(specOf(current), options);
+          if (opened?.resumed) noteResumed(this.#o.store, current, this.#o.nodeName, epoch, log);
           const latest = this.#records.get(name);
           if (replication && latest && latest !== current) {
             plane.setReplication?.(name, epoch, await this.#targets(latest));

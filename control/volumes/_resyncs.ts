@@ -15,13 +15,14 @@ import { errorMessage } from "../../mod/errors.ts";
 import type { Logger } from "../common/mod.ts";
 import {
   type EventDraft,
+  masterResumed,
   resyncInterrupted,
   type ResyncReach,
   resyncStarted,
 } from "../events/mod.ts";
 import type { GroupRecord } from "../group/mod.ts";
 import type { StateStore } from "../store/mod.ts";
-import { appendEvents } from "./_record.ts";
+import { appendEvents, type VolumeRecord } from "./_record.ts";
 import { newCopyRetry } from "./_member_copies.ts";
 import type { DataPlane } from "../../data/plane.ts";
 
@@ -286,4 +287,20 @@ export function resyncHost(
     });
     return true;
   };
+}
+
+/**
+ * Records that `master` serves `rec` again at `epoch` after its node restarted (the data
+ * plane said `resumed`): without it a restart that nobody took over from leaves no trace in
+ * the history. In the background; a failure is logged.
+ */
+export function noteResumed(
+  store: StateStore,
+  rec: VolumeRecord,
+  master: string,
+  epoch: number,
+  log: Logger,
+): void {
+  appendEvents(store, rec.name, rec.uuid, [masterResumed(master, epoch)], { master, epoch })
+    .catch((err) => log.warn({ err, epoch }, "could not record serving again after a restart"));
 }

@@ -9,6 +9,7 @@
 
 import { assert, assertEquals } from "../_assert.ts";
 import { e2eTest, run } from "./_harness.ts";
+import { admin } from "./_cluster_tls.ts";
 import { PYTHON, waitFor } from "./_cluster.ts";
 import {
   assertCopiesEqual,
@@ -91,5 +92,15 @@ e2eTest(
       const after = await volumeOf(c, master, "rs1");
       assertEquals([after.epoch, (after.inSync ?? []).includes(replica)], [v.epoch, true]);
       await assertCopiesEqual(c, v.uuid, [master, replica]);
+      // The restart leaves a trace in the history (no other change of the record does).
+      await waitFor("the resumed event", async () => {
+        const ev = await admin(back, ["volume", "events", "rs1", "-o", "json"]);
+        const items = JSON.parse(ev.stdout || "{}").items as { type: string; message: string }[];
+        return items?.some((e) =>
+          e.type === "resumed" &&
+          e.message === `master ${master} serves again at epoch ${v.epoch} after its node ` +
+              "restarted (no other in-sync member took over meanwhile)"
+        );
+      }, { timeoutMs: 15_000, everyMs: 250 });
     }, { args: ["--node-lease-ttl", "60s", "--crash-detection", "false"] }),
 );

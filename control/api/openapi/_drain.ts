@@ -153,6 +153,7 @@ export const DRAIN_SCHEMAS = {
           "member-removed",
           "deleting",
           "delete-refused",
+          "resumed",
         ],
       },
       epoch: { type: "integer", description: "After the change" },
