@@ -45,7 +45,8 @@ export const ROOT_SPEC: CommandSpec = {
     "Exit codes: 0 success; 2 the command as typed is invalid (a usage mistake or an " +
     "INVALID_ARGUMENT, whether the CLI or the server finds it); 1 a valid request failed; " +
     "3 a check that ran and said no (volume verify: a copy differs; node drain: refused or not " +
-    "every master moved; volume get --watch: --timeout passed); 130 interrupted (Ctrl-C).",
+    "every master moved; volume get --watch: --timeout passed; volume delete: accepted but " +
+    "not finished); 130 interrupted (Ctrl-C).",
   flags: [],
   client: true,
   examples: [
