@@ -401,11 +401,11 @@ class LocalDataPlane implements RunningDataPlane {
   volumeStatus(name: string): VolumeStatus | undefined {
     const e = this.exports.lookup(name);
     if (!e) return undefined;
-    const ops = e.stats.ops;
     return {
       allocatedBytes: e.store.allocatedBytes(),
+      sizeBytes: e.store.size,
       connections: e.stats.connections,
-      writes: ops[OP_WRITE] + ops[OP_TRIM] + ops[OP_WRITE_ZEROES],
+      writes: e.stats.ops[OP_WRITE] + e.stats.ops[OP_TRIM] + e.stats.ops[OP_WRITE_ZEROES],
     };
   }
 

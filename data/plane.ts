@@ -35,6 +35,8 @@ export interface CopyInfo {
 /** Live local facts about one exported volume. */
 export interface VolumeStatus {
   allocatedBytes: number;
+  /** The size clients see now (the copy's). */
+  sizeBytes?: number;
   connections: number;
   /** Requests that changed data (write, trim, write-zeroes) since the volume was exported here. */
   writes: number;

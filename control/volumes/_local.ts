@@ -12,7 +12,9 @@ import {
   errorMessage,
   FailedPreconditionError,
   NotFoundError,
+  UnavailableError,
 } from "../../mod/errors.ts";
+import { formatSize } from "../../mod/size.ts";
 import type { NodeInfo, VolumeState } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import { abortableSleep, type Logger } from "../common/mod.ts";
@@ -24,6 +26,9 @@ import {
   VOLUME_PREFIX,
   type VolumeRecord,
 } from "./_record.ts";
+
+const RAISED = "the copy is larger than its record (a resize grew it and could not record " +
+  "it): the record is raised to the copy's size";
 
 /** How long a delete asked of a non-master node waits for the master to finish it. */
 const REMOTE_DELETE_WAIT_MS = 5_000;
@@ -308,9 +313,15 @@ export async function reconcileLocal(ctx: LocalContext): Promise<ReconcileReport
     }
     try {
       await ctx.plane.openVolume(specOf(rec));
-      ctx.localSize.set(rec.name, rec.sizeBytes);
+      // A copy larger than its record: a resize grew the file and could not write the record
+      // (grownNotRecorded); clients may have seen and used that size, so it is kept.
+      const size = Math.max(rec.sizeBytes, ctx.plane.volumeStatus(rec.name)?.sizeBytes ?? 0);
+      if (size > rec.sizeBytes) log.warn({ file: size, record: rec.sizeBytes }, RAISED);
+      ctx.localSize.set(rec.name, size);
       report.opened.push(rec.name);
-      if (rec.state === "failed") await setState(ctx, kv, rec, "ready");
+      if (rec.state === "failed" || size > rec.sizeBytes) {
+        await setState(ctx, kv, { ...rec, sizeBytes: size }, "ready");
+      }
     } catch (err) {
       report.failed.push(rec.name);
       log.error({ err }, "cannot open volume; marking it failed");
@@ -341,4 +352,20 @@ export async function deleteData(plane: DataPlane, name: string, force: boolean)
     if (err instanceof NotFoundError) return;
     throw err;
   }
+}
+
+/**
+ * The error of a resize whose file grew but whose record could not be written (a full disk
+ * under the state store, an etcd outage): the file cannot shrink again safely (clients may
+ * have seen the new size), so the operator is told what holds; the next start raises the
+ * record to the file's size (reconcileLocal), and the same resize again completes it.
+ */
+export function grownNotRecorded(name: string, sizeBytes: number, err: unknown): Error {
+  const cause = errorMessage(err);
+  return new UnavailableError(
+    `volume "${name}": its file was grown to ${formatSize(sizeBytes)}, but the record could ` +
+      `not be written (${cause}); new clients see the new size. Run the same resize again ` +
+      `once the state store can be written (the next start of the node records it too)`,
+    { cause: err },
+  );
 }

@@ -78,6 +78,7 @@ import {
   createLocal,
   type DeleteOutcome,
   deleteUnreplicated,
+  grownNotRecorded,
   type LocalContext,
   reconcileLocal,
   type ReconcileReport,
@@ -311,6 +312,7 @@ export class VolumeService {
     const description = request.description === undefined
       ? undefined
       : checkDescription(request.description);
+    let grown: number | undefined; // this node's file, grown before the record is written
     return await this.#locked(name, () =>
       this.#casUpdate(name, async (rec) => {
         if (rec.state !== "ready") {
@@ -337,6 +339,7 @@ export class VolumeService {
               throw dataPlaneError(err, `cannot resize volume "${name}"`);
             }
             this.#ctx.localSize.set(name, sizeBytes);
+            grown = sizeBytes;
           }
           next.sizeBytes = sizeBytes;
         }
@@ -350,6 +353,8 @@ export class VolumeService {
         }
         next.updatedAt = this.#now().toISOString();
         return next;
+      }).catch((err) => {
+        throw grown === undefined ? err : grownNotRecorded(name, grown, err);
       }).then(async (rec) => {
         if (rec.group && sizeBytes !== undefined) await this.#growOwnCopy(rec);
         if (rec.group && replicas !== undefined) {

@@ -1,4 +1,5 @@
 import { FakeClock, silentLogger } from "../../../control/common/mod.ts";
+import type { StateStore } from "../../../control/store/mod.ts";
 import { ETCD_INSTALLED, startEtcd } from "../_etcd_harness.ts";
 import { NodeRegistry } from "../../../control/nodes/mod.ts";
 import { VOLUME_PREFIX, VolumeService } from "../../../control/volumes/service.ts";
@@ -8,6 +9,7 @@ import { attachNbd, call, eventually, NODE, racingStore, startTestNode } from ".
 import { fileSize, startClusterNode } from "../_cluster_node.ts";
 
 const KEY = VOLUME_PREFIX + "v";
+const MiB = 2 ** 20;
 const otherWriter = (value: string) =>
   JSON.stringify({ ...JSON.parse(value), description: "written by another writer" });
 
@@ -48,6 +50,58 @@ Deno.test("VolumeService.update() gives up with CONFLICT when every attempt lose
     assertEquals(stored.description, "written by another writer", "ours never applied");
   } finally {
     await node.close();
+  }
+});
+
+Deno.test("a resize whose record cannot be written after the file grew: a clear error, the same resize completes it, a restart records it", async () => {
+  // The state store refuses record writes while `failing` (a full disk under it, say).
+  let failing = false;
+  const wrap = (inner: StateStore): StateStore =>
+    new Proxy(inner, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver);
+        if (typeof v !== "function") return v;
+        if (prop !== "txn") return v.bind(target); // its private fields need the real object
+        return (...args: unknown[]) =>
+          failing
+            ? Promise.reject(new Error("state database: disk is full"))
+            : v.apply(target, args);
+      },
+    });
+  const first = await startTestNode({ wrapStore: wrap });
+  const dir = first.dir;
+  let closed = false;
+  try {
+    await first.volumes.create({ name: "v", size: "8MiB" });
+    const recordSize = async () => JSON.parse((await first.store.get(KEY))!.value).sizeBytes;
+    failing = true;
+    const err = await assertRejects(() => first.volumes.update("v", { size: "16MiB" }), Error);
+    assert(
+      err.message.includes("its file was grown to 16 MiB, but the record could not"),
+      err.message,
+    );
+    assert(err.message.includes("disk is full"), err.message);
+    assertEquals(first.dataPlane.volumeStatus("v")?.sizeBytes, 16 * MiB, "the file grew");
+    assertEquals(await recordSize(), 8 * MiB);
+    failing = false;
+    assertEquals((await first.volumes.update("v", { size: "16MiB" })).sizeBytes, 16 * MiB);
+    assertEquals(await recordSize(), 16 * MiB, "the same resize again records it");
+
+    failing = true;
+    await assertRejects(() => first.volumes.update("v", { size: "32MiB" }), Error, "grown to 32");
+    failing = false;
+    await first.close({ keepDir: true });
+    closed = true;
+  } finally {
+    if (!closed) await first.close();
+  }
+  const second = await startTestNode({ dir, reconcile: true });
+  try {
+    const rec = JSON.parse((await second.store.get(KEY))!.value);
+    assertEquals([rec.sizeBytes, rec.state], [32 * MiB, "ready"], "raised to the file's size");
+    assertEquals((await second.volumes.get("v")).sizeBytes, 32 * MiB);
+  } finally {
+    await second.close();
   }
 });
 
