@@ -170,6 +170,9 @@ export async function serve(
 
     // The replica side: masters' requests for this node's copies arrive on the peer channel.
     let peerAddress: string | undefined;
+    // Renewal and CA rotation rebuild the peer listener's TLS context too (its clients take
+    // fresh credentials at every connect).
+    let reloadPeers = () => {};
     // A master's connection ending may mean its process died: check, and end its lease now.
     const crashes = tls && config.etcd && config.crashDetection
       ? new CrashWatch({ store, logger: log })
@@ -191,6 +194,7 @@ export async function serve(
         replicas.close();
       });
       peerAddress = peers.address;
+      reloadPeers = () => peers.reload();
     }
 
     // Node-to-node API calls (health probes, live volume status) with this node's certificate.
@@ -271,6 +275,7 @@ export async function serve(
     const reloadTls = () => {
       tls?.reload();
       listenerRef.current?.reload();
+      reloadPeers();
       dataPlane.tlsChanged?.();
     };
     let cluster: ClusterMember | undefined;
@@ -327,6 +332,7 @@ export async function serve(
       undo.push(() => clearInterval(cutRevoked));
       const stop = tls.startRenewal(() => {
         listener.reload();
+        reloadPeers();
         dataPlane.tlsChanged?.();
       });
       undo.push(stop);

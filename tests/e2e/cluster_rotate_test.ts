@@ -37,6 +37,35 @@ async function nodeCertUnderCurrentCa(b: BallastProcess): Promise<string> {
   return r.code === 0 ? "ok" : r.stdout + r.stderr;
 }
 
+/**
+ * Whether `b`'s peer (replication) listener presents a certificate that chains to `caPem`
+ * (a TLS handshake trusting that root alone, with `b`'s own node certificate as the client).
+ */
+async function peerCertUnder(b: BallastProcess, caPem: string): Promise<boolean> {
+  const line = b.logs().split("\n").find((l) => l.includes('"msg":"peer channel listening"'));
+  assert(line, "the node logs its peer listener");
+  const address = JSON.parse(line).address as string;
+  const at = address.lastIndexOf(":");
+  const pki = `${b.dataDir}/pki`;
+  try {
+    const conn = await Deno.connectTls({
+      hostname: address.slice(0, at),
+      port: Number(address.slice(at + 1)),
+      caCerts: [caPem],
+      cert: await Deno.readTextFile(`${pki}/node.crt`),
+      key: await Deno.readTextFile(`${pki}/node.key`),
+    });
+    try {
+      await conn.handshake();
+      return true;
+    } finally {
+      conn.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
 e2eTest(
   "cluster: ca rotate moves every member to the new root (B at restart, A live); old certificates work through the overlap",
   { tools },
@@ -117,6 +146,9 @@ e2eTest(
         assert(trusted(live).includes(root), `A still trusts ${root}: ${trusted(live)}`);
       }
       assertEquals(await nodeCertUnderCurrentCa(a), "ok", "A's node.crt moved to the newest root");
+      // Its replication listener too: masters that trust only the new roots can reach it.
+      const caNow = await Deno.readTextFile(`${a.dataDir}/pki/ca.crt`);
+      assert(await peerCertUnder(a, caNow), "A's peer listener presents a newest-root certificate");
       assert(await a.logged("adopted the cluster CA"), "A logs the adoption");
 
       for (const d of [vmOld.dir, opsOld.dir]) {

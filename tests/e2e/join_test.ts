@@ -214,9 +214,27 @@ e2eTest(
   },
 );
 
+/** The leaf certificate (PEM) that `b`'s peer listener presents now (openssl s_client). */
+async function peerListenerCert(b: BallastProcess): Promise<string> {
+  const line = b.logs().split("\n").find((l) => l.includes('"msg":"peer channel listening"'));
+  assert(line, "the node logs its peer listener");
+  const pki = `${b.dataDir}/pki`;
+  const r = await run("sh", [
+    "-c",
+    `openssl s_client -connect ${JSON.parse(line).address} -cert ${pki}/node.crt ` +
+    `-key ${pki}/node.key </dev/null 2>/dev/null | openssl x509`,
+  ]);
+  assertEquals(r.code, 0, r.stderr);
+  return r.stdout.trim();
+}
+
+/** The first certificate of a PEM file. */
+const firstPem = (text: string) =>
+  text.slice(0, text.indexOf("-----END CERTIFICATE-----") + 25).trim();
+
 e2eTest(
-  "join: a joined node renews its own certificates with the cluster CA",
-  { tools },
+  "join: a joined node renews its own certificates with the cluster CA, and its replication listener presents the new one",
+  { tools: [...tools, "openssl"] },
   async () => {
     const etcd = await startEtcd();
     const nodes: BallastProcess[] = [];
@@ -237,7 +255,9 @@ e2eTest(
         assert(Date.now() < deadline, `node-b did not renew node.crt:\n${b.logs().slice(-3000)}`);
         await new Promise((r) => setTimeout(r, 250));
       }
-      assert(before !== await Deno.readTextFile(`${b.dataDir}/pki/node.crt`), "node.crt reissued");
+      const after = await Deno.readTextFile(`${b.dataDir}/pki/node.crt`);
+      assert(before !== after, "node.crt reissued");
+      assertEquals(await peerListenerCert(b), firstPem(after), "the peer listener reloaded it");
       assertEquals(await nodeNames(b.api, b), ["node-a:ready", "node-b:ready"]);
       assertEquals(await nodeNames(b.api, a), ["node-a:ready", "node-b:ready"]);
     } finally {
