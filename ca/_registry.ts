@@ -22,6 +22,9 @@ export function checkSerial(serial: string): string {
   return s;
 }
 
+/** Fewest hex digits a serial prefix must have (ca list shows 8 or more). */
+const MIN_PREFIX = 8;
+
 /**
  * The one known serial that `input` names: the serial itself, or an unambiguous prefix of
  * one (hex, case and colons ignored). An unknown serial is NOT_FOUND, an ambiguous prefix
@@ -37,6 +40,14 @@ export function resolveSerial(
   const serials = new Set([...known].map(normalizeSerial));
   if (serials.has(exact)) return exact;
   const hex = input.toLowerCase().replace(/[^0-9a-f]/g, "");
+  // A revocation cannot be undone: a prefix short enough to be a typo names nothing.
+  if (hex.replace(/^(00)+/, "").length < MIN_PREFIX) {
+    throw new InvalidArgumentError(
+      `serial prefix ${JSON.stringify(input)} is too short: give at least ${MIN_PREFIX} ` +
+        "digits of the serial (see ballast ca list)",
+      { field: "serial" },
+    );
+  }
   const prefixes = new Set([hex, hex.replace(/^(00)+/, "")].filter(Boolean));
   const candidates = [...serials].filter((s) => [...prefixes].some((p) => s.startsWith(p)))
     .sort();

@@ -104,7 +104,8 @@ export const CA_SPECS: Record<string, CommandSpec> = {
     "revoke",
     "SERIAL [--reason TEXT]",
     "Revoke a certificate (see ca list). SERIAL is the full serial or an unambiguous prefix " +
-      "of one; an unknown serial is refused (exit 1) and the full serial revoked is printed.",
+      "of one, at least 8 digits (a revocation cannot be undone); an unknown serial is " +
+      "refused (exit 1) and the full serial revoked is printed.",
     [{ name: "reason", value: "TEXT", help: "why, recorded with the revocation" }],
     ["ballast ca revoke 5f0c2a9e --reason 'laptop lost'"],
   ),
@@ -219,6 +220,9 @@ function checkArgs(sub: string, s: CommandSpec, p: Parsed): Checked {
     ? ["FILE"]
     : [];
   const out: Checked = { positional: requirePositionals(s, p, names), which };
+  if (sub === "revoke" && out.positional[0].trim() === "") {
+    throw new UsageError("missing argument SERIAL (see ballast ca list)", usageHint(s));
+  }
   if (sub === "issue") {
     const role = str("role");
     if (role !== "nbd-client" && role !== "admin") {
@@ -388,7 +392,6 @@ async function issue(
   } catch (err) {
     throw new UsageError(errorMessage(err), usageHint(s));
   }
-  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const paths = {
     key: join(dir, CLIENT_FILES.key),
     cert: join(dir, CLIENT_FILES.cert),
@@ -398,7 +401,7 @@ async function issue(
     const there = await Deno.lstat(f).then(() => true, () => false);
     if (there) throw new BallastError("ALREADY_EXISTS", `${f} already exists: pick another --out`);
   }
-  const signed = await client.signCertificate({
+  const signed = await client.signCertificate({ // before anything is written (a refusal)
     csr: csr.csrPem,
     role: a.role as "admin" | "nbd-client",
     name,
@@ -406,6 +409,14 @@ async function issue(
     ...(a.ttl ? { ttl: a.ttl } : {}),
     ...(p.values["any-incarnation"] === true ? { anyIncarnation: true } : {}),
   });
+  const existed = await Deno.stat(dir).then((st) => st.mode, () => undefined);
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  if (existed !== undefined && existed !== null && (existed & 0o077) !== 0) {
+    io.err(
+      `note: ${dir} is mode 0${(existed & 0o777).toString(8)}: others may list it (the key ` +
+        "itself is 0600); chmod 0700 it, or use a directory of its own\n",
+    );
+  }
   await writeNew(paths.key, await exportPrivateKeyPem(csr.keys.privateKey), 0o600);
   await writeNew(paths.cert, signed.certificatePem, 0o644);
   await writeNew(paths.ca, signed.caBundlePem, 0o644);
@@ -435,7 +446,10 @@ async function issue(
         "-c 'read 0 4k'\n",
     );
   } else {
-    io.out(`\nUse it with: ballast --cacert ${paths.ca} --cert ${paths.cert} --key ${paths.key}\n`);
+    io.out(
+      `\nUse it with: ballast --api ${client.baseUrl} --cacert ${paths.ca} --cert ${paths.cert} ` +
+        `--key ${paths.key}\n`,
+    );
   }
   return 0;
 }

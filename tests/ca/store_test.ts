@@ -225,13 +225,19 @@ Deno.test("openPki() checks its options before touching the disk", async () => {
   void x509;
 });
 
-Deno.test("resolveSerial() takes a serial or an unambiguous prefix, refuses unknown and ambiguous ones", () => {
-  const known = ["b4e05f05aa01", "b4e0ff11", "0c1d", "00ab12"];
-  assertEquals(resolveSerial("B4:E0:5F:05:AA:01", known), "b4e05f05aa01", "full, colons, case");
-  assertEquals(resolveSerial("b4e05f", known), "b4e05f05aa01", "unambiguous prefix");
-  assertEquals(resolveSerial("0c1", known), "0c1d", "odd-length prefix as ca list shows it");
-  assertEquals(resolveSerial("00ab", known), "ab12", "leading zero bytes ignored");
-  assertThrows(() => resolveSerial("b4e0", known), InvalidArgumentError, "b4e05f05aa01, b4e0ff11");
+Deno.test("resolveSerial() takes a serial or an unambiguous prefix of 8 digits or more, refuses unknown, ambiguous and short ones", () => {
+  const known = ["b4e05f05aa01ee", "b4e05f05ff11", "0c1d2e3f4a", "00ab12cd34ef"];
+  assertEquals(resolveSerial("B4:E0:5F:05:AA:01:EE", known), "b4e05f05aa01ee", "full, colons");
+  assertEquals(resolveSerial("b4e05f05a", known), "b4e05f05aa01ee", "unambiguous prefix");
+  assertEquals(resolveSerial("0c1d2e3f4", known), "0c1d2e3f4a", "odd-length prefix");
+  assertEquals(resolveSerial("00ab12cd34", known), "ab12cd34ef", "leading zero bytes ignored");
+  assertThrows(
+    () => resolveSerial("b4e05f05", known),
+    InvalidArgumentError,
+    "b4e05f05aa01ee, b4e05f05ff11",
+  );
+  assertThrows(() => resolveSerial("b4e0", known), InvalidArgumentError, "too short");
+  assertThrows(() => resolveSerial("00b4e05f", known), InvalidArgumentError, "too short");
   const err = assertThrows(() => resolveSerial("deadbeef", known), BallastError);
   assertEquals(err.code, "NOT_FOUND");
   assert(err.message.includes('"deadbeef"'), err.message);
