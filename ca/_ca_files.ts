@@ -158,12 +158,17 @@ export async function rotateCa(
   }
   const oldCert = await readOptional(join(dir, FILES.caCert));
   if (oldCert === undefined) throw new FailedPreconditionError("no CA to rotate");
-  const retired = await readRetired(dir, now);
+  // The overlap bounds every CA retired before too: a rotation because a key leaked (a short
+  // overlap) must not leave an older CA trusted for the rest of a longer one.
+  const trustUntil = new Date(now.getTime() + overlapSeconds * 1000).toISOString();
+  const retired = (await readRetired(dir, now)).map((r) =>
+    Date.parse(r.trustUntil) > Date.parse(trustUntil) ? { ...r, trustUntil } : r
+  );
   retired.push({
     certPem: oldCert,
     chainPem: await readOptional(join(dir, FILES.caChain)) ?? "",
     retiredAt: now.toISOString(),
-    trustUntil: new Date(now.getTime() + overlapSeconds * 1000).toISOString(),
+    trustUntil,
   });
   await writeRetired(dir, retired);
   await replaceCa(dir, next);
@@ -184,13 +189,15 @@ export async function adoptCa(
   await checkMaterial(material, now);
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   await recoverRotation(dir);
+  // The cluster's record says until when a CA it retired is trusted (a later rotation may
+  // have shortened it); a CA only this directory retired keeps its own date.
   const byCert = new Map<string, RetiredCa>();
   for (const r of [...await readRetired(dir, now), ...clusterRetired]) {
     const key = r.certPem.trim();
-    if (key === material.certPem.trim() || new Date(r.trustUntil) <= now) continue;
-    const seen = byCert.get(key);
-    if (!seen || new Date(r.trustUntil) > new Date(seen.trustUntil)) byCert.set(key, r);
+    if (key === material.certPem.trim()) continue;
+    byCert.set(key, r);
   }
+  for (const [key, r] of byCert) if (new Date(r.trustUntil) <= now) byCert.delete(key);
   const retired = [...byCert.values()];
   const retiredText = await readOptional(join(dir, FILES.retired));
   if (retiredText === undefined ? retired.length > 0 : retiredText !== retiredJson(retired)) {

@@ -117,7 +117,12 @@ export const CA_SPECS: Record<string, CommandSpec> = {
       "cluster CA rotates in etcd and every member adopts it (docs/TLS.md). A node on your " +
       "own CA (ca init) rotates to the new CA you give with --ca-cert (single node only).",
     [
-      { name: "overlap", value: "DURATION", help: "e.g. 7d", default: "the leaf lifetime" },
+      {
+        name: "overlap",
+        value: "DURATION",
+        help: "e.g. 7d; also bounds every root retired before (after a key leak: 1m)",
+        default: "the leaf lifetime",
+      },
       { name: "ca-cert", value: "FILE", help: "your new CA certificate (PEM)" },
       {
         name: "ca-key",

@@ -46,6 +46,7 @@ export async function rotateClusterCa(
   const { cert, keys } = await createRootCa({ now });
   const keyPem = await exportPrivateKeyPem(keys.privateKey);
   const pin = await caPinOf(cert.rawData);
+  const until = new Date(now.getTime() + o.overlapSeconds * 1000).toISOString();
   const next: ClusterCaRecord = {
     version: 1,
     certPem: cert.toString("pem") + "\n",
@@ -54,13 +55,16 @@ export async function rotateClusterCa(
     key: await sealCaKey(cluster.kek, keyPem, pin),
     createdAt: now.toISOString(),
     createdBy: o.nodeName,
+    // The overlap bounds the CAs retired before too (ca/_ca_files.ts, rotateCa).
     retired: [
-      ...(current.retired ?? []).filter((r) => new Date(r.trustUntil) > now),
+      ...(current.retired ?? []).filter((r) => new Date(r.trustUntil) > now).map((r) =>
+        Date.parse(r.trustUntil) > Date.parse(until) ? { ...r, trustUntil: until } : r
+      ),
       {
         certPem: current.certPem,
         chainPem: current.chainPem,
         retiredAt: now.toISOString(),
-        trustUntil: new Date(now.getTime() + o.overlapSeconds * 1000).toISOString(),
+        trustUntil: until,
       },
     ],
   };

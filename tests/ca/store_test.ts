@@ -135,6 +135,52 @@ Deno.test("rotateCa(): old-root leaves stay valid until the overlap ends", async
   assertEquals(after.match(/BEGIN CERTIFICATE/g)!.length, 1);
 });
 
+Deno.test("rotateCa(): a short overlap (a key leaked) ends the trust of every older root too", async () => {
+  await using t = await tempDir();
+  const clock = fakeClock(new Date());
+  const pki = await openPki(t.dir, { ...NODE, clock: clock.now });
+  const first = await pki.issue({ role: "nbd-client", name: "c", volumes: ["*"] });
+  await pki.rotateCa({ overlapSeconds: 7 * DAY });
+  const second = await pki.issue({ role: "nbd-client", name: "d", volumes: ["*"] });
+  await pki.rotateCa({ overlapSeconds: 60 });
+  assertEquals(pki.trustedRoots().length, 3);
+  clock.advance(120_000);
+  const reopened = await openPki(t.dir, { ...NODE, clock: clock.now });
+  assertEquals(reopened.trustedRoots().length, 1, "neither older root is trusted after 60 s");
+  for (const c of [first, second]) {
+    const r = await reopened.verify(c.certPem, { requiredEku: "clientAuth" });
+    assert(!r.ok && r.code === "untrusted", JSON.stringify(r));
+  }
+});
+
+Deno.test("adoptCa(): the cluster's date of a retired root wins over a later one this member kept", async () => {
+  await using t = await tempDir();
+  const clock = fakeClock(new Date());
+  const one = await openPki(`${t.dir}/one`, { ...NODE, clock: clock.now });
+  await Deno.mkdir(`${t.dir}/two`);
+  for (const f of [FILES.caCert, FILES.caKey]) {
+    await Deno.copyFile(`${t.dir}/one/${f}`, `${t.dir}/two/${f}`);
+  }
+  const two = await openPki(`${t.dir}/two`, { ...NODE, nodeName: "node-2", clock: clock.now });
+  await one.rotateCa({ overlapSeconds: 7 * DAY });
+  const material = {
+    certPem: await Deno.readTextFile(`${t.dir}/one/${FILES.caCert}`),
+    keyPem: await Deno.readTextFile(`${t.dir}/one/${FILES.caKey}`),
+  };
+  const retired = JSON.parse(await Deno.readTextFile(`${t.dir}/one/${FILES.retired}`));
+  await two.adoptCa(material, retired);
+  assertEquals(two.trustedRoots().length, 2);
+  // The cluster shortened the overlap (a later emergency rotation capped it): two follows.
+  const shortened = retired.map((r: { trustUntil: string }) => ({
+    ...r,
+    trustUntil: new Date(clock.now().getTime() + 60_000).toISOString(),
+  }));
+  await two.adoptCa(material, shortened);
+  clock.advance(120_000);
+  await two.adoptCa(material, shortened);
+  assertEquals(two.trustedRoots().length, 1);
+});
+
 Deno.test("adoptCa(): takes another member's CA and retired roots, reissues, then is a no-op", async () => {
   await using t = await tempDir();
   const clock = fakeClock(new Date());
