@@ -123,8 +123,8 @@ export function listenFailure(listener: string, at: ListenAt, err: unknown): Lis
     ? "address already in use (another process listens there)"
     : /EACCES|permission denied/i.test(text)
     ? "permission denied (ports below 1024 need privileges)"
-    : /EADDRNOTAVAIL|cannot assign requested address/i.test(text)
-    ? "no such address on this host"
+    : /EADDRNOTAVAIL|cannot assign requested address|listen EINVAL/i.test(text)
+    ? "no such address on this host" // node:http says EINVAL for it
     : text;
   return new ListenError(listener, hostPort(at.host, at.port), why, err);
 }

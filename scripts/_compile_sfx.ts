@@ -70,8 +70,9 @@ if [ ! -f "$dir/.unpacked" ]; then
   sum=$(tail -c +$offset "$self" | sha256sum | cut -d' ' -f1)
   [ "$sum" = "$digest" ] ||
     die ${EXIT_DAMAGED} "$self is damaged: its payload has SHA-256 $sum, expected $digest; download it again"
-  tail -c +$offset "$self" | gzip -dc | tar -x -C "$tmp" -f - ||
-    die ${EXIT_CANT_CREATE} "unpacking into $tmp failed (disk full?)"
+  # tar's own complaints (one per file on a full disk: thousands) are kept to the first.
+  err=$(tail -c +$offset "$self" | gzip -dc | tar -x -C "$tmp" -f - 2>&1) ||
+    die ${EXIT_CANT_CREATE} "unpacking into $tmp failed (disk full?): $(printf '%s\\n' "$err" | head -n 1)"
   "$tmp/deno" --version >/dev/null 2>&1 ||
     die ${EXIT_CANT_CREATE} "the unpacked runtime $tmp/deno does not run: is $base on a noexec mount? (set BALLAST_CACHE_DIR)"
   chmod 755 "$tmp"

@@ -107,6 +107,9 @@ KillSignal=SIGTERM
 TimeoutStopSec=90
 Restart=on-failure
 RestartSec=5s
+# Restarting does not mend these: a wrong setting (2), a damaged program file (65), a cache
+# directory it cannot unpack into (73). The journal has the one line that says why.
+RestartPreventExitStatus=2 65 73
 LimitNOFILE=65536
 UMask=0077
 NoNewPrivileges=yes

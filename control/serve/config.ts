@@ -8,6 +8,7 @@
 
 import { parseDuration } from "../../mod/duration.ts";
 import { parseSize } from "../../mod/size.ts";
+import { refuseOverlappingListeners } from "./_listen_overlap.ts";
 import { errorMessage, FailedPreconditionError, InvalidArgumentError } from "../../mod/errors.ts";
 import {
   formatHostPort,
@@ -251,6 +252,14 @@ export function resolveConfig(
       { field: SETTINGS.newCluster.flag },
     );
   }
+  const peerText = pick("peerListen");
+  const peerListen = resolvePeerListen(peerText, nbdListen);
+  refuseOverlappingListeners([
+    { at: apiListen, source: apiListenText.source },
+    { at: nbdListen, source: nbdListenText.source },
+    { at: nbdLocalListen, source: localText.source },
+    ...(etcd && tls ? [{ at: peerListen, source: peerText.source }] : []),
+  ]);
   return {
     dataDir: dataDir.value,
     apiListen,
@@ -270,7 +279,7 @@ export function resolveConfig(
     ...(newCluster ? { newCluster } : {}),
     labels: resolveLabels(pick("labels")),
     dataWorkers: resolveDataWorkers(pick("dataWorkers"), facts.cores ?? usableCores),
-    peerListen: resolvePeerListen(pick("peerListen"), nbdListen),
+    peerListen,
     resyncRateBytesPerSecond: resolveRate(pick("resyncRate")),
     replaceAfterSeconds: resolveReplaceAfter(pick("replaceAfter")),
     crashDetection: parseBool(crash.value!, crash.source, SETTINGS.crashDetection.flag),

@@ -247,6 +247,39 @@ e2eTest("self-extracting: a cache directory that cannot be made is a clear error
   }
 });
 
+/** Why a small tmpfs cannot be mounted in a mount namespace here, or undefined. */
+async function tmpfsUnavailable(): Promise<string | undefined> {
+  const r = await run("unshare", ["-m", "sh", "-c", "mount -t tmpfs -o size=1m t /mnt"]);
+  return r.code === 0 ? undefined : `cannot mount a tmpfs in a mount namespace: ${r.stderr.trim()}`;
+}
+
+e2eTest(
+  "self-extracting: a cache disk too small to unpack into is one clear line, not tar's thousands",
+  {
+    skip: SFX_SKIP ?? await tmpfsUnavailable(),
+  },
+  async () => {
+    const { bin } = await program();
+    const dir = await Deno.makeTempDir({ prefix: "ballast-onefile-full-" });
+    try {
+      // A 4 MiB file system: the runtime alone is far larger.
+      const r = await run("unshare", [
+        "-m",
+        "sh",
+        "-c",
+        `mount -t tmpfs -o size=4m t ${dir} && exec env -i PATH=${PATH} ` +
+        `BALLAST_CACHE_DIR=${dir}/cache ${bin} version`,
+      ], { timeoutMs: 120_000 });
+      assertEquals(r.code, 73, r.stderr);
+      assertStringIncludes(r.stderr, "failed (disk full?)");
+      const lines = r.stderr.trim().split("\n");
+      assert(lines.length <= 3, `a line or two, not tar's complaints: ${lines.length} lines`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
 e2eTest("self-extracting: a damaged file or unpacked copy is refused before it runs", {
   skip: SFX_SKIP,
 }, async () => {

@@ -277,5 +277,17 @@ Deno.test("https api: a port in use is one clear error, not also an error logged
     assert(err.message.includes(`127.0.0.1:${port}: address already in use`), err.message);
     const errors = lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50);
     assertEquals(errors, [], "nothing logged at error level for the refused listen");
+    // An address this host does not have (TEST-NET-1): said so, as for the NBD listener.
+    const absent = await assertRejects(
+      () =>
+        listenApi({ fetch: () => new Response() }, {
+          host: "192.0.2.1",
+          port: 0,
+          pki: t.pki,
+          logger,
+        }),
+      UnavailableError,
+    );
+    assert(absent.message.includes("192.0.2.1:0: no such address on this host"), absent.message);
   });
 });

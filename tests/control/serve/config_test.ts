@@ -437,3 +437,40 @@ Deno.test("resolveConfig() reads --new-cluster (default off; needs --etcd and TL
     InvalidArgumentError,
   );
 });
+
+Deno.test("resolveConfig() refuses two listeners on the same port of overlapping addresses", () => {
+  const same = assertThrows(
+    () =>
+      resolveConfig(
+        { "data-dir": "/d", "api-listen": "127.0.0.1:45705", "nbd-listen": "127.0.0.1:45705" },
+        {},
+        {},
+        host,
+      ),
+    InvalidArgumentError,
+  );
+  assert(
+    same.message.includes(
+      "--api-listen (127.0.0.1:45705) and --nbd-listen (127.0.0.1:45705) name the same port",
+    ),
+    same.message,
+  );
+  assertThrows(
+    () =>
+      resolveConfig(
+        { "data-dir": "/d", "api-listen": "0.0.0.0:45705" },
+        { BALLAST_NBD_LOCAL_LISTEN: "127.0.0.1:45705" },
+        {},
+        host,
+      ),
+    InvalidArgumentError,
+    "BALLAST_NBD_LOCAL_LISTEN (127.0.0.1:45705) name the same port",
+  );
+  // Other ports, or other addresses: fine.
+  resolveConfig(
+    { "data-dir": "/d", "api-listen": "127.0.0.1:45705", "nbd-listen": "127.0.0.2:45705" },
+    {},
+    {},
+    host,
+  );
+});
