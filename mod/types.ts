@@ -24,6 +24,8 @@ export interface Volume {
   /** Group epoch: increases with every change of master (fences stale masters). */
   epoch: number;
   state: VolumeState;
+  /** State "failed": why (its node could not open its copy at its last start). */
+  stateReason?: string;
   labels: Record<string, string>;
   description: string;
   createdAt: string;

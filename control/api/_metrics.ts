@@ -27,6 +27,9 @@ export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8
 const PROCESS_START_SECONDS = (Date.now() - performance.now()) / 1000;
 
 /** Escapes a label value: backslash, double quote and newline. */
+/** The states a volume record can be in (Volume.state), each a series of ballast_volume_state. */
+const VOLUME_STATES = ["creating", "ready", "deleting", "failed"] as const;
+
 export function escapeLabelValue(v: string): string {
   return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 }
@@ -188,6 +191,18 @@ export function renderMetrics(input: MetricsInput): string {
   family("ballast_volume_size_bytes", "gauge", "Provisioned size of each volume.");
   for (const v of input.volumes) {
     out.push(`ballast_volume_size_bytes${labels({ volume: v.name })} ${num(v.sizeBytes)}`);
+  }
+  family(
+    "ballast_volume_state",
+    "gauge",
+    "1 for each volume's state (failed: its node could not open its copy; volume get says why).",
+  );
+  for (const v of input.volumes) {
+    for (const state of VOLUME_STATES) {
+      out.push(
+        `ballast_volume_state${labels({ volume: v.name, state })} ${v.state === state ? 1 : 0}`,
+      );
+    }
   }
   family("ballast_volume_allocated_bytes", "gauge", "Bytes allocated on disk for each volume.");
   for (const v of input.volumes) {

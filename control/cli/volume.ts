@@ -445,7 +445,7 @@ function volumeFields(v: Volume): string {
   return fields([
     ["Name", v.name],
     ["UUID", v.uuid],
-    ["State", v.state],
+    ["State", v.state + (v.stateReason ? ` (${v.stateReason})` : "")],
     ["Size", `${formatSize(v.sizeBytes)} (${v.sizeBytes} bytes)`],
     [
       "Allocated",

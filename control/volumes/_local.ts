@@ -320,12 +320,15 @@ export async function reconcileLocal(ctx: LocalContext): Promise<ReconcileReport
       ctx.localSize.set(rec.name, size);
       report.opened.push(rec.name);
       if (rec.state === "failed" || size > rec.sizeBytes) {
-        await setState(ctx, kv, { ...rec, sizeBytes: size }, "ready");
+        await setState(ctx, kv, { ...rec, sizeBytes: size, stateReason: undefined }, "ready");
       }
     } catch (err) {
       report.failed.push(rec.name);
       log.error({ err }, "cannot open volume; marking it failed");
-      if (rec.state !== "failed") await setState(ctx, kv, rec, "failed");
+      const why = `node ${ctx.node} could not open its copy: ${errorMessage(err)}`;
+      if (rec.state !== "failed" || rec.stateReason !== why) {
+        await setState(ctx, kv, { ...rec, stateReason: why }, "failed");
+      }
     }
   }
   return report;

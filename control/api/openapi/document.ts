@@ -315,6 +315,10 @@ export const OPENAPI_DOCUMENT = {
           master: { type: "string" },
           epoch: { type: "integer" },
           state: { type: "string", enum: ["creating", "ready", "deleting", "failed"] },
+          stateReason: {
+            type: "string",
+            description: "State failed: why (its node could not open its copy at its last start)",
+          },
           labels,
           description: { type: "string" },
           createdAt: { type: "string", format: "date-time" },

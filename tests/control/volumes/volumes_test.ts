@@ -129,6 +129,13 @@ Deno.test("VolumeService.reconcile() reopens ready volumes and cleans up interru
     assertEquals(report.removedCreating, ["halfcreated"]);
     const names = (await node.volumes.list()).map((v) => `${v.name}:${v.state}`);
     assertEquals(names, ["keep:ready", "lost:failed"]);
+    // Why, for volume get, and the series the BallastVolumeFailed alert reads.
+    const why = (await node.volumes.get("lost")).stateReason!;
+    assert(why.startsWith(`node ${NODE} could not open its copy: `), why);
+    const metrics = await (await node.app.request("/metrics")).text();
+    assert(metrics.includes('ballast_volume_state{volume="lost",state="failed"} 1'), "failed=1");
+    assert(metrics.includes('ballast_volume_state{volume="keep",state="ready"} 1'), "ready=1");
+    assert(metrics.includes('ballast_volume_state{volume="keep",state="failed"} 0'), "keep ok");
     assertEquals(node.dataPlane.volumeStatus("keep")?.connections, 0, "keep is exported");
     const files = [...Deno.readDirSync(`${dir}/volumes`)].map((e) => e.name);
     const keep = (await node.volumes.get("keep")).uuid;
