@@ -32,6 +32,7 @@ import { nbdRoles, setupNodeTls } from "../tls/mod.ts";
 import { orphanMinAgeMs, VolumeService } from "../volumes/mod.ts";
 import { feedDirectory } from "../directory/mod.ts";
 import { dataWorkersWarning, type ServeConfig } from "./config.ts";
+import { unknownBallastEnv } from "./settings.ts";
 import { lockDataDir } from "./_data_dir_lock.ts";
 import { claimNodeName, hasStarted, recordNodeName } from "./_node_identity.ts";
 import { openStore } from "./_open_store.ts";
@@ -96,6 +97,13 @@ export async function serve(
     if (!tls) log.warn("TLS is off: plaintext API and NBD on loopback only");
     const poolWarning = dataWorkersWarning(config.dataWorkers, usableCores());
     if (poolWarning) log.warn({ dataWorkers: config.dataWorkers }, poolWarning);
+    for (const { name, meant } of unknownBallastEnv(Deno.env.toObject())) {
+      log.warn(
+        { variable: name, ...(meant ? { meant } : {}) },
+        `environment variable ${name} is not a Ballast setting and is ignored` +
+          (meant ? ` (did you mean ${meant}?)` : " (see ballast serve --help)"),
+      );
+    }
     let certificates: ClusterCertificates | undefined;
     if (clusterKeys && tls) {
       // Revocations and the issued index are shared through etcd (cluster/revocations.ts).
@@ -370,7 +378,11 @@ export async function serve(
     };
   } catch (err) {
     await unwind();
-    throw toBallastError(err);
+    const e = toBallastError(err);
+    // A log pipeline reading the JSON lines gets the one line that says why the node is down
+    // (the CLI prints it as `error: ...` too).
+    if (config.logFormat === "json") log.fatal({ code: e.code }, `cannot start: ${e.message}`);
+    throw e;
   }
 }
 

@@ -107,3 +107,53 @@ export const SETTINGS = {
 
 /** Looks a setting up in that order: its value and where it came from (for messages). */
 export type Pick = (key: keyof typeof SETTINGS) => { value: string | undefined; source: string };
+
+/**
+ * BALLAST_* variables that are not serve settings yet mean something: the CLI's
+ * (BALLAST_API, BALLAST_CACERT, ...), the one-file program's cache, and knobs for tests and
+ * debugging. Anything else starting with BALLAST_ is a typo to warn about.
+ */
+const OTHER_ENV = new Set([
+  "BALLAST_API",
+  "BALLAST_CACERT",
+  "BALLAST_CERT",
+  "BALLAST_KEY",
+  "BALLAST_CACHE_DIR",
+  "BALLAST_BIN",
+  "BALLAST_DEBUG_HOOKS",
+  "BALLAST_DEBUG_POOL_TIMINGS",
+  "BALLAST_FD_STREAMS",
+  "BALLAST_FORWARDER",
+  "BALLAST_ORPHAN_MIN_AGE_MS",
+  "BALLAST_TEST_LOG",
+  "BALLAST_TLS_DIRECT_READS",
+]);
+
+/**
+ * The BALLAST_* names in `env` that nothing reads (a misspelt setting in ballast.env is
+ * otherwise silently ignored), each with the setting it most likely meant, if one is close.
+ */
+export function unknownBallastEnv(
+  env: Record<string, string>,
+): { name: string; meant?: string }[] {
+  const known = Object.values(SETTINGS).map((s) => s.env as string);
+  return Object.keys(env).filter((n) =>
+    n.startsWith("BALLAST_") && !known.includes(n) && !OTHER_ENV.has(n)
+  ).sort().map((name) => {
+    const [best] = known.map((k) => ({ k, d: editDistance(name, k) })).sort((a, b) => a.d - b.d);
+    return best && best.d <= 3 ? { name, meant: best.k } : { name };
+  });
+}
+
+/** Levenshtein distance of two short strings. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length];
+}

@@ -293,6 +293,11 @@ Deno.test("cli: `ballast serve` as a process: ready line, refuses a second serve
     assertEquals(second.code, 1);
     const err = new TextDecoder().decode(second.stderr);
     assert(err.includes(`data directory ${dir} is in use by another ballast server`), err);
+    // With JSON logs the reason is also a JSON line at level fatal, for log pipelines.
+    const fatal = err.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l))
+      .filter((l) => l.level === "fatal");
+    assertEquals(fatal.length, 1, err);
+    assert(fatal[0].msg.startsWith("cannot start: data directory"), fatal[0].msg);
 
     const list = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", MAIN, "volume", "list", "-o", "json", "--api", ready.api],

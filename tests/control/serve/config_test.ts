@@ -1,4 +1,5 @@
 import { dataWorkersWarning, resolveConfig } from "../../../control/serve/config.ts";
+import { unknownBallastEnv } from "../../../control/serve/settings.ts";
 import { FailedPreconditionError, InvalidArgumentError } from "../../../mod/errors.ts";
 import { assert, assertEquals, assertThrows } from "../../_assert.ts";
 
@@ -472,5 +473,22 @@ Deno.test("resolveConfig() refuses two listeners on the same port of overlapping
     {},
     {},
     host,
+  );
+});
+
+Deno.test("unknownBallastEnv(): a misspelt BALLAST_ variable is named, with the setting it likely meant", () => {
+  assertEquals(
+    unknownBallastEnv({
+      BALLAST_API_LISTN: "127.0.0.1:1",
+      BALLAST_API_LISTEN: "127.0.0.1:2",
+      BALLAST_CACHE_DIR: "/var/cache/ballast",
+      BALLAST_API: "https://n1:5705",
+      BALLAST_SOMETHING_ELSE_ENTIRELY: "x",
+      HOME: "/root",
+    }),
+    [
+      { name: "BALLAST_API_LISTN", meant: "BALLAST_API_LISTEN" },
+      { name: "BALLAST_SOMETHING_ELSE_ENTIRELY" },
+    ],
   );
 });
