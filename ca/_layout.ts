@@ -43,6 +43,8 @@ export interface IssuedRecord {
   notAfter: string;
   /** Serial of the CA certificate that signed it. */
   issuerSerial: string;
+  /** A node's own certificate (node.crt, admin.crt), made and renewed by that node: its name. */
+  own?: string;
   /** Set in list() output from revoked.jsonl. */
   revokedAt?: string;
 }

@@ -87,6 +87,7 @@ export class Registry {
   async record(
     cert: x509.X509Certificate,
     issuer: x509.X509Certificate,
+    own?: string,
   ): Promise<IssuedRecord> {
     const id = readIdentity(cert);
     if (typeof id === "string") throw new BallastError("INTERNAL", id);
@@ -100,6 +101,7 @@ export class Registry {
       notBefore: cert.notBefore.toISOString(),
       notAfter: cert.notAfter.toISOString(),
       issuerSerial: normalizeSerial(issuer.serialNumber),
+      ...(own ? { own } : {}),
     };
     await appendLine(join(this.dir, FILES.issued), JSON.stringify(rec));
     return rec;

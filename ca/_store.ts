@@ -93,7 +93,7 @@ export class Pki {
       spec: (which) => this.#spec(which),
       canIssue: () => this.#caKey !== undefined,
       requireIssuer: () => void this.#issuer(),
-      issue: (spec, publicKey) => this.#issueAndRecord(spec, publicKey),
+      issue: (spec, publicKey) => this.#issueAndRecord(spec, publicKey, undefined, true),
       leafPem: (cert) => this.#leafPem(cert),
       verify: (cert, options) => this.verify(cert, options),
     });
@@ -181,12 +181,18 @@ export class Pki {
     return certificatesPem([cert, ...intermediates.filter((c) => c.subject !== c.issuer)]);
   }
 
-  async #issueAndRecord(spec: LeafSpec, publicKey: CryptoKey | x509.PublicKey, ttl?: number) {
+  async #issueAndRecord(
+    spec: LeafSpec,
+    publicKey: CryptoKey | x509.PublicKey,
+    ttl?: number,
+    own = false,
+  ) {
     const cert = await issueLeaf(this.#issuer(), publicKey, spec, {
       now: this.clock(),
       ttlSeconds: ttl ?? this.leafTtlSeconds,
     });
-    await this.#recorded(await this.#registry.record(cert, this.#caCerts[0]));
+    const who = own ? this.options.nodeName : undefined;
+    await this.#recorded(await this.#registry.record(cert, this.#caCerts[0], who));
     return cert;
   }
 

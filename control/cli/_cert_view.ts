@@ -38,17 +38,22 @@ export function grantsText(c: IssuedCertificate, volumeUuids?: ReadonlyMap<strin
 }
 
 /**
- * Serials of node and admin certificates that the node renewed since (a later certificate of
- * the same role and name, not revoked): still valid until they expire, but no longer in use.
+ * Serials of a node's own certificates (node.crt, admin.crt: `own`) that it renewed since (a
+ * later one of the same node and role, not revoked): still valid until they expire, but no
+ * longer in use. Certificates issued on request (`ca issue`) are never renewed by a node, so
+ * never marked; nor, for want of `own`, an admin certificate recorded by an older version
+ * (a node certificate of one then is known by its name, the node's).
  */
 export function renewedSerials(items: readonly IssuedCertificate[]): Set<string> {
   const latest = new Map<string, IssuedCertificate>();
-  const key = (c: IssuedCertificate) => `${c.role}\0${c.name}`;
-  const renewable = items.filter((c) => (c.role === "node" || c.role === "admin") && !c.revokedAt);
-  for (const c of renewable) {
+  const key = (c: IssuedCertificate) =>
+    c.own !== undefined ? `${c.own}\0${c.role}` : c.role === "node" ? `${c.name}\0node` : "";
+  const renewable = items.filter((c) => !c.revokedAt && key(c) !== "");
+  // Later first by notBefore, then by the order the CA recorded them (same second).
+  renewable.forEach((c) => {
     const l = latest.get(key(c));
-    if (!l || Date.parse(c.notBefore) > Date.parse(l.notBefore)) latest.set(key(c), c);
-  }
+    if (!l || Date.parse(c.notBefore) >= Date.parse(l.notBefore)) latest.set(key(c), c);
+  });
   return new Set(renewable.filter((c) => latest.get(key(c)) !== c).map((c) => c.serial));
 }
 

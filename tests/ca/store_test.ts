@@ -144,6 +144,12 @@ Deno.test("rotateCa(): a short overlap (a key leaked) ends the trust of every ol
   const second = await pki.issue({ role: "nbd-client", name: "d", volumes: ["*"] });
   await pki.rotateCa({ overlapSeconds: 60 });
   assertEquals(pki.trustedRoots().length, 3);
+  // The node's own certificates (made again at each rotation) are recorded as its own.
+  const recs = await pki.list();
+  const own = recs.filter((r) => r.role === "node" || r.role === "admin");
+  assertEquals(own.length, 6, "node.crt and admin.crt at start and at both rotations");
+  assert(own.every((r) => r.own === NODE.nodeName), JSON.stringify(own));
+  assert(recs.filter((r) => r.role === "nbd-client").every((r) => r.own === undefined));
   clock.advance(120_000);
   const reopened = await openPki(t.dir, { ...NODE, clock: clock.now });
   assertEquals(reopened.trustedRoots().length, 1, "neither older root is trusted after 60 s");

@@ -170,6 +170,10 @@ export const CA_SCHEMAS = {
       notBefore: { type: "string", format: "date-time" },
       notAfter: { type: "string", format: "date-time" },
       issuerSerial: { type: "string" },
+      own: {
+        type: "string",
+        description: "A node's own certificate (node.crt, admin.crt), renewed by it: its name",
+      },
       revokedAt: { type: "string", format: "date-time" },
     },
   },

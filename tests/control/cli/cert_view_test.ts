@@ -65,6 +65,12 @@ Deno.test("certTable(): node and admin certificates renewed since read 'valid (r
     node("m1", "2026-05-02T00:00:00Z", { name: "other" }),
     cert({ serial: "c1" }),
     cert({ serial: "c2", notBefore: "2026-05-15T00:00:00Z" }),
+    // Admin certificates: each node's own (renewed by it) apart; ones issued on request never.
+    node("a1", "2026-05-01T00:00:00Z", { role: "admin", name: "admin", own: "n1" }),
+    node("a2", "2026-05-03T00:00:00Z", { role: "admin", name: "admin", own: "n2" }),
+    node("a3", "2026-05-04T00:00:00Z", { role: "admin", name: "admin", own: "n1" }),
+    node("o1", "2026-05-05T00:00:00Z", { role: "admin", name: "carol" }),
+    node("o2", "2026-05-05T00:00:00Z", { role: "admin", name: "carol" }),
   ];
   const status = Object.fromEntries(
     certTable(items, ctx).trimEnd().split("\n").slice(1).map((l) => {
@@ -80,5 +86,10 @@ Deno.test("certTable(): node and admin certificates renewed since read 'valid (r
     m1: "valid",
     c1: "valid",
     c2: "valid",
+    a1: "valid (renewed since)",
+    a2: "valid",
+    a3: "valid",
+    o1: "valid",
+    o2: "valid",
   });
 });
