@@ -334,6 +334,7 @@ export async function serve(
         if (fresh.length > 0) {
           log.info({ serials: fresh }, "certificates revoked: cutting their live NBD sessions");
           dataPlane.revoked?.(fresh);
+          void tls.renewNow(); // one of this node's own (admin.crt, say): reissued now
         }
       }, 1000);
       Deno.unrefTimer(cutRevoked);

@@ -31,6 +31,11 @@ export interface NodeTls {
   reload(): void;
   /** Checks for due renewals every `intervalMs`; calls `onRenewed` after any. Returns a stop function. */
   startRenewal(onRenewed: () => void, intervalMs?: number): () => void;
+  /**
+   * Checks now, as the timer does (a revocation of this node's own certificate: it is
+   * reissued at once, not at the next tick). Nothing before startRenewal().
+   */
+  renewNow(): Promise<void>;
 }
 
 const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
@@ -83,6 +88,7 @@ export async function setupNodeTls(config: NodeTlsConfig, log: Logger): Promise<
     );
   }
   let context = build();
+  let check = (): Promise<void> => Promise.resolve();
   log.info({ mode: pki.mode, ...names }, "TLS ready: API and NBD require client certificates");
 
   const nbdStartTls: StartTls = nbdClientStartTls(
@@ -99,26 +105,30 @@ export async function setupNodeTls(config: NodeTlsConfig, log: Logger): Promise<
     startRenewal(onRenewed, intervalMs) {
       // Check often enough for short test lifetimes, at most once a minute.
       const every = intervalMs ?? Math.max(1000, Math.min(60_000, config.certTtlSeconds * 100));
-      let busy = false;
-      const timer = setInterval(async () => {
-        if (busy) return;
-        busy = true;
-        try {
-          const renewed = await pki.renewDue();
-          if (renewed.length > 0) {
-            context = build();
-            onRenewed();
-            log.info({ renewed }, "certificates renewed; TLS contexts reloaded");
+      let busy: Promise<void> | undefined;
+      check = () =>
+        busy ??= (async () => {
+          try {
+            const renewed = await pki.renewDue();
+            if (renewed.length > 0) {
+              context = build();
+              onRenewed();
+              log.info({ renewed }, "certificates renewed; TLS contexts reloaded");
+            }
+          } catch (err) {
+            log.error({ err }, "certificate renewal failed");
+          } finally {
+            busy = undefined;
           }
-        } catch (err) {
-          log.error({ err }, "certificate renewal failed");
-        } finally {
-          busy = false;
-        }
-      }, every);
+        })();
+      const timer = setInterval(() => void check(), every);
       Deno.unrefTimer(timer);
-      return () => clearInterval(timer);
+      return () => {
+        clearInterval(timer);
+        check = () => Promise.resolve();
+      };
     },
+    renewNow: () => check(),
   };
 }
 

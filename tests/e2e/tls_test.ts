@@ -484,6 +484,30 @@ e2eTest(
 );
 
 e2eTest(
+  "revoking the node's own admin certificate: it is reissued at once, the local CLI goes on working",
+  {},
+  () =>
+    withTlsNode(async (b) => {
+      const list = await admin(b, ["ca", "list", "-o", "json"]);
+      assertEquals(list.code, 0, list.stderr);
+      const items = JSON.parse(list.stdout).items as {
+        serial: string;
+        role: string;
+        own?: string;
+      }[];
+      const mine = items.find((c) => c.role === "admin" && c.own !== undefined);
+      assert(mine, `the node's own admin certificate is listed: ${list.stdout}`);
+      const rv = await admin(b, ["ca", "revoke", mine.serial, "--reason", "test"]);
+      assertEquals(rv.code, 0, rv.stderr);
+      // Within seconds, not at the next renewal check (a minute with the default lifetime).
+      await waitFor("the CLI works again with a reissued admin.crt", async () => {
+        const r = await admin(b, ["volume", "list", "-o", "json"]);
+        return r.code === 0;
+      }, { timeoutMs: 15_000, everyMs: 250 });
+    }),
+);
+
+e2eTest(
   "garbage instead of a ClientHello after STARTTLS closes only that connection",
   { tools: ["nbdinfo"] },
   () =>
