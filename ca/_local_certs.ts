@@ -203,8 +203,14 @@ export class LocalCerts {
       ? current.key
       : undefined;
     if (!key) {
+      const id = readIdentity(cert);
+      const other = which === "node" ? "admin" : "node";
+      const hint = typeof id !== "string" && id.role === other
+        ? `: it is an ${other} certificate (role ${id.role}); import it with --which ${other}`
+        : "";
       throw new InvalidArgumentError(
-        `imported certificate does not match ${FILES.pendingKey(which)} or ${FILES.key(which)}`,
+        `imported certificate does not match ${FILES.pendingKey(which)} or ` +
+          `${FILES.key(which)}${hint}`,
       );
     }
     const role: Role = which === "node" ? "node" : "admin";

@@ -122,6 +122,12 @@ Deno.test("external mode: CSR out, signed certificate in, no CA key on the node"
   );
   await pki.importSigned("node", nodeCert.toString("pem"));
   const adminCert = await signCsr(issuer, adminCsr, { role: "admin" });
+  // An admin certificate imported as the node's: the error says which --which it needs.
+  await assertRejects(
+    () => pki.importSigned("node", adminCert.toString("pem")),
+    InvalidArgumentError,
+    "it is an admin certificate (role admin); import it with --which admin",
+  );
   await pki.importSigned("admin", adminCert.toString("pem"));
   assertEquals(pki.pending(), []);
   assertEquals((await Deno.stat(`${dir}/node.key`)).mode! & 0o777, 0o600);
