@@ -76,8 +76,12 @@ export async function setupNodeTls(config: NodeTlsConfig, log: Logger): Promise<
     ipAddresses: names.ipAddresses,
     leafTtlSeconds: config.certTtlSeconds,
   });
-  const build = (): SecureContext =>
-    createSecureContext({ ...pki.credentials("node"), minVersion: "TLSv1.2" });
+  let built = "";
+  const build = (): SecureContext => {
+    const c = pki.credentials("node");
+    built = c.ca;
+    return createSecureContext({ ...c, minVersion: "TLSv1.2" });
+  };
   if (pki.mode === "external" && pki.pending().length > 0) {
     throw new FailedPreconditionError(
       `external CA mode: sign ${pki.pending().map((w) => `${dir}/${w}.csr`).join(" and ")} with ` +
@@ -110,10 +114,16 @@ export async function setupNodeTls(config: NodeTlsConfig, log: Logger): Promise<
         busy ??= (async () => {
           try {
             const renewed = await pki.renewDue();
-            if (renewed.length > 0) {
+            // A retired CA whose overlap ended leaves the trust bundle: contexts built with
+            // it would still name it to clients (and send it in the chain).
+            const bundle = pki.trustBundlePem();
+            if (renewed.length > 0 || bundle !== built) {
               context = build();
               onRenewed();
-              log.info({ renewed }, "certificates renewed; TLS contexts reloaded");
+              log.info(
+                { renewed, ...(bundle !== built ? { trustBundle: "changed" } : {}) },
+                "certificates renewed or trust changed; TLS contexts reloaded",
+              );
             }
           } catch (err) {
             log.error({ err }, "certificate renewal failed");
