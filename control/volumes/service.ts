@@ -313,55 +313,64 @@ export class VolumeService {
       ? undefined
       : checkDescription(request.description);
     let grown: number | undefined; // this node's file, grown before the record is written
-    return await this.#locked(name, () =>
-      this.#casUpdate(name, async (rec) => {
-        if (rec.state !== "ready") {
+    let refused: unknown; // the change's own verdict on a fresh record (not a failed write)
+    const change = async (rec: VolumeRecord): Promise<VolumeRecord> => {
+      if (rec.state !== "ready") {
+        throw new FailedPreconditionError(
+          `volume "${name}" is ${rec.state}; only a ready volume can be changed`,
+          { state: rec.state },
+        );
+      }
+      const next: VolumeRecord = { ...rec };
+      if (sizeBytes !== undefined && sizeBytes !== rec.sizeBytes) {
+        if (sizeBytes < rec.sizeBytes) {
           throw new FailedPreconditionError(
-            `volume "${name}" is ${rec.state}; only a ready volume can be changed`,
-            { state: rec.state },
+            `cannot shrink volume "${name}" from ${describeSize(rec.sizeBytes)} to ` +
+              `${describeSize(sizeBytes)}: volumes can only grow`,
+            { field: "size", sizeBytes: rec.sizeBytes },
           );
         }
-        const next: VolumeRecord = { ...rec };
-        if (sizeBytes !== undefined && sizeBytes !== rec.sizeBytes) {
-          if (sizeBytes < rec.sizeBytes) {
-            throw new FailedPreconditionError(
-              `cannot shrink volume "${name}" from ${describeSize(rec.sizeBytes)} to ` +
-                `${describeSize(sizeBytes)}: volumes can only grow`,
-              { field: "size", sizeBytes: rec.sizeBytes },
-            );
+        // On another node only the record changes; the master's watch grows its file.
+        // A group's record changes first; each member grows its copy (below, watch).
+        if (rec.master === this.#node && !rec.group) {
+          try {
+            await this.#plane.resizeVolume(name, sizeBytes);
+          } catch (err) {
+            throw dataPlaneError(err, `cannot resize volume "${name}"`);
           }
-          // On another node only the record changes; the master's watch grows its file.
-          // A group's record changes first; each member grows its copy (below, watch).
-          if (rec.master === this.#node && !rec.group) {
-            try {
-              await this.#plane.resizeVolume(name, sizeBytes);
-            } catch (err) {
-              throw dataPlaneError(err, `cannot resize volume "${name}"`);
+          this.#ctx.localSize.set(name, sizeBytes);
+          grown = sizeBytes;
+        }
+        next.sizeBytes = sizeBytes;
+      }
+      if (labels !== undefined) next.labels = labels;
+      if (description !== undefined) next.description = description;
+      if (replicas !== undefined && replicas !== rec.replicas) {
+        // A raise is checked against the nodes now; the master places the new members.
+        const raise = rec.group !== undefined && replicas > rec.group.members.length - 1;
+        const nodes = raise ? await this.#listNodes?.() : undefined;
+        Object.assign(next, withReplicas(next, replicas, nodes));
+      }
+      next.updatedAt = this.#now().toISOString();
+      return next;
+    };
+    return await this.#locked(
+      name,
+      () =>
+        this.#casUpdate(name, (rec) =>
+          change(rec).catch((err) => {
+            refused = err;
+            throw err;
+          })).catch((err) => {
+            throw grown === undefined || err === refused ? err : grownNotRecorded(name, grown, err);
+          }).then(async (rec) => {
+            if (rec.group && sizeBytes !== undefined) await this.#growOwnCopy(rec);
+            if (rec.group && replicas !== undefined) {
+              rec = await awaitMembers(this.#store, rec, replicas);
             }
-            this.#ctx.localSize.set(name, sizeBytes);
-            grown = sizeBytes;
-          }
-          next.sizeBytes = sizeBytes;
-        }
-        if (labels !== undefined) next.labels = labels;
-        if (description !== undefined) next.description = description;
-        if (replicas !== undefined && replicas !== rec.replicas) {
-          // A raise is checked against the nodes now; the master places the new members.
-          const raise = rec.group !== undefined && replicas > rec.group.members.length - 1;
-          const nodes = raise ? await this.#listNodes?.() : undefined;
-          Object.assign(next, withReplicas(next, replicas, nodes));
-        }
-        next.updatedAt = this.#now().toISOString();
-        return next;
-      }).catch((err) => {
-        throw grown === undefined ? err : grownNotRecorded(name, grown, err);
-      }).then(async (rec) => {
-        if (rec.group && sizeBytes !== undefined) await this.#growOwnCopy(rec);
-        if (rec.group && replicas !== undefined) {
-          rec = await awaitMembers(this.#store, rec, replicas);
-        }
-        return this.#withLive(rec);
-      }));
+            return this.#withLive(rec);
+          }),
+    );
   }
 
   /** After a group's record grew: this node's copy grows now (the others' on their watch). */
