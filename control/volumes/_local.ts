@@ -15,7 +15,8 @@ import {
   UnavailableError,
 } from "../../mod/errors.ts";
 import { formatSize } from "../../mod/size.ts";
-import type { NodeInfo, VolumeState } from "../../mod/types.ts";
+import type { VolumeState } from "../../mod/types.ts";
+import { cordonKey } from "../nodes/mod.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import { abortableSleep, type Logger } from "../common/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
@@ -47,20 +48,18 @@ export interface LocalContext {
 
 /**
  * An unreplicated volume is placed on the node asked: a cordoned one takes none, as it takes
- * no member of a group (cordon means no new placements). `listNodes`: the registry's.
+ * no member of a group (cordon means no new placements). One read of this node's cordon key
+ * (the registry's list would probe every node).
  */
-export async function refuseIfCordoned(
-  listNodes: (() => Promise<NodeInfo[]>) | undefined,
-  node: string,
-  name: string,
-): Promise<void> {
-  const self = (await listNodes?.())?.find((n) => n.name === node);
-  if (self?.state !== "cordoned") return;
+export async function refuseIfCordoned(ctx: LocalContext, name: string): Promise<void> {
+  const kv = await ctx.store.get(cordonKey(ctx.node));
+  if (!kv) return;
+  const c = JSON.parse(kv.value) as { reason?: string; since?: string };
   throw new FailedPreconditionError(
-    `cannot create volume "${name}" on node "${node}": the node is cordoned (${self.reason}) ` +
-      `and takes no new volumes; create it through another node's API, or ` +
-      `\`ballast node uncordon ${node}\``,
-    { node, state: "cordoned" },
+    `cannot create volume "${name}" on node "${ctx.node}": the node is cordoned (cordoned ` +
+      `since ${c.since}${c.reason ? `: ${c.reason}` : ""}) and takes no new volumes; create it ` +
+      `through another node's API, or \`ballast node uncordon ${ctx.node}\``,
+    { node: ctx.node, state: "cordoned" },
   );
 }
 

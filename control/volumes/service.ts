@@ -202,7 +202,7 @@ export class VolumeService {
       const msg = `invalid spreadBy "${spreadBy}": spreading needs replicas > 0`;
       throw new InvalidArgumentError(msg, { field: "spreadBy" });
     }
-    if (replicas === 0) await refuseIfCordoned(this.#listNodes, this.#node, name);
+    if (replicas === 0) await refuseIfCordoned(this.#ctx, name);
     return await this.#locked(name, async () => {
       const now = this.#now().toISOString();
       const fields = {
