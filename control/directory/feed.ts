@@ -45,6 +45,7 @@ export function placedOf(name: string, r: VolumeRecord): Placed | undefined {
     epoch: r.group?.epoch ?? r.epoch,
     masterDown: r.group?.down.includes(master) ?? false,
     ...(r.group?.phase === "unavailable" ? { unavailable: true } : {}),
+    ...(r.state === "failed" ? { unavailable: true, why: r.stateReason ?? "its copy failed" } : {}),
   };
 }
 
@@ -53,7 +54,7 @@ export function sameEntry(a: DirectoryEntry | undefined, b: DirectoryEntry | und
   if (a === undefined || b === undefined) return a === b;
   return a.name === b.name && a.uuid === b.uuid && a.sizeBytes === b.sizeBytes &&
     a.master === b.master && a.address === b.address && a.epoch === b.epoch &&
-    a.masterDown === b.masterDown && a.unavailable === b.unavailable;
+    a.masterDown === b.masterDown && a.unavailable === b.unavailable && a.why === b.why;
 }
 
 /** Starts following; stop() ends it. */

@@ -21,9 +21,12 @@ export interface DirectoryEntry {
   masterDown: boolean;
   /**
    * The master is down and no in-sync member can take over (the group's phase
-   * "unavailable"): new clients are refused until the master comes back.
+   * "unavailable"), or its node could not open its copy (state "failed"): new clients are
+   * refused until that changes.
    */
   unavailable?: boolean;
+  /** Why, when it is not the group's phase (a failed copy: the record's stateReason). */
+  why?: string;
 }
 
 /** Whether two entries send a forwarder to the same place. */

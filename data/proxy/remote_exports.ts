@@ -89,8 +89,9 @@ export class RemoteExports {
     if (!entry?.unavailable) return undefined;
     return {
       uuid: entry.uuid,
-      reason: `volume "${name}" is unavailable: no member of its group that holds every ` +
-        `acknowledged write is up (\`ballast volume get ${name}\`)`,
+      reason: `volume "${name}" is unavailable: ` + (entry.why ??
+        "no member of its group that holds every acknowledged write is up") +
+        ` (\`ballast volume get ${name}\`)`,
     };
   }
 

@@ -52,6 +52,12 @@ Deno.test("placedOf(): served records only; the master's lease gone shows as mas
   assertEquals(deleting(false)?.master, "n1");
   assertEquals(deleting(true), undefined);
   assertEquals(deleting(undefined), undefined, "a record of an older version: as forced");
+  // A copy its node could not open: unavailable, with the record's reason.
+  const failed = placedOf(
+    "v",
+    record("n1", 2, { state: "failed", stateReason: "node n1 could not open its copy: EIO" }),
+  );
+  assertEquals([failed?.unavailable, failed?.why], [true, "node n1 could not open its copy: EIO"]);
   const down = record("n1", 2);
   down.group!.down = ["n1"];
   assertEquals(placedOf("v", down)?.masterDown, true);

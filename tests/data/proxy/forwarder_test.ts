@@ -406,5 +406,12 @@ Deno.test("RemoteExports: a volume nobody can serve now is not attachable, and a
   assertEquals(gone?.uuid, UUID);
   assert(gone?.reason.startsWith(`volume "${VOL}" is unavailable: no member`), gone?.reason);
   assertEquals(remote.absent("other"), undefined, "unknown");
+  // A copy its node could not open: the record's reason.
+  dir.set([{
+    ...entry("a", "127.0.0.1:1", 1),
+    unavailable: true,
+    why: "node a could not open it",
+  }]);
+  assert(remote.absent(VOL)?.reason.includes("unavailable: node a could not open it"), "why");
   remote.update();
 });
