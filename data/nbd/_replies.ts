@@ -117,9 +117,38 @@ export class ReplyBatcher {
     this.#recycle(buf);
   }
 
+  /**
+   * While one reply goes out in pieces as one message (a simple reply, or one structured
+   * chunk: readStreamed()), what others hand over waits here: nothing may land inside it.
+   */
+  #held: [Uint8Array, number, boolean][] | undefined;
+
+  /** From now on until endHold(), only piece() writes; everything else waits. */
+  hold(): void {
+    this.#held ??= [];
+  }
+
+  /** Sends what waited during hold(), in order, after the pieces. */
+  endHold(): void {
+    const held = this.#held ?? [];
+    this.#held = undefined;
+    for (const [buf, len, recycle] of held) this.#send(buf, len, recycle);
+  }
+
+  /** Queues a piece of the message sent under hold(). */
+  piece(buf: Uint8Array, len: number): void {
+    this.queued += len;
+    this.#send(buf, len, false);
+  }
+
   /** Queues `buf[0, len)` for sending after everything queued before it. */
   enqueue(buf: Uint8Array, len: number, recycle: boolean): void {
     this.queued += len;
+    if (this.#held) this.#held.push([buf, len, recycle]);
+    else this.#send(buf, len, recycle);
+  }
+
+  #send(buf: Uint8Array, len: number, recycle: boolean): void {
     this.#sending = this.#sending.then(async () => {
       if (this.#stopped() || this.error) return;
       try {
@@ -252,13 +281,29 @@ export class Replies {
     const headerBytes = this.structured
       ? STRUCTURED_REPLY_HEADER_SIZE + 8
       : SIMPLE_REPLY_HEADER_SIZE;
-    const total = req.length;
-    const offset = req.offset;
     // Two buffers, used in turn: one is being written while the next piece is read.
     const spare = [
       new Uint8Array(headerBytes + STREAM_PIECE),
       new Uint8Array(headerBytes + STREAM_PIECE),
     ];
+    // One message in many pieces (a simple reply, or DF's one chunk): nothing in between
+    // ("Simple reply message", "Structured reply chunk message"). Separate chunks may be.
+    if (!chunked) out.hold();
+    try {
+      await this.#pieces(req, read, { chunked, headerBytes, spare, out });
+    } finally {
+      if (!chunked) out.endHold();
+    }
+  }
+
+  async #pieces(
+    req: Request,
+    read: (into: Uint8Array, offset: number) => void,
+    o: { chunked: boolean; headerBytes: number; spare: Uint8Array[]; out: ReplyBatcher },
+  ): Promise<void> {
+    const { chunked, headerBytes, spare, out } = o;
+    const total = req.length;
+    const offset = req.offset;
     let sent = 0;
     for (let i = 0; sent < total; i++) {
       const n = Math.min(STREAM_PIECE, total - sent);
@@ -284,7 +329,8 @@ export class Replies {
       // written before this is queued, so that its buffer is free for the next piece.
       await out.sending;
       if (out.error) throw out.error;
-      out.enqueue(buf, buf.length, false);
+      if (chunked) out.enqueue(buf, buf.length, false);
+      else out.piece(buf, buf.length);
       sent += n;
     }
   }
