@@ -166,7 +166,13 @@ export function execute(
           kind,
           t0,
           undefined,
-          () => store.writeZeroes(req.offset, req.length, !noHole),
+          () =>
+            store.writeZeroes(
+              req.offset,
+              req.length,
+              !noHole,
+              (req.flags & C.NBD_CMD_FLAG_FAST_ZERO) !== 0,
+            ),
           () => ({
             type: T_ZERO,
             offset: req.offset,

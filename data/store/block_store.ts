@@ -55,9 +55,10 @@ export interface BlockStore {
   trim(offset: number, length: number): void;
   /**
    * Makes a range read as zeroes. With `mayDeallocate` the store may punch a hole;
-   * without it the range stays allocated (NBD_CMD_FLAG_NO_HOLE).
+   * without it the range stays allocated (NBD_CMD_FLAG_NO_HOLE). `fast`
+   * (NBD_CMD_FLAG_FAST_ZERO): fail with ENOTSUP, writing nothing, rather than write zeroes.
    */
-  writeZeroes(offset: number, length: number, mayDeallocate: boolean): void;
+  writeZeroes(offset: number, length: number, mayDeallocate: boolean, fast?: boolean): void;
   /** Allocation map covering [offset, offset+length), merged runs in order. */
   extents(offset: number, length: number): Extent[];
   /** Makes every completed write durable. */

@@ -405,3 +405,55 @@ Deno.test("FileBlockStore.readBulk() reads ahead for a sequential reader only, i
     }
   });
 });
+
+/**
+ * A directory on a file system without FALLOC_FL_ZERO_RANGE (tmpfs, /dev/shm), or why this
+ * machine has none to test on.
+ */
+function noZeroRangeDir(): { dir: string } | { why: string } {
+  let dir: string;
+  try {
+    dir = Deno.makeTempDirSync({ dir: "/dev/shm", prefix: "ballast-fastzero-" });
+  } catch (err) {
+    return { why: `/dev/shm is not usable here (${err})` };
+  }
+  const scratch = FileBlockStore.create(`${dir}/probe.vol`, 1 << 20);
+  scratch.writeZeroes(0, 4096, false); // finds out whether ZERO_RANGE works
+  const zeroRange = scratch.canFastZero;
+  scratch.close();
+  if (!zeroRange) return { dir };
+  Deno.removeSync(dir, { recursive: true });
+  return { why: "this tmpfs zeroes ranges without writing (FAST_ZERO is real here)" };
+}
+const NO_ZERO_RANGE = noZeroRangeDir();
+globalThis.addEventListener("unload", () => {
+  if ("dir" in NO_ZERO_RANGE) Deno.removeSync(NO_ZERO_RANGE.dir, { recursive: true });
+});
+
+Deno.test({
+  name: "dir" in NO_ZERO_RANGE
+    ? "FAST_ZERO where the file system cannot zero without writing: ENOTSUP at once, nothing written"
+    : `FAST_ZERO without ZERO_RANGE (skipped: ${NO_ZERO_RANGE.why})`,
+  ignore: !("dir" in NO_ZERO_RANGE),
+  fn() {
+    const dir = (NO_ZERO_RANGE as { dir: string }).dir;
+    const store = FileBlockStore.create(`${dir}/v.vol`, 1 << 20);
+    try {
+      store.write(new Uint8Array(8192).fill(7), 0);
+      assertEquals(store.canFastZero, true, "a fresh store has not found out yet");
+      const fastZero = () => store.writeZeroes(0, 8192, false, true); // NO_HOLE, FAST_ZERO
+      const err = assertThrows(fastZero, BlockStoreError);
+      assertEquals(err.errno, "ENOTSUP");
+      const back = new Uint8Array(8192);
+      store.read(back, 0);
+      assert(back.every((b) => b === 7), "nothing was written");
+      assertEquals(store.canFastZero, false, "no longer advertised");
+      assertEquals(assertThrows(fastZero, BlockStoreError).errno, "ENOTSUP", "nor the next");
+      store.writeZeroes(0, 8192, false); // without FAST_ZERO: zeroes are written
+      store.read(back, 0);
+      assert(back.every((b) => b === 0), "zeroed");
+    } finally {
+      store.close();
+    }
+  },
+});
