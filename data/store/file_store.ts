@@ -297,11 +297,22 @@ export class FileBlockStore implements BlockStore {
     return out;
   }
 
+  /**
+   * Makes what was written durable. A failed fdatasync is final for this open file: the
+   * kernel reports a writeback error once and may have dropped the pages, so a later
+   * fdatasync that succeeds proves nothing; every flush after it fails too.
+   */
   async flush(): Promise<void> {
     if (this.#closed) return;
+    if (this.#flushFailed) throw new BlockStoreError("EIO", this.#flushFailed);
     const rc = await libc().fdatasync(this.#fd);
-    if (rc !== 0) throw new BlockStoreError("EIO", `flush ${this.path}: fdatasync failed`);
+    if (rc !== 0) {
+      this.#flushFailed = `flush ${this.path}: fdatasync failed; data written before may ` +
+        "be lost, so no later flush of this copy succeeds until it is opened again";
+      throw new BlockStoreError("EIO", this.#flushFailed);
+    }
   }
+  #flushFailed: string | undefined;
 
   resize(size: number): void {
     this.#live("resize");
