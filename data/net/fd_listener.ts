@@ -25,6 +25,7 @@ const SYMBOLS = {
   connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   getgrnam: { parameters: ["buffer"], result: "pointer" },
+  dup: { parameters: ["i32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
@@ -370,4 +371,17 @@ export function groupId(name: string): number {
 /** Closes a descriptor this process owns (an accepted one nobody took). */
 export function closeFd(fd: number): void {
   libc().close(fd);
+}
+
+/**
+ * A second descriptor of the same socket, or -1: the data pool keeps one of
+ * each connection it hands a worker, so that it can end the connection if the worker dies.
+ */
+export function dupFd(fd: number): number {
+  return libc().dup(fd);
+}
+
+/** Ends a socket for both sides, whoever else holds a descriptor of it (shutdown(2)). */
+export function shutdownFd(fd: number): void {
+  libc().shutdown(fd, SHUT_RDWR);
 }

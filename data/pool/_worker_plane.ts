@@ -305,10 +305,14 @@ export class WorkerPlane {
       // The runtime refused the descriptor: only this connection is lost, not the worker.
       this.#log.error({ conn, remote, err: (err as Error).message }, "cannot open connection");
       closeFd(fd);
+      this.#post({ type: "ended", conn });
       return;
     }
     this.#count(+1);
-    this.#servers[listener].serve(transport, conn).finally(() => this.#count(-1));
+    this.#servers[listener].serve(transport, conn).finally(() => {
+      this.#count(-1);
+      this.#post({ type: "ended", conn });
+    });
   }
 
   #count(d: number): void {

@@ -9,7 +9,7 @@
 
 import type { Logger } from "pino";
 import { type ThreadTimes, threadTimes } from "./_cpu.ts";
-import { closeFd } from "../net/fd_listener.ts";
+import { closeFd, dupFd, shutdownFd } from "../net/fd_listener.ts";
 import { nextConnectionId } from "../nbd/server.ts";
 import { errnoOf } from "../nbd/errno.ts";
 import type { DirectoryEntry } from "../proxy/mod.ts";
@@ -88,6 +88,13 @@ interface Slot {
   handed: number;
   /** Outstanding "sync" messages: resolved when answered, or when the worker is gone. */
   syncs: Map<number, () => void>;
+  /**
+   * This thread's own descriptor of each connection the worker serves (by connection id),
+   * let go when the worker says it ended ("ended"). A worker that dies leaves its descriptors
+   * open in the process: these end its clients' connections then (shutdown), so that they
+   * see the end rather than wait for ever.
+   */
+  kept: Map<number, number>;
 }
 
 /** What /metrics and `node get` show of the pool. */
@@ -158,6 +165,7 @@ export class WorkerPool {
       sampledAt: performance.now(),
       ready: new Promise<void>((r) => (ready = r)),
       syncs: new Map(),
+      kept: new Map(),
       handed: 0,
     };
     this.#slots.set(id, slot);
@@ -209,6 +217,9 @@ export class WorkerPool {
         if (slot.state === "starting") slot.state = "active";
         ready();
         this.#drainWaiting();
+        break;
+      case "ended":
+        letGo(slot, m.conn, false);
         break;
       case "connections":
         // Connections handed over since this report was sent are not in it yet.
@@ -287,6 +298,7 @@ export class WorkerPool {
     slot.stopped?.();
     for (const done of slot.syncs.values()) done();
     slot.syncs.clear();
+    for (const conn of [...slot.kept.keys()]) letGo(slot, conn, true);
     this.#o.onWorkerGone?.(slot.id);
     if (this.#closing) return;
     this.#replaced++;
@@ -316,6 +328,8 @@ export class WorkerPool {
     const slot = this.#slots.get(id)!;
     slot.connections++; // counted now, so a burst spreads before the worker reports
     slot.handed++;
+    const kept = dupFd(fd);
+    if (kept >= 0) slot.kept.set(conn, kept);
     this.#send(slot, { type: "serve", fd, listener, remote, conn });
   }
 
@@ -406,6 +420,7 @@ export class WorkerPool {
       slot.worker.terminate();
       for (const sync of slot.syncs.values()) sync();
       slot.syncs.clear();
+      for (const conn of [...slot.kept.keys()]) letGo(slot, conn, true);
       this.#o.onWorkerGone?.(slot.id);
     });
   }
@@ -447,6 +462,15 @@ export class WorkerPool {
     this.#waiting = [];
     await Promise.all([...this.#slots.values()].map((s) => this.#stop(s)));
   }
+}
+
+/** Closes this thread's descriptor of connection `conn`; `end`: shut the socket down first. */
+function letGo(slot: Slot, conn: number, end: boolean): void {
+  const fd = slot.kept.get(conn);
+  if (fd === undefined) return;
+  slot.kept.delete(conn);
+  if (end) shutdownFd(fd);
+  closeFd(fd);
 }
 
 function pinoLevelName(n: number): "trace" | "debug" | "info" | "warn" | "error" | "fatal" {

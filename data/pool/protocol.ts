@@ -14,7 +14,7 @@ import type { NbdClientIdentity } from "../nbd/client_tls.ts";
 import type { ReplicaReasons } from "../replication/mod.ts";
 
 /** Bumped whenever a message changes shape or meaning. */
-export const POOL_PROTOCOL_VERSION = 8;
+export const POOL_PROTOCOL_VERSION = 9;
 
 /** A replication target: a member's node, peer address and session (since 7). */
 export interface WorkerTarget {
@@ -166,6 +166,8 @@ export type FromWorker =
    * far (the main thread adds those handed since, which the count cannot show yet).
    */
   | { type: "connections"; count: number; received: number }
+  /** Connection `conn` (handed with "serve") is over: the main thread lets its copy go. */
+  | { type: "ended"; conn: number }
   | { type: "stopped" }
   /** The answer to "sync". */
   | { type: "synced"; id: number }
@@ -223,6 +225,7 @@ export function checkFromWorker(m: unknown): FromWorker {
     case "verify":
     case "replicas-failed":
     case "connections":
+    case "ended":
     case "stopped":
     case "synced":
     case "log":

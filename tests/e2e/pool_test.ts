@@ -72,75 +72,90 @@ async function lines(path: string): Promise<number> {
   }
 }
 
+/**
+ * Four writers on two workers, one worker killed: its two clients see their connection end
+ * (libnbd's error), the others go on, and every acknowledged write is there after a restart.
+ * `unix`: the clients attach through the local Unix socket (a descriptor the dead worker held
+ * stayed open there, and its clients waited for ever).
+ */
+async function workerCrash(unix: boolean): Promise<void> {
+  const tmp = await Deno.makeTempDir({ prefix: "ballast-pool-crash-" });
+  const b = await startBallast({
+    dataDir: `${tmp}/data`,
+    args: ["--data-workers", "2"],
+    env: { BALLAST_DEBUG_HOOKS: "1" },
+  });
+  let b2: BallastProcess | undefined;
+  try {
+    const made = await cli(["volume", "create", "v", "--size", "128MiB"], { api: b.api });
+    assertEquals(made.code, 0, made.stderr);
+    const stop = `${tmp}/stop`;
+    const uri = unix ? `nbd+unix:///v?socket=${b.dataDir}/nbd.sock` : b.nbdUri("v");
+    const writers = [0, 1, 2, 3].map((i) =>
+      run(PYTHON, ["-c", WRITER_PY, uri, `${tmp}/m${i}`, String(i), stop], {
+        timeoutMs: 120_000,
+      })
+    );
+    for (let i = 0; i < 4; i++) {
+      await waitFor(`writer ${i} under way`, async () => await lines(`${tmp}/m${i}`) >= 50, {
+        timeoutMs: 60_000,
+        everyMs: 50,
+      });
+    }
+    const perWorker = await metric(b, "ballast_data_worker_connections");
+    assertEquals([...perWorker.values()].sort(), [2, 2], "4 clients on 2 workers, 2 each");
+
+    Deno.kill(b.pid, "SIGUSR2"); // the debug hook: the busiest worker throws
+    await waitFor("the dead worker replaced", async () => {
+      return (await metric(b, "ballast_data_workers_replaced_total")).get("") === 1;
+    }, { timeoutMs: 30_000, everyMs: 100 });
+    // Survivors keep writing: each moves on by 100 more acknowledged writes.
+    const before = await Promise.all([0, 1, 2, 3].map((i) => lines(`${tmp}/m${i}`)));
+    await waitFor("two writers keep going", async () => {
+      const now = await Promise.all([0, 1, 2, 3].map((i) => lines(`${tmp}/m${i}`)));
+      return now.filter((n, i) => n >= before[i] + 100).length >= 2;
+    }, { timeoutMs: 60_000, everyMs: 100 });
+    // A new connection is served (by either worker).
+    assertEquals((await run("nbdinfo", ["--size", b.nbdUri("v")])).stdout.trim(), "134217728");
+    await Deno.writeTextFile(stop, "");
+    const outcomes = (await Promise.all(writers)).map((r) => r.stdout.trim().split(" ")[0]);
+    assertEquals(
+      outcomes.slice().sort(),
+      ["done", "done", "stopped", "stopped"],
+      `only the dead worker's two clients lose their connection: ${outcomes}`,
+    );
+    assert(await b.logged(/data worker \d died/), "the death is logged with its reason");
+    assertEquals((await metric(b, "ballast_data_workers")).get(""), 2, "back to 2 workers");
+
+    // Every write acknowledged with FUA, on either worker, is there after a restart.
+    const dataDir = b.dataDir;
+    assertEquals((await b.stop()).code, 0);
+    b2 = await startBallast({ dataDir, args: ["--data-workers", "2"] });
+    const v = await run(PYTHON, [
+      "-c",
+      VERIFY_PY,
+      b2.nbdUri("v"),
+      ...[0, 1, 2, 3].map((i) => `${tmp}/m${i}`),
+    ]);
+    assertEquals(v.code, 0, v.stderr);
+    assert(v.stdout.startsWith("bad 0 of "), v.stdout);
+  } finally {
+    if (!b.exited()) await b.stop();
+    await b2?.stop();
+    await Deno.remove(tmp, { recursive: true });
+  }
+}
+
 e2eTest(
   "a data worker that dies takes only its own connections: the pool replaces it, the other clients carry on, no acknowledged write is lost",
   { tools: [PYTHON] },
-  async () => {
-    const tmp = await Deno.makeTempDir({ prefix: "ballast-pool-crash-" });
-    const b = await startBallast({
-      dataDir: `${tmp}/data`,
-      args: ["--data-workers", "2"],
-      env: { BALLAST_DEBUG_HOOKS: "1" },
-    });
-    let b2: BallastProcess | undefined;
-    try {
-      const made = await cli(["volume", "create", "v", "--size", "128MiB"], { api: b.api });
-      assertEquals(made.code, 0, made.stderr);
-      const stop = `${tmp}/stop`;
-      const writers = [0, 1, 2, 3].map((i) =>
-        run(PYTHON, ["-c", WRITER_PY, b.nbdUri("v"), `${tmp}/m${i}`, String(i), stop], {
-          timeoutMs: 120_000,
-        })
-      );
-      for (let i = 0; i < 4; i++) {
-        await waitFor(`writer ${i} under way`, async () => await lines(`${tmp}/m${i}`) >= 50, {
-          timeoutMs: 60_000,
-          everyMs: 50,
-        });
-      }
-      const perWorker = await metric(b, "ballast_data_worker_connections");
-      assertEquals([...perWorker.values()].sort(), [2, 2], "4 clients on 2 workers, 2 each");
+  () => workerCrash(false),
+);
 
-      Deno.kill(b.pid, "SIGUSR2"); // the debug hook: the busiest worker throws
-      await waitFor("the dead worker replaced", async () => {
-        return (await metric(b, "ballast_data_workers_replaced_total")).get("") === 1;
-      }, { timeoutMs: 30_000, everyMs: 100 });
-      // Survivors keep writing: each moves on by 100 more acknowledged writes.
-      const before = await Promise.all([0, 1, 2, 3].map((i) => lines(`${tmp}/m${i}`)));
-      await waitFor("two writers keep going", async () => {
-        const now = await Promise.all([0, 1, 2, 3].map((i) => lines(`${tmp}/m${i}`)));
-        return now.filter((n, i) => n >= before[i] + 100).length >= 2;
-      }, { timeoutMs: 60_000, everyMs: 100 });
-      // A new connection is served (by either worker).
-      assertEquals((await run("nbdinfo", ["--size", b.nbdUri("v")])).stdout.trim(), "134217728");
-      await Deno.writeTextFile(stop, "");
-      const outcomes = (await Promise.all(writers)).map((r) => r.stdout.trim().split(" ")[0]);
-      assertEquals(
-        outcomes.slice().sort(),
-        ["done", "done", "stopped", "stopped"],
-        `only the dead worker's two clients lose their connection: ${outcomes}`,
-      );
-      assert(await b.logged(/data worker \d died/), "the death is logged with its reason");
-      assertEquals((await metric(b, "ballast_data_workers")).get(""), 2, "back to 2 workers");
-
-      // Every write acknowledged with FUA, on either worker, is there after a restart.
-      const dataDir = b.dataDir;
-      assertEquals((await b.stop()).code, 0);
-      b2 = await startBallast({ dataDir, args: ["--data-workers", "2"] });
-      const v = await run(PYTHON, [
-        "-c",
-        VERIFY_PY,
-        b2.nbdUri("v"),
-        ...[0, 1, 2, 3].map((i) => `${tmp}/m${i}`),
-      ]);
-      assertEquals(v.code, 0, v.stderr);
-      assert(v.stdout.startsWith("bad 0 of "), v.stdout);
-    } finally {
-      if (!b.exited()) await b.stop();
-      await b2?.stop();
-      await Deno.remove(tmp, { recursive: true });
-    }
-  },
+e2eTest(
+  "a data worker that dies: its clients on the Unix socket see their connection end too (not a hang)",
+  { tools: [PYTHON] },
+  () => workerCrash(true),
 );
 
 e2eTest(
