@@ -53,10 +53,18 @@ export async function freshGet(store: StateStore, key: string): Promise<KeyValue
   const kv = await withStaleTracking(mark, () => store.get(key));
   if (mark.since !== undefined) {
     throw new UnavailableError(
-      `control plane unavailable: only a cached ${key} (read at ${mark.since.toISOString()})`,
+      `etcd is unreachable, so nothing can be changed now (the last answer for ${whatOf(key)} ` +
+        `is from ${mark.since.toISOString()}); the change was not applied: retry once etcd ` +
+        "answers",
     );
   }
   return kv;
+}
+
+/** A store key as operators name the thing: `volume "v4"`, `node "n1"`, else the key. */
+function whatOf(key: string): string {
+  const m = /^\/ballast\/(volumes|nodes)\/([^/]+)$/.exec(key);
+  return m ? `${m[1] === "volumes" ? "volume" : "node"} "${m[2]}"` : key;
 }
 
 function markStale(at: Date): void {

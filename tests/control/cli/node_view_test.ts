@@ -53,9 +53,14 @@ Deno.test("nodeTable(): STATE says why a node is not ready, in brackets", () => 
   };
   assertEquals(state(node), "ready");
   const expired = "liveness lease expired; last seen 2026-12-05T17:40:20.291Z";
-  assertEquals(state({ ...node, state: "down", reason: expired }), `down (${expired})`);
-  const hung = "liveness lease still held, but its API did not answer";
-  assertEquals(state({ ...node, state: "unreachable", reason: hung }), `unreachable (${hung})`);
+  assertEquals(state({ ...node, state: "down", reason: expired }), "down (liveness lease expired)");
+  const hung = "liveness lease still held, but its API at https://127.0.0.1:41705 did not answer " +
+    "a health check within 2500 ms (cannot reach the Ballast API at https://127.0.0.1:41705: " +
+    "connection refused); last seen 2026-12-05T17:40:20.291Z";
+  assertEquals(
+    state({ ...node, state: "unreachable", reason: hung }),
+    "unreachable (liveness lease still held, but its API did not answer a health check)",
+  );
   const cordon = "cordoned since 2026-12-05T17:41:00.000Z: disk swap";
   assertEquals(state({ ...node, state: "cordoned", reason: cordon }), "cordoned (disk swap)");
 });

@@ -268,6 +268,10 @@ Deno.test("ReadCacheStore behind the API: stale reads carry Ballast-Stale, chang
     assert(create.body.error.message.startsWith("control plane unavailable"));
     const resize = await call(node.app, "PATCH", "/v1/volumes/v1", { size: "2MiB" });
     assertEquals([resize.status, resize.body.error.code], [503, "UNAVAILABLE"]);
+    // Said as operators name things, and that nothing was changed (no etcd key).
+    const m = String(resize.body.error.message);
+    assert(m.includes('the last answer for volume "v1" is from'), m);
+    assert(m.includes("the change was not applied"), m);
     const health = await call(node.app, "GET", "/v1/health");
     assertEquals([health.status, health.body.status, health.body.checks.store.ok], [
       503,
