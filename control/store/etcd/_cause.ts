@@ -30,9 +30,18 @@ const CAUSES: [RegExp, (m: RegExpMatchArray) => string][] = [
   ],
 ];
 
-/** " at 127.0.0.1:2379", or nothing when gRPC did not say where. */
+/** " at 127.0.0.1:2379", or nothing when gRPC did not say where (a sentence's dot dropped). */
 function at(address: string | undefined): string {
-  return address ? ` at ${address}` : "";
+  const a = address?.replace(/\.+$/, "");
+  return a ? ` at ${a}` : "";
+}
+
+/**
+ * The cause to report of a call that failed on several members: one that says more than
+ * that a member is down ("no leader": a member answered) wins over the last one's.
+ */
+export function telling(causes: readonly string[], last: string): string {
+  return causes.find((c) => c.startsWith("etcd has no leader")) ?? last;
 }
 
 /** gRPC's message without its status code prefix ("14 UNAVAILABLE: ") and timestamp. */

@@ -23,7 +23,7 @@ import { Buffer } from "node:buffer";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { Etcd3, GRPCDeadlineExceededError, type IOptions, RecoverableError } from "etcd3";
 import { errorMessage, InvalidArgumentError, UnavailableError } from "../../../mod/errors.ts";
-import { etcdCause } from "./_cause.ts";
+import { etcdCause, telling } from "./_cause.ts";
 
 export interface EtcdTls {
   caPem: string;
@@ -89,6 +89,8 @@ export class EndpointPool {
   #closed = false;
   /** Start of the current run of failures (no answer from any member since); 0 when none. */
   #failingSince = 0;
+  /** The cause of each member's last failure since the calls began failing. */
+  readonly #causes = new Map<string, string>();
 
   constructor(endpoints: string[], tls: EtcdTls | undefined, timeouts: PoolTimeouts) {
     if (!Array.isArray(endpoints) || endpoints.length === 0) {
@@ -214,7 +216,9 @@ export class EndpointPool {
         this.#failingSince = 0; // etcd answered
         throw err;
       }
+      if (!this.#failingSince) this.#causes.clear();
       this.#failingSince ||= Date.now();
+      this.#causes.set(endpoint, etcdCause(messageOf(err)));
       this.failed(endpoint);
       throw err;
     }
@@ -250,7 +254,7 @@ export class EndpointPool {
     err: unknown,
     write?: "not applied" | "outcome unknown",
   ): UnavailableError {
-    const detail = etcdCause(messageOf(err));
+    const detail = telling([...this.#causes.values()], etcdCause(messageOf(err)));
     const secs = this.#failingSince ? Math.round((Date.now() - this.#failingSince) / 1000) : 0;
     const note = write === "not applied"
       ? "; the change was not applied"

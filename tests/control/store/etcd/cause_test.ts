@@ -1,4 +1,4 @@
-import { etcdCause } from "../../../../control/store/etcd/_cause.ts";
+import { etcdCause, telling } from "../../../../control/store/etcd/_cause.ts";
 import { assertEquals } from "../../../_assert.ts";
 
 // Messages as the etcd3 package passes them through from gRPC (seen on this machine).
@@ -18,6 +18,10 @@ const CASES: [string, string][] = [
   ],
   ["14 UNAVAILABLE: Connection dropped", "connection reset"],
   [
+    "14 UNAVAILABLE: No connection established. Last error: connect ECONNREFUSED 127.0.0.1:57102.",
+    "connection refused at 127.0.0.1:57102 (etcd not running?)",
+  ],
+  [
     "14 UNAVAILABLE: No connection established. Last error: getaddrinfo ENOTFOUND etcd-x",
     "host name not resolved",
   ],
@@ -32,4 +36,11 @@ const CASES: [string, string][] = [
 
 Deno.test("etcdCause() names the cause of a failed etcd call without gRPC's status codes", () => {
   for (const [message, expected] of CASES) assertEquals(etcdCause(message), expected, message);
+});
+
+Deno.test("telling(): a member that answered 'no leader' says more than a refused one", () => {
+  const refused = "connection refused at 127.0.0.1:2379 (etcd not running?)";
+  const noLeader = "etcd has no leader (a quorum of members is down or cut off)";
+  assertEquals(telling([refused, noLeader, refused], refused), noLeader);
+  assertEquals(telling([refused], refused), refused);
 });
