@@ -4,23 +4,17 @@
  * @module
  */
 
+import { errorMessage } from "../../mod/errors.ts";
+import { parseLabelList } from "../volumes/mod.ts";
 import { type CommandSpec, UsageError, usageHint } from "./_command.ts";
 
-/** --label KEY=VALUE[,KEY=VALUE...], repeated or not; a key given twice is refused. */
+/** --label KEY=VALUE[,KEY=VALUE...], repeated or not (parseLabelList, as serve reads them). */
 export function parseLabels(spec: CommandSpec, items: string[]): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const item of items.flatMap((i) => i.split(","))) {
-    const i = item.indexOf("=");
-    if (i <= 0) {
-      throw new UsageError(`invalid --label "${item}": expected KEY=VALUE`, usageHint(spec));
-    }
-    const key = item.slice(0, i);
-    if (Object.hasOwn(labels, key)) {
-      throw new UsageError(`--label ${key} is given twice`, usageHint(spec));
-    }
-    labels[key] = item.slice(i + 1);
+  try {
+    return parseLabelList(items, "label");
+  } catch (err) {
+    throw new UsageError(`invalid --label: ${errorMessage(err)}`, usageHint(spec));
   }
-  return labels;
 }
 
 /** `labels` with `set` set and `remove` removed (a key in both is refused). */

@@ -20,7 +20,7 @@ import {
   parseListen,
 } from "../common/mod.ts";
 import { parseJoinToken } from "../cluster/mod.ts";
-import { checkLabels } from "../volumes/mod.ts";
+import { checkLabels, parseLabelList } from "../volumes/mod.ts";
 import { type EtcdConfig, resolveEtcd } from "./_etcd_config.ts";
 import { conflictMessage, recordedNodeName } from "./_node_identity.ts";
 import { MAX_UNIX_PATH_BYTES, type UnixListenAt, usableCores } from "../../data/mod.ts";
@@ -344,21 +344,9 @@ function resolveNbdUnix(
 function resolveLabels(
   text: { value: string | undefined; source: string },
 ): Record<string, string> {
-  const labels: Record<string, string> = {};
-  if (text.value === undefined || text.value.trim() === "") return labels;
-  for (const part of text.value.split(",")) {
-    const item = part.trim();
-    const i = item.indexOf("=");
-    if (i <= 0) {
-      throw new InvalidArgumentError(
-        `invalid ${text.source} "${text.value}": entry "${item}" is not KEY=VALUE (e.g. zone=a,rack=r1)`,
-        { field: SETTINGS.labels.flag },
-      );
-    }
-    labels[item.slice(0, i)] = item.slice(i + 1);
-  }
+  if (text.value === undefined || text.value.trim() === "") return {};
   try {
-    return checkLabels(labels, "label");
+    return checkLabels(parseLabelList([text.value], SETTINGS.labels.flag), "label");
   } catch (err) {
     throw new InvalidArgumentError(`invalid ${text.source}: ${errorMessage(err)}`, {
       field: SETTINGS.labels.flag,

@@ -28,6 +28,7 @@ export {
   MAX_LABELS,
   MAX_VOLUME_SIZE,
   MIN_VOLUME_SIZE,
+  parseLabelList,
   SECTOR,
   VOLUME_NAME,
 } from "./rules.ts";

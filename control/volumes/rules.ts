@@ -103,6 +103,31 @@ export function checkSpreadBy(key: unknown, field = "spreadBy"): string {
   return key;
 }
 
+/**
+ * Labels written `KEY=VALUE[,KEY=VALUE...]` (`serve --label`, `volume create --label`), each
+ * text of `texts` such a list, spaces around entries ignored; not checked yet (checkLabels).
+ * @throws InvalidArgumentError naming an entry without "=" or a key given twice.
+ */
+export function parseLabelList(texts: readonly string[], field = "labels"): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const entry of texts.flatMap((t) => t.split(","))) {
+    const item = entry.trim();
+    const i = item.indexOf("=");
+    if (i <= 0) {
+      throw new InvalidArgumentError(
+        `entry ${JSON.stringify(item)} is not KEY=VALUE (e.g. zone=a,rack=r1)`,
+        { field },
+      );
+    }
+    const key = item.slice(0, i);
+    if (Object.hasOwn(labels, key)) {
+      throw new InvalidArgumentError(`label ${JSON.stringify(key)} is given twice`, { field });
+    }
+    labels[key] = item.slice(i + 1);
+  }
+  return labels;
+}
+
 /** Checks a label map: at most 64 entries, keys like "team" or "example.com/tier", short values. */
 export function checkLabels(labels: unknown, field = "labels"): Record<string, string> {
   if (typeof labels !== "object" || labels === null || Array.isArray(labels)) {

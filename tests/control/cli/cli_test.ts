@@ -96,15 +96,19 @@ Deno.test("cli: usage mistakes exit 2 with a hint", async () => {
       [["volume", "resize", "v", "--size", "-5"], "a size cannot be negative", "resize"],
       [["volume", "create", "v", "--size", "99999TiB"], "too large, the most is 1 PiB", "create"],
       [["volume", "create", "v", "--size", "1.5G"], "e.g. 1499999744 or 1500000256", "create"],
-      [["volume", "create", "v", "--size", "1G", "--label", "x"], 'invalid --label "x"', "create"],
+      [
+        ["volume", "create", "v", "--size", "1G", "--label", "x"],
+        'invalid --label: entry "x"',
+        "create",
+      ],
       [
         ["volume", "create", "v", "--size", "1G", "--label", "a=b,x"],
-        'invalid --label "x"',
+        'invalid --label: entry "x"',
         "create",
       ],
       [
         ["volume", "create", "v", "--size", "1G", "--label", "a=b", "--label", "a=c"],
-        "--label a is given twice",
+        'invalid --label: label "a" is given twice',
         "volume create",
       ],
       [["volume", "update", "v"], "--label or --remove-label", "ballast volume update --help"],

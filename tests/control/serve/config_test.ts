@@ -189,7 +189,12 @@ Deno.test("resolveConfig() parses --label and BALLAST_LABELS; bad entries name t
     { zone: "b" },
   );
   for (
-    const [bad, needle] of [["zone", 'entry "zone"'], ["=a", 'entry "=a"'], ["z one=a", "z one"]]
+    const [bad, needle] of [
+      ["zone", 'entry "zone"'],
+      ["=a", 'entry "=a"'],
+      ["z one=a", "z one"],
+      ["zone=a,zone=b", 'label "zone" is given twice'],
+    ]
   ) {
     const e = assertThrows(
       () => resolveConfig({ "data-dir": "/d", label: bad }, {}, {}, host),
