@@ -10,7 +10,6 @@
 export {
   ALIVE_SUFFIX,
   aliveKey,
-  cordonKey,
   livenessCompares,
   NODE_PREFIX,
   NodeRegistry,

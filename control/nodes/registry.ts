@@ -36,11 +36,6 @@ export function aliveKey(node: string): string {
   return NODE_PREFIX + node + ALIVE_SUFFIX;
 }
 
-/** The key present while a node is cordoned: `{reason, since}` (registry.cordon()). */
-export function cordonKey(node: string): string {
-  return NODE_PREFIX + node + CORDON_SUFFIX;
-}
-
 /**
  * The lease guard of a group change: compares that hold while every node in `down` has no
  * liveness key and every node in `up` has one, so a node that came back (or went away)

@@ -238,6 +238,7 @@ export async function serve(
       replaceAfterMs: config.replaceAfterSeconds * 1000,
       // Placement of replicated volumes (cluster mode) over the registered nodes.
       listNodes: () => nodes.list(),
+      getNode: (name) => nodes.get(name),
       // `volume get` on any node: live status from the node serving the volume.
       ...(config.etcd
         ? {

@@ -15,8 +15,7 @@ import {
   UnavailableError,
 } from "../../mod/errors.ts";
 import { formatSize } from "../../mod/size.ts";
-import type { VolumeState } from "../../mod/types.ts";
-import { cordonKey } from "../nodes/mod.ts";
+import type { NodeInfo, VolumeState } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import { abortableSleep, type Logger } from "../common/mod.ts";
 import type { KeyValue, StateStore } from "../store/mod.ts";
@@ -48,17 +47,23 @@ export interface LocalContext {
 
 /**
  * An unreplicated volume is placed on the node asked: a cordoned one takes none, as it takes
- * no member of a group (cordon means no new placements). One read of this node's cordon key
- * (the registry's list would probe every node).
+ * no member of a group (cordon means no new placements). `getNode`: the registry's get (for
+ * this node, a few reads and no probe; not its list, which probes every node).
  */
-export async function refuseIfCordoned(ctx: LocalContext, name: string): Promise<void> {
-  const kv = await ctx.store.get(cordonKey(ctx.node));
-  if (!kv) return;
-  const c = JSON.parse(kv.value) as { reason?: string; since?: string };
+export async function refuseIfCordoned(
+  ctx: LocalContext,
+  getNode: ((name: string) => Promise<NodeInfo>) | undefined,
+  name: string,
+): Promise<void> {
+  const self = await getNode?.(ctx.node).catch((err) => {
+    if (err instanceof NotFoundError) return undefined; // not registered yet
+    throw err;
+  });
+  if (self?.state !== "cordoned") return;
   throw new FailedPreconditionError(
-    `cannot create volume "${name}" on node "${ctx.node}": the node is cordoned (cordoned ` +
-      `since ${c.since}${c.reason ? `: ${c.reason}` : ""}) and takes no new volumes; create it ` +
-      `through another node's API, or \`ballast node uncordon ${ctx.node}\``,
+    `cannot create volume "${name}" on node "${ctx.node}": the node is cordoned ` +
+      `(${self.reason}) and takes no new volumes; create it through another node's API, or ` +
+      `\`ballast node uncordon ${ctx.node}\``,
     { node: ctx.node, state: "cordoned" },
   );
 }

@@ -104,6 +104,8 @@ export interface VolumeServiceOptions {
   clusterMode?: boolean;
   /** Cluster mode: the nodes to place replicated volumes on (NodeRegistry.list). */
   listNodes?: () => Promise<NodeInfo[]>;
+  /** One node as the registry sees it (NodeRegistry.get): is this one cordoned. */
+  getNode?: (name: string) => Promise<NodeInfo>;
   /** Cluster mode: how long a create waits for every member's copy; default 10 s. */
   groupCreateWaitMs?: number;
   /** Cluster mode: a member's lease must stay gone this long before groups act on it. */
@@ -142,6 +144,7 @@ export class VolumeService {
   readonly #ctx: LocalContext;
   readonly #live: LiveContext;
   readonly #listNodes: (() => Promise<NodeInfo[]>) | undefined;
+  readonly #getNode: ((name: string) => Promise<NodeInfo>) | undefined;
 
   constructor(options: VolumeServiceOptions) {
     this.#store = options.store;
@@ -152,6 +155,7 @@ export class VolumeService {
     this.#orphanMinAgeMs = options.orphanMinAgeMs ?? ORPHAN_MIN_AGE_MS;
     this.#retryBackoffMs = options.retryBackoffMs;
     this.#listNodes = options.listNodes;
+    this.#getNode = options.getNode;
     this.#ctx = {
       store: this.#store,
       plane: this.#plane,
@@ -202,7 +206,7 @@ export class VolumeService {
       const msg = `invalid spreadBy "${spreadBy}": spreading needs replicas > 0`;
       throw new InvalidArgumentError(msg, { field: "spreadBy" });
     }
-    if (replicas === 0) await refuseIfCordoned(this.#ctx, name);
+    if (replicas === 0) await refuseIfCordoned(this.#ctx, this.#getNode, name);
     return await this.#locked(name, async () => {
       const now = this.#now().toISOString();
       const fields = {

@@ -70,6 +70,7 @@ export async function startTestNode(options: {
     logger,
     nodeName: NODE,
     listNodes: () => nodes.list(),
+    getNode: (name) => nodes.get(name),
   });
   if (options.reconcile) await volumes.reconcile();
   const app = createApi({ volumes, nodes, dataPlane: p, logger, nodeName: NODE, store: s });
