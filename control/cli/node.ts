@@ -135,9 +135,8 @@ export const nodeCommand: Command = groupCommand(
 function stateCell(n: NodeInfo): string {
   if (n.state === "ready" || !n.reason) return n.state;
   if (n.state !== "cordoned") {
-    // The first fact, kept short for the table (`node get` has all of it).
-    const first = n.reason.split("; ")[0].replace(/ at https?:\/\/\S+/, "")
-      .replace(/ within \d+ ms \(.*$/, "");
+    // The first fact, cut short for the table (`node get` has all of it).
+    const first = n.reason.split("; ")[0];
     return `${n.state} (${first.length > 72 ? `${first.slice(0, 69)}...` : first})`;
   }
   const why = n.reason.replace(/^cordoned since [^ ]+?(: |$)/, "");

@@ -159,21 +159,32 @@ Deno.test("rotateCa(): a short overlap (a key leaked) ends the trust of every ol
   }
 });
 
+/** Two members' PKI directories (one/, two/) that start with the same CA, as after a join. */
+async function twoMembers(dir: string, now: () => Date) {
+  const one = await openPki(`${dir}/one`, { ...NODE, clock: now });
+  await Deno.mkdir(`${dir}/two`);
+  for (const f of [FILES.caCert, FILES.caKey]) {
+    await Deno.copyFile(`${dir}/one/${f}`, `${dir}/two/${f}`);
+  }
+  const two = await openPki(`${dir}/two`, { ...NODE, nodeName: "node-2", clock: now });
+  return { one, two };
+}
+
+/** What the cluster's CA record would hold after `dir`'s rotation: its CA and retired roots. */
+async function clusterRecord(dir: string) {
+  const material = {
+    certPem: await Deno.readTextFile(`${dir}/${FILES.caCert}`),
+    keyPem: await Deno.readTextFile(`${dir}/${FILES.caKey}`),
+  };
+  return { material, retired: JSON.parse(await Deno.readTextFile(`${dir}/${FILES.retired}`)) };
+}
+
 Deno.test("adoptCa(): the cluster's date of a retired root wins over a later one this member kept", async () => {
   await using t = await tempDir();
   const clock = fakeClock(new Date());
-  const one = await openPki(`${t.dir}/one`, { ...NODE, clock: clock.now });
-  await Deno.mkdir(`${t.dir}/two`);
-  for (const f of [FILES.caCert, FILES.caKey]) {
-    await Deno.copyFile(`${t.dir}/one/${f}`, `${t.dir}/two/${f}`);
-  }
-  const two = await openPki(`${t.dir}/two`, { ...NODE, nodeName: "node-2", clock: clock.now });
+  const { one, two } = await twoMembers(t.dir, clock.now);
   await one.rotateCa({ overlapSeconds: 7 * DAY });
-  const material = {
-    certPem: await Deno.readTextFile(`${t.dir}/one/${FILES.caCert}`),
-    keyPem: await Deno.readTextFile(`${t.dir}/one/${FILES.caKey}`),
-  };
-  const retired = JSON.parse(await Deno.readTextFile(`${t.dir}/one/${FILES.retired}`));
+  const { material, retired } = await clusterRecord(`${t.dir}/one`);
   await two.adoptCa(material, retired);
   assertEquals(two.trustedRoots().length, 2);
   // The cluster shortened the overlap (a later emergency rotation capped it): two follows.
@@ -191,20 +202,11 @@ Deno.test("adoptCa(): takes another member's CA and retired roots, reissues, the
   await using t = await tempDir();
   const clock = fakeClock(new Date());
   // Member 1 rotates; member 2 (its own dir, same first CA) adopts what member 1 holds.
-  const one = await openPki(`${t.dir}/one`, { ...NODE, clock: clock.now });
-  await Deno.mkdir(`${t.dir}/two`);
-  for (const f of [FILES.caCert, FILES.caKey]) {
-    await Deno.copyFile(`${t.dir}/one/${f}`, `${t.dir}/two/${f}`);
-  }
-  const two = await openPki(`${t.dir}/two`, { ...NODE, nodeName: "node-2", clock: clock.now });
+  const { one, two } = await twoMembers(t.dir, clock.now);
   const client = await one.issue({ role: "nbd-client", name: "c", volumes: ["*"] });
   const oldRoot = one.caCertificates[0];
   await one.rotateCa({ overlapSeconds: 7 * DAY });
-  const material = {
-    certPem: await Deno.readTextFile(`${t.dir}/one/${FILES.caCert}`),
-    keyPem: await Deno.readTextFile(`${t.dir}/one/${FILES.caKey}`),
-  };
-  const retired = JSON.parse(await Deno.readTextFile(`${t.dir}/one/${FILES.retired}`));
+  const { material, retired } = await clusterRecord(`${t.dir}/one`);
 
   assert(await two.adoptCa(material, retired), "the first adoption changes things");
   const newRoot = two.caCertificates[0];

@@ -59,7 +59,7 @@ Deno.test("nodeTable(): STATE says why a node is not ready, in brackets", () => 
     "connection refused); last seen 2026-12-05T17:40:20.291Z";
   assertEquals(
     state({ ...node, state: "unreachable", reason: hung }),
-    "unreachable (liveness lease still held, but its API did not answer a health check)",
+    "unreachable (liveness lease still held, but its API at https://127.0.0.1:41705 did...)",
   );
   const cordon = "cordoned since 2026-12-05T17:41:00.000Z: disk swap";
   assertEquals(state({ ...node, state: "cordoned", reason: cordon }), "cordoned (disk swap)");

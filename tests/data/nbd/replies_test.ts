@@ -9,6 +9,7 @@ import * as C from "../../../data/nbd/constants.ts";
 import { Request } from "../../../data/nbd/codec.ts";
 import { Replies, ReplyBatcher } from "../../../data/nbd/_replies.ts";
 import type { Transport } from "../../../data/nbd/transport.ts";
+import { concat } from "./_raw_client.ts";
 import { assertEquals } from "../../_assert.ts";
 
 function request(type: number, handle: number, length = 0, flags = 0): Request {
@@ -44,13 +45,7 @@ async function readWithFlushMidway(structured: boolean, flags: number): Promise<
   );
   replies.batch.flush();
   await replies.batch.sending;
-  const out = new Uint8Array(written.reduce((n, b) => n + b.length, 0));
-  let at = 0;
-  for (const b of written) {
-    out.set(b, at);
-    at += b.length;
-  }
-  return out;
+  return concat(...written);
 }
 
 /** The handles of the messages in `bytes`, in order, and whether every data byte is 0x5a. */
