@@ -10,6 +10,7 @@ import type { Health, VersionInfo } from "../../mod/types.ts";
 import { versionInfo } from "../common/mod.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { StateStore } from "../store/mod.ts";
+import type { VolumeService } from "../volumes/mod.ts";
 import type { ApiEnv } from "./_auth.ts";
 import { allowQuery } from "./_validate.ts";
 import { OPENAPI_DOCUMENT } from "./openapi/mod.ts";
@@ -20,6 +21,8 @@ export interface SystemRouteDeps {
   nodeName: string;
   /** When given, /v1/health checks that the store answers. */
   store?: StateStore;
+  /** When given, /v1/health reports the volumes whose copy on this node failed. */
+  volumes?: Pick<VolumeService, "list">;
 }
 
 /** How long /v1/health waits for the store before reporting it failing. */
@@ -53,6 +56,9 @@ export function systemRoutes(deps: SystemRouteDeps): Hono<ApiEnv> {
     } catch (err) {
       checks.dataPlane = { ok: false, message: errorMessage(err) };
     }
+    if (deps.volumes && checks.store?.ok !== false) {
+      checks.volumes = await failedVolumesCheck(deps.volumes, deps.nodeName);
+    }
     const allOk = Object.values(checks).every((x) => x.ok);
     const body: Health = { status: allOk ? "ok" : "degraded", node: deps.nodeName, checks };
     return c.json(body, allOk ? 200 : 503);
@@ -66,6 +72,27 @@ export function systemRoutes(deps: SystemRouteDeps): Hono<ApiEnv> {
   app.get("/openapi.json", (c) => c.json(OPENAPI_DOCUMENT));
 
   return app;
+}
+
+/**
+ * The volumes whose copy on this node could not be opened (state "failed", volume get says
+ * why): the node serves the others, but an operator must look, as `ballast_volume_state` and
+ * the BallastVolumeFailed alert also say. Bounded like the store check.
+ */
+async function failedVolumesCheck(
+  volumes: Pick<VolumeService, "list">,
+  node: string,
+): Promise<{ ok: boolean; message: string }> {
+  try {
+    const all = await withDeadline(volumes.list(), HEALTH_STORE_MS);
+    const failed = all.filter((v) => v.state === "failed" && v.master === node);
+    if (failed.length === 0) return { ok: true, message: `${all.length} volumes, none failed` };
+    const named = failed.slice(0, 3).map((v) => `${v.name} (${v.stateReason ?? "failed"})`);
+    const more = failed.length > 3 ? ` and ${failed.length - 3} more` : "";
+    return { ok: false, message: `${failed.length} failed here: ${named.join(", ")}${more}` };
+  } catch (err) {
+    return { ok: false, message: `could not list volumes: ${errorMessage(err)}` };
+  }
 }
 
 /** `p`, or a rejection naming the deadline when it takes longer than `ms`. */

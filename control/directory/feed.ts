@@ -62,6 +62,11 @@ export function feedDirectory(o: {
   store: StateStore;
   log: Logger;
   publish: (entries: DirectoryEntry[]) => void;
+  /**
+   * Keeps only the entries this accepts. A single node forwards nothing, but its NBD
+   * clients are told why a volume whose copy failed cannot be attached (only unavailable).
+   */
+  only?: (p: Placed) => boolean;
 }): { stop(): Promise<void> } {
   const stop = new AbortController();
   /** Each served volume's entry without its address, by name. */
@@ -112,7 +117,7 @@ export function feedDirectory(o: {
       o.log.warn({ key: kv.key, err }, "directory: unreadable volume record");
       return;
     }
-    if (p) placed.set(name, p);
+    if (p && (o.only?.(p) ?? true)) placed.set(name, p);
     else placed.delete(name);
     refresh(name);
   };

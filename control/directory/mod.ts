@@ -5,4 +5,4 @@
  * @module
  */
 
-export { feedDirectory } from "./feed.ts";
+export { feedDirectory, type Placed } from "./feed.ts";

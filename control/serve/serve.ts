@@ -30,7 +30,7 @@ import { CrashWatch, NodeProbe, NodeRegistry, PeerApi } from "../nodes/mod.ts";
 import { ReadCacheStore } from "../store/mod.ts";
 import { nbdRoles, setupNodeTls } from "../tls/mod.ts";
 import { orphanMinAgeMs, VolumeService } from "../volumes/mod.ts";
-import { feedDirectory } from "../directory/mod.ts";
+import { feedDirectory, type Placed } from "../directory/mod.ts";
 import { dataWorkersWarning, type ServeConfig } from "./config.ts";
 import { unknownBallastEnv } from "./settings.ts";
 import { lockDataDir } from "./_data_dir_lock.ts";
@@ -269,15 +269,18 @@ export async function serve(
       // replicated volumes run their group drivers from these records.
       volumes.startWatching();
       undo.push(() => volumes.stopWatching());
-      // Attach anywhere: clients of volumes served elsewhere are forwarded to their master.
-      if (dataPlane.setDirectory) {
-        const feed = feedDirectory({
-          store,
-          log: log.child({ component: "directory" }),
-          publish: (entries) => dataPlane.setDirectory!(entries),
-        });
-        undo.push(() => feed.stop());
-      }
+    }
+    // Attach anywhere: clients of volumes served elsewhere are forwarded to their master. A
+    // single node's directory holds only its volumes that cannot be served (a failed copy),
+    // so that their clients are told why rather than "unknown export".
+    if (dataPlane.setDirectory) {
+      const feed = feedDirectory({
+        store,
+        log: log.child({ component: "directory" }),
+        publish: (entries) => dataPlane.setDirectory!(entries),
+        ...(config.etcd ? {} : { only: (p: Placed) => p.unavailable === true }),
+      });
+      undo.push(() => feed.stop());
     }
 
     const listenerRef: { current?: ApiListener } = {};

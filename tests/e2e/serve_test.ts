@@ -304,3 +304,42 @@ e2eTest(
     }
   },
 );
+
+e2eTest(
+  "a volume whose copy cannot be opened: NBD clients and /v1/health are told why",
+  { tools: ["nbdinfo"] },
+  async () => {
+    let b = await startBallast();
+    try {
+      const made = await cli(["volume", "create", "lost", "--size", "4MiB"], { api: b.api });
+      assertEquals(made.code, 0, made.stderr);
+      const files = [...Deno.readDirSync(`${b.dataDir}/volumes`)].filter((e) =>
+        e.name.endsWith(".vol")
+      );
+      await b.kill("SIGTERM");
+      await Deno.remove(`${b.dataDir}/volumes/${files[0].name}`);
+      b = await b.restart();
+      // libnbd prints the server's message in its debug output only. The node learns of the
+      // failed copy from its records just after it starts: wait for it.
+      let said = "";
+      await waitFor("nbdinfo told why", async () => {
+        const info = await run("nbdinfo", [b.nbdUri("lost")], { env: { LIBNBD_DEBUG: "1" } });
+        said = info.stderr.split("\n").filter((l) => l.includes("server error")).join("\n");
+        return info.code !== 0 && said.includes(`volume "lost" is unavailable: node `) &&
+          said.includes("could not open its copy");
+      }, { timeoutMs: 15_000 }).catch((err) => {
+        throw new Error(`${err.message}; last: ${said}`);
+      });
+      const health = await fetch(`${b.api}/v1/health`);
+      const body = await health.json();
+      assertEquals([health.status, body.checks.volumes.ok], [503, false]);
+      assert(body.checks.volumes.message.startsWith("1 failed here: lost (node "), body);
+      // Once deleted, it is an unknown export again.
+      assertEquals((await cli(["volume", "delete", "lost"], { api: b.api })).code, 0);
+      const after = await run("nbdinfo", [b.nbdUri("lost")], { env: { LIBNBD_DEBUG: "1" } });
+      assert(after.stderr.includes('unknown export "lost"'), after.stderr);
+    } finally {
+      await b.stop();
+    }
+  },
+);

@@ -62,7 +62,12 @@ export const OPENAPI_DOCUMENT = {
       get: {
         operationId: "health",
         summary: "Node health",
-        responses: { "200": { description: "Health", content: json(ref("Health")) } },
+        description: "Checks store (answers within 1 s), dataPlane (free disk) and volumes " +
+          "(none failed on this node); 503 with status degraded when one fails.",
+        responses: {
+          "200": { description: "Health", content: json(ref("Health")) },
+          "503": { description: "A check failed", content: json(ref("Health")) },
+        },
       },
     },
     "/v1/version": {

@@ -136,6 +136,11 @@ Deno.test("VolumeService.reconcile() reopens ready volumes and cleans up interru
     assert(metrics.includes('ballast_volume_state{volume="lost",state="failed"} 1'), "failed=1");
     assert(metrics.includes('ballast_volume_state{volume="keep",state="ready"} 1'), "ready=1");
     assert(metrics.includes('ballast_volume_state{volume="keep",state="failed"} 0'), "keep ok");
+    // Health says so too, naming the volume and why (a 503: the node needs looking at).
+    const health = await node.app.request("/v1/health");
+    const body = await health.json();
+    assertEquals([health.status, body.status, body.checks.volumes.ok], [503, "degraded", false]);
+    assert(body.checks.volumes.message.startsWith(`1 failed here: lost (${why})`), body);
     assertEquals(node.dataPlane.volumeStatus("keep")?.connections, 0, "keep is exported");
     const files = [...Deno.readDirSync(`${dir}/volumes`)].map((e) => e.name);
     const keep = (await node.volumes.get("keep")).uuid;
