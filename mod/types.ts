@@ -162,6 +162,12 @@ export interface VolumeLiveStatus {
   roots?: Record<string, string | null>;
   /** Group master: a membership change it cannot make now, and why (Volume.membershipBlocked). */
   membershipBlocked?: { reason: string; since: string };
+  /**
+   * Group master: replicas the record lists in sync that it found failing (replication to
+   * them failed) and has not yet recorded out of sync, and whether writes wait for that record
+   * (they wait until etcd takes it: no write is acknowledged with a copy missing).
+   */
+  unrecorded?: { members: string[]; writesHeld: boolean };
 }
 
 /**

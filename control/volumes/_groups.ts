@@ -1,31 +1,30 @@
 /**
- * Replicated volumes in cluster mode: the members' side of create, grow and delete,
- * and one GroupDriver per group this node hosts. The creator's side of create is
- * _group_create.ts; the record changes reach handle() through one serial lane
- * per volume (_queue.ts), which retries a step that failed.
+ * Replicated volumes in cluster mode: the members' side of create, grow and delete, and one
+ * GroupDriver per group this node hosts. The creator's side of create is _group_create.ts; the
+ * record changes reach handle() through one serial lane per volume (_queue.ts), which retries a
+ * step that failed.
  *
- * Everything about a group lives in the volume's own record key, so groups never
- * contend with each other:
+ * Everything about a group lives in the volume's own record key, so groups never contend with
+ * each other:
  *
- * - create: each member makes its copy when it sees the record "creating" and CASes
- *   itself into `created` (a failure into `createFailed`);
+ * - create: each member makes its copy when it sees the record "creating" and CASes itself into
+ *   `created` (a failure into `createFailed`);
  * - ready: each member runs a GroupDriver; only the master exports the volume;
- * - delete: the record goes "deleting" with `remaining` = the live members (a forced
- *   delete leaves the down ones out, and live members drop those that go down while it
- *   runs); the master deletes first (it may refuse while NBD clients are connected),
- *   then the others; the last one removes the record. A member left out removes its
- *   copy when it sees the record "deleting" or deleted, or at its next start
- *   (_orphans.ts);
- * - grow: `sizeBytes` in the record changes by CAS (any node); every member grows its
- *   copy to the record's size when it sees the record (growCopy), so a member that was
- *   down grows when it comes back and lists the records. Copies never shrink.
+ * - delete: the record goes "deleting" with `remaining` = the live members (a forced delete
+ *   leaves the down ones out, and live members drop those that go down while it runs); the
+ *   master deletes first (it may refuse while NBD clients are connected), then the others; the
+ *   last one removes the record. A member left out removes its copy when it sees the record
+ *   "deleting" or deleted, or at its next start (_orphans.ts);
+ * - grow: `sizeBytes` in the record changes by CAS (any node); every member grows its copy to
+ *   the record's size when it sees the record (growCopy), so a member that was down grows when
+ *   it comes back and lists the records. Copies never shrink.
  * @module
  */
 
 import { errorMessage, FailedPreconditionError } from "../../mod/errors.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
-import { GroupDriver, type GroupRecord, LeaseWatch } from "../group/mod.ts";
+import { type ActorState, GroupDriver, type GroupRecord, LeaseWatch } from "../group/mod.ts";
 import { CREATE_WAIT_MS, createGroup, type GroupCreate, nodeLoad } from "./_group_create.ts";
 import { copyDeleted, markGroupDeleting, staleCreateMs } from "./_group_transitions.ts";
 import type { Logger } from "../common/mod.ts";
@@ -148,13 +147,9 @@ export class VolumeGroups {
 
   /** Places and creates a replicated volume; returns the "ready" record. */
   create(input: GroupCreate): Promise<VolumeRecord> {
-    return createGroup({
-      store: this.#o.store,
-      log: this.#log,
-      listNodes: this.#o.listNodes,
-      load: () => nodeLoad(this.#placed.values()),
-      createWaitMs: this.#o.createWaitMs,
-    }, input);
+    const load = () => nodeLoad(this.#placed.values());
+    const { store, listNodes, createWaitMs } = this.#o;
+    return createGroup({ store, log: this.#log, listNodes, load, createWaitMs }, input);
   }
 
   /**
@@ -245,10 +240,9 @@ export class VolumeGroups {
   }
 
   /**
-   * A record is gone: stop its driver and remove this node's copy of it if one is left
-   * (normally removed before; not when this node was left out of a forced delete or a
-   * create was undone before it recorded its copy). A failure is left to the orphan
-   * cleanup at the next start.
+   * A record is gone: stop its driver and remove this node's copy of it if one is left (normally
+   * removed before; not when this node was left out of a forced delete or a create was undone
+   * before it recorded its copy). A failure is left to the orphan cleanup at the next start.
    */
   async deleted(name: string): Promise<void> {
     const rec = this.#records.get(name);
@@ -299,6 +293,11 @@ export class VolumeGroups {
         this.#o.plane.volumeStatus(r.name) !== undefined
       )
       .sort((a, b) => a.name < b.name ? -1 : 1);
+  }
+
+  /** The state of `name`'s group driver here, if one runs (volume get's unrecorded failures). */
+  actor(name: string): ActorState | undefined {
+    return this.#drivers.get(name)?.driver.state;
   }
 
   /** Names of the groups this node hosts (a member of, as last seen). */

@@ -25,7 +25,7 @@ import { parseEvents, pendingEvents } from "../events/mod.ts";
 import type { KeyValue } from "../store/mod.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { VolumeGroups } from "./_groups.ts";
-import { memberStatus, phaseReason, seenGroup } from "./_members.ts";
+import { memberStatus, phaseReason, seenGroup, unrecordedFailures } from "./_members.ts";
 import { toVolume, type VolumeRecord } from "./_record.ts";
 
 /** How long a master's data plane may take to give its members' root hashes. */
@@ -70,6 +70,7 @@ export async function localLive(
   const roots = master && options.roots ? await rootsOf(ctx.plane, rec.name) : undefined;
   const iso = (ms: number) => new Date(ms).toISOString();
   const blocked = master ? ctx.groups?.members.blocked(rec.name) : undefined;
+  const unrecorded = master ? unrecordedFailures(ctx.groups?.actor(rec.name)) : undefined;
   return {
     name: rec.name,
     uuid: rec.uuid,
@@ -83,6 +84,7 @@ export async function localLive(
       : [],
     ...(roots ? { roots } : {}),
     ...(blocked ? { membershipBlocked: blocked } : {}),
+    ...(unrecorded ? { unrecorded } : {}),
   };
 }
 
@@ -206,7 +208,13 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
       now: ctx.now().getTime(),
     });
     Object.assign(out, seenPhase(out, rec, gone));
-    const why = phaseReason(seenGroup(rec.group, gone), out.memberStatus);
+    let seen = seenGroup(rec.group, gone);
+    if (seen.phase === "healthy" && live?.unrecorded) {
+      // The master found a replica failing and could not record it yet (etcd unreachable).
+      seen = { ...seen, phase: "degraded" };
+      out.phase = "degraded";
+    }
+    const why = phaseReason(seen, out.memberStatus);
     if (why) out.phaseReason = why;
   }
   out.live = live

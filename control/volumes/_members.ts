@@ -15,7 +15,7 @@
  */
 
 import type { LiveResync, MemberResync, VolumeLiveStatus, VolumeMember } from "../../mod/types.ts";
-import { type GroupRecord, phaseOf } from "../group/mod.ts";
+import { type ActorState, type GroupRecord, phaseOf } from "../group/mod.ts";
 import type { SyncNotes } from "./_sync_notes.ts";
 
 export interface MemberInputs {
@@ -74,6 +74,13 @@ function member(i: MemberInputs, node: string): VolumeMember {
       lagBytes: inSync ? 0 : i.sizeBytes,
       ...lag,
     };
+  }
+  const unrecorded = i.live?.unrecorded;
+  if (inSync && unrecorded?.members.includes(node)) {
+    // The master knows first-hand; the record follows once etcd takes the change.
+    const reason = "replication to it failed; the master has not recorded it out of sync yet" +
+      (unrecorded.writesHeld ? " (it cannot reach etcd?): writes wait until it has" : "");
+    return { ...unrooted, state: "out-of-sync", reason, lagBytes: 0, ...lag };
   }
   if (inSync) return { ...base, state: "in-sync", lagBytes: 0, ...lag };
   const running = i.live?.resyncs.find((r) => r.member === node);
@@ -204,6 +211,20 @@ export function phaseReason(g: GroupRecord, members: VolumeMember[]): string | u
     return `${m.role} ${m.node} ${what}`;
   });
   return parts.length > 0 ? parts.join("; ") : "a member is out of sync or down";
+}
+
+/**
+ * The replicas a master's group driver found failing and has not recorded out of sync yet
+ * (its reports the record does not reflect), and whether writes wait at its write gate:
+ * VolumeLiveStatus.unrecorded. Normally for milliseconds; for as long as etcd is unreachable.
+ */
+export function unrecordedFailures(
+  s: ActorState | undefined,
+): VolumeLiveStatus["unrecorded"] {
+  const inSync = s?.known?.record.inSync ?? [];
+  const members = (s?.reports ?? []).filter((r) => !r.inSync && inSync.includes(r.replica))
+    .map((r) => r.replica);
+  return members.length > 0 ? { members, writesHeld: s!.holding !== undefined } : undefined;
 }
 
 /**

@@ -11,7 +11,7 @@ import { assert, assertEquals } from "../_assert.ts";
 import { PYTHON, waitFor } from "./_cluster.ts";
 import { e2eTest, run } from "./_harness.ts";
 import { admin } from "./_cluster_tls.ts";
-import type { VolumeEvent } from "../../mod/types.ts";
+import type { Volume, VolumeEvent } from "../../mod/types.ts";
 import { unendedResyncs } from "../../control/events/mod.ts";
 import {
   assertCopiesEqual,
@@ -411,4 +411,39 @@ e2eTest(
         promoted.message,
       );
     }, { args: ["--resync-rate", "16MiB/s"] }),
+);
+
+e2eTest(
+  "etcd stopped, then a replica killed: writes wait (never acknowledged without that copy) and volume get on the master says so; etcd back: the replica is recorded out of sync and the writes complete",
+  { tools: [PYTHON, "etcd"] },
+  () =>
+    withCluster(async (c) => {
+      const v = await create(c, "hold", "16MiB");
+      const uri = c.uri(v.master, "hold");
+      await fill(uri, 0, 4, 1);
+      await c.etcd.killMember(0);
+      const replica = NAMES.find((n) => n !== v.master)!;
+      await c.nodes.get(replica)!.kill("SIGKILL");
+      let done = false;
+      const writer = run(PYTHON, ["-c", FILL_PY, uri, "4", "4", "2"], { timeoutMs: 120_000 })
+        .finally(() => done = true);
+      let said = "";
+      await waitFor("volume get to show the held writes", async () => {
+        const r = await admin(c.nodes.get(v.master)!, ["volume", "get", "hold", "-o", "json"]);
+        const seen = JSON.parse(r.stdout) as Volume;
+        const m = seen.memberStatus?.find((x) => x.node === replica);
+        said = `${seen.phase}: ${seen.phaseReason}`;
+        return seen.phase === "degraded" && m?.state === "out-of-sync" &&
+          (m.reason ?? "").includes("writes wait");
+      }, { timeoutMs: 30_000, everyMs: 250 }).catch((err) => {
+        throw new Error(`${err.message}; last: ${said}`);
+      });
+      assert(said.includes(`replica ${replica} out of sync: replication to it failed`), said);
+      assert(!done, "the write waits while the failure cannot be recorded");
+      await c.etcd.restartMember(0);
+      const r = await writer;
+      assertEquals(r.stdout.trim(), "ok", r.stderr);
+      const after = await volumeOf(c, v.master, "hold");
+      assert(!after.inSync?.includes(replica), JSON.stringify(after));
+    }),
 );

@@ -173,6 +173,16 @@ export const REPLICATION_SCHEMAS = {
           "Absent when the data plane does not offer root hashes",
       },
       membershipBlocked: MEMBERSHIP_BLOCKED,
+      unrecorded: {
+        type: "object",
+        required: ["members", "writesHeld"],
+        description: "Replicas the record lists in sync that the master found failing and " +
+          "has not recorded out of sync yet (etcd unreachable), and whether writes wait for it",
+        properties: {
+          members: { type: "array", items: { type: "string" } },
+          writesHeld: { type: "boolean" },
+        },
+      },
     },
   },
   LiveResync: {

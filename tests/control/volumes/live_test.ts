@@ -7,7 +7,7 @@
  */
 
 import type { DataPlane } from "../../../data/plane.ts";
-import { newRecord } from "../../../control/group/mod.ts";
+import { type ActorState, newRecord } from "../../../control/group/mod.ts";
 import type { VolumeGroups } from "../../../control/volumes/_groups.ts";
 import {
   eventsView,
@@ -75,12 +75,14 @@ function groups(
   gone: string[] = [],
   tracker = new ResyncTracker(),
   blocked?: { reason: string; since: string },
+  actor?: Partial<ActorState>,
 ): VolumeGroups {
   return {
     leaseGone: () => gone,
     leaseStopped: () => [],
     resyncs: tracker,
     members: { blocked: () => blocked },
+    actor: () => actor,
   } as unknown as VolumeGroups;
 }
 
@@ -321,6 +323,33 @@ Deno.test("volumeView(): a membership change the master cannot make is shown wit
   assertEquals(v.membershipBlocked, blocked);
   const none = await volumeView(ctx(), record("n1"));
   assertEquals(none.membershipBlocked, undefined);
+});
+
+Deno.test("volumeView(): replicas the master found failing and could not record yet (etcd unreachable) are out of sync, the group degraded, writes said to wait", async () => {
+  const rec = record("n1");
+  const healthy = { ...rec, group: { ...rec.group!, inSync: ["n1", "n2", "n3"] } };
+  const known = { revision: 7, record: healthy.group };
+  const report = { replica: "n3", inSync: false, epoch: 1 };
+  const failing = groups([], new ResyncTracker(), undefined, {
+    known,
+    reports: [report],
+    holding: 1,
+  });
+  const v = await volumeView(ctx({ groups: failing }), healthy);
+  assertEquals(v.memberStatus!.map((m) => m.state), ["in-sync", "in-sync", "out-of-sync"]);
+  assert(v.memberStatus![2].reason!.includes("writes wait"), v.memberStatus![2].reason);
+  assertEquals(v.phase, "degraded");
+  assert(
+    v.phaseReason!.startsWith("replica n3 out of sync: replication to it failed"),
+    v.phaseReason,
+  );
+  // Recorded already (the record lists n3 out of sync), or nothing reported: as the record says.
+  const recorded = { ...healthy, group: { ...healthy.group, inSync: ["n1", "n2"] } };
+  const v2 = await volumeView(ctx({ groups: failing }), recorded);
+  assertEquals(v2.memberStatus!.map((m) => m.state), ["in-sync", "in-sync", "out-of-sync"]);
+  assert(!v2.memberStatus![2].reason!.includes("writes wait"), v2.memberStatus![2].reason);
+  const quiet = groups([], new ResyncTracker(), undefined, { known, reports: [] });
+  assertEquals((await volumeView(ctx({ groups: quiet }), healthy)).phase, "healthy");
 });
 
 Deno.test("verifyVolume(): a member down or out of sync that the master did not compare is listed with why, and verify says NOT OK; one compared while out of sync is marked resyncing", async () => {
