@@ -148,9 +148,15 @@ export class EndpointPool {
         : undefined,
       faultHandling: { global: NOOP_POLICY, host: () => NOOP_POLICY },
       grpcOptions: {
+        // Pings only while a call is open (a watch, a lease keepalive): etcd's server refuses
+        // pings on a connection without one (its enforcement policy, PermitWithoutStream
+        // false) and after two such pings sends GOAWAY "too_many_pings". A node's connections
+        // to the endpoints it is not pinned to sit idle after an outage moved its calls around;
+        // every node that crashed in a test run (Deno, SIGSEGV) had just logged that GOAWAY.
+        // An idle connection to a dead member is found out by the next call's deadline.
         "grpc.keepalive_time_ms": 10_000,
         "grpc.keepalive_timeout_ms": 5_000,
-        "grpc.keepalive_permit_without_calls": 1,
+        "grpc.keepalive_permit_without_calls": 0,
         "grpc.initial_reconnect_backoff_ms": 100,
         "grpc.max_reconnect_backoff_ms": 1_000,
         ...(ipHost ? { "grpc.ssl_target_name_override": "etcd" } : {}),
