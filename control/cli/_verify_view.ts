@@ -23,6 +23,9 @@ function result(m: VolumeVerifyReport["members"][number]): string {
       m.equal ? "equal" : n(m.differingCount, m.differingCount === 1 ? "differs" : "differ"),
     );
   }
+  if (m.role === "master" && m.differingCount > 0) {
+    parts.push(n(m.differingCount, "outvoted by every replica"));
+  }
   if (m.corruptCount > 0) parts.push(n(m.corruptCount, "corrupt"));
   if (m.resyncing) parts.push("resyncing");
   if (m.role === "master" && parts.length === 0) parts.push("reference");
@@ -53,9 +56,10 @@ export function verifyText(r: VolumeVerifyReport): string {
     } s\n\n` + table(["MEMBER", "ROLE", "ROOT HASH", "RESULT", "ERROR"], rows);
   for (const m of r.members) {
     if (m.differingCount > 0) {
-      out += `\n${m.node}: regions that differ from the master's: ${
-        ranges(m.differing, m.differingCount, r.regionBytes)
-      }\n`;
+      const what = m.role === "master"
+        ? "regions in which every in-sync replica differs from it (the master's copy is suspect)"
+        : "regions that differ from the master's";
+      out += `\n${m.node}: ${what}: ${ranges(m.differing, m.differingCount, r.regionBytes)}\n`;
     }
     if (m.corruptCount > 0) {
       out += `\n${m.node}: regions whose data is not what their hash says (silent ` +
@@ -75,10 +79,17 @@ export function verifyText(r: VolumeVerifyReport): string {
 /** What to do about the differences of report `r` (what the master did already, deep). */
 function advice(r: VolumeVerifyReport): string {
   const master = r.members.find((m) => m.role === "master");
+  const move =
+    `move the master to an in-sync replica with \`ballast node drain ${master?.node}\`, ` +
+    `then verify --deep again`;
   if (r.deep && master && master.corruptCount > 0) {
-    return `the master's own copy is corrupt, so nothing was resynced (that would copy it): ` +
-      `move the master to an in-sync replica with \`ballast node drain ${master.node}\`, then ` +
-      `verify --deep again`;
+    return `the master's own copy is corrupt, so nothing was resynced (that would copy it): ${move}`;
+  }
+  if (master && master.differingCount > 0) {
+    return `every in-sync replica differs from the master in the same ${
+      master.differingCount === 1 ? "region" : "regions"
+    }: the master's copy is suspect, so nothing was resynced (that would copy it over the ` +
+      `replicas): ${move}`;
   }
   const resyncing = r.members.filter((m) => m.resyncing).map((m) => m.node);
   const unexplained = r.members.some((m) =>

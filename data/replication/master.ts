@@ -21,6 +21,7 @@ import {
 import { MemberSessions } from "./sessions.ts";
 import { F_CHEAP, replyMessage, STATUS_OK, T_FENCE, T_TREE } from "./wire.ts";
 import {
+  outvoted,
   resyncAfterVerify,
   resyncAgainAfterVerify,
   verifyCopies,
@@ -392,6 +393,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     }
     const report = await verifyCopies(this.#self, hashes, asks, deep);
     const inSync = t?.inSync.map((m) => m.node) ?? [];
+    outvoted(report, inSync);
     const resyncing = (t?.resyncing ?? []).map((m) => m.node).filter((n) => !inSync.includes(n));
     for (const node of resyncAgainAfterVerify(report, resyncing)) this.#resyncAgain(e, node);
     for (const node of resyncAfterVerify(report, inSync)) {

@@ -30,7 +30,10 @@ export interface MemberVerdict {
   root?: string;
   /** Whether its copy equals the master's. */
   equal?: boolean;
-  /** Regions (REGION_BYTES each) that differ from the master's, at most MAX_LISTED. */
+  /**
+   * Regions (REGION_BYTES each) that differ from the master's, at most MAX_LISTED. For the
+   * master: those in which every in-sync replica (two or more) differs from it (outvoted()).
+   */
   differing: number[];
   differingCount: number;
   /** Deep: clean regions whose persisted hash is not the data's, at most MAX_LISTED. */
@@ -230,8 +233,33 @@ export function resyncAgainAfterVerify(
   ).map((m) => m.node);
 }
 
-/** Whether a resync may repair the members after `report`: deep, the master's copy sound. */
+/**
+ * Whether a resync may repair the members after `report`: deep, the master's copy sound and
+ * not outvoted (outvoted()).
+ */
 function repairsFromMaster(report: VerifyReport): boolean {
   const master = report.members.find((m) => m.role === "master");
-  return report.deep && master !== undefined && master.corruptCount === 0;
+  return report.deep && master !== undefined && master.corruptCount === 0 &&
+    master.differingCount === 0;
+}
+
+/**
+ * Notes on the master's verdict (its `differing`) the regions in which every in-sync replica
+ * compared, two or more, differs from the master: there the replicas outvote it. A master's
+ * own check cannot always see that its copy went bad: a region written since is rehashed from
+ * its data, bad bytes included, and would then be copied over every good copy. So nothing is
+ * repaired from it (repairsFromMaster()); the operator moves the master to a replica. A member
+ * being resynced (not in `inSync`) differs for a reason and has no vote.
+ */
+export function outvoted(report: VerifyReport, inSync: readonly string[]): void {
+  const voters = report.members.filter((m) =>
+    m.role === "replica" && !m.error && inSync.includes(m.node)
+  );
+  const master = report.members.find((m) => m.role === "master");
+  if (voters.length < 2 || !master) return;
+  const [first, ...rest] = voters;
+  const against = first.differing.filter((r) => rest.every((m) => m.differing.includes(r)));
+  master.differing = against;
+  master.differingCount = against.length;
+  if (against.length > 0) master.equal = false;
 }

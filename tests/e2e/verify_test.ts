@@ -83,6 +83,41 @@ print("ok")
       console.log(repaired.out);
       assertEquals(repaired.code, 0, repaired.out + repaired.stderr);
       await assertCopiesEqual(c, v.uuid, NAMES);
+
+      // The master's copy goes bad in region 9 (a hole: zeros on every member), then a write
+      // lands elsewhere in that region: the master rehashes the region from its data, bad
+      // bytes included, so its own check cannot see it. Both replicas differ from it there:
+      // they outvote it, and nothing is copied over them.
+      const masterFile = `${c.nodes.get(v.master)!.dataDir}/volumes/${v.uuid}.vol`;
+      {
+        using g = await Deno.open(masterFile, { write: true });
+        await g.seek(9 * MiB + 4096, Deno.SeekMode.Start);
+        await g.write(new Uint8Array(512).fill(0xee));
+      }
+      const later = await run(PYTHON, [
+        "-c",
+        `
+import sys, nbd
+h = nbd.NBD(); h.set_uri_allow_local_file(True); h.connect_uri(sys.argv[1])
+h.pwrite(b"\x33" * 4096, (9 << 20) + (512 << 10), nbd.CMD_FLAG_FUA)
+print("ok")
+`,
+        c.uri(v.master, "ver"),
+      ]);
+      assertEquals(later.stdout.trim(), "ok", later.stderr);
+      const suspect = await verify("--deep", "-o", "json");
+      assertEquals(suspect.code, 3, suspect.out + suspect.stderr);
+      const s = JSON.parse(suspect.out) as VolumeVerifyReport;
+      const m = s.members.find((x) => x.role === "master")!;
+      assertEquals([m.differing, m.corruptCount], [[9], 0], JSON.stringify(s.members));
+      assert(s.members.every((x) => !x.resyncing), "nothing resynced from the master");
+      const told = await verify("--deep");
+      assert(told.out.includes("the master's copy is suspect, so nothing was resynced"), told.out);
+      for (const n of NAMES.filter((n) => n !== v.master)) {
+        const copy = await Deno.readFile(`${c.nodes.get(n)!.dataDir}/volumes/${v.uuid}.vol`);
+        const at = 9 * MiB + 4096;
+        assert(copy.subarray(at, at + 512).every((b) => b === 0), `${n} kept its good data`);
+      }
     } catch (err) {
       dumpWarnings(c);
       throw err;

@@ -7,6 +7,7 @@
 import { assert, assertEquals } from "../../_assert.ts";
 import {
   type MemberVerdict,
+  outvoted,
   resyncAfterVerify,
   resyncAgainAfterVerify,
   verifyCopies,
@@ -61,6 +62,37 @@ Deno.test("resyncAfterVerify(): an in-sync replica found different by --deep is 
     ...members.slice(1),
   ];
   assertEquals(resyncAfterVerify(report(true, badMaster), inSync), []);
+});
+
+Deno.test("outvoted(): where every in-sync replica (two or more) differs from the master, nothing is repaired from it and verify says to move the master; one replica, or one being resynced, has no such vote", () => {
+  const two = () => [
+    verdict("n1", "master"),
+    verdict("n2", "replica", { ...differs, differing: [5, 7], differingCount: 2 }),
+    verdict("n3", "replica", differs),
+  ];
+  const r = report(true, two());
+  outvoted(r, ["n1", "n2", "n3"]);
+  const master = r.members[0];
+  assertEquals([master.equal, master.differing, master.differingCount], [false, [5], 1]);
+  assertEquals(resyncAfterVerify(r, ["n1", "n2", "n3"]), [], "not copied over the replicas");
+  const text = verifyText({ ...r, name: "v1", node: "n1", ok: false });
+  assert(text.includes("1 region outvoted by every replica"), text);
+  assert(text.includes("the master's copy is suspect, so nothing was resynced"), text);
+  assert(text.includes("`ballast node drain n1`"), text);
+  // n3 is being resynced (not in sync): only n2 votes, and n2 alone does not outvote.
+  const resyncing = report(true, two());
+  outvoted(resyncing, ["n1", "n2"]);
+  assertEquals(resyncing.members[0].differingCount, 0);
+  assertEquals(resyncAfterVerify(resyncing, ["n1", "n2"]), ["n2"]);
+  // The replicas differ in different regions: each is repaired from the master.
+  const apart = report(true, [
+    verdict("n1", "master"),
+    verdict("n2", "replica", { ...differs, differing: [7] }),
+    verdict("n3", "replica", differs),
+  ]);
+  outvoted(apart, ["n1", "n2", "n3"]);
+  assertEquals(apart.members[0].differingCount, 0);
+  assertEquals(resyncAfterVerify(apart, ["n1", "n2", "n3"]), ["n2", "n3"]);
 });
 
 Deno.test("resyncAgainAfterVerify(): a member being resynced with a corruption found by --deep is resynced again; not one that merely differs, not after a quick verify, not from a corrupt master", () => {
