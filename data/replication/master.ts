@@ -391,10 +391,10 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
         return reply.body;
       });
     }
-    const report = await verifyCopies(this.#self, hashes, asks, deep);
     const inSync = t?.inSync.map((m) => m.node) ?? [];
-    outvoted(report, inSync);
     const resyncing = (t?.resyncing ?? []).map((m) => m.node).filter((n) => !inSync.includes(n));
+    const report = await verifyCopies(this.#self, hashes, asks, deep, new Set(resyncing));
+    outvoted(report, inSync);
     for (const node of resyncAgainAfterVerify(report, resyncing)) this.#resyncAgain(e, node);
     for (const node of resyncAfterVerify(report, inSync)) {
       this.#log.warn(

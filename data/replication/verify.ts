@@ -63,12 +63,18 @@ function note(list: number[], r: number): void {
   if (list.length < MAX_LISTED) list.push(r);
 }
 
-/** Compares the master's copy (`hashes`) with each member's (`asks`: node -> ask). */
+/**
+ * Compares the master's copy (`hashes`) with each member's (`asks`: node -> ask). A member
+ * being resynced (`resyncing`) differs for a reason: a quick verification lists its differing
+ * regions as found, without comparing them again locked (recheck()), which would wait for its
+ * resync to copy each one (minutes under --resync-rate).
+ */
 export async function verifyCopies(
   self: string,
   hashes: HashState,
   asks: Map<string, Ask>,
   deep: boolean,
+  resyncing: ReadonlySet<string> = new Set(),
 ): Promise<VerifyReport> {
   const t0 = performance.now();
   const master = verdict(self, "master");
@@ -86,7 +92,7 @@ export async function verifyCopies(
         m.equal = m.root === master.root;
         if (!m.equal) {
           const found = await differingLeaves(hashes, ask, { hashBytes: 0 });
-          const regions = await recheck(hashes, ask, found);
+          const regions = resyncing.has(m.node) ? found : await recheck(hashes, ask, found);
           m.differingCount = regions.length;
           m.differing = regions.slice(0, MAX_LISTED);
           m.equal = regions.length === 0;

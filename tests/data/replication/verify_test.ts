@@ -207,6 +207,25 @@ Deno.test("a quick verification does not report a write on its way (the region i
     const again = await verifyCopies("m", a.hashes, new Map([["r", ask]]), false);
     const r2 = again.members.find((m) => m.node === "r")!;
     assertEquals([r2.equal, r2.differingCount, r2.differing], [false, 1, [5]]);
+
+    // A member being resynced: its resync holds the region while it copies it (for long
+    // under --resync-rate). A quick verification reports the difference without waiting.
+    await a.hashes.table.lockWaiting(5);
+    try {
+      const asks = new Map([["r", ask]]);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stuck = new Promise<"stuck">((r) => timer = setTimeout(() => r("stuck"), 20_000));
+      const quick = await Promise.race([
+        verifyCopies("m", a.hashes, asks, false, new Set(["r"])),
+        stuck,
+      ]);
+      clearTimeout(timer);
+      assert(quick !== "stuck", "a quick verification waited for a resyncing member's region");
+      const r3 = quick.members.find((m) => m.node === "r")!;
+      assertEquals([r3.equal, r3.differing], [false, [5]]);
+    } finally {
+      a.hashes.table.unlock(5);
+    }
   } finally {
     for (const c of [a, b]) {
       await c.hashes.close();
