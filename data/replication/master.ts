@@ -13,6 +13,7 @@ import { type ConnectNode, PeerLinks } from "./links.ts";
 import { type ReplicaReasons, type ReplicaTarget, Replicator } from "./replicator.ts";
 import {
   type Ask,
+  RateLimit,
   ResyncError,
   type ResyncProgress,
   resyncReplica,
@@ -50,6 +51,8 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
   readonly #connect: ConnectNode | undefined;
   readonly #hashesOf: (e: E) => Promise<HashState | undefined>;
   readonly #rate: number;
+  /** One budget per rate for every resync this node runs (--resync-rate is per node). */
+  readonly #limits = new Map<number, RateLimit>();
   readonly #log: Logger;
   #links: PeerLinks | undefined;
   /** Targets per exported group volume: in sync, and being resynced. */
@@ -306,6 +309,8 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
         t.resyncing.push(replica);
       }
       await this.#compose(e);
+      const rate = options.rateBytesPerSecond ?? this.#rate;
+      if (!this.#limits.has(rate)) this.#limits.set(rate, new RateLimit(rate));
       return await resyncReplica({
         hashes,
         uuid: e.uuid,
@@ -314,7 +319,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
         links,
         log: this.#log.child({ volume: name }),
         purpose: options.reconcile ? "check" : "resync",
-        rateBytesPerSecond: options.rateBytesPerSecond ?? this.#rate,
+        limit: this.#limits.get(rate),
         onProgress: (p) => (entry.progress = p),
         ...(options.onStarted ? { onStarted: options.onStarted } : {}),
         signal: abort.signal,

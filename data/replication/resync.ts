@@ -91,15 +91,29 @@ function abortMessage(signal: AbortSignal): string {
 }
 
 /** Pauses so that at most `bytesPerSecond` are sent (0: no limit). */
-class RateLimit {
-  #since = performance.now();
-  #sent = 0;
-  constructor(readonly bytesPerSecond: number) {}
+export class RateLimit {
+  /** When the bytes taken so far may all have been sent, at the rate (clock.now()). */
+  #until: number;
+  constructor(
+    readonly bytesPerSecond: number,
+    readonly clock = {
+      now: () => performance.now(),
+      sleep: (ms: number) => new Promise<void>((r) => setTimeout(r, ms)),
+    },
+  ) {
+    this.#until = clock.now();
+  }
+  /**
+   * Waits until `n` more bytes may go. One limit shared by every resync of a node
+   * (MasterReplication) caps what the node sends, however many resyncs run (--resync-rate);
+   * time it sent nothing is not saved up for a burst.
+   */
   async take(n: number): Promise<void> {
     if (this.bytesPerSecond <= 0) return;
-    this.#sent += n;
-    const ahead = this.#sent / this.bytesPerSecond * 1000 - (performance.now() - this.#since);
-    if (ahead > 5) await new Promise((r) => setTimeout(r, ahead));
+    const now = this.clock.now();
+    this.#until = Math.max(this.#until, now) + n / this.bytesPerSecond * 1000;
+    const ahead = this.#until - now;
+    if (ahead > 5) await this.clock.sleep(ahead);
   }
 }
 
@@ -190,6 +204,8 @@ export interface ResyncOptions {
   purpose?: "resync" | "check";
   /** Most bytes per second to send (0 or undefined: no limit). */
   rateBytesPerSecond?: number;
+  /** The limit to share with other resyncs (else one of its own at rateBytesPerSecond). */
+  limit?: RateLimit;
   onProgress?: (p: ResyncProgress) => void;
   /** Called once the member answered (its copy's size matches): the compare begins. */
   onStarted?: () => void;
@@ -205,7 +221,7 @@ async function runResync(
   const { hashes, uuid, epoch, replica } = o;
   const size = hashes.sizeBytes;
   const t0 = performance.now();
-  const rate = new RateLimit(o.rateBytesPerSecond ?? 0);
+  const rate = o.limit ?? new RateLimit(o.rateBytesPerSecond ?? 0);
   const ask = async (r: Record<string, unknown>) => {
     if (o.signal?.aborted) throw new ResyncError(abortMessage(o.signal));
     const link = await o.links.get(replica.node, replica.address);
