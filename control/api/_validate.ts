@@ -101,7 +101,13 @@ export function rejectUnknownFields(body: Record<string, unknown>, allowed: read
  */
 export function allowQuery(...allowed: string[]): MiddlewareHandler {
   return async (c, next) => {
-    for (const key of Object.keys(c.req.query())) {
+    for (const [key, values] of Object.entries(c.req.queries())) {
+      // `?force=true&force=false` would mean whichever the code read: refused.
+      if (values.length > 1) {
+        throw new InvalidArgumentError(`query parameter "${key}" given ${values.length} times`, {
+          field: key,
+        });
+      }
       if (!allowed.includes(key)) {
         throw new InvalidArgumentError(
           `unknown query parameter "${key}"` +
@@ -114,11 +120,14 @@ export function allowQuery(...allowed: string[]): MiddlewareHandler {
   };
 }
 
-/** Parses a boolean query parameter: true/false/1/0, absent = false. */
+/**
+ * Parses a boolean query parameter: true/false/1/0, absent = false. An empty value (`?force`,
+ * `?force=`) is refused: a script whose variable came out empty must not force anything.
+ */
 export function queryBool(c: Context, name: string): boolean {
   const v = c.req.query()[name];
   if (v === undefined) return false;
-  if (v === "true" || v === "1" || v === "") return true;
+  if (v === "true" || v === "1") return true;
   if (v === "false" || v === "0") return false;
   throw new InvalidArgumentError(
     `invalid query parameter ${name}=${JSON.stringify(v)}: expected true or false`,
