@@ -256,7 +256,11 @@ export interface UpdateVolumeRequest {
    * members (placed like a create, seeded by Delta Sync) or removes them.
    */
   replicas?: number;
+  /** The whole set of labels, replacing the volume's. */
   labels?: Record<string, string>;
+  /** Labels to set and keys to remove, on the labels as they are then; not with `labels`. */
+  setLabels?: Record<string, string>;
+  removeLabels?: string[];
   description?: string;
 }
 

@@ -21,6 +21,7 @@ import {
   checkSpreadBy,
   checkVolumeName,
   checkVolumeSize,
+  labelChange,
   type VolumeService,
 } from "../volumes/mod.ts";
 import type { ApiEnv } from "./_auth.ts";
@@ -80,7 +81,14 @@ export function volumeRoutes(deps: VolumeRouteDeps): Hono<ApiEnv> {
 }
 
 const CREATE_FIELDS = ["name", "size", "replicas", "spreadBy", "labels", "description"] as const;
-const UPDATE_FIELDS = ["size", "replicas", "labels", "description"] as const;
+const UPDATE_FIELDS = [
+  "size",
+  "replicas",
+  "labels",
+  "setLabels",
+  "removeLabels",
+  "description",
+] as const;
 
 /** Validates a POST /v1/volumes body. */
 export function parseCreateVolume(body: Record<string, unknown>): CreateVolumeRequest {
@@ -110,7 +118,11 @@ export function parseUpdateVolume(body: Record<string, unknown>): UpdateVolumeRe
   const req: UpdateVolumeRequest = {};
   if (body.size !== undefined) req.size = checkVolumeSize(body.size);
   if (body.replicas !== undefined) req.replicas = checkReplicas(body.replicas);
-  if (body.labels !== undefined) req.labels = checkLabels(body.labels);
+  if (labelChange(body)) {
+    if (body.labels !== undefined) req.labels = body.labels as Record<string, string>;
+    if (body.setLabels !== undefined) req.setLabels = body.setLabels as Record<string, string>;
+    if (body.removeLabels !== undefined) req.removeLabels = body.removeLabels as string[];
+  }
   if (body.description !== undefined) req.description = checkDescription(body.description);
   if (Object.keys(req).length === 0) {
     throw new InvalidArgumentError(

@@ -17,13 +17,12 @@ export function parseLabels(spec: CommandSpec, items: string[]): Record<string, 
   }
 }
 
-/** `labels` with `set` set and `remove` removed (a key in both is refused). */
-export function relabelled(
+/** Refuses a label both set (--label) and removed (--remove-label) as a usage error. */
+export function checkRelabel(
   spec: CommandSpec,
-  labels: Record<string, string>,
   set: Record<string, string>,
   remove: string[],
-): Record<string, string> {
+): void {
   const both = remove.find((k) => Object.hasOwn(set, k));
   if (both !== undefined) {
     throw new UsageError(
@@ -31,7 +30,4 @@ export function relabelled(
       usageHint(spec),
     );
   }
-  const out = { ...labels, ...set };
-  for (const k of remove) delete out[k];
-  return out;
 }

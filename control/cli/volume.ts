@@ -22,7 +22,7 @@ import { memberTable } from "./_members_view.ts";
 import { watchVolume } from "./_watch.ts";
 import { EXIT_DIFFERENT, verifyText } from "./_verify_view.ts";
 import { eventsTable } from "./_drain_view.ts";
-import { parseLabels, relabelled } from "./_labels.ts";
+import { checkRelabel, parseLabels } from "./_labels.ts";
 
 const SIZE_HELP =
   "size, a multiple of 512 bytes from 1 MiB to 1 PiB: 10GiB or 10Gi = 10 x 2^30 bytes, 10G or 10GB " +
@@ -289,14 +289,16 @@ export const volumeCommand: Command = groupCommand(
             usageHint(spec),
           );
         }
+        checkRelabel(spec, set, remove);
         const before = await client.getVolume(name);
-        // The API replaces labels as a whole: this volume's, changed as asked.
-        const labels = relabel ? relabelled(spec, before.labels, set, remove) : undefined;
+        // Keys set and removed by the node on the record as it is then: a label another
+        // client sets meanwhile is kept.
         const v = await client.updateVolume(name, {
           ...(replicas !== undefined ? { replicas } : {}),
           ...(size !== undefined ? { size } : {}),
           ...(description !== undefined ? { description } : {}),
-          ...(labels !== undefined ? { labels } : {}),
+          ...(Object.keys(set).length > 0 ? { setLabels: set } : {}),
+          ...(remove.length > 0 ? { removeLabels: remove } : {}),
         });
         io.out(p.output === "json" ? json(v) : updateText(v, replicas, before));
         return 0;

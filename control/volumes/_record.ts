@@ -251,3 +251,10 @@ export async function appendEvents(
   );
   return written !== undefined;
 }
+
+/** Whether two records say the same thing (labels in any order). */
+export function sameVolumeRecord(a: VolumeRecord, b: VolumeRecord): boolean {
+  const said = (r: VolumeRecord) =>
+    JSON.stringify({ ...r, labels: Object.entries(r.labels ?? {}).sort() });
+  return said(a) === said(b);
+}

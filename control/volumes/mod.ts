@@ -24,6 +24,7 @@ export {
   checkVolumeName,
   checkVolumeSize,
   describeSize,
+  labelChange,
   MAX_DESCRIPTION,
   MAX_LABELS,
   MAX_VOLUME_SIZE,

@@ -169,6 +169,48 @@ export function checkLabels(labels: unknown, field = "labels"): Record<string, s
   return out;
 }
 
+/**
+ * What an update does to a volume's labels (UpdateVolumeRequest), checked now: a function of
+ * the labels the record has when the change is made, or undefined when they stay as they are.
+ * `labels` replaces them; `setLabels` and `removeLabels` edit them inside the record's
+ * compare-and-swap, so two clients changing different keys at once both keep theirs.
+ */
+export function labelChange(
+  r: { labels?: unknown; setLabels?: unknown; removeLabels?: unknown },
+): ((current: Record<string, string>) => Record<string, string>) | undefined {
+  const edits = r.setLabels !== undefined || r.removeLabels !== undefined;
+  if (r.labels !== undefined && edits) {
+    throw new InvalidArgumentError(
+      "give labels (the whole set) or setLabels/removeLabels (changes to it), not both",
+      { field: "labels" },
+    );
+  }
+  if (r.labels !== undefined) {
+    const all = checkLabels(r.labels);
+    return () => all;
+  }
+  if (!edits) return undefined;
+  const set = checkLabels(r.setLabels ?? {}, "setLabels");
+  const remove = r.removeLabels ?? [];
+  if (!Array.isArray(remove) || remove.some((k) => typeof k !== "string" || !LABEL_KEY.test(k))) {
+    throw new InvalidArgumentError(
+      "invalid removeLabels: expected an array of label keys",
+      { field: "removeLabels" },
+    );
+  }
+  const both = remove.find((k) => Object.hasOwn(set, k));
+  if (both !== undefined) {
+    throw new InvalidArgumentError(`label ${JSON.stringify(both)} is both set and removed`, {
+      field: "removeLabels",
+    });
+  }
+  return (current) => {
+    const out = { ...current, ...set };
+    for (const k of remove) delete out[k];
+    return checkLabels(out);
+  };
+}
+
 /** Checks a description: a string of at most 1024 characters, no control characters but tab. */
 export function checkDescription(description: unknown, field = "description"): string {
   if (typeof description !== "string") {

@@ -46,11 +46,13 @@ import {
   checkVolumeName,
   checkVolumeSize,
   describeSize,
+  labelChange,
 } from "./rules.ts";
 import {
   casRecord,
   dataPlaneError,
   parseRecord,
+  sameVolumeRecord,
   toVolume,
   VOLUME_PREFIX,
   type VolumeRecord,
@@ -312,7 +314,7 @@ export class VolumeService {
     checkVolumeName(name);
     const replicas = request.replicas === undefined ? undefined : checkReplicas(request.replicas);
     const sizeBytes = request.size === undefined ? undefined : checkVolumeSize(request.size);
-    const labels = request.labels === undefined ? undefined : checkLabels(request.labels);
+    const relabel = labelChange(request);
     const description = request.description === undefined
       ? undefined
       : checkDescription(request.description);
@@ -347,7 +349,7 @@ export class VolumeService {
         }
         next.sizeBytes = sizeBytes;
       }
-      if (labels !== undefined) next.labels = labels;
+      if (relabel) next.labels = relabel(rec.labels);
       if (description !== undefined) next.description = description;
       if (replicas !== undefined && replicas !== rec.replicas) {
         // A raise is checked against the nodes now; the master places the new members.
@@ -355,7 +357,8 @@ export class VolumeService {
         const nodes = raise ? await this.#listNodes?.() : undefined;
         Object.assign(next, withReplicas(next, replicas, nodes));
       }
-      next.updatedAt = this.#now().toISOString();
+      // A change that changes nothing leaves updatedAt alone ("nothing changed").
+      if (!sameVolumeRecord(next, rec)) next.updatedAt = this.#now().toISOString();
       return next;
     };
     return await this.#locked(

@@ -160,7 +160,7 @@ export const OPENAPI_DOCUMENT = {
       patch: {
         operationId: "updateVolume",
         summary: "Grow a volume, change its replica count, and/or change its labels " +
-          "(replaced whole) or description",
+          "(replaced whole, or keys set and removed) or description",
         parameters: [nameParam("Volume")],
         requestBody: { required: true, content: json(ref("UpdateVolumeRequest")) },
         responses: {
@@ -386,7 +386,17 @@ export const OPENAPI_DOCUMENT = {
         properties: {
           size: { ...size, description: "New size; grow only. " + size.description },
           replicas: UPDATE_REPLICAS,
-          labels,
+          labels: { ...labels, description: "The whole set, replacing the volume's. " },
+          setLabels: {
+            ...labels,
+            description: "Labels to set, kept with the others (not with labels); applied to " +
+              "the labels as they are when the change is made",
+          },
+          removeLabels: {
+            type: "array",
+            items: { type: "string" },
+            description: "Label keys to remove (not with labels); absent keys are no error",
+          },
           description: { type: "string", maxLength: 1024 },
         },
       },

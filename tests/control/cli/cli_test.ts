@@ -219,8 +219,22 @@ Deno.test("cli: volume commands against a real node, tables and -o json", async 
     assertEquals([relabel.code, relabel.stdout], [0, 'volume "db1" updated\n'], relabel.stderr);
     const labels = JSON.parse((await run(api, "volume", "get", "db1", "-o", "json")).stdout).labels;
     assertEquals(labels, { c: "d", e: "f" });
+    const updatedAt = JSON.parse((await run(api, "volume", "get", "db1", "-o", "json")).stdout)
+      .updatedAt;
     const again = await run(api, "volume", "update", "db1", "--label", "e=f");
     assertEquals(again.stdout, 'volume "db1": nothing changed (it was so already)\n');
+    const after = JSON.parse((await run(api, "volume", "get", "db1", "-o", "json")).stdout);
+    assertEquals(after.updatedAt, updatedAt, "nothing changed: updatedAt as it was");
+    // Six clients set a label each at once: every one is kept (the node edits the record).
+    const keys = ["k1", "k2", "k3", "k4", "k5", "k6"];
+    const runs = await Promise.all(
+      keys.map((k) => run(api, "volume", "update", "db1", "--label", `${k}=x`)),
+    );
+    assertEquals(runs.map((r) => r.code), keys.map(() => 0), runs.map((r) => r.stderr).join());
+    const all = JSON.parse((await run(api, "volume", "get", "db1", "-o", "json")).stdout).labels;
+    assertEquals(Object.keys(all).sort(), ["c", "e", ...keys], JSON.stringify(all));
+    const cleaned = await run(api, "volume", "update", "db1", "--remove-label", keys.join(","));
+    assertEquals(cleaned.code, 0, cleaned.stderr);
     const both = await run(api, "volume", "update", "db1", "--label", "e=g", "--remove-label", "e");
     assertEquals(both.code, 2);
     assert(both.stderr.includes("label e is both set (--label) and removed"), both.stderr);
