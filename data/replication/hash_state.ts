@@ -125,9 +125,11 @@ export class HashState {
         try {
           const head = new Uint8Array(HEADER);
           using f = await Deno.open(`${path}.hashes`, { read: true });
-          if (await readFull(f, head) && parseHeader(head) === n) {
-            valid = await readFull(f, hashes);
+          if (await readFull(f, head) && parseHeader(head) === n && await readFull(f, hashes)) {
             al = await Deno.readFile(`${path}.al`);
+            // Without its whole activity log a hash list may describe regions that changed
+            // since: it counts as none (every region rehashed from the data).
+            valid = al.length >= n;
           }
         } catch (err) {
           if (!(err instanceof Deno.errors.NotFound)) throw err;
@@ -147,7 +149,12 @@ export class HashState {
       }
       if (dirty > 0) {
         log.info(
-          { copy: path, regions: n, dirty, reason: valid ? "activity log" : "no hash list" },
+          {
+            copy: path,
+            regions: n,
+            dirty,
+            reason: valid ? "activity log" : "no hash list or activity log",
+          },
           "regions to rehash from the data",
         );
       }

@@ -139,6 +139,31 @@ Deno.test("a copy without a hash list (made before them) opens with every region
   });
 });
 
+Deno.test("a hash list whose activity log is gone or short opens with every region dirty (a change behind it is then found)", async () => {
+  for (const damage of ["removed", "emptied"] as const) {
+    await withCopy(3 * REGION_BYTES, async (path, store) => {
+      const first = await HashState.open(path, silentLogger(), { fresh: true });
+      await first.close();
+      // The data changes while the copy is closed, and its activity log is lost with it.
+      store.write(new Uint8Array(4096).fill(7), REGION_BYTES);
+      if (damage === "removed") await Deno.remove(`${path}.al`);
+      else await Deno.writeFile(`${path}.al`, new Uint8Array(0));
+      const hs = await HashState.open(path, silentLogger());
+      try {
+        assertEquals(hs.dirtyRegions(), 3, damage);
+        assertEquals(
+          hex(await hs.leaf(1)),
+          hex(await hashRegions(store, 1, 1, REGION_BYTES)),
+          `${damage}: the changed region's hash is its data's`,
+        );
+        assertEquals((await Deno.readFile(`${path}.al`)).length, 3, `${damage}: log made again`);
+      } finally {
+        await hs.close();
+      }
+    });
+  }
+});
+
 Deno.test("growth: new regions are clean zeros, a partial last region is rehashed", async () => {
   await withCopy(REGION_BYTES + 4096, async (path, store) => {
     store.write(new Uint8Array(4096).fill(9), REGION_BYTES);
