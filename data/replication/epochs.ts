@@ -96,14 +96,27 @@ export class CopyEpochs {
   }
 }
 
-/** The epoch in `file`, 0 when there is none. */
-async function readEpoch(file: string): Promise<number> {
+/**
+ * The epoch in `file`, 0 when there is none. Content that is no epoch (damaged from outside:
+ * writeDurably never leaves a partial file) throws: taken as 0 it would let any stale master's
+ * requests through, the fencing this file exists for.
+ */
+export async function readEpoch(file: string): Promise<number> {
+  let text: string;
   try {
-    return Number((await Deno.readTextFile(file)).trim()) || 0;
+    text = await Deno.readTextFile(file);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return 0;
     throw err;
   }
+  if (!/^\d{1,15}\n?$/.test(text)) {
+    throw new Error(
+      `${file} holds no epoch (${JSON.stringify(text.slice(0, 40))}): the copy's fencing ` +
+        "state is damaged, so it is not used; remove the copy (its volume's master seeds a " +
+        "new one) or write the group's epoch into the file",
+    );
+  }
+  return Number(text);
 }
 
 /** Writes `epoch` to `file` durably: a synced temporary file renamed over it. */
@@ -117,4 +130,8 @@ async function writeDurably(file: string, epoch: number): Promise<void> {
     f.close();
   }
   await Deno.rename(tmp, file);
+  // The rename is durable once its directory is: a power cut must not bring back the old epoch.
+  const slash = file.lastIndexOf("/");
+  using dir = await Deno.open(slash < 0 ? "." : file.slice(0, slash) || "/", { read: true });
+  await dir.sync();
 }

@@ -4,7 +4,7 @@
  * epoch on disk; raises of different copies do not wait for each other.
  */
 
-import { assertEquals } from "../../_assert.ts";
+import { assertEquals, assertRejects } from "../../_assert.ts";
 import { CopyEpochs } from "../../../data/replication/mod.ts";
 
 Deno.test("CopyEpochs: concurrent raises of one copy keep the newest epoch, on disk too", async () => {
@@ -21,6 +21,27 @@ Deno.test("CopyEpochs: concurrent raises of one copy keep the newest epoch, on d
       Array.from({ length: 20 }, (_, i) => epochs.raise(`${dir}/o${i}`, 7)),
     );
     assertEquals(others.every((r) => r), true);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("CopyEpochs: an epoch file that holds no epoch (damaged) is refused, not taken as 0 (no fencing)", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/c`;
+    assertEquals(await new CopyEpochs().get(path), 0, "no file: no epoch yet");
+    for (const bad of ["", "\n", "abc\n", "5x\n", "-3\n"]) {
+      await Deno.writeTextFile(`${path}.epoch`, bad);
+      await assertRejects(
+        () => new CopyEpochs().get(path),
+        Error,
+        "holds no epoch",
+        JSON.stringify(bad),
+      );
+    }
+    await Deno.writeTextFile(`${path}.epoch`, "12\n");
+    assertEquals(await new CopyEpochs().get(path), 12);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
