@@ -41,8 +41,21 @@ import { describeRecord, type GroupRecord, type LeaseGuard } from "./record.ts";
 const REQUEST_TIMEOUT_MS = 5_000;
 /** How often the serving master checks its local write counter. */
 const WRITE_POLL_MS = 250;
-/** A failed resync is tried again after this long, while the replica still lags. */
+/**
+ * A failed resync is tried again after this long while the replica still lags, doubled after
+ * each failure in a row up to RESYNC_RETRY_MAX_MS (a member that fails every time, a full
+ * disk, is not compared and sent to every 5 s for ever).
+ */
 const RESYNC_RETRY_MS = 5_000;
+const RESYNC_RETRY_MAX_MS = 60_000;
+
+/** How long before a resync is tried again after `failures` failures in a row (1, 2, ...). */
+export function resyncRetryDelay(failures: number): number {
+  return Math.min(
+    RESYNC_RETRY_MAX_MS,
+    RESYNC_RETRY_MS * 2 ** Math.max(0, Math.min(failures - 1, 10)),
+  );
+}
 /** How long after a lost CAS the lease facts it brought are checked against the watch. */
 const LEASE_SYNC_MS = 1000;
 /** Longest wait before the read that follows lost responses (the retry timer's backoff). */
@@ -228,14 +241,17 @@ export class GroupDriver {
 
   /** Members being resynced, so a notice seen again does not start a second one. */
   readonly #resyncing = new Set<string>();
+  /** Failed resyncs in a row of each replica (the retry backoff). */
+  readonly #resyncFailures = new Map<string, number>();
 
   /**
    * Runs the host's resync of `replica` once the export asked before it is done (a new
    * master's export waits out the old master's read lease first; a resync started sooner
    * failed with "not replicated from here", shown to operators as the last resync's error);
    * when it succeeds while this node still serves `epoch`, reports the replica in sync (the
-   * record is changed by CAS); when it fails, tries again after RESYNC_RETRY_MS while the
-   * replica still lags and is not down.
+   * record is changed by CAS); when it fails, tries again after RESYNC_RETRY_MS (doubled after
+   * each failure in a row, up to RESYNC_RETRY_MAX_MS) while the replica still lags and is not
+   * down.
    */
   #resync(replica: string, epoch: number, log: Logger): void {
     const host = this.#o.host;
@@ -247,7 +263,7 @@ export class GroupDriver {
       // Its lease is gone: not asked (the record will list it down, and a member back up is
       // resynced then); looked at again later, in case the lease returns first.
       log.debug({ replica }, "group: no resync of a replica whose liveness lease is gone");
-      this.#resyncLater(replica, epoch, log);
+      this.#resyncLater(replica, epoch, log, 1);
       return;
     }
     this.#resyncing.add(replica);
@@ -263,13 +279,17 @@ export class GroupDriver {
     }).then((ok) => {
       this.#resyncing.delete(replica);
       if (this.#stopped || this.#state.serving !== epoch) return;
+      const failures = ok ? 0 : (this.#resyncFailures.get(replica) ?? 0) + 1;
+      if (ok) this.#resyncFailures.delete(replica);
+      else this.#resyncFailures.set(replica, failures);
       if (ok) this.feed({ type: "replica-in-sync", replica, epoch });
-      else this.#resyncLater(replica, epoch, log);
+      else this.#resyncLater(replica, epoch, log, failures);
     });
   }
 
-  /** Asks for the resync of `replica` again after RESYNC_RETRY_MS if it still lags then. */
-  #resyncLater(replica: string, epoch: number, log: Logger): void {
+  /** Asks for the resync of `replica` again, after its `failures`-th failure in a row, if it still lags then. */
+  #resyncLater(replica: string, epoch: number, log: Logger, failures: number): void {
+    const wait = resyncRetryDelay(failures);
     const t = setTimeout(() => {
       this.#timers.delete(t);
       const r = this.#state.known?.record;
@@ -278,7 +298,7 @@ export class GroupDriver {
       if (!this.#stopped && this.#state.serving === epoch && lagging) {
         this.#resync(replica, epoch, log);
       }
-    }, RESYNC_RETRY_MS);
+    }, wait);
     this.#timers.add(t);
   }
 

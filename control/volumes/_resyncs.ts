@@ -218,15 +218,27 @@ async function resyncWithEvents(r: ResyncRun): Promise<void> {
       (err) =>
         r.log.warn({ replica: r.member, err, event: e.type }, "could not record a resync event"),
     );
+  // A retry after a failure writes its start only once it ends otherwise than the last one
+  // did: a member failing the same way every retry (a full disk) would fill the history,
+  // which keeps the last 100 events, with pairs of lines and push out why it left.
+  const lastFailure = r.tracker.failures(r.volume).find((f) => f.member === r.member)?.message;
+  let answered = false;
+  const start = () => started ??= write(resyncStarted(r.self, r.member));
   try {
     await r.tracker.run(r.volume, r.member, () =>
       r.resync(() => {
-        started ??= write(resyncStarted(r.self, r.member));
+        answered = true;
+        if (lastFailure === undefined) start();
       }));
-    await started; // the start is written before the caller records the member in sync
+    if (answered) await start(); // written before the caller records the member in sync
   } catch (err) {
-    if (started) {
-      await started;
+    if (answered && lastFailure !== undefined && errorMessage(err) === lastFailure) {
+      r.log.warn(
+        { replica: r.member, epoch: r.epoch, error: lastFailure },
+        "resync failed again as before (not recorded in the history again)",
+      );
+    } else if (answered) {
+      await start();
       const reason = interruptionReason({
         self: r.self,
         member: r.member,

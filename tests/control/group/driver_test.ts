@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals } from "../../_assert.ts";
-import { GroupDriver, retryDelay } from "../../../control/group/driver.ts";
+import { GroupDriver, resyncRetryDelay, retryDelay } from "../../../control/group/driver.ts";
 import type { GroupHost, ServeHooks } from "../../../control/group/host.ts";
 import { LeaseWatch } from "../../../control/group/lease_watch.ts";
 import { type GroupRecord, newRecord, withHandover } from "../../../control/group/record.ts";
@@ -430,4 +430,17 @@ Deno.test("GroupDriver: a lagging replica whose liveness lease is gone is not as
       await watch.stop();
     }
   });
+});
+
+Deno.test("resyncRetryDelay(): 5 s after a failure, doubled per failure in a row, at most a minute", () => {
+  assertEquals([1, 2, 3, 4, 5, 6, 100].map(resyncRetryDelay), [
+    5_000,
+    10_000,
+    20_000,
+    40_000,
+    60_000,
+    60_000,
+    60_000,
+  ]);
+  assertEquals(resyncRetryDelay(0), 5_000);
 });

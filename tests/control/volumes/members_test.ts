@@ -452,6 +452,17 @@ Deno.test("runResync(): the start is written once the member answered, an interr
       "master n1's resync of n2 interrupted: the member failed: replica n2 closed the " +
       "connection; it had compared 256 MiB of 1 GiB (pass 1) and sent 16 MiB",
     ]);
+    // Retries that fail the same way (a member's full disk) are not written again, however
+    // many: the history keeps why the member left and what happened before.
+    for (let i = 0; i < 3; i++) {
+      await assertRejects(() =>
+        run((started) => {
+          started();
+          return Promise.reject(new Error("replica n2 closed the connection"));
+        })
+      );
+    }
+    assertEquals((await events()).length, 2, "the same failure again: no new events");
     // Answered and finished: its start is written before runResync returns.
     await run((started) => {
       started();
