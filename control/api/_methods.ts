@@ -22,6 +22,9 @@ export function allowedMethods<E extends Env>(app: Hono<E>): (path: string) => s
       router = new PatternRouter<string>();
       for (const r of app.routes) if (r.method !== "ALL") router.add(r.method, r.path, r.method);
     }
+    // The pattern router takes a trailing slash as optional and the app's router does not:
+    // `/v1/volumes/` is routed nowhere, a 404 (not a 405 that lists the method used).
+    if (path.length > 1 && path.endsWith("/")) return [];
     const allowed = new Set<string>();
     for (const m of METHODS) if (router.match(m, path)[0].length > 0) allowed.add(m);
     if (allowed.has("GET")) allowed.add("HEAD");

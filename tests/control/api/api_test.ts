@@ -337,6 +337,10 @@ Deno.test("api: JSON bodies need application/json (415), one 413 limit, each key
     assertEquals([delList.status, delList.headers.get("allow")], [405, "GET, HEAD, POST"]);
     const none = await call(node.app, "PUT", "/v1/nothing/here");
     assertEquals(none.status, 404, "an unknown path stays 404");
+    for (const path of ["/v1/volumes/", "/v1/volumes/ct/"]) {
+      const slash = await call(node.app, "GET", path);
+      assertEquals([slash.status, slash.headers.get("allow")], [404, null], path);
+    }
   } finally {
     await node.close();
   }

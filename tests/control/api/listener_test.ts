@@ -73,6 +73,12 @@ Deno.test("https api: no client certificate is 401, health only when anonymous h
     const ca = { ca: t.admin.ca };
     const h = await tlsFetch(`${t.url}/v1/health`, ca);
     assertEquals([h.status, h.body.status], [200, "ok"]);
+    // Without a certificate: whether each check passes, no paths, sizes or volume names.
+    for (const x of Object.values(h.body.checks) as { ok: boolean; message: string }[]) {
+      assertEquals(x.message, "ok", JSON.stringify(h.body.checks));
+    }
+    const admin = await tlsFetch(`${t.url}/v1/health`, t.admin);
+    assert(admin.body.checks.dataPlane.message.includes("bytes free"), "details for a client");
     assertEquals((await tlsFetch(`${t.url}/v1/version`, ca)).status, 401);
     assertEquals((await tlsFetch(`${t.url}/v1/volumes`, ca)).status, 401);
   }, { allowAnonymousHealth: true });
