@@ -310,7 +310,12 @@ export class Forwarder implements RequestForwarder {
     this.#up = undefined;
     this.#upEntry = undefined;
     if (this.#lostAt !== this.#lostAt) this.#lostAt = performance.now();
-    if (this.#pauseStart !== this.#pauseStart) this.#pauseStart = performance.now();
+    if (this.#pauseStart !== this.#pauseStart) {
+      // From the oldest request that got no answer on it: a frozen master holds its connection
+      // open for seconds before it is given up, and the client waited all along.
+      const sent = [...this.#held.values()].map((h) => h.sentAt ?? Infinity);
+      this.#pauseStart = Math.min(performance.now(), ...sent);
+    }
   }
 
   #ensureConnected(): void {
