@@ -212,11 +212,9 @@ export class VolumeGroups {
       }
       this.#checkMembers(rec);
       const err = await grown;
-      if (err !== undefined) {
-        throw new Error(
-          `could not make or grow the local copy of "${rec.name}" (${rec.sizeBytes} bytes): ${err}`,
-        );
-      }
+      const what =
+        `could not make or grow the local copy of "${rec.name}" (${rec.sizeBytes} bytes)`;
+      if (err !== undefined) throw new Error(`${what}: ${errorMessage(err)}`);
     } else if (rec.state === "deleting") await this.#deleteCopy(rec);
   }
 

@@ -17,6 +17,7 @@
  */
 
 import type { Logger } from "pino";
+import { errorMessage } from "../../mod/errors.ts";
 import { LinkError, type PeerLink, type PeerLinks, WRITE_BY_REFERENCE } from "./links.ts";
 import {
   replyMessage,
@@ -184,7 +185,9 @@ export class Replicator {
       if (reply.status === STATUS_STALE_EPOCH) out.fenced = `replica ${t.node}: ${msg}`;
       else out.failed.push({ node: t.node, reason: `replica ${t.node} refused: ${msg}` });
     }, (err) => {
-      const reason = err instanceof LinkError ? err.message : `replica ${t.node}: ${err}`;
+      const reason = err instanceof LinkError
+        ? err.message
+        : `replica ${t.node}: ${errorMessage(err)}`;
       out.failed.push({ node: t.node, reason });
     });
   }
