@@ -8,8 +8,8 @@
  * The group record (group/record.ts) keeps who is in sync, not why a member left, so the
  * reason is read off the change that took it out:
  *
- * - it was the master and another member took over at a higher epoch: it was replaced
- *   while down and may lack writes acknowledged since;
+ * - it was the master and another member took over at a higher epoch (its node went down
+ *   or stopped cleanly): the writes acknowledged since reach it by a resync;
  * - it is (or was) recorded down: its liveness lease expired, or its node stopped cleanly
  *   (it wrote its stopping mark before revoking its lease: NodeFacts);
  * - otherwise the master took it out at the same epoch: a replicated write or its lease
@@ -27,9 +27,11 @@ export type SyncNotes = Record<string, { since: string; reason: string }>;
 
 /** The reasons noted; exported for tests and docs. */
 export const SYNC_REASONS = {
-  replaced: (epoch: number) =>
-    `it was master until epoch ${epoch} and was replaced while down; it may lack writes ` +
-    `acknowledged since`,
+  replaced: (epoch: number, stopped = false) =>
+    `it was master until epoch ${epoch}; ${
+      stopped ? "its node stopped (cleanly)" : "it went down"
+    } and another member took over: the writes acknowledged since reach it by a resync ` +
+    `when it is back`,
   down: goneWhy("its node", false),
   stopped: goneWhy("its node", true),
   writeFailed: "a replicated write to it failed (connection lost, refused by the member, or " +
@@ -74,7 +76,9 @@ function reasonOf(
   next: GroupRecord,
   o: { replicates: boolean; causes?: ReadonlyMap<string, string>; facts?: NodeFacts },
 ): string {
-  if (prev.master === m && next.master !== m) return SYNC_REASONS.replaced(prev.epoch);
+  if (prev.master === m && next.master !== m) {
+    return SYNC_REASONS.replaced(prev.epoch, o.facts?.stopped?.includes(m) ?? false);
+  }
   if (next.down.includes(m) || prev.down.includes(m)) {
     return o.facts?.stopped?.includes(m) ? SYNC_REASONS.stopped : SYNC_REASONS.down;
   }

@@ -250,6 +250,16 @@ Deno.test("nextSyncNotes(): a member taken out of sync is noted with the time an
   assertEquals(nextSyncNotes(healthy, promoted, undefined, now, { replicates: true }), {
     n1: { since: iso(T0), reason: SYNC_REASONS.replaced(1) },
   });
+  // Its node stopped cleanly (a SIGTERM, a drain's restart): said so, nothing alarming.
+  const stoppedMaster = nextSyncNotes(healthy, promoted, undefined, now, {
+    replicates: true,
+    facts: { stopped: ["n1"] },
+  });
+  assertEquals(
+    stoppedMaster?.n1.reason,
+    "it was master until epoch 1; its node stopped (cleanly) and another member took over: " +
+      "the writes acknowledged since reach it by a resync when it is back",
+  );
 });
 
 Deno.test("nextSyncNotes(): notes are kept while out of sync, dropped back in sync, and not invented", () => {
