@@ -16,7 +16,7 @@ const UNITS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86_40
 export const MAX_DURATION_SECONDS = 3650 * 86_400;
 
 /**
- * Parses a duration into whole seconds, from 1 second to 3650 days: a number of seconds, or a
+ * Parses a duration into whole seconds, from 1 second to `max` (3650 days): a number of seconds, or a
  * string of digits with an optional unit s, m, h or d ("30d", "12h", "15m", "90s", "3600";
  * blanks around the number and the unit are ignored).
  *
@@ -28,6 +28,7 @@ export function parseDuration(
   value: unknown,
   what: string,
   field: string = what.replace(/^--/, ""),
+  max: { seconds: number; said: string } = { seconds: MAX_DURATION_SECONDS, said: "3650 days" },
 ): number {
   let seconds: number;
   if (typeof value === "number") seconds = value;
@@ -43,9 +44,9 @@ export function parseDuration(
     }
     seconds = Number(m[1]) * UNITS[m[2] || "s"];
   } else throw notADuration(value, what, field);
-  if (!Number.isInteger(seconds) || seconds <= 0 || seconds > MAX_DURATION_SECONDS) {
+  if (!Number.isInteger(seconds) || seconds <= 0 || seconds > max.seconds) {
     throw new InvalidArgumentError(
-      `invalid ${what} ${JSON.stringify(value)}: expected 1 second to 3650 days`,
+      `invalid ${what} ${JSON.stringify(value)}: expected 1 second to ${max.said}`,
       { field },
     );
   }

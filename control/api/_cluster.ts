@@ -16,6 +16,7 @@ import {
   type ClusterMember,
   DEFAULT_TOKEN_TTL_SECONDS,
   issueJoinToken,
+  MAX_TOKEN_TTL,
   parseJoinToken,
 } from "../cluster/mod.ts";
 import type { ApiEnv } from "./_auth.ts";
@@ -53,7 +54,7 @@ export function clusterRoutes(deps: ClusterRouteDeps): Hono<ApiEnv> {
     rejectUnknownFields(body, ["ttl"]);
     const ttlSeconds = body.ttl === undefined
       ? DEFAULT_TOKEN_TTL_SECONDS
-      : parseDuration(body.ttl, "ttl");
+      : parseDuration(body.ttl, "ttl", "ttl", MAX_TOKEN_TTL);
     const info = await issueJoinToken(cluster, {
       ttlSeconds,
       createdBy: c.get("identity")?.name,

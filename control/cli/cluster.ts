@@ -7,7 +7,7 @@
 
 import { errorMessage } from "../../mod/errors.ts";
 import { parseDuration } from "../../mod/duration.ts";
-import { MAX_TOKEN_TTL_SECONDS } from "../cluster/mod.ts";
+import { MAX_TOKEN_TTL } from "../cluster/mod.ts";
 import {
   type Command,
   type CommandSpec,
@@ -61,14 +61,10 @@ export const clusterCommand: Command = groupCommand(
     requirePositionals(spec, p, []);
     const ttl = p.values.ttl as string | undefined;
     if (ttl !== undefined) {
-      let seconds: number;
       try {
-        seconds = parseDuration(ttl, "--ttl");
+        parseDuration(ttl, "--ttl", "ttl", MAX_TOKEN_TTL);
       } catch (err) {
         throw new UsageError(errorMessage(err), usageHint(spec));
-      }
-      if (seconds > MAX_TOKEN_TTL_SECONDS) {
-        throw new UsageError(`invalid --ttl "${ttl}": at most 7d`, usageHint(spec));
       }
     }
     using client = await clientFromFlags(p, io);

@@ -200,7 +200,7 @@ export const VOLUME_GROUP: CommandSpec = {
     ["create", "create a volume"],
     ["list", "list volumes"],
     ["get", "show one volume"],
-    ["update", "change replicas, size or description"],
+    ["update", "change replicas, size, labels or description"],
     ["resize", "grow a volume"],
     ["verify", "compare the copies of a replicated volume"],
     ["events", "show a replicated volume's recent history"],

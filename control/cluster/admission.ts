@@ -39,6 +39,8 @@ import type { ClusterMember } from "./member.ts";
 export const JOIN_TOKEN_PREFIX = "/ballast/cluster/join-tokens/";
 export const DEFAULT_TOKEN_TTL_SECONDS = 3600;
 export const MAX_TOKEN_TTL_SECONDS = 7 * 86_400;
+/** That bound, for parseDuration's errors. */
+export const MAX_TOKEN_TTL = { seconds: MAX_TOKEN_TTL_SECONDS, said: "7d" };
 /** How long a token record outlives its expiry (clear "expired"/"used" answers). */
 const RECORD_GRACE_SECONDS = 3600;
 

@@ -14,6 +14,7 @@ export {
   DEFAULT_TOKEN_TTL_SECONDS,
   issueJoinToken,
   JOIN_TOKEN_PREFIX,
+  MAX_TOKEN_TTL,
   MAX_TOKEN_TTL_SECONDS,
 } from "./admission.ts";
 export { caPinOf, type JoinToken, parseJoinToken } from "./join_token.ts";

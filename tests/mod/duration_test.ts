@@ -29,6 +29,15 @@ Deno.test("parseDuration() refuses zero, fractions, other units and more than 36
   }
 });
 
+Deno.test("parseDuration() with a lower bound than 3650 days names that bound (join tokens: 7d)", () => {
+  const max = { seconds: 7 * 86_400, said: "7d" };
+  assertEquals(parseDuration("7d", "ttl", "ttl", max), 7 * 86_400);
+  for (const bad of ["0", "8d"]) {
+    const e = assertThrows(() => parseDuration(bad, "ttl", "ttl", max), InvalidArgumentError);
+    assertEquals(e.message, `invalid ttl "${bad}": expected 1 second to 7d`);
+  }
+});
+
 Deno.test("parseDuration() names the field it was given", () => {
   const e = assertThrows(() => parseDuration("soon", "ttl"), InvalidArgumentError);
   assertEquals(
