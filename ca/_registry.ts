@@ -44,7 +44,7 @@ export function resolveSerial(
   if (hex.replace(/^(00)+/, "").length < MIN_PREFIX) {
     throw new InvalidArgumentError(
       `serial prefix ${JSON.stringify(input)} is too short: give at least ${MIN_PREFIX} ` +
-        "digits of the serial (see ballast ca list)",
+        "digits of the serial, leading zeros not counted (see ballast ca list)",
       { field: "serial" },
     );
   }

@@ -28,10 +28,13 @@ export function checkVolumeName(name: unknown, field = "name"): string {
     );
   }
   if (!VOLUME_NAME.test(name)) {
+    // A name of 60,000 characters is not echoed whole.
+    const shown = name.length > 80
+      ? `${JSON.stringify(name.slice(0, 64))}... (${name.length} characters)`
+      : JSON.stringify(name);
     throw new InvalidArgumentError(
-      `invalid volume ${field} ${
-        JSON.stringify(name)
-      }: use 1-63 characters of a-z, 0-9, ".", "_", "-", starting with a letter or digit`,
+      `invalid volume ${field} ${shown}: use 1-63 characters of a-z, 0-9, ".", "_", "-", ` +
+        "starting with a letter or digit",
       { field },
     );
   }

@@ -260,6 +260,13 @@ export class EndpointPool {
     err: unknown,
     write?: "not applied" | "outcome unknown",
   ): UnavailableError {
+    // Already said by a call underneath (a write's probe): said once, not inside itself.
+    if (err instanceof UnavailableError && err.message.startsWith(UNAVAILABLE_PREFIX)) {
+      const note = write === "not applied" ? "; the change was not applied" : "";
+      return note && !err.message.endsWith(note)
+        ? new UnavailableError(err.message + note, { cause: err })
+        : err;
+    }
     const detail = telling([...this.#causes.values()], etcdCause(messageOf(err)));
     const secs = this.#failingSince ? Math.round((Date.now() - this.#failingSince) / 1000) : 0;
     const note = write === "not applied"

@@ -11,6 +11,17 @@ Deno.test("checkVolumeName() says a name that is not a string is the wrong type"
   assertEquals(checkVolumeName("db1"), "db1");
 });
 
+Deno.test("checkVolumeName() does not echo a huge name whole", () => {
+  const e = assertThrows(() => checkVolumeName("a".repeat(60_000)), InvalidArgumentError);
+  assertEquals(
+    e.message,
+    `invalid volume name "${"a".repeat(64)}"... (60000 characters): use 1-63 characters of ` +
+      'a-z, 0-9, ".", "_", "-", starting with a letter or digit',
+  );
+  const short = assertThrows(() => checkVolumeName("Bad!"), InvalidArgumentError);
+  assertEquals(short.message.startsWith('invalid volume name "Bad!": use 1-63'), true);
+});
+
 Deno.test("checkVolumeSize() calls a huge whole number too large, not a fraction", () => {
   for (
     const [size, message] of [

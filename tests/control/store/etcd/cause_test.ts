@@ -1,4 +1,5 @@
 import { etcdCause, telling } from "../../../../control/store/etcd/_cause.ts";
+import { EndpointPool, UNAVAILABLE_PREFIX } from "../../../../control/store/etcd/_conn.ts";
 import { assertEquals } from "../../../_assert.ts";
 
 // Messages as the etcd3 package passes them through from gRPC (seen on this machine).
@@ -43,4 +44,21 @@ Deno.test("telling(): a member that answered 'no leader' says more than a refuse
   const noLeader = "etcd has no leader (a quorum of members is down or cut off)";
   assertEquals(telling([refused, noLeader, refused], refused), noLeader);
   assertEquals(telling([refused], refused), refused);
+});
+
+Deno.test("EndpointPool.unavailable(): an UnavailableError from a call underneath is said once, not inside itself", () => {
+  const pool = new EndpointPool(["http://127.0.0.1:9"], undefined, {
+    requestTimeoutMs: 1000,
+    attemptTimeoutMs: 500,
+  });
+  try {
+    const inner = pool.unavailable("txn", new Error("connect ECONNREFUSED"), "not applied");
+    const outer = pool.unavailable("txn", inner, "not applied");
+    assertEquals(outer.message.split(UNAVAILABLE_PREFIX).length - 1, 1, outer.message);
+    assertEquals(outer.message.split("the change was not applied").length - 1, 1, outer.message);
+    const plain = pool.unavailable("get", inner);
+    assertEquals(plain.message, inner.message);
+  } finally {
+    pool.close();
+  }
 });
