@@ -41,6 +41,8 @@ export class ResyncTracker {
   readonly #running: PerMember<number> = new Map();
   readonly #failed: PerMember<{ message: string; at: number }> = new Map();
   readonly #finished: PerMember<Omit<FinishedResync, "member">> = new Map();
+  /** Why the last resync of a member recorded in the history as interrupted stopped. */
+  readonly #interrupted: PerMember<string> = new Map();
   /** Resyncs run through runResync, until their events are written. */
   readonly #inflight = new Set<Promise<unknown>>();
   readonly #now: () => number;
@@ -60,6 +62,7 @@ export class ResyncTracker {
     try {
       const result = await fn();
       drop(this.#failed, volume, member);
+      drop(this.#interrupted, volume, member);
       put(this.#finished, volume, member, { startedAt, at: this.#now(), result });
       return result;
     } catch (err) {
@@ -93,6 +96,15 @@ export class ResyncTracker {
     }));
   }
 
+  /**
+   * The error of `member`'s last resync that the history recorded as interrupted, until one
+   * succeeds; `error` given: notes it.
+   */
+  interrupted(volume: string, member: string, error?: string): string | undefined {
+    if (error !== undefined) put(this.#interrupted, volume, member, error);
+    return this.#interrupted.get(volume)?.get(member);
+  }
+
   /** The last failure of each member of `volume` whose resync has not succeeded since. */
   failures(volume: string): Array<{ member: string; message: string; at: number }> {
     return [...(this.#failed.get(volume) ?? [])].map(([member, f]) => ({ member, ...f }));
@@ -123,6 +135,7 @@ export class ResyncTracker {
   forget(volume: string): void {
     this.#failed.delete(volume);
     this.#finished.delete(volume);
+    this.#interrupted.delete(volume);
   }
 }
 
@@ -218,10 +231,11 @@ async function resyncWithEvents(r: ResyncRun): Promise<void> {
       (err) =>
         r.log.warn({ replica: r.member, err, event: e.type }, "could not record a resync event"),
     );
-  // A retry after a failure writes its start only once it ends otherwise than the last one
-  // did: a member failing the same way every retry (a full disk) would fill the history,
-  // which keeps the last 100 events, with pairs of lines and push out why it left.
-  const lastFailure = r.tracker.failures(r.volume).find((f) => f.member === r.member)?.message;
+  // A retry after an interruption the history recorded writes its start only once it ends
+  // otherwise than that one did: a member failing the same way every retry (a full disk)
+  // would fill the history, which keeps the last 100 events, with pairs of lines and push out
+  // why it left.
+  const lastFailure = r.tracker.interrupted(r.volume, r.member);
   let answered = false;
   const start = () => started ??= write(resyncStarted(r.self, r.member));
   try {
@@ -249,6 +263,7 @@ async function resyncWithEvents(r: ResyncRun): Promise<void> {
       const reach = reachOf(err);
       r.log.warn({ replica: r.member, epoch: r.epoch, reason, ...reach }, "resync interrupted");
       await write(resyncInterrupted(r.self, r.member, reason, reach));
+      r.tracker.interrupted(r.volume, r.member, errorMessage(err));
     }
     throw err;
   }
