@@ -260,6 +260,7 @@ export async function serve(
         failed: report.failed,
         finishedDeletes: report.finishedDeletes,
         removedCreating: report.removedCreating,
+        removedDeleted: report.removedDeleted,
         movedOrphans: report.movedOrphans,
       },
       "volumes reconciled",

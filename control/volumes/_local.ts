@@ -114,7 +114,9 @@ export interface ReconcileReport {
   failed: string[];
   finishedDeletes: string[];
   removedCreating: string[];
-  /** Uuids of copies removed because no record names them (_orphans.ts). */
+  /** Uuids of copies of volumes deleted (--force) while this node was down, removed. */
+  removedDeleted: string[];
+  /** Uuids of copies no record names, moved to DATA/orphaned/ (_orphans.ts). */
   movedOrphans: string[];
 }
 
@@ -289,6 +291,7 @@ export async function reconcileLocal(ctx: LocalContext): Promise<ReconcileReport
     failed: [],
     finishedDeletes: [],
     removedCreating: [],
+    removedDeleted: [],
     movedOrphans: [],
   };
   const { kvs } = await ctx.store.list(VOLUME_PREFIX);

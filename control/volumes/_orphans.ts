@@ -75,7 +75,7 @@ async function removeDeletedCopy(
 
 /**
  * Removes the copies of volumes deleted while this node was down and moves other orphaned
- * copies to DATA/orphaned/; returns the uuids of both.
+ * copies to DATA/orphaned/; returns the uuids of each.
  */
 export async function removeOrphans(ctx: {
   store: StateStore;
@@ -84,7 +84,7 @@ export async function removeOrphans(ctx: {
   node: string;
   now: () => Date;
   minAgeMs: number;
-}): Promise<string[]> {
+}): Promise<{ removedDeleted: string[]; movedOrphans: string[] }> {
   const { kvs } = await ctx.store.list(VOLUME_PREFIX);
   const known = new Set(kvs.map((kv) => parseRecord(kv).uuid));
   const deleted = await tombstonesOf(ctx.store, ctx.node);
@@ -96,23 +96,27 @@ export async function removeOrphans(ctx: {
       await clearTombstone(ctx.store, uuid, ctx.node, ctx.log);
     }
   }
-  if (candidates.length === 0) return [];
+  const none = { removedDeleted: [], movedOrphans: [] };
+  if (candidates.length === 0) return none;
   if (!await ctx.store.get(NODE_PREFIX + ctx.node)) {
     ctx.log.warn(
       { uuids: candidates.map((c) => c.uuid) },
       "volume copies without a record, but this node is not registered in this store " +
         "(wrong --etcd or --etcd-prefix?): not removing them",
     );
-    return [];
+    return none;
   }
-  const removed: string[] = [];
+  const removedDeleted: string[] = [];
+  const movedOrphans: string[] = [];
   const now = ctx.now().getTime();
   for (const c of candidates) {
     const ageMs = now - c.mtime.getTime();
     const log = ctx.log.child({ uuid: c.uuid, file: `volumes/${c.uuid}.vol` });
     const tomb = deleted.get(c.uuid);
     if (tomb) {
-      if (await removeDeletedCopy(ctx, tomb.name, c.uuid, c.sizeBytes, log)) removed.push(c.uuid);
+      if (await removeDeletedCopy(ctx, tomb.name, c.uuid, c.sizeBytes, log)) {
+        removedDeleted.push(c.uuid);
+      }
       continue;
     }
     if (ageMs < ctx.minAgeMs) {
@@ -122,7 +126,7 @@ export async function removeOrphans(ctx: {
     try {
       const movedTo = await ctx.plane.quarantineCopy(c.uuid);
       if (movedTo !== undefined) {
-        removed.push(c.uuid);
+        movedOrphans.push(c.uuid);
         log.warn(
           { sizeBytes: c.sizeBytes, mtime: c.mtime.toISOString(), movedTo },
           `moved orphaned volume copy volumes/${c.uuid}.vol to ${movedTo} (no volume record ` +
@@ -133,5 +137,5 @@ export async function removeOrphans(ctx: {
       log.warn({ err }, "could not move an orphaned volume copy");
     }
   }
-  return removed;
+  return { removedDeleted, movedOrphans };
 }

@@ -450,14 +450,12 @@ export class VolumeService {
     const report = await reconcileLocal(this.#ctx);
     // Only in cluster mode, where forced deletes leave copies on down members behind.
     if (!this.#groups) return report;
-    report.movedOrphans = await removeOrphans({
-      ...this.#ctx,
-      minAgeMs: this.#orphanMinAgeMs,
-    }).catch((err) => {
-      this.#log.warn({ err }, "orphan cleanup failed; trying at the next start");
-      return [];
-    });
-    return report;
+    const cleaned = await removeOrphans({ ...this.#ctx, minAgeMs: this.#orphanMinAgeMs })
+      .catch((err) => {
+        this.#log.warn({ err }, "orphan cleanup failed; trying at the next start");
+        return { removedDeleted: [], movedOrphans: [] };
+      });
+    return { ...report, ...cleaned };
   }
 
   /**
