@@ -16,7 +16,13 @@ import {
   type VolumeService,
 } from "../volumes/mod.ts";
 import type { ApiEnv } from "./_auth.ts";
-import { allowQuery, checkNodeName, readJsonObject, rejectUnknownFields } from "./_validate.ts";
+import {
+  allowQuery,
+  checkNodeName,
+  readJsonObject,
+  refuseBody,
+  rejectUnknownFields,
+} from "./_validate.ts";
 
 /** What the node routes need from ApiDeps. */
 export interface NodeRouteDeps {
@@ -49,6 +55,7 @@ export function nodeRoutes(deps: NodeRouteDeps): Hono<ApiEnv> {
   });
 
   app.post("/:name/uncordon", allowQuery(), async (c) => {
+    await refuseBody(c);
     return c.json(await deps.nodes.uncordon(checkNodeName(c.req.param("name"))));
   });
 

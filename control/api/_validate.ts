@@ -83,6 +83,22 @@ export async function optionalBody(c: Context): Promise<Record<string, unknown>>
   return await readJsonObject(c);
 }
 
+/**
+ * Refuses a body on a route that takes none (DELETE of a volume, uncordon, verify) beyond an
+ * empty one or `{}`: what a client sent there would be ignored, which it did not mean.
+ */
+export async function refuseBody(c: Context): Promise<void> {
+  if (c.req.raw.body === null) return;
+  const body = await readJsonObject(c, { optional: true });
+  const key = Object.keys(body)[0];
+  if (key !== undefined) {
+    throw new InvalidArgumentError(
+      `${c.req.method} ${c.req.path} takes no request body (got the field "${key}")`,
+      { field: key },
+    );
+  }
+}
+
 /** Rejects fields outside `allowed`, naming the first unknown one. */
 export function rejectUnknownFields(body: Record<string, unknown>, allowed: readonly string[]) {
   for (const key of Object.keys(body)) {

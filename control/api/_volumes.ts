@@ -25,7 +25,13 @@ import {
   type VolumeService,
 } from "../volumes/mod.ts";
 import type { ApiEnv } from "./_auth.ts";
-import { allowQuery, queryBool, readJsonObject, rejectUnknownFields } from "./_validate.ts";
+import {
+  allowQuery,
+  queryBool,
+  readJsonObject,
+  refuseBody,
+  rejectUnknownFields,
+} from "./_validate.ts";
 
 /** What the volume routes need from ApiDeps. */
 export interface VolumeRouteDeps {
@@ -65,11 +71,13 @@ export function volumeRoutes(deps: VolumeRouteDeps): Hono<ApiEnv> {
   });
 
   app.post("/:name/verify", allowQuery("deep"), async (c) => {
+    await refuseBody(c);
     const name = checkVolumeName(c.req.param("name"));
     return c.json(await deps.volumes.verify(name, { deep: queryBool(c, "deep") }));
   });
 
   app.delete("/:name", allowQuery("force"), async (c) => {
+    await refuseBody(c);
     const name = checkVolumeName(c.req.param("name"));
     const outcome = await deps.volumes.delete(name, { force: queryBool(c, "force") });
     // Accepted, not finished: a member must still remove its copy (a down one when back).

@@ -258,6 +258,9 @@ Deno.test("api: malformed requests get JSON errors", async () => {
       ["patch bad replicas", "PATCH", "/v1/volumes/v", { replicas: 9 }, 400, "replicas"],
       ["patch replicas not a number", "PATCH", "/v1/volumes/v", { replicas: "2" }, 400, "replicas"],
       ["bad node name", "GET", "/v1/nodes/NODE!", undefined, 400, "name"],
+      ["a delete with a body", "DELETE", "/v1/volumes/v", "garbage{", 400, undefined],
+      ["an uncordon with a body", "POST", "/v1/nodes/n/uncordon", { bogus: 1 }, 400, "bogus"],
+      ["a verify with a body", "POST", "/v1/volumes/v/verify", { deep: true }, 400, "deep"],
     ];
     for (const [what, method, path, body, status, field] of cases) {
       const res = await call(node.app, method, path, body === "" ? "" : body);
