@@ -46,8 +46,15 @@ export async function readJsonObject(
 ): Promise<Record<string, unknown>> {
   const declared = Number(c.req.header("content-length") ?? 0);
   if (declared > MAX_BODY_BYTES) throw bodyTooLarge();
-  const text = await c.req.text();
-  if (new TextEncoder().encode(text).length > MAX_BODY_BYTES) throw bodyTooLarge();
+  const bytes = new Uint8Array(await c.req.arrayBuffer());
+  if (bytes.length > MAX_BODY_BYTES) throw bodyTooLarge();
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    // Decoded leniently, bad bytes would become U+FFFD in a description or label, silently.
+    throw new InvalidArgumentError("request body is not valid UTF-8");
+  }
   if (text.trim() === "") {
     if (options.optional) return {};
     throw new InvalidArgumentError("request body is empty: expected a JSON object");
@@ -64,6 +71,14 @@ export async function readJsonObject(
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new InvalidArgumentError(`request body must be a JSON object, got ${typeName(value)}`);
   }
+  const broken = illFormed(value);
+  if (broken !== undefined) {
+    throw new InvalidArgumentError(
+      `request body has a string that is not valid Unicode (a lone surrogate escape such as ` +
+        `"\\ud800")${broken ? ` in ${broken}` : ""}`,
+      ...(broken ? [{ field: broken }] : []),
+    );
+  }
   const dup = duplicateKey(text);
   if (dup) {
     throw new InvalidArgumentError(
@@ -74,6 +89,19 @@ export async function readJsonObject(
     );
   }
   return value as Record<string, unknown>;
+}
+
+/** The path of the first string (key or value) in `v` that is not well-formed Unicode. */
+function illFormed(v: unknown, path = ""): string | undefined {
+  if (typeof v === "string") return v.isWellFormed() ? undefined : path;
+  if (typeof v !== "object" || v === null) return undefined;
+  for (const [k, x] of Object.entries(v)) {
+    const at = path ? `${path}.${k}` : k;
+    if (!k.isWellFormed()) return at;
+    const found = illFormed(x, at);
+    if (found !== undefined) return found;
+  }
+  return undefined;
 }
 
 /** Reads an optional JSON object body (no body at all = {}). */

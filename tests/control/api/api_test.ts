@@ -282,6 +282,25 @@ Deno.test("api: malformed requests get JSON errors", async () => {
 Deno.test("api: JSON bodies need application/json (415), one 413 limit, each key once, 405 with Allow", async () => {
   const node = await startTestNode();
   try {
+    // Text that is not Unicode is refused, not stored with U+FFFD or a lone surrogate.
+    const json = { "content-type": "application/json" };
+    const prefix = new TextEncoder().encode('{"name":"u8","size":"1MiB","description":"');
+    const badBytes = new Uint8Array([...prefix, 0xff, 0xfe, 0x22, 0x7d]);
+    const bad = await node.app.request("/v1/volumes", {
+      method: "POST",
+      body: badBytes,
+      headers: json,
+    });
+    const badErr = await bad.json();
+    assertEquals([bad.status, badErr.error.message], [400, "request body is not valid UTF-8"]);
+    const lone = await node.app.request("/v1/volumes", {
+      method: "POST",
+      body: '{"name":"u8","size":"1MiB","description":"a\\ud800b"}',
+      headers: json,
+    });
+    const loneErr = await lone.json();
+    assertEquals([lone.status, loneErr.error.details?.field], [400, "description"]);
+    assertEquals((await node.app.request("/v1/volumes/u8")).status, 404, "nothing created");
     const body = JSON.stringify({ name: "ct", size: "1MiB" });
     for (const type of [undefined, "application/x-www-form-urlencoded", "text/plain"]) {
       const res = await node.app.request("/v1/volumes", {
