@@ -84,12 +84,21 @@ function member(i: MemberInputs, node: string): VolumeMember {
   }
   if (inSync) return { ...base, state: "in-sync", lagBytes: 0, ...lag };
   const running = i.live?.resyncs.find((r) => r.member === node);
+  const failed = i.live?.resyncFailures.find((f) => f.member === node);
   if (running && i.live) {
     const at = Date.parse(running.finishedAt ?? i.live.observedAt);
     const resync = resyncView(running, i.sizeBytes, at);
-    return { ...base, state: "resyncing", lagBytes: resync.bytesLeft, ...lag, resync };
+    // Not answered yet: why it is out of sync, and why the last try failed (unreachable?).
+    const waiting = running.pass === 0 && !running.finishedAt
+      ? {
+        reason: [
+          note?.reason ?? notRecorded,
+          ...(failed ? [`the last resync failed at ${failed.at}: ${failed.message}`] : []),
+        ].join("; "),
+      }
+      : {};
+    return { ...base, state: "resyncing", ...waiting, lagBytes: resync.bytesLeft, ...lag, resync };
   }
-  const failed = i.live?.resyncFailures.find((f) => f.member === node);
   const reason = [
     note?.reason ?? notRecorded,
     ...(failed ? [`the last resync failed at ${failed.at}: ${failed.message}`] : []),
@@ -206,6 +215,8 @@ export function phaseReason(g: GroupRecord, members: VolumeMember[]): string | u
     const what = m.state === "resyncing" && m.resync
       ? m.resync.finishedAt
         ? "resync finished, being marked in sync"
+        : m.resync.pass === 0
+        ? `resyncing (waiting for it to answer${m.reason ? `; ${m.reason}` : ""})`
         : `resyncing (${m.resync.percent.toFixed(1)}% of the current pass compared)`
       : `${m.state === "out-of-sync" ? "out of sync" : m.state}${m.reason ? `: ${m.reason}` : ""}`;
     return `${m.role} ${m.node} ${what}`;

@@ -5,6 +5,7 @@
  */
 
 import { type GroupRecord, newRecord } from "../../../control/group/mod.ts";
+import { resyncDetail } from "../../../control/cli/_members_view.ts";
 import {
   ETA_MIN_REGIONS,
   ETA_MIN_SECONDS,
@@ -150,6 +151,30 @@ Deno.test("memberStatus(): an out-of-sync member says why as best it can: no not
     ),
     unknown.reason,
   );
+});
+
+Deno.test("memberStatus(): a resync whose member has not answered yet says so and why the last one failed, not 0.0%", () => {
+  const g = group({ inSync: ["n1", "n3"], phase: "degraded" });
+  const failure = { member: "n2", message: "no connect within 10000 ms", at: iso(T0) };
+  const members = memberStatus({
+    group: g,
+    sizeBytes: SIZE,
+    gone: [],
+    live: live({
+      resyncs: [resync({ pass: 0, comparedBytes: 0, sentBytes: 0 })],
+      resyncFailures: [failure],
+    }),
+    now: T0,
+  });
+  const n2 = members[1];
+  assertEquals(n2.state, "resyncing");
+  assert(
+    n2.reason!.endsWith(`the last resync failed at ${iso(T0)}: no connect within 10000 ms`),
+    n2.reason,
+  );
+  assertEquals(resyncDetail(n2.resync!), `waiting for the member to answer (asked at ${iso(T0)})`);
+  const why = phaseReason(g, members)!;
+  assert(why.startsWith("replica n2 resyncing (waiting for it to answer; "), why);
 });
 
 Deno.test("memberStatus(): root hashes from the master, absent when unknown or not offered", () => {
