@@ -83,7 +83,8 @@ function advice(r: VolumeVerifyReport): string {
     `move the master to an in-sync replica with \`ballast node drain ${master?.node}\`, ` +
     `then verify --deep again`;
   if (r.deep && master && master.corruptCount > 0) {
-    return `the master's own copy is corrupt, so nothing was resynced (that would copy it): ${move}`;
+    return `the master's own copy is corrupt, so nothing was resynced (that would copy it): ` +
+      move;
   }
   if (master && master.differingCount > 0) {
     return `every in-sync replica differs from the master in the same ${

@@ -287,7 +287,10 @@ export class GroupDriver {
     });
   }
 
-  /** Asks for the resync of `replica` again, after its `failures`-th failure in a row, if it still lags then. */
+  /**
+   * Asks for the resync of `replica` again after its `failures`-th failure in a row
+   * (resyncRetryDelay), if it still lags then.
+   */
   #resyncLater(replica: string, epoch: number, log: Logger, failures: number): void {
     const wait = resyncRetryDelay(failures);
     const t = setTimeout(() => {
