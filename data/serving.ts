@@ -20,6 +20,7 @@ import { type PoolStatus, WorkerPool } from "./pool/pool.ts";
 import type { SizingTimings } from "./pool/sizing.ts";
 import {
   type ClientVerdict,
+  FLAG_FLUSH_FAILED,
   FLAG_GATED,
   FLAG_WORDS,
   type ListenerKind,
@@ -34,7 +35,7 @@ import {
   type ReplicaTarget,
   Replicator,
 } from "./replication/mod.ts";
-import type { BlockStore } from "./store/mod.ts";
+import { type BlockStore, FileBlockStore } from "./store/mod.ts";
 import type { PeerVerify } from "./peer/mod.ts";
 import {
   Directory,
@@ -295,6 +296,7 @@ class PooledExport extends LiveExport {
       new VolumeStats(name, { buffer: VolumeStats.sharedBuffer(slots), slot: 0 }),
     );
     this.path = path;
+    if (store instanceof FileBlockStore) store.shareFlushFailure(this.#words, FLAG_FLUSH_FAILED);
   }
 
   override get writeGate(): (() => Promise<void>) | undefined {

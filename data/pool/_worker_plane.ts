@@ -33,6 +33,7 @@ import { closeFd, isUnixPeer, splitHostPort } from "../net/mod.ts";
 import { Directory, type DirectoryEntry, RemoteExports, upstreamConnector } from "../proxy/mod.ts";
 import {
   type ClientVerdict,
+  FLAG_FLUSH_FAILED,
   FLAG_GATED,
   type FromWorker,
   type ListenerKind,
@@ -73,6 +74,7 @@ class WorkerExport extends LiveExport {
       );
     }
     this.#flags = new Int32Array(v.flags);
+    (this.store as FileBlockStore).shareFlushFailure(this.#flags, FLAG_FLUSH_FAILED);
     this.#ask = () => ask(v.name);
   }
 

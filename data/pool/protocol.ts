@@ -14,7 +14,7 @@ import type { NbdClientIdentity } from "../nbd/client_tls.ts";
 import type { ReplicaReasons } from "../replication/mod.ts";
 
 /** Bumped whenever a message changes shape or meaning. */
-export const POOL_PROTOCOL_VERSION = 9;
+export const POOL_PROTOCOL_VERSION = 10;
 
 /** A replication target: a member's node, peer address and session (since 7). */
 export interface WorkerTarget {
@@ -53,6 +53,8 @@ export type ClientVerdict =
 export const FLAG_GATED = 0;
 /** Bumped by the main thread to tell workers a gate changed (Atomics.notify on it). */
 export const FLAG_GATE_GENERATION = 1;
+/** Set (1) once a flush of the copy failed on any thread: every later flush fails too. */
+export const FLAG_FLUSH_FAILED = 2;
 export const FLAG_WORDS = 4;
 
 /** A volume a worker serves: where its file is and its shared memory. */

@@ -304,15 +304,32 @@ export class FileBlockStore implements BlockStore {
    */
   async flush(): Promise<void> {
     if (this.#closed) return;
+    const shared = this.#sharedFailure;
+    if (!this.#flushFailed && shared && Atomics.load(shared.words, shared.index) !== 0) {
+      this.#flushFailed = `flush ${this.path}: fdatasync failed on another thread's open ` +
+        "file of this copy; data written before may be lost, so no later flush succeeds";
+    }
     if (this.#flushFailed) throw new BlockStoreError("EIO", this.#flushFailed);
     const rc = await libc().fdatasync(this.#fd);
     if (rc !== 0) {
       this.#flushFailed = `flush ${this.path}: fdatasync failed; data written before may ` +
         "be lost, so no later flush of this copy succeeds until it is opened again";
+      if (shared) Atomics.store(shared.words, shared.index, 1);
       throw new BlockStoreError("EIO", this.#flushFailed);
     }
   }
   #flushFailed: string | undefined;
+  #sharedFailure: { words: Int32Array; index: number } | undefined;
+
+  /**
+   * Shares the failure of a flush with the other threads' open files of this copy (a word of
+   * shared memory): the kernel reports a writeback error only to files open when it happened,
+   * so a worker that opened the copy later would flush with success, and a FLUSH there (which
+   * covers writes acknowledged on every connection, CAN_MULTI_CONN) would wrongly say so.
+   */
+  shareFlushFailure(words: Int32Array, index: number): void {
+    this.#sharedFailure = { words, index };
+  }
 
   resize(size: number): void {
     this.#live("resize");

@@ -457,3 +457,32 @@ Deno.test({
     }
   },
 });
+
+Deno.test("FileBlockStore: a flush that failed on another thread's open file of the copy fails here too (shared word)", async () => {
+  await withDir(async (dir) => {
+    const words = new Int32Array(new SharedArrayBuffer(16));
+    const a = FileBlockStore.create(`${dir}/vol`, MiB);
+    const b = FileBlockStore.open(`${dir}/vol`);
+    try {
+      a.shareFlushFailure(words, 2);
+      b.shareFlushFailure(words, 2);
+      await a.flush();
+      await b.flush();
+      // What `a`'s thread writes into the word when its fdatasync fails (no way to make the
+      // kernel fail one here): every other open file's flush fails from then on.
+      Atomics.store(words, 2, 1);
+      for (const s of [b, a]) {
+        const err = await s.flush().then(() => undefined, (e) => e);
+        assert(err instanceof BlockStoreError, "flush fails");
+        assertEquals(err.errno, "EIO");
+        assert(err.message.includes("fdatasync failed on another thread"), err.message);
+      }
+      // Final for the open file, even if the word were cleared.
+      Atomics.store(words, 2, 0);
+      assertEquals(await b.flush().then(() => "ok", () => "EIO"), "EIO");
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+});
