@@ -101,11 +101,10 @@ export interface VolumeMember {
 
 /** A resync (Delta Sync) of one member, as its master reports it. */
 export interface MemberResync {
-  /**
-   * Pass: the first compares the whole volume, later ones catch writes that raced it; 0
-   * until the master has compared its first batch of regions.
-   */
+  /** Pass (the first compares the whole volume, later ones catch racing writes); 0 before. */
   pass: number;
+  /** The member has not answered yet (a node just back, or one the master cannot reach). */
+  waiting?: boolean;
   /** Share of the volume compared in this pass, 0 to 100, rounded down to 0.1. */
   percent: number;
   comparedBytes: number;
@@ -216,6 +215,8 @@ export interface LiveResync {
   startedAt: string;
   /** 0 until the first batch of regions was compared (no progress reported yet). */
   pass: number;
+  /** The member has not answered yet. */
+  waiting?: boolean;
   comparedBytes: number;
   totalBytes: number;
   sentBytes: number;

@@ -63,8 +63,8 @@ export function resyncDetail(r: MemberResync, bar = true): string {
     return `${formatPercent(100)}${bar ? ` ${progressBar(100)}` : ""} done, sent ` +
       `${formatSize(r.sentBytes)}; being marked in sync`;
   }
-  // Pass 0: the member has not answered yet (a node just back, or one the master cannot reach).
-  if (r.pass === 0) return `waiting for the member to answer (asked at ${r.startedAt})`;
+  // Not answered yet: a node just back, or one the master cannot reach.
+  if (r.waiting) return `waiting for the member to answer (asked at ${r.startedAt})`;
   return [
     `${formatPercent(r.percent)}${bar ? ` ${progressBar(r.percent)}` : ""}`,
     `${formatSize(r.bytesLeft)} left${regionsLeft(r)},`,

@@ -131,6 +131,7 @@ function runningResyncs(ctx: LiveContext, rec: VolumeRecord): LiveResync[] {
       member,
       startedAt: new Date(startedAt).toISOString(),
       pass: p?.pass ?? 0,
+      ...(p?.waiting ? { waiting: true } : {}),
       comparedBytes: p?.comparedBytes ?? 0,
       totalBytes: p?.totalBytes ?? rec.sizeBytes,
       sentBytes: p?.sentBytes ?? 0,

@@ -89,7 +89,7 @@ function member(i: MemberInputs, node: string): VolumeMember {
     const at = Date.parse(running.finishedAt ?? i.live.observedAt);
     const resync = resyncView(running, i.sizeBytes, at);
     // Not answered yet: why it is out of sync, and why the last try failed (unreachable?).
-    const waiting = running.pass === 0 && !running.finishedAt
+    const waiting = running.waiting && !running.finishedAt
       ? {
         reason: [
           note?.reason ?? notRecorded,
@@ -122,6 +122,7 @@ export function resyncView(r: LiveResync, sizeBytes: number, at: number): Member
   const eta = r.finishedAt ? 0 : resyncEta(r, at);
   return {
     pass: r.pass,
+    ...(r.waiting ? { waiting: true } : {}),
     percent,
     comparedBytes: compared,
     totalBytes: total,
@@ -215,7 +216,7 @@ export function phaseReason(g: GroupRecord, members: VolumeMember[]): string | u
     const what = m.state === "resyncing" && m.resync
       ? m.resync.finishedAt
         ? "resync finished, being marked in sync"
-        : m.resync.pass === 0
+        : m.resync.waiting
         ? `resyncing (waiting for it to answer${m.reason ? `; ${m.reason}` : ""})`
         : `resyncing (${m.resync.percent.toFixed(1)}% of the current pass compared)`
       : `${m.state === "out-of-sync" ? "out of sync" : m.state}${m.reason ? `: ${m.reason}` : ""}`;

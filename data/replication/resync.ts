@@ -66,6 +66,8 @@ export interface ResyncProgress {
   copyingSince?: number;
   pass: number;
   startedAt: number;
+  /** The member has not answered yet (connecting, or asked its copy's size). */
+  waiting?: boolean;
 }
 
 export interface ResyncResult extends ResyncProgress {
@@ -234,6 +236,7 @@ async function runResync(
     }
     return reply.body;
   };
+  o.onProgress?.({ ...p, waiting: true });
   const theirSize = decodeSize(await ask({ type: T_SIZE, flags: 0 }));
   if (theirSize !== size) {
     throw new ResyncError(
@@ -242,6 +245,7 @@ async function runResync(
   }
   const check = o.purpose === "check";
   started.yes = true;
+  o.onProgress?.({ ...p });
   o.onStarted?.();
   o.log.info(
     { replica: replica.node, epoch, sizeBytes: size },

@@ -161,7 +161,7 @@ Deno.test("memberStatus(): a resync whose member has not answered yet says so an
     sizeBytes: SIZE,
     gone: [],
     live: live({
-      resyncs: [resync({ pass: 0, comparedBytes: 0, sentBytes: 0 })],
+      resyncs: [resync({ pass: 0, waiting: true, comparedBytes: 0, sentBytes: 0 })],
       resyncFailures: [failure],
     }),
     now: T0,
@@ -175,6 +175,9 @@ Deno.test("memberStatus(): a resync whose member has not answered yet says so an
   assertEquals(resyncDetail(n2.resync!), `waiting for the member to answer (asked at ${iso(T0)})`);
   const why = phaseReason(g, members)!;
   assert(why.startsWith("replica n2 resyncing (waiting for it to answer; "), why);
+  // Answered, trees being compared (pass 0, no progress yet): a percentage as before.
+  const comparing = resyncView(resync({ pass: 0, comparedBytes: 0 }), SIZE, T0);
+  assert(resyncDetail(comparing).startsWith("0.0% ["), resyncDetail(comparing));
 });
 
 Deno.test("memberStatus(): root hashes from the master, absent when unknown or not offered", () => {
@@ -234,7 +237,11 @@ Deno.test("resyncView(): percent of the pass, bytes left, rate over every pass s
 });
 
 Deno.test("resyncView(): the edges: nothing compared yet, no time elapsed, rounding down below 100, an unknown total", () => {
-  const start = resyncView(resync({ pass: 0, comparedBytes: 0, sentBytes: 0 }), SIZE, T0 + 5_000);
+  const start = resyncView(
+    resync({ pass: 0, waiting: true, comparedBytes: 0, sentBytes: 0 }),
+    SIZE,
+    T0 + 5_000,
+  );
   assertEquals([start.percent, start.rateBytesPerSecond, start.etaSeconds], [0, 0, undefined]);
   const instant = resyncView(resync(), SIZE, T0);
   assertEquals([instant.rateBytesPerSecond, instant.etaSeconds], [0, undefined]);
