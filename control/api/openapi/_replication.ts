@@ -12,6 +12,13 @@ const bytes = { type: "integer", minimum: 0 };
 const time = { type: "string", format: "date-time" };
 
 /** The node-to-node endpoints (api/_peer.ts). */
+/** A resync's member that has not answered yet. */
+const WAITING = {
+  type: "boolean",
+  description: "The member has not answered yet (a node just back, or one the master " +
+    "cannot reach); absent once it has",
+};
+
 export const PEER_PATHS = {
   "/v1/peer/volumes/{name}": {
     get: {
@@ -102,6 +109,7 @@ export const REPLICATION_SCHEMAS = {
         description: "1 compares the whole volume, later passes catch racing writes; 0 " +
           "until the first batch of regions is compared",
       },
+      waiting: WAITING,
       percent: { type: "number", minimum: 0, maximum: 100, description: "Of this pass" },
       comparedBytes: bytes,
       totalBytes: bytes,
@@ -201,6 +209,7 @@ export const REPLICATION_SCHEMAS = {
       member: { type: "string" },
       startedAt: time,
       pass: { type: "integer", minimum: 0 },
+      waiting: WAITING,
       comparedBytes: bytes,
       totalBytes: bytes,
       sentBytes: bytes,
