@@ -201,12 +201,10 @@ export interface VolumeMemberVerdict {
   corrupt: number[];
   corruptCount: number;
   error?: string;
-  /**
-   * A resync of the member is under way, so its differences are what the resync has still
-   * to copy: it was out of sync already, or (deep) its copy differed and the master took it
-   * out of sync for that (not while the master's own copy is corrupt).
-   */
+  /** A resync of it is under way (its differences are what it has still to copy). */
   resyncing?: boolean;
+  /** The master: why a deep verification found its copy suspect (it resyncs nobody). */
+  suspect?: string;
 }
 
 /** A resync under way on the master (the data plane's progress of it). */

@@ -79,18 +79,30 @@ export function verifyText(r: VolumeVerifyReport): string {
 /** What to do about the differences of report `r` (what the master did already, deep). */
 function advice(r: VolumeVerifyReport): string {
   const master = r.members.find((m) => m.role === "master");
+  const bad = r.members.filter((m) => m.role === "replica" && m.corruptCount > 0)
+    .map((m) => m.node);
+  const alsoBad = bad.length === 0
+    ? ""
+    : `; ${bad.join(", ")} ${
+      bad.length === 1 ? "has a corrupt copy too and was" : "have corrupt copies too and were"
+    } taken out of sync, so that the drain picks another replica, which then repairs ${
+      bad.length === 1 ? "it" : "them"
+    }`;
   const move =
     `move the master to an in-sync replica with \`ballast node drain ${master?.node}\`, ` +
-    `then verify --deep again`;
+    `then verify --deep again${alsoBad}`;
   if (r.deep && master && master.corruptCount > 0) {
     return `the master's own copy is corrupt, so nothing was resynced (that would copy it): ` +
       move;
   }
-  if (master && master.differingCount > 0) {
-    return `every in-sync replica differs from the master in the same ${
-      master.differingCount === 1 ? "region" : "regions"
-    }: the master's copy is suspect, so nothing was resynced (that would copy it over the ` +
-      `replicas): ${move}`;
+  if (master && (master.differingCount > 0 || master.suspect)) {
+    const why = master.differingCount > 0
+      ? `every in-sync replica differs from the master in the same ${
+        master.differingCount === 1 ? "region" : "regions"
+      }`
+      : `an earlier deep verification found the master's copy suspect (${master.suspect})`;
+    return `${why}: the master's copy is suspect, so nothing was resynced (that would copy ` +
+      `it over the replicas): ${move}`;
   }
   const resyncing = r.members.filter((m) => m.resyncing).map((m) => m.node);
   const unexplained = r.members.some((m) =>

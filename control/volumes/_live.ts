@@ -312,7 +312,10 @@ export async function verifyVolume(
     ...r.members.map((m) => lagging(m) ? { ...m, resyncing: true } : m),
     ...uncompared(rec, r.members.map((m) => m.node)),
   ];
-  const ok = members.every((m) => m.equal === true && m.corruptCount === 0 && !m.error);
+  // A member being resynced is not in sync yet, and a suspect master is no reference: NOT OK.
+  const ok = members.every((m) =>
+    m.equal === true && m.corruptCount === 0 && !m.error && !m.resyncing && !m.suspect
+  );
   return {
     name,
     node: ctx.node,

@@ -22,9 +22,13 @@ import {
 import { MemberSessions } from "./sessions.ts";
 import { F_CHEAP, replyMessage, STATUS_OK, T_FENCE, T_TREE } from "./wire.ts";
 import {
+  logVerified,
+  notFromSuspect,
   outvoted,
   resyncAfterVerify,
   resyncAgainAfterVerify,
+  suspectMaster,
+  verifiedOut,
   verifyCopies,
   type VerifyReport,
 } from "./verify.ts";
@@ -51,6 +55,8 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
   readonly #connect: ConnectNode | undefined;
   readonly #hashesOf: (e: E) => Promise<HashState | undefined>;
   readonly #rate: number;
+  /** Volumes whose copy here a deep verification found suspect (suspectMaster), and why. */
+  readonly #suspect = new Map<string, string>();
   /** One budget per rate for every resync this node runs (--resync-rate is per node). */
   readonly #limits = new Map<number, RateLimit>();
   readonly #log: Logger;
@@ -281,6 +287,8 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
         `volume "${name}" is not replicated from here at epoch ${epoch}`,
       );
     }
+    const suspect = this.#suspect.get(name);
+    if (suspect && !options.reconcile) throw new ResyncError(notFromSuspect(suspect, this.#self));
     const key = `${name}\u0000${replica.node}`;
     if (this.#resyncs.has(key)) {
       throw new FailedPreconditionError(`${replica.node} is already resyncing ${name}`);
@@ -401,34 +409,19 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     const report = await verifyCopies(this.#self, hashes, asks, deep, new Set(resyncing));
     outvoted(report, inSync);
     for (const node of resyncAgainAfterVerify(report, resyncing)) this.#resyncAgain(e, node);
+    // Suspect until the master moves (forget()): a later verification may lack the votes.
+    const suspect = suspectMaster(report) ?? this.#suspect.get(name);
+    if (suspect) this.#suspect.set(name, report.members[0].suspect = suspect);
     for (const node of resyncAfterVerify(report, inSync)) {
       this.#log.warn(
-        { volume: name, replica: node },
-        "deep verification: the member's copy differs from the master's; taking it out of " +
-          "sync so that a resync copies the differing blocks",
+        { volume: name, replica: node, suspect },
+        "deep verification: the member's copy differs from the master's or is corrupt; " +
+          "taking it out of sync so that a resync copies the differing blocks",
       );
-      report.members.find((m) => m.node === node)!.resyncing = true;
-      this.#memberFailed(
-        e,
-        node,
-        "volume verify --deep found its copy different from the master's (resynced to repair it)",
-      );
+      if (!suspect) report.members.find((m) => m.node === node)!.resyncing = true;
+      this.#memberFailed(e, node, verifiedOut(suspect));
     }
-    this.#log.info(
-      {
-        volume: name,
-        deep,
-        ms: report.ms,
-        members: report.members.map((m) => ({
-          node: m.node,
-          equal: m.equal,
-          differing: m.differingCount,
-          corrupt: m.corruptCount,
-          error: m.error,
-        })),
-      },
-      "volume verified",
-    );
+    logVerified(this.#log, name, report);
     return report;
   }
 
@@ -474,6 +467,7 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
   /** `name` is no longer served here: its resyncs stop. */
   forget(name: string): void {
     this.#targets.delete(name);
+    this.#suspect.delete(name);
     this.#sessions.clear(name);
     this.#roots.delete(name);
     this.#leases.get(name)?.stop();

@@ -11,6 +11,7 @@
  * @module
  */
 
+import type { Logger } from "pino";
 import type { HashState } from "./hash_state.ts";
 import { REGION_BYTES } from "./regions.ts";
 import { type Ask, differingLeaves } from "./resync.ts";
@@ -43,6 +44,8 @@ export interface MemberVerdict {
   error?: string;
   /** Deep: it differed, so the master took it out of sync to resync it (resyncAfterVerify). */
   resyncing?: boolean;
+  /** The master: why its copy is suspect (suspectMaster, or an earlier deep verification). */
+  suspect?: string;
 }
 
 export interface VerifyReport {
@@ -216,10 +219,55 @@ function tally(
  * the master's own copy is corrupt: a resync would copy its bad data over good copies.
  */
 export function resyncAfterVerify(report: VerifyReport, inSync: readonly string[]): string[] {
-  if (!repairsFromMaster(report)) return [];
-  return report.members.filter((m) =>
-    m.role === "replica" && !m.error && m.equal === false && inSync.includes(m.node)
-  ).map((m) => m.node);
+  const replica = (m: MemberVerdict) => m.role === "replica" && !m.error && inSync.includes(m.node);
+  const master = report.members.find((m) => m.role === "master");
+  if (!repairsFromMaster(report) || master?.suspect !== undefined) {
+    // The master is suspect too: a replica whose own copy is corrupt still leaves the in-sync
+    // set, so that no drain or failover makes it the master (its resync waits: the master
+    // resyncs nobody while it is suspect, MasterReplication).
+    if (!report.deep) return [];
+    return report.members.filter((m) => replica(m) && m.corruptCount > 0).map((m) => m.node);
+  }
+  return report.members.filter((m) => replica(m) && m.equal === false).map((m) => m.node);
+}
+
+/**
+ * Why a deep verification makes the master's copy suspect (its own copy corrupt, or outvoted
+ * by every in-sync replica), or undefined: a suspect master resyncs nobody until it moves.
+ */
+export function suspectMaster(report: VerifyReport): string | undefined {
+  const m = report.members.find((x) => x.role === "master");
+  if (!report.deep || !m) return undefined;
+  if (m.corruptCount > 0) return `its own copy is corrupt in ${m.corruptCount} region(s)`;
+  if (m.differingCount > 0) {
+    return `every in-sync replica differs from it in ${m.differingCount} region(s)`;
+  }
+  return undefined;
+}
+
+/** Why a suspect master (suspectMaster) refuses a resync. */
+export function notFromSuspect(suspect: string, self: string): string {
+  return `the master's copy is suspect (${suspect}): it resyncs nobody until the master ` +
+    `moves (ballast node drain ${self})`;
+}
+
+/** Why a deep verification took a member out of sync (the reason volume get shows). */
+export function verifiedOut(suspect: string | undefined): string {
+  return suspect
+    ? "volume verify --deep found its copy corrupt (resynced once the master moves)"
+    : "volume verify --deep found its copy different from the master's (resynced to repair it)";
+}
+
+/** The log line of a verification. */
+export function logVerified(log: Logger, name: string, report: VerifyReport): void {
+  const members = report.members.map((m) => ({
+    node: m.node,
+    equal: m.equal,
+    differing: m.differingCount,
+    corrupt: m.corruptCount,
+    error: m.error,
+  }));
+  log.info({ volume: name, deep: report.deep, ms: report.ms, members }, "volume verified");
 }
 
 /**

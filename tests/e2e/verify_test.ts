@@ -105,19 +105,46 @@ print("ok")
         c.uri(v.master, "ver"),
       ]);
       assertEquals(later.stdout.trim(), "ok", later.stderr);
+      // And one replica's copy goes bad in region 13 (a hole) behind its back: it must not
+      // become the master when the operator follows the advice and drains the master.
+      const [sick, sound] = NAMES.filter((n) => n !== v.master);
+      {
+        using g = await Deno.open(`${c.nodes.get(sick)!.dataDir}/volumes/${v.uuid}.vol`, {
+          write: true,
+        });
+        await g.seek(13 * MiB + 4096, Deno.SeekMode.Start);
+        await g.write(new Uint8Array(512).fill(0xdd));
+      }
       const suspect = await verify("--deep", "-o", "json");
       assertEquals(suspect.code, 3, suspect.out + suspect.stderr);
       const s = JSON.parse(suspect.out) as VolumeVerifyReport;
       const m = s.members.find((x) => x.role === "master")!;
       assertEquals([m.differing, m.corruptCount], [[9], 0], JSON.stringify(s.members));
+      assert(m.suspect?.startsWith("every in-sync replica differs from it"), m.suspect);
+      assertEquals(s.members.find((x) => x.node === sick)!.corrupt, [13]);
       assert(s.members.every((x) => !x.resyncing), "nothing resynced from the master");
       const told = await verify("--deep");
       assert(told.out.includes("the master's copy is suspect, so nothing was resynced"), told.out);
-      for (const n of NAMES.filter((n) => n !== v.master)) {
+      const goodData = async (n: string) => {
         const copy = await Deno.readFile(`${c.nodes.get(n)!.dataDir}/volumes/${v.uuid}.vol`);
-        const at = 9 * MiB + 4096;
-        assert(copy.subarray(at, at + 512).every((b) => b === 0), `${n} kept its good data`);
-      }
+        return [9, 13].every((r) =>
+          copy.subarray(r * MiB + 4096, r * MiB + 4608).every((b) => b === 0)
+        );
+      };
+      assert(await goodData(sound), `${sound} kept its good data`);
+      // The advice: drain the master. The replica with the corrupt copy left the in-sync set,
+      // so the good one takes over and repairs both others.
+      const drained = await admin(c.nodes.get(other)!, ["node", "drain", v.master]);
+      assertEquals(drained.code, 0, drained.stdout + drained.stderr);
+      await waitFor("every member in sync under the good replica", async () => {
+        const r = await admin(c.nodes.get(other)!, ["volume", "get", "ver", "-o", "json"]);
+        const now = JSON.parse(r.stdout) as Volume;
+        return now.master === sound && now.inSync?.length === 3;
+      }, { timeoutMs: 60_000, everyMs: 500 });
+      const after = await verify("--deep");
+      assertEquals(after.code, 0, after.out + after.stderr);
+      for (const n of NAMES) assert(await goodData(n), `${n} holds the good data at the end`);
+      await admin(c.nodes.get(other)!, ["node", "uncordon", v.master]);
     } catch (err) {
       dumpWarnings(c);
       throw err;

@@ -91,7 +91,12 @@ export const VERIFY_SCHEMAS = {
         type: "boolean",
         description: "A resync of the member is under way (its differences are what it has " +
           "still to copy): it was out of sync, or (deep) its copy differed and the master " +
-          "took it out of sync for that (not while the master's copy is corrupt)",
+          "took it out of sync for that (not while the master's copy is suspect)",
+      },
+      suspect: {
+        type: "string",
+        description: "The master: why a deep verification found its copy suspect (corrupt, " +
+          "or outvoted by every in-sync replica); it resyncs nobody until it moves",
       },
     },
   },

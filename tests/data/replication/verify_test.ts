@@ -10,6 +10,7 @@ import {
   outvoted,
   resyncAfterVerify,
   resyncAgainAfterVerify,
+  suspectMaster,
   verifyCopies,
   type VerifyReport,
 } from "../../../data/replication/verify.ts";
@@ -46,7 +47,7 @@ function report(deep: boolean, members: MemberVerdict[]): VerifyReport {
 
 const differs = { root: "bb", equal: false, differing: [5], differingCount: 1 };
 
-Deno.test("resyncAfterVerify(): an in-sync replica found different by --deep is resynced; none after a quick verify, none while the master's copy is corrupt", () => {
+Deno.test("resyncAfterVerify(): an in-sync replica found different by --deep is resynced; none after a quick verify; while the master's copy is corrupt only a corrupt replica leaves the in-sync set", () => {
   const members = [
     verdict("n1", "master"),
     verdict("n2", "replica"),
@@ -61,7 +62,12 @@ Deno.test("resyncAfterVerify(): an in-sync replica found different by --deep is 
     verdict("n1", "master", { corrupt: [5], corruptCount: 1 }),
     ...members.slice(1),
   ];
-  assertEquals(resyncAfterVerify(report(true, badMaster), inSync), []);
+  // The master's copy corrupt: nothing is repaired from it, but a replica whose own copy is
+  // corrupt (n3) leaves the in-sync set, so that no drain or failover makes it the master.
+  assertEquals(resyncAfterVerify(report(true, badMaster), inSync), ["n3"]);
+  assertEquals(suspectMaster(report(true, badMaster)), "its own copy is corrupt in 1 region(s)");
+  assertEquals(suspectMaster(report(false, badMaster)), undefined, "quick: no verdict");
+  assertEquals(suspectMaster(report(true, members)), undefined);
 });
 
 Deno.test("outvoted(): where every in-sync replica (two or more) differs from the master, nothing is repaired from it and verify says to move the master; one replica, or one being resynced, has no such vote", () => {
@@ -79,6 +85,18 @@ Deno.test("outvoted(): where every in-sync replica (two or more) differs from th
   assert(text.includes("1 region outvoted by every replica"), text);
   assert(text.includes("the master's copy is suspect, so nothing was resynced"), text);
   assert(text.includes("`ballast node drain n1`"), text);
+  // A replica whose own copy is corrupt as well leaves the in-sync set (the drain must not
+  // pick it), and verify says so.
+  const both = report(true, [
+    verdict("n1", "master"),
+    verdict("n2", "replica", { ...differs, differing: [5, 9], corrupt: [9], corruptCount: 1 }),
+    verdict("n3", "replica", differs),
+  ]);
+  outvoted(both, ["n1", "n2", "n3"]);
+  assertEquals(suspectMaster(both), "every in-sync replica differs from it in 1 region(s)");
+  assertEquals(resyncAfterVerify(both, ["n1", "n2", "n3"]), ["n2"]);
+  const told = verifyText({ ...both, name: "v1", node: "n1", ok: false });
+  assert(told.includes("n2 has a corrupt copy too and was taken out of sync"), told);
   // n3 is being resynced (not in sync): only n2 votes, and n2 alone does not outvote.
   const resyncing = report(true, two());
   outvoted(resyncing, ["n1", "n2"]);
