@@ -108,7 +108,7 @@ export async function verifyCopies(
     const n = hashes.regions;
     for (let first = 0; first < n; first += DEEP_BATCH) {
       const count = Math.min(DEEP_BATCH, n - first);
-      for (let r = first; r < first + count; r++) await hashes.table.lockWaiting(r);
+      await lockBatch(hashes, first, count);
       try {
         const ours = await hashes.verify(first, count);
         tally(master, ours, ours, first, count);
@@ -153,6 +153,22 @@ export async function verifyCopies(
     members: [master, ...members],
     ms: Math.round(performance.now() - t0),
   };
+}
+
+/**
+ * Locks regions first..first+count-1 of the master's table, never holding some while waiting
+ * for another: a resync holds the region it copies for as long as --resync-rate makes it
+ * take, and client writes to the regions already locked would wait that long too (seconds).
+ */
+async function lockBatch(hashes: HashState, first: number, count: number): Promise<void> {
+  const table = hashes.table;
+  for (;;) {
+    let r = first;
+    while (r < first + count && await table.lock(r)) r++;
+    if (r === first + count) return;
+    for (let k = first; k < r; k++) table.unlock(k);
+    await table.wait(r); // its holder lets go (or a moment passes): try the batch again
+  }
 }
 
 /**

@@ -244,6 +244,27 @@ Deno.test("a quick verification does not report a write on its way (the region i
     } finally {
       a.hashes.table.unlock(5);
     }
+
+    // A deep verification waiting for a region a resync holds (region 3) holds none of the
+    // others meanwhile: a client write to region 0 goes through at once.
+    await a.hashes.table.lockWaiting(3);
+    const deep = verifyCopies("m", a.hashes, new Map([["r", ask]]), true);
+    try {
+      await new Promise((r) => setTimeout(r, 50)); // the verification reaches its first batch
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const blocked = new Promise<"blocked">((r) => timer = setTimeout(() => r("blocked"), 10_000));
+      const wrote = await Promise.race([
+        Promise.resolve(a.hashes.writer.enter(0, 4096)).then(() => "wrote" as const),
+        blocked,
+      ]);
+      clearTimeout(timer);
+      assertEquals(wrote, "wrote", "a write waited for the verification's wait on region 3");
+      a.hashes.writer.leave(0, 4096);
+    } finally {
+      a.hashes.table.unlock(3);
+    }
+    // It goes on once the region is let go (this fake replica answers no deep hashes).
+    assertEquals((await deep).deep, true);
   } finally {
     for (const c of [a, b]) {
       await c.hashes.close();
