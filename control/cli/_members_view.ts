@@ -85,7 +85,11 @@ function regionsLeft(r: MemberResync): string {
 
 /** The DETAIL cell of a member: progress, or how long and why it is out of sync or down. */
 export function memberDetail(m: VolumeMember): string {
-  if (m.state === "resyncing" && m.resync) return resyncDetail(m.resync);
+  if (m.state === "resyncing" && m.resync) {
+    // Not answered yet: why it left the in-sync set and why the last try failed too.
+    const why = m.resync.waiting && m.reason ? `; ${m.reason}` : "";
+    return resyncDetail(m.resync) + why;
+  }
   if (m.state === "in-sync") return "-";
   const since = m.lagSeconds !== undefined && m.lagSeconds > 0
     ? `out of sync for ${formatDuration(m.lagSeconds)}; `

@@ -5,7 +5,7 @@
  */
 
 import { type GroupRecord, newRecord } from "../../../control/group/mod.ts";
-import { resyncDetail } from "../../../control/cli/_members_view.ts";
+import { memberDetail, resyncDetail } from "../../../control/cli/_members_view.ts";
 import {
   ETA_MIN_REGIONS,
   ETA_MIN_SECONDS,
@@ -173,6 +173,7 @@ Deno.test("memberStatus(): a resync whose member has not answered yet says so an
     n2.reason,
   );
   assertEquals(resyncDetail(n2.resync!), `waiting for the member to answer (asked at ${iso(T0)})`);
+  assert(memberDetail(n2).endsWith("no connect within 10000 ms"), memberDetail(n2));
   const why = phaseReason(g, members)!;
   assert(why.startsWith("replica n2 resyncing (waiting for it to answer; "), why);
   // Answered, trees being compared (pass 0, no progress yet): a percentage as before.
