@@ -40,11 +40,9 @@ class LocalDataPlane implements RunningDataPlane {
   readonly hashes: CopyHashes;
   readonly nbdAddress: string;
   readonly resyncRateBytesPerSecond: number;
-  /** The plaintext local-attach listener's address, when there is one. */
+  /** The plaintext local-attach listener, the Unix socket, the read-only one (when there are). */
   readonly nbdLocalAddress: string | undefined;
-  /** The Unix socket for local attach, when there is one. */
   readonly nbdUnixPath: string | undefined;
-  /** The read-only Unix socket, when there is one. */
   readonly nbdUnixRoPath: string | undefined;
   #dataDir: string;
   #dir: string;
@@ -406,6 +404,7 @@ class LocalDataPlane implements RunningDataPlane {
       sizeBytes: e.store.size,
       connections: e.stats.connections,
       writes: e.stats.ops[OP_WRITE] + e.stats.ops[OP_TRIM] + e.stats.ops[OP_WRITE_ZEROES],
+      ...(this.#replication.fenced(name) ? { fenced: true } : {}),
     };
   }
 

@@ -40,6 +40,8 @@ export interface VolumeStatus {
   connections: number;
   /** Requests that changed data (write, trim, write-zeroes) since the volume was exported here. */
   writes: number;
+  /** A group master here refused by a member that has seen a newer epoch: it serves nothing. */
+  fenced?: boolean;
 }
 
 /** A group master's replication of a volume: the epoch and the members to send to. */

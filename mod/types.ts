@@ -167,6 +167,8 @@ export interface VolumeLiveStatus {
    * (they wait until etcd takes it: no write is acknowledged with a copy missing).
    */
   unrecorded?: { members: string[]; writesHeld: boolean };
+  /** Group master refused by a member that has seen a newer epoch: it serves nothing. */
+  fenced?: boolean;
 }
 
 /**

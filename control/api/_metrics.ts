@@ -305,6 +305,15 @@ function renderReplication(
     }
   };
   family(
+    "ballast_volume_master_fenced",
+    "gauge",
+    "1 when this node's master of the volume is refused by a member that has seen a newer " +
+      "epoch than the group record's: the record is behind its members and nobody serves it.",
+  );
+  for (const g of groups) {
+    out.push(`ballast_volume_master_fenced${labels({ volume: g.volume })} ${g.fenced ? 1 : 0}`);
+  }
+  family(
     "ballast_replication_member_state",
     "gauge",
     "State of each member of a replicated volume, reported by its master: 1 for the " +

@@ -44,6 +44,20 @@ export interface ServedGroup {
   volume: string;
   sizeBytes: number;
   members: VolumeMember[];
+  /** Its master here is refused by a member that has seen a newer epoch (fencedReason()). */
+  fenced?: boolean;
+}
+
+/**
+ * Why a group whose master is fenced below the record's epoch serves nothing: a member has
+ * seen a newer epoch than the record says, so the record is behind its members (etcd restored
+ * from an older snapshot; docs/OPERATIONS.md "Backup and restore").
+ */
+export function fencedReason(rec: VolumeRecord): string {
+  return `master ${rec.group?.master ?? rec.master} is refused by a member that has seen a ` +
+    `newer epoch than the record's ${rec.group?.epoch ?? rec.epoch}: the group record is ` +
+    `behind its members (etcd restored from an older snapshot?), and nobody serves the ` +
+    `volume; see docs/OPERATIONS.md "Backup and restore"`;
 }
 
 export interface LiveContext {
@@ -85,6 +99,7 @@ export async function localLive(
     ...(roots ? { roots } : {}),
     ...(blocked ? { membershipBlocked: blocked } : {}),
     ...(unrecorded ? { unrecorded } : {}),
+    ...(master && status.fenced ? { fenced: true } : {}),
   };
 }
 
@@ -217,6 +232,10 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
     }
     const why = phaseReason(seen, out.memberStatus);
     if (why) out.phaseReason = why;
+    if (live?.fenced) {
+      out.phase = "unavailable";
+      out.phaseReason = fencedReason(rec);
+    }
   }
   out.live = live
     ? { node: live.node, observedAt: live.observedAt }
@@ -276,6 +295,7 @@ export async function servedGroups(ctx: LiveContext): Promise<ServedGroup[]> {
         live,
         now: ctx.now().getTime(),
       }),
+      ...(live?.fenced ? { fenced: true } : {}),
     });
   }
   return out;

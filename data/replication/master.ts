@@ -464,6 +464,11 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
     return out;
   }
 
+  /** Whether this master of `name` was fenced (a member has seen a newer epoch). */
+  fenced(name: string): boolean {
+    return this.#leases.get(name)?.view.state() === "fenced";
+  }
+
   /** `name` is no longer served here: its resyncs stop. */
   forget(name: string): void {
     this.#targets.delete(name);

@@ -164,7 +164,7 @@ scrape_configs:
       const loaded = rules.data.groups.flatMap((g: { rules: unknown[] }) => g.rules) as Array<
         { name: string; health: string; lastError?: string }
       >;
-      assertEquals(loaded.length, 12, "all alerting rules loaded");
+      assertEquals(loaded.length, 13, "all alerting rules loaded");
       for (const r of loaded) assertEquals(r.health, "ok", `${r.name}: ${r.lastError}`);
       prom.kill("SIGTERM");
       await prom.status;

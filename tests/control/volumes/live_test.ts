@@ -352,6 +352,24 @@ Deno.test("volumeView(): replicas the master found failing and could not record 
   assertEquals((await volumeView(ctx({ groups: quiet }), healthy)).phase, "healthy");
 });
 
+Deno.test("volumeView(): a master refused by a member that has seen a newer epoch (the record behind its members) is unavailable, with why", async () => {
+  const fenced = plane({
+    volumeStatus: (name: string) =>
+      name === "g"
+        ? { allocatedBytes: 3 * MiB, connections: 0, writes: 0, fenced: true }
+        : undefined,
+  });
+  const v = await volumeView(ctx({ plane: fenced }), record("n1"));
+  assertEquals(v.phase, "unavailable");
+  assert(
+    v.phaseReason!.startsWith(
+      "master n1 is refused by a member that has seen a newer epoch than the record's 1",
+    ),
+    v.phaseReason,
+  );
+  assertEquals((await volumeView(ctx(), record("n1"))).phase === "unavailable", false);
+});
+
 Deno.test("verifyVolume(): a member down or out of sync that the master did not compare is listed with why, and verify says NOT OK; one compared while out of sync is marked resyncing", async () => {
   const rec = record("n1");
   const down = record("n1", { group: { ...rec.group!, down: ["n2"], phase: "degraded" } });
