@@ -8,8 +8,9 @@
  *   4. the data dir of `deno task start`: ./.ballast/data/pki/ (used only when it exists; its
  *      admin certificate and key only when neither --cert nor --key, nor their env, is given)
  *
- * The default API URL is https://127.0.0.1:5705 when credentials were found and
- * http://127.0.0.1:5705 otherwise; --api or BALLAST_API override it. Errors name the file
+ * The API URL: --api or BALLAST_API; else the one the data dir's node recorded at its start
+ * (DIR/api-url); else https://127.0.0.1:5705 when credentials were found, and
+ * http://127.0.0.1:5705 otherwise. Errors name the file
  * that is missing or unreadable, never its content.
  * @module
  */
@@ -42,6 +43,18 @@ export const CREDENTIAL_FLAGS: FlagSpec[] = [
 
 /** The data dir `deno task start` uses (deno.json), relative to the working directory. */
 export const DEFAULT_DATA_DIR = ".ballast/data";
+/** Where `serve` records its API's URL in the data directory (serve/_node_identity.ts). */
+const API_URL_FILE = "api-url";
+
+/** The URL in `path` (DIR/api-url), or undefined when there is none. */
+async function readApiUrl(path: string): Promise<string | undefined> {
+  try {
+    const url = (await Deno.readTextFile(path)).trim();
+    return /^https?:\/\/\S+$/.test(url) ? url : undefined;
+  } catch {
+    return undefined;
+  }
+}
 export const HTTPS_DEFAULT_API = "https://127.0.0.1:5705";
 
 /** Resolved credentials: PEM contents plus where each came from (for messages). */
@@ -138,7 +151,9 @@ export async function resolveCredentials(
   }
   const explicitApi = (p.values.api as string | undefined) ?? io.env("BALLAST_API");
   const found = out.caCertPem !== undefined || out.certPem !== undefined;
-  out.api = explicitApi ?? (found ? HTTPS_DEFAULT_API : DEFAULT_API_URL);
+  // On the node: where its API is, as `serve` recorded it (--api-listen anywhere).
+  const recorded = dir === undefined ? undefined : await readApiUrl(join(dir, API_URL_FILE));
+  out.api = explicitApi ?? recorded ?? (found ? HTTPS_DEFAULT_API : DEFAULT_API_URL);
   if (!found && explicitApi === undefined) {
     out.notFound = "no credentials found: looked for --cacert/--cert/--key, " +
       "BALLAST_CACERT/BALLAST_CERT/BALLAST_KEY, --data-dir or BALLAST_DATA_DIR (none set) and " +

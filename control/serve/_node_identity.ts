@@ -111,3 +111,18 @@ export function conflictMessage(
     `certificate and its lease are registered under it. Start it as ${recorded.name} ` +
     `(--node-name ${recorded.name}, or no name at all), or give a new node an empty --data-dir.`;
 }
+
+/** DIR/api-url: the URL this node's API was last served on, read by the CLI (_credentials.ts). */
+export const API_URL_FILE = "api-url";
+
+/**
+ * Records the API's URL in the data directory at every start, so that `ballast --data-dir
+ * DIR ...` on the node reaches it wherever --api-listen put it (a wildcard address as
+ * 127.0.0.1, which the node certificate names).
+ */
+export async function recordApiUrl(dataDir: string, url: string): Promise<void> {
+  const local = url.replace(/^(https?:\/\/)(0\.0\.0\.0|\[::\])(:\d+)/, "$1127.0.0.1$3");
+  if (readTrimmed(join(dataDir, API_URL_FILE)) !== local) {
+    await writeAtomic(join(dataDir, API_URL_FILE), `${local}\n`, PUBLIC_MODE);
+  }
+}

@@ -34,7 +34,7 @@ import { feedDirectory, type Placed } from "../directory/mod.ts";
 import { dataWorkersWarning, type ServeConfig } from "./config.ts";
 import { unknownBallastEnv } from "./settings.ts";
 import { lockDataDir } from "./_data_dir_lock.ts";
-import { claimNodeName, hasStarted, recordNodeName } from "./_node_identity.ts";
+import { claimNodeName, hasStarted, recordApiUrl, recordNodeName } from "./_node_identity.ts";
 import { openStore } from "./_open_store.ts";
 
 /** A running node. */
@@ -355,6 +355,7 @@ export async function serve(
     await nodes.start({ apiAddress: apiUrl });
     undo.push(() => nodes.stop());
     await recordNodeName(config.dataDir, config.nodeName);
+    await recordApiUrl(config.dataDir, apiUrl);
 
     log.info(
       {

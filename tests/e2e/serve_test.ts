@@ -343,3 +343,20 @@ e2eTest(
     }
   },
 );
+
+e2eTest(
+  "the CLI on the node finds its API through the data directory, wherever --api-listen put it",
+  {},
+  async () => {
+    const b = await startBallast({ tls: true });
+    try {
+      assertEquals(await Deno.readTextFile(`${b.dataDir}/api-url`), `${b.api}\n`);
+      const r = await cli(["--data-dir", b.dataDir, "volume", "list"], {
+        env: {},
+      });
+      assertEquals([r.code, r.stdout.trim()], [0, "No volumes."], r.stderr);
+    } finally {
+      await b.stop();
+    }
+  },
+);
