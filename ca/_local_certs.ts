@@ -157,13 +157,12 @@ export class LocalCerts {
     const done: LocalCert[] = [];
     for (const which of LOCAL_CERTS) {
       const l = this.#local.get(which);
-      if (
-        l && !needsRenewal(l.cert, this.#ca.clock(), fraction) &&
-        !(await this.problem(which, l.cert))
-      ) {
-        continue;
-      }
-      if (this.#ca.canIssue()) await this.renew(which);
+      const problem = l ? await this.problem(which, l.cert) : undefined;
+      if (l && !needsRenewal(l.cert, this.#ca.clock(), fraction) && !problem) continue;
+      // A revoked certificate gets a new key too: it may have been revoked because its key
+      // leaked, and a certificate for the same key would give the leak back its access.
+      const revoked = problem?.endsWith(" is revoked") ?? false;
+      if (this.#ca.canIssue()) await this.renew(which, { newKey: revoked });
       else if (await readOptional(this.#path(FILES.csr(which))) === undefined) {
         await this.createCsr(which);
       } else continue;

@@ -497,6 +497,7 @@ e2eTest(
       }[];
       const mine = items.find((c) => c.role === "admin" && c.own !== undefined);
       assert(mine, `the node's own admin certificate is listed: ${list.stdout}`);
+      const keyBefore = await Deno.readTextFile(`${b.dataDir}/pki/admin.key`);
       const rv = await admin(b, ["ca", "revoke", mine.serial, "--reason", "test"]);
       assertEquals(rv.code, 0, rv.stderr);
       // Within seconds, not at the next renewal check (a minute with the default lifetime).
@@ -504,6 +505,10 @@ e2eTest(
         const r = await admin(b, ["volume", "list", "-o", "json"]);
         return r.code === 0;
       }, { timeoutMs: 15_000, everyMs: 250 });
+      // With a new key: a revocation for a leaked key must not be undone by a certificate
+      // for that same key.
+      const keyAfter = await Deno.readTextFile(`${b.dataDir}/pki/admin.key`);
+      assert(keyAfter !== keyBefore, "admin.key was replaced");
     }),
 );
 
