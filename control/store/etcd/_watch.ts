@@ -164,17 +164,7 @@ export class EtcdWatch implements Watch {
     await new Promise<void>((resolve, reject) => {
       stream.on("data", (r) => {
         if (this.#done) return;
-        const now = Number(r.header?.revision ?? 0);
-        this.#ctx.observe(now);
-        if (now > 0 && now < this.#next - 1) {
-          // etcd's revision went back (restored from an older snapshot): a watch from our
-          // revision would wait for ones it no longer has and miss its changes. As after a
-          // compaction, the follower lists again.
-          this.#push({ kind: "compacted", compactRevision: now });
-          this.#finish();
-          resolve();
-          return;
-        }
+        this.#ctx.observe(Number(r.header?.revision ?? 0));
         if (r.compact_revision && r.compact_revision !== "0") {
           this.#push({ kind: "compacted", compactRevision: Number(r.compact_revision) });
           this.#finish();
