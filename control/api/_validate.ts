@@ -174,7 +174,7 @@ export function queryBool(c: Context, name: string): boolean {
   if (v === "true" || v === "1") return true;
   if (v === "false" || v === "0") return false;
   throw new InvalidArgumentError(
-    `invalid query parameter ${name}=${JSON.stringify(v)}: expected true or false`,
+    `invalid query parameter ${name}=${JSON.stringify(v)}: expected true or false (or 1 or 0)`,
     { field: name },
   );
 }
