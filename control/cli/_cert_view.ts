@@ -70,7 +70,8 @@ export function certTable(items: readonly IssuedCertificate[], ctx: CertContext)
     items.map((c) => [
       c.serial,
       c.role,
-      c.name,
+      // A node's own admin.crt is named "admin" like any other: say whose it is.
+      c.own !== undefined && c.role === "admin" ? `${c.name} (node ${c.own}'s own)` : c.name,
       grantsText(c, ctx.volumeUuids),
       c.notAfter,
       status(c),

@@ -92,4 +92,8 @@ Deno.test("certTable(): node and admin certificates renewed since read 'valid (r
     o1: "valid",
     o2: "valid",
   });
+  // Whose own admin certificate each is: the table says, as the JSON's `own` does.
+  const rows = certTable(items, ctx).split("\n");
+  assert(rows.find((l) => l.startsWith("a2"))!.includes("admin (node n2's own)"), rows.join("\n"));
+  assert(!rows.find((l) => l.startsWith("o1"))!.includes("own"), "an admin issued on request");
 });
