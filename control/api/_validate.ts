@@ -104,11 +104,10 @@ function illFormed(v: unknown, path = ""): string | undefined {
   return undefined;
 }
 
-/** Reads an optional JSON object body (no body at all = {}). */
+/** Reads an optional JSON object body (none, or an empty one, = {}). */
 export async function optionalBody(c: Context): Promise<Record<string, unknown>> {
-  const len = c.req.header("content-length");
-  if (len === "0" || (!len && !c.req.header("transfer-encoding"))) return {};
-  return await readJsonObject(c);
+  if (c.req.raw.body === null) return {};
+  return await readJsonObject(c, { optional: true });
 }
 
 /**
@@ -116,25 +115,19 @@ export async function optionalBody(c: Context): Promise<Record<string, unknown>>
  * empty one or `{}`: what a client sent there would be ignored, which it did not mean.
  */
 export async function refuseBody(c: Context): Promise<void> {
-  if (c.req.raw.body === null) return;
-  const body = await readJsonObject(c, { optional: true });
-  const key = Object.keys(body)[0];
-  if (key !== undefined) {
-    throw new InvalidArgumentError(
-      `${c.req.method} ${c.req.path} takes no request body (got the field "${key}")`,
-      { field: key },
-    );
-  }
+  rejectUnknownFields(await optionalBody(c), []);
 }
 
 /** Rejects fields outside `allowed`, naming the first unknown one. */
 export function rejectUnknownFields(body: Record<string, unknown>, allowed: readonly string[]) {
   for (const key of Object.keys(body)) {
     if (!allowed.includes(key)) {
-      throw new InvalidArgumentError(
-        `unknown field "${key}" in request body; allowed fields: ${allowed.join(", ")}`,
-        { field: key },
-      );
+      const allowedText = allowed.length > 0
+        ? `allowed fields: ${allowed.join(", ")}`
+        : "this request takes no body";
+      throw new InvalidArgumentError(`unknown field "${key}" in request body; ${allowedText}`, {
+        field: key,
+      });
     }
   }
 }

@@ -224,18 +224,14 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
       now: ctx.now().getTime(),
     });
     Object.assign(out, seenPhase(out, rec, gone));
+    // What the master knows first-hand and the record does not say (yet): its members refuse
+    // it (fenced), or it found a replica failing and could not record that (etcd unreachable).
     let seen = seenGroup(rec.group, gone);
-    if (seen.phase === "healthy" && live?.unrecorded) {
-      // The master found a replica failing and could not record it yet (etcd unreachable).
-      seen = { ...seen, phase: "degraded" };
-      out.phase = "degraded";
-    }
-    const why = phaseReason(seen, out.memberStatus);
+    if (live?.fenced) seen = { ...seen, phase: "unavailable" };
+    else if (seen.phase === "healthy" && live?.unrecorded) seen = { ...seen, phase: "degraded" };
+    out.phase = seen.phase;
+    const why = live?.fenced ? fencedReason(rec) : phaseReason(seen, out.memberStatus);
     if (why) out.phaseReason = why;
-    if (live?.fenced) {
-      out.phase = "unavailable";
-      out.phaseReason = fencedReason(rec);
-    }
   }
   out.live = live
     ? { node: live.node, observedAt: live.observedAt }

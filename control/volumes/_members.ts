@@ -85,23 +85,20 @@ function member(i: MemberInputs, node: string): VolumeMember {
   if (inSync) return { ...base, state: "in-sync", lagBytes: 0, ...lag };
   const running = i.live?.resyncs.find((r) => r.member === node);
   const failed = i.live?.resyncFailures.find((f) => f.member === node);
+  // Why it left the in-sync set, and why the last resync failed.
+  const why = [
+    note?.reason ?? notRecorded,
+    ...(failed ? [`the last resync failed at ${failed.at}: ${failed.message}`] : []),
+  ];
   if (running && i.live) {
     const at = Date.parse(running.finishedAt ?? i.live.observedAt);
     const resync = resyncView(running, i.sizeBytes, at);
-    // Not answered yet: why it is out of sync, and why the last try failed (unreachable?).
-    const waiting = running.waiting && !running.finishedAt
-      ? {
-        reason: [
-          note?.reason ?? notRecorded,
-          ...(failed ? [`the last resync failed at ${failed.at}: ${failed.message}`] : []),
-        ].join("; "),
-      }
-      : {};
+    // Not answered yet (unreachable?): said why, as for a member out of sync.
+    const waiting = running.waiting && !running.finishedAt ? { reason: why.join("; ") } : {};
     return { ...base, state: "resyncing", ...waiting, lagBytes: resync.bytesLeft, ...lag, resync };
   }
   const reason = [
-    note?.reason ?? notRecorded,
-    ...(failed ? [`the last resync failed at ${failed.at}: ${failed.message}`] : []),
+    ...why,
     ...(i.live ? [] : [`resync progress unknown (${i.liveError ?? "the master was not asked"})`]),
   ].join("; ");
   return { ...unrooted, state: "out-of-sync", reason, lagBytes: i.sizeBytes, ...lag };

@@ -235,13 +235,12 @@ function tally(
  * the master's own copy is corrupt: a resync would copy its bad data over good copies.
  */
 export function resyncAfterVerify(report: VerifyReport, inSync: readonly string[]): string[] {
+  if (!report.deep) return [];
   const replica = (m: MemberVerdict) => m.role === "replica" && !m.error && inSync.includes(m.node);
-  const master = report.members.find((m) => m.role === "master");
-  if (!repairsFromMaster(report) || master?.suspect !== undefined) {
-    // The master is suspect too: a replica whose own copy is corrupt still leaves the in-sync
+  if (!repairsFromMaster(report)) {
+    // The master is suspect: a replica whose own copy is corrupt still leaves the in-sync
     // set, so that no drain or failover makes it the master (its resync waits: the master
     // resyncs nobody while it is suspect, MasterReplication).
-    if (!report.deep) return [];
     return report.members.filter((m) => replica(m) && m.corruptCount > 0).map((m) => m.node);
   }
   return report.members.filter((m) => replica(m) && m.equal === false).map((m) => m.node);
@@ -304,13 +303,13 @@ export function resyncAgainAfterVerify(
 }
 
 /**
- * Whether a resync may repair the members after `report`: deep, the master's copy sound and
- * not outvoted (outvoted()).
+ * Whether a resync may repair the members after `report`: deep, and the master not suspect
+ * (its copy sound and not outvoted now, nor found suspect before: `suspect`).
  */
 function repairsFromMaster(report: VerifyReport): boolean {
   const master = report.members.find((m) => m.role === "master");
-  return report.deep && master !== undefined && master.corruptCount === 0 &&
-    master.differingCount === 0;
+  return report.deep && master !== undefined &&
+    (master.suspect ?? suspectMaster(report)) === undefined;
 }
 
 /**

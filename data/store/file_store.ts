@@ -227,9 +227,9 @@ export class FileBlockStore implements BlockStore {
     // NO_HOLE: the range must stay allocated. ZERO_RANGE does it without writing data;
     // where the filesystem lacks it, write zeroes (and stop advertising FAST_ZERO), unless
     // the client asked for a fast zero: that fails quickly instead, having written nothing.
-    if (fast && !this.canFastZero) {
-      throw new BlockStoreError("ENOTSUP", `zero ${this.path}: no fast zero on this file system`);
-    }
+    const noFastZero = () =>
+      new BlockStoreError("ENOTSUP", `zero ${this.path}: no fast zero on this file system`);
+    if (fast && !this.canFastZero) throw noFastZero();
     if (this.canFastZero) {
       if (
         libc().fallocate(this.#fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length) === 0
@@ -241,9 +241,7 @@ export class FileBlockStore implements BlockStore {
         throw new BlockStoreError(errnoName(n), `zero ${this.path}: ${strerror(n)}`);
       }
       this.canFastZero = false;
-      if (fast) {
-        throw new BlockStoreError("ENOTSUP", `zero ${this.path}: no fast zero on this file system`);
-      }
+      if (fast) throw noFastZero();
     }
     zeroes ??= new Uint8Array(ZERO_CHUNK);
     for (let done = 0; done < length; done += ZERO_CHUNK) {
