@@ -113,6 +113,13 @@ export class GroupRecordIo {
     if (!kv || !current) return undefined;
     this.remember(kv.modRevision, kv.value);
     const leases = guarded.map((node, i) => ({ node, up: got(i + 1) !== undefined }));
+    if (kv.modRevision < expectedRevision) {
+      this.#log.warn(
+        { expectedRevision, revision: kv.modRevision },
+        "group: the record is older than the one this node knew: the store's history went " +
+          "back (etcd restored from a snapshot?); planning from the store's record",
+      );
+    }
     this.#log.info(
       { epoch: current.epoch, wanted: describeRecord(record), leases },
       `group: CAS lost; re-planning from ${describeRecord(current)}`,

@@ -234,15 +234,20 @@ export function step(state: ActorState, event: GroupEvent): StepResult {
       s = learn(s, { revision: event.revision, record }, effects);
       break;
     }
-    case "cas-lost":
+    case "cas-lost": {
       if (s.op?.kind !== "cas") return { state, effects: [] };
+      const { expectedRevision } = s.op;
       s.op = undefined;
       for (const { node, up } of event.leases) {
         const others = s.leaseDown.filter((n) => n !== node);
         s.leaseDown = up ? others : [...others, node].sort();
       }
-      s = learn(s, event.current, effects);
+      // A record older than the one the CAS expected: the store's history went back (etcd
+      // restored from a snapshot). Take it as a restarted node would; kept, the newer one
+      // would make every CAS expect a revision the store no longer has, and lose at once.
+      s = learn(s, event.current, effects, event.current.revision < expectedRevision);
       break;
+    }
     case "response-lost":
       if (s.op === undefined || s.op.kind === "retry-wait") return { state, effects: [] };
       s.op = { kind: "retry-wait" };
@@ -303,9 +308,9 @@ function settleWrites(s: ActorState, effects: Effect[]): ActorState {
   return s;
 }
 
-/** Takes in a record (unless older than the known one) and adjusts serving. */
-function learn(s: ActorState, v: Versioned, effects: Effect[]): ActorState {
-  if (s.known !== undefined && v.revision <= s.known.revision) return s;
+/** Takes in a record (unless older than the known one, or `wentBack`) and adjusts serving. */
+function learn(s: ActorState, v: Versioned, effects: Effect[], wentBack = false): ActorState {
+  if (s.known !== undefined && v.revision <= s.known.revision && !wentBack) return s;
   const prev = s.known?.record;
   const r = v.record;
   let serving = s.serving;
