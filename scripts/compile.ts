@@ -134,7 +134,7 @@ async function denoCompile(st: Stage, base: string, out: string): Promise<void> 
 async function proveStarts(out: string, kind: BuildKind): Promise<void> {
   const cache = await Deno.makeTempDir({ prefix: "ballast-compile-check-" });
   try {
-    const check = await output(out, ["version", "-o", "json", "--api", "http://127.0.0.1:1"], {
+    const check = await output(out, ["version", "--client", "-o", "json"], {
       BALLAST_CACHE_DIR: cache,
     });
     const stdout = new TextDecoder().decode(check.stdout);

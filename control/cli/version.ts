@@ -1,5 +1,7 @@
 /**
- * `ballast version`: the client's version and, when the node answers, the server's.
+ * `ballast version`: the client's version and the server's (`--client`: the client's alone).
+ * Like `kubectl version`, a server that cannot be reached is a failure (exit 1) after the
+ * client's part is printed: scripts that check an install use `--client`.
  * @module
  */
 
@@ -7,18 +9,25 @@ import { clientFromFlags } from "./_credentials.ts";
 import { BallastError } from "../../mod/errors.ts";
 import type { VersionInfo } from "../../mod/types.ts";
 import { versionInfo } from "../common/mod.ts";
-import { type Command, command, type CommandSpec, requirePositionals } from "./_command.ts";
+import {
+  type Command,
+  command,
+  type CommandSpec,
+  EXIT_FAILED,
+  requirePositionals,
+} from "./_command.ts";
 import { json } from "./_output.ts";
 
 export const VERSION_SPEC: CommandSpec = {
   path: "version",
-  args: "",
+  args: "[--client]",
   summary: "Print the client's version, git commit, build time, Deno version and kind of " +
-    "build (source, deno-compile or self-extracting), and the same of the node at --api " +
-    "(the server part is omitted, with a note, when the node cannot be reached).",
-  flags: [],
+    "build (source, deno-compile or self-extracting), and the same of the node at --api. " +
+    "A node that cannot be reached is an error (exit 1, after the client's part); " +
+    "--client prints the client's part alone and contacts nothing.",
+  flags: [{ name: "client", help: "the client's version only; no node is contacted" }],
   client: true,
-  examples: ["ballast version", "ballast version -o json"],
+  examples: ["ballast version", "ballast version --client -o json"],
 };
 
 /** Entry point of `ballast version`. */
@@ -27,23 +36,27 @@ export const versionCommand: Command = command(VERSION_SPEC, async (p, io) => {
   const client: VersionInfo = versionInfo();
   let server: VersionInfo | null = null;
   let at = p.api;
-  let note = "";
-  try {
-    using api = await clientFromFlags(p, io, { timeoutMs: 5_000 });
-    at = api.baseUrl;
-    server = await api.version();
-  } catch (err) {
-    if (!(err instanceof BallastError)) throw err;
-    note = err.message;
+  let failure = "";
+  const clientOnly = p.values.client === true;
+  if (!clientOnly) {
+    try {
+      using api = await clientFromFlags(p, io, { timeoutMs: 5_000 });
+      at = api.baseUrl;
+      server = await api.version();
+    } catch (err) {
+      if (!(err instanceof BallastError)) throw err;
+      failure = err.message;
+    }
   }
   if (p.output === "json") {
-    io.out(json({ client, server }));
+    io.out(json(clientOnly ? { client } : { client, server }));
   } else {
     io.out(`Client: ${describe(client)}\n`);
     if (server) io.out(`Server: ${describe(server)}, api ${server.apiVersion} at ${at}\n`);
   }
-  if (note) io.err(`note: server version unknown: ${note}\n`);
-  return 0;
+  if (!failure) return 0;
+  io.err(`error: server version unknown: ${failure} (--client for the client's alone)\n`);
+  return EXIT_FAILED;
 });
 
 /** "0.1.0 (self-extracting, commit 1a2b3c4d5e6f, built 2026-12-05T02:00:00Z, deno 2.9.6)" */

@@ -187,7 +187,7 @@ Deno.test("startBallast() times out with the output so far when no ready line co
 });
 
 e2eTest("ballast version prints the release version (via cli())", {}, async () => {
-  const r = await cli(["version"], { timeoutMs: 60_000 });
+  const r = await cli(["version", "--client"], { timeoutMs: 60_000 });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, new RegExp(VERSION.replaceAll(".", "\\.")));
 });

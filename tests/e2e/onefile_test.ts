@@ -118,12 +118,12 @@ e2eTest(
 
       // First start unpacks (self-extracting); later starts do not.
       let t = performance.now();
-      const first = await cli(["version", "-o", "json", "--api", "http://127.0.0.1:1"], inNs);
+      const first = await cli(["version", "--client", "-o", "json"], inNs);
       const firstMs = performance.now() - t;
       assertEquals(first.code, 0, first.stderr);
       assertEquals(JSON.parse(first.stdout).client.build, kind);
       t = performance.now();
-      const later = await cli(["version", "--api", "http://127.0.0.1:1"], inNs);
+      const later = await cli(["version", "--client"], inNs);
       const laterMs = performance.now() - t;
       assertEquals(later.code, 0, later.stderr);
       console.log(
@@ -212,8 +212,8 @@ e2eTest(
     try {
       const env = { BALLAST_CACHE_DIR: cache };
       const both = await Promise.all([
-        runBin(bin, ["version", "-o", "json", "--api", "http://127.0.0.1:1"], env),
-        runBin(bin, ["version", "-o", "json", "--api", "http://127.0.0.1:1"], env),
+        runBin(bin, ["version", "--client", "-o", "json"], env),
+        runBin(bin, ["version", "--client", "-o", "json"], env),
       ]);
       for (const r of both) {
         assertEquals(r.code, 0, r.stderr);
@@ -304,7 +304,7 @@ e2eTest("self-extracting: a damaged file or unpacked copy is refused before it r
     assertEquals(await entries(`${dir}/cache`), [], "nothing left unpacked");
 
     // An unpacked copy that lost files is named, not run.
-    const good = await runBin(bin, ["version"], { BALLAST_CACHE_DIR: `${dir}/cache` });
+    const good = await runBin(bin, ["version", "--client"], { BALLAST_CACHE_DIR: `${dir}/cache` });
     assertEquals(good.code, 0, good.stderr);
     const [unpacked] = await entries(`${dir}/cache`);
     await Deno.remove(`${dir}/cache/${unpacked}/deno`);

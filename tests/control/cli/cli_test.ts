@@ -138,7 +138,7 @@ Deno.test("cli: usage mistakes exit 2 with a hint", async () => {
   }
 });
 
-Deno.test("cli: an unreachable node is exit 1 with a clear message; version still prints the client", async () => {
+Deno.test("cli: an unreachable node is exit 1 with a clear message; version still prints the client, --client alone exits 0", async () => {
   const r = await run(NOWHERE, "volume", "list");
   assertEquals(r.code, 1);
   assertEquals(
@@ -146,12 +146,16 @@ Deno.test("cli: an unreachable node is exit 1 with a clear message; version stil
     `error: cannot reach the Ballast API at ${NOWHERE}: connection refused; is \`ballast serve\` running?\n`,
   );
   const v = await run(NOWHERE, "version");
-  assertEquals(v.code, 0);
+  assertEquals(v.code, 1);
   assert(v.stdout.startsWith("Client: "), v.stdout);
   assert(!v.stdout.includes("Server:"), v.stdout);
-  assert(v.stderr.includes("note: server version unknown"), v.stderr);
+  assert(v.stderr.startsWith("error: server version unknown: cannot reach"), v.stderr);
   const j = await run(NOWHERE, "version", "-o", "json");
+  assertEquals(j.code, 1);
   assertEquals(JSON.parse(j.stdout).server, null);
+  const c = await run(NOWHERE, "version", "--client", "-o", "json");
+  assertEquals([c.code, c.stderr], [0, ""]);
+  assertEquals(Object.keys(JSON.parse(c.stdout)), ["client"]);
 });
 
 Deno.test("cli: volume commands against a real node, tables and -o json", async () => {
