@@ -32,6 +32,7 @@ import type {
   JoinTokenInfo,
   List,
   NodeInfo,
+  NodeRemoval,
   Revocation,
   SignCertificateRequest,
   SignedCertificate,
@@ -144,6 +145,11 @@ export class BallastClient {
 
   getNode(name: string): Promise<NodeInfo> {
     return this.#json("GET", `/v1/nodes/${encodeURIComponent(name)}`);
+  }
+
+  /** Forgets a node that is gone for good (admin); refused while it runs or holds copies. */
+  removeNode(name: string): Promise<NodeRemoval> {
+    return this.#json("DELETE", `/v1/nodes/${encodeURIComponent(name)}`);
   }
 
   /** Stops new placements on a node (admin). */

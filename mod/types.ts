@@ -282,34 +282,34 @@ export interface NodeInfo {
   labels: Record<string, string>;
   capacityBytes: number;
   freeBytes: number;
-  /**
-   * Volumes the node exports over NBD now (the ones it masters and serves): live for the node
-   * asked, as of its last record write (every 30 s) for the others.
-   */
+  /** Volumes it exports over NBD now: live for the node asked, else as of its last record. */
   volumes: number;
   /** Volumes whose master is this node, from the volume records (the API fills it in). */
   masters?: number;
   /** Copies of volumes this node holds (master or replica), from the volume records. */
   copies?: number;
   /**
-   * Copies in the node's DATA/orphaned/ (no volume record has their uuid) and the bytes they
-   * take on disk; delete them once sure (docs/CLUSTER.md, "Orphaned copies"). Live for the
-   * node asked, as of its last record write for the others.
+   * Copies in the node's DATA/orphaned/ (no volume record has their uuid) and their bytes on
+   * disk (docs/CLUSTER.md, "Orphaned copies"): live for the node asked, else as last recorded.
    */
   orphaned?: { copies: number; bytes: number };
-  /**
-   * The data worker pool serving NBD (size now, and its bounds), when the node runs one; as
-   * of the last record write for other nodes (every 30 s), live for the node asked.
-   */
+  /** The data worker pool serving NBD (size now, bounds), live or as of its last record. */
   dataWorkers?: { size: number; min: number; max: number };
   startedAt: string;
   lastSeen: string;
   /**
-   * Set by a clean stop (SIGTERM/SIGINT) just before the node revokes its liveness lease, and
-   * cleared when it starts again: a node `down` with it stopped, one without lost its lease
-   * (crashed, frozen, cut off from etcd).
+   * Set by a clean stop just before the node revokes its liveness lease, cleared at its next
+   * start: a node `down` with it stopped, one without lost its lease (crashed, frozen, cut off).
    */
   stoppedAt?: string;
+}
+
+/** DELETE /v1/nodes/{name}: a node that is gone for good, forgotten by the cluster. */
+export interface NodeRemoval {
+  /** The node's record as it was (its state `down`). */
+  node: NodeInfo;
+  /** Deleted volumes whose copy on it was still to be removed (their tombstones named it). */
+  forgottenCopies: string[];
 }
 
 /** GET /v1/health. */

@@ -1,7 +1,8 @@
 /**
- * The node routes: GET /v1/nodes, GET /v1/nodes/{name}, POST /v1/nodes/{name}/cordon and
- * /uncordon (NodeRegistry does the work), POST /v1/nodes/{name}/drain (VolumeService.drain,
- * streamed as application/x-ndjson: the plan, each volume as it is done, the summary).
+ * The node routes: GET /v1/nodes, GET and DELETE /v1/nodes/{name} (VolumeService.removeNode:
+ * a node gone for good), POST /v1/nodes/{name}/cordon and /uncordon (NodeRegistry does the
+ * work), POST /v1/nodes/{name}/drain (VolumeService.drain, streamed as application/x-ndjson:
+ * the plan, each volume as it is done, the summary).
  * @module
  */
 
@@ -46,6 +47,11 @@ export function nodeRoutes(deps: NodeRouteDeps): Hono<ApiEnv> {
       deps.volumes.list(),
     ]);
     return c.json(withHoldings([node], volumes)[0]);
+  });
+
+  app.delete("/:name", allowQuery(), async (c) => {
+    await refuseBody(c);
+    return c.json(await deps.volumes.removeNode(checkNodeName(c.req.param("name")), deps.nodes));
   });
 
   app.post("/:name/cordon", allowQuery(), async (c) => {

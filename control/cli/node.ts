@@ -1,5 +1,5 @@
 /**
- * `ballast node list|get|cordon|uncordon|drain`.
+ * `ballast node list|get|cordon|uncordon|drain|remove`.
  * @module
  */
 
@@ -59,6 +59,19 @@ export const NODE_SPECS: Record<string, CommandSpec> = {
       "ballast node drain node1 --force -o json",
     ],
   },
+  remove: {
+    path: "node remove",
+    args: "NAME",
+    summary: "Forget a node that is gone for good (retired, or lost with its disks): its " +
+      "record and cordon are deleted, so it leaves `node list`, the metrics and their " +
+      "alerts. Refused, with the reason, while the node runs (stop it first) or while any " +
+      "volume still has a copy there (wait for its replacement after --replace-after, " +
+      "`volume update --replicas`, or delete the volume). A node removed by mistake " +
+      "registers again when it starts.",
+    flags: [],
+    client: true,
+    examples: ["ballast node remove node4", "ballast node remove node4 -o json"],
+  },
   uncordon: {
     path: "node uncordon",
     args: "NAME",
@@ -72,7 +85,7 @@ export const NODE_SPECS: Record<string, CommandSpec> = {
 export const NODE_GROUP: CommandSpec = {
   path: "node",
   args: "COMMAND [flags]",
-  summary: "Inspect storage nodes; cordon or drain them for maintenance.",
+  summary: "Inspect storage nodes; cordon or drain them for maintenance; remove retired ones.",
   flags: [],
   client: true,
   examples: ["ballast node list"],
@@ -82,6 +95,7 @@ export const NODE_GROUP: CommandSpec = {
     ["cordon", "stop new placements on a node"],
     ["drain", "cordon a node and move every master off it"],
     ["uncordon", "allow new placements again"],
+    ["remove", "forget a node that is gone for good"],
   ],
 };
 
@@ -113,6 +127,18 @@ export const nodeCommand: Command = groupCommand(
       const { text, code } = drainSummary(report);
       io.out(p.output === "json" ? json(report) : text);
       return code;
+    }
+    if (sub === "remove") {
+      const r = await client.removeNode(name);
+      const copies = r.forgottenCopies.length === 0
+        ? ""
+        : `; copies of deleted volumes it still held forgotten: ${r.forgottenCopies.join(", ")}`;
+      io.out(
+        p.output === "json"
+          ? json(r)
+          : `node "${r.node.name}" removed (last seen ${r.node.lastSeen})${copies}\n`,
+      );
+      return 0;
     }
     if (sub === "cordon" || sub === "uncordon") {
       const reason = p.values.reason as string | undefined;

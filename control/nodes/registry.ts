@@ -19,7 +19,7 @@
  * @module
  */
 
-import { NotFoundError } from "../../mod/errors.ts";
+import { FailedPreconditionError, NotFoundError } from "../../mod/errors.ts";
 import type { NodeInfo } from "../../mod/types.ts";
 import type { DataPlane } from "../../data/plane.ts";
 import type { Logger } from "../common/mod.ts";
@@ -220,6 +220,36 @@ export class NodeRegistry {
     await this.#guardedWrite(name, { type: "delete", key: NODE_PREFIX + name + CORDON_SUFFIX });
     this.#o.logger.info({ uncordoned: name }, "node uncordoned");
     return await this.get(name);
+  }
+
+  /**
+   * Forgets node `name` for good (`node remove`): its record and every key under it, in one
+   * transaction guarded by the record and by the absence of its liveness key, so a node that
+   * runs (or started again since it was looked at) is refused. `check` may refuse too, once
+   * the node is found down. Returns it as it was.
+   */
+  async forget(name: string, check: () => Promise<void>): Promise<NodeInfo> {
+    const node = await this.get(name);
+    const running = () =>
+      new FailedPreconditionError(
+        `node ${name} is running (it holds its liveness lease): stop it first, or ` +
+          `\`ballast node drain ${name}\` to move its masters off it`,
+      );
+    if (node.state !== "down") throw running();
+    await check();
+    const res = await this.#o.store.txn(
+      [
+        { key: NODE_PREFIX + name, target: "version", op: ">", value: 0 },
+        { key: aliveKey(name), target: "version", op: "==", value: 0 },
+      ],
+      [
+        { type: "delete", key: NODE_PREFIX + name },
+        { type: "delete", key: NODE_PREFIX + name + "/", prefix: true },
+      ],
+    );
+    if (!res.succeeded) throw running();
+    this.#o.logger.info({ removed: name }, "node removed from the cluster");
+    return node;
   }
 
   /** Applies `op` if node `name` is registered; NotFoundError otherwise. */

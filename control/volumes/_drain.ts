@@ -12,14 +12,24 @@
  *
  * The drain runs on the node that was asked, as an async generator of progress lines
  * (the API streams them); the store is the only channel to the master's driver.
+ *
+ * `ballast node remove NAME`, for a node retired after its drain, is at the end.
  * @module
  */
 
-import type { DrainProgress, DrainReport, DrainVolume, NodeInfo } from "../../mod/types.ts";
+import { FailedPreconditionError } from "../../mod/errors.ts";
+import type {
+  DrainProgress,
+  DrainReport,
+  DrainVolume,
+  NodeInfo,
+  NodeRemoval,
+} from "../../mod/types.ts";
 import { handoverTarget, withHandover } from "../group/mod.ts";
 import { abortableSleep, type Logger } from "../common/mod.ts";
 import { freshGet, type StateStore } from "../store/mod.ts";
 import { casRecord, parseRecord, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
+import { clearTombstone, tombstonesOf } from "./_tombstones.ts";
 
 /** How long one handover may take, from the request to the record naming the new master. */
 export const HANDOVER_WAIT_MS = 30_000;
@@ -223,4 +233,68 @@ async function handOver(
       `etcd?); the request was withdrawn and ${node} serves it again`,
     ms: Math.round(performance.now() - t0),
   };
+}
+
+/*
+ * `ballast node remove NAME`: the cluster forgets a node that is gone for good (docs/CLUSTER.md,
+ * "Retiring a node"). Refused while the node runs (NodeRegistry.forget guards on its liveness
+ * key) and while any volume record still counts on a copy there: as master, member, or member
+ * of a delete under way. Those must move first (the replacement after --replace-after, `volume
+ * update --replicas`, or a delete), or the copy would be forgotten with the node while the
+ * group still waits for it. Deleted volumes whose copy on it was left to remove when it came
+ * back (tombstones of forced deletes, _tombstones.ts) are taken off: it will not come back.
+ */
+
+/** What a removal needs of the node registry. */
+export interface RemoveNodes {
+  /** Refuses a node that runs, then runs `check`, then deletes its keys (NodeRegistry). */
+  forget(name: string, check: () => Promise<void>): Promise<NodeInfo>;
+}
+
+/** The volumes (sorted) whose records count on a copy on `node`, each with its role there. */
+function holdingsOf(node: string, records: readonly VolumeRecord[]): string[] {
+  const out: string[] = [];
+  for (const rec of records) {
+    const g = rec.group;
+    const members = rec.state === "deleting"
+      ? rec.remaining ?? g?.members ?? [rec.master]
+      : g?.members ?? [rec.master];
+    if (!members.includes(node)) continue;
+    const master = (g?.master ?? rec.master) === node;
+    out.push(
+      `${rec.name} (${rec.state === "deleting" ? "deleting" : master ? "master" : "replica"})`,
+    );
+  }
+  return out.sort();
+}
+
+/** Refuses the removal of `node` while a volume record counts on a copy there. */
+async function refuseIfHeld(store: StateStore, node: string): Promise<void> {
+  const { kvs } = await store.list(VOLUME_PREFIX);
+  const held = holdingsOf(node, kvs.map(parseRecord));
+  if (held.length > 0) {
+    const shown = held.length > 10 ? [...held.slice(0, 10), `and ${held.length - 10} more`] : held;
+    throw new FailedPreconditionError(
+      `node ${node} still holds copies of ${held.length} volume${held.length === 1 ? "" : "s"}: ` +
+        `${shown.join(", ")}; a replica is replaced elsewhere after --replace-after ` +
+        `(or \`ballast volume update NAME --replicas N\`), a volume without replicas on it ` +
+        `has no other copy (\`ballast volume delete NAME --force\` to give it up)`,
+      { volumes: held.map((h) => h.split(" ")[0]) },
+    );
+  }
+}
+
+/** Removes `node` from the cluster; what it was and the deleted volumes' copies forgotten. */
+export async function removeNode(
+  ctx: { store: StateStore; nodes: RemoveNodes; log: Logger },
+  node: string,
+): Promise<NodeRemoval> {
+  const removed = await ctx.nodes.forget(node, () => refuseIfHeld(ctx.store, node));
+  const forgotten = [...(await tombstonesOf(ctx.store, node)).values()];
+  for (const t of forgotten) await clearTombstone(ctx.store, t.uuid, node, ctx.log);
+  const forgottenCopies = forgotten.map((t) => t.name).sort();
+  if (forgottenCopies.length > 0) {
+    ctx.log.info({ removed: node, forgottenCopies }, "removed node's deleted copies forgotten");
+  }
+  return { node: removed, forgottenCopies };
 }

@@ -8,14 +8,11 @@
  * flips to "deleting", asks the data plane, then removes the record. `reconcile()`
  * at node start finishes whatever a crash interrupted.
  *
- * Cluster mode (several nodes on one etcd): a node only keeps local files for the
- * volumes whose record names it as `master`. List and get work from any node (live
- * allocation and connection counts only on the master). A delete or resize asked of
- * another node changes the record through compare-and-swap; the master sees the
- * change through its watch on the records (`startWatching()`) and applies it to its
- * local store: "deleting" -> delete the file, then the record; a larger sizeBytes ->
- * grow the file. A replicated volume grows the same way on every member, each
- * growing its own copy when it sees the record (also after being down).
+ * Cluster mode (several nodes on one etcd): a node keeps local files only for the volumes
+ * it holds. List and get work from any node (live counts only on the master). A delete or
+ * resize asked of another node changes the record by compare-and-swap; each member sees
+ * it through its watch on the records (`startWatching()`) and applies it to its own copy
+ * ("deleting": delete the file, then the record; a larger size: grow it), also after being down.
  *
  * Replicated volumes (cluster mode, replicas > 0) are volume groups: placed across
  * nodes, their group record inside the volume record, one driver per member
@@ -29,6 +26,7 @@ import type {
   CreateVolumeRequest,
   DrainProgress,
   NodeInfo,
+  NodeRemoval,
   UpdateVolumeRequest,
   Volume,
   VolumeEvent,
@@ -60,7 +58,14 @@ import {
 import { VolumeGroups } from "./_groups.ts";
 import { followVolumeRecords } from "./_follow.ts";
 import { awaitMembers, withReplicas } from "./_replica_count.ts";
-import { drainNode, type DrainNodes, type DrainOptions } from "./_drain.ts";
+import {
+  drainNode,
+  type DrainNodes,
+  type DrainOptions,
+  removeNode,
+  type RemoveNodes,
+} from "./_drain.ts";
+
 import { eventsPrefix } from "../events/mod.ts";
 import { ORPHAN_MIN_AGE_MS, removeOrphans } from "./_orphans.ts";
 import {
@@ -116,11 +121,7 @@ export interface VolumeServiceOptions {
   replicates?: boolean;
   /** Cluster mode: a member absent this long is replaced by its master; default 5 min. */
   replaceAfterMs?: number;
-  /**
-   * Cluster mode: asks the node serving a volume for its live status (GET
-   * /v1/peer/volumes/{name}), so that get() shows it on any node. None: only the serving
-   * node shows live fields.
-   */
+  /** Cluster mode: the serving node's live status (GET /v1/peer/volumes/{name}) for get(). */
   peers?: PeerStatusSource;
   /** reconcile(): a copy without a record is removed once older than this; default 10 min. */
   orphanMinAgeMs?: number;
@@ -264,6 +265,11 @@ export class VolumeService {
     options: DrainOptions = {},
   ): AsyncGenerator<DrainProgress> {
     return drainNode({ store: this.#store, nodes, log: this.#log }, node, options);
+  }
+
+  /** `node remove`: forgets a node gone for good, once no record counts on it (_drain.ts). */
+  removeNode(node: string, nodes: RemoveNodes): Promise<NodeRemoval> {
+    return removeNode({ store: this.#store, nodes, log: this.#log }, node);
   }
 
   /**

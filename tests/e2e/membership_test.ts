@@ -227,6 +227,9 @@ e2eTest(
       await write(c, v.master, "m3", 64);
       const heir = v.members!.find((n) => n !== v.master)!;
       const spare = names.find((n) => !v.members!.includes(n))!;
+      const running = await admin(c.nodes.get(heir)!, ["node", "remove", v.master]);
+      assertEquals(running.code, 1, running.stdout);
+      assert(running.stderr.includes(`node ${v.master} is running`), running.stderr);
       const killedAt = Date.now();
       await c.nodes.get(v.master)!.kill("SIGKILL");
       const took = await waitFor(
@@ -245,5 +248,13 @@ e2eTest(
         `[membership] master ${v.master} killed; ${heir} serves at epoch ${v.epoch + 1} and ` +
           `${spare} replaced ${v.master}, in sync ${took} ms after the kill`,
       );
+
+      // Gone for good: once no record counts on it, the cluster forgets it.
+      const removed = await admin(c.nodes.get(spare)!, ["node", "remove", v.master]);
+      assertEquals(removed.code, 0, removed.stderr);
+      assert(removed.stdout.startsWith(`node "${v.master}" removed (last seen `), removed.stdout);
+      const list = await admin(c.nodes.get(heir)!, ["node", "list", "-o", "json"]);
+      const left = (JSON.parse(list.stdout).items as { name: string }[]).map((n) => n.name);
+      assertEquals(left, [heir, spare].sort());
     }, { args: ["--replace-after", "3s"] }),
 );

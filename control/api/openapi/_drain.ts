@@ -1,6 +1,7 @@
 /**
- * `node drain` and `volume events` in the OpenAPI document: POST /v1/nodes/{name}/drain
- * (a stream of progress lines) and GET /v1/volumes/{name}/events, with their schemas.
+ * `node drain`, `node remove` and `volume events` in the OpenAPI document: POST
+ * /v1/nodes/{name}/drain (a stream of progress lines), DELETE /v1/nodes/{name} and GET
+ * /v1/volumes/{name}/events, with their schemas.
  * @module
  */
 
@@ -86,7 +87,35 @@ const drainVolume = {
   },
 };
 
+/** DELETE /v1/nodes/{name} (`node remove`). */
+export const REMOVE_NODE = {
+  operationId: "removeNode",
+  summary: "Forget a node that is gone for good (admin)",
+  tags: ["nodes"],
+  description: "Deletes the node's record (and cordon). Refused (412 FAILED_PRECONDITION) " +
+    "while the node runs (holds its liveness lease) or while any volume record counts on a " +
+    "copy there (master, replica, or a delete under way; `details.volumes` names them). " +
+    "Deleted volumes whose copy on it was still to be removed are forgotten with it.",
+  parameters: [nameParam("Node")],
+  responses: {
+    "200": { description: "NodeRemoval", content: json(ref("NodeRemoval")) },
+    ...errors(400, 404, 412, 503),
+  },
+};
+
 export const DRAIN_SCHEMAS = {
+  NodeRemoval: {
+    type: "object",
+    required: ["node", "forgottenCopies"],
+    properties: {
+      node: ref("Node"),
+      forgottenCopies: {
+        type: "array",
+        items: { type: "string" },
+        description: "Deleted volumes whose copy on the node was still to be removed",
+      },
+    },
+  },
   DrainVolume: drainVolume,
   DrainReport: {
     type: "object",

@@ -14,7 +14,7 @@ import { CLUSTER_PATHS, CLUSTER_SCHEMAS } from "./_cluster.ts";
 import { PEER_PATHS, REPLICATION_SCHEMAS, VOLUME_LIVE_PROPERTIES } from "./_replication.ts";
 import { VERIFY_PATHS, VERIFY_SCHEMAS } from "./_verify.ts";
 import { UPDATE_REPLICAS, VOLUME_MEMBERSHIP_PROPERTIES } from "./_membership.ts";
-import { DRAIN_PATHS, DRAIN_SCHEMAS } from "./_drain.ts";
+import { DRAIN_PATHS, DRAIN_SCHEMAS, REMOVE_NODE } from "./_drain.ts";
 
 const labels = {
   type: "object",
@@ -97,6 +97,7 @@ export const OPENAPI_DOCUMENT = {
           ...errors(400, 404, 503),
         },
       },
+      delete: REMOVE_NODE,
     },
     "/v1/nodes/{name}/cordon": {
       post: {
