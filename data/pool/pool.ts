@@ -1,7 +1,7 @@
 /**
  * The data worker pool, on the main thread: starts and stops Web Workers (worker.ts), hands
  * each accepted connection to one of them, measures how busy each is from its thread's run
- * and run-queue times, grows and shrinks the pool by the rules in sizing.ts (logging every resize with its
+ * and run-queue times, grows and shrinks the pool by sizing.ts (each resize logged with its
  * reason), and replaces a worker that dies. Volumes, the write gate, TLS material and
  * shutdown reach the workers as protocol.ts messages.
  * @module
@@ -119,6 +119,8 @@ export class WorkerPool {
   #closing = false;
   #resizes = { grow: 0, shrink: 0 };
   #replaced = 0;
+  /** Workers in a row that died before they were ready: their replacements back off. */
+  #failedStarts = 0;
   /** Connections accepted while no worker was ready yet. */
   #waiting: { fd: number; listener: ListenerKind; remote: string; conn: number }[] = [];
   /** The TLS material the workers have, to resend it when it changes. */
@@ -145,13 +147,13 @@ export class WorkerPool {
     return pool;
   }
 
-  /** The lowest free id (ids are the workers' stats slots, 1..max). */
-  #freeId(): number {
+  /** The lowest free id (ids are the workers' stats slots, 1..max), if any. */
+  #freeId(): number | undefined {
     for (let id = 1; id <= this.#o.max; id++) if (!this.#slots.has(id)) return id;
-    throw new Error("no free worker slot");
   }
 
-  #spawn(id = this.#freeId()): Slot {
+  #spawn(id = this.#freeId()): Slot | undefined {
+    if (id === undefined || this.#closing) return undefined;
     const worker = new Worker(WORKER_URL, { type: "module", name: `ballast-data-${id}` });
     let ready!: () => void;
     const slot: Slot = {
@@ -215,6 +217,7 @@ export class WorkerPool {
         slot.times = m.tid ? threadTimes(m.tid) : undefined;
         slot.sampledAt = performance.now();
         if (slot.state === "starting") slot.state = "active";
+        this.#failedStarts = 0;
         ready();
         this.#drainWaiting();
         break;
@@ -302,12 +305,17 @@ export class WorkerPool {
     this.#o.onWorkerGone?.(slot.id);
     if (this.#closing) return;
     this.#replaced++;
+    // One that dies before it is ready (it cannot start: a bug, the program's files changed
+    // under it) would otherwise be replaced in a tight loop: 1 s, doubling to 60 s.
+    const early = slot.state === "starting";
+    const delayMs = early ? Math.min(60_000, 1000 * 2 ** this.#failedStarts++) : 0;
     this.#log.error(
-      { worker: slot.id, reason: why, connections: slot.connections },
+      { worker: slot.id, reason: why, connections: slot.connections, delayMs },
       `data worker ${slot.id} died (${why}); its ${slot.connections} connection(s) were cut; ` +
-        "starting a replacement",
+        (early ? `it never started: next try in ${delayMs / 1000} s` : "starting a replacement"),
     );
-    this.#spawn(slot.id);
+    if (delayMs === 0) this.#spawn(slot.id);
+    else Deno.unrefTimer(setTimeout(() => this.#spawn(), delayMs));
   }
 
   /**
@@ -344,10 +352,7 @@ export class WorkerPool {
     for (const s of this.#slots.values()) this.#send(s, m);
   }
 
-  /**
-   * Resolves once every worker has acted on every message sent to it before (a worker that
-   * dies meanwhile serves nothing any more and counts as done).
-   */
+  /** Resolves once every worker acted on every message sent before (a dead one counts). */
   sync(): Promise<void> {
     const id = this.#nextSync++;
     return Promise.all([...this.#slots.values()].map((s) =>
@@ -387,7 +392,10 @@ export class WorkerPool {
       s.sampledAt = now;
       samples.push({ id: s.id, busy: s.busy, connections: s.connections });
     }
-    const { state, action } = decide(this.#sizing, samples, now);
+    const all = [...this.#slots.values()];
+    const starting = all.filter((s) => s.state === "starting").length;
+    const leaving = all.filter((s) => s.state === "retiring" || s.state === "stopping").length;
+    const { state, action } = decide(this.#sizing, samples, now, { starting, leaving });
     this.#sizing = state;
     if (action.kind === "grow") {
       this.#resizes.grow++;

@@ -94,17 +94,23 @@ export function busyRatio(run: number, wait: number, wall: number): number {
 
 const pct = (x: number) => `${Math.round(x * 100)}%`;
 
-/** The decision for one sample of every worker at time `now` (ms). */
+/**
+ * The decision for one sample of every active worker at time `now` (ms). `others`: workers
+ * not sampled that still take a place (starting, or retiring): the pool never grows past
+ * `max` counting them, nor while one is starting (it is about to take its share).
+ */
 export function decide(
   s: SizingState,
   workers: readonly WorkerSample[],
   now: number,
+  others: { starting: number; leaving: number } = { starting: 0, leaving: 0 },
 ): { state: SizingState; action: SizingAction } {
   const n = workers.length;
   if (n === 0) return { state: s, action: { kind: "none" } };
   const total = workers.reduce((a, w) => a + w.busy, 0);
   const mean = total / n;
-  const high = n < s.max && mean >= GROW_BUSY;
+  const room = others.starting === 0 && n + others.leaving < s.max;
+  const high = room && mean >= GROW_BUSY;
   const idle = workers.filter((w) => w.connections === 0).sort((a, b) => a.busy - b.busy)[0];
   const low = n > s.min && idle !== undefined && total <= (n - 1) * SHRINK_BUSY;
   let state: SizingState = {

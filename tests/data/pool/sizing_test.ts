@@ -62,6 +62,34 @@ Deno.test("decide() never grows past max, and waits COOLDOWN_MS between resizes"
   assertEquals(r.actions.map((a) => a.at), [COOLDOWN_MS, 2 * COOLDOWN_MS]);
 });
 
+Deno.test("decide() counts workers starting or leaving: no grow past max with them, none while one starts", () => {
+  const s = initialSizing(1, 2, -COOLDOWN_MS);
+  const busy = [w(1, 1, 4)];
+  const feed = (others: { starting: number; leaving: number }) => {
+    let st = s;
+    const kinds: string[] = [];
+    for (let t = 0; t <= 60_000; t += 1000) {
+      const r = decide(st, busy, t, others);
+      st = r.state;
+      kinds.push(r.action.kind);
+    }
+    return kinds.filter((k) => k !== "none");
+  };
+  // A replacement starting (a worker died): its place is taken, and max is 2.
+  assertEquals(feed({ starting: 1, leaving: 0 }), []);
+  // One retiring still holds its place until it stops.
+  assertEquals(feed({ starting: 0, leaving: 1 }), []);
+  // Room below max with one starting: wait for it rather than add another.
+  let st = initialSizing(1, 4, -COOLDOWN_MS);
+  for (let t = 0; t <= 60_000; t += 1000) {
+    const r = decide(st, busy, t, { starting: 1, leaving: 0 });
+    st = r.state;
+    assertEquals(r.action.kind, "none");
+  }
+  // Without them the same load grows the pool.
+  assertEquals(feed({ starting: 0, leaving: 0 })[0], "grow");
+});
+
 Deno.test("decide() shrinks only an idle worker, only when the rest can carry the load, and not below min", () => {
   const s = initialSizing(1, 4, -COOLDOWN_MS);
   // Total 0.4 fits in one worker at under 30%? No (0.4 > 0.3): no shrink.
