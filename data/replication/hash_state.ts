@@ -333,8 +333,12 @@ export class HashState {
    * concatenated hashes of its FANOUT children (fewer for the last).
    */
   async nodes(level: number, first: number, count: number): Promise<Uint8Array> {
+    // The level first: nodesAt() walks every level up to it (a peer's u32 froze the thread).
+    if (level < 0 || level >= this.levels()) {
+      throw new RangeError(`level ${level} of a tree of ${this.levels()} levels`);
+    }
     const width = nodesAt(this.table.count, level);
-    if (level < 0 || level >= this.levels() || first < 0 || first + count > width) {
+    if (first < 0 || first + count > width) {
       throw new RangeError(`nodes ${first}+${count} of level ${level} (${width} there)`);
     }
     const span = FANOUT ** level;

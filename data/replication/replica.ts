@@ -295,9 +295,9 @@ export class ReplicaService {
           r.id,
           STATUS_OK,
           r.regionBytes !== REGION_BYTES
-            ? await hashRegions(store, r.first, r.count, r.regionBytes)
+            ? await hashRegions(store, r.first, checkFine(r, store.size), r.regionBytes)
             : (r.flags & F_DEEP) !== 0
-            ? await hashes.verify(r.first, checkCount(r.first, r.count, hashes.regions), {
+            ? await hashes.verify(r.first, checkDeep(r.first, r.count, hashes.regions), {
               markCorrupt: true, // so that a resync repairs them (hash_state.ts)
             })
             : await hashes.leaves(r.first, checkCount(r.first, r.count, hashes.regions)),
@@ -439,6 +439,28 @@ function applyChange(
   else if (r.type === T_TRIM) store.trim(r.offset, r.length);
   else store.writeZeroes(r.offset, r.length, (r.flags & F_NO_HOLE) === 0);
 }
+
+/**
+ * A HASHES of blocks smaller than a region (a resync's compare inside one region): at most
+ * one region's worth, inside the copy. Unbounded, one frame could make this thread hash for
+ * minutes and allocate gigabytes (a peer's u32 count).
+ */
+function checkFine(r: { first: number; count: number; regionBytes: number }, size: number) {
+  const { first, count, regionBytes } = r;
+  if (count * regionBytes > REGION_BYTES || first * regionBytes >= Math.max(size, 1)) {
+    throw new RangeError(`${count} blocks of ${regionBytes} bytes at block ${first}`);
+  }
+  return count;
+}
+
+/** A deep HASHES rereads its regions: a verification asks 16 at a time (verify.ts). */
+function checkDeep(first: number, count: number, regions: number): number {
+  if (count > MAX_DEEP_REGIONS) {
+    throw new RangeError(`${count} regions to rehash at once (at most ${MAX_DEEP_REGIONS})`);
+  }
+  return checkCount(first, count, regions);
+}
+const MAX_DEEP_REGIONS = 64;
 
 function checkCount(first: number, count: number, regions: number): number {
   if (first + count > regions) {
