@@ -52,6 +52,9 @@ export interface ApiListener {
   reload(): void;
 }
 
+/** Methods the Fetch standard forbids in a Request (RFC 9110 §15.6.2: 501 for them). */
+const FETCH_FORBIDDEN = new Set(["CONNECT", "TRACE", "TRACK"]);
+
 /** In-flight requests get this long after close() before their connections are cut. */
 const CLOSE_GRACE_MS = 5_000;
 
@@ -67,7 +70,7 @@ export async function listenApi(app: FetchApp, opts: ListenApiOptions): Promise<
   );
   let base = "";
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
-    handle(app, pki, base, maxBody, req, res).catch((err) => {
+    handle(app, pki, base, maxBody, req, res, log).catch((err) => {
       log.error({ err }, "api adapter failed");
       res.destroy();
     });
@@ -169,6 +172,7 @@ async function handle(
   maxBody: number,
   req: IncomingMessage,
   res: ServerResponse,
+  log: Logger,
 ): Promise<void> {
   res.on("error", () => {}); // a client that left; the socket is torn down by node
   let response: Response;
@@ -186,6 +190,14 @@ async function handle(
       headers.append(req.rawHeaders[i], req.rawHeaders[i + 1]);
     }
     const method = req.method ?? "GET";
+    if (FETCH_FORBIDDEN.has(method.toUpperCase())) {
+      // A Request cannot carry these (Fetch), so they never reach the app's 405.
+      req.resume();
+      const e = new BallastError("INVALID_ARGUMENT", `method ${method} is not implemented`, {
+        status: 501,
+      });
+      return sendJson(res, 501, e.toBody(), false);
+    }
     const hasBody = method !== "GET" && method !== "HEAD";
     body = hasBody ? bodyStream(req, maxBody) : undefined;
     const request = new Request(base + url, {
@@ -198,6 +210,7 @@ async function handle(
     response = await app.fetch(request, env);
   } catch (err) {
     req.resume();
+    if (!(err instanceof BallastError)) log.error({ err }, "api adapter failed on a request");
     const e = err instanceof BallastError
       ? err
       : new BallastError("INTERNAL", "internal error in the API adapter");

@@ -161,6 +161,46 @@ Deno.test("https api: nbd-client and node certificates get 403 on admin routes",
   });
 });
 
+Deno.test("https api: TRACE (no Request can carry it) is 501, not an internal error; TRACK, unknown to the parser, 400", async () => {
+  await withNode(async (t) => {
+    const port = Number(new URL(t.url).port);
+    for (const method of ["TRACE", "TRACK"]) {
+      // Raw: Fetch and node:https clients cannot send these either.
+      const conn = await Deno.connectTls({
+        hostname: "127.0.0.1",
+        port,
+        caCerts: [t.admin.ca],
+        cert: t.admin.cert,
+        key: t.admin.key,
+      });
+      await conn.write(
+        new TextEncoder().encode(
+          `${method} /v1/volumes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+        ),
+      );
+      let text = "";
+      const buf = new Uint8Array(4096);
+      for (;;) {
+        // The server ends without a TLS close_notify: that is the end too.
+        const n = await conn.read(buf).catch(() => null);
+        if (n === null) break;
+        text += new TextDecoder().decode(buf.subarray(0, n));
+      }
+      conn.close();
+      if (method === "TRACK") {
+        assert(text.startsWith("HTTP/1.1 400 Bad Request"), text);
+        continue;
+      }
+      assert(text.startsWith("HTTP/1.1 501 "), text);
+      const body = JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4));
+      assertEquals(body.error.code, "INVALID_ARGUMENT");
+      assertEquals(body.error.message, `method ${method} is not implemented`);
+    }
+    const after = await nodeHttpsGet(`${t.url}/v1/volumes`, t.admin);
+    assertEquals(after.status, 200);
+  });
+});
+
 Deno.test("https api: plaintext HTTP and garbage bytes fail cleanly; the server keeps serving", async () => {
   await withNode(async (t) => {
     const port = Number(new URL(t.url).port);
