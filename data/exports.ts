@@ -165,6 +165,8 @@ export class ExportTable implements ExportCatalog {
   remoteNames: (() => string[]) | undefined;
   /** Why a volume the directory knows cannot be attached now (ExportCatalog.absent). */
   remoteAbsent: ((name: string) => { uuid: string; reason: string } | undefined) | undefined;
+  /** The forwarded exports clients attached to (their connections, for cutRevoked()). */
+  remoteAttached: (() => Iterable<LiveExport>) | undefined;
 
   add(e: LiveExport): void {
     this.#exports.set(e.name, e);
@@ -206,10 +208,13 @@ export class ExportTable implements ExportCatalog {
     return [...this.#exports.values(), ...remote].sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  /** Cuts every connection whose client certificate is among `serials`; returns how many. */
+  /**
+   * Cuts every connection whose client certificate is among `serials`, forwarded ones too
+   * (the master sees only this node's certificate); returns how many.
+   */
   cutRevoked(serials: ReadonlySet<string>): number {
     let n = 0;
-    for (const e of this.#exports.values()) {
+    for (const e of [...this.#exports.values(), ...(this.remoteAttached?.() ?? [])]) {
       for (const a of [...e.attachments]) {
         if (a.clientSerial !== undefined && serials.has(a.clientSerial)) {
           a.abort(`client certificate ${a.clientSerial} was revoked`);

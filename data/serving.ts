@@ -171,6 +171,7 @@ export async function serveOnMainThread(o: {
   o.exports.remote = (name) => remote.lookup(name);
   o.exports.remoteNames = () => remote.names();
   o.exports.remoteAbsent = (name) => remote.absent(name);
+  o.exports.remoteAttached = () => remote.attached();
   const common = {
     exports: o.exports,
     logger: o.logger,

@@ -152,6 +152,7 @@ export class WorkerPlane {
     );
     this.#exports.remote = (name) => this.#remote.lookup(name);
     this.#exports.remoteNames = () => this.#remote.names();
+    this.#exports.remoteAttached = () => this.#remote.attached();
     this.#exports.remoteAbsent = (name) => this.#remote.absent(name);
     this.directory(init.directory);
   }

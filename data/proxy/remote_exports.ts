@@ -60,6 +60,11 @@ export class RemoteExports {
     this.#connect = connect;
   }
 
+  /** Every forwarded export made so far (clients attached to them, or did). */
+  attached(): LiveExport[] {
+    return [...this.#exports.values()];
+  }
+
   /** The export a client attaching to `name` gets, if the directory knows the volume. */
   lookup(name: string): LiveExport | undefined {
     const entry = this.#dir.get(name);

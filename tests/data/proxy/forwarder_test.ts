@@ -19,7 +19,7 @@ import {
   Upstream,
   upstreamConnector,
 } from "../../../data/proxy/mod.ts";
-import type { ForwardedReply } from "../../../data/exports.ts";
+import { ExportTable, type ForwardedReply } from "../../../data/exports.ts";
 import { assert, assertEquals } from "../../_assert.ts";
 import { frozenRelay } from "./_frozen_relay.ts";
 
@@ -414,4 +414,23 @@ Deno.test("RemoteExports: a volume nobody can serve now is not attachable, and a
   }]);
   assert(remote.absent(VOL)?.reason.includes("unavailable: node a could not open it"), "why");
   remote.update();
+});
+
+Deno.test("ExportTable.cutRevoked(): a revoked client's forwarded connections are cut too, not only local ones", () => {
+  const dir = new Directory();
+  const remote = new RemoteExports(dir, upstreamConnector({ tls: () => undefined }));
+  dir.set([entry("a", "127.0.0.1:1", 1)]);
+  const table = new ExportTable();
+  table.remote = (name) => remote.lookup(name);
+  table.remoteAttached = () => remote.attached();
+  const cut: string[] = [];
+  const attach = (serial: string) => ({
+    clientSerial: serial,
+    abort: (why: string) => cut.push(why),
+  });
+  const forwarded = table.find(VOL)!;
+  forwarded.attachments.add(attach("0a"));
+  forwarded.attachments.add(attach("0b"));
+  assertEquals(table.cutRevoked(new Set(["0a"])), 1);
+  assertEquals(cut, ["client certificate 0a was revoked"]);
 });
