@@ -7,7 +7,8 @@
  *                     the trust bundle and the cluster KEK
  *
  * etcd keeps only the SHA-256 of a token's secret, with its expiry, under a lease that
- * outlives the expiry by an hour (so a late join hears "expired", not "unknown"). A join
+ * outlives the expiry by an hour (so a late join hears "expired", not "unknown"), and a MAC
+ * under the cluster KEK, so that a record planted in etcd admits nobody. A join
  * consumes the token with a transaction comparing the record's modRevision, so of two nodes
  * racing with one token exactly one gets in.
  * @module
@@ -26,11 +27,13 @@ import { toBase64 } from "./_crypto.ts";
 import type { JoinResponse } from "./join.ts";
 import {
   checkJoinToken,
+  constantTimeEqual,
   formatJoinToken,
   joinRefused,
   type JoinToken,
   type JoinTokenRecord,
   newJoinToken,
+  recordMac,
   sha256Hex,
 } from "./join_token.ts";
 import type { ClusterMember } from "./member.ts";
@@ -58,13 +61,14 @@ export async function issueJoinToken(
   const lease = await store.grantLease(ttl + RECORD_GRACE_SECONDS);
   for (let attempt = 0; attempt < 5; attempt++) {
     const token = newJoinToken(keys.pin);
-    const record: JoinTokenRecord = {
+    const fields = {
       id: token.id,
       secretSha256: await sha256Hex(token.secret),
       createdAt: now.toISOString(),
       expiresAt: new Date(now.getTime() + ttl * 1000).toISOString(),
       createdBy: o.createdBy,
     };
+    const record: JoinTokenRecord = { ...fields, mac: await recordMac(keys.kek, fields) };
     const key = JOIN_TOKEN_PREFIX + token.id;
     const r = await store.txn(
       [{ key, target: "version", op: "==", value: 0 }],
@@ -92,7 +96,12 @@ export async function admitNode(
   const secretHash = await sha256Hex(token.secret);
   const check = async () => {
     const kv = await store.get(key);
-    const record = kv ? JSON.parse(kv.value) as JoinTokenRecord : undefined;
+    let record = kv ? JSON.parse(kv.value) as JoinTokenRecord : undefined;
+    if (record && !constantTimeEqual(record.mac ?? "", await recordMac(keys.kek, record))) {
+      // Not made by a member (they all hold the KEK): written into etcd by someone else.
+      log.warn("a join token record no member made (its MAC does not verify) was ignored");
+      record = undefined;
+    }
     const r = checkJoinToken(record, token, secretHash, keys.pin, new Date());
     if (!r.ok) {
       log.warn({ reason: r.error.details?.reason }, "join refused");

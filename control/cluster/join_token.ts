@@ -44,6 +44,28 @@ export interface JoinTokenRecord {
   /** Set when a node joined with it (single use). */
   usedAt?: string;
   usedBy?: string;
+  /**
+   * HMAC-SHA256 (hex) with the cluster KEK over id, secretSha256 and expiresAt (recordMac):
+   * only a member can make a record a join accepts, not whoever can write to etcd.
+   */
+  mac?: string;
+}
+
+/** The MAC of a token record's id, secret hash and expiry under the cluster KEK. */
+export async function recordMac(
+  kek: Uint8Array,
+  r: Pick<JoinTokenRecord, "id" | "secretSha256" | "expiresAt">,
+): Promise<string> {
+  const key = await crypto.subtle.importKey(
+    "raw",
+    kek as BufferSource,
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const text = `ballast join token\n${r.id}\n${r.secretSha256}\n${r.expiresAt}`;
+  const mac = await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(text));
+  return toHex(new Uint8Array(mac));
 }
 
 /** Stable reasons a join is refused (API `details.reason`). */

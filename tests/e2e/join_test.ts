@@ -170,6 +170,34 @@ e2eTest(
         assert(err.includes("JOIN_TOKEN_INVALID"), err);
       }
 
+      // Planted: a record written straight into etcd (no member's MAC) admits nobody.
+      const secret = "00112233445566778899aabbccddeeff";
+      const planted = {
+        id: "evil01",
+        secretSha256: Array.from(
+          new Uint8Array(
+            await crypto.subtle.digest("SHA-256", new TextEncoder().encode(secret)),
+          ),
+          (b) => b.toString(16).padStart(2, "0"),
+        ).join(""),
+        createdAt: new Date().toISOString(),
+        expiresAt: new Date(Date.now() + 86_400_000).toISOString(),
+        createdBy: "admin",
+      };
+      const put = await run("etcdctl", [
+        `--endpoints=${etcd.endpoints[0]}`,
+        "put",
+        `${PREFIX}/ballast/cluster/join-tokens/evil01`,
+        JSON.stringify(planted),
+      ]);
+      assertEquals(put.code, 0, put.stderr);
+      const pin = fresh.split(".")[3];
+      const plantedErr = await refusedServe(etcd, "node-x", [
+        "--join",
+        `ballast1.evil01.${secret}.${pin}`,
+      ]);
+      assert(plantedErr.includes("JOIN_TOKEN_INVALID"), plantedErr);
+
       // Another CA's pin: refused before anything is sent, so the token stays usable.
       const foreign = await refusedServe(etcd, "node-p", ["--join", alter(fresh, 3)]);
       assert(
