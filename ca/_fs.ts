@@ -96,3 +96,31 @@ export function parseJsonLines<T>(text: string | undefined): T[] {
   }
   return out;
 }
+
+/** Files of the PKI directory that hold a secret: private keys and the cluster KEK. */
+const SECRET = /\.(key|kek)(\.pending|\.next)?$/;
+
+/**
+ * Takes back what others may read of PKI directory `dir`: the directory itself to 0700 and
+ * every key (and the KEK) to 0600. Returns one line per change ("ca.key was 0644"), for a
+ * warning: a key that was readable may have been read.
+ */
+export async function tightenPrivateModes(dir: string): Promise<string[]> {
+  const changed: string[] = [];
+  const tighten = async (path: string, name: string, mode: number) => {
+    const was = (await Deno.stat(path)).mode! & 0o777;
+    if ((was & 0o077) === 0) return;
+    await Deno.chmod(path, mode);
+    changed.push(`${name} was 0${was.toString(8)}`);
+  };
+  try {
+    await tighten(dir, "the directory", 0o700);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return changed;
+    throw err;
+  }
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isFile && SECRET.test(e.name)) await tighten(join(dir, e.name), e.name, KEY_MODE);
+  }
+  return changed;
+}

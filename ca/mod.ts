@@ -60,4 +60,4 @@ export {
 } from "./_layout.ts";
 export { openPki, type OpenPkiOptions, Pki, type PkiMode, type TlsCredentials } from "./_store.ts";
 export { checkSerial, resolveSerial } from "./_registry.ts";
-export { KEY_MODE, PUBLIC_MODE, readOptional, writeAtomic } from "./_fs.ts";
+export { KEY_MODE, PUBLIC_MODE, readOptional, tightenPrivateModes, writeAtomic } from "./_fs.ts";

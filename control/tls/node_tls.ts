@@ -6,7 +6,7 @@
  */
 
 import { createSecureContext, type SecureContext } from "node:tls";
-import { openPki, type Pki, type Role } from "../../ca/mod.ts";
+import { openPki, type Pki, type Role, tightenPrivateModes } from "../../ca/mod.ts";
 import { nbdStartTls as nbdClientStartTls, type StartTls } from "../../data/mod.ts";
 import { FailedPreconditionError } from "../../mod/errors.ts";
 import type { ListenAddress, Logger } from "../common/mod.ts";
@@ -70,6 +70,14 @@ export function certificateNames(
 export async function setupNodeTls(config: NodeTlsConfig, log: Logger): Promise<NodeTls> {
   const names = certificateNames(config.nodeName, [config.apiListen, config.nbdListen]);
   const dir = pkiDirOf(config.dataDir);
+  const opened = await tightenPrivateModes(dir);
+  if (opened.length > 0) {
+    log.warn(
+      { dir, changed: opened },
+      `${dir} let other users read secrets (${opened.join(", ")}): modes set back to 0700 ` +
+        "and 0600; a key that was readable may have been read: replace it (docs/TLS.md)",
+    );
+  }
   const pki = await openPki(dir, {
     nodeName: config.nodeName,
     dnsNames: names.dnsNames,

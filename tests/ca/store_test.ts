@@ -1,4 +1,11 @@
-import { FILES, openPki, readIdentity, resolveSerial, x509 } from "../../ca/mod.ts";
+import {
+  FILES,
+  openPki,
+  readIdentity,
+  resolveSerial,
+  tightenPrivateModes,
+  x509,
+} from "../../ca/mod.ts";
 import { BallastError, FailedPreconditionError, InvalidArgumentError } from "../../mod/errors.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../_assert.ts";
 import { DAY, fakeClock, tempDir } from "./_helpers.ts";
@@ -35,6 +42,31 @@ Deno.test("openPki() creates the CA, node and admin certificates with 0600 keys"
     assert(r.ok, !r.ok ? r.reason : "");
   }
   assertEquals((await pki.list()).map((r) => r.role), ["node", "admin"]);
+});
+
+Deno.test("tightenPrivateModes(): a PKI directory and keys others could read are set back to 0700 and 0600, and said so; certificates stay public", async () => {
+  await using t = await tempDir();
+  const dir = `${t.dir}/pki`;
+  assertEquals(await tightenPrivateModes(dir), [], "no directory yet: nothing to do");
+  await openPki(dir, NODE);
+  await Deno.writeTextFile(`${dir}/cluster.kek`, "x", { mode: 0o600 });
+  assertEquals(await tightenPrivateModes(dir), [], "as made: nothing to change");
+  await Deno.chmod(dir, 0o755);
+  for (const f of ["ca.key", "admin.key", "cluster.kek"]) await Deno.chmod(`${dir}/${f}`, 0o644);
+  await Deno.chmod(`${dir}/node.key`, 0o640);
+  const changed = await tightenPrivateModes(dir);
+  assertEquals(changed.sort(), [
+    "admin.key was 0644",
+    "ca.key was 0644",
+    "cluster.kek was 0644",
+    "node.key was 0640",
+    "the directory was 0755",
+  ]);
+  assertEquals((await Deno.stat(dir)).mode! & 0o777, 0o700);
+  for (const f of ["ca.key", "admin.key", "node.key", "cluster.kek"]) {
+    assertEquals((await Deno.stat(`${dir}/${f}`)).mode! & 0o777, 0o600, f);
+  }
+  assertEquals((await Deno.stat(`${dir}/ca.crt`)).mode! & 0o777, 0o644);
 });
 
 Deno.test("openPki() loads an existing directory without reissuing", async () => {
