@@ -292,7 +292,7 @@ export function handleOption(
         // met (e.g., the client did not negotiate TLS for an export where the server requires
         // it), the server should close the connection." (NBD_OPT_EXPORT_NAME, "Option types")
         const reason = !exp
-          ? `unknown export "${name}"`
+          ? `unknown export ${quoted(name)}`
           : "refused" in exp
           ? exp.refused
           : exp.unavailable;
@@ -360,9 +360,26 @@ function asAllowed(e: ExportView, policy: HandshakePolicy): Visible {
   };
 }
 
+/**
+ * A client's export name quoted for a message: control characters escaped ("Conventions":
+ * strings, error messages included, must not hold NUL; clients print them).
+ */
+function quoted(name: string): string {
+  // deno-lint-ignore no-control-regex
+  const shown = name.replace(
+    /[\u0000-\u001f\u007f-\u009f"\\]/g,
+    (c) =>
+      c === '"' || c === "\\" ? `\\${c}` : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+  return `"${shown}"`;
+}
+
 /** The refusal for an export that is not there or may not be opened ("Option reply types"). */
 function refuseExport(refuse: Refuse, name: string, v: Visible): HandshakeResult {
-  if (v === undefined) return refuse(C.NBD_REP_ERR_UNKNOWN, `unknown export "${name}"`);
+  if (name.includes("\0")) {
+    return refuse(C.NBD_REP_ERR_INVALID, `export name ${quoted(name)} holds a NUL`);
+  }
+  if (v === undefined) return refuse(C.NBD_REP_ERR_UNKNOWN, `unknown export ${quoted(name)}`);
   // NBD_REP_ERR_UNKNOWN: "The requested export is not available" ("Option reply types").
   if ("unavailable" in v) return refuse(C.NBD_REP_ERR_UNKNOWN, v.unavailable);
   return { ...refuse(C.NBD_REP_ERR_POLICY, (v as { refused: string }).refused), notice: true };
