@@ -16,8 +16,13 @@ export const MAX_LABELS = 64;
 const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62})$/;
 const MAX_LABEL_VALUE = 256;
 export const MAX_DESCRIPTION = 1024;
+/**
+ * Characters a label value or description may not hold: C0 and C1 controls, and those that
+ * make a table or a terminal show something else than the text (bidirectional overrides and
+ * isolates, line and paragraph separators).
+ */
 // deno-lint-ignore no-control-regex
-const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
+const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
 
 /** Checks a volume name. */
 export function checkVolumeName(name: unknown, field = "name"): string {
@@ -163,7 +168,8 @@ export function checkLabels(labels: unknown, field = "labels"): Record<string, s
       throw new InvalidArgumentError(
         `invalid label ${
           JSON.stringify(k)
-        }: value must be at most ${MAX_LABEL_VALUE} characters with no control characters`,
+        }: value must be at most ${MAX_LABEL_VALUE} characters with no control, ` +
+          "bidirectional-override or line-separator characters",
         { field: `${field}.${k}` },
       );
     }
@@ -224,7 +230,8 @@ export function checkDescription(description: unknown, field = "description"): s
   }
   if (description.length > MAX_DESCRIPTION || CONTROL_CHARS.test(description.replace(/\t/g, ""))) {
     throw new InvalidArgumentError(
-      `invalid ${field}: at most ${MAX_DESCRIPTION} characters, no control characters`,
+      `invalid ${field}: at most ${MAX_DESCRIPTION} characters, no control (but tab), ` +
+        "bidirectional-override or line-separator characters",
       { field },
     );
   }

@@ -192,6 +192,34 @@ const BAD_CREATES: Array<[string, unknown, number, string, string]> = [
     "INVALID_ARGUMENT",
     "description",
   ],
+  [
+    "description with a bidirectional override",
+    { name: "v", size: "1GiB", description: "ok \u202egnp.exe" },
+    400,
+    "INVALID_ARGUMENT",
+    "description",
+  ],
+  [
+    "description with a line separator",
+    { name: "v", size: "1GiB", description: "a\u2028b" },
+    400,
+    "INVALID_ARGUMENT",
+    "description",
+  ],
+  [
+    "label value with an isolate",
+    { name: "v", size: "1GiB", labels: { k: "\u2066txt" } },
+    400,
+    "INVALID_ARGUMENT",
+    "labels.k",
+  ],
+  [
+    "label value with a C1 control",
+    { name: "v", size: "1GiB", labels: { k: "a\u009bb" } },
+    400,
+    "INVALID_ARGUMENT",
+    "labels.k",
+  ],
   ["unknown field", { name: "v", size: "1GiB", sise: 1 }, 400, "INVALID_ARGUMENT", "sise"],
 ];
 
