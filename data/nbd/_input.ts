@@ -6,7 +6,7 @@
  */
 
 import { REQUEST_HEADER_SIZE } from "./constants.ts";
-import { ProtocolError } from "./errors.ts";
+import { ClientGoneError } from "./errors.ts";
 import type { Transport } from "./transport.ts";
 
 const INITIAL_IN = 256 * 1024;
@@ -69,7 +69,7 @@ export class InputBuffer {
     this.reserve(n);
     while (this.end - this.start < n) {
       if (!(await this.fill(t))) {
-        throw new ProtocolError("client closed the connection mid-message");
+        throw new ClientGoneError("client closed the connection mid-message");
       }
     }
   }
@@ -83,7 +83,7 @@ export class InputBuffer {
       left -= have;
       if (left === 0) return;
       if (!(await this.fill(t))) {
-        throw new ProtocolError("client closed the connection mid-payload");
+        throw new ClientGoneError("client closed the connection mid-payload");
       }
     }
   }
@@ -103,7 +103,7 @@ export class InputBuffer {
       if (this.start === this.end) {
         waiting(true);
         if (!(await this.fill(t))) {
-          throw new ProtocolError("client left in the middle of a WRITE payload");
+          throw new ClientGoneError("client left in the middle of a WRITE payload");
         }
       }
       const n = Math.min(this.end - this.start, left);

@@ -20,7 +20,7 @@ import { decodeRequest, Request, type TransmissionContext, validateRequest } fro
 import type { HandshakePolicy } from "./handshake.ts";
 import { negotiate, type Session } from "./_negotiate.ts";
 import type { StartTls, Transport } from "./transport.ts";
-import { ClientRefusedError, isDisconnect, ProtocolError } from "./errors.ts";
+import { ClientGoneError, ClientRefusedError, isDisconnect, ProtocolError } from "./errors.ts";
 import { InputBuffer, type Parsed } from "./_input.ts";
 import { errnoOf } from "./errno.ts";
 import { Replies, ReplyBatcher } from "./_replies.ts";
@@ -160,6 +160,8 @@ export class Connection {
         this.#ended ??= msg;
         if (err instanceof ClientRefusedError) {
           this.#log.warn({ reason: msg }, "client refused");
+        } else if (err instanceof ClientGoneError) {
+          this.#log.info({ reason: msg }, "client went away in the middle of a message");
         } else if (err instanceof ProtocolError) {
           this.#log.warn({ reason: msg }, "protocol violation, disconnecting");
           if (this.#export) this.#export.stats.countProtocolError();

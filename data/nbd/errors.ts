@@ -11,6 +11,15 @@ export class ProtocolError extends Error {
 }
 
 /**
+ * The client closed its connection in the middle of a message: out of step like any
+ * ProtocolError, but no violation to count or warn of (a forwarding node leaving a master
+ * that changed does this, as does any client killed mid-write).
+ */
+export class ClientGoneError extends ProtocolError {
+  override name = "ClientGoneError";
+}
+
+/**
  * Thrown by a StartTls hook that refuses the client (bad or missing certificate). With
  * `transport`, the TLS session is up and the handshake goes on over it only to tell the
  * client why: every further option is refused with NBD_REP_ERR_POLICY and this message.

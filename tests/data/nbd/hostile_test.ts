@@ -704,7 +704,7 @@ Deno.test("hostile: pipelined 32 MiB READs from a client that does not read repl
   });
 });
 
-Deno.test("hostile: clients that vanish mid-header or mid-WRITE-payload leave nothing behind", async () => {
+Deno.test("hostile: clients that vanish mid-header or mid-WRITE-payload leave nothing behind and count as no protocol error", async () => {
   await withPlane(async (plane) => {
     const full = requestBytes({
       type: C.NBD_CMD_WRITE,
@@ -723,6 +723,8 @@ Deno.test("hostile: clients that vanish mid-header or mid-WRITE-payload leave no
       assertEquals(await c.read(20 * MiB, 256 * KiB), new Uint8Array(256 * KiB), "partial WRITE");
     });
     await assertServes(plane);
+    // A client gone mid-message broke no rule: nothing counted as a protocol error.
+    assertEquals(plane.volumeStats().find((s) => s.volume === VOL)!.protocolErrors, 0);
   });
 });
 
