@@ -13,10 +13,8 @@
  * - notices: serve / stop-serving go to the host (the local data path), and so does resync
  *   (not toward a member whose liveness lease is gone); fence is logged.
  *
- * Lease facts come from one LeaseWatch per node (a single prefix watch on the nodes'
- * alive keys, shared by every driver), record changes from the caller's record watch.
- * Nothing here writes the store unless the group's record needs to change, so an idle
- * group costs the store nothing.
+ * Lease facts come from one LeaseWatch per node (shared by every driver), record changes
+ * from the caller's record watch. Nothing is written unless the record needs to change.
  * @module
  */
 
@@ -149,10 +147,7 @@ export class GroupDriver {
     this.#perform(effects);
   }
 
-  /**
-   * Stops the driver. With `release`, a serving node stops serving first (the group
-   * is being deleted or this node left it); without, exports stay for the shutdown.
-   */
+  /** Stops; `release`: stop serving first (group deleted, node left); else exports stay. */
   async stop(options: { release?: boolean } = {}): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
@@ -246,12 +241,9 @@ export class GroupDriver {
 
   /**
    * Runs the host's resync of `replica` once the export asked before it is done (a new
-   * master's export waits out the old master's read lease first; a resync started sooner
-   * failed with "not replicated from here", shown to operators as the last resync's error);
-   * when it succeeds while this node still serves `epoch`, reports the replica in sync (the
-   * record is changed by CAS); when it fails, tries again after RESYNC_RETRY_MS (doubled after
-   * each failure in a row, up to RESYNC_RETRY_MAX_MS) while the replica still lags and is not
-   * down.
+   * master's waits out the old master's read lease; a resync started sooner failed with "not
+   * replicated from here"); success while serving `epoch` reports the replica in sync (CAS);
+   * a failure is tried again (resyncRetryDelay) while the replica lags and is not down.
    */
   #resync(replica: string, epoch: number, log: Logger): void {
     const host = this.#o.host;
@@ -292,29 +284,34 @@ export class GroupDriver {
    * (resyncRetryDelay), if it still lags then.
    */
   #resyncLater(replica: string, epoch: number, log: Logger, failures: number): void {
-    const wait = resyncRetryDelay(failures);
-    const t = setTimeout(() => {
-      this.#timers.delete(t);
+    this.#later(resyncRetryDelay(failures), () => {
       const r = this.#state.known?.record;
       const lagging = r && r.epoch === epoch && r.members.includes(replica) &&
         !r.inSync.includes(replica) && !r.down.includes(replica);
       if (!this.#stopped && this.#state.serving === epoch && lagging) {
         this.#resync(replica, epoch, log);
       }
-    }, wait);
+    });
+  }
+
+  /** Runs `fn` in `ms` unless the driver stops first. */
+  #later(ms: number, fn: () => void): ReturnType<typeof setTimeout> {
+    const t = setTimeout(() => {
+      this.#timers.delete(t);
+      fn();
+    }, ms);
     this.#timers.add(t);
+    return t;
   }
 
   /**
-   * A lost CAS brings lease facts read with it, fresher than the lease watch then; the
-   * watch reports later changes, but not a lease that came back before it ever saw it go
-   * (a node whose lease lapsed and that registered again at once): the machine would keep
-   * that node down for good. A moment later the machine's view is brought in line with the
-   * watch's.
+   * A lost CAS brings lease facts fresher than the lease watch; the watch reports later
+   * changes, but not a lease that came back before it saw it go (a node that registered
+   * again at once): the machine would keep that node down for good. A moment later its
+   * view is brought in line with the watch's.
    */
   #syncLeasesSoon(): void {
-    const t = setTimeout(() => {
-      this.#timers.delete(t);
+    this.#later(LEASE_SYNC_MS, () => {
       if (this.#stopped) return;
       const watched = new Set(this.#o.leases.down());
       for (const node of this.#state.leaseDown) {
@@ -323,8 +320,7 @@ export class GroupDriver {
       for (const node of watched) {
         if (!this.#state.leaseDown.includes(node)) this.feed({ type: "lease-expired", node });
       }
-    }, LEASE_SYNC_MS);
-    this.#timers.add(t);
+    });
   }
 
   /** Replicas failed (ServeHooks.replicasFailed): hold until the record drops them. */
@@ -361,11 +357,7 @@ export class GroupDriver {
           break;
         case "set-timer": {
           const ms = e.name === RETRY_TIMER ? retryDelay(e.ms, this.#losses) : e.ms;
-          const t = setTimeout(() => {
-            this.#timers.delete(t);
-            this.feed({ type: "timer-fired", name: e.name });
-          }, ms);
-          this.#timers.add(t);
+          this.#later(ms, () => this.feed({ type: "timer-fired", name: e.name }));
           break;
         }
         case "notify":
@@ -375,20 +367,38 @@ export class GroupDriver {
     }
   }
 
+  /** Why this master's export failed, while it is tried again. */
+  serveFailure: string | undefined;
+
+  /**
+   * Exports the volume at `epoch`. One that failed (a full disk: the epoch file could not be
+   * written) is tried again, 1 s doubling to 30 s, while this node is to serve that epoch.
+   */
+  #serve(epoch: number, handedOver: boolean, log: Logger, tries: number): void {
+    this.#hostChain = this.#hostChain.then(async () => {
+      if (tries > 0 && (this.#stopped || this.#state.serving !== epoch)) return;
+      const inSync = this.#state.known?.record.inSync ?? [];
+      const gated = !this.#o.host.replicates && inSync.some((m) => m !== this.#o.self);
+      await this.#o.host.serve(epoch, {
+        ...(gated ? { writeGate: () => this.#writeGate(epoch) } : {}),
+        ...(handedOver ? { handedOver: true } : {}),
+        replicasFailed: (nodes) => this.#replicasFailed(epoch, nodes),
+      });
+      this.serveFailure = undefined;
+    }).catch((err) => {
+      const retryMs = Math.min(30_000, 1000 * 2 ** tries);
+      this.serveFailure = (err as Error).message;
+      log.error({ err, retryMs }, "group: could not export the volume; trying again");
+      this.#later(retryMs, () => this.#serve(epoch, handedOver, log, tries + 1));
+    });
+  }
+
   #notify(n: Notice): void {
     const log = this.#log.child({ epoch: n.epoch });
     switch (n.kind) {
       case "serve":
         log.info("group: serving as master");
-        this.#hostChain = this.#hostChain.then(() => {
-          const inSync = this.#state.known?.record.inSync ?? [];
-          const gated = !this.#o.host.replicates && inSync.some((m) => m !== this.#o.self);
-          return this.#o.host.serve(n.epoch, {
-            ...(gated ? { writeGate: () => this.#writeGate(n.epoch) } : {}),
-            ...(n.handedOver ? { handedOver: true } : {}),
-            replicasFailed: (nodes) => this.#replicasFailed(n.epoch, nodes),
-          });
-        }).catch((err) => log.error({ err }, "group: could not export the volume"));
+        this.#serve(n.epoch, n.handedOver === true, log, 0);
         // Without replication, any data on the master leaves the replicas behind.
         if (!this.#o.host.replicates) this.#startWritePoll(n.epoch);
         break;
@@ -425,11 +435,7 @@ export class GroupDriver {
     }
   }
 
-  /**
-   * Replication does not exist yet, so a replica is in sync only while the master has
-   * never taken a write: the machine is told as soon as the local copy holds data
-   * (machine.ts, "data-changed"), whether or not a request waits at the gate.
-   */
+  /** Without replication a replica is in sync only while the master never took a write. */
   #startWritePoll(epoch: number): void {
     if (this.#writePoll !== undefined) clearInterval(this.#writePoll);
     const check = () => {
@@ -457,16 +463,14 @@ export class GroupDriver {
   /** Runs a request; feeds its event, or response-lost on a timeout or error. */
   #withTimeout(id: number, fn: () => Promise<GroupEvent | undefined>): void {
     let settled = false;
-    const timer = setTimeout(() => {
-      this.#timers.delete(timer);
+    const timer = this.#later(this.#o.requestTimeoutMs, () => {
       if (settled || id !== this.#request) return;
       settled = true;
       this.#request++;
       this.#losses++;
       this.#log.warn({ ms: this.#o.requestTimeoutMs }, "group: store request timed out");
       this.feed({ type: "response-lost" });
-    }, this.#o.requestTimeoutMs);
-    this.#timers.add(timer);
+    });
     /** Claims the outcome for this request; false if it timed out or was superseded. */
     const settle = (): boolean => {
       if (settled || id !== this.#request) return false;

@@ -294,6 +294,9 @@ export class VolumeGroups {
   }
 
   /** The state of `name`'s group driver here, if one runs (volume get's unrecorded failures). */
+  /** Why this node could not export group `name` it masters (it tries again), if so. */
+  readonly serveFailure = (name: string) => this.#drivers.get(name)?.driver.serveFailure;
+
   actor(name: string): ActorState | undefined {
     return this.#drivers.get(name)?.driver.state;
   }

@@ -11,7 +11,12 @@
  * @module
  */
 
-import { errorMessage, FailedPreconditionError, NotFoundError } from "../../mod/errors.ts";
+import {
+  errorMessage,
+  FailedPreconditionError,
+  NotFoundError,
+  UnavailableError,
+} from "../../mod/errors.ts";
 import type {
   LiveResync,
   Volume,
@@ -101,6 +106,23 @@ export async function localLive(
     ...(unrecorded ? { unrecorded } : {}),
     ...(master && status.fenced ? { fenced: true } : {}),
   };
+}
+
+/**
+ * localLive() for the node-to-node route: NotFoundError when this node does not export the
+ * volume, UnavailableError saying why when it masters it but could not export it (a full
+ * disk; it tries again).
+ */
+export async function exportStatus(
+  ctx: LiveContext,
+  rec: VolumeRecord | undefined,
+  name: string,
+): Promise<VolumeLiveStatus> {
+  const live = rec && await localLive(ctx, rec, { roots: true });
+  if (live) return live;
+  const failed = ctx.groups?.serveFailure(name);
+  if (failed) throw new UnavailableError(`could not export it: ${failed}; trying again`);
+  throw new NotFoundError("volume export", name);
 }
 
 /**

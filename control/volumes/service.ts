@@ -70,8 +70,8 @@ import { eventsPrefix } from "../events/mod.ts";
 import { ORPHAN_MIN_AGE_MS, removeOrphans } from "./_orphans.ts";
 import {
   eventsView,
+  exportStatus,
   type LiveContext,
-  localLive,
   type PeerStatusSource,
   seenPhase,
   type ServedGroup,
@@ -279,9 +279,7 @@ export class VolumeService {
   async liveStatus(name: string): Promise<VolumeLiveStatus> {
     checkVolumeName(name);
     const kv = await this.#store.get(VOLUME_PREFIX + name);
-    const live = kv ? await localLive(this.#live, parseRecord(kv), { roots: true }) : undefined;
-    if (!live) throw new NotFoundError("volume export", name);
-    return live;
+    return await exportStatus(this.#live, kv && parseRecord(kv), name);
   }
 
   /**

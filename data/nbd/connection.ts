@@ -97,9 +97,8 @@ export class Connection {
   /** performance.now() at accept; the handshake must finish within a deadline from here. */
   readonly openedAt: number = performance.now();
   /**
-   * performance.now() since when the oldest incomplete request has been waiting for its
-   * remaining bytes, 0 when none is. The server's watchdog closes connections whose
-   * request stays incomplete too long (a stalled or trickling client).
+   * performance.now() since when the oldest incomplete request waits for its remaining
+   * bytes, 0 when none does: the server's watchdog closes a stalled or trickling client.
    */
   partialSince = 0;
   inHandshake = true;

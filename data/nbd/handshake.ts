@@ -360,14 +360,16 @@ function asAllowed(e: ExportView, policy: HandshakePolicy): Visible {
   };
 }
 
+// deno-lint-ignore no-control-regex
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f"\\]/g;
+
 /**
  * A client's export name quoted for a message: control characters escaped ("Conventions":
  * strings, error messages included, must not hold NUL; clients print them).
  */
 function quoted(name: string): string {
-  // deno-lint-ignore no-control-regex
   const shown = name.replace(
-    /[\u0000-\u001f\u007f-\u009f"\\]/g,
+    UNPRINTABLE,
     (c) =>
       c === '"' || c === "\\" ? `\\${c}` : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
   );

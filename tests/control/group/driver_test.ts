@@ -444,3 +444,31 @@ Deno.test("resyncRetryDelay(): 5 s after a failure, doubled per failure in a row
   ]);
   assertEquals(resyncRetryDelay(0), 5_000);
 });
+
+Deno.test("GroupDriver: an export that fails (a full disk) is tried again until it works, and says why meanwhile", async () => {
+  await withSqlite(async (store) => {
+    await seed(store, ["n1", "n2"]);
+    const watch = new LeaseWatch({ store, logger: silentLogger() });
+    await watch.start();
+    let failures = 1;
+    const host = new (class extends RecordingHost {
+      override serve(epoch: number, hooks: ServeHooks): Promise<void> {
+        void super.serve(epoch, hooks);
+        if (failures-- > 0) return Promise.reject(new Error("No space left on device"));
+        return Promise.resolve();
+      }
+    })();
+    const d = driver(store, "n1", watch, host);
+    d.start();
+    try {
+      await eventually("n1's export fails", () => d.serveFailure !== undefined);
+      assertEquals(d.serveFailure, "No space left on device");
+      await eventually("then it serves", () => host.calls.length === 2);
+      assertEquals(host.calls, ["serve 1 gated", "serve 1 gated"]);
+      await eventually("the failure is over", () => d.serveFailure === undefined);
+    } finally {
+      await d.stop();
+      await watch.stop();
+    }
+  });
+});
