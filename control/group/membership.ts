@@ -30,6 +30,8 @@ export interface MembershipInput {
   /** The node deciding: nothing is planned unless it is the record's master. */
   self: string;
   sizeBytes: number;
+  /** What a new member is sent (the master's allocated bytes), when known. */
+  needBytes?: number;
   /** The cluster's nodes as last seen (state, labels, free bytes). */
   nodes: readonly PlacementNode[];
   /** Members seen absent (down, or out of sync and unreachable), since when (ms). */
@@ -97,6 +99,7 @@ export function planMembership(i: MembershipInput): MembershipPlan {
       {
         replicas: need,
         sizeBytes: i.sizeBytes,
+        ...(i.needBytes !== undefined ? { needBytes: i.needBytes } : {}),
         ...(r.desired.spreadBy ? { spreadBy: r.desired.spreadBy } : {}),
       },
       i.nodes,

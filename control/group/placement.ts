@@ -5,11 +5,12 @@
  * gets either a placement with the reasoning behind it or a reason it cannot be done.
  * Rules, in order:
  *
- * 1. only nodes that are "ready" (not cordoned, unreachable or down) and carry the
- *    failure-domain label are candidates. Free space is not a condition: every volume is
- *    thin (a sparse file; nothing is reserved), replicated or not, so a group is placed
- *    where a volume without replicas would be created (docs/CLUSTER.md, "Thin
- *    provisioning"); free bytes only order the candidates (rule 3);
+ * 1. only nodes that are "ready" (not cordoned, unreachable or down), carry the
+ *    failure-domain label and whose disk is not full (MIN_FREE_BYTES) are candidates.
+ *    Beyond that free space is no condition: every volume is thin (a sparse file; nothing
+ *    is reserved), so a group is placed where a volume without replicas would be created
+ *    (docs/CLUSTER.md, "Thin provisioning"); free bytes order the candidates (rule 3). A
+ *    member added to a group must also have room for what it is sent (`needBytes`);
  * 2. every chosen node is in a distinct failure domain (a distinct value of the
  *    `spreadBy` label; by default every node is its own domain);
  * 3. within a domain the node holding the fewest copies of groups represents it (then
@@ -25,7 +26,7 @@
  * saw the disk a little emptier).
  *
  * `sizeBytes` is checked (a whole number > 0) and shown in the reasoning, never compared with
- * free bytes.
+ * free bytes (thin: the data written, `needBytes`, is).
  * @module
  */
 
@@ -39,7 +40,12 @@ export interface PlacementRequest {
   /** Failure-domain label key (e.g. "zone"); default: the node itself. */
   spreadBy?: string;
   sizeBytes: number;
+  /** Bytes a new member is sent (the master's allocated bytes): it needs that much free. */
+  needBytes?: number;
 }
+
+/** A node with less free than this is full: it takes no new copy (thin or not). */
+export const MIN_FREE_BYTES = 16 * 1024 * 1024;
 
 export interface PlacementNode {
   name: string;
@@ -134,8 +140,8 @@ export interface AdditionalPlacement {
 /**
  * Chooses up to `request.replicas` more nodes for a group that keeps the members `keep`
  * (a replacement, or a raised replica count), by the same rules as place(): ready nodes
- * with the label (free space orders them, it is no condition), each in a failure domain that no kept member (nor another
- * chosen node) is in, best first. Nodes in `keep` or `exclude` are never chosen.
+ * with the label and room for `needBytes`, each in a failure domain that no kept member (nor
+ * another chosen node) is in, best first. Nodes in `keep` or `exclude` are never chosen.
  */
 export function placeAdditional(
   request: PlacementRequest,
@@ -155,7 +161,7 @@ export function placeAdditional(
   const candidates: PlacementNode[] = [];
   for (const n of [...nodes].sort((a, b) => compareNames(a.name, b.name))) {
     if (keep.includes(n.name) || exclude.includes(n.name)) continue;
-    const why = exclusion(n, spreadBy) ??
+    const why = exclusion(n, spreadBy, request.needBytes) ??
       (taken.has(domainOf(n))
         ? (spreadBy === undefined
           ? "a member already"
@@ -164,7 +170,10 @@ export function placeAdditional(
     if (why === undefined) candidates.push(n);
     else excluded.push(`${n.name} (${why})`);
   }
-  candidates.sort((a, b) => b.freeBytes - a.freeBytes || compareNames(a.name, b.name));
+  // As place(): fewest copies (where known), then most free bytes, then smaller name.
+  candidates.sort((a, b) =>
+    (a.copies ?? 0) - (b.copies ?? 0) || b.freeBytes - a.freeBytes || compareNames(a.name, b.name)
+  );
   const chosen: PlacementNode[] = [];
   for (const n of candidates) {
     if (chosen.length === count) break;
@@ -214,10 +223,17 @@ function loadText(n: PlacementNode): string {
   return `, ${n.copies ?? 0} copies, master of ${n.masters ?? 0}`;
 }
 
-/** Why a node is no candidate (undefined: it is one). Free space is never a reason: thin. */
-function exclusion(n: PlacementNode, spreadBy?: string): string | undefined {
+/**
+ * Why a node is no candidate (undefined: it is one): not ready, no domain label, a full
+ * disk, or (a member added) no room for the `needBytes` it would be sent.
+ */
+function exclusion(n: PlacementNode, spreadBy?: string, needBytes = 0): string | undefined {
   if (n.state !== "ready") return n.state;
   if (spreadBy !== undefined && n.labels[spreadBy] === undefined) return `no ${spreadBy} label`;
+  if (n.freeBytes < MIN_FREE_BYTES) return `disk full: ${formatSize(n.freeBytes)} free`;
+  if (n.freeBytes < needBytes + MIN_FREE_BYTES) {
+    return `${formatSize(n.freeBytes)} free, its copy would take ${formatSize(needBytes)}`;
+  }
   return undefined;
 }
 

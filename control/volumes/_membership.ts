@@ -49,6 +49,8 @@ export interface MembershipOptions {
   leaseDown: () => string[];
   /** Members of `volume` whose resync this node runs now. */
   resyncing: (volume: string) => string[];
+  /** The data plane: how much a new member of a group this node masters is sent. */
+  plane?: { volumeStatus(name: string): { allocatedBytes: number } | undefined };
   clock?: () => number;
 }
 
@@ -178,6 +180,7 @@ export class MembershipKeeper {
       record: g,
       self: this.#o.nodeName,
       sizeBytes: rec.sizeBytes,
+      needBytes: this.#o.plane?.volumeStatus(rec.name)?.allocatedBytes,
       nodes: nodes.map((n) => ({
         name: n.name,
         labels: n.labels,

@@ -1,6 +1,11 @@
 import { assertEquals, assertThrows } from "../../_assert.ts";
 import { InvalidArgumentError } from "../../../mod/errors.ts";
-import { describePlacement, place, type PlacementNode } from "../../../control/group/placement.ts";
+import {
+  describePlacement,
+  place,
+  placeAdditional,
+  type PlacementNode,
+} from "../../../control/group/placement.ts";
 
 const GiB = 1024 ** 3;
 
@@ -94,8 +99,14 @@ const cases: {
     name: "places on nodes with less free than the volume's size: every volume is thin",
     replicas: 1,
     sizeGiB: 100,
-    nodes: [node("n1", 1), node("n2", 0)],
+    nodes: [node("n1", 1), node("n2", 1)],
     want: "master n1, replicas [n2]",
+  },
+  {
+    name: "skips a node whose disk is full (thin or not, it takes no new copy)",
+    replicas: 1,
+    nodes: [node("n1", 1), node("n2", 0), node("n3", 2)],
+    want: "master n3, replicas [n1]",
   },
   {
     name: "fails with no nodes at all",
@@ -198,4 +209,30 @@ Deno.test("place() spreads a run of creates evenly when the counts follow each p
   }
   assertEquals(nodes.map((n) => n.copies), Array(10).fill(30));
   assertEquals(nodes.map((n) => n.masters), Array(10).fill(10));
+});
+
+Deno.test("placeAdditional() adds no member where a full disk or one without room for what it is sent would take it, and prefers fewer copies", () => {
+  const MiB = 1024 ** 2;
+  const nodes: PlacementNode[] = [
+    node("n1", 50),
+    { ...node("n2", 0), freeBytes: 8 * MiB },
+    { ...node("n3", 0), freeBytes: 300 * MiB },
+    { ...node("n4", 40), copies: 9 },
+    { ...node("n5", 10), copies: 1 },
+  ];
+  const r = placeAdditional(
+    { replicas: 3, sizeBytes: 4 * GiB, needBytes: 500 * MiB },
+    nodes,
+    ["n1"],
+  );
+  assertEquals(r.nodes, ["n5", "n4"]);
+  assertEquals(
+    r.short,
+    "need 3 more eligible nodes, found 2 (n5, n4); not eligible: n2 (disk full: 8 MiB free), " +
+      "n3 (300 MiB free, its copy would take 500 MiB)",
+  );
+  // Without data to send, only the full disk is left out.
+  assertEquals(placeAdditional({ replicas: 1, sizeBytes: GiB }, nodes, ["n1", "n4", "n5"]).nodes, [
+    "n3",
+  ]);
 });
