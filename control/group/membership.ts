@@ -10,7 +10,8 @@
  * - only the master decides, and never about itself (a dead master is replaced by failover,
  *   machine.ts, not here);
  * - more replicas than desired: the surplus goes, down or absent members first, then out of
- *   sync ones (longest absent first, then by name), in-sync ones last. The master stays, and
+ *   sync ones (longest absent first, then by name), in-sync ones last, each time one on a
+ *   cordoned node before the others. The master stays, and
  *   it is always in sync, so an in-sync copy always remains;
  * - a replica absent (down, or out of sync and unreachable) for `replaceAfterMs` or more is
  *   replaced: a node chosen by the placement rules (placeAdditional) joins out of sync and
@@ -73,13 +74,19 @@ export function planMembership(i: MembershipInput): MembershipPlan {
   // Surplus first: the least useful replicas go.
   const removed: string[] = [];
   if (replicas.length > desired) {
-    const rank = (m: string) => isAbsent(m) ? 0 : r.inSync.includes(m) ? 2 : 1;
+    // Absent first, then out of sync, then in sync; within each, one on a cordoned node
+    // (being moved off) before the others. An in-sync copy never goes for an out-of-sync one.
+    const cordoned = (m: string) => i.nodes.some((n) => n.name === m && n.state === "cordoned");
+    const rank = (m: string) =>
+      isAbsent(m) ? 0 : (r.inSync.includes(m) ? 3 : 1) + (cordoned(m) ? 0 : 1);
     const order = [...replicas].sort((a, b) =>
       rank(a) - rank(b) || (absentMs(b) ?? -1) - (absentMs(a) ?? -1) || compareNames(a, b)
     );
     for (const m of order.slice(0, replicas.length - desired)) {
       removed.push(m);
-      const state = isAbsent(m) ? "absent" : r.inSync.includes(m) ? "in sync" : "out of sync";
+      const state = isAbsent(m)
+        ? "absent"
+        : (r.inSync.includes(m) ? "in sync" : "out of sync") + (cordoned(m) ? ", cordoned" : "");
       reasoning.push(`replicas lowered to ${desired}: ${m} leaves (${state})`);
     }
   }

@@ -110,6 +110,20 @@ const cases: { name: string; input: MembershipInput; want: string }[] = [
     want: "-n2 [n1,n3] in-sync [n1,n3]",
   },
   {
+    name: "lowering removes a replica on a cordoned node before another as much in sync",
+    input: input(group(["n1", "n2", "n3"], { replicas: 1 }), {
+      nodes: [node("n1", 50), node("n2", 40), node("n3", 30, {}, "cordoned")],
+    }),
+    want: "-n3 [n1,n2] in-sync [n1,n2]",
+  },
+  {
+    name: "lowering keeps an in-sync replica on a cordoned node rather than an out-of-sync one",
+    input: input(group(["n1", "n2", "n3"], { inSync: ["n1", "n3"], replicas: 1 }), {
+      nodes: [node("n1", 50), node("n2", 40), node("n3", 30, {}, "cordoned")],
+    }),
+    want: "-n2 [n1,n3] in-sync [n1,n3]",
+  },
+  {
     name: "lowering removes a down replica first",
     input: input(
       group(["n1", "n2", "n3"], { inSync: ["n1", "n2"], down: ["n2"], replicas: 1 }),
