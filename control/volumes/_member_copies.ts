@@ -108,16 +108,17 @@ export async function deleteLeftOutCopy(ctx: CopyContext, rec: VolumeRecord): Pr
 
 /**
  * Runs a resync, again while the member answers that it has no copy yet (a member that just
- * joined makes it when its record watch delivers the change, maybe after the master's did).
+ * joined makes it when its record watch delivers the change, maybe after the master's did),
+ * 250 ms apart doubling to 2 s, for NEW_COPY_WAIT_MS.
  */
 export async function newCopyRetry<T>(fn: () => Promise<T>): Promise<T> {
   const deadline = Date.now() + NEW_COPY_WAIT_MS;
-  for (;;) {
+  for (let wait = NEW_COPY_POLL_MS;; wait = Math.min(2000, wait * 2)) {
     try {
       return await fn();
     } catch (err) {
       if (!errorMessage(err).includes("no copy of volume") || Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, NEW_COPY_POLL_MS));
+      await new Promise((r) => setTimeout(r, wait));
     }
   }
 }

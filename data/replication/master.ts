@@ -305,7 +305,8 @@ export class MasterReplication<E extends ReplicatedExport = ReplicatedExport> {
         await this.#sessions.start(links, e, replica, epoch).catch((err) => {
           // As when the member does not answer the resync's first question (resync.ts).
           const reason = err instanceof Error ? err.message : String(err);
-          this.#log.child({ volume: name }).warn(
+          // A new member that has not made its copy yet is asked again (newCopyRetry).
+          this.#log.child({ volume: name })[reason.includes("no copy of") ? "debug" : "warn"](
             { replica: replica.node, epoch, reason },
             "resync could not start",
           );
