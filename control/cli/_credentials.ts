@@ -65,8 +65,11 @@ export interface Credentials {
   keyPem?: string;
   /** The files read, by kind. */
   files: { cacert?: string; cert?: string; key?: string };
-  /** Set when no credentials were found and the URL is the default: where the CLI looked. */
-  notFound?: string;
+  /**
+   * Said when the API cannot be reached: with no credentials found, where the CLI looked;
+   * with the URL the data dir's node recorded, where it came from.
+   */
+  hint?: string;
 }
 
 async function readPem(path: string, what: string, origin: string): Promise<string> {
@@ -155,10 +158,13 @@ export async function resolveCredentials(
   const recorded = dir === undefined ? undefined : await readApiUrl(join(dir, API_URL_FILE));
   out.api = explicitApi ?? recorded ?? (found ? HTTPS_DEFAULT_API : DEFAULT_API_URL);
   if (!found && explicitApi === undefined) {
-    out.notFound = "no credentials found: looked for --cacert/--cert/--key, " +
+    out.hint = "no credentials found: looked for --cacert/--cert/--key, " +
       "BALLAST_CACERT/BALLAST_CERT/BALLAST_KEY, --data-dir or BALLAST_DATA_DIR (none set) and " +
       `${join(cwd, DEFAULT_DATA_DIR, "pki", "ca-bundle.crt")} (missing); on the node, pass ` +
       "--data-dir DIR (its pki/ holds the admin credentials)";
+  } else if (explicitApi === undefined && recorded !== undefined) {
+    out.hint = `the address is the one ${join(dir!, API_URL_FILE)} holds (written by the ` +
+      "node at its start); give --api URL if the node now listens elsewhere";
   }
   return out;
 }
@@ -218,6 +224,6 @@ export async function clientFromFlags(
     caCertPem: c.caCertPem,
     certPem: c.certPem,
     keyPem: c.keyPem,
-    ...(c.notFound ? { unreachableHint: c.notFound } : {}),
+    ...(c.hint ? { unreachableHint: c.hint } : {}),
   });
 }

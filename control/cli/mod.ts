@@ -59,7 +59,7 @@ export const ROOT_SPEC: CommandSpec = {
   subcommands: [
     ["serve", "run a node (API + NBD server)"],
     ["volume", "create, list, get, resize and delete volumes"],
-    ["node", "list, inspect, cordon and uncordon nodes"],
+    ["node", "list, inspect, cordon, drain and remove nodes"],
     ["ca", "certificate authority: issue, list, revoke client certificates, rotate"],
     ["cluster", "cluster membership: join tokens for new nodes"],
     ["version", "print client and server versions, commits, build times and kinds of build"],

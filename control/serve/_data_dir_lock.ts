@@ -60,9 +60,19 @@ export function lockDataDir(dir: string): DataDirLock {
         { pid: before.pid, lockFile: path },
       );
     }
-    file.truncateSync(0);
-    file.seekSync(0, Deno.SeekMode.Start);
-    file.writeSync(new TextEncoder().encode(`${Deno.pid}\n`));
+    try {
+      file.truncateSync(0);
+      file.seekSync(0, Deno.SeekMode.Start);
+      file.writeSync(new TextEncoder().encode(`${Deno.pid}\n`));
+    } catch (err) {
+      file.close();
+      // A full disk, most likely: say which file and where to make room.
+      throw new FailedPreconditionError(
+        `cannot write the lock file ${path}: ${(err as Error).message}; free space on the ` +
+          `disk of ${dir} (its volumes stay unavailable until this node starts)`,
+        { lockFile: path },
+      );
+    }
     return {
       path,
       openMode,

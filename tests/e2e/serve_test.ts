@@ -355,6 +355,12 @@ e2eTest(
         env: {},
       });
       assertEquals([r.code, r.stdout.trim()], [0, "No volumes."], r.stderr);
+      // A stale address (a node started elsewhere by a version that does not write the file):
+      // the error says where the CLI took it from.
+      await Deno.writeTextFile(`${b.dataDir}/api-url`, "https://127.0.0.1:1\n");
+      const stale = await cli(["--data-dir", b.dataDir, "volume", "list"], { env: {} });
+      assertEquals(stale.code, 1, stale.stderr);
+      assert(stale.stderr.includes(`${b.dataDir}/api-url holds`), stale.stderr);
     } finally {
       await b.stop();
     }

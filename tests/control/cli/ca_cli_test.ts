@@ -332,11 +332,11 @@ Deno.test("ca cli: with no credentials found, plain HTTP to the TLS API says so 
     const creds = await resolveCredentials({ values: {}, api: "" }, captureIo({}), cwd);
     assertEquals(creds.api, "http://127.0.0.1:5705");
     for (const m of ["BALLAST_CACERT", "--data-dir", `${cwd}/.ballast/data/pki/ca-bundle.crt`]) {
-      assert(creds.notFound?.includes(m), `${m}: ${creds.notFound}`);
+      assert(creds.hint?.includes(m), `${m}: ${creds.hint}`);
     }
     // What the CLI builds from them, pointed at the TLS node's port over plain HTTP.
     using client = new BallastClient(t.url.replace("https:", "http:"), {
-      unreachableHint: creds.notFound,
+      unreachableHint: creds.hint,
     });
     const err = await assertRejects(() => client.health(), BallastError);
     assert(err.message.includes("speaks HTTPS, not plain HTTP"), err.message);
@@ -347,7 +347,7 @@ Deno.test("ca cli: with no credentials found, plain HTTP to the TLS API says so 
       captureIo({}),
       cwd,
     );
-    assertEquals(explicit.notFound, undefined, "an explicit plain URL needs no credentials");
+    assertEquals(explicit.hint, undefined, "an explicit plain URL needs no credentials");
   } finally {
     await Deno.remove(cwd, { recursive: true });
     await t.close();
