@@ -15,6 +15,10 @@ export type { ForwarderFence } from "./forwarder_fences.ts";
 
 export type { ReplicaReasons };
 
+/** Why a fenced master serves nothing (the handshake's refusal, the requests' ESHUTDOWN). */
+export const FENCED_WHY = "a member has seen a newer epoch than this master's (another " +
+  "member was promoted, or the group record is behind: docs/OPERATIONS.md)";
+
 /** Something that can be disconnected when its export goes away. */
 export interface Attachment {
   abort(reason: string): void;
@@ -94,6 +98,12 @@ export class LiveExport implements ExportView {
     stats?: VolumeStats,
   ) {
     this.stats = stats ?? new VolumeStats(name);
+  }
+
+  /** Set while this node, the group's master, is fenced: it serves nothing (ExportView). */
+  get unavailable(): string | undefined {
+    if (this.lease.state() !== "fenced") return undefined;
+    return `volume "${this.name}" is unavailable on this node: ${FENCED_WHY}`;
   }
 
   /**

@@ -22,7 +22,7 @@ import {
   replicateThenReply,
   replicating,
 } from "./_change.ts";
-import type { LiveExport } from "../exports.ts";
+import { FENCED_WHY, type LiveExport } from "../exports.ts";
 import { readBulk } from "../store/mod.ts";
 import {
   OP_BLOCK_STATUS,
@@ -94,7 +94,7 @@ export function checkLease(req: Request, run: ExecuteContext): true | Promise<bo
           opOf(req.type),
           t0,
           state === "fenced"
-            ? notMaster("this node is no longer the volume's master: another member was promoted")
+            ? notMaster(`this node no longer serves the volume: ${FENCED_WHY}`)
             : new Error(
               `this node could not renew its lease as the volume's master from its members ` +
                 `within ${LEASE_WAIT_MS / 1000} s`,

@@ -18,6 +18,8 @@ export interface ExportView {
   readOnly: boolean;
   canTrim: boolean;
   canFastZero: boolean;
+  /** Why it cannot be served now although it is exported here (a fenced group master). */
+  readonly unavailable?: string;
 }
 
 /**
@@ -207,7 +209,7 @@ export function handleOption(
     // Said only to a client that may open the volume; to others it is unknown.
     const gone = catalog.absent?.(name);
     if (!gone || (policy.access && !policy.access({ name, uuid: gone.uuid }).ok)) return undefined;
-    return { unavailable: gone.reason };
+    return { gone: gone.reason };
   };
 
   // FORCEDTLS ("TLS support"): only STARTTLS and ABORT before TLS is up.
@@ -287,7 +289,7 @@ export function handleOption(
         return { state, action: { kind: "close", out: [], reason: "export name is not UTF-8" } };
       }
       const exp = visible(name);
-      if (!exp || "refused" in exp || "unavailable" in exp) {
+      if (!exp || "refused" in exp || "gone" in exp) {
         // "If the chosen export does not exist or requirements for the chosen export are not
         // met (e.g., the client did not negotiate TLS for an export where the server requires
         // it), the server should close the connection." (NBD_OPT_EXPORT_NAME, "Option types")
@@ -295,7 +297,7 @@ export function handleOption(
           ? `unknown export ${quoted(name)}`
           : "refused" in exp
           ? exp.refused
-          : exp.unavailable;
+          : exp.gone;
         return { state, action: { kind: "close", out: [], reason } };
       }
       const flags = transmissionFlags(exp, state.structuredReplies);
@@ -339,7 +341,7 @@ export function handleOption(
 
 type Refuse = (type: number, message: string) => HandshakeResult;
 /** An export the client may open (as it may), one it is told it may not, or none. */
-type Visible = ExportView | { refused: string } | { unavailable: string } | undefined;
+type Visible = ExportView | { refused: string } | { gone: string } | undefined;
 
 /**
  * `e` as `policy` lets this client see it: read-only when its access is ("Transmission
@@ -348,6 +350,8 @@ type Visible = ExportView | { refused: string } | { unavailable: string } | unde
 function asAllowed(e: ExportView, policy: HandshakePolicy): Visible {
   const a = policy.access?.(e) ?? { ok: true, readOnly: false };
   if (!a.ok) return a.reason === undefined ? undefined : { refused: a.reason };
+  // Said, as for a volume nobody serves, only to a client that may open it.
+  if (e.unavailable !== undefined) return { gone: e.unavailable };
   if (!a.readOnly || e.readOnly) return e;
   return {
     name: e.name,
@@ -383,7 +387,7 @@ function refuseExport(refuse: Refuse, name: string, v: Visible): HandshakeResult
   }
   if (v === undefined) return refuse(C.NBD_REP_ERR_UNKNOWN, `unknown export ${quoted(name)}`);
   // NBD_REP_ERR_UNKNOWN: "The requested export is not available" ("Option reply types").
-  if ("unavailable" in v) return refuse(C.NBD_REP_ERR_UNKNOWN, v.unavailable);
+  if ("gone" in v) return refuse(C.NBD_REP_ERR_UNKNOWN, v.gone);
   return { ...refuse(C.NBD_REP_ERR_POLICY, (v as { refused: string }).refused), notice: true };
 }
 
@@ -405,7 +409,7 @@ function infoOrGo(
     return refuse(C.NBD_REP_ERR_INVALID, "NBD_OPT_INFO/GO information request count mismatch");
   }
   const exp = visible(name.s);
-  if (!exp || "refused" in exp || "unavailable" in exp) return refuseExport(refuse, name.s, exp);
+  if (!exp || "refused" in exp || "gone" in exp) return refuseExport(refuse, name.s, exp);
   const requested = new Set<number>();
   for (let i = 0; i < n; i++) requested.add(view.getUint16(name.end + 2 + 2 * i));
 
@@ -474,7 +478,7 @@ function metaContext(
   }
   if (off !== data.length) return refuse(C.NBD_REP_ERR_INVALID, "trailing bytes after queries");
   const exp = visible(name.s);
-  if (!exp || "refused" in exp || "unavailable" in exp) return refuseExport(refuse, name.s, exp);
+  if (!exp || "refused" in exp || "gone" in exp) return refuseExport(refuse, name.s, exp);
 
   const listing = option === C.NBD_OPT_LIST_META_CONTEXT;
   // LIST with no queries lists everything; "base:" lists the whole namespace.

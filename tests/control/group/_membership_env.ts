@@ -53,7 +53,7 @@ export function membershipEnv<D>(o: MembershipEnvOptions = {}): Environment<D> {
         name: m,
         labels: {},
         state: w.alive[j] && w.lease[j] ? "ready" : "down",
-        freeBytes: 1,
+        freeBytes: 2 ** 40, // room: placement leaves full disks out
       })),
       absentSince: Object.fromEntries(absent.map((m) => [m, 0])),
       now: 1,

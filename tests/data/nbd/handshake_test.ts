@@ -702,3 +702,23 @@ Deno.test("an export name with a NUL is ERR_INVALID; control characters in an un
   const named = run([[C.NBD_OPT_EXPORT_NAME, enc.encode("x\ny")]], PLAIN, catalog()).results[0];
   assertEquals(named.action, { kind: "close", out: [], reason: 'unknown export "x\\x0ay"' });
 });
+
+Deno.test("an export its node cannot serve now (a fenced group master) is ERR_UNKNOWN with the reason at GO, INFO and EXPORT_NAME, and only to a client that may open it", () => {
+  const why = 'volume "fenced" is unavailable on this node: a member has seen a newer epoch';
+  const view = { ...DISK, name: "fenced", unavailable: why };
+  const cat: ExportCatalog = {
+    ...catalog(),
+    lookup: (name) => name === "fenced" ? view : catalog().lookup(name),
+  };
+  for (const option of [C.NBD_OPT_GO, C.NBD_OPT_INFO]) {
+    const r = run([[option, goPayload("fenced")]], PLAIN, cat).results[0];
+    assertEquals(replies(r).map((x) => [x.type, dec.decode(x.data)]), [
+      [C.NBD_REP_ERR_UNKNOWN, why],
+    ]);
+  }
+  const named = run([[C.NBD_OPT_EXPORT_NAME, enc.encode("fenced")]], PLAIN, cat).results[0];
+  assertEquals(named.action, { kind: "close", out: [], reason: why });
+  const policy: HandshakePolicy = { ...PLAIN, access: () => ({ ok: false }) };
+  const hidden = run([[C.NBD_OPT_GO, goPayload("fenced")]], policy, cat).results[0];
+  assertEquals(dec.decode(replies(hidden)[0].data), 'unknown export "fenced"');
+});

@@ -434,3 +434,15 @@ Deno.test("ExportTable.cutRevoked(): a revoked client's forwarded connections ar
   assertEquals(table.cutRevoked(new Set(["0a"])), 1);
   assertEquals(cut, ["client certificate 0a was revoked"]);
 });
+
+Deno.test("LiveExport.unavailable: set while its lease is fenced (the handshake then refuses it), clear otherwise", () => {
+  const dir = new Directory();
+  const remote = new RemoteExports(dir, upstreamConnector({ tls: () => undefined }));
+  dir.set([entry("a", "127.0.0.1:1", 1)]);
+  const e = remote.lookup(VOL)!;
+  assertEquals(e.unavailable, undefined);
+  e.lease.fence(true);
+  assert(e.unavailable?.includes("a member has seen a newer epoch"), e.unavailable);
+  e.lease.fence(false);
+  assertEquals(e.unavailable, undefined);
+});
