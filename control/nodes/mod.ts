@@ -10,6 +10,7 @@
 export {
   ALIVE_SUFFIX,
   aliveKey,
+  cordonKey,
   livenessCompares,
   NODE_PREFIX,
   NodeRegistry,

@@ -31,6 +31,11 @@ export const NODE_PREFIX = "/ballast/nodes/";
 export const ALIVE_SUFFIX = "/alive";
 const CORDON_SUFFIX = "/cordon";
 
+/** The key that holds a node's cordon while it is cordoned. */
+export function cordonKey(node: string): string {
+  return NODE_PREFIX + node + CORDON_SUFFIX;
+}
+
 /** The liveness key of a node. */
 export function aliveKey(node: string): string {
   return NODE_PREFIX + node + ALIVE_SUFFIX;
@@ -208,7 +213,7 @@ export class NodeRegistry {
     const cordon: Cordon = { reason, since: this.#o.now().toISOString() };
     await this.#guardedWrite(name, {
       type: "put",
-      key: NODE_PREFIX + name + CORDON_SUFFIX,
+      key: cordonKey(name),
       value: JSON.stringify(cordon),
     });
     this.#o.logger.info({ cordoned: name, reason }, "node cordoned");
@@ -217,7 +222,7 @@ export class NodeRegistry {
 
   /** Lifts a cordon (no-op if the node is not cordoned). */
   async uncordon(name: string): Promise<NodeInfo> {
-    await this.#guardedWrite(name, { type: "delete", key: NODE_PREFIX + name + CORDON_SUFFIX });
+    await this.#guardedWrite(name, { type: "delete", key: cordonKey(name) });
     this.#o.logger.info({ uncordoned: name }, "node uncordoned");
     return await this.get(name);
   }
@@ -274,7 +279,7 @@ export class NodeRegistry {
     const [rec, alive, cordon] = await Promise.all([
       this.#o.store.get(NODE_PREFIX + name),
       this.#o.store.get(aliveKey(name)),
-      this.#o.store.get(NODE_PREFIX + name + CORDON_SUFFIX),
+      this.#o.store.get(cordonKey(name)),
     ]);
     if (!rec || name.includes("/")) throw new NotFoundError("node", name);
     const record = JSON.parse(rec.value) as NodeRecord;

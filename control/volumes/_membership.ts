@@ -25,8 +25,8 @@ import type { NodeInfo } from "../../mod/types.ts";
 import { type MembershipChange, planMembership, sameRecord } from "../group/mod.ts";
 import type { Logger } from "../common/mod.ts";
 import { NEW_MEMBER, withHistory } from "../events/mod.ts";
-import { livenessCompares } from "../nodes/mod.ts";
-import type { StateStore } from "../store/mod.ts";
+import { cordonKey, livenessCompares } from "../nodes/mod.ts";
+import type { Compare, StateStore } from "../store/mod.ts";
 import { parseRecord, VOLUME_PREFIX, type VolumeRecord } from "./_record.ts";
 
 /** Default of `serve --replace-after`. */
@@ -253,11 +253,19 @@ export class MembershipKeeper {
       [
         { key, target: "modRevision", op: "==", value: kv.modRevision },
         ...livenessCompares([], [this.#o.nodeName, ...change.added]),
+        // The node list may be seconds old: a node cordoned since takes no new member.
+        ...change.added.map((n): Compare => ({
+          key: cordonKey(n),
+          target: "version",
+          op: "==",
+          value: 0,
+        })),
       ],
       [{ type: "put", key, value: JSON.stringify(record) }, ...ops],
     );
     if (!res.succeeded) {
       log.info({ added: change.added, removed: change.removed }, "group: membership CAS lost");
+      this.#nodes = undefined; // planned on a list that may be out of date: list again
       return;
     }
     for (const m of change.removed) this.#absent.get(rec.name)?.delete(m);

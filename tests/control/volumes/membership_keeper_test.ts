@@ -7,7 +7,7 @@
 import { assert, assertEquals } from "../../_assert.ts";
 import { silentLogger } from "../../../control/common/mod.ts";
 import { newRecord } from "../../../control/group/record.ts";
-import { aliveKey } from "../../../control/nodes/mod.ts";
+import { aliveKey, cordonKey } from "../../../control/nodes/mod.ts";
 import type { StateStore } from "../../../control/store/mod.ts";
 import { MembershipKeeper, needsNodeList } from "../../../control/volumes/_membership.ts";
 import { parseRecord, VOLUME_PREFIX, type VolumeRecord } from "../../../control/volumes/_record.ts";
@@ -102,6 +102,20 @@ Deno.test("MembershipKeeper: no eligible node changes nothing and says why; a ne
     await stale.k.check(rec);
     stale.advance(61_000);
     await stale.k.check(rec);
+    assertEquals((await current(store)).group?.members, ["n1", "n2", "n3"]);
+  });
+});
+
+Deno.test("MembershipKeeper: a node cordoned after the listing it planned on is not added (the cordon key is guarded)", async () => {
+  await withSqlite(async (store) => {
+    const rec = await seed(store, ["n1", "n3", "n4"]);
+    // The listing shows n4 ready; it was cordoned since.
+    await store.put(cordonKey("n4"), JSON.stringify({ reason: "x", since: "now" }));
+    const nodes = [node("n1"), node("n2", "down"), node("n3"), node("n4")];
+    const { k, advance } = keeper(store, nodes, ["n2"]);
+    await k.check(rec);
+    advance(61_000);
+    await k.check(rec);
     assertEquals((await current(store)).group?.members, ["n1", "n2", "n3"]);
   });
 });
