@@ -168,7 +168,7 @@ export class Forwarder implements RequestForwarder {
     this.#wake?.();
     this.#stopTimer();
     clearInterval(this.#stallTimer);
-    this.#attempt?.abort.abort();
+    this.#attempt?.abort.abort("the client's connection ended");
     this.#up?.close();
     this.#up = undefined;
     for (const h of this.#held.values()) h.done({ error: C.NBD_EIO, message: "closed" });
@@ -257,7 +257,9 @@ export class Forwarder implements RequestForwarder {
   #check(): void {
     if (this.#closed) return;
     const entry = this.#dir.get(this.#name);
-    if (this.#attempt && !sameMaster(entry, this.#attempt.entry)) this.#attempt.abort.abort();
+    if (this.#attempt && !sameMaster(entry, this.#attempt.entry)) {
+      this.#attempt.abort.abort("the volume's master changed");
+    }
     if (this.#up && !sameMaster(entry, this.#upEntry)) {
       this.#log.info(
         {
@@ -348,6 +350,7 @@ export class Forwarder implements RequestForwarder {
           this.#attach(up, entry);
           return;
         } catch (err) {
+          if (this.#closed) return; // the client left: nothing to say of the master
           const msg = err instanceof Error ? err.message : String(err);
           if (msg !== lastError) {
             this.#log.warn({ master: entry.master, reason: msg }, "forwarding: master unreachable");

@@ -196,7 +196,8 @@ export class Upstream {
       raw.destroy();
     }, timeoutMs);
     const cancel = () => {
-      fail("closed", `gave up during ${phase}: the volume's master changed`);
+      const why = typeof o.signal?.reason === "string" ? o.signal.reason : "cancelled";
+      fail("closed", `gave up during ${phase}: ${why}`);
       raw.destroy();
     };
     if (o.signal?.aborted) cancel();
