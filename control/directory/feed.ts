@@ -1,7 +1,8 @@
 /**
  * Cluster mode: the data plane's directory of where each volume is served (attach anywhere,
  * data/proxy/). Follows the volume records (master, epoch, and whether the master is down)
- * and the node records (each node's NBD address), and hands the data plane the whole
+ * and the node records (each node's NBD address, and its liveness key: DOWN_GRACE_MS), and
+ * hands the data plane the whole
  * directory after a change that moves an entry. One watch of each prefix per node; the
  * records it reads are the ones failover already writes, so it adds no etcd writes.
  *
@@ -16,12 +17,19 @@
 
 import type { Logger } from "../common/mod.ts";
 import type { DirectoryEntry } from "../../data/mod.ts";
-import { NODE_PREFIX } from "../nodes/mod.ts";
+import { ALIVE_SUFFIX, NODE_PREFIX } from "../nodes/mod.ts";
 import { followPrefix, type KeyValue, type StateStore, type WatchEvent } from "../store/mod.ts";
 import { VOLUME_PREFIX, type VolumeRecord } from "../volumes/mod.ts";
 
 /** Least time between two directories handed to the data plane (the first goes at once). */
 export const PUBLISH_EVERY_MS = 50;
+/**
+ * A node whose liveness key is gone this long counts as down here: a group none of whose
+ * in-sync members is up then takes no new client (its record may still say healthy: when
+ * they all die at once nobody is left to write it). Shorter gaps (a node registering again
+ * after an etcd blip) change nothing.
+ */
+export const DOWN_GRACE_MS = 3_000;
 
 /** What the directory needs of a volume record: its entry without the master's address. */
 export type Placed = Omit<DirectoryEntry, "address">;
@@ -73,6 +81,12 @@ export function feedDirectory(o: {
   const placed = new Map<string, Placed>();
   /** Each node's NBD address, by node name. */
   const addresses = new Map<string, string>();
+  /** Each group's in-sync members, by volume name (groups only). */
+  const inSync = new Map<string, string[]>();
+  /** Nodes holding their liveness key, and since when the others have not (ms, monotonic). */
+  const alive = new Set<string>();
+  const goneSince = new Map<string, number>();
+  let downTimer: ReturnType<typeof setTimeout> | undefined;
   /** The directory as last computed, by volume name. */
   const entries = new Map<string, DirectoryEntry>();
   /** Whether entries changed since the last publish (the first listing is always handed over). */
@@ -93,9 +107,16 @@ export function feedDirectory(o: {
     if (!changed || timer !== undefined || stop.signal.aborted) return;
     timer = setTimeout(publishNow, Math.max(0, lastAt + PUBLISH_EVERY_MS - performance.now()));
   };
+  const down = (node: string) =>
+    !alive.has(node) && performance.now() - (goneSince.get(node) ?? -Infinity) >= DOWN_GRACE_MS;
   /** Recomputes `name`'s entry from what is known; notes whether it changed. */
   const refresh = (name: string) => {
-    const p = placed.get(name);
+    let p = placed.get(name);
+    const members = inSync.get(name);
+    if (p && !p.unavailable && members && members.length > 0 && members.every(down)) {
+      const why = `no in-sync member is up (${members.join(", ")}: liveness lease gone)`;
+      p = { ...p, unavailable: true, why };
+    }
     const address = p && addresses.get(p.master);
     const next = p && address ? { ...p, address } : undefined;
     if (sameEntry(entries.get(name), next)) return;
@@ -111,27 +132,55 @@ export function feedDirectory(o: {
   const putVolume = (kv: KeyValue) => {
     const name = kv.key.slice(VOLUME_PREFIX.length);
     let p: Placed | undefined;
+    let group: VolumeRecord["group"];
     try {
-      p = placedOf(name, JSON.parse(kv.value) as VolumeRecord);
+      const r = JSON.parse(kv.value) as VolumeRecord;
+      p = placedOf(name, r);
+      group = r.group;
     } catch (err) {
       o.log.warn({ key: kv.key, err }, "directory: unreadable volume record");
       return;
     }
     if (p && (o.only?.(p) ?? true)) placed.set(name, p);
     else placed.delete(name);
+    if (p && group) inSync.set(name, group.inSync);
+    else inSync.delete(name);
     refresh(name);
   };
   const deleteVolume = (kv: KeyValue) => {
     const name = kv.key.slice(VOLUME_PREFIX.length);
     placed.delete(name);
+    inSync.delete(name);
     refresh(name);
+  };
+  /** Liveness keys: the entries are recomputed at once, and when a gone key's grace ends. */
+  const aliveChanged = (node: string, up: boolean) => {
+    if (up === alive.has(node)) return;
+    if (up) alive.add(node);
+    else {
+      alive.delete(node);
+      goneSince.set(node, performance.now());
+      clearTimeout(downTimer);
+      downTimer = setTimeout(() => {
+        refreshAll();
+        schedule();
+      }, DOWN_GRACE_MS);
+    }
+    if (!listing) refreshAll();
   };
   /** Node records only: `/ballast/nodes/<name>`, not its alive or cordon keys. */
   const nodeName = (kv: KeyValue) => {
     const rest = kv.key.slice(NODE_PREFIX.length);
     return rest.includes("/") ? undefined : rest;
   };
+  /** The node whose liveness key `kv` is, if it is one. */
+  const aliveOf = (kv: KeyValue) => {
+    const rest = kv.key.slice(NODE_PREFIX.length);
+    return rest.endsWith(ALIVE_SUFFIX) ? rest.slice(0, -ALIVE_SUFFIX.length) : undefined;
+  };
   const putNode = (kv: KeyValue) => {
+    const up = aliveOf(kv);
+    if (up !== undefined) return aliveChanged(up, true);
     const name = nodeName(kv);
     if (name === undefined) return;
     try {
@@ -145,18 +194,20 @@ export function feedDirectory(o: {
     }
   };
   const deleteNode = (kv: KeyValue) => {
+    const gone = aliveOf(kv);
+    if (gone !== undefined) return aliveChanged(gone, false);
     const name = nodeName(kv);
     if (name !== undefined && addresses.delete(name)) refreshAll();
   };
   const follow = (
     prefix: string,
-    map: Map<string, unknown>,
+    clear: () => void,
     put: (kv: KeyValue) => void,
     del: (kv: KeyValue) => void,
   ) =>
     followPrefix(o.store, prefix, {
       onList(kvs: readonly KeyValue[]) {
-        map.clear();
+        clear();
         listing = true;
         for (const kv of kvs) put(kv);
         listing = false;
@@ -172,13 +223,24 @@ export function feedDirectory(o: {
       },
     }, { signal: stop.signal, logger: o.log, what: "directory" });
   const loops = [
-    follow(VOLUME_PREFIX, placed, putVolume, deleteVolume),
-    follow(NODE_PREFIX, addresses, putNode, deleteNode),
+    follow(VOLUME_PREFIX, () => (placed.clear(), inSync.clear()), putVolume, deleteVolume),
+    follow(
+      NODE_PREFIX,
+      () => {
+        addresses.clear();
+        // A listing shows who is up now: the others count as gone since long ago.
+        for (const n of alive) goneSince.delete(n);
+        alive.clear();
+      },
+      putNode,
+      deleteNode,
+    ),
   ];
   return {
     async stop() {
       stop.abort();
       clearTimeout(timer);
+      clearTimeout(downTimer);
       await Promise.all(loops);
     },
   };

@@ -69,7 +69,8 @@ export class InputBuffer {
     this.reserve(n);
     while (this.end - this.start < n) {
       if (!(await this.fill(t))) {
-        throw new ClientGoneError("client closed the connection mid-message");
+        const between = this.end === this.start;
+        throw new ClientGoneError(`client closed the connection${between ? "" : " mid-message"}`);
       }
     }
   }

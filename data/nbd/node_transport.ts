@@ -9,7 +9,7 @@
 import { type Socket, Socket as NodeSocket } from "node:net";
 import { type SecureContext, TLSSocket } from "node:tls";
 import type { Transport } from "./transport.ts";
-import { ClientRefusedError } from "./errors.ts";
+import { ClientGoneError, ClientRefusedError } from "./errors.ts";
 import { adoptTcpFd, type DirectReads, directReads } from "../net/mod.ts";
 
 /**
@@ -294,6 +294,12 @@ export function startTlsServer(
       clearTimeout(timer);
       tls.destroy();
       reject(new ClientRefusedError(`TLS handshake failed: ${e.message}`));
+    });
+    // A client that hangs up before the handshake is done left; it was not refused (a
+    // settled promise ignores this later close).
+    tls.once("close", () => {
+      clearTimeout(timer);
+      reject(new ClientGoneError("client closed the connection during the TLS handshake"));
     });
   });
 }

@@ -266,6 +266,8 @@ export class Upstream {
           continue;
         }
         if (r.type >= 0x80000000) {
+          // Still negotiating: end it as a client should (NBD_OPT_ABORT), not mid-message.
+          sock.write(encodeOption(C.NBD_OPT_ABORT));
           throw new UpstreamError(
             "refused",
             `master ${remote} refused export "${o.exportName}": ${r.message || r.type}`,

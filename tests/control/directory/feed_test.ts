@@ -8,7 +8,7 @@
 import { assert, assertEquals } from "../../_assert.ts";
 import { feedDirectory, placedOf, sameEntry } from "../../../control/directory/feed.ts";
 import { silentLogger } from "../../../control/common/mod.ts";
-import { NODE_PREFIX } from "../../../control/nodes/mod.ts";
+import { aliveKey, NODE_PREFIX } from "../../../control/nodes/mod.ts";
 import { VOLUME_PREFIX, type VolumeRecord } from "../../../control/volumes/mod.ts";
 import type { DirectoryEntry } from "../../../data/mod.ts";
 import { eventually, withSqlite } from "../_fixtures.ts";
@@ -71,6 +71,7 @@ Deno.test("feedDirectory(): entries follow the volume records and the masters' n
   await withSqlite(async (store) => {
     await store.put(NODE_PREFIX + "n1", JSON.stringify({ name: "n1", nbdAddress: "h:1" }));
     await store.put(NODE_PREFIX + "n2", JSON.stringify({ name: "n2", nbdAddress: "h:2" }));
+    for (const n of ["n1", "n2"]) await store.put(aliveKey(n), "{}");
     await store.put(VOLUME_PREFIX + "v", JSON.stringify(record("n1", 1)));
     const published: DirectoryEntry[][] = [];
     const feed = feedDirectory({ store, log: silentLogger(), publish: (e) => published.push(e) });
@@ -104,6 +105,31 @@ Deno.test("feedDirectory(): entries follow the volume records and the masters' n
       assertEquals(published.length, count + 1);
       await store.delete(VOLUME_PREFIX + "v");
       await eventually("the volume gone", () => published.at(-1)?.length === 0);
+    } finally {
+      await feed.stop();
+    }
+  });
+});
+
+Deno.test("feedDirectory(): a group all of whose in-sync members lost their liveness keys (its record still healthy) is unavailable after the grace, and back when one returns", async () => {
+  await withSqlite(async (store) => {
+    await store.put(NODE_PREFIX + "n1", JSON.stringify({ name: "n1", nbdAddress: "h:1" }));
+    await store.put(NODE_PREFIX + "n2", JSON.stringify({ name: "n2", nbdAddress: "h:2" }));
+    for (const n of ["n1", "n2"]) await store.put(aliveKey(n), "{}");
+    await store.put(VOLUME_PREFIX + "v", JSON.stringify(record("n1", 1)));
+    const published: DirectoryEntry[][] = [];
+    const feed = feedDirectory({ store, log: silentLogger(), publish: (e) => published.push(e) });
+    try {
+      const last = () => published.at(-1)?.[0];
+      await eventually("the first directory", () => last()?.address === "h:1");
+      // Both in-sync members die at once: nobody is left to change the record.
+      await store.delete(aliveKey("n1"));
+      await store.delete(aliveKey("n2"));
+      await eventually("unavailable after the grace", () => last()?.unavailable === true);
+      assertEquals(last()?.why, "no in-sync member is up (n1, n2: liveness lease gone)");
+      await store.put(aliveKey("n2"), "{}");
+      await eventually("available again", () => last()?.unavailable === undefined);
+      assertEquals(last()?.master, "n1");
     } finally {
       await feed.stop();
     }
