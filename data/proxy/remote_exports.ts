@@ -15,7 +15,8 @@ import { type ConnectUpstream, Forwarder } from "./forwarder.ts";
 /** Stands in for the store of a forwarded volume: only its size is read. */
 class RemoteStore implements BlockStore {
   readonly canTrim = true;
-  readonly canFastZero = false;
+  // As its master's file store: a FAST_ZERO it cannot do there fails with ENOTSUP there.
+  readonly canFastZero = true;
   readonly canExtents = false;
   readonly canFlush = true;
   constructor(public size: number) {}

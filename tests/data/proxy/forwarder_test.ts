@@ -164,8 +164,10 @@ import sys, nbd
 MiB = 1024 * 1024
 h = nbd.NBD(); h.connect_uri(sys.argv[1])
 assert h.get_size() == 16 * 1024 * 1024, h.get_size()
+# Advertised as the master advertises it (FAST_ZERO included), and honoured there.
+assert h.can_fast_zero() and h.can_trim() and h.can_fua() and h.can_multi_conn()
 h.pwrite(b"\\x5a" * 65536, 1048576, nbd.CMD_FLAG_FUA)
-h.zero(4096, 2097152)
+h.zero(4096, 2097152, nbd.CMD_FLAG_FAST_ZERO)
 h.flush()
 assert h.pread(65536, 1048576) == b"\\x5a" * 65536
 # Pipelined WRITEs of several sizes with their own bytes (the forwarding node holds each
