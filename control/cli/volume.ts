@@ -293,12 +293,22 @@ export const volumeCommand: Command = groupCommand(
         const before = await client.getVolume(name);
         // Keys set and removed by the node on the record as it is then: a label another
         // client sets meanwhile is kept.
-        const v = await client.updateVolume(name, {
+        const rest = {
           ...(replicas !== undefined ? { replicas } : {}),
           ...(size !== undefined ? { size } : {}),
           ...(description !== undefined ? { description } : {}),
+        };
+        const edits = {
           ...(Object.keys(set).length > 0 ? { setLabels: set } : {}),
           ...(remove.length > 0 ? { removeLabels: remove } : {}),
+        };
+        const v = await client.updateVolume(name, { ...rest, ...edits }).catch((err) => {
+          // A node of an older version (a rolling upgrade) knows only the whole label set.
+          if (!/unknown field "(set|remove)Labels"/.test(String(err?.message))) throw err;
+          io.err("warning: the node runs an older version: labels sent as a whole set\n");
+          const labels = { ...before.labels, ...set };
+          for (const k of remove) delete labels[k];
+          return client.updateVolume(name, { ...rest, labels });
         });
         io.out(p.output === "json" ? json(v) : updateText(v, replicas, before));
         return 0;

@@ -340,3 +340,54 @@ Deno.test("cli: `ballast serve` as a process: ready line, refuses a second serve
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("cli: volume update --label through a node of an older version (no setLabels) sends the whole label set, with a warning", async () => {
+  const volume = {
+    name: "db1",
+    uuid: "00000000-0000-4000-8000-0000000000aa",
+    sizeBytes: 1048576,
+    replicas: 0,
+    state: "ready",
+    master: "n1",
+    epoch: 0,
+    labels: { keep: "1", drop: "x" },
+    description: "",
+    createdAt: "2026-12-01T00:00:00.000Z",
+    updatedAt: "2026-12-01T00:00:00.000Z",
+  };
+  const patches: Record<string, unknown>[] = [];
+  const old = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    if (req.method === "GET") return Response.json(volume);
+    const body = await req.json() as Record<string, unknown>;
+    patches.push(body);
+    const unknown = Object.keys(body).find((k) =>
+      !["size", "replicas", "labels", "description"].includes(k)
+    );
+    if (unknown) {
+      const message =
+        `unknown field "${unknown}" in request body; allowed fields: size, replicas, labels, description`;
+      return Response.json({ error: { code: "INVALID_ARGUMENT", message } }, { status: 400 });
+    }
+    return Response.json({ ...volume, labels: body.labels });
+  });
+  try {
+    const r = await run(
+      `http://127.0.0.1:${old.addr.port}`,
+      "volume",
+      "update",
+      "db1",
+      "--label",
+      "tier=gold",
+      "--remove-label",
+      "drop",
+    );
+    assertEquals(r.code, 0, r.stderr);
+    assert(r.stderr.includes("older version: labels sent as a whole set"), r.stderr);
+    assertEquals(patches, [
+      { setLabels: { tier: "gold" }, removeLabels: ["drop"] },
+      { labels: { keep: "1", tier: "gold" } },
+    ]);
+  } finally {
+    await old.shutdown();
+  }
+});
