@@ -133,7 +133,7 @@ class LocalDataPlane implements RunningDataPlane {
     } catch (err) {
       this.#creating.delete(spec.name);
       store.close();
-      await Deno.remove(path).catch(() => {});
+      await this.#removeCopy(path).catch(() => {}); // its sidecars too: nothing left behind
       throw storeError(err, `create the hash list of volume "${spec.name}"`);
     }
     this.#creating.delete(spec.name);

@@ -124,12 +124,17 @@ async function writeDurably(file: string, epoch: number): Promise<void> {
   const tmp = `${file}.tmp`;
   const f = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
   try {
-    await f.write(new TextEncoder().encode(`${epoch}\n`));
-    await f.syncData();
-  } finally {
-    f.close();
+    try {
+      await f.write(new TextEncoder().encode(`${epoch}\n`));
+      await f.syncData();
+    } finally {
+      f.close();
+    }
+    await Deno.rename(tmp, file);
+  } catch (err) {
+    await Deno.remove(tmp).catch(() => {}); // a full disk, say: leave no stray file
+    throw err;
   }
-  await Deno.rename(tmp, file);
   // The rename is durable once its directory is: a power cut must not bring back the old epoch.
   const slash = file.lastIndexOf("/");
   using dir = await Deno.open(slash < 0 ? "." : file.slice(0, slash) || "/", { read: true });
