@@ -19,6 +19,7 @@ import {
 } from "../../mod/errors.ts";
 import type {
   LiveResync,
+  NodeInfo,
   Volume,
   VolumeEvent,
   VolumeLiveStatus,
@@ -259,6 +260,31 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
     ? { node: live.node, observedAt: live.observedAt }
     : { node: rec.master, error: error! };
   return out;
+}
+
+/**
+ * `v` with a note in its phase reason when members share the failure domain its --spread-by
+ * keeps them apart by (a node's label changed since placement): `volume get` says so.
+ */
+export async function spreadChecked(
+  v: Volume,
+  listNodes: (() => Promise<NodeInfo[]>) | undefined,
+): Promise<Volume> {
+  const by = v.spreadBy;
+  if (by === undefined || !v.members || !listNodes) return v;
+  const nodes = await listNodes().catch(() => undefined);
+  if (!nodes) return v;
+  const members = new Map<string, string[]>();
+  for (const m of v.members) {
+    const value = nodes.find((n) => n.name === m)?.labels[by];
+    if (value !== undefined) members.set(value, [...(members.get(value) ?? []), m]);
+  }
+  const shared = [...members].filter(([, ms]) => ms.length > 1)
+    .map(([value, ms]) => `${ms.join(" and ")} share ${by}=${value}`);
+  if (shared.length === 0) return v;
+  const note = `spread by ${by} broken: ${shared.join(", ")} (a label changed since ` +
+    `placement): one ${by} failing takes more than one copy`;
+  return { ...v, phaseReason: v.phaseReason ? `${v.phaseReason}; ${note}` : note };
 }
 
 /**

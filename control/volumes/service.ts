@@ -76,6 +76,7 @@ import {
   seenPhase,
   type ServedGroup,
   servedGroups,
+  spreadChecked,
   verifyVolume,
   volumeView,
 } from "./_live.ts";
@@ -244,7 +245,7 @@ export class VolumeService {
     checkVolumeName(name);
     const kv = await this.#store.get(VOLUME_PREFIX + name);
     if (!kv) throw new NotFoundError("volume", name);
-    return await volumeView(this.#live, parseRecord(kv));
+    return await spreadChecked(await volumeView(this.#live, parseRecord(kv)), this.#listNodes);
   }
 
   /** The recent history of replicated volume `name`, oldest first (control/events/). */

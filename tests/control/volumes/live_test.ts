@@ -15,6 +15,7 @@ import {
   localLive,
   type PeerStatusSource,
   seenPhase,
+  spreadChecked,
   uncompared,
   verifyVolume,
   volumeView,
@@ -25,7 +26,7 @@ import { eventsPrefix } from "../../../control/events/mod.ts";
 import type { VolumeRecord } from "../../../control/volumes/_record.ts";
 import { ResyncTracker } from "../../../control/volumes/_resyncs.ts";
 import { UnavailableError } from "../../../mod/errors.ts";
-import type { VolumeLiveStatus } from "../../../mod/types.ts";
+import type { NodeInfo, Volume, VolumeLiveStatus } from "../../../mod/types.ts";
 import { assert, assertEquals } from "../../_assert.ts";
 
 const MiB = 2 ** 20;
@@ -414,4 +415,32 @@ Deno.test("verifyVolume(): a member down or out of sync that the master did not 
   // Every member compared, or no group: nothing added.
   assertEquals(uncompared(rec, ["n1", "n2", "n3"]), []);
   assertEquals(uncompared(record("n1", { group: undefined }), ["n1"]), []);
+});
+
+Deno.test("spreadChecked(): members sharing the --spread-by value (a label changed since placement) are named in the phase reason; a spread kept, or none asked, changes nothing", async () => {
+  const v = {
+    name: "z1",
+    phase: "healthy",
+    spreadBy: "zone",
+    members: ["n3", "n4", "n5"],
+  } as unknown as Volume;
+  const nodes = (zones: Record<string, string>) => () =>
+    Promise.resolve(
+      Object.entries(zones).map(([name, zone]) =>
+        ({ name, labels: { zone } }) as unknown as NodeInfo
+      ),
+    );
+  const kept = await spreadChecked(v, nodes({ n3: "c", n4: "a", n5: "b" }));
+  assertEquals(kept.phaseReason, undefined);
+  const broken = await spreadChecked(v, nodes({ n3: "c", n4: "b", n5: "b" }));
+  assertEquals(
+    broken.phaseReason,
+    "spread by zone broken: n4 and n5 share zone=b (a label changed since placement): " +
+      "one zone failing takes more than one copy",
+  );
+  const none = { ...v, spreadBy: undefined } as Volume;
+  assertEquals(
+    (await spreadChecked(none, nodes({ n3: "a", n4: "a", n5: "a" }))).phaseReason,
+    undefined,
+  );
 });
