@@ -73,6 +73,12 @@ export function verifyText(r: VolumeVerifyReport): string {
     ...(differs || away.length === 0 ? [advice(r)] : []),
   ];
   out += r.ok ? "\nOK: every member holds the master's data.\n" : `\nNOT OK: ${why.join("; ")}.\n`;
+  const roots = new Set(r.members.filter((m) => m.root !== undefined).map((m) => m.root));
+  if (r.ok && roots.size > 1) {
+    // Each member's root is read when that member is asked, so writes in between show.
+    out += "(The root hashes differ because each was read at its own moment while writes " +
+      "went on; compared region by region, every member holds the master's data.)\n";
+  }
   return out;
 }
 

@@ -273,3 +273,20 @@ Deno.test("a quick verification does not report a write on its way (the region i
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("verifyText(): an OK verification whose roots differ (read at different moments under writes) says why", () => {
+  const r = report(false, [
+    verdict("n1", "master", { root: "aa" }),
+    verdict("n2", "replica", { root: "bb" }),
+  ]);
+  const text = verifyText({ ...r, name: "v1", node: "n1", ok: true });
+  assert(text.includes("OK: every member holds the master's data."), text);
+  assert(text.includes("The root hashes differ because each was read at its own moment"), text);
+  const same = verifyText({
+    ...report(false, [verdict("n1", "master"), verdict("n2", "replica")]),
+    name: "v1",
+    node: "n1",
+    ok: true,
+  });
+  assert(!same.includes("root hashes differ"), same);
+});
