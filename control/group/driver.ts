@@ -218,10 +218,7 @@ export class GroupDriver {
     }
   }
 
-  /**
-   * The write gate of a master whose record lists other members in sync: the first
-   * data-changing request waits until the machine releases it (machine.ts, "writes").
-   */
+  /** A master's write gate (others in sync): the first change waits for the machine. */
   #writeGate(epoch: number): Promise<void> {
     const done = new Promise<void>((resolve, reject) =>
       this.#gateWaiters.push({ epoch, resolve, reject })
@@ -370,13 +367,13 @@ export class GroupDriver {
   /** Why this master's export failed, while it is tried again. */
   serveFailure: string | undefined;
 
-  /**
-   * Exports the volume at `epoch`. One that failed (a full disk: the epoch file could not be
-   * written) is tried again, 1 s doubling to 30 s, while this node is to serve that epoch.
-   */
+  /** Exports at `epoch`; a failure (a full disk) is tried again, 1-30 s, while to serve it. */
   #serve(epoch: number, handedOver: boolean, log: Logger, tries: number): void {
     this.#hostChain = this.#hostChain.then(async () => {
-      if (tries > 0 && (this.#stopped || this.#state.serving !== epoch)) return;
+      if (tries > 0 && (this.#stopped || this.#state.serving !== epoch)) {
+        this.serveFailure = undefined; // no longer to serve that epoch
+        return;
+      }
       const inSync = this.#state.known?.record.inSync ?? [];
       const gated = !this.#o.host.replicates && inSync.some((m) => m !== this.#o.self);
       await this.#o.host.serve(epoch, {
