@@ -160,7 +160,7 @@ export class Connection {
         if (err instanceof ClientRefusedError) {
           this.#log.warn({ reason: msg }, "client refused");
         } else if (err instanceof ClientGoneError) {
-          this.#log.info({ reason: msg }, "client went away in the middle of a message");
+          this.#log.info({ reason: msg }, "client went away during the handshake or a request");
         } else if (err instanceof ProtocolError) {
           this.#log.warn({ reason: msg }, "protocol violation, disconnecting");
           if (this.#export) this.#export.stats.countProtocolError();
