@@ -205,7 +205,8 @@ export class ReplicaService {
   ): Promise<{ path: string } | { refused: Uint8Array; status: number }> {
     const path = UUID.test(r.volume) ? this.#locate.pathOf(r.volume) : undefined;
     if (path === undefined) {
-      const message = `no copy of volume ${r.volume} on this node`;
+      const message = `no copy of volume ${r.volume} on this node (not made yet, or it ` +
+        `could not be made: a full disk? this node's log says)`;
       return { refused: encodeReply(r.id, STATUS_NO_COPY, message), status: STATUS_NO_COPY };
     }
     const newest = await this.#epochs.get(path);
