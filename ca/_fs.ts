@@ -120,7 +120,10 @@ export async function tightenPrivateModes(dir: string): Promise<string[]> {
     throw err;
   }
   for await (const e of Deno.readDir(dir)) {
-    if (e.isFile && SECRET.test(e.name)) await tighten(join(dir, e.name), e.name, KEY_MODE);
+    // A symlinked key is the file it points to (Deno.stat and chmod follow the link).
+    if ((e.isFile || e.isSymlink) && SECRET.test(e.name)) {
+      await tighten(join(dir, e.name), e.name, KEY_MODE);
+    }
   }
   return changed;
 }

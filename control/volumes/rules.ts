@@ -18,11 +18,11 @@ const MAX_LABEL_VALUE = 256;
 export const MAX_DESCRIPTION = 1024;
 /**
  * Characters a label value or description may not hold: C0 and C1 controls, and those that
- * make a table or a terminal show something else than the text (bidirectional overrides and
- * isolates, line and paragraph separators).
+ * make a table or a terminal show something else than the text: format characters (Cf:
+ * bidirectional overrides and isolates, zero-width ones, soft hyphens, tags) and line and
+ * paragraph separators.
  */
-// deno-lint-ignore no-control-regex
-const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
+const CONTROL_CHARS = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
 
 /** Checks a volume name. */
 export function checkVolumeName(name: unknown, field = "name"): string {

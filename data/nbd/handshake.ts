@@ -364,8 +364,13 @@ function asAllowed(e: ExportView, policy: HandshakePolicy): Visible {
   };
 }
 
-// deno-lint-ignore no-control-regex
-const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f"\\]/g;
+const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}"\\]/gu;
+
+/** `\x1b` for a C0/C1 control, `\u202e` for a format or separator character above. */
+function escapeChar(c: string): string {
+  const n = c.codePointAt(0)!;
+  return n < 0x100 ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u{${n.toString(16)}}`;
+}
 
 /**
  * A client's export name quoted for a message: control characters escaped ("Conventions":
@@ -374,8 +379,7 @@ const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f"\\]/g;
 function quoted(name: string): string {
   const shown = name.replace(
     UNPRINTABLE,
-    (c) =>
-      c === '"' || c === "\\" ? `\\${c}` : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+    (c) => c === '"' || c === "\\" ? `\\${c}` : escapeChar(c),
   );
   return `"${shown}"`;
 }

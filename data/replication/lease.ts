@@ -38,6 +38,7 @@ import type { PeerLink, PeerLinks } from "./links.ts";
 import type { ReplicaTarget } from "./replicator.ts";
 import {
   decodePingStatuses,
+  MAX_PINGS,
   pingsRequest,
   type Reply,
   replyMessage,
@@ -333,6 +334,12 @@ export class LeasePinger {
   }
 
   async #ping(links: PeerLinks, node: string, address: string, sent: Sent[]): Promise<void> {
+    if (sent.length > MAX_PINGS) {
+      for (let i = 0; i < sent.length; i += MAX_PINGS) {
+        await this.#ping(links, node, address, sent.slice(i, i + MAX_PINGS));
+      }
+      return;
+    }
     const at = performance.now();
     let link: PeerLink;
     let reply: Reply;

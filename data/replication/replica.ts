@@ -442,13 +442,15 @@ function applyChange(
 }
 
 /**
- * A HASHES of blocks smaller than a region (a resync's compare inside one region): at most
- * one region's worth, inside the copy. Unbounded, one frame could make this thread hash for
- * minutes and allocate gigabytes (a peer's u32 count).
+ * A HASHES of blocks smaller than a region (a resync's compare inside one region): blocks of
+ * 4 KiB or more, at most one region's worth, inside the copy. Unbounded, one frame could make
+ * this thread hash for minutes and allocate gigabytes (a peer's u32 count, or 1-byte blocks).
  */
 function checkFine(r: { first: number; count: number; regionBytes: number }, size: number) {
   const { first, count, regionBytes } = r;
-  if (count * regionBytes > REGION_BYTES || first * regionBytes >= Math.max(size, 1)) {
+  // Blocks of 4 KiB at least (a resync's), so one region is at most 256 hashes.
+  const small = regionBytes < 4096 || count * regionBytes > REGION_BYTES;
+  if (small || first * regionBytes >= Math.max(size, 1)) {
     throw new RangeError(`${count} blocks of ${regionBytes} bytes at block ${first}`);
   }
   return count;

@@ -10,7 +10,7 @@
  * Requests: WRITE (offset u64, data), TRIM and ZERO (offset u64, length u32), FLUSH, FENCE
  * (the new master's epoch: refuse anything older), HASHES (first region u32, count u32,
  * region size u32: the replica hashes its data and answers with a 16-byte hash per region),
- * TREE (level u32, first node u32, count u32: nodes of the replica's hash tree, level 0 being
+ * TREE (first node u32, count u32, level u32: nodes of the replica's hash tree, level 0 being
  * its region hashes, see hash_state.ts), SIZE (the copy's size) and PING (the master's lease:
  * the replica answers OK while the epoch is current, see lease.ts). A replica refuses a request
  * of an epoch older than the newest it has seen with STATUS_STALE_EPOCH: that is the fencing
@@ -83,6 +83,11 @@ export const STATUS_BUSY = 6;
 export const STATUS_STALE_SESSION = 7;
 
 export const HEADER_BYTES = 28;
+/**
+ * Most entries of one PINGS: a master with more volumes on one node sends several (lease.ts);
+ * a replica refuses more, which would hold its thread (about 8 us an entry).
+ */
+export const MAX_PINGS = 16_384;
 /** Bytes of one PINGS entry: volume uuid and epoch. */
 const PING_ENTRY_BYTES = 20;
 /** The volume a PINGS header names: none. */
@@ -379,6 +384,7 @@ export function decodeRequest(frame: Uint8Array): Request {
     case T_PINGS: {
       if (frame.length < at + 4) throw new RangeError(`PINGS of ${frame.length} bytes`);
       const n = v.getUint32(at);
+      if (n > MAX_PINGS) throw new RangeError(`PINGS of ${n} volumes (at most ${MAX_PINGS})`);
       need(4 + n * PING_ENTRY_BYTES);
       const entries: PingEntry[] = [];
       for (let i = 0, o = at + 4; i < n; i++, o += PING_ENTRY_BYTES) {

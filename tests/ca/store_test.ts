@@ -67,6 +67,12 @@ Deno.test("tightenPrivateModes(): a PKI directory and keys others could read are
     assertEquals((await Deno.stat(`${dir}/${f}`)).mode! & 0o777, 0o600, f);
   }
   assertEquals((await Deno.stat(`${dir}/ca.crt`)).mode! & 0o777, 0o644);
+  // A key that is a symlink: the file it points to is what others could read.
+  await Deno.rename(`${dir}/node.key`, `${t.dir}/node.key`);
+  await Deno.symlink(`${t.dir}/node.key`, `${dir}/node.key`);
+  await Deno.chmod(`${t.dir}/node.key`, 0o644);
+  assertEquals(await tightenPrivateModes(dir), ["node.key was 0644"]);
+  assertEquals((await Deno.stat(`${t.dir}/node.key`)).mode! & 0o777, 0o600);
 });
 
 Deno.test("openPki() loads an existing directory without reissuing", async () => {

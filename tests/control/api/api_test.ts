@@ -214,6 +214,13 @@ const BAD_CREATES: Array<[string, unknown, number, string, string]> = [
     "labels.k",
   ],
   [
+    "label value with a zero-width space (a format character)",
+    { name: "v", size: "1GiB", labels: { k: "a\u200bb" } },
+    400,
+    "INVALID_ARGUMENT",
+    "labels.k",
+  ],
+  [
     "label value with a C1 control",
     { name: "v", size: "1GiB", labels: { k: "a\u009bb" } },
     400,

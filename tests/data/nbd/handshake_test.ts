@@ -701,6 +701,8 @@ Deno.test("an export name with a NUL is ERR_INVALID; control characters in an un
   ]);
   const named = run([[C.NBD_OPT_EXPORT_NAME, enc.encode("x\ny")]], PLAIN, catalog()).results[0];
   assertEquals(named.action, { kind: "close", out: [], reason: 'unknown export "x\\x0ay"' });
+  const bidi = run([[C.NBD_OPT_GO, goPayload("no\u202eRLO\u2028")]], PLAIN, catalog()).results[0];
+  assertEquals(dec.decode(replies(bidi)[0].data), 'unknown export "no\\u{202e}RLO\\u{2028}"');
 });
 
 Deno.test("an export its node cannot serve now (a fenced group master) is ERR_UNKNOWN with the reason at GO, INFO and EXPORT_NAME, and only to a client that may open it", () => {

@@ -13,11 +13,13 @@ import {
   decodeReply,
   encodeRequest,
   F_DEEP,
+  MAX_PINGS,
   replyMessage,
   type Request,
   STATUS_OK,
   STATUS_RANGE,
   T_HASHES,
+  T_PINGS,
   T_TREE,
 } from "../../../data/replication/wire.ts";
 
@@ -51,6 +53,20 @@ Deno.test("ReplicaService refuses a TREE level above its tree, fine HASHES beyon
     assert(tree.message.includes("level 4294967295 of a tree of"), tree.message);
     const fine = await send({ type: T_HASHES, first: 0, count: 100_000, regionBytes: 4096 });
     assertEquals(fine.status, STATUS_RANGE, fine.message);
+    const bytes = await send({ type: T_HASHES, first: 0, count: 1 << 20, regionBytes: 1 });
+    assertEquals(bytes.status, STATUS_RANGE, "a million 1-byte blocks: " + bytes.message);
+    const pings = await svc.handle(
+      encodeRequest({
+        type: T_PINGS,
+        id: ++id,
+        volume: "00000000-0000-0000-0000-000000000000",
+        epoch: 0,
+        flags: 0,
+        entries: Array.from({ length: MAX_PINGS + 1 }, () => ({ volume: VOLUME, epoch: 1 })),
+      } as Request),
+      log,
+    );
+    assert(decodeReply(pings).status !== STATUS_OK, "more PINGS entries than a replica takes");
     const deep = await send({
       type: T_HASHES,
       flags: F_DEEP,
