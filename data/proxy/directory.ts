@@ -38,6 +38,23 @@ export function sameMaster(a: DirectoryEntry | undefined, b: DirectoryEntry | un
 export class Directory {
   #entries = new Map<string, DirectoryEntry>();
   #listeners = new Map<string, Set<() => void>>();
+  /** A master's refusal of its volume as unavailable (a fenced master), heard by a forwarder. */
+  #refusals = new Map<string, { entry: DirectoryEntry; why: string }>();
+
+  /**
+   * A forwarder heard `entry`'s master refuse the volume as unavailable (`why`), or, with
+   * undefined, serve it: new clients are told while that entry stands (RemoteExports).
+   */
+  refused(entry: DirectoryEntry, why: string | undefined): void {
+    if (why === undefined) this.#refusals.delete(entry.name);
+    else this.#refusals.set(entry.name, { entry, why });
+  }
+
+  /** The refusal heard from `name`'s current master, if any. */
+  refusal(name: string): string | undefined {
+    const r = this.#refusals.get(name);
+    return r && sameMaster(r.entry, this.#entries.get(name)) ? r.why : undefined;
+  }
 
   /** Replaces every entry; listeners of the volumes whose entry changed are called. */
   set(entries: readonly DirectoryEntry[]): void {

@@ -352,6 +352,15 @@ export class Forwarder implements RequestForwarder {
         } catch (err) {
           if (this.#closed) return; // the client left: nothing to say of the master
           const msg = err instanceof Error ? err.message : String(err);
+          // Its master refuses it as unavailable (fenced): new clients are told (directory.ts).
+          if (
+            err instanceof UpstreamError && err.code === "refused" && /is unavailable/.test(msg)
+          ) {
+            this.#dir.refused(
+              entry,
+              `master ${entry.master} refuses it: ${msg.replace(/^.*?: /, "")}`,
+            );
+          }
           if (msg !== lastError) {
             this.#log.warn({ master: entry.master, reason: msg }, "forwarding: master unreachable");
             lastError = msg;
@@ -375,6 +384,7 @@ export class Forwarder implements RequestForwarder {
   }
 
   #attach(up: Upstream, entry: DirectoryEntry): void {
+    this.#dir.refused(entry, undefined);
     this.#up = up;
     this.#upEntry = entry;
     this.#lostAt = NaN;

@@ -69,8 +69,9 @@ export class RemoteExports {
   /** The export a client attaching to `name` gets, if the directory knows the volume. */
   lookup(name: string): LiveExport | undefined {
     const entry = this.#dir.get(name);
-    // Nobody can serve it now (its master is down, no member in sync): nothing to attach to.
-    if (!entry || entry.unavailable) return undefined;
+    // Nobody can serve it now (its master is down, no member in sync, or its master refuses
+    // it: fenced): nothing to attach to.
+    if (!entry || entry.unavailable || this.#dir.refusal(name)) return undefined;
     let e = this.#exports.get(name);
     if (e && e.uuid !== entry.uuid) {
       this.#cut(e, "the volume was deleted and created again");
@@ -92,6 +93,10 @@ export class RemoteExports {
    */
   absent(name: string): { uuid: string; reason: string } | undefined {
     const entry = this.#dir.get(name);
+    const refused = this.#dir.refusal(name);
+    if (entry && refused) {
+      return { uuid: entry.uuid, reason: `volume "${name}" is unavailable: ${refused}` };
+    }
     if (!entry?.unavailable) return undefined;
     return {
       uuid: entry.uuid,
@@ -103,7 +108,8 @@ export class RemoteExports {
 
   /** The volumes a client can attach to through this node now (lookup() gives them). */
   names(): string[] {
-    return this.#dir.list().filter((e) => !e.unavailable).map((e) => e.name);
+    return this.#dir.list().filter((e) => !e.unavailable && !this.#dir.refusal(e.name))
+      .map((e) => e.name);
   }
 
   /** After a directory change: cut the connections of volumes that are gone. */

@@ -245,7 +245,15 @@ Deno.test("Forwarder: a replaced master's ESHUTDOWN is held and the request goes
     assertEquals(answered, undefined, "held, not failed, while the directory names a");
     // "If the client receives an NBD_ESHUTDOWN error it MUST initiate a soft disconnect."
     assertEquals((await disconnectReasons(aLog))[0], "client sent NBD_CMD_DISC");
+    // Connecting to a again, the forwarder is refused at GO (fenced): new clients of this
+    // node are told so (RemoteExports) while the directory names a.
+    const deadline = Date.now() + 10_000;
+    while (dir.refusal(VOL) === undefined && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert(dir.refusal(VOL)?.includes("a member has seen a newer epoch"), dir.refusal(VOL));
     dir.set([entry("b", b.plane.nbdAddress, 2)]);
+    assertEquals(dir.refusal(VOL), undefined, "b is another master");
     const r = await within(30_000, write, "the held write's reply");
     assertEquals(r.error, 0, r.message);
     assertEquals((await copyBytes(b, 4096, 4096))[0], 2, "the write reached the new master");
@@ -447,4 +455,23 @@ Deno.test("LiveExport.unavailable: set while its lease is fenced (the handshake 
   assert(e.unavailable?.includes("a member has seen a newer epoch"), e.unavailable);
   e.lease.fence(false);
   assertEquals(e.unavailable, undefined);
+});
+
+Deno.test("RemoteExports: a volume whose master refused a forwarder as unavailable (fenced) takes no new client while that master stands; another master clears it", () => {
+  const dir = new Directory();
+  const remote = new RemoteExports(dir, upstreamConnector({ tls: () => undefined }));
+  const e1 = entry("a", "127.0.0.1:1", 1);
+  dir.set([e1]);
+  assert(remote.lookup(VOL) !== undefined);
+  dir.refused(e1, "master a refuses it: fenced");
+  assertEquals(remote.lookup(VOL), undefined);
+  assertEquals(remote.names(), []);
+  assertEquals(
+    remote.absent(VOL)?.reason,
+    `volume "${VOL}" is unavailable: master a refuses it: fenced`,
+  );
+  dir.set([entry("b", "127.0.0.1:2", 2)]);
+  assert(remote.lookup(VOL) !== undefined, "a new master: the refusal was of the old one");
+  assertEquals(remote.absent(VOL), undefined);
+  remote.update();
 });
