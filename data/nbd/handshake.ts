@@ -366,22 +366,18 @@ function asAllowed(e: ExportView, policy: HandshakePolicy): Visible {
 
 const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}"\\]/gu;
 
-/** `\x1b` for a C0/C1 control, `\u202e` for a format or separator character above. */
-function escapeChar(c: string): string {
-  const n = c.codePointAt(0)!;
-  return n < 0x100 ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u{${n.toString(16)}}`;
-}
-
 /**
- * A client's export name quoted for a message: control characters escaped ("Conventions":
- * strings, error messages included, must not hold NUL; clients print them).
+ * A client's export name quoted for a message, controls, format and separator characters
+ * escaped (`\x1b`, `\u{202e}`): "Conventions": strings must not hold NUL; clients print them.
  */
 function quoted(name: string): string {
-  const shown = name.replace(
-    UNPRINTABLE,
-    (c) => c === '"' || c === "\\" ? `\\${c}` : escapeChar(c),
-  );
-  return `"${shown}"`;
+  return `"${
+    name.replace(UNPRINTABLE, (c) => {
+      const n = c.codePointAt(0)!;
+      if (c === '"' || c === "\\") return `\\${c}`;
+      return n < 0x100 ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u{${n.toString(16)}}`;
+    })
+  }"`;
 }
 
 /** The refusal for an export that is not there or may not be opened ("Option reply types"). */
