@@ -362,7 +362,12 @@ export class Forwarder implements RequestForwarder {
             );
           }
           if (msg !== lastError) {
-            this.#log.warn({ master: entry.master, reason: msg }, "forwarding: master unreachable");
+            // Given up because the directory names another master (a drain, a failover): news.
+            const level = abort.signal.aborted ? "info" : "warn";
+            this.#log[level](
+              { master: entry.master, reason: msg },
+              "forwarding: master unreachable",
+            );
             lastError = msg;
           }
           if (!(err instanceof UpstreamError)) this.#log.debug({ err }, "forwarding: connect");
@@ -390,7 +395,12 @@ export class Forwarder implements RequestForwarder {
     this.#lostAt = NaN;
     up.onClose((err) => {
       if (this.#up !== up) return;
-      this.#log.warn({ reason: err.message, held: this.#held.size }, "forwarding: master lost");
+      // Expected when the directory already names another master (a planned handover).
+      const moved = !sameMaster(this.#dir.get(this.#name), entry);
+      this.#log[moved ? "info" : "warn"](
+        { reason: err.message, held: this.#held.size, master: entry.master },
+        "forwarding: master lost",
+      );
       this.#drop();
       this.#check();
     });
