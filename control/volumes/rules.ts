@@ -24,6 +24,14 @@ export const MAX_DESCRIPTION = 1024;
  */
 const CONTROL_CHARS = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
 
+/** `s` as a JSON string for a message, with CONTROL_CHARS escaped too (never shown raw). */
+function quote(s: unknown): string {
+  return String(JSON.stringify(s)).replace(
+    /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu,
+    (c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, "0")}`,
+  );
+}
+
 /** Checks a volume name. */
 export function checkVolumeName(name: unknown, field = "name"): string {
   if (typeof name !== "string") {
@@ -35,8 +43,8 @@ export function checkVolumeName(name: unknown, field = "name"): string {
   if (!VOLUME_NAME.test(name)) {
     // A name of 60,000 characters is not echoed whole.
     const shown = name.length > 80
-      ? `${JSON.stringify(name.slice(0, 64))}... (${name.length} characters)`
-      : JSON.stringify(name);
+      ? `${quote(name.slice(0, 64))}... (${name.length} characters)`
+      : quote(name);
     throw new InvalidArgumentError(
       `invalid volume ${field} ${shown}: use 1-63 characters of a-z, 0-9, ".", "_", "-", ` +
         "starting with a letter or digit",
@@ -72,14 +80,14 @@ export function checkVolumeSize(size: unknown, field = "size"): number {
   }
   if (bytes < MIN_VOLUME_SIZE || bytes > MAX_VOLUME_SIZE) {
     throw new InvalidArgumentError(
-      `invalid ${field} ${JSON.stringify(size)}: must be between 1 MiB and 1 PiB`,
+      `invalid ${field} ${quote(size)}: must be between 1 MiB and 1 PiB`,
       { field },
     );
   }
   if (bytes % SECTOR !== 0) {
     const below = bytes - bytes % SECTOR;
     throw new InvalidArgumentError(
-      `invalid ${field} ${JSON.stringify(size)} (${bytes} bytes): must be a multiple of 512 ` +
+      `invalid ${field} ${quote(size)} (${bytes} bytes): must be a multiple of 512 ` +
         `bytes, e.g. ${below} or ${below + SECTOR}`,
       { field },
     );
@@ -91,7 +99,7 @@ export function checkVolumeSize(size: unknown, field = "size"): number {
 export function checkReplicas(replicas: unknown, field = "replicas"): number {
   if (typeof replicas !== "number" || !Number.isInteger(replicas) || replicas < 0 || replicas > 8) {
     throw new InvalidArgumentError(
-      `invalid ${field} ${JSON.stringify(replicas)}: expected a whole number from 0 to 8`,
+      `invalid ${field} ${quote(replicas)}: expected a whole number from 0 to 8`,
       { field },
     );
   }
@@ -103,7 +111,7 @@ export function checkSpreadBy(key: unknown, field = "spreadBy"): string {
   if (typeof key !== "string" || !LABEL_KEY.test(key)) {
     throw new InvalidArgumentError(
       `invalid ${field} ${
-        JSON.stringify(key)
+        quote(key)
       }: expected a node label key such as "zone" (1-63 characters of letters, digits, ".", "_", "-", "/")`,
       { field },
     );
@@ -123,13 +131,13 @@ export function parseLabelList(texts: readonly string[], field = "labels"): Reco
     const i = item.indexOf("=");
     if (i <= 0) {
       throw new InvalidArgumentError(
-        `entry ${JSON.stringify(item)} is not KEY=VALUE (e.g. zone=a,rack=r1)`,
+        `entry ${quote(item)} is not KEY=VALUE (e.g. zone=a,rack=r1)`,
         { field },
       );
     }
     const key = item.slice(0, i);
     if (Object.hasOwn(labels, key)) {
-      throw new InvalidArgumentError(`label ${JSON.stringify(key)} is given twice`, { field });
+      throw new InvalidArgumentError(`label ${quote(key)} is given twice`, { field });
     }
     labels[key] = item.slice(i + 1);
   }
@@ -153,21 +161,21 @@ export function checkLabels(labels: unknown, field = "labels"): Record<string, s
     if (!LABEL_KEY.test(k)) {
       throw new InvalidArgumentError(
         `invalid label key ${
-          JSON.stringify(k)
+          quote(k)
         }: use 1-63 characters of letters, digits, ".", "_", "-", "/", starting with a letter or digit`,
         { field: `${field}.${k}` },
       );
     }
     if (typeof v !== "string") {
       throw new InvalidArgumentError(
-        `invalid label ${JSON.stringify(k)}: value must be a string, got ${typeName(v)}`,
+        `invalid label ${quote(k)}: value must be a string, got ${typeName(v)}`,
         { field: `${field}.${k}` },
       );
     }
     if (v.length > MAX_LABEL_VALUE || CONTROL_CHARS.test(v)) {
       throw new InvalidArgumentError(
         `invalid label ${
-          JSON.stringify(k)
+          quote(k)
         }: value must be at most ${MAX_LABEL_VALUE} characters with no control, ` +
           "bidirectional-override or line-separator characters",
         { field: `${field}.${k}` },
@@ -209,7 +217,7 @@ export function labelChange(
   }
   const both = remove.find((k) => Object.hasOwn(set, k));
   if (both !== undefined) {
-    throw new InvalidArgumentError(`label ${JSON.stringify(both)} is both set and removed`, {
+    throw new InvalidArgumentError(`label ${quote(both)} is both set and removed`, {
       field: "removeLabels",
     });
   }

@@ -1,6 +1,6 @@
-import { checkVolumeName, checkVolumeSize } from "../../../control/volumes/rules.ts";
+import { checkLabels, checkVolumeName, checkVolumeSize } from "../../../control/volumes/rules.ts";
 import { InvalidArgumentError } from "../../../mod/errors.ts";
-import { assertEquals, assertThrows } from "../../_assert.ts";
+import { assert, assertEquals, assertThrows } from "../../_assert.ts";
 
 Deno.test("checkVolumeName() says a name that is not a string is the wrong type", () => {
   for (const [name, got] of [[12, "number"], [null, "null"], [["db1"], "array"]] as const) {
@@ -34,4 +34,11 @@ Deno.test("checkVolumeSize() calls a huge whole number too large, not a fraction
     assertEquals(e.message, message);
   }
   assertEquals(checkVolumeSize(2 ** 30), 2 ** 30);
+});
+
+Deno.test("rule messages never echo a bidi override or line separator raw: the key is shown escaped", () => {
+  const e = assertThrows(() => checkLabels({ "k\u202eevil": "x" }), InvalidArgumentError);
+  assert(e.message.startsWith('invalid label key "k\\u202eevil"'), e.message);
+  const v = assertThrows(() => checkLabels({ k: "a\u2028b" }), InvalidArgumentError);
+  assert(!v.message.includes("\u2028"), v.message);
 });
