@@ -64,10 +64,7 @@ export interface WorkerPoolOptions {
   sampleMs?: number;
   /** The sizing rules' waits (default sizing.ts DEFAULT_TIMINGS). */
   timings?: SizingTimings;
-  /**
-   * A worker is gone (died or retired): whatever it counted as current in its stats slot
-   * (open connections) must be cleared.
-   */
+  /** A worker is gone (died or retired): what its stats slot counts as open is cleared. */
   onWorkerGone?(slot: number): void;
 }
 
@@ -89,10 +86,8 @@ interface Slot {
   /** Outstanding "sync" messages: resolved when answered, or when the worker is gone. */
   syncs: Map<number, () => void>;
   /**
-   * This thread's own descriptor of each connection the worker serves (by connection id),
-   * let go when the worker says it ended ("ended"). A worker that dies leaves its descriptors
-   * open in the process: these end its clients' connections then (shutdown), so that they
-   * see the end rather than wait for ever.
+   * This thread's descriptor of each connection the worker serves (by id), let go when it
+   * ended ("ended"); shut down when the worker dies, so that its clients see the end.
    */
   kept: Map<number, number>;
 }
@@ -119,8 +114,9 @@ export class WorkerPool {
   #closing = false;
   #resizes = { grow: 0, shrink: 0 };
   #replaced = 0;
-  /** Workers in a row that died before they were ready: their replacements back off. */
+  /** Workers in a row that died before they were ready: one replacement, backing off. */
   #failedStarts = 0;
+  #respawn: ReturnType<typeof setTimeout> | undefined;
   /** Connections accepted while no worker was ready yet. */
   #waiting: { fd: number; listener: ListenerKind; remote: string; conn: number }[] = [];
   /** The TLS material the workers have, to resend it when it changes. */
@@ -315,13 +311,13 @@ export class WorkerPool {
         (early ? `it never started: next try in ${delayMs / 1000} s` : "starting a replacement"),
     );
     if (delayMs === 0) this.#spawn(slot.id);
-    else Deno.unrefTimer(setTimeout(() => this.#spawn(), delayMs));
+    else if (this.#respawn === undefined) {
+      this.#respawn = setTimeout(() => (this.#respawn = undefined, this.#spawn()), delayMs);
+      Deno.unrefTimer(this.#respawn);
+    }
   }
 
-  /**
-   * Hands an accepted connection to the worker that should take it, numbered here (`conn`)
-   * so that ids stay unique across workers and listeners (data/nbd/server.ts).
-   */
+  /** Hands a connection to a worker, numbered here (ids unique across workers, listeners). */
   dispatch(fd: number, listener: ListenerKind, remote: string, conn = nextConnectionId()): void {
     if (this.#closing) {
       closeFd(fd);
@@ -363,10 +359,7 @@ export class WorkerPool {
     )).then(() => {});
   }
 
-  /**
-   * Sends the workers the current TLS material if it changed (renewal, CA rotation): called
-   * when the node reloads its TLS, and once a second in case a change went unannounced.
-   */
+  /** Sends the workers changed TLS material (renewal, rotation): on reload, and each second. */
   refreshTls(): void {
     const tls = this.#o.tls();
     const tlsNow = JSON.stringify(tls ?? null);
@@ -395,7 +388,10 @@ export class WorkerPool {
     const all = [...this.#slots.values()];
     const starting = all.filter((s) => s.state === "starting").length;
     const leaving = all.filter((s) => s.state === "retiring" || s.state === "stopping").length;
-    const { state, action } = decide(this.#sizing, samples, now, { starting, leaving });
+    // While workers fail to start, none is added but the one replacement (it backs off).
+    const failing = this.#failedStarts > 0 ? 1 : 0;
+    const others = { starting: starting + failing, leaving };
+    const { state, action } = decide(this.#sizing, samples, now, others);
     this.#sizing = state;
     if (action.kind === "grow") {
       this.#resizes.grow++;
@@ -466,6 +462,7 @@ export class WorkerPool {
   async close(): Promise<void> {
     this.#closing = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
+    clearTimeout(this.#respawn);
     for (const w of this.#waiting) closeFd(w.fd);
     this.#waiting = [];
     await Promise.all([...this.#slots.values()].map((s) => this.#stop(s)));
