@@ -154,10 +154,7 @@ export interface VolumeLiveStatus {
   resyncs: LiveResync[];
   /** Group master: members whose last resync failed (cleared when one succeeds). */
   resyncFailures: Array<{ member: string; message: string; at: string }>;
-  /**
-   * Group master, when its data plane offers it: the root hash (hex) of each member's copy,
-   * null for a member that could not be asked.
-   */
+  /** Group master, when offered: each member's root hash (hex; null: could not be asked). */
   roots?: Record<string, string | null>;
   /** Group master: a membership change it cannot make now, and why (Volume.membershipBlocked). */
   membershipBlocked?: { reason: string; since: string };
@@ -169,6 +166,8 @@ export interface VolumeLiveStatus {
   unrecorded?: { members: string[]; writesHeld: boolean };
   /** Group master refused by a member that has seen a newer epoch: it serves nothing. */
   fenced?: boolean;
+  /** Group master that could not export the volume (a full disk): why; it tries again. */
+  exportFailed?: string;
 }
 
 /**

@@ -11,12 +11,7 @@
  * @module
  */
 
-import {
-  errorMessage,
-  FailedPreconditionError,
-  NotFoundError,
-  UnavailableError,
-} from "../../mod/errors.ts";
+import { errorMessage, FailedPreconditionError, NotFoundError } from "../../mod/errors.ts";
 import type {
   LiveResync,
   NodeInfo,
@@ -84,9 +79,23 @@ export async function localLive(
   rec: VolumeRecord,
   options: { roots: boolean },
 ): Promise<VolumeLiveStatus | undefined> {
-  const status = ctx.plane.volumeStatus(rec.name);
-  if (!status) return undefined;
   const master = rec.group !== undefined && rec.group.master === ctx.node;
+  const status = ctx.plane.volumeStatus(rec.name);
+  const failed = master ? ctx.groups?.serveFailure(rec.name) : undefined;
+  if (!status && failed) {
+    // Master, but its export failed (a full disk): say so rather than "not exported here".
+    const at = ctx.now().toISOString();
+    const none = { allocatedBytes: 0, connections: 0, resyncs: [], resyncFailures: [] };
+    return {
+      name: rec.name,
+      uuid: rec.uuid,
+      node: ctx.node,
+      observedAt: at,
+      ...none,
+      exportFailed: failed,
+    };
+  }
+  if (!status) return undefined;
   const roots = master && options.roots ? await rootsOf(ctx.plane, rec.name) : undefined;
   const iso = (ms: number) => new Date(ms).toISOString();
   const blocked = master ? ctx.groups?.members.blocked(rec.name) : undefined;
@@ -109,11 +118,7 @@ export async function localLive(
   };
 }
 
-/**
- * localLive() for the node-to-node route: NotFoundError when this node does not export the
- * volume, UnavailableError saying why when it masters it but could not export it (a full
- * disk; it tries again).
- */
+/** localLive() for the node-to-node route: NotFoundError when this node does not export it. */
 export async function exportStatus(
   ctx: LiveContext,
   rec: VolumeRecord | undefined,
@@ -121,8 +126,6 @@ export async function exportStatus(
 ): Promise<VolumeLiveStatus> {
   const live = rec && await localLive(ctx, rec, { roots: true });
   if (live) return live;
-  const failed = ctx.groups?.serveFailure(name);
-  if (failed) throw new UnavailableError(`could not export it: ${failed}; trying again`);
   throw new NotFoundError("volume export", name);
 }
 
@@ -250,10 +253,14 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
     // What the master knows first-hand and the record does not say (yet): its members refuse
     // it (fenced), or it found a replica failing and could not record that (etcd unreachable).
     let seen = seenGroup(rec.group, gone);
-    if (live?.fenced) seen = { ...seen, phase: "unavailable" };
+    if (live?.fenced || live?.exportFailed) seen = { ...seen, phase: "unavailable" };
     else if (seen.phase === "healthy" && live?.unrecorded) seen = { ...seen, phase: "degraded" };
     out.phase = seen.phase;
-    const why = live?.fenced ? fencedReason(rec) : phaseReason(seen, out.memberStatus);
+    const why = live?.fenced
+      ? fencedReason(rec)
+      : live?.exportFailed
+      ? `its master ${live.node} cannot export it: ${live.exportFailed} (it tries again)`
+      : phaseReason(seen, out.memberStatus);
     if (why) out.phaseReason = why;
   }
   out.live = live

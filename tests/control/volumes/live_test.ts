@@ -77,6 +77,7 @@ function groups(
   tracker = new ResyncTracker(),
   blocked?: { reason: string; since: string },
   actor?: Partial<ActorState>,
+  serveFailure?: string,
 ): VolumeGroups {
   return {
     leaseGone: () => gone,
@@ -84,6 +85,7 @@ function groups(
     resyncs: tracker,
     members: { blocked: () => blocked },
     actor: () => actor,
+    serveFailure: () => serveFailure,
   } as unknown as VolumeGroups;
 }
 
@@ -443,4 +445,17 @@ Deno.test("spreadChecked(): members sharing the --spread-by value (a label chang
     (await spreadChecked(none, nodes({ n3: "a", n4: "a", n5: "a" }))).phaseReason,
     undefined,
   );
+});
+
+Deno.test("volumeView() of a master whose export failed (a full disk; it tries again): unavailable, and why", async () => {
+  const why = "No space left on device (os error 28)";
+  const c = ctx({
+    plane: plane({ volumeStatus: () => undefined }),
+    groups: groups([], new ResyncTracker(), undefined, undefined, why),
+  });
+  const v = await volumeView(c, record("n1"));
+  assertEquals(v.phase, "unavailable");
+  assertEquals(v.phaseReason, `its master n1 cannot export it: ${why} (it tries again)`);
+  // A node that masters nothing here answers "not exported", as before.
+  assertEquals(await localLive(c, record("n2"), { roots: false }), undefined);
 });
