@@ -29,6 +29,7 @@ export function withReplicas(
   rec: VolumeRecord,
   replicas: number,
   nodes: readonly NodeInfo[] | undefined,
+  needBytes?: number,
 ): VolumeRecord {
   const g = rec.group;
   if (!g) {
@@ -47,6 +48,7 @@ export function withReplicas(
       {
         replicas: replicas - current.length,
         sizeBytes: rec.sizeBytes,
+        ...(needBytes !== undefined ? { needBytes } : {}),
         ...(g.desired.spreadBy ? { spreadBy: g.desired.spreadBy } : {}),
       },
       nodes.map((n) => ({

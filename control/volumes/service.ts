@@ -357,10 +357,11 @@ export class VolumeService {
       if (relabel) next.labels = relabel(rec.labels);
       if (description !== undefined) next.description = description;
       if (replicas !== undefined && replicas !== rec.replicas) {
-        // A raise is checked against the nodes now; the master places the new members.
+        // A raise is checked against the nodes (room for the data) now; the master places.
         const raise = rec.group !== undefined && replicas > rec.group.members.length - 1;
         const nodes = raise ? await this.#listNodes?.() : undefined;
-        Object.assign(next, withReplicas(next, replicas, nodes));
+        const need = raise ? (await volumeView(this.#live, rec)).allocatedBytes : undefined;
+        Object.assign(next, withReplicas(next, replicas, nodes, need));
       }
       // A change that changes nothing leaves updatedAt alone ("nothing changed").
       if (!sameVolumeRecord(next, rec)) next.updatedAt = this.#now().toISOString();

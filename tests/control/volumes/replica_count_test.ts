@@ -50,6 +50,17 @@ Deno.test("withReplicas(): a raise the nodes cannot take is refused with what is
   );
 });
 
+Deno.test("withReplicas(): a raise onto nodes without room for the master's data is refused", () => {
+  const small = { ...node("n3"), freeBytes: 50 * 2 ** 20 } as NodeInfo;
+  const nodes = [node("n1"), node("n2"), small];
+  const err = assertThrows(
+    () => withReplicas(rec(["n1", "n2"]), 2, nodes, 64 * 2 ** 20),
+    FailedPreconditionError,
+  );
+  assert(err.message.includes("n3 (50 MiB free, its copy would take 64 MiB)"), err.message);
+  assertEquals(withReplicas(rec(["n1", "n2"]), 2, nodes, 8 * 2 ** 20).replicas, 2);
+});
+
 Deno.test("withReplicas(): lowering needs no node; a volume without a group cannot get replicas", () => {
   assertEquals(withReplicas(rec(["n1", "n2", "n3"]), 0, undefined).group?.desired.replicas, 0);
   assertEquals(withReplicas(rec(), 0, undefined), rec());
