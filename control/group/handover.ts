@@ -5,12 +5,16 @@
  * @module
  */
 
+import { formatSize } from "../../mod/size.ts";
+import { MIN_FREE_BYTES } from "./placement.ts";
 import type { GroupRecord } from "./record.ts";
 
-/** A node as the drain sees it (NodeInfo's name and derived state). */
+/** A node as the drain sees it (NodeInfo's name, derived state and free bytes). */
 export interface HandoverNode {
   name: string;
   state: "ready" | "cordoned" | "unreachable" | "down";
+  /** Free bytes on its data disk as last reported; a full one could not serve (its epoch). */
+  freeBytes?: number;
 }
 
 /**
@@ -20,8 +24,9 @@ export interface HandoverNode {
 export type HandoverChoice = { to: string; cordoned?: true } | { refused: string };
 
 /**
- * The member `from` should hand `r` over to: an in-sync member that is up, a ready node
- * first (cordoned ones only when no ready one is left), the one sorted first among equals.
+ * The member `from` should hand `r` over to: an in-sync member that is up and whose disk is
+ * not full, a ready node first (cordoned ones only when no ready one is left), the one sorted
+ * first among equals.
  * `notes` says why members are out of sync (the volume record's outOfSync), for the refusal.
  */
 export function handoverTarget(
@@ -31,6 +36,8 @@ export function handoverTarget(
   notes: Record<string, { reason: string }> = {},
 ): HandoverChoice {
   const state = new Map(nodes.map((n) => [n.name, n.state]));
+  const free = new Map(nodes.map((n) => [n.name, n.freeBytes ?? Infinity]));
+  const full = (m: string) => (free.get(m) ?? Infinity) < MIN_FREE_BYTES;
   const others = r.members.filter((m) => m !== from);
   if (others.length === 0) {
     return {
@@ -39,7 +46,8 @@ export function handoverTarget(
     };
   }
   const usable = (m: string, ok: string[]) =>
-    r.inSync.includes(m) && !r.down.includes(m) && ok.includes(state.get(m) ?? "down");
+    r.inSync.includes(m) && !r.down.includes(m) && ok.includes(state.get(m) ?? "down") &&
+    !full(m);
   const ready = others.find((m) => usable(m, ["ready"]));
   if (ready !== undefined) return { to: ready };
   const cordoned = others.find((m) => usable(m, ["cordoned"]));
@@ -50,6 +58,9 @@ export function handoverTarget(
     if (!r.inSync.includes(m)) {
       const note = notes[m]?.reason;
       return `${m} is out of sync` + (note ? ` (${note})` : "");
+    }
+    if (full(m)) {
+      return `${m}'s disk is full (${formatSize(free.get(m)!)} free: it could not serve)`;
     }
     return `${m} is ${st}`;
   });

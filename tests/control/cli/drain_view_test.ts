@@ -137,4 +137,17 @@ Deno.test("planDrain(): each volume the node masters, with its target or why it 
         "would leave no in-sync copy",
     },
   );
+  // A full disk could not serve (its epoch file): a ready member with room goes first, even a
+  // cordoned one; with only full ones left the handover is refused.
+  const full = { ...node("n3", "ready"), freeBytes: 0 };
+  const room = { ...node("n2", "cordoned"), freeBytes: 2 ** 30 };
+  assertEquals(handoverTarget(g, "n1", [full, room]), { to: "n2", cordoned: true });
+  assertEquals(
+    handoverTarget(g, "n1", [full, { ...room, freeBytes: 0 }]),
+    {
+      refused: "no in-sync replica could take over: n2's disk is full (0 B free: it could not " +
+        "serve); n3's disk is full (0 B free: it could not serve); moving the master would " +
+        "leave no in-sync copy",
+    },
+  );
 });
