@@ -305,7 +305,10 @@ export const volumeCommand: Command = groupCommand(
         const v = await client.updateVolume(name, { ...rest, ...edits }).catch((err) => {
           // A node of an older version (a rolling upgrade) knows only the whole label set.
           if (!/unknown field "(set|remove)Labels"/.test(String(err?.message))) throw err;
-          io.err("warning: the node runs an older version: labels sent as a whole set\n");
+          io.err(
+            "warning: the node runs an older version: labels sent as a whole set (a label " +
+              "change made by someone else meanwhile may be undone)\n",
+          );
           const labels = { ...before.labels, ...set };
           for (const k of remove) delete labels[k];
           return client.updateVolume(name, { ...rest, labels });
