@@ -197,6 +197,11 @@ export class LeaseKeeper {
   /** Member `node` answered the PING of `epoch` SENT at `sent` with `status`. */
   answered(node: string, epoch: number, sent: number, status: number, reason: string): void {
     if (epoch !== this.#epoch) return;
+    if (status !== STATUS_OK && status !== STATUS_STALE_EPOCH) {
+      // It answered, but could not grant (its disk full, say: the epoch is written first).
+      // Renewing nothing from it, the lease would lapse for good: it fails as a silent one.
+      return this.missed(node, epoch, reason);
+    }
     this.#misses.delete(node);
     if (status === STATUS_OK) {
       const prev = this.#answered.get(node) ?? -Infinity;
@@ -373,7 +378,10 @@ export class LeasePinger {
     sent.forEach((s, i) => {
       const reason = reply.status !== STATUS_OK
         ? replyMessage(reply)
-        : `epoch ${s.epoch} refused: the member has seen a newer one`;
+        : statuses[i] === STATUS_STALE_EPOCH
+        ? `epoch ${s.epoch} refused: the member has seen a newer one`
+        : `the member could not grant the lease (status ${statuses[i]}: its log says why; ` +
+          `a full disk?)`;
       s.keeper.answered(node, s.epoch, at, statuses[i], reason);
     });
   }

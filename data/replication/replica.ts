@@ -89,6 +89,8 @@ export class ReplicaService {
    * node ends every connection that could hold a frame of an older session.
    */
   readonly #sessions = new Map<string, { epoch: number; session: number; refused: number }>();
+  /** The last reason a lease PING of each volume could not be answered (logged once). */
+  readonly #pingErrors = new Map<string, string>();
 
   constructor(locate: CopyLocator, epochs: CopyEpochs, log: Logger) {
     this.#locate = locate;
@@ -236,9 +238,16 @@ export class ReplicaService {
         const admitted = await this.#admit({ id: r.id, ...e }, log);
         if ("refused" in admitted) return admitted.status;
         this.#epochs.granted(admitted.path);
+        this.#pingErrors.delete(e.volume);
         return STATUS_OK;
       } catch (err) {
-        log.error({ volume: e.volume, err }, "replica could not answer a lease PING");
+        // Once per volume and reason (a full disk fails every second): the master reports
+        // this member failed after two (lease.ts).
+        const reason = (err as Error).message;
+        if (this.#pingErrors.get(e.volume) !== reason) {
+          log.error({ volume: e.volume, reason }, "replica could not answer a lease PING");
+        }
+        this.#pingErrors.set(e.volume, reason);
         return STATUS_IO;
       }
     }));

@@ -16,6 +16,7 @@ import {
   encodeRequest,
   pingsRequest,
   STATUS_BAD_REQUEST,
+  STATUS_IO,
   STATUS_NO_COPY,
   STATUS_OK,
   STATUS_STALE_EPOCH,
@@ -130,6 +131,30 @@ Deno.test("LeaseKeeper judges each answer on its epoch and send time; a stale ep
     assertEquals(view.state(), "fenced");
     k.set(5, [{ node: "n2", address: "n2:1" }]);
     assertEquals(view.state(), "lapsed", "a new epoch clears the fence and needs answers");
+  } finally {
+    k.stop();
+    pinger.stop();
+  }
+});
+
+Deno.test("LeaseKeeper: a member that answers but cannot grant (STATUS_IO: its disk full) is reported failed as a silent one, not waited for", () => {
+  const pinger = new LeasePinger(() => undefined, log);
+  const failed: [string, string][] = [];
+  const view = new LeaseView();
+  const k = new LeaseKeeper(view, {
+    uuid: A,
+    pinger,
+    log,
+    onFailed: (node, reason) => failed.push([node, reason]),
+  });
+  try {
+    k.set(4, [{ node: "n2", address: "n2:1" }]);
+    const sent = performance.now();
+    k.answered("n2", 4, sent, STATUS_IO, "no space left on device");
+    assertEquals(failed, []);
+    k.answered("n2", 4, sent, STATUS_IO, "no space left on device");
+    assertEquals(failed, [["n2", "no space left on device"]]);
+    assertEquals(view.state(), "lapsed", "nothing was granted");
   } finally {
     k.stop();
     pinger.stop();
