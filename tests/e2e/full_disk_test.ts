@@ -4,7 +4,9 @@
  * range, so the copies listed in sync stay equal; a range too large to read back takes the
  * replicas out of sync instead, and their resync makes the copies equal. A full replica
  * leaves the in-sync set (the client's write succeeds on the master) and catches up once it
- * has room. Each node's data directory is its own small tmpfs (needs root to mount).
+ * has room, also when it is full as a new master takes over (it cannot write the new epoch,
+ * so it cannot grant the lease). Each node's data directory is its own small tmpfs (needs
+ * root to mount).
  */
 
 import { assert, assertEquals } from "../_assert.ts";
@@ -71,9 +73,10 @@ const SKIP = Deno.uid() === 0 ? undefined : "not root: cannot mount a tmpfs for 
 async function withSmallDisks(
   size: string,
   fn: (c: ReplCluster, v: VolumeView) => Promise<void>,
+  names = NAMES,
 ): Promise<void> {
   const base = await Deno.makeTempDir({ prefix: "ballast-fulldisk-" });
-  const dirs = Object.fromEntries(NAMES.map((n) => [n, `${base}/${n}`]));
+  const dirs = Object.fromEntries(names.map((n) => [n, `${base}/${n}`]));
   const mounted: string[] = [];
   try {
     for (const d of Object.values(dirs)) {
@@ -82,9 +85,9 @@ async function withSmallDisks(
       assertEquals(m.code, 0, m.stderr);
       mounted.push(d);
     }
-    const c = await startReplCluster(NAMES, { dataDirs: dirs });
+    const c = await startReplCluster(names, { dataDirs: dirs });
     try {
-      await fn(c, await createServed(c, "full", size, 1));
+      await fn(c, await createServed(c, "full", size, names.length - 1));
     } finally {
       await c.stop();
     }
@@ -214,4 +217,32 @@ e2eTest(
       }, { timeoutMs: 90_000, everyMs: 500 });
       await assertCopiesEqual(c, v.uuid, v.members!);
     }),
+);
+
+e2eTest(
+  "a replica whose disk is full when a new master takes over (it cannot write the new epoch) leaves the in-sync set, and the new master serves; with room again it catches up",
+  { tools: ["etcd", "mount", "umount", "df", "fallocate", PYTHON], skip: SKIP },
+  () =>
+    withSmallDisks("32MiB", async (c, v) => {
+      // The drain hands over to the replica sorted first; the other one's disk is full.
+      const [heir, full] = v.members!.filter((n) => n !== v.master).sort();
+      const dir = c.nodes.get(full)!.dataDir;
+      const filler = `${dir}/filler`;
+      const fill = await run("fallocate", ["-l", String(await freeBytes(dir)), filler]);
+      assertEquals(fill.code, 0, fill.stderr);
+      const drain = await admin(c.nodes.get(heir)!, ["node", "drain", v.master]);
+      assertEquals(drain.code, 0, drain.stdout + drain.stderr);
+      // The new master's lease cannot be granted by the full member: without the fix every
+      // request failed with EIO after 15 s; now the member leaves and writes go through.
+      const w = await run(PYTHON, ["-c", WRITE_PY, c.uri(heir, "full")], { timeoutMs: 60_000 });
+      assertEquals(w.stdout.trim(), "ok", `a write through ${heir}: ${w.stdout}${w.stderr}`);
+      const after = await volumeOf(c, heir, "full");
+      assertEquals(after.master, heir);
+      assert(!after.inSync?.includes(full), `${full} left the in-sync set: ${after.inSync}`);
+      await Deno.remove(filler);
+      await waitFor(`${full} back in sync`, async () => {
+        return (await volumeOf(c, heir, "full")).inSync?.length === 3;
+      }, { timeoutMs: 90_000, everyMs: 500 });
+      await assertCopiesEqual(c, v.uuid, v.members!);
+    }, ["node-a", "node-b", "node-c"]),
 );
