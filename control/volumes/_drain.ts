@@ -89,7 +89,7 @@ export function planDrain(
           status: "planned",
           to: choice.to,
           ...(choice.cordoned
-            ? { reason: `${choice.to} is cordoned too: no ready in-sync member is left` }
+            ? { reason: `${choice.to} is cordoned too: no ready in-sync member with room is left` }
             : {}),
         }
         : { ...base, status: "refused", reason: choice.refused },

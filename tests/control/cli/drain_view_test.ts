@@ -123,12 +123,12 @@ Deno.test("planDrain(): each volume the node masters, with its target or why it 
   // Only a cordoned member left: the plan says so.
   const onlyCordoned = planDrain("n1", [records[0]], [node("n1", "ready"), node("n2", "cordoned")]);
   assertEquals(onlyCordoned.map((v) => [v.status, v.to, v.reason]), [
-    ["planned", "n2", "n2 is cordoned too: no ready in-sync member is left"],
+    ["planned", "n2", "n2 is cordoned too: no ready in-sync member with room is left"],
   ]);
   assertEquals(
     drainProgressText({ type: "plan", node: "n1", volumes: onlyCordoned }, { dryRun: false }),
     'node "n1" masters 1 volume:\n  r1: master n1 -> n2 (n2 is cordoned too: no ready in-sync ' +
-      "member is left)\n",
+      "member with room is left)\n",
   );
   assertEquals(
     handoverTarget({ ...g, down: ["n2", "n3"] }, "n1", nodes),
