@@ -163,9 +163,14 @@ export class Pki {
     return certificatesPem(trusted(this.#caCerts, this.#chain, this.#retired, now, true));
   }
 
-  /** Rewrites ca-bundle.crt (after rotation, and to drop roots whose overlap ended). */
+  /**
+   * Rewrites ca-bundle.crt (after rotation, and to drop roots whose overlap ended) when its
+   * content changes: nothing is written on a check that changes nothing (a full disk, say).
+   */
   async writeBundle(): Promise<void> {
-    await writeAtomic(this.#path(FILES.bundle), this.trustBundlePem(), PUBLIC_MODE);
+    const pem = this.trustBundlePem();
+    if (await readOptional(this.#path(FILES.bundle)) === pem) return;
+    await writeAtomic(this.#path(FILES.bundle), pem, PUBLIC_MODE);
   }
 
   #spec(which: LocalCert): LeafSpec {

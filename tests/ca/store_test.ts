@@ -75,6 +75,14 @@ Deno.test("tightenPrivateModes(): a PKI directory and keys others could read are
   assertEquals((await Deno.stat(`${t.dir}/node.key`)).mode! & 0o777, 0o600);
 });
 
+Deno.test("renewDue() with nothing due writes nothing (ca-bundle.crt is rewritten only when it changes)", async () => {
+  await using t = await tempDir();
+  const pki = await openPki(`${t.dir}/pki`, NODE);
+  const before = (await Deno.stat(`${t.dir}/pki/ca-bundle.crt`)).ino;
+  assertEquals(await pki.renewDue(), []);
+  assertEquals((await Deno.stat(`${t.dir}/pki/ca-bundle.crt`)).ino, before, "not replaced");
+});
+
 Deno.test("openPki() loads an existing directory without reissuing", async () => {
   await using t = await tempDir();
   const first = await openPki(t.dir, NODE);
