@@ -12,6 +12,7 @@ import { aliveKey, NODE_PREFIX } from "../../../control/nodes/mod.ts";
 import { VOLUME_PREFIX, type VolumeRecord } from "../../../control/volumes/mod.ts";
 import type { DirectoryEntry } from "../../../data/mod.ts";
 import { eventually, withSqlite } from "../_fixtures.ts";
+import type { StateStore } from "../../../control/store/mod.ts";
 
 function record(master: string, epoch: number, more: Partial<VolumeRecord> = {}): VolumeRecord {
   return {
@@ -31,6 +32,22 @@ function record(master: string, epoch: number, more: Partial<VolumeRecord> = {})
     },
     ...more,
   } as unknown as VolumeRecord;
+}
+
+/**
+ * Nodes n1 and n2 (NBD h:1, h:2, both up), volume "v" mastered by n1, and a feed over them
+ * once its first directory is out; `last()` is the entry of the last directory handed over.
+ */
+async function startFeed(store: StateStore) {
+  await store.put(NODE_PREFIX + "n1", JSON.stringify({ name: "n1", nbdAddress: "h:1" }));
+  await store.put(NODE_PREFIX + "n2", JSON.stringify({ name: "n2", nbdAddress: "h:2" }));
+  for (const n of ["n1", "n2"]) await store.put(aliveKey(n), "{}");
+  await store.put(VOLUME_PREFIX + "v", JSON.stringify(record("n1", 1)));
+  const published: DirectoryEntry[][] = [];
+  const feed = feedDirectory({ store, log: silentLogger(), publish: (e) => published.push(e) });
+  const last = () => published.at(-1)?.[0];
+  await eventually("the first directory", () => last()?.address === "h:1");
+  return { published, feed, last };
 }
 
 Deno.test("placedOf(): served records only; the master's lease gone shows as masterDown", () => {
@@ -69,15 +86,8 @@ Deno.test("placedOf(): served records only; the master's lease gone shows as mas
 
 Deno.test("feedDirectory(): entries follow the volume records and the masters' node records", async () => {
   await withSqlite(async (store) => {
-    await store.put(NODE_PREFIX + "n1", JSON.stringify({ name: "n1", nbdAddress: "h:1" }));
-    await store.put(NODE_PREFIX + "n2", JSON.stringify({ name: "n2", nbdAddress: "h:2" }));
-    for (const n of ["n1", "n2"]) await store.put(aliveKey(n), "{}");
-    await store.put(VOLUME_PREFIX + "v", JSON.stringify(record("n1", 1)));
-    const published: DirectoryEntry[][] = [];
-    const feed = feedDirectory({ store, log: silentLogger(), publish: (e) => published.push(e) });
+    const { published, feed, last } = await startFeed(store);
     try {
-      const last = () => published.at(-1)?.[0];
-      await eventually("the first directory", () => last()?.address === "h:1");
       // Only the in-sync set changes: the entry stays as it was.
       const other = record("n1", 1);
       other.group!.inSync = ["n1"];
@@ -113,15 +123,8 @@ Deno.test("feedDirectory(): entries follow the volume records and the masters' n
 
 Deno.test("feedDirectory(): a group all of whose in-sync members lost their liveness keys (its record still healthy) is unavailable after the grace, and back when one returns", async () => {
   await withSqlite(async (store) => {
-    await store.put(NODE_PREFIX + "n1", JSON.stringify({ name: "n1", nbdAddress: "h:1" }));
-    await store.put(NODE_PREFIX + "n2", JSON.stringify({ name: "n2", nbdAddress: "h:2" }));
-    for (const n of ["n1", "n2"]) await store.put(aliveKey(n), "{}");
-    await store.put(VOLUME_PREFIX + "v", JSON.stringify(record("n1", 1)));
-    const published: DirectoryEntry[][] = [];
-    const feed = feedDirectory({ store, log: silentLogger(), publish: (e) => published.push(e) });
+    const { feed, last } = await startFeed(store);
     try {
-      const last = () => published.at(-1)?.[0];
-      await eventually("the first directory", () => last()?.address === "h:1");
       // Both in-sync members die at once: nobody is left to change the record.
       await store.delete(aliveKey("n1"));
       await store.delete(aliveKey("n2"));
