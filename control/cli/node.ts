@@ -136,7 +136,7 @@ export const nodeCommand: Command = groupCommand(
       io.out(
         p.output === "json"
           ? json(r)
-          : `node "${r.node.name}" removed (last seen ${r.node.lastSeen})${copies}\n`,
+          : `node "${r.node.name}" removed (its last report ${r.node.lastSeen})${copies}\n`,
       );
       return 0;
     }

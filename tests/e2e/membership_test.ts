@@ -252,7 +252,10 @@ e2eTest(
       // Gone for good: once no record counts on it, the cluster forgets it.
       const removed = await admin(c.nodes.get(spare)!, ["node", "remove", v.master]);
       assertEquals(removed.code, 0, removed.stderr);
-      assert(removed.stdout.startsWith(`node "${v.master}" removed (last seen `), removed.stdout);
+      assert(
+        removed.stdout.startsWith(`node "${v.master}" removed (its last report `),
+        removed.stdout,
+      );
       const list = await admin(c.nodes.get(heir)!, ["node", "list", "-o", "json"]);
       const left = (JSON.parse(list.stdout).items as { name: string }[]).map((n) => n.name);
       assertEquals(left, [heir, spare].sort());
