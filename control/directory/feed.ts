@@ -17,6 +17,7 @@
 
 import type { Logger } from "../common/mod.ts";
 import type { DirectoryEntry } from "../../data/mod.ts";
+import { type GroupRecord, phaseOf } from "../group/mod.ts";
 import { ALIVE_SUFFIX, NODE_PREFIX } from "../nodes/mod.ts";
 import { followPrefix, type KeyValue, type StateStore, type WatchEvent } from "../store/mod.ts";
 import { VOLUME_PREFIX, type VolumeRecord } from "../volumes/mod.ts";
@@ -81,8 +82,8 @@ export function feedDirectory(o: {
   const placed = new Map<string, Placed>();
   /** Each node's NBD address, by node name. */
   const addresses = new Map<string, string>();
-  /** Each group's in-sync members, by volume name (groups only). */
-  const inSync = new Map<string, string[]>();
+  /** Each group's record, by volume name (groups only), for its phase as the leases say. */
+  const groups = new Map<string, GroupRecord>();
   /** Nodes holding their liveness key, and since when the others have not (ms, monotonic). */
   const alive = new Set<string>();
   const goneSince = new Map<string, number>();
@@ -112,9 +113,13 @@ export function feedDirectory(o: {
   /** Recomputes `name`'s entry from what is known; notes whether it changed. */
   const refresh = (name: string) => {
     let p = placed.get(name);
-    const members = inSync.get(name);
-    if (p && !p.unavailable && members && members.length > 0 && members.every(down)) {
-      const why = `no in-sync member is up (${members.join(", ")}: liveness lease gone)`;
+    const g = groups.get(name);
+    // The record's phase with the members whose lease is gone counted down (as `volume get`).
+    const gone = g?.members.filter((m) => !g.down.includes(m) && down(m)) ?? [];
+    if (
+      p && !p.unavailable && g && phaseOf({ ...g, down: [...g.down, ...gone] }) === "unavailable"
+    ) {
+      const why = `no in-sync member is up (${g.inSync.join(", ")}: liveness lease gone)`;
       p = { ...p, unavailable: true, why };
     }
     const address = p && addresses.get(p.master);
@@ -143,14 +148,14 @@ export function feedDirectory(o: {
     }
     if (p && (o.only?.(p) ?? true)) placed.set(name, p);
     else placed.delete(name);
-    if (p && group) inSync.set(name, group.inSync);
-    else inSync.delete(name);
+    if (p && group) groups.set(name, group);
+    else groups.delete(name);
     refresh(name);
   };
   const deleteVolume = (kv: KeyValue) => {
     const name = kv.key.slice(VOLUME_PREFIX.length);
     placed.delete(name);
-    inSync.delete(name);
+    groups.delete(name);
     refresh(name);
   };
   /** Liveness keys: the entries are recomputed at once, and when a gone key's grace ends. */
@@ -223,7 +228,7 @@ export function feedDirectory(o: {
       },
     }, { signal: stop.signal, logger: o.log, what: "directory" });
   const loops = [
-    follow(VOLUME_PREFIX, () => (placed.clear(), inSync.clear()), putVolume, deleteVolume),
+    follow(VOLUME_PREFIX, () => (placed.clear(), groups.clear()), putVolume, deleteVolume),
     follow(
       NODE_PREFIX,
       () => {
