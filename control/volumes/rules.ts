@@ -4,6 +4,7 @@
  * @module
  */
 
+import { quoted, UNPRINTABLE } from "../../mod/text.ts";
 import { errorMessage, InvalidArgumentError, typeName } from "../../mod/errors.ts";
 import { formatSize, parseSize } from "../../mod/size.ts";
 
@@ -16,21 +17,6 @@ export const MAX_LABELS = 64;
 const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62})$/;
 const MAX_LABEL_VALUE = 256;
 export const MAX_DESCRIPTION = 1024;
-/**
- * Characters a label value or description may not hold: C0 and C1 controls, and those that
- * make a table or a terminal show something else than the text: format characters (Cf:
- * bidirectional overrides and isolates, zero-width ones, soft hyphens, tags) and line and
- * paragraph separators.
- */
-const CONTROL_CHARS = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
-
-/** `s` as a JSON string for a message, with CONTROL_CHARS escaped too (never shown raw). */
-function quote(s: unknown): string {
-  return String(JSON.stringify(s)).replace(
-    /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu,
-    (c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, "0")}`,
-  );
-}
 
 /** Checks a volume name. */
 export function checkVolumeName(name: unknown, field = "name"): string {
@@ -43,8 +29,8 @@ export function checkVolumeName(name: unknown, field = "name"): string {
   if (!VOLUME_NAME.test(name)) {
     // A name of 60,000 characters is not echoed whole.
     const shown = name.length > 80
-      ? `${quote(name.slice(0, 64))}... (${name.length} characters)`
-      : quote(name);
+      ? `${quoted(name.slice(0, 64))}... (${name.length} characters)`
+      : quoted(name);
     throw new InvalidArgumentError(
       `invalid volume ${field} ${shown}: use 1-63 characters of a-z, 0-9, ".", "_", "-", ` +
         "starting with a letter or digit",
@@ -80,14 +66,14 @@ export function checkVolumeSize(size: unknown, field = "size"): number {
   }
   if (bytes < MIN_VOLUME_SIZE || bytes > MAX_VOLUME_SIZE) {
     throw new InvalidArgumentError(
-      `invalid ${field} ${quote(size)}: must be between 1 MiB and 1 PiB`,
+      `invalid ${field} ${quoted(size)}: must be between 1 MiB and 1 PiB`,
       { field },
     );
   }
   if (bytes % SECTOR !== 0) {
     const below = bytes - bytes % SECTOR;
     throw new InvalidArgumentError(
-      `invalid ${field} ${quote(size)} (${bytes} bytes): must be a multiple of 512 ` +
+      `invalid ${field} ${quoted(size)} (${bytes} bytes): must be a multiple of 512 ` +
         `bytes, e.g. ${below} or ${below + SECTOR}`,
       { field },
     );
@@ -99,7 +85,7 @@ export function checkVolumeSize(size: unknown, field = "size"): number {
 export function checkReplicas(replicas: unknown, field = "replicas"): number {
   if (typeof replicas !== "number" || !Number.isInteger(replicas) || replicas < 0 || replicas > 8) {
     throw new InvalidArgumentError(
-      `invalid ${field} ${quote(replicas)}: expected a whole number from 0 to 8`,
+      `invalid ${field} ${quoted(replicas)}: expected a whole number from 0 to 8`,
       { field },
     );
   }
@@ -111,7 +97,7 @@ export function checkSpreadBy(key: unknown, field = "spreadBy"): string {
   if (typeof key !== "string" || !LABEL_KEY.test(key)) {
     throw new InvalidArgumentError(
       `invalid ${field} ${
-        quote(key)
+        quoted(key)
       }: expected a node label key such as "zone" (1-63 characters of letters, digits, ".", "_", "-", "/")`,
       { field },
     );
@@ -131,13 +117,13 @@ export function parseLabelList(texts: readonly string[], field = "labels"): Reco
     const i = item.indexOf("=");
     if (i <= 0) {
       throw new InvalidArgumentError(
-        `entry ${quote(item)} is not KEY=VALUE (e.g. zone=a,rack=r1)`,
+        `entry ${quoted(item)} is not KEY=VALUE (e.g. zone=a,rack=r1)`,
         { field },
       );
     }
     const key = item.slice(0, i);
     if (Object.hasOwn(labels, key)) {
-      throw new InvalidArgumentError(`label ${quote(key)} is given twice`, { field });
+      throw new InvalidArgumentError(`label ${quoted(key)} is given twice`, { field });
     }
     labels[key] = item.slice(i + 1);
   }
@@ -161,21 +147,21 @@ export function checkLabels(labels: unknown, field = "labels"): Record<string, s
     if (!LABEL_KEY.test(k)) {
       throw new InvalidArgumentError(
         `invalid label key ${
-          quote(k)
+          quoted(k)
         }: use 1-63 characters of letters, digits, ".", "_", "-", "/", starting with a letter or digit`,
         { field: `${field}.${k}` },
       );
     }
     if (typeof v !== "string") {
       throw new InvalidArgumentError(
-        `invalid label ${quote(k)}: value must be a string, got ${typeName(v)}`,
+        `invalid label ${quoted(k)}: value must be a string, got ${typeName(v)}`,
         { field: `${field}.${k}` },
       );
     }
-    if (v.length > MAX_LABEL_VALUE || CONTROL_CHARS.test(v)) {
+    if (v.length > MAX_LABEL_VALUE || UNPRINTABLE.test(v)) {
       throw new InvalidArgumentError(
         `invalid label ${
-          quote(k)
+          quoted(k)
         }: value must be at most ${MAX_LABEL_VALUE} characters with no control, ` +
           "bidirectional-override or line-separator characters",
         { field: `${field}.${k}` },
@@ -217,7 +203,7 @@ export function labelChange(
   }
   const both = remove.find((k) => Object.hasOwn(set, k));
   if (both !== undefined) {
-    throw new InvalidArgumentError(`label ${quote(both)} is both set and removed`, {
+    throw new InvalidArgumentError(`label ${quoted(both)} is both set and removed`, {
       field: "removeLabels",
     });
   }
@@ -236,7 +222,7 @@ export function checkDescription(description: unknown, field = "description"): s
       { field },
     );
   }
-  if (description.length > MAX_DESCRIPTION || CONTROL_CHARS.test(description.replace(/\t/g, ""))) {
+  if (description.length > MAX_DESCRIPTION || UNPRINTABLE.test(description.replace(/\t/g, ""))) {
     throw new InvalidArgumentError(
       `invalid ${field}: at most ${MAX_DESCRIPTION} characters, no control (but tab), ` +
         "bidirectional-override or line-separator characters",

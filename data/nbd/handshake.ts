@@ -6,6 +6,7 @@
  * @module
  */
 
+import { quoted } from "../../mod/text.ts";
 import * as C from "./constants.ts";
 
 /** An export as the handshake sees it. */
@@ -362,22 +363,6 @@ function asAllowed(e: ExportView, policy: HandshakePolicy): Visible {
     canTrim: e.canTrim,
     canFastZero: e.canFastZero,
   };
-}
-
-const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}"\\]/gu;
-
-/**
- * A client's export name quoted for a message, controls, format and separator characters
- * escaped (`\x1b`, `\u{202e}`): "Conventions": strings must not hold NUL; clients print them.
- */
-function quoted(name: string): string {
-  return `"${
-    name.replace(UNPRINTABLE, (c) => {
-      const n = c.codePointAt(0)!;
-      if (c === '"' || c === "\\") return `\\${c}`;
-      return n < 0x100 ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u{${n.toString(16)}}`;
-    })
-  }"`;
 }
 
 /** The refusal for an export that is not there or may not be opened ("Option reply types"). */
