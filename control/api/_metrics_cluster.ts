@@ -37,7 +37,8 @@ export function renderClusterMetrics(
     "ballast_volume_phase",
     "gauge",
     "Phase of each replicated volume as its record says, members whose lease is gone " +
-      "counted down (every node reports every group): " +
+      "counted down (every node reports every group; the master's node also unavailable " +
+      "when its members refuse it or it cannot export): " +
       "1 for the current phase (healthy, degraded, failing-over, unavailable), 0 for the others.",
   );
   for (const v of groups) {

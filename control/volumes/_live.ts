@@ -118,6 +118,39 @@ export async function localLive(
   };
 }
 
+/**
+ * Why the master of group `rec` serves nothing although the record may say healthy, from what
+ * it knows first-hand (`live`): its members refuse its epoch, or its export fails (a full
+ * disk). Undefined when neither. `volume get`, `volume list` and the metrics say the same.
+ */
+export function masterRefusal(
+  rec: VolumeRecord,
+  live: Pick<VolumeLiveStatus, "fenced" | "exportFailed" | "node">,
+): string | undefined {
+  if (!rec.group) return undefined;
+  if (live.fenced) return fencedReason(rec);
+  if (live.exportFailed) {
+    return `its master ${live.node} cannot export it: ${live.exportFailed} (it tries again)`;
+  }
+  return undefined;
+}
+
+/**
+ * The volume of `record` as `volume list` shows it: the record, its phase as this node sees
+ * the leases, and for a volume this node masters its live counts and masterRefusal().
+ */
+export function listedView(ctx: LiveContext, record: VolumeRecord): Volume {
+  const v = seenPhase(toVolume(record), record, ctx.groups?.leaseGone() ?? []);
+  if (v.master !== ctx.node) return v;
+  const live = ctx.plane.volumeStatus(v.name);
+  const exportFailed = ctx.groups?.serveFailure(v.name);
+  const refused = masterRefusal(record, { node: ctx.node, fenced: live?.fenced, exportFailed });
+  const seen = refused ? { ...v, phase: "unavailable" as const, phaseReason: refused } : v;
+  return live
+    ? { ...seen, allocatedBytes: live.allocatedBytes, connections: live.connections }
+    : seen;
+}
+
 /** localLive() for the node-to-node route: NotFoundError when this node does not export it. */
 export async function exportStatus(
   ctx: LiveContext,
@@ -253,14 +286,11 @@ export async function volumeView(ctx: LiveContext, rec: VolumeRecord): Promise<V
     // What the master knows first-hand and the record does not say (yet): its members refuse
     // it (fenced), or it found a replica failing and could not record that (etcd unreachable).
     let seen = seenGroup(rec.group, gone);
-    if (live?.fenced || live?.exportFailed) seen = { ...seen, phase: "unavailable" };
+    const refused = live && masterRefusal(rec, live);
+    if (refused) seen = { ...seen, phase: "unavailable" };
     else if (seen.phase === "healthy" && live?.unrecorded) seen = { ...seen, phase: "degraded" };
     out.phase = seen.phase;
-    const why = live?.fenced
-      ? fencedReason(rec)
-      : live?.exportFailed
-      ? `its master ${live.node} cannot export it: ${live.exportFailed} (it tries again)`
-      : phaseReason(seen, out.memberStatus);
+    const why = refused || phaseReason(seen, out.memberStatus);
     if (why) out.phaseReason = why;
   }
   out.live = live

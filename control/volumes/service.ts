@@ -51,7 +51,6 @@ import {
   dataPlaneError,
   parseRecord,
   sameVolumeRecord,
-  toVolume,
   VOLUME_PREFIX,
   type VolumeRecord,
 } from "./_record.ts";
@@ -71,9 +70,9 @@ import { ORPHAN_MIN_AGE_MS, removeOrphans } from "./_orphans.ts";
 import {
   eventsView,
   exportStatus,
+  listedView,
   type LiveContext,
   type PeerStatusSource,
-  seenPhase,
   type ServedGroup,
   servedGroups,
   spreadChecked,
@@ -478,12 +477,7 @@ export class VolumeService {
   }
 
   #withLive(record: VolumeRecord): Volume {
-    const rec = seenPhase(toVolume(record), record, this.#live.groups?.leaseGone() ?? []);
-    if (rec.master !== this.#node) return rec;
-    const live = this.#plane.volumeStatus(rec.name);
-    return live
-      ? { ...rec, allocatedBytes: live.allocatedBytes, connections: live.connections }
-      : rec;
+    return listedView(this.#live, record);
   }
 
   /** Runs `fn` after every earlier mutation of the same volume from this process. */

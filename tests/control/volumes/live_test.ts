@@ -11,6 +11,7 @@ import { type ActorState, newRecord } from "../../../control/group/mod.ts";
 import type { VolumeGroups } from "../../../control/volumes/_groups.ts";
 import {
   eventsView,
+  listedView,
   type LiveContext,
   localLive,
   type PeerStatusSource,
@@ -371,6 +372,11 @@ Deno.test("volumeView(): a master refused by a member that has seen a newer epoc
     v.phaseReason,
   );
   assertEquals((await volumeView(ctx(), record("n1"))).phase === "unavailable", false);
+  // volume list on that node says the same; on another node the record alone.
+  const listed = listedView(ctx({ plane: fenced }), record("n1"));
+  assertEquals([listed.phase, listed.phaseReason], [v.phase, v.phaseReason]);
+  assertEquals(listedView(ctx(), record("n1")).phase, "healthy");
+  assertEquals(listedView(ctx({ plane: fenced, node: "n2" }), record("n1")).phase, "healthy");
 });
 
 Deno.test("verifyVolume(): a member down or out of sync that the master did not compare is listed with why, and verify says NOT OK; one compared while out of sync is marked resyncing", async () => {
@@ -456,6 +462,8 @@ Deno.test("volumeView() of a master whose export failed (a full disk; it tries a
   const v = await volumeView(c, record("n1"));
   assertEquals(v.phase, "unavailable");
   assertEquals(v.phaseReason, `its master n1 cannot export it: ${why} (it tries again)`);
+  const listed = listedView(c, record("n1"));
+  assertEquals([listed.phase, listed.phaseReason], [v.phase, v.phaseReason]);
   // A node that masters nothing here answers "not exported", as before.
   assertEquals(await localLive(c, record("n2"), { roots: false }), undefined);
 });
