@@ -1,8 +1,9 @@
 /**
  * Durations, one set of rules for every flag, environment variable, config file value and
  * API field that takes one (`--cert-ttl`, `ca issue --ttl`, `ca rotate --overlap`,
- * `cluster join-token --ttl`, the API's `ttl` and `overlap`): whole seconds, or a whole
- * number with a unit: "90s", "15m", "12h", "30d". Client-side waits (`volume get --watch
+ * `cluster join-token --ttl`, `serve --node-lease-ttl`, the API's `ttl` and `overlap`): whole
+ * seconds, or a number with a unit that comes to whole seconds: "90s", "15m", "1.5h", "30d".
+ * Client-side waits (`volume get --watch
  * --interval/--timeout`) take the same units plus fractions and milliseconds (parseDurationMs):
  * "500ms", "1.5s", "2s", "1m".
  * @module
@@ -17,8 +18,8 @@ export const MAX_DURATION_SECONDS = 3650 * 86_400;
 
 /**
  * Parses a duration into whole seconds, from 1 second to `max` (3650 days): a number of seconds, or a
- * string of digits with an optional unit s, m, h or d ("30d", "12h", "15m", "90s", "3600";
- * blanks around the number and the unit are ignored).
+ * string of a number with an optional unit s, m, h or d ("30d", "1.5h", "15m", "90s", "3600";
+ * blanks around the number and the unit are ignored) that comes to whole seconds.
  *
  * `what` names the value in errors: a flag ("--cert-ttl"), an environment variable or a body
  * field ("ttl"); `field` is the error's `details.field` (default: `what` without dashes).
@@ -33,16 +34,18 @@ export function parseDuration(
   let seconds: number;
   if (typeof value === "number") seconds = value;
   else if (typeof value === "string") {
-    const m = /^\s*(\d+)\s*([smhd]?)\s*$/.exec(value);
+    const m = /^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$/.exec(value);
     if (!m) {
       throw new InvalidArgumentError(
         `invalid ${what} ${
           JSON.stringify(value)
-        }: expected seconds or a duration such as 30d, 12h, 15m or 90s`,
+        }: expected seconds or a duration such as 30d, 1.5h, 15m or 90s`,
         { field },
       );
     }
     seconds = Number(m[1]) * UNITS[m[2] || "s"];
+    // A fraction that comes to whole seconds ("1.5h", "0.5m") is as good as its whole form.
+    if (Math.abs(seconds - Math.round(seconds)) < 1e-6) seconds = Math.round(seconds);
   } else throw notADuration(value, what, field);
   if (!Number.isInteger(seconds) || seconds <= 0 || seconds > max.seconds) {
     throw new InvalidArgumentError(

@@ -3,9 +3,10 @@
  *
  * - binary, powers of 1024: `Ki Mi Gi Ti Pi`, also spelled `KiB MiB GiB TiB PiB`, in any case
  *   (`10GiB`, `10Gi`, `10gib`): the `i` leaves no doubt;
- * - decimal (SI), powers of 1000: `k M G T P`, also `kB MB GB TB PB` (and `K`, `KB`), with
- *   exactly that case (`1G` = 10^9 bytes). Lower-case `m g t p` are refused: kubectl reads
- *   `m` as milli, and other tools read `g` as 2^30;
+ * - decimal (SI), powers of 1000: `k M G T P`, also `kB MB GB TB PB`, with exactly that case
+ *   (`1G` = 10^9 bytes). Lower-case `m g t p` are refused (kubectl reads `m` as milli, other
+ *   tools read `g` as 2^30), and so are `K` and `KB`: qemu-img, dd and truncate read `K` as
+ *   1024, kubectl refuses it;
  * - none or `B`: bytes.
  *
  * Fractions are allowed when the result is a whole number of bytes (`1.5GiB`, `0.5KiB`).
@@ -34,7 +35,6 @@ const BINARY: Readonly<Record<string, bigint>> = {
 /** Decimal (SI) units, case-sensitive. */
 const DECIMAL: Readonly<Record<string, bigint>> = {
   k: 10n ** 3n,
-  K: 10n ** 3n,
   M: 10n ** 6n,
   G: 10n ** 9n,
   T: 10n ** 12n,
@@ -57,10 +57,11 @@ function multiplier(unit: string): bigint | undefined {
 
 function unknownUnit(what: string, text: string, unit: string): InvalidArgumentError {
   const upper = unit.replace(/b$/i, "").toUpperCase();
-  const hint = /^[MGTP]$/.test(upper)
-    ? `: write ${upper} or ${upper}B for 10^${
-      { M: 6, G: 9, T: 12, P: 15 }[upper]
-    } bytes, ${upper}i or ${upper}iB for 2^${{ M: 20, G: 30, T: 40, P: 50 }[upper]}`
+  const si = upper === "K" ? "k" : upper;
+  const hint = /^[KMGTP]$/.test(upper)
+    ? `: write ${si} or ${si}B for 10^${
+      { K: 3, M: 6, G: 9, T: 12, P: 15 }[upper]
+    } bytes, ${upper}i or ${upper}iB for 2^${{ K: 10, M: 20, G: 30, T: 40, P: 50 }[upper]}`
     : `; units: ${SIZE_UNITS_HELP}`;
   return new InvalidArgumentError(`invalid ${what} "${text}": unknown unit "${unit}"${hint}`);
 }

@@ -33,7 +33,8 @@ export const GLOBAL_FLAGS: FlagSpec[] = [
     value: "URL",
     help: "API address of a Ballast node",
     env: "BALLAST_API",
-    default: "https://127.0.0.1:5705 when credentials are found, else http://127.0.0.1:5705",
+    default: "the URL the --data-dir node recorded (DIR/api-url), else https://127.0.0.1:5705 " +
+      "when credentials are found, else http://127.0.0.1:5705",
   },
   { name: "output", short: "o", value: "FORMAT", help: "table or json", default: "table" },
   ...CREDENTIAL_FLAGS,

@@ -61,14 +61,14 @@ export const SERVE_SPEC: CommandSpec = {
     {
       name: s.peerListen.flag,
       value: "HOST:PORT",
-      help: "peer channel for replication between cluster nodes (mutual TLS); default: the " +
+      help: "cluster mode: peer channel for replication between nodes (mutual TLS); default: the " +
         "NBD host, port 10811",
       env: s.peerListen.env,
     },
     {
       name: s.resyncRate.flag,
       value: "RATE",
-      help: "most bytes per second this node sends to replicas being resynced, with a unit: " +
+      help: "cluster mode: most bytes per second this node sends to replicas being resynced: " +
         "200MiB/s (2^20 bytes) or 200M/s (10^6); unlimited or 0: no limit",
       env: s.resyncRate.env,
       default: s.resyncRate.default,
@@ -101,8 +101,8 @@ export const SERVE_SPEC: CommandSpec = {
     },
     {
       name: s.nodeLeaseTtlSeconds.flag,
-      value: "SECONDS",
-      help: "TTL of the node's liveness lease",
+      value: "DURATION",
+      help: "cluster mode: TTL of the node's liveness lease in etcd, 1s to 1h, e.g. 10s or 1m",
       env: s.nodeLeaseTtlSeconds.env,
       default: s.nodeLeaseTtlSeconds.default,
     },
@@ -196,7 +196,7 @@ export const SERVE_SPEC: CommandSpec = {
     {
       name: s.etcdPrefix.flag,
       value: "PREFIX",
-      help: "key namespace in etcd; every node of one cluster must use the same",
+      help: "cluster mode: key namespace in etcd; every node of one cluster must use the same",
       env: s.etcdPrefix.env,
       default: s.etcdPrefix.default,
     },
@@ -219,7 +219,8 @@ export const SERVE_SPEC: CommandSpec = {
     {
       name: s.labels.flag,
       value: "KEY=VALUE,...",
-      help: "node labels for placement, e.g. zone=a,rack=r1 (volume create --spread-by zone)",
+      help: "cluster mode: node labels for placement, e.g. zone=a,rack=r1 (volume create " +
+        "--spread-by zone)",
       env: s.labels.env,
     },
   ],

@@ -26,7 +26,7 @@ import { checkRelabel, parseLabels } from "./_labels.ts";
 
 const SIZE_HELP =
   "size, a multiple of 512 bytes from 1 MiB to 1 PiB: 10GiB or 10Gi = 10 x 2^30 bytes, 10G or 10GB " +
-  "= 10 x 10^9 (kubectl's units: KiB MiB GiB TiB any case; k M G T P exactly so)";
+  "= 10 x 10^9 (kubectl's units: KiB MiB GiB TiB PiB any case; k M G T P, kB MB GB TB PB exactly so)";
 
 export const VOLUME_SPECS: Record<string, CommandSpec> = {
   create: {

@@ -170,14 +170,10 @@ export function resolveConfig(
   }
 
   const ttl = pick("nodeLeaseTtlSeconds");
-  const ttlMatch = /^\s*(\d+)\s*s?\s*$/.exec(ttl.value!);
-  const ttlSeconds = ttlMatch ? Number(ttlMatch[1]) : NaN;
-  if (!(ttlSeconds >= 1 && ttlSeconds <= 3600)) {
-    throw new InvalidArgumentError(
-      `invalid ${ttl.source} "${ttl.value}": expected whole seconds between 1 and 3600, e.g. 10s`,
-      { field: SETTINGS.nodeLeaseTtlSeconds.flag },
-    );
-  }
+  const ttlSeconds = parseDuration(ttl.value!, ttl.source, SETTINGS.nodeLeaseTtlSeconds.flag, {
+    seconds: 3600,
+    said: "1 hour",
+  });
 
   const apiListenText = pick("apiListen");
   const nbdListenText = pick("nbdListen");
@@ -227,6 +223,7 @@ export function resolveConfig(
   const anon = pick("apiAnonymousHealth");
   const certTtl = pick("certTtlSeconds");
   const etcd = resolveEtcd(pick);
+  if (!etcd) refuseClusterOnly(pick);
   const join = pick("joinToken");
   const crash = pick("crashDetection");
   if (join.value !== undefined && join.value !== "") {
@@ -284,6 +281,35 @@ export function resolveConfig(
     replaceAfterSeconds: resolveReplaceAfter(pick("replaceAfter")),
     crashDetection: parseBool(crash.value!, crash.source, SETTINGS.crashDetection.flag),
   };
+}
+
+/** Settings that mean something only in cluster mode (`--etcd`). */
+const CLUSTER_ONLY = [
+  "etcdPrefix",
+  "labels",
+  "peerListen",
+  "nodeLeaseTtlSeconds",
+  "replaceAfter",
+  "resyncRate",
+  "crashDetection",
+] as const;
+
+/**
+ * Without --etcd a cluster-only setting is refused rather than ignored: a node meant for a
+ * cluster whose --etcd (or BALLAST_ETCD) went missing would otherwise start alone on the
+ * embedded store and look healthy.
+ */
+function refuseClusterOnly(pick: Pick): void {
+  for (const key of CLUSTER_ONLY) {
+    const p = pick(key);
+    if (p.value === undefined || p.source.startsWith("default of ")) continue;
+    throw new InvalidArgumentError(
+      `${p.source} "${p.value}" needs --etcd: it applies in cluster mode only (without ` +
+        "--etcd this node would run alone on the embedded store); is --etcd or BALLAST_ETCD " +
+        "missing?",
+      { field: SETTINGS.etcd.flag },
+    );
+  }
 }
 
 /**

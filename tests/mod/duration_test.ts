@@ -21,12 +21,34 @@ Deno.test("parseDuration() reads seconds and s, m, h, d units", () => {
 
 Deno.test("parseDuration() refuses zero, fractions, other units and more than 3650 days", () => {
   for (
-    const bad of ["0", 0, "0s", "soon", "1.5h", "1w", "-5m", "", 1.5, -1, "3651d", "5000d", null]
+    const bad of [
+      "0",
+      0,
+      "0s",
+      "soon",
+      "1.5s",
+      "0.01m",
+      "1w",
+      "-5m",
+      "",
+      1.5,
+      -1,
+      "3651d",
+      "5000d",
+      null,
+    ]
   ) {
     const e = assertThrows(() => parseDuration(bad, "--cert-ttl"), InvalidArgumentError);
     assertEquals(e.message.startsWith("invalid --cert-ttl"), true, e.message);
     assertEquals(e.details, { field: "cert-ttl" });
   }
+});
+
+Deno.test("parseDuration() takes a fraction that comes to whole seconds (1.5h, .5m, 2.5d)", () => {
+  assertEquals(parseDuration("1.5h", "--ttl"), 5400);
+  assertEquals(parseDuration(".5m", "--ttl"), 30);
+  assertEquals(parseDuration("2.5d", "--ttl"), 216_000);
+  assertEquals(parseDuration("1.1h", "--ttl"), 3960);
 });
 
 Deno.test("parseDuration() with a lower bound than 3650 days names that bound (join tokens: 7d)", () => {
@@ -42,7 +64,7 @@ Deno.test("parseDuration() names the field it was given", () => {
   const e = assertThrows(() => parseDuration("soon", "ttl"), InvalidArgumentError);
   assertEquals(
     e.message,
-    'invalid ttl "soon": expected seconds or a duration such as 30d, 12h, 15m or 90s',
+    'invalid ttl "soon": expected seconds or a duration such as 30d, 1.5h, 15m or 90s',
   );
   assertEquals(e.details, { field: "ttl" });
   const f = assertThrows(() => parseDuration(true, "overlap"), InvalidArgumentError);

@@ -22,9 +22,7 @@ Deno.test("parseSize() reads binary units as powers of 1024 and SI units as powe
     ["1PiB", 2 ** 50],
     ["7PiB", 7 * 2 ** 50],
     ["1k", 1000],
-    ["1K", 1000],
     ["1kB", 1000],
-    ["1KB", 1000],
     ["1M", 10 ** 6],
     ["1MB", 10 ** 6],
     ["1G", 10 ** 9],
@@ -39,7 +37,20 @@ Deno.test("parseSize() reads binary units as powers of 1024 and SI units as powe
 
 Deno.test("parseSize() rejects malformed, fractional-byte and unsafe sizes, naming the value", () => {
   for (
-    const bad of ["", "GiB", "-1GiB", "1e3", "1,5GiB", "10XB", "1 2", "0.1", "1.0001KiB", "8PiB"]
+    const bad of [
+      "",
+      "GiB",
+      "-1GiB",
+      "1e3",
+      "1K",
+      "2048KB",
+      "1,5GiB",
+      "10XB",
+      "1 2",
+      "0.1",
+      "1.0001KiB",
+      "8PiB",
+    ]
   ) {
     assertThrows(() => parseSize(bad), InvalidArgumentError, `"${bad}"`, bad);
   }
@@ -69,7 +80,7 @@ Deno.test("parseSize() refuses lower-case SI units as ambiguous, saying what to 
   ) {
     assertThrows(() => parseSize(bad), InvalidArgumentError, hint, bad);
   }
-  assertThrows(() => parseSize("1kb"), InvalidArgumentError, "powers of 1000", "1kb");
+  assertThrows(() => parseSize("1kb"), InvalidArgumentError, "write k or kB for 10^3", "1kb");
   assertThrows(() => parseSize("1g", "--size"), InvalidArgumentError, 'invalid --size "1g"');
 });
 
@@ -94,4 +105,16 @@ Deno.test("formatSize() output parses back to within rounding", () => {
   for (const bytes of [512, 4096, 3 * 2 ** 20, 10 * 2 ** 30, 7 * 2 ** 40]) {
     assertEquals(parseSize(formatSize(bytes).replace(" ", "")), bytes);
   }
+});
+
+Deno.test("parseSize() refuses K and KB (1000 here, 1024 to qemu-img and dd), saying what to write", () => {
+  for (const bad of ["2048K", "2048KB", "1Kb"]) {
+    assertThrows(
+      () => parseSize(bad),
+      InvalidArgumentError,
+      "write k or kB for 10^3 bytes, Ki or KiB for 2^10",
+    );
+  }
+  assertEquals(parseSize("2048k"), 2_048_000);
+  assertEquals(parseSize("2048KiB"), 2048 * 1024);
 });

@@ -3,6 +3,14 @@
  * @module
  */
 
+/** Labels of a volume or node. */
+export const LABELS = {
+  type: "object",
+  description: "Up to 64 labels; keys like `team` or `example.com/tier`, values up to 256 chars.",
+  additionalProperties: { type: "string", maxLength: 256 },
+  maxProperties: 64,
+};
+
 export const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 export const json = (schema: unknown) => ({ "application/json": { schema } });
 export const errors = (...codes: number[]) =>
@@ -28,4 +36,27 @@ export function listOf(item: string) {
     required: ["items"],
     properties: { items: { type: "array", items: ref(item) } },
   };
+}
+
+/** Routes served without a client certificate check of their own (the document itself). */
+const OPEN_ROUTES = new Set(["openapi"]);
+
+/**
+ * `paths` with the errors every route can give listed on each operation: 401 and 403 (mutual
+ * TLS, by role) on every route but the document itself, and 413 and 415 on those that take
+ * a body (too large, not JSON). Listed once here rather than by hand on each route.
+ */
+export function withCommonErrors<T extends Record<string, Record<string, unknown>>>(paths: T): T {
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const [path, ops] of Object.entries(paths)) {
+    out[path] = Object.fromEntries(
+      Object.entries(ops).map(([method, op]) => {
+        const o = op as { operationId?: string; requestBody?: unknown; responses?: object };
+        if (OPEN_ROUTES.has(o.operationId ?? "")) return [method, op];
+        const extra = errors(401, 403, ...(o.requestBody ? [413, 415] : []));
+        return [method, { ...o, responses: { ...o.responses, ...extra } }];
+      }),
+    );
+  }
+  return out as T;
 }

@@ -8,20 +8,25 @@
 import { VERSION } from "../../../mod/version.ts";
 import { STALE_HEADER } from "../../../mod/client.ts";
 
-import { errorResponse, errors, json, listOf, nameParam, ref } from "./_util.ts";
+import {
+  errorResponse,
+  errors,
+  json,
+  LABELS,
+  listOf,
+  nameParam,
+  ref,
+  withCommonErrors,
+} from "./_util.ts";
 import { CA_PATHS, CA_SCHEMAS } from "./_ca.ts";
 import { CLUSTER_PATHS, CLUSTER_SCHEMAS } from "./_cluster.ts";
 import { PEER_PATHS, REPLICATION_SCHEMAS, VOLUME_LIVE_PROPERTIES } from "./_replication.ts";
 import { VERIFY_PATHS, VERIFY_SCHEMAS } from "./_verify.ts";
 import { UPDATE_REPLICAS, VOLUME_MEMBERSHIP_PROPERTIES } from "./_membership.ts";
 import { DRAIN_PATHS, DRAIN_SCHEMAS, REMOVE_NODE } from "./_drain.ts";
+import { SYSTEM_SCHEMAS } from "./_system.ts";
 
-const labels = {
-  type: "object",
-  description: "Up to 64 labels; keys like `team` or `example.com/tier`, values up to 256 chars.",
-  additionalProperties: { type: "string", maxLength: 256 },
-  maxProperties: 64,
-};
+const labels = LABELS;
 const strings = { type: "array", items: { type: "string" } };
 const size = {
   oneOf: [
@@ -50,14 +55,15 @@ export const OPENAPI_DOCUMENT = {
       "call everything, role node only /v1/peer/*, /v1/health and /v1/version, role " +
       "nbd-client only /v1/health. No or an invalid certificate gives 401 UNAUTHENTICATED " +
       "with the reason; a role that may not call a route gives 403 PERMISSION_DENIED. " +
-      "GET /v1/health is served without a certificate only when the operator allows it.",
+      "GET /v1/health is served without a certificate only when the operator allows it. " +
+      "A method a path does not have gives 405 with an Allow header.",
   },
   servers: [
     { url: "https://127.0.0.1:5705", description: "TLS with client certificates" },
     { url: "http://127.0.0.1:5705", description: "plaintext loopback development mode" },
   ],
   security: [{ mutualTLS: [] }],
-  paths: {
+  paths: withCommonErrors({
     "/v1/health": {
       get: {
         operationId: "health",
@@ -230,7 +236,7 @@ export const OPENAPI_DOCUMENT = {
         },
       },
     },
-  },
+  }),
   components: {
     securitySchemes: {
       mutualTLS: {
@@ -254,6 +260,8 @@ export const OPENAPI_DOCUMENT = {
           "replicas without cluster mode, a placement the cluster cannot satisfy (reason given)",
       ),
       Error507: errorResponse("Out of disk space (RESOURCE_EXHAUSTED)"),
+      Error413: errorResponse("Request body above 64 KiB (INVALID_ARGUMENT)"),
+      Error415: errorResponse("Request body not application/json (INVALID_ARGUMENT)"),
       Error503: errorResponse(
         "Cluster mode: the control plane (etcd) cannot be reached (UNAVAILABLE, message " +
           '"control plane unavailable: ..."); changes are refused, retry when it is back',
@@ -401,85 +409,12 @@ export const OPENAPI_DOCUMENT = {
           description: { type: "string", maxLength: 1024 },
         },
       },
-      Node: {
-        type: "object",
-        properties: {
-          name: { type: "string" },
-          state: { type: "string", enum: ["ready", "unreachable", "down", "cordoned"] },
-          reason: { type: "string" },
-          apiAddress: { type: "string" },
-          nbdAddress: { type: "string" },
-          version: { type: "string" },
-          labels,
-          capacityBytes: { type: "integer" },
-          freeBytes: { type: "integer" },
-          volumes: { type: "integer", description: "Volumes the node exports over NBD now" },
-          masters: { type: "integer", description: "Volumes mastered here (volume records)" },
-          copies: { type: "integer", description: "Copies held here, master or replica" },
-          orphaned: {
-            type: "object",
-            description: "Copies in the node's DATA/orphaned/ and the bytes they take on disk",
-            properties: { copies: { type: "integer" }, bytes: { type: "integer" } },
-          },
-          dataWorkers: {
-            type: "object",
-            description: "The data worker pool serving NBD, when the node runs one " +
-              "(--data-workers): workers now and the pool's bounds.",
-            properties: {
-              size: { type: "integer" },
-              min: { type: "integer" },
-              max: { type: "integer" },
-            },
-          },
-          startedAt: { type: "string", format: "date-time" },
-          lastSeen: { type: "string", format: "date-time" },
-          stoppedAt: {
-            type: "string",
-            format: "date-time",
-            description: "Set by the node's clean stop before it revoked its lease (a down " +
-              "node with it stopped; without it, lost its lease); cleared when it starts",
-          },
-        },
-      },
-      Health: {
-        type: "object",
-        properties: {
-          status: { type: "string", enum: ["ok", "degraded", "unavailable"] },
-          node: { type: "string" },
-          checks: {
-            type: "object",
-            additionalProperties: {
-              type: "object",
-              properties: { ok: { type: "boolean" }, message: { type: "string" } },
-            },
-          },
-        },
-      },
+      ...SYSTEM_SCHEMAS,
       ...CA_SCHEMAS,
       ...CLUSTER_SCHEMAS,
       ...REPLICATION_SCHEMAS,
       ...VERIFY_SCHEMAS,
       ...DRAIN_SCHEMAS,
-      VersionInfo: {
-        type: "object",
-        properties: {
-          version: { type: "string" },
-          commit: {
-            type: ["string", "null"],
-            description: 'Git commit of the build ("-dirty" suffix: uncommitted changes)',
-          },
-          builtAt: { type: ["string", "null"], format: "date-time" },
-          build: {
-            type: "string",
-            enum: ["source", "deno-compile", "self-extracting"],
-            description: 'How the program was built (README, "Building one file")',
-          },
-          deno: { type: "string" },
-          v8: { type: "string" },
-          typescript: { type: "string" },
-          apiVersion: { type: "string", const: "v1" },
-        },
-      },
     },
   },
 } as const;

@@ -3,9 +3,9 @@
  * documented, and every documented operation is served.
  */
 import { Hono } from "hono";
-import { assertEquals } from "../../_assert.ts";
+import { assert, assertEquals } from "../../_assert.ts";
 import { OPENAPI_DOCUMENT } from "../../../control/api/openapi/mod.ts";
-import { startTestNode } from "../_fixtures.ts";
+import { call, startTestNode } from "../_fixtures.ts";
 
 const METHODS = ["get", "put", "post", "patch", "delete", "head", "options", "trace"];
 
@@ -76,5 +76,95 @@ Deno.test("openapi: the agreement check finds an undocumented route and an unser
     ]);
   } finally {
     await node.close();
+  }
+});
+
+type Schema = {
+  $ref?: string;
+  type?: string | string[];
+  required?: string[];
+  properties?: Record<string, Schema>;
+  enum?: unknown[];
+  items?: Schema;
+};
+
+/**
+ * Where `value` breaks `schema` of `doc`: a required field missing, a field the schema does
+ * not list (strict: an object schema with properties lists every field), an enum value outside
+ * its list. Enough of JSON Schema for this document's response bodies.
+ */
+function breaches(doc: unknown, schema: Schema, value: unknown, at = "$"): string[] {
+  if (schema.$ref) {
+    const target = schema.$ref.replace(/^#\//, "").split("/")
+      .reduce(
+        (o: Record<string, unknown>, part) => o[part] as Record<string, unknown>,
+        doc as Record<string, unknown>,
+      );
+    return breaches(doc, target as Schema, value, at);
+  }
+  const out: string[] = [];
+  if (schema.enum && !schema.enum.includes(value)) {
+    out.push(`${at}: ${JSON.stringify(value)} not in enum`);
+  }
+  if (Array.isArray(value) && schema.items) {
+    value.forEach((v, i) => out.push(...breaches(doc, schema.items!, v, `${at}[${i}]`)));
+  }
+  if (value && typeof value === "object" && !Array.isArray(value) && schema.properties) {
+    const v = value as Record<string, unknown>;
+    for (const r of schema.required ?? []) if (!(r in v)) out.push(`${at}.${r}: required, missing`);
+    for (const [k, x] of Object.entries(v)) {
+      const p = schema.properties[k];
+      if (!p) out.push(`${at}.${k}: not in the schema`);
+      else out.push(...breaches(doc, p, x, `${at}.${k}`));
+    }
+  }
+  return out;
+}
+
+Deno.test("openapi: real answers of a node match their schemas (required fields, no unlisted field, enums); the check catches a missing and an unlisted field", async () => {
+  const doc = JSON.parse(JSON.stringify(OPENAPI_DOCUMENT));
+  const node = await startTestNode();
+  try {
+    await call(node.app, "POST", "/v1/volumes", { name: "v1", size: "16MiB" });
+    const schemaOf = (path: string) =>
+      doc.paths[path].get.responses["200"].content["application/json"].schema;
+    for (
+      const path of ["/v1/health", "/v1/version", "/v1/nodes", "/v1/volumes", "/v1/volumes/{name}"]
+    ) {
+      const got = await call(node.app, "GET", path.replace("{name}", "v1"));
+      assertEquals(got.status, 200, path);
+      assertEquals(breaches(doc, schemaOf(path), got.body), [], path);
+    }
+    const nodes = (await call(node.app, "GET", "/v1/nodes")).body;
+    const { name: _n, ...nameless } = nodes.items[0];
+    assertEquals(breaches(doc, schemaOf("/v1/nodes"), { items: [{ ...nameless, shoeSize: 9 }] }), [
+      "$.items[0].name: required, missing",
+      "$.items[0].shoeSize: not in the schema",
+    ]);
+  } finally {
+    await node.close();
+  }
+});
+
+Deno.test("openapi: every operation but the document lists 401 and 403; every one taking a body 413 and 415", () => {
+  const doc = JSON.parse(JSON.stringify(OPENAPI_DOCUMENT));
+  for (
+    const [path, item] of Object.entries(
+      doc.paths as Record<
+        string,
+        Record<
+          string,
+          { operationId: string; requestBody?: unknown; responses: Record<string, unknown> }
+        >
+      >,
+    )
+  ) {
+    for (const [method, op] of Object.entries(item)) {
+      const codes = Object.keys(op.responses);
+      const want = op.operationId === "openapi"
+        ? []
+        : ["401", "403", ...(op.requestBody ? ["413", "415"] : [])];
+      for (const c of want) assert(codes.includes(c), `${method} ${path} lacks ${c}: ${codes}`);
+    }
   }
 });

@@ -32,7 +32,8 @@ Deno.test("resolveConfig() fills every default", () => {
 
 Deno.test("resolveConfig() reads --crash-detection (default on) and names a bad value", () => {
   const c = (flags: Record<string, string>, env: Record<string, string> = {}) =>
-    resolveConfig({ "data-dir": "/d", ...flags }, env, {}, host).crashDetection;
+    resolveConfig({ "data-dir": "/d", etcd: "http://127.0.0.1:2379", ...flags }, env, {}, host)
+      .crashDetection;
   assertEquals(c({}), true);
   assertEquals(c({ "crash-detection": "off" }), false);
   assertEquals(c({}, { BALLAST_CRASH_DETECTION: "off" }), false);
@@ -86,7 +87,8 @@ Deno.test("resolveConfig() reads --nbd-unix (default DATA_DIR/nbd.sock, off), it
 
 Deno.test("resolveConfig() reads --replace-after as a duration (default 5m) and names a bad one", () => {
   const c = (flags: Record<string, string>, env: Record<string, string> = {}) =>
-    resolveConfig({ "data-dir": "/d", ...flags }, env, {}, host).replaceAfterSeconds;
+    resolveConfig({ "data-dir": "/d", etcd: "http://127.0.0.1:2379", ...flags }, env, {}, host)
+      .replaceAfterSeconds;
   assertEquals(c({ "replace-after": "3s" }), 3);
   assertEquals(c({ "replace-after": "10m" }), 600);
   assertEquals(c({}, { BALLAST_REPLACE_AFTER: "1h" }), 3600);
@@ -97,7 +99,7 @@ Deno.test("resolveConfig() reads --replace-after as a duration (default 5m) and 
 
 Deno.test("resolveConfig() reads --peer-listen (default: the NBD host on 10811, or a free port beside a free NBD port) and --resync-rate", () => {
   const c = (flags: Record<string, string>, env: Record<string, string> = {}) =>
-    resolveConfig({ "data-dir": "/d", ...flags }, env, {}, host);
+    resolveConfig({ "data-dir": "/d", etcd: "http://127.0.0.1:2379", ...flags }, env, {}, host);
   assertEquals(c({ "nbd-listen": "10.0.0.5:10809" }).peerListen, { host: "10.0.0.5", port: 10811 });
   assertEquals(c({ "nbd-listen": "127.0.0.1:0" }).peerListen, { host: "127.0.0.1", port: 0 });
   assertEquals(c({ "peer-listen": "127.0.0.1:7000" }).peerListen, {
@@ -181,11 +183,21 @@ Deno.test("dataWorkersWarning() warns only when the pool may grow past the usabl
 
 Deno.test("resolveConfig() parses --label and BALLAST_LABELS; bad entries name the source", () => {
   assertEquals(
-    resolveConfig({ "data-dir": "/d", label: "zone=a, rack=r1" }, {}, {}, host).labels,
+    resolveConfig(
+      { "data-dir": "/d", etcd: "http://127.0.0.1:2379", label: "zone=a, rack=r1" },
+      {},
+      {},
+      host,
+    ).labels,
     { zone: "a", rack: "r1" },
   );
   assertEquals(
-    resolveConfig({ "data-dir": "/d" }, { BALLAST_LABELS: "zone=b" }, {}, host).labels,
+    resolveConfig(
+      { "data-dir": "/d", etcd: "http://127.0.0.1:2379" },
+      { BALLAST_LABELS: "zone=b" },
+      {},
+      host,
+    ).labels,
     { zone: "b" },
   );
   for (
@@ -197,7 +209,13 @@ Deno.test("resolveConfig() parses --label and BALLAST_LABELS; bad entries name t
     ]
   ) {
     const e = assertThrows(
-      () => resolveConfig({ "data-dir": "/d", label: bad }, {}, {}, host),
+      () =>
+        resolveConfig(
+          { "data-dir": "/d", etcd: "http://127.0.0.1:2379", label: bad },
+          {},
+          {},
+          host,
+        ),
       InvalidArgumentError,
     );
     assertEquals(e.message.includes("--label") && e.message.includes(needle), true, e.message);
@@ -241,6 +259,32 @@ Deno.test("resolveConfig() allows --tls off only when every listener is on loopb
   );
 });
 
+Deno.test("resolveConfig() refuses a cluster-only setting without --etcd, naming where it came from, rather than start alone", () => {
+  for (
+    const [flags, env, needle] of [
+      [{ "etcd-prefix": "/x" }, {}, '--etcd-prefix "/x" needs --etcd'],
+      [{ label: "zone=a" }, {}, '--label "zone=a" needs --etcd'],
+      [{ "replace-after": "1m" }, {}, '--replace-after "1m" needs --etcd'],
+      [{}, { BALLAST_NODE_LEASE_TTL: "5s" }, 'BALLAST_NODE_LEASE_TTL "5s" needs --etcd'],
+      [{ "peer-listen": "127.0.0.1:7000" }, {}, "--peer-listen"],
+      [{ "resync-rate": "10MiB/s" }, {}, "--resync-rate"],
+      [{ "crash-detection": "off" }, {}, "--crash-detection"],
+    ] as [Record<string, string>, Record<string, string>, string][]
+  ) {
+    const e = assertThrows(
+      () => resolveConfig({ "data-dir": "/d", ...flags }, env, {}, host),
+      InvalidArgumentError,
+    );
+    assert(e.message.includes(needle) && e.message.includes("BALLAST_ETCD missing"), e.message);
+    assertEquals(e.details?.field, "etcd");
+  }
+  // Defaults, and the settings of any mode, start a single node as before.
+  assertEquals(
+    resolveConfig({ "data-dir": "/d", "data-workers": "2" }, {}, {}, host).etcd,
+    undefined,
+  );
+});
+
 Deno.test("resolveConfig() takes flags over env over file", () => {
   const env = {
     BALLAST_DATA_DIR: "/env",
@@ -250,7 +294,12 @@ Deno.test("resolveConfig() takes flags over env over file", () => {
     BALLAST_NODE_NAME: "from-env",
   };
   const file = { dataDir: "/file", logFormat: "pretty", nodeLeaseTtlSeconds: 5, logLevel: "warn" };
-  const c = resolveConfig({ "api-listen": "127.0.0.2:3", "node-lease-ttl": "7s" }, env, file, host);
+  const c = resolveConfig(
+    { "api-listen": "127.0.0.2:3", "node-lease-ttl": "7s", etcd: "http://127.0.0.1:2379" },
+    env,
+    file,
+    host,
+  );
   assertEquals(c.dataDir, "/env");
   assertEquals(c.apiListen, { host: "127.0.0.2", port: 3 });
   assertEquals(c.nbdListen, { host: "::1", port: 2 });
@@ -258,7 +307,15 @@ Deno.test("resolveConfig() takes flags over env over file", () => {
   assertEquals(c.logFormat, "pretty");
   assertEquals(c.nodeName, "from-env");
   assertEquals(c.nodeLeaseTtlSeconds, 7);
-  assertEquals(resolveConfig({}, {}, file, host).dataDir, "/file");
+  const etcd = { etcd: "http://127.0.0.1:2379" };
+  for (const [text, seconds] of [["5m", 300], ["0.5m", 30], ["45", 45], ["1h", 3600]] as const) {
+    const ttl = resolveConfig({ ...etcd, "data-dir": "/d", "node-lease-ttl": text }, {}, {}, host);
+    assertEquals(ttl.nodeLeaseTtlSeconds, seconds, text);
+  }
+  assertEquals(
+    resolveConfig({}, {}, { ...file, etcd: "http://127.0.0.1:2379" }, host).dataDir,
+    "/file",
+  );
 });
 
 const D = { "data-dir": "/d" };
@@ -273,7 +330,8 @@ const BAD: Array<[string, Record<string, string>, Record<string, string>, string
   ["log level", { ...D, "log-level": "loud" }, {}, "log-level", '--log-level "loud"'],
   ["log format env", D, { BALLAST_LOG_FORMAT: "xml" }, "log-format", "BALLAST_LOG_FORMAT"],
   ["ttl zero", { ...D, "node-lease-ttl": "0" }, {}, "node-lease-ttl", '"0"'],
-  ["ttl minutes", { ...D, "node-lease-ttl": "1m" }, {}, "node-lease-ttl", '"1m"'],
+  ["ttl too long", { ...D, "node-lease-ttl": "2h" }, {}, "node-lease-ttl", "1 second to 1 hour"],
+  ["ttl fraction", { ...D, "node-lease-ttl": "1.5s" }, {}, "node-lease-ttl", '"1.5s"'],
   ["node name", { ...D, "node-name": "Node_1!" }, {}, "node-name", '"Node_1!"'],
   ["etcd scheme", { ...D, etcd: "unix:///run/etcd" }, {}, "etcd", '"unix:///run/etcd"'],
   ["etcd no port", { ...D, etcd: "http://127.0.0.1" }, {}, "etcd", "missing port"],
