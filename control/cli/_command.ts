@@ -69,7 +69,8 @@ export function helpText(spec: CommandSpec): string {
     });
   };
   if (spec.flags.length) lines.push("", "Flags:", ...flagLines(spec.flags));
-  lines.push("", "Global flags:", ...flagLines(globals));
+  const not = spec.offline?.length ? ` (not for ${spec.offline.join(", ")})` : "";
+  lines.push("", `Global flags${spec.client ? not : ""}:`, ...flagLines(globals));
   if (spec.examples.length) {
     lines.push("", spec.examples.length > 1 ? "Examples:" : "Example:");
     for (const e of spec.examples) lines.push(`  ${e}`);
@@ -147,10 +148,18 @@ export function parseCommand(spec: CommandSpec, args: string[], io: Io): Parsed 
   }
   const fromFlag = values.api as string | undefined;
   const api = fromFlag ?? io.env("BALLAST_API") ?? DEFAULT_API_URL;
+  const source = fromFlag !== undefined ? "--api" : "BALLAST_API";
   if (!/^https?:\/\/[^/\s]+/.test(api)) {
     throw new UsageError(
-      `invalid ${fromFlag !== undefined ? "--api" : "BALLAST_API"} "${api}": ` +
-        "expected a URL such as http://127.0.0.1:5705",
+      `invalid ${source} "${api}": expected a URL such as https://127.0.0.1:5705 ` +
+        "(http:// only for a node run with --tls off)",
+      usageHint(spec),
+    );
+  }
+  if (!/^https?:\/\/[^/\s]+\/?$/.test(api)) {
+    throw new UsageError(
+      `invalid ${source} "${api}": give the node's address without a path, such as ` +
+        "https://127.0.0.1:5705 (the CLI adds /v1/...)",
       usageHint(spec),
     );
   }
@@ -231,6 +240,27 @@ export const EXIT_FAILED = 1;
 /** Exit code of an invalid command line or request, found by the CLI or by the server. */
 export const EXIT_INVALID = 2;
 
+/** The API's field names that stand for a flag of the CLI, as the server's messages name them. */
+const FIELD_FLAGS: Readonly<Record<string, string>> = {
+  spreadBy: "--spread-by",
+  replicas: "--replicas",
+  size: "--size",
+  sizeBytes: "--size",
+  labels: "--label",
+  description: "--description",
+  ttl: "--ttl",
+  overlap: "--overlap",
+};
+
+/** The message of `err`, "invalid spreadBy ..." said as "invalid --spread-by ..." (a server's). */
+function asFlags(err: BallastError): string {
+  const field = err.details?.field;
+  const flag = typeof field === "string" && Object.hasOwn(FIELD_FLAGS, field)
+    ? FIELD_FLAGS[field]
+    : undefined;
+  return flag ? err.message.replace(`invalid ${field} `, `invalid ${flag} `) : err.message;
+}
+
 /**
  * Runs a command body and turns errors into exit codes: 0 ok, EXIT_FAILED (`error: ...` on
  * stderr), EXIT_INVALID for a UsageError (message and usage hint on stderr) or any
@@ -245,7 +275,7 @@ export async function runGuarded(io: Io, body: () => Promise<number | void>): Pr
       return EXIT_INVALID;
     }
     if (err instanceof BallastError) {
-      io.err(`error: ${err.message}\n`);
+      io.err(`error: ${asFlags(err)}\n`);
       return err.code === "INVALID_ARGUMENT" ? EXIT_INVALID : EXIT_FAILED;
     }
     io.err(`error: ${errorMessage(err)}\n`);

@@ -76,13 +76,22 @@ async function readPem(path: string, what: string, origin: string): Promise<stri
   try {
     return await Deno.readTextFile(path);
   } catch (err) {
-    const why = err instanceof Deno.errors.NotFound
-      ? "does not exist"
-      : err instanceof Deno.errors.PermissionDenied
-      ? "is not readable (permission denied)"
-      : `cannot be read (${(err as Error).name})`;
-    throw new BallastError("INVALID_ARGUMENT", `${what} file ${path} (${origin}) ${why}`);
+    throw new BallastError(
+      "INVALID_ARGUMENT",
+      `${what} file ${path} (${origin}) ${unreadable(err)}`,
+    );
   }
+}
+
+/** Why a file could not be read, as a predicate: "does not exist", "is not readable ...". */
+export function unreadable(err: unknown): string {
+  return err instanceof Deno.errors.NotFound
+    ? "does not exist"
+    : err instanceof Deno.errors.PermissionDenied
+    ? "is not readable (permission denied)"
+    : err instanceof Deno.errors.IsADirectory
+    ? "is a directory"
+    : `cannot be read (${(err as Error).name}: ${(err as Error).message})`;
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -24,6 +24,8 @@ export interface CommandSpec {
   flags: FlagSpec[];
   /** Whether the global --api/-o flags apply. */
   client: boolean;
+  /** Group commands: subcommands that talk to no node, so take none of the global flags. */
+  offline?: string[];
   examples: string[];
   /** Subcommands, for group commands such as `volume`. */
   subcommands?: Array<[string, string]>;

@@ -21,7 +21,7 @@ import {
   UsageError,
   usageHint,
 } from "./_command.ts";
-import { clientFromFlags } from "./_credentials.ts";
+import { clientFromFlags, unreadable } from "./_credentials.ts";
 import { caInitCommand } from "./ca_init.ts";
 import { certTable } from "./_cert_view.ts";
 import { fields, type Io, json } from "./_output.ts";
@@ -161,6 +161,7 @@ export const CA_GROUP: CommandSpec = {
   summary: "The node's certificate authority: client certificates, revocation, rotation.",
   flags: [],
   client: true,
+  offline: ["ca init"],
   examples: [
     "ballast ca show",
     "ballast ca issue vm1 --role nbd-client --volumes db1 --out ~/vm1-tls",
@@ -365,7 +366,7 @@ async function readArg(file: unknown): Promise<string> {
   try {
     return await Deno.readTextFile(String(file));
   } catch (err) {
-    throw new BallastError("INVALID_ARGUMENT", `cannot read ${file}: ${(err as Error).name}`);
+    throw new BallastError("INVALID_ARGUMENT", `file ${file} ${unreadable(err)}`);
   }
 }
 

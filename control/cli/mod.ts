@@ -91,7 +91,14 @@ export function rootUsage(word: string | undefined, io: Io): number {
     "'ballast --help'",
   );
   const err = new UsageError(
-    word === undefined ? "missing command" : `unknown command "${word}"`,
+    word === undefined
+      ? "missing command"
+      : word === "--"
+      ? 'missing command after "--"'
+      : word.startsWith("-")
+      ? `unknown flag ${word.replace(/=.*/s, "")} (the flags before a command are the global ` +
+        "ones: --api, -o, --cacert, --cert, --key, --data-dir)"
+      : `unknown command "${word}"`,
     hint,
   );
   io.err(`error: ${err.message}\n${err.usage}\n`);

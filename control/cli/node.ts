@@ -161,9 +161,13 @@ export const nodeCommand: Command = groupCommand(
 function stateCell(n: NodeInfo): string {
   if (n.state === "ready" || !n.reason) return n.state;
   if (n.state !== "cordoned") {
-    // The first fact, cut short for the table (`node get` has all of it).
-    const first = n.reason.split("; ")[0];
-    return `${n.state} (${first.length > 72 ? `${first.slice(0, 69)}...` : first})`;
+    // The first fact, cut short for the table at a word (`node get` has all of it), its
+    // times as the time of day (the date of a node down for days is in `node get`).
+    const first = n.reason.split("; ")[0]
+      .replace(/\b\d{4}-\d\d-\d\dT(\d\d:\d\d:\d\d)(?:\.\d+)?Z\b/g, "$1Z");
+    if (first.length <= 72) return `${n.state} (${first})`;
+    const cut = first.lastIndexOf(" ", 69);
+    return `${n.state} (${first.slice(0, cut > 40 ? cut : 69)} ...)`;
   }
   const why = n.reason.replace(/^cordoned since [^ ]+?(: |$)/, "");
   return why ? `cordoned (${why})` : "cordoned";

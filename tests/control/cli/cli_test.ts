@@ -85,6 +85,9 @@ Deno.test("cli: usage mistakes exit 2 with a hint", async () => {
     const [args, message, hint] of [
       [[], "missing command", "ballast --help"],
       [["frobnicate"], 'unknown command "frobnicate"', "ballast --help"],
+      [["--bogus", "volume", "list"], "unknown flag --bogus (the flags before", "ballast --help"],
+      [["--", "volume", "list"], 'missing command after "--"', "ballast --help"],
+      [["node", "list", "--api", "https://x:1/v1"], "without a path", "node list"],
       [["volume"], "missing command", "ballast volume --help"],
       [["volume", "explode"], 'unknown command "volume explode"', "ballast volume --help"],
       [["volume", "create"], "missing argument NAME", "ballast volume create --help"],
@@ -179,6 +182,10 @@ Deno.test("cli: volume commands against a real node, tables and -o json", async 
     const si = await run(api, "-o", "json", "volume", "create", "si1", "--size", "2G");
     assertEquals([si.code, JSON.parse(si.stdout).sizeBytes], [0, 2 * 10 ** 9], "SI: 2G = 2x10^9");
     assertEquals((await run(api, "volume", "delete", "si1")).code, 0);
+    // The server's field names are said as the flags the user typed.
+    const nine = await run(api, "volume", "create", "r9", "--size", "1GiB", "--replicas", "9");
+    assertEquals(nine.code, 2);
+    assert(nine.stderr.startsWith("error: invalid --replicas 9:"), nine.stderr);
 
     const table = await run(api, "volume", "list");
     const lines = table.stdout.trimEnd().split("\n");

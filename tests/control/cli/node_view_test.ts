@@ -59,7 +59,13 @@ Deno.test("nodeTable(): STATE says why a node is not ready, in brackets", () => 
     "connection refused); last seen 2026-12-05T17:40:20.291Z";
   assertEquals(
     state({ ...node, state: "unreachable", reason: hung }),
-    "unreachable (liveness lease still held, but its API at https://127.0.0.1:41705 did...)",
+    "unreachable (liveness lease still held, but its API at https://127.0.0.1:41705 did ...)",
+  );
+  // Times as the time of day, never cut in the middle.
+  const stopped = "node stopped: lease revoked at its clean stop at 2026-12-06T19:04:47.123Z";
+  assertEquals(
+    state({ ...node, state: "down", reason: stopped }),
+    "down (node stopped: lease revoked at its clean stop at 19:04:47Z)",
   );
   const cordon = "cordoned since 2026-12-05T17:41:00.000Z: disk swap";
   assertEquals(state({ ...node, state: "cordoned", reason: cordon }), "cordoned (disk swap)");
