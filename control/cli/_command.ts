@@ -37,6 +37,14 @@ export const GLOBAL_FLAGS: FlagSpec[] = [
       "when credentials are found, else http://127.0.0.1:5705",
   },
   { name: "output", short: "o", value: "FORMAT", help: "table or json", default: "table" },
+  {
+    name: "request-timeout",
+    value: "DURATION",
+    help: "how long to wait for each answer of the node, e.g. 5s or 2m (drain and verify " +
+      "wait for their own longer bounds)",
+    env: "BALLAST_REQUEST_TIMEOUT",
+    default: "30s",
+  },
   ...CREDENTIAL_FLAGS,
 ];
 const HELP_FLAG: FlagSpec = { name: "help", short: "h", help: "show this help" };

@@ -19,6 +19,7 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { ageSeconds, BallastClient, DEFAULT_API_URL } from "../../mod/client.ts";
 import { BallastError } from "../../mod/errors.ts";
+import { parseDurationMs } from "../../mod/duration.ts";
 import type { FlagSpec, Parsed } from "./_spec.ts";
 import type { Io } from "./_output.ts";
 
@@ -220,8 +221,15 @@ export async function clientFromFlags(
   const c = await resolveCredentials(p, io);
   checkCredentials(c);
   let warned = false;
+  const flag = p.values["request-timeout"] as string | undefined;
+  const text = flag ?? io.env("BALLAST_REQUEST_TIMEOUT");
+  const asked = text === undefined
+    ? undefined
+    : parseDurationMs(text, flag !== undefined ? "--request-timeout" : "BALLAST_REQUEST_TIMEOUT", {
+      field: "request-timeout",
+    });
   return new BallastClient(c.api, {
-    timeoutMs: options.timeoutMs,
+    timeoutMs: asked ?? options.timeoutMs,
     onStale: (since, _request, age) => {
       if (warned) return;
       warned = true;

@@ -398,3 +398,27 @@ Deno.test("cli: volume update --label through a node of an older version (no set
     await old.shutdown();
   }
 });
+
+Deno.test("cli: --request-timeout (and BALLAST_REQUEST_TIMEOUT) bounds the wait for a node that accepts and never answers", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const c of listener) held.push(c);
+  })();
+  const api = `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;
+  try {
+    const flag = await run(api, "volume", "list", "--request-timeout", "300ms");
+    assertEquals(flag.code, 1, flag.stderr);
+    assert(flag.stderr.includes("no answer within 0.3 s"), flag.stderr);
+    const bad = await run(api, "volume", "list", "--request-timeout", "soon");
+    assertEquals(bad.code, 2, bad.stderr);
+    assert(bad.stderr.includes('invalid --request-timeout "soon"'), bad.stderr);
+    const io = captureIo({ BALLAST_API: api, BALLAST_REQUEST_TIMEOUT: "200ms" });
+    assertEquals(await main(["volume", "list"], io), 1, io.stderr);
+    assert(io.stderr.includes("no answer within 0.2 s"), io.stderr);
+  } finally {
+    listener.close();
+    for (const c of held) c.close();
+    await accepting.catch(() => {});
+  }
+});
