@@ -349,7 +349,7 @@ export function childRanges(parents: number[], width: number): [number, number][
 }
 
 /** Copies the blocks of a locked region that differ on the member. */
-class RegionCopier {
+export class RegionCopier {
   readonly #buf = new Uint8Array(REGION_BYTES);
 
   constructor(
@@ -359,7 +359,12 @@ class RegionCopier {
     readonly p: ResyncProgress,
   ) {}
 
-  /** Returns how many blocks were sent. */
+  /**
+   * Returns how many blocks were sent. Every request sent is settled before it returns or
+   * throws (the first failure), so that none is left to land after the region is unlocked,
+   * and none fails unobserved while the rate limit holds the next one back (an unhandled
+   * rejection ends the process).
+   */
   async copy(r: number): Promise<number> {
     const size = this.hashes.sizeBytes;
     const start = r * REGION_BYTES;
@@ -379,21 +384,27 @@ class RegionCopier {
     this.hashes.read(data, start);
     const ours = await hashBytes(data, FINE);
     const differ = differingRegions(ours, theirs);
-    const sends: Promise<unknown>[] = [];
+    const sends: Promise<void>[] = [];
+    let failure: { err: unknown } | undefined;
+    const send = (r: Record<string, unknown>) =>
+      sends.push(this.ask(r).then(() => {}, (err) => void (failure ??= { err })));
     for (const [first, count, zero] of runs(differ, data)) {
+      if (failure) break;
       const at = start + first * FINE;
       const bytes = Math.min(count * FINE, len - first * FINE);
       if (zero) {
-        sends.push(this.ask({ type: T_ZERO, flags: F_RESYNC, offset: at, length: bytes }));
+        send({ type: T_ZERO, flags: F_RESYNC, offset: at, length: bytes });
         this.p.zeroedBytes += bytes;
       } else {
         await this.rate.take(bytes);
+        if (failure) break;
         const piece = data.slice(first * FINE, first * FINE + bytes);
-        sends.push(this.ask({ type: T_WRITE, flags: F_RESYNC, offset: at, data: piece }));
+        send({ type: T_WRITE, flags: F_RESYNC, offset: at, data: piece });
         this.p.sentBytes += bytes;
       }
     }
     await Promise.all(sends);
+    if (failure) throw failure.err;
     return differ.length;
   }
 }
