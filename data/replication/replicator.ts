@@ -149,6 +149,10 @@ export class Replicator {
   #drop(out: Replicated, epoch: number): Replicated {
     for (const f of out.failed) {
       if (this.#dropped.has(f.node) || epoch !== this.#epoch) continue;
+      // A member the record stopped listing while the request was in flight (the replica
+      // count was lowered) is not kept as dropped: nothing waits for the record to say what
+      // it says already, and no later request reports it (the master logged each one).
+      if (!this.#targets.some((t) => t.node === f.node)) continue;
       this.#dropped.set(f.node, f.reason);
       this.#targets = this.#targets.filter((t) => t.node !== f.node);
       this.#log.warn({ replica: f.node, epoch, reason: f.reason }, "replica failed; dropped");

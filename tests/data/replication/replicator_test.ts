@@ -156,3 +156,23 @@ Deno.test("a target's changes carry the session it was given, small and large, o
     [8192, 0],
   ]);
 });
+
+Deno.test("a member the record stopped listing while a request to it was in flight is not kept as dropped: later requests report nothing", async () => {
+  const refusals: ((e: Error) => void)[] = [];
+  const refuse = (e: Error) => refusals.splice(0).forEach((no) => no(e));
+  const links = new PeerLinks(() => new Promise((_ok, no) => void refusals.push(no)), log);
+  const rep = new Replicator(VOLUME, links, log);
+  rep.setTargets(3, [{ node: "a", address: "127.0.0.1:1" }, { node: "c", address: "127.0.0.1:1" }]);
+  const inFlight = rep.send({ type: T_WRITE, offset: 0, data: pattern(4096, 1), flags: 0 });
+  rep.setTargets(3, [{ node: "c", address: "127.0.0.1:1" }]); // --replicas lowered: a leaves
+  refuse(new Error("connection refused"));
+  const out = await inFlight;
+  assertEquals(out.failed.map((f) => f.node).sort(), ["a", "c"], "this request failed on both");
+  // c is still listed: dropped until the record says it is out of sync; a is forgotten.
+  const next = await rep.send({ type: T_WRITE, offset: 0, data: pattern(4096, 2), flags: 0 });
+  assertEquals(next.failed.map((f) => f.node), ["c"]);
+  assertEquals(refusals.length, 0, "no request went to either");
+  rep.setTargets(3, []);
+  assertEquals(rep.active, false);
+  links.closeAll();
+});
