@@ -248,9 +248,7 @@ export class HashState {
 
   /** Regions that are dirty now. */
   dirtyRegions(): number {
-    let n = 0;
-    for (let r = 0; r < this.table.count; r++) if (this.table.isDirty(r)) n++;
-    return n;
+    return this.table.dirtyCount;
   }
 
   #zeroHash(length: number): Promise<Uint8Array> {
@@ -364,9 +362,16 @@ export class HashState {
    */
   async keep(): Promise<number> {
     const t = this.table;
+    // A copy without dirty regions costs one word a round, however large it is; the scan
+    // ends once it has seen as many dirty regions as there were when it began.
+    const dirty = t.dirtyCount;
+    if (dirty === 0) return 0;
     const ready: number[] = [];
-    for (let r = 0; r < t.count && ready.length < KEEP_BATCH; r++) {
-      if (!t.isDirty(r) || t.isLocked(r) || t.inFlight(r) > 0) continue;
+    let seen = 0;
+    for (let r = 0; r < t.count && ready.length < KEEP_BATCH && seen < dirty; r++) {
+      if (!t.isDirty(r)) continue;
+      seen++;
+      if (t.isLocked(r) || t.inFlight(r) > 0) continue;
       const c = t.changes(r);
       if (this.#snap[r] !== SNAP_NONE && this.#noted[r] === c) {
         if (this.#quiet[r] < QUIET_LOOKS) this.#quiet[r]++;

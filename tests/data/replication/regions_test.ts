@@ -71,6 +71,27 @@ Deno.test("RegionTable: dirty flags and counts survive in-flight changes and gro
   assertThrows(() => t.grow(2 ** 60), RangeError, "reopen the volume");
 });
 
+Deno.test("RegionTable: dirtyCount counts the dirty regions as they change, from any view, across locks and growth", () => {
+  const t = RegionTable.create(4 * REGION_BYTES);
+  const other = new RegionTable({ buffer: t.buffer }); // another thread's view
+  assertEquals(t.dirtyCount, 0);
+  t.setDirty(0, true);
+  other.setDirty(3, true);
+  t.setDirty(0, true); // already dirty: counted once
+  assertEquals([t.dirtyCount, other.dirtyCount], [2, 2]);
+  assert(t.tryEnter(0, 1));
+  t.leave(0);
+  other.setDirty(2, false); // clean already: no change
+  assertEquals(t.dirtyCount, 2);
+  t.grow(64 * REGION_BYTES);
+  other.setDirty(40, true);
+  t.setDirty(0, false);
+  assertEquals(t.dirtyCount, 2);
+  let n = 0;
+  for (let r = 0; r < t.count; r++) if (t.isDirty(r)) n++;
+  assertEquals(n, t.dirtyCount);
+});
+
 Deno.test("RegionTable: a table attached before the buffer grew reaches the new regions", () => {
   const owner = RegionTable.create(2 * REGION_BYTES);
   const other = new RegionTable({ buffer: owner.buffer }); // as a worker thread attaches
