@@ -40,6 +40,8 @@ export {
   type ListeningServer,
   listenServer,
   MAX_UNIX_PATH_BYTES,
+  raiseDescriptorLimit,
+  sheddingAt,
   splitHostPort,
   UnixSocketError,
 } from "./net/mod.ts";

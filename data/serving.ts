@@ -206,8 +206,13 @@ export async function serveOnMainThread(o: {
         "NBD listener started",
       );
     }
-    if (o.nbdUnix) unix.push(serveUnix(openUnixListener(o.nbdUnix, false, o.logger), local));
-    if (o.nbdUnixRo) unix.push(serveUnix(openUnixListener(o.nbdUnixRo, true, o.logger), localRo));
+    const open = (at: UnixListenAt, ro: boolean) => {
+      const l = openUnixListener(at, ro, o.logger);
+      l.onShed = shedWarning(o.logger, ro ? "local-ro" : "local");
+      return l;
+    };
+    if (o.nbdUnix) unix.push(serveUnix(open(o.nbdUnix, false), local));
+    if (o.nbdUnixRo) unix.push(serveUnix(open(o.nbdUnixRo, true), localRo));
   } catch (err) {
     await Promise.all([...unix.map((u) => u.close()), ...servers.map((s) => s.close())]);
     await local.close();
@@ -417,6 +422,7 @@ export async function serveOnWorkers(o: {
     ...(o.nbdUnix ? { unix: o.nbdUnix.path } : {}),
     ...(o.nbdUnixRo ? { unixRo: o.nbdUnixRo.path } : {}),
   };
+  for (const { l, kind } of listeners) l.onShed = shedWarning(o.logger, kind);
   const accepting = listeners.map(async ({ l, kind }) => {
     for (;;) {
       const c = await l.accept();
@@ -468,5 +474,24 @@ function nodeVerdict(
   return async (der) => {
     const v = await verify(der);
     return v.ok ? { ok: true, node: v.identity.name } : { ok: false, reason: v.reason };
+  };
+}
+
+/** A listener's onShed: a warning at most every 10 s, with how many it closed since. */
+type Shed = (remote: string, fd: number, at: number) => void;
+function shedWarning(log: Logger, listener: string): Shed {
+  let last = -Infinity;
+  let closed = 0;
+  return (remote, fd, at) => {
+    closed++;
+    const now = performance.now();
+    if (now - last < 10_000) return;
+    last = now;
+    log.warn(
+      { listener, remote, fd, limit: at, closed },
+      `closing new NBD connections: the process has ${fd} or more descriptors open and ` +
+        `keeps the rest of its limit for volume files and the API (raise LimitNOFILE / ulimit -n)`,
+    );
+    closed = 0;
   };
 }

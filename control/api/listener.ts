@@ -13,7 +13,7 @@
  * @module
  */
 
-import { listenFailure, listenServer } from "../../data/mod.ts";
+import { listenFailure, listenServer, sheddingAt } from "../../data/mod.ts";
 import { createServer, type Server as HttpsServer } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
@@ -65,9 +65,21 @@ export async function listenApi(app: FetchApp, opts: ListenApiOptions): Promise<
   const log = opts.logger.child({ listener: "api" });
   const maxBody = opts.maxBodyBytes ?? MAX_BODY_BYTES;
   const context = () => pki.credentials("node");
-  const server: HttpsServer = createServer(
-    { ...context(), requestCert: true, rejectUnauthorized: false, minVersion: "TLSv1.2" },
-  );
+  const server: HttpsServer = createServer({
+    ...context(),
+    requestCert: true,
+    rejectUnauthorized: false,
+    minVersion: "TLSv1.2",
+    // A client that opens connections and says nothing holds a descriptor each: they are
+    // dropped after 10 s without a finished handshake or 20 s without a request's headers,
+    // and past apiMaxConnections() new ones are closed at once, so that silent or slow
+    // clients cannot use up the process's descriptors (Deno's server stops accepting for
+    // good once it runs out).
+    handshakeTimeout: 10_000,
+  });
+  server.headersTimeout = 20_000;
+  server.requestTimeout = 60_000;
+  server.maxConnections = apiMaxConnections();
   let base = "";
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
     handle(app, pki, base, maxBody, req, res, log).catch((err) => {
@@ -311,4 +323,12 @@ function sendJson(res: ServerResponse, status: number, body: unknown, close: boo
     ...(close ? { connection: "close" } : {}),
   });
   res.end(text);
+}
+
+/**
+ * Connections the API serves at once: an eighth of what the process may keep open below
+ * its NBD shedding mark, between 16 and 1024 (an operator's CLI and scrapes need a few).
+ */
+export function apiMaxConnections(at = sheddingAt()): number {
+  return Math.max(16, Math.min(1024, Math.floor(at / 8)));
 }

@@ -11,6 +11,7 @@ import {
   DEFAULT_TIMINGS,
   listenPeer,
   nodeVerifier,
+  raiseDescriptorLimit,
   type SizingTimings,
   splitHostPort,
   startDataPlane,
@@ -48,6 +49,9 @@ export interface Server {
   shutdown(): Promise<void>;
 }
 
+/** Fewer open files than this allowed is warned about (each volume keeps about 7 open). */
+const MIN_OPEN_FILES = 4096;
+
 /** Starts a node. Everything started is stopped again if a later step fails. */
 export async function serve(
   config: ServeConfig,
@@ -56,6 +60,14 @@ export async function serve(
   const logger = options.logger ??
     createLogger({ level: config.logLevel, format: config.logFormat });
   const log = logger.child({ node: config.nodeName });
+  const files = raiseDescriptorLimit();
+  if (files.after < MIN_OPEN_FILES) {
+    log.warn(
+      { openFiles: files.after },
+      `this process may open only ${files.after} files: NBD connections are refused well ` +
+        `before that; raise LimitNOFILE (systemd) or ulimit -n to ${MIN_OPEN_FILES} or more`,
+    );
+  }
   const undo: Array<() => Promise<void> | void> = [];
   const unwind = async () => {
     for (const step of undo.reverse()) {
@@ -366,6 +378,7 @@ export async function serve(
         ...(dataPlane.nbdUnixRoPath ? { nbdUnixRo: dataPlane.nbdUnixRoPath } : {}),
         tls: config.tls,
         store: store.description,
+        openFiles: files.after,
       },
       "ballast ready",
     );

@@ -29,6 +29,8 @@ const SYMBOLS = {
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+  setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
 
@@ -77,6 +79,49 @@ function errno(): number {
 function lastError(n = errno()): string {
   const msg = libc().strerror(n);
   return msg ? new Deno.UnsafePointerView(msg).getCString() : `errno ${n}`;
+}
+
+const RLIMIT_NOFILE = 7;
+
+/** The process's limit on open descriptors (soft, hard), as getrlimit(2) says. */
+function fileLimits(): { soft: number; hard: number } {
+  const b = new BigUint64Array(2);
+  if (libc().getrlimit(RLIMIT_NOFILE, new Uint8Array(b.buffer)) !== 0) {
+    return { soft: Infinity, hard: Infinity };
+  }
+  const n = (v: bigint) => v >= 2n ** 53n ? Infinity : Number(v);
+  return { soft: n(b[0]), hard: n(b[1]) };
+}
+
+/** The soft limit on open descriptors, as last read or raised here. */
+let softLimit: number | undefined;
+
+/**
+ * Raises the process's soft limit on open descriptors to its hard limit (as Go's runtime
+ * does), so that connections and volume files do not run out at a shell's default of 1024.
+ * Returns the limits before and after.
+ */
+export function raiseDescriptorLimit(): { before: number; after: number } {
+  const { soft, hard } = fileLimits();
+  let after = soft;
+  if (hard > soft && hard !== Infinity) {
+    const b = new BigUint64Array([BigInt(hard), BigInt(hard)]);
+    if (libc().setrlimit(RLIMIT_NOFILE, new Uint8Array(b.buffer)) === 0) after = hard;
+  }
+  softLimit = after;
+  return { before: soft, after };
+}
+
+/**
+ * Accepted connections whose descriptor number reaches this are closed at once: descriptors
+ * are numbered lowest free first, so a number this high means at least this many are open,
+ * and the rest is kept for volume files, the API, etcd and the runtime itself. Out of
+ * descriptors, Deno 2.9 can panic (its stack guard reads /proc/self/maps) and its node:https
+ * server stops accepting for good.
+ */
+export function sheddingAt(): number {
+  softLimit ??= fileLimits().soft;
+  return softLimit - Math.max(64, Math.floor(softLimit / 16));
 }
 
 /** The sockaddr for an IPv4 or IPv6 literal (or "localhost") and a port. */
@@ -176,6 +221,11 @@ export class FdListener {
   readonly path: string | undefined;
   #ino: number | null = null;
   #closed = false;
+  /**
+   * Called for each connection closed at once because descriptors run short (sheddingAt()),
+   * with the descriptor number it got and the number shedding starts at.
+   */
+  onShed: ((remote: string, fd: number, at: number) => void) | undefined;
 
   private constructor(fd: number, host: string, port: number, path?: string) {
     this.fd = fd;
@@ -255,11 +305,21 @@ export class FdListener {
         if (fd >= 0) libc().close(fd);
         return null;
       }
-      if (fd >= 0 && this.path !== undefined) return { fd, remote: unixPeer(fd) };
       if (fd >= 0) {
-        keepAlive(fd);
-        const { host, port } = decodeSockaddr(addr);
-        return { fd, remote: host.includes(":") ? `[${host}]:${port}` : `${host}:${port}` };
+        let remote: string;
+        if (this.path !== undefined) remote = unixPeer(fd);
+        else {
+          const { host, port } = decodeSockaddr(addr);
+          remote = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+        }
+        const at = sheddingAt();
+        if (fd >= at) {
+          libc().close(fd);
+          this.onShed?.(remote, fd, at);
+          continue;
+        }
+        if (this.path === undefined) keepAlive(fd);
+        return { fd, remote };
       }
       // Out of descriptors or memory for a moment: wait rather than spin.
       await new Promise((r) => setTimeout(r, 100));

@@ -9,6 +9,13 @@
 export { type ListeningServer, listenServer, splitHostPort } from "./listen.ts";
 export { type DirectReads, directReads } from "./tls_direct.ts";
 export { adoptTcpFd, type FdStream, fdStreamsAvailable } from "./fd_stream.ts";
-export { closeFd, isUnixPeer, MAX_UNIX_PATH_BYTES, UnixSocketError } from "./fd_listener.ts";
+export {
+  closeFd,
+  isUnixPeer,
+  MAX_UNIX_PATH_BYTES,
+  raiseDescriptorLimit,
+  sheddingAt,
+  UnixSocketError,
+} from "./fd_listener.ts";
 export { type TlsReads, tlsVerifyError, wrapTls, type WrapTlsOptions } from "./tls_socket.ts";
 export { COALESCE_BYTES, PayloadPool, sendBuffers, TurnBatch } from "./turn_batch.ts";

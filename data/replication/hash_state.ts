@@ -362,8 +362,7 @@ export class HashState {
    */
   async keep(): Promise<number> {
     const t = this.table;
-    // A copy without dirty regions costs one word a round, however large it is; the scan
-    // ends once it has seen as many dirty regions as there were when it began.
+    // No dirty region: one word a round, however large the copy; else up to the last one.
     const dirty = t.dirtyCount;
     if (dirty === 0) return 0;
     const ready: number[] = [];

@@ -167,3 +167,68 @@ e2eTest(
     assert(!n.b.logs().includes("cannot reach the socket"), "no warning: the group can get in");
   },
 );
+
+e2eTest(
+  "out of descriptors: new NBD connections are closed at once with a warning; the node stays up and serves again once they go",
+  { tools: ["nbdinfo", "bash"] },
+  async () => {
+    // Soft and hard limit 256: the node cannot raise it, and sheds connections from fd 192.
+    const wrap = ["bash", "-c", 'ulimit -n 256 && exec "$0" "$@"'];
+    await using b = await startBallast({ wrap, tls: true });
+    assert(b.logs().includes('"openFiles":256'), "the ready line says the limit");
+    assertEquals((await admin(b, ["volume", "create", "v", "--size", "16MiB"])).code, 0);
+    const socket = readySocket(b.logs());
+    const held: Deno.UnixConn[] = [];
+    try {
+      // Each connection the node keeps costs it two descriptors: 300 are far past its limit.
+      for (let i = 0; i < 300; i++) {
+        held.push(await Deno.connect({ transport: "unix", path: socket }));
+      }
+      await waitFor(() => b.logs().includes("closing new NBD connections"), 20_000);
+      const health = await admin(b, ["version"]);
+      assertEquals(health.code, 0, `the node and its API are up: ${health.stderr}`);
+    } finally {
+      for (const c of held) c.close();
+    }
+    // Once the clients left, a new one is served.
+    const size = await waitForOk(() => run("nbdinfo", ["--size", unixUri("v", socket)]), 20_000);
+    assertEquals(size.stdout.trim(), String(16 * 2 ** 20));
+
+    // The API too: silent connections past its share are closed at once, and once they go it
+    // answers again (out of descriptors, Deno's server would stop accepting for good).
+    const api = new URL(b.api);
+    const silent: Deno.TcpConn[] = [];
+    try {
+      for (let i = 0; i < 250; i++) {
+        silent.push(await Deno.connect({ hostname: api.hostname, port: Number(api.port) }));
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    } finally {
+      for (const c of silent) c.close();
+    }
+    await waitForOk(() => admin(b, ["version"]), 20_000);
+  },
+);
+
+async function waitFor(ok: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function waitForOk(
+  f: () => Promise<{ code: number; stdout: string; stderr: string }>,
+  ms: number,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const r = await f();
+    if (r.code === 0 || Date.now() > end) {
+      assertEquals(r.code, 0, r.stderr);
+      return r;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
