@@ -56,8 +56,13 @@ export function openUnixListener(at: UnixListenAt, readOnly: boolean, log: Logge
 }
 
 /** Serves the connections of a Unix-socket listener with `server` (main thread). */
-export function serveUnix(l: FdListener, server: NbdServer): { close(): Promise<void> } {
+export function serveUnix(
+  l: FdListener,
+  server: NbdServer,
+  acceptAfter?: Promise<unknown>,
+): { close(): Promise<void> } {
   const accepting = (async () => {
+    await acceptAfter?.catch(() => {});
     for (;;) {
       const c = await l.accept();
       if (c === null) return;

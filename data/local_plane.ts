@@ -475,6 +475,7 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<RunningDat
     nbdUnixRo: opts.nbdUnixRo,
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     requestTimeoutMs: opts.requestTimeoutMs,
+    acceptAfter: opts.acceptAfter,
   };
   const serving = opts.dataWorkers
     ? await serveOnWorkers({

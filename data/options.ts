@@ -34,6 +34,12 @@ export interface DataPlaneOptions {
   policy?: (remote: string) => HandshakePolicy;
   startTls?: StartTls;
   handshakeTimeoutMs?: number;
+  /**
+   * The listeners accept no connection before this settles (the node knows its volumes then):
+   * a client connecting earlier waits in the kernel's queue rather than hear "no such export"
+   * for a volume that exists. Default: at once.
+   */
+  acceptAfter?: Promise<unknown>;
   requestTimeoutMs?: number;
   /**
    * Serve NBD on a pool of data workers of min..max workers (data/pool/); absent, serve on

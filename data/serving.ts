@@ -158,6 +158,7 @@ export async function serveOnMainThread(o: {
   startTls?: StartTls;
   handshakeTimeoutMs?: number;
   requestTimeoutMs?: number;
+  acceptAfter?: Promise<unknown>;
   /** This node's credentials when it forwards clients to other nodes (undefined: plaintext). */
   upstreamTls?: () => UpstreamTls;
   /** Checks a master's certificate when forwarding. */
@@ -177,6 +178,7 @@ export async function serveOnMainThread(o: {
     logger: o.logger,
     handshakeTimeoutMs: o.handshakeTimeoutMs,
     requestTimeoutMs: o.requestTimeoutMs,
+    acceptAfter: o.acceptAfter,
   };
   const servers = [
     new NbdServer({ ...common, listener: "nbd", policy: o.policy, startTls: o.startTls }),
@@ -211,8 +213,8 @@ export async function serveOnMainThread(o: {
       l.onShed = shedWarning(o.logger, ro ? "local-ro" : "local");
       return l;
     };
-    if (o.nbdUnix) unix.push(serveUnix(open(o.nbdUnix, false), local));
-    if (o.nbdUnixRo) unix.push(serveUnix(open(o.nbdUnixRo, true), localRo));
+    if (o.nbdUnix) unix.push(serveUnix(open(o.nbdUnix, false), local, o.acceptAfter));
+    if (o.nbdUnixRo) unix.push(serveUnix(open(o.nbdUnixRo, true), localRo, o.acceptAfter));
   } catch (err) {
     await Promise.all([...unix.map((u) => u.close()), ...servers.map((s) => s.close())]);
     await local.close();
@@ -351,6 +353,7 @@ export async function serveOnWorkers(o: {
   verifyNode?: (der: Uint8Array) => Promise<ClientVerdict>;
   handshakeTimeoutMs?: number;
   requestTimeoutMs?: number;
+  acceptAfter?: Promise<unknown>;
 }): Promise<Serving> {
   const slots = o.workers.max + 1; // slot 0: the main thread
   let directory: DirectoryEntry[] = [];
@@ -424,6 +427,7 @@ export async function serveOnWorkers(o: {
   };
   for (const { l, kind } of listeners) l.onShed = shedWarning(o.logger, kind);
   const accepting = listeners.map(async ({ l, kind }) => {
+    await o.acceptAfter?.catch(() => {});
     for (;;) {
       const c = await l.accept();
       if (c === null) return;
@@ -478,8 +482,7 @@ function nodeVerdict(
 }
 
 /** A listener's onShed: a warning at most every 10 s, with how many it closed since. */
-type Shed = (remote: string, fd: number, at: number) => void;
-function shedWarning(log: Logger, listener: string): Shed {
+function shedWarning(log: Logger, listener: string): FdListener["onShed"] {
   let last = -Infinity;
   let closed = 0;
   return (remote, fd, at) => {

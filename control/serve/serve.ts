@@ -130,7 +130,13 @@ export async function serve(
       certificates = shared;
     }
 
+    // NBD clients are accepted once this node knows its volumes and where the others' are
+    // served (the directory's first listing), not before: earlier, an existing volume was
+    // "no such export" to a client that connected during a restart.
+    let openNbd = () => {};
+    const nbdOpen = new Promise<void>((resolve) => openNbd = resolve);
     const dataPlane = await startDataPlane({
+      acceptAfter: nbdOpen,
       dataDir: config.dataDir,
       nbdListen: config.nbdListen,
       nbdLocalListen: config.nbdLocalListen,
@@ -175,6 +181,7 @@ export async function serve(
       logFormat: config.logFormat,
     });
     undo.push(() => dataPlane.close());
+    undo.push(() => openNbd()); // a start that failed: the listeners close at once
     if (Deno.env.get("BALLAST_DEBUG_HOOKS") === "1") {
       // Hidden test hook: SIGUSR2 makes the data worker serving the most connections die of
       // an uncaught error, as a bug would (tests/e2e/pool_test.ts).
@@ -290,11 +297,16 @@ export async function serve(
       const feed = feedDirectory({
         store,
         log: log.child({ component: "directory" }),
-        publish: (entries) => dataPlane.setDirectory!(entries),
+        publish: (entries) => {
+          dataPlane.setDirectory!(entries);
+          openNbd();
+        },
         ...(config.etcd ? {} : { only: (p: Placed) => p.unavailable === true }),
       });
       undo.push(() => feed.stop());
-    }
+      // Its first listing normally comes in milliseconds; a slow etcd delays clients 10 s.
+      Deno.unrefTimer(setTimeout(openNbd, 10_000));
+    } else openNbd();
 
     const listenerRef: { current?: ApiListener } = {};
     const reloadTls = () => {

@@ -35,6 +35,8 @@ export interface NbdServerOptions {
   startTls?: StartTls;
   /** A client must finish negotiating within this time (default 30 s). */
   handshakeTimeoutMs?: number;
+  /** Accepting starts once this settles (DataPlaneOptions.acceptAfter). */
+  acceptAfter?: Promise<unknown>;
   /** A partly received request must complete within this time (default 60 s). */
   requestTimeoutMs?: number;
 }
@@ -116,6 +118,7 @@ export class NbdServer {
   }
 
   async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
+    await this.#opts.acceptAfter?.catch(() => {});
     for (;;) {
       let c: Deno.TcpConn;
       try {

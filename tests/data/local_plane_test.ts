@@ -80,3 +80,41 @@ Deno.test("deleteVolume() with a uuid leaves an export of the same name with ano
     assertEquals(await size(`${dir}/volumes/${UUID_A}.vol`), -1);
   });
 });
+
+for (const workers of [undefined, { min: 1, max: 1 }]) {
+  const on = workers ? "data workers" : "the main thread";
+  Deno.test(`NBD clients wait for acceptAfter before the greeting (${on}); then it comes`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "ballast-plane-" });
+    let open = () => {};
+    const acceptAfter = new Promise<void>((r) => open = r);
+    const plane = await startDataPlane({
+      dataDir: dir,
+      nbdListen: { host: "127.0.0.1", port: 0 },
+      logger: silentLogger(),
+      nodeName: "n1",
+      acceptAfter,
+      ...(workers ? { dataWorkers: workers } : {}),
+    });
+    const [host, port] = [
+      plane.nbdAddress.replace(/:\d+$/, ""),
+      Number(/\d+$/.exec(plane.nbdAddress)![0]),
+    ];
+    const conn = await Deno.connect({ hostname: host, port });
+    try {
+      const greeting = new Uint8Array(18);
+      const read = conn.read(greeting);
+      const early = await Promise.race([
+        read,
+        new Promise((r) => setTimeout(() => r("none"), 300)),
+      ]);
+      assertEquals(early, "none", "no greeting before the node knows its volumes");
+      open();
+      assertEquals(await read, 18);
+      assertEquals(new TextDecoder().decode(greeting.subarray(0, 8)), "NBDMAGIC");
+    } finally {
+      conn.close();
+      await plane.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
