@@ -169,11 +169,17 @@ export class WriteTracker {
         },
         (err) => {
           this.#marking.delete(r);
-          throw new Error(
+          const e = new Error(
             `could not record the change of region ${r} (${r * REGION_BYTES}) in the ` +
               `activity log: ${err instanceof Error ? err.message : err}`,
             { cause: err },
           );
+          // A full disk is said as one (ENOSPC to the client, NBD "Error values"), not EIO.
+          const code = (err as { code?: unknown } | null)?.code;
+          if (code === "ENOSPC" || code === "EDQUOT" || code === "EFBIG") {
+            Object.assign(e, { errno: "ENOSPC" });
+          }
+          throw e;
         },
       );
       this.#marking.set(r, p);

@@ -4,7 +4,8 @@
  * counts survive growth. One test uses a real Web Worker on the same shared memory.
  */
 
-import { assert, assertEquals, assertThrows } from "../../_assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../../_assert.ts";
+import { WriteTracker } from "../../../data/replication/tracker.ts";
 import { REGION_BYTES, regionSpan, RegionTable } from "../../../data/replication/regions.ts";
 
 Deno.test("regionSpan() covers every region a byte range touches", () => {
@@ -146,5 +147,19 @@ Deno.test("RegionTable: a write on a real worker thread holds the main thread's 
     assertEquals(await ask("leave"), "left");
   } finally {
     w.terminate();
+  }
+});
+
+Deno.test("WriteTracker: an activity log on a full disk fails the write with ENOSPC, not EIO, and leaves the region unentered", async () => {
+  const t = RegionTable.create(4 * REGION_BYTES);
+  // /dev/full: every write to it fails with ENOSPC, as a full file system's would.
+  const w = new WriteTracker(t, 1, "/dev/full");
+  try {
+    const err = await assertRejects(() => w.enter(REGION_BYTES, 4096)!);
+    assertEquals((err as { errno?: string }).errno, "ENOSPC");
+    assert((err as Error).message.includes("activity log"), (err as Error).message);
+    assertEquals([t.inFlight(1), t.isDirty(1)], [0, false]);
+  } finally {
+    w.close();
   }
 });
