@@ -62,7 +62,8 @@ export function eventKey(name: string, uuid: string, seq: number): string {
 }
 
 /** An event before it is numbered and stamped. */
-export type EventDraft = Omit<VolumeEvent, "seq" | "at" | "epoch" | "master">;
+/** An event to write; `at` when it happened earlier than it is written (default: then). */
+export type EventDraft = Omit<VolumeEvent, "seq" | "at" | "epoch" | "master"> & { at?: string };
 type Draft = EventDraft;
 
 /**
@@ -292,8 +293,9 @@ export function unendedResyncs(events: readonly VolumeEvent[]): VolumeEvent[] {
  * The event a master writes when the member of a resync answered and the compare begins (not
  * when it is asked to: a member that has just died would be announced for nothing).
  */
-export function resyncStarted(master: string, member: string): EventDraft {
+export function resyncStarted(master: string, member: string, at?: Date): EventDraft {
   return {
+    ...(at ? { at: at.toISOString() } : {}),
     type: "resync-started",
     node: member,
     message: `master ${master} resyncs ${member}: it answered, the copies are being compared ` +

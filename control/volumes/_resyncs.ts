@@ -236,12 +236,14 @@ async function resyncWithEvents(r: ResyncRun): Promise<void> {
   // would fill the history, which keeps the last 100 events, with pairs of lines and push out
   // why it left.
   const lastFailure = r.tracker.interrupted(r.volume, r.member);
-  let answered = false;
-  const start = () => started ??= write(resyncStarted(r.self, r.member));
+  let answered: Date | undefined;
+  // Written when the member answered, or, after a recorded interruption, once the resync
+  // ended otherwise: stamped with when it answered either way.
+  const start = () => started ??= write(resyncStarted(r.self, r.member, answered));
   try {
     await r.tracker.run(r.volume, r.member, () =>
       r.resync(() => {
-        answered = true;
+        answered = new Date();
         if (lastFailure === undefined) start();
       }));
     if (answered) await start(); // written before the caller records the member in sync

@@ -369,3 +369,17 @@ Deno.test("historyOf(): a member or master whose node stopped cleanly is said st
     ],
   );
 });
+
+Deno.test("a resync's start written late (after a recorded interruption, at its end) keeps the time its member answered", () => {
+  const lagging: GroupRecord = { ...base, inSync: ["n1", "n3"], phase: "degraded" };
+  const answered = new Date("2030-01-01T00:00:05.000Z");
+  const at = new Date("2030-01-01T00:00:40.000Z");
+  const r = withHistory(rec(lagging), rec(lagging), at, {
+    extra: [resyncStarted("n1", "n2", answered)],
+  });
+  const put = r.ops.find((op) => op.type === "put");
+  assertEquals(put && put.type === "put" && JSON.parse(put.value).at, answered.toISOString());
+  const now = withHistory(rec(lagging), rec(lagging), at, { extra: [resyncStarted("n1", "n2")] });
+  const p = now.ops.find((op) => op.type === "put");
+  assertEquals(p && p.type === "put" && JSON.parse(p.value).at, at.toISOString());
+});
