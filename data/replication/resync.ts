@@ -30,6 +30,7 @@ import type { ReplicaTarget } from "./replicator.ts";
 import { REGION_BYTES } from "./regions.ts";
 import {
   decodeSize,
+  F_DEEP,
   F_RESYNC,
   replyMessage,
   STATUS_OK,
@@ -384,6 +385,17 @@ export class RegionCopier {
     this.hashes.read(data, start);
     const ours = await hashBytes(data, FINE);
     const differ = differingRegions(ours, theirs);
+    if (differ.length === 0) {
+      // Every block equal under differing region hashes: a hash list is wrong, not the data
+      // (a hash file damaged on disk). Both sides rehash the region from their data and make
+      // a wrong stored hash dirty, so that their hash keepers correct it; else the region would
+      // show as differing for ever, to every resync and `volume verify`.
+      await Promise.all([
+        this.ask({ type: T_HASHES, flags: F_DEEP, first: r, count: 1, regionBytes: REGION_BYTES }),
+        this.hashes.verify(r, 1, { markCorrupt: true }),
+      ]);
+      return 0;
+    }
     const sends: Promise<void>[] = [];
     let failure: { err: unknown } | undefined;
     const send = (r: Record<string, unknown>) =>

@@ -15,7 +15,7 @@ import {
   RegionCopier,
   type ResyncProgress,
 } from "../../../data/replication/resync.ts";
-import { T_HASHES, T_WRITE } from "../../../data/replication/wire.ts";
+import { F_DEEP, T_HASHES, T_WRITE } from "../../../data/replication/wire.ts";
 import { FileBlockStore } from "../../../data/store/mod.ts";
 
 function progress(): ResyncProgress {
@@ -61,6 +61,42 @@ Deno.test("RegionCopier: a WRITE that fails while the rate limit holds the next 
     const copier = new RegionCopier(hs, ask, rate, progress());
     await assertRejects(() => copier.copy(0), Error, "replica n2 closed the connection");
     assertEquals(writes, [0], "no WRITE after the failure");
+  } finally {
+    await hs.close();
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("RegionCopier: every block equal under differing region hashes (a damaged hash list): both sides rehash the region, nothing is sent", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ballast-copier-" });
+  const path = `${dir}/copy.vol`;
+  const store = FileBlockStore.create(path, 2 * REGION_BYTES);
+  await store.write(new Uint8Array(FINE).fill(7), REGION_BYTES + 3 * FINE);
+  const hs = await HashState.open(path, silentLogger(), { fresh: true });
+  try {
+    await hs.keepAll();
+    const data = new Uint8Array(REGION_BYTES);
+    hs.read(data, REGION_BYTES);
+    const view = {
+      size: REGION_BYTES,
+      read: (into: Uint8Array, at: number) => into.set(data.subarray(at, at + into.length)),
+    };
+    const theirs = await hashRegions(view, 0, REGION_BYTES / FINE, FINE); // the member's blocks: equal
+    const asked: Record<string, unknown>[] = [];
+    const ask = (r: Record<string, unknown>): Promise<Uint8Array> => {
+      asked.push(r);
+      return Promise.resolve(
+        r.type === T_HASHES && r.regionBytes === FINE ? theirs : new Uint8Array(17),
+      );
+    };
+    const copier = new RegionCopier(hs, ask, new RateLimit(0), progress());
+    assertEquals(await copier.copy(1), 0);
+    assertEquals(asked.map((r) => [r.type, r.flags, r.first, r.count]), [
+      [T_HASHES, 0, REGION_BYTES / FINE, REGION_BYTES / FINE],
+      [T_HASHES, F_DEEP, 1, 1],
+    ]);
+    assertEquals(asked.some((r) => r.type === T_WRITE), false);
   } finally {
     await hs.close();
     store.close();
