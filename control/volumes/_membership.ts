@@ -186,6 +186,8 @@ export class MembershipKeeper {
         labels: n.labels,
         state: n.state,
         freeBytes: n.freeBytes,
+        copies: n.copies,
+        masters: n.masters,
       })),
       absentSince: Object.fromEntries(seen),
       now,
@@ -269,6 +271,16 @@ export class MembershipKeeper {
       return;
     }
     for (const m of change.removed) this.#absent.get(rec.name)?.delete(m);
+    // The listing this node plans on (up to a check interval old) counts the copies just
+    // placed, so that the replacements of a node's many groups spread rather than all go to
+    // the node that had the fewest copies when it was listed.
+    await this.#nodes?.list.then((list) => {
+      for (const n of list) {
+        const d = change.added.filter((m) => m === n.name).length -
+          change.removed.filter((m) => m === n.name).length;
+        if (d !== 0) n.copies = Math.max(0, (n.copies ?? 0) + d);
+      }
+    }, () => {});
     log.info(
       {
         added: change.added,

@@ -190,3 +190,30 @@ Deno.test("MembershipKeeper lists the nodes for a member down only once its repl
     assertEquals((await current(store)).group?.members, ["n1", "n3", "n4"]);
   });
 });
+
+Deno.test("MembershipKeeper: the replacements of several groups spread over the nodes (the listing counts the copies placed since)", async () => {
+  await withSqlite(async (store) => {
+    const v = await seed(store, ["n1", "n3", "n4", "n5"]);
+    const w = { ...v, name: "w", uuid: "00000000-0000-4000-8000-000000000002" };
+    await store.put(VOLUME_PREFIX + "w", JSON.stringify(w));
+    const copies = (n: NodeInfo, c: number) => ({ ...n, copies: c });
+    const nodes = [
+      copies(node("n1"), 2),
+      node("n2", "down"),
+      copies(node("n3"), 2),
+      copies(node("n4"), 0),
+      copies(node("n5"), 0),
+    ];
+    const { k, advance } = keeper(store, nodes, ["n2"]);
+    await k.check(v);
+    await k.check(w);
+    advance(60_000);
+    await k.check(v);
+    await k.check(w);
+    const placed = [
+      (await current(store)).group?.members,
+      parseRecord((await store.get(VOLUME_PREFIX + "w"))!).group?.members,
+    ];
+    assertEquals(placed, [["n1", "n3", "n4"], ["n1", "n3", "n5"]]);
+  });
+});
