@@ -46,6 +46,13 @@ export function parseDuration(
     seconds = Number(m[1]) * UNITS[m[2] || "s"];
     // A fraction that comes to whole seconds ("1.5h", "0.5m") is as good as its whole form.
     if (Math.abs(seconds - Math.round(seconds)) < 1e-6) seconds = Math.round(seconds);
+    else {
+      throw new InvalidArgumentError(
+        `invalid ${what} ${JSON.stringify(value)}: ${seconds} s is not a whole number of ` +
+          "seconds",
+        { field },
+      );
+    }
   } else throw notADuration(value, what, field);
   if (!Number.isInteger(seconds) || seconds <= 0 || seconds > max.seconds) {
     throw new InvalidArgumentError(

@@ -155,7 +155,7 @@ export function parseCommand(spec: CommandSpec, args: string[], io: Io): Parsed 
     );
   }
   const fromFlag = values.api as string | undefined;
-  const api = fromFlag ?? io.env("BALLAST_API") ?? DEFAULT_API_URL;
+  const api = fromFlag ?? (io.env("BALLAST_API") || undefined) ?? DEFAULT_API_URL; // empty: unset
   const source = fromFlag !== undefined ? "--api" : "BALLAST_API";
   if (!/^https?:\/\/[^/\s]+/.test(api)) {
     throw new UsageError(
@@ -356,6 +356,7 @@ export function splitCommandWord(
       globals.push(a);
       i++;
     } else {
+      if (a === "--") i++; // the end of the flags: the command follows
       break;
     }
   }

@@ -222,7 +222,7 @@ export async function clientFromFlags(
   checkCredentials(c);
   let warned = false;
   const flag = p.values["request-timeout"] as string | undefined;
-  const text = flag ?? io.env("BALLAST_REQUEST_TIMEOUT");
+  const text = flag ?? (io.env("BALLAST_REQUEST_TIMEOUT") || undefined); // empty: unset
   const asked = text === undefined
     ? undefined
     : parseDurationMs(text, flag !== undefined ? "--request-timeout" : "BALLAST_REQUEST_TIMEOUT", {

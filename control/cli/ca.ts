@@ -327,7 +327,8 @@ async function run(
       return 0;
     }
     case "rotate": {
-      const file = (n: string) => p.values[n] === undefined ? undefined : readArg(p.values[n]);
+      const file = (n: string) =>
+        p.values[n] === undefined ? undefined : readArg(p.values[n], `--${n}`);
       const certPem = await file("ca-cert");
       const ca = certPem === undefined ? undefined : {
         certPem,
@@ -361,12 +362,16 @@ async function run(
   }
 }
 
-/** The text of a file named on the command line (INVALID_ARGUMENT when unreadable). */
-async function readArg(file: unknown): Promise<string> {
+/**
+ * The text of a file named on the command line (INVALID_ARGUMENT when unreadable, naming the
+ * flag `what` when given).
+ */
+async function readArg(file: unknown, what?: string): Promise<string> {
   try {
     return await Deno.readTextFile(String(file));
   } catch (err) {
-    throw new BallastError("INVALID_ARGUMENT", `file ${file} ${unreadable(err)}`);
+    const named = what ? `${what}: file` : "file";
+    throw new BallastError("INVALID_ARGUMENT", `${named} ${file} ${unreadable(err)}`);
   }
 }
 

@@ -8,6 +8,7 @@ import { VERSION } from "../../mod/version.ts";
 import {
   type Command,
   type CommandSpec,
+  GLOBAL_FLAGS,
   helpText,
   splitCommandWord,
   UsageError,
@@ -93,11 +94,9 @@ export function rootUsage(word: string | undefined, io: Io): number {
   const err = new UsageError(
     word === undefined
       ? "missing command"
-      : word === "--"
-      ? 'missing command after "--"'
       : word.startsWith("-")
       ? `unknown flag ${word.replace(/=.*/s, "")} (the flags before a command are the global ` +
-        "ones: --api, -o, --cacert, --cert, --key, --data-dir)"
+        `ones: ${GLOBAL_FLAGS.map((f) => f.short ? `-${f.short}` : `--${f.name}`).join(", ")})`
       : `unknown command "${word}"`,
     hint,
   );

@@ -44,7 +44,8 @@ export const versionCommand: Command = command(VERSION_SPEC, async (p, io) => {
       at = api.baseUrl;
       server = await api.version();
     } catch (err) {
-      if (!(err instanceof BallastError)) throw err;
+      // A mistake in the flags is a usage error (exit 2), not an unknown server version.
+      if (!(err instanceof BallastError) || err.code === "INVALID_ARGUMENT") throw err;
       failure = err.message;
     }
   }

@@ -7,6 +7,7 @@
  */
 
 export type { ClusterKeys } from "./_ca_record.ts";
+export { KEK_FILE } from "./_ca_record.ts";
 export { type ClusterNodeConfig, NEEDS_JOIN_MESSAGE, prepareClusterPki } from "./bootstrap.ts";
 export { JOIN_PATH, type JoinRequest, type JoinResponse } from "./join.ts";
 export {

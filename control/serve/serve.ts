@@ -17,13 +17,15 @@ import {
   startDataPlane,
   usableCores,
 } from "../../data/mod.ts";
-import { toBallastError } from "../../mod/errors.ts";
+import { InvalidArgumentError, toBallastError } from "../../mod/errors.ts";
+import { join } from "node:path";
 import { VERSION } from "../../mod/version.ts";
 import { type ApiListener, createApi, listenApi } from "../api/mod.ts";
 import {
   ClusterCaFollower,
   ClusterCertificates,
   type ClusterMember,
+  KEK_FILE,
   prepareClusterPki,
 } from "../cluster/mod.ts";
 import { createLogger, type Logger } from "../common/mod.ts";
@@ -47,6 +49,25 @@ export interface Server {
   readonly logger: Logger;
   /** Stops the API, the node registration, the data plane (flushing) and the store; releases the lock. */
   shutdown(): Promise<void>;
+}
+
+/**
+ * A cluster member's data directory (its key-encryption key) started without --etcd would run
+ * alone on an embedded store beside its cluster copies, looking healthy: refused, saying so.
+ */
+function refuseMemberAlone(dataDir: string): void {
+  const kek = join(dataDir, "pki", KEK_FILE);
+  try {
+    Deno.statSync(kek);
+  } catch {
+    return; // not a member
+  }
+  throw new InvalidArgumentError(
+    `${dataDir} is a cluster member's data directory (${kek}), but no --etcd was given: is ` +
+      "--etcd or BALLAST_ETCD missing? Started without it, this node would run alone on an " +
+      "embedded store beside its cluster copies",
+    { field: "etcd" },
+  );
 }
 
 /** Fewer open files than this allowed is warned about (each volume keeps about 7 open). */
@@ -92,6 +113,7 @@ export async function serve(
       );
     }
     const startedBefore = hasStarted(config.dataDir);
+    if (!config.etcd) refuseMemberAlone(config.dataDir);
     const instance = await claimNodeName(config.dataDir, config.nodeName);
 
     const opened = await openStore(config);

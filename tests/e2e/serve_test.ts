@@ -366,3 +366,33 @@ e2eTest(
     }
   },
 );
+
+e2eTest(
+  "a cluster member's data directory started without --etcd is refused (exit 2), not run alone on an embedded store",
+  {},
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "ballast-e2e-" });
+    try {
+      await Deno.mkdir(`${dir}/pki`, { mode: 0o700 });
+      await Deno.writeTextFile(`${dir}/pki/cluster.kek`, "x\n", { mode: 0o600 });
+      const r = await cli([
+        "serve",
+        "--data-dir",
+        dir,
+        "--api-listen",
+        "127.0.0.1:0",
+        "--nbd-listen",
+        "127.0.0.1:0",
+        "--nbd-unix",
+        "off",
+      ]);
+      assertEquals(r.code, 2, r.stderr);
+      assert(r.stderr.includes("is --etcd or BALLAST_ETCD missing?"), r.stderr);
+      let made = true;
+      await Deno.stat(`${dir}/state.db`).catch(() => made = false);
+      assertEquals(made, false, "no embedded store was made beside the cluster copies");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -1,6 +1,6 @@
 import { MAX_DURATION_SECONDS, parseDuration, parseDurationMs } from "../../mod/duration.ts";
 import { InvalidArgumentError } from "../../mod/errors.ts";
-import { assertEquals, assertThrows } from "../_assert.ts";
+import { assert, assertEquals, assertThrows } from "../_assert.ts";
 
 Deno.test("parseDuration() reads seconds and s, m, h, d units", () => {
   const cases: Array<[unknown, number]> = [
@@ -133,4 +133,11 @@ Deno.test("parseDurationMs() refuses zero, negatives, garbage, too little and to
   // Without a minimum, 1 ms is the least; a fraction of it rounds to zero and is refused.
   assertEquals(parseDurationMs("1ms", "--timeout"), 1);
   assertThrows(() => parseDurationMs("0.4ms", "--timeout"), InvalidArgumentError);
+});
+
+Deno.test("parseDuration(): a fraction of a second is said to be one, not out of range", () => {
+  for (const bad of ["1.5s", "2.5s", "0.01m"]) {
+    const e = assertThrows(() => parseDuration(bad, "--ttl"), InvalidArgumentError);
+    assert(e.message.includes("is not a whole number of seconds"), e.message);
+  }
 });

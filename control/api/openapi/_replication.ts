@@ -191,6 +191,15 @@ export const REPLICATION_SCHEMAS = {
           writesHeld: { type: "boolean" },
         },
       },
+      fenced: {
+        type: "boolean",
+        description: "The master is refused by a member that has seen a newer epoch than the " +
+          "record's (the record is behind its members): it serves nothing",
+      },
+      exportFailed: {
+        type: "string",
+        description: "The master cannot export the volume (a full disk?) and tries again: why",
+      },
     },
   },
   LiveResync: {

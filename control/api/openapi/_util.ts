@@ -38,22 +38,21 @@ export function listOf(item: string) {
   };
 }
 
-/** Routes served without a client certificate check of their own (the document itself). */
-const OPEN_ROUTES = new Set(["openapi"]);
+/** Methods whose requests may carry a body (the API answers 413 and 415 to a bad one). */
+const WITH_BODY = new Set(["post", "put", "patch", "delete"]);
 
 /**
  * `paths` with the errors every route can give listed on each operation: 401 and 403 (mutual
- * TLS, by role) on every route but the document itself, and 413 and 415 on those that take
- * a body (too large, not JSON). Listed once here rather than by hand on each route.
+ * TLS, by role), and 413 and 415 (a body too large or not JSON) on every method that may
+ * carry a body, whether the route reads one or not. Listed once here, not on each route.
  */
 export function withCommonErrors<T extends Record<string, Record<string, unknown>>>(paths: T): T {
   const out: Record<string, Record<string, unknown>> = {};
   for (const [path, ops] of Object.entries(paths)) {
     out[path] = Object.fromEntries(
       Object.entries(ops).map(([method, op]) => {
-        const o = op as { operationId?: string; requestBody?: unknown; responses?: object };
-        if (OPEN_ROUTES.has(o.operationId ?? "")) return [method, op];
-        const extra = errors(401, 403, ...(o.requestBody ? [413, 415] : []));
+        const o = op as { responses?: object };
+        const extra = errors(401, 403, ...(WITH_BODY.has(method) ? [413, 415] : []));
         return [method, { ...o, responses: { ...o.responses, ...extra } }];
       }),
     );

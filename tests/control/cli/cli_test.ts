@@ -86,7 +86,8 @@ Deno.test("cli: usage mistakes exit 2 with a hint", async () => {
       [[], "missing command", "ballast --help"],
       [["frobnicate"], 'unknown command "frobnicate"', "ballast --help"],
       [["--bogus", "volume", "list"], "unknown flag --bogus (the flags before", "ballast --help"],
-      [["--", "volume", "list"], 'missing command after "--"', "ballast --help"],
+      [["--", "frobnicate"], 'unknown command "frobnicate"', "ballast --help"],
+      [["--bogus", "volume", "list"], "--request-timeout", "ballast --help"],
       [["node", "list", "--api", "https://x:1/v1"], "without a path", "node list"],
       [["volume"], "missing command", "ballast volume --help"],
       [["volume", "explode"], 'unknown command "volume explode"', "ballast volume --help"],
@@ -413,6 +414,11 @@ Deno.test("cli: --request-timeout (and BALLAST_REQUEST_TIMEOUT) bounds the wait 
     const bad = await run(api, "volume", "list", "--request-timeout", "soon");
     assertEquals(bad.code, 2, bad.stderr);
     assert(bad.stderr.includes('invalid --request-timeout "soon"'), bad.stderr);
+    const version = await run(api, "--request-timeout", "abc", "version");
+    assertEquals(version.code, 2, `a bad flag is a usage error: ${version.stderr}`);
+    const empty = captureIo({ BALLAST_API: NOWHERE, BALLAST_REQUEST_TIMEOUT: "" });
+    assertEquals(await main(["--", "volume", "list"], empty), 1, empty.stderr); // unreachable
+    assert(empty.stderr.includes("cannot reach"), empty.stderr);
     const io = captureIo({ BALLAST_API: api, BALLAST_REQUEST_TIMEOUT: "200ms" });
     assertEquals(await main(["volume", "list"], io), 1, io.stderr);
     assert(io.stderr.includes("no answer within 0.2 s"), io.stderr);
