@@ -84,6 +84,19 @@ async function readPem(path: string, what: string, origin: string): Promise<stri
   }
 }
 
+/**
+ * The text of a file named on the command line (INVALID_ARGUMENT when unreadable, naming the
+ * flag `what` when given).
+ */
+export async function readArg(file: unknown, what?: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(String(file));
+  } catch (err) {
+    const named = what ? `${what}: file` : "file";
+    throw new BallastError("INVALID_ARGUMENT", `${named} ${file} ${unreadable(err)}`);
+  }
+}
+
 /** Why a file could not be read, as a predicate: "does not exist", "is not readable ...". */
 export function unreadable(err: unknown): string {
   return err instanceof Deno.errors.NotFound

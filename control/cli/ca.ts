@@ -21,7 +21,7 @@ import {
   UsageError,
   usageHint,
 } from "./_command.ts";
-import { clientFromFlags, unreadable } from "./_credentials.ts";
+import { clientFromFlags, readArg } from "./_credentials.ts";
 import { caInitCommand } from "./ca_init.ts";
 import { certTable } from "./_cert_view.ts";
 import { fields, type Io, json } from "./_output.ts";
@@ -359,19 +359,6 @@ async function run(
       io.out(asJson ? json(info) : `imported ${file} as the ${a.which} certificate\n`);
       return 0;
     }
-  }
-}
-
-/**
- * The text of a file named on the command line (INVALID_ARGUMENT when unreadable, naming the
- * flag `what` when given).
- */
-async function readArg(file: unknown, what?: string): Promise<string> {
-  try {
-    return await Deno.readTextFile(String(file));
-  } catch (err) {
-    const named = what ? `${what}: file` : "file";
-    throw new BallastError("INVALID_ARGUMENT", `${named} ${file} ${unreadable(err)}`);
   }
 }
 
