@@ -330,5 +330,5 @@ function sendJson(res: ServerResponse, status: number, body: unknown, close: boo
  * its NBD shedding mark, between 16 and 1024 (an operator's CLI and scrapes need a few).
  */
 export function apiMaxConnections(at = sheddingAt()): number {
-  return Math.max(16, Math.min(1024, Math.floor(at / 8)));
+  return Number.isFinite(at) ? Math.max(16, Math.min(1024, Math.floor(at / 8))) : 1024;
 }

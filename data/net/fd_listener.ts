@@ -121,6 +121,7 @@ export function raiseDescriptorLimit(): { before: number; after: number } {
  */
 export function sheddingAt(): number {
   softLimit ??= fileLimits().soft;
+  if (!Number.isFinite(softLimit)) return Infinity; // no limit
   return softLimit - Math.max(64, Math.floor(softLimit / 16));
 }
 
