@@ -13,7 +13,7 @@ import type { ExportTable } from "./exports.ts";
 import type { HandshakePolicy } from "./nbd/handshake.ts";
 import { NbdServer } from "./nbd/server.ts";
 import type { StartTls } from "./nbd/transport.ts";
-import { FdListener } from "./net/fd_listener.ts";
+import { FdListener, shedWarning } from "./net/fd_listener.ts";
 import { openUnixListener, serveUnix, type UnixListenAt } from "./_local_attach.ts";
 import { READ_ONLY_PLAINTEXT } from "./nbd/server.ts";
 import { type PoolStatus, WorkerPool } from "./pool/pool.ts";
@@ -181,11 +181,21 @@ export async function serveOnMainThread(o: {
     acceptAfter: o.acceptAfter,
   };
   const servers = [
-    new NbdServer({ ...common, listener: "nbd", policy: o.policy, startTls: o.startTls }),
+    new NbdServer({
+      ...common,
+      listener: "nbd",
+      policy: o.policy,
+      startTls: o.startTls,
+      onShed: shedWarning(o.logger, "nbd"),
+    }),
   ];
   const listens = [{ ...o.nbdListen, tls: o.startTls !== undefined }];
   // Local attach (loopback TCP, the Unix sockets): plaintext, no STARTTLS.
-  const local = new NbdServer({ ...common, listener: "local" });
+  const local = new NbdServer({
+    ...common,
+    listener: "local",
+    onShed: shedWarning(o.logger, "local"),
+  });
   const localRo = new NbdServer({
     ...common,
     listener: "local-ro",
@@ -478,23 +488,5 @@ function nodeVerdict(
   return async (der) => {
     const v = await verify(der);
     return v.ok ? { ok: true, node: v.identity.name } : { ok: false, reason: v.reason };
-  };
-}
-
-/** A listener's onShed: a warning at most every 10 s, with how many it closed since. */
-function shedWarning(log: Logger, listener: string): FdListener["onShed"] {
-  let last = -Infinity;
-  let closed = 0;
-  return (remote, fd, at) => {
-    closed++;
-    const now = performance.now();
-    if (now - last < 10_000) return;
-    last = now;
-    log.warn(
-      { listener, remote, fd, limit: at, closed },
-      `closing new NBD connections: the process has ${fd} or more descriptors open and ` +
-        `keeps the rest of its limit for volume files and the API (raise LimitNOFILE / ulimit -n)`,
-    );
-    closed = 0;
   };
 }

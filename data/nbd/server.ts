@@ -11,7 +11,7 @@ import type { HandshakePolicy } from "./handshake.ts";
 import { type StartTls, tcpTransport, type Transport } from "./transport.ts";
 import { createServer, type Server as NodeServer } from "node:net";
 import { NodeSocketTransport } from "./node_transport.ts";
-import { listenServer } from "../net/mod.ts";
+import { descriptorsShort, listenServer } from "../net/mod.ts";
 
 /**
  * Connection ids: one sequence per thread, shared by every listener of the thread, so an id
@@ -37,6 +37,8 @@ export interface NbdServerOptions {
   handshakeTimeoutMs?: number;
   /** Accepting starts once this settles (DataPlaneOptions.acceptAfter). */
   acceptAfter?: Promise<unknown>;
+  /** Told of each connection closed at once because descriptors run short (net/). */
+  onShed?: (remote: string, fd: number, at: number) => void;
   /** A partly received request must complete within this time (default 60 s). */
   requestTimeoutMs?: number;
 }
@@ -71,8 +73,12 @@ export class NbdServer {
     let addr: Deno.NetAddr;
     if (options?.tls) {
       const server = createServer({ noDelay: true }, (sock) => {
+        const remote = `${sock.remoteAddress}:${sock.remotePort}`;
+        if (this.#shed(remote)) return void sock.destroy();
         sock.setKeepAlive(true, 60_000); // a vanished client is found out (fd_listener.ts)
-        this.serve(new NodeSocketTransport(sock));
+        const serve = () => this.serve(new NodeSocketTransport(sock));
+        if (this.#opts.acceptAfter) this.#opts.acceptAfter.then(serve, serve);
+        else serve();
       });
       const bound = await listenServer(server, hostname, port);
       server.on("error", (err) => this.#log.error({ err: err.message }, "NBD listener error"));
@@ -129,8 +135,19 @@ export class NbdServer {
         await new Promise((r) => setTimeout(r, 100));
         continue;
       }
-      this.serve(tcpTransport(c));
+      if (this.#shed(`${c.remoteAddr.hostname}:${c.remoteAddr.port}`)) c.close();
+      else this.serve(tcpTransport(c));
     }
+  }
+
+  /**
+   * Whether a connection just accepted must be closed at once because the process's
+   * descriptors run short (net/fd_listener.ts sheddingAt): out of them, Deno panics.
+   */
+  #shed(remote: string): boolean {
+    const short = descriptorsShort();
+    if (short) this.#opts.onShed?.(remote, short.fd, short.at);
+    return short !== undefined;
   }
 
   #checkTimeouts(): void {

@@ -11,6 +11,8 @@
  * @module
  */
 
+import type { Logger } from "pino";
+
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
@@ -123,6 +125,19 @@ export function sheddingAt(): number {
   softLimit ??= fileLimits().soft;
   if (!Number.isFinite(softLimit)) return Infinity; // no limit
   return softLimit - Math.max(64, Math.floor(softLimit / 16));
+}
+
+/**
+ * For a connection accepted where its descriptor number is not known (a Deno listener): the
+ * lowest free descriptor and the shedding mark, when the former has reached the latter (the
+ * connection is to be closed at once), else undefined. One dup() and close() of stderr.
+ */
+export function descriptorsShort(): { fd: number; at: number } | undefined {
+  const at = sheddingAt();
+  if (at === Infinity) return undefined;
+  const fd = libc().dup(2);
+  if (fd >= 0) libc().close(fd);
+  return fd < 0 || fd >= at ? { fd: fd < 0 ? at : fd, at } : undefined;
 }
 
 /** The sockaddr for an IPv4 or IPv6 literal (or "localhost") and a port. */
@@ -445,4 +460,25 @@ export function dupFd(fd: number): number {
 /** Ends a socket for both sides, whoever else holds a descriptor of it (shutdown(2)). */
 export function shutdownFd(fd: number): void {
   libc().shutdown(fd, SHUT_RDWR);
+}
+
+/** Told of each connection closed at once because descriptors run short. */
+export type Shed = (remote: string, fd: number, at: number) => void;
+
+/** A listener's onShed: a warning at most every 10 s, with how many it closed since. */
+export function shedWarning(log: Logger, listener: string): Shed {
+  let last = -Infinity;
+  let closed = 0;
+  return (remote, fd, at) => {
+    closed++;
+    const now = performance.now();
+    if (now - last < 10_000) return;
+    last = now;
+    log.warn(
+      { listener, remote, fd, limit: at, closed },
+      `closing new NBD connections: the process has ${fd} or more descriptors open and ` +
+        `keeps the rest of its limit for volume files and the API (raise LimitNOFILE / ulimit -n)`,
+    );
+    closed = 0;
+  };
 }

@@ -11,10 +11,13 @@ export { type DirectReads, directReads } from "./tls_direct.ts";
 export { adoptTcpFd, type FdStream, fdStreamsAvailable } from "./fd_stream.ts";
 export {
   closeFd,
+  descriptorsShort,
   isUnixPeer,
   MAX_UNIX_PATH_BYTES,
   raiseDescriptorLimit,
+  type Shed,
   sheddingAt,
+  shedWarning,
   UnixSocketError,
 } from "./fd_listener.ts";
 export { type TlsReads, tlsVerifyError, wrapTls, type WrapTlsOptions } from "./tls_socket.ts";

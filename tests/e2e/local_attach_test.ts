@@ -210,6 +210,25 @@ e2eTest(
   },
 );
 
+e2eTest(
+  "out of descriptors, NBD served on the main thread (--data-workers 0): new TCP connections are closed at once; the node stays up",
+  { tools: ["bash"] },
+  async () => {
+    const wrap = ["bash", "-c", 'ulimit -n 256 && exec "$0" "$@"'];
+    await using b = await startBallast({ wrap, tls: true, args: ["--data-workers", "0"] });
+    const [host, port] = [b.nbdHost, b.nbdPort];
+    const held: Deno.TcpConn[] = [];
+    try {
+      for (let i = 0; i < 300; i++) held.push(await Deno.connect({ hostname: host, port }));
+      await waitFor(() => b.logs().includes("closing new NBD connections"), 20_000);
+      const up = await admin(b, ["version"]);
+      assertEquals(up.code, 0, `the node and its API are up: ${up.stderr}`);
+    } finally {
+      for (const c of held) c.close();
+    }
+  },
+);
+
 async function waitFor(ok: () => boolean, ms: number): Promise<void> {
   const end = Date.now() + ms;
   while (!ok()) {
