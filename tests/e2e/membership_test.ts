@@ -85,7 +85,7 @@ e2eTest(
       assertEquals(bad.code, 2, bad.stderr);
       const nine = await admin(a, ["volume", "update", "m1", "--replicas", "9"]);
       assertEquals(nine.code, 2, nine.stderr); // INVALID_ARGUMENT exits 2 wherever it is found
-      assert(nine.stderr.includes("invalid replicas 9"), nine.stderr);
+      assert(nine.stderr.includes("invalid --replicas 9"), nine.stderr);
       const three = await admin(a, ["volume", "update", "m1", "--replicas", "3"]);
       assertEquals(three.code, 1, three.stderr);
       assert(
