@@ -15,6 +15,12 @@ export type { ForwarderFence } from "./forwarder_fences.ts";
 
 export type { ReplicaReasons };
 
+/**
+ * What a refusal of a volume nobody can serve now says after its name, in the NBD handshake:
+ * a forwarding node tells a fenced master's refusal by it (data/proxy/forwarder.ts).
+ */
+export const UNAVAILABLE = "is unavailable";
+
 /** Why a fenced master serves nothing (the handshake's refusal, the requests' ESHUTDOWN). */
 export const FENCED_WHY = "a member has seen a newer epoch than this master's (another " +
   "member was promoted, or the group record is behind: docs/OPERATIONS.md)";
@@ -103,7 +109,7 @@ export class LiveExport implements ExportView {
   /** Set while this node, the group's master, is fenced: it serves nothing (ExportView). */
   get unavailable(): string | undefined {
     if (this.lease.state() !== "fenced") return undefined;
-    return `volume "${this.name}" is unavailable on this node: ${FENCED_WHY}`;
+    return `volume "${this.name}" ${UNAVAILABLE} on this node: ${FENCED_WHY}`;
   }
 
   /**

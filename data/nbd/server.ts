@@ -11,7 +11,7 @@ import type { HandshakePolicy } from "./handshake.ts";
 import { type StartTls, tcpTransport, type Transport } from "./transport.ts";
 import { createServer, type Server as NodeServer } from "node:net";
 import { NodeSocketTransport } from "./node_transport.ts";
-import { descriptorsShort, listenServer } from "../net/mod.ts";
+import { descriptorsShort, listenServer, type Shed } from "../net/mod.ts";
 
 /**
  * Connection ids: one sequence per thread, shared by every listener of the thread, so an id
@@ -38,7 +38,7 @@ export interface NbdServerOptions {
   /** Accepting starts once this settles (DataPlaneOptions.acceptAfter). */
   acceptAfter?: Promise<unknown>;
   /** Told of each connection closed at once because descriptors run short (net/). */
-  onShed?: (remote: string, fd: number, at: number) => void;
+  onShed?: Shed;
   /** A partly received request must complete within this time (default 60 s). */
   requestTimeoutMs?: number;
 }

@@ -241,7 +241,7 @@ export class FdListener {
    * Called for each connection closed at once because descriptors run short (sheddingAt()),
    * with the descriptor number it got and the number shedding starts at.
    */
-  onShed: ((remote: string, fd: number, at: number) => void) | undefined;
+  onShed: Shed | undefined;
 
   private constructor(fd: number, host: string, port: number, path?: string) {
     this.fd = fd;

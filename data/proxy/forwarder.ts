@@ -30,7 +30,12 @@
 
 import type { Logger } from "pino";
 import * as C from "../nbd/constants.ts";
-import type { ForwardedReply, ForwardedRequest, RequestForwarder } from "../exports.ts";
+import {
+  type ForwardedReply,
+  type ForwardedRequest,
+  type RequestForwarder,
+  UNAVAILABLE,
+} from "../exports.ts";
 import { type Directory, type DirectoryEntry, sameMaster } from "./directory.ts";
 import { type Upstream, UpstreamError } from "./upstream.ts";
 import type { ForwarderName } from "./_negotiation.ts";
@@ -354,7 +359,7 @@ export class Forwarder implements RequestForwarder {
           const msg = err instanceof Error ? err.message : String(err);
           // Its master refuses it as unavailable (fenced): new clients are told (directory.ts).
           if (
-            err instanceof UpstreamError && err.code === "refused" && /is unavailable/.test(msg)
+            err instanceof UpstreamError && err.code === "refused" && msg.includes(UNAVAILABLE)
           ) {
             this.#dir.refused(
               entry,

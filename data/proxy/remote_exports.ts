@@ -7,7 +7,7 @@
  */
 
 import type { Logger } from "pino";
-import { LiveExport } from "../exports.ts";
+import { LiveExport, UNAVAILABLE } from "../exports.ts";
 import type { BlockStore, Extent } from "../store/mod.ts";
 import type { Directory, DirectoryEntry } from "./directory.ts";
 import { type ConnectUpstream, Forwarder } from "./forwarder.ts";
@@ -95,12 +95,12 @@ export class RemoteExports {
     const entry = this.#dir.get(name);
     const refused = this.#dir.refusal(name);
     if (entry && refused) {
-      return { uuid: entry.uuid, reason: `volume "${name}" is unavailable: ${refused}` };
+      return { uuid: entry.uuid, reason: `volume "${name}" ${UNAVAILABLE}: ${refused}` };
     }
     if (!entry?.unavailable) return undefined;
     return {
       uuid: entry.uuid,
-      reason: `volume "${name}" is unavailable: ` + (entry.why ??
+      reason: `volume "${name}" ${UNAVAILABLE}: ` + (entry.why ??
         "no member of its group that holds every acknowledged write is up") +
         ` (\`ballast volume get ${name}\`)`,
     };
